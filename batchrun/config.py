@@ -1,0 +1,76 @@
+"""The frozen settings of one run, built by the CLI (or a test) and read everywhere.
+
+Secrets are not stored here: only the *name* of the environment variable that
+holds the API key. `RunConfig.fingerprint_options` lists the options that shape
+requests; a resumed run must agree with them.
+
+    >>> cfg = RunConfig(input_path="req.jsonl", out_dir="runs/a")
+    >>> cfg.concurrency
+    64
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    input_path: str
+    out_dir: str
+    base_url: str = DEFAULT_BASE_URL
+    api_key_env: str = "OPENAI_API_KEY"
+    model: str | None = None
+    concurrency: int = 64
+    max_attempts: int = 6
+    timeout: float = 120.0
+    """Seconds to wait for a response (for streams: between two chunks)."""
+    total_timeout: float = 1800.0
+    """Overall cap on one attempt, streams included."""
+    rpm: float | None = None
+    tpm: float | None = None
+    stream: bool = False
+    auth: str = "bearer"
+    """'bearer' (Authorization: Bearer KEY), 'raw' (Authorization: KEY) or 'none'."""
+    auth_header: str = "Authorization"
+    headers: tuple[tuple[str, str], ...] = ()
+    retry_failed: bool = False
+    force: bool = False
+    drain_timeout: float = 30.0
+    max_cost: float | None = None
+    prices_path: str | None = None
+    write_parquet: bool = True
+    progress_interval: float = 10.0
+    quiet: bool = False
+    skip_invalid: bool = False
+    max_response_bytes: int = 64 * 1024 * 1024
+    summary_interval: float = 2.0
+    id_column: str | None = None
+    job: dict[str, Any] = field(default_factory=dict)
+    """Dataset-job settings (template, response_format, eval) from a job file."""
+
+    def fingerprint_options(self) -> dict[str, Any]:
+        """Options that change what is sent; a resume with other values is refused."""
+        return {
+            "model": self.model,
+            "stream": self.stream,
+            "job": self.job,
+            "id_column": self.id_column,
+        }
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every option, for run.json. Holds no secret: keys live only in the env."""
+        data = asdict(self)
+        data["headers"] = [[name, _redact_header(name, value)] for name, value in self.headers]
+        return data
+
+
+_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie")
+
+
+def _redact_header(name: str, value: str) -> str:
+    lowered = name.lower()
+    return "***" if any(word in lowered for word in _SECRET_HEADER_WORDS) else value

@@ -1,0 +1,114 @@
+"""Every error batchrun raises, in one tree.
+
+    BatchrunError
+    ├── ConfigError          bad option, job file or price file (before anything is sent)
+    ├── InputError           bad request/dataset file; names the file and line/row
+    ├── RunDirError          run directory unusable or started with other settings
+    ├── BudgetExceeded       --max-cost reached; the run stops cleanly and can resume
+    └── RequestError         one HTTP attempt failed
+        ├── RetryableError   worth another attempt
+        │   ├── TransportError   connection refused/reset, read error
+        │   ├── RequestTimeout   no answer (or no next stream chunk) in time
+        │   ├── RateLimited      HTTP 429
+        │   ├── ServerError      HTTP 408, 409, 5xx
+        │   └── BadResponse      200 that is not a usable completion (torn stream,
+        │                        error object inside 200, non-JSON body)
+        └── FinalError       retrying cannot help
+            └── ClientError      other 4xx (400, 401, 403, 404, 422, ...)
+
+Lower-level exceptions (httpx, aiohttp, OSError) are mapped onto this tree in one
+place, `batchrun.client`, with ``raise ... from exc``. The CLI turns the non-request
+errors into one-line messages; request errors end up in errors.jsonl.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class BatchrunError(Exception):
+    """Base of everything batchrun raises on purpose."""
+
+
+class ConfigError(BatchrunError):
+    """An option, job file or price file is invalid."""
+
+
+class InputError(BatchrunError):
+    """An input row is invalid. The message names the file and line (or row)."""
+
+    def __init__(self, path: str, where: str, reason: str) -> None:
+        self.path = path
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{path}:{where}: {reason}")
+
+
+class RunDirError(BatchrunError):
+    """The run directory cannot be used (not writable, or started differently)."""
+
+
+class BudgetExceeded(BatchrunError):
+    """The --max-cost cap would be crossed by the next request."""
+
+
+class RequestError(BatchrunError):
+    """One attempt at one request failed.
+
+    ``status`` is the HTTP status (None when no response arrived), ``headers`` the
+    response headers (used for Retry-After), ``body`` the parsed response body when
+    there was one, ``code`` a short machine-readable reason.
+    """
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: Any = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.status = status
+        self.headers: Mapping[str, str] = headers or {}
+        self.body = body
+        self.request_id = request_id
+
+
+class RetryableError(RequestError):
+    retryable = True
+
+
+class TransportError(RetryableError):
+    pass
+
+
+class RequestTimeout(RetryableError):
+    pass
+
+
+class RateLimited(RetryableError):
+    pass
+
+
+class ServerError(RetryableError):
+    pass
+
+
+class BadResponse(RetryableError):
+    pass
+
+
+class FinalError(RequestError):
+    retryable = False
+
+
+class ClientError(FinalError):
+    pass

@@ -1,0 +1,80 @@
+"""One output line per finished request, in the OpenAI Batch API output format.
+
+    {"id": "batch_req_...", "custom_id": "row-1",
+     "response": {"status_code": 200, "request_id": "req_...", "body": {...}},
+     "error": null,
+     "batchrun": {"row": 1, "attempts": 1, "latency_ms": 812.5, "ttft_ms": null}}
+
+``response.body`` is the server's response, unmodified. ``error`` is null on success;
+on failure it is ``{"code", "message", "attempts": [{"status", "code", "message"}]}``
+and ``response`` still holds the last HTTP status and body when there was one. The
+extra ``batchrun`` object carries per-request facts (row, attempts, latency) that
+the Batch API format has no place for; Batch API readers ignore it.
+
+Pure functions: encoding, decoding, and the fast custom_id extraction used on resume.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+
+from batchrun.models import Outcome
+
+_ID_PREFIX = b'{"id":"batch_req_'
+_ID_HEX = 24
+# Every line we write starts with this many bytes before the custom_id's JSON string.
+_CUSTOM_ID_AT = len(_ID_PREFIX) + _ID_HEX + len(b'","custom_id":')
+
+
+def encode(outcome: Outcome) -> bytes:
+    """The complete JSONL line (with trailing newline) for one outcome."""
+    response = None
+    if outcome.status_code is not None:
+        response = {
+            "status_code": outcome.status_code,
+            "request_id": outcome.request_id,
+            "body": outcome.body,
+        }
+    meta: dict[str, Any] = {
+        "row": outcome.row,
+        "attempts": len(outcome.attempts),
+        "latency_ms": round(outcome.latency_s * 1000, 1),
+        "ttft_ms": None if outcome.ttft_s is None else round(outcome.ttft_s * 1000, 1),
+    }
+    if outcome.extra:
+        meta.update(outcome.extra)
+    line = {
+        "id": "batch_req_" + os.urandom(_ID_HEX // 2).hex(),
+        "custom_id": outcome.custom_id,
+        "response": response,
+        "error": outcome.error,
+        "batchrun": meta,
+    }
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """Parse one line. Raises ValueError on a torn or foreign line."""
+    record = orjson.loads(line)
+    if not isinstance(record, dict) or not isinstance(record.get("custom_id"), str):
+        raise ValueError("not a batchrun output line")
+    return record
+
+
+def custom_id_of(line: bytes) -> str:
+    """The custom_id of a line, without parsing its (possibly large) body.
+
+    Lines we wrote have a fixed-width prefix, so the id's JSON string starts at a
+    known offset; anything else falls back to a full parse.
+    """
+    if line.startswith(_ID_PREFIX) and line[_CUSTOM_ID_AT - 1 : _CUSTOM_ID_AT] == b":":
+        end = line.find(b'"', _CUSTOM_ID_AT + 1)
+        if end > 0 and line[end - 1 : end] != b"\\":
+            return line[_CUSTOM_ID_AT + 1 : end].decode("utf-8")
+        # escaped characters inside the id: let the JSON parser handle it
+        raw = orjson.loads(line)
+        return str(raw["custom_id"])
+    return str(decode(line)["custom_id"])
