@@ -1,0 +1,201 @@
+"""Send one chat-completions attempt over HTTP; map every failure onto batchrun.errors.
+
+The transport is injected (the seam tests use for ``httpx.MockTransport``). The
+default is `default_transport`: httpx's API on top of aiohttp's connection pool,
+whose per-request cost stays flat with thousands of connections where httpx's own
+pool grows with them (see BENCHMARKS.md, "HTTP transport").
+
+    >>> client = ChatClient(base_url="http://127.0.0.1:8000/v1", api_key="k")  # doctest: +SKIP
+    >>> reply = await client.send({"model": "m", "messages": [...]})           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+
+from batchrun.errors import (
+    BadResponse,
+    ConfigError,
+    RequestError,
+    RequestTimeout,
+    TransportError,
+)
+from batchrun.responses import check_completion, error_for_status, parse_completion, request_id_of
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Reply:
+    """A usable completion: the body as the server sent it (streams: assembled)."""
+
+    status: int
+    headers: httpx.Headers
+    body: dict[str, Any]
+    request_id: str | None
+    ttft_s: float | None = None
+
+
+def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
+    """httpx-aiohttp transport sized for ``max_connections`` in flight."""
+    from httpx_aiohttp import AiohttpTransport
+
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return AiohttpTransport(limits=limits)
+
+
+def auth_headers(api_key: str | None, auth: str, header: str) -> dict[str, str]:
+    """``Authorization: Bearer KEY`` (default), a raw ``Authorization: KEY`` (seed 004),
+    or the key in a custom header such as Azure's ``api-key``."""
+    if not api_key or auth == "none":
+        return {}
+    if auth == "raw" or header.lower() != "authorization":
+        return {header: api_key}
+    if auth != "bearer":
+        raise ConfigError(f"unknown auth style {auth!r} (use bearer, raw or none)")
+    return {header: f"Bearer {api_key}"}
+
+
+def completions_url(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ConfigError(f"base URL {base_url!r} must start with http:// or https://")
+    if base.endswith("/chat/completions"):
+        return base
+    return base + "/chat/completions"
+
+
+class ChatClient:
+    """One attempt per `send`; retrying is the caller's business (batchrun.retry)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        auth: str = "bearer",
+        auth_header: str = "Authorization",
+        extra_headers: Sequence[tuple[str, str]] = (),
+        timeout: float = 120.0,
+        total_timeout: float = 1800.0,
+        max_response_bytes: int = 64 * 1024 * 1024,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 64,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.url = completions_url(base_url)
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers.update(dict(extra_headers))
+        headers.update(auth_headers(api_key, auth, auth_header))
+        self._headers = headers
+        self._total_timeout = total_timeout
+        self._max_bytes = max_response_bytes
+        self._clock = clock
+        self._client = httpx.AsyncClient(
+            transport=transport or default_transport(max_connections),
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def send(self, body: Mapping[str, Any]) -> Reply:
+        """Send ``body`` once. Returns a Reply or raises a RequestError."""
+        payload = orjson.dumps(body)
+        streaming = body.get("stream") is True
+        headers = self._headers
+        if streaming:
+            headers = {**headers, "accept": "text/event-stream"}
+        request = self._client.build_request("POST", self.url, content=payload, headers=headers)
+        try:
+            with anyio.fail_after(self._total_timeout):
+                response = await self._client.send(request, stream=True)
+                try:
+                    if streaming and response.status_code == 200 and _is_event_stream(response):
+                        return await self._read_stream(response)
+                    content = await self._read_capped(response)
+                finally:
+                    await response.aclose()
+        except RequestError:
+            raise
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"no complete answer within {self._total_timeout:g} s", code="timeout_total"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise RequestTimeout(_describe(exc, "timed out"), code="timeout") from exc
+        except (httpx.TransportError, OSError) as exc:
+            raise TransportError(_describe(exc, "connection failed"), code="connection_error") from exc
+        except Exception as exc:  # aiohttp errors the transport did not map
+            if type(exc).__module__.startswith(("aiohttp", "httpx", "asyncio", "ssl")):
+                raise TransportError(_describe(exc, "transport error"), code="connection_error") from exc
+            raise
+        rheaders = response.headers
+        parsed = parse_completion(response.status_code, rheaders, content)
+        return Reply(response.status_code, rheaders, parsed, request_id_of(rheaders))
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self._max_bytes:
+            raise _too_large(response, self._max_bytes)
+        chunks = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise _too_large(response, self._max_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _read_stream(self, response: httpx.Response) -> Reply:
+        from batchrun.streaming import SSEDecoder, StreamAssembler
+
+        decoder = SSEDecoder()
+        assembler = StreamAssembler()
+        started = self._clock()
+        ttft: float | None = None
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise _too_large(response, self._max_bytes)
+            for payload in decoder.feed(chunk):
+                if assembler.add(payload) and ttft is None:
+                    ttft = self._clock() - started
+        for payload in decoder.close():
+            assembler.add(payload)
+        body = check_completion(assembler.result(), response.status_code, response.headers)
+        rheaders = response.headers
+        return Reply(response.status_code, rheaders, body, request_id_of(rheaders), ttft)
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    ctype = response.headers.get("content-type", "")
+    return "json" not in ctype
+
+
+def _too_large(response: httpx.Response, limit: int) -> BadResponse:
+    return BadResponse(
+        f"response body larger than {limit} bytes (--max-response-bytes)",
+        code="response_too_large",
+        status=response.status_code,
+        headers=response.headers,
+        request_id=request_id_of(response.headers),
+    )
+
+
+def _describe(exc: BaseException, fallback: str) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__}: {fallback}"
+
+
+__all__ = ["ChatClient", "Reply", "auth_headers", "completions_url", "default_transport",
+           "error_for_status"]

@@ -1,0 +1,158 @@
+"""What a run directory already holds: the checkpoint is the output itself.
+
+results.jsonl and errors.jsonl only ever grow by whole lines. On start we re-read
+them: every id in results.jsonl is done, every id in errors.jsonl (and not in
+results) has failed for good. A last line without its newline was torn by a crash;
+it is cut off (the only bytes ever removed) and that request is sent again.
+
+Re-reading is fast: summary.json records how many bytes of each file its totals
+cover, so lines before that point are only scanned for their custom_id (fixed
+offset, no JSON parse) and only the tail is parsed in full. Memory is one 64-bit
+hash per id, never the bodies.
+
+    >>> state = read_journal("runs/a")          # doctest: +SKIP
+    >>> len(state.done), len(state.failed)      # doctest: +SKIP
+    (998, 2)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from batchrun.ids import id_hash
+from batchrun.records import custom_id_of, decode
+from batchrun.tally import Tally
+
+RESULTS = "results.jsonl"
+ERRORS = "errors.jsonl"
+SUMMARY = "summary.json"
+RUN_INFO = "run.json"
+READ_CHUNK = 1 << 20
+
+
+@dataclass
+class JournalState:
+    done: set[int] = field(default_factory=set)
+    failed: set[int] = field(default_factory=set)
+    tally: Tally = field(default_factory=Tally)
+    results_bytes: int = 0
+    errors_bytes: int = 0
+    repaired: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    """Time spent by earlier processes of this run (from the last checkpoint)."""
+
+
+def repair_torn_tail(path: str) -> int:
+    """Cut a torn last line off ``path``. Returns the number of bytes removed."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        # walk back to the previous newline
+        pos = size
+        keep = 0
+        while pos > 0:
+            step = min(READ_CHUNK, pos)
+            pos -= step
+            f.seek(pos)
+            chunk = f.read(step)
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                keep = pos + idx + 1
+                break
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return size - keep
+
+
+def _checkpoint(run_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(run_dir, SUMMARY), "rb") as f:
+            summary = orjson.loads(f.read())
+        journal = summary["journal"]
+        Tally.from_state(journal["tally"])  # validate
+        return dict(journal)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _line_boundary(path: str, offset: int) -> bool:
+    """True when ``offset`` is 0 or sits just after a newline inside the file."""
+    if offset == 0:
+        return True
+    try:
+        if offset > os.path.getsize(path):
+            return False
+        with open(path, "rb") as f:
+            f.seek(offset - 1)
+            return f.read(1) == b"\n"
+    except OSError:
+        return False
+
+
+def _scan(path: str, ids: set[int], tally: Tally, parse_from: int) -> int:
+    """Add every id in ``path`` to ``ids``; count lines at/after ``parse_from``.
+
+    A last line without its newline (torn, or being written right now by a live
+    run) is not counted.
+    """
+    if not os.path.exists(path):
+        return 0
+    pos = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            if pos >= parse_from:
+                record = decode(line)
+                ids.add(id_hash(record["custom_id"]))
+                tally.count_line(record)
+            else:
+                ids.add(id_hash(custom_id_of(line)))
+            pos += len(line)
+    return pos
+
+
+def read_journal(run_dir: str, *, repair: bool = True) -> JournalState:
+    """Rebuild done/failed sets and totals from the run directory's files.
+
+    ``repair=False`` reads without touching anything (for `batchrun status`, which
+    may look at a run that is still writing).
+    """
+    state = JournalState()
+    results = os.path.join(run_dir, RESULTS)
+    errors = os.path.join(run_dir, ERRORS)
+    for path in (results, errors):
+        cut = repair_torn_tail(path) if repair else 0
+        if cut:
+            state.repaired.append(f"{os.path.basename(path)}: dropped a torn last line ({cut} bytes)")
+    checkpoint = _checkpoint(run_dir)
+    r_from = e_from = 0
+    if (
+        checkpoint is not None
+        and _line_boundary(results, int(checkpoint.get("results_bytes", -1)))
+        and _line_boundary(errors, int(checkpoint.get("errors_bytes", -1)))
+    ):
+        state.tally = Tally.from_state(checkpoint["tally"])
+        r_from = int(checkpoint["results_bytes"])
+        e_from = int(checkpoint["errors_bytes"])
+        state.elapsed_s = float(checkpoint.get("elapsed_s", 0.0))
+    try:
+        state.results_bytes = _scan(results, state.done, state.tally, r_from)
+        failed: set[int] = set()
+        state.errors_bytes = _scan(errors, failed, state.tally, e_from)
+    except ValueError as exc:
+        raise ValueError(f"{run_dir}: an output line is not valid JSON ({exc})") from exc
+    state.failed = failed - state.done
+    return state

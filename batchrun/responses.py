@@ -1,0 +1,134 @@
+"""Turn one HTTP answer into a completion body or a classified error. Pure.
+
+    status 200 + chat.completion JSON  -> the body (dict), unmodified
+    status 200 + {"error": {...}}      -> BadResponse (some relays do this)
+    status 200 + non-JSON / no choices -> BadResponse
+    429                                -> RateLimited
+    408, 409, 5xx                      -> ServerError
+    3xx                                -> ClientError (redirects are not followed for POST)
+    other 4xx                          -> ClientError (never retried)
+
+The ``{"error": {"message", "type", "param", "code"}}`` envelope is parsed into the
+error's message and code whatever the status.
+
+    >>> parse_completion(200, {}, b'{"choices": []}')
+    {'choices': []}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from batchrun.errors import BadResponse, ClientError, RateLimited, RequestError, ServerError
+
+MAX_MESSAGE = 500
+
+
+def error_envelope(body: Any) -> dict[str, Any] | None:
+    """The ``error`` object of an OpenAI-style error body, normalised; else None."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, str):
+        return {"message": error, "type": None, "param": None, "code": None}
+    if isinstance(error, dict):
+        return {
+            "message": str(error.get("message") or ""),
+            "type": error.get("type"),
+            "param": error.get("param"),
+            "code": error.get("code"),
+        }
+    return None
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    return headers.get("x-request-id") or headers.get("request-id")
+
+
+def _decode(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _snippet(content: bytes) -> str:
+    text = content[:200].decode("utf-8", "replace").strip()
+    return " ".join(text.split())
+
+
+def error_for_status(status: int, headers: Mapping[str, str], content: bytes) -> RequestError:
+    """The classified error for a non-2xx answer."""
+    body = _decode(content)
+    envelope = error_envelope(body)
+    if envelope is not None:
+        message = envelope["message"] or f"HTTP {status}"
+        code = str(envelope["code"] or envelope["type"] or f"http_{status}")
+    else:
+        snippet = _snippet(content)
+        message = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+        code = f"http_{status}"
+    message = message[:MAX_MESSAGE]
+    kwargs: dict[str, Any] = {
+        "code": code,
+        "status": status,
+        "headers": headers,
+        "body": body if body is not None else _snippet(content),
+        "request_id": request_id_of(headers),
+    }
+    if status == 429:
+        return RateLimited(message, **kwargs)
+    if status in (408, 409) or status >= 500:
+        return ServerError(message, **kwargs)
+    if 300 <= status < 400:
+        location = headers.get("location", "")
+        return ClientError(
+            f"HTTP {status} redirect to {location!r} not followed (check --base-url)"[:MAX_MESSAGE],
+            **{**kwargs, "code": "redirect"},
+        )
+    return ClientError(message, **kwargs)
+
+
+def check_completion(body: Any, status: int, headers: Mapping[str, str]) -> dict[str, Any]:
+    """Accept a decoded 200 body only if it is a usable chat.completion."""
+    envelope = error_envelope(body)
+    if envelope is not None and not (isinstance(body, dict) and body.get("choices")):
+        raise BadResponse(
+            (envelope["message"] or "error object in a 200 response")[:MAX_MESSAGE],
+            code=str(envelope["code"] or envelope["type"] or "error_in_200"),
+            status=status,
+            headers=headers,
+            body=body,
+            request_id=request_id_of(headers),
+        )
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+        raise BadResponse(
+            "response is not a chat.completion (no 'choices')",
+            code="invalid_completion",
+            status=status,
+            headers=headers,
+            body=body,
+            request_id=request_id_of(headers),
+        )
+    return body
+
+
+def parse_completion(status: int, headers: Mapping[str, str], content: bytes) -> dict[str, Any]:
+    """The completion body of a 2xx answer, or raise the classified error."""
+    if not 200 <= status < 300:
+        raise error_for_status(status, headers, content)
+    body = _decode(content)
+    if body is None:
+        ctype = headers.get("content-type", "")
+        raise BadResponse(
+            f"HTTP {status} body is not JSON (content-type {ctype!r}): {_snippet(content)!r}",
+            code="invalid_json",
+            status=status,
+            headers=headers,
+            body=_snippet(content),
+            request_id=request_id_of(headers),
+        )
+    return check_completion(body, status, headers)

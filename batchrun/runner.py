@@ -1,0 +1,549 @@
+"""Run a batch: source -> pacer -> client -> sink -> summary.
+
+One row's path through the code, top to bottom of this module:
+
+1. `Runner.run` checks the run directory (run.json), scans the input once (bad rows
+   and duplicate ids are reported before anything is sent) and reads the journal
+   (what earlier processes finished).
+2. `_produce` streams the rows not yet done into a bounded channel.
+3. `concurrency` workers (`_work`) take rows; `_process` makes attempts through
+   tenacity: each attempt waits for the pacer (rate limits, cooldown, AIMD), sends
+   through the client, and feeds the response headers back to the pacer.
+4. `_write` group-commits finished outcomes to results.jsonl / errors.jsonl and
+   counts them only after the write returned.
+5. `_checkpoint_loop` rewrites summary.json every few seconds; the last one is
+   written on the way out, whatever the reason for stopping.
+
+Stopping: SIGINT/SIGTERM (or the budget cap) stops new sends, lets in-flight
+requests finish for up to ``drain_timeout`` seconds, writes everything, and
+returns an exit code (130, 143, 3). A second SIGINT exits at once.
+
+    >>> result = anyio.run(Runner(RunConfig("req.jsonl", "runs/a")).run)  # doctest: +SKIP
+    >>> result.exit_code
+    0
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx
+import orjson
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from batchrun import __version__
+from batchrun.client import ChatClient
+from batchrun.config import RunConfig
+from batchrun.errors import BudgetExceeded, RateLimited, RequestError, RunDirError
+from batchrun.ids import id_hash
+from batchrun.journal import RUN_INFO, SUMMARY, JournalState, read_journal
+from batchrun.limits import Pacer
+from batchrun.models import Attempt, Outcome, Request
+from batchrun.ratelimit_headers import parse_ratelimit_headers
+from batchrun.retry import describe_attempt, make_retrying, retry_after_seconds
+from batchrun.sinks import JsonlSink
+from batchrun.sources import ScanResult, Source
+from batchrun.summary import Counts, build_summary, write_json_atomic
+from batchrun.tally import Tally
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_BUDGET = 3
+EXIT_SOME_FAILED = 4
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
+WRITE_BATCH = 4096
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    status: str
+    summary: dict[str, Any]
+    run_dir: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Live:
+    """Figures that change while the run goes (read by progress displays)."""
+
+    in_flight: int = 0
+    started: float = 0.0
+    sent: int = 0
+
+
+class Runner:
+    """Everything a run needs, injected: transport, clock, sleep, API key."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        source: Source | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = anyio.sleep,
+        handle_signals: bool = False,
+        hooks: RunHooks | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.api_key = api_key
+        self.transport = transport
+        self.source = source
+        self.clock = clock
+        self.sleep = sleep
+        self.handle_signals = handle_signals
+        self.hooks = hooks or RunHooks()
+        self.counts = Counts()
+        self.tally = Tally()
+        self.live = _Live()
+        self.stop_reason: str | None = None
+        self.notes: list[str] = []
+        self.pacer = Pacer(
+            concurrency=cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm, clock=clock, sleep=sleep
+        )
+        self._failed: set[int] = set()
+        self._done_before: set[int] = set()
+        self._elapsed_before = 0.0
+        self._sink: JsonlSink | None = None
+        self._drain_scope: anyio.CancelScope | None = None
+        self._outer: anyio.abc.TaskGroup | None = None
+        self._stopping = anyio.Event()
+
+    # -- set-up ---------------------------------------------------------------------
+    def _path(self, name: str) -> str:
+        return os.path.join(self.cfg.out_dir, name)
+
+    def _prepare_dir(self) -> None:
+        try:
+            os.makedirs(self.cfg.out_dir, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(
+                f"{self.cfg.out_dir}: cannot create the run directory ({exc.strerror})"
+            ) from exc
+        if not os.access(self.cfg.out_dir, os.W_OK):
+            raise RunDirError(f"{self.cfg.out_dir}: run directory is not writable")
+
+    def _check_run_info(self, fingerprint: str) -> None:
+        path = self._path(RUN_INFO)
+        if not os.path.exists(path) or self.cfg.force:
+            return
+        try:
+            with open(path, "rb") as f:
+                before = orjson.loads(f.read())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise RunDirError(f"{path}: unreadable ({exc}); use --force to start over it") from exc
+        problems = []
+        if before.get("input_fingerprint") != fingerprint:
+            problems.append(f"the input file differs from the one this run started with "
+                            f"({before.get('input_path')})")
+        old_opts = before.get("request_options", {})
+        for key, value in self.cfg.fingerprint_options().items():
+            if old_opts.get(key) != _jsonable(value):
+                problems.append(f"option {key} was {old_opts.get(key)!r}, now {value!r}")
+        if problems:
+            raise RunDirError(
+                f"{self.cfg.out_dir} was started with other settings: " + "; ".join(problems)
+                + ". Use another -o directory, or --force to resume anyway."
+            )
+
+    def _write_run_info(self, scan: ScanResult) -> None:
+        info = {
+            "batchrun_version": __version__,
+            "input_path": os.path.abspath(self.cfg.input_path),
+            "input_fingerprint": scan.fingerprint,
+            "input_rows": scan.total,
+            "request_options": _jsonable(self.cfg.fingerprint_options()),
+            "options": _jsonable(self.cfg.public_dict()),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        write_json_atomic(self._path(RUN_INFO), info)
+
+    def _build_source(self) -> Source:
+        if self.source is not None:
+            return self.source
+        from batchrun.jobs import source_for
+
+        return source_for(self.cfg)
+
+    def _adopt(self, journal: JournalState, scan: ScanResult) -> None:
+        self.tally = journal.tally
+        self._done_before = journal.done
+        self._failed = set(journal.failed)
+        self._elapsed_before = journal.elapsed_s
+        self.counts = Counts(
+            total=scan.total,
+            succeeded=len(journal.done),
+            failed=len(journal.failed),
+            invalid=scan.invalid,
+        )
+        self.notes.extend(journal.repaired)
+
+    # -- the run --------------------------------------------------------------------
+    async def run(self) -> RunResult:
+        self._prepare_dir()
+        source = self._build_source()
+        fingerprint = source.fingerprint()
+        self._check_run_info(fingerprint)
+        invalid_path = self._path("invalid.jsonl")
+        if self.cfg.skip_invalid:
+            with open(invalid_path, "wb") as invalid_sink:
+                scan = source.scan(invalid_sink)
+        else:
+            scan = source.scan()
+        try:
+            journal = read_journal(self.cfg.out_dir)
+        except ValueError as exc:
+            raise RunDirError(str(exc)) from exc
+        self._adopt(journal, scan)
+        self._write_run_info(scan)
+        skip = self._done_before if self.cfg.retry_failed else self._done_before | self._failed
+        self.live.started = self.clock()
+        self.hooks.on_start(self)
+
+        client = ChatClient(
+            base_url=self.cfg.base_url,
+            api_key=self.api_key,
+            auth=self.cfg.auth,
+            auth_header=self.cfg.auth_header,
+            extra_headers=self.cfg.headers,
+            timeout=self.cfg.timeout,
+            total_timeout=self.cfg.total_timeout,
+            max_response_bytes=self.cfg.max_response_bytes,
+            transport=self.transport,
+            max_connections=self.cfg.concurrency,
+            clock=self.clock,
+        )
+        self._sink = JsonlSink(self.cfg.out_dir)
+        try:
+            await self._run_pool(source, skip, client)
+        finally:
+            try:
+                await client.aclose()
+            finally:
+                status = self._final_status()
+                summary = self._checkpoint(status)
+                self._sink.close()
+                self.hooks.on_end(self, summary)
+        return RunResult(self._exit_code(), status, summary, self.cfg.out_dir, self.notes)
+
+    async def _run_pool(self, source: Source, skip: set[int], client: ChatClient) -> None:
+        requests_send, requests_recv = anyio.create_memory_object_stream[Request](
+            max_buffer_size=self.cfg.concurrency
+        )
+        outcomes_send, outcomes_recv = anyio.create_memory_object_stream[Outcome](
+            max_buffer_size=max(WRITE_BATCH, self.cfg.concurrency)
+        )
+        async with anyio.create_task_group() as outer:
+            self._outer = outer
+            outer.start_soon(self._checkpoint_loop)
+            if self.handle_signals:
+                outer.start_soon(self._watch_signals)
+            async with anyio.create_task_group() as writers:
+                writers.start_soon(self._write, outcomes_recv)
+                with anyio.CancelScope() as drain_scope:
+                    self._drain_scope = drain_scope
+                    async with anyio.create_task_group() as workers, outcomes_send, requests_recv:
+                        workers.start_soon(self._produce, source, skip, requests_send)
+                        for _ in range(self.cfg.concurrency):
+                            workers.start_soon(
+                                self._work, client, requests_recv.clone(), outcomes_send.clone()
+                            )
+            outer.cancel_scope.cancel()
+
+    async def _produce(
+        self, source: Source, skip: set[int], send: ObjectSendStream[Request]
+    ) -> None:
+        async with send:
+            for req in source.requests():
+                if self._stopping.is_set():
+                    return
+                if skip and id_hash(req.custom_id) in skip:
+                    continue
+                await send.send(req)
+
+    async def _work(
+        self,
+        client: ChatClient,
+        recv: ObjectReceiveStream[Request],
+        send: ObjectSendStream[Outcome],
+    ) -> None:
+        async with recv, send:
+            async for req in recv:
+                if self._stopping.is_set():
+                    continue  # drain the queue without sending
+                outcome = await self._process(client, req)
+                if outcome is not None:
+                    await send.send(outcome)
+
+    def stop(self, reason: str) -> None:
+        """Stop sending new requests; in-flight ones may finish (drain)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if not self._stopping.is_set():
+            self._stopping.set()
+            self.hooks.on_stop(self, reason)
+
+    # -- one request ----------------------------------------------------------------
+    def _body_for(self, req: Request) -> dict[str, Any]:
+        body = req.body
+        if self.cfg.stream or body.get("stream") is True:
+            from batchrun.streaming import ensure_include_usage
+
+            body = ensure_include_usage(body)
+        return body
+
+    def _token_estimate(self, body: dict[str, Any]) -> int:
+        if not self.pacer.needs_token_estimates:
+            return 0
+        from batchrun.tokens import completion_ceiling, prompt_tokens
+
+        return prompt_tokens(body) + completion_ceiling(body, default_max=256)
+
+    async def _process(self, client: ChatClient, req: Request) -> Outcome | None:
+        body = self._body_for(req)
+        tokens = self._token_estimate(body)
+        attempts: list[Attempt] = []
+        started = self.clock()
+
+        def on_retry(state: Any) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            if exc is not None:
+                attempts.append(describe_attempt(exc))
+            self.hooks.on_retry(self, exc)
+
+        async def attempt_once() -> Any:
+            if self._stopping.is_set() and attempts:
+                raise _Abandon()
+            self.hooks.before_send(self, req, body, tokens)
+            await self.pacer.acquire(tokens)
+            ok = False
+            self.live.in_flight += 1
+            self.live.sent += 1
+            try:
+                reply = await client.send(body)
+                ok = True
+            except RequestError as exc:
+                self.pacer.observe(parse_ratelimit_headers(exc.headers))
+                if isinstance(exc, RateLimited):
+                    self.pacer.rate_limited(retry_after_seconds(exc.headers, rate_limited=True))
+                raise
+            finally:
+                self.live.in_flight -= 1
+                self.pacer.release(ok=ok)
+            self.pacer.observe(parse_ratelimit_headers(reply.headers))
+            return reply
+
+        retrying = make_retrying(self.cfg.max_attempts, self._retry_sleep, on_retry)
+        try:
+            reply = await retrying(attempt_once)
+        except _Abandon:
+            return None
+        except BudgetExceeded as exc:
+            self.notes.append(str(exc))
+            self.stop("budget")
+            return None
+        except RequestError as exc:
+            attempts.append(describe_attempt(exc))
+            self.hooks.after_request(self, req, tokens, None)
+            return Outcome.failure(
+                req,
+                code=exc.code,
+                message=exc.message,
+                attempts=attempts,
+                status=exc.status,
+                request_id=exc.request_id,
+                body=exc.body if exc.status is not None else None,
+                latency_s=self.clock() - started,
+            )
+        attempts.append(Attempt(reply.status, "ok"))
+        if tokens:
+            from batchrun.usage import usage_of
+
+            usage = usage_of(reply.body)
+            self.pacer.settle_tokens(tokens, None if usage is None else usage.total_tokens)
+        self.hooks.after_request(self, req, tokens, reply.body)
+        outcome = Outcome.success(
+            req,
+            status=reply.status,
+            request_id=reply.request_id,
+            body=reply.body,
+            attempts=attempts,
+            latency_s=self.clock() - started,
+            ttft_s=reply.ttft_s,
+        )
+        if len(attempts) > 1:
+            outcome.extra["statuses"] = [a.status for a in attempts]
+        return outcome
+
+    # -- output ---------------------------------------------------------------------
+    async def _write(self, recv: ObjectReceiveStream[Outcome]) -> None:
+        sink = self._sink
+        assert sink is not None
+        async with recv:
+            async for first in recv:
+                batch = [first]
+                while len(batch) < WRITE_BATCH:
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                try:
+                    sink.write(batch)
+                except RunDirError as exc:
+                    self.notes.append(str(exc))
+                    self.stop("disk_error")
+                    if self._drain_scope is not None:
+                        self._drain_scope.cancel()
+                    return
+                for outcome in batch:
+                    self._count(outcome)
+                self.hooks.on_written(self, batch)
+
+    def _count(self, outcome: Outcome) -> None:
+        statuses = [a.status for a in outcome.attempts]
+        error_code = None if outcome.ok else (outcome.error or {}).get("code")
+        self.tally.count(outcome.ok, outcome.body, statuses, None, error_code)
+        if outcome.ok:
+            self.counts.succeeded += 1
+            # with --retry-failed, a success takes the id out of the failure set
+            if self._failed and (h := id_hash(outcome.custom_id)) in self._failed:
+                self._failed.discard(h)
+                self.counts.failed -= 1
+        elif (h := id_hash(outcome.custom_id)) not in self._failed:
+            self._failed.add(h)
+            self.counts.failed += 1
+
+    # -- summary --------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self._elapsed_before + (self.clock() - self.live.started if self.live.started else 0)
+
+    def summary(self, status: str) -> dict[str, Any]:
+        sink = self._sink
+        return build_summary(
+            status=status,
+            input_path=self.cfg.input_path,
+            counts=self.counts,
+            tally=self.tally,
+            elapsed_s=self.elapsed(),
+            results_bytes=sink.results_bytes if sink else 0,
+            errors_bytes=sink.errors_bytes if sink else 0,
+            pacing={
+                "concurrency_limit": self.pacer.concurrency_limit,
+                "cooldown_s": round(self.pacer.stats.cooldown_s, 3),
+                "header_waits": self.pacer.stats.header_waits,
+                "rate_limited_seen": self.pacer.stats.rate_limited,
+            },
+            extra=self.hooks.summary_extra(self),
+        )
+
+    def _checkpoint(self, status: str) -> dict[str, Any]:
+        summary = self.summary(status)
+        if self._sink is not None:
+            self._sink.sync()
+        write_json_atomic(self._path(SUMMARY), summary)
+        return summary
+
+    async def _checkpoint_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.cfg.summary_interval)
+            try:
+                self._checkpoint("running")
+            except (OSError, RunDirError) as exc:
+                self.notes.append(f"could not write summary.json: {exc}")
+
+    def _final_status(self) -> str:
+        if self.stop_reason == "budget":
+            return "budget_exceeded"
+        if self.stop_reason == "disk_error":
+            return "disk_error"
+        if self.stop_reason is not None:
+            return "interrupted"
+        if self.counts.pending:
+            return "incomplete"
+        return "complete"
+
+    def _exit_code(self) -> int:
+        reason = self.stop_reason
+        if reason == "SIGINT":
+            return EXIT_SIGINT
+        if reason == "SIGTERM":
+            return EXIT_SIGTERM
+        if reason == "budget":
+            return EXIT_BUDGET
+        if reason == "disk_error" or self.counts.pending:
+            return EXIT_ERROR
+        return EXIT_SOME_FAILED if self.counts.failed else EXIT_OK
+
+    # -- signals --------------------------------------------------------------------
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if self._stopping.is_set():
+                    if signum == signal.SIGINT:
+                        # second Ctrl-C: leave now; every written line is complete
+                        self.hooks.on_abort(self)
+                        os._exit(EXIT_SIGINT)
+                    continue
+                self.stop("SIGINT" if signum == signal.SIGINT else "SIGTERM")
+                assert self._outer is not None
+                self._outer.start_soon(self._drain_deadline)
+
+    async def _drain_deadline(self) -> None:
+        """In-flight requests get ``drain_timeout`` seconds, then are cancelled."""
+        await anyio.sleep(self.cfg.drain_timeout)
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+
+    async def _retry_sleep(self, seconds: float) -> None:
+        """Back off, but wake at once when the run is stopping (the retry is left)."""
+        if self._stopping.is_set():
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def wake() -> None:
+                await self._stopping.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(wake)
+            await self.sleep(seconds)
+            tg.cancel_scope.cancel()
+
+
+class _Abandon(Exception):
+    """A retry that would start after a stop was requested: leave it for the resume."""
+
+
+class RunHooks:
+    """Extension points (progress display, budget cap, dataset output). No-ops here."""
+
+    def on_start(self, runner: Runner) -> None: ...
+    def before_send(self, runner: Runner, req: Request, body: dict[str, Any], tokens: int) -> None: ...
+    def after_request(
+        self, runner: Runner, req: Request, tokens: int, body: dict[str, Any] | None
+    ) -> None: ...
+    def on_retry(self, runner: Runner, exc: BaseException | None) -> None: ...
+    def on_written(self, runner: Runner, batch: list[Outcome]) -> None: ...
+    def on_stop(self, runner: Runner, reason: str) -> None: ...
+    def on_abort(self, runner: Runner) -> None: ...
+    def on_end(self, runner: Runner, summary: dict[str, Any]) -> None: ...
+    def summary_extra(self, runner: Runner) -> dict[str, Any]:
+        return {}
+
+
+def _jsonable(value: Any) -> Any:
+    return orjson.loads(orjson.dumps(value, default=str))
+
+
+__all__ = ["BudgetExceeded", "RunHooks", "RunResult", "Runner"]

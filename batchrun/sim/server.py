@@ -1,0 +1,479 @@
+"""The simulator's HTTP edge: aiohttp's low-level server, one handler, no router.
+
+Serves ``POST /v1/chat/completions`` (and ``/chat/completions``) on loopback, plus
+``GET /_sim/stats`` and ``POST /_sim/reset`` for tests. Per request, in order:
+auth (401), body checks (400), quota (429), scripted or random fault, latency, then
+the reply from `batchrun.sim.content`, streamed or not. The clock used by quotas
+and arrival times is injected (``now``), so quota tests move time by hand.
+
+    async with running_sim(SimConfig(error_rates={503: 0.1})) as sim:
+        client = httpx.AsyncClient(base_url=sim.base_url)
+        ...
+    with SimThread(SimConfig(latency_ms=20)) as sim:   # from sync code / fixtures
+        print(sim.base_url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import math
+import random
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from batchrun import tokens
+from batchrun.sim.config import ScriptStep, SimConfig
+from batchrun.sim.content import Reply, make_reply
+from batchrun.sim.envelope import (
+    ApiError,
+    injected_error,
+    insufficient_quota,
+    invalid_key,
+    quota_exceeded,
+)
+from batchrun.sim.faults import FaultPlan
+from batchrun.sim.quota import Quota, retry_after_headers
+from batchrun.sim.stats import SimStats
+from batchrun.sim.stream import stream_chunks
+from batchrun.sim.validation import parse_body
+
+COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_JSON = "application/json"
+_DONE = b"data: [DONE]\n\n"
+
+
+class SimServer:
+    """One simulated OpenAI-compatible endpoint; `stats` counts what it saw."""
+
+    def __init__(
+        self, config: SimConfig | None = None, *, now: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config or SimConfig()
+        self.now = now
+        self.stats = SimStats(self.config.record_arrivals, self.config.record_bodies)
+        self.faults = FaultPlan(self.config)
+        cfg = self.config
+        self.quota = Quota(cfg.rpm, cfg.tpm, now) if (cfg.rpm or cfg.tpm) else None
+        self.host = "127.0.0.1"
+        self.port = 0
+        # ids: a per-server random prefix plus a counter (unique, and cheap to make)
+        self._id_prefix = "".join(random.SystemRandom().choices(_ALNUM, k=17))
+        seed_bytes = str(self.config.seed).encode()
+        self.fingerprint = "fp_" + hashlib.blake2b(seed_bytes, digest_size=5).hexdigest()
+        self._key = self.config.require_key.encode() if self.config.require_key else None
+        self._runner: web.ServerRunner | None = None
+        self._served = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        # load the default vocabulary now, not inside the first request (~0.4 s)
+        await asyncio.to_thread(tokens.get_encoding, "o200k_base")
+        # the low-level server skips routing and middlewares: this must stay cheap
+        server = web.Server(self._handle, access_log=None)
+        runner = web.ServerRunner(server, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=2048)
+        site = web.SockSite(runner, sock)
+        try:
+            await site.start()
+        except BaseException:
+            sock.close()
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.host = host
+        self.port = sock.getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    # -- test helpers ------------------------------------------------------------
+
+    def fail_first(self, marker: str, *steps: ScriptStep) -> None:
+        """Script the next attempts of bodies containing `marker`.
+
+        >>> sim.fail_first("row-7", 429, 503)  # then 200  # doctest: +SKIP
+        """
+        self.faults.script(marker, steps)
+
+    def reset(self) -> None:
+        """Zero the counters and the scripted attempt counts."""
+        self.stats.reset()
+        self.faults.reset()
+
+    # -- dispatch ----------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.path
+        if path in COMPLETION_PATHS:
+            if request.method != "POST":
+                return _error_response(
+                    ApiError(405, "Method not allowed.", code="method_not_allowed")
+                )
+            return await self._completion(request)
+        if path == "/_sim/stats" and request.method == "GET":
+            return web.Response(body=orjson.dumps(self.stats.to_dict()), content_type=_JSON)
+        if path == "/_sim/reset" and request.method == "POST":
+            self.reset()
+            return web.Response(body=b"{}", content_type=_JSON)
+        return _error_response(ApiError(404, f"Invalid URL ({request.method} {path})"))
+
+    async def _completion(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.stats.arrived(self.now())
+        status: int | None = None
+        try:
+            response = await self._answer(request)
+            status = response.status if response is not None else None
+            if response is None:
+                # the connection was dropped on purpose; give aiohttp something inert
+                response = web.Response(status=499)
+            return response
+        finally:
+            self.stats.finished(status)
+
+    def _presented_key(self, request: web.BaseRequest) -> str | None:
+        auth = request.headers.get("Authorization")
+        if auth is not None:
+            return auth
+        return request.headers.get("api-key")
+
+    def _key_ok(self, presented: str | None) -> bool:
+        if self._key is None:
+            return True
+        if presented is None:
+            return False
+        value = presented.encode("utf-8", errors="replace")
+        if value[:7].lower() == b"bearer ":
+            value = value[7:].strip()
+        return hmac.compare_digest(value, self._key)
+
+    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
+        presented = self._presented_key(request)
+        self._served += 1
+        serial = self._served
+        headers = {"x-request-id": f"req_sim{serial:012x}"}
+        if not self._key_ok(presented):
+            return _error_response(invalid_key(), headers)
+        raw = await request.read()
+        body, error = parse_body(raw)
+        if error is not None or body is None:
+            return _error_response(error or ApiError(400, "Invalid body."), headers)
+        if self.stats.bodies.maxlen:
+            self.stats.bodies.append(body)
+
+        if self.quota is not None:
+            estimate = tokens.prompt_tokens(body) + tokens.completion_ceiling(
+                body, self.config.default_completion_tokens
+            )
+            admission = self.quota.admit(presented or "anon", estimate)
+            headers.update(admission.headers)
+            if not admission.allowed:
+                wait = admission.retry_after
+                limit = self.config.tpm if admission.limited_by == "tokens" else self.config.rpm
+                requested = estimate if admission.limited_by == "tokens" else 1
+                if math.isfinite(wait):
+                    headers.update(retry_after_headers(wait))
+                err = quota_exceeded(admission.limited_by, limit, requested, wait)
+                return _error_response(err, headers)
+
+        step = self.faults.next_step(raw, body)
+        delay = self.faults.latency()
+        if isinstance(step, str) and step.startswith("delay:"):
+            delay += float(step.removeprefix("delay:")) / 1000
+            step = None
+        started = time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+        if step == "reset":
+            self.stats.faults["reset"] += 1
+            _drop(request)
+            return None
+        if isinstance(step, int):
+            if step == 429:
+                headers.update(retry_after_headers(self.config.retry_after))
+            return _error_response(injected_error(step), headers)
+        if step == "insufficient_quota":
+            return _error_response(insufficient_quota(), headers)
+
+        reply = make_reply(body, self.config.seed, self.config.reply_words)
+        completion_id = f"chatcmpl-{self._id_prefix}{serial:012x}"
+        model = body["model"]
+        headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
+        if body.get("stream") is True:
+            return await self._stream(request, body, reply, completion_id, model, headers, step)
+        if step == "garbage":
+            self.stats.faults["garbage"] += 1
+            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+            return web.Response(body=page, content_type="text/html", headers=headers)
+        if step == "stream_error":
+            self.stats.faults["stream_error"] += 1
+            return _error_response(injected_error(500), headers, status=200)
+        payload = orjson.dumps(self._completion_body(reply, completion_id, model))
+        if step == "truncate":
+            self.stats.faults["truncate"] += 1
+            return await _torn_body(request, payload, headers)
+        return web.Response(body=payload, content_type=_JSON, headers=headers)
+
+    def _completion_body(self, reply: Reply, completion_id: str, model: str) -> dict[str, Any]:
+        return {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [
+                {
+                    "index": choice.index,
+                    "message": choice.message(),
+                    "logprobs": None,
+                    "finish_reason": choice.finish_reason,
+                }
+                for choice in reply.choices
+            ],
+            "usage": reply.usage,
+            "service_tier": "default",
+            "system_fingerprint": self.fingerprint,
+        }
+
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        body: dict[str, Any],
+        reply: Reply,
+        completion_id: str,
+        model: str,
+        headers: dict[str, str],
+        step: ScriptStep | None,
+    ) -> web.StreamResponse:
+        config = self.config
+        self.stats.streams += 1
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        chunks = stream_chunks(
+            reply,
+            completion_id=completion_id,
+            created=int(time.time()),
+            model=model,
+            fingerprint=self.fingerprint,
+            include_usage=include_usage,
+            pieces=config.stream_pieces,
+        )
+        fault = step if step in ("truncate", "stream_error") else self.faults.stream_fault()
+        cut = max(1, len(chunks) // 2) if fault else len(chunks)
+        if fault:
+            self.stats.faults[str(fault)] += 1
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                **headers,
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+            },
+        )
+        try:
+            await response.prepare(request)
+            if config.stream_comments:
+                await response.write(b": keep-alive\n\n")
+            if config.first_token_ms > 0:
+                await asyncio.sleep(config.first_token_ms / 1000)
+            gap = config.chunk_delay_ms / 1000
+            for index, chunk in enumerate(chunks[:cut]):
+                if index and gap > 0:
+                    await asyncio.sleep(gap)
+                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if fault == "stream_error":
+                error = injected_error(500).body()
+                await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+            elif fault == "truncate" and config.truncate_abort:
+                _drop(request)
+                return response
+            elif not fault:
+                await response.write(_DONE)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away mid-stream; nothing left to do
+        return response
+
+
+def _error_response(
+    error: ApiError, headers: dict[str, str] | None = None, status: int | None = None
+) -> web.Response:
+    return web.Response(
+        status=status or error.status,
+        body=orjson.dumps(error.body()),
+        content_type=_JSON,
+        headers=headers,
+    )
+
+
+def _drop(request: web.BaseRequest) -> None:
+    """Abort the TCP connection: the client sees a reset, not an HTTP answer."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _torn_body(
+    request: web.BaseRequest, payload: bytes, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Announce the full length, send half, then drop the connection."""
+    response = web.StreamResponse(status=200, headers={**headers, "Content-Type": _JSON})
+    response.content_length = len(payload)
+    try:
+        await response.prepare(request)
+        await response.write(payload[: len(payload) // 2])
+    except ConnectionError:
+        pass
+    _drop(request)
+    return response
+
+
+@asynccontextmanager
+async def running_sim(
+    config: SimConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    now: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[SimServer]:
+    """Run a simulator in the current (asyncio) event loop for the block's duration.
+
+    async with running_sim(SimConfig(latency_ms=5)) as sim:
+        r = await httpx.AsyncClient().post(sim.base_url + "/chat/completions", json=body)
+    """
+    server = SimServer(config, now=now)
+    await server.start(host, port)
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+class SimThread:
+    """A simulator on its own event loop in a background thread (fixtures, the CLI).
+
+    with SimThread(SimConfig(error_rates={429: 0.2})) as sim:
+        run_batch(base_url=sim.base_url)
+        assert sim.stats.rate_limited > 0
+    """
+
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.server = SimServer(config, now=now)
+        self.host = host
+        self.requested_port = port
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def stats(self) -> SimStats:
+        """Live counters; read them, or use `snapshot()` for a consistent copy."""
+        return self.server.stats
+
+    def start(self) -> SimThread:
+        self._thread = threading.Thread(target=self._run, name="batchrun-sim", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("simulator did not start within 30 s")
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(30)
+        self._loop = None
+
+    def __enter__(self) -> SimThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The stats as a dict, copied on the server's own loop."""
+        return self._call(self.server.stats.to_dict)
+
+    def fail_first(self, marker: str, *steps: ScriptStep) -> None:
+        self._call(lambda: self.server.fail_first(marker, *steps))
+
+    def reset(self) -> None:
+        self._call(self.server.reset)
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        if self._loop is None:
+            return fn()
+
+        async def call() -> Any:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(30)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main(loop))
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stop = asyncio.Event()
+        try:
+            await self.server.start(self.host, self.requested_port)
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._loop = loop
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.server.stop()

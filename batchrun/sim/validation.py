@@ -1,0 +1,123 @@
+"""Reject what OpenAI rejects (and only that) with its 400 envelope.
+
+The checks are the ones every client trips over: a body that is not a JSON
+object, no model, no or empty messages, a message without a valid role. Unknown
+fields and any content-part type are accepted, as relays differ in what they add.
+
+    >>> parse_body(b'{"model": "m", "messages": []}')[1].code
+    'empty_array'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from batchrun.sim.content import VALID_ROLES
+from batchrun.sim.envelope import ApiError
+
+_ROLE_LIST = "'system', 'assistant', 'user', 'function', 'tool', and 'developer'"
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def parse_body(raw: bytes) -> tuple[dict[str, Any] | None, ApiError | None]:
+    """The parsed body, or the 400 error to answer with."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, ApiError(
+            400,
+            "We could not parse the JSON body of your request. (HINT: This likely means "
+            "you aren't using your HTTP library correctly.)",
+            code="invalid_json",
+        )
+    if not isinstance(body, dict):
+        return None, ApiError(
+            400,
+            f"Invalid body: expected an object, but got {_type_name(body)} instead.",
+            code="invalid_type",
+        )
+    return body, check_body(body)
+
+
+def check_body(body: dict[str, Any]) -> ApiError | None:
+    model = body.get("model")
+    if model is None or model == "":
+        return ApiError(
+            400,
+            "you must provide a model parameter",
+            param="model",
+            code="missing_required_parameter",
+        )
+    if not isinstance(model, str):
+        return ApiError(
+            400,
+            f"Invalid type for 'model': expected a string, but got {_type_name(model)} instead.",
+            param="model",
+            code="invalid_type",
+        )
+    messages = body.get("messages")
+    if messages is None:
+        return ApiError(
+            400,
+            "Missing required parameter: 'messages'.",
+            param="messages",
+            code="missing_required_parameter",
+        )
+    if not isinstance(messages, list):
+        return ApiError(
+            400,
+            "Invalid type for 'messages': expected an array of objects, but "
+            f"got {_type_name(messages)} instead.",
+            param="messages",
+            code="invalid_type",
+        )
+    if not messages:
+        return ApiError(
+            400,
+            "Invalid 'messages': empty array. Expected an array with minimum "
+            "length 1, but got an empty array instead.",
+            param="messages",
+            code="empty_array",
+        )
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if not isinstance(message, dict):
+            return ApiError(
+                400,
+                f"Invalid type for '{where}': expected an object, but got "
+                f"{_type_name(message)} instead.",
+                param=where,
+                code="invalid_type",
+            )
+        role = message.get("role")
+        if role is None:
+            return ApiError(
+                400,
+                f"Missing required parameter: '{where}.role'.",
+                param=f"{where}.role",
+                code="missing_required_parameter",
+            )
+        if not isinstance(role, str) or role not in VALID_ROLES:
+            shown = role if isinstance(role, str) else orjson.dumps(role).decode()
+            return ApiError(
+                400,
+                f"Invalid value: '{shown}'. Supported values are: {_ROLE_LIST}.",
+                param=f"{where}.role",
+                code="invalid_value",
+            )
+    return None

