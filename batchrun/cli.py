@@ -72,6 +72,12 @@ def _parse_header(value: str) -> tuple[str, str]:
 
 def _api_key(cfg: RunConfig) -> str | None:
     key = os.environ.get(cfg.api_key_env) or None
+    if cfg.api_key_file:
+        try:
+            with open(os.path.expanduser(cfg.api_key_file), encoding="utf-8") as f:
+                key = f.read().strip() or None
+        except OSError as exc:
+            raise ConfigError(f"{cfg.api_key_file}: cannot read the API key file ({exc.strerror})") from exc
     if key is None and cfg.auth != "none" and cfg.base_url != "sim":
         host = cfg.base_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
         if host not in LOOPBACK_HOSTS:
@@ -144,7 +150,7 @@ def run_command(input_path: str | None, job_path: str | None, dry_run: bool, **o
 
 def build_config(input_path: str | None, job_path: str | None, options: dict[str, Any]) -> RunConfig:
     """CLI values win over job-file values, which win over defaults."""
-    given = {k: v for k, v in options.items() if v not in (None, (), False)}
+    given = {k: v for k, v in options.items() if v is not None and v != ()}
     if "headers" in given:
         given["headers"] = tuple(_parse_header(h) for h in given["headers"])
     values: dict[str, Any] = {}

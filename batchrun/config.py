@@ -23,6 +23,8 @@ class RunConfig:
     out_dir: str
     base_url: str = DEFAULT_BASE_URL
     api_key_env: str = "OPENAI_API_KEY"
+    api_key_file: str | None = None
+    """A file holding the key (job files may name one); read at start, never copied."""
     model: str | None = None
     concurrency: int = 64
     max_attempts: int = 6

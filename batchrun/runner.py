@@ -546,4 +546,51 @@ def _jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str))
 
 
-__all__ = ["BudgetExceeded", "RunHooks", "RunResult", "Runner"]
+__all__ = ["BudgetExceeded", "CompositeHooks", "RunHooks", "RunResult", "Runner"]
+
+
+class CompositeHooks(RunHooks):
+    """Several hooks in order (progress display, cost/budget, dataset output)."""
+
+    def __init__(self, *hooks: RunHooks) -> None:
+        self.hooks = hooks
+
+    def on_start(self, runner: Runner) -> None:
+        for h in self.hooks:
+            h.on_start(runner)
+
+    def before_send(self, runner: Runner, req: Request, body: dict[str, Any], tokens: int) -> None:
+        for h in self.hooks:
+            h.before_send(runner, req, body, tokens)
+
+    def after_request(
+        self, runner: Runner, req: Request, tokens: int, body: dict[str, Any] | None
+    ) -> None:
+        for h in self.hooks:
+            h.after_request(runner, req, tokens, body)
+
+    def on_retry(self, runner: Runner, exc: BaseException | None) -> None:
+        for h in self.hooks:
+            h.on_retry(runner, exc)
+
+    def on_written(self, runner: Runner, batch: list[Outcome]) -> None:
+        for h in self.hooks:
+            h.on_written(runner, batch)
+
+    def on_stop(self, runner: Runner, reason: str) -> None:
+        for h in self.hooks:
+            h.on_stop(runner, reason)
+
+    def on_abort(self, runner: Runner) -> None:
+        for h in self.hooks:
+            h.on_abort(runner)
+
+    def on_end(self, runner: Runner, summary: dict[str, Any]) -> None:
+        for h in self.hooks:
+            h.on_end(runner, summary)
+
+    def summary_extra(self, runner: Runner) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        for h in self.hooks:
+            extra.update(h.summary_extra(runner))
+        return extra

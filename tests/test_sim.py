@@ -181,7 +181,9 @@ async def test_long_prompt_gets_cached_tokens_in_128_steps(client: httpx.AsyncCl
 
 async def test_max_tokens_truncates_with_length(client: httpx.AsyncClient) -> None:
     for key in ("max_tokens", "max_completion_tokens"):
-        data = (await post(client, ask("Tell me a story.", **{key: 3}))).json()
+        body = ask("Tell me a story.")
+        body[key] = 3
+        data = (await post(client, body)).json()
         choice = data["choices"][0]
         assert choice["finish_reason"] == "length"
         assert data["usage"]["completion_tokens"] <= 3
