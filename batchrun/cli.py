@@ -148,7 +148,9 @@ def run_command(input_path: str | None, job_path: str | None, dry_run: bool, **o
     sys.exit(code)
 
 
-def build_config(input_path: str | None, job_path: str | None, options: dict[str, Any]) -> RunConfig:
+def build_config(
+    input_path: str | None, job_path: str | None, options: dict[str, Any], *, need_out: bool = True
+) -> RunConfig:
     """CLI values win over job-file values, which win over defaults."""
     given = {k: v for k, v in options.items() if v is not None and v != ()}
     if "headers" in given:
@@ -165,7 +167,9 @@ def build_config(input_path: str | None, job_path: str | None, options: dict[str
     if not values.get("input_path"):
         raise ConfigError("no INPUT given (pass a request file, or -j JOB)")
     if not values.get("out_dir"):
-        raise ConfigError("no run directory given (-o DIR)")
+        if need_out:
+            raise ConfigError("no run directory given (-o DIR)")
+        values["out_dir"] = ""
     base_url = values.get("base_url")
     if base_url and base_url != "sim" and not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"--base-url {base_url!r} must start with http:// or https:// (or be 'sim')")

@@ -17,14 +17,19 @@ import orjson
 from batchrun.config import RunConfig
 from batchrun.errors import RunDirError
 from batchrun.journal import SUMMARY, read_journal
-from batchrun.runner import Runner
+from batchrun.runner import CompositeHooks, Runner, RunHooks
+
+
+def run_hooks(cfg: RunConfig) -> RunHooks:
+    """Everything the CLI adds around a run: cost and budget, progress display."""
+    from batchrun.budget import CostHooks
+    from batchrun.progress import make_hooks
+
+    return CompositeHooks(CostHooks(cfg), make_hooks(cfg))
 
 
 def execute_run(cfg: RunConfig, api_key: str | None) -> int:
-    from batchrun.progress import make_hooks
-
-    hooks = make_hooks(cfg)
-    runner = Runner(cfg, api_key=api_key, handle_signals=True, hooks=hooks)
+    runner = Runner(cfg, api_key=api_key, handle_signals=True, hooks=run_hooks(cfg))
     result = anyio.run(runner.run)
     for note in result.notes:
         click.echo(f"batchrun: {note}", err=True)
@@ -57,8 +62,41 @@ def print_status(run_dir: str, as_json: bool) -> int:
     return 0 if report.get("complete") else 1
 
 
-def estimate_and_print(cfg: RunConfig) -> None:
-    raise NotImplementedError
+def estimate_and_print(cfg: RunConfig, as_json: bool = False) -> None:
+    """Dry run: count tokens and price the job; nothing is sent."""
+    from batchrun.estimate import estimate, format_estimate, learn_from_run
+    from batchrun.jobs import source_for
+    from batchrun.pricing import PriceBook
+
+    book = PriceBook.load(cfg.prices_path, job_prices=cfg.job.get("prices"))
+    source = source_for(cfg)
+    source.scan()  # bad rows and duplicate ids are reported exactly as a run would
+    learned = learn_from_run(cfg.out_dir) if cfg.out_dir else {}
+    report = estimate(
+        source.requests(), book, cfg.model, learned, learned_from=cfg.out_dir if learned else None
+    )
+    if as_json:
+        sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        click.echo(format_estimate(report))
+
+
+@click.command("estimate", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("input_path", required=False, metavar="INPUT")
+@click.option("-j", "--job", "job_path", help="TOML job file.")
+@click.option("-o", "--out", "out_dir", help="Run directory of an earlier run to learn typical output lengths from.")
+@click.option("--model", help="Model for rows that name none.")
+@click.option("--prices", "prices_path", help="TOML price file adding/overriding model prices.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def estimate_command(
+    input_path: str | None, job_path: str | None, as_json: bool, **options: object
+) -> None:
+    """Count prompt tokens and price a job before sending anything."""
+    from batchrun.cli import build_config
+
+    options = {k: v for k, v in options.items() if v is not None}
+    cfg = build_config(input_path, job_path, {"out_dir": options.pop("out_dir", None) or "", **options}, need_out=False)
+    estimate_and_print(cfg, as_json)
 
 
 __all__ = ["execute_run", "load_summary", "print_status", "read_journal"]

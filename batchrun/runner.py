@@ -326,7 +326,8 @@ class Runner:
         async def attempt_once() -> Any:
             if self._stopping.is_set() and attempts:
                 raise _Abandon()
-            self.hooks.before_send(self, req, body, tokens)
+            if not attempts:
+                await self.hooks.admit(self, req, body)
             await self.pacer.acquire(tokens)
             ok = False
             self.live.in_flight += 1
@@ -351,7 +352,8 @@ class Runner:
         except _Abandon:
             return None
         except BudgetExceeded as exc:
-            self.notes.append(str(exc))
+            if self.stop_reason is None:
+                self.notes.append(str(exc))
             self.stop("budget")
             return None
         except RequestError as exc:
@@ -529,7 +531,8 @@ class RunHooks:
     """Extension points (progress display, budget cap, dataset output). No-ops here."""
 
     def on_start(self, runner: Runner) -> None: ...
-    def before_send(self, runner: Runner, req: Request, body: dict[str, Any], tokens: int) -> None: ...
+    async def admit(self, runner: Runner, req: Request, body: dict[str, Any]) -> None:
+        """Before a request's first attempt; may wait, or raise BudgetExceeded."""
     def after_request(
         self, runner: Runner, req: Request, tokens: int, body: dict[str, Any] | None
     ) -> None: ...
@@ -559,9 +562,9 @@ class CompositeHooks(RunHooks):
         for h in self.hooks:
             h.on_start(runner)
 
-    def before_send(self, runner: Runner, req: Request, body: dict[str, Any], tokens: int) -> None:
+    async def admit(self, runner: Runner, req: Request, body: dict[str, Any]) -> None:
         for h in self.hooks:
-            h.before_send(runner, req, body, tokens)
+            await h.admit(runner, req, body)
 
     def after_request(
         self, runner: Runner, req: Request, tokens: int, body: dict[str, Any] | None

@@ -471,6 +471,23 @@ async def test_stream_reasoning_and_tool_calls(client: httpx.AsyncClient) -> Non
     assert len(argument_deltas) > 1
 
 
+async def test_stream_legacy_function_call_and_comments() -> None:
+    async with running_sim(SimConfig(stream_comments=True)) as sim:
+        async with httpx.AsyncClient(base_url=sim.base_url) as client:
+            body = ask("Weather?", functions=[WEATHER_TOOL["function"]])
+            plain = (await post(client, body)).json()["choices"][0]["message"]["function_call"]
+            text = (await post(client, {**body, "stream": True})).text
+    assert text.startswith(": keep-alive\n\n")
+    events = sse_events(text)
+    name = arguments = ""
+    for event in events[:-1]:
+        call = event["choices"][0]["delta"].get("function_call") or {}
+        name += call.get("name", "")
+        arguments += call.get("arguments", "")
+    assert (name, arguments) == (plain["name"], plain["arguments"])
+    assert events[-2]["choices"][0]["finish_reason"] == "function_call"
+
+
 async def test_stream_faults_truncate_and_error_inside_200() -> None:
     config = SimConfig(fail_first={"TORN": ["truncate"], "OOPS": ["stream_error"]})
     async with running_sim(config) as sim, httpx.AsyncClient(base_url=sim.base_url) as client:
@@ -537,6 +554,15 @@ async def test_bad_requests_get_400_envelope(
     assert error["param"] == param
     if code:
         assert error["code"] == code
+
+
+async def test_large_bodies_are_read(client: httpx.AsyncClient) -> None:
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 3_000_000}}
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": [image]}]}
+    assert (await post(client, body)).status_code == 200
+    async with running_sim(SimConfig(max_body_bytes=1000)) as small:
+        r = await client.post(small.base_url + "/chat/completions", json=body)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
 
 async def test_all_roles_accepted_and_unknown_paths_404(

@@ -82,6 +82,8 @@ class SimConfig:
     """Start streams with an SSE comment line, as some relays do."""
     reply_words: tuple[int, int] = (8, 40)
     """Length range of free-text replies, in words."""
+    max_body_bytes: int = 64 * 1024 * 1024
+    """Larger request bodies get a 413 envelope."""
     record_bodies: int = 100
     """Keep this many recent request bodies in the stats (0 = none)."""
     record_arrivals: int = 10_000

@@ -89,7 +89,7 @@ class SimServer:
         # load the default vocabulary now, not inside the first request (~0.4 s)
         await asyncio.to_thread(tokens.get_encoding, "o200k_base")
         # the low-level server skips routing and middlewares: this must stay cheap
-        server = web.Server(self._handle, access_log=None)
+        server = web.Server(self._handle, request_factory=self._make_request, access_log=None)
         runner = web.ServerRunner(server, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -109,6 +109,20 @@ class SimServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+    def _make_request(
+        self, message: Any, payload: Any, protocol: Any, writer: Any, task: asyncio.Task[None]
+    ) -> web.BaseRequest:
+        # aiohttp reads at most 1 MiB by default; base64 images are bigger than that
+        return web.BaseRequest(
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            task.get_loop(),
+            client_max_size=self.config.max_body_bytes,
+        )
 
     # -- test helpers ------------------------------------------------------------
 
@@ -177,27 +191,20 @@ class SimServer:
         headers = {"x-request-id": f"req_sim{serial:012x}"}
         if not self._key_ok(presented):
             return _error_response(invalid_key(), headers)
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            too_big = f"Request body larger than {self.config.max_body_bytes} bytes."
+            return _error_response(ApiError(413, too_big, code="request_too_large"), headers)
         body, error = parse_body(raw)
         if error is not None or body is None:
             return _error_response(error or ApiError(400, "Invalid body."), headers)
         if self.stats.bodies.maxlen:
             self.stats.bodies.append(body)
 
-        if self.quota is not None:
-            estimate = tokens.prompt_tokens(body) + tokens.completion_ceiling(
-                body, self.config.default_completion_tokens
-            )
-            admission = self.quota.admit(presented or "anon", estimate)
-            headers.update(admission.headers)
-            if not admission.allowed:
-                wait = admission.retry_after
-                limit = self.config.tpm if admission.limited_by == "tokens" else self.config.rpm
-                requested = estimate if admission.limited_by == "tokens" else 1
-                if math.isfinite(wait):
-                    headers.update(retry_after_headers(wait))
-                err = quota_exceeded(admission.limited_by, limit, requested, wait)
-                return _error_response(err, headers)
+        refusal = self._quota_refusal(body, presented or "anon", headers)
+        if refusal is not None:
+            return refusal
 
         step = self.faults.next_step(raw, body)
         delay = self.faults.latency()
@@ -237,6 +244,31 @@ class SimServer:
             self.stats.faults["truncate"] += 1
             return await _torn_body(request, payload, headers)
         return web.Response(body=payload, content_type=_JSON, headers=headers)
+
+    def _quota_refusal(
+        self, body: dict[str, Any], key: str, headers: dict[str, str]
+    ) -> web.Response | None:
+        """Take this request from `key`'s buckets (adding x-ratelimit headers), or a 429.
+
+        Like OpenAI, the token cost is an estimate made up front: prompt tokens plus
+        the max completion tokens times n (a default when the body sets none).
+        """
+        if self.quota is None:
+            return None
+        estimate = tokens.prompt_tokens(body) + tokens.completion_ceiling(
+            body, self.config.default_completion_tokens
+        )
+        admission = self.quota.admit(key, estimate)
+        headers.update(admission.headers)
+        if admission.allowed:
+            return None
+        wait = admission.retry_after
+        by_tokens = admission.limited_by == "tokens"
+        limit = self.config.tpm if by_tokens else self.config.rpm
+        if math.isfinite(wait):
+            headers.update(retry_after_headers(wait))
+        error = quota_exceeded(admission.limited_by, limit, estimate if by_tokens else 1, wait)
+        return _error_response(error, headers)
 
     def _completion_body(self, reply: Reply, completion_id: str, model: str) -> dict[str, Any]:
         return {
@@ -300,10 +332,16 @@ class SimServer:
             if config.first_token_ms > 0:
                 await asyncio.sleep(config.first_token_ms / 1000)
             gap = config.chunk_delay_ms / 1000
-            for index, chunk in enumerate(chunks[:cut]):
-                if index and gap > 0:
-                    await asyncio.sleep(gap)
-                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            events = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks[:cut]]
+            if gap > 0:
+                for index, event in enumerate(events):
+                    if index:
+                        await asyncio.sleep(gap)
+                    await response.write(event)
+            else:
+                # unpaced: one write (same bytes, far fewer syscalls); clients must
+                # split events themselves either way
+                await response.write(b"".join(events))
             if fault == "stream_error":
                 error = injected_error(500).body()
                 await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
