@@ -24,7 +24,7 @@ import anyio
 from batchrun.config import RunConfig
 from batchrun.errors import BudgetExceeded
 from batchrun.models import Outcome, Request
-from batchrun.runner import Runner, RunHooks
+from batchrun.runner import RunHooks, Runner
 from batchrun.usage import model_of, usage_of
 
 FALLBACK_CEILING = 16_384

@@ -77,7 +77,9 @@ def _api_key(cfg: RunConfig) -> str | None:
             with open(os.path.expanduser(cfg.api_key_file), encoding="utf-8") as f:
                 key = f.read().strip() or None
         except OSError as exc:
-            raise ConfigError(f"{cfg.api_key_file}: cannot read the API key file ({exc.strerror})") from exc
+            raise ConfigError(
+                f"{cfg.api_key_file}: cannot read the API key file ({exc.strerror})"
+            ) from exc
     if key is None and cfg.auth != "none" and cfg.base_url != "sim":
         host = cfg.base_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
         if host not in LOOPBACK_HOSTS:
@@ -106,31 +108,84 @@ def _endpoint(cfg: RunConfig) -> Iterator[RunConfig]:
 @click.argument("input_path", required=False, metavar="INPUT")
 @click.option("-j", "--job", "job_path", help="TOML job file (CLI options override it).")
 @click.option("-o", "--out", "out_dir", help="Run directory (results, errors, summary).")
-@click.option("--base-url", envvar="OPENAI_BASE_URL", help=f"API base URL, or 'sim' for the built-in simulator [default: {DEFAULT_BASE_URL}].")
-@click.option("--api-key-env", help="Name of the environment variable holding the API key [default: OPENAI_API_KEY].")
-@click.option("--auth", type=click.Choice(["bearer", "raw", "none"]), help="'bearer': Authorization: Bearer KEY; 'raw': Authorization: KEY; 'none'.")
+@click.option(
+    "--base-url",
+    envvar="OPENAI_BASE_URL",
+    help=f"API base URL, or 'sim' for the built-in simulator [default: {DEFAULT_BASE_URL}].",
+)
+@click.option(
+    "--api-key-env",
+    help="Name of the environment variable holding the API key [default: OPENAI_API_KEY].",
+)
+@click.option(
+    "--auth",
+    type=click.Choice(["bearer", "raw", "none"]),
+    help="'bearer': Authorization: Bearer KEY; 'raw': Authorization: KEY; 'none'.",
+)
 @click.option("--auth-header", help="Header that carries the key, e.g. api-key (Azure).")
-@click.option("-H", "--header", "headers", multiple=True, help="Extra header 'Name: value' (repeatable).")
+@click.option(
+    "-H", "--header", "headers", multiple=True, help="Extra header 'Name: value' (repeatable)."
+)
 @click.option("--model", help="Model for rows that name none.")
-@click.option("-c", "--concurrency", type=click.IntRange(min=1, max=100_000), help="Max requests in flight [default: 64].")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1, max=100_000),
+    help="Max requests in flight [default: 64].",
+)
 @click.option("--rpm", type=click.FloatRange(min=0, min_open=True), help="Requests per minute cap.")
 @click.option("--tpm", type=click.FloatRange(min=0, min_open=True), help="Tokens per minute cap.")
-@click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts per request [default: 6].")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Seconds to wait for a response; for streams, between chunks [default: 120].")
-@click.option("--total-timeout", type=click.FloatRange(min=0, min_open=True), help="Overall cap on one attempt in seconds [default: 1800].")
+@click.option(
+    "--max-attempts", type=click.IntRange(min=1), help="Attempts per request [default: 6]."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds to wait for a response; for streams, between chunks [default: 120].",
+)
+@click.option(
+    "--total-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Overall cap on one attempt in seconds [default: 1800].",
+)
 @click.option("--stream/--no-stream", default=None, help="Force streaming for every row.")
-@click.option("--retry-failed", is_flag=True, help="Retry rows that failed for good in an earlier run.")
+@click.option(
+    "--retry-failed", is_flag=True, help="Retry rows that failed for good in an earlier run."
+)
 @click.option("--force", is_flag=True, help="Resume even if the input or request options changed.")
-@click.option("--drain-timeout", type=click.FloatRange(min=0), help="Seconds in-flight requests get after Ctrl-C [default: 30].")
-@click.option("--max-cost", type=click.FloatRange(min=0), help="Stop before spending more than this many USD.")
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    help="Seconds in-flight requests get after Ctrl-C [default: 30].",
+)
+@click.option(
+    "--max-cost", type=click.FloatRange(min=0), help="Stop before spending more than this many USD."
+)
 @click.option("--prices", "prices_path", help="TOML price file adding/overriding model prices.")
-@click.option("--parquet/--no-parquet", "write_parquet", default=None, help="Write results.parquet for dataset jobs [default: on].")
-@click.option("--skip-invalid", is_flag=True, help="Write bad input rows to invalid.jsonl and run the rest.")
-@click.option("--max-response-bytes", type=click.IntRange(min=1024), help="Largest response body accepted [default: 64 MiB].")
-@click.option("--progress-interval", type=click.FloatRange(min=0.1), help="Seconds between progress lines when not on a terminal [default: 10].")
+@click.option(
+    "--parquet/--no-parquet",
+    "write_parquet",
+    default=None,
+    help="Write results.parquet for dataset jobs [default: on].",
+)
+@click.option(
+    "--skip-invalid", is_flag=True, help="Write bad input rows to invalid.jsonl and run the rest."
+)
+@click.option(
+    "--max-response-bytes",
+    type=click.IntRange(min=1024),
+    help="Largest response body accepted [default: 64 MiB].",
+)
+@click.option(
+    "--progress-interval",
+    type=click.FloatRange(min=0.1),
+    help="Seconds between progress lines when not on a terminal [default: 10].",
+)
 @click.option("-q", "--quiet", is_flag=True, default=None, help="Print nothing but errors.")
 @click.option("--dry-run", is_flag=True, help="Estimate tokens and cost; send nothing.")
-def run_command(input_path: str | None, job_path: str | None, dry_run: bool, **options: Any) -> None:
+def run_command(
+    input_path: str | None, job_path: str | None, dry_run: bool, **options: Any
+) -> None:
     """Send every request in INPUT (JSONL, JSONL.gz or Parquet) and record the results.
 
     Rerunning the same command resumes: finished rows are not sent again.
@@ -172,7 +227,9 @@ def build_config(
         values["out_dir"] = ""
     base_url = values.get("base_url")
     if base_url and base_url != "sim" and not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"--base-url {base_url!r} must start with http:// or https:// (or be 'sim')")
+        raise ConfigError(
+            f"--base-url {base_url!r} must start with http:// or https:// (or be 'sim')"
+        )
     return RunConfig(**values)
 
 

@@ -47,7 +47,9 @@ def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
     """httpx-aiohttp transport sized for ``max_connections`` in flight."""
     from httpx_aiohttp import AiohttpTransport
 
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
     return AiohttpTransport(limits=limits)
 
 
@@ -133,10 +135,14 @@ class ChatClient:
         except httpx.TimeoutException as exc:
             raise RequestTimeout(_describe(exc, "timed out"), code="timeout") from exc
         except (httpx.TransportError, OSError) as exc:
-            raise TransportError(_describe(exc, "connection failed"), code="connection_error") from exc
+            raise TransportError(
+                _describe(exc, "connection failed"), code="connection_error"
+            ) from exc
         except Exception as exc:  # aiohttp errors the transport did not map
             if type(exc).__module__.startswith(("aiohttp", "httpx", "asyncio", "ssl")):
-                raise TransportError(_describe(exc, "transport error"), code="connection_error") from exc
+                raise TransportError(
+                    _describe(exc, "transport error"), code="connection_error"
+                ) from exc
             raise
         rheaders = response.headers
         parsed = parse_completion(response.status_code, rheaders, content)
@@ -197,5 +203,11 @@ def _describe(exc: BaseException, fallback: str) -> str:
     return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__}: {fallback}"
 
 
-__all__ = ["ChatClient", "Reply", "auth_headers", "completions_url", "default_transport",
-           "error_for_status"]
+__all__ = [
+    "ChatClient",
+    "Reply",
+    "auth_headers",
+    "completions_url",
+    "default_transport",
+    "error_for_status",
+]

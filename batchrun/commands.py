@@ -17,7 +17,7 @@ import orjson
 from batchrun.config import RunConfig
 from batchrun.errors import RunDirError
 from batchrun.journal import SUMMARY, read_journal
-from batchrun.runner import CompositeHooks, Runner, RunHooks
+from batchrun.runner import CompositeHooks, RunHooks, Runner
 
 
 def run_hooks(cfg: RunConfig) -> RunHooks:
@@ -43,7 +43,9 @@ def load_summary(run_dir: str) -> dict:
             data: dict = orjson.loads(f.read())
             return data
     except FileNotFoundError as exc:
-        raise RunDirError(f"{run_dir}: no summary.json (is this a batchrun run directory?)") from exc
+        raise RunDirError(
+            f"{run_dir}: no summary.json (is this a batchrun run directory?)"
+        ) from exc
     except (OSError, orjson.JSONDecodeError) as exc:
         raise RunDirError(f"{path}: unreadable ({exc})") from exc
 
@@ -84,7 +86,12 @@ def estimate_and_print(cfg: RunConfig, as_json: bool = False) -> None:
 @click.command("estimate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("input_path", required=False, metavar="INPUT")
 @click.option("-j", "--job", "job_path", help="TOML job file.")
-@click.option("-o", "--out", "out_dir", help="Run directory of an earlier run to learn typical output lengths from.")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    help="Run directory of an earlier run to learn typical output lengths from.",
+)
 @click.option("--model", help="Model for rows that name none.")
 @click.option("--prices", "prices_path", help="TOML price file adding/overriding model prices.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -95,7 +102,12 @@ def estimate_command(
     from batchrun.cli import build_config
 
     options = {k: v for k, v in options.items() if v is not None}
-    cfg = build_config(input_path, job_path, {"out_dir": options.pop("out_dir", None) or "", **options}, need_out=False)
+    cfg = build_config(
+        input_path,
+        job_path,
+        {"out_dir": options.pop("out_dir", None) or "", **options},
+        need_out=False,
+    )
     estimate_and_print(cfg, as_json)
 
 

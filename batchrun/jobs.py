@@ -1,6 +1,6 @@
 """Pick the Source for a run: a request file, or a dataset through a prompt template.
 
-    >>> source_for(RunConfig("requests.jsonl", "runs/a"))   # doctest: +SKIP
+>>> source_for(RunConfig("requests.jsonl", "runs/a"))   # doctest: +SKIP
 """
 
 from __future__ import annotations

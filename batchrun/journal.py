@@ -136,7 +136,9 @@ def read_journal(run_dir: str, *, repair: bool = True) -> JournalState:
     for path in (results, errors):
         cut = repair_torn_tail(path) if repair else 0
         if cut:
-            state.repaired.append(f"{os.path.basename(path)}: dropped a torn last line ({cut} bytes)")
+            state.repaired.append(
+                f"{os.path.basename(path)}: dropped a torn last line ({cut} bytes)"
+            )
     checkpoint = _checkpoint(run_dir)
     r_from = e_from = 0
     if (

@@ -72,7 +72,11 @@ class QuotaMirror:
             # than our own projection (that would overdraw the real bucket)
             remaining = min(remaining, self.available(now))
         self.limit, self.remaining, self.rate, self.at, self.spent = (
-            limit, remaining, rate, now, 0.0,
+            limit,
+            remaining,
+            rate,
+            now,
+            0.0,
         )
 
     def margin(self) -> float:
@@ -234,12 +238,17 @@ class Pacer:
         now = self.clock()
         if snapshot.limit_requests is not None and snapshot.remaining_requests is not None:
             self.requests.observe(
-                snapshot.limit_requests, snapshot.remaining_requests,
-                snapshot.reset_requests_s, now,
+                snapshot.limit_requests,
+                snapshot.remaining_requests,
+                snapshot.reset_requests_s,
+                now,
             )
         if snapshot.limit_tokens is not None and snapshot.remaining_tokens is not None:
             self.tokens.observe(
-                snapshot.limit_tokens, snapshot.remaining_tokens, snapshot.reset_tokens_s, now,
+                snapshot.limit_tokens,
+                snapshot.remaining_tokens,
+                snapshot.reset_tokens_s,
+                now,
             )
 
     def rate_limited(self, retry_after: float | None) -> None:

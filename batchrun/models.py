@@ -70,8 +70,17 @@ class Outcome:
         ttft_s: float | None = None,
     ) -> Outcome:
         return cls(
-            req.custom_id, True, status, request_id, body, None, attempts,
-            latency_s, ttft_s, req.row, req.columns,
+            req.custom_id,
+            True,
+            status,
+            request_id,
+            body,
+            None,
+            attempts,
+            latency_s,
+            ttft_s,
+            req.row,
+            req.columns,
         )
 
     @classmethod
@@ -93,6 +102,15 @@ class Outcome:
             "attempts": [a.to_dict() for a in attempts],
         }
         return cls(
-            req.custom_id, False, status, request_id, body, error, attempts,
-            latency_s, None, req.row, req.columns,
+            req.custom_id,
+            False,
+            status,
+            request_id,
+            body,
+            error,
+            attempts,
+            latency_s,
+            None,
+            req.row,
+            req.columns,
         )

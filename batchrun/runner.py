@@ -37,9 +37,10 @@ import anyio.abc
 import httpx
 import orjson
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchrun import __version__
-from batchrun.client import ChatClient
+from batchrun.client import ChatClient, Reply
 from batchrun.config import RunConfig
 from batchrun.errors import BudgetExceeded, RateLimited, RequestError, RunDirError
 from batchrun.ids import id_hash
@@ -146,15 +147,18 @@ class Runner:
             raise RunDirError(f"{path}: unreadable ({exc}); use --force to start over it") from exc
         problems = []
         if before.get("input_fingerprint") != fingerprint:
-            problems.append(f"the input file differs from the one this run started with "
-                            f"({before.get('input_path')})")
+            problems.append(
+                f"the input file differs from the one this run started with "
+                f"({before.get('input_path')})"
+            )
         old_opts = before.get("request_options", {})
         for key, value in self.cfg.fingerprint_options().items():
             if old_opts.get(key) != _jsonable(value):
                 problems.append(f"option {key} was {old_opts.get(key)!r}, now {value!r}")
         if problems:
             raise RunDirError(
-                f"{self.cfg.out_dir} was started with other settings: " + "; ".join(problems)
+                f"{self.cfg.out_dir} was started with other settings: "
+                + "; ".join(problems)
                 + ". Use another -o directory, or --force to resume anyway."
             )
 
@@ -169,6 +173,12 @@ class Runner:
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         write_json_atomic(self._path(RUN_INFO), info)
+
+    def _scan(self, source: Source) -> ScanResult:
+        if not self.cfg.skip_invalid:
+            return source.scan()
+        with open(self._path("invalid.jsonl"), "wb") as invalid_sink:
+            return source.scan(invalid_sink)
 
     def _build_source(self) -> Source:
         if self.source is not None:
@@ -196,12 +206,7 @@ class Runner:
         source = self._build_source()
         fingerprint = source.fingerprint()
         self._check_run_info(fingerprint)
-        invalid_path = self._path("invalid.jsonl")
-        if self.cfg.skip_invalid:
-            with open(invalid_path, "wb") as invalid_sink:
-                scan = source.scan(invalid_sink)
-        else:
-            scan = source.scan()
+        scan = self._scan(source)
         try:
             journal = read_journal(self.cfg.out_dir)
         except ValueError as exc:
@@ -323,7 +328,7 @@ class Runner:
                 attempts.append(describe_attempt(exc))
             self.hooks.on_retry(self, exc)
 
-        async def attempt_once() -> Any:
+        async def attempt_once() -> Reply:
             if self._stopping.is_set() and attempts:
                 raise _Abandon()
             if not attempts:
@@ -348,7 +353,7 @@ class Runner:
 
         retrying = make_retrying(self.cfg.max_attempts, self._retry_sleep, on_retry)
         try:
-            reply = await retrying(attempt_once)
+            reply: Reply = await retrying(attempt_once)
         except _Abandon:
             return None
         except BudgetExceeded as exc:
@@ -390,7 +395,7 @@ class Runner:
         return outcome
 
     # -- output ---------------------------------------------------------------------
-    async def _write(self, recv: ObjectReceiveStream[Outcome]) -> None:
+    async def _write(self, recv: MemoryObjectReceiveStream[Outcome]) -> None:
         sink = self._sink
         assert sink is not None
         async with recv:
@@ -533,6 +538,7 @@ class RunHooks:
     def on_start(self, runner: Runner) -> None: ...
     async def admit(self, runner: Runner, req: Request, body: dict[str, Any]) -> None:
         """Before a request's first attempt; may wait, or raise BudgetExceeded."""
+
     def after_request(
         self, runner: Runner, req: Request, tokens: int, body: dict[str, Any] | None
     ) -> None: ...

@@ -1,11 +1,12 @@
 """Append finished requests to results.jsonl / errors.jsonl, group-committed.
 
 Files are written with unbuffered ``os.write`` (no Python-side buffer that could
-flush half a line later). The writer takes every outcome that is ready, encodes them, writes each file with
-one ``write`` call, flushes, and only *then* reports them as done (the caller
-counts them). A crash can tear at most the last line, which the journal cuts off
-on resume. ``sync()`` adds an fsync, done at each summary checkpoint so the
-byte offsets a checkpoint records are on disk before the summary that names them.
+flush half a line later). The writer takes every outcome that is ready, encodes
+them, writes each file with one ``write`` call, and only *then* reports them as
+done (the caller counts them). A crash can tear at most the last line, which the
+journal cuts off on resume. ``sync()`` adds an fsync, done at each summary
+checkpoint so the byte offsets a checkpoint records are on disk before the
+summary that names them.
 
     >>> with JsonlSink("runs/a") as sink:                  # doctest: +SKIP
     ...     sink.write([outcome])

@@ -45,15 +45,16 @@ RowMapper = Callable[[Any, int, str], Request]
 
 def input_kind(path: str) -> str:
     lowered = path.lower()
-    if lowered.endswith(".parquet") or lowered.endswith(".pq"):
+    if lowered.endswith((".parquet", ".pq")):
         return "parquet"
     if lowered.endswith(".gz"):
         return "jsonl.gz"
     return "jsonl"
 
 
-def request_from_row(obj: Any, row: int, where: str, *, default_model: str | None,
-                     path: str) -> Request:
+def request_from_row(
+    obj: Any, row: int, where: str, *, default_model: str | None, path: str
+) -> Request:
     """Validate one request-file row and turn it into a Request."""
     if not isinstance(obj, dict):
         kind = type(obj).__name__ if obj is not None else "null"
@@ -65,9 +66,7 @@ def request_from_row(obj: Any, row: int, where: str, *, default_model: str | Non
             raise InputError(path, where, f"method must be POST, got {method!r}")
         url = obj.get("url", "/v1/chat/completions")
         if url not in CHAT_URLS:
-            raise InputError(
-                path, where, f"url must be /v1/chat/completions, got {url!r}"
-            )
+            raise InputError(path, where, f"url must be /v1/chat/completions, got {url!r}")
         body = obj["body"]
         if not isinstance(body, dict):
             raise InputError(path, where, "body must be a JSON object")
@@ -146,7 +145,7 @@ class Source:
 
     def _open(self) -> IO[bytes]:
         if self.kind == "jsonl.gz":
-            return gzip.open(self.path, "rb")
+            return gzip.open(self.path, "rb")  # type: ignore[return-value]
         return open(self.path, "rb")
 
     def rows(self) -> Iterator[tuple[int, str, Any]]:
@@ -186,7 +185,8 @@ class Source:
             names = pfile.schema_arrow.names
             if "body" not in names:
                 raise InputError(
-                    self.path, "0",
+                    self.path,
+                    "0",
                     f"Parquet request file needs a 'body' column (columns: {', '.join(names)})",
                 )
             struct_body = pa.types.is_struct(pfile.schema_arrow.field("body").type)
@@ -252,10 +252,12 @@ class Source:
                 if result.first_invalid is None:
                     result.first_invalid = exc
                 if invalid_sink is not None:
-                    invalid_sink.write(orjson.dumps(
-                        {"row": row, "where": exc.where, "reason": exc.reason},
-                        option=orjson.OPT_APPEND_NEWLINE,
-                    ))
+                    invalid_sink.write(
+                        orjson.dumps(
+                            {"row": row, "where": exc.where, "reason": exc.reason},
+                            option=orjson.OPT_APPEND_NEWLINE,
+                        )
+                    )
                 continue
             hashes.append(id_hash(req.custom_id))
             result.total += 1
@@ -269,15 +271,14 @@ class Source:
         import pyarrow.compute as pc
 
         counts = pc.value_counts(_uint64_array(hashes))
-        suspects = {
-            int(v["values"]) for v in counts.to_pylist() if v["counts"] > 1
-        }
+        suspects = {int(v["values"]) for v in counts.to_pylist() if v["counts"] > 1}
         seen: dict[str, str] = {}
         for req_where in self._ids_with_hash(suspects):
             custom_id, where = req_where
             if custom_id in seen:
                 raise InputError(
-                    self.path, where,
+                    self.path,
+                    where,
                     f"duplicate custom_id {custom_id!r} (first seen at {seen[custom_id]})",
                 )
             seen[custom_id] = where

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import gzip
 import threading
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -72,7 +72,7 @@ def _load_ranks(name: str) -> dict[bytes, int]:
     return ranks
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_encoding(name: str) -> Any:
     """A tiktoken Encoding built from the bundled vocabulary (no network)."""
     import tiktoken

@@ -1,0 +1,91 @@
+"""After a run: results.parquet, the evaluation, and both recorded in summary.json.
+
+Runs after *every* run, whatever made it stop, so results.parquet and the score always
+describe the whole run directory (every earlier process included), with unfinished
+rows marked ``pending``. `DatasetOutputHooks` plugs this into the Runner:
+
+    hooks = CompositeHooks(make_hooks(cfg), DatasetOutputHooks(cfg))
+    result = anyio.run(Runner(cfg, hooks=hooks).run)
+    result.summary["eval"]["accuracy"], result.summary["parquet"]["rows"]
+
+summary.json then has two more keys: ``"parquet"`` (``{"path", "rows", "statuses"}``;
+null with --no-parquet; ``{"error": "..."}`` when it could not be written) and
+``"eval"`` (`batchrun.evaluate.Evaluator.report`; null without an [eval] section).
+results.jsonl stays the record: a failure here is a note, never a failed run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import IO, Any
+
+import pyarrow as pa
+
+from batchrun.config import RunConfig
+from batchrun.errors import BatchrunError
+from batchrun.evaluate import format_eval
+from batchrun.journal import SUMMARY
+from batchrun.parquet_out import write_results_parquet
+from batchrun.runner import RunHooks, Runner
+from batchrun.summary import write_json_atomic
+
+PARQUET = "results.parquet"
+
+
+def finish_dataset_run(cfg: RunConfig) -> dict[str, Any]:
+    """Write results.parquet (unless ``cfg.write_parquet`` is off) and evaluate.
+
+    Returns the keys to merge into summary.json: ``{"parquet": {...} | None, "eval":
+    {...} | None}``. One pass over the input and the output files does both.
+    """
+    path = os.path.join(cfg.out_dir, PARQUET) if cfg.write_parquet else None
+    report = write_results_parquet(cfg, path)
+    parquet = None
+    if path is not None:
+        parquet = {"path": path, "rows": report.rows, "statuses": report.statuses}
+        if report.renamed:
+            parquet["renamed"] = report.renamed
+    return {"parquet": parquet, "eval": report.eval}
+
+
+def merge_summary(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with ``extra`` merged in place, ``journal`` kept last (for readers)."""
+    journal = summary.pop("journal", None)
+    summary.update(extra)
+    if journal is not None:
+        summary["journal"] = journal
+    return summary
+
+
+class DatasetOutputHooks(RunHooks):
+    """On run end: results.parquet + evaluation, merged into summary.json.
+
+    The summary dict the Runner hands over is updated in place, so
+    ``RunResult.summary`` has the new keys too. The evaluation table goes to stderr
+    unless ``cfg.quiet``.
+    """
+
+    def __init__(self, cfg: RunConfig, *, err: IO[str] | None = None) -> None:
+        self.cfg = cfg
+        self.err = err
+
+    def on_end(self, runner: Runner, summary: dict[str, Any]) -> None:
+        try:
+            extra = finish_dataset_run(self.cfg)
+        except (BatchrunError, OSError, pa.ArrowException) as exc:
+            runner.notes.append(f"could not write {PARQUET}: {exc}")
+            extra = {"parquet": {"error": str(exc)}, "eval": None}
+        merge_summary(summary, extra)
+        try:
+            write_json_atomic(os.path.join(self.cfg.out_dir, SUMMARY), summary)
+        except OSError as exc:
+            runner.notes.append(f"could not write summary.json: {exc}")
+        report = extra.get("eval")
+        if report is not None and not self.cfg.quiet:
+            err = self.err or sys.stderr
+            what = report["reference_column"]
+            if report.get("field"):
+                what += f" vs {report['field']}"
+            err.write(f"batchrun: evaluation ({what}):\n{format_eval(report)}\n")
+            err.flush()
