@@ -166,7 +166,7 @@ def _endpoint(cfg: RunConfig) -> Iterator[RunConfig]:
     "--parquet/--no-parquet",
     "write_parquet",
     default=None,
-    help="Write results.parquet for dataset jobs [default: on].",
+    help="Write results.parquet, one row per input row [default: on].",
 )
 @click.option(
     "--skip-invalid", is_flag=True, help="Write bad input rows to invalid.jsonl and run the rest."

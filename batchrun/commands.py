@@ -21,11 +21,13 @@ from batchrun.runner import CompositeHooks, RunHooks, Runner
 
 
 def run_hooks(cfg: RunConfig) -> RunHooks:
-    """Everything the CLI adds around a run: cost and budget, progress display."""
+    """Everything the CLI adds around a run: cost and budget, progress display,
+    results.parquet and the evaluation (before the final report, which lists the files)."""
     from batchrun.budget import CostHooks
+    from batchrun.dataset_output import DatasetOutputHooks
     from batchrun.progress import make_hooks
 
-    return CompositeHooks(CostHooks(cfg), make_hooks(cfg))
+    return CompositeHooks(CostHooks(cfg), DatasetOutputHooks(cfg), make_hooks(cfg))
 
 
 def execute_run(cfg: RunConfig, api_key: str | None) -> int:

@@ -24,7 +24,8 @@ Every input row appears exactly once, with a ``status``: ``succeeded``, ``failed
   -> bool, all ints -> int64, ints and floats -> double, all strings -> string,
   a column with arrays or objects -> their JSON text, other mixes -> string (strings
   as they are, other values as JSON text), all null -> string. An input column
-  whose name is one of the result columns below is renamed ``input_<name>``;
+  whose name is one of the result columns below (``parse_error`` included) is
+  renamed ``input_<name>``;
 * ``status``, ``status_code`` (int32, last HTTP status), ``model``, ``content``,
   ``reasoning_content``, ``finish_reason``, ``tool_calls`` (JSON text), all of the
   *first* choice when the request asked for n > 1 (results.jsonl keeps them all);
@@ -104,6 +105,7 @@ _LEAD_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 )
 _FILES = (ERRORS, RESULTS)  # scanned in this order: a later line wins
 _FILE_STATUS = (FAILED, SUCCEEDED)
+_PARSED = "\0parsed"  # key of the parsed values in a joined row (not a column)
 
 
 @dataclass
@@ -114,8 +116,8 @@ class ParquetReport:
     rows: int = 0
     statuses: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     columns: list[str] = field(default_factory=list)
-    renamed: dict[str, str] = field(default_factory=dict)
-    """Original column name -> the name it got in results.parquet (clashes only)."""
+    renamed: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Name clashes only: ``{"input": {column: new name}, "parsed": {property: new name}}``."""
     eval: dict[str, Any] | None = None
     seconds: float = 0.0
 
@@ -359,7 +361,7 @@ class _Layout:
     """(input name, output name, type, JSONL kind or None for Parquet input)."""
     parsed: list[tuple[str, str, pa.DataType]]
     """(schema property, output name, type)."""
-    renamed: dict[str, str]
+    renamed: dict[str, dict[str, str]]
 
 
 def _unique(name: str, prefix: str, taken: set[str]) -> str:
@@ -368,11 +370,16 @@ def _unique(name: str, prefix: str, taken: set[str]) -> str:
     return name
 
 
-def _layout(cfg: RunConfig, source: Source) -> _Layout:
+def _layout(cfg: RunConfig, source: Source, *, carry: bool = True) -> _Layout:
+    """The output schema. ``carry=False`` leaves the input columns out (evaluation only:
+    no need to read a JSONL file once more to type them)."""
+    has_schema = cfg.job.get("schema") is not None
     reserved = {name for name, _ in _LEAD_COLUMNS} | {name for name, _ in RESULT_COLUMNS}
-    renamed: dict[str, str] = {}
+    if has_schema:
+        reserved.add("parse_error")
+    renamed: dict[str, dict[str, str]] = {"input": {}, "parsed": {}}
     carried: list[tuple[str, str, pa.DataType, str | None]] = []
-    if source.dataset:
+    if source.dataset and carry:
         inputs: list[tuple[str, pa.DataType, str | None]]
         if source.kind == "parquet":
             schema = _parquet_file(source).schema_arrow
@@ -387,23 +394,24 @@ def _layout(cfg: RunConfig, source: Source) -> _Layout:
             out = _unique(name, INPUT_PREFIX, taken)
             taken.add(out)
             if out != name:
-                renamed[name] = out
+                renamed["input"][name] = out
             carried.append((name, out, dtype, kind))
     taken = reserved | {out for _, out, _, _ in carried}
     parsed: list[tuple[str, str, pa.DataType]] = []
-    if cfg.job.get("schema") is not None:
+    if has_schema:
         for name, dtype in parsed_columns(cfg.job["schema"]):
-            out = _unique(name, PARSED_PREFIX, taken | {"parse_error"})
+            out = _unique(name, PARSED_PREFIX, taken)
             taken.add(out)
             if out != name:
-                renamed[name] = out
+                renamed["parsed"][name] = out
             parsed.append((name, out, dtype))
     fields = [pa.field(n, t) for n, t in _LEAD_COLUMNS]
     fields += [pa.field(out, t) for _, out, t, _ in carried]
     fields += [pa.field(n, t) for n, t in RESULT_COLUMNS]
-    if cfg.job.get("schema") is not None:
+    if has_schema:
         fields += [pa.field(out, t) for _, out, t in parsed]
         fields.append(pa.field("parse_error", pa.string()))
+    renamed = {kind: names for kind, names in renamed.items() if names}
     meta = {"batchrun_version": __version__, "renamed": renamed, "first_choice_only": True}
     schema = pa.schema(fields, metadata={"batchrun": orjson.dumps(meta)})
     return _Layout(schema, carried, parsed, renamed)
@@ -524,9 +532,9 @@ class _Pass:
                 self.evaluator.add(reference, predicted)
             values["custom_id"] = custom_id
             values["row"] = row
-            if self.schema_json is not None:
-                values.update(parsed if parsed is not None else self.empty_parsed)
-                values["parse_error"] = parse_error
+            # parsed values stay apart: a property may share a result column's name
+            values["parse_error"] = parse_error
+            values[_PARSED] = parsed if parsed is not None else self.empty_parsed
             yield obj, values
 
     def table(self, items: list[tuple[int, str, Any]], batch: pa.RecordBatch | None) -> pa.Table:
@@ -547,7 +555,7 @@ class _Pass:
                     type=dtype,
                 )
         for name, out, dtype in layout.parsed:
-            columns[out] = pa.array([v[name] for _, v in joined], type=dtype)
+            columns[out] = pa.array([v[_PARSED][name] for _, v in joined], type=dtype)
         if self.schema_json is not None:
             columns["parse_error"] = pa.array([v["parse_error"] for _, v in joined], pa.string())
         return pa.Table.from_arrays([columns[f.name] for f in layout.schema], schema=layout.schema)
@@ -574,7 +582,7 @@ def write_results_parquet(
     report = ParquetReport(path=out_path)
     if out_path is None and evaluator is None:
         return report
-    layout = _layout(cfg, source)
+    layout = _layout(cfg, source, carry=out_path is not None)
     report.columns = list(layout.schema.names)
     report.renamed = layout.renamed
     with ResultIndex.build(cfg.out_dir) as index:
