@@ -123,12 +123,20 @@ class OutputStats:
 
     def add_result(self, meta: dict[str, Any]) -> None:
         """One results.jsonl line's meta. ``statuses`` is only written after retries."""
+        # called once per output line: kept to a few dict lookups and appends
         self.lines += 1
-        self.latency_ms.add(_number(meta.get("latency_ms")))
-        self.ttft_ms.add(_number(meta.get("ttft_ms")))
-        statuses = meta.get("statuses") or []
-        for status in statuses[:-1]:
-            self.retry_causes[retry_cause(status if isinstance(status, int) else None)] += 1
+        latency, ttft = meta.get("latency_ms"), meta.get("ttft_ms")
+        try:
+            if latency is not None:
+                self.latency_ms.values.append(latency)
+            if ttft is not None:
+                self.ttft_ms.values.append(ttft)
+        except TypeError:  # not a number: not a line we wrote; skip its timings
+            pass
+        statuses = meta.get("statuses")
+        if statuses:
+            for status in statuses[:-1]:
+                self.retry_causes[retry_cause(status if isinstance(status, int) else None)] += 1
 
     def add_error(self, record: dict[str, Any]) -> None:
         """One errors.jsonl line, parsed: every attempt but the last was a retry."""
@@ -138,9 +146,3 @@ class OutputStats:
             status = attempt.get("status")
             cause = retry_cause(status if isinstance(status, int) else None, attempt.get("code"))
             self.retry_causes[cause] += 1
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None

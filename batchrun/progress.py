@@ -26,6 +26,7 @@ throughput, latency percentiles, retry and error breakdown, files written).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -55,7 +56,11 @@ RATE_WINDOW_S = 30.0
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The figures shown at one moment. Built by `ProgressState.snapshot`."""
+    """The figures shown at one moment. Built by `ProgressState.snapshot`.
+
+    ``done`` = succeeded + failed, resumed rows included. Rates and ``elapsed_s``
+    are this process's (summary.json's ``elapsed_s`` adds earlier processes).
+    """
 
     done: int
     total: int
@@ -70,6 +75,8 @@ class Snapshot:
     elapsed_s: float
     cost_usd: float | None
     stopping: str | None = None
+    concurrency_limit: int | None = None
+    """The pacer's current cap on requests in flight (lowered after 429s)."""
 
     @property
     def pending(self) -> int:
@@ -178,11 +185,18 @@ class ProgressState:
             elapsed_s=now - self.started,
             cost_usd=None if cost is None else float(cost),
             stopping=runner.stop_reason,
+            concurrency_limit=getattr(runner.pacer, "concurrency_limit", None),
         )
 
 
 def _cost(value: float | None) -> str:
     return "n/a" if value is None else format_usd(value)
+
+
+def _in_flight(snap: Snapshot) -> str:
+    if snap.concurrency_limit is None:
+        return f"{snap.in_flight:,}"
+    return f"{snap.in_flight:,}/{snap.concurrency_limit:,}"
 
 
 def _eta(snap: Snapshot) -> str:
@@ -201,7 +215,7 @@ def format_line(snap: Snapshot) -> str:
     line = (
         f"batchrun: {snap.done:,}/{snap.total:,} ({snap.percent:.1f}%) | "
         f"{snap.requests_per_s:,.2f} req/s, {snap.tokens_per_s:,.0f} tok/s | "
-        f"in flight {snap.in_flight:,} | retries {snap.retries:,}, 429s {snap.rate_limited:,} | "
+        f"in flight {_in_flight(snap)} | retries {snap.retries:,}, 429s {snap.rate_limited:,} | "
         f"failed {snap.failed:,} | cost {_cost(snap.cost_usd)} | "
         f"elapsed {format_duration(snap.elapsed_s)} | ETA {_eta(snap)}"
     )
@@ -227,7 +241,7 @@ def render_snapshot(snap: Snapshot) -> RenderableType:
         " req/s  ",
         (f"{snap.tokens_per_s:,.0f}", "cyan"),
         " tok/s  in flight ",
-        (f"{snap.in_flight:,}", "cyan"),
+        (_in_flight(snap), "cyan"),
         "  retries ",
         (f"{snap.retries:,}", "yellow" if snap.retries else ""),
         "  429s ",
@@ -248,7 +262,10 @@ class LiveView:
         self.runner = runner
 
     def __rich__(self) -> RenderableType:
-        return render_snapshot(self.state.snapshot(self.runner))
+        try:
+            return render_snapshot(self.state.snapshot(self.runner))
+        except Exception:  # a display must never kill rich's refresh thread
+            return Text("")
 
 
 # ------------------------------------------------------------------- the hooks
@@ -259,7 +276,8 @@ class ProgressHooks(RunHooks):
 
     ``mode``: "live", "plain" or "quiet" (`make_hooks` picks it). ``clock`` times the
     rates and the plain-line interval; ``watchdog`` starts the thread that logs
-    plain lines when no write comes for a whole interval.
+    plain lines when no write comes for a whole interval; ``wait`` is that
+    thread's sleep (``Event.wait``: True means stop), injectable for tests.
     """
 
     def __init__(
@@ -271,6 +289,7 @@ class ProgressHooks(RunHooks):
         console: Console | None = None,
         clock: Clock = time.monotonic,
         watchdog: bool = True,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
         self.cfg = cfg
         self.mode = mode
@@ -286,12 +305,14 @@ class ProgressHooks(RunHooks):
         self._emit_lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._wait = wait or self._stop.wait
 
     # -- output ---------------------------------------------------------------------
     def _say(self, text: str) -> None:
         with self._emit_lock:  # the watchdog thread writes too: whole lines only
-            if self._live is not None:
-                self._live.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            if self.mode == "live":
+                # through the console: while the display is up, rich prints above it
+                self.console.print(text, markup=False, highlight=False, soft_wrap=True)
             else:
                 self.stream.write(text + "\n")
                 self.stream.flush()
@@ -311,7 +332,7 @@ class ProgressHooks(RunHooks):
             return True
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._wait(self.interval):
             try:
                 self.maybe_emit()
             except Exception:  # a log line must never kill the run
@@ -401,10 +422,23 @@ class ProgressHooks(RunHooks):
 
 
 def pick_mode(cfg: RunConfig, console: Console) -> str:
-    """ "quiet" with --quiet, "live" on an interactive terminal, else "plain"."""
+    """ "quiet" with --quiet, "live" on an interactive terminal, else "plain".
+
+    The stream itself must be a TTY: FORCE_COLOR (set by many CI systems) makes
+    rich treat a pipe as a terminal, and a live display's cursor moves would litter
+    the log. ``TTY_INTERACTIVE=1`` / ``=0`` (rich's convention) forces either way.
+    """
     if cfg.quiet:
         return "quiet"
-    if console.is_terminal and getattr(console, "is_interactive", True):
+    forced = os.environ.get("TTY_INTERACTIVE")
+    if forced in ("0", "1"):
+        return "live" if forced == "1" else "plain"
+    isatty = getattr(console.file, "isatty", None)
+    try:
+        tty = bool(isatty()) if isatty is not None else False
+    except (OSError, ValueError):
+        tty = False
+    if tty and console.is_terminal and not console.is_dumb_terminal:
         return "live"
     return "plain"
 

@@ -12,6 +12,10 @@ extra ``batchrun`` object carries per-request facts (row, attempts, latency) tha
 the Batch API format has no place for; Batch API readers ignore it.
 
 Pure functions: encoding, decoding, and the fast custom_id extraction used on resume.
+Two readers rely on the key order: `custom_id_of` finds the id at a fixed offset
+after the fixed-width ``id``, and `batchrun.latency.meta_of` reads the ``batchrun``
+object from the end of the line. Keep ``id`` first, ``custom_id`` second and
+``batchrun`` last.
 """
 
 from __future__ import annotations

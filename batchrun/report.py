@@ -171,6 +171,7 @@ def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dic
         "cost_source": cost_source,
         "elapsed_s": elapsed,
         "throughput": throughput,
+        "pacing": summary.get("pacing"),
         "latency_ms": outputs.latency_ms.summary(),
         "ttft_ms": outputs.ttft_ms.summary(),
         "files": _files(run_dir),
@@ -294,6 +295,13 @@ def format_status(report: Mapping[str, Any]) -> str:
     if report["error_codes"]:
         failed = sum(report["error_codes"].values())
         lines.append(f"errors      {_n(failed)} by code: {_breakdown(report['error_codes'])}")
+    pacing = report.get("pacing")
+    if pacing:
+        lines.append(
+            f"pacing      concurrency limit {_n(pacing.get('concurrency_limit', '-'))}; "
+            f"{pacing.get('cooldown_s', 0):,.1f} s cooling down after 429s; "
+            f"{pacing.get('paced_s', 0):,.1f} s paced by rate-limit headers"
+        )
     lines.extend(_cost_lines(report))
     if report.get("files"):
         lines.append("files")
