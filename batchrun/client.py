@@ -117,12 +117,13 @@ class ChatClient:
         if streaming:
             headers = {**headers, "accept": "text/event-stream"}
         request = self._client.build_request("POST", self.url, content=payload, headers=headers)
+        sent_at = self._clock()  # time to first token counts from here, not from the headers
         try:
             with anyio.fail_after(self._total_timeout):
                 response = await self._client.send(request, stream=True)
                 try:
                     if streaming and response.status_code == 200 and _is_event_stream(response):
-                        return await self._read_stream(response)
+                        return await self._read_stream(response, sent_at)
                     content = await self._read_capped(response)
                 finally:
                     await response.aclose()
@@ -161,24 +162,31 @@ class ChatClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _read_stream(self, response: httpx.Response) -> Reply:
+    async def _read_stream(self, response: httpx.Response, sent_at: float) -> Reply:
         from batchrun.streaming import SSEDecoder, StreamAssembler
 
         decoder = SSEDecoder()
         assembler = StreamAssembler()
-        started = self._clock()
         ttft: float | None = None
         size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise _too_large(response, self._max_bytes)
-            for payload in decoder.feed(chunk):
-                if assembler.add(payload) and ttft is None:
-                    ttft = self._clock() - started
-        for payload in decoder.close():
-            assembler.add(payload)
-        body = check_completion(assembler.result(), response.status_code, response.headers)
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise _too_large(response, self._max_bytes)
+                for payload in decoder.feed(chunk):
+                    if assembler.add(payload) and ttft is None:
+                        ttft = self._clock() - sent_at
+            for payload in decoder.close():
+                assembler.add(payload)
+            completion = assembler.result()
+        except BadResponse as exc:
+            # the exchange itself was an HTTP 200: keep it on the attempt and error line
+            exc.status = response.status_code
+            exc.headers = response.headers
+            exc.request_id = request_id_of(response.headers)
+            raise
+        body = check_completion(completion, response.status_code, response.headers)
         rheaders = response.headers
         return Reply(response.status_code, rheaders, body, request_id_of(rheaders), ttft)
 

@@ -48,6 +48,7 @@ from batchrun.journal import RUN_INFO, SUMMARY, JournalState, read_journal
 from batchrun.limits import Pacer
 from batchrun.models import Attempt, Outcome, Request
 from batchrun.ratelimit_headers import parse_ratelimit_headers
+from batchrun.responses import error_envelope
 from batchrun.retry import describe_attempt, make_retrying, retry_after_seconds
 from batchrun.sinks import JsonlSink
 from batchrun.sources import ScanResult, Source
@@ -364,7 +365,7 @@ class Runner:
         except RequestError as exc:
             attempts.append(describe_attempt(exc))
             self.hooks.after_request(self, req, tokens, None)
-            return Outcome.failure(
+            outcome = Outcome.failure(
                 req,
                 code=exc.code,
                 message=exc.message,
@@ -374,6 +375,12 @@ class Runner:
                 body=exc.body if exc.status is not None else None,
                 latency_s=self.clock() - started,
             )
+            envelope = error_envelope(exc.body)
+            if envelope is not None and outcome.error is not None:
+                # the envelope's type and param say what to fix; keep them next to code
+                outcome.error["type"] = envelope["type"]
+                outcome.error["param"] = envelope["param"]
+            return outcome
         attempts.append(Attempt(reply.status, "ok"))
         if tokens:
             from batchrun.usage import usage_of
