@@ -1,10 +1,14 @@
 """Pacing: how many requests may be in flight, and when the next one may go.
 
-Four brakes, all checked before every attempt (`Pacer.acquire`):
+Goal (issue 3): run as close to the server's quota as possible while almost never
+hitting it, with or without ``--rpm``/``--tpm``. Four brakes, all checked before
+every attempt (`Pacer.acquire`):
 
 1. **Shared cooldown.** A 429 that says how long to wait (retry-after-ms,
    Retry-After, x-ratelimit-reset-*) pauses *every* sender until then, not just the
-   task that got it; that is what stops a thundering herd.
+   task that got it; that is what stops a thundering herd. A 429 with no hint
+   leaves the wait to the retry policy (exponential backoff with jitter) and to
+   brake 2.
 2. **AIMD concurrency.** In-flight requests are capped by an adaptive limit that
    halves on a 429 (at most once per second) and grows by one per window of
    successes back up to ``--concurrency``.
@@ -12,16 +16,24 @@ Four brakes, all checked before every attempt (`Pacer.acquire`):
    token bucket is charged an estimate (prompt tokens + max tokens x n) and the
    difference to the real usage is given back when the response arrives.
 4. **Header mirror.** Every response's ``x-ratelimit-*`` headers update a model of
-   the server's own bucket (`QuotaMirror`); a send that would overdraw it waits for
-   the refill. This slows us down before the quota runs out even when no ``--rpm``
-   was given.
+   the server's own buckets (`QuotaMirror`), which we debit as we send; a send that
+   would leave less than a small margin waits for the refill. This paces us at the
+   server's refill rate *before* the quota runs out, even when no ``--rpm`` was
+   given. Senders take turns at this brake (one lock), so they leave in order.
+
+A header is a snapshot taken when the server admitted *our* request, some time
+before we read it; other requests may have been admitted since. The mirror keeps
+its own running account and only lets the snapshot bound it: the true remaining
+is at least ``remaining - what we sent since this request left`` and at most
+``remaining + refill since it left``. The pacer knows which send a response
+answers because `acquire` and `observe` run in the same task (a context variable).
 
 Clock and sleep are injected so the arithmetic is tested without waiting.
 
     >>> mirror = QuotaMirror()
     >>> mirror.observe(limit=60, remaining=0, reset_s=60.0, now=0.0)
-    >>> round(mirror.delay(1, now=0.0), 2)   # one request refills in 1 s, plus margin
-    2.0
+    >>> round(mirror.delay(1, now=0.0), 2)   # 1 request + a margin of 2.2 refill at 1/s
+    3.2
 """
 
 from __future__ import annotations
@@ -29,7 +41,9 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
@@ -38,124 +52,184 @@ from batchrun.ratelimit_headers import RateLimitSnapshot
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
+_EPSILON = 1e-6  # seconds; float residue is not worth another sleep
+MARGIN_SHARE = 0.02
+"""Share of a server limit kept in reserve (plus one unit), for estimate errors."""
+
 
 class QuotaMirror:
-    """Our model of one server-side bucket (requests or tokens), from headers.
+    """Our running account of one server-side bucket (requests or tokens).
 
-    ``remaining`` was true at ``at``; the bucket refills at ``rate`` per second up to
-    ``limit``; we have spent ``spent`` since. A margin of 1 unit plus 2% of the
-    limit absorbs requests the server counted that we did not see yet.
+    The bucket held ``level`` at time ``at`` and refills at ``rate`` per second up
+    to ``limit``. `spend` debits it as we send; `observe` corrects it from headers.
+
+        >>> m = QuotaMirror()
+        >>> m.observe(limit=1200, remaining=1000, reset_s=10.0, now=0.0)
+        >>> m.rate, m.available(now=1.0)
+        (20.0, 1020.0)
     """
 
     def __init__(self) -> None:
         self.limit: float | None = None
-        self.remaining = 0.0
+        self.level = 0.0
         self.rate = 0.0
         self.at = 0.0
-        self.spent = 0.0
 
     def available(self, now: float) -> float:
         if self.limit is None:
             return float("inf")
-        refilled = self.remaining + self.rate * max(0.0, now - self.at)
-        return min(self.limit, refilled) - self.spent
+        return min(self.limit, self.level + self.rate * max(0.0, now - self.at))
 
-    def observe(self, limit: float, remaining: float, reset_s: float | None, now: float) -> None:
+    def observe(
+        self,
+        limit: float,
+        remaining: float,
+        reset_s: float | None,
+        now: float,
+        *,
+        spent_since: float | None = None,
+        age: float | None = None,
+    ) -> None:
+        """Correct the account from one response's headers.
+
+        ``spent_since``: what we debited after the request this response answers was
+        sent; ``age``: seconds since it was sent. Unknown (None): trust the snapshot.
+        """
         if limit <= 0:
             return
-        if reset_s is not None and reset_s > 0 and remaining < limit:
-            rate = (limit - remaining) / reset_s
+        used = limit - remaining
+        if reset_s is not None and reset_s > 0 and used >= 0.1 * limit:
+            # reset = time until full; a nearly full bucket gives a tiny, rounded
+            # reset and a wild rate, so keep the old rate then
+            rate = used / reset_s
+        elif self.rate > 0 and self.limit == limit:
+            rate = self.rate
         else:
             rate = limit / 60.0
-        if self.limit is not None:
-            # responses arrive out of order: never trust a snapshot that shows more
-            # than our own projection (that would overdraw the real bucket)
-            remaining = min(remaining, self.available(now))
-        self.limit, self.remaining, self.rate, self.at, self.spent = (
-            limit,
-            remaining,
-            rate,
-            now,
-            0.0,
-        )
+        low = remaining - (spent_since or 0.0)
+        high = remaining + rate * (age or 0.0)
+        if self.limit != limit:
+            level = low  # first snapshot (or the limit changed): assume the worst
+        else:
+            level = min(max(self.available(now), low), high)
+        self.limit, self.level, self.rate, self.at = float(limit), level, rate, now
 
     def margin(self) -> float:
-        return 1.0 + 0.02 * (self.limit or 0.0)
+        return 1.0 + MARGIN_SHARE * (self.limit or 0.0)
 
     def delay(self, cost: float, now: float) -> float:
         """Seconds to wait before ``cost`` units may be spent (0 = go now)."""
         if self.limit is None or self.rate <= 0:
             return 0.0
-        cost = min(cost, self.limit - self.margin()) if self.limit > self.margin() else cost
-        short = cost + self.margin() - self.available(now)
+        margin = self.margin()
+        # a request larger than the whole bucket could never go: let it wait for a
+        # full bucket instead (the server will answer for it)
+        cost = min(cost, max(0.0, self.limit - margin))
+        short = cost + margin - self.available(now)
         return 0.0 if short <= 0 else short / self.rate
 
-    def spend(self, cost: float) -> None:
+    def spend(self, cost: float, now: float) -> None:
         if self.limit is not None:
-            self.spent += cost
-
-    def refund(self, cost: float) -> None:
-        if self.limit is not None:
-            self.spent = max(0.0, self.spent - cost)
+            self.level = self.available(now) - cost
+            self.at = now
 
 
 class AdaptiveLimit:
-    """A semaphore whose size follows AIMD between 1 and ``maximum``."""
+    """A FIFO semaphore whose size follows AIMD between 1 and ``maximum``.
+
+    A released slot is handed straight to the oldest waiter, so nobody overtakes.
+
+        >>> slots = AdaptiveLimit(8, clock=lambda: 0.0)
+        >>> slots.decrease(); slots.size
+        4
+    """
 
     def __init__(self, maximum: int, clock: Clock) -> None:
-        self.maximum = maximum
-        self.limit = float(maximum)
+        self.maximum = max(1, maximum)
+        self.limit = float(self.maximum)
         self.in_use = 0
         self._clock = clock
         self._last_decrease = float("-inf")
         self._waiters: deque[anyio.Event] = deque()
 
+    @property
+    def size(self) -> int:
+        return max(1, int(self.limit))
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
     async def acquire(self) -> None:
-        while self.in_use >= int(self.limit):
-            event = anyio.Event()
-            self._waiters.append(event)
-            try:
-                await event.wait()
-            except BaseException:
-                if event in self._waiters:
-                    self._waiters.remove(event)
-                elif event.is_set():
-                    self._wake()  # pass the wake-up on
-                raise
-        self.in_use += 1
+        if self.in_use < self.size and not self._waiters:
+            self.in_use += 1
+            return
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            await event.wait()
+        except BaseException:
+            if event.is_set():
+                self.release()  # the slot was already ours: pass it on
+            else:
+                self._waiters.remove(event)
+            raise
 
     def release(self) -> None:
         self.in_use -= 1
         self._wake()
 
     def _wake(self) -> None:
-        while self._waiters and self.in_use < int(self.limit):
+        while self._waiters and self.in_use < self.size:
+            self.in_use += 1  # taken on the waiter's behalf
             self._waiters.popleft().set()
-            break
 
     def decrease(self) -> None:
+        """Halve the limit, at most once per second (one burst of 429s is one signal)."""
         now = self._clock()
         if now - self._last_decrease >= 1.0:
             self._last_decrease = now
             self.limit = max(1.0, self.limit / 2)
 
     def increase(self) -> None:
+        """Grow by 1/limit per success: +1 per window of ``limit`` successes."""
         if self.limit < self.maximum:
-            before = int(self.limit)
             self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
-            if int(self.limit) > before:
-                self._wake()
+            self._wake()
 
 
 @dataclass
 class PacerStats:
     rate_limited: int = 0
+    """429 responses seen."""
     cooldown_s: float = 0.0
+    """Seconds all senders were paused by shared cooldowns."""
     header_waits: int = 0
+    """Times a sender waited for the header mirror (or a cooldown) before sending."""
+    paced_s: float = 0.0
+    """Seconds spent in those waits (the sender at the head of the line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Send:
+    at: float
+    requests: float
+    tokens: float
+    """The pacer's running totals just after this send."""
+
+
+_last_send: ContextVar[_Send | None] = ContextVar("batchrun_last_send", default=None)
 
 
 class Pacer:
-    """Decides when an attempt may start. One per run, shared by all workers."""
+    """Decides when an attempt may start. One per run, shared by all workers.
+
+    pacer = Pacer(concurrency=64)
+    await pacer.acquire(tokens)          # may wait
+    try: reply = await send(body)
+    finally: pacer.release(ok=...)
+    pacer.observe(parse_ratelimit_headers(reply.headers))
+    """
 
     def __init__(
         self,
@@ -176,8 +250,11 @@ class Pacer:
         self.tpm_capacity = float(tpm or 0)
         self.requests = QuotaMirror()
         self.tokens = QuotaMirror()
-        self.cooldown_until = 0.0
+        self.cooldown_until = float("-inf")
         self.stats = PacerStats()
+        self._turn = anyio.Lock()
+        self._sent_requests = 0.0
+        self._sent_tokens = 0.0
 
     @property
     def needs_token_estimates(self) -> bool:
@@ -186,31 +263,49 @@ class Pacer:
 
     @property
     def concurrency_limit(self) -> int:
-        return int(self.slots.limit)
+        return self.slots.size
 
-    async def _wait_cooldown(self) -> None:
-        while (left := self.cooldown_until - self.clock()) > 0:
-            await self.sleep(left)
+    def summary(self) -> dict[str, Any]:
+        """Current pacing, for summary.json and progress lines."""
+        return {
+            "concurrency_limit": self.concurrency_limit,
+            "cooldown_s": round(self.stats.cooldown_s, 3),
+            "header_waits": self.stats.header_waits,
+            "paced_s": round(self.stats.paced_s, 3),
+            "rate_limited_seen": self.stats.rate_limited,
+            "server_rpm": self.requests.limit,
+            "server_tpm": self.tokens.limit,
+        }
+
+    def _wait_needed(self, tokens: int) -> float:
+        now = self.clock()
+        return max(
+            self.cooldown_until - now,
+            self.requests.delay(1, now),
+            self.tokens.delay(tokens, now),
+        )
 
     async def acquire(self, tokens: int = 0) -> None:
         """Wait until one attempt costing ``tokens`` may be sent; take a slot."""
-        await self._wait_cooldown()
+        while (left := self.cooldown_until - self.clock()) > 0:
+            await self.sleep(left)
         await self.slots.acquire()
         try:
             if self.rpm is not None:
                 await self.rpm.acquire(1)
             if self.tpm is not None and tokens:
                 await self.tpm.acquire(min(float(tokens), self.tpm_capacity))
-            while True:
+            async with self._turn:
+                while (wait := self._wait_needed(tokens)) > _EPSILON:
+                    self.stats.header_waits += 1
+                    self.stats.paced_s += wait
+                    await self.sleep(wait)
                 now = self.clock()
-                wait = max(self.requests.delay(1, now), self.tokens.delay(tokens, now))
-                wait = max(wait, self.cooldown_until - now)
-                if wait <= 0:
-                    break
-                self.stats.header_waits += 1
-                await self.sleep(wait)
-            self.requests.spend(1)
-            self.tokens.spend(tokens)
+                self.requests.spend(1, now)
+                self.tokens.spend(tokens, now)
+                self._sent_requests += 1
+                self._sent_tokens += tokens
+                _last_send.set(_Send(now, self._sent_requests, self._sent_tokens))
         except BaseException:
             self.slots.release()
             raise
@@ -221,27 +316,37 @@ class Pacer:
             self.slots.increase()
 
     def settle_tokens(self, estimated: int, actual: int | None) -> None:
-        """Give back what the estimate over-reserved once real usage is known."""
-        if actual is None or actual >= estimated:
+        """Give back to ``--tpm`` what the estimate over-reserved, once usage is known.
+
+        Only the user's bucket: servers (OpenAI, the simulator) charge their own
+        estimate up front and keep it, and the header mirror follows the server.
+        """
+        if actual is None or actual >= estimated or self.tpm is None:
             return
         refund = estimated - actual
-        self.tokens.refund(refund)
-        if self.tpm is not None:
-            # aiolimiter has no public refund; lowering its level is the same thing
-            level = getattr(self.tpm, "_level", None)
-            if isinstance(level, float | int):
-                self.tpm._level = max(0.0, level - refund)
+        # aiolimiter has no public refund; lowering its level is the same thing
+        level = getattr(self.tpm, "_level", None)
+        if isinstance(level, float | int):
+            self.tpm._level = max(0.0, level - refund)
+            wake = getattr(self.tpm, "_wake_next", None)
+            if callable(wake):
+                wake()  # a waiter may fit now
 
     def observe(self, snapshot: RateLimitSnapshot | None) -> None:
+        """Feed one response's x-ratelimit-* headers (call in the task that sent it)."""
         if snapshot is None:
             return
         now = self.clock()
+        send = _last_send.get()
+        age = None if send is None else now - send.at
         if snapshot.limit_requests is not None and snapshot.remaining_requests is not None:
             self.requests.observe(
                 snapshot.limit_requests,
                 snapshot.remaining_requests,
                 snapshot.reset_requests_s,
                 now,
+                spent_since=None if send is None else self._sent_requests - send.requests,
+                age=age,
             )
         if snapshot.limit_tokens is not None and snapshot.remaining_tokens is not None:
             self.tokens.observe(
@@ -249,6 +354,8 @@ class Pacer:
                 snapshot.remaining_tokens,
                 snapshot.reset_tokens_s,
                 now,
+                spent_since=None if send is None else self._sent_tokens - send.tokens,
+                age=age,
             )
 
     def rate_limited(self, retry_after: float | None) -> None:
@@ -256,7 +363,8 @@ class Pacer:
         self.stats.rate_limited += 1
         self.slots.decrease()
         if retry_after is not None and retry_after > 0:
-            until = self.clock() + retry_after
+            now = self.clock()
+            until = now + retry_after
             if until > self.cooldown_until:
-                self.stats.cooldown_s += until - max(self.cooldown_until, self.clock())
+                self.stats.cooldown_s += until - max(self.cooldown_until, now)
                 self.cooldown_until = until
