@@ -35,6 +35,24 @@ class _Group(click.Group):
         "sim": "batchrun.sim.cli:sim_command",
         "estimate": "batchrun.commands:estimate_command",
     }
+    lazy_help = {
+        "sim": "Serve the built-in OpenAI-compatible simulator on 127.0.0.1.",
+        "estimate": "Count prompt tokens and price a job before sending anything.",
+    }
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Like click's, but lazy commands show their help without being imported."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy:
+                rows.append((name, self.lazy_help[name]))
+                continue
+            command = super().get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(formatter.width - 20)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy})

@@ -143,6 +143,14 @@ def parse_ratelimit_headers(headers: Mapping[str, str]) -> RateLimitSnapshot | N
         >>> parse_ratelimit_headers({"content-type": "application/json"}) is None
         True
     """
+    # hot path: most servers (vLLM, llama.cpp) send none; one pass over the names
+    raw = getattr(headers, "raw", None)  # httpx.Headers: [(bytes, bytes), ...]
+    if raw is not None:
+        present = any(name[:11].lower() == b"x-ratelimit" for name, _ in raw)
+    else:
+        present = any(str(name)[:11].lower() == "x-ratelimit" for name in headers)
+    if not present:
+        return None
     snap = RateLimitSnapshot(
         limit_requests=parse_int(get_header(headers, "x-ratelimit-limit-requests")),
         remaining_requests=parse_int(get_header(headers, "x-ratelimit-remaining-requests")),
