@@ -76,9 +76,9 @@ def custom_id_of(line: bytes) -> str:
     """
     if line.startswith(_ID_PREFIX) and line[_CUSTOM_ID_AT - 1 : _CUSTOM_ID_AT] == b":":
         end = line.find(b'"', _CUSTOM_ID_AT + 1)
-        if end > 0 and line[end - 1 : end] != b"\\":
-            return line[_CUSTOM_ID_AT + 1 : end].decode("utf-8")
-        # escaped characters inside the id: let the JSON parser handle it
-        raw = orjson.loads(line)
-        return str(raw["custom_id"])
+        raw_id = line[_CUSTOM_ID_AT + 1 : end]
+        if end > 0 and b"\\" not in raw_id:
+            return raw_id.decode("utf-8")
+        # an escape inside the id (\\, \", \n, \u0001...): let the JSON parser decode it
+        return str(orjson.loads(line)["custom_id"])
     return str(decode(line)["custom_id"])

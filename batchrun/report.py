@@ -120,7 +120,9 @@ def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dic
         except ValueError as exc:
             raise RunDirError(str(exc)) from exc
         total = int(info.get("input_rows", 0))
-        done, failed = len(journal.done), len(journal.failed)
+        foreign = info.get("outside_input") or {}
+        done = len(journal.done) - int(foreign.get("succeeded", 0))
+        failed = len(journal.failed) - int(foreign.get("failed", 0))
         invalid = int((summary.get("requests") or {}).get("invalid", 0))
         requests = {
             "total": total,

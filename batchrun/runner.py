@@ -35,6 +35,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import httpx
 import orjson
 
@@ -66,8 +67,6 @@ EXIT_BUDGET = 3
 EXIT_SOME_FAILED = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
-GROUP_COMMIT_MIN = 64
-GROUP_COMMIT_WAIT = 0.002
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -127,6 +126,8 @@ class Runner:
         self._sink: JsonlSink | None = None
         self._drain_scope: anyio.CancelScope | None = None
         self._outer: anyio.abc.TaskGroup | None = None
+        self._input_changed = False
+        self._foreign = {"succeeded": 0, "failed": 0}
         self._outbox: list[Outcome] = []
         self._finished = anyio.Event()
         self._workers_done = False
@@ -147,25 +148,35 @@ class Runner:
             raise RunDirError(f"{self.cfg.out_dir}: run directory is not writable")
 
     def _check_run_info(self, fingerprint: str) -> None:
+        """Refuse to resume a run started with another input or request options.
+
+        With ``--force`` the run goes on; if the input changed, what was done for the
+        old input stays in the files but is not counted against the new one.
+        """
         path = self._path(RUN_INFO)
-        if not os.path.exists(path) or self.cfg.force:
+        if not os.path.exists(path):
             return
         try:
             with open(path, "rb") as f:
                 before = orjson.loads(f.read())
         except (OSError, orjson.JSONDecodeError) as exc:
+            if self.cfg.force:
+                return
             raise RunDirError(f"{path}: unreadable ({exc}); use --force to start over it") from exc
         problems = []
         if before.get("input_fingerprint") != fingerprint:
+            self._input_changed = True
             problems.append(
-                f"the input file differs from the one this run started with "
+                "the input file differs from the one this run started with "
                 f"({before.get('input_path')})"
             )
         old_opts = before.get("request_options", {})
         for key, value in self.cfg.fingerprint_options().items():
             if old_opts.get(key) != _jsonable(value):
                 problems.append(f"option {key} was {old_opts.get(key)!r}, now {value!r}")
-        if problems:
+        if problems and self.cfg.force:
+            self.notes.append("--force: resuming although " + "; ".join(problems))
+        elif problems:
             raise RunDirError(
                 f"{self.cfg.out_dir} was started with other settings: "
                 + "; ".join(problems)
@@ -179,6 +190,8 @@ class Runner:
             "input_fingerprint": scan.fingerprint,
             "input_rows": scan.total,
             "request_options": _jsonable(self.cfg.fingerprint_options()),
+            # lines for ids the input no longer has (after --force onto another input)
+            "outside_input": self._foreign,
             "options": _jsonable(self.cfg.public_dict()),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -202,10 +215,21 @@ class Runner:
         self._done_before = journal.done
         self._failed = set(journal.failed)
         self._elapsed_before = journal.elapsed_s
+        succeeded, failed = len(journal.done), len(journal.failed)
+        if self._input_changed:
+            # --force onto another input: count only the ids the new input has
+            ids = set(scan.hashes)
+            self._failed &= ids
+            succeeded = len(journal.done & ids)
+            failed = len(self._failed)
+            self._foreign = {
+                "succeeded": len(journal.done) - succeeded,
+                "failed": len(journal.failed) - failed,
+            }
         self.counts = Counts(
             total=scan.total,
-            succeeded=len(journal.done),
-            failed=len(journal.failed),
+            succeeded=succeeded,
+            failed=failed,
             invalid=scan.invalid,
         )
         self.notes.extend(journal.repaired)
@@ -286,6 +310,9 @@ class Runner:
             if outcome is not None:
                 self._outbox.append(outcome)
                 self._finished.set()
+            # a transport that never suspends (an in-memory mock, a local cache)
+            # must not starve the writer, the summary and the signal handler
+            await anyio.lowlevel.checkpoint()
 
     def stop(self, reason: str) -> None:
         """Stop sending new requests; in-flight ones may finish (drain)."""
@@ -423,14 +450,12 @@ class Runner:
 
     # -- output ---------------------------------------------------------------------
     async def _write(self) -> None:
-        """Group commit: everything finished since the last write goes in one write."""
+        """Group commit: everything finished since the writer last ran goes in one
+        write (responses that arrive in the same event-loop turn share a write)."""
         sink = self._sink
         assert sink is not None
         while True:
             await self._finished.wait()
-            if len(self._outbox) < GROUP_COMMIT_MIN and not self._workers_done:
-                # a moment's wait lets one write carry many lines
-                await anyio.sleep(GROUP_COMMIT_WAIT)
             self._finished = anyio.Event()
             batch, self._outbox = self._outbox, []
             if batch:

@@ -111,6 +111,8 @@ class ScanResult:
     fingerprint: str = ""
     first_invalid: InputError | None = None
     invalid_rows: list[int] = field(default_factory=list)
+    hashes: array[int] = field(default_factory=lambda: array("Q"))
+    """The id hash of every valid row (8 bytes each), in file order."""
 
 
 class Source:
@@ -238,7 +240,7 @@ class Source:
         case each bad row is written to ``invalid_sink`` as a JSON line.
         """
         result = ScanResult(fingerprint=self.fingerprint())
-        hashes = array("Q")
+        hashes = result.hashes
         mapper = self.mapper
         for row, where, obj in self.rows():
             try:

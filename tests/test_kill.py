@@ -1,0 +1,205 @@
+"""Crash safety for real: SIGKILL a `batchrun run` at random moments, resume, repeat.
+
+The simulator runs in its own process (so a kill of the runner cannot disturb it),
+with latency so that every kill lands while requests are in flight and lines are
+being written. After every kill the files must already be exactly-once (no id on
+two complete lines); at the end results.jsonl holds one complete line per input
+id, and summary.json's totals equal a recount of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from batchrun.cli import cli
+from tests.test_resume import ids_of, recount, summary_of, write_rows
+
+ROWS = 500
+KILLS = 10
+SEED = 20240611
+
+
+def _read_first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout):
+            raise AssertionError("the simulator did not start in time")
+        return proc.stdout.readline().decode().strip()
+    finally:
+        sel.close()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@pytest.fixture
+def sim_process() -> Iterator[str]:
+    """`batchrun sim` in a subprocess; yields its base URL."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batchrun",
+            "sim",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--latency-ms",
+            "50",
+            "--jitter-ms",
+            "30",
+            "--seed",
+            "7",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        line = _read_first_line(proc, timeout=20)
+        assert line.startswith("batchrun sim listening on http://127.0.0.1:"), line
+        yield line.rsplit(" ", 1)[-1]
+    finally:
+        _stop(proc)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _complete_ids(path: Path) -> list[str]:
+    """Ids of the complete lines (a torn last line is the resume's job)."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    return [json.loads(line)["custom_id"] for line in data[:end].splitlines()]
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_is_exactly_once(
+    tmp_path: Path, sim_process: str
+) -> None:
+    rng = random.Random(SEED)
+    inp = write_rows(tmp_path / "req.jsonl", ROWS, models=("gpt-4o-mini", "gpt-4o"))
+    out = tmp_path / "run"
+    results = out / "results.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "batchrun",
+        "run",
+        str(inp),
+        "-o",
+        str(out),
+        "--base-url",
+        sim_process,
+        "-c",
+        "8",
+        "--auth",
+        "none",
+        "-q",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OPENAI_API_KEY", None)
+    log = open(tmp_path / "stderr.log", "wb")  # noqa: SIM115 - closed in finally
+    kills = early_kills = torn_seen = 0
+    progress: list[int] = []
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        # a couple of kills at a random instant after start: may land in start-up
+        # (scan, repair, run.json) as well as mid-run
+        while early_kills < 2:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+            time.sleep(rng.uniform(0.15, 0.8))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+            early_kills += 1
+
+        while kills < KILLS:
+            before = _size(results)
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+            # wait until this process has written something (start-up takes ~1 s),
+            # then kill it after a random further delay: mid-run, requests in flight
+            deadline = time.monotonic() + 20
+            while _size(results) <= before and proc.poll() is None:
+                assert time.monotonic() < deadline, "the run wrote nothing in 20 s"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.05, 0.5))
+            assert proc.poll() is None, (
+                f"the run finished before kill {kills + 1}; make the job longer"
+            )
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=10) == -signal.SIGKILL
+            kills += 1
+            data = results.read_bytes()
+            torn_seen += bool(data) and not data.endswith(b"\n")
+            # exactly-once holds after every crash, not just at the end
+            ids = _complete_ids(results)
+            assert len(ids) == len(set(ids)), f"a row was written twice (after kill {kills})"
+            progress.append(len(ids))
+
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        assert proc.wait(timeout=40) == 0, (tmp_path / "stderr.log").read_text()[-2000:]
+    finally:
+        if proc is not None:
+            _stop(proc)
+        log.close()
+
+    assert kills >= KILLS
+    # every kill after the first few landed mid-run: some rows done, some pending
+    assert 0 < progress[0] and progress[-1] < ROWS, progress
+    data = results.read_bytes()
+    assert data.endswith(b"\n")
+    ids = ids_of(results)  # parses every line
+    assert sorted(ids) == sorted(f"id-{i}" for i in range(ROWS))
+    assert _size(out / "errors.jsonl") == 0
+
+    summary = summary_of(out)
+    counted = recount(out)
+    assert summary["status"] == "complete"
+    assert summary["requests"] == {
+        "total": ROWS,
+        "succeeded": ROWS,
+        "failed": 0,
+        "pending": 0,
+        "invalid": 0,
+    }
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    assert {k: summary["usage"][k] for k in keys} == counted["total"]
+    assert {m: {k: u[k] for k in keys} for m, u in summary["by_model"].items()} == counted[
+        "by_model"
+    ]
+    assert summary["retries"] == counted["retries"]
+
+    status = CliRunner().invoke(cli, ["status", str(out), "--json"], catch_exceptions=False)
+    assert status.exit_code == 0
+    report = json.loads(status.output)
+    assert report["complete"] is True
+    assert report["requests"]["succeeded"] == ROWS and report["requests"]["pending"] == 0
+    print(
+        f"kills={kills}+{early_kills} early, torn tails seen={torn_seen}, "
+        f"lines after each kill={progress}"
+    )
