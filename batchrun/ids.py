@@ -1,18 +1,24 @@
-"""Stable 64-bit hashes of custom_ids, so sets of a million ids stay small.
+"""64-bit hashes of custom_ids, so sets of a million ids stay small.
 
-The same id hashes to the same number in every process (blake2b, not ``hash()``),
-so a resumed run can compare ids against what an earlier process wrote. A hash
-collision can only make two ids look alike: duplicate detection confirms on the
-real strings before it reports one.
+Hashes are compared only inside one process (the input scan, the journal and the
+runner's skip set), so Python's keyed SipHash of the id's UTF-8 bytes is enough:
+about 20x cheaper than blake2b, which matters when a resume hashes a million ids.
+Never store these numbers: they change from one process to the next. A collision
+can only make two ids look alike: duplicate detection confirms on the real strings.
 
-    >>> id_hash("row-1") == id_hash("row-1")
+    >>> id_hash("row-1") == id_hash_bytes(b"row-1")
     True
 """
 
 from __future__ import annotations
 
-from hashlib import blake2b
+_MASK = (1 << 64) - 1
 
 
 def id_hash(custom_id: str) -> int:
-    return int.from_bytes(blake2b(custom_id.encode("utf-8"), digest_size=8).digest(), "little")
+    return hash(custom_id.encode("utf-8")) & _MASK
+
+
+def id_hash_bytes(utf8_id: bytes) -> int:
+    """Same as ``id_hash`` for an id already in UTF-8 (as read from an output line)."""
+    return hash(utf8_id) & _MASK

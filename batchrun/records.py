@@ -31,6 +31,10 @@ _ID_PREFIX = b'{"id":"batch_req_'
 _ID_HEX = 24
 # Every line we write starts with this many bytes before the custom_id's JSON string.
 _CUSTOM_ID_AT = len(_ID_PREFIX) + _ID_HEX + len(b'","custom_id":')
+# For the journal's hot loop: a line we wrote starts with ID_PREFIX and its id's
+# characters start at ID_AT (after the opening quote).
+ID_PREFIX = _ID_PREFIX
+ID_AT = _CUSTOM_ID_AT + 1
 
 
 def encode(outcome: Outcome) -> bytes:

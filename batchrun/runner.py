@@ -266,6 +266,9 @@ class Runner:
         )
         self._sink = JsonlSink(self.cfg.out_dir)
         try:
+            # a checkpoint at once: a resume that had to parse every line pays it once,
+            # and even a run killed in its first seconds leaves a summary
+            self._checkpoint("running")
             await self._run_pool(source, skip, client)
         finally:
             try:
