@@ -98,6 +98,14 @@ def _api_key(cfg: RunConfig) -> str | None:
             raise ConfigError(
                 f"{cfg.api_key_file}: cannot read the API key file ({exc.strerror})"
             ) from exc
+    if key is not None and (not key.isascii() or not key.isprintable()):
+        # a stray quote or CR/LF would fail every request with a traceback; name the
+        # source of the key, never its value
+        source = cfg.api_key_file or f"environment variable {cfg.api_key_env}"
+        raise ConfigError(
+            f"{source}: the API key holds a non-ASCII or control character "
+            "(a stray quote or line end?)"
+        )
     if key is None and cfg.auth != "none" and cfg.base_url != "sim":
         host = cfg.base_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
         if host not in LOOPBACK_HOSTS:
@@ -248,6 +256,11 @@ def build_config(
         raise ConfigError(
             f"--base-url {base_url!r} must start with http:// or https:// (or be 'sim')"
         )
+    if base_url and base_url != "sim":
+        from urllib.parse import urlsplit
+
+        if not urlsplit(base_url).hostname or any(c.isspace() for c in base_url):
+            raise ConfigError(f"--base-url {base_url!r} has no valid host name")
     return RunConfig(**values)
 
 

@@ -12,7 +12,7 @@ pool grows with them (see BENCHMARKS.md, "HTTP transport").
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from batchrun.errors import (
 from batchrun.responses import check_completion, error_for_status, parse_completion, request_id_of
 
 Clock = Callable[[], float]
+LARGE_BODY = 1 << 20
 
 
 @dataclass(slots=True)
@@ -105,6 +106,7 @@ class ChatClient:
         headers.update({k.lower(): v for k, v in auth_headers(api_key, auth, auth_header).items()})
         self._headers = list(headers.items())
         self._stream_headers = list({**headers, "accept": "text/event-stream"}.items())
+        self._secret = api_key.encode() if api_key else b""
         self._total_timeout = total_timeout
         self._max_bytes = max_response_bytes
         self._clock = clock
@@ -134,7 +136,9 @@ class ChatClient:
             "POST",
             self._url,
             headers=[*headers, ("content-length", str(len(payload)))],
-            content=payload,
+            # aiohttp warns (ResourceWarning) about raw-bytes bodies over 1 MiB; the same
+            # bytes as a stream with the declared length go out identically, unchunked
+            content=payload if len(payload) <= LARGE_BODY else _chunks(payload),
             extensions=self._extensions,
         )
         sent_at = self._clock()  # time to first token counts from here, not from the headers
@@ -154,6 +158,13 @@ class ChatClient:
                 f"no complete answer within {self._total_timeout:g} s", code="timeout_total"
             ) from exc
         except httpx.TimeoutException as exc:
+            cause = exc.__cause__
+            if cause is not None and not isinstance(cause, TimeoutError):
+                # httpx-aiohttp maps every aiohttp.ClientConnectionError (refused, server
+                # disconnected) to ConnectTimeout; name what really happened
+                raise TransportError(
+                    _describe(cause, "connection failed"), code="connection_error"
+                ) from exc
             raise RequestTimeout(_describe(exc, "timed out"), code="timeout") from exc
         except (httpx.TransportError, OSError) as exc:
             raise TransportError(
@@ -166,6 +177,9 @@ class ChatClient:
                 ) from exc
             raise
         rheaders = response.headers
+        if self._secret and self._secret in content:
+            # a proxy quoting our Authorization header must not put the key in errors.jsonl
+            content = content.replace(self._secret, b"***")
         parsed = parse_completion(response.status_code, rheaders, content)
         return Reply(response.status_code, rheaders, parsed, request_id_of(rheaders))
 
@@ -209,6 +223,12 @@ class ChatClient:
         body = check_completion(completion, response.status_code, response.headers)
         rheaders = response.headers
         return Reply(response.status_code, rheaders, body, request_id_of(rheaders), ttft)
+
+
+async def _chunks(payload: bytes, size: int = LARGE_BODY) -> AsyncIterator[bytes]:
+    view = memoryview(payload)
+    for start in range(0, len(view), size):
+        yield bytes(view[start : start + size])
 
 
 def _is_event_stream(response: httpx.Response) -> bool:

@@ -11,6 +11,7 @@ requests; a resumed run must agree with them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -73,6 +74,15 @@ class RunConfig:
 _SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie")
 
 
+_KEY_LIKE = re.compile(
+    r"(?<![A-Za-z0-9])(?:sk-|sk_|rk-|gsk_|xai-|AIza|hf_|pplx-|r8_)[A-Za-z0-9_\-]{16,}"
+    r"|Bearer\s+\S{16,}"
+)
+
+
 def _redact_header(name: str, value: str) -> str:
+    """By name (Authorization, X-Api-Key, ...) and by value (anything shaped like a key)."""
     lowered = name.lower()
-    return "***" if any(word in lowered for word in _SECRET_HEADER_WORDS) else value
+    if any(word in lowered for word in _SECRET_HEADER_WORDS) or _KEY_LIKE.search(value):
+        return "***"
+    return value

@@ -42,7 +42,8 @@ class InputError(BatchrunError):
         self.path = path
         self.where = where
         self.reason = reason
-        super().__init__(f"{path}:{where}: {reason}")
+        # file-level problems (where "0") name no fake "line 0"
+        super().__init__(f"{path}: {reason}" if where == "0" else f"{path}:{where}: {reason}")
 
 
 class RunDirError(BatchrunError):

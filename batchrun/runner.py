@@ -195,13 +195,21 @@ class Runner:
             "options": _jsonable(self.cfg.public_dict()),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        write_json_atomic(self._path(RUN_INFO), info)
+        try:
+            write_json_atomic(self._path(RUN_INFO), info)
+        except OSError as exc:
+            path = self._path(RUN_INFO)
+            raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
     def _scan(self, source: Source) -> ScanResult:
         if not self.cfg.skip_invalid:
             return source.scan()
-        with open(self._path("invalid.jsonl"), "wb") as invalid_sink:
-            return source.scan(invalid_sink)
+        path = self._path("invalid.jsonl")
+        try:
+            with open(path, "wb") as invalid_sink:
+                return source.scan(invalid_sink)
+        except OSError as exc:  # input read errors arrive as InputError; this is the output
+            raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
     def _build_source(self) -> Source:
         if self.source is not None:
@@ -245,6 +253,10 @@ class Runner:
             journal = read_journal(self.cfg.out_dir)
         except ValueError as exc:
             raise RunDirError(str(exc)) from exc
+        except OSError as exc:  # e.g. results.jsonl is a directory
+            raise RunDirError(
+                f"{exc.filename or self.cfg.out_dir}: cannot read the run's output ({exc.strerror})"
+            ) from exc
         self._adopt(journal, scan)
         self._write_run_info(scan)
         skip = self._done_before if self.cfg.retry_failed else self._done_before | self._failed
@@ -268,14 +280,21 @@ class Runner:
         try:
             # a checkpoint at once: a resume that had to parse every line pays it once,
             # and even a run killed in its first seconds leaves a summary
-            self._checkpoint("running")
+            self._try_checkpoint()
             await self._run_pool(source, skip, client)
         finally:
             try:
                 await client.aclose()
             finally:
                 status = self._final_status()
-                summary = self._checkpoint(status)
+                try:
+                    summary = self._checkpoint(status)
+                except (OSError, RunDirError) as exc:
+                    # e.g. the disk is full: every counted line is on disk, a rerun resumes
+                    summary = self.summary(status)
+                    self.notes.append(f"could not write summary.json: {exc}")
+                    if self.stop_reason is None:
+                        self.stop_reason = "disk_error"
                 self._sink.close()
                 self.hooks.on_end(self, summary)
         return RunResult(self._exit_code(), status, summary, self.cfg.out_dir, self.notes)
@@ -520,13 +539,19 @@ class Runner:
         write_json_atomic(self._path(SUMMARY), summary)
         return summary
 
+    def _try_checkpoint(self) -> None:
+        """A checkpoint during the run; failing one is noted, the final one decides."""
+        try:
+            self._checkpoint("running")
+        except (OSError, RunDirError) as exc:
+            note = f"could not write summary.json: {exc}"
+            if note not in self.notes:
+                self.notes.append(note)
+
     async def _checkpoint_loop(self) -> None:
         while True:
             await anyio.sleep(self.cfg.summary_interval)
-            try:
-                self._checkpoint("running")
-            except (OSError, RunDirError) as exc:
-                self.notes.append(f"could not write summary.json: {exc}")
+            self._try_checkpoint()
 
     def _final_status(self) -> str:
         if self.stop_reason == "budget":

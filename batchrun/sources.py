@@ -80,6 +80,10 @@ def request_from_row(
     elif not isinstance(custom_id, str) or not custom_id:
         raise InputError(path, where, f"custom_id must be a non-empty string, got {custom_id!r}")
     check_body(body, path, where)
+    try:
+        orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:  # orjson reads 1024 levels deep, writes 255
+        raise InputError(path, where, f"body cannot be sent as JSON ({exc})") from exc
     if "model" not in body or body["model"] in (None, ""):
         if not default_model:
             raise InputError(path, where, "no model in the body (give --model for a default)")
@@ -202,7 +206,7 @@ class Source:
                         yield row, where, record
                     else:
                         yield row, where, self._parquet_request_row(record, where, struct_body)
-        except pa.ArrowException as exc:
+        except (pa.ArrowException, OSError) as exc:  # a corrupt page is a plain OSError
             raise InputError(self.path, f"row {row + 1}", f"corrupt Parquet data ({exc})") from exc
 
     def _parquet_request_row(self, record: dict[str, Any], where: str, struct_body: bool) -> Any:
@@ -265,6 +269,12 @@ class Source:
             result.total += 1
         if result.total == 0 and result.invalid == 0:
             raise InputError(self.path, "0", "the file holds no requests")
+        if result.total == 0:
+            raise InputError(
+                self.path,
+                "0",
+                f"no valid request: all {result.invalid} rows are invalid (see invalid.jsonl)",
+            )
         if _has_duplicate(hashes):
             self._raise_first_duplicate(hashes)
         return result
