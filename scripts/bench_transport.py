@@ -13,7 +13,10 @@ one cell never touch another. A cell first warms up (opens its connections), the
 awaiting its own request, pool limit equal to the concurrency -- reading and JSON-parsing
 every body. It reports the client's CPU time (``time.process_time``) per request, the
 wall-clock request rate, and the server's CPU per request (from ``/proc``) to show the
-server was never the bottleneck.
+server was never the bottleneck. Cells cheaper than ``--repeat-under-us`` run ``--repeat``
+times, round-robin, and the best run is kept (other processes only ever add CPU time);
+a cell stops taking new requests after ``--max-seconds``, so slow clients measure fewer.
+``--server-capacity`` instead saturates the server with a raw-protocol client.
 
 Example::
 
