@@ -162,7 +162,9 @@ def _endpoint(cfg: RunConfig) -> Iterator[RunConfig]:
 @click.option("--rpm", type=click.FloatRange(min=0, min_open=True), help="Requests per minute cap.")
 @click.option("--tpm", type=click.FloatRange(min=0, min_open=True), help="Tokens per minute cap.")
 @click.option(
-    "--max-attempts", type=click.IntRange(min=1), help="Attempts per request [default: 6]."
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    help="Attempts per request, the first included [default: 10].",
 )
 @click.option(
     "--timeout",

@@ -28,7 +28,7 @@ class RunConfig:
     """A file holding the key (job files may name one); read at start, never copied."""
     model: str | None = None
     concurrency: int = 64
-    max_attempts: int = 6
+    max_attempts: int = 10
     timeout: float = 120.0
     """Seconds to wait for a response (for streams: between two chunks)."""
     total_timeout: float = 1800.0

@@ -523,12 +523,7 @@ class Runner:
             elapsed_s=self.elapsed(),
             results_bytes=sink.results_bytes if sink else 0,
             errors_bytes=sink.errors_bytes if sink else 0,
-            pacing={
-                "concurrency_limit": self.pacer.concurrency_limit,
-                "cooldown_s": round(self.pacer.stats.cooldown_s, 3),
-                "header_waits": self.pacer.stats.header_waits,
-                "rate_limited_seen": self.pacer.stats.rate_limited,
-            },
+            pacing=self.pacer.summary(),
             extra=self.hooks.summary_extra(self),
         )
 

@@ -49,19 +49,35 @@ class Case:
     max_tokens: int
     prompt_words: int
     binding: str  # "requests", "tokens" or "" (no quota check)
+    run_args: tuple[str, ...] = ()
 
 
 CASES = {
     "rpm": Case("rpm", ["--rpm", "1200"], max_tokens=16, prompt_words=8, binding="requests"),
     "tpm": Case(
-        "tpm", ["--rpm", "1200", "--tpm", "100000"], max_tokens=64, prompt_words=30,
+        "tpm",
+        ["--rpm", "1200", "--tpm", "100000"],
+        max_tokens=64,
+        prompt_words=30,
         binding="tokens",
     ),
     "errors": Case(
         "errors",
-        ["--rpm", "1200", "--error-rate", "429=0.2", "--error-rate", "503=0.1",
-         "--retry-after", "0.2"],
-        max_tokens=16, prompt_words=8, binding="",
+        [
+            "--rpm",
+            "1200",
+            "--error-rate",
+            "429=0.2",
+            "--error-rate",
+            "503=0.1",
+            "--retry-after",
+            "0.2",
+        ],
+        max_tokens=16,
+        prompt_words=8,
+        binding="",
+        # 30% of attempts fail: 6 attempts would leave 0.3**6 = 0.07% of rows failed
+        run_args=("--max-attempts", "12"),
     ),
 }
 
@@ -70,12 +86,14 @@ def make_rows(n: int, case: Case) -> list[dict[str, Any]]:
     rows = []
     for i in range(n):
         words = [WORDS[(i * 7 + k) % len(WORDS)] for k in range(case.prompt_words)]
-        rows.append({
-            "custom_id": f"r{i}",
-            "model": "gpt-4o-mini",
-            "max_tokens": case.max_tokens,
-            "messages": [{"role": "user", "content": f"{i} " + " ".join(words)}],
-        })
+        rows.append(
+            {
+                "custom_id": f"r{i}",
+                "model": "gpt-4o-mini",
+                "max_tokens": case.max_tokens,
+                "messages": [{"role": "user", "content": f"{i} " + " ".join(words)}],
+            }
+        )
     return rows
 
 
@@ -105,8 +123,20 @@ def run_case(case: Case, n: int, latency_ms: float, jitter_ms: float) -> dict[st
             with open(path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             out = os.path.join(tmp, "run")
-            command = [BIN, "run", path, "-o", out, "--base-url", base_url, "--auth", "none",
-                       "-q", "--no-parquet"]
+            command = [
+                BIN,
+                "run",
+                path,
+                "-o",
+                out,
+                "--base-url",
+                base_url,
+                "--auth",
+                "none",
+                "-q",
+                "--no-parquet",
+                *case.run_args,
+            ]
             started = time.monotonic()
             done = subprocess.run(command, capture_output=True, text=True)
             wall = time.monotonic() - started
@@ -120,7 +150,10 @@ def run_case(case: Case, n: int, latency_ms: float, jitter_ms: float) -> dict[st
             with open(os.path.join(out, "results.jsonl")) as f:
                 ids = Counter(json.loads(line)["custom_id"] for line in f)
             errors_path = os.path.join(out, "errors.jsonl")
-            failed = sum(1 for _ in open(errors_path)) if os.path.exists(errors_path) else 0
+            failed = 0
+            if os.path.exists(errors_path):
+                with open(errors_path) as f:
+                    failed = sum(1 for _ in f)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -170,8 +203,10 @@ def show(result: dict[str, Any]) -> None:
             f"\n        {result['binding']}: {result['vs_max']:.1%} of max possible, "
             f"sustained {result['sustained']:.1%} of the refill rate"
         )
-    line += f"\n        summary: rate_limited={result['summary_rate_limited']} " \
-            f"retries={result['summary_retries']} pacing={result['pacing']}"
+    line += (
+        f"\n        summary: rate_limited={result['summary_rate_limited']} "
+        f"retries={result['summary_retries']} pacing={result['pacing']}"
+    )
     print(line, flush=True)
 
 
