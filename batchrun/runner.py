@@ -67,6 +67,8 @@ EXIT_BUDGET = 3
 EXIT_SOME_FAILED = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+GROUP_COMMIT_LINES = 256
+GROUP_COMMIT_TURNS = 4
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -472,12 +474,18 @@ class Runner:
 
     # -- output ---------------------------------------------------------------------
     async def _write(self) -> None:
-        """Group commit: everything finished since the writer last ran goes in one
-        write (responses that arrive in the same event-loop turn share a write)."""
+        """Group commit: everything finished over a few event-loop turns goes in one
+        write; nothing is counted before that write returned."""
         sink = self._sink
         assert sink is not None
         while True:
             await self._finished.wait()
+            for _ in range(GROUP_COMMIT_TURNS):
+                # let the event loop deliver the responses that are already in, so
+                # one write (and one round of hooks) carries many lines
+                if len(self._outbox) >= GROUP_COMMIT_LINES or self._workers_done:
+                    break
+                await anyio.lowlevel.checkpoint()
             self._finished = anyio.Event()
             batch, self._outbox = self._outbox, []
             if batch:

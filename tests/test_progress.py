@@ -351,12 +351,19 @@ class StopAfterFirst(RunHooks):
         runner.stop("SIGINT")
 
 
+async def slow_ok(request: httpx.Request) -> httpx.Response:
+    # real time passes per request, as on a network, so a stop after the first
+    # group commit leaves rows pending
+    await anyio.sleep(0.01)
+    return httpx.Response(200, json=completion("a", prompt=7, completion_tokens=3))
+
+
 def test_interrupted_run_says_so_and_how_to_resume(tmp_path: Path) -> None:
     write_input(tmp_path, 20)
     cfg = cfg_for(tmp_path, base_url="http://t/v1", concurrency=1, drain_timeout=7)
     stream = io.StringIO()
     hooks = ProgressHooks(cfg, mode="plain", stream=stream, watchdog=False)
-    result = run_with(cfg, CompositeHooks(StopAfterFirst(), hooks))
+    result = run_with(cfg, CompositeHooks(StopAfterFirst(), hooks), slow_ok)
     assert result.status == "interrupted"
     out = stream.getvalue()
     assert "batchrun: SIGINT: no new requests; waiting up to 7 s for those in flight" in out
@@ -369,7 +376,7 @@ def test_quiet_prints_only_the_stop_message(tmp_path: Path) -> None:
     cfg = cfg_for(tmp_path, base_url="http://t/v1", concurrency=1, quiet=True)
     stream = io.StringIO()
     hooks = ProgressHooks(cfg, mode="quiet", stream=stream)
-    run_with(cfg, CompositeHooks(StopAfterFirst(), hooks))
+    run_with(cfg, CompositeHooks(StopAfterFirst(), hooks), slow_ok)
     assert stream.getvalue().startswith("batchrun: SIGINT: no new requests")
     assert len(stream.getvalue().splitlines()) == 1
 
