@@ -32,7 +32,7 @@ from typing import Any
 
 from batchrun import records
 from batchrun.models import Request
-from batchrun.pricing import ModelPrice, PriceBook, format_usd
+from batchrun.pricing import ModelPrice, PriceBook, align_table, format_usd
 from batchrun.tokens import completion_ceiling, prompt_tokens
 from batchrun.usage import model_of, usage_of
 
@@ -310,13 +310,7 @@ def format_estimate(report: EstimateReport) -> str:
             "unbounded" if report.unbounded_requests else format_usd(data["cost_usd"]["high"]),
         )
     )
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
-        ).rstrip()
-        for row in [header, *rows]
-    ]
+    lines = align_table([header, *rows])
     if report.unbounded_requests:
         lines.append(
             f"{report.unbounded_requests:,} requests set no max_tokens/max_completion_tokens: "

@@ -50,7 +50,6 @@ metadata (key ``batchrun``).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from array import array
 from bisect import bisect_right
@@ -72,6 +71,7 @@ from batchrun.journal import ERRORS, RESULTS
 from batchrun.records import custom_id_of
 from batchrun.sources import Source
 from batchrun.structured import parse_content, parsed_columns
+from batchrun.summary import atomic_file
 from batchrun.usage import usage_of
 
 ROW_GROUP_ROWS = 10_000
@@ -606,28 +606,15 @@ def write_results_parquet(
 
 
 def _write(out_path: str, schema: pa.Schema, joiner: _Pass, source: Source, rows: int) -> None:
-    directory = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-results-", suffix=".parquet", dir=directory)
-    os.close(fd)
-    try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            waiting: list[pa.Table] = []
-            waiting_rows = 0
-            for items, batch in _input_chunks(source, rows):
-                table = joiner.table(items, batch)
-                waiting.append(table)
-                waiting_rows += table.num_rows
-                if waiting_rows >= rows:  # Parquet input may come in smaller batches
-                    writer.write_table(pa.concat_tables(waiting), row_group_size=rows)
-                    waiting, waiting_rows = [], 0
-            if waiting:
+    with atomic_file(out_path, ".parquet") as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        waiting: list[pa.Table] = []
+        waiting_rows = 0
+        for items, batch in _input_chunks(source, rows):
+            table = joiner.table(items, batch)
+            waiting.append(table)
+            waiting_rows += table.num_rows
+            if waiting_rows >= rows:  # Parquet input may come in smaller batches
                 writer.write_table(pa.concat_tables(waiting), row_group_size=rows)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+                waiting, waiting_rows = [], 0
+        if waiting:
+            writer.write_table(pa.concat_tables(waiting), row_group_size=rows)

@@ -49,7 +49,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
@@ -657,6 +657,21 @@ def _report(
 # ------------------------------------------------------------------------ text table
 
 
+def align_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Plain-text columns: the first left-aligned, the rest right-aligned (numbers).
+
+    >>> align_table([("model", "cost"), ("m", "$1.00")])
+    ['model   cost', 'm      $1.00']
+    """
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+
+
 def format_usd(value: float | None) -> str:
     """``$1,234.56`` for large amounts, more decimals for small ones, ``-`` for None."""
     if value is None:
@@ -709,13 +724,7 @@ def format_cost_table(report: Mapping[str, Any]) -> str:
             format_usd(batch["total"]),
         )
     )
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
-        ).rstrip()
-        for row in [header, *rows]
-    ]
+    lines = align_table([header, *rows])
     if cost["unpriced_models"]:
         names = ", ".join(cost["unpriced_models"])
         lines.append(f"incomplete: no price known for {names} (not in the total)")

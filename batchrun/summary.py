@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +22,20 @@ from batchrun import __version__
 from batchrun.tally import Tally
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+@contextmanager
+def atomic_file(path: str, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over
+    ``path``, on failure remove it. Readers see the old file or the new, never half.
+
+        with atomic_file("runs/a/results.parquet", ".parquet") as tmp:
+            pq.write_table(table, tmp)
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
-            f.flush()
+        yield tmp
+        with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -35,6 +44,11 @@ def write_json_atomic(path: str, data: Any) -> None:
         except OSError:
             pass
         raise
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    with atomic_file(path, ".json") as tmp, open(tmp, "wb") as f:
+        f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
 
 
 @dataclass

@@ -31,7 +31,7 @@ from batchrun.progress import (
 from batchrun.runner import CompositeHooks, RunHooks, Runner
 from batchrun.summary import Counts
 from batchrun.tally import Tally
-from tests.conftest import body, completion
+from tests.conftest import FakeTime, body, completion
 
 LINE = re.compile(
     r"^batchrun: (?P<done>[\d,]+)/(?P<total>[\d,]+) \((?P<pct>[\d.]+)%\) \| "
@@ -170,20 +170,6 @@ def test_live_display_without_cost_says_na() -> None:
     console.print(render_snapshot(Snapshot(0, 5, 0, 0, 1, 0, 0, 0, 0.0, 0.0, 0.0, None)))
     text = console.export_text()
     assert "cost n/a" in text and "ETA -" in text and "0/5" in text
-
-
-class FakeTime:
-    """Runner clock and sleep: sleeping advances the clock; nothing waits."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        await anyio.lowlevel.checkpoint()
 
 
 def write_input(tmp_path: Path, n: int) -> Path:

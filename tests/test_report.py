@@ -23,7 +23,7 @@ from batchrun.records import encode
 from batchrun.report import format_duration, format_status, run_report, status_report
 from batchrun.runner import Runner
 from batchrun.usage import Usage
-from tests.conftest import body, completion, read_lines
+from tests.conftest import FakeTime, body, completion, read_lines
 
 # ------------------------------------------------------------------ pure parts
 
@@ -257,20 +257,6 @@ def test_not_a_run_dir_is_a_clear_error(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------- a real run, recounted
-
-
-class FakeTime:
-    """Runner clock and sleep: sleeping advances the clock; nothing waits."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        await anyio.lowlevel.checkpoint()
 
 
 def _sse(text: str) -> bytes:

@@ -37,26 +37,12 @@ from batchrun.runner import (
     Runner,
     RunResult,
 )
-from tests.conftest import body, completion
+from tests.conftest import FakeTime, body, completion
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
 # -- helpers ------------------------------------------------------------------------
-class FakeTime:
-    """Clock and sleep for the runner: sleeping advances the clock, never waits."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        await anyio.lowlevel.checkpoint()
-
-
 class StopAfter(RunHooks):
     """Acts like a Ctrl-C once ``n`` lines have been written."""
 

@@ -13,23 +13,7 @@ import pytest
 
 from batchrun.config import RunConfig
 from batchrun.runner import EXIT_OK, EXIT_SOME_FAILED, Runner
-from tests.conftest import body, completion, read_lines
-
-
-class FakeTime:
-    """Clock and sleep for the runner: sleeping advances the clock, never waits."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += max(0.0, seconds)
-        await anyio.lowlevel.checkpoint()
+from tests.conftest import FakeTime, body, completion, read_lines
 
 
 def run(cfg: RunConfig, handler: Any, fake: FakeTime | None = None, **kw: Any) -> Any:

@@ -31,6 +31,7 @@ from batchrun.cli import cli
 from batchrun.config import RunConfig
 from batchrun.runner import EXIT_OK, EXIT_SOME_FAILED, Runner
 from batchrun.sim import SimConfig, SimThread
+from tests.conftest import FakeTime
 
 SEED_DIR = Path(__file__).parent / "seeds"
 SEED_REQUESTS = sorted(SEED_DIR.glob("seed*_request*.json"))
@@ -59,20 +60,6 @@ def seed_rows() -> list[dict[str, Any]]:
 async def no_wait(seconds: float) -> None:
     """Retry backoff without the wall-clock wait (the sim answers at once anyway)."""
     await anyio.lowlevel.checkpoint()
-
-
-class FakeTime:
-    """Clock and sleep for MockTransport runs: sleeping advances the clock only."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += max(0.0, seconds)
-        await anyio.lowlevel.checkpoint()
 
 
 @dataclass
