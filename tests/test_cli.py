@@ -1,0 +1,77 @@
+"""The command line: start-up stays light, job values are overridden, errors are one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from batchrun.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_help_imports_nothing_heavy() -> None:
+    # `batchrun --help` must start fast: no HTTP stack, no pyarrow, no tokenizer
+    code = (
+        "import sys; from batchrun.cli import cli\n"
+        "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('httpx', 'aiohttp', 'pyarrow', 'tiktoken', 'genai_prices', 'anyio')"
+        " if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert "estimate" in out.stdout and "sim" in out.stdout and "status" in out.stdout
+
+
+def test_short_help_flag_works_for_every_command() -> None:
+    for args in ([], ["run"], ["status"], ["estimate"], ["sim"]):
+        res = CliRunner().invoke(cli, [*args, "-h"])
+        assert res.exit_code == 0, res.output
+        assert "Usage:" in res.output
+
+
+def test_cli_options_override_the_job_file(tmp_path: Path) -> None:
+    out = tmp_path / "elsewhere"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            "-j",
+            str(ROOT / "jobs" / "sentiment.toml"),
+            "-o",
+            str(out),
+            "-c",
+            "3",
+            "--model",
+            "gpt-4o",
+            "--no-parquet",
+            "-q",
+            "--max-attempts",
+            "2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "run.json").read_text())
+    opts = info["options"]
+    assert opts["concurrency"] == 3  # job file says 32
+    assert opts["model"] == "gpt-4o"  # job file says gpt-4o-mini
+    assert opts["write_parquet"] is False  # job file says true
+    assert opts["max_attempts"] == 2
+    assert opts["rpm"] == 500  # not given on the command line: the job file's value
+    assert not (out / "results.parquet").exists()
+    lines = (out / "results.jsonl").read_text().splitlines()
+    bodies = [json.loads(x)["response"]["body"] for x in lines]
+    assert {b["model"] for b in bodies} == {"gpt-4o"}
+
+
+def test_missing_output_dir_and_input_are_one_line_errors(tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["run", str(tmp_path / "x.jsonl")])
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == ["Error: no run directory given (-o DIR)"]
+    res = CliRunner().invoke(cli, ["run", "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "no INPUT given" in res.stderr
