@@ -275,15 +275,13 @@ class Source:
                 "0",
                 f"no valid request: all {result.invalid} rows are invalid (see invalid.jsonl)",
             )
-        if _has_duplicate(hashes):
-            self._raise_first_duplicate(hashes)
+        duplicates = _duplicate_hashes(hashes)
+        if duplicates:
+            self._raise_first_duplicate(duplicates)
         return result
 
-    def _raise_first_duplicate(self, hashes: array[int]) -> None:
-        import pyarrow.compute as pc
-
-        counts = pc.value_counts(_uint64_array(hashes))
-        suspects = {int(v["values"]) for v in counts.to_pylist() if v["counts"] > 1}
+    def _raise_first_duplicate(self, suspects: set[int]) -> None:
+        """Confirm on the real strings (a hash collision is not a duplicate)."""
         seen: dict[str, str] = {}
         for req_where in self._ids_with_hash(suspects):
             custom_id, where = req_where
@@ -319,13 +317,19 @@ class Source:
         return digest.hexdigest()
 
 
-def _has_duplicate(hashes: array[int]) -> bool:
+def _duplicate_hashes(hashes: array[int]) -> set[int]:
+    """Hashes that occur more than once. Sorts and compares neighbours: ~20 MiB
+    transient for a million ids, where a hash table (count_distinct) took ~125 MiB."""
     if len(hashes) < 2:
-        return False
+        return set()
     import pyarrow.compute as pc
 
     values = _uint64_array(hashes)
-    return bool(pc.count_distinct(values).as_py() != len(values))
+    ordered = pc.take(values, pc.sort_indices(values))
+    same = pc.equal(ordered[1:], ordered[:-1])
+    if not pc.any(same).as_py():
+        return set()
+    return {int(v) for v in pc.filter(ordered[1:], same).to_pylist()}
 
 
 def _uint64_array(hashes: array[int]) -> Any:
