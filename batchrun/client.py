@@ -147,7 +147,7 @@ class ChatClient:
                 response = await self._transport.handle_async_request(request)
                 try:
                     if streaming and response.status_code == 200 and _is_event_stream(response):
-                        return await self._read_stream(response, sent_at)
+                        return await self._read_stream(response, sent_at, _choices(body))
                     content = await self._read_capped(response)
                 finally:
                     await response.aclose()
@@ -196,11 +196,14 @@ class ChatClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _read_stream(self, response: httpx.Response, sent_at: float) -> Reply:
+    async def _read_stream(
+        self, response: httpx.Response, sent_at: float, choices: int | None
+    ) -> Reply:
         from batchrun.streaming import SSEDecoder, StreamAssembler
 
         decoder = SSEDecoder()
-        assembler = StreamAssembler()
+        # with n > 1, a stream that silently drops a whole choice is torn too
+        assembler = StreamAssembler(expected_choices=choices)
         ttft: float | None = None
         size = 0
         try:
@@ -229,6 +232,11 @@ async def _chunks(payload: bytes, size: int = LARGE_BODY) -> AsyncIterator[bytes
     view = memoryview(payload)
     for start in range(0, len(view), size):
         yield bytes(view[start : start + size])
+
+
+def _choices(body: Mapping[str, Any]) -> int | None:
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else None
 
 
 def _is_event_stream(response: httpx.Response) -> bool:

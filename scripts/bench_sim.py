@@ -5,7 +5,7 @@ with a plain aiohttp client loop from this process, and reports both the wall-cl
 rate and the rate per CPU-second the server actually used (read from /proc), which
 stays meaningful when the client, not the server, is what saturates.
 
-    $ python -m batchrun.sim.bench --seconds 5 --workers 32
+    $ .venv/bin/python scripts/bench_sim.py --seconds 5 --workers 32
     non-stream: 2963 req/s wall, server 44% of a core -> ~6700 req/s per server core
 """
 

@@ -271,3 +271,49 @@ def test_other_4xx_are_final(tmp_path: Path, write_jsonl, status: int) -> None:
     (err,) = read_lines(tmp_path / "run" / "errors.jsonl")
     assert err["response"]["status_code"] == status
     assert err["error"]["code"] == "t"
+
+
+def _sse(*chunks: dict[str, Any], done: bool = True) -> bytes:
+    out = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    return out + (b"data: [DONE]\n\n" if done else b"")
+
+
+def _delta(index: int, content: str | None = None, finish: str | None = None) -> dict[str, Any]:
+    delta = {} if content is None else {"content": content}
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": index, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def test_stream_missing_a_whole_choice_is_retried(tmp_path: Path, write_jsonl) -> None:
+    path = write_jsonl([body("x", n=2, stream=True)])
+    calls = []
+    usage = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        chunks = [_delta(0, "a"), _delta(0, finish="stop")]
+        if len(calls) > 1:  # the second attempt streams both choices
+            chunks += [_delta(1, "b"), _delta(1, finish="stop")]
+        return httpx.Response(
+            200, content=_sse(*chunks, usage), headers={"content-type": "text/event-stream"}
+        )
+
+    result = run(make_cfg(tmp_path, path), handler)
+    assert result.exit_code == EXIT_OK
+    (line,) = read_lines(tmp_path / "run" / "results.jsonl")
+    choices = line["response"]["body"]["choices"]
+    assert [c["message"]["content"] for c in choices] == ["a", "b"]
+    assert line["batchrun"]["attempts"] == 2
+    assert line["response"]["body"]["usage"]["total_tokens"] == 7
