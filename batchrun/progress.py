@@ -407,7 +407,9 @@ class ProgressHooks(RunHooks):
         if self.mode == "plain" and self._runner is not None:
             self.maybe_emit(force=True)
         try:
-            self._say(format_status(run_report(self.cfg.out_dir, summary=summary)))
+            # the evaluation table was printed just before, by the dataset output hook
+            report = run_report(self.cfg.out_dir, summary=summary)
+            self._say(format_status({**report, "eval": None}))
         except Exception as exc:  # the run is over and its files are fine: say so, go on
             self._say(f"batchrun: could not build the run report ({exc})")
         req = summary["requests"]

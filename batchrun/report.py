@@ -176,6 +176,7 @@ def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dic
         "pacing": summary.get("pacing"),
         "latency_ms": outputs.latency_ms.summary(),
         "ttft_ms": outputs.ttft_ms.summary(),
+        "eval": summary.get("eval"),
         "files": _files(run_dir),
     }
 
@@ -305,6 +306,11 @@ def format_status(report: Mapping[str, Any]) -> str:
             f"{pacing.get('paced_s', 0):,.1f} s paced by rate-limit headers"
         )
     lines.extend(_cost_lines(report))
+    if report.get("eval"):
+        from batchrun.evaluate import format_eval
+
+        lines.append("evaluation")
+        lines.extend("  " + line for line in format_eval(report["eval"]).splitlines())
     if report.get("files"):
         lines.append("files")
         width = max(len(f["path"]) for f in report["files"])
