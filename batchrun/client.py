@@ -68,12 +68,22 @@ def auth_headers(api_key: str | None, auth: str, header: str) -> dict[str, str]:
 
 
 def completions_url(base_url: str) -> str:
-    base = base_url.rstrip("/")
-    if not base.startswith(("http://", "https://")):
+    """The chat-completions endpoint under ``base_url``, query string kept.
+
+        >>> completions_url("https://api.openai.com/v1")
+        'https://api.openai.com/v1/chat/completions'
+        >>> completions_url("https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21")
+        'https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21'
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"base URL {base_url!r} must start with http:// or https://")
-    if base.endswith("/chat/completions"):
-        return base
-    return base + "/chat/completions"
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
 class ChatClient:

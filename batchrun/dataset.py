@@ -5,7 +5,7 @@ Columns are not copied into the request: results.parquet re-reads the dataset
 and joins on the id, so result lines stay small.
 
     >>> mapper = dataset_mapper(cfg)               # doctest: +SKIP
-    >>> mapper({"id": 7, "text": "great"}, 1, "line 1").custom_id
+    >>> mapper({"id": 7, "text": "great"}, 1, "line 1").custom_id  # doctest: +SKIP
     '7'
 """
 

@@ -20,7 +20,7 @@ requests finish for up to ``drain_timeout`` seconds, writes everything, and
 returns an exit code (130, 143, 3). A second SIGINT exits at once.
 
     >>> result = anyio.run(Runner(RunConfig("req.jsonl", "runs/a")).run)  # doctest: +SKIP
-    >>> result.exit_code
+    >>> result.exit_code  # doctest: +SKIP
     0
 """
 
