@@ -70,10 +70,10 @@ def auth_headers(api_key: str | None, auth: str, header: str) -> dict[str, str]:
 def completions_url(base_url: str) -> str:
     """The chat-completions endpoint under ``base_url``, query string kept.
 
-        >>> completions_url("https://api.openai.com/v1")
-        'https://api.openai.com/v1/chat/completions'
-        >>> completions_url("https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21")
-        'https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21'
+    >>> completions_url("https://api.openai.com/v1")
+    'https://api.openai.com/v1/chat/completions'
+    >>> completions_url("https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21")
+    'https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21'
     """
     from urllib.parse import urlsplit, urlunsplit
 
