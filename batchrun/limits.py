@@ -57,6 +57,10 @@ MARGIN_SHARE = 0.02
 """Share of a server limit kept in reserve (plus one unit), for estimate errors."""
 
 
+MIN_COOLDOWN = 0.05
+"""Shortest shared pause after a 429 whose only hint was the reset headers."""
+
+
 class QuotaMirror:
     """Our running account of one server-side bucket (requests or tokens).
 
@@ -358,10 +362,24 @@ class Pacer:
                 age=age,
             )
 
-    def rate_limited(self, retry_after: float | None) -> None:
-        """A 429 arrived: shrink concurrency; with a hint, pause every sender."""
+    def rate_limited(
+        self, retry_after: float | None, *, explicit: bool = True, tokens: int = 0
+    ) -> None:
+        """A 429 arrived: shrink concurrency; with a hint, pause every sender.
+
+        ``explicit``: the server said how long (Retry-After, retry-after-ms). A hint
+        read from ``x-ratelimit-reset-*`` instead is the time until the bucket is
+        *full* (up to a minute), far longer than the next request needs; the pause
+        is then cut to what the header accounts (just updated from this 429) say one
+        request of ``tokens`` needs, and they keep pacing the rest.
+        """
         self.stats.rate_limited += 1
         self.slots.decrease()
+        if retry_after is not None and retry_after > 0 and not explicit:
+            now = self.clock()
+            if self.requests.limit is not None or self.tokens.limit is not None:
+                needed = max(self.requests.delay(1, now), self.tokens.delay(tokens, now))
+                retry_after = min(retry_after, max(needed, MIN_COOLDOWN))
         if retry_after is not None and retry_after > 0:
             now = self.clock()
             until = now + retry_after

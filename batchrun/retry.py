@@ -149,6 +149,7 @@ def retry_after_seconds(
     *,
     max_wait: float = DEFAULT_MAX_WAIT,
     rate_limited: bool = False,
+    use_reset: bool = True,
 ) -> float | None:
     """Seconds the server asks us to wait, clamped to ``[0, max_wait]``; None if no hint.
 
@@ -157,7 +158,9 @@ def retry_after_seconds(
     ``x-ratelimit-reset-*`` headers. OpenAI sends the reset headers on every
     response, so they count only for a limit whose remaining is 0, or -- when
     ``rate_limited`` (the response was a 429) -- as the later of the two resets.
-    An unreadable header is skipped, never fatal.
+    ``use_reset=False`` ignores them: a caller that paces from those headers itself
+    (the runner's `batchrun.limits.Pacer`) knows better than "until the bucket is
+    full". An unreadable header is skipped, never fatal.
 
         >>> retry_after_seconds({"Retry-After": "2"})
         2.0
@@ -176,7 +179,7 @@ def retry_after_seconds(
             hint = _parse_seconds(retry_after)
             if hint is None:
                 hint = _http_date_delay(retry_after, time.time() if now is None else now)
-    if hint is None:
+    if hint is None and use_reset:
         snap = parse_ratelimit_headers(headers)
         if snap is not None:
             hint = _reset_hint(snap, rate_limited)
@@ -216,6 +219,7 @@ def wait_seconds(
     base: float = 0.5,
     cap: float = 30.0,
     max_wait: float = DEFAULT_MAX_WAIT,
+    use_reset: bool = True,
 ) -> float:
     """How long to wait after ``exc`` failed attempt number ``attempt``.
 
@@ -231,7 +235,9 @@ def wait_seconds(
     hint = None
     if isinstance(exc, RequestError) and exc.headers:
         rate_limited = isinstance(exc, RateLimited) or exc.status == 429
-        hint = retry_after_seconds(exc.headers, now, max_wait=max_wait, rate_limited=rate_limited)
+        hint = retry_after_seconds(
+            exc.headers, now, max_wait=max_wait, rate_limited=rate_limited, use_reset=use_reset
+        )
     if hint is None:
         return backoff_seconds(attempt, base=base, cap=cap, rand=rand)
     return min(hint + hint * HINT_JITTER * rand(), max_wait)
@@ -267,6 +273,7 @@ def make_retrying(
     cap: float = 30.0,
     max_wait: float = DEFAULT_MAX_WAIT,
     attempts_made: int = 0,
+    use_reset: bool = True,
 ) -> tenacity.AsyncRetrying:
     """A fresh tenacity controller applying this policy; make one per request.
 
@@ -293,6 +300,7 @@ def make_retrying(
             base=base,
             cap=cap,
             max_wait=max_wait,
+            use_reset=use_reset,
         )
 
     return tenacity.AsyncRetrying(

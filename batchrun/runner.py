@@ -47,7 +47,7 @@ from batchrun.ids import id_hash
 from batchrun.journal import RUN_INFO, SUMMARY, JournalState, read_journal
 from batchrun.limits import Pacer
 from batchrun.models import Attempt, Outcome, Request
-from batchrun.ratelimit_headers import parse_ratelimit_headers
+from batchrun.ratelimit_headers import get_header, parse_ratelimit_headers
 from batchrun.responses import error_envelope
 from batchrun.retry import (
     describe_attempt,
@@ -388,7 +388,13 @@ class Runner:
             except RequestError as exc:
                 self.pacer.observe(parse_ratelimit_headers(exc.headers))
                 if isinstance(exc, RateLimited):
-                    self.pacer.rate_limited(retry_after_seconds(exc.headers, rate_limited=True))
+                    headers = exc.headers
+                    self.pacer.rate_limited(
+                        retry_after_seconds(headers, rate_limited=True),
+                        explicit=get_header(headers, "retry-after-ms") is not None
+                        or get_header(headers, "retry-after") is not None,
+                        tokens=tokens,
+                    )
                 raise
             finally:
                 self.live.in_flight -= 1
@@ -461,13 +467,15 @@ class Runner:
                 raise
             first = exc
         record_failure(first)
-        await self._retry_sleep(wait_seconds(first, 1))
+        # reset headers are the pacer's business (it knows what the next request
+        # needs); the retry itself waits only for Retry-After or the backoff
+        await self._retry_sleep(wait_seconds(first, 1, use_reset=False))
 
         def on_retry(state: Any) -> None:
             record_failure(state.outcome.exception() if state.outcome else None)
 
         retrying = make_retrying(
-            self.cfg.max_attempts, self._retry_sleep, on_retry, attempts_made=1
+            self.cfg.max_attempts, self._retry_sleep, on_retry, attempts_made=1, use_reset=False
         )
         reply: Reply = await retrying(attempt_once)
         return reply

@@ -602,3 +602,25 @@ def test_openai_header_set_drives_the_mirror() -> None:
     vt.run(main)
     # 3 left, margin 2.2: the first has to wait 0.2 s, the next one 1 s more
     assert done_at == [pytest.approx(0.2), pytest.approx(1.2)]
+
+
+def test_reset_header_hint_pauses_only_as_long_as_one_request_needs() -> None:
+    # OpenAI's reset header is the time until the bucket is *full*: 60 s here, where
+    # one request refills in 1 s. The shared pause follows the header account.
+    now = [0.0]
+    pacer = Pacer(concurrency=8, clock=lambda: now[0])
+    pacer.observe(
+        parse_ratelimit_headers(
+            {
+                "x-ratelimit-limit-requests": "60",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": "60s",
+            }
+        )
+    )
+    pacer.rate_limited(60.0, explicit=False)
+    pause = pacer.cooldown_until - now[0]
+    assert 1.0 <= pause <= 5.0  # one request plus the safety margin, not 60 s
+    explicit = Pacer(concurrency=8, clock=lambda: now[0])
+    explicit.rate_limited(60.0, explicit=True)  # Retry-After is obeyed as given
+    assert explicit.cooldown_until - now[0] == 60.0

@@ -505,3 +505,13 @@ def test_describe_attempt_truncates_long_messages() -> None:
 
 def test_describe_attempt_of_other_exceptions() -> None:
     assert describe_attempt(ValueError("bad thing")) == Attempt(None, "ValueError", "bad thing")
+
+
+def test_reset_headers_can_be_left_to_the_pacer() -> None:
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "60s"}
+    assert retry_after_seconds(headers, rate_limited=True) == 60.0
+    assert retry_after_seconds(headers, rate_limited=True, use_reset=False) is None
+    # an explicit Retry-After is still obeyed
+    assert retry_after_seconds({**headers, "retry-after": "3"}, use_reset=False) == 3.0
+    # without the reset hint a 429 falls back to the exponential backoff
+    assert wait_seconds(rate_limited(headers), 1, rand=lambda: 0.0, use_reset=False) == 0.25

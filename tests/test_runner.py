@@ -317,3 +317,32 @@ def test_stream_missing_a_whole_choice_is_retried(tmp_path: Path, write_jsonl) -
     assert [c["message"]["content"] for c in choices] == ["a", "b"]
     assert line["batchrun"]["attempts"] == 2
     assert line["response"]["body"]["usage"]["total_tokens"] == 7
+
+
+def test_429_with_only_reset_headers_does_not_stall_for_a_full_bucket(
+    tmp_path: Path, write_jsonl
+) -> None:
+    # OpenAI-style: no Retry-After, and reset = time until the bucket is *full* (60 s);
+    # one request refills in 1 s. Neither the pool nor the request waits 60 s.
+    path = write_jsonl([{**body(f"r{i}"), "custom_id": str(i)} for i in range(4)])
+    calls = []
+    limits = {"x-ratelimit-limit-requests": "60", "x-ratelimit-reset-requests": "60s"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return httpx.Response(
+                429,
+                json={"error": {"message": "Rate limit reached", "code": "rate_limit_exceeded"}},
+                headers={**limits, "x-ratelimit-remaining-requests": "0"},
+            )
+        return httpx.Response(
+            200, json=completion(), headers={**limits, "x-ratelimit-remaining-requests": "30"}
+        )
+
+    fake = FakeTime()
+    result = run(replace(make_cfg(tmp_path, path), concurrency=1), handler, fake)
+    assert result.exit_code == EXIT_OK
+    assert len(read_lines(tmp_path / "run" / "results.jsonl")) == 4
+    assert fake.now - 1000.0 < 10.0, fake.sleeps  # not the 60 s of a full refill
+    assert max(fake.sleeps) < 10.0
