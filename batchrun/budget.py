@@ -46,6 +46,7 @@ class CostHooks(RunHooks):
         return self.costs.spent
 
     def on_start(self, runner: Runner) -> None:
+        self.book.preload()
         # earlier processes of this run: priced from their per-model totals
         for model, usage in runner.tally.usage.by_model.items():
             self.costs.add(model, usage)
