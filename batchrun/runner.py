@@ -68,6 +68,8 @@ EXIT_SOME_FAILED = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 GROUP_COMMIT_LINES = 256
+BREAKER_MIN = 16
+"""Requests in a row that must exhaust their attempts before the run stops."""
 GROUP_COMMIT_TURNS = 4
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -128,6 +130,8 @@ class Runner:
         self._sink: JsonlSink | None = None
         self._drain_scope: anyio.CancelScope | None = None
         self._outer: anyio.abc.TaskGroup | None = None
+        self._exhausted_in_a_row = 0
+        self._breaker_after = max(BREAKER_MIN, cfg.concurrency)
         self._input_changed = False
         self._foreign = {"succeeded": 0, "failed": 0}
         self._outbox: list[Outcome] = []
@@ -414,6 +418,7 @@ class Runner:
         except RequestError as exc:
             attempts.append(describe_attempt(exc))
             self.hooks.after_request(self, req, tokens, None)
+            self._note_exhausted(exc)
             outcome = Outcome.failure(
                 req,
                 code=exc.code,
@@ -430,6 +435,7 @@ class Runner:
                 outcome.error["type"] = envelope["type"]
                 outcome.error["param"] = envelope["param"]
             return outcome
+        self._exhausted_in_a_row = 0
         attempts.append(Attempt(reply.status, "ok"))
         if tokens:
             from batchrun.usage import usage_of
@@ -449,6 +455,23 @@ class Runner:
         if len(attempts) > 1:
             outcome.extra["statuses"] = [a.status for a in attempts]
         return outcome
+
+    def _note_exhausted(self, exc: RequestError) -> None:
+        """Circuit breaker: when request after request runs out of attempts on
+        retryable errors (connection refused, timeouts, 5xx), the endpoint is down;
+        going on would mark the rest of the input failed. Stop instead: the rows
+        written as failed come back with --retry-failed."""
+        if not is_retryable(exc):
+            self._exhausted_in_a_row = 0
+            return
+        self._exhausted_in_a_row += 1
+        if self._exhausted_in_a_row == self._breaker_after and self.stop_reason is None:
+            self.notes.append(
+                f"stopping: the last {self._breaker_after} requests all ran out of attempts "
+                f"({exc.code}: {exc.message[:120]}); is the endpoint down? Rerun with "
+                "--retry-failed when it is back"
+            )
+            self.stop("endpoint_down")
 
     async def _attempts(
         self,
@@ -567,8 +590,8 @@ class Runner:
     def _final_status(self) -> str:
         if self.stop_reason == "budget":
             return "budget_exceeded"
-        if self.stop_reason == "disk_error":
-            return "disk_error"
+        if self.stop_reason in ("disk_error", "endpoint_down"):
+            return self.stop_reason
         if self.stop_reason is not None:
             return "interrupted"
         if self.counts.pending:
@@ -583,7 +606,7 @@ class Runner:
             return EXIT_SIGTERM
         if reason == "budget":
             return EXIT_BUDGET
-        if reason == "disk_error" or self.counts.pending:
+        if reason in ("disk_error", "endpoint_down") or self.counts.pending:
             return EXIT_ERROR
         return EXIT_SOME_FAILED if self.counts.failed else EXIT_OK
 

@@ -346,3 +346,39 @@ def test_429_with_only_reset_headers_does_not_stall_for_a_full_bucket(
     assert len(read_lines(tmp_path / "run" / "results.jsonl")) == 4
     assert fake.now - 1000.0 < 10.0, fake.sleeps  # not the 60 s of a full refill
     assert max(fake.sleeps) < 10.0
+
+
+def test_endpoint_down_stops_the_run_instead_of_failing_every_row(
+    tmp_path: Path, write_jsonl
+) -> None:
+    path = write_jsonl([{**body(f"r{i}"), "custom_id": str(i)} for i in range(200)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    result = run(replace(make_cfg(tmp_path, path), max_attempts=2), handler)
+    assert result.exit_code == 1
+    assert result.status == "endpoint_down"
+    failed = read_lines(tmp_path / "run" / "errors.jsonl")
+    assert 16 <= len(failed) < 16 + 4  # the breaker plus what was in flight
+    assert result.summary["requests"]["pending"] == 200 - len(failed)
+    assert any("--retry-failed" in n and "endpoint down" in n for n in result.notes)
+
+    # back up: --retry-failed finishes everything
+    ok = run(
+        replace(make_cfg(tmp_path, path), retry_failed=True),
+        lambda request: httpx.Response(200, json=completion()),
+    )
+    assert ok.exit_code == EXIT_OK
+    assert len(read_lines(tmp_path / "run" / "results.jsonl")) == 200
+
+
+def test_final_client_errors_do_not_trip_the_breaker(tmp_path: Path, write_jsonl) -> None:
+    path = write_jsonl([{**body(f"r{i}"), "custom_id": str(i)} for i in range(40)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {"message": "bad", "code": "invalid"}})
+
+    result = run(make_cfg(tmp_path, path), handler)
+    assert result.status == "complete" and result.exit_code == 4
+    assert len(read_lines(tmp_path / "run" / "errors.jsonl")) == 40
