@@ -3,7 +3,7 @@
     status 200 + chat.completion JSON  -> the body (dict), unmodified
     status 200 + {"error": {...}}      -> BadResponse (some relays do this)
     status 200 + non-JSON / no choices -> BadResponse
-    429                                -> RateLimited
+    429                                -> RateLimited (insufficient_quota: ClientError)
     408, 409, 5xx                      -> ServerError
     3xx                                -> ClientError (redirects are not followed for POST)
     other 4xx                          -> ClientError (never retried)
@@ -79,6 +79,9 @@ def error_for_status(status: int, headers: Mapping[str, str], content: bytes) ->
         "body": body if body is not None else _snippet(content),
         "request_id": request_id_of(headers),
     }
+    if status == 429 and code == "insufficient_quota":
+        # OpenAI's "you exceeded your current quota": billing, not pacing; no retry helps
+        return ClientError(message, **kwargs)
     if status == 429:
         return RateLimited(message, **kwargs)
     if status in (408, 409) or status >= 500:

@@ -459,17 +459,19 @@ class Runner:
     def _note_exhausted(self, exc: RequestError) -> None:
         """Circuit breaker: when request after request runs out of attempts on
         retryable errors (connection refused, timeouts, 5xx), the endpoint is down;
-        going on would mark the rest of the input failed. Stop instead: the rows
-        written as failed come back with --retry-failed."""
-        if not is_retryable(exc):
+        when they fail on the key or the account (401, 403, insufficient_quota),
+        every other row would too. Going on would mark the rest of the input
+        failed; stop instead: the rows written as failed come back with
+        --retry-failed."""
+        if not (is_retryable(exc) or _about_the_account(exc)):
             self._exhausted_in_a_row = 0
             return
         self._exhausted_in_a_row += 1
         if self._exhausted_in_a_row == self._breaker_after and self.stop_reason is None:
             self.notes.append(
-                f"stopping: the last {self._breaker_after} requests all ran out of attempts "
-                f"({exc.code}: {exc.message[:120]}); is the endpoint down? Rerun with "
-                "--retry-failed when it is back"
+                f"stopping: the last {self._breaker_after} requests all failed "
+                f"({exc.code}: {exc.message[:120]}); is the endpoint down, or the key "
+                "or quota wrong? Rerun with --retry-failed once it is fixed"
             )
             self.stop("endpoint_down")
 
@@ -643,6 +645,11 @@ class Runner:
             tg.start_soon(wake)
             await self.sleep(seconds)
             tg.cancel_scope.cancel()
+
+
+def _about_the_account(exc: RequestError) -> bool:
+    """A failure no other row can escape: the key, the permissions, the quota."""
+    return exc.status in (401, 403) or exc.code == "insufficient_quota"
 
 
 class _Abandon(Exception):

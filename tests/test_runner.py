@@ -362,7 +362,7 @@ def test_endpoint_down_stops_the_run_instead_of_failing_every_row(
     failed = read_lines(tmp_path / "run" / "errors.jsonl")
     assert 16 <= len(failed) < 16 + 4  # the breaker plus what was in flight
     assert result.summary["requests"]["pending"] == 200 - len(failed)
-    assert any("--retry-failed" in n and "endpoint down" in n for n in result.notes)
+    assert any("--retry-failed" in n and "endpoint down" in n for n in result.notes), result.notes
 
     # back up: --retry-failed finishes everything
     ok = run(
@@ -382,3 +382,26 @@ def test_final_client_errors_do_not_trip_the_breaker(tmp_path: Path, write_jsonl
     result = run(make_cfg(tmp_path, path), handler)
     assert result.status == "complete" and result.exit_code == 4
     assert len(read_lines(tmp_path / "run" / "errors.jsonl")) == 40
+
+
+@pytest.mark.parametrize(
+    ("status", "envelope"),
+    [
+        (401, {"message": "Incorrect API key provided", "code": "invalid_api_key"}),
+        (429, {"message": "You exceeded your current quota", "code": "insufficient_quota"}),
+    ],
+)
+def test_a_bad_key_or_exhausted_quota_stops_the_run_early(
+    tmp_path: Path, write_jsonl, status: int, envelope: dict[str, Any]
+) -> None:
+    path = write_jsonl([{**body(f"r{i}"), "custom_id": str(i)} for i in range(100)])
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(status, json={"error": envelope})
+
+    result = run(make_cfg(tmp_path, path), handler)
+    assert result.status == "endpoint_down" and result.exit_code == 1
+    assert len(calls) < 16 + 4  # never retried, and the run stopped early
+    assert result.summary["requests"]["pending"] > 75
