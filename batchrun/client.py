@@ -28,7 +28,7 @@ from batchrun.errors import (
     RequestTimeout,
     TransportError,
 )
-from batchrun.responses import check_completion, error_for_status, parse_completion, request_id_of
+from batchrun.responses import check_completion, parse_completion, request_id_of
 
 Clock = Callable[[], float]
 LARGE_BODY = 1 << 20
@@ -275,5 +275,4 @@ __all__ = [
     "auth_headers",
     "completions_url",
     "default_transport",
-    "error_for_status",
 ]

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import anyio
@@ -15,8 +14,6 @@ import click
 import orjson
 
 from batchrun.config import RunConfig
-from batchrun.errors import RunDirError
-from batchrun.journal import SUMMARY, read_journal
 from batchrun.runner import CompositeHooks, RunHooks, Runner
 
 
@@ -36,20 +33,6 @@ def execute_run(cfg: RunConfig, api_key: str | None) -> int:
     for note in result.notes:
         click.echo(f"batchrun: {note}", err=True)
     return result.exit_code
-
-
-def load_summary(run_dir: str) -> dict:
-    path = os.path.join(run_dir, SUMMARY)
-    try:
-        with open(path, "rb") as f:
-            data: dict = orjson.loads(f.read())
-            return data
-    except FileNotFoundError as exc:
-        raise RunDirError(
-            f"{run_dir}: no summary.json (is this a batchrun run directory?)"
-        ) from exc
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise RunDirError(f"{path}: unreadable ({exc})") from exc
 
 
 def print_status(run_dir: str, as_json: bool) -> int:
@@ -113,4 +96,4 @@ def estimate_command(
     estimate_and_print(cfg, as_json)
 
 
-__all__ = ["execute_run", "load_summary", "print_status", "read_journal"]
+__all__ = ["estimate_command", "execute_run", "print_status"]

@@ -90,7 +90,6 @@ class _Live:
 
     in_flight: int = 0
     started: float = 0.0
-    sent: int = 0
 
 
 class Runner:
@@ -385,7 +384,6 @@ class Runner:
             await self.pacer.acquire(tokens)
             ok = False
             self.live.in_flight += 1
-            self.live.sent += 1
             try:
                 reply = await client.send(body)
                 ok = True

@@ -113,8 +113,6 @@ class ScanResult:
     total: int = 0
     invalid: int = 0
     fingerprint: str = ""
-    first_invalid: InputError | None = None
-    invalid_rows: list[int] = field(default_factory=list)
     hashes: array[int] = field(default_factory=lambda: array("Q"))
     """The id hash of every valid row (8 bytes each), in file order."""
 
@@ -255,8 +253,6 @@ class Source:
                 if not self.skip_invalid:
                     raise
                 result.invalid += 1
-                if result.first_invalid is None:
-                    result.first_invalid = exc
                 if invalid_sink is not None:
                     invalid_sink.write(
                         orjson.dumps(
