@@ -22,9 +22,10 @@ from typing import Any
 import anyio
 
 from batchrun.config import RunConfig
-from batchrun.errors import BudgetExceeded
+from batchrun.errors import BudgetExceeded, ConfigError
 from batchrun.models import Outcome, Request
 from batchrun.runner import RunHooks, Runner
+from batchrun.sources import ScanResult
 from batchrun.usage import model_of, usage_of
 
 FALLBACK_CEILING = 16_384
@@ -44,6 +45,19 @@ class CostHooks(RunHooks):
     @property
     def spent(self) -> float:
         return self.costs.spent
+
+    def before_send(self, runner: Runner, scan: ScanResult) -> None:
+        """Under a cap every model needs a price, known before the first send."""
+        if self.cap is None:
+            return
+        unpriced = sorted(m for m in scan.models if self.book.price_for(m) is None)
+        if unpriced:
+            names = ", ".join(repr(m) for m in unpriced)
+            raise ConfigError(
+                f"--max-cost cannot be enforced: no known price for {names}; "
+                "add a price with --prices FILE (see jobs/prices.example.toml) "
+                "or run without --max-cost"
+            )
 
     def on_start(self, runner: Runner) -> None:
         self.book.preload()
@@ -81,10 +95,13 @@ class CostHooks(RunHooks):
                 self.reserved[req.custom_id] = worst
                 return
             if not self.reserved or self.spent + worst > self.cap:
+                from batchrun.pricing import format_usd
+
                 raise BudgetExceeded(
-                    f"budget cap reached: spent ${self.spent:.4f} of --max-cost "
-                    f"${self.cap:g}; the next request could cost up to ${worst:.4f}. "
-                    "Rerun with a higher --max-cost to continue (finished rows are kept)."
+                    f"budget cap reached: spent {format_usd(self.spent)} of --max-cost "
+                    f"{format_usd(self.cap)}; the next request could cost up to "
+                    f"{format_usd(worst)}. Only a higher --max-cost continues the run "
+                    "(finished rows are kept and not paid again)."
                 )
             await self._settled.wait()
 

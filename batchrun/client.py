@@ -137,9 +137,11 @@ class ChatClient:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    async def send(self, body: Mapping[str, Any]) -> Reply:
-        """Send ``body`` once. Returns a Reply or raises a RequestError."""
-        payload = orjson.dumps(body)
+    async def send(self, body: Mapping[str, Any], payload: bytes | None = None) -> Reply:
+        """Send ``body`` once (``payload``: its JSON, when the caller already has it).
+        Returns a Reply or raises a RequestError."""
+        if payload is None:
+            payload = orjson.dumps(body)
         streaming = body.get("stream") is True
         headers = self._stream_headers if streaming else self._headers
         request = httpx.Request(

@@ -56,11 +56,14 @@ class RunConfig:
     """Dataset-job settings (template, response_format, eval) from a job file."""
 
     def fingerprint_options(self) -> dict[str, Any]:
-        """Options that change what is sent; a resume with other values is refused."""
+        """Options that change what is sent; a resume with other values is refused.
+
+        The evaluation is not one of them: scoring never needs a request sent again.
+        """
         return {
             "model": self.model,
             "stream": self.stream,
-            "job": self.job,
+            "job": {k: v for k, v in self.job.items() if k != "eval"},
             "id_column": self.id_column,
         }
 

@@ -23,11 +23,12 @@ from typing import IO, Any
 import pyarrow as pa
 
 from batchrun.config import RunConfig
-from batchrun.errors import BatchrunError
+from batchrun.errors import BatchrunError, ConfigError
 from batchrun.evaluate import format_eval
 from batchrun.journal import SUMMARY
 from batchrun.parquet_out import write_results_parquet
 from batchrun.runner import RunHooks, Runner
+from batchrun.sources import ScanResult
 from batchrun.summary import write_json_atomic
 
 PARQUET = "results.parquet"
@@ -70,6 +71,19 @@ class DatasetOutputHooks(RunHooks):
         self.cfg = cfg
         self.err = err
 
+    def before_send(self, runner: Runner, scan: ScanResult) -> None:
+        """The evaluation's reference column must exist before anything is paid for."""
+        spec = self.cfg.job.get("eval")
+        if not spec or scan.columns is None:
+            return
+        column = spec["reference_column"]
+        if column not in scan.columns:
+            raise ConfigError(
+                f"[eval] reference_column {column!r} is not a column of "
+                f"{self.cfg.input_path}{_suggest(column, scan.columns)} "
+                f"(columns: {_listing(scan.columns)})"
+            )
+
     def on_end(self, runner: Runner, summary: dict[str, Any]) -> None:
         try:
             extra = finish_dataset_run(self.cfg)
@@ -89,3 +103,16 @@ class DatasetOutputHooks(RunHooks):
                 what += f" vs {report['field']}"
             err.write(f"batchrun: evaluation ({what}):\n{format_eval(report)}\n")
             err.flush()
+
+
+def _suggest(word: str, choices: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _listing(names: set[str], most: int = 20) -> str:
+    shown = sorted(names)
+    text = ", ".join(shown[:most])
+    return text + (f", ... ({len(shown)} in all)" if len(shown) > most else "")

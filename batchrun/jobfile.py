@@ -429,6 +429,19 @@ class _Checker:
         if (
             evaluation
             and evaluation["compare"] == "json_field"
+            and evaluation["field"]
+            and schema is not None
+            and evaluation["field"] not in schema["properties"]
+        ):
+            props = [str(p) for p in schema["properties"]]
+            self.problem(
+                "eval.field",
+                f"{evaluation['field']!r} is not a property of the response schema "
+                f"(properties: {', '.join(props)})" + _suggest(evaluation["field"], props),
+            )
+        if (
+            evaluation
+            and evaluation["compare"] == "json_field"
             and response_format == {"type": "text"}
         ):
             self.problem(

@@ -2,13 +2,16 @@
 
 results.jsonl and errors.jsonl only ever grow by whole lines. On start we re-read
 them: every id in results.jsonl is done, every id in errors.jsonl (and not in
-results) has failed for good. A last line without its newline was torn by a crash;
-it is cut off (the only bytes ever removed) and that request is sent again.
+results) has failed for good. Each is done *for the body it was sent with*: the
+line records that body's hash, and a row whose body is different now is a new
+request (`JournalState.done` maps id hash -> body hash, 0 for old lines without
+one). A last line without its newline was torn by a crash; it is cut off (the
+only bytes ever removed) and that request is sent again.
 
 Re-reading is fast: summary.json records how many bytes of each file its totals
 cover, so lines before that point are only scanned for their custom_id (fixed
-offset, no JSON parse) and only the tail is parsed in full. Memory is one 64-bit
-hash per id, never the bodies.
+offset, no JSON parse; the body hash at a fixed offset from the end) and only the
+tail is parsed in full. Memory is two 64-bit hashes per id, never the bodies.
 
     >>> state = read_journal("runs/a")          # doctest: +SKIP
     >>> len(state.done), len(state.failed)      # doctest: +SKIP
@@ -24,7 +27,7 @@ from typing import Any
 import orjson
 
 from batchrun.ids import id_hash, id_hash_bytes
-from batchrun.records import ID_AT, ID_PREFIX, custom_id_of, decode
+from batchrun.records import ID_AT, ID_PREFIX, body_hash_of, custom_id_of, decode
 from batchrun.tally import Tally
 
 RESULTS = "results.jsonl"
@@ -36,8 +39,12 @@ READ_CHUNK = 1 << 20
 
 @dataclass
 class JournalState:
-    done: set[int] = field(default_factory=set)
-    failed: set[int] = field(default_factory=set)
+    done: dict[int, int] = field(default_factory=dict)
+    """id hash -> hash of the body that was answered (0: not recorded)."""
+    failed: dict[int, int] = field(default_factory=dict)
+    """The same for rows that failed for good (and have no answer)."""
+    failed_codes: dict[int, str] = field(default_factory=dict)
+    """id hash -> error code of its last failure."""
     tally: Tally = field(default_factory=Tally)
     results_bytes: int = 0
     errors_bytes: int = 0
@@ -101,8 +108,9 @@ def _line_boundary(path: str, offset: int) -> bool:
         return False
 
 
-def _scan(path: str, ids: set[int], tally: Tally, parse_from: int) -> int:
-    """Add every id in ``path`` to ``ids``; count lines at/after ``parse_from``.
+def _scan(path: str, ids: dict[int, int], tally: Tally, parse_from: int) -> int:
+    """Note every id in ``path`` with its body hash in ``ids`` (a later line wins);
+    count lines at/after ``parse_from``.
 
     A last line without its newline (torn, or being written right now by a live
     run) is not counted.
@@ -110,25 +118,48 @@ def _scan(path: str, ids: set[int], tally: Tally, parse_from: int) -> int:
     if not os.path.exists(path):
         return 0
     pos = 0
-    add = ids.add
     with open(path, "rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
                 break
             if pos >= parse_from:
                 record = decode(line)
-                add(id_hash(record["custom_id"]))
+                ids[id_hash(record["custom_id"])] = body_hash_of(line) or 0
                 tally.count_line(record)
-            # the hot loop of a resume: one slice and one hash per line, inlined
+            # the hot loop of a resume: two slices and one hash per line, inlined
             elif (
                 line.startswith(ID_PREFIX)
                 and line[ID_AT - 2 : ID_AT] == b':"'
                 and (end := line.find(b'"', ID_AT)) > 0
                 and b"\\" not in (raw := line[ID_AT:end])
             ):
-                add(id_hash_bytes(raw))
+                ids[id_hash_bytes(raw)] = body_hash_of(line) or 0
             else:
-                add(id_hash(custom_id_of(line)))
+                ids[id_hash(custom_id_of(line))] = body_hash_of(line) or 0
+            pos += len(line)
+    return pos
+
+
+def _scan_errors(
+    path: str, ids: dict[int, int], codes: dict[int, str], tally: Tally, parse_from: int
+) -> int:
+    """`_scan` for errors.jsonl, which also notes each failure's code. Every line is
+    parsed: failures are few next to answers, and their codes make the summary's
+    "errors by code" describe the rows failing now, not every failure ever."""
+    if not os.path.exists(path):
+        return 0
+    pos = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            record = decode(line)
+            h = id_hash(record["custom_id"])
+            ids[h] = body_hash_of(line) or 0
+            error = record.get("error") or {}
+            codes[h] = str(error.get("code")) if isinstance(error, dict) else "unknown"
+            if pos >= parse_from:
+                tally.count_line(record)
             pos += len(line)
     return pos
 
@@ -161,9 +192,19 @@ def read_journal(run_dir: str, *, repair: bool = True) -> JournalState:
         state.elapsed_s = float(checkpoint.get("elapsed_s", 0.0))
     try:
         state.results_bytes = _scan(results, state.done, state.tally, r_from)
-        failed: set[int] = set()
-        state.errors_bytes = _scan(errors, failed, state.tally, e_from)
+        failed: dict[int, int] = {}
+        state.errors_bytes = _scan_errors(errors, failed, state.failed_codes, state.tally, e_from)
     except ValueError as exc:
         raise ValueError(f"{run_dir}: an output line is not valid JSON ({exc})") from exc
-    state.failed = failed - state.done
+    done = state.done
+    # an answer wins over a failure of the same request (--retry-failed); a failure
+    # of a later, changed body stands next to the stale answer
+    state.failed = {h: b for h, b in failed.items() if done.get(h, -1) != b}
     return state
+
+
+def answered(table: dict[int, int], id_h: int, body_h: int) -> bool:
+    """True when ``table`` (done or failed) holds this id for this body (or for an
+    unrecorded one: lines written before body hashes were kept count as the same)."""
+    recorded = table.get(id_h)
+    return recorded is not None and (recorded == body_h or recorded == 0)

@@ -52,10 +52,15 @@ class Outcome:
     error: dict[str, Any] | None
     attempts: list[Attempt]
     latency_s: float = 0.0
+    """Seconds on the wire: from each attempt's send to its answer, summed."""
     ttft_s: float | None = None
     row: int = 0
     columns: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    wait_s: float = 0.0
+    """Seconds spent waiting to send: admission, pacing, cooldowns, retry back-off."""
+    body_hash: str | None = None
+    """`batchrun.ids.body_hash` of the body sent: ties the answer to its request."""
 
     @classmethod
     def success(
@@ -68,6 +73,8 @@ class Outcome:
         attempts: list[Attempt],
         latency_s: float = 0.0,
         ttft_s: float | None = None,
+        wait_s: float = 0.0,
+        body_hash: str | None = None,
     ) -> Outcome:
         return cls(
             req.custom_id,
@@ -81,6 +88,8 @@ class Outcome:
             ttft_s,
             req.row,
             req.columns,
+            wait_s=wait_s,
+            body_hash=body_hash,
         )
 
     @classmethod
@@ -95,6 +104,8 @@ class Outcome:
         request_id: str | None = None,
         body: Any = None,
         latency_s: float = 0.0,
+        wait_s: float = 0.0,
+        body_hash: str | None = None,
     ) -> Outcome:
         error = {
             "code": code,
@@ -113,4 +124,6 @@ class Outcome:
             None,
             req.row,
             req.columns,
+            wait_s=wait_s,
+            body_hash=body_hash,
         )

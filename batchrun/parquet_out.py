@@ -66,7 +66,7 @@ from batchrun import __version__
 from batchrun.config import RunConfig
 from batchrun.errors import InputError
 from batchrun.evaluate import Evaluator
-from batchrun.ids import id_hash
+from batchrun.ids import body_hash, id_hash
 from batchrun.journal import ERRORS, RESULTS
 from batchrun.records import custom_id_of
 from batchrun.sources import Source
@@ -165,8 +165,14 @@ class ResultIndex:
     def __len__(self) -> int:
         return len(self._hashes)
 
-    def lookup(self, custom_id: str) -> tuple[str, dict[str, Any]] | None:
-        """(``"succeeded"`` | ``"failed"``, the decoded line), or None: not finished."""
+    def lookup(
+        self, custom_id: str, body_hash: str | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """(``"succeeded"`` | ``"failed"``, the decoded line), or None: not finished.
+
+        With ``body_hash``, only a line that answered that very body counts: an
+        answer to the row's old prompt (before an edit and --force) is not its answer.
+        """
         h = id_hash(custom_id)
         i = bisect_right(self._hashes, h) - 1
         while i >= 0 and self._hashes[i] == h:
@@ -176,9 +182,13 @@ class ResultIndex:
             f.seek(location >> 1)
             line = f.readline()
             record = orjson.loads(line)
-            if record.get("custom_id") == custom_id:  # else a hash collision: look on
-                return _FILE_STATUS[location & 1], record
             i -= 1
+            if record.get("custom_id") != custom_id:
+                continue  # a hash collision: look on
+            recorded = (record.get("batchrun") or {}).get("body_hash")
+            if body_hash is not None and recorded is not None and recorded != body_hash:
+                continue  # answered another body
+            return _FILE_STATUS[location & 1], record
         return None
 
     def close(self) -> None:
@@ -502,7 +512,8 @@ class _Pass:
             try:
                 if isinstance(obj, InputError):
                     raise obj
-                custom_id: str | None = mapper(obj, row, where).custom_id
+                req = mapper(obj, row, where)
+                custom_id: str | None = req.custom_id
             except InputError as exc:
                 custom_id = _fallback_id(self.cfg, self.source, row, obj)
                 values = {
@@ -513,7 +524,7 @@ class _Pass:
                 }
             else:
                 assert custom_id is not None
-                found = self.index.lookup(custom_id)
+                found = self.index.lookup(custom_id, body_hash(orjson.dumps(req.body)))
                 if found is None:
                     values = {**self.empty_results, "status": PENDING}
                 else:

@@ -419,8 +419,24 @@ class ProgressHooks(RunHooks):
             f"failed, {req['pending']} pending of {req['total']}; "
             f"{usage['total_tokens']} tokens; results in {self.cfg.out_dir}"
         )
-        if summary["status"] != "complete" and req["pending"]:
-            self._say("batchrun: rerun the same command to resume")
+        hint = _next_step(summary["status"], req["pending"])
+        if hint:
+            self._say(f"batchrun: {hint}")
+
+
+def _next_step(status: str, pending: int) -> str | None:
+    """What the user can do next, for each way a run can end unfinished."""
+    if status == "budget_exceeded":
+        return "only a higher --max-cost continues this run (finished rows are kept)"
+    if status == "endpoint_down":
+        return "fix the endpoint, key or model, then rerun with --retry-failed"
+    if status == "disk_error":
+        return "make the run directory writable again (space, permissions), then rerun"
+    if status == "bad_answers":
+        return "change the setting named above, then rerun with --retry-bad-answers"
+    if status != "complete" and pending:
+        return "rerun the same command to resume"
+    return None
 
 
 def pick_mode(cfg: RunConfig, console: Console) -> str:

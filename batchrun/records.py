@@ -3,19 +3,22 @@
     {"id": "batch_req_...", "custom_id": "row-1",
      "response": {"status_code": 200, "request_id": "req_...", "body": {...}},
      "error": null,
-     "batchrun": {"row": 1, "attempts": 1, "latency_ms": 812.5, "ttft_ms": null}}
+     "batchrun": {"row": 1, "attempts": 1, "latency_ms": 812.5, "wait_ms": 0.0,
+                  "ttft_ms": null, "body_hash": "9f2c..."}}
 
 ``response.body`` is the server's response, unmodified. ``error`` is null on success;
 on failure it is ``{"code", "message", "attempts": [{"status", "code", "message"}]}``
 and ``response`` still holds the last HTTP status and body when there was one. The
-extra ``batchrun`` object carries per-request facts (row, attempts, latency) that
-the Batch API format has no place for; Batch API readers ignore it.
+extra ``batchrun`` object carries per-request facts (row, attempts, time on the
+wire and time spent waiting to send, the hash of the body sent) that the Batch API
+format has no place for; Batch API readers ignore it.
 
 Pure functions: encoding, decoding, and the fast custom_id extraction used on resume.
-Two readers rely on the key order: `custom_id_of` finds the id at a fixed offset
-after the fixed-width ``id``, and `batchrun.latency.meta_of` reads the ``batchrun``
-object from the end of the line. Keep ``id`` first, ``custom_id`` second and
-``batchrun`` last.
+Readers rely on the key order: `custom_id_of` finds the id at a fixed offset
+after the fixed-width ``id``, `batchrun.latency.meta_of` reads the ``batchrun``
+object from the end of the line, and `body_hash_of` finds the body hash at a fixed
+offset from the end. Keep ``id`` first, ``custom_id`` second, ``batchrun`` last,
+and ``body_hash`` the last key of ``batchrun``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ _CUSTOM_ID_AT = len(_ID_PREFIX) + _ID_HEX + len(b'","custom_id":')
 # characters start at ID_AT (after the opening quote).
 ID_PREFIX = _ID_PREFIX
 ID_AT = _CUSTOM_ID_AT + 1
+# A line we wrote ends with `"body_hash":"<16 hex>"}}\n`.
+BODY_HASH_KEY = b'"body_hash":"'
+BODY_HASH_FROM_END = 20  # the hex digits are line[-20:-4]
+_BODY_HASH_KEY_AT = BODY_HASH_FROM_END + len(BODY_HASH_KEY)
 
 
 def encode(outcome: Outcome) -> bytes:
@@ -50,10 +57,14 @@ def encode(outcome: Outcome) -> bytes:
         "row": outcome.row,
         "attempts": len(outcome.attempts),
         "latency_ms": round(outcome.latency_s * 1000, 1),
+        "wait_ms": round(outcome.wait_s * 1000, 1),
         "ttft_ms": None if outcome.ttft_s is None else round(outcome.ttft_s * 1000, 1),
     }
     if outcome.extra:
         meta.update(outcome.extra)
+    if outcome.body_hash is not None:
+        meta.pop("body_hash", None)
+        meta["body_hash"] = outcome.body_hash
     line = {
         "id": "batch_req_" + os.urandom(_ID_HEX // 2).hex(),
         "custom_id": outcome.custom_id,
@@ -86,3 +97,18 @@ def custom_id_of(line: bytes) -> str:
         # an escape inside the id (\\, \", \n, \u0001...): let the JSON parser decode it
         return str(orjson.loads(line)["custom_id"])
     return str(decode(line)["custom_id"])
+
+
+def body_hash_of(line: bytes) -> int | None:
+    """The body hash a line records, as an int, read from the line's end; None for a
+    line written before batchrun recorded it (or not by batchrun).
+
+    >>> body_hash_of(b'{"batchrun":{"body_hash":"00000000000000ff"}}\\n')
+    255
+    """
+    if line[-_BODY_HASH_KEY_AT:-BODY_HASH_FROM_END] == BODY_HASH_KEY:
+        try:
+            return int(line[-BODY_HASH_FROM_END:-4], 16)
+        except ValueError:
+            return None
+    return None

@@ -16,14 +16,16 @@ per-line ``batchrun`` meta, streamed once (see batchrun.latency).
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from batchrun.errors import BatchrunError, RunDirError
-from batchrun.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, read_journal
+from batchrun.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, JournalState, read_journal
 from batchrun.latency import OutputStats, meta_of
+from batchrun.rundir import holder
 
 # files listed first in the report, in this order; anything else follows by name
 _FILE_ORDER = (RESULTS, ERRORS, "results.parquet", "invalid.jsonl", SUMMARY, RUN_INFO)
@@ -113,35 +115,33 @@ def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dic
     info = _load(os.path.join(run_dir, RUN_INFO))
     if info is None:
         raise RunDirError(f"{run_dir}: no run.json (is this a batchrun run directory?)")
+    # the end-of-run report is built by the running process itself (it holds the lock)
+    running_pid = holder(run_dir) if summary is None else None
     if summary is None:
         summary = _load(os.path.join(run_dir, SUMMARY)) or {}
         try:
             journal = read_journal(run_dir, repair=False)
         except ValueError as exc:
             raise RunDirError(str(exc)) from exc
-        total = int(info.get("input_rows", 0))
-        foreign = info.get("outside_input") or {}
-        done = len(journal.done) - int(foreign.get("succeeded", 0))
-        failed = len(journal.failed) - int(foreign.get("failed", 0))
-        invalid = int((summary.get("requests") or {}).get("invalid", 0))
-        requests = {
-            "total": total,
-            "succeeded": done,
-            "failed": failed,
-            "pending": max(0, total - done - failed),
-            "invalid": invalid,
-        }
+        if _summary_counts_hold(summary, info, journal):
+            requests = {"invalid": 0, **summary["requests"]}
+            error_codes = dict(summary.get("error_codes") or {})
+        else:
+            requests, error_codes = _recount(summary, info, journal)
         state = journal.tally.to_state()
         usage = {**state["usage"], "missing": state["missing_usage"]}
         by_model = state["by_model"]
         retries, rate_limited = state["retries"], state["rate_limited"]
-        error_codes = state["error_codes"]
+        status = summary.get("status", "unknown")
+        if status == "running" and running_pid is None:
+            status = "stopped"  # killed (kill -9, power cut) before it could say so
     else:
         requests = {"invalid": 0, **summary["requests"]}
         usage = dict(summary["usage"])
         by_model = dict(summary.get("by_model") or {})
         retries, rate_limited = int(summary["retries"]), int(summary["rate_limited"])
         error_codes = dict(summary.get("error_codes") or {})
+        status = summary.get("status", "unknown")
 
     outputs = scan_outputs(run_dir)
     options = info.get("options") or {}
@@ -160,7 +160,8 @@ def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dic
         "run_dir": run_dir,
         "input": info.get("input_path"),
         "complete": requests["pending"] == 0,
-        "status": summary.get("status", "unknown"),
+        "status": status,
+        "running_pid": running_pid,
         "requests": requests,
         "usage": usage,
         "by_model": by_model,
@@ -179,6 +180,43 @@ def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dic
         "eval": summary.get("eval"),
         "files": _files(run_dir),
     }
+
+
+def _summary_counts_hold(
+    summary: Mapping[str, Any], info: Mapping[str, Any], journal: JournalState
+) -> bool:
+    """Use the runner's own counts when nothing was written after them, or when
+    rows changed under --force (only the runner, with the input at hand, can tell
+    an answer to the old body from one to the new)."""
+    if not isinstance(summary.get("requests"), Mapping):
+        return False
+    marks = summary.get("journal") or {}
+    fresh = (
+        marks.get("results_bytes") == journal.results_bytes
+        and marks.get("errors_bytes") == journal.errors_bytes
+    )
+    foreign = info.get("outside_input") or {}
+    changed = bool(info.get("changed_rows")) or any(foreign.values())
+    return fresh or changed
+
+
+def _recount(
+    summary: Mapping[str, Any], info: Mapping[str, Any], journal: JournalState
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Counts rebuilt from the lines (exact while no row's body changed)."""
+    total = int(info.get("input_rows", 0))
+    done = len(journal.done)
+    failed = len(journal.failed)
+    invalid = int((summary.get("requests") or {}).get("invalid", 0))
+    requests = {
+        "total": total,
+        "succeeded": done,
+        "failed": failed,
+        "pending": max(0, total - done - failed),
+        "invalid": invalid,
+    }
+    codes = Counter(journal.failed_codes.get(h, "unknown") for h in journal.failed)
+    return requests, dict(codes)
 
 
 def status_report(run_dir: str) -> dict[str, Any]:
@@ -260,8 +298,13 @@ def format_status(report: Mapping[str, Any]) -> str:
     req = report["requests"]
     usage = report["usage"]
     state = "complete" if report["complete"] else "incomplete"
+    status = report["status"]
+    if report.get("running_pid"):
+        status = f"running, pid {report['running_pid']}"
+    elif status == "stopped":
+        status = "stopped: the process ended without finishing (killed?); rerun to resume"
     lines = [
-        f"run         {report['run_dir']}  ({state}; status: {report['status']})",
+        f"run         {report['run_dir']}  ({state}; status: {status})",
         f"input       {report['input']}",
     ]
     requests = (
@@ -291,13 +334,21 @@ def format_status(report: Mapping[str, Any]) -> str:
     ttft = report.get("ttft_ms") or {}
     if ttft.get("count"):
         lines.append(f"first token {_percentiles(ttft, 'streams')}")
-    retries = f"retries     {_n(report['retries'])} ({_n(report['rate_limited'])} rate-limited)"
+    # attempts that were retried and 429 answers are different counts (a 429 can be
+    # the last attempt of a failed row); say both without one reading as a subset
+    retries = (
+        f"retries     {_n(report['retries'])} attempts retried; "
+        f"{_n(report['rate_limited'])} answers were 429"
+    )
     if report.get("retry_causes"):
-        retries += f"; by cause: {_breakdown(report['retry_causes'])}"
+        retries += f"; retries by cause: {_breakdown(report['retry_causes'])}"
     lines.append(retries)
     if report["error_codes"]:
         failed = sum(report["error_codes"].values())
-        lines.append(f"errors      {_n(failed)} by code: {_breakdown(report['error_codes'])}")
+        lines.append(
+            f"errors      {_n(failed)} rows failing now, by code: "
+            f"{_breakdown(report['error_codes'])}"
+        )
     pacing = report.get("pacing")
     if pacing:
         lines.append(

@@ -36,15 +36,22 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
 import httpx
 import orjson
 
 from batchrun import __version__
 from batchrun.client import ChatClient, Reply
 from batchrun.config import RunConfig
-from batchrun.errors import BudgetExceeded, RateLimited, RequestError, RunDirError
-from batchrun.ids import id_hash
-from batchrun.journal import RUN_INFO, SUMMARY, JournalState, read_journal
+from batchrun.errors import (
+    BatchrunError,
+    BudgetExceeded,
+    RateLimited,
+    RequestError,
+    RunDirError,
+)
+from batchrun.ids import body_hash, body_hash_int, id_hash
+from batchrun.journal import RUN_INFO, SUMMARY, JournalState, answered, read_journal
 from batchrun.limits import Pacer
 from batchrun.models import Attempt, Outcome, Request
 from batchrun.ratelimit_headers import get_header, parse_ratelimit_headers
@@ -56,8 +63,14 @@ from batchrun.retry import (
     retry_after_seconds,
     wait_seconds,
 )
+from batchrun.rundir import (
+    RunDirLock,
+    create_run_dir,
+    remove_stray_temp_files,
+    remove_unused_run_dir,
+)
 from batchrun.sinks import JsonlSink
-from batchrun.sources import ScanResult, Source
+from batchrun.sources import Interrupted, ScanResult, Source
 from batchrun.summary import Counts, build_summary, write_json_atomic
 from batchrun.tally import Tally
 
@@ -123,40 +136,37 @@ class Runner:
         self.pacer = Pacer(
             concurrency=cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm, clock=clock, sleep=sleep
         )
-        self._failed: set[int] = set()
-        self._done_before: set[int] = set()
+        self._done: dict[int, int] = {}
+        """id hash -> body hash of every answer in the run directory."""
+        self._failed_before: dict[int, int] = {}
+        self._failed_now: dict[int, str] = {}
+        """Rows of this input that failed for good, with their error code."""
         self._elapsed_before = 0.0
         self._sink: JsonlSink | None = None
+        self._source: Source | None = None
         self._drain_scope: anyio.CancelScope | None = None
         self._outer: anyio.abc.TaskGroup | None = None
         self._exhausted_in_a_row = 0
         self._breaker_after = max(BREAKER_MIN, cfg.concurrency)
         self._input_changed = False
         self._foreign = {"succeeded": 0, "failed": 0}
+        self._changed = 0
         self._outbox: list[Outcome] = []
         self._finished = anyio.Event()
         self._workers_done = False
         self._stopping = anyio.Event()
+        self._waiting: set[anyio.CancelScope] = set()
+        """Requests waiting to be sent (budget, pacer); cancelled when the run stops."""
 
     # -- set-up ---------------------------------------------------------------------
     def _path(self, name: str) -> str:
         return os.path.join(self.cfg.out_dir, name)
 
-    def _prepare_dir(self) -> None:
-        try:
-            os.makedirs(self.cfg.out_dir, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(
-                f"{self.cfg.out_dir}: cannot create the run directory ({exc.strerror})"
-            ) from exc
-        if not os.access(self.cfg.out_dir, os.W_OK):
-            raise RunDirError(f"{self.cfg.out_dir}: run directory is not writable")
-
     def _check_run_info(self, fingerprint: str) -> None:
         """Refuse to resume a run started with another input or request options.
 
-        With ``--force`` the run goes on; if the input changed, what was done for the
-        old input stays in the files but is not counted against the new one.
+        With ``--force`` the run goes on; what was answered for other bodies stays
+        in the files but counts for nothing, and those rows are sent again.
         """
         path = self._path(RUN_INFO)
         if not os.path.exists(path):
@@ -177,15 +187,15 @@ class Runner:
             )
         old_opts = before.get("request_options", {})
         for key, value in self.cfg.fingerprint_options().items():
-            if old_opts.get(key) != _jsonable(value):
-                problems.append(f"option {key} was {old_opts.get(key)!r}, now {value!r}")
+            problems.extend(changes(f"option {key}", _scoring_free(old_opts.get(key)), value))
         if problems and self.cfg.force:
             self.notes.append("--force: resuming although " + "; ".join(problems))
         elif problems:
             raise RunDirError(
                 f"{self.cfg.out_dir} was started with other settings: "
                 + "; ".join(problems)
-                + ". Use another -o directory, or --force to resume anyway."
+                + ". Use another -o directory, or --force to resume anyway "
+                "(rows whose request changed are sent again)."
             )
 
     def _write_run_info(self, scan: ScanResult) -> None:
@@ -195,8 +205,10 @@ class Runner:
             "input_fingerprint": scan.fingerprint,
             "input_rows": scan.total,
             "request_options": _jsonable(self.cfg.fingerprint_options()),
-            # lines for ids the input no longer has (after --force onto another input)
+            # lines that count for nothing now: ids the input no longer has, and
+            # answers to bodies that have changed since (after --force)
             "outside_input": self._foreign,
+            "changed_rows": self._changed,
             "options": _jsonable(self.cfg.public_dict()),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -207,12 +219,13 @@ class Runner:
             raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
     def _scan(self, source: Source) -> ScanResult:
+        stop = self._stopping.is_set
         if not self.cfg.skip_invalid:
-            return source.scan()
+            return source.scan(should_stop=stop)
         path = self._path("invalid.jsonl")
         try:
             with open(path, "wb") as invalid_sink:
-                return source.scan(invalid_sink)
+                return source.scan(invalid_sink, should_stop=stop)
         except OSError as exc:  # input read errors arrive as InputError; this is the output
             raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
@@ -224,47 +237,127 @@ class Runner:
         return source_for(self.cfg)
 
     def _adopt(self, journal: JournalState, scan: ScanResult) -> None:
+        """Count what the run directory already holds *for this input*: a row is
+        done when its id was answered for the body it has now."""
         self.tally = journal.tally
-        self._done_before = journal.done
-        self._failed = set(journal.failed)
+        self._done = done = journal.done
+        self._failed_before = failed = journal.failed
         self._elapsed_before = journal.elapsed_s
-        succeeded, failed = len(journal.done), len(journal.failed)
-        if self._input_changed:
-            # --force onto another input: count only the ids the new input has
-            ids = set(scan.hashes)
-            self._failed &= ids
-            succeeded = len(journal.done & ids)
-            failed = len(self._failed)
-            self._foreign = {
-                "succeeded": len(journal.done) - succeeded,
-                "failed": len(journal.failed) - failed,
-            }
+        succeeded = changed = 0
+        failed_now: dict[int, str] = {}
+        if done or failed:
+            codes = journal.failed_codes
+            for h, b in zip(scan.hashes, scan.bodies, strict=True):
+                if answered(done, h, b):
+                    succeeded += 1
+                elif answered(failed, h, b):
+                    failed_now[h] = codes.get(h, "unknown")
+                elif h in done or h in failed:
+                    changed += 1
+        self._failed_now = failed_now
+        self._changed = changed
+        self._foreign = {
+            "succeeded": len(done) - succeeded,
+            "failed": len(failed) - len(failed_now),
+        }
+        if changed:
+            self.notes.append(
+                f"{changed:,} rows changed since they were answered; they are sent again"
+            )
         self.counts = Counts(
             total=scan.total,
             succeeded=succeeded,
-            failed=failed,
+            failed=len(failed_now),
             invalid=scan.invalid,
         )
         self.notes.extend(journal.repaired)
 
-    # -- the run --------------------------------------------------------------------
-    async def run(self) -> RunResult:
-        self._prepare_dir()
+    def _is_done(self, req: Request) -> bool:
+        """Skip rule of the sending pass: answered for this very body (or failed
+        for good, unless --retry-failed)."""
+        h = id_hash(req.custom_id)
+        in_done = h in self._done
+        in_failed = not self.cfg.retry_failed and h in self._failed_before
+        if not (in_done or in_failed):
+            return False
+        b = body_hash_int(orjson.dumps(req.body))
+        return (in_done and answered(self._done, h, b)) or (
+            in_failed and answered(self._failed_before, h, b)
+        )
+
+    async def _setup(self) -> tuple[Source, ScanResult]:
+        """Everything before the first send; every step can be interrupted."""
+        removed = remove_stray_temp_files(self.cfg.out_dir)
+        if removed:
+            self.notes.append(f"removed {len(removed)} temporary files left by a killed run")
         source = self._build_source()
-        fingerprint = source.fingerprint()
+        fingerprint = await anyio.to_thread.run_sync(source.fingerprint)
+        self._interrupted_during_setup()
         self._check_run_info(fingerprint)
-        scan = self._scan(source)
+        scan = await anyio.to_thread.run_sync(self._scan, source)
+        self._interrupted_during_setup()
+        self.hooks.before_send(self, scan)
         try:
-            journal = read_journal(self.cfg.out_dir)
+            journal = await anyio.to_thread.run_sync(read_journal, self.cfg.out_dir)
         except ValueError as exc:
             raise RunDirError(str(exc)) from exc
         except OSError as exc:  # e.g. results.jsonl is a directory
             raise RunDirError(
                 f"{exc.filename or self.cfg.out_dir}: cannot read the run's output ({exc.strerror})"
             ) from exc
+        self._interrupted_during_setup()
         self._adopt(journal, scan)
         self._write_run_info(scan)
-        skip = self._done_before if self.cfg.retry_failed else self._done_before | self._failed
+        return source, scan
+
+    def _interrupted_during_setup(self) -> None:
+        if self._stopping.is_set():
+            raise Interrupted()
+
+    # -- the run --------------------------------------------------------------------
+    async def run(self) -> RunResult:
+        """Lock the run directory, check everything, send, write; see the module doc."""
+        created = create_run_dir(self.cfg.out_dir)
+        lock = RunDirLock(self.cfg.out_dir)
+        try:
+            lock.acquire()
+        except RunDirError:
+            if created:
+                remove_unused_run_dir(self.cfg.out_dir)
+            raise
+        result: RunResult | None = None
+        error: Exception | None = None
+        try:
+            async with anyio.create_task_group() as outer:
+                self._outer = outer
+                if self.handle_signals:
+                    outer.start_soon(self._watch_signals)
+                try:
+                    result = await self._run_locked(created)
+                except Exception as exc:  # raised as itself, not in an ExceptionGroup
+                    error = exc
+                finally:
+                    outer.cancel_scope.cancel()
+        finally:
+            lock.release()
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    async def _run_locked(self, created: bool) -> RunResult:
+        try:
+            source, _scan = await self._setup()
+        except Interrupted:
+            if created:
+                remove_unused_run_dir(self.cfg.out_dir)
+            self.notes.append("interrupted while checking the input; nothing was sent")
+            return RunResult(self._exit_code(), "interrupted", {}, self.cfg.out_dir, self.notes)
+        except BatchrunError:
+            if created and not _has_content(self._path("invalid.jsonl")):
+                remove_unused_run_dir(self.cfg.out_dir)
+            raise
+        self._source = source
         self.live.started = self.clock()
         self.hooks.on_start(self)
 
@@ -286,12 +379,13 @@ class Runner:
             # a checkpoint at once: a resume that had to parse every line pays it once,
             # and even a run killed in its first seconds leaves a summary
             self._try_checkpoint()
-            await self._run_pool(source, skip, client)
+            await self._run_pool(source, client)
         finally:
             try:
                 await client.aclose()
             finally:
                 status = self._final_status()
+                self._closing_notes(source)
                 try:
                     summary = self._checkpoint(status)
                 except (OSError, RunDirError) as exc:
@@ -304,18 +398,27 @@ class Runner:
                 self.hooks.on_end(self, summary)
         return RunResult(self._exit_code(), status, summary, self.cfg.out_dir, self.notes)
 
-    async def _run_pool(self, source: Source, skip: set[int], client: ChatClient) -> None:
+    def _closing_notes(self, source: Source) -> None:
+        if source.grew():
+            self.notes.append(
+                f"{self.cfg.input_path} grew while the run was going; rows added after "
+                "it was checked were not sent (rerun with --force to send them)"
+            )
+        if self.counts.failed and self.stop_reason is None and not self.counts.pending:
+            self.notes.append(
+                f"{self.counts.failed:,} requests failed for good (see errors.jsonl); "
+                "rerun with --retry-failed to try them again"
+            )
+
+    async def _run_pool(self, source: Source, client: ChatClient) -> None:
         # Workers pull from one shared generator: next() is synchronous, so on one
         # event loop no two workers ever run it at once, and no channel (with its
         # per-item cost) is needed between reader and workers.
-        requests = (
-            req for req in source.requests() if not (skip and id_hash(req.custom_id) in skip)
-        )
-        async with anyio.create_task_group() as outer:
-            self._outer = outer
-            outer.start_soon(self._checkpoint_loop)
-            if self.handle_signals:
-                outer.start_soon(self._watch_signals)
+        skipping = bool(self._done or self._failed_before)
+        is_done = self._is_done
+        requests = (req for req in source.requests() if not (skipping and is_done(req)))
+        async with anyio.create_task_group() as background:
+            background.start_soon(self._checkpoint_loop)
             async with anyio.create_task_group() as writers:
                 writers.start_soon(self._write)
                 try:
@@ -327,7 +430,7 @@ class Runner:
                 finally:
                     self._workers_done = True
                     self._finished.set()
-            outer.cancel_scope.cancel()
+            background.cancel_scope.cancel()
 
     async def _work(self, client: ChatClient, requests: Iterator[Request]) -> None:
         for req in requests:
@@ -342,22 +445,17 @@ class Runner:
             await anyio.lowlevel.checkpoint()
 
     def stop(self, reason: str) -> None:
-        """Stop sending new requests; in-flight ones may finish (drain)."""
+        """Stop sending: nothing waiting for the pacer, a cooldown, a back-off or
+        the budget is sent any more; requests on the wire may finish (drain)."""
         if self.stop_reason is None:
             self.stop_reason = reason
         if not self._stopping.is_set():
             self._stopping.set()
+            for scope in self._waiting:
+                scope.cancel()
             self.hooks.on_stop(self, reason)
 
     # -- one request ----------------------------------------------------------------
-    def _body_for(self, req: Request) -> dict[str, Any]:
-        body = req.body
-        if self.cfg.stream or body.get("stream") is True:
-            from batchrun.streaming import ensure_include_usage
-
-            body = ensure_include_usage(body)
-        return body
-
     def _token_estimate(self, body: dict[str, Any]) -> int:
         if not self.pacer.needs_token_estimates:
             return 0
@@ -365,11 +463,31 @@ class Runner:
 
         return prompt_tokens(body) + completion_ceiling(body, default_max=256)
 
+    async def _wait_to_send(self, req: Request, tokens: int, first: bool) -> bool:
+        """Admission (budget) and pacing; False when the run stopped meanwhile."""
+        with anyio.CancelScope() as scope:
+            self._waiting.add(scope)
+            try:
+                if first:
+                    await self.hooks.admit(self, req, req.body)
+                await self.pacer.acquire(tokens)
+            finally:
+                self._waiting.discard(scope)
+        if scope.cancelled_caught:
+            return False
+        if self._stopping.is_set():  # stopped while the pacer let us through
+            self.pacer.release(ok=False)
+            return False
+        return True
+
     async def _process(self, client: ChatClient, req: Request) -> Outcome | None:
-        body = self._body_for(req)
+        body = req.body
+        payload = orjson.dumps(body)
+        sent_hash = body_hash(payload)
         tokens = self._token_estimate(body)
         attempts: list[Attempt] = []
         started = self.clock()
+        wire = [0.0]  # seconds on the wire, all attempts
 
         def record_failure(exc: BaseException | None) -> None:
             if exc is not None:
@@ -377,15 +495,13 @@ class Runner:
             self.hooks.on_retry(self, exc)
 
         async def attempt_once() -> Reply:
-            if self._stopping.is_set() and attempts:
+            if self._stopping.is_set() or not await self._wait_to_send(req, tokens, not attempts):
                 raise _Abandon()
-            if not attempts:
-                await self.hooks.admit(self, req, body)
-            await self.pacer.acquire(tokens)
             ok = False
             self.live.in_flight += 1
+            sent_at = self.clock()
             try:
-                reply = await client.send(body)
+                reply = await client.send(body, payload)
                 ok = True
             except RequestError as exc:
                 self.pacer.observe(parse_ratelimit_headers(exc.headers))
@@ -399,6 +515,7 @@ class Runner:
                     )
                 raise
             finally:
+                wire[0] += self.clock() - sent_at
                 self.live.in_flight -= 1
                 self.pacer.release(ok=ok)
             self.pacer.observe(parse_ratelimit_headers(reply.headers))
@@ -407,6 +524,7 @@ class Runner:
         try:
             reply = await self._attempts(attempt_once, record_failure)
         except _Abandon:
+            self.hooks.after_request(self, req, tokens, None)  # gives back its reservation
             return None
         except BudgetExceeded as exc:
             if self.stop_reason is None:
@@ -417,6 +535,7 @@ class Runner:
             attempts.append(describe_attempt(exc))
             self.hooks.after_request(self, req, tokens, None)
             self._note_exhausted(exc)
+            total = self.clock() - started
             outcome = Outcome.failure(
                 req,
                 code=exc.code,
@@ -425,7 +544,9 @@ class Runner:
                 status=exc.status,
                 request_id=exc.request_id,
                 body=exc.body if exc.status is not None else None,
-                latency_s=self.clock() - started,
+                latency_s=wire[0],
+                wait_s=max(0.0, total - wire[0]),
+                body_hash=sent_hash,
             )
             envelope = error_envelope(exc.body)
             if envelope is not None and outcome.error is not None:
@@ -441,14 +562,17 @@ class Runner:
             usage = usage_of(reply.body)
             self.pacer.settle_tokens(tokens, None if usage is None else usage.total_tokens)
         self.hooks.after_request(self, req, tokens, reply.body)
+        total = self.clock() - started
         outcome = Outcome.success(
             req,
             status=reply.status,
             request_id=reply.request_id,
             body=reply.body,
             attempts=attempts,
-            latency_s=self.clock() - started,
+            latency_s=wire[0],
             ttft_s=reply.ttft_s,
+            wait_s=max(0.0, total - wire[0]),
+            body_hash=sent_hash,
         )
         if len(attempts) > 1:
             outcome.extra["statuses"] = [a.status for a in attempts]
@@ -457,19 +581,19 @@ class Runner:
     def _note_exhausted(self, exc: RequestError) -> None:
         """Circuit breaker: when request after request runs out of attempts on
         retryable errors (connection refused, timeouts, 5xx), the endpoint is down;
-        when they fail on the key or the account (401, 403, insufficient_quota),
-        every other row would too. Going on would mark the rest of the input
-        failed; stop instead: the rows written as failed come back with
-        --retry-failed."""
-        if not (is_retryable(exc) or _about_the_account(exc)):
+        when they fail on the key, the account or the model (401, 402, 403, 404,
+        insufficient_quota), every other row would too. Going on would mark the rest
+        of the input failed; stop instead: the rows written as failed come back
+        with --retry-failed."""
+        if not (is_retryable(exc) or _about_the_endpoint(exc)):
             self._exhausted_in_a_row = 0
             return
         self._exhausted_in_a_row += 1
         if self._exhausted_in_a_row == self._breaker_after and self.stop_reason is None:
             self.notes.append(
                 f"stopping: the last {self._breaker_after} requests all failed "
-                f"({exc.code}: {exc.message[:120]}); is the endpoint down, or the key "
-                "or quota wrong? Rerun with --retry-failed once it is fixed"
+                f"({exc.code}: {exc.message[:120]}); is the endpoint down, or the key, "
+                "model or quota wrong? Rerun with --retry-failed once it is fixed"
             )
             self.stop("endpoint_down")
 
@@ -523,10 +647,7 @@ class Runner:
                 try:
                     sink.write(batch)
                 except RunDirError as exc:
-                    self.notes.append(str(exc))
-                    self.stop("disk_error")
-                    if self._drain_scope is not None:
-                        self._drain_scope.cancel()
+                    self._stop_on_write_error(str(exc))
                     return
                 for outcome in batch:
                     self._count(outcome)
@@ -534,19 +655,28 @@ class Runner:
             if self._workers_done and not self._outbox:
                 return
 
+    def _stop_on_write_error(self, message: str) -> None:
+        """A write failed: stop sending at once; answers in flight could not be kept."""
+        if message not in self.notes:
+            self.notes.append(message)
+        self.stop("disk_error")
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+
     def _count(self, outcome: Outcome) -> None:
         statuses = [a.status for a in outcome.attempts]
         error_code = None if outcome.ok else (outcome.error or {}).get("code")
         self.tally.count(outcome.ok, outcome.body, statuses, None, error_code)
+        h = id_hash(outcome.custom_id)
         if outcome.ok:
             self.counts.succeeded += 1
-            # with --retry-failed, a success takes the id out of the failure set
-            if self._failed and (h := id_hash(outcome.custom_id)) in self._failed:
-                self._failed.discard(h)
+            # with --retry-failed, a success takes the id out of the failures
+            if self._failed_now.pop(h, None) is not None:
                 self.counts.failed -= 1
-        elif (h := id_hash(outcome.custom_id)) not in self._failed:
-            self._failed.add(h)
-            self.counts.failed += 1
+        else:
+            if h not in self._failed_now:
+                self.counts.failed += 1
+            self._failed_now[h] = str(error_code)
 
     # -- summary --------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -559,6 +689,7 @@ class Runner:
             input_path=self.cfg.input_path,
             counts=self.counts,
             tally=self.tally,
+            failed_codes=self._failed_now.values(),
             elapsed_s=self.elapsed(),
             results_bytes=sink.results_bytes if sink else 0,
             errors_bytes=sink.errors_bytes if sink else 0,
@@ -574,13 +705,13 @@ class Runner:
         return summary
 
     def _try_checkpoint(self) -> None:
-        """A checkpoint during the run; failing one is noted, the final one decides."""
+        """A checkpoint during the run; a failed one stops sending (the disk is
+        full, or the run directory is gone: every answer from now on would be lost)."""
         try:
             self._checkpoint("running")
         except (OSError, RunDirError) as exc:
-            note = f"could not write summary.json: {exc}"
-            if note not in self.notes:
-                self.notes.append(note)
+            self.notes.append(f"could not write summary.json: {exc}")
+            self.stop("disk_error")
 
     async def _checkpoint_loop(self) -> None:
         while True:
@@ -645,9 +776,52 @@ class Runner:
             tg.cancel_scope.cancel()
 
 
-def _about_the_account(exc: RequestError) -> bool:
-    """A failure no other row can escape: the key, the permissions, the quota."""
-    return exc.status in (401, 403) or exc.code == "insufficient_quota"
+def _has_content(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
+def _about_the_endpoint(exc: RequestError) -> bool:
+    """A failure no other row can escape: the key, the permissions, the account's
+    credit or quota, a model the endpoint does not serve."""
+    return exc.status in (401, 402, 403, 404) or exc.code == "insufficient_quota"
+
+
+def changes(where: str, old: Any, new: Any) -> list[str]:
+    """What differs between two JSON values, one ``where: old -> new`` per change.
+
+    >>> changes("job", {"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 3]})
+    ['job.b[1]: 2 -> 3']
+    """
+    new = _jsonable(new)
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in {**old, **new}:
+            out.extend(changes(f"{where}.{key}", old.get(key), new.get(key)))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            out.extend(changes(f"{where}[{i}]", a, b))
+        return out
+    if old == new:
+        return []
+    return [f"{where}: {_short(old)} -> {_short(new)}"]
+
+
+def _short(value: Any) -> str:
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _scoring_free(options: Any) -> Any:
+    """A recorded job without its [eval]: scoring never shapes a request (runs
+    recorded before eval left the fingerprint still carry it)."""
+    if isinstance(options, dict) and "eval" in options:
+        return {k: v for k, v in options.items() if k != "eval"}
+    return options
 
 
 class _Abandon(Exception):
@@ -656,6 +830,10 @@ class _Abandon(Exception):
 
 class RunHooks:
     """Extension points (progress display, budget cap, dataset output). No-ops here."""
+
+    def before_send(self, runner: Runner, scan: ScanResult) -> None:
+        """After the input was checked, before anything is sent: raise ConfigError
+        for a mistake that would otherwise be found only after paying."""
 
     def on_start(self, runner: Runner) -> None: ...
     async def admit(self, runner: Runner, req: Request, body: dict[str, Any]) -> None:
@@ -685,6 +863,10 @@ class CompositeHooks(RunHooks):
 
     def __init__(self, *hooks: RunHooks) -> None:
         self.hooks = hooks
+
+    def before_send(self, runner: Runner, scan: ScanResult) -> None:
+        for h in self.hooks:
+            h.before_send(runner, scan)
 
     def on_start(self, runner: Runner) -> None:
         for h in self.hooks:

@@ -8,6 +8,12 @@ journal cuts off on resume. ``sync()`` adds an fsync, done at each summary
 checkpoint so the byte offsets a checkpoint records are on disk before the
 summary that names them.
 
+Every byte goes through `batchrun.redact.scrub` first (no API key reaches a
+line, whatever the server echoed). Writing into a file that was deleted
+(``rm -r`` of the run directory mid-run) succeeds on Linux and loses every line,
+so after each write the file's link count is checked: a deleted output file is a
+failed write, and the runner stops sending at the first one.
+
     >>> with JsonlSink("runs/a") as sink:                  # doctest: +SKIP
     ...     sink.write([outcome])
 """
@@ -22,6 +28,7 @@ from batchrun.errors import RunDirError
 from batchrun.journal import ERRORS, RESULTS
 from batchrun.models import Outcome
 from batchrun.records import encode
+from batchrun.redact import scrub
 
 
 class JsonlSink:
@@ -38,15 +45,17 @@ class JsonlSink:
 
     def write(self, outcomes: Sequence[Outcome]) -> None:
         """Write and flush ``outcomes``; when this returns they are on the OS's side."""
-        ok = b"".join(encode(o) for o in outcomes if o.ok)
-        failed = b"".join(encode(o) for o in outcomes if not o.ok)
+        ok = scrub(b"".join(encode(o) for o in outcomes if o.ok))
+        failed = scrub(b"".join(encode(o) for o in outcomes if not o.ok))
         try:
             if ok:
                 _write_all(self._results, ok)
                 self.results_bytes += len(ok)
+                _check_linked(self._results, RESULTS)
             if failed:
                 _write_all(self._errors, failed)
                 self.errors_bytes += len(failed)
+                _check_linked(self._errors, ERRORS)
         except OSError as exc:
             raise RunDirError(
                 f"{self.run_dir}: cannot write results ({exc.strerror or exc}); "
@@ -77,6 +86,11 @@ class JsonlSink:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _check_linked(fd: int, name: str) -> None:
+    if os.fstat(fd).st_nlink == 0:
+        raise OSError(f"{name} was deleted while the run was writing it")
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -13,7 +13,12 @@ row into a body through a prompt template (`RowMapper` injected by the job).
 Files are streamed: `Source.scan` makes one validating pass (counts rows, rejects
 duplicates, writes invalid rows aside with --skip-invalid) before anything is
 sent, then `Source.requests` streams again. Memory holds one batch of rows plus
-8 bytes per id.
+16 bytes per row (the hashes of its id and of its body).
+
+Every pass reads the same rows: the file's length is taken once (`fingerprint`),
+a plain JSONL file is never read past it, and after the scan no pass reads past
+the last row it validated. Rows appended while a run goes are neither sent nor
+counted (the next run sees a changed input and says so).
 
     >>> src = Source("requests.jsonl")              # doctest: +SKIP
     >>> scan = src.scan(); next(iter(src.requests())).custom_id   # doctest: +SKIP
@@ -28,12 +33,12 @@ from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import orjson
 
 from batchrun.errors import InputError
-from batchrun.ids import id_hash
+from batchrun.ids import body_hash_int, id_hash
 from batchrun.models import Request
 
 CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
@@ -41,6 +46,8 @@ PARQUET_BATCH_ROWS = 2048
 
 # (decoded row, where) -> Request; raises InputError for a bad row.
 RowMapper = Callable[[Any, int, str], Request]
+# The last step from row to request (e.g. set a streamed body up for usage).
+Finisher = Callable[[Request], Request]
 
 
 def input_kind(path: str) -> str:
@@ -106,6 +113,18 @@ def check_body(body: dict[str, Any], path: str, where: str) -> None:
             raise InputError(path, where, f"messages[{i}] must be an object with a 'role'")
 
 
+class Interrupted(Exception):
+    """The scan was asked to stop (Ctrl-C while the input is being checked)."""
+
+
+class _StopCheck(Protocol):
+    def __call__(self) -> bool: ...
+
+
+SCAN_STOP_EVERY = 512
+"""Rows between two looks at the scan's stop flag."""
+
+
 @dataclass
 class ScanResult:
     """What one validating pass over the input found."""
@@ -115,6 +134,14 @@ class ScanResult:
     fingerprint: str = ""
     hashes: array[int] = field(default_factory=lambda: array("Q"))
     """The id hash of every valid row (8 bytes each), in file order."""
+    bodies: array[int] = field(default_factory=lambda: array("Q"))
+    """The body hash (`batchrun.ids.body_hash_int`) of every valid row, same order."""
+    last_row: int = 0
+    """The last row number read: later passes stop there."""
+    columns: set[str] | None = None
+    """Dataset inputs: every column name seen in any row (for checks before sending)."""
+    models: set[str] = field(default_factory=set)
+    """Every model the requests name (for price checks before sending)."""
 
 
 class Source:
@@ -128,17 +155,25 @@ class Source:
         mapper: RowMapper | None = None,
         dataset: bool = False,
         skip_invalid: bool = False,
+        finish: Finisher | None = None,
     ) -> None:
         self.path = path
         self.kind = input_kind(path)
         self.skip_invalid = skip_invalid
         # dataset rows go to a template mapper as they are; request rows carry a body
         self.dataset = dataset
-        self.mapper: RowMapper = mapper or (
+        base: RowMapper = mapper or (
             lambda obj, row, where: request_from_row(
                 obj, row, where, default_model=default_model, path=path
             )
         )
+        self.mapper: RowMapper = (
+            base if finish is None else (lambda obj, row, where: finish(base(obj, row, where)))
+        )
+        self._size: int | None = None
+        """Bytes of a plain JSONL file when first read; no pass reads past them."""
+        self._fingerprint: str | None = None
+        self._last_row: int | None = None
 
     # -- raw rows -------------------------------------------------------------------
     def _check_file(self) -> None:
@@ -155,15 +190,26 @@ class Source:
     def rows(self) -> Iterator[tuple[int, str, Any]]:
         """(row number, label, decoded row or the InputError that row raised)."""
         self._check_file()
-        if self.kind == "parquet":
-            yield from self._parquet_rows()
-        else:
-            yield from self._jsonl_rows()
+        rows = self._parquet_rows() if self.kind == "parquet" else self._jsonl_rows()
+        last = self._last_row
+        if last is None:
+            yield from rows
+            return
+        for item in rows:
+            if item[0] > last:
+                break  # appended after the scan: never validated, never sent
+            yield item
 
     def _jsonl_rows(self) -> Iterator[tuple[int, str, Any]]:
+        limit = self._size if self.kind == "jsonl" else None
+        pos = 0
         try:
             with self._open() as f:
                 for lineno, line in enumerate(f, 1):
+                    if limit is not None:
+                        pos += len(line)
+                        if pos > limit:
+                            break  # written after this run first looked at the file
                     if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
                         line = line[3:]
                     if not line.strip():
@@ -235,16 +281,29 @@ class Source:
             except InputError:
                 continue
 
-    def scan(self, invalid_sink: IO[bytes] | None = None) -> ScanResult:
+    def scan(
+        self, invalid_sink: IO[bytes] | None = None, *, should_stop: _StopCheck | None = None
+    ) -> ScanResult:
         """Validate every row, count them, reject duplicate ids. Sends nothing.
 
         Raises the first InputError unless the source skips invalid rows, in which
         case each bad row is written to ``invalid_sink`` as a JSON line.
+        ``should_stop`` is polled every few hundred rows; when it says so the scan
+        raises `Interrupted` (a Ctrl-C during a long scan must not wait for it).
         """
         result = ScanResult(fingerprint=self.fingerprint())
-        hashes = result.hashes
+        self._last_row = None
+        hashes, bodies, models = result.hashes, result.bodies, result.models
+        columns: set[str] | None = set() if self.dataset else None
+        collect = columns is not None and self.kind != "parquet"
         mapper = self.mapper
+        dumps = orjson.dumps
         for row, where, obj in self.rows():
+            result.last_row = row
+            if should_stop is not None and row % SCAN_STOP_EVERY == 0 and should_stop():
+                raise Interrupted()
+            if collect and type(obj) is dict:
+                columns.update(obj)  # type: ignore[union-attr]
             try:
                 if isinstance(obj, InputError):
                     raise obj
@@ -262,7 +321,15 @@ class Source:
                     )
                 continue
             hashes.append(id_hash(req.custom_id))
+            bodies.append(body_hash_int(dumps(req.body)))
+            model = req.body.get("model")
+            if isinstance(model, str):
+                models.add(model)
             result.total += 1
+        result.columns = columns
+        if self.kind == "parquet" and columns is not None:
+            result.columns = set(self._parquet_names())
+        self._last_row = result.last_row
         if result.total == 0 and result.invalid == 0:
             raise InputError(self.path, "0", "the file holds no requests")
         if result.total == 0:
@@ -301,16 +368,40 @@ class Source:
                 yield req.custom_id, where
 
     def fingerprint(self) -> str:
-        """blake2b of the file's bytes: a resumed run must read the same input."""
+        """blake2b of the file's bytes: a resumed run must read the same input.
+
+        Taken once per Source; it also fixes the file's length for every later pass.
+        """
+        if self._fingerprint is not None:
+            return self._fingerprint
         self._check_file()
         digest = blake2b(digest_size=16)
         try:
             with open(self.path, "rb") as f:
-                while chunk := f.read(1 << 20):
+                size = os.fstat(f.fileno()).st_size
+                left = size
+                while left > 0 and (chunk := f.read(min(1 << 20, left))):
                     digest.update(chunk)
+                    left -= len(chunk)
         except OSError as exc:
             raise InputError(self.path, "0", f"cannot read file: {exc}") from exc
-        return digest.hexdigest()
+        self._size = size
+        self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def grew(self) -> bool:
+        """True when the file is longer now than when this run first read it."""
+        if self._size is None:
+            return False
+        try:
+            return os.path.getsize(self.path) > self._size
+        except OSError:
+            return False
+
+    def _parquet_names(self) -> list[str]:
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(self.path).schema_arrow.names)
 
 
 def _duplicate_hashes(hashes: array[int]) -> set[int]:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 import orjson
 
 from batchrun import __version__
+from batchrun.redact import scrub
+from batchrun.rundir import TMP_PREFIX
 from batchrun.tally import Tally
 
 
@@ -31,7 +34,7 @@ def atomic_file(path: str, suffix: str = "") -> Iterator[str]:
             pq.write_table(table, tmp)
     """
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=directory)
     os.close(fd)
     try:
         yield tmp
@@ -47,8 +50,10 @@ def atomic_file(path: str, suffix: str = "") -> Iterator[str]:
 
 
 def write_json_atomic(path: str, data: Any) -> None:
+    """Replace ``path`` with ``data`` as indented JSON (API keys scrubbed)."""
+    encoded = scrub(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
     with atomic_file(path, ".json") as tmp, open(tmp, "wb") as f:
-        f.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        f.write(encoded)
 
 
 @dataclass
@@ -78,6 +83,7 @@ def build_summary(
     input_path: str,
     counts: Counts,
     tally: Tally,
+    failed_codes: Iterable[str] = (),
     elapsed_s: float,
     results_bytes: int,
     errors_bytes: int,
@@ -96,7 +102,8 @@ def build_summary(
         "by_model": state["by_model"],
         "retries": tally.retries,
         "rate_limited": tally.rate_limited,
-        "error_codes": state["error_codes"],
+        # the rows failing now, by code (a failure retried into an answer leaves it)
+        "error_codes": dict(Counter(failed_codes)),
         "elapsed_s": round(elapsed_s, 3),
         "pacing": pacing or {},
     }

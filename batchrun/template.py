@@ -12,8 +12,8 @@ rendering a row is one dict look-up per placeholder and one ``str.join`` per mes
     >>> t.render({"text": "Great {value}!"}, "line 1")[1]
     {'role': 'user', 'content': 'Review: Great {value}!'}
 
-Values are converted to text the way a person would write them: None is empty,
-booleans are ``true``/``false``, floats use ``repr`` (``0.1``, not ``0.1000000001``),
+Values are converted to text the way a person would write them (a null value
+is a bad row, never an empty prompt): booleans are ``true``/``false``, floats use ``repr`` (``0.1``, not ``0.1000000001``),
 lists and dicts are compact JSON, bytes are decoded as UTF-8.
 """
 
@@ -162,6 +162,13 @@ class PromptTemplate:
                     value = row[column]
                 except KeyError:
                     raise self._missing(row, column, row_label, path) from None
+                if value is None:
+                    # an empty prompt would be paid for and answered; the row is bad
+                    raise InputError(
+                        path,
+                        row_label,
+                        f"template placeholder {{{column}}}: column '{column}' is null",
+                    )
                 pieces.append(value if isinstance(value, str) else as_text(value))
             out.append({"role": role, "content": "".join(pieces)})
         return out

@@ -9,11 +9,13 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from batchrun.budget import CostHooks
 from batchrun.cli import cli
 from batchrun.config import RunConfig
+from batchrun.errors import ConfigError
 from batchrun.runner import EXIT_BUDGET, EXIT_OK, Runner
 from batchrun.tokens import prompt_tokens
 from tests.conftest import body, completion, read_lines
@@ -116,9 +118,10 @@ def test_unpriced_model_cannot_be_capped(tmp_path: Path) -> None:
     cfg = setup(tmp_path, rows=3)
     path = Path(cfg.input_path)
     path.write_text(path.read_text().replace("test-model", "nobody-prices-this-model"))
-    result = run(replace(cfg, max_cost=1.0))
-    assert result.exit_code == EXIT_BUDGET
-    assert any("nobody-prices-this-model" in n and "--prices" in n for n in result.notes)
+    # refused before anything is sent, naming the model and the price-file option
+    refused = r"no known price for 'nobody-prices-this-model'.*--prices"
+    with pytest.raises(ConfigError, match=refused):
+        run(replace(cfg, max_cost=1.0))
     assert read_lines(Path(cfg.out_dir) / "results.jsonl") == []
 
 

@@ -203,8 +203,8 @@ def test_status_report_figures_from_crafted_files(tmp_path: Path) -> None:
     assert "7 succeeded, 2 failed, 1 pending of 10" in text
     assert f"p50 {latency['p50']:,.0f} ms" in text
     assert "first token p50 40 ms" in text and "(3 streams)" in text
-    assert "retries     5 (2 rate-limited); by cause: 429: 2, " in text
-    assert "errors      2 by code: invalid: 1, invalid_api_key: 1" in text
+    assert "retries     5 attempts retried; 2 answers were 429; retries by cause: 429: 2, " in text
+    assert "errors      2 rows failing now, by code: invalid: 1, invalid_api_key: 1" in text
     assert "gpt-4o-mini" in text and "(priced now from usage totals)" in text
     assert str(run_dir / "results.jsonl") in text
 

@@ -430,7 +430,7 @@ def test_changed_model_option_is_refused(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, inp, model="gpt-4o-mini")
     run(cfg, Server(), StopAfter(2))
     server = Server()
-    with pytest.raises(RunDirError, match=r"option model was 'gpt-4o-mini', now 'gpt-4o'"):
+    with pytest.raises(RunDirError, match=r"option model: 'gpt-4o-mini' -> 'gpt-4o'"):
         run(replace(cfg, model="gpt-4o"), server)
     assert server.total == 0
     # the same options resume fine

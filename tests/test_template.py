@@ -107,8 +107,14 @@ def test_value_conversion() -> None:
     assert as_text("é".encode()) == "é"
     assert as_text(dt.date(2024, 5, 1)) == "2024-05-01"
     t = PromptTemplate.from_section({"user": "{a}|{b}|{c}|{d}"})
-    content = t.render({"a": None, "b": 4, "c": 0.5, "d": ["x"]}, "row 1")[0]["content"]
+    content = t.render({"a": "", "b": 4, "c": 0.5, "d": ["x"]}, "row 1")[0]["content"]
     assert content == '|4|0.5|["x"]'
+
+
+def test_a_null_template_value_is_a_bad_row_not_an_empty_prompt() -> None:
+    t = PromptTemplate.from_section({"user": "Review: {text}"})
+    with pytest.raises(InputError, match=r"data.jsonl:line 4: .*\{text\}: column 'text' is null"):
+        t.render({"text": None}, "line 4", path="data.jsonl")
 
 
 def test_build_body_adds_messages_and_response_format() -> None:
