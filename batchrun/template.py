@@ -13,8 +13,9 @@ rendering a row is one dict look-up per placeholder and one ``str.join`` per mes
     {'role': 'user', 'content': 'Review: Great {value}!'}
 
 Values are converted to text the way a person would write them (a null value
-is a bad row, never an empty prompt): booleans are ``true``/``false``, floats use ``repr`` (``0.1``, not ``0.1000000001``),
-lists and dicts are compact JSON, bytes are decoded as UTF-8.
+is a bad row, never an empty prompt): booleans are ``true``/``false``, floats use
+``repr`` (``0.1``, not ``0.1000000001``), lists and dicts are compact JSON, bytes
+are decoded as UTF-8.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from batchrun.cli import cli
 from batchrun.errors import RunDirError
 from batchrun.rundir import RunDirLock, holder, remove_stray_temp_files
 from batchrun.sim import SimConfig, SimThread
-from tests.test_resume import ids_of, make_cfg, run, summary_of, write_rows
 from tests.test_resume import Server as ScriptedServer
+from tests.test_resume import ids_of, make_cfg, run, summary_of, write_rows
 
 ROWS = 60
 
