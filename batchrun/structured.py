@@ -4,19 +4,22 @@ When a job gives a JSON schema, each response's content is parsed and its top-le
 properties become columns of the Parquet output, typed from the schema: string ->
 string, integer -> int64, number -> float64, boolean -> bool, anything nested (object,
 array, anyOf, $ref) -> its JSON text. Content that is not JSON, not an object, lacks a
-required field or has a wrongly typed one gives no values and a ``parse_error``:
-a model's bad answer is data to look at, never a crash.
+required field, has a wrongly typed one, or breaks any other rule of the whole schema
+(nested objects and arrays, enums, additionalProperties..., checked with
+`batchrun.quality.SchemaValidator`) gives no values and a ``parse_error``: a model's
+bad answer is data to look at, never a crash.
 
     >>> schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
     >>> parse_content('```json\\n{"n": 3}\\n```', schema)
     ({'n': 3}, None)
     >>> parse_content('{"n": "three"}', schema)
     (None, "field 'n': expected integer, got string")
+    >>> parse_content('{"n": 3, "tags": [1]}', {**schema, "additionalProperties": False})
+    (None, "$: Additional properties are not allowed ('tags' was unexpected)")
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +27,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*[ \t]*\r?\n(.*?)\r?\n?```\s*$", re.DOTALL)
+from batchrun.quality import SchemaValidator, compile_schema, load_json, strip_fences
+
+__all__ = ["load_json", "parse_content", "parsed_columns", "strip_fences"]
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "string": pa.string(),
@@ -81,31 +86,6 @@ def parsed_columns(schema: Mapping[str, Any] | None) -> list[tuple[str, pa.DataT
     return columns
 
 
-def strip_fences(content: str) -> str:
-    """Remove a Markdown code fence (```json ... ```) that models sometimes add.
-
-    >>> strip_fences('```json\\n{"a": 1}\\n```')
-    '{"a": 1}'
-    """
-    if "```" not in content:
-        return content
-    match = _FENCE.match(content)
-    return match.group(1) if match else content
-
-
-def load_json(content: str | None) -> tuple[Any, str | None]:
-    """Parse response content as JSON (fences stripped): (value, None) or (None, error)."""
-    if content is None:
-        return None, "no content"
-    text = strip_fences(content).strip()
-    if not text:
-        return None, "empty content"
-    try:
-        return orjson.loads(text), None
-    except orjson.JSONDecodeError as exc:
-        return None, f"invalid JSON: {exc}"
-
-
 def _type_name(value: Any) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
@@ -122,10 +102,18 @@ class _Compiled:
     schema: Any  # held so its id() cannot be reused while cached
     fields: tuple[_Field, ...]
     required: tuple[str, ...]
+    validator: SchemaValidator  # the whole schema, for what the fields do not check
 
 
 _COMPILED: dict[int, _Compiled] = {}
 _COMPILED_MAX = 64
+
+
+def _as_json_schema(schema: Mapping[str, Any] | None) -> Any:
+    """The schema for the validator: no schema (None) accepts any JSON object."""
+    if isinstance(schema, dict):
+        return schema
+    return dict(schema) if isinstance(schema, Mapping) else True
 
 
 def _compile(schema: Mapping[str, Any] | None) -> _Compiled:
@@ -145,7 +133,10 @@ def _compile(schema: Mapping[str, Any] | None) -> _Compiled:
         )
     required = schema.get("required") if isinstance(schema, Mapping) else None
     compiled = _Compiled(
-        schema, tuple(fields), tuple(str(r) for r in required) if isinstance(required, list) else ()
+        schema,
+        tuple(fields),
+        tuple(str(r) for r in required) if isinstance(required, list) else (),
+        compile_schema(_as_json_schema(schema)),
     )
     if len(_COMPILED) >= _COMPILED_MAX:
         _COMPILED.clear()
@@ -205,4 +196,7 @@ def parse_content(
         if error is not None:
             return None, error
         values[field.name] = value
+    error = compiled.validator.error(data)
+    if error is not None:
+        return None, error
     return values, None

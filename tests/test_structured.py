@@ -114,3 +114,64 @@ def test_nullable_field_accepts_null_and_schema_without_properties() -> None:
     assert error is None and values is not None and values["note"] is None
     assert parse_content('{"anything": 1}', {"type": "object"}) == ({}, None)
     assert load_json("[1, 2]") == ([1, 2], None)
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        # the top-level check alone let these through (the bug this closes)
+        (
+            '{"sentiment": "positive", "confidence": 1, "detail": {"a": 5}}',
+            '$.detail.a: 5 is not of type "string"',
+        ),
+        (
+            '{"sentiment": "positive", "confidence": 1, "tags": ["a", 3]}',
+            '$.tags[1]: 3 is not of type "string"',
+        ),
+        (
+            '{"sentiment": "positive", "confidence": 1, "stars": null}',
+            '$.stars: null is not of type "integer"',
+        ),
+    ],
+)
+def test_parse_checks_the_whole_schema(content: str, error: str) -> None:
+    assert parse_content(content, SCHEMA) == (None, error)
+
+
+def test_parse_nested_enum_and_additional_properties() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "items": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"label": {"enum": ["positive", "negative", "neutral"]}},
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "additionalProperties": False,
+    }
+    good = '{"items": [{"label": "neutral"}]}'
+    assert parse_content(good, schema) == ({"items": '[{"label":"neutral"}]'}, None)
+    assert parse_content('{"items": [{}, {}, {"label": "neutralish"}]}', schema) == (
+        None,
+        '$.items[2].label: "neutralish" is not one of "positive", "negative" or "neutral"',
+    )
+    assert parse_content('{"items": [{"label": "neutral", "x": 1}]}', schema) == (
+        None,
+        "$.items[0]: Additional properties are not allowed ('x' was unexpected)",
+    )
+    assert parse_content('{"items": [], "more": 1}', schema) == (
+        None,
+        "$: Additional properties are not allowed ('more' was unexpected)",
+    )
+
+
+def test_a_broken_schema_gives_every_row_a_parse_error_not_a_crash() -> None:
+    schema = {"type": "object", "properties": {"n": {"$ref": "#/$defs/missing"}}}
+    assert parse_content('{"n": 1}', schema) == (
+        None,
+        "invalid schema: Pointer '/$defs/missing' does not exist",
+    )
