@@ -34,10 +34,12 @@ class _Group(click.Group):
     lazy = {
         "sim": "batchrun.sim.cli:sim_command",
         "estimate": "batchrun.commands:estimate_command",
+        "eval": "batchrun.commands:eval_command",
     }
     lazy_help = {
         "sim": "Serve the built-in OpenAI-compatible simulator on 127.0.0.1.",
         "estimate": "Count prompt tokens and price a job before sending anything.",
+        "eval": "Score a run again, sending nothing.",
     }
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -72,7 +74,9 @@ class _Group(click.Group):
         except BatchrunError as exc:
             if os.environ.get("BATCHRUN_DEBUG") == "1":
                 raise
-            raise click.ClickException(str(exc)) from exc
+            from batchrun.redact import scrub_text
+
+            raise click.ClickException(scrub_text(str(exc))) from exc
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)
@@ -180,7 +184,22 @@ def _endpoint(cfg: RunConfig) -> Iterator[RunConfig]:
 @click.option(
     "--retry-failed", is_flag=True, help="Retry rows that failed for good in an earlier run."
 )
-@click.option("--force", is_flag=True, help="Resume even if the input or request options changed.")
+@click.option(
+    "--retry-bad-answers",
+    is_flag=True,
+    help="Send again the rows whose answer was unusable (truncated, refused, off-schema).",
+)
+@click.option(
+    "--quality-breaker",
+    type=click.FloatRange(min=0, max=1),
+    help="Stop when this share of the first 20+ answers is unusable; 0 turns it off "
+    "[default: 0.8].",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Resume even if the input or request options changed (changed rows are sent again).",
+)
 @click.option(
     "--drain-timeout",
     type=click.FloatRange(min=0),

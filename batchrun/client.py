@@ -28,6 +28,7 @@ from batchrun.errors import (
     RequestTimeout,
     TransportError,
 )
+from batchrun.redact import register_secret, scrub, scrub_text
 from batchrun.responses import check_completion, parse_completion, request_id_of
 
 Clock = Callable[[], float]
@@ -116,7 +117,7 @@ class ChatClient:
         headers.update({k.lower(): v for k, v in auth_headers(api_key, auth, auth_header).items()})
         self._headers = list(headers.items())
         self._stream_headers = list({**headers, "accept": "text/event-stream"}.items())
-        self._secret = api_key.encode() if api_key else b""
+        register_secret(api_key)
         self._total_timeout = total_timeout
         self._max_bytes = max_response_bytes
         self._clock = clock
@@ -188,10 +189,10 @@ class ChatClient:
                     _describe(exc, "transport error"), code="connection_error"
                 ) from exc
             raise
+        # a proxy quoting our Authorization header must not put the key in errors.jsonl;
+        # scrubbed here, before any message is cut short around it
+        content = scrub(content)
         rheaders = response.headers
-        if self._secret and self._secret in content:
-            # a proxy quoting our Authorization header must not put the key in errors.jsonl
-            content = content.replace(self._secret, b"***")
         parsed = parse_completion(response.status_code, rheaders, content)
         return Reply(response.status_code, rheaders, parsed, request_id_of(rheaders))
 
@@ -224,10 +225,10 @@ class ChatClient:
                 if size > self._max_bytes:
                     raise _too_large(response, self._max_bytes)
                 for payload in decoder.feed(chunk):
-                    if assembler.add(payload) and ttft is None:
+                    if assembler.add(scrub_text(payload)) and ttft is None:
                         ttft = self._clock() - sent_at
             for payload in decoder.close():
-                assembler.add(payload)
+                assembler.add(scrub_text(payload))
             completion = assembler.result()
         except BadResponse as exc:
             # the exchange itself was an HTTP 200: keep it on the attempt and error line

@@ -14,6 +14,8 @@ import click
 import orjson
 
 from batchrun.config import RunConfig
+from batchrun.errors import ConfigError
+from batchrun.redact import scrub_text
 from batchrun.runner import CompositeHooks, RunHooks, Runner
 
 
@@ -31,7 +33,7 @@ def execute_run(cfg: RunConfig, api_key: str | None) -> int:
     runner = Runner(cfg, api_key=api_key, handle_signals=True, hooks=run_hooks(cfg))
     result = anyio.run(runner.run)
     for note in result.notes:
-        click.echo(f"batchrun: {note}", err=True)
+        click.echo(scrub_text(f"batchrun: {note}"), err=True)
     return result.exit_code
 
 
@@ -96,4 +98,70 @@ def estimate_command(
     estimate_and_print(cfg, as_json)
 
 
-__all__ = ["estimate_command", "execute_run", "print_status"]
+@click.command("eval", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_dir")
+@click.option("-j", "--job", "job_path", help="Take the [eval] section from this job file.")
+@click.option("--reference-column", help="Input column holding the right answer.")
+@click.option(
+    "--compare", type=click.Choice(["exact", "json_field"]), help="What to compare with it."
+)
+@click.option("--field", help="The JSON field compared (--compare json_field).")
+@click.option("--normalize/--no-normalize", default=None, help="Ignore case, spaces, end dots.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def eval_command(
+    run_dir: str,
+    job_path: str | None,
+    reference_column: str | None,
+    compare: str | None,
+    field: str | None,
+    normalize: bool | None,
+    as_json: bool,
+) -> None:
+    """Score a run again, sending nothing (the recorded [eval], or another one)."""
+    from batchrun.dataset_output import rescore
+    from batchrun.evaluate import format_eval
+
+    evaluation = None
+    if job_path:
+        from batchrun.jobfile import load_job
+
+        evaluation = load_job(job_path).eval
+        if evaluation is None:
+            raise ConfigError(f"{job_path}: has no [eval] section")
+    if reference_column or compare or field or normalize is not None:
+        if not reference_column and evaluation is None:
+            evaluation = _recorded_eval(run_dir)
+        evaluation = {
+            **(evaluation or {}),
+            **({"reference_column": reference_column} if reference_column else {}),
+            **({"compare": compare} if compare else {}),
+            **({"field": field} if field else {}),
+            **({"normalize": normalize} if normalize is not None else {}),
+        }
+        evaluation.setdefault("compare", "json_field" if evaluation.get("field") else "exact")
+        evaluation.setdefault("normalize", True)
+        evaluation.setdefault("field", None)
+        if not evaluation.get("reference_column"):
+            raise ConfigError("--reference-column is needed (the run recorded no [eval])")
+        if evaluation["compare"] == "json_field" and not evaluation.get("field"):
+            raise ConfigError("--compare json_field needs --field")
+    report = rescore(run_dir, evaluation)
+    if as_json:
+        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        click.echo(format_eval(report))
+
+
+def _recorded_eval(run_dir: str) -> dict[str, object] | None:
+    import os
+
+    try:
+        with open(os.path.join(run_dir, "run.json"), "rb") as f:
+            options = orjson.loads(f.read()).get("options") or {}
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    recorded = (options.get("job") or {}).get("eval")
+    return dict(recorded) if recorded else None
+
+
+__all__ = ["estimate_command", "eval_command", "execute_run", "print_status"]

@@ -12,7 +12,7 @@ requests; a resumed run must agree with them.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -41,6 +41,10 @@ class RunConfig:
     auth_header: str = "Authorization"
     headers: tuple[tuple[str, str], ...] = ()
     retry_failed: bool = False
+    retry_bad_answers: bool = False
+    """Send again the rows whose answer is unusable (truncated, refused, off-schema)."""
+    quality_breaker: float = 0.8
+    """Stop when this share of a model's first answers (20 or more) is unusable; 0: never."""
     force: bool = False
     drain_timeout: float = 30.0
     max_cost: float | None = None
@@ -66,6 +70,15 @@ class RunConfig:
             "job": {k: v for k, v in self.job.items() if k != "eval"},
             "id_column": self.id_column,
         }
+
+    @classmethod
+    def from_public_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """The settings a run recorded in run.json (`public_dict`), to look at the run
+        again (`batchrun eval`); secret header values stay masked."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["headers"] = tuple((str(n), str(v)) for n, v in values.get("headers") or ())
+        return cls(**values)
 
     def public_dict(self) -> dict[str, Any]:
         """Every option, for run.json. Holds no secret: keys live only in the env."""

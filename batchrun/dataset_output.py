@@ -20,10 +20,11 @@ import os
 import sys
 from typing import IO, Any
 
+import orjson
 import pyarrow as pa
 
 from batchrun.config import RunConfig
-from batchrun.errors import BatchrunError, ConfigError
+from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.evaluate import format_eval
 from batchrun.journal import SUMMARY
 from batchrun.parquet_out import write_results_parquet
@@ -57,6 +58,46 @@ def merge_summary(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, A
     if journal is not None:
         summary["journal"] = journal
     return summary
+
+
+def rescore(run_dir: str, evaluation: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score a run again without sending anything: rebuild results.parquet and the
+    evaluation from the run's files (the input must still be where it was), with the
+    recorded [eval] or ``evaluation``, and record both in summary.json.
+
+        report = rescore("runs/sentiment", {"reference_column": "label",
+                                            "compare": "json_field", "field": "sentiment"})
+    """
+    from dataclasses import replace
+
+    from batchrun.journal import RUN_INFO
+    from batchrun.rundir import RunDirLock
+
+    info_path = os.path.join(run_dir, RUN_INFO)
+    try:
+        with open(info_path, "rb") as f:
+            info = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise RunDirError(f"{run_dir}: no readable run.json (is it a batchrun run?)") from exc
+    cfg = RunConfig.from_public_dict(info.get("options") or {})
+    cfg = replace(cfg, out_dir=run_dir)
+    if evaluation is not None:
+        cfg = replace(cfg, job={**cfg.job, "eval": evaluation})
+    if not cfg.job.get("eval"):
+        raise ConfigError(f"{run_dir}: the run has no [eval]; say what to score against")
+    if not cfg.job.get("prompt"):
+        raise ConfigError(f"{run_dir}: a plain request file has no reference column to score")
+    with RunDirLock(run_dir):  # never next to a run still writing
+        extra = finish_dataset_run(cfg)
+        summary_path = os.path.join(run_dir, SUMMARY)
+        try:
+            with open(summary_path, "rb") as f:
+                summary = orjson.loads(f.read())
+        except (OSError, orjson.JSONDecodeError):
+            summary = {}
+        write_json_atomic(summary_path, merge_summary(summary, extra))
+    report: dict[str, Any] = extra["eval"]
+    return report
 
 
 class DatasetOutputHooks(RunHooks):

@@ -14,7 +14,8 @@
         │   └── BadResponse      200 that is not a usable completion (torn stream,
         │                        error object inside 200, non-JSON body)
         └── FinalError       retrying cannot help
-            └── ClientError      other 4xx (400, 401, 403, 404, 422, ...)
+            ├── ClientError      other 4xx (400, 401, 403, 404, 422, ...)
+            └── UnusableAnswer   a billed answer that came back unreadable twice
 
 Lower-level exceptions (httpx, aiohttp, OSError) are mapped onto this tree in one
 place, `batchrun.client`, with ``raise ... from exc``. The CLI turns the non-request
@@ -63,6 +64,9 @@ class RequestError(BatchrunError):
     """
 
     retryable = False
+    billed = False
+    """True when the server probably charged for this attempt (a 200 we could not
+    read): such an attempt is retried once at most."""
 
     def __init__(
         self,
@@ -113,3 +117,7 @@ class FinalError(RequestError):
 
 class ClientError(FinalError):
     pass
+
+
+class UnusableAnswer(FinalError):
+    """A second billed attempt came back unreadable: stop paying for this row."""

@@ -48,6 +48,7 @@ A full job file (every section but [input] is optional)::
     rpm = 500
     tpm = 200000
     max_cost = 1.50      # USD
+    quality_breaker = 0.8  # stop when this share of the first answers is unusable; 0: off
 
     [retry]
     max_attempts = 6
@@ -104,7 +105,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "request": (),  # open: any body field passes through
     "prompt": ("system", "user", "messages"),
     "response_format": ("type", "name", "schema", "schema_file", "strict"),
-    "limits": ("concurrency", "rpm", "tpm", "max_cost"),
+    "limits": ("concurrency", "rpm", "tpm", "max_cost", "quality_breaker"),
     "retry": ("max_attempts", "timeout", "total_timeout"),
     "output": ("dir", "parquet"),
     "eval": ("reference_column", "compare", "field", "normalize"),
@@ -190,6 +191,7 @@ class Job:
     rpm: float | None = None
     tpm: float | None = None
     max_cost: float | None = None
+    quality_breaker: float | None = None
     max_attempts: int | None = None
     timeout: float | None = None
     total_timeout: float | None = None
@@ -235,6 +237,7 @@ class Job:
             "rpm": self.rpm,
             "tpm": self.tpm,
             "max_cost": self.max_cost,
+            "quality_breaker": self.quality_breaker,
             "max_attempts": self.max_attempts,
             "timeout": self.timeout,
             "total_timeout": self.total_timeout,
@@ -363,6 +366,15 @@ class _Checker:
             return None
         return float(value)
 
+    def share(self, sec: dict[str, Any], name: str, key: str) -> float | None:
+        value = sec.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            self.problem(f"{name}.{key}", f"must be a number from 0 to 1 (got {_show(value)})")
+            return None
+        return float(value)
+
     def file(
         self, sec: dict[str, Any], name: str, key: str, *, required: bool = False
     ) -> Path | None:
@@ -406,6 +418,7 @@ class _Checker:
             "rpm": self.positive_number(limits, "limits", "rpm"),
             "tpm": self.positive_number(limits, "limits", "tpm"),
             "max_cost": self.positive_number(limits, "limits", "max_cost"),
+            "quality_breaker": self.share(limits, "limits", "quality_breaker"),
             "max_attempts": self.positive_int(retry, "retry", "max_attempts"),
             "timeout": self.positive_number(retry, "retry", "timeout"),
             "total_timeout": self.positive_number(retry, "retry", "total_timeout"),

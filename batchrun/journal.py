@@ -27,7 +27,14 @@ from typing import Any
 import orjson
 
 from batchrun.ids import id_hash, id_hash_bytes
-from batchrun.records import ID_AT, ID_PREFIX, body_hash_of, custom_id_of, decode
+from batchrun.records import (
+    ID_AT,
+    ID_PREFIX,
+    bad_answer_of,
+    body_hash_of,
+    custom_id_of,
+    decode,
+)
 from batchrun.tally import Tally
 
 RESULTS = "results.jsonl"
@@ -45,6 +52,8 @@ class JournalState:
     """The same for rows that failed for good (and have no answer)."""
     failed_codes: dict[int, str] = field(default_factory=dict)
     """id hash -> error code of its last failure."""
+    bad: set[int] = field(default_factory=set)
+    """Ids whose last answer is unusable (truncated, refused, off-schema...)."""
     tally: Tally = field(default_factory=Tally)
     results_bytes: int = 0
     errors_bytes: int = 0
@@ -108,9 +117,9 @@ def _line_boundary(path: str, offset: int) -> bool:
         return False
 
 
-def _scan(path: str, ids: dict[int, int], tally: Tally, parse_from: int) -> int:
-    """Note every id in ``path`` with its body hash in ``ids`` (a later line wins);
-    count lines at/after ``parse_from``.
+def _scan(path: str, ids: dict[int, int], tally: Tally, parse_from: int, bad: set[int]) -> int:
+    """Note every id in ``path`` with its body hash in ``ids`` (a later line wins) and
+    in ``bad`` when its answer is unusable; count lines at/after ``parse_from``.
 
     A last line without its newline (torn, or being written right now by a live
     run) is not counted.
@@ -124,18 +133,23 @@ def _scan(path: str, ids: dict[int, int], tally: Tally, parse_from: int) -> int:
                 break
             if pos >= parse_from:
                 record = decode(line)
-                ids[id_hash(record["custom_id"])] = body_hash_of(line) or 0
+                h = id_hash(record["custom_id"])
                 tally.count_line(record)
-            # the hot loop of a resume: two slices and one hash per line, inlined
+            # the hot loop of a resume: a few slices and one hash per line, inlined
             elif (
                 line.startswith(ID_PREFIX)
                 and line[ID_AT - 2 : ID_AT] == b':"'
                 and (end := line.find(b'"', ID_AT)) > 0
                 and b"\\" not in (raw := line[ID_AT:end])
             ):
-                ids[id_hash_bytes(raw)] = body_hash_of(line) or 0
+                h = id_hash_bytes(raw)
             else:
-                ids[id_hash(custom_id_of(line))] = body_hash_of(line) or 0
+                h = id_hash(custom_id_of(line))
+            ids[h] = body_hash_of(line) or 0
+            if bad_answer_of(line):
+                bad.add(h)
+            elif bad:
+                bad.discard(h)
             pos += len(line)
     return pos
 
@@ -191,7 +205,7 @@ def read_journal(run_dir: str, *, repair: bool = True) -> JournalState:
         e_from = int(checkpoint["errors_bytes"])
         state.elapsed_s = float(checkpoint.get("elapsed_s", 0.0))
     try:
-        state.results_bytes = _scan(results, state.done, state.tally, r_from)
+        state.results_bytes = _scan(results, state.done, state.tally, r_from, state.bad)
         failed: dict[int, int] = {}
         state.errors_bytes = _scan_errors(errors, failed, state.failed_codes, state.tally, e_from)
     except ValueError as exc:

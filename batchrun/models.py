@@ -35,9 +35,14 @@ class Attempt:
     status: int | None
     code: str
     message: str = ""
+    billed: bool = False
+    """A 200 whose answer could not be read: probably paid for."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "code": self.code, "message": self.message}
+        out: dict[str, Any] = {"status": self.status, "code": self.code, "message": self.message}
+        if self.billed:
+            out["billed"] = True
+        return out
 
 
 @dataclass(slots=True)

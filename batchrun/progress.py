@@ -43,6 +43,7 @@ from rich.text import Text
 
 from batchrun.config import RunConfig
 from batchrun.pricing import format_usd
+from batchrun.redact import scrub_text
 from batchrun.report import format_duration, format_status, run_report
 from batchrun.runner import RunHooks, Runner
 
@@ -306,9 +307,11 @@ class ProgressHooks(RunHooks):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._wait = wait or self._stop.wait
+        self._warned: set[tuple[str, str]] = set()
 
     # -- output ---------------------------------------------------------------------
     def _say(self, text: str) -> None:
+        text = scrub_text(text)
         with self._emit_lock:  # the watchdog thread writes too: whole lines only
             if self.mode == "live":
                 # through the console: while the display is up, rich prints above it
@@ -374,6 +377,19 @@ class ProgressHooks(RunHooks):
     def on_written(self, runner: Runner, batch: list[Any]) -> None:
         if self.mode == "plain":
             self.maybe_emit()
+        if self.mode != "quiet":
+            self._warn_about_answers(runner)
+
+    def _warn_about_answers(self, runner: Runner) -> None:
+        """Say once, as soon as it shows, that a share of answers is unusable."""
+        from batchrun.quality import quality_warnings
+
+        alerts = quality_warnings(runner.tally.quality, max_tokens=runner.max_tokens or None)
+        for alert in alerts:
+            key = (alert.model, alert.category)
+            if key not in self._warned:
+                self._warned.add(key)
+                self._say(f"batchrun: warning: {alert.message}")
 
     def on_stop(self, runner: Runner, reason: str) -> None:
         if reason in ("SIGINT", "SIGTERM"):

@@ -112,3 +112,14 @@ def body_hash_of(line: bytes) -> int | None:
         except ValueError:
             return None
     return None
+
+
+_META_KEY = b'"batchrun":{'
+_QUALITY_KEY = b'"quality":"'
+
+
+def bad_answer_of(line: bytes) -> bool:
+    """True when a result line's meta marks its answer as unusable (`batchrun.quality`:
+    truncated, refused, not valid against the schema...). Reads only the meta."""
+    at = line.rfind(_META_KEY)
+    return at >= 0 and line.find(_QUALITY_KEY, at) >= 0

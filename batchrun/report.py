@@ -132,6 +132,7 @@ def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dic
         usage = {**state["usage"], "missing": state["missing_usage"]}
         by_model = state["by_model"]
         retries, rate_limited = state["retries"], state["rate_limited"]
+        quality = state["quality"]
         status = summary.get("status", "unknown")
         if status == "running" and running_pid is None:
             status = "stopped"  # killed (kill -9, power cut) before it could say so
@@ -141,6 +142,7 @@ def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dic
         by_model = dict(summary.get("by_model") or {})
         retries, rate_limited = int(summary["retries"]), int(summary["rate_limited"])
         error_codes = dict(summary.get("error_codes") or {})
+        quality = summary.get("quality") or {}
         status = summary.get("status", "unknown")
 
     outputs = scan_outputs(run_dir)
@@ -167,6 +169,7 @@ def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dic
         "by_model": by_model,
         "retries": retries,
         "rate_limited": rate_limited,
+        "quality": quality,
         "retry_causes": dict(outputs.retry_causes.most_common()),
         "error_codes": dict(sorted(error_codes.items(), key=lambda kv: (-kv[1], kv[0]))),
         "cost_usd": cost,
@@ -271,6 +274,22 @@ def _breakdown(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k}: {_n(v)}" for k, v in counts.items())
 
 
+def _quality_lines(state: Mapping[str, Any]) -> list[str]:
+    """How usable the answers were, and a warning per problem worth a look."""
+    from batchrun.quality import QualityCounts, quality_warnings
+
+    counts = QualityCounts.from_state(state)
+    if not counts.answers:
+        return []
+    totals = counts.totals()
+    ranked = sorted(totals.items(), key=lambda kv: (kv[0] != "ok", -kv[1]))
+    line = f"answers     {_n(counts.answers)}: " + ", ".join(f"{_n(n)} {c}" for c, n in ranked)
+    if counts.finish_reasons:
+        reasons = ", ".join(f"{r} {_n(n)}" for r, n in counts.finish_reasons.most_common())
+        line += f" (finish reasons: {reasons})"
+    return [line, *(f"warning     {a.message}" for a in quality_warnings(counts))]
+
+
 def _cost_lines(report: Mapping[str, Any]) -> list[str]:
     from batchrun.pricing import format_cost_table, format_usd
 
@@ -322,6 +341,7 @@ def format_status(report: Mapping[str, Any]) -> str:
     if usage.get("missing"):
         tokens += f"; {_n(usage['missing'])} responses without usage"
     lines.append(tokens)
+    lines.extend(_quality_lines(report.get("quality") or {}))
     tp = report.get("throughput") or {}
     if tp.get("requests_per_s") is not None:
         lines.append(

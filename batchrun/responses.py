@@ -2,7 +2,10 @@
 
     status 200 + chat.completion JSON  -> the body (dict), unmodified
     status 200 + {"error": {...}}      -> BadResponse (some relays do this)
-    status 200 + non-JSON / no choices -> BadResponse
+    status 200 + SSE labelled JSON     -> the assembled stream
+    status 200 + non-JSON / no choices -> BadResponse (choices [], [{}], [null] too);
+                                          non-JSON is marked ``billed`` and keeps
+                                          the whole body
     429                                -> RateLimited (insufficient_quota: ClientError)
     408, 409, 5xx                      -> ServerError
     3xx                                -> ClientError (redirects are not followed for POST)
@@ -11,8 +14,8 @@
 The ``{"error": {"message", "type", "param", "code"}}`` envelope is parsed into the
 error's message and code whatever the status.
 
-    >>> parse_completion(200, {}, b'{"choices": []}')
-    {'choices': []}
+    >>> parse_completion(200, {}, b'{"choices": [{"message": {"content": "hi"}}]}')
+    {'choices': [{'message': {'content': 'hi'}}]}
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import orjson
 
 from batchrun.errors import BadResponse, ClientError, RateLimited, RequestError, ServerError
+from batchrun.redact import scrub_text
 
 MAX_MESSAGE = 500
 
@@ -45,7 +49,8 @@ def error_envelope(body: Any) -> dict[str, Any] | None:
 
 
 def request_id_of(headers: Mapping[str, str]) -> str | None:
-    return headers.get("x-request-id") or headers.get("request-id")
+    value = headers.get("x-request-id") or headers.get("request-id")
+    return scrub_text(value) if value else value
 
 
 def _decode(content: bytes) -> Any:
@@ -87,7 +92,7 @@ def error_for_status(status: int, headers: Mapping[str, str], content: bytes) ->
     if status in (408, 409) or status >= 500:
         return ServerError(message, **kwargs)
     if 300 <= status < 400:
-        location = headers.get("location", "")
+        location = scrub_text(headers.get("location", ""))
         return ClientError(
             f"HTTP {status} redirect to {location!r} not followed (check --base-url)"[:MAX_MESSAGE],
             **{**kwargs, "code": "redirect"},
@@ -116,6 +121,19 @@ def check_completion(body: Any, status: int, headers: Mapping[str, str]) -> dict
             body=body,
             request_id=request_id_of(headers),
         )
+    choices = body["choices"]
+    if not choices or not all(
+        isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices
+    ):
+        # `choices: []`, `[{}]`, `[null]`: an answer with nothing in it is no answer
+        raise BadResponse(
+            "response has no usable choice (choices empty or without a message)",
+            code="no_choices",
+            status=status,
+            headers=headers,
+            body=body,
+            request_id=request_id_of(headers),
+        )
     return body
 
 
@@ -124,14 +142,29 @@ def parse_completion(status: int, headers: Mapping[str, str], content: bytes) ->
     if not 200 <= status < 300:
         raise error_for_status(status, headers, content)
     body = _decode(content)
+    if body is None and content.lstrip()[:6] in (b"data: ", b"data:{", b"event:"):
+        # an event stream labelled JSON (some relays stream whatever was asked)
+        body = _assembled(content)
     if body is None:
         ctype = headers.get("content-type", "")
-        raise BadResponse(
+        error = BadResponse(
             f"HTTP {status} body is not JSON (content-type {ctype!r}): {_snippet(content)!r}",
             code="invalid_json",
             status=status,
             headers=headers,
-            body=_snippet(content),
+            # the whole answer, as text: it was probably paid for, and is all there is
+            body=content.decode("utf-8", "replace"),
             request_id=request_id_of(headers),
         )
+        error.billed = bool(content.strip())  # an empty body carried no answer to pay for
+        raise error
     return check_completion(body, status, headers)
+
+
+def _assembled(content: bytes) -> dict[str, Any] | None:
+    from batchrun.streaming import assemble
+
+    try:
+        return assemble([content], require_done=False)
+    except BadResponse:
+        return None

@@ -324,8 +324,8 @@ def describe_attempt(exc: BaseException) -> Attempt:
     every output line. Non-request exceptions are described by their class name.
 
         >>> describe_attempt(RateLimited("slow down", code="rate_limited", status=429))
-        Attempt(status=429, code='rate_limited', message='slow down')
+        Attempt(status=429, code='rate_limited', message='slow down', billed=False)
     """
     if isinstance(exc, RequestError):
-        return Attempt(exc.status, exc.code, _truncate(exc.message or str(exc)))
+        return Attempt(exc.status, exc.code, _truncate(exc.message or str(exc)), exc.billed)
     return Attempt(None, type(exc).__name__, _truncate(str(exc)))

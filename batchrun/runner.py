@@ -49,12 +49,15 @@ from batchrun.errors import (
     RateLimited,
     RequestError,
     RunDirError,
+    UnusableAnswer,
 )
 from batchrun.ids import body_hash, body_hash_int, id_hash
 from batchrun.journal import RUN_INFO, SUMMARY, JournalState, answered, read_journal
 from batchrun.limits import Pacer
 from batchrun.models import Attempt, Outcome, Request
+from batchrun.quality import OK, QualityCounts, classify, compile_schema, quality_stop
 from batchrun.ratelimit_headers import get_header, parse_ratelimit_headers
+from batchrun.redact import register_secret
 from batchrun.responses import error_envelope
 from batchrun.retry import (
     describe_attempt,
@@ -73,6 +76,7 @@ from batchrun.sinks import JsonlSink
 from batchrun.sources import Interrupted, ScanResult, Source
 from batchrun.summary import Counts, build_summary, write_json_atomic
 from batchrun.tally import Tally
+from batchrun.usage import model_of
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -122,6 +126,7 @@ class Runner:
     ) -> None:
         self.cfg = cfg
         self.api_key = api_key
+        register_secret(api_key)  # scrubbed from every byte written from now on
         self.transport = transport
         self.source = source
         self.clock = clock
@@ -157,6 +162,14 @@ class Runner:
         self._stopping = anyio.Event()
         self._waiting: set[anyio.CancelScope] = set()
         """Requests waiting to be sent (budget, pacer); cancelled when the run stops."""
+        self._bad: set[int] = set()
+        """Rows whose answer in the run directory is unusable (for --retry-bad-answers)."""
+        schema = cfg.job.get("schema")
+        self._validator = compile_schema(schema) if schema else None
+        self.session_quality = QualityCounts()
+        """This process's answers by quality (what the quality breaker judges)."""
+        self.max_tokens: int | None = None
+        """max_tokens of the first request sent (0: none set), for quality messages."""
 
     # -- set-up ---------------------------------------------------------------------
     def _path(self, name: str) -> str:
@@ -242,6 +255,7 @@ class Runner:
         self.tally = journal.tally
         self._done = done = journal.done
         self._failed_before = failed = journal.failed
+        self._bad = bad = journal.bad if self.cfg.retry_bad_answers else set()
         self._elapsed_before = journal.elapsed_s
         succeeded = changed = 0
         failed_now: dict[int, str] = {}
@@ -249,7 +263,8 @@ class Runner:
             codes = journal.failed_codes
             for h, b in zip(scan.hashes, scan.bodies, strict=True):
                 if answered(done, h, b):
-                    succeeded += 1
+                    if h not in bad:  # with --retry-bad-answers a bad answer is pending
+                        succeeded += 1
                 elif answered(failed, h, b):
                     failed_now[h] = codes.get(h, "unknown")
                 elif h in done or h in failed:
@@ -276,7 +291,7 @@ class Runner:
         """Skip rule of the sending pass: answered for this very body (or failed
         for good, unless --retry-failed)."""
         h = id_hash(req.custom_id)
-        in_done = h in self._done
+        in_done = h in self._done and h not in self._bad
         in_failed = not self.cfg.retry_failed and h in self._failed_before
         if not (in_done or in_failed):
             return False
@@ -414,7 +429,7 @@ class Runner:
         # Workers pull from one shared generator: next() is synchronous, so on one
         # event loop no two workers ever run it at once, and no channel (with its
         # per-item cost) is needed between reader and workers.
-        skipping = bool(self._done or self._failed_before)
+        skipping = bool(self._done or self._failed_before)  # (an empty run skips nothing)
         is_done = self._is_done
         requests = (req for req in source.requests() if not (skipping and is_done(req)))
         async with anyio.create_task_group() as background:
@@ -504,6 +519,18 @@ class Runner:
                 reply = await client.send(body, payload)
                 ok = True
             except RequestError as exc:
+                if exc.billed and any(a.billed for a in attempts):
+                    # an unreadable answer was paid for once already: do not pay again
+                    final = UnusableAnswer(
+                        f"{exc.message} (twice; not retried again, the raw answer is kept)",
+                        code="unreadable_answer",
+                        status=exc.status,
+                        headers=exc.headers,
+                        body=exc.body,
+                        request_id=exc.request_id,
+                    )
+                    final.billed = True
+                    raise final from exc
                 self.pacer.observe(parse_ratelimit_headers(exc.headers))
                 if isinstance(exc, RateLimited):
                     headers = exc.headers
@@ -563,6 +590,7 @@ class Runner:
             self.pacer.settle_tokens(tokens, None if usage is None else usage.total_tokens)
         self.hooks.after_request(self, req, tokens, reply.body)
         total = self.clock() - started
+        verdict = classify(reply.body, self._validator)
         outcome = Outcome.success(
             req,
             status=reply.status,
@@ -576,6 +604,13 @@ class Runner:
         )
         if len(attempts) > 1:
             outcome.extra["statuses"] = [a.status for a in attempts]
+        if verdict.category != OK:
+            outcome.extra["quality"] = verdict.category
+            if verdict.detail:
+                outcome.extra["quality_detail"] = verdict.detail
+        if self.max_tokens is None:
+            limit = body.get("max_tokens") or body.get("max_completion_tokens")
+            self.max_tokens = limit if isinstance(limit, int) else 0
         return outcome
 
     def _note_exhausted(self, exc: RequestError) -> None:
@@ -652,6 +687,7 @@ class Runner:
                 for outcome in batch:
                     self._count(outcome)
                 self.hooks.on_written(self, batch)
+                self._judge_answers()
             if self._workers_done and not self._outbox:
                 return
 
@@ -663,10 +699,30 @@ class Runner:
         if self._drain_scope is not None:
             self._drain_scope.cancel()
 
+    def _judge_answers(self) -> None:
+        """Quality breaker: a run whose first answers are mostly unusable (all cut
+        off by a tiny max_tokens, all off-schema) stops before paying for the rest."""
+        threshold = self.cfg.quality_breaker
+        if threshold <= 0 or self.stop_reason is not None:
+            return
+        alert = quality_stop(
+            self.session_quality, max_tokens=self.max_tokens or None, threshold=threshold
+        )
+        if alert is not None:
+            self.notes.append(
+                f"{alert.message}; then rerun with --retry-bad-answers "
+                f"(--quality-breaker 0 turns this check off)"
+            )
+            self.stop("bad_answers")
+
     def _count(self, outcome: Outcome) -> None:
         statuses = [a.status for a in outcome.attempts]
         error_code = None if outcome.ok else (outcome.error or {}).get("code")
-        self.tally.count(outcome.ok, outcome.body, statuses, None, error_code)
+        verdict = self.tally.count(
+            outcome.ok, outcome.body, statuses, None, error_code, outcome.extra.get("quality")
+        )
+        if verdict is not None:
+            self.session_quality.add(verdict, model_of(outcome.body))
         h = id_hash(outcome.custom_id)
         if outcome.ok:
             self.counts.succeeded += 1
@@ -721,7 +777,7 @@ class Runner:
     def _final_status(self) -> str:
         if self.stop_reason == "budget":
             return "budget_exceeded"
-        if self.stop_reason in ("disk_error", "endpoint_down"):
+        if self.stop_reason in ("disk_error", "endpoint_down", "bad_answers"):
             return self.stop_reason
         if self.stop_reason is not None:
             return "interrupted"
@@ -737,7 +793,7 @@ class Runner:
             return EXIT_SIGTERM
         if reason == "budget":
             return EXIT_BUDGET
-        if reason in ("disk_error", "endpoint_down") or self.counts.pending:
+        if reason in ("disk_error", "endpoint_down", "bad_answers") or self.counts.pending:
             return EXIT_ERROR
         return EXIT_SOME_FAILED if self.counts.failed else EXIT_OK
 

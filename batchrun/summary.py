@@ -104,6 +104,8 @@ def build_summary(
         "rate_limited": tally.rate_limited,
         # the rows failing now, by code (a failure retried into an answer leaves it)
         "error_codes": dict(Counter(failed_codes)),
+        # every answer by quality (truncated, refused, off-schema...) and model
+        "quality": state["quality"],
         "elapsed_s": round(elapsed_s, 3),
         "pacing": pacing or {},
     }

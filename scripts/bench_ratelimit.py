@@ -135,6 +135,8 @@ def run_case(case: Case, n: int, latency_ms: float, jitter_ms: float) -> dict[st
                 "none",
                 "-q",
                 "--no-parquet",
+                "--quality-breaker",
+                "0",  # the simulator's free text outruns max_tokens: pacing is measured here
                 *case.run_args,
             ]
             started = time.monotonic()

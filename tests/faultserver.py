@@ -38,6 +38,12 @@ Steps (``name`` or ``name:arg``):
     sse_flood:N    an event stream of N MB of keep-alive comments, never a chunk
     sse_garbage    an event stream whose data lines are not JSON
     sse_torn       a stream cut off (FIN) before finish_reason and [DONE]
+    json_labelled_sse    a complete event stream labelled application/json
+    lone_surrogate 200 JSON whose content holds a lone surrogate escape (\\ud800)
+    echo:MODE      a server that puts the presented key (Authorization, Bearer
+                   stripped) where a careless client would store it: MODE is
+                   sse_error, sse_text, sse_torn, location, request_id, escaped,
+                   long, plain or nonjson200
 
     with FaultServer() as srv:
         srv.script("row-1", "html502", "ok")
@@ -344,7 +350,65 @@ class FaultServer:
         if name.startswith("sse_"):
             await self._play_sse(name, arg, key, writer)
             return False
+        if name == "json_labelled_sse":
+            chunks = [
+                {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": "streamed"}}]},
+                {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                 "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}},
+            ]  # fmt: skip
+            data = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+            return await self._respond(writer, key, 200, data + b"data: [DONE]\n\n")
+        if name == "lone_surrogate":
+            text = good.replace(b'"echo: ', b'"\\ud800 echo: ')
+            return await self._respond(writer, key, 200, text)
+        if name == "echo":
+            presented = req_headers.get("authorization", "")
+            return await self._play_echo(arg, presented.removeprefix("Bearer "), key, writer)
         raise ValueError(f"unknown fault step {step!r}")
+
+    async def _play_echo(
+        self, mode: str, secret: str, key: str, writer: asyncio.StreamWriter
+    ) -> bool:
+        json_ct = (("Content-Type", "application/json"),)
+        sse_head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        )
+        if mode == "sse_error":
+            event = {"error": {"message": f"Incorrect API key provided: {secret}", "code": "x"}}
+            await self._send(writer, key, sse_head + b"data: " + orjson.dumps(event) + b"\n\n")
+            return False
+        if mode == "sse_text":
+            await self._send(writer, key, sse_head + f"data: auth={secret}\n\n".encode())
+            return False
+        if mode == "sse_torn":
+            chunk = {
+                "id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": {"content": f"key {secret}"}}],
+            }  # fmt: skip
+            await self._send(writer, key, sse_head + b"data: " + orjson.dumps(chunk) + b"\n\n")
+            return False
+        if mode == "location":
+            location = f"http://127.0.0.1:{self.port}/login?key={secret}"
+            return await self._respond(writer, key, 307, b"", (("Location", location),), "Moved")
+        if mode == "request_id":
+            good = orjson.dumps(completion(key))
+            return await self._respond(writer, key, 200, good, (*json_ct, ("x-request-id", secret)))
+        if mode == "escaped":
+            inner = orjson.dumps({"auth": f"Bearer {secret}", "note": 'quote " here'}).decode()
+            envelope = {"error": {"message": inner, "code": "bad"}}
+            return await self._respond(writer, key, 400, orjson.dumps(envelope))
+        if mode == "long":
+            envelope = {"error": {"message": "x" * 490 + secret + "y" * 40, "code": "bad"}}
+            return await self._respond(writer, key, 400, orjson.dumps(envelope))
+        if mode == "plain":
+            body = f"denied for {secret}".encode()
+            return await self._respond(writer, key, 400, body, (("Content-Type", "text/plain"),))
+        if mode == "nonjson200":
+            body = f"<html>token {secret}</html>".encode()
+            return await self._respond(writer, key, 200, body, (("Content-Type", "text/html"),))
+        raise ValueError(f"unknown echo mode {mode!r}")
 
     async def _play_sse(self, name: str, arg: str, key: str, writer: asyncio.StreamWriter) -> None:
         await self._send(

@@ -445,3 +445,38 @@ def test_read_only_filesystem(tmpfs_run: TmpfsRun) -> None:
     assert tmpfs_run.ro_err.strip().count("\n") == 0
     assert tmpfs_run.ro_resume_rc == 1
     assert tmpfs_run.ro_resume_err.strip().endswith("/run: run directory is not writable")
+
+
+def test_removing_the_run_directory_mid_run_stops_sending_at_once(tmp_path: Path) -> None:
+    """Issue 13, item 8: writes into deleted files succeed on Linux; 5,000 rows were
+    sent into them. The first write into a deleted file stops the run."""
+    import anyio
+    import httpx
+
+    from batchrun.config import RunConfig
+    from batchrun.runner import EXIT_ERROR, Runner
+    from tests.conftest import FakeTime, completion
+
+    inp = tmp_path / "requests.jsonl"
+    write_requests(inp, 2000)
+    run_dir = tmp_path / "run"
+    sent = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal sent
+        sent += 1
+        if sent == 50:
+            shutil.rmtree(run_dir)
+        return httpx.Response(200, json=completion("ok"))
+
+    cfg = RunConfig(
+        input_path=str(inp), out_dir=str(run_dir), base_url="http://t/v1", concurrency=8
+    )
+    fake = FakeTime()
+    runner = Runner(cfg, transport=httpx.MockTransport(handler), clock=fake.clock, sleep=fake.sleep)
+    result = anyio.run(runner.run)
+    assert result.exit_code == EXIT_ERROR
+    assert result.status == "disk_error"
+    assert any("was deleted while the run was writing it" in n for n in result.notes)
+    # one group commit's worth at most after the deletion, not the other 1,950 rows
+    assert sent < 50 + 300, sent

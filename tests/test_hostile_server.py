@@ -86,8 +86,8 @@ def assert_nothing_lost(tmp_path: Path, keys: list[str]) -> None:
 
 # step -> (error code of that attempt, text the message must contain)
 RETRIED_FAULTS: dict[str, tuple[str, str]] = {
-    "nonjson200": ("invalid_json", "not JSON"),
-    "html200": ("invalid_json", "Please log in"),
+    # nonjson200 and html200 are billed answers, retried once only: see
+    # test_an_unreadable_paid_answer_is_retried_once_and_kept
     "html502": ("http_502", "502 Bad Gateway"),
     "empty200": ("invalid_json", "not JSON"),
     "list200": ("invalid_completion", "no 'choices'"),
@@ -351,3 +351,64 @@ def test_streamed_requests_survive_hostile_streams(
     assert len(error["attempts"]) == MAX_ATTEMPTS
     assert error["code"] == STREAM_FAULTS[step]
     assert error["message"]
+
+
+@pytest.mark.parametrize("step", ["nonjson200", "lone_surrogate", "html200"])
+def test_an_unreadable_paid_answer_is_retried_once_and_kept(
+    fault_server: FaultServer, tmp_path: Path, step: str
+) -> None:
+    """Issue 13, item 9: a 200 we cannot read was probably billed; retrying it ten times
+    pays ten times. It is retried once, then fails with the raw answer kept."""
+    fault_server.script("paid", *[step] * 10)
+    fault_server.script("heals", step, "ok")
+    result = run_against(fault_server, tmp_path, ["paid", "heals"], max_attempts=10)
+    assert result.exit_code == EXIT_SOME_FAILED
+    assert fault_server.attempts == {"paid": 2, "heals": 2}
+    ok, bad = outputs(tmp_path)
+    assert ok["heals"]["batchrun"]["attempts"] == 2
+    error = bad["paid"]["error"]
+    assert error["code"] == "unreadable_answer"
+    assert [a["billed"] for a in error["attempts"]] == [True, True]
+    raw = bad["paid"]["response"]["body"]
+    expected = {
+        "nonjson200": "internal hiccup, try later",
+        "html200": "<!DOCTYPE html><html><body><h1>Please log in to the Wi-Fi</h1></body></html>",
+    }
+    if step in expected:
+        assert raw == expected[step]  # the whole answer, not a snippet
+    else:
+        assert raw.startswith('{"id":"chatcmpl-fault"') and "\\ud800 echo: paid" in raw
+
+
+def test_an_event_stream_labelled_json_is_read_as_a_stream(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    fault_server.script("sse", "json_labelled_sse")
+    result = run_against(fault_server, tmp_path, ["sse"])
+    assert result.exit_code == EXIT_OK
+    ok, _ = outputs(tmp_path)
+    assert ok["sse"]["response"]["body"]["choices"][0]["message"]["content"] == "streamed"
+    assert fault_server.attempts["sse"] == 1
+
+
+@pytest.mark.parametrize("choices", [[], [{}], [None]])
+def test_a_200_without_a_usable_choice_is_retried_not_stored(tmp_path: Path, choices: Any) -> None:
+    import httpx
+
+    from tests.conftest import completion
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        if len(calls) == 1:
+            return httpx.Response(200, json={**completion("x"), "choices": choices})
+        return httpx.Response(200, json=completion("fine"))
+
+    inp = write_rows(tmp_path / "requests.jsonl", ["a"])
+    cfg = RunConfig(input_path=str(inp), out_dir=str(tmp_path / "run"), base_url="http://t/v1")
+    result = anyio.run(Runner(cfg, transport=httpx.MockTransport(handler), sleep=_no_wait).run)
+    assert result.exit_code == EXIT_OK and len(calls) == 2
+    ok, _ = outputs(tmp_path)
+    assert ok["a"]["batchrun"]["statuses"] == [200, 200]
+    assert ok["a"]["response"]["body"]["choices"][0]["message"]["content"] == "fine"

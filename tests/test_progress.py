@@ -59,6 +59,7 @@ def fake_runner(total: int = 1000, cost: float | None = None) -> Any:
         pacer=SimpleNamespace(stats=PacerStats()),
         stop_reason=None,
         cost_so_far=cost,
+        max_tokens=None,
     )
 
 

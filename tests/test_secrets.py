@@ -396,3 +396,69 @@ def test_a_malformed_key_is_a_clear_config_error(
     assert message.startswith("Error: ") and "\n" not in message
     assert "OPENAI_API_KEY" in message
     assert fault_server.requests == 0
+
+
+ECHO_MODES = (
+    "sse_error",
+    "sse_text",
+    "sse_torn",
+    "location",
+    "request_id",
+    "escaped",
+    "long",
+    "plain",
+    "nonjson200",
+)
+
+
+def scan_parquet(path: Path) -> None:
+    """Parquet compresses its pages: scan the decoded values, not the bytes."""
+    import pyarrow.parquet as pq
+
+    assert_clean(json.dumps(pq.read_table(path).to_pylist(), default=str), str(path))
+
+
+def test_a_key_echoed_every_way_reaches_no_byte_written(
+    fault_server: FaultServer, tmp_path: Path
+) -> None:
+    """Issue 13, item 7: SSE error events, non-JSON SSE chunks, a torn stream's partial
+    body, a redirect's Location, x-request-id, JSON-escaped and truncated echoes,
+    non-JSON error and 200 bodies: the key is in none of the files, lines or logs."""
+    rows = []
+    for mode in ECHO_MODES:
+        fault_server.script(mode, f"echo:{mode}", f"echo:{mode}")
+        rows.append(
+            {
+                "custom_id": mode,
+                "model": "m",
+                "stream": mode.startswith("sse_"),
+                "messages": [{"role": "user", "content": mode}],
+            }
+        )
+    inp = tmp_path / "requests.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    result = invoke(
+        [
+            "run",
+            str(inp),
+            "-o",
+            str(out),
+            "--base-url",
+            fault_server.base_url,
+            "--max-attempts",
+            "2",
+        ]
+    )
+    assert result.exit_code in (0, 4), result.output
+    assert {k for k, _ in fault_server.played} == set(ECHO_MODES)  # every echo was played
+    assert all(seen == f"Bearer {KEY}" for seen in fault_server.auth_seen)
+    scan_result(result, "echo run")
+    files = scan_tree(out)
+    assert out / "errors.jsonl" in files and out / "results.jsonl" in files
+    scan_parquet(out / "results.parquet")
+    status = invoke(["status", str(out)])
+    scan_result(status, "status")
+    # the echoes were really written, only masked
+    written = (out / "errors.jsonl").read_text() + (out / "results.jsonl").read_text()
+    assert written.count("***") >= len(ECHO_MODES) - 1
