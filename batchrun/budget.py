@@ -23,6 +23,7 @@ import anyio
 
 from batchrun.config import RunConfig
 from batchrun.errors import BudgetExceeded, ConfigError
+from batchrun.limits import Stopped
 from batchrun.models import Outcome, Request
 from batchrun.runner import RunHooks, Runner
 from batchrun.sources import ScanResult
@@ -41,6 +42,7 @@ class CostHooks(RunHooks):
         self.costs = CostTotals(self.book)
         self.reserved: dict[str, float] = {}
         self._settled = anyio.Event()
+        self._stopped = False
 
     @property
     def spent(self) -> float:
@@ -94,6 +96,8 @@ class CostHooks(RunHooks):
             if self.spent + in_flight + worst <= self.cap:
                 self.reserved[req.custom_id] = worst
                 return
+            if self._stopped:
+                raise Stopped()  # the run stopped while this request waited for room
             if not self.reserved or self.spent + worst > self.cap:
                 from batchrun.pricing import format_usd
 
@@ -120,6 +124,10 @@ class CostHooks(RunHooks):
                 if usage is not None:
                     self.costs.add(model_of(outcome.body), usage)
         runner.cost_so_far = self.spent  # type: ignore[attr-defined]
+        self._wake()
+
+    def on_stop(self, runner: Runner, reason: str) -> None:
+        self._stopped = True
         self._wake()
 
     def _wake(self) -> None:

@@ -138,6 +138,10 @@ class QuotaMirror:
             self.at = now
 
 
+class Stopped(Exception):
+    """The run stopped while a request waited to be sent: it must not go out."""
+
+
 class AdaptiveLimit:
     """A FIFO semaphore whose size follows AIMD between 1 and ``maximum``.
 
@@ -164,9 +168,15 @@ class AdaptiveLimit:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    async def acquire(self) -> None:
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free now (the fast path: no waiting, no scope)."""
         if self.in_use < self.size and not self._waiters:
             self.in_use += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if self.try_acquire():
             return
         event = anyio.Event()
         self._waiters.append(event)
@@ -257,6 +267,8 @@ class Pacer:
         self.cooldown_until = float("-inf")
         self.stats = PacerStats()
         self._turn = anyio.Lock()
+        self._stopped = False
+        self._waits: set[anyio.CancelScope] = set()
         self._sent_requests = 0.0
         self._sent_tokens = 0.0
 
@@ -290,29 +302,67 @@ class Pacer:
         )
 
     async def acquire(self, tokens: int = 0) -> None:
-        """Wait until one attempt costing ``tokens`` may be sent; take a slot."""
-        while (left := self.cooldown_until - self.clock()) > 0:
-            await self.sleep(left)
-        await self.slots.acquire()
+        """Wait until one attempt costing ``tokens`` may be sent; take a slot.
+
+        Raises `Stopped` when `stop` is called while waiting (or before): a request
+        that waits here is never sent after the run stopped. Only the waits pay for
+        being interruptible; an attempt that can go at once costs no cancel scope.
+        """
+        if self._stopped:
+            raise Stopped()
+        if self.cooldown_until > self.clock():
+            await self._interruptible(self._cool_down())
+        if not self.slots.try_acquire():
+            await self._interruptible(self.slots.acquire())
         try:
             if self.rpm is not None:
-                await self.rpm.acquire(1)
+                await self._interruptible(self.rpm.acquire(1))
             if self.tpm is not None and tokens:
-                await self.tpm.acquire(min(float(tokens), self.tpm_capacity))
-            async with self._turn:
-                while (wait := self._wait_needed(tokens)) > _EPSILON:
-                    self.stats.header_waits += 1
-                    self.stats.paced_s += wait
-                    await self.sleep(wait)
-                now = self.clock()
-                self.requests.spend(1, now)
-                self.tokens.spend(tokens, now)
-                self._sent_requests += 1
-                self._sent_tokens += tokens
-                _last_send.set(_Send(now, self._sent_requests, self._sent_tokens))
+                await self._interruptible(self.tpm.acquire(min(float(tokens), self.tpm_capacity)))
+            if not self._turn.locked() and self._wait_needed(tokens) <= _EPSILON:
+                self._spend(tokens)  # nobody queued and room in every account: go now
+            else:
+                await self._interruptible(self._take_turn(tokens))
         except BaseException:
             self.slots.release()
             raise
+
+    async def _cool_down(self) -> None:
+        while (left := self.cooldown_until - self.clock()) > 0:
+            await self.sleep(left)
+
+    async def _take_turn(self, tokens: int) -> None:
+        """Queue for the header accounts: senders that must wait leave in order."""
+        async with self._turn:
+            while (wait := self._wait_needed(tokens)) > _EPSILON:
+                self.stats.header_waits += 1
+                self.stats.paced_s += wait
+                await self.sleep(wait)
+            self._spend(tokens)
+
+    def _spend(self, tokens: int) -> None:
+        now = self.clock()
+        self.requests.spend(1, now)
+        self.tokens.spend(tokens, now)
+        self._sent_requests += 1
+        self._sent_tokens += tokens
+        _last_send.set(_Send(now, self._sent_requests, self._sent_tokens))
+
+    async def _interruptible(self, waiting: Awaitable[Any]) -> None:
+        with anyio.CancelScope() as scope:
+            self._waits.add(scope)
+            try:
+                await waiting
+                return
+            finally:
+                self._waits.discard(scope)
+        raise Stopped()
+
+    def stop(self) -> None:
+        """Wake every waiting sender with `Stopped`; later `acquire` calls raise it too."""
+        self._stopped = True
+        for scope in self._waits:
+            scope.cancel()
 
     def release(self, *, ok: bool) -> None:
         self.slots.release()

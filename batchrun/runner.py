@@ -53,7 +53,7 @@ from batchrun.errors import (
 )
 from batchrun.ids import body_hash, body_hash_int, id_hash
 from batchrun.journal import RUN_INFO, SUMMARY, JournalState, answered, read_journal
-from batchrun.limits import Pacer
+from batchrun.limits import Pacer, Stopped
 from batchrun.models import Attempt, Outcome, Request
 from batchrun.quality import OK, QualityCounts, classify, compile_schema, quality_stop
 from batchrun.ratelimit_headers import get_header, parse_ratelimit_headers
@@ -160,8 +160,6 @@ class Runner:
         self._finished = anyio.Event()
         self._workers_done = False
         self._stopping = anyio.Event()
-        self._waiting: set[anyio.CancelScope] = set()
-        """Requests waiting to be sent (budget, pacer); cancelled when the run stops."""
         self._bad: set[int] = set()
         """Rows whose answer in the run directory is unusable (for --retry-bad-answers)."""
         schema = cfg.job.get("schema")
@@ -466,8 +464,7 @@ class Runner:
             self.stop_reason = reason
         if not self._stopping.is_set():
             self._stopping.set()
-            for scope in self._waiting:
-                scope.cancel()
+            self.pacer.stop()
             self.hooks.on_stop(self, reason)
 
     # -- one request ----------------------------------------------------------------
@@ -480,15 +477,11 @@ class Runner:
 
     async def _wait_to_send(self, req: Request, tokens: int, first: bool) -> bool:
         """Admission (budget) and pacing; False when the run stopped meanwhile."""
-        with anyio.CancelScope() as scope:
-            self._waiting.add(scope)
-            try:
-                if first:
-                    await self.hooks.admit(self, req, req.body)
-                await self.pacer.acquire(tokens)
-            finally:
-                self._waiting.discard(scope)
-        if scope.cancelled_caught:
+        try:
+            if first:
+                await self.hooks.admit(self, req, req.body)
+            await self.pacer.acquire(tokens)
+        except Stopped:
             return False
         if self._stopping.is_set():  # stopped while the pacer let us through
             self.pacer.release(ok=False)

@@ -411,17 +411,17 @@ def test_counts_after_force_are_against_the_new_input(tmp_path: Path) -> None:
     inp = write_rows(tmp_path / "req.jsonl", 10)
     cfg = make_cfg(tmp_path, inp)
     run(cfg, Server())
-    with open(inp, "w") as f:  # ten other ids
-        for i in range(10):
+    with open(inp, "w") as f:  # forty other ids
+        for i in range(40):
             f.write(json.dumps({"custom_id": f"new-{i}", "body": body(f"q-{i}")}) + "\n")
-    run(replace(cfg, force=True), Server(), StopAfter(2))
+    run(replace(cfg, force=True, concurrency=1), Server(), StopAfter(2))
     run_dir = tmp_path / "run"
     new_done = sum(1 for cid in ids_of(run_dir / "results.jsonl") if cid.startswith("new-"))
-    assert new_done < 10
+    assert 0 < new_done < 40
     requests = summary_of(run_dir)["requests"]
-    assert requests["succeeded"] == new_done and requests["pending"] == 10 - new_done
+    assert requests["succeeded"] == new_done and requests["pending"] == 40 - new_done
     report = json.loads(CliRunner().invoke(cli, ["status", str(run_dir), "--json"]).output)
-    assert report["complete"] is False and report["requests"]["pending"] == 10 - new_done
+    assert report["complete"] is False and report["requests"]["pending"] == 40 - new_done
 
 
 def test_changed_model_option_is_refused(tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from batchrun.runner import EXIT_SIGINT
+from batchrun.models import Outcome
+from batchrun.runner import EXIT_SIGINT, Runner
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import completion
 from tests.test_resume import StopAfter, ids_of, make_cfg, run, write_rows
@@ -61,6 +62,13 @@ def test_a_retry_backing_off_is_not_sent_after_a_stop(tmp_path: Path) -> None:
     inp = write_rows(tmp_path / "req.jsonl", 8)
     cfg = replace(make_cfg(tmp_path, inp), concurrency=1)
     sent: list[str] = []
+    at_stop: list[int] = []
+
+    class StopOnFirstLine(StopAfter):
+        def on_written(self, runner: Runner, batch: list[Outcome]) -> None:
+            if not at_stop:
+                at_stop.append(len(sent))
+            super().on_written(runner, batch)
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(request.content.decode())
@@ -68,10 +76,10 @@ def test_a_retry_backing_off_is_not_sent_after_a_stop(tmp_path: Path) -> None:
             return httpx.Response(200, json=completion("ok"))
         return httpx.Response(503, json={"error": {"message": "busy"}})
 
-    result = run(cfg, handler, StopAfter(1))  # type: ignore[arg-type]
+    result = run(cfg, handler, StopOnFirstLine(1))  # type: ignore[arg-type]
     assert result.exit_code == EXIT_SIGINT
-    # the second row's first attempt may have gone out before the stop; no retry did
-    assert len(sent) <= 2
+    # the row backing off from its 503s was never tried again after the stop
+    assert len(sent) == at_stop[0]
 
 
 @pytest.fixture
