@@ -712,6 +712,12 @@ class _Checker:
         ):
             self.problem(where, 'the top level must be {"type": "object", "properties": {...}}')
             return None
+        from batchrun.quality import schema_problem
+
+        problem = schema_problem(schema)
+        if problem is not None:
+            self.problem(where, f"not a valid JSON Schema: {problem}")
+            return None
         return schema
 
     def evaluation(self) -> dict[str, Any] | None:

@@ -361,6 +361,31 @@ def test_schema_file_must_be_json_object_schema(jobdir: Path) -> None:
     )
 
 
+def test_schema_must_be_a_valid_json_schema_and_eval_field_one_of_it(jobdir: Path) -> None:
+    """Issue 13, item 5: mistakes found before paying, not after."""
+    (jobdir / "bad_schema.json").write_text(
+        '{"type": "object", "properties": {"label": {"type": "strnig"}}}'
+    )
+    base = (
+        '[input]\npath = "data/rows.jsonl"\n[prompt]\nuser = "{text}"\n'
+        '[response_format]\ntype = "json_schema"\n'
+    )
+    bad = write(jobdir, base + 'schema_file = "bad_schema.json"\n', "a.toml")
+    [problem] = problems_of(bad)
+    assert problem.startswith("response_format.schema_file: not a valid JSON Schema: ")
+    assert "strnig" in problem
+    typo = write(
+        jobdir,
+        base
+        + 'schema_file = "schema.json"\n[eval]\nreference_column = "label"\n'
+        + 'compare = "json_field"\nfield = "lable"\n',
+        "b.toml",
+    )
+    [problem] = problems_of(typo)
+    assert problem.startswith("eval.field: 'lable' is not a property of the response schema")
+    assert "did you mean 'label'?" in problem
+
+
 def test_plain_request_file_cannot_have_response_format_or_eval(jobdir: Path) -> None:
     path = write(
         jobdir,

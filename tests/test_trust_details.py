@@ -192,3 +192,40 @@ def test_batchrun_eval_refuses_a_run_without_a_reference(tmp_path: Path) -> None
     dataset_run(replace(cfg, job={**cfg.job, "eval": None}), mock_handler())
     res = CliRunner().invoke(cli, ["eval", cfg.out_dir])
     assert res.exit_code == 1 and "has no [eval]" in res.stderr
+
+
+def test_an_eval_column_the_input_lacks_is_refused_before_sending(tmp_path: Path) -> None:
+    from batchrun.errors import ConfigError
+
+    cfg = make_job(tmp_path)
+    wrong = replace(cfg, job={**cfg.job, "eval": {**cfg.job["eval"], "reference_column": "labels"}})
+    calls = []
+
+    def counting(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        return httpx.Response(500)
+
+    with pytest.raises(ConfigError, match=r"reference_column 'labels' is not a column of .*"):
+        dataset_run(wrong, counting)
+    assert calls == []
+    assert not Path(cfg.out_dir).exists()
+
+
+def test_a_null_template_value_is_an_invalid_row_not_an_empty_prompt(tmp_path: Path) -> None:
+    rows = [{"id": 1, "text": "fine"}, {"id": 2, "text": None}]
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[input]\npath = "in.jsonl"\nid_column = "id"\n[endpoint]\nbase_url = "sim"\n'
+        '[request]\nmodel = "gpt-4o-mini"\n[prompt]\nuser = "Review: {text}"\n'
+    )
+    refused = CliRunner().invoke(cli, ["run", "-j", str(job), "-o", str(tmp_path / "a")])
+    assert refused.exit_code == 1
+    assert "in.jsonl:line 2: template placeholder {text}: column 'text' is null" in refused.stderr
+    skipped = CliRunner().invoke(
+        cli, ["run", "-j", str(job), "-o", str(tmp_path / "b"), "--skip-invalid", "-q"]
+    )
+    assert skipped.exit_code == 0
+    invalid = [json.loads(x) for x in (tmp_path / "b" / "invalid.jsonl").read_text().splitlines()]
+    assert [r["row"] for r in invalid] == [2]
