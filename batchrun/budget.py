@@ -23,8 +23,8 @@ import anyio
 
 from batchrun.config import RunConfig
 from batchrun.errors import BudgetExceeded, ConfigError
-from batchrun.limits import Stopped
 from batchrun.models import Outcome, Request
+from batchrun.pacing.scheduler import Stopped
 from batchrun.runner import RunHooks, Runner
 from batchrun.sources import ScanResult
 from batchrun.usage import model_of, usage_of

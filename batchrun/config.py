@@ -34,7 +34,11 @@ class RunConfig:
     total_timeout: float = 1800.0
     """Overall cap on one attempt, streams included."""
     rpm: float | None = None
+    """Requests per minute for each model (quotas are per model, as OpenAI's are)."""
     tpm: float | None = None
+    model_rpm: tuple[tuple[str, float], ...] = ()
+    """Per-model overrides of ``rpm``: (model, requests per minute)."""
+    model_tpm: tuple[tuple[str, float], ...] = ()
     stream: bool = False
     auth: str = "bearer"
     """'bearer' (Authorization: Bearer KEY), 'raw' (Authorization: KEY) or 'none'."""
@@ -71,13 +75,23 @@ class RunConfig:
             "id_column": self.id_column,
         }
 
+    def limits_by_model(self) -> dict[str, tuple[float | None, float | None]]:
+        """model -> (rpm, tpm) overrides (None: the default ``rpm``/``tpm``)."""
+        out: dict[str, tuple[float | None, float | None]] = {}
+        for model, rpm in self.model_rpm:
+            out[model] = (rpm, out.get(model, (None, None))[1])
+        for model, tpm in self.model_tpm:
+            out[model] = (out.get(model, (None, None))[0], tpm)
+        return out
+
     @classmethod
     def from_public_dict(cls, data: dict[str, Any]) -> RunConfig:
         """The settings a run recorded in run.json (`public_dict`), to look at the run
         again (`batchrun eval`); secret header values stay masked."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        values["headers"] = tuple((str(n), str(v)) for n, v in values.get("headers") or ())
+        for key in ("headers", "model_rpm", "model_tpm"):
+            values[key] = tuple(tuple(pair) for pair in values.get(key) or ())
         return cls(**values)
 
     def public_dict(self) -> dict[str, Any]:

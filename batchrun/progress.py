@@ -179,14 +179,14 @@ class ProgressState:
             failed=counts.failed,
             in_flight=runner.live.in_flight,
             retries=self.retries_before + self.retries_seen,
-            rate_limited=self.rate_limited_before + runner.pacer.stats.rate_limited,
+            rate_limited=self.rate_limited_before + runner.accounts.rate_limited,
             tokens=tokens,
             requests_per_s=req_rate,
             tokens_per_s=tok_rate,
             elapsed_s=now - self.started,
             cost_usd=None if cost is None else float(cost),
             stopping=runner.stop_reason,
-            concurrency_limit=getattr(runner.pacer, "concurrency_limit", None),
+            concurrency_limit=runner.accounts.concurrency_limit,
         )
 
 

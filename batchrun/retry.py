@@ -159,7 +159,7 @@ def retry_after_seconds(
     response, so they count only for a limit whose remaining is 0, or -- when
     ``rate_limited`` (the response was a 429) -- as the later of the two resets.
     ``use_reset=False`` ignores them: a caller that paces from those headers itself
-    (the runner's `batchrun.limits.Pacer`) knows better than "until the bucket is
+    (the model's `batchrun.pacing.account.ModelAccount`) knows better than "until the bucket is
     full". An unreadable header is skipped, never fatal.
 
         >>> retry_after_seconds({"Retry-After": "2"})

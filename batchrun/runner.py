@@ -53,8 +53,8 @@ from batchrun.errors import (
 )
 from batchrun.ids import body_hash, body_hash_int, id_hash
 from batchrun.journal import RUN_INFO, SUMMARY, JournalState, answered, read_journal
-from batchrun.limits import Pacer, Stopped
 from batchrun.models import Attempt, Outcome, Request
+from batchrun.pacing.scheduler import Accounts, Lane, Scheduler, Stopped, Ticket, last_send
 from batchrun.quality import OK, QualityCounts, classify, compile_schema, quality_stop
 from batchrun.ratelimit_headers import get_header, parse_ratelimit_headers
 from batchrun.redact import register_secret
@@ -138,9 +138,15 @@ class Runner:
         self.live = _Live()
         self.stop_reason: str | None = None
         self.notes: list[str] = []
-        self.pacer = Pacer(
-            concurrency=cfg.concurrency, rpm=cfg.rpm, tpm=cfg.tpm, clock=clock, sleep=sleep
+        self.accounts = Accounts(
+            concurrency=cfg.concurrency,
+            rpm=cfg.rpm,
+            tpm=cfg.tpm,
+            by_model=cfg.limits_by_model(),
+            clock=clock,
         )
+        """Each model's quotas, concurrency and 429s (`batchrun.pacing`)."""
+        self._scheduler: Scheduler | None = None
         self._done: dict[int, int] = {}
         """id hash -> body hash of every answer in the run directory."""
         self._failed_before: dict[int, int] = {}
@@ -360,7 +366,7 @@ class Runner:
 
     async def _run_locked(self, created: bool) -> RunResult:
         try:
-            source, _scan = await self._setup()
+            source, scan = await self._setup()
         except Interrupted:
             if created:
                 remove_unused_run_dir(self.cfg.out_dir)
@@ -392,7 +398,15 @@ class Runner:
             # a checkpoint at once: a resume that had to parse every line pays it once,
             # and even a run killed in its first seconds leaves a summary
             self._try_checkpoint()
-            await self._run_pool(source, client)
+            self._scheduler = Scheduler(
+                self.accounts,
+                self._lanes(source, scan.models),
+                estimate=self._token_estimate,
+                sleep=self.sleep,
+            )
+            if self._stopping.is_set():
+                self._scheduler.stop()
+            await self._run_pool(self._scheduler, client)
         finally:
             try:
                 await client.aclose()
@@ -423,13 +437,24 @@ class Runner:
                 "rerun with --retry-failed to try them again"
             )
 
-    async def _run_pool(self, source: Source, client: ChatClient) -> None:
-        # Workers pull from one shared generator: next() is synchronous, so on one
-        # event loop no two workers ever run it at once, and no channel (with its
-        # per-item cost) is needed between reader and workers.
+    def _lanes(self, source: Source, models: set[str]) -> list[Lane]:
+        """One lane per model when the input names several (each its own pass over
+        the input: a model waiting for its quota never holds up another), else one."""
         skipping = bool(self._done or self._failed_before)  # (an empty run skips nothing)
         is_done = self._is_done
-        requests = (req for req in source.requests() if not (skipping and is_done(req)))
+
+        def pending(model: str | None) -> Iterator[Request]:
+            for req in source.requests():
+                if model is not None and req.body.get("model") != model:
+                    continue
+                if not (skipping and is_done(req)):
+                    yield req
+
+        if len(models) > 1:
+            return [Lane(pending(m), self.clock) for m in sorted(models)]
+        return [Lane(pending(None), self.clock)]
+
+    async def _run_pool(self, scheduler: Scheduler, client: ChatClient) -> None:
         async with anyio.create_task_group() as background:
             background.start_soon(self._checkpoint_loop)
             async with anyio.create_task_group() as writers:
@@ -439,17 +464,18 @@ class Runner:
                         self._drain_scope = drain_scope
                         async with anyio.create_task_group() as workers:
                             for _ in range(self.cfg.concurrency):
-                                workers.start_soon(self._work, client, requests)
+                                workers.start_soon(self._work, client, scheduler)
                 finally:
                     self._workers_done = True
                     self._finished.set()
             background.cancel_scope.cancel()
 
-    async def _work(self, client: ChatClient, requests: Iterator[Request]) -> None:
-        for req in requests:
-            if self._stopping.is_set():
-                return
-            outcome = await self._process(client, req)
+    async def _work(self, client: ChatClient, scheduler: Scheduler) -> None:
+        # workers ask the scheduler, which pulls from the lanes' generators: next() is
+        # synchronous, so on one event loop no two workers ever run it at once, and no
+        # channel (with its per-item cost) is needed between reader and workers
+        while (ticket := await scheduler.next()) is not None:
+            outcome = await self._process(client, ticket)
             if outcome is not None:
                 self._outbox.append(outcome)
                 self._finished.set()
@@ -458,44 +484,48 @@ class Runner:
             await anyio.lowlevel.checkpoint()
 
     def stop(self, reason: str) -> None:
-        """Stop sending: nothing waiting for the pacer, a cooldown, a back-off or
-        the budget is sent any more; requests on the wire may finish (drain)."""
+        """Stop sending: nothing waiting for its quota, a cooldown, a back-off or the
+        budget is sent any more; requests on the wire may finish (drain)."""
         if self.stop_reason is None:
             self.stop_reason = reason
         if not self._stopping.is_set():
             self._stopping.set()
-            self.pacer.stop()
+            if self._scheduler is not None:
+                self._scheduler.stop()
             self.hooks.on_stop(self, reason)
 
     # -- one request ----------------------------------------------------------------
-    def _token_estimate(self, body: dict[str, Any]) -> int:
-        if not self.pacer.needs_token_estimates:
-            return 0
+    def _token_estimate(self, req: Request) -> int:
         from batchrun.tokens import completion_ceiling, prompt_tokens
 
+        body = req.body
         return prompt_tokens(body) + completion_ceiling(body, default_max=256)
 
-    async def _wait_to_send(self, req: Request, tokens: int, first: bool) -> bool:
-        """Admission (budget) and pacing; False when the run stopped meanwhile."""
+    async def _process(self, client: ChatClient, ticket: Ticket) -> Outcome | None:
+        req, account, tokens = ticket.request, ticket.account, ticket.tokens
+        scheduler = self._scheduler
+        assert scheduler is not None
         try:
-            if first:
-                await self.hooks.admit(self, req, req.body)
-            await self.pacer.acquire(tokens)
-        except Stopped:
-            return False
-        if self._stopping.is_set():  # stopped while the pacer let us through
-            self.pacer.release(ok=False)
-            return False
-        return True
-
-    async def _process(self, client: ChatClient, req: Request) -> Outcome | None:
+            await self.hooks.admit(self, req, req.body)
+        except (Stopped, BudgetExceeded) as exc:
+            scheduler.release(account, ok=False)  # charged, never sent
+            if isinstance(exc, BudgetExceeded):
+                if self.stop_reason is None:
+                    self.notes.append(str(exc))
+                self.stop("budget")
+            else:
+                self.hooks.after_request(self, req, tokens, None)
+            return None
+        if self._stopping.is_set():
+            scheduler.release(account, ok=False)
+            self.hooks.after_request(self, req, tokens, None)
+            return None
         body = req.body
         payload = orjson.dumps(body)
         sent_hash = body_hash(payload)
-        tokens = self._token_estimate(body)
         attempts: list[Attempt] = []
-        started = self.clock()
         wire = [0.0]  # seconds on the wire, all attempts
+        paced = [True]  # the first attempt was paced by the scheduler
 
         def record_failure(exc: BaseException | None) -> None:
             if exc is not None:
@@ -503,8 +533,18 @@ class Runner:
             self.hooks.on_retry(self, exc)
 
         async def attempt_once() -> Reply:
-            if self._stopping.is_set() or not await self._wait_to_send(req, tokens, not attempts):
-                raise _Abandon()
+            if paced[0]:
+                paced[0] = False
+            else:
+                if self._stopping.is_set():
+                    raise _Abandon()
+                try:
+                    await scheduler.wait_for(account, tokens)
+                except Stopped:
+                    raise _Abandon() from None
+                if self._stopping.is_set():
+                    scheduler.release(account, ok=False)
+                    raise _Abandon()
             ok = False
             self.live.in_flight += 1
             sent_at = self.clock()
@@ -524,21 +564,28 @@ class Runner:
                     )
                     final.billed = True
                     raise final from exc
-                self.pacer.observe(parse_ratelimit_headers(exc.headers))
+                now = self.clock()
+                snapshot = parse_ratelimit_headers(exc.headers)
+                account.observe(snapshot, last_send.get(), now)
                 if isinstance(exc, RateLimited):
                     headers = exc.headers
-                    self.pacer.rate_limited(
+                    account.rate_limited(
                         retry_after_seconds(headers, rate_limited=True),
                         explicit=get_header(headers, "retry-after-ms") is not None
                         or get_header(headers, "retry-after") is not None,
                         tokens=tokens,
+                        snapshot=snapshot,
+                        now=now,
                     )
                 raise
             finally:
                 wire[0] += self.clock() - sent_at
                 self.live.in_flight -= 1
-                self.pacer.release(ok=ok)
-            self.pacer.observe(parse_ratelimit_headers(reply.headers))
+                scheduler.release(account, ok=ok)
+            now = self.clock()
+            snapshot = parse_ratelimit_headers(reply.headers)
+            account.observe(snapshot, last_send.get(), now)
+            account.answered(had_headers=snapshot is not None, now=now)
             return reply
 
         try:
@@ -546,16 +593,11 @@ class Runner:
         except _Abandon:
             self.hooks.after_request(self, req, tokens, None)  # gives back its reservation
             return None
-        except BudgetExceeded as exc:
-            if self.stop_reason is None:
-                self.notes.append(str(exc))
-            self.stop("budget")
-            return None
         except RequestError as exc:
             attempts.append(describe_attempt(exc))
             self.hooks.after_request(self, req, tokens, None)
             self._note_exhausted(exc)
-            total = self.clock() - started
+            total = self.clock() - ticket.since
             outcome = Outcome.failure(
                 req,
                 code=exc.code,
@@ -580,9 +622,11 @@ class Runner:
             from batchrun.usage import usage_of
 
             usage = usage_of(reply.body)
-            self.pacer.settle_tokens(tokens, None if usage is None else usage.total_tokens)
+            account.settle_tokens(
+                tokens, None if usage is None else usage.total_tokens, self.clock()
+            )
         self.hooks.after_request(self, req, tokens, reply.body)
-        total = self.clock() - started
+        total = self.clock() - ticket.since
         verdict = classify(reply.body, self._validator)
         outcome = Outcome.success(
             req,
@@ -742,7 +786,7 @@ class Runner:
             elapsed_s=self.elapsed(),
             results_bytes=sink.results_bytes if sink else 0,
             errors_bytes=sink.errors_bytes if sink else 0,
-            pacing=self.pacer.summary(),
+            pacing=self.accounts.summary(),
             extra=self.hooks.summary_extra(self),
         )
 

@@ -18,7 +18,6 @@ from rich.console import Console
 
 from batchrun.cli import cli
 from batchrun.config import RunConfig
-from batchrun.limits import PacerStats
 from batchrun.progress import (
     ProgressHooks,
     RateMeter,
@@ -56,7 +55,7 @@ def fake_runner(total: int = 1000, cost: float | None = None) -> Any:
         counts=Counts(total=total),
         tally=Tally(),
         live=SimpleNamespace(in_flight=0),
-        pacer=SimpleNamespace(stats=PacerStats()),
+        accounts=SimpleNamespace(rate_limited=0, concurrency_limit=None),
         stop_reason=None,
         cost_so_far=cost,
         max_tokens=None,
@@ -91,7 +90,7 @@ def test_snapshot_reads_the_runner_and_counts_retries_as_they_happen() -> None:
     state.start(runner)
     for _ in range(3):  # retries of requests still in flight
         hooks.on_retry(runner, None)
-    runner.pacer.stats.rate_limited = 3
+    runner.accounts.rate_limited = 3
     clock.now += 10
     runner.counts.succeeded, runner.counts.failed = 58, 2
     runner.tally.usage.total.total_tokens = 5000
@@ -281,7 +280,7 @@ def test_watchdog_logs_a_run_that_writes_nothing(tmp_path: Path) -> None:
     hooks = ProgressHooks(cfg, mode="plain", stream=stream, clock=clock, wait=fake_wait)
     runner = fake_runner(total=10)
     runner.live.in_flight = 4
-    runner.pacer.stats.rate_limited = 9
+    runner.accounts.rate_limited = 9
     hooks.on_start(runner)
     assert hooks._thread is not None
     hooks._thread.join(timeout=10)

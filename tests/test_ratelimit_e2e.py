@@ -1,9 +1,11 @@
-"""Rate limits over real loopback sockets: the runner, the pacer and a live server.
+"""Rate limits over real loopback sockets: the runner, its pacing and a live server.
 
-Short versions of the issue-3 acceptance checks (the long ones are in
-scripts/bench_ratelimit.py): a scripted 429 with Retry-After: 2 pauses the whole
-pool, injected 429/503s still give every row exactly once, and a server quota is
-met with almost no 429s although batchrun was given no limits.
+Short versions of the issue-3 and issue-14 acceptance checks (the long ones are in
+scripts/bench_ratelimit.py and scripts/bench_pacing.py): a scripted 429 with
+Retry-After: 2 whose headers say the quota is exhausted pauses every sender of that
+model, an isolated one delays only its own request, injected 429/503s still give
+every row exactly once, and a server quota is met with almost no 429s although
+batchrun was given no limits.
 """
 
 from __future__ import annotations
@@ -29,14 +31,16 @@ MARK = "please-refuse-me-once"
 
 class ScriptedServer:
     """A loopback chat endpoint that answers after ``latency`` seconds, except that the
-    first request whose body holds `MARK` gets an immediate 429 with Retry-After: 2.
+    first request whose body holds `MARK` gets an immediate 429 with Retry-After: 2
+    (with ``exhausted``, its headers say the request quota is used up).
 
     Records every arrival as (time.monotonic(), is_marked) -- the runner in this
     process uses the same clock.
     """
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, *, exhausted: bool = True) -> None:
         self.latency = latency
+        self.exhausted = exhausted
         self.arrivals: list[tuple[float, bool]] = []
         self.refused_at: float | None = None
         self.base_url = ""
@@ -63,7 +67,18 @@ class ScriptedServer:
                     }
                 ),
                 content_type="application/json",
-                headers={"Retry-After": "2"},
+                headers={
+                    "Retry-After": "2",
+                    **(
+                        {
+                            "x-ratelimit-limit-requests": "600",
+                            "x-ratelimit-remaining-requests": "0",
+                            "x-ratelimit-reset-requests": "2s",
+                        }
+                        if self.exhausted
+                        else {}
+                    ),
+                },
             )
         await asyncio.sleep(self.latency)
         return web.Response(body=orjson.dumps(completion()), content_type="application/json")
@@ -124,7 +139,7 @@ def run_batch(
     return runner
 
 
-def test_retry_after_pauses_every_sender(tmp_path: Path) -> None:
+def test_an_exhausting_429_pauses_every_sender(tmp_path: Path) -> None:
     rows = [{"custom_id": f"r{i}", **body(MARK if i == 3 else f"row {i}")} for i in range(40)]
     with ScriptedServer(latency=0.05) as server:
         runner = run_batch(tmp_path, server.base_url, rows, concurrency=4)
@@ -141,8 +156,26 @@ def test_retry_after_pauses_every_sender(tmp_path: Path) -> None:
     after = [t for t, _ in server.arrivals if t >= refused + 2.0]
     assert len(after) > 10  # and the pool came back
     assert len(read_lines(tmp_path / "run" / "results.jsonl")) == 40
-    assert runner.pacer.stats.rate_limited == 1
-    assert runner.pacer.stats.cooldown_s >= 2.0
+    assert runner.accounts.rate_limited == 1
+    [account] = list(runner.accounts)
+    assert account.stats.cooldown_s >= 2.0 and account.stats.isolated_429 == 0
+
+
+def test_an_isolated_429_delays_only_its_own_request(tmp_path: Path) -> None:
+    """Issue 14: a 429 that does not say the quota is exhausted (no headers showing it,
+    no cluster of 429s) must not freeze everyone; its own request still honours its
+    Retry-After."""
+    rows = [{"custom_id": f"r{i}", **body(MARK if i == 3 else f"row {i}")} for i in range(60)]
+    with ScriptedServer(latency=0.05, exhausted=False) as server:
+        runner = run_batch(tmp_path, server.base_url, rows, concurrency=4)
+    refused = server.refused_at
+    assert refused is not None
+    marked = [t for t, is_marked in server.arrivals if is_marked]
+    assert len(marked) == 2 and marked[1] - refused >= 2.0
+    during = [t for t, _ in server.arrivals if refused + 0.2 < t < refused + 2.0]
+    assert len(during) > 10  # the others went on at full speed
+    [account] = list(runner.accounts)
+    assert account.stats.isolated_429 == 1 and account.stats.cooldown_s == 0.0
 
 
 def test_injected_429_and_503_still_give_every_row_exactly_once(tmp_path: Path) -> None:
@@ -159,7 +192,7 @@ def test_injected_429_and_503_still_give_every_row_exactly_once(tmp_path: Path) 
     assert read_lines(tmp_path / "run" / "errors.jsonl") == []
     assert stats["by_status"]["200"] == n
     assert stats["rate_limited"] > 0 and stats["by_status"]["503"] > 0
-    assert runner.pacer.stats.rate_limited == stats["rate_limited"]
+    assert runner.accounts.rate_limited == stats["rate_limited"]
 
 
 def test_server_quota_is_met_without_client_limits(tmp_path: Path) -> None:
@@ -182,4 +215,5 @@ def test_server_quota_is_met_without_client_limits(tmp_path: Path) -> None:
     span = arrivals[-1] - arrivals[0]
     assert n / (rpm + rpm / 60 * span) >= 0.9
     assert elapsed < span + 5.0
-    assert runner.pacer.requests.limit == rpm
+    [account] = list(runner.accounts)
+    assert account.requests.limit == rpm
