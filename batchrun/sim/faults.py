@@ -47,16 +47,9 @@ class FaultPlan:
 
     def next_step(self, raw: bytes, body: dict[str, Any]) -> ScriptStep | None:
         """The scripted or drawn fault for this attempt; None means answer normally."""
-        for marker, steps in self._scripts.items():
-            needle = self._marker_bytes[marker]
-            if needle in raw or (not marker.isascii() and needle in orjson.dumps(body)):
-                key = (marker, _body_hash(body))
-                attempt = self._attempts.get(key, 0)
-                self._attempts[key] = attempt + 1
-                if attempt < len(steps):
-                    step = steps[attempt]
-                    return None if step in (200, "ok") else step
-                return None
+        scripted = self.scripted_step(raw, body)
+        if scripted is not None:
+            return scripted[0]
         rates = self.config.error_rates
         if rates:
             draw = self.rng.random()
@@ -65,6 +58,28 @@ class FaultPlan:
                     return status
                 draw -= probability
         return None
+
+    def scripted_step(self, raw: bytes, body: dict[str, Any]) -> tuple[ScriptStep | None] | None:
+        """The scripted step for this attempt, boxed; None when no script matches.
+
+        Batch rows use this alone: a row whose body carries a marker plays the script
+        like an online attempt (and counts as one), but online error rates do not apply.
+        """
+        for marker, steps in self._scripts.items():
+            needle = self._marker_bytes[marker]
+            if needle in raw or (not marker.isascii() and needle in orjson.dumps(body)):
+                key = (marker, _body_hash(body))
+                attempt = self._attempts.get(key, 0)
+                self._attempts[key] = attempt + 1
+                if attempt < len(steps):
+                    step = steps[attempt]
+                    return (None if step in (200, "ok") else step,)
+                return (None,)
+        return None
+
+    @property
+    def has_scripts(self) -> bool:
+        return bool(self._scripts)
 
     def stream_fault(self) -> str | None:
         """'truncate', 'stream_error' or None for one stream, by the configured rates."""

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from batchrun import tokens
 from batchrun.sim.config import ScriptStep, SimConfig
-from batchrun.sim.content import Reply, make_reply
+from batchrun.sim.content import Reply, completion_object, make_reply
 from batchrun.sim.envelope import (
     ApiError,
     injected_error,
@@ -41,6 +41,7 @@ from batchrun.sim.envelope import (
     quota_exceeded,
 )
 from batchrun.sim.faults import FaultPlan
+from batchrun.sim.http import JSON, drop, error_response
 from batchrun.sim.quota import Quota, retry_after_headers
 from batchrun.sim.stats import SimStats
 from batchrun.sim.stream import stream_chunks
@@ -48,7 +49,6 @@ from batchrun.sim.validation import parse_body
 
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_JSON = "application/json"
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -144,16 +144,16 @@ class SimServer:
         path = request.path
         if path in COMPLETION_PATHS:
             if request.method != "POST":
-                return _error_response(
+                return error_response(
                     ApiError(405, "Method not allowed.", code="method_not_allowed")
                 )
             return await self._completion(request)
         if path == "/_sim/stats" and request.method == "GET":
-            return web.Response(body=orjson.dumps(self.stats.to_dict()), content_type=_JSON)
+            return web.Response(body=orjson.dumps(self.stats.to_dict()), content_type=JSON)
         if path == "/_sim/reset" and request.method == "POST":
             self.reset()
-            return web.Response(body=b"{}", content_type=_JSON)
-        return _error_response(ApiError(404, f"Invalid URL ({request.method} {path})"))
+            return web.Response(body=b"{}", content_type=JSON)
+        return error_response(ApiError(404, f"Invalid URL ({request.method} {path})"))
 
     async def _completion(self, request: web.BaseRequest) -> web.StreamResponse:
         self.stats.arrived(self.now())
@@ -190,15 +190,15 @@ class SimServer:
         serial = self._served
         headers = {"x-request-id": f"req_sim{serial:012x}"}
         if not self._key_ok(presented):
-            return _error_response(invalid_key(), headers)
+            return error_response(invalid_key(), headers)
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             too_big = f"Request body larger than {self.config.max_body_bytes} bytes."
-            return _error_response(ApiError(413, too_big, code="request_too_large"), headers)
+            return error_response(ApiError(413, too_big, code="request_too_large"), headers)
         body, error = parse_body(raw)
         if error is not None or body is None:
-            return _error_response(error or ApiError(400, "Invalid body."), headers)
+            return error_response(error or ApiError(400, "Invalid body."), headers)
         if self.stats.bodies.maxlen:
             self.stats.bodies.append(body)
 
@@ -217,14 +217,14 @@ class SimServer:
 
         if step == "reset":
             self.stats.faults["reset"] += 1
-            _drop(request)
+            drop(request)
             return None
         if isinstance(step, int):
             if step == 429:
                 headers.update(retry_after_headers(self.config.retry_after))
-            return _error_response(injected_error(step), headers)
+            return error_response(injected_error(step), headers)
         if step == "insufficient_quota":
-            return _error_response(insufficient_quota(), headers)
+            return error_response(insufficient_quota(), headers)
 
         reply = make_reply(body, self.config.seed, self.config.reply_words)
         completion_id = f"chatcmpl-{self._id_prefix}{serial:012x}"
@@ -238,12 +238,15 @@ class SimServer:
             return web.Response(body=page, content_type="text/html", headers=headers)
         if step == "stream_error":
             self.stats.faults["stream_error"] += 1
-            return _error_response(injected_error(500), headers, status=200)
-        payload = orjson.dumps(self._completion_body(reply, completion_id, model))
+            return error_response(injected_error(500), headers, status=200)
+        created = int(time.time())
+        payload = orjson.dumps(
+            completion_object(reply, completion_id, model, created, self.fingerprint)
+        )
         if step == "truncate":
             self.stats.faults["truncate"] += 1
             return await _torn_body(request, payload, headers)
-        return web.Response(body=payload, content_type=_JSON, headers=headers)
+        return web.Response(body=payload, content_type=JSON, headers=headers)
 
     def _quota_refusal(
         self, body: dict[str, Any], key: str, headers: dict[str, str]
@@ -268,27 +271,7 @@ class SimServer:
         if math.isfinite(wait):
             headers.update(retry_after_headers(wait))
         error = quota_exceeded(admission.limited_by, limit, estimate if by_tokens else 1, wait)
-        return _error_response(error, headers)
-
-    def _completion_body(self, reply: Reply, completion_id: str, model: str) -> dict[str, Any]:
-        return {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": choice.index,
-                    "message": choice.message(),
-                    "logprobs": None,
-                    "finish_reason": choice.finish_reason,
-                }
-                for choice in reply.choices
-            ],
-            "usage": reply.usage,
-            "service_tier": "default",
-            "system_fingerprint": self.fingerprint,
-        }
+        return error_response(error, headers)
 
     async def _stream(
         self,
@@ -346,7 +329,7 @@ class SimServer:
                 error = injected_error(500).body()
                 await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
             elif fault == "truncate" and config.truncate_abort:
-                _drop(request)
+                drop(request)
                 return response
             elif not fault:
                 await response.write(_DONE)
@@ -356,36 +339,18 @@ class SimServer:
         return response
 
 
-def _error_response(
-    error: ApiError, headers: dict[str, str] | None = None, status: int | None = None
-) -> web.Response:
-    return web.Response(
-        status=status or error.status,
-        body=orjson.dumps(error.body()),
-        content_type=_JSON,
-        headers=headers,
-    )
-
-
-def _drop(request: web.BaseRequest) -> None:
-    """Abort the TCP connection: the client sees a reset, not an HTTP answer."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
-
-
 async def _torn_body(
     request: web.BaseRequest, payload: bytes, headers: dict[str, str]
 ) -> web.StreamResponse:
     """Announce the full length, send half, then drop the connection."""
-    response = web.StreamResponse(status=200, headers={**headers, "Content-Type": _JSON})
+    response = web.StreamResponse(status=200, headers={**headers, "Content-Type": JSON})
     response.content_length = len(payload)
     try:
         await response.prepare(request)
         await response.write(payload[: len(payload) // 2])
     except ConnectionError:
         pass
-    _drop(request)
+    drop(request)
     return response
 
 
