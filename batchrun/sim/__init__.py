@@ -13,13 +13,15 @@ latency, and OpenAI-style rpm/tpm quotas with x-ratelimit headers.
 
 from __future__ import annotations
 
-from batchrun.sim.config import ScriptStep, SimConfig
+from batchrun.sim.config import ApiStep, BatchConfig, ScriptStep, SimConfig
 from batchrun.sim.content import make_reply
 from batchrun.sim.quota import Quota, TokenBucket, format_reset
 from batchrun.sim.server import SimServer, SimThread, running_sim
 from batchrun.sim.stats import SimStats
 
 __all__ = [
+    "ApiStep",
+    "BatchConfig",
     "Quota",
     "ScriptStep",
     "SimConfig",

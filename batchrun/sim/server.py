@@ -1,10 +1,12 @@
 """The simulator's HTTP edge: aiohttp's low-level server, one handler, no router.
 
-Serves ``POST /v1/chat/completions`` (and ``/chat/completions``) on loopback, plus
-``GET /_sim/stats`` and ``POST /_sim/reset`` for tests. Per request, in order:
-auth (401), body checks (400), quota (429), scripted or random fault, latency, then
-the reply from `batchrun.sim.content`, streamed or not. The clock used by quotas
-and arrival times is injected (``now``), so quota tests move time by hand.
+Serves ``POST /v1/chat/completions`` (and ``/chat/completions``) on loopback, the
+Files and Batches API (`batchrun.sim.batch_api`), plus ``GET /_sim/stats`` and
+``POST /_sim/reset`` for tests. Per completion request, in order: auth (401), body
+checks (400), quota (429), scripted or random fault, latency, then the reply from
+`batchrun.sim.content`, streamed or not. The clock used by quotas, arrival times and
+batches is injected (``now``), so quota and batch tests move time by hand; batch
+timestamps are that clock shifted to Unix time at construction.
 
     async with running_sim(SimConfig(error_rates={503: 0.1})) as sim:
         client = httpx.AsyncClient(base_url=sim.base_url)
@@ -31,7 +33,9 @@ import orjson
 from aiohttp import web
 
 from batchrun import tokens
-from batchrun.sim.config import ScriptStep, SimConfig
+from batchrun.sim.batch_api import BatchApi
+from batchrun.sim.batches import BatchStore
+from batchrun.sim.config import ApiStep, ScriptStep, SimConfig
 from batchrun.sim.content import Reply, completion_object, make_reply
 from batchrun.sim.envelope import (
     ApiError,
@@ -73,6 +77,25 @@ class SimServer:
         self._key = self.config.require_key.encode() if self.config.require_key else None
         self._runner: web.ServerRunner | None = None
         self._served = 0
+        # batch timestamps are Unix seconds, but must move with the injected clock
+        self._epoch = time.time() - now()
+        self.batch_api = BatchApi(
+            self.config,
+            self.stats,
+            clock=self.unix_now,
+            authorized=self._authorized,
+            fingerprint=self.fingerprint,
+            faults=self.faults,
+        )
+
+    def unix_now(self) -> float:
+        """The injected clock as Unix time (what batch and file timestamps use)."""
+        return self._epoch + self.now()
+
+    @property
+    def batches(self) -> BatchStore:
+        """Every batch (and, as ``batches.files``, every file) this server holds."""
+        return self.batch_api.batches
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -104,10 +127,12 @@ class SimServer:
         self._runner = runner
         self.host = host
         self.port = sock.getsockname()[1]
+        self.batch_api.start()
 
     async def stop(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            await self.batch_api.stop()
             await runner.cleanup()
 
     def _make_request(
@@ -133,10 +158,29 @@ class SimServer:
         """
         self.faults.script(marker, steps)
 
+    def script_api(self, operation: str, *steps: ApiStep) -> None:
+        """Play `steps` on the next Files/Batches calls of `operation`.
+
+        >>> sim.script_api("retrieve", 503, "hang")  # then normal  # doctest: +SKIP
+        """
+        self.batch_api.faults.script(operation, steps)
+
+    def script_batches(self, *fates: str) -> None:
+        """Force the outcomes of the next batches created ("ok", "fail", "expire", ...)."""
+        self.batches.script_fates(*fates)
+
+    def advance_batches(self) -> None:
+        """Bring every batch up to the clock now, answering every row due.
+
+        Reads through the API do this too, but answer at most a slice of rows each.
+        """
+        self.batch_api.advance(budget=None)
+
     def reset(self) -> None:
-        """Zero the counters and the scripted attempt counts."""
+        """Zero the counters and the scripted attempt counts (files and batches stay)."""
         self.stats.reset()
         self.faults.reset()
+        self.batch_api.faults.reset()
 
     # -- dispatch ----------------------------------------------------------------
 
@@ -148,6 +192,10 @@ class SimServer:
                     ApiError(405, "Method not allowed.", code="method_not_allowed")
                 )
             return await self._completion(request)
+        if BatchApi.serves(path):
+            response = await self.batch_api.handle(request)
+            # None: the connection was dropped on purpose; give aiohttp something inert
+            return web.Response(status=499) if response is None else response
         if path == "/_sim/stats" and request.method == "GET":
             return web.Response(body=orjson.dumps(self.stats.to_dict()), content_type=JSON)
         if path == "/_sim/reset" and request.method == "POST":
@@ -173,6 +221,9 @@ class SimServer:
         if auth is not None:
             return auth
         return request.headers.get("api-key")
+
+    def _authorized(self, request: web.BaseRequest) -> bool:
+        return self._key_ok(self._presented_key(request))
 
     def _key_ok(self, presented: str | None) -> bool:
         if self._key is None:
@@ -445,6 +496,25 @@ class SimThread:
 
     def fail_first(self, marker: str, *steps: ScriptStep) -> None:
         self._call(lambda: self.server.fail_first(marker, *steps))
+
+    def script_api(self, operation: str, *steps: ApiStep) -> None:
+        self._call(lambda: self.server.script_api(operation, *steps))
+
+    def script_batches(self, *fates: str) -> None:
+        self._call(lambda: self.server.script_batches(*fates))
+
+    def advance_batches(self) -> None:
+        self._call(self.server.advance_batches)
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        """A batch object as the API would return it now (None if unknown)."""
+
+        def look() -> dict[str, Any] | None:
+            self.server.advance_batches()
+            batch = self.server.batches.get(batch_id)
+            return None if batch is None else batch.to_dict()
+
+        return self._call(look)
 
     def reset(self) -> None:
         self._call(self.server.reset)
