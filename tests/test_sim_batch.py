@@ -22,6 +22,7 @@ from batchrun import tokens
 from batchrun.sim import BatchConfig, SimConfig, SimServer, SimStats, SimThread, running_sim
 from batchrun.sim.batch_input import read_batch_input
 from batchrun.sim.batches import Batch, BatchStore
+from batchrun.sim.cli import batch_config
 from batchrun.sim.content import make_reply
 from batchrun.sim.faults import ApiFaults, FaultPlan
 from batchrun.sim.files import FileStore
@@ -422,6 +423,20 @@ def test_api_faults_play_scripts_then_rates() -> None:
         BatchConfig(faults={"upload": {503: 0.7, 500: 0.5}})
     with pytest.raises(ValueError):
         BatchConfig(rows_per_second=0)
+
+
+def test_cli_builds_the_batch_config() -> None:
+    options = {
+        "batch_rows_per_second": 50.0,
+        "batch_fates": ("ok", "expire"),
+        "batch_faults": ("upload:503=0.1", "retrieve:hang=0.05"),
+        "batch_scripts": ("create:lost,ok",),
+    }
+    config = batch_config(options)
+    assert config.rows_per_second == 50 and config.fates == ("ok", "expire")
+    assert dict(config.faults["upload"]) == {503: 0.1}
+    assert dict(config.faults["retrieve"]) == {"hang": 0.05}
+    assert config.scripts["create"] == ("lost", "ok")
 
 
 # -- the HTTP edge, with an injected clock --------------------------------------------------
