@@ -147,6 +147,16 @@ def test_lifecycle_follows_the_clock_and_answers_like_the_online_endpoint() -> N
     assert stored.filename == f"{batch.id}_output.jsonl"
 
 
+@pytest.mark.parametrize("rate", [3_000, 30_000, 7.0, 0.3])
+def test_fast_rows_at_unix_times_all_finish(rate: float) -> None:
+    # at ~1.8e9 s a float is only good to ~2.4e-7 s: "all rows due" must not depend
+    # on dividing elapsed time back into rows (it once lost the last row and expired)
+    sim = Store(rows_per_second=rate)
+    batch = sim.submit(jsonl(30), at=T0 + 0.123456)
+    sim.at(T0 + 1000)
+    assert batch.status == "completed" and batch.completed == 30
+
+
 def test_default_speed_finishes_at_once() -> None:
     sim = Store()
     batch = sim.submit(jsonl(3))

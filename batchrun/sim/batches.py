@@ -294,11 +294,23 @@ class BatchStore:
         return started if math.isinf(rate) else started + rows / rate
 
     def _rows_due(self, batch: Batch, at: float) -> int:
+        """How many rows are answered by `at`: the n with ``_row_time(n) <= at``.
+
+        Judged with `_row_time` itself, the function that schedules the events: at
+        Unix times a float holds ~2.4e-7 s, so dividing the elapsed time back into
+        rows can come out one short at the very event that needs them all.
+        """
         rate = self.settings.rows_per_second
+        stop = batch.stop_row
         if math.isinf(rate):
-            return batch.stop_row
-        elapsed = at - batch.times["in_progress_at"]
-        return max(0, min(batch.stop_row, math.floor(elapsed * rate + 1e-6)))
+            return stop
+        guess = (at - batch.times["in_progress_at"]) * rate
+        rows = max(0, min(stop, math.floor(guess)))
+        while rows < stop and self._row_time(batch, rows + 1) <= at:
+            rows += 1
+        while rows > 0 and self._row_time(batch, rows) > at:
+            rows -= 1
+        return rows
 
     def _transition(self, batch: Batch, at: float) -> None:
         status = batch.status
