@@ -21,7 +21,8 @@ LAUNCH = "from batchrun.sim.cli import sim_command; sim_command()"
 def test_sim_process_serves_and_stops_on_signal(sig: signal.Signals) -> None:
     env = {**os.environ, "SIM_TEST_KEY": "sk-cli-test"}
     args = ["--port", "0", "--error-rate", "503=0", "--rpm", "100", "--seed", "3"]
-    args += ["--require-key-env", "SIM_TEST_KEY"]
+    args += ["--require-key-env", "SIM_TEST_KEY", "--batch-script", "retrieve:503"]
+    args += ["--batch-fate", "fail"]
     proc = subprocess.Popen(
         [sys.executable, "-c", LAUNCH, *args],
         stdout=subprocess.PIPE,
@@ -45,6 +46,24 @@ def test_sim_process_serves_and_stops_on_signal(sig: signal.Signals) -> None:
         )
         assert ok.status_code == 200
         assert ok.headers["x-ratelimit-remaining-requests"] == "99"
+        auth = {"Authorization": "Bearer sk-cli-test"}
+        line = b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {}}'
+        upload = httpx.post(
+            base_url + "/files",
+            headers=auth,
+            files={"file": ("in.jsonl", line)},
+            data={"purpose": "batch"},
+        )
+        assert upload.status_code == 200
+        batch = {
+            "input_file_id": upload.json()["id"],
+            "endpoint": "/v1/chat/completions",
+            "completion_window": "24h",
+        }
+        batch_id = httpx.post(base_url + "/batches", headers=auth, json=batch).json()["id"]
+        assert httpx.get(f"{base_url}/batches/{batch_id}", headers=auth).status_code == 503
+        failed = httpx.get(f"{base_url}/batches/{batch_id}", headers=auth).json()
+        assert failed["status"] == "failed"  # the --batch-fate
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=15)
     finally:
@@ -81,4 +100,27 @@ def test_help_lists_options() -> None:
     result = CliRunner().invoke(sim_command, ["--help"])
     assert result.exit_code == 0
     for option in ("--latency-ms", "--error-rate", "--rpm", "--truncate-rate", "--seed"):
+        assert option in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-fault", "upload:503"], "OP:STEP=P"),
+        (["--batch-script", "retrieve"], "OP:STEP[,STEP...]"),
+        (["--batch-fault", "nowhere:503=0.1"], "unknown API operation"),
+        (["--batch-script", "upload:explode"], "bad API fault step"),
+        (["--batch-row-error-rate", "2"], "row_error_rate"),
+        (["--batch-fate", "explode"], "explode"),
+    ],
+)
+def test_bad_batch_options_are_clear_errors(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(sim_command, args)
+    assert result.exit_code != 0
+    assert message in result.output
+
+
+def test_help_lists_batch_options() -> None:
+    result = CliRunner().invoke(sim_command, ["--help"])
+    for option in ("--batch-rows-per-second", "--batch-fault", "--batch-fate", "--batch-window"):
         assert option in result.output

@@ -2,18 +2,23 @@
 
 $ batchrun sim --port 0 --latency-ms 200 --jitter-ms 100 --error-rate 429=0.05
 batchrun sim listening on http://127.0.0.1:41237/v1
+$ batchrun sim --batch-rows-per-second 50 --batch-fate ok --batch-fate expire \
+      --batch-fault retrieve:503=0.1 --batch-script upload:hang,ok
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
-from batchrun.sim.config import SimConfig
+from batchrun.sim.config import BATCH_FATES, ApiStep, BatchConfig, SimConfig
 from batchrun.sim.server import SimServer
 
 
@@ -28,6 +33,121 @@ def _parse_rates(values: tuple[str, ...]) -> dict[int, float]:
         except ValueError:
             raise click.BadParameter(f"{value!r}: expected STATUS=P, e.g. 429=0.1") from None
     return rates
+
+
+def _parse_step(text: str) -> ApiStep:
+    return int(text) if text.isdigit() else text
+
+
+def _parse_faults(values: tuple[str, ...]) -> dict[str, dict[ApiStep, float]]:
+    faults: dict[str, dict[ApiStep, float]] = {}
+    for value in values:
+        operation, _, rest = value.partition(":")
+        step, sep, rate = rest.partition("=")
+        try:
+            if not (operation and step and sep):
+                raise ValueError
+            faults.setdefault(operation, {})[_parse_step(step)] = float(rate)
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: expected OP:STEP=P, e.g. upload:503=0.1 or retrieve:hang=0.05"
+            ) from None
+    return faults
+
+
+def _parse_scripts(values: tuple[str, ...]) -> dict[str, list[ApiStep]]:
+    scripts: dict[str, list[ApiStep]] = {}
+    for value in values:
+        operation, sep, steps = value.partition(":")
+        if not (operation and sep and steps):
+            raise click.BadParameter(
+                f"{value!r}: expected OP:STEP[,STEP...], e.g. retrieve:503,hang,ok"
+            )
+        scripts[operation] = [_parse_step(step.strip()) for step in steps.split(",")]
+    return scripts
+
+
+# One declaration per Batch API option: (flag, BatchConfig field, click keywords).
+_BATCH_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
+    (
+        "--batch-rows-per-second",
+        "rows_per_second",
+        {"type": float, "default": math.inf, "help": "Rows a batch answers per second."},
+    ),
+    ("--batch-validation-delay", "validation_delay", {"type": float, "default": 0.0}),
+    ("--batch-finalizing-delay", "finalizing_delay", {"type": float, "default": 0.0}),
+    ("--batch-cancel-delay", "cancel_delay", {"type": float, "default": 0.0}),
+    (
+        "--batch-window",
+        "window_seconds",
+        {
+            "type": float,
+            "default": 86_400.0,
+            "show_default": True,
+            "help": "Seconds before an unfinished batch expires.",
+        },
+    ),
+    ("--batch-max-requests", "max_requests", {"type": int, "default": 50_000}),
+    ("--batch-max-file-bytes", "max_file_bytes", {"type": int, "default": 200 * 1024 * 1024}),
+    (
+        "--batch-enqueued-token-limit",
+        "enqueued_token_limit",
+        {"type": int, "default": None, "help": "Prompt tokens per model in progress at once."},
+    ),
+    (
+        "--batch-row-error-rate",
+        "row_error_rate",
+        {"type": float, "default": 0.0, "help": "Share of rows answered with an error."},
+    ),
+    ("--batch-row-error-status", "row_error_status", {"type": int, "default": 500}),
+    (
+        "--batch-fate",
+        "fates",
+        {
+            "multiple": True,
+            "type": click.Choice(sorted(BATCH_FATES)),
+            "help": "Outcome of the next batch created (repeatable, in order).",
+        },
+    ),
+    ("--batch-expire-fraction", "expire_fraction", {"type": float, "default": 0.5}),
+    (
+        "--batch-expired-to-error-file",
+        "expired_rows_to_error_file",
+        {"is_flag": True, "help": "Write rows an expired batch never ran as batch_expired."},
+    ),
+    (
+        "--batch-fault",
+        "faults",
+        {
+            "multiple": True,
+            "metavar": "OP:STEP=P",
+            "help": "Files/Batches fault at rate P (repeatable), e.g. retrieve:503=0.1.",
+        },
+    ),
+    (
+        "--batch-script",
+        "scripts",
+        {
+            "multiple": True,
+            "metavar": "OP:STEP,...",
+            "help": "Steps for an operation's next calls, e.g. upload:hang,ok.",
+        },
+    ),
+]
+
+
+def _batch_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for flag, field_name, keywords in reversed(_BATCH_OPTIONS):
+        command = click.option(flag, f"batch_{field_name}", **keywords)(command)
+    return command
+
+
+def batch_config(options: dict[str, Any]) -> BatchConfig:
+    """A `BatchConfig` from the ``--batch-*`` options (keys ``batch_<field>``)."""
+    values = {name.removeprefix("batch_"): value for name, value in options.items()}
+    values["faults"] = _parse_faults(values.get("faults", ()))
+    values["scripts"] = _parse_scripts(values.get("scripts", ()))
+    return BatchConfig(**values)
 
 
 @click.command("sim", context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,6 +192,7 @@ def _parse_rates(values: tuple[str, ...]) -> dict[int, float]:
     help="Require the API key held in this environment variable.",
 )
 @click.option("--seed", default=0, type=int, show_default=True)
+@_batch_options
 def sim_command(
     host: str,
     port: int,
@@ -88,6 +209,7 @@ def sim_command(
     chunk_delay_ms: float,
     require_key_env: str | None,
     seed: int,
+    **batch_options: Any,
 ) -> None:
     """Serve a simulated OpenAI-compatible API (for offline rehearsals)."""
     require_key = None
@@ -96,6 +218,7 @@ def sim_command(
         if not require_key:
             raise click.ClickException(f"environment variable {require_key_env} is not set")
     try:
+        batch = batch_config(batch_options)
         config = SimConfig(
             seed=seed,
             latency_ms=latency_ms,
@@ -110,6 +233,7 @@ def sim_command(
             stream_error_rate=stream_error_rate,
             first_token_ms=first_token_ms,
             chunk_delay_ms=chunk_delay_ms,
+            batch=batch,
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

@@ -1,16 +1,20 @@
-"""The frozen settings of one simulator: latency, faults, quotas, auth.
+"""The frozen settings of one simulator: latency, faults, quotas, auth, Batch API.
 
 Defaults describe a perfect, instant, unlimited server; every realism knob is off
 until asked for. Mappings are frozen on construction so a config can be shared by
-threads and compared in tests.
+threads and compared in tests. The Files/Batches API settings live in a nested
+`BatchConfig` (speed, limits, faults), so the chat-completions knobs stay readable.
 
     >>> cfg = SimConfig(latency_ms=50, error_rates={429: 0.1}, rpm=600)
     >>> cfg.error_rates[429]
     0.1
+    >>> SimConfig(batch=BatchConfig(rows_per_second=100)).batch.window_seconds
+    86400.0
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -45,6 +49,136 @@ def check_step(step: ScriptStep) -> ScriptStep:
             float(step.removeprefix("delay:"))
             return step
     raise ValueError(f"bad scripted step {step!r}; use a status or one of {sorted(FAULT_NAMES)}")
+
+
+API_OPERATIONS = frozenset(
+    {"upload", "file", "content", "delete", "list_files", "create", "retrieve", "list", "cancel"}
+)
+"""Files/Batches API operations that take injected faults (see `BatchConfig.faults`)."""
+API_STEP_NAMES = frozenset({"ok", "hang", "reset", "lost"})
+BATCH_FATES = frozenset({"ok", "fail", "expire", "token_limit"})
+
+ApiStep = int | str
+"""One scripted Files/Batches API call: a status (4xx/5xx), or ``"ok"``, ``"hang"``
+(hold the request open, never answer), ``"reset"`` (drop the connection unanswered)
+or ``"lost"`` (do the operation, then drop the connection: the client cannot know
+it happened, e.g. a batch created whose id never reached the client).
+"""
+
+
+def check_api_step(step: ApiStep) -> ApiStep:
+    """Validate one Files/Batches API fault step; returns it unchanged."""
+    if isinstance(step, bool):
+        raise ValueError(f"bad API fault step {step!r}")
+    if isinstance(step, int):
+        if step != 200 and not 400 <= step <= 599:
+            raise ValueError(f"bad API fault status {step!r}")
+        return step
+    if step in API_STEP_NAMES:
+        return step
+    raise ValueError(
+        f"bad API fault step {step!r}; use a status or one of {sorted(API_STEP_NAMES)}"
+    )
+
+
+def check_operation(operation: str) -> str:
+    """Validate a Files/Batches API operation name; returns it unchanged."""
+    if operation not in API_OPERATIONS:
+        raise ValueError(
+            f"unknown API operation {operation!r}; use one of {sorted(API_OPERATIONS)}"
+        )
+    return operation
+
+
+def check_fate(fate: str) -> str:
+    """Validate a forced batch outcome; returns it unchanged."""
+    if fate not in BATCH_FATES:
+        raise ValueError(f"unknown batch fate {fate!r}; use one of {sorted(BATCH_FATES)}")
+    return fate
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """How the simulated Batch API behaves: speed, OpenAI's limits, and its faults.
+
+    Time is the simulator's injected clock: a batch validates `validation_delay`
+    seconds after creation, then answers `rows_per_second` rows, finalizes for
+    `finalizing_delay` seconds and completes. A batch still short of rows
+    `window_seconds` after creation expires (the API keeps saying "24h").
+    """
+
+    rows_per_second: float = math.inf
+    """Rows answered per second per batch once in progress (inf: all at once)."""
+    validation_delay: float = 0.0
+    finalizing_delay: float = 0.0
+    cancel_delay: float = 0.0
+    """Seconds a cancelled batch stays ``cancelling`` before it is ``cancelled``."""
+    window_seconds: float = 86_400.0
+    """Real length of the completion window, so expiry can be tested quickly."""
+    max_requests: int = 50_000
+    """Requests per input file; more fails validation with ``too_many_tasks``."""
+    max_file_bytes: int = 200 * 1024 * 1024
+    """Input file size a batch accepts; larger fails validation."""
+    max_upload_bytes: int = 512 * 1024 * 1024
+    """Largest upload accepted at all (413 beyond it)."""
+    enqueued_token_limit: int | None = None
+    """Prompt tokens per model that in-progress batches may hold; a batch that would
+    go over fails with ``token_limit_exceeded`` (None: unlimited)."""
+    row_error_rate: float = 0.0
+    """Probability a row is answered with `row_error_status` (lands in the error file)."""
+    row_error_status: int = 500
+    fates: Sequence[str] = ()
+    """Outcomes forced on successive batches: ``"ok"``, ``"fail"`` (validation
+    fails), ``"expire"`` (stops after `expire_fraction` of its rows and expires),
+    ``"token_limit"`` (fails with token_limit_exceeded). Later batches are "ok"."""
+    expire_fraction: float = 0.5
+    expired_rows_to_error_file: bool = False
+    """Write rows an expired batch never ran to its error file as ``batch_expired``
+    (OpenAI's guide describes this); by default they are in neither file."""
+    faults: Mapping[str, Mapping[ApiStep, float]] = field(default_factory=dict)
+    """Operation -> step -> probability, e.g. ``{"upload": {503: 0.1, "hang": 0.05}}``."""
+    scripts: Mapping[str, Sequence[ApiStep]] = field(default_factory=dict)
+    """Operation -> steps played on its successive calls, e.g. ``{"retrieve": [503, "hang"]}``."""
+    hang_seconds: float = 3600.0
+    """How long a hung request is held before the connection is dropped."""
+
+    def __post_init__(self) -> None:
+        if not self.rows_per_second > 0:
+            raise ValueError("rows_per_second must be positive")
+        for name in ("validation_delay", "finalizing_delay", "cancel_delay", "hang_seconds"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be zero or more")
+        if not self.window_seconds > 0:
+            raise ValueError("window_seconds must be positive")
+        for name in ("max_requests", "max_file_bytes", "max_upload_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.enqueued_token_limit is not None and self.enqueued_token_limit <= 0:
+            raise ValueError("enqueued_token_limit must be positive")
+        if not 0.0 <= self.row_error_rate <= 1.0:
+            raise ValueError("row_error_rate must be between 0 and 1")
+        if not 400 <= self.row_error_status <= 599:
+            raise ValueError("row_error_status must be a 4xx or 5xx status")
+        if not 0.0 <= self.expire_fraction <= 1.0:
+            raise ValueError("expire_fraction must be between 0 and 1")
+        fates = tuple(check_fate(str(fate)) for fate in self.fates)
+        faults: dict[str, Mapping[ApiStep, float]] = {}
+        for operation, rates in self.faults.items():
+            checked = {check_api_step(step): float(p) for step, p in rates.items()}
+            if any(not 0.0 <= p <= 1.0 for p in checked.values()):
+                raise ValueError(f"fault rates for {operation!r} must be between 0 and 1")
+            if sum(checked.values()) > 1.0 + 1e-9:
+                raise ValueError(f"fault rates for {operation!r} add up to more than 1")
+            faults[check_operation(operation)] = MappingProxyType(checked)
+        scripts = {
+            check_operation(operation): tuple(check_api_step(step) for step in steps)
+            for operation, steps in self.scripts.items()
+        }
+        object.__setattr__(self, "rows_per_second", float(self.rows_per_second))
+        object.__setattr__(self, "window_seconds", float(self.window_seconds))
+        object.__setattr__(self, "fates", fates)
+        object.__setattr__(self, "faults", MappingProxyType(faults))
+        object.__setattr__(self, "scripts", MappingProxyType(scripts))
 
 
 @dataclass(frozen=True)
@@ -88,6 +222,8 @@ class SimConfig:
     """Keep this many recent request bodies in the stats (0 = none)."""
     record_arrivals: int = 10_000
     """Keep this many recent arrival timestamps in the stats."""
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    """The Files and Batches API: speed, limits, faults."""
 
     def __post_init__(self) -> None:
         rates = {int(status): float(p) for status, p in self.error_rates.items()}

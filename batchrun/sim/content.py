@@ -106,6 +106,30 @@ def make_reply(
     return Reply(tuple(choices), usage_dict(prompt, completion, reasoning_total, digest))
 
 
+def completion_object(
+    reply: Reply, completion_id: str, model: str, created: int, fingerprint: str
+) -> dict[str, Any]:
+    """The ``chat.completion`` object carrying `reply` (online answers and batch rows)."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": choice.index,
+                "message": choice.message(),
+                "logprobs": None,
+                "finish_reason": choice.finish_reason,
+            }
+            for choice in reply.choices
+        ],
+        "usage": reply.usage,
+        "service_tier": "default",
+        "system_fingerprint": fingerprint,
+    }
+
+
 def usage_dict(prompt: int, completion: int, reasoning: int, digest: bytes) -> dict[str, Any]:
     """OpenAI's usage object; long prompts get a deterministic prefix-cache hit."""
     cached = 0

@@ -1,10 +1,12 @@
 """The simulator's HTTP edge: aiohttp's low-level server, one handler, no router.
 
-Serves ``POST /v1/chat/completions`` (and ``/chat/completions``) on loopback, plus
-``GET /_sim/stats`` and ``POST /_sim/reset`` for tests. Per request, in order:
-auth (401), body checks (400), quota (429), scripted or random fault, latency, then
-the reply from `batchrun.sim.content`, streamed or not. The clock used by quotas
-and arrival times is injected (``now``), so quota tests move time by hand.
+Serves ``POST /v1/chat/completions`` (and ``/chat/completions``) on loopback, the
+Files and Batches API (`batchrun.sim.batch_api`), plus ``GET /_sim/stats`` and
+``POST /_sim/reset`` for tests. Per completion request, in order: auth (401), body
+checks (400), quota (429), scripted or random fault, latency, then the reply from
+`batchrun.sim.content`, streamed or not. The clock used by quotas, arrival times and
+batches is injected (``now``), so quota and batch tests move time by hand; batch
+timestamps are that clock shifted to Unix time at construction.
 
     async with running_sim(SimConfig(error_rates={503: 0.1})) as sim:
         client = httpx.AsyncClient(base_url=sim.base_url)
@@ -31,8 +33,10 @@ import orjson
 from aiohttp import web
 
 from batchrun import tokens
-from batchrun.sim.config import ScriptStep, SimConfig
-from batchrun.sim.content import Reply, make_reply
+from batchrun.sim.batch_api import BatchApi
+from batchrun.sim.batches import BatchStore
+from batchrun.sim.config import ApiStep, ScriptStep, SimConfig
+from batchrun.sim.content import Reply, completion_object, make_reply
 from batchrun.sim.envelope import (
     ApiError,
     injected_error,
@@ -41,6 +45,7 @@ from batchrun.sim.envelope import (
     quota_exceeded,
 )
 from batchrun.sim.faults import FaultPlan
+from batchrun.sim.http import JSON, drop, error_response
 from batchrun.sim.quota import Quota, retry_after_headers
 from batchrun.sim.stats import SimStats
 from batchrun.sim.stream import stream_chunks
@@ -48,7 +53,6 @@ from batchrun.sim.validation import parse_body
 
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_JSON = "application/json"
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -73,6 +77,25 @@ class SimServer:
         self._key = self.config.require_key.encode() if self.config.require_key else None
         self._runner: web.ServerRunner | None = None
         self._served = 0
+        # batch timestamps are Unix seconds, but must move with the injected clock
+        self._epoch = time.time() - now()
+        self.batch_api = BatchApi(
+            self.config,
+            self.stats,
+            clock=self.unix_now,
+            authorized=self._authorized,
+            fingerprint=self.fingerprint,
+            faults=self.faults,
+        )
+
+    def unix_now(self) -> float:
+        """The injected clock as Unix time (what batch and file timestamps use)."""
+        return self._epoch + self.now()
+
+    @property
+    def batches(self) -> BatchStore:
+        """Every batch (and, as ``batches.files``, every file) this server holds."""
+        return self.batch_api.batches
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -104,10 +127,12 @@ class SimServer:
         self._runner = runner
         self.host = host
         self.port = sock.getsockname()[1]
+        self.batch_api.start()
 
     async def stop(self) -> None:
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            await self.batch_api.stop()
             await runner.cleanup()
 
     def _make_request(
@@ -133,10 +158,29 @@ class SimServer:
         """
         self.faults.script(marker, steps)
 
+    def script_api(self, operation: str, *steps: ApiStep) -> None:
+        """Play `steps` on the next Files/Batches calls of `operation`.
+
+        >>> sim.script_api("retrieve", 503, "hang")  # then normal  # doctest: +SKIP
+        """
+        self.batch_api.faults.script(operation, steps)
+
+    def script_batches(self, *fates: str) -> None:
+        """Force the outcomes of the next batches created ("ok", "fail", "expire", ...)."""
+        self.batches.script_fates(*fates)
+
+    def advance_batches(self) -> None:
+        """Bring every batch up to the clock now, answering every row due.
+
+        Reads through the API do this too, but answer at most a slice of rows each.
+        """
+        self.batch_api.advance(budget=None)
+
     def reset(self) -> None:
-        """Zero the counters and the scripted attempt counts."""
+        """Zero the counters and the scripted attempt counts (files and batches stay)."""
         self.stats.reset()
         self.faults.reset()
+        self.batch_api.faults.reset()
 
     # -- dispatch ----------------------------------------------------------------
 
@@ -144,16 +188,20 @@ class SimServer:
         path = request.path
         if path in COMPLETION_PATHS:
             if request.method != "POST":
-                return _error_response(
+                return error_response(
                     ApiError(405, "Method not allowed.", code="method_not_allowed")
                 )
             return await self._completion(request)
+        if BatchApi.serves(path):
+            response = await self.batch_api.handle(request)
+            # None: the connection was dropped on purpose; give aiohttp something inert
+            return web.Response(status=499) if response is None else response
         if path == "/_sim/stats" and request.method == "GET":
-            return web.Response(body=orjson.dumps(self.stats.to_dict()), content_type=_JSON)
+            return web.Response(body=orjson.dumps(self.stats.to_dict()), content_type=JSON)
         if path == "/_sim/reset" and request.method == "POST":
             self.reset()
-            return web.Response(body=b"{}", content_type=_JSON)
-        return _error_response(ApiError(404, f"Invalid URL ({request.method} {path})"))
+            return web.Response(body=b"{}", content_type=JSON)
+        return error_response(ApiError(404, f"Invalid URL ({request.method} {path})"))
 
     async def _completion(self, request: web.BaseRequest) -> web.StreamResponse:
         self.stats.arrived(self.now())
@@ -174,6 +222,9 @@ class SimServer:
             return auth
         return request.headers.get("api-key")
 
+    def _authorized(self, request: web.BaseRequest) -> bool:
+        return self._key_ok(self._presented_key(request))
+
     def _key_ok(self, presented: str | None) -> bool:
         if self._key is None:
             return True
@@ -190,15 +241,15 @@ class SimServer:
         serial = self._served
         headers = {"x-request-id": f"req_sim{serial:012x}"}
         if not self._key_ok(presented):
-            return _error_response(invalid_key(), headers)
+            return error_response(invalid_key(), headers)
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             too_big = f"Request body larger than {self.config.max_body_bytes} bytes."
-            return _error_response(ApiError(413, too_big, code="request_too_large"), headers)
+            return error_response(ApiError(413, too_big, code="request_too_large"), headers)
         body, error = parse_body(raw)
         if error is not None or body is None:
-            return _error_response(error or ApiError(400, "Invalid body."), headers)
+            return error_response(error or ApiError(400, "Invalid body."), headers)
         if self.stats.bodies.maxlen:
             self.stats.bodies.append(body)
 
@@ -217,14 +268,14 @@ class SimServer:
 
         if step == "reset":
             self.stats.faults["reset"] += 1
-            _drop(request)
+            drop(request)
             return None
         if isinstance(step, int):
             if step == 429:
                 headers.update(retry_after_headers(self.config.retry_after))
-            return _error_response(injected_error(step), headers)
+            return error_response(injected_error(step), headers)
         if step == "insufficient_quota":
-            return _error_response(insufficient_quota(), headers)
+            return error_response(insufficient_quota(), headers)
 
         reply = make_reply(body, self.config.seed, self.config.reply_words)
         completion_id = f"chatcmpl-{self._id_prefix}{serial:012x}"
@@ -238,12 +289,15 @@ class SimServer:
             return web.Response(body=page, content_type="text/html", headers=headers)
         if step == "stream_error":
             self.stats.faults["stream_error"] += 1
-            return _error_response(injected_error(500), headers, status=200)
-        payload = orjson.dumps(self._completion_body(reply, completion_id, model))
+            return error_response(injected_error(500), headers, status=200)
+        created = int(time.time())
+        payload = orjson.dumps(
+            completion_object(reply, completion_id, model, created, self.fingerprint)
+        )
         if step == "truncate":
             self.stats.faults["truncate"] += 1
             return await _torn_body(request, payload, headers)
-        return web.Response(body=payload, content_type=_JSON, headers=headers)
+        return web.Response(body=payload, content_type=JSON, headers=headers)
 
     def _quota_refusal(
         self, body: dict[str, Any], key: str, headers: dict[str, str]
@@ -268,27 +322,7 @@ class SimServer:
         if math.isfinite(wait):
             headers.update(retry_after_headers(wait))
         error = quota_exceeded(admission.limited_by, limit, estimate if by_tokens else 1, wait)
-        return _error_response(error, headers)
-
-    def _completion_body(self, reply: Reply, completion_id: str, model: str) -> dict[str, Any]:
-        return {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": choice.index,
-                    "message": choice.message(),
-                    "logprobs": None,
-                    "finish_reason": choice.finish_reason,
-                }
-                for choice in reply.choices
-            ],
-            "usage": reply.usage,
-            "service_tier": "default",
-            "system_fingerprint": self.fingerprint,
-        }
+        return error_response(error, headers)
 
     async def _stream(
         self,
@@ -346,7 +380,7 @@ class SimServer:
                 error = injected_error(500).body()
                 await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
             elif fault == "truncate" and config.truncate_abort:
-                _drop(request)
+                drop(request)
                 return response
             elif not fault:
                 await response.write(_DONE)
@@ -356,36 +390,18 @@ class SimServer:
         return response
 
 
-def _error_response(
-    error: ApiError, headers: dict[str, str] | None = None, status: int | None = None
-) -> web.Response:
-    return web.Response(
-        status=status or error.status,
-        body=orjson.dumps(error.body()),
-        content_type=_JSON,
-        headers=headers,
-    )
-
-
-def _drop(request: web.BaseRequest) -> None:
-    """Abort the TCP connection: the client sees a reset, not an HTTP answer."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
-
-
 async def _torn_body(
     request: web.BaseRequest, payload: bytes, headers: dict[str, str]
 ) -> web.StreamResponse:
     """Announce the full length, send half, then drop the connection."""
-    response = web.StreamResponse(status=200, headers={**headers, "Content-Type": _JSON})
+    response = web.StreamResponse(status=200, headers={**headers, "Content-Type": JSON})
     response.content_length = len(payload)
     try:
         await response.prepare(request)
         await response.write(payload[: len(payload) // 2])
     except ConnectionError:
         pass
-    _drop(request)
+    drop(request)
     return response
 
 
@@ -480,6 +496,25 @@ class SimThread:
 
     def fail_first(self, marker: str, *steps: ScriptStep) -> None:
         self._call(lambda: self.server.fail_first(marker, *steps))
+
+    def script_api(self, operation: str, *steps: ApiStep) -> None:
+        self._call(lambda: self.server.script_api(operation, *steps))
+
+    def script_batches(self, *fates: str) -> None:
+        self._call(lambda: self.server.script_batches(*fates))
+
+    def advance_batches(self) -> None:
+        self._call(self.server.advance_batches)
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        """A batch object as the API would return it now (None if unknown)."""
+
+        def look() -> dict[str, Any] | None:
+            self.server.advance_batches()
+            batch = self.server.batches.get(batch_id)
+            return None if batch is None else batch.to_dict()
+
+        return self._call(look)
 
     def reset(self) -> None:
         self._call(self.server.reset)

@@ -2,11 +2,15 @@
 
 Counts every chat-completions request (admin paths excluded) by the status it was
 answered with, the peak number in flight, and bounded lists of recent arrival
-times (on the injected clock) and request bodies.
+times (on the injected clock) and request bodies. The Files/Batches API has its own
+counters: files uploaded, batches created (also per metadata key and value, so a
+test can assert no shard was submitted twice), rows answered, content downloads per
+file id, calls per operation and the API faults played.
 
     >>> stats = SimStats()
-    >>> stats.to_dict()["requests"]
-    0
+    >>> stats.batch_created({"shard": "3"})
+    >>> stats.to_dict()["requests"], stats.to_dict()["batches_by_metadata"]
+    (0, {'shard': {'3': 1}})
 """
 
 from __future__ import annotations
@@ -29,6 +33,18 @@ class SimStats:
     streams: int = 0
     arrivals: deque[float] = field(init=False)
     bodies: deque[Any] = field(init=False)
+    files_uploaded: int = 0
+    batches_created: int = 0
+    batches_by_metadata: dict[str, Counter[str]] = field(default_factory=dict)
+    """Metadata key -> value -> batches created with it."""
+    rows_processed: int = 0
+    """Batch rows answered (into the output or the error file)."""
+    downloads: Counter[str] = field(default_factory=Counter)
+    """File id -> times its content was downloaded."""
+    api_calls: Counter[str] = field(default_factory=Counter)
+    """Files/Batches API operation -> calls (faulted ones included)."""
+    api_faults: Counter[str] = field(default_factory=Counter)
+    """"operation:step" -> times that fault was played, e.g. ``"upload:503"``."""
 
     def __post_init__(self) -> None:
         self.arrivals = deque(maxlen=self.record_arrivals)
@@ -51,6 +67,11 @@ class SimStats:
         if status is not None:
             self.by_status[status] += 1
 
+    def batch_created(self, metadata: dict[str, str] | None) -> None:
+        self.batches_created += 1
+        for key, value in (metadata or {}).items():
+            self.batches_by_metadata.setdefault(key, Counter())[value] += 1
+
     def reset(self) -> None:
         """Start counting afresh; requests still in flight stay counted as such."""
         self.requests = 0
@@ -60,6 +81,13 @@ class SimStats:
         self.streams = 0
         self.arrivals.clear()
         self.bodies.clear()
+        self.files_uploaded = 0
+        self.batches_created = 0
+        self.batches_by_metadata.clear()
+        self.rows_processed = 0
+        self.downloads.clear()
+        self.api_calls.clear()
+        self.api_faults.clear()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,4 +100,13 @@ class SimStats:
             "max_in_flight": self.max_in_flight,
             "arrivals": list(self.arrivals),
             "bodies": list(self.bodies),
+            "files_uploaded": self.files_uploaded,
+            "batches_created": self.batches_created,
+            "batches_by_metadata": {
+                key: dict(values) for key, values in self.batches_by_metadata.items()
+            },
+            "rows_processed": self.rows_processed,
+            "downloads": dict(self.downloads),
+            "api_calls": dict(self.api_calls),
+            "api_faults": dict(self.api_faults),
         }
