@@ -92,6 +92,33 @@ def _parse_header(value: str) -> tuple[str, str]:
     return name.strip(), rest.strip()
 
 
+def _parse_limits(
+    name: str, values: tuple[str, ...]
+) -> tuple[float | None, tuple[tuple[str, float], ...]]:
+    """``--rpm 500 --rpm gpt-4.1=30`` -> (500.0, (("gpt-4.1", 30.0),))."""
+    default: float | None = None
+    by_model: list[tuple[str, float]] = []
+    for value in values:
+        model, sep, number = value.rpartition("=")
+        try:
+            amount = float(number)
+            if not amount > 0 or amount == float("inf"):
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: expected a positive number, or MODEL=N", param_hint=f"'--{name}'"
+            ) from None
+        if sep and model:
+            by_model.append((model, amount))
+        elif sep:
+            raise click.BadParameter(
+                f"{value!r}: a model name goes before '='", param_hint=f"'--{name}'"
+            )
+        else:
+            default = amount
+    return default, tuple(by_model)
+
+
 def _api_key(cfg: RunConfig) -> str | None:
     key = os.environ.get(cfg.api_key_env) or None
     if cfg.api_key_file:
@@ -163,8 +190,13 @@ def _endpoint(cfg: RunConfig) -> Iterator[RunConfig]:
     type=click.IntRange(min=1, max=100_000),
     help="Max requests in flight [default: 64].",
 )
-@click.option("--rpm", type=click.FloatRange(min=0, min_open=True), help="Requests per minute cap.")
-@click.option("--tpm", type=click.FloatRange(min=0, min_open=True), help="Tokens per minute cap.")
+@click.option(
+    "--rpm",
+    multiple=True,
+    metavar="[MODEL=]N",
+    help="Requests per minute for each model, or for one (repeatable: --rpm 500 --rpm gpt-4.1=30).",
+)
+@click.option("--tpm", multiple=True, metavar="[MODEL=]N", help="Tokens per minute, like --rpm.")
 @click.option(
     "--max-attempts",
     type=click.IntRange(min=1),
@@ -257,6 +289,13 @@ def build_config(
     given = {k: v for k, v in options.items() if v is not None and v != ()}
     if "headers" in given:
         given["headers"] = tuple(_parse_header(h) for h in given["headers"])
+    for name in ("rpm", "tpm"):
+        if name in given:
+            default, by_model = _parse_limits(name, given.pop(name))
+            if default is not None:
+                given[name] = default
+            if by_model:
+                given[f"model_{name}"] = by_model
     values: dict[str, Any] = {}
     if job_path:
         from batchrun.jobfile import load_job, merge_options
@@ -296,4 +335,7 @@ def status_command(run_dir: str, as_json: bool) -> None:
 
 
 def main() -> None:
-    cli(prog_name="batchrun")
+    try:
+        cli(prog_name="batchrun")
+    except KeyboardInterrupt:  # a Ctrl-C before a run could set up its own handling
+        sys.exit(130)

@@ -45,7 +45,7 @@ A full job file (every section but [input] is optional)::
 
     [limits]
     concurrency = 32
-    rpm = 500
+    rpm = 500            # per model; or { "gpt-4.1" = 30, "*" = 500 }
     tpm = 200000
     max_cost = 1.50      # USD
     quality_breaker = 0.8  # stop when this share of the first answers is unusable; 0: off
@@ -190,6 +190,8 @@ class Job:
     concurrency: int | None = None
     rpm: float | None = None
     tpm: float | None = None
+    model_rpm: tuple[tuple[str, float], ...] | None = None
+    model_tpm: tuple[tuple[str, float], ...] | None = None
     max_cost: float | None = None
     quality_breaker: float | None = None
     max_attempts: int | None = None
@@ -236,6 +238,8 @@ class Job:
             "concurrency": self.concurrency,
             "rpm": self.rpm,
             "tpm": self.tpm,
+            "model_rpm": self.model_rpm,
+            "model_tpm": self.model_tpm,
             "max_cost": self.max_cost,
             "quality_breaker": self.quality_breaker,
             "max_attempts": self.max_attempts,
@@ -366,6 +370,23 @@ class _Checker:
             return None
         return float(value)
 
+    def quota(self, sec: dict[str, Any], key: str) -> dict[str, Any]:
+        """``rpm = 500`` (each model) or ``rpm = { "gpt-4.1" = 30, "*" = 500 }``."""
+        value = sec.get(key)
+        if not isinstance(value, dict):
+            return {key: self.positive_number(sec, "limits", key)}
+        default = None
+        by_model = []
+        for model, number in value.items():
+            where = f"limits.{key}.{_key(model)}"
+            if isinstance(number, bool) or not isinstance(number, int | float) or number <= 0:
+                self.problem(where, f"must be a positive number (got {_show(number)})")
+            elif model == "*":
+                default = float(number)
+            else:
+                by_model.append((str(model), float(number)))
+        return {key: default, f"model_{key}": tuple(by_model) or None}
+
     def share(self, sec: dict[str, Any], name: str, key: str) -> float | None:
         value = sec.get(key)
         if value is None:
@@ -415,8 +436,8 @@ class _Checker:
         output = self.section("output")
         numbers: dict[str, Any] = {
             "concurrency": self.positive_int(limits, "limits", "concurrency"),
-            "rpm": self.positive_number(limits, "limits", "rpm"),
-            "tpm": self.positive_number(limits, "limits", "tpm"),
+            **self.quota(limits, "rpm"),
+            **self.quota(limits, "tpm"),
             "max_cost": self.positive_number(limits, "limits", "max_cost"),
             "quality_breaker": self.share(limits, "limits", "quality_breaker"),
             "max_attempts": self.positive_int(retry, "retry", "max_attempts"),

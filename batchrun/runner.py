@@ -336,6 +336,26 @@ class Runner:
     # -- the run --------------------------------------------------------------------
     async def run(self) -> RunResult:
         """Lock the run directory, check everything, send, write; see the module doc."""
+        result: RunResult | None = None
+        error: Exception | None = None
+        async with anyio.create_task_group() as outer:
+            self._outer = outer
+            if self.handle_signals:
+                # before anything else: a Ctrl-C from the first instant is a clean stop
+                await outer.start(self._watch_signals)
+            try:
+                result = await self._locked(self._run_locked)
+            except Exception as exc:  # raised as itself, not in an ExceptionGroup
+                error = exc
+            finally:
+                outer.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    async def _locked(self, body: Callable[[bool], Awaitable[RunResult]]) -> RunResult:
+        """``body(created)`` with the run directory made and locked for this process."""
         created = create_run_dir(self.cfg.out_dir)
         lock = RunDirLock(self.cfg.out_dir)
         try:
@@ -344,25 +364,10 @@ class Runner:
             if created:
                 remove_unused_run_dir(self.cfg.out_dir)
             raise
-        result: RunResult | None = None
-        error: Exception | None = None
         try:
-            async with anyio.create_task_group() as outer:
-                self._outer = outer
-                if self.handle_signals:
-                    outer.start_soon(self._watch_signals)
-                try:
-                    result = await self._run_locked(created)
-                except Exception as exc:  # raised as itself, not in an ExceptionGroup
-                    error = exc
-                finally:
-                    outer.cancel_scope.cancel()
+            return await body(created)
         finally:
             lock.release()
-        if error is not None:
-            raise error
-        assert result is not None
-        return result
 
     async def _run_locked(self, created: bool) -> RunResult:
         try:
@@ -835,8 +840,11 @@ class Runner:
         return EXIT_SOME_FAILED if self.counts.failed else EXIT_OK
 
     # -- signals --------------------------------------------------------------------
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
                 if self._stopping.is_set():
                     if signum == signal.SIGINT:

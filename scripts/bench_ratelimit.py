@@ -113,9 +113,20 @@ def start_sim(args: list[str]) -> tuple[subprocess.Popen[str], str]:
     return proc, line.rsplit(" ", 1)[-1]
 
 
-def run_case(case: Case, n: int, latency_ms: float, jitter_ms: float) -> dict[str, Any]:
-    rows = make_rows(n, case)
-    sim_args = [*case.sim_args, "--latency-ms", str(latency_ms), "--jitter-ms", str(jitter_ms)]
+@dataclass
+class Drive:
+    """What one `batchrun run` against one simulator left: the simulator's record,
+    the run's summary, how often each id landed in results.jsonl, failures, wall time."""
+
+    stats: dict[str, Any]
+    summary: dict[str, Any]
+    ids: Counter[str]
+    failed: int
+    wall: float
+
+
+def drive(sim_args: list[str], rows: list[dict[str, Any]], run_args: tuple[str, ...]) -> Drive:
+    """Start `batchrun sim` with ``sim_args``, run the real CLI on ``rows`` against it."""
     proc, base_url = start_sim(sim_args)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +148,7 @@ def run_case(case: Case, n: int, latency_ms: float, jitter_ms: float) -> dict[st
                 "--no-parquet",
                 "--quality-breaker",
                 "0",  # the simulator's free text outruns max_tokens: pacing is measured here
-                *case.run_args,
+                *run_args,
             ]
             started = time.monotonic()
             done = subprocess.run(command, capture_output=True, text=True)
@@ -159,7 +170,20 @@ def run_case(case: Case, n: int, latency_ms: float, jitter_ms: float) -> dict[st
     finally:
         proc.terminate()
         proc.wait(10)
+    return Drive(stats, summary, ids, failed, wall)
 
+
+def run_case(case: Case, n: int, latency_ms: float, jitter_ms: float) -> dict[str, Any]:
+    rows = make_rows(n, case)
+    sim_args = [*case.sim_args, "--latency-ms", str(latency_ms), "--jitter-ms", str(jitter_ms)]
+    result_of = drive(sim_args, rows, case.run_args)
+    stats, summary, ids, failed, wall = (
+        result_of.stats,
+        result_of.summary,
+        result_of.ids,
+        result_of.failed,
+        result_of.wall,
+    )
     arrivals = stats["arrivals"]
     span = arrivals[-1] - arrivals[0]
     by_status = {int(k): v for k, v in stats["by_status"].items()}

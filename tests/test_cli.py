@@ -75,3 +75,32 @@ def test_missing_output_dir_and_input_are_one_line_errors(tmp_path: Path) -> Non
     assert res.stderr.strip().splitlines() == ["Error: no run directory given (-o DIR)"]
     res = CliRunner().invoke(cli, ["run", "-o", str(tmp_path / "o")])
     assert res.exit_code == 1 and "no INPUT given" in res.stderr
+
+
+def test_rpm_and_tpm_for_every_model_and_for_one(tmp_path: Path) -> None:
+    from batchrun.cli import build_config
+
+    cfg = build_config(
+        str(tmp_path / "in.jsonl"),
+        None,
+        {"out_dir": str(tmp_path / "o"), "rpm": ("500", "gpt-4.1=30"), "tpm": ("gpt-4.1=9000",)},
+    )
+    assert cfg.rpm == 500 and cfg.tpm is None
+    assert cfg.limits_by_model() == {"gpt-4.1": (30.0, 9000.0)}
+    for bad in ("0", "x", "=5", "m=-1"):
+        res = CliRunner().invoke(cli, ["run", "in.jsonl", "-o", "o", "--rpm", bad])
+        assert res.exit_code == 2 and "--rpm" in res.stderr, (bad, res.stderr)
+
+
+def test_a_job_file_gives_per_model_quotas_as_a_table(tmp_path: Path) -> None:
+    from batchrun.config import RunConfig
+    from batchrun.jobfile import load_job
+
+    (tmp_path / "in.jsonl").write_text("{}\n")
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[input]\npath = "in.jsonl"\n[limits]\nrpm = { "*" = 500, "gpt-4.1" = 30 }\ntpm = 90000\n'
+    )
+    cfg = RunConfig(**{"out_dir": str(tmp_path / "o"), **load_job(job).to_run_options()})
+    assert cfg.rpm == 500 and cfg.tpm == 90000
+    assert cfg.limits_by_model() == {"gpt-4.1": (30.0, None)}

@@ -112,13 +112,23 @@ def test_nearly_full_bucket_keeps_a_sane_rate() -> None:
     assert mirror.rate == pytest.approx(10.0)  # keeps the last good measurement
 
 
+def test_a_rounded_down_remaining_is_refined_by_the_reset() -> None:
+    # a 6-RPM quota with 0.9 of a request left reads "remaining: 0"; the reset (51 s to
+    # full at 0.1/s) says where in [0, 1) it really is: 10 s of a request is not lost
+    mirror = QuotaMirror()
+    mirror.observe(limit=6, remaining=0, reset_s=51.0, now=0.0)
+    assert mirror.rate == pytest.approx(0.1)  # per minute, not 6/51
+    assert mirror.available(0.0) == pytest.approx(0.9)
+    assert mirror.delay(1, 0.0) == pytest.approx((1 + mirror.margin() - 0.9) / 0.1)
+
+
 def test_margin_and_delay() -> None:
     mirror = QuotaMirror()
     mirror.observe(limit=1200, remaining=30, reset_s=58.5, now=0.0)  # 20/s
-    assert mirror.margin() == pytest.approx(25.0)  # 1 + 2% of 1200
-    assert mirror.delay(1, 0.0) == 0.0  # 30 >= 1 + 25
+    assert mirror.margin() == pytest.approx(24.1)  # 0.1 + 2% of 1200
+    assert mirror.delay(1, 0.0) == 0.0  # 30 >= 1 + 24.1
     mirror.spend(10, 0.0)  # 20 left
-    assert mirror.delay(1, 0.0) == pytest.approx((26 - 20) / 20)
+    assert mirror.delay(1, 0.0) == pytest.approx((25.1 - 20) / 20)
     assert mirror.delay(1, 0.3) == pytest.approx(0.0)
 
 
@@ -410,14 +420,15 @@ def test_a_model_waiting_for_its_quota_holds_up_no_other_model() -> None:
 def test_mirror_paces_senders_at_the_refill_rate() -> None:
     vt = VirtualTime()
     h = Harness(vt, {"m": requests_for("m", 21)}, concurrency=64)
-    # 600 rpm = 10/s, bucket nearly empty: 13 = 1 + 2% margin ... +1 left
+    # 600 rpm = 10/s, bucket nearly empty: 1 request + a margin of 12.1, 0.9 above it
     h.accounts["m"].observe(
         snap(limit_requests=600, remaining_requests=14, reset_requests_s=58.6), None, 0.0
     )
     run_senders(h, 21)
     done_at = [t for _, t in h.sent]
     assert done_at[0] == 0.0  # one was left above the margin
-    assert done_at[-1] == pytest.approx(2.0)  # then 10 per second
+    assert done_at[1] == pytest.approx(0.01)  # the next one waits for its last 0.1
+    assert done_at[-1] == pytest.approx(1.91)  # then 10 per second
     gaps = [b - a for a, b in zip(done_at[1:], done_at[2:], strict=False)]
     assert all(g == pytest.approx(0.1) for g in gaps)
     assert h.accounts["m"].stats.header_waits == 20
@@ -428,13 +439,13 @@ def test_token_mirror_paces_by_estimated_tokens() -> None:
     h = Harness(vt, {"m": requests_for("m", 3, est=500)}, concurrency=64)
     account = h.accounts["m"]
     assert not account.needs_token_estimates
-    # 60k tpm = 1000/s; 1201 = 1 + 2% of 60k left: nothing above the margin
+    # 60k tpm = 1000/s; 1200.1 = 0.1 + 2% of 60k left: nothing above the margin
     account.observe(
-        snap(limit_tokens=60_000, remaining_tokens=1201, reset_tokens_s=58.799), None, 0.0
+        snap(limit_tokens=60_000, remaining_tokens=1200.1, reset_tokens_s=58.799), None, 0.0
     )
     assert account.needs_token_estimates
     run_senders(h, 1)
-    assert [t for _, t in h.sent] == [pytest.approx(0.5), pytest.approx(1.0), pytest.approx(1.5)]
+    assert [t for _, t in h.sent] == [pytest.approx(x, abs=1e-3) for x in (0.5, 1.0, 1.5)]
 
 
 def test_user_quotas_apply_per_model() -> None:
@@ -638,5 +649,5 @@ def test_openai_header_set_drives_the_mirror() -> None:
     assert account.requests.rate == pytest.approx(1.0)
     assert account.tokens.limit == 150_000
     run_senders(h, 1)
-    # 3 left, margin 2.2: the first has to wait 0.2 s, the next one 1 s more
-    assert [t for _, t in h.sent] == [pytest.approx(0.2), pytest.approx(1.2)]
+    # 3 left, margin 1.3: the first goes now, the next one waits 0.3 s for its share
+    assert [t for _, t in h.sent] == [0.0, pytest.approx(0.3)]

@@ -217,3 +217,40 @@ def test_server_quota_is_met_without_client_limits(tmp_path: Path) -> None:
     assert elapsed < span + 5.0
     [account] = list(runner.accounts)
     assert account.requests.limit == rpm
+
+
+def test_a_slow_model_does_not_hold_up_a_fast_one(tmp_path: Path) -> None:
+    """Issue 14, case 1, over real sockets: a 60-RPM model waiting for its quota (one
+    request a second) mixed into 300 rows of a fast model must not slow the fast one."""
+    rows = []
+    for i in range(300):
+        rows.append({"custom_id": f"f{i}", **body(f"fast {i}", model="fast", max_tokens=8)})
+        if i % 50 == 0:
+            rows.append({"custom_id": f"s{i}", **body(f"slow {i}", model="slow", max_tokens=8)})
+    config = SimConfig(rpm=60_000, model_rpm={"slow": 60}, start_drained=True, latency_ms=5)
+    with SimThread(config) as sim:
+        runner = run_batch(tmp_path, sim.base_url, rows)
+        stats = sim.snapshot()
+    fast = sorted(stats["by_model"]["fast"]["arrivals"])
+    slow = sorted(stats["by_model"]["slow"]["arrivals"])
+    assert stats["by_model"]["fast"]["by_status"]["200"] == 300
+    assert stats["by_model"]["slow"]["by_status"]["200"] == 6
+    start = min(fast[0], slow[0])
+    assert fast[-1] - start < 3.0  # done while the slow model still waits for its refills
+    assert slow[-1] - start > 5.0  # one a second (after its reserve)
+    assert stats["rate_limited"] <= 2  # at most each model's first, probing request
+    by_model = runner.accounts.summary()["by_model"]
+    assert by_model["slow"]["server_rpm"] == 60 and by_model["fast"]["server_rpm"] == 60_000
+
+
+def test_a_drained_quota_is_paced_from_the_first_answer(tmp_path: Path) -> None:
+    """Issue 14, case 2: from a used-up quota, one probing request learns the pace; the
+    rest are not sent into 429s."""
+    rows = [{"custom_id": f"r{i}", **body(f"row {i}", max_tokens=8)} for i in range(40)]
+    with SimThread(SimConfig(rpm=600, start_drained=True, latency_ms=5)) as sim:
+        run_batch(tmp_path, sim.base_url, rows, concurrency=64)
+        stats = sim.snapshot()
+    assert stats["rate_limited"] <= 1
+    assert len(read_lines(tmp_path / "run" / "results.jsonl")) == 40
+    arrivals = sorted(stats["arrivals"])
+    assert arrivals[-1] - arrivals[0] < 40 / 10 + 2.0  # the quota's pace plus its reserve

@@ -192,3 +192,37 @@ def test_parse_body_accepts_extra_fields() -> None:
     assert error is not None and error.code == "invalid_type"
     _, error = parse_body(b'{"model": "m", "messages": [{"role": ["user"]}]}')
     assert error is not None and error.code == "invalid_value"
+
+
+def test_quotas_are_per_model_with_their_own_limits() -> None:
+    clock = [0.0]
+    quota = Quota(600, None, lambda: clock[0], model_limits={"slow": (6, None)})
+    for _ in range(6):
+        assert quota.admit("k", 10, "slow").allowed
+    refused = quota.admit("k", 10, "slow")
+    assert not refused.allowed and refused.retry_after == pytest.approx(10.0)
+    assert refused.headers["x-ratelimit-limit-requests"] == "6"
+    fast = quota.admit("k", 10, "fast")  # another model: its own, untouched bucket
+    assert fast.allowed and fast.headers["x-ratelimit-limit-requests"] == "600"
+    assert fast.headers["x-ratelimit-remaining-requests"] == "599"
+    assert quota.limits("slow") == (6, None) and quota.limits("other") == (600, None)
+
+
+def test_a_drained_quota_starts_empty_and_refills() -> None:
+    clock = [0.0]
+    quota = Quota(600, None, lambda: clock[0], start_drained=True)
+    first = quota.admit("k", 1, "m")
+    assert not first.allowed and first.retry_after == pytest.approx(0.1)
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    clock[0] = 1.0
+    admitted = sum(quota.admit("k", 1, "m").allowed for _ in range(20))
+    assert admitted == 10  # a second's refill at 10/s
+
+
+def test_sim_config_checks_model_limits() -> None:
+    with pytest.raises(ValueError, match="model_rpm"):
+        SimConfig(model_rpm={"m": 0})
+    assert SimConfig(model_rpm={"a": 6}, model_tpm={"b": 100}).model_limits() == {
+        "a": (6, None),
+        "b": (None, 100),
+    }

@@ -17,14 +17,16 @@ is at least ``remaining - what we sent since this request left`` and at most
     1.0
     >>> mirror = QuotaMirror()
     >>> mirror.observe(limit=60, remaining=0, reset_s=60.0, now=0.0)
-    >>> round(mirror.delay(1, now=0.0), 2)   # 1 request + a margin of 2.2 refill at 1/s
-    3.2
+    >>> round(mirror.delay(1, now=0.0), 2)   # 1 request + a margin of 1.3, refill 1/s
+    2.3
 """
 
 from __future__ import annotations
 
 MARGIN_SHARE = 0.02
-"""Share of a server limit kept in reserve (plus one unit), for estimate errors."""
+"""Share of a server limit kept in reserve, for estimate errors and other clients."""
+MARGIN_UNITS = 0.1
+"""And a tenth of a unit: a 6-RPM quota must not keep a whole request (10 s) aside."""
 
 
 class Bucket:
@@ -100,15 +102,25 @@ class QuotaMirror:
         """
         if limit <= 0:
             return
+        nominal = limit / 60.0  # the limits are per minute (OpenAI: RPM, TPM)
         used = limit - remaining
         if reset_s is not None and reset_s > 0 and used >= 0.1 * limit:
             # reset = time until full; a nearly full bucket gives a tiny, rounded
             # reset and a wild rate, so keep the old rate then
             rate = used / reset_s
+            if abs(used - nominal * reset_s) <= 1.5:
+                # `remaining` is rounded down: a unit of error, which is 10 s of a
+                # 6-RPM quota. When rounding explains the gap, this is a per-minute
+                # bucket and it refills at exactly limit/60
+                rate = nominal
         elif self.rate > 0 and self.limit == limit:
             rate = self.rate
         else:
-            rate = limit / 60.0
+            rate = nominal
+        if reset_s is not None and reset_s > 0:
+            # the reset (in ms) says more precisely where in [remaining, remaining + 1)
+            # the bucket really was
+            remaining = min(max(remaining, limit - reset_s * rate), remaining + 0.999)
         low = remaining - (spent_since or 0.0)
         high = remaining + rate * (age or 0.0)
         if self.limit != limit:
@@ -118,7 +130,7 @@ class QuotaMirror:
         self.limit, self.level, self.rate, self.at = float(limit), level, rate, now
 
     def margin(self) -> float:
-        return 1.0 + MARGIN_SHARE * (self.limit or 0.0)
+        return MARGIN_UNITS + MARGIN_SHARE * (self.limit or 0.0)
 
     def delay(self, cost: float, now: float) -> float:
         """Seconds to wait before ``cost`` units may be spent (0 = go now)."""

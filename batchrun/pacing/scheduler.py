@@ -37,6 +37,8 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 EPSILON = 1e-6
 """Seconds of float residue not worth another sleep."""
+TOLERANCE = 0.002
+"""Deadlines this close to the timekeeper's count as the same one."""
 
 last_send: ContextVar[SendMark | None] = ContextVar("batchrun_last_send", default=None)
 """The send the current task made last: the response it reads answers that one."""
@@ -174,7 +176,8 @@ class Scheduler:
         self.stopped = False
         self._next_lane = 0
         self._changed = anyio.Event()
-        self._waiting = 0
+        self._crowded = 0
+        """Waiters that found a model with no room (a request coming back wakes them)."""
         self._tick_at = float("inf")
         """When the earliest timed waiter wakes everybody (inf: nobody keeps time)."""
 
@@ -189,6 +192,7 @@ class Scheduler:
             soonest = float("inf")
             blocker: ModelAccount | None = None
             live = False
+            crowded = False
             lanes = self.lanes
             n = len(lanes)
             for k in range(n):
@@ -202,6 +206,7 @@ class Scheduler:
                 if not account.has_room(now):
                     # its requests in flight coming back will wake us; a slow start
                     # also ends by itself
+                    crowded = True
                     if account.probing and account.probe_until - now < soonest:
                         soonest, blocker = account.probe_until - now, None
                     continue
@@ -218,7 +223,7 @@ class Scheduler:
                     soonest, blocker = wait, account
             if not live:
                 return None
-            await self._idle(soonest, blocker)
+            await self._idle(soonest, blocker, crowded)
 
     async def wait_for(self, account: ModelAccount, tokens: int) -> None:
         """Pace one more attempt of a request already out (a retry). Raises `Stopped`."""
@@ -226,19 +231,21 @@ class Scheduler:
             if self.stopped:
                 raise Stopped()
             now = self.clock()
-            if account.has_room(now):
+            crowded = not account.has_room(now)
+            if not crowded:
                 wait = account.delay(tokens, now)
                 if wait <= EPSILON:
                     last_send.set(account.take(tokens, now))
                     return
             else:
                 wait = float("inf")
-            await self._idle(wait, account)
+            await self._idle(wait, account, crowded)
 
     def release(self, account: ModelAccount, *, ok: bool) -> None:
-        """A request is back: room for the next one."""
+        """A request is back: room for the next one (waking only those who wait for
+        room: a sender waiting for a refill would look, find none, and sleep again)."""
         account.release(ok=ok)
-        if self._waiting:
+        if self._crowded:
             self.notify()
 
     # -- waiting -------------------------------------------------------------------
@@ -251,36 +258,44 @@ class Scheduler:
         self.stopped = True
         self.notify()
 
-    async def _idle(self, wait: float, blocker: ModelAccount | None) -> None:
-        """Wait ``wait`` seconds at most, or until something changes. Only a waiter
-        with an earlier deadline than the current timekeeper's sleeps itself; the
-        others wait for the wake-up everybody gets."""
+    async def _idle(self, wait: float, blocker: ModelAccount | None, crowded: bool) -> None:
+        """Wait ``wait`` seconds at most, or until something changes.
+
+        Only a waiter whose deadline is earlier than the current timekeeper's (by more
+        than `TOLERANCE`: the same ready time computed a little later must not make a
+        second keeper) sleeps itself; everybody else waits for a change. A keeper whose
+        timer rings wakes everybody; one woken by a change wakes nobody (whoever made
+        the change already did), so wake-ups never chase each other.
+        """
         changed = self._changed
-        self._waiting += 1
+        self._crowded += crowded
         try:
             deadline = self.clock() + wait
-            if wait == float("inf") or deadline >= self._tick_at - EPSILON:
+            if wait == float("inf") or deadline >= self._tick_at - TOLERANCE:
                 await changed.wait()
                 return
             self._tick_at = deadline
             if blocker is not None:
                 blocker.stats.header_waits += 1
                 blocker.stats.paced_s += wait
-            try:
-                async with anyio.create_task_group() as tg:
+            rang = False
+            async with anyio.create_task_group() as tg:
 
-                    async def ring() -> None:
-                        await self.sleep(wait)
-                        tg.cancel_scope.cancel()
-
-                    tg.start_soon(ring)
-                    await changed.wait()
+                async def ring() -> None:
+                    nonlocal rang
+                    await self.sleep(wait)
+                    rang = True
                     tg.cancel_scope.cancel()
-            finally:
+
+                tg.start_soon(ring)
+                await changed.wait()
+                tg.cancel_scope.cancel()
+            if self._tick_at == deadline:
                 self._tick_at = float("inf")
-                self.notify()  # everybody looks again; the next deadline finds a keeper
+            if rang:
+                self.notify()  # time is up: everybody looks again
         finally:
-            self._waiting -= 1
+            self._crowded -= crowded
 
 
 __all__ = [

@@ -35,6 +35,19 @@ def _parse_rates(values: tuple[str, ...]) -> dict[int, float]:
     return rates
 
 
+def _parse_model_limits(values: tuple[str, ...], what: str) -> dict[str, int]:
+    limits: dict[str, int] = {}
+    for value in values:
+        model, sep, number = value.rpartition("=")
+        try:
+            if not sep or not model:
+                raise ValueError
+            limits[model] = int(number)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected MODEL=N, e.g. gpt-4o={what}") from None
+    return limits
+
+
 def _parse_step(text: str) -> ApiStep:
     return int(text) if text.isdigit() else text
 
@@ -178,6 +191,18 @@ def batch_config(options: dict[str, Any]) -> BatchConfig:
 )
 @click.option("--rpm", type=int, default=None, help="Requests per minute per API key.")
 @click.option("--tpm", type=int, default=None, help="Tokens per minute per API key.")
+@click.option(
+    "--model-rpm",
+    multiple=True,
+    metavar="MODEL=N",
+    help="A model's own requests per minute (repeatable); quotas are per model.",
+)
+@click.option(
+    "--model-tpm", multiple=True, metavar="MODEL=N", help="A model's own tokens per minute."
+)
+@click.option(
+    "--start-drained", is_flag=True, help="Quotas start used up, as after another client."
+)
 @click.option("--retry-after", default=1.0, type=float, help="Seconds advertised by injected 429s.")
 @click.option("--truncate-rate", default=0.0, type=float, help="Share of streams torn early.")
 @click.option(
@@ -202,6 +227,9 @@ def sim_command(
     error_rates: tuple[str, ...],
     rpm: int | None,
     tpm: int | None,
+    model_rpm: tuple[str, ...],
+    model_tpm: tuple[str, ...],
+    start_drained: bool,
     retry_after: float,
     truncate_rate: float,
     stream_error_rate: float,
@@ -228,6 +256,9 @@ def sim_command(
             retry_after=retry_after,
             rpm=rpm,
             tpm=tpm,
+            model_rpm=_parse_model_limits(model_rpm, "500"),
+            model_tpm=_parse_model_limits(model_tpm, "30000"),
+            start_drained=start_drained,
             require_key=require_key,
             truncate_rate=truncate_rate,
             stream_error_rate=stream_error_rate,

@@ -197,7 +197,13 @@ class SimConfig:
     fail_first: Mapping[str, Sequence[ScriptStep]] = field(default_factory=dict)
     """Marker substring -> steps played on successive attempts of each matching body."""
     rpm: int | None = None
+    """Requests per minute per API key and model (OpenAI's quotas are per model)."""
     tpm: int | None = None
+    model_rpm: Mapping[str, int] = field(default_factory=dict)
+    """Per-model request quotas, overriding ``rpm`` for the models named."""
+    model_tpm: Mapping[str, int] = field(default_factory=dict)
+    start_drained: bool = False
+    """Quotas start empty, as if another client had just used them up."""
     default_completion_tokens: int = 256
     """Completion tokens a quota reserves when the request sets no max tokens."""
     require_key: str | None = None
@@ -248,9 +254,21 @@ class SimConfig:
         low, high = self.reply_words
         if not 1 <= low <= high:
             raise ValueError("reply_words must be (low, high) with 1 <= low <= high")
+        for name in ("model_rpm", "model_tpm"):
+            limits = {str(m): int(n) for m, n in getattr(self, name).items()}
+            if any(n <= 0 for n in limits.values()):
+                raise ValueError(f"{name} values must be positive")
+            object.__setattr__(self, name, MappingProxyType(limits))
         object.__setattr__(self, "error_rates", MappingProxyType(rates))
         object.__setattr__(self, "fail_first", MappingProxyType(scripts))
         object.__setattr__(self, "stream_pieces", max(1, int(self.stream_pieces)))
+
+    def model_limits(self) -> dict[str, tuple[int | None, int | None]]:
+        """model -> (rpm, tpm) for the models given their own quotas."""
+        return {
+            m: (self.model_rpm.get(m), self.model_tpm.get(m))
+            for m in {*self.model_rpm, *self.model_tpm}
+        }
 
     def __repr__(self) -> str:
         # the key must never reach a log line

@@ -1,4 +1,9 @@
-"""OpenAI-style rate limits: a request bucket and a token bucket per API key.
+"""OpenAI-style rate limits: a request bucket and a token bucket per API key and model.
+
+Like OpenAI's, quotas are per model: each model has its own buckets (its own
+limits when ``model_limits`` names it, else the defaults), and the headers of a
+response describe the buckets of the model it was for. ``start_drained`` starts
+every bucket empty, as a key whose quota another client has just used up.
 
 Each bucket holds at most its per-minute limit and refills continuously at
 limit/60 per second. A request is admitted only when *both* buckets hold enough
@@ -16,20 +21,27 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 
 class TokenBucket:
     """A bucket of `capacity` units refilling at capacity/`period` per second."""
 
-    def __init__(self, capacity: float, now: Callable[[], float], period: float = 60.0) -> None:
+    def __init__(
+        self,
+        capacity: float,
+        now: Callable[[], float],
+        period: float = 60.0,
+        *,
+        empty: bool = False,
+    ) -> None:
         if capacity <= 0:
             raise ValueError("capacity must be positive")
         self.capacity = float(capacity)
         self.rate = self.capacity / period
         self._now = now
-        self._level = self.capacity
+        self._level = 0.0 if empty else self.capacity
         self._updated = now()
 
     def level(self) -> float:
@@ -90,32 +102,46 @@ class Admission:
 
 
 class Quota:
-    """Request and token buckets per API key; either limit may be None (unlimited)."""
+    """Request and token buckets per API key and model; any limit may be None
+    (unlimited)."""
 
     def __init__(
         self,
         rpm: int | None,
         tpm: int | None,
         now: Callable[[], float] = time.monotonic,
+        *,
+        model_limits: Mapping[str, tuple[int | None, int | None]] | None = None,
+        start_drained: bool = False,
     ) -> None:
         self.rpm = rpm
         self.tpm = tpm
+        self.model_limits = dict(model_limits or {})
+        self.start_drained = start_drained
         self._now = now
-        self._buckets: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
+        self._buckets: dict[tuple[str, str], tuple[TokenBucket | None, TokenBucket | None]] = {}
 
-    def _for(self, key: str) -> tuple[TokenBucket | None, TokenBucket | None]:
-        pair = self._buckets.get(key)
+    def limits(self, model: str) -> tuple[int | None, int | None]:
+        """(rpm, tpm) for ``model``."""
+        rpm, tpm = self.model_limits.get(model, (None, None))
+        return (rpm if rpm is not None else self.rpm, tpm if tpm is not None else self.tpm)
+
+    def _for(self, key: str, model: str) -> tuple[TokenBucket | None, TokenBucket | None]:
+        pair = self._buckets.get((key, model))
         if pair is None:
+            rpm, tpm = self.limits(model)
+            drained = self.start_drained
             pair = (
-                TokenBucket(self.rpm, self._now) if self.rpm else None,
-                TokenBucket(self.tpm, self._now) if self.tpm else None,
+                TokenBucket(rpm, self._now, empty=drained) if rpm else None,
+                TokenBucket(tpm, self._now, empty=drained) if tpm else None,
             )
-            self._buckets[key] = pair
+            self._buckets[(key, model)] = pair
         return pair
 
-    def admit(self, key: str, tokens: int) -> Admission:
-        """Take 1 request and `tokens` tokens from `key`'s buckets, or refuse."""
-        requests, token_bucket = self._for(key)
+    def admit(self, key: str, tokens: int, model: str = "") -> Admission:
+        """Take 1 request and `tokens` tokens from the buckets of `key` and `model`,
+        or refuse."""
+        requests, token_bucket = self._for(key, model)
         wait_requests = requests.wait_for(1) if requests else 0.0
         wait_tokens = token_bucket.wait_for(tokens) if token_bucket else 0.0
         if wait_requests > 0 or wait_tokens > 0:
@@ -132,9 +158,9 @@ class Quota:
             token_bucket.take(tokens)
         return Admission(True, headers=self._headers(requests, token_bucket))
 
-    def peek_headers(self, key: str) -> dict[str, str]:
-        """The x-ratelimit headers for `key` without taking anything."""
-        return self._headers(*self._for(key))
+    def peek_headers(self, key: str, model: str = "") -> dict[str, str]:
+        """The x-ratelimit headers for `key` and `model` without taking anything."""
+        return self._headers(*self._for(key, model))
 
     @staticmethod
     def _headers(requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:

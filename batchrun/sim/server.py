@@ -51,6 +51,8 @@ from batchrun.sim.stats import SimStats
 from batchrun.sim.stream import stream_chunks
 from batchrun.sim.validation import parse_body
 
+_MODEL = web.RequestKey("model", str)
+"""The model a request named (per-model stats), once its body is read."""
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _DONE = b"data: [DONE]\n\n"
@@ -67,7 +69,12 @@ class SimServer:
         self.stats = SimStats(self.config.record_arrivals, self.config.record_bodies)
         self.faults = FaultPlan(self.config)
         cfg = self.config
-        self.quota = Quota(cfg.rpm, cfg.tpm, now) if (cfg.rpm or cfg.tpm) else None
+        limits = cfg.model_limits()
+        self.quota = (
+            Quota(cfg.rpm, cfg.tpm, now, model_limits=limits, start_drained=cfg.start_drained)
+            if (cfg.rpm or cfg.tpm or limits)
+            else None
+        )
         self.host = "127.0.0.1"
         self.port = 0
         # ids: a per-server random prefix plus a counter (unique, and cheap to make)
@@ -204,7 +211,8 @@ class SimServer:
         return error_response(ApiError(404, f"Invalid URL ({request.method} {path})"))
 
     async def _completion(self, request: web.BaseRequest) -> web.StreamResponse:
-        self.stats.arrived(self.now())
+        arrived_at = self.now()
+        self.stats.arrived(arrived_at)
         status: int | None = None
         try:
             response = await self._answer(request)
@@ -215,6 +223,9 @@ class SimServer:
             return response
         finally:
             self.stats.finished(status)
+            model = request.get(_MODEL)
+            if model is not None:
+                self.stats.model_answered(model, arrived_at, status)
 
     def _presented_key(self, request: web.BaseRequest) -> str | None:
         auth = request.headers.get("Authorization")
@@ -252,6 +263,7 @@ class SimServer:
             return error_response(error or ApiError(400, "Invalid body."), headers)
         if self.stats.bodies.maxlen:
             self.stats.bodies.append(body)
+        request[_MODEL] = str(body.get("model") or "")
 
         refusal = self._quota_refusal(body, presented or "anon", headers)
         if refusal is not None:
@@ -312,13 +324,15 @@ class SimServer:
         estimate = tokens.prompt_tokens(body) + tokens.completion_ceiling(
             body, self.config.default_completion_tokens
         )
-        admission = self.quota.admit(key, estimate)
+        model = str(body.get("model") or "")
+        admission = self.quota.admit(key, estimate, model)
         headers.update(admission.headers)
         if admission.allowed:
             return None
         wait = admission.retry_after
         by_tokens = admission.limited_by == "tokens"
-        limit = self.config.tpm if by_tokens else self.config.rpm
+        rpm, tpm = self.quota.limits(model)
+        limit = tpm if by_tokens else rpm
         if math.isfinite(wait):
             headers.update(retry_after_headers(wait))
         error = quota_exceeded(admission.limited_by, limit, estimate if by_tokens else 1, wait)

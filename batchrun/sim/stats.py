@@ -45,6 +45,8 @@ class SimStats:
     """Files/Batches API operation -> calls (faulted ones included)."""
     api_faults: Counter[str] = field(default_factory=Counter)
     """"operation:step" -> times that fault was played, e.g. ``"upload:503"``."""
+    by_model: dict[str, ModelStats] = field(default_factory=dict)
+    """Per model: arrival times and statuses (quotas are per model)."""
 
     def __post_init__(self) -> None:
         self.arrivals = deque(maxlen=self.record_arrivals)
@@ -67,6 +69,14 @@ class SimStats:
         if status is not None:
             self.by_status[status] += 1
 
+    def model_answered(self, model: str, arrived_at: float, status: int | None) -> None:
+        stats = self.by_model.get(model)
+        if stats is None:
+            stats = self.by_model[model] = ModelStats(deque(maxlen=self.record_arrivals))
+        stats.arrivals.append(arrived_at)
+        if status is not None:
+            stats.by_status[status] += 1
+
     def batch_created(self, metadata: dict[str, str] | None) -> None:
         self.batches_created += 1
         for key, value in (metadata or {}).items():
@@ -88,6 +98,7 @@ class SimStats:
         self.downloads.clear()
         self.api_calls.clear()
         self.api_faults.clear()
+        self.by_model.clear()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,4 +120,17 @@ class SimStats:
             "downloads": dict(self.downloads),
             "api_calls": dict(self.api_calls),
             "api_faults": dict(self.api_faults),
+            "by_model": {
+                model: {
+                    "arrivals": list(m.arrivals),
+                    "by_status": {str(k): v for k, v in sorted(m.by_status.items())},
+                }
+                for model, m in sorted(self.by_model.items())
+            },
         }
+
+
+@dataclass
+class ModelStats:
+    arrivals: deque[float]
+    by_status: Counter[int] = field(default_factory=Counter)
