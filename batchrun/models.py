@@ -66,6 +66,8 @@ class Outcome:
     """Seconds spent waiting to send: admission, pacing, cooldowns, retry back-off."""
     body_hash: str | None = None
     """`batchrun.ids.body_hash` of the body sent: ties the answer to its request."""
+    finished_at: float | None = None
+    """Wall-clock time (Unix seconds) it was finished: the run's time series."""
 
     @classmethod
     def success(

@@ -4,7 +4,7 @@
      "response": {"status_code": 200, "request_id": "req_...", "body": {...}},
      "error": null,
      "batchrun": {"row": 1, "attempts": 1, "latency_ms": 812.5, "wait_ms": 0.0,
-                  "ttft_ms": null, "body_hash": "9f2c..."}}
+                  "ttft_ms": null, "at": 1764513600.123, "body_hash": "9f2c..."}}
 
 ``response.body`` is the server's response, unmodified. ``error`` is null on success;
 on failure it is ``{"code", "message", "attempts": [{"status", "code", "message"}]}``
@@ -60,6 +60,8 @@ def encode(outcome: Outcome) -> bytes:
         "wait_ms": round(outcome.wait_s * 1000, 1),
         "ttft_ms": None if outcome.ttft_s is None else round(outcome.ttft_s * 1000, 1),
     }
+    if outcome.finished_at is not None:
+        meta["at"] = round(outcome.finished_at, 3)
     if outcome.extra:
         meta.update(outcome.extra)
     if outcome.body_hash is not None:

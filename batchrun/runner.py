@@ -123,8 +123,11 @@ class Runner:
         sleep: Sleep = anyio.sleep,
         handle_signals: bool = False,
         hooks: RunHooks | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
+        self.wall_clock = wall_clock
+        """Unix time, for the finish time each line records (the run's time series)."""
         self.api_key = api_key
         register_secret(api_key)  # scrubbed from every byte written from now on
         self.transport = transport
@@ -615,6 +618,7 @@ class Runner:
                 wait_s=max(0.0, total - wire[0]),
                 body_hash=sent_hash,
             )
+            outcome.finished_at = self.wall_clock()
             envelope = error_envelope(exc.body)
             if envelope is not None and outcome.error is not None:
                 # the envelope's type and param say what to fix; keep them next to code
@@ -644,6 +648,7 @@ class Runner:
             wait_s=max(0.0, total - wire[0]),
             body_hash=sent_hash,
         )
+        outcome.finished_at = self.wall_clock()
         if len(attempts) > 1:
             outcome.extra["statuses"] = [a.status for a in attempts]
         if verdict.category != OK:
