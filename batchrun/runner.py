@@ -459,8 +459,9 @@ class Runner:
                     yield req
 
         if len(models) > 1:
-            return [Lane(pending(m), self.clock) for m in sorted(models)]
-        return [Lane(pending(None), self.clock)]
+            return [Lane(pending(m), self.clock, model=m) for m in sorted(models)]
+        only = next(iter(models)) if models else None
+        return [Lane(pending(None), self.clock, model=only)]
 
     async def _run_pool(self, scheduler: Scheduler, client: ChatClient) -> None:
         async with anyio.create_task_group() as background:

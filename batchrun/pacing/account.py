@@ -105,17 +105,32 @@ class ModelAccount:
         return 1 if self.probing else max(1, int(self.limit))
 
     def has_room(self, now: float) -> bool:
-        if self.probing and now >= self.probe_until:
+        if self.probing:
+            if now < self.probe_until:
+                return self.in_flight < 1
             self.probing = False  # a slow first answer: do not hold the run for it
-        return self.in_flight < self.size
+        return self.in_flight < self.limit or self.in_flight < 1
 
     @property
     def needs_token_estimates(self) -> bool:
         """Token estimates cost a tokenizer pass: only make them when they matter."""
         return self.user_tokens is not None or self.tokens.limit is not None
 
+    @property
+    def bounded(self) -> bool:
+        """True once any quota is known: the server's (headers) or the user's."""
+        return (
+            self.requests.limit is not None
+            or self.tokens.limit is not None
+            or self.user_requests is not None
+            or self.user_tokens is not None
+        )
+
     def delay(self, tokens: int, now: float) -> float:
         """Seconds before one request of ``tokens`` may go (0: now)."""
+        if not self.bounded:  # the common case of a server that says nothing
+            wait = self.cooldown_until - now
+            return wait if wait > 0.0 else 0.0
         wait = max(
             self.cooldown_until - now,
             self.requests.delay(1, now),
@@ -128,8 +143,14 @@ class ModelAccount:
         return wait
 
     def take(self, tokens: int, now: float) -> SendMark:
-        """One request leaves now: charge every bucket, count it in flight."""
+        """One request leaves now: charge every bucket, count it in flight. The mark
+        tells `observe` what was sent after it (so the first headers, arriving after a
+        burst, are not mistaken for the bucket now)."""
         self.in_flight += 1
+        if not self.bounded:
+            self._sent_requests += 1
+            self._sent_tokens += tokens
+            return SendMark(self, now, self._sent_requests, self._sent_tokens)
         self.requests.spend(1, now)
         if tokens:
             self.tokens.spend(tokens, now)

@@ -127,11 +127,18 @@ def model_of_request(req: Request) -> str:
 
 
 class Lane:
-    """A stream of requests, and the one at its head waiting for its account."""
+    """A stream of requests, and the one at its head waiting for its account.
 
-    def __init__(self, requests: Iterator[Request], clock: Clock = time.monotonic) -> None:
+    ``model``: when every request of the lane is for one model (a lane per model, or
+    an input naming one), its account is looked up once instead of per request.
+    """
+
+    def __init__(
+        self, requests: Iterator[Request], clock: Clock = time.monotonic, model: str | None = None
+    ) -> None:
         self._requests = requests
         self._clock = clock
+        self.model = model
         self.head: Request | None = None
         self.tokens: int | None = None
         self.since = 0.0
@@ -202,7 +209,9 @@ class Scheduler:
                 if req is None:
                     continue
                 live = True
-                account = self.accounts[model_of_request(req)]
+                account = self.accounts[
+                    lane.model if lane.model is not None else model_of_request(req)
+                ]
                 if not account.has_room(now):
                     # its requests in flight coming back will wake us; a slow start
                     # also ends by itself
