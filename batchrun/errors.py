@@ -18,7 +18,7 @@
             └── UnusableAnswer   a billed answer that came back unreadable twice
 
 Lower-level exceptions (httpx, aiohttp, OSError) are mapped onto this tree in one
-place, `batchrun.client`, with ``raise ... from exc``. The CLI turns the non-request
+place, `batchrun.transport.client`, with ``raise ... from exc``. The CLI turns the non-request
 errors into one-line messages; request errors end up in errors.jsonl.
 """
 

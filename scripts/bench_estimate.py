@@ -17,10 +17,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from batchrun.estimate import estimate, format_estimate  # noqa: E402
+from batchrun.cost.estimate import estimate, format_estimate  # noqa: E402
+from batchrun.cost.pricing import PriceBook  # noqa: E402
 from batchrun.models import Request  # noqa: E402
-from batchrun.pricing import PriceBook  # noqa: E402
-from batchrun.tokens import prompt_tokens  # noqa: E402
+from batchrun.pacing.tokens import prompt_tokens  # noqa: E402
 
 SYSTEM = "You are a careful assistant. Answer in one short sentence."
 MODELS = ("gpt-4o-mini", "gpt-4o", "deepseek-chat")

@@ -65,10 +65,10 @@ def _peak_mib() -> float:
 
 # -- building the run directory ---------------------------------------------------------
 def build(run_dir: str, lines: int, tail: int, target_bytes: int) -> dict[str, float]:
-    from batchrun.journal import RESULTS, SUMMARY
-    from batchrun.records import encode
-    from batchrun.summary import Counts, build_summary, write_json_atomic
-    from batchrun.tally import Tally
+    from batchrun.output.journal import RESULTS, SUMMARY
+    from batchrun.output.lines import encode
+    from batchrun.output.summary import Counts, build_summary, write_json_atomic
+    from batchrun.output.tally import Tally
 
     os.makedirs(run_dir, exist_ok=True)
     started = time.perf_counter()
@@ -141,7 +141,7 @@ def _outcome(ok: list[Attempt], i: int, content: str) -> Outcome:
 
 # -- one measurement (runs in a fresh subprocess) ------------------------------------------
 def measure(mode: str, run_dir: str) -> dict[str, float]:
-    from batchrun.journal import read_journal
+    from batchrun.output.journal import read_journal
 
     results = os.path.join(run_dir, "results.jsonl")
     base = _rss_mib()

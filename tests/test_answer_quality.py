@@ -1,7 +1,7 @@
 """Useless answers are not counted as success in silence (issue 13, item 6).
 
 A 200 can carry an answer cut off at max_tokens, refused, filtered, empty or off
-the schema. Each result line says so (``batchrun.quality``), summary.json counts
+the schema. Each result line says so (``batchrun.output.quality``), summary.json counts
 answers by quality per model, progress and the report warn as soon as a share is
 unusable, a quality breaker stops a run whose first answers are mostly unusable,
 and ``--retry-bad-answers`` sends just those rows again.
@@ -21,10 +21,10 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.commands import run_hooks
+from batchrun.cli.commands import run_hooks
 from batchrun.config import RunConfig
-from batchrun.progress import ProgressHooks
-from batchrun.runner import EXIT_ERROR, EXIT_OK, CompositeHooks, Runner
+from batchrun.engine.runner import EXIT_ERROR, EXIT_OK, CompositeHooks, Runner
+from batchrun.report.progress import ProgressHooks
 from tests.conftest import FakeTime, completion
 
 ROOT = Path(__file__).resolve().parent.parent

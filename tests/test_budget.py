@@ -12,12 +12,12 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from batchrun.budget import CostHooks
 from batchrun.cli import cli
 from batchrun.config import RunConfig
+from batchrun.cost.budget import CostHooks
+from batchrun.engine.runner import EXIT_BUDGET, EXIT_OK, Runner
 from batchrun.errors import ConfigError
-from batchrun.runner import EXIT_BUDGET, EXIT_OK, Runner
-from batchrun.tokens import prompt_tokens
+from batchrun.pacing.tokens import prompt_tokens
 from tests.conftest import body, completion, read_lines
 
 # $1 per million prompt tokens and $2 per million completion tokens: easy arithmetic

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 
-from batchrun.commands import run_hooks
+from batchrun.cli.commands import run_hooks
 from batchrun.config import RunConfig
+from batchrun.engine.runner import Runner
 from batchrun.ids import body_hash
-from batchrun.runner import Runner
 from tests.conftest import FakeTime, completion
 from tests.test_resume import Server, lines_of, run, summary_of
 

@@ -94,7 +94,7 @@ def test_rpm_and_tpm_for_every_model_and_for_one(tmp_path: Path) -> None:
 
 def test_a_job_file_gives_per_model_quotas_as_a_table(tmp_path: Path) -> None:
     from batchrun.config import RunConfig
-    from batchrun.jobfile import load_job
+    from batchrun.jobs.jobfile import load_job
 
     (tmp_path / "in.jsonl").write_text("{}\n")
     job = tmp_path / "job.toml"

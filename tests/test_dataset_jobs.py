@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.config import RunConfig
-from batchrun.dataset_output import DatasetOutputHooks, finish_dataset_run
-from batchrun.evaluate import normalize_answer
-from batchrun.jobfile import load_job
+from batchrun.engine.runner import CompositeHooks, RunHooks, Runner, RunResult
+from batchrun.jobs.evaluate import normalize_answer
+from batchrun.jobs.jobfile import load_job
+from batchrun.jobs.outputs import DatasetOutputHooks, finish_dataset_run
 from batchrun.models import Outcome
-from batchrun.runner import CompositeHooks, RunHooks, Runner, RunResult
 from batchrun.sim import SimConfig, SimThread
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
@@ -351,7 +351,7 @@ def test_no_parquet_still_evaluates_and_quiet_prints_nothing(tmp_path: Path) -> 
 def test_a_parquet_failure_is_a_note_not_a_failed_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import batchrun.dataset_output as dataset_output
+    import batchrun.jobs.outputs as dataset_output
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")

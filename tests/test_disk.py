@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-import batchrun.runner
-import batchrun.sinks
+import batchrun.engine.runner
+import batchrun.output.sink
 from batchrun.cli import cli
 from tests.faultserver import FaultServer
 
@@ -66,7 +66,7 @@ def lines_of(path: Path) -> tuple[list[dict[str, Any]], bytes]:
 
 
 class FullDisk:
-    """Stands in for the ``os`` module inside batchrun.sinks: ``write`` stores only
+    """Stands in for the ``os`` module inside batchrun.output.sink: ``write`` stores only
     ``budget`` more bytes (a short write first, as a real full disk does), then
     raises ENOSPC. Everything else is the real ``os``."""
 
@@ -217,7 +217,7 @@ def test_disk_full_stops_cleanly_and_resumes(
         "-q",
     ]
     disk = FullDisk(budget)
-    monkeypatch.setattr(batchrun.sinks, "os", disk)
+    monkeypatch.setattr(batchrun.output.sink, "os", disk)
     result = run_cli(args)
     monkeypatch.undo()
 
@@ -260,7 +260,7 @@ def test_disk_full_stops_cleanly_and_resumes(
 
 
 def _no_room_for(name: str) -> Any:
-    real = batchrun.runner.write_json_atomic
+    real = batchrun.engine.runner.write_json_atomic
 
     def write(path: str, data: Any) -> None:
         if os.path.basename(path) == name:
@@ -286,7 +286,7 @@ def test_disk_full_while_writing_the_summary(
         "none",
         "-q",
     ]
-    monkeypatch.setattr(batchrun.runner, "write_json_atomic", _no_room_for("summary.json"))
+    monkeypatch.setattr(batchrun.engine.runner, "write_json_atomic", _no_room_for("summary.json"))
     result = run_cli(args)
     monkeypatch.undo()
     assert isinstance(result.exception, SystemExit), repr(result.exception)
@@ -304,7 +304,7 @@ def test_disk_full_before_the_run_starts(
 ) -> None:
     write_requests(tmp_path / "r.jsonl", 4)
     out = tmp_path / "run"
-    monkeypatch.setattr(batchrun.runner, "write_json_atomic", _no_room_for("run.json"))
+    monkeypatch.setattr(batchrun.engine.runner, "write_json_atomic", _no_room_for("run.json"))
     result = run_cli(
         [
             "run",
@@ -454,7 +454,7 @@ def test_removing_the_run_directory_mid_run_stops_sending_at_once(tmp_path: Path
     import httpx
 
     from batchrun.config import RunConfig
-    from batchrun.runner import EXIT_ERROR, Runner
+    from batchrun.engine.runner import EXIT_ERROR, Runner
     from tests.conftest import FakeTime, completion
 
     inp = tmp_path / "requests.jsonl"

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from batchrun import records
-from batchrun.estimate import estimate, format_estimate, learn_from_run
+from batchrun.cost.estimate import estimate, format_estimate, learn_from_run
+from batchrun.cost.pricing import ModelPrice, PriceBook, PriceTier
 from batchrun.models import Outcome, Request
-from batchrun.pricing import ModelPrice, PriceBook, PriceTier
-from batchrun.tokens import completion_ceiling, prompt_tokens
+from batchrun.output import lines as output_lines
+from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
 
 BOOK = PriceBook(
     {
@@ -96,7 +96,7 @@ def _write_run(run_dir: Path, rows: list[tuple[str, int | None]]) -> None:
             body["usage"] = {"prompt_tokens": 10, "completion_tokens": completion}
         req = Request(f"row-{i}", {}, row=i + 1)
         outcome = Outcome.success(req, status=200, request_id=None, body=body, attempts=[])
-        lines.append(records.encode(outcome))
+        lines.append(output_lines.encode(outcome))
     # a torn last line (crash mid-write) must be skipped, not trusted
     (run_dir / "results.jsonl").write_bytes(b"".join(lines) + lines[0][:30])
 

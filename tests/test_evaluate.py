@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchrun.evaluate import MAX_CATEGORICAL_LABELS, Evaluator, format_eval, normalize_answer
+from batchrun.jobs.evaluate import MAX_CATEGORICAL_LABELS, Evaluator, format_eval, normalize_answer
 
 # (reference, model content) for a sentiment job with JSON answers.
 FIXTURE = [

@@ -19,7 +19,7 @@ import anyio.lowlevel
 import pytest
 
 from batchrun.config import RunConfig
-from batchrun.runner import EXIT_OK, EXIT_SOME_FAILED, Runner, RunResult
+from batchrun.engine.runner import EXIT_OK, EXIT_SOME_FAILED, Runner, RunResult
 from tests.faultserver import MB, FaultServer
 
 pytest_plugins = ["tests.conftest_fault"]  # fault_server, shared_fault_server

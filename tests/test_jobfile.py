@@ -8,7 +8,7 @@ import pytest
 
 from batchrun.config import RunConfig
 from batchrun.errors import ConfigError
-from batchrun.jobfile import JobFileError, load_job, merge_options
+from batchrun.jobs.jobfile import JobFileError, load_job, merge_options
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 SCHEMA = {
@@ -491,8 +491,8 @@ def test_shipped_examples_render_their_data() -> None:
     import orjson
     import pyarrow.parquet as pq
 
-    from batchrun.evaluate import Evaluator
-    from batchrun.template import body_builder
+    from batchrun.input.templates import body_builder
+    from batchrun.jobs.evaluate import Evaluator
 
     sentiment = load_job(JOBS / "sentiment.toml")
     rows = [orjson.loads(line) for line in Path(sentiment.input_path).read_bytes().splitlines()]

@@ -18,9 +18,9 @@ import pytest
 from batchrun.models import Request
 from batchrun.pacing.account import CLUSTER_MIN, PROBE_SECONDS, ModelAccount
 from batchrun.pacing.buckets import Bucket, QuotaMirror
+from batchrun.pacing.headers import RateLimitSnapshot, parse_ratelimit_headers
+from batchrun.pacing.retry import retry_after_seconds
 from batchrun.pacing.scheduler import Accounts, Lane, Scheduler, Stopped, last_send
-from batchrun.ratelimit_headers import RateLimitSnapshot, parse_ratelimit_headers
-from batchrun.retry import retry_after_seconds
 
 NOW_UNIX = 1_700_000_000.0
 

@@ -13,17 +13,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun import parquet_out
 from batchrun.config import RunConfig
-from batchrun.jobfile import load_job
+from batchrun.jobs.jobfile import load_job
 from batchrun.models import Attempt, Outcome, Request
-from batchrun.parquet_out import (
+from batchrun.output import parquet
+from batchrun.output.lines import encode
+from batchrun.output.parquet import (
     ResultIndex,
     infer_jsonl_columns,
     result_values,
     write_results_parquet,
 )
-from batchrun.records import encode
 
 SCHEMA = {
     "type": "object",
@@ -156,7 +156,7 @@ def test_index_last_line_wins_and_results_beat_errors(tmp_path: Path) -> None:
 def test_index_confirms_ids_on_a_hash_collision(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(parquet_out, "id_hash", lambda custom_id: 42)  # every id collides
+    monkeypatch.setattr(parquet, "id_hash", lambda custom_id: 42)  # every id collides
     write_run(tmp_path, results=[success("x", "X"), success("y", "Y")], errors=[failure("z")])
     with ResultIndex.build(str(tmp_path)) as index:
         assert index.lookup("x")[1]["custom_id"] == "x"  # type: ignore[index]
@@ -469,7 +469,7 @@ def test_plain_request_file_has_no_carried_columns(tmp_path: Path) -> None:
     out = str(tmp_path / "run" / "results.parquet")
     report = write_results_parquet(cfg, out)
     rows = read(out)
-    assert report.columns == ["custom_id", "row"] + [n for n, _ in parquet_out.RESULT_COLUMNS]
+    assert report.columns == ["custom_id", "row"] + [n for n, _ in parquet.RESULT_COLUMNS]
     assert [(r["custom_id"], r["status"], r["content"]) for r in rows] == [
         ("q1", "succeeded", "first"),
         ("q2", "pending", None),
@@ -504,7 +504,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.M
     out = os.path.join(cfg.out_dir, "results.parquet")
     write_results_parquet(cfg, out)
     calls = 0
-    real_table = parquet_out._Pass.table
+    real_table = parquet._Pass.table
 
     def flaky(self: Any, items: Any, batch: Any) -> pa.Table:
         nonlocal calls
@@ -513,7 +513,7 @@ def test_a_failed_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.M
             raise OSError("disk full")
         return real_table(self, items, batch)
 
-    monkeypatch.setattr(parquet_out._Pass, "table", flaky)
+    monkeypatch.setattr(parquet._Pass, "table", flaky)
     with pytest.raises(OSError, match="disk full"):
         write_results_parquet(cfg, out, row_group_rows=4)
     assert len(read(out)) == 10  # the old file, whole

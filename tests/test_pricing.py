@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.errors import ConfigError
-from batchrun.pricing import (
+from batchrun.cost.pricing import (
     GENAI_PRICES,
     USER_FILE,
     CostTotals,
@@ -23,7 +22,8 @@ from batchrun.pricing import (
     read_price_file,
     worst_case_cost,
 )
-from batchrun.usage import Usage
+from batchrun.errors import ConfigError
+from batchrun.output.usage import Usage
 
 AT = datetime(2026, 11, 20, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Progress while a run goes (batchrun.progress): live display, plain log lines, --quiet."""
+"""Progress while a run goes (batchrun.report.progress): live display, plain log lines, --quiet."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from rich.console import Console
 
 from batchrun.cli import cli
 from batchrun.config import RunConfig
-from batchrun.progress import (
+from batchrun.engine.runner import CompositeHooks, RunHooks, Runner
+from batchrun.output.summary import Counts
+from batchrun.output.tally import Tally
+from batchrun.report.progress import (
     ProgressHooks,
     RateMeter,
     Snapshot,
@@ -27,9 +30,6 @@ from batchrun.progress import (
     pick_mode,
     render_snapshot,
 )
-from batchrun.runner import CompositeHooks, RunHooks, Runner
-from batchrun.summary import Counts
-from batchrun.tally import Tally
 from tests.conftest import FakeTime, body, completion
 
 LINE = re.compile(

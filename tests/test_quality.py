@@ -1,4 +1,4 @@
-"""Answer quality (batchrun.quality): categories, schema checks, counts, decisions. Pure."""
+"""Answer quality (batchrun.output.quality): categories, schema checks, counts, decisions. Pure."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun.quality import (
+from batchrun.output.quality import (
     CATEGORIES,
     CONTENT_FILTER,
     EMPTY,

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from batchrun.config import RunConfig
-from batchrun.runner import EXIT_OK, Runner
+from batchrun.engine.runner import EXIT_OK, Runner
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import body, completion, read_lines
 

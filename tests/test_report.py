@@ -1,4 +1,4 @@
-"""The run report (batchrun.report, batchrun.latency): figures checked against the files."""
+"""The run report (batchrun.report.text and .statistics): figures checked against the files."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ from click.testing import CliRunner
 
 from batchrun.cli import cli
 from batchrun.config import RunConfig
-from batchrun.latency import LatencyStats, meta_of, percentile, retry_cause
+from batchrun.cost.pricing import PriceBook, cost_report, format_cost_table
+from batchrun.engine.runner import Runner
 from batchrun.models import Attempt, Outcome, Request
-from batchrun.pricing import PriceBook, cost_report, format_cost_table
-from batchrun.records import encode
-from batchrun.report import format_duration, format_status, run_report, status_report
-from batchrun.runner import Runner
-from batchrun.usage import Usage
+from batchrun.output.lines import encode
+from batchrun.output.usage import Usage
+from batchrun.report.statistics import LatencyStats, meta_of, percentile, retry_cause
+from batchrun.report.text import format_duration, format_status, run_report, status_report
 from tests.conftest import FakeTime, body, completion, read_lines
 
 # ------------------------------------------------------------------ pure parts

@@ -25,11 +25,7 @@ from click.testing import CliRunner
 
 from batchrun.cli import cli
 from batchrun.config import RunConfig
-from batchrun.errors import RunDirError
-from batchrun.journal import read_journal
-from batchrun.models import Attempt, Outcome, Request
-from batchrun.records import custom_id_of, encode
-from batchrun.runner import (
+from batchrun.engine.runner import (
     EXIT_OK,
     EXIT_SIGINT,
     EXIT_SOME_FAILED,
@@ -37,6 +33,10 @@ from batchrun.runner import (
     Runner,
     RunResult,
 )
+from batchrun.errors import RunDirError
+from batchrun.models import Attempt, Outcome, Request
+from batchrun.output.journal import read_journal
+from batchrun.output.lines import custom_id_of, encode
 from tests.conftest import FakeTime, body, completion
 
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -24,7 +24,7 @@ from batchrun.errors import (
     TransportError,
 )
 from batchrun.models import Attempt
-from batchrun.retry import (
+from batchrun.pacing.retry import (
     DEFAULT_MAX_WAIT,
     RETRYABLE_STATUSES,
     backoff_seconds,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from batchrun.config import RunConfig
-from batchrun.runner import EXIT_OK, EXIT_SOME_FAILED, Runner
+from batchrun.engine.runner import EXIT_OK, EXIT_SOME_FAILED, Runner
 from tests.conftest import FakeTime, body, completion, read_lines
 
 

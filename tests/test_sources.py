@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.errors import InputError
-from batchrun.sources import Source
+from batchrun.input.sources import Source
 from tests.conftest import body
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from batchrun.engine.runner import EXIT_SIGINT, Runner
 from batchrun.models import Outcome
-from batchrun.runner import EXIT_SIGINT, Runner
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import completion
 from tests.test_resume import StopAfter, ids_of, make_cfg, run, write_rows

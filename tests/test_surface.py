@@ -29,7 +29,7 @@ from click.testing import CliRunner
 
 from batchrun.cli import cli
 from batchrun.config import RunConfig
-from batchrun.runner import EXIT_OK, EXIT_SOME_FAILED, Runner
+from batchrun.engine.runner import EXIT_OK, EXIT_SOME_FAILED, Runner
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import FakeTime
 

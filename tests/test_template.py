@@ -5,7 +5,7 @@ import datetime as dt
 import pytest
 
 from batchrun.errors import ConfigError, InputError
-from batchrun.template import (
+from batchrun.input.templates import (
     PromptTemplate,
     apply_defaults,
     as_text,

@@ -19,9 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
+from batchrun.engine.runner import EXIT_ERROR, EXIT_SOME_FAILED
 from batchrun.errors import RunDirError
-from batchrun.jobfile import load_job
-from batchrun.runner import EXIT_ERROR, EXIT_SOME_FAILED
+from batchrun.jobs.jobfile import load_job
 from tests.conftest import completion
 from tests.test_budget import run as budget_run
 from tests.test_budget import setup as budget_setup

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchrun.pacing.buckets import Bucket, QuotaMirror
-from batchrun.ratelimit_headers import RateLimitSnapshot
+from batchrun.pacing.headers import RateLimitSnapshot
 
 RECENT = 100
 """Answers remembered to tell a cluster of 429s from isolated ones."""

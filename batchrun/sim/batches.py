@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from batchrun import tokens
+from batchrun.pacing import tokens
 from batchrun.sim.batch_input import CHAT_ENDPOINT, batch_error, read_batch_input
 from batchrun.sim.config import SimConfig, check_fate
 from batchrun.sim.content import completion_object, make_reply

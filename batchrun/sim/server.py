@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from batchrun import tokens
+from batchrun.pacing import tokens
 from batchrun.sim.batch_api import BatchApi
 from batchrun.sim.batches import BatchStore
 from batchrun.sim.config import ApiStep, ScriptStep, SimConfig

@@ -1,0 +1,141 @@
+"""Cost so far, in summary.json, and the ``--max-cost`` cap.
+
+`CostHooks` prices every flushed result (pricing.CostTotals, request by request)
+and, when a cap is set, admits a request only if
+
+    spent + worst case of everything in flight + worst case of this one <= cap
+
+The worst case is every prompt token uncached plus the completion ceiling
+(max_tokens x n; when a body sets none, the model's context window, else
+`FALLBACK_CEILING`). When in-flight reservations are what blocks a request, it
+waits for them to settle (their real cost is usually far below the worst case);
+only when the spent money alone leaves no room does the run stop, so a run stops
+within one request's worst case of the cap, never above it.
+
+    >>> hooks = CostHooks(cfg)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from batchrun.config import RunConfig
+from batchrun.engine.runner import RunHooks, Runner
+from batchrun.errors import BudgetExceeded, ConfigError
+from batchrun.input.sources import ScanResult
+from batchrun.models import Outcome, Request
+from batchrun.output.usage import model_of, usage_of
+from batchrun.pacing.scheduler import Stopped
+
+FALLBACK_CEILING = 16_384
+
+
+class CostHooks(RunHooks):
+    def __init__(self, cfg: RunConfig) -> None:
+        from batchrun.cost.pricing import CostTotals, PriceBook
+
+        self.cfg = cfg
+        self.cap = cfg.max_cost
+        self.book = PriceBook.load(cfg.prices_path, job_prices=cfg.job.get("prices"))
+        self.costs = CostTotals(self.book)
+        self.reserved: dict[str, float] = {}
+        self._settled = anyio.Event()
+        self._stopped = False
+
+    @property
+    def spent(self) -> float:
+        return self.costs.spent
+
+    def before_send(self, runner: Runner, scan: ScanResult) -> None:
+        """Under a cap every model needs a price, known before the first send."""
+        if self.cap is None:
+            return
+        unpriced = sorted(m for m in scan.models if self.book.price_for(m) is None)
+        if unpriced:
+            names = ", ".join(repr(m) for m in unpriced)
+            raise ConfigError(
+                f"--max-cost cannot be enforced: no known price for {names}; "
+                "add a price with --prices FILE (see jobs/prices.example.toml) "
+                "or run without --max-cost"
+            )
+
+    def on_start(self, runner: Runner) -> None:
+        self.book.preload()
+        # earlier processes of this run: priced from their per-model totals
+        for model, usage in runner.tally.usage.by_model.items():
+            self.costs.add(model, usage)
+        runner.cost_so_far = self.spent  # type: ignore[attr-defined]
+
+    def worst_case(self, body: dict[str, Any]) -> float:
+        from batchrun.cost.pricing import worst_case_cost
+        from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
+
+        model = str(body.get("model") or "unknown")
+        price = self.book.price_for(model)
+        if price is None:
+            raise BudgetExceeded(
+                f"--max-cost cannot be enforced: model {model!r} has no known price "
+                "(add it to a --prices file)"
+            )
+        prompt = prompt_tokens(body)
+        ceiling = completion_ceiling(body)
+        if ceiling <= 0:
+            window = getattr(price, "context_window", None)
+            ceiling = max(1, window - prompt) if window else FALLBACK_CEILING
+        cost = worst_case_cost(model, prompt, ceiling, self.book)
+        return cost or 0.0
+
+    async def admit(self, runner: Runner, req: Request, body: dict[str, Any]) -> None:
+        if self.cap is None:
+            return
+        worst = self.worst_case(body)
+        while True:
+            in_flight = sum(self.reserved.values())
+            if self.spent + in_flight + worst <= self.cap:
+                self.reserved[req.custom_id] = worst
+                return
+            if self._stopped:
+                raise Stopped()  # the run stopped while this request waited for room
+            if not self.reserved or self.spent + worst > self.cap:
+                from batchrun.cost.pricing import format_usd
+
+                raise BudgetExceeded(
+                    f"budget cap reached: spent {format_usd(self.spent)} of --max-cost "
+                    f"{format_usd(self.cap)}; the next request could cost up to "
+                    f"{format_usd(worst)}. Only a higher --max-cost continues the run "
+                    "(finished rows are kept and not paid again)."
+                )
+            await self._settled.wait()
+
+    def after_request(
+        self, runner: Runner, req: Request, tokens: int, body: dict[str, Any] | None
+    ) -> None:
+        # a success keeps its reservation until its cost is counted (on_written)
+        if body is None and self.reserved.pop(req.custom_id, None) is not None:
+            self._wake()
+
+    def on_written(self, runner: Runner, batch: list[Outcome]) -> None:
+        for outcome in batch:
+            self.reserved.pop(outcome.custom_id, None)
+            if outcome.ok:
+                usage = usage_of(outcome.body)
+                if usage is not None:
+                    self.costs.add(model_of(outcome.body), usage)
+        runner.cost_so_far = self.spent  # type: ignore[attr-defined]
+        self._wake()
+
+    def on_stop(self, runner: Runner, reason: str) -> None:
+        self._stopped = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._settled.set()
+        self._settled = anyio.Event()
+
+    def summary_extra(self, runner: Runner) -> dict[str, Any]:
+        report = self.costs.report()
+        if self.cap is not None:
+            report["budget"] = {"max_cost_usd": self.cap, "spent_usd": round(self.spent, 6)}
+        return report

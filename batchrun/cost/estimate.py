@@ -1,0 +1,330 @@
+"""Dry run: what a job would send and what it could cost, without sending anything.
+
+Counts, per model, the requests, their exact prompt tokens (the same tokenizer as the
+TPM limiter, `batchrun.pacing.tokens.prompt_tokens`) and their completion-token ceiling
+(``max_completion_tokens`` or ``max_tokens``, times ``n``). A request with no max
+tokens has no ceiling: it is counted as *unbounded* and the high cost is reported as
+unknown rather than guessed. When an earlier finished run is given
+(`learn_from_run`), its average completion tokens per request give a typical case.
+
+Cost range per model, from `batchrun.cost.pricing`:
+
+- low  = prompt cost + typical completion cost (0 completion without a learned run)
+- high = prompt cost + ceiling completion cost (null if any request is unbounded)
+
+Both assume no cached-input discount, so a run with heavy prompt caching can cost
+less than ``low``. Tiered prices are applied per request (by its prompt size).
+
+    >>> from batchrun.models import Request
+    >>> book = PriceBook({"m": ModelPrice(input=1.0, output=2.0)}, use_genai_prices=False)
+    >>> body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+    >>> estimate([Request("r1", body, row=1)], book, None).models["m"].completion_ceiling
+    10
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchrun.cost.pricing import ModelPrice, PriceBook, align_table, format_usd
+from batchrun.models import Request
+from batchrun.output import lines
+from batchrun.output.usage import model_of, usage_of
+from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
+
+UNKNOWN_MODEL = "unknown"
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """Requests of one model that pay the same tier's rates."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    ceiling_tokens: int = 0
+
+
+@dataclass(slots=True)
+class ModelEstimate:
+    """What one model's requests hold and could cost."""
+
+    model: str
+    price: ModelPrice | None = None
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_ceiling: int = 0
+    """Sum of the ceilings of the bounded requests."""
+    unbounded_requests: int = 0
+    """Requests with no max tokens: their completion has no ceiling."""
+    typical_completion_per_request: float | None = None
+    buckets: dict[int, _Bucket] = field(default_factory=dict, repr=False)
+
+    @property
+    def typical_completion_tokens(self) -> float | None:
+        if self.typical_completion_per_request is None:
+            return None
+        return self.typical_completion_per_request * self.requests
+
+    def _cost(self, completion_of: Any) -> float | None:
+        if self.price is None:
+            return None
+        total = 0.0
+        for index, bucket in self.buckets.items():
+            rates = self.price.tiers[index - 1] if index else self.price.rates_for(0)
+            completion = completion_of(bucket)
+            total += (bucket.prompt_tokens * rates.input + completion * rates.output) / 1e6
+        return total
+
+    @property
+    def prompt_cost(self) -> float | None:
+        return self._cost(lambda bucket: 0)
+
+    @property
+    def cost_low(self) -> float | None:
+        per_request = self.typical_completion_per_request or 0.0
+        return self._cost(lambda bucket: bucket.requests * per_request)
+
+    @property
+    def cost_high(self) -> float | None:
+        if self.unbounded_requests:
+            return None
+        return self._cost(lambda bucket: bucket.ceiling_tokens)
+
+    def to_dict(self) -> dict[str, Any]:
+        typical = self.typical_completion_tokens
+        data: dict[str, Any] = {
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_ceiling_tokens": self.completion_ceiling,
+            "unbounded_requests": self.unbounded_requests,
+            "typical_completion_tokens": None if typical is None else round(typical),
+            "cost_usd": {
+                "prompt": _round(self.prompt_cost),
+                "low": _round(self.cost_low),
+                "high": _round(self.cost_high),
+            },
+            "price_source": None if self.price is None else self.price.source,
+        }
+        if self.price is None:
+            data["cost_usd"]["reason"] = "no price known"
+        elif self.unbounded_requests:
+            data["cost_usd"]["reason"] = (
+                f"{self.unbounded_requests} requests set no max_tokens: no upper bound"
+            )
+        return data
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 10)
+
+
+@dataclass(slots=True)
+class EstimateReport:
+    """Per-model estimates of one job, plus what they add up to."""
+
+    models: dict[str, ModelEstimate] = field(default_factory=dict)
+    learned_from: str | None = None
+
+    @property
+    def requests(self) -> int:
+        return sum(m.requests for m in self.models.values())
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(m.prompt_tokens for m in self.models.values())
+
+    @property
+    def completion_ceiling(self) -> int:
+        return sum(m.completion_ceiling for m in self.models.values())
+
+    @property
+    def unbounded_requests(self) -> int:
+        return sum(m.unbounded_requests for m in self.models.values())
+
+    @property
+    def unpriced_models(self) -> list[str]:
+        return sorted(name for name, m in self.models.items() if m.price is None)
+
+    def _sum(self, values: Iterable[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) if known else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The estimate as JSON-ready data (``batchrun estimate --json``)."""
+        models = self.models.values()
+        high = (
+            None
+            if self.unbounded_requests
+            else self._sum(m.cost_high for m in models if m.price is not None)
+        )
+        return {
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_ceiling_tokens": self.completion_ceiling,
+            "unbounded_requests": self.unbounded_requests,
+            "learned_from": self.learned_from,
+            "cost_usd": {
+                "low": _round(self._sum(m.cost_low for m in models)),
+                "high": _round(high),
+                "complete": not self.unpriced_models,
+                "unpriced_models": self.unpriced_models,
+            },
+            "by_model": {name: self.models[name].to_dict() for name in sorted(self.models)},
+        }
+
+
+def estimate(
+    requests: Iterable[Request],
+    book: PriceBook,
+    default_model: str | None,
+    learned: Mapping[str, float] | None = None,
+    *,
+    learned_from: str | None = None,
+) -> EstimateReport:
+    """Count a job's requests per model and price the range; sends nothing.
+
+    ``default_model`` is used for bodies without a ``model``. ``learned`` maps model
+    names to average completion tokens per request (see `learn_from_run`); names are
+    matched loosely (``provider/`` prefix and date suffix ignored), since a response
+    names ``gpt-4o-2024-08-06`` where the request said ``gpt-4o``. ``learned_from``
+    (the earlier run's directory) is only shown in the report.
+
+        >>> estimate([], PriceBook(use_genai_prices=False), None).requests
+        0
+    """
+    report = EstimateReport(learned_from=learned_from if learned else None)
+    models = report.models
+    for request in requests:
+        body = request.body
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            model = default_model or UNKNOWN_MODEL
+        entry = models.get(model)
+        if entry is None:
+            entry = models[model] = ModelEstimate(model, book.price_for(model))
+            entry.typical_completion_per_request = _learned_for(model, learned)
+        prompt = prompt_tokens(body, model)
+        ceiling = completion_ceiling(body)
+        entry.requests += 1
+        entry.prompt_tokens += prompt
+        if ceiling:
+            entry.completion_ceiling += ceiling
+        else:
+            entry.unbounded_requests += 1
+        price = entry.price
+        index = price.tier_index(prompt) if price is not None and price.tiers else 0
+        bucket = entry.buckets.get(index)
+        if bucket is None:
+            bucket = entry.buckets[index] = _Bucket()
+        bucket.requests += 1
+        bucket.prompt_tokens += prompt
+        bucket.ceiling_tokens += ceiling
+    return report
+
+
+_DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
+
+
+def _canonical(model: str) -> str:
+    return _DATE_SUFFIX.sub("", model.rsplit("/", 1)[-1]).lower()
+
+
+def _learned_for(model: str, learned: Mapping[str, float] | None) -> float | None:
+    if not learned:
+        return None
+    if model in learned:
+        return learned[model]
+    wanted = _canonical(model)
+    for name, average in learned.items():
+        if _canonical(name) == wanted:
+            return average
+    return None
+
+
+def learn_from_run(run_dir: str) -> dict[str, float]:
+    """Average completion tokens per request, per model, from a run's results.jsonl.
+
+    Streams the file; torn or foreign lines and responses without usage are skipped.
+    Models are named as the responses name them. Missing file: an empty dict.
+
+        >>> learn_from_run("/nonexistent")
+        {}
+    """
+    path = os.path.join(run_dir, "results.jsonl")
+    sums: dict[str, list[int]] = {}
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return {}
+    with handle:
+        for line in handle:
+            try:
+                record = lines.decode(line)
+            except ValueError:
+                continue
+            response = record.get("response")
+            if record.get("error") is not None or not isinstance(response, dict):
+                continue
+            body = response.get("body")
+            usage = usage_of(body)
+            if usage is None:
+                continue
+            counts = sums.setdefault(model_of(body), [0, 0])
+            counts[0] += 1
+            counts[1] += usage.completion_tokens
+    return {model: total / n for model, (n, total) in sorted(sums.items())}
+
+
+def format_estimate(report: EstimateReport) -> str:
+    """Terminal table of an estimate: one row per model, then the totals and caveats."""
+    header = ("model", "requests", "prompt tok", "ceiling tok", "typical tok", "low", "high")
+    rows: list[tuple[str, ...]] = []
+    for name in sorted(report.models):
+        m = report.models[name]
+        typical = m.typical_completion_tokens
+        high = "unbounded" if m.unbounded_requests else format_usd(m.cost_high)
+        rows.append(
+            (
+                name,
+                f"{m.requests:,}",
+                f"{m.prompt_tokens:,}",
+                f"{m.completion_ceiling:,}" + ("+" if m.unbounded_requests else ""),
+                "-" if typical is None else f"{round(typical):,}",
+                "no price" if m.price is None else format_usd(m.cost_low),
+                "no price" if m.price is None else high,
+            )
+        )
+    data = report.to_dict()
+    rows.append(
+        (
+            "total",
+            f"{report.requests:,}",
+            f"{report.prompt_tokens:,}",
+            f"{report.completion_ceiling:,}" + ("+" if report.unbounded_requests else ""),
+            "",
+            format_usd(data["cost_usd"]["low"]),
+            "unbounded" if report.unbounded_requests else format_usd(data["cost_usd"]["high"]),
+        )
+    )
+    lines = align_table([header, *rows])
+    if report.unbounded_requests:
+        lines.append(
+            f"{report.unbounded_requests:,} requests set no max_tokens/max_completion_tokens: "
+            "their output, and so the high cost, has no upper bound"
+        )
+    if report.unpriced_models:
+        lines.append(
+            "incomplete: no price known for "
+            + ", ".join(report.unpriced_models)
+            + " (not in the totals; add them to a --prices file)"
+        )
+    if report.learned_from:
+        lines.append(f"typical case learned from {report.learned_from}")
+    else:
+        lines.append("low assumes 0 completion tokens (no earlier run to learn from)")
+    lines.append("costs assume no cached-input discount")
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""The run directory as a place only one process writes: its lock and its leftovers.
+
+A run directory has exactly one writer. Two processes appending to the same
+results.jsonl would both send every pending row (paying twice) and both count
+what they wrote (summary.json under-reports). So before a run reads the journal
+it takes an OS lock (`fcntl.flock`, exclusive, non-blocking) on ``.lock`` in the
+directory and writes its pid there; a second process is refused at once, naming
+that pid. The kernel drops the lock when the process dies however it dies
+(``kill -9`` included), so a stale lock never blocks a rerun, and `holder` tells
+a live run ("running, pid N") from one that stopped without a word.
+
+    >>> with RunDirLock("runs/a"):     # doctest: +SKIP
+    ...     ...                         # read the journal, send, write
+    >>> holder("runs/a") is None        # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from types import TracebackType
+
+from batchrun.errors import RunDirError
+
+LOCK = ".lock"
+TMP_PREFIX = ".tmp-"
+"""Prefix of the temporary files `batchrun.output.summary.atomic_file` renames into place."""
+
+
+class RunDirLock:
+    """Exclusive, non-blocking lock on a run directory, held for a whole run."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+        self.path = os.path.join(run_dir, LOCK)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunDirError(f"{self.path}: cannot create the lock file ({exc.strerror})") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _read_pid(fd)
+            os.close(fd)
+            who = f"pid {pid}" if pid else "another process"
+            raise RunDirError(
+                f"{self.run_dir} is in use by another batchrun run ({who}); "
+                "wait for it to finish or stop it, or use another -o directory"
+            ) from None
+        except OSError as exc:
+            os.close(fd)
+            raise RunDirError(f"{self.path}: cannot lock ({exc.strerror})") from exc
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        # the file stays: unlinking a lock file lets a third process lock a new inode
+        # while a second still waits on the old one
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def __enter__(self) -> RunDirLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def holder(run_dir: str) -> int | None:
+    """The pid of the process running in ``run_dir`` now, or None when none is.
+
+    Reads without disturbing a live run: a shared lock is taken (and dropped at
+    once) only when nobody holds the exclusive one.
+    """
+    path = os.path.join(run_dir, LOCK)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_pid(fd) or -1
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
+def remove_stray_temp_files(run_dir: str) -> list[str]:
+    """Delete temp files a killed process left behind (call with the lock held)."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return removed
+    for name in names:
+        if name.startswith(TMP_PREFIX):
+            try:
+                os.unlink(os.path.join(run_dir, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
+def create_run_dir(run_dir: str) -> bool:
+    """Make the run directory if needed; True when this call created it."""
+    existed = os.path.isdir(run_dir)
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"{run_dir}: cannot create the run directory ({exc.strerror})") from exc
+    if not os.access(run_dir, os.W_OK):
+        raise RunDirError(f"{run_dir}: run directory is not writable")
+    return not existed
+
+
+def remove_unused_run_dir(run_dir: str) -> None:
+    """Undo `create_run_dir` when the run was refused before it sent anything
+    (bad input, bad options): a mistake leaves no empty directory behind."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+__all__ = [
+    "LOCK",
+    "RunDirLock",
+    "create_run_dir",
+    "holder",
+    "remove_stray_temp_files",
+    "remove_unused_run_dir",
+]

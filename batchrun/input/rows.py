@@ -1,0 +1,60 @@
+"""Dataset rows -> requests, through the job's prompt template.
+
+The id comes from the job's id column (``[input] id_column``), else ``row-<n>``.
+Columns are not copied into the request: results.parquet re-reads the dataset
+and joins on the id, so result lines stay small.
+
+    >>> mapper = dataset_mapper(cfg)               # doctest: +SKIP
+    >>> mapper({"id": 7, "text": "great"}, 1, "line 1").custom_id  # doctest: +SKIP
+    '7'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchrun.config import RunConfig
+from batchrun.errors import ConfigError, InputError
+from batchrun.input.sources import RowMapper
+from batchrun.models import Request
+
+
+def dataset_mapper(cfg: RunConfig) -> RowMapper:
+    from batchrun.input.templates import body_builder
+
+    build = body_builder(cfg.job, model=cfg.model, path=cfg.input_path)
+    if build is None:
+        raise ConfigError("dataset job without a [prompt] template")
+    id_column = cfg.id_column
+    path = cfg.input_path
+
+    def mapper(obj: Any, row: int, where: str) -> Request:
+        if not isinstance(obj, dict):
+            raise InputError(path, where, f"expected a JSON object, got {type(obj).__name__}")
+        if id_column:
+            value = obj.get(id_column)
+            if value is None or value == "":
+                raise InputError(path, where, f"id column {id_column!r} is missing or empty")
+            custom_id = str(value)
+        else:
+            custom_id = f"row-{row}"
+        return Request(custom_id, build(obj, where), row)
+
+    return mapper
+
+
+def request_defaults_mapper(cfg: RunConfig) -> RowMapper:
+    """Plain request-file jobs: the job's [request] values fill what a body lacks."""
+    from batchrun.input.sources import request_from_row
+    from batchrun.input.templates import apply_defaults
+
+    defaults = cfg.job.get("request") or {}
+    path = cfg.input_path
+
+    def mapper(obj: Any, row: int, where: str) -> Request:
+        req = request_from_row(obj, row, where, default_model=cfg.model, path=path)
+        if not defaults:
+            return req
+        return Request(req.custom_id, apply_defaults(req.body, defaults), req.row)
+
+    return mapper

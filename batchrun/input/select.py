@@ -1,0 +1,56 @@
+"""Pick the Source for a run: a request file, or a dataset through a prompt template.
+
+The requests it yields carry the body exactly as it will be sent (with
+``--stream``, already set up to stream with a usage chunk), so the hash each result
+line records is the hash of what went over the wire, in every pass.
+
+>>> source_for(RunConfig("requests.jsonl", "runs/a"))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from batchrun.config import RunConfig
+from batchrun.input.sources import Source
+from batchrun.models import Request
+
+
+def source_for(cfg: RunConfig) -> Source:
+    from batchrun.input.rows import dataset_mapper, request_defaults_mapper
+
+    finish = partial(sent_request, stream=cfg.stream)
+    if cfg.job.get("prompt"):
+        return Source(
+            cfg.input_path,
+            mapper=dataset_mapper(cfg),
+            dataset=True,
+            skip_invalid=cfg.skip_invalid,
+            finish=finish,
+        )
+    if cfg.job.get("request"):
+        return Source(
+            cfg.input_path,
+            mapper=request_defaults_mapper(cfg),
+            skip_invalid=cfg.skip_invalid,
+            finish=finish,
+        )
+    return Source(
+        cfg.input_path, default_model=cfg.model, skip_invalid=cfg.skip_invalid, finish=finish
+    )
+
+
+def as_sent(body: dict[str, Any], stream: bool) -> dict[str, Any]:
+    """The body as batchrun sends it: streamed bodies ask for a usage chunk."""
+    if stream or body.get("stream") is True:
+        from batchrun.transport.streaming import ensure_include_usage
+
+        return ensure_include_usage(body)
+    return body
+
+
+def sent_request(req: Request, *, stream: bool) -> Request:
+    """``req`` with its body as it will be sent."""
+    body = as_sent(req.body, stream)
+    return req if body is req.body else Request(req.custom_id, body, req.row, req.columns)

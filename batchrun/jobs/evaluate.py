@@ -1,0 +1,246 @@
+"""Score answers against a reference column: accuracy, confusion table, precision/recall.
+
+A job's [eval] section names the reference column and how to read the prediction:
+``compare = "exact"`` takes the whole response content, ``compare = "json_field"``
+one field of the parsed JSON. Both sides are normalised (strip, casefold, collapse
+whitespace, drop trailing punctuation) unless ``normalize = false``, so "Paris." and
+" paris" agree. Pure: the runner feeds pairs in, the summary takes the report out.
+
+    >>> ev = Evaluator("label", "json_field", field="sentiment")
+    >>> ev.add("positive", ev.predicted('{"sentiment": "Positive"}', None))
+    >>> ev.add("negative", None)
+    >>> ev.report()["accuracy"]
+    0.5
+
+Call `add` for every row that has a reference, failed requests included (their
+prediction is None): accuracy is over all rows, ``accuracy_answered`` over those that
+got an answer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from batchrun.input.templates import as_text
+from batchrun.output.answers import load_json
+
+MAX_CATEGORICAL_LABELS = 50
+NO_PREDICTION = "(none)"
+_SPACES = re.compile(r"\s+")
+_TRAILING_PUNCT = ".!?,;:。！？、"
+
+
+def normalize_answer(text: str) -> str:
+    """The comparable form of an answer.
+
+    >>> normalize_answer("  The  Eiffel\\nTower!! ")
+    'the eiffel tower'
+    """
+    return _SPACES.sub(" ", text.strip().casefold()).rstrip(_TRAILING_PUNCT).rstrip()
+
+
+class Evaluator:
+    """Accumulates (reference, predicted) pairs; `report` summarises them.
+
+    Label counts are kept only while the references look categorical (at most
+    `MAX_CATEGORICAL_LABELS` distinct values), so a million free-text answers cost
+    two integers, not a million-entry table.
+    """
+
+    def __init__(
+        self,
+        reference_column: str,
+        compare: str = "exact",
+        field: str | None = None,
+        normalize: bool = True,
+    ) -> None:
+        if compare not in ("exact", "json_field"):
+            raise ValueError(f"compare must be 'exact' or 'json_field', not {compare!r}")
+        if compare == "json_field" and not field:
+            raise ValueError("compare = 'json_field' needs a field name")
+        self.reference_column = reference_column
+        self.compare = compare
+        self.field = field
+        self.normalize = normalize
+        self.n = 0
+        self.correct = 0
+        self.missing_predictions = 0
+        self.missing_references = 0
+        self._confusion: dict[str, dict[str, int]] | None = {}
+
+    @classmethod
+    def from_job(cls, job: Mapping[str, Any]) -> Evaluator | None:
+        """The evaluator for a job (`RunConfig.job`), or None when it has no [eval]."""
+        spec = job.get("eval")
+        if not spec:
+            return None
+        return cls(
+            spec["reference_column"],
+            spec.get("compare", "exact"),
+            spec.get("field"),
+            spec.get("normalize", True),
+        )
+
+    def predicted(self, content: str | None, parsed: Mapping[str, Any] | None) -> str | None:
+        """The prediction in one response: its content, or one field of its JSON.
+
+        ``parsed`` is the structured values when the job has a schema (see
+        `batchrun.output.answers.parse_content`); otherwise the content is parsed here.
+        """
+        if self.compare == "exact":
+            return content
+        assert self.field is not None
+        if parsed is not None and self.field in parsed:
+            value = parsed[self.field]
+        else:
+            data, error = load_json(content)
+            if error is not None or not isinstance(data, dict):
+                return None
+            value = data.get(self.field)
+        return None if value is None else as_text(value)
+
+    def _label(self, value: Any) -> str:
+        text = value if isinstance(value, str) else as_text(value)
+        return normalize_answer(text) if self.normalize else text
+
+    def add(self, reference: Any, predicted: str | None) -> None:
+        """Count one row. A row whose reference is None/empty is counted apart."""
+        if reference is None or (isinstance(reference, str) and not reference.strip()):
+            self.missing_references += 1
+            return
+        ref = self._label(reference)
+        self.n += 1
+        if predicted is None:
+            self.missing_predictions += 1
+            pred = NO_PREDICTION
+        else:
+            pred = self._label(predicted)
+            if pred == ref:
+                self.correct += 1
+        if self._confusion is not None:
+            row = self._confusion.get(ref)
+            if row is None:
+                if len(self._confusion) >= MAX_CATEGORICAL_LABELS:
+                    self._confusion = None  # free text: stop tabulating
+                    return
+                row = self._confusion[ref] = {}
+            row[pred] = row.get(pred, 0) + 1
+
+    def report(self) -> dict[str, Any]:
+        """The evaluation summary, JSON-ready (goes into summary.json)."""
+        answered = self.n - self.missing_predictions
+        report: dict[str, Any] = {
+            "reference_column": self.reference_column,
+            "compare": self.compare,
+            "field": self.field,
+            "normalize": self.normalize,
+            "n": self.n,
+            "correct": self.correct,
+            "accuracy": self.correct / self.n if self.n else None,
+            "accuracy_answered": self.correct / answered if answered else None,
+            "missing_predictions": self.missing_predictions,
+            "missing_references": self.missing_references,
+            "categorical": self._confusion is not None,
+            "confusion": None,
+            "per_label": None,
+        }
+        if self._confusion is not None and self.n:
+            confusion = {
+                ref: dict(sorted(row.items())) for ref, row in sorted(self._confusion.items())
+            }
+            report["confusion"] = confusion
+            report["per_label"] = _per_label(confusion)
+        return report
+
+
+def _per_label(confusion: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, Any]]:
+    predicted_totals: dict[str, int] = {}
+    for row in confusion.values():
+        for pred, count in row.items():
+            predicted_totals[pred] = predicted_totals.get(pred, 0) + count
+    out = {}
+    for label, row in confusion.items():
+        hits = row.get(label, 0)
+        support = sum(row.values())
+        predicted = predicted_totals.get(label, 0)
+        precision = hits / predicted if predicted else None
+        recall = hits / support if support else None
+        f1 = (
+            2 * precision * recall / (precision + recall)
+            if precision is not None and recall is not None and precision + recall
+            else None
+        )
+        out[label] = {
+            "support": support,
+            "predicted": predicted,
+            "precision": precision,
+            "recall": recall,
+            "f1": f1,
+        }
+    return out
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_eval(report: Mapping[str, Any]) -> str:
+    """A small text rendering of `Evaluator.report` for the terminal::
+
+    accuracy 0.500 (1/2 correct; 1 without prediction)
+
+    reference \\ predicted  positive  (none)
+    positive                    1       0
+    ...
+    """
+    n, correct = report["n"], report["correct"]
+    head = f"accuracy {_fmt(report['accuracy'])} ({correct}/{n} correct"
+    if report["missing_predictions"]:
+        head += f"; {report['missing_predictions']} without prediction"
+    if report.get("missing_references"):
+        head += f"; {report['missing_references']} rows without reference skipped"
+    lines = [head + ")"]
+    confusion = report.get("confusion")
+    if confusion:
+        refs = list(confusion)
+        preds = sorted({p for row in confusion.values() for p in row}, key=_pred_order(refs))
+        width = max(len("reference \\ predicted"), *(len(r) for r in refs))
+        cols = [max(len(p), 5) for p in preds]
+        lines.append("")
+        lines.append(
+            "reference \\ predicted".ljust(width)
+            + "".join("  " + p.rjust(w) for p, w in zip(preds, cols, strict=True))
+        )
+        for ref in refs:
+            cells = "".join(
+                "  " + str(confusion[ref].get(p, 0)).rjust(w)
+                for p, w in zip(preds, cols, strict=True)
+            )
+            lines.append(ref.ljust(width) + cells)
+        per_label = report.get("per_label") or {}
+        lines.append("")
+        lines.append("label".ljust(width) + "  precision     recall         f1   support")
+        for ref in refs:
+            stats = per_label.get(ref, {})
+            lines.append(
+                ref.ljust(width)
+                + f"  {_fmt(stats.get('precision')):>9}  {_fmt(stats.get('recall')):>9}"
+                + f"  {_fmt(stats.get('f1')):>9}  {stats.get('support', 0):>8}"
+            )
+    return "\n".join(lines)
+
+
+def _pred_order(refs: list[str]) -> Any:
+    """Predicted columns in reference order, then other labels, then "(none)" last."""
+    rank = {label: i for i, label in enumerate(refs)}
+
+    def key(label: str) -> tuple[int, int, str]:
+        if label == NO_PREDICTION:
+            return (2, 0, label)
+        if label in rank:
+            return (0, rank[label], label)
+        return (1, 0, label)
+
+    return key

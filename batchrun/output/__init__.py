@@ -1,0 +1,4 @@
+"""Output: what a run writes and how it reads it back. ``lines`` (one line per result),
+``sink`` (group-committed appends), ``journal`` (what is done), ``tally`` and ``usage``
+(counting), ``quality`` and ``answers`` (is an answer usable, its typed fields),
+``summary`` (summary.json), ``parquet`` (results.parquet)."""

@@ -1,0 +1,224 @@
+"""What a run directory already holds: the checkpoint is the output itself.
+
+results.jsonl and errors.jsonl only ever grow by whole lines. On start we re-read
+them: every id in results.jsonl is done, every id in errors.jsonl (and not in
+results) has failed for good. Each is done *for the body it was sent with*: the
+line records that body's hash, and a row whose body is different now is a new
+request (`JournalState.done` maps id hash -> body hash, 0 for old lines without
+one). A last line without its newline was torn by a crash; it is cut off (the
+only bytes ever removed) and that request is sent again.
+
+Re-reading is fast: summary.json records how many bytes of each file its totals
+cover, so lines before that point are only scanned for their custom_id (fixed
+offset, no JSON parse; the body hash at a fixed offset from the end) and only the
+tail is parsed in full. Memory is two 64-bit hashes per id, never the bodies.
+
+    >>> state = read_journal("runs/a")          # doctest: +SKIP
+    >>> len(state.done), len(state.failed)      # doctest: +SKIP
+    (998, 2)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from batchrun.ids import id_hash, id_hash_bytes
+from batchrun.output.lines import (
+    ID_AT,
+    ID_PREFIX,
+    bad_answer_of,
+    body_hash_of,
+    custom_id_of,
+    decode,
+)
+from batchrun.output.tally import Tally
+
+RESULTS = "results.jsonl"
+ERRORS = "errors.jsonl"
+SUMMARY = "summary.json"
+RUN_INFO = "run.json"
+READ_CHUNK = 1 << 20
+
+
+@dataclass
+class JournalState:
+    done: dict[int, int] = field(default_factory=dict)
+    """id hash -> hash of the body that was answered (0: not recorded)."""
+    failed: dict[int, int] = field(default_factory=dict)
+    """The same for rows that failed for good (and have no answer)."""
+    failed_codes: dict[int, str] = field(default_factory=dict)
+    """id hash -> error code of its last failure."""
+    bad: set[int] = field(default_factory=set)
+    """Ids whose last answer is unusable (truncated, refused, off-schema...)."""
+    tally: Tally = field(default_factory=Tally)
+    results_bytes: int = 0
+    errors_bytes: int = 0
+    repaired: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    """Time spent by earlier processes of this run (from the last checkpoint)."""
+
+
+def repair_torn_tail(path: str) -> int:
+    """Cut a torn last line off ``path``. Returns the number of bytes removed."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+    if size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        # walk back to the previous newline
+        pos = size
+        keep = 0
+        while pos > 0:
+            step = min(READ_CHUNK, pos)
+            pos -= step
+            f.seek(pos)
+            chunk = f.read(step)
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                keep = pos + idx + 1
+                break
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return size - keep
+
+
+def _checkpoint(run_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(run_dir, SUMMARY), "rb") as f:
+            summary = orjson.loads(f.read())
+        journal = summary["journal"]
+        Tally.from_state(journal["tally"])  # validate
+        return dict(journal)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _line_boundary(path: str, offset: int) -> bool:
+    """True when ``offset`` is 0 or sits just after a newline inside the file."""
+    if offset == 0:
+        return True
+    try:
+        if offset > os.path.getsize(path):
+            return False
+        with open(path, "rb") as f:
+            f.seek(offset - 1)
+            return f.read(1) == b"\n"
+    except OSError:
+        return False
+
+
+def _scan(path: str, ids: dict[int, int], tally: Tally, parse_from: int, bad: set[int]) -> int:
+    """Note every id in ``path`` with its body hash in ``ids`` (a later line wins) and
+    in ``bad`` when its answer is unusable; count lines at/after ``parse_from``.
+
+    A last line without its newline (torn, or being written right now by a live
+    run) is not counted.
+    """
+    if not os.path.exists(path):
+        return 0
+    pos = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            if pos >= parse_from:
+                record = decode(line)
+                h = id_hash(record["custom_id"])
+                tally.count_line(record)
+            # the hot loop of a resume: a few slices and one hash per line, inlined
+            elif (
+                line.startswith(ID_PREFIX)
+                and line[ID_AT - 2 : ID_AT] == b':"'
+                and (end := line.find(b'"', ID_AT)) > 0
+                and b"\\" not in (raw := line[ID_AT:end])
+            ):
+                h = id_hash_bytes(raw)
+            else:
+                h = id_hash(custom_id_of(line))
+            ids[h] = body_hash_of(line) or 0
+            if bad_answer_of(line):
+                bad.add(h)
+            elif bad:
+                bad.discard(h)
+            pos += len(line)
+    return pos
+
+
+def _scan_errors(
+    path: str, ids: dict[int, int], codes: dict[int, str], tally: Tally, parse_from: int
+) -> int:
+    """`_scan` for errors.jsonl, which also notes each failure's code. Every line is
+    parsed: failures are few next to answers, and their codes make the summary's
+    "errors by code" describe the rows failing now, not every failure ever."""
+    if not os.path.exists(path):
+        return 0
+    pos = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            record = decode(line)
+            h = id_hash(record["custom_id"])
+            ids[h] = body_hash_of(line) or 0
+            error = record.get("error") or {}
+            codes[h] = str(error.get("code")) if isinstance(error, dict) else "unknown"
+            if pos >= parse_from:
+                tally.count_line(record)
+            pos += len(line)
+    return pos
+
+
+def read_journal(run_dir: str, *, repair: bool = True) -> JournalState:
+    """Rebuild done/failed sets and totals from the run directory's files.
+
+    ``repair=False`` reads without touching anything (for `batchrun status`, which
+    may look at a run that is still writing).
+    """
+    state = JournalState()
+    results = os.path.join(run_dir, RESULTS)
+    errors = os.path.join(run_dir, ERRORS)
+    for path in (results, errors):
+        cut = repair_torn_tail(path) if repair else 0
+        if cut:
+            state.repaired.append(
+                f"{os.path.basename(path)}: dropped a torn last line ({cut} bytes)"
+            )
+    checkpoint = _checkpoint(run_dir)
+    r_from = e_from = 0
+    if (
+        checkpoint is not None
+        and _line_boundary(results, int(checkpoint.get("results_bytes", -1)))
+        and _line_boundary(errors, int(checkpoint.get("errors_bytes", -1)))
+    ):
+        state.tally = Tally.from_state(checkpoint["tally"])
+        r_from = int(checkpoint["results_bytes"])
+        e_from = int(checkpoint["errors_bytes"])
+        state.elapsed_s = float(checkpoint.get("elapsed_s", 0.0))
+    try:
+        state.results_bytes = _scan(results, state.done, state.tally, r_from, state.bad)
+        failed: dict[int, int] = {}
+        state.errors_bytes = _scan_errors(errors, failed, state.failed_codes, state.tally, e_from)
+    except ValueError as exc:
+        raise ValueError(f"{run_dir}: an output line is not valid JSON ({exc})") from exc
+    done = state.done
+    # an answer wins over a failure of the same request (--retry-failed); a failure
+    # of a later, changed body stands next to the stale answer
+    state.failed = {h: b for h, b in failed.items() if done.get(h, -1) != b}
+    return state
+
+
+def answered(table: dict[int, int], id_h: int, body_h: int) -> bool:
+    """True when ``table`` (done or failed) holds this id for this body (or for an
+    unrecorded one: lines written before body hashes were kept count as the same)."""
+    recorded = table.get(id_h)
+    return recorded is not None and (recorded == body_h or recorded == 0)

@@ -1,0 +1,631 @@
+"""results.parquet: one row per input row, joined from results.jsonl and errors.jsonl.
+
+The JSONL files are the run's record (append-only, in finishing order, several
+processes' worth after resumes); results.parquet is a view of them in *input* order,
+rebuilt from scratch after every run so it can never drift from them:
+
+1. one pass over errors.jsonl then results.jsonl notes, for each line, the 64-bit
+   hash of its custom_id and where the line starts (`ResultIndex`: 16 bytes per
+   line, never a body). When an id has several lines the last one wins, and a line
+   in results.jsonl beats any in errors.jsonl (a --retry-failed success);
+2. the input is streamed again, in order, through the run's own mapper (so ids and
+   invalid rows come out exactly as the run saw them); each row's final line is
+   read back with one seek, and rows go out in row groups of `ROW_GROUP_ROWS`
+   through a ``ParquetWriter`` to a temp file that replaces results.parquet at the
+   end (a reader never sees half a file).
+
+Every input row appears exactly once, with a ``status``: ``succeeded``, ``failed``,
+``pending`` (not finished yet: the run was interrupted or stopped by its budget) or
+``invalid`` (a bad row skipped by --skip-invalid). Columns, in order:
+
+* ``custom_id`` (string), ``row`` (int64: 1-based line or row number in the input);
+* dataset jobs only: every input column, carried as is. From Parquet they keep
+  their Arrow type; from JSONL the type is inferred over the whole file: all bools
+  -> bool, all ints -> int64, ints and floats -> double, all strings -> string,
+  a column with arrays or objects -> their JSON text, other mixes -> string (strings
+  as they are, other values as JSON text), all null -> string. An input column
+  whose name is one of the result columns below (``parse_error`` included) is
+  renamed ``input_<name>``;
+* ``status``, ``status_code`` (int32, last HTTP status), ``model``, ``content``,
+  ``reasoning_content``, ``finish_reason``, ``tool_calls`` (JSON text), all of the
+  *first* choice when the request asked for n > 1 (results.jsonl keeps them all);
+* ``prompt_tokens``, ``completion_tokens``, ``total_tokens``, ``cached_tokens``,
+  ``reasoning_tokens`` (int64, null when the server reported no usage);
+* ``latency_ms``, ``ttft_ms`` (double), ``attempts`` (int32), ``error_code``,
+  ``error_message`` (string);
+* when the job has a JSON schema: one typed column per top-level property
+  (`batchrun.output.answers.parsed_columns`), then ``parse_error`` (string; null when the
+  content fitted the schema). A property named like an earlier column is written
+  as ``out_<name>``.
+
+The schema depends only on the job and the input, never on the answers, so runs of
+the same job always give the same columns. Renamed columns are listed in the file's
+metadata (key ``batchrun``).
+
+    >>> report = write_results_parquet(cfg, "runs/a/results.parquet")   # doctest: +SKIP
+    >>> report.rows, report.statuses                                    # doctest: +SKIP
+    (300, {'succeeded': 298, 'failed': 2, 'pending': 0, 'invalid': 0})
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from array import array
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from batchrun import __version__
+from batchrun.config import RunConfig
+from batchrun.errors import InputError
+from batchrun.ids import body_hash, id_hash
+from batchrun.input.sources import Source
+from batchrun.jobs.evaluate import Evaluator
+from batchrun.output.answers import parse_content, parsed_columns
+from batchrun.output.journal import ERRORS, RESULTS
+from batchrun.output.lines import custom_id_of
+from batchrun.output.summary import atomic_file
+from batchrun.output.usage import usage_of
+
+ROW_GROUP_ROWS = 10_000
+SUCCEEDED, FAILED, PENDING, INVALID = "succeeded", "failed", "pending", "invalid"
+STATUSES = (SUCCEEDED, FAILED, PENDING, INVALID)
+INPUT_PREFIX = "input_"
+PARSED_PREFIX = "out_"
+
+RESULT_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("status", pa.string()),
+    ("status_code", pa.int32()),
+    ("model", pa.string()),
+    ("content", pa.string()),
+    ("reasoning_content", pa.string()),
+    ("finish_reason", pa.string()),
+    ("tool_calls", pa.string()),
+    ("prompt_tokens", pa.int64()),
+    ("completion_tokens", pa.int64()),
+    ("total_tokens", pa.int64()),
+    ("cached_tokens", pa.int64()),
+    ("reasoning_tokens", pa.int64()),
+    ("latency_ms", pa.float64()),
+    ("ttft_ms", pa.float64()),
+    ("attempts", pa.int32()),
+    ("error_code", pa.string()),
+    ("error_message", pa.string()),
+)
+_LEAD_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
+    ("custom_id", pa.string()),
+    ("row", pa.int64()),
+)
+_FILES = (ERRORS, RESULTS)  # scanned in this order: a later line wins
+_FILE_STATUS = (FAILED, SUCCEEDED)
+_PARSED = "\0parsed"  # key of the parsed values in a joined row (not a column)
+
+
+@dataclass
+class ParquetReport:
+    """What one pass over the run wrote (or, with ``path=None``, only evaluated)."""
+
+    path: str | None
+    rows: int = 0
+    statuses: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    columns: list[str] = field(default_factory=list)
+    renamed: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Name clashes only: ``{"input": {column: new name}, "parsed": {property: new name}}``."""
+    eval: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+# -- where each id's final line is -----------------------------------------------------
+class ResultIndex:
+    """custom_id -> its final output line, found by hash; memory is 16 bytes a line.
+
+    Lines are located by (file, byte offset) and read back on demand, so the index
+    of a million results is 16 MB whatever the size of the bodies.
+
+        with ResultIndex.build("runs/a") as index:
+            status, record = index.lookup("row-7")
+    """
+
+    def __init__(self, run_dir: str, hashes: Any, locations: Any) -> None:
+        self.run_dir = run_dir
+        self._hashes = hashes  # sorted uint64, stable: equal ids keep file order
+        self._locations = locations  # int64: offset * 2 + file number
+        self._files = [_open_if_exists(os.path.join(run_dir, name)) for name in _FILES]
+
+    @classmethod
+    def build(cls, run_dir: str) -> ResultIndex:
+        hashes = array("Q")
+        locations = array("q")
+        for number, name in enumerate(_FILES):
+            path = os.path.join(run_dir, name)
+            if not os.path.exists(path):
+                continue
+            with open(path, "rb") as f:
+                pos = 0
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break  # torn, or being written by a live run: not final
+                    try:
+                        custom_id = custom_id_of(line)
+                    except ValueError:
+                        custom_id = None  # not ours; the journal reports such lines
+                    if custom_id is not None:
+                        hashes.append(id_hash(custom_id))
+                        locations.append(pos * 2 + number)
+                    pos += len(line)
+        return cls(run_dir, *_sort_by_hash(hashes, locations))
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def lookup(
+        self, custom_id: str, body_hash: str | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """(``"succeeded"`` | ``"failed"``, the decoded line), or None: not finished.
+
+        With ``body_hash``, only a line that answered that very body counts: an
+        answer to the row's old prompt (before an edit and --force) is not its answer.
+        """
+        h = id_hash(custom_id)
+        i = bisect_right(self._hashes, h) - 1
+        while i >= 0 and self._hashes[i] == h:
+            location = self._locations[i]
+            f = self._files[location & 1]
+            assert f is not None  # it had this line when the index was built
+            f.seek(location >> 1)
+            line = f.readline()
+            record = orjson.loads(line)
+            i -= 1
+            if record.get("custom_id") != custom_id:
+                continue  # a hash collision: look on
+            recorded = (record.get("batchrun") or {}).get("body_hash")
+            if body_hash is not None and recorded is not None and recorded != body_hash:
+                continue  # answered another body
+            return _FILE_STATUS[location & 1], record
+        return None
+
+    def close(self) -> None:
+        for f in self._files:
+            if f is not None:
+                f.close()
+
+    def __enter__(self) -> ResultIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open_if_exists(path: str) -> IO[bytes] | None:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        return None
+
+
+def _sort_by_hash(hashes: array[int], locations: array[int]) -> tuple[Any, Any]:
+    """Both arrays ordered by hash (stable), as zero-copy memoryviews for bisect."""
+    n = len(hashes)
+    if n == 0:
+        return hashes, locations
+    h = pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(hashes)])
+    loc = pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(locations)])
+    order = pc.sort_indices(h)
+    sorted_h = pc.take(h, order)
+    sorted_loc = pc.take(loc, order)
+    return (
+        memoryview(sorted_h.buffers()[1])
+        .cast("B")
+        .cast("Q")[sorted_h.offset : sorted_h.offset + n],
+        memoryview(sorted_loc.buffers()[1])
+        .cast("B")
+        .cast("q")[sorted_loc.offset : sorted_loc.offset + n],
+    )
+
+
+# -- one output line -> result columns -------------------------------------------------
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def result_values(status: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The result columns of one output line (first choice only).
+
+    >>> line = {"response": {"status_code": 200, "body": {"choices": [
+    ...     {"message": {"content": "hi"}, "finish_reason": "stop"}]}}}
+    >>> result_values("succeeded", line)["content"]
+    'hi'
+    """
+    response = record.get("response")
+    response = response if isinstance(response, dict) else {}
+    body = response.get("body")
+    choices = body.get("choices") if isinstance(body, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    choice = choice if isinstance(choice, dict) else {}
+    message = choice.get("message")
+    message = message if isinstance(message, dict) else {}
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        content = _json_text(content)  # a list of content parts
+    reasoning = _str(message.get("reasoning_content")) or _str(message.get("reasoning"))
+    tool_calls = message.get("tool_calls") or None
+    if tool_calls is None and isinstance(message.get("function_call"), dict):
+        tool_calls = [{"type": "function", "function": message["function_call"]}]
+    usage = usage_of(body)
+    meta = record.get("batchrun")
+    meta = meta if isinstance(meta, dict) else {}
+    error = record.get("error")
+    error = error if isinstance(error, dict) else {}
+    return {
+        "status": status,
+        "status_code": _int(response.get("status_code")),
+        "model": _str(body.get("model")) if isinstance(body, dict) else None,
+        "content": content,
+        "reasoning_content": reasoning,
+        "finish_reason": _str(choice.get("finish_reason")),
+        "tool_calls": _json_text(tool_calls),
+        "prompt_tokens": usage.prompt_tokens if usage else None,
+        "completion_tokens": usage.completion_tokens if usage else None,
+        "total_tokens": usage.total_tokens if usage else None,
+        "cached_tokens": usage.cached_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "latency_ms": _float(meta.get("latency_ms")),
+        "ttft_ms": _float(meta.get("ttft_ms")),
+        "attempts": _int(meta.get("attempts")),
+        "error_code": _str(error.get("code")),
+        "error_message": _str(error.get("message")),
+    }
+
+
+# -- carried input columns -------------------------------------------------------------
+_KIND_TYPES = {"bool": pa.bool_(), "int": pa.int64(), "float": pa.float64()}
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int" if _INT64[0] <= value <= _INT64[1] else "bigint"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | dict):
+        return "json"
+    return "other"
+
+
+def _column_kind(kinds: set[str]) -> str:
+    """One column's output kind from the kinds of its non-null values."""
+    if not kinds:
+        return "string"  # all null: a string column reads everywhere
+    if len(kinds) == 1 and next(iter(kinds)) in ("bool", "int", "float", "string", "json"):
+        return next(iter(kinds))
+    if kinds == {"int", "float"}:
+        return "float"
+    if "json" in kinds:
+        return "json"
+    return "mixed"
+
+
+def infer_jsonl_columns(rows: Iterator[tuple[int, str, Any]]) -> list[tuple[str, str]]:
+    """(column, kind) for every key of every object row, in first-seen order.
+
+    >>> infer_jsonl_columns(iter([(1, "", {"a": 1, "b": None}), (2, "", {"a": 2.5, "c": [1]})]))
+    [('a', 'float'), ('b', 'string'), ('c', 'json')]
+    """
+    seen: dict[str, set[str]] = {}
+    for _, _, obj in rows:
+        if not isinstance(obj, dict):
+            continue
+        for key, value in obj.items():
+            kinds = seen.get(key)
+            if kinds is None:
+                kinds = seen[key] = set()
+            if value is not None:
+                kinds.add(_kind_of(value))
+    return [(str(key), _column_kind(kinds)) for key, kinds in seen.items()]
+
+
+def _convert(kind: str) -> Callable[[Any], Any]:
+    if kind == "json":
+        return _json_text
+    if kind == "mixed":
+        return lambda v: v if isinstance(v, str) or v is None else _json_text(v)
+    if kind == "float":
+        return lambda v: None if v is None else float(v)
+    return lambda v: v
+
+
+# -- the pass ----------------------------------------------------------------------------
+@dataclass
+class _Layout:
+    """Output schema plus how input names map onto it."""
+
+    schema: pa.Schema
+    carried: list[tuple[str, str, pa.DataType, str | None]]
+    """(input name, output name, type, JSONL kind or None for Parquet input)."""
+    parsed: list[tuple[str, str, pa.DataType]]
+    """(schema property, output name, type)."""
+    renamed: dict[str, dict[str, str]]
+
+
+def _unique(name: str, prefix: str, taken: set[str]) -> str:
+    while name in taken:
+        name = prefix + name
+    return name
+
+
+def _layout(cfg: RunConfig, source: Source, *, carry: bool = True) -> _Layout:
+    """The output schema. ``carry=False`` leaves the input columns out (evaluation only:
+    no need to read a JSONL file once more to type them)."""
+    has_schema = cfg.job.get("schema") is not None
+    reserved = {name for name, _ in _LEAD_COLUMNS} | {name for name, _ in RESULT_COLUMNS}
+    if has_schema:
+        reserved.add("parse_error")
+    renamed: dict[str, dict[str, str]] = {"input": {}, "parsed": {}}
+    carried: list[tuple[str, str, pa.DataType, str | None]] = []
+    if source.dataset and carry:
+        inputs: list[tuple[str, pa.DataType, str | None]]
+        if source.kind == "parquet":
+            schema = _parquet_file(source).schema_arrow
+            inputs = [(f.name, f.type, None) for f in schema]
+        else:
+            inputs = [
+                (name, _KIND_TYPES.get(kind, pa.string()), kind)
+                for name, kind in infer_jsonl_columns(source.rows())
+            ]
+        taken = set(reserved)
+        for name, dtype, kind in inputs:
+            out = _unique(name, INPUT_PREFIX, taken)
+            taken.add(out)
+            if out != name:
+                renamed["input"][name] = out
+            carried.append((name, out, dtype, kind))
+    taken = reserved | {out for _, out, _, _ in carried}
+    parsed: list[tuple[str, str, pa.DataType]] = []
+    if has_schema:
+        for name, dtype in parsed_columns(cfg.job["schema"]):
+            out = _unique(name, PARSED_PREFIX, taken)
+            taken.add(out)
+            if out != name:
+                renamed["parsed"][name] = out
+            parsed.append((name, out, dtype))
+    fields = [pa.field(n, t) for n, t in _LEAD_COLUMNS]
+    fields += [pa.field(out, t) for _, out, t, _ in carried]
+    fields += [pa.field(n, t) for n, t in RESULT_COLUMNS]
+    if has_schema:
+        fields += [pa.field(out, t) for _, out, t in parsed]
+        fields.append(pa.field("parse_error", pa.string()))
+    renamed = {kind: names for kind, names in renamed.items() if names}
+    meta = {"batchrun_version": __version__, "renamed": renamed, "first_choice_only": True}
+    schema = pa.schema(fields, metadata={"batchrun": orjson.dumps(meta)})
+    return _Layout(schema, carried, parsed, renamed)
+
+
+def _parquet_file(source: Source) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(source.path)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(source.path, "0", f"not a readable Parquet file ({exc})") from exc
+
+
+Chunk = tuple[list[tuple[int, str, Any]], "pa.RecordBatch | None"]
+
+
+def _input_chunks(source: Source, rows: int) -> Iterator[Chunk]:
+    """Input rows in order, a chunk at a time; Parquet datasets bring their columns."""
+    if source.dataset and source.kind == "parquet":
+        pfile = _parquet_file(source)
+        row = 0
+        try:
+            for batch in pfile.iter_batches(batch_size=rows):
+                items = []
+                for record in batch.to_pylist():
+                    row += 1
+                    items.append((row, f"row {row}", record))
+                yield items, batch
+        except pa.ArrowException as exc:
+            raise InputError(
+                source.path, f"row {row + 1}", f"corrupt Parquet data ({exc})"
+            ) from exc
+        return
+    chunk: list[tuple[int, str, Any]] = []
+    for item in source.rows():
+        chunk.append(item)
+        if len(chunk) >= rows:
+            yield chunk, None
+            chunk = []
+    if chunk:
+        yield chunk, None
+
+
+def _fallback_id(cfg: RunConfig, source: Source, row: int, obj: Any) -> str | None:
+    """Best guess at an invalid row's id (the mapper refused the row)."""
+    if not isinstance(obj, dict):
+        return None if cfg.id_column else f"row-{row}"
+    if source.dataset:
+        if cfg.id_column:
+            value = obj.get(cfg.id_column)
+            return None if value is None or value == "" else str(value)
+        return f"row-{row}"
+    custom_id = obj.get("custom_id")
+    return custom_id if isinstance(custom_id, str) and custom_id else f"row-{row}"
+
+
+class _Pass:
+    """One walk over the input, joined with the results; feeds a writer and/or evaluator."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        source: Source,
+        layout: _Layout,
+        index: ResultIndex,
+        evaluator: Evaluator | None,
+        report: ParquetReport,
+    ) -> None:
+        self.cfg = cfg
+        self.source = source
+        self.layout = layout
+        self.index = index
+        self.evaluator = evaluator
+        self.report = report
+        self.schema_json = cfg.job.get("schema")
+        self.reference = evaluator.reference_column if evaluator else None
+        self.converters = [(name, _convert(kind or "")) for name, _, _, kind in layout.carried]
+        self.empty_results = dict.fromkeys((n for n, _ in RESULT_COLUMNS), None)
+        self.empty_parsed = dict.fromkeys((name for name, _, _ in layout.parsed), None)
+
+    def rows(self, items: list[tuple[int, str, Any]]) -> Iterator[tuple[Any, dict[str, Any]]]:
+        """(decoded input row, its lead + result + parsed values) for each item."""
+        mapper = self.source.mapper
+        statuses = self.report.statuses
+        for row, where, obj in items:
+            values: dict[str, Any]
+            parsed: dict[str, Any] | None = None
+            parse_error = None
+            try:
+                if isinstance(obj, InputError):
+                    raise obj
+                req = mapper(obj, row, where)
+                custom_id: str | None = req.custom_id
+            except InputError as exc:
+                custom_id = _fallback_id(self.cfg, self.source, row, obj)
+                values = {
+                    **self.empty_results,
+                    "status": INVALID,
+                    "error_code": "invalid_input",
+                    "error_message": exc.reason,
+                }
+            else:
+                assert custom_id is not None
+                found = self.index.lookup(custom_id, body_hash(orjson.dumps(req.body)))
+                if found is None:
+                    values = {**self.empty_results, "status": PENDING}
+                else:
+                    values = result_values(*found)
+                    if found[0] == SUCCEEDED and self.schema_json is not None:
+                        parsed, parse_error = parse_content(values["content"], self.schema_json)
+            status = values["status"]
+            statuses[status] += 1
+            if self.evaluator is not None and status in (SUCCEEDED, FAILED):
+                reference = obj.get(self.reference) if isinstance(obj, dict) else None
+                predicted = (
+                    self.evaluator.predicted(values["content"], parsed)
+                    if status == SUCCEEDED
+                    else None
+                )
+                self.evaluator.add(reference, predicted)
+            values["custom_id"] = custom_id
+            values["row"] = row
+            # parsed values stay apart: a property may share a result column's name
+            values["parse_error"] = parse_error
+            values[_PARSED] = parsed if parsed is not None else self.empty_parsed
+            yield obj, values
+
+    def table(self, items: list[tuple[int, str, Any]], batch: pa.RecordBatch | None) -> pa.Table:
+        """The output rows of one chunk, as a table in the layout's schema."""
+        layout = self.layout
+        joined = list(self.rows(items))
+        columns: dict[str, pa.Array] = {}
+        for name, dtype in _LEAD_COLUMNS + RESULT_COLUMNS:
+            columns[name] = pa.array([v[name] for _, v in joined], type=dtype)
+        for (name, out, dtype, _), (_, convert) in zip(
+            layout.carried, self.converters, strict=True
+        ):
+            if batch is not None:
+                columns[out] = batch.column(name)
+            else:
+                columns[out] = pa.array(
+                    [convert(o.get(name)) if isinstance(o, dict) else None for o, _ in joined],
+                    type=dtype,
+                )
+        for name, out, dtype in layout.parsed:
+            columns[out] = pa.array([v[_PARSED][name] for _, v in joined], type=dtype)
+        if self.schema_json is not None:
+            columns["parse_error"] = pa.array([v["parse_error"] for _, v in joined], pa.string())
+        return pa.Table.from_arrays([columns[f.name] for f in layout.schema], schema=layout.schema)
+
+
+def write_results_parquet(
+    cfg: RunConfig,
+    out_path: str | None,
+    *,
+    source: Source | None = None,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> ParquetReport:
+    """Write results.parquet for a run (atomically), evaluating in the same pass.
+
+    ``out_path=None`` writes nothing and only evaluates (--no-parquet with [eval]).
+    The returned report carries the evaluation (None when the job has no [eval] or is a
+    plain request file). Raises InputError when the input cannot be read again.
+    """
+    from batchrun.input.select import source_for
+
+    started = time.perf_counter()
+    source = source or source_for(cfg)
+    evaluator = Evaluator.from_job(cfg.job) if source.dataset else None
+    report = ParquetReport(path=out_path)
+    if out_path is None and evaluator is None:
+        return report
+    layout = _layout(cfg, source, carry=out_path is not None)
+    report.columns = list(layout.schema.names)
+    report.renamed = layout.renamed
+    with ResultIndex.build(cfg.out_dir) as index:
+        joiner = _Pass(cfg, source, layout, index, evaluator, report)
+        if out_path is None:
+            for items, _ in _input_chunks(source, row_group_rows):
+                for _ in joiner.rows(items):
+                    pass
+        else:
+            _write(out_path, layout.schema, joiner, source, row_group_rows)
+    report.rows = sum(report.statuses.values())
+    if evaluator is not None:
+        # rows without a final answer yet are not scored; say how many
+        report.eval = {
+            **evaluator.report(),
+            "pending": report.statuses[PENDING],
+            "invalid": report.statuses[INVALID],
+        }
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _write(out_path: str, schema: pa.Schema, joiner: _Pass, source: Source, rows: int) -> None:
+    with atomic_file(out_path, ".parquet") as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        waiting: list[pa.Table] = []
+        waiting_rows = 0
+        for items, batch in _input_chunks(source, rows):
+            table = joiner.table(items, batch)
+            waiting.append(table)
+            waiting_rows += table.num_rows
+            if waiting_rows >= rows:  # Parquet input may come in smaller batches
+                writer.write_table(pa.concat_tables(waiting), row_group_size=rows)
+                waiting, waiting_rows = [], 0
+        if waiting:
+            writer.write_table(pa.concat_tables(waiting), row_group_size=rows)

@@ -1,0 +1,498 @@
+"""Answer quality: is a 200 response a usable answer? Pure, cheap, once per response.
+
+An HTTP success can still be useless: cut off at ``max_tokens``, refused, blocked by a
+content filter, empty, or not the JSON the schema asked for. `classify` gives each
+chat.completion body one category; `QualityCounts` adds them up per model (and is
+stored and rebuilt like `batchrun.output.tally.Tally`); `quality_stop` and `quality_warnings`
+turn the counts into a decision and one-line messages naming the setting to change.
+
+Categories, most severe first. A choice gets the first that applies; a body with
+several choices (``n > 1``) gets the most severe of its choices' categories:
+
+    no_choices      no usable choice: ``choices`` missing, empty, or an entry that is
+                    not an object with a ``message`` object (``[null]``, ``[{}]``)
+    content_filter  finish_reason ``content_filter``
+    refusal         ``message.refusal`` is set (structured outputs' refusal)
+    truncated       finish_reason ``length`` (cut off at max_tokens; the rest of the
+                    answer is not judged: it is partial whatever it holds)
+    empty           no content (None, blank, no parts) and no tool calls
+    schema_error    a JSON schema was given and the content (Markdown fences allowed)
+                    is not JSON or not valid against the *whole* schema
+    ok              anything else; tool calls without content are ok, and content next
+                    to tool calls is not checked against the schema
+
+Schemas are checked with jsonschema-rs (``jsonschema_rs``), compiled once
+(`compile_schema`): ~0.2 us for a flat schema and ~1 us for a nested one, less than
+``orjson.loads`` of the same answer (BENCHMARKS.md, "Answer quality"). Schemas are
+compiled offline: a ``$ref`` to a URL is an error, never a download.
+
+    >>> schema = compile_schema({"type": "object", "properties": {"n": {"enum": [1, 2]}}})
+    >>> classify({"choices": [{"message": {"content": '{"n": 3}'}, "finish_reason": "stop"}]},
+    ...          schema)
+    Verdict(category='schema_error', finish_reason='stop', detail='$.n: 3 is not one of 1 or 2')
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema_rs
+import orjson
+
+from batchrun.output.usage import model_of
+
+OK = "ok"
+TRUNCATED = "truncated"
+CONTENT_FILTER = "content_filter"
+REFUSAL = "refusal"
+EMPTY = "empty"
+SCHEMA_ERROR = "schema_error"
+NO_CHOICES = "no_choices"
+
+CATEGORIES = (NO_CHOICES, CONTENT_FILTER, REFUSAL, TRUNCATED, EMPTY, SCHEMA_ERROR, OK)
+"""Every category, most severe first (the precedence `classify` applies)."""
+PROBLEMS = CATEGORIES[:-1]
+_RANK = {category: rank for rank, category in enumerate(CATEGORIES)}
+
+NO_FINISH_REASON = "(none)"
+"""The finish-reason key `QualityCounts` uses for a choice that gave none."""
+
+MAX_DETAIL = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One response's category, the finish reason behind it, and why (problems only).
+
+    ``finish_reason`` is the deciding choice's (the first choice's when all are ok);
+    ``detail`` is a one-line reason for refusal, schema_error and no_choices, else None.
+    """
+
+    category: str
+    finish_reason: str | None
+    detail: str | None = None
+
+
+_OK_VERDICTS = {reason: Verdict(OK, reason) for reason in ("stop", "tool_calls", None)}
+
+
+# -- JSON answers ----------------------------------------------------------------------
+_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*[ \t]*\r?\n(.*?)\r?\n?```\s*$", re.DOTALL)
+
+
+def strip_fences(content: str) -> str:
+    """Remove a Markdown code fence (```json ... ```) that models sometimes add.
+
+    >>> strip_fences('```json\\n{"a": 1}\\n```')
+    '{"a": 1}'
+    """
+    if "```" not in content:
+        return content
+    match = _FENCE.match(content)
+    return match.group(1) if match else content
+
+
+def load_json(content: str | None) -> tuple[Any, str | None]:
+    """Parse response content as JSON (fences stripped): (value, None) or (None, error)."""
+    if content is None:
+        return None, "no content"
+    text = strip_fences(content).strip()
+    if not text:
+        return None, "empty content"
+    try:
+        return orjson.loads(text), None
+    except orjson.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc}"
+
+
+# -- schemas ---------------------------------------------------------------------------
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def json_path(parts: Iterable[str | int]) -> str:
+    """``$.items[2].label`` for ['items', 2, 'label'] (odd keys quoted: ``$['a b']``)."""
+    path = "$"
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif _NAME.match(part):
+            path += "." + part
+        else:
+            path += "[" + orjson.dumps(part).decode() + "]"
+    return path
+
+
+def _one_line(text: str, limit: int = MAX_DETAIL) -> str:
+    """Whitespace collapsed; a long text keeps its head and tail (the verb is at the end)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    keep = (limit - 5) // 2
+    return text[:keep] + " ... " + text[-keep:]
+
+
+def _error_line(error: jsonschema_rs.ValidationError) -> str:
+    return _one_line(f"{json_path(error.instance_path)}: {error.message}")
+
+
+_TYPES = "string, number, integer, boolean, object, array, null"
+
+
+def _schema_error_line(error: jsonschema_rs.ValidationError) -> str:
+    """Like `_error_line`, for an error in a schema itself (a meta-schema failure)."""
+    message = error.message
+    if list(error.schema_path[-2:]) == ["type", "anyOf"]:  # the usual typo, made readable
+        message = f"{orjson.dumps(error.instance).decode()} is not a type ({_TYPES})"
+    if not error.instance_path:
+        return _one_line(message)
+    return _one_line(f"{json_path(error.instance_path)}: {message}")
+
+
+class SchemaValidator:
+    """A JSON schema compiled once; `error` says what is wrong with an instance.
+
+    A schema that cannot be compiled does not raise: every instance then gets the
+    error ``invalid schema: ...`` (check schemas before a run with `schema_problem`).
+
+        >>> v = SchemaValidator({"type": "array", "items": {"type": "integer"}})
+        >>> v.error([1, "2"])
+        '$[1]: "2" is not of type "integer"'
+    """
+
+    __slots__ = ("schema", "problem", "_validator")
+
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema
+        self.problem: str | None = None
+        self._validator: jsonschema_rs.Validator | None = None
+        if not isinstance(schema, dict | bool):
+            self.problem = f"must be a JSON object, got {type(schema).__name__}"
+            return
+        try:
+            self._validator = jsonschema_rs.validator_for(schema, offline=True)
+        except jsonschema_rs.ValidationError as exc:
+            self.problem = _schema_error_line(exc)
+        except ValueError as exc:  # defensive: the library's other complaints
+            self.problem = _one_line(str(exc))
+
+    def error(self, instance: Any) -> str | None:
+        """None when ``instance`` is valid, else one line: ``$.where: what``."""
+        validator = self._validator
+        if validator is None:
+            return f"invalid schema: {self.problem}"
+        if validator.is_valid(instance):
+            return None
+        for error in validator.iter_errors(instance):
+            return _error_line(error)
+        return "not valid against the schema"  # is_valid said no; be safe anyway
+
+    def content_error(self, content: str | None) -> str | None:
+        """None when the content is JSON (fences allowed) valid against the schema."""
+        data, error = load_json(content)
+        return error if error is not None else self.error(data)
+
+
+_COMPILED: dict[int, SchemaValidator] = {}
+_COMPILED_MAX = 64
+
+
+def compile_schema(schema: Any) -> SchemaValidator:
+    """The `SchemaValidator` for a schema object, compiled once per object (cached by id)."""
+    cached = _COMPILED.get(id(schema))
+    if cached is not None and cached.schema is schema:
+        return cached
+    compiled = SchemaValidator(schema)
+    if len(_COMPILED) >= _COMPILED_MAX:
+        _COMPILED.clear()
+    _COMPILED[id(schema)] = compiled  # holds the schema, so its id cannot be reused
+    return compiled
+
+
+def schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` is not a usable JSON Schema (one line), or None when it is.
+
+    Checks it against its draft's meta-schema (2020-12 unless ``$schema`` names
+    another) and that it compiles: ``$ref`` targets exist, patterns are regexes.
+
+        >>> schema_problem({"type": "object", "properties": {"n": {"enum": 3}}})
+        '$.properties.n.enum: 3 is not of type "array"'
+        >>> schema_problem({"type": "object", "properties": {"n": {"$ref": "#/$defs/n"}}})
+        "Pointer '/$defs/n' does not exist"
+    """
+    # compile first: it fails offline on an unknown $schema, where the meta-schema
+    # check would try to download it
+    compiled = SchemaValidator(schema)
+    if compiled.problem is not None:
+        return compiled.problem
+    try:
+        jsonschema_rs.meta.validate(schema)
+    except jsonschema_rs.ValidationError as exc:
+        return _schema_error_line(exc)
+    return None
+
+
+# -- classifying one response ----------------------------------------------------------
+def _text_of(content: Any) -> str | None:
+    """Content as text: a string as is, a list of parts joined; None when there is none."""
+    if content is None or type(content) is str:
+        return content
+    if isinstance(content, list):
+        texts = [p.get("text") for p in content if isinstance(p, dict)]
+        return "".join(t for t in texts if isinstance(t, str)) or None
+    return orjson.dumps(content, default=str).decode()
+
+
+def _classify_choice(choice: Any, schema: SchemaValidator | None) -> Verdict:
+    if type(choice) is not dict:
+        return Verdict(NO_CHOICES, None, f"a choice is {type(choice).__name__}, not an object")
+    finish = choice.get("finish_reason")
+    if finish is not None and type(finish) is not str:
+        finish = str(finish)
+    message = choice.get("message")
+    if type(message) is not dict:
+        return Verdict(NO_CHOICES, finish, "a choice has no message")
+    if finish == "content_filter":
+        return Verdict(CONTENT_FILTER, finish)
+    refusal = message.get("refusal")
+    if refusal:
+        return Verdict(REFUSAL, finish, _one_line(str(refusal)))
+    if finish == "length":
+        return Verdict(TRUNCATED, finish)
+    content = message.get("content")
+    if type(content) is not str:
+        content = _text_of(content)
+    if message.get("tool_calls") or message.get("function_call"):
+        pass  # a tool call is the answer; any content beside it is commentary
+    elif not content or content.isspace():
+        return Verdict(EMPTY, finish)
+    elif schema is not None:
+        error = schema.content_error(content)
+        if error is not None:
+            return Verdict(SCHEMA_ERROR, finish, error)
+    return _OK_VERDICTS.get(finish) or Verdict(OK, finish)
+
+
+def classify(body: Any, schema: SchemaValidator | None = None) -> Verdict:
+    """The quality of one chat.completion body (as the server returned it).
+
+    ``schema``: the compiled response schema (`compile_schema`), or None to check
+    only finish reasons and emptiness. See the module docstring for the categories.
+
+        >>> classify({"choices": [{"message": {"content": "{"}, "finish_reason": "length"}]})
+        Verdict(category='truncated', finish_reason='length', detail=None)
+    """
+    choices = body.get("choices") if type(body) is dict else None
+    if type(choices) is not list or not choices:
+        return Verdict(NO_CHOICES, None, "no choices")
+    verdict = _classify_choice(choices[0], schema)
+    if len(choices) == 1:
+        return verdict
+    rank = _RANK[verdict.category]
+    for choice in choices[1:]:
+        other = _classify_choice(choice, schema)
+        if _RANK[other.category] < rank:
+            verdict, rank = other, _RANK[other.category]
+    return verdict
+
+
+# -- counting --------------------------------------------------------------------------
+@dataclass
+class QualityCounts:
+    """Verdicts counted per model and category, plus finish reasons (one per response).
+
+    Stored in summary.json (`to_state`) and rebuilt on resume (`from_state`), like
+    `batchrun.output.tally.Tally`.
+
+        >>> counts = QualityCounts()
+        >>> counts.add(Verdict(TRUNCATED, "length"), "gpt-4o-mini")
+        >>> counts.to_state()
+        {'by_model': {'gpt-4o-mini': {'truncated': 1}}, 'finish_reasons': {'length': 1}}
+    """
+
+    by_model: dict[str, Counter[str]] = field(default_factory=dict)
+    finish_reasons: Counter[str] = field(default_factory=Counter)
+
+    def add(self, verdict: Verdict, model: str) -> None:
+        per_model = self.by_model.get(model)
+        if per_model is None:
+            per_model = self.by_model[model] = Counter()
+        per_model[verdict.category] += 1
+        self.finish_reasons[verdict.finish_reason or NO_FINISH_REASON] += 1
+
+    def count(
+        self,
+        body: Any,
+        schema: SchemaValidator | None = None,
+        requested_model: str | None = None,
+    ) -> Verdict:
+        """Classify one response body and count it under the model it names."""
+        verdict = classify(body, schema)
+        self.add(verdict, model_of(body, requested_model))
+        return verdict
+
+    @property
+    def answers(self) -> int:
+        return sum(sum(c.values()) for c in self.by_model.values())
+
+    def totals(self) -> Counter[str]:
+        """Counts per category over all models."""
+        total: Counter[str] = Counter()
+        for per_model in self.by_model.values():
+            total.update(per_model)
+        return total
+
+    def merge(self, other: QualityCounts) -> None:
+        for model, per_model in other.by_model.items():
+            self.by_model.setdefault(model, Counter()).update(per_model)
+        self.finish_reasons.update(other.finish_reasons)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "by_model": {
+                model: {c: n for c, n in sorted(per.items(), key=_by_rank) if n}
+                for model, per in sorted(self.by_model.items())
+            },
+            "finish_reasons": dict(sorted(self.finish_reasons.items())),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> QualityCounts:
+        return cls(
+            by_model={
+                str(model): Counter({str(c): int(n) for c, n in per.items()})
+                for model, per in (state.get("by_model") or {}).items()
+            },
+            finish_reasons=Counter(
+                {str(r): int(n) for r, n in (state.get("finish_reasons") or {}).items()}
+            ),
+        )
+
+
+def _by_rank(item: tuple[str, int]) -> int:
+    return _RANK.get(item[0], len(_RANK))
+
+
+# -- decisions -------------------------------------------------------------------------
+_WHAT = {
+    TRUNCATED: 'truncated (finish_reason "length")',
+    SCHEMA_ERROR: "not valid against the JSON schema",
+    REFUSAL: "refused (message.refusal)",
+    CONTENT_FILTER: 'blocked (finish_reason "content_filter")',
+    EMPTY: "empty (no content, no tool calls)",
+    NO_CHOICES: "without choices",
+}
+
+
+def fix_for(category: str, max_tokens: int | None = None) -> str:
+    """The setting to change when answers fall in ``category``.
+
+    >>> fix_for(TRUNCATED, 6)
+    'raise max_tokens (now 6)'
+    """
+    if category == TRUNCATED:
+        if max_tokens is None:
+            return "set a larger max_tokens (none is set: the server's limit cut the answers)"
+        return f"raise max_tokens (now {max_tokens})"
+    return {
+        SCHEMA_ERROR: "check the schema / prompt",
+        REFUSAL: "check the prompt (the model refuses it)",
+        CONTENT_FILTER: "check the prompt / input (the provider's content filter blocks it)",
+        EMPTY: "check the prompt, stop sequences and model (it answers nothing)",
+        NO_CHOICES: "check base_url (the endpoint answers without choices)",
+    }.get(category, "check the request settings")
+
+
+@dataclass(frozen=True, slots=True)
+class QualityAlert:
+    """A quality problem found in the counts, with its one-line message."""
+
+    model: str
+    category: str  # the (most common) problem category
+    count: int  # answers in that category
+    bad: int  # answers not ok, any category
+    answers: int  # answers from this model
+    message: str
+
+
+def quality_stop(
+    counts: QualityCounts,
+    *,
+    max_tokens: int | None = None,
+    threshold: float = 0.8,
+    min_answers: int = 20,
+) -> QualityAlert | None:
+    """Whether the run should stop: a model whose answers are mostly useless.
+
+    Stops when, for some model with at least ``min_answers`` answers, the share that
+    is not ok reaches ``threshold``; the message names the most common problem and the
+    setting to change. Of several such models, the one with the highest share.
+
+        >>> counts = QualityCounts({"m": Counter({TRUNCATED: 20})})
+        >>> alert = quality_stop(counts, max_tokens=6)
+        >>> alert.message.split(": ")[-1]
+        'raise max_tokens (now 6)'
+    """
+    worst: tuple[float, QualityAlert] | None = None
+    for model, per_model in sorted(counts.by_model.items()):
+        answers = sum(per_model.values())
+        bad = answers - per_model[OK]
+        if answers < min_answers or bad / answers < threshold:
+            continue
+        category, count = _most_common_problem(per_model)
+        share = bad / answers
+        what = _WHAT.get(category, category)
+        lead = f"{bad} of {answers} answers from {model} are not usable, {count}"
+        if count == bad:
+            lead = f"{count} of {answers} answers from {model} are"
+        alert = QualityAlert(
+            model,
+            category,
+            count,
+            bad,
+            answers,
+            f"stopping: {lead} {what}: {fix_for(category, max_tokens)}",
+        )
+        if worst is None or share > worst[0]:
+            worst = (share, alert)
+    return worst[1] if worst else None
+
+
+def quality_warnings(
+    counts: QualityCounts,
+    *,
+    max_tokens: int | None = None,
+    share: float = 0.05,
+    min_count: int = 3,
+) -> list[QualityAlert]:
+    """One alert per model and problem category holding a meaningful share of answers.
+
+    Meaningful: at least ``min_count`` answers and at least ``share`` of the model's
+    answers. Ordered by model, then by severity.
+
+        >>> counts = QualityCounts({"m": Counter({OK: 57, SCHEMA_ERROR: 3})})
+        >>> [a.message.split(": ")[-1] for a in quality_warnings(counts)]
+        ['check the schema / prompt']
+    """
+    alerts = []
+    for model, per_model in sorted(counts.by_model.items()):
+        answers = sum(per_model.values())
+        bad = answers - per_model[OK]
+        for category, count in sorted(per_model.items(), key=_by_rank):
+            if category == OK or count < min_count or count / answers < share:
+                continue
+            message = (
+                f"{count} of {answers} answers ({count / answers:.1%}) from {model} are "
+                f"{_WHAT.get(category, category)}: {fix_for(category, max_tokens)}"
+            )
+            alerts.append(QualityAlert(model, category, count, bad, answers, message))
+    return alerts
+
+
+def _most_common_problem(per_model: Counter[str]) -> tuple[str, int]:
+    """The problem category with the most answers; ties go to the more severe."""
+    problems = [(c, n) for c, n in per_model.items() if c != OK and n]
+    return min(problems, key=lambda item: (-item[1], _RANK.get(item[0], len(_RANK))))

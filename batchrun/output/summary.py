@@ -1,0 +1,120 @@
+"""summary.json: the run's totals, rewritten atomically (temp file + rename).
+
+A reader (a person, `batchrun status`, a script polling a long run) always sees a
+complete JSON document: either the previous one or the new one, never half.
+
+    >>> write_json_atomic("runs/a/summary.json", {"requests": {}})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchrun import __version__
+from batchrun.engine.rundir import TMP_PREFIX
+from batchrun.output.tally import Tally
+from batchrun.redact import scrub
+
+
+@contextmanager
+def atomic_file(path: str, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over
+    ``path``, on failure remove it. Readers see the old file or the new, never half.
+
+        with atomic_file("runs/a/results.parquet", ".parquet") as tmp:
+            pq.write_table(table, tmp)
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    """Replace ``path`` with ``data`` as indented JSON (API keys scrubbed)."""
+    encoded = scrub(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    with atomic_file(path, ".json") as tmp, open(tmp, "wb") as f:
+        f.write(encoded)
+
+
+@dataclass
+class Counts:
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    invalid: int = 0
+
+    @property
+    def pending(self) -> int:
+        return max(0, self.total - self.succeeded - self.failed)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "succeeded": self.succeeded,
+            "failed": self.failed,
+            "pending": self.pending,
+            "invalid": self.invalid,
+        }
+
+
+def build_summary(
+    *,
+    status: str,
+    input_path: str,
+    counts: Counts,
+    tally: Tally,
+    failed_codes: Iterable[str] = (),
+    elapsed_s: float,
+    results_bytes: int,
+    errors_bytes: int,
+    pacing: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The summary document. ``journal`` lets a resume skip re-parsing old lines."""
+    state = tally.to_state()
+    summary: dict[str, Any] = {
+        "status": status,
+        "batchrun_version": __version__,
+        "input": input_path,
+        "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "requests": counts.to_dict(),
+        "usage": {**state["usage"], "missing": state["missing_usage"]},
+        "by_model": state["by_model"],
+        "retries": tally.retries,
+        "rate_limited": tally.rate_limited,
+        # the rows failing now, by code (a failure retried into an answer leaves it)
+        "error_codes": dict(Counter(failed_codes)),
+        # every answer by quality (truncated, refused, off-schema...) and model
+        "quality": state["quality"],
+        "elapsed_s": round(elapsed_s, 3),
+        "pacing": pacing or {},
+    }
+    if extra:
+        summary.update(extra)
+    summary["journal"] = {
+        "results_bytes": results_bytes,
+        "errors_bytes": errors_bytes,
+        "elapsed_s": round(elapsed_s, 3),
+        "tally": state,
+    }
+    return summary

@@ -1,0 +1,106 @@
+"""What a run has produced so far, counted the same way live and on resume.
+
+Every figure in summary.json that comes from finished requests (usage per model,
+retries, 429s, rows without usage, answer quality) is a sum over output lines.
+`Tally.count` is the one place a finished request is counted: the writer calls it
+for each line it has flushed, the journal calls it for each line it re-reads, so a
+resumed summary equals a recount of the files.
+
+    >>> t = Tally()
+    >>> t.count(True, {"model": "m", "usage": {"prompt_tokens": 2}}, [429, 200]).category
+    'ok'
+    >>> (t.usage.total.prompt_tokens, t.retries, t.rate_limited)
+    (2, 1, 1)
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchrun.output.quality import OK, QualityCounts, Verdict
+from batchrun.output.usage import Usage, UsageTotals, model_of, usage_of
+
+
+@dataclass
+class Tally:
+    usage: UsageTotals = field(default_factory=UsageTotals)
+    retries: int = 0
+    rate_limited: int = 0
+    error_codes: Counter[str] = field(default_factory=Counter)
+    quality: QualityCounts = field(default_factory=QualityCounts)
+    """Every answer by quality category and model (`batchrun.output.quality`)."""
+
+    def count(
+        self,
+        ok: bool,
+        body: Any,
+        statuses: list[int | None],
+        requested_model: str | None = None,
+        error_code: str | None = None,
+        quality: str | None = None,
+    ) -> Verdict | None:
+        """Count one finished request. ``statuses``: every attempt's HTTP status;
+        ``quality``: the answer's category (None: ok). Returns what was counted as
+        the answer's verdict (None for a failure)."""
+        self.retries += max(0, len(statuses) - 1)
+        self.rate_limited += sum(1 for s in statuses if s == 429)
+        if ok:
+            model = model_of(body, requested_model)
+            self.usage.add(model, usage_of(body))
+            verdict = Verdict(quality or OK, first_finish_reason(body))
+            self.quality.add(verdict, model)
+            return verdict
+        if error_code:
+            self.error_codes[error_code] += 1
+        return None
+
+    def count_line(self, record: dict[str, Any]) -> None:
+        """Count one decoded output line (see batchrun.output.lines)."""
+        meta = record.get("batchrun") or {}
+        response = record.get("response") or {}
+        error = record.get("error")
+        if error:
+            statuses = [a.get("status") for a in error.get("attempts") or []]
+            self.count(False, None, statuses, error_code=str(error.get("code")))
+        else:
+            statuses = list(meta.get("statuses") or [response.get("status_code")])
+            self.count(
+                True, response.get("body"), statuses, meta.get("model"), quality=meta.get("quality")
+            )
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "usage": self.usage.total.to_dict(),
+            "by_model": self.usage.by_model_dict(),
+            "missing_usage": self.usage.missing,
+            "retries": self.retries,
+            "rate_limited": self.rate_limited,
+            "error_codes": dict(self.error_codes),
+            "quality": self.quality.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Tally:
+        usage = UsageTotals(
+            total=Usage.from_dict(state["usage"]),
+            by_model={m: Usage.from_dict(u) for m, u in state["by_model"].items()},
+            missing=int(state["missing_usage"]),
+        )
+        return cls(
+            usage=usage,
+            retries=int(state["retries"]),
+            rate_limited=int(state["rate_limited"]),
+            error_codes=Counter({str(k): int(v) for k, v in state["error_codes"].items()}),
+            quality=QualityCounts.from_state(state.get("quality") or {}),
+        )
+
+
+def first_finish_reason(body: Any) -> str | None:
+    """The first choice's finish_reason (what the quality counts tally per answer)."""
+    try:
+        reason = body["choices"][0]["finish_reason"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return reason if isinstance(reason, str) else None

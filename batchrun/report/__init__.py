@@ -1,0 +1,1 @@
+"""Reports: the text report, live progress, latency statistics."""

@@ -1,0 +1,281 @@
+"""Send one chat-completions attempt over HTTP; map every failure onto batchrun.errors.
+
+The transport is injected (the seam tests use for ``httpx.MockTransport``). The
+default is `default_transport`: httpx's API on top of aiohttp's connection pool,
+whose per-request cost stays flat with thousands of connections where httpx's own
+pool grows with them (see BENCHMARKS.md, "HTTP transport").
+
+    >>> client = ChatClient(base_url="http://127.0.0.1:8000/v1", api_key="k")  # doctest: +SKIP
+    >>> reply = await client.send({"model": "m", "messages": [...]})           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+import orjson
+
+from batchrun import __version__
+from batchrun.errors import (
+    BadResponse,
+    ConfigError,
+    RequestError,
+    RequestTimeout,
+    TransportError,
+)
+from batchrun.redact import register_secret, scrub, scrub_text
+from batchrun.transport.responses import check_completion, parse_completion, request_id_of
+
+Clock = Callable[[], float]
+LARGE_BODY = 1 << 20
+
+
+@dataclass(slots=True)
+class Reply:
+    """A usable completion: the body as the server sent it (streams: assembled)."""
+
+    status: int
+    headers: httpx.Headers
+    body: dict[str, Any]
+    request_id: str | None
+    ttft_s: float | None = None
+
+
+def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
+    """httpx-aiohttp transport sized for ``max_connections`` in flight."""
+    from httpx_aiohttp import AiohttpTransport
+
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
+    return AiohttpTransport(limits=limits)
+
+
+def auth_headers(api_key: str | None, auth: str, header: str) -> dict[str, str]:
+    """``Authorization: Bearer KEY`` (default), a raw ``Authorization: KEY`` (seed 004),
+    or the key in a custom header such as Azure's ``api-key``."""
+    if not api_key or auth == "none":
+        return {}
+    if auth == "raw" or header.lower() != "authorization":
+        return {header: api_key}
+    if auth != "bearer":
+        raise ConfigError(f"unknown auth style {auth!r} (use bearer, raw or none)")
+    return {header: f"Bearer {api_key}"}
+
+
+def completions_url(base_url: str) -> str:
+    """The chat-completions endpoint under ``base_url``, query string kept.
+
+    >>> completions_url("https://api.openai.com/v1")
+    'https://api.openai.com/v1/chat/completions'
+    >>> completions_url("https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21")
+    'https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21'
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"base URL {base_url!r} must start with http:// or https://")
+    parts = urlsplit(base_url)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+class ChatClient:
+    """One attempt per `send`; retrying is the caller's business (batchrun.pacing.retry)."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        auth: str = "bearer",
+        auth_header: str = "Authorization",
+        extra_headers: Sequence[tuple[str, str]] = (),
+        timeout: float = 120.0,
+        total_timeout: float = 1800.0,
+        max_response_bytes: int = 64 * 1024 * 1024,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 64,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.url = completions_url(base_url)
+        self._url = httpx.URL(self.url)
+        headers = {
+            "host": self._url.netloc.decode("ascii"),
+            "content-type": "application/json",
+            "accept": "application/json",
+            "user-agent": f"batchrun/{__version__}",
+        }
+        headers.update({name.lower(): value for name, value in extra_headers})
+        headers.update({k.lower(): v for k, v in auth_headers(api_key, auth, auth_header).items()})
+        self._headers = list(headers.items())
+        self._stream_headers = list({**headers, "accept": "text/event-stream"}.items())
+        register_secret(api_key)
+        self._total_timeout = total_timeout
+        self._max_bytes = max_response_bytes
+        self._clock = clock
+        # what httpx.Timeout(timeout, connect=...) would put on the request
+        self._extensions = {
+            "timeout": {
+                "connect": min(timeout, 30.0),
+                "read": timeout,
+                "write": timeout,
+                "pool": timeout,
+            },
+        }
+        # The transport is called directly: httpx.AsyncClient adds ~50-125 us per
+        # request (cookies, auth flow, redirects, URL merging) that batchrun does not
+        # use; see BENCHMARKS.md "HTTP transport". Redirects are not followed.
+        self._transport = transport or default_transport(max_connections)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    async def send(self, body: Mapping[str, Any], payload: bytes | None = None) -> Reply:
+        """Send ``body`` once (``payload``: its JSON, when the caller already has it).
+        Returns a Reply or raises a RequestError."""
+        if payload is None:
+            payload = orjson.dumps(body)
+        streaming = body.get("stream") is True
+        headers = self._stream_headers if streaming else self._headers
+        request = httpx.Request(
+            "POST",
+            self._url,
+            headers=[*headers, ("content-length", str(len(payload)))],
+            # aiohttp warns (ResourceWarning) about raw-bytes bodies over 1 MiB; the same
+            # bytes as a stream with the declared length go out identically, unchunked
+            content=payload if len(payload) <= LARGE_BODY else _chunks(payload),
+            extensions=self._extensions,
+        )
+        sent_at = self._clock()  # time to first token counts from here, not from the headers
+        try:
+            with anyio.fail_after(self._total_timeout):
+                response = await self._transport.handle_async_request(request)
+                try:
+                    if streaming and response.status_code == 200 and _is_event_stream(response):
+                        return await self._read_stream(response, sent_at, _choices(body))
+                    content = await self._read_capped(response)
+                finally:
+                    await response.aclose()
+        except RequestError:
+            raise
+        except TimeoutError as exc:
+            raise RequestTimeout(
+                f"no complete answer within {self._total_timeout:g} s", code="timeout_total"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            cause = exc.__cause__
+            if cause is not None and not isinstance(cause, TimeoutError):
+                # httpx-aiohttp maps every aiohttp.ClientConnectionError (refused, server
+                # disconnected) to ConnectTimeout; name what really happened
+                raise TransportError(
+                    _describe(cause, "connection failed"), code="connection_error"
+                ) from exc
+            raise RequestTimeout(_describe(exc, "timed out"), code="timeout") from exc
+        except (httpx.TransportError, OSError) as exc:
+            raise TransportError(
+                _describe(exc, "connection failed"), code="connection_error"
+            ) from exc
+        except Exception as exc:  # aiohttp errors the transport did not map
+            if type(exc).__module__.startswith(("aiohttp", "httpx", "asyncio", "ssl")):
+                raise TransportError(
+                    _describe(exc, "transport error"), code="connection_error"
+                ) from exc
+            raise
+        # a proxy quoting our Authorization header must not put the key in errors.jsonl;
+        # scrubbed here, before any message is cut short around it
+        content = scrub(content)
+        rheaders = response.headers
+        parsed = parse_completion(response.status_code, rheaders, content)
+        return Reply(response.status_code, rheaders, parsed, request_id_of(rheaders))
+
+    async def _read_capped(self, response: httpx.Response) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self._max_bytes:
+            raise _too_large(response, self._max_bytes)
+        chunks = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise _too_large(response, self._max_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _read_stream(
+        self, response: httpx.Response, sent_at: float, choices: int | None
+    ) -> Reply:
+        from batchrun.transport.streaming import SSEDecoder, StreamAssembler
+
+        decoder = SSEDecoder()
+        # with n > 1, a stream that silently drops a whole choice is torn too
+        assembler = StreamAssembler(expected_choices=choices)
+        ttft: float | None = None
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise _too_large(response, self._max_bytes)
+                for payload in decoder.feed(chunk):
+                    if assembler.add(scrub_text(payload)) and ttft is None:
+                        ttft = self._clock() - sent_at
+            for payload in decoder.close():
+                assembler.add(scrub_text(payload))
+            completion = assembler.result()
+        except BadResponse as exc:
+            # the exchange itself was an HTTP 200: keep it on the attempt and error line
+            exc.status = response.status_code
+            exc.headers = response.headers
+            exc.request_id = request_id_of(response.headers)
+            raise
+        body = check_completion(completion, response.status_code, response.headers)
+        rheaders = response.headers
+        return Reply(response.status_code, rheaders, body, request_id_of(rheaders), ttft)
+
+
+async def _chunks(payload: bytes, size: int = LARGE_BODY) -> AsyncIterator[bytes]:
+    view = memoryview(payload)
+    for start in range(0, len(view), size):
+        yield bytes(view[start : start + size])
+
+
+def _choices(body: Mapping[str, Any]) -> int | None:
+    n = body.get("n")
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else None
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    ctype = response.headers.get("content-type", "")
+    return "json" not in ctype
+
+
+def _too_large(response: httpx.Response, limit: int) -> BadResponse:
+    return BadResponse(
+        f"response body larger than {limit} bytes (--max-response-bytes)",
+        code="response_too_large",
+        status=response.status_code,
+        headers=response.headers,
+        request_id=request_id_of(response.headers),
+    )
+
+
+def _describe(exc: BaseException, fallback: str) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__}: {fallback}"
+
+
+__all__ = [
+    "ChatClient",
+    "Reply",
+    "auth_headers",
+    "completions_url",
+    "default_transport",
+]

@@ -1,0 +1,170 @@
+"""Turn one HTTP answer into a completion body or a classified error. Pure.
+
+    status 200 + chat.completion JSON  -> the body (dict), unmodified
+    status 200 + {"error": {...}}      -> BadResponse (some relays do this)
+    status 200 + SSE labelled JSON     -> the assembled stream
+    status 200 + non-JSON / no choices -> BadResponse (choices [], [{}], [null] too);
+                                          non-JSON is marked ``billed`` and keeps
+                                          the whole body
+    429                                -> RateLimited (insufficient_quota: ClientError)
+    408, 409, 5xx                      -> ServerError
+    3xx                                -> ClientError (redirects are not followed for POST)
+    other 4xx                          -> ClientError (never retried)
+
+The ``{"error": {"message", "type", "param", "code"}}`` envelope is parsed into the
+error's message and code whatever the status.
+
+    >>> parse_completion(200, {}, b'{"choices": [{"message": {"content": "hi"}}]}')
+    {'choices': [{'message': {'content': 'hi'}}]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from batchrun.errors import BadResponse, ClientError, RateLimited, RequestError, ServerError
+from batchrun.redact import scrub_text
+
+MAX_MESSAGE = 500
+
+
+def error_envelope(body: Any) -> dict[str, Any] | None:
+    """The ``error`` object of an OpenAI-style error body, normalised; else None."""
+    if not isinstance(body, dict):
+        return None
+    error = body.get("error")
+    if isinstance(error, str):
+        return {"message": error, "type": None, "param": None, "code": None}
+    if isinstance(error, dict):
+        return {
+            "message": str(error.get("message") or ""),
+            "type": error.get("type"),
+            "param": error.get("param"),
+            "code": error.get("code"),
+        }
+    return None
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("x-request-id") or headers.get("request-id")
+    return scrub_text(value) if value else value
+
+
+def _decode(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _snippet(content: bytes) -> str:
+    text = content[:200].decode("utf-8", "replace").strip()
+    return " ".join(text.split())
+
+
+def error_for_status(status: int, headers: Mapping[str, str], content: bytes) -> RequestError:
+    """The classified error for a non-2xx answer."""
+    body = _decode(content)
+    envelope = error_envelope(body)
+    if envelope is not None:
+        message = envelope["message"] or f"HTTP {status}"
+        code = str(envelope["code"] or envelope["type"] or f"http_{status}")
+    else:
+        snippet = _snippet(content)
+        message = f"HTTP {status}" + (f": {snippet}" if snippet else "")
+        code = f"http_{status}"
+    message = message[:MAX_MESSAGE]
+    kwargs: dict[str, Any] = {
+        "code": code,
+        "status": status,
+        "headers": headers,
+        "body": body if body is not None else _snippet(content),
+        "request_id": request_id_of(headers),
+    }
+    if status == 429 and code == "insufficient_quota":
+        # OpenAI's "you exceeded your current quota": billing, not pacing; no retry helps
+        return ClientError(message, **kwargs)
+    if status == 429:
+        return RateLimited(message, **kwargs)
+    if status in (408, 409) or status >= 500:
+        return ServerError(message, **kwargs)
+    if 300 <= status < 400:
+        location = scrub_text(headers.get("location", ""))
+        return ClientError(
+            f"HTTP {status} redirect to {location!r} not followed (check --base-url)"[:MAX_MESSAGE],
+            **{**kwargs, "code": "redirect"},
+        )
+    return ClientError(message, **kwargs)
+
+
+def check_completion(body: Any, status: int, headers: Mapping[str, str]) -> dict[str, Any]:
+    """Accept a decoded 200 body only if it is a usable chat.completion."""
+    envelope = error_envelope(body)
+    if envelope is not None and not (isinstance(body, dict) and body.get("choices")):
+        raise BadResponse(
+            (envelope["message"] or "error object in a 200 response")[:MAX_MESSAGE],
+            code=str(envelope["code"] or envelope["type"] or "error_in_200"),
+            status=status,
+            headers=headers,
+            body=body,
+            request_id=request_id_of(headers),
+        )
+    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+        raise BadResponse(
+            "response is not a chat.completion (no 'choices')",
+            code="invalid_completion",
+            status=status,
+            headers=headers,
+            body=body,
+            request_id=request_id_of(headers),
+        )
+    choices = body["choices"]
+    if not choices or not all(
+        isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices
+    ):
+        # `choices: []`, `[{}]`, `[null]`: an answer with nothing in it is no answer
+        raise BadResponse(
+            "response has no usable choice (choices empty or without a message)",
+            code="no_choices",
+            status=status,
+            headers=headers,
+            body=body,
+            request_id=request_id_of(headers),
+        )
+    return body
+
+
+def parse_completion(status: int, headers: Mapping[str, str], content: bytes) -> dict[str, Any]:
+    """The completion body of a 2xx answer, or raise the classified error."""
+    if not 200 <= status < 300:
+        raise error_for_status(status, headers, content)
+    body = _decode(content)
+    if body is None and content.lstrip()[:6] in (b"data: ", b"data:{", b"event:"):
+        # an event stream labelled JSON (some relays stream whatever was asked)
+        body = _assembled(content)
+    if body is None:
+        ctype = headers.get("content-type", "")
+        error = BadResponse(
+            f"HTTP {status} body is not JSON (content-type {ctype!r}): {_snippet(content)!r}",
+            code="invalid_json",
+            status=status,
+            headers=headers,
+            # the whole answer, as text: it was probably paid for, and is all there is
+            body=content.decode("utf-8", "replace"),
+            request_id=request_id_of(headers),
+        )
+        error.billed = bool(content.strip())  # an empty body carried no answer to pay for
+        raise error
+    return check_completion(body, status, headers)
+
+
+def _assembled(content: bytes) -> dict[str, Any] | None:
+    from batchrun.transport.streaming import assemble
+
+    try:
+        return assemble([content], require_done=False)
+    except BadResponse:
+        return None
