@@ -1,9 +1,45 @@
-"""batchrun: run large batches of OpenAI-compatible chat completions.
+"""batchrun: run large batches of OpenAI-compatible chat completions, from Python or
+the command line, fast, within quotas and budgets, and without paying twice.
 
-$ batchrun run requests.jsonl -o runs/first --base-url sim
-$ batchrun status runs/first
+    import batchrun
+    run = batchrun.run(rows, "runs/labels", model="gpt-4o-mini",
+                       prompt="Label the sentiment: {text}", base_url="sim")
+    run.status, run.to_pandas()
+
+The names in ``__all__`` (and `batchrun.errors`) are the public API; every module
+below them is private and may change.
+
+    $ batchrun run requests.jsonl -o runs/first --base-url sim
+    $ batchrun status runs/first
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from batchrun import errors
+from batchrun._api import Run, RunStream, arun, estimate, open, run, run_job, stream
+from batchrun.errors import BatchrunError, BudgetExceeded, ConfigError, InputError, RunDirError
+from batchrun.settings import Evaluation, Quota, ResponseFormat, Settings
+
+__all__ = [
+    "BatchrunError",
+    "BudgetExceeded",
+    "ConfigError",
+    "Evaluation",
+    "InputError",
+    "Quota",
+    "ResponseFormat",
+    "Run",
+    "RunDirError",
+    "RunStream",
+    "Settings",
+    "__version__",
+    "arun",
+    "errors",
+    "estimate",
+    "open",
+    "run",
+    "run_job",
+    "stream",
+]

@@ -4,7 +4,8 @@
     ├── ConfigError          bad option, job file or price file (before anything is sent)
     ├── InputError           bad request/dataset file; names the file and line/row
     ├── RunDirError          run directory unusable or started with other settings
-    ├── BudgetExceeded       --max-cost reached; the run stops cleanly and can resume
+    ├── StopRun              an admission strategy stops the run cleanly (it can resume)
+    │   └── BudgetExceeded   --max-cost reached
     └── RequestError         one HTTP attempt failed
         ├── RetryableError   worth another attempt
         │   ├── TransportError   connection refused/reset, read error
@@ -51,8 +52,17 @@ class RunDirError(BatchrunError):
     """The run directory cannot be used (not writable, or started differently)."""
 
 
-class BudgetExceeded(BatchrunError):
+class StopRun(BatchrunError):
+    """Raised by an admission strategy (a hook's ``admit``): stop sending, as a Ctrl-C
+    would, for ``reason`` (the run's status says why; it can resume)."""
+
+    reason = "stopped"
+
+
+class BudgetExceeded(StopRun):
     """The --max-cost cap would be crossed by the next request."""
+
+    reason = "budget"
 
 
 class RequestError(BatchrunError):

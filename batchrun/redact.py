@@ -22,6 +22,7 @@ with ``/`` written ``\\/``, and percent-encoded (a URL).
 
 from __future__ import annotations
 
+import re
 import threading
 from urllib.parse import quote
 
@@ -85,4 +86,20 @@ def registered() -> bool:
     return bool(_forms)
 
 
-__all__ = ["forms_of", "register_secret", "registered", "scrub", "scrub_text"]
+_KEY_LIKE = re.compile(
+    r"(?<![A-Za-z0-9])(?:sk-|sk_|rk-|gsk_|xai-|AIza|hf_|pplx-|r8_)[A-Za-z0-9_\-]{16,}"
+    r"|Bearer\s+\S{16,}"
+)
+
+
+def looks_like_key(text: str) -> bool:
+    """True for a value shaped like an API key (``sk-...``, ``Bearer ...``, ...): such
+    a value is never echoed back or read from a file on disk.
+
+    >>> looks_like_key("sk-abcdefghijklmnopqrstuv"), looks_like_key("gpt-4o-mini")
+    (True, False)
+    """
+    return bool(_KEY_LIKE.search(text))
+
+
+__all__ = ["forms_of", "looks_like_key", "register_secret", "registered", "scrub", "scrub_text"]

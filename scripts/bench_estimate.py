@@ -18,7 +18,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from batchrun.cost.estimate import estimate, format_estimate  # noqa: E402
-from batchrun.cost.pricing import PriceBook  # noqa: E402
+from batchrun.cost.prices import PriceBook
 from batchrun.models import Request  # noqa: E402
 from batchrun.pacing.tokens import prompt_tokens  # noqa: E402
 

@@ -48,7 +48,9 @@ def top_level_imports(path: Path, name: str, *, everywhere: bool = False) -> set
                 base = ".".join([*pkg, node.module])
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)
-    return {m for m in found if m == "batchrun" or m.startswith("batchrun.")}
+    # `from batchrun import checks` depends on batchrun.checks, not on the package's
+    # __init__ (which only gathers the public names)
+    return {m for m in found if m.startswith("batchrun.")}
 
 
 def main() -> int:

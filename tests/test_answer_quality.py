@@ -20,11 +20,12 @@ import httpx
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
+from batchrun._api import hooks_for as run_hooks
 from batchrun.cli import cli
-from batchrun.cli.commands import run_hooks
-from batchrun.config import RunConfig
-from batchrun.engine.runner import EXIT_ERROR, EXIT_OK, CompositeHooks, Runner
+from batchrun.engine.hooks import CompositeHooks
+from batchrun.engine.runner import EXIT_ERROR, EXIT_OK, Runner
 from batchrun.report.progress import ProgressHooks
+from batchrun.settings import Evaluation, ResponseFormat, Settings
 from tests.conftest import FakeTime, completion
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,25 +131,16 @@ def off_schema_then_good() -> Any:
 def run_with(tmp_path: Path, handler: Any, **kw: Any) -> Any:
     rows = [{"id": i, "text": f"review {i}", "label": "positive"} for i in range(10)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = RunConfig(
-        input_path=str(tmp_path / "in.jsonl"),
+    cfg = Settings(
+        input=str(tmp_path / "in.jsonl"),
         out_dir=str(tmp_path / "run"),
         base_url="http://t/v1",
         id_column="id",
         model="gpt-4o-mini",
         quiet=True,
-        job={
-            "prompt": {"messages": [{"role": "user", "content": "{text}"}]},
-            "request": {},
-            "schema": SCHEMA,
-            "response_format": {"type": "json_schema"},
-            "eval": {
-                "reference_column": "label",
-                "compare": "json_field",
-                "field": "sentiment",
-                "normalize": True,
-            },
-        },
+        prompt="{text}",
+        response_format=ResponseFormat("json_schema", "sentiment", SCHEMA),
+        eval=Evaluation("label", "json_field", "sentiment"),
         **kw,
     )
     fake = FakeTime()
@@ -192,14 +184,14 @@ def test_progress_warns_once_per_problem_as_soon_as_it_shows(tmp_path: Path) -> 
         body["choices"][0]["finish_reason"] = "length"
         return httpx.Response(200, json=body)
 
-    cfg = RunConfig(
-        input_path=str(tmp_path / "in.jsonl"),
+    cfg = Settings(
+        input=str(tmp_path / "in.jsonl"),
         out_dir=str(tmp_path / "run"),
         base_url="http://t/v1",
         model="gpt-4o-mini",
         concurrency=2,
         quality_breaker=0,
-        job={"prompt": {"messages": [{"role": "user", "content": "{text}"}]}, "request": {}},
+        prompt="{text}",
     )
     stream = io.StringIO()
     progress = ProgressHooks(cfg, mode="plain", stream=stream, watchdog=False)

@@ -13,11 +13,12 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.config import RunConfig
-from batchrun.cost.budget import CostHooks
+from batchrun.cost.budget import BudgetAdmission, CostHooks, cost_hooks
+from batchrun.engine.hooks import CompositeHooks
 from batchrun.engine.runner import EXIT_BUDGET, EXIT_OK, Runner
 from batchrun.errors import ConfigError
 from batchrun.pacing.tokens import prompt_tokens
+from batchrun.settings import Settings
 from tests.conftest import body, completion, read_lines
 
 # $1 per million prompt tokens and $2 per million completion tokens: easy arithmetic
@@ -25,7 +26,7 @@ PRICES = '[models."test-model"]\ninput = 1.0\noutput = 2.0\n'
 COMPLETION, MAX_TOKENS = 100, 500
 
 
-def setup(tmp_path: Path, rows: int = 40) -> RunConfig:
+def setup(tmp_path: Path, rows: int = 40) -> Settings:
     prices = tmp_path / "prices.toml"
     prices.write_text(PRICES)
     path = tmp_path / "requests.jsonl"
@@ -38,12 +39,12 @@ def setup(tmp_path: Path, rows: int = 40) -> RunConfig:
             for i in range(rows)
         )
     )
-    return RunConfig(
-        input_path=str(path),
+    return Settings(
+        input=str(path),
         out_dir=str(tmp_path / "run"),
         base_url="http://test/v1",
         concurrency=4,
-        prices_path=str(prices),
+        prices=str(prices),
     )
 
 
@@ -56,13 +57,14 @@ async def handler(request: httpx.Request) -> httpx.Response:
     )
 
 
-def run(cfg: RunConfig, calls: list[int] | None = None) -> Any:
+def run(cfg: Settings, calls: list[int] | None = None) -> Any:
     async def counting(request: httpx.Request) -> httpx.Response:
         if calls is not None:
             calls.append(1)
         return await handler(request)
 
-    runner = Runner(cfg, transport=httpx.MockTransport(counting), hooks=CostHooks(cfg))
+    hooks = CompositeHooks(*cost_hooks(cfg))
+    runner = Runner(cfg, transport=httpx.MockTransport(counting), hooks=hooks)
     return anyio.run(runner.run)
 
 
@@ -87,10 +89,10 @@ def test_cost_in_summary_matches_hand_computation(tmp_path: Path) -> None:
 
 def test_budget_cap_stops_within_one_worst_case_and_resumes(tmp_path: Path) -> None:
     cfg = setup(tmp_path)
-    hooks = CostHooks(cfg)
+    budget = BudgetAdmission(CostHooks(cfg), cap=1.0)
     first = json.loads(Path(cfg.input_path).read_text().splitlines()[0])
     first.pop("custom_id")
-    worst = hooks.worst_case(first)
+    worst = budget.worst_case(first)
     cap = 20.5 * ACTUAL  # room for 20 requests, not 21
     result = run(replace(cfg, max_cost=cap))
     assert result.exit_code == EXIT_BUDGET
@@ -137,7 +139,7 @@ def test_cli_budget_exit_code_and_message(tmp_path: Path) -> None:
             "--base-url",
             "sim",
             "--prices",
-            str(cfg.prices_path),
+            str(cfg.prices),
             "--max-cost",
             "0.00001",
             "-q",

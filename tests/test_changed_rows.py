@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pyarrow.parquet as pq
 
-from batchrun.cli.commands import run_hooks
-from batchrun.config import RunConfig
+from batchrun._api import hooks_for as run_hooks
 from batchrun.engine.runner import Runner
 from batchrun.ids import body_hash
+from batchrun.settings import Settings
 from tests.conftest import FakeTime, completion
 from tests.test_resume import Server, lines_of, run, summary_of
 
@@ -41,13 +41,13 @@ def echo_server() -> Any:
 def run_dataset(tmp_path: Path, inp: Path, handler: Any, **kw: Any) -> Any:
     import anyio
 
-    cfg = RunConfig(
-        input_path=str(inp),
+    cfg = Settings(
+        input=str(inp),
         out_dir=str(tmp_path / "run"),
         base_url="http://test/v1",
         concurrency=4,
         quiet=True,
-        job={"prompt": {"messages": [{"role": "user", "content": "{text}"}]}, "request": {}},
+        prompt="{text}",
         model="gpt-4o-mini",
         **kw,
     )
@@ -176,8 +176,8 @@ def test_rows_appended_during_a_run_are_not_sent(tmp_path: Path) -> None:
                     f.write('{"not": "a request"}\n')
         return server(request)
 
-    cfg = RunConfig(
-        input_path=str(inp), out_dir=str(tmp_path / "run"), base_url="http://test/v1", concurrency=2
+    cfg = Settings(
+        input=str(inp), out_dir=str(tmp_path / "run"), base_url="http://test/v1", concurrency=2
     )
     result = run(cfg, grow_then_answer)  # type: ignore[arg-type]
     assert appended

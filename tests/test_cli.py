@@ -62,7 +62,7 @@ def test_cli_options_override_the_job_file(tmp_path: Path) -> None:
     assert opts["model"] == "gpt-4o"  # job file says gpt-4o-mini
     assert opts["write_parquet"] is False  # job file says true
     assert opts["max_attempts"] == 2
-    assert opts["rpm"] == 500  # not given on the command line: the job file's value
+    assert opts["rpm"]["default"] == 500  # not given on the command line: the job file's value
     assert not (out / "results.parquet").exists()
     lines = (out / "results.jsonl").read_text().splitlines()
     bodies = [json.loads(x)["response"]["body"] for x in lines]
@@ -78,14 +78,12 @@ def test_missing_output_dir_and_input_are_one_line_errors(tmp_path: Path) -> Non
 
 
 def test_rpm_and_tpm_for_every_model_and_for_one(tmp_path: Path) -> None:
-    from batchrun.cli import build_config
+    from batchrun.cli.options import given_settings
+    from batchrun.settings import Settings
 
-    cfg = build_config(
-        str(tmp_path / "in.jsonl"),
-        None,
-        {"out_dir": str(tmp_path / "o"), "rpm": ("500", "gpt-4.1=30"), "tpm": ("gpt-4.1=9000",)},
-    )
-    assert cfg.rpm == 500 and cfg.tpm is None
+    given = given_settings({"rpm": ("500", "gpt-4.1=30"), "tpm": ("gpt-4.1=9000",)})
+    cfg = Settings(input=str(tmp_path / "in.jsonl"), **given)
+    assert cfg.rpm.default == 500 and cfg.tpm.default is None
     assert cfg.limits_by_model() == {"gpt-4.1": (30.0, 9000.0)}
     for bad in ("0", "x", "=5", "m=-1"):
         res = CliRunner().invoke(cli, ["run", "in.jsonl", "-o", "o", "--rpm", bad])
@@ -93,7 +91,6 @@ def test_rpm_and_tpm_for_every_model_and_for_one(tmp_path: Path) -> None:
 
 
 def test_a_job_file_gives_per_model_quotas_as_a_table(tmp_path: Path) -> None:
-    from batchrun.config import RunConfig
     from batchrun.jobs.jobfile import load_job
 
     (tmp_path / "in.jsonl").write_text("{}\n")
@@ -101,6 +98,6 @@ def test_a_job_file_gives_per_model_quotas_as_a_table(tmp_path: Path) -> None:
     job.write_text(
         '[input]\npath = "in.jsonl"\n[limits]\nrpm = { "*" = 500, "gpt-4.1" = 30 }\ntpm = 90000\n'
     )
-    cfg = RunConfig(**{"out_dir": str(tmp_path / "o"), **load_job(job).to_run_options()})
-    assert cfg.rpm == 500 and cfg.tpm == 90000
+    cfg = load_job(job).settings()
+    assert cfg.rpm.default == 500 and cfg.tpm.default == 90000
     assert cfg.limits_by_model() == {"gpt-4.1": (30.0, None)}

@@ -20,12 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.config import RunConfig
-from batchrun.engine.runner import CompositeHooks, RunHooks, Runner, RunResult
+from batchrun.engine.hooks import CompositeHooks, RunHooks, RunState
+from batchrun.engine.runner import Runner, RunResult
 from batchrun.jobs.evaluate import normalize_answer
 from batchrun.jobs.jobfile import load_job
 from batchrun.jobs.outputs import DatasetOutputHooks, finish_dataset_run
 from batchrun.models import Outcome
+from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
@@ -82,7 +83,7 @@ def make_dataset(tmp_path: Path) -> Path:
     return path
 
 
-def make_job(tmp_path: Path) -> RunConfig:
+def make_job(tmp_path: Path) -> Settings:
     make_dataset(tmp_path)
     (tmp_path / "schema.json").write_bytes(orjson.dumps(SCHEMA))
     (tmp_path / "job.toml").write_text(
@@ -124,7 +125,7 @@ compare = "json_field"
 field = "sentiment"
 """
     )
-    return RunConfig(**load_job(tmp_path / "job.toml").to_run_options())
+    return load_job(tmp_path / "job.toml").settings()
 
 
 def completion(content: str) -> dict[str, Any]:
@@ -173,7 +174,7 @@ def mock_handler(fail: Callable[[int], bool] = lambda i: plan(i) == "400") -> Ha
 
 
 def run(
-    cfg: RunConfig,
+    cfg: Settings,
     handler: Handler | None = None,
     *extra_hooks: RunHooks,
     err: io.StringIO | None = None,
@@ -183,11 +184,11 @@ def run(
     return anyio.run(Runner(cfg, transport=transport, hooks=hooks).run)
 
 
-def parquet_rows(cfg: RunConfig) -> list[dict[str, Any]]:
+def parquet_rows(cfg: Settings) -> list[dict[str, Any]]:
     return pq.read_table(os.path.join(cfg.out_dir, "results.parquet")).to_pylist()
 
 
-def summary_of(cfg: RunConfig) -> dict[str, Any]:
+def summary_of(cfg: Settings) -> dict[str, Any]:
     data: dict[str, Any] = orjson.loads(Path(cfg.out_dir, "summary.json").read_bytes())
     return data
 
@@ -285,8 +286,8 @@ def test_retry_failed_resume_lists_every_row_once(tmp_path: Path) -> None:
 
 
 class StopAfterFirstWrite(RunHooks):
-    def on_written(self, runner: Runner, batch: list[Outcome]) -> None:
-        runner.stop("SIGINT")
+    def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
+        return "SIGINT"
 
 
 def test_interrupted_run_shows_pending_rows_then_resumes(tmp_path: Path) -> None:
@@ -366,7 +367,7 @@ def test_a_parquet_failure_is_a_note_not_a_failed_run(
 
 def test_eval_qa_job_against_the_simulator(tmp_path: Path) -> None:
     job = load_job(JOBS / "eval_qa.toml")
-    cfg = RunConfig(**job.to_run_options())
+    cfg = job.settings()
     with SimThread(SimConfig()) as sim:
         cfg = replace(cfg, base_url=sim.base_url, out_dir=str(tmp_path / "run"), rpm=None)
         result = run(cfg)
@@ -388,7 +389,7 @@ def test_eval_qa_job_against_the_simulator(tmp_path: Path) -> None:
 
 def test_plain_request_job_against_the_simulator(tmp_path: Path) -> None:
     job = load_job(JOBS / "requests.toml")
-    cfg = RunConfig(**job.to_run_options())
+    cfg = job.settings()
     with SimThread(SimConfig()) as sim:
         cfg = replace(cfg, base_url=sim.base_url, out_dir=str(tmp_path / "run"), write_parquet=True)
         result = run(cfg)

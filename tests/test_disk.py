@@ -453,8 +453,8 @@ def test_removing_the_run_directory_mid_run_stops_sending_at_once(tmp_path: Path
     import anyio
     import httpx
 
-    from batchrun.config import RunConfig
     from batchrun.engine.runner import EXIT_ERROR, Runner
+    from batchrun.settings import Settings
     from tests.conftest import FakeTime, completion
 
     inp = tmp_path / "requests.jsonl"
@@ -469,9 +469,7 @@ def test_removing_the_run_directory_mid_run_stops_sending_at_once(tmp_path: Path
             shutil.rmtree(run_dir)
         return httpx.Response(200, json=completion("ok"))
 
-    cfg = RunConfig(
-        input_path=str(inp), out_dir=str(run_dir), base_url="http://t/v1", concurrency=8
-    )
+    cfg = Settings(input=str(inp), out_dir=str(run_dir), base_url="http://t/v1", concurrency=8)
     fake = FakeTime()
     runner = Runner(cfg, transport=httpx.MockTransport(handler), clock=fake.clock, sleep=fake.sleep)
     result = anyio.run(runner.run)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from batchrun.cost.estimate import estimate, format_estimate, learn_from_run
-from batchrun.cost.pricing import ModelPrice, PriceBook, PriceTier
+from batchrun.cost.prices import ModelPrice, PriceBook, PriceTier
 from batchrun.models import Outcome, Request
 from batchrun.output import lines as output_lines
 from batchrun.pacing.tokens import completion_ceiling, prompt_tokens

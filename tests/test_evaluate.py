@@ -125,18 +125,11 @@ def test_format_eval_table() -> None:
     assert any(line.split()[:3] == ["negative", "1.000", "0.500"] for line in lines[6:])
 
 
-def test_from_job() -> None:
-    assert Evaluator.from_job({"eval": None}) is None
-    ev = Evaluator.from_job(
-        {
-            "eval": {
-                "reference_column": "label",
-                "compare": "json_field",
-                "field": "s",
-                "normalize": False,
-            }
-        }
-    )
+def test_of_the_settings() -> None:
+    from batchrun.settings import Evaluation
+
+    assert Evaluator.of(None) is None
+    ev = Evaluator.of(Evaluation("label", "json_field", "s", normalize=False))
     assert ev is not None and (ev.field, ev.normalize) == ("s", False)
     with pytest.raises(ValueError):
         Evaluator("x", "fuzzy")

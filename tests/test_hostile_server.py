@@ -18,8 +18,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batchrun.config import RunConfig
 from batchrun.engine.runner import EXIT_OK, EXIT_SOME_FAILED, Runner, RunResult
+from batchrun.settings import Settings
 from tests.faultserver import MB, FaultServer
 
 pytest_plugins = ["tests.conftest_fault"]  # fault_server, shared_fault_server
@@ -53,8 +53,8 @@ def run_against(srv: FaultServer, tmp_path: Path, keys: list[str], **options: An
         "summary_interval": 60.0,
     }
     values.update(options)
-    cfg = RunConfig(
-        input_path=str(inp),
+    cfg = Settings(
+        input=str(inp),
         out_dir=str(tmp_path / "run"),
         base_url=srv.base_url,
         auth="none",
@@ -243,8 +243,8 @@ def test_connection_refused_is_a_connection_error(tmp_path: Path) -> None:
     with FaultServer() as srv:
         port_gone = srv.port
     inp = write_rows(tmp_path / "requests.jsonl", ["lonely"])
-    cfg = RunConfig(
-        input_path=str(inp),
+    cfg = Settings(
+        input=str(inp),
         out_dir=str(tmp_path / "run"),
         base_url=f"http://127.0.0.1:{port_gone}/v1",
         auth="none",
@@ -264,8 +264,8 @@ def test_connection_refused_is_not_called_a_timeout(tmp_path: Path) -> None:
     with FaultServer() as srv:
         port_gone = srv.port
     inp = write_rows(tmp_path / "requests.jsonl", ["lonely"])
-    cfg = RunConfig(
-        input_path=str(inp),
+    cfg = Settings(
+        input=str(inp),
         out_dir=str(tmp_path / "run"),
         base_url=f"http://127.0.0.1:{port_gone}/v1",
         auth="none",
@@ -406,7 +406,7 @@ def test_a_200_without_a_usable_choice_is_retried_not_stored(tmp_path: Path, cho
         return httpx.Response(200, json=completion("fine"))
 
     inp = write_rows(tmp_path / "requests.jsonl", ["a"])
-    cfg = RunConfig(input_path=str(inp), out_dir=str(tmp_path / "run"), base_url="http://t/v1")
+    cfg = Settings(input=str(inp), out_dir=str(tmp_path / "run"), base_url="http://t/v1")
     result = anyio.run(Runner(cfg, transport=httpx.MockTransport(handler), sleep=_no_wait).run)
     assert result.exit_code == EXIT_OK and len(calls) == 2
     ok, _ = outputs(tmp_path)

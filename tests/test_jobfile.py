@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.config import RunConfig
 from batchrun.errors import ConfigError
-from batchrun.jobs.jobfile import JobFileError, load_job, merge_options
+from batchrun.jobs.jobfile import JobFileError, load_job, merge
+from batchrun.settings import Evaluation, Quota, ResponseFormat, Settings
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 SCHEMA = {
@@ -45,25 +45,16 @@ def test_minimal_job_resolves_paths_relative_to_the_file(jobdir: Path, monkeypat
     path = write(jobdir, '[input]\npath = "data/rows.jsonl"\n[output]\ndir = "../out/run1"\n')
     monkeypatch.chdir("/")
     job = load_job(path)
-    assert job.input_path == str(jobdir / "data" / "rows.jsonl")
-    assert job.out_dir == str((jobdir.parent / "out" / "run1").resolve())
     assert job.name == "job"
-    assert job.template is None
-    options = job.to_run_options()
-    assert options == {
-        "input_path": str(jobdir / "data" / "rows.jsonl"),
-        "out_dir": job.out_dir,
-        "job": {
-            "prompt": None,
-            "request": {},
-            "response_format": None,
-            "schema": None,
-            "eval": None,
-        },
+    assert job.values == {
+        "input": str(jobdir / "data" / "rows.jsonl"),
+        "out_dir": str((jobdir.parent / "out" / "run1").resolve()),
     }
+    settings = job.settings()
+    assert settings.template_messages() is None and not settings.is_dataset
 
 
-def test_full_job_gives_run_options(jobdir: Path) -> None:
+def test_full_job_gives_settings(jobdir: Path) -> None:
     (jobdir / "prices.toml").write_text("")
     path = write(
         jobdir,
@@ -113,13 +104,10 @@ file = "prices.toml"
 """,
     )
     job = load_job(path)
-    options = job.to_run_options()
-    expected_rf = {
-        "type": "json_schema",
-        "json_schema": {"name": "labels", "schema": SCHEMA, "strict": True},
-    }
-    assert options == {
-        "input_path": str(jobdir / "data" / "rows.jsonl"),
+    assert job.name == "labels"
+    assert job.values == {
+        "input": str(jobdir / "data" / "rows.jsonl"),
+        "id_column": "id",
         "out_dir": str(jobdir / "runs" / "x"),
         "base_url": "https://llm.example.test/v1",
         "api_key_env": "MY_KEY",
@@ -128,44 +116,37 @@ file = "prices.toml"
         "headers": (("X-Title", "batchrun tests"),),
         "model": "m-1",
         "stream": True,
+        "request": {
+            "temperature": 0.2,
+            "max_tokens": 50,
+            "custom_field": "passes through",
+            "top_k": 3,
+        },
+        "system": "Label.",
+        "prompt": "Text: {text}",
+        "response_format": ResponseFormat("json_schema", "labels", SCHEMA, True),
         "concurrency": 4,
-        "rpm": 60.0,
-        "tpm": 10000.0,
+        "rpm": Quota(60.0),
+        "tpm": Quota(10000.0),
         "max_cost": 2.0,
         "max_attempts": 3,
         "timeout": 10.0,
         "total_timeout": 100.0,
         "write_parquet": False,
-        "prices_path": str(jobdir / "prices.toml"),
-        "id_column": "id",
-        "job": {
-            "prompt": {
-                "messages": [
-                    {"role": "system", "content": "Label."},
-                    {"role": "user", "content": "Text: {text}"},
-                ]
-            },
-            "request": {
-                "temperature": 0.2,
-                "max_tokens": 50,
-                "custom_field": "passes through",
-                "top_k": 3,
-            },
-            "response_format": expected_rf,
-            "schema": SCHEMA,
-            "eval": {
-                "reference_column": "label",
-                "compare": "json_field",
-                "field": "label",
-                "normalize": True,
-            },
-        },
+        "eval": Evaluation("label", "json_field", "label", True),
+        "prices": str(jobdir / "prices.toml"),
     }
-    assert job.name == "labels"
-    # Every option is a RunConfig field, so the merged dict builds a config directly.
-    config = RunConfig(**options)
-    assert config.job["schema"] == SCHEMA
-    json.dumps(config.public_dict())  # the job dict must be JSON for run.json
+    settings = job.settings()
+    assert settings.template_messages() == (
+        {"role": "system", "content": "Label."},
+        {"role": "user", "content": "Text: {text}"},
+    )
+    assert settings.response_format is not None
+    assert settings.response_format.body() == {
+        "type": "json_schema",
+        "json_schema": {"name": "labels", "schema": SCHEMA, "strict": True},
+    }
+    json.dumps(settings.public_dict())  # everything must be JSON for run.json
 
 
 def test_inline_schema_and_messages_template(jobdir: Path) -> None:
@@ -182,9 +163,13 @@ schema = { type = "object", properties = { label = { type = "string" } } }
 strict = false
 """,
     )
-    job = load_job(path)
-    assert job.template is not None and job.template.placeholders == ("text",)
-    assert job.response_format == {
+    settings = load_job(path).settings()
+    from batchrun.input.templates import PromptTemplate
+
+    messages = settings.template_messages()
+    assert messages is not None and PromptTemplate(messages).placeholders == ("text",)
+    assert settings.response_format is not None
+    assert settings.response_format.body() == {
         "type": "json_schema",
         "json_schema": {
             "name": "response",
@@ -227,8 +212,8 @@ compare = "json_field"
     problems = problems_of(path)
     expected = [
         "input.path: file not found: data/missing.jsonl",
-        'endpoint.base_url: must start with http:// or https:// (or be "sim"), '
-        "got 'api.openai.com/v1'; did you mean 'https://api.openai.com/v1'?",
+        "endpoint.base_url: 'api.openai.com/v1' must start with http:// or https:// "
+        "(or be \"sim\"); did you mean 'https://api.openai.com/v1'?",
         "endpoint.auth: must be one of bearer, raw, none (got 'bearr') (did you mean 'bearer'?)",
         "request.temperature: must be a number from 0 to 2 (got 5)",
         "request.max_tokens: must be a positive integer (got -1)",
@@ -321,13 +306,13 @@ type = "json_schema"
 schema = { type = "object", properties = { key = { type = "string" }, token = {} } }
 """,
     )
-    assert load_job(path).schema is not None
+    assert load_job(path).settings().schema is not None
 
 
 def test_api_key_file_is_resolved_and_must_exist(jobdir: Path) -> None:
     (jobdir / "key.txt").write_text("not a real key\n")
     ok = write(jobdir, '[input]\npath = "data/rows.jsonl"\n[endpoint]\napi_key_file = "key.txt"\n')
-    assert load_job(ok).to_run_options()["api_key_file"] == str(jobdir / "key.txt")
+    assert load_job(ok).values["api_key_file"] == str(jobdir / "key.txt")
     bad = write(
         jobdir,
         '[input]\npath = "data/rows.jsonl"\n[endpoint]\napi_key_file = "gone.txt"\n',
@@ -436,7 +421,7 @@ def test_missing_input_section_and_bad_toml(jobdir: Path) -> None:
 
 def test_sim_base_url_is_allowed(jobdir: Path) -> None:
     path = write(jobdir, '[input]\npath = "data/rows.jsonl"\n[endpoint]\nbase_url = "sim"\n')
-    assert load_job(path).base_url == "sim"
+    assert load_job(path).values["base_url"] == "sim"
 
 
 def test_merge_precedence_cli_over_job_over_defaults(jobdir: Path) -> None:
@@ -454,23 +439,23 @@ concurrency = 32
 rpm = 500
 """,
     )
-    job_options = load_job(path).to_run_options()
+    job_values = load_job(path).values
     cli = {"concurrency": 8, "rpm": None, "model": None, "out_dir": "runs/cli",
            "headers": (("x-title", "cli"),)}  # fmt: skip
-    merged = merge_options(job_options, cli)
+    merged = merge(job_values, cli)
     assert merged["concurrency"] == 8  # CLI wins
-    assert merged["rpm"] == 500.0  # not given on the CLI: the job file's value
+    assert merged["rpm"] == Quota(500.0)  # not given on the CLI: the job file's value
     assert merged["model"] == "job-model"
     assert merged["headers"] == (("X-Team", "a"), ("x-title", "cli"))
-    config = RunConfig(**merged)
-    assert config.tpm is None  # set nowhere: batchrun's default
-    assert config.max_attempts == RunConfig(input_path="x", out_dir="y").max_attempts
+    config = Settings(**merged)
+    assert config.tpm == Quota()  # set nowhere: batchrun's default
+    assert config.max_attempts == Settings(input="x", out_dir="y").max_attempts
 
 
 def test_job_is_frozen(jobdir: Path) -> None:
     job = load_job(write(jobdir, '[input]\npath = "data/rows.jsonl"\n'))
     with pytest.raises(dataclasses.FrozenInstanceError):
-        job.model = "x"  # type: ignore[misc]
+        job.name = "x"  # type: ignore[misc]
 
 
 SHIPPED = sorted(p for p in JOBS.glob("*.toml") if not p.name.startswith("prices"))
@@ -482,9 +467,8 @@ def test_the_three_examples_ship() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_job_files_load_cleanly(path: Path) -> None:
-    job = load_job(path)
-    assert Path(job.input_path).is_file()
-    RunConfig(**job.to_run_options())
+    settings = load_job(path).settings()
+    assert Path(settings.input_path).is_file()
 
 
 def test_shipped_examples_render_their_data() -> None:
@@ -494,26 +478,26 @@ def test_shipped_examples_render_their_data() -> None:
     from batchrun.input.templates import body_builder
     from batchrun.jobs.evaluate import Evaluator
 
-    sentiment = load_job(JOBS / "sentiment.toml")
+    sentiment = load_job(JOBS / "sentiment.toml").settings()
     rows = [orjson.loads(line) for line in Path(sentiment.input_path).read_bytes().splitlines()]
     assert len(rows) >= 300 and {r["label"] for r in rows} == {"positive", "negative", "neutral"}
-    build = body_builder(sentiment.job_dict(), model=sentiment.model, path=sentiment.input_path)
+    build = body_builder(sentiment)
     assert build is not None
     body = build(rows[0], "line 1")
     assert body["model"] == "gpt-4o-mini"
     assert body["response_format"]["json_schema"]["name"] == "sentiment"
     assert rows[0]["text"] in body["messages"][1]["content"]
-    assert Evaluator.from_job(sentiment.job_dict()) is not None
+    assert Evaluator.of(sentiment.eval) is not None
 
-    qa = load_job(JOBS / "eval_qa.toml")
+    qa = load_job(JOBS / "eval_qa.toml").settings()
     table = pq.read_table(qa.input_path)
     assert table.num_rows >= 100 and {"id", "question", "answer"} <= set(table.column_names)
-    build = body_builder(qa.job_dict(), model=qa.model, path=qa.input_path)
+    build = body_builder(qa)
     assert build is not None
     first = table.slice(0, 1).to_pylist()[0]
     assert build(first, "row 1")["messages"][-1]["content"] == f"Q: {first['question']}"
 
-    plain = load_job(JOBS / "requests.toml")
+    plain = load_job(JOBS / "requests.toml").settings()
     lines = [orjson.loads(line) for line in Path(plain.input_path).read_bytes().splitlines()]
     assert len(lines) >= 50
     assert all(set(line) == {"custom_id", "method", "url", "body"} for line in lines)

@@ -13,7 +13,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.config import RunConfig
 from batchrun.jobs.jobfile import load_job
 from batchrun.models import Attempt, Outcome, Request
 from batchrun.output import parquet
@@ -24,6 +23,7 @@ from batchrun.output.parquet import (
     result_values,
     write_results_parquet,
 )
+from batchrun.settings import Settings
 
 SCHEMA = {
     "type": "object",
@@ -97,8 +97,8 @@ def job_cfg(
     eval_: str = "",
     id_column: str | None = "id",
     **overrides: Any,
-) -> RunConfig:
-    """A RunConfig from a real job file in tmp_path (prompt uses the {text} column)."""
+) -> Settings:
+    """A Settings from a real job file in tmp_path (prompt uses the {text} column)."""
     lines = [f'[input]\npath = "{input_name}"']
     if id_column:
         lines.append(f'id_column = "{id_column}"')
@@ -112,9 +112,7 @@ def job_cfg(
         lines.append(eval_)
     lines.append('[output]\ndir = "run"')
     (tmp_path / "job.toml").write_text("\n".join(lines) + "\n")
-    options = load_job(tmp_path / "job.toml").to_run_options()
-    options.update(overrides)
-    return RunConfig(**options)
+    return load_job(tmp_path / "job.toml").settings(**overrides)
 
 
 def write_jsonl(path: Path, rows: list[Any]) -> None:
@@ -464,7 +462,7 @@ def test_plain_request_file_has_no_carried_columns(tmp_path: Path) -> None:
             body,
         ],
     )
-    cfg = RunConfig(str(tmp_path / "req.jsonl"), str(tmp_path / "run"))
+    cfg = Settings(input=str(tmp_path / "req.jsonl"), out_dir=str(tmp_path / "run"))
     write_run(tmp_path / "run", results=[success("row-3", "third"), success("q1", "first")])
     out = str(tmp_path / "run" / "results.parquet")
     report = write_results_parquet(cfg, out)

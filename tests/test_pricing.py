@@ -9,21 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.cost.pricing import (
-    GENAI_PRICES,
-    USER_FILE,
-    CostTotals,
-    ModelPrice,
-    PriceBook,
-    PriceTier,
-    cost_of,
-    cost_report,
-    format_cost_table,
-    read_price_file,
-    worst_case_cost,
-)
+from batchrun.cost.bill import CostTotals, cost_of, cost_report, worst_case_cost
+from batchrun.cost.pricefile import read_price_file
+from batchrun.cost.prices import GENAI_PRICES, USER_FILE, ModelPrice, PriceBook, PriceTier
 from batchrun.errors import ConfigError
 from batchrun.output.usage import Usage
+from batchrun.report.tables import format_cost_table
 
 AT = datetime(2026, 11, 20, tzinfo=UTC)
 REPO = Path(__file__).resolve().parent.parent
@@ -237,14 +228,6 @@ def test_user_file_overrides_genai_prices(price_file: str) -> None:
     assert mini is not None and mini.source == GENAI_PRICES
 
 
-def test_price_file_beats_job_file_prices(price_file: str) -> None:
-    job = {"models": {"relay-a": {"input": 9, "output": 9}, "job-only": {"input": 1, "output": 1}}}
-    book = PriceBook.load(price_file, job_prices=job, job_origin="job.toml")
-    relay, job_only = book.price_for("relay-a"), book.price_for("job-only")
-    assert relay is not None and relay.input == 2.0
-    assert job_only is not None and job_only.input == 1.0
-
-
 def test_price_file_problems_are_reported_together(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(
@@ -291,9 +274,11 @@ batch_input = 0.5
     assert message.count(str(path)) == 10  # every problem line names the file
 
 
-def test_job_file_problems_carry_the_prices_prefix() -> None:
+def test_a_price_table_names_its_origin_and_key_path() -> None:
+    from batchrun.cost.pricefile import parse_price_table
+
     with pytest.raises(ConfigError, match=r"job.toml: prices.models.x: missing input"):
-        PriceBook.load(None, job_prices={"models": {"x": {"output": 1}}}, job_origin="job.toml")
+        parse_price_table({"models": {"x": {"output": 1}}}, "job.toml", key_prefix="prices.")
 
 
 def test_unreadable_or_broken_price_files(tmp_path: Path) -> None:

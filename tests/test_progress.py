@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from batchrun.cli import cli
-from batchrun.config import RunConfig
-from batchrun.engine.runner import CompositeHooks, RunHooks, Runner
+from batchrun.engine.hooks import CompositeHooks, RunHooks, RunState
+from batchrun.engine.runner import Runner
 from batchrun.output.summary import Counts
 from batchrun.output.tally import Tally
 from batchrun.report.progress import (
@@ -30,6 +30,7 @@ from batchrun.report.progress import (
     pick_mode,
     render_snapshot,
 )
+from batchrun.settings import Settings
 from tests.conftest import FakeTime, body, completion
 
 LINE = re.compile(
@@ -50,20 +51,23 @@ class StepClock:
 
 
 def fake_runner(total: int = 1000, cost: float | None = None) -> Any:
-    """The runner fields progress reads, and nothing else."""
+    """The run-state figures progress reads (`batchrun.engine.hooks.RunState`), and
+    nothing else."""
     return SimpleNamespace(
         counts=Counts(total=total),
         tally=Tally(),
-        live=SimpleNamespace(in_flight=0),
-        accounts=SimpleNamespace(rate_limited=0, concurrency_limit=None),
+        in_flight=0,
+        rate_limited=0,
+        concurrency_limit=None,
         stop_reason=None,
-        cost_so_far=cost,
+        figures={} if cost is None else {"cost_usd": cost},
         max_tokens=None,
+        run_dir="/nonexistent",
     )
 
 
-def cfg_for(tmp_path: Path, **kw: Any) -> RunConfig:
-    return RunConfig(input_path=str(tmp_path / "in.jsonl"), out_dir=str(tmp_path / "run"), **kw)
+def cfg_for(tmp_path: Path, **kw: Any) -> Settings:
+    return Settings(input=str(tmp_path / "in.jsonl"), out_dir=str(tmp_path / "run"), **kw)
 
 
 # ------------------------------------------------------------------ figures
@@ -86,15 +90,15 @@ def test_snapshot_reads_the_runner_and_counts_retries_as_they_happen() -> None:
     runner.counts.succeeded = 40  # done by an earlier process of this run
     runner.tally.retries, runner.tally.rate_limited = 5, 2
     hooks = ProgressHooks(cfg_for(Path("/nonexistent")), mode="quiet", clock=clock)
-    state = hooks.state
+    state = hooks.progress
     state.start(runner)
     for _ in range(3):  # retries of requests still in flight
         hooks.on_retry(runner, None)
-    runner.accounts.rate_limited = 3
+    runner.rate_limited = 3
     clock.now += 10
     runner.counts.succeeded, runner.counts.failed = 58, 2
     runner.tally.usage.total.total_tokens = 5000
-    runner.live.in_flight = 7
+    runner.in_flight = 7
     snap = state.snapshot(runner)
     assert (snap.done, snap.total, snap.pending) == (60, 200, 140)
     assert snap.percent == 30.0
@@ -180,7 +184,7 @@ def write_input(tmp_path: Path, n: int) -> Path:
     return path
 
 
-def run_with(cfg: RunConfig, hooks: RunHooks, handler: Any = None) -> Any:
+def run_with(cfg: Settings, hooks: RunHooks, handler: Any = None) -> Any:
     def ok(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, json=completion("a", prompt=7, completion_tokens=3))
 
@@ -279,8 +283,8 @@ def test_watchdog_logs_a_run_that_writes_nothing(tmp_path: Path) -> None:
 
     hooks = ProgressHooks(cfg, mode="plain", stream=stream, clock=clock, wait=fake_wait)
     runner = fake_runner(total=10)
-    runner.live.in_flight = 4
-    runner.accounts.rate_limited = 9
+    runner.in_flight = 4
+    runner.rate_limited = 9
     hooks.on_start(runner)
     assert hooks._thread is not None
     hooks._thread.join(timeout=10)
@@ -333,8 +337,8 @@ def test_make_hooks_picks_plain_for_a_pipe_and_stops_its_thread(
 
 
 class StopAfterFirst(RunHooks):
-    def on_written(self, runner: Runner, batch: list[Any]) -> None:
-        runner.stop("SIGINT")
+    def on_written(self, state: RunState, batch: list[Any]) -> str | None:
+        return "SIGINT"
 
 
 async def slow_ok(request: httpx.Request) -> httpx.Response:

@@ -21,8 +21,8 @@ import anyio
 import orjson
 from aiohttp import web
 
-from batchrun.config import RunConfig
 from batchrun.engine.runner import EXIT_OK, Runner
+from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import body, completion, read_lines
 
@@ -119,8 +119,8 @@ def run_batch(
     path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     # the simulator's free-text answers outrun max_tokens=8: these tests are about
     # pacing, so the quality breaker (which would stop such a run) is off
-    cfg = RunConfig(
-        input_path=str(path),
+    cfg = Settings(
+        input=str(path),
         out_dir=str(tmp_path / "run"),
         base_url=base_url,
         auth="none",

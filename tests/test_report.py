@@ -15,14 +15,16 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.config import RunConfig
-from batchrun.cost.pricing import PriceBook, cost_report, format_cost_table
+from batchrun.cost.bill import cost_report
+from batchrun.cost.prices import PriceBook
 from batchrun.engine.runner import Runner
 from batchrun.models import Attempt, Outcome, Request
 from batchrun.output.lines import encode
 from batchrun.output.usage import Usage
 from batchrun.report.statistics import LatencyStats, meta_of, percentile, retry_cause
+from batchrun.report.tables import format_cost_table
 from batchrun.report.text import format_duration, format_status, run_report, status_report
+from batchrun.settings import Settings
 from tests.conftest import FakeTime, body, completion, read_lines
 
 # ------------------------------------------------------------------ pure parts
@@ -277,7 +279,7 @@ def _sse(text: str) -> bytes:
     return "".join(f"data: {e}\n\n" for e in events).encode()
 
 
-def real_run(tmp_path: Path, n: int = 24) -> tuple[RunConfig, Any]:
+def real_run(tmp_path: Path, n: int = 24) -> tuple[Settings, Any]:
     """n rows: every 5th is refused (400), every 4th is 429'd once, every 6th streams."""
     rows = []
     for i in range(n):
@@ -285,8 +287,8 @@ def real_run(tmp_path: Path, n: int = 24) -> tuple[RunConfig, Any]:
         rows.append({"custom_id": f"r{i}", **body(f"q{i}", **extra)})
     path = tmp_path / "req.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = RunConfig(
-        input_path=str(path), out_dir=str(tmp_path / "run"), base_url="http://t/v1", concurrency=3
+    cfg = Settings(
+        input=str(path), out_dir=str(tmp_path / "run"), base_url="http://t/v1", concurrency=3
     )
     fake = FakeTime()
     seen: dict[int, int] = {}

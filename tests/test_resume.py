@@ -1,7 +1,7 @@
 """Resume is exactly-once: what a run directory holds is never sent or written again.
 
 In-process: `Runner` over httpx.MockTransport with an injected clock (no waits).
-A run is interrupted realistically by a hook that calls ``runner.stop("SIGINT")``
+A run is interrupted realistically by a hook that returns "SIGINT" from ``on_written``
 after a few lines were written (what the signal handler does), so the directory
 holds a real checkpoint, real lines and pending rows. A crash mid-write is
 simulated by appending part of a line. A few CLI tests run `batchrun run` and
@@ -24,19 +24,13 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.config import RunConfig
-from batchrun.engine.runner import (
-    EXIT_OK,
-    EXIT_SIGINT,
-    EXIT_SOME_FAILED,
-    RunHooks,
-    Runner,
-    RunResult,
-)
+from batchrun.engine.hooks import RunHooks, RunState
+from batchrun.engine.runner import EXIT_OK, EXIT_SIGINT, EXIT_SOME_FAILED, Runner, RunResult
 from batchrun.errors import RunDirError
 from batchrun.models import Attempt, Outcome, Request
 from batchrun.output.journal import read_journal
 from batchrun.output.lines import custom_id_of, encode
+from batchrun.settings import Settings
 from tests.conftest import FakeTime, body, completion
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -50,10 +44,9 @@ class StopAfter(RunHooks):
         self.n = n
         self.written = 0
 
-    def on_written(self, runner: Runner, batch: list[Outcome]) -> None:
+    def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
         self.written += len(batch)
-        if self.written >= self.n:
-            runner.stop("SIGINT")
+        return "SIGINT" if self.written >= self.n else None
 
 
 class Server:
@@ -95,9 +88,9 @@ def write_rows(path: Path, n: int, *, models: tuple[str, ...] = ("gpt-4o-mini",)
     return path
 
 
-def make_cfg(tmp_path: Path, inp: Path, **kw: Any) -> RunConfig:
-    return RunConfig(
-        input_path=str(inp),
+def make_cfg(tmp_path: Path, inp: Path, **kw: Any) -> Settings:
+    return Settings(
+        input=str(inp),
         out_dir=str(tmp_path / "run"),
         base_url="http://test/v1",
         concurrency=4,
@@ -105,7 +98,7 @@ def make_cfg(tmp_path: Path, inp: Path, **kw: Any) -> RunConfig:
     )
 
 
-def run(cfg: RunConfig, server: Server, hooks: RunHooks | None = None) -> RunResult:
+def run(cfg: Settings, server: Server, hooks: RunHooks | None = None) -> RunResult:
     fake = FakeTime()
     runner = Runner(
         cfg,
@@ -181,7 +174,7 @@ def assert_summary_matches_recount(run_dir: Path) -> None:
 
 def interrupted_run(
     tmp_path: Path, n: int = 40, stop_after: int = 6, **kw: Any
-) -> tuple[RunConfig, Server, RunResult]:
+) -> tuple[Settings, Server, RunResult]:
     """A run stopped part-way (as by Ctrl-C): a checkpoint, some lines, pending rows."""
     inp = write_rows(tmp_path / "req.jsonl", n, models=("gpt-4o-mini", "gpt-4o"))
     cfg = make_cfg(tmp_path, inp, **kw)

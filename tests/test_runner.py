@@ -11,12 +11,12 @@ import anyio
 import httpx
 import pytest
 
-from batchrun.config import RunConfig
 from batchrun.engine.runner import EXIT_OK, EXIT_SOME_FAILED, Runner
+from batchrun.settings import Settings
 from tests.conftest import FakeTime, body, completion, read_lines
 
 
-def run(cfg: RunConfig, handler: Any, fake: FakeTime | None = None, **kw: Any) -> Any:
+def run(cfg: Settings, handler: Any, fake: FakeTime | None = None, **kw: Any) -> Any:
     fake = fake or FakeTime()
     runner = Runner(
         cfg, transport=httpx.MockTransport(handler), clock=fake.clock, sleep=fake.sleep, **kw
@@ -24,9 +24,9 @@ def run(cfg: RunConfig, handler: Any, fake: FakeTime | None = None, **kw: Any) -
     return anyio.run(runner.run)
 
 
-def make_cfg(tmp_path: Path, path: Path, **kw: Any) -> RunConfig:
-    return RunConfig(
-        input_path=str(path),
+def make_cfg(tmp_path: Path, path: Path, **kw: Any) -> Settings:
+    return Settings(
+        input=str(path),
         out_dir=str(tmp_path / "run"),
         base_url="http://test/v1",
         concurrency=4,

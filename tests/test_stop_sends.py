@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from batchrun.engine.runner import EXIT_SIGINT, Runner
+from batchrun.engine.hooks import RunState
+from batchrun.engine.runner import EXIT_SIGINT
 from batchrun.models import Outcome
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import completion
@@ -65,10 +66,10 @@ def test_a_retry_backing_off_is_not_sent_after_a_stop(tmp_path: Path) -> None:
     at_stop: list[int] = []
 
     class StopOnFirstLine(StopAfter):
-        def on_written(self, runner: Runner, batch: list[Outcome]) -> None:
+        def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
             if not at_stop:
                 at_stop.append(len(sent))
-            super().on_written(runner, batch)
+            return super().on_written(state, batch)
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(request.content.decode())

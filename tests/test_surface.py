@@ -28,8 +28,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.config import RunConfig
 from batchrun.engine.runner import EXIT_OK, EXIT_SOME_FAILED, Runner
+from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import FakeTime
 
@@ -95,8 +95,8 @@ def run_rows(
     )
     out_dir = tmp_path / name
     options.setdefault("concurrency", 4)
-    cfg = RunConfig(
-        input_path=str(path),
+    cfg = Settings(
+        input=str(path),
         out_dir=str(out_dir),
         base_url=base_url,
         write_parquet=False,

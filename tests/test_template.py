@@ -136,13 +136,17 @@ def test_build_body_adds_messages_and_response_format() -> None:
     assert openai_response_format("json_object") == {"type": "json_object"}
 
 
-def test_body_builder_from_job_dict_uses_merged_model() -> None:
-    job = {
-        "prompt": {"messages": [{"role": "user", "content": "{q}"}]},
-        "request": {"max_tokens": 5},
-        "response_format": {"type": "json_object"},
-    }
-    build = body_builder(job, model="cli-model", path="qa.parquet")
+def test_body_builder_from_settings_uses_the_merged_model() -> None:
+    from batchrun.settings import ResponseFormat, Settings
+
+    settings = Settings(
+        input="qa.parquet",
+        messages=({"role": "user", "content": "{q}"},),
+        request={"max_tokens": 5},
+        response_format=ResponseFormat("json_object"),
+        model="cli-model",
+    )
+    build = body_builder(settings)
     assert build is not None
     assert build({"q": "why?"}, "row 1") == {
         "max_tokens": 5,
@@ -152,7 +156,34 @@ def test_body_builder_from_job_dict_uses_merged_model() -> None:
     }
     with pytest.raises(InputError, match=r"^qa\.parquet:row 2: template placeholder \{q\}"):
         build({"x": 1}, "row 2")
-    assert body_builder({"prompt": None}, model="m") is None
+    assert body_builder(Settings(input="r.jsonl", model="m")) is None
+
+
+def test_a_prompt_function_builds_messages_or_a_whole_body() -> None:
+    from batchrun.settings import Settings
+
+    messages = body_builder(
+        Settings(input="d.jsonl", model="m", prompt=lambda row: f"Say {row['w']}")
+    )
+    assert messages is not None
+    assert messages({"w": "hi"}, "line 1") == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "Say hi"}],
+    }
+    whole = body_builder(
+        Settings(
+            input="d.jsonl",
+            model="m",
+            request={"temperature": 0},
+            prompt=lambda row: {"messages": [{"role": "user", "content": "x"}], "temperature": 1},
+        )
+    )
+    assert whole is not None
+    assert whole({}, "line 2")["temperature"] == 1  # the function's body wins
+    failing = body_builder(Settings(input="d.jsonl", model="m", prompt=lambda row: row["nope"]))
+    assert failing is not None
+    with pytest.raises(InputError, match=r"d\.jsonl:line 3: prompt function: KeyError"):
+        failing({}, "line 3")
 
 
 def test_apply_defaults_fills_only_missing_fields() -> None:

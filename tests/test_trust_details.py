@@ -106,7 +106,7 @@ def test_the_budget_message_shows_real_figures_and_what_helps(tmp_path: Path) ->
         cli,
         [
             "run", cfg.input_path, "-o", str(tmp_path / "cli-run"), "--base-url", "sim",
-            "--prices", str(cfg.prices_path), "--max-cost", "0.00001",
+            "--prices", str(cfg.prices), "--max-cost", "0.00001",
         ],
     )  # fmt: skip
     assert "only a higher --max-cost continues this run" in res.stderr
@@ -134,13 +134,11 @@ def test_exit_4_says_how_to_retry_and_status_forgets_retried_failures(tmp_path: 
 def test_a_refused_resume_names_only_what_changed(tmp_path: Path) -> None:
     cfg = make_job(tmp_path)
     dataset_run(cfg, mock_handler())
-    prompt = cfg.job["prompt"]
-    edited = {"messages": [prompt["messages"][0], {"role": "user", "content": "Text: {text}"}]}
-    changed = replace(cfg, job={**cfg.job, "prompt": edited})
+    changed = replace(cfg, prompt="Text: {text}")
     with pytest.raises(RunDirError) as info:
         dataset_run(changed, mock_handler())
     message = str(info.value)
-    assert "option job.prompt.messages[1].content: '{text}' -> 'Text: {text}'" in message
+    assert "option prompt[1].content: '{text}' -> 'Text: {text}'" in message
     assert "response_format" not in message and "Label the sentiment" not in message
     assert message.count("->") == 1
 
@@ -156,7 +154,8 @@ def test_changing_only_the_evaluation_needs_no_force_and_sends_nothing(tmp_path:
         calls.append(1)
         return httpx.Response(500)
 
-    rescored = replace(cfg, job={**cfg.job, "eval": {**cfg.job["eval"], "normalize": False}})
+    assert cfg.eval is not None
+    rescored = replace(cfg, eval=replace(cfg.eval, normalize=False))
     again = dataset_run(rescored, counting)
     assert calls == []
     assert again.summary["eval"]["normalize"] is False
@@ -182,14 +181,14 @@ def test_batchrun_eval_rescores_a_finished_run_without_sending(tmp_path: Path) -
     assert list(summary)[-1] == "journal"
 
     job = load_job(tmp_path / "job.toml")
-    assert job.eval is not None
+    assert job.values["eval"] is not None
     back = CliRunner().invoke(cli, ["eval", out, "-j", str(tmp_path / "job.toml")])
     assert back.exit_code == 0 and f"accuracy {accuracy:.3f}" in back.stdout
 
 
 def test_batchrun_eval_refuses_a_run_without_a_reference(tmp_path: Path) -> None:
     cfg = make_job(tmp_path)
-    dataset_run(replace(cfg, job={**cfg.job, "eval": None}), mock_handler())
+    dataset_run(replace(cfg, eval=None), mock_handler())
     res = CliRunner().invoke(cli, ["eval", cfg.out_dir])
     assert res.exit_code == 1 and "has no [eval]" in res.stderr
 
@@ -198,7 +197,8 @@ def test_an_eval_column_the_input_lacks_is_refused_before_sending(tmp_path: Path
     from batchrun.errors import ConfigError
 
     cfg = make_job(tmp_path)
-    wrong = replace(cfg, job={**cfg.job, "eval": {**cfg.job["eval"], "reference_column": "labels"}})
+    assert cfg.eval is not None
+    wrong = replace(cfg, eval=replace(cfg.eval, reference_column="labels"))
     calls = []
 
     def counting(request: httpx.Request) -> httpx.Response:

@@ -1,7 +1,9 @@
-"""Cost so far, in summary.json, and the ``--max-cost`` cap.
+"""Cost so far, in summary.json, and the ``--max-cost`` cap as an admission strategy.
 
-`CostHooks` prices every flushed result (pricing.CostTotals, request by request)
-and, when a cap is set, admits a request only if
+`CostHooks` prices every flushed result (pricing.CostTotals, request by request) and
+reports it: in summary.json, and as the live figure ``cost_usd`` other hooks read
+(the progress display). `BudgetAdmission` is how a cap is kept: it admits a request
+only if
 
     spent + worst case of everything in flight + worst case of this one <= cap
 
@@ -9,10 +11,11 @@ The worst case is every prompt token uncached plus the completion ceiling
 (max_tokens x n; when a body sets none, the model's context window, else
 `FALLBACK_CEILING`). When in-flight reservations are what blocks a request, it
 waits for them to settle (their real cost is usually far below the worst case);
-only when the spent money alone leaves no room does the run stop, so a run stops
-within one request's worst case of the cap, never above it.
+only when the spent money alone leaves no room does it stop the run (`BudgetExceeded`,
+a `StopRun`), so a run stops within one request's worst case of the cap, never above.
 
-    >>> hooks = CostHooks(cfg)      # doctest: +SKIP
+    cost = CostHooks(settings)
+    hooks = CompositeHooks(cost, BudgetAdmission(cost, cap=0.50))
 """
 
 from __future__ import annotations
@@ -21,37 +24,69 @@ from typing import Any
 
 import anyio
 
-from batchrun.config import RunConfig
-from batchrun.engine.runner import RunHooks, Runner
+from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BudgetExceeded, ConfigError
 from batchrun.input.sources import ScanResult
 from batchrun.models import Outcome, Request
 from batchrun.output.usage import model_of, usage_of
 from batchrun.pacing.scheduler import Stopped
+from batchrun.settings import Settings
 
 FALLBACK_CEILING = 16_384
 
 
 class CostHooks(RunHooks):
-    def __init__(self, cfg: RunConfig) -> None:
-        from batchrun.cost.pricing import CostTotals, PriceBook
+    """What the run has cost so far (earlier processes included)."""
 
-        self.cfg = cfg
-        self.cap = cfg.max_cost
-        self.book = PriceBook.load(cfg.prices_path, job_prices=cfg.job.get("prices"))
+    def __init__(self, settings: Settings) -> None:
+        from batchrun.cost.bill import CostTotals
+        from batchrun.cost.prices import PriceBook
+
+        self.book = PriceBook.load(settings.prices)
         self.costs = CostTotals(self.book)
+
+    @property
+    def spent(self) -> float:
+        return self.costs.spent
+
+    def on_start(self, state: RunState) -> None:
+        self.book.preload()
+        # earlier processes of this run: priced from their per-model totals
+        for model, usage in state.tally.usage.by_model.items():
+            self.costs.add(model, usage)
+
+    def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
+        for outcome in batch:
+            if outcome.ok:
+                usage = usage_of(outcome.body)
+                if usage is not None:
+                    self.costs.add(model_of(outcome.body), usage)
+        return None
+
+    def figures(self, state: RunState) -> dict[str, Any]:
+        return {"cost_usd": self.spent}
+
+    def summary_extra(self, state: RunState) -> dict[str, Any]:
+        return self.costs.report()
+
+
+class BudgetAdmission(RunHooks):
+    """Admit a request only while the cap leaves room for its worst case."""
+
+    def __init__(self, cost: CostHooks, cap: float) -> None:
+        self.cost = cost
+        self.book = cost.book
+        self.cap = cap
         self.reserved: dict[str, float] = {}
         self._settled = anyio.Event()
         self._stopped = False
 
     @property
     def spent(self) -> float:
-        return self.costs.spent
+        return self.cost.spent
 
-    def before_send(self, runner: Runner, scan: ScanResult) -> None:
+    def before_send(self, state: RunState, scan: ScanResult) -> None:
         """Under a cap every model needs a price, known before the first send."""
-        if self.cap is None:
-            return
         unpriced = sorted(m for m in scan.models if self.book.price_for(m) is None)
         if unpriced:
             names = ", ".join(repr(m) for m in unpriced)
@@ -61,15 +96,8 @@ class CostHooks(RunHooks):
                 "or run without --max-cost"
             )
 
-    def on_start(self, runner: Runner) -> None:
-        self.book.preload()
-        # earlier processes of this run: priced from their per-model totals
-        for model, usage in runner.tally.usage.by_model.items():
-            self.costs.add(model, usage)
-        runner.cost_so_far = self.spent  # type: ignore[attr-defined]
-
     def worst_case(self, body: dict[str, Any]) -> float:
-        from batchrun.cost.pricing import worst_case_cost
+        from batchrun.cost.bill import worst_case_cost
         from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
 
         model = str(body.get("model") or "unknown")
@@ -87,10 +115,8 @@ class CostHooks(RunHooks):
         cost = worst_case_cost(model, prompt, ceiling, self.book)
         return cost or 0.0
 
-    async def admit(self, runner: Runner, req: Request, body: dict[str, Any]) -> None:
-        if self.cap is None:
-            return
-        worst = self.worst_case(body)
+    async def admit(self, state: RunState, req: Request) -> None:
+        worst = self.worst_case(req.body)
         while True:
             in_flight = sum(self.reserved.values())
             if self.spent + in_flight + worst <= self.cap:
@@ -99,7 +125,7 @@ class CostHooks(RunHooks):
             if self._stopped:
                 raise Stopped()  # the run stopped while this request waited for room
             if not self.reserved or self.spent + worst > self.cap:
-                from batchrun.cost.pricing import format_usd
+                from batchrun.report.tables import format_usd
 
                 raise BudgetExceeded(
                     f"budget cap reached: spent {format_usd(self.spent)} of --max-cost "
@@ -110,23 +136,19 @@ class CostHooks(RunHooks):
             await self._settled.wait()
 
     def after_request(
-        self, runner: Runner, req: Request, tokens: int, body: dict[str, Any] | None
+        self, state: RunState, req: Request, tokens: int, body: dict[str, Any] | None
     ) -> None:
         # a success keeps its reservation until its cost is counted (on_written)
         if body is None and self.reserved.pop(req.custom_id, None) is not None:
             self._wake()
 
-    def on_written(self, runner: Runner, batch: list[Outcome]) -> None:
+    def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
         for outcome in batch:
             self.reserved.pop(outcome.custom_id, None)
-            if outcome.ok:
-                usage = usage_of(outcome.body)
-                if usage is not None:
-                    self.costs.add(model_of(outcome.body), usage)
-        runner.cost_so_far = self.spent  # type: ignore[attr-defined]
         self._wake()
+        return None
 
-    def on_stop(self, runner: Runner, reason: str) -> None:
+    def on_stop(self, state: RunState, reason: str) -> None:
         self._stopped = True
         self._wake()
 
@@ -134,8 +156,16 @@ class CostHooks(RunHooks):
         self._settled.set()
         self._settled = anyio.Event()
 
-    def summary_extra(self, runner: Runner) -> dict[str, Any]:
-        report = self.costs.report()
-        if self.cap is not None:
-            report["budget"] = {"max_cost_usd": self.cap, "spent_usd": round(self.spent, 6)}
-        return report
+    def summary_extra(self, state: RunState) -> dict[str, Any]:
+        return {"budget": {"max_cost_usd": self.cap, "spent_usd": round(self.spent, 6)}}
+
+
+def cost_hooks(settings: Settings) -> list[RunHooks]:
+    """The cost hook, and the budget's admission when a cap is set."""
+    cost = CostHooks(settings)
+    if settings.max_cost is None:
+        return [cost]
+    return [cost, BudgetAdmission(cost, settings.max_cost)]
+
+
+__all__ = ["BudgetAdmission", "CostHooks", "cost_hooks"]

@@ -7,7 +7,7 @@ tokens has no ceiling: it is counted as *unbounded* and the high cost is reporte
 unknown rather than guessed. When an earlier finished run is given
 (`learn_from_run`), its average completion tokens per request give a typical case.
 
-Cost range per model, from `batchrun.cost.pricing`:
+Cost range per model, from `batchrun.cost.bill` at `batchrun.cost.prices`:
 
 - low  = prompt cost + typical completion cost (0 completion without a learned run)
 - high = prompt cost + ceiling completion cost (null if any request is unbounded)
@@ -30,11 +30,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchrun.cost.pricing import ModelPrice, PriceBook, align_table, format_usd
+from batchrun.cost.prices import ModelPrice, PriceBook
 from batchrun.models import Request
 from batchrun.output import lines
 from batchrun.output.usage import model_of, usage_of
 from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
+from batchrun.report.tables import align_table, format_usd
+from batchrun.settings import Settings
 
 UNKNOWN_MODEL = "unknown"
 
@@ -328,3 +330,19 @@ def format_estimate(report: EstimateReport) -> str:
         lines.append("low assumes 0 completion tokens (no earlier run to learn from)")
     lines.append("costs assume no cached-input discount")
     return "\n".join(lines)
+
+
+def estimate_settings(settings: Settings) -> EstimateReport:
+    """The estimate of a run's settings: its input checked exactly as a run would (bad
+    rows and duplicate ids are reported), every request counted and priced; typical
+    answer lengths learned from ``out_dir`` when it holds an earlier run."""
+    from batchrun.input.select import source_for
+
+    book = PriceBook.load(settings.prices)
+    source = source_for(settings)
+    source.scan()
+    out_dir = settings.out_dir
+    learned = learn_from_run(out_dir) if out_dir else {}
+    return estimate(
+        source.requests(), book, settings.model, learned, learned_from=out_dir if learned else None
+    )

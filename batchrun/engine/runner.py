@@ -19,7 +19,8 @@ Stopping: SIGINT/SIGTERM (or the budget cap) stops new sends, lets in-flight
 requests finish for up to ``drain_timeout`` seconds, writes everything, and
 returns an exit code (130, 143, 3). A second SIGINT exits at once.
 
-    >>> result = anyio.run(Runner(RunConfig("req.jsonl", "runs/a")).run)  # doctest: +SKIP
+    >>> runner = Runner(Settings(input="req.jsonl", out_dir="runs/a"))  # doctest: +SKIP
+    >>> result = anyio.run(runner.run)  # doctest: +SKIP
     >>> result.exit_code  # doctest: +SKIP
     0
 """
@@ -41,7 +42,7 @@ import httpx
 import orjson
 
 from batchrun import __version__
-from batchrun.config import RunConfig
+from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.rundir import (
     RunDirLock,
     create_run_dir,
@@ -50,10 +51,11 @@ from batchrun.engine.rundir import (
 )
 from batchrun.errors import (
     BatchrunError,
-    BudgetExceeded,
+    ConfigError,
     RateLimited,
     RequestError,
     RunDirError,
+    StopRun,
     UnusableAnswer,
 )
 from batchrun.ids import body_hash, body_hash_int, id_hash
@@ -75,6 +77,7 @@ from batchrun.pacing.retry import (
 )
 from batchrun.pacing.scheduler import Accounts, Lane, Scheduler, Stopped, Ticket, last_send
 from batchrun.redact import register_secret
+from batchrun.settings import Settings
 from batchrun.transport.client import ChatClient, Reply
 from batchrun.transport.responses import error_envelope
 
@@ -114,7 +117,7 @@ class Runner:
 
     def __init__(
         self,
-        cfg: RunConfig,
+        cfg: Settings,
         *,
         api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -125,7 +128,10 @@ class Runner:
         hooks: RunHooks | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        if not cfg.out_dir:
+            raise ConfigError("no run directory given (-o DIR)")
         self.cfg = cfg
+        self.run_dir: str = cfg.out_dir
         self.wall_clock = wall_clock
         """Unix time, for the finish time each line records (the run's time series)."""
         self.api_key = api_key
@@ -136,6 +142,11 @@ class Runner:
         self.sleep = sleep
         self.handle_signals = handle_signals
         self.hooks = hooks or RunHooks()
+        self.state = RunState(self)
+        """What hooks see of this run (read-only)."""
+        self.second_signal = "exit"
+        """A second Ctrl-C: "exit" the process at once (the CLI), or "cancel" the drain
+        and return (the library: a notebook kernel must not die)."""
         self.counts = Counts()
         self.tally = Tally()
         self.live = _Live()
@@ -143,8 +154,8 @@ class Runner:
         self.notes: list[str] = []
         self.accounts = Accounts(
             concurrency=cfg.concurrency,
-            rpm=cfg.rpm,
-            tpm=cfg.tpm,
+            rpm=cfg.rpm.default,
+            tpm=cfg.tpm.default,
             by_model=cfg.limits_by_model(),
             clock=clock,
         )
@@ -171,7 +182,7 @@ class Runner:
         self._stopping = anyio.Event()
         self._bad: set[int] = set()
         """Rows whose answer in the run directory is unusable (for --retry-bad-answers)."""
-        schema = cfg.job.get("schema")
+        schema = cfg.schema
         self._validator = compile_schema(schema) if schema else None
         self.session_quality = QualityCounts()
         """This process's answers by quality (what the quality breaker judges)."""
@@ -180,7 +191,7 @@ class Runner:
 
     # -- set-up ---------------------------------------------------------------------
     def _path(self, name: str) -> str:
-        return os.path.join(self.cfg.out_dir, name)
+        return os.path.join(self.run_dir, name)
 
     def _check_run_info(self, fingerprint: str) -> None:
         """Refuse to resume a run started with another input or request options.
@@ -205,14 +216,14 @@ class Runner:
                 "the input file differs from the one this run started with "
                 f"({before.get('input_path')})"
             )
-        old_opts = before.get("request_options", {})
-        for key, value in self.cfg.fingerprint_options().items():
-            problems.extend(changes(f"option {key}", _scoring_free(old_opts.get(key)), value))
+        old_opts = _current_shape(before.get("request_options", {}))
+        for key, value in self.cfg.fingerprint().items():
+            problems.extend(changes(f"option {key}", old_opts.get(key), value))
         if problems and self.cfg.force:
             self.notes.append("--force: resuming although " + "; ".join(problems))
         elif problems:
             raise RunDirError(
-                f"{self.cfg.out_dir} was started with other settings: "
+                f"{self.run_dir} was started with other settings: "
                 + "; ".join(problems)
                 + ". Use another -o directory, or --force to resume anyway "
                 "(rows whose request changed are sent again)."
@@ -224,7 +235,7 @@ class Runner:
             "input_path": os.path.abspath(self.cfg.input_path),
             "input_fingerprint": scan.fingerprint,
             "input_rows": scan.total,
-            "request_options": _jsonable(self.cfg.fingerprint_options()),
+            "request_options": _jsonable(self.cfg.fingerprint()),
             # lines that count for nothing now: ids the input no longer has, and
             # answers to bodies that have changed since (after --force)
             "outside_input": self._foreign,
@@ -309,7 +320,7 @@ class Runner:
 
     async def _setup(self) -> tuple[Source, ScanResult]:
         """Everything before the first send; every step can be interrupted."""
-        removed = remove_stray_temp_files(self.cfg.out_dir)
+        removed = remove_stray_temp_files(self.run_dir)
         if removed:
             self.notes.append(f"removed {len(removed)} temporary files left by a killed run")
         source = self._build_source()
@@ -318,14 +329,14 @@ class Runner:
         self._check_run_info(fingerprint)
         scan = await anyio.to_thread.run_sync(self._scan, source)
         self._interrupted_during_setup()
-        self.hooks.before_send(self, scan)
+        self.hooks.before_send(self.state, scan)
         try:
-            journal = await anyio.to_thread.run_sync(read_journal, self.cfg.out_dir)
+            journal = await anyio.to_thread.run_sync(read_journal, self.run_dir)
         except ValueError as exc:
             raise RunDirError(str(exc)) from exc
         except OSError as exc:  # e.g. results.jsonl is a directory
             raise RunDirError(
-                f"{exc.filename or self.cfg.out_dir}: cannot read the run's output ({exc.strerror})"
+                f"{exc.filename or self.run_dir}: cannot read the run's output ({exc.strerror})"
             ) from exc
         self._interrupted_during_setup()
         self._adopt(journal, scan)
@@ -359,13 +370,13 @@ class Runner:
 
     async def _locked(self, body: Callable[[bool], Awaitable[RunResult]]) -> RunResult:
         """``body(created)`` with the run directory made and locked for this process."""
-        created = create_run_dir(self.cfg.out_dir)
-        lock = RunDirLock(self.cfg.out_dir)
+        created = create_run_dir(self.run_dir)
+        lock = RunDirLock(self.run_dir)
         try:
             lock.acquire()
         except RunDirError:
             if created:
-                remove_unused_run_dir(self.cfg.out_dir)
+                remove_unused_run_dir(self.run_dir)
             raise
         try:
             return await body(created)
@@ -377,16 +388,16 @@ class Runner:
             source, scan = await self._setup()
         except Interrupted:
             if created:
-                remove_unused_run_dir(self.cfg.out_dir)
+                remove_unused_run_dir(self.run_dir)
             self.notes.append("interrupted while checking the input; nothing was sent")
-            return RunResult(self._exit_code(), "interrupted", {}, self.cfg.out_dir, self.notes)
+            return RunResult(self._exit_code(), "interrupted", {}, self.run_dir, self.notes)
         except BatchrunError:
             if created and not _has_content(self._path("invalid.jsonl")):
-                remove_unused_run_dir(self.cfg.out_dir)
+                remove_unused_run_dir(self.run_dir)
             raise
         self._source = source
         self.live.started = self.clock()
-        self.hooks.on_start(self)
+        self.hooks.on_start(self.state)
 
         client = ChatClient(
             base_url=self.cfg.base_url,
@@ -401,7 +412,7 @@ class Runner:
             max_connections=self.cfg.concurrency,
             clock=self.clock,
         )
-        self._sink = JsonlSink(self.cfg.out_dir)
+        self._sink = JsonlSink(self.run_dir)
         try:
             # a checkpoint at once: a resume that had to parse every line pays it once,
             # and even a run killed in its first seconds leaves a summary
@@ -430,8 +441,8 @@ class Runner:
                     if self.stop_reason is None:
                         self.stop_reason = "disk_error"
                 self._sink.close()
-                self.hooks.on_end(self, summary)
-        return RunResult(self._exit_code(), status, summary, self.cfg.out_dir, self.notes)
+                self.notes.extend(self.hooks.on_end(self.state, summary) or ())
+        return RunResult(self._exit_code(), status, summary, self.run_dir, self.notes)
 
     def _closing_notes(self, source: Source) -> None:
         if source.grew():
@@ -501,7 +512,7 @@ class Runner:
             self._stopping.set()
             if self._scheduler is not None:
                 self._scheduler.stop()
-            self.hooks.on_stop(self, reason)
+            self.hooks.on_stop(self.state, reason)
 
     # -- one request ----------------------------------------------------------------
     def _token_estimate(self, req: Request) -> int:
@@ -515,19 +526,19 @@ class Runner:
         scheduler = self._scheduler
         assert scheduler is not None
         try:
-            await self.hooks.admit(self, req, req.body)
-        except (Stopped, BudgetExceeded) as exc:
+            await self.hooks.admit(self.state, req)
+        except (Stopped, StopRun) as exc:
             scheduler.release(account, ok=False)  # charged, never sent
-            if isinstance(exc, BudgetExceeded):
+            if isinstance(exc, StopRun):
                 if self.stop_reason is None:
                     self.notes.append(str(exc))
-                self.stop("budget")
+                self.stop(exc.reason)
             else:
-                self.hooks.after_request(self, req, tokens, None)
+                self.hooks.after_request(self.state, req, tokens, None)
             return None
         if self._stopping.is_set():
             scheduler.release(account, ok=False)
-            self.hooks.after_request(self, req, tokens, None)
+            self.hooks.after_request(self.state, req, tokens, None)
             return None
         body = req.body
         payload = orjson.dumps(body)
@@ -539,7 +550,7 @@ class Runner:
         def record_failure(exc: BaseException | None) -> None:
             if exc is not None:
                 attempts.append(describe_attempt(exc))
-            self.hooks.on_retry(self, exc)
+            self.hooks.on_retry(self.state, exc)
 
         async def attempt_once() -> Reply:
             if paced[0]:
@@ -600,11 +611,11 @@ class Runner:
         try:
             reply = await self._attempts(attempt_once, record_failure)
         except _Abandon:
-            self.hooks.after_request(self, req, tokens, None)  # gives back its reservation
+            self.hooks.after_request(self.state, req, tokens, None)  # gives back its reservation
             return None
         except RequestError as exc:
             attempts.append(describe_attempt(exc))
-            self.hooks.after_request(self, req, tokens, None)
+            self.hooks.after_request(self.state, req, tokens, None)
             self._note_exhausted(exc)
             total = self.clock() - ticket.since
             outcome = Outcome.failure(
@@ -635,7 +646,7 @@ class Runner:
             account.settle_tokens(
                 tokens, None if usage is None else usage.total_tokens, self.clock()
             )
-        self.hooks.after_request(self, req, tokens, reply.body)
+        self.hooks.after_request(self.state, req, tokens, reply.body)
         total = self.clock() - ticket.since
         verdict = classify(reply.body, self._validator)
         outcome = Outcome.success(
@@ -734,7 +745,9 @@ class Runner:
                     return
                 for outcome in batch:
                     self._count(outcome)
-                self.hooks.on_written(self, batch)
+                reason = self.hooks.on_written(self.state, batch)
+                if reason:
+                    self.stop(reason)
                 self._judge_answers()
             if self._workers_done and not self._outbox:
                 return
@@ -798,7 +811,7 @@ class Runner:
             results_bytes=sink.results_bytes if sink else 0,
             errors_bytes=sink.errors_bytes if sink else 0,
             pacing=self.accounts.summary(),
-            extra=self.hooks.summary_extra(self),
+            extra=self.hooks.summary_extra(self.state),
         )
 
     def _checkpoint(self, status: str) -> dict[str, Any]:
@@ -852,15 +865,25 @@ class Runner:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
             async for signum in signals:
-                if self._stopping.is_set():
-                    if signum == signal.SIGINT:
-                        # second Ctrl-C: leave now; every written line is complete
-                        self.hooks.on_abort(self)
-                        os._exit(EXIT_SIGINT)
-                    continue
-                self.stop("SIGINT" if signum == signal.SIGINT else "SIGTERM")
-                assert self._outer is not None
-                self._outer.start_soon(self._drain_deadline)
+                self.interrupt(2 if self._stopping.is_set() else 1, signum)
+
+    def interrupt(self, times: int = 1, signum: int = signal.SIGINT) -> None:
+        """A Ctrl-C (``times``: how many so far): the first stops sending and drains,
+        a second SIGINT leaves now (`second_signal`). Call in the run's event loop."""
+        if times > 1 and self._stopping.is_set():
+            if signum != signal.SIGINT:
+                return
+            self.hooks.on_abort(self.state)
+            if self.second_signal == "exit":
+                os._exit(EXIT_SIGINT)  # every written line is complete
+            if self._drain_scope is not None:
+                self._drain_scope.cancel()
+            return
+        if self._stopping.is_set():
+            return
+        self.stop("SIGINT" if signum == signal.SIGINT else "SIGTERM")
+        if self._outer is not None:
+            self._outer.start_soon(self._drain_deadline)
 
     async def _drain_deadline(self) -> None:
         """In-flight requests get ``drain_timeout`` seconds, then are cancelled."""
@@ -923,94 +946,32 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _scoring_free(options: Any) -> Any:
-    """A recorded job without its [eval]: scoring never shapes a request (runs
-    recorded before eval left the fingerprint still carry it)."""
-    if isinstance(options, dict) and "eval" in options:
-        return {k: v for k, v in options.items() if k != "eval"}
-    return options
+def _current_shape(options: Any) -> dict[str, Any]:
+    """A fingerprint recorded by an older batchrun (a ``job`` dict holding the prompt,
+    the body defaults and the response format) in today's shape, so a resume compares
+    like with like. Scoring ([eval]) never shaped a request and is dropped."""
+    if not isinstance(options, dict):
+        return {}
+    if "job" not in options:
+        return options
+    job = options.get("job") or {}
+    prompt = job.get("prompt")
+    return {
+        "id_column": options.get("id_column"),
+        "model": options.get("model"),
+        "stream": options.get("stream"),
+        "request": job.get("request") or {},
+        "prompt": prompt.get("messages") if isinstance(prompt, dict) else prompt,
+        "response_format": job.get("response_format"),
+    }
 
 
 class _Abandon(Exception):
     """A retry that would start after a stop was requested: leave it for the resume."""
 
 
-class RunHooks:
-    """Extension points (progress display, budget cap, dataset output). No-ops here."""
-
-    def before_send(self, runner: Runner, scan: ScanResult) -> None:
-        """After the input was checked, before anything is sent: raise ConfigError
-        for a mistake that would otherwise be found only after paying."""
-
-    def on_start(self, runner: Runner) -> None: ...
-    async def admit(self, runner: Runner, req: Request, body: dict[str, Any]) -> None:
-        """Before a request's first attempt; may wait, or raise BudgetExceeded."""
-
-    def after_request(
-        self, runner: Runner, req: Request, tokens: int, body: dict[str, Any] | None
-    ) -> None: ...
-    def on_retry(self, runner: Runner, exc: BaseException | None) -> None: ...
-    def on_written(self, runner: Runner, batch: list[Outcome]) -> None: ...
-    def on_stop(self, runner: Runner, reason: str) -> None: ...
-    def on_abort(self, runner: Runner) -> None: ...
-    def on_end(self, runner: Runner, summary: dict[str, Any]) -> None: ...
-    def summary_extra(self, runner: Runner) -> dict[str, Any]:
-        return {}
-
-
 def _jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str))
 
 
-__all__ = ["BudgetExceeded", "CompositeHooks", "RunHooks", "RunResult", "Runner"]
-
-
-class CompositeHooks(RunHooks):
-    """Several hooks in order (progress display, cost/budget, dataset output)."""
-
-    def __init__(self, *hooks: RunHooks) -> None:
-        self.hooks = hooks
-
-    def before_send(self, runner: Runner, scan: ScanResult) -> None:
-        for h in self.hooks:
-            h.before_send(runner, scan)
-
-    def on_start(self, runner: Runner) -> None:
-        for h in self.hooks:
-            h.on_start(runner)
-
-    async def admit(self, runner: Runner, req: Request, body: dict[str, Any]) -> None:
-        for h in self.hooks:
-            await h.admit(runner, req, body)
-
-    def after_request(
-        self, runner: Runner, req: Request, tokens: int, body: dict[str, Any] | None
-    ) -> None:
-        for h in self.hooks:
-            h.after_request(runner, req, tokens, body)
-
-    def on_retry(self, runner: Runner, exc: BaseException | None) -> None:
-        for h in self.hooks:
-            h.on_retry(runner, exc)
-
-    def on_written(self, runner: Runner, batch: list[Outcome]) -> None:
-        for h in self.hooks:
-            h.on_written(runner, batch)
-
-    def on_stop(self, runner: Runner, reason: str) -> None:
-        for h in self.hooks:
-            h.on_stop(runner, reason)
-
-    def on_abort(self, runner: Runner) -> None:
-        for h in self.hooks:
-            h.on_abort(runner)
-
-    def on_end(self, runner: Runner, summary: dict[str, Any]) -> None:
-        for h in self.hooks:
-            h.on_end(runner, summary)
-
-    def summary_extra(self, runner: Runner) -> dict[str, Any]:
-        extra: dict[str, Any] = {}
-        for h in self.hooks:
-            extra.update(h.summary_extra(runner))
-        return extra
+__all__ = ["RunResult", "Runner"]

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchrun.config import RunConfig
 from batchrun.errors import ConfigError, InputError
 from batchrun.input.sources import RowMapper
 from batchrun.models import Request
+from batchrun.settings import Settings
 
 
-def dataset_mapper(cfg: RunConfig) -> RowMapper:
+def dataset_mapper(cfg: Settings) -> RowMapper:
     from batchrun.input.templates import body_builder
 
-    build = body_builder(cfg.job, model=cfg.model, path=cfg.input_path)
+    build = body_builder(cfg)
     if build is None:
         raise ConfigError("dataset job without a [prompt] template")
     id_column = cfg.id_column
@@ -43,12 +43,12 @@ def dataset_mapper(cfg: RunConfig) -> RowMapper:
     return mapper
 
 
-def request_defaults_mapper(cfg: RunConfig) -> RowMapper:
+def request_defaults_mapper(cfg: Settings) -> RowMapper:
     """Plain request-file jobs: the job's [request] values fill what a body lacks."""
     from batchrun.input.sources import request_from_row
     from batchrun.input.templates import apply_defaults
 
-    defaults = cfg.job.get("request") or {}
+    defaults = cfg.request
     path = cfg.input_path
 
     def mapper(obj: Any, row: int, where: str) -> Request:

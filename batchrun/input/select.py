@@ -4,7 +4,7 @@ The requests it yields carry the body exactly as it will be sent (with
 ``--stream``, already set up to stream with a usage chunk), so the hash each result
 line records is the hash of what went over the wire, in every pass.
 
->>> source_for(RunConfig("requests.jsonl", "runs/a"))   # doctest: +SKIP
+>>> source_for(Settings(input="requests.jsonl"))   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from batchrun.config import RunConfig
 from batchrun.input.sources import Source
 from batchrun.models import Request
+from batchrun.settings import Settings
 
 
-def source_for(cfg: RunConfig) -> Source:
+def source_for(cfg: Settings) -> Source:
     from batchrun.input.rows import dataset_mapper, request_defaults_mapper
 
     finish = partial(sent_request, stream=cfg.stream)
-    if cfg.job.get("prompt"):
+    if cfg.is_dataset:
         return Source(
             cfg.input_path,
             mapper=dataset_mapper(cfg),
@@ -29,7 +29,7 @@ def source_for(cfg: RunConfig) -> Source:
             skip_invalid=cfg.skip_invalid,
             finish=finish,
         )
-    if cfg.job.get("request"):
+    if cfg.request:
         return Source(
             cfg.input_path,
             mapper=request_defaults_mapper(cfg),

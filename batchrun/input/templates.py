@@ -23,11 +23,14 @@ from __future__ import annotations
 import datetime as _dt
 import string
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from batchrun.errors import ConfigError, InputError
+
+if TYPE_CHECKING:
+    from batchrun.settings import Settings
 
 _FORMATTER = string.Formatter()
 _MAX_COLUMNS_SHOWN = 20
@@ -141,7 +144,7 @@ class PromptTemplate:
         return cls(messages)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON form, stored in the run's fingerprint (`RunConfig.job`)."""
+        """Plain JSON form (the messages)."""
         return {"messages": [dict(m) for m in self.messages]}
 
     def render(
@@ -253,27 +256,59 @@ def apply_defaults(body: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict
     return merged
 
 
-def body_builder(
-    job: Mapping[str, Any], *, model: str | None, path: str = "input"
-) -> Callable[[Mapping[str, Any], str], dict[str, Any]] | None:
-    """A row -> body function for a dataset job (`RunConfig.job`), or None when the
-    job has no template (a plain request file).
+def body_builder(settings: Settings) -> Callable[[Mapping[str, Any], str], dict[str, Any]] | None:
+    """A row -> body function for a dataset job, or None when the job has no prompt (a
+    plain request file). The prompt is a template (system/user or messages), or a
+    Python function of the row returning the messages or a whole body (its body fields
+    win over the defaults; ``model`` from the settings fills in a body without one).
 
-    ``model`` is the merged one (CLI over job file), so ``--model`` wins.
-
-        build = body_builder(cfg.job, model=cfg.model, path=cfg.input_path)
+        build = body_builder(settings)
         body = build({"text": "ok"}, "line 1")
     """
-    spec = job.get("prompt")
-    if not spec:
-        return None
-    template = PromptTemplate(spec["messages"])
-    defaults = dict(job.get("request") or {})
-    if model is not None:
-        defaults["model"] = model
-    response_format = job.get("response_format")
+    defaults = dict(settings.request)
+    if settings.model is not None:
+        defaults["model"] = settings.model
+    response_format = settings.response_format.body() if settings.response_format else None
+    path = settings.input_path or "input"
+    messages = settings.template_messages()
+    if messages is not None:
+        template = PromptTemplate(messages)
 
+        def build(row: Mapping[str, Any], row_label: str) -> dict[str, Any]:
+            return build_body(
+                row, defaults, template, response_format, row_label=row_label, path=path
+            )
+
+        return build
+    if callable(settings.prompt):
+        return _calling(settings.prompt, defaults, response_format, path)
+    return None
+
+
+def _calling(
+    fn: Callable[[Any], Any],
+    defaults: Mapping[str, Any],
+    response_format: Mapping[str, Any] | None,
+    path: str,
+) -> Callable[[Mapping[str, Any], str], dict[str, Any]]:
     def build(row: Mapping[str, Any], row_label: str) -> dict[str, Any]:
-        return build_body(row, defaults, template, response_format, row_label=row_label, path=path)
+        try:
+            made = fn(row)
+        except Exception as exc:  # the user's function refusing a row is a bad row
+            problem = f"prompt function: {type(exc).__name__}: {exc}"
+            raise InputError(path, row_label, problem) from exc
+        if isinstance(made, str):
+            made = [{"role": "user", "content": made}]
+        if isinstance(made, list | tuple):
+            body = {**defaults, "messages": list(made)}
+        elif isinstance(made, Mapping):
+            body = {**defaults, **made}
+        else:
+            raise InputError(
+                path, row_label, f"prompt function returned {type(made).__name__}, not messages"
+            )
+        if response_format is not None and "response_format" not in body:
+            body["response_format"] = response_format
+        return body
 
     return build

@@ -25,6 +25,7 @@ from typing import Any
 
 from batchrun.input.templates import as_text
 from batchrun.output.answers import load_json
+from batchrun.settings import Evaluation
 
 MAX_CATEGORICAL_LABELS = 50
 NO_PREDICTION = "(none)"
@@ -71,17 +72,11 @@ class Evaluator:
         self._confusion: dict[str, dict[str, int]] | None = {}
 
     @classmethod
-    def from_job(cls, job: Mapping[str, Any]) -> Evaluator | None:
-        """The evaluator for a job (`RunConfig.job`), or None when it has no [eval]."""
-        spec = job.get("eval")
-        if not spec:
+    def of(cls, spec: Evaluation | None) -> Evaluator | None:
+        """The evaluator for a run's [eval] settings, or None when it has none."""
+        if spec is None:
             return None
-        return cls(
-            spec["reference_column"],
-            spec.get("compare", "exact"),
-            spec.get("field"),
-            spec.get("normalize", True),
-        )
+        return cls(spec.reference_column, spec.compare, spec.field, spec.normalize)
 
     def predicted(self, content: str | None, parsed: Mapping[str, Any] | None) -> str | None:
         """The prediction in one response: its content, or one field of its JSON.

@@ -2,7 +2,7 @@
 
 ``batchrun run -j jobs/sentiment.toml`` runs what the file declares; any option given
 on the command line wins over the file, and the file wins over batchrun's defaults
-(CLI > job file > defaults, see `merge_options`). The whole file is checked before
+(CLI > job file > defaults, see `merge`). The whole file is checked before
 anything is sent, and every problem is reported at once with its key path::
 
     jobs/x.toml: limits.concurrency: must be a positive integer (got -4)
@@ -76,199 +76,59 @@ fields fill in what a body leaves out, and [response_format] / [eval] do not app
 Keys are never read from a job file: a key named ``api_key`` (or ``token``, ...) or a
 value that looks like one (``sk-...``) is refused, pointing at ``api_key_env``.
 
+The sections and keys are those the settings declare (`batchrun.settings.Settings`:
+each setting names its table and key), so a new setting is a new key here at once.
+
     job = load_job("jobs/sentiment.toml")
-    cfg = RunConfig(**merge_options(job.to_run_options(), {"concurrency": 8}))
+    settings = Settings(**merge(job.values, {"concurrency": 8}))
 """
 
 from __future__ import annotations
 
-import difflib
-import json
-import math
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchrun import checks
+from batchrun.checks import Invalid, Where, key_path, show, suggest
 from batchrun.errors import ConfigError
-from batchrun.input.templates import PromptTemplate, openai_response_format, template_problems
+from batchrun.redact import looks_like_key
+from batchrun.settings import Settings
 
-INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".pq")
-
-_TOP_LEVEL_KEYS = ("name", "description")
-_SECTIONS: dict[str, tuple[str, ...]] = {
-    "input": ("path", "id_column"),
-    "endpoint": ("base_url", "api_key_env", "api_key_file", "auth", "auth_header", "headers"),
-    "request": (),  # open: any body field passes through
-    "prompt": ("system", "user", "messages"),
-    "response_format": ("type", "name", "schema", "schema_file", "strict"),
-    "limits": ("concurrency", "rpm", "tpm", "max_cost", "quality_breaker"),
-    "retry": ("max_attempts", "timeout", "total_timeout"),
-    "output": ("dir", "parquet"),
-    "eval": ("reference_column", "compare", "field", "normalize"),
-    "prices": ("file",),
-}
-
-# Chat-completions body fields we know; an unknown [request] key this close to one of
-# them is almost surely a typo that would make every request fail with a 400.
-_KNOWN_BODY_FIELDS = (
-    "model",
-    "temperature",
-    "top_p",
-    "n",
-    "stream",
-    "stream_options",
-    "stop",
-    "max_tokens",
-    "max_completion_tokens",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "user",
-    "seed",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "reasoning_effort",
-    "metadata",
-    "store",
-    "service_tier",
-    "modalities",
-    "prediction",
-    "audio",
-    "web_search_options",
-    "verbosity",
-    "extra",
-)
-_TYPO_CUTOFF = 0.85
-
-_SECRET_KEY_NAMES = {
-    "api_key", "apikey", "key", "secret", "token", "password", "access_token",
-    "bearer", "openai_api_key", "auth_token", "secret_key",
-}  # fmt: skip
-_SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "api_key", "token", "secret")
-_KEY_LIKE = re.compile(
-    r"(?<![A-Za-z0-9])(?:sk-|sk_|rk-|gsk_|xai-|AIza|hf_|pplx-|r8_)[A-Za-z0-9_\-]{16,}"
-    r"|Bearer\s+[A-Za-z0-9_\-\.]{16,}"
-)
-_USE_ENV = "put the key in an environment variable and set endpoint.api_key_env to its name"
-_AUTH_STYLES = ("bearer", "raw", "none")
-_FORMAT_TYPES = ("json_schema", "json_object", "text")
-_COMPARES = ("exact", "json_field")
+TOP_LEVEL = ("name", "description")
 
 
 @dataclass(frozen=True)
 class Job:
-    """A validated job file, paths resolved to absolute ones.
-
-    ``None`` means "not set in the file": the CLI or batchrun's default decides.
-    """
+    """A validated job file: the settings it gives (paths resolved against its folder)."""
 
     path: str
     name: str
-    input_path: str
-    id_column: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    api_key_file: str | None = None
-    auth: str | None = None
-    auth_header: str | None = None
-    headers: tuple[tuple[str, str], ...] | None = None
-    model: str | None = None
-    stream: bool | None = None
-    request: dict[str, Any] = field(default_factory=dict)
-    """Body defaults from [request], without model and stream (they are options)."""
-    template: PromptTemplate | None = None
-    response_format: dict[str, Any] | None = None
-    """In OpenAI's body shape, ready to send."""
-    schema: dict[str, Any] | None = None
-    concurrency: int | None = None
-    rpm: float | None = None
-    tpm: float | None = None
-    model_rpm: tuple[tuple[str, float], ...] | None = None
-    model_tpm: tuple[tuple[str, float], ...] | None = None
-    max_cost: float | None = None
-    quality_breaker: float | None = None
-    max_attempts: int | None = None
-    timeout: float | None = None
-    total_timeout: float | None = None
-    out_dir: str | None = None
-    write_parquet: bool | None = None
-    eval: dict[str, Any] | None = None
-    prices_path: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    """Setting name -> value, for the settings the file sets."""
 
-    def job_dict(self) -> dict[str, Any]:
-        """The dataset-job settings for `RunConfig.job`: plain JSON, part of the
-        run's fingerprint, so a resume with another template or schema is refused::
-
-            {"prompt": {"messages": [{"role", "content"}, ...]} | None,  # None: request file
-             "request": {...},                # body defaults, without model and stream
-             "response_format": {...} | None, # OpenAI body shape, sent as is
-             "schema": {...} | None,          # the JSON schema, for the parsed columns
-             "eval": {"reference_column", "compare", "field", "normalize"} | None}
-        """
-        return {
-            "prompt": self.template.to_dict() if self.template else None,
-            "request": dict(self.request),
-            "response_format": self.response_format,
-            "schema": self.schema,
-            "eval": self.eval,
-        }
-
-    def to_run_options(self) -> dict[str, Any]:
-        """`RunConfig` field values this file sets (unset ones are left out).
-
-        ``api_key_file`` appears only when the file names one.
-        """
-        options: dict[str, Any] = {
-            "input_path": self.input_path,
-            "out_dir": self.out_dir,
-            "base_url": self.base_url,
-            "api_key_env": self.api_key_env,
-            "auth": self.auth,
-            "auth_header": self.auth_header,
-            "headers": self.headers,
-            "model": self.model,
-            "stream": self.stream,
-            "concurrency": self.concurrency,
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-            "model_rpm": self.model_rpm,
-            "model_tpm": self.model_tpm,
-            "max_cost": self.max_cost,
-            "quality_breaker": self.quality_breaker,
-            "max_attempts": self.max_attempts,
-            "timeout": self.timeout,
-            "total_timeout": self.total_timeout,
-            "write_parquet": self.write_parquet,
-            "prices_path": self.prices_path,
-            "id_column": self.id_column,
-            "api_key_file": self.api_key_file,
-        }
-        options = {k: v for k, v in options.items() if v is not None}
-        options["job"] = self.job_dict()
-        return options
+    def settings(self, **overrides: Any) -> Settings:
+        """The file's settings with ``overrides`` (already checked values) on top."""
+        return Settings(**merge(self.values, overrides))
 
 
-def merge_options(job_options: Mapping[str, Any], cli_options: Mapping[str, Any]) -> dict[str, Any]:
-    """CLI > job file > defaults. ``cli_options`` holds only values given explicitly
-    on the command line (None means "not given"). Headers merge by name, CLI winning.
+def merge(job_values: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Given values (options, keywords) > job file > defaults. None means "not given".
+    Headers merge by name, the given ones winning.
 
-    >>> merge_options({"concurrency": 32, "rpm": 500}, {"concurrency": 8, "rpm": None})
-    {'concurrency': 8, 'rpm': 500}
+    >>> merge({"concurrency": 32, "model": "a"}, {"concurrency": 8, "model": None})
+    {'concurrency': 8, 'model': 'a'}
     """
-    merged = dict(job_options)
-    for key, value in cli_options.items():
+    merged = dict(job_values)
+    for key, value in given.items():
         if value is None:
             continue
         if key == "headers" and merged.get("headers"):
-            given = {name.lower() for name, _ in value}
-            kept = tuple((n, v) for n, v in merged["headers"] if n.lower() not in given)
+            names = {name.lower() for name, _ in value}
+            kept = tuple((n, v) for n, v in merged["headers"] if n.lower() not in names)
             merged["headers"] = kept + tuple(value)
         else:
             merged[key] = value
@@ -297,565 +157,146 @@ def load_job(path: str | os.PathLike[str]) -> Job:
         raise ConfigError(f"{shown}: cannot read job file: {exc.strerror or exc}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{shown}: not valid TOML: {exc}") from exc
-    return _Checker(shown, Path(path).resolve().parent, data).job()
+    base = Path(path).resolve().parent
+    values, problems = read_settings(data, base)
+    if problems:
+        raise JobFileError(shown, problems)
+    name = values.pop("name", None) or Path(shown).stem
+    return Job(path=str(base / Path(shown).name), name=name, values=values)
 
 
-class _Checker:
-    """Walks the parsed TOML once, collecting problems as it builds the Job."""
+def _layout() -> dict[str, dict[str, str]]:
+    """Job-file section -> key -> setting, from the settings' declarations."""
+    layout: dict[str, dict[str, str]] = {}
+    for name, spec in Settings.specs():
+        if spec.section is not None:
+            layout.setdefault(spec.section, {})[spec.key or name] = name
+    return layout
 
-    def __init__(self, shown: str, base: Path, data: dict[str, Any]) -> None:
-        self.shown = shown
-        self.base = base
-        self.data = data
-        self.problems: list[str] = []
 
-    # -- helpers ---------------------------------------------------------------
+def read_settings(data: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], list[str]]:
+    """(setting values, problems) from a parsed job file."""
+    layout = _layout()
+    sections = [s for s in layout if s]
+    top = layout.get("", {})
+    problems: list[str] = []
+    values: dict[str, Any] = {}
 
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(f"{key}: {message}")
+    def check(name: str, value: Any, label: str) -> None:
+        spec = Settings.spec(name)
+        try:
+            values[name] = spec.check(value, Where(label, base, True)) if spec.check else value
+        except Invalid as exc:
+            problems.extend(f"{w}: {m}" if w else m for w, m in exc.problems)
 
-    def section(self, name: str) -> dict[str, Any]:
-        value = self.data.get(name, {})
-        if not isinstance(value, dict):
-            self.problem(name, f"must be a table ([{name}]), not {_kind(value)}")
-            return {}
-        known = _SECTIONS[name]
-        if known:
-            for key in value:
-                # a key named like a secret is reported once, by scan_secrets
-                if key not in known and key.lower() not in _SECRET_KEY_NAMES:
-                    self.problem(f"{name}.{key}", "unknown key" + _suggest(key, known))
-        return value
+    for key, value in data.items():
+        if key in sections:
+            continue
+        if key in top:
+            check(top[key], value, key)
+        elif key in TOP_LEVEL:
+            if not isinstance(value, str):
+                problems.append(f"{key}: must be a string (got {show(value)})")
+        elif key.lower() not in checks.SECRET_KEY_NAMES:  # those: the secret scan
+            problems.append(f"{key}: unknown section or key" + _placement_hint(key, layout))
+    problems.extend(_secrets(data, ""))
+    if "input" not in data:
+        problems.append('input: required: a [input] section with path = "..."')
+    for section in sections:
+        if section not in data:
+            continue
+        table = data[section]
+        if not isinstance(table, dict):
+            kind = checks.kind_of(table)
+            problems.append(f"{section}: must be a table ([{section}]), not {kind}")
+            continue
+        keys = layout[section]
+        whole = keys.get("*")
+        rest: dict[str, Any] = {}
+        for key, value in table.items():
+            if key in keys and key != "*":
+                check(keys[key], value, f"{section}.{key}")
+            elif whole is not None:
+                rest[key] = value
+            elif key.lower() not in checks.SECRET_KEY_NAMES:
+                problems.append(f"{section}.{key}: unknown key" + suggest(key, list(keys)))
+        if whole is not None and (rest or len(keys) == 1):
+            check(whole, rest, section)
+    if "input" in data and "path" not in (data["input"] if isinstance(data["input"], dict) else {}):
+        problems.append("input.path: required")
+    problems.extend(_consistency(data, values))
+    return values, problems
 
-    def string(
-        self, sec: dict[str, Any], name: str, key: str, *, required: bool = False
-    ) -> str | None:
-        value = sec.get(key)
-        if value is None:
-            if required:
-                self.problem(f"{name}.{key}", "required")
-            return None
-        if not isinstance(value, str) or not value.strip():
-            self.problem(f"{name}.{key}", f"must be a non-empty string (got {_show(value)})")
-            return None
-        return value
 
-    def boolean(self, sec: dict[str, Any], name: str, key: str) -> bool | None:
-        value = sec.get(key)
-        if value is None or isinstance(value, bool):
-            return value
-        self.problem(f"{name}.{key}", f"must be true or false (got {_show(value)})")
-        return None
+def _consistency(data: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
+    """Problems between settings: each may be fine alone and wrong together."""
+    out = []
+    prompt = data.get("prompt")
+    if isinstance(prompt, dict):
+        if "messages" in prompt and ("system" in prompt or "user" in prompt):
+            out.append("prompt: give either messages or system/user, not both")
+        elif "messages" not in prompt and "user" not in prompt:
+            out.append("prompt.user: required")
+    out.extend(consistency_problems(values, has_prompt="prompt" in data))
+    return out
 
-    def positive_int(self, sec: dict[str, Any], name: str, key: str) -> int | None:
-        value = sec.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            self.problem(f"{name}.{key}", f"must be a positive integer (got {_show(value)})")
-            return None
-        return value
 
-    def positive_number(self, sec: dict[str, Any], name: str, key: str) -> float | None:
-        value = sec.get(key)
-        if value is None:
-            return None
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            self.problem(f"{name}.{key}", f"must be a positive number (got {_show(value)})")
-            return None
-        return float(value)
-
-    def quota(self, sec: dict[str, Any], key: str) -> dict[str, Any]:
-        """``rpm = 500`` (each model) or ``rpm = { "gpt-4.1" = 30, "*" = 500 }``."""
-        value = sec.get(key)
-        if not isinstance(value, dict):
-            return {key: self.positive_number(sec, "limits", key)}
-        default = None
-        by_model = []
-        for model, number in value.items():
-            where = f"limits.{key}.{_key(model)}"
-            if isinstance(number, bool) or not isinstance(number, int | float) or number <= 0:
-                self.problem(where, f"must be a positive number (got {_show(number)})")
-            elif model == "*":
-                default = float(number)
-            else:
-                by_model.append((str(model), float(number)))
-        return {key: default, f"model_{key}": tuple(by_model) or None}
-
-    def share(self, sec: dict[str, Any], name: str, key: str) -> float | None:
-        value = sec.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            self.problem(f"{name}.{key}", f"must be a number from 0 to 1 (got {_show(value)})")
-            return None
-        return float(value)
-
-    def file(
-        self, sec: dict[str, Any], name: str, key: str, *, required: bool = False
-    ) -> Path | None:
-        text = self.string(sec, name, key, required=required)
-        if text is None:
-            return None
-        resolved = (self.base / Path(text).expanduser()).resolve()
-        if not resolved.is_file():
-            where = "" if Path(text).is_absolute() else f" (relative to {self.base})"
-            self.problem(f"{name}.{key}", f"file not found: {text}{where}")
-            return None
-        return resolved
-
-    # -- the walk ----------------------------------------------------------------
-
-    def job(self) -> Job:
-        for key, value in self.data.items():
-            if key in _SECTIONS:
-                continue
-            if key in _TOP_LEVEL_KEYS:
-                if not isinstance(value, str):
-                    self.problem(key, f"must be a string (got {_show(value)})")
-                continue
-            if key in _SECRET_KEY_NAMES:
-                continue  # reported by the secret scan
-            self.problem(key, "unknown section or key" + _placement_hint(key))
-        self.scan_secrets(self.data, "")
-
-        if "input" not in self.data:
-            self.problem("input", 'required: a [input] section with path = "..."')
-        input_path, id_column = self.input()
-        endpoint = self.endpoint()
-        model, stream, request = self.request()
-        template = self.prompt()
-        response_format, schema = self.response_format()
-        limits = self.section("limits")
-        retry = self.section("retry")
-        output = self.section("output")
-        numbers: dict[str, Any] = {
-            "concurrency": self.positive_int(limits, "limits", "concurrency"),
-            **self.quota(limits, "rpm"),
-            **self.quota(limits, "tpm"),
-            "max_cost": self.positive_number(limits, "limits", "max_cost"),
-            "quality_breaker": self.share(limits, "limits", "quality_breaker"),
-            "max_attempts": self.positive_int(retry, "retry", "max_attempts"),
-            "timeout": self.positive_number(retry, "retry", "timeout"),
-            "total_timeout": self.positive_number(retry, "retry", "total_timeout"),
-        }
-        out_dir = self.string(output, "output", "dir")
-        write_parquet = self.boolean(output, "output", "parquet")
-        evaluation = self.evaluation()
-        prices_path = self.file(self.section("prices"), "prices", "file")
-
-        if template is None and "prompt" not in self.data:
-            if "response_format" in self.data:
-                self.problem(
-                    "response_format",
-                    "needs a [prompt]: without one the input rows are "
-                    "complete request bodies (set response_format in them)",
-                )
-            if "eval" in self.data:
-                self.problem(
-                    "eval", "needs a [prompt]: a plain request file has no reference column"
-                )
-        if (
-            evaluation
-            and evaluation["compare"] == "json_field"
-            and evaluation["field"]
-            and schema is not None
-            and evaluation["field"] not in schema["properties"]
-        ):
+def consistency_problems(values: Mapping[str, Any], *, has_prompt: bool) -> list[str]:
+    """The rules between settings, for a job file and for keyword settings alike."""
+    out = []
+    if not has_prompt:
+        if values.get("response_format") is not None:
+            out.append(
+                "response_format: needs a [prompt]: without one the input rows are "
+                "complete request bodies (set response_format in them)"
+            )
+        if values.get("eval") is not None:
+            out.append("eval: needs a [prompt]: a plain request file has no reference column")
+    evaluation = values.get("eval")
+    response_format = values.get("response_format")
+    if evaluation is not None and evaluation.compare == "json_field":
+        schema = response_format.schema if response_format is not None else None
+        if evaluation.field and schema is not None and evaluation.field not in schema["properties"]:
             props = [str(p) for p in schema["properties"]]
-            self.problem(
-                "eval.field",
-                f"{evaluation['field']!r} is not a property of the response schema "
-                f"(properties: {', '.join(props)})" + _suggest(evaluation["field"], props),
+            out.append(
+                f"eval.field: {evaluation.field!r} is not a property of the response schema "
+                f"(properties: {', '.join(props)})" + suggest(evaluation.field, props)
             )
-        if (
-            evaluation
-            and evaluation["compare"] == "json_field"
-            and response_format == {"type": "text"}
-        ):
-            self.problem(
-                "eval.compare",
-                "'json_field' needs JSON responses, but response_format.type is 'text'",
+        if response_format is not None and response_format.type == "text":
+            out.append(
+                "eval.compare: 'json_field' needs JSON responses, "
+                "but response_format.type is 'text'"
             )
-
-        if self.problems:
-            raise JobFileError(self.shown, self.problems)
-        assert input_path is not None
-        name = self.data.get("name") or Path(self.shown).stem
-        return Job(
-            path=str(self.base / Path(self.shown).name),
-            name=name,
-            input_path=str(input_path),
-            id_column=id_column,
-            model=model,
-            stream=stream,
-            request=request,
-            template=template,
-            response_format=response_format,
-            schema=schema,
-            out_dir=str((self.base / Path(out_dir).expanduser()).resolve()) if out_dir else None,
-            write_parquet=write_parquet,
-            eval=evaluation,
-            prices_path=str(prices_path) if prices_path else None,
-            **numbers,
-            **endpoint,
-        )
-
-    def input(self) -> tuple[Path | None, str | None]:
-        sec = self.section("input")
-        path = self.file(sec, "input", "path", required="input" in self.data)
-        if path is not None and not path.name.lower().endswith(INPUT_SUFFIXES):
-            self.problem(
-                "input.path",
-                f"unsupported file type {path.name!r} (use one of {', '.join(INPUT_SUFFIXES)})",
-            )
-        return path, self.string(sec, "input", "id_column")
-
-    def endpoint(self) -> dict[str, Any]:
-        sec = self.section("endpoint")
-        base_url = self.string(sec, "endpoint", "base_url")
-        if base_url is not None and base_url != "sim":
-            if not re.match(r"^https?://[^/\s]+", base_url):
-                hint = ""
-                if "://" not in base_url:
-                    hint = f"; did you mean 'https://{base_url}'?"
-                self.problem(
-                    "endpoint.base_url",
-                    f'must start with http:// or https:// (or be "sim"), got {base_url!r}{hint}',
-                )
-            base_url = base_url.rstrip("/")
-        api_key_env = self.string(sec, "endpoint", "api_key_env")
-        if api_key_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):
-            self.problem(
-                "endpoint.api_key_env",
-                "must be the NAME of an environment variable "
-                f"(letters, digits, _), got {_show(api_key_env)}",
-            )
-        key_file = self.file(sec, "endpoint", "api_key_file")
-        auth = self.string(sec, "endpoint", "auth")
-        if auth is not None and auth not in _AUTH_STYLES:
-            self.problem(
-                "endpoint.auth",
-                f"must be one of {', '.join(_AUTH_STYLES)} (got {auth!r})"
-                + _suggest(auth, _AUTH_STYLES),
-            )
-        auth_header = self.string(sec, "endpoint", "auth_header")
-        headers = sec.get("headers")
-        header_pairs: tuple[tuple[str, str], ...] | None = None
-        if headers is not None:
-            if not isinstance(headers, dict):
-                self.problem(
-                    "endpoint.headers", f'must be a table of name = "value" (got {_show(headers)})'
-                )
-            else:
-                pairs = []
-                for hname, hvalue in headers.items():
-                    key = f"endpoint.headers.{_key(hname)}"
-                    if not isinstance(hvalue, str):
-                        self.problem(key, f"must be a string (got {_show(hvalue)})")
-                    elif _KEY_LIKE.search(hvalue) or hname.lower() in _SECRET_KEY_NAMES:
-                        pass  # reported by scan_secrets
-                    elif any(word in hname.lower() for word in _SECRET_HEADER_WORDS):
-                        self.problem(
-                            key,
-                            "a secret header cannot be written in a job file; "
-                            f"{_USE_ENV} (and endpoint.auth_header = {hname!r})",
-                        )
-                    else:
-                        pairs.append((hname, hvalue))
-                header_pairs = tuple(pairs)
-        return {
-            "base_url": base_url,
-            "api_key_env": api_key_env,
-            "api_key_file": str(key_file) if key_file else None,
-            "auth": auth,
-            "auth_header": auth_header,
-            "headers": header_pairs,
-        }
-
-    def request(self) -> tuple[str | None, bool | None, dict[str, Any]]:
-        sec = self.section("request")
-        body: dict[str, Any] = {}
-        for key, value in sec.items():
-            where = f"request.{key}"
-            if key == "messages":
-                self.problem(where, "write messages in the [prompt] section")
-            elif key == "response_format":
-                self.problem(where, "use the [response_format] section")
-            elif key in _SECRET_KEY_NAMES:
-                continue  # reported by the secret scan
-            elif key not in _KNOWN_BODY_FIELDS and (
-                close := difflib.get_close_matches(key, _KNOWN_BODY_FIELDS, 1, _TYPO_CUTOFF)
-            ):
-                self.problem(
-                    where,
-                    f"unknown field (did you mean '{close[0]}'? a field the server "
-                    "really takes can go in request.extra)",
-                )
-            elif key != "extra":
-                problem = _body_field_problem(key, value)
-                if problem:
-                    self.problem(where, problem)
-                else:
-                    body[key] = value
-        extra = sec.get("extra")
-        if extra is not None:
-            if isinstance(extra, dict):
-                body.update(extra)
-            else:
-                self.problem("request.extra", f"must be a table (got {_show(extra)})")
-        model = body.pop("model", None)
-        stream = body.pop("stream", None)
-        return model, stream, body
-
-    def prompt(self) -> PromptTemplate | None:
-        if "prompt" not in self.data:
-            return None
-        sec = self.section("prompt")
-        if "messages" in sec:
-            if "system" in sec or "user" in sec:
-                self.problem("prompt", "give either messages or system/user, not both")
-            messages = sec["messages"]
-            if not isinstance(messages, list) or not messages:
-                self.problem(
-                    "prompt.messages", "must be a non-empty list of { role, content } tables"
-                )
-                return None
-            ok = True
-            for i, message in enumerate(messages):
-                where = f"prompt.messages[{i}]"
-                if not isinstance(message, dict):
-                    self.problem(
-                        where, f"must be a table {{ role, content }} (got {_show(message)})"
-                    )
-                    ok = False
-                    continue
-                for key in message:
-                    if key not in ("role", "content"):
-                        self.problem(
-                            f"{where}.{key}", "unknown key" + _suggest(key, ("role", "content"))
-                        )
-                        ok = False
-                role = self.string(message, where, "role", required=True)
-                if role is not None and role not in ("system", "developer", "user", "assistant"):
-                    self.problem(
-                        f"{where}.role",
-                        f"must be system, developer, user or assistant (got {role!r})",
-                    )
-                    ok = False
-                ok = (
-                    self.template_text(message, where, "content", required=True)
-                    and ok
-                    and bool(role)
-                )
-            return PromptTemplate(messages) if ok else None
-        ok = self.template_text(sec, "prompt", "system", required=False)
-        ok = self.template_text(sec, "prompt", "user", required=True) and ok
-        return PromptTemplate.from_section(sec) if ok else None
-
-    def template_text(self, sec: dict[str, Any], name: str, key: str, *, required: bool) -> bool:
-        value = sec.get(key)
-        if value is None:
-            if required:
-                self.problem(f"{name}.{key}", "required")
-            return not required
-        if not isinstance(value, str):
-            self.problem(f"{name}.{key}", f"must be a string (got {_show(value)})")
-            return False
-        for problem in template_problems(value):
-            self.problem(f"{name}.{key}", problem)
-        return not template_problems(value)
-
-    def response_format(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        if "response_format" not in self.data:
-            return None, None
-        sec = self.section("response_format")
-        kind = self.string(sec, "response_format", "type", required=True)
-        if kind is not None and kind not in _FORMAT_TYPES:
-            self.problem(
-                "response_format.type",
-                f"must be one of {', '.join(_FORMAT_TYPES)} "
-                f"(got {kind!r})" + _suggest(kind, _FORMAT_TYPES),
-            )
-            return None, None
-        strict = self.boolean(sec, "response_format", "strict")
-        name = self.string(sec, "response_format", "name")
-        if kind != "json_schema":
-            for key in ("schema", "schema_file", "name", "strict"):
-                if key in sec:
-                    self.problem(f"response_format.{key}", 'only applies to type = "json_schema"')
-            return ({"type": kind} if kind else None), None
-        schema = self.schema(sec)
-        if schema is None:
-            return None, None
-        if name is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
-            self.problem(
-                "response_format.name", f"must be 1-64 letters, digits, _ or - (got {name!r})"
-            )
-        rf = openai_response_format(
-            "json_schema",
-            name=name or "response",
-            schema=schema,
-            strict=True if strict is None else strict,
-        )
-        return rf, schema
-
-    def schema(self, sec: dict[str, Any]) -> dict[str, Any] | None:
-        inline, file_key = sec.get("schema"), sec.get("schema_file")
-        if (inline is None) == (file_key is None):
-            self.problem(
-                "response_format",
-                'json_schema needs exactly one of schema = { ... } or schema_file = "..."',
-            )
-            return None
-        if inline is not None:
-            where, schema = "response_format.schema", inline
-        else:
-            path = self.file(sec, "response_format", "schema_file")
-            if path is None:
-                return None
-            where = "response_format.schema_file"
-            try:
-                schema = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                self.problem(where, f"{path.name} is not valid JSON: {exc}")
-                return None
-        if not isinstance(schema, dict):
-            self.problem(where, f"must be a JSON object schema (got {_kind(schema)})")
-            return None
-        if schema.get("type", "object") != "object" or not isinstance(
-            schema.get("properties"), dict
-        ):
-            self.problem(where, 'the top level must be {"type": "object", "properties": {...}}')
-            return None
-        from batchrun.output.quality import schema_problem
-
-        problem = schema_problem(schema)
-        if problem is not None:
-            self.problem(where, f"not a valid JSON Schema: {problem}")
-            return None
-        return schema
-
-    def evaluation(self) -> dict[str, Any] | None:
-        if "eval" not in self.data:
-            return None
-        sec = self.section("eval")
-        reference = self.string(sec, "eval", "reference_column", required=True)
-        compare = self.string(sec, "eval", "compare") or "exact"
-        if compare not in _COMPARES:
-            self.problem(
-                "eval.compare",
-                f"must be one of {', '.join(_COMPARES)} (got {compare!r})"
-                + _suggest(compare, _COMPARES),
-            )
-        field_name = self.string(sec, "eval", "field", required=compare == "json_field")
-        if field_name is not None and compare == "exact":
-            self.problem("eval.field", 'only applies to compare = "json_field"')
-        normalize = self.boolean(sec, "eval", "normalize")
-        return {
-            "reference_column": reference,
-            "compare": compare,
-            "field": field_name,
-            "normalize": True if normalize is None else normalize,
-        }
-
-    def scan_secrets(self, value: Any, where: str) -> None:
-        """Refuse anything that looks like a literal key, wherever it is."""
-        if isinstance(value, dict):
-            for key, item in value.items():
-                path = f"{where}.{_key(key)}" if where else _key(key)
-                in_schema = where.startswith("response_format.schema")
-                if not in_schema and isinstance(key, str) and key.lower() in _SECRET_KEY_NAMES:
-                    self.problem(path, f"API keys are never read from a job file; {_USE_ENV}")
-                    continue
-                self.scan_secrets(item, path)
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                self.scan_secrets(item, f"{where}[{i}]")
-        elif isinstance(value, str) and _KEY_LIKE.search(value):
-            self.problem(where, f"looks like a literal API key; {_USE_ENV}")
+    return out
 
 
-def _body_field_problem(key: str, value: Any) -> str | None:
-    """Type/range check for the body fields we know; others pass through untouched."""
-
-    def number(lo: float, hi: float) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-            return f"must be a number from {lo:g} to {hi:g} (got {_show(value)})"
-        return None
-
-    def positive_int() -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            return f"must be a positive integer (got {_show(value)})"
-        return None
-
-    if key == "model":
-        return (
-            None
-            if isinstance(value, str) and value.strip()
-            else (f"must be a non-empty string (got {_show(value)})")
-        )
-    if key == "temperature":
-        return number(0, 2)
-    if key == "top_p":
-        return number(0, 1)
-    if key in ("presence_penalty", "frequency_penalty"):
-        return number(-2, 2)
-    if key in ("max_tokens", "max_completion_tokens", "n"):
-        return positive_int()
-    if key == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
-        return f"must be an integer (got {_show(value)})"
-    if key in ("stream", "logprobs", "store", "parallel_tool_calls") and not isinstance(
-        value, bool
-    ):
-        return f"must be true or false (got {_show(value)})"
-    if key == "stop" and not (
-        isinstance(value, str)
-        or (isinstance(value, list) and all(isinstance(s, str) for s in value))
-    ):
-        return f"must be a string or a list of strings (got {_show(value)})"
-    if key == "tools" and not (isinstance(value, list) and all(isinstance(t, dict) for t in value)):
-        return f"must be a list of tool tables (got {_show(value)})"
-    return None
+def _secrets(value: Any, where: str) -> list[str]:
+    """Refuse anything that looks like a literal key, wherever it is."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key_path(key)}" if where else key_path(key)
+            in_schema = where.startswith("response_format.schema")
+            if not in_schema and isinstance(key, str) and key.lower() in checks.SECRET_KEY_NAMES:
+                out.append(f"{path}: API keys are never read from a job file; {checks.USE_ENV}")
+                continue
+            out.extend(_secrets(item, path))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out.extend(_secrets(item, f"{where}[{i}]"))
+    elif isinstance(value, str) and looks_like_key(value):
+        out.append(f"{where}: looks like a literal API key; {checks.USE_ENV}")
+    return out
 
 
-def _placement_hint(key: str) -> str:
+def _placement_hint(key: str, layout: Mapping[str, Mapping[str, str]]) -> str:
     """For a stray top-level key: the section it belongs in, or the closest name."""
-    for section, keys in _SECTIONS.items():
-        if key in keys:
+    for section, keys in layout.items():
+        if section and key in keys:
             return f" (it belongs in [{section}])"
-    if key in _KNOWN_BODY_FIELDS:
+    if key in checks.KNOWN_BODY_FIELDS:
         return " (it belongs in [request])"
-    return _suggest(key, (*_SECTIONS, *_TOP_LEVEL_KEYS))
+    return suggest(key, [*(s for s in layout if s), *TOP_LEVEL])
 
 
-def _suggest(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a table", list: "a list", str: "a string", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str) and _KEY_LIKE.search(value):
-        return "a value that looks like an API key"  # never echo a secret back
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return _kind(value)
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _key(name: Any) -> str:
-    text = str(name)
-    return text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else json.dumps(text)
+__all__ = ["Job", "JobFileError", "consistency_problems", "load_job", "merge"]

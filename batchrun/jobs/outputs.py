@@ -23,24 +23,26 @@ from typing import IO, Any
 import orjson
 import pyarrow as pa
 
-from batchrun.config import RunConfig
-from batchrun.engine.runner import RunHooks, Runner
+from batchrun.checks import suggest
+from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.input.sources import ScanResult
 from batchrun.jobs.evaluate import format_eval
 from batchrun.output.journal import SUMMARY
 from batchrun.output.parquet import write_results_parquet
 from batchrun.output.summary import write_json_atomic
+from batchrun.settings import Evaluation, Settings
 
 PARQUET = "results.parquet"
 
 
-def finish_dataset_run(cfg: RunConfig) -> dict[str, Any]:
+def finish_dataset_run(cfg: Settings) -> dict[str, Any]:
     """Write results.parquet (unless ``cfg.write_parquet`` is off) and evaluate.
 
     Returns the keys to merge into summary.json: ``{"parquet": {...} | None, "eval":
     {...} | None}``. One pass over the input and the output files does both.
     """
+    assert cfg.out_dir is not None
     path = os.path.join(cfg.out_dir, PARQUET) if cfg.write_parquet else None
     report = write_results_parquet(cfg, path)
     parquet = None
@@ -60,13 +62,12 @@ def merge_summary(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, A
     return summary
 
 
-def rescore(run_dir: str, evaluation: dict[str, Any] | None = None) -> dict[str, Any]:
+def rescore(run_dir: str, evaluation: Evaluation | None = None) -> dict[str, Any]:
     """Score a run again without sending anything: rebuild results.parquet and the
     evaluation from the run's files (the input must still be where it was), with the
     recorded [eval] or ``evaluation``, and record both in summary.json.
 
-        report = rescore("runs/sentiment", {"reference_column": "label",
-                                            "compare": "json_field", "field": "sentiment"})
+        report = rescore("runs/sentiment", Evaluation("label", "json_field", "sentiment"))
     """
     from dataclasses import replace
 
@@ -79,13 +80,13 @@ def rescore(run_dir: str, evaluation: dict[str, Any] | None = None) -> dict[str,
             info = orjson.loads(f.read())
     except (OSError, orjson.JSONDecodeError) as exc:
         raise RunDirError(f"{run_dir}: no readable run.json (is it a batchrun run?)") from exc
-    cfg = RunConfig.from_public_dict(info.get("options") or {})
+    cfg = Settings.from_public_dict(info.get("options") or {})
     cfg = replace(cfg, out_dir=run_dir)
     if evaluation is not None:
-        cfg = replace(cfg, job={**cfg.job, "eval": evaluation})
-    if not cfg.job.get("eval"):
+        cfg = replace(cfg, eval=evaluation)
+    if cfg.eval is None:
         raise ConfigError(f"{run_dir}: the run has no [eval]; say what to score against")
-    if not cfg.job.get("prompt"):
+    if not cfg.is_dataset:
         raise ConfigError(f"{run_dir}: a plain request file has no reference column to score")
     with RunDirLock(run_dir):  # never next to a run still writing
         extra = finish_dataset_run(cfg)
@@ -100,6 +101,18 @@ def rescore(run_dir: str, evaluation: dict[str, Any] | None = None) -> dict[str,
     return report
 
 
+def recorded_evaluation(run_dir: str) -> Evaluation | None:
+    """The [eval] a run recorded in its run.json (None: none, or no readable run.json)."""
+    from batchrun.output.journal import RUN_INFO
+
+    try:
+        with open(os.path.join(run_dir, RUN_INFO), "rb") as f:
+            options = orjson.loads(f.read()).get("options") or {}
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return Settings.from_public_dict(options).eval
+
+
 class DatasetOutputHooks(RunHooks):
     """On run end: results.parquet + evaluation, merged into summary.json.
 
@@ -108,34 +121,35 @@ class DatasetOutputHooks(RunHooks):
     unless ``cfg.quiet``.
     """
 
-    def __init__(self, cfg: RunConfig, *, err: IO[str] | None = None) -> None:
+    def __init__(self, cfg: Settings, *, err: IO[str] | None = None) -> None:
         self.cfg = cfg
         self.err = err
 
-    def before_send(self, runner: Runner, scan: ScanResult) -> None:
+    def before_send(self, state: RunState, scan: ScanResult) -> None:
         """The evaluation's reference column must exist before anything is paid for."""
-        spec = self.cfg.job.get("eval")
-        if not spec or scan.columns is None:
+        spec = self.cfg.eval
+        if spec is None or scan.columns is None:
             return
-        column = spec["reference_column"]
+        column = spec.reference_column
         if column not in scan.columns:
             raise ConfigError(
                 f"[eval] reference_column {column!r} is not a column of "
-                f"{self.cfg.input_path}{_suggest(column, scan.columns)} "
+                f"{self.cfg.input_path}{suggest(column, sorted(scan.columns))} "
                 f"(columns: {_listing(scan.columns)})"
             )
 
-    def on_end(self, runner: Runner, summary: dict[str, Any]) -> None:
+    def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
+        notes = []
         try:
             extra = finish_dataset_run(self.cfg)
         except (BatchrunError, OSError, pa.ArrowException) as exc:
-            runner.notes.append(f"could not write {PARQUET}: {exc}")
+            notes.append(f"could not write {PARQUET}: {exc}")
             extra = {"parquet": {"error": str(exc)}, "eval": None}
         merge_summary(summary, extra)
         try:
-            write_json_atomic(os.path.join(self.cfg.out_dir, SUMMARY), summary)
+            write_json_atomic(os.path.join(state.run_dir, SUMMARY), summary)
         except OSError as exc:
-            runner.notes.append(f"could not write summary.json: {exc}")
+            notes.append(f"could not write summary.json: {exc}")
         report = extra.get("eval")
         if report is not None and not self.cfg.quiet:
             err = self.err or sys.stderr
@@ -144,13 +158,7 @@ class DatasetOutputHooks(RunHooks):
                 what += f" vs {report['field']}"
             err.write(f"batchrun: evaluation ({what}):\n{format_eval(report)}\n")
             err.flush()
-
-
-def _suggest(word: str, choices: set[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+        return notes
 
 
 def _listing(names: set[str], most: int = 20) -> str:

@@ -63,7 +63,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchrun import __version__
-from batchrun.config import RunConfig
 from batchrun.errors import InputError
 from batchrun.ids import body_hash, id_hash
 from batchrun.input.sources import Source
@@ -73,6 +72,7 @@ from batchrun.output.journal import ERRORS, RESULTS
 from batchrun.output.lines import custom_id_of
 from batchrun.output.summary import atomic_file
 from batchrun.output.usage import usage_of
+from batchrun.settings import Settings
 
 ROW_GROUP_ROWS = 10_000
 SUCCEEDED, FAILED, PENDING, INVALID = "succeeded", "failed", "pending", "invalid"
@@ -380,10 +380,10 @@ def _unique(name: str, prefix: str, taken: set[str]) -> str:
     return name
 
 
-def _layout(cfg: RunConfig, source: Source, *, carry: bool = True) -> _Layout:
+def _layout(cfg: Settings, source: Source, *, carry: bool = True) -> _Layout:
     """The output schema. ``carry=False`` leaves the input columns out (evaluation only:
     no need to read a JSONL file once more to type them)."""
-    has_schema = cfg.job.get("schema") is not None
+    has_schema = cfg.schema is not None
     reserved = {name for name, _ in _LEAD_COLUMNS} | {name for name, _ in RESULT_COLUMNS}
     if has_schema:
         reserved.add("parse_error")
@@ -409,7 +409,7 @@ def _layout(cfg: RunConfig, source: Source, *, carry: bool = True) -> _Layout:
     taken = reserved | {out for _, out, _, _ in carried}
     parsed: list[tuple[str, str, pa.DataType]] = []
     if has_schema:
-        for name, dtype in parsed_columns(cfg.job["schema"]):
+        for name, dtype in parsed_columns(cfg.schema):
             out = _unique(name, PARSED_PREFIX, taken)
             taken.add(out)
             if out != name:
@@ -464,7 +464,7 @@ def _input_chunks(source: Source, rows: int) -> Iterator[Chunk]:
         yield chunk, None
 
 
-def _fallback_id(cfg: RunConfig, source: Source, row: int, obj: Any) -> str | None:
+def _fallback_id(cfg: Settings, source: Source, row: int, obj: Any) -> str | None:
     """Best guess at an invalid row's id (the mapper refused the row)."""
     if not isinstance(obj, dict):
         return None if cfg.id_column else f"row-{row}"
@@ -482,7 +482,7 @@ class _Pass:
 
     def __init__(
         self,
-        cfg: RunConfig,
+        cfg: Settings,
         source: Source,
         layout: _Layout,
         index: ResultIndex,
@@ -495,7 +495,7 @@ class _Pass:
         self.index = index
         self.evaluator = evaluator
         self.report = report
-        self.schema_json = cfg.job.get("schema")
+        self.schema_json = cfg.schema
         self.reference = evaluator.reference_column if evaluator else None
         self.converters = [(name, _convert(kind or "")) for name, _, _, kind in layout.carried]
         self.empty_results = dict.fromkeys((n for n, _ in RESULT_COLUMNS), None)
@@ -573,7 +573,7 @@ class _Pass:
 
 
 def write_results_parquet(
-    cfg: RunConfig,
+    cfg: Settings,
     out_path: str | None,
     *,
     source: Source | None = None,
@@ -589,13 +589,14 @@ def write_results_parquet(
 
     started = time.perf_counter()
     source = source or source_for(cfg)
-    evaluator = Evaluator.from_job(cfg.job) if source.dataset else None
+    evaluator = Evaluator.of(cfg.eval) if source.dataset else None
     report = ParquetReport(path=out_path)
     if out_path is None and evaluator is None:
         return report
     layout = _layout(cfg, source, carry=out_path is not None)
     report.columns = list(layout.schema.names)
     report.renamed = layout.renamed
+    assert cfg.out_dir is not None, "a run directory to read"
     with ResultIndex.build(cfg.out_dir) as index:
         joiner = _Pass(cfg, source, layout, index, evaluator, report)
         if out_path is None:

@@ -8,7 +8,7 @@ Three modes, picked from where stderr goes:
   ``--progress-interval`` seconds with the same figures;
 - ``--quiet``: nothing but errors.
 
-The hot path pays nothing per request: figures are *read* from the runner
+The hot path pays nothing per request: figures are *read* from the run's state
 (``counts``, ``tally``, ``live``, ``pacer.stats``, ``cost_so_far``) at a fixed rate,
 never pushed. The live display is redrawn by rich's own refresh thread (4 per
 second). Plain lines are due by the clock; `on_written` (once per write batch, not
@@ -41,11 +41,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from batchrun.config import RunConfig
-from batchrun.cost.pricing import format_usd
-from batchrun.engine.runner import RunHooks, Runner
+from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.redact import scrub_text
+from batchrun.report.tables import format_usd
 from batchrun.report.text import format_duration, format_status, run_report
+from batchrun.settings import Settings
 
 Clock = Callable[[], float]
 REFRESH_PER_SECOND = 4
@@ -126,9 +126,9 @@ class RateMeter:
 
 
 class ProgressState:
-    """Reads a runner's live fields into Snapshots; counts retries as they happen.
+    """Reads a run's live figures into Snapshots; counts retries as they happen.
 
-    The runner's tally counts retries and 429s of *written* requests; a storm of
+    The run's tally counts retries and 429s of *written* requests; a storm of
     429s on requests still retrying would show late. So retries are counted in
     `on_retry` and 429s read from the pacer, both added to what earlier processes
     of this run had written.
@@ -144,20 +144,20 @@ class ProgressState:
         self._lock = threading.Lock()
         self._last: Snapshot | None = None
 
-    def start(self, runner: Runner) -> None:
+    def start(self, state: RunState) -> None:
         self.started = self.clock()
-        self.retries_before = runner.tally.retries
-        self.rate_limited_before = runner.tally.rate_limited
-        counts = runner.counts
+        self.retries_before = state.tally.retries
+        self.rate_limited_before = state.tally.rate_limited
+        counts = state.counts
         self.meter.add(
-            self.started, counts.succeeded + counts.failed, runner.tally.usage.total.total_tokens
+            self.started, counts.succeeded + counts.failed, state.tally.usage.total.total_tokens
         )
 
-    def snapshot(self, runner: Runner) -> Snapshot:
+    def snapshot(self, state: RunState) -> Snapshot:
         """Current figures (thread-safe). Falls back to the last good one on a race."""
         with self._lock:
             try:
-                snap = self._read(runner)
+                snap = self._read(state)
             except (RuntimeError, AttributeError, TypeError, ValueError):
                 if self._last is None:
                     raise
@@ -165,28 +165,28 @@ class ProgressState:
             self._last = snap
             return snap
 
-    def _read(self, runner: Runner) -> Snapshot:
+    def _read(self, state: RunState) -> Snapshot:
         now = self.clock()
-        counts = runner.counts
+        counts = state.counts
         done = counts.succeeded + counts.failed
-        tokens = runner.tally.usage.total.total_tokens
+        tokens = state.tally.usage.total.total_tokens
         req_rate, tok_rate = self.meter.add(now, done, tokens)
-        cost = getattr(runner, "cost_so_far", None)
+        cost = state.figures.get("cost_usd")
         return Snapshot(
             done=done,
             total=counts.total,
             succeeded=counts.succeeded,
             failed=counts.failed,
-            in_flight=runner.live.in_flight,
+            in_flight=state.in_flight,
             retries=self.retries_before + self.retries_seen,
-            rate_limited=self.rate_limited_before + runner.accounts.rate_limited,
+            rate_limited=self.rate_limited_before + state.rate_limited,
             tokens=tokens,
             requests_per_s=req_rate,
             tokens_per_s=tok_rate,
             elapsed_s=now - self.started,
             cost_usd=None if cost is None else float(cost),
-            stopping=runner.stop_reason,
-            concurrency_limit=runner.accounts.concurrency_limit,
+            stopping=state.stop_reason,
+            concurrency_limit=state.concurrency_limit,
         )
 
 
@@ -256,15 +256,15 @@ def render_snapshot(snap: Snapshot) -> RenderableType:
 
 
 class LiveView:
-    """A renderable that reads the runner each time rich draws it (its own thread)."""
+    """A renderable that reads the run each time rich draws it (its own thread)."""
 
-    def __init__(self, state: ProgressState, runner: Runner) -> None:
+    def __init__(self, progress: ProgressState, state: RunState) -> None:
+        self.progress = progress
         self.state = state
-        self.runner = runner
 
     def __rich__(self) -> RenderableType:
         try:
-            return render_snapshot(self.state.snapshot(self.runner))
+            return render_snapshot(self.progress.snapshot(self.state))
         except Exception:  # a display must never kill rich's refresh thread
             return Text("")
 
@@ -283,7 +283,7 @@ class ProgressHooks(RunHooks):
 
     def __init__(
         self,
-        cfg: RunConfig,
+        cfg: Settings,
         *,
         mode: str,
         stream: TextIO | None = None,
@@ -296,11 +296,11 @@ class ProgressHooks(RunHooks):
         self.mode = mode
         self.stream = stream if stream is not None else sys.stderr
         self.console = console or Console(file=self.stream)
-        self.state = ProgressState(clock)
+        self.progress = ProgressState(clock)
         self.interval = cfg.progress_interval
         self.watchdog = watchdog
         self.lines_written = 0
-        self._runner: Runner | None = None
+        self._state: RunState | None = None
         self._live: Live | None = None
         self._next_due = 0.0
         self._emit_lock = threading.RLock()
@@ -322,15 +322,15 @@ class ProgressHooks(RunHooks):
 
     def maybe_emit(self, *, force: bool = False) -> bool:
         """Write a plain line if one is due (or ``force``). Cheap when not due."""
-        runner = self._runner
-        if runner is None or self.mode != "plain":
+        run = self._run
+        if run is None or self.mode != "plain":
             return False
         with self._emit_lock:
-            now = self.state.clock()
+            now = self.progress.clock()
             if not force and now < self._next_due:
                 return False
             self._next_due = now + self.interval
-            self._say(format_line(self.state.snapshot(runner)))
+            self._say(format_line(self.progress.snapshot(run)))
             self.lines_written += 1
             return True
 
@@ -342,12 +342,12 @@ class ProgressHooks(RunHooks):
                 pass
 
     # -- hooks ----------------------------------------------------------------------
-    def on_start(self, runner: Runner) -> None:
-        self._runner = runner
-        self.state.start(runner)
+    def on_start(self, state: RunState) -> None:
+        self._run = state
+        self.progress.start(state)
         if self.mode == "live":
             self._live = Live(
-                LiveView(self.state, runner),
+                LiveView(self.progress, state),
                 console=self.console,
                 refresh_per_second=REFRESH_PER_SECOND,
                 auto_refresh=True,
@@ -357,41 +357,42 @@ class ProgressHooks(RunHooks):
             )
             self._live.start()
         elif self.mode == "plain":
-            counts = runner.counts
+            counts = state.counts
             before = counts.succeeded + counts.failed
             resumed = f" ({before:,} done before)" if before else ""
             self._say(
                 f"batchrun: {counts.total:,} requests{resumed} -> {self.cfg.out_dir}; "
                 f"progress every {self.interval:g} s"
             )
-            self._next_due = self.state.started + self.interval
+            self._next_due = self.progress.started + self.interval
             if self.watchdog:
                 self._thread = threading.Thread(
                     target=self._watch, name="batchrun-progress", daemon=True
                 )
                 self._thread.start()
 
-    def on_retry(self, runner: Runner, exc: BaseException | None) -> None:
-        self.state.retries_seen += 1
+    def on_retry(self, state: RunState, exc: BaseException | None) -> None:
+        self.progress.retries_seen += 1
 
-    def on_written(self, runner: Runner, batch: list[Any]) -> None:
+    def on_written(self, state: RunState, batch: list[Any]) -> str | None:
         if self.mode == "plain":
             self.maybe_emit()
         if self.mode != "quiet":
-            self._warn_about_answers(runner)
+            self._warn_about_answers(state)
+        return None
 
-    def _warn_about_answers(self, runner: Runner) -> None:
+    def _warn_about_answers(self, state: RunState) -> None:
         """Say once, as soon as it shows, that a share of answers is unusable."""
         from batchrun.output.quality import quality_warnings
 
-        alerts = quality_warnings(runner.tally.quality, max_tokens=runner.max_tokens or None)
+        alerts = quality_warnings(state.tally.quality, max_tokens=state.max_tokens or None)
         for alert in alerts:
             key = (alert.model, alert.category)
             if key not in self._warned:
                 self._warned.add(key)
                 self._say(f"batchrun: warning: {alert.message}")
 
-    def on_stop(self, runner: Runner, reason: str) -> None:
+    def on_stop(self, state: RunState, reason: str) -> None:
         if reason in ("SIGINT", "SIGTERM"):
             # shown even with --quiet: the user acted and must know why nothing exits yet
             text = (
@@ -404,7 +405,7 @@ class ProgressHooks(RunHooks):
             else:
                 self._say(text)
 
-    def on_abort(self, runner: Runner) -> None:
+    def on_abort(self, state: RunState) -> None:
         self._close()  # os._exit follows: give the terminal its cursor back
 
     def _close(self) -> None:
@@ -416,15 +417,15 @@ class ProgressHooks(RunHooks):
             live, self._live = self._live, None
             live.stop()
 
-    def on_end(self, runner: Runner, summary: dict[str, Any]) -> None:
+    def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
         self._close()
         if self.mode == "quiet":
-            return
-        if self.mode == "plain" and self._runner is not None:
+            return None
+        if self.mode == "plain" and self._run is not None:
             self.maybe_emit(force=True)
         try:
             # the evaluation table was printed just before, by the dataset output hook
-            report = run_report(self.cfg.out_dir, summary=summary)
+            report = run_report(state.run_dir, summary=summary)
             self._say(format_status({**report, "eval": None}))
         except Exception as exc:  # the run is over and its files are fine: say so, go on
             self._say(f"batchrun: could not build the run report ({exc})")
@@ -433,11 +434,12 @@ class ProgressHooks(RunHooks):
         self._say(
             f"batchrun: {summary['status']}: {req['succeeded']} succeeded, {req['failed']} "
             f"failed, {req['pending']} pending of {req['total']}; "
-            f"{usage['total_tokens']} tokens; results in {self.cfg.out_dir}"
+            f"{usage['total_tokens']} tokens; results in {state.run_dir}"
         )
         hint = _next_step(summary["status"], req["pending"])
         if hint:
             self._say(f"batchrun: {hint}")
+        return None
 
 
 def _next_step(status: str, pending: int) -> str | None:
@@ -455,7 +457,7 @@ def _next_step(status: str, pending: int) -> str | None:
     return None
 
 
-def pick_mode(cfg: RunConfig, console: Console) -> str:
+def pick_mode(cfg: Settings, console: Console) -> str:
     """ "quiet" with --quiet, "live" on an interactive terminal, else "plain".
 
     The stream itself must be a TTY: FORCE_COLOR (set by many CI systems) makes
@@ -477,7 +479,7 @@ def pick_mode(cfg: RunConfig, console: Console) -> str:
     return "plain"
 
 
-def make_hooks(cfg: RunConfig) -> RunHooks:
+def make_hooks(cfg: Settings) -> RunHooks:
     """The progress hooks for a CLI run: progress to stderr, mode picked from it."""
     stream = sys.stderr
     console = Console(file=stream)

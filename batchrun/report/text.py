@@ -93,7 +93,8 @@ def _cost_blocks(
         return summary["cost_usd"], summary.get("batch_api_cost_usd"), "run"
     if not by_model:
         return None, None, None
-    from batchrun.cost.pricing import PriceBook, cost_report
+    from batchrun.cost.bill import cost_report
+    from batchrun.cost.prices import PriceBook
     from batchrun.output.usage import Usage
 
     try:
@@ -291,7 +292,7 @@ def _quality_lines(state: Mapping[str, Any]) -> list[str]:
 
 
 def _cost_lines(report: Mapping[str, Any]) -> list[str]:
-    from batchrun.cost.pricing import format_cost_table, format_usd
+    from batchrun.report.tables import format_cost_table, format_usd
 
     cost = report.get("cost_usd")
     if cost is None:

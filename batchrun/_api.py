@@ -1,0 +1,546 @@
+"""The rules of a run, for every way in: the Python API, the command line, job files.
+
+The CLI only parses arguments; everything a run needs beyond its settings is decided
+here, once: where the key comes from, what ``base_url = "sim"`` means, how a job file
+and given settings merge, which hooks a run gets, where the run directory is when
+none is given, how rows held in memory become a file the run can read twice, and
+how a blocking call runs inside a notebook's event loop.
+
+    run = batchrun.run(rows, "runs/labels", model="gpt-4o-mini", prompt="Label: {text}")
+    run.status, run.results().num_rows
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from batchrun.errors import ConfigError, RunDirError
+from batchrun.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from batchrun.cost.estimate import EstimateReport
+    from batchrun.engine.hooks import RunHooks
+    from batchrun.engine.runner import Runner, RunResult
+    from batchrun.jobs.jobfile import Job
+    from batchrun.models import Outcome
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+RUNS_HOME = "batchrun-runs"
+"""Where run directories go when none is given (``BATCHRUN_RUNS`` overrides it)."""
+
+
+# -- settings ---------------------------------------------------------------------------
+def settings_for(
+    input: Any = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    job: str | os.PathLike[str] | Job | None = None,
+    given: Mapping[str, Any] | None = None,
+    **keywords: Any,
+) -> Settings:
+    """The settings of a run: defaults < job file < ``given`` (checked values, e.g. from
+    options) < ``keywords`` (Python keywords, checked here). The rules between settings
+    are checked too; every problem is a ConfigError before anything is sent."""
+    from batchrun.jobs.jobfile import consistency_problems, load_job, merge
+
+    loaded = load_job(job) if isinstance(job, str | os.PathLike) else job
+    values: dict[str, Any] = dict(loaded.values) if loaded is not None else {}
+    values = merge(values, dict(given or {}))
+    if keywords:
+        built = Settings.build(**keywords)
+        picked = {
+            name: getattr(built, name)
+            for name in {Settings.keyword_names().get(k, "request") for k in keywords}
+        }
+        values = merge(values, picked)
+    if input is not None:
+        values["input"] = input if not isinstance(input, os.PathLike) else os.fspath(input)
+    if out_dir is not None:
+        values["out_dir"] = os.fspath(out_dir)
+    settings = Settings(**values)
+    if settings.input is None:
+        raise ConfigError("no INPUT given (pass a request file, rows, or a job file)")
+    problems = consistency_problems(values, has_prompt=settings.is_dataset)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return settings
+
+
+def api_key(settings: Settings) -> str | None:
+    """The key: from ``api_key_file`` when set, else the environment variable named by
+    ``api_key_env``. Required unless auth is none, the endpoint is the simulator or a
+    loopback server. Never read from anywhere else, never written anywhere."""
+    key = os.environ.get(settings.api_key_env) or None
+    if settings.api_key_file:
+        try:
+            with builtins.open(os.path.expanduser(settings.api_key_file), encoding="utf-8") as f:
+                key = f.read().strip() or None
+        except OSError as exc:
+            raise ConfigError(
+                f"{settings.api_key_file}: cannot read the API key file ({exc.strerror})"
+            ) from exc
+    if key is not None and (not key.isascii() or not key.isprintable()):
+        # a stray quote or CR/LF would fail every request with a traceback; name the
+        # source of the key, never its value
+        source = settings.api_key_file or f"environment variable {settings.api_key_env}"
+        raise ConfigError(
+            f"{source}: the API key holds a non-ASCII or control character "
+            "(a stray quote or line end?)"
+        )
+    if key is None and settings.auth != "none" and settings.base_url != "sim":
+        host = settings.base_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        if host not in LOOPBACK_HOSTS:
+            raise ConfigError(
+                f"environment variable {settings.api_key_env} is not set "
+                "(set it, name another with --api-key-env, or use --auth none)"
+            )
+    return key
+
+
+@contextlib.contextmanager
+def endpoint(settings: Settings) -> Iterator[Settings]:
+    """Start the built-in simulator for ``base_url = "sim"``; otherwise pass through."""
+    if settings.base_url != "sim":
+        yield settings
+        return
+    from batchrun.sim import SimConfig, SimThread
+
+    with SimThread(SimConfig(latency_ms=20.0, jitter_ms=10.0)) as sim:
+        yield replace(settings, base_url=sim.base_url)
+
+
+def hooks_for(settings: Settings, *, progress: bool = True) -> RunHooks:
+    """What every run gets around it: cost and budget, results.parquet and the
+    evaluation (before the report, which lists the files), progress and the report."""
+    from batchrun.cost.budget import cost_hooks
+    from batchrun.engine.hooks import CompositeHooks
+    from batchrun.jobs.outputs import DatasetOutputHooks
+
+    hooks: list[RunHooks] = [*cost_hooks(settings), DatasetOutputHooks(settings)]
+    if progress:
+        from batchrun.report.progress import make_hooks
+
+        hooks.append(make_hooks(settings))
+    return CompositeHooks(*hooks)
+
+
+# -- where the run lives -------------------------------------------------------------------
+def default_run_dir(settings: Settings, input_fingerprint: str) -> str:
+    """``batchrun-runs/<name>-<12 hex>``: the same input and settings give the same
+    directory (re-running a notebook cell resumes it), another prompt another one."""
+    import orjson
+
+    digest = hashlib.blake2b(digest_size=6)
+    digest.update(input_fingerprint.encode())
+    digest.update(orjson.dumps(settings.fingerprint(), option=orjson.OPT_SORT_KEYS))
+    name = settings.name
+    if name is None:
+        name = (
+            Path(settings.input).stem.split(".")[0] if isinstance(settings.input, str) else "rows"
+        )
+    home = os.environ.get("BATCHRUN_RUNS") or RUNS_HOME
+    return os.path.join(home, f"{name}-{digest.hexdigest()}")
+
+
+def prepare(settings: Settings) -> Settings:
+    """Settings a runner can take: rows held in memory are written to a file (streamed
+    batch by batch, never copied whole), and the run directory is chosen."""
+    from batchrun.input.memory import in_memory, spill
+
+    if not in_memory(settings.input):
+        if not settings.out_dir:
+            from batchrun.input.sources import Source
+
+            fingerprint = Source(settings.input_path).fingerprint()
+            settings = replace(settings, out_dir=default_run_dir(settings, fingerprint))
+        return settings
+    staged = spill(settings.input)
+    out_dir = settings.out_dir or default_run_dir(settings, staged.fingerprint)
+    path = staged.place(out_dir, force=settings.force)
+    return replace(settings, input=path, out_dir=out_dir)
+
+
+# -- running ----------------------------------------------------------------------------
+def make_runner(
+    settings: Settings,
+    key: str | None,
+    *,
+    hooks: RunHooks | None = None,
+    progress: bool = True,
+    handle_signals: bool = False,
+    **injected: Any,
+) -> Runner:
+    from batchrun.engine.runner import Runner
+
+    return Runner(
+        settings,
+        api_key=key,
+        hooks=hooks if hooks is not None else hooks_for(settings, progress=progress),
+        handle_signals=handle_signals,
+        **injected,
+    )
+
+
+async def arun(
+    input: Any = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    job: str | os.PathLike[str] | Job | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> Run:
+    """Run a batch and return its `Run` (the async twin of `run`).
+
+    run = await batchrun.arun("requests.jsonl", "runs/a", model="gpt-4o-mini")
+    """
+    chosen = prepare(settings_for(input, out_dir, job=job, **settings))
+    with endpoint(chosen) as live:
+        runner = make_runner(live, api_key(live), progress=progress)
+        result = await runner.run()
+    return Run(result.run_dir, result=result)
+
+
+def run(
+    input: Any = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    job: str | os.PathLike[str] | Job | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> Run:
+    """Run a batch to the end and return its `Run`. Works from plain scripts (Ctrl-C
+    drains: nothing more is sent, what is in flight is written), inside an event loop
+    that is already running (Jupyter, IPython: the run gets a thread and a loop of its
+    own, and an interrupt of the cell drains it the same way), and from any thread.
+
+        run = batchrun.run(df, "runs/reviews", model="gpt-4o-mini",
+                           prompt="Review: {text}", response_format=Sentiment)
+        run.to_pandas()
+    """
+    chosen = prepare(settings_for(input, out_dir, job=job, **settings))
+    with endpoint(chosen) as live:
+        key = api_key(live)
+        main = threading.current_thread() is threading.main_thread()
+        if main and not _loop_running():
+            import anyio
+
+            runner = make_runner(live, key, progress=progress, handle_signals=True)
+            runner.second_signal = "cancel"  # a library never kills its process
+            result = anyio.run(runner.run)
+        else:
+            runner = make_runner(live, key, progress=progress)
+            result = _run_in_own_loop(runner)
+    return Run(result.run_dir, result=result)
+
+
+def _loop_running() -> bool:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _run_in_own_loop(runner: Runner) -> RunResult:
+    """Run in a thread with its own event loop; a KeyboardInterrupt while waiting
+    stops the run like a Ctrl-C (a second one leaves the requests in flight)."""
+    from anyio.from_thread import start_blocking_portal
+
+    with start_blocking_portal() as portal:
+        future = portal.start_task_soon(runner.run)
+        interrupts = 0
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except TimeoutError:
+                continue
+            except KeyboardInterrupt:
+                interrupts += 1
+                portal.call(runner.interrupt, interrupts)
+
+
+def run_job(job: str | os.PathLike[str] | Job, **overrides: Any) -> Run:
+    """Run a job file (or a loaded `Job`), with keyword settings overriding it.
+
+    run = batchrun.run_job("jobs/sentiment.toml", concurrency=8)
+    """
+    return run(job=job, **overrides)
+
+
+def stream(
+    input: Any = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    job: str | os.PathLike[str] | Job | None = None,
+    **settings: Any,
+) -> RunStream:
+    """Outcomes as they are written (each line is on disk before it is yielded).
+
+    async for outcome in batchrun.stream(rows, "runs/a", model="gpt-4o-mini"):
+        use(outcome.custom_id, outcome.body)
+    """
+    chosen = prepare(settings_for(input, out_dir, job=job, **settings))
+    return RunStream(chosen)
+
+
+class RunStream:
+    """An async iterator of `batchrun.models.Outcome`s from a run in its own thread.
+
+    The run has its own loop, so a slow consumer never stalls it for long (outcomes
+    wait in a queue) and an early stop (``aclose``, or leaving ``async for``) stops it
+    like a Ctrl-C. `run` is the finished `Run`, once the iteration is over.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.run: Run | None = None
+        self._queue: queue.SimpleQueue[list[Outcome] | BaseException | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._runner: Runner | None = None
+        self._portal: Any = None
+        self._started = threading.Event()
+        self._pending: list[Outcome] = []
+
+    def __aiter__(self) -> RunStream:
+        return self
+
+    def _start(self) -> None:
+        from batchrun.engine.hooks import CompositeHooks, RunHooks
+
+        outbox = self._queue
+
+        class Forward(RunHooks):
+            def on_written(self, state: Any, batch: list[Outcome]) -> None:
+                outbox.put(list(batch))
+
+        def main() -> None:
+            from anyio.from_thread import start_blocking_portal
+
+            try:
+                with endpoint(self.settings) as live:
+                    hooks = CompositeHooks(hooks_for(live, progress=False), Forward())
+                    self._runner = make_runner(live, api_key(live), hooks=hooks)
+                    with start_blocking_portal() as portal:
+                        self._portal = portal
+                        self._started.set()
+                        result = portal.call(self._runner.run)
+                self.run = Run(result.run_dir, result=result)
+                outbox.put(None)
+            except BaseException as exc:  # handed to the consumer
+                self._started.set()
+                outbox.put(exc)
+
+        self._thread = threading.Thread(target=main, name="batchrun-stream", daemon=True)
+        self._thread.start()
+
+    async def __anext__(self) -> Outcome:
+        import anyio.to_thread
+
+        if self._thread is None:
+            self._start()
+        while True:
+            if self._pending:
+                return self._pending.pop(0)
+            item = await anyio.to_thread.run_sync(self._queue.get)
+            if item is None:
+                raise StopAsyncIteration
+            if isinstance(item, BaseException):
+                raise item
+            self._pending = item
+
+    async def aclose(self) -> None:
+        """Stop the run (what is in flight is written) and wait for it to end."""
+        import anyio.to_thread
+
+        if self._thread is None:
+            return
+        await anyio.to_thread.run_sync(self._started.wait)
+        if self._portal is not None and self._runner is not None and self.run is None:
+            with contextlib.suppress(Exception):
+                self._portal.call(self._runner.interrupt, 1)
+        await anyio.to_thread.run_sync(self._thread.join)
+
+
+def estimate(
+    input: Any = None, *, job: str | os.PathLike[str] | Job | None = None, **settings: Any
+) -> EstimateReport:
+    """Tokens and cost of a job before anything is sent (bad rows are reported as a
+    run would). With ``out_dir`` of an earlier run, typical answer lengths come from it.
+
+        report = batchrun.estimate("requests.jsonl", model="gpt-4o-mini")
+        report.low_usd, report.high_usd
+    """
+    from batchrun.cost.estimate import estimate_settings
+
+    chosen = settings_for(input, job=job, **settings)
+    if chosen.input is not None and not isinstance(chosen.input, str):
+        from batchrun.input.memory import spill
+
+        chosen = replace(chosen, input=spill(chosen.input).path)
+    return estimate_settings(chosen)
+
+
+def open(run_dir: str | os.PathLike[str]) -> Run:  # noqa: A001 - batchrun.open, like io.open
+    """An existing run directory, to look at (nothing is sent).
+
+    run = batchrun.open("runs/reviews"); run.status, run.summary["cost_usd"]
+    """
+    path = os.fspath(run_dir)
+    if not os.path.isfile(os.path.join(path, "run.json")):
+        raise RunDirError(f"{path}: no run.json (is this a batchrun run directory?)")
+    return Run(path)
+
+
+class Run:
+    """A run directory: its status, summary, results and errors.
+
+    Returned by `run`/`arun`/`run_job` (then ``exit_code`` and ``notes`` say how this
+    process's part ended) and by `open`. Everything is read from the directory's files
+    when asked, so a Run of a directory another process is writing stays current.
+    """
+
+    def __init__(self, run_dir: str, *, result: RunResult | None = None) -> None:
+        self.run_dir = run_dir
+        self._result = result
+
+    def __repr__(self) -> str:
+        req = self.summary.get("requests") or {}
+        return (
+            f"<Run {self.run_dir!r} {self.status}: {req.get('succeeded', 0)} succeeded, "
+            f"{req.get('failed', 0)} failed, {req.get('pending', 0)} pending>"
+        )
+
+    @property
+    def exit_code(self) -> int | None:
+        """What ``batchrun run`` would have exited with (None for `open`)."""
+        return self._result.exit_code if self._result is not None else None
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self._result.notes) if self._result is not None else []
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        import orjson
+
+        try:
+            with builtins.open(os.path.join(self.run_dir, "summary.json"), "rb") as f:
+                data: dict[str, Any] = orjson.loads(f.read())
+                return data
+        except (OSError, orjson.JSONDecodeError):
+            return dict(self._result.summary) if self._result is not None else {}
+
+    @property
+    def status(self) -> str:
+        """complete, incomplete, interrupted, budget_exceeded, ... (as `batchrun status`)."""
+        from batchrun.report.text import status_report
+
+        report = status_report(self.run_dir)
+        if report.get("running_pid"):
+            return "running"
+        return str(report.get("status", "unknown"))
+
+    @property
+    def eval(self) -> dict[str, Any] | None:
+        value = self.summary.get("eval")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def cost(self) -> dict[str, Any] | None:
+        value = self.summary.get("cost_usd")
+        return value if isinstance(value, dict) else None
+
+    def results(self) -> pa.Table:
+        """One row per input row, in input order (the results.parquet columns); built
+        from the run's files if the run wrote no results.parquet."""
+        import pyarrow.parquet as pq
+
+        path = os.path.join(self.run_dir, "results.parquet")
+        if not os.path.exists(path):
+            from batchrun.output.parquet import write_results_parquet
+
+            settings = self._settings()
+            write_results_parquet(settings, path)
+        return pq.read_table(path)
+
+    def to_pandas(self) -> Any:
+        return self.results().to_pandas()
+
+    def errors(self) -> pa.Table:
+        """One row per request that failed for good: id, row, HTTP status, code, message."""
+        import orjson
+        import pyarrow as pa
+
+        rows = []
+        path = os.path.join(self.run_dir, "errors.jsonl")
+        if os.path.exists(path):
+            with builtins.open(path, "rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break
+                    record = orjson.loads(line)
+                    error = record.get("error") or {}
+                    rows.append(
+                        {
+                            "custom_id": record.get("custom_id"),
+                            "row": (record.get("batchrun") or {}).get("row"),
+                            "status_code": (record.get("response") or {}).get("status_code"),
+                            "code": error.get("code"),
+                            "message": error.get("message"),
+                            "attempts": len(error.get("attempts") or []),
+                        }
+                    )
+        schema = pa.schema(
+            [
+                ("custom_id", pa.string()),
+                ("row", pa.int64()),
+                ("status_code", pa.int32()),
+                ("code", pa.string()),
+                ("message", pa.string()),
+                ("attempts", pa.int32()),
+            ]
+        )
+        return pa.Table.from_pylist(rows, schema=schema)
+
+    def report(self) -> str:
+        """The text report `batchrun status` prints."""
+        from batchrun.report.text import format_status, status_report
+
+        return format_status(status_report(self.run_dir))
+
+    def _settings(self) -> Settings:
+        import orjson
+
+        with builtins.open(os.path.join(self.run_dir, "run.json"), "rb") as f:
+            info = orjson.loads(f.read())
+        return replace(Settings.from_public_dict(info.get("options") or {}), out_dir=self.run_dir)
+
+
+__all__ = [
+    "Run",
+    "RunStream",
+    "api_key",
+    "arun",
+    "default_run_dir",
+    "endpoint",
+    "estimate",
+    "hooks_for",
+    "open",
+    "run",
+    "run_job",
+    "settings_for",
+    "stream",
+]

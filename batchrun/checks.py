@@ -1,0 +1,601 @@
+"""What a setting's value must be: small pure functions, one per kind of value.
+
+A value reaches batchrun three ways: a job file, a command-line option, a Python
+keyword. Each `batchrun.settings.Settings` field names one of these checks, so a rule
+("a positive integer", "a base URL", "a JSON schema that is valid") is written once
+and every way in gets it, with messages naming the value the way the user wrote it
+(``limits.concurrency``, ``--concurrency``, ``concurrency=``). A check returns the
+clean value or raises `Invalid` with one problem or several (a job file reports them
+all at once).
+
+    >>> positive_int("8", Where("--concurrency"))
+    8
+    >>> positive_int(0, Where("limits.concurrency"))
+    Traceback (most recent call last):
+    ...
+    batchrun.checks.Invalid: limits.concurrency: must be a positive integer (got 0)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchrun.redact import looks_like_key
+
+Check = Callable[[Any, "Where"], Any]
+
+INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".pq")
+AUTH_STYLES = ("bearer", "raw", "none")
+FORMAT_TYPES = ("json_schema", "json_object", "text")
+COMPARES = ("exact", "json_field")
+SECRET_KEY_NAMES = frozenset(
+    {
+        "api_key", "apikey", "key", "secret", "token", "password", "access_token",
+        "bearer", "openai_api_key", "auth_token", "secret_key",
+    }
+)  # fmt: skip
+SECRET_HEADER_WORDS = ("authorization", "api-key", "apikey", "api_key", "token", "secret")
+USE_ENV = "put the key in an environment variable and set endpoint.api_key_env to its name"
+
+# Chat-completions body fields we know; an unknown [request] key this close to one of
+# them is almost surely a typo that would make every request fail with a 400.
+KNOWN_BODY_FIELDS = (
+    "model", "temperature", "top_p", "n", "stream", "stream_options", "stop", "max_tokens",
+    "max_completion_tokens", "presence_penalty", "frequency_penalty", "logit_bias",
+    "logprobs", "top_logprobs", "user", "seed", "tools", "tool_choice",
+    "parallel_tool_calls", "reasoning_effort", "metadata", "store", "service_tier",
+    "modalities", "prediction", "audio", "web_search_options", "verbosity", "extra",
+)  # fmt: skip
+_TYPO_CUTOFF = 0.85
+
+
+class Invalid(ValueError):
+    """One or more problems with a value: ``(where, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{w}: {m}" if w else m for w, m in problems))
+
+
+@dataclass(frozen=True)
+class Where:
+    """How to name a value in messages, and where relative paths start."""
+
+    label: str
+    base: Path | None = None
+    from_file: bool = False
+    """The value comes from a job file (where secrets are refused)."""
+
+    def fail(self, message: str) -> Invalid:
+        return Invalid([(self.label, message)])
+
+    def at(self, key: str) -> Where:
+        return Where(f"{self.label}.{key}", self.base, self.from_file)
+
+
+# -- plain values -------------------------------------------------------------------------
+def show(value: Any) -> str:
+    """A value in a message: short, and never a key."""
+    if isinstance(value, str) and looks_like_key(value):
+        return "a value that looks like an API key"  # never echo a secret back
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list | tuple):
+        return kind_of(value)
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def kind_of(value: Any) -> str:
+    return {
+        dict: "a table",
+        list: "a list",
+        tuple: "a list",
+        str: "a string",
+        bool: "a boolean",
+    }.get(type(value), type(value).__name__)
+
+
+def suggest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _number(value: Any, where: Where) -> float | None:
+    """A number from a native value or an option's text (None: not a number)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and not where.from_file:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def positive_int(value: Any, where: Where) -> int:
+    number = _number(value, where)
+    if number is None or not number.is_integer() or number <= 0 or isinstance(value, float):
+        raise where.fail(f"must be a positive integer (got {show(value)})")
+    return int(number)
+
+
+def at_least(minimum: int) -> Check:
+    """A whole number of at least ``minimum``."""
+
+    def check(value: Any, where: Where) -> int:
+        number = _number(value, where)
+        if number is None or not number.is_integer() or number < minimum:
+            raise where.fail(f"must be a whole number of at least {minimum} (got {show(value)})")
+        return int(number)
+
+    return check
+
+
+def positive_number(value: Any, where: Where) -> float:
+    number = _number(value, where)
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise where.fail(f"must be a positive number (got {show(value)})")
+    return number
+
+
+def non_negative_number(value: Any, where: Where) -> float:
+    number = _number(value, where)
+    if number is None or not math.isfinite(number) or number < 0:
+        raise where.fail(f"must be a number of 0 or more (got {show(value)})")
+    return number
+
+
+def share(value: Any, where: Where) -> float:
+    number = _number(value, where)
+    if number is None or not 0 <= number <= 1:
+        raise where.fail(f"must be a number from 0 to 1 (got {show(value)})")
+    return number
+
+
+def boolean(value: Any, where: Where) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise where.fail(f"must be true or false (got {show(value)})")
+
+
+def text(value: Any, where: Where) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise where.fail(f"must be a non-empty string (got {show(value)})")
+    return value
+
+
+def choice(*choices: str) -> Check:
+    def check(value: Any, where: Where) -> str:
+        if value not in choices:
+            hint = suggest(value, choices) if isinstance(value, str) else ""
+            raise where.fail(f"must be one of {', '.join(choices)} (got {value!r}){hint}")
+        return str(value)
+
+    return check
+
+
+def path_value(value: Any, where: Where) -> str:
+    """A path, relative to the job file when it comes from one (not checked to exist)."""
+    text(value, where)
+    path = Path(value).expanduser()
+    if where.base is not None and not path.is_absolute():
+        path = (where.base / path).resolve()
+    return str(path)
+
+
+def existing_file(value: Any, where: Where) -> str:
+    resolved = Path(path_value(value, where))
+    if not resolved.is_file():
+        relative = where.base is not None and not Path(value).expanduser().is_absolute()
+        suffix = f" (relative to {where.base})" if relative else ""
+        raise where.fail(f"file not found: {value}{suffix}")
+    return str(resolved)
+
+
+def input_file(value: Any, where: Where) -> Any:
+    """The input: a file of rows (JSONL, gzip, Parquet); objects pass (the Python API)."""
+    if not isinstance(value, str | Path):
+        return value
+    if not where.from_file:
+        return str(value)  # a path given directly is checked when it is read
+    path = existing_file(str(value), where)
+    if not path.lower().endswith(INPUT_SUFFIXES):
+        raise where.fail(
+            f"unsupported file type {Path(path).name!r} (use one of {', '.join(INPUT_SUFFIXES)})"
+        )
+    return path
+
+
+def base_url(value: Any, where: Where) -> str:
+    text(value, where)
+    if value == "sim":
+        return value
+    from urllib.parse import urlsplit
+
+    if not re.match(r"^https?://[^/\s]+", value):
+        hint = f"; did you mean 'https://{value}'?" if "://" not in value else ""
+        raise where.fail(f'{value!r} must start with http:// or https:// (or be "sim"){hint}')
+    if not urlsplit(value).hostname or any(c.isspace() for c in value):
+        raise where.fail(f"{value!r} has no valid host name")
+    return value.rstrip("/")
+
+
+def env_name(value: Any, where: Where) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise where.fail(
+            f"must be the NAME of an environment variable (letters, digits, _), got {show(value)}"
+        )
+    return value
+
+
+# -- structured values --------------------------------------------------------------------
+def headers(value: Any, where: Where) -> tuple[tuple[str, str], ...]:
+    """Extra headers: a table (job file, Python) or "Name: value" texts (options)."""
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, list | tuple):
+        items = []
+        for entry in value:
+            if isinstance(entry, str):
+                name, sep, rest = entry.partition(":")
+                if not sep or not name.strip():
+                    raise Invalid([("", f"header {entry!r} must look like 'Name: value'")])
+                items.append((name.strip(), rest.strip()))
+            elif isinstance(entry, list | tuple) and len(entry) == 2:
+                items.append((str(entry[0]), entry[1]))
+            else:
+                raise where.fail(f"must be 'Name: value' texts (got {show(entry)})")
+    else:
+        raise where.fail(f'must be a table of name = "value" (got {show(value)})')
+    problems, pairs = [], []
+    for name, item in items:
+        key = f"{where.label}.{_key(name)}"
+        if not isinstance(item, str):
+            problems.append((key, f"must be a string (got {show(item)})"))
+        elif where.from_file and (looks_like_key(item) or name.lower() in SECRET_KEY_NAMES):
+            pass  # reported by the job file's secret scan
+        elif where.from_file and any(word in name.lower() for word in SECRET_HEADER_WORDS):
+            problems.append(
+                (
+                    key,
+                    "a secret header cannot be written in a job file; "
+                    f"{USE_ENV} (and endpoint.auth_header = {name!r})",
+                )
+            )
+        else:
+            pairs.append((str(name), item))
+    if problems:
+        raise Invalid(problems)
+    return tuple(pairs)
+
+
+def body_defaults(value: Any, where: Where) -> dict[str, Any]:
+    """[request] fields other than model and stream: body defaults, typo-checked."""
+    if not isinstance(value, Mapping):
+        raise where.fail(f"must be a table (got {show(value)})")
+    problems: list[tuple[str, str]] = []
+    body: dict[str, Any] = {}
+    for key, item in value.items():
+        at = f"{where.label}.{key}"
+        if key == "messages":
+            problems.append((at, "write messages in the [prompt] section"))
+        elif key == "response_format":
+            problems.append((at, "use the [response_format] section"))
+        elif key in SECRET_KEY_NAMES and where.from_file:
+            continue  # reported by the secret scan
+        elif key == "extra":
+            if isinstance(item, Mapping):
+                body.update(item)
+            else:
+                problems.append((at, f"must be a table (got {show(item)})"))
+        elif key not in KNOWN_BODY_FIELDS and (
+            close := difflib.get_close_matches(key, KNOWN_BODY_FIELDS, 1, _TYPO_CUTOFF)
+        ):
+            problems.append(
+                (
+                    at,
+                    f"unknown field (did you mean '{close[0]}'? a field the server "
+                    "really takes can go in request.extra)",
+                )
+            )
+        elif (problem := body_field_problem(key, item)) is not None:
+            problems.append((at, problem))
+        else:
+            body[key] = item
+    if problems:
+        raise Invalid(problems)
+    return body
+
+
+def body_field_problem(key: str, value: Any) -> str | None:
+    """Type/range check for the body fields we know; others pass through untouched."""
+
+    def number(lo: float, hi: float) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            return f"must be a number from {lo:g} to {hi:g} (got {show(value)})"
+        return None
+
+    if key == "temperature":
+        return number(0, 2)
+    if key == "top_p":
+        return number(0, 1)
+    if key in ("presence_penalty", "frequency_penalty"):
+        return number(-2, 2)
+    if key in ("max_tokens", "max_completion_tokens", "n") and (
+        isinstance(value, bool) or not isinstance(value, int) or value <= 0
+    ):
+        return f"must be a positive integer (got {show(value)})"
+    if key == "seed" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"must be an integer (got {show(value)})"
+    if key in ("logprobs", "store", "parallel_tool_calls") and not isinstance(value, bool):
+        return f"must be true or false (got {show(value)})"
+    if key == "stop" and not (
+        isinstance(value, str)
+        or (isinstance(value, list) and all(isinstance(s, str) for s in value))
+    ):
+        return f"must be a string or a list of strings (got {show(value)})"
+    if key == "tools" and not (isinstance(value, list) and all(isinstance(t, dict) for t in value)):
+        return f"must be a list of tool tables (got {show(value)})"
+    return None
+
+
+def quota(value: Any, where: Where) -> Any:
+    """``--rpm 500``, ``--rpm gpt-4.1=30`` (repeatable), ``rpm = 500`` or
+    ``rpm = { "*" = 500, "gpt-4.1" = 30 }``: a `batchrun.settings.Quota`."""
+    from batchrun.settings import Quota
+
+    if isinstance(value, Quota):
+        return value
+    if isinstance(value, Mapping):
+        items = [(str(m), n) for m, n in value.items()]
+    elif isinstance(value, list | tuple):
+        items = []
+        for entry in value:
+            model, sep, number = str(entry).rpartition("=")
+            if sep and not model:
+                raise where.fail(f"{entry!r}: a model name goes before '='")
+            items.append((model if sep else "*", number))
+    else:
+        items = [("*", value)]
+    default, by_model = None, []
+    for model, number in items:
+        label = (
+            where.label
+            if model == "*" or not isinstance(value, Mapping)
+            else where.at(_key(model)).label
+        )
+        try:
+            amount = positive_number(number, Where(label, where.base, where.from_file))
+        except Invalid:
+            form = "" if where.from_file or isinstance(value, Mapping) else ", or MODEL=N"
+            raise Invalid(
+                [(label, f"must be a positive number{form} (got {show(number)})")]
+            ) from None
+        if model == "*":
+            default = amount
+        else:
+            by_model.append((model, amount))
+    return Quota(default, tuple(by_model))
+
+
+def template_text(value: Any, where: Where) -> str:
+    from batchrun.input.templates import template_problems
+
+    if not isinstance(value, str):
+        raise where.fail(f"must be a string (got {show(value)})")
+    problems = template_problems(value)
+    if problems:
+        raise Invalid([(where.label, p) for p in problems])
+    return value
+
+
+def prompt(value: Any, where: Where) -> Any:
+    """The user message template, or (Python) a function of the row."""
+    if callable(value):
+        return value
+    return template_text(value, where)
+
+
+def messages(value: Any, where: Where) -> tuple[dict[str, str], ...]:
+    if not isinstance(value, list | tuple) or not value:
+        raise where.fail("must be a non-empty list of { role, content } tables")
+    problems: list[tuple[str, str]] = []
+    out = []
+    for i, message in enumerate(value):
+        at = f"{where.label}[{i}]"
+        if not isinstance(message, Mapping):
+            problems.append((at, f"must be a table {{ role, content }} (got {show(message)})"))
+            continue
+        for key in message:
+            if key not in ("role", "content"):
+                problems.append((f"{at}.{key}", "unknown key" + suggest(key, ("role", "content"))))
+        role = message.get("role")
+        if role is None:
+            problems.append((f"{at}.role", "required"))
+        elif role not in ("system", "developer", "user", "assistant"):
+            problems.append(
+                (f"{at}.role", f"must be system, developer, user or assistant (got {role!r})")
+            )
+        content = message.get("content")
+        if content is None:
+            problems.append((f"{at}.content", "required"))
+        else:
+            try:
+                template_text(content, Where(f"{at}.content"))
+            except Invalid as exc:
+                problems.extend(exc.problems)
+        out.append({"role": str(role), "content": str(content)})
+    if problems:
+        raise Invalid(problems)
+    return tuple(out)
+
+
+def json_schema(value: Any, where: Where) -> dict[str, Any]:
+    """An object schema, valid against its meta-schema (checked before any request)."""
+    from batchrun.output.quality import schema_problem
+
+    if not isinstance(value, Mapping):
+        raise where.fail(f"must be a JSON object schema (got {kind_of(value)})")
+    schema = dict(value)
+    if schema.get("type", "object") != "object" or not isinstance(schema.get("properties"), dict):
+        raise where.fail('the top level must be {"type": "object", "properties": {...}}')
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise where.fail(f"not a valid JSON Schema: {problem}")
+    return schema
+
+
+def response_format(value: Any, where: Where) -> Any:
+    """A `batchrun.settings.ResponseFormat` from a job table, an OpenAI body field, a
+    JSON schema, or a Pydantic model class."""
+    from batchrun.settings import ResponseFormat
+
+    if value is None or isinstance(value, ResponseFormat):
+        return value
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):  # a Pydantic model
+        model_schema = _strict_schema(value.model_json_schema())
+        name = value.__name__[:64]
+        return ResponseFormat("json_schema", name, json_schema(model_schema, where), True)
+    if not isinstance(value, Mapping):
+        raise where.fail(f"must be a table with a type (got {show(value)})")
+    if "json_schema" in value and isinstance(value["json_schema"], Mapping):  # OpenAI's shape
+        inner = value["json_schema"]
+        value = {"type": "json_schema", **inner}
+    elif "type" not in value and "properties" in value:  # a bare JSON schema
+        value = {"type": "json_schema", "schema": value}
+    problems: list[tuple[str, str]] = []
+    kind = value.get("type")
+    known = ("type", "name", "schema", "schema_file", "strict")
+    for key in value:
+        if key not in known and key not in SECRET_KEY_NAMES:
+            problems.append((f"{where.label}.{key}", "unknown key" + suggest(str(key), known)))
+    if kind is None:
+        raise Invalid([*problems, (f"{where.label}.type", "required")])
+    if kind not in FORMAT_TYPES:
+        raise Invalid(
+            [
+                *problems,
+                (
+                    f"{where.label}.type",
+                    f"must be one of {', '.join(FORMAT_TYPES)} (got {kind!r})"
+                    + suggest(str(kind), FORMAT_TYPES),
+                ),
+            ]
+        )
+    if kind != "json_schema":
+        for key in ("schema", "schema_file", "name", "strict"):
+            if key in value:
+                problems.append((f"{where.label}.{key}", 'only applies to type = "json_schema"'))
+        if problems:
+            raise Invalid(problems)
+        return ResponseFormat(kind)
+    strict = value.get("strict", True)
+    if not isinstance(strict, bool):
+        problems.append((f"{where.label}.strict", f"must be true or false (got {show(strict)})"))
+    name = value.get("name") or "response"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+        problems.append(
+            (f"{where.label}.name", f"must be 1-64 letters, digits, _ or - (got {name!r})")
+        )
+    inline, file_key = value.get("schema"), value.get("schema_file")
+    schema: dict[str, Any] | None = None
+    if (inline is None) == (file_key is None):
+        problems.append(
+            (
+                where.label,
+                'json_schema needs exactly one of schema = { ... } or schema_file = "..."',
+            )
+        )
+    else:
+        try:
+            if inline is not None:
+                schema = json_schema(inline, where.at("schema"))
+            else:
+                schema = json_schema(
+                    _read_json(file_key, where.at("schema_file")), where.at("schema_file")
+                )
+        except Invalid as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise Invalid(problems)
+    assert schema is not None
+    return ResponseFormat("json_schema", name, schema, bool(strict))
+
+
+def _read_json(value: Any, where: Where) -> Any:
+    path = Path(existing_file(value, where))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise where.fail(f"{path.name} is not valid JSON: {exc}") from exc
+
+
+def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A Pydantic model's schema as OpenAI's strict mode wants it: no extra keys."""
+    out = dict(schema)
+    if out.get("type") == "object":
+        out.setdefault("additionalProperties", False)
+    return out
+
+
+def evaluation(value: Any, where: Where) -> Any:
+    """A `batchrun.settings.Evaluation` from an [eval] table or keyword dict."""
+    from batchrun.settings import Evaluation
+
+    if value is None or isinstance(value, Evaluation):
+        return value
+    if not isinstance(value, Mapping):
+        raise where.fail(f"must be a table (got {show(value)})")
+    known = ("reference_column", "compare", "field", "normalize")
+    problems: list[tuple[str, str]] = []
+    for key in value:
+        if key not in known:
+            problems.append((f"{where.label}.{key}", "unknown key" + suggest(str(key), known)))
+    reference = value.get("reference_column")
+    if reference is None:
+        problems.append((f"{where.label}.reference_column", "required"))
+    elif not isinstance(reference, str) or not reference.strip():
+        problems.append(
+            (
+                f"{where.label}.reference_column",
+                f"must be a non-empty string (got {show(reference)})",
+            )
+        )
+    compare = value.get("compare") or "exact"
+    if compare not in COMPARES:
+        problems.append(
+            (
+                f"{where.label}.compare",
+                f"must be one of {', '.join(COMPARES)} (got {compare!r})"
+                + suggest(str(compare), COMPARES),
+            )
+        )
+    field = value.get("field")
+    if field is None and compare == "json_field":
+        problems.append((f"{where.label}.field", "required"))
+    elif field is not None and compare == "exact":
+        problems.append((f"{where.label}.field", 'only applies to compare = "json_field"'))
+    normalize = value.get("normalize", True)
+    if not isinstance(normalize, bool):
+        problems.append(
+            (f"{where.label}.normalize", f"must be true or false (got {show(normalize)})")
+        )
+    if problems:
+        raise Invalid(problems)
+    return Evaluation(str(reference), str(compare), field, bool(normalize))
+
+
+def _key(name: Any) -> str:
+    shown = str(name)
+    return shown if re.fullmatch(r"[A-Za-z0-9_-]+", shown) else json.dumps(shown)
+
+
+key_path = _key

@@ -1,0 +1,250 @@
+"""The bill for a run's usage at known prices. Pure arithmetic (USD per million tokens):
+
+- input = (prompt_tokens - cached_tokens) x input price
+- cached_input = cached_tokens x cached-input price (the input price when the model
+  has no cached-input price)
+- output = completion_tokens x output price. OpenAI's ``completion_tokens`` already
+  include ``reasoning_tokens``, so reasoning is billed as output and never counted
+  twice. (The one exception genai-prices knows, a separate reasoning rate, is applied
+  to the reasoning part when present.)
+- batch API: the same usage at the model's Batch API prices, where it has them.
+
+Tiered prices apply genai-prices' rule: a request whose prompt tokens exceed a tier's
+start pays that tier's rates for all its tokens. That rule needs *one request's*
+prompt size, so `cost_of` prices one request and picks its tier exactly, and
+`CostTotals` adds requests one by one (exact for tiered models too: use it while
+running), while `cost_report` on usage totals cannot know which requests crossed a
+tier, prices tiered models at their base tier and says so in a ``note``.
+
+We do the arithmetic ourselves from genai-prices' numbers rather than calling its
+``calc_price`` for every request: it is exact (tests compare both), ten times faster,
+and splits input from cached input, which ``calc_price`` sums together. Non-token
+charges genai-prices knows for a few models (per-request fees, web searches, audio or
+image tokens, cache writes) are not in chat-completions usage and are not billed here.
+
+    >>> book = PriceBook({"m": ModelPrice(input=1.0, output=2.0)}, use_genai_prices=False)
+    >>> usage = Usage(prompt_tokens=1_000_000, completion_tokens=500_000)
+    >>> cost_of(usage, book.price_for("m")).total
+    2.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from batchrun.cost.prices import PER_MILLION, ModelPrice, PriceBook
+from batchrun.output.usage import Usage
+
+_DIGITS = 10  # rounding of reported USD: hides float noise, keeps sub-cent costs
+
+
+@dataclass(frozen=True, slots=True)
+class CostBreakdown:
+    """What some usage cost, in USD, and what it would have cost via the Batch API."""
+
+    input: float = 0.0
+    cached_input: float = 0.0
+    output: float = 0.0
+    batch: float | None = None
+
+    @property
+    def total(self) -> float:
+        return self.input + self.cached_input + self.output
+
+    def __add__(self, other: CostBreakdown) -> CostBreakdown:
+        batch = None if self.batch is None or other.batch is None else self.batch + other.batch
+        return CostBreakdown(
+            self.input + other.input,
+            self.cached_input + other.cached_input,
+            self.output + other.output,
+            batch,
+        )
+
+
+def _standard_cost(usage: Usage, price: ModelPrice) -> CostBreakdown:
+    rates = price.rates_for(usage.prompt_tokens)
+    cached = min(max(usage.cached_tokens, 0), usage.prompt_tokens)
+    cached_rate = rates.input if rates.cached_input is None else rates.cached_input
+    output = usage.completion_tokens * rates.output
+    if price.output_reasoning is not None and usage.reasoning_tokens:
+        reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
+        output += reasoning * (price.output_reasoning - rates.output)
+    return CostBreakdown(
+        input=(usage.prompt_tokens - cached) * rates.input / PER_MILLION,
+        cached_input=cached * cached_rate / PER_MILLION,
+        output=output / PER_MILLION,
+    )
+
+
+def cost_of(usage: Usage, price: ModelPrice) -> CostBreakdown:
+    """Cost of one request's usage (its prompt size picks the tier).
+
+    >>> cost_of(Usage(prompt_tokens=10, cached_tokens=4, completion_tokens=5),
+    ...         ModelPrice(input=1e6, cached_input=5e5, output=2e6)).total
+    18.0
+    """
+    standard = _standard_cost(usage, price)
+    if price.batch is None:
+        return standard
+    return replace(standard, batch=_standard_cost(usage, price.batch).total)
+
+
+def worst_case_cost(
+    model: str, prompt_tokens: int, completion_ceiling: int, book: PriceBook
+) -> float | None:
+    """Most a request can cost: every prompt token uncached, every allowed output token.
+
+    For the ``--max-cost`` cap. None when the model has no known price. The caller
+    supplies the completion ceiling (``tokens.completion_ceiling``); when a body sets
+    no max tokens, the caller must choose one (e.g. the model's ``context_window``).
+
+        >>> book = PriceBook({"m": ModelPrice(input=1.0, output=2.0)}, use_genai_prices=False)
+        >>> worst_case_cost("m", 1_000_000, 1_000_000, book)
+        3.0
+    """
+    price = book.price_for(model)
+    if price is None:
+        return None
+    usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_ceiling)
+    if price.output_reasoning is not None and price.output_reasoning > price.output:
+        usage.reasoning_tokens = completion_ceiling  # all of it could be dearer reasoning
+    return _standard_cost(usage, price).total
+
+
+@dataclass
+class CostTotals:
+    """Cost of a run, added request by request (so tiered prices are exact).
+
+    >>> book = PriceBook({"m": ModelPrice(input=1.0, output=2.0)}, use_genai_prices=False)
+    >>> totals = CostTotals(book)
+    >>> totals.add("m", Usage(prompt_tokens=1_000_000)).total
+    1.0
+    """
+
+    book: PriceBook
+    by_model: dict[str, CostBreakdown] = field(default_factory=dict)
+    unpriced: dict[str, int] = field(default_factory=dict)
+    """Models with no known price, and how many requests they served."""
+
+    def add(self, model: str, usage: Usage) -> CostBreakdown | None:
+        """Price one request's usage; None (and the model remembered) when unpriced."""
+        price = self.book.price_for(model)
+        if price is None:
+            self.unpriced[model] = self.unpriced.get(model, 0) + 1
+            return None
+        cost = cost_of(usage, price)
+        previous = self.by_model.get(model)
+        self.by_model[model] = cost if previous is None else previous + cost
+        return cost
+
+    @property
+    def spent(self) -> float:
+        """USD spent so far on priced models (for the budget cap)."""
+        return sum(cost.total for cost in self.by_model.values())
+
+    def report(self) -> dict[str, Any]:
+        """The ``cost_usd`` and ``batch_api_cost_usd`` blocks of summary.json."""
+        return _report(self.by_model, self.unpriced, self.book, tiered_from_totals=set())
+
+
+def cost_report(by_model: Mapping[str, Usage], book: PriceBook) -> dict[str, Any]:
+    """The summary.json cost blocks, from usage totals per model.
+
+    ``cost_usd.total`` covers only the priced models. When any model has no known
+    price, ``complete`` is false and ``unpriced_models`` names them (their entries say
+    ``"total": null``); when no model could be priced at all, the total is null.
+    Tiered models are priced at their base tier here (totals hide which requests
+    crossed a tier) and carry a ``note``; `CostTotals` prices them exactly.
+
+        >>> r = cost_report({"x": Usage(prompt_tokens=5)}, PriceBook(use_genai_prices=False))
+        >>> r["cost_usd"]["total"], r["cost_usd"]["unpriced_models"]
+        (None, ['x'])
+    """
+    costs: dict[str, CostBreakdown] = {}
+    unpriced: dict[str, int] = {}
+    tiered: set[str] = set()
+    for model, usage in by_model.items():
+        price = book.price_for(model)
+        if price is None:
+            unpriced[model] = 0
+            continue
+        if price.tiers:
+            tiered.add(model)
+        costs[model] = cost_of(usage, price.base_tier())
+    return _report(costs, unpriced, book, tiered)
+
+
+def _usd(value: float) -> float:
+    return round(value, _DIGITS)
+
+
+def _report(
+    costs: Mapping[str, CostBreakdown],
+    unpriced: Iterable[str],
+    book: PriceBook,
+    tiered_from_totals: set[str],
+) -> dict[str, Any]:
+    unpriced_names = sorted(unpriced)
+    by_model: dict[str, Any] = {}
+    batch_by_model: dict[str, Any] = {}
+    total = CostBreakdown()  # its batch stays None: the batch figure is summed apart
+    batch_total = 0.0
+    standard_of_batched = 0.0
+    without_batch: list[str] = []
+    for model in sorted(costs):
+        cost = costs[model]
+        price = book.price_for(model)
+        entry: dict[str, Any] = {
+            "input": _usd(cost.input),
+            "cached_input": _usd(cost.cached_input),
+            "output": _usd(cost.output),
+            "total": _usd(cost.total),
+            "price_source": price.source if price else None,
+        }
+        if price is not None and price.matched:
+            entry["priced_as"] = price.matched
+        notes = [price.note] if price is not None and price.note else []
+        if model in tiered_from_totals:
+            notes.append("tiered prices: priced at the base tier from usage totals")
+        if notes:
+            entry["note"] = "; ".join(notes)
+        by_model[model] = entry
+        total = total + replace(cost, batch=None)
+        if cost.batch is None:
+            without_batch.append(model)
+            batch_by_model[model] = None
+        else:
+            batch_by_model[model] = _usd(cost.batch)
+            batch_total += cost.batch
+            standard_of_batched += cost.total
+    for model in unpriced_names:
+        by_model[model] = {"total": None, "reason": "no price known"}
+        batch_by_model[model] = None
+    nothing_priced = not costs and bool(unpriced_names)
+    batched = len(costs) - len(without_batch)
+    return {
+        "cost_usd": {
+            "total": None if nothing_priced else _usd(total.total),
+            "input": None if nothing_priced else _usd(total.input),
+            "cached_input": None if nothing_priced else _usd(total.cached_input),
+            "output": None if nothing_priced else _usd(total.output),
+            "complete": not unpriced_names,
+            "by_model": by_model,
+            "unpriced_models": unpriced_names,
+        },
+        "batch_api_cost_usd": {
+            "total": _usd(batch_total) if batched else None,
+            "standard_cost_of_same_models": _usd(standard_of_batched) if batched else None,
+            "complete": not unpriced_names and not without_batch,
+            "by_model": batch_by_model,
+            "models_without_batch_price": sorted(without_batch + unpriced_names),
+        },
+    }
+
+
+# ------------------------------------------------------------------------ text table
+
+
+__all__ = ["CostBreakdown", "CostTotals", "cost_of", "cost_report", "worst_case_cost"]

@@ -1,0 +1,164 @@
+"""What a model costs: a price per model, from a user price file or genai-prices.
+
+Prices come from two offline sources. A user price file (TOML, ``--prices FILE``,
+`batchrun.cost.pricefile`) wins; otherwise the price table bundled inside the
+`genai-prices` wheel answers (`batchrun.cost.genai`). batchrun never asks genai-prices
+to fetch fresh prices: it builds its own snapshot from the bundled data, so no price
+lookup touches the network. A model neither source knows has no price: its cost is
+reported as null and the model is listed by name, never priced at 0. What a run's
+usage costs at these prices is `batchrun.cost.bill`.
+
+    >>> book = PriceBook({"m": ModelPrice(input=1.0, output=2.0)}, use_genai_prices=False)
+    >>> book.price_for("m").output
+    2.0
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+GENAI_PRICES = "genai-prices"
+USER_FILE = "user file"
+PER_MILLION = 1_000_000
+
+
+# --------------------------------------------------------------------------- prices
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriceTier:
+    """Rates for a request whose prompt tokens exceed ``above`` (USD per million)."""
+
+    above: int
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelPrice:
+    """One model's prices in USD per million tokens.
+
+    ``batch`` holds the same model's Batch API prices (None when it has none): a
+    price file's ``batch_multiplier`` or explicit ``batch_*`` keys are resolved into
+    it when the file is read. ``tiers`` (ascending) replace the base rates for
+    requests with larger prompts. ``matched`` names the genai-prices entry used.
+
+        >>> ModelPrice(input=2.5, output=10.0, cached_input=1.25).rates_for(1000).input
+        2.5
+    """
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    source: str = USER_FILE
+    batch: ModelPrice | None = None
+    tiers: tuple[PriceTier, ...] = ()
+    output_reasoning: float | None = None
+    matched: str | None = None
+    context_window: int | None = None
+    note: str | None = None
+
+    def rates_for(self, prompt_tokens: int) -> PriceTier:
+        """The rates a request with this many prompt tokens pays."""
+        for tier in reversed(self.tiers):
+            if prompt_tokens > tier.above:
+                return tier
+        return PriceTier(
+            above=0, input=self.input, output=self.output, cached_input=self.cached_input
+        )
+
+    def tier_index(self, prompt_tokens: int) -> int:
+        """0 for the base rates, i for ``tiers[i - 1]``."""
+        for index in range(len(self.tiers), 0, -1):
+            if prompt_tokens > self.tiers[index - 1].above:
+                return index
+        return 0
+
+    def base_tier(self) -> ModelPrice:
+        """These prices with the tiers dropped (used when only totals are known)."""
+        if not self.tiers and (self.batch is None or not self.batch.tiers):
+            return self
+        batch = self.batch.base_tier() if self.batch is not None else None
+        return replace(self, tiers=(), batch=batch)
+
+
+# ------------------------------------------------------------------------ price book
+
+
+_DATE_SUFFIX = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{8})$")
+
+
+def _name_candidates(model: str) -> list[str]:
+    """The name, then without ``provider/`` prefixes, then without a date suffix."""
+    names = [model]
+    parts = model.split("/")
+    names += ["/".join(parts[i:]) for i in range(1, len(parts))]
+    names += [undated for name in list(names) if (undated := _DATE_SUFFIX.sub("", name)) != name]
+    return names
+
+
+class PriceBook:
+    """Answers "what does this model cost?": user prices first, then genai-prices.
+
+    Lookups are cached per model name. ``at`` fixes the date used to pick dated
+    genai-prices entries (default: now), so tests and re-priced old runs agree.
+
+        >>> book = PriceBook.load(None)
+        >>> book.price_for("gpt-4o").source
+        'genai-prices'
+    """
+
+    def __init__(
+        self,
+        user_prices: Mapping[str, ModelPrice] | None = None,
+        *,
+        use_genai_prices: bool = True,
+        at: datetime | None = None,
+    ) -> None:
+        self.user_prices = dict(user_prices or {})
+        self.use_genai_prices = use_genai_prices
+        self.at = at
+        self._cache: dict[str, ModelPrice | None] = {}
+
+    @classmethod
+    def load(cls, user_file: str | None = None, *, at: datetime | None = None) -> PriceBook:
+        """Read the user price file (every problem in it at once, in one ConfigError)."""
+        from batchrun.cost.pricefile import read_price_file
+
+        prices = read_price_file(user_file) if user_file is not None else {}
+        return cls(prices, at=at)
+
+    def preload(self) -> None:
+        """Load the genai-prices table now (~0.2-0.4 s) rather than at the first
+        result, where it would stall the event loop with requests in flight."""
+        if self.use_genai_prices:
+            from batchrun.cost.genai import snapshot
+
+            snapshot()
+
+    def price_for(self, model: str) -> ModelPrice | None:
+        """The price of a model, or None when no source knows it."""
+        try:
+            return self._cache[model]
+        except KeyError:
+            pass
+        price = self._lookup(model)
+        self._cache[model] = price
+        return price
+
+    def _lookup(self, model: str) -> ModelPrice | None:
+        for name in _name_candidates(model):
+            if name in self.user_prices:
+                return self.user_prices[name]
+        if not self.use_genai_prices or not model:
+            return None
+        from batchrun.cost.genai import genai_price
+
+        return genai_price(model, self.at or datetime.now(tz=UTC))
+
+
+__all__ = ["GENAI_PRICES", "PER_MILLION", "USER_FILE", "ModelPrice", "PriceBook", "PriceTier"]

@@ -1,0 +1,159 @@
+"""Rows held in memory, written to a file a run can read (twice) and resume from.
+
+A run reads its input twice (a validating scan, then the sending pass), fingerprints
+it to refuse a resume with other data, and re-reads it for results.parquet; rows in
+memory (a list of dicts, a pyarrow Table or RecordBatchReader, anything exporting the
+Arrow C stream interface such as a pandas or polars DataFrame or a DuckDB result, a
+Hugging Face ``datasets.Dataset``) are therefore first written to a file: Arrow data
+to Parquet, dicts to JSONL, streamed batch by batch, never copied whole in memory.
+The same rows give the same bytes, so the same notebook cell re-run finds the same
+fingerprint and resumes.
+
+    staged = spill(df)                        # a temporary file and its fingerprint
+    path = staged.place("runs/reviews", force=False)  # RUN_DIR/input.parquet
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from batchrun.errors import ConfigError, RunDirError
+
+ARROW_BATCH_ROWS = 8192
+
+
+def in_memory(value: Any) -> bool:
+    """True for input that is not a path to a file."""
+    return value is not None and not isinstance(value, str | os.PathLike)
+
+
+def _arrow_batches(value: Any) -> Iterator[Any] | None:
+    """Record batches of an Arrow-like object, or None when it is not one."""
+    import pyarrow as pa
+
+    if isinstance(value, pa.Table):
+        return iter(value.to_batches(max_chunksize=ARROW_BATCH_ROWS))
+    if isinstance(value, pa.RecordBatchReader):
+        return iter(value)
+    if isinstance(value, pa.RecordBatch):
+        return iter([value])
+    table = getattr(getattr(value, "data", None), "table", None)  # datasets.Dataset
+    if isinstance(table, pa.Table):
+        return iter(table.to_batches(max_chunksize=ARROW_BATCH_ROWS))
+    if hasattr(value, "__arrow_c_stream__"):  # pandas >= 2.2, polars, duckdb, ...
+        return iter(pa.RecordBatchReader.from_stream(value))
+    if type(value).__module__.startswith("pandas") and hasattr(value, "iloc"):
+        return (
+            pa.RecordBatch.from_pandas(value.iloc[i : i + ARROW_BATCH_ROWS], preserve_index=False)
+            for i in range(0, len(value), ARROW_BATCH_ROWS)
+        )
+    return None
+
+
+@dataclass
+class Staged:
+    """In-memory input written to a temporary file, before it has a run directory."""
+
+    path: str
+    fingerprint: str
+    suffix: str
+
+    def place(self, out_dir: str, *, force: bool) -> str:
+        """Move the file to ``out_dir/input.<suffix>``. A run directory that already
+        holds other data is refused unless ``force`` (its answers are for that data)."""
+        from batchrun.input.sources import Source
+
+        os.makedirs(out_dir, exist_ok=True)
+        final = os.path.join(out_dir, f"input{self.suffix}")
+        if os.path.exists(final):
+            same = Source(final).fingerprint() == self.fingerprint
+            if same:
+                os.unlink(self.path)
+                return final
+            if os.path.exists(os.path.join(out_dir, "run.json")) and not force:
+                os.unlink(self.path)
+                raise RunDirError(
+                    f"{out_dir} was started with other rows; use another directory, or "
+                    "force=True to run these (rows whose request changed are sent again)"
+                )
+        shutil.move(self.path, final)
+        return final
+
+
+def spill(value: Any) -> Staged:
+    """Write in-memory rows to a temporary file (Parquet for Arrow data, else JSONL).
+    Request rows in Arrow form need a ``body`` column, as a Parquet request file does."""
+    from batchrun.input.sources import Source
+
+    batches = _arrow_batches(value)
+    if batches is not None:
+        path = _write_parquet(batches)
+        suffix = ".parquet"
+    elif isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
+        path = _write_jsonl(value)
+        suffix = ".jsonl"
+    else:
+        raise ConfigError(
+            f"input: cannot read rows from a {type(value).__name__} (give a file path, dicts, "
+            "a pyarrow Table, a DataFrame or a datasets.Dataset)"
+        )
+    return Staged(path, Source(path).fingerprint(), suffix)
+
+
+def _temp(suffix: str) -> str:
+    fd, path = tempfile.mkstemp(prefix="batchrun-input-", suffix=suffix)
+    os.close(fd)
+    return path
+
+
+def _write_parquet(batches: Iterator[Any]) -> str:
+    import pyarrow.parquet as pq
+
+    path = _temp(".parquet")
+    writer = None
+    try:
+        for batch in batches:
+            if writer is None:
+                writer = pq.ParquetWriter(path, batch.schema)
+            writer.write_batch(batch)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        os.unlink(path)
+        raise ConfigError("input: no rows")
+    return path
+
+
+def _write_jsonl(rows: Iterable[Any]) -> str:
+    path = _temp(".jsonl")
+    wrote = False
+    with open(path, "wb") as f:
+        chunk: list[bytes] = []
+        for i, row in enumerate(rows, 1):
+            try:
+                chunk.append(
+                    orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
+                )
+            except TypeError as exc:
+                os.unlink(path)
+                raise ConfigError(f"input: row {i} cannot be written as JSON ({exc})") from exc
+            if len(chunk) >= ARROW_BATCH_ROWS:
+                f.write(b"".join(chunk))
+                chunk.clear()
+            wrote = True
+        f.write(b"".join(chunk))
+    if not wrote:
+        os.unlink(path)
+        raise ConfigError("input: no rows")
+    return path
+
+
+__all__ = ["Staged", "in_memory", "spill"]

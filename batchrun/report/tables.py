@@ -1,0 +1,97 @@
+"""Text tables and money amounts for the terminal (the report, the estimate).
+
+>>> format_usd(0.00012)
+'$0.000120'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def align_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Plain-text columns: the first left-aligned, the rest right-aligned (numbers).
+
+    >>> align_table([("model", "cost"), ("m", "$1.00")])
+    ['model   cost', 'm      $1.00']
+    """
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def format_usd(value: float | None) -> str:
+    """``$1,234.56`` for large amounts, more decimals for small ones, ``-`` for None."""
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"${value:,.2f}"
+    if value >= 0.01 or value == 0:
+        return f"${value:.4f}"
+    return f"${value:.6f}"
+
+
+def format_cost_table(report: Mapping[str, Any]) -> str:
+    """Plain-text table of a `cost_report`: model, input, cached, output, total, batch API.
+
+    >>> from batchrun.cost.bill import cost_report
+    >>> from batchrun.cost.prices import ModelPrice, PriceBook
+    >>> from batchrun.output.usage import Usage
+    >>> price = ModelPrice(input=2.0, output=8.0, batch=ModelPrice(input=1.0, output=4.0))
+    >>> book = PriceBook({"m": price}, use_genai_prices=False)
+    >>> usage = {"m": Usage(prompt_tokens=10**6, completion_tokens=250_000), "x": Usage()}
+    >>> print(format_cost_table(cost_report(usage, book)))
+    model    input   cached   output     total  batch API
+    m      $2.0000  $0.0000  $2.0000   $4.0000    $2.0000
+    x            -        -        -  no price          -
+    total  $2.0000  $0.0000  $2.0000   $4.0000    $2.0000
+    incomplete: no price known for x (not in the total)
+    """
+    cost = report["cost_usd"]
+    batch = report["batch_api_cost_usd"]
+    header = ("model", "input", "cached", "output", "total", "batch API")
+    rows: list[tuple[str, ...]] = []
+    for model, entry in cost["by_model"].items():
+        if entry.get("total") is None:
+            rows.append((model, "-", "-", "-", "no price", "-"))
+            continue
+        rows.append(
+            (
+                model,
+                format_usd(entry["input"]),
+                format_usd(entry["cached_input"]),
+                format_usd(entry["output"]),
+                format_usd(entry["total"]),
+                format_usd(batch["by_model"].get(model)),
+            )
+        )
+    rows.append(
+        (
+            "total",
+            format_usd(cost["input"]),
+            format_usd(cost["cached_input"]),
+            format_usd(cost["output"]),
+            format_usd(cost["total"]),
+            format_usd(batch["total"]),
+        )
+    )
+    lines = align_table([header, *rows])
+    if cost["unpriced_models"]:
+        names = ", ".join(cost["unpriced_models"])
+        lines.append(f"incomplete: no price known for {names} (not in the total)")
+    no_batch = [m for m in batch["models_without_batch_price"] if m not in cost["unpriced_models"]]
+    if batch["total"] is not None and no_batch:
+        names = ", ".join(no_batch)
+        lines.append(f"batch API total excludes models without batch prices: {names}")
+    for model, entry in cost["by_model"].items():
+        if "note" in entry:
+            lines.append(f"{model}: {entry['note']}")
+    return "\n".join(lines)
+
+
+__all__ = ["align_table", "format_cost_table", "format_usd"]

@@ -1,0 +1,653 @@
+"""Every setting of a run, declared once.
+
+`Settings` is a frozen dataclass; each field is one setting, declared with `setting()`:
+its default, its help text, where it lives in a job file (``section``/``key``), its
+command-line flags, its environment variable, whether it shapes the requests (the
+resume fingerprint), and the check its value must pass (`batchrun.checks`). Everything
+else is derived from these declarations: the click options of ``batchrun run``
+(`batchrun.cli.options`), the job-file keys and their "did you mean" checking
+(`batchrun.jobs.jobfile`), the Python keywords of `batchrun.run` (`Settings.build`),
+and the fingerprint run.json records (`Settings.fingerprint`).
+
+Adding a setting is one declaration::
+
+    poll_interval: float = setting(
+        60.0, section="batch", flags=("--poll-interval",), check=checks.positive_number,
+        help="Seconds between two looks at a running batch.",
+    )
+
+and it is at once ``--poll-interval``, ``[batch] poll_interval`` and
+``batchrun.run(..., poll_interval=30)``.
+
+    >>> s = Settings.build(input="req.jsonl", model="gpt-4o-mini", concurrency="8")
+    >>> s.concurrency, s.model
+    (8, 'gpt-4o-mini')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from batchrun import checks
+from batchrun.checks import Check, Invalid, Where
+from batchrun.errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+SPEC = "batchrun"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How one setting is given and checked (see the module docstring)."""
+
+    help: str
+    section: str | None = None
+    """Job-file table ("endpoint", "limits", ...); None: not in job files."""
+    key: str | None = None
+    """Key in that table (default: the field's name); "*": the whole table."""
+    flags: tuple[str, ...] = ()
+    """Command-line flags; () for none. ``("--stream/--no-stream",)`` for a toggle."""
+    kind: str = "value"
+    """On the command line: "value", "flag" (present = True), "toggle", "multiple"."""
+    metavar: str | None = None
+    envvar: str | None = None
+    fingerprint: bool = False
+    """It changes what is sent: a resume with another value is refused."""
+    check: Check | None = None
+    aliases: tuple[str, ...] = ()
+    """Other Python keyword names for it."""
+    choices: tuple[str, ...] | None = None
+
+
+def setting(default: Any = None, *, factory: Callable[[], Any] | None = None, **spec: Any) -> Any:
+    """One `Settings` field: its default and its `Spec`."""
+    meta = {SPEC: Spec(**spec)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A rate limit for every model (``default``) and for some (``by_model``)."""
+
+    default: float | None = None
+    by_model: tuple[tuple[str, float], ...] = ()
+
+    def for_model(self, model: str) -> float | None:
+        for name, amount in self.by_model:
+            if name == model:
+                return amount
+        return self.default
+
+    def __bool__(self) -> bool:
+        return self.default is not None or bool(self.by_model)
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """The answer's format: free text, any JSON object, or JSON fitting a schema."""
+
+    type: str
+    name: str = "response"
+    schema: Mapping[str, Any] | None = None
+    strict: bool = True
+
+    def body(self) -> dict[str, Any]:
+        """The ``response_format`` body field in OpenAI's shape."""
+        if self.type == "json_schema":
+            return {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": self.name,
+                    "schema": dict(self.schema or {}),
+                    "strict": self.strict,
+                },
+            }
+        return {"type": self.type}
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Score the answers against a reference column of the input."""
+
+    reference_column: str
+    compare: str = "exact"
+    """"exact" (the whole content) or "json_field" (one field of the JSON answer)."""
+    field: str | None = None
+    normalize: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    # -- input ---------------------------------------------------------------------
+    input: Any = setting(
+        help="The requests: a JSONL, JSONL.gz or Parquet file (Python: also rows in memory).",
+        section="input",
+        key="path",
+        check=checks.input_file,
+    )
+    id_column: str | None = setting(
+        help="Input column holding each row's id (custom_id); without it: row-<n>.",
+        section="input",
+        flags=("--id-column",),
+        check=checks.text,
+        fingerprint=True,
+    )
+    skip_invalid: bool = setting(
+        False,
+        help="Write bad input rows to invalid.jsonl and run the rest.",
+        section="input",
+        flags=("--skip-invalid",),
+        kind="flag",
+        check=checks.boolean,
+    )
+    # -- endpoint ------------------------------------------------------------------
+    base_url: str = setting(
+        DEFAULT_BASE_URL,
+        help=f"API base URL, or 'sim' for the built-in simulator [default: {DEFAULT_BASE_URL}].",
+        section="endpoint",
+        flags=("--base-url",),
+        envvar="OPENAI_BASE_URL",
+        check=checks.base_url,
+    )
+    api_key_env: str = setting(
+        "OPENAI_API_KEY",
+        help="Name of the environment variable holding the API key [default: OPENAI_API_KEY].",
+        section="endpoint",
+        flags=("--api-key-env",),
+        check=checks.env_name,
+    )
+    api_key_file: str | None = setting(
+        help="A file holding the API key (read at start, never copied).",
+        section="endpoint",
+        flags=("--api-key-file",),
+        check=checks.existing_file,
+    )
+    auth: str = setting(
+        "bearer",
+        help="'bearer': Authorization: Bearer KEY; 'raw': Authorization: KEY; 'none'.",
+        section="endpoint",
+        flags=("--auth",),
+        choices=checks.AUTH_STYLES,
+        check=checks.choice(*checks.AUTH_STYLES),
+    )
+    auth_header: str = setting(
+        "Authorization",
+        help="Header that carries the key, e.g. api-key (Azure).",
+        section="endpoint",
+        flags=("--auth-header",),
+        check=checks.text,
+    )
+    headers: tuple[tuple[str, str], ...] = setting(
+        (),
+        help="Extra header 'Name: value' (repeatable).",
+        section="endpoint",
+        flags=("-H", "--header"),
+        kind="multiple",
+        check=checks.headers,
+    )
+    max_response_bytes: int = setting(
+        64 * 1024 * 1024,
+        help="Largest response body accepted [default: 64 MiB].",
+        section="endpoint",
+        flags=("--max-response-bytes",),
+        check=checks.at_least(1024),
+    )
+    # -- request -------------------------------------------------------------------
+    model: str | None = setting(
+        help="Model for rows that name none.",
+        section="request",
+        flags=("--model",),
+        check=checks.text,
+        fingerprint=True,
+    )
+    stream: bool = setting(
+        False,
+        help="Stream every row (answers are assembled into the same object).",
+        section="request",
+        flags=("--stream/--no-stream",),
+        kind="toggle",
+        check=checks.boolean,
+        fingerprint=True,
+    )
+    request: Mapping[str, Any] = setting(
+        factory=dict,
+        help="Body fields every request gets (temperature, max_tokens, ...).",
+        section="request",
+        key="*",
+        check=checks.body_defaults,
+        fingerprint=True,
+    )
+    # -- prompt (dataset jobs) -------------------------------------------------------
+    system: str | None = setting(
+        help="System message template.",
+        section="prompt",
+        check=checks.template_text,
+        fingerprint=True,
+    )
+    prompt: Any = setting(
+        help="User message template ({column} placeholders), or (Python) a function "
+        "row -> messages or -> body.",
+        section="prompt",
+        key="user",
+        aliases=("user",),
+        check=checks.prompt,
+        fingerprint=True,
+    )
+    messages: tuple[dict[str, str], ...] | None = setting(
+        help="Message templates [{role, content}, ...] (instead of system/prompt).",
+        section="prompt",
+        check=checks.messages,
+        fingerprint=True,
+    )
+    response_format: ResponseFormat | None = setting(
+        help="The answer's format: a JSON schema, a Pydantic model, or {type = ...}.",
+        section="response_format",
+        key="*",
+        check=checks.response_format,
+        fingerprint=True,
+    )
+    # -- limits --------------------------------------------------------------------
+    concurrency: int = setting(
+        64,
+        help="Max requests in flight [default: 64].",
+        section="limits",
+        flags=("-c", "--concurrency"),
+        check=checks.positive_int,
+    )
+    rpm: Quota = setting(
+        factory=Quota,
+        help="Requests per minute for each model, or for one (repeatable: --rpm 500 "
+        "--rpm gpt-4.1=30).",
+        section="limits",
+        flags=("--rpm",),
+        kind="multiple",
+        metavar="[MODEL=]N",
+        check=checks.quota,
+    )
+    tpm: Quota = setting(
+        factory=Quota,
+        help="Tokens per minute, like --rpm.",
+        section="limits",
+        flags=("--tpm",),
+        kind="multiple",
+        metavar="[MODEL=]N",
+        check=checks.quota,
+    )
+    max_cost: float | None = setting(
+        help="Stop before spending more than this many USD.",
+        section="limits",
+        flags=("--max-cost",),
+        check=checks.non_negative_number,
+    )
+    quality_breaker: float = setting(
+        0.8,
+        help="Stop when this share of the first 20+ answers is unusable; 0 turns it off "
+        "[default: 0.8].",
+        section="limits",
+        flags=("--quality-breaker",),
+        check=checks.share,
+    )
+    # -- retry ---------------------------------------------------------------------
+    max_attempts: int = setting(
+        10,
+        help="Attempts per request, the first included [default: 10].",
+        section="retry",
+        flags=("--max-attempts",),
+        check=checks.positive_int,
+    )
+    timeout: float = setting(
+        120.0,
+        help="Seconds to wait for a response; for streams, between chunks [default: 120].",
+        section="retry",
+        flags=("--timeout",),
+        check=checks.positive_number,
+    )
+    total_timeout: float = setting(
+        1800.0,
+        help="Overall cap on one attempt in seconds [default: 1800].",
+        section="retry",
+        flags=("--total-timeout",),
+        check=checks.positive_number,
+    )
+    drain_timeout: float = setting(
+        30.0,
+        help="Seconds in-flight requests get after Ctrl-C [default: 30].",
+        section="retry",
+        flags=("--drain-timeout",),
+        check=checks.non_negative_number,
+    )
+    retry_failed: bool = setting(
+        False,
+        help="Retry rows that failed for good in an earlier run.",
+        flags=("--retry-failed",),
+        kind="flag",
+        check=checks.boolean,
+    )
+    retry_bad_answers: bool = setting(
+        False,
+        help="Send again the rows whose answer was unusable (truncated, refused, off-schema).",
+        flags=("--retry-bad-answers",),
+        kind="flag",
+        check=checks.boolean,
+    )
+    force: bool = setting(
+        False,
+        help="Resume even if the input or request options changed (changed rows are sent again).",
+        flags=("--force",),
+        kind="flag",
+        check=checks.boolean,
+    )
+    # -- output --------------------------------------------------------------------
+    out_dir: str | None = setting(
+        help="Run directory (results, errors, summary).",
+        section="output",
+        key="dir",
+        flags=("-o", "--out"),
+        check=checks.path_value,
+    )
+    write_parquet: bool = setting(
+        True,
+        help="Write results.parquet, one row per input row [default: on].",
+        section="output",
+        key="parquet",
+        flags=("--parquet/--no-parquet",),
+        kind="toggle",
+        check=checks.boolean,
+    )
+    progress_interval: float = setting(
+        10.0,
+        help="Seconds between progress lines when not on a terminal [default: 10].",
+        section="output",
+        flags=("--progress-interval",),
+        check=checks.positive_number,
+    )
+    quiet: bool = setting(
+        False,
+        help="Print nothing but errors.",
+        section="output",
+        flags=("-q", "--quiet"),
+        kind="flag",
+        check=checks.boolean,
+    )
+    summary_interval: float = setting(
+        2.0,
+        help="Seconds between two summary.json checkpoints.",
+        check=checks.positive_number,
+    )
+    # -- evaluation and prices ---------------------------------------------------------
+    eval: Evaluation | None = setting(
+        help="Score the answers: {reference_column, compare, field, normalize}.",
+        section="eval",
+        key="*",
+        check=checks.evaluation,
+    )
+    prices: str | None = setting(
+        help="TOML price file adding/overriding model prices.",
+        section="prices",
+        key="file",
+        flags=("--prices",),
+        check=checks.existing_file,
+    )
+    name: str | None = setting(
+        help="The job's name (job files: defaults to the file's stem).",
+        section="",
+        check=checks.text,
+    )
+
+    def __post_init__(self) -> None:
+        # typed construction (tests, the library) may say None for "no quota"
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is None:
+                object.__setattr__(self, name, Quota())
+            elif isinstance(value, int | float):
+                object.__setattr__(self, name, Quota(float(value)))
+        if self.request is None:
+            object.__setattr__(self, "request", {})
+
+    # -- building ------------------------------------------------------------------------
+    @classmethod
+    def specs(cls) -> Iterator[tuple[str, Spec]]:
+        """(field name, spec) of every setting, in declaration order."""
+        for f in fields(cls):
+            yield f.name, f.metadata[SPEC]
+
+    @classmethod
+    def spec(cls, name: str) -> Spec:
+        return {n: s for n, s in cls.specs()}[name]
+
+    @classmethod
+    def keyword_names(cls) -> dict[str, str]:
+        """Python keyword -> setting (aliases included)."""
+        names: dict[str, str] = {}
+        for name, spec in cls.specs():
+            names[name] = name
+            for alias in spec.aliases:
+                names[alias] = name
+        return names
+
+    @classmethod
+    def checked(
+        cls, values: Mapping[str, Any], *, label: Callable[[str], str] = str
+    ) -> dict[str, Any]:
+        """Run each value's check; raise ConfigError listing every problem.
+
+        ``label(name)`` names a setting in messages (``--concurrency``, ``concurrency=``).
+        """
+        specs = dict(cls.specs())
+        out: dict[str, Any] = {}
+        problems: list[str] = []
+        for name, value in values.items():
+            spec = specs[name]
+            if value is None or spec.check is None:
+                out[name] = value
+                continue
+            try:
+                out[name] = spec.check(value, Where(label(name)))
+            except Invalid as exc:
+                problems.extend(f"{w}: {m}" if w else m for w, m in exc.problems)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return out
+
+    @classmethod
+    def build(cls, base: Settings | None = None, **keywords: Any) -> Settings:
+        """Settings from Python keywords (the names of the settings, or their job-file
+        aliases), over ``base`` or the defaults. Unknown names are an error naming the
+        closest setting; every value passes its check."""
+        names = cls.keyword_names()
+        values: dict[str, Any] = {}
+        for keyword, value in keywords.items():
+            name = names.get(keyword)
+            if name is None:
+                if keyword in checks.KNOWN_BODY_FIELDS:  # temperature=0: a body default
+                    values.setdefault("request", dict((base or cls()).request))
+                    values["request"] = {**values["request"], keyword: value}
+                    continue
+                raise ConfigError(
+                    f"{keyword}=: no such setting" + checks.suggest(keyword, list(names))
+                )
+            values[name] = value
+        clean = cls.checked(values, label=lambda n: f"{n}=")
+        return replace(base, **clean) if base is not None else cls(**clean)
+
+    # -- derived views -------------------------------------------------------------------
+    @property
+    def input_path(self) -> str:
+        """The input as a path (files only; in-memory input is saved to one first)."""
+        return str(self.input) if self.input is not None else ""
+
+    @property
+    def is_dataset(self) -> bool:
+        """A dataset job: rows go through a prompt template (else rows are requests)."""
+        return self.prompt is not None or self.messages is not None
+
+    @property
+    def schema(self) -> Mapping[str, Any] | None:
+        rf = self.response_format
+        return rf.schema if rf is not None and rf.type == "json_schema" else None
+
+    def template_messages(self) -> tuple[dict[str, str], ...] | None:
+        """The prompt as message templates (None: a plain request file, or a callable)."""
+        if self.messages is not None:
+            return tuple(self.messages)
+        if self.prompt is None or callable(self.prompt):
+            return None
+        out = []
+        if self.system:
+            out.append({"role": "system", "content": self.system})
+        out.append({"role": "user", "content": str(self.prompt)})
+        return tuple(out)
+
+    def limits_by_model(self) -> dict[str, tuple[float | None, float | None]]:
+        """model -> (rpm, tpm) overrides (None: the default for every model)."""
+        out: dict[str, tuple[float | None, float | None]] = {}
+        for model, rpm in self.rpm.by_model:
+            out[model] = (rpm, out.get(model, (None, None))[1])
+        for model, tpm in self.tpm.by_model:
+            out[model] = (out.get(model, (None, None))[0], tpm)
+        return out
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change what is sent; a resume with others is refused.
+
+        The evaluation is not one of them: scoring never needs a request sent again.
+        """
+        shaping = {n: _jsonable(getattr(self, n)) for n, spec in self.specs() if spec.fingerprint}
+        # one prompt however it was spelled (system + prompt, or messages), and the
+        # response format as it is sent
+        messages = self.template_messages()
+        shaping.pop("system", None)
+        shaping.pop("messages", None)
+        if messages is not None:
+            shaping["prompt"] = [dict(m) for m in messages]
+        rf = self.response_format
+        shaping["response_format"] = rf.body() if rf is not None else None
+        return shaping
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every setting, for run.json. Holds no secret: keys live only in the env,
+        and header values that look like keys are masked."""
+        data = {name: _jsonable(getattr(self, name)) for name, _ in self.specs()}
+        data["headers"] = [[n, _mask_header(n, v)] for n, v in self.headers]
+        if not isinstance(self.input, str | Path) and self.input is not None:
+            data["input"] = f"<{type(self.input).__name__}>"
+        return data
+
+    @classmethod
+    def from_public_dict(cls, data: Mapping[str, Any]) -> Settings:
+        """The settings a run recorded (`public_dict`), to look at the run again."""
+        data = _current_names(data)
+        values = {n: data[n] for n, _ in cls.specs() if data.get(n) is not None}
+        for key in ("rpm", "tpm"):
+            quota = values.get(key)
+            if isinstance(quota, Mapping):
+                pairs = tuple((str(m), float(n)) for m, n in quota.get("by_model") or ())
+                values[key] = Quota(quota.get("default"), pairs)
+            elif isinstance(quota, int | float):  # an older run.json
+                values[key] = Quota(float(quota))
+        values["headers"] = tuple((str(n), str(v)) for n, v in values.get("headers") or ())
+        if values.get("messages") is not None:
+            values["messages"] = tuple(values["messages"])
+        rf = values.get("response_format")
+        if isinstance(rf, Mapping):
+            values["response_format"] = ResponseFormat(**rf)
+        ev = values.get("eval")
+        if isinstance(ev, Mapping):
+            values["eval"] = Evaluation(**ev)
+        if isinstance(values.get("prompt"), str) and values["prompt"].startswith("<function "):
+            values.pop("prompt")  # a Python function cannot be recorded, only its hash
+        return cls(**values)
+
+
+_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie")
+
+
+def _mask_header(name: str, value: str) -> str:
+    """By name (Authorization, X-Api-Key, ...) and by value (anything shaped like a key)."""
+    from batchrun.redact import looks_like_key
+
+    lowered = name.lower()
+    if any(word in lowered for word in _SECRET_HEADER_WORDS) or looks_like_key(value):
+        return "***"
+    return value
+
+
+def _jsonable(value: Any) -> Any:
+    """A setting's value as plain JSON; a function is recorded by its source's hash (a
+    changed function is a changed prompt)."""
+    if callable(value) and not isinstance(value, type):
+        return f"<function {getattr(value, '__qualname__', '?')} {source_hash(value)}>"
+    if isinstance(value, type):  # a Pydantic model given as response_format
+        return value.__name__
+    if isinstance(value, Quota | ResponseFormat | Evaluation):
+        return _jsonable(asdict(value))
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+def source_hash(fn: Callable[..., Any]) -> str:
+    """A function's identity across processes: its source (or bytecode) hashed."""
+    try:
+        data = inspect.getsource(fn).encode()
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        data = (
+            code.co_code + repr(code.co_consts).encode() if code is not None else repr(fn).encode()
+        )
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def _current_names(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings recorded by an older batchrun (``input_path``, ``prices_path``, a ``job``
+    dict) under today's names."""
+    out = dict(data)
+    if "input_path" in out:
+        out.setdefault("input", out.pop("input_path"))
+    if "prices_path" in out:
+        out.setdefault("prices", out.pop("prices_path"))
+    job = out.pop("job", None)
+    if isinstance(job, Mapping):
+        prompt = job.get("prompt")
+        if isinstance(prompt, Mapping):
+            out.setdefault("messages", prompt.get("messages"))
+        out.setdefault("request", job.get("request") or {})
+        rf = job.get("response_format")
+        if isinstance(rf, Mapping):
+            inner = rf.get("json_schema") or {}
+            out.setdefault(
+                "response_format",
+                {
+                    "type": rf.get("type"),
+                    "name": inner.get("name", "response"),
+                    "schema": job.get("schema"),
+                    "strict": inner.get("strict", True),
+                },
+            )
+        out.setdefault("eval", job.get("eval"))
+    return out
+
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "Evaluation",
+    "Quota",
+    "ResponseFormat",
+    "Settings",
+    "Spec",
+    "setting",
+]
