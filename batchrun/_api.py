@@ -120,19 +120,16 @@ def endpoint(settings: Settings) -> Iterator[Settings]:
         yield replace(settings, base_url=sim.base_url)
 
 
-def hooks_for(settings: Settings, *, progress: bool = True) -> RunHooks:
+def hooks_for(settings: Settings) -> RunHooks:
     """What every run gets around it: cost and budget, results.parquet and the
-    evaluation (before the report, which lists the files), progress and the report."""
+    evaluation (before the report, which lists the files), progress and the report
+    (``quiet`` prints nothing but errors)."""
     from batchrun.cost.budget import cost_hooks
     from batchrun.engine.hooks import CompositeHooks
     from batchrun.jobs.outputs import DatasetOutputHooks
+    from batchrun.report.progress import make_hooks
 
-    hooks: list[RunHooks] = [*cost_hooks(settings), DatasetOutputHooks(settings)]
-    if progress:
-        from batchrun.report.progress import make_hooks
-
-        hooks.append(make_hooks(settings))
-    return CompositeHooks(*hooks)
+    return CompositeHooks(*cost_hooks(settings), DatasetOutputHooks(settings), make_hooks(settings))
 
 
 # -- where the run lives -------------------------------------------------------------------
@@ -177,7 +174,6 @@ def make_runner(
     key: str | None,
     *,
     hooks: RunHooks | None = None,
-    progress: bool = True,
     handle_signals: bool = False,
     **injected: Any,
 ) -> Runner:
@@ -186,7 +182,7 @@ def make_runner(
     return Runner(
         settings,
         api_key=key,
-        hooks=hooks if hooks is not None else hooks_for(settings, progress=progress),
+        hooks=hooks if hooks is not None else hooks_for(settings),
         handle_signals=handle_signals,
         **injected,
     )
@@ -197,7 +193,6 @@ async def arun(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     job: str | os.PathLike[str] | Job | None = None,
-    progress: bool = True,
     **settings: Any,
 ) -> Run:
     """Run a batch and return its `Run` (the async twin of `run`).
@@ -206,7 +201,7 @@ async def arun(
     """
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
     with endpoint(chosen) as live:
-        runner = make_runner(live, api_key(live), progress=progress)
+        runner = make_runner(live, api_key(live))
         result = await runner.run()
     return Run(result.run_dir, result=result)
 
@@ -216,7 +211,6 @@ def run(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     job: str | os.PathLike[str] | Job | None = None,
-    progress: bool = True,
     **settings: Any,
 ) -> Run:
     """Run a batch to the end and return its `Run`. Works from plain scripts (Ctrl-C
@@ -235,11 +229,11 @@ def run(
         if main and not _loop_running():
             import anyio
 
-            runner = make_runner(live, key, progress=progress, handle_signals=True)
+            runner = make_runner(live, key, handle_signals=True)
             runner.second_signal = "cancel"  # a library never kills its process
             result = anyio.run(runner.run)
         else:
-            runner = make_runner(live, key, progress=progress)
+            runner = make_runner(live, key)
             result = _run_in_own_loop(runner)
     return Run(result.run_dir, result=result)
 
@@ -331,7 +325,7 @@ class RunStream:
 
             try:
                 with endpoint(self.settings) as live:
-                    hooks = CompositeHooks(hooks_for(live, progress=False), Forward())
+                    hooks = CompositeHooks(hooks_for(live), Forward())
                     self._runner = make_runner(live, api_key(live), hooks=hooks)
                     with start_blocking_portal() as portal:
                         self._portal = portal
