@@ -277,8 +277,8 @@ def test_the_same_job_gives_the_same_results_three_ways(tmp_path: Path) -> None:
         url = server.base_url
         cli = subprocess.run(
             [
-                sys.executable, "-m", "batchrun", "run", "-j", str(job), "-o", str(tmp_path / "via-cli"),
-                "--base-url", url, "-q",
+                sys.executable, "-m", "batchrun", "run", "-j", str(job),
+                "-o", str(tmp_path / "via-cli"), "--base-url", url, "-q",
             ],
             capture_output=True, text=True, cwd=tmp_path, timeout=60,
         )  # fmt: skip
