@@ -1,0 +1,100 @@
+"""Fixtures for the HTML report tests: a real run, and one headless Chromium.
+
+    pytest_plugins = ["tests.conftest_html"]   # in a test module
+
+The browser is Debian's /usr/bin/chromium driven by playwright (no browser download:
+scripts/test installs the Debian package when it runs as root). Where either is
+missing the browser tests skip, saying what to install, unless
+BATCHRUN_BROWSER_REQUIRED=1 (scripts/test sets it when it installed the browser
+itself, and CI runs as root), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from batchrun.config import RunConfig
+from batchrun.jobfile import load_job
+from batchrun.sim import SimConfig, SimThread
+
+JOBS = Path(__file__).resolve().parent.parent / "jobs"
+CHROMIUM = os.environ.get("BATCHRUN_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+# a few rows fail for good (400), some are refused once (429) then answered
+SIM_FAULTS = {"blender": (400,), "kitchen knife": (429,)}
+
+
+def sentiment_config(out_dir: Path, base_url: str, **changes: Any) -> RunConfig:
+    """jobs/sentiment.toml (300 reviews, JSON schema, [eval]) against ``base_url``."""
+    job = load_job(JOBS / "sentiment.toml")
+    cfg = RunConfig(**job.to_run_options())
+    return replace(
+        cfg, base_url=base_url, out_dir=str(out_dir), rpm=None, tpm=None, quiet=True, **changes
+    )
+
+
+def run_job(cfg: RunConfig) -> Any:
+    """Run as the CLI does (cost, results.parquet, evaluation), without its argv."""
+    from batchrun.commands import run_hooks
+    from batchrun.runner import Runner
+
+    return anyio.run(Runner(cfg, hooks=run_hooks(cfg)).run)
+
+
+@pytest.fixture(scope="session")
+def sentiment_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished dataset run with answers, failures, 429s and an evaluation."""
+    out = tmp_path_factory.mktemp("html") / "sentiment"
+    config = SimConfig(latency_ms=8, jitter_ms=6, retry_after=0.05, fail_first=SIM_FAULTS)
+    with SimThread(config) as sim:
+        result = run_job(sentiment_config(out, sim.base_url, concurrency=16))
+    assert result.status == "complete" and result.summary["requests"]["failed"] > 0
+    return out
+
+
+def _launch() -> tuple[Any, Any]:
+    """(playwright, browser), or skip / fail saying what is missing."""
+    required = os.environ.get("BATCHRUN_BROWSER_REQUIRED") == "1"
+    why = None
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        why = "playwright is not installed (pip install -e '.[test]')"
+    if why is None and not os.access(CHROMIUM, os.X_OK):
+        why = f"{CHROMIUM} is missing (as root: apt-get install chromium chromium-driver)"
+    if why is not None:
+        if required:
+            pytest.fail(f"browser tests required but {why}")
+        pytest.skip(f"browser tests skipped: {why}")
+    pw = sync_playwright().start()
+    try:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    except Exception:
+        pw.stop()
+        raise
+    return pw, browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium per test module (a start costs about a second)."""
+    pw, chromium = _launch()
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+        pw.stop()
