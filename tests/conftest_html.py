@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
-from batchrun.config import RunConfig
-from batchrun.jobfile import load_job
 from batchrun.sim import SimConfig, SimThread
+from tests.html_helpers import SIM_FAULTS, run_job, sentiment_config
 
-JOBS = Path(__file__).resolve().parent.parent / "jobs"
 CHROMIUM = os.environ.get("BATCHRUN_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -34,25 +30,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-# a few rows fail for good (400), some are refused once (429) then answered
-SIM_FAULTS = {"blender": (400,), "kitchen knife": (429,)}
-
-
-def sentiment_config(out_dir: Path, base_url: str, **changes: Any) -> RunConfig:
-    """jobs/sentiment.toml (300 reviews, JSON schema, [eval]) against ``base_url``."""
-    job = load_job(JOBS / "sentiment.toml")
-    cfg = RunConfig(**job.to_run_options())
-    return replace(
-        cfg, base_url=base_url, out_dir=str(out_dir), rpm=None, tpm=None, quiet=True, **changes
-    )
-
-
-def run_job(cfg: RunConfig) -> Any:
-    """Run as the CLI does (cost, results.parquet, evaluation), without its argv."""
-    from batchrun.commands import run_hooks
-    from batchrun.runner import Runner
-
-    return anyio.run(Runner(cfg, hooks=run_hooks(cfg)).run)
 
 
 @pytest.fixture(scope="session")

@@ -63,8 +63,8 @@ def report_command(run_dir: str, html_path: str | None) -> None:
     click.echo(written)
 
 
-def wait_until_interrupted() -> None:
-    """Block until Ctrl-C (tests replace this to make requests and return)."""
+def wait_until_interrupted(url: str) -> None:
+    """Block until Ctrl-C while ``url`` serves (tests replace this with requests)."""
     threading.Event().wait()
 
 
@@ -92,6 +92,6 @@ def serve_command(run_dir: str, port: int, host: str) -> None:
         click.echo(f"batchrun: live report of {run_dir} at {url} (Ctrl-C to stop)", err=True)
         click.echo(url)
         try:
-            wait_until_interrupted()
+            wait_until_interrupted(url)
         except KeyboardInterrupt:
             sys.exit(130)

@@ -39,7 +39,7 @@ from batchrun.report import run_report
 from batchrun.usage import usage_of
 
 DATA_VERSION = 1
-QUANTILES = tuple(q / 100 for q in range(101)) + (0.995, 0.999)
+QUANTILES = tuple(sorted([q / 100 for q in range(101)] + [0.995, 0.999]))
 """Where each distribution is sampled (sorted, 0 and 1 included: min and max)."""
 ERROR_EXAMPLES = 3
 """Example rows kept per error code (the latest lines)."""

@@ -32,8 +32,8 @@ from typing import Any
 
 MAX_BINS = 600
 """Most bins a series gets: enough for a wide chart's pixels, small in the page."""
-BIN_WIDTHS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600)
-BIN_WIDTHS += (7200, 21600, 43200, 86400)
+BIN_WIDTHS: tuple[float, ...] = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600)
+BIN_WIDTHS += (900, 1800, 3600, 7200, 21600, 43200, 86400)
 """Bin widths in seconds, smallest first; the first that fits `MAX_BINS` is used."""
 COUNTERS = ("finished", "failed", "tokens", "rate_limited", "retries")
 _SMALL = 255  # retries and 429s of one request are kept in a byte (saturating)
@@ -88,7 +88,7 @@ class TimeSeries:
     def binned(self, max_bins: int = MAX_BINS) -> dict[str, Any]:
         """The series for the page: ``t0`` (Unix seconds), ``bin_s``, ``t`` (each bin's
         start in seconds from ``t0``), one list per counter (totals per bin) and
-        ``in_flight`` (mean requests on the wire per bin, one decimal)."""
+        ``in_flight`` (mean requests on the wire per bin, two decimals)."""
         if not self.at:
             return {"t0": None, "bin_s": 1.0, "t": [], "in_flight": []} | {
                 name: [] for name in COUNTERS
@@ -176,6 +176,6 @@ def _in_flight(start: Any, end: Any, width: float, bins: int, span: float) -> li
     ]
     last_width = max(span - (bins - 1) * width, 1e-3)  # the run may end inside the last bin
     return [
-        round((area[k + 1] - area[k]) / (width if k < bins - 1 else min(width, last_width)), 1)
+        round((area[k + 1] - area[k]) / (width if k < bins - 1 else min(width, last_width)), 2)
         for k in range(bins)
     ]

@@ -156,7 +156,7 @@
         fill: opts.bars && !s.line ? (s.color || COLORS[i % COLORS.length]) + "55" : null,
         paths: opts.bars && !s.line ? bars : undefined, points: { show: x.length < 3 || !!s.line }, value: opts.value,
       }))),
-      axes: [{ values: opts.xValues }, { size: 64, values: opts.yValues }],
+      axes: [{ values: opts.xValues }, { size: 78, values: opts.yValues }],
       cursor: opts.sync ? { sync: { key: opts.sync } } : {},
       legend: { show: true },
     }, [x].concat(series.map((s) => s.values)), el);
@@ -363,6 +363,7 @@
 
   // ------------------------------------------------------------------ main
   function render(d) {
+    const started = performance.now();
     state.data = d;
     destroyCharts();
     renderHeader(d);
@@ -375,7 +376,9 @@
     renderErrors(d);
     renderSample(d);
     state.renders++;
-    window.batchrunReport = { data: d, charts: state.charts, renders: state.renders, render };
+    // for tests and scripts/bench_report.py: what was drawn, and how long it took
+    window.batchrunReport = { data: d, charts: state.charts, renders: state.renders, render,
+      renderMs: performance.now() - started, renderedAt: performance.now() };
   }
 
   function poll(live) {
