@@ -126,6 +126,7 @@ class OutputScan:
         return pos
 
     def _add_result(self, record: dict[str, Any]) -> None:
+        # once per line of a possibly million-line run: the common shape first
         meta = record.get("batchrun")
         meta = meta if isinstance(meta, dict) else {}
         response = record.get("response")
@@ -133,8 +134,13 @@ class OutputScan:
         self.outputs.add_result(meta)
         self.wait_ms.add(_number(meta.get("wait_ms")))
         statuses = meta.get("statuses") or [response.get("status_code")]
-        usage = usage_of(response.get("body"))
-        self._add_time(meta, statuses, usage.total_tokens if usage else None, failed=False)
+        body = response.get("body")
+        usage = body.get("usage") if type(body) is dict else None
+        tokens = usage.get("total_tokens") if type(usage) is dict else None
+        if type(tokens) is not int or not tokens:  # counted as `usage_of` counts it
+            parsed = usage_of(body)
+            tokens = parsed.total_tokens if parsed else None
+        self._add_time(meta, statuses, tokens, failed=False)
         self.lines.add("succeeded", record)
 
     def _add_error(self, record: dict[str, Any]) -> None:
@@ -172,7 +178,7 @@ class OutputScan:
             at=at,
             latency_ms=_number(meta.get("latency_ms")),
             tokens=tokens,
-            statuses=[s if isinstance(s, int) else None for s in statuses],
+            statuses=statuses if isinstance(statuses, list) else [],
             failed=failed,
         )
 

@@ -194,7 +194,7 @@ class LineSample:
         if len(rows) < keep:
             rows.append(self._row(status, record))
             return
-        slot = self._rng.randrange(seen)
+        slot = int(self._rng.random() * seen)  # randrange's exactness is not needed here
         if slot < keep:
             rows[slot] = self._row(status, record)
 

@@ -73,7 +73,7 @@ class TimeSeries:
         at: float,
         latency_ms: float | None,
         tokens: int | None,
-        statuses: Sequence[int | None],
+        statuses: Sequence[Any],
         failed: bool,
     ) -> None:
         """One finished request. ``statuses``: every attempt's HTTP status, in order
@@ -82,7 +82,7 @@ class TimeSeries:
         self.wire_s.append(max(0.0, latency_ms or 0.0) / 1000.0)
         self.tokens.append(min(max(0, tokens or 0), 0xFFFFFFFF))
         self.retries.append(min(max(0, len(statuses) - 1), _SMALL))
-        self.rate_limited.append(min(sum(1 for s in statuses if s == 429), _SMALL))
+        self.rate_limited.append(min(list(statuses).count(429), _SMALL))
         self.failed.append(1 if failed else 0)
 
     def binned(self, max_bins: int = MAX_BINS) -> dict[str, Any]:
