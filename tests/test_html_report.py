@@ -311,6 +311,21 @@ def test_the_live_server_serves_the_page_and_its_data_and_nothing_else(
         assert get(url, host=f"localhost:{url.rsplit(':', 1)[1].strip('/')}")[0] == 200
 
 
+def test_the_live_page_waits_for_a_run_that_has_not_started(
+    sentiment_run: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "later"
+    with serve_run_dir(str(run), poll_s=2) as url:
+        status, page = get(url)
+        assert status == 200 and b"Waiting for the run to start" in page
+        assert get(url + "data.json")[0] == 503
+        shutil.copytree(sentiment_run, run)
+        status, body = get(url + "data.json")
+        assert status == 200 and json.loads(body)["requests"]["total"] == 300
+    missing = CliRunner().invoke(serve_command, [str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and "no such run directory" in missing.output
+
+
 def test_serve_command_prints_the_url_and_serves_until_interrupted(
     sentiment_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ Not registered in `batchrun.cli` yet; to wire them, add to ``_Group.lazy``::
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -82,6 +83,8 @@ def serve_command(run_dir: str, port: int, host: str) -> None:
     """Serve a live report page for a run directory, refreshed while the run goes."""
     from batchrun.htmlreport.server import is_loopback, serve_run_dir
 
+    if not os.path.isdir(run_dir):
+        raise click.ClickException(f"{run_dir}: no such run directory")
     if not is_loopback(host):
         click.echo(
             f"batchrun: serving on {host}: anyone who can reach this port sees the run's "

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import html
 import ipaddress
-import os
 import socket
 import threading
 import time
@@ -82,7 +81,8 @@ class LiveReport:
         with self._lock:
             now = time.monotonic()
             if self._data is None or now - self._built >= self.min_interval:
-                if self._scan is None:
+                if self._scan is None or not self._scan.options:
+                    # kept once run.json is there: the scan's sample needs its schema
                     self._scan = OutputScan(self.run_dir)
                 self._data = build_page_data(self.run_dir, scan=self._scan)
                 self._built = now
@@ -104,8 +104,6 @@ class LiveServer:
         *,
         poll_s: float = POLL_SECONDS,
     ) -> None:
-        if not os.path.isdir(run_dir):
-            raise RunDirError(f"{run_dir}: no such run directory")
         self.report = LiveReport(run_dir, min_interval=min(1.0, poll_s))
         self.host = host
         self.port = port
@@ -217,8 +215,11 @@ def serve_run_dir(
 ) -> Iterator[str]:
     """Serve the live report page of ``run_dir`` for the block's duration; yields its URL.
 
-    ``port=0`` takes a free port. Binding anywhere but loopback shows the run's
-    prompts and answers to whoever can reach the port: only when asked to.
+    The directory need not exist yet (``batchrun run --serve`` starts the page before
+    the run creates it): until its run.json is written the page says it is waiting
+    and reloads, and ``data.json`` answers 503. ``port=0`` takes a free port. Binding
+    anywhere but loopback shows the run's prompts and answers to whoever can reach
+    the port: only when asked to.
     """
     with LiveServer(run_dir, host, port, poll_s=poll_s) as server:
         yield server.url

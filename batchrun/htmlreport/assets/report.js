@@ -303,7 +303,7 @@
     const rows = d.errors.map((e) => h("tr", { "data-code": e.code }, h("td", { class: "mono", text: e.code }), num(fmt.int(e.rows), "errors." + e.code),
       h("td", null, e.examples.length ? e.examples.map((x) => h("div", null,
         h("span", { class: "mono", text: (x.custom_id || "?") + (x.row ? " (row " + x.row + ")" : "") }),
-        " · HTTP " + (x.status === null || x.status === undefined ? "-" : x.status) + " · " + fmt.int(x.attempts) + " attempts · ",
+        " · HTTP " + (x.status === null || x.status === undefined ? "-" : x.status) + " · " + fmt.int(x.attempts) + (x.attempts === 1 ? " attempt · " : " attempts · "),
         h("span", { text: x.message || "" }))) : h("span", { class: "note", text: "(no example line)" }))));
     fill("errors-body", table(["code", "rows", "latest examples"], rows));
   }
