@@ -69,7 +69,7 @@ def page_json(value: Any) -> str:
     """JSON that is safe inside a ``<script>`` element: ``<`` is escaped as ``\\u003c``,
     so no string in the data (an answer saying ``</script>``) can close the element.
     Passed through the key scrubber like every other byte batchrun writes."""
-    data = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+    data = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
     return scrub(data).replace(b"<", b"\\u003c").decode("utf-8")
 
 

@@ -110,7 +110,7 @@
 
     const costRows = (c.by_model || []).map((m) => h("tr", null, h("td", { text: m.model }), num(fmt.usd(m.input)),
       num(fmt.usd(m.cached_input)), num(fmt.usd(m.output)), num(fmt.usd(m.total), "cost.model." + m.model), num(fmt.usd(m.batch))));
-    if (costRows.length > 1 || c.by_model) {
+    if (costRows.length) {
       costRows.push(h("tr", null, h("th", { text: "total" }), num(fmt.usd(c.input)), num(fmt.usd(c.cached_input)),
         num(fmt.usd(c.output)), num(fmt.usd(c.total)), num(fmt.usd(c.batch_total))));
     }
