@@ -180,6 +180,8 @@ def test_without_parquet_the_sample_comes_from_the_lines(
     ok = next(r for r in sample["rows"] if r["status"] == "succeeded")
     assert ok["cells"][cols.index("sentiment")] in ("positive", "negative", "neutral")
     assert ok["correct"] is None  # the lines hold no reference
+    (run / "results.parquet").write_bytes(b"not parquet")  # unreadable: the lines again
+    assert build_page_data(str(run))["sample"]["source"] == "results.jsonl"
 
 
 def test_a_live_scan_reads_only_what_was_appended(sentiment_run: Path, tmp_path: Path) -> None:

@@ -1,9 +1,7 @@
 """``batchrun report`` and ``batchrun serve``: argument parsing only.
 
-Not registered in `batchrun.cli` yet; to wire them, add to ``_Group.lazy``::
-
-    "report": "batchrun.htmlreport.cli:report_command",
-    "serve": "batchrun.htmlreport.cli:serve_command",
+Not registered in the ``batchrun`` group yet; they are lazy-loadable as
+``batchrun.htmlreport.cli:report_command`` and ``batchrun.htmlreport.cli:serve_command``.
 
     $ batchrun report runs/a                 # the text report (as `batchrun status`)
     $ batchrun report runs/a --html          # writes runs/a/report.html

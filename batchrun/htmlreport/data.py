@@ -369,9 +369,13 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
     summary = load_json_object(os.path.join(run_dir, SUMMARY))
     running = report["running_pid"] is not None
     parquet = os.path.join(run_dir, PARQUET)
-    if os.path.exists(parquet) and not running:
-        sample = parquet_sample(parquet, options)
-    else:
+    sample = None
+    if os.path.exists(parquet) and not running:  # a live run's parquet is an old one
+        try:
+            sample = parquet_sample(parquet, options)
+        except (OSError, ValueError):  # not our layout (ArrowInvalid is a ValueError)
+            sample = None
+    if sample is None:
         sample = scan.lines.sample()
     errors = [
         {"code": code, "rows": rows, "examples": list(scan.examples.get(code, ()))}

@@ -127,7 +127,7 @@ def parquet_sample(path: str, options: Mapping[str, Any]) -> dict[str, Any]:
     status_at = names.index("status")
     last_result = names.index("error_message")
     inputs = [n for n in names[2:status_at] if n not in result_names]
-    parsed = [n for n in names[last_result + 1 :]]
+    parsed = list(names[last_result + 1 :])
     meta = orjson.loads((pf.schema_arrow.metadata or {}).get(b"batchrun", b"{}"))
     renamed = (meta.get("renamed") or {}) if isinstance(meta, dict) else {}
 
