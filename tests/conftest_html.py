@@ -36,7 +36,10 @@ CHROMIUM_ARGS = [
 def sentiment_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished dataset run with answers, failures, 429s and an evaluation."""
     out = tmp_path_factory.mktemp("html") / "sentiment"
-    config = SimConfig(latency_ms=8, jitter_ms=6, retry_after=0.05, fail_first=SIM_FAULTS)
+    # quotas far above the run's rate: their headers end the pacer's slow start at once
+    config = SimConfig(
+        latency_ms=8, jitter_ms=6, retry_after=0.05, fail_first=SIM_FAULTS, rpm=10**6, tpm=10**10
+    )
     with SimThread(config) as sim:
         result = run_job(sentiment_config(out, sim.base_url, concurrency=16))
     assert result.status == "complete" and result.summary["requests"]["failed"] > 0

@@ -208,7 +208,7 @@ def test_the_live_page_follows_a_running_run(tab: Page, tmp_path: Path) -> None:
             finished.set()
 
     # 300 rows, 4 at a time, ~20 ms each: over a second of run to watch
-    with SimThread(SimConfig(latency_ms=20, jitter_ms=5)) as sim:
+    with SimThread(SimConfig(latency_ms=20, jitter_ms=5, rpm=10**6, tpm=10**10)) as sim:
         runner = threading.Thread(target=run, daemon=True)
         runner.start()
         deadline = time.monotonic() + 10
