@@ -40,6 +40,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from batchrun.evaluate import Evaluator  # noqa: E402
 from batchrun.htmlreport import build_page_data, render_html  # noqa: E402
+from batchrun.htmlreport.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from batchrun.models import Attempt, Outcome, Request  # noqa: E402
 from batchrun.parquet_out import RESULT_COLUMNS, result_values  # noqa: E402
 from batchrun.pricing import PriceBook, cost_report  # noqa: E402
@@ -48,14 +49,6 @@ from batchrun.summary import Counts, build_summary, write_json_atomic  # noqa: E
 from batchrun.tally import Tally  # noqa: E402
 from batchrun.usage import Usage  # noqa: E402
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 LABELS = ("positive", "negative", "neutral")
 PRODUCTS = ("kitchen knife", "4K monitor", "blender", "phone case", "desk lamp")
 SCHEMA = {
@@ -262,7 +255,7 @@ def chromium_times(pages: dict[str, Path], repeat: int, screenshot: str | None) 
 
     out: dict[str, Any] = {}
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         for name, path in pages.items():
             loaded, renders, errors = [], [], []
             for _ in range(repeat):

@@ -32,15 +32,10 @@ import time
 
 from playwright.sync_api import sync_playwright
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from batchrun.htmlreport.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
 HERE = sys.argv[1] if len(sys.argv) > 1 else "/tmp/libs"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 rng = random.Random(1)
 N = 600
@@ -200,7 +195,7 @@ def main() -> None:
     except ImportError:
         print("matplotlib SVG: skipped (pip install matplotlib)")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         for name, (html, py_s) in pages.items():
             path = os.path.join(out, name.replace(" ", "_") + ".html")
             with open(path, "w", encoding="utf-8") as f:

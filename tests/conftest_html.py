@@ -18,18 +18,9 @@ from typing import Any
 
 import pytest
 
+from batchrun.htmlreport.browser import CHROMIUM, CHROMIUM_ARGS
 from batchrun.sim import SimConfig, SimThread
 from tests.html_helpers import SIM_FAULTS, run_job, sentiment_config
-
-CHROMIUM = os.environ.get("BATCHRUN_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +53,7 @@ def _launch() -> tuple[Any, Any]:
         pytest.skip(f"browser tests skipped: {why}")
     pw = sync_playwright().start()
     try:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
     except Exception:
         pw.stop()
         raise

@@ -9,7 +9,8 @@
 Modules, in the order the data flows: `timeseries` (pure binning), `sample` (the
 rows table), `data` (`build_page_data`: everything the page shows, aggregated),
 `page` (`render_html`, `write_html_report`: one file, nothing fetched), `server`
-(`serve_run_dir`: the live page), `cli` (`report_command`, `serve_command`).
+(`serve_run_dir`: the live page), `cli` (`report_command`, `serve_command`);
+`browser` says how tests and benchmarks open the page in headless Chromium.
 """
 
 from __future__ import annotations
