@@ -173,7 +173,7 @@ def test_the_report_file_shows_the_runs_numbers(
     assert render_s < 2.0
 
 
-def test_variants_are_compared_when_the_summary_has_them(
+def test_variants_are_compared_and_halves_round_as_the_text_report(
     tab: Page, sentiment_run: Path, tmp_path: Path
 ) -> None:
     from batchrun.htmlreport import build_page_data, render_html
@@ -183,10 +183,13 @@ def test_variants_are_compared_when_the_summary_has_them(
         {"name": "short prompt", "model": "gpt-4o-mini", "accuracy": 0.61, "cost_usd": 0.0071},
         {"name": "long prompt", "model": "gpt-4o-mini", "accuracy": 0.74, "cost_usd": 0.0125},
     ]
+    # exact halves round as Python's format does (to even), as `batchrun status` shows
+    data["latency"]["wire"] |= {"p95": 40.5, "p99": 41.5}
     page = tmp_path / "variants.html"
     page.write_text(render_html(data))
     tab.page.goto(page.as_uri())
     tab.wait_rendered()
+    assert (tab.text("latency.wire.p95"), tab.text("latency.wire.p99")) == ("40 ms", "42 ms")
     assert tab.page.locator("#variants").is_visible()
     assert tab.text("variant.long prompt.accuracy") == "74.0%"
     assert tab.text("variant.short prompt.cost_usd") == format_usd(0.0071)

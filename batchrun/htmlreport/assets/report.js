@@ -34,8 +34,14 @@
     return el;
   }
   const isNum = (v) => typeof v === "number" && isFinite(v);
+  // Python's format(v, ".0f") rounds an exact half to even (40.5 -> 40): the page must
+  // show the figures `batchrun status` prints, to the digit
+  const round = (v) => {
+    const r = Math.round(v);
+    return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+  };
   const fmt = {
-    int: (v) => (isNum(v) ? Math.round(v).toLocaleString("en-US") : "-"),
+    int: (v) => (isNum(v) ? round(v).toLocaleString("en-US") : "-"),
     num: (v, d) => (isNum(v) ? v.toLocaleString("en-US", { maximumFractionDigits: d === undefined ? 2 : d }) : "-"),
     // the same as batchrun.pricing.format_usd
     usd: (v) => {
@@ -44,8 +50,8 @@
       if (v >= 0.01 || v === 0) return "$" + v.toFixed(4);
       return "$" + v.toFixed(6);
     },
-    ms: (v) => (isNum(v) ? Math.round(v).toLocaleString("en-US") + " ms" : "-"),
-    msAxis: (v) => (isNum(v) ? (v < 10 ? fmt.num(v, 1) : Math.round(v).toLocaleString("en-US")) + " ms" : "-"),
+    ms: (v) => (isNum(v) ? round(v).toLocaleString("en-US") + " ms" : "-"),
+    msAxis: (v) => (isNum(v) ? (v < 10 ? fmt.num(v, 1) : round(v).toLocaleString("en-US")) + " ms" : "-"),
     // the same as batchrun.report.format_duration
     dur: (s) => {
       if (!isNum(s)) return "-";
