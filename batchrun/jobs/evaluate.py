@@ -123,6 +123,17 @@ class Evaluator:
                 row = self._confusion[ref] = {}
             row[pred] = row.get(pred, 0) + 1
 
+    def label(self, value: Any) -> str:
+        """A reference or prediction as the confusion table names it (normalised)."""
+        return self._label(value)
+
+    def is_correct(self, reference: Any, predicted: str | None) -> bool | None:
+        """Whether `add` would count this row correct; None when it has no reference
+        (the HTML report marks its sample rows this way, one row at a time)."""
+        if reference is None or (isinstance(reference, str) and not reference.strip()):
+            return None
+        return predicted is not None and self._label(predicted) == self._label(reference)
+
     def report(self) -> dict[str, Any]:
         """The evaluation summary, JSON-ready (goes into summary.json)."""
         answered = self.n - self.missing_predictions

@@ -105,11 +105,18 @@ def _cost_blocks(
     return priced["cost_usd"], priced["batch_api_cost_usd"], "usage totals"
 
 
-def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run_report(
+    run_dir: str,
+    *,
+    summary: Mapping[str, Any] | None = None,
+    outputs: OutputStats | None = None,
+) -> dict[str, Any]:
     """Everything the end-of-run report and `batchrun status` show, as plain data.
 
     ``summary``: the runner's final summary (its counts come from the lines it has
-    just written); without it the counts are rebuilt from the files.
+    just written); without it the counts are rebuilt from the files. ``outputs``:
+    the lines' latency and retry figures when the caller has already read them
+    (the HTML report reads every line once for its charts); else `scan_outputs`.
     """
     if not os.path.isdir(run_dir):
         raise RunDirError(f"{run_dir}: no such run directory")
@@ -146,7 +153,8 @@ def run_report(run_dir: str, *, summary: Mapping[str, Any] | None = None) -> dic
         quality = summary.get("quality") or {}
         status = summary.get("status", "unknown")
 
-    outputs = scan_outputs(run_dir)
+    if outputs is None:
+        outputs = scan_outputs(run_dir)
     options = info.get("options") or {}
     cost, batch_cost, cost_source = _cost_blocks(summary, by_model, options.get("prices_path"))
     elapsed = summary.get("elapsed_s")

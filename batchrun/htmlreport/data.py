@@ -1,0 +1,421 @@
+"""Everything the HTML report shows, as one JSON-ready dict, aggregated to stay small.
+
+The counts, usage, cost, quality and evaluation are `batchrun.report.run_report`'s,
+so the page says what ``batchrun status`` says. What the text report has no room
+for comes from one pass over results.jsonl and errors.jsonl (`OutputScan`): the
+time series (`batchrun.htmlreport.timeseries`), latency, wait and time-to-first-token
+distributions, error examples per code, and a sample of rows when there is no
+results.parquet to sample from. The pass is resumable: a live page keeps its scan
+and reads only the lines appended since the last poll.
+
+The page never holds every row: series are binned to at most 600 points, the
+distributions are 103 quantiles each, and the sample table has at most 200 rows,
+so the data is a few hundred KB for a million rows. See `build_page_data` for the
+shape (DATA_VERSION says which).
+
+    >>> data = build_page_data("runs/sentiment")      # doctest: +SKIP
+    >>> data["requests"]["succeeded"], data["series"]["bin_s"]   # doctest: +SKIP
+    (300, 1)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+from batchrun.errors import RunDirError
+from batchrun.htmlreport.sample import LineSample, cut, parquet_sample
+from batchrun.htmlreport.timeseries import TimeSeries
+from batchrun.journal import ERRORS, READ_CHUNK, RESULTS, RUN_INFO, SUMMARY
+from batchrun.latency import LatencyStats, OutputStats
+from batchrun.quality import CATEGORIES, QualityCounts, quality_warnings
+from batchrun.report import run_report
+from batchrun.usage import usage_of
+
+DATA_VERSION = 1
+QUANTILES = tuple(sorted([q / 100 for q in range(101)] + [0.995, 0.999]))
+"""Where each distribution is sampled (sorted, 0 and 1 included: min and max)."""
+ERROR_EXAMPLES = 3
+"""Example rows kept per error code (the latest lines)."""
+PARQUET = "results.parquet"
+
+
+def load_json_object(path: str) -> dict[str, Any]:
+    """A JSON object file (run.json, summary.json); {} when missing or unreadable
+    (summary.json is replaced atomically, but a run may not have written it yet)."""
+    try:
+        with open(path, "rb") as f:
+            data = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def run_options(run_dir: str, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options a run recorded in run.json (``info``, else read); {} before it has."""
+    if info is None:
+        info = load_json_object(os.path.join(run_dir, RUN_INFO))
+    options = info.get("options")
+    return options if isinstance(options, dict) else {}
+
+
+class OutputScan:
+    """The figures drawn from the output lines, read once and then only as they grow.
+
+    `update` reads the complete lines appended to results.jsonl and errors.jsonl
+    since the last call (a line still being written waits for its newline); a file
+    that shrank or was replaced starts the scan over.
+    """
+
+    def __init__(self, run_dir: str, options: Mapping[str, Any] | None = None) -> None:
+        """``options``: run.json's (read from there when not given)."""
+        self.run_dir = run_dir
+        self.options = dict(run_options(run_dir) if options is None else options)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.outputs = OutputStats()
+        """Latency, TTFT and retry causes, as `batchrun.report.run_report` counts them."""
+        self.wait_ms = LatencyStats()
+        self.series = TimeSeries()
+        self.examples: dict[str, deque[dict[str, Any]]] = {}
+        self.lines = LineSample(self.options)
+        self._read: dict[str, tuple[int, int]] = {}  # name -> (inode, bytes read)
+
+    def update(self) -> bool:
+        """Read what was appended since the last call; True when anything was."""
+        grew = False
+        for name in (RESULTS, ERRORS):
+            path = os.path.join(self.run_dir, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            inode, done = self._read.get(name, (st.st_ino, 0))
+            if inode != st.st_ino or st.st_size < done:
+                self._reset()  # replaced or cut: count everything again
+                return self.update() or True
+            if st.st_size > done:
+                self._read[name] = (inode, self._scan(path, name == RESULTS, done))
+                grew = True
+        return grew
+
+    def _scan(self, path: str, succeeded: bool, start: int) -> int:
+        """Count the complete lines from byte ``start``; returns where the next begins."""
+        add = self._add_result if succeeded else self._add_error
+        with open(path, "rb") as f:
+            f.seek(start)
+            pos, rest = start, b""
+            while chunk := f.read(READ_CHUNK):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    pos += len(line) + 1
+                    try:
+                        record = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue  # not a line we wrote; the journal reports those
+                    if isinstance(record, dict):
+                        add(record)
+        return pos
+
+    def _add_result(self, record: dict[str, Any]) -> None:
+        # once per line of a possibly million-line run: the common shape first
+        meta = record.get("batchrun")
+        meta = meta if isinstance(meta, dict) else {}
+        response = record.get("response")
+        response = response if isinstance(response, dict) else {}
+        self.outputs.add_result(meta)
+        self.wait_ms.add(_number(meta.get("wait_ms")))
+        statuses = meta.get("statuses") or [response.get("status_code")]
+        body = response.get("body")
+        usage = body.get("usage") if type(body) is dict else None
+        tokens = usage.get("total_tokens") if type(usage) is dict else None
+        if type(tokens) is not int or not tokens:  # counted as `usage_of` counts it
+            parsed = usage_of(body)
+            tokens = parsed.total_tokens if parsed else None
+        self._add_time(meta, statuses, tokens, failed=False)
+        self.lines.add("succeeded", record)
+
+    def _add_error(self, record: dict[str, Any]) -> None:
+        meta = record.get("batchrun")
+        meta = meta if isinstance(meta, dict) else {}
+        error = record.get("error")
+        error = error if isinstance(error, dict) else {}
+        self.outputs.add_error(record)
+        attempts = [a for a in error.get("attempts") or () if isinstance(a, dict)]
+        statuses = [a.get("status") for a in attempts]
+        self._add_time(meta, statuses, None, failed=True)
+        code = str(error.get("code") or "unknown")
+        response = record.get("response")
+        examples = self.examples.get(code)
+        if examples is None:
+            examples = self.examples[code] = deque(maxlen=ERROR_EXAMPLES)
+        examples.append(
+            {
+                "custom_id": record.get("custom_id"),
+                "row": meta.get("row"),
+                "status": response.get("status_code") if isinstance(response, dict) else None,
+                "attempts": len(attempts) or meta.get("attempts"),
+                "message": cut(error.get("message"), 300),
+            }
+        )
+        self.lines.add("failed", record)
+
+    def _add_time(
+        self, meta: Mapping[str, Any], statuses: list[Any], tokens: int | None, failed: bool
+    ) -> None:
+        at = _number(meta.get("at"))
+        if at is None:
+            return  # written before lines recorded their finish time: no place in time
+        self.series.add(
+            at=at,
+            latency_ms=_number(meta.get("latency_ms")),
+            tokens=tokens,
+            statuses=statuses if isinstance(statuses, list) else [],
+            failed=failed,
+        )
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def distribution(stats: LatencyStats) -> dict[str, Any]:
+    """`LatencyStats.summary` (count, mean, p50/p95/p99, max, as the text report has
+    them) plus ``curve``: the value at each of `QUANTILES`, for the page's plot."""
+    out = stats.summary()
+    out["curve"] = []
+    if stats.values:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        data = pa.Array.from_buffers(
+            pa.float32(), len(stats.values), [None, pa.py_buffer(stats.values)]
+        ).cast(pa.float64())
+        values = pc.quantile(data, q=list(QUANTILES), interpolation="linear").to_pylist()
+        out["curve"] = [round(v, 1) for v in values]
+    return out
+
+
+def public_base_url(url: Any) -> Any:
+    """The endpoint without anything that could be a credential (user:password@,
+    a query string such as ``?key=...``).
+
+    >>> public_base_url("https://user:pw@example.com/v1?api-key=x")
+    'https://example.com/v1'
+    """
+    if not isinstance(url, str):
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def run_settings(options: Mapping[str, Any]) -> list[list[Any]]:
+    """The settings that shaped the run, as (name, value) rows, from run.json's options.
+
+    Header values are never shown (only their names), the endpoint loses any
+    credential-like part, and the prompt template stays out (it is in run.json).
+    """
+    rows: list[list[Any]] = []
+
+    def put(name: str, value: Any) -> None:
+        if value not in (None, [], {}, ""):
+            rows.append([name, value])
+
+    put("model", options.get("model"))
+    put("endpoint", public_base_url(options.get("base_url")))
+    for key in ("concurrency", "rpm", "tpm"):
+        put(key, options.get(key))
+    for key in ("model_rpm", "model_tpm"):
+        pairs = options.get(key) or []
+        put(key, ", ".join(f"{m}={n}" for m, n in pairs))
+    put("stream", options.get("stream"))
+    for key in ("max_attempts", "timeout", "total_timeout", "max_cost", "quality_breaker"):
+        put(key, options.get(key))
+    for key in ("retry_failed", "retry_bad_answers", "force", "skip_invalid"):
+        if options.get(key):
+            put(key, True)
+    put("id_column", options.get("id_column"))
+    headers = options.get("headers") or []
+    put("headers", ", ".join(str(pair[0]) for pair in headers if pair))
+    job = _mapping(options.get("job"))
+    for key, value in _mapping(job.get("request")).items():
+        put(f"request.{key}", value if isinstance(value, str | int | float | bool) else cut(value))
+    response_format = job.get("response_format")
+    if isinstance(response_format, Mapping):
+        schema = response_format.get("json_schema")
+        name = schema.get("name") if isinstance(schema, Mapping) else None
+        put("response_format", f"{response_format.get('type')}" + (f" ({name})" if name else ""))
+    spec = job.get("eval")
+    if isinstance(spec, Mapping):
+        how = spec.get("compare", "exact")
+        if spec.get("field"):
+            how += f" on {spec['field']}"
+        put("eval", f"{spec.get('reference_column')} vs {how}")
+    return rows
+
+
+def _cost(report: Mapping[str, Any]) -> dict[str, Any] | None:
+    cost = report.get("cost_usd")
+    if not isinstance(cost, Mapping):
+        return None if cost is None else {"total": cost, "by_model": []}
+    batch = report.get("batch_api_cost_usd") or {}
+    batch_by_model = batch.get("by_model") or {}
+    by_model = [
+        {
+            "model": model,
+            "input": row.get("input"),
+            "cached_input": row.get("cached_input"),
+            "output": row.get("output"),
+            "total": row.get("total"),
+            "batch": batch_by_model.get(model),
+        }
+        for model, row in (cost.get("by_model") or {}).items()
+        if isinstance(row, Mapping)
+    ]
+    return {
+        "total": cost.get("total"),
+        "input": cost.get("input"),
+        "cached_input": cost.get("cached_input"),
+        "output": cost.get("output"),
+        "batch_total": batch.get("total"),
+        "complete": cost.get("complete", True),
+        "unpriced_models": cost.get("unpriced_models") or [],
+        "source": report.get("cost_source"),
+        "by_model": by_model,
+    }
+
+
+def _quality(state: Mapping[str, Any]) -> dict[str, Any]:
+    counts = QualityCounts.from_state(dict(state))
+    return {
+        "categories": list(CATEGORIES[::-1]),  # ok first, then the problems
+        "by_model": state.get("by_model") or {},
+        "finish_reasons": state.get("finish_reasons") or {},
+        "answers": counts.answers,
+        "warnings": [alert.message for alert in quality_warnings(counts)],
+    }
+
+
+def variants_of(summary: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The variants to compare, when the run tried several (prompts, models, settings).
+
+    The page renders a table from a list of flat objects: ``name`` first, then the
+    known figures it formats (``model``, ``accuracy``, ``n``, ``correct``,
+    ``cost_usd``, ``cost_per_correct_usd``, ``latency_p50_ms``, ``latency_p95_ms``)
+    and any other scalar keys as they are. It reads ``summary["variants"]`` (or
+    ``summary["eval"]["variants"]``); fewer than two variants means no section.
+
+        >>> variants_of({"variants": [{"name": "a", "accuracy": 0.5}, {"name": "b"}]})
+        [{'name': 'a', 'accuracy': 0.5}, {'name': 'b'}]
+    """
+    found = summary.get("variants")
+    if found is None and isinstance(summary.get("eval"), Mapping):
+        found = summary["eval"].get("variants")
+    if isinstance(found, Mapping):  # {name: {...}} reads as well as [{name, ...}]
+        found = [{"name": name, **v} for name, v in found.items() if isinstance(v, Mapping)]
+    if not isinstance(found, list):
+        return None
+    rows = []
+    for item in found:
+        if isinstance(item, Mapping) and item.get("name") is not None:
+            rows.append(
+                {
+                    str(k): cut(v)
+                    for k, v in item.items()
+                    if v is None or isinstance(v, str | int | float | bool)
+                }
+            )
+    return rows if len(rows) >= 2 else None
+
+
+def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str, Any]:
+    """Everything the page shows, as plain JSON-ready data (see the module docstring).
+
+    ``scan``: a live page's `OutputScan`, kept between calls so each reads only the
+    new lines; without it the lines are read once here.
+
+    Keys: ``run`` (dir, input, status, times), ``requests``, ``usage``, ``by_model``,
+    ``cost`` (per model, with the Batch API price), ``throughput``, ``retries``,
+    ``rate_limited``, ``retry_causes``, ``pacing``, ``settings`` (name/value rows),
+    ``series`` (`TimeSeries.binned`), ``latency`` (``wire``, ``wait``, ``ttft``: each
+    `distribution`, plus ``quantiles``), ``quality``, ``eval`` (summary.json's, or
+    None), ``variants`` (`variants_of`), ``errors`` (per code: rows failing now and
+    the latest examples), ``sample`` (the table, see batchrun.htmlreport.sample).
+    """
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"{run_dir}: no such run directory")
+    info = load_json_object(os.path.join(run_dir, RUN_INFO))
+    options = run_options(run_dir, info)
+    if scan is None:
+        scan = OutputScan(run_dir, options)
+    scan.update()
+    report = run_report(run_dir, outputs=scan.outputs)
+    summary = load_json_object(os.path.join(run_dir, SUMMARY))
+    running = report["running_pid"] is not None
+    parquet = os.path.join(run_dir, PARQUET)
+    sample = None
+    if os.path.exists(parquet) and not running:  # a live run's parquet is an old one
+        try:
+            sample = parquet_sample(parquet, options)
+        except (OSError, ValueError):  # not our layout (ArrowInvalid is a ValueError)
+            sample = None
+    if sample is None:
+        sample = scan.lines.sample()
+    errors = [
+        {"code": code, "rows": rows, "examples": list(scan.examples.get(code, ()))}
+        for code, rows in report["error_codes"].items()
+    ]
+    return {
+        "version": DATA_VERSION,
+        "generated_at": time.time(),
+        "run": {
+            "dir": os.path.abspath(run_dir),
+            "name": os.path.basename(os.path.abspath(run_dir)),
+            "input": report["input"],
+            "status": report["status"],
+            "complete": report["complete"],
+            "running": running,
+            "started_at": info.get("started_at"),
+            "updated_at": summary.get("updated_at"),
+            "batchrun_version": summary.get("batchrun_version") or info.get("batchrun_version"),
+        },
+        "requests": report["requests"],
+        "usage": report["usage"],
+        "by_model": report["by_model"],
+        "cost": _cost(report),
+        "elapsed_s": report["elapsed_s"],
+        "throughput": report["throughput"],
+        "retries": report["retries"],
+        "rate_limited": report["rate_limited"],
+        "retry_causes": report["retry_causes"],
+        "pacing": report["pacing"] or None,
+        "settings": run_settings(options),
+        "series": scan.series.binned(),
+        "latency": {
+            "quantiles": list(QUANTILES),
+            "wire": distribution(scan.outputs.latency_ms),
+            "wait": distribution(scan.wait_ms),
+            "ttft": distribution(scan.outputs.ttft_ms),
+        },
+        "quality": _quality(report["quality"] or {}),
+        "eval": report["eval"],
+        "variants": variants_of(summary),
+        "errors": errors,
+        "sample": sample,
+    }

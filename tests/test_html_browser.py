@@ -1,0 +1,237 @@
+"""The HTML report in a real browser: headless Debian Chromium, driven by playwright.
+
+Each section must show the run's own numbers (compared with summary.json and the
+files), with no JavaScript error in the console and no network request; the live
+page must follow a real run against the simulator. One browser per module.
+
+BATCHRUN_SCREENSHOT=docs/report.png saves the static page's screenshot there (the
+README's picture); otherwise it goes to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from batchrun.htmlreport import serve_run_dir, write_html_report
+from batchrun.pricing import format_usd
+from batchrun.sim import SimConfig, SimThread
+from tests.html_helpers import run_job, sentiment_config
+
+pytest_plugins = ["tests.conftest_html"]  # browser, sentiment_run
+
+
+class Page:
+    """A browser tab that records console errors, page errors and requests."""
+
+    def __init__(self, browser: Any) -> None:
+        self.page = browser.new_page(viewport={"width": 1300, "height": 900})
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.page.on(
+            "console", lambda m: m.type in ("error", "warning") and self.errors.append(m.text)
+        )
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+
+    def text(self, key: str) -> str:
+        return str(self.page.locator(f'[data-k="{key}"]').first.inner_text()).strip()
+
+    def texts(self) -> dict[str, str]:
+        """Every figure on the page by its data-k key, read in one round trip."""
+        return dict(
+            self.page.evaluate(
+                "() => Object.fromEntries([...document.querySelectorAll('[data-k]')]"
+                ".reverse().map(e => [e.dataset.k, e.innerText.trim()]))"
+            )
+        )
+
+    def wait_for(self, expression: str, timeout: float = 10.0) -> None:
+        """Poll ``expression`` from here: wait_for_function evaluates its predicate
+        from a string, which the page's Content-Security-Policy (rightly) forbids."""
+        deadline = time.monotonic() + timeout
+        while not self.page.evaluate(f"() => Boolean({expression})"):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            time.sleep(0.02)
+
+    def wait_rendered(self, renders: int = 1) -> None:
+        self.wait_for(f"window.batchrunReport && window.batchrunReport.renders >= {renders}")
+
+
+@pytest.fixture
+def tab(browser: Any) -> Iterator[Page]:
+    page = Page(browser)
+    try:
+        yield page
+    finally:
+        page.page.close()
+
+
+def n(value: int) -> str:
+    return f"{value:,}"
+
+
+def test_the_report_file_shows_the_runs_numbers(
+    tab: Page, sentiment_run: Path, tmp_path: Path
+) -> None:
+    summary = json.loads((sentiment_run / "summary.json").read_text())
+    path = write_html_report(str(sentiment_run), str(tmp_path / "report.html"))
+    started = time.perf_counter()
+    tab.page.goto(Path(path).as_uri())
+    tab.wait_rendered()
+    render_s = time.perf_counter() - started
+    k = tab.texts()
+
+    req = summary["requests"]
+    assert k["requests.succeeded"] == n(req["succeeded"])
+    assert k["requests.failed"] == n(req["failed"]) == "18"
+    assert k["requests.pending"] == "0"
+    assert k["requests.total"] == "300"
+    assert k["usage.total_tokens"] == n(summary["usage"]["total_tokens"])
+    assert k["cost.total"] == format_usd(summary["cost_usd"]["total"])
+    assert k["cost.batch_total"] == format_usd(summary["batch_api_cost_usd"]["total"])
+    assert k["cost.model.gpt-4o-mini"] == format_usd(summary["cost_usd"]["total"])
+    assert k["retries"] == n(summary["retries"])
+    assert k["rate_limited"] == n(summary["rate_limited"])
+    assert k["run.status"] == "complete"
+    assert "300 of 300 rows finished" in k["progress"]
+    settings = tab.page.locator("#settings").inner_text()
+    assert "concurrency\t16" in settings and "eval\tlabel vs json_field on sentiment" in settings
+
+    # time series: four charts whose data add up to the lines
+    charts = tab.page.evaluate(
+        "Object.fromEntries(Object.entries(window.batchrunReport.charts).map("
+        "([k, u]) => [k, u.data.slice(1).map(s => s.reduce((a, b) => a + b, 0))]))"
+    )
+    assert set(charts) == {"ts-requests", "ts-tokens", "ts-retries", "ts-inflight", "latency-chart"}
+    assert charts["ts-requests"] == [300, 18]  # finished, failed
+    assert charts["ts-tokens"] == [summary["usage"]["total_tokens"]]
+    assert charts["ts-retries"] == [summary["rate_limited"], summary["retries"]]
+    assert tab.page.locator("#timeline canvas").count() >= 4
+
+    # latency: the text report's percentiles
+    from batchrun.report import status_report
+
+    latency = status_report(str(sentiment_run))["latency_ms"]
+    assert k["latency.wire.count"] == "282"
+    assert k["latency.wire.p95"] == f"{latency['p95']:,.0f} ms"
+    assert k["latency.wire.max"] == f"{latency['max']:,.0f} ms"
+    assert "%" in k["latency.wait_share"]
+
+    # quality, evaluation: confusion heat map and per-label table
+    assert k["quality.gpt-4o-mini.ok"] == "282"
+    ev = summary["eval"]
+    assert k["eval.accuracy"] == f"{ev['accuracy'] * 100:.1f}%"
+    for ref, row in ev["confusion"].items():
+        for pred, count in row.items():
+            assert k[f"confusion.{ref}.{pred}"] == n(count)
+    for label, stats in ev["per_label"].items():
+        assert k[f"per_label.{label}.precision"] == f"{stats['precision']:.3f}"
+        assert k[f"per_label.{label}.recall"] == f"{stats['recall']:.3f}"
+        assert k[f"per_label.{label}.f1"] == f"{stats['f1']:.3f}"
+        assert k[f"per_label.{label}.support"] == n(stats["support"])
+    assert tab.page.locator("#variants").is_hidden()  # one variant: no comparison
+
+    # errors by code, with examples from errors.jsonl
+    assert k["errors.http_400"] == "18"
+    examples = tab.page.locator('#errors tr[data-code="http_400"]').inner_text()
+    errors = (sentiment_run / "errors.jsonl").read_text().splitlines()
+    failed_ids = {json.loads(line)["custom_id"] for line in errors}
+    assert any(cid in examples for cid in failed_ids)
+
+    # the sample table, filtered in the page
+    table = pq.read_table(sentiment_run / "results.parquet").to_pylist()
+    visible = tab.page.locator("#sample-table tbody tr:visible")
+    assert visible.count() == 200
+    tab.page.select_option('select[data-filter="status"]', "failed")
+    assert visible.count() == 18
+    assert {r.get_attribute("data-status") for r in visible.all()} == {"failed"}
+    tab.page.select_option('select[data-filter="status"]', "")
+    tab.page.select_option('select[data-filter="correct"]', "yes")
+    right = visible.count()
+    assert 0 < right < 200 and visible.first.locator("td.yes").count() == 1
+    tab.page.select_option('select[data-filter="label"]', "neutral")
+    neutral = {r["custom_id"] for r in table if r["label"] == "neutral"}
+    shown = [r.locator("td").first.inner_text() for r in visible.all()]
+    assert shown and set(shown) <= neutral
+    assert f"showing {len(shown)} of 200" in tab.page.locator("#sample-count").inner_text()
+
+    tab.page.select_option('select[data-filter="label"]', "")
+    tab.page.select_option('select[data-filter="correct"]', "")
+    readme = os.environ.get("BATCHRUN_SCREENSHOT")  # the whole page for docs/report.png
+    tab.page.screenshot(path=readme or str(tmp_path / "report.png"), full_page=bool(readme))
+    assert tab.errors == []
+    assert tab.requests == [Path(path).as_uri()]  # the file itself, nothing else
+    assert render_s < 2.0
+
+
+def test_variants_are_compared_and_halves_round_as_the_text_report(
+    tab: Page, sentiment_run: Path, tmp_path: Path
+) -> None:
+    from batchrun.htmlreport import build_page_data, render_html
+
+    data = build_page_data(str(sentiment_run))
+    data["variants"] = [
+        {"name": "short prompt", "model": "gpt-4o-mini", "accuracy": 0.61, "cost_usd": 0.0071},
+        {"name": "long prompt", "model": "gpt-4o-mini", "accuracy": 0.74, "cost_usd": 0.0125},
+    ]
+    # exact halves round as Python's format does (to even), as `batchrun status` shows
+    data["latency"]["wire"] |= {"p95": 40.5, "p99": 41.5}
+    page = tmp_path / "variants.html"
+    page.write_text(render_html(data))
+    tab.page.goto(page.as_uri())
+    tab.wait_rendered()
+    assert (tab.text("latency.wire.p95"), tab.text("latency.wire.p99")) == ("40 ms", "42 ms")
+    assert tab.page.locator("#variants").is_visible()
+    assert tab.text("variant.long prompt.accuracy") == "74.0%"
+    assert tab.text("variant.short prompt.cost_usd") == format_usd(0.0071)
+    assert tab.errors == []
+
+
+def test_the_live_page_follows_a_running_run(tab: Page, tmp_path: Path) -> None:
+    out = tmp_path / "live"
+    out.mkdir()
+    finished = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = run_job(sentiment_config(out, sim.base_url, concurrency=4))
+        except BaseException as exc:  # reported below
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    # 300 rows, 4 at a time, ~20 ms each: over a second of run to watch
+    with SimThread(SimConfig(latency_ms=20, jitter_ms=5, rpm=10**6, tpm=10**10)) as sim:
+        runner = threading.Thread(target=run, daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 10
+        while not (out / "run.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with serve_run_dir(str(out), poll_s=0.25) as url:
+            tab.page.goto(url)
+            tab.wait_rendered()
+            first = tab.texts()  # one read: the page may redraw at any moment
+            tab.wait_rendered(renders=3)  # two polls later
+            second = tab.texts()
+            done = [int(t["requests.succeeded"].replace(",", "")) for t in (first, second)]
+            assert done[0] < done[1] and done[0] < 300, done
+            assert first["run.status"] == "running"
+            finished.wait(30)
+            tab.wait_for(
+                "document.querySelector('[data-k=\"run.status\"]').textContent === 'complete'"
+            )
+            assert tab.text("requests.succeeded") == "300"
+            assert "live: updated" in tab.page.locator("#live").inner_text()
+    assert "error" not in outcome and outcome["result"].status == "complete"
+    assert tab.errors == []
+    assert {r.split("?")[0] for r in tab.requests} == {url, url + "data.json"}
