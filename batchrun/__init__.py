@@ -19,7 +19,9 @@ __version__ = "0.1.0"
 
 from batchrun import errors
 from batchrun._api import Run, RunStream, arun, estimate, open, run, run_job, stream
+from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BatchrunError, BudgetExceeded, ConfigError, InputError, RunDirError
+from batchrun.models import Outcome
 from batchrun.settings import Evaluation, Quota, ResponseFormat, Settings
 
 __all__ = [
@@ -28,10 +30,13 @@ __all__ = [
     "ConfigError",
     "Evaluation",
     "InputError",
+    "Outcome",
     "Quota",
     "ResponseFormat",
     "Run",
     "RunDirError",
+    "RunHooks",
+    "RunState",
     "RunStream",
     "Settings",
     "__version__",

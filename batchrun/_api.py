@@ -17,8 +17,9 @@ import contextlib
 import hashlib
 import os
 import queue
+import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,16 +121,33 @@ def endpoint(settings: Settings) -> Iterator[Settings]:
         yield replace(settings, base_url=sim.base_url)
 
 
-def hooks_for(settings: Settings) -> RunHooks:
+@contextlib.contextmanager
+def surroundings(settings: Settings) -> Iterator[Settings]:
+    """What a run needs around it: the simulator (`endpoint`) and, with ``serve``, the
+    live report page on 127.0.0.1 for as long as the run goes (its URL on stderr)."""
+    with endpoint(settings) as live:
+        if live.serve is None:
+            yield live
+            return
+        from batchrun.report.html.server import serve_run_dir
+
+        with serve_run_dir(str(live.out_dir), "127.0.0.1", live.serve) as url:
+            print(f"batchrun: live report at {url}", file=sys.stderr, flush=True)
+            yield live
+
+
+def hooks_for(settings: Settings, extra: Sequence[RunHooks] = ()) -> RunHooks:
     """What every run gets around it: cost and budget, results.parquet and the
-    evaluation (before the report, which lists the files), progress and the report
-    (``quiet`` prints nothing but errors)."""
+    evaluation (before the report, which lists the files), the caller's own hooks
+    (``extra``), progress and the report (``quiet`` prints nothing but errors)."""
     from batchrun.cost.budget import cost_hooks
     from batchrun.engine.hooks import CompositeHooks
     from batchrun.jobs.outputs import DatasetOutputHooks
     from batchrun.report.progress import make_hooks
 
-    return CompositeHooks(*cost_hooks(settings), DatasetOutputHooks(settings), make_hooks(settings))
+    return CompositeHooks(
+        *cost_hooks(settings), DatasetOutputHooks(settings), *extra, make_hooks(settings)
+    )
 
 
 # -- where the run lives -------------------------------------------------------------------
@@ -193,6 +211,7 @@ async def arun(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     job: str | os.PathLike[str] | Job | None = None,
+    hooks: RunHooks | Sequence[RunHooks] = (),
     **settings: Any,
 ) -> Run:
     """Run a batch and return its `Run` (the async twin of `run`).
@@ -200,8 +219,8 @@ async def arun(
     run = await batchrun.arun("requests.jsonl", "runs/a", model="gpt-4o-mini")
     """
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
-    with endpoint(chosen) as live:
-        runner = make_runner(live, api_key(live))
+    with surroundings(chosen) as live:
+        runner = make_runner(live, api_key(live), hooks=hooks_for(live, _listed(hooks)))
         result = await runner.run()
     return Run(result.run_dir, result=result)
 
@@ -211,6 +230,7 @@ def run(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     job: str | os.PathLike[str] | Job | None = None,
+    hooks: RunHooks | Sequence[RunHooks] = (),
     **settings: Any,
 ) -> Run:
     """Run a batch to the end and return its `Run`. Works from plain scripts (Ctrl-C
@@ -223,19 +243,26 @@ def run(
         run.to_pandas()
     """
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
-    with endpoint(chosen) as live:
+    with surroundings(chosen) as live:
         key = api_key(live)
+        around = hooks_for(live, _listed(hooks))
         main = threading.current_thread() is threading.main_thread()
         if main and not _loop_running():
             import anyio
 
-            runner = make_runner(live, key, handle_signals=True)
+            runner = make_runner(live, key, hooks=around, handle_signals=True)
             runner.second_signal = "cancel"  # a library never kills its process
             result = anyio.run(runner.run)
         else:
-            runner = make_runner(live, key)
+            runner = make_runner(live, key, hooks=around)
             result = _run_in_own_loop(runner)
     return Run(result.run_dir, result=result)
+
+
+def _listed(hooks: RunHooks | Sequence[RunHooks]) -> tuple[RunHooks, ...]:
+    from batchrun.engine.hooks import RunHooks
+
+    return (hooks,) if isinstance(hooks, RunHooks) else tuple(hooks)
 
 
 def _loop_running() -> bool:
@@ -279,6 +306,7 @@ def stream(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     job: str | os.PathLike[str] | Job | None = None,
+    hooks: RunHooks | Sequence[RunHooks] = (),
     **settings: Any,
 ) -> RunStream:
     """Outcomes as they are written (each line is on disk before it is yielded).
@@ -287,7 +315,7 @@ def stream(
         use(outcome.custom_id, outcome.body)
     """
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
-    return RunStream(chosen)
+    return RunStream(chosen, _listed(hooks))
 
 
 class RunStream:
@@ -298,8 +326,9 @@ class RunStream:
     like a Ctrl-C. `run` is the finished `Run`, once the iteration is over.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, hooks: Sequence[RunHooks] = ()) -> None:
         self.settings = settings
+        self.hooks = tuple(hooks)
         self.run: Run | None = None
         self._queue: queue.SimpleQueue[list[Outcome] | BaseException | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -312,7 +341,7 @@ class RunStream:
         return self
 
     def _start(self) -> None:
-        from batchrun.engine.hooks import CompositeHooks, RunHooks
+        from batchrun.engine.hooks import RunHooks
 
         outbox = self._queue
 
@@ -324,8 +353,8 @@ class RunStream:
             from anyio.from_thread import start_blocking_portal
 
             try:
-                with endpoint(self.settings) as live:
-                    hooks = CompositeHooks(hooks_for(live), Forward())
+                with surroundings(self.settings) as live:
+                    hooks = hooks_for(live, (*self.hooks, Forward()))
                     self._runner = make_runner(live, api_key(live), hooks=hooks)
                     with start_blocking_portal() as portal:
                         self._portal = portal
@@ -515,6 +544,20 @@ class Run:
 
         return format_status(status_report(self.run_dir))
 
+    def html_report(self, path: str | os.PathLike[str] | None = None) -> str:
+        """Write the self-contained HTML report (default RUN_DIR/report.html); its path."""
+        from batchrun.report.html.page import write_html_report
+
+        return str(write_html_report(self.run_dir, None if path is None else os.fspath(path)))
+
+    @contextlib.contextmanager
+    def serve(self, port: int = 0, host: str = "127.0.0.1") -> Iterator[str]:
+        """Serve the live report page for the block's duration; yields its URL."""
+        from batchrun.report.html.server import serve_run_dir
+
+        with serve_run_dir(self.run_dir, host, port) as url:
+            yield url
+
     def _settings(self) -> Settings:
         import orjson
 
@@ -537,4 +580,5 @@ __all__ = [
     "run_job",
     "settings_for",
     "stream",
+    "surroundings",
 ]

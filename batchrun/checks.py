@@ -153,6 +153,18 @@ def non_negative_number(value: Any, where: Where) -> float:
     return number
 
 
+def port(value: Any, where: Where) -> int | None:
+    """A TCP port; 0 or ``true`` take a free one, ``false`` none."""
+    if value is True:
+        return 0
+    if value is False:
+        return None
+    number = _number(value, where)
+    if number is None or not number.is_integer() or not 0 <= number <= 65535:
+        raise where.fail(f"must be a port from 0 to 65535, 0 for a free one (got {show(value)})")
+    return int(number)
+
+
 def share(value: Any, where: Where) -> float:
     number = _number(value, where)
     if number is None or not 0 <= number <= 1:

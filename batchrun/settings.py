@@ -53,7 +53,8 @@ class Spec:
     flags: tuple[str, ...] = ()
     """Command-line flags; () for none. ``("--stream/--no-stream",)`` for a toggle."""
     kind: str = "value"
-    """On the command line: "value", "flag" (present = True), "toggle", "multiple"."""
+    """On the command line: "value", "flag" (present = True), "toggle", "multiple",
+    "optional" (a value that may be left out: ``--serve`` or ``--serve 8080``)."""
     metavar: str | None = None
     envvar: str | None = None
     fingerprint: bool = False
@@ -375,6 +376,15 @@ class Settings:
         flags=("-q", "--quiet"),
         kind="flag",
         check=checks.boolean,
+    )
+    serve: int | None = setting(
+        help="Serve the live report page on 127.0.0.1 while the run goes (bare --serve: "
+        "a free port; the URL is printed).",
+        section="output",
+        flags=("--serve",),
+        kind="optional",
+        metavar="[PORT]",
+        check=checks.port,
     )
     summary_interval: float = setting(
         2.0,

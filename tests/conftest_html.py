@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.htmlreport.browser import CHROMIUM, CHROMIUM_ARGS
+from batchrun.report.html.browser import CHROMIUM, CHROMIUM_ARGS
 from batchrun.sim import SimConfig, SimThread
 from tests.html_helpers import SIM_FAULTS, run_job, sentiment_config
 

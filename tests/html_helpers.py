@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from batchrun.config import RunConfig
-from batchrun.jobfile import load_job
+from batchrun._api import make_runner, settings_for
+from batchrun.settings import Quota, Settings
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 # a few rows fail for good (400), some are refused once (429) then answered
 SIM_FAULTS = {"blender": (400,), "kitchen knife": (429,)}
 
 
-def sentiment_config(out_dir: Path, base_url: str, **changes: Any) -> RunConfig:
+def sentiment_config(out_dir: Path, base_url: str, **changes: Any) -> Settings:
     """jobs/sentiment.toml (300 reviews, JSON schema, [eval]) against ``base_url``."""
-    job = load_job(JOBS / "sentiment.toml")
-    cfg = RunConfig(**job.to_run_options())
-    return replace(
-        cfg, base_url=base_url, out_dir=str(out_dir), rpm=None, tpm=None, quiet=True, **changes
+    return settings_for(
+        out_dir=out_dir,
+        job=JOBS / "sentiment.toml",
+        given={"base_url": base_url, "rpm": Quota(), "tpm": Quota(), "quiet": True, **changes},
     )
 
 
-def run_job(cfg: RunConfig) -> Any:
+def run_job(settings: Settings) -> Any:
     """Run as the CLI does (cost, results.parquet, evaluation), without its argv."""
-    from batchrun.commands import run_hooks
-    from batchrun.runner import Runner
-
-    return anyio.run(Runner(cfg, hooks=run_hooks(cfg)).run)
+    return anyio.run(make_runner(settings, None).run)

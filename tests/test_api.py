@@ -313,3 +313,49 @@ def test_the_same_job_gives_the_same_results_three_ways(tmp_path: Path) -> None:
     assert facts(Path(by_job.run_dir)) == via_cli
     assert facts(Path(by_api.run_dir)) == via_cli
     assert pq.read_table(tmp_path / "via-cli" / "results.parquet").num_rows == 12
+
+
+def test_hooks_see_a_read_only_state_and_can_stop_the_run(sim: SimThread, tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    class StopAfterFive(batchrun.RunHooks):
+        def on_written(self, state: batchrun.RunState, batch: list[batchrun.Outcome]) -> str | None:
+            seen.extend(1 for o in batch if o.ok)
+            with pytest.raises(AttributeError):
+                state.counts = None  # type: ignore[misc]
+            return "enough" if state.counts.succeeded >= 5 else None
+
+    run = batchrun.run(
+        ROWS, tmp_path / "hooked", hooks=StopAfterFive(), **settings(sim, concurrency=1)
+    )
+    assert run.status == "interrupted" and run.summary["stop_reason"] == "enough"
+    assert 5 <= len(seen) < 12
+    assert sim.stats.requests == len(seen)  # nothing sent after the stop
+
+
+def test_serve_shows_the_live_page_while_the_run_goes(
+    sim: SimThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import urllib.request
+
+    pages: list[dict[str, Any]] = []
+
+    class LookAtThePage(batchrun.RunHooks):
+        def on_written(self, state: batchrun.RunState, batch: list[batchrun.Outcome]) -> None:
+            if not pages:
+                url = capsys.readouterr().err.split("live report at ")[1].split()[0]
+                pages.append({"url": url})
+                with urllib.request.urlopen(url, timeout=10) as response:
+                    pages[0]["page"] = response.read()
+
+    run = batchrun.run(
+        ROWS, tmp_path / "served", serve=True, hooks=LookAtThePage(), **settings(sim)
+    )
+    assert run.status == "complete"
+    assert pages[0]["url"].startswith("http://127.0.0.1:") and b"batchrun" in pages[0]["page"]
+    with pytest.raises(OSError):  # the page goes with the run
+        urllib.request.urlopen(pages[0]["url"], timeout=5)
+    report = Path(run.html_report())
+    assert report == tmp_path / "served" / "report.html" and report.read_bytes().startswith(b"<!")
+    with run.serve() as url, urllib.request.urlopen(url + "data.json", timeout=10) as response:
+        assert json.loads(response.read())["requests"]["succeeded"] == 12

@@ -6,7 +6,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
@@ -101,3 +103,24 @@ def test_a_job_file_gives_per_model_quotas_as_a_table(tmp_path: Path) -> None:
     cfg = load_job(job).settings()
     assert cfg.rpm.default == 500 and cfg.tpm.default == 90000
     assert cfg.limits_by_model() == {"gpt-4.1": (30.0, None)}
+
+
+def test_serve_takes_an_optional_port_on_the_command_line_and_in_job_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchrun.cli import commands
+    from batchrun.jobs.jobfile import load_job
+
+    (tmp_path / "in.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    monkeypatch.chdir(tmp_path)
+    seen: list[Any] = []
+    monkeypatch.setattr(commands, "execute_run", lambda s: seen.append(s.serve) or 0)
+    for extra, port in (([], None), (["--serve"], 0), (["--serve", "8765"], 8765)):
+        res = CliRunner().invoke(cli, ["run", "in.jsonl", "-o", "o", *extra])
+        assert res.exit_code == 0, res.output
+        assert seen.pop() == port
+    bad = CliRunner().invoke(cli, ["run", "in.jsonl", "-o", "o", "--serve", "70000"])
+    assert bad.exit_code == 2 and "--serve" in bad.stderr and "65535" in bad.stderr
+    job = tmp_path / "job.toml"
+    job.write_text('[input]\npath = "in.jsonl"\n[output]\nserve = true\n')
+    assert load_job(job).settings().serve == 0

@@ -21,8 +21,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.htmlreport import serve_run_dir, write_html_report
-from batchrun.pricing import format_usd
+from batchrun.report.html import serve_run_dir, write_html_report
+from batchrun.report.tables import format_usd
 from batchrun.sim import SimConfig, SimThread
 from tests.html_helpers import run_job, sentiment_config
 
@@ -118,7 +118,7 @@ def test_the_report_file_shows_the_runs_numbers(
     assert tab.page.locator("#timeline canvas").count() >= 4
 
     # latency: the text report's percentiles
-    from batchrun.report import status_report
+    from batchrun.report.text import status_report
 
     latency = status_report(str(sentiment_run))["latency_ms"]
     assert k["latency.wire.count"] == "282"
@@ -176,7 +176,7 @@ def test_the_report_file_shows_the_runs_numbers(
 def test_variants_are_compared_and_halves_round_as_the_text_report(
     tab: Page, sentiment_run: Path, tmp_path: Path
 ) -> None:
-    from batchrun.htmlreport import build_page_data, render_html
+    from batchrun.report.html import build_page_data, render_html
 
     data = build_page_data(str(sentiment_run))
     data["variants"] = [

@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchrun.evaluate import normalize_answer
-from batchrun.htmlreport import (
+from batchrun.jobs.evaluate import normalize_answer
+from batchrun.report.html import (
     build_page_data,
     render_html,
     report_command,
@@ -27,11 +27,11 @@ from batchrun.htmlreport import (
     serve_run_dir,
     write_html_report,
 )
-from batchrun.htmlreport import cli as html_cli
-from batchrun.htmlreport import sample as sample_module
-from batchrun.htmlreport.data import public_base_url, run_settings, variants_of
-from batchrun.htmlreport.timeseries import MAX_BINS, TimeSeries
-from batchrun.report import format_status, status_report
+from batchrun.report.html import cli as html_cli
+from batchrun.report.html import sample as sample_module
+from batchrun.report.html.data import public_base_url, run_settings, variants_of
+from batchrun.report.html.timeseries import MAX_BINS, TimeSeries
+from batchrun.report.text import format_status, status_report
 
 pytest_plugins = ["tests.conftest_html"]  # sentiment_run
 
@@ -185,7 +185,7 @@ def test_without_parquet_the_sample_comes_from_the_lines(
 
 
 def test_a_live_scan_reads_only_what_was_appended(sentiment_run: Path, tmp_path: Path) -> None:
-    from batchrun.htmlreport.data import OutputScan
+    from batchrun.report.html.data import OutputScan
 
     run = tmp_path / "growing"
     run.mkdir()

@@ -36,11 +36,15 @@ class _Group(click.Group):
         "sim": "batchrun.sim.cli:sim_command",
         "estimate": "batchrun.cli.commands:estimate_command",
         "eval": "batchrun.cli.commands:eval_command",
+        "report": "batchrun.report.html.cli:report_command",
+        "serve": "batchrun.report.html.cli:serve_command",
     }
     lazy_help = {
         "sim": "Serve the built-in OpenAI-compatible simulator on 127.0.0.1.",
         "estimate": "Count prompt tokens and price a job before sending anything.",
         "eval": "Score a run again, sending nothing.",
+        "report": "Report on a run: text, or one HTML file with charts (--html).",
+        "serve": "Serve a live report page for a run directory.",
     }
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

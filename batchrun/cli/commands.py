@@ -25,9 +25,9 @@ def execute_run(settings: Settings) -> int:
     """Run in the foreground: signals drain the run, notes go to stderr."""
     import anyio
 
-    from batchrun._api import api_key, endpoint, make_runner
+    from batchrun._api import api_key, make_runner, surroundings
 
-    with endpoint(settings) as live:
+    with surroundings(settings) as live:
         runner = make_runner(live, api_key(live), handle_signals=True)
         result = anyio.run(runner.run)
     for note in result.notes:

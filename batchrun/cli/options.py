@@ -28,6 +28,10 @@ def _option(name: str, spec: Spec) -> Callable[[F], F]:
         return click.option(*spec.flags, name, is_flag=True, default=None, **common)
     if spec.kind == "toggle":
         return click.option(spec.flags[0], name, default=None, **common)
+    if spec.kind == "optional":
+        return click.option(
+            *spec.flags, name, is_flag=False, flag_value="0", metavar=spec.metavar, **common
+        )
     if spec.kind == "multiple":
         return click.option(*spec.flags, name, multiple=True, metavar=spec.metavar, **common)
     kind = click.Choice(list(spec.choices)) if spec.choices else None

@@ -812,6 +812,7 @@ class Runner:
             errors_bytes=sink.errors_bytes if sink else 0,
             pacing=self.accounts.summary(),
             extra=self.hooks.summary_extra(self.state),
+            stop_reason=self.stop_reason,
         )
 
     def _checkpoint(self, status: str) -> dict[str, Any]:

@@ -89,12 +89,15 @@ def build_summary(
     errors_bytes: int,
     pacing: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
+    stop_reason: str | None = None,
 ) -> dict[str, Any]:
     """The summary document. ``journal`` lets a resume skip re-parsing old lines."""
     state = tally.to_state()
     summary: dict[str, Any] = {
         "status": status,
         "batchrun_version": __version__,
+        # why the run stopped early (SIGINT, budget, a hook's reason...), None: it did not
+        "stop_reason": stop_reason,
         "input": input_path,
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "requests": counts.to_dict(),

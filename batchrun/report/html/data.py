@@ -1,9 +1,9 @@
 """Everything the HTML report shows, as one JSON-ready dict, aggregated to stay small.
 
-The counts, usage, cost, quality and evaluation are `batchrun.report.run_report`'s,
+The counts, usage, cost, quality and evaluation are `batchrun.report.text.run_report`'s,
 so the page says what ``batchrun status`` says. What the text report has no room
 for comes from one pass over results.jsonl and errors.jsonl (`OutputScan`): the
-time series (`batchrun.htmlreport.timeseries`), latency, wait and time-to-first-token
+time series (`batchrun.report.html.timeseries`), latency, wait and time-to-first-token
 distributions, error examples per code, and a sample of rows when there is no
 results.parquet to sample from. The pass is resumable: a live page keeps its scan
 and reads only the lines appended since the last poll.
@@ -30,13 +30,14 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from batchrun.errors import RunDirError
-from batchrun.htmlreport.sample import LineSample, cut, parquet_sample
-from batchrun.htmlreport.timeseries import TimeSeries
-from batchrun.journal import ERRORS, READ_CHUNK, RESULTS, RUN_INFO, SUMMARY
-from batchrun.latency import LatencyStats, OutputStats
-from batchrun.quality import CATEGORIES, QualityCounts, quality_warnings
-from batchrun.report import run_report
-from batchrun.usage import usage_of
+from batchrun.output.journal import ERRORS, READ_CHUNK, RESULTS, RUN_INFO, SUMMARY
+from batchrun.output.quality import CATEGORIES, QualityCounts, quality_warnings
+from batchrun.output.usage import usage_of
+from batchrun.report.html.sample import LineSample, cut, parquet_sample
+from batchrun.report.html.timeseries import TimeSeries
+from batchrun.report.statistics import LatencyStats, OutputStats
+from batchrun.report.text import run_report
+from batchrun.settings import ResponseFormat, Settings
 
 DATA_VERSION = 1
 QUANTILES = tuple(sorted([q / 100 for q in range(101)] + [0.995, 0.999]))
@@ -81,7 +82,7 @@ class OutputScan:
 
     def _reset(self) -> None:
         self.outputs = OutputStats()
-        """Latency, TTFT and retry causes, as `batchrun.report.run_report` counts them."""
+        """Latency, TTFT and retry causes, as `batchrun.report.text.run_report` counts them."""
         self.wait_ms = LatencyStats()
         self.series = TimeSeries()
         self.examples: dict[str, deque[dict[str, Any]]] = {}
@@ -231,43 +232,46 @@ def run_settings(options: Mapping[str, Any]) -> list[list[Any]]:
     Header values are never shown (only their names), the endpoint loses any
     credential-like part, and the prompt template stays out (it is in run.json).
     """
+    try:
+        settings = Settings.from_public_dict(options)
+    except (TypeError, ValueError):  # a run.json this version cannot read: show nothing
+        return []
     rows: list[list[Any]] = []
 
     def put(name: str, value: Any) -> None:
         if value not in (None, [], {}, ""):
             rows.append([name, value])
 
-    put("model", options.get("model"))
-    put("endpoint", public_base_url(options.get("base_url")))
-    for key in ("concurrency", "rpm", "tpm"):
-        put(key, options.get(key))
-    for key in ("model_rpm", "model_tpm"):
-        pairs = options.get(key) or []
-        put(key, ", ".join(f"{m}={n}" for m, n in pairs))
-    put("stream", options.get("stream"))
+    put("model", settings.model)
+    put("endpoint", public_base_url(settings.base_url))
+    put("concurrency", settings.concurrency)
+    for key in ("rpm", "tpm"):
+        quota = getattr(settings, key)
+        put(key, _fmt_number(quota.default) if quota.default is not None else None)
+        put(f"model_{key}", ", ".join(f"{m}={_fmt_number(n)}" for m, n in quota.by_model))
+    put("stream", settings.stream)
     for key in ("max_attempts", "timeout", "total_timeout", "max_cost", "quality_breaker"):
-        put(key, options.get(key))
+        put(key, getattr(settings, key))
     for key in ("retry_failed", "retry_bad_answers", "force", "skip_invalid"):
-        if options.get(key):
+        if getattr(settings, key):
             put(key, True)
-    put("id_column", options.get("id_column"))
-    headers = options.get("headers") or []
-    put("headers", ", ".join(str(pair[0]) for pair in headers if pair))
-    job = _mapping(options.get("job"))
-    for key, value in _mapping(job.get("request")).items():
+    put("id_column", settings.id_column)
+    put("headers", ", ".join(name for name, _ in settings.headers))
+    for key, value in (settings.request or {}).items():
         put(f"request.{key}", value if isinstance(value, str | int | float | bool) else cut(value))
-    response_format = job.get("response_format")
-    if isinstance(response_format, Mapping):
-        schema = response_format.get("json_schema")
-        name = schema.get("name") if isinstance(schema, Mapping) else None
-        put("response_format", f"{response_format.get('type')}" + (f" ({name})" if name else ""))
-    spec = job.get("eval")
-    if isinstance(spec, Mapping):
-        how = spec.get("compare", "exact")
-        if spec.get("field"):
-            how += f" on {spec['field']}"
-        put("eval", f"{spec.get('reference_column')} vs {how}")
+    rf = settings.response_format
+    if isinstance(rf, ResponseFormat):
+        named = rf.type == "json_schema" and rf.name
+        put("response_format", f"{rf.type}" + (f" ({rf.name})" if named else ""))
+    spec = settings.eval
+    if spec is not None:
+        how = spec.compare + (f" on {spec.field}" if spec.field else "")
+        put("eval", f"{spec.reference_column} vs {how}")
     return rows
+
+
+def _fmt_number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
 
 
 def _cost(report: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -356,7 +360,7 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
     ``series`` (`TimeSeries.binned`), ``latency`` (``wire``, ``wait``, ``ttft``: each
     `distribution`, plus ``quantiles``), ``quality``, ``eval`` (summary.json's, or
     None), ``variants`` (`variants_of`), ``errors`` (per code: rows failing now and
-    the latest examples), ``sample`` (the table, see batchrun.htmlreport.sample).
+    the latest examples), ``sample`` (the table, see batchrun.report.html.sample).
     """
     if not os.path.isdir(run_dir):
         raise RunDirError(f"{run_dir}: no such run directory")

@@ -1,7 +1,6 @@
 """``batchrun report`` and ``batchrun serve``: argument parsing only.
 
-Not registered in the ``batchrun`` group yet; they are lazy-loadable as
-``batchrun.htmlreport.cli:report_command`` and ``batchrun.htmlreport.cli:serve_command``.
+Lazy commands of the ``batchrun`` group (imported only when used).
 
     $ batchrun report runs/a                 # the text report (as `batchrun status`)
     $ batchrun report runs/a --html          # writes runs/a/report.html
@@ -52,11 +51,11 @@ def report_command(run_dir: str, html_path: str | None) -> None:
     that opens anywhere, offline."""
     with _errors_as_messages():
         if html_path is None:
-            from batchrun.report import format_status, status_report
+            from batchrun.report.text import format_status, status_report
 
             click.echo(format_status(status_report(run_dir)))
             return
-        from batchrun.htmlreport.page import write_html_report
+        from batchrun.report.html.page import write_html_report
 
         written = write_html_report(run_dir, None if html_path == _DEFAULT_PATH else html_path)
     click.echo(written)
@@ -79,7 +78,7 @@ def wait_until_interrupted(url: str) -> None:
 )
 def serve_command(run_dir: str, port: int, host: str) -> None:
     """Serve a live report page for a run directory, refreshed while the run goes."""
-    from batchrun.htmlreport.server import is_loopback, serve_run_dir
+    from batchrun.report.html.server import is_loopback, serve_run_dir
 
     if not os.path.isdir(run_dir):
         raise click.ClickException(f"{run_dir}: no such run directory")

@@ -77,7 +77,7 @@ class TimeSeries:
         failed: bool,
     ) -> None:
         """One finished request. ``statuses``: every attempt's HTTP status, in order
-        (retries and 429s are counted from it as `batchrun.tally.Tally` counts them)."""
+        (retries and 429s are counted from it as `batchrun.output.tally.Tally` counts them)."""
         self.at.append(at)
         self.wire_s.append(max(0.0, latency_ms or 0.0) / 1000.0)
         self.tokens.append(min(max(0, tokens or 0), 0xFFFFFFFF))

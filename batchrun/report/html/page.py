@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
+from batchrun.output.summary import atomic_file
 from batchrun.redact import scrub
-from batchrun.summary import atomic_file
 
 REPORT_FILE = "report.html"
 
@@ -62,7 +62,7 @@ _SKELETON = """
 @cache
 def _asset(name: str) -> str:
     """A file shipped in the package (assets/ or vendor/), read once."""
-    return resources.files("batchrun.htmlreport").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("batchrun.report.html").joinpath(name).read_text(encoding="utf-8")
 
 
 def page_json(value: Any) -> str:
@@ -118,7 +118,7 @@ def write_html_report(run_dir: str, path: str | None = None) -> str:
     """Write the report for ``run_dir`` (default ``RUN_DIR/report.html``) atomically:
     a reader, or a browser reloading it, sees the old file or the new, never half.
     Returns the path written."""
-    from batchrun.htmlreport.data import build_page_data
+    from batchrun.report.html.data import build_page_data
 
     path = path or os.path.join(run_dir, REPORT_FILE)
     page = render_html(build_page_data(run_dir)).encode("utf-8")

@@ -31,8 +31,8 @@ from typing import Any
 from aiohttp import web
 
 from batchrun.errors import RunDirError
-from batchrun.htmlreport.data import OutputScan, build_page_data
-from batchrun.htmlreport.page import csp, page_json, render_html
+from batchrun.report.html.data import OutputScan, build_page_data
+from batchrun.report.html.page import csp, page_json, render_html
 
 DATA_PATH = "data.json"
 _WAITING = (

@@ -10,7 +10,7 @@ output lines instead, drawn by `LineSample` during the one pass the report makes
 
 Every row gets ``status``, and, when the job has an [eval] section and the row has
 its reference, ``label`` (the reference as the confusion table names it) and
-``correct`` (true/false), judged by `batchrun.evaluate.Evaluator` exactly as the
+``correct`` (true/false), judged by `batchrun.jobs.evaluate.Evaluator` exactly as the
 run's accuracy counts them.
 """
 
@@ -22,9 +22,10 @@ from typing import Any
 
 import orjson
 
-from batchrun.evaluate import Evaluator
-from batchrun.parquet_out import FAILED, PARSED_PREFIX, RESULT_COLUMNS, SUCCEEDED, result_values
-from batchrun.structured import parse_content
+from batchrun.jobs.evaluate import Evaluator
+from batchrun.output.answers import parse_content
+from batchrun.output.parquet import FAILED, PARSED_PREFIX, RESULT_COLUMNS, SUCCEEDED, result_values
+from batchrun.settings import Settings
 
 SAMPLE_ROWS = 200
 PROBLEM_ROWS = 50
@@ -68,21 +69,22 @@ def spread(indices: Sequence[int], k: int) -> list[int]:
     return [indices[i * len(indices) // k] for i in range(k)]
 
 
-def evaluator_of(options: Mapping[str, Any]) -> Evaluator | None:
-    """The run's evaluator from run.json's options (None without an [eval] section)."""
-    job = options.get("job")
-    if not isinstance(job, Mapping):
-        return None
+def _recorded(options: Mapping[str, Any]) -> Settings | None:
     try:
-        return Evaluator.from_job(job)
+        return Settings.from_public_dict(options)
     except (KeyError, ValueError, TypeError):
         return None
 
 
+def evaluator_of(options: Mapping[str, Any]) -> Evaluator | None:
+    """The run's evaluator from run.json's options (None without an [eval] section)."""
+    settings = _recorded(options)
+    return Evaluator.of(settings.eval) if settings is not None else None
+
+
 def schema_of(options: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    job = options.get("job")
-    schema = job.get("schema") if isinstance(job, Mapping) else None
-    return schema if isinstance(schema, Mapping) else None
+    settings = _recorded(options)
+    return settings.schema if settings is not None else None
 
 
 def _judge(
@@ -93,7 +95,7 @@ def _judge(
     parsed: Mapping[str, Any] | None,
 ) -> tuple[str | None, bool | None]:
     """(label, correct) as the run's evaluation counted this row: only succeeded and
-    failed rows count, a failed one as having no prediction (`batchrun.parquet_out`
+    failed rows count, a failed one as having no prediction (`batchrun.output.parquet`
     feeds the evaluator the same way)."""
     if evaluator is None or status not in (SUCCEEDED, FAILED):
         return None, None

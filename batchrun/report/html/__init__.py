@@ -1,6 +1,6 @@
 """A run as one self-contained HTML page, and the same page live while the run goes.
 
-    >>> from batchrun.htmlreport import write_html_report, serve_run_dir
+    >>> from batchrun.report.html import write_html_report, serve_run_dir
     >>> write_html_report("runs/a")                  # doctest: +SKIP
     'runs/a/report.html'
     >>> with serve_run_dir("runs/a") as url:         # doctest: +SKIP
@@ -15,10 +15,10 @@ rows table), `data` (`build_page_data`: everything the page shows, aggregated),
 
 from __future__ import annotations
 
-from batchrun.htmlreport.cli import report_command, serve_command
-from batchrun.htmlreport.data import build_page_data
-from batchrun.htmlreport.page import render_html, write_html_report
-from batchrun.htmlreport.server import LiveServer, serve_run_dir
+from batchrun.report.html.cli import report_command, serve_command
+from batchrun.report.html.data import build_page_data
+from batchrun.report.html.page import render_html, write_html_report
+from batchrun.report.html.server import LiveServer, serve_run_dir
 
 __all__ = [
     "LiveServer",

@@ -1,5 +1,5 @@
 /* batchrun HTML report: renders the page from the JSON in #batchrun-data (see
- * batchrun/htmlreport/data.py for its shape). The same code serves the file (data
+ * batchrun/report/html/data.py for its shape). The same code serves the file (data
  * inline) and the live page (which fetches the data again every few seconds and
  * calls render once more). Text from the run (answers, inputs, error messages) only
  * ever goes in through textContent, never as HTML. */
@@ -43,7 +43,7 @@
   const fmt = {
     int: (v) => (isNum(v) ? round(v).toLocaleString("en-US") : "-"),
     num: (v, d) => (isNum(v) ? v.toLocaleString("en-US", { maximumFractionDigits: d === undefined ? 2 : d }) : "-"),
-    // the same as batchrun.pricing.format_usd
+    // the same as batchrun.report.tables.format_usd
     usd: (v) => {
       if (!isNum(v)) return "-";
       if (v >= 100) return "$" + v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
