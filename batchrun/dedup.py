@@ -43,7 +43,8 @@ from typing import Any
 __all__ = ["DedupPlan", "RequestGroups"]
 
 KEY_BYTES = 16
-_SLICES = 16  # finish() sorts 1/16 of the keys at a time
+_SLICE_BITS = 4
+_SLICES = 1 << _SLICE_BITS  # finish() sorts 1/16 of the keys at a time
 _NONZERO_PIECE = 1 << 16
 
 
@@ -101,28 +102,35 @@ def _group(keys: bytearray, n: int) -> tuple[array[int], array[int], array[int],
 
     key_type = pa.binary(KEY_BYTES)
     all_keys = pa.Array.from_buffers(key_type, n, [None, pa.py_buffer(keys)])
+    # each key's slice, from its first byte (1 byte a row): comparing 16-byte keys
+    # against slice bounds instead cost half of finish()
+    key_bytes = pa.Array.from_buffers(pa.uint8(), n * KEY_BYTES, [None, pa.py_buffer(keys)])
+    first_byte = pc.list_element(pa.FixedSizeListArray.from_arrays(key_bytes, KEY_BYTES), 0)
+    slice_of = pc.shift_right(first_byte, pa.scalar(8 - _SLICE_BITS, pa.uint8()))
+    del key_bytes, first_byte
     found_followers = []
     found_leaders = []
     for part in range(_SLICES):
-        # rows whose key's first byte falls in this slice, ascending (so the first row
-        # of a group of equal keys is its leader)
-        step = 256 // _SLICES
-        low = pa.scalar(bytes([part * step]) + bytes(KEY_BYTES - 1), key_type)
-        in_slice = pc.greater_equal(all_keys, low)
-        if part + 1 < _SLICES:
-            high = pa.scalar(bytes([(part + 1) * step]) + bytes(KEY_BYTES - 1), key_type)
-            in_slice = pc.and_(in_slice, pc.less(all_keys, high))
-        rows = _nonzero(in_slice)
-        del in_slice
+        # this slice's rows, ascending (so the first row of a group of equal keys,
+        # after a stable sort, is its leader)
+        rows = _nonzero(pc.equal(slice_of, pa.scalar(part, pa.uint8())))
         if len(rows) < 2:
             continue
-        part_keys = pc.take(all_keys, rows)
-        order = pc.sort_indices(part_keys)  # stable: equal keys stay in row order
-        part_keys = pc.take(part_keys, order)
+        # sort by the key read as two uint64 (2x faster than sorting 16-byte strings)
+        halves = pc.take(all_keys, rows).buffers()[1]
+        words = pa.Array.from_buffers(pa.uint64(), 2 * len(rows), [None, halves])
+        pairs = pa.FixedSizeListArray.from_arrays(words, 2)
+        part_keys = pa.record_batch(
+            [pc.list_element(pairs, 0), pc.list_element(pairs, 1)], names=["a", "b"]
+        )
+        del halves, words, pairs
+        order = pc.sort_indices(part_keys, sort_keys=[("a", "ascending"), ("b", "ascending")])
+        part_keys = pc.take(part_keys, order)  # stable: equal keys stay in row order
         rows = pc.take(rows, order)
         del order
-        same = pc.equal(part_keys[1:], part_keys[:-1])
-        del part_keys
+        a, b = part_keys.column(0), part_keys.column(1)
+        same = pc.and_(pc.equal(a[1:], a[:-1]), pc.equal(b[1:], b[:-1]))
+        del part_keys, a, b
         if not pc.any(same).as_py():
             continue
         # is_follower[i] = same[i - 1]; a group's leader is its first row, carried forward
@@ -131,7 +139,7 @@ def _group(keys: bytearray, n: int) -> tuple[array[int], array[int], array[int],
         leader = pc.fill_null_forward(starts)
         found_followers.append(pc.filter(rows, is_follower))
         found_leaders.append(pc.filter(leader, is_follower))
-    del all_keys
+    del all_keys, slice_of
     if not found_followers:
         pa.default_memory_pool().release_unused()
         return array("Q"), array("Q"), array("Q"), array("Q"), 0
