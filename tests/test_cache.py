@@ -309,3 +309,28 @@ def test_kill_9_mid_write_loses_nothing_committed(tmp_path: Path) -> None:
         assert len(found) == entries
         assert all(found[key_for(n)] == body_for(n) for n in range(entries))
         assert len(cache) in (entries, entries + 50)  # a batch committed but not reported
+
+
+def test_threads_share_one_cache(tmp_path: Path) -> None:
+    import threading
+
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    failures: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for start in range(offset, offset + 200, 10):
+                cache.put_many([(key_for(n), body_for(n, 50)) for n in range(start, start + 10)])
+                got = cache.get_many(key_for(n) for n in range(start, start + 10))
+                assert len(got) == 10
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i * 1000,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert len(cache) == 800
+    cache.close()

@@ -115,3 +115,15 @@ def test_misuse() -> None:
         groups.add(b"k" * 16)
     with pytest.raises(ValueError, match="finish"):
         groups.finish()
+
+
+def test_unique_rows_are_never_grouped() -> None:
+    groups = RequestGroups()
+    key = b"s" * 16
+    assert groups.add(key) == 0
+    assert groups.add_unique() == 1  # the same request, sampled: sent again on purpose
+    assert groups.add_unique() == 2
+    assert groups.add(key) == 3
+    plan = groups.finish()
+    assert [plan.leader_of(row) for row in range(4)] == [None, None, None, 0]
+    assert plan.followers_of(1) == []
