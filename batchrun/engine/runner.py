@@ -1,4 +1,4 @@
-"""Run a batch: source -> pacer -> client -> sink -> summary.
+"""Run a batch: source -> scheduler -> client -> sink -> summary.
 
 One row's path through the code, top to bottom of this module:
 
@@ -7,9 +7,9 @@ One row's path through the code, top to bottom of this module:
    (what earlier processes finished).
 2. `_run_pool` starts ``concurrency`` workers (`_work`) that pull rows not yet done
    from one shared generator over the input.
-3. `_process` makes the attempts (the first directly, retries through tenacity):
-   each attempt waits for the pacer (rate limits, cooldown, AIMD), sends through
-   the client, and feeds the response headers back to the pacer.
+3. `batchrun.engine.attempt.Sender` makes each request's attempts (the first
+   directly, retries through tenacity): each waits for the scheduler (rate limits,
+   cooldown, AIMD), sends through the client, and feeds the response headers back.
 4. `_write` group-commits finished outcomes to results.jsonl / errors.jsonl and
    counts them only after the write returned.
 5. `_checkpoint_loop` rewrites summary.json every few seconds; the last one is
@@ -41,7 +41,7 @@ import anyio.to_thread
 import httpx
 import orjson
 
-from batchrun import __version__
+from batchrun.engine.attempt import BREAKER_MIN, Breaker, Live, Sender
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.rundir import (
     RunDirLock,
@@ -49,37 +49,21 @@ from batchrun.engine.rundir import (
     remove_stray_temp_files,
     remove_unused_run_dir,
 )
-from batchrun.errors import (
-    BatchrunError,
-    ConfigError,
-    RateLimited,
-    RequestError,
-    RunDirError,
-    StopRun,
-    UnusableAnswer,
-)
-from batchrun.ids import body_hash, body_hash_int, id_hash
+from batchrun.engine.runinfo import resume_problems, write_run_info
+from batchrun.errors import BatchrunError, ConfigError, RunDirError
+from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.sources import Interrupted, ScanResult, Source
-from batchrun.models import Attempt, Outcome, Request
+from batchrun.models import Outcome, Request
 from batchrun.output.journal import RUN_INFO, SUMMARY, JournalState, answered, read_journal
-from batchrun.output.quality import OK, QualityCounts, classify, compile_schema, quality_stop
+from batchrun.output.quality import QualityCounts, compile_schema, quality_stop
 from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import Counts, build_summary, write_json_atomic
 from batchrun.output.tally import Tally
 from batchrun.output.usage import model_of
-from batchrun.pacing.headers import get_header, parse_ratelimit_headers
-from batchrun.pacing.retry import (
-    describe_attempt,
-    is_retryable,
-    make_retrying,
-    retry_after_seconds,
-    wait_seconds,
-)
-from batchrun.pacing.scheduler import Accounts, Lane, Scheduler, Stopped, Ticket, last_send
+from batchrun.pacing.scheduler import Accounts, Lane, Scheduler
 from batchrun.redact import register_secret
 from batchrun.settings import Settings
-from batchrun.transport.client import ChatClient, Reply
-from batchrun.transport.responses import error_envelope
+from batchrun.transport.client import ChatClient
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -88,8 +72,6 @@ EXIT_SOME_FAILED = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 GROUP_COMMIT_LINES = 256
-BREAKER_MIN = 16
-"""Requests in a row that must exhaust their attempts before the run stops."""
 GROUP_COMMIT_TURNS = 4
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -102,14 +84,6 @@ class RunResult:
     summary: dict[str, Any]
     run_dir: str
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Live:
-    """Figures that change while the run goes (read by progress displays)."""
-
-    in_flight: int = 0
-    started: float = 0.0
 
 
 class Runner:
@@ -149,7 +123,7 @@ class Runner:
         and return (the library: a notebook kernel must not die)."""
         self.counts = Counts()
         self.tally = Tally()
-        self.live = _Live()
+        self.live = Live()
         self.stop_reason: str | None = None
         self.notes: list[str] = []
         self.accounts = Accounts(
@@ -171,8 +145,7 @@ class Runner:
         self._source: Source | None = None
         self._drain_scope: anyio.CancelScope | None = None
         self._outer: anyio.abc.TaskGroup | None = None
-        self._exhausted_in_a_row = 0
-        self._breaker_after = max(BREAKER_MIN, cfg.concurrency)
+        self._sender: Sender | None = None
         self._input_changed = False
         self._foreign = {"succeeded": 0, "failed": 0}
         self._changed = 0
@@ -186,8 +159,6 @@ class Runner:
         self._validator = compile_schema(schema) if schema else None
         self.session_quality = QualityCounts()
         """This process's answers by quality (what the quality breaker judges)."""
-        self.max_tokens: int | None = None
-        """max_tokens of the first request sent (0: none set), for quality messages."""
 
     # -- set-up ---------------------------------------------------------------------
     def _path(self, name: str) -> str:
@@ -199,26 +170,7 @@ class Runner:
         With ``--force`` the run goes on; what was answered for other bodies stays
         in the files but counts for nothing, and those rows are sent again.
         """
-        path = self._path(RUN_INFO)
-        if not os.path.exists(path):
-            return
-        try:
-            with open(path, "rb") as f:
-                before = orjson.loads(f.read())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            if self.cfg.force:
-                return
-            raise RunDirError(f"{path}: unreadable ({exc}); use --force to start over it") from exc
-        problems = []
-        if before.get("input_fingerprint") != fingerprint:
-            self._input_changed = True
-            problems.append(
-                "the input file differs from the one this run started with "
-                f"({before.get('input_path')})"
-            )
-        old_opts = _current_shape(before.get("request_options", {}))
-        for key, value in self.cfg.fingerprint().items():
-            problems.extend(changes(f"option {key}", old_opts.get(key), value))
+        problems, self._input_changed = resume_problems(self._path(RUN_INFO), self.cfg, fingerprint)
         if problems and self.cfg.force:
             self.notes.append("--force: resuming although " + "; ".join(problems))
         elif problems:
@@ -230,24 +182,14 @@ class Runner:
             )
 
     def _write_run_info(self, scan: ScanResult) -> None:
-        info = {
-            "batchrun_version": __version__,
-            "input_path": os.path.abspath(self.cfg.input_path),
-            "input_fingerprint": scan.fingerprint,
-            "input_rows": scan.total,
-            "request_options": _jsonable(self.cfg.fingerprint()),
-            # lines that count for nothing now: ids the input no longer has, and
-            # answers to bodies that have changed since (after --force)
-            "outside_input": self._foreign,
-            "changed_rows": self._changed,
-            "options": _jsonable(self.cfg.public_dict()),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        try:
-            write_json_atomic(self._path(RUN_INFO), info)
-        except OSError as exc:
-            path = self._path(RUN_INFO)
-            raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        write_run_info(
+            self._path(RUN_INFO),
+            self.cfg,
+            fingerprint=scan.fingerprint,
+            rows=scan.total,
+            outside_input=self._foreign,
+            changed_rows=self._changed,
+        )
 
     def _scan(self, source: Source) -> ScanResult:
         stop = self._stopping.is_set
@@ -425,7 +367,22 @@ class Runner:
             )
             if self._stopping.is_set():
                 self._scheduler.stop()
-            await self._run_pool(self._scheduler, client)
+            self._sender = Sender(
+                client,
+                self._scheduler,
+                self.hooks,
+                self.state,
+                live=self.live,
+                stopping=self._stopping,
+                stop=self._stop_with,
+                max_attempts=self.cfg.max_attempts,
+                validator=self._validator,
+                breaker=Breaker(max(BREAKER_MIN, self.cfg.concurrency)),
+                clock=self.clock,
+                wall_clock=self.wall_clock,
+                sleep=self.sleep,
+            )
+            await self._run_pool(self._scheduler, self._sender)
         finally:
             try:
                 await client.aclose()
@@ -474,7 +431,7 @@ class Runner:
         only = next(iter(models)) if models else None
         return [Lane(pending(None), self.clock, model=only)]
 
-    async def _run_pool(self, scheduler: Scheduler, client: ChatClient) -> None:
+    async def _run_pool(self, scheduler: Scheduler, sender: Sender) -> None:
         async with anyio.create_task_group() as background:
             background.start_soon(self._checkpoint_loop)
             async with anyio.create_task_group() as writers:
@@ -484,18 +441,18 @@ class Runner:
                         self._drain_scope = drain_scope
                         async with anyio.create_task_group() as workers:
                             for _ in range(self.cfg.concurrency):
-                                workers.start_soon(self._work, client, scheduler)
+                                workers.start_soon(self._work, sender, scheduler)
                 finally:
                     self._workers_done = True
                     self._finished.set()
             background.cancel_scope.cancel()
 
-    async def _work(self, client: ChatClient, scheduler: Scheduler) -> None:
+    async def _work(self, sender: Sender, scheduler: Scheduler) -> None:
         # workers ask the scheduler, which pulls from the lanes' generators: next() is
         # synchronous, so on one event loop no two workers ever run it at once, and no
         # channel (with its per-item cost) is needed between reader and workers
         while (ticket := await scheduler.next()) is not None:
-            outcome = await self._process(client, ticket)
+            outcome = await sender.process(ticket)
             if outcome is not None:
                 self._outbox.append(outcome)
                 self._finished.set()
@@ -521,205 +478,16 @@ class Runner:
         body = req.body
         return prompt_tokens(body) + completion_ceiling(body, default_max=256)
 
-    async def _process(self, client: ChatClient, ticket: Ticket) -> Outcome | None:
-        req, account, tokens = ticket.request, ticket.account, ticket.tokens
-        scheduler = self._scheduler
-        assert scheduler is not None
-        try:
-            await self.hooks.admit(self.state, req)
-        except (Stopped, StopRun) as exc:
-            scheduler.release(account, ok=False)  # charged, never sent
-            if isinstance(exc, StopRun):
-                if self.stop_reason is None:
-                    self.notes.append(str(exc))
-                self.stop(exc.reason)
-            else:
-                self.hooks.after_request(self.state, req, tokens, None)
-            return None
-        if self._stopping.is_set():
-            scheduler.release(account, ok=False)
-            self.hooks.after_request(self.state, req, tokens, None)
-            return None
-        body = req.body
-        payload = orjson.dumps(body)
-        sent_hash = body_hash(payload)
-        attempts: list[Attempt] = []
-        wire = [0.0]  # seconds on the wire, all attempts
-        paced = [True]  # the first attempt was paced by the scheduler
+    def _stop_with(self, reason: str, note: str | None) -> None:
+        """A stop asked for by the sender (the budget, the breaker), with its note."""
+        if note and self.stop_reason is None:
+            self.notes.append(note)
+        self.stop(reason)
 
-        def record_failure(exc: BaseException | None) -> None:
-            if exc is not None:
-                attempts.append(describe_attempt(exc))
-            self.hooks.on_retry(self.state, exc)
-
-        async def attempt_once() -> Reply:
-            if paced[0]:
-                paced[0] = False
-            else:
-                if self._stopping.is_set():
-                    raise _Abandon()
-                try:
-                    await scheduler.wait_for(account, tokens)
-                except Stopped:
-                    raise _Abandon() from None
-                if self._stopping.is_set():
-                    scheduler.release(account, ok=False)
-                    raise _Abandon()
-            ok = False
-            self.live.in_flight += 1
-            sent_at = self.clock()
-            try:
-                reply = await client.send(body, payload)
-                ok = True
-            except RequestError as exc:
-                if exc.billed and any(a.billed for a in attempts):
-                    # an unreadable answer was paid for once already: do not pay again
-                    final = UnusableAnswer(
-                        f"{exc.message} (twice; not retried again, the raw answer is kept)",
-                        code="unreadable_answer",
-                        status=exc.status,
-                        headers=exc.headers,
-                        body=exc.body,
-                        request_id=exc.request_id,
-                    )
-                    final.billed = True
-                    raise final from exc
-                now = self.clock()
-                snapshot = parse_ratelimit_headers(exc.headers)
-                account.observe(snapshot, last_send.get(), now)
-                if isinstance(exc, RateLimited):
-                    headers = exc.headers
-                    account.rate_limited(
-                        retry_after_seconds(headers, rate_limited=True),
-                        explicit=get_header(headers, "retry-after-ms") is not None
-                        or get_header(headers, "retry-after") is not None,
-                        tokens=tokens,
-                        snapshot=snapshot,
-                        now=now,
-                    )
-                raise
-            finally:
-                wire[0] += self.clock() - sent_at
-                self.live.in_flight -= 1
-                scheduler.release(account, ok=ok)
-            now = self.clock()
-            snapshot = parse_ratelimit_headers(reply.headers)
-            account.observe(snapshot, last_send.get(), now)
-            account.answered(had_headers=snapshot is not None, now=now)
-            return reply
-
-        try:
-            reply = await self._attempts(attempt_once, record_failure)
-        except _Abandon:
-            self.hooks.after_request(self.state, req, tokens, None)  # gives back its reservation
-            return None
-        except RequestError as exc:
-            attempts.append(describe_attempt(exc))
-            self.hooks.after_request(self.state, req, tokens, None)
-            self._note_exhausted(exc)
-            total = self.clock() - ticket.since
-            outcome = Outcome.failure(
-                req,
-                code=exc.code,
-                message=exc.message,
-                attempts=attempts,
-                status=exc.status,
-                request_id=exc.request_id,
-                body=exc.body if exc.status is not None else None,
-                latency_s=wire[0],
-                wait_s=max(0.0, total - wire[0]),
-                body_hash=sent_hash,
-            )
-            outcome.finished_at = self.wall_clock()
-            envelope = error_envelope(exc.body)
-            if envelope is not None and outcome.error is not None:
-                # the envelope's type and param say what to fix; keep them next to code
-                outcome.error["type"] = envelope["type"]
-                outcome.error["param"] = envelope["param"]
-            return outcome
-        self._exhausted_in_a_row = 0
-        attempts.append(Attempt(reply.status, "ok"))
-        if tokens:
-            from batchrun.output.usage import usage_of
-
-            usage = usage_of(reply.body)
-            account.settle_tokens(
-                tokens, None if usage is None else usage.total_tokens, self.clock()
-            )
-        self.hooks.after_request(self.state, req, tokens, reply.body)
-        total = self.clock() - ticket.since
-        verdict = classify(reply.body, self._validator)
-        outcome = Outcome.success(
-            req,
-            status=reply.status,
-            request_id=reply.request_id,
-            body=reply.body,
-            attempts=attempts,
-            latency_s=wire[0],
-            ttft_s=reply.ttft_s,
-            wait_s=max(0.0, total - wire[0]),
-            body_hash=sent_hash,
-        )
-        outcome.finished_at = self.wall_clock()
-        if len(attempts) > 1:
-            outcome.extra["statuses"] = [a.status for a in attempts]
-        if verdict.category != OK:
-            outcome.extra["quality"] = verdict.category
-            if verdict.detail:
-                outcome.extra["quality_detail"] = verdict.detail
-        if self.max_tokens is None:
-            limit = body.get("max_tokens") or body.get("max_completion_tokens")
-            self.max_tokens = limit if isinstance(limit, int) else 0
-        return outcome
-
-    def _note_exhausted(self, exc: RequestError) -> None:
-        """Circuit breaker: when request after request runs out of attempts on
-        retryable errors (connection refused, timeouts, 5xx), the endpoint is down;
-        when they fail on the key, the account or the model (401, 402, 403, 404,
-        insufficient_quota), every other row would too. Going on would mark the rest
-        of the input failed; stop instead: the rows written as failed come back
-        with --retry-failed."""
-        if not (is_retryable(exc) or _about_the_endpoint(exc)):
-            self._exhausted_in_a_row = 0
-            return
-        self._exhausted_in_a_row += 1
-        if self._exhausted_in_a_row == self._breaker_after and self.stop_reason is None:
-            self.notes.append(
-                f"stopping: the last {self._breaker_after} requests all failed "
-                f"({exc.code}: {exc.message[:120]}); is the endpoint down, or the key, "
-                "model or quota wrong? Rerun with --retry-failed once it is fixed"
-            )
-            self.stop("endpoint_down")
-
-    async def _attempts(
-        self,
-        attempt_once: Callable[[], Awaitable[Reply]],
-        record_failure: Callable[[BaseException | None], None],
-    ) -> Reply:
-        """The first attempt bare, tenacity (batchrun.pacing.retry's policy) after a failure.
-
-        Most requests succeed at once; building a tenacity controller for each would
-        cost ~25 us of CPU a request on the hot path for nothing.
-        """
-        try:
-            return await attempt_once()
-        except RequestError as exc:
-            if self.cfg.max_attempts <= 1 or not is_retryable(exc):
-                raise
-            first = exc
-        record_failure(first)
-        # reset headers are the pacer's business (it knows what the next request
-        # needs); the retry itself waits only for Retry-After or the backoff
-        await self._retry_sleep(wait_seconds(first, 1, use_reset=False))
-
-        def on_retry(state: Any) -> None:
-            record_failure(state.outcome.exception() if state.outcome else None)
-
-        retrying = make_retrying(
-            self.cfg.max_attempts, self._retry_sleep, on_retry, attempts_made=1, use_reset=False
-        )
-        reply: Reply = await retrying(attempt_once)
-        return reply
+    @property
+    def max_tokens(self) -> int | None:
+        """max_tokens of the first request sent (0: none set), for quality messages."""
+        return self._sender.max_tokens if self._sender is not None else None
 
     # -- output ---------------------------------------------------------------------
     async def _write(self) -> None:
@@ -892,87 +660,12 @@ class Runner:
         if self._drain_scope is not None:
             self._drain_scope.cancel()
 
-    async def _retry_sleep(self, seconds: float) -> None:
-        """Back off, but wake at once when the run is stopping (the retry is left)."""
-        if self._stopping.is_set():
-            return
-        async with anyio.create_task_group() as tg:
-
-            async def wake() -> None:
-                await self._stopping.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(wake)
-            await self.sleep(seconds)
-            tg.cancel_scope.cancel()
-
 
 def _has_content(path: str) -> bool:
     try:
         return os.path.getsize(path) > 0
     except OSError:
         return False
-
-
-def _about_the_endpoint(exc: RequestError) -> bool:
-    """A failure no other row can escape: the key, the permissions, the account's
-    credit or quota, a model the endpoint does not serve."""
-    return exc.status in (401, 402, 403, 404) or exc.code == "insufficient_quota"
-
-
-def changes(where: str, old: Any, new: Any) -> list[str]:
-    """What differs between two JSON values, one ``where: old -> new`` per change.
-
-    >>> changes("job", {"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 3]})
-    ['job.b[1]: 2 -> 3']
-    """
-    new = _jsonable(new)
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in {**old, **new}:
-            out.extend(changes(f"{where}.{key}", old.get(key), new.get(key)))
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        out = []
-        for i, (a, b) in enumerate(zip(old, new, strict=True)):
-            out.extend(changes(f"{where}[{i}]", a, b))
-        return out
-    if old == new:
-        return []
-    return [f"{where}: {_short(old)} -> {_short(new)}"]
-
-
-def _short(value: Any) -> str:
-    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _current_shape(options: Any) -> dict[str, Any]:
-    """A fingerprint recorded by an older batchrun (a ``job`` dict holding the prompt,
-    the body defaults and the response format) in today's shape, so a resume compares
-    like with like. Scoring ([eval]) never shaped a request and is dropped."""
-    if not isinstance(options, dict):
-        return {}
-    if "job" not in options:
-        return options
-    job = options.get("job") or {}
-    prompt = job.get("prompt")
-    return {
-        "id_column": options.get("id_column"),
-        "model": options.get("model"),
-        "stream": options.get("stream"),
-        "request": job.get("request") or {},
-        "prompt": prompt.get("messages") if isinstance(prompt, dict) else prompt,
-        "response_format": job.get("response_format"),
-    }
-
-
-class _Abandon(Exception):
-    """A retry that would start after a stop was requested: leave it for the resume."""
-
-
-def _jsonable(value: Any) -> Any:
-    return orjson.loads(orjson.dumps(value, default=str))
 
 
 __all__ = ["RunResult", "Runner"]
