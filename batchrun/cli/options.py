@@ -30,7 +30,12 @@ def _option(name: str, spec: Spec) -> Callable[[F], F]:
         return click.option(spec.flags[0], name, default=None, **common)
     if spec.kind == "optional":
         return click.option(
-            *spec.flags, name, is_flag=False, flag_value="0", metavar=spec.metavar, **common
+            *spec.flags,
+            name,
+            is_flag=False,
+            flag_value=spec.flag_value,
+            metavar=spec.metavar,
+            **common,
         )
     if spec.kind == "multiple":
         return click.option(*spec.flags, name, multiple=True, metavar=spec.metavar, **common)

@@ -44,6 +44,8 @@ class CostHooks(RunHooks):
 
         self.book = PriceBook.load(settings.prices)
         self.costs = CostTotals(self.book)
+        self.saved = CostTotals(self.book)
+        """What the reused answers (cache, in-run dedupe) would have cost."""
 
     @property
     def spent(self) -> float:
@@ -54,20 +56,26 @@ class CostHooks(RunHooks):
         # earlier processes of this run: priced from their per-model totals
         for model, usage in state.tally.usage.by_model.items():
             self.costs.add(model, usage)
+        for model, usage in state.tally.saved.by_model.items():
+            self.saved.add(model, usage)
 
     def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
         for outcome in batch:
             if outcome.ok:
                 usage = usage_of(outcome.body)
                 if usage is not None:
-                    self.costs.add(model_of(outcome.body), usage)
+                    totals = self.costs if "reused" not in outcome.extra else self.saved
+                    totals.add(model_of(outcome.body), usage)
         return None
 
     def figures(self, state: RunState) -> dict[str, Any]:
         return {"cost_usd": self.spent}
 
     def summary_extra(self, state: RunState) -> dict[str, Any]:
-        return self.costs.report()
+        report = self.costs.report()
+        if self.saved.by_model:
+            report["saved_usd"] = round(self.saved.spent, 10)
+        return report
 
 
 class BudgetAdmission(RunHooks):

@@ -344,5 +344,9 @@ def estimate_settings(settings: Settings) -> EstimateReport:
     out_dir = settings.out_dir
     learned = learn_from_run(out_dir) if out_dir else {}
     return estimate(
-        source.requests(), book, settings.model, learned, learned_from=out_dir if learned else None
+        source.requests(),
+        book,
+        settings.default_model,
+        learned,
+        learned_from=out_dir if learned else None,
     )

@@ -21,18 +21,26 @@ from batchrun.errors import RunDirError
 from batchrun.output.summary import write_json_atomic
 from batchrun.settings import Settings
 
+VARIANT_SETTINGS = ("model", "prompts", "system")
+"""In a job comparing variants, these may change between runs: a changed variant is
+a new one (its rows' bodies change, so only they are sent; the others keep their
+answers), which is how a comparison is refined."""
 
-def resume_problems(path: str, settings: Settings, fingerprint: str) -> tuple[list[str], bool]:
-    """(what differs from run.json at ``path``, whether it is the input itself).
-    No run.json: nothing differs. An unreadable one is a RunDirError unless ``force``."""
+
+def resume_problems(
+    path: str, settings: Settings, fingerprint: str
+) -> tuple[list[str], bool, list[str]]:
+    """(what differs from run.json at ``path`` and refuses the resume, whether it is
+    the input itself, the variants that changed). No run.json: nothing differs. An
+    unreadable one is a RunDirError unless ``force``."""
     if not os.path.exists(path):
-        return [], False
+        return [], False, []
     try:
         with open(path, "rb") as f:
             before = orjson.loads(f.read())
     except (OSError, orjson.JSONDecodeError) as exc:
         if settings.force:
-            return [], False
+            return [], False, []
         raise RunDirError(f"{path}: unreadable ({exc}); use --force to start over it") from exc
     problems = []
     input_changed = before.get("input_fingerprint") != fingerprint
@@ -42,9 +50,17 @@ def resume_problems(path: str, settings: Settings, fingerprint: str) -> tuple[li
             f"({before.get('input_path')})"
         )
     old_opts = _current_shape(before.get("request_options", {}))
+    compared = settings.has_variants and _had_variants(old_opts)
+    variants: list[str] = []
     for key, value in settings.fingerprint().items():
-        problems.extend(changes(f"option {key}", old_opts.get(key), value))
-    return problems, input_changed
+        found = changes(f"option {key}", old_opts.get(key), value)
+        (variants if compared and key in VARIANT_SETTINGS else problems).extend(found)
+    return problems, input_changed, variants
+
+
+def _had_variants(options: dict[str, Any]) -> bool:
+    model = options.get("model")
+    return bool(options.get("prompts")) or (isinstance(model, list) and len(model) > 1)
 
 
 def write_run_info(

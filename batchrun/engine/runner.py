@@ -43,6 +43,7 @@ import orjson
 
 from batchrun.engine.attempt import BREAKER_MIN, Breaker, Live, Sender
 from batchrun.engine.hooks import RunHooks, RunState
+from batchrun.engine.reuse import LOOKUP_BATCH, SEND, Reuse
 from batchrun.engine.rundir import (
     RunDirLock,
     create_run_dir,
@@ -52,7 +53,8 @@ from batchrun.engine.rundir import (
 from batchrun.engine.runinfo import resume_problems, write_run_info
 from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.ids import body_hash_int, id_hash
-from batchrun.input.sources import Interrupted, ScanResult, Source
+from batchrun.input.pilot import PilotPicker, Selection
+from batchrun.input.sources import Interrupted, ScanObserver, ScanResult, Source
 from batchrun.models import Outcome, Request
 from batchrun.output.journal import RUN_INFO, SUMMARY, JournalState, answered, read_journal
 from batchrun.output.quality import QualityCounts, compile_schema, quality_stop
@@ -146,6 +148,12 @@ class Runner:
         self._drain_scope: anyio.CancelScope | None = None
         self._outer: anyio.abc.TaskGroup | None = None
         self._sender: Sender | None = None
+        self._reuse: Reuse | None = None
+        """The response cache and in-run dedupe (`batchrun.engine.reuse`), when on."""
+        self._earlier: Any = None
+        self._picker: PilotPicker | None = None
+        self._selection: Selection | None = None
+        """A pilot's rows (``limit`` / ``sample``); None: every row."""
         self._input_changed = False
         self._foreign = {"succeeded": 0, "failed": 0}
         self._changed = 0
@@ -170,7 +178,15 @@ class Runner:
         With ``--force`` the run goes on; what was answered for other bodies stays
         in the files but counts for nothing, and those rows are sent again.
         """
-        problems, self._input_changed = resume_problems(self._path(RUN_INFO), self.cfg, fingerprint)
+        problems, self._input_changed, variants = resume_problems(
+            self._path(RUN_INFO), self.cfg, fingerprint
+        )
+        if variants:
+            self.notes.append(
+                "variants changed since the last run ("
+                + "; ".join(variants)
+                + "): rows whose request changed are sent, the others keep their answers"
+            )
         if problems and self.cfg.force:
             self.notes.append("--force: resuming although " + "; ".join(problems))
         elif problems:
@@ -193,14 +209,52 @@ class Runner:
 
     def _scan(self, source: Source) -> ScanResult:
         stop = self._stopping.is_set
+        observe = self._scan_observer()
         if not self.cfg.skip_invalid:
-            return source.scan(should_stop=stop)
+            return source.scan(should_stop=stop, observe=observe)
         path = self._path("invalid.jsonl")
         try:
             with open(path, "wb") as invalid_sink:
-                return source.scan(invalid_sink, should_stop=stop)
+                return source.scan(invalid_sink, should_stop=stop, observe=observe)
         except OSError as exc:  # input read errors arrive as InputError; this is the output
             raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+    def _scan_observer(self) -> ScanObserver | None:
+        """What the scan tells the pilot's picker and the dedupe (None: nobody asks)."""
+        cfg = self.cfg
+        watchers: list[ScanObserver] = []
+        if cfg.is_pilot:
+            from batchrun.input.variants import plan_variants
+
+            self._picker = PilotPicker(
+                limit=cfg.limit,
+                sample=None if cfg.limit is not None else cfg.sample,
+                seed=cfg.seed,
+                variants=[v.name for v in plan_variants(cfg)],
+            )
+            watchers.append(self._picker.observe)
+        if (cfg.cache or cfg.dedupe) and cfg.cache_policy != "off":
+            self._reuse = Reuse(cfg, read_line=self._earlier_line)
+            watchers.append(self._reuse.observe)
+        if not watchers:
+            return None
+        if len(watchers) == 1:
+            return watchers[0]
+
+        def both(req: Request, payload: bytes) -> None:
+            for watch in watchers:
+                watch(req, payload)
+
+        return both
+
+    def _earlier_line(self, custom_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The final line an earlier process wrote for ``custom_id`` (dedupe reads a
+        leader's answer back for its followers). The index is built on first use."""
+        if self._earlier is None:
+            from batchrun.output.parquet import ResultIndex
+
+            self._earlier = ResultIndex.build(self.run_dir)
+        return self._earlier.lookup(custom_id)
 
     def _build_source(self) -> Source:
         if self.source is not None:
@@ -271,6 +325,12 @@ class Runner:
         self._check_run_info(fingerprint)
         scan = await anyio.to_thread.run_sync(self._scan, source)
         self._interrupted_during_setup()
+        if self._picker is not None:
+            self._selection = self._picker.finish()
+        if self._reuse is not None:
+            await anyio.to_thread.run_sync(self._reuse.after_scan)
+            if not self._reuse.active:
+                self._reuse = None
         self.hooks.before_send(self.state, scan)
         try:
             journal = await anyio.to_thread.run_sync(read_journal, self.run_dir)
@@ -398,6 +458,10 @@ class Runner:
                     if self.stop_reason is None:
                         self.stop_reason = "disk_error"
                 self._sink.close()
+                if self._reuse is not None:
+                    self._reuse.close()
+                if self._earlier is not None:
+                    self._earlier.close()
                 self.notes.extend(self.hooks.on_end(self.state, summary) or ())
         return RunResult(self._exit_code(), status, summary, self.run_dir, self.notes)
 
@@ -426,10 +490,60 @@ class Runner:
                 if not (skipping and is_done(req)):
                     yield req
 
+        if self._reuse is not None or self._selection is not None:
+            pending = self._pending_with_reuse(source, skipping)  # type: ignore[assignment]
         if len(models) > 1:
             return [Lane(pending(m), self.clock, model=m) for m in sorted(models)]
         only = next(iter(models)) if models else None
         return [Lane(pending(None), self.clock, model=only)]
+
+    def _pending_with_reuse(
+        self, source: Source, skipping: bool
+    ) -> Callable[[str | None], Iterator[Request]]:
+        """`_lanes`' generator for a pilot (only the selected rows) and with reuse
+        (answers from the cache or from an identical request are written, not sent)."""
+        is_done = self._is_done
+        selection = self._selection
+        reuse = self._reuse
+
+        def pending(model: str | None) -> Iterator[Request]:
+            waiting: list[Request] = []
+            for index, req in enumerate(source.requests()):
+                if model is not None and req.body.get("model") != model:
+                    continue
+                wanted = (selection is None or selection.wants(req)) and not (
+                    skipping and is_done(req)
+                )
+                if reuse is None:
+                    if wanted:
+                        yield req
+                    continue
+                reuse.note(index, req, wanted=wanted)
+                if not wanted:
+                    continue
+                decision = reuse.consider(index, req)
+                if isinstance(decision, Outcome):
+                    self._deliver([decision])
+                elif decision == SEND:
+                    waiting.append(req)
+                    if len(waiting) >= LOOKUP_BATCH:
+                        yield from self._send_or_reuse(reuse, waiting)
+                        waiting = []
+            yield from self._send_or_reuse(reuse, waiting) if reuse is not None else ()
+
+        return pending
+
+    def _send_or_reuse(self, reuse: Reuse, requests: list[Request]) -> Iterator[Request]:
+        for req, answer in reuse.cached(requests):
+            if answer is None:
+                yield req
+            else:
+                self._deliver([answer])
+
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        """Answers found without sending: to the writer, like any outcome."""
+        self._outbox.extend(outcomes)
+        self._finished.set()
 
     async def _run_pool(self, scheduler: Scheduler, sender: Sender) -> None:
         async with anyio.create_task_group() as background:
@@ -513,12 +627,28 @@ class Runner:
                     return
                 for outcome in batch:
                     self._count(outcome)
+                if self._reuse is not None:
+                    await self._after_written(self._reuse, batch)
                 reason = self.hooks.on_written(self.state, batch)
                 if reason:
                     self.stop(reason)
                 self._judge_answers()
             if self._workers_done and not self._outbox:
                 return
+
+    async def _after_written(self, reuse: Reuse, batch: list[Outcome]) -> None:
+        """Followers of the leaders just written get their answer (written next), and
+        usable answers go into the response cache (off the event loop)."""
+        released, store = reuse.written(batch)
+        if released:
+            self._deliver(released)
+        if store and reuse.cache is not None:
+            try:
+                await anyio.to_thread.run_sync(reuse.cache.put_many, store)
+            except Exception as exc:  # the cache is a saving, never a reason to stop
+                note = f"could not store answers in the response cache: {exc}"
+                if note not in self.notes:
+                    self.notes.append(note)
 
     def _stop_on_write_error(self, message: str) -> None:
         """A write failed: stop sending at once; answers in flight could not be kept."""
@@ -547,10 +677,17 @@ class Runner:
     def _count(self, outcome: Outcome) -> None:
         statuses = [a.status for a in outcome.attempts]
         error_code = None if outcome.ok else (outcome.error or {}).get("code")
+        reused = outcome.extra.get("reused")
         verdict = self.tally.count(
-            outcome.ok, outcome.body, statuses, None, error_code, outcome.extra.get("quality")
+            outcome.ok,
+            outcome.body,
+            statuses,
+            None,
+            error_code,
+            outcome.extra.get("quality"),
+            reused=reused,
         )
-        if verdict is not None:
+        if verdict is not None and reused is None:
             self.session_quality.add(verdict, model_of(outcome.body))
         h = id_hash(outcome.custom_id)
         if outcome.ok:
@@ -579,9 +716,25 @@ class Runner:
             results_bytes=sink.results_bytes if sink else 0,
             errors_bytes=sink.errors_bytes if sink else 0,
             pacing=self.accounts.summary(),
-            extra=self.hooks.summary_extra(self.state),
+            extra={**self.hooks.summary_extra(self.state), **self._own_summary()},
             stop_reason=self.stop_reason,
         )
+
+    def _own_summary(self) -> dict[str, Any]:
+        """The pilot's selection and the in-run dedupe, for summary.json."""
+        out: dict[str, Any] = {}
+        if self._selection is not None and self._picker is not None:
+            cfg = self.cfg
+            out["pilot"] = {
+                "limit": cfg.limit,
+                "sample": cfg.sample if cfg.limit is None else None,
+                "seed": cfg.seed if cfg.limit is None else None,
+                "rows": self._selection.rows,
+                "input_rows": self._picker.rows_seen,
+            }
+        if self._reuse is not None:
+            out["dedupe"] = self._reuse.summary()
+        return out
 
     def _checkpoint(self, status: str) -> dict[str, Any]:
         summary = self.summary(status)
@@ -612,7 +765,8 @@ class Runner:
         if self.stop_reason is not None:
             return "interrupted"
         if self.counts.pending:
-            return "incomplete"
+            # a pilot that did what it was asked: the rest is for the full run
+            return "partial" if self._selection is not None else "incomplete"
         return "complete"
 
     def _exit_code(self) -> int:
@@ -623,7 +777,8 @@ class Runner:
             return EXIT_SIGTERM
         if reason == "budget":
             return EXIT_BUDGET
-        if reason in ("disk_error", "endpoint_down", "bad_answers") or self.counts.pending:
+        pending = self.counts.pending and not (self._selection is not None and reason is None)
+        if reason in ("disk_error", "endpoint_down", "bad_answers") or pending:
             return EXIT_ERROR
         return EXIT_SOME_FAILED if self.counts.failed else EXIT_OK
 

@@ -12,20 +12,34 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from batchrun.input.sources import Source
+from batchrun.input.sources import RowMapper, Source
 from batchrun.models import Request
 from batchrun.settings import Settings
 
 
 def source_for(cfg: Settings) -> Source:
     from batchrun.input.rows import dataset_mapper, request_defaults_mapper
+    from batchrun.input.variants import fan_out, plan_variants, with_model
 
     finish = partial(sent_request, stream=cfg.stream)
+    variants = plan_variants(cfg)
     if cfg.is_dataset:
         return Source(
             cfg.input_path,
-            mapper=dataset_mapper(cfg),
+            mapper=fan_out(dataset_mapper, variants) if variants else dataset_mapper(cfg),
             dataset=True,
+            skip_invalid=cfg.skip_invalid,
+            finish=finish,
+        )
+    if variants:  # a request file run once per model
+
+        def per_model(settings: Settings) -> RowMapper:
+            assert isinstance(settings.model, str)
+            return with_model(request_defaults_mapper(settings), settings.model)
+
+        return Source(
+            cfg.input_path,
+            mapper=fan_out(per_model, variants),
             skip_invalid=cfg.skip_invalid,
             finish=finish,
         )
@@ -37,7 +51,10 @@ def source_for(cfg: Settings) -> Source:
             finish=finish,
         )
     return Source(
-        cfg.input_path, default_model=cfg.model, skip_invalid=cfg.skip_invalid, finish=finish
+        cfg.input_path,
+        default_model=cfg.default_model,
+        skip_invalid=cfg.skip_invalid,
+        finish=finish,
     )
 
 

@@ -29,7 +29,7 @@ from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.input.sources import ScanResult
 from batchrun.jobs.evaluate import format_eval
 from batchrun.output.journal import SUMMARY
-from batchrun.output.parquet import write_results_parquet
+from batchrun.output.parquet import RowObserver, write_results_parquet
 from batchrun.output.summary import write_json_atomic
 from batchrun.settings import Evaluation, Settings
 
@@ -44,13 +44,49 @@ def finish_dataset_run(cfg: Settings) -> dict[str, Any]:
     """
     assert cfg.out_dir is not None
     path = os.path.join(cfg.out_dir, PARQUET) if cfg.write_parquet else None
-    report = write_results_parquet(cfg, path)
+    comparison = examples = None
+    observers: list[RowObserver] = []
+    if cfg.has_variants:
+        from batchrun.jobs.compare import Comparison
+
+        comparison = Comparison(cfg)
+        observers.append(comparison.observe)
+    if cfg.is_pilot:
+        from batchrun.jobs.examples import Examples
+
+        examples = Examples(cfg)
+        observers.append(examples.observe)
+    report = write_results_parquet(cfg, path, observe=_all(observers))
     parquet = None
     if path is not None:
         parquet = {"path": path, "rows": report.rows, "statuses": report.statuses}
         if report.renamed:
             parquet["renamed"] = report.renamed
-    return {"parquet": parquet, "eval": report.eval}
+    extra: dict[str, Any] = {"parquet": parquet, "eval": report.eval}
+    if comparison is not None:
+        variants, block = comparison.report(report.eval_by_variant)
+        extra["variants"] = variants
+        extra["comparison"] = block
+        by_variant = report.eval_by_variant
+        if by_variant:
+            # the flat figures are the best variant's (what a one-variant reader shows),
+            # every variant's whole report is under "variants"
+            best = block.get("best") or next(iter(by_variant))
+            extra["eval"] = {**by_variant[best], "variant": best, "variants": by_variant}
+    if examples is not None:
+        extra["examples"] = examples.rows
+    return extra
+
+
+def _all(observers: list[RowObserver]) -> RowObserver | None:
+    if len(observers) < 2:
+        return observers[0] if observers else None
+
+    def each(*row: Any) -> None:
+        for observe in observers:
+            observe(*row)
+
+    return each
 
 
 def merge_summary(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -150,9 +186,29 @@ class DatasetOutputHooks(RunHooks):
             write_json_atomic(os.path.join(state.run_dir, SUMMARY), summary)
         except OSError as exc:
             notes.append(f"could not write summary.json: {exc}")
+        examples = extra.pop("examples", None)
+        if examples is not None and isinstance(summary.get("pilot"), dict):
+            summary["pilot"]["examples"] = examples
         report = extra.get("eval")
-        if report is not None and not self.cfg.quiet:
-            err = self.err or sys.stderr
+        err = self.err or sys.stderr
+        if examples and not self.cfg.quiet:
+            from batchrun.jobs.examples import format_examples
+
+            err.write(
+                "batchrun: pilot answers, to look at before running the rest:\n"
+                + format_examples(examples)
+                + "\n"
+            )
+        if extra.get("variants") and not self.cfg.quiet:
+            from batchrun.jobs.compare import format_comparison
+
+            err.write(
+                "batchrun: variants (* best):\n"
+                + format_comparison(extra["variants"], extra["comparison"])
+                + "\n"
+            )
+            err.flush()
+        elif report is not None and not self.cfg.quiet:
             what = report["reference_column"]
             if report.get("field"):
                 what += f" vs {report['field']}"

@@ -112,6 +112,14 @@ def build_summary(
         "elapsed_s": round(elapsed_s, 3),
         "pacing": pacing or {},
     }
+    if state["reused"]:
+        # answers not sent for (the response cache, identical requests of the run):
+        # their tokens were not paid again
+        summary["reused"] = {
+            "cache": state["reused"].get("cache", 0),
+            "run": state["reused"].get("run", 0),
+            "saved_usage": state["saved"]["usage"],
+        }
     if extra:
         summary.update(extra)
     summary["journal"] = {

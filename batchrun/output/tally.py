@@ -31,6 +31,11 @@ class Tally:
     error_codes: Counter[str] = field(default_factory=Counter)
     quality: QualityCounts = field(default_factory=QualityCounts)
     """Every answer by quality category and model (`batchrun.output.quality`)."""
+    reused: Counter[str] = field(default_factory=Counter)
+    """Answers not sent for: "cache" (the response cache), "run" (an identical request
+    of this run was sent once)."""
+    saved: UsageTotals = field(default_factory=UsageTotals)
+    """The usage of the reused answers: tokens not paid for (never in ``usage``)."""
 
     def count(
         self,
@@ -40,15 +45,19 @@ class Tally:
         requested_model: str | None = None,
         error_code: str | None = None,
         quality: str | None = None,
+        reused: str | None = None,
     ) -> Verdict | None:
         """Count one finished request. ``statuses``: every attempt's HTTP status;
-        ``quality``: the answer's category (None: ok). Returns what was counted as
-        the answer's verdict (None for a failure)."""
+        ``quality``: the answer's category (None: ok); ``reused``: how it was answered
+        without being sent (None: it was sent). Returns what was counted as the
+        answer's verdict (None for a failure)."""
         self.retries += max(0, len(statuses) - 1)
         self.rate_limited += sum(1 for s in statuses if s == 429)
+        if reused is not None:
+            self.reused[reused] += 1
         if ok:
             model = model_of(body, requested_model)
-            self.usage.add(model, usage_of(body))
+            (self.usage if reused is None else self.saved).add(model, usage_of(body))
             verdict = Verdict(quality or OK, first_finish_reason(body))
             self.quality.add(verdict, model)
             return verdict
@@ -63,11 +72,18 @@ class Tally:
         error = record.get("error")
         if error:
             statuses = [a.get("status") for a in error.get("attempts") or []]
-            self.count(False, None, statuses, error_code=str(error.get("code")))
+            self.count(
+                False, None, statuses, error_code=str(error.get("code")), reused=meta.get("reused")
+            )
         else:
             statuses = list(meta.get("statuses") or [response.get("status_code")])
             self.count(
-                True, response.get("body"), statuses, meta.get("model"), quality=meta.get("quality")
+                True,
+                response.get("body"),
+                statuses,
+                meta.get("model"),
+                quality=meta.get("quality"),
+                reused=meta.get("reused"),
             )
 
     def to_state(self) -> dict[str, Any]:
@@ -79,6 +95,8 @@ class Tally:
             "rate_limited": self.rate_limited,
             "error_codes": dict(self.error_codes),
             "quality": self.quality.to_state(),
+            "reused": dict(self.reused),
+            "saved": {"usage": self.saved.total.to_dict(), "by_model": self.saved.by_model_dict()},
         }
 
     @classmethod
@@ -94,7 +112,16 @@ class Tally:
             rate_limited=int(state["rate_limited"]),
             error_codes=Counter({str(k): int(v) for k, v in state["error_codes"].items()}),
             quality=QualityCounts.from_state(state.get("quality") or {}),
+            reused=Counter({str(k): int(v) for k, v in (state.get("reused") or {}).items()}),
+            saved=_saved(state.get("saved") or {}),
         )
+
+
+def _saved(state: dict[str, Any]) -> UsageTotals:
+    return UsageTotals(
+        total=Usage.from_dict(state.get("usage") or {}),
+        by_model={m: Usage.from_dict(u) for m, u in (state.get("by_model") or {}).items()},
+    )
 
 
 def first_finish_reason(body: Any) -> str | None:

@@ -26,6 +26,7 @@ from batchrun.engine.rundir import holder
 from batchrun.errors import BatchrunError, RunDirError
 from batchrun.output.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, JournalState, read_journal
 from batchrun.report.statistics import OutputStats, meta_of
+from batchrun.report.tables import format_usd
 
 # files listed first in the report, in this order; anything else follows by name
 _FILE_ORDER = (RESULTS, ERRORS, "results.parquet", "invalid.jsonl", SUMMARY, RUN_INFO)
@@ -156,7 +157,8 @@ def run_report(
     if outputs is None:
         outputs = scan_outputs(run_dir)
     options = info.get("options") or {}
-    cost, batch_cost, cost_source = _cost_blocks(summary, by_model, options.get("prices_path"))
+    prices = options.get("prices") or options.get("prices_path")
+    cost, batch_cost, cost_source = _cost_blocks(summary, by_model, prices)
     elapsed = summary.get("elapsed_s")
     finished = requests["succeeded"] + requests["failed"]
     throughput: dict[str, Any] = {
@@ -190,6 +192,11 @@ def run_report(
         "latency_ms": outputs.latency_ms.summary(),
         "ttft_ms": outputs.ttft_ms.summary(),
         "eval": summary.get("eval"),
+        "pilot": summary.get("pilot"),
+        "reused": summary.get("reused"),
+        "saved_usd": summary.get("saved_usd"),
+        "variants": summary.get("variants"),
+        "comparison": summary.get("comparison"),
         "files": _files(run_dir),
     }
 
@@ -331,6 +338,12 @@ def format_status(report: Mapping[str, Any]) -> str:
         status = f"running, pid {report['running_pid']}"
     elif status == "stopped":
         status = "stopped: the process ended without finishing (killed?); rerun to resume"
+    elif status == "partial" and report.get("pilot"):
+        pilot = report["pilot"]
+        status = (
+            f"partial: a pilot of {_n(pilot.get('rows') or 0)} of "
+            f"{_n(pilot.get('input_rows') or 0)} rows"
+        )
     lines = [
         f"run         {report['run_dir']}  ({state}; status: {status})",
         f"input       {report['input']}",
@@ -350,6 +363,17 @@ def format_status(report: Mapping[str, Any]) -> str:
     if usage.get("missing"):
         tokens += f"; {_n(usage['missing'])} responses without usage"
     lines.append(tokens)
+    reused = report.get("reused")
+    if reused:
+        saved = reused.get("saved_usage") or {}
+        line = (
+            f"reused      {_n(reused.get('cache', 0))} answers from the cache, "
+            f"{_n(reused.get('run', 0))} from identical requests of this run; "
+            f"{_n(saved.get('total_tokens', 0))} tokens not paid again"
+        )
+        if report.get("saved_usd") is not None:
+            line += f" ({format_usd(report['saved_usd'])})"
+        lines.append(line)
     lines.extend(_quality_lines(report.get("quality") or {}))
     tp = report.get("throughput") or {}
     if tp.get("requests_per_s") is not None:
@@ -386,7 +410,15 @@ def format_status(report: Mapping[str, Any]) -> str:
             f"{pacing.get('paced_s', 0):,.1f} s paced by rate-limit headers"
         )
     lines.extend(_cost_lines(report))
-    if report.get("eval"):
+    if report.get("variants"):
+        from batchrun.jobs.compare import format_comparison
+
+        lines.append("variants    (* best)")
+        block = report.get("comparison") or {}
+        lines.extend(
+            "  " + line for line in format_comparison(report["variants"], block).splitlines()
+        )
+    elif report.get("eval"):
         from batchrun.jobs.evaluate import format_eval
 
         lines.append("evaluation")
