@@ -482,6 +482,26 @@ class Run:
         return value if isinstance(value, dict) else None
 
     @property
+    def variants(self) -> list[dict[str, Any]] | None:
+        """The comparison of a job's variants, one flat dict each (best marked)."""
+        value = self.summary.get("variants")
+        return value if isinstance(value, list) else None
+
+    def evaluate(self, evaluation: Any = None, *, variants: Sequence[str] = ()) -> dict[str, Any]:
+        """Score the run again, sending nothing (as ``batchrun eval``): with the recorded
+        [eval] or ``evaluation`` (an `Evaluation` or a dict like the [eval] table),
+        every variant or only ``variants``. Recorded in summary.json.
+
+            run.evaluate({"reference_column": "label", "compare": "exact"})
+        """
+        from batchrun.checks import Where
+        from batchrun.checks import evaluation as checked_evaluation
+        from batchrun.jobs.outputs import rescore
+
+        chosen = checked_evaluation(evaluation, Where("evaluation")) if evaluation else None
+        return rescore(self.run_dir, chosen, variants=variants)
+
+    @property
     def cost(self) -> dict[str, Any] | None:
         value = self.summary.get("cost_usd")
         return value if isinstance(value, dict) else None

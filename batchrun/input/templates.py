@@ -41,12 +41,12 @@ _MAX_COLUMNS_SHOWN = 20
 _Part = tuple[str, str | None]
 
 
-_JINJA_LOOK = re.compile(r"\{%|\{#|\{\{\s*[A-Za-z_][^{}]*\}\}")
+_JINJA_LOOK = re.compile(r"\{%|\{#|\{\{\s*[A-Za-z_]")
 
 
 def looks_like_jinja(text: str) -> bool:
-    """A template written for Jinja: ``{% ... %}``, ``{# ... #}`` or ``{{ name }}``
-    (a format template writes a literal brace as ``{{``, but not around a name).
+    """A template written for Jinja: ``{% ... %}``, ``{# ... #}`` or ``{{ name``
+    (a format template writes a literal brace as ``{{``, but seldom before a name).
 
     >>> looks_like_jinja("Review: {{ text }}"), looks_like_jinja('Answer as {{"label": ...}}')
     (True, False)

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchrun.cost.bill import CostTotals
+from batchrun.cost.bill import cost_report
 from batchrun.cost.prices import PriceBook
 from batchrun.input.variants import plan_variants
 from batchrun.jobs import metrics
@@ -46,6 +46,8 @@ class _Figures:
     quality: dict[str, int] = field(default_factory=dict)
     reused: int = 0
     latency: LatencyStats = field(default_factory=LatencyStats)
+    usage: dict[str, Usage] = field(default_factory=dict)
+    """Model -> tokens paid for (reused answers excluded)."""
 
 
 class Comparison:
@@ -56,11 +58,11 @@ class Comparison:
         self.names = [v.name for v in self.variants]
         self.figures = {v.name: _Figures(v.model, v.prompt) for v in self.variants}
         self.book = book if book is not None else PriceBook.load(settings.prices)
-        self.costs = {name: CostTotals(self.book) for name in self.names}
         self.evaluator = Evaluator.of(settings.eval)
         self.interval = settings.eval.interval if settings.eval is not None else False
         self._row: int | None = None
         self._reference: Any = None
+        self._reference_label: str | None = None
         self._labels: dict[str, str] = {}
         self._right: dict[str, bool] = {}
         pairs = [(a, b) for i, a in enumerate(self.names) for b in self.names[i + 1 :]]
@@ -85,6 +87,12 @@ class Comparison:
             self._row = values["row"]
             column = self.evaluator.reference_column if self.evaluator else None
             self._reference = obj.get(column) if column and isinstance(obj, dict) else None
+            blank = self._reference is None or (
+                isinstance(self._reference, str) and not self._reference.strip()
+            )
+            self._reference_label = (
+                None if blank or self.evaluator is None else self.evaluator.label(self._reference)
+            )
         status = values["status"]
         if status in figures.statuses:
             figures.statuses[status] += 1
@@ -104,23 +112,26 @@ class Comparison:
                     figures.latency.add(values["latency_ms"])
                 model = values.get("model") or figures.model
                 if model and (prompt is not None or completion is not None):
-                    usage = Usage(
-                        prompt_tokens=prompt or 0,
-                        completion_tokens=completion or 0,
-                        total_tokens=values.get("total_tokens") or 0,
-                        cached_tokens=values.get("cached_tokens") or 0,
-                        reasoning_tokens=values.get("reasoning_tokens") or 0,
-                    )
-                    self.costs[name].add(model, usage)
+                    usage = figures.usage.get(model)
+                    if usage is None:
+                        usage = figures.usage[model] = Usage()
+                    usage.prompt_tokens += prompt or 0
+                    usage.completion_tokens += completion or 0
+                    usage.total_tokens += values.get("total_tokens") or 0
+                    usage.cached_tokens += values.get("cached_tokens") or 0
+                    usage.reasoning_tokens += values.get("reasoning_tokens") or 0
         evaluator = self.evaluator
         if evaluator is not None:
             predicted = (
                 evaluator.predicted(values.get("content"), parsed) if status == SUCCEEDED else None
             )
-            right = evaluator.is_correct(self._reference, predicted)
-            if right is not None:
-                self._right[name] = right
-            self._labels[name] = NO_PREDICTION if predicted is None else evaluator.label(predicted)
+            label = NO_PREDICTION if predicted is None else evaluator.label(predicted)
+            self._labels[name] = label
+            if self._reference_label is not None:
+                if evaluator.compare == "number":
+                    self._right[name] = bool(evaluator.is_correct(self._reference, predicted))
+                else:
+                    self._right[name] = label == self._reference_label
 
     def _close_row(self) -> None:
         """The row's variants are all in: count agreement and paired outcomes."""
@@ -145,7 +156,8 @@ class Comparison:
         rows = []
         for name in self.names:
             figures = self.figures[name]
-            cost = self.costs[name].report()["cost_usd"]
+            # priced from the variant's usage totals (a tiered model at its base tier)
+            cost = cost_report(figures.usage, self.book)["cost_usd"]
             latency = figures.latency.summary() if figures.latency.values else {}
             row: dict[str, Any] = {
                 "name": name,
@@ -233,6 +245,35 @@ def _best(rows: list[dict[str, Any]]) -> str | None:
     return str(min(scored, key=key)["name"])
 
 
+def select_variants(
+    variants: list[dict[str, Any]], block: Mapping[str, Any], names: list[str]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The comparison of some of the variants only (the best among them; their pairs).
+
+    >>> rows = [{"name": "a", "accuracy": .5, "cost_usd": 1}, {"name": "b", "accuracy": .7,
+    ...         "cost_usd": 1}, {"name": "c", "accuracy": .6, "cost_usd": 1}]
+    >>> picked, block = select_variants(rows, {"pairs": [{"a": "a", "b": "c"}]}, ["a", "c"])
+    >>> [r["name"] for r in picked], block["best"], len(block["pairs"])
+    (['a', 'c'], 'c', 1)
+    """
+    from batchrun.checks import suggest
+    from batchrun.errors import ConfigError
+
+    known = [str(r["name"]) for r in variants]
+    for name in names:
+        if name not in known:
+            raise ConfigError(
+                f"no variant {name!r} in this run{suggest(name, known)} "
+                f"(variants: {', '.join(known)})"
+            )
+    picked = [dict(r) for r in variants if r["name"] in names]
+    best = _best(picked)
+    for row in picked:
+        row["best"] = row["name"] == best
+    pairs = [p for p in block.get("pairs") or [] if p["a"] in names and p["b"] in names]
+    return picked, {**block, "best": best, "pairs": pairs}
+
+
 def format_comparison(rows: list[dict[str, Any]], block: Mapping[str, Any]) -> str:
     """The comparison as a terminal table, best first marked with ``*``."""
     from batchrun.report.tables import format_usd
@@ -280,4 +321,4 @@ def _num(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-__all__ = ["Comparison", "format_comparison"]
+__all__ = ["Comparison", "format_comparison", "select_variants"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import IO, Any
 
 import orjson
@@ -98,10 +99,14 @@ def merge_summary(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, A
     return summary
 
 
-def rescore(run_dir: str, evaluation: Evaluation | None = None) -> dict[str, Any]:
+def rescore(
+    run_dir: str, evaluation: Evaluation | None = None, *, variants: Sequence[str] = ()
+) -> dict[str, Any]:
     """Score a run again without sending anything: rebuild results.parquet and the
     evaluation from the run's files (the input must still be where it was), with the
-    recorded [eval] or ``evaluation``, and record both in summary.json.
+    recorded [eval] or ``evaluation``, and record both in summary.json. Returns
+    ``{"eval", "variants", "comparison"}`` (the last two for a job with variants;
+    with ``variants`` named, only those are compared, and the best is theirs).
 
         report = rescore("runs/sentiment", Evaluation("label", "json_field", "sentiment"))
     """
@@ -124,6 +129,8 @@ def rescore(run_dir: str, evaluation: Evaluation | None = None) -> dict[str, Any
         raise ConfigError(f"{run_dir}: the run has no [eval]; say what to score against")
     if not cfg.is_dataset:
         raise ConfigError(f"{run_dir}: a plain request file has no reference column to score")
+    if variants and not cfg.has_variants:
+        raise ConfigError(f"{run_dir}: the run has no variants to choose from")
     with RunDirLock(run_dir):  # never next to a run still writing
         extra = finish_dataset_run(cfg)
         summary_path = os.path.join(run_dir, SUMMARY)
@@ -132,9 +139,47 @@ def rescore(run_dir: str, evaluation: Evaluation | None = None) -> dict[str, Any
                 summary = orjson.loads(f.read())
         except (OSError, orjson.JSONDecodeError):
             summary = {}
+        extra.pop("examples", None)
         write_json_atomic(summary_path, merge_summary(summary, extra))
-    report: dict[str, Any] = extra["eval"]
-    return report
+    out = {key: extra.get(key) for key in ("eval", "variants", "comparison")}
+    if variants and out["variants"]:
+        from batchrun.jobs.compare import select_variants
+
+        names = list(dict.fromkeys(variants))
+        out["variants"], out["comparison"] = select_variants(
+            out["variants"], out["comparison"] or {}, names
+        )
+    return out
+
+
+def evaluation_from(
+    base: Evaluation | None,
+    *,
+    reference_column: str | None = None,
+    compare: str | None = None,
+    field: str | None = None,
+    normalize: bool | None = None,
+    tolerance: float | None = None,
+) -> Evaluation:
+    """``base`` (a run's recorded [eval], or None) with the given parts changed; a new
+    ``compare`` drops the old field unless one is given."""
+    reference = reference_column or (base.reference_column if base else None)
+    if not reference:
+        raise ConfigError("a reference column is needed (the run recorded no [eval])")
+    chosen_field = field or (base.field if base and not compare else None)
+    kind = compare or (base.compare if base and not field else None)
+    kind = kind or ("json_field" if chosen_field else "exact")
+    if kind == "json_field" and not chosen_field:
+        raise ConfigError("compare json_field needs a field")
+    keep = normalize if normalize is not None else (base.normalize if base else True)
+    return Evaluation(
+        reference,
+        kind,
+        chosen_field if kind != "exact" else None,
+        keep,
+        tolerance=tolerance if tolerance is not None else (base.tolerance if base else 0.0),
+        interval=base.interval if base else True,
+    )
 
 
 def recorded_evaluation(run_dir: str) -> Evaluation | None:
@@ -181,14 +226,14 @@ class DatasetOutputHooks(RunHooks):
         except (BatchrunError, OSError, pa.ArrowException) as exc:
             notes.append(f"could not write {PARQUET}: {exc}")
             extra = {"parquet": {"error": str(exc)}, "eval": None}
+        examples = extra.pop("examples", None)
+        if examples is not None and isinstance(summary.get("pilot"), dict):
+            summary["pilot"]["examples"] = examples
         merge_summary(summary, extra)
         try:
             write_json_atomic(os.path.join(state.run_dir, SUMMARY), summary)
         except OSError as exc:
             notes.append(f"could not write summary.json: {exc}")
-        examples = extra.pop("examples", None)
-        if examples is not None and isinstance(summary.get("pilot"), dict):
-            summary["pilot"]["examples"] = examples
         report = extra.get("eval")
         err = self.err or sys.stderr
         if examples and not self.cfg.quiet:
