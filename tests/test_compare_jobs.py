@@ -387,3 +387,20 @@ def test_a_missing_jinja_variable_fails_before_anything_is_sent(
     assert sim.stats.requests == 0
     with pytest.raises(ConfigError, match="line 1"):
         batchrun.run(rows, tmp_path / "k", prompt="{{ text }", model="m", base_url=sim.base_url)
+
+
+def test_the_estimate_prices_what_a_run_would_send(tmp_path: Path) -> None:
+    rows = duplicated_rows()
+    common = {"prompt": "Label: {text}", "id_column": "id", "model": "gpt-4o-mini",
+              "temperature": 0, "max_tokens": 20}  # fmt: skip
+    assert batchrun.estimate(rows, **common).requests == 70  # copies are not paid for
+    assert batchrun.estimate(rows, dedupe=False, **common).requests == 100
+    assert batchrun.estimate(rows, limit=20, **common).requests == 20
+    assert batchrun.estimate(rows, sample=10, **common).requests == 10
+    # a pilot holding a copy but not its first: the copy is paid for
+    late = rows[70:75]
+    assert batchrun.estimate(late + rows[:70], limit=5, **common).requests == len(
+        {r["text"] for r in late}
+    )
+    two = batchrun.estimate(rows, **{**common, "model": ["gpt-4o-mini", "gpt-4.1-mini"]})
+    assert two.requests == 140

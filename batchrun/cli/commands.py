@@ -8,6 +8,7 @@ print. Kept out of `batchrun.cli` so ``batchrun --help`` imports nothing heavy.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -59,14 +60,29 @@ def print_estimate(settings: Settings, as_json: bool = False) -> None:
         click.echo(format_estimate(report))
 
 
+ESTIMATE_SETTINGS = (
+    "prices",
+    "model",
+    "out_dir",
+    "limit",
+    "sample",
+    "seed",
+    "dedupe",
+    "cache_policy",
+)
+
+
 def _estimate_options(command: Any) -> Any:
     """The run's options that shape what is sent (a dry run prices just that)."""
-    for name in ("prices", "model", "out_dir"):
+    from batchrun.cli.options import setting_option
+
+    for name in reversed(ESTIMATE_SETTINGS):
         spec = Settings.spec(name)
-        help_text = spec.help
         if name == "out_dir":
-            help_text = "Run directory of an earlier run to learn typical output lengths from."
-        command = click.option(*spec.flags, name, help=help_text)(command)
+            spec = replace(
+                spec, help="Run directory of an earlier run to learn typical output lengths from."
+            )
+        command = setting_option(name, spec)(command)
     return command
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,13 +340,58 @@ def estimate_settings(settings: Settings) -> EstimateReport:
 
     book = PriceBook.load(settings.prices)
     source = source_for(settings)
-    source.scan()
+    to_send = _what_a_run_sends(settings, source)
     out_dir = settings.out_dir
     learned = learn_from_run(out_dir) if out_dir else {}
     return estimate(
-        source.requests(),
+        to_send,
         book,
         settings.default_model,
         learned,
         learned_from=out_dir if learned else None,
     )
+
+
+def _what_a_run_sends(settings: Settings, source: Any) -> Iterator[Request]:
+    """The requests a run of these settings pays for: a pilot's rows only, and one of
+    each group of identical requests (in-run dedupe, by the cache policy). Checks the
+    input as a run would."""
+    from batchrun.cache.dedup import RequestGroups
+    from batchrun.cache.store import cache_key, cacheable
+    from batchrun.input.pilot import PilotPicker
+
+    picker = None
+    if settings.is_pilot:
+        picker = PilotPicker(
+            limit=settings.limit,
+            sample=None if settings.limit is not None else settings.sample,
+            seed=settings.seed,
+        )
+    policy = settings.cache_policy
+    groups = RequestGroups() if settings.dedupe and policy != "off" else None
+    endpoint = settings.base_url.rstrip("/") + "/chat/completions"
+
+    def observe(req: Request, payload: bytes) -> None:
+        if picker is not None:
+            picker.observe(req, payload)
+        if groups is not None:
+            if cacheable(req.body, policy):  # type: ignore[arg-type]
+                groups.add(cache_key(endpoint, payload))
+            else:
+                groups.add_unique()
+
+    source.scan(observe=observe)
+    selection = picker.finish() if picker is not None else None
+    plan = groups.finish() if groups is not None else None
+    paid: set[int] = set()  # groups already paid for (by their leader's index)
+    for index, req in enumerate(source.requests()):
+        if selection is not None and not selection.wants(req):
+            continue
+        if plan is not None and plan.followers:
+            leader = plan.leader_of(index)
+            group = index if leader is None else leader
+            if group in paid:
+                continue  # answered by the request sent for its group
+            if leader is not None or plan.followers_of(index):
+                paid.add(group)
+        yield req
