@@ -148,7 +148,9 @@ def eval_command(
         )
     report = rescore(run_dir, evaluation, variants=variants)
     if as_json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        # without variants, the evaluation itself (as summary.json's "eval")
+        shown = report if report.get("variants") else report["eval"]
+        sys.stdout.write(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode() + "\n")
     elif report.get("variants"):
         from batchrun.jobs.compare import format_comparison
 
