@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import anyio
 import anyio.abc
+import anyio.from_thread
 import anyio.to_thread
 import httpx
 import orjson
@@ -517,6 +518,7 @@ class BatchDriver:
         running batch to finish and go in a later shard; no attempt is counted."""
         self._journal_write({"step": "done", "shard": record.shard, "status": "token_limit"})
         self._release_rows(record.shard)
+        remove_shard_files(shard_paths(self.run_dir, record.shard))
         running = [r for r in self.ledger.open_shards() if r.batch_id is not None]
         if running:
             self._queue_full = True
@@ -721,10 +723,11 @@ class BatchDriver:
                     outcome = row_failure(result, **common)
                 group.append(outcome)
                 if len(group) >= WRITE_LINES:
-                    self._write(group)
+                    # written and counted on the event loop, where the hooks live
+                    anyio.from_thread.run_sync(self._write, group)
                     group = []
         if group:
-            self._write(group)
+            anyio.from_thread.run_sync(self._write, group)
 
     def _write(self, batch: list[Outcome]) -> None:
         assert self._sink is not None
