@@ -379,3 +379,25 @@ def test_deadline_cancels_and_finishes_the_rest_online(
     assert summary["status"] == "complete"
     assert set(summary["cost_usd"]["by_mode"]) == {"online", "batch"}
     assert any("deadline" in n for n in result.notes)
+
+
+def test_the_key_is_in_no_file_and_no_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "sk-batch-canary-0123456789abcdefghij"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    inp = write_rows(tmp_path / "req.jsonl", 20)
+    out = tmp_path / "run"
+    with SimThread(SimConfig(require_key=key, batch=BatchConfig(fates=("expire",)))) as sim:
+        cfg = settings(inp, out, sim.base_url, keep_remote_files=True)
+        result = anyio.run(make_runner(cfg, key).run)
+        listed = sim.server.batches.listed()
+        uploads = [f.content for f in sim.server.batches.files.listed("batch")]
+    assert result.exit_code == 0
+    assert_exactly_once(out, 20)
+    for batch in listed:
+        assert key not in json.dumps(batch.to_dict())
+    assert uploads and all(key.encode() not in content for content in uploads)
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path

@@ -363,3 +363,21 @@ def test_find_batches_pages_through_the_list() -> None:
             await client.aclose()
 
     assert anyio.run(main)[4]["id"] == "b8"
+
+
+def test_the_estimate_shows_both_modes(tmp_path: Path) -> None:
+    from batchrun.cost.estimate import estimate_settings, format_estimate
+
+    inp = tmp_path / "req.jsonl"
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 10,
+    }
+    inp.write_text(json.dumps(body) + "\n")
+    report = estimate_settings(Settings(input=str(inp)))
+    data = report.to_dict()
+    online, batch = data["cost_usd"], data["batch_api_cost_usd"]
+    assert batch["low"] == pytest.approx(online["low"] / 2) and batch["complete"]
+    assert batch["high"] == pytest.approx(online["high"] / 2)
+    assert "through the Batch API (--batch-api)" in format_estimate(report)
