@@ -450,7 +450,20 @@ class BatchDriver:
         return planned
 
     # -- submitting -------------------------------------------------------------------
+    def _running(self) -> list[ShardRecord]:
+        """Open shards whose batch exists and is not known to have ended."""
+        out = []
+        for record in self.ledger.open_shards():
+            view = self._views.get(record.shard)
+            if record.batch_id is not None and (view is None or not view.final):
+                out.append(record)
+        return out
+
     async def _submit_ready(self) -> None:
+        if self._queue_full and not self._running():
+            # the batches it waited for were refused too: try again, in smaller shards
+            self._queue_full = False
+            self._max_requests = shrink(self._max_requests)
         for record in self.ledger.open_shards():
             if self._stopping.is_set() or self._queue_full:
                 return
@@ -519,7 +532,7 @@ class BatchDriver:
         self._journal_write({"step": "done", "shard": record.shard, "status": "token_limit"})
         self._release_rows(record.shard)
         remove_shard_files(shard_paths(self.run_dir, record.shard))
-        running = [r for r in self.ledger.open_shards() if r.batch_id is not None]
+        running = self._running()
         if running:
             self._queue_full = True
         else:
