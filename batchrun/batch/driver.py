@@ -46,13 +46,12 @@ import httpx
 import orjson
 
 from batchrun.batch.client import BatchClient, CreateUnknown
-from batchrun.batch.outcomes import failure, missing_reason, row_failure, success
+from batchrun.batch.intake import Answers
 from batchrun.batch.prepare import Prepared, prepare
 from batchrun.batch.protocol import (
     BatchView,
     metadata_for,
     parse_batch,
-    parse_result_line,
     refused_for_token_limit,
     shard_tag,
 )
@@ -76,12 +75,11 @@ from batchrun.errors import BatchApiError, BatchrunError, ConfigError, InputErro
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.sources import Interrupted, Source
 from batchrun.models import Outcome
-from batchrun.output.journal import SUMMARY, answered
-from batchrun.output.quality import OK, QualityCounts, classify, compile_schema
+from batchrun.output.journal import SUMMARY
+from batchrun.output.quality import QualityCounts, compile_schema
 from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import Counts, build_summary, write_json_atomic
 from batchrun.output.tally import Tally
-from batchrun.output.usage import model_of
 from batchrun.redact import register_secret, scrub_text
 from batchrun.settings import Settings
 
@@ -167,9 +165,10 @@ class BatchDriver:
         self.create_grace = create_grace
         self.second_signal = "exit"
         self.state = RunState(cast("Runner", self))
-        self.counts = Counts()
-        self.tally = Tally()
-        self.session_quality = QualityCounts()
+        self.answers = Answers(
+            max_attempts=cfg.max_attempts,
+            validator=compile_schema(cfg.schema) if cfg.schema else None,
+        )
         self.accounts = _NoPacing()
         self.live = _Live()
         self.max_tokens: int | None = None
@@ -178,10 +177,6 @@ class BatchDriver:
         self._stopping = anyio.Event()
         self._work_scope: anyio.CancelScope | None = None
         self._elapsed_before = 0.0
-        self._done: dict[int, int] = {}
-        self._failed: dict[int, int] = {}
-        self._failed_now: dict[int, str] = {}
-        self._retry_failed_rows = cfg.retry_failed
         self._taken: dict[int, int] = {}
         """id hash -> shard, for every row in an open shard."""
         self._views: dict[int, BatchView] = {}
@@ -192,13 +187,24 @@ class BatchDriver:
         self._fallback = False
         self._handover = False
         self._started_wall = 0.0
-        self._validator = compile_schema(cfg.schema) if cfg.schema else None
         self._journal: StepJournal | None = None
         self._client: BatchClient | None = None
         self._sink: JsonlSink | None = None
         self._prepared: Prepared | None = None
 
     # -- what hooks read ----------------------------------------------------------------
+    @property
+    def counts(self) -> Counts:
+        return self.answers.counts
+
+    @property
+    def tally(self) -> Tally:
+        return self.answers.tally
+
+    @property
+    def session_quality(self) -> QualityCounts:
+        return self.answers.session_quality
+
     def elapsed(self) -> float:
         started = self.live.started
         return self._elapsed_before + (self.clock() - started if started else 0.0)
@@ -276,12 +282,13 @@ class BatchDriver:
             raise Interrupted()
         self._prepared = prepared
         journal = prepared.journal
-        self.tally = journal.tally
+        answers = self.answers
+        answers.tally = journal.tally
+        answers.done = dict(journal.done)
+        answers.failed = dict(journal.failed)
+        answers.failed_now = dict(prepared.failed_now)
+        answers.counts = prepared.counts
         self._elapsed_before = journal.elapsed_s
-        self._done = dict(journal.done)
-        self._failed = dict(journal.failed)
-        self._failed_now = dict(prepared.failed_now)
-        self.counts = prepared.counts
         self.notes.extend(prepared.notes)
         return prepared
 
@@ -376,13 +383,6 @@ class BatchDriver:
             for custom_id in read_index(self.run_dir, record.shard):
                 self._taken[id_hash(custom_id)] = record.shard
 
-    def _is_settled(self, h: int, b: int) -> bool:
-        if answered(self._done, h, b):
-            return True
-        if h in self._failed_now and answered(self._failed, h, b):
-            return not self._retry_failed_rows
-        return False
-
     async def _plan(self) -> None:
         self._needs_plan = False
         planned = await anyio.to_thread.run_sync(self._plan_blocking)
@@ -405,6 +405,7 @@ class BatchDriver:
         models: dict[int, str] = {}
         planned: list[tuple[int, str, int, int]] = []
         attempts = self.ledger.attempts
+        retry_failed = self.cfg.retry_failed
 
         def close(shard: int) -> None:
             writer = writers.pop(shard)
@@ -419,7 +420,7 @@ class BatchDriver:
                 if h in self._taken:
                     continue
                 payload = orjson.dumps(req.body)
-                if self._is_settled(h, body_hash_int(payload)):
+                if self.answers.settled(h, body_hash_int(payload), retry_failed=retry_failed):
                     continue
                 if self.max_tokens is None:  # for the answer-quality messages, as online
                     limit = req.body.get("max_tokens") or req.body.get("max_completion_tokens")
@@ -630,32 +631,7 @@ class BatchDriver:
         for file_id in (view.output_file_id, view.error_file_id):
             if file_id and file_id not in record.downloaded:
                 await self._take_file(file_id, record, view, index, at)
-        retry: list[str] = []
-        finals: list[Outcome] = []
-        code, message = missing_reason(view)
-        for custom_id, entry in index.items():
-            h = id_hash(custom_id)
-            b = int(entry.body_hash, 16)
-            if answered(self._done, h, b) or (
-                h in self._failed_now and answered(self._failed, h, b)
-            ):
-                continue
-            used = self.ledger.attempts.get(custom_id, 0)
-            if used + 1 >= self.cfg.max_attempts:
-                finals.append(
-                    failure(
-                        custom_id,
-                        code=code,
-                        message=message,
-                        row=entry.row,
-                        body_hash=entry.body_hash,
-                        batch_id=view.id,
-                        attempts_before=used,
-                        at=at,
-                    )
-                )
-            else:
-                retry.append(custom_id)
+        retry, finals = self.answers.unanswered(view, index, at, self.ledger.attempts)
         if finals:
             self._write(finals)
             assert self._sink is not None
@@ -683,13 +659,25 @@ class BatchDriver:
     async def _take_file(
         self, file_id: str, record: ShardRecord, view: BatchView, index: Any, at: float
     ) -> None:
-        """Download one output or error file and write its lines (once: a line whose
-        row is already answered for this body is skipped), then journal it."""
+        """Download one output or error file and write its lines (`Answers.lines_of`:
+        a row already answered for its body is skipped), then journal it."""
         assert self._client is not None and self._sink is not None
         path = os.path.join(batch_dir(self.run_dir), f".tmp-{file_id}")
         await self._client.download(file_id, path)
+
+        def take() -> None:
+            group: list[Outcome] = []
+            for outcome in self.answers.lines_of(path, view, index, at, self.ledger.attempts):
+                group.append(outcome)
+                if len(group) >= WRITE_LINES:
+                    # written and counted on the event loop, where the hooks live
+                    anyio.from_thread.run_sync(self._write, group)
+                    group = []
+            if group:
+                anyio.from_thread.run_sync(self._write, group)
+
         try:
-            await anyio.to_thread.run_sync(self._write_file_lines, path, view, index, at)
+            await anyio.to_thread.run_sync(take)
         finally:
             try:
                 os.unlink(path)
@@ -698,85 +686,15 @@ class BatchDriver:
         self._sink.sync()
         self._journal_write({"step": "downloaded", "shard": record.shard, "file_id": file_id})
 
-    def _write_file_lines(self, path: str, view: BatchView, index: Any, at: float) -> None:
-        group: list[Outcome] = []
-        attempts = self.ledger.attempts
-        with open(path, "rb") as f:
-            for line in f:
-                result = parse_result_line(line)
-                if result is None:
-                    continue
-                entry = index.get(result.custom_id)
-                if entry is None:
-                    continue  # not a row of this shard
-                h = id_hash(result.custom_id)
-                b = int(entry.body_hash, 16)
-                if answered(self._done, h, b):
-                    continue
-                used = attempts.get(result.custom_id, 0)
-                common = {
-                    "row": entry.row,
-                    "body_hash": entry.body_hash,
-                    "batch_id": view.id,
-                    "attempts_before": used,
-                    "at": at,
-                }
-                if result.ok:
-                    outcome = success(result, **common)
-                    verdict = classify(result.body, self._validator)
-                    if verdict.category != OK:
-                        outcome.extra["quality"] = verdict.category
-                        if verdict.detail:
-                            outcome.extra["quality_detail"] = verdict.detail
-                elif h in self._failed_now and answered(self._failed, h, b):
-                    continue
-                elif result.retryable and used + 1 < self.cfg.max_attempts:
-                    continue  # resubmitted when the shard is done
-                else:
-                    outcome = row_failure(result, **common)
-                group.append(outcome)
-                if len(group) >= WRITE_LINES:
-                    # written and counted on the event loop, where the hooks live
-                    anyio.from_thread.run_sync(self._write, group)
-                    group = []
-        if group:
-            anyio.from_thread.run_sync(self._write, group)
-
     def _write(self, batch: list[Outcome]) -> None:
+        """Write, then count (never before the write returned), then tell the hooks."""
         assert self._sink is not None
         self._sink.write(batch)
         for outcome in batch:
-            self._count(outcome)
+            self.answers.count(outcome)
         reason = self.hooks.on_written(self.state, batch)
         if reason:
             self.stop(reason)
-
-    def _count(self, outcome: Outcome) -> None:
-        statuses = [a.status for a in outcome.attempts]
-        error_code = None if outcome.ok else (outcome.error or {}).get("code")
-        verdict = self.tally.count(
-            outcome.ok,
-            outcome.body,
-            statuses,
-            None,
-            error_code,
-            outcome.extra.get("quality"),
-            via="batch",
-        )
-        if verdict is not None:
-            self.session_quality.add(verdict, model_of(outcome.body))
-        h = id_hash(outcome.custom_id)
-        b = int(outcome.body_hash or "0", 16)
-        if outcome.ok:
-            self._done[h] = b
-            self.counts.succeeded += 1
-            if self._failed_now.pop(h, None) is not None:
-                self.counts.failed -= 1
-        else:
-            self._failed[h] = b
-            if h not in self._failed_now:
-                self.counts.failed += 1
-            self._failed_now[h] = str(error_code)
 
     def _release_rows(self, shard: int) -> None:
         self._taken = {h: s for h, s in self._taken.items() if s != shard}
@@ -923,7 +841,7 @@ class BatchDriver:
             input_path=self.cfg.input_path,
             counts=self.counts,
             tally=self.tally,
-            failed_codes=self._failed_now.values(),
+            failed_codes=self.answers.failed_now.values(),
             elapsed_s=self.elapsed(),
             results_bytes=sink.results_bytes if sink else 0,
             errors_bytes=sink.errors_bytes if sink else 0,
