@@ -30,6 +30,7 @@ from batchrun.settings import Settings
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from batchrun.batch.driver import BatchDriver
     from batchrun.cost.estimate import EstimateReport
     from batchrun.engine.hooks import RunHooks
     from batchrun.engine.runner import Runner, RunResult
@@ -194,16 +195,60 @@ def make_runner(
     hooks: RunHooks | None = None,
     handle_signals: bool = False,
     **injected: Any,
-) -> Runner:
+) -> Runner | BatchDriver:
+    """The runner of a run: online (`batchrun.engine.runner.Runner`), or through the
+    Batch API (``mode="batch"``: `batchrun.batch.BatchDriver`, which hands the rows
+    left at a ``deadline`` to an online runner made here with the same hooks)."""
     from batchrun.engine.runner import Runner
 
-    return Runner(
+    around = hooks if hooks is not None else hooks_for(settings)
+    if settings.mode != "batch":
+        if settings.deadline is not None:
+            raise ConfigError('--deadline needs --batch-api (mode = "batch")')
+        return Runner(
+            settings, api_key=key, hooks=around, handle_signals=handle_signals, **injected
+        )
+    from batchrun.batch.driver import BatchDriver
+
+    shared = {k: v for k, v in injected.items() if k in _SHARED_INJECTIONS}
+
+    def online() -> Runner:
+        return Runner(settings, api_key=key, hooks=around, handle_signals=handle_signals, **shared)
+
+    return BatchDriver(
         settings,
         api_key=key,
-        hooks=hooks if hooks is not None else hooks_for(settings),
+        hooks=around,
         handle_signals=handle_signals,
+        online=online,
         **injected,
     )
+
+
+_SHARED_INJECTIONS = ("transport", "source", "clock", "sleep", "wall_clock")
+"""What a batch run passes on to the online run of its deadline fallback."""
+
+
+def cancel_run(run_dir: str | os.PathLike[str], **injected: Any) -> RunResult:
+    """Cancel the batches a batch run left running at the provider (`batchrun cancel`).
+
+    Waits until each is cancelled and keeps the rows they finished (written to the run
+    directory like any answer); the rows left stay pending for a rerun. Refused while
+    a batchrun process holds the directory (stop it first: its batches go on).
+
+        batchrun.open("runs/a").cancel()
+    """
+    import anyio
+
+    from batchrun.batch.driver import BatchDriver, settings_of
+
+    settings = replace(settings_of(os.fspath(run_dir)), mode="batch")
+    key = api_key(settings)
+    driver = BatchDriver(
+        settings, api_key=key, hooks=hooks_for(settings), cancel_only=True, **injected
+    )
+    result: RunResult = anyio.run(driver.run)
+    return result
 
 
 async def arun(
@@ -275,7 +320,7 @@ def _loop_running() -> bool:
     return True
 
 
-def _run_in_own_loop(runner: Runner) -> RunResult:
+def _run_in_own_loop(runner: Runner | BatchDriver) -> RunResult:
     """Run in a thread with its own event loop; a KeyboardInterrupt while waiting
     stops the run like a Ctrl-C (a second one leaves the requests in flight)."""
     from anyio.from_thread import start_blocking_portal
@@ -332,7 +377,7 @@ class RunStream:
         self.run: Run | None = None
         self._queue: queue.SimpleQueue[list[Outcome] | BaseException | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._runner: Runner | None = None
+        self._runner: Runner | BatchDriver | None = None
         self._portal: Any = None
         self._started = threading.Event()
         self._pending: list[Outcome] = []
@@ -564,6 +609,12 @@ class Run:
 
         return format_status(status_report(self.run_dir))
 
+    def cancel(self) -> Run:
+        """Cancel this run's batches at the provider (see `cancel_run`); the rows they
+        finished are written to the directory, the rest stay pending. Returns self."""
+        self._result = cancel_run(self.run_dir)
+        return self
+
     def html_report(self, path: str | os.PathLike[str] | None = None) -> str:
         """Write the self-contained HTML report (default RUN_DIR/report.html); its path."""
         from batchrun.report.html.page import write_html_report
@@ -591,6 +642,7 @@ __all__ = [
     "RunStream",
     "api_key",
     "arun",
+    "cancel_run",
     "default_run_dir",
     "endpoint",
     "estimate",

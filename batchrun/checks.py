@@ -166,6 +166,43 @@ def port(value: Any, where: Where) -> int | None:
     return int(number)
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)", re.IGNORECASE)
+_SECONDS_PER = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def duration(value: Any, where: Where) -> float:
+    """A length of time in seconds: a number, or text like ``6h``, ``90m``, ``3600s``,
+    ``1h30m``.
+
+    >>> duration("1h30m", Where("--deadline")), duration(45, Where("deadline"))
+    (5400.0, 45.0)
+    """
+    number = _number(value, where) if not isinstance(value, str) else None
+    if number is None and isinstance(value, str):
+        spelled = value.strip().replace(" ", "")
+        try:
+            number = float(spelled)
+        except ValueError:
+            parts = _DURATION.findall(spelled)
+            if parts and "".join(n + u for n, u in parts).lower() == spelled.lower():
+                number = sum(float(n) * _SECONDS_PER[u.lower()] for n, u in parts)
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise where.fail(f"must be a duration like 6h, 90m or 3600s (got {show(value)})")
+    return float(number)
+
+
+RUN_MODES = ("online", "batch")
+
+
+def run_mode(value: Any, where: Where) -> str:
+    """ "online" or "batch"; a flag's true (``--batch-api``) means "batch"."""
+    if value is True:
+        return "batch"
+    if value is False:
+        return "online"
+    return choice(*RUN_MODES)(value, where)
+
+
 def share(value: Any, where: Where) -> float:
     number = _number(value, where)
     if number is None or not 0 <= number <= 1:

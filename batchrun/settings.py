@@ -488,6 +488,56 @@ class Settings:
         kind="toggle",
         check=checks.boolean,
     )
+    # -- Batch API -------------------------------------------------------------------
+    mode: str = setting(
+        "online",
+        help="Send through the provider's Batch API (about half price, answers within "
+        "24 h) instead of request by request.",
+        section="",
+        flags=("--batch-api",),
+        kind="flag",
+        check=checks.run_mode,
+    )
+    batch_max_requests: int = setting(
+        50_000,
+        help="Requests per Batch API input file [default: 50,000, OpenAI's limit].",
+        section="batch",
+        key="max_requests",
+        flags=("--batch-max-requests",),
+        check=checks.positive_int,
+    )
+    batch_max_bytes: int = setting(
+        200 * 1024 * 1024,
+        help="Bytes per Batch API input file [default: 200 MB, OpenAI's limit].",
+        section="batch",
+        key="max_bytes",
+        flags=("--batch-max-bytes",),
+        check=checks.at_least(1024),
+    )
+    poll_interval: float = setting(
+        30.0,
+        help="Seconds before the first look at a running batch; later looks back off "
+        "up to ten times that [default: 30].",
+        section="batch",
+        flags=("--poll-interval",),
+        check=checks.positive_number,
+    )
+    deadline: float | None = setting(
+        help="With --batch-api: finish within this time (6h, 90m, 3600s); near it, "
+        "cancel the batches and send the rows left online.",
+        section="batch",
+        flags=("--deadline",),
+        metavar="DURATION",
+        check=checks.duration,
+    )
+    keep_remote_files: bool = setting(
+        False,
+        help="Keep the Batch API's uploaded, output and error files at the provider.",
+        section="batch",
+        flags=("--keep-remote-files",),
+        kind="flag",
+        check=checks.boolean,
+    )
     # -- evaluation and prices ---------------------------------------------------------
     eval: Evaluation | None = setting(
         help="Score the answers: {reference_column, compare, field, normalize}.",

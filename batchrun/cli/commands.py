@@ -101,6 +101,23 @@ def estimate_command(
     print_estimate(settings, as_json)
 
 
+@click.command("cancel", context_settings=CONTEXT)
+@click.argument("run_dir")
+def cancel_command(run_dir: str) -> None:
+    """Cancel the batches a --batch-api run left at the provider.
+
+    Waits until they are cancelled and keeps the rows they finished; the rest stay
+    pending (rerun the run's command to send them). The key comes from the variable
+    the run was started with.
+    """
+    from batchrun._api import cancel_run
+
+    result = cancel_run(run_dir)
+    for note in result.notes:
+        click.echo(scrub_text(f"batchrun: {note}"), err=True)
+    sys.exit(result.exit_code)
+
+
 @click.command("eval", context_settings=CONTEXT)
 @click.argument("run_dir")
 @click.option("-j", "--job", "job_path", help="Take the [eval] section from this job file.")
@@ -160,6 +177,7 @@ def eval_command(
 
 
 __all__ = [
+    "cancel_command",
     "estimate_command",
     "eval_command",
     "execute_run",

@@ -56,7 +56,14 @@ from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.pilot import PilotPicker, Selection
 from batchrun.input.sources import Interrupted, ScanObserver, ScanResult, Source
 from batchrun.models import Outcome, Request
-from batchrun.output.journal import RUN_INFO, SUMMARY, JournalState, answered, read_journal
+from batchrun.output.journal import (
+    RUN_INFO,
+    SUMMARY,
+    JournalState,
+    answered,
+    for_input,
+    read_journal,
+)
 from batchrun.output.quality import QualityCounts, compile_schema, quality_stop
 from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import Counts, build_summary, write_json_atomic
@@ -264,39 +271,25 @@ class Runner:
         return source_for(self.cfg)
 
     def _adopt(self, journal: JournalState, scan: ScanResult) -> None:
-        """Count what the run directory already holds *for this input*: a row is
-        done when its id was answered for the body it has now."""
+        """Count what the run directory already holds *for this input* (`for_input`)."""
         self.tally = journal.tally
-        self._done = done = journal.done
-        self._failed_before = failed = journal.failed
+        self._done = journal.done
+        self._failed_before = journal.failed
         self._bad = bad = journal.bad if self.cfg.retry_bad_answers else set()
         self._elapsed_before = journal.elapsed_s
-        succeeded = changed = 0
-        failed_now: dict[int, str] = {}
-        if done or failed:
-            codes = journal.failed_codes
-            for h, b in zip(scan.hashes, scan.bodies, strict=True):
-                if answered(done, h, b):
-                    if h not in bad:  # with --retry-bad-answers a bad answer is pending
-                        succeeded += 1
-                elif answered(failed, h, b):
-                    failed_now[h] = codes.get(h, "unknown")
-                elif h in done or h in failed:
-                    changed += 1
-        self._failed_now = failed_now
-        self._changed = changed
-        self._foreign = {
-            "succeeded": len(done) - succeeded,
-            "failed": len(failed) - len(failed_now),
-        }
-        if changed:
+        held = for_input(journal, scan.hashes, scan.bodies, bad=bad)
+        self._failed_now = held.failed_now
+        self._changed = held.changed
+        # with --retry-bad-answers a bad answer is pending, and its line is no one's
+        self._foreign = held.foreign
+        if held.changed:
             self.notes.append(
-                f"{changed:,} rows changed since they were answered; they are sent again"
+                f"{held.changed:,} rows changed since they were answered; they are sent again"
             )
         self.counts = Counts(
             total=scan.total,
-            succeeded=succeeded,
-            failed=len(failed_now),
+            succeeded=held.succeeded,
+            failed=len(held.failed_now),
             invalid=scan.invalid,
         )
         self.notes.extend(journal.repaired)

@@ -36,6 +36,11 @@ class Tally:
     of this run was sent once)."""
     saved: UsageTotals = field(default_factory=UsageTotals)
     """The usage of the reused answers: tokens not paid for (never in ``usage``)."""
+    batch_usage: UsageTotals = field(default_factory=UsageTotals)
+    """The part of `usage` answered through the Batch API (priced at batch prices)."""
+    by_mode: Counter[str] = field(default_factory=Counter)
+    """Lines by the way their row went: ``online``, ``batch``, ``reused`` and their
+    ``_failed`` twins (a line's ``batchrun.via``; none means online)."""
 
     def count(
         self,
@@ -45,19 +50,29 @@ class Tally:
         requested_model: str | None = None,
         error_code: str | None = None,
         quality: str | None = None,
+        via: str | None = None,
         reused: str | None = None,
     ) -> Verdict | None:
         """Count one finished request. ``statuses``: every attempt's HTTP status;
-        ``quality``: the answer's category (None: ok); ``reused``: how it was answered
-        without being sent (None: it was sent). Returns what was counted as the
-        answer's verdict (None for a failure)."""
+        ``quality``: the answer's category (None: ok); ``via``: "batch" for a row
+        answered through the Batch API; ``reused``: how it was answered without being
+        sent (None: it was sent). Returns what was counted as the answer's verdict
+        (None for a failure)."""
         self.retries += max(0, len(statuses) - 1)
         self.rate_limited += sum(1 for s in statuses if s == 429)
+        mode = "reused" if reused is not None else (via or "online")
+        self.by_mode[mode if ok else f"{mode}_failed"] += 1
         if reused is not None:
             self.reused[reused] += 1
         if ok:
             model = model_of(body, requested_model)
-            (self.usage if reused is None else self.saved).add(model, usage_of(body))
+            usage = usage_of(body)
+            if reused is not None:
+                self.saved.add(model, usage)
+            else:
+                self.usage.add(model, usage)
+                if via == "batch":
+                    self.batch_usage.add(model, usage)
             verdict = Verdict(quality or OK, first_finish_reason(body))
             self.quality.add(verdict, model)
             return verdict
@@ -73,7 +88,12 @@ class Tally:
         if error:
             statuses = [a.get("status") for a in error.get("attempts") or []]
             self.count(
-                False, None, statuses, error_code=str(error.get("code")), reused=meta.get("reused")
+                False,
+                None,
+                statuses,
+                error_code=str(error.get("code")),
+                via=meta.get("via"),
+                reused=meta.get("reused"),
             )
         else:
             statuses = list(meta.get("statuses") or [response.get("status_code")])
@@ -83,6 +103,7 @@ class Tally:
                 statuses,
                 meta.get("model"),
                 quality=meta.get("quality"),
+                via=meta.get("via"),
                 reused=meta.get("reused"),
             )
 
@@ -97,6 +118,9 @@ class Tally:
             "quality": self.quality.to_state(),
             "reused": dict(self.reused),
             "saved": {"usage": self.saved.total.to_dict(), "by_model": self.saved.by_model_dict()},
+            "batch_by_model": self.batch_usage.by_model_dict(),
+            "batch_missing_usage": self.batch_usage.missing,
+            "by_mode": dict(self.by_mode),
         }
 
     @classmethod
@@ -106,8 +130,14 @@ class Tally:
             by_model={m: Usage.from_dict(u) for m, u in state["by_model"].items()},
             missing=int(state["missing_usage"]),
         )
+        batch = state.get("batch_by_model") or {}
+        batch_usage = UsageTotals(missing=int(state.get("batch_missing_usage") or 0))
+        for model, counted in batch.items():
+            batch_usage.add(model, Usage.from_dict(counted))
         return cls(
             usage=usage,
+            batch_usage=batch_usage,
+            by_mode=Counter({str(k): int(v) for k, v in (state.get("by_mode") or {}).items()}),
             retries=int(state["retries"]),
             rate_limited=int(state["rate_limited"]),
             error_codes=Counter({str(k): int(v) for k, v in state["error_codes"].items()}),

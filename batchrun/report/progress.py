@@ -343,6 +343,9 @@ class ProgressHooks(RunHooks):
 
     # -- hooks ----------------------------------------------------------------------
     def on_start(self, state: RunState) -> None:
+        if self._live is not None or self._thread is not None:
+            self._close()  # a second part of one run (a deadline's online part)
+        self._stop.clear()
         self._run = state
         self.progress.start(state)
         if self.mode == "live":
@@ -469,6 +472,8 @@ def pick_mode(cfg: Settings, console: Console) -> str:
     """
     if cfg.quiet:
         return "quiet"
+    if cfg.mode == "batch":
+        return "plain"  # a batch's progress is a few lines a minute, not a live bar
     forced = os.environ.get("TTY_INTERACTIVE")
     if forced in ("0", "1"):
         return "live" if forced == "1" else "plain"

@@ -156,6 +156,10 @@ def run_report(
 
     if outputs is None:
         outputs = scan_outputs(run_dir)
+    from batchrun.batch.state import batch_status
+
+    tally_state = (summary.get("journal") or {}).get("tally") or {}
+    by_mode = dict(tally_state.get("by_mode") or {})
     options = info.get("options") or {}
     prices = options.get("prices") or options.get("prices_path")
     cost, batch_cost, cost_source = _cost_blocks(summary, by_model, prices)
@@ -197,6 +201,8 @@ def run_report(
         "saved_usd": summary.get("saved_usd"),
         "variants": summary.get("variants"),
         "comparison": summary.get("comparison"),
+        "batch": batch_status(run_dir),
+        "by_mode": by_mode,
         "files": _files(run_dir),
     }
 
@@ -328,6 +334,37 @@ def _cost_lines(report: Mapping[str, Any]) -> list[str]:
     return [head, *("  " + line for line in table.splitlines())]
 
 
+def _mode_lines(report: Mapping[str, Any]) -> list[str]:
+    """Rows by the way they went (Batch API or online), what each cost, and where
+    the run's batches stand."""
+    from batchrun.report.tables import format_usd
+
+    lines: list[str] = []
+    by_mode = report.get("by_mode") or {}
+    batch = report.get("batch")
+    if by_mode.get("batch") or by_mode.get("batch_failed") or batch:
+        cost = report.get("cost_usd")
+        paid = (cost.get("by_mode") if isinstance(cost, Mapping) else None) or {}
+        parts = []
+        for mode, label in (("batch", "via the Batch API"), ("online", "online")):
+            answered = int(by_mode.get(mode, 0))
+            failed = int(by_mode.get(f"{mode}_failed", 0))
+            text = f"{_n(answered)} {label}"
+            if failed:
+                text += f" (+{_n(failed)} failed)"
+            if mode in paid:
+                text += f" ({format_usd(paid[mode])})"
+            parts.append(text)
+        lines.append("ways        " + ", ".join(parts))
+    if batch:
+        import time
+
+        from batchrun.batch.state import status_lines
+
+        lines.extend(status_lines(batch, time.time()))
+    return lines
+
+
 def format_status(report: Mapping[str, Any]) -> str:
     """The report as a compact text table (stderr at the end of a run, stdout for status)."""
     req = report["requests"]
@@ -409,6 +446,7 @@ def format_status(report: Mapping[str, Any]) -> str:
             f"{pacing.get('cooldown_s', 0):,.1f} s cooling down after 429s; "
             f"{pacing.get('paced_s', 0):,.1f} s paced by rate-limit headers"
         )
+    lines.extend(_mode_lines(report))
     lines.extend(_cost_lines(report))
     if report.get("variants"):
         from batchrun.jobs.compare import format_comparison
