@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from batchrun.batch.driver import BatchDriver
     from batchrun.cost.estimate import EstimateReport
     from batchrun.engine.hooks import RunHooks
+    from batchrun.engine.rundir import RunDirLock
     from batchrun.engine.runner import Runner, RunResult
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
@@ -212,8 +213,15 @@ def make_runner(
 
     shared = {k: v for k, v in injected.items() if k in _SHARED_INJECTIONS}
 
-    def online() -> Runner:
-        return Runner(settings, api_key=key, hooks=around, handle_signals=handle_signals, **shared)
+    def online(lock: RunDirLock) -> Runner:
+        return Runner(
+            settings,
+            api_key=key,
+            hooks=around,
+            handle_signals=handle_signals,
+            held_lock=lock,
+            **shared,
+        )
 
     return BatchDriver(
         settings,

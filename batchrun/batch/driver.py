@@ -134,7 +134,7 @@ class BatchDriver:
         sleep: Sleep = anyio.sleep,
         wall_clock: Callable[[], float] = time.time,
         handle_signals: bool = False,
-        online: Callable[[], Runner] | None = None,
+        online: Callable[[RunDirLock], Runner] | None = None,
         cancel_only: bool = False,
         stream: TextIO | None = None,
         create_grace: float = CREATE_GRACE_S,
@@ -227,31 +227,8 @@ class BatchDriver:
     # -- the run ------------------------------------------------------------------------
     async def run(self) -> RunResult:
         """Lock, check, run the batches; with a deadline that hands over, the online
-        run of the rows left follows (on the same directory, after this lock)."""
-        result: RunResult | None = None
-        error: Exception | None = None
-        async with anyio.create_task_group() as outer:
-            if self.handle_signals:
-                await outer.start(self._watch_signals)
-            try:
-                result = await self._locked()
-            except Exception as exc:  # raised as itself, not in an ExceptionGroup
-                error = exc
-            finally:
-                outer.cancel_scope.cancel()
-        if error is not None:
-            raise error
-        assert result is not None
-        if not self._handover:
-            return result
-        assert self.online is not None
-        runner = self.online()
-        online = await runner.run()
-        online.notes[:0] = result.notes
-        return online
-
-    async def _locked(self) -> RunResult:
-        from batchrun.engine.runner import RunResult
+        run of the rows left follows on the same directory, under the same lock (no
+        other process can take the directory in between)."""
 
         created = create_run_dir(self.run_dir)
         lock = RunDirLock(self.run_dir)
@@ -262,20 +239,45 @@ class BatchDriver:
                 remove_unused_run_dir(self.run_dir)
             raise
         try:
-            try:
-                prepared = await self._prepare()
-            except Interrupted:
-                if created:
-                    remove_unused_run_dir(self.run_dir)
-                self.notes.append("interrupted while checking the input; nothing was sent")
-                return RunResult(self._exit_code(), "interrupted", {}, self.run_dir, self.notes)
-            except BatchrunError:
-                if created and not _has_content(os.path.join(self.run_dir, "invalid.jsonl")):
-                    remove_unused_run_dir(self.run_dir)
-                raise
-            return await self._run_prepared(prepared)
+            result: RunResult | None = None
+            error: Exception | None = None
+            async with anyio.create_task_group() as outer:
+                if self.handle_signals:
+                    await outer.start(self._watch_signals)
+                try:
+                    result = await self._locked(created)
+                except Exception as exc:  # raised as itself, not in an ExceptionGroup
+                    error = exc
+                finally:
+                    outer.cancel_scope.cancel()
+            if error is not None:
+                raise error
+            assert result is not None
+            if not self._handover:
+                return result
+            assert self.online is not None
+            runner = self.online(lock)
+            online = await runner.run()
+            online.notes[:0] = result.notes
+            return online
         finally:
             lock.release()
+
+    async def _locked(self, created: bool) -> RunResult:
+        from batchrun.engine.runner import RunResult
+
+        try:
+            prepared = await self._prepare()
+        except Interrupted:
+            if created:
+                remove_unused_run_dir(self.run_dir)
+            self.notes.append("interrupted while checking the input; nothing was sent")
+            return RunResult(self._exit_code(), "interrupted", {}, self.run_dir, self.notes)
+        except BatchrunError:
+            if created and not _has_content(os.path.join(self.run_dir, "invalid.jsonl")):
+                remove_unused_run_dir(self.run_dir)
+            raise
+        return await self._run_prepared(prepared)
 
     async def _prepare(self) -> Prepared:
         def work() -> Prepared:

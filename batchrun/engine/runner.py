@@ -110,12 +110,15 @@ class Runner:
         handle_signals: bool = False,
         hooks: RunHooks | None = None,
         wall_clock: Callable[[], float] = time.time,
+        held_lock: RunDirLock | None = None,
     ) -> None:
         if not cfg.out_dir:
             raise ConfigError("no run directory given (-o DIR)")
         self.cfg = cfg
         self.run_dir: str = cfg.out_dir
         self.wall_clock = wall_clock
+        self.held_lock = held_lock
+        """The run directory's lock, when the caller holds it already (never released here)."""
         """Unix time, for the finish time each line records (the run's time series)."""
         self.api_key = api_key
         register_secret(api_key)  # scrubbed from every byte written from now on
@@ -364,7 +367,10 @@ class Runner:
         return result
 
     async def _locked(self, body: Callable[[bool], Awaitable[RunResult]]) -> RunResult:
-        """``body(created)`` with the run directory made and locked for this process."""
+        """``body(created)`` with the run directory made and locked for this process
+        (or under the lock a caller already holds: a batch run handing over)."""
+        if self.held_lock is not None:
+            return await body(False)
         created = create_run_dir(self.run_dir)
         lock = RunDirLock(self.run_dir)
         try:
