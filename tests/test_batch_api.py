@@ -405,3 +405,17 @@ def test_the_key_is_in_no_file_and_no_metadata(
     for path in out.rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_a_pilot_online_then_the_rest_through_batches(tmp_path: Path) -> None:
+    inp = write_rows(tmp_path / "req.jsonl", 60)
+    out = tmp_path / "run"
+    with SimThread(SimConfig()) as sim:
+        pilot = run_batch(settings(inp, out, sim.base_url, mode="online", limit=10))
+        assert pilot.status == "partial" and sim.stats.requests == 10
+        rest = run_batch(settings(inp, out, sim.base_url))
+        stats = sim.snapshot()
+    assert rest.exit_code == 0 and stats["rows_processed"] == 50  # only the rest
+    ok, _ = assert_exactly_once(out, 60)
+    vias = [x["batchrun"].get("via") for x in lines(out / "results.jsonl")]
+    assert vias.count("batch") == 50 and vias.count(None) == 10
