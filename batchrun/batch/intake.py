@@ -133,31 +133,14 @@ class Answers:
 
     def count(self, outcome: Outcome) -> None:
         """Count one written line (call after the write returned)."""
-        statuses = [a.status for a in outcome.attempts]
-        error_code = None if outcome.ok else (outcome.error or {}).get("code")
-        verdict = self.tally.count(
-            outcome.ok,
-            outcome.body,
-            statuses,
-            None,
-            error_code,
-            outcome.extra.get("quality"),
-            via="batch",
-        )
+        verdict = self.tally.count_outcome(outcome, via="batch")
         if verdict is not None:
             self.session_quality.add(verdict, model_of(outcome.body))
         h = id_hash(outcome.custom_id)
         b = int(outcome.body_hash or "0", 16)
-        if outcome.ok:
-            self.done[h] = b
-            self.counts.succeeded += 1
-            if self.failed_now.pop(h, None) is not None:
-                self.counts.failed -= 1
-        else:
-            self.failed[h] = b
-            if h not in self.failed_now:
-                self.counts.failed += 1
-            self.failed_now[h] = str(error_code)
+        (self.done if outcome.ok else self.failed)[h] = b
+        code = None if outcome.ok else (outcome.error or {}).get("code")
+        self.counts.record(h, outcome.ok, code, self.failed_now)
 
 
 __all__ = ["Answers"]

@@ -674,30 +674,11 @@ class Runner:
             self.stop("bad_answers")
 
     def _count(self, outcome: Outcome) -> None:
-        statuses = [a.status for a in outcome.attempts]
-        error_code = None if outcome.ok else (outcome.error or {}).get("code")
-        reused = outcome.extra.get("reused")
-        verdict = self.tally.count(
-            outcome.ok,
-            outcome.body,
-            statuses,
-            None,
-            error_code,
-            outcome.extra.get("quality"),
-            reused=reused,
-        )
-        if verdict is not None and reused is None:
+        verdict = self.tally.count_outcome(outcome)
+        if verdict is not None and "reused" not in outcome.extra:
             self.session_quality.add(verdict, model_of(outcome.body))
-        h = id_hash(outcome.custom_id)
-        if outcome.ok:
-            self.counts.succeeded += 1
-            # with --retry-failed, a success takes the id out of the failures
-            if self._failed_now.pop(h, None) is not None:
-                self.counts.failed -= 1
-        else:
-            if h not in self._failed_now:
-                self.counts.failed += 1
-            self._failed_now[h] = str(error_code)
+        code = None if outcome.ok else (outcome.error or {}).get("code")
+        self.counts.record(id_hash(outcome.custom_id), outcome.ok, code, self._failed_now)
 
     # -- summary --------------------------------------------------------------------
     def elapsed(self) -> float:

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.models import Outcome
 from batchrun.output.quality import OK, QualityCounts, Verdict
 from batchrun.output.usage import Usage, UsageTotals, model_of, usage_of
 
@@ -79,6 +80,19 @@ class Tally:
         if error_code:
             self.error_codes[error_code] += 1
         return None
+
+    def count_outcome(self, outcome: Outcome, *, via: str | None = None) -> Verdict | None:
+        """Count one outcome just written (as `count_line` counts it when re-read)."""
+        return self.count(
+            outcome.ok,
+            outcome.body,
+            [a.status for a in outcome.attempts],
+            None,
+            None if outcome.ok else (outcome.error or {}).get("code"),
+            outcome.extra.get("quality"),
+            via=via,
+            reused=outcome.extra.get("reused"),
+        )
 
     def count_line(self, record: dict[str, Any]) -> None:
         """Count one decoded output line (see batchrun.output.lines)."""
