@@ -34,8 +34,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import anyio
@@ -47,7 +46,7 @@ import orjson
 
 from batchrun.batch.client import BatchClient, CreateUnknown
 from batchrun.batch.intake import Answers
-from batchrun.batch.prepare import Prepared, prepare
+from batchrun.batch.prepare import Prepared, check_settings, prepare
 from batchrun.batch.protocol import (
     BatchView,
     metadata_for,
@@ -57,7 +56,7 @@ from batchrun.batch.protocol import (
 )
 from batchrun.batch.reconcile import CREATE_GRACE_S, creating_decision, find_batches
 from batchrun.batch.shards import RowTooLarge, ShardPlanner, shrink
-from batchrun.batch.state import shard_entry, write_state
+from batchrun.batch.state import iter_open_batches, shard_entry, write_state
 from batchrun.batch.steps import Ledger, ShardRecord, StepJournal
 from batchrun.batch.workdir import (
     ShardWriter,
@@ -71,7 +70,8 @@ from batchrun.batch.workdir import (
 )
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.rundir import RunDirLock, create_run_dir, remove_unused_run_dir
-from batchrun.errors import BatchApiError, BatchrunError, ConfigError, InputError, RunDirError
+from batchrun.engine.runinfo import settings_of
+from batchrun.errors import BatchApiError, BatchrunError, InputError, RunDirError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.sources import Interrupted, Source
 from batchrun.models import Outcome
@@ -139,25 +139,7 @@ class BatchDriver:
         stream: TextIO | None = None,
         create_grace: float = CREATE_GRACE_S,
     ) -> None:
-        if not cfg.out_dir:
-            raise ConfigError("no run directory given (-o DIR)")
-        if cfg.stream:
-            raise ConfigError("--stream cannot be used with --batch-api (batches do not stream)")
-        if cfg.max_cost is not None:
-            raise ConfigError(
-                "--max-cost is not enforced through the Batch API yet; run without it "
-                "(batchrun estimate shows the Batch API's price first)"
-            )
-        if cfg.is_pilot:
-            raise ConfigError(
-                "a pilot (--limit/--sample) runs online: run it without --batch-api, look, "
-                "then run the rest with --batch-api into the same directory"
-            )
-        if cfg.cache:
-            raise ConfigError(
-                "--cache works with online runs only; run without --batch-api to answer "
-                "from the cache (or without --cache)"
-            )
+        check_settings(cfg)
         self.cfg = cfg
         self.run_dir = str(cfg.out_dir)
         self.api_key = api_key
@@ -971,26 +953,6 @@ def _has_content(path: str) -> bool:
         return os.path.getsize(path) > 0
     except OSError:
         return False
-
-
-def iter_open_batches(run_dir: str) -> Iterator[tuple[str, str | None]]:
-    """(shard tag, batch id) of every shard a run directory still has open."""
-    from batchrun.batch.steps import read_ledger
-
-    for record in read_ledger(steps_path(run_dir)).open_shards():
-        yield shard_tag(record.shard), record.batch_id
-
-
-def settings_of(run_dir: str) -> Settings:
-    """The settings a run directory recorded, pointed at that directory."""
-    from batchrun.output.journal import RUN_INFO
-
-    try:
-        with open(os.path.join(run_dir, RUN_INFO), "rb") as f:
-            info = orjson.loads(f.read())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise RunDirError(f"{run_dir}: no readable run.json (is it a batchrun run?)") from exc
-    return replace(Settings.from_public_dict(info.get("options") or {}), out_dir=run_dir)
 
 
 __all__ = ["BatchDriver", "iter_open_batches", "settings_of"]

@@ -16,7 +16,7 @@ and failed counts, finalizing, done, and how long ago each was submitted.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -113,6 +113,12 @@ def batch_status(run_dir: str) -> dict[str, Any] | None:
     }
 
 
+def iter_open_batches(run_dir: str) -> Iterator[tuple[str, str | None]]:
+    """(shard tag, batch id) of every shard a run directory still has open."""
+    for record in read_ledger(steps_path(run_dir)).open_shards():
+        yield shard_tag(record.shard), record.batch_id
+
+
 def _ago(seconds: float) -> str:
     whole = int(max(0.0, seconds))
     if whole < 60:
@@ -154,4 +160,12 @@ def status_lines(status: Mapping[str, Any], now: float) -> list[str]:
     return lines
 
 
-__all__ = ["batch_status", "read_state", "shard_entry", "shard_line", "status_lines", "write_state"]
+__all__ = [
+    "batch_status",
+    "iter_open_batches",
+    "read_state",
+    "shard_entry",
+    "shard_line",
+    "status_lines",
+    "write_state",
+]
