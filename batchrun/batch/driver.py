@@ -44,8 +44,10 @@ import anyio.to_thread
 import httpx
 import orjson
 
+from batchrun.batch.bookkeeping import EXIT_SIGINT, Bookkeeper, exit_code, final_status
 from batchrun.batch.client import BatchClient, CreateUnknown
 from batchrun.batch.intake import Answers
+from batchrun.batch.openshards import OpenShards
 from batchrun.batch.prepare import Prepared, check_settings, prepare
 from batchrun.batch.protocol import (
     BatchView,
@@ -56,12 +58,11 @@ from batchrun.batch.protocol import (
 )
 from batchrun.batch.reconcile import CREATE_GRACE_S, creating_decision, find_batches
 from batchrun.batch.shards import RowTooLarge, ShardPlanner, shrink
-from batchrun.batch.state import iter_open_batches, shard_entry, write_state
+from batchrun.batch.state import iter_open_batches
 from batchrun.batch.steps import Ledger, ShardRecord, StepJournal
 from batchrun.batch.workdir import (
     ShardWriter,
     batch_dir,
-    leftover_files,
     line_for,
     read_index,
     remove_shard_files,
@@ -75,19 +76,17 @@ from batchrun.errors import BatchApiError, BatchrunError, InputError, RunDirErro
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.sources import Interrupted, Source
 from batchrun.models import Outcome
-from batchrun.output.journal import SUMMARY
 from batchrun.output.quality import QualityCounts, compile_schema
 from batchrun.output.sink import JsonlSink
-from batchrun.output.summary import Counts, build_summary, write_json_atomic
+from batchrun.output.summary import Counts
 from batchrun.output.tally import Tally
-from batchrun.redact import register_secret, scrub_text
+from batchrun.redact import register_secret
 from batchrun.settings import Settings
 
 if TYPE_CHECKING:
     from batchrun.engine.runner import Runner, RunResult
 
 Sleep = Callable[[float], Awaitable[None]]
-EXIT_OK, EXIT_ERROR, EXIT_SOME_FAILED, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 4, 130, 143
 WRITE_LINES = 512
 """Lines of a downloaded file written (and counted) together."""
 BACKOFF = 1.5
@@ -169,9 +168,6 @@ class BatchDriver:
         self._stopping = anyio.Event()
         self._work_scope: anyio.CancelScope | None = None
         self._elapsed_before = 0.0
-        self._taken: dict[int, int] = {}
-        """id hash -> shard, for every row in an open shard."""
-        self._views: dict[int, BatchView] = {}
         self._max_requests = cfg.batch_max_requests
         self._needs_plan = True
         self._queue_full = False
@@ -179,7 +175,8 @@ class BatchDriver:
         self._fallback = False
         self._handover = False
         self._started_wall = 0.0
-        self._journal: StepJournal | None = None
+        self._open: OpenShards | None = None
+        self._keeper: Bookkeeper | None = None
         self._client: BatchClient | None = None
         self._sink: JsonlSink | None = None
         self._prepared: Prepared | None = None
@@ -203,8 +200,17 @@ class BatchDriver:
 
     @property
     def ledger(self) -> Ledger:
-        assert self._journal is not None
-        return self._journal.ledger
+        return self._shards.ledger
+
+    @property
+    def _shards(self) -> OpenShards:
+        assert self._open is not None
+        return self._open
+
+    @property
+    def _books(self) -> Bookkeeper:
+        assert self._keeper is not None
+        return self._keeper
 
     # -- the run ------------------------------------------------------------------------
     async def run(self) -> RunResult:
@@ -290,8 +296,9 @@ class BatchDriver:
         from batchrun.engine.runner import RunResult
 
         self._started_wall = self.wall_clock()
-        self._journal = StepJournal(steps_path(self.run_dir))
-        self._journal.open(wall_time=self._started_wall)
+        journal = StepJournal(steps_path(self.run_dir))
+        journal.open(wall_time=self._started_wall)
+        self._open = OpenShards(journal, self.run_dir)
         self._client = BatchClient(
             base_url=self.cfg.base_url,
             api_key=self.api_key,
@@ -304,9 +311,20 @@ class BatchDriver:
             sleep=self._interruptible_sleep,
         )
         self._sink = JsonlSink(self.run_dir)
+        self._keeper = Bookkeeper(
+            cfg=self.cfg,
+            hooks=self.hooks,
+            state=self.state,
+            answers=self.answers,
+            shards=self._open,
+            sink=self._sink,
+            notes=self.notes,
+            stream=self.stream,
+            wall_clock=self.wall_clock,
+        )
         self.live.started = self.clock()
         self.hooks.on_start(self.state)
-        self._checkpoint("running")
+        self._books.checkpoint("running")
         try:
             with anyio.CancelScope() as scope:
                 self._work_scope = scope
@@ -319,16 +337,18 @@ class BatchDriver:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._client.aclose()
-            self._write_state()
-            status = self._final_status()
-            self._closing_notes()
+            self._books.write_state()
+            status = final_status(
+                self.stop_reason, handover=self._handover, pending=self.counts.pending
+            )
+            self._books.closing_notes(cancel_only=self.cancel_only, handover=self._handover)
             try:
-                summary = self._checkpoint(status)
+                summary = self._books.checkpoint(status)
             except (OSError, RunDirError) as exc:
-                summary = self._summary(status)
+                summary = self._books.summary(status)
                 self.notes.append(f"could not write summary.json: {exc}")
             self._sink.close()
-            self._journal.close()
+            journal.close()
             if self._handover:
                 self.hooks.on_stop(self.state, "deadline")
             else:
@@ -336,7 +356,7 @@ class BatchDriver:
         return RunResult(self._exit_code(), status, summary, self.run_dir, self.notes)
 
     async def _work(self) -> None:
-        self._clean_leftovers()
+        self._shards.clean_leftovers()
         await self._reconcile()
         if self.cancel_only:
             await self._cancel_open("batchrun cancel")
@@ -370,18 +390,11 @@ class BatchDriver:
             await self._delete_orphans()
 
     # -- planning ---------------------------------------------------------------------
-    def _taken_rows(self) -> None:
-        """Every row of an open shard (from their indexes): never planned again."""
-        self._taken = {}
-        for record in self.ledger.open_shards():
-            for custom_id in read_index(self.run_dir, record.shard):
-                self._taken[id_hash(custom_id)] = record.shard
-
     async def _plan(self) -> None:
         self._needs_plan = False
         planned = await anyio.to_thread.run_sync(self._plan_blocking)
         for shard, model, rows, attempt in planned:
-            self._journal_write(
+            self._shards.write(
                 {
                     "step": "planned",
                     "shard": shard,
@@ -411,7 +424,7 @@ class BatchDriver:
                 if self._stopping.is_set():
                     break
                 h = id_hash(req.custom_id)
-                if h in self._taken:
+                if h in self._shards.taken:
                     continue
                 payload = orjson.dumps(req.body)
                 if self.answers.settled(h, body_hash_int(payload), retry_failed=retry_failed):
@@ -435,7 +448,7 @@ class BatchDriver:
                 writer.add(line, req.custom_id, req.row, hashed)
                 used = attempts.get(req.custom_id, 0)
                 attempts_of[placed.shard] = max(attempts_of[placed.shard], used + 1)
-                self._taken[h] = placed.shard
+                self._shards.taken[h] = placed.shard
             for shard in sorted(writers):
                 close(shard)
         except BaseException:
@@ -445,17 +458,8 @@ class BatchDriver:
         return planned
 
     # -- submitting -------------------------------------------------------------------
-    def _running(self) -> list[ShardRecord]:
-        """Open shards whose batch exists and is not known to have ended."""
-        out = []
-        for record in self.ledger.open_shards():
-            view = self._views.get(record.shard)
-            if record.batch_id is not None and (view is None or not view.final):
-                out.append(record)
-        return out
-
     async def _submit_ready(self) -> None:
-        if self._queue_full and not self._running():
+        if self._queue_full and not self._shards.running():
             # the batches it waited for were refused too: try again, in smaller shards
             self._queue_full = False
             self._max_requests = shrink(self._max_requests)
@@ -477,27 +481,27 @@ class BatchDriver:
         tag = shard_tag(record.shard)
         if record.file_id is None:
             paths = shard_paths(self.run_dir, record.shard)
-            self._journal_write({"step": "upload", "shard": record.shard})
+            self._shards.write({"step": "upload", "shard": record.shard})
             uploaded = await client.upload(
                 paths.input, f"batchrun-{self.ledger.run_id}-{tag}.jsonl"
             )
-            self._journal_write(
+            self._shards.write(
                 {"step": "uploaded", "shard": record.shard, "file_id": str(uploaded["id"])}
             )
         file_id = record.file_id
         assert file_id is not None
         metadata = metadata_for(str(self.ledger.run_id), record.shard, record.attempt)
-        self._journal_write(
+        self._shards.write(
             {"step": "create", "shard": record.shard, "file_id": file_id, "at": self.wall_clock()}
         )
         try:
             made = await client.create(file_id, metadata)
         except CreateUnknown as exc:
             # the batch may exist: it is looked for by its metadata, never created blindly
-            self._say(f"shard {tag}: no answer to its create ({exc.message}); looking for it")
+            self._books.say(f"shard {tag}: no answer to its create ({exc.message}); looking for it")
             return
         except BatchApiError as exc:
-            self._journal_write({"step": "not_created", "shard": record.shard})
+            self._shards.write({"step": "not_created", "shard": record.shard})
             if refused_for_token_limit(exc.status or 0, exc.body):
                 self._refused(record, exc.message)
                 return
@@ -506,7 +510,7 @@ class BatchDriver:
 
     def _adopt_batch(self, record: ShardRecord, obj: Any, *, found: bool) -> None:
         view = parse_batch(obj)
-        self._journal_write(
+        self._shards.write(
             {
                 "step": "created",
                 "shard": record.shard,
@@ -515,25 +519,25 @@ class BatchDriver:
                 "found": found,
             }
         )
-        self._views[record.shard] = view
+        self._shards.views[record.shard] = view
         remove_shard_files(shard_paths(self.run_dir, record.shard), keep_index=True)
         how = "found after a lost answer" if found else "submitted"
-        self._say(f"shard {shard_tag(record.shard)}: {record.rows:,} rows {how} as {view.id}")
-        self._write_state()
+        self._books.say(f"shard {shard_tag(record.shard)}: {record.rows:,} rows {how} as {view.id}")
+        self._books.write_state()
 
     def _refused(self, record: ShardRecord, reason: str) -> None:
         """The provider's queue for the model is full: the shard's rows wait for a
         running batch to finish and go in a later shard; no attempt is counted."""
-        self._journal_write({"step": "done", "shard": record.shard, "status": "token_limit"})
-        self._release_rows(record.shard)
+        self._shards.write({"step": "done", "shard": record.shard, "status": "token_limit"})
+        self._shards.release(record.shard)
         remove_shard_files(shard_paths(self.run_dir, record.shard))
-        running = self._running()
+        running = self._shards.running()
         if running:
             self._queue_full = True
         else:
             self._max_requests = shrink(self._max_requests)
         self._needs_plan = True
-        self._say(
+        self._books.say(
             f"shard {shard_tag(record.shard)}: the provider's queue is full ({reason[:160]}); "
             f"its rows wait for {'running batches' if running else 'a smaller shard'}"
         )
@@ -565,9 +569,9 @@ class BatchDriver:
             if decision == "adopt":
                 self._adopt_batch(record, found[shard], found=True)
             elif decision == "create_again":
-                self._journal_write({"step": "not_created", "shard": shard})
+                self._shards.write({"step": "not_created", "shard": shard})
                 if self._fallback or self.cancel_only:
-                    self._abandon(record)
+                    self._shards.abandon(record)
 
     # -- polling ----------------------------------------------------------------------
     async def _poll(self) -> bool:
@@ -577,7 +581,7 @@ class BatchDriver:
         changed = False
         failures = calls = 0
         for record in self.ledger.open_shards():
-            before = self._views.get(record.shard)
+            before = self._shards.views.get(record.shard)
             if record.batch_id is None or (before is not None and before.final):
                 continue
             calls += 1
@@ -589,23 +593,23 @@ class BatchDriver:
                 failures += 1
                 self._api_trouble(exc)
                 continue
-            self._views[record.shard] = view
+            self._shards.views[record.shard] = view
             if before is None or (view.status, view.completed, view.failed) != (
                 before.status,
                 before.completed,
                 before.failed,
             ):
                 changed = True
-                self._say_progress(record, view)
+                self._books.say_progress(record, view)
         if calls and failures < calls:
             self._api_failures = 0
         if changed:
-            self._write_state()
+            self._books.write_state()
         return changed
 
     async def _finish_final(self) -> None:
         for record in self.ledger.open_shards():
-            view = self._views.get(record.shard)
+            view = self._shards.views.get(record.shard)
             if view is not None and view.final and not self._stopping.is_set():
                 try:
                     await self._finish(record, view)
@@ -630,10 +634,10 @@ class BatchDriver:
             self._write(finals)
             assert self._sink is not None
             self._sink.sync()
-        self._journal_write(
+        self._shards.write(
             {"step": "done", "shard": record.shard, "status": view.status, "retry": retry}
         )
-        self._release_rows(record.shard)
+        self._shards.release(record.shard)
         if retry:
             self._needs_plan = True
         self._queue_full = False
@@ -641,14 +645,14 @@ class BatchDriver:
             self.notes.append(
                 f"batch {view.id} ({shard_tag(record.shard)}) failed: {view.reasons()}"
             )
-        self._say(
+        self._books.say(
             f"shard {shard_tag(record.shard)}: {view.status}; "
             f"{len(retry):,} rows to resubmit, {len(finals):,} failed for good"
         )
         await self._delete_remote(record, view)
         remove_shard_files(shard_paths(self.run_dir, record.shard))
-        self._write_state()
-        self._checkpoint("running")
+        self._books.write_state()
+        self._books.checkpoint("running")
 
     async def _take_file(
         self, file_id: str, record: ShardRecord, view: BatchView, index: Any, at: float
@@ -678,7 +682,7 @@ class BatchDriver:
             except OSError:
                 pass
         self._sink.sync()
-        self._journal_write({"step": "downloaded", "shard": record.shard, "file_id": file_id})
+        self._shards.write({"step": "downloaded", "shard": record.shard, "file_id": file_id})
 
     def _write(self, batch: list[Outcome]) -> None:
         """Write, then count (never before the write returned), then tell the hooks."""
@@ -690,14 +694,11 @@ class BatchDriver:
         if reason:
             self.stop(reason)
 
-    def _release_rows(self, shard: int) -> None:
-        self._taken = {h: s for h, s in self._taken.items() if s != shard}
-
     # -- cancelling, the deadline -------------------------------------------------------
     async def _fall_back(self) -> None:
         self._fallback = True
         pending = self.counts.pending
-        self._say(
+        self._books.say(
             f"deadline: {FALLBACK_AT:.0%} of {self.cfg.deadline:g} s passed with {pending:,} "
             "rows unfinished; cancelling the batches, the rows left go online"
         )
@@ -710,25 +711,20 @@ class BatchDriver:
         assert client is not None
         for record in self.ledger.open_shards():
             if record.phase in ("planned", "uploading", "uploaded"):
-                self._abandon(record)
+                self._shards.abandon(record)
             elif record.batch_id is not None and not record.cancel_requested:
-                view = self._views.get(record.shard)
+                view = self._shards.views.get(record.shard)
                 if view is not None and view.final:
                     continue
-                self._journal_write({"step": "cancel", "shard": record.shard, "why": why})
+                self._shards.write({"step": "cancel", "shard": record.shard, "why": why})
                 try:
                     made = await client.cancel(record.batch_id)
                 except BatchApiError as exc:
                     if exc.status != 400:  # 400: already finished; the poll will see it
                         raise
                     continue
-                self._views[record.shard] = parse_batch(made)
-        self._write_state()
-
-    def _abandon(self, record: ShardRecord) -> None:
-        self._journal_write({"step": "abandoned", "shard": record.shard})
-        self._release_rows(record.shard)
-        remove_shard_files(shard_paths(self.run_dir, record.shard))
+                self._shards.views[record.shard] = parse_batch(made)
+        self._books.write_state()
 
     # -- cleaning up ------------------------------------------------------------------
     async def _delete_remote(self, record: ShardRecord, view: BatchView) -> None:
@@ -743,7 +739,7 @@ class BatchDriver:
                         raise
                     self._api_trouble(exc)
                     continue
-                self._journal_write({"step": "deleted", "shard": record.shard, "file_id": file_id})
+                self._shards.write({"step": "deleted", "shard": record.shard, "file_id": file_id})
 
     async def _delete_orphans(self) -> None:
         """Uploads whose answer was lost (so their id never reached the journal)."""
@@ -764,36 +760,16 @@ class BatchDriver:
         except BatchApiError:
             pass  # best effort: an unused file is never billed
 
-    def _clean_leftovers(self) -> None:
-        """Shard files of shards that are done or were never recorded; shards planned
-        but never uploaded are dropped (their rows are planned afresh)."""
-        for record in self.ledger.open_shards():
-            if record.phase in ("planned", "uploading"):
-                self._abandon(record)
-        keep = {r.shard for r in self.ledger.open_shards()}
-        for path in leftover_files(self.run_dir, keep):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self._taken_rows()
-
     async def _reconcile(self) -> None:
         """Bring what the journal says up to date with the provider."""
-        for record in self.ledger.open_shards():
-            if record.batch_id is not None:
-                self._views.pop(record.shard, None)
+        self._shards.forget_views()
         await self._settle_creating()
         await self._poll()
 
-    # -- bookkeeping --------------------------------------------------------------------
-    def _journal_write(self, step: dict[str, Any]) -> None:
-        assert self._journal is not None
-        self._journal.write(step)
-
+    # -- stopping ----------------------------------------------------------------------
     def _api_trouble(self, exc: BatchApiError) -> None:
         self._api_failures += 1
-        self._say(f"Batch API trouble: {exc.message[:200]}")
+        self._books.say(f"Batch API trouble: {exc.message[:200]}")
         if self._api_failures >= API_FAILURES_TO_STOP * max(1, len(self.ledger.open_shards())):
             self.notes.append(
                 f"stopping: the Batch API kept failing ({exc.message[:160]}); the batches "
@@ -801,120 +777,15 @@ class BatchDriver:
             )
             self.stop("endpoint_down")
 
-    def _write_state(self) -> None:
-        if self._journal is None:
-            return
-        shards = []
-        for record in self.ledger.open_shards():
-            shards.append(
-                shard_entry(
-                    record.shard,
-                    record.phase,
-                    self._views.get(record.shard),
-                    record.rows,
-                    record.created_at,
-                )
-            )
-        try:
-            write_state(
-                self.run_dir, run_id=self.ledger.run_id, updated_at=self.wall_clock(), shards=shards
-            )
-        except OSError as exc:
-            self.notes.append(f"could not write batch/state.json: {exc}")
-
-    def _summary(self, status: str) -> dict[str, Any]:
-        sink = self._sink
-        extra = self.hooks.summary_extra(self.state)
-        extra["batch"] = {
-            "run_id": self.ledger.run_id if self._journal else None,
-            "open_shards": len(self.ledger.open_shards()) if self._journal else 0,
-            "rows_via_batch": self.tally.by_mode.get("batch", 0),
-        }
-        return build_summary(
-            status=status,
-            input_path=self.cfg.input_path,
-            counts=self.counts,
-            tally=self.tally,
-            failed_codes=self.answers.failed_now.values(),
-            elapsed_s=self.elapsed(),
-            results_bytes=sink.results_bytes if sink else 0,
-            errors_bytes=sink.errors_bytes if sink else 0,
-            pacing={},
-            extra=extra,
-            stop_reason=self.stop_reason,
-        )
-
-    def _checkpoint(self, status: str) -> dict[str, Any]:
-        summary = self._summary(status)
-        if self._sink is not None:
-            self._sink.sync()
-        write_json_atomic(os.path.join(self.run_dir, SUMMARY), summary)
-        return summary
-
-    def _final_status(self) -> str:
-        if self.stop_reason in ("disk_error", "endpoint_down"):
-            return self.stop_reason
-        if self.stop_reason is not None:
-            return "interrupted"
-        if self._handover:
-            return "deadline"
-        if self.counts.pending:
-            return "incomplete"
-        return "complete"
-
     def _exit_code(self) -> int:
-        if self.stop_reason == "SIGINT":
-            return EXIT_SIGINT
-        if self.stop_reason == "SIGTERM":
-            return EXIT_SIGTERM
-        if self.stop_reason is not None:
-            return EXIT_ERROR
-        if self.cancel_only:
-            return EXIT_OK
-        if self.counts.pending:
-            return EXIT_ERROR
-        return EXIT_SOME_FAILED if self.counts.failed else EXIT_OK
-
-    def _closing_notes(self) -> None:
-        if self._journal is None:
-            return
-        still = [r for r in self.ledger.open_shards() if r.batch_id is not None]
-        if still and not self.cancel_only:
-            self.notes.append(
-                f"{len(still)} batches go on at the provider; rerun the same command to "
-                f"resume polling, or `batchrun cancel {self.run_dir}` to cancel them"
-            )
-        if self.cancel_only:
-            self.notes.append(
-                f"cancelled; rows the batches finished are kept, {self.counts.pending:,} rows "
-                "are pending (rerun to send them)"
-            )
-        if self._handover:
-            self.notes.append(
-                f"deadline: {self.counts.pending:,} rows left for the online run "
-                f"({self.tally.by_mode.get('batch', 0):,} answered through the Batch API)"
-            )
-
-    # -- output to the user --------------------------------------------------------------
-    def _say(self, text: str) -> None:
-        if self.cfg.quiet:
-            return
-        self.stream.write(scrub_text(f"batchrun: {text}") + "\n")
-        self.stream.flush()
-
-    def _say_progress(self, record: ShardRecord, view: BatchView) -> None:
-        if self.cfg.quiet:
-            return
-        from batchrun.batch.state import shard_line
-
-        entry = shard_entry(record.shard, record.phase, view, record.rows, record.created_at)
-        c = self.counts
-        self._say(
-            f"{shard_line(entry, self.wall_clock())}; rows done overall: "
-            f"{c.succeeded + c.failed:,} of {c.total:,}"
+        counts = self.counts
+        return exit_code(
+            self.stop_reason,
+            cancel_only=self.cancel_only,
+            pending=counts.pending,
+            failed=counts.failed,
         )
 
-    # -- stopping ---------------------------------------------------------------------
     def stop(self, reason: str) -> None:
         """Stop now: the batches go on at the provider; what was written stays."""
         if self.stop_reason is None:
