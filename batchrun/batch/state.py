@@ -2,10 +2,11 @@
 
 Batches run at the provider whether or not a batchrun process is watching (after a
 Ctrl-C they go on). `batchrun status` must say where they stand without the key and
-without a call, so the driver writes what it last saw to ``batch/state.json``
-(atomically, at every poll that changed something), and the report reads it back
-together with the step journal: submitted, validating, in progress with completed
-and failed counts, finalizing, done, and how long ago each was submitted.
+without a call, so the run writes what it last saw to ``batch/state.json``
+(`batchrun.batch.bookkeeping`; atomically, at every poll that changed something),
+and the report reads it back together with the step journal: submitted, validating,
+in progress with completed and failed counts, finalizing, done, and how long ago
+each was submitted. `iter_open_batches` lists the open shards from the journal alone.
 
     >>> line = shard_line({"shard": "s000001", "status": "in_progress", "completed": 5,
     ...     "failed": 1, "total": 10, "created_at": 100.0}, now=160.0)
