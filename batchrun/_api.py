@@ -248,7 +248,8 @@ def cancel_run(run_dir: str | os.PathLike[str], **injected: Any) -> RunResult:
     """
     import anyio
 
-    from batchrun.batch.driver import BatchDriver, settings_of
+    from batchrun.batch.driver import BatchDriver
+    from batchrun.engine.runinfo import settings_of
 
     settings = replace(settings_of(os.fspath(run_dir)), mode="batch")
     key = api_key(settings)

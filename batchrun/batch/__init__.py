@@ -3,13 +3,17 @@ resume and report as an online run, at the Batch API's price.
 
 Modules, in the order a row passes through them: `prepare` (the online run's checks),
 `shards` (pending rows into input files within the limits), `workdir` (the shard files
-in ``DIR/batch/``), `steps` (the crash-safe step journal), `client` (Files and Batches
-over HTTP), `reconcile` (finding a batch whose create answer was lost), `protocol`
-(the wire format), `outcomes` (a batch's lines as the run's outcomes), `state` (what
-`batchrun status` shows), `driver` (the loop, the deadline fallback, cancel).
+in ``DIR/batch/``), `steps` (the crash-safe step journal), `openshards` (what a run
+knows of its open shards), `client` (Files and Batches over HTTP), `submit` (planning
+shards, uploading them, creating their batches), `reconcile` (finding a batch whose
+create answer was lost), `protocol` (the wire format), `finish` (taking a finished
+batch in), `intake` (which of its lines are written), `outcomes` (a batch's lines as
+the run's outcomes), `cancel` (cancelling the open batches), `bookkeeping` (summary.json,
+batch/state.json, progress, exit code), `state` (what `batchrun status` shows),
+`driver` (the loop over the shards, the deadline fallback).
 
     run = batchrun.run("requests.jsonl", "runs/a", mode="batch", deadline="6h")
-    batchrun.batch.cancel_run("runs/a")
+    batchrun.open("runs/a").cancel()
 """
 
 from __future__ import annotations

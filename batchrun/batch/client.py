@@ -1,6 +1,6 @@
 """The provider's Files and Batches API over HTTP, with retries that never double a batch.
 
-One method per call the driver makes: `upload`, `create`, `retrieve`, `list_batches`,
+One method per call a batch run makes: `upload`, `create`, `retrieve`, `list_batches`,
 `cancel`, `download`, `delete_file`, `list_files`. The transport is injected
 (``httpx.MockTransport`` in unit tests, a loopback simulator in integration tests).
 
@@ -10,8 +10,8 @@ connection errors, timeouts, 408/409/429 and 5xx, backing off exponentially from
 ``retry_base`` seconds (``Retry-After`` obeyed) up to ``max_attempts``. `create` is
 not: a create whose answer was lost may have made the batch, and creating again
 would run (and bill) the shard twice. A lost or 5xx answer to a create raises
-`CreateUnknown`, and the driver looks for the batch by its metadata
-(`batchrun.batch.reconcile`) before it may create again.
+`CreateUnknown`, and the run looks for the batch by its metadata
+(`batchrun.batch.submit`, `batchrun.batch.reconcile`) before it may create again.
 
 Messages never hold the key: every text taken from a response passes through
 `batchrun.redact.scrub_text`, and the key is registered as a secret here.

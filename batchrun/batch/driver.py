@@ -1,24 +1,27 @@
-"""Run a job through the provider's Batch API: plan, upload, create, poll, download.
+"""Run a job through the provider's Batch API: the loop over its shards.
 
-One row's path, top to bottom of this module:
+One row's path, and the module that takes it each step:
 
 1. `BatchDriver.run` locks the run directory and checks everything an online run
    checks (`batchrun.batch.prepare`): nothing is uploaded for a bad input.
 2. The step journal (`batchrun.batch.steps`) says where earlier processes left each
-   shard; `_reconcile` settles it with the provider (`batchrun.batch.reconcile`).
-3. `_plan` puts the rows that are neither answered, failed for good, nor in an open
-   shard into shard files (`batchrun.batch.shards`, `batchrun.batch.workdir`).
-4. `_submit` uploads each and creates its batch (``completion_window`` 24h, metadata
-   naming run and shard), each call journaled before and after.
-5. `_poll` retrieves the open batches, backing off from ``poll_interval`` to ten
-   times it while nothing changes; `_finish` downloads a finished batch's output and
-   error files into results.jsonl / errors.jsonl through the run's sink (lines are
-   counted only once written; an id already answered for its body is never written
-   again), resubmits retryable errors and rows in neither file up to
-   ``max_attempts``, and deletes the remote files.
-6. With ``deadline``, once three quarters of it have passed, `_fall_back` cancels the
-   open batches, waits until they are cancelled, keeps what they finished, and the
-   rows left go to an online run on the same directory (`BatchDriver.online`).
+   shard (`batchrun.batch.openshards`); `_reconcile` settles it with the provider.
+3. `Submitter.plan` puts the rows that are neither answered, failed for good, nor in
+   an open shard into shard files, and `Submitter.submit_ready` uploads each and
+   creates its batch, each call journaled before and after (`batchrun.batch.submit`).
+4. `_poll` retrieves the open batches, backing off from ``poll_interval`` to ten
+   times it while nothing changes; `Finisher.finish` (`batchrun.batch.finish`)
+   downloads a finished batch's output and error files into results.jsonl /
+   errors.jsonl through the run's sink (lines are counted only once written; an id
+   already answered for its body is never written again), resubmits retryable errors
+   and rows in neither file up to ``max_attempts``, and deletes the remote files.
+5. With ``deadline``, once three quarters of it have passed, `_fall_back` cancels the
+   open batches (`batchrun.batch.cancel`), waits until they are cancelled, keeps what
+   they finished, and the rows left go to an online run on the same directory
+   (`BatchDriver.online`).
+
+All along, `batchrun.batch.bookkeeping` keeps summary.json and batch/state.json up to
+date and prints a line per change; at the end it names the status, exit code and notes.
 
 Ctrl-C stops at once (every step is journaled, so stopping anywhere is safe): the
 batches go on at the provider, summary.json is written, exit 130; rerunning the
@@ -34,62 +37,44 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import anyio
 import anyio.abc
-import anyio.from_thread
 import anyio.to_thread
 import httpx
-import orjson
 
-from batchrun.batch.client import BatchClient, CreateUnknown
+from batchrun.batch.bookkeeping import EXIT_SIGINT, Bookkeeper, exit_code, final_status
+from batchrun.batch.cancel import cancel_open
+from batchrun.batch.client import BatchClient
+from batchrun.batch.finish import Finisher
 from batchrun.batch.intake import Answers
-from batchrun.batch.prepare import Prepared, prepare
-from batchrun.batch.protocol import (
-    BatchView,
-    metadata_for,
-    parse_batch,
-    refused_for_token_limit,
-    shard_tag,
-)
-from batchrun.batch.reconcile import CREATE_GRACE_S, creating_decision, find_batches
-from batchrun.batch.shards import RowTooLarge, ShardPlanner, shrink
-from batchrun.batch.state import shard_entry, write_state
+from batchrun.batch.openshards import OpenShards
+from batchrun.batch.prepare import Prepared, check_settings, prepare
+from batchrun.batch.protocol import BatchView, parse_batch
+from batchrun.batch.reconcile import CREATE_GRACE_S
+from batchrun.batch.state import iter_open_batches
 from batchrun.batch.steps import Ledger, ShardRecord, StepJournal
-from batchrun.batch.workdir import (
-    ShardWriter,
-    batch_dir,
-    leftover_files,
-    line_for,
-    read_index,
-    remove_shard_files,
-    shard_paths,
-    steps_path,
-)
+from batchrun.batch.submit import Submitter
+from batchrun.batch.workdir import steps_path
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.rundir import RunDirLock, create_run_dir, remove_unused_run_dir
-from batchrun.errors import BatchApiError, BatchrunError, ConfigError, InputError, RunDirError
-from batchrun.ids import body_hash_int, id_hash
+from batchrun.engine.runinfo import settings_of
+from batchrun.errors import BatchApiError, BatchrunError, RunDirError
 from batchrun.input.sources import Interrupted, Source
-from batchrun.models import Outcome
-from batchrun.output.journal import SUMMARY
 from batchrun.output.quality import QualityCounts, compile_schema
 from batchrun.output.sink import JsonlSink
-from batchrun.output.summary import Counts, build_summary, write_json_atomic
+from batchrun.output.summary import Counts
 from batchrun.output.tally import Tally
-from batchrun.redact import register_secret, scrub_text
+from batchrun.redact import register_secret
 from batchrun.settings import Settings
 
 if TYPE_CHECKING:
     from batchrun.engine.runner import Runner, RunResult
 
 Sleep = Callable[[float], Awaitable[None]]
-EXIT_OK, EXIT_ERROR, EXIT_SOME_FAILED, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 4, 130, 143
-WRITE_LINES = 512
-"""Lines of a downloaded file written (and counted) together."""
 BACKOFF = 1.5
 MAX_INTERVAL_FACTOR = 10.0
 FALLBACK_AT = 0.75
@@ -113,6 +98,19 @@ class _NoPacing:
 class _Live:
     in_flight = 0
     started = 0.0
+
+
+@dataclass
+class _Parts:
+    """What a run has once its input is checked: the open shards (the journal), the
+    client, the sink, and the collaborators working on them."""
+
+    shards: OpenShards
+    client: BatchClient
+    sink: JsonlSink
+    books: Bookkeeper
+    submitter: Submitter
+    finisher: Finisher
 
 
 class BatchDriver:
@@ -139,25 +137,7 @@ class BatchDriver:
         stream: TextIO | None = None,
         create_grace: float = CREATE_GRACE_S,
     ) -> None:
-        if not cfg.out_dir:
-            raise ConfigError("no run directory given (-o DIR)")
-        if cfg.stream:
-            raise ConfigError("--stream cannot be used with --batch-api (batches do not stream)")
-        if cfg.max_cost is not None:
-            raise ConfigError(
-                "--max-cost is not enforced through the Batch API yet; run without it "
-                "(batchrun estimate shows the Batch API's price first)"
-            )
-        if cfg.is_pilot:
-            raise ConfigError(
-                "a pilot (--limit/--sample) runs online: run it without --batch-api, look, "
-                "then run the rest with --batch-api into the same directory"
-            )
-        if cfg.cache:
-            raise ConfigError(
-                "--cache works with online runs only; run without --batch-api to answer "
-                "from the cache (or without --cache)"
-            )
+        check_settings(cfg)
         self.cfg = cfg
         self.run_dir = str(cfg.out_dir)
         self.api_key = api_key
@@ -181,26 +161,16 @@ class BatchDriver:
         )
         self.accounts = _NoPacing()
         self.live = _Live()
-        self.max_tokens: int | None = None
         self.stop_reason: str | None = None
         self.notes: list[str] = []
         self._stopping = anyio.Event()
         self._work_scope: anyio.CancelScope | None = None
         self._elapsed_before = 0.0
-        self._taken: dict[int, int] = {}
-        """id hash -> shard, for every row in an open shard."""
-        self._views: dict[int, BatchView] = {}
-        self._max_requests = cfg.batch_max_requests
-        self._needs_plan = True
-        self._queue_full = False
         self._api_failures = 0
         self._fallback = False
         self._handover = False
-        self._started_wall = 0.0
-        self._journal: StepJournal | None = None
-        self._client: BatchClient | None = None
-        self._sink: JsonlSink | None = None
-        self._prepared: Prepared | None = None
+        self._built: _Parts | None = None
+        """Made once the input is checked (`_run_prepared`)."""
 
     # -- what hooks read ----------------------------------------------------------------
     @property
@@ -215,14 +185,23 @@ class BatchDriver:
     def session_quality(self) -> QualityCounts:
         return self.answers.session_quality
 
+    @property
+    def max_tokens(self) -> int | None:
+        """max_tokens of the first request planned (0: none set), for quality messages."""
+        return self._built.submitter.max_tokens if self._built is not None else None
+
     def elapsed(self) -> float:
         started = self.live.started
         return self._elapsed_before + (self.clock() - started if started else 0.0)
 
     @property
     def ledger(self) -> Ledger:
-        assert self._journal is not None
-        return self._journal.ledger
+        return self._parts.shards.ledger
+
+    @property
+    def _parts(self) -> _Parts:
+        assert self._built is not None
+        return self._built
 
     # -- the run ------------------------------------------------------------------------
     async def run(self) -> RunResult:
@@ -292,7 +271,6 @@ class BatchDriver:
         prepared = await anyio.to_thread.run_sync(work)
         if self._stopping.is_set():
             raise Interrupted()
-        self._prepared = prepared
         journal = prepared.journal
         answers = self.answers
         answers.tally = journal.tally
@@ -307,10 +285,10 @@ class BatchDriver:
     async def _run_prepared(self, prepared: Prepared) -> RunResult:
         from batchrun.engine.runner import RunResult
 
-        self._started_wall = self.wall_clock()
-        self._journal = StepJournal(steps_path(self.run_dir))
-        self._journal.open(wall_time=self._started_wall)
-        self._client = BatchClient(
+        journal = StepJournal(steps_path(self.run_dir))
+        journal.open(wall_time=self.wall_clock())
+        shards = OpenShards(journal, self.run_dir)
+        client = BatchClient(
             base_url=self.cfg.base_url,
             api_key=self.api_key,
             auth=self.cfg.auth,
@@ -321,10 +299,52 @@ class BatchDriver:
             retry_base=min(2.0, self.cfg.poll_interval),
             sleep=self._interruptible_sleep,
         )
-        self._sink = JsonlSink(self.run_dir)
+        sink = JsonlSink(self.run_dir)
+        books = Bookkeeper(
+            cfg=self.cfg,
+            hooks=self.hooks,
+            state=self.state,
+            answers=self.answers,
+            shards=shards,
+            sink=sink,
+            notes=self.notes,
+            stream=self.stream,
+            wall_clock=self.wall_clock,
+        )
+        self._built = _Parts(
+            shards,
+            client,
+            sink,
+            books,
+            Submitter(
+                cfg=self.cfg,
+                client=client,
+                shards=shards,
+                answers=self.answers,
+                source=prepared.source,
+                books=books,
+                stopping=self._stopping,
+                trouble=self._api_trouble,
+                wall_clock=self.wall_clock,
+                create_grace=self.create_grace,
+            ),
+            Finisher(
+                client=client,
+                shards=shards,
+                answers=self.answers,
+                sink=sink,
+                hooks=self.hooks,
+                state=self.state,
+                books=books,
+                stop=self.stop,
+                trouble=self._api_trouble,
+                wall_clock=self.wall_clock,
+                keep_remote_files=self.cfg.keep_remote_files,
+            ),
+        )
         self.live.started = self.clock()
         self.hooks.on_start(self.state)
-        self._checkpoint("running")
+        books.checkpoint("running")
         try:
             with anyio.CancelScope() as scope:
                 self._work_scope = scope
@@ -336,25 +356,38 @@ class BatchDriver:
             self.stop_reason = self.stop_reason or "disk_error"
         finally:
             with anyio.CancelScope(shield=True):
-                await self._client.aclose()
-            self._write_state()
-            status = self._final_status()
-            self._closing_notes()
+                await client.aclose()
+            books.write_state()
+            status = final_status(
+                self.stop_reason, handover=self._handover, pending=self.counts.pending
+            )
+            books.closing_notes(cancel_only=self.cancel_only, handover=self._handover)
             try:
-                summary = self._checkpoint(status)
+                summary = books.checkpoint(status)
             except (OSError, RunDirError) as exc:
-                summary = self._summary(status)
+                summary = books.summary(status)
                 self.notes.append(f"could not write summary.json: {exc}")
-            self._sink.close()
-            self._journal.close()
+            sink.close()
+            journal.close()
             if self._handover:
                 self.hooks.on_stop(self.state, "deadline")
             else:
                 self.notes.extend(self.hooks.on_end(self.state, summary) or ())
         return RunResult(self._exit_code(), status, summary, self.run_dir, self.notes)
 
+    def _exit_code(self) -> int:
+        counts = self.counts
+        return exit_code(
+            self.stop_reason,
+            cancel_only=self.cancel_only,
+            pending=counts.pending,
+            failed=counts.failed,
+        )
+
     async def _work(self) -> None:
-        self._clean_leftovers()
+        parts = self._parts
+        submitter = parts.submitter
+        parts.shards.clean_leftovers()
         await self._reconcile()
         if self.cancel_only:
             await self._cancel_open("batchrun cancel")
@@ -367,9 +400,9 @@ class BatchDriver:
             if fallback_at is not None and not self._fallback and self.clock() >= fallback_at:
                 await self._fall_back()
             if not (self._fallback or self.cancel_only):
-                if self._needs_plan:
-                    await self._plan()
-                await self._submit_ready()
+                if submitter.needs_plan:
+                    await submitter.plan()
+                await submitter.submit_ready()
             await self._settle_creating()
             if not self.ledger.open_shards():
                 break
@@ -385,245 +418,57 @@ class BatchDriver:
         if self._fallback and self.counts.pending and self.online is not None:
             self._handover = True
         if not self.ledger.open_shards() and not self._stopping.is_set():
-            await self._delete_orphans()
+            await parts.finisher.delete_orphans()
 
-    # -- planning ---------------------------------------------------------------------
-    def _taken_rows(self) -> None:
-        """Every row of an open shard (from their indexes): never planned again."""
-        self._taken = {}
-        for record in self.ledger.open_shards():
-            for custom_id in read_index(self.run_dir, record.shard):
-                self._taken[id_hash(custom_id)] = record.shard
-
-    async def _plan(self) -> None:
-        self._needs_plan = False
-        planned = await anyio.to_thread.run_sync(self._plan_blocking)
-        for shard, model, rows, attempt in planned:
-            self._journal_write(
-                {
-                    "step": "planned",
-                    "shard": shard,
-                    "model": model,
-                    "rows": rows,
-                    "attempt": attempt,
-                }
-            )
-
-    def _plan_blocking(self) -> list[tuple[int, str, int, int]]:
-        assert self._prepared is not None
-        planner = ShardPlanner(self._max_requests, self.cfg.batch_max_bytes, self.ledger.next_shard)
-        writers: dict[int, ShardWriter] = {}
-        attempts_of: dict[int, int] = {}
-        models: dict[int, str] = {}
-        planned: list[tuple[int, str, int, int]] = []
-        attempts = self.ledger.attempts
-        retry_failed = self.cfg.retry_failed
-
-        def close(shard: int) -> None:
-            writer = writers.pop(shard)
-            writer.finish()
-            planned.append((shard, models[shard], writer.requests, attempts_of[shard]))
-
-        try:
-            for req in self._prepared.source.requests():
-                if self._stopping.is_set():
-                    break
-                h = id_hash(req.custom_id)
-                if h in self._taken:
-                    continue
-                payload = orjson.dumps(req.body)
-                if self.answers.settled(h, body_hash_int(payload), retry_failed=retry_failed):
-                    continue
-                if self.max_tokens is None:  # for the answer-quality messages, as online
-                    limit = req.body.get("max_tokens") or req.body.get("max_completion_tokens")
-                    self.max_tokens = limit if isinstance(limit, int) else 0
-                line, hashed = line_for(req.custom_id, req.body)
-                model = str(req.body.get("model") or "")
-                try:
-                    placed = planner.place(model, len(line))
-                except RowTooLarge as exc:
-                    raise InputError(self.cfg.input_path, f"row {req.row}", str(exc)) from None
-                if placed.closed is not None:
-                    close(placed.closed.shard)
-                writer = writers.get(placed.shard)
-                if writer is None:
-                    writer = writers[placed.shard] = ShardWriter(self.run_dir, placed.shard)
-                    models[placed.shard] = model
-                    attempts_of[placed.shard] = 1
-                writer.add(line, req.custom_id, req.row, hashed)
-                used = attempts.get(req.custom_id, 0)
-                attempts_of[placed.shard] = max(attempts_of[placed.shard], used + 1)
-                self._taken[h] = placed.shard
-            for shard in sorted(writers):
-                close(shard)
-        except BaseException:
-            for writer in writers.values():
-                writer.discard()
-            raise
-        return planned
-
-    # -- submitting -------------------------------------------------------------------
-    def _running(self) -> list[ShardRecord]:
-        """Open shards whose batch exists and is not known to have ended."""
-        out = []
-        for record in self.ledger.open_shards():
-            view = self._views.get(record.shard)
-            if record.batch_id is not None and (view is None or not view.final):
-                out.append(record)
-        return out
-
-    async def _submit_ready(self) -> None:
-        if self._queue_full and not self._running():
-            # the batches it waited for were refused too: try again, in smaller shards
-            self._queue_full = False
-            self._max_requests = shrink(self._max_requests)
-        for record in self.ledger.open_shards():
-            if self._stopping.is_set() or self._queue_full:
-                return
-            if record.phase in ("planned", "uploading", "uploaded"):
-                try:
-                    await self._submit(record)
-                except BatchApiError as exc:
-                    if not exc.retryable:
-                        raise
-                    self._api_trouble(exc)
-                    return
-
-    async def _submit(self, record: ShardRecord) -> None:
-        client = self._client
-        assert client is not None
-        tag = shard_tag(record.shard)
-        if record.file_id is None:
-            paths = shard_paths(self.run_dir, record.shard)
-            self._journal_write({"step": "upload", "shard": record.shard})
-            uploaded = await client.upload(
-                paths.input, f"batchrun-{self.ledger.run_id}-{tag}.jsonl"
-            )
-            self._journal_write(
-                {"step": "uploaded", "shard": record.shard, "file_id": str(uploaded["id"])}
-            )
-        file_id = record.file_id
-        assert file_id is not None
-        metadata = metadata_for(str(self.ledger.run_id), record.shard, record.attempt)
-        self._journal_write(
-            {"step": "create", "shard": record.shard, "file_id": file_id, "at": self.wall_clock()}
-        )
-        try:
-            made = await client.create(file_id, metadata)
-        except CreateUnknown as exc:
-            # the batch may exist: it is looked for by its metadata, never created blindly
-            self._say(f"shard {tag}: no answer to its create ({exc.message}); looking for it")
-            return
-        except BatchApiError as exc:
-            self._journal_write({"step": "not_created", "shard": record.shard})
-            if refused_for_token_limit(exc.status or 0, exc.body):
-                self._refused(record, exc.message)
-                return
-            raise
-        self._adopt_batch(record, made, found=False)
-
-    def _adopt_batch(self, record: ShardRecord, obj: Any, *, found: bool) -> None:
-        view = parse_batch(obj)
-        self._journal_write(
-            {
-                "step": "created",
-                "shard": record.shard,
-                "batch_id": view.id,
-                "at": view.created_at or self.wall_clock(),
-                "found": found,
-            }
-        )
-        self._views[record.shard] = view
-        remove_shard_files(shard_paths(self.run_dir, record.shard), keep_index=True)
-        how = "found after a lost answer" if found else "submitted"
-        self._say(f"shard {shard_tag(record.shard)}: {record.rows:,} rows {how} as {view.id}")
-        self._write_state()
-
-    def _refused(self, record: ShardRecord, reason: str) -> None:
-        """The provider's queue for the model is full: the shard's rows wait for a
-        running batch to finish and go in a later shard; no attempt is counted."""
-        self._journal_write({"step": "done", "shard": record.shard, "status": "token_limit"})
-        self._release_rows(record.shard)
-        remove_shard_files(shard_paths(self.run_dir, record.shard))
-        running = self._running()
-        if running:
-            self._queue_full = True
-        else:
-            self._max_requests = shrink(self._max_requests)
-        self._needs_plan = True
-        self._say(
-            f"shard {shard_tag(record.shard)}: the provider's queue is full ({reason[:160]}); "
-            f"its rows wait for {'running batches' if running else 'a smaller shard'}"
-        )
+    async def _reconcile(self) -> None:
+        """Bring what the journal says up to date with the provider."""
+        self._parts.shards.forget_views()
+        await self._settle_creating()
+        await self._poll()
 
     async def _settle_creating(self) -> None:
-        """Shards whose create got no answer: adopt the batch found by metadata, or
-        create again once it cannot still appear."""
-        creating = {
-            r.shard: r.create_started_at
-            for r in self.ledger.open_shards()
-            if r.phase == "creating" and r.create_started_at is not None
-        }
-        if not creating:
-            return
-        assert self._client is not None
-        try:
-            found = await find_batches(self._client, str(self.ledger.run_id), creating)
-        except BatchApiError as exc:
-            if not exc.retryable:
-                raise
-            self._api_trouble(exc)
-            return
-        now = self.wall_clock()
-        for shard, sent_at in creating.items():
-            record = self.ledger.shards[shard]
-            decision = creating_decision(
-                found=shard in found, sent_at=sent_at, now=now, grace=self.create_grace
-            )
-            if decision == "adopt":
-                self._adopt_batch(record, found[shard], found=True)
-            elif decision == "create_again":
-                self._journal_write({"step": "not_created", "shard": shard})
-                if self._fallback or self.cancel_only:
-                    self._abandon(record)
+        """Shards whose create got no answer (`Submitter.settle_creating`); once
+        cancelling, one whose batch is known not to exist is dropped."""
+        await self._parts.submitter.settle_creating(drop=self._fallback or self.cancel_only)
 
-    # -- polling ----------------------------------------------------------------------
+    # -- polling and finishing ------------------------------------------------------------
     async def _poll(self) -> bool:
         """Retrieve every submitted batch not known to be final; True if any changed."""
-        client = self._client
-        assert client is not None
+        parts = self._parts
+        views = parts.shards.views
         changed = False
         failures = calls = 0
-        for record in self.ledger.open_shards():
-            before = self._views.get(record.shard)
+        for record in parts.shards.open():
+            before = views.get(record.shard)
             if record.batch_id is None or (before is not None and before.final):
                 continue
             calls += 1
             try:
-                view = parse_batch(await client.retrieve(record.batch_id))
+                view = parse_batch(await parts.client.retrieve(record.batch_id))
             except BatchApiError as exc:
                 if not exc.retryable:
                     raise
                 failures += 1
                 self._api_trouble(exc)
                 continue
-            self._views[record.shard] = view
+            views[record.shard] = view
             if before is None or (view.status, view.completed, view.failed) != (
                 before.status,
                 before.completed,
                 before.failed,
             ):
                 changed = True
-                self._say_progress(record, view)
+                parts.books.say_progress(record, view)
         if calls and failures < calls:
             self._api_failures = 0
         if changed:
-            self._write_state()
+            parts.books.write_state()
         return changed
 
     async def _finish_final(self) -> None:
-        for record in self.ledger.open_shards():
-            view = self._views.get(record.shard)
+        parts = self._parts
+        for record in parts.shards.open():
+            view = parts.shards.views.get(record.shard)
             if view is not None and view.final and not self._stopping.is_set():
                 try:
                     await self._finish(record, view)
@@ -634,184 +479,36 @@ class BatchDriver:
                     return
 
     async def _finish(self, record: ShardRecord, view: BatchView) -> None:
-        """Take in a finished batch: its lines, then every row it left unanswered."""
+        """A batch that ended: refused for a full queue (its rows wait, `Submitter`),
+        or taken in (`Finisher`), after which its rows to retry are pending."""
+        submitter = self._parts.submitter
         if view.token_limited:
-            self._refused(record, view.reasons())
+            submitter.refused(record, view.reasons())
             return
-        index = await anyio.to_thread.run_sync(read_index, self.run_dir, record.shard)
-        at = view.ended_at or self.wall_clock()
-        for file_id in (view.output_file_id, view.error_file_id):
-            if file_id and file_id not in record.downloaded:
-                await self._take_file(file_id, record, view, index, at)
-        retry, finals = self.answers.unanswered(view, index, at, self.ledger.attempts)
-        if finals:
-            self._write(finals)
-            assert self._sink is not None
-            self._sink.sync()
-        self._journal_write(
-            {"step": "done", "shard": record.shard, "status": view.status, "retry": retry}
-        )
-        self._release_rows(record.shard)
-        if retry:
-            self._needs_plan = True
-        self._queue_full = False
-        if view.status == "failed":
-            self.notes.append(
-                f"batch {view.id} ({shard_tag(record.shard)}) failed: {view.reasons()}"
-            )
-        self._say(
-            f"shard {shard_tag(record.shard)}: {view.status}; "
-            f"{len(retry):,} rows to resubmit, {len(finals):,} failed for good"
-        )
-        await self._delete_remote(record, view)
-        remove_shard_files(shard_paths(self.run_dir, record.shard))
-        self._write_state()
-        self._checkpoint("running")
+        retry = await self._parts.finisher.finish(record, view)
+        submitter.batch_ended(retry=bool(retry))
 
-    async def _take_file(
-        self, file_id: str, record: ShardRecord, view: BatchView, index: Any, at: float
-    ) -> None:
-        """Download one output or error file and write its lines (`Answers.lines_of`:
-        a row already answered for its body is skipped), then journal it."""
-        assert self._client is not None and self._sink is not None
-        path = os.path.join(batch_dir(self.run_dir), f".tmp-{file_id}")
-        await self._client.download(file_id, path)
-
-        def take() -> None:
-            group: list[Outcome] = []
-            for outcome in self.answers.lines_of(path, view, index, at, self.ledger.attempts):
-                group.append(outcome)
-                if len(group) >= WRITE_LINES:
-                    # written and counted on the event loop, where the hooks live
-                    anyio.from_thread.run_sync(self._write, group)
-                    group = []
-            if group:
-                anyio.from_thread.run_sync(self._write, group)
-
-        try:
-            await anyio.to_thread.run_sync(take)
-        finally:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self._sink.sync()
-        self._journal_write({"step": "downloaded", "shard": record.shard, "file_id": file_id})
-
-    def _write(self, batch: list[Outcome]) -> None:
-        """Write, then count (never before the write returned), then tell the hooks."""
-        assert self._sink is not None
-        self._sink.write(batch)
-        for outcome in batch:
-            self.answers.count(outcome)
-        reason = self.hooks.on_written(self.state, batch)
-        if reason:
-            self.stop(reason)
-
-    def _release_rows(self, shard: int) -> None:
-        self._taken = {h: s for h, s in self._taken.items() if s != shard}
-
-    # -- cancelling, the deadline -------------------------------------------------------
+    # -- the deadline, cancelling ---------------------------------------------------------
     async def _fall_back(self) -> None:
         self._fallback = True
         pending = self.counts.pending
-        self._say(
+        self._parts.books.say(
             f"deadline: {FALLBACK_AT:.0%} of {self.cfg.deadline:g} s passed with {pending:,} "
             "rows unfinished; cancelling the batches, the rows left go online"
         )
         await self._cancel_open("deadline")
 
     async def _cancel_open(self, why: str) -> None:
-        """Cancel every open batch (rows they finished are kept when they end); shards
-        never created are dropped (their rows stay pending)."""
-        client = self._client
-        assert client is not None
-        for record in self.ledger.open_shards():
-            if record.phase in ("planned", "uploading", "uploaded"):
-                self._abandon(record)
-            elif record.batch_id is not None and not record.cancel_requested:
-                view = self._views.get(record.shard)
-                if view is not None and view.final:
-                    continue
-                self._journal_write({"step": "cancel", "shard": record.shard, "why": why})
-                try:
-                    made = await client.cancel(record.batch_id)
-                except BatchApiError as exc:
-                    if exc.status != 400:  # 400: already finished; the poll will see it
-                        raise
-                    continue
-                self._views[record.shard] = parse_batch(made)
-        self._write_state()
+        parts = self._parts
+        await cancel_open(parts.client, parts.shards, why)
+        parts.books.write_state()
 
-    def _abandon(self, record: ShardRecord) -> None:
-        self._journal_write({"step": "abandoned", "shard": record.shard})
-        self._release_rows(record.shard)
-        remove_shard_files(shard_paths(self.run_dir, record.shard))
-
-    # -- cleaning up ------------------------------------------------------------------
-    async def _delete_remote(self, record: ShardRecord, view: BatchView) -> None:
-        if self.cfg.keep_remote_files or self._client is None:
-            return
-        for file_id in (record.file_id, view.output_file_id, view.error_file_id):
-            if file_id and file_id not in record.deleted:
-                try:
-                    await self._client.delete_file(file_id)
-                except BatchApiError as exc:
-                    if not exc.retryable:
-                        raise
-                    self._api_trouble(exc)
-                    continue
-                self._journal_write({"step": "deleted", "shard": record.shard, "file_id": file_id})
-
-    async def _delete_orphans(self) -> None:
-        """Uploads whose answer was lost (so their id never reached the journal)."""
-        if self.cfg.keep_remote_files or self._client is None:
-            return
-        prefix = f"batchrun-{self.ledger.run_id}-"
-        try:
-            after = None
-            for _ in range(100):
-                page = await self._client.list_files(after=after)
-                data = page.get("data") or []
-                for f in data:
-                    if str(f.get("filename", "")).startswith(prefix):
-                        await self._client.delete_file(str(f["id"]))
-                if not page.get("has_more") or not data:
-                    break
-                after = str(data[-1]["id"])
-        except BatchApiError:
-            pass  # best effort: an unused file is never billed
-
-    def _clean_leftovers(self) -> None:
-        """Shard files of shards that are done or were never recorded; shards planned
-        but never uploaded are dropped (their rows are planned afresh)."""
-        for record in self.ledger.open_shards():
-            if record.phase in ("planned", "uploading"):
-                self._abandon(record)
-        keep = {r.shard for r in self.ledger.open_shards()}
-        for path in leftover_files(self.run_dir, keep):
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self._taken_rows()
-
-    async def _reconcile(self) -> None:
-        """Bring what the journal says up to date with the provider."""
-        for record in self.ledger.open_shards():
-            if record.batch_id is not None:
-                self._views.pop(record.shard, None)
-        await self._settle_creating()
-        await self._poll()
-
-    # -- bookkeeping --------------------------------------------------------------------
-    def _journal_write(self, step: dict[str, Any]) -> None:
-        assert self._journal is not None
-        self._journal.write(step)
-
+    # -- stopping ---------------------------------------------------------------------
     def _api_trouble(self, exc: BatchApiError) -> None:
+        """A call failed after its retries; when every call fails round after round,
+        the provider is down: stop (the batches go on, a rerun resumes)."""
         self._api_failures += 1
-        self._say(f"Batch API trouble: {exc.message[:200]}")
+        self._parts.books.say(f"Batch API trouble: {exc.message[:200]}")
         if self._api_failures >= API_FAILURES_TO_STOP * max(1, len(self.ledger.open_shards())):
             self.notes.append(
                 f"stopping: the Batch API kept failing ({exc.message[:160]}); the batches "
@@ -819,120 +516,6 @@ class BatchDriver:
             )
             self.stop("endpoint_down")
 
-    def _write_state(self) -> None:
-        if self._journal is None:
-            return
-        shards = []
-        for record in self.ledger.open_shards():
-            shards.append(
-                shard_entry(
-                    record.shard,
-                    record.phase,
-                    self._views.get(record.shard),
-                    record.rows,
-                    record.created_at,
-                )
-            )
-        try:
-            write_state(
-                self.run_dir, run_id=self.ledger.run_id, updated_at=self.wall_clock(), shards=shards
-            )
-        except OSError as exc:
-            self.notes.append(f"could not write batch/state.json: {exc}")
-
-    def _summary(self, status: str) -> dict[str, Any]:
-        sink = self._sink
-        extra = self.hooks.summary_extra(self.state)
-        extra["batch"] = {
-            "run_id": self.ledger.run_id if self._journal else None,
-            "open_shards": len(self.ledger.open_shards()) if self._journal else 0,
-            "rows_via_batch": self.tally.by_mode.get("batch", 0),
-        }
-        return build_summary(
-            status=status,
-            input_path=self.cfg.input_path,
-            counts=self.counts,
-            tally=self.tally,
-            failed_codes=self.answers.failed_now.values(),
-            elapsed_s=self.elapsed(),
-            results_bytes=sink.results_bytes if sink else 0,
-            errors_bytes=sink.errors_bytes if sink else 0,
-            pacing={},
-            extra=extra,
-            stop_reason=self.stop_reason,
-        )
-
-    def _checkpoint(self, status: str) -> dict[str, Any]:
-        summary = self._summary(status)
-        if self._sink is not None:
-            self._sink.sync()
-        write_json_atomic(os.path.join(self.run_dir, SUMMARY), summary)
-        return summary
-
-    def _final_status(self) -> str:
-        if self.stop_reason in ("disk_error", "endpoint_down"):
-            return self.stop_reason
-        if self.stop_reason is not None:
-            return "interrupted"
-        if self._handover:
-            return "deadline"
-        if self.counts.pending:
-            return "incomplete"
-        return "complete"
-
-    def _exit_code(self) -> int:
-        if self.stop_reason == "SIGINT":
-            return EXIT_SIGINT
-        if self.stop_reason == "SIGTERM":
-            return EXIT_SIGTERM
-        if self.stop_reason is not None:
-            return EXIT_ERROR
-        if self.cancel_only:
-            return EXIT_OK
-        if self.counts.pending:
-            return EXIT_ERROR
-        return EXIT_SOME_FAILED if self.counts.failed else EXIT_OK
-
-    def _closing_notes(self) -> None:
-        if self._journal is None:
-            return
-        still = [r for r in self.ledger.open_shards() if r.batch_id is not None]
-        if still and not self.cancel_only:
-            self.notes.append(
-                f"{len(still)} batches go on at the provider; rerun the same command to "
-                f"resume polling, or `batchrun cancel {self.run_dir}` to cancel them"
-            )
-        if self.cancel_only:
-            self.notes.append(
-                f"cancelled; rows the batches finished are kept, {self.counts.pending:,} rows "
-                "are pending (rerun to send them)"
-            )
-        if self._handover:
-            self.notes.append(
-                f"deadline: {self.counts.pending:,} rows left for the online run "
-                f"({self.tally.by_mode.get('batch', 0):,} answered through the Batch API)"
-            )
-
-    # -- output to the user --------------------------------------------------------------
-    def _say(self, text: str) -> None:
-        if self.cfg.quiet:
-            return
-        self.stream.write(scrub_text(f"batchrun: {text}") + "\n")
-        self.stream.flush()
-
-    def _say_progress(self, record: ShardRecord, view: BatchView) -> None:
-        if self.cfg.quiet:
-            return
-        from batchrun.batch.state import shard_line
-
-        entry = shard_entry(record.shard, record.phase, view, record.rows, record.created_at)
-        c = self.counts
-        self._say(
-            f"{shard_line(entry, self.wall_clock())}; rows done overall: "
-            f"{c.succeeded + c.failed:,} of {c.total:,}"
-        )
-
-    # -- stopping ---------------------------------------------------------------------
     def stop(self, reason: str) -> None:
         """Stop now: the batches go on at the provider; what was written stays."""
         if self.stop_reason is None:
@@ -971,26 +554,6 @@ def _has_content(path: str) -> bool:
         return os.path.getsize(path) > 0
     except OSError:
         return False
-
-
-def iter_open_batches(run_dir: str) -> Iterator[tuple[str, str | None]]:
-    """(shard tag, batch id) of every shard a run directory still has open."""
-    from batchrun.batch.steps import read_ledger
-
-    for record in read_ledger(steps_path(run_dir)).open_shards():
-        yield shard_tag(record.shard), record.batch_id
-
-
-def settings_of(run_dir: str) -> Settings:
-    """The settings a run directory recorded, pointed at that directory."""
-    from batchrun.output.journal import RUN_INFO
-
-    try:
-        with open(os.path.join(run_dir, RUN_INFO), "rb") as f:
-            info = orjson.loads(f.read())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise RunDirError(f"{run_dir}: no readable run.json (is it a batchrun run?)") from exc
-    return replace(Settings.from_public_dict(info.get("options") or {}), out_dir=run_dir)
 
 
 __all__ = ["BatchDriver", "iter_open_batches", "settings_of"]

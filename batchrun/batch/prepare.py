@@ -1,13 +1,15 @@
 """Everything a batch run checks before it uploads a byte: the online run's own checks.
 
-The same input, run directory and rules as an online run: the input is scanned once
-(bad rows and duplicate ids are reported naming the line, nothing uploaded), the
-hooks' ``before_send`` checks run (schema, evaluation column, prices), a directory
-started with another input or other request-shaping options is refused unless
-``--force``, and what the directory already holds is counted for *this* input (a row
-is done only for the body it was answered with). run.json is written in the online
-run's shape, so either kind of run can resume the other (the mode is not part of the
-fingerprint: that is how a deadline hands the rest to an online run).
+The settings a batch run cannot honour (streaming, ``--max-cost``, a pilot, ``--cache``)
+are refused when the driver is made (`check_settings`). Then the same input, run
+directory and rules as an online run: the input is scanned once (bad rows and
+duplicate ids are reported naming the line, nothing uploaded), the hooks'
+``before_send`` checks run (schema, evaluation column, prices), a directory started
+with another input or other request-shaping options is refused unless ``--force``,
+and what the directory already holds is counted for *this* input (a row is done only
+for the body it was answered with). run.json is written in the online run's shape,
+so either kind of run can resume the other (the mode is not part of the fingerprint:
+that is how a deadline hands the rest to an online run).
 
     prepared = prepare(settings, hooks, state, should_stop=lambda: False)
     prepared.counts.pending
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.rundir import remove_stray_temp_files
 from batchrun.engine.runinfo import resume_problems, write_run_info
-from batchrun.errors import RunDirError
+from batchrun.errors import ConfigError, RunDirError
 from batchrun.input.sources import ScanResult, Source
 from batchrun.output.journal import RUN_INFO, JournalState, for_input, read_journal
 from batchrun.output.summary import Counts
@@ -44,6 +46,29 @@ class Prepared:
     """Lines that count for nothing now: ids the input lacks, answers to old bodies."""
     changed: int = 0
     """Rows answered for a body they no longer have (sent again)."""
+
+
+def check_settings(cfg: Settings) -> None:
+    """Refuse, before anything is touched, what a batch run cannot do."""
+    if not cfg.out_dir:
+        raise ConfigError("no run directory given (-o DIR)")
+    if cfg.stream:
+        raise ConfigError("--stream cannot be used with --batch-api (batches do not stream)")
+    if cfg.max_cost is not None:
+        raise ConfigError(
+            "--max-cost is not enforced through the Batch API yet; run without it "
+            "(batchrun estimate shows the Batch API's price first)"
+        )
+    if cfg.is_pilot:
+        raise ConfigError(
+            "a pilot (--limit/--sample) runs online: run it without --batch-api, look, "
+            "then run the rest with --batch-api into the same directory"
+        )
+    if cfg.cache:
+        raise ConfigError(
+            "--cache works with online runs only; run without --batch-api to answer "
+            "from the cache (or without --cache)"
+        )
 
 
 def prepare(
@@ -141,4 +166,4 @@ def _write_run_info(cfg: Settings, scan: ScanResult, prepared: Prepared) -> None
     )
 
 
-__all__ = ["Prepared", "prepare"]
+__all__ = ["Prepared", "check_settings", "prepare"]

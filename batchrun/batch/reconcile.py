@@ -11,7 +11,7 @@ on its way through the provider, may the shard be created again: a shard is neve
 submitted twice.
 
 The other steps need no finding: an ``upload`` without ``uploaded`` is uploaded
-again (an extra file is never billed; `batchrun.batch.driver` deletes what it can
+again (an extra file is never billed; `batchrun.batch.finish` deletes what it can
 name), and a batch whose id we recorded is simply retrieved.
 
     >>> creating_decision(found=False, sent_at=100.0, now=105.0)

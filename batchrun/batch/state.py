@@ -2,10 +2,11 @@
 
 Batches run at the provider whether or not a batchrun process is watching (after a
 Ctrl-C they go on). `batchrun status` must say where they stand without the key and
-without a call, so the driver writes what it last saw to ``batch/state.json``
-(atomically, at every poll that changed something), and the report reads it back
-together with the step journal: submitted, validating, in progress with completed
-and failed counts, finalizing, done, and how long ago each was submitted.
+without a call, so the run writes what it last saw to ``batch/state.json``
+(`batchrun.batch.bookkeeping`; atomically, at every poll that changed something),
+and the report reads it back together with the step journal: submitted, validating,
+in progress with completed and failed counts, finalizing, done, and how long ago
+each was submitted. `iter_open_batches` lists the open shards from the journal alone.
 
     >>> line = shard_line({"shard": "s000001", "status": "in_progress", "completed": 5,
     ...     "failed": 1, "total": 10, "created_at": 100.0}, now=160.0)
@@ -16,7 +17,7 @@ and failed counts, finalizing, done, and how long ago each was submitted.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -113,6 +114,12 @@ def batch_status(run_dir: str) -> dict[str, Any] | None:
     }
 
 
+def iter_open_batches(run_dir: str) -> Iterator[tuple[str, str | None]]:
+    """(shard tag, batch id) of every shard a run directory still has open."""
+    for record in read_ledger(steps_path(run_dir)).open_shards():
+        yield shard_tag(record.shard), record.batch_id
+
+
 def _ago(seconds: float) -> str:
     whole = int(max(0.0, seconds))
     if whole < 60:
@@ -154,4 +161,12 @@ def status_lines(status: Mapping[str, Any], now: float) -> list[str]:
     return lines
 
 
-__all__ = ["batch_status", "read_state", "shard_entry", "shard_line", "status_lines", "write_state"]
+__all__ = [
+    "batch_status",
+    "iter_open_batches",
+    "read_state",
+    "shard_entry",
+    "shard_line",
+    "status_lines",
+    "write_state",
+]

@@ -2,7 +2,8 @@
 
 A run directory answers one input with one set of request-shaping settings (the
 fingerprint, `Settings.fingerprint`). `resume_problems` says what differs between
-run.json and this run, one readable line per change; `write_run_info` records the run.
+run.json and this run, one readable line per change; `write_run_info` records the run;
+`settings_of` reads back the settings it recorded (for `batchrun cancel DIR`).
 
     >>> changes("job", {"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 3]})
     ['job.b[1]: 2 -> 3']
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from batchrun import __version__
 from batchrun.errors import RunDirError
+from batchrun.output.journal import RUN_INFO
 from batchrun.output.summary import write_json_atomic
 from batchrun.settings import Settings
 
@@ -91,6 +94,16 @@ def write_run_info(
         raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
+def settings_of(run_dir: str) -> Settings:
+    """The settings a run directory recorded, pointed at that directory."""
+    try:
+        with open(os.path.join(run_dir, RUN_INFO), "rb") as f:
+            info = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise RunDirError(f"{run_dir}: no readable run.json (is it a batchrun run?)") from exc
+    return replace(Settings.from_public_dict(info.get("options") or {}), out_dir=run_dir)
+
+
 def changes(where: str, old: Any, new: Any) -> list[str]:
     """What differs between two JSON values, one ``where: old -> new`` per change."""
     new = _jsonable(new)
@@ -138,4 +151,4 @@ def _jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str))
 
 
-__all__ = ["changes", "resume_problems", "write_run_info"]
+__all__ = ["changes", "resume_problems", "settings_of", "write_run_info"]

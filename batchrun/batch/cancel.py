@@ -1,0 +1,41 @@
+"""Cancelling a run's open batches: at the deadline's fallback, and for `batchrun cancel`.
+
+A cancelled batch still ends on its own time (OpenAI: ``cancelling`` for up to ten
+minutes) and keeps the rows it finished, so cancelling only asks: each open batch
+gets one journaled ``cancel`` (never a second, even across processes), and the poll
+sees it end and takes its rows in like any batch's. Shards not uploaded or created
+yet are dropped (their rows stay pending; one whose create got no answer, once its
+batch is known not to exist); a batch already known to be final is left alone.
+
+    await cancel_open(client, shards, "deadline")
+"""
+
+from __future__ import annotations
+
+from batchrun.batch.client import BatchClient
+from batchrun.batch.openshards import OpenShards
+from batchrun.batch.protocol import parse_batch
+from batchrun.errors import BatchApiError
+
+
+async def cancel_open(client: BatchClient, shards: OpenShards, why: str) -> None:
+    """Cancel every open batch (rows they finished are kept when they end); shards
+    never created are dropped (their rows stay pending)."""
+    for record in shards.open():
+        if record.phase in ("planned", "uploading", "uploaded"):
+            shards.abandon(record)
+        elif record.batch_id is not None and not record.cancel_requested:
+            view = shards.views.get(record.shard)
+            if view is not None and view.final:
+                continue
+            shards.write({"step": "cancel", "shard": record.shard, "why": why})
+            try:
+                made = await client.cancel(record.batch_id)
+            except BatchApiError as exc:
+                if exc.status != 400:  # 400: already finished; the poll will see it
+                    raise
+                continue
+            shards.views[record.shard] = parse_batch(made)
+
+
+__all__ = ["cancel_open"]

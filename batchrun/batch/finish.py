@@ -1,0 +1,169 @@
+"""Taking a finished batch in: its files into the run's output, its rows accounted for.
+
+`Finisher.finish` downloads a finished batch's output and error files and writes
+their lines into results.jsonl / errors.jsonl through the run's sink (which lines,
+`batchrun.batch.intake.Answers` decides: an id already answered for its body is never
+written again, so a file fetched twice after a crash writes nothing twice). Lines
+are counted only once written. The rows in neither file are resubmitted or, after
+``max_attempts``, failed for good; then the shard is journaled ``done`` and its
+remote files are deleted (unless ``--keep-remote-files``). `delete_orphans` deletes
+the uploads whose answer was lost, so their ids never reached the journal.
+
+    finisher = Finisher(client=client, shards=shards, answers=answers, sink=sink, ...)
+    retry = await finisher.finish(record, view)   # the custom ids to resubmit
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from batchrun.batch.bookkeeping import Bookkeeper
+from batchrun.batch.client import BatchClient
+from batchrun.batch.intake import Answers
+from batchrun.batch.openshards import OpenShards
+from batchrun.batch.protocol import BatchView, shard_tag
+from batchrun.batch.steps import ShardRecord
+from batchrun.batch.workdir import batch_dir, read_index, remove_shard_files, shard_paths
+from batchrun.engine.hooks import RunHooks, RunState
+from batchrun.errors import BatchApiError
+from batchrun.models import Outcome
+from batchrun.output.sink import JsonlSink
+
+WRITE_LINES = 512
+"""Lines of a downloaded file written (and counted) together."""
+
+
+@dataclass(eq=False, kw_only=True)
+class Finisher:
+    """Takes in the finished batches of one run. Everything it needs is given; a hook
+    that asks for a stop goes to ``stop``, a failed delete to ``trouble``."""
+
+    client: BatchClient
+    shards: OpenShards
+    answers: Answers
+    sink: JsonlSink
+    hooks: RunHooks
+    state: RunState
+    books: Bookkeeper
+    stop: Callable[[str], None]
+    trouble: Callable[[BatchApiError], None]
+    wall_clock: Callable[[], float]
+    keep_remote_files: bool
+
+    @property
+    def run_dir(self) -> str:
+        return self.shards.run_dir
+
+    async def finish(self, record: ShardRecord, view: BatchView) -> list[str]:
+        """Take in a finished batch: its lines, then every row it left unanswered.
+        Returns the ids of the rows to resubmit."""
+        index = await anyio.to_thread.run_sync(read_index, self.run_dir, record.shard)
+        at = view.ended_at or self.wall_clock()
+        ledger = self.shards.ledger
+        for file_id in (view.output_file_id, view.error_file_id):
+            if file_id and file_id not in record.downloaded:
+                await self._take_file(file_id, record, view, index, at)
+        retry, finals = self.answers.unanswered(view, index, at, ledger.attempts)
+        if finals:
+            self.write(finals)
+            self.sink.sync()
+        self.shards.write(
+            {"step": "done", "shard": record.shard, "status": view.status, "retry": retry}
+        )
+        self.shards.release(record.shard)
+        if view.status == "failed":
+            self.books.notes.append(
+                f"batch {view.id} ({shard_tag(record.shard)}) failed: {view.reasons()}"
+            )
+        self.books.say(
+            f"shard {shard_tag(record.shard)}: {view.status}; "
+            f"{len(retry):,} rows to resubmit, {len(finals):,} failed for good"
+        )
+        await self._delete_remote(record, view)
+        remove_shard_files(shard_paths(self.run_dir, record.shard))
+        self.books.write_state()
+        self.books.checkpoint("running")
+        return retry
+
+    async def _take_file(
+        self, file_id: str, record: ShardRecord, view: BatchView, index: Any, at: float
+    ) -> None:
+        """Download one output or error file and write its lines (`Answers.lines_of`:
+        a row already answered for its body is skipped), then journal it."""
+        path = os.path.join(batch_dir(self.run_dir), f".tmp-{file_id}")
+        await self.client.download(file_id, path)
+        attempts = self.shards.ledger.attempts
+
+        def take() -> None:
+            group: list[Outcome] = []
+            for outcome in self.answers.lines_of(path, view, index, at, attempts):
+                group.append(outcome)
+                if len(group) >= WRITE_LINES:
+                    # written and counted on the event loop, where the hooks live
+                    anyio.from_thread.run_sync(self.write, group)
+                    group = []
+            if group:
+                anyio.from_thread.run_sync(self.write, group)
+
+        try:
+            await anyio.to_thread.run_sync(take)
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self.sink.sync()
+        self.shards.write({"step": "downloaded", "shard": record.shard, "file_id": file_id})
+
+    def write(self, batch: list[Outcome]) -> None:
+        """Write, then count (never before the write returned), then tell the hooks."""
+        self.sink.write(batch)
+        for outcome in batch:
+            self.answers.count(outcome)
+        reason = self.hooks.on_written(self.state, batch)
+        if reason:
+            self.stop(reason)
+
+    # -- the remote files -----------------------------------------------------------------
+    async def _delete_remote(self, record: ShardRecord, view: BatchView) -> None:
+        if self.keep_remote_files:
+            return
+        for file_id in (record.file_id, view.output_file_id, view.error_file_id):
+            if file_id and file_id not in record.deleted:
+                try:
+                    await self.client.delete_file(file_id)
+                except BatchApiError as exc:
+                    if not exc.retryable:
+                        raise
+                    self.trouble(exc)
+                    continue
+                self.shards.write({"step": "deleted", "shard": record.shard, "file_id": file_id})
+
+    async def delete_orphans(self) -> None:
+        """Uploads whose answer was lost (so their id never reached the journal)."""
+        if self.keep_remote_files:
+            return
+        prefix = f"batchrun-{self.shards.ledger.run_id}-"
+        try:
+            after = None
+            for _ in range(100):
+                page = await self.client.list_files(after=after)
+                data = page.get("data") or []
+                for f in data:
+                    if str(f.get("filename", "")).startswith(prefix):
+                        await self.client.delete_file(str(f["id"]))
+                if not page.get("has_more") or not data:
+                    break
+                after = str(data[-1]["id"])
+        except BatchApiError:
+            pass  # best effort: an unused file is never billed
+
+
+__all__ = ["Finisher", "WRITE_LINES"]
