@@ -60,7 +60,7 @@ from batchrun.batch.steps import Ledger, ShardRecord, StepJournal
 from batchrun.batch.submit import Submitter
 from batchrun.batch.workdir import steps_path
 from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.rundir import RunDirLock, create_run_dir, remove_unused_run_dir
+from batchrun.engine.rundir import RunDirLock, remove_unused_run_dir, taken
 from batchrun.engine.runinfo import settings_of
 from batchrun.errors import BatchApiError, BatchrunError, RunDirError
 from batchrun.input.sources import Interrupted, Source
@@ -209,15 +209,7 @@ class BatchDriver:
         run of the rows left follows on the same directory, under the same lock (no
         other process can take the directory in between)."""
 
-        created = create_run_dir(self.run_dir)
-        lock = RunDirLock(self.run_dir)
-        try:
-            lock.acquire()
-        except RunDirError:
-            if created:
-                remove_unused_run_dir(self.run_dir)
-            raise
-        try:
+        with taken(self.run_dir) as (lock, created):
             result: RunResult | None = None
             error: Exception | None = None
             async with anyio.create_task_group() as outer:
@@ -239,8 +231,6 @@ class BatchDriver:
             online = await runner.run()
             online.notes[:0] = result.notes
             return online
-        finally:
-            lock.release()
 
     async def _locked(self, created: bool) -> RunResult:
         from batchrun.engine.runner import RunResult
@@ -253,8 +243,8 @@ class BatchDriver:
             self.notes.append("interrupted while checking the input; nothing was sent")
             return RunResult(self._exit_code(), "interrupted", {}, self.run_dir, self.notes)
         except BatchrunError:
-            if created and not _has_content(os.path.join(self.run_dir, "invalid.jsonl")):
-                remove_unused_run_dir(self.run_dir)
+            if created:
+                remove_unused_run_dir(self.run_dir, keep_invalid=True)
             raise
         return await self._run_prepared(prepared)
 
@@ -547,13 +537,6 @@ class BatchDriver:
         if self._stopping.is_set() or seconds <= 0:
             return
         await self.sleep(seconds)
-
-
-def _has_content(path: str) -> bool:
-    try:
-        return os.path.getsize(path) > 0
-    except OSError:
-        return False
 
 
 __all__ = ["BatchDriver", "iter_open_batches", "settings_of"]

@@ -17,9 +17,11 @@ a live run ("running, pid N") from one that stopped without a word.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
+from collections.abc import Iterator
 from types import TracebackType
 
 from batchrun.errors import RunDirError
@@ -138,10 +140,43 @@ def create_run_dir(run_dir: str) -> bool:
     return not existed
 
 
-def remove_unused_run_dir(run_dir: str) -> None:
+def remove_unused_run_dir(run_dir: str, *, keep_invalid: bool = False) -> None:
     """Undo `create_run_dir` when the run was refused before it sent anything
-    (bad input, bad options): a mistake leaves no empty directory behind."""
+    (bad input, bad options): a mistake leaves no empty directory behind. With
+    ``keep_invalid``, a directory holding the rows --skip-invalid set aside stays."""
+    if keep_invalid and _has_content(os.path.join(run_dir, "invalid.jsonl")):
+        return
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def taken(run_dir: str) -> Iterator[tuple[RunDirLock, bool]]:
+    """The run directory, made if needed and locked for this process, for the block:
+    (its lock, whether this call created it). Refused (another process holds it): a
+    directory this call made is removed again and RunDirError raised.
+
+        with taken("runs/a") as (lock, created):
+            ...
+    """
+    created = create_run_dir(run_dir)
+    lock = RunDirLock(run_dir)
+    try:
+        lock.acquire()
+    except RunDirError:
+        if created:
+            remove_unused_run_dir(run_dir)
+        raise
+    try:
+        yield lock, created
+    finally:
+        lock.release()
+
+
+def _has_content(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
 
 
 __all__ = [
@@ -151,4 +186,5 @@ __all__ = [
     "holder",
     "remove_stray_temp_files",
     "remove_unused_run_dir",
+    "taken",
 ]

@@ -46,9 +46,9 @@ from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.reuse import LOOKUP_BATCH, SEND, Reuse
 from batchrun.engine.rundir import (
     RunDirLock,
-    create_run_dir,
     remove_stray_temp_files,
     remove_unused_run_dir,
+    taken,
 )
 from batchrun.engine.runinfo import resume_problems, write_run_info
 from batchrun.errors import BatchrunError, ConfigError, RunDirError
@@ -371,18 +371,8 @@ class Runner:
         (or under the lock a caller already holds: a batch run handing over)."""
         if self.held_lock is not None:
             return await body(False)
-        created = create_run_dir(self.run_dir)
-        lock = RunDirLock(self.run_dir)
-        try:
-            lock.acquire()
-        except RunDirError:
-            if created:
-                remove_unused_run_dir(self.run_dir)
-            raise
-        try:
+        with taken(self.run_dir) as (_, created):
             return await body(created)
-        finally:
-            lock.release()
 
     async def _run_locked(self, created: bool) -> RunResult:
         try:
@@ -393,8 +383,8 @@ class Runner:
             self.notes.append("interrupted while checking the input; nothing was sent")
             return RunResult(self._exit_code(), "interrupted", {}, self.run_dir, self.notes)
         except BatchrunError:
-            if created and not _has_content(self._path("invalid.jsonl")):
-                remove_unused_run_dir(self.run_dir)
+            if created:
+                remove_unused_run_dir(self.run_dir, keep_invalid=True)
             raise
         self._source = source
         self.live.started = self.clock()
@@ -794,13 +784,6 @@ class Runner:
         await anyio.sleep(self.cfg.drain_timeout)
         if self._drain_scope is not None:
             self._drain_scope.cancel()
-
-
-def _has_content(path: str) -> bool:
-    try:
-        return os.path.getsize(path) > 0
-    except OSError:
-        return False
 
 
 __all__ = ["RunResult", "Runner"]
