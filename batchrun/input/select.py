@@ -12,12 +12,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from batchrun.input.sources import Source
+from batchrun.input.sources import Source, Span
 from batchrun.models import Request
 from batchrun.settings import Settings
 
 
-def source_for(cfg: Settings) -> Source:
+def source_for(cfg: Settings, span: Span | None = None) -> Source:
+    """The run's source; ``span``: only one shard's rows (`batchrun.scale`)."""
     from batchrun.input.rows import dataset_mapper, request_defaults_mapper
 
     finish = partial(sent_request, stream=cfg.stream)
@@ -28,6 +29,7 @@ def source_for(cfg: Settings) -> Source:
             dataset=True,
             skip_invalid=cfg.skip_invalid,
             finish=finish,
+            span=span,
         )
     if cfg.request:
         return Source(
@@ -35,9 +37,14 @@ def source_for(cfg: Settings) -> Source:
             mapper=request_defaults_mapper(cfg),
             skip_invalid=cfg.skip_invalid,
             finish=finish,
+            span=span,
         )
     return Source(
-        cfg.input_path, default_model=cfg.model, skip_invalid=cfg.skip_invalid, finish=finish
+        cfg.input_path,
+        default_model=cfg.model,
+        skip_invalid=cfg.skip_invalid,
+        finish=finish,
+        span=span,
     )
 
 
