@@ -281,12 +281,7 @@ class Source:
                     f"Parquet request file needs a 'body' column (columns: {', '.join(names)})",
                 )
             struct_body = pa.types.is_struct(pfile.schema_arrow.field("body").type)
-        row = 0
-        groups = None
-        span = self.span
-        if span is not None and span.first_group is not None:
-            groups = list(range(span.first_group, span.stop_group or pfile.num_row_groups))
-            row = span.first_row - 1
+        groups, row = self.row_groups(pfile.num_row_groups)
         try:
             for batch in pfile.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups):
                 for record in batch.to_pylist():
@@ -298,6 +293,14 @@ class Source:
                         yield row, where, self._parquet_request_row(record, where, struct_body)
         except (pa.ArrowException, OSError) as exc:  # a corrupt page is a plain OSError
             raise InputError(self.path, f"row {row + 1}", f"corrupt Parquet data ({exc})") from exc
+
+    def row_groups(self, count: int) -> tuple[list[int] | None, int]:
+        """The Parquet row groups to read (None: all of the ``count``) and the number of
+        the row before the first of them."""
+        span = self.span
+        if span is None or span.first_group is None:
+            return None, 0
+        return list(range(span.first_group, span.stop_group or count)), span.first_row - 1
 
     def _parquet_request_row(self, record: dict[str, Any], where: str, struct_body: bool) -> Any:
         body = record.get("body")

@@ -462,9 +462,9 @@ def _input_chunks(source: Source, rows: int) -> Iterator[Chunk]:
     """Input rows in order, a chunk at a time; Parquet datasets bring their columns."""
     if source.dataset and source.kind == "parquet":
         pfile = _parquet_file(source)
-        row = 0
+        groups, row = source.row_groups(pfile.num_row_groups)  # one shard's, or all
         try:
-            for batch in pfile.iter_batches(batch_size=rows):
+            for batch in pfile.iter_batches(batch_size=rows, row_groups=groups):
                 items = []
                 for record in batch.to_pylist():
                     row += 1

@@ -388,8 +388,10 @@ class RayDriver:
         await self._get(self.service.set_key.remote(self.api_key))
         if self.stop_reason is not None:
             self.service.stop.remote(self.stop_reason)
-        task = self._remote(run_shard, num_cpus=1, max_retries=TASK_RETRIES)
-        workers = cfg.workers or max(1, int(self._ray.cluster_resources().get("CPU", 1)))
+        cpus = float(self._ray.cluster_resources().get("CPU", 1))
+        workers = cfg.workers or max(1, int(cpus))
+        # a shard mostly waits on the network: more workers than CPUs share them
+        task = self._remote(run_shard, num_cpus=min(1.0, cpus / workers), max_retries=TASK_RETRIES)
         waiting = list(todo)
         running: dict[Any, ShardJob] = {}
         next_progress = 0.0
