@@ -57,7 +57,8 @@ class ShardJob:
         return shard_dir(self.run_dir, self.shard)
 
     def shard_settings(self) -> Settings:
-        """The shard's own settings: its directory, no live page, nothing printed."""
+        """The shard's own settings: its directory, no live page, nothing printed, a
+        summary every second at least."""
         return replace(
             self.settings,
             out_dir=self.shard_dir,
@@ -65,6 +66,8 @@ class ShardJob:
             quiet=True,
             serve=None,
             write_parquet=False,
+            # the driver's live progress adds up the shards' summaries
+            summary_interval=min(self.settings.summary_interval, 1.0),
         )
 
     def source(self) -> Source:
