@@ -371,3 +371,29 @@ def test_ray_data_processor_maps_a_dataset(cluster: dict[str, str], key: str) ->
     assert sorted(r["n"] for r in rows) == list(range(40))
     assert {r["status"] for r in rows} == {"succeeded"}
     assert all(r["content"] for r in rows)
+
+
+def test_the_budget_holds_for_the_whole_cluster(
+    cluster: dict[str, str], key: str, tmp_path: Path
+) -> None:
+    """--max-cost across two workers: never above the cap, and stopped within one
+    worst-case request per worker of it."""
+    from batchrun.cost.budget import BudgetAdmission, CostHooks
+    from batchrun.settings import Settings
+
+    rows = [{**r, "max_tokens": 40} for r in _requests(300)]
+    path = _write_jsonl(tmp_path / "in.jsonl", rows)
+    cap = 0.0015
+    with SimThread(SimConfig(require_key=KEY, latency_ms=10)) as sim:
+        run = batchrun.run(
+            str(path), tmp_path / "run", ray=True, base_url=sim.base_url, shard_rows=75,
+            workers=2, concurrency=4, max_cost=cap, quiet=True, quality_breaker=0,
+        )  # fmt: skip
+    worst = BudgetAdmission(CostHooks(Settings()), cap).worst_case(
+        {k: v for k, v in rows[0].items() if k != "custom_id"}
+    )
+    spent = run.summary["cost_usd"]["total"]
+    assert run.exit_code == 3 and run.status == "budget_exceeded"
+    assert cap - 2 * worst <= spent <= cap
+    assert run.summary["requests"]["pending"] > 0
+    _assert_summary_is_a_recount(tmp_path / "run")
