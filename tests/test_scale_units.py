@@ -241,3 +241,43 @@ def test_without_ray_the_flag_says_how_to_install_it(tmp_path: Path) -> None:
         "Error: --ray needs Ray: pip install 'batchrun[ray]'"
     ]
     assert not (tmp_path / "run").exists()
+
+
+def test_the_ray_settings_are_declared_once(tmp_path: Path) -> None:
+    """--ray [ADDRESS], [scale] in a job file, ray= in Python; none of them is part of
+    the resume fingerprint (the same rows are sent however they are spread)."""
+    from click.testing import CliRunner
+
+    from batchrun._api import settings_for
+    from batchrun.cli.options import given_settings, setting_options
+    from batchrun.errors import ConfigError
+    from batchrun.settings import Settings
+
+    (tmp_path / "in.jsonl").write_text(json.dumps(_rows(1)[0]) + "\n")
+    job = tmp_path / "job.toml"
+    job.write_text('[input]\npath = "in.jsonl"\n[scale]\nray = true\nworkers = 3\n')
+    assert (settings_for(job=str(job)).ray, settings_for(job=str(job)).workers) == ("local", 3)
+    assert settings_for("in.jsonl", ray="auto").ray == "auto"
+    with pytest.raises(ConfigError, match="ray=: must be ray://HOST:PORT"):
+        settings_for("in.jsonl", ray="http://head")
+    import click
+
+    seen: dict[str, object] = {}
+
+    @click.command()
+    @setting_options
+    def command(**options: object) -> None:
+        seen.update(given_settings(options))
+
+    for argv, want in (
+        (["--ray"], "local"),
+        (["--ray", "ray://head:10001"], "ray://head:10001"),
+        (["--ray", "10.0.0.5:6379", "--shard-rows", "500"], "10.0.0.5:6379"),
+    ):
+        seen.clear()
+        assert CliRunner().invoke(command, argv).exit_code == 0
+        assert seen["ray"] == want
+    plain = Settings.build(input="in.jsonl").fingerprint()
+    assert (
+        Settings.build(input="in.jsonl", ray=True, workers=4, shard_rows=9).fingerprint() == plain
+    )
