@@ -9,7 +9,10 @@
   script (the command, and the Ray cluster's daemons, workers and quota actor; sampled
   every 0.1 s);
   and the machine's busy CPU time over the command (/proc/stat, less the server's own
-  CPU time; it also counts anything else running on the machine). Two servers:
+  CPU time; it also counts anything else running on the machine). A third line runs
+  two plain ``batchrun run`` processes at once on half the rows each, no Ray: what any
+  way of using two senders can reach on this machine at that moment (the ceiling the
+  Ray run is judged against, since other jobs share these two cores). Two servers:
   ``scripts/fastserver.py`` (a bare asyncio protocol answering one canned completion:
   the server's cost removed as far as it can be here) and ``batchrun sim`` (a real
   OpenAI-shaped server). On a 2-core machine the server, the driver, Ray's daemons
@@ -143,24 +146,28 @@ def start_server(kind: str, extra: list[str]) -> tuple[subprocess.Popen[str], st
 
 
 def run_once(
-    path: str, out: str, base_url: str, server_pid: int, extra: list[str]
+    paths: list[str], out: str, base_url: str, server_pid: int, extra: list[str]
 ) -> dict[str, Any]:
-    """One ``batchrun run``; CPU counted for its process tree and for the Ray cluster
-    this script runs (whose processes outlive the command)."""
-    command = [
-        BIN, "run", path, "-o", out, "--base-url", base_url, "--auth", "none", "-q",
-        "--no-parquet", "--quality-breaker", "0", *extra,
+    """``batchrun run`` on each of ``paths`` at once (one: the usual case; two halves:
+    what two independent processes reach on this machine), CPU counted for the process
+    tree and for the Ray cluster this script runs (whose processes outlive a command)."""
+    commands = [
+        [BIN, "run", path, "-o", os.path.join(out, str(i)), "--base-url", base_url,
+         "--auth", "none", "-q", "--no-parquet", "--quality-breaker", "0", *extra]
+        for i, path in enumerate(paths)
     ]  # fmt: skip
     sampler = TreeCPU(skip={server_pid})
     cpu0, server0, started = busy_seconds(), process_seconds(server_pid), time.monotonic()
-    done = subprocess.run(command, capture_output=True, text=True)
+    procs = [subprocess.Popen(c, stderr=subprocess.PIPE, text=True) for c in commands]
+    codes = [(p.wait(), p.communicate()[1]) for p in procs]
     wall = time.monotonic() - started
     cpu = busy_seconds() - cpu0
     tree = sampler.stop()
     server = process_seconds(server_pid) - server0
-    if done.returncode not in (0, 4):
-        print(done.stderr, file=sys.stderr)
-        raise SystemExit(f"batchrun run exited {done.returncode}")
+    for code, err in codes:
+        if code not in (0, 4):
+            print(err, file=sys.stderr)
+            raise SystemExit(f"batchrun run exited {code}")
     finished: list[float] = []
     ids = 0
     for folder, _, files in os.walk(out):
@@ -188,11 +195,17 @@ def throughput(n: int, concurrency: int, server: str, address: str) -> None:
             path = os.path.join(tmp, "in.jsonl")
             with open(path, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows(n))
+            halves = [os.path.join(tmp, "a.jsonl"), os.path.join(tmp, "b.jsonl")]
+            everything = rows(n)
+            for i, half in enumerate(halves):
+                with open(half, "w") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in everything[i::2])
             common = ["-c", str(concurrency)]
-            one = run_once(path, os.path.join(tmp, "one"), base_url, proc.pid, common)
+            one = run_once([path], os.path.join(tmp, "one"), base_url, proc.pid, common)
             shard_rows = str(max(1000, n // 8))
             ray_args = [*common, "--ray", address, "--workers", "2", "--shard-rows", shard_rows]
-            two = run_once(path, os.path.join(tmp, "two"), base_url, proc.pid, ray_args)
+            two = run_once([path], os.path.join(tmp, "two"), base_url, proc.pid, ray_args)
+            pair = run_once(halves, os.path.join(tmp, "pair"), base_url, proc.pid, common)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -201,11 +214,16 @@ def throughput(n: int, concurrency: int, server: str, address: str) -> None:
         f"{'':24} {'send req/s':>11} {'wall s':>8} {'CPU us/req (tree)':>18}"
         f" {'(machine)':>10} {'server CPU':>11}"
     )
-    for name, r in (("one process", one), ("--ray, 2 workers", two)):
+    runs = (("one process", one), ("--ray, 2 workers", two), ("2 processes, half each", pair))
+    for name, r in runs:
         print(
             f"{name:24} {r['send_rps']:11,.0f} {r['wall_s']:8.1f} {r['tree_cpu_us']:18,.0f}"
             f" {r['client_cpu_us']:10,.0f} {r['server_cpu_share']:10.0%}"
         )
+    print(
+        f"ratio (2 plain processes / one): send req/s {pair['send_rps'] / one['send_rps']:.2f}x"
+        " (what this machine allows two senders now)"
+    )
     print(
         f"ratio (2 workers / one): send req/s {two['send_rps'] / one['send_rps']:.2f}x, "
         f"wall {two['wall_s'] / one['wall_s']:.2f}x, "

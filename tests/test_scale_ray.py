@@ -397,3 +397,27 @@ def test_the_budget_holds_for_the_whole_cluster(
     assert cap - 2 * worst <= spent <= cap
     assert run.summary["requests"]["pending"] > 0
     _assert_summary_is_a_recount(tmp_path / "run")
+
+
+def test_a_ray_data_batch_run_again_resumes_from_its_journal(
+    cluster: dict[str, str], key: str, tmp_path: Path
+) -> None:
+    """With run_dir, a batch Ray runs a second time (a lost worker) is the same run
+    directory, named by the batch's content: nothing is sent again."""
+    import batchrun.ray as batchrun_ray
+    from batchrun.ray import _Batches
+
+    batch = pa.table({"text": [f"item {i}" for i in range(12)]})
+    with SimThread(SimConfig(require_key=KEY)) as sim:
+        processor = batchrun_ray.build_processor(
+            model="gpt-4o-mini", prompt="About {text}", base_url=sim.base_url,
+            run_dir=str(tmp_path / "batches"), quality_breaker=0,
+        )  # fmt: skip
+        worker = _Batches(processor.settings, processor.quota(), processor.run_dir)
+        first = worker(batch)
+        sent = sim.stats.requests
+        again = worker(batch)
+        assert sim.stats.requests == sent == 12
+    assert first.column("content").to_pylist() == again.column("content").to_pylist()
+    assert first.column("text").to_pylist() == batch.column("text").to_pylist()
+    worker.client.close()

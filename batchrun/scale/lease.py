@@ -455,6 +455,11 @@ class LeasedAccount:
         self._left_tokens = 0.0
         self._expires = float("-inf")
 
+    @property
+    def wait_until(self) -> float:
+        """When the book said a lease may be had again (-inf: no wait)."""
+        return self._wait_until
+
     def pending_report(self) -> bool:
         return not self._report.empty()
 

@@ -141,7 +141,10 @@ class LeaseClient:
     def _loop(self) -> None:
         last_report: dict[str, float] = {}
         while not self._closed:
-            self._event.wait(IDLE_SECONDS)
+            # wake when the book said a lease may be had again, or a while later
+            now = time.monotonic()
+            waits = [a.wait_until - now for a in self.accounts.leased() if a.wait_until > now]
+            self._event.wait(min([IDLE_SECONDS, *waits]))
             self._event.clear()
             for account in self.accounts.leased():
                 if self._closed:
