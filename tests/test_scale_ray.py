@@ -206,6 +206,11 @@ def test_a_dataset_job_runs_in_shards_and_merges(
     assert status.exit_code == 0
     report = json.loads(status.output)
     assert report["requests"]["succeeded"] == n and report["latency_ms"]["count"] == n
+    from batchrun.report.html.data import build_page_data
+
+    page = build_page_data(str(run_dir))  # the HTML report reads every shard's lines
+    assert page["requests"]["succeeded"] == n and page["latency"]["wire"]["count"] == n
+    assert page["eval"]["n"] == n
     _assert_no_key_anywhere(str(run_dir), cluster["temp"])
 
 

@@ -25,6 +25,7 @@ from batchrun import __version__
 from batchrun.errors import RunDirError
 from batchrun.output.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, read_journal
 from batchrun.output.tally import Tally
+from batchrun.report.statistics import OutputStats
 from batchrun.scale.shards import PLAN, ShardPlan, shard_dir
 
 REQUEST_KEYS = ("total", "succeeded", "failed", "pending", "invalid")
@@ -259,12 +260,15 @@ def _lines(path: str) -> int:
         return 0
 
 
-def sharded_report(run_dir: str, *, final: bool = False) -> dict[str, Any]:
+def sharded_report(
+    run_dir: str, *, final: bool = False, outputs: OutputStats | None = None
+) -> dict[str, Any]:
     """`batchrun status` for a sharded run: the shards added up, latency over all their
     lines, the run's own summary for cost and evaluation (``final``: the driver's own
-    end-of-run report, not "running")."""
+    end-of-run report, not "running"; ``outputs``: the lines' figures when the caller
+    has read them already, as `batchrun.report.text.run_report` takes them)."""
     from batchrun.engine.rundir import holder
-    from batchrun.report.statistics import OutputStats, meta_of
+    from batchrun.report.statistics import meta_of
     from batchrun.report.text import _cost_blocks
 
     info = load_json(os.path.join(run_dir, RUN_INFO))
@@ -275,8 +279,9 @@ def sharded_report(run_dir: str, *, final: bool = False) -> dict[str, Any]:
     running_pid = None if final else holder(run_dir)
     counted = recount(run_dir)
     requests = counted["requests"]
-    outputs = OutputStats()
-    for shard in plan.shards:
+    scanned = outputs is not None
+    outputs = outputs if outputs is not None else OutputStats()
+    for shard in [] if scanned else plan.shards:
         directory = shard_dir(run_dir, shard)
         for name, add in ((RESULTS, True), (ERRORS, False)):
             path = os.path.join(directory, name)
