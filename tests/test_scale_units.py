@@ -12,6 +12,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -281,3 +282,81 @@ def test_the_ray_settings_are_declared_once(tmp_path: Path) -> None:
     assert (
         Settings.build(input="in.jsonl", ray=True, workers=4, shard_rows=9).fingerprint() == plain
     )
+
+
+class _Method:
+    def __init__(self, fn: object) -> None:
+        self.fn = fn
+
+    def remote(self, *args: object) -> object:
+        return self.fn(*args)  # type: ignore[operator]
+
+
+class _Service:
+    """The quota actor's methods, called in this process (`LeaseClient`'s ``get`` is the
+    identity): the lease thread's logic without Ray."""
+
+    def __init__(self, book: QuotaBook, broken: bool = False) -> None:
+        def lease(worker: str, model: str, want: int, tokens: int, report: Report) -> object:
+            if broken:
+                raise ConnectionError("actor died")
+            return book.lease(worker, model, want=want, tokens_each=tokens, report=report)
+
+        self.lease = _Method(lease)
+        self.report = _Method(lambda worker, model, report: book.apply(worker, model, report))
+
+
+def test_the_lease_thread_keeps_a_worker_supplied_and_stops_it_when_told() -> None:
+    import threading
+
+    from batchrun.scale.quota import LeaseClient
+
+    book = QuotaBook(concurrency=4)
+    stopped: list[str] = []
+    told = threading.Event()
+
+    def on_stop(reason: str) -> None:
+        stopped.append(reason)
+        told.set()
+
+    client = LeaseClient(
+        _Service(book), "w", concurrency=4, on_stop=on_stop, get=lambda ref: ref
+    ).start()
+    try:
+        account = client.accounts["m"]
+        deadline = time.monotonic() + 30
+        while account.delay(0, time.monotonic()) > 0 and time.monotonic() < deadline:
+            time.sleep(0.005)  # the thread asks the book for the slow start's lease
+        assert account.delay(0, time.monotonic()) == 0.0
+        book.stop("SIGINT")
+        account.take(0, time.monotonic())
+        account.release(ok=True)
+        while account.delay(0, time.monotonic()) == 0.0 and time.monotonic() < deadline:
+            time.sleep(0.005)  # the probe's one request is spent: the next ask hears "stop"
+        assert told.wait(30) and stopped == ["SIGINT"]
+    finally:
+        client.close()
+
+
+def test_a_worker_whose_quota_actor_is_gone_stops() -> None:
+    import threading
+
+    from batchrun.scale.quota import LeaseClient
+
+    told = threading.Event()
+    client = LeaseClient(
+        _Service(QuotaBook(concurrency=4), broken=True),
+        "w",
+        concurrency=4,
+        on_stop=lambda reason: told.set(),
+        get=lambda ref: ref,
+    ).start()
+    try:
+        account = client.accounts["m"]
+        deadline = time.monotonic() + 30
+        while not told.is_set() and time.monotonic() < deadline:
+            account.delay(0, time.monotonic())  # the scheduler keeps asking
+            time.sleep(0.01)
+        assert told.is_set() and client.errors
+    finally:
+        client.close()

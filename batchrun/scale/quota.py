@@ -31,6 +31,9 @@ IDLE_SECONDS = 0.05
 """The lease thread looks at its accounts at least this often."""
 REPORT_SECONDS = 0.5
 """An idle worker's pending reports (oks, refunds) go out at least this often."""
+GIVE_UP_AFTER = 40
+"""Failed calls in a row (~2 s) after which the actor is taken to be gone: the worker
+stops (what it wrote stays; a rerun resumes) instead of waiting for leases forever."""
 
 
 class QuotaService:
@@ -140,6 +143,7 @@ class LeaseClient:
 
     def _loop(self) -> None:
         last_report: dict[str, float] = {}
+        failures = 0
         while not self._closed:
             # wake when the book said a lease may be had again, or a while later
             now = time.monotonic()
@@ -161,8 +165,14 @@ class LeaseClient:
                     except Exception as exc:
                         account.failed_request()
                         self.errors.append(str(exc))
+                        failures += 1
+                        if failures >= GIVE_UP_AFTER and not self._stopped:
+                            self._stopped = True
+                            if self.on_stop is not None:
+                                self.on_stop("quota_lost")
                         time.sleep(IDLE_SECONDS)
                         continue
+                    failures = 0
                     self.calls += 1
                     last_report[account.model] = now
                     account.refill(grant, time.monotonic())
