@@ -30,8 +30,10 @@ from batchrun.settings import Settings
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from batchrun.batch.driver import BatchDriver
     from batchrun.cost.estimate import EstimateReport
     from batchrun.engine.hooks import RunHooks
+    from batchrun.engine.rundir import RunDirLock
     from batchrun.engine.runner import Runner, RunResult
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
@@ -195,24 +197,76 @@ def make_runner(
     hooks: RunHooks | None = None,
     handle_signals: bool = False,
     **injected: Any,
-) -> Runner | RayDriver:
-    """What runs ``settings``: a `Runner` in this process, or with ``settings.ray`` the
-    driver of a run on a Ray cluster (the one place the two part ways)."""
+) -> Runner | BatchDriver | RayDriver:
+    """The runner of a run: online (`batchrun.engine.runner.Runner`), through the Batch
+    API (``mode="batch"``: `batchrun.batch.BatchDriver`, which hands the rows left at a
+    ``deadline`` to an online runner made here with the same hooks), or on a Ray cluster
+    (``ray``: `batchrun.scale.driver.RayDriver`, each shard an online runner)."""
     if settings.ray is not None:
         from batchrun.scale.driver import RayDriver
 
+        if settings.mode == "batch" or settings.deadline is not None:
+            raise ConfigError("--ray runs online: it cannot be combined with --batch-api")
         if injected:
             raise ConfigError(f"ray=: cannot inject {', '.join(sorted(injected))}")
         return RayDriver(settings, key, handle_signals=handle_signals)
     from batchrun.engine.runner import Runner
 
-    return Runner(
+    around = hooks if hooks is not None else hooks_for(settings)
+    if settings.mode != "batch":
+        if settings.deadline is not None:
+            raise ConfigError('--deadline needs --batch-api (mode = "batch")')
+        return Runner(
+            settings, api_key=key, hooks=around, handle_signals=handle_signals, **injected
+        )
+    from batchrun.batch.driver import BatchDriver
+
+    shared = {k: v for k, v in injected.items() if k in _SHARED_INJECTIONS}
+
+    def online(lock: RunDirLock) -> Runner:
+        return Runner(
+            settings,
+            api_key=key,
+            hooks=around,
+            handle_signals=handle_signals,
+            held_lock=lock,
+            **shared,
+        )
+
+    return BatchDriver(
         settings,
         api_key=key,
-        hooks=hooks if hooks is not None else hooks_for(settings),
+        hooks=around,
         handle_signals=handle_signals,
+        online=online,
         **injected,
     )
+
+
+_SHARED_INJECTIONS = ("transport", "source", "clock", "sleep", "wall_clock")
+"""What a batch run passes on to the online run of its deadline fallback."""
+
+
+def cancel_run(run_dir: str | os.PathLike[str], **injected: Any) -> RunResult:
+    """Cancel the batches a batch run left running at the provider (`batchrun cancel`).
+
+    Waits until each is cancelled and keeps the rows they finished (written to the run
+    directory like any answer); the rows left stay pending for a rerun. Refused while
+    a batchrun process holds the directory (stop it first: its batches go on).
+
+        batchrun.open("runs/a").cancel()
+    """
+    import anyio
+
+    from batchrun.batch.driver import BatchDriver, settings_of
+
+    settings = replace(settings_of(os.fspath(run_dir)), mode="batch")
+    key = api_key(settings)
+    driver = BatchDriver(
+        settings, api_key=key, hooks=hooks_for(settings), cancel_only=True, **injected
+    )
+    result: RunResult = anyio.run(driver.run)
+    return result
 
 
 async def arun(
@@ -293,7 +347,7 @@ def _loop_running() -> bool:
     return True
 
 
-def _run_in_own_loop(runner: Runner | RayDriver) -> RunResult:
+def _run_in_own_loop(runner: Runner | BatchDriver | RayDriver) -> RunResult:
     """Run in a thread with its own event loop; a KeyboardInterrupt while waiting
     stops the run like a Ctrl-C (a second one leaves the requests in flight)."""
     from anyio.from_thread import start_blocking_portal
@@ -511,6 +565,26 @@ class Run:
         return value if isinstance(value, dict) else None
 
     @property
+    def variants(self) -> list[dict[str, Any]] | None:
+        """The comparison of a job's variants, one flat dict each (best marked)."""
+        value = self.summary.get("variants")
+        return value if isinstance(value, list) else None
+
+    def evaluate(self, evaluation: Any = None, *, variants: Sequence[str] = ()) -> dict[str, Any]:
+        """Score the run again, sending nothing (as ``batchrun eval``): with the recorded
+        [eval] or ``evaluation`` (an `Evaluation` or a dict like the [eval] table),
+        every variant or only ``variants``. Recorded in summary.json.
+
+            run.evaluate({"reference_column": "label", "compare": "exact"})
+        """
+        from batchrun.checks import Where
+        from batchrun.checks import evaluation as checked_evaluation
+        from batchrun.jobs.outputs import rescore
+
+        chosen = checked_evaluation(evaluation, Where("evaluation")) if evaluation else None
+        return rescore(self.run_dir, chosen, variants=variants)
+
+    @property
     def cost(self) -> dict[str, Any] | None:
         value = self.summary.get("cost_usd")
         return value if isinstance(value, dict) else None
@@ -572,6 +646,12 @@ class Run:
 
         return format_status(status_report(self.run_dir))
 
+    def cancel(self) -> Run:
+        """Cancel this run's batches at the provider (see `cancel_run`); the rows they
+        finished are written to the directory, the rest stay pending. Returns self."""
+        self._result = cancel_run(self.run_dir)
+        return self
+
     def html_report(self, path: str | os.PathLike[str] | None = None) -> str:
         """Write the self-contained HTML report (default RUN_DIR/report.html); its path."""
         from batchrun.report.html.page import write_html_report
@@ -599,6 +679,7 @@ __all__ = [
     "RunStream",
     "api_key",
     "arun",
+    "cancel_run",
     "default_run_dir",
     "endpoint",
     "estimate",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ Check = Callable[[Any, "Where"], Any]
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".pq")
 AUTH_STYLES = ("bearer", "raw", "none")
 FORMAT_TYPES = ("json_schema", "json_object", "text")
-COMPARES = ("exact", "json_field")
+COMPARES = ("exact", "json_field", "number")
 SECRET_KEY_NAMES = frozenset(
     {
         "api_key", "apikey", "key", "secret", "token", "password", "access_token",
@@ -165,6 +166,43 @@ def port(value: Any, where: Where) -> int | None:
     return int(number)
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)", re.IGNORECASE)
+_SECONDS_PER = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def duration(value: Any, where: Where) -> float:
+    """A length of time in seconds: a number, or text like ``6h``, ``90m``, ``3600s``,
+    ``1h30m``.
+
+    >>> duration("1h30m", Where("--deadline")), duration(45, Where("deadline"))
+    (5400.0, 45.0)
+    """
+    number = _number(value, where) if not isinstance(value, str) else None
+    if number is None and isinstance(value, str):
+        spelled = value.strip().replace(" ", "")
+        try:
+            number = float(spelled)
+        except ValueError:
+            parts = _DURATION.findall(spelled)
+            if parts and "".join(n + u for n, u in parts).lower() == spelled.lower():
+                number = sum(float(n) * _SECONDS_PER[u.lower()] for n, u in parts)
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise where.fail(f"must be a duration like 6h, 90m or 3600s (got {show(value)})")
+    return float(number)
+
+
+RUN_MODES = ("online", "batch")
+
+
+def run_mode(value: Any, where: Where) -> str:
+    """ "online" or "batch"; a flag's true (``--batch-api``) means "batch"."""
+    if value is True:
+        return "batch"
+    if value is False:
+        return "online"
+    return choice(*RUN_MODES)(value, where)
+
+
 LOCAL_RAY = "local"
 
 
@@ -186,7 +224,7 @@ def ray_address(value: Any, where: Where) -> str | None:
             f"must be an address (ray://HOST:PORT, HOST:PORT, auto) or true (got {show(value)})"
         )
     address = value.strip()
-    if address in ("", "0", LOCAL_RAY):  # bare --ray (the CLI's flag value is "0")
+    if address in ("", LOCAL_RAY):  # "local": a bare --ray
         return LOCAL_RAY
     if address == "auto":
         return address
@@ -434,10 +472,19 @@ def quota(value: Any, where: Where) -> Any:
 
 
 def template_text(value: Any, where: Where) -> str:
-    from batchrun.input.templates import template_problems
+    """A message template: {column} placeholders, or Jinja when it looks like Jinja
+    (see `batchrun.input.templates.looks_like_jinja`)."""
+    from batchrun.input.templates import looks_like_jinja, template_problems
 
     if not isinstance(value, str):
         raise where.fail(f"must be a string (got {show(value)})")
+    if looks_like_jinja(value):
+        from batchrun.input.jinja import jinja_template_problems
+
+        problems = jinja_template_problems(value, where.label)
+        if problems:
+            raise Invalid([("", p) for p in problems])
+        return value
     problems = template_problems(value)
     if problems:
         raise Invalid([(where.label, p) for p in problems])
@@ -483,6 +530,87 @@ def messages(value: Any, where: Where) -> tuple[dict[str, str], ...]:
     if problems:
         raise Invalid(problems)
     return tuple(out)
+
+
+def model_names(value: Any, where: Where) -> str | tuple[str, ...]:
+    """One model, or several (a list, or a repeated --model): every row runs once per
+    model. One name in a list is that model."""
+    if isinstance(value, str):
+        return text(value, where)
+    if not isinstance(value, list | tuple) or not value:
+        raise where.fail(f"must be a model name or a list of them (got {show(value)})")
+    names = [text(v, where) for v in value]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise where.fail(f"names {', '.join(twice)} more than once")
+    bad = [n for n in names if "@" in n]
+    if bad:
+        raise where.fail(f"a model name in a list cannot hold '@' (got {bad[0]!r})")
+    return names[0] if len(names) == 1 else tuple(names)
+
+
+VARIANT_KEYS = ("system", "user", "messages")
+
+
+def prompt_variants(value: Any, where: Where) -> dict[str, Any]:
+    """Named prompt variants: ``{name: "user template"}`` or ``{name: {system, user}}``
+    / ``{name: {messages}}``; from the command line ``NAME=TEMPLATE`` (repeatable).
+    Python: a variant may also be a function of the row (as ``prompt``)."""
+    if isinstance(value, list | tuple) and not where.from_file:
+        pairs = {}
+        for item in value:
+            name, sep, template = str(item).partition("=")
+            if not sep or not name.strip():
+                raise where.fail(f"must be NAME=TEMPLATE (got {show(item)})")
+            pairs[name.strip()] = template
+        value = pairs
+    if not isinstance(value, Mapping) or not value:
+        raise where.fail(f"must be a table of named prompts (got {show(value)})")
+    out: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for name, spec in value.items():
+        at = where.at(str(name))
+        if not isinstance(name, str) or not name or "@" in name or "/" in name:
+            problems.append((at.label, "a variant name is a non-empty name without '@' or '/'"))
+            continue
+        try:
+            if callable(spec) or isinstance(spec, str):
+                out[name] = {"user": prompt(spec, at)}
+                continue
+            if not isinstance(spec, Mapping):
+                raise at.fail(f"must be a template or a table {{system, user}} (got {show(spec)})")
+            for key in spec:
+                if key not in VARIANT_KEYS:
+                    raise at.at(str(key)).fail("unknown key" + suggest(str(key), VARIANT_KEYS))
+            if ("messages" in spec) == ("user" in spec):
+                raise at.fail("give either user (and system) or messages")
+            entry: dict[str, Any] = {}
+            if "messages" in spec:
+                entry["messages"] = messages(spec["messages"], at.at("messages"))
+            else:
+                entry["user"] = prompt(spec["user"], at.at("user"))
+                if spec.get("system") is not None:
+                    entry["system"] = template_text(spec["system"], at.at("system"))
+            out[name] = entry
+        except Invalid as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise Invalid(problems)
+    return out
+
+
+def cache_location(value: Any, where: Where) -> str | None:
+    """The response cache: a directory (its ``responses.sqlite``) or a ``.sqlite`` file;
+    ``true`` (or a bare --cache) the default, ``$BATCHRUN_CACHE`` or
+    ``~/.cache/batchrun``; ``false`` none."""
+    if value is False:
+        return None
+    if value is True or value == DEFAULT_CACHE_FLAG:
+        return os.environ.get("BATCHRUN_CACHE") or os.path.expanduser("~/.cache/batchrun")
+    return path_value(value, where)
+
+
+DEFAULT_CACHE_FLAG = "\0default"
 
 
 def json_schema(value: Any, where: Where) -> dict[str, Any]:
@@ -601,7 +729,7 @@ def evaluation(value: Any, where: Where) -> Any:
         return value
     if not isinstance(value, Mapping):
         raise where.fail(f"must be a table (got {show(value)})")
-    known = ("reference_column", "compare", "field", "normalize")
+    known = ("reference_column", "compare", "field", "normalize", "tolerance", "interval")
     problems: list[tuple[str, str]] = []
     for key in value:
         if key not in known:
@@ -629,7 +757,21 @@ def evaluation(value: Any, where: Where) -> Any:
     if field is None and compare == "json_field":
         problems.append((f"{where.label}.field", "required"))
     elif field is not None and compare == "exact":
-        problems.append((f"{where.label}.field", 'only applies to compare = "json_field"'))
+        problems.append(
+            (f"{where.label}.field", 'only applies to compare = "json_field" or "number"')
+        )
+    tolerance = value.get("tolerance", 0)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or tolerance < 0:
+        problems.append(
+            (f"{where.label}.tolerance", f"must be a number of 0 or more (got {show(tolerance)})")
+        )
+    elif tolerance and compare != "number":
+        problems.append((f"{where.label}.tolerance", 'only applies to compare = "number"'))
+    interval = value.get("interval", True)
+    if not isinstance(interval, bool):
+        problems.append(
+            (f"{where.label}.interval", f"must be true or false (got {show(interval)})")
+        )
     normalize = value.get("normalize", True)
     if not isinstance(normalize, bool):
         problems.append(
@@ -637,7 +779,14 @@ def evaluation(value: Any, where: Where) -> Any:
         )
     if problems:
         raise Invalid(problems)
-    return Evaluation(str(reference), str(compare), field, bool(normalize))
+    return Evaluation(
+        str(reference),
+        str(compare),
+        field,
+        bool(normalize),
+        tolerance=float(tolerance) if not isinstance(tolerance, bool) else 0.0,
+        interval=bool(interval),
+    )
 
 
 def _key(name: Any) -> str:

@@ -4,6 +4,7 @@
     ├── ConfigError          bad option, job file or price file (before anything is sent)
     ├── InputError           bad request/dataset file; names the file and line/row
     ├── RunDirError          run directory unusable or started with other settings
+    ├── BatchApiError        a Files/Batches API call failed (after its retries)
     ├── StopRun              an admission strategy stops the run cleanly (it can resume)
     │   └── BudgetExceeded   --max-cost reached
     └── RequestError         one HTTP attempt failed
@@ -54,6 +55,32 @@ class InputError(BatchrunError):
 
 class RunDirError(BatchrunError):
     """The run directory cannot be used (not writable, or started differently)."""
+
+
+class BatchApiError(BatchrunError):
+    """A Files/Batches API call failed for good (``retryable``: it may work later, e.g.
+    the provider was down; else the call itself was refused: a key, a quota, a 4xx)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.body = body
+        self.retry_after = retry_after
+        """Seconds the provider asked us to wait (Retry-After), if it said."""
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status in (408, 409, 429) or self.status >= 500
 
 
 class StopRun(BatchrunError):

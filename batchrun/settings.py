@@ -56,6 +56,8 @@ class Spec:
     """On the command line: "value", "flag" (present = True), "toggle", "multiple",
     "optional" (a value that may be left out: ``--serve`` or ``--serve 8080``)."""
     metavar: str | None = None
+    flag_value: str = "0"
+    """"optional" kind: the value a bare flag gives (to its check)."""
     envvar: str | None = None
     fingerprint: bool = False
     """It changes what is sent: a resume with another value is refused."""
@@ -119,9 +121,14 @@ class Evaluation:
 
     reference_column: str
     compare: str = "exact"
-    """"exact" (the whole content) or "json_field" (one field of the JSON answer)."""
+    """"exact" (the whole content), "json_field" (one field of the JSON answer) or
+    "number" (a numeric answer, the content or ``field``: mean absolute error, and
+    correct within ``tolerance``)."""
     field: str | None = None
     normalize: bool = True
+    tolerance: float = 0.0
+    interval: bool = True
+    """A seeded bootstrap interval for accuracy (and for differences between variants)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +154,28 @@ class Settings:
         flags=("--skip-invalid",),
         kind="flag",
         check=checks.boolean,
+    )
+    limit: int | None = setting(
+        help="A pilot: run only the first N rows; a later run without it continues the "
+        "same directory and sends only the rest.",
+        section="input",
+        flags=("--limit",),
+        metavar="N",
+        check=checks.positive_int,
+    )
+    sample: int | None = setting(
+        help="A pilot on a reproducible random sample of N rows (see --seed).",
+        section="input",
+        flags=("--sample",),
+        metavar="N",
+        check=checks.positive_int,
+    )
+    seed: int = setting(
+        0,
+        help="Seed of --sample: the same seed picks the same rows [default: 0].",
+        section="input",
+        flags=("--seed",),
+        check=checks.at_least(0),
     )
     # -- endpoint ------------------------------------------------------------------
     base_url: str = setting(
@@ -201,11 +230,14 @@ class Settings:
         check=checks.at_least(1024),
     )
     # -- request -------------------------------------------------------------------
-    model: str | None = setting(
-        help="Model for rows that name none.",
+    model: str | tuple[str, ...] | None = setting(
+        help="Model for rows that name none. Several (repeat --model; a list in a job "
+        "file) run every row once per model, to compare them.",
         section="request",
-        flags=("--model",),
-        check=checks.text,
+        flags=("-m", "--model"),
+        kind="multiple",
+        metavar="MODEL",
+        check=checks.model_names,
         fingerprint=True,
     )
     stream: bool = setting(
@@ -245,6 +277,39 @@ class Settings:
         help="Message templates [{role, content}, ...] (instead of system/prompt).",
         section="prompt",
         check=checks.messages,
+        fingerprint=True,
+    )
+    prompts: Mapping[str, Any] = setting(
+        factory=dict,
+        help="Named prompt variants (NAME=TEMPLATE, repeatable): every row runs once per "
+        "variant (and per model), to compare them.",
+        section="prompts",
+        key="*",
+        flags=("--variant",),
+        kind="multiple",
+        metavar="NAME=TEMPLATE",
+        check=checks.prompt_variants,
+        fingerprint=True,
+    )
+    template_engine: str = setting(
+        "auto",
+        help="Prompt templates: 'format' ({column}), 'jinja' (Jinja2, sandboxed: "
+        "conditions, loops, few-shot examples) or 'auto' (Jinja when the template "
+        "uses {{ }} or {% %}) [default: auto].",
+        section="prompt",
+        key="engine",
+        flags=("--template-engine",),
+        choices=("auto", "format", "jinja"),
+        check=checks.choice("auto", "format", "jinja"),
+        fingerprint=True,
+    )
+    examples: str | None = setting(
+        help="Few-shot examples for Jinja templates: a JSON list or JSONL file, as "
+        "`examples` in the template.",
+        section="prompt",
+        key="examples_file",
+        flags=("--examples",),
+        check=checks.existing_file,
         fingerprint=True,
     )
     response_format: ResponseFormat | None = setting(
@@ -391,6 +456,88 @@ class Settings:
         help="Seconds between two summary.json checkpoints.",
         check=checks.positive_number,
     )
+    # -- paying once -------------------------------------------------------------------
+    cache: str | None = setting(
+        help="Keep answers in a response cache shared by runs (a directory or .sqlite "
+        "file; bare --cache: $BATCHRUN_CACHE or ~/.cache/batchrun): a request found "
+        "there is answered from it, free.",
+        section="cache",
+        key="dir",
+        flags=("--cache",),
+        kind="optional",
+        metavar="[DIR]",
+        flag_value=checks.DEFAULT_CACHE_FLAG,
+        check=checks.cache_location,
+    )
+    cache_policy: str = setting(
+        "deterministic",
+        help="Which requests the cache and in-run dedupe may answer: 'deterministic' "
+        "(temperature 0 or a seed), 'all', or 'off' [default: deterministic].",
+        section="cache",
+        key="policy",
+        flags=("--cache-policy",),
+        choices=("deterministic", "all", "off"),
+        check=checks.choice("deterministic", "all", "off"),
+    )
+    dedupe: bool = setting(
+        True,
+        help="Send identical requests of one run once and give every row the answer "
+        "(by the cache policy) [default: on].",
+        section="cache",
+        flags=("--dedupe/--no-dedupe",),
+        kind="toggle",
+        check=checks.boolean,
+    )
+    # -- Batch API -------------------------------------------------------------------
+    mode: str = setting(
+        "online",
+        help="Send through the provider's Batch API (about half price, answers within "
+        "24 h) instead of request by request.",
+        section="",
+        flags=("--batch-api",),
+        kind="flag",
+        check=checks.run_mode,
+    )
+    batch_max_requests: int = setting(
+        50_000,
+        help="Requests per Batch API input file [default: 50,000, OpenAI's limit].",
+        section="batch",
+        key="max_requests",
+        flags=("--batch-max-requests",),
+        check=checks.positive_int,
+    )
+    batch_max_bytes: int = setting(
+        200 * 1024 * 1024,
+        help="Bytes per Batch API input file [default: 200 MB, OpenAI's limit].",
+        section="batch",
+        key="max_bytes",
+        flags=("--batch-max-bytes",),
+        check=checks.at_least(1024),
+    )
+    poll_interval: float = setting(
+        30.0,
+        help="Seconds before the first look at a running batch; later looks back off "
+        "up to ten times that [default: 30].",
+        section="batch",
+        flags=("--poll-interval",),
+        check=checks.positive_number,
+    )
+    deadline: float | None = setting(
+        help="With --batch-api: finish within this time (6h, 90m, 3600s); near it, "
+        "cancel the batches and send the rows left online.",
+        section="batch",
+        flags=("--deadline",),
+        metavar="DURATION",
+        check=checks.duration,
+    )
+    keep_remote_files: bool = setting(
+        False,
+        help="Keep the Batch API's uploaded, output and error files at the provider.",
+        section="batch",
+        flags=("--keep-remote-files",),
+        kind="flag",
+        check=checks.boolean,
+    )
     # -- scale-out (Ray) ---------------------------------------------------------------
     ray: str | None = setting(
         help="Run the input's shards on a Ray cluster: its ADDRESS (ray://HOST:10001, "
@@ -400,6 +547,7 @@ class Settings:
         flags=("--ray",),
         kind="optional",
         metavar="[ADDRESS]",
+        flag_value=checks.LOCAL_RAY,
         check=checks.ray_address,
     )
     shard_rows: int | None = setting(
@@ -522,7 +670,28 @@ class Settings:
     @property
     def is_dataset(self) -> bool:
         """A dataset job: rows go through a prompt template (else rows are requests)."""
-        return self.prompt is not None or self.messages is not None
+        return self.prompt is not None or self.messages is not None or bool(self.prompts)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model ``model`` names (several: the job compares them)."""
+        m = self.model
+        return () if m is None else (m,) if isinstance(m, str) else tuple(m)
+
+    @property
+    def default_model(self) -> str | None:
+        """The model for rows that name none, when one model is named."""
+        return self.model if isinstance(self.model, str) else None
+
+    @property
+    def has_variants(self) -> bool:
+        """Every row runs more than once: several models, or named prompt variants."""
+        return len(self.models) > 1 or bool(self.prompts)
+
+    @property
+    def is_pilot(self) -> bool:
+        """Only part of the input is asked for (``limit`` / ``sample``)."""
+        return self.limit is not None or self.sample is not None
 
     @property
     def schema(self) -> Mapping[str, Any] | None:

@@ -124,3 +124,37 @@ def test_serve_takes_an_optional_port_on_the_command_line_and_in_job_files(
     job = tmp_path / "job.toml"
     job.write_text('[input]\npath = "in.jsonl"\n[output]\nserve = true\n')
     assert load_job(job).settings().serve == 0
+
+
+def test_models_and_prompt_variants_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchrun.cli import commands
+
+    (tmp_path / "rows.jsonl").write_text('{"text": "hi"}\n')
+    monkeypatch.chdir(tmp_path)
+    seen: list[Any] = []
+    monkeypatch.setattr(commands, "execute_run", lambda s: seen.append(s) or 0)
+    args = ["run", "rows.jsonl", "-o", "o", "-m", "a", "--model", "b",
+            "--variant", "short=Label: {text}", "--variant", "long=Read this: {text}"]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    settings = seen.pop()
+    assert settings.models == ("a", "b") and settings.is_dataset
+    assert settings.prompts == {
+        "short": {"user": "Label: {text}"},
+        "long": {"user": "Read this: {text}"},
+    }
+    from batchrun.input.variants import plan_variants
+
+    assert [v.name for v in plan_variants(settings)] == ["short/a", "short/b", "long/a", "long/b"]
+    for bad, word in (
+        (["--variant", "nameless"], "NAME=TEMPLATE"),
+        (["-m", "a", "-m", "a"], "more than once"),
+    ):
+        res = CliRunner().invoke(cli, ["run", "rows.jsonl", "-o", "o", *bad])
+        assert res.exit_code == 2 and word in res.stderr, res.stderr
+    one = CliRunner().invoke(
+        cli, ["run", "rows.jsonl", "-o", "o", "-m", "a", "--variant", "x={text}"]
+    )
+    assert one.exit_code == 0 and seen.pop().model == "a"

@@ -261,7 +261,8 @@ def test_parquet_in_parquet_out_with_known_accuracy(tmp_path: Path) -> None:
         "invalid": 0,
     }
     assert list(summary)[-1] == "journal"
-    assert f"accuracy {correct / n:.3f} ({correct}/{n} correct" in err.getvalue()
+    assert f"accuracy {correct / n:.3f} [" in err.getvalue()
+    assert f"] ({correct}/{n} correct" in err.getvalue()
 
 
 def test_retry_failed_resume_lists_every_row_once(tmp_path: Path) -> None:

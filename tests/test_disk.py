@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+import batchrun.engine.runinfo
 import batchrun.engine.runner
 import batchrun.output.sink
 from batchrun.cli import cli
@@ -304,7 +305,7 @@ def test_disk_full_before_the_run_starts(
 ) -> None:
     write_requests(tmp_path / "r.jsonl", 4)
     out = tmp_path / "run"
-    monkeypatch.setattr(batchrun.engine.runner, "write_json_atomic", _no_room_for("run.json"))
+    monkeypatch.setattr(batchrun.engine.runinfo, "write_json_atomic", _no_room_for("run.json"))
     result = run_cli(
         [
             "run",

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from batchrun.jobs.evaluate import MAX_CATEGORICAL_LABELS, Evaluator, format_eval, normalize_answer
+from batchrun.jobs.metrics import accuracy_interval
 
 # (reference, model content) for a sentiment job with JSON answers.
 FIXTURE = [
@@ -114,15 +115,54 @@ def test_format_eval_table() -> None:
     ev = Evaluator("label", "json_field", field="sentiment")
     for reference, content in FIXTURE:
         ev.add(reference, ev.predicted(content, None))
-    text = format_eval(ev.report())
+    report = ev.report()
+    text = format_eval(report)
     lines = text.splitlines()
-    assert lines[0] == "accuracy 0.500 (4/8 correct; 2 without prediction)"
-    header = lines[2].split()
+    ci = accuracy_interval(4, 8)
+    assert lines[0] == (
+        f"accuracy 0.500 [{ci.low:.3f}, {ci.high:.3f}] (4/8 correct; 2 without prediction)"
+        "; 95% bootstrap interval"
+    )
+    assert lines[1] == f"macro-F1 {report['macro_f1']:.3f}  kappa {report['kappa']:.3f}"
+    header = lines[3].split()
     # reference order first, "(none)" last
     assert header[-4:] == ["negative", "neutral", "positive", "(none)"]
-    assert lines[3].split() == ["negative", "1", "0", "1", "0"]
-    assert lines[4].split() == ["neutral", "0", "1", "0", "2"]
-    assert any(line.split()[:3] == ["negative", "1.000", "0.500"] for line in lines[6:])
+    assert lines[4].split() == ["negative", "1", "0", "1", "0"]
+    assert lines[5].split() == ["neutral", "0", "1", "0", "2"]
+    assert any(line.split()[:3] == ["negative", "1.000", "0.500"] for line in lines[7:])
+    without = Evaluator("label", "json_field", field="sentiment", interval=False)
+    without.add("positive", "positive")
+    assert "accuracy_interval" not in without.report()
+
+
+def test_macro_f1_and_kappa_by_hand() -> None:
+    """Two labels, 10 rows: reference pos x6 / neg x4; predicted pos for 5 of the pos
+    rows and 1 of the neg rows. pos: P=5/6 R=5/6 F1=5/6; neg: P=3/4 R=3/4 F1=3/4;
+    macro-F1 = (5/6 + 3/4)/2 = 19/24. p_o = 8/10; p_e = .6*.6 + .4*.4 = .52;
+    kappa = (.8 - .52)/(1 - .52) = 7/12."""
+    ev = Evaluator("label", interval=False)
+    pairs = [("pos", "pos")] * 5 + [("pos", "neg")] + [("neg", "pos")] + [("neg", "neg")] * 3
+    for reference, predicted in pairs:
+        ev.add(reference, predicted)
+    report = ev.report()
+    assert report["accuracy"] == 0.8
+    assert report["macro_f1"] == pytest.approx(19 / 24)
+    assert report["kappa"] == pytest.approx(7 / 12)
+
+
+def test_numbers_are_scored_by_absolute_error() -> None:
+    ev = Evaluator("stars", "number", tolerance=0.5, interval=False)
+    for reference, predicted in [(4, "4"), (2, "3.5"), ("5", "4.6"), (1, "one"), (3, None)]:
+        ev.add(reference, ev.predicted(predicted, None))
+    report = ev.report()
+    # errors 0, 1.5, 0.4 over the 3 parseable answers; within 0.5: rows 1 and 3
+    assert report["mae"] == pytest.approx((0 + 1.5 + 0.4) / 3)
+    assert (report["scored"], report["unparseable"], report["missing_predictions"]) == (3, 1, 1)
+    assert (report["correct"], report["n"]) == (2, 5)
+    assert ev.is_correct("5", "4.6") and not ev.is_correct(2, "3.5")
+    assert "MAE 0.6333 over 3 rows; 1 answers not a number" in format_eval(report)
+    field = Evaluator("stars", "number", field="stars")
+    assert field.predicted('{"stars": 4}', None) == "4"
 
 
 def test_of_the_settings() -> None:

@@ -196,6 +196,32 @@ def test_variants_are_compared_and_halves_round_as_the_text_report(
     assert tab.errors == []
 
 
+def test_a_real_comparison_of_variants_renders(tab: Page, tmp_path: Path) -> None:
+    import batchrun
+
+    jobs = Path(__file__).resolve().parent.parent / "jobs"
+    out = tmp_path / "compare"
+    with SimThread(SimConfig()) as sim:
+        run = batchrun.run_job(
+            jobs / "compare.toml", out_dir=out, base_url=sim.base_url, limit=30, quiet=True
+        )
+    variants = run.variants
+    assert variants is not None and len(variants) == 4
+    path = write_html_report(str(out), str(tmp_path / "compare.html"))
+    tab.page.goto(Path(path).as_uri())
+    tab.wait_rendered()
+    assert tab.page.locator("#variants").is_visible()
+    assert tab.page.locator("#variants tbody tr").count() == 4
+    for v in variants:
+        assert tab.text(f"variant.{v['name']}.accuracy") == f"{v['accuracy'] * 100:.1f}%"
+        assert tab.text(f"variant.{v['name']}.cost_usd") == format_usd(v["cost_usd"])
+    best = next(v["name"] for v in variants if v["best"])
+    marked = tab.page.locator("#variants td.yes")
+    assert marked.count() == 1
+    assert marked.first.get_attribute("data-k") == f"variant.{best}.accuracy"
+    assert tab.errors == []
+
+
 def test_the_live_page_follows_a_running_run(tab: Page, tmp_path: Path) -> None:
     out = tmp_path / "live"
     out.mkdir()

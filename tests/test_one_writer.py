@@ -185,3 +185,39 @@ def test_status_tells_a_killed_run_from_a_running_one(tmp_path: Path, slow_sim: 
     )
     assert rerun.returncode == 0, rerun.stderr.decode()
     assert sorted(ids_of(out / "results.jsonl")) == sorted(f"id-{i}" for i in range(ROWS))
+
+
+def test_a_runner_may_run_under_a_lock_its_caller_holds(tmp_path: Path) -> None:
+    """The Batch API's deadline hands the rows left to an online run without letting
+    go of the directory: the runner takes the caller's lock instead of its own."""
+    import anyio
+    import httpx
+
+    from batchrun.engine.runner import Runner
+    from tests.test_resume import FakeTime
+
+    inp = tmp_path / "in.jsonl"
+    write_rows(inp, 5)
+    cfg = make_cfg(tmp_path, inp)
+    out = Path(str(cfg.out_dir))
+    out.mkdir()
+    lock = RunDirLock(str(out))
+    lock.acquire()
+    try:
+        server = ScriptedServer()
+        fake = FakeTime()
+        own = Runner(cfg, transport=httpx.MockTransport(server), clock=fake.clock, sleep=fake.sleep)
+        with pytest.raises(RunDirError, match="in use"):
+            anyio.run(own.run)  # another lock on the same directory: refused
+        held = Runner(
+            cfg,
+            transport=httpx.MockTransport(server),
+            clock=fake.clock,
+            sleep=fake.sleep,
+            held_lock=lock,
+        )
+        result = anyio.run(held.run)
+        assert result.status == "complete" and len(ids_of(out / "results.jsonl")) == 5
+        assert holder(str(out)) == os.getpid()  # still ours: the runner did not release it
+    finally:
+        lock.release()

@@ -360,3 +360,15 @@ def test_a_worker_whose_quota_actor_is_gone_stops() -> None:
         assert told.is_set() and client.errors
     finally:
         client.close()
+
+
+def test_ray_refuses_what_it_does_not_run(tmp_path: Path) -> None:
+    from batchrun._api import make_runner
+    from batchrun.errors import ConfigError
+    from batchrun.settings import Settings
+
+    base = {"input": "in.jsonl", "out_dir": str(tmp_path / "run"), "ray": True}
+    with pytest.raises(ConfigError, match="pilot"):
+        make_runner(Settings.build(**base, limit=10), None)
+    with pytest.raises(ConfigError, match="--batch-api"):
+        make_runner(Settings.build(**base, mode="batch"), None)

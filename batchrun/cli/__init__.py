@@ -35,6 +35,7 @@ class _Group(click.Group):
     lazy = {
         "sim": "batchrun.sim.cli:sim_command",
         "estimate": "batchrun.cli.commands:estimate_command",
+        "cancel": "batchrun.cli.commands:cancel_command",
         "eval": "batchrun.cli.commands:eval_command",
         "report": "batchrun.report.html.cli:report_command",
         "serve": "batchrun.report.html.cli:serve_command",
@@ -42,6 +43,7 @@ class _Group(click.Group):
     lazy_help = {
         "sim": "Serve the built-in OpenAI-compatible simulator on 127.0.0.1.",
         "estimate": "Count prompt tokens and price a job before sending anything.",
+        "cancel": "Cancel a run's batches at the provider (rows they finished are kept).",
         "eval": "Score a run again, sending nothing.",
         "report": "Report on a run: text, or one HTML file with charts (--html).",
         "serve": "Serve a live report page for a run directory.",

@@ -8,11 +8,13 @@ print. Kept out of `batchrun.cli` so ``batchrun --help`` imports nothing heavy.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
 import orjson
 
+from batchrun.checks import COMPARES
 from batchrun.cli.options import given_settings, setting_options
 from batchrun.errors import ConfigError
 from batchrun.redact import scrub_text
@@ -58,14 +60,29 @@ def print_estimate(settings: Settings, as_json: bool = False) -> None:
         click.echo(format_estimate(report))
 
 
+ESTIMATE_SETTINGS = (
+    "prices",
+    "model",
+    "out_dir",
+    "limit",
+    "sample",
+    "seed",
+    "dedupe",
+    "cache_policy",
+)
+
+
 def _estimate_options(command: Any) -> Any:
     """The run's options that shape what is sent (a dry run prices just that)."""
-    for name in ("prices", "model", "out_dir"):
+    from batchrun.cli.options import setting_option
+
+    for name in reversed(ESTIMATE_SETTINGS):
         spec = Settings.spec(name)
-        help_text = spec.help
         if name == "out_dir":
-            help_text = "Run directory of an earlier run to learn typical output lengths from."
-        command = click.option(*spec.flags, name, help=help_text)(command)
+            spec = replace(
+                spec, help="Run directory of an earlier run to learn typical output lengths from."
+            )
+        command = setting_option(name, spec)(command)
     return command
 
 
@@ -84,15 +101,34 @@ def estimate_command(
     print_estimate(settings, as_json)
 
 
+@click.command("cancel", context_settings=CONTEXT)
+@click.argument("run_dir")
+def cancel_command(run_dir: str) -> None:
+    """Cancel the batches a --batch-api run left at the provider.
+
+    Waits until they are cancelled and keeps the rows they finished; the rest stay
+    pending (rerun the run's command to send them). The key comes from the variable
+    the run was started with.
+    """
+    from batchrun._api import cancel_run
+
+    result = cancel_run(run_dir)
+    for note in result.notes:
+        click.echo(scrub_text(f"batchrun: {note}"), err=True)
+    sys.exit(result.exit_code)
+
+
 @click.command("eval", context_settings=CONTEXT)
 @click.argument("run_dir")
 @click.option("-j", "--job", "job_path", help="Take the [eval] section from this job file.")
 @click.option("--reference-column", help="Input column holding the right answer.")
-@click.option(
-    "--compare", type=click.Choice(["exact", "json_field"]), help="What to compare with it."
-)
-@click.option("--field", help="The JSON field compared (--compare json_field).")
+@click.option("--compare", type=click.Choice(COMPARES), help="What to compare with it.")
+@click.option("--field", help="The JSON field compared (json_field, number).")
+@click.option("--tolerance", type=float, help="compare number: correct within this much.")
 @click.option("--normalize/--no-normalize", default=None, help="Ignore case, spaces, end dots.")
+@click.option(
+    "--variant", "variants", multiple=True, help="Compare only these variants (repeatable)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def eval_command(
     run_dir: str,
@@ -100,12 +136,15 @@ def eval_command(
     reference_column: str | None,
     compare: str | None,
     field: str | None,
+    tolerance: float | None,
     normalize: bool | None,
+    variants: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Score a run again, sending nothing (the recorded [eval], or another one)."""
+    """Score a run again, sending nothing (the recorded [eval], or another one; all
+    variants, or some)."""
     from batchrun.jobs.evaluate import format_eval
-    from batchrun.jobs.outputs import recorded_evaluation, rescore
+    from batchrun.jobs.outputs import evaluation_from, recorded_evaluation, rescore
 
     evaluation: Evaluation | None = None
     if job_path:
@@ -114,26 +153,31 @@ def eval_command(
         evaluation = load_job(job_path).values.get("eval")
         if evaluation is None:
             raise ConfigError(f"{job_path}: has no [eval] section")
-    if reference_column or compare or field or normalize is not None:
-        base = evaluation or recorded_evaluation(run_dir)
-        reference = reference_column or (base.reference_column if base else None)
-        if not reference:
-            raise ConfigError("--reference-column is needed (the run recorded no [eval])")
-        chosen_field = field or (base.field if base and not compare else None)
-        kind = compare or ("json_field" if chosen_field else "exact")
-        if kind == "json_field" and not chosen_field:
-            raise ConfigError("--compare json_field needs --field")
-        keep = normalize if normalize is not None else (base.normalize if base else True)
-        chosen_field = chosen_field if kind == "json_field" else None
-        evaluation = Evaluation(reference, kind, chosen_field, keep)
-    report = rescore(run_dir, evaluation)
+    changes = (reference_column, compare, field, tolerance, normalize)
+    if any(v is not None for v in changes):
+        evaluation = evaluation_from(
+            evaluation or recorded_evaluation(run_dir),
+            reference_column=reference_column,
+            compare=compare,
+            field=field,
+            normalize=normalize,
+            tolerance=tolerance,
+        )
+    report = rescore(run_dir, evaluation, variants=variants)
     if as_json:
-        sys.stdout.write(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() + "\n")
+        # without variants, the evaluation itself (as summary.json's "eval")
+        shown = report if report.get("variants") else report["eval"]
+        sys.stdout.write(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif report.get("variants"):
+        from batchrun.jobs.compare import format_comparison
+
+        click.echo(format_comparison(report["variants"], report.get("comparison") or {}))
     else:
-        click.echo(format_eval(report))
+        click.echo(format_eval(report["eval"]))
 
 
 __all__ = [
+    "cancel_command",
     "estimate_command",
     "eval_command",
     "execute_run",

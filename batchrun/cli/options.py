@@ -22,7 +22,8 @@ from batchrun.settings import Settings, Spec
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _option(name: str, spec: Spec) -> Callable[[F], F]:
+def setting_option(name: str, spec: Spec) -> Callable[[F], F]:
+    """The click option of one setting."""
     common: dict[str, Any] = {"help": spec.help}
     if spec.kind == "flag":
         return click.option(*spec.flags, name, is_flag=True, default=None, **common)
@@ -30,7 +31,12 @@ def _option(name: str, spec: Spec) -> Callable[[F], F]:
         return click.option(spec.flags[0], name, default=None, **common)
     if spec.kind == "optional":
         return click.option(
-            *spec.flags, name, is_flag=False, flag_value="0", metavar=spec.metavar, **common
+            *spec.flags,
+            name,
+            is_flag=False,
+            flag_value=spec.flag_value,
+            metavar=spec.metavar,
+            **common,
         )
     if spec.kind == "multiple":
         return click.option(*spec.flags, name, multiple=True, metavar=spec.metavar, **common)
@@ -44,7 +50,7 @@ def setting_options(command: F) -> F:
     """Add one option per setting that has flags, in declaration order."""
     for name, spec in reversed(list(Settings.specs())):
         if spec.flags:
-            command = _option(name, spec)(command)
+            command = setting_option(name, spec)(command)
     return command
 
 
@@ -70,4 +76,4 @@ def given_settings(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["given_settings", "hint", "setting_options"]
+__all__ = ["given_settings", "hint", "setting_option", "setting_options"]

@@ -127,14 +127,23 @@ class CostTotals:
     by_model: dict[str, CostBreakdown] = field(default_factory=dict)
     unpriced: dict[str, int] = field(default_factory=dict)
     """Models with no known price, and how many requests they served."""
+    by_mode: dict[str, float] = field(default_factory=dict)
+    """USD spent on rows sent online and on rows answered through the Batch API."""
 
-    def add(self, model: str, usage: Usage) -> CostBreakdown | None:
-        """Price one request's usage; None (and the model remembered) when unpriced."""
+    def add(self, model: str, usage: Usage, *, via_batch: bool = False) -> CostBreakdown | None:
+        """Price one request's usage; None (and the model remembered) when unpriced.
+        A row answered through the Batch API (``via_batch``) pays the model's batch
+        prices (its standard ones when it has none)."""
         price = self.book.price_for(model)
         if price is None:
             self.unpriced[model] = self.unpriced.get(model, 0) + 1
             return None
         cost = cost_of(usage, price)
+        if via_batch and price.batch is not None:
+            paid = _standard_cost(usage, price.batch)
+            cost = replace(paid, batch=paid.total)
+        mode = "batch" if via_batch else "online"
+        self.by_mode[mode] = self.by_mode.get(mode, 0.0) + cost.total
         previous = self.by_model.get(model)
         self.by_model[model] = cost if previous is None else previous + cost
         return cost
@@ -145,8 +154,14 @@ class CostTotals:
         return sum(cost.total for cost in self.by_model.values())
 
     def report(self) -> dict[str, Any]:
-        """The ``cost_usd`` and ``batch_api_cost_usd`` blocks of summary.json."""
-        return _report(self.by_model, self.unpriced, self.book, tiered_from_totals=set())
+        """The ``cost_usd`` and ``batch_api_cost_usd`` blocks of summary.json; with rows
+        answered through the Batch API, ``cost_usd.by_mode`` splits what was paid."""
+        report = _report(self.by_model, self.unpriced, self.book, tiered_from_totals=set())
+        if self.by_mode.get("batch") is not None:
+            report["cost_usd"]["by_mode"] = {
+                mode: _usd(self.by_mode.get(mode, 0.0)) for mode in ("online", "batch")
+            }
+        return report
 
 
 def cost_report(by_model: Mapping[str, Usage], book: PriceBook) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BudgetExceeded, ConfigError
 from batchrun.input.sources import ScanResult
 from batchrun.models import Outcome, Request
-from batchrun.output.usage import model_of, usage_of
+from batchrun.output.usage import FIELDS as USAGE_FIELDS
+from batchrun.output.usage import Usage, model_of, usage_of
 from batchrun.pacing.scheduler import Stopped
 from batchrun.settings import Settings
 
@@ -44,30 +45,61 @@ class CostHooks(RunHooks):
 
         self.book = PriceBook.load(settings.prices)
         self.costs = CostTotals(self.book)
+        self.saved = CostTotals(self.book)
+        """What the reused answers (cache, in-run dedupe) would have cost."""
 
     @property
     def spent(self) -> float:
         return self.costs.spent
 
     def on_start(self, state: RunState) -> None:
+        from batchrun.cost.bill import CostTotals
+
         self.book.preload()
-        # earlier processes of this run: priced from their per-model totals
-        for model, usage in state.tally.usage.by_model.items():
-            self.costs.add(model, usage)
+        # earlier processes of this run: priced from their per-model totals, the rows
+        # answered through the Batch API at batch prices (a run that goes on online
+        # after a batch part starts again from the files, so nothing counts twice);
+        # reused answers (cache, in-run dedupe) are what was saved, never spent
+        self.costs = CostTotals(self.book)
+        self.saved = CostTotals(self.book)
+        tally = state.tally
+        batched = tally.batch_usage.by_model
+        for model, usage in tally.usage.by_model.items():
+            online = _minus(usage, batched.get(model))
+            if online.total_tokens or online.prompt_tokens or online.completion_tokens:
+                self.costs.add(model, online)
+        for model, usage in batched.items():
+            self.costs.add(model, usage, via_batch=True)
+        for model, usage in tally.saved.by_model.items():
+            self.saved.add(model, usage)
 
     def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
         for outcome in batch:
             if outcome.ok:
                 usage = usage_of(outcome.body)
                 if usage is not None:
-                    self.costs.add(model_of(outcome.body), usage)
+                    if "reused" in outcome.extra:
+                        self.saved.add(model_of(outcome.body), usage)
+                    else:
+                        via_batch = outcome.extra.get("via") == "batch"
+                        self.costs.add(model_of(outcome.body), usage, via_batch=via_batch)
         return None
 
     def figures(self, state: RunState) -> dict[str, Any]:
         return {"cost_usd": self.spent}
 
     def summary_extra(self, state: RunState) -> dict[str, Any]:
-        return self.costs.report()
+        report = self.costs.report()
+        if self.saved.by_model:
+            report["saved_usd"] = round(self.saved.spent, 10)
+        return report
+
+
+def _minus(total: Usage, part: Usage | None) -> Usage:
+    """``total`` less ``part`` (the usage of a model's rows that went online)."""
+    if part is None:
+        return total
+    return Usage(*(getattr(total, name) - getattr(part, name) for name in USAGE_FIELDS))
 
 
 class BudgetAdmission(RunHooks):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,12 +71,16 @@ class ModelEstimate:
             return None
         return self.typical_completion_per_request * self.requests
 
-    def _cost(self, completion_of: Any) -> float | None:
-        if self.price is None:
+    def _cost(self, completion_of: Any, *, batch: bool = False) -> float | None:
+        price = self.price
+        if price is not None and batch:
+            price = price.batch
+        if price is None:
             return None
         total = 0.0
         for index, bucket in self.buckets.items():
-            rates = self.price.tiers[index - 1] if index else self.price.rates_for(0)
+            tiers = price.tiers
+            rates = tiers[index - 1] if index and index <= len(tiers) else price.rates_for(0)
             completion = completion_of(bucket)
             total += (bucket.prompt_tokens * rates.input + completion * rates.output) / 1e6
         return total
@@ -96,6 +100,18 @@ class ModelEstimate:
             return None
         return self._cost(lambda bucket: bucket.ceiling_tokens)
 
+    @property
+    def batch_low(self) -> float | None:
+        """`cost_low` through the Batch API (None: the model has no batch price)."""
+        per_request = self.typical_completion_per_request or 0.0
+        return self._cost(lambda bucket: bucket.requests * per_request, batch=True)
+
+    @property
+    def batch_high(self) -> float | None:
+        if self.unbounded_requests:
+            return None
+        return self._cost(lambda bucket: bucket.ceiling_tokens, batch=True)
+
     def to_dict(self) -> dict[str, Any]:
         typical = self.typical_completion_tokens
         data: dict[str, Any] = {
@@ -110,6 +126,7 @@ class ModelEstimate:
                 "high": _round(self.cost_high),
             },
             "price_source": None if self.price is None else self.price.source,
+            "batch_api_cost_usd": {"low": _round(self.batch_low), "high": _round(self.batch_high)},
         }
         if self.price is None:
             data["cost_usd"]["reason"] = "no price known"
@@ -175,7 +192,21 @@ class EstimateReport:
                 "complete": not self.unpriced_models,
                 "unpriced_models": self.unpriced_models,
             },
+            "batch_api_cost_usd": self._batch_totals(),
             "by_model": {name: self.models[name].to_dict() for name in sorted(self.models)},
+        }
+
+    def _batch_totals(self) -> dict[str, Any]:
+        """The same range through the Batch API (``--batch-api``), for the models that
+        have batch prices."""
+        models = [m for m in self.models.values() if m.price is not None]
+        priced = [m for m in models if m.price is not None and m.price.batch is not None]
+        high = None if self.unbounded_requests else self._sum(m.batch_high for m in priced)
+        return {
+            "low": _round(self._sum(m.batch_low for m in priced)),
+            "high": _round(high),
+            "complete": len(priced) == len(models) and not self.unpriced_models,
+            "models_without_batch_price": sorted(m.model for m in models if m not in priced),
         }
 
 
@@ -328,6 +359,13 @@ def format_estimate(report: EstimateReport) -> str:
         lines.append(f"typical case learned from {report.learned_from}")
     else:
         lines.append("low assumes 0 completion tokens (no earlier run to learn from)")
+    batch = data["batch_api_cost_usd"]
+    if batch["low"] is not None:
+        high = "unbounded" if report.unbounded_requests else format_usd(batch["high"])
+        line = f"through the Batch API (--batch-api): {format_usd(batch['low'])} to {high}"
+        if batch["models_without_batch_price"]:
+            line += " (without " + ", ".join(batch["models_without_batch_price"]) + ")"
+        lines.append(line)
     lines.append("costs assume no cached-input discount")
     return "\n".join(lines)
 
@@ -340,9 +378,58 @@ def estimate_settings(settings: Settings) -> EstimateReport:
 
     book = PriceBook.load(settings.prices)
     source = source_for(settings)
-    source.scan()
+    to_send = _what_a_run_sends(settings, source)
     out_dir = settings.out_dir
     learned = learn_from_run(out_dir) if out_dir else {}
     return estimate(
-        source.requests(), book, settings.model, learned, learned_from=out_dir if learned else None
+        to_send,
+        book,
+        settings.default_model,
+        learned,
+        learned_from=out_dir if learned else None,
     )
+
+
+def _what_a_run_sends(settings: Settings, source: Any) -> Iterator[Request]:
+    """The requests a run of these settings pays for: a pilot's rows only, and one of
+    each group of identical requests (in-run dedupe, by the cache policy). Checks the
+    input as a run would."""
+    from batchrun.cache.dedup import RequestGroups
+    from batchrun.cache.store import cache_key, cacheable
+    from batchrun.input.pilot import PilotPicker
+
+    picker = None
+    if settings.is_pilot:
+        picker = PilotPicker(
+            limit=settings.limit,
+            sample=None if settings.limit is not None else settings.sample,
+            seed=settings.seed,
+        )
+    policy = settings.cache_policy
+    groups = RequestGroups() if settings.dedupe and policy != "off" else None
+    endpoint = settings.base_url.rstrip("/") + "/chat/completions"
+
+    def observe(req: Request, payload: bytes) -> None:
+        if picker is not None:
+            picker.observe(req, payload)
+        if groups is not None:
+            if cacheable(req.body, policy):  # type: ignore[arg-type]
+                groups.add(cache_key(endpoint, payload))
+            else:
+                groups.add_unique()
+
+    source.scan(observe=observe)
+    selection = picker.finish() if picker is not None else None
+    plan = groups.finish() if groups is not None else None
+    paid: set[int] = set()  # groups already paid for (by their leader's index)
+    for index, req in enumerate(source.requests()):
+        if selection is not None and not selection.wants(req):
+            continue
+        if plan is not None and plan.followers:
+            leader = plan.leader_of(index)
+            group = index if leader is None else leader
+            if group in paid:
+                continue  # answered by the request sent for its group
+            if leader is not None or plan.followers_of(index):
+                paid.add(group)
+        yield req

@@ -1,4 +1,4 @@
-"""Run a batch: source -> pacer -> client -> sink -> summary.
+"""Run a batch: source -> scheduler -> client -> sink -> summary.
 
 One row's path through the code, top to bottom of this module:
 
@@ -7,9 +7,9 @@ One row's path through the code, top to bottom of this module:
    (what earlier processes finished).
 2. `_run_pool` starts ``concurrency`` workers (`_work`) that pull rows not yet done
    from one shared generator over the input.
-3. `_process` makes the attempts (the first directly, retries through tenacity):
-   each attempt waits for the pacer (rate limits, cooldown, AIMD), sends through
-   the client, and feeds the response headers back to the pacer.
+3. `batchrun.engine.attempt.Sender` makes each request's attempts (the first
+   directly, retries through tenacity): each waits for the scheduler (rate limits,
+   cooldown, AIMD), sends through the client, and feeds the response headers back.
 4. `_write` group-commits finished outcomes to results.jsonl / errors.jsonl and
    counts them only after the write returned.
 5. `_checkpoint_loop` rewrites summary.json every few seconds; the last one is
@@ -41,45 +41,38 @@ import anyio.to_thread
 import httpx
 import orjson
 
-from batchrun import __version__
+from batchrun.engine.attempt import BREAKER_MIN, Breaker, Live, Sender
 from batchrun.engine.hooks import RunHooks, RunState
+from batchrun.engine.reuse import LOOKUP_BATCH, SEND, Reuse
 from batchrun.engine.rundir import (
     RunDirLock,
     create_run_dir,
     remove_stray_temp_files,
     remove_unused_run_dir,
 )
-from batchrun.errors import (
-    BatchrunError,
-    ConfigError,
-    RateLimited,
-    RequestError,
-    RunDirError,
-    StopRun,
-    UnusableAnswer,
+from batchrun.engine.runinfo import resume_problems, write_run_info
+from batchrun.errors import BatchrunError, ConfigError, RunDirError
+from batchrun.ids import body_hash_int, id_hash
+from batchrun.input.pilot import PilotPicker, Selection
+from batchrun.input.sources import Interrupted, ScanObserver, ScanResult, Source
+from batchrun.models import Outcome, Request
+from batchrun.output.journal import (
+    RUN_INFO,
+    SUMMARY,
+    JournalState,
+    answered,
+    for_input,
+    read_journal,
 )
-from batchrun.ids import body_hash, body_hash_int, id_hash
-from batchrun.input.sources import Interrupted, ScanResult, Source
-from batchrun.models import Attempt, Outcome, Request
-from batchrun.output.journal import RUN_INFO, SUMMARY, JournalState, answered, read_journal
-from batchrun.output.quality import OK, QualityCounts, classify, compile_schema, quality_stop
+from batchrun.output.quality import QualityCounts, compile_schema, quality_stop
 from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import Counts, build_summary, write_json_atomic
 from batchrun.output.tally import Tally
 from batchrun.output.usage import model_of
-from batchrun.pacing.headers import get_header, parse_ratelimit_headers
-from batchrun.pacing.retry import (
-    describe_attempt,
-    is_retryable,
-    make_retrying,
-    retry_after_seconds,
-    wait_seconds,
-)
-from batchrun.pacing.scheduler import Accounts, Lane, Scheduler, Stopped, Ticket, last_send
+from batchrun.pacing.scheduler import Accounts, Lane, Scheduler
 from batchrun.redact import register_secret
 from batchrun.settings import Settings
-from batchrun.transport.client import ChatClient, Reply
-from batchrun.transport.responses import error_envelope
+from batchrun.transport.client import ChatClient
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -88,8 +81,6 @@ EXIT_SOME_FAILED = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 GROUP_COMMIT_LINES = 256
-BREAKER_MIN = 16
-"""Requests in a row that must exhaust their attempts before the run stops."""
 GROUP_COMMIT_TURNS = 4
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -102,14 +93,6 @@ class RunResult:
     summary: dict[str, Any]
     run_dir: str
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Live:
-    """Figures that change while the run goes (read by progress displays)."""
-
-    in_flight: int = 0
-    started: float = 0.0
 
 
 class Runner:
@@ -128,6 +111,7 @@ class Runner:
         handle_signals: bool = False,
         hooks: RunHooks | None = None,
         wall_clock: Callable[[], float] = time.time,
+        held_lock: RunDirLock | None = None,
         accounts: Accounts | None = None,
     ) -> None:
         if not cfg.out_dir:
@@ -135,6 +119,8 @@ class Runner:
         self.cfg = cfg
         self.run_dir: str = cfg.out_dir
         self.wall_clock = wall_clock
+        self.held_lock = held_lock
+        """The run directory's lock, when the caller holds it already (never released here)."""
         """Unix time, for the finish time each line records (the run's time series)."""
         self.api_key = api_key
         register_secret(api_key)  # scrubbed from every byte written from now on
@@ -151,7 +137,7 @@ class Runner:
         and return (the library: a notebook kernel must not die)."""
         self.counts = Counts()
         self.tally = Tally()
-        self.live = _Live()
+        self.live = Live()
         self.stop_reason: str | None = None
         self.notes: list[str] = []
         self.accounts = (
@@ -178,8 +164,13 @@ class Runner:
         self._source: Source | None = None
         self._drain_scope: anyio.CancelScope | None = None
         self._outer: anyio.abc.TaskGroup | None = None
-        self._exhausted_in_a_row = 0
-        self._breaker_after = max(BREAKER_MIN, cfg.concurrency)
+        self._sender: Sender | None = None
+        self._reuse: Reuse | None = None
+        """The response cache and in-run dedupe (`batchrun.engine.reuse`), when on."""
+        self._earlier: Any = None
+        self._picker: PilotPicker | None = None
+        self._selection: Selection | None = None
+        """A pilot's rows (``limit`` / ``sample``); None: every row."""
         self._input_changed = False
         self._foreign = {"succeeded": 0, "failed": 0}
         self._changed = 0
@@ -193,8 +184,6 @@ class Runner:
         self._validator = compile_schema(schema) if schema else None
         self.session_quality = QualityCounts()
         """This process's answers by quality (what the quality breaker judges)."""
-        self.max_tokens: int | None = None
-        """max_tokens of the first request sent (0: none set), for quality messages."""
 
     # -- set-up ---------------------------------------------------------------------
     def _path(self, name: str) -> str:
@@ -206,26 +195,15 @@ class Runner:
         With ``--force`` the run goes on; what was answered for other bodies stays
         in the files but counts for nothing, and those rows are sent again.
         """
-        path = self._path(RUN_INFO)
-        if not os.path.exists(path):
-            return
-        try:
-            with open(path, "rb") as f:
-                before = orjson.loads(f.read())
-        except (OSError, orjson.JSONDecodeError) as exc:
-            if self.cfg.force:
-                return
-            raise RunDirError(f"{path}: unreadable ({exc}); use --force to start over it") from exc
-        problems = []
-        if before.get("input_fingerprint") != fingerprint:
-            self._input_changed = True
-            problems.append(
-                "the input file differs from the one this run started with "
-                f"({before.get('input_path')})"
+        problems, self._input_changed, variants = resume_problems(
+            self._path(RUN_INFO), self.cfg, fingerprint
+        )
+        if variants:
+            self.notes.append(
+                "variants changed since the last run ("
+                + "; ".join(variants)
+                + "): rows whose request changed are sent, the others keep their answers"
             )
-        old_opts = _current_shape(before.get("request_options", {}))
-        for key, value in self.cfg.fingerprint().items():
-            problems.extend(changes(f"option {key}", old_opts.get(key), value))
         if problems and self.cfg.force:
             self.notes.append("--force: resuming although " + "; ".join(problems))
         elif problems:
@@ -237,35 +215,63 @@ class Runner:
             )
 
     def _write_run_info(self, scan: ScanResult) -> None:
-        info = {
-            "batchrun_version": __version__,
-            "input_path": os.path.abspath(self.cfg.input_path),
-            "input_fingerprint": scan.fingerprint,
-            "input_rows": scan.total,
-            "request_options": _jsonable(self.cfg.fingerprint()),
-            # lines that count for nothing now: ids the input no longer has, and
-            # answers to bodies that have changed since (after --force)
-            "outside_input": self._foreign,
-            "changed_rows": self._changed,
-            "options": _jsonable(self.cfg.public_dict()),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        try:
-            write_json_atomic(self._path(RUN_INFO), info)
-        except OSError as exc:
-            path = self._path(RUN_INFO)
-            raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+        write_run_info(
+            self._path(RUN_INFO),
+            self.cfg,
+            fingerprint=scan.fingerprint,
+            rows=scan.total,
+            outside_input=self._foreign,
+            changed_rows=self._changed,
+        )
 
     def _scan(self, source: Source) -> ScanResult:
         stop = self._stopping.is_set
+        observe = self._scan_observer()
         if not self.cfg.skip_invalid:
-            return source.scan(should_stop=stop)
+            return source.scan(should_stop=stop, observe=observe)
         path = self._path("invalid.jsonl")
         try:
             with open(path, "wb") as invalid_sink:
-                return source.scan(invalid_sink, should_stop=stop)
+                return source.scan(invalid_sink, should_stop=stop, observe=observe)
         except OSError as exc:  # input read errors arrive as InputError; this is the output
             raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+    def _scan_observer(self) -> ScanObserver | None:
+        """What the scan tells the pilot's picker and the dedupe (None: nobody asks)."""
+        cfg = self.cfg
+        watchers: list[ScanObserver] = []
+        if cfg.is_pilot:
+            from batchrun.input.variants import plan_variants
+
+            self._picker = PilotPicker(
+                limit=cfg.limit,
+                sample=None if cfg.limit is not None else cfg.sample,
+                seed=cfg.seed,
+                variants=[v.name for v in plan_variants(cfg)],
+            )
+            watchers.append(self._picker.observe)
+        if (cfg.cache or cfg.dedupe) and cfg.cache_policy != "off":
+            self._reuse = Reuse(cfg, read_line=self._earlier_line)
+            watchers.append(self._reuse.observe)
+        if not watchers:
+            return None
+        if len(watchers) == 1:
+            return watchers[0]
+
+        def both(req: Request, payload: bytes) -> None:
+            for watch in watchers:
+                watch(req, payload)
+
+        return both
+
+    def _earlier_line(self, custom_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The final line an earlier process wrote for ``custom_id`` (dedupe reads a
+        leader's answer back for its followers). The index is built on first use."""
+        if self._earlier is None:
+            from batchrun.output.parquet import ResultIndex
+
+            self._earlier = ResultIndex.build(self.run_dir)
+        return self._earlier.lookup(custom_id)
 
     def _build_source(self) -> Source:
         if self.source is not None:
@@ -275,39 +281,25 @@ class Runner:
         return source_for(self.cfg)
 
     def _adopt(self, journal: JournalState, scan: ScanResult) -> None:
-        """Count what the run directory already holds *for this input*: a row is
-        done when its id was answered for the body it has now."""
+        """Count what the run directory already holds *for this input* (`for_input`)."""
         self.tally = journal.tally
-        self._done = done = journal.done
-        self._failed_before = failed = journal.failed
+        self._done = journal.done
+        self._failed_before = journal.failed
         self._bad = bad = journal.bad if self.cfg.retry_bad_answers else set()
         self._elapsed_before = journal.elapsed_s
-        succeeded = changed = 0
-        failed_now: dict[int, str] = {}
-        if done or failed:
-            codes = journal.failed_codes
-            for h, b in zip(scan.hashes, scan.bodies, strict=True):
-                if answered(done, h, b):
-                    if h not in bad:  # with --retry-bad-answers a bad answer is pending
-                        succeeded += 1
-                elif answered(failed, h, b):
-                    failed_now[h] = codes.get(h, "unknown")
-                elif h in done or h in failed:
-                    changed += 1
-        self._failed_now = failed_now
-        self._changed = changed
-        self._foreign = {
-            "succeeded": len(done) - succeeded,
-            "failed": len(failed) - len(failed_now),
-        }
-        if changed:
+        held = for_input(journal, scan.hashes, scan.bodies, bad=bad)
+        self._failed_now = held.failed_now
+        self._changed = held.changed
+        # with --retry-bad-answers a bad answer is pending, and its line is no one's
+        self._foreign = held.foreign
+        if held.changed:
             self.notes.append(
-                f"{changed:,} rows changed since they were answered; they are sent again"
+                f"{held.changed:,} rows changed since they were answered; they are sent again"
             )
         self.counts = Counts(
             total=scan.total,
-            succeeded=succeeded,
-            failed=len(failed_now),
+            succeeded=held.succeeded,
+            failed=len(held.failed_now),
             invalid=scan.invalid,
         )
         self.notes.extend(journal.repaired)
@@ -336,6 +328,12 @@ class Runner:
         self._check_run_info(fingerprint)
         scan = await anyio.to_thread.run_sync(self._scan, source)
         self._interrupted_during_setup()
+        if self._picker is not None:
+            self._selection = self._picker.finish()
+        if self._reuse is not None:
+            await anyio.to_thread.run_sync(self._reuse.after_scan)
+            if not self._reuse.active:
+                self._reuse = None
         self.hooks.before_send(self.state, scan)
         try:
             journal = await anyio.to_thread.run_sync(read_journal, self.run_dir)
@@ -376,7 +374,10 @@ class Runner:
         return result
 
     async def _locked(self, body: Callable[[bool], Awaitable[RunResult]]) -> RunResult:
-        """``body(created)`` with the run directory made and locked for this process."""
+        """``body(created)`` with the run directory made and locked for this process
+        (or under the lock a caller already holds: a batch run handing over)."""
+        if self.held_lock is not None:
+            return await body(False)
         created = create_run_dir(self.run_dir)
         lock = RunDirLock(self.run_dir)
         try:
@@ -432,7 +433,22 @@ class Runner:
             )
             if self._stopping.is_set():
                 self._scheduler.stop()
-            await self._run_pool(self._scheduler, client)
+            self._sender = Sender(
+                client,
+                self._scheduler,
+                self.hooks,
+                self.state,
+                live=self.live,
+                stopping=self._stopping,
+                stop=self._stop_with,
+                max_attempts=self.cfg.max_attempts,
+                validator=self._validator,
+                breaker=Breaker(max(BREAKER_MIN, self.cfg.concurrency)),
+                clock=self.clock,
+                wall_clock=self.wall_clock,
+                sleep=self.sleep,
+            )
+            await self._run_pool(self._scheduler, self._sender)
         finally:
             try:
                 await client.aclose()
@@ -448,6 +464,10 @@ class Runner:
                     if self.stop_reason is None:
                         self.stop_reason = "disk_error"
                 self._sink.close()
+                if self._reuse is not None:
+                    self._reuse.close()
+                if self._earlier is not None:
+                    self._earlier.close()
                 self.notes.extend(self.hooks.on_end(self.state, summary) or ())
         return RunResult(self._exit_code(), status, summary, self.run_dir, self.notes)
 
@@ -476,12 +496,62 @@ class Runner:
                 if not (skipping and is_done(req)):
                     yield req
 
+        if self._reuse is not None or self._selection is not None:
+            pending = self._pending_with_reuse(source, skipping)  # type: ignore[assignment]
         if len(models) > 1:
             return [Lane(pending(m), self.clock, model=m) for m in sorted(models)]
         only = next(iter(models)) if models else None
         return [Lane(pending(None), self.clock, model=only)]
 
-    async def _run_pool(self, scheduler: Scheduler, client: ChatClient) -> None:
+    def _pending_with_reuse(
+        self, source: Source, skipping: bool
+    ) -> Callable[[str | None], Iterator[Request]]:
+        """`_lanes`' generator for a pilot (only the selected rows) and with reuse
+        (answers from the cache or from an identical request are written, not sent)."""
+        is_done = self._is_done
+        selection = self._selection
+        reuse = self._reuse
+
+        def pending(model: str | None) -> Iterator[Request]:
+            waiting: list[Request] = []
+            for index, req in enumerate(source.requests()):
+                if model is not None and req.body.get("model") != model:
+                    continue
+                wanted = (selection is None or selection.wants(req)) and not (
+                    skipping and is_done(req)
+                )
+                if reuse is None:
+                    if wanted:
+                        yield req
+                    continue
+                reuse.note(index, req, wanted=wanted)
+                if not wanted:
+                    continue
+                decision = reuse.consider(index, req)
+                if isinstance(decision, Outcome):
+                    self._deliver([decision])
+                elif decision == SEND:
+                    waiting.append(req)
+                    if len(waiting) >= LOOKUP_BATCH:
+                        yield from self._send_or_reuse(reuse, waiting)
+                        waiting = []
+            yield from self._send_or_reuse(reuse, waiting) if reuse is not None else ()
+
+        return pending
+
+    def _send_or_reuse(self, reuse: Reuse, requests: list[Request]) -> Iterator[Request]:
+        for req, answer in reuse.cached(requests):
+            if answer is None:
+                yield req
+            else:
+                self._deliver([answer])
+
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        """Answers found without sending: to the writer, like any outcome."""
+        self._outbox.extend(outcomes)
+        self._finished.set()
+
+    async def _run_pool(self, scheduler: Scheduler, sender: Sender) -> None:
         async with anyio.create_task_group() as background:
             background.start_soon(self._checkpoint_loop)
             async with anyio.create_task_group() as writers:
@@ -491,18 +561,18 @@ class Runner:
                         self._drain_scope = drain_scope
                         async with anyio.create_task_group() as workers:
                             for _ in range(self.cfg.concurrency):
-                                workers.start_soon(self._work, client, scheduler)
+                                workers.start_soon(self._work, sender, scheduler)
                 finally:
                     self._workers_done = True
                     self._finished.set()
             background.cancel_scope.cancel()
 
-    async def _work(self, client: ChatClient, scheduler: Scheduler) -> None:
+    async def _work(self, sender: Sender, scheduler: Scheduler) -> None:
         # workers ask the scheduler, which pulls from the lanes' generators: next() is
         # synchronous, so on one event loop no two workers ever run it at once, and no
         # channel (with its per-item cost) is needed between reader and workers
         while (ticket := await scheduler.next()) is not None:
-            outcome = await self._process(client, ticket)
+            outcome = await sender.process(ticket)
             if outcome is not None:
                 self._outbox.append(outcome)
                 self._finished.set()
@@ -528,205 +598,16 @@ class Runner:
         body = req.body
         return prompt_tokens(body) + completion_ceiling(body, default_max=256)
 
-    async def _process(self, client: ChatClient, ticket: Ticket) -> Outcome | None:
-        req, account, tokens = ticket.request, ticket.account, ticket.tokens
-        scheduler = self._scheduler
-        assert scheduler is not None
-        try:
-            await self.hooks.admit(self.state, req)
-        except (Stopped, StopRun) as exc:
-            scheduler.release(account, ok=False)  # charged, never sent
-            if isinstance(exc, StopRun):
-                if self.stop_reason is None:
-                    self.notes.append(str(exc))
-                self.stop(exc.reason)
-            else:
-                self.hooks.after_request(self.state, req, tokens, None)
-            return None
-        if self._stopping.is_set():
-            scheduler.release(account, ok=False)
-            self.hooks.after_request(self.state, req, tokens, None)
-            return None
-        body = req.body
-        payload = orjson.dumps(body)
-        sent_hash = body_hash(payload)
-        attempts: list[Attempt] = []
-        wire = [0.0]  # seconds on the wire, all attempts
-        paced = [True]  # the first attempt was paced by the scheduler
+    def _stop_with(self, reason: str, note: str | None) -> None:
+        """A stop asked for by the sender (the budget, the breaker), with its note."""
+        if note and self.stop_reason is None:
+            self.notes.append(note)
+        self.stop(reason)
 
-        def record_failure(exc: BaseException | None) -> None:
-            if exc is not None:
-                attempts.append(describe_attempt(exc))
-            self.hooks.on_retry(self.state, exc)
-
-        async def attempt_once() -> Reply:
-            if paced[0]:
-                paced[0] = False
-            else:
-                if self._stopping.is_set():
-                    raise _Abandon()
-                try:
-                    await scheduler.wait_for(account, tokens)
-                except Stopped:
-                    raise _Abandon() from None
-                if self._stopping.is_set():
-                    scheduler.release(account, ok=False)
-                    raise _Abandon()
-            ok = False
-            self.live.in_flight += 1
-            sent_at = self.clock()
-            try:
-                reply = await client.send(body, payload)
-                ok = True
-            except RequestError as exc:
-                if exc.billed and any(a.billed for a in attempts):
-                    # an unreadable answer was paid for once already: do not pay again
-                    final = UnusableAnswer(
-                        f"{exc.message} (twice; not retried again, the raw answer is kept)",
-                        code="unreadable_answer",
-                        status=exc.status,
-                        headers=exc.headers,
-                        body=exc.body,
-                        request_id=exc.request_id,
-                    )
-                    final.billed = True
-                    raise final from exc
-                now = self.clock()
-                snapshot = parse_ratelimit_headers(exc.headers)
-                account.observe(snapshot, last_send.get(), now)
-                if isinstance(exc, RateLimited):
-                    headers = exc.headers
-                    account.rate_limited(
-                        retry_after_seconds(headers, rate_limited=True),
-                        explicit=get_header(headers, "retry-after-ms") is not None
-                        or get_header(headers, "retry-after") is not None,
-                        tokens=tokens,
-                        snapshot=snapshot,
-                        now=now,
-                    )
-                raise
-            finally:
-                wire[0] += self.clock() - sent_at
-                self.live.in_flight -= 1
-                scheduler.release(account, ok=ok)
-            now = self.clock()
-            snapshot = parse_ratelimit_headers(reply.headers)
-            account.observe(snapshot, last_send.get(), now)
-            account.answered(had_headers=snapshot is not None, now=now)
-            return reply
-
-        try:
-            reply = await self._attempts(attempt_once, record_failure)
-        except _Abandon:
-            self.hooks.after_request(self.state, req, tokens, None)  # gives back its reservation
-            return None
-        except RequestError as exc:
-            attempts.append(describe_attempt(exc))
-            self.hooks.after_request(self.state, req, tokens, None)
-            self._note_exhausted(exc)
-            total = self.clock() - ticket.since
-            outcome = Outcome.failure(
-                req,
-                code=exc.code,
-                message=exc.message,
-                attempts=attempts,
-                status=exc.status,
-                request_id=exc.request_id,
-                body=exc.body if exc.status is not None else None,
-                latency_s=wire[0],
-                wait_s=max(0.0, total - wire[0]),
-                body_hash=sent_hash,
-            )
-            outcome.finished_at = self.wall_clock()
-            envelope = error_envelope(exc.body)
-            if envelope is not None and outcome.error is not None:
-                # the envelope's type and param say what to fix; keep them next to code
-                outcome.error["type"] = envelope["type"]
-                outcome.error["param"] = envelope["param"]
-            return outcome
-        self._exhausted_in_a_row = 0
-        attempts.append(Attempt(reply.status, "ok"))
-        if tokens:
-            from batchrun.output.usage import usage_of
-
-            usage = usage_of(reply.body)
-            account.settle_tokens(
-                tokens, None if usage is None else usage.total_tokens, self.clock()
-            )
-        self.hooks.after_request(self.state, req, tokens, reply.body)
-        total = self.clock() - ticket.since
-        verdict = classify(reply.body, self._validator)
-        outcome = Outcome.success(
-            req,
-            status=reply.status,
-            request_id=reply.request_id,
-            body=reply.body,
-            attempts=attempts,
-            latency_s=wire[0],
-            ttft_s=reply.ttft_s,
-            wait_s=max(0.0, total - wire[0]),
-            body_hash=sent_hash,
-        )
-        outcome.finished_at = self.wall_clock()
-        if len(attempts) > 1:
-            outcome.extra["statuses"] = [a.status for a in attempts]
-        if verdict.category != OK:
-            outcome.extra["quality"] = verdict.category
-            if verdict.detail:
-                outcome.extra["quality_detail"] = verdict.detail
-        if self.max_tokens is None:
-            limit = body.get("max_tokens") or body.get("max_completion_tokens")
-            self.max_tokens = limit if isinstance(limit, int) else 0
-        return outcome
-
-    def _note_exhausted(self, exc: RequestError) -> None:
-        """Circuit breaker: when request after request runs out of attempts on
-        retryable errors (connection refused, timeouts, 5xx), the endpoint is down;
-        when they fail on the key, the account or the model (401, 402, 403, 404,
-        insufficient_quota), every other row would too. Going on would mark the rest
-        of the input failed; stop instead: the rows written as failed come back
-        with --retry-failed."""
-        if not (is_retryable(exc) or _about_the_endpoint(exc)):
-            self._exhausted_in_a_row = 0
-            return
-        self._exhausted_in_a_row += 1
-        if self._exhausted_in_a_row == self._breaker_after and self.stop_reason is None:
-            self.notes.append(
-                f"stopping: the last {self._breaker_after} requests all failed "
-                f"({exc.code}: {exc.message[:120]}); is the endpoint down, or the key, "
-                "model or quota wrong? Rerun with --retry-failed once it is fixed"
-            )
-            self.stop("endpoint_down")
-
-    async def _attempts(
-        self,
-        attempt_once: Callable[[], Awaitable[Reply]],
-        record_failure: Callable[[BaseException | None], None],
-    ) -> Reply:
-        """The first attempt bare, tenacity (batchrun.pacing.retry's policy) after a failure.
-
-        Most requests succeed at once; building a tenacity controller for each would
-        cost ~25 us of CPU a request on the hot path for nothing.
-        """
-        try:
-            return await attempt_once()
-        except RequestError as exc:
-            if self.cfg.max_attempts <= 1 or not is_retryable(exc):
-                raise
-            first = exc
-        record_failure(first)
-        # reset headers are the pacer's business (it knows what the next request
-        # needs); the retry itself waits only for Retry-After or the backoff
-        await self._retry_sleep(wait_seconds(first, 1, use_reset=False))
-
-        def on_retry(state: Any) -> None:
-            record_failure(state.outcome.exception() if state.outcome else None)
-
-        retrying = make_retrying(
-            self.cfg.max_attempts, self._retry_sleep, on_retry, attempts_made=1, use_reset=False
-        )
-        reply: Reply = await retrying(attempt_once)
-        return reply
+    @property
+    def max_tokens(self) -> int | None:
+        """max_tokens of the first request sent (0: none set), for quality messages."""
+        return self._sender.max_tokens if self._sender is not None else None
 
     # -- output ---------------------------------------------------------------------
     async def _write(self) -> None:
@@ -752,12 +633,28 @@ class Runner:
                     return
                 for outcome in batch:
                     self._count(outcome)
+                if self._reuse is not None:
+                    await self._after_written(self._reuse, batch)
                 reason = self.hooks.on_written(self.state, batch)
                 if reason:
                     self.stop(reason)
                 self._judge_answers()
             if self._workers_done and not self._outbox:
                 return
+
+    async def _after_written(self, reuse: Reuse, batch: list[Outcome]) -> None:
+        """Followers of the leaders just written get their answer (written next), and
+        usable answers go into the response cache (off the event loop)."""
+        released, store = reuse.written(batch)
+        if released:
+            self._deliver(released)
+        if store and reuse.cache is not None:
+            try:
+                await anyio.to_thread.run_sync(reuse.cache.put_many, store)
+            except Exception as exc:  # the cache is a saving, never a reason to stop
+                note = f"could not store answers in the response cache: {exc}"
+                if note not in self.notes:
+                    self.notes.append(note)
 
     def _stop_on_write_error(self, message: str) -> None:
         """A write failed: stop sending at once; answers in flight could not be kept."""
@@ -784,23 +681,11 @@ class Runner:
             self.stop("bad_answers")
 
     def _count(self, outcome: Outcome) -> None:
-        statuses = [a.status for a in outcome.attempts]
-        error_code = None if outcome.ok else (outcome.error or {}).get("code")
-        verdict = self.tally.count(
-            outcome.ok, outcome.body, statuses, None, error_code, outcome.extra.get("quality")
-        )
-        if verdict is not None:
+        verdict = self.tally.count_outcome(outcome)
+        if verdict is not None and "reused" not in outcome.extra:
             self.session_quality.add(verdict, model_of(outcome.body))
-        h = id_hash(outcome.custom_id)
-        if outcome.ok:
-            self.counts.succeeded += 1
-            # with --retry-failed, a success takes the id out of the failures
-            if self._failed_now.pop(h, None) is not None:
-                self.counts.failed -= 1
-        else:
-            if h not in self._failed_now:
-                self.counts.failed += 1
-            self._failed_now[h] = str(error_code)
+        code = None if outcome.ok else (outcome.error or {}).get("code")
+        self.counts.record(id_hash(outcome.custom_id), outcome.ok, code, self._failed_now)
 
     # -- summary --------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -818,9 +703,25 @@ class Runner:
             results_bytes=sink.results_bytes if sink else 0,
             errors_bytes=sink.errors_bytes if sink else 0,
             pacing=self.accounts.summary(),
-            extra=self.hooks.summary_extra(self.state),
+            extra={**self.hooks.summary_extra(self.state), **self._own_summary()},
             stop_reason=self.stop_reason,
         )
+
+    def _own_summary(self) -> dict[str, Any]:
+        """The pilot's selection and the in-run dedupe, for summary.json."""
+        out: dict[str, Any] = {}
+        if self._selection is not None and self._picker is not None:
+            cfg = self.cfg
+            out["pilot"] = {
+                "limit": cfg.limit,
+                "sample": cfg.sample if cfg.limit is None else None,
+                "seed": cfg.seed if cfg.limit is None else None,
+                "rows": self._selection.rows,
+                "input_rows": self._picker.rows_seen,
+            }
+        if self._reuse is not None:
+            out["dedupe"] = self._reuse.summary()
+        return out
 
     def _checkpoint(self, status: str) -> dict[str, Any]:
         summary = self.summary(status)
@@ -851,7 +752,8 @@ class Runner:
         if self.stop_reason is not None:
             return "interrupted"
         if self.counts.pending:
-            return "incomplete"
+            # a pilot that did what it was asked: the rest is for the full run
+            return "partial" if self._selection is not None else "incomplete"
         return "complete"
 
     def _exit_code(self) -> int:
@@ -862,7 +764,8 @@ class Runner:
             return EXIT_SIGTERM
         if reason == "budget":
             return EXIT_BUDGET
-        if reason in ("disk_error", "endpoint_down", "bad_answers") or self.counts.pending:
+        pending = self.counts.pending and not (self._selection is not None and reason is None)
+        if reason in ("disk_error", "endpoint_down", "bad_answers") or pending:
             return EXIT_ERROR
         return EXIT_SOME_FAILED if self.counts.failed else EXIT_OK
 
@@ -899,87 +802,12 @@ class Runner:
         if self._drain_scope is not None:
             self._drain_scope.cancel()
 
-    async def _retry_sleep(self, seconds: float) -> None:
-        """Back off, but wake at once when the run is stopping (the retry is left)."""
-        if self._stopping.is_set():
-            return
-        async with anyio.create_task_group() as tg:
-
-            async def wake() -> None:
-                await self._stopping.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(wake)
-            await self.sleep(seconds)
-            tg.cancel_scope.cancel()
-
 
 def _has_content(path: str) -> bool:
     try:
         return os.path.getsize(path) > 0
     except OSError:
         return False
-
-
-def _about_the_endpoint(exc: RequestError) -> bool:
-    """A failure no other row can escape: the key, the permissions, the account's
-    credit or quota, a model the endpoint does not serve."""
-    return exc.status in (401, 402, 403, 404) or exc.code == "insufficient_quota"
-
-
-def changes(where: str, old: Any, new: Any) -> list[str]:
-    """What differs between two JSON values, one ``where: old -> new`` per change.
-
-    >>> changes("job", {"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 3]})
-    ['job.b[1]: 2 -> 3']
-    """
-    new = _jsonable(new)
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in {**old, **new}:
-            out.extend(changes(f"{where}.{key}", old.get(key), new.get(key)))
-        return out
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        out = []
-        for i, (a, b) in enumerate(zip(old, new, strict=True)):
-            out.extend(changes(f"{where}[{i}]", a, b))
-        return out
-    if old == new:
-        return []
-    return [f"{where}: {_short(old)} -> {_short(new)}"]
-
-
-def _short(value: Any) -> str:
-    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _current_shape(options: Any) -> dict[str, Any]:
-    """A fingerprint recorded by an older batchrun (a ``job`` dict holding the prompt,
-    the body defaults and the response format) in today's shape, so a resume compares
-    like with like. Scoring ([eval]) never shaped a request and is dropped."""
-    if not isinstance(options, dict):
-        return {}
-    if "job" not in options:
-        return options
-    job = options.get("job") or {}
-    prompt = job.get("prompt")
-    return {
-        "id_column": options.get("id_column"),
-        "model": options.get("model"),
-        "stream": options.get("stream"),
-        "request": job.get("request") or {},
-        "prompt": prompt.get("messages") if isinstance(prompt, dict) else prompt,
-        "response_format": job.get("response_format"),
-    }
-
-
-class _Abandon(Exception):
-    """A retry that would start after a stop was requested: leave it for the resume."""
-
-
-def _jsonable(value: Any) -> Any:
-    return orjson.loads(orjson.dumps(value, default=str))
 
 
 __all__ = ["RunResult", "Runner"]

@@ -52,7 +52,7 @@ def request_defaults_mapper(cfg: Settings) -> RowMapper:
     path = cfg.input_path
 
     def mapper(obj: Any, row: int, where: str) -> Request:
-        req = request_from_row(obj, row, where, default_model=cfg.model, path=path)
+        req = request_from_row(obj, row, where, default_model=cfg.default_model, path=path)
         if not defaults:
             return req
         return Request(req.custom_id, apply_defaults(req.body, defaults), req.row)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from batchrun.input.sources import Source, Span
+from batchrun.input.sources import RowMapper, Source, Span
 from batchrun.models import Request
 from batchrun.settings import Settings
 
@@ -20,13 +20,28 @@ from batchrun.settings import Settings
 def source_for(cfg: Settings, span: Span | None = None) -> Source:
     """The run's source; ``span``: only one shard's rows (`batchrun.scale`)."""
     from batchrun.input.rows import dataset_mapper, request_defaults_mapper
+    from batchrun.input.variants import fan_out, plan_variants, with_model
 
     finish = partial(sent_request, stream=cfg.stream)
+    variants = plan_variants(cfg)
     if cfg.is_dataset:
         return Source(
             cfg.input_path,
-            mapper=dataset_mapper(cfg),
+            mapper=fan_out(dataset_mapper, variants) if variants else dataset_mapper(cfg),
             dataset=True,
+            skip_invalid=cfg.skip_invalid,
+            finish=finish,
+            span=span,
+        )
+    if variants:  # a request file run once per model
+
+        def per_model(settings: Settings) -> RowMapper:
+            assert isinstance(settings.model, str)
+            return with_model(request_defaults_mapper(settings), settings.model)
+
+        return Source(
+            cfg.input_path,
+            mapper=fan_out(per_model, variants),
             skip_invalid=cfg.skip_invalid,
             finish=finish,
             span=span,
@@ -41,7 +56,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
         )
     return Source(
         cfg.input_path,
-        default_model=cfg.model,
+        default_model=cfg.default_model,
         skip_invalid=cfg.skip_invalid,
         finish=finish,
         span=span,

@@ -49,8 +49,11 @@ from batchrun.models import Request
 CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
 PARQUET_BATCH_ROWS = 2048
 
-# (decoded row, where) -> Request; raises InputError for a bad row.
-RowMapper = Callable[[Any, int, str], Request]
+# (decoded row, row number, where) -> its Request, or one per variant (a list);
+# raises InputError for a bad row.
+RowMapper = Callable[[Any, int, str], "Request | list[Request]"]
+# Told of every valid request of a scan, with its body as sent (bytes).
+ScanObserver = Callable[[Request, bytes], None]
 # The last step from row to request (e.g. set a streamed body up for usage).
 Finisher = Callable[[Request], Request]
 
@@ -196,9 +199,7 @@ class Source:
                 obj, row, where, default_model=default_model, path=path
             )
         )
-        self.mapper: RowMapper = (
-            base if finish is None else (lambda obj, row, where: finish(base(obj, row, where)))
-        )
+        self.mapper: RowMapper = base if finish is None else _finished(base, finish)
         self._size: int | None = None
         """Bytes of a plain JSONL file when first read; no pass reads past them."""
         self._fingerprint: str | None = None
@@ -326,12 +327,20 @@ class Source:
             if isinstance(obj, InputError):
                 continue
             try:
-                yield mapper(obj, row, where)
+                made = mapper(obj, row, where)
             except InputError:
                 continue
+            if type(made) is list:
+                yield from made
+            else:
+                yield made  # type: ignore[misc]
 
     def scan(
-        self, invalid_sink: IO[bytes] | None = None, *, should_stop: _StopCheck | None = None
+        self,
+        invalid_sink: IO[bytes] | None = None,
+        *,
+        should_stop: _StopCheck | None = None,
+        observe: ScanObserver | None = None,
     ) -> ScanResult:
         """Validate every row, count them, reject duplicate ids. Sends nothing.
 
@@ -339,6 +348,8 @@ class Source:
         case each bad row is written to ``invalid_sink`` as a JSON line.
         ``should_stop`` is polled every few hundred rows; when it says so the scan
         raises `Interrupted` (a Ctrl-C during a long scan must not wait for it).
+        ``observe`` is told of every valid request with its body's bytes (the run's
+        pilot selection and in-run dedupe collect what they need from it).
         """
         result = ScanResult(fingerprint=self.fingerprint())
         self._last_row = None
@@ -356,7 +367,7 @@ class Source:
             try:
                 if isinstance(obj, InputError):
                     raise obj
-                req = mapper(obj, row, where)
+                made = mapper(obj, row, where)
             except InputError as exc:
                 if not self.skip_invalid:
                     raise
@@ -369,12 +380,16 @@ class Source:
                         )
                     )
                 continue
-            hashes.append(id_hash(req.custom_id))
-            bodies.append(body_hash_int(dumps(req.body)))
-            model = req.body.get("model")
-            if isinstance(model, str):
-                models.add(model)
-            result.total += 1
+            for req in made if type(made) is list else (made,):
+                hashes.append(id_hash(req.custom_id))  # type: ignore[union-attr]
+                payload = dumps(req.body)  # type: ignore[union-attr]
+                bodies.append(body_hash_int(payload))
+                model = req.body.get("model")  # type: ignore[union-attr]
+                if isinstance(model, str):
+                    models.add(model)
+                if observe is not None:
+                    observe(req, payload)  # type: ignore[arg-type]
+                result.total += 1
         result.columns = columns
         if self.kind == "parquet" and columns is not None:
             result.columns = set(self._parquet_names())
@@ -410,11 +425,12 @@ class Source:
             if isinstance(obj, InputError):
                 continue
             try:
-                req = self.mapper(obj, row, where)
+                made = self.mapper(obj, row, where)
             except InputError:
                 continue
-            if id_hash(req.custom_id) in suspects:
-                yield req.custom_id, where
+            for req in made if isinstance(made, list) else (made,):
+                if id_hash(req.custom_id) in suspects:
+                    yield req.custom_id, where
 
     def fingerprint(self) -> str:
         """blake2b of the file's bytes: a resumed run must read the same input.
@@ -485,6 +501,16 @@ class Source:
         import pyarrow.parquet as pq
 
         return list(pq.ParquetFile(self.path).schema_arrow.names)
+
+
+def _finished(mapper: RowMapper, finish: Finisher) -> RowMapper:
+    def finished(obj: Any, row: int, where: str) -> Request | list[Request]:
+        made = mapper(obj, row, where)
+        if type(made) is list:
+            return [finish(r) for r in made]
+        return finish(made)  # type: ignore[arg-type]
+
+    return finished
 
 
 def _duplicate_hashes(hashes: array[int]) -> set[int]:

@@ -21,9 +21,10 @@ are decoded as UTF-8.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import string
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -38,6 +39,19 @@ _MAX_COLUMNS_SHOWN = 20
 # One compiled message content: literal text and column names, in order.
 # A part is either ("", column) for a placeholder or (text, None) for literal text.
 _Part = tuple[str, str | None]
+
+
+_JINJA_LOOK = re.compile(r"\{%|\{#|\{\{\s*[A-Za-z_]")
+
+
+def looks_like_jinja(text: str) -> bool:
+    """A template written for Jinja: ``{% ... %}``, ``{# ... #}`` or ``{{ name``
+    (a format template writes a literal brace as ``{{``, but seldom before a name).
+
+    >>> looks_like_jinja("Review: {{ text }}"), looks_like_jinja('Answer as {{"label": ...}}')
+    (True, False)
+    """
+    return _JINJA_LOOK.search(text) is not None
 
 
 def template_problems(text: str) -> list[str]:
@@ -217,7 +231,7 @@ def openai_response_format(
 def build_body(
     row: Mapping[str, Any],
     defaults: Mapping[str, Any],
-    template: PromptTemplate,
+    template: Template,
     response_format: Mapping[str, Any] | None = None,
     *,
     row_label: str = "",
@@ -266,13 +280,13 @@ def body_builder(settings: Settings) -> Callable[[Mapping[str, Any], str], dict[
         body = build({"text": "ok"}, "line 1")
     """
     defaults = dict(settings.request)
-    if settings.model is not None:
-        defaults["model"] = settings.model
+    if settings.default_model is not None:
+        defaults["model"] = settings.default_model
     response_format = settings.response_format.body() if settings.response_format else None
     path = settings.input_path or "input"
     messages = settings.template_messages()
     if messages is not None:
-        template = PromptTemplate(messages)
+        template = template_for(messages, settings)
 
         def build(row: Mapping[str, Any], row_label: str) -> dict[str, Any]:
             return build_body(
@@ -283,6 +297,38 @@ def body_builder(settings: Settings) -> Callable[[Mapping[str, Any], str], dict[
     if callable(settings.prompt):
         return _calling(settings.prompt, defaults, response_format, path)
     return None
+
+
+class Template(Protocol):
+    """A compiled prompt: `PromptTemplate` ({column}) or
+    `batchrun.input.jinja.JinjaPromptTemplate`."""
+
+    messages: tuple[dict[str, str], ...]
+    placeholders: tuple[str, ...]
+
+    def render(
+        self, row: Mapping[str, Any], row_label: str, *, path: str = "input"
+    ) -> list[dict[str, str]]: ...
+
+
+def template_engine(messages: Sequence[Mapping[str, str]], settings: Settings) -> str:
+    """'format' or 'jinja': the setting, or with 'auto' what the templates look like
+    (an examples file is only for Jinja)."""
+    if settings.template_engine != "auto":
+        return settings.template_engine
+    if settings.examples or any(looks_like_jinja(str(m["content"])) for m in messages):
+        return "jinja"
+    return "format"
+
+
+def template_for(messages: Sequence[Mapping[str, str]], settings: Settings) -> Template:
+    """The compiled template of a job's messages, by `template_engine`."""
+    if template_engine(messages, settings) == "format":
+        return PromptTemplate(messages)
+    from batchrun.input.jinja import JinjaPromptTemplate, load_examples
+
+    examples = load_examples(settings.examples) if settings.examples else None
+    return JinjaPromptTemplate(messages, examples=examples)
 
 
 def _calling(

@@ -2,9 +2,12 @@
 
 A job's [eval] section names the reference column and how to read the prediction:
 ``compare = "exact"`` takes the whole response content, ``compare = "json_field"``
-one field of the parsed JSON. Both sides are normalised (strip, casefold, collapse
-whitespace, drop trailing punctuation) unless ``normalize = false``, so "Paris." and
-" paris" agree. Pure: the runner feeds pairs in, the summary takes the report out.
+one field of the parsed JSON, ``compare = "number"`` a number (the content, or
+``field``) scored by its absolute error (correct within ``tolerance``). Labels are
+normalised (strip, casefold, collapse whitespace, drop trailing punctuation) unless
+``normalize = false``, so "Paris." and " paris" agree. Labels also get macro-F1 and
+Cohen's kappa, and any accuracy a seeded bootstrap interval (`batchrun.jobs.metrics`).
+Pure: the runner feeds pairs in, the summary takes the report out.
 
     >>> ev = Evaluator("label", "json_field", field="sentiment")
     >>> ev.add("positive", ev.predicted('{"sentiment": "Positive"}', None))
@@ -56,27 +59,43 @@ class Evaluator:
         compare: str = "exact",
         field: str | None = None,
         normalize: bool = True,
+        *,
+        tolerance: float = 0.0,
+        interval: bool = True,
     ) -> None:
-        if compare not in ("exact", "json_field"):
-            raise ValueError(f"compare must be 'exact' or 'json_field', not {compare!r}")
+        if compare not in ("exact", "json_field", "number"):
+            raise ValueError(f"compare must be 'exact', 'json_field' or 'number', not {compare!r}")
         if compare == "json_field" and not field:
             raise ValueError("compare = 'json_field' needs a field name")
         self.reference_column = reference_column
         self.compare = compare
         self.field = field
         self.normalize = normalize
+        self.tolerance = tolerance
+        self.interval = interval
         self.n = 0
         self.correct = 0
         self.missing_predictions = 0
         self.missing_references = 0
-        self._confusion: dict[str, dict[str, int]] | None = {}
+        self._confusion: dict[str, dict[str, int]] | None = {} if compare != "number" else None
+        self._abs_error = 0.0
+        self._scored = 0
+        self._unparseable = 0
+        self._bad_references = 0
 
     @classmethod
     def of(cls, spec: Evaluation | None) -> Evaluator | None:
         """The evaluator for a run's [eval] settings, or None when it has none."""
         if spec is None:
             return None
-        return cls(spec.reference_column, spec.compare, spec.field, spec.normalize)
+        return cls(
+            spec.reference_column,
+            spec.compare,
+            spec.field,
+            spec.normalize,
+            tolerance=spec.tolerance,
+            interval=spec.interval,
+        )
 
     def predicted(self, content: str | None, parsed: Mapping[str, Any] | None) -> str | None:
         """The prediction in one response: its content, or one field of its JSON.
@@ -84,7 +103,7 @@ class Evaluator:
         ``parsed`` is the structured values when the job has a schema (see
         `batchrun.output.answers.parse_content`); otherwise the content is parsed here.
         """
-        if self.compare == "exact":
+        if self.compare == "exact" or (self.compare == "number" and not self.field):
             return content
         assert self.field is not None
         if parsed is not None and self.field in parsed:
@@ -105,6 +124,9 @@ class Evaluator:
         if reference is None or (isinstance(reference, str) and not reference.strip()):
             self.missing_references += 1
             return
+        if self.compare == "number":
+            self._add_number(reference, predicted)
+            return
         ref = self._label(reference)
         self.n += 1
         if predicted is None:
@@ -123,6 +145,27 @@ class Evaluator:
                 row = self._confusion[ref] = {}
             row[pred] = row.get(pred, 0) + 1
 
+    def _add_number(self, reference: Any, predicted: str | None) -> None:
+        from batchrun.jobs.metrics import parse_number
+
+        self.n += 1
+        expected = parse_number(reference)
+        if expected is None:
+            self._bad_references += 1
+            return
+        if predicted is None:
+            self.missing_predictions += 1
+            return
+        got = parse_number(predicted)
+        if got is None:
+            self._unparseable += 1
+            return
+        error = abs(got - expected)
+        self._scored += 1
+        self._abs_error += error
+        if error <= self.tolerance:
+            self.correct += 1
+
     def label(self, value: Any) -> str:
         """A reference or prediction as the confusion table names it (normalised)."""
         return self._label(value)
@@ -132,7 +175,16 @@ class Evaluator:
         (the HTML report marks its sample rows this way, one row at a time)."""
         if reference is None or (isinstance(reference, str) and not reference.strip()):
             return None
-        return predicted is not None and self._label(predicted) == self._label(reference)
+        if predicted is None:
+            return False
+        if self.compare == "number":
+            from batchrun.jobs.metrics import parse_number
+
+            expected, got = parse_number(reference), parse_number(predicted)
+            return (
+                expected is not None and got is not None and abs(got - expected) <= self.tolerance
+            )
+        return self._label(predicted) == self._label(reference)
 
     def report(self) -> dict[str, Any]:
         """The evaluation summary, JSON-ready (goes into summary.json)."""
@@ -152,12 +204,31 @@ class Evaluator:
             "confusion": None,
             "per_label": None,
         }
+        from batchrun.jobs import metrics
+
         if self._confusion is not None and self.n:
             confusion = {
                 ref: dict(sorted(row.items())) for ref, row in sorted(self._confusion.items())
             }
             report["confusion"] = confusion
             report["per_label"] = _per_label(confusion)
+            report["macro_f1"] = metrics.macro_f1(confusion)
+            report["kappa"] = metrics.cohen_kappa(confusion)
+        if self.compare == "number":
+            report["tolerance"] = self.tolerance
+            report["mae"] = self._abs_error / self._scored if self._scored else None
+            report["scored"] = self._scored
+            report["unparseable"] = self._unparseable
+            report["bad_references"] = self._bad_references
+        if self.interval and self.n:
+            ci = metrics.accuracy_interval(self.correct, self.n)
+            report["accuracy_interval"] = {
+                "low": ci.low,
+                "high": ci.high,
+                "confidence": ci.confidence,
+                "resamples": ci.resamples,
+                "seed": ci.seed,
+            }
         return report
 
 
@@ -202,12 +273,28 @@ def format_eval(report: Mapping[str, Any]) -> str:
     ...
     """
     n, correct = report["n"], report["correct"]
-    head = f"accuracy {_fmt(report['accuracy'])} ({correct}/{n} correct"
+    head = f"accuracy {_fmt(report['accuracy'])}"
+    ci = report.get("accuracy_interval")
+    if ci and ci.get("low") is not None:
+        head += f" [{_fmt(ci['low'])}, {_fmt(ci['high'])}]"
+    head += f" ({correct}/{n} correct"
     if report["missing_predictions"]:
         head += f"; {report['missing_predictions']} without prediction"
     if report.get("missing_references"):
         head += f"; {report['missing_references']} rows without reference skipped"
     lines = [head + ")"]
+    if ci and ci.get("low") is not None:
+        lines[0] += f"; {ci['confidence']:.0%} bootstrap interval"
+    if report.get("macro_f1") is not None or report.get("kappa") is not None:
+        lines.append(f"macro-F1 {_fmt(report.get('macro_f1'))}  kappa {_fmt(report.get('kappa'))}")
+    if report.get("compare") == "number":
+        mae = report.get("mae")
+        extra = f"MAE {'-' if mae is None else f'{mae:.4g}'} over {report.get('scored', 0)} rows"
+        if report.get("unparseable"):
+            extra += f"; {report['unparseable']} answers not a number"
+        if report.get("tolerance"):
+            extra += f"; correct within {report['tolerance']:g}"
+        lines.append(extra)
     confusion = report.get("confusion")
     if confusion:
         refs = list(confusion)

@@ -198,7 +198,8 @@ def read_settings(data: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], 
             if not isinstance(value, str):
                 problems.append(f"{key}: must be a string (got {show(value)})")
         elif key.lower() not in checks.SECRET_KEY_NAMES:  # those: the secret scan
-            problems.append(f"{key}: unknown section or key" + _placement_hint(key, layout))
+            hint = _placement_hint(key, layout, table=isinstance(value, dict))
+            problems.append(f"{key}: unknown section or key" + hint)
     problems.extend(_secrets(data, ""))
     if "input" not in data:
         problems.append('input: required: a [input] section with path = "..."')
@@ -235,9 +236,10 @@ def _consistency(data: Mapping[str, Any], values: Mapping[str, Any]) -> list[str
     if isinstance(prompt, dict):
         if "messages" in prompt and ("system" in prompt or "user" in prompt):
             out.append("prompt: give either messages or system/user, not both")
-        elif "messages" not in prompt and "user" not in prompt:
-            out.append("prompt.user: required")
-    out.extend(consistency_problems(values, has_prompt="prompt" in data))
+        elif "messages" not in prompt and "user" not in prompt and not data.get("prompts"):
+            out.append("prompt.user: required (or named variants in [prompts.NAME])")
+    has_prompt = "prompt" in data or bool(data.get("prompts"))
+    out.extend(consistency_problems(values, has_prompt=has_prompt))
     return out
 
 
@@ -252,6 +254,13 @@ def consistency_problems(values: Mapping[str, Any], *, has_prompt: bool) -> list
             )
         if values.get("eval") is not None:
             out.append("eval: needs a [prompt]: a plain request file has no reference column")
+    if values.get("prompts") and (values.get("prompt") is not None or values.get("messages")):
+        out.append(
+            "prompts: give the prompt in [prompt] (user or messages) or named variants in "
+            "[prompts.NAME], not both ([prompt] system is shared by the variants)"
+        )
+    if values.get("examples") and values.get("template_engine") == "format":
+        out.append('prompt.examples_file: few-shot examples need engine = "jinja"')
     evaluation = values.get("eval")
     response_format = values.get("response_format")
     if evaluation is not None and evaluation.compare == "json_field":
@@ -289,14 +298,20 @@ def _secrets(value: Any, where: str) -> list[str]:
     return out
 
 
-def _placement_hint(key: str, layout: Mapping[str, Mapping[str, str]]) -> str:
-    """For a stray top-level key: the section it belongs in, or the closest name."""
+def _placement_hint(
+    key: str, layout: Mapping[str, Mapping[str, str]], *, table: bool = False
+) -> str:
+    """For a stray top-level key: the section it belongs in, or the closest name (a
+    stray table, ``[limit]``, is a misspelt section first)."""
+    sections = [*(s for s in layout if s), *TOP_LEVEL]
+    if table and suggest(key, sections):
+        return suggest(key, sections)
     for section, keys in layout.items():
         if section and key in keys:
             return f" (it belongs in [{section}])"
     if key in checks.KNOWN_BODY_FIELDS:
         return " (it belongs in [request])"
-    return suggest(key, [*(s for s in layout if s), *TOP_LEVEL])
+    return suggest(key, sections)
 
 
 __all__ = ["Job", "JobFileError", "consistency_problems", "load_job", "merge"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import IO, Any
 
 import orjson
@@ -29,7 +30,7 @@ from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.input.sources import ScanResult
 from batchrun.jobs.evaluate import format_eval
 from batchrun.output.journal import SUMMARY
-from batchrun.output.parquet import write_results_parquet
+from batchrun.output.parquet import RowObserver, write_results_parquet
 from batchrun.output.summary import write_json_atomic
 from batchrun.settings import Evaluation, Settings
 
@@ -44,13 +45,49 @@ def finish_dataset_run(cfg: Settings) -> dict[str, Any]:
     """
     assert cfg.out_dir is not None
     path = os.path.join(cfg.out_dir, PARQUET) if cfg.write_parquet else None
-    report = write_results_parquet(cfg, path)
+    comparison = examples = None
+    observers: list[RowObserver] = []
+    if cfg.has_variants:
+        from batchrun.jobs.compare import Comparison
+
+        comparison = Comparison(cfg)
+        observers.append(comparison.observe)
+    if cfg.is_pilot:
+        from batchrun.jobs.examples import Examples
+
+        examples = Examples(cfg)
+        observers.append(examples.observe)
+    report = write_results_parquet(cfg, path, observe=_all(observers))
     parquet = None
     if path is not None:
         parquet = {"path": path, "rows": report.rows, "statuses": report.statuses}
         if report.renamed:
             parquet["renamed"] = report.renamed
-    return {"parquet": parquet, "eval": report.eval}
+    extra: dict[str, Any] = {"parquet": parquet, "eval": report.eval}
+    if comparison is not None:
+        variants, block = comparison.report(report.eval_by_variant)
+        extra["variants"] = variants
+        extra["comparison"] = block
+        by_variant = report.eval_by_variant
+        if by_variant:
+            # the flat figures are the best variant's (what a one-variant reader shows),
+            # every variant's whole report is under "variants"
+            best = block.get("best") or next(iter(by_variant))
+            extra["eval"] = {**by_variant[best], "variant": best, "variants": by_variant}
+    if examples is not None:
+        extra["examples"] = examples.rows
+    return extra
+
+
+def _all(observers: list[RowObserver]) -> RowObserver | None:
+    if len(observers) < 2:
+        return observers[0] if observers else None
+
+    def each(*row: Any) -> None:
+        for observe in observers:
+            observe(*row)
+
+    return each
 
 
 def merge_summary(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -62,10 +99,14 @@ def merge_summary(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, A
     return summary
 
 
-def rescore(run_dir: str, evaluation: Evaluation | None = None) -> dict[str, Any]:
+def rescore(
+    run_dir: str, evaluation: Evaluation | None = None, *, variants: Sequence[str] = ()
+) -> dict[str, Any]:
     """Score a run again without sending anything: rebuild results.parquet and the
     evaluation from the run's files (the input must still be where it was), with the
-    recorded [eval] or ``evaluation``, and record both in summary.json.
+    recorded [eval] or ``evaluation``, and record both in summary.json. Returns
+    ``{"eval", "variants", "comparison"}`` (the last two for a job with variants;
+    with ``variants`` named, only those are compared, and the best is theirs).
 
         report = rescore("runs/sentiment", Evaluation("label", "json_field", "sentiment"))
     """
@@ -88,6 +129,8 @@ def rescore(run_dir: str, evaluation: Evaluation | None = None) -> dict[str, Any
         raise ConfigError(f"{run_dir}: the run has no [eval]; say what to score against")
     if not cfg.is_dataset:
         raise ConfigError(f"{run_dir}: a plain request file has no reference column to score")
+    if variants and not cfg.has_variants:
+        raise ConfigError(f"{run_dir}: the run has no variants to choose from")
     with RunDirLock(run_dir):  # never next to a run still writing
         extra = finish_dataset_run(cfg)
         summary_path = os.path.join(run_dir, SUMMARY)
@@ -96,9 +139,47 @@ def rescore(run_dir: str, evaluation: Evaluation | None = None) -> dict[str, Any
                 summary = orjson.loads(f.read())
         except (OSError, orjson.JSONDecodeError):
             summary = {}
+        extra.pop("examples", None)
         write_json_atomic(summary_path, merge_summary(summary, extra))
-    report: dict[str, Any] = extra["eval"]
-    return report
+    out = {key: extra.get(key) for key in ("eval", "variants", "comparison")}
+    if variants and out["variants"]:
+        from batchrun.jobs.compare import select_variants
+
+        names = list(dict.fromkeys(variants))
+        out["variants"], out["comparison"] = select_variants(
+            out["variants"], out["comparison"] or {}, names
+        )
+    return out
+
+
+def evaluation_from(
+    base: Evaluation | None,
+    *,
+    reference_column: str | None = None,
+    compare: str | None = None,
+    field: str | None = None,
+    normalize: bool | None = None,
+    tolerance: float | None = None,
+) -> Evaluation:
+    """``base`` (a run's recorded [eval], or None) with the given parts changed; a new
+    ``compare`` drops the old field unless one is given."""
+    reference = reference_column or (base.reference_column if base else None)
+    if not reference:
+        raise ConfigError("a reference column is needed (the run recorded no [eval])")
+    chosen_field = field or (base.field if base and not compare else None)
+    kind = compare or (base.compare if base and not field else None)
+    kind = kind or ("json_field" if chosen_field else "exact")
+    if kind == "json_field" and not chosen_field:
+        raise ConfigError("compare json_field needs a field")
+    keep = normalize if normalize is not None else (base.normalize if base else True)
+    return Evaluation(
+        reference,
+        kind,
+        chosen_field if kind != "exact" else None,
+        keep,
+        tolerance=tolerance if tolerance is not None else (base.tolerance if base else 0.0),
+        interval=base.interval if base else True,
+    )
 
 
 def recorded_evaluation(run_dir: str) -> Evaluation | None:
@@ -145,14 +226,34 @@ class DatasetOutputHooks(RunHooks):
         except (BatchrunError, OSError, pa.ArrowException) as exc:
             notes.append(f"could not write {PARQUET}: {exc}")
             extra = {"parquet": {"error": str(exc)}, "eval": None}
+        examples = extra.pop("examples", None)
+        if examples is not None and isinstance(summary.get("pilot"), dict):
+            summary["pilot"]["examples"] = examples
         merge_summary(summary, extra)
         try:
             write_json_atomic(os.path.join(state.run_dir, SUMMARY), summary)
         except OSError as exc:
             notes.append(f"could not write summary.json: {exc}")
         report = extra.get("eval")
-        if report is not None and not self.cfg.quiet:
-            err = self.err or sys.stderr
+        err = self.err or sys.stderr
+        if examples and not self.cfg.quiet:
+            from batchrun.jobs.examples import format_examples
+
+            err.write(
+                "batchrun: pilot answers, to look at before running the rest:\n"
+                + format_examples(examples)
+                + "\n"
+            )
+        if extra.get("variants") and not self.cfg.quiet:
+            from batchrun.jobs.compare import format_comparison
+
+            err.write(
+                "batchrun: variants (* best):\n"
+                + format_comparison(extra["variants"], extra["comparison"])
+                + "\n"
+            )
+            err.flush()
+        elif report is not None and not self.cfg.quiet:
             what = report["reference_column"]
             if report.get("field"):
                 what += f" vs {report['field']}"

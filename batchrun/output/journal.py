@@ -217,6 +217,42 @@ def read_journal(run_dir: str, *, repair: bool = True) -> JournalState:
     return state
 
 
+@dataclass
+class ForInput:
+    """What a run directory holds for one input (`for_input`)."""
+
+    succeeded: int
+    failed_now: dict[int, str]
+    """id hash -> error code of the rows of this input that failed for good."""
+    changed: int
+    """Rows answered for a body they no longer have: sent again."""
+    foreign: dict[str, int]
+    """Lines that count for nothing now: ids the input lacks, answers to old bodies."""
+
+
+def for_input(
+    journal: JournalState, hashes: Any, bodies: Any, *, bad: set[int] | frozenset[int] = frozenset()
+) -> ForInput:
+    """Count what ``journal`` holds *for this input* (its rows' id and body hashes, from
+    the scan): a row is done when its id was answered for the body it has now, and
+    with ``bad`` (--retry-bad-answers) an unusable answer is not done."""
+    done, failed = journal.done, journal.failed
+    succeeded = changed = 0
+    failed_now: dict[int, str] = {}
+    if done or failed:
+        codes = journal.failed_codes
+        for h, b in zip(hashes, bodies, strict=True):
+            if answered(done, h, b):
+                if h not in bad:
+                    succeeded += 1
+            elif answered(failed, h, b):
+                failed_now[h] = codes.get(h, "unknown")
+            elif h in done or h in failed:
+                changed += 1
+    foreign = {"succeeded": len(done) - succeeded, "failed": len(failed) - len(failed_now)}
+    return ForInput(succeeded, failed_now, changed, foreign)
+
+
 def answered(table: dict[int, int], id_h: int, body_h: int) -> bool:
     """True when ``table`` (done or failed) holds this id for this body (or for an
     unrecorded one: lines written before body hashes were kept count as the same)."""

@@ -103,9 +103,16 @@ _LEAD_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("custom_id", pa.string()),
     ("row", pa.int64()),
 )
+_VARIANT_COLUMN = ("variant", pa.string())
+"""Jobs with variants (several models or prompts): one row per input row and variant."""
 _FILES = (ERRORS, RESULTS)  # scanned in this order: a later line wins
 _FILE_STATUS = (FAILED, SUCCEEDED)
 _PARSED = "\0parsed"  # key of the parsed values in a joined row (not a column)
+
+# Told of every joined output row: (input row, its values, the parsed answer, the line)
+RowObserver = Callable[
+    [Any, Mapping[str, Any], "Mapping[str, Any] | None", "Mapping[str, Any] | None"], None
+]
 
 
 @dataclass
@@ -119,6 +126,7 @@ class ParquetReport:
     renamed: dict[str, dict[str, str]] = field(default_factory=dict)
     """Name clashes only: ``{"input": {column: new name}, "parsed": {property: new name}}``."""
     eval: dict[str, Any] | None = None
+    eval_by_variant: dict[str, dict[str, Any]] | None = None
     seconds: float = 0.0
 
 
@@ -405,7 +413,8 @@ def _layout(
     no need to read a JSONL file once more to type them); ``jsonl_columns``: the
     carried columns of a JSONL input, already inferred over the whole file."""
     has_schema = cfg.schema is not None
-    reserved = {name for name, _ in _LEAD_COLUMNS} | {name for name, _ in RESULT_COLUMNS}
+    lead = _lead_columns(cfg)
+    reserved = {name for name, _ in lead} | {name for name, _ in RESULT_COLUMNS}
     if has_schema:
         reserved.add("parse_error")
     renamed: dict[str, dict[str, str]] = {"input": {}, "parsed": {}}
@@ -436,7 +445,7 @@ def _layout(
             if out != name:
                 renamed["parsed"][name] = out
             parsed.append((name, out, dtype))
-    fields = [pa.field(n, t) for n, t in _LEAD_COLUMNS]
+    fields = [pa.field(n, t) for n, t in lead]
     fields += [pa.field(out, t) for _, out, t, _ in carried]
     fields += [pa.field(n, t) for n, t in RESULT_COLUMNS]
     if has_schema:
@@ -446,6 +455,10 @@ def _layout(
     meta = {"batchrun_version": __version__, "renamed": renamed, "first_choice_only": True}
     schema = pa.schema(fields, metadata={"batchrun": orjson.dumps(meta)})
     return _Layout(schema, carried, parsed, renamed)
+
+
+def _lead_columns(cfg: Settings) -> tuple[tuple[str, pa.DataType], ...]:
+    return _LEAD_COLUMNS + ((_VARIANT_COLUMN,) if cfg.has_variants else ())
 
 
 def _parquet_file(source: Source) -> pq.ParquetFile:
@@ -507,89 +520,127 @@ class _Pass:
         source: Source,
         layout: _Layout,
         index: ResultIndex,
-        evaluator: Evaluator | None,
+        evaluators: Mapping[str | None, Evaluator] | None,
         report: ParquetReport,
+        observe: RowObserver | None = None,
     ) -> None:
+        from batchrun.input.variants import plan_variants
+
         self.cfg = cfg
         self.source = source
         self.layout = layout
         self.index = index
-        self.evaluator = evaluator
+        self.evaluators = evaluators
         self.report = report
+        self.observe = observe
         self.schema_json = cfg.schema
-        self.reference = evaluator.reference_column if evaluator else None
+        first = next(iter(evaluators.values()), None) if evaluators else None
+        self.reference = first.reference_column if first else None
+        self.variants = tuple(v.name for v in plan_variants(cfg))
+        self.lead = _lead_columns(cfg)
         self.converters = [(name, _convert(kind or "")) for name, _, _, kind in layout.carried]
         self.empty_results = dict.fromkeys((n for n, _ in RESULT_COLUMNS), None)
         self.empty_parsed = dict.fromkeys((name for name, _, _ in layout.parsed), None)
 
-    def rows(self, items: list[tuple[int, str, Any]]) -> Iterator[tuple[Any, dict[str, Any]]]:
-        """(decoded input row, its lead + result + parsed values) for each item."""
+    def rows(self, items: list[tuple[int, str, Any]]) -> Iterator[tuple[int, Any, dict[str, Any]]]:
+        """(index in ``items``, decoded input row, its lead + result + parsed values) of
+        each output row: one per input row, or one per variant."""
+        from batchrun.input.variants import split_variant
+
         mapper = self.source.mapper
         statuses = self.report.statuses
-        for row, where, obj in items:
-            values: dict[str, Any]
-            parsed: dict[str, Any] | None = None
-            parse_error = None
+        for k, (row, where, obj) in enumerate(items):
             try:
                 if isinstance(obj, InputError):
                     raise obj
-                req = mapper(obj, row, where)
-                custom_id: str | None = req.custom_id
+                made = mapper(obj, row, where)
             except InputError as exc:
-                custom_id = _fallback_id(self.cfg, self.source, row, obj)
                 values = {
                     **self.empty_results,
                     "status": INVALID,
                     "error_code": "invalid_input",
                     "error_message": exc.reason,
+                    "custom_id": _fallback_id(self.cfg, self.source, row, obj),
+                    "row": row,
+                    "variant": None,
+                    "parse_error": None,
+                    _PARSED: self.empty_parsed,
                 }
-            else:
-                assert custom_id is not None
-                found = self.index.lookup(custom_id, body_hash(orjson.dumps(req.body)))
-                if found is None:
-                    values = {**self.empty_results, "status": PENDING}
-                else:
-                    values = result_values(*found)
-                    if found[0] == SUCCEEDED and self.schema_json is not None:
-                        parsed, parse_error = parse_content(values["content"], self.schema_json)
-            status = values["status"]
-            statuses[status] += 1
-            if self.evaluator is not None and status in (SUCCEEDED, FAILED):
-                reference = obj.get(self.reference) if isinstance(obj, dict) else None
-                predicted = (
-                    self.evaluator.predicted(values["content"], parsed)
-                    if status == SUCCEEDED
+                statuses[INVALID] += 1
+                if self.observe is not None:
+                    self.observe(obj, values, None, None)
+                yield k, obj, values
+                continue
+            for req in made if type(made) is list else (made,):
+                values, parsed, record = self._join(req)
+                values["variant"] = (
+                    split_variant(req.custom_id, self.variants)[1]  # type: ignore[union-attr]
+                    if self.variants
                     else None
                 )
-                self.evaluator.add(reference, predicted)
-            values["custom_id"] = custom_id
-            values["row"] = row
-            # parsed values stay apart: a property may share a result column's name
-            values["parse_error"] = parse_error
-            values[_PARSED] = parsed if parsed is not None else self.empty_parsed
-            yield obj, values
+                values["row"] = row
+                status = values["status"]
+                statuses[status] += 1
+                if self.evaluators is not None and status in (SUCCEEDED, FAILED):
+                    evaluator = self.evaluators.get(values["variant"])
+                    if evaluator is not None:
+                        reference = obj.get(self.reference) if isinstance(obj, dict) else None
+                        predicted = (
+                            evaluator.predicted(values["content"], parsed)
+                            if status == SUCCEEDED
+                            else None
+                        )
+                        evaluator.add(reference, predicted)
+                if self.observe is not None:
+                    self.observe(obj, values, parsed, record)
+                values[_PARSED] = parsed if parsed is not None else self.empty_parsed
+                yield k, obj, values
+
+    def _join(
+        self, req: Any
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+        """(values, parsed answer, the line) of one request."""
+        parsed: dict[str, Any] | None = None
+        parse_error = None
+        found = self.index.lookup(req.custom_id, body_hash(orjson.dumps(req.body)))
+        record = None
+        if found is None:
+            values = {**self.empty_results, "status": PENDING}
+        else:
+            record = found[1]
+            values = result_values(*found)
+            if found[0] == SUCCEEDED and self.schema_json is not None:
+                parsed, parse_error = parse_content(values["content"], self.schema_json)
+        values["custom_id"] = req.custom_id
+        # parsed values stay apart: a property may share a result column's name
+        values["parse_error"] = parse_error
+        return values, parsed, record
 
     def table(self, items: list[tuple[int, str, Any]], batch: pa.RecordBatch | None) -> pa.Table:
         """The output rows of one chunk, as a table in the layout's schema."""
         layout = self.layout
         joined = list(self.rows(items))
         columns: dict[str, pa.Array] = {}
-        for name, dtype in _LEAD_COLUMNS + RESULT_COLUMNS:
-            columns[name] = pa.array([v[name] for _, v in joined], type=dtype)
+        for name, dtype in self.lead + RESULT_COLUMNS:
+            columns[name] = pa.array([v[name] for _, _, v in joined], type=dtype)
+        taken = None
+        if batch is not None and len(joined) != len(items):  # a row per variant
+            taken = pa.array([k for k, _, _ in joined], pa.int64())
         for (name, out, dtype, _), (_, convert) in zip(
             layout.carried, self.converters, strict=True
         ):
             if batch is not None:
-                columns[out] = batch.column(name)
+                column = batch.column(name)
+                columns[out] = column if taken is None else pc.take(column, taken)
             else:
                 columns[out] = pa.array(
-                    [convert(o.get(name)) if isinstance(o, dict) else None for o, _ in joined],
+                    [convert(o.get(name)) if isinstance(o, dict) else None for _, o, _ in joined],
                     type=dtype,
                 )
         for name, out, dtype in layout.parsed:
-            columns[out] = pa.array([v[_PARSED][name] for _, v in joined], type=dtype)
+            columns[out] = pa.array([v[_PARSED][name] for _, _, v in joined], type=dtype)
         if self.schema_json is not None:
-            columns["parse_error"] = pa.array([v["parse_error"] for _, v in joined], pa.string())
+            columns["parse_error"] = pa.array([v["parse_error"] for _, _, v in joined], pa.string())
         return pa.Table.from_arrays([columns[f.name] for f in layout.schema], schema=layout.schema)
 
 
@@ -599,30 +650,41 @@ def write_results_parquet(
     *,
     source: Source | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
+    observe: RowObserver | None = None,
     jsonl_columns: list[tuple[str, str]] | None = None,
 ) -> ParquetReport:
     """Write results.parquet for a run (atomically), evaluating in the same pass.
 
     ``out_path=None`` writes nothing and only evaluates (--no-parquet with [eval]).
     The returned report carries the evaluation (None when the job has no [eval] or is a
-    plain request file). Raises InputError when the input cannot be read again.
-    ``source`` may be one shard's rows; ``jsonl_columns`` then types the carried JSONL
-    columns as the whole input does, so every shard's file has the same schema.
+    plain request file; with variants, one per variant in ``eval_by_variant``).
+    ``observe`` sees every output row (the comparison of variants). Raises InputError
+    when the input cannot be read again. ``source`` may be one shard's rows;
+    ``jsonl_columns`` then types the carried JSONL columns as the whole input does, so
+    every shard's file has the same schema.
     """
     from batchrun.input.select import source_for
+    from batchrun.input.variants import plan_variants
 
     started = time.perf_counter()
     source = source or source_for(cfg)
-    evaluator = Evaluator.of(cfg.eval) if source.dataset else None
+    evaluators: dict[str | None, Evaluator] | None = None
+    if source.dataset and cfg.eval is not None:
+        names: list[str | None] = [v.name for v in plan_variants(cfg)] or [None]
+        evaluators = {}
+        for name in names:
+            evaluator = Evaluator.of(cfg.eval)
+            assert evaluator is not None
+            evaluators[name] = evaluator
     report = ParquetReport(path=out_path)
-    if out_path is None and evaluator is None:
+    if out_path is None and evaluators is None and observe is None:
         return report
     layout = _layout(cfg, source, carry=out_path is not None, jsonl_columns=jsonl_columns)
     report.columns = list(layout.schema.names)
     report.renamed = layout.renamed
     assert cfg.out_dir is not None, "a run directory to read"
     with ResultIndex.build(cfg.out_dir) as index:
-        joiner = _Pass(cfg, source, layout, index, evaluator, report)
+        joiner = _Pass(cfg, source, layout, index, evaluators, report, observe)
         if out_path is None:
             for items, _ in _input_chunks(source, row_group_rows):
                 for _ in joiner.rows(items):
@@ -630,13 +692,14 @@ def write_results_parquet(
         else:
             _write(out_path, layout.schema, joiner, source, row_group_rows)
     report.rows = sum(report.statuses.values())
-    if evaluator is not None:
+    if evaluators is not None:
         # rows without a final answer yet are not scored; say how many
-        report.eval = {
-            **evaluator.report(),
-            "pending": report.statuses[PENDING],
-            "invalid": report.statuses[INVALID],
-        }
+        unscored = {"pending": report.statuses[PENDING], "invalid": report.statuses[INVALID]}
+        reports = {name: {**ev.report(), **unscored} for name, ev in evaluators.items()}
+        if None in reports:
+            report.eval = reports[None]
+        else:
+            report.eval_by_variant = {str(k): v for k, v in reports.items()}
     report.seconds = time.perf_counter() - started
     return report
 

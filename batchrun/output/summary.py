@@ -67,6 +67,18 @@ class Counts:
     def pending(self) -> int:
         return max(0, self.total - self.succeeded - self.failed)
 
+    def record(self, h: int, ok: bool, code: str | None, failed_now: dict[int, str]) -> None:
+        """One row (id hash ``h``) finished: an answer takes it out of the failures
+        (--retry-failed), a failure is counted once however often it fails."""
+        if ok:
+            self.succeeded += 1
+            if failed_now.pop(h, None) is not None:
+                self.failed -= 1
+        else:
+            if h not in failed_now:
+                self.failed += 1
+            failed_now[h] = str(code)
+
     def to_dict(self) -> dict[str, int]:
         return {
             "total": self.total,
@@ -112,6 +124,14 @@ def build_summary(
         "elapsed_s": round(elapsed_s, 3),
         "pacing": pacing or {},
     }
+    if state["reused"]:
+        # answers not sent for (the response cache, identical requests of the run):
+        # their tokens were not paid again
+        summary["reused"] = {
+            "cache": state["reused"].get("cache", 0),
+            "run": state["reused"].get("run", 0),
+            "saved_usage": state["saved"]["usage"],
+        }
     if extra:
         summary.update(extra)
     summary["journal"] = {

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.models import Outcome
 from batchrun.output.quality import OK, QualityCounts, Verdict
 from batchrun.output.usage import Usage, UsageTotals, model_of, usage_of
 
@@ -31,6 +32,16 @@ class Tally:
     error_codes: Counter[str] = field(default_factory=Counter)
     quality: QualityCounts = field(default_factory=QualityCounts)
     """Every answer by quality category and model (`batchrun.output.quality`)."""
+    reused: Counter[str] = field(default_factory=Counter)
+    """Answers not sent for: "cache" (the response cache), "run" (an identical request
+    of this run was sent once)."""
+    saved: UsageTotals = field(default_factory=UsageTotals)
+    """The usage of the reused answers: tokens not paid for (never in ``usage``)."""
+    batch_usage: UsageTotals = field(default_factory=UsageTotals)
+    """The part of `usage` answered through the Batch API (priced at batch prices)."""
+    by_mode: Counter[str] = field(default_factory=Counter)
+    """Lines by the way their row went: ``online``, ``batch``, ``reused`` and their
+    ``_failed`` twins (a line's ``batchrun.via``; none means online)."""
 
     def count(
         self,
@@ -40,21 +51,48 @@ class Tally:
         requested_model: str | None = None,
         error_code: str | None = None,
         quality: str | None = None,
+        via: str | None = None,
+        reused: str | None = None,
     ) -> Verdict | None:
         """Count one finished request. ``statuses``: every attempt's HTTP status;
-        ``quality``: the answer's category (None: ok). Returns what was counted as
-        the answer's verdict (None for a failure)."""
+        ``quality``: the answer's category (None: ok); ``via``: "batch" for a row
+        answered through the Batch API; ``reused``: how it was answered without being
+        sent (None: it was sent). Returns what was counted as the answer's verdict
+        (None for a failure)."""
         self.retries += max(0, len(statuses) - 1)
         self.rate_limited += sum(1 for s in statuses if s == 429)
+        mode = "reused" if reused is not None else (via or "online")
+        self.by_mode[mode if ok else f"{mode}_failed"] += 1
+        if reused is not None:
+            self.reused[reused] += 1
         if ok:
             model = model_of(body, requested_model)
-            self.usage.add(model, usage_of(body))
+            usage = usage_of(body)
+            if reused is not None:
+                self.saved.add(model, usage)
+            else:
+                self.usage.add(model, usage)
+                if via == "batch":
+                    self.batch_usage.add(model, usage)
             verdict = Verdict(quality or OK, first_finish_reason(body))
             self.quality.add(verdict, model)
             return verdict
         if error_code:
             self.error_codes[error_code] += 1
         return None
+
+    def count_outcome(self, outcome: Outcome, *, via: str | None = None) -> Verdict | None:
+        """Count one outcome just written (as `count_line` counts it when re-read)."""
+        return self.count(
+            outcome.ok,
+            outcome.body,
+            [a.status for a in outcome.attempts],
+            None,
+            None if outcome.ok else (outcome.error or {}).get("code"),
+            outcome.extra.get("quality"),
+            via=via,
+            reused=outcome.extra.get("reused"),
+        )
 
     def count_line(self, record: dict[str, Any]) -> None:
         """Count one decoded output line (see batchrun.output.lines)."""
@@ -63,11 +101,24 @@ class Tally:
         error = record.get("error")
         if error:
             statuses = [a.get("status") for a in error.get("attempts") or []]
-            self.count(False, None, statuses, error_code=str(error.get("code")))
+            self.count(
+                False,
+                None,
+                statuses,
+                error_code=str(error.get("code")),
+                via=meta.get("via"),
+                reused=meta.get("reused"),
+            )
         else:
             statuses = list(meta.get("statuses") or [response.get("status_code")])
             self.count(
-                True, response.get("body"), statuses, meta.get("model"), quality=meta.get("quality")
+                True,
+                response.get("body"),
+                statuses,
+                meta.get("model"),
+                quality=meta.get("quality"),
+                via=meta.get("via"),
+                reused=meta.get("reused"),
             )
 
     def to_state(self) -> dict[str, Any]:
@@ -79,6 +130,11 @@ class Tally:
             "rate_limited": self.rate_limited,
             "error_codes": dict(self.error_codes),
             "quality": self.quality.to_state(),
+            "reused": dict(self.reused),
+            "saved": {"usage": self.saved.total.to_dict(), "by_model": self.saved.by_model_dict()},
+            "batch_by_model": self.batch_usage.by_model_dict(),
+            "batch_missing_usage": self.batch_usage.missing,
+            "by_mode": dict(self.by_mode),
         }
 
     @classmethod
@@ -88,13 +144,28 @@ class Tally:
             by_model={m: Usage.from_dict(u) for m, u in state["by_model"].items()},
             missing=int(state["missing_usage"]),
         )
+        batch = state.get("batch_by_model") or {}
+        batch_usage = UsageTotals(missing=int(state.get("batch_missing_usage") or 0))
+        for model, counted in batch.items():
+            batch_usage.add(model, Usage.from_dict(counted))
         return cls(
             usage=usage,
+            batch_usage=batch_usage,
+            by_mode=Counter({str(k): int(v) for k, v in (state.get("by_mode") or {}).items()}),
             retries=int(state["retries"]),
             rate_limited=int(state["rate_limited"]),
             error_codes=Counter({str(k): int(v) for k, v in state["error_codes"].items()}),
             quality=QualityCounts.from_state(state.get("quality") or {}),
+            reused=Counter({str(k): int(v) for k, v in (state.get("reused") or {}).items()}),
+            saved=_saved(state.get("saved") or {}),
         )
+
+
+def _saved(state: dict[str, Any]) -> UsageTotals:
+    return UsageTotals(
+        total=Usage.from_dict(state.get("usage") or {}),
+        by_model={m: Usage.from_dict(u) for m, u in (state.get("by_model") or {}).items()},
+    )
 
 
 def first_finish_reason(body: Any) -> str | None:

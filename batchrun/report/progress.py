@@ -343,6 +343,9 @@ class ProgressHooks(RunHooks):
 
     # -- hooks ----------------------------------------------------------------------
     def on_start(self, state: RunState) -> None:
+        if self._live is not None or self._thread is not None:
+            self._close()  # a second part of one run (a deadline's online part)
+        self._stop.clear()
         self._run = state
         self.progress.start(state)
         if self.mode == "live":
@@ -426,7 +429,7 @@ class ProgressHooks(RunHooks):
         try:
             # the evaluation table was printed just before, by the dataset output hook
             report = run_report(state.run_dir, summary=summary)
-            self._say(format_status({**report, "eval": None}))
+            self._say(format_status({**report, "eval": None, "variants": None}))
         except Exception as exc:  # the run is over and its files are fine: say so, go on
             self._say(f"batchrun: could not build the run report ({exc})")
         req = summary["requests"]
@@ -436,14 +439,17 @@ class ProgressHooks(RunHooks):
             f"failed, {req['pending']} pending of {req['total']}; "
             f"{usage['total_tokens']} tokens; results in {state.run_dir}"
         )
-        hint = _next_step(summary["status"], req["pending"])
+        hint = _next_step(summary["status"], req["pending"], state.settings)
         if hint:
             self._say(f"batchrun: {hint}")
         return None
 
 
-def _next_step(status: str, pending: int) -> str | None:
+def _next_step(status: str, pending: int, settings: Settings | None = None) -> str | None:
     """What the user can do next, for each way a run can end unfinished."""
+    if status == "partial":
+        option = "--limit" if settings is not None and settings.limit else "--sample"
+        return f"a pilot: rerun without {option} to send the other {pending:,} requests"
     if status == "budget_exceeded":
         return "only a higher --max-cost continues this run (finished rows are kept)"
     if status == "endpoint_down":
@@ -466,6 +472,8 @@ def pick_mode(cfg: Settings, console: Console) -> str:
     """
     if cfg.quiet:
         return "quiet"
+    if cfg.mode == "batch":
+        return "plain"  # a batch's progress is a few lines a minute, not a live bar
     forced = os.environ.get("TTY_INTERACTIVE")
     if forced in ("0", "1"):
         return "live" if forced == "1" else "plain"

@@ -26,6 +26,7 @@ from batchrun.engine.rundir import holder
 from batchrun.errors import BatchrunError, RunDirError
 from batchrun.output.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, JournalState, read_journal
 from batchrun.report.statistics import OutputStats, meta_of
+from batchrun.report.tables import format_usd
 
 # files listed first in the report, in this order; anything else follows by name
 _FILE_ORDER = (RESULTS, ERRORS, "results.parquet", "invalid.jsonl", SUMMARY, RUN_INFO)
@@ -155,8 +156,13 @@ def run_report(
 
     if outputs is None:
         outputs = scan_outputs(run_dir)
+    from batchrun.batch.state import batch_status
+
+    tally_state = (summary.get("journal") or {}).get("tally") or {}
+    by_mode = dict(tally_state.get("by_mode") or {})
     options = info.get("options") or {}
-    cost, batch_cost, cost_source = _cost_blocks(summary, by_model, options.get("prices_path"))
+    prices = options.get("prices") or options.get("prices_path")
+    cost, batch_cost, cost_source = _cost_blocks(summary, by_model, prices)
     elapsed = summary.get("elapsed_s")
     finished = requests["succeeded"] + requests["failed"]
     throughput: dict[str, Any] = {
@@ -190,6 +196,13 @@ def run_report(
         "latency_ms": outputs.latency_ms.summary(),
         "ttft_ms": outputs.ttft_ms.summary(),
         "eval": summary.get("eval"),
+        "pilot": summary.get("pilot"),
+        "reused": summary.get("reused"),
+        "saved_usd": summary.get("saved_usd"),
+        "variants": summary.get("variants"),
+        "comparison": summary.get("comparison"),
+        "batch": batch_status(run_dir),
+        "by_mode": by_mode,
         "files": _files(run_dir),
     }
 
@@ -326,6 +339,37 @@ def _cost_lines(report: Mapping[str, Any]) -> list[str]:
     return [head, *("  " + line for line in table.splitlines())]
 
 
+def _mode_lines(report: Mapping[str, Any]) -> list[str]:
+    """Rows by the way they went (Batch API or online), what each cost, and where
+    the run's batches stand."""
+    from batchrun.report.tables import format_usd
+
+    lines: list[str] = []
+    by_mode = report.get("by_mode") or {}
+    batch = report.get("batch")
+    if by_mode.get("batch") or by_mode.get("batch_failed") or batch:
+        cost = report.get("cost_usd")
+        paid = (cost.get("by_mode") if isinstance(cost, Mapping) else None) or {}
+        parts = []
+        for mode, label in (("batch", "via the Batch API"), ("online", "online")):
+            answered = int(by_mode.get(mode, 0))
+            failed = int(by_mode.get(f"{mode}_failed", 0))
+            text = f"{_n(answered)} {label}"
+            if failed:
+                text += f" (+{_n(failed)} failed)"
+            if mode in paid:
+                text += f" ({format_usd(paid[mode])})"
+            parts.append(text)
+        lines.append("ways        " + ", ".join(parts))
+    if batch:
+        import time
+
+        from batchrun.batch.state import status_lines
+
+        lines.extend(status_lines(batch, time.time()))
+    return lines
+
+
 def format_status(report: Mapping[str, Any]) -> str:
     """The report as a compact text table (stderr at the end of a run, stdout for status)."""
     req = report["requests"]
@@ -336,6 +380,12 @@ def format_status(report: Mapping[str, Any]) -> str:
         status = f"running, pid {report['running_pid']}"
     elif status == "stopped":
         status = "stopped: the process ended without finishing (killed?); rerun to resume"
+    elif status == "partial" and report.get("pilot"):
+        pilot = report["pilot"]
+        status = (
+            f"partial: a pilot of {_n(pilot.get('rows') or 0)} of "
+            f"{_n(pilot.get('input_rows') or 0)} rows"
+        )
     lines = [
         f"run         {report['run_dir']}  ({state}; status: {status})",
         f"input       {report['input']}",
@@ -355,6 +405,17 @@ def format_status(report: Mapping[str, Any]) -> str:
     if usage.get("missing"):
         tokens += f"; {_n(usage['missing'])} responses without usage"
     lines.append(tokens)
+    reused = report.get("reused")
+    if reused:
+        saved = reused.get("saved_usage") or {}
+        line = (
+            f"reused      {_n(reused.get('cache', 0))} answers from the cache, "
+            f"{_n(reused.get('run', 0))} from identical requests of this run; "
+            f"{_n(saved.get('total_tokens', 0))} tokens not paid again"
+        )
+        if report.get("saved_usd") is not None:
+            line += f" ({format_usd(report['saved_usd'])})"
+        lines.append(line)
     lines.extend(_quality_lines(report.get("quality") or {}))
     tp = report.get("throughput") or {}
     if tp.get("requests_per_s") is not None:
@@ -390,8 +451,17 @@ def format_status(report: Mapping[str, Any]) -> str:
             f"{pacing.get('cooldown_s', 0):,.1f} s cooling down after 429s; "
             f"{pacing.get('paced_s', 0):,.1f} s paced by rate-limit headers"
         )
+    lines.extend(_mode_lines(report))
     lines.extend(_cost_lines(report))
-    if report.get("eval"):
+    if report.get("variants"):
+        from batchrun.jobs.compare import format_comparison
+
+        lines.append("variants    (* best)")
+        block = report.get("comparison") or {}
+        lines.extend(
+            "  " + line for line in format_comparison(report["variants"], block).splitlines()
+        )
+    elif report.get("eval"):
         from batchrun.jobs.evaluate import format_eval
 
         lines.append("evaluation")

@@ -52,14 +52,22 @@ def load_plan(run_dir: str) -> ShardPlan:
 
 
 def merge_tally(into: Tally, other: Tally) -> Tally:
-    """``into`` plus ``other`` (usage per model, retries, 429s, error codes, quality)."""
-    for model, usage in other.usage.by_model.items():
-        into.usage.add(model, usage)  # the total is the sum over models
-    into.usage.missing += other.usage.missing
+    """``into`` plus ``other``: every figure a `Tally` keeps (usage, reused answers and
+    the usage they saved, the Batch API's part, retries, 429s, codes, quality, modes)."""
+    for mine, theirs in (
+        (into.usage, other.usage),
+        (into.saved, other.saved),
+        (into.batch_usage, other.batch_usage),
+    ):
+        for model, usage in theirs.by_model.items():
+            mine.add(model, usage)  # the total is the sum over models
+        mine.missing += theirs.missing
     into.retries += other.retries
     into.rate_limited += other.rate_limited
     into.error_codes.update(other.error_codes)
     into.quality.merge(other.quality)
+    into.reused.update(other.reused)
+    into.by_mode.update(other.by_mode)
     return into
 
 
@@ -68,14 +76,20 @@ def shard_summaries(run_dir: str, plan: ShardPlan) -> list[dict[str, Any] | None
 
 
 def tally_figures(tally: Tally) -> dict[str, Any]:
-    state = tally.to_state()
-    return {
-        "usage": {**state["usage"], "missing": state["missing_usage"]},
-        "by_model": state["by_model"],
-        "retries": tally.retries,
-        "rate_limited": tally.rate_limited,
-        "quality": state["quality"],
-    }
+    """The summary's figures from finished requests, as `build_summary` writes them."""
+    from batchrun.output.summary import Counts, build_summary
+
+    summary = build_summary(
+        status="",
+        input_path="",
+        counts=Counts(),
+        tally=tally,
+        elapsed_s=0.0,
+        results_bytes=0,
+        errors_bytes=0,
+    )
+    keys = ("usage", "by_model", "retries", "rate_limited", "quality", "reused")
+    return {k: summary[k] for k in keys if k in summary}
 
 
 def merged_summary(

@@ -104,6 +104,11 @@ class RayDriver:
             raise ConfigError("no run directory given (-o DIR)")
         if cfg.ray is None:
             raise ConfigError("RayDriver needs settings.ray (an address, or 'local')")
+        if cfg.has_variants or cfg.is_pilot:
+            raise ConfigError(
+                "--ray runs one job over the whole input: compare variants (several "
+                "models, [prompts]) or run a pilot (--limit, --sample) without --ray"
+            )
         self.cfg = cfg
         self.run_dir: str = cfg.out_dir
         self.api_key = api_key
@@ -195,7 +200,7 @@ class RayDriver:
 
     def _check_and_plan(self) -> ShardPlan:
         """The run directory's plan (new or recorded) and the input's identity."""
-        from batchrun.engine.runner import changes
+        from batchrun.engine.runinfo import resume_problems
         from batchrun.input.sources import Source
 
         path = self.cfg.input_path
@@ -203,25 +208,18 @@ class RayDriver:
             raise InputError(path, "0", "no such file")
         fingerprint = Source(path).fingerprint()
         info = load_json(os.path.join(self.run_dir, RUN_INFO))
-        if info is not None:
-            problems = []
-            if info.get("input_fingerprint") != fingerprint:
-                problems.append(
-                    "the input file differs from the one this run started with "
-                    f"({info.get('input_path')})"
-                )
-            old = info.get("request_options") or {}
-            for key, value in self.cfg.fingerprint().items():
-                problems.extend(changes(f"option {key}", old.get(key), value))
-            if problems and not self.cfg.force:
-                raise RunDirError(
-                    f"{self.run_dir} was started with other settings: "
-                    + "; ".join(problems)
-                    + ". Use another -o directory, or --force to resume anyway "
-                    "(rows whose request changed are sent again)."
-                )
-            if problems:
-                self.notes.append("--force: resuming although " + "; ".join(problems))
+        problems, _, _ = resume_problems(
+            os.path.join(self.run_dir, RUN_INFO), self.cfg, fingerprint
+        )
+        if problems and not self.cfg.force:
+            raise RunDirError(
+                f"{self.run_dir} was started with other settings: "
+                + "; ".join(problems)
+                + ". Use another -o directory, or --force to resume anyway "
+                "(rows whose request changed are sent again)."
+            )
+        if problems:
+            self.notes.append("--force: resuming although " + "; ".join(problems))
         if info is None and os.path.exists(os.path.join(self.run_dir, "results.jsonl")):
             raise RunDirError(
                 f"{self.run_dir} holds a run made without --ray; use another -o directory"

@@ -253,7 +253,7 @@ def run_settings(options: Mapping[str, Any]) -> list[list[Any]]:
         if value not in (None, [], {}, ""):
             rows.append([name, value])
 
-    put("model", settings.model)
+    put("model", ", ".join(settings.models))
     put("endpoint", public_base_url(settings.base_url))
     put("concurrency", settings.concurrency)
     for key in ("rpm", "tpm"):

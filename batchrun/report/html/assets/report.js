@@ -288,6 +288,7 @@
     V.forEach((v) => Object.keys(v).forEach((k) => !keys.includes(k) && keys.push(k)));
     const show = (k, v) => {
       if (v === null || v === undefined) return "-";
+      if (v === true || v === false) return v ? "yes" : "";
       const f = VARIANT_FORMATS.find(([re]) => re.test(k));
       if (f && (k === "name" || isNum(v))) return f[1](v);
       return isNum(v) ? fmt.num(v, 4) : String(v);
@@ -297,7 +298,7 @@
       const cell = h("td", { class: k === "name" || typeof v[k] === "string" ? null : "n", "data-k": "variant." + v.name + "." + k, text: show(k, v[k]) });
       if (k === "accuracy" && isNum(v[k])) {
         cell.append(h("span", { class: "accbar", style: "width:" + Math.round(60 * v[k]) + "px" }));
-        if (v[k] === best) cell.classList.add("yes");
+        if ("best" in v ? v.best : v[k] === best) cell.classList.add("yes");
       }
       return cell;
     })));

@@ -1,0 +1,146 @@
+"""What a finished batch gives the run directory: each row's line, once, and the rest.
+
+`Answers` knows, per row id, the body hash each answer and each final failure was
+written for (the run directory's journal, then every line this process writes), so it
+decides alone which lines of a downloaded output or error file to write: a row
+already answered for its body never is again (a file fetched again after a crash
+writes nothing twice), a retryable error with attempts left is not written (the row
+goes into a later batch), anything else is. `unanswered` then sorts the rows of a
+shard that have no line: resubmitted, or failed for good after ``max_attempts``.
+It also counts what was written, the one way (`batchrun.output.tally.Tally.count`)
+the online runner and a resume count it.
+
+    answers = Answers(max_attempts=10)
+    for outcome in answers.lines_of(path, view, index, at, attempts): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from batchrun.batch.outcomes import failure, missing_reason, row_failure, success
+from batchrun.batch.protocol import BatchView, parse_result_line
+from batchrun.batch.workdir import IndexEntry
+from batchrun.ids import id_hash
+from batchrun.models import Outcome
+from batchrun.output.journal import answered
+from batchrun.output.quality import OK, QualityCounts, classify
+from batchrun.output.summary import Counts
+from batchrun.output.tally import Tally
+from batchrun.output.usage import model_of
+
+
+class Answers:
+    """The rows answered or failed for good so far, and their counts."""
+
+    def __init__(self, *, max_attempts: int, validator: Any = None) -> None:
+        self.max_attempts = max_attempts
+        self.validator = validator
+        self.counts = Counts()
+        self.tally = Tally()
+        self.session_quality = QualityCounts()
+        self.done: dict[int, int] = {}
+        """id hash -> body hash of every answer in the run directory."""
+        self.failed: dict[int, int] = {}
+        self.failed_now: dict[int, str] = {}
+        """Rows of this input failed for good, with their error code."""
+
+    def settled(self, h: int, b: int, *, retry_failed: bool = False) -> bool:
+        """Answered for this body, or failed for good (unless retried on purpose)."""
+        if answered(self.done, h, b):
+            return True
+        return not retry_failed and self.failed_for_good(h, b)
+
+    def failed_for_good(self, h: int, b: int) -> bool:
+        return h in self.failed_now and answered(self.failed, h, b)
+
+    def lines_of(
+        self,
+        path: str,
+        view: BatchView,
+        index: Mapping[str, IndexEntry],
+        at: float,
+        attempts: Mapping[str, int],
+    ) -> Iterator[Outcome]:
+        """The outcomes to write for a downloaded output or error file."""
+        with open(path, "rb") as f:
+            for line in f:
+                result = parse_result_line(line)
+                entry = None if result is None else index.get(result.custom_id)
+                if result is None or entry is None:
+                    continue  # not a line, or not a row of this shard
+                h = id_hash(result.custom_id)
+                b = int(entry.body_hash, 16)
+                if answered(self.done, h, b):
+                    continue
+                used = attempts.get(result.custom_id, 0)
+                common: dict[str, Any] = {
+                    "row": entry.row,
+                    "body_hash": entry.body_hash,
+                    "batch_id": view.id,
+                    "attempts_before": used,
+                    "at": at,
+                }
+                if result.ok:
+                    outcome = success(result, **common)
+                    verdict = classify(result.body, self.validator)
+                    if verdict.category != OK:
+                        outcome.extra["quality"] = verdict.category
+                        if verdict.detail:
+                            outcome.extra["quality_detail"] = verdict.detail
+                    yield outcome
+                elif self.failed_for_good(h, b):
+                    continue
+                elif result.retryable and used + 1 < self.max_attempts:
+                    continue  # resubmitted when the shard is done
+                else:
+                    yield row_failure(result, **common)
+
+    def unanswered(
+        self,
+        view: BatchView,
+        index: Mapping[str, IndexEntry],
+        at: float,
+        attempts: Mapping[str, int],
+    ) -> tuple[list[str], list[Outcome]]:
+        """The shard's rows without a line: (ids to resubmit, final failures)."""
+        retry: list[str] = []
+        finals: list[Outcome] = []
+        code, message = missing_reason(view)
+        for custom_id, entry in index.items():
+            h = id_hash(custom_id)
+            b = int(entry.body_hash, 16)
+            if answered(self.done, h, b) or self.failed_for_good(h, b):
+                continue
+            used = attempts.get(custom_id, 0)
+            if used + 1 < self.max_attempts:
+                retry.append(custom_id)
+                continue
+            finals.append(
+                failure(
+                    custom_id,
+                    code=code,
+                    message=message,
+                    row=entry.row,
+                    body_hash=entry.body_hash,
+                    batch_id=view.id,
+                    attempts_before=used,
+                    at=at,
+                )
+            )
+        return retry, finals
+
+    def count(self, outcome: Outcome) -> None:
+        """Count one written line (call after the write returned)."""
+        verdict = self.tally.count_outcome(outcome, via="batch")
+        if verdict is not None:
+            self.session_quality.add(verdict, model_of(outcome.body))
+        h = id_hash(outcome.custom_id)
+        b = int(outcome.body_hash or "0", 16)
+        (self.done if outcome.ok else self.failed)[h] = b
+        code = None if outcome.ok else (outcome.error or {}).get("code")
+        self.counts.record(h, outcome.ok, code, self.failed_now)
+
+
+__all__ = ["Answers"]

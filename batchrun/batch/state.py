@@ -1,0 +1,157 @@
+"""The last known state of each batch, kept in the run directory for `batchrun status`.
+
+Batches run at the provider whether or not a batchrun process is watching (after a
+Ctrl-C they go on). `batchrun status` must say where they stand without the key and
+without a call, so the driver writes what it last saw to ``batch/state.json``
+(atomically, at every poll that changed something), and the report reads it back
+together with the step journal: submitted, validating, in progress with completed
+and failed counts, finalizing, done, and how long ago each was submitted.
+
+    >>> line = shard_line({"shard": "s000001", "status": "in_progress", "completed": 5,
+    ...     "failed": 1, "total": 10, "created_at": 100.0}, now=160.0)
+    >>> line
+    's000001  in_progress  5 done, 1 failed of 10  (submitted 1:00 ago)'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from batchrun.batch.protocol import BatchView, shard_tag
+from batchrun.batch.steps import Ledger, read_ledger
+from batchrun.batch.workdir import state_path, steps_path
+from batchrun.output.summary import write_json_atomic
+
+
+def shard_entry(
+    shard: int, phase: str, view: BatchView | None, rows: int, created_at: float | None
+) -> dict[str, Any]:
+    """One shard as state.json keeps it."""
+    entry: dict[str, Any] = {
+        "shard": shard_tag(shard),
+        "phase": phase,
+        "rows": rows,
+        "batch_id": None,
+        "status": phase,
+        "total": rows,
+        "completed": 0,
+        "failed": 0,
+        "created_at": created_at,
+    }
+    if view is not None:
+        entry.update(
+            batch_id=view.id,
+            status=view.status,
+            total=view.total or rows,
+            completed=view.completed,
+            failed=view.failed,
+        )
+        if view.created_at is not None:
+            entry["created_at"] = view.created_at
+    return entry
+
+
+def write_state(run_dir: str, *, run_id: str | None, updated_at: float, shards: list[Any]) -> None:
+    write_json_atomic(
+        state_path(run_dir),
+        {"run_id": run_id, "updated_at": updated_at, "pid": os.getpid(), "shards": shards},
+    )
+
+
+def read_state(run_dir: str) -> dict[str, Any] | None:
+    try:
+        with open(state_path(run_dir), "rb") as f:
+            data = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def batch_status(run_dir: str) -> dict[str, Any] | None:
+    """What `batchrun status` shows of a batch run (None: it never used the Batch API).
+
+    Shards still open come from the journal, with the last state seen of each; done
+    shards are counted, not listed one by one.
+    """
+    if not os.path.exists(steps_path(run_dir)):
+        return None
+    ledger: Ledger = read_ledger(steps_path(run_dir))
+    state = read_state(run_dir) or {}
+    seen = {e.get("shard"): e for e in state.get("shards") or () if isinstance(e, Mapping)}
+    open_shards = []
+    done = 0
+    for number, record in sorted(ledger.shards.items()):
+        if record.abandoned:
+            continue
+        if record.done:
+            done += 1
+            continue
+        entry = dict(seen.get(shard_tag(number)) or {})
+        entry.setdefault("shard", shard_tag(number))
+        entry.setdefault("rows", record.rows)
+        entry.setdefault("total", record.rows)
+        entry.setdefault("completed", 0)
+        entry.setdefault("failed", 0)
+        entry.setdefault("batch_id", record.batch_id)
+        entry["phase"] = record.phase
+        if entry.get("status") in (None, "planned", "uploading", "uploaded", "creating"):
+            entry["status"] = record.phase
+        if record.cancel_requested and entry["status"] not in ("cancelled", "cancelling"):
+            entry["status"] = f"{entry['status']} (cancel requested)"
+        entry.setdefault("created_at", record.created_at)
+        open_shards.append(entry)
+    return {
+        "run_id": ledger.run_id,
+        "updated_at": state.get("updated_at"),
+        "shards_done": done,
+        "open": open_shards,
+        "attempts_used": sum(ledger.attempts.values()),
+    }
+
+
+def _ago(seconds: float) -> str:
+    whole = int(max(0.0, seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60}:{whole % 60:02d}"
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def shard_line(entry: Mapping[str, Any], now: float) -> str:
+    """One open shard on one line (status, counts, time since submission)."""
+    status = str(entry.get("status"))
+    text = f"{entry.get('shard')}  {status}"
+    total = int(entry.get("total") or 0)
+    if status.startswith(("in_progress", "finalizing", "cancelling")) or entry.get("completed"):
+        text += (
+            f"  {int(entry.get('completed') or 0):,} done, {int(entry.get('failed') or 0):,} "
+            f"failed of {total:,}"
+        )
+    else:
+        text += f"  {total:,} rows"
+    created = entry.get("created_at")
+    if isinstance(created, int | float):
+        text += f"  (submitted {_ago(now - created)} ago)"
+    return text
+
+
+def status_lines(status: Mapping[str, Any], now: float) -> list[str]:
+    """The batch part of the text report."""
+    lines = [
+        f"batches     {len(status['open'])} open, {status['shards_done']} done"
+        + (
+            f"; last checked {_ago(now - status['updated_at'])} ago"
+            if isinstance(status.get("updated_at"), int | float)
+            else ""
+        )
+    ]
+    lines.extend("  " + shard_line(entry, now) for entry in status["open"])
+    return lines
+
+
+__all__ = ["batch_status", "read_state", "shard_entry", "shard_line", "status_lines", "write_state"]

@@ -1,0 +1,298 @@
+"""Answers a request already has: the response cache, and identical requests of one run.
+
+Two ways not to pay twice, by one rule (`batchrun.cache.store.cacheable`: by default
+only requests whose answer should not change, temperature 0 or a seed):
+
+* **in-run dedupe**: the scan gives every request its key (`observe`), and
+  `batchrun.cache.dedup` groups them: the first of a group (the *leader*) is sent,
+  every later one (a *follower*) takes its answer. A follower whose leader is still
+  on its way waits (parked here, never holding a worker or quota) and is written
+  when the leader's line is; a follower whose leader was answered by an earlier
+  process reads that line back; a follower whose leader this run does not send (a
+  pilot that skipped it) is sent in its place;
+* **the response cache** (``--cache``): before a request is sent its key is looked
+  up, a few hundred at a time; a hit is written as a result line marked
+  ``"reused": "cache"``, costs nothing and uses no quota. After a usable answer (a 200
+  judged ``ok``) is written, it is stored.
+
+Reused lines carry ``"reused"`` (``"cache"`` or ``"run"``, and ``"same_as"``: the
+leader's id) in their ``batchrun`` meta; their usage is counted as saved, never as
+spent (`batchrun.output.tally.Tally`).
+
+    reuse = Reuse(settings)
+    source.scan(observe=reuse.observe); reuse.after_scan()
+    for i, req in enumerate(requests):
+        reuse.note(i, req)
+        decision = reuse.consider(i, req)   # SEND, WAIT, or an Outcome to write
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import orjson
+
+from batchrun.cache.dedup import DedupPlan, RequestGroups
+from batchrun.cache.store import ResponseCache, cache_key, cacheable
+from batchrun.ids import body_hash
+from batchrun.models import Outcome, Request
+from batchrun.settings import Settings
+
+SEND = "send"
+WAIT = "wait"
+CACHE_FILE = "responses.sqlite"
+LOOKUP_BATCH = 256
+"""Requests looked up in the cache at once (one query each 256: ~7 us a key)."""
+
+Decision = str | Outcome
+
+
+def cache_path(location: str) -> str:
+    """The cache file of ``--cache LOCATION``: a .sqlite file, or a directory's."""
+    if location.endswith((".sqlite", ".sqlite3", ".db")):
+        os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)
+        return location
+    os.makedirs(location, exist_ok=True)
+    return os.path.join(location, CACHE_FILE)
+
+
+class Reuse:
+    """The run's cache and dedupe state (one per runner)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        read_line: Callable[[str], tuple[str, dict[str, Any]] | None] | None = None,
+    ) -> None:
+        policy = settings.cache_policy
+        self.policy = policy
+        self.endpoint = settings.base_url.rstrip("/") + "/chat/completions"
+        self.cache: ResponseCache | None = None
+        if settings.cache and policy != "off":
+            self.cache = ResponseCache(cache_path(settings.cache))
+        self._groups: RequestGroups | None = (
+            RequestGroups() if settings.dedupe and policy != "off" else None
+        )
+        self.plan: DedupPlan | None = None
+        self._read_line = read_line
+        """The final line of an id from an earlier process (`output.parquet.ResultIndex`)."""
+        self._leader_ids: dict[int, str] = {}
+        """Leader index -> its custom_id (leaders with followers, seen so far)."""
+        self._leader_wanted: dict[int, bool] = {}
+        self._answers: dict[int, Outcome] = {}
+        """Leader index -> its outcome in this process, until its followers have it."""
+        self._parked: dict[int, list[Request]] = {}
+        self._left: dict[int, int] = {}
+        """Leader index -> followers not yet answered."""
+        self._sent_leaders: dict[str, int] = {}
+        """custom_id -> leader index of requests sent for a group (a leader, or a
+        follower standing in for it)."""
+        self._stand_in: set[int] = set()
+        """Leaders this run does not send, for which one of their followers is sent."""
+        self._keys: dict[str, bytes] = {}
+        """custom_id -> cache key of requests sent (to store their answers)."""
+        self.hits = {"cache": 0, "run": 0}
+
+    @property
+    def active(self) -> bool:
+        return self.cache is not None or self.plan is not None
+
+    # -- the scan ------------------------------------------------------------------------
+    def observe(self, req: Request, payload: bytes) -> None:
+        """Every valid request of the scan, in input order."""
+        groups = self._groups
+        if groups is None:
+            return
+        if cacheable(req.body, self.policy):  # type: ignore[arg-type]
+            groups.add(cache_key(self.endpoint, payload))
+        else:
+            groups.add_unique()
+
+    def after_scan(self) -> None:
+        if self._groups is not None:
+            plan = self._groups.finish()
+            self.plan = plan if plan.followers else None
+            self._groups = None
+
+    # -- the sending pass ---------------------------------------------------------------
+    def note(self, index: int, req: Request, *, wanted: bool) -> None:
+        """Every request of the sending pass, in input order, before it is skipped or
+        sent; ``wanted``: this process sends it (or has it answered)."""
+        plan = self.plan
+        if plan is None:
+            return
+        followers = plan.followers_of(index)
+        if followers:
+            self._leader_ids[index] = req.custom_id
+            self._leader_wanted[index] = wanted
+            self._left[index] = len(followers)
+
+    def consider(self, index: int, req: Request) -> Decision:
+        """What to do with a request this process wants: SEND it, WAIT for its leader
+        (it is written when the leader's line is), or write the Outcome given."""
+        plan = self.plan
+        if plan is not None:
+            leader = plan.leader_of(index)
+            if leader is not None:
+                return self._follow(leader, index, req)
+            if index in self._left:
+                self._sent_leaders[req.custom_id] = index
+        return SEND
+
+    def _follow(self, leader: int, index: int, req: Request) -> Decision:
+        answer = self._answers.get(leader)
+        if answer is not None:
+            return self._copy(leader, answer, req)
+        if leader in self._stand_in or self._leader_wanted.get(leader):
+            self._parked.setdefault(leader, []).append(req)  # its answer is on its way
+            return WAIT
+        leader_id = self._leader_ids.get(leader)
+        if leader_id is not None and self._read_line is not None:
+            found = self._read_line(leader_id)
+            if found is not None:  # answered by an earlier process
+                answer = _outcome_of(leader_id, *found)
+                self._answers[leader] = answer
+                return self._copy(leader, answer, req)
+        # the leader is not sent by this run (a pilot left it out): send this one
+        self._stand_in.add(leader)
+        self._sent_leaders[req.custom_id] = leader
+        self._left[leader] = self._left.get(leader, 1) - 1
+        return SEND
+
+    def _copy(self, leader: int, answer: Outcome, req: Request) -> Outcome:
+        left = self._left.get(leader, 1) - 1
+        if left <= 0:
+            self._left.pop(leader, None)
+            self._answers.pop(leader, None)
+        else:
+            self._left[leader] = left
+        self.hits["run"] += 1
+        return reused(req, answer, "run", same_as=answer.custom_id)
+
+    def cached(self, requests: list[Request]) -> Iterator[tuple[Request, Outcome | None]]:
+        """(request, its cached answer or None) for requests about to be sent, looked
+        up at once; the misses' keys are kept to store their answers."""
+        if self.cache is None:
+            for req in requests:
+                yield req, None
+            return
+        keys: dict[str, bytes] = {}
+        for req in requests:
+            if cacheable(req.body, self.policy):  # type: ignore[arg-type]
+                keys[req.custom_id] = cache_key(self.endpoint, orjson.dumps(req.body))
+        found = self.cache.get_many(keys.values()) if keys else {}
+        for req in requests:
+            key = keys.get(req.custom_id)
+            body = found.get(key) if key is not None else None
+            if body is None:
+                if key is not None:
+                    self._keys[req.custom_id] = key
+                yield req, None
+                continue
+            self.hits["cache"] += 1
+            answer = Outcome.success(
+                req,
+                status=200,
+                request_id=None,
+                body=orjson.loads(body),
+                attempts=[],
+                body_hash=body_hash(orjson.dumps(req.body)),
+            )
+            answer.extra["reused"] = "cache"
+            yield req, answer
+
+    # -- answers ---------------------------------------------------------------------
+    def written(self, batch: Iterable[Outcome]) -> tuple[list[Outcome], list[tuple[bytes, bytes]]]:
+        """After lines were written: (followers now answered, to write next; (key,
+        body) pairs to store in the cache)."""
+        released: list[Outcome] = []
+        store: list[tuple[bytes, bytes]] = []
+        for outcome in batch:
+            key = self._keys.pop(outcome.custom_id, None)
+            if (
+                key is not None
+                and outcome.ok
+                and "quality" not in outcome.extra
+                and "reused" not in outcome.extra
+            ):
+                store.append((key, orjson.dumps(outcome.body)))
+            leader = self._sent_leaders.pop(outcome.custom_id, None)
+            if leader is None:
+                continue
+            if self._left.get(leader, 0) > 0:
+                self._answers[leader] = outcome
+            for req in self._parked.pop(leader, ()):
+                released.append(self._copy(leader, outcome, req))
+        return released, store
+
+    def abandoned(self, custom_id: str) -> None:
+        """A request was not sent after all (the run stopped): nothing to store."""
+        self._keys.pop(custom_id, None)
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cache_hits": self.hits["cache"], "deduped": self.hits["run"]}
+        if self.plan is not None:
+            out["duplicate_requests"] = self.plan.followers
+        if self.cache is not None:
+            out["cache"] = self.cache.path
+        return out
+
+
+def reused(req: Request, answer: Outcome, how: str, *, same_as: str | None = None) -> Outcome:
+    """``answer`` as the answer to ``req`` (its id, row and body hash), marked reused."""
+    if answer.ok:
+        copy = Outcome.success(
+            req,
+            status=answer.status_code or 200,
+            request_id=answer.request_id,
+            body=answer.body,
+            attempts=[],
+            body_hash=body_hash(orjson.dumps(req.body)),
+        )
+    else:
+        error = answer.error or {}
+        copy = Outcome.failure(
+            req,
+            code=str(error.get("code", "unknown")),
+            message=str(error.get("message", "")),
+            attempts=[],  # its leader's attempts are counted once, on its own line
+            status=answer.status_code,
+            body=answer.body,
+            body_hash=body_hash(orjson.dumps(req.body)),
+        )
+    for key in ("quality", "quality_detail"):
+        if key in answer.extra:
+            copy.extra[key] = answer.extra[key]
+    copy.extra["reused"] = how
+    if same_as is not None:
+        copy.extra["same_as"] = same_as
+    return copy
+
+
+def _outcome_of(custom_id: str, status: str, record: dict[str, Any]) -> Outcome:
+    """An earlier process's line as an Outcome (to copy to followers)."""
+    response = record.get("response") or {}
+    meta = record.get("batchrun") or {}
+    outcome = Outcome(
+        custom_id,
+        status == "succeeded",
+        response.get("status_code"),
+        response.get("request_id"),
+        response.get("body"),
+        record.get("error"),
+        [],
+    )
+    for key in ("quality", "quality_detail"):
+        if key in meta:
+            outcome.extra[key] = meta[key]
+    return outcome
+
+
+__all__ = ["SEND", "WAIT", "Reuse", "cache_path", "reused"]

@@ -1,0 +1,141 @@
+"""run.json: what a run directory was started with, and whether a resume may go on.
+
+A run directory answers one input with one set of request-shaping settings (the
+fingerprint, `Settings.fingerprint`). `resume_problems` says what differs between
+run.json and this run, one readable line per change; `write_run_info` records the run.
+
+    >>> changes("job", {"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 3]})
+    ['job.b[1]: 2 -> 3']
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import orjson
+
+from batchrun import __version__
+from batchrun.errors import RunDirError
+from batchrun.output.summary import write_json_atomic
+from batchrun.settings import Settings
+
+VARIANT_SETTINGS = ("model", "prompts", "system")
+"""In a job comparing variants, these may change between runs: a changed variant is
+a new one (its rows' bodies change, so only they are sent; the others keep their
+answers), which is how a comparison is refined."""
+
+
+def resume_problems(
+    path: str, settings: Settings, fingerprint: str
+) -> tuple[list[str], bool, list[str]]:
+    """(what differs from run.json at ``path`` and refuses the resume, whether it is
+    the input itself, the variants that changed). No run.json: nothing differs. An
+    unreadable one is a RunDirError unless ``force``."""
+    if not os.path.exists(path):
+        return [], False, []
+    try:
+        with open(path, "rb") as f:
+            before = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        if settings.force:
+            return [], False, []
+        raise RunDirError(f"{path}: unreadable ({exc}); use --force to start over it") from exc
+    problems = []
+    input_changed = before.get("input_fingerprint") != fingerprint
+    if input_changed:
+        problems.append(
+            "the input file differs from the one this run started with "
+            f"({before.get('input_path')})"
+        )
+    old_opts = _current_shape(before.get("request_options", {}))
+    compared = settings.has_variants and _had_variants(old_opts)
+    variants: list[str] = []
+    for key, value in settings.fingerprint().items():
+        found = changes(f"option {key}", old_opts.get(key), value)
+        (variants if compared and key in VARIANT_SETTINGS else problems).extend(found)
+    return problems, input_changed, variants
+
+
+def _had_variants(options: dict[str, Any]) -> bool:
+    model = options.get("model")
+    return bool(options.get("prompts")) or (isinstance(model, list) and len(model) > 1)
+
+
+def write_run_info(
+    path: str,
+    settings: Settings,
+    *,
+    fingerprint: str,
+    rows: int,
+    outside_input: dict[str, int],
+    changed_rows: int,
+) -> None:
+    info = {
+        "batchrun_version": __version__,
+        "input_path": os.path.abspath(settings.input_path),
+        "input_fingerprint": fingerprint,
+        "input_rows": rows,
+        "request_options": _jsonable(settings.fingerprint()),
+        # lines that count for nothing now: ids the input no longer has, and
+        # answers to bodies that have changed since (after --force)
+        "outside_input": outside_input,
+        "changed_rows": changed_rows,
+        "options": _jsonable(settings.public_dict()),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        write_json_atomic(path, info)
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def changes(where: str, old: Any, new: Any) -> list[str]:
+    """What differs between two JSON values, one ``where: old -> new`` per change."""
+    new = _jsonable(new)
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in {**old, **new}:
+            out.extend(changes(f"{where}.{key}", old.get(key), new.get(key)))
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        out = []
+        for i, (a, b) in enumerate(zip(old, new, strict=True)):
+            out.extend(changes(f"{where}[{i}]", a, b))
+        return out
+    if old == new:
+        return []
+    return [f"{where}: {_short(old)} -> {_short(new)}"]
+
+
+def _short(value: Any) -> str:
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _current_shape(options: Any) -> dict[str, Any]:
+    """A fingerprint recorded by an older batchrun (a ``job`` dict holding the prompt,
+    the body defaults and the response format) in today's shape, so a resume compares
+    like with like. Scoring ([eval]) never shaped a request and is dropped."""
+    if not isinstance(options, dict):
+        return {}
+    if "job" not in options:
+        return options
+    job = options.get("job") or {}
+    prompt = job.get("prompt")
+    return {
+        "id_column": options.get("id_column"),
+        "model": options.get("model"),
+        "stream": options.get("stream"),
+        "request": job.get("request") or {},
+        "prompt": prompt.get("messages") if isinstance(prompt, dict) else prompt,
+        "response_format": job.get("response_format"),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    return orjson.loads(orjson.dumps(value, default=str))
+
+
+__all__ = ["changes", "resume_problems", "write_run_info"]
