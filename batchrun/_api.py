@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from batchrun.engine.runner import Runner, RunResult
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
+    from batchrun.scale.driver import RayDriver
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 RUNS_HOME = "batchrun-runs"
@@ -196,10 +197,19 @@ def make_runner(
     hooks: RunHooks | None = None,
     handle_signals: bool = False,
     **injected: Any,
-) -> Runner | BatchDriver:
-    """The runner of a run: online (`batchrun.engine.runner.Runner`), or through the
-    Batch API (``mode="batch"``: `batchrun.batch.BatchDriver`, which hands the rows
-    left at a ``deadline`` to an online runner made here with the same hooks)."""
+) -> Runner | BatchDriver | RayDriver:
+    """The runner of a run: online (`batchrun.engine.runner.Runner`), through the Batch
+    API (``mode="batch"``: `batchrun.batch.BatchDriver`, which hands the rows left at a
+    ``deadline`` to an online runner made here with the same hooks), or on a Ray cluster
+    (``ray``: `batchrun.scale.driver.RayDriver`, each shard an online runner)."""
+    if settings.ray is not None:
+        from batchrun.scale.driver import RayDriver
+
+        if settings.mode == "batch" or settings.deadline is not None:
+            raise ConfigError("--ray runs online: it cannot be combined with --batch-api")
+        if injected:
+            raise ConfigError(f"ray=: cannot inject {', '.join(sorted(injected))}")
+        return RayDriver(settings, key, handle_signals=handle_signals)
     from batchrun.engine.runner import Runner
 
     around = hooks if hooks is not None else hooks_for(settings)
@@ -273,6 +283,7 @@ async def arun(
     run = await batchrun.arun("requests.jsonl", "runs/a", model="gpt-4o-mini")
     """
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
+    _no_hooks_on_ray(chosen, hooks)
     with surroundings(chosen) as live:
         runner = make_runner(live, api_key(live), hooks=hooks_for(live, _listed(hooks)))
         result = await runner.run()
@@ -297,6 +308,7 @@ def run(
         run.to_pandas()
     """
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
+    _no_hooks_on_ray(chosen, hooks)
     with surroundings(chosen) as live:
         key = api_key(live)
         around = hooks_for(live, _listed(hooks))
@@ -311,6 +323,13 @@ def run(
             runner = make_runner(live, key, hooks=around)
             result = _run_in_own_loop(runner)
     return Run(result.run_dir, result=result)
+
+
+def _no_hooks_on_ray(settings: Settings, hooks: RunHooks | Sequence[RunHooks]) -> None:
+    if settings.ray is not None and _listed(hooks):
+        raise ConfigError(
+            "hooks= cannot be used with ray=: each shard runs in its own worker process"
+        )
 
 
 def _listed(hooks: RunHooks | Sequence[RunHooks]) -> tuple[RunHooks, ...]:
@@ -329,7 +348,7 @@ def _loop_running() -> bool:
     return True
 
 
-def _run_in_own_loop(runner: Runner | BatchDriver) -> RunResult:
+def _run_in_own_loop(runner: Runner | BatchDriver | RayDriver) -> RunResult:
     """Run in a thread with its own event loop; a KeyboardInterrupt while waiting
     stops the run like a Ctrl-C (a second one leaves the requests in flight)."""
     from anyio.from_thread import start_blocking_portal
@@ -345,6 +364,15 @@ def _run_in_own_loop(runner: Runner | BatchDriver) -> RunResult:
             except KeyboardInterrupt:
                 interrupts += 1
                 portal.call(runner.interrupt, interrupts)
+
+
+def _error_files(run_dir: str) -> list[str]:
+    """errors.jsonl of the run, or of each of its shards (a run on a cluster)."""
+    import glob
+
+    own = os.path.join(run_dir, "errors.jsonl")
+    shards = sorted(glob.glob(os.path.join(run_dir, "shards", "*", "errors.jsonl")))
+    return ([own] if os.path.exists(own) else []) + shards
 
 
 def run_job(job: str | os.PathLike[str] | Job, **overrides: Any) -> Run:
@@ -369,6 +397,8 @@ def stream(
         use(outcome.custom_id, outcome.body)
     """
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
+    if chosen.ray is not None:
+        raise ConfigError("stream() cannot run with ray=: read the run's results instead")
     return RunStream(chosen, _listed(hooks))
 
 
@@ -386,7 +416,7 @@ class RunStream:
         self.run: Run | None = None
         self._queue: queue.SimpleQueue[list[Outcome] | BaseException | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._runner: Runner | BatchDriver | None = None
+        self._runner: Any = None
         self._portal: Any = None
         self._started = threading.Event()
         self._pending: list[Outcome] = []
@@ -582,8 +612,7 @@ class Run:
         import pyarrow as pa
 
         rows = []
-        path = os.path.join(self.run_dir, "errors.jsonl")
-        if os.path.exists(path):
+        for path in _error_files(self.run_dir):
             with builtins.open(path, "rb") as f:
                 for line in f:
                     if not line.endswith(b"\n"):

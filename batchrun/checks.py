@@ -203,6 +203,41 @@ def run_mode(value: Any, where: Where) -> str:
     return choice(*RUN_MODES)(value, where)
 
 
+LOCAL_RAY = "local"
+
+
+def ray_address(value: Any, where: Where) -> str | None:
+    """Where a run's shards go: ``"local"`` (a Ray cluster on this machine, started for
+    the run; ``true`` or a bare ``--ray``), or an existing cluster's address:
+    ``auto``, ``ray://HOST:PORT`` (Ray Client) or ``HOST:PORT`` (from a cluster node).
+    ``false``: not on Ray.
+
+    >>> ray_address(True, Where("ray=")), ray_address("ray://head:10001", Where("ray="))
+    ('local', 'ray://head:10001')
+    """
+    if value is True:
+        return LOCAL_RAY
+    if value is False:
+        return None
+    if not isinstance(value, str):
+        raise where.fail(
+            f"must be an address (ray://HOST:PORT, HOST:PORT, auto) or true (got {show(value)})"
+        )
+    address = value.strip()
+    if address in ("", LOCAL_RAY):  # "local": a bare --ray
+        return LOCAL_RAY
+    if address == "auto":
+        return address
+    host_port = address.removeprefix("ray://")
+    host, _, port_text = host_port.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536 or "/" in host:
+        raise where.fail(
+            f"must be ray://HOST:PORT, HOST:PORT, auto, or nothing for a local cluster "
+            f"(got {show(value)})"
+        )
+    return address
+
+
 def share(value: Any, where: Where) -> float:
     number = _number(value, where)
     if number is None or not 0 <= number <= 1:

@@ -48,6 +48,10 @@ class InputError(BatchrunError):
         # file-level problems (where "0") name no fake "line 0"
         super().__init__(f"{path}: {reason}" if where == "0" else f"{path}:{where}: {reason}")
 
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str, str]]:
+        # rebuilt from its parts when pickled (a shard's check, raised in a Ray task)
+        return (InputError, (self.path, self.where, self.reason))
+
 
 class RunDirError(BatchrunError):
     """The run directory cannot be used (not writable, or started differently)."""

@@ -538,6 +538,32 @@ class Settings:
         kind="flag",
         check=checks.boolean,
     )
+    # -- scale-out (Ray) ---------------------------------------------------------------
+    ray: str | None = setting(
+        help="Run the input's shards on a Ray cluster: its ADDRESS (ray://HOST:10001, "
+        "HOST:6379, auto), or bare --ray for a local cluster on this machine's cores "
+        "(pip install 'batchrun[ray]'; the run directory must be on storage every node sees).",
+        section="scale",
+        flags=("--ray",),
+        kind="optional",
+        metavar="[ADDRESS]",
+        flag_value=checks.LOCAL_RAY,
+        check=checks.ray_address,
+    )
+    shard_rows: int | None = setting(
+        help="Rows per shard with --ray (Parquet: whole row groups) [default: 4 shards per "
+        "worker, 1,000 to 1,000,000 rows]. Fixed when the run starts: a rerun keeps its shards.",
+        section="scale",
+        flags=("--shard-rows",),
+        check=checks.positive_int,
+    )
+    workers: int | None = setting(
+        help="Shards running at once with --ray, each with --concurrency requests in flight "
+        "[default: the cluster's CPUs].",
+        section="scale",
+        flags=("--workers",),
+        check=checks.positive_int,
+    )
     # -- evaluation and prices ---------------------------------------------------------
     eval: Evaluation | None = setting(
         help="Score the answers: {reference_column, compare, field, normalize}.",

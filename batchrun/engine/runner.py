@@ -96,7 +96,8 @@ class RunResult:
 
 
 class Runner:
-    """Everything a run needs, injected: transport, clock, sleep, API key."""
+    """Everything a run needs, injected: transport, clock, sleep, API key, and the
+    quota accounts (a shard of a cluster run paces by leases from a shared one)."""
 
     def __init__(
         self,
@@ -111,6 +112,7 @@ class Runner:
         hooks: RunHooks | None = None,
         wall_clock: Callable[[], float] = time.time,
         held_lock: RunDirLock | None = None,
+        accounts: Accounts | None = None,
     ) -> None:
         if not cfg.out_dir:
             raise ConfigError("no run directory given (-o DIR)")
@@ -138,14 +140,19 @@ class Runner:
         self.live = Live()
         self.stop_reason: str | None = None
         self.notes: list[str] = []
-        self.accounts = Accounts(
-            concurrency=cfg.concurrency,
-            rpm=cfg.rpm.default,
-            tpm=cfg.tpm.default,
-            by_model=cfg.limits_by_model(),
-            clock=clock,
+        self.accounts = (
+            accounts
+            if accounts is not None
+            else Accounts(
+                concurrency=cfg.concurrency,
+                rpm=cfg.rpm.default,
+                tpm=cfg.tpm.default,
+                by_model=cfg.limits_by_model(),
+                clock=clock,
+            )
         )
-        """Each model's quotas, concurrency and 429s (`batchrun.pacing`)."""
+        """Each model's quotas, concurrency and 429s (`batchrun.pacing`); on a cluster,
+        leases from the one account every worker shares (`batchrun.scale.lease`)."""
         self._scheduler: Scheduler | None = None
         self._done: dict[int, int] = {}
         """id hash -> body hash of every answer in the run directory."""

@@ -12,12 +12,13 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from batchrun.input.sources import RowMapper, Source
+from batchrun.input.sources import RowMapper, Source, Span
 from batchrun.models import Request
 from batchrun.settings import Settings
 
 
-def source_for(cfg: Settings) -> Source:
+def source_for(cfg: Settings, span: Span | None = None) -> Source:
+    """The run's source; ``span``: only one shard's rows (`batchrun.scale`)."""
     from batchrun.input.rows import dataset_mapper, request_defaults_mapper
     from batchrun.input.variants import fan_out, plan_variants, with_model
 
@@ -30,6 +31,7 @@ def source_for(cfg: Settings) -> Source:
             dataset=True,
             skip_invalid=cfg.skip_invalid,
             finish=finish,
+            span=span,
         )
     if variants:  # a request file run once per model
 
@@ -42,6 +44,7 @@ def source_for(cfg: Settings) -> Source:
             mapper=fan_out(per_model, variants),
             skip_invalid=cfg.skip_invalid,
             finish=finish,
+            span=span,
         )
     if cfg.request:
         return Source(
@@ -49,12 +52,14 @@ def source_for(cfg: Settings) -> Source:
             mapper=request_defaults_mapper(cfg),
             skip_invalid=cfg.skip_invalid,
             finish=finish,
+            span=span,
         )
     return Source(
         cfg.input_path,
         default_model=cfg.default_model,
         skip_invalid=cfg.skip_invalid,
         finish=finish,
+        span=span,
     )
 
 

@@ -20,6 +20,11 @@ a plain JSONL file is never read past it, and after the scan no pass reads past
 the last row it validated. Rows appended while a run goes are neither sent nor
 counted (the next run sees a changed input and says so).
 
+A `Span` restricts a source to one shard of the file (`batchrun.scale.shards`): a byte
+range of a JSONL file (read from its first byte, never from the top), a range of
+Parquet row groups, or (gzip, which cannot seek) a range of rows read through. Rows
+keep their numbers in the whole file, so ``row-<n>`` ids are the same in every shard.
+
     >>> src = Source("requests.jsonl")              # doctest: +SKIP
     >>> scan = src.scan(); next(iter(src.requests())).custom_id   # doctest: +SKIP
     'row-1'
@@ -147,6 +152,27 @@ class ScanResult:
     """Every model the requests name (for price checks before sending)."""
 
 
+@dataclass(frozen=True)
+class Span:
+    """One shard's rows of an input file: rows ``first_row`` to ``stop_row - 1`` (1-based
+    row or line numbers of the whole file).
+
+    JSONL: the lines in bytes ``[start_byte, stop_byte)``; ``first_row`` is the line
+    number of the line at ``start_byte``. Parquet: row groups ``[first_group,
+    stop_group)``. gzip: the rows are found by reading through.
+    """
+
+    first_row: int
+    stop_row: int
+    start_byte: int = 0
+    stop_byte: int | None = None
+    first_group: int | None = None
+    stop_group: int | None = None
+
+    def describe(self) -> str:
+        return f"rows {self.first_row}-{self.stop_row - 1}"
+
+
 class Source:
     """A request or dataset file. `requests()` may be called more than once."""
 
@@ -159,8 +185,11 @@ class Source:
         dataset: bool = False,
         skip_invalid: bool = False,
         finish: Finisher | None = None,
+        span: Span | None = None,
     ) -> None:
         self.path = path
+        self.span = span
+        """Only these rows of the file (one shard of a run on a cluster); None: all."""
         self.kind = input_kind(path)
         self.skip_invalid = skip_invalid
         # dataset rows go to a template mapper as they are; request rows carry a body
@@ -203,14 +232,26 @@ class Source:
 
     def _jsonl_rows(self) -> Iterator[tuple[int, str, Any]]:
         limit = self._size if self.kind == "jsonl" else None
-        pos = 0
+        span = self.span
+        first, pos = 1, 0
+        if span is not None and self.kind == "jsonl":
+            first, pos = span.first_row, span.start_byte
+            if span.stop_byte is not None:
+                limit = span.stop_byte if limit is None else min(limit, span.stop_byte)
         try:
             with self._open() as f:
-                for lineno, line in enumerate(f, 1):
+                if pos:
+                    f.seek(pos)
+                for lineno, line in enumerate(f, first):
                     if limit is not None:
                         pos += len(line)
                         if pos > limit:
                             break  # written after this run first looked at the file
+                    if span is not None:
+                        if lineno < span.first_row:
+                            continue  # gzip: read through to the shard
+                        if lineno >= span.stop_row:
+                            break
                     if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
                         line = line[3:]
                     if not line.strip():
@@ -241,9 +282,9 @@ class Source:
                     f"Parquet request file needs a 'body' column (columns: {', '.join(names)})",
                 )
             struct_body = pa.types.is_struct(pfile.schema_arrow.field("body").type)
-        row = 0
+        groups, row = self.row_groups(pfile.num_row_groups)
         try:
-            for batch in pfile.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for batch in pfile.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups):
                 for record in batch.to_pylist():
                     row += 1
                     where = f"row {row}"
@@ -253,6 +294,14 @@ class Source:
                         yield row, where, self._parquet_request_row(record, where, struct_body)
         except (pa.ArrowException, OSError) as exc:  # a corrupt page is a plain OSError
             raise InputError(self.path, f"row {row + 1}", f"corrupt Parquet data ({exc})") from exc
+
+    def row_groups(self, count: int) -> tuple[list[int] | None, int]:
+        """The Parquet row groups to read (None: all of the ``count``) and the number of
+        the row before the first of them."""
+        span = self.span
+        if span is None or span.first_group is None:
+            return None, 0
+        return list(range(span.first_group, span.stop_group or count)), span.first_row - 1
 
     def _parquet_request_row(self, record: dict[str, Any], where: str, struct_body: bool) -> Any:
         body = record.get("body")
@@ -387,6 +436,8 @@ class Source:
         """blake2b of the file's bytes: a resumed run must read the same input.
 
         Taken once per Source; it also fixes the file's length for every later pass.
+        With a `Span`, only the shard's bytes (its JSONL lines, its Parquet row groups)
+        and the span itself are hashed, so each shard checks its own part in parallel.
         """
         if self._fingerprint is not None:
             return self._fingerprint
@@ -395,7 +446,12 @@ class Source:
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                left = size
+                start, left = 0, size
+                if self.span is not None:
+                    digest.update(repr(self.span).encode())
+                    start, stop = self._span_bytes(size)
+                    left = stop - start
+                    f.seek(start)
                 while left > 0 and (chunk := f.read(min(1 << 20, left))):
                     digest.update(chunk)
                     left -= len(chunk)
@@ -404,6 +460,33 @@ class Source:
         self._size = size
         self._fingerprint = digest.hexdigest()
         return self._fingerprint
+
+    def _span_bytes(self, size: int) -> tuple[int, int]:
+        """The bytes of the file that hold the span's rows (all of a gzip file)."""
+        span = self.span
+        assert span is not None
+        if self.kind == "jsonl":
+            stop = size if span.stop_byte is None else min(size, span.stop_byte)
+            return span.start_byte, stop
+        if self.kind == "parquet" and span.first_group is not None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            try:
+                meta = pq.ParquetFile(self.path).metadata
+            except (pa.ArrowException, OSError) as exc:
+                raise InputError(self.path, "0", f"not a readable Parquet file ({exc})") from exc
+            starts, stops = [], []
+            for g in range(span.first_group, span.stop_group or meta.num_row_groups):
+                group = meta.row_group(g)
+                for c in range(group.num_columns):
+                    column = group.column(c)
+                    first = column.dictionary_page_offset or column.data_page_offset
+                    starts.append(first)
+                    stops.append(first + column.total_compressed_size)
+            if starts:
+                return min(starts), min(size, max(stops))
+        return 0, size
 
     def grew(self) -> bool:
         """True when the file is longer now than when this run first read it."""

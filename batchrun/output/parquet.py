@@ -346,6 +346,20 @@ def infer_jsonl_columns(rows: Iterator[tuple[int, str, Any]]) -> list[tuple[str,
     >>> infer_jsonl_columns(iter([(1, "", {"a": 1, "b": None}), (2, "", {"a": 2.5, "c": [1]})]))
     [('a', 'float'), ('b', 'string'), ('c', 'json')]
     """
+    return columns_of_kinds(jsonl_value_kinds(rows))
+
+
+def columns_of_kinds(seen: Mapping[str, set[str]]) -> list[tuple[str, str]]:
+    """(column, kind) from the kinds of values seen per column (`jsonl_value_kinds`).
+
+    Parts of one input (the shards of a cluster run) agree on their columns when the
+    kinds each part saw are united first and turned into columns once.
+    """
+    return [(str(key), _column_kind(kinds)) for key, kinds in seen.items()]
+
+
+def jsonl_value_kinds(rows: Iterator[tuple[int, str, Any]]) -> dict[str, set[str]]:
+    """The kinds of non-null values seen per key of every object row, first-seen order."""
     seen: dict[str, set[str]] = {}
     for _, _, obj in rows:
         if not isinstance(obj, dict):
@@ -356,7 +370,7 @@ def infer_jsonl_columns(rows: Iterator[tuple[int, str, Any]]) -> list[tuple[str,
                 kinds = seen[key] = set()
             if value is not None:
                 kinds.add(_kind_of(value))
-    return [(str(key), _column_kind(kinds)) for key, kinds in seen.items()]
+    return seen
 
 
 def _convert(kind: str) -> Callable[[Any], Any]:
@@ -388,9 +402,16 @@ def _unique(name: str, prefix: str, taken: set[str]) -> str:
     return name
 
 
-def _layout(cfg: Settings, source: Source, *, carry: bool = True) -> _Layout:
+def _layout(
+    cfg: Settings,
+    source: Source,
+    *,
+    carry: bool = True,
+    jsonl_columns: list[tuple[str, str]] | None = None,
+) -> _Layout:
     """The output schema. ``carry=False`` leaves the input columns out (evaluation only:
-    no need to read a JSONL file once more to type them)."""
+    no need to read a JSONL file once more to type them); ``jsonl_columns``: the
+    carried columns of a JSONL input, already inferred over the whole file."""
     has_schema = cfg.schema is not None
     lead = _lead_columns(cfg)
     reserved = {name for name, _ in lead} | {name for name, _ in RESULT_COLUMNS}
@@ -404,10 +425,10 @@ def _layout(cfg: Settings, source: Source, *, carry: bool = True) -> _Layout:
             schema = _parquet_file(source).schema_arrow
             inputs = [(f.name, f.type, None) for f in schema]
         else:
-            inputs = [
-                (name, _KIND_TYPES.get(kind, pa.string()), kind)
-                for name, kind in infer_jsonl_columns(source.rows())
-            ]
+            columns = jsonl_columns
+            if columns is None:
+                columns = infer_jsonl_columns(source.rows())
+            inputs = [(name, _KIND_TYPES.get(kind, pa.string()), kind) for name, kind in columns]
         taken = set(reserved)
         for name, dtype, kind in inputs:
             out = _unique(name, INPUT_PREFIX, taken)
@@ -454,9 +475,9 @@ def _input_chunks(source: Source, rows: int) -> Iterator[Chunk]:
     """Input rows in order, a chunk at a time; Parquet datasets bring their columns."""
     if source.dataset and source.kind == "parquet":
         pfile = _parquet_file(source)
-        row = 0
+        groups, row = source.row_groups(pfile.num_row_groups)  # one shard's, or all
         try:
-            for batch in pfile.iter_batches(batch_size=rows):
+            for batch in pfile.iter_batches(batch_size=rows, row_groups=groups):
                 items = []
                 for record in batch.to_pylist():
                     row += 1
@@ -630,6 +651,7 @@ def write_results_parquet(
     source: Source | None = None,
     row_group_rows: int = ROW_GROUP_ROWS,
     observe: RowObserver | None = None,
+    jsonl_columns: list[tuple[str, str]] | None = None,
 ) -> ParquetReport:
     """Write results.parquet for a run (atomically), evaluating in the same pass.
 
@@ -637,7 +659,9 @@ def write_results_parquet(
     The returned report carries the evaluation (None when the job has no [eval] or is a
     plain request file; with variants, one per variant in ``eval_by_variant``).
     ``observe`` sees every output row (the comparison of variants). Raises InputError
-    when the input cannot be read again.
+    when the input cannot be read again. ``source`` may be one shard's rows;
+    ``jsonl_columns`` then types the carried JSONL columns as the whole input does, so
+    every shard's file has the same schema.
     """
     from batchrun.input.select import source_for
     from batchrun.input.variants import plan_variants
@@ -655,7 +679,7 @@ def write_results_parquet(
     report = ParquetReport(path=out_path)
     if out_path is None and evaluators is None and observe is None:
         return report
-    layout = _layout(cfg, source, carry=out_path is not None)
+    layout = _layout(cfg, source, carry=out_path is not None, jsonl_columns=jsonl_columns)
     report.columns = list(layout.schema.names)
     report.renamed = layout.renamed
     assert cfg.out_dir is not None, "a run directory to read"

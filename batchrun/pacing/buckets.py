@@ -147,3 +147,9 @@ class QuotaMirror:
         if self.limit is not None:
             self.level = self.available(now) - cost
             self.at = now
+
+    def refund(self, amount: float, now: float) -> None:
+        """Give back what was charged but never sent (an unused lease of a cluster run)."""
+        if self.limit is not None and amount > 0:
+            self.level = min(self.limit, self.available(now) + amount)
+            self.at = now

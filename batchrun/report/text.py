@@ -245,7 +245,12 @@ def _recount(
 
 
 def status_report(run_dir: str) -> dict[str, Any]:
-    """`batchrun status`: the run report rebuilt from the files (read-only)."""
+    """`batchrun status`: the run report rebuilt from the files (read-only); a run made
+    on a Ray cluster is its shards added up."""
+    if os.path.isfile(os.path.join(run_dir, "shards.json")):
+        from batchrun.scale.aggregate import sharded_report
+
+        return sharded_report(run_dir)
     return run_report(run_dir)
 
 

@@ -89,11 +89,21 @@ class OutputScan:
         self.lines = LineSample(self.options)
         self._read: dict[str, tuple[int, int]] = {}  # name -> (inode, bytes read)
 
+    def _files(self) -> list[tuple[str, str]]:
+        """(key, path) of every output file: the run's own, or (a run on a Ray cluster)
+        each shard's."""
+        import glob
+
+        shards = sorted(glob.glob(os.path.join(self.run_dir, "shards", "*", "")))
+        folders = shards or [self.run_dir]
+        return [
+            (os.path.join(f, n), os.path.join(f, n)) for f in folders for n in (RESULTS, ERRORS)
+        ]
+
     def update(self) -> bool:
         """Read what was appended since the last call; True when anything was."""
         grew = False
-        for name in (RESULTS, ERRORS):
-            path = os.path.join(self.run_dir, name)
+        for name, path in self._files():
             try:
                 st = os.stat(path)
             except FileNotFoundError:
@@ -103,7 +113,8 @@ class OutputScan:
                 self._reset()  # replaced or cut: count everything again
                 return self.update() or True
             if st.st_size > done:
-                self._read[name] = (inode, self._scan(path, name == RESULTS, done))
+                succeeded = os.path.basename(path) == RESULTS
+                self._read[name] = (inode, self._scan(path, succeeded, done))
                 grew = True
         return grew
 
@@ -369,7 +380,12 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
     if scan is None:
         scan = OutputScan(run_dir, options)
     scan.update()
-    report = run_report(run_dir, outputs=scan.outputs)
+    if os.path.isfile(os.path.join(run_dir, "shards.json")):  # a run on a Ray cluster
+        from batchrun.scale.aggregate import sharded_report
+
+        report = sharded_report(run_dir, outputs=scan.outputs)
+    else:
+        report = run_report(run_dir, outputs=scan.outputs)
     summary = load_json_object(os.path.join(run_dir, SUMMARY))
     running = report["running_pid"] is not None
     parquet = os.path.join(run_dir, PARQUET)

@@ -1,0 +1,315 @@
+"""A run on a Ray cluster (issue 18), measured against one process in the same run.
+
+* ``throughput``: N requests against a fast local server, ``batchrun run`` in one
+  process, then ``batchrun run --ray ADDRESS --workers 2`` on a 2-CPU local cluster
+  this script starts first (so the cluster's ~4 s start is not in the figures).
+  Reported per run: the send phase's requests per second (rows / span of the finish
+  times the result lines record: the shard checks and the merge are left out), the
+  whole command's wall time, and CPU per request two ways: the processes below this
+  script (the command, and the Ray cluster's daemons, workers and quota actor; sampled
+  every 0.1 s);
+  and the machine's busy CPU time over the command (/proc/stat, less the server's own
+  CPU time; it also counts anything else running on the machine). A third line runs
+  two plain ``batchrun run`` processes at once on half the rows each, no Ray: what any
+  way of using two senders can reach on this machine at that moment (the ceiling the
+  Ray run is judged against, since other jobs share these two cores). Two servers:
+  ``scripts/fastserver.py`` (a bare asyncio protocol answering one canned completion:
+  the server's cost removed as far as it can be here) and ``batchrun sim`` (a real
+  OpenAI-shaped server). On a 2-core machine the server, the driver, Ray's daemons
+  and both workers share the two cores.
+* ``quota``: ``batchrun sim --rpm R --start-drained`` (the bucket empty at the start,
+  as after another client); one process, then 4 workers with ``--ray --workers 4``.
+  Quota use = admitted / (R/60 x span of the arrivals), from the simulator's record;
+  with the share of 429s.
+
+    $ .venv/bin/python scripts/bench_ray.py                    # both, ~4 minutes
+    $ .venv/bin/python scripts/bench_ray.py --case throughput --requests 40000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(os.path.dirname(sys.executable), "batchrun")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, not waiting on I/O)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / TICKS
+
+
+def process_seconds(pid: int, *, reaped: bool = False) -> float:
+    """A process's CPU seconds; ``reaped``: with its children that have exited (a
+    raylet's workers of a job that ended)."""
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    used = int(parts[11]) + int(parts[12])
+    if reaped:
+        used += int(parts[13]) + int(parts[14])
+    return used / TICKS
+
+
+def descendants(root: int) -> dict[int, float]:
+    """pid -> CPU seconds of every live process below ``root``."""
+    parent: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parent[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found: dict[int, float] = {}
+    for pid in parent:
+        p, hops = pid, 0
+        while p in parent and p != root and hops < 64:
+            p, hops = parent[p], hops + 1
+        if p == root and pid != root:
+            try:
+                found[pid] = process_seconds(pid)
+            except OSError:
+                continue
+    return found
+
+
+class TreeCPU:
+    """CPU seconds spent by the processes below this one while it runs (sampled every
+    0.1 s, so a process that lives a short while loses at most its last 0.1 s): the
+    command, and the Ray cluster's daemons and workers, which outlive it or die first."""
+
+    def __init__(self, skip: set[int]) -> None:
+        self.skip = skip
+        self.before = descendants(os.getpid())
+        self.seen: dict[int, float] = dict(self.before)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.1):
+            for pid, used in descendants(os.getpid()).items():
+                self.seen[pid] = max(used, self.seen.get(pid, 0.0))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        for pid, used in descendants(os.getpid()).items():
+            self.seen[pid] = max(used, self.seen.get(pid, 0.0))
+        return sum(
+            used - self.before.get(pid, 0.0)
+            for pid, used in self.seen.items()
+            if pid not in self.skip
+        )
+
+
+def rows(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"r{i}",
+            "model": "gpt-4o-mini",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": f"row {i}: say something short"}],
+        }
+        for i in range(n)
+    ]
+
+
+def start_server(kind: str, extra: list[str]) -> tuple[subprocess.Popen[str], str]:
+    if kind == "fast":
+        command = [sys.executable, os.path.join(ROOT, "scripts", "fastserver.py"), "--port", "0"]
+    else:
+        command = [sys.executable, "-m", "batchrun", "sim", "--port", "0", *extra]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line:
+        proc.kill()
+        raise SystemExit(f"{kind} server did not start")
+    port = line.rsplit(":", 1)[-1].rsplit(" ", 1)[-1].strip("/")
+    if kind == "fast":
+        return proc, f"http://127.0.0.1:{port}/v1"
+    return proc, line.rsplit(" ", 1)[-1]
+
+
+def run_once(
+    paths: list[str], out: str, base_url: str, server_pid: int, extra: list[str]
+) -> dict[str, Any]:
+    """``batchrun run`` on each of ``paths`` at once (one: the usual case; two halves:
+    what two independent processes reach on this machine), CPU counted for the process
+    tree and for the Ray cluster this script runs (whose processes outlive a command)."""
+    commands = [
+        [BIN, "run", path, "-o", os.path.join(out, str(i)), "--base-url", base_url,
+         "--auth", "none", "-q", "--no-parquet", "--quality-breaker", "0", *extra]
+        for i, path in enumerate(paths)
+    ]  # fmt: skip
+    sampler = TreeCPU(skip={server_pid})
+    cpu0, server0, started = busy_seconds(), process_seconds(server_pid), time.monotonic()
+    procs = [subprocess.Popen(c, stderr=subprocess.PIPE, text=True) for c in commands]
+    codes = [(p.wait(), p.communicate()[1]) for p in procs]
+    wall = time.monotonic() - started
+    cpu = busy_seconds() - cpu0
+    tree = sampler.stop()
+    server = process_seconds(server_pid) - server0
+    for code, err in codes:
+        if code not in (0, 4):
+            print(err, file=sys.stderr)
+            raise SystemExit(f"batchrun run exited {code}")
+    finished: list[float] = []
+    ids = 0
+    for folder, _, files in os.walk(out):
+        if "results.jsonl" in files:
+            with open(os.path.join(folder, "results.jsonl"), "rb") as f:
+                for line in f:
+                    record = json.loads(line)
+                    finished.append(record["batchrun"]["at"])
+                    ids += 1
+    span = max(finished) - min(finished)
+    return {
+        "rows": ids,
+        "send_rps": ids / span if span > 0 else float("inf"),
+        "wall_s": wall,
+        "client_cpu_us": (cpu - server) / ids * 1e6,
+        "tree_cpu_us": tree / ids * 1e6,
+        "server_cpu_share": server / wall,
+    }
+
+
+def throughput(n: int, concurrency: int, server: str, address: str) -> None:
+    proc, base_url = start_server(server, [])
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "in.jsonl")
+            with open(path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows(n))
+            halves = [os.path.join(tmp, "a.jsonl"), os.path.join(tmp, "b.jsonl")]
+            everything = rows(n)
+            for i, half in enumerate(halves):
+                with open(half, "w") as f:
+                    f.writelines(json.dumps(r) + "\n" for r in everything[i::2])
+            common = ["-c", str(concurrency)]
+            one = run_once([path], os.path.join(tmp, "one"), base_url, proc.pid, common)
+            shard_rows = str(max(1000, n // 8))
+            ray_args = [*common, "--ray", address, "--workers", "2", "--shard-rows", shard_rows]
+            two = run_once([path], os.path.join(tmp, "two"), base_url, proc.pid, ray_args)
+            pair = run_once(halves, os.path.join(tmp, "pair"), base_url, proc.pid, common)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(f"\nthroughput: {n:,} requests, -c {concurrency} per process, {server} server")
+    print(
+        f"{'':24} {'send req/s':>11} {'wall s':>8} {'CPU us/req (tree)':>18}"
+        f" {'(machine)':>10} {'server CPU':>11}"
+    )
+    runs = (("one process", one), ("--ray, 2 workers", two), ("2 processes, half each", pair))
+    for name, r in runs:
+        print(
+            f"{name:24} {r['send_rps']:11,.0f} {r['wall_s']:8.1f} {r['tree_cpu_us']:18,.0f}"
+            f" {r['client_cpu_us']:10,.0f} {r['server_cpu_share']:10.0%}"
+        )
+    print(
+        f"ratio (2 plain processes / one): send req/s {pair['send_rps'] / one['send_rps']:.2f}x"
+        " (what this machine allows two senders now)"
+    )
+    print(
+        f"ratio (2 workers / one): send req/s {two['send_rps'] / one['send_rps']:.2f}x, "
+        f"wall {two['wall_s'] / one['wall_s']:.2f}x, "
+        f"CPU per request {two['tree_cpu_us'] / one['tree_cpu_us']:.2f}x (tree), "
+        f"{two['client_cpu_us'] / one['client_cpu_us']:.2f}x (machine)"
+    )
+
+
+def quota_use(stats: dict[str, Any], rpm: float) -> tuple[float, float, int, int]:
+    arrivals = sorted(stats["arrivals"])
+    by_status = {int(k): v for k, v in stats["by_status"].items()}
+    admitted = by_status.get(200, 0)
+    span = arrivals[-1] - arrivals[0]
+    sent = stats["requests"]
+    # a drained bucket: the server could admit one request at the first arrival and
+    # then rpm/60 a second
+    use = admitted / (1 + rpm / 60.0 * span)
+    return use, by_status.get(429, 0) / sent, sent, by_status.get(429, 0)
+
+
+def quota(n: int, rpm: int, workers: int) -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "in.jsonl")
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows(n))
+        for name, extra in (
+            ("one process", []),
+            (f"--ray, {workers} workers", ["--ray", "--workers", str(workers)]),
+        ):
+            sim_args = ["--rpm", str(rpm), "--start-drained", "--latency-ms", "20",
+                        "--jitter-ms", "10"]  # fmt: skip
+            proc, base_url = start_server("sim", sim_args)
+            try:
+                shard = ["--shard-rows", str(max(1, n // workers))] if extra else []
+                out = os.path.join(tmp, name.split(",")[0].strip("-"))
+                started = time.monotonic()
+                command = [BIN, "run", path, "-o", out, "--base-url", base_url, "--auth",
+                           "none", "-q", "--no-parquet", "--quality-breaker", "0", *extra,
+                           *shard]  # fmt: skip
+                done = subprocess.run(command, capture_output=True, text=True)
+                wall = time.monotonic() - started
+                if done.returncode not in (0, 4):
+                    print(done.stderr, file=sys.stderr)
+                    raise SystemExit(f"batchrun run exited {done.returncode}")
+                url = base_url.removesuffix("/v1") + "/_sim/stats"
+                with urllib.request.urlopen(url) as r:
+                    stats = json.loads(r.read())
+            finally:
+                proc.terminate()
+                proc.wait(10)
+            results[name] = (*quota_use(stats, rpm), wall)
+    print(f"\nshared quota: {n:,} requests, one simulator quota of {rpm} RPM, drained at start")
+    print(f"{'':24} {'quota use':>10} {'429s':>8} {'sent':>7} {'wall s':>8}")
+    for name, (use, share, sent, limited, wall) in results.items():
+        print(f"{name:24} {use:10.1%} {share:8.2%} {sent:7,} {wall:8.1f}  ({limited} 429s)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", choices=["throughput", "quota", "all"], default="all")
+    parser.add_argument("--requests", type=int, default=30_000)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--server", choices=["fast", "sim", "both"], default="both")
+    parser.add_argument("--quota-requests", type=int, default=1_200)
+    parser.add_argument("--rpm", type=int, default=1_200)
+    parser.add_argument("--workers", type=int, default=4)
+    args = parser.parse_args()
+    if args.case in ("throughput", "all"):
+        import logging
+
+        import ray
+
+        # one cluster for every --ray run: its start is not what is measured, and its
+        # processes outlive each command, so their CPU time can be read
+        context = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+        address = context.address_info["address"]
+        servers = ["fast", "sim"] if args.server == "both" else [args.server]
+        try:
+            for server in servers:
+                throughput(args.requests, args.concurrency, server, address)
+        finally:
+            ray.shutdown()
+    if args.case in ("quota", "all"):
+        quota(args.quota_requests, args.rpm, args.workers)
+
+
+if __name__ == "__main__":
+    main()

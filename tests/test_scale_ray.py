@@ -1,0 +1,428 @@
+"""Runs on a real local Ray cluster (one for the module: 2 CPUs, no dashboard), against
+the simulator over loopback, with real SIGKILLs.
+
+scripts/test installs the ``ray`` extra and sets BATCHRUN_RAY_REQUIRED=1, so in CI these
+tests run or fail; elsewhere, without Ray installed, they skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import batchrun
+from batchrun.engine.rundir import holder
+from batchrun.errors import RunDirError
+from batchrun.scale.aggregate import recount
+from batchrun.sim import SimConfig, SimThread
+
+if os.environ.get("BATCHRUN_RAY_REQUIRED") == "1":
+    import ray
+else:
+    ray = pytest.importorskip("ray")
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.slow,
+    # Ray Data warns about its own settings' deprecations when its context is built
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:ray"),
+]
+
+KEY = "sk-canary-ray-7f3c9e1d2b4a6f8e0c1d3b5a7e9f"
+"""The API key of every test here: no file of the run directory or of Ray's may hold it."""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, str]]:
+    import logging
+
+    temp = tempfile.mkdtemp(prefix="br-ray-", dir="/tmp")  # short: Ray's socket paths
+    context = ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=temp,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
+    try:
+        yield {"address": context.address_info["address"], "temp": temp}
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def key(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    return KEY
+
+
+def _requests(n: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "custom_id": f"r{i}",
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"row {i}"}],
+        }
+        for i in range(n)
+    ]
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _result_ids(run_dir: Path) -> list[str]:
+    ids = []
+    for path in sorted(run_dir.glob("shards/*/results.jsonl")):
+        ids += [json.loads(line)["custom_id"] for line in path.read_text().splitlines()]
+    return ids
+
+
+def _assert_summary_is_a_recount(run_dir: Path) -> dict[str, Any]:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    counted = recount(str(run_dir))
+    for key, value in counted.items():
+        assert summary[key] == value, key
+    return summary
+
+
+def _assert_no_key_anywhere(*roots: str) -> None:
+    needle = KEY.encode()
+    for root in roots:
+        for folder, _, files in os.walk(root):
+            for name in files:
+                path = os.path.join(folder, name)
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                except OSError:  # a socket, a file removed meanwhile
+                    continue
+                assert needle not in data, path
+
+
+def test_a_dataset_job_runs_in_shards_and_merges(
+    cluster: dict[str, str], key: str, tmp_path: Path
+) -> None:
+    """Parquet input in row groups, a template, a schema and an evaluation; the merged
+    results.parquet is read as one table by pyarrow, pandas, polars, DuckDB and Ray
+    Data; a rerun sends nothing; `batchrun status` adds the shards up."""
+    path = tmp_path / "reviews.parquet"
+    n = 90
+    table = pa.table(
+        {
+            "id": [f"rev-{i}" for i in range(n)],
+            "text": [f"review number {i}" for i in range(n)],
+            "label": ["positive" if i % 2 else "negative" for i in range(n)],
+        }
+    )
+    pq.write_table(table, path, row_group_size=30)
+    run_dir = tmp_path / "run"
+    schema = {
+        "type": "object",
+        "properties": {"sentiment": {"type": "string", "enum": ["positive", "negative"]}},
+        "required": ["sentiment"],
+        "additionalProperties": False,
+    }
+    with SimThread(SimConfig(require_key=KEY, latency_ms=5)) as sim:
+        run = batchrun.run(
+            str(path),
+            run_dir,
+            ray=True,
+            base_url=sim.base_url,
+            model="gpt-4o-mini",
+            prompt="Sentiment of: {text}",
+            id_column="id",
+            response_format={"type": "json_schema", "schema": schema},
+            eval={"reference_column": "label", "compare": "json_field", "field": "sentiment"},
+            shard_rows=30,
+            workers=2,
+            concurrency=8,
+            quiet=True,
+        )
+        sent = sim.stats.requests
+        assert run.exit_code == 0 and run.status == "complete"
+        assert sent == n
+        again = batchrun.run(
+            str(path),
+            run_dir,
+            ray=True,
+            base_url=sim.base_url,
+            model="gpt-4o-mini",
+            prompt="Sentiment of: {text}",
+            id_column="id",
+            response_format={"type": "json_schema", "schema": schema},
+            quiet=True,
+            eval={"reference_column": "label", "compare": "json_field", "field": "sentiment"},
+        )
+        assert again.exit_code == 0 and sim.stats.requests == sent  # nothing sent twice
+
+    parts = run_dir / "results.parquet"
+    assert sorted(p.name for p in parts.iterdir()) == [f"part-0000{i}.parquet" for i in range(3)]
+    merged = pq.read_table(parts)
+    assert merged.num_rows == n and set(merged.column("id").to_pylist()) == set(
+        table["id"].to_pylist()
+    )
+    assert set(merged.column("status").to_pylist()) == {"succeeded"}
+    assert "sentiment" in merged.column_names and "text" in merged.column_names
+
+    import duckdb
+    import pandas as pd
+    import polars as pl
+
+    assert len(pd.read_parquet(parts)) == n
+    assert pl.read_parquet(str(parts / "*.parquet")).height == n
+    assert duckdb.sql(f"select count(*) from read_parquet('{parts}/*.parquet')").fetchall() == [
+        (n,)
+    ]
+    assert ray.data.read_parquet(str(parts)).count() == n
+
+    summary = _assert_summary_is_a_recount(run_dir)
+    assert summary["requests"]["succeeded"] == n and summary["shards"]["total"] == 3
+    assert summary["eval"]["n"] == n and summary["parquet"]["rows"] == n
+    assert summary["cost_usd"]["total"] > 0
+    assert run.results().num_rows == n
+
+    from click.testing import CliRunner
+
+    from batchrun.cli import cli
+
+    status = CliRunner().invoke(cli, ["status", str(run_dir), "--json"], catch_exceptions=False)
+    assert status.exit_code == 0
+    report = json.loads(status.output)
+    assert report["requests"]["succeeded"] == n and report["latency_ms"]["count"] == n
+    from batchrun.report.html.data import build_page_data
+
+    page = build_page_data(str(run_dir))  # the HTML report reads every shard's lines
+    assert page["requests"]["succeeded"] == n and page["latency"]["wire"]["count"] == n
+    assert page["eval"]["n"] == n
+    _assert_no_key_anywhere(str(run_dir), cluster["temp"])
+
+
+def _wait_for(condition: Any, what: str, seconds: float = 60.0) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _busy_shard(run_dir: Path, lines: int, most: int = 40) -> tuple[Path, int] | None:
+    """A shard being run (its flock held) that has written ``lines`` to ``most`` lines
+    (of its 60: well before its end, so it is still running when it is killed)."""
+    for shard in sorted(run_dir.glob("shards/*")):
+        pid = holder(str(shard))
+        results = shard / "results.jsonl"
+        if pid and pid > 0 and results.exists():
+            if lines <= results.read_bytes().count(b"\n") <= most:
+                return shard, pid
+    return None
+
+
+def test_a_worker_killed_mid_shard_loses_and_repeats_nothing(
+    cluster: dict[str, str], key: str, tmp_path: Path
+) -> None:
+    """SIGKILL the process running a shard: Ray runs the task again, the kernel has
+    released the shard's flock, the new attempt resumes from the journal."""
+    n = 240
+    path = _write_jsonl(tmp_path / "in.jsonl", _requests(n))
+    run_dir = tmp_path / "run"
+    outcome: dict[str, Any] = {}
+    with SimThread(SimConfig(require_key=KEY, latency_ms=40)) as sim:
+
+        def drive() -> None:
+            outcome["run"] = batchrun.run(
+                str(path),
+                run_dir,
+                ray=True,
+                base_url=sim.base_url,
+                shard_rows=60,
+                workers=2,
+                concurrency=2,
+                quiet=True,
+                quality_breaker=0,
+            )
+
+        thread = threading.Thread(target=drive)
+        thread.start()
+        shard, pid = _wait_for(lambda: _busy_shard(run_dir, 5), "a shard to be half done")
+        os.kill(pid, signal.SIGKILL)
+        thread.join(timeout=180)
+        assert not thread.is_alive()
+        sent = sim.stats.requests
+
+    run = outcome["run"]
+    assert run.exit_code == 0, run.notes
+    ids = _result_ids(run_dir)
+    assert sorted(ids) == sorted(f"r{i}" for i in range(n))  # every row, once
+    assert int((shard / ".lock").read_text()) != pid  # the shard was finished by another
+    # requests on the wire when the worker died were sent again, nothing else
+    assert n <= sent <= n + 2
+    _assert_summary_is_a_recount(run_dir)
+    _assert_no_key_anywhere(str(run_dir), cluster["temp"])
+
+
+def test_a_killed_driver_and_a_rerun_give_every_row_once(
+    cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """The CLI, pointed at the running cluster by address, SIGKILLed mid-run; the same
+    command again finishes the run. A second driver on the directory is refused."""
+    n = 480
+    path = _write_jsonl(tmp_path / "in.jsonl", _requests(n))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "OPENAI_API_KEY": KEY}
+    with SimThread(SimConfig(require_key=KEY, latency_ms=40)) as sim:
+        command = [
+            sys.executable,
+            "-m",
+            "batchrun",
+            "run",
+            str(path),
+            "-o",
+            str(run_dir),
+            "--ray",
+            cluster["address"],
+            "--base-url",
+            sim.base_url,
+            "--shard-rows",
+            "60",
+            "--workers",
+            "2",
+            "-c",
+            "2",
+            "-q",
+            "--quality-breaker",
+            "0",
+        ]
+        first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+        try:
+            _wait_for(lambda: _busy_shard(run_dir, 5), "the first driver's shards to send")
+            with pytest.raises(RunDirError, match="in use by another batchrun run"):
+                batchrun.run(str(path), run_dir, ray=cluster["address"], base_url=sim.base_url,
+                             shard_rows=60, quiet=True, auth="none")  # fmt: skip
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.wait(timeout=30)
+            assert first.stderr is not None
+            first.stderr.close()
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        assert rerun.returncode == 0, rerun.stderr
+        sent = sim.stats.requests
+
+    assert sorted(_result_ids(run_dir)) == sorted(f"r{i}" for i in range(n))
+    assert n <= sent <= n + 4  # at most what was in flight when the driver died
+    summary = _assert_summary_is_a_recount(run_dir)
+    assert summary["status"] == "complete"
+    _assert_no_key_anywhere(str(run_dir), cluster["temp"])
+
+
+def test_four_workers_share_one_quota(cluster: dict[str, str], key: str, tmp_path: Path) -> None:
+    """One simulator quota, already used up, four shards at once: the header mirror is
+    the cluster's, so 429s stay rare."""
+    n = 160
+    path = _write_jsonl(tmp_path / "in.jsonl", _requests(n))
+    with SimThread(SimConfig(require_key=KEY, rpm=1200, start_drained=True)) as sim:
+        run = batchrun.run(
+            str(path),
+            tmp_path / "run",
+            ray=True,
+            base_url=sim.base_url,
+            shard_rows=40,
+            workers=4,
+            concurrency=16,
+            quiet=True,
+            quality_breaker=0,
+        )
+        rate_limited = sim.stats.rate_limited
+        sent = sim.stats.requests
+    assert run.exit_code == 0
+    assert rate_limited <= 0.02 * sent + 1
+    assert run.summary["pacing"]["leases"] > 0
+
+
+def test_ray_data_processor_maps_a_dataset(cluster: dict[str, str], key: str) -> None:
+    import batchrun.ray as batchrun_ray
+
+    items = [{"text": f"item {i}", "n": i} for i in range(40)]
+    with SimThread(SimConfig(require_key=KEY)) as sim:
+        processor = batchrun_ray.build_processor(
+            model="gpt-4o-mini",
+            prompt="Say something about {text}",
+            base_url=sim.base_url,
+            workers=2,
+            batch_size=16,
+            concurrency=4,
+            quality_breaker=0,
+        )
+        rows = processor(ray.data.from_items(items)).take_all()
+        assert sim.stats.requests == len(items)
+    assert sorted(r["n"] for r in rows) == list(range(40))
+    assert {r["status"] for r in rows} == {"succeeded"}
+    assert all(r["content"] for r in rows)
+
+
+def test_the_budget_holds_for_the_whole_cluster(
+    cluster: dict[str, str], key: str, tmp_path: Path
+) -> None:
+    """--max-cost across two workers: never above the cap, and stopped within one
+    worst-case request per worker of it."""
+    from batchrun.cost.budget import BudgetAdmission, CostHooks
+    from batchrun.settings import Settings
+
+    rows = [{**r, "max_tokens": 40} for r in _requests(300)]
+    path = _write_jsonl(tmp_path / "in.jsonl", rows)
+    cap = 0.0015
+    with SimThread(SimConfig(require_key=KEY, latency_ms=10)) as sim:
+        run = batchrun.run(
+            str(path), tmp_path / "run", ray=True, base_url=sim.base_url, shard_rows=75,
+            workers=2, concurrency=4, max_cost=cap, quiet=True, quality_breaker=0,
+        )  # fmt: skip
+    worst = BudgetAdmission(CostHooks(Settings()), cap).worst_case(
+        {k: v for k, v in rows[0].items() if k != "custom_id"}
+    )
+    spent = run.summary["cost_usd"]["total"]
+    assert run.exit_code == 3 and run.status == "budget_exceeded"
+    assert cap - 2 * worst <= spent <= cap
+    assert run.summary["requests"]["pending"] > 0
+    _assert_summary_is_a_recount(tmp_path / "run")
+
+
+def test_a_ray_data_batch_run_again_resumes_from_its_journal(
+    cluster: dict[str, str], key: str, tmp_path: Path
+) -> None:
+    """With run_dir, a batch Ray runs a second time (a lost worker) is the same run
+    directory, named by the batch's content: nothing is sent again."""
+    import batchrun.ray as batchrun_ray
+    from batchrun.ray import _Batches
+
+    batch = pa.table({"text": [f"item {i}" for i in range(12)]})
+    with SimThread(SimConfig(require_key=KEY)) as sim:
+        processor = batchrun_ray.build_processor(
+            model="gpt-4o-mini", prompt="About {text}", base_url=sim.base_url,
+            run_dir=str(tmp_path / "batches"), quality_breaker=0,
+        )  # fmt: skip
+        worker = _Batches(processor.settings, processor.quota(), processor.run_dir)
+        first = worker(batch)
+        sent = sim.stats.requests
+        again = worker(batch)
+        assert sim.stats.requests == sent == 12
+    assert first.column("content").to_pylist() == again.column("content").to_pylist()
+    assert first.column("text").to_pylist() == batch.column("text").to_pylist()
+    worker.client.close()
