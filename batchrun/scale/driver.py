@@ -35,7 +35,7 @@ import anyio.abc
 import anyio.to_thread
 import orjson
 
-from batchrun import __version__
+from batchrun import __version__, checks
 from batchrun.engine.rundir import RunDirLock, create_run_dir, remove_unused_run_dir
 from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
 from batchrun.output.journal import RUN_INFO, SUMMARY
@@ -108,6 +108,12 @@ class RayDriver:
             raise ConfigError(
                 "--ray runs one job over the whole input: compare variants (several "
                 "models, [prompts]) or run a pilot (--limit, --sample) without --ray"
+            )
+        if cfg.cache and cfg.ray != checks.LOCAL_RAY:
+            raise ConfigError(
+                f"--cache with --ray {cfg.ray}: the response cache is an SQLite file, "
+                "which nodes cannot share safely over network storage; use --cache with "
+                "a local cluster (bare --ray) or without --ray"
             )
         self.cfg = cfg
         self.run_dir: str = cfg.out_dir
