@@ -42,6 +42,7 @@ import httpx
 import orjson
 
 from batchrun.engine.attempt import BREAKER_MIN, Breaker, Live, Sender
+from batchrun.engine.gcpause import fewer_collections, threshold_for
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.reuse import LOOKUP_BATCH, SEND, Reuse
 from batchrun.engine.rundir import (
@@ -438,7 +439,8 @@ class Runner:
                 wall_clock=self.wall_clock,
                 sleep=self.sleep,
             )
-            await self._run_pool(self._scheduler, self._sender)
+            with fewer_collections(threshold_for(self.cfg.concurrency)):
+                await self._run_pool(self._scheduler, self._sender)
         finally:
             try:
                 await client.aclose()
