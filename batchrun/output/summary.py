@@ -56,6 +56,17 @@ def write_json_atomic(path: str, data: Any) -> None:
         f.write(encoded)
 
 
+def read_json_object(path: str) -> dict[str, Any] | None:
+    """A JSON object from ``path`` (summary.json, run.json), or None when the file is
+    missing, unreadable or not an object."""
+    try:
+        with open(path, "rb") as f:
+            data = orjson.loads(f.read())
+        return data if isinstance(data, dict) else None
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
 @dataclass
 class Counts:
     total: int = 0

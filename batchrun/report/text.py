@@ -25,20 +25,12 @@ import orjson
 from batchrun.engine.rundir import holder
 from batchrun.errors import BatchrunError, RunDirError
 from batchrun.output.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, JournalState, read_journal
+from batchrun.output.summary import read_json_object
 from batchrun.report.statistics import OutputStats, meta_of
 from batchrun.report.tables import format_usd
 
 # files listed first in the report, in this order; anything else follows by name
 _FILE_ORDER = (RESULTS, ERRORS, "results.parquet", "invalid.jsonl", SUMMARY, RUN_INFO)
-
-
-def _load(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as f:
-            data = orjson.loads(f.read())
-        return data if isinstance(data, dict) else None
-    except (OSError, orjson.JSONDecodeError):
-        return None
 
 
 def scan_outputs(run_dir: str) -> OutputStats:
@@ -121,13 +113,13 @@ def run_report(
     """
     if not os.path.isdir(run_dir):
         raise RunDirError(f"{run_dir}: no such run directory")
-    info = _load(os.path.join(run_dir, RUN_INFO))
+    info = read_json_object(os.path.join(run_dir, RUN_INFO))
     if info is None:
         raise RunDirError(f"{run_dir}: no run.json (is this a batchrun run directory?)")
     # the end-of-run report is built by the running process itself (it holds the lock)
     running_pid = holder(run_dir) if summary is None else None
     if summary is None:
-        summary = _load(os.path.join(run_dir, SUMMARY)) or {}
+        summary = read_json_object(os.path.join(run_dir, SUMMARY)) or {}
         try:
             journal = read_journal(run_dir, repair=False)
         except ValueError as exc:

@@ -24,6 +24,7 @@ import orjson
 from batchrun import __version__
 from batchrun.errors import RunDirError
 from batchrun.output.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, read_journal
+from batchrun.output.summary import read_json_object
 from batchrun.output.tally import Tally
 from batchrun.report.statistics import OutputStats
 from batchrun.scale.shards import PLAN, ShardPlan, shard_dir
@@ -35,17 +36,8 @@ def is_sharded(run_dir: str) -> bool:
     return os.path.isfile(os.path.join(run_dir, PLAN))
 
 
-def load_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as f:
-            data = orjson.loads(f.read())
-        return data if isinstance(data, dict) else None
-    except (OSError, orjson.JSONDecodeError):
-        return None
-
-
 def load_plan(run_dir: str) -> ShardPlan:
-    data = load_json(os.path.join(run_dir, PLAN))
+    data = read_json_object(os.path.join(run_dir, PLAN))
     if data is None:
         raise RunDirError(f"{run_dir}: no readable {PLAN}")
     return ShardPlan.from_dict(data)
@@ -72,7 +64,7 @@ def merge_tally(into: Tally, other: Tally) -> Tally:
 
 
 def shard_summaries(run_dir: str, plan: ShardPlan) -> list[dict[str, Any] | None]:
-    return [load_json(os.path.join(shard_dir(run_dir, s), SUMMARY)) for s in plan.shards]
+    return [read_json_object(os.path.join(shard_dir(run_dir, s), SUMMARY)) for s in plan.shards]
 
 
 def tally_figures(tally: Tally) -> dict[str, Any]:
@@ -226,7 +218,7 @@ def recount(run_dir: str) -> dict[str, Any]:
     """The run's figures rebuilt from every shard's output lines (nothing else read but
     run.json's row count), in the summary's shape."""
     plan = load_plan(run_dir)
-    info = load_json(os.path.join(run_dir, RUN_INFO)) or {}
+    info = read_json_object(os.path.join(run_dir, RUN_INFO)) or {}
     tally = Tally()
     succeeded = failed = invalid = 0
     codes: Counter[str] = Counter()
@@ -285,11 +277,11 @@ def sharded_report(
     from batchrun.report.statistics import meta_of
     from batchrun.report.text import _cost_blocks
 
-    info = load_json(os.path.join(run_dir, RUN_INFO))
+    info = read_json_object(os.path.join(run_dir, RUN_INFO))
     if info is None:
         raise RunDirError(f"{run_dir}: no run.json (is this a batchrun run directory?)")
     plan = load_plan(run_dir)
-    summary = load_json(os.path.join(run_dir, SUMMARY)) or {}
+    summary = read_json_object(os.path.join(run_dir, SUMMARY)) or {}
     running_pid = None if final else holder(run_dir)
     counted = recount(run_dir)
     requests = counted["requests"]

@@ -39,8 +39,8 @@ from batchrun import __version__, checks
 from batchrun.engine.rundir import RunDirLock, create_run_dir, remove_unused_run_dir
 from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
 from batchrun.output.journal import RUN_INFO, SUMMARY
-from batchrun.output.summary import write_json_atomic
-from batchrun.scale.aggregate import load_json, merged_eval, merged_summary
+from batchrun.output.summary import read_json_object, write_json_atomic
+from batchrun.scale.aggregate import merged_eval, merged_summary
 from batchrun.scale.shards import PLAN, ShardPlan, load_or_plan, shard_dir
 from batchrun.scale.worker import PARTS, ShardDone, ShardJob, ShardScan
 from batchrun.settings import Settings
@@ -213,7 +213,7 @@ class RayDriver:
         if not os.path.isfile(path):
             raise InputError(path, "0", "no such file")
         fingerprint = Source(path).fingerprint()
-        info = load_json(os.path.join(self.run_dir, RUN_INFO))
+        info = read_json_object(os.path.join(self.run_dir, RUN_INFO))
         problems, _, _ = resume_problems(
             os.path.join(self.run_dir, RUN_INFO), self.cfg, fingerprint
         )
@@ -240,7 +240,7 @@ class RayDriver:
                 f"with {plan.shard_rows} rows each"
             )
         self._fingerprint = fingerprint
-        summary = load_json(os.path.join(self.run_dir, SUMMARY)) or {}
+        summary = read_json_object(os.path.join(self.run_dir, SUMMARY)) or {}
         self._elapsed_before = float(summary.get("elapsed_s") or 0.0)
         return plan
 
@@ -355,7 +355,7 @@ class RayDriver:
             return True
         if self.cfg.force or self.cfg.retry_bad_answers:
             return False
-        summary = load_json(os.path.join(job.shard_dir, SUMMARY)) or {}
+        summary = read_json_object(os.path.join(job.shard_dir, SUMMARY)) or {}
         requests = summary.get("requests") or {}
         if summary.get("status") not in ("complete",) or requests.get("pending"):
             return False
@@ -364,7 +364,7 @@ class RayDriver:
     def _spent_so_far(self, plan: ShardPlan) -> float:
         spent = 0.0
         for shard in plan.shards:
-            summary = load_json(os.path.join(shard_dir(self.run_dir, shard), SUMMARY)) or {}
+            summary = read_json_object(os.path.join(shard_dir(self.run_dir, shard), SUMMARY)) or {}
             total = (summary.get("cost_usd") or {}).get("total")
             spent += float(total or 0.0)
         return spent
