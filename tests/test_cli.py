@@ -30,6 +30,36 @@ def test_help_imports_nothing_heavy() -> None:
     assert "estimate" in out.stdout and "sim" in out.stdout and "status" in out.stdout
 
 
+def test_sending_never_imports_pandas(tmp_path: Path) -> None:
+    # pyarrow imports pandas (~35 MiB) when it converts a Python value (pa.array,
+    # pa.scalar, a bare number given to a compute function): what runs before and
+    # while requests are sent (a sampled pilot, in-run dedupe) builds Arrow data from
+    # buffers (batchrun.arrowbuf). results.parquet, written after, may import it.
+    rows = [
+        {
+            "custom_id": f"r{i}",
+            "body": {
+                "model": "m",
+                "temperature": 0,
+                "messages": [{"role": "user", "content": f"t{i % 7}"}],
+            },
+        }
+        for i in range(60)
+    ]
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code = (
+        "import sys, batchrun\n"
+        f"run = batchrun.run({str(data)!r}, {str(tmp_path / 'run')!r}, base_url='sim',\n"
+        "                    quiet=True, write_parquet=False, sample=40, seed=3)\n"
+        "assert run.summary['requests']['succeeded'] == 40, run.summary\n"
+        "assert run.summary['reused']['run'] >= 30, run.summary\n"
+        "print('PANDAS', 'pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "PANDAS False" in out.stdout, out.stdout + out.stderr[-3000:]
+
+
 def test_short_help_flag_works_for_every_command() -> None:
     for args in ([], ["run"], ["status"], ["estimate"], ["sim"]):
         res = CliRunner().invoke(cli, [*args, "-h"])

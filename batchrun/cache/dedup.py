@@ -44,6 +44,8 @@ from collections.abc import Iterable
 from hashlib import blake2b
 from typing import Any
 
+from batchrun.arrowbuf import falses, from_array, null, scalar
+
 __all__ = ["DedupPlan", "RequestGroups"]
 
 KEY_BYTES = 16
@@ -118,15 +120,17 @@ def _group(keys: bytearray, n: int) -> tuple[array[int], array[int], array[int],
     # each key's slice, from its first byte (1 byte a row): comparing 16-byte keys
     # against slice bounds instead cost half of finish()
     key_bytes = pa.Array.from_buffers(pa.uint8(), n * KEY_BYTES, [None, pa.py_buffer(keys)])
-    first_byte = pc.list_element(pa.FixedSizeListArray.from_arrays(key_bytes, KEY_BYTES), 0)
-    slice_of = pc.shift_right(first_byte, pa.scalar(8 - _SLICE_BITS, pa.uint8()))
+    # Arrow scalars from buffers: Python values make pyarrow import pandas (arrowbuf)
+    first, second = scalar(0, "int32"), scalar(1, "int32")
+    first_byte = pc.list_element(pa.FixedSizeListArray.from_arrays(key_bytes, KEY_BYTES), first)
+    slice_of = pc.shift_right(first_byte, scalar(8 - _SLICE_BITS, "uint8"))
     del key_bytes, first_byte
     found_followers = []
     found_leaders = []
     for part in range(_SLICES):
         # this slice's rows, ascending (so the first row of a group of equal keys,
         # after a stable sort, is its leader)
-        rows = _nonzero(pc.equal(slice_of, pa.scalar(part, pa.uint8())))
+        rows = _nonzero(pc.equal(slice_of, scalar(part, "uint8")))
         if len(rows) < 2:
             continue
         # sort by the key read as two uint64 (2x faster than sorting 16-byte strings)
@@ -134,7 +138,7 @@ def _group(keys: bytearray, n: int) -> tuple[array[int], array[int], array[int],
         words = pa.Array.from_buffers(pa.uint64(), 2 * len(rows), [None, halves])
         pairs = pa.FixedSizeListArray.from_arrays(words, 2)
         part_keys = pa.record_batch(
-            [pc.list_element(pairs, 0), pc.list_element(pairs, 1)], names=["a", "b"]
+            [pc.list_element(pairs, first), pc.list_element(pairs, second)], names=["a", "b"]
         )
         del halves, words, pairs
         order = pc.sort_indices(part_keys, sort_keys=[("a", "ascending"), ("b", "ascending")])
@@ -147,8 +151,8 @@ def _group(keys: bytearray, n: int) -> tuple[array[int], array[int], array[int],
         if not pc.any(same).as_py():
             continue
         # is_follower[i] = same[i - 1]; a group's leader is its first row, carried forward
-        is_follower = pa.concat_arrays([pa.array([False]), same])
-        starts = pc.if_else(is_follower, pa.scalar(None, pa.uint64()), rows)
+        is_follower = pa.concat_arrays([falses(1), same])
+        starts = pc.if_else(is_follower, null("uint64"), rows)
         leader = pc.fill_null_forward(starts)
         found_followers.append(pc.filter(rows, is_follower))
         found_leaders.append(pc.filter(leader, is_follower))
@@ -188,8 +192,8 @@ def _nonzero(mask: Any) -> Any:
     for start in range(0, len(mask), _NONZERO_PIECE):
         found = pc.indices_nonzero(mask.slice(start, _NONZERO_PIECE))
         if len(found):
-            parts.append(pc.add(found, pa.scalar(start, pa.uint64())) if start else found)
-    return pa.concat_arrays(parts) if parts else pa.array([], pa.uint64())
+            parts.append(pc.add(found, scalar(start, "uint64")) if start else found)
+    return pa.concat_arrays(parts) if parts else from_array(array("Q"), "uint64")
 
 
 def _to_array(values: Any) -> array[int]:

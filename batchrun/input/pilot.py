@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 
+from batchrun.arrowbuf import from_array
 from batchrun.input.variants import split_variant
 from batchrun.models import Request
 
@@ -102,9 +103,9 @@ class PilotPicker:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        keys = pa.array(self._keys, pa.uint64())
+        keys = from_array(self._keys, "uint64")
         # the n smallest hashes, ties broken by row number: the same rows every time
-        table = pa.table({"key": keys, "row": pa.array(self._row_numbers, pa.int64())})
+        table = pa.table({"key": keys, "row": from_array(self._row_numbers, "int64")})
         chosen = pc.select_k_unstable(
             table, k=n, sort_keys=[("key", "ascending"), ("row", "ascending")]
         )

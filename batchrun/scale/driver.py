@@ -36,6 +36,7 @@ import anyio.to_thread
 import orjson
 
 from batchrun import __version__, checks
+from batchrun.arrowbuf import from_array, scalar
 from batchrun.engine.rundir import RunDirLock, create_run_dir, remove_unused_run_dir
 from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
 from batchrun.output.journal import RUN_INFO, SUMMARY
@@ -276,7 +277,6 @@ class RayDriver:
     def _check_scans(self, plan: ShardPlan, scans: list[ShardScan]) -> None:
         from array import array
 
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         self.total = sum(s.total for s in scans)
@@ -296,12 +296,12 @@ class RayDriver:
             ids.extend(part)
             owner.extend([s.index] * len(part))
         if len(ids) > 1:
-            values = pa.array(ids, type=pa.uint64())
+            values = from_array(ids, "uint64")
             order = pc.sort_indices(values)
             ordered = pc.take(values, order)
             same = pc.equal(ordered[1:], ordered[:-1])
             if pc.any(same).as_py():
-                at = int(pc.index(same, True).as_py())
+                at = int(pc.index(same, scalar(True, "bool")).as_py())
                 a, b = int(order[at].as_py()), int(order[at + 1].as_py())
                 shards = sorted({owner[a], owner[b]})
                 spans = ", ".join(f"shard {i} ({plan.shards[i].span.describe()})" for i in shards)

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.arrowbuf import from_array, scalar
+
 MAX_BINS = 600
 """Most bins a series gets: enough for a wide chart's pixels, small in the page."""
 BIN_WIDTHS: tuple[float, ...] = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600)
@@ -96,15 +98,16 @@ class TimeSeries:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        at = _arrow(self.at, pa.float64())
-        start = pc.subtract(at, _arrow(self.wire_s, pa.float32()).cast(pa.float64()))
+        at = from_array(self.at, "double")
+        start = pc.subtract(at, from_array(self.wire_s, "float").cast(pa.float64()))
         first, last = pc.min(start).as_py(), pc.max(at).as_py()
         width = float(bin_width(last - first, max_bins))
         t0 = math.floor(first / width) * width
         bins = int((last - t0) // width) + 1
         # offsets from t0 keep the in-flight sums exact (Unix times would lose ~1e-6 s
         # per addition, a million times over)
-        start_off, end_off = pc.subtract(start, t0), pc.subtract(at, t0)
+        origin = scalar(t0, "double")
+        start_off, end_off = pc.subtract(start, origin), pc.subtract(at, origin)
         end_bin = _bin_index(end_off, width, bins)
         out: dict[str, Any] = {
             "t0": t0,
@@ -113,26 +116,21 @@ class TimeSeries:
             "finished": [int(v) for v in _per_bin(end_bin, None, bins)],
         }
         for name in COUNTERS[1:]:
-            dtype = pa.uint32() if name == "tokens" else pa.uint8()
-            values = _arrow(getattr(self, name), dtype).cast(pa.int64())
+            dtype = "uint32" if name == "tokens" else "uint8"
+            values = from_array(getattr(self, name), dtype).cast(pa.int64())
             out[name] = [int(v) for v in _per_bin(end_bin, values, bins)]
         out["in_flight"] = _in_flight(start_off, end_off, width, bins, last - t0)
         return out
-
-
-def _arrow(values: array[Any], dtype: Any) -> Any:
-    """A pyarrow array over an `array.array`'s buffer, without copying it."""
-    import pyarrow as pa
-
-    return pa.Array.from_buffers(dtype, len(values), [None, pa.py_buffer(values)])
 
 
 def _bin_index(offsets: Any, width: float, bins: int) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    index = pc.cast(pc.floor(pc.divide(offsets, width)), pa.int64())
-    return pc.min_element_wise(pc.max_element_wise(index, 0), bins - 1)
+    index = pc.cast(pc.floor(pc.divide(offsets, scalar(width, "double"))), pa.int64())
+    return pc.min_element_wise(
+        pc.max_element_wise(index, scalar(0, "int64")), scalar(bins - 1, "int64")
+    )
 
 
 def _per_bin(index: Any, values: Any, bins: int) -> list[float]:
