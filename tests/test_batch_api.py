@@ -419,3 +419,70 @@ def test_a_pilot_online_then_the_rest_through_batches(tmp_path: Path) -> None:
     ok, _ = assert_exactly_once(out, 60)
     vias = [x["batchrun"].get("via") for x in lines(out / "results.jsonl")]
     assert vias.count("batch") == 50 and vias.count(None) == 10
+
+
+def test_max_cost_through_batches_stops_within_the_cap(tmp_path: Path) -> None:
+    from batchrun.cost.budget import worst_case
+    from batchrun.cost.prices import PriceBook
+
+    n = 100
+    inp = write_rows(tmp_path / "req.jsonl", n)
+    out = tmp_path / "run"
+    book = PriceBook.load(None)
+    worst = max(
+        worst_case(json.loads(line)["body"], book, via_batch=True)
+        for line in inp.read_text().splitlines()
+    )
+    assert worst < worst_case(json.loads(inp.read_text().splitlines()[0])["body"], book)
+    # room for the worst case of 8 rows; an answer costs ~1/8 of its worst case, so
+    # each batch that ends frees room for the next, until the spent money leaves none
+    cap = worst * 8.5
+    with SimThread(SimConfig(seed=5, batch=BatchConfig(rows_per_second=20_000))) as sim:
+        result = run_batch(settings(inp, out, sim.base_url, max_cost=cap))
+        stats = sim.snapshot()
+    assert result.exit_code == 3, result.notes
+    assert any("budget cap reached" in note for note in result.notes), result.notes
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "budget_exceeded"
+    assert 0 < summary["cost_usd"]["total"] <= cap
+    ok = ids(out / "results.jsonl")
+    assert len(ok) == len(set(ok)) and 8 < len(ok) < n
+    assert summary["requests"]["pending"] == n - len(ok)
+    shards_created_once(stats)
+    # the first shard took the rows whose worst case fit the cap, and said so
+    ledger = read_ledger(steps_path(str(out)))
+    first = ledger.shards[min(ledger.shards)]
+    assert first.rows == 8 and first.worst_usd is not None and first.worst_usd <= cap
+    assert len(ledger.shards) > 2
+    assert not ledger.open_shards()
+
+    # a higher cap continues: only the rest is sent, every row once
+    with SimThread(SimConfig(seed=5, batch=BatchConfig(rows_per_second=20_000))) as sim:
+        result = run_batch(settings(inp, out, sim.base_url, max_cost=1.0))
+        stats = sim.snapshot()
+    assert result.exit_code == 0, result.notes
+    assert_exactly_once(out, n)
+    assert sum(shards_created_once(stats).values()) >= 1
+    assert_summary_is_a_recount(out)
+
+
+def test_an_open_shard_planned_without_a_cap_leaves_no_room(tmp_path: Path) -> None:
+    from batchrun.batch.steps import Ledger, ShardRecord
+    from batchrun.batch.submit import Submitter
+    from batchrun.cost.budget import BatchBudget
+    from batchrun.cost.prices import PriceBook
+
+    ledger = Ledger(run_id="r")
+    ledger.shards[1] = ShardRecord(1, rows=10, worst_usd=0.25)
+    ledger.shards[2] = ShardRecord(2, rows=10, worst_usd=0.5, done=True)
+
+    class Shards:
+        def __init__(self) -> None:
+            self.ledger = ledger
+
+    submitter = Submitter.__new__(Submitter)
+    submitter.budget = BatchBudget(1.0, PriceBook.load(None), spent=lambda: 0.125)
+    submitter.shards = Shards()  # type: ignore[assignment]
+    assert submitter._budget_room() == pytest.approx(1.0 - 0.125 - 0.25)  # done shards free
+    ledger.shards[3] = ShardRecord(3, rows=10)  # planned before the cap was set
+    assert submitter._budget_room() == 0.0

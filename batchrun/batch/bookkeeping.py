@@ -32,13 +32,16 @@ from batchrun.output.summary import build_summary, write_json_atomic
 from batchrun.redact import scrub_text
 from batchrun.settings import Settings
 
-EXIT_OK, EXIT_ERROR, EXIT_SOME_FAILED, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 4, 130, 143
+EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_SOME_FAILED = 0, 1, 3, 4
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 
 def final_status(stop_reason: str | None, *, handover: bool, pending: int) -> str:
     """summary.json's status once the batch part of a run is over."""
     if stop_reason in ("disk_error", "endpoint_down"):
         return stop_reason
+    if stop_reason == "budget":
+        return "budget_exceeded"
     if stop_reason is not None:
         return "interrupted"
     if handover:
@@ -55,6 +58,8 @@ def exit_code(stop_reason: str | None, *, cancel_only: bool, pending: int, faile
         return EXIT_SIGINT
     if stop_reason == "SIGTERM":
         return EXIT_SIGTERM
+    if stop_reason == "budget":
+        return EXIT_BUDGET
     if stop_reason is not None:
         return EXIT_ERROR
     if cancel_only:

@@ -59,6 +59,7 @@ from batchrun.batch.state import iter_open_batches
 from batchrun.batch.steps import Ledger, ShardRecord, StepJournal
 from batchrun.batch.submit import Submitter
 from batchrun.batch.workdir import steps_path
+from batchrun.cost.budget import BatchBudget
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.rundir import RunDirLock, remove_unused_run_dir, taken
 from batchrun.engine.runinfo import settings_of
@@ -317,6 +318,7 @@ class BatchDriver:
                 trouble=self._api_trouble,
                 wall_clock=self.wall_clock,
                 create_grace=self.create_grace,
+                budget=BatchBudget.of(self.cfg, self._spent),
             ),
             Finisher(
                 client=client,
@@ -365,6 +367,11 @@ class BatchDriver:
                 self.notes.extend(self.hooks.on_end(self.state, summary) or ())
         return RunResult(self._exit_code(), status, summary, self.run_dir, self.notes)
 
+    def _spent(self) -> float:
+        """What the run has cost so far (the cost hook's figure), for the cap."""
+        spent = self.state.figures.get("cost_usd")
+        return float(spent) if isinstance(spent, int | float) else 0.0
+
     def _exit_code(self) -> int:
         counts = self.counts
         return exit_code(
@@ -407,6 +414,11 @@ class BatchDriver:
                 interval = min(interval * BACKOFF, self.cfg.poll_interval * MAX_INTERVAL_FACTOR)
         if self._fallback and self.counts.pending and self.online is not None:
             self._handover = True
+        elif submitter.over_budget is not None and self.counts.pending:
+            if not self._stopping.is_set() and not self.ledger.open_shards():
+                # nothing running can free room: the rows left wait for a higher cap
+                self.stop_reason = "budget"
+                self.notes.append(submitter.over_budget)
         if not self.ledger.open_shards() and not self._stopping.is_set():
             await parts.finisher.delete_orphans()
 

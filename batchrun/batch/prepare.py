@@ -54,11 +54,6 @@ def check_settings(cfg: Settings) -> None:
         raise ConfigError("no run directory given (-o DIR)")
     if cfg.stream:
         raise ConfigError("--stream cannot be used with --batch-api (batches do not stream)")
-    if cfg.max_cost is not None:
-        raise ConfigError(
-            "--max-cost is not enforced through the Batch API yet; run without it "
-            "(batchrun estimate shows the Batch API's price first)"
-        )
     if cfg.is_pilot:
         raise ConfigError(
             "a pilot (--limit/--sample) runs online: run it without --batch-api, look, "

@@ -58,6 +58,9 @@ class ShardRecord:
     """The batch's last status the journal saw final (``done`` lines)."""
     done: bool = False
     abandoned: bool = False
+    worst_usd: float | None = None
+    """Most its rows can cost through the Batch API (planned under --max-cost; None:
+    planned without a cap, so unknown)."""
 
     @property
     def phase(self) -> str:
@@ -122,6 +125,8 @@ class Ledger:
             record.model = str(step.get("model") or "")
             record.rows = int(step.get("rows") or 0)
             record.attempt = int(step.get("attempt") or 1)
+            worst = step.get("worst_usd")
+            record.worst_usd = float(worst) if isinstance(worst, int | float) else None
         elif kind == "upload":
             record.upload_started = True
         elif kind == "uploaded":

@@ -34,6 +34,7 @@ from batchrun.batch.reconcile import creating_decision, find_batches
 from batchrun.batch.shards import RowTooLarge, ShardPlanner, shrink
 from batchrun.batch.steps import ShardRecord
 from batchrun.batch.workdir import ShardWriter, line_for, remove_shard_files, shard_paths
+from batchrun.cost.budget import BatchBudget, cap_reached
 from batchrun.errors import BatchApiError, InputError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.sources import Source
@@ -55,6 +56,10 @@ class Submitter:
     trouble: Callable[[BatchApiError], None]
     wall_clock: Callable[[], float]
     create_grace: float
+    budget: BatchBudget | None = None
+    over_budget: str | None = field(init=False, default=None)
+    """Why the last plan left rows out: the cap has no room for the next one's worst
+    case (they go once an open batch ends and frees its reservation, or never)."""
     max_requests: int = field(init=False)
     """Rows per shard at most; halved when a shard alone overflows the queue."""
     needs_plan: bool = field(init=False, default=True)
@@ -72,40 +77,65 @@ class Submitter:
         return self.shards.run_dir
 
     def batch_ended(self, *, retry: bool) -> None:
-        """A batch was taken in: the queue has room, and its rows to retry are pending."""
-        if retry:
+        """A batch was taken in: the queue has room, its rows to retry are pending, and
+        under a cap its reservation is free for the rows that did not fit."""
+        if retry or self.over_budget is not None:
             self.needs_plan = True
         self.queue_full = False
 
     # -- planning ---------------------------------------------------------------------
     async def plan(self) -> None:
         self.needs_plan = False
-        planned = await anyio.to_thread.run_sync(self._plan_blocking)
-        for shard, model, rows, attempt in planned:
-            self.shards.write(
-                {
-                    "step": "planned",
-                    "shard": shard,
-                    "model": model,
-                    "rows": rows,
-                    "attempt": attempt,
-                }
+        self.over_budget = None
+        room = self._budget_room()
+        planned = await anyio.to_thread.run_sync(self._plan_blocking, room)
+        if self.over_budget is not None and self.shards.running():
+            self.books.say(
+                "--max-cost: no room for more rows until the open batches end (each "
+                "holds the worst case of its rows until its real cost is known)"
             )
+        for shard, model, rows, attempt, worst in planned:
+            step: dict[str, Any] = {
+                "step": "planned",
+                "shard": shard,
+                "model": model,
+                "rows": rows,
+                "attempt": attempt,
+            }
+            if worst is not None:
+                step["worst_usd"] = worst
+            self.shards.write(step)
 
-    def _plan_blocking(self) -> list[tuple[int, str, int, int]]:
+    def _budget_room(self) -> float | None:
+        """What the cap leaves for new shards: minus what was spent and the worst case
+        of every open shard (one planned without a cap, of unknown worst case, leaves
+        nothing until it ends). None: no cap."""
+        if self.budget is None:
+            return None
+        reserved = 0.0
+        for record in self.shards.ledger.open_shards():
+            if record.worst_usd is None:
+                return 0.0
+            reserved += record.worst_usd
+        return self.budget.cap - self.budget.spent() - reserved
+
+    def _plan_blocking(self, room: float | None) -> list[tuple[int, str, int, int, float | None]]:
         ledger = self.shards.ledger
         planner = ShardPlanner(self.max_requests, self.cfg.batch_max_bytes, ledger.next_shard)
         writers: dict[int, ShardWriter] = {}
         attempts_of: dict[int, int] = {}
         models: dict[int, str] = {}
-        planned: list[tuple[int, str, int, int]] = []
+        worst_of: dict[int, float] = {}
+        planned: list[tuple[int, str, int, int, float | None]] = []
         attempts = ledger.attempts
         retry_failed = self.cfg.retry_failed
+        budget = self.budget
 
         def close(shard: int) -> None:
             writer = writers.pop(shard)
             writer.finish()
-            planned.append((shard, models[shard], writer.requests, attempts_of[shard]))
+            worst = worst_of[shard] if budget is not None else None
+            planned.append((shard, models[shard], writer.requests, attempts_of[shard], worst))
 
         try:
             for req in self.source.requests():
@@ -120,6 +150,19 @@ class Submitter:
                 if self.max_tokens is None:  # for the answer-quality messages, as online
                     limit = req.body.get("max_tokens") or req.body.get("max_completion_tokens")
                     self.max_tokens = limit if isinstance(limit, int) else 0
+                worst = 0.0
+                if budget is not None and room is not None:
+                    worst = budget.worst_case(req.body)
+                    if worst > room:
+                        # rows stay in input order: this one and the rest wait for room
+                        self.over_budget = cap_reached(
+                            budget.spent(),
+                            budget.cap,
+                            worst,
+                            how=" through the Batch API",
+                        )
+                        break
+                    room -= worst
                 line, hashed = line_for(req.custom_id, req.body)
                 model = str(req.body.get("model") or "")
                 try:
@@ -134,6 +177,7 @@ class Submitter:
                     models[placed.shard] = model
                     attempts_of[placed.shard] = 1
                 writer.add(line, req.custom_id, req.row, hashed)
+                worst_of[placed.shard] = worst_of.get(placed.shard, 0.0) + worst
                 used = attempts.get(req.custom_id, 0)
                 attempts_of[placed.shard] = max(attempts_of[placed.shard], used + 1)
                 self.shards.taken[h] = placed.shard

@@ -92,9 +92,15 @@ def cost_of(usage: Usage, price: ModelPrice) -> CostBreakdown:
 
 
 def worst_case_cost(
-    model: str, prompt_tokens: int, completion_ceiling: int, book: PriceBook
+    model: str,
+    prompt_tokens: int,
+    completion_ceiling: int,
+    book: PriceBook,
+    *,
+    via_batch: bool = False,
 ) -> float | None:
-    """Most a request can cost: every prompt token uncached, every allowed output token.
+    """Most a request can cost: every prompt token uncached, every allowed output token
+    (``via_batch``: at the model's Batch API prices, its standard ones when it has none).
 
     For the ``--max-cost`` cap. None when the model has no known price. The caller
     supplies the completion ceiling (``tokens.completion_ceiling``); when a body sets
@@ -107,6 +113,8 @@ def worst_case_cost(
     price = book.price_for(model)
     if price is None:
         return None
+    if via_batch and price.batch is not None:
+        price = price.batch
     usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_ceiling)
     if price.output_reasoning is not None and price.output_reasoning > price.output:
         usage.reasoning_tokens = completion_ceiling  # all of it could be dearer reasoning

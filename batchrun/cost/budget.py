@@ -16,11 +16,15 @@ a `StopRun`), so a run stops within one request's worst case of the cap, never a
 
     cost = CostHooks(settings)
     hooks = CompositeHooks(cost, BudgetAdmission(cost, cap=0.50))
+
+Through the Batch API the same cap is kept per shard (`BatchBudget`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -32,6 +36,9 @@ from batchrun.output.usage import FIELDS as USAGE_FIELDS
 from batchrun.output.usage import Usage, model_of, usage_of
 from batchrun.pacing.scheduler import Stopped
 from batchrun.settings import Settings
+
+if TYPE_CHECKING:
+    from batchrun.cost.prices import PriceBook
 
 FALLBACK_CEILING = 16_384
 
@@ -102,6 +109,38 @@ def _minus(total: Usage, part: Usage | None) -> Usage:
     return Usage(*(getattr(total, name) - getattr(part, name) for name in USAGE_FIELDS))
 
 
+def worst_case(body: dict[str, Any], book: PriceBook, *, via_batch: bool = False) -> float:
+    """Most one request can cost (``via_batch``: through the Batch API); a body that
+    sets no max tokens may use the model's whole context window."""
+    from batchrun.cost.bill import worst_case_cost
+    from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
+
+    model = str(body.get("model") or "unknown")
+    price = book.price_for(model)
+    if price is None:
+        raise BudgetExceeded(
+            f"--max-cost cannot be enforced: model {model!r} has no known price "
+            "(add it to a --prices file)"
+        )
+    prompt = prompt_tokens(body)
+    ceiling = completion_ceiling(body)
+    if ceiling <= 0:
+        window = getattr(price, "context_window", None)
+        ceiling = max(1, window - prompt) if window else FALLBACK_CEILING
+    return worst_case_cost(model, prompt, ceiling, book, via_batch=via_batch) or 0.0
+
+
+def cap_reached(spent: float, cap: float, worst: float, *, how: str = "") -> str:
+    """The message of a run the cap stops: what was spent, and what the next one needs."""
+    from batchrun.report.tables import format_usd
+
+    return (
+        f"budget cap reached: spent {format_usd(spent)} of --max-cost {format_usd(cap)}; "
+        f"the next request could cost up to {format_usd(worst)}{how}. Only a higher "
+        "--max-cost continues the run (finished rows are kept and not paid again)."
+    )
+
+
 class BudgetAdmission(RunHooks):
     """Admit a request only while the cap leaves room for its worst case."""
 
@@ -129,23 +168,7 @@ class BudgetAdmission(RunHooks):
             )
 
     def worst_case(self, body: dict[str, Any]) -> float:
-        from batchrun.cost.bill import worst_case_cost
-        from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
-
-        model = str(body.get("model") or "unknown")
-        price = self.book.price_for(model)
-        if price is None:
-            raise BudgetExceeded(
-                f"--max-cost cannot be enforced: model {model!r} has no known price "
-                "(add it to a --prices file)"
-            )
-        prompt = prompt_tokens(body)
-        ceiling = completion_ceiling(body)
-        if ceiling <= 0:
-            window = getattr(price, "context_window", None)
-            ceiling = max(1, window - prompt) if window else FALLBACK_CEILING
-        cost = worst_case_cost(model, prompt, ceiling, self.book)
-        return cost or 0.0
+        return worst_case(body, self.book)
 
     async def admit(self, state: RunState, req: Request) -> None:
         worst = self.worst_case(req.body)
@@ -157,14 +180,7 @@ class BudgetAdmission(RunHooks):
             if self._stopped:
                 raise Stopped()  # the run stopped while this request waited for room
             if not self.reserved or self.spent + worst > self.cap:
-                from batchrun.report.tables import format_usd
-
-                raise BudgetExceeded(
-                    f"budget cap reached: spent {format_usd(self.spent)} of --max-cost "
-                    f"{format_usd(self.cap)}; the next request could cost up to "
-                    f"{format_usd(worst)}. Only a higher --max-cost continues the run "
-                    "(finished rows are kept and not paid again)."
-                )
+                raise BudgetExceeded(cap_reached(self.spent, self.cap, worst))
             await self._settled.wait()
 
     def after_request(
@@ -192,6 +208,33 @@ class BudgetAdmission(RunHooks):
         return {"budget": {"max_cost_usd": self.cap, "spent_usd": round(self.spent, 6)}}
 
 
+@dataclass
+class BatchBudget:
+    """``--max-cost`` through the Batch API, where a batch's cost is known only when it
+    ends: a shard goes out only while
+
+        spent + worst case of every open batch + worst case of this shard <= cap
+
+    (`batchrun.batch.submit` plans shards within the room, records each shard's worst
+    case in the step journal, and stops planning when a row does not fit). The worst
+    case is `worst_case` at Batch API prices."""
+
+    cap: float
+    book: PriceBook
+    spent: Callable[[], float]
+
+    @classmethod
+    def of(cls, settings: Settings, spent: Callable[[], float]) -> BatchBudget | None:
+        if settings.max_cost is None:
+            return None
+        from batchrun.cost.prices import PriceBook
+
+        return cls(settings.max_cost, PriceBook.load(settings.prices), spent)
+
+    def worst_case(self, body: dict[str, Any]) -> float:
+        return worst_case(body, self.book, via_batch=True)
+
+
 def cost_hooks(settings: Settings) -> list[RunHooks]:
     """The cost hook, and the budget's admission when a cap is set."""
     cost = CostHooks(settings)
@@ -200,4 +243,4 @@ def cost_hooks(settings: Settings) -> list[RunHooks]:
     return [cost, BudgetAdmission(cost, settings.max_cost)]
 
 
-__all__ = ["BudgetAdmission", "CostHooks", "cost_hooks"]
+__all__ = ["BatchBudget", "BudgetAdmission", "CostHooks", "cap_reached", "cost_hooks", "worst_case"]
