@@ -483,6 +483,6 @@ def test_an_open_shard_planned_without_a_cap_leaves_no_room(tmp_path: Path) -> N
     submitter = Submitter.__new__(Submitter)
     submitter.budget = BatchBudget(1.0, PriceBook.load(None), spent=lambda: 0.125)
     submitter.shards = Shards()  # type: ignore[assignment]
-    assert submitter._budget_room() == pytest.approx(1.0 - 0.125 - 0.25)  # done shards free
+    assert submitter._budget_room(0.125) == pytest.approx(1.0 - 0.125 - 0.25)  # done: free
     ledger.shards[3] = ShardRecord(3, rows=10)  # planned before the cap was set
-    assert submitter._budget_room() == 0.0
+    assert submitter._budget_room(0.125) == 0.0

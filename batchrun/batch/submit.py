@@ -87,8 +87,9 @@ class Submitter:
     async def plan(self) -> None:
         self.needs_plan = False
         self.over_budget = None
-        room = self._budget_room()
-        planned = await anyio.to_thread.run_sync(self._plan_blocking, room)
+        spent = self.budget.spent() if self.budget is not None else 0.0
+        room = self._budget_room(spent)
+        planned = await anyio.to_thread.run_sync(self._plan_blocking, room, spent)
         if self.over_budget is not None and self.shards.running():
             self.books.say(
                 "--max-cost: no room for more rows until the open batches end (each "
@@ -106,10 +107,10 @@ class Submitter:
                 step["worst_usd"] = worst
             self.shards.write(step)
 
-    def _budget_room(self) -> float | None:
-        """What the cap leaves for new shards: minus what was spent and the worst case
-        of every open shard (one planned without a cap, of unknown worst case, leaves
-        nothing until it ends). None: no cap."""
+    def _budget_room(self, spent: float) -> float | None:
+        """What the cap leaves for new shards: minus what was ``spent`` and the worst
+        case of every open shard (one planned without a cap, of unknown worst case,
+        leaves nothing until it ends). None: no cap."""
         if self.budget is None:
             return None
         reserved = 0.0
@@ -117,9 +118,11 @@ class Submitter:
             if record.worst_usd is None:
                 return 0.0
             reserved += record.worst_usd
-        return self.budget.cap - self.budget.spent() - reserved
+        return self.budget.cap - spent - reserved
 
-    def _plan_blocking(self, room: float | None) -> list[tuple[int, str, int, int, float | None]]:
+    def _plan_blocking(
+        self, room: float | None, spent: float
+    ) -> list[tuple[int, str, int, int, float | None]]:
         ledger = self.shards.ledger
         planner = ShardPlanner(self.max_requests, self.cfg.batch_max_bytes, ledger.next_shard)
         writers: dict[int, ShardWriter] = {}
@@ -156,10 +159,7 @@ class Submitter:
                     if worst > room:
                         # rows stay in input order: this one and the rest wait for room
                         self.over_budget = cap_reached(
-                            budget.spent(),
-                            budget.cap,
-                            worst,
-                            how=" through the Batch API",
+                            spent, budget.cap, worst, how=" through the Batch API"
                         )
                         break
                     room -= worst
