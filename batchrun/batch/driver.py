@@ -61,9 +61,9 @@ from batchrun.batch.submit import Submitter
 from batchrun.batch.workdir import steps_path
 from batchrun.cost.budget import BatchBudget
 from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.rundir import RunDirLock, remove_unused_run_dir, taken
+from batchrun.engine.rundir import RunDirLock, removed_if_refused, taken
 from batchrun.engine.runinfo import settings_of
-from batchrun.errors import BatchApiError, BatchrunError, RunDirError
+from batchrun.errors import BatchApiError, RunDirError
 from batchrun.input.sources import Interrupted, Source
 from batchrun.output.quality import QualityCounts, compile_schema
 from batchrun.output.sink import JsonlSink
@@ -234,19 +234,14 @@ class BatchDriver:
             return online
 
     async def _locked(self, created: bool) -> RunResult:
-        from batchrun.engine.runner import RunResult
+        from batchrun.engine.runner import INTERRUPTED_NOTE, RunResult
 
         try:
-            prepared = await self._prepare()
+            with removed_if_refused(self.run_dir, created):
+                prepared = await self._prepare()
         except Interrupted:
-            if created:
-                remove_unused_run_dir(self.run_dir)
-            self.notes.append("interrupted while checking the input; nothing was sent")
+            self.notes.append(INTERRUPTED_NOTE)
             return RunResult(self._exit_code(), "interrupted", {}, self.run_dir, self.notes)
-        except BatchrunError:
-            if created:
-                remove_unused_run_dir(self.run_dir, keep_invalid=True)
-            raise
         return await self._run_prepared(prepared)
 
     async def _prepare(self) -> Prepared:

@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Iterator
 from types import TracebackType
 
-from batchrun.errors import RunDirError
+from batchrun.errors import BatchrunError, RunDirError
 
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
@@ -147,6 +147,19 @@ def remove_unused_run_dir(run_dir: str, *, keep_invalid: bool = False) -> None:
     if keep_invalid and _has_content(os.path.join(run_dir, "invalid.jsonl")):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def removed_if_refused(run_dir: str, created: bool) -> Iterator[None]:
+    """The checks before anything is sent: when they fail, a directory this process
+    created (``created``) is removed again, keeping one that holds the rows
+    --skip-invalid set aside when the input was the problem (a `BatchrunError`)."""
+    try:
+        yield
+    except Exception as exc:
+        if created:
+            remove_unused_run_dir(run_dir, keep_invalid=isinstance(exc, BatchrunError))
+        raise
 
 
 @contextlib.contextmanager

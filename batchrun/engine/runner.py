@@ -48,11 +48,11 @@ from batchrun.engine.reuse import LOOKUP_BATCH, SEND, Reuse
 from batchrun.engine.rundir import (
     RunDirLock,
     remove_stray_temp_files,
-    remove_unused_run_dir,
+    removed_if_refused,
     taken,
 )
 from batchrun.engine.runinfo import resume_problems, write_run_info
-from batchrun.errors import BatchrunError, ConfigError, RunDirError
+from batchrun.errors import ConfigError, RunDirError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.pilot import PilotPicker, Selection
 from batchrun.input.sources import Interrupted, ScanObserver, ScanResult, Source
@@ -78,6 +78,7 @@ from batchrun.transport.client import ChatClient
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BUDGET = 3
+INTERRUPTED_NOTE = "interrupted while checking the input; nothing was sent"
 EXIT_SOME_FAILED = 4
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
@@ -384,16 +385,11 @@ class Runner:
 
     async def _run_locked(self, created: bool) -> RunResult:
         try:
-            source, scan = await self._setup()
+            with removed_if_refused(self.run_dir, created):
+                source, scan = await self._setup()
         except Interrupted:
-            if created:
-                remove_unused_run_dir(self.run_dir)
-            self.notes.append("interrupted while checking the input; nothing was sent")
+            self.notes.append(INTERRUPTED_NOTE)
             return RunResult(self._exit_code(), "interrupted", {}, self.run_dir, self.notes)
-        except BatchrunError:
-            if created:
-                remove_unused_run_dir(self.run_dir, keep_invalid=True)
-            raise
         self._source = source
         self.live.started = self.clock()
         self.hooks.on_start(self.state)
