@@ -26,7 +26,7 @@ import pytest
 
 import batchrun
 from batchrun.engine.rundir import holder
-from batchrun.errors import RunDirError
+from batchrun.errors import InputError, RunDirError
 from batchrun.scale.aggregate import recount
 from batchrun.sim import SimConfig, SimThread
 
@@ -426,3 +426,19 @@ def test_a_ray_data_batch_run_again_resumes_from_its_journal(
     assert first.column("content").to_pylist() == again.column("content").to_pylist()
     assert first.column("text").to_pylist() == batch.column("text").to_pylist()
     worker.client.close()
+
+
+def test_bad_input_is_its_own_error_and_sends_nothing(
+    cluster: dict[str, str], key: str, tmp_path: Path
+) -> None:
+    # found by the shards' checks, inside the driver's task group: it must reach the
+    # caller as the InputError itself (the command line's one-line error), not wrapped
+    # in an ExceptionGroup
+    rows = _requests(30)
+    rows[20]["custom_id"] = "r3"
+    path = _write_jsonl(tmp_path / "dup.jsonl", rows)
+    with SimThread(SimConfig(seed=2)) as sim:
+        with pytest.raises(InputError, match="duplicate custom_id"):
+            batchrun.run(str(path), str(tmp_path / "run"), ray=cluster["address"],
+                         base_url=sim.base_url, shard_rows=10, quiet=True)  # fmt: skip
+        assert sim.stats.requests == 0

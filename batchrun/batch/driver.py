@@ -63,6 +63,7 @@ from batchrun.cost.budget import BatchBudget
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.rundir import RunDirLock, removed_if_refused, taken
 from batchrun.engine.runinfo import settings_of
+from batchrun.engine.signals import run_watched
 from batchrun.errors import BatchApiError, RunDirError
 from batchrun.input.sources import Interrupted, Source
 from batchrun.output.quality import QualityCounts, compile_schema
@@ -211,20 +212,10 @@ class BatchDriver:
         other process can take the directory in between)."""
 
         with taken(self.run_dir) as (lock, created):
-            result: RunResult | None = None
-            error: Exception | None = None
-            async with anyio.create_task_group() as outer:
-                if self.handle_signals:
-                    await outer.start(self._watch_signals)
-                try:
-                    result = await self._locked(created)
-                except Exception as exc:  # raised as itself, not in an ExceptionGroup
-                    error = exc
-                finally:
-                    outer.cancel_scope.cancel()
-            if error is not None:
-                raise error
-            assert result is not None
+            result = await run_watched(
+                lambda _: self._locked(created),
+                self._on_signal if self.handle_signals else None,
+            )
             if not self._handover:
                 return result
             assert self.online is not None
@@ -532,13 +523,8 @@ class BatchDriver:
             return
         self.stop("SIGINT" if signum == signal.SIGINT else "SIGTERM")
 
-    async def _watch_signals(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for signum in signals:
-                self.interrupt(2 if self._stopping.is_set() else 1, signum)
+    def _on_signal(self, signum: int) -> None:
+        self.interrupt(2 if self._stopping.is_set() else 1, signum)
 
     async def _interruptible_sleep(self, seconds: float) -> None:
         if self._stopping.is_set() or seconds <= 0:

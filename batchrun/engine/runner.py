@@ -52,6 +52,7 @@ from batchrun.engine.rundir import (
     taken,
 )
 from batchrun.engine.runinfo import resume_problems, write_run_info
+from batchrun.engine.signals import run_watched
 from batchrun.errors import ConfigError, RunDirError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.pilot import PilotPicker, Selection
@@ -357,23 +358,12 @@ class Runner:
     # -- the run --------------------------------------------------------------------
     async def run(self) -> RunResult:
         """Lock the run directory, check everything, send, write; see the module doc."""
-        result: RunResult | None = None
-        error: Exception | None = None
-        async with anyio.create_task_group() as outer:
+
+        async def body(outer: anyio.abc.TaskGroup) -> RunResult:
             self._outer = outer
-            if self.handle_signals:
-                # before anything else: a Ctrl-C from the first instant is a clean stop
-                await outer.start(self._watch_signals)
-            try:
-                result = await self._locked(self._run_locked)
-            except Exception as exc:  # raised as itself, not in an ExceptionGroup
-                error = exc
-            finally:
-                outer.cancel_scope.cancel()
-        if error is not None:
-            raise error
-        assert result is not None
-        return result
+            return await self._locked(self._run_locked)
+
+        return await run_watched(body, self._on_signal if self.handle_signals else None)
 
     async def _locked(self, body: Callable[[bool], Awaitable[RunResult]]) -> RunResult:
         """``body(created)`` with the run directory made and locked for this process
@@ -758,13 +748,8 @@ class Runner:
         return EXIT_SOME_FAILED if self.counts.failed else EXIT_OK
 
     # -- signals --------------------------------------------------------------------
-    async def _watch_signals(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            async for signum in signals:
-                self.interrupt(2 if self._stopping.is_set() else 1, signum)
+    def _on_signal(self, signum: int) -> None:
+        self.interrupt(2 if self._stopping.is_set() else 1, signum)
 
     def interrupt(self, times: int = 1, signum: int = signal.SIGINT) -> None:
         """A Ctrl-C (``times``: how many so far): the first stops sending and drains,

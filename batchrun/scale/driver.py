@@ -37,7 +37,8 @@ import orjson
 
 from batchrun import __version__, checks
 from batchrun.arrowbuf import from_array, scalar
-from batchrun.engine.rundir import RunDirLock, create_run_dir, remove_unused_run_dir
+from batchrun.engine.rundir import removed_if_refused, taken
+from batchrun.engine.signals import run_watched
 from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
 from batchrun.output.journal import RUN_INFO, SUMMARY
 from batchrun.output.summary import read_json_object, write_json_atomic
@@ -132,7 +133,8 @@ class RayDriver:
         self.started = 0.0
         self._elapsed_before = 0.0
         self._ray: Any = None
-        self._outer: anyio.abc.TaskGroup | None = None
+        self._signals = 0
+        """Signals received so far (a second one leaves at once)."""
         self._cancel: anyio.CancelScope | None = None
 
     # -- stopping -------------------------------------------------------------------
@@ -153,57 +155,35 @@ class RayDriver:
         if self.service is not None:
             self.service.stop.remote(reason)
 
-    async def _watch_signals(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            task_status.started()
-            count = 0
-            async for signum in signals:
-                count += 1
-                self.interrupt(count, signum)
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        self.interrupt(self._signals, signum)
 
     # -- the run --------------------------------------------------------------------
     async def run(self) -> Any:
         from batchrun.engine.runner import RunResult
 
         ray = self._ray = import_ray()
-        created = create_run_dir(self.run_dir)
-        lock = RunDirLock(self.run_dir)
-        try:
-            lock.acquire()
-        except RunDirError:
-            if created:
-                remove_unused_run_dir(self.run_dir)
-            raise
-        started_ray = False
-        try:
+        with taken(self.run_dir) as (_, created):
+            started_ray = False
             try:
-                self.plan = await anyio.to_thread.run_sync(self._check_and_plan)
-            except BatchrunError:
-                if created:
-                    lock.release()
-                    remove_unused_run_dir(self.run_dir)
-                raise
-            started_ray = connect(ray, str(self.cfg.ray))
-            result: RunResult | None = None
-            async with anyio.create_task_group() as outer:
-                self._outer = outer
-                if self.handle_signals:
-                    await outer.start(self._watch_signals)
-                try:
+                with removed_if_refused(self.run_dir, created):
+                    plan = self.plan = await anyio.to_thread.run_sync(self._check_and_plan)
+                started_ray = connect(ray, str(self.cfg.ray))
+
+                async def body(_: anyio.abc.TaskGroup) -> RunResult | None:
                     with anyio.CancelScope() as scope:
                         self._cancel = scope
-                        result = await self._run_locked(self.plan)
-                finally:
-                    outer.cancel_scope.cancel()
-            if result is None:  # a second Ctrl-C in a library: left at once
-                result = RunResult(130, "interrupted", {}, self.run_dir, self.notes)
-            return result
-        finally:
-            if started_ray:
-                ray.shutdown()
-            lock.release()
+                        return await self._run_locked(plan)
+                    return None  # a second Ctrl-C in a library: left at once
+
+                result = await run_watched(body, self._on_signal if self.handle_signals else None)
+                if result is None:
+                    result = RunResult(130, "interrupted", {}, self.run_dir, self.notes)
+                return result
+            finally:
+                if started_ray:
+                    ray.shutdown()
 
     def _check_and_plan(self) -> ShardPlan:
         """The run directory's plan (new or recorded) and the input's identity."""
