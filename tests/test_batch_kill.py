@@ -34,6 +34,20 @@ from batchrun.output.tally import Tally
 from tests.test_kill import _read_first_line, _stop
 
 ROWS = 120_000
+STEP_PAUSE_HOOK = """
+import os, time
+_fsync = os.fsync
+def _paused_fsync(fd):
+    _fsync(fd)
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return
+    if path.endswith(os.path.join("batch", "steps.jsonl")):
+        time.sleep(0.02)
+os.fsync = _paused_fsync
+"""
+"""Loaded by the killed `batchrun run` (sitecustomize): 20 ms after each journal fsync."""
 SEED = 20250611
 
 
@@ -117,7 +131,18 @@ def test_sigkill_anywhere_then_rerun_lands_every_row_once(tmp_path: Path, batch_
         "--batch-max-requests", "25000", "--poll-interval", "0.05", "--timeout", "5",
         "--max-attempts", "4", "-q", "--no-parquet",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the window between two journal lines (say "uploaded" and "create") is a few
+    # microseconds of Python: the killed process pauses after each journal fsync (a
+    # sitecustomize on its path), so a kill aimed between two steps lands there. The
+    # crash points are the product's own, only slower to pass.
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(STEP_PAUSE_HOOK)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+    }
     env.pop("OPENAI_API_KEY", None)
     log = open(tmp_path / "stderr.log", "wb")  # noqa: SIM115 - closed in finally
     plan = ["uploaded", "create", "uploaded", "results", "random", "uploaded", "random", "random"]
