@@ -17,7 +17,6 @@ from batchrun.output.usage import Usage
 from batchrun.report.tables import format_cost_table
 
 AT = datetime(2026, 11, 20, tzinfo=UTC)
-REPO = Path(__file__).resolve().parent.parent
 
 RELAY_TOML = """
 [models."relay-a"]
@@ -291,7 +290,11 @@ def test_unreadable_or_broken_price_files(tmp_path: Path) -> None:
 
 
 def test_example_price_file_is_valid() -> None:
-    prices = read_price_file(str(REPO / "jobs" / "prices.example.toml"))
+    """The example shipped in the package (``batchrun prices --example``)."""
+    from importlib import resources
+
+    shipped = resources.files("batchrun.cost").joinpath("prices.example.toml")
+    prices = read_price_file(str(shipped))
     deepseek = prices["deepseek-chat"]
     assert (deepseek.input, deepseek.cached_input, deepseek.output) == (0.27, 0.07, 1.10)
     assert prices["llama-3.1-8b-local"].output == 0.0

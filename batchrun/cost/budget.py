@@ -160,11 +160,12 @@ class BudgetAdmission(RunHooks):
         """Under a cap every model needs a price, known before the first send."""
         unpriced = sorted(m for m in scan.models if self.book.price_for(m) is None)
         if unpriced:
+            from batchrun.cost.pricefile import ADD_A_PRICE
+
             names = ", ".join(repr(m) for m in unpriced)
             raise ConfigError(
                 f"--max-cost cannot be enforced: no known price for {names}; "
-                "add a price with --prices FILE (see jobs/prices.example.toml) "
-                "or run without --max-cost"
+                f"{ADD_A_PRICE}, or run without --max-cost"
             )
 
     def worst_case(self, body: dict[str, Any]) -> float:

@@ -6,7 +6,8 @@
     output = 0.60
     batch_multiplier = 0.5
 
-Every problem in a file is reported at once, with its key path.
+Every problem in a file is reported at once, with its key path. A commented example
+ships inside the package (`example_price_file`; ``batchrun prices --example`` prints it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 from batchrun.cost.prices import ModelPrice
@@ -24,6 +26,22 @@ _PRICE_KEYS = ("input", "cached_input", "output")
 _BATCH_KEYS = ("batch_input", "batch_cached_input", "batch_output")
 _ALLOWED_KEYS = frozenset(_PRICE_KEYS + _BATCH_KEYS + ("batch_multiplier",))
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+EXAMPLE_FILE = "prices.example.toml"
+ADD_A_PRICE = (
+    "add a price with --prices FILE, [prices.models.NAME] in a job file or prices= in "
+    "Python (`batchrun prices --example` prints a price file to start from)"
+)
+"""What to do about a model without a price, for every message that meets one."""
+
+
+def example_price_file() -> str:
+    """The commented example price file shipped in the package (``batchrun prices
+    --example``): every key, with what it means.
+
+    >>> "[models." in example_price_file()
+    True
+    """
+    return resources.files("batchrun.cost").joinpath(EXAMPLE_FILE).read_text(encoding="utf-8")
 
 
 def _key(name: str) -> str:
@@ -31,7 +49,7 @@ def _key(name: str) -> str:
 
 
 def read_price_file(path: str) -> dict[str, ModelPrice]:
-    """Parse a TOML price file into model prices; see ``jobs/prices.example.toml``."""
+    """Parse a TOML price file into model prices (the format: `example_price_file`)."""
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
@@ -129,4 +147,4 @@ def _parse_model(entry: Mapping[str, Any], where: str, problems: list[str]) -> M
 # ---------------------------------------------------------------------- cost report
 
 
-__all__ = ["parse_price_table", "read_price_file"]
+__all__ = ["ADD_A_PRICE", "example_price_file", "parse_price_table", "read_price_file"]

@@ -288,6 +288,7 @@ class RayDriver:
                 raise InputError(path, "0", f"duplicate custom_id: the same id is in {spans}")
         models = set().union(*(s.models for s in scans))
         if self.cfg.max_cost is not None:
+            from batchrun.cost.pricefile import ADD_A_PRICE
             from batchrun.cost.prices import PriceBook
 
             book = PriceBook.load(self.cfg.prices)
@@ -296,8 +297,7 @@ class RayDriver:
                 names = ", ".join(repr(m) for m in unpriced)
                 raise ConfigError(
                     f"--max-cost cannot be enforced: no known price for {names}; "
-                    "add a price with --prices FILE (see jobs/prices.example.toml) "
-                    "or run without --max-cost"
+                    f"{ADD_A_PRICE}, or run without --max-cost"
                 )
         spec = self.cfg.eval
         columns = [s.columns for s in scans if s.columns is not None]
