@@ -721,6 +721,61 @@ def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+PRICE_KEYS = ("file", "models")
+
+
+def prices(value: Any, where: Where) -> Any:
+    """The user's model prices: a price file (a path; ``--prices FILE``), or a job
+    file's [prices] table (``file = "..."`` and/or ``[prices.models."NAME"]`` entries),
+    or in Python a dict of model -> entry (or ``{"file": ..., "models": {...}}``). A
+    file alone stays its path; entries make a `batchrun.settings.Prices`. Every entry
+    is checked here, before anything is sent.
+
+    >>> prices({"m": {"input": 1, "output": 2}}, Where("prices=")).models["m"]["input"]
+    1
+    """
+    from batchrun.cost.pricefile import model_prices
+    from batchrun.settings import Prices
+
+    if value is None or isinstance(value, Prices):
+        return value
+    if isinstance(value, str | os.PathLike):
+        return existing_file(os.fspath(value), where)
+    if not isinstance(value, Mapping):
+        raise where.fail(
+            f"must be a price file's path or a table of model prices (got {show(value)})"
+        )
+    table_form = where.from_file or (bool(value) and set(value) <= set(PRICE_KEYS))
+    problems: list[tuple[str, str]] = []
+    file: str | None = None
+    models: Any = value
+    if table_form:
+        for key in value:
+            if key not in PRICE_KEYS:
+                problems.append(
+                    (where.at(str(key)).label, "unknown key" + suggest(key, PRICE_KEYS))
+                )
+        if value.get("file") is not None:
+            try:
+                file = existing_file(value["file"], where.at("file"))
+            except Invalid as exc:
+                problems.extend(exc.problems)
+        models = value.get("models", {})
+        if not isinstance(models, Mapping):
+            problems.append((where.at("models").label, f"must be a table (got {show(models)})"))
+            models = {}
+    at = where.at("models").label if table_form else where.label
+    found: list[str] = []
+    model_prices(models, at, found)
+    problems.extend(("", problem) for problem in found)
+    if problems:
+        raise Invalid(problems)
+    if not models:
+        return file
+    entries = {str(name): dict(entry) for name, entry in models.items()}
+    return Prices(file, entries)
+
+
 def evaluation(value: Any, where: Where) -> Any:
     """A `batchrun.settings.Evaluation` from an [eval] table or keyword dict."""
     from batchrun.settings import Evaluation

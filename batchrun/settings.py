@@ -131,6 +131,21 @@ class Evaluation:
     """A seeded bootstrap interval for accuracy (and for differences between variants)."""
 
 
+@dataclass(frozen=True)
+class Prices:
+    """The user's own model prices: a price file, entries given inline (a job file's
+    ``[prices.models."NAME"]`` tables, a dict in Python), or both, an inline entry
+    winning over the file's. Entries are kept as given (USD per million tokens, the
+    keys of a price file), so run.json records them and a report prices the same.
+
+        >>> Prices(models={"m": {"input": 1.0, "output": 2.0}}).models["m"]["output"]
+        2.0
+    """
+
+    file: str | None = None
+    models: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # -- input ---------------------------------------------------------------------
@@ -571,12 +586,14 @@ class Settings:
         key="*",
         check=checks.evaluation,
     )
-    prices: str | None = setting(
-        help="TOML price file adding/overriding model prices.",
+    prices: str | Prices | None = setting(
+        help="TOML price file adding/overriding model prices (`batchrun prices --example` "
+        "prints one to start from).",
         section="prices",
-        key="file",
+        key="*",
         flags=("--prices",),
-        check=checks.existing_file,
+        metavar="FILE",
+        check=checks.prices,
     )
     name: str | None = setting(
         help="The job's name (job files: defaults to the file's stem).",
@@ -766,6 +783,9 @@ class Settings:
         ev = values.get("eval")
         if isinstance(ev, Mapping):
             values["eval"] = Evaluation(**ev)
+        prices = values.get("prices")
+        if isinstance(prices, Mapping):
+            values["prices"] = Prices(prices.get("file"), prices.get("models") or {})
         if isinstance(values.get("prompt"), str) and values["prompt"].startswith("<function "):
             values.pop("prompt")  # a Python function cannot be recorded, only its hash
         return cls(**values)
@@ -791,7 +811,7 @@ def _jsonable(value: Any) -> Any:
         return f"<function {getattr(value, '__qualname__', '?')} {source_hash(value)}>"
     if isinstance(value, type):  # a Pydantic model given as response_format
         return value.__name__
-    if isinstance(value, Quota | ResponseFormat | Evaluation):
+    if isinstance(value, Quota | ResponseFormat | Evaluation | Prices):
         return _jsonable(asdict(value))
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -849,6 +869,7 @@ def _current_names(data: Mapping[str, Any]) -> dict[str, Any]:
 __all__ = [
     "DEFAULT_BASE_URL",
     "Evaluation",
+    "Prices",
     "Quota",
     "ResponseFormat",
     "Settings",

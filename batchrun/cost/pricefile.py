@@ -13,13 +13,15 @@ ships inside the package (`example_price_file`; ``batchrun prices --example`` pr
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
-from batchrun.cost.prices import ModelPrice
+from batchrun.cost.prices import INLINE, ModelPrice
 from batchrun.errors import ConfigError
 
 _PRICE_KEYS = ("input", "cached_input", "output")
@@ -72,7 +74,6 @@ def parse_price_table(
         0.0
     """
     problems: list[str] = []
-    prices: dict[str, ModelPrice] = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{origin}: {key_prefix or 'price table'} must be a table")
     for key in data:
@@ -82,18 +83,57 @@ def parse_price_table(
     if not isinstance(models, Mapping):
         problems.append(f"{key_prefix}models: must be a table of models")
         models = {}
-    for name, entry in models.items():
-        where = f"{key_prefix}models.{_key(name)}"
-        if not isinstance(entry, Mapping):
-            problems.append(f"{where}: must be a table with input and output prices")
-            continue
-        price = _parse_model(entry, where, problems)
-        if price is not None:
-            prices[name] = price
+    prices = model_prices(models, f"{key_prefix}models", problems)
     if problems:
         listed = "\n".join(f"  {origin}: {problem}" for problem in problems)
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
         raise ConfigError(f"{origin}: {count} in prices:\n{listed}")
+    return prices
+
+
+def model_prices(
+    models: Mapping[str, Any], where: str, problems: list[str]
+) -> dict[str, ModelPrice]:
+    """Model name -> price entry (the keys of a price file's ``[models."NAME"]``) into
+    prices; each problem is appended to ``problems`` with its key path under ``where``.
+
+        >>> problems = []
+        >>> model_prices({"m": {"input": 1, "outptu": 2}}, "prices", problems) == {}
+        True
+        >>> problems[0].split(":")[0]
+        'prices.m.outptu'
+    """
+    prices: dict[str, ModelPrice] = {}
+    for name, entry in models.items():
+        at = f"{where}.{_key(str(name))}" if where else _key(str(name))
+        if not isinstance(name, str) or not name.strip():
+            problems.append(f"{at}: a model name must be a non-empty string")
+        elif not isinstance(entry, Mapping):
+            problems.append(f"{at}: must be a table with input and output prices")
+        elif (price := _parse_model(entry, at, problems)) is not None:
+            prices[name] = price
+    return prices
+
+
+def user_prices(source: Any) -> dict[str, ModelPrice]:
+    """The prices a run's ``prices`` setting gives: a price file's path, or
+    `batchrun.settings.Prices` (a file and/or inline entries, inline winning), or the
+    same as run.json records it (``{"file": ..., "models": {...}}``).
+
+        >>> user_prices({"models": {"m": {"input": 1, "output": 2}}})["m"].output
+        2.0
+    """
+    if source is None:
+        return {}
+    if isinstance(source, str | os.PathLike):
+        return read_price_file(os.fspath(source))
+    if isinstance(source, Mapping):
+        file, models = source.get("file"), source.get("models") or {}
+    else:
+        file, models = source.file, source.models
+    prices = read_price_file(file) if file else {}
+    inline = parse_price_table({"models": models}, "prices", key_prefix="prices.")
+    prices.update({name: replace(price, source=INLINE) for name, price in inline.items()})
     return prices
 
 
@@ -147,4 +187,11 @@ def _parse_model(entry: Mapping[str, Any], where: str, problems: list[str]) -> M
 # ---------------------------------------------------------------------- cost report
 
 
-__all__ = ["ADD_A_PRICE", "example_price_file", "parse_price_table", "read_price_file"]
+__all__ = [
+    "ADD_A_PRICE",
+    "example_price_file",
+    "model_prices",
+    "parse_price_table",
+    "read_price_file",
+    "user_prices",
+]

@@ -66,7 +66,10 @@ A full job file (every section but [input] is optional)::
     normalize = true
 
     [prices]
-    file = "prices.toml"
+    file = "prices.toml"     # a price file (`batchrun prices --example`), and/or
+    [prices.models."my-model"]   # prices inline, the same keys; they win over the file's
+    input = 0.15             # USD per million prompt tokens
+    output = 0.60
 
 Every path is relative to the job file, so a job runs the same from any directory.
 Without [prompt] the job is a *plain request file*: each input line is a request body
@@ -207,11 +210,16 @@ def read_settings(data: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], 
         if section not in data:
             continue
         table = data[section]
+        keys = layout[section]
+        if not isinstance(table, dict) and list(keys) == ["*"]:
+            # a section that is one setting may be its value too:
+            # prices = "prices.toml", response_format = "json_object"
+            check(keys["*"], table, section)
+            continue
         if not isinstance(table, dict):
             kind = checks.kind_of(table)
             problems.append(f"{section}: must be a table ([{section}]), not {kind}")
             continue
-        keys = layout[section]
         whole = keys.get("*")
         rest: dict[str, Any] = {}
         for key, value in table.items():

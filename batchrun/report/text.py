@@ -75,7 +75,7 @@ def _files(run_dir: str) -> list[dict[str, Any]]:
 
 
 def _cost_blocks(
-    summary: Mapping[str, Any], by_model: Mapping[str, Any], prices_path: str | None
+    summary: Mapping[str, Any], by_model: Mapping[str, Any], prices: Any
 ) -> tuple[Any, Any, str | None]:
     """(cost_usd, batch_api_cost_usd, source) from the summary, else priced afresh.
 
@@ -91,7 +91,7 @@ def _cost_blocks(
     from batchrun.output.usage import Usage
 
     try:
-        book = PriceBook.load(prices_path)
+        book = PriceBook.load(prices)  # the run's own: a file's path or inline entries
     except (BatchrunError, OSError):
         return None, None, None
     priced = cost_report({m: Usage.from_dict(u) for m, u in by_model.items()}, book)
