@@ -629,96 +629,13 @@ def json_schema(value: Any, where: Where) -> dict[str, Any]:
 
 
 def response_format(value: Any, where: Where) -> Any:
-    """A `batchrun.settings.ResponseFormat` from a job table, an OpenAI body field, a
-    JSON schema, or a Pydantic model class."""
-    from batchrun.settings import ResponseFormat
+    """A `batchrun.settings.ResponseFormat` from any accepted spelling: a Pydantic model
+    class, a plain JSON Schema (or a .json file of one), OpenAI's envelope, the short
+    ``{type, name, schema}`` form, "json_object" or "text" (`batchrun.response_formats`).
+    """
+    from batchrun.response_formats import response_format as parsed
 
-    if value is None or isinstance(value, ResponseFormat):
-        return value
-    if isinstance(value, type) and hasattr(value, "model_json_schema"):  # a Pydantic model
-        model_schema = _strict_schema(value.model_json_schema())
-        name = value.__name__[:64]
-        return ResponseFormat("json_schema", name, json_schema(model_schema, where), True)
-    if not isinstance(value, Mapping):
-        raise where.fail(f"must be a table with a type (got {show(value)})")
-    if "json_schema" in value and isinstance(value["json_schema"], Mapping):  # OpenAI's shape
-        inner = value["json_schema"]
-        value = {"type": "json_schema", **inner}
-    elif "type" not in value and "properties" in value:  # a bare JSON schema
-        value = {"type": "json_schema", "schema": value}
-    problems: list[tuple[str, str]] = []
-    kind = value.get("type")
-    known = ("type", "name", "schema", "schema_file", "strict")
-    for key in value:
-        if key not in known and key not in SECRET_KEY_NAMES:
-            problems.append((f"{where.label}.{key}", "unknown key" + suggest(str(key), known)))
-    if kind is None:
-        raise Invalid([*problems, (f"{where.label}.type", "required")])
-    if kind not in FORMAT_TYPES:
-        raise Invalid(
-            [
-                *problems,
-                (
-                    f"{where.label}.type",
-                    f"must be one of {', '.join(FORMAT_TYPES)} (got {kind!r})"
-                    + suggest(str(kind), FORMAT_TYPES),
-                ),
-            ]
-        )
-    if kind != "json_schema":
-        for key in ("schema", "schema_file", "name", "strict"):
-            if key in value:
-                problems.append((f"{where.label}.{key}", 'only applies to type = "json_schema"'))
-        if problems:
-            raise Invalid(problems)
-        return ResponseFormat(kind)
-    strict = value.get("strict", True)
-    if not isinstance(strict, bool):
-        problems.append((f"{where.label}.strict", f"must be true or false (got {show(strict)})"))
-    name = value.get("name") or "response"
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
-        problems.append(
-            (f"{where.label}.name", f"must be 1-64 letters, digits, _ or - (got {name!r})")
-        )
-    inline, file_key = value.get("schema"), value.get("schema_file")
-    schema: dict[str, Any] | None = None
-    if (inline is None) == (file_key is None):
-        problems.append(
-            (
-                where.label,
-                'json_schema needs exactly one of schema = { ... } or schema_file = "..."',
-            )
-        )
-    else:
-        try:
-            if inline is not None:
-                schema = json_schema(inline, where.at("schema"))
-            else:
-                schema = json_schema(
-                    _read_json(file_key, where.at("schema_file")), where.at("schema_file")
-                )
-        except Invalid as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise Invalid(problems)
-    assert schema is not None
-    return ResponseFormat("json_schema", name, schema, bool(strict))
-
-
-def _read_json(value: Any, where: Where) -> Any:
-    path = Path(existing_file(value, where))
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise where.fail(f"{path.name} is not valid JSON: {exc}") from exc
-
-
-def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A Pydantic model's schema as OpenAI's strict mode wants it: no extra keys."""
-    out = dict(schema)
-    if out.get("type") == "object":
-        out.setdefault("additionalProperties", False)
-    return out
+    return parsed(value, where)
 
 
 PRICE_KEYS = ("file", "models")

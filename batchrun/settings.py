@@ -94,25 +94,42 @@ class Quota:
 
 @dataclass(frozen=True)
 class ResponseFormat:
-    """The answer's format: free text, any JSON object, or JSON fitting a schema."""
+    """The answer's format: free text, any JSON object, or JSON fitting a schema.
+
+    Every spelling a user may give (a Pydantic class, a plain JSON Schema, OpenAI's
+    envelope, ...) becomes one of these: `batchrun.response_formats`.
+    """
 
     type: str
-    name: str = "response"
+    name: str | None = "response"
+    """The json_schema format's name; None until named: a plain schema without a title
+    takes the job's name (`named`), else "response"."""
     schema: Mapping[str, Any] | None = None
     strict: bool = True
+    description: str | None = None
 
     def body(self) -> dict[str, Any]:
         """The ``response_format`` body field in OpenAI's shape."""
         if self.type == "json_schema":
-            return {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": self.name,
-                    "schema": dict(self.schema or {}),
-                    "strict": self.strict,
-                },
-            }
+            inner: dict[str, Any] = {"name": self.name or "response"}
+            if self.description is not None:
+                inner["description"] = self.description
+            inner["schema"] = dict(self.schema or {})
+            inner["strict"] = self.strict
+            return {"type": "json_schema", "json_schema": inner}
         return {"type": self.type}
+
+    def named(self, job_name: str | None) -> ResponseFormat:
+        """Named after the job when it has no name of its own (else unchanged).
+
+        >>> ResponseFormat("json_schema", None, {}).named("my job").name
+        'my_job'
+        """
+        if self.type != "json_schema" or self.name is not None:
+            return self
+        from batchrun.response_formats import format_name
+
+        return replace(self, name=format_name(job_name) or "response")
 
 
 @dataclass(frozen=True)
@@ -328,9 +345,14 @@ class Settings:
         fingerprint=True,
     )
     response_format: ResponseFormat | None = setting(
-        help="The answer's format: a JSON schema, a Pydantic model, or {type = ...}.",
+        help="The answer's format: json_object, text, or a JSON Schema file (a plain schema, "
+        "or OpenAI's json_schema envelope) whose fields become typed columns in "
+        "results.parquet; --schema FILE is the same. Python: also a Pydantic model class "
+        "or a schema dict.",
         section="response_format",
         key="*",
+        flags=("--response-format", "--schema"),
+        metavar="FORMAT|FILE",
         check=checks.response_format,
         fingerprint=True,
     )
@@ -611,6 +633,8 @@ class Settings:
                 object.__setattr__(self, name, Quota(float(value)))
         if self.request is None:
             object.__setattr__(self, "request", {})
+        if self.response_format is not None and self.response_format.name is None:
+            object.__setattr__(self, "response_format", self.response_format.named(self.name))
 
     # -- building ------------------------------------------------------------------------
     @classmethod

@@ -37,11 +37,13 @@ A full job file (every section but [input] is optional)::
     system = "You label the sentiment of product reviews."
     user = "Product: {product}\\nReview: {text}"
 
-    [response_format]    # or type = "json_object"
+    [response_format]    # or type = "json_object"; or response_format = "schema.json"
     type = "json_schema"
     name = "sentiment"
     schema_file = "schemas/sentiment.json"   # or schema = { ... } inline
     strict = true
+    # the table may also be a plain JSON Schema (type = "object", [response_format.properties]),
+    # named after its title or the job, or OpenAI's envelope (json_schema = { ... })
 
     [limits]
     concurrency = 32
@@ -165,6 +167,8 @@ def load_job(path: str | os.PathLike[str]) -> Job:
     if problems:
         raise JobFileError(shown, problems)
     name = values.pop("name", None) or Path(shown).stem
+    if values.get("response_format") is not None:  # a schema without a title: the job's name
+        values["response_format"] = values["response_format"].named(name)
     return Job(path=str(base / Path(shown).name), name=name, values=values)
 
 
@@ -257,8 +261,9 @@ def consistency_problems(values: Mapping[str, Any], *, has_prompt: bool) -> list
     if not has_prompt:
         if values.get("response_format") is not None:
             out.append(
-                "response_format: needs a [prompt]: without one the input rows are "
-                "complete request bodies (set response_format in them)"
+                "response_format: needs a prompt ([prompt] in a job file, prompt= in Python, "
+                "--variant on the command line): without one the input rows are complete "
+                "request bodies (set response_format in them)"
             )
         if values.get("eval") is not None:
             out.append("eval: needs a [prompt]: a plain request file has no reference column")
@@ -293,7 +298,8 @@ def _secrets(value: Any, where: str) -> list[str]:
     if isinstance(value, dict):
         for key, item in value.items():
             path = f"{where}.{key_path(key)}" if where else key_path(key)
-            in_schema = where.startswith("response_format.schema")
+            # [response_format] holds a schema (or is one): a property may be named "token"
+            in_schema = where.startswith("response_format")
             if not in_schema and isinstance(key, str) and key.lower() in checks.SECRET_KEY_NAMES:
                 out.append(f"{path}: API keys are never read from a job file; {checks.USE_ENV}")
                 continue
