@@ -209,6 +209,26 @@ def test_a_job_file_takes_every_spelling(tmp_path: Path) -> None:
     )
 
 
+def test_a_schema_table_may_name_a_property_token_but_the_table_holds_no_key(
+    tmp_path: Path,
+) -> None:
+    table = (
+        '[response_format]\ntype = "object"\n'
+        '[response_format.properties.token]\ntype = "string"\n'
+        '[response_format.properties.api_key]\ntype = "string"\n'
+    )
+    rf = load_job(_job(tmp_path, table)).settings().response_format
+    assert rf is not None and rf.schema is not None
+    assert set(rf.schema["properties"]) == {"token", "api_key"}
+    job = _job(tmp_path, '[response_format]\ntype = "json_object"\ntoken = "abc"\n', file="k.toml")
+    with pytest.raises(JobFileError) as caught:
+        load_job(job)
+    assert any(
+        p.startswith("response_format.token: API keys are never read")
+        for p in caught.value.problems
+    )
+
+
 def _toml(value: Any) -> str:
     """A JSON value as a TOML inline value (enough for SCHEMA)."""
     if isinstance(value, dict):

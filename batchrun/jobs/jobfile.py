@@ -298,8 +298,8 @@ def _secrets(value: Any, where: str) -> list[str]:
     if isinstance(value, dict):
         for key, item in value.items():
             path = f"{where}.{key_path(key)}" if where else key_path(key)
-            # [response_format] holds a schema (or is one): a property may be named "token"
-            in_schema = where.startswith("response_format")
+            # below [response_format]'s own keys is a schema: a property may be named "token"
+            in_schema = where.startswith("response_format.")
             if not in_schema and isinstance(key, str) and key.lower() in checks.SECRET_KEY_NAMES:
                 out.append(f"{path}: API keys are never read from a job file; {checks.USE_ENV}")
                 continue
