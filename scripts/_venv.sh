@@ -68,7 +68,7 @@ print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requ
     fi
     # the same version number every time: only a forced reinstall puts this build in
     "${PIP[@]}" install --no-deps --force-reinstall "$WHEEL"
-    rm -rf "$STAGE"
+    rm -rf "$STAGE" batchrun.egg-info  # the latter: left by an editable install of old
     trap - EXIT
     echo "$WANT_DEPS" > "$DEPS_STAMP"
     echo "$WANT_WHEEL" > "$WHEEL_STAMP"
