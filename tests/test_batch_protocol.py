@@ -20,8 +20,14 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from batchrun.sim import BatchConfig, SimConfig, running_sim
+from batchrun.sim import BatchConfig, SimConfig, SimThread, running_sim
 from tests.test_batch_api import (
+    assert_exactly_once,
+    assert_summary_is_a_recount,
+    ids,
+    lines,
+    run_batch,
+    settings,
     write_rows,
 )
 from tests.test_sim_batch import T0, Store, jsonl, upload
@@ -58,6 +64,67 @@ class FakeTime:
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
         await anyio.lowlevel.checkpoint()
+
+
+# -- item 6: a completed batch whose output file id is null on the first reads ----------------
+
+
+def test_a_completed_batch_without_its_output_file_yet_is_read_again_not_resubmitted(
+    tmp_path: Path,
+) -> None:
+    n = 40
+    inp = with_a_bad_row(tmp_path / "req.jsonl", n)
+    with SimThread(SimConfig(seed=2)) as sim:
+        reference = run_batch(settings(inp, tmp_path / "reference", sim.base_url))
+    assert reference.exit_code == 4  # the bad row
+    out = tmp_path / "run"
+    config = SimConfig(seed=2, batch=BatchConfig(late_output_reads=3))
+    with SimThread(config) as sim:
+        result = run_batch(settings(inp, out, sim.base_url))
+        stats = sim.snapshot()
+    assert result.exit_code == 4, result.notes
+    ok, failed = assert_exactly_once(out, n + 1)
+    assert len(ok) == n and failed == [f"id-{n}"]
+    # read again until the file appeared: one batch, every row answered once
+    assert stats["late_output_reads"] == 3
+    assert stats["batches_created"] == 1 and stats["rows_processed"] == n + 1
+    assert not any("never appeared" in note for note in result.notes)
+    assert_summary_is_a_recount(out)
+    summary, expected = summary_of(out), summary_of(tmp_path / "reference")
+    assert summary["requests"]["succeeded"] == n and summary["requests"]["failed"] == 1
+    assert summary["cost_usd"]["total"] > 0
+    assert summary["cost_usd"] == expected["cost_usd"]
+    assert summary["usage"] == expected["usage"]
+
+
+def test_an_output_file_that_never_appears_is_waited_for_then_taken_as_lost(
+    tmp_path: Path,
+) -> None:
+    from batchrun.batch.finish import FILES_WAIT_READS, FILES_WAIT_S
+
+    n = 10
+    inp = write_rows(tmp_path / "req.jsonl", n)
+    out = tmp_path / "run"
+    fake = FakeTime()
+    config = SimConfig(batch=BatchConfig(late_output_reads=1_000_000))
+    with SimThread(config) as sim:
+        cfg = settings(inp, out, sim.base_url, max_attempts=2, poll_interval=30.0)
+        result = run_batch(cfg, clock=fake.clock, sleep=fake.sleep)
+        stats = sim.snapshot()
+    # each batch was read again, with the poll's back-off, for the whole bound; then
+    # its rows were resubmitted once and failed for good after the second batch
+    assert stats["batches_created"] == 2
+    reads = stats["late_output_reads"]
+    assert 2 * FILES_WAIT_READS <= reads <= 2 * (FILES_WAIT_READS + 3), reads
+    assert fake.now - 1000.0 >= 2 * FILES_WAIT_S
+    lost = [note for note in result.notes if "never appeared" in note]
+    assert len(lost) == 2 and "output file" in lost[0] and "10 resubmitted" in lost[0]
+    assert "0 resubmitted and 10 failed for good" in lost[1]
+    assert result.exit_code == 4
+    _, failed = assert_exactly_once(out, n)
+    assert len(failed) == n
+    assert {r["error"]["code"] for r in lines(out / "errors.jsonl")} == {"batch_missing"}
+    assert ids(out / "results.jsonl") == []
 
 
 # -- the simulator's faults for these items ----------------------------------------------------
