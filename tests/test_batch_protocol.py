@@ -28,6 +28,7 @@ from tests.test_batch_api import (
     lines,
     run_batch,
     settings,
+    shards_created_once,
     write_rows,
 )
 from tests.test_sim_batch import T0, Store, jsonl, upload
@@ -201,3 +202,108 @@ def test_sim_knobs_are_checked_and_reach_the_cli() -> None:
     )
     assert config.late_output_reads == 2 and config.repeat_output_lines == 3
     assert config.scripts["create"] == ("slow_lost:1.5", "ok")
+
+
+# -- item 7: a slow create whose answer is lost -------------------------------------------------
+
+
+def test_a_slow_create_whose_answer_is_lost_is_found_not_created_twice(tmp_path: Path) -> None:
+    # the create takes effect 2 s after it was sent; the client gives up after 1 s. The
+    # wait before creating again (1.5 s) is shorter than the create's delay counted from
+    # when it was sent, but not counted from when its answer was lost (1 s + 1.5 s)
+    n = 30
+    inp = write_rows(tmp_path / "req.jsonl", n)
+    out = tmp_path / "run"
+    config = SimConfig(batch=BatchConfig(scripts={"create": ["slow_lost:2"]}))
+    with SimThread(config) as sim:
+        cfg = settings(inp, out, sim.base_url, timeout=1.0)
+        result = run_batch(cfg, create_grace=1.5)
+        stats = sim.snapshot()
+    assert result.exit_code == 0, result.notes
+    assert stats["api_faults"] == {"create:slow_lost:2": 1}
+    assert shards_created_once(stats) == {"s000001": 1}
+    assert stats["batches_created"] == 1 and stats["rows_processed"] == n
+    assert_exactly_once(out, n)
+    steps = [json.loads(line) for line in (out / "batch" / "steps.jsonl").read_text().splitlines()]
+    kinds = [s["step"] for s in steps if s.get("shard") == 1]
+    assert kinds[kinds.index("create") :][:3] == ["create", "create_lost", "created"]
+    lost = next(s for s in steps if s["step"] == "create_lost")
+    sent = next(s for s in steps if s["step"] == "create")
+    assert lost["at"] - sent["at"] >= 0.9  # the answer was lost when the client gave up
+    assert next(s for s in steps if s["step"] == "created")["found"] is True
+
+
+class Books:
+    """What the submitter tells the user, kept."""
+
+    def __init__(self) -> None:
+        self.said: list[str] = []
+
+    def say(self, text: str) -> None:
+        self.said.append(text)
+
+    def write_state(self) -> None:
+        pass
+
+
+def test_a_create_left_unanswered_by_a_killed_process_waits_from_the_restart(
+    tmp_path: Path,
+) -> None:
+    from batchrun.batch.client import BatchClient
+    from batchrun.batch.intake import Answers
+    from batchrun.batch.openshards import OpenShards
+    from batchrun.batch.protocol import metadata_for
+    from batchrun.batch.steps import StepJournal
+    from batchrun.batch.submit import Submitter
+    from batchrun.settings import Settings
+
+    # a process sent shard 1's create at t=100 and was killed; the next starts at t=5000
+    path = tmp_path / "batch" / "steps.jsonl"
+    path.parent.mkdir()
+    path.write_text(
+        '{"step":"run","run_id":"r1","at":90.0}\n'
+        '{"step":"planned","shard":1,"model":"m","rows":3}\n'
+        '{"step":"uploaded","shard":1,"file_id":"file-1"}\n'
+        '{"step":"create","shard":1,"file_id":"file-1","at":100.0}\n'
+    )
+    listed: list[list[dict[str, Any]]] = [[], [], [{"id": "batch_late"}]]
+
+    def api(request: httpx.Request) -> httpx.Response:
+        assert request.method == "GET" and request.url.path == "/v1/batches", request.url
+        data = [dict(b, metadata=metadata_for("r1", 1, 1), created_at=4999) for b in listed.pop(0)]
+        return httpx.Response(200, json={"data": data, "has_more": False})
+
+    now = [5000.0]
+    journal = StepJournal(str(path))
+    journal.open(wall_time=now[0])
+    client = BatchClient(base_url="http://api.test/v1", transport=httpx.MockTransport(api))
+    submitter = Submitter(
+        cfg=Settings(input="x.jsonl"),
+        client=client,
+        shards=OpenShards(journal, str(tmp_path)),
+        answers=Answers(max_attempts=3),
+        source=None,  # type: ignore[arg-type]
+        books=Books(),  # type: ignore[arg-type]
+        stopping=anyio.Event(),
+        trouble=pytest.fail,
+        wall_clock=lambda: now[0],
+        create_grace=10.0,
+    )
+    record = journal.ledger.shards[1]
+
+    async def main() -> list[str]:
+        phases = []
+        for at in (5000.0, 5009.0, 5010.0):
+            now[0] = at
+            await submitter.settle_creating(drop=False)
+            phases.append(record.phase)
+        await client.aclose()
+        return phases
+
+    # the loss counts from the restart (the create was sent 4,900 s before), so the
+    # lists at +0 s and +9 s prove nothing; the one at +10 s finds the batch made late
+    assert anyio.run(main) == ["creating", "creating", "submitted"]
+    assert record.batch_id == "batch_late" and not listed
+    journal.close()
+    steps = [json.loads(line)["step"] for line in path.read_text().splitlines()]
+    assert steps[4:] == ["create_lost", "created"]

@@ -4,11 +4,12 @@
 open shard into shard files (`batchrun.batch.shards`, `batchrun.batch.workdir`);
 `submit_ready` uploads each and creates its batch (``completion_window`` 24h,
 metadata naming run and shard), each call journaled before and after. A create
-whose answer was lost is never repeated blindly: `settle_creating` looks for its
-batch by metadata (`batchrun.batch.reconcile`) and adopts it, or creates again once
-it cannot still appear. When the provider's queue of enqueued tokens is full, a
-shard is refused (`refused`): its rows wait for a running batch to end, or go again
-in smaller shards.
+whose answer was lost is never repeated blindly: the loss is journaled
+(``create_lost``), and `settle_creating` looks for its batch by metadata
+(`batchrun.batch.reconcile`) and adopts it, or creates again once a list made well
+after the loss shows it cannot still appear. When the provider's queue of enqueued
+tokens is full, a shard is refused (`refused`): its rows wait for a running batch to
+end, or go again in smaller shards.
 
     submitter = Submitter(cfg, client=client, shards=shards, ...)
     await submitter.plan()
@@ -229,7 +230,9 @@ class Submitter:
         try:
             made = await client.create(file_id, metadata)
         except CreateUnknown as exc:
-            # the batch may exist: it is looked for by its metadata, never created blindly
+            # the batch may exist, or appear later: it is looked for by its metadata, and
+            # the wait before creating again counts from now, when the answer was lost
+            shards.write({"step": "create_lost", "shard": record.shard, "at": self.wall_clock()})
             self.books.say(f"shard {tag}: no answer to its create ({exc.message}); looking for it")
             return
         except BatchApiError as exc:
@@ -276,8 +279,10 @@ class Submitter:
 
     async def settle_creating(self, *, drop: bool) -> None:
         """Shards whose create got no answer: adopt the batch found by metadata, or
-        create again once it cannot still appear (``drop``: cancelling, so abandon the
-        shard instead; its rows stay pending)."""
+        create again once a list begun `create_grace` after the answer was lost shows
+        none (``drop``: cancelling, so abandon the shard instead; its rows stay
+        pending). A create found unanswered by this process was sent by one that ended:
+        its answer is lost as of now."""
         ledger = self.shards.ledger
         creating = {
             r.shard: r.create_started_at
@@ -286,6 +291,11 @@ class Submitter:
         }
         if not creating:
             return
+        for shard in creating:
+            if ledger.shards[shard].create_lost_at is None:
+                at = self.wall_clock()
+                self.shards.write({"step": "create_lost", "shard": shard, "at": at})
+        listed_at = self.wall_clock()
         try:
             found = await find_batches(self.client, str(ledger.run_id), creating)
         except BatchApiError as exc:
@@ -293,11 +303,13 @@ class Submitter:
                 raise
             self.trouble(exc)
             return
-        now = self.wall_clock()
-        for shard, sent_at in creating.items():
+        for shard in creating:
             record = ledger.shards[shard]
             decision = creating_decision(
-                found=shard in found, sent_at=sent_at, now=now, grace=self.create_grace
+                found=shard in found,
+                lost_at=record.create_lost_at,
+                listed_at=listed_at,
+                grace=self.create_grace,
             )
             if decision == "adopt":
                 self._adopt(record, found[shard], found=True)
