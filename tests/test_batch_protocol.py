@@ -307,3 +307,88 @@ def test_a_create_left_unanswered_by_a_killed_process_waits_from_the_restart(
     journal.close()
     steps = [json.loads(line)["step"] for line in path.read_text().splitlines()]
     assert steps[4:] == ["create_lost", "created"]
+
+
+# -- item 8: output files that repeat a line ----------------------------------------------------
+
+
+def test_repeated_output_lines_are_written_and_counted_once(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    n = 10
+    inp = write_rows(tmp_path / "req.jsonl", n)
+    with SimThread(SimConfig(seed=4)) as sim:
+        reference = run_batch(settings(inp, tmp_path / "reference", sim.base_url))
+    assert reference.exit_code == 0
+    out = tmp_path / "run"
+    config = SimConfig(seed=4, batch=BatchConfig(repeat_output_lines=3))
+    with SimThread(config) as sim:
+        cfg = settings(inp, out, sim.base_url, write_parquet=True)
+        result = run_batch(cfg)
+        stats = sim.snapshot()
+        assert stats["repeated_output_lines"] == 3 and stats["rows_processed"] == n
+        assert result.exit_code == 0, result.notes
+        again = run_batch(cfg)  # the rerun sends nothing and counts nothing twice
+        assert sim.snapshot()["batches_created"] == 1
+    assert again.exit_code == 0
+    ok, _ = assert_exactly_once(out, n)
+    assert len(ok) == n  # 10 lines for 10 rows, not 13
+    anomalies = [note for note in result.notes if "repeats 3 lines" in note]
+    assert len(anomalies) == 1 and "provider anomaly" in anomalies[0]
+    expected = summary_of(tmp_path / "reference")
+    for summary in (summary_of(out), again.summary):
+        assert summary["requests"]["succeeded"] == n
+        assert summary["usage"] == expected["usage"]  # tokens counted once
+        assert summary["cost_usd"] == expected["cost_usd"]
+        assert summary["batch"]["provider_anomalies"] == {"repeated_lines": 3}
+    assert_summary_is_a_recount(out)
+    # the first answer of each row stands, in results.jsonl and in results.parquet
+    contents = {
+        r["custom_id"]: r["response"]["body"]["choices"][0]["message"]["content"]
+        for r in lines(out / "results.jsonl")
+    }
+    assert not any(c.startswith("(repeated)") for c in contents.values())
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert len(table) == n
+    assert {r["custom_id"]: r["content"] for r in table} == contents
+
+
+def test_a_repeated_line_is_skipped_and_reported_once_across_a_refetch(tmp_path: Path) -> None:
+    from batchrun.batch.intake import Answers
+    from batchrun.batch.protocol import BatchView
+    from batchrun.batch.steps import replay_lines
+    from batchrun.batch.workdir import IndexEntry
+    from batchrun.ids import id_hash
+
+    def answer(custom_id: str, text: str) -> bytes:
+        body = {"choices": [{"message": {"content": text}}], "usage": {"prompt_tokens": 1}}
+        response = {"status_code": 200, "request_id": "r", "body": body}
+        return json.dumps({"custom_id": custom_id, "response": response}).encode() + b"\n"
+
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(answer("a", "first") + answer("b", "x") + answer("a", "second"))
+    index = {"a": IndexEntry(1, "00000000000000aa"), "b": IndexEntry(2, "00000000000000bb")}
+    view = BatchView("batch_1", "completed", total=2, completed=2, output_file_id="f")
+    answers = Answers(max_attempts=3)
+    repeated: list[str] = []
+    written = list(answers.lines_of(str(path), view, index, 5.0, {}, repeated))
+    assert [(o.custom_id, o.body["choices"][0]["message"]["content"]) for o in written] == [
+        ("a", "first"),
+        ("b", "x"),
+    ]
+    assert repeated == ["a"]
+    # after a crash the file is taken in again: nothing is written twice
+    for outcome in written:
+        answers.count(outcome)
+    again: list[str] = []
+    assert list(answers.lines_of(str(path), view, index, 5.0, {}, again)) == []
+    assert again == ["a"] and answers.done[id_hash("a")] == 0xAA
+    # the journal counts a file's repeats once, with the step that says it was taken in
+    ledger = replay_lines(
+        [
+            b'{"step":"downloaded","shard":1,"file_id":"f","repeated":1}',
+            b'{"step":"downloaded","shard":1,"file_id":"f","repeated":1}',
+            b'{"step":"downloaded","shard":2,"file_id":"g","repeated":2}',
+        ]
+    )
+    assert ledger.repeated_lines == 3

@@ -172,10 +172,11 @@ class Finisher:
         path = os.path.join(batch_dir(self.run_dir), f".tmp-{file_id}")
         await self.client.download(file_id, path)
         attempts = self.shards.ledger.attempts
+        repeated: list[str] = []
 
         def take() -> None:
             group: list[Outcome] = []
-            for outcome in self.answers.lines_of(path, view, index, at, attempts):
+            for outcome in self.answers.lines_of(path, view, index, at, attempts, repeated):
                 group.append(outcome)
                 if len(group) >= WRITE_LINES:
                     # written and counted on the event loop, where the hooks live
@@ -192,7 +193,19 @@ class Finisher:
             except OSError:
                 pass
         self.sink.sync()
-        self.shards.write({"step": "downloaded", "shard": record.shard, "file_id": file_id})
+        step: dict[str, Any] = {"step": "downloaded", "shard": record.shard, "file_id": file_id}
+        if repeated:
+            # counted with the step, so a file fetched again after a crash counts them once
+            step["repeated"] = len(repeated)
+            tag = shard_tag(record.shard)
+            kind = "output" if file_id == view.output_file_id else "error"
+            self.books.notes.append(
+                f"batch {view.id} ({tag}): its {kind} file repeats {len(repeated):,} lines "
+                f"(a second line for a row, e.g. {repeated[0]}), a provider anomaly: the first "
+                "line of each row was kept, the repeats were neither written nor counted"
+            )
+            self.books.say(f"shard {tag}: {len(repeated):,} repeated lines skipped")
+        self.shards.write(step)
 
     def write(self, batch: list[Outcome]) -> None:
         """Write, then count (never before the write returned), then tell the hooks."""

@@ -4,11 +4,12 @@
 written for (the run directory's journal, then every line this process writes), so it
 decides alone which lines of a downloaded output or error file to write: a row
 already answered for its body never is again (a file fetched again after a crash
-writes nothing twice), a retryable error with attempts left is not written (the row
-goes into a later batch), anything else is. `unanswered` then sorts the rows of a
-shard that have no line: resubmitted, or failed for good after ``max_attempts``.
-It also counts what was written, the one way (`batchrun.output.tally.Tally.count`)
-the online runner and a resume count it.
+writes nothing twice), a row's second line in one file is a provider's anomaly and
+never is either (the first line is the row's answer), a retryable error with attempts
+left is not written (the row goes into a later batch), anything else is.
+`unanswered` then sorts the rows of a shard that have no line: resubmitted, or failed
+for good after ``max_attempts``. It also counts what was written, the one way
+(`batchrun.output.tally.Tally.count`) the online runner and a resume count it.
 
     answers = Answers(max_attempts=10)
     for outcome in answers.lines_of(path, view, index, at, attempts): ...
@@ -62,14 +63,22 @@ class Answers:
         index: Mapping[str, IndexEntry],
         at: float,
         attempts: Mapping[str, int],
+        repeated: list[str] | None = None,
     ) -> Iterator[Outcome]:
-        """The outcomes to write for a downloaded output or error file."""
+        """The outcomes to write for a downloaded output or error file. A line of a
+        row that had one earlier in the file is skipped, its id added to ``repeated``."""
+        seen: set[str] = set()
         with open(path, "rb") as f:
             for line in f:
                 result = parse_result_line(line)
                 entry = None if result is None else index.get(result.custom_id)
                 if result is None or entry is None:
                     continue  # not a line, or not a row of this shard
+                if result.custom_id in seen:
+                    if repeated is not None:
+                        repeated.append(result.custom_id)
+                    continue
+                seen.add(result.custom_id)
                 h = id_hash(result.custom_id)
                 b = int(entry.body_hash, 16)
                 if answered(self.done, h, b):

@@ -98,6 +98,8 @@ class Ledger:
     shards: dict[int, ShardRecord] = field(default_factory=dict)
     attempts: Counter[str] = field(default_factory=Counter)
     """custom_id -> batch attempts that ended without an answer or a final error."""
+    repeated_lines: int = 0
+    """Lines of downloaded files that repeated a row (a provider anomaly, never written)."""
 
     @property
     def next_shard(self) -> int:
@@ -151,7 +153,11 @@ class Ledger:
         elif kind == "cancel":
             record.cancel_requested = True
         elif kind == "downloaded":
-            record.downloaded.add(str(step["file_id"]))
+            file_id = str(step["file_id"])
+            repeated = step.get("repeated")
+            if file_id not in record.downloaded and isinstance(repeated, int):
+                self.repeated_lines += repeated
+            record.downloaded.add(file_id)
         elif kind == "deleted":
             record.deleted.add(str(step["file_id"]))
         elif kind == "done":
