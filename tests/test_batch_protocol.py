@@ -238,6 +238,7 @@ class Books:
 
     def __init__(self) -> None:
         self.said: list[str] = []
+        self.notes: list[str] = []
 
     def say(self, text: str) -> None:
         self.said.append(text)
@@ -288,6 +289,7 @@ def test_a_create_left_unanswered_by_a_killed_process_waits_from_the_restart(
         trouble=pytest.fail,
         wall_clock=lambda: now[0],
         create_grace=10.0,
+        write_final=pytest.fail,
     )
     record = journal.ledger.shards[1]
 
@@ -392,3 +394,153 @@ def test_a_repeated_line_is_skipped_and_reported_once_across_a_refetch(tmp_path:
         ]
     )
     assert ledger.repeated_lines == 3
+
+
+# -- item 9: a row larger than the provider's queue of enqueued tokens ---------------------------
+
+
+def with_a_huge_row(path: Path, n: int, at: int) -> Path:
+    """``n`` small rows, the one at index ``at`` with a prompt of ~1,000 tokens."""
+    write_rows(path, n)
+    rows = path.read_text().splitlines()
+    huge = json.loads(rows[at])
+    huge["body"]["messages"][0]["content"] = "word " * 1000
+    rows[at] = json.dumps(huge)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def run_within(cfg: Any, seconds: float) -> Any:
+    """`run_batch`, failing after ``seconds`` instead of running on."""
+    from batchrun._api import make_runner
+
+    async def main() -> Any:
+        with anyio.fail_after(seconds):
+            return await make_runner(cfg, None).run()
+
+    return anyio.run(main)
+
+
+def test_a_row_larger_than_the_queue_fails_for_good_and_the_rest_are_answered(
+    tmp_path: Path,
+) -> None:
+    n = 40
+    inp = with_a_huge_row(tmp_path / "req.jsonl", n, at=13)
+    out = tmp_path / "run"
+    # the queue holds 400 prompt tokens: about 30 small rows, never the huge one
+    config = SimConfig(batch=BatchConfig(enqueued_token_limit=400))
+    with SimThread(config) as sim:
+        cfg = settings(inp, out, sim.base_url, batch_max_requests=64)
+        result = run_within(cfg, 30)  # before: uploads and creates forever
+        stats = sim.snapshot()
+        assert result.exit_code == 4, result.notes
+        # shards of 64, 32, 16, 8, 4, 2, 1 held it (each refused): a few creates, bounded
+        assert stats["batches_created"] <= 16, stats["batches_created"]
+        assert stats["files_uploaded"] == stats["batches_created"]
+        shards_created_once(stats)
+        ok, failed = assert_exactly_once(out, n)
+        assert failed == ["id-13"] and len(ok) == n - 1
+        error = lines(out / "errors.jsonl")[0]["error"]
+        assert error["code"] == "token_limit_exceeded"
+        assert "400 enqueued tokens" in error["message"] and "about 1,0" in error["message"]
+        assert "without --batch-api" in error["message"]
+        assert any("id-13" in note and "token_limit_exceeded" in note for note in result.notes)
+        summary = summary_of(out)
+        assert summary["status"] == "complete" and summary["requests"]["failed"] == 1
+        assert_summary_is_a_recount(out)
+
+        # a rerun sends nothing; --retry-failed tries the row once more, then stops
+        created = stats["batches_created"]
+        assert run_batch(cfg).exit_code == 4
+        assert sim.snapshot()["batches_created"] == created
+        retried = run_within(settings(inp, out, sim.base_url, retry_failed=True), 30)
+        assert retried.exit_code == 4
+        assert sim.snapshot()["batches_created"] == created + 1
+    assert ids(out / "errors.jsonl") == ["id-13", "id-13"]  # --retry-failed appends
+
+
+def test_a_lone_row_well_under_the_limit_waits_for_a_queue_held_elsewhere(
+    tmp_path: Path,
+) -> None:
+    from batchrun.batch.steps import read_ledger
+    from batchrun.pacing import tokens
+
+    # another job of the organization holds the queue for 3 s: every shard of this run
+    # is refused, down to rows alone; those are far under the limit, so they wait (they
+    # are not failed) and go once the other batch is done
+    foreign = jsonl(60, prefix="other")
+    held = sum(tokens.prompt_tokens(json.loads(line)["body"]) for line in foreign.splitlines())
+    config = SimConfig(batch=BatchConfig(rows_per_second=20, enqueued_token_limit=held + 5))
+    n = 5
+    inp = write_rows(tmp_path / "req.jsonl", n)
+    out = tmp_path / "run"
+    with SimThread(config) as sim:
+        with httpx.Client(base_url=sim.base_url) as other:
+            file_id = other.post(
+                "/files", files={"file": ("o.jsonl", foreign)}, data={"purpose": "batch"}
+            ).json()["id"]
+            body = {"input_file_id": file_id, "endpoint": "/v1/chat/completions"}
+            made = other.post("/batches", json={**body, "completion_window": "24h"}).json()
+            assert other.get(f"/batches/{made['id']}").json()["status"] == "in_progress"
+        result = run_within(settings(inp, out, sim.base_url, batch_max_requests=8), 30)
+        stats = sim.snapshot()
+    assert result.exit_code == 0, result.notes
+    ok, failed = assert_exactly_once(out, n)
+    assert len(ok) == n and not failed
+    assert not any("token_limit_exceeded" in note for note in result.notes)
+    # rows alone were refused while the other batch held the queue, and went later
+    ledger = read_ledger(str(out / "batch" / "steps.jsonl"))
+    refused_alone = [r for r in ledger.shards.values() if r.rows == 1 and r.status == "token_limit"]
+    assert refused_alone and stats["batches_created"] > len(refused_alone)
+    assert all(r.prompt_tokens is not None and r.prompt_tokens < 20 for r in refused_alone)
+
+
+def test_a_lone_row_refused_twice_without_a_named_limit_fails_for_good(tmp_path: Path) -> None:
+    from batchrun.batch.intake import Answers
+    from batchrun.batch.openshards import OpenShards
+    from batchrun.batch.steps import StepJournal
+    from batchrun.batch.submit import Submitter
+    from batchrun.batch.workdir import ShardWriter, line_for
+    from batchrun.models import Outcome
+    from batchrun.settings import Settings
+
+    journal = StepJournal(str(tmp_path / "batch" / "steps.jsonl"))
+    journal.open(wall_time=1.0)
+    shards = OpenShards(journal, str(tmp_path))
+    written: list[Outcome] = []
+    submitter = Submitter(
+        cfg=Settings(input="x.jsonl", batch_max_requests=8),
+        client=None,  # type: ignore[arg-type]
+        shards=shards,
+        answers=Answers(max_attempts=3),
+        source=None,  # type: ignore[arg-type]
+        books=Books(),  # type: ignore[arg-type]
+        stopping=anyio.Event(),
+        trouble=pytest.fail,
+        wall_clock=lambda: 50.0,
+        create_grace=10.0,
+        write_final=written.extend,
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": "a long one"}]}
+
+    def submitted_alone(shard: int) -> Any:
+        writer = ShardWriter(str(tmp_path), shard)
+        line, hashed = line_for("big", body)
+        writer.add(line, "big", 7, hashed)
+        writer.finish()
+        shards.write({"step": "planned", "shard": shard, "model": "m", "rows": 1})
+        shards.write({"step": "created", "shard": shard, "batch_id": f"batch_{shard}"})
+        return journal.ledger.shards[shard]
+
+    # a provider whose refusal names no limit: the first refusal alone may have met a
+    # batch of this run that ended in the same poll, so the row goes again, alone
+    reason = "token_limit_exceeded: the queue for m is full"
+    submitter.refused(submitted_alone(1), reason)
+    assert not written and submitter.needs_plan and submitter.max_requests == 4
+    submitter.refused(submitted_alone(2), reason)
+    assert [o.custom_id for o in written] == ["big"]
+    error = written[0].error or {}
+    assert error["code"] == "token_limit_exceeded" and "refused alone 2 times" in error["message"]
+    assert written[0].row == 7 and submitter.max_requests == 8  # full-size shards again
+    assert not journal.ledger.open_shards()
+    journal.close()

@@ -291,38 +291,34 @@ class BatchDriver:
             stream=self.stream,
             wall_clock=self.wall_clock,
         )
-        self._built = _Parts(
-            shards,
-            client,
-            sink,
-            books,
-            Submitter(
-                cfg=self.cfg,
-                client=client,
-                shards=shards,
-                answers=self.answers,
-                source=prepared.source,
-                books=books,
-                stopping=self._stopping,
-                trouble=self._api_trouble,
-                wall_clock=self.wall_clock,
-                create_grace=self.create_grace,
-                budget=BatchBudget.of(self.cfg, self._spent),
-            ),
-            Finisher(
-                client=client,
-                shards=shards,
-                answers=self.answers,
-                sink=sink,
-                hooks=self.hooks,
-                state=self.state,
-                books=books,
-                stop=self.stop,
-                trouble=self._api_trouble,
-                wall_clock=self.wall_clock,
-                keep_remote_files=self.cfg.keep_remote_files,
-            ),
+        finisher = Finisher(
+            client=client,
+            shards=shards,
+            answers=self.answers,
+            sink=sink,
+            hooks=self.hooks,
+            state=self.state,
+            books=books,
+            stop=self.stop,
+            trouble=self._api_trouble,
+            wall_clock=self.wall_clock,
+            keep_remote_files=self.cfg.keep_remote_files,
         )
+        submitter = Submitter(
+            cfg=self.cfg,
+            client=client,
+            shards=shards,
+            answers=self.answers,
+            source=prepared.source,
+            books=books,
+            stopping=self._stopping,
+            trouble=self._api_trouble,
+            wall_clock=self.wall_clock,
+            create_grace=self.create_grace,
+            write_final=finisher.write_final,
+            budget=BatchBudget.of(self.cfg, self._spent),
+        )
+        self._built = _Parts(shards, client, sink, books, submitter, finisher)
         self.live.started = self.clock()
         self.hooks.on_start(self.state)
         books.checkpoint("running")

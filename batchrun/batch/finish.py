@@ -207,6 +207,11 @@ class Finisher:
             self.books.say(f"shard {tag}: {len(repeated):,} repeated lines skipped")
         self.shards.write(step)
 
+    def write_final(self, batch: list[Outcome]) -> None:
+        """Write rows failed for good outside a batch's files, flushed to disk."""
+        self.write(batch)
+        self.sink.sync()
+
     def write(self, batch: list[Outcome]) -> None:
         """Write, then count (never before the write returned), then tell the hooks."""
         self.sink.write(batch)

@@ -46,12 +46,16 @@ class Answers:
         self.failed: dict[int, int] = {}
         self.failed_now: dict[int, str] = {}
         """Rows of this input failed for good, with their error code."""
+        self.failed_here: set[int] = set()
+        """Rows that failed for good in this process (``--retry-failed`` retries the
+        rows that failed before it, once: not these, again and again)."""
 
     def settled(self, h: int, b: int, *, retry_failed: bool = False) -> bool:
         """Answered for this body, or failed for good (unless retried on purpose)."""
         if answered(self.done, h, b):
             return True
-        return not retry_failed and self.failed_for_good(h, b)
+        retried = retry_failed and h not in self.failed_here
+        return not retried and self.failed_for_good(h, b)
 
     def failed_for_good(self, h: int, b: int) -> bool:
         return h in self.failed_now and answered(self.failed, h, b)
@@ -148,6 +152,8 @@ class Answers:
         h = id_hash(outcome.custom_id)
         b = int(outcome.body_hash or "0", 16)
         (self.done if outcome.ok else self.failed)[h] = b
+        if not outcome.ok:
+            self.failed_here.add(h)
         code = None if outcome.ok else (outcome.error or {}).get("code")
         self.counts.record(h, outcome.ok, code, self.failed_now)
 

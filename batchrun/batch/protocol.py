@@ -19,11 +19,14 @@ tested as functions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+_LIMIT = re.compile(r"Limit: ([\d,]+) enqueued tokens", re.IGNORECASE)
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
@@ -170,6 +173,19 @@ def parse_batch(obj: Mapping[str, Any]) -> BatchView:
     )
 
 
+def queue_limit(reason: str) -> int | None:
+    """The enqueued-token limit a ``token_limit_exceeded`` message names, if it does.
+
+    >>> queue_limit("Enqueued token limit reached for gpt-4o in organization org-x. "
+    ...             "Limit: 90,000 enqueued tokens. Please try again later.")
+    90000
+    >>> queue_limit("token_limit_exceeded") is None
+    True
+    """
+    found = _LIMIT.search(reason)
+    return int(found.group(1).replace(",", "")) if found else None
+
+
 def refused_for_token_limit(status: int, body: Any) -> bool:
     """A create refused at once because the enqueued-token queue is full (some
     providers answer the create itself with it rather than failing the batch)."""
@@ -258,6 +274,7 @@ __all__ = [
     "metadata_for",
     "parse_batch",
     "parse_result_line",
+    "queue_limit",
     "refused_for_token_limit",
     "row_retryable",
     "shard_tag",

@@ -65,6 +65,9 @@ class ShardRecord:
     worst_usd: float | None = None
     """Most its rows can cost through the Batch API (planned under --max-cost; None:
     planned without a cap, so unknown)."""
+    prompt_tokens: int | None = None
+    """A shard of one row: that row's prompt tokens (to tell, when the provider's queue
+    refuses it alone, whether it can ever fit)."""
 
     @property
     def phase(self) -> str:
@@ -133,6 +136,8 @@ class Ledger:
             record.attempt = int(step.get("attempt") or 1)
             worst = step.get("worst_usd")
             record.worst_usd = float(worst) if isinstance(worst, int | float) else None
+            tokens = step.get("prompt_tokens")
+            record.prompt_tokens = tokens if isinstance(tokens, int) else None
         elif kind == "upload":
             record.upload_started = True
         elif kind == "uploaded":
