@@ -544,3 +544,38 @@ def test_a_lone_row_refused_twice_without_a_named_limit_fails_for_good(tmp_path:
     assert written[0].row == 7 and submitter.max_requests == 8  # full-size shards again
     assert not journal.ledger.open_shards()
     journal.close()
+
+
+# -- together, counted ---------------------------------------------------------------------------
+
+
+def test_late_output_ids_and_repeated_lines_together_every_row_sent_once(tmp_path: Path) -> None:
+    n = 300
+    inp = write_rows(tmp_path / "req.jsonl", n, models=("gpt-4o-mini", "gpt-4.1-mini"))
+    out = tmp_path / "run"
+    batch = BatchConfig(
+        late_output_reads=2,
+        repeat_output_lines=5,
+        row_error_rate=0.05,
+        row_error_status=503,
+        scripts={"create": ["ok", "slow_lost:0.6"]},
+    )
+    with SimThread(SimConfig(seed=9, batch=batch)) as sim:
+        cfg = settings(inp, out, sim.base_url, batch_max_requests=80, timeout=0.3)
+        result = run_batch(cfg, create_grace=1.0)
+        stats = sim.snapshot()
+        again = run_batch(cfg)
+    assert result.exit_code == 0 and again.exit_code == 0, result.notes
+    ok, failed = assert_exactly_once(out, n)
+    assert len(ok) == n and not failed
+    per_shard = shards_created_once(stats)
+    # every row sent once, plus once more for each 503 it drew: nothing else resent
+    retried = sum(r["batchrun"]["attempts"] - 1 for r in lines(out / "results.jsonl"))
+    assert stats["rows_processed"] == n + retried
+    assert sum(per_shard.values()) == stats["batches_created"]
+    repeats = stats["repeated_output_lines"]
+    assert repeats >= 5 * 4 and stats["late_output_reads"] >= 2 * 4
+    for summary in (summary_of(out), again.summary):
+        assert summary["batch"]["provider_anomalies"] == {"repeated_lines": repeats}
+        assert summary["requests"]["succeeded"] == n
+    assert_summary_is_a_recount(out)
