@@ -374,6 +374,29 @@ def test_report_totals_and_batch_block(price_file: str, genai_book: PriceBook) -
     assert batch["complete"] is False
 
 
+def test_batch_rows_cost_twice_as_much_at_online_prices() -> None:
+    # a Batch API run pays batch prices; standard_cost_of_same_models is what the same
+    # tokens cost sent online, never the batch total again (issue 23, item 19)
+    price = ModelPrice(input=2.0, output=8.0, batch=ModelPrice(input=1.0, output=4.0))
+    totals = CostTotals(PriceBook({"m": price}, use_genai_prices=False))
+    usage = Usage(prompt_tokens=1_000_000, completion_tokens=250_000, total_tokens=1_250_000)
+    totals.add("m", usage, via_batch=True)
+    totals.add("m", usage, via_batch=True)
+    report = totals.report()
+    assert report["cost_usd"]["total"] == 4.0 and report["cost_usd"]["by_mode"]["batch"] == 4.0
+    batch = report["batch_api_cost_usd"]
+    assert batch["total"] == 4.0 and batch["standard_cost_of_same_models"] == 8.0
+    # one more row sent online: paid at online prices, the same figure online
+    totals.add("m", usage)
+    batch = totals.report()["batch_api_cost_usd"]
+    assert batch["total"] == 6.0 and batch["standard_cost_of_same_models"] == 12.0
+    # and the usage totals of each way, priced as a comparison of variants prices them
+    from batchrun.cost.bill import cost_of_totals
+
+    assert cost_of_totals({"m": usage}, totals.book, via_batch=True) == (2.0, [])
+    assert cost_of_totals({"m": usage}, totals.book) == (4.0, [])
+
+
 def test_cost_table_columns_line_up(price_file: str) -> None:
     report = cost_report(
         {
