@@ -455,7 +455,7 @@ class Settings:
     )
     serve: int | None = setting(
         help="Serve the live report page on 127.0.0.1 while the run goes (bare --serve: "
-        "a free port; the URL is printed).",
+        "a free port; the URL printed carries the token every request needs).",
         section="output",
         flags=("--serve",),
         kind="optional",
