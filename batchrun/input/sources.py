@@ -25,8 +25,8 @@ counted (the next run sees a changed input and says so).
 A `Span` restricts a source to one shard of the file (`batchrun.scale.shards`): a byte
 range of a JSONL file (read from its first byte, never from the top), a range of
 Parquet row groups, or (gzip, which cannot seek, and CSV, whose quoted values may
-hold line breaks) a range of rows read through. Rows
-keep their numbers in the whole file, so ``row-<n>`` ids are the same in every shard.
+hold line breaks) a range of rows read through. Rows keep their numbers in the
+whole file, so ``row-<n>`` ids are the same in every shard.
 
     >>> src = Source("requests.jsonl")              # doctest: +SKIP
     >>> scan = src.scan(); next(iter(src.requests())).custom_id   # doctest: +SKIP
