@@ -32,7 +32,15 @@ from batchrun.redact import looks_like_key
 
 Check = Callable[[Any, "Where"], Any]
 
-INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".pq")
+INPUT_SUFFIXES = (
+    ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".pq",
+    ".csv", ".csv.gz", ".tsv", ".tsv.gz",
+)  # fmt: skip
+COLUMN_TYPES = ("string", "int", "float", "bool", "json")
+"""CSV/TSV column types (`batchrun.input.delimited`)."""
+_PYTHON_COLUMN_TYPES = {
+    str: "string", int: "int", float: "float", bool: "bool", dict: "json", list: "json",
+}  # fmt: skip
 AUTH_STYLES = ("bearer", "raw", "none")
 FORMAT_TYPES = ("json_schema", "json_object", "text")
 COMPARES = ("exact", "json_field", "number")
@@ -297,6 +305,45 @@ def input_file(value: Any, where: Where) -> Any:
             f"unsupported file type {Path(path).name!r} (use one of {', '.join(INPUT_SUFFIXES)})"
         )
     return path
+
+
+def column_types(value: Any, where: Where) -> dict[str, str] | None:
+    """CSV/TSV column types: ``--column-type score=float`` (repeatable), ``column_types =
+    { score = "float" }`` or ``column_types={"score": float}`` (Python types name theirs).
+
+    >>> column_types(("id=string", "score=FLOAT"), Where("--column-type"))
+    {'id': 'string', 'score': 'float'}
+    """
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list | tuple):
+        items = []
+        for entry in value:
+            name, sep, kind = str(entry).rpartition("=")
+            if not sep or not name:
+                types = ", ".join(COLUMN_TYPES)
+                raise where.fail(f"{show(entry)}: give COLUMN=TYPE (types: {types})")
+            items.append((name, kind))
+    else:
+        raise where.fail(f"must be a table of column = type (got {show(value)})")
+    out: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for name, kind in items:
+        label = where.at(_key(name)).label if isinstance(value, Mapping) else where.label
+        named = _PYTHON_COLUMN_TYPES.get(kind) if isinstance(kind, type) else None
+        if named is None and isinstance(kind, str) and kind.strip().lower() in COLUMN_TYPES:
+            named = kind.strip().lower()
+        if named is None:
+            shown = kind.__name__ if isinstance(kind, type) else show(kind)
+            hint = suggest(kind, COLUMN_TYPES) if isinstance(kind, str) else ""
+            problems.append(
+                (label, f"{name}: unknown type {shown}{hint} (types: {', '.join(COLUMN_TYPES)})")
+            )
+            continue
+        out[name] = named
+    if problems:
+        raise Invalid(problems)
+    return out or None
 
 
 def base_url(value: Any, where: Where) -> str:

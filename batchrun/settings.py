@@ -167,7 +167,8 @@ class Prices:
 class Settings:
     # -- input ---------------------------------------------------------------------
     input: Any = setting(
-        help="The requests: a JSONL, JSONL.gz or Parquet file (Python: also rows in memory).",
+        help="The requests or dataset rows: a JSONL, Parquet, CSV or TSV file (.gz too for "
+        "JSONL, CSV and TSV; Python: also rows in memory).",
         section="input",
         key="path",
         check=checks.input_file,
@@ -177,6 +178,16 @@ class Settings:
         section="input",
         flags=("--id-column",),
         check=checks.text,
+        fingerprint=True,
+    )
+    column_types: Mapping[str, str] | None = setting(
+        help="CSV/TSV input: a column's type, COLUMN=TYPE (repeatable; string, int, float, "
+        "bool or json). Other columns are text exactly as written (ids keep leading zeros).",
+        section="input",
+        flags=("--column-type",),
+        kind="multiple",
+        metavar="COLUMN=TYPE",
+        check=checks.column_types,
         fingerprint=True,
     )
     skip_invalid: bool = setting(
@@ -481,7 +492,7 @@ class Settings:
     )
     serve: int | None = setting(
         help="Serve the live report page on 127.0.0.1 while the run goes (bare --serve: "
-        "a free port; the URL is printed).",
+        "a free port; the URL printed carries the token every request needs).",
         section="output",
         flags=("--serve",),
         kind="optional",
@@ -775,6 +786,9 @@ class Settings:
             shaping["prompt"] = [dict(m) for m in messages]
         rf = self.response_format
         shaping["response_format"] = rf.body() if rf is not None else None
+        # "string" is every CSV column's type unless told: naming it changes nothing
+        typed = {k: v for k, v in (self.column_types or {}).items() if v != "string"}
+        shaping["column_types"] = typed or None
         return shaping
 
     def public_dict(self) -> dict[str, Any]:

@@ -265,4 +265,6 @@ def test_the_live_page_follows_a_running_run(tab: Page, tmp_path: Path) -> None:
             assert "live: updated" in tab.page.locator("#live").inner_text()
     assert "error" not in outcome and outcome["result"].status == "complete"
     assert tab.errors == []
-    assert {r.split("?")[0] for r in tab.requests} == {url, url + "data.json"}
+    page_url = url.split("?")[0]
+    assert url.startswith(page_url + "?token=")
+    assert set(tab.requests) == {url, f"{page_url}data.json?{url.split('?')[1]}"}

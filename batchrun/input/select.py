@@ -32,6 +32,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
             skip_invalid=cfg.skip_invalid,
             finish=finish,
             span=span,
+            column_types=cfg.column_types,
         )
     if variants:  # a request file run once per model
 
@@ -45,6 +46,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
             skip_invalid=cfg.skip_invalid,
             finish=finish,
             span=span,
+            column_types=cfg.column_types,
         )
     if cfg.request:
         return Source(
@@ -53,6 +55,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
             skip_invalid=cfg.skip_invalid,
             finish=finish,
             span=span,
+            column_types=cfg.column_types,
         )
     return Source(
         cfg.input_path,
@@ -60,6 +63,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
         skip_invalid=cfg.skip_invalid,
         finish=finish,
         span=span,
+        column_types=cfg.column_types,
     )
 
 

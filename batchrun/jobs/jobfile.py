@@ -15,8 +15,9 @@ A full job file (every section but [input] is optional)::
     description = "Label product reviews"   # optional, free text
 
     [input]
-    path = "data/reviews.jsonl"   # .jsonl, .jsonl.gz, .ndjson or .parquet
+    path = "data/reviews.jsonl"   # .jsonl, .ndjson, .parquet, .csv, .tsv (+ .gz but Parquet)
     id_column = "id"              # becomes custom_id; without it: "row-<n>"
+    column_types = { score = "float" }  # CSV/TSV: string (the default), int, float, bool, json
 
     [endpoint]
     base_url = "https://api.openai.com/v1"  # or "sim" for the built-in simulator
