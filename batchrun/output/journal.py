@@ -41,6 +41,8 @@ from batchrun.output.lines import (
     body_hash_of,
     custom_id_of,
     decode,
+    endpoint_mark,
+    marked,
     simulated_line,
 )
 from batchrun.output.tally import Tally
@@ -101,6 +103,8 @@ class Provenance:
     """This run's endpoint is real: the simulator's answers are not its answers."""
     unmarked_simulated: bool = False
     """Lines naming no endpoint come from the simulator (run.json says "sim")."""
+    own_mark: bytes = b""
+    """`endpoint_mark` of this run's endpoint: most lines carry it (a slice compare)."""
 
     @classmethod
     def of(cls, run_dir: str, endpoint: str | None = None) -> Provenance:
@@ -110,11 +114,12 @@ class Provenance:
         return cls(
             skip_simulated=current is not None and not is_simulated(current),
             unmarked_simulated=is_simulated(recorded),
+            own_mark=endpoint_mark(current) if current is not None else b"",
         )
 
     def skips(self, line: bytes) -> bool:
         """True for a line that counts for nothing in this run."""
-        if not self.skip_simulated:
+        if not self.skip_simulated or marked(line, self.own_mark):
             return False
         simulated = simulated_line(line)
         return self.unmarked_simulated if simulated is None else simulated

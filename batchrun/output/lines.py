@@ -133,6 +133,17 @@ _META_KEY = b'"batchrun":{'
 _QUALITY_KEY = b'"quality":"'
 
 
+def endpoint_mark(endpoint: str) -> bytes:
+    """The bytes a line answered by ``endpoint`` has just before its body hash (for
+    `marked`: a slice comparison, no search)."""
+    return orjson.dumps({"endpoint": endpoint})[1:-1] + b","
+
+
+def marked(line: bytes, mark: bytes) -> bool:
+    """True when ``line`` carries ``mark`` (`endpoint_mark`) at its fixed place."""
+    return line[-(_BODY_HASH_KEY_AT + len(mark)) : -_BODY_HASH_KEY_AT] == mark
+
+
 def simulated_line(line: bytes) -> bool | None:
     """Whether the built-in simulator wrote this answer: True or False as the line's
     ``endpoint`` says, None for a line that names no endpoint (written before lines
