@@ -124,7 +124,8 @@ def endpoint(settings: Settings) -> Iterator[Settings]:
     from batchrun.sim import SimConfig, SimThread
 
     with SimThread(SimConfig(latency_ms=20.0, jitter_ms=10.0)) as sim:
-        yield replace(settings, base_url=sim.base_url)
+        # requests go to its loopback port; the run and its answers name it "sim"
+        yield replace(settings, base_url=sim.base_url, simulated=True)
 
 
 @contextlib.contextmanager
@@ -158,13 +159,23 @@ def hooks_for(settings: Settings, extra: Sequence[RunHooks] = ()) -> RunHooks:
 
 # -- where the run lives -------------------------------------------------------------------
 def default_run_dir(settings: Settings, input_fingerprint: str) -> str:
-    """``batchrun-runs/<name>-<12 hex>``: the same input and settings give the same
-    directory (re-running a notebook cell resumes it), another prompt another one."""
+    """``batchrun-runs/<name>-<12 hex>``: the same input, settings and endpoint give the
+    same directory (re-running a notebook cell resumes it), another prompt or another
+    endpoint another one: the simulator's answers never sit where a real run resumes.
+    The default endpoint adds nothing to the name, so directories made before the
+    endpoint was part of it keep theirs."""
     import orjson
 
+    from batchrun.endpoint import endpoint_identity
+    from batchrun.settings import DEFAULT_BASE_URL
+
+    shaping = settings.fingerprint()
+    endpoint = shaping.pop("base_url")
     digest = hashlib.blake2b(digest_size=6)
     digest.update(input_fingerprint.encode())
-    digest.update(orjson.dumps(settings.fingerprint(), option=orjson.OPT_SORT_KEYS))
+    digest.update(orjson.dumps(shaping, option=orjson.OPT_SORT_KEYS))
+    if endpoint != endpoint_identity(DEFAULT_BASE_URL):
+        digest.update(b"\nendpoint " + endpoint.encode())
     name = settings.name
     if name is None:
         name = (

@@ -73,6 +73,11 @@ class Invalid(ValueError):
         super().__init__("; ".join(f"{w}: {m}" if w else m for w, m in problems))
 
 
+class Refused(Invalid):
+    """A value refused for what it holds (a credential), not for how it is written:
+    the command line reports it as a plain error (exit 1), not a usage error."""
+
+
 @dataclass(frozen=True)
 class Where:
     """How to name a value in messages, and where relative paths start."""
@@ -84,6 +89,9 @@ class Where:
 
     def fail(self, message: str) -> Invalid:
         return Invalid([(self.label, message)])
+
+    def refuse(self, message: str) -> Refused:
+        return Refused([(self.label, message)])
 
     def at(self, key: str) -> Where:
         return Where(f"{self.label}.{key}", self.base, self.from_file)
@@ -352,9 +360,21 @@ def base_url(value: Any, where: Where) -> str:
         return value
     from urllib.parse import urlsplit
 
+    from batchrun.endpoint import url_credentials
+
+    found = url_credentials(value) if "://" in value else None
+    if found is not None:
+        # named, never echoed: the value is a secret
+        raise where.refuse(
+            f"the URL holds {found}, and a credential in the URL would be saved and "
+            "shown; put the key in an environment variable (--api-key-env NAME, "
+            "endpoint.api_key_env) or send it as a header (-H 'Name: value')"
+        )
     if not re.match(r"^https?://[^/\s]+", value):
-        hint = f"; did you mean 'https://{value}'?" if "://" not in value else ""
-        raise where.fail(f'{value!r} must start with http:// or https:// (or be "sim"){hint}')
+        private = "@" in value  # user:password@host without a scheme: never echoed
+        shown = "the URL" if private else repr(value)
+        hint = f"; did you mean 'https://{value}'?" if "://" not in value and not private else ""
+        raise where.fail(f'{shown} must start with http:// or https:// (or be "sim"){hint}')
     if not urlsplit(value).hostname or any(c.isspace() for c in value):
         raise where.fail(f"{value!r} has no valid host name")
     return value.rstrip("/")

@@ -10,6 +10,12 @@ bytes through `scrub` just before they write them. The client also scrubs what i
 receives before it truncates anything, so a message cut at 300 characters cannot
 keep half a key.
 
+Bytes are not enough: a server can send the key in pieces (streamed deltas of three
+characters) or ``\\u``-escaped inside a JSON string, and the decoded answer then holds
+it whole. So the client also passes every *decoded* answer (a body, an assembled
+stream, an error's body) through `scrub_json` before anything else sees it: the
+result line, the response cache, a hook.
+
 The registry is per process: a key loaded once is scrubbed from everything written
 afterwards. Each key is matched in the forms it can take on the way: as is, JSON
 string-escaped (once and twice, as an error text quoted inside a JSON string is),
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -75,6 +82,38 @@ def scrub(data: bytes) -> bytes:
     return data
 
 
+def scrub_json(value: Any) -> Any:
+    """A decoded JSON value (an answer, assembled) with every registered secret
+    masked in it, whatever escapes or pieces it arrived in: the value is encoded
+    again and `scrub` runs on those bytes. The value itself when nothing was masked.
+
+    >>> register_secret("sk-test-0123456789abcdef")
+    >>> scrub_json({"content": "key: sk-test-0123456789abcdef"})
+    {'content': 'key: ***'}
+    """
+    if not _forms or value is None:
+        return value
+    if isinstance(value, str):
+        return scrub_text(value)
+    try:
+        data = orjson.dumps(value)
+    except TypeError:  # not JSON (a lone surrogate...): mask it as text
+        return _scrub_repr(value)
+    clean = scrub(data)
+    return value if clean is data else orjson.loads(clean)
+
+
+def _scrub_repr(value: Any) -> Any:
+    """For a value orjson cannot encode: strings masked one by one, recursively."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {scrub_text(str(k)): _scrub_repr(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub_repr(v) for v in value]
+    return value
+
+
 def scrub_text(text: str) -> str:
     """`scrub` for a str (log lines, messages)."""
     if not _forms:
@@ -102,4 +141,12 @@ def looks_like_key(text: str) -> bool:
     return bool(_KEY_LIKE.search(text))
 
 
-__all__ = ["forms_of", "looks_like_key", "register_secret", "registered", "scrub", "scrub_text"]
+__all__ = [
+    "forms_of",
+    "looks_like_key",
+    "register_secret",
+    "registered",
+    "scrub",
+    "scrub_json",
+    "scrub_text",
+]

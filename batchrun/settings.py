@@ -35,6 +35,7 @@ from typing import Any
 
 from batchrun import checks
 from batchrun.checks import Check, Invalid, Where
+from batchrun.endpoint import SIM, endpoint_identity
 from batchrun.errors import ConfigError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -633,6 +634,9 @@ class Settings:
         section="",
         check=checks.text,
     )
+    # -- not a setting: what `batchrun._api.endpoint` knows once it has started the
+    # simulator (``base_url`` is then its loopback address, ``"sim"`` its identity)
+    simulated: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         # typed construction (tests, the library) may say None for "no quota"
@@ -652,7 +656,8 @@ class Settings:
     def specs(cls) -> Iterator[tuple[str, Spec]]:
         """(field name, spec) of every setting, in declaration order."""
         for f in fields(cls):
-            yield f.name, f.metadata[SPEC]
+            if SPEC in f.metadata:
+                yield f.name, f.metadata[SPEC]
 
     @classmethod
     def spec(cls, name: str) -> Spec:
@@ -771,12 +776,21 @@ class Settings:
             out[model] = (out.get(model, (None, None))[0], tpm)
         return out
 
+    @property
+    def endpoint(self) -> str:
+        """Which endpoint answers this run (`batchrun.endpoint.endpoint_identity`):
+        ``"sim"`` for the built-in simulator whatever its port, else the normalised URL."""
+        return SIM if self.simulated else endpoint_identity(self.base_url)
+
     def fingerprint(self) -> dict[str, Any]:
-        """The settings that change what is sent; a resume with others is refused.
+        """The settings that change what is sent or who answers; a resume with others
+        is refused. The endpoint is there by its identity (``base_url``: ``"sim"``, or
+        the URL without credentials, query or trailing slash).
 
         The evaluation is not one of them: scoring never needs a request sent again.
         """
         shaping = {n: _jsonable(getattr(self, n)) for n, spec in self.specs() if spec.fingerprint}
+        shaping["base_url"] = self.endpoint
         # one prompt however it was spelled (system + prompt, or messages), and the
         # response format as it is sent
         messages = self.template_messages()
@@ -795,6 +809,8 @@ class Settings:
         """Every setting, for run.json. Holds no secret: keys live only in the env,
         and header values that look like keys are masked."""
         data = {name: _jsonable(getattr(self, name)) for name, _ in self.specs()}
+        if self.simulated:
+            data["base_url"] = SIM  # not the port it happened to listen on
         data["headers"] = [[n, _mask_header(n, v)] for n, v in self.headers]
         if not isinstance(self.input, str | Path) and self.input is not None:
             data["input"] = f"<{type(self.input).__name__}>"

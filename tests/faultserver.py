@@ -43,7 +43,9 @@ Steps (``name`` or ``name:arg``):
     echo:MODE      a server that puts the presented key (Authorization, Bearer
                    stripped) where a careless client would store it: MODE is
                    sse_error, sse_text, sse_torn, location, request_id, escaped,
-                   long, plain or nonjson200
+                   long, plain or nonjson200; in a *good* answer (a 200 a cache
+                   would keep): sse_deltas (a stream sending it 3 characters a
+                   delta) or json_escaped (every character \\u-escaped)
 
     with FaultServer() as srv:
         srv.script("row-1", "html502", "ok")
@@ -408,6 +410,25 @@ class FaultServer:
         if mode == "nonjson200":
             body = f"<html>token {secret}</html>".encode()
             return await self._respond(writer, key, 200, body, (("Content-Type", "text/html"),))
+        if mode == "sse_deltas":
+            text = f"your key is {secret}, thanks"
+            pieces = [text[i : i + 3] for i in range(0, len(text), 3)]
+            base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+            events = [
+                {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": p},
+                                      "finish_reason": None}]}
+                for p in pieces
+            ] + [
+                {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                 "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}},
+            ]  # fmt: skip
+            data = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in events)
+            await self._send(writer, key, sse_head + data + b"data: [DONE]\n\n")
+            return False
+        if mode == "json_escaped":
+            escaped = "".join(f"\\u{ord(c):04x}" for c in secret)
+            good = orjson.dumps(completion("key=@@")).replace(b"@@", escaped.encode())
+            return await self._respond(writer, key, 200, good, json_ct)
         raise ValueError(f"unknown echo mode {mode!r}")
 
     async def _play_sse(self, name: str, arg: str, key: str, writer: asyncio.StreamWriter) -> None:

@@ -456,9 +456,10 @@ def test_max_cost_through_batches_stops_within_the_cap(tmp_path: Path) -> None:
     assert len(ledger.shards) > 2
     assert not ledger.open_shards()
 
-    # a higher cap continues: only the rest is sent, every row once
+    # a higher cap continues: only the rest is sent, every row once (a new server on
+    # another port is another endpoint, so the resume takes --force)
     with SimThread(SimConfig(seed=5, batch=BatchConfig(rows_per_second=20_000))) as sim:
-        result = run_batch(settings(inp, out, sim.base_url, max_cost=1.0))
+        result = run_batch(settings(inp, out, sim.base_url, max_cost=1.0, force=True))
         stats = sim.snapshot()
     assert result.exit_code == 0, result.notes
     assert_exactly_once(out, n)

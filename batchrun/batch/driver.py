@@ -279,7 +279,7 @@ class BatchDriver:
             retry_base=min(2.0, self.cfg.poll_interval),
             sleep=self._interruptible_sleep,
         )
-        sink = JsonlSink(self.run_dir)
+        sink = JsonlSink(self.run_dir, self.cfg.endpoint)
         books = Bookkeeper(
             cfg=self.cfg,
             hooks=self.hooks,

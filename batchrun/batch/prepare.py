@@ -26,7 +26,13 @@ from batchrun.engine.rundir import remove_stray_temp_files
 from batchrun.engine.runinfo import resume_problems, write_run_info
 from batchrun.errors import ConfigError, RunDirError
 from batchrun.input.sources import ScanResult, Source
-from batchrun.output.journal import RUN_INFO, JournalState, for_input, read_journal
+from batchrun.output.journal import (
+    RUN_INFO,
+    JournalState,
+    for_input,
+    read_journal,
+    simulated_note,
+)
 from batchrun.output.summary import Counts
 from batchrun.settings import Settings
 
@@ -89,7 +95,7 @@ def prepare(
     scan = _scan(cfg, source, should_stop)
     hooks.before_send(state, scan)
     try:
-        journal = read_journal(run_dir)
+        journal = read_journal(run_dir, endpoint=cfg.endpoint)
     except ValueError as exc:
         raise RunDirError(str(exc)) from exc
     except OSError as exc:
@@ -138,6 +144,8 @@ def _adopt(
     held = for_input(journal, scan.hashes, scan.bodies)
     if held.changed:
         notes.append(f"{held.changed:,} rows changed since they were answered; they are sent again")
+    if journal.simulated:
+        notes.append(simulated_note(journal.simulated, cfg.endpoint))
     notes.extend(journal.repaired)
     counts = Counts(
         total=scan.total,

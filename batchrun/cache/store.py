@@ -2,9 +2,14 @@
 
 Evaluating prompt and model variants sends many requests that were sent before (a
 pilot run, then the full run; a rerun after a fix elsewhere). The cache keeps each
-response body under the hash of exactly what was sent, the endpoint URL and the
-request body bytes, so a hit is the answer to a byte-identical request and nothing
-else; the API key is never part of the key or the file.
+response body under the hash of exactly what was sent and to whom: the endpoint's
+identity (``"sim"`` for the simulator, whatever its port), a one-way hash of the
+credential identity (`batchrun.endpoint.credential_identity`: the key, its auth
+style, organisation, project and every extra header) and the request body bytes.
+So a hit is the answer to a byte-identical request from the same tenant at the same
+endpoint, and nothing else: one API key's answers are never served to another. The
+key itself is never stored, and bodies are stored scrubbed of it
+(`batchrun.redact.scrub`).
 
 It is one SQLite file in WAL mode, safe for several processes at once (parallel runs
 sharing one cache): readers never block the writer, writers wait for each other
@@ -14,7 +19,7 @@ of them. Chosen by measurement over a plain file, diskcache and LMDB
 
     >>> import os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "cache.sqlite")
-    >>> key = cache_key("https://api.openai.com/v1/chat/completions", b'{"model":"m"}')
+    >>> key = cache_key("https://api.openai.com/v1", b'{"model":"m"}')
     >>> with ResponseCache(path) as cache:
     ...     cache.put_many([(key, b'{"model":"m","usage":{"prompt_tokens":3}}')])
     ...     cache.get(key)
@@ -41,16 +46,21 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from batchrun.endpoint import TENANT_BYTES
 from batchrun.errors import ConfigError
+from batchrun.redact import scrub
 
 __all__ = [
+    "ANONYMOUS",
     "CACHE_POLICIES",
     "CachePolicy",
     "CacheStats",
     "Hit",
     "ResponseCache",
     "cache_key",
+    "cache_scope",
     "cacheable",
+    "scoped_key",
 ]
 
 CachePolicy = Literal["deterministic", "all", "off"]
@@ -82,21 +92,41 @@ name their columns when they write, so they go on using the file; their entries'
 time is unknown)."""
 
 
-def cache_key(endpoint: str, body: bytes) -> bytes:
-    """The key of one request: blake2b-128 of the endpoint URL, a newline, the body.
+ANONYMOUS = bytes(TENANT_BYTES)
+"""The credential identity of no credential (tests, in-run grouping)."""
+
+
+def cache_key(endpoint: str, body: bytes, tenant: bytes = ANONYMOUS) -> bytes:
+    """The key of one request: blake2b-128 of the endpoint's identity, a newline, the
+    tenant (`batchrun.endpoint.credential_identity`, 16 bytes), the body.
 
     ``body`` is the exact bytes sent (the same JSON with other spacing or key order is
     another request, on purpose: the cache never guesses that two requests are alike).
-    The endpoint is the full URL, so the same body sent to OpenAI and to a local vLLM
-    are two entries. A URL holds no newline, so the split between the two is
-    unambiguous; an endpoint with one is refused.
+    The endpoint is `batchrun.endpoint.endpoint_identity`, so the same body sent to
+    OpenAI and to a local vLLM are two entries, and the simulator is one endpoint
+    whatever port it listens on. An endpoint holds no newline and the tenant is of
+    fixed width, so the parts cannot run into each other; an endpoint with a newline
+    is refused.
 
-    >>> cache_key("http://x/v1/chat/completions", b"{}").hex()
-    'affbc3e6d01ace25f449a6cd6ea2bd71'
+    >>> cache_key("http://x/v1", b"{}").hex()
+    'cc7813057447fe86a84893f2fa2efac9'
     """
+    return scoped_key(cache_scope(endpoint, tenant), body)
+
+
+def cache_scope(endpoint: str, tenant: bytes = ANONYMOUS) -> bytes:
+    """The part of `cache_key` that is the same for every request of a run (made once:
+    `scoped_key` then hashes it with each body)."""
     if "\n" in endpoint:
         raise ValueError(f"an endpoint URL has no newline: {endpoint!r}")
-    return blake2b(endpoint.encode() + b"\n" + body, digest_size=KEY_BYTES).digest()
+    if len(tenant) != TENANT_BYTES:
+        raise ValueError(f"a tenant is {TENANT_BYTES} bytes (credential_identity)")
+    return endpoint.encode() + b"\n" + tenant
+
+
+def scoped_key(scope: bytes, body: bytes) -> bytes:
+    """`cache_key` of ``body`` in a `cache_scope` (the hot path: one hash a request)."""
+    return blake2b(scope + body, digest_size=KEY_BYTES).digest()
 
 
 def cacheable(body: Mapping[str, Any], policy: CachePolicy = "deterministic") -> bool:
@@ -218,7 +248,7 @@ class ResponseCache:
             row = (
                 self._conn().execute("SELECT body FROM responses WHERE key = ?", (key,)).fetchone()
             )
-        return None if row is None else bytes(row[0])
+        return None if row is None else scrub(bytes(row[0]))
 
     def get_many(self, keys: Iterable[bytes]) -> dict[bytes, bytes]:
         """The stored bodies of the keys that have one (missing keys are absent).
@@ -239,7 +269,8 @@ class ResponseCache:
                 chunk = wanted[start : start + _CHUNK]
                 sql = _select_sql(len(chunk))
                 for key, body, latency in db.execute(sql, chunk):
-                    found[bytes(key)] = Hit(bytes(body), latency)
+                    # an entry from before bodies were scrubbed never serves a key
+                    found[bytes(key)] = Hit(scrub(bytes(body)), latency)
         return found
 
     def put(self, key: bytes, body: bytes) -> None:
@@ -265,6 +296,8 @@ class ResponseCache:
                 raise ValueError(
                     f"a cache key is {KEY_BYTES} bytes (see cache_key), not {len(key)}"
                 )
+            if isinstance(body, bytes):  # no key reaches the file, whatever was echoed
+                body = scrub(body)
             rows.append((key, body, *_metadata(body), now, latency[0] if latency else None))
         if not rows:
             return 0

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
-from batchrun.checks import Invalid, Where
+from batchrun.checks import Invalid, Refused, Where
+from batchrun.errors import ConfigError
 from batchrun.settings import Settings, Spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,6 +71,8 @@ def given_settings(options: Mapping[str, Any]) -> dict[str, Any]:
         spec = specs[name]
         try:
             out[name] = spec.check(value, Where(spec.flags[-1])) if spec.check else value
+        except Refused as exc:  # not a usage error: one line, exit 1
+            raise ConfigError(str(exc)) from None
         except Invalid as exc:
             message = "; ".join(m for _, m in exc.problems)
             raise click.BadParameter(message, param_hint=hint(spec)) from None

@@ -23,7 +23,7 @@ spent (`batchrun.output.tally.Tally`). They were not sent, so their ``latency_ms
 wire, when known (the cache keeps it with the body), which is what a comparison of
 variants shows for a variant answered this way.
 
-    reuse = Reuse(settings)
+    reuse = Reuse(settings, api_key=key)
     source.scan(observe=reuse.observe); reuse.after_scan()
     for i, req in enumerate(requests):
         reuse.note(i, req)
@@ -39,7 +39,8 @@ from typing import Any
 import orjson
 
 from batchrun.cache.dedup import DedupPlan, RequestGroups
-from batchrun.cache.store import ResponseCache, cache_key, cacheable
+from batchrun.cache.store import ResponseCache, cache_scope, cacheable, scoped_key
+from batchrun.endpoint import credential_identity
 from batchrun.ids import body_hash
 from batchrun.models import Outcome, Request
 from batchrun.settings import Settings
@@ -71,11 +72,18 @@ class Reuse:
         self,
         settings: Settings,
         *,
+        api_key: str | None = None,
         read_line: Callable[[str], tuple[str, dict[str, Any]] | None] | None = None,
     ) -> None:
         policy = settings.cache_policy
         self.policy = policy
-        self.endpoint = settings.base_url.rstrip("/") + "/chat/completions"
+        self.endpoint = settings.endpoint
+        """Which endpoint answers (its identity: the simulator's port is not in it)."""
+        tenant = credential_identity(
+            api_key, auth=settings.auth, auth_header=settings.auth_header, headers=settings.headers
+        )
+        self._scope = cache_scope(self.endpoint, tenant)
+        """Where and who (one-way hashed): one tenant's answers never serve another."""
         self.cache: ResponseCache | None = None
         if settings.cache and policy != "off":
             self.cache = ResponseCache(cache_path(settings.cache))
@@ -113,7 +121,7 @@ class Reuse:
         if groups is None:
             return
         if cacheable(req.body, self.policy):  # type: ignore[arg-type]
-            groups.add(cache_key(self.endpoint, payload))
+            groups.add(scoped_key(self._scope, payload))
         else:
             groups.add_unique()
 
@@ -188,7 +196,7 @@ class Reuse:
         keys: dict[str, bytes] = {}
         for req in requests:
             if cacheable(req.body, self.policy):  # type: ignore[arg-type]
-                keys[req.custom_id] = cache_key(self.endpoint, orjson.dumps(req.body))
+                keys[req.custom_id] = scoped_key(self._scope, orjson.dumps(req.body))
         found = self.cache.get_many_timed(keys.values()) if keys else {}
         for req in requests:
             key = keys.get(req.custom_id)

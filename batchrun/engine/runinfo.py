@@ -20,7 +20,7 @@ import orjson
 
 from batchrun import __version__
 from batchrun.errors import RunDirError
-from batchrun.output.journal import RUN_INFO
+from batchrun.output.journal import RUN_INFO, recorded_endpoint
 from batchrun.output.summary import write_json_atomic
 from batchrun.settings import Settings
 
@@ -53,6 +53,7 @@ def resume_problems(
             f"({before.get('input_path')})"
         )
     old_opts = _current_shape(before.get("request_options", {}))
+    old_opts.setdefault("base_url", recorded_endpoint(before))
     compared = settings.has_variants and _had_variants(old_opts)
     variants: list[str] = []
     for key, value in settings.fingerprint().items():
@@ -151,4 +152,9 @@ def _jsonable(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value, default=str))
 
 
-__all__ = ["changes", "resume_problems", "settings_of", "write_run_info"]
+__all__ = [
+    "changes",
+    "resume_problems",
+    "settings_of",
+    "write_run_info",
+]

@@ -65,6 +65,7 @@ from batchrun.output.journal import (
     answered,
     for_input,
     read_journal,
+    simulated_note,
 )
 from batchrun.output.quality import QualityCounts, compile_schema, quality_stop
 from batchrun.output.sink import JsonlSink
@@ -254,7 +255,7 @@ class Runner:
             )
             watchers.append(self._picker.observe)
         if (cfg.cache or cfg.dedupe) and cfg.cache_policy != "off":
-            self._reuse = Reuse(cfg, read_line=self._earlier_line)
+            self._reuse = Reuse(cfg, api_key=self.api_key, read_line=self._earlier_line)
             watchers.append(self._reuse.observe)
         if not watchers:
             return None
@@ -273,7 +274,7 @@ class Runner:
         if self._earlier is None:
             from batchrun.output.parquet import ResultIndex
 
-            self._earlier = ResultIndex.build(self.run_dir)
+            self._earlier = ResultIndex.build(self.run_dir, self.cfg.endpoint)
         return self._earlier.lookup(custom_id)
 
     def _build_source(self) -> Source:
@@ -299,6 +300,8 @@ class Runner:
             self.notes.append(
                 f"{held.changed:,} rows changed since they were answered; they are sent again"
             )
+        if journal.simulated:
+            self.notes.append(simulated_note(journal.simulated, self.cfg.endpoint))
         self.counts = Counts(
             total=scan.total,
             succeeded=held.succeeded,
@@ -339,7 +342,9 @@ class Runner:
                 self._reuse = None
         self.hooks.before_send(self.state, scan)
         try:
-            journal = await anyio.to_thread.run_sync(read_journal, self.run_dir)
+            journal = await anyio.to_thread.run_sync(
+                lambda: read_journal(self.run_dir, endpoint=self.cfg.endpoint)
+            )
         except ValueError as exc:
             raise RunDirError(str(exc)) from exc
         except OSError as exc:  # e.g. results.jsonl is a directory
@@ -397,7 +402,7 @@ class Runner:
             max_connections=self.cfg.concurrency,
             clock=self.clock,
         )
-        self._sink = JsonlSink(self.run_dir)
+        self._sink = JsonlSink(self.run_dir, self.cfg.endpoint)
         try:
             # a checkpoint at once: a resume that had to parse every line pays it once,
             # and even a run killed in its first seconds leaves a summary

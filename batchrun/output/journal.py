@@ -13,6 +13,12 @@ cover, so lines before that point are only scanned for their custom_id (fixed
 offset, no JSON parse; the body hash at a fixed offset from the end) and only the
 tail is parsed in full. Memory is two 64-bit hashes per id, never the bodies.
 
+Each line names the endpoint that answered it. For a run on a real endpoint, a line
+the built-in simulator wrote counts for nothing: not done, not failed, not in the
+totals (its row is sent again, and no simulated usage is billed). A line written
+before lines named their endpoint is taken to come from the endpoint run.json
+records.
+
     >>> state = read_journal("runs/a")          # doctest: +SKIP
     >>> len(state.done), len(state.failed)      # doctest: +SKIP
     (998, 2)
@@ -26,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from batchrun.endpoint import endpoint_identity, is_simulated
 from batchrun.ids import id_hash, id_hash_bytes
 from batchrun.output.lines import (
     ID_AT,
@@ -34,6 +41,9 @@ from batchrun.output.lines import (
     body_hash_of,
     custom_id_of,
     decode,
+    endpoint_mark,
+    marked,
+    simulated_line,
 )
 from batchrun.output.tally import Tally
 
@@ -60,6 +70,66 @@ class JournalState:
     repaired: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
     """Time spent by earlier processes of this run (from the last checkpoint)."""
+    simulated: int = 0
+    """Lines the simulator answered, left out because this run's endpoint is real."""
+
+
+def recorded_endpoint(info: Any) -> str | None:
+    """The endpoint a run.json says its run answers from (its identity); a run.json
+    written before the identity was recorded names it by its base_url option."""
+    if not isinstance(info, dict):
+        return None
+    recorded = (info.get("request_options") or {}).get("base_url")
+    if isinstance(recorded, str):
+        return recorded
+    url = (info.get("options") or {}).get("base_url")
+    return endpoint_identity(url) if isinstance(url, str) else None
+
+
+def read_recorded_endpoint(run_dir: str) -> str | None:
+    """`recorded_endpoint` of the run.json in ``run_dir`` (None: none, or unreadable)."""
+    try:
+        with open(os.path.join(run_dir, RUN_INFO), "rb") as f:
+            return recorded_endpoint(orjson.loads(f.read()))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Which lines count, by the endpoint that answered them (`Provenance.of`)."""
+
+    skip_simulated: bool = False
+    """This run's endpoint is real: the simulator's answers are not its answers."""
+    unmarked_simulated: bool = False
+    """Lines naming no endpoint come from the simulator (run.json says "sim")."""
+    own_mark: bytes = b""
+    """`endpoint_mark` of this run's endpoint: most lines carry it (a slice compare)."""
+
+    @classmethod
+    def of(cls, run_dir: str, endpoint: str | None = None) -> Provenance:
+        """For a run answering from ``endpoint`` (None: the one run.json records)."""
+        recorded = read_recorded_endpoint(run_dir)
+        current = endpoint if endpoint is not None else recorded
+        return cls(
+            skip_simulated=current is not None and not is_simulated(current),
+            unmarked_simulated=is_simulated(recorded),
+            own_mark=endpoint_mark(current) if current is not None else b"",
+        )
+
+    def skips(self, line: bytes) -> bool:
+        """True for a line that counts for nothing in this run."""
+        if not self.skip_simulated or marked(line, self.own_mark):
+            return False
+        simulated = simulated_line(line)
+        return self.unmarked_simulated if simulated is None else simulated
+
+    def counted_alike(self, tally_state: dict[str, Any]) -> bool:
+        """Whether a checkpoint's tally left out the same lines as this run would (a
+        tally from before lines named their endpoint counted every line)."""
+        if "skips_simulated" in tally_state:
+            return bool(tally_state["skips_simulated"]) == self.skip_simulated
+        return not (self.skip_simulated and self.unmarked_simulated)
 
 
 def repair_torn_tail(path: str) -> int:
@@ -117,9 +187,18 @@ def _line_boundary(path: str, offset: int) -> bool:
         return False
 
 
-def _scan(path: str, ids: dict[int, int], tally: Tally, parse_from: int, bad: set[int]) -> int:
+def _scan(
+    path: str,
+    ids: dict[int, int],
+    tally: Tally,
+    parse_from: int,
+    bad: set[int],
+    provenance: Provenance,
+    skipped: list[int],
+) -> int:
     """Note every id in ``path`` with its body hash in ``ids`` (a later line wins) and
     in ``bad`` when its answer is unusable; count lines at/after ``parse_from``.
+    Lines ``provenance`` skips are only counted in ``skipped[0]``.
 
     A last line without its newline (torn, or being written right now by a live
     run) is not counted.
@@ -127,10 +206,15 @@ def _scan(path: str, ids: dict[int, int], tally: Tally, parse_from: int, bad: se
     if not os.path.exists(path):
         return 0
     pos = 0
+    skip = provenance.skip_simulated
     with open(path, "rb") as f:
         for line in f:
             if not line.endswith(b"\n"):
                 break
+            if skip and provenance.skips(line):
+                skipped[0] += 1
+                pos += len(line)
+                continue
             if pos >= parse_from:
                 record = decode(line)
                 h = id_hash(record["custom_id"])
@@ -155,7 +239,13 @@ def _scan(path: str, ids: dict[int, int], tally: Tally, parse_from: int, bad: se
 
 
 def _scan_errors(
-    path: str, ids: dict[int, int], codes: dict[int, str], tally: Tally, parse_from: int
+    path: str,
+    ids: dict[int, int],
+    codes: dict[int, str],
+    tally: Tally,
+    parse_from: int,
+    provenance: Provenance,
+    skipped: list[int],
 ) -> int:
     """`_scan` for errors.jsonl, which also notes each failure's code. Every line is
     parsed: failures are few next to answers, and their codes make the summary's
@@ -167,6 +257,10 @@ def _scan_errors(
         for line in f:
             if not line.endswith(b"\n"):
                 break
+            if provenance.skips(line):
+                skipped[0] += 1
+                pos += len(line)
+                continue
             record = decode(line)
             h = id_hash(record["custom_id"])
             ids[h] = body_hash_of(line) or 0
@@ -178,13 +272,15 @@ def _scan_errors(
     return pos
 
 
-def read_journal(run_dir: str, *, repair: bool = True) -> JournalState:
-    """Rebuild done/failed sets and totals from the run directory's files.
+def read_journal(run_dir: str, *, repair: bool = True, endpoint: str | None = None) -> JournalState:
+    """Rebuild done/failed sets and totals from the run directory's files, for a run
+    answering from ``endpoint`` (its identity; None: the one run.json records).
 
     ``repair=False`` reads without touching anything (for `batchrun status`, which
     may look at a run that is still writing).
     """
     state = JournalState()
+    provenance = Provenance.of(run_dir, endpoint)
     results = os.path.join(run_dir, RESULTS)
     errors = os.path.join(run_dir, ERRORS)
     for path in (results, errors):
@@ -200,21 +296,38 @@ def read_journal(run_dir: str, *, repair: bool = True) -> JournalState:
         and _line_boundary(results, int(checkpoint.get("results_bytes", -1)))
         and _line_boundary(errors, int(checkpoint.get("errors_bytes", -1)))
     ):
-        state.tally = Tally.from_state(checkpoint["tally"])
-        r_from = int(checkpoint["results_bytes"])
-        e_from = int(checkpoint["errors_bytes"])
         state.elapsed_s = float(checkpoint.get("elapsed_s", 0.0))
+        # a tally that counted the simulator's answers is recounted for a real run
+        if provenance.counted_alike(checkpoint["tally"]):
+            state.tally = Tally.from_state(checkpoint["tally"])
+            r_from = int(checkpoint["results_bytes"])
+            e_from = int(checkpoint["errors_bytes"])
+    state.tally.skips_simulated = provenance.skip_simulated
+    skipped = [0]
     try:
-        state.results_bytes = _scan(results, state.done, state.tally, r_from, state.bad)
+        state.results_bytes = _scan(
+            results, state.done, state.tally, r_from, state.bad, provenance, skipped
+        )
         failed: dict[int, int] = {}
-        state.errors_bytes = _scan_errors(errors, failed, state.failed_codes, state.tally, e_from)
+        state.errors_bytes = _scan_errors(
+            errors, failed, state.failed_codes, state.tally, e_from, provenance, skipped
+        )
     except ValueError as exc:
         raise ValueError(f"{run_dir}: an output line is not valid JSON ({exc})") from exc
+    state.simulated = skipped[0]
     done = state.done
     # an answer wins over a failure of the same request (--retry-failed); a failure
     # of a later, changed body stands next to the stale answer
     state.failed = {h: b for h, b in failed.items() if done.get(h, -1) != b}
     return state
+
+
+def simulated_note(lines: int, endpoint: str) -> str:
+    """What a run on a real endpoint says of the simulator's answers it left out."""
+    return (
+        f"{lines:,} answers from the simulator (base_url sim) are not answers from "
+        f"{endpoint}: their rows are sent to it"
+    )
 
 
 @dataclass

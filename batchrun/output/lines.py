@@ -4,21 +4,25 @@
      "response": {"status_code": 200, "request_id": "req_...", "body": {...}},
      "error": null,
      "batchrun": {"row": 1, "attempts": 1, "latency_ms": 812.5, "wait_ms": 0.0,
-                  "ttft_ms": null, "at": 1764513600.123, "body_hash": "9f2c..."}}
+                  "ttft_ms": null, "at": 1764513600.123,
+                  "endpoint": "https://api.openai.com/v1", "body_hash": "9f2c..."}}
 
 ``response.body`` is the server's response, unmodified. ``error`` is null on success;
 on failure it is ``{"code", "message", "attempts": [{"status", "code", "message"}]}``
 and ``response`` still holds the last HTTP status and body when there was one. The
 extra ``batchrun`` object carries per-request facts (row, attempts, time on the
-wire and time spent waiting to send, the hash of the body sent) that the Batch API
-format has no place for; Batch API readers ignore it.
+wire and time spent waiting to send, which endpoint answered, the hash of the body
+sent) that the Batch API format has no place for; Batch API readers ignore it.
+``endpoint`` is `batchrun.endpoint.endpoint_identity` of the run that wrote the line
+(``"sim"``: the built-in simulator): a simulated answer never counts as done for a
+real endpoint (`simulated_line`).
 
 Pure functions: encoding, decoding, and the fast custom_id extraction used on resume.
 Readers rely on the key order: `custom_id_of` finds the id at a fixed offset
 after the fixed-width ``id``, `batchrun.report.statistics.meta_of` reads the ``batchrun``
 object from the end of the line, and `body_hash_of` finds the body hash at a fixed
 offset from the end. Keep ``id`` first, ``custom_id`` second, ``batchrun`` last,
-and ``body_hash`` the last key of ``batchrun``.
+``body_hash`` the last key of ``batchrun`` and ``endpoint`` just before it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from batchrun.endpoint import SIM
 from batchrun.models import Outcome
 
 _ID_PREFIX = b'{"id":"batch_req_'
@@ -42,10 +47,15 @@ ID_AT = _CUSTOM_ID_AT + 1
 BODY_HASH_KEY = b'"body_hash":"'
 BODY_HASH_FROM_END = 20  # the hex digits are line[-20:-4]
 _BODY_HASH_KEY_AT = BODY_HASH_FROM_END + len(BODY_HASH_KEY)
+# A line the simulator answered has `"endpoint":"sim",` just before its body hash.
+_SIM_MARK = b'"endpoint":"' + SIM.encode() + b'",'
+_SIM_MARK_AT = _BODY_HASH_KEY_AT + len(_SIM_MARK)
+_ENDPOINT_KEY = b'"endpoint":"'
 
 
-def encode(outcome: Outcome) -> bytes:
-    """The complete JSONL line (with trailing newline) for one outcome."""
+def encode(outcome: Outcome, endpoint: str | None = None) -> bytes:
+    """The complete JSONL line (with trailing newline) for one outcome; ``endpoint``:
+    the identity of the endpoint that answered (`batchrun.endpoint.endpoint_identity`)."""
     response = None
     if outcome.status_code is not None:
         response = {
@@ -64,6 +74,9 @@ def encode(outcome: Outcome) -> bytes:
         meta["at"] = round(outcome.finished_at, 3)
     if outcome.extra:
         meta.update(outcome.extra)
+    if endpoint is not None:
+        meta.pop("endpoint", None)
+        meta["endpoint"] = endpoint
     if outcome.body_hash is not None:
         meta.pop("body_hash", None)
         meta["body_hash"] = outcome.body_hash
@@ -118,6 +131,39 @@ def body_hash_of(line: bytes) -> int | None:
 
 _META_KEY = b'"batchrun":{'
 _QUALITY_KEY = b'"quality":"'
+
+
+def endpoint_mark(endpoint: str) -> bytes:
+    """The bytes a line answered by ``endpoint`` has just before its body hash (for
+    `marked`: a slice comparison, no search)."""
+    return orjson.dumps({"endpoint": endpoint})[1:-1] + b","
+
+
+def marked(line: bytes, mark: bytes) -> bool:
+    """True when ``line`` carries ``mark`` (`endpoint_mark`) at its fixed place."""
+    return line[-(_BODY_HASH_KEY_AT + len(mark)) : -_BODY_HASH_KEY_AT] == mark
+
+
+def simulated_line(line: bytes) -> bool | None:
+    """Whether the built-in simulator wrote this answer: True or False as the line's
+    ``endpoint`` says, None for a line that names no endpoint (written before lines
+    recorded it). Reads only the end of the line (a fixed offset for the simulator's
+    lines, the meta object for the others).
+
+    >>> simulated_line(b'{"batchrun":{"endpoint":"sim","body_hash":"00000000000000ff"}}\\n')
+    True
+    >>> simulated_line(b'{"batchrun":{"endpoint":"https://x/v1","body_hash":"00"}}\\n')
+    False
+    """
+    if line[-_SIM_MARK_AT:-_BODY_HASH_KEY_AT] == _SIM_MARK:
+        return True
+    at = line.rfind(_META_KEY)
+    if at < 0:
+        return None
+    found = line.find(_ENDPOINT_KEY, at)
+    if found < 0:
+        return None
+    return line.startswith(_SIM_MARK[:-1], found)
 
 
 def bad_answer_of(line: bytes) -> bool:

@@ -68,7 +68,7 @@ from batchrun.ids import body_hash, id_hash
 from batchrun.input.sources import Source
 from batchrun.jobs.evaluate import Evaluator
 from batchrun.output.answers import parse_content, parsed_columns
-from batchrun.output.journal import ERRORS, RESULTS
+from batchrun.output.journal import ERRORS, RESULTS, Provenance
 from batchrun.output.lines import custom_id_of
 from batchrun.output.summary import atomic_file
 from batchrun.output.usage import usage_of
@@ -148,7 +148,10 @@ class ResultIndex:
         self._files = [_open_if_exists(os.path.join(run_dir, name)) for name in _FILES]
 
     @classmethod
-    def build(cls, run_dir: str) -> ResultIndex:
+    def build(cls, run_dir: str, endpoint: str | None = None) -> ResultIndex:
+        """The index of ``run_dir`` for a run answering from ``endpoint`` (None: the
+        one run.json records): on a real endpoint the simulator's lines are left out."""
+        provenance = Provenance.of(run_dir, endpoint)
         hashes = array("Q")
         locations = array("q")
         for number, name in enumerate(_FILES):
@@ -160,6 +163,9 @@ class ResultIndex:
                 for line in f:
                     if not line.endswith(b"\n"):
                         break  # torn, or being written by a live run: not final
+                    if provenance.skips(line):
+                        pos += len(line)
+                        continue
                     try:
                         custom_id = custom_id_of(line)
                     except ValueError:
@@ -683,7 +689,7 @@ def write_results_parquet(
     report.columns = list(layout.schema.names)
     report.renamed = layout.renamed
     assert cfg.out_dir is not None, "a run directory to read"
-    with ResultIndex.build(cfg.out_dir) as index:
+    with ResultIndex.build(cfg.out_dir, cfg.endpoint) as index:
         joiner = _Pass(cfg, source, layout, index, evaluators, report, observe)
         if out_path is None:
             for items, _ in _input_chunks(source, row_group_rows):

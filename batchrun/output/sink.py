@@ -32,8 +32,10 @@ from batchrun.redact import scrub
 
 
 class JsonlSink:
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, endpoint: str | None = None) -> None:
         self.run_dir = run_dir
+        self.endpoint = endpoint
+        """The identity of the endpoint answering, recorded on every line."""
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         try:
             self._results = os.open(os.path.join(run_dir, RESULTS), flags, 0o644)
@@ -45,8 +47,9 @@ class JsonlSink:
 
     def write(self, outcomes: Sequence[Outcome]) -> None:
         """Write and flush ``outcomes``; when this returns they are on the OS's side."""
-        ok = scrub(b"".join(encode(o) for o in outcomes if o.ok))
-        failed = scrub(b"".join(encode(o) for o in outcomes if not o.ok))
+        endpoint = self.endpoint
+        ok = scrub(b"".join(encode(o, endpoint) for o in outcomes if o.ok))
+        failed = scrub(b"".join(encode(o, endpoint) for o in outcomes if not o.ok))
         try:
             if ok:
                 _write_all(self._results, ok)

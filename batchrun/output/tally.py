@@ -42,6 +42,9 @@ class Tally:
     by_mode: Counter[str] = field(default_factory=Counter)
     """Lines by the way their row went: ``online``, ``batch``, ``reused`` and their
     ``_failed`` twins (a line's ``batchrun.via``; none means online)."""
+    skips_simulated: bool = False
+    """The count leaves out the simulator's answers (a run on a real endpoint: see
+    `batchrun.output.journal`), so a resume knows whether it may start from it."""
 
     def count(
         self,
@@ -135,6 +138,7 @@ class Tally:
             "batch_by_model": self.batch_usage.by_model_dict(),
             "batch_missing_usage": self.batch_usage.missing,
             "by_mode": dict(self.by_mode),
+            "skips_simulated": self.skips_simulated,
         }
 
     @classmethod
@@ -158,6 +162,7 @@ class Tally:
             quality=QualityCounts.from_state(state.get("quality") or {}),
             reused=Counter({str(k): int(v) for k, v in (state.get("reused") or {}).items()}),
             saved=_saved(state.get("saved") or {}),
+            skips_simulated=bool(state.get("skips_simulated", False)),
         )
 
 

@@ -28,7 +28,7 @@ from batchrun.errors import (
     RequestTimeout,
     TransportError,
 )
-from batchrun.redact import register_secret, scrub, scrub_text
+from batchrun.redact import register_secret, scrub, scrub_json, scrub_text
 from batchrun.transport.responses import check_completion, parse_completion, request_id_of
 
 Clock = Callable[[], float]
@@ -164,7 +164,8 @@ class ChatClient:
                     content = await self._read_capped(response)
                 finally:
                     await response.aclose()
-        except RequestError:
+        except RequestError as exc:
+            _scrub_error(exc)
             raise
         except TimeoutError as exc:
             raise RequestTimeout(
@@ -193,8 +194,13 @@ class ChatClient:
         # scrubbed here, before any message is cut short around it
         content = scrub(content)
         rheaders = response.headers
-        parsed = parse_completion(response.status_code, rheaders, content)
-        return Reply(response.status_code, rheaders, parsed, request_id_of(rheaders))
+        try:
+            parsed = parse_completion(response.status_code, rheaders, content)
+        except RequestError as exc:
+            _scrub_error(exc)
+            raise
+        # the decoded answer too: a key \u-escaped in the JSON is whole only now
+        return Reply(response.status_code, rheaders, scrub_json(parsed), request_id_of(rheaders))
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length")
@@ -236,7 +242,8 @@ class ChatClient:
             exc.headers = response.headers
             exc.request_id = request_id_of(response.headers)
             raise
-        body = check_completion(completion, response.status_code, response.headers)
+        # scrubbed once assembled: a key sent in pieces is whole only now
+        body = scrub_json(check_completion(completion, response.status_code, response.headers))
         rheaders = response.headers
         return Reply(response.status_code, rheaders, body, request_id_of(rheaders), ttft)
 
@@ -265,6 +272,14 @@ def _too_large(response: httpx.Response, limit: int) -> BadResponse:
         headers=response.headers,
         request_id=request_id_of(response.headers),
     )
+
+
+def _scrub_error(exc: RequestError) -> None:
+    """Mask every registered secret in ``exc``'s message and decoded body (an error
+    body, a torn stream's partial answer): they are written to errors.jsonl."""
+    exc.body = scrub_json(exc.body)
+    exc.message = scrub_text(exc.message)
+    exc.args = (exc.message, *exc.args[1:])
 
 
 def _describe(exc: BaseException, fallback: str) -> str:
