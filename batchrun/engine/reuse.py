@@ -9,7 +9,9 @@ only requests whose answer should not change, temperature 0 or a seed):
   on its way waits (parked here, never holding a worker or quota) and is written
   when the leader's line is; a follower whose leader was answered by an earlier
   process reads that line back; a follower whose leader this run does not send (a
-  pilot that skipped it) is sent in its place;
+  pilot that skipped it) is sent in its place, and when a later process wants the
+  leader (the full run after the pilot), the leader and the rest of its group take
+  that stand-in's answer (`Reuse.adopt`): a body is sent once across processes;
 * **the response cache** (``--cache``): before a request is sent its key is looked
   up, a few hundred at a time; a hit is written as a result line marked
   ``"reused": "cache"``, costs nothing and uses no quota. After a usable answer (a 200
@@ -66,6 +68,7 @@ class Reuse:
         settings: Settings,
         *,
         read_line: Callable[[str], tuple[str, dict[str, Any]] | None] | None = None,
+        read_hashed: Callable[[int, str], tuple[str, dict[str, Any]] | None] | None = None,
     ) -> None:
         policy = settings.cache_policy
         self.policy = policy
@@ -79,6 +82,11 @@ class Reuse:
         self.plan: DedupPlan | None = None
         self._read_line = read_line
         """The final line of an id from an earlier process (`output.parquet.ResultIndex`)."""
+        self._read_hashed = read_hashed
+        """The same by the id's hash, for the body (its `batchrun.ids.body_hash`)."""
+        self._answered_by: dict[int, tuple[int, int]] = {}
+        """Leader index -> (id hash of a row of its group answered by an earlier
+        process, how many of its followers were), for leaders not answered themselves."""
         self._leader_ids: dict[int, str] = {}
         """Leader index -> its custom_id (leaders with followers, seen so far)."""
         self._leader_wanted: dict[int, bool] = {}
@@ -117,6 +125,29 @@ class Reuse:
             self.plan = plan if plan.followers else None
             self._groups = None
 
+    def adopt(self, answered_before: Callable[[int], int | None]) -> None:
+        """After the run directory was read (a resume): find the groups an earlier
+        process answered through a follower while their leader has no answer (a pilot
+        sent a follower in the place of a leader it did not pick). Their leader, when
+        wanted, takes that answer instead of being sent. ``answered_before(index)``: the
+        id hash of the request's answered row, None when it has no answer."""
+        plan = self.plan
+        if plan is None:
+            return
+        found = self._answered_by
+        leaders_answered: dict[int, bool] = {}
+        for follower, leader in plan.pairs():
+            h = answered_before(follower)
+            if h is None:
+                continue
+            leader_answered = leaders_answered.get(leader)
+            if leader_answered is None:
+                leader_answered = leaders_answered[leader] = answered_before(leader) is not None
+            if leader_answered:
+                continue  # its followers read the leader's own line (`_follow`)
+            first, count = found.get(leader, (h, 0))
+            found[leader] = (first, count + 1)
+
     # -- the sending pass ---------------------------------------------------------------
     def note(self, index: int, req: Request, *, wanted: bool) -> None:
         """Every request of the sending pass, in input order, before it is skipped or
@@ -128,7 +159,10 @@ class Reuse:
         if followers:
             self._leader_ids[index] = req.custom_id
             self._leader_wanted[index] = wanted
-            self._left[index] = len(followers)
+            # followers answered earlier are not asked again: the answer is let go
+            # when the last one that is asked has it
+            answered = self._answered_by.get(index)
+            self._left[index] = len(followers) - (answered[1] if answered else 0)
 
     def consider(self, index: int, req: Request) -> Decision:
         """What to do with a request this process wants: SEND it, WAIT for its leader
@@ -138,9 +172,29 @@ class Reuse:
             leader = plan.leader_of(index)
             if leader is not None:
                 return self._follow(leader, index, req)
+            if index in self._answered_by:
+                answer = self._answered_earlier(index, req)
+                if answer is not None:  # a row of its group was sent in its place
+                    self.hits["run"] += 1
+                    return reused(req, answer, "run", same_as=answer.custom_id)
             if index in self._left:
                 self._sent_leaders[req.custom_id] = index
         return SEND
+
+    def _answered_earlier(self, leader: int, req: Request) -> Outcome | None:
+        """The answer an earlier process got for ``leader``'s group through one of its
+        followers (``req``: a request of the group, for the body), kept for the rest."""
+        answered = self._answered_by.pop(leader, None)
+        if answered is None or self._read_hashed is None:
+            return None
+        found = self._read_hashed(answered[0], body_hash(orjson.dumps(req.body)))
+        if found is None:
+            return None
+        status, record = found
+        answer = _outcome_of(str(record.get("custom_id")), status, record)
+        if self._left.get(leader, 0) > 0:
+            self._answers[leader] = answer
+        return answer
 
     def _follow(self, leader: int, index: int, req: Request) -> Decision:
         answer = self._answers.get(leader)
@@ -154,6 +208,12 @@ class Reuse:
             found = self._read_line(leader_id)
             if found is not None:  # answered by an earlier process
                 answer = _outcome_of(leader_id, *found)
+                self._answers[leader] = answer
+                return self._copy(leader, answer, req)
+        if leader in self._answered_by:
+            # neither sent nor answered, but another row of its group was (a pilot's)
+            answer = self._answered_earlier(leader, req)
+            if answer is not None:
                 self._answers[leader] = answer
                 return self._copy(leader, answer, req)
         # the leader is not sent by this run (a pilot left it out): send this one
