@@ -103,7 +103,8 @@ class Finisher:
 
         def take() -> None:
             group: list[Outcome] = []
-            for outcome in self.answers.lines_of(path, view, index, at, attempts):
+            lines = self.answers.lines_of(path, view, index, at, attempts, record.model)
+            for outcome in lines:
                 group.append(outcome)
                 if len(group) >= WRITE_LINES:
                     # written and counted on the event loop, where the hooks live

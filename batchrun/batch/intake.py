@@ -27,7 +27,7 @@ from batchrun.models import Outcome
 from batchrun.output.journal import answered
 from batchrun.output.quality import OK, QualityCounts, classify
 from batchrun.output.summary import Counts
-from batchrun.output.tally import Tally
+from batchrun.output.tally import ASKED_MODEL, Tally
 from batchrun.output.usage import model_of
 
 
@@ -62,8 +62,11 @@ class Answers:
         index: Mapping[str, IndexEntry],
         at: float,
         attempts: Mapping[str, int],
+        model: str | None = None,
     ) -> Iterator[Outcome]:
-        """The outcomes to write for a downloaded output or error file."""
+        """The outcomes to write for a downloaded output or error file (``model``: the
+        one the shard's rows ask for, noted on answers that name another, which are
+        priced as it)."""
         with open(path, "rb") as f:
             for line in f:
                 result = parse_result_line(line)
@@ -84,6 +87,8 @@ class Answers:
                 }
                 if result.ok:
                     outcome = success(result, **common)
+                    if model and model_of(result.body, None) != model:
+                        outcome.extra[ASKED_MODEL] = model
                     verdict = classify(result.body, self.validator)
                     if verdict.category != OK:
                         outcome.extra["quality"] = verdict.category

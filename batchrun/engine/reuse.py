@@ -40,6 +40,8 @@ from batchrun.cache.dedup import DedupPlan, RequestGroups
 from batchrun.cache.store import ResponseCache, cache_key, cacheable
 from batchrun.ids import body_hash
 from batchrun.models import Outcome, Request
+from batchrun.output.tally import ASKED_MODEL
+from batchrun.output.usage import model_of
 from batchrun.settings import Settings
 
 SEND = "send"
@@ -262,6 +264,9 @@ class Reuse:
                 body_hash=body_hash(orjson.dumps(req.body)),
             )
             answer.extra["reused"] = "cache"
+            asked = req.body.get("model")
+            if isinstance(asked, str) and model_of(answer.body, None) != asked:
+                answer.extra[ASKED_MODEL] = asked
             yield req, answer
 
     # -- answers ---------------------------------------------------------------------
@@ -327,7 +332,7 @@ def reused(req: Request, answer: Outcome, how: str, *, same_as: str | None = Non
             body=answer.body,
             body_hash=body_hash(orjson.dumps(req.body)),
         )
-    for key in ("quality", "quality_detail"):
+    for key in ("quality", "quality_detail", ASKED_MODEL):
         if key in answer.extra:
             copy.extra[key] = answer.extra[key]
     copy.extra["reused"] = how
@@ -349,7 +354,7 @@ def _outcome_of(custom_id: str, status: str, record: dict[str, Any]) -> Outcome:
         record.get("error"),
         [],
     )
-    for key in ("quality", "quality_detail"):
+    for key in ("quality", "quality_detail", ASKED_MODEL):
         if key in meta:
             outcome.extra[key] = meta[key]
     return outcome
