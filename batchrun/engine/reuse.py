@@ -137,16 +137,12 @@ class Reuse:
         if plan is None:
             return
         found = self._answered_by
-        leaders_answered: dict[int, bool] = {}
+        # two dict lookups a follower answered before, and memory only for the groups
+        # found (a cache of the leaders looked at would grow with every group resumed)
         for follower, leader in plan.pairs():
             h = answered_before(follower)
-            if h is None:
-                continue
-            leader_answered = leaders_answered.get(leader)
-            if leader_answered is None:
-                leader_answered = leaders_answered[leader] = answered_before(leader) is not None
-            if leader_answered:
-                continue  # its followers read the leader's own line (`_follow`)
+            if h is None or answered_before(leader) is not None:
+                continue  # unanswered, or its leader's own line answers it (`_follow`)
             first, count = found.get(leader, (h, 0))
             found[leader] = (first, count + 1)
 
