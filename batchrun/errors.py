@@ -107,7 +107,8 @@ class RequestError(BatchrunError):
     retryable = False
     billed = False
     """True when the server probably charged for this attempt (a 200 we could not
-    read): such an attempt is retried once at most."""
+    read, or one over --max-response-bytes): such an attempt is retried once at most,
+    and counts against --max-cost at its request's worst case."""
 
     def __init__(
         self,

@@ -536,6 +536,26 @@ def test_a_retry_waits_for_its_model_only() -> None:
     assert done == {"a": pytest.approx(3.0), "b": 0.0}
 
 
+def test_a_retry_in_the_slow_start_waits_for_its_end_not_for_ever() -> None:
+    """Under --max-cost a request may hold the slow start's one slot while it waits for
+    the budget's room, and that room may be what a retry holds: the retry must get its
+    turn when the slow start ends (a run with unreadable 200s under a cap hung here)."""
+    from batchrun.pacing.account import PROBE_SECONDS
+
+    vt = VirtualTime()
+    h = Harness(vt, {"m": requests_for("m", 1)}, probing=True)
+    done: list[float] = []
+
+    async def main() -> None:
+        held = await h.scheduler.next()  # never released: waiting for the budget
+        assert held is not None
+        await h.scheduler.wait_for(h.accounts["m"], 0)  # the retry of another request
+        done.append(vt.now)
+
+    vt.run(main)
+    assert done == [pytest.approx(PROBE_SECONDS)]
+
+
 def test_observe_knows_which_send_a_response_answers() -> None:
     vt = VirtualTime()
     h = Harness(vt, {"m": requests_for("m", 10)}, concurrency=64)

@@ -176,7 +176,10 @@ class Finisher:
 
         def take() -> None:
             group: list[Outcome] = []
-            for outcome in self.answers.lines_of(path, view, index, at, attempts, repeated):
+            lines = self.answers.lines_of(
+                path, view, index, at, attempts, repeated, record.model
+            )
+            for outcome in lines:
                 group.append(outcome)
                 if len(group) >= WRITE_LINES:
                     # written and counted on the event loop, where the hooks live

@@ -28,7 +28,7 @@ from batchrun.models import Outcome
 from batchrun.output.journal import answered
 from batchrun.output.quality import OK, QualityCounts, classify
 from batchrun.output.summary import Counts
-from batchrun.output.tally import Tally
+from batchrun.output.tally import ASKED_MODEL, Tally
 from batchrun.output.usage import model_of
 
 
@@ -68,9 +68,12 @@ class Answers:
         at: float,
         attempts: Mapping[str, int],
         repeated: list[str] | None = None,
+        model: str | None = None,
     ) -> Iterator[Outcome]:
         """The outcomes to write for a downloaded output or error file. A line of a
-        row that had one earlier in the file is skipped, its id added to ``repeated``."""
+        row that had one earlier in the file is skipped, its id added to ``repeated``;
+        ``model`` is the one the shard's rows ask for, noted on answers that name
+        another, which are priced as it."""
         seen: set[str] = set()
         with open(path, "rb") as f:
             for line in f:
@@ -97,6 +100,8 @@ class Answers:
                 }
                 if result.ok:
                     outcome = success(result, **common)
+                    if model and model_of(result.body, None) != model:
+                        outcome.extra[ASKED_MODEL] = model
                     verdict = classify(result.body, self.validator)
                     if verdict.category != OK:
                         outcome.extra["quality"] = verdict.category

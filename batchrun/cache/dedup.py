@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from hashlib import blake2b
 from typing import Any
 
@@ -267,6 +267,11 @@ class DedupPlan:
         start = bisect_left(self._leaders, row)
         stop = bisect_right(self._leaders, row, lo=start)
         return list(self._followers_by_leader[start:stop])
+
+    def pairs(self) -> Iterator[tuple[int, int]]:
+        """Every (follower, its leader), by follower: what a resume checks against the
+        rows already answered (a pilot may have sent a follower in its leader's place)."""
+        return zip(self._followers, self._leader_of, strict=True)
 
     def __repr__(self) -> str:
         return f"DedupPlan(rows={self.rows}, followers={self.followers})"

@@ -149,12 +149,19 @@ class CostTotals:
     """Models with no known price, and how many requests they served."""
     by_mode: dict[str, float] = field(default_factory=dict)
     """USD spent on rows sent online and on rows answered through the Batch API."""
+    priced_as: dict[str, str] = field(default_factory=dict)
+    """Models answers named that have no price -> the model asked for, whose price
+    they were charged at."""
 
-    def add(self, model: str, usage: Usage, *, via_batch: bool = False) -> CostBreakdown | None:
+    def add(
+        self, model: str, usage: Usage, *, via_batch: bool = False, asked: str | None = None
+    ) -> CostBreakdown | None:
         """Price one request's usage; None (and the model remembered) when unpriced.
         A row answered through the Batch API (``via_batch``) pays the model's batch
-        prices (its standard ones when it has none)."""
-        price = self.book.price_for(model)
+        prices (its standard ones when it has none). An answer naming a model with no
+        price (``gpt-4o-mini-2024-07-18-ft``, a deployment's name) is priced as the
+        model its request ``asked`` for, and the report says so."""
+        price = self.price_for(model, asked)
         if price is None:
             self.unpriced[model] = self.unpriced.get(model, 0) + 1
             return None
@@ -168,6 +175,15 @@ class CostTotals:
         self.by_model[model] = cost if previous is None else previous + cost
         return cost
 
+    def price_for(self, model: str, asked: str | None = None) -> ModelPrice | None:
+        """``model``'s price, else (remembered) the price of the model ``asked`` for."""
+        price = self.book.price_for(model)
+        if price is None and asked and asked != model:
+            price = self.book.price_for(asked)
+            if price is not None:
+                self.priced_as.setdefault(model, asked)
+        return price
+
     @property
     def spent(self) -> float:
         """USD spent so far on priced models (for the budget cap)."""
@@ -176,10 +192,12 @@ class CostTotals:
     def report(self) -> dict[str, Any]:
         """The ``cost_usd`` and ``batch_api_cost_usd`` blocks of summary.json; with rows
         answered through the Batch API, ``cost_usd.by_mode`` splits what was paid."""
-        report = _report(self.by_model, self.unpriced, self.book, tiered_from_totals=set())
+        report = _report(
+            self.by_model, self.unpriced, self.book, tiered_from_totals=set(), asked=self.priced_as
+        )
         if self.by_mode.get("batch") is not None:
             report["cost_usd"]["by_mode"] = {
-                mode: _usd(self.by_mode.get(mode, 0.0)) for mode in ("online", "batch")
+                mode: round_usd(self.by_mode.get(mode, 0.0)) for mode in ("online", "batch")
             }
         return report
 
@@ -240,7 +258,9 @@ def cost_of_totals(
     return total, sorted(unpriced)
 
 
-def _usd(value: float) -> float:
+def round_usd(value: float) -> float:
+    """A USD figure as summary.json keeps it: float noise hidden, sub-cent costs kept
+    (a spend of $0.000000134 must not be written as 0)."""
     return round(value, _DIGITS)
 
 
@@ -249,6 +269,7 @@ def _report(
     unpriced: Iterable[str],
     book: PriceBook,
     tiered_from_totals: set[str],
+    asked: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     unpriced_names = sorted(unpriced)
     by_model: dict[str, Any] = {}
@@ -260,16 +281,24 @@ def _report(
     for model in sorted(costs):
         cost = costs[model]
         price = book.price_for(model)
+        instead = (asked or {}).get(model) if price is None else None
+        if instead is not None:
+            price = book.price_for(instead)
         entry: dict[str, Any] = {
-            "input": _usd(cost.input),
-            "cached_input": _usd(cost.cached_input),
-            "output": _usd(cost.output),
-            "total": _usd(cost.total),
+            "input": round_usd(cost.input),
+            "cached_input": round_usd(cost.cached_input),
+            "output": round_usd(cost.output),
+            "total": round_usd(cost.total),
             "price_source": price.source if price else None,
         }
         if price is not None and price.matched:
             entry["priced_as"] = price.matched
         notes = [price.note] if price is not None and price.note else []
+        if instead is not None:
+            entry["asked_model"] = instead
+            notes.append(
+                f"no price known for {model!r}: priced as {instead!r}, the model asked for"
+            )
         if model in tiered_from_totals:
             notes.append("tiered prices: priced at the base tier from usage totals")
         if notes:
@@ -280,7 +309,7 @@ def _report(
             without_batch.append(model)
             batch_by_model[model] = None
         else:
-            batch_by_model[model] = _usd(cost.batch)
+            batch_by_model[model] = round_usd(cost.batch)
             batch_total += cost.batch
             standard_of_batched += cost.at_online_prices
     for model in unpriced_names:
@@ -290,17 +319,17 @@ def _report(
     batched = len(costs) - len(without_batch)
     return {
         "cost_usd": {
-            "total": None if nothing_priced else _usd(total.total),
-            "input": None if nothing_priced else _usd(total.input),
-            "cached_input": None if nothing_priced else _usd(total.cached_input),
-            "output": None if nothing_priced else _usd(total.output),
+            "total": None if nothing_priced else round_usd(total.total),
+            "input": None if nothing_priced else round_usd(total.input),
+            "cached_input": None if nothing_priced else round_usd(total.cached_input),
+            "output": None if nothing_priced else round_usd(total.output),
             "complete": not unpriced_names,
             "by_model": by_model,
             "unpriced_models": unpriced_names,
         },
         "batch_api_cost_usd": {
-            "total": _usd(batch_total) if batched else None,
-            "standard_cost_of_same_models": _usd(standard_of_batched) if batched else None,
+            "total": round_usd(batch_total) if batched else None,
+            "standard_cost_of_same_models": round_usd(standard_of_batched) if batched else None,
             "complete": not unpriced_names and not without_batch,
             "by_model": batch_by_model,
             "models_without_batch_price": sorted(without_batch + unpriced_names),
@@ -317,5 +346,6 @@ __all__ = [
     "cost_of",
     "cost_of_totals",
     "cost_report",
+    "round_usd",
     "worst_case_cost",
 ]

@@ -14,6 +14,13 @@ waits for them to settle (their real cost is usually far below the worst case);
 only when the spent money alone leaves no room does it stop the run (`BudgetExceeded`,
 a `StopRun`), so a run stops within one request's worst case of the cap, never above.
 
+Nothing paid for passes the cap uncounted: an answer naming a model with no price
+(a fine-tune's, a deployment's, ``null``) is priced as the model asked for; a 200
+that could not be read (not JSON, over --max-response-bytes) was probably billed and
+counts at its request's worst case (`unread_usage`), and its one retry goes only if
+the cap has room for another worst case at once (`BudgetAdmission.readmit`); an answer
+without usage counts, for the cap, at its reservation.
+
     cost = CostHooks(settings)
     hooks = CompositeHooks(cost, BudgetAdmission(cost, cap=0.50))
 
@@ -32,6 +39,7 @@ from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BudgetExceeded, ConfigError
 from batchrun.input.sources import ScanResult
 from batchrun.models import Outcome, Request
+from batchrun.output.tally import ASKED_MODEL, BILLED_UNREAD, UnreadBilled
 from batchrun.output.usage import FIELDS as USAGE_FIELDS
 from batchrun.output.usage import Usage, model_of, usage_of
 from batchrun.pacing.scheduler import Stopped
@@ -54,6 +62,9 @@ class CostHooks(RunHooks):
         self.costs = CostTotals(self.book)
         self.saved = CostTotals(self.book)
         """What the reused answers (cache, in-run dedupe) would have cost."""
+        self.unread = UnreadBilled()
+        self.unread_usd = 0.0
+        """Unreadable answers paid for, and what they were counted at (in `costs`)."""
 
     @property
     def spent(self) -> float:
@@ -69,37 +80,82 @@ class CostHooks(RunHooks):
         # reused answers (cache, in-run dedupe) are what was saved, never spent
         self.costs = CostTotals(self.book)
         self.saved = CostTotals(self.book)
+        self.unread = UnreadBilled()
+        self.unread_usd = 0.0
         tally = state.tally
+        asked = tally.asked
         batched = tally.batch_usage.by_model
         for model, usage in tally.usage.by_model.items():
             online = _minus(usage, batched.get(model))
             if online.total_tokens or online.prompt_tokens or online.completion_tokens:
-                self.costs.add(model, online)
+                self.costs.add(model, online, asked=asked.get(model))
         for model, usage in batched.items():
-            self.costs.add(model, usage, via_batch=True)
+            self.costs.add(model, usage, via_batch=True, asked=asked.get(model))
         for model, usage in tally.saved.by_model.items():
-            self.saved.add(model, usage)
+            self.saved.add(model, usage, asked=asked.get(model))
+        for model, unread in tally.unread.items():
+            self._add_unread(model, unread)
 
     def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
         for outcome in batch:
+            extra = outcome.extra
+            asked = extra.get(ASKED_MODEL)
+            unread = extra.get(BILLED_UNREAD)
+            if unread and asked:
+                one = UnreadBilled()
+                one.add(unread)
+                self._add_unread(asked, one)
             if outcome.ok:
                 usage = usage_of(outcome.body)
                 if usage is not None:
-                    if "reused" in outcome.extra:
-                        self.saved.add(model_of(outcome.body), usage)
+                    model = model_of(outcome.body, asked)
+                    if "reused" in extra:
+                        self.saved.add(model, usage, asked=asked)
                     else:
-                        via_batch = outcome.extra.get("via") == "batch"
-                        self.costs.add(model_of(outcome.body), usage, via_batch=via_batch)
+                        via_batch = extra.get("via") == "batch"
+                        self.costs.add(model, usage, via_batch=via_batch, asked=asked)
         return None
+
+    def _add_unread(self, model: str, unread: UnreadBilled) -> None:
+        """Count unreadable answers paid for at their worst case, as ``model``."""
+        usage = unread_usage(model, unread, self.book)
+        cost = self.costs.add(model, usage)
+        self.unread.add_totals(unread)
+        if cost is not None:
+            self.unread_usd += cost.total
 
     def figures(self, state: RunState) -> dict[str, Any]:
         return {"cost_usd": self.spent}
 
     def summary_extra(self, state: RunState) -> dict[str, Any]:
+        from batchrun.cost.bill import round_usd
+
         report = self.costs.report()
         if self.saved.by_model:
-            report["saved_usd"] = round(self.saved.spent, 10)
+            report["saved_usd"] = round_usd(self.saved.spent)
+        if self.unread.attempts:
+            # in the totals above, at their worst case: what they really cost is unknown
+            report["cost_usd"]["unreadable_answers"] = {
+                "attempts": self.unread.attempts,
+                "worst_case_usd": round_usd(self.unread_usd),
+            }
         return report
+
+    def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
+        from batchrun.report.tables import format_usd
+
+        notes = [
+            f"answers name the model {model!r}, which has no known price: priced as "
+            f"{asked!r}, the model asked for"
+            for model, asked in sorted(self.costs.priced_as.items())
+        ]
+        if self.unread.attempts:
+            notes.append(
+                f"{self.unread.attempts:,} answers were paid for but could not be read "
+                f"(errors.jsonl says which): the cost counts them at their worst case, "
+                f"{format_usd(self.unread_usd)}"
+            )
+        return notes
 
 
 def _minus(total: Usage, part: Usage | None) -> Usage:
@@ -130,6 +186,33 @@ def worst_case(body: dict[str, Any], book: PriceBook, *, via_batch: bool = False
     return worst_case_cost(model, prompt, ceiling, book, via_batch=via_batch) or 0.0
 
 
+def unread_usage(model: str, unread: UnreadBilled, book: PriceBook) -> Usage:
+    """The worst case of answers paid for but unreadable: every prompt token and the
+    completion ceiling their bodies set (the model's context window, else
+    `FALLBACK_CEILING`, for a body that sets none), as ``worst_case`` counts them.
+
+    >>> from batchrun.cost.prices import ModelPrice, PriceBook
+    >>> book = PriceBook({"m": ModelPrice(input=1.0, output=2.0)}, use_genai_prices=False)
+    >>> unread_usage("m", UnreadBilled(2, 20, 100), book).completion_tokens
+    100
+    """
+    completion = unread.completion_tokens
+    if unread.open_attempts:
+        price = book.price_for(model)
+        window = getattr(price, "context_window", None) if price is not None else None
+        if window:
+            completion += max(
+                unread.open_attempts, unread.open_attempts * window - unread.open_prompt_tokens
+            )
+        else:
+            completion += unread.open_attempts * FALLBACK_CEILING
+    return Usage(
+        prompt_tokens=unread.prompt_tokens,
+        completion_tokens=completion,
+        total_tokens=unread.prompt_tokens + completion,
+    )
+
+
 def cap_reached(spent: float, cap: float, worst: float, *, how: str = "") -> str:
     """The message of a run the cap stops: what was spent, and what the next one needs."""
     from batchrun.report.tables import format_usd
@@ -149,12 +232,16 @@ class BudgetAdmission(RunHooks):
         self.book = cost.book
         self.cap = cap
         self.reserved: dict[str, float] = {}
+        """Worst cases held by requests in flight (a billed attempt's retry adds one)."""
+        self.unmetered = 0.0
+        self.unmetered_answers = 0
+        """Answers that came without usage: counted, for the cap, at their reservation."""
         self._settled = anyio.Event()
         self._stopped = False
 
     @property
     def spent(self) -> float:
-        return self.cost.spent
+        return self.cost.spent + self.unmetered
 
     def before_send(self, state: RunState, scan: ScanResult) -> None:
         """Under a cap every model needs a price, known before the first send."""
@@ -184,6 +271,16 @@ class BudgetAdmission(RunHooks):
                 raise BudgetExceeded(cap_reached(self.spent, self.cap, worst))
             await self._settled.wait()
 
+    def readmit(self, state: RunState, req: Request) -> bool:
+        """The retry of an answer paid for holds another worst case, if there is room
+        now: waiting for room while holding one could wait for ever (every request in
+        flight may be such a retry)."""
+        worst = self.worst_case(req.body)
+        if self.spent + sum(self.reserved.values()) + worst > self.cap:
+            return False
+        self.reserved[req.custom_id] = self.reserved.get(req.custom_id, 0.0) + worst
+        return True
+
     def after_request(
         self, state: RunState, req: Request, tokens: int, body: dict[str, Any] | None
     ) -> None:
@@ -193,7 +290,16 @@ class BudgetAdmission(RunHooks):
 
     def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
         for outcome in batch:
-            self.reserved.pop(outcome.custom_id, None)
+            held = self.reserved.pop(outcome.custom_id, None)
+            if (
+                held is not None
+                and outcome.ok
+                and "reused" not in outcome.extra
+                and usage_of(outcome.body) is None
+            ):
+                # no usage, no cost known: the cap counts what the answer could have cost
+                self.unmetered += held
+                self.unmetered_answers += 1
         self._wake()
         return None
 
@@ -205,8 +311,24 @@ class BudgetAdmission(RunHooks):
         self._settled.set()
         self._settled = anyio.Event()
 
+    def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
+        if not self.unmetered_answers:
+            return None
+        from batchrun.report.tables import format_usd
+
+        return [
+            f"--max-cost: {self.unmetered_answers:,} answers carried no usage; the cap "
+            f"counted each at its worst case ({format_usd(self.unmetered)} in all)"
+        ]
+
     def summary_extra(self, state: RunState) -> dict[str, Any]:
-        return {"budget": {"max_cost_usd": self.cap, "spent_usd": round(self.spent, 6)}}
+        from batchrun.cost.bill import round_usd
+
+        budget: dict[str, Any] = {"max_cost_usd": self.cap, "spent_usd": round_usd(self.spent)}
+        if self.unmetered_answers:
+            budget["answers_without_usage"] = self.unmetered_answers
+            budget["counted_at_worst_case_usd"] = round_usd(self.unmetered)
+        return {"budget": budget}
 
 
 @dataclass

@@ -23,9 +23,10 @@ import orjson
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import RateLimited, RequestError, StopRun, UnusableAnswer
 from batchrun.ids import body_hash
-from batchrun.models import Attempt, Outcome
+from batchrun.models import Attempt, Outcome, Request
 from batchrun.output.quality import OK, classify
-from batchrun.output.usage import usage_of
+from batchrun.output.tally import ASKED_MODEL, BILLED_UNREAD
+from batchrun.output.usage import model_of, usage_of
 from batchrun.pacing.headers import get_header, parse_ratelimit_headers
 from batchrun.pacing.retry import (
     describe_attempt,
@@ -99,6 +100,28 @@ class Abandon(Exception):
     """A retry that would start after a stop was requested: leave it for the resume."""
 
 
+class NoRoom(Exception):
+    """The retry of an answer paid for but unreadable was not admitted (the budget has
+    no room for it now, or the run is stopping): the row fails with that answer."""
+
+    def __init__(self, billed: RequestError, why: str) -> None:
+        super().__init__(why)
+        self.billed = billed
+
+
+def billed_unread(body: dict[str, Any], attempts: int) -> dict[str, int]:
+    """A line's ``billed_unread`` record (`batchrun.output.tally.BILLED_UNREAD`): the
+    attempts answered with a 200 that could not be read, and one attempt's worst case
+    (the prompt's tokens, counted offline, and the completion ceiling the body sets)."""
+    from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
+
+    return {
+        "attempts": attempts,
+        "prompt_tokens": prompt_tokens(body),
+        "completion_ceiling": completion_ceiling(body),
+    }
+
+
 class Sender:
     """Sends requests for one run. Everything it needs is given; what it has to say
     back (a stop, a note) goes through ``stop(reason, note)``."""
@@ -159,6 +182,7 @@ class Sender:
         attempts: list[Attempt] = []
         wire = [0.0]  # seconds on the wire, all attempts
         paced = [True]  # the first attempt was paced by the scheduler
+        last_billed: list[RequestError | None] = [None]  # the last attempt, if paid for
 
         def record_failure(exc: BaseException | None) -> None:
             if exc is not None:
@@ -169,15 +193,22 @@ class Sender:
             if paced[0]:
                 paced[0] = False
             else:
+                paid = last_billed[0]
+                # a retry left for the resume; but an answer paid for is written (failed
+                # with it) so that what it cost is counted
+                leave = Abandon() if paid is None else NoRoom(paid, "the run is stopping")
                 if self.stopping.is_set():
-                    raise Abandon()
+                    raise leave
+                if paid is not None and not self.hooks.readmit(self.state, req):
+                    # under --max-cost the retry needs room for another worst case
+                    raise NoRoom(paid, "--max-cost leaves no room for another attempt")
                 try:
                     await scheduler.wait_for(account, tokens)
                 except Stopped:
-                    raise Abandon() from None
+                    raise leave from None
                 if self.stopping.is_set():
                     scheduler.release(account, ok=False)
-                    raise Abandon()
+                    raise leave
             ok = False
             self.live.in_flight += 1
             sent_at = self.clock()
@@ -185,11 +216,14 @@ class Sender:
                 reply = await self.client.send(body, payload)
                 ok = True
             except RequestError as exc:
+                last_billed[0] = exc if exc.billed else None
                 if exc.billed and any(a.billed for a in attempts):
                     # an unreadable answer was paid for once already: do not pay again
+                    kept = ", the raw answer is kept" if exc.body is not None else ""
                     final = UnusableAnswer(
-                        f"{exc.message} (twice; not retried again, the raw answer is kept)",
-                        code="unreadable_answer",
+                        f"{exc.message} (twice; not retried again{kept})",
+                        # too large says what to change; anything else is unreadable
+                        code=exc.code if exc.code == "response_too_large" else "unreadable_answer",
                         status=exc.status,
                         headers=exc.headers,
                         body=exc.body,
@@ -221,36 +255,26 @@ class Sender:
             account.answered(had_headers=snapshot is not None, now=now)
             return reply
 
+        failed: RequestError | None = None
         try:
             reply = await self._attempts(attempt_once, record_failure)
         except Abandon:
             self.hooks.after_request(self.state, req, tokens, None)  # gives back its reservation
             return None
-        except RequestError as exc:
-            attempts.append(describe_attempt(exc))
-            self.hooks.after_request(self.state, req, tokens, None)
-            message = self.breaker.failed(exc)
-            if message is not None:
-                self.stop("endpoint_down", message)
-            total = self.clock() - ticket.since
-            outcome = Outcome.failure(
-                req,
-                code=exc.code,
-                message=exc.message,
-                attempts=attempts,
-                status=exc.status,
-                request_id=exc.request_id,
-                body=exc.body if exc.status is not None else None,
-                latency_s=wire[0],
-                wait_s=max(0.0, total - wire[0]),
-                body_hash=sent_hash,
-            )
-            outcome.finished_at = self.wall_clock()
-            envelope = error_envelope(exc.body)
-            if envelope is not None and outcome.error is not None:
-                # the envelope's type and param say what to fix; keep them next to code
-                outcome.error["type"] = envelope["type"]
-                outcome.error["param"] = envelope["param"]
+        except NoRoom as no_room:
+            failed = no_room.billed  # its attempt is in ``attempts`` already
+            failed.message += f" (not retried: {no_room})"
+        except RequestError as last:
+            attempts.append(describe_attempt(last))
+            failed = last
+        billed = sum(1 for a in attempts if a.billed)
+        if failed is not None:
+            if not billed:
+                # (an answer paid for keeps its reservation until its line is counted)
+                self.hooks.after_request(self.state, req, tokens, None)
+            outcome = self._failure(req, failed, attempts, wire[0], ticket.since, sent_hash)
+            if billed:
+                self._mark_billed(outcome, body, billed)
             return outcome
         self.breaker.answered()
         attempts.append(Attempt(reply.status, "ok"))
@@ -276,6 +300,11 @@ class Sender:
         outcome.finished_at = self.wall_clock()
         if len(attempts) > 1:
             outcome.extra["statuses"] = [a.status for a in attempts]
+        asked = body.get("model")
+        if isinstance(asked, str) and asked and model_of(reply.body, None) != asked:
+            outcome.extra[ASKED_MODEL] = asked  # what prices an answer naming another
+        if billed:
+            self._mark_billed(outcome, body, billed)
         if verdict.category != OK:
             outcome.extra["quality"] = verdict.category
             if verdict.detail:
@@ -284,6 +313,49 @@ class Sender:
             limit = body.get("max_tokens") or body.get("max_completion_tokens")
             self.max_tokens = limit if isinstance(limit, int) else 0
         return outcome
+
+    def _failure(
+        self,
+        req: Request,
+        exc: RequestError,
+        attempts: list[Attempt],
+        wire: float,
+        since: float,
+        sent_hash: str,
+    ) -> Outcome:
+        """The outcome of a request that failed for good (and what the breaker says)."""
+        message = self.breaker.failed(exc)
+        if message is not None:
+            self.stop("endpoint_down", message)
+        total = self.clock() - since
+        outcome = Outcome.failure(
+            req,
+            code=exc.code,
+            message=exc.message,
+            attempts=attempts,
+            status=exc.status,
+            request_id=exc.request_id,
+            body=exc.body if exc.status is not None else None,
+            latency_s=wire,
+            wait_s=max(0.0, total - wire),
+            body_hash=sent_hash,
+        )
+        outcome.finished_at = self.wall_clock()
+        envelope = error_envelope(exc.body)
+        if envelope is not None and outcome.error is not None:
+            # the envelope's type and param say what to fix; keep them next to code
+            outcome.error["type"] = envelope["type"]
+            outcome.error["param"] = envelope["param"]
+        return outcome
+
+    @staticmethod
+    def _mark_billed(outcome: Outcome, body: dict[str, Any], billed: int) -> None:
+        """Say on the line that ``billed`` attempts were paid for but unreadable: the
+        cost counts them at their worst case, as the model asked for."""
+        outcome.extra[BILLED_UNREAD] = billed_unread(body, billed)
+        asked = body.get("model")
+        if isinstance(asked, str) and asked:
+            outcome.extra[ASKED_MODEL] = asked
 
     async def _attempts(
         self,

@@ -126,10 +126,18 @@ class RunHooks:
         """Before a request's first attempt; may wait, raise `batchrun.errors.StopRun`
         (the budget) to stop the run, or `batchrun.pacing.scheduler.Stopped`."""
 
+    def readmit(self, state: RunState, req: Request) -> bool:
+        """Before retrying an attempt that was probably paid for (a 200 that could not
+        be read): whether it may be sent again, decided at once (a budget without room
+        for another worst case says no, and the row fails with the answer it has)."""
+        return True
+
     def after_request(
         self, state: RunState, req: Request, tokens: int, body: dict[str, Any] | None
     ) -> None:
-        """A request is over (``body`` None: failed, or never sent after all)."""
+        """A request is over (``body`` None: failed, or never sent after all). A failure
+        whose attempts were paid for (`readmit`) is not told here: like an answer, it
+        is settled when its line is written (`on_written`)."""
 
     def on_retry(self, state: RunState, exc: BaseException | None) -> None: ...
 
@@ -172,6 +180,10 @@ class CompositeHooks(RunHooks):
     async def admit(self, state: RunState, req: Request) -> None:
         for h in self.hooks:
             await h.admit(state, req)
+
+    def readmit(self, state: RunState, req: Request) -> bool:
+        """Every hook must agree (the first that says no stops the asking)."""
+        return all(h.readmit(state, req) for h in self.hooks)
 
     def after_request(
         self, state: RunState, req: Request, tokens: int, body: dict[str, Any] | None

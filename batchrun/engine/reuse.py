@@ -9,7 +9,9 @@ only requests whose answer should not change, temperature 0 or a seed):
   on its way waits (parked here, never holding a worker or quota) and is written
   when the leader's line is; a follower whose leader was answered by an earlier
   process reads that line back; a follower whose leader this run does not send (a
-  pilot that skipped it) is sent in its place;
+  pilot that skipped it) is sent in its place, and when a later process wants the
+  leader (the full run after the pilot), the leader and the rest of its group take
+  that stand-in's answer (`Reuse.adopt`): a body is sent once across processes;
 * **the response cache** (``--cache``): before a request is sent its key is looked
   up, a few hundred at a time; a hit is written as a result line marked
   ``"reused": "cache"``, costs nothing and uses no quota. After a usable answer (a 200
@@ -43,6 +45,8 @@ from batchrun.cache.store import ResponseCache, cache_scope, cacheable, scoped_k
 from batchrun.endpoint import credential_identity
 from batchrun.ids import body_hash
 from batchrun.models import Outcome, Request
+from batchrun.output.tally import ASKED_MODEL
+from batchrun.output.usage import model_of
 from batchrun.settings import Settings
 
 SEND = "send"
@@ -74,6 +78,7 @@ class Reuse:
         *,
         api_key: str | None = None,
         read_line: Callable[[str], tuple[str, dict[str, Any]] | None] | None = None,
+        read_hashed: Callable[[int, str], tuple[str, dict[str, Any]] | None] | None = None,
     ) -> None:
         policy = settings.cache_policy
         self.policy = policy
@@ -93,6 +98,11 @@ class Reuse:
         self.plan: DedupPlan | None = None
         self._read_line = read_line
         """The final line of an id from an earlier process (`output.parquet.ResultIndex`)."""
+        self._read_hashed = read_hashed
+        """The same by the id's hash, for the body (its `batchrun.ids.body_hash`)."""
+        self._answered_by: dict[int, tuple[int, int]] = {}
+        """Leader index -> (id hash of a row of its group answered by an earlier
+        process, how many of its followers were), for leaders not answered themselves."""
         self._leader_ids: dict[int, str] = {}
         """Leader index -> its custom_id (leaders with followers, seen so far)."""
         self._leader_wanted: dict[int, bool] = {}
@@ -131,6 +141,25 @@ class Reuse:
             self.plan = plan if plan.followers else None
             self._groups = None
 
+    def adopt(self, answered_before: Callable[[int], int | None]) -> None:
+        """After the run directory was read (a resume): find the groups an earlier
+        process answered through a follower while their leader has no answer (a pilot
+        sent a follower in the place of a leader it did not pick). Their leader, when
+        wanted, takes that answer instead of being sent. ``answered_before(index)``: the
+        id hash of the request's answered row, None when it has no answer."""
+        plan = self.plan
+        if plan is None:
+            return
+        found = self._answered_by
+        # two dict lookups a follower answered before, and memory only for the groups
+        # found (a cache of the leaders looked at would grow with every group resumed)
+        for follower, leader in plan.pairs():
+            h = answered_before(follower)
+            if h is None or answered_before(leader) is not None:
+                continue  # unanswered, or its leader's own line answers it (`_follow`)
+            first, count = found.get(leader, (h, 0))
+            found[leader] = (first, count + 1)
+
     # -- the sending pass ---------------------------------------------------------------
     def note(self, index: int, req: Request, *, wanted: bool) -> None:
         """Every request of the sending pass, in input order, before it is skipped or
@@ -142,7 +171,10 @@ class Reuse:
         if followers:
             self._leader_ids[index] = req.custom_id
             self._leader_wanted[index] = wanted
-            self._left[index] = len(followers)
+            # followers answered earlier are not asked again: the answer is let go
+            # when the last one that is asked has it
+            answered = self._answered_by.get(index)
+            self._left[index] = len(followers) - (answered[1] if answered else 0)
 
     def consider(self, index: int, req: Request) -> Decision:
         """What to do with a request this process wants: SEND it, WAIT for its leader
@@ -152,9 +184,29 @@ class Reuse:
             leader = plan.leader_of(index)
             if leader is not None:
                 return self._follow(leader, index, req)
+            if index in self._answered_by:
+                answer = self._answered_earlier(index, req)
+                if answer is not None:  # a row of its group was sent in its place
+                    self.hits["run"] += 1
+                    return reused(req, answer, "run", same_as=answer.custom_id)
             if index in self._left:
                 self._sent_leaders[req.custom_id] = index
         return SEND
+
+    def _answered_earlier(self, leader: int, req: Request) -> Outcome | None:
+        """The answer an earlier process got for ``leader``'s group through one of its
+        followers (``req``: a request of the group, for the body), kept for the rest."""
+        answered = self._answered_by.pop(leader, None)
+        if answered is None or self._read_hashed is None:
+            return None
+        found = self._read_hashed(answered[0], body_hash(orjson.dumps(req.body)))
+        if found is None:
+            return None
+        status, record = found
+        answer = _outcome_of(str(record.get("custom_id")), status, record)
+        if self._left.get(leader, 0) > 0:
+            self._answers[leader] = answer
+        return answer
 
     def _follow(self, leader: int, index: int, req: Request) -> Decision:
         answer = self._answers.get(leader)
@@ -168,6 +220,12 @@ class Reuse:
             found = self._read_line(leader_id)
             if found is not None:  # answered by an earlier process
                 answer = _outcome_of(leader_id, *found)
+                self._answers[leader] = answer
+                return self._copy(leader, answer, req)
+        if leader in self._answered_by:
+            # neither sent nor answered, but another row of its group was (a pilot's)
+            answer = self._answered_earlier(leader, req)
+            if answer is not None:
                 self._answers[leader] = answer
                 return self._copy(leader, answer, req)
         # the leader is not sent by this run (a pilot left it out): send this one
@@ -216,6 +274,9 @@ class Reuse:
                 body_hash=body_hash(orjson.dumps(req.body)),
             )
             answer.extra.update(_not_sent("cache", hit.latency_ms))
+            asked = req.body.get("model")
+            if isinstance(asked, str) and model_of(answer.body, None) != asked:
+                answer.extra[ASKED_MODEL] = asked
             yield req, answer
 
     # -- answers ---------------------------------------------------------------------
@@ -281,7 +342,7 @@ def reused(req: Request, answer: Outcome, how: str, *, same_as: str | None = Non
             body=answer.body,
             body_hash=body_hash(orjson.dumps(req.body)),
         )
-    for key in ("quality", "quality_detail"):
+    for key in ("quality", "quality_detail", ASKED_MODEL):
         if key in answer.extra:
             copy.extra[key] = answer.extra[key]
     copy.extra.update(_not_sent(how, original_latency_ms(answer) if answer.ok else None))
@@ -325,7 +386,7 @@ def _outcome_of(custom_id: str, status: str, record: dict[str, Any]) -> Outcome:
         record.get("error"),
         [],
     )
-    for key in ("quality", "quality_detail"):
+    for key in ("quality", "quality_detail", ASKED_MODEL):
         if key in meta:
             outcome.extra[key] = meta[key]
     took = meta.get("original_latency_ms") if meta.get("reused") else meta.get("latency_ms")

@@ -255,7 +255,12 @@ class Runner:
             )
             watchers.append(self._picker.observe)
         if (cfg.cache or cfg.dedupe) and cfg.cache_policy != "off":
-            self._reuse = Reuse(cfg, api_key=self.api_key, read_line=self._earlier_line)
+            self._reuse = Reuse(
+                cfg,
+                api_key=self.api_key,
+                read_line=self._earlier_line,
+                read_hashed=self._earlier_line_hashed,
+            )
             watchers.append(self._reuse.observe)
         if not watchers:
             return None
@@ -276,6 +281,14 @@ class Runner:
 
             self._earlier = ResultIndex.build(self.run_dir, self.cfg.endpoint)
         return self._earlier.lookup(custom_id)
+
+    def _earlier_line_hashed(self, h: int, body: str) -> tuple[str, dict[str, Any]] | None:
+        """`_earlier_line` by the id's hash, answering ``body`` (its body hash)."""
+        if self._earlier is None:
+            from batchrun.output.parquet import ResultIndex
+
+            self._earlier = ResultIndex.build(self.run_dir, self.cfg.endpoint)
+        return self._earlier.lookup_hash(h, body)
 
     def _build_source(self) -> Source:
         if self.source is not None:
@@ -314,11 +327,14 @@ class Runner:
         """Skip rule of the sending pass: answered for this very body (or failed
         for good, unless --retry-failed)."""
         h = id_hash(req.custom_id)
+        if h not in self._done and h not in self._failed_before:
+            return False  # most rows of a resume's sending pass: no body hash needed
+        return self._done_for(h, body_hash_int(orjson.dumps(req.body)))
+
+    def _done_for(self, h: int, b: int) -> bool:
+        """`_is_done` by the id's hash and the body's (`body_hash_int`)."""
         in_done = h in self._done and h not in self._bad
         in_failed = not self.cfg.retry_failed and h in self._failed_before
-        if not (in_done or in_failed):
-            return False
-        b = body_hash_int(orjson.dumps(req.body))
         return (in_done and answered(self._done, h, b)) or (
             in_failed and answered(self._failed_before, h, b)
         )
@@ -353,6 +369,14 @@ class Runner:
             ) from exc
         self._interrupted_during_setup()
         self._adopt(journal, scan)
+        if self._reuse is not None and (self._done or self._failed_before):
+            hashes, bodies = scan.hashes, scan.bodies
+
+            def answered_before(index: int) -> int | None:
+                h = hashes[index]
+                return h if self._done_for(h, bodies[index]) else None
+
+            await anyio.to_thread.run_sync(self._reuse.adopt, answered_before)
         self._write_run_info(scan)
         return source, scan
 

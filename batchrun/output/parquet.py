@@ -187,7 +187,18 @@ class ResultIndex:
         With ``body_hash``, only a line that answered that very body counts: an
         answer to the row's old prompt (before an edit and --force) is not its answer.
         """
-        h = id_hash(custom_id)
+        return self._find(id_hash(custom_id), custom_id, body_hash)
+
+    def lookup_hash(
+        self, h: int, body_hash: str | None = None
+    ) -> tuple[str, dict[str, Any]] | None:
+        """`lookup` by the id's `batchrun.ids.id_hash` (the scan and the journal know
+        rows by it, not by their id)."""
+        return self._find(h, None, body_hash)
+
+    def _find(
+        self, h: int, custom_id: str | None, body_hash: str | None
+    ) -> tuple[str, dict[str, Any]] | None:
         i = bisect_right(self._hashes, h) - 1
         while i >= 0 and self._hashes[i] == h:
             location = self._locations[i]
@@ -197,7 +208,7 @@ class ResultIndex:
             line = f.readline()
             record = orjson.loads(line)
             i -= 1
-            if record.get("custom_id") != custom_id:
+            if custom_id is not None and record.get("custom_id") != custom_id:
                 continue  # a hash collision: look on
             recorded = (record.get("batchrun") or {}).get("body_hash")
             if body_hash is not None and recorded is not None and recorded != body_hash:

@@ -23,6 +23,60 @@ from batchrun.models import Outcome
 from batchrun.output.quality import OK, QualityCounts, Verdict
 from batchrun.output.usage import Usage, UsageTotals, model_of, usage_of
 
+ASKED_MODEL = "asked_model"
+"""A line's meta key: the model its request asked for, written when the answer names
+another model or none."""
+BILLED_UNREAD = "billed_unread"
+"""A line's meta key: its attempts answered with a 200 that could not be read (not
+JSON, over --max-response-bytes), probably paid for: ``{"attempts": k,
+"prompt_tokens": P, "completion_ceiling": C}`` with P and C one attempt's worst case
+(C is 0 when the body sets no max tokens: the model's context window is the limit)."""
+
+
+@dataclass(slots=True)
+class UnreadBilled:
+    """Attempts paid for whose answer could not be read, summed for one model: the
+    cost side prices them at their worst case (`batchrun.cost.budget.unread_usage`)."""
+
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    """The completion ceilings the bodies set (max tokens x n), summed over attempts."""
+    open_attempts: int = 0
+    """Attempts whose body set no max tokens (their ceiling is the context window)..."""
+    open_prompt_tokens: int = 0
+    """...and their prompt tokens (the window holds prompt and completion)."""
+
+    def add(self, record: Any) -> None:
+        """Add a line's ``billed_unread`` record (a malformed one counts as nothing)."""
+        if not isinstance(record, dict):
+            return
+        attempts = _count(record.get("attempts"))
+        prompt = attempts * _count(record.get("prompt_tokens"))
+        ceiling = _count(record.get("completion_ceiling"))
+        self.attempts += attempts
+        self.prompt_tokens += prompt
+        self.completion_tokens += attempts * ceiling
+        if not ceiling:
+            self.open_attempts += attempts
+            self.open_prompt_tokens += prompt
+
+    def add_totals(self, other: UnreadBilled) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def to_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> UnreadBilled:
+        data = data if isinstance(data, dict) else {}
+        return cls(**{name: _count(data.get(name)) for name in cls.__slots__})
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
 
 @dataclass
 class Tally:
@@ -45,6 +99,11 @@ class Tally:
     skips_simulated: bool = False
     """The count leaves out the simulator's answers (a run on a real endpoint: see
     `batchrun.output.journal`), so a resume knows whether it may start from it."""
+    asked: dict[str, str] = field(default_factory=dict)
+    """Model an answer named -> the model its request asked for, when they differ (a
+    fine-tune's or a deployment's name): what prices an answer whose model has none."""
+    unread: dict[str, UnreadBilled] = field(default_factory=dict)
+    """Answers paid for but unreadable (`UnreadBilled`), by the model asked for."""
 
     def count(
         self,
@@ -56,12 +115,17 @@ class Tally:
         quality: str | None = None,
         via: str | None = None,
         reused: str | None = None,
+        unread: Any = None,
     ) -> Verdict | None:
         """Count one finished request. ``statuses``: every attempt's HTTP status;
-        ``quality``: the answer's category (None: ok); ``via``: "batch" for a row
-        answered through the Batch API; ``reused``: how it was answered without being
-        sent (None: it was sent). Returns what was counted as the answer's verdict
-        (None for a failure)."""
+        ``requested_model``: the model asked for, when the answer names another (or
+        none); ``quality``: the answer's category (None: ok); ``via``: "batch" for a
+        row answered through the Batch API; ``reused``: how it was answered without
+        being sent (None: it was sent); ``unread``: its attempts paid for but
+        unreadable (a line's ``batchrun.billed_unread``). Returns what was counted as
+        the answer's verdict (None for a failure)."""
+        if unread and requested_model:
+            self.unread.setdefault(requested_model, UnreadBilled()).add(unread)
         self.retries += max(0, len(statuses) - 1)
         self.rate_limited += sum(1 for s in statuses if s == 429)
         mode = "reused" if reused is not None else (via or "online")
@@ -70,6 +134,8 @@ class Tally:
             self.reused[reused] += 1
         if ok:
             model = model_of(body, requested_model)
+            if requested_model and model != requested_model:
+                self.asked.setdefault(model, requested_model)
             usage = usage_of(body)
             if reused is not None:
                 self.saved.add(model, usage)
@@ -90,11 +156,12 @@ class Tally:
             outcome.ok,
             outcome.body,
             [a.status for a in outcome.attempts],
-            None,
+            outcome.extra.get(ASKED_MODEL),
             None if outcome.ok else (outcome.error or {}).get("code"),
             outcome.extra.get("quality"),
             via=via,
             reused=outcome.extra.get("reused"),
+            unread=outcome.extra.get(BILLED_UNREAD),
         )
 
     def count_line(self, record: dict[str, Any]) -> None:
@@ -108,9 +175,11 @@ class Tally:
                 False,
                 None,
                 statuses,
+                meta.get(ASKED_MODEL),
                 error_code=str(error.get("code")),
                 via=meta.get("via"),
                 reused=meta.get("reused"),
+                unread=meta.get(BILLED_UNREAD),
             )
         else:
             statuses = list(meta.get("statuses") or [response.get("status_code")])
@@ -118,10 +187,11 @@ class Tally:
                 True,
                 response.get("body"),
                 statuses,
-                meta.get("model"),
+                meta.get(ASKED_MODEL),
                 quality=meta.get("quality"),
                 via=meta.get("via"),
                 reused=meta.get("reused"),
+                unread=meta.get(BILLED_UNREAD),
             )
 
     def to_state(self) -> dict[str, Any]:
@@ -139,6 +209,8 @@ class Tally:
             "batch_missing_usage": self.batch_usage.missing,
             "by_mode": dict(self.by_mode),
             "skips_simulated": self.skips_simulated,
+            "asked": dict(sorted(self.asked.items())),
+            "unread": {m: u.to_dict() for m, u in sorted(self.unread.items())},
         }
 
     @classmethod
@@ -163,6 +235,10 @@ class Tally:
             reused=Counter({str(k): int(v) for k, v in (state.get("reused") or {}).items()}),
             saved=_saved(state.get("saved") or {}),
             skips_simulated=bool(state.get("skips_simulated", False)),
+            asked={str(k): str(v) for k, v in (state.get("asked") or {}).items()},
+            unread={
+                str(m): UnreadBilled.from_dict(u) for m, u in (state.get("unread") or {}).items()
+            },
         )
 
 

@@ -246,6 +246,10 @@ class Scheduler:
                 if wait <= EPSILON:
                     last_send.set(account.take(tokens, now))
                     return
+            elif account.probing:
+                # a slow start ends by itself (as in `next`): the one request it lets
+                # through may be held elsewhere (waiting for --max-cost's room)
+                wait = max(0.0, account.probe_until - now)
             else:
                 wait = float("inf")
             await self._idle(wait, account, crowded)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,15 +29,29 @@ def align_table(rows: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
+USD_DECIMALS_MAX = 10
+"""The most decimals an amount is shown with (summary.json keeps USD to 10 decimals)."""
+
+
 def format_usd(value: float | None) -> str:
-    """``$1,234.56`` for large amounts, more decimals for small ones, ``-`` for None."""
+    """Money, the one way batchrun prints it: ``$1,234.56`` from $100, four decimals
+    from a cent, and below a cent at least six decimals and always three significant
+    digits, so a small spend never reads as zero (``$0.000134``, ``$0.000000134``);
+    ``-`` for None.
+
+    >>> [format_usd(v) for v in (1234.5, 0.5, 0.007514, 0.000134, 1.34e-7, 0.0, -0.25)]
+    ['$1,234.50', '$0.5000', '$0.007514', '$0.000134', '$0.000000134', '$0.0000', '-$0.2500']
+    """
     if value is None:
         return "-"
-    if value >= 100:
-        return f"${value:,.2f}"
-    if value >= 0.01 or value == 0:
-        return f"${value:.4f}"
-    return f"${value:.6f}"
+    sign, size = ("-", -value) if value < 0 else ("", value)
+    if size >= 100:
+        return f"{sign}${size:,.2f}"
+    if size >= 0.01 or size == 0:
+        return f"{sign}${size:.4f}"
+    # the first significant digit is at decimal -floor(log10(size)); show two more
+    decimals = min(max(6, 2 - math.floor(math.log10(size))), USD_DECIMALS_MAX)
+    return f"{sign}${size:.{decimals}f}"
 
 
 def format_cost_table(report: Mapping[str, Any]) -> str:

@@ -25,7 +25,7 @@ from batchrun import __version__
 from batchrun.errors import RunDirError
 from batchrun.output.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, read_journal
 from batchrun.output.summary import read_json_object
-from batchrun.output.tally import Tally
+from batchrun.output.tally import Tally, UnreadBilled
 from batchrun.report.statistics import OutputStats
 from batchrun.scale.shards import PLAN, ShardPlan, shard_dir
 
@@ -45,7 +45,8 @@ def load_plan(run_dir: str) -> ShardPlan:
 
 def merge_tally(into: Tally, other: Tally) -> Tally:
     """``into`` plus ``other``: every figure a `Tally` keeps (usage, reused answers and
-    the usage they saved, the Batch API's part, retries, 429s, codes, quality, modes)."""
+    the usage they saved, the Batch API's part, retries, 429s, codes, quality, modes,
+    the models answers named and the unreadable answers paid for)."""
     for mine, theirs in (
         (into.usage, other.usage),
         (into.saved, other.saved),
@@ -60,6 +61,10 @@ def merge_tally(into: Tally, other: Tally) -> Tally:
     into.quality.merge(other.quality)
     into.reused.update(other.reused)
     into.by_mode.update(other.by_mode)
+    for answered, asked in other.asked.items():
+        into.asked.setdefault(answered, asked)
+    for model, unread in other.unread.items():
+        into.unread.setdefault(model, UnreadBilled()).add_totals(unread)
     return into
 
 

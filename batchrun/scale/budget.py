@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from batchrun.cost.bill import round_usd
 from batchrun.cost.budget import BudgetAdmission, CostHooks
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BudgetExceeded
@@ -66,7 +67,7 @@ class BudgetBook:
         self.held[worker] = max(0.0, self.held.get(worker, 0.0) - released)
 
     def summary(self) -> dict[str, Any]:
-        return {"max_cost_usd": self.cap, "spent_usd": round(self.spent, 6)}
+        return {"max_cost_usd": self.cap, "spent_usd": round_usd(self.spent)}
 
 
 Reserve = Callable[[float, float], Awaitable[tuple[float, bool]]]
@@ -128,6 +129,15 @@ class SharedBudget(RunHooks):
                 with anyio.move_on_after(WAIT_SECONDS):
                     await self._settled.wait()
 
+    def readmit(self, state: RunState, req: Request) -> bool:
+        """The retry of an answer paid for, if this worker's share has room for another
+        worst case now (never waiting while holding one: see `BudgetAdmission.readmit`)."""
+        worst = self.local.worst_case(req.body)
+        if self.share - sum(self.reserved.values()) < worst:
+            return False
+        self.reserved[req.custom_id] = self.reserved.get(req.custom_id, 0.0) + worst
+        return True
+
     def after_request(
         self, state: RunState, req: Request, tokens: int, body: dict[str, Any] | None
     ) -> None:
@@ -174,7 +184,7 @@ class SharedBudget(RunHooks):
         self._settled = anyio.Event()
 
     def summary_extra(self, state: RunState) -> dict[str, Any]:
-        return {"budget": {"max_cost_usd": self.cap, "spent_usd": round(self.cost.spent, 6)}}
+        return {"budget": {"max_cost_usd": self.cap, "spent_usd": round_usd(self.cost.spent)}}
 
 
 __all__ = ["BudgetBook", "SharedBudget"]

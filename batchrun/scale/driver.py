@@ -510,8 +510,10 @@ class RayDriver:
         )
         summary["requests"]["invalid"] = self.invalid
         if self.cfg.max_cost is not None:
+            from batchrun.cost.bill import round_usd
+
             spent = (summary.get("cost_usd") or {}).get("total") or 0.0
-            summary["budget"] = {"max_cost_usd": self.cfg.max_cost, "spent_usd": round(spent, 6)}
+            summary["budget"] = {"max_cost_usd": self.cfg.max_cost, "spent_usd": round_usd(spent)}
         summary["status"] = self._final_status(summary)
         write_json_atomic(os.path.join(self.run_dir, SUMMARY), summary)
         if not self.cfg.quiet:

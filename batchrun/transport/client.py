@@ -205,13 +205,13 @@ class ChatClient:
     async def _read_capped(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self._max_bytes:
-            raise _too_large(response, self._max_bytes)
+            raise _too_large(response, self._max_bytes, int(declared), declared=True)
         chunks = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > self._max_bytes:
-                raise _too_large(response, self._max_bytes)
+                raise _too_large(response, self._max_bytes, size)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -229,7 +229,7 @@ class ChatClient:
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > self._max_bytes:
-                    raise _too_large(response, self._max_bytes)
+                    raise _too_large(response, self._max_bytes, size)
                 for payload in decoder.feed(chunk):
                     if assembler.add(scrub_text(payload)) and ttft is None:
                         ttft = self._clock() - sent_at
@@ -264,14 +264,22 @@ def _is_event_stream(response: httpx.Response) -> bool:
     return "json" not in ctype
 
 
-def _too_large(response: httpx.Response, limit: int) -> BadResponse:
-    return BadResponse(
-        f"response body larger than {limit} bytes (--max-response-bytes)",
+def _too_large(
+    response: httpx.Response, limit: int, size: int, *, declared: bool = False
+) -> BadResponse:
+    """A body over ``--max-response-bytes``, named by its size (``declared`` by its
+    Content-Length, else the bytes read when reading stopped). A 2xx answer that
+    large was generated, so probably paid for: retried once at most (``billed``)."""
+    raw = f"{size:,} bytes" if declared else f"over {size:,} bytes (reading stopped there)"
+    error = BadResponse(
+        f"response body larger than {limit} bytes (--max-response-bytes): {raw}",
         code="response_too_large",
         status=response.status_code,
         headers=response.headers,
         request_id=request_id_of(response.headers),
     )
+    error.billed = 200 <= response.status_code < 300
+    return error
 
 
 def _scrub_error(exc: RequestError) -> None:

@@ -46,9 +46,11 @@
     // the same as batchrun.report.tables.format_usd
     usd: (v) => {
       if (!isNum(v)) return "-";
-      if (v >= 100) return "$" + v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-      if (v >= 0.01 || v === 0) return "$" + v.toFixed(4);
-      return "$" + v.toFixed(6);
+      const sign = v < 0 ? "-" : "", size = Math.abs(v);
+      if (size >= 100) return sign + "$" + size.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+      if (size >= 0.01 || size === 0) return sign + "$" + size.toFixed(4);
+      // below a cent: three significant digits, at least six decimals, at most ten
+      return sign + "$" + size.toFixed(Math.min(Math.max(6, 2 - Math.floor(Math.log10(size))), 10));
     },
     ms: (v) => (isNum(v) ? round(v).toLocaleString("en-US") + " ms" : "-"),
     msAxis: (v) => (isNum(v) ? (v < 10 ? fmt.num(v, 1) : round(v).toLocaleString("en-US")) + " ms" : "-"),
