@@ -201,7 +201,12 @@ def make_runner(
     """The runner of a run: online (`batchrun.engine.runner.Runner`), through the Batch
     API (``mode="batch"``: `batchrun.batch.BatchDriver`, which hands the rows left at a
     ``deadline`` to an online runner made here with the same hooks), or on a Ray cluster
-    (``ray``: `batchrun.scale.driver.RayDriver`, each shard an online runner)."""
+    (``ray``: `batchrun.scale.driver.RayDriver`, each shard an online runner).
+
+    An online run in a directory where an earlier ``--batch-api`` process left batches
+    open first takes in the ones that ended (a `BatchDriver` with ``settle_only``,
+    handing the rows left to the online runner); while any still runs, it is refused
+    (`batchrun.batch.state.open_batches_refusal`): their rows are never paid twice."""
     if settings.ray is not None:
         from batchrun.scale.driver import RayDriver
 
@@ -216,9 +221,10 @@ def make_runner(
     if settings.mode != "batch":
         if settings.deadline is not None:
             raise ConfigError('--deadline needs --batch-api (mode = "batch")')
-        return Runner(
-            settings, api_key=key, hooks=around, handle_signals=handle_signals, **injected
-        )
+        if not _has_open_batches(settings):
+            return Runner(
+                settings, api_key=key, hooks=around, handle_signals=handle_signals, **injected
+            )
     from batchrun.batch.driver import BatchDriver
 
     shared = {k: v for k, v in injected.items() if k in _SHARED_INJECTIONS}
@@ -239,8 +245,16 @@ def make_runner(
         hooks=around,
         handle_signals=handle_signals,
         online=online,
+        settle_only=settings.mode != "batch",
         **injected,
     )
+
+
+def _has_open_batches(settings: Settings) -> bool:
+    """Whether the run directory's step journal has a shard open (read, nothing sent)."""
+    from batchrun.batch.state import iter_open_batches
+
+    return settings.out_dir is not None and any(iter_open_batches(str(settings.out_dir)))
 
 
 _SHARED_INJECTIONS = ("transport", "source", "clock", "sleep", "wall_clock")

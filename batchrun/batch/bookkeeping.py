@@ -149,10 +149,19 @@ class Bookkeeper:
         return summary
 
     # -- the end -------------------------------------------------------------------------
-    def closing_notes(self, *, cancel_only: bool, handover: bool) -> None:
-        """What is left to do: batches still running, rows pending, the online part."""
+    def closing_notes(self, *, cancel_only: bool, handover: bool, settled: bool = False) -> None:
+        """What is left to do: batches still running, rows pending, the online part
+        (``settled``: an online run collected what an earlier batch run left)."""
         counts, tally = self.answers.counts, self.answers.tally
         still = [r for r in self.shards.open() if r.batch_id is not None]
+        if settled:
+            if handover and self.shards.ledger.shards:
+                self.notes.append(
+                    "took in the batches an earlier --batch-api run left "
+                    f"({tally.by_mode.get('batch', 0):,} rows answered through the Batch "
+                    f"API); {counts.pending:,} rows left for the online run"
+                )
+            return
         if still and not cancel_only:
             self.notes.append(
                 f"{len(still)} batches go on at the provider; rerun the same command to "
