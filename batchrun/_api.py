@@ -114,14 +114,35 @@ def api_key(settings: Settings) -> str | None:
 
 @contextlib.contextmanager
 def endpoint(settings: Settings) -> Iterator[Settings]:
-    """Start the built-in simulator for ``base_url = "sim"``; otherwise pass through."""
+    """Start the built-in simulator for ``base_url = "sim"``; otherwise pass through.
+
+    The simulator keeps its files and batches in the run directory
+    (``DIR/batch/sim``, `batchrun.sim.persist`): like a provider's, a rehearsal's
+    batches go on when the process that made them dies, and a rerun or `cancel_run`
+    finds them."""
     if settings.base_url != "sim":
         yield settings
         return
+    from batchrun.batch.workdir import sim_state_path
     from batchrun.sim import SimConfig, SimThread
 
-    with SimThread(SimConfig(latency_ms=20.0, jitter_ms=10.0)) as sim:
+    state = sim_state_path(os.fspath(settings.out_dir)) if settings.out_dir else None
+    with SimThread(SimConfig(latency_ms=20.0, jitter_ms=10.0), state_dir=state) as sim:
         yield replace(settings, base_url=sim.base_url)
+
+
+def _recorded_endpoint(settings: Settings) -> Settings:
+    """The settings a run directory recorded, with ``base_url = "sim"`` again when the
+    run rehearsed against the built-in simulator (run.json names the loopback address
+    it had then; its batches are in ``DIR/batch/sim``)."""
+    from batchrun.batch.workdir import sim_state_path
+
+    if settings.base_url == "sim" or not settings.out_dir:
+        return settings
+    host = settings.base_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    if host in LOOPBACK_HOSTS and os.path.isdir(sim_state_path(os.fspath(settings.out_dir))):
+        return replace(settings, base_url="sim")
+    return settings
 
 
 @contextlib.contextmanager
@@ -275,12 +296,11 @@ def cancel_run(run_dir: str | os.PathLike[str], **injected: Any) -> RunResult:
     from batchrun.batch.driver import BatchDriver
     from batchrun.engine.runinfo import settings_of
 
-    settings = replace(settings_of(os.fspath(run_dir)), mode="batch")
-    key = api_key(settings)
-    driver = BatchDriver(
-        settings, api_key=key, hooks=hooks_for(settings), cancel_only=True, **injected
-    )
-    result: RunResult = anyio.run(driver.run)
+    settings = _recorded_endpoint(replace(settings_of(os.fspath(run_dir)), mode="batch"))
+    with endpoint(settings) as live:
+        key = api_key(live)
+        driver = BatchDriver(live, api_key=key, hooks=hooks_for(live), cancel_only=True, **injected)
+        result: RunResult = anyio.run(driver.run)
     return result
 
 

@@ -6,11 +6,20 @@ takes in the batches that ended and sends only the rest, or, while a batch still
 is refused naming the batches and what to do. The simulator (in-process, on loopback)
 counts what is billed: rows its batches answered plus online requests; every row must
 be billed exactly once across the two processes.
+
+Item 11: ``--batch-api --base-url sim`` killed with SIGKILL after a batch was created
+could not resume (the simulator in the dead process took its batches along): the
+rehearsal's simulator keeps them in ``DIR/batch/sim``. The killed process kills
+itself the moment its step journal holds a ``created`` line (a sitecustomize on its
+path), so the crash point is exact, not a race.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -139,3 +148,93 @@ def test_a_ray_run_is_refused_too(tmp_path: Path) -> None:
     cfg = settings(inp, out, "http://127.0.0.1:9/v1", mode="online", ray="local")
     with pytest.raises(RunDirError, match="batch_left_open"):
         RayDriver(cfg)._check_and_plan()  # before Ray is even started
+
+
+# -- item 11: a rehearsal's batches outlive its process -----------------------------------
+
+DIE_AFTER_STEP = """
+import json, os, signal
+_fsync = os.fsync
+def _fsync_then_die_after_step(fd):
+    _fsync(fd)
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return
+    if path.endswith(os.path.join("batch", "steps.jsonl")):
+        with open(path, "rb") as f:
+            last = f.read().splitlines()[-1]
+        if json.loads(last).get("step") == os.environ.get("BATCHRUN_TEST_DIE_AFTER"):
+            os.kill(os.getpid(), signal.SIGKILL)
+os.fsync = _fsync_then_die_after_step
+"""
+"""Loaded by the killed process (sitecustomize): SIGKILL right after the journal's fsync
+of the step named by BATCHRUN_TEST_DIE_AFTER."""
+
+
+def batchrun_cli(tmp_path: Path, *args: str, die_after: str | None = None) -> Any:
+    hook = tmp_path / "hook"
+    hook.mkdir(exist_ok=True)
+    (hook / "sitecustomize.py").write_text(DIE_AFTER_STEP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.getcwd()])}
+    env.pop("OPENAI_API_KEY", None)
+    env.pop("BATCHRUN_TEST_DIE_AFTER", None)
+    if die_after is not None:
+        env["BATCHRUN_TEST_DIE_AFTER"] = die_after
+    return subprocess.run(
+        [sys.executable, "-m", "batchrun", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+
+def sim_log(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (out / "batch" / "sim" / "log.jsonl").read_text().splitlines()]
+
+
+def killed_after_a_create(tmp_path: Path, n: int) -> tuple[Path, list[str]]:
+    inp = write_rows(tmp_path / "req.jsonl", n)
+    out = tmp_path / "run"
+    command = [
+        "run", str(inp), "-o", str(out), "--base-url", "sim", "--batch-api",
+        "--batch-max-requests", "50", "--poll-interval", "0.05", "-q", "--no-parquet",
+    ]  # fmt: skip
+    killed = batchrun_cli(tmp_path, *command, die_after="created")
+    assert killed.returncode == -9, killed.stderr
+    ledger = read_ledger(steps_path(str(out)))
+    assert [r.phase for r in ledger.open_shards()][0] == "submitted"
+    assert not lines(out / "results.jsonl")
+    return out, command
+
+
+def test_a_sim_rehearsal_killed_after_a_create_resumes(tmp_path: Path) -> None:
+    n = 120
+    out, command = killed_after_a_create(tmp_path, n)
+    rerun = batchrun_cli(tmp_path, *command)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_exactly_once(out, n)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["batch"]["rows_via_batch"] == n
+    log = sim_log(out)
+    creates = Counter(op["metadata"]["batchrun_shard"] for op in log if op["op"] == "create")
+    assert creates and max(creates.values()) == 1, creates  # no shard submitted twice
+    # every batch ended and was cleaned up; together they answered each row once
+    ended = [op["batch"] for op in log if op["op"] == "ended"]
+    assert len(ended) == len(creates)
+    assert sum(b["request_counts"]["completed"] for b in ended) == n
+    assert not os.listdir(out / "batch" / "sim" / "files")  # no upload kept once done
+
+
+def test_cancel_works_on_a_killed_sim_rehearsal(tmp_path: Path) -> None:
+    n = 120
+    out, command = killed_after_a_create(tmp_path, n)
+    cancelled = batchrun_cli(tmp_path, "cancel", str(out))
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "Traceback" not in cancelled.stderr
+    assert not read_ledger(steps_path(str(out))).open_shards()
+    rerun = batchrun_cli(tmp_path, *command)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_exactly_once(out, n)
