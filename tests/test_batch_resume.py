@@ -238,3 +238,72 @@ def test_cancel_works_on_a_killed_sim_rehearsal(tmp_path: Path) -> None:
     rerun = batchrun_cli(tmp_path, *command)
     assert rerun.returncode == 0, rerun.stderr
     assert_exactly_once(out, n)
+
+
+def test_a_simulator_restarted_on_its_folder_has_the_same_batches(tmp_path: Path) -> None:
+    import httpx
+
+    folder = str(tmp_path / "sim")
+    config = SimConfig(batch=BatchConfig(rows_per_second=200))
+    lines_in = "".join(
+        json.dumps(
+            {
+                "custom_id": f"r{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"{i}"}]},
+            }
+        )
+        + "\n"
+        for i in range(40)
+    ).encode()
+
+    def create(client: httpx.Client) -> str:
+        up = client.post(
+            "/files", files={"file": ("in.jsonl", lines_in)}, data={"purpose": "batch"}
+        )
+        made = client.post(
+            "/batches",
+            json={
+                "input_file_id": up.json()["id"],
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+                "metadata": {"batchrun_shard": "s1"},
+            },
+        )
+        return str(made.json()["id"])
+
+    with SimThread(config, state_dir=folder) as first, httpx.Client(base_url=first.base_url) as c:
+        running, cancelled = create(c), create(c)
+        assert c.post(f"/batches/{cancelled}/cancel").json()["status"] == "cancelling"
+        assert c.get(f"/batches/{running}").json()["status"] in ("validating", "in_progress")
+    with open(os.path.join(folder, "log.jsonl"), "ab") as log:
+        log.write(b'{"op": "create", "id": "batch_torn')  # a call killed mid-write
+
+    with SimThread(config, state_dir=folder) as second, httpx.Client(base_url=second.base_url) as c:
+        second.advance_batches()
+        listed = [b["id"] for b in c.get("/batches").json()["data"]]
+        assert listed == [cancelled, running]  # newest first, the torn call never made
+        for _ in range(200):
+            done = c.get(f"/batches/{running}").json()
+            if done["status"] == "completed":
+                break
+            anyio.run(anyio.sleep, 0.02)
+        assert done["status"] == "completed" and done["request_counts"]["completed"] == 40
+        output = c.get(f"/files/{done['output_file_id']}/content").content.splitlines()
+        assert sorted(json.loads(x)["custom_id"] for x in output) == sorted(
+            f"r{i}" for i in range(40)
+        )
+        assert c.get(f"/batches/{cancelled}").json()["status"] == "cancelled"
+        for file_id in (done["input_file_id"], done["output_file_id"]):
+            assert c.delete(f"/files/{file_id}").status_code == 200
+        new = create(c)  # a third simulator must know this one too
+
+    with SimThread(config, state_dir=folder) as third, httpx.Client(base_url=third.base_url) as c:
+        again = c.get(f"/batches/{running}").json()  # restored as last shown, files gone
+        assert (again["status"], again["request_counts"]) == ("completed", done["request_counts"])
+        assert c.get(f"/files/{done['output_file_id']}").status_code == 404
+        assert [b["id"] for b in c.get("/batches").json()["data"]] == [new, cancelled, running]
+        kept = {c.get(f"/batches/{b}").json()["input_file_id"] for b in (new, cancelled)}
+    # the ended batch's upload is gone; those of batches that may still be replayed stay
+    assert set(os.listdir(os.path.join(folder, "files"))) == kept
