@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.protocol import BatchView
@@ -84,6 +85,7 @@ class Bookkeeper:
     """The run's notes (the driver's own list): a failed state.json write adds one."""
     stream: TextIO
     wall_clock: Callable[[], float]
+    followers: Followers | None = None
 
     @property
     def run_dir(self) -> str:
@@ -127,6 +129,8 @@ class Bookkeeper:
             "open_shards": len(self.shards.open()),
             "rows_via_batch": self.answers.tally.by_mode.get("batch", 0),
         }
+        if self.followers is not None and self.followers.plan is not None:
+            extra["dedupe"] = self.followers.summary()
         return build_summary(
             status=status,
             input_path=self.cfg.input_path,

@@ -9,6 +9,8 @@ One row's path, and the module that takes it each step:
 3. `Submitter.plan` puts the rows that are neither answered, failed for good, nor in
    an open shard into shard files, and `Submitter.submit_ready` uploads each and
    creates its batch, each call journaled before and after (`batchrun.batch.submit`).
+   A row repeating an earlier row's request is not planned: it takes that row's
+   answer once it is written (`batchrun.batch.followers`).
 4. `_poll` retrieves the open batches, backing off from ``poll_interval`` to ten
    times it while nothing changes; `Finisher.finish` (`batchrun.batch.finish`)
    downloads a finished batch's output and error files into results.jsonl /
@@ -56,6 +58,7 @@ from batchrun.batch.bookkeeping import EXIT_SIGINT, Bookkeeper, exit_code, final
 from batchrun.batch.cancel import cancel_open
 from batchrun.batch.client import BatchClient
 from batchrun.batch.finish import Finisher
+from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.prepare import Prepared, check_settings, prepare
@@ -258,6 +261,7 @@ class BatchDriver:
                 self.state,
                 should_stop=self._stopping.is_set,
                 source=self.source,
+                dedupe=not self.settle_only,  # the online run after it groups its own
             )
 
         prepared = await anyio.to_thread.run_sync(work)
@@ -292,6 +296,7 @@ class BatchDriver:
             sleep=self._interruptible_sleep,
         )
         sink = JsonlSink(self.run_dir)
+        followers = Followers(prepared.dedupe, self.run_dir, prepared.scan.hashes)
         books = Bookkeeper(
             cfg=self.cfg,
             hooks=self.hooks,
@@ -302,6 +307,21 @@ class BatchDriver:
             notes=self.notes,
             stream=self.stream,
             wall_clock=self.wall_clock,
+            followers=followers,
+        )
+        finisher = Finisher(
+            client=client,
+            shards=shards,
+            answers=self.answers,
+            sink=sink,
+            hooks=self.hooks,
+            state=self.state,
+            books=books,
+            stop=self.stop,
+            trouble=self._api_trouble,
+            wall_clock=self.wall_clock,
+            keep_remote_files=self.cfg.keep_remote_files,
+            followers=followers,
         )
         self._built = _Parts(
             shards,
@@ -320,20 +340,10 @@ class BatchDriver:
                 wall_clock=self.wall_clock,
                 create_grace=self.create_grace,
                 budget=BatchBudget.of(self.cfg, self._spent),
+                followers=followers,
+                deliver=finisher.write,
             ),
-            Finisher(
-                client=client,
-                shards=shards,
-                answers=self.answers,
-                sink=sink,
-                hooks=self.hooks,
-                state=self.state,
-                books=books,
-                stop=self.stop,
-                trouble=self._api_trouble,
-                wall_clock=self.wall_clock,
-                keep_remote_files=self.cfg.keep_remote_files,
-            ),
+            finisher,
         )
         self.live.started = self.clock()
         self.hooks.on_start(self.state)
