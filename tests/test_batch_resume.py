@@ -176,7 +176,8 @@ def batchrun_cli(tmp_path: Path, *args: str, die_after: str | None = None) -> An
     hook = tmp_path / "hook"
     hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(DIE_AFTER_STEP)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), os.getcwd()])}
+    path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path}
     env.pop("OPENAI_API_KEY", None)
     env.pop("BATCHRUN_TEST_DIE_AFTER", None)
     if die_after is not None:
