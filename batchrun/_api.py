@@ -117,15 +117,36 @@ def api_key(settings: Settings) -> str | None:
 
 @contextlib.contextmanager
 def endpoint(settings: Settings) -> Iterator[Settings]:
-    """Start the built-in simulator for ``base_url = "sim"``; otherwise pass through."""
+    """Start the built-in simulator for ``base_url = "sim"``; otherwise pass through.
+
+    The simulator keeps its files and batches in the run directory
+    (``DIR/batch/sim``, `batchrun.sim.persist`): like a provider's, a rehearsal's
+    batches go on when the process that made them dies, and a rerun or `cancel_run`
+    finds them."""
     if settings.base_url != "sim":
         yield settings
         return
+    from batchrun.batch.workdir import sim_state_path
     from batchrun.sim import SimConfig, SimThread
 
-    with SimThread(SimConfig(latency_ms=20.0, jitter_ms=10.0)) as sim:
+    state = sim_state_path(os.fspath(settings.out_dir)) if settings.out_dir else None
+    with SimThread(SimConfig(latency_ms=20.0, jitter_ms=10.0), state_dir=state) as sim:
         # requests go to its loopback port; the run and its answers name it "sim"
         yield replace(settings, base_url=sim.base_url, simulated=True)
+
+
+def _recorded_endpoint(settings: Settings) -> Settings:
+    """The settings a run directory recorded, with ``base_url = "sim"`` again when the
+    run rehearsed against the built-in simulator (run.json names the loopback address
+    it had then; its batches are in ``DIR/batch/sim``)."""
+    from batchrun.batch.workdir import sim_state_path
+
+    if settings.base_url == "sim" or not settings.out_dir:
+        return settings
+    host = settings.base_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    if host in LOOPBACK_HOSTS and os.path.isdir(sim_state_path(os.fspath(settings.out_dir))):
+        return replace(settings, base_url="sim")
+    return settings
 
 
 @contextlib.contextmanager
@@ -215,7 +236,12 @@ def make_runner(
     """The runner of a run: online (`batchrun.engine.runner.Runner`), through the Batch
     API (``mode="batch"``: `batchrun.batch.BatchDriver`, which hands the rows left at a
     ``deadline`` to an online runner made here with the same hooks), or on a Ray cluster
-    (``ray``: `batchrun.scale.driver.RayDriver`, each shard an online runner)."""
+    (``ray``: `batchrun.scale.driver.RayDriver`, each shard an online runner).
+
+    An online run in a directory where an earlier ``--batch-api`` process left batches
+    open first takes in the ones that ended (a `BatchDriver` with ``settle_only``,
+    handing the rows left to the online runner); while any still runs, it is refused
+    (`batchrun.batch.state.open_batches_refusal`): their rows are never paid twice."""
     if settings.ray is not None:
         from batchrun.scale.driver import RayDriver
 
@@ -230,9 +256,10 @@ def make_runner(
     if settings.mode != "batch":
         if settings.deadline is not None:
             raise ConfigError('--deadline needs --batch-api (mode = "batch")')
-        return Runner(
-            settings, api_key=key, hooks=around, handle_signals=handle_signals, **injected
-        )
+        if not _has_open_batches(settings):
+            return Runner(
+                settings, api_key=key, hooks=around, handle_signals=handle_signals, **injected
+            )
     from batchrun.batch.driver import BatchDriver
 
     shared = {k: v for k, v in injected.items() if k in _SHARED_INJECTIONS}
@@ -253,8 +280,16 @@ def make_runner(
         hooks=around,
         handle_signals=handle_signals,
         online=online,
+        settle_only=settings.mode != "batch",
         **injected,
     )
+
+
+def _has_open_batches(settings: Settings) -> bool:
+    """Whether the run directory's step journal has a shard open (read, nothing sent)."""
+    from batchrun.batch.state import iter_open_batches
+
+    return settings.out_dir is not None and any(iter_open_batches(str(settings.out_dir)))
 
 
 _SHARED_INJECTIONS = ("transport", "source", "clock", "sleep", "wall_clock")
@@ -275,12 +310,11 @@ def cancel_run(run_dir: str | os.PathLike[str], **injected: Any) -> RunResult:
     from batchrun.batch.driver import BatchDriver
     from batchrun.engine.runinfo import settings_of
 
-    settings = replace(settings_of(os.fspath(run_dir)), mode="batch")
-    key = api_key(settings)
-    driver = BatchDriver(
-        settings, api_key=key, hooks=hooks_for(settings), cancel_only=True, **injected
-    )
-    result: RunResult = anyio.run(driver.run)
+    settings = _recorded_endpoint(replace(settings_of(os.fspath(run_dir)), mode="batch"))
+    with endpoint(settings) as live:
+        key = api_key(live)
+        driver = BatchDriver(live, api_key=key, hooks=hooks_for(live), cancel_only=True, **injected)
+        result: RunResult = anyio.run(driver.run)
     return result
 
 

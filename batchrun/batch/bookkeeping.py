@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.protocol import BatchView
@@ -84,6 +85,7 @@ class Bookkeeper:
     """The run's notes (the driver's own list): a failed state.json write adds one."""
     stream: TextIO
     wall_clock: Callable[[], float]
+    followers: Followers | None = None
 
     @property
     def run_dir(self) -> str:
@@ -128,6 +130,8 @@ class Bookkeeper:
             "rows_via_batch": self.answers.tally.by_mode.get("batch", 0),
             "provider_anomalies": {"repeated_lines": self.shards.ledger.repeated_lines},
         }
+        if self.followers is not None and self.followers.plan is not None:
+            extra["dedupe"] = self.followers.summary()
         return build_summary(
             status=status,
             input_path=self.cfg.input_path,
@@ -150,10 +154,19 @@ class Bookkeeper:
         return summary
 
     # -- the end -------------------------------------------------------------------------
-    def closing_notes(self, *, cancel_only: bool, handover: bool) -> None:
-        """What is left to do: batches still running, rows pending, the online part."""
+    def closing_notes(self, *, cancel_only: bool, handover: bool, settled: bool = False) -> None:
+        """What is left to do: batches still running, rows pending, the online part
+        (``settled``: an online run collected what an earlier batch run left)."""
         counts, tally = self.answers.counts, self.answers.tally
         still = [r for r in self.shards.open() if r.batch_id is not None]
+        if settled:
+            if handover and self.shards.ledger.shards:
+                self.notes.append(
+                    "took in the batches an earlier --batch-api run left "
+                    f"({tally.by_mode.get('batch', 0):,} rows answered through the Batch "
+                    f"API); {counts.pending:,} rows left for the online run"
+                )
+            return
         if still and not cancel_only:
             self.notes.append(
                 f"{len(still)} batches go on at the provider; rerun the same command to "

@@ -9,6 +9,8 @@ One row's path, and the module that takes it each step:
 3. `Submitter.plan` puts the rows that are neither answered, failed for good, nor in
    an open shard into shard files, and `Submitter.submit_ready` uploads each and
    creates its batch, each call journaled before and after (`batchrun.batch.submit`).
+   A row repeating an earlier row's request is not planned: it takes that row's
+   answer once it is written (`batchrun.batch.followers`).
 4. `_poll` retrieves the open batches, backing off from ``poll_interval`` to ten
    times it while nothing changes; `Finisher.finish` (`batchrun.batch.finish`)
    downloads a finished batch's output and error files into results.jsonl /
@@ -21,6 +23,12 @@ One row's path, and the module that takes it each step:
    open batches (`batchrun.batch.cancel`), waits until they are cancelled, keeps what
    they finished, and the rows left go to an online run on the same directory
    (`BatchDriver.online`).
+
+An online run on a directory an earlier batch run left batches open in is made by
+`batchrun._api.make_runner` as a driver with ``settle_only``: it takes in the batches
+that have ended, drops the shards never created, and hands the rows left to the
+online run; while any batch still runs at the provider it refuses instead (its rows
+sent online would be paid twice), naming the batches and what to do.
 
 All along, `batchrun.batch.bookkeeping` keeps summary.json and batch/state.json up to
 date and prints a line per change; at the end it names the status, exit code and notes.
@@ -52,6 +60,7 @@ from batchrun.batch.bookkeeping import EXIT_SIGINT, Bookkeeper, exit_code, final
 from batchrun.batch.cancel import cancel_open
 from batchrun.batch.client import BatchClient
 from batchrun.batch.finish import Finisher, LateFiles
+from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.prepare import Prepared, check_settings, prepare
@@ -140,8 +149,10 @@ class BatchDriver:
         cancel_only: bool = False,
         stream: TextIO | None = None,
         create_grace: float = CREATE_GRACE_S,
+        settle_only: bool = False,
     ) -> None:
-        check_settings(cfg)
+        if not settle_only:  # settling hands over to an online run, which checks its own
+            check_settings(cfg)
         self.cfg = cfg
         self.run_dir = str(cfg.out_dir)
         self.api_key = api_key
@@ -155,6 +166,9 @@ class BatchDriver:
         self.handle_signals = handle_signals
         self.online = online
         self.cancel_only = cancel_only
+        self.settle_only = settle_only
+        """Only take in what the open batches finished, then hand over to ``online``
+        (refused while a batch still runs); nothing new is submitted."""
         self.stream = stream if stream is not None else sys.stderr
         self.create_grace = create_grace
         self.second_signal = "exit"
@@ -174,6 +188,8 @@ class BatchDriver:
         self._late = LateFiles()
         self._fallback = False
         self._handover = False
+        self._refusal: str | None = None
+        """Why a ``settle_only`` run may not hand over: batches still running."""
         self._built: _Parts | None = None
         """Made once the input is checked (`_run_prepared`)."""
 
@@ -219,6 +235,8 @@ class BatchDriver:
                 lambda _: self._locked(created),
                 self._on_signal if self.handle_signals else None,
             )
+            if self._refusal is not None:
+                raise RunDirError(self._refusal)
             if not self._handover:
                 return result
             assert self.online is not None
@@ -246,6 +264,7 @@ class BatchDriver:
                 self.state,
                 should_stop=self._stopping.is_set,
                 source=self.source,
+                dedupe=not self.settle_only,  # the online run after it groups its own
             )
 
         prepared = await anyio.to_thread.run_sync(work)
@@ -280,6 +299,7 @@ class BatchDriver:
             sleep=self._interruptible_sleep,
         )
         sink = JsonlSink(self.run_dir, self.cfg.endpoint)
+        followers = Followers(prepared.dedupe, self.run_dir, prepared.scan.hashes)
         books = Bookkeeper(
             cfg=self.cfg,
             hooks=self.hooks,
@@ -290,6 +310,7 @@ class BatchDriver:
             notes=self.notes,
             stream=self.stream,
             wall_clock=self.wall_clock,
+            followers=followers,
         )
         finisher = Finisher(
             client=client,
@@ -303,6 +324,7 @@ class BatchDriver:
             trouble=self._api_trouble,
             wall_clock=self.wall_clock,
             keep_remote_files=self.cfg.keep_remote_files,
+            followers=followers,
         )
         submitter = Submitter(
             cfg=self.cfg,
@@ -317,6 +339,8 @@ class BatchDriver:
             create_grace=self.create_grace,
             write_final=finisher.write_final,
             budget=BatchBudget.of(self.cfg, self._spent),
+            followers=followers,
+            deliver=finisher.write,
         )
         self._built = _Parts(shards, client, sink, books, submitter, finisher)
         self.live.started = self.clock()
@@ -336,9 +360,15 @@ class BatchDriver:
                 await client.aclose()
             books.write_state()
             status = final_status(
-                self.stop_reason, handover=self._handover, pending=self.counts.pending
+                self.stop_reason,
+                handover=self._handover and not self.settle_only,
+                pending=self.counts.pending,
             )
-            books.closing_notes(cancel_only=self.cancel_only, handover=self._handover)
+            books.closing_notes(
+                cancel_only=self.cancel_only,
+                handover=self._handover,
+                settled=self.settle_only,
+            )
             try:
                 summary = books.checkpoint(status)
             except (OSError, RunDirError) as exc:
@@ -346,7 +376,9 @@ class BatchDriver:
                 self.notes.append(f"could not write summary.json: {exc}")
             sink.close()
             journal.close()
-            if self._handover:
+            if self._handover and self.settle_only:
+                pass  # the same run goes on online: its hooks see one run
+            elif self._handover:
                 self.hooks.on_stop(self.state, "deadline")
             else:
                 self.notes.extend(self.hooks.on_end(self.state, summary) or ())
@@ -373,6 +405,8 @@ class BatchDriver:
         await self._reconcile()
         if self.cancel_only:
             await self._cancel_open("batchrun cancel")
+        if self.settle_only:
+            parts.shards.drop_uncreated()
         interval = self.cfg.poll_interval
         fallback_at = None
         if self.cfg.deadline is not None and not self.cancel_only:
@@ -381,13 +415,15 @@ class BatchDriver:
             await self._finish_final()
             if fallback_at is not None and not self._fallback and self.clock() >= fallback_at:
                 await self._fall_back()
-            if not (self._fallback or self.cancel_only):
+            if not (self._fallback or self.cancel_only or self.settle_only):
                 if submitter.needs_plan:
                     await submitter.plan()
                 await submitter.submit_ready()
             await self._settle_creating()
             if not self.ledger.open_shards():
                 break
+            if self.settle_only and not self._awaiting_settlement():
+                break  # what is left runs at the provider: nothing to wait for here
             wait = interval
             if fallback_at is not None and not self._fallback:
                 wait = max(0.0, min(wait, fallback_at - self.clock()))
@@ -397,7 +433,9 @@ class BatchDriver:
                 interval = self.cfg.poll_interval
             else:
                 interval = min(interval * BACKOFF, self.cfg.poll_interval * MAX_INTERVAL_FACTOR)
-        if self._fallback and self.counts.pending and self.online is not None:
+        if self.settle_only:
+            self._settled()
+        elif self._fallback and self.counts.pending and self.online is not None:
             self._handover = True
         elif submitter.over_budget is not None and self.counts.pending:
             if not self._stopping.is_set() and not self.ledger.open_shards():
@@ -406,6 +444,25 @@ class BatchDriver:
                 self.notes.append(submitter.over_budget)
         if not self.ledger.open_shards() and not self._stopping.is_set():
             await parts.finisher.delete_orphans()
+
+    def _awaiting_settlement(self) -> bool:
+        """An open shard whose create may still show up, or a batch seen ended but
+        not yet taken in: settling goes on (a few polls at most)."""
+        for record in self.ledger.open_shards():
+            view = self._parts.shards.views.get(record.shard)
+            if record.phase == "creating" or (view is not None and view.final):
+                return True
+        return False
+
+    def _settled(self) -> None:
+        """The end of ``settle_only``: hand over, or refuse while batches run."""
+        if self._stopping.is_set():
+            return
+        from batchrun.batch.state import open_batches_refusal
+
+        self._refusal = open_batches_refusal(self.run_dir)
+        if self._refusal is None and self.online is not None:
+            self._handover = True
 
     async def _reconcile(self) -> None:
         """Bring what the journal says up to date with the provider."""
@@ -416,7 +473,9 @@ class BatchDriver:
     async def _settle_creating(self) -> None:
         """Shards whose create got no answer (`Submitter.settle_creating`); once
         cancelling, one whose batch is known not to exist is dropped."""
-        await self._parts.submitter.settle_creating(drop=self._fallback or self.cancel_only)
+        await self._parts.submitter.settle_creating(
+            drop=self._fallback or self.cancel_only or self.settle_only
+        )
 
     # -- polling and finishing ------------------------------------------------------------
     async def _poll(self) -> bool:

@@ -34,6 +34,7 @@ import anyio.to_thread
 
 from batchrun.batch.bookkeeping import Bookkeeper
 from batchrun.batch.client import BatchClient
+from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.protocol import BatchView, shard_tag
@@ -113,6 +114,8 @@ class Finisher:
     trouble: Callable[[BatchApiError], None]
     wall_clock: Callable[[], float]
     keep_remote_files: bool
+    followers: Followers | None = None
+    """Rows waiting for the answer of an identical request (written right after it)."""
 
     @property
     def run_dir(self) -> str:
@@ -216,10 +219,20 @@ class Finisher:
         self.sink.sync()
 
     def write(self, batch: list[Outcome]) -> None:
-        """Write, then count (never before the write returned), then tell the hooks."""
+        """Write, then count (never before the write returned), then tell the hooks;
+        the rows waiting for these answers (`Followers`) are written right after."""
         self.sink.write(batch)
         for outcome in batch:
             self.answers.count(outcome)
+        follow = self.followers
+        if follow is not None:
+            copies = follow.released(batch)
+            if copies:
+                self.sink.write(copies)
+                for outcome in copies:
+                    self.answers.count(outcome)
+                batch = [*batch, *copies]
+            follow.written += sum(1 for outcome in batch if "reused" in outcome.extra)
         reason = self.hooks.on_written(self.state, batch)
         if reason:
             self.stop(reason)

@@ -152,7 +152,7 @@ class Answers:
     def count(self, outcome: Outcome) -> None:
         """Count one written line (call after the write returned)."""
         verdict = self.tally.count_outcome(outcome, via="batch")
-        if verdict is not None:
+        if verdict is not None and "reused" not in outcome.extra:  # judged once, as online
             self.session_quality.add(verdict, model_of(outcome.body))
         h = id_hash(outcome.custom_id)
         b = int(outcome.body_hash or "0", 16)

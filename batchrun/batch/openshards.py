@@ -80,6 +80,13 @@ class OpenShards:
                 pass
         self._take_rows()
 
+    def drop_uncreated(self) -> None:
+        """Drop the shards whose batch was never asked for (uploaded at most): no
+        provider runs their rows, which stay pending (an online run takes them)."""
+        for record in self.open():
+            if record.phase in ("planned", "uploading", "uploaded"):
+                self.abandon(record)
+
     def _take_rows(self) -> None:
         """Every row of an open shard (from their indexes): never planned again."""
         self.taken = {}

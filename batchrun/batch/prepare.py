@@ -7,9 +7,11 @@ duplicate ids are reported naming the line, nothing uploaded), the hooks'
 ``before_send`` checks run (schema, evaluation column, prices), a directory started
 with another input or other request-shaping options is refused unless ``--force``,
 and what the directory already holds is counted for *this* input (a row is done only
-for the body it was answered with). run.json is written in the online run's shape,
-so either kind of run can resume the other (the mode is not part of the fingerprint:
-that is how a deadline hands the rest to an online run).
+for the body it was answered with). The scan also groups identical requests, as an
+online run's does (`batchrun.engine.reuse.Reuse`): only the first of each is sent.
+run.json is written in the online run's shape, so either kind of run can resume the
+other (the mode is not part of the fingerprint: that is how a deadline hands the rest
+to an online run).
 
     prepared = prepare(settings, hooks, state, should_stop=lambda: False)
     prepared.counts.pending
@@ -19,13 +21,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from batchrun.cache.dedup import DedupPlan
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.rundir import remove_stray_temp_files
 from batchrun.engine.runinfo import resume_problems, write_run_info
 from batchrun.errors import ConfigError, RunDirError
-from batchrun.input.sources import ScanResult, Source
+from batchrun.input.sources import ScanObserver, ScanResult, Source
 from batchrun.output.journal import (
     RUN_INFO,
     JournalState,
@@ -52,6 +55,8 @@ class Prepared:
     """Lines that count for nothing now: ids the input lacks, answers to old bodies."""
     changed: int = 0
     """Rows answered for a body they no longer have (sent again)."""
+    dedupe: DedupPlan | None = None
+    """Which rows repeat an earlier row's request (None: dedupe off, or no repeats)."""
 
 
 def check_settings(cfg: Settings) -> None:
@@ -79,8 +84,10 @@ def prepare(
     *,
     should_stop: Callable[[], bool],
     source: Source | None = None,
+    dedupe: bool = True,
 ) -> Prepared:
-    """Scan, check and count (see the module docstring). Blocking: run in a thread."""
+    """Scan, check and count (see the module docstring); ``dedupe``: group identical
+    requests (as ``cfg.dedupe`` and its cache policy allow). Blocking: run in a thread."""
     run_dir = str(cfg.out_dir)
     notes: list[str] = []
     removed = remove_stray_temp_files(run_dir)
@@ -92,7 +99,14 @@ def prepare(
         source = source_for(cfg)
     fingerprint = source.fingerprint()
     _check_run_info(cfg, fingerprint, notes)
-    scan = _scan(cfg, source, should_stop)
+    reuse = None
+    if dedupe and cfg.dedupe and cfg.cache_policy != "off":
+        from batchrun.engine.reuse import Reuse
+
+        reuse = Reuse(replace(cfg, cache=None))  # the grouping only: no cache in batches
+    scan = _scan(cfg, source, should_stop, None if reuse is None else reuse.observe)
+    if reuse is not None:
+        reuse.after_scan()
     hooks.before_send(state, scan)
     try:
         journal = read_journal(run_dir, endpoint=cfg.endpoint)
@@ -103,6 +117,7 @@ def prepare(
             f"{exc.filename or run_dir}: cannot read the run's output ({exc.strerror})"
         ) from exc
     prepared = _adopt(cfg, source, scan, journal, notes)
+    prepared.dedupe = reuse.plan if reuse is not None else None
     _write_run_info(cfg, scan, prepared)
     return prepared
 
@@ -127,13 +142,18 @@ def _check_run_info(cfg: Settings, fingerprint: str, notes: list[str]) -> None:
         )
 
 
-def _scan(cfg: Settings, source: Source, should_stop: Callable[[], bool]) -> ScanResult:
+def _scan(
+    cfg: Settings,
+    source: Source,
+    should_stop: Callable[[], bool],
+    observe: ScanObserver | None,
+) -> ScanResult:
     if not cfg.skip_invalid:
-        return source.scan(should_stop=should_stop)
+        return source.scan(should_stop=should_stop, observe=observe)
     path = os.path.join(str(cfg.out_dir), "invalid.jsonl")
     try:
         with open(path, "wb") as invalid_sink:
-            return source.scan(invalid_sink, should_stop=should_stop)
+            return source.scan(invalid_sink, should_stop=should_stop, observe=observe)
     except OSError as exc:
         raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 

@@ -1,7 +1,9 @@
 """Getting rows to the provider: plan shards, upload them, create their batches.
 
 `Submitter.plan` puts the rows that are neither answered, failed for good, nor in an
-open shard into shard files (`batchrun.batch.shards`, `batchrun.batch.workdir`);
+open shard into shard files (`batchrun.batch.shards`, `batchrun.batch.workdir`),
+except the copies of an identical request, which take its answer
+(`batchrun.batch.followers`);
 `submit_ready` uploads each and creates its batch (``completion_window`` 24h,
 metadata naming run and shard), each call journaled before and after. A create
 whose answer was lost is never repeated blindly: the loss is journaled
@@ -26,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.from_thread
 import anyio.to_thread
 import orjson
 
 from batchrun.batch.bookkeeping import Bookkeeper
 from batchrun.batch.client import BatchClient, CreateUnknown
+from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.outcomes import failure
@@ -56,12 +60,15 @@ from batchrun.cost.budget import BatchBudget, cap_reached
 from batchrun.errors import BatchApiError, InputError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.sources import Source
-from batchrun.models import Outcome
+from batchrun.models import Outcome, Request
+from batchrun.output.journal import answered
 from batchrun.pacing.tokens import prompt_tokens
 from batchrun.settings import Settings
 
 TOO_BIG = "token_limit_exceeded"
 """The error code of a row the provider's queue of enqueued tokens can never hold."""
+FOLLOWERS_WRITTEN_TOGETHER = 512
+"""Follower lines found while planning that are written (and counted) together."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -82,6 +89,10 @@ class Submitter:
     write_final: Callable[[list[Outcome]], None]
     """Writes, flushes and counts rows failed for good (`Finisher.write_final`)."""
     budget: BatchBudget | None = None
+    followers: Followers | None = None
+    """Identical requests: only the first is planned (None: every row is)."""
+    deliver: Callable[[list[Outcome]], None] | None = None
+    """Writes lines found while planning (followers of answered leaders), on the loop."""
     over_budget: str | None = field(init=False, default=None)
     """Why the last plan left rows out: the cap has no room for the next one's worst
     case (they go once an open batch ends and frees its reservation, or never)."""
@@ -137,6 +148,8 @@ class Submitter:
                 if body is not None:
                     step["prompt_tokens"] = prompt_tokens(body)
             self.shards.write(step)
+        if self.needs_plan:  # a leader left out for its group's answer, not found after all
+            await self.plan()
 
     def _budget_room(self, spent: float) -> float | None:
         """What the cap leaves for new shards: minus what was ``spent`` and the worst
@@ -171,15 +184,28 @@ class Submitter:
             worst = worst_of[shard] if budget is not None else None
             planned.append((shard, models[shard], writer.requests, attempts_of[shard], worst))
 
+        follow = self.followers
+        ready: list[Outcome] = []
+        if follow is not None:
+            follow.start_pass()
         try:
-            for req in self.source.requests():
+            for index, req in enumerate(self.source.requests()):
                 if self.stopping.is_set():
                     break
+                leader = follow.leader_of(index, req) if follow is not None else None
                 h = id_hash(req.custom_id)
                 if h in self.shards.taken:
                     continue
                 payload = orjson.dumps(req.body)
-                if self.answers.settled(h, body_hash_int(payload), retry_failed=retry_failed):
+                b = body_hash_int(payload)
+                if self.answers.settled(h, b, retry_failed=retry_failed):
+                    if follow is not None:  # a leader may wait for this row's answer
+                        ready.extend(follow.member_answered(index, req, f"{b:016x}"))
+                    continue
+                if follow is not None and self._follows(follow, index, leader, req, b, ready):
+                    if len(ready) >= FOLLOWERS_WRITTEN_TOGETHER:
+                        self._deliver(ready)
+                        ready = []
                     continue
                 if self.max_tokens is None:  # for the answer-quality messages, as online
                     limit = req.body.get("max_tokens") or req.body.get("max_completion_tokens")
@@ -214,11 +240,53 @@ class Submitter:
                 self.shards.taken[h] = placed.shard
             for shard in sorted(writers):
                 close(shard)
+            self._deliver(ready)
         except BaseException:
             for writer in writers.values():
                 writer.discard()
             raise
+        finally:
+            if follow is not None:
+                follow.end_pass()
+                if follow.replan:
+                    follow.replan = False
+                    self.needs_plan = True
         return planned
+
+    def _follows(
+        self,
+        follow: Followers,
+        index: int,
+        leader: int | None,
+        req: Request,
+        b: int,
+        ready: list[Outcome],
+    ) -> bool:
+        """A pending row that is answered without being planned: a follower waits for
+        its leader's answer or takes the one already in the run directory (into
+        ``ready``); a leader whose group an earlier process answered through one of its
+        followers takes that answer. False: plan it (paid, never lost)."""
+        hashed = f"{b:016x}"
+        if leader is None:
+            member = follow.answered_member(index, lambda h: answered(self.answers.done, h, b))
+            if member is None:
+                return False
+            follow.wait_for_member(member, req, hashed)
+            return True
+        leader_h = id_hash(follow.leader_id(leader))
+        if not self.answers.settled(leader_h, b, retry_failed=self.cfg.retry_failed):
+            follow.wait(leader, req, hashed)
+            return True
+        copy = follow.answer_now(leader, req, hashed)
+        if copy is None:
+            return False
+        ready.append(copy)
+        return True
+
+    def _deliver(self, ready: list[Outcome]) -> None:
+        """Write follower lines from the planning thread, on the event loop."""
+        if ready and self.deliver is not None:
+            anyio.from_thread.run_sync(self.deliver, list(ready))
 
     # -- submitting -------------------------------------------------------------------
     async def submit_ready(self) -> None:

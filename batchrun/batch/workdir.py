@@ -4,6 +4,8 @@
     batch/state.json       the last state of each batch seen (for `batchrun status`)
     batch/s000003.jsonl    shard 3's input file, byte for byte what is uploaded
     batch/s000003.idx      one line per request of shard 3: [custom_id, row, body hash]
+    batch/sim/             the built-in simulator's files and batches (``--base-url sim``,
+                           `batchrun.sim.persist`), so they outlive its process
 
 A shard's input file is written and fsynced before its ``planned`` step, so a crash
 before the upload can send the same bytes again; it is removed once the batch exists
@@ -30,6 +32,7 @@ from batchrun.ids import body_hash
 BATCH_DIR = "batch"
 STEPS = "steps.jsonl"
 STATE = "state.json"
+SIM = "sim"
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ def steps_path(run_dir: str) -> str:
 
 def state_path(run_dir: str) -> str:
     return os.path.join(run_dir, BATCH_DIR, STATE)
+
+
+def sim_state_path(run_dir: str) -> str:
+    """Where the built-in simulator of a run keeps its files and batches."""
+    return os.path.join(run_dir, BATCH_DIR, SIM)
 
 
 def shard_paths(run_dir: str, shard: int) -> ShardPaths:
@@ -172,6 +180,7 @@ __all__ = [
     "read_index",
     "remove_shard_files",
     "shard_paths",
+    "sim_state_path",
     "state_path",
     "steps_path",
 ]

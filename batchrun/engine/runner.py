@@ -341,6 +341,13 @@ class Runner:
 
     async def _setup(self) -> tuple[Source, ScanResult]:
         """Everything before the first send; every step can be interrupted."""
+        from batchrun.batch.state import open_batches_refusal
+
+        # batches an earlier --batch-api process left open would answer (and bill)
+        # these rows too; make_runner collects them first when it can
+        refusal = open_batches_refusal(self.run_dir)
+        if refusal is not None:
+            raise RunDirError(refusal)
         removed = remove_stray_temp_files(self.run_dir)
         if removed:
             self.notes.append(f"removed {len(removed)} temporary files left by a killed run")

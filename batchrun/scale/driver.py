@@ -187,9 +187,13 @@ class RayDriver:
 
     def _check_and_plan(self) -> ShardPlan:
         """The run directory's plan (new or recorded) and the input's identity."""
+        from batchrun.batch.state import open_batches_refusal
         from batchrun.engine.runinfo import resume_problems
         from batchrun.input.sources import Source
 
+        refusal = open_batches_refusal(self.run_dir)
+        if refusal is not None:  # the Runner's rule: never pay for a batch's rows twice
+            raise RunDirError(refusal)
         path = self.cfg.input_path
         if not os.path.isfile(path):
             raise InputError(path, "0", "no such file")

@@ -17,7 +17,10 @@ injected fault (a status, a hang, a reset, "lost": done, then dropped, or
 "slow_lost:S": done S seconds later whether or not the client still waits, then dropped), bring
 every batch up to the clock, then the operation. Checks of the request itself answer
 400/404 at once, as OpenAI does; checks of the input file's contents happen when
-the batch validates (`batchrun.sim.batches`). A background task answers due rows in
+the batch validates (`batchrun.sim.batches`). With a state folder
+(`batchrun.sim.persist`), every call that changed a file or a batch is kept there
+before it is answered, and a simulator started on the folder replays them at its
+first call: its batches outlive its process. A background task answers due rows in
 slices between requests, and a request answers at most `READ_ROWS` due rows itself,
 so a poll never stalls behind a large batch: like a real server, a batch whose rows
 are due but not yet computed still shows ``in_progress``. Below that, a read shows
@@ -43,12 +46,13 @@ import orjson
 from aiohttp import BodyPartReader, web
 
 from batchrun.sim.batch_input import CHAT_ENDPOINT
-from batchrun.sim.batches import BatchStore
+from batchrun.sim.batches import LIVE, BatchStore
 from batchrun.sim.config import SLOW_LOST, SimConfig
 from batchrun.sim.envelope import ApiError, injected_error, invalid_key
 from batchrun.sim.faults import ApiFaults, FaultPlan
 from batchrun.sim.files import FileStore
 from batchrun.sim.http import drop, error_response, json_response
+from batchrun.sim.persist import StateLog
 from batchrun.sim.quota import retry_after_headers
 from batchrun.sim.stats import SimStats
 
@@ -80,6 +84,7 @@ class BatchApi:
         authorized: Callable[[web.BaseRequest], bool],
         fingerprint: str = "fp_sim",
         faults: FaultPlan | None = None,
+        state: StateLog | None = None,
     ) -> None:
         self.config = config
         self.settings = config.batch
@@ -96,6 +101,9 @@ class BatchApi:
         self._pump: asyncio.Task[None] | None = None
         self._late: set[asyncio.Task[web.StreamResponse]] = set()
         """Operations of ``slow_lost`` calls, done on their own time."""
+        self.state = state
+        """Where the calls that change files and batches are kept (None: memory only)."""
+        self._replayed = state is None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -116,6 +124,8 @@ class BatchApi:
             self._pump = None
         for task in list(self._late):
             task.cancel()
+        if self.state is not None:
+            self.state.close()
         await asyncio.sleep(0)  # let hung handlers see the event and drop their sockets
 
     def advance(self, budget: int | None = READ_ROWS) -> bool:
@@ -153,6 +163,8 @@ class BatchApi:
             return error_response(route, headers)
         operation, handler, args = route
         self.stats.api_calls[operation] += 1
+        if not self._replayed:
+            self._replay()
         if not self.authorized(request):
             return error_response(invalid_key(), headers)
         step = self.faults.next_step(operation)
@@ -238,6 +250,82 @@ class BatchApi:
                 await asyncio.wait_for(closing.wait(), self.settings.hang_seconds)
         drop(request)
 
+    # -- the state folder --------------------------------------------------------------
+
+    def _replay(self) -> None:
+        """Play the calls a simulator before this one kept, each at its own time (at
+        the first call, not at start: by then the run owning the folder holds its
+        directory's lock, so the log is complete)."""
+        assert self.state is not None
+        self._replayed = True
+        store, files = self.batches, self.files
+        ops = self.state.read()
+        ended = {str(op["id"]): op for op in ops if op["op"] == "ended"}
+        counted, store.stats = store.stats, SimStats()  # replayed rows are not news
+        try:
+            for op in ops:
+                at = float(op["at"])
+                store.advance(at)
+                kind, ident = op["op"], str(op["id"])
+                if kind == "create" and ident in ended:
+                    store.restore_ended(ended[ident]["batch"], int(op["serial"]))
+                    continue
+                if kind == "upload":
+                    content = self.state.content(ident)
+                    if content is not None:
+                        files.add(
+                            content,
+                            str(op["filename"]),
+                            str(op["purpose"]),
+                            now=at,
+                            expires_after=op.get("expires_after"),
+                            file_id=ident,
+                        )
+                elif kind == "create":
+                    store.create(
+                        input_file_id=str(op["input_file_id"]),
+                        endpoint=str(op["endpoint"]),
+                        completion_window=str(op["completion_window"]),
+                        metadata=op.get("metadata"),
+                        output_expires_after=op.get("output_expires_after"),
+                        now=at,
+                        replayed=(ident, int(op["serial"]), str(op["fate"])),
+                    )
+                elif kind == "cancel":
+                    batch = store.get(ident)
+                    if batch is not None:
+                        store.cancel(batch, at)
+                elif kind == "delete":
+                    files.delete(ident)
+        finally:
+            store.stats = counted
+        if store.has_live and self._wake is not None:
+            self._wake.set()
+
+    def _keep(self, op: dict[str, Any], content: bytes | None = None) -> None:
+        if self.state is not None:
+            self.state.record(op, content)
+
+    def _forget(self, file_id: str, now: float) -> None:
+        """After a delete: a batch that ended with every file of it deleted is kept as
+        it was last shown, and its input's bytes go (no replay needs them again)."""
+        state = self.state
+        if state is None:
+            return
+        users = self.batches.using(file_id)
+        if not users:  # an upload no batch was made from
+            state.forget_content(file_id)
+        files = self.files
+        for batch in users:
+            mine = (batch.input_file_id, batch.output_file_id, batch.error_file_id)
+            if batch.status in LIVE:
+                continue
+            if any(f is not None and files.get(f) is not None for f in mine):
+                continue
+            shown = batch.to_dict()
+            state.record({"op": "ended", "id": batch.id, "batch": shown, "at": now})
+            state.forget_content(batch.input_file_id)
+
     # -- files -----------------------------------------------------------------------
 
     async def _upload(self, request: web.BaseRequest, headers: dict[str, str]) -> web.Response:
@@ -290,6 +378,17 @@ class BatchApi:
             now=self.clock(),
             expires_after=None if expires is None else float(expires),
         )
+        self._keep(
+            {
+                "op": "upload",
+                "id": stored.id,
+                "filename": filename,
+                "purpose": purpose,
+                "at": stored.created_at,
+                "expires_after": None if expires is None else float(expires),
+            },
+            content,
+        )
         self.stats.files_uploaded += 1
         return json_response(stored.to_dict(), headers)
 
@@ -320,6 +419,9 @@ class BatchApi:
     ) -> web.Response:
         if not self.files.delete(file_id):
             return error_response(_no_file(file_id), headers)
+        now = self.clock()
+        self._keep({"op": "delete", "id": file_id, "at": now})
+        self._forget(file_id, now)
         return json_response({"id": file_id, "object": "file", "deleted": True}, headers)
 
     async def _content(
@@ -347,13 +449,28 @@ class BatchApi:
         if error is not None:
             return error_response(error, headers)
         expires_after = body.get("output_expires_after")
+        now = self.clock()
         batch = self.batches.create(
             input_file_id=body["input_file_id"],
             endpoint=body["endpoint"],
             completion_window=body["completion_window"],
             metadata=None if body.get("metadata") is None else dict(body["metadata"]),
             output_expires_after=None if expires_after is None else expires_after["seconds"],
-            now=self.clock(),
+            now=now,
+        )
+        self._keep(
+            {
+                "op": "create",
+                "id": batch.id,
+                "serial": batch.serial,
+                "fate": batch.fate,
+                "input_file_id": batch.input_file_id,
+                "endpoint": batch.endpoint,
+                "completion_window": batch.completion_window,
+                "metadata": batch.metadata,
+                "output_expires_after": batch.output_expires_after,
+                "at": now,
+            }
         )
         if self._wake is not None:
             self._wake.set()
@@ -382,9 +499,11 @@ class BatchApi:
         batch = self.batches.get(batch_id)
         if batch is None:
             return error_response(_no_batch(batch_id), headers)
-        if not self.batches.cancel(batch, self.clock()):
+        now = self.clock()
+        if not self.batches.cancel(batch, now):
             message = f"Cannot cancel a batch with status '{batch.status}'."
             return error_response(ApiError(400, message, code=None), headers)
+        self._keep({"op": "cancel", "id": batch_id, "at": now})
         return json_response(batch.to_dict(), headers)
 
 

@@ -189,12 +189,22 @@ class BatchStore:
         completion_window: str = "24h",
         metadata: dict[str, str] | None = None,
         output_expires_after: float | None = None,
+        replayed: tuple[str, int, str] | None = None,
     ) -> Batch:
-        """A new ``validating`` batch over a snapshot of the input file."""
-        serial = next(self._serial)
+        """A new ``validating`` batch over a snapshot of the input file (``replayed``:
+        the id, serial and fate a simulator before this one gave it)."""
+        if replayed is None:
+            serial = next(self._serial)
+            batch_id = f"batch_{self._prefix}{serial:012x}"
+            fate = self._fates.pop(0) if self._fates else "ok"
+        else:
+            batch_id, serial, fate = replayed
+            if self._fates:
+                self._fates.pop(0)  # the simulator before this one played it
+            self._serial = itertools.count(max(serial + 1, next(self._serial)))
         upload = self.files.get(input_file_id)
         batch = Batch(
-            id=f"batch_{self._prefix}{serial:012x}",
+            id=batch_id,
             serial=serial,
             input_file_id=input_file_id,
             endpoint=endpoint,
@@ -202,7 +212,7 @@ class BatchStore:
             metadata=metadata,
             created_at=now,
             expires_at=now + self.settings.window_seconds,
-            fate=self._fates.pop(0) if self._fates else "ok",
+            fate=fate,
             content=None if upload is None else upload.content,
             input_purpose=None if upload is None else upload.purpose,
             output_expires_after=output_expires_after,
@@ -229,6 +239,53 @@ class BatchStore:
     def listed(self) -> list[Batch]:
         """Every batch, newest first."""
         return list(self._batches.values())[::-1]
+
+    def restore_ended(self, shown: dict[str, Any], serial: int) -> Batch:
+        """A batch that ended, as a simulator before this one last showed it
+        (`Batch.to_dict`): for list and retrieve only, its files long deleted."""
+        counts = shown.get("request_counts") or {}
+        usage = shown.get("usage") or {}
+        errors = shown.get("errors")
+        batch = Batch(
+            id=str(shown["id"]),
+            serial=serial,
+            input_file_id=str(shown["input_file_id"]),
+            endpoint=str(shown["endpoint"]),
+            completion_window=str(shown["completion_window"]),
+            metadata=shown.get("metadata"),
+            created_at=float(shown["created_at"]),
+            expires_at=float(shown["expires_at"]),
+            fate="ok",
+            content=None,
+            input_purpose=None,
+            output_expires_after=None,
+            status=str(shown["status"]),
+            times={n: float(shown[n]) for n in TIMESTAMPS if shown.get(n) is not None},
+            model=shown.get("model"),
+            total=int(counts.get("total") or 0),
+            completed=int(counts.get("completed") or 0),
+            failed=int(counts.get("failed") or 0),
+            errors=errors.get("data") if isinstance(errors, dict) else None,
+            output_file_id=shown.get("output_file_id"),
+            error_file_id=shown.get("error_file_id"),
+            usage=[
+                int(usage.get("input_tokens") or 0),
+                int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
+                int(usage.get("output_tokens") or 0),
+                int((usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0),
+            ],
+        )
+        self._batches[batch.id] = batch
+        self._serial = itertools.count(max(serial + 1, next(self._serial)))
+        return batch
+
+    def using(self, file_id: str) -> list[Batch]:
+        """The batches whose input, output or error file is ``file_id``."""
+        return [
+            b
+            for b in self._batches.values()
+            if file_id in (b.input_file_id, b.output_file_id, b.error_file_id)
+        ]
 
     def cancel(self, batch: Batch, now: float) -> bool:
         """Start cancelling `batch` (call `advance(now)` first); False if it is too late.
@@ -439,13 +496,23 @@ class BatchStore:
             content = b"\n".join(batch.out_lines + repeated) + b"\n"
             name = f"{batch.id}_output.jsonl"
             batch.output_file_id = files.add(
-                content, name, "batch_output", now=at, expires_after=keep
+                content,
+                name,
+                "batch_output",
+                now=at,
+                expires_after=keep,
+                file_id=files.derived_id(f"{batch.id}/output"),
             ).id
         if batch.err_lines:
             content = b"\n".join(batch.err_lines) + b"\n"
             name = f"{batch.id}_error.jsonl"
             batch.error_file_id = files.add(
-                content, name, "batch_output", now=at, expires_after=keep
+                content,
+                name,
+                "batch_output",
+                now=at,
+                expires_after=keep,
+                file_id=files.derived_id(f"{batch.id}/error"),
             ).id
         batch.out_lines = []
         batch.err_lines = []

@@ -13,6 +13,7 @@ the caller, so the store itself has no clock.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
 from dataclasses import dataclass
@@ -64,12 +65,14 @@ class FileStore:
         *,
         now: float,
         expires_after: float | None = None,
+        file_id: str | None = None,
     ) -> StoredFile:
-        """Store `content`; `expires_after` seconds (None: the purpose's default)."""
+        """Store `content`; `expires_after` seconds (None: the purpose's default);
+        `file_id` given: under that id (a batch's output, a replayed upload)."""
         if expires_after is None and purpose == "batch":
             expires_after = BATCH_FILE_TTL
         stored = StoredFile(
-            id="file-" + "".join(self._rng.choices(_ALNUM, k=22)),
+            id=file_id or "file-" + "".join(self._rng.choices(_ALNUM, k=22)),
             serial=next(self._serial),
             filename=filename,
             purpose=purpose,
@@ -80,6 +83,12 @@ class FileStore:
         )
         self._files[stored.id] = stored
         return stored
+
+    def derived_id(self, seed: str) -> str:
+        """A file id that follows from ``seed`` (a batch's id and the file's role), so
+        a simulator replaying its calls makes a batch's output under the same id."""
+        digest = hashlib.blake2b(seed.encode(), digest_size=22).digest()
+        return "file-" + "".join(_ALNUM[b % len(_ALNUM)] for b in digest)
 
     def get(self, file_id: str) -> StoredFile | None:
         return self._files.get(file_id)

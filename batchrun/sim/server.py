@@ -46,6 +46,7 @@ from batchrun.sim.envelope import (
 )
 from batchrun.sim.faults import FaultPlan
 from batchrun.sim.http import JSON, drop, error_response
+from batchrun.sim.persist import StateLog
 from batchrun.sim.quota import Quota, retry_after_headers
 from batchrun.sim.stats import SimStats
 from batchrun.sim.stream import stream_chunks
@@ -62,8 +63,14 @@ class SimServer:
     """One simulated OpenAI-compatible endpoint; `stats` counts what it saw."""
 
     def __init__(
-        self, config: SimConfig | None = None, *, now: Callable[[], float] = time.monotonic
+        self,
+        config: SimConfig | None = None,
+        *,
+        now: Callable[[], float] = time.monotonic,
+        state_dir: str | None = None,
     ) -> None:
+        """``state_dir``: keep the files and batches there, and carry on the ones a
+        simulator before this one kept (`batchrun.sim.persist`)."""
         self.config = config or SimConfig()
         self.now = now
         self.stats = SimStats(self.config.record_arrivals, self.config.record_bodies)
@@ -93,6 +100,7 @@ class SimServer:
             authorized=self._authorized,
             fingerprint=self.fingerprint,
             faults=self.faults,
+            state=None if state_dir is None else StateLog(state_dir),
         )
 
     def unix_now(self) -> float:
@@ -455,8 +463,9 @@ class SimThread:
         port: int = 0,
         *,
         now: Callable[[], float] = time.monotonic,
+        state_dir: str | None = None,
     ) -> None:
-        self.server = SimServer(config, now=now)
+        self.server = SimServer(config, now=now, state_dir=state_dir)
         self.host = host
         self.requested_port = port
         self._ready = threading.Event()
