@@ -112,7 +112,9 @@ def test_a_follower_whose_leader_an_earlier_process_answered_reads_it_back(
     results.write_text("".join(x + "\n" for x in kept))
     (out / "summary.json").unlink()
     with SimThread(SimConfig()) as sim:
-        result = anyio.run(make_runner(settings(inp, out, sim.base_url), None).run)
+        # another simulator is another endpoint (its port): resuming on it takes --force
+        again = settings(inp, out, sim.base_url, force=True)
+        result = anyio.run(make_runner(again, None).run)
         stats = sim.snapshot()
     assert result.exit_code == 0, result.notes
     assert stats["rows_processed"] == 0 and stats["files_uploaded"] == 0  # nothing sent

@@ -101,7 +101,11 @@ def _finish_and_check(inp: Path, out: Path, fast_sim: Any, tmp_path: Path) -> No
     """Rerun to completion: exactly one line per id, summary complete."""
     done = set(ids_of(out / "results.jsonl"))
     rerun = subprocess.run(
-        _run_cmd(inp, out, fast_sim.base_url, "-q"), env=_env(), capture_output=True, timeout=30
+        # the second server listens on another port, so it is another endpoint: --force
+        _run_cmd(inp, out, fast_sim.base_url, "-q", "--force"),
+        env=_env(),
+        capture_output=True,
+        timeout=30,
     )
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
     assert fast_sim.stats.requests == ROWS - len(done)  # only what was missing
