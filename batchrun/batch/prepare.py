@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.rundir import remove_stray_temp_files
-from batchrun.engine.runinfo import resume_problems, write_run_info
+from batchrun.engine.runinfo import not_judged_answers, resume_problems, write_run_info
 from batchrun.errors import ConfigError, RunDirError
 from batchrun.input.sources import ScanResult, Source
 from batchrun.output.journal import RUN_INFO, JournalState, for_input, read_journal
+from batchrun.output.quality import QualityCounts
 from batchrun.output.summary import Counts
 from batchrun.settings import Settings
 
@@ -46,6 +47,8 @@ class Prepared:
     """Lines that count for nothing now: ids the input lacks, answers to old bodies."""
     changed: int = 0
     """Rows answered for a body they no longer have (sent again)."""
+    not_judged: QualityCounts = field(default_factory=QualityCounts)
+    """Paid answers the quality breaker does not judge (`not_judged_answers`)."""
 
 
 def check_settings(cfg: Settings) -> None:
@@ -97,6 +100,9 @@ def prepare(
             f"{exc.filename or run_dir}: cannot read the run's output ({exc.strerror})"
         ) from exc
     prepared = _adopt(cfg, source, scan, journal, notes)
+    prepared.not_judged = not_judged_answers(
+        os.path.join(run_dir, RUN_INFO), cfg, scan.fingerprint, journal.tally.paid_quality
+    )
     _write_run_info(cfg, scan, prepared)
     return prepared
 
@@ -158,6 +164,7 @@ def _write_run_info(cfg: Settings, scan: ScanResult, prepared: Prepared) -> None
         rows=scan.total,
         outside_input=prepared.foreign,
         changed_rows=prepared.changed,
+        not_judged=prepared.not_judged,
     )
 
 
