@@ -275,9 +275,17 @@ def test_answers_reused_from_identical_requests_are_not_judged(tmp_path: Path) -
     server = Server(lambda row, sent: True)
     first = online_run(tmp_path, rows=15, copies=10, bad=None, server=server, hooks=StopAfter(60))
     assert first.exit_code == EXIT_SIGINT
-    again = online_run(tmp_path, rows=15, copies=10, bad=None, server=server)
+
+    class Judged(RunHooks):
+        def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
+            self.seen = state.judged_quality.to_state()["by_model"]
+            return None
+
+    hook = Judged()
+    again = online_run(tmp_path, rows=15, copies=10, bad=None, server=server, hooks=hook)
     assert (again.exit_code, again.status) == (EXIT_OK, "complete"), again.notes
     assert server.sent == 15
+    assert hook.seen == {MODEL: {TRUNCATED: 15}}  # what hooks see the breaker judge
     assert again.summary["reused"]["run"] == 135
     assert again.summary["quality"]["by_model"][MODEL] == {TRUNCATED: 150}
     judged = again.summary["journal"]["tally"]["paid_quality"]["by_model"][MODEL]
