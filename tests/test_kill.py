@@ -211,10 +211,13 @@ def test_sigkill_at_random_moments_then_resume_is_exactly_once(
 
 
 # -- the quality breaker under kill -9 (issue 31) --------------------------------------------
-BREAKER_ROWS = 1152
+BREAKER_ROWS = 2880
 BLOCK = 96
 BREAKER_KILLS = 20
 EARLY_KILLS = 4
+MORE_KILLS = 15
+"""Kills after the 20 at most, until the rows left begin with a bad block (see below)."""
+BREAKER_CONCURRENCY = 32
 
 
 def write_half_truncated(path: Path) -> tuple[int, int]:
@@ -243,6 +246,19 @@ def write_half_truncated(path: Path) -> tuple[int, int]:
     return truncated, reused
 
 
+def bad_rows_ahead(results: Path) -> int:
+    """Rows the next process sends first that will be cut off: from the first row left
+    (repeats aside: they are answered by reuse), the rows left of its block, when that
+    block is a bad one. With more than ``-c`` of them, every answer of the next
+    process's first write is truncated."""
+    done = {int(i.rsplit("-", 1)[1]) for i in _complete_ids(results)}
+    left = [i for i in range(BREAKER_ROWS) if i not in done and i % 8 != 7]
+    if not left or (left[0] // BLOCK) % 2 == 0:
+        return 0
+    end = (left[0] // BLOCK + 1) * BLOCK
+    return sum(1 for i in left if i < end)
+
+
 @pytest.fixture
 def slow_sim_process() -> Iterator[str]:
     yield from _sim(150, 75)
@@ -255,7 +271,9 @@ def test_kill_loop_over_half_truncated_answers_never_trips_the_breaker(
 ) -> None:
     """The issue-31 loop: kill -9 again and again, rerun, until done. The breaker judges
     the run's paid answers (half truncated), not each process's first ones (which, in
-    a bad block, are all truncated): no process stops, the last one exits 0."""
+    a bad block, are all truncated): no process stops, the last one exits 0. The loop
+    ends on a kill after which the rows left begin with a bad block, so the last run's
+    first answers are all truncated (a rule judging each process alone stops it)."""
     rng = random.Random(SEED)
     inp = tmp_path / "req.jsonl"
     truncated, reused = write_half_truncated(inp)
@@ -263,7 +281,8 @@ def test_kill_loop_over_half_truncated_answers_never_trips_the_breaker(
     results = out / "results.jsonl"
     cmd = [
         *(sys.executable, "-m", "batchrun", "run", str(inp), "-o", str(out)),
-        *("--base-url", slow_sim_process, "-c", "32", "--auth", "none", "-q"),
+        *("--base-url", slow_sim_process, "-c", str(BREAKER_CONCURRENCY), "--auth", "none"),
+        "-q",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("OPENAI_API_KEY", None)
@@ -290,14 +309,17 @@ def test_kill_loop_over_half_truncated_answers_never_trips_the_breaker(
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
             kills += 1
-        for _ in range(BREAKER_KILLS):
+        while kills < EARLY_KILLS + BREAKER_KILLS or (
+            bad_rows_ahead(results) <= BREAKER_CONCURRENCY + 8
+            and kills < EARLY_KILLS + BREAKER_KILLS + MORE_KILLS
+        ):
             before = _size(results)
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
             deadline = time.monotonic() + 20
             while _size(results) <= before and proc.poll() is None:
                 assert time.monotonic() < deadline, "the run wrote nothing in 20 s"
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.1, 0.4))  # answers written, more in flight
+            time.sleep(rng.uniform(0.25, 0.6))  # answers written, more in flight
             still_running(f"kill {kills + 1}")
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=10) == -signal.SIGKILL
@@ -305,6 +327,7 @@ def test_kill_loop_over_half_truncated_answers_never_trips_the_breaker(
             ids = _complete_ids(results)
             assert len(ids) == len(set(ids)), f"a row was written twice (after kill {kills})"
             progress.append(len(ids))
+        ahead = bad_rows_ahead(results)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
         code = proc.wait(timeout=60)
     finally:
@@ -315,7 +338,8 @@ def test_kill_loop_over_half_truncated_answers_never_trips_the_breaker(
     stderr = log_path.read_text()
     assert code == 0, stderr[-2000:]
     assert "stopping:" not in stderr
-    assert kills == EARLY_KILLS + BREAKER_KILLS
+    assert kills >= EARLY_KILLS + BREAKER_KILLS
+    assert ahead > BREAKER_CONCURRENCY, progress  # the last run began in a bad block
     assert progress[-1] < BREAKER_ROWS, progress  # every kill landed before the end
 
     ids = ids_of(results)
@@ -338,4 +362,4 @@ def test_kill_loop_over_half_truncated_answers_never_trips_the_breaker(
     )
     assert summary["journal"]["tally"]["paid_quality"]["by_model"]["gpt-4o-mini"] == paid
     assert BREAKER_ROWS - sum(paid.values()) == reused  # the repeats were not paid for
-    print(f"kills={kills}, lines after each kill={progress}, {elapsed:.1f} s")
+    print(f"kills={kills}, lines after each kill={progress}, bad ahead={ahead}, {elapsed:.1f} s")
