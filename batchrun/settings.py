@@ -403,8 +403,8 @@ class Settings:
     )
     quality_breaker: float = setting(
         0.8,
-        help="Stop when this share of the first 20+ answers is unusable; 0 turns it off "
-        "[default: 0.8].",
+        help="Stop when the run's answers are unusable over this share with 95% "
+        "confidence (20 answers at least); 0 turns it off [default: 0.8].",
         section="limits",
         flags=("--quality-breaker",),
         check=checks.share,

@@ -15,6 +15,16 @@ are not installed are skipped; the two that batchrun does not depend on install 
 
     .venv/bin/pip install jsonschema fastjsonschema
     .venv/bin/python scripts/bench_quality.py
+
+``--breaker`` measures the quality breaker's rule instead (no timing, seeded): runs
+whose answers are each unusable with a given probability are judged after every
+answer, as a run judges after every write, by the rule (`quality.breaker_trips`:
+a lower Wilson bound over 0.8, 20 answers at least) at two confidences, and by the
+rule it replaced (20 answers, 80 % of them unusable); the table gives how many runs
+stop within 1,000 answers and after how many answers. A share well under 0.8 should
+(almost) never stop a run, one near 1 should stop it within 50 answers.
+
+    .venv/bin/python scripts/bench_quality.py --breaker     # ~30 s
 """
 
 from __future__ import annotations
@@ -35,7 +45,12 @@ sys.path.insert(0, ROOT)
 
 import orjson  # noqa: E402
 
-from batchrun.output.quality import classify, compile_schema, json_path  # noqa: E402
+from batchrun.output.quality import (  # noqa: E402
+    breaker_trips,
+    classify,
+    compile_schema,
+    json_path,
+)
 
 LABELS = ["positive", "negative", "neutral"]
 with open(os.path.join(ROOT, "jobs", "schemas", "sentiment.json"), encoding="utf-8") as f:
@@ -229,10 +244,60 @@ def body_of(content: str, finish: str = "stop") -> dict[str, Any]:
     }
 
 
+BREAKER_SHARES = (0.5, 0.7, 0.75, 0.8, 0.9, 0.95, 1.0)
+
+
+def old_rule(bad: int, answers: int) -> bool:
+    """The rule before issue 31: 20 answers, 80 % of them unusable."""
+    return answers >= 20 and bad >= 0.8 * answers
+
+
+def answers_to_stop(rule: Callable[[int, int], bool], share: float, rng: Any, most: int) -> int:
+    """After how many answers ``rule`` stops a run whose answers are each unusable with
+    probability ``share``, judged after every answer (0: not within ``most``)."""
+    bad = 0
+    for answers in range(1, most + 1):
+        bad += rng.random() < share
+        if rule(bad, answers):
+            return answers
+    return 0
+
+
+def breaker(trials: int, most: int, seed: int) -> None:
+    import random
+    import statistics
+
+    rules: dict[str, Callable[[int, int], bool]] = {
+        "Wilson, 95 % (z 1.645)": lambda b, n: breaker_trips(b, n, threshold=0.8),
+        "Wilson, 97.5 % (z 1.96)": lambda b, n: breaker_trips(b, n, threshold=0.8, z=1.96),
+        "old: 20 answers, 80 %": old_rule,
+    }
+    print(f"{trials} runs per cell, judged after every answer, up to {most} answers, seed {seed}")
+    print()
+    print("| unusable share | rule | runs stopped | answers to stop: median | 95th pct |")
+    print("|---:|---|---:|---:|---:|")
+    for share in BREAKER_SHARES:
+        for name, rule in rules.items():
+            rng = random.Random(seed)
+            stops = [answers_to_stop(rule, share, rng, most) for _ in range(trials)]
+            stopped = sorted(n for n in stops if n)
+            if stopped:
+                median = f"{statistics.median(stopped):.0f}"
+                p95 = f"{stopped[int(0.95 * (len(stopped) - 1))]}"
+            else:
+                median = p95 = "-"
+            print(f"| {share:.2f} | {name} | {len(stopped) / trials:.1%} | {median} | {p95} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="best of N timed runs")
+    parser.add_argument("--breaker", action="store_true", help="measure the breaker's rule")
+    parser.add_argument("--trials", type=int, default=2000, help="--breaker: runs per cell")
     args = parser.parse_args()
+    if args.breaker:
+        breaker(args.trials, 1000, seed=31)
+        return
     repeat = args.repeat
 
     available = {}

@@ -249,7 +249,8 @@ def test_ctrl_c_leaves_batches_running_and_a_rerun_resumes(tmp_path: Path) -> No
     out = tmp_path / "run"
     config = SimConfig(batch=BatchConfig(rows_per_second=400))
     with SimThread(config) as sim:
-        cfg = settings(inp, out, sim.base_url, batch_max_requests=50)
+        # the four batches at once (the quality breaker's opening batch would go alone)
+        cfg = settings(inp, out, sim.base_url, batch_max_requests=50, quality_breaker=0)
         driver = BatchDriver(cfg, hooks=StopAfterSubmit())
         first = anyio.run(driver.run)
         assert first.exit_code == 130 and first.status == "interrupted"

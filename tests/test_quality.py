@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from batchrun.output.quality import (
+    BREAKER_Z,
     CATEGORIES,
     CONTENT_FILTER,
     EMPTY,
@@ -21,6 +22,7 @@ from batchrun.output.quality import (
     QualityCounts,
     SchemaValidator,
     Verdict,
+    breaker_trips,
     classify,
     compile_schema,
     fix_for,
@@ -28,6 +30,7 @@ from batchrun.output.quality import (
     quality_stop,
     quality_warnings,
     schema_problem,
+    wilson_lower_bound,
 )
 
 LABELS = ["positive", "negative", "neutral"]
@@ -369,6 +372,76 @@ def counts_of(**per_model: dict[str, int]) -> QualityCounts:
     return QualityCounts({m: Counter(c) for m, c in per_model.items()})
 
 
+Z95 = 1.6448536269514722  # the one-sided 95 % normal quantile
+
+
+def test_the_breaker_is_95_percent_sure() -> None:
+    assert BREAKER_Z == pytest.approx(Z95, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("bad", "answers", "z", "lower"),
+    [
+        # every answer bad: (p + z2/2n - z2/2n) / (1 + z2/n) = n / (n + z2)
+        (20, 20, Z95, 20 / (20 + Z95**2)),  # 20 / 22.7055 = 0.88084
+        (10, 10, 1.96, 10 / (10 + 1.96**2)),  # 10 / 13.8416 = 0.72246
+        # 46 of 50: p = .92, z2 = 2.70554; centre .92 + .0270554 = .9470554;
+        # margin 1.64485 * sqrt(.92 * .08 / 50 + 2.70554 / 10000) = 1.64485 * .0417439
+        # = .0686631; (.9470554 - .0686631) / (1 + .0541109) = .833302
+        (46, 50, Z95, 0.833302),
+        # 22 of 25 (the issue's resumed process): p = .88; centre .88 + .0541109 =
+        # .9341109; margin 1.64485 * sqrt(.88 * .12 / 25 + 2.70554 / 2500) =
+        # 1.64485 * .0728438 = .1198174; .8142935 / 1.1082217 = .734775
+        (22, 25, Z95, 0.734775),
+        (0, 10, Z95, 0.0),
+        (0, 0, Z95, 0.0),
+    ],
+)
+def test_wilson_lower_bound_against_hand_computed_values(
+    bad: int, answers: int, z: float, lower: float
+) -> None:
+    assert wilson_lower_bound(bad, answers, z) == pytest.approx(lower, abs=2e-6)
+
+
+@pytest.mark.parametrize(("bad", "answers"), [(1, 3), (13, 20), (45, 50), (290, 557), (999, 1000)])
+def test_wilson_lower_bound_is_the_lower_root_of_its_definition(bad: int, answers: int) -> None:
+    # Wilson's interval holds the shares w with |p - w| <= z * sqrt(w (1 - w) / n):
+    # its lower end solves (p - w)^2 = z^2 w (1 - w) / n with w <= p
+    p = bad / answers
+    w = wilson_lower_bound(bad, answers)
+    assert w <= p
+    assert (p - w) ** 2 == pytest.approx(Z95**2 * w * (1 - w) / answers, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("bad", "answers", "trips"),
+    [
+        (19, 19, False),  # every answer bad, but under the minimum of 20
+        (20, 20, True),  # 0.881 > 0.8
+        (19, 20, True),  # 0.804
+        (18, 20, False),  # 90 %, but only "over 73.8 %" with 95 % confidence
+        (22, 25, False),  # 88 %, over 73.5 %: the resumed process of issue 31
+        (45, 50, True),  # 0.808
+        (44, 50, False),  # 0.784
+        (87, 100, True),  # 0.805
+        (86, 100, False),  # 0.793
+        (290, 557, False),  # the issue's whole run: 52.1 %
+        (25, 65, False),  # a bad stretch of 25 after 40 good answers
+    ],
+)
+def test_breaker_rule(bad: int, answers: int, trips: bool) -> None:
+    assert breaker_trips(bad, answers, threshold=0.8) == trips
+    assert wilson_lower_bound(bad, answers) > 0.8 or not trips
+
+
+def test_breaker_rule_settings() -> None:
+    assert not breaker_trips(100, 100, threshold=0)  # 0: off
+    assert not breaker_trips(10**6, 10**6, threshold=1)  # the bound is never above 1
+    assert breaker_trips(5, 5, threshold=0.5, min_answers=5)  # 5 / 7.7 = 0.65
+    assert not breaker_trips(5, 5, threshold=0.5, min_answers=6)
+    assert not breaker_trips(5, 5, threshold=0.5, min_answers=5, z=3.0)  # 5 / 14 = 0.36
+
+
 def test_breaker_stops_100_of_100_truncated() -> None:
     alert = quality_stop(counts_of(m={TRUNCATED: 100}), max_tokens=6)
     assert alert is not None
@@ -379,21 +452,35 @@ def test_breaker_stops_100_of_100_truncated() -> None:
         100,
         100,
     )
+    # 100 / (100 + 2.7055) = 97.4 %
     assert alert.message == (
-        'stopping: 100 of 100 answers from m are truncated (finish_reason "length"): '
-        "raise max_tokens (now 6)"
+        'stopping: 100 of 100 answers from m are truncated (finish_reason "length"); '
+        "unusable: 100.0% of the 100 judged (at least 97.4% with 95% confidence, "
+        "over --quality-breaker 0.8): raise max_tokens (now 6)"
+    )
+
+
+def test_breaker_message_gives_the_sample_and_the_whole_run() -> None:
+    judged = counts_of(m={OK: 4, TRUNCATED: 46})
+    overall = counts_of(m={OK: 60, TRUNCATED: 140}, other={OK: 10})
+    alert = quality_stop(judged, max_tokens=16, overall=overall)
+    assert alert is not None
+    assert alert.message == (
+        'stopping: 46 of 50 answers from m are truncated (finish_reason "length"); '
+        "unusable: 92.0% of the 50 judged (at least 83.3% with 95% confidence, "
+        "over --quality-breaker 0.8), 70.0% of the run's 200: raise max_tokens (now 16)"
     )
 
 
 @pytest.mark.parametrize(
     ("ok", "bad", "stops"),
     [
-        (4, 16, True),  # 20 answers, 80 %: the threshold itself stops
-        (5, 15, False),  # 75 %
-        (0, 19, False),  # every answer bad, but under the minimum sample
+        (0, 19, False),  # under the minimum sample
         (0, 20, True),
-        (21, 84, True),  # 105 answers, 80 %
-        (22, 84, False),  # 106 answers, 79.2 %
+        (2, 18, False),  # 90 %: not over 80 % with confidence on 20 answers
+        (13, 87, True),  # 87 of 100: over 80.5 %
+        (14, 86, False),  # 86 of 100: over 79.3 %
+        (21, 84, False),  # 80 %: the threshold itself never stops
     ],
 )
 def test_breaker_boundaries(ok: int, bad: int, stops: bool) -> None:
@@ -403,14 +490,15 @@ def test_breaker_boundaries(ok: int, bad: int, stops: bool) -> None:
 
 
 def test_breaker_names_the_most_common_problem() -> None:
-    counts = counts_of(m={OK: 2, SCHEMA_ERROR: 8, TRUNCATED: 10})
+    counts = counts_of(m={OK: 2, SCHEMA_ERROR: 28, TRUNCATED: 30})
     alert = quality_stop(counts, max_tokens=50)
     assert alert is not None and alert.category == TRUNCATED
-    assert alert.message == (
-        "stopping: 18 of 20 answers from m are not usable, 10 truncated "
-        '(finish_reason "length"): raise max_tokens (now 50)'
+    assert alert.message.startswith(
+        "stopping: 58 of 60 answers from m are not usable, 30 truncated "
+        '(finish_reason "length"); unusable: 96.7% of the 60 judged'
     )
-    tie = quality_stop(counts_of(m={EMPTY: 10, REFUSAL: 10}))
+    assert alert.message.endswith(": raise max_tokens (now 50)")
+    tie = quality_stop(counts_of(m={EMPTY: 15, REFUSAL: 15}))
     assert tie is not None and tie.category == REFUSAL  # the more severe wins a tie
     unset = quality_stop(counts_of(m={TRUNCATED: 20}))
     assert unset is not None and unset.message.endswith(
@@ -420,12 +508,12 @@ def test_breaker_names_the_most_common_problem() -> None:
 
 def test_breaker_judges_each_model_and_reports_the_worst() -> None:
     # overall 50 % bad, but one model is entirely useless
-    counts = counts_of(good={OK: 100}, bad={CONTENT_FILTER: 90, OK: 10}, worse={EMPTY: 30})
+    counts = counts_of(good={OK: 100}, bad={CONTENT_FILTER: 95, OK: 5}, worse={EMPTY: 30})
     alert = quality_stop(counts)
     assert alert is not None and alert.model == "worse" and alert.category == EMPTY
     assert quality_stop(counts_of(good={OK: 100}, few={TRUNCATED: 5})) is None
     assert quality_stop(QualityCounts()) is None
-    assert quality_stop(counts_of(m={OK: 1, EMPTY: 1}), threshold=0.5, min_answers=2) is not None
+    assert quality_stop(counts_of(m={OK: 1, EMPTY: 9}), threshold=0.5, min_answers=2) is not None
 
 
 @pytest.mark.parametrize(

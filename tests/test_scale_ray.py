@@ -468,3 +468,37 @@ def test_bad_input_is_its_own_error_and_sends_nothing(
             batchrun.run(str(path), str(tmp_path / "run"), ray=cluster["address"],
                          base_url=sim.base_url, shard_rows=10, quiet=True)  # fmt: skip
         assert sim.stats.requests == 0
+
+
+def test_a_sharded_run_of_truncated_answers_stops_on_the_quality_breaker(
+    cluster: dict[str, str], key: str, tmp_path: Path
+) -> None:
+    """Each shard is an online run on its own directory and judges its own answers,
+    earlier attempts' included, with the one rule (issue 31); a shard that trips stops
+    the run: bad_answers, exit 1, as without --ray. On a rerun, a shard whose history
+    trips it stops at once."""
+    rows = [
+        {
+            "custom_id": f"r{i}",
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"row {i}"}],
+            "max_tokens": 200 if i % 20 == 19 else 5,  # the simulator answers 8+ words
+        }
+        for i in range(800)
+    ]
+    path = _write_jsonl(tmp_path / "in.jsonl", rows)
+    run_dir = tmp_path / "run"
+    options: dict[str, Any] = {"ray": True, "shard_rows": 200, "workers": 2, "quiet": True}
+    with SimThread(SimConfig(require_key=KEY, latency_ms=20)) as sim:
+        run = batchrun.run(str(path), run_dir, base_url=sim.base_url, concurrency=2, **options)
+        sent = sim.stats.requests
+        again = batchrun.run(str(path), run_dir, base_url=sim.base_url, concurrency=2, **options)
+        sent_again = sim.stats.requests - sent
+    assert (run.exit_code, run.status) == (1, "bad_answers"), run.notes
+    assert any("stopping:" in n and "are truncated" in n for n in run.notes), run.notes
+    # two shards at a time, each stopped within its first 50 answers (and -c 2 in flight)
+    assert len(_result_ids(run_dir)) == sent <= 2 * (50 + 2)
+    assert (again.exit_code, again.status) == (1, "bad_answers")
+    # a shard whose own answers trip it sends nothing (here both, usually); one stopped
+    # by the other before it was judged goes on until it trips in turn
+    assert sent_again <= 50 + 2

@@ -39,7 +39,7 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 def final_status(stop_reason: str | None, *, handover: bool, pending: int) -> str:
     """summary.json's status once the batch part of a run is over."""
-    if stop_reason in ("disk_error", "endpoint_down"):
+    if stop_reason in ("disk_error", "endpoint_down", "bad_answers"):
         return stop_reason
     if stop_reason == "budget":
         return "budget_exceeded"

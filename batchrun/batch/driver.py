@@ -23,6 +23,10 @@ One row's path, and the module that takes it each step:
    open batches (`batchrun.batch.cancel`), waits until they are cancelled, keeps what
    they finished, and the rows left go to an online run on the same directory
    (`BatchDriver.online`).
+6. The quality breaker (`batchrun.output.breaker`) judges the run's answers at start
+   and after each batch taken in, with the online run's rule and state: when it trips,
+   no shard is submitted any more, the open batches are cancelled (the rows they
+   finished are kept once they end), and the run ends ``bad_answers``, exit 1.
 
 An online run on a directory an earlier batch run left batches open in is made by
 `batchrun._api.make_runner` as a driver with ``settle_only``: it takes in the batches
@@ -77,7 +81,8 @@ from batchrun.engine.runinfo import settings_of
 from batchrun.engine.signals import run_watched
 from batchrun.errors import BatchApiError, RunDirError
 from batchrun.input.sources import Interrupted, Source
-from batchrun.output.quality import QualityCounts, compile_schema
+from batchrun.output.breaker import QualityBreaker, first_max_tokens, stop_note
+from batchrun.output.quality import QualityAlert, compile_schema
 from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import Counts
 from batchrun.output.tally import Tally
@@ -176,6 +181,7 @@ class BatchDriver:
         self.answers = Answers(
             max_attempts=cfg.max_attempts,
             validator=compile_schema(cfg.schema) if cfg.schema else None,
+            quality_breaker=cfg.quality_breaker,
         )
         self.accounts = _NoPacing()
         self.live = _Live()
@@ -190,6 +196,8 @@ class BatchDriver:
         self._handover = False
         self._refusal: str | None = None
         """Why a ``settle_only`` run may not hand over: batches still running."""
+        self._bad_answers: QualityAlert | None = None
+        """The quality breaker tripped: nothing more is submitted, open batches end."""
         self._built: _Parts | None = None
         """Made once the input is checked (`_run_prepared`)."""
 
@@ -203,8 +211,8 @@ class BatchDriver:
         return self.answers.tally
 
     @property
-    def session_quality(self) -> QualityCounts:
-        return self.answers.session_quality
+    def breaker(self) -> QualityBreaker:
+        return self.answers.breaker
 
     @property
     def max_tokens(self) -> int | None:
@@ -277,6 +285,9 @@ class BatchDriver:
         answers.failed = dict(journal.failed)
         answers.failed_now = dict(prepared.failed_now)
         answers.counts = prepared.counts
+        answers.breaker = QualityBreaker.resume(
+            self.cfg.quality_breaker, journal.tally.paid_quality, prepared.not_judged
+        )
         self._elapsed_before = journal.elapsed_s
         self.notes.extend(prepared.notes)
         return prepared
@@ -341,6 +352,7 @@ class BatchDriver:
             budget=BatchBudget.of(self.cfg, self._spent),
             followers=followers,
             deliver=finisher.write,
+            models=len(prepared.scan.models),
         )
         self._built = _Parts(shards, client, sink, books, submitter, finisher)
         self.live.started = self.clock()
@@ -407,6 +419,7 @@ class BatchDriver:
             await self._cancel_open("batchrun cancel")
         if self.settle_only:
             parts.shards.drop_uncreated()
+        await self._judge()  # earlier processes' answers may trip it already
         interval = self.cfg.poll_interval
         fallback_at = None
         if self.cfg.deadline is not None and not self.cancel_only:
@@ -415,7 +428,7 @@ class BatchDriver:
             await self._finish_final()
             if fallback_at is not None and not self._fallback and self.clock() >= fallback_at:
                 await self._fall_back()
-            if not (self._fallback or self.cancel_only or self.settle_only):
+            if not (self._fallback or self.cancel_only or self.settle_only or self._bad_answers):
                 if submitter.needs_plan:
                     await submitter.plan()
                 await submitter.submit_ready()
@@ -433,6 +446,11 @@ class BatchDriver:
                 interval = self.cfg.poll_interval
             else:
                 interval = min(interval * BACKOFF, self.cfg.poll_interval * MAX_INTERVAL_FACTOR)
+        if self._bad_answers is not None:
+            if not self.ledger.open_shards() and not self._stopping.is_set():
+                await parts.finisher.delete_orphans()
+            self.stop("bad_answers")
+            return
         if self.settle_only:
             self._settled()
         elif self._fallback and self.counts.pending and self.online is not None:
@@ -473,9 +491,10 @@ class BatchDriver:
     async def _settle_creating(self) -> None:
         """Shards whose create got no answer (`Submitter.settle_creating`); once
         cancelling, one whose batch is known not to exist is dropped."""
-        await self._parts.submitter.settle_creating(
-            drop=self._fallback or self.cancel_only or self.settle_only
+        drop = (
+            self._fallback or self.cancel_only or self.settle_only or self._bad_answers is not None
         )
+        await self._parts.submitter.settle_creating(drop=drop)
 
     # -- polling and finishing ------------------------------------------------------------
     async def _poll(self) -> bool:
@@ -549,6 +568,33 @@ class BatchDriver:
             return
         late.forget(shard)
         submitter.batch_ended(retry=bool(retry))
+        await self._judge()
+
+    # -- the quality breaker --------------------------------------------------------------
+    async def _judge(self) -> None:
+        """Ask the quality breaker (the online run's rule, over the whole run's paid
+        answers); when it trips, submit nothing more and cancel the open batches: the
+        loop then waits for them to end, takes in the rows they finished, and stops."""
+        if self._bad_answers is not None or self.cancel_only or self._stopping.is_set():
+            return
+        submitter = self._parts.submitter
+
+        def max_tokens() -> int | None:  # none planned yet: the input's first request
+            if submitter.max_tokens is not None:
+                return submitter.max_tokens
+            return first_max_tokens(submitter.source.requests())
+
+        alert = self.answers.breaker.judge(self.tally.quality, max_tokens=max_tokens)
+        if alert is None:
+            return
+        self._bad_answers = alert
+        self.notes.append(stop_note(alert))
+        self._parts.books.say(alert.message)
+        if self.ledger.open_shards():
+            self._parts.books.say(
+                "cancelling the open batches; the rows they finished are kept once they end"
+            )
+            await self._cancel_open("bad answers")
 
     # -- the deadline, cancelling ---------------------------------------------------------
     async def _fall_back(self) -> None:

@@ -179,9 +179,7 @@ class Finisher:
 
         def take() -> None:
             group: list[Outcome] = []
-            lines = self.answers.lines_of(
-                path, view, index, at, attempts, repeated, record.model
-            )
+            lines = self.answers.lines_of(path, view, index, at, attempts, repeated, record.model)
             for outcome in lines:
                 group.append(outcome)
                 if len(group) >= WRITE_LINES:

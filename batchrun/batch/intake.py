@@ -9,7 +9,9 @@ never is either (the first line is the row's answer), a retryable error with att
 left is not written (the row goes into a later batch), anything else is.
 `unanswered` then sorts the rows of a shard that have no line: resubmitted, or failed
 for good after ``max_attempts``. It also counts what was written, the one way
-(`batchrun.output.tally.Tally.count`) the online runner and a resume count it.
+(`batchrun.output.tally.Tally.count`) the online runner and a resume count it, and
+feeds the quality breaker its answers (`batchrun.output.breaker.QualityBreaker`, as the
+online runner does).
 
     answers = Answers(max_attempts=10)
     for outcome in answers.lines_of(path, view, index, at, attempts): ...
@@ -25,8 +27,9 @@ from batchrun.batch.protocol import BatchView, parse_result_line
 from batchrun.batch.workdir import IndexEntry
 from batchrun.ids import id_hash
 from batchrun.models import Outcome
+from batchrun.output.breaker import QualityBreaker
 from batchrun.output.journal import answered
-from batchrun.output.quality import OK, QualityCounts, classify
+from batchrun.output.quality import OK, classify
 from batchrun.output.summary import Counts
 from batchrun.output.tally import ASKED_MODEL, Tally
 from batchrun.output.usage import model_of
@@ -35,12 +38,15 @@ from batchrun.output.usage import model_of
 class Answers:
     """The rows answered or failed for good so far, and their counts."""
 
-    def __init__(self, *, max_attempts: int, validator: Any = None) -> None:
+    def __init__(
+        self, *, max_attempts: int, validator: Any = None, quality_breaker: float = 0.0
+    ) -> None:
         self.max_attempts = max_attempts
         self.validator = validator
         self.counts = Counts()
         self.tally = Tally()
-        self.session_quality = QualityCounts()
+        self.breaker = QualityBreaker(quality_breaker)
+        """The answers the quality breaker judges (the driver rebuilds it on resume)."""
         self.done: dict[int, int] = {}
         """id hash -> body hash of every answer in the run directory."""
         self.failed: dict[int, int] = {}
@@ -152,8 +158,8 @@ class Answers:
     def count(self, outcome: Outcome) -> None:
         """Count one written line (call after the write returned)."""
         verdict = self.tally.count_outcome(outcome, via="batch")
-        if verdict is not None and "reused" not in outcome.extra:  # judged once, as online
-            self.session_quality.add(verdict, model_of(outcome.body))
+        if verdict is not None and "reused" not in outcome.extra:
+            self.breaker.add(verdict, model_of(outcome.body))
         h = id_hash(outcome.custom_id)
         b = int(outcome.body_hash or "0", 16)
         (self.done if outcome.ok else self.failed)[h] = b

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from batchrun.cache.dedup import DedupPlan
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.rundir import remove_stray_temp_files
-from batchrun.engine.runinfo import resume_problems, write_run_info
+from batchrun.engine.runinfo import not_judged_answers, resume_problems, write_run_info
 from batchrun.errors import ConfigError, RunDirError
 from batchrun.input.sources import ScanObserver, ScanResult, Source
 from batchrun.output.journal import (
@@ -36,6 +36,7 @@ from batchrun.output.journal import (
     read_journal,
     simulated_note,
 )
+from batchrun.output.quality import QualityCounts
 from batchrun.output.summary import Counts
 from batchrun.settings import Settings
 
@@ -57,6 +58,8 @@ class Prepared:
     """Rows answered for a body they no longer have (sent again)."""
     dedupe: DedupPlan | None = None
     """Which rows repeat an earlier row's request (None: dedupe off, or no repeats)."""
+    not_judged: QualityCounts = field(default_factory=QualityCounts)
+    """Paid answers the quality breaker does not judge (`not_judged_answers`)."""
 
 
 def check_settings(cfg: Settings) -> None:
@@ -118,6 +121,9 @@ def prepare(
         ) from exc
     prepared = _adopt(cfg, source, scan, journal, notes)
     prepared.dedupe = reuse.plan if reuse is not None else None
+    prepared.not_judged = not_judged_answers(
+        os.path.join(run_dir, RUN_INFO), cfg, scan.fingerprint, journal.tally.paid_quality
+    )
     _write_run_info(cfg, scan, prepared)
     return prepared
 
@@ -186,6 +192,7 @@ def _write_run_info(cfg: Settings, scan: ScanResult, prepared: Prepared) -> None
         rows=scan.total,
         outside_input=prepared.foreign,
         changed_rows=prepared.changed,
+        not_judged=prepared.not_judged,
     )
 
 

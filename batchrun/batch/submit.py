@@ -5,7 +5,10 @@ open shard into shard files (`batchrun.batch.shards`, `batchrun.batch.workdir`),
 except the copies of an identical request, which take its answer
 (`batchrun.batch.followers`);
 `submit_ready` uploads each and creates its batch (``completion_window`` 24h,
-metadata naming run and shard), each call journaled before and after. A create
+metadata naming run and shard), each call journaled before and after. While the run
+is in the quality breaker's opening judgement (`batchrun.output.breaker`), a plan
+holds each model's first `OPENING_ANSWERS` rows only, and none while those batches
+run: the rest waits until their answers are judged. A create
 whose answer was lost is never repeated blindly: the loss is journaled
 (``create_lost``), and `settle_creating` looks for its batch by metadata
 (`batchrun.batch.reconcile`) and adopts it, or creates again once a list made well
@@ -61,6 +64,7 @@ from batchrun.errors import BatchApiError, InputError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.sources import Source
 from batchrun.models import Outcome, Request
+from batchrun.output.breaker import OPENING_ANSWERS
 from batchrun.output.journal import answered
 from batchrun.pacing.tokens import prompt_tokens
 from batchrun.settings import Settings
@@ -93,6 +97,8 @@ class Submitter:
     """Identical requests: only the first is planned (None: every row is)."""
     deliver: Callable[[list[Outcome]], None] | None = None
     """Writes lines found while planning (followers of answered leaders), on the loop."""
+    models: int = 1
+    """Models the input names (the breaker's opening judgement takes rows of each)."""
     over_budget: str | None = field(init=False, default=None)
     """Why the last plan left rows out: the cap has no room for the next one's worst
     case (they go once an open batch ends and frees its reservation, or never)."""
@@ -106,6 +112,9 @@ class Submitter:
     """max_tokens of the first request planned (0: none set), for quality messages."""
     lone_refusals: Counter[str] = field(init=False, default_factory=Counter)
     """custom_id -> refusals of its row alone with none of this run's batches queued."""
+    held_back: bool = field(init=False, default=False)
+    """The last plan left rows out for the breaker's opening judgement: plan again
+    once a batch ends."""
 
     def __post_init__(self) -> None:
         self.max_requests = self.cfg.batch_max_requests
@@ -117,7 +126,7 @@ class Submitter:
     def batch_ended(self, *, retry: bool) -> None:
         """A batch was taken in: the queue has room, its rows to retry are pending, and
         under a cap its reservation is free for the rows that did not fit."""
-        if retry or self.over_budget is not None:
+        if retry or self.over_budget is not None or self.held_back:
             self.needs_plan = True
         self.queue_full = False
 
@@ -125,9 +134,16 @@ class Submitter:
     async def plan(self) -> None:
         self.needs_plan = False
         self.over_budget = None
+        self.held_back = False
+        opening = None
+        if self.answers.breaker.opening(self.models):
+            if self.shards.ledger.open_shards():
+                self.held_back = True  # the opening batches run: judge them first
+                return
+            opening = OPENING_ANSWERS
         spent = self.budget.spent() if self.budget is not None else 0.0
         room = self._budget_room(spent)
-        planned = await anyio.to_thread.run_sync(self._plan_blocking, room, spent)
+        planned = await anyio.to_thread.run_sync(self._plan_blocking, room, spent, opening)
         if self.over_budget is not None and self.shards.running():
             self.books.say(
                 "--max-cost: no room for more rows until the open batches end (each "
@@ -165,8 +181,10 @@ class Submitter:
         return self.budget.cap - spent - reserved
 
     def _plan_blocking(
-        self, room: float | None, spent: float
+        self, room: float | None, spent: float, opening: int | None = None
     ) -> list[tuple[int, str, int, int, float | None]]:
+        """Shard files for the pending rows (``opening``: at most that many per model,
+        the breaker's opening judgement)."""
         ledger = self.shards.ledger
         planner = ShardPlanner(self.max_requests, self.cfg.batch_max_bytes, ledger.next_shard)
         writers: dict[int, ShardWriter] = {}
@@ -177,6 +195,7 @@ class Submitter:
         attempts = ledger.attempts
         retry_failed = self.cfg.retry_failed
         budget = self.budget
+        per_model: dict[str, int] = {}
 
         def close(shard: int) -> None:
             writer = writers.pop(shard)
@@ -207,6 +226,12 @@ class Submitter:
                         self._deliver(ready)
                         ready = []
                     continue
+                model = str(req.body.get("model") or "")
+                if opening is not None:
+                    if per_model.get(model, 0) >= opening:
+                        self.held_back = True  # after the opening batches are judged
+                        continue
+                    per_model[model] = per_model.get(model, 0) + 1
                 if self.max_tokens is None:  # for the answer-quality messages, as online
                     limit = req.body.get("max_tokens") or req.body.get("max_completion_tokens")
                     self.max_tokens = limit if isinstance(limit, int) else 0
@@ -221,7 +246,6 @@ class Submitter:
                         break
                     room -= worst
                 line, hashed = line_for(req.custom_id, req.body)
-                model = str(req.body.get("model") or "")
                 try:
                     placed = planner.place(model, len(line))
                 except RowTooLarge as exc:

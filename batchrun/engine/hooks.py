@@ -70,9 +70,11 @@ class RunState:
         return self._runner.tally
 
     @property
-    def session_quality(self) -> QualityCounts:
-        """This process's answers by quality."""
-        return self._runner.session_quality
+    def judged_quality(self) -> QualityCounts:
+        """The answers the quality breaker judges, by model and quality: every answer
+        paid for under the run's request settings, earlier processes' included
+        (`batchrun.output.breaker`)."""
+        return self._runner.breaker.judged
 
     @property
     def in_flight(self) -> int:

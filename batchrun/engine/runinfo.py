@@ -3,7 +3,9 @@
 A run directory answers one input with one set of request-shaping settings (the
 fingerprint, `Settings.fingerprint`). `resume_problems` says what differs between
 run.json and this run, one readable line per change; `write_run_info` records the run;
-`settings_of` reads back the settings it recorded (for `batchrun cancel DIR`).
+`settings_of` reads back the settings it recorded (for `batchrun cancel DIR`);
+`not_judged_answers` says which of the run's paid answers the quality breaker leaves
+out (those paid for under other request settings, `batchrun.output.breaker`).
 
     >>> changes("job", {"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 3]})
     ['job.b[1]: 2 -> 3']
@@ -21,6 +23,7 @@ import orjson
 from batchrun import __version__
 from batchrun.errors import RunDirError
 from batchrun.output.journal import RUN_INFO, recorded_endpoint
+from batchrun.output.quality import QualityCounts
 from batchrun.output.summary import write_json_atomic
 from batchrun.settings import Settings
 
@@ -67,6 +70,31 @@ def _had_variants(options: dict[str, Any]) -> bool:
     return bool(options.get("prompts")) or (isinstance(model, list) and len(model) > 1)
 
 
+def not_judged_answers(
+    path: str, settings: Settings, fingerprint: str, paid: QualityCounts
+) -> QualityCounts:
+    """Which of the run directory's paid answers (``paid``, the tally's) the quality
+    breaker does not judge. The same input (``fingerprint``) and request options as
+    run.json at ``path`` recorded: the answers it recorded as not judged. Another input
+    or other options (a resume with ``--force``), or a run.json that cannot be read:
+    all of them, since they answered other requests. No run.json: none (a new run)."""
+    if not os.path.exists(path):
+        return QualityCounts()
+    try:
+        with open(path, "rb") as f:
+            before = orjson.loads(f.read())
+        options = _current_shape(before.get("request_options"))
+        same = before.get("input_fingerprint") == fingerprint and not changes(
+            "", options, settings.fingerprint()
+        )
+        recorded = (before.get("quality_breaker") or {}).get("not_judged") or {}
+        if same:
+            return QualityCounts.from_state(recorded)
+    except (OSError, orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        pass
+    return QualityCounts.from_state(paid.to_state())  # a copy
+
+
 def write_run_info(
     path: str,
     settings: Settings,
@@ -75,6 +103,7 @@ def write_run_info(
     rows: int,
     outside_input: dict[str, int],
     changed_rows: int,
+    not_judged: QualityCounts | None = None,
 ) -> None:
     info = {
         "batchrun_version": __version__,
@@ -88,6 +117,8 @@ def write_run_info(
         "changed_rows": changed_rows,
         "options": _jsonable(settings.public_dict()),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # answers paid for under earlier request settings: the breaker does not judge them
+        "quality_breaker": {"not_judged": (not_judged or QualityCounts()).to_state()},
     }
     try:
         write_json_atomic(path, info)
@@ -154,6 +185,7 @@ def _jsonable(value: Any) -> Any:
 
 __all__ = [
     "changes",
+    "not_judged_answers",
     "resume_problems",
     "settings_of",
     "write_run_info",

@@ -51,13 +51,14 @@ from batchrun.engine.rundir import (
     removed_if_refused,
     taken,
 )
-from batchrun.engine.runinfo import resume_problems, write_run_info
+from batchrun.engine.runinfo import not_judged_answers, resume_problems, write_run_info
 from batchrun.engine.signals import run_watched
 from batchrun.errors import ConfigError, RunDirError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.pilot import PilotPicker, Selection
 from batchrun.input.sources import Interrupted, ScanObserver, ScanResult, Source
 from batchrun.models import Outcome, Request
+from batchrun.output.breaker import QualityBreaker, first_max_tokens, stop_note
 from batchrun.output.journal import (
     RUN_INFO,
     SUMMARY,
@@ -67,7 +68,7 @@ from batchrun.output.journal import (
     read_journal,
     simulated_note,
 )
-from batchrun.output.quality import QualityCounts, compile_schema, quality_stop
+from batchrun.output.quality import compile_schema
 from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import Counts, build_summary, write_json_atomic
 from batchrun.output.tally import Tally
@@ -186,8 +187,9 @@ class Runner:
         """Rows whose answer in the run directory is unusable (for --retry-bad-answers)."""
         schema = cfg.schema
         self._validator = compile_schema(schema) if schema else None
-        self.session_quality = QualityCounts()
-        """This process's answers by quality (what the quality breaker judges)."""
+        self.breaker = QualityBreaker(cfg.quality_breaker)
+        """The quality breaker's state: the answers it judges, the whole run's
+        (`batchrun.output.breaker`); rebuilt from the run directory in `_adopt`."""
 
     # -- set-up ---------------------------------------------------------------------
     def _path(self, name: str) -> str:
@@ -226,6 +228,7 @@ class Runner:
             rows=scan.total,
             outside_input=self._foreign,
             changed_rows=self._changed,
+            not_judged=self.breaker.not_judged,
         )
 
     def _scan(self, source: Source) -> ScanResult:
@@ -298,8 +301,12 @@ class Runner:
         return source_for(self.cfg)
 
     def _adopt(self, journal: JournalState, scan: ScanResult) -> None:
-        """Count what the run directory already holds *for this input* (`for_input`)."""
+        """Count what the run directory already holds *for this input* (`for_input`),
+        and the answers the quality breaker judges (every earlier process's)."""
         self.tally = journal.tally
+        paid = journal.tally.paid_quality
+        not_judged = not_judged_answers(self._path(RUN_INFO), self.cfg, scan.fingerprint, paid)
+        self.breaker = QualityBreaker.resume(self.cfg.quality_breaker, paid, not_judged)
         self._done = journal.done
         self._failed_before = journal.failed
         self._bad = bad = journal.bad if self.cfg.retry_bad_answers else set()
@@ -438,6 +445,8 @@ class Runner:
             # a checkpoint at once: a resume that had to parse every line pays it once,
             # and even a run killed in its first seconds leaves a summary
             self._try_checkpoint()
+            # a run whose earlier answers already trip the breaker sends nothing more
+            self._judge_answers()
             self._scheduler = Scheduler(
                 self.accounts,
                 self._lanes(source, scan.models),
@@ -623,6 +632,13 @@ class Runner:
         """max_tokens of the first request sent (0: none set), for quality messages."""
         return self._sender.max_tokens if self._sender is not None else None
 
+    def _message_max_tokens(self) -> int | None:
+        """max_tokens for a quality message: the first request sent's, or the input's
+        first request's when this process has sent nothing yet."""
+        if self.max_tokens is not None or self._source is None:
+            return self.max_tokens
+        return first_max_tokens(self._source.requests())
+
     # -- output ---------------------------------------------------------------------
     async def _write(self) -> None:
         """Group commit: everything finished over a few event-loop turns goes in one
@@ -679,25 +695,20 @@ class Runner:
             self._drain_scope.cancel()
 
     def _judge_answers(self) -> None:
-        """Quality breaker: a run whose first answers are mostly unusable (all cut
-        off by a tiny max_tokens, all off-schema) stops before paying for the rest."""
-        threshold = self.cfg.quality_breaker
-        if threshold <= 0 or self.stop_reason is not None:
+        """Quality breaker: a run whose answers are, with confidence, mostly unusable
+        (all cut off by a tiny max_tokens, all off-schema) stops before paying for
+        the rest. It judges the whole run's paid answers (`QualityBreaker`)."""
+        if self.breaker.threshold <= 0 or self.stop_reason is not None:
             return
-        alert = quality_stop(
-            self.session_quality, max_tokens=self.max_tokens or None, threshold=threshold
-        )
+        alert = self.breaker.judge(self.tally.quality, max_tokens=self._message_max_tokens)
         if alert is not None:
-            self.notes.append(
-                f"{alert.message}; then rerun with --retry-bad-answers "
-                f"(--quality-breaker 0 turns this check off)"
-            )
+            self.notes.append(stop_note(alert))
             self.stop("bad_answers")
 
     def _count(self, outcome: Outcome) -> None:
         verdict = self.tally.count_outcome(outcome)
         if verdict is not None and "reused" not in outcome.extra:
-            self.session_quality.add(verdict, model_of(outcome.body))
+            self.breaker.add(verdict, model_of(outcome.body))
         code = None if outcome.ok else (outcome.error or {}).get("code")
         self.counts.record(id_hash(outcome.custom_id), outcome.ok, code, self._failed_now)
 

@@ -51,7 +51,7 @@ A full job file (every section but [input] is optional)::
     rpm = 500            # per model; or { "gpt-4.1" = 30, "*" = 500 }
     tpm = 200000
     max_cost = 1.50      # USD
-    quality_breaker = 0.8  # stop when this share of the first answers is unusable; 0: off
+    quality_breaker = 0.8  # stop when answers are unusable over this share (95% sure); 0: off
 
     [retry]
     max_attempts = 6

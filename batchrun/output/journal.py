@@ -167,6 +167,8 @@ def _checkpoint(run_dir: str) -> dict[str, Any] | None:
         with open(os.path.join(run_dir, SUMMARY), "rb") as f:
             summary = orjson.loads(f.read())
         journal = summary["journal"]
+        if "paid_quality" not in journal["tally"]:
+            return None  # written by an older batchrun: the breaker's counts need a recount
         Tally.from_state(journal["tally"])  # validate
         return dict(journal)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -5,6 +5,8 @@ content filter, empty, or not the JSON the schema asked for. `classify` gives ea
 chat.completion body one category; `QualityCounts` adds them up per model (and is
 stored and rebuilt like `batchrun.output.tally.Tally`); `quality_stop` and `quality_warnings`
 turn the counts into a decision and one-line messages naming the setting to change.
+The breaker's rule is `breaker_trips` (a lower Wilson bound over the threshold); what
+it judges across processes and modes is `batchrun.output.breaker.QualityBreaker`.
 
 Categories, most severe first. A choice gets the first that applies; a body with
 several choices (``n > 1``) gets the most severe of its choices' categories:
@@ -34,10 +36,12 @@ compiled offline: a ``$ref`` to a URL is an error, never a download.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import jsonschema_rs
@@ -418,18 +422,74 @@ class QualityAlert:
     message: str
 
 
+BREAKER_CONFIDENCE = 0.95
+"""How sure the quality breaker must be that a model's unusable share is over its
+threshold before it stops a run (one-sided)."""
+BREAKER_Z = NormalDist().inv_cdf(BREAKER_CONFIDENCE)
+"""The normal quantile of `BREAKER_CONFIDENCE` (1.645) used for the Wilson bound."""
+BREAKER_MIN_ANSWERS = 20
+"""Answers a model needs before the breaker judges it at all."""
+
+
+def wilson_lower_bound(bad: int, answers: int, z: float = BREAKER_Z) -> float:
+    """The lower end of the Wilson score interval of the share ``bad / answers``.
+
+    The share the answers are unusable *at least*, with the confidence ``z`` stands
+    for: unlike the raw share, it is low on a small sample (20 of 20 gives 0.881 at
+    z = 1.645, 200 of 200 gives 0.987) and it is never below 0 or above 1.
+
+        >>> round(wilson_lower_bound(46, 50), 4)
+        0.8333
+    """
+    if answers <= 0:
+        return 0.0
+    p = bad / answers
+    z2 = z * z
+    centre = p + z2 / (2 * answers)
+    margin = z * math.sqrt(p * (1 - p) / answers + z2 / (4 * answers * answers))
+    return max(0.0, (centre - margin) / (1 + z2 / answers))
+
+
+def breaker_trips(
+    bad: int,
+    answers: int,
+    *,
+    threshold: float,
+    min_answers: int = BREAKER_MIN_ANSWERS,
+    z: float = BREAKER_Z,
+) -> bool:
+    """The quality breaker's rule: stop when a model's answers are unusable over
+    ``threshold`` *with confidence*: at least ``min_answers`` answers, and the lower
+    Wilson bound of the unusable share (`wilson_lower_bound`) above ``threshold``.
+
+    A small sample proves little (22 of 25 bad is 88 %, but only "over 73 %" with 95 %
+    confidence), so a resumed run's few answers, or a bad stretch after many good
+    ones, do not stop it; a run whose answers are nearly all bad still stops early
+    (0.8: 20 of 20 bad, 45 of 50).
+
+        >>> breaker_trips(22, 25, threshold=0.8), breaker_trips(45, 50, threshold=0.8)
+        (False, True)
+    """
+    if threshold <= 0 or answers < max(1, min_answers):
+        return False
+    return wilson_lower_bound(bad, answers, z) > threshold
+
+
 def quality_stop(
     counts: QualityCounts,
     *,
     max_tokens: int | None = None,
     threshold: float = 0.8,
-    min_answers: int = 20,
+    min_answers: int = BREAKER_MIN_ANSWERS,
+    overall: QualityCounts | None = None,
 ) -> QualityAlert | None:
-    """Whether the run should stop: a model whose answers are mostly useless.
+    """Whether the run should stop: a model whose judged answers are, with confidence,
+    mostly unusable (`breaker_trips` on each model of ``counts``).
 
-    Stops when, for some model with at least ``min_answers`` answers, the share that
-    is not ok reaches ``threshold``; the message names the most common problem and the
-    setting to change. Of several such models, the one with the highest share.
+    The message names the most common problem and the setting to change, the share
+    of the answers judged with its confidence bound, and the share over every answer
+    of the run (``overall``: the run's counts, reused answers included). Of several
+    such models, the one with the highest share.
 
         >>> counts = QualityCounts({"m": Counter({TRUNCATED: 20})})
         >>> alert = quality_stop(counts, max_tokens=6)
@@ -440,7 +500,7 @@ def quality_stop(
     for model, per_model in sorted(counts.by_model.items()):
         answers = sum(per_model.values())
         bad = answers - per_model[OK]
-        if answers < min_answers or bad / answers < threshold:
+        if not breaker_trips(bad, answers, threshold=threshold, min_answers=min_answers):
             continue
         category, count = _most_common_problem(per_model)
         share = bad / answers
@@ -448,13 +508,22 @@ def quality_stop(
         lead = f"{bad} of {answers} answers from {model} are not usable, {count}"
         if count == bad:
             lead = f"{count} of {answers} answers from {model} are"
+        shares = (
+            f"unusable: {share:.1%} of the {answers} judged (at least "
+            f"{wilson_lower_bound(bad, answers):.1%} with {BREAKER_CONFIDENCE:.0%} "
+            f"confidence, over --quality-breaker {threshold:g})"
+        )
+        run = overall.by_model.get(model) if overall is not None else None
+        if run:
+            run_answers = sum(run.values())
+            shares += f", {(run_answers - run[OK]) / run_answers:.1%} of the run's {run_answers}"
         alert = QualityAlert(
             model,
             category,
             count,
             bad,
             answers,
-            f"stopping: {lead} {what}: {fix_for(category, max_tokens)}",
+            f"stopping: {lead} {what}; {shares}: {fix_for(category, max_tokens)}",
         )
         if worst is None or share > worst[0]:
             worst = (share, alert)

@@ -86,6 +86,9 @@ class Tally:
     error_codes: Counter[str] = field(default_factory=Counter)
     quality: QualityCounts = field(default_factory=QualityCounts)
     """Every answer by quality category and model (`batchrun.output.quality`)."""
+    paid_quality: QualityCounts = field(default_factory=QualityCounts)
+    """The same for the answers paid for (not reused from the cache or an identical
+    request): what the quality breaker judges (`batchrun.output.breaker`)."""
     reused: Counter[str] = field(default_factory=Counter)
     """Answers not sent for: "cache" (the response cache), "run" (an identical request
     of this run was sent once)."""
@@ -145,6 +148,8 @@ class Tally:
                     self.batch_usage.add(model, usage)
             verdict = Verdict(quality or OK, first_finish_reason(body))
             self.quality.add(verdict, model)
+            if reused is None:
+                self.paid_quality.add(verdict, model)
             return verdict
         if error_code:
             self.error_codes[error_code] += 1
@@ -203,6 +208,7 @@ class Tally:
             "rate_limited": self.rate_limited,
             "error_codes": dict(self.error_codes),
             "quality": self.quality.to_state(),
+            "paid_quality": self.paid_quality.to_state(),
             "reused": dict(self.reused),
             "saved": {"usage": self.saved.total.to_dict(), "by_model": self.saved.by_model_dict()},
             "batch_by_model": self.batch_usage.by_model_dict(),
@@ -232,6 +238,7 @@ class Tally:
             rate_limited=int(state["rate_limited"]),
             error_codes=Counter({str(k): int(v) for k, v in state["error_codes"].items()}),
             quality=QualityCounts.from_state(state.get("quality") or {}),
+            paid_quality=QualityCounts.from_state(state.get("paid_quality") or {}),
             reused=Counter({str(k): int(v) for k, v in (state.get("reused") or {}).items()}),
             saved=_saved(state.get("saved") or {}),
             skips_simulated=bool(state.get("skips_simulated", False)),

@@ -59,6 +59,7 @@ def merge_tally(into: Tally, other: Tally) -> Tally:
     into.rate_limited += other.rate_limited
     into.error_codes.update(other.error_codes)
     into.quality.merge(other.quality)
+    into.paid_quality.merge(other.paid_quality)
     into.reused.update(other.reused)
     into.by_mode.update(other.by_mode)
     for answered, asked in other.asked.items():
