@@ -74,7 +74,11 @@ def settings_for(
         values["out_dir"] = os.fspath(out_dir)
     settings = Settings(**values)
     if settings.input is None:
-        raise ConfigError("no INPUT given (pass a request file, rows, or a job file)")
+        where = f" or as [input] path in {loaded.path}" if loaded is not None else ""
+        raise ConfigError(
+            f"no INPUT given: name the input file (batchrun run data.jsonl ...){where}"
+            " (Python: a file or rows)"
+        )
     problems = consistency_problems(values, has_prompt=settings.is_dataset)
     if problems:
         raise ConfigError("; ".join(problems))

@@ -12,12 +12,12 @@ and the fingerprint run.json records (`Settings.fingerprint`).
 Adding a setting is one declaration::
 
     poll_interval: float = setting(
-        60.0, section="batch", flags=("--poll-interval",), check=checks.positive_number,
+        60.0, section="batch", check=checks.positive_number,
         help="Seconds between two looks at a running batch.",
     )
 
-and it is at once ``--poll-interval``, ``[batch] poll_interval`` and
-``batchrun.run(..., poll_interval=30)``.
+and it is at once ``--poll-interval`` (a flag named after it, unless it names its own
+``flags``), ``[batch] poll_interval`` and ``batchrun.run(..., poll_interval=30)``.
 
     >>> s = Settings.build(input="req.jsonl", model="gpt-4o-mini", concurrency="8")
     >>> s.concurrency, s.model
@@ -50,11 +50,14 @@ class Spec:
     """Job-file table ("endpoint", "limits", ...); None: not in job files."""
     key: str | None = None
     """Key in that table (default: the field's name); "*": the whole table."""
-    flags: tuple[str, ...] = ()
-    """Command-line flags; () for none. ``("--stream/--no-stream",)`` for a toggle."""
+    flags: tuple[str, ...] | None = None
+    """Command-line flags. None: derived from the name (``id_column`` ->
+    ``--id-column``) for a setting that is one job-file key; () for none.
+    ``("--stream/--no-stream",)`` for a toggle."""
     kind: str = "value"
     """On the command line: "value", "flag" (present = True), "toggle", "multiple",
-    "optional" (a value that may be left out: ``--serve`` or ``--serve 8080``)."""
+    "optional" (a value that may be left out: ``--serve`` or ``--serve 8080``), "json"
+    (JSON text, or a file holding it)."""
     metavar: str | None = None
     flag_value: str = "0"
     """"optional" kind: the value a bare flag gives (to its check)."""
@@ -65,6 +68,49 @@ class Spec:
     aliases: tuple[str, ...] = ()
     """Other Python keyword names for it."""
     choices: tuple[str, ...] | None = None
+    parts: tuple[Part, ...] = ()
+    """A table setting's keys that have options of their own (``[eval] field`` ->
+    ``--eval-field``); given on the command line they are laid over the job file's
+    table key by key (`Partial`)."""
+    part_prefix: str | None = None
+    """Before a part's key in its derived flag (None: the section and a dash)."""
+    argument: str | None = None
+    """The command line's positional argument that gives it (``INPUT``), if any."""
+    merge: str = "replace"
+    """How a given value meets the job file's: "replace", or "keys" (a table whose
+    given keys are laid over the file's, the others kept: [request], [prompts])."""
+
+    def part_flags(self, part: Part) -> tuple[str, ...]:
+        """A part's flags: its own, or ``--<prefix><key>`` (a toggle: and ``--no-...``)."""
+        if part.flags is not None:
+            return part.flags
+        prefix = self.part_prefix if self.part_prefix is not None else f"{self.section}-"
+        flag = f"--{prefix}{part.key}".replace("_", "-")
+        return (f"{flag}/--no-{flag[2:]}",) if part.kind == "toggle" else (flag,)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One key of a table setting with an option of its own: ``[eval] field`` is
+    ``--eval-field``, ``[request] temperature`` is ``--temperature``. ``check`` turns
+    the option's text into the key's value (and refuses a bad one, naming the flag);
+    the whole table is checked again once laid over the job file's."""
+
+    key: str
+    """The key in the table; "*": any key, given as KEY=VALUE (``--body``)."""
+    help: str
+    flags: tuple[str, ...] | None = None
+    """None: derived (`Spec.part_flags`)."""
+    kind: str = "value"
+    """"value", "toggle", "multiple" or "pairs" (KEY=VALUE, repeatable)."""
+    metavar: str | None = None
+    check: Check | None = None
+    choices: tuple[str, ...] | None = None
+
+
+class Partial(dict[str, Any]):
+    """Some keys of a table setting (the command line's parts), to lay over the table
+    a job file gives (`batchrun.jobs.jobfile.merge`), not to replace it."""
 
 
 def setting(default: Any = None, *, factory: Callable[[], Any] | None = None, **spec: Any) -> Any:
@@ -138,12 +184,14 @@ class Settings:
         help="The requests: a JSONL, JSONL.gz or Parquet file (Python: also rows in memory).",
         section="input",
         key="path",
+        argument="INPUT",
         check=checks.input_file,
     )
     id_column: str | None = setting(
         help="Input column holding each row's id (custom_id); without it: row-<n>.",
         section="input",
         flags=("--id-column",),
+        metavar="COLUMN",
         check=checks.text,
         fingerprint=True,
     )
@@ -212,6 +260,7 @@ class Settings:
         help="Header that carries the key, e.g. api-key (Azure).",
         section="endpoint",
         flags=("--auth-header",),
+        metavar="NAME",
         check=checks.text,
     )
     headers: tuple[tuple[str, str], ...] = setting(
@@ -220,6 +269,7 @@ class Settings:
         section="endpoint",
         flags=("-H", "--header"),
         kind="multiple",
+        metavar="'NAME: VALUE'",
         check=checks.headers,
     )
     max_response_bytes: int = setting(
@@ -256,10 +306,88 @@ class Settings:
         key="*",
         check=checks.body_defaults,
         fingerprint=True,
+        merge="keys",
+        part_prefix="",
+        parts=(
+            Part(
+                "temperature",
+                "Sampling temperature, 0 to 2 (0: the steadiest answers, "
+                "which the cache and in-run dedupe may reuse).",
+                metavar="FLOAT",
+                check=checks.body_field("temperature"),
+            ),
+            Part(
+                "top_p",
+                "Nucleus sampling: the share of probability mass sampled from.",
+                metavar="FLOAT",
+                check=checks.body_field("top_p"),
+            ),
+            Part(
+                "max_tokens",
+                "Most tokens per answer (also what a request can cost at most).",
+                metavar="N",
+                check=checks.body_field("max_tokens"),
+            ),
+            Part(
+                "max_completion_tokens",
+                "Most tokens per answer, reasoning included "
+                "(reasoning models; instead of --max-tokens).",
+                metavar="N",
+                check=checks.body_field("max_completion_tokens"),
+            ),
+            Part(
+                "seed",
+                "The body's seed: repeatable sampling where the provider supports "
+                "it (--seed is --sample's).",
+                flags=("--request-seed",),
+                metavar="N",
+                check=checks.body_field("seed"),
+            ),
+            Part(
+                "n",
+                "Answers per request (results.parquet keeps the first).",
+                metavar="N",
+                check=checks.body_field("n"),
+            ),
+            Part(
+                "stop",
+                "A sequence that ends the answer (repeatable).",
+                kind="multiple",
+                metavar="TEXT",
+                check=checks.body_field("stop"),
+            ),
+            Part(
+                "presence_penalty",
+                "-2 to 2: penalise tokens already present.",
+                metavar="FLOAT",
+                check=checks.body_field("presence_penalty"),
+            ),
+            Part(
+                "frequency_penalty",
+                "-2 to 2: penalise frequent tokens.",
+                metavar="FLOAT",
+                check=checks.body_field("frequency_penalty"),
+            ),
+            Part(
+                "reasoning_effort",
+                "Reasoning models: minimal, low, medium or high.",
+                metavar="LEVEL",
+                check=checks.body_field("reasoning_effort"),
+            ),
+            Part(
+                "*",
+                "Any other body field, FIELD=VALUE (repeatable; VALUE is read as "
+                "JSON when it is JSON, else as text): --body top_k=5.",
+                flags=("--body",),
+                kind="pairs",
+                metavar="FIELD=VALUE",
+                check=checks.body_pairs,
+            ),
+        ),
     )
     # -- prompt (dataset jobs) -------------------------------------------------------
     system: str | None = setting(
-        help="System message template.",
+        help="System message template (dataset rows; {column} placeholders).",
         section="prompt",
         check=checks.template_text,
         fingerprint=True,
@@ -274,8 +402,11 @@ class Settings:
         fingerprint=True,
     )
     messages: tuple[dict[str, str], ...] | None = setting(
-        help="Message templates [{role, content}, ...] (instead of system/prompt).",
+        help="Message templates [{role, content}, ...] (instead of system/prompt): JSON "
+        "text or a .json file holding it.",
         section="prompt",
+        kind="json",
+        metavar="JSON|FILE",
         check=checks.messages,
         fingerprint=True,
     )
@@ -285,6 +416,7 @@ class Settings:
         "variant (and per model), to compare them.",
         section="prompts",
         key="*",
+        merge="keys",
         flags=("--variant",),
         kind="multiple",
         metavar="NAME=TEMPLATE",
@@ -316,6 +448,7 @@ class Settings:
         help="The answer's format: a JSON schema, a Pydantic model, or {type = ...}.",
         section="response_format",
         key="*",
+        flags=(),  # issue 30 gives it --response-format / --schema FILE
         check=checks.response_format,
         fingerprint=True,
     )
@@ -416,6 +549,7 @@ class Settings:
         section="output",
         key="dir",
         flags=("-o", "--out"),
+        metavar="DIR",
         check=checks.path_value,
     )
     write_parquet: bool = setting(
@@ -570,6 +704,45 @@ class Settings:
         section="eval",
         key="*",
         check=checks.evaluation,
+        parts=(
+            Part(
+                "reference_column",
+                "Score the answers against this input column.",
+                flags=("--eval-reference",),
+                metavar="COLUMN",
+                check=checks.text,
+            ),
+            Part(
+                "compare",
+                "How an answer is compared with the reference: the whole "
+                "content, one field of the JSON answer, or a number [default: exact].",
+                choices=checks.COMPARES,
+                check=checks.choice(*checks.COMPARES),
+            ),
+            Part(
+                "field",
+                "The answer's JSON field (or number) to compare.",
+                metavar="FIELD",
+                check=checks.text,
+            ),
+            Part(
+                "tolerance",
+                "compare number: correct within this much.",
+                check=checks.non_negative_number,
+            ),
+            Part(
+                "normalize",
+                "Compare labels case- and space-insensitively [default: on].",
+                kind="toggle",
+                check=checks.boolean,
+            ),
+            Part(
+                "interval",
+                "A bootstrap interval for accuracy [default: on].",
+                kind="toggle",
+                check=checks.boolean,
+            ),
+        ),
     )
     prices: str | None = setting(
         help="TOML price file adding/overriding model prices.",
@@ -580,6 +753,7 @@ class Settings:
     )
     name: str | None = setting(
         help="The job's name (job files: defaults to the file's stem).",
+        metavar="NAME",
         section="",
         check=checks.text,
     )
@@ -598,9 +772,12 @@ class Settings:
     # -- building ------------------------------------------------------------------------
     @classmethod
     def specs(cls) -> Iterator[tuple[str, Spec]]:
-        """(field name, spec) of every setting, in declaration order."""
-        for f in fields(cls):
-            yield f.name, f.metadata[SPEC]
+        """(field name, spec) of every setting, in declaration order; flags left to be
+        derived are filled in (`Spec.flags`)."""
+        global _SPECS
+        if _SPECS is None:
+            _SPECS = [(f.name, _derived(f.name, f.metadata[SPEC])) for f in fields(cls)]
+        yield from _SPECS
 
     @classmethod
     def spec(cls, name: str) -> Spec:
@@ -771,6 +948,18 @@ class Settings:
         return cls(**values)
 
 
+_SPECS: list[tuple[str, Spec]] | None = None
+
+
+def _derived(name: str, spec: Spec) -> Spec:
+    """``spec`` with its flags filled in: a setting that is one job-file key gets
+    ``--<name>`` unless it names its own flags or none (``flags=()``)."""
+    if spec.flags is not None:
+        return spec
+    one_key = spec.section is not None and spec.key != "*" and spec.argument is None
+    return replace(spec, flags=(f"--{name.replace('_', '-')}",) if one_key else ())
+
+
 _SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie")
 
 
@@ -851,6 +1040,8 @@ __all__ = [
     "Evaluation",
     "Quota",
     "ResponseFormat",
+    "Part",
+    "Partial",
     "Settings",
     "Spec",
     "setting",

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from batchrun.checks import BODY_ALIASES
 from batchrun.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -251,9 +252,7 @@ def build_body(
     return body
 
 
-# Fields that say the same thing: a body setting one must not get the other as well
-# (OpenAI rejects max_tokens next to max_completion_tokens).
-_ALIASES = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
+_ALIASES = BODY_ALIASES
 
 
 def apply_defaults(body: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
