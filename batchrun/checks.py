@@ -323,7 +323,6 @@ def input_file(value: Any, where: Where) -> Any:
     return path
 
 
-@shown_as("URL")
 def base_url(value: Any, where: Where) -> str:
     text(value, where)
     if value == "sim":

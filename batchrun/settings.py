@@ -231,6 +231,7 @@ class Settings:
         help=f"API base URL, or 'sim' for the built-in simulator [default: {DEFAULT_BASE_URL}].",
         section="endpoint",
         flags=("--base-url",),
+        metavar="URL",
         envvar="OPENAI_BASE_URL",
         check=checks.base_url,
     )
