@@ -777,7 +777,11 @@ class Settings:
         derived are filled in (`Spec.flags`)."""
         global _SPECS
         if _SPECS is None:
-            _SPECS = [(f.name, _derived(f.name, f.metadata[SPEC])) for f in fields(cls)]
+            _SPECS = [
+                (f.name, _derived(f.name, f.metadata[SPEC]))
+                for f in fields(cls)
+                if SPEC in f.metadata
+            ]
         yield from _SPECS
 
     @classmethod
