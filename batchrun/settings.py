@@ -486,6 +486,18 @@ class Settings:
         flags=("--max-cost",),
         check=checks.non_negative_number,
     )
+    context_window: Quota = setting(
+        factory=Quota,
+        help="Context window in tokens of every model, or of one (repeatable: "
+        "--context-window 32768 --context-window my-model=8192) [default: genai-prices' "
+        "table; a model it does not know is not checked]. A row whose prompt and max "
+        "tokens do not fit is a bad row, found before anything is sent.",
+        section="limits",
+        flags=("--context-window",),
+        kind="multiple",
+        metavar="[MODEL=]N",
+        check=checks.quota,
+    )
     quality_breaker: float = setting(
         0.8,
         help="Stop when this share of the first 20+ answers is unusable; 0 turns it off "
@@ -761,7 +773,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         # typed construction (tests, the library) may say None for "no quota"
-        for name in ("rpm", "tpm"):
+        for name in ("rpm", "tpm", "context_window"):
             value = getattr(self, name)
             if value is None:
                 object.__setattr__(self, name, Quota())
@@ -932,7 +944,7 @@ class Settings:
         """The settings a run recorded (`public_dict`), to look at the run again."""
         data = _current_names(data)
         values = {n: data[n] for n, _ in cls.specs() if data.get(n) is not None}
-        for key in ("rpm", "tpm"):
+        for key in ("rpm", "tpm", "context_window"):
             quota = values.get(key)
             if isinstance(quota, Mapping):
                 pairs = tuple((str(m), float(n)) for m, n in quota.get("by_model") or ())

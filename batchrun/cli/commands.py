@@ -69,6 +69,8 @@ ESTIMATE_SETTINGS = (
     "seed",
     "dedupe",
     "cache_policy",
+    "context_window",
+    "skip_invalid",
 )
 
 

@@ -50,6 +50,7 @@ line instead of in [input] path)::
     rpm = 500            # per model; or { "gpt-4.1" = 30, "*" = 500 }
     tpm = 200000
     max_cost = 1.50      # USD
+    context_window = { "my-model" = 32768 }  # tokens; default: genai-prices' table
     quality_breaker = 0.8  # stop when this share of the first answers is unusable; 0: off
 
     [retry]
