@@ -46,6 +46,8 @@ class Prepared:
     """Lines that count for nothing now: ids the input lacks, answers to old bodies."""
     changed: int = 0
     """Rows answered for a body they no longer have (sent again)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the hooks warned of before anything was sent."""
 
 
 def check_settings(cfg: Settings) -> None:
@@ -87,7 +89,7 @@ def prepare(
     fingerprint = source.fingerprint()
     _check_run_info(cfg, fingerprint, notes)
     scan = _scan(cfg, source, should_stop)
-    hooks.before_send(state, scan)
+    warnings = list(hooks.before_send(state, scan) or ())
     try:
         journal = read_journal(run_dir)
     except ValueError as exc:
@@ -97,6 +99,7 @@ def prepare(
             f"{exc.filename or run_dir}: cannot read the run's output ({exc.strerror})"
         ) from exc
     prepared = _adopt(cfg, source, scan, journal, notes)
+    prepared.warnings = warnings
     _write_run_info(cfg, scan, prepared)
     return prepared
 

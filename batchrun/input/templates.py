@@ -98,6 +98,22 @@ def _compile(text: str) -> tuple[_Part, ...]:
     return tuple(parts)
 
 
+def columns_note(name: str, columns: Sequence[str]) -> str:
+    """The columns a template could have meant, for a name that is none of them.
+
+    >>> columns_note("txet", ["id", "text"])
+    "(columns: id, text; did you mean 'text'?)"
+    """
+    import difflib
+
+    shown = ", ".join(columns[:_MAX_COLUMNS_SHOWN])
+    if len(columns) > _MAX_COLUMNS_SHOWN:
+        shown += f", ... ({len(columns)} in all)"
+    close = difflib.get_close_matches(name, list(columns), 1, 0.75)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"(columns: {shown}{hint})" if columns else "(no columns)"
+
+
 def as_text(value: Any) -> str:
     """A row value as prompt text.
 
@@ -195,14 +211,11 @@ class PromptTemplate:
     def _missing(
         self, row: Mapping[str, Any], column: str, row_label: str, path: str
     ) -> InputError:
-        names = [str(k) for k in row]
-        shown = ", ".join(names[:_MAX_COLUMNS_SHOWN])
-        if len(names) > _MAX_COLUMNS_SHOWN:
-            shown += f", ... ({len(names)} in all)"
         return InputError(
             path,
             row_label,
-            f"template placeholder {{{column}}} has no column '{column}' (columns: {shown})",
+            f"template placeholder {{{column}}} has no column '{column}' "
+            + columns_note(column, [str(k) for k in row]),
         )
 
     def __repr__(self) -> str:
