@@ -22,7 +22,7 @@ from batchrun._api import Run, RunStream, arun, estimate, open, run, run_job, st
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BatchrunError, BudgetExceeded, ConfigError, InputError, RunDirError
 from batchrun.models import Outcome
-from batchrun.settings import Evaluation, Quota, ResponseFormat, Settings
+from batchrun.settings import Evaluation, Prices, Quota, ResponseFormat, Settings
 
 __all__ = [
     "BatchrunError",
@@ -31,6 +31,7 @@ __all__ = [
     "Evaluation",
     "InputError",
     "Outcome",
+    "Prices",
     "Quota",
     "ResponseFormat",
     "Run",

@@ -72,6 +72,9 @@ def settings_for(
         values["input"] = input if not isinstance(input, os.PathLike) else os.fspath(input)
     if out_dir is not None:
         values["out_dir"] = os.fspath(out_dir)
+    if values.get("response_format") is not None:  # a schema without a title: the job's name
+        job_name = values.get("name") or (loaded.name if loaded is not None else None)
+        values["response_format"] = values["response_format"].named(job_name)
     settings = Settings(**values)
     if settings.input is None:
         where = f" or as [input] path in {loaded.path}" if loaded is not None else ""

@@ -33,7 +33,15 @@ from batchrun.redact import looks_like_key
 Check = Callable[[Any, "Where"], Any]
 _C = TypeVar("_C", bound=Check)
 
-INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".pq")
+INPUT_SUFFIXES = (
+    ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".pq",
+    ".csv", ".csv.gz", ".tsv", ".tsv.gz",
+)  # fmt: skip
+COLUMN_TYPES = ("string", "int", "float", "bool", "json")
+"""CSV/TSV column types (`batchrun.input.delimited`)."""
+_PYTHON_COLUMN_TYPES = {
+    str: "string", int: "int", float: "float", bool: "bool", dict: "json", list: "json",
+}  # fmt: skip
 AUTH_STYLES = ("bearer", "raw", "none")
 FORMAT_TYPES = ("json_schema", "json_object", "text")
 COMPARES = ("exact", "json_field", "number")
@@ -321,6 +329,45 @@ def input_file(value: Any, where: Where) -> Any:
             f"unsupported file type {Path(path).name!r} (use one of {', '.join(INPUT_SUFFIXES)})"
         )
     return path
+
+
+def column_types(value: Any, where: Where) -> dict[str, str] | None:
+    """CSV/TSV column types: ``--column-type score=float`` (repeatable), ``column_types =
+    { score = "float" }`` or ``column_types={"score": float}`` (Python types name theirs).
+
+    >>> column_types(("id=string", "score=FLOAT"), Where("--column-type"))
+    {'id': 'string', 'score': 'float'}
+    """
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, list | tuple):
+        items = []
+        for entry in value:
+            name, sep, kind = str(entry).rpartition("=")
+            if not sep or not name:
+                types = ", ".join(COLUMN_TYPES)
+                raise where.fail(f"{show(entry)}: give COLUMN=TYPE (types: {types})")
+            items.append((name, kind))
+    else:
+        raise where.fail(f"must be a table of column = type (got {show(value)})")
+    out: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for name, kind in items:
+        label = where.at(_key(name)).label if isinstance(value, Mapping) else where.label
+        named = _PYTHON_COLUMN_TYPES.get(kind) if isinstance(kind, type) else None
+        if named is None and isinstance(kind, str) and kind.strip().lower() in COLUMN_TYPES:
+            named = kind.strip().lower()
+        if named is None:
+            shown = kind.__name__ if isinstance(kind, type) else show(kind)
+            hint = suggest(kind, COLUMN_TYPES) if isinstance(kind, str) else ""
+            problems.append(
+                (label, f"{name}: unknown type {shown}{hint} (types: {', '.join(COLUMN_TYPES)})")
+            )
+            continue
+        out[name] = named
+    if problems:
+        raise Invalid(problems)
+    return out or None
 
 
 def base_url(value: Any, where: Where) -> str:
@@ -708,96 +755,68 @@ def json_schema(value: Any, where: Where) -> dict[str, Any]:
 
 
 def response_format(value: Any, where: Where) -> Any:
-    """A `batchrun.settings.ResponseFormat` from a job table, an OpenAI body field, a
-    JSON schema, or a Pydantic model class."""
-    from batchrun.settings import ResponseFormat
+    """A `batchrun.settings.ResponseFormat` from any accepted spelling: a Pydantic model
+    class, a plain JSON Schema (or a .json file of one), OpenAI's envelope, the short
+    ``{type, name, schema}`` form, "json_object" or "text" (`batchrun.response_formats`).
+    """
+    from batchrun.response_formats import response_format as parsed
 
-    if value is None or isinstance(value, ResponseFormat):
+    return parsed(value, where)
+
+
+PRICE_KEYS = ("file", "models")
+
+
+def prices(value: Any, where: Where) -> Any:
+    """The user's model prices: a price file (a path; ``--prices FILE``), or a job
+    file's [prices] table (``file = "..."`` and/or ``[prices.models."NAME"]`` entries),
+    or in Python a dict of model -> entry (or ``{"file": ..., "models": {...}}``). A
+    file alone stays its path; entries make a `batchrun.settings.Prices`. Every entry
+    is checked here, before anything is sent.
+
+    >>> prices({"m": {"input": 1, "output": 2}}, Where("prices=")).models["m"]["input"]
+    1
+    """
+    from batchrun.cost.pricefile import model_prices
+    from batchrun.settings import Prices
+
+    if value is None or isinstance(value, Prices):
         return value
-    if isinstance(value, type) and hasattr(value, "model_json_schema"):  # a Pydantic model
-        model_schema = _strict_schema(value.model_json_schema())
-        name = value.__name__[:64]
-        return ResponseFormat("json_schema", name, json_schema(model_schema, where), True)
+    if isinstance(value, str | os.PathLike):
+        return existing_file(os.fspath(value), where)
     if not isinstance(value, Mapping):
-        raise where.fail(f"must be a table with a type (got {show(value)})")
-    if "json_schema" in value and isinstance(value["json_schema"], Mapping):  # OpenAI's shape
-        inner = value["json_schema"]
-        value = {"type": "json_schema", **inner}
-    elif "type" not in value and "properties" in value:  # a bare JSON schema
-        value = {"type": "json_schema", "schema": value}
+        raise where.fail(
+            f"must be a price file's path or a table of model prices (got {show(value)})"
+        )
+    table_form = where.from_file or (bool(value) and set(value) <= set(PRICE_KEYS))
     problems: list[tuple[str, str]] = []
-    kind = value.get("type")
-    known = ("type", "name", "schema", "schema_file", "strict")
-    for key in value:
-        if key not in known and key not in SECRET_KEY_NAMES:
-            problems.append((f"{where.label}.{key}", "unknown key" + suggest(str(key), known)))
-    if kind is None:
-        raise Invalid([*problems, (f"{where.label}.type", "required")])
-    if kind not in FORMAT_TYPES:
-        raise Invalid(
-            [
-                *problems,
-                (
-                    f"{where.label}.type",
-                    f"must be one of {', '.join(FORMAT_TYPES)} (got {kind!r})"
-                    + suggest(str(kind), FORMAT_TYPES),
-                ),
-            ]
-        )
-    if kind != "json_schema":
-        for key in ("schema", "schema_file", "name", "strict"):
-            if key in value:
-                problems.append((f"{where.label}.{key}", 'only applies to type = "json_schema"'))
-        if problems:
-            raise Invalid(problems)
-        return ResponseFormat(kind)
-    strict = value.get("strict", True)
-    if not isinstance(strict, bool):
-        problems.append((f"{where.label}.strict", f"must be true or false (got {show(strict)})"))
-    name = value.get("name") or "response"
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
-        problems.append(
-            (f"{where.label}.name", f"must be 1-64 letters, digits, _ or - (got {name!r})")
-        )
-    inline, file_key = value.get("schema"), value.get("schema_file")
-    schema: dict[str, Any] | None = None
-    if (inline is None) == (file_key is None):
-        problems.append(
-            (
-                where.label,
-                'json_schema needs exactly one of schema = { ... } or schema_file = "..."',
-            )
-        )
-    else:
-        try:
-            if inline is not None:
-                schema = json_schema(inline, where.at("schema"))
-            else:
-                schema = json_schema(
-                    _read_json(file_key, where.at("schema_file")), where.at("schema_file")
+    file: str | None = None
+    models: Any = value
+    if table_form:
+        for key in value:
+            if key not in PRICE_KEYS:
+                problems.append(
+                    (where.at(str(key)).label, "unknown key" + suggest(key, PRICE_KEYS))
                 )
-        except Invalid as exc:
-            problems.extend(exc.problems)
+        if value.get("file") is not None:
+            try:
+                file = existing_file(value["file"], where.at("file"))
+            except Invalid as exc:
+                problems.extend(exc.problems)
+        models = value.get("models", {})
+        if not isinstance(models, Mapping):
+            problems.append((where.at("models").label, f"must be a table (got {show(models)})"))
+            models = {}
+    at = where.at("models").label if table_form else where.label
+    found: list[str] = []
+    model_prices(models, at, found)
+    problems.extend(("", problem) for problem in found)
     if problems:
         raise Invalid(problems)
-    assert schema is not None
-    return ResponseFormat("json_schema", name, schema, bool(strict))
-
-
-def _read_json(value: Any, where: Where) -> Any:
-    path = Path(existing_file(value, where))
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise where.fail(f"{path.name} is not valid JSON: {exc}") from exc
-
-
-def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A Pydantic model's schema as OpenAI's strict mode wants it: no extra keys."""
-    out = dict(schema)
-    if out.get("type") == "object":
-        out.setdefault("additionalProperties", False)
-    return out
+    if not models:
+        return file
+    entries = {str(name): dict(entry) for name, entry in models.items()}
+    return Prices(file, entries)
 
 
 def evaluation(value: Any, where: Where) -> Any:

@@ -140,25 +140,42 @@ class Quota:
 
 @dataclass(frozen=True)
 class ResponseFormat:
-    """The answer's format: free text, any JSON object, or JSON fitting a schema."""
+    """The answer's format: free text, any JSON object, or JSON fitting a schema.
+
+    Every spelling a user may give (a Pydantic class, a plain JSON Schema, OpenAI's
+    envelope, ...) becomes one of these: `batchrun.response_formats`.
+    """
 
     type: str
-    name: str = "response"
+    name: str | None = "response"
+    """The json_schema format's name; None until named: a plain schema without a title
+    takes the job's name (`named`), else "response"."""
     schema: Mapping[str, Any] | None = None
     strict: bool = True
+    description: str | None = None
 
     def body(self) -> dict[str, Any]:
         """The ``response_format`` body field in OpenAI's shape."""
         if self.type == "json_schema":
-            return {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": self.name,
-                    "schema": dict(self.schema or {}),
-                    "strict": self.strict,
-                },
-            }
+            inner: dict[str, Any] = {"name": self.name or "response"}
+            if self.description is not None:
+                inner["description"] = self.description
+            inner["schema"] = dict(self.schema or {})
+            inner["strict"] = self.strict
+            return {"type": "json_schema", "json_schema": inner}
         return {"type": self.type}
+
+    def named(self, job_name: str | None) -> ResponseFormat:
+        """Named after the job when it has no name of its own (else unchanged).
+
+        >>> ResponseFormat("json_schema", None, {}).named("my job").name
+        'my_job'
+        """
+        if self.type != "json_schema" or self.name is not None:
+            return self
+        from batchrun.response_formats import format_name
+
+        return replace(self, name=format_name(job_name) or "response")
 
 
 @dataclass(frozen=True)
@@ -177,11 +194,27 @@ class Evaluation:
     """A seeded bootstrap interval for accuracy (and for differences between variants)."""
 
 
+@dataclass(frozen=True)
+class Prices:
+    """The user's own model prices: a price file, entries given inline (a job file's
+    ``[prices.models."NAME"]`` tables, a dict in Python), or both, an inline entry
+    winning over the file's. Entries are kept as given (USD per million tokens, the
+    keys of a price file), so run.json records them and a report prices the same.
+
+        >>> Prices(models={"m": {"input": 1.0, "output": 2.0}}).models["m"]["output"]
+        2.0
+    """
+
+    file: str | None = None
+    models: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     # -- input ---------------------------------------------------------------------
     input: Any = setting(
-        help="The requests: a JSONL, JSONL.gz or Parquet file (Python: also rows in memory).",
+        help="The requests or dataset rows: a JSONL, Parquet, CSV or TSV file (.gz too for "
+        "JSONL, CSV and TSV; Python: also rows in memory).",
         section="input",
         key="path",
         argument="INPUT",
@@ -193,6 +226,16 @@ class Settings:
         flags=("--id-column",),
         metavar="COLUMN",
         check=checks.text,
+        fingerprint=True,
+    )
+    column_types: Mapping[str, str] | None = setting(
+        help="CSV/TSV input: a column's type, COLUMN=TYPE (repeatable; string, int, float, "
+        "bool or json). Other columns are text exactly as written (ids keep leading zeros).",
+        section="input",
+        flags=("--column-type",),
+        kind="multiple",
+        metavar="COLUMN=TYPE",
+        check=checks.column_types,
         fingerprint=True,
     )
     skip_invalid: bool = setting(
@@ -446,10 +489,14 @@ class Settings:
         fingerprint=True,
     )
     response_format: ResponseFormat | None = setting(
-        help="The answer's format: a JSON schema, a Pydantic model, or {type = ...}.",
+        help="The answer's format: json_object, text, or a JSON Schema file (a plain schema, "
+        "or OpenAI's json_schema envelope) whose fields become typed columns in "
+        "results.parquet; --schema FILE is the same. Python: also a Pydantic model class "
+        "or a schema dict.",
         section="response_format",
         key="*",
-        flags=(),  # issue 30 gives it --response-format / --schema FILE
+        flags=("--response-format", "--schema"),
+        metavar="FORMAT|FILE",
         check=checks.response_format,
         fingerprint=True,
     )
@@ -591,7 +638,7 @@ class Settings:
     )
     serve: int | None = setting(
         help="Serve the live report page on 127.0.0.1 while the run goes (bare --serve: "
-        "a free port; the URL is printed).",
+        "a free port; the URL printed carries the token every request needs).",
         section="output",
         flags=("--serve",),
         kind="optional",
@@ -757,12 +804,14 @@ class Settings:
             ),
         ),
     )
-    prices: str | None = setting(
-        help="TOML price file adding/overriding model prices.",
+    prices: str | Prices | None = setting(
+        help="TOML price file adding/overriding model prices (`batchrun prices --example` "
+        "prints one to start from).",
         section="prices",
-        key="file",
+        key="*",
         flags=("--prices",),
-        check=checks.existing_file,
+        metavar="FILE",
+        check=checks.prices,
     )
     name: str | None = setting(
         help="The job's name (job files: defaults to the file's stem).",
@@ -781,6 +830,8 @@ class Settings:
                 object.__setattr__(self, name, Quota(float(value)))
         if self.request is None:
             object.__setattr__(self, "request", {})
+        if self.response_format is not None and self.response_format.name is None:
+            object.__setattr__(self, "response_format", self.response_format.named(self.name))
 
     # -- building ------------------------------------------------------------------------
     @classmethod
@@ -928,6 +979,9 @@ class Settings:
             shaping["prompt"] = [dict(m) for m in messages]
         rf = self.response_format
         shaping["response_format"] = rf.body() if rf is not None else None
+        # "string" is every CSV column's type unless told: naming it changes nothing
+        typed = {k: v for k, v in (self.column_types or {}).items() if v != "string"}
+        shaping["column_types"] = typed or None
         return shaping
 
     def public_dict(self) -> dict[str, Any]:
@@ -960,6 +1014,9 @@ class Settings:
         ev = values.get("eval")
         if isinstance(ev, Mapping):
             values["eval"] = Evaluation(**ev)
+        prices = values.get("prices")
+        if isinstance(prices, Mapping):
+            values["prices"] = Prices(prices.get("file"), prices.get("models") or {})
         if isinstance(values.get("prompt"), str) and values["prompt"].startswith("<function "):
             values.pop("prompt")  # a Python function cannot be recorded, only its hash
         return cls(**values)
@@ -997,7 +1054,7 @@ def _jsonable(value: Any) -> Any:
         return f"<function {getattr(value, '__qualname__', '?')} {source_hash(value)}>"
     if isinstance(value, type):  # a Pydantic model given as response_format
         return value.__name__
-    if isinstance(value, Quota | ResponseFormat | Evaluation):
+    if isinstance(value, Quota | ResponseFormat | Evaluation | Prices):
         return _jsonable(asdict(value))
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -1055,10 +1112,11 @@ def _current_names(data: Mapping[str, Any]) -> dict[str, Any]:
 __all__ = [
     "DEFAULT_BASE_URL",
     "Evaluation",
-    "Quota",
-    "ResponseFormat",
     "Part",
     "Partial",
+    "Prices",
+    "Quota",
+    "ResponseFormat",
     "Settings",
     "Spec",
     "setting",

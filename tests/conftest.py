@@ -1,6 +1,17 @@
+"""Fixtures and helpers of the suite, which tests batchrun as installed (scripts/test
+installs the wheel built from this tree; tests/test_packaging.py checks that).
+
+The repository root goes at the END of sys.path, after site-packages: ``tests.*``
+helper modules import from it, while ``batchrun`` is the installed package. Child
+processes get ``PYTHONSAFEPATH=1``, so ``python -m batchrun`` or ``python -c`` started
+from the repository root do not import ./batchrun either.
+"""
+
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +20,11 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
+os.environ["PYTHONSAFEPATH"] = "1"
 
 
 def completion(

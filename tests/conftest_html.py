@@ -44,7 +44,7 @@ def _launch() -> tuple[Any, Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        why = "playwright is not installed (pip install -e '.[test]')"
+        why = "playwright is not installed (scripts/test installs the test extra)"
     if why is None and not os.access(CHROMIUM, os.X_OK):
         why = f"{CHROMIUM} is missing (as root: apt-get install chromium chromium-driver)"
     if why is not None:

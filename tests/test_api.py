@@ -357,5 +357,7 @@ def test_serve_shows_the_live_page_while_the_run_goes(
         urllib.request.urlopen(pages[0]["url"], timeout=5)
     report = Path(run.html_report())
     assert report == tmp_path / "served" / "report.html" and report.read_bytes().startswith(b"<!")
-    with run.serve() as url, urllib.request.urlopen(url + "data.json", timeout=10) as response:
-        assert json.loads(response.read())["requests"]["succeeded"] == 12
+    with run.serve() as url:
+        page, _, token = url.partition("?")
+        with urllib.request.urlopen(f"{page}data.json?{token}", timeout=10) as response:
+            assert json.loads(response.read())["requests"]["succeeded"] == 12

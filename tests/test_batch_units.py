@@ -260,9 +260,10 @@ def test_journal_survives_a_torn_line_and_holds_no_key(tmp_path: Path) -> None:
 
 
 def test_a_lost_create_is_adopted_waited_for_or_created_again() -> None:
-    assert creating_decision(found=True, sent_at=100, now=100.5) == "adopt"
-    assert creating_decision(found=False, sent_at=100, now=109.9) == "wait"
-    assert creating_decision(found=False, sent_at=100, now=110.0) == "create_again"
+    assert creating_decision(found=True, lost_at=None, listed_at=100.5) == "adopt"
+    assert creating_decision(found=False, lost_at=None, listed_at=1e9) == "wait"
+    assert creating_decision(found=False, lost_at=100, listed_at=109.9) == "wait"
+    assert creating_decision(found=False, lost_at=100, listed_at=110.0) == "create_again"
     listed = [
         {"id": "b3", "metadata": metadata_for("run-b", 2, 1)},
         {"id": "b2", "metadata": metadata_for("run-a", 2, 1)},

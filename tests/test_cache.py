@@ -334,3 +334,49 @@ def test_threads_share_one_cache(tmp_path: Path) -> None:
     assert failures == []
     assert len(cache) == 800
     cache.close()
+
+
+# --- the time an answer took (issue 23, item 21)
+
+
+def test_an_answer_keeps_the_time_its_request_took(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    with ResponseCache(path) as cache:
+        cache.put_many([(key_for(1), body_for(1), 812.5), (key_for(2), body_for(2))])
+        hits = cache.get_many_timed([key_for(1), key_for(2), key_for(3)])
+        assert set(hits) == {key_for(1), key_for(2)}
+        assert hits[key_for(1)] == (body_for(1), 812.5)
+        assert hits[key_for(2)].latency_ms is None  # stored without it: unknown
+        assert cache.get_many([key_for(1)]) == {key_for(1): body_for(1)}
+
+
+def test_a_cache_made_before_answers_kept_their_time_is_read_and_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path, isolation_level=None)
+    old.execute(
+        "CREATE TABLE responses (key BLOB PRIMARY KEY, body BLOB NOT NULL, model TEXT, "
+        "created INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER, "
+        "stored_at REAL NOT NULL)"
+    )
+    old.execute("PRAGMA user_version=1")
+    old.execute(
+        "INSERT INTO responses (key, body, stored_at) VALUES (?, ?, 1.0)", (key_for(1), b"{}")
+    )
+    old.close()
+    with ResponseCache(path) as cache:
+        assert cache.get_many_timed([key_for(1)]) == {key_for(1): (b"{}", None)}
+        cache.put_many([(key_for(2), body_for(2), 40.0)])
+        assert cache.get_many_timed([key_for(2)])[key_for(2)].latency_ms == 40.0
+        assert cache.integrity_check() == "ok"
+    # an older batchrun names its columns when it writes: the file still takes its rows
+    older = sqlite3.connect(path, isolation_level=None)
+    older.execute(
+        "INSERT INTO responses (key, body, model, created, prompt_tokens, completion_tokens, "
+        "stored_at) VALUES (?, ?, NULL, NULL, NULL, NULL, 2.0)",
+        (key_for(3), b"{}"),
+    )
+    older.close()
+    with ResponseCache(path) as cache:
+        assert cache.get_many([key_for(3)]) == {key_for(3): b"{}"} and len(cache) == 3

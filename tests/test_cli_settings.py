@@ -37,16 +37,11 @@ def option_names(command: click.Command) -> list[str]:
 
 
 # -- every key has a spelling ---------------------------------------------------------------
-# issue 30 (another branch) gives response_format its options (--response-format,
-# --schema FILE); with them this set is empty
-NOT_YET_ON_THE_COMMAND_LINE = {"response_format"}
-
-
 def test_every_job_file_key_has_a_command_line_spelling() -> None:
     table_keys = {"eval": {f.name for f in fields(Evaluation)}}
     missing = []
     for name, spec in Settings.specs():
-        if spec.section is None or name in NOT_YET_ON_THE_COMMAND_LINE:
+        if spec.section is None:
             continue
         if spec.argument or spec.flags:
             continue
@@ -139,7 +134,6 @@ def test_a_dataset_is_labelled_from_the_command_line_alone(
 def test_a_csv_dataset_is_labelled_from_the_command_line_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("batchrun.input.delimited")  # CSV input: branch newcomer-csv
     monkeypatch.chdir(tmp_path)
     rows = "".join(f"{r['id']},{r['text']}\n" for r in ROWS)
     (tmp_path / "data.csv").write_text("id,text\n" + rows)

@@ -94,15 +94,18 @@ def test_two_models_two_prompts_compared_and_nothing_paid_twice(
         assert v["latency_p50_ms"] is not None
     # the dearer model costs more on the same prompts
     assert variants[1]["cost_usd"] > variants[0]["cost_usd"]
-    best = [v for v in variants if v["best"]]
-    assert len(best) == 1 and best[0]["accuracy"] == max(v["accuracy"] for v in variants)
+    # the simulator's labels are noise: the most accurate variant leads by luck, and
+    # its paired differences' intervals include 0, so none is starred
     block = run.summary["comparison"]
-    assert block["best"] == best[0]["name"] and len(block["pairs"]) == 6
+    leader = max(variants, key=lambda v: v["accuracy"])
+    assert block["leader"] == leader["name"] and len(block["pairs"]) == 6
+    assert block["best"] is None and not any(v["best"] for v in variants)
+    assert leader["name"] in block["contenders"] and len(block["contenders"]) > 1
     for pair in block["pairs"]:
         assert pair["rows"] == N_REVIEWS and 0 <= pair["agree"] <= 1
         assert pair["difference_low"] <= pair["accuracy_difference"] <= pair["difference_high"]
-    # the flat evaluation is the best variant's, each variant's whole report beside it
-    assert run.eval is not None and run.eval["variant"] == best[0]["name"]
+    # the flat evaluation is the leader's, each variant's whole report beside it
+    assert run.eval is not None and run.eval["variant"] == leader["name"]
     assert set(run.eval["variants"]) == set(names)
 
     table = pq.read_table(out / "results.parquet")
@@ -113,7 +116,9 @@ def test_two_models_two_prompts_compared_and_nothing_paid_twice(
     assert {r["variant"] for r in first} == set(names) and len({r["row"] for r in first}) == 1
 
     status = CliRunner().invoke(cli, ["status", str(out)])
-    assert "variants    (* best)" in status.output and f"* {best[0]['name']}" in status.output
+    assert "variants    (* best)" in status.output
+    assert not any(x.lstrip().startswith("* ") for x in status.output.splitlines())
+    assert f"no clear winner: {leader['name']} is the most accurate" in status.output
 
     # a rerun sends nothing
     again = batchrun.run_job(job, out_dir=out, base_url=sim.base_url, quiet=True)
@@ -174,7 +179,8 @@ def test_eval_scores_a_subset_of_variants_without_sending(sim: SimThread, tmp_pa
     report = json.loads(result.output)
     assert [v["name"] for v in report["variants"]] == two
     assert [p["a"] for p in report["comparison"]["pairs"]] == [two[0]]
-    assert report["comparison"]["best"] in two and sim.stats.requests == sent
+    assert report["comparison"]["leader"] in two and sim.stats.requests == sent
+    assert report["comparison"]["best"] in (*two, None)
     text = CliRunner().invoke(cli, ["eval", str(out), "--variant", two[0], "--variant", two[1]])
     assert "terse/gpt-4.1-mini" not in text.output and two[1] in text.output
     wrong = CliRunner().invoke(cli, ["eval", str(out), "--variant", "terse/gpt-4o"])

@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,12 @@ def test_report_command_prints_the_text_report_or_writes_html(
     assert missing.exit_code == 1 and "no such run directory" in missing.output
 
 
+def at(url: str, path: str) -> str:
+    """``path`` on the live server whose page is ``url``, with its token."""
+    base, _, query = url.partition("?")
+    return f"{base}{path}?{query}"
+
+
 def get(url: str, host: str | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(url, headers={"Host": host} if host else {})
     try:
@@ -304,13 +311,13 @@ def test_the_live_server_serves_the_page_and_its_data_and_nothing_else(
         assert url.startswith("http://127.0.0.1:")
         status, page = get(url)
         assert status == 200 and b'id="batchrun-live"' in page and b"connect-src 'self'" in page
-        status, body = get(url + "data.json")
+        status, body = get(at(url, "data.json"))
         assert status == 200 and json.loads(body)["requests"]["failed"] == 18
         for path in ("results.jsonl", "summary.json", "run.json", "../run.json", "%2e%2e/x"):
-            assert get(url + path)[0] == 404, path
+            assert get(at(url, path))[0] == 404, path
         # a page on another site, resolved to 127.0.0.1 (DNS rebinding), is refused
-        assert get(url + "data.json", host="attacker.example:80")[0] == 403
-        assert get(url, host=f"localhost:{url.rsplit(':', 1)[1].strip('/')}")[0] == 200
+        assert get(at(url, "data.json"), host="attacker.example:80")[0] == 403
+        assert get(url, host=f"localhost:{urllib.parse.urlsplit(url).port}")[0] == 200
 
 
 def test_the_live_page_waits_for_a_run_that_has_not_started(
@@ -320,9 +327,9 @@ def test_the_live_page_waits_for_a_run_that_has_not_started(
     with serve_run_dir(str(run), poll_s=2) as url:
         status, page = get(url)
         assert status == 200 and b"Waiting for the run to start" in page
-        assert get(url + "data.json")[0] == 503
+        assert get(at(url, "data.json"))[0] == 503
         shutil.copytree(sentiment_run, run)
-        status, body = get(url + "data.json")
+        status, body = get(at(url, "data.json"))
         assert status == 200 and json.loads(body)["requests"]["total"] == 300
     missing = CliRunner().invoke(serve_command, [str(tmp_path / "nope")])
     assert missing.exit_code == 1 and "no such run directory" in missing.output
@@ -335,7 +342,7 @@ def test_serve_command_prints_the_url_and_serves_until_interrupted(
 
     def fetch_then_interrupt(url: str) -> None:
         seen["url"] = url
-        seen["data"] = json.loads(get(url + "data.json")[1])
+        seen["data"] = json.loads(get(at(url, "data.json"))[1])
         raise KeyboardInterrupt
 
     monkeypatch.setattr(html_cli, "wait_until_interrupted", fetch_then_interrupt)

@@ -388,12 +388,12 @@ reference_column = "x"
 
 
 def test_request_messages_and_wrong_input_type(jobdir: Path) -> None:
-    (jobdir / "data" / "rows.csv").write_text("a,b\n")
+    (jobdir / "data" / "rows.xlsx").write_text("a,b\n")
     path = write(
         jobdir,
         """
 [input]
-path = "data/rows.csv"
+path = "data/rows.xlsx"
 [request]
 messages = []
 response_format = { type = "json_object" }
@@ -402,7 +402,7 @@ messages = [{ role = "robot", content = "{x}" }, { role = "user" }]
 """,
     )
     problems = problems_of(path)
-    assert problems[0].startswith("input.path: unsupported file type 'rows.csv'")
+    assert problems[0].startswith("input.path: unsupported file type 'rows.xlsx'")
     assert "request.messages: write messages in the [prompt] section" in problems
     assert "request.response_format: use the [response_format] section" in problems
     assert any(p.startswith("prompt.messages[0].role: must be system") for p in problems)

@@ -15,9 +15,9 @@ from batchrun.cost.prices import GENAI_PRICES, USER_FILE, ModelPrice, PriceBook,
 from batchrun.errors import ConfigError
 from batchrun.output.usage import Usage
 from batchrun.report.tables import format_cost_table
+from tests.conftest import read_lines
 
 AT = datetime(2026, 11, 20, tzinfo=UTC)
-REPO = Path(__file__).resolve().parent.parent
 
 RELAY_TOML = """
 [models."relay-a"]
@@ -291,7 +291,11 @@ def test_unreadable_or_broken_price_files(tmp_path: Path) -> None:
 
 
 def test_example_price_file_is_valid() -> None:
-    prices = read_price_file(str(REPO / "jobs" / "prices.example.toml"))
+    """The example shipped in the package (``batchrun prices --example``)."""
+    from importlib import resources
+
+    shipped = resources.files("batchrun.cost").joinpath("prices.example.toml")
+    prices = read_price_file(str(shipped))
     deepseek = prices["deepseek-chat"]
     assert (deepseek.input, deepseek.cached_input, deepseek.output) == (0.27, 0.07, 1.10)
     assert prices["llama-3.1-8b-local"].output == 0.0
@@ -370,6 +374,29 @@ def test_report_totals_and_batch_block(price_file: str, genai_book: PriceBook) -
     assert batch["complete"] is False
 
 
+def test_batch_rows_cost_twice_as_much_at_online_prices() -> None:
+    # a Batch API run pays batch prices; standard_cost_of_same_models is what the same
+    # tokens cost sent online, never the batch total again (issue 23, item 19)
+    price = ModelPrice(input=2.0, output=8.0, batch=ModelPrice(input=1.0, output=4.0))
+    totals = CostTotals(PriceBook({"m": price}, use_genai_prices=False))
+    usage = Usage(prompt_tokens=1_000_000, completion_tokens=250_000, total_tokens=1_250_000)
+    totals.add("m", usage, via_batch=True)
+    totals.add("m", usage, via_batch=True)
+    report = totals.report()
+    assert report["cost_usd"]["total"] == 4.0 and report["cost_usd"]["by_mode"]["batch"] == 4.0
+    batch = report["batch_api_cost_usd"]
+    assert batch["total"] == 4.0 and batch["standard_cost_of_same_models"] == 8.0
+    # one more row sent online: paid at online prices, the same figure online
+    totals.add("m", usage)
+    batch = totals.report()["batch_api_cost_usd"]
+    assert batch["total"] == 6.0 and batch["standard_cost_of_same_models"] == 12.0
+    # and the usage totals of each way, priced as a comparison of variants prices them
+    from batchrun.cost.bill import cost_of_totals
+
+    assert cost_of_totals({"m": usage}, totals.book, via_batch=True) == (2.0, [])
+    assert cost_of_totals({"m": usage}, totals.book) == (4.0, [])
+
+
 def test_cost_table_columns_line_up(price_file: str) -> None:
     report = cost_report(
         {
@@ -411,3 +438,157 @@ def test_lookups_are_cached(genai_book: PriceBook) -> None:
     assert genai_book.price_for("gpt-4o") is genai_book.price_for("gpt-4o")
     assert genai_book.price_for("nope-1") is None
     assert "nope-1" in genai_book._cache
+
+
+# ------------------------------------------------------- prices in a job file, in Python
+# (issue 23 item 18: `[prices.models."NAME"]` was refused as an unknown key, and
+# ``prices=`` took nothing but a path)
+
+INLINE_JOB = """
+[input]
+path = "rows.jsonl"
+
+[endpoint]
+base_url = "sim"
+
+[request]
+model = "my-local"
+temperature = 0
+max_tokens = 20
+
+[prompt]
+user = "Say {text}"
+
+[limits]
+max_cost = 1.0
+"""
+
+
+def _rows(tmp_path: Path) -> Path:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(f'{{"text": "row {i}"}}\n' for i in range(6)))
+    return path
+
+
+def _billed(run_dir: Path, input_price: float, output_price: float) -> float:
+    """What the answers in results.jsonl cost at these prices, recounted by hand."""
+    usage = [line["response"]["body"]["usage"] for line in read_lines(run_dir / "results.jsonl")]
+    prompt = sum(u["prompt_tokens"] for u in usage)
+    completion = sum(u["completion_tokens"] for u in usage)
+    return (prompt * input_price + completion * output_price) / 1e6
+
+
+def test_inline_prices_in_a_job_file_price_the_estimate_the_budget_and_the_run(
+    tmp_path: Path,
+) -> None:
+    import orjson
+
+    import batchrun
+    from batchrun.report.text import status_report
+
+    _rows(tmp_path)
+    job = tmp_path / "job.toml"
+    job.write_text(INLINE_JOB + '\n[prices.models."my-local"]\ninput = 2.0\noutput = 8.0\n')
+    estimate = batchrun.estimate(job=job).to_dict()
+    assert estimate["by_model"]["my-local"]["price_source"] == "inline prices"
+    assert estimate["cost_usd"]["high"] > 0 and estimate["cost_usd"]["complete"]
+    # under a cap, an unpriced model is refused before anything is sent: this one has a price
+    run = batchrun.run_job(job, out_dir=tmp_path / "out", quiet=True)
+    assert run.status == "complete", run.notes
+    cost = run.summary["cost_usd"]
+    assert cost["by_model"]["my-local"]["price_source"] == "inline prices"
+    assert cost["total"] == pytest.approx(_billed(tmp_path / "out", 2.0, 8.0), abs=1e-12)
+    assert run.summary["budget"]["spent_usd"] == pytest.approx(cost["total"], abs=1e-6)
+    # run.json carries the prices, so a report made later prices the same
+    info = orjson.loads((tmp_path / "out" / "run.json").read_bytes())
+    assert info["options"]["prices"] == {
+        "file": None,
+        "models": {"my-local": {"input": 2.0, "output": 8.0}},
+    }
+    summary_path = tmp_path / "out" / "summary.json"
+    summary = orjson.loads(summary_path.read_bytes())
+    summary.pop("cost_usd")  # an older summary: priced again from run.json's settings
+    summary_path.write_bytes(orjson.dumps(summary))
+    again = status_report(str(tmp_path / "out"))
+    assert again["cost_source"] == "usage totals"
+    assert again["cost_usd"]["total"] == pytest.approx(cost["total"], abs=1e-12)
+
+
+def test_inline_prices_win_over_the_job_files_price_file(tmp_path: Path) -> None:
+    from batchrun.cost.prices import INLINE
+    from batchrun.jobs.jobfile import load_job
+
+    (tmp_path / "prices.toml").write_text(
+        '[models."my-local"]\ninput = 9\noutput = 9\n[models."other"]\ninput = 1\noutput = 1\n'
+    )
+    _rows(tmp_path)
+    job = tmp_path / "job.toml"
+    job.write_text(
+        INLINE_JOB + '\n[prices]\nfile = "prices.toml"\n'
+        '[prices.models."my-local"]\ninput = 2.0\noutput = 8.0\nbatch_multiplier = 0.5\n'
+    )
+    book = PriceBook.load(load_job(job).settings().prices)
+    mine = book.price_for("my-local")
+    assert mine is not None and (mine.source, mine.input, mine.output) == (INLINE, 2.0, 8.0)
+    assert mine.batch is not None and mine.batch.output == 4.0
+    other = book.price_for("other")
+    assert other is not None and (other.source, other.input) == (USER_FILE, 1.0)
+    # a file alone stays a path, as --prices FILE gives it
+    job.write_text(INLINE_JOB + '\n[prices]\nfile = "prices.toml"\n')
+    assert load_job(job).settings().prices == str(tmp_path / "prices.toml")
+
+
+def test_bad_inline_prices_are_reported_with_their_key_path(tmp_path: Path) -> None:
+    import batchrun
+    from batchrun.jobs.jobfile import JobFileError, load_job
+
+    _rows(tmp_path)
+    job = tmp_path / "job.toml"
+    job.write_text(
+        INLINE_JOB + '\n[prices]\nfiel = "x.toml"\n'
+        '[prices.models."my-local"]\ninptu = 2.0\noutput = -1\n'
+    )
+    with pytest.raises(JobFileError) as caught:
+        load_job(job)
+    problems = "\n".join(caught.value.problems)
+    assert "prices.fiel: unknown key (did you mean 'file'?)" in problems
+    assert "prices.models.my-local.inptu: unknown key" in problems
+    assert "prices.models.my-local.output: must be a finite number >= 0" in problems
+    assert "prices.models.my-local: missing input" in problems
+    with pytest.raises(ConfigError, match=r"prices=\.m\.input: must be a number"):
+        batchrun.estimate(
+            _rows(tmp_path), prompt="{text}", model="m", prices={"m": {"input": "x", "output": 1}}
+        )
+    with pytest.raises(ConfigError, match=r"prices=: file not found: nowhere.toml"):
+        batchrun.estimate(_rows(tmp_path), prompt="{text}", model="m", prices="nowhere.toml")
+
+
+def test_prices_in_python_a_dict_of_models_or_a_path(tmp_path: Path) -> None:
+    import orjson
+
+    import batchrun
+
+    rows = [{"text": f"row {i}"} for i in range(5)]
+    common = {"prompt": "Say {text}", "model": "my-local", "base_url": "sim", "quiet": True}
+    common |= {"max_tokens": 20, "max_cost": 1.0}
+    run = batchrun.run(
+        rows, tmp_path / "a", prices={"my-local": {"input": 2.0, "output": 8.0}}, **common
+    )
+    assert run.status == "complete", run.notes
+    assert run.summary["cost_usd"]["total"] == pytest.approx(
+        _billed(tmp_path / "a", 2.0, 8.0), abs=1e-12
+    )
+    info = orjson.loads((tmp_path / "a" / "run.json").read_bytes())
+    assert info["options"]["prices"]["models"] == {"my-local": {"input": 2.0, "output": 8.0}}
+    # the run directory, opened again, has the same settings (prices included)
+    assert batchrun.open(tmp_path / "a")._settings().prices == run._settings().prices
+    price_file = tmp_path / "prices.toml"
+    price_file.write_text('[models."my-local"]\ninput = 2.0\noutput = 8.0\n')
+    by_path = batchrun.run(rows, tmp_path / "b", prices=price_file, **common)
+    assert by_path.summary["cost_usd"]["total"] == pytest.approx(
+        run.summary["cost_usd"]["total"], abs=1e-12
+    )
+    # the file's shape works in Python too
+    shaped = {"models": {"my-local": {"input": 2.0, "output": 8.0}}}
+    table = batchrun.estimate(rows, prompt="Say {text}", model="my-local", prices=shaped)
+    assert table.to_dict()["by_model"]["my-local"]["price_source"] == "inline prices"

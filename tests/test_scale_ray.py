@@ -51,13 +51,20 @@ def cluster() -> Iterator[dict[str, str]]:
     import logging
 
     temp = tempfile.mkdtemp(prefix="br-ray-", dir="/tmp")  # short: Ray's socket paths
-    context = ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _temp_dir=temp,
-        log_to_driver=False,
-        logging_level=logging.WARNING,
-    )
+    # Ray puts the driver's working directory first on its workers' sys.path: started
+    # from the repository, they would import ./batchrun, not the installed wheel
+    here = os.getcwd()
+    os.chdir(temp)
+    try:
+        context = ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            _temp_dir=temp,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    finally:
+        os.chdir(here)
     try:
         yield {"address": context.address_info["address"], "temp": temp}
     finally:
@@ -114,6 +121,19 @@ def _assert_no_key_anywhere(*roots: str) -> None:
                 except OSError:  # a socket, a file removed meanwhile
                     continue
                 assert needle not in data, path
+
+
+def test_the_workers_run_the_installed_package(cluster: dict[str, str]) -> None:
+    """What ships is what is tested on the cluster too (tests/test_packaging.py)."""
+
+    @ray.remote
+    def where() -> str:
+        import batchrun as on_worker
+
+        return str(Path(on_worker.__file__).resolve())
+
+    assert ray.get(where.remote()) == str(Path(batchrun.__file__).resolve())
+    assert "site-packages" in Path(batchrun.__file__).parts
 
 
 def test_a_dataset_job_runs_in_shards_and_merges(
@@ -311,7 +331,8 @@ def test_a_killed_driver_and_a_rerun_give_every_row_once(
             "--quality-breaker",
             "0",
         ]
-        first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+        # not from the repository: the driver's directory goes on the workers' sys.path
+        first = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, cwd=tmp_path)
         try:
             _wait_for(lambda: _busy_shard(run_dir, 5), "the first driver's shards to send")
             with pytest.raises(RunDirError, match="in use by another batchrun run"):
@@ -322,7 +343,9 @@ def test_a_killed_driver_and_a_rerun_give_every_row_once(
             first.wait(timeout=30)
             assert first.stderr is not None
             first.stderr.close()
-        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        rerun = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path
+        )
         assert rerun.returncode == 0, rerun.stderr
         sent = sim.stats.requests
 

@@ -126,6 +126,7 @@ class Bookkeeper:
             "run_id": self.shards.ledger.run_id,
             "open_shards": len(self.shards.open()),
             "rows_via_batch": self.answers.tally.by_mode.get("batch", 0),
+            "provider_anomalies": {"repeated_lines": self.shards.ledger.repeated_lines},
         }
         return build_summary(
             status=status,

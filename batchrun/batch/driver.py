@@ -14,7 +14,9 @@ One row's path, and the module that takes it each step:
    downloads a finished batch's output and error files into results.jsonl /
    errors.jsonl through the run's sink (lines are counted only once written; an id
    already answered for its body is never written again), resubmits retryable errors
-   and rows in neither file up to ``max_attempts``, and deletes the remote files.
+   and rows in neither file up to ``max_attempts``, and deletes the remote files. A
+   batch that ended without naming a file its counts promise is read again at each
+   poll (`LateFiles`) before any of its rows is resubmitted.
 5. With ``deadline``, once three quarters of it have passed, `_fall_back` cancels the
    open batches (`batchrun.batch.cancel`), waits until they are cancelled, keeps what
    they finished, and the rows left go to an online run on the same directory
@@ -49,11 +51,11 @@ import httpx
 from batchrun.batch.bookkeeping import EXIT_SIGINT, Bookkeeper, exit_code, final_status
 from batchrun.batch.cancel import cancel_open
 from batchrun.batch.client import BatchClient
-from batchrun.batch.finish import Finisher
+from batchrun.batch.finish import Finisher, LateFiles
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.prepare import Prepared, check_settings, prepare
-from batchrun.batch.protocol import BatchView, parse_batch
+from batchrun.batch.protocol import BatchView, parse_batch, shard_tag
 from batchrun.batch.reconcile import CREATE_GRACE_S
 from batchrun.batch.state import iter_open_batches
 from batchrun.batch.steps import Ledger, ShardRecord, StepJournal
@@ -170,6 +172,7 @@ class BatchDriver:
         self._work_scope: anyio.CancelScope | None = None
         self._elapsed_before = 0.0
         self._api_failures = 0
+        self._late = LateFiles()
         self._fallback = False
         self._handover = False
         self._built: _Parts | None = None
@@ -290,38 +293,34 @@ class BatchDriver:
             stream=self.stream,
             wall_clock=self.wall_clock,
         )
-        self._built = _Parts(
-            shards,
-            client,
-            sink,
-            books,
-            Submitter(
-                cfg=self.cfg,
-                client=client,
-                shards=shards,
-                answers=self.answers,
-                source=prepared.source,
-                books=books,
-                stopping=self._stopping,
-                trouble=self._api_trouble,
-                wall_clock=self.wall_clock,
-                create_grace=self.create_grace,
-                budget=BatchBudget.of(self.cfg, self._spent),
-            ),
-            Finisher(
-                client=client,
-                shards=shards,
-                answers=self.answers,
-                sink=sink,
-                hooks=self.hooks,
-                state=self.state,
-                books=books,
-                stop=self.stop,
-                trouble=self._api_trouble,
-                wall_clock=self.wall_clock,
-                keep_remote_files=self.cfg.keep_remote_files,
-            ),
+        finisher = Finisher(
+            client=client,
+            shards=shards,
+            answers=self.answers,
+            sink=sink,
+            hooks=self.hooks,
+            state=self.state,
+            books=books,
+            stop=self.stop,
+            trouble=self._api_trouble,
+            wall_clock=self.wall_clock,
+            keep_remote_files=self.cfg.keep_remote_files,
         )
+        submitter = Submitter(
+            cfg=self.cfg,
+            client=client,
+            shards=shards,
+            answers=self.answers,
+            source=prepared.source,
+            books=books,
+            stopping=self._stopping,
+            trouble=self._api_trouble,
+            wall_clock=self.wall_clock,
+            create_grace=self.create_grace,
+            write_final=finisher.write_final,
+            budget=BatchBudget.of(self.cfg, self._spent),
+        )
+        self._built = _Parts(shards, client, sink, books, submitter, finisher)
         self.live.started = self.clock()
         self.hooks.on_start(self.state)
         books.checkpoint("running")
@@ -428,9 +427,11 @@ class BatchDriver:
         views = parts.shards.views
         changed = False
         failures = calls = 0
+        late = self._late
         for record in parts.shards.open():
             before = views.get(record.shard)
-            if record.batch_id is None or (before is not None and before.final):
+            ended = before is not None and before.final and not late.waiting(record.shard)
+            if record.batch_id is None or ended:
                 continue
             calls += 1
             try:
@@ -442,6 +443,8 @@ class BatchDriver:
                 self._api_trouble(exc)
                 continue
             views[record.shard] = view
+            if late.waiting(record.shard):
+                late.read(record.shard)
             if before is None or (view.status, view.completed, view.failed) != (
                 before.status,
                 before.completed,
@@ -475,7 +478,19 @@ class BatchDriver:
         if view.token_limited:
             submitter.refused(record, view.reasons())
             return
-        retry = await self._parts.finisher.finish(record, view)
+        late, now, shard = self._late, self.clock(), record.shard
+        gave_up = late.waited(shard, now=now) if late.exhausted(shard, now=now) else None
+        retry = await self._parts.finisher.finish(record, view, gave_up_after=gave_up)
+        if retry is None:
+            if not late.waiting(shard):
+                late.start(shard, now=now)
+                self._parts.books.say(
+                    f"shard {shard_tag(shard)}: {view.status}, but its "
+                    f"{' and '.join(view.files_missing)} file is not named yet; reading the "
+                    "batch again before any row is resubmitted"
+                )
+            return
+        late.forget(shard)
         submitter.batch_ended(retry=bool(retry))
 
     # -- the deadline, cancelling ---------------------------------------------------------

@@ -4,11 +4,12 @@
 written for (the run directory's journal, then every line this process writes), so it
 decides alone which lines of a downloaded output or error file to write: a row
 already answered for its body never is again (a file fetched again after a crash
-writes nothing twice), a retryable error with attempts left is not written (the row
-goes into a later batch), anything else is. `unanswered` then sorts the rows of a
-shard that have no line: resubmitted, or failed for good after ``max_attempts``.
-It also counts what was written, the one way (`batchrun.output.tally.Tally.count`)
-the online runner and a resume count it.
+writes nothing twice), a row's second line in one file is a provider's anomaly and
+never is either (the first line is the row's answer), a retryable error with attempts
+left is not written (the row goes into a later batch), anything else is.
+`unanswered` then sorts the rows of a shard that have no line: resubmitted, or failed
+for good after ``max_attempts``. It also counts what was written, the one way
+(`batchrun.output.tally.Tally.count`) the online runner and a resume count it.
 
     answers = Answers(max_attempts=10)
     for outcome in answers.lines_of(path, view, index, at, attempts): ...
@@ -45,12 +46,16 @@ class Answers:
         self.failed: dict[int, int] = {}
         self.failed_now: dict[int, str] = {}
         """Rows of this input failed for good, with their error code."""
+        self.failed_here: set[int] = set()
+        """Rows that failed for good in this process (``--retry-failed`` retries the
+        rows that failed before it, once: not these, again and again)."""
 
     def settled(self, h: int, b: int, *, retry_failed: bool = False) -> bool:
         """Answered for this body, or failed for good (unless retried on purpose)."""
         if answered(self.done, h, b):
             return True
-        return not retry_failed and self.failed_for_good(h, b)
+        retried = retry_failed and h not in self.failed_here
+        return not retried and self.failed_for_good(h, b)
 
     def failed_for_good(self, h: int, b: int) -> bool:
         return h in self.failed_now and answered(self.failed, h, b)
@@ -62,14 +67,22 @@ class Answers:
         index: Mapping[str, IndexEntry],
         at: float,
         attempts: Mapping[str, int],
+        repeated: list[str] | None = None,
     ) -> Iterator[Outcome]:
-        """The outcomes to write for a downloaded output or error file."""
+        """The outcomes to write for a downloaded output or error file. A line of a
+        row that had one earlier in the file is skipped, its id added to ``repeated``."""
+        seen: set[str] = set()
         with open(path, "rb") as f:
             for line in f:
                 result = parse_result_line(line)
                 entry = None if result is None else index.get(result.custom_id)
                 if result is None or entry is None:
                     continue  # not a line, or not a row of this shard
+                if result.custom_id in seen:
+                    if repeated is not None:
+                        repeated.append(result.custom_id)
+                    continue
+                seen.add(result.custom_id)
                 h = id_hash(result.custom_id)
                 b = int(entry.body_hash, 16)
                 if answered(self.done, h, b):
@@ -139,6 +152,8 @@ class Answers:
         h = id_hash(outcome.custom_id)
         b = int(outcome.body_hash or "0", 16)
         (self.done if outcome.ok else self.failed)[h] = b
+        if not outcome.ok:
+            self.failed_here.add(h)
         code = None if outcome.ok else (outcome.error or {}).get("code")
         self.counts.record(h, outcome.ok, code, self.failed_now)
 

@@ -27,7 +27,7 @@ MISSING_CODES = {
 }
 
 
-def _meta(batch_id: str) -> dict[str, Any]:
+def _meta(batch_id: str | None) -> dict[str, Any]:
     return {"via": "batch", "batch_id": batch_id, "latency_ms": None, "wait_ms": None}
 
 
@@ -64,7 +64,7 @@ def failure(
     message: str,
     row: int,
     body_hash: str,
-    batch_id: str,
+    batch_id: str | None,
     attempts_before: int,
     at: float,
     status: int | None = None,

@@ -19,16 +19,21 @@ tested as functions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+_LIMIT = re.compile(r"Limit: ([\d,]+) enqueued tokens", re.IGNORECASE)
+
 CHAT_ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
 LIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+WITH_FILES = frozenset({"completed", "expired", "cancelled"})
+"""Final statuses that leave output and error files for the rows the batch ran."""
 RUN_KEY = "batchrun_run"
 SHARD_KEY = "batchrun_shard"
 ATTEMPT_KEY = "batchrun_attempt"
@@ -100,6 +105,33 @@ class BatchView:
         fault, so they wait and are submitted again, without counting an attempt."""
         return self.status == "failed" and any(code in TOKEN_LIMIT_CODES for code, _ in self.errors)
 
+    @property
+    def files_missing(self) -> tuple[str, ...]:
+        """The files this ended batch's counts promise but it does not name yet:
+        ``output`` when rows completed, ``error`` when rows of a completed batch failed
+        (an expired or cancelled one counts the rows it never ran in different ways).
+        A provider can report ``completed`` a moment before it sets ``output_file_id``
+        (LiteLLM #37713); a completed batch with rows, no counts and no file promises
+        its output.
+
+        >>> BatchView("b", "completed", total=2, completed=2).files_missing
+        ('output',)
+        >>> BatchView("b", "completed", total=2, failed=2, error_file_id="f").files_missing
+        ()
+        """
+        if self.status not in WITH_FILES:
+            return ()
+        missing = []
+        if self.output_file_id is None and self.completed > 0:
+            missing.append("output")
+        if self.error_file_id is None and self.failed > 0 and self.status == "completed":
+            missing.append("error")
+        nothing_named = self.output_file_id is None and self.error_file_id is None
+        uncounted = not (self.completed or self.failed)
+        if self.status == "completed" and self.total > 0 and uncounted and nothing_named:
+            missing.append("output")
+        return tuple(missing)
+
     def reasons(self) -> str:
         """The provider's reasons for a failed batch, on one line."""
         return "; ".join(f"{code}: {message}" for code, message in self.errors) or self.status
@@ -139,6 +171,19 @@ def parse_batch(obj: Mapping[str, Any]) -> BatchView:
         created_at=float(created) if isinstance(created, int | float) else None,
         ended_at=float(ended) if isinstance(ended, int | float) else None,
     )
+
+
+def queue_limit(reason: str) -> int | None:
+    """The enqueued-token limit a ``token_limit_exceeded`` message names, if it does.
+
+    >>> queue_limit("Enqueued token limit reached for gpt-4o in organization org-x. "
+    ...             "Limit: 90,000 enqueued tokens. Please try again later.")
+    90000
+    >>> queue_limit("token_limit_exceeded") is None
+    True
+    """
+    found = _LIMIT.search(reason)
+    return int(found.group(1).replace(",", "")) if found else None
 
 
 def refused_for_token_limit(status: int, body: Any) -> bool:
@@ -229,6 +274,7 @@ __all__ = [
     "metadata_for",
     "parse_batch",
     "parse_result_line",
+    "queue_limit",
     "refused_for_token_limit",
     "row_retryable",
     "shard_tag",

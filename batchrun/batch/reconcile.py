@@ -5,18 +5,20 @@ leave the provider knowing more than we do: a ``create`` whose answer never came
 back (the process was killed mid-call, or the connection dropped after the server
 made the batch). Every batch is created with metadata naming the run and the shard
 (`batchrun.batch.protocol.metadata_for`), so the list of batches, newest first,
-tells whether that create took effect. Only when no batch of that shard is listed,
-and the create was sent long enough ago (`CREATE_GRACE_S`) that it cannot still be
-on its way through the provider, may the shard be created again: a shard is never
-submitted twice.
+tells whether that create took effect. A slow create can take effect after its
+answer was given up on, so the wait counts from then, not from when it was sent:
+the shard may be created again only when a list *made* `CREATE_GRACE_S` after the
+answer was lost (or after a restart found it unanswered) shows no batch of that
+shard. A list started earlier proves nothing, however late it returns: a shard is
+never submitted twice.
 
 The other steps need no finding: an ``upload`` without ``uploaded`` is uploaded
 again (an extra file is never billed; `batchrun.batch.finish` deletes what it can
 name), and a batch whose id we recorded is simply retrieved.
 
-    >>> creating_decision(found=False, sent_at=100.0, now=105.0)
+    >>> creating_decision(found=False, lost_at=100.0, listed_at=105.0)
     'wait'
-    >>> creating_decision(found=False, sent_at=100.0, now=111.0)
+    >>> creating_decision(found=False, lost_at=100.0, listed_at=111.0)
     'create_again'
 """
 
@@ -29,20 +31,22 @@ from batchrun.batch.client import BatchClient
 from batchrun.batch.protocol import is_shard_of
 
 CREATE_GRACE_S = 10.0
-"""How long after a create whose answer was lost its batch may still appear."""
+"""How long after the answer to a create was lost its batch may still appear."""
 LIST_SLACK_S = 3600.0
 """Listing goes back this far before the oldest create looked for (clocks differ)."""
 MAX_LIST_PAGES = 100
 
 
 def creating_decision(
-    *, found: bool, sent_at: float, now: float, grace: float = CREATE_GRACE_S
+    *, found: bool, lost_at: float | None, listed_at: float, grace: float = CREATE_GRACE_S
 ) -> str:
-    """What to do with a shard whose create was sent but never answered:
-    ``adopt`` the batch found, ``wait`` (it may still appear), or ``create_again``."""
+    """What to do with a shard whose create was sent but never answered, from a list
+    of the batches started at ``listed_at``: ``adopt`` the batch found, ``wait`` (it
+    may still appear: the answer is not given up on, or the list began within
+    ``grace`` of ``lost_at``), or ``create_again``."""
     if found:
         return "adopt"
-    if now - sent_at < grace:
+    if lost_at is None or listed_at - lost_at < grace:
         return "wait"
     return "create_again"
 

@@ -99,4 +99,34 @@ def shrink(max_requests: int) -> int:
     return max(1, max_requests // 2)
 
 
-__all__ = ["OpenShard", "Placement", "RowTooLarge", "ShardPlanner", "shrink"]
+LONE_REFUSALS = 2
+"""Refusals of a row alone, with none of this run's batches queued, after which it is
+taken as too large when its size or the limit is unknown (the first may have met a
+batch of this run that ended in the same poll)."""
+
+
+def never_fits_the_queue(prompt_tokens: int | None, limit: int | None, refusals: int) -> bool:
+    """Whether a row the provider's queue of enqueued tokens refused alone can never
+    go through it. With its size and the limit the provider names, the numbers decide
+    (a row under the limit waits: the queue is held by batches outside this run);
+    without them, `LONE_REFUSALS` refusals alone do (waiting would loop forever).
+
+    >>> never_fits_the_queue(1_200, 400, 1), never_fits_the_queue(120, 400, 9)
+    (True, False)
+    >>> never_fits_the_queue(None, 400, 1), never_fits_the_queue(1_200, None, 2)
+    (False, True)
+    """
+    if prompt_tokens is not None and limit is not None:
+        return prompt_tokens > limit
+    return refusals >= LONE_REFUSALS
+
+
+__all__ = [
+    "LONE_REFUSALS",
+    "OpenShard",
+    "Placement",
+    "RowTooLarge",
+    "ShardPlanner",
+    "never_fits_the_queue",
+    "shrink",
+]

@@ -9,7 +9,9 @@ once it is on disk (``downloaded`` after the lines are written and fsynced, ``do
 when every row of the shard is accounted for). On restart `replay` rebuilds where
 each shard stood: a ``create`` without ``created`` is a batch that may exist without
 its id reaching us, which `batchrun.batch.reconcile` looks for by metadata before
-anything is created again.
+anything is created again; ``create_lost`` records when its answer was given up on
+(the connection lost, or found unanswered by the next process), from which the wait
+before creating again counts.
 
 Lines hold shard numbers, file ids, batch ids, statuses and custom ids of rows to
 retry; never a key, a body or an answer.
@@ -50,6 +52,8 @@ class ShardRecord:
     upload_started: bool = False
     create_started_at: float | None = None
     """Wall time a create was sent; set until its answer (or a finding) is recorded."""
+    create_lost_at: float | None = None
+    """Wall time the answer to that create was given up on (None: not yet)."""
     created_at: float | None = None
     cancel_requested: bool = False
     downloaded: set[str] = field(default_factory=set)
@@ -61,6 +65,9 @@ class ShardRecord:
     worst_usd: float | None = None
     """Most its rows can cost through the Batch API (planned under --max-cost; None:
     planned without a cap, so unknown)."""
+    prompt_tokens: int | None = None
+    """A shard of one row: that row's prompt tokens (to tell, when the provider's queue
+    refuses it alone, whether it can ever fit)."""
 
     @property
     def phase(self) -> str:
@@ -94,6 +101,8 @@ class Ledger:
     shards: dict[int, ShardRecord] = field(default_factory=dict)
     attempts: Counter[str] = field(default_factory=Counter)
     """custom_id -> batch attempts that ended without an answer or a final error."""
+    repeated_lines: int = 0
+    """Lines of downloaded files that repeated a row (a provider anomaly, never written)."""
 
     @property
     def next_shard(self) -> int:
@@ -127,6 +136,8 @@ class Ledger:
             record.attempt = int(step.get("attempt") or 1)
             worst = step.get("worst_usd")
             record.worst_usd = float(worst) if isinstance(worst, int | float) else None
+            tokens = step.get("prompt_tokens")
+            record.prompt_tokens = tokens if isinstance(tokens, int) else None
         elif kind == "upload":
             record.upload_started = True
         elif kind == "uploaded":
@@ -134,17 +145,24 @@ class Ledger:
         elif kind == "create":
             record.file_id = str(step.get("file_id") or record.file_id)
             record.create_started_at = float(step.get("at") or 0.0)
+            record.create_lost_at = None
+        elif kind == "create_lost":
+            record.create_lost_at = float(step.get("at") or 0.0)
         elif kind == "created":
             record.batch_id = str(step["batch_id"])
-            record.create_started_at = None
+            record.create_started_at = record.create_lost_at = None
             at = step.get("at")
             record.created_at = float(at) if isinstance(at, int | float) else None
         elif kind == "not_created":
-            record.create_started_at = None
+            record.create_started_at = record.create_lost_at = None
         elif kind == "cancel":
             record.cancel_requested = True
         elif kind == "downloaded":
-            record.downloaded.add(str(step["file_id"]))
+            file_id = str(step["file_id"])
+            repeated = step.get("repeated")
+            if file_id not in record.downloaded and isinstance(repeated, int):
+                self.repeated_lines += repeated
+            record.downloaded.add(file_id)
         elif kind == "deleted":
             record.deleted.add(str(step["file_id"]))
         elif kind == "done":

@@ -4,11 +4,14 @@
 open shard into shard files (`batchrun.batch.shards`, `batchrun.batch.workdir`);
 `submit_ready` uploads each and creates its batch (``completion_window`` 24h,
 metadata naming run and shard), each call journaled before and after. A create
-whose answer was lost is never repeated blindly: `settle_creating` looks for its
-batch by metadata (`batchrun.batch.reconcile`) and adopts it, or creates again once
-it cannot still appear. When the provider's queue of enqueued tokens is full, a
-shard is refused (`refused`): its rows wait for a running batch to end, or go again
-in smaller shards.
+whose answer was lost is never repeated blindly: the loss is journaled
+(``create_lost``), and `settle_creating` looks for its batch by metadata
+(`batchrun.batch.reconcile`) and adopts it, or creates again once a list made well
+after the loss shows it cannot still appear. When the provider's queue of enqueued
+tokens is full, a shard is refused (`refused`): its rows wait for a running batch to
+end, or go again in smaller shards, down to one row; a row the queue refuses alone
+while none of this run's batches is in it can never go through the Batch API and
+fails for good (``token_limit_exceeded``, naming the limit), so the run ends.
 
     submitter = Submitter(cfg, client=client, shards=shards, ...)
     await submitter.plan()
@@ -17,6 +20,7 @@ in smaller shards.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,16 +33,35 @@ from batchrun.batch.bookkeeping import Bookkeeper
 from batchrun.batch.client import BatchClient, CreateUnknown
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
-from batchrun.batch.protocol import metadata_for, parse_batch, refused_for_token_limit, shard_tag
+from batchrun.batch.outcomes import failure
+from batchrun.batch.protocol import (
+    metadata_for,
+    parse_batch,
+    queue_limit,
+    refused_for_token_limit,
+    shard_tag,
+)
 from batchrun.batch.reconcile import creating_decision, find_batches
-from batchrun.batch.shards import RowTooLarge, ShardPlanner, shrink
+from batchrun.batch.shards import RowTooLarge, ShardPlanner, never_fits_the_queue, shrink
 from batchrun.batch.steps import ShardRecord
-from batchrun.batch.workdir import ShardWriter, line_for, remove_shard_files, shard_paths
+from batchrun.batch.workdir import (
+    ShardWriter,
+    first_body,
+    line_for,
+    read_index,
+    remove_shard_files,
+    shard_paths,
+)
 from batchrun.cost.budget import BatchBudget, cap_reached
 from batchrun.errors import BatchApiError, InputError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.sources import Source
+from batchrun.models import Outcome
+from batchrun.pacing.tokens import prompt_tokens
 from batchrun.settings import Settings
+
+TOO_BIG = "token_limit_exceeded"
+"""The error code of a row the provider's queue of enqueued tokens can never hold."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -56,6 +79,8 @@ class Submitter:
     trouble: Callable[[BatchApiError], None]
     wall_clock: Callable[[], float]
     create_grace: float
+    write_final: Callable[[list[Outcome]], None]
+    """Writes, flushes and counts rows failed for good (`Finisher.write_final`)."""
     budget: BatchBudget | None = None
     over_budget: str | None = field(init=False, default=None)
     """Why the last plan left rows out: the cap has no room for the next one's worst
@@ -68,6 +93,8 @@ class Submitter:
     """A shard was refused while batches ran: wait for one to end."""
     max_tokens: int | None = field(init=False, default=None)
     """max_tokens of the first request planned (0: none set), for quality messages."""
+    lone_refusals: Counter[str] = field(init=False, default_factory=Counter)
+    """custom_id -> refusals of its row alone with none of this run's batches queued."""
 
     def __post_init__(self) -> None:
         self.max_requests = self.cfg.batch_max_requests
@@ -105,6 +132,10 @@ class Submitter:
             }
             if worst is not None:
                 step["worst_usd"] = worst
+            if rows == 1:  # for a refusal of the row alone (`refused`)
+                body = first_body(self.run_dir, shard)
+                if body is not None:
+                    step["prompt_tokens"] = prompt_tokens(body)
             self.shards.write(step)
 
     def _budget_room(self, spent: float) -> float | None:
@@ -229,7 +260,9 @@ class Submitter:
         try:
             made = await client.create(file_id, metadata)
         except CreateUnknown as exc:
-            # the batch may exist: it is looked for by its metadata, never created blindly
+            # the batch may exist, or appear later: it is looked for by its metadata, and
+            # the wait before creating again counts from now, when the answer was lost
+            shards.write({"step": "create_lost", "shard": record.shard, "at": self.wall_clock()})
             self.books.say(f"shard {tag}: no answer to its create ({exc.message}); looking for it")
             return
         except BatchApiError as exc:
@@ -259,25 +292,92 @@ class Submitter:
 
     def refused(self, record: ShardRecord, reason: str) -> None:
         """The provider's queue for the model is full: the shard's rows wait for a
-        running batch to finish and go in a later shard; no attempt is counted."""
+        running batch to finish and go in a later shard; no attempt is counted. A
+        row refused alone, with none of this run's batches in the queue, that can
+        never fit (`batchrun.batch.shards.never_fits_the_queue`) fails for good."""
+        running = [r for r in self.shards.running() if r.shard != record.shard]
+        limit = queue_limit(reason)
+        alone = record.rows == 1 and not running
+        if alone:
+            index = read_index(self.run_dir, record.shard)
+            for custom_id in index:
+                self.lone_refusals[custom_id] += 1
+            refusals = max((self.lone_refusals[c] for c in index), default=0)
+            if never_fits_the_queue(record.prompt_tokens, limit, refusals):
+                self._fail_too_big(record, reason, limit, refusals)
+                return
         self.shards.write({"step": "done", "shard": record.shard, "status": "token_limit"})
         self.shards.release(record.shard)
         remove_shard_files(shard_paths(self.run_dir, record.shard))
-        running = self.shards.running()
         if running:
             self.queue_full = True
         else:
             self.max_requests = shrink(self.max_requests)
         self.needs_plan = True
+        wait = "running batches" if running else "a smaller shard"
+        if alone:
+            wait = "room in a queue held by batches outside this run"
         self.books.say(
             f"shard {shard_tag(record.shard)}: the provider's queue is full ({reason[:160]}); "
-            f"its rows wait for {'running batches' if running else 'a smaller shard'}"
+            f"its rows wait for {wait}"
         )
+
+    def _fail_too_big(
+        self, record: ShardRecord, reason: str, limit: int | None, refusals: int
+    ) -> None:
+        """A row larger than the provider's queue can hold: failed for good (written
+        and flushed before the shard is journaled done, so a crash in between refuses
+        it again and writes nothing twice). The shards shrank for it: the next ones
+        are planned at full size again."""
+        tag = shard_tag(record.shard)
+        index = read_index(self.run_dir, record.shard)
+        holds = f"{limit:,} enqueued tokens" if limit is not None else "its limit"
+        size = f"; refused alone {refusals} times with no other batch of this run queued"
+        if record.prompt_tokens is not None and limit is not None:
+            size = f"; this request alone is about {record.prompt_tokens:,} prompt tokens"
+        message = (
+            f"larger than the provider's queue of enqueued tokens for {record.model or 'its model'}"
+            f" holds ({holds}{size}): it cannot go through the Batch API; send it online "
+            f"(without --batch-api) or shorten it. The provider said: {reason[:300]}"
+        )
+        at = self.wall_clock()
+        finals = []
+        for custom_id, entry in index.items():
+            h, b = id_hash(custom_id), int(entry.body_hash, 16)
+            if self.answers.settled(h, b, retry_failed=self.cfg.retry_failed):
+                continue
+            used = self.shards.ledger.attempts.get(custom_id, 0)
+            finals.append(
+                failure(
+                    custom_id,
+                    code=TOO_BIG,
+                    message=message,
+                    row=entry.row,
+                    body_hash=entry.body_hash,
+                    batch_id=record.batch_id,
+                    attempts_before=used,
+                    at=at,
+                )
+            )
+        if finals:
+            self.write_final(finals)
+        self.shards.write({"step": "done", "shard": record.shard, "status": "token_limit"})
+        self.shards.release(record.shard)
+        remove_shard_files(shard_paths(self.run_dir, record.shard))
+        self.max_requests = self.cfg.batch_max_requests
+        self.needs_plan = True
+        for outcome in finals:
+            self.books.notes.append(
+                f"row {outcome.row} ({outcome.custom_id}) failed for good ({TOO_BIG}): {message}"
+            )
+        self.books.say(f"shard {tag}: its one row is too large for the provider's queue; failed")
 
     async def settle_creating(self, *, drop: bool) -> None:
         """Shards whose create got no answer: adopt the batch found by metadata, or
-        create again once it cannot still appear (``drop``: cancelling, so abandon the
-        shard instead; its rows stay pending)."""
+        create again once a list begun `create_grace` after the answer was lost shows
+        none (``drop``: cancelling, so abandon the shard instead; its rows stay
+        pending). A create found unanswered by this process was sent by one that ended:
+        its answer is lost as of now."""
         ledger = self.shards.ledger
         creating = {
             r.shard: r.create_started_at
@@ -286,6 +386,11 @@ class Submitter:
         }
         if not creating:
             return
+        for shard in creating:
+            if ledger.shards[shard].create_lost_at is None:
+                at = self.wall_clock()
+                self.shards.write({"step": "create_lost", "shard": shard, "at": at})
+        listed_at = self.wall_clock()
         try:
             found = await find_batches(self.client, str(ledger.run_id), creating)
         except BatchApiError as exc:
@@ -293,11 +398,13 @@ class Submitter:
                 raise
             self.trouble(exc)
             return
-        now = self.wall_clock()
-        for shard, sent_at in creating.items():
+        for shard in creating:
             record = ledger.shards[shard]
             decision = creating_decision(
-                found=shard in found, sent_at=sent_at, now=now, grace=self.create_grace
+                found=shard in found,
+                lost_at=record.create_lost_at,
+                listed_at=listed_at,
+                grace=self.create_grace,
             )
             if decision == "adopt":
                 self._adopt(record, found[shard], found=True)

@@ -103,6 +103,17 @@ def line_for(custom_id: str, body: Mapping[str, Any]) -> tuple[bytes, str]:
     return input_line(custom_id, body), body_hash(orjson.dumps(body))
 
 
+def first_body(run_dir: str, shard: int) -> dict[str, Any] | None:
+    """The body of the first request in a shard's input file (None: no such file)."""
+    path = shard_paths(run_dir, shard).input
+    try:
+        with open(path, "rb") as f:
+            body = orjson.loads(f.readline()).get("body")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def read_index(run_dir: str, shard: int) -> dict[str, IndexEntry]:
     """custom_id -> (row, body hash) of every request of a shard."""
     path = shard_paths(run_dir, shard).index
@@ -155,6 +166,7 @@ __all__ = [
     "IndexEntry",
     "ShardWriter",
     "batch_dir",
+    "first_body",
     "leftover_files",
     "line_for",
     "read_index",

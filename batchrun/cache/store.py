@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from hashlib import blake2b
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -47,6 +47,7 @@ __all__ = [
     "CACHE_POLICIES",
     "CachePolicy",
     "CacheStats",
+    "Hit",
     "ResponseCache",
     "cache_key",
     "cacheable",
@@ -71,9 +72,14 @@ CREATE TABLE IF NOT EXISTS responses (
     created INTEGER,
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
-    stored_at REAL NOT NULL
+    stored_at REAL NOT NULL,
+    latency_ms REAL
 )
 """
+_LATENCY_COLUMN = "ALTER TABLE responses ADD COLUMN latency_ms REAL"
+"""A file made before answers kept their time gets the column (older batchrun versions
+name their columns when they write, so they go on using the file; their entries'
+time is unknown)."""
 
 
 def cache_key(endpoint: str, body: bytes) -> bytes:
@@ -147,6 +153,15 @@ class CacheStats:
     file_bytes: int
 
 
+class Hit(NamedTuple):
+    """A stored answer: its body, and how long the request that got it took on the wire
+    (milliseconds; None when unknown), which is what answering from the cache stands
+    in for."""
+
+    body: bytes
+    latency_ms: float | None
+
+
 def _metadata(body: bytes) -> tuple[str | None, int | None, int | None, int | None]:
     """(model, created, prompt_tokens, completion_tokens) of a chat.completion body;
     None for what it lacks (the cache stores any bytes it is given)."""
@@ -212,23 +227,31 @@ class ResponseCache:
         (BENCHMARKS.md, "Response cache"). Each query is its own read transaction, so
         a long batch never holds off a writer.
         """
+        return {key: hit.body for key, hit in self.get_many_timed(keys).items()}
+
+    def get_many_timed(self, keys: Iterable[bytes]) -> dict[bytes, Hit]:
+        """`get_many`, each body with the time its request took (`Hit`)."""
         wanted = list(dict.fromkeys(keys))
-        found: dict[bytes, bytes] = {}
+        found: dict[bytes, Hit] = {}
         with self._lock:
             db = self._conn()
             for start in range(0, len(wanted), _CHUNK):
                 chunk = wanted[start : start + _CHUNK]
                 sql = _select_sql(len(chunk))
-                for key, body in db.execute(sql, chunk):
-                    found[bytes(key)] = bytes(body)
+                for key, body, latency in db.execute(sql, chunk):
+                    found[bytes(key)] = Hit(bytes(body), latency)
         return found
 
     def put(self, key: bytes, body: bytes) -> None:
         """Store one body (its own transaction: prefer `put_many` for batches)."""
         self.put_many([(key, body)])
 
-    def put_many(self, items: Iterable[tuple[bytes, bytes]]) -> int:
-        """Store (key, body) pairs in one transaction; returns how many.
+    def put_many(
+        self, items: Iterable[tuple[bytes, bytes] | tuple[bytes, bytes, float | None]]
+    ) -> int:
+        """Store (key, body) pairs in one transaction; returns how many. A third item,
+        the milliseconds the request took on the wire, is kept with the body (a `Hit`
+        says it again).
 
         A key stored before is replaced (the newest answer wins, so a refresh run
         with reads off and writes on renews entries). Pass the batch a writer has at
@@ -237,12 +260,12 @@ class ResponseCache:
         """
         now = self._clock()
         rows = []
-        for key, body in items:
+        for key, body, *latency in items:
             if len(key) != KEY_BYTES:
                 raise ValueError(
                     f"a cache key is {KEY_BYTES} bytes (see cache_key), not {len(key)}"
                 )
-            rows.append((key, body, *_metadata(body), now))
+            rows.append((key, body, *_metadata(body), now, latency[0] if latency else None))
         if not rows:
             return 0
         with self._lock:
@@ -251,7 +274,8 @@ class ResponseCache:
             try:
                 db.executemany(
                     "INSERT OR REPLACE INTO responses (key, body, model, created, "
-                    "prompt_tokens, completion_tokens, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "prompt_tokens, completion_tokens, stored_at, latency_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
             except BaseException:
@@ -321,8 +345,14 @@ def _select_sql(count: int) -> str:
     sql = _SELECT_SQL.get(count)
     if sql is None:
         marks = ",".join("?" * count)
-        sql = _SELECT_SQL[count] = f"SELECT key, body FROM responses WHERE key IN ({marks})"
+        sql = _SELECT_SQL[count] = (
+            f"SELECT key, body, latency_ms FROM responses WHERE key IN ({marks})"
+        )
     return sql
+
+
+def _has_latency(db: sqlite3.Connection) -> bool:
+    return any(row[1] == "latency_ms" for row in db.execute("PRAGMA table_info(responses)"))
 
 
 def _open(path: str, timeout: float) -> sqlite3.Connection:
@@ -358,6 +388,11 @@ def _open(path: str, timeout: float) -> sqlite3.Connection:
                 db.execute("BEGIN IMMEDIATE")
                 db.execute(_SCHEMA)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute("COMMIT")
+            if not _has_latency(db):
+                db.execute("BEGIN IMMEDIATE")  # another process may add it first
+                if not _has_latency(db):
+                    db.execute(_LATENCY_COLUMN)
                 db.execute("COMMIT")
             return db
         except sqlite3.OperationalError as exc:

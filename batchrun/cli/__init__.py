@@ -37,6 +37,7 @@ class _Group(click.Group):
         "estimate": "batchrun.cli.commands:estimate_command",
         "cancel": "batchrun.cli.commands:cancel_command",
         "eval": "batchrun.cli.commands:eval_command",
+        "prices": "batchrun.cli.commands:prices_command",
         "report": "batchrun.report.html.cli:report_command",
         "serve": "batchrun.report.html.cli:serve_command",
     }
@@ -45,6 +46,7 @@ class _Group(click.Group):
         "estimate": "Count prompt tokens and price a job before sending anything.",
         "cancel": "Cancel a run's batches at the provider (rows they finished are kept).",
         "eval": "Score a run again, sending nothing.",
+        "prices": "What a model costs and where the price comes from (--example: a price file).",
         "report": "Report on a run: text, or one HTML file with charts (--html).",
         "serve": "Serve a live report page for a run directory.",
     }

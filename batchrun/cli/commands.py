@@ -95,6 +95,12 @@ def _estimate_options(command: Any) -> Any:
     return command
 
 
+def _price_option(command: Any) -> Any:
+    from batchrun.cli.options import setting_option
+
+    return setting_option("prices", Settings.spec("prices"))(command)
+
+
 @click.command("estimate", context_settings=CONTEXT)
 @click.argument("input_path", required=False, metavar="INPUT")
 @click.option("-j", "--job", "job_path", metavar="FILE", help="TOML job file.")
@@ -108,6 +114,40 @@ def estimate_command(
 
     settings = settings_for(input_path, job=job_path, given=given_settings(options))
     print_estimate(settings, as_json)
+
+
+@click.command("prices", context_settings=CONTEXT)
+@click.argument("models", nargs=-1, metavar="[MODEL]...")
+@click.option(
+    "--example", is_flag=True, help="Print a commented example price file, to start one from."
+)
+@click.option("-j", "--job", "job_path", help="Use the prices of this job file ([prices]).")
+@_price_option
+def prices_command(
+    models: tuple[str, ...], example: bool, job_path: str | None, **options: Any
+) -> None:
+    """What batchrun charges for each MODEL (USD per million tokens) and where that
+    price comes from: --prices FILE or the job's [prices] first, then genai-prices.
+
+        batchrun prices --example > prices.toml
+        batchrun prices gpt-4o-mini my-model --prices prices.toml
+    """
+    from batchrun.cost.pricefile import example_price_file
+    from batchrun.cost.prices import PriceBook
+    from batchrun.report.tables import format_price_table
+
+    if example:
+        click.echo(example_price_file(), nl=False)
+        return
+    if not models:
+        raise click.UsageError("name a MODEL (or --example for a price file to start from)")
+    source = given_settings(options).get("prices")
+    if source is None and job_path:
+        from batchrun.jobs.jobfile import load_job
+
+        source = load_job(job_path).values.get("prices")
+    book = PriceBook.load(source)
+    click.echo(format_price_table([(model, book.price_for(model)) for model in models]))
 
 
 @click.command("cancel", context_settings=CONTEXT)
@@ -192,5 +232,6 @@ __all__ = [
     "execute_run",
     "print_estimate",
     "print_status",
+    "prices_command",
     "setting_options",
 ]

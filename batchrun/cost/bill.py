@@ -42,24 +42,36 @@ _DIGITS = 10  # rounding of reported USD: hides float noise, keeps sub-cent cost
 
 @dataclass(frozen=True, slots=True)
 class CostBreakdown:
-    """What some usage cost, in USD, and what it would have cost via the Batch API."""
+    """What some usage cost, in USD, what it costs via the Batch API (``batch``), and,
+    for usage paid at Batch API prices, what it would have cost online (``online``;
+    None when it was paid at online prices: then it is ``total``)."""
 
     input: float = 0.0
     cached_input: float = 0.0
     output: float = 0.0
     batch: float | None = None
+    online: float | None = None
 
     @property
     def total(self) -> float:
         return self.input + self.cached_input + self.output
 
+    @property
+    def at_online_prices(self) -> float:
+        """What the same usage costs sent online (the standard prices)."""
+        return self.total if self.online is None else self.online
+
     def __add__(self, other: CostBreakdown) -> CostBreakdown:
         batch = None if self.batch is None or other.batch is None else self.batch + other.batch
+        online = None
+        if self.online is not None or other.online is not None:
+            online = self.at_online_prices + other.at_online_prices
         return CostBreakdown(
             self.input + other.input,
             self.cached_input + other.cached_input,
             self.output + other.output,
             batch,
+            online,
         )
 
 
@@ -149,7 +161,7 @@ class CostTotals:
         cost = cost_of(usage, price)
         if via_batch and price.batch is not None:
             paid = _standard_cost(usage, price.batch)
-            cost = replace(paid, batch=paid.total)
+            cost = replace(paid, batch=paid.total, online=cost.total)
         mode = "batch" if via_batch else "online"
         self.by_mode[mode] = self.by_mode.get(mode, 0.0) + cost.total
         previous = self.by_model.get(model)
@@ -199,6 +211,35 @@ def cost_report(by_model: Mapping[str, Usage], book: PriceBook) -> dict[str, Any
     return _report(costs, unpriced, book, tiered)
 
 
+def cost_of_totals(
+    by_model: Mapping[str, Usage], book: PriceBook, *, via_batch: bool = False
+) -> tuple[float, list[str]]:
+    """USD of usage totals per model, and the models with no known price (not in it).
+
+    Priced as `cost_report` prices totals (a tiered model at its base tier) and, with
+    ``via_batch``, at the Batch API prices `CostTotals.add` gives a row answered
+    through the Batch API (a model's standard prices when it has none).
+
+    >>> price = ModelPrice(input=1.0, output=2.0, batch=ModelPrice(input=0.5, output=1.0))
+    >>> book = PriceBook({"m": price}, use_genai_prices=False)
+    >>> usage = {"m": Usage(prompt_tokens=1_000_000), "x": Usage(prompt_tokens=1)}
+    >>> cost_of_totals(usage, book), cost_of_totals(usage, book, via_batch=True)
+    ((1.0, ['x']), (0.5, ['x']))
+    """
+    total = 0.0
+    unpriced = []
+    for model, usage in by_model.items():
+        price = book.price_for(model)
+        if price is None:
+            unpriced.append(model)
+            continue
+        price = price.base_tier()
+        if via_batch and price.batch is not None:
+            price = price.batch
+        total += _standard_cost(usage, price).total
+    return total, sorted(unpriced)
+
+
 def _usd(value: float) -> float:
     return round(value, _DIGITS)
 
@@ -241,7 +282,7 @@ def _report(
         else:
             batch_by_model[model] = _usd(cost.batch)
             batch_total += cost.batch
-            standard_of_batched += cost.total
+            standard_of_batched += cost.at_online_prices
     for model in unpriced_names:
         by_model[model] = {"total": None, "reason": "no price known"}
         batch_by_model[model] = None
@@ -270,4 +311,11 @@ def _report(
 # ------------------------------------------------------------------------ text table
 
 
-__all__ = ["CostBreakdown", "CostTotals", "cost_of", "cost_report", "worst_case_cost"]
+__all__ = [
+    "CostBreakdown",
+    "CostTotals",
+    "cost_of",
+    "cost_of_totals",
+    "cost_report",
+    "worst_case_cost",
+]

@@ -152,10 +152,11 @@ def refuse_unpriced(models: Iterable[str], advice: ModelAdvice) -> None:
         names = ", ".join(advice.described(m) for m in unpriced[:ADVISED])
         if len(unpriced) > ADVISED:
             names += f" and {len(unpriced) - ADVISED:,} more"
+        from batchrun.cost.pricefile import ADD_A_PRICE
+
         raise ConfigError(
             f"--max-cost cannot be enforced: no known price for {names}; "
-            "add a price with --prices FILE (see jobs/prices.example.toml) "
-            "or run without --max-cost"
+            f"{ADD_A_PRICE}, or run without --max-cost"
         )
 
 

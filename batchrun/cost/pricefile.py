@@ -6,24 +6,44 @@
     output = 0.60
     batch_multiplier = 0.5
 
-Every problem in a file is reported at once, with its key path.
+Every problem in a file is reported at once, with its key path. A commented example
+ships inside the package (`example_price_file`; ``batchrun prices --example`` prints it).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import replace
+from importlib import resources
 from typing import Any
 
-from batchrun.cost.prices import ModelPrice
+from batchrun.cost.prices import INLINE, ModelPrice
 from batchrun.errors import ConfigError
 
 _PRICE_KEYS = ("input", "cached_input", "output")
 _BATCH_KEYS = ("batch_input", "batch_cached_input", "batch_output")
 _ALLOWED_KEYS = frozenset(_PRICE_KEYS + _BATCH_KEYS + ("batch_multiplier",))
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+EXAMPLE_FILE = "prices.example.toml"
+ADD_A_PRICE = (
+    "add a price with --prices FILE, [prices.models.NAME] in a job file or prices= in "
+    "Python (`batchrun prices --example` prints a price file to start from)"
+)
+"""What to do about a model without a price, for every message that meets one."""
+
+
+def example_price_file() -> str:
+    """The commented example price file shipped in the package (``batchrun prices
+    --example``): every key, with what it means.
+
+    >>> "[models." in example_price_file()
+    True
+    """
+    return resources.files("batchrun.cost").joinpath(EXAMPLE_FILE).read_text(encoding="utf-8")
 
 
 def _key(name: str) -> str:
@@ -31,7 +51,7 @@ def _key(name: str) -> str:
 
 
 def read_price_file(path: str) -> dict[str, ModelPrice]:
-    """Parse a TOML price file into model prices; see ``jobs/prices.example.toml``."""
+    """Parse a TOML price file into model prices (the format: `example_price_file`)."""
     try:
         with open(path, "rb") as handle:
             data = tomllib.load(handle)
@@ -54,7 +74,6 @@ def parse_price_table(
         0.0
     """
     problems: list[str] = []
-    prices: dict[str, ModelPrice] = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{origin}: {key_prefix or 'price table'} must be a table")
     for key in data:
@@ -64,18 +83,57 @@ def parse_price_table(
     if not isinstance(models, Mapping):
         problems.append(f"{key_prefix}models: must be a table of models")
         models = {}
-    for name, entry in models.items():
-        where = f"{key_prefix}models.{_key(name)}"
-        if not isinstance(entry, Mapping):
-            problems.append(f"{where}: must be a table with input and output prices")
-            continue
-        price = _parse_model(entry, where, problems)
-        if price is not None:
-            prices[name] = price
+    prices = model_prices(models, f"{key_prefix}models", problems)
     if problems:
         listed = "\n".join(f"  {origin}: {problem}" for problem in problems)
         count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
         raise ConfigError(f"{origin}: {count} in prices:\n{listed}")
+    return prices
+
+
+def model_prices(
+    models: Mapping[str, Any], where: str, problems: list[str]
+) -> dict[str, ModelPrice]:
+    """Model name -> price entry (the keys of a price file's ``[models."NAME"]``) into
+    prices; each problem is appended to ``problems`` with its key path under ``where``.
+
+        >>> problems = []
+        >>> model_prices({"m": {"input": 1, "outptu": 2}}, "prices", problems) == {}
+        True
+        >>> problems[0].split(":")[0]
+        'prices.m.outptu'
+    """
+    prices: dict[str, ModelPrice] = {}
+    for name, entry in models.items():
+        at = f"{where}.{_key(str(name))}" if where else _key(str(name))
+        if not isinstance(name, str) or not name.strip():
+            problems.append(f"{at}: a model name must be a non-empty string")
+        elif not isinstance(entry, Mapping):
+            problems.append(f"{at}: must be a table with input and output prices")
+        elif (price := _parse_model(entry, at, problems)) is not None:
+            prices[name] = price
+    return prices
+
+
+def user_prices(source: Any) -> dict[str, ModelPrice]:
+    """The prices a run's ``prices`` setting gives: a price file's path, or
+    `batchrun.settings.Prices` (a file and/or inline entries, inline winning), or the
+    same as run.json records it (``{"file": ..., "models": {...}}``).
+
+        >>> user_prices({"models": {"m": {"input": 1, "output": 2}}})["m"].output
+        2.0
+    """
+    if source is None:
+        return {}
+    if isinstance(source, str | os.PathLike):
+        return read_price_file(os.fspath(source))
+    if isinstance(source, Mapping):
+        file, models = source.get("file"), source.get("models") or {}
+    else:
+        file, models = source.file, source.models
+    prices = read_price_file(file) if file else {}
+    inline = parse_price_table({"models": models}, "prices", key_prefix="prices.")
+    prices.update({name: replace(price, source=INLINE) for name, price in inline.items()})
     return prices
 
 
@@ -129,4 +187,11 @@ def _parse_model(entry: Mapping[str, Any], where: str, problems: list[str]) -> M
 # ---------------------------------------------------------------------- cost report
 
 
-__all__ = ["parse_price_table", "read_price_file"]
+__all__ = [
+    "ADD_A_PRICE",
+    "example_price_file",
+    "model_prices",
+    "parse_price_table",
+    "read_price_file",
+    "user_prices",
+]

@@ -19,9 +19,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 GENAI_PRICES = "genai-prices"
 USER_FILE = "user file"
+INLINE = "inline prices"
+"""A price given in a job file's [prices.models] or Python's ``prices=``."""
 PER_MILLION = 1_000_000
 
 
@@ -125,12 +128,13 @@ class PriceBook:
         self._cache: dict[str, ModelPrice | None] = {}
 
     @classmethod
-    def load(cls, user_file: str | None = None, *, at: datetime | None = None) -> PriceBook:
-        """Read the user price file (every problem in it at once, in one ConfigError)."""
-        from batchrun.cost.pricefile import read_price_file
+    def load(cls, user_prices: Any = None, *, at: datetime | None = None) -> PriceBook:
+        """The book of a run's ``prices`` setting: a price file's path, or a
+        `batchrun.settings.Prices` (file and/or inline entries), or that as run.json
+        records it (every problem at once, in one ConfigError)."""
+        from batchrun.cost.pricefile import user_prices as load_user_prices
 
-        prices = read_price_file(user_file) if user_file is not None else {}
-        return cls(prices, at=at)
+        return cls(load_user_prices(user_prices), at=at)
 
     def preload(self) -> None:
         """Load the genai-prices table now (~0.2-0.4 s) rather than at the first
@@ -161,4 +165,12 @@ class PriceBook:
         return genai_price(model, self.at or datetime.now(tz=UTC))
 
 
-__all__ = ["GENAI_PRICES", "PER_MILLION", "USER_FILE", "ModelPrice", "PriceBook", "PriceTier"]
+__all__ = [
+    "GENAI_PRICES",
+    "INLINE",
+    "PER_MILLION",
+    "USER_FILE",
+    "ModelPrice",
+    "PriceBook",
+    "PriceTier",
+]

@@ -17,7 +17,11 @@ only requests whose answer should not change, temperature 0 or a seed):
 
 Reused lines carry ``"reused"`` (``"cache"`` or ``"run"``, and ``"same_as"``: the
 leader's id) in their ``batchrun`` meta; their usage is counted as saved, never as
-spent (`batchrun.output.tally.Tally`).
+spent (`batchrun.output.tally.Tally`). They were not sent, so their ``latency_ms`` and
+``wait_ms`` are null (a 0 would pull the run's latency percentiles down); their
+``original_latency_ms`` is how long the request that first got the answer took on the
+wire, when known (the cache keeps it with the body), which is what a comparison of
+variants shows for a variant answered this way.
 
     reuse = Reuse(settings)
     source.scan(observe=reuse.observe); reuse.after_scan()
@@ -47,6 +51,8 @@ LOOKUP_BATCH = 256
 """Requests looked up in the cache at once (one query each 256: ~7 us a key)."""
 
 Decision = str | Outcome
+Stored = tuple[bytes, bytes, float | None]
+"""What the cache keeps of an answer: (key, body, milliseconds its request took)."""
 
 
 def cache_path(location: str) -> str:
@@ -183,11 +189,11 @@ class Reuse:
         for req in requests:
             if cacheable(req.body, self.policy):  # type: ignore[arg-type]
                 keys[req.custom_id] = cache_key(self.endpoint, orjson.dumps(req.body))
-        found = self.cache.get_many(keys.values()) if keys else {}
+        found = self.cache.get_many_timed(keys.values()) if keys else {}
         for req in requests:
             key = keys.get(req.custom_id)
-            body = found.get(key) if key is not None else None
-            if body is None:
+            hit = found.get(key) if key is not None else None
+            if hit is None:
                 if key is not None:
                     self._keys[req.custom_id] = key
                 yield req, None
@@ -197,19 +203,19 @@ class Reuse:
                 req,
                 status=200,
                 request_id=None,
-                body=orjson.loads(body),
+                body=orjson.loads(hit.body),
                 attempts=[],
                 body_hash=body_hash(orjson.dumps(req.body)),
             )
-            answer.extra["reused"] = "cache"
+            answer.extra.update(_not_sent("cache", hit.latency_ms))
             yield req, answer
 
     # -- answers ---------------------------------------------------------------------
-    def written(self, batch: Iterable[Outcome]) -> tuple[list[Outcome], list[tuple[bytes, bytes]]]:
+    def written(self, batch: Iterable[Outcome]) -> tuple[list[Outcome], list[Stored]]:
         """After lines were written: (followers now answered, to write next; (key,
-        body) pairs to store in the cache)."""
+        body, milliseconds on the wire) to store in the cache)."""
         released: list[Outcome] = []
-        store: list[tuple[bytes, bytes]] = []
+        store: list[Stored] = []
         for outcome in batch:
             key = self._keys.pop(outcome.custom_id, None)
             if (
@@ -218,7 +224,7 @@ class Reuse:
                 and "quality" not in outcome.extra
                 and "reused" not in outcome.extra
             ):
-                store.append((key, orjson.dumps(outcome.body)))
+                store.append((key, orjson.dumps(outcome.body), original_latency_ms(outcome)))
             leader = self._sent_leaders.pop(outcome.custom_id, None)
             if leader is None:
                 continue
@@ -270,10 +276,32 @@ def reused(req: Request, answer: Outcome, how: str, *, same_as: str | None = Non
     for key in ("quality", "quality_detail"):
         if key in answer.extra:
             copy.extra[key] = answer.extra[key]
-    copy.extra["reused"] = how
+    copy.extra.update(_not_sent(how, original_latency_ms(answer) if answer.ok else None))
     if same_as is not None:
         copy.extra["same_as"] = same_as
     return copy
+
+
+def _not_sent(how: str, original_ms: float | None) -> dict[str, Any]:
+    """The meta of an answer reused, not sent (see the module docstring)."""
+    meta: dict[str, Any] = {"reused": how, "latency_ms": None, "wait_ms": None}
+    if original_ms is not None:
+        meta["original_latency_ms"] = original_ms
+    return meta
+
+
+def original_latency_ms(answer: Outcome) -> float | None:
+    """How long the request that got ``answer`` took on the wire, in milliseconds:
+    its own time, or for an answer itself reused the original request's; None when
+    unknown (a row answered through the Batch API records none)."""
+    extra = answer.extra
+    if "reused" in extra or "original_latency_ms" in extra:
+        value = extra.get("original_latency_ms")
+        return float(value) if isinstance(value, int | float) else None
+    if "latency_ms" in extra:  # the line's own figure, set by its mode (batch: None)
+        value = extra["latency_ms"]
+        return float(value) if isinstance(value, int | float) else None
+    return round(answer.latency_s * 1000, 1)
 
 
 def _outcome_of(custom_id: str, status: str, record: dict[str, Any]) -> Outcome:
@@ -292,7 +320,9 @@ def _outcome_of(custom_id: str, status: str, record: dict[str, Any]) -> Outcome:
     for key in ("quality", "quality_detail"):
         if key in meta:
             outcome.extra[key] = meta[key]
+    took = meta.get("original_latency_ms") if meta.get("reused") else meta.get("latency_ms")
+    outcome.extra["original_latency_ms"] = took if isinstance(took, int | float) else None
     return outcome
 
 
-__all__ = ["SEND", "WAIT", "Reuse", "cache_path", "reused"]
+__all__ = ["SEND", "WAIT", "Reuse", "cache_path", "original_latency_ms", "reused"]

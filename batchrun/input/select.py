@@ -35,6 +35,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
             finish=finish,
             check=check,
             span=span,
+            column_types=cfg.column_types,
         )
     if variants:  # a request file run once per model
 
@@ -49,6 +50,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
             finish=finish,
             check=check,
             span=span,
+            column_types=cfg.column_types,
         )
     if cfg.request:
         return Source(
@@ -58,6 +60,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
             finish=finish,
             check=check,
             span=span,
+            column_types=cfg.column_types,
         )
     return Source(
         cfg.input_path,
@@ -66,6 +69,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
         finish=finish,
         check=check,
         span=span,
+        column_types=cfg.column_types,
     )
 
 

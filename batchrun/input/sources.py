@@ -1,4 +1,4 @@
-"""Read requests from JSONL (.jsonl, .jsonl.gz) and Parquet files, one row at a time.
+"""Read requests from JSONL (.jsonl, .jsonl.gz), Parquet and CSV/TSV files, one row at a time.
 
 Two kinds of row are accepted (see README "Input"):
 
@@ -7,8 +7,10 @@ Two kinds of row are accepted (see README "Input"):
   top-level ``custom_id`` (taken out of the body before sending).
 
 Rows without a custom_id are named ``row-<n>`` after their 1-based line (JSONL) or
-row (Parquet) number, so a rerun names them the same. Dataset jobs instead turn each
-row into a body through a prompt template (`RowMapper` injected by the job).
+row (Parquet; CSV: after the header) number, so a rerun names them the same. Dataset
+jobs instead turn each row into a body through a prompt template (`RowMapper`
+injected by the job). A CSV or TSV file (`batchrun.input.delimited`) is a dataset;
+run without a template it must have a ``body`` column, as a Parquet request file.
 
 Files are streamed: `Source.scan` makes one validating pass (counts rows, rejects
 duplicates, writes invalid rows aside with --skip-invalid) before anything is
@@ -22,8 +24,9 @@ counted (the next run sees a changed input and says so).
 
 A `Span` restricts a source to one shard of the file (`batchrun.scale.shards`): a byte
 range of a JSONL file (read from its first byte, never from the top), a range of
-Parquet row groups, or (gzip, which cannot seek) a range of rows read through. Rows
-keep their numbers in the whole file, so ``row-<n>`` ids are the same in every shard.
+Parquet row groups, or (gzip, which cannot seek, and CSV, whose quoted values may
+hold line breaks) a range of rows read through. Rows keep their numbers in the
+whole file, so ``row-<n>`` ids are the same in every shard.
 
     >>> src = Source("requests.jsonl")              # doctest: +SKIP
     >>> scan = src.scan(); next(iter(src.requests())).custom_id   # doctest: +SKIP
@@ -35,16 +38,19 @@ from __future__ import annotations
 import gzip
 import os
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from batchrun.errors import InputError
+from batchrun.errors import ConfigError, InputError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.models import Request
+
+if TYPE_CHECKING:
+    from batchrun.input.delimited import DelimitedFile
 
 CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
 PARQUET_BATCH_ROWS = 2048
@@ -61,7 +67,13 @@ RequestCheck = Callable[[Request], "str | None"]
 
 
 def input_kind(path: str) -> str:
+    """'jsonl', 'jsonl.gz', 'parquet', or one of `DELIMITED_KINDS` ('csv', 'tsv.gz', ...)."""
+    from batchrun.input.delimited import delimited_kind
+
     lowered = path.lower()
+    delimited = delimited_kind(lowered)
+    if delimited is not None:
+        return delimited
     if lowered.endswith((".parquet", ".pq")):
         return "parquet"
     if lowered.endswith(".gz"):
@@ -161,7 +173,7 @@ class Span:
 
     JSONL: the lines in bytes ``[start_byte, stop_byte)``; ``first_row`` is the line
     number of the line at ``start_byte``. Parquet: row groups ``[first_group,
-    stop_group)``. gzip: the rows are found by reading through.
+    stop_group)``. gzip, CSV and TSV: the rows are found by reading through.
     """
 
     first_row: int
@@ -189,11 +201,22 @@ class Source:
         finish: Finisher | None = None,
         check: RequestCheck | None = None,
         span: Span | None = None,
+        column_types: Mapping[str, str] | None = None,
     ) -> None:
+        from batchrun.input.delimited import DELIMITED_KINDS
+
         self.path = path
         self.span = span
         """Only these rows of the file (one shard of a run on a cluster); None: all."""
         self.kind = input_kind(path)
+        self.delimited = self.kind in DELIMITED_KINDS
+        """A CSV or TSV file (`batchrun.input.delimited`)."""
+        if column_types and not self.delimited:
+            raise ConfigError(
+                f"column_types: {path} is not a CSV or TSV file (column types are read "
+                "from its values only there)"
+            )
+        self.column_types = dict(column_types or {})
         self.skip_invalid = skip_invalid
         # dataset rows go to a template mapper as they are; request rows carry a body
         self.dataset = dataset
@@ -225,7 +248,12 @@ class Source:
     def rows(self) -> Iterator[tuple[int, str, Any]]:
         """(row number, label, decoded row or the InputError that row raised)."""
         self._check_file()
-        rows = self._parquet_rows() if self.kind == "parquet" else self._jsonl_rows()
+        if self.delimited:
+            rows = self._delimited_rows()
+        elif self.kind == "parquet":
+            rows = self._parquet_rows()
+        else:
+            rows = self._jsonl_rows()
         last = self._last_row
         if last is None:
             yield from rows
@@ -268,6 +296,32 @@ class Source:
                         yield lineno, where, InputError(self.path, where, f"not valid JSON ({exc})")
         except (OSError, EOFError) as exc:  # unreadable file, corrupt gzip
             raise InputError(self.path, "0", f"cannot read file: {exc}") from exc
+
+    def delimited_file(self) -> DelimitedFile:
+        """The CSV/TSV reader of this source (never reading past the scanned length)."""
+        from batchrun.input.delimited import DelimitedFile
+
+        limit = self._size if self.kind in ("csv", "tsv") else None
+        return DelimitedFile(self.path, self.kind, column_types=self.column_types, limit=limit)
+
+    def _delimited_rows(self) -> Iterator[tuple[int, str, Any]]:
+        reader = self.delimited_file()
+        names = reader.header()
+        if not self.dataset and "body" not in names:
+            raise InputError(
+                self.path,
+                "0",
+                "a CSV/TSV file holds dataset rows: give a prompt template (the prompt "
+                "setting: [prompt] user in a job file, prompt= in Python), or a 'body' "
+                f"column of JSON request bodies (columns: {', '.join(names)})",
+            )
+        span = self.span
+        first, stop = (span.first_row, span.stop_row) if span is not None else (1, None)
+        for row, where, record in reader.rows(first, stop):
+            if self.dataset or isinstance(record, InputError):
+                yield row, where, record
+            else:
+                yield row, where, self._parquet_request_row(record, where, False)
 
     def _parquet_rows(self) -> Iterator[tuple[int, str, Any]]:
         import pyarrow as pa
@@ -360,7 +414,7 @@ class Source:
         self._last_row = None
         hashes, bodies, models = result.hashes, result.bodies, result.models
         columns: set[str] | None = set() if self.dataset else None
-        collect = columns is not None and self.kind != "parquet"
+        collect = columns is not None and self.kind in ("jsonl", "jsonl.gz")
         mapper = self.mapper
         dumps = orjson.dumps
         for row, where, obj in self.rows():
@@ -398,6 +452,8 @@ class Source:
         result.columns = columns
         if self.kind == "parquet" and columns is not None:
             result.columns = set(self._parquet_names())
+        elif self.delimited and columns is not None:
+            result.columns = set(self.delimited_file().header())
         self._last_row = result.last_row
         if result.total == 0 and result.invalid == 0:
             raise InputError(self.path, "0", "the file holds no requests")

@@ -17,8 +17,9 @@ line instead of in [input] path)::
     description = "Label product reviews"   # optional, free text
 
     [input]
-    path = "data/reviews.jsonl"   # .jsonl, .jsonl.gz, .ndjson or .parquet
+    path = "data/reviews.jsonl"   # .jsonl, .ndjson, .parquet, .csv, .tsv (+ .gz but Parquet)
     id_column = "id"              # becomes custom_id; without it: "row-<n>"
+    column_types = { score = "float" }  # CSV/TSV: string (the default), int, float, bool, json
 
     [endpoint]
     base_url = "https://api.openai.com/v1"  # or "sim" for the built-in simulator
@@ -39,11 +40,13 @@ line instead of in [input] path)::
     system = "You label the sentiment of product reviews."
     user = "Product: {product}\\nReview: {text}"
 
-    [response_format]    # or type = "json_object"
+    [response_format]    # or type = "json_object"; or response_format = "schema.json"
     type = "json_schema"
     name = "sentiment"
     schema_file = "schemas/sentiment.json"   # or schema = { ... } inline
     strict = true
+    # the table may also be a plain JSON Schema (type = "object", [response_format.properties]),
+    # named after its title or the job, or OpenAI's envelope (json_schema = { ... })
 
     [limits]
     concurrency = 32
@@ -69,7 +72,10 @@ line instead of in [input] path)::
     normalize = true
 
     [prices]
-    file = "prices.toml"
+    file = "prices.toml"     # a price file (`batchrun prices --example`), and/or
+    [prices.models."my-model"]   # prices inline, the same keys; they win over the file's
+    input = 0.15             # USD per million prompt tokens
+    output = 0.60
 
 Every path is relative to the job file, so a job runs the same from any directory.
 Without [prompt] the job is a *plain request file*: each input line is a request body
@@ -240,6 +246,8 @@ def load_job(path: str | os.PathLike[str]) -> Job:
     if problems:
         raise JobFileError(shown, problems)
     name = values.pop("name", None) or Path(shown).stem
+    if values.get("response_format") is not None:  # a schema without a title: the job's name
+        values["response_format"] = values["response_format"].named(name)
     return Job(path=str(base / Path(shown).name), name=name, values=values)
 
 
@@ -283,11 +291,16 @@ def read_settings(data: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], 
         if section not in data:
             continue
         table = data[section]
+        keys = layout[section]
+        if not isinstance(table, dict) and list(keys) == ["*"]:
+            # a section that is one setting may be its value too:
+            # prices = "prices.toml", response_format = "json_object"
+            check(keys["*"], table, section)
+            continue
         if not isinstance(table, dict):
             kind = checks.kind_of(table)
             problems.append(f"{section}: must be a table ([{section}]), not {kind}")
             continue
-        keys = layout[section]
         whole = keys.get("*")
         rest: dict[str, Any] = {}
         for key, value in table.items():
@@ -327,8 +340,9 @@ def consistency_problems(values: Mapping[str, Any], *, has_prompt: bool) -> list
     if not has_prompt:
         if values.get("response_format") is not None:
             out.append(
-                "response_format: needs a [prompt]: without one the input rows are "
-                "complete request bodies (set response_format in them)"
+                "response_format: needs a prompt ([prompt] in a job file, prompt= in Python, "
+                "--variant on the command line): without one the input rows are complete "
+                "request bodies (set response_format in them)"
             )
         if values.get("eval") is not None:
             out.append("eval: needs a [prompt]: a plain request file has no reference column")
@@ -363,7 +377,8 @@ def _secrets(value: Any, where: str) -> list[str]:
     if isinstance(value, dict):
         for key, item in value.items():
             path = f"{where}.{key_path(key)}" if where else key_path(key)
-            in_schema = where.startswith("response_format.schema")
+            # below [response_format]'s own keys is a schema: a property may be named "token"
+            in_schema = where.startswith("response_format.")
             if not in_schema and isinstance(key, str) and key.lower() in checks.SECRET_KEY_NAMES:
                 out.append(f"{path}: API keys are never read from a job file; {checks.USE_ENV}")
                 continue

@@ -70,9 +70,10 @@ def finish_dataset_run(cfg: Settings) -> dict[str, Any]:
         extra["comparison"] = block
         by_variant = report.eval_by_variant
         if by_variant:
-            # the flat figures are the best variant's (what a one-variant reader shows),
-            # every variant's whole report is under "variants"
-            best = block.get("best") or next(iter(by_variant))
+            # the flat figures are the best variant's, or with no clear winner the most
+            # accurate one's (what a one-variant reader shows); every variant's whole
+            # report is under "variants"
+            best = block.get("best") or block.get("leader") or next(iter(by_variant))
             extra["eval"] = {**by_variant[best], "variant": best, "variants": by_variant}
     if examples is not None:
         extra["examples"] = examples.rows

@@ -125,8 +125,10 @@ class OutputStats:
     """What the output lines say beyond the usage totals: latency, TTFT, retry causes.
 
     Latency and TTFT are over succeeded requests (a failure's time says more about
-    the retry policy than about the server). Latency runs from the first attempt
-    to the answer, so it includes any retry waits.
+    the retry policy than about the server) that were sent: an answer reused from the
+    cache or from an identical request (``reused`` in its meta) spent no time on the
+    wire, and counting it as 0 ms would pull every percentile down. Latency runs from
+    the first attempt to the answer, so it includes any retry waits.
     """
 
     latency_ms: LatencyStats = field(default_factory=LatencyStats)
@@ -138,6 +140,8 @@ class OutputStats:
         """One results.jsonl line's meta. ``statuses`` is only written after retries."""
         # called once per output line: kept to a few dict lookups and appends
         self.lines += 1
+        if meta.get("reused"):
+            return  # not sent: no time on the wire, no retries
         latency, ttft = meta.get("latency_ms"), meta.get("ttft_ms")
         try:
             if latency is not None:

@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from batchrun.cost.prices import ModelPrice
 
 
 def align_table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -94,4 +97,49 @@ def format_cost_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["align_table", "format_cost_table", "format_usd"]
+def format_price_table(prices: Sequence[tuple[str, ModelPrice | None]]) -> str:
+    """Plain-text table of model prices (USD per million tokens) and where each comes
+    from (``batchrun prices MODEL``).
+
+    >>> from batchrun.cost.prices import ModelPrice
+    >>> price = ModelPrice(input=2.0, output=8.0, batch=ModelPrice(input=1.0, output=4.0))
+    >>> print(format_price_table([("m", price), ("x", None)]))
+    model    input   cached   output  batch input  batch output  source
+    m      $2.0000  $2.0000  $8.0000      $1.0000       $4.0000  user file
+    x            -        -        -            -             -  no price known
+    USD per million tokens
+    """
+    header = ("model", "input", "cached", "output", "batch input", "batch output", "source")
+    rows: list[tuple[str, ...]] = []
+    for model, price in prices:
+        if price is None:
+            rows.append((model, "-", "-", "-", "-", "-", "no price known"))
+            continue
+        cached = price.cached_input if price.cached_input is not None else price.input
+        batch = price.batch
+        source = price.source
+        if price.matched and price.matched != model:
+            source += f" ({price.matched})"
+        if price.tiers:
+            source += f", {len(price.tiers) + 1} tiers by prompt size (base tier shown)"
+        rows.append(
+            (
+                model,
+                format_usd(price.input),
+                format_usd(cached),
+                format_usd(price.output),
+                format_usd(batch.input if batch is not None else None),
+                format_usd(batch.output if batch is not None else None),
+                source,
+            )
+        )
+    # the last column is text: left-aligned like the first
+    table = [header, *rows]
+    lines = align_table([row[:-1] for row in table])
+    width = max(len(line) for line in lines)
+    lines = [f"{line.ljust(width)}  {row[-1]}" for line, row in zip(lines, table, strict=True)]
+    lines.append("USD per million tokens")
+    return "\n".join(lines)
+
+
+__all__ = ["align_table", "format_cost_table", "format_price_table", "format_usd"]

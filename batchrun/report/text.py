@@ -75,7 +75,7 @@ def _files(run_dir: str) -> list[dict[str, Any]]:
 
 
 def _cost_blocks(
-    summary: Mapping[str, Any], by_model: Mapping[str, Any], prices_path: str | None
+    summary: Mapping[str, Any], by_model: Mapping[str, Any], prices: Any
 ) -> tuple[Any, Any, str | None]:
     """(cost_usd, batch_api_cost_usd, source) from the summary, else priced afresh.
 
@@ -91,7 +91,7 @@ def _cost_blocks(
     from batchrun.output.usage import Usage
 
     try:
-        book = PriceBook.load(prices_path)
+        book = PriceBook.load(prices)  # the run's own: a file's path or inline entries
     except (BatchrunError, OSError):
         return None, None, None
     priced = cost_report({m: Usage.from_dict(u) for m, u in by_model.items()}, book)
@@ -325,10 +325,30 @@ def _cost_lines(report: Mapping[str, Any]) -> list[str]:
     head = f"cost        {format_usd(cost.get('total'))}"
     if not cost.get("complete", True):
         head += " (incomplete: some models have no price)"
+    online = online_price_of_batch_run(cost, batch)
+    if online is not None:
+        head += f" (Batch API prices; {format_usd(online)} at online prices)"
     if report.get("cost_source") == "usage totals":
         head += " (priced now from usage totals)"
     table = format_cost_table({"cost_usd": cost, "batch_api_cost_usd": batch})
     return [head, *("  " + line for line in table.splitlines())]
+
+
+def online_price_of_batch_run(cost: Mapping[str, Any], batch: Mapping[str, Any]) -> float | None:
+    """What a run that paid Batch API prices for some rows would have cost with every
+    row sent online (``batch_api_cost_usd.standard_cost_of_same_models``); None when
+    no row was paid at batch prices, or some model has no batch price (its rows are
+    not in that figure).
+
+    >>> online_price_of_batch_run({"by_mode": {"batch": 1.0}},
+    ...     {"standard_cost_of_same_models": 2.0, "complete": True})
+    2.0
+    """
+    paid = cost.get("by_mode") or {}
+    standard = batch.get("standard_cost_of_same_models")
+    if not paid.get("batch") or standard is None or not batch.get("complete"):
+        return None
+    return float(standard)
 
 
 def _mode_lines(report: Mapping[str, Any]) -> list[str]:
@@ -466,4 +486,11 @@ def format_status(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["format_duration", "format_status", "run_report", "scan_outputs", "status_report"]
+__all__ = [
+    "format_duration",
+    "format_status",
+    "online_price_of_batch_run",
+    "run_report",
+    "scan_outputs",
+    "status_report",
+]

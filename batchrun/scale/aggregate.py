@@ -94,7 +94,7 @@ def merged_summary(
     stop_reason: str | None = None,
     elapsed_s: float = 0.0,
     pacing: Mapping[str, Any] | None = None,
-    prices: str | None = None,
+    prices: Any = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run's summary.json from its shards' (``total``: valid rows of the input)."""
@@ -142,7 +142,7 @@ def merged_summary(
     return out
 
 
-def merged_cost(summaries: Iterable[dict[str, Any] | None], prices: str | None) -> dict[str, Any]:
+def merged_cost(summaries: Iterable[dict[str, Any] | None], prices: Any) -> dict[str, Any]:
     """``cost_usd`` and ``batch_api_cost_usd``: each shard's own (priced request by
     request) added up per model."""
     from batchrun.cost.bill import CostBreakdown, CostTotals

@@ -10,6 +10,8 @@ started with (shard 3 is ``RUN_DIR/shards/00003/`` forever).
 * Parquet: whole row groups, consecutive ones gathered until ``shard_rows`` (a row
   group is never split: Parquet reads them whole anyway).
 * gzip: row ranges (a gzip stream cannot seek; each worker reads through to its rows).
+* CSV/TSV: row ranges read through, as gzip (a quoted value may hold line breaks, so
+  a line end is not a row end).
 
 Planning reads the file once (JSONL: counting line ends, ~1 GB/s; Parquet: the
 footer only). Without ``shard_rows`` the plan aims at `SHARDS_PER_WORKER` shards per
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from batchrun.errors import InputError, RunDirError
+from batchrun.input.delimited import DELIMITED_KINDS, DelimitedFile
 from batchrun.input.sources import Span, input_kind
 
 PLAN = "shards.json"
@@ -215,6 +218,10 @@ def plan_shards(path: str, shard_rows: int | None, workers: int) -> ShardPlan:
             groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
             rows = shard_rows or auto_shard_rows(sum(groups), workers)
             spans = split_groups(groups, rows)
+        elif kind in DELIMITED_KINDS:
+            total = DelimitedFile(path, kind).count()
+            rows = shard_rows or auto_shard_rows(total, workers)
+            spans = split_rows(total, rows)
         elif kind == "jsonl.gz":
             total = _count_gzip_lines(path)
             rows = shard_rows or auto_shard_rows(total, workers)

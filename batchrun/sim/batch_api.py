@@ -13,7 +13,8 @@ Routes (each also without the ``/v1`` prefix):
     POST   /v1/batches/{id}/cancel   -> Batch (cancelling)
 
 Per call, in order: auth (401, the same key as chat completions), the operation's
-injected fault (a status, a hang, a reset, or "lost": done, then dropped), bring
+injected fault (a status, a hang, a reset, "lost": done, then dropped, or
+"slow_lost:S": done S seconds later whether or not the client still waits, then dropped), bring
 every batch up to the clock, then the operation. Checks of the request itself answer
 400/404 at once, as OpenAI does; checks of the input file's contents happen when
 the batch validates (`batchrun.sim.batches`). A background task answers due rows in
@@ -43,7 +44,7 @@ from aiohttp import BodyPartReader, web
 
 from batchrun.sim.batch_input import CHAT_ENDPOINT
 from batchrun.sim.batches import BatchStore
-from batchrun.sim.config import SimConfig
+from batchrun.sim.config import SLOW_LOST, SimConfig
 from batchrun.sim.envelope import ApiError, injected_error, invalid_key
 from batchrun.sim.faults import ApiFaults, FaultPlan
 from batchrun.sim.files import FileStore
@@ -93,6 +94,8 @@ class BatchApi:
         self._closing: asyncio.Event | None = None
         self._wake: asyncio.Event | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._late: set[asyncio.Task[web.StreamResponse]] = set()
+        """Operations of ``slow_lost`` calls, done on their own time."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -111,6 +114,8 @@ class BatchApi:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
             self._pump = None
+        for task in list(self._late):
+            task.cancel()
         await asyncio.sleep(0)  # let hung handlers see the event and drop their sockets
 
     def advance(self, budget: int | None = READ_ROWS) -> bool:
@@ -163,6 +168,9 @@ class BatchApi:
                 if step == 429:
                     headers.update(retry_after_headers(self.config.retry_after))
                 return error_response(injected_error(step), headers)
+            if step.startswith(SLOW_LOST):
+                await self._slow_lost(request, headers, handler, args, step)
+                return None
         self.advance()
         response = await handler(request, headers, *args)
         if step == "lost":
@@ -196,6 +204,31 @@ class BatchApi:
             return ApiError(404, f"Invalid URL ({method} {where})")
         operation, handler = found
         return operation, handler, tuple(parts[1:2])
+
+    async def _slow_lost(
+        self,
+        request: web.BaseRequest,
+        headers: dict[str, str],
+        handler: Handler,
+        args: tuple[str, ...],
+        step: str,
+    ) -> None:
+        """Do the operation `step`'s seconds after the call arrived, on its own task (a
+        client that gave up meanwhile does not stop it), then drop the connection."""
+        seconds = float(step.removeprefix(SLOW_LOST))
+        await request.read()  # kept by aiohttp: the operation reads it after the client left
+
+        async def later() -> web.StreamResponse:
+            await asyncio.sleep(seconds)
+            self.advance()
+            return await handler(request, headers, *args)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(task)
+        drop(request)
 
     async def _hang(self, request: web.BaseRequest) -> None:
         """Hold the request without answering, then drop it (or at shutdown)."""
@@ -341,7 +374,7 @@ class BatchApi:
         batch = self.batches.get(batch_id)
         if batch is None:
             return error_response(_no_batch(batch_id), headers)
-        return json_response(batch.to_dict(), headers)
+        return json_response(self.batches.retrieved(batch), headers)
 
     async def _cancel(
         self, request: web.BaseRequest, headers: dict[str, str], batch_id: str

@@ -104,6 +104,8 @@ class Batch:
     """input, cached input, output, reasoning tokens of the rows answered."""
     rng: random.Random | None = None
     """Draws this batch's row errors: its own, so how the work is sliced never matters."""
+    reads_without_output: int = 0
+    """Retrieves that showed it finished with ``output_file_id`` still null."""
 
     def to_dict(self) -> dict[str, Any]:
         """The Batch object, field for field as OpenAI returns it."""
@@ -212,6 +214,17 @@ class BatchStore:
 
     def get(self, batch_id: str) -> Batch | None:
         return self._batches.get(batch_id)
+
+    def retrieved(self, batch: Batch) -> dict[str, Any]:
+        """The Batch object a retrieve answers: for the first `late_output_reads`
+        retrieves of a finished batch, ``output_file_id`` is still null (LiteLLM #37713)."""
+        shown = batch.to_dict()
+        late = self.settings.late_output_reads
+        if batch.output_file_id is not None and batch.reads_without_output < late:
+            batch.reads_without_output += 1
+            self.stats.late_output_reads += 1
+            shown["output_file_id"] = None
+        return shown
 
     def listed(self) -> list[Batch]:
         """Every batch, newest first."""
@@ -419,7 +432,11 @@ class BatchStore:
         files = self.files
         keep = batch.output_expires_after
         if batch.out_lines:
-            content = b"\n".join(batch.out_lines) + b"\n"
+            repeated = [
+                self._repeat(line) for line in batch.out_lines[: self.settings.repeat_output_lines]
+            ]
+            self.stats.repeated_output_lines += len(repeated)
+            content = b"\n".join(batch.out_lines + repeated) + b"\n"
             name = f"{batch.id}_output.jsonl"
             batch.output_file_id = files.add(
                 content, name, "batch_output", now=at, expires_after=keep
@@ -450,6 +467,15 @@ class BatchStore:
             self._answer_row(batch, batch.next_row)
             batch.next_row += 1
         return True
+
+    def _repeat(self, line: bytes) -> bytes:
+        """An output line again, under a new line id and with another answer."""
+        record = orjson.loads(line)
+        record["id"] = self._line_id()
+        for choice in record["response"]["body"].get("choices") or ():
+            message = choice.get("message") or {}
+            message["content"] = f"(repeated) {message.get('content') or ''}"
+        return orjson.dumps(record)
 
     def _line_id(self) -> str:
         return f"batch_req_{self._prefix}{next(self._rows_served):012x}"

@@ -129,6 +129,24 @@ _BATCH_OPTIONS: list[tuple[str, str, dict[str, Any]]] = [
         {"is_flag": True, "help": "Write rows an expired batch never ran as batch_expired."},
     ),
     (
+        "--batch-late-output-reads",
+        "late_output_reads",
+        {
+            "type": int,
+            "default": 0,
+            "help": "Retrieves of a finished batch that still show output_file_id null.",
+        },
+    ),
+    (
+        "--batch-repeat-output-lines",
+        "repeat_output_lines",
+        {
+            "type": int,
+            "default": 0,
+            "help": "Lines of each output file repeated at its end with another answer.",
+        },
+    ),
+    (
         "--batch-fault",
         "faults",
         {

@@ -56,6 +56,7 @@ API_OPERATIONS = frozenset(
 )
 """Files/Batches API operations that take injected faults (see `BatchConfig.faults`)."""
 API_STEP_NAMES = frozenset({"ok", "hang", "reset", "lost"})
+SLOW_LOST = "slow_lost:"
 BATCH_FATES = frozenset({"ok", "fail", "expire", "token_limit"})
 SERVED_MODELS = (
     "gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano",
@@ -67,7 +68,10 @@ ApiStep = int | str
 """One scripted Files/Batches API call: a status (4xx/5xx), or ``"ok"``, ``"hang"``
 (hold the request open, never answer), ``"reset"`` (drop the connection unanswered)
 or ``"lost"`` (do the operation, then drop the connection: the client cannot know
-it happened, e.g. a batch created whose id never reached the client).
+it happened, e.g. a batch created whose id never reached the client), or
+``"slow_lost:SECONDS"`` (do the operation SECONDS after the call arrived, whether or not
+the client still waits, then drop the connection: a slow create that takes effect after
+the client gave up on it).
 """
 
 
@@ -81,8 +85,16 @@ def check_api_step(step: ApiStep) -> ApiStep:
         return step
     if step in API_STEP_NAMES:
         return step
+    if isinstance(step, str) and step.startswith(SLOW_LOST):
+        seconds = step.removeprefix(SLOW_LOST)
+        try:
+            if float(seconds) >= 0:
+                return step
+        except ValueError:
+            pass
     raise ValueError(
-        f"bad API fault step {step!r}; use a status or one of {sorted(API_STEP_NAMES)}"
+        f"bad API fault step {step!r}; use a status, one of {sorted(API_STEP_NAMES)} "
+        f"or {SLOW_LOST}SECONDS"
     )
 
 
@@ -140,6 +152,12 @@ class BatchConfig:
     expired_rows_to_error_file: bool = False
     """Write rows an expired batch never ran to its error file as ``batch_expired``
     (OpenAI's guide describes this); by default they are in neither file."""
+    late_output_reads: int = 0
+    """Retrieves of a finished batch that show ``output_file_id`` null before it appears
+    (a provider's timing window: LiteLLM #37713), counted per batch."""
+    repeat_output_lines: int = 0
+    """Lines of each output file written again at its end, with another answer (a
+    provider anomaly: one row, two lines)."""
     faults: Mapping[str, Mapping[ApiStep, float]] = field(default_factory=dict)
     """Operation -> step -> probability, e.g. ``{"upload": {503: 0.1, "hang": 0.05}}``."""
     scripts: Mapping[str, Sequence[ApiStep]] = field(default_factory=dict)
@@ -158,6 +176,9 @@ class BatchConfig:
         for name in ("max_requests", "max_file_bytes", "max_upload_bytes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        for name in ("late_output_reads", "repeat_output_lines"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be zero or more")
         if self.enqueued_token_limit is not None and self.enqueued_token_limit <= 0:
             raise ValueError("enqueued_token_limit must be positive")
         if not 0.0 <= self.row_error_rate <= 1.0:

@@ -45,6 +45,10 @@ class SimStats:
     """Files/Batches API operation -> calls (faulted ones included)."""
     api_faults: Counter[str] = field(default_factory=Counter)
     """"operation:step" -> times that fault was played, e.g. ``"upload:503"``."""
+    late_output_reads: int = 0
+    """Retrieves that showed a finished batch without its output file id yet."""
+    repeated_output_lines: int = 0
+    """Output lines written twice (`BatchConfig.repeat_output_lines`)."""
     by_model: dict[str, ModelStats] = field(default_factory=dict)
     """Per model: arrival times and statuses (quotas are per model)."""
 
@@ -98,6 +102,8 @@ class SimStats:
         self.downloads.clear()
         self.api_calls.clear()
         self.api_faults.clear()
+        self.late_output_reads = 0
+        self.repeated_output_lines = 0
         self.by_model.clear()
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +126,8 @@ class SimStats:
             "downloads": dict(self.downloads),
             "api_calls": dict(self.api_calls),
             "api_faults": dict(self.api_faults),
+            "late_output_reads": self.late_output_reads,
+            "repeated_output_lines": self.repeated_output_lines,
             "by_model": {
                 model: {
                     "arrivals": list(m.arrivals),

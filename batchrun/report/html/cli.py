@@ -77,7 +77,8 @@ def wait_until_interrupted(url: str) -> None:
     "to whoever can reach the port.",
 )
 def serve_command(run_dir: str, port: int, host: str) -> None:
-    """Serve a live report page for a run directory, refreshed while the run goes."""
+    """Serve a live report page for a run directory, refreshed while the run goes.
+    Its URL carries a token every request needs (the page is private to who has it)."""
     from batchrun.report.html.server import is_loopback, serve_run_dir
 
     if not os.path.isdir(run_dir):

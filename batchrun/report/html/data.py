@@ -36,7 +36,7 @@ from batchrun.output.usage import usage_of
 from batchrun.report.html.sample import LineSample, cut, parquet_sample
 from batchrun.report.html.timeseries import TimeSeries
 from batchrun.report.statistics import LatencyStats, OutputStats
-from batchrun.report.text import run_report
+from batchrun.report.text import online_price_of_batch_run, run_report
 from batchrun.settings import ResponseFormat, Settings
 
 DATA_VERSION = 1
@@ -144,9 +144,15 @@ class OutputScan:
         response = record.get("response")
         response = response if isinstance(response, dict) else {}
         self.outputs.add_result(meta)
-        self.wait_ms.add(_number(meta.get("wait_ms")))
         statuses = meta.get("statuses") or [response.get("status_code")]
         body = response.get("body")
+        if meta.get("reused"):
+            # answered without being sent (cache, identical request): it waited for
+            # nothing, spent no time on the wire and no tokens were paid for it
+            self._add_time(meta, statuses, None, failed=False, sent=False)
+            self.lines.add("succeeded", record)
+            return
+        self.wait_ms.add(_number(meta.get("wait_ms")))
         usage = body.get("usage") if type(body) is dict else None
         tokens = usage.get("total_tokens") if type(usage) is dict else None
         if type(tokens) is not int or not tokens:  # counted as `usage_of` counts it
@@ -181,14 +187,20 @@ class OutputScan:
         self.lines.add("failed", record)
 
     def _add_time(
-        self, meta: Mapping[str, Any], statuses: list[Any], tokens: int | None, failed: bool
+        self,
+        meta: Mapping[str, Any],
+        statuses: list[Any],
+        tokens: int | None,
+        failed: bool,
+        *,
+        sent: bool = True,
     ) -> None:
         at = _number(meta.get("at"))
         if at is None:
             return  # written before lines recorded their finish time: no place in time
         self.series.add(
             at=at,
-            latency_ms=_number(meta.get("latency_ms")),
+            latency_ms=_number(meta.get("latency_ms")) if sent else None,
             tokens=tokens,
             statuses=statuses if isinstance(statuses, list) else [],
             failed=failed,
@@ -309,6 +321,7 @@ def _cost(report: Mapping[str, Any]) -> dict[str, Any] | None:
         "cached_input": cost.get("cached_input"),
         "output": cost.get("output"),
         "batch_total": batch.get("total"),
+        "online_total": online_price_of_batch_run(cost, batch),
         "complete": cost.get("complete", True),
         "unpriced_models": cost.get("unpriced_models") or [],
         "source": report.get("cost_source"),
@@ -359,6 +372,33 @@ def variants_of(summary: Mapping[str, Any]) -> list[dict[str, Any]] | None:
     return rows if len(rows) >= 2 else None
 
 
+def comparison_of(
+    summary: Mapping[str, Any], variants: list[dict[str, Any]] | None
+) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
+    """The variants with their ``best`` flags made by today's rule, and the verdict the
+    text report prints (``{"best", "leader", "verdict"}``), from summary.json's
+    ``comparison`` block (its pairs' accuracy differences).
+
+        >>> rows = [{"name": "a", "accuracy": 0.6}, {"name": "b", "accuracy": 0.5}]
+        >>> pair = {"a": "a", "b": "b", "accuracy_difference": 0.1,
+        ...         "difference_low": -0.05, "difference_high": 0.25}
+        >>> rows, verdict = comparison_of({"comparison": {"pairs": [pair]}}, rows)
+        >>> [r["best"] for r in rows], verdict["verdict"][:15]
+        ([False, False], 'no clear winner')
+    """
+    block = summary.get("comparison")
+    if variants is None or not isinstance(block, Mapping):
+        return variants, None
+    from batchrun.jobs.compare import judged, verdict_line
+
+    try:
+        rows, judged_block = judged(variants, block)
+    except (KeyError, TypeError, ValueError):  # a block this version cannot read
+        return variants, None
+    verdict = {k: judged_block.get(k) for k in ("best", "leader")}
+    return rows, {**verdict, "verdict": verdict_line(judged_block)}
+
+
 def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str, Any]:
     """Everything the page shows, as plain JSON-ready data (see the module docstring).
 
@@ -370,8 +410,11 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
     ``rate_limited``, ``retry_causes``, ``pacing``, ``settings`` (name/value rows),
     ``series`` (`TimeSeries.binned`), ``latency`` (``wire``, ``wait``, ``ttft``: each
     `distribution`, plus ``quantiles``), ``quality``, ``eval`` (summary.json's, or
-    None), ``variants`` (`variants_of`), ``errors`` (per code: rows failing now and
-    the latest examples), ``sample`` (the table, see batchrun.report.html.sample).
+    None), ``variants`` (`variants_of`) and ``comparison`` (`comparison_of`),
+    ``reused`` (answers not sent for: from the cache, from identical requests, the
+    tokens and USD not paid again; None when none), ``errors`` (per code: rows
+    failing now and the latest examples), ``sample`` (the table, see
+    batchrun.report.html.sample).
     """
     if not os.path.isdir(run_dir):
         raise RunDirError(f"{run_dir}: no such run directory")
@@ -401,6 +444,8 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
         {"code": code, "rows": rows, "examples": list(scan.examples.get(code, ()))}
         for code, rows in report["error_codes"].items()
     ]
+    variants, comparison = comparison_of(summary, variants_of(summary))
+    reused = report.get("reused")
     return {
         "version": DATA_VERSION,
         "generated_at": time.time(),
@@ -435,7 +480,13 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
         },
         "quality": _quality(report["quality"] or {}),
         "eval": report["eval"],
-        "variants": variants_of(summary),
+        "variants": variants,
+        "comparison": comparison,
+        "reused": (
+            {**reused, "saved_usd": report.get("saved_usd")}
+            if isinstance(reused, Mapping)
+            else None
+        ),
         "errors": errors,
         "sample": sample,
     }

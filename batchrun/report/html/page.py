@@ -86,7 +86,7 @@ def csp(live: bool) -> str:
 def render_html(data: dict[str, Any], *, live: dict[str, Any] | None = None) -> str:
     """The report page for `build_page_data`'s ``data``, as one HTML string.
 
-    ``live``: ``{"url": "data.json", "poll_s": 3}`` makes the page fetch fresh data
+    ``live``: ``{"url": "data.json?token=...", "poll_s": 3}`` makes the page fetch fresh data
     from that URL every ``poll_s`` seconds and draw itself again (`serve_run_dir`).
     """
     run = data.get("run") or {}

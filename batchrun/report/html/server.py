@@ -7,6 +7,14 @@ fetched through it. It binds to 127.0.0.1 unless told otherwise, and while it is
 loopback it answers only requests whose Host header names a loopback address, so a
 web page in the same browser cannot read it through DNS rebinding.
 
+Loopback is open to every user of the machine, and the page shows prompts and
+answers that the run directory keeps to its owner (0600): so every request must
+carry the server's token, 32 random bytes made when it starts, as Jupyter does
+(``http://127.0.0.1:PORT/?token=...``, the URL printed). The page passes it on to
+its data requests; a request without it, or with another, gets 403 and nothing else
+(compared in constant time). The token lives in the server's memory and in the URL
+it gives out, never in a file.
+
 The data is rebuilt at most once per `LiveReport.min_interval` seconds whatever the
 number of viewers, in a worker thread so the server keeps answering, and each rebuild
 reads only the output lines appended since the last one (`OutputScan`).
@@ -19,8 +27,10 @@ reads only the output lines appended since the last one (`OutputScan`).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import ipaddress
+import secrets
 import socket
 import threading
 import time
@@ -35,6 +45,7 @@ from batchrun.report.html.data import OutputScan, build_page_data
 from batchrun.report.html.page import csp, page_json, render_html
 
 DATA_PATH = "data.json"
+TOKEN_PARAM = "token"
 _WAITING = (
     "<!doctype html><html><head><meta charset='utf-8'>"
     "<meta http-equiv='refresh' content='2'><title>batchrun: waiting</title></head>"
@@ -105,6 +116,8 @@ class LiveServer:
         poll_s: float = POLL_SECONDS,
     ) -> None:
         self.report = LiveReport(run_dir, min_interval=min(1.0, poll_s))
+        self.token = secrets.token_urlsafe(32)
+        """Every request carries it (``?token=``); printed in `url`, never written."""
         self.host = host
         self.port = port
         self.poll_s = poll_s
@@ -116,8 +129,9 @@ class LiveServer:
 
     @property
     def url(self) -> str:
+        """The page's address, token included: the only way in."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        return f"http://{host}:{self.port}/?{TOKEN_PARAM}={self.token}"
 
     def start(self) -> LiveServer:
         self._thread = threading.Thread(target=self._run, name="batchrun-live", daemon=True)
@@ -175,9 +189,16 @@ class LiveServer:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """Loopback servers answer loopback Host names only; every answer is no-store."""
+        """Loopback servers answer loopback Host names only; every request carries the
+        token; every answer is no-store."""
         if is_loopback(self.host) and not is_loopback(_host_of(request.host)):
             raise web.HTTPForbidden(text="this report answers on loopback only\n")
+        given = request.query.get(TOKEN_PARAM, "")
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            raise web.HTTPForbidden(
+                text="this report needs its token: open the URL batchrun printed\n",
+                headers={"Cache-Control": "no-store"},
+            )
         response: web.StreamResponse = await handler(request)
         response.headers["Cache-Control"] = "no-store"
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -193,7 +214,7 @@ class LiveServer:
                 content_type="text/html",
                 headers={"Content-Security-Policy": csp(live=True), "Retry-After": "2"},
             )
-        live = {"url": DATA_PATH, "poll_s": self.poll_s}
+        live = {"url": f"{DATA_PATH}?{TOKEN_PARAM}={self.token}", "poll_s": self.poll_s}
         page = render_html(data, live=live)
         return web.Response(
             text=page,

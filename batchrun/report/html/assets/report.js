@@ -100,13 +100,22 @@
       card(fmt.int(r.total), "rows in the input", "requests.total", r.invalid ? fmt.int(r.invalid) + " invalid rows skipped" : null),
       card(fmt.int(u.total_tokens), "tokens", "usage.total_tokens",
         fmt.int(u.prompt_tokens) + " prompt (" + fmt.int(u.cached_tokens) + " cached), " + fmt.int(u.completion_tokens) + " completion"),
-      card(fmt.usd(c.total), "cost" + (c.complete === false ? " (some models unpriced)" : ""), "cost.total"),
+      card(fmt.usd(c.total), "cost" + (c.complete === false ? " (some models unpriced)" : ""), "cost.total",
+        isNum(c.online_total) ? "Batch API prices; " + fmt.usd(c.online_total) + " at online prices" : null),
       card(fmt.usd(c.batch_total), "same usage via the Batch API", "cost.batch_total"),
       card(fmt.dur(d.elapsed_s), "elapsed", "elapsed"),
       card(fmt.num(tp.requests_per_s), "requests / s", "throughput.requests_per_s", fmt.int(tp.tokens_per_s) + " tokens / s"),
       card(fmt.int(d.retries), "attempts retried", "retries"),
       card(fmt.int(d.rate_limited), "429 answers", "rate_limited"),
     ];
+    const R = d.reused;
+    if (R && (R.cache || R.run)) {
+      // answers not sent for: never in the tokens, cost or latency figures above
+      const saved = R.saved_usage || {};
+      cards.splice(5, 0, card(fmt.int((R.cache || 0) + (R.run || 0)), "answers reused, not paid", "reused.answers",
+        fmt.int(R.cache || 0) + " from the cache, " + fmt.int(R.run || 0) + " from identical requests; " +
+        fmt.int(saved.total_tokens) + " tokens" + (isNum(R.saved_usd) ? " (" + fmt.usd(R.saved_usd) + ")" : "") + " not paid again"));
+    }
     const bar = h("div", { class: "bar", title: fmt.int(done) + " of " + fmt.int(r.total) + " finished" },
       h("span", { class: "ok", style: "width:" + share(r.succeeded) }), h("span", { class: "bad", style: "width:" + share(r.failed) }));
     const progress = h("div", { class: "note", "data-k": "progress" },
@@ -277,7 +286,8 @@
     [/^name$/, (v) => String(v)], [/accuracy|share|rate$/, fmt.pct], [/(^|_)cost|usd$/, fmt.usd],
     [/_ms$/, fmt.ms], [/_s$/, fmt.dur],
   ];
-  const VARIANT_FIRST = ["name", "model", "accuracy", "n", "correct", "cost_usd", "cost_per_correct_usd", "latency_p50_ms", "latency_p95_ms"];
+  const VARIANT_FIRST = ["name", "model", "accuracy", "n", "correct", "answer_cost_usd", "cost_usd", "reused", "reused_cost_usd",
+    "cost_per_correct_usd", "latency_p50_ms", "latency_p95_ms"];
   function renderVariants(d) {
     const V = d.variants;
     const section = document.getElementById("variants");
@@ -302,7 +312,11 @@
       }
       return cell;
     })));
-    fill("variants-body", table(keys.map((k) => (k === "name" ? "variant" : k)), rows));
+    const verdict = d.comparison && d.comparison.verdict;
+    fill("variants-body", table(keys.map((k) => (k === "name" ? "variant" : k)), rows),
+      verdict ? h("p", { class: d.comparison.best ? "note" : "note warn", "data-k": "comparison.verdict", text: verdict }) : null,
+      "answer_cost_usd" in V[0] ? h("p", { class: "note", text: "answer_cost_usd: of answering the variant's rows, whoever paid; " +
+        "cost_usd: paid by this run (adds up to the run's cost); reused: rows answered by the cache or an identical request" }) : null);
   }
 
   function renderErrors(d) {
