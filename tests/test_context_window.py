@@ -133,6 +133,9 @@ def test_a_dataset_row_is_bad_when_any_variant_does_not_fit(tmp_path: Path) -> N
     assert run.summary["requests"]["succeeded"] == 2  # row a, once per model
     [invalid] = [json.loads(x) for x in (tmp_path / "run/invalid.jsonl").read_text().splitlines()]
     assert invalid["row"] == 2 and "small-model's context window of 200" in invalid["reason"]
+    # results.parquet, rebuilt from the input, sees the same bad row
+    statuses = run.results().select(["row", "status"]).to_pylist()
+    assert {(r["row"], r["status"]) for r in statuses} == {(1, "succeeded"), (2, "invalid")}
 
 
 def test_the_cheap_bound_is_never_under_the_count() -> None:
