@@ -104,7 +104,7 @@ def cli() -> None:
 def run_command(
     input_path: str | None, job_path: str | None, dry_run: bool, **options: Any
 ) -> None:
-    """Send every request in INPUT (JSONL, JSONL.gz or Parquet), or with --prompt every
+    """Send every request in INPUT (JSONL, Parquet, CSV or TSV), or with --prompt every
     row of a dataset through the template, and record the results.
 
     Rerunning the same command resumes: finished rows are not sent again.
