@@ -311,3 +311,14 @@ def test_estimate_takes_the_options_that_shape_the_requests(
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["requests"] == 3 and report["completion_ceiling_tokens"] == 15, report
+
+
+def test_a_body_option_keeps_the_job_files_extra_fields_as_written(
+    job: list[Settings], tmp_path: Path
+) -> None:
+    # [request] extra bypasses the typo check on purpose; an option over the file does
+    # not check the file's fields again
+    text = JOB.replace("max_tokens = 80\n", "max_tokens = 80\nextra = { max_token = 1 }\n")
+    (tmp_path / "job.toml").write_text(text)
+    run_args("-j", "job.toml", "--temperature", "0.2")
+    assert job.pop().request == {"temperature": 0.2, "max_tokens": 80, "max_token": 1}

@@ -149,7 +149,10 @@ def merge(job_values: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, 
         if value is None:
             continue
         spec = Settings.spec(key)
-        if isinstance(value, Partial):
+        if isinstance(value, Partial) and spec.merge == "keys":
+            # each part was checked; the file's keys were, as the file wrote them
+            merged[key] = _keys_over(key, merged.get(key) or {}, value)
+        elif isinstance(value, Partial):
             merged[key] = _laid_over(key, spec, merged.get(key), value)
         elif key == "headers" and merged.get("headers"):
             names = {name.lower() for name, _ in value}
