@@ -61,6 +61,15 @@ def test_a_misspelt_model_gets_the_nearest_names_before_anything_is_sent(
     assert sim.stats.requests == 2
 
 
+def test_an_estimate_names_the_nearest_models_too(data: Path) -> None:
+    args = ["estimate", "data.jsonl", "--model", "gpt-4o-mni", "--prompt", "Say {text}"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "no price known for gpt-4o-mni (did you mean 'gpt-4o-mini'?)" in res.stdout
+    report = json.loads(CliRunner().invoke(cli, [*args, "--json"]).stdout)
+    assert report["cost_usd"]["did_you_mean"] == {"gpt-4o-mni": ["gpt-4o-mini"]}
+
+
 def test_the_endpoints_own_names_come_first(data: Path) -> None:
     served = ("llama-3.1-8b-instruct", "qwen2.5-7b-instruct")
     with SimThread(SimConfig(models=served)) as sim:
