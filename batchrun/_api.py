@@ -19,7 +19,7 @@ import os
 import queue
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,7 +77,11 @@ def settings_for(
         values["response_format"] = values["response_format"].named(job_name)
     settings = Settings(**values)
     if settings.input is None:
-        raise ConfigError("no INPUT given (pass a request file, rows, or a job file)")
+        where = f" or as [input] path in {loaded.path}" if loaded is not None else ""
+        raise ConfigError(
+            f"no INPUT given: name the input file (batchrun run data.jsonl ...){where}"
+            " (Python: a file or rows)"
+        )
     problems = consistency_problems(values, has_prompt=settings.is_dataset)
     if problems:
         raise ConfigError("; ".join(problems))
@@ -174,8 +178,27 @@ def hooks_for(settings: Settings, extra: Sequence[RunHooks] = ()) -> RunHooks:
     from batchrun.report.progress import make_hooks
 
     return CompositeHooks(
-        *cost_hooks(settings), DatasetOutputHooks(settings), *extra, make_hooks(settings)
+        *cost_hooks(settings, model_lister(settings)),
+        DatasetOutputHooks(settings),
+        *extra,
+        make_hooks(settings),
     )
+
+
+def model_lister(settings: Settings) -> Callable[[], list[str] | None]:
+    """Asks the run's endpoint which models it serves, the way the run's requests are
+    sent (its key and headers); called only for a model without a price
+    (`batchrun.cost.modelnames`)."""
+
+    def listed() -> list[str] | None:
+        from batchrun.transport.client import auth_headers
+        from batchrun.transport.models import served_models
+
+        headers = dict(settings.headers)
+        headers.update(auth_headers(api_key(settings), settings.auth, settings.auth_header))
+        return served_models(settings.base_url, headers=headers)
+
+    return listed
 
 
 # -- where the run lives -------------------------------------------------------------------
@@ -249,7 +272,9 @@ def make_runner(
             raise ConfigError("--ray runs online: it cannot be combined with --batch-api")
         if injected:
             raise ConfigError(f"ray=: cannot inject {', '.join(sorted(injected))}")
-        return RayDriver(settings, key, handle_signals=handle_signals)
+        return RayDriver(
+            settings, key, handle_signals=handle_signals, served=model_lister(settings)
+        )
     from batchrun.engine.runner import Runner
 
     around = hooks if hooks is not None else hooks_for(settings)
@@ -332,7 +357,7 @@ async def arun(
     """
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
     _no_hooks_on_ray(chosen, hooks)
-    with surroundings(chosen) as live:
+    with _caller_rows(input, chosen), surroundings(chosen) as live:
         runner = make_runner(live, api_key(live), hooks=hooks_for(live, _listed(hooks)))
         result = await runner.run()
     return Run(result.run_dir, result=result)
@@ -357,7 +382,7 @@ def run(
     """
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
     _no_hooks_on_ray(chosen, hooks)
-    with surroundings(chosen) as live:
+    with _caller_rows(input, chosen), surroundings(chosen) as live:
         key = api_key(live)
         around = hooks_for(live, _listed(hooks))
         main = threading.current_thread() is threading.main_thread()
@@ -371,6 +396,22 @@ def run(
             runner = make_runner(live, key, hooks=around)
             result = _run_in_own_loop(runner)
     return Run(result.run_dir, result=result)
+
+
+@contextlib.contextmanager
+def _caller_rows(given: Any, chosen: Settings) -> Iterator[None]:
+    """A bad row of input the caller held in memory is named as the caller's row
+    (`batchrun.input.memory.caller_row_error`), not as a line of the file it was
+    written to."""
+    from batchrun.errors import InputError
+    from batchrun.input.memory import caller_row_error, in_memory
+
+    try:
+        yield
+    except InputError as exc:
+        if not in_memory(given) or exc.path != chosen.input_path:
+            raise
+        raise caller_row_error(exc, type(given).__name__) from exc
 
 
 def _no_hooks_on_ray(settings: Settings, hooks: RunHooks | Sequence[RunHooks]) -> None:
@@ -447,7 +488,7 @@ def stream(
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
     if chosen.ray is not None:
         raise ConfigError("stream() cannot run with ray=: read the run's results instead")
-    return RunStream(chosen, _listed(hooks))
+    return RunStream(chosen, _listed(hooks), given=input)
 
 
 class RunStream:
@@ -458,9 +499,13 @@ class RunStream:
     like a Ctrl-C. `run` is the finished `Run`, once the iteration is over.
     """
 
-    def __init__(self, settings: Settings, hooks: Sequence[RunHooks] = ()) -> None:
+    def __init__(
+        self, settings: Settings, hooks: Sequence[RunHooks] = (), *, given: Any = None
+    ) -> None:
         self.settings = settings
         self.hooks = tuple(hooks)
+        self._given = given
+        """What the caller passed as input (rows in memory: errors name their rows)."""
         self.run: Run | None = None
         self._queue: queue.SimpleQueue[list[Outcome] | BaseException | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -513,7 +558,8 @@ class RunStream:
             if item is None:
                 raise StopAsyncIteration
             if isinstance(item, BaseException):
-                raise item
+                with _caller_rows(self._given, self.settings):
+                    raise item
             self._pending = item
 
     async def aclose(self) -> None:
@@ -545,7 +591,8 @@ def estimate(
         from batchrun.input.memory import spill
 
         chosen = replace(chosen, input=spill(chosen.input).path)
-    return estimate_settings(chosen)
+    with _caller_rows(input, chosen):
+        return estimate_settings(chosen)
 
 
 def open(run_dir: str | os.PathLike[str]) -> Run:  # noqa: A001 - batchrun.open, like io.open

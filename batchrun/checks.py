@@ -26,11 +26,12 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from batchrun.redact import looks_like_key
 
 Check = Callable[[Any, "Where"], Any]
+_C = TypeVar("_C", bound=Check)
 
 INPUT_SUFFIXES = (
     ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".pq",
@@ -63,6 +64,23 @@ KNOWN_BODY_FIELDS = (
     "modalities", "prediction", "audio", "web_search_options", "verbosity", "extra",
 )  # fmt: skip
 _TYPO_CUTOFF = 0.85
+BODY_ALIASES = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
+"""Body fields that say the same thing: a body setting one must not get the other as
+well (OpenAI rejects max_tokens next to max_completion_tokens)."""
+
+METAVARS: dict[Check, str] = {}
+"""How the help names the value a check takes (``N``, ``FLOAT``, ``FILE``): an option
+without a metavar of its own shows its check's, never click's ``TEXT`` for a number."""
+
+
+def shown_as(metavar: str) -> Callable[[_C], _C]:
+    """Register the metavar of a check (`METAVARS`)."""
+
+    def register(check: _C) -> _C:
+        METAVARS[check] = metavar
+        return check
+
+    return register
 
 
 class Invalid(ValueError):
@@ -137,6 +155,7 @@ def _number(value: Any, where: Where) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+@shown_as("N")
 def positive_int(value: Any, where: Where) -> int:
     number = _number(value, where)
     if number is None or not number.is_integer() or number <= 0 or isinstance(value, float):
@@ -153,9 +172,10 @@ def at_least(minimum: int) -> Check:
             raise where.fail(f"must be a whole number of at least {minimum} (got {show(value)})")
         return int(number)
 
-    return check
+    return shown_as("N")(check)
 
 
+@shown_as("FLOAT")
 def positive_number(value: Any, where: Where) -> float:
     number = _number(value, where)
     if number is None or not math.isfinite(number) or number <= 0:
@@ -163,6 +183,7 @@ def positive_number(value: Any, where: Where) -> float:
     return number
 
 
+@shown_as("FLOAT")
 def non_negative_number(value: Any, where: Where) -> float:
     number = _number(value, where)
     if number is None or not math.isfinite(number) or number < 0:
@@ -254,6 +275,7 @@ def ray_address(value: Any, where: Where) -> str | None:
     return address
 
 
+@shown_as("FLOAT")
 def share(value: Any, where: Where) -> float:
     number = _number(value, where)
     if number is None or not 0 <= number <= 1:
@@ -283,6 +305,7 @@ def choice(*choices: str) -> Check:
     return check
 
 
+@shown_as("PATH")
 def path_value(value: Any, where: Where) -> str:
     """A path, relative to the job file when it comes from one (not checked to exist)."""
     text(value, where)
@@ -292,6 +315,7 @@ def path_value(value: Any, where: Where) -> str:
     return str(path)
 
 
+@shown_as("FILE")
 def existing_file(value: Any, where: Where) -> str:
     resolved = Path(path_value(value, where))
     if not resolved.is_file():
@@ -380,6 +404,7 @@ def base_url(value: Any, where: Where) -> str:
     return value.rstrip("/")
 
 
+@shown_as("NAME")
 def env_name(value: Any, where: Where) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
         raise where.fail(
@@ -499,6 +524,58 @@ def body_field_problem(key: str, value: Any) -> str | None:
     return None
 
 
+def option_value(text: Any) -> Any:
+    """A body field's value as typed after an option: JSON when it reads as JSON
+    (``0`` an integer, ``0.7`` a float, ``true``, ``[1, 2]``, as a job file's TOML would
+    give them, so the same setting sends the same body), else the text itself.
+
+    >>> option_value("0"), option_value("0.7"), option_value("high"), option_value('["a"]')
+    (0, 0.7, 'high', ['a'])
+    """
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def body_field(key: str) -> Check:
+    """The check of one [request] body field given by its own option (``--temperature
+    0.2``, ``--stop END`` repeatable: one is a string, several a list)."""
+
+    def check(value: Any, where: Where) -> Any:
+        if isinstance(value, list | tuple) and not where.from_file:
+            items = [option_value(v) if key != "stop" else str(v) for v in value]
+            value = items[0] if len(items) == 1 else items
+        elif key != "stop":
+            value = option_value(value) if not where.from_file else value
+        problem = body_field_problem(key, value)
+        if problem is not None:
+            raise where.fail(problem)
+        return value
+
+    return check
+
+
+def body_pairs(value: Any, where: Where) -> dict[str, Any]:
+    """``--body FIELD=VALUE`` (repeatable): any body field, its value read as JSON when
+    it is JSON (`option_value`), typo-checked like a job file's [request]."""
+    pairs: dict[str, Any] = {}
+    for item in value if isinstance(value, list | tuple) else (value,):
+        name, sep, text = str(item).partition("=")
+        if not sep or not name.strip():
+            raise where.fail(f"must be FIELD=VALUE (got {show(item)})")
+        pairs[name.strip()] = option_value(text)
+    try:
+        return body_defaults(pairs, Where(where.label))
+    except Invalid as exc:
+        labelled = [
+            (w.replace(f"{where.label}.", f"{where.label} ", 1), m) for w, m in exc.problems
+        ]
+        raise Invalid(labelled) from None
+
+
 def quota(value: Any, where: Where) -> Any:
     """``--rpm 500``, ``--rpm gpt-4.1=30`` (repeatable), ``rpm = 500`` or
     ``rpm = { "*" = 500, "gpt-4.1" = 30 }``: a `batchrun.settings.Quota`."""
@@ -538,6 +615,7 @@ def quota(value: Any, where: Where) -> Any:
     return Quota(default, tuple(by_model))
 
 
+@shown_as("TEMPLATE")
 def template_text(value: Any, where: Where) -> str:
     """A message template: {column} placeholders, or Jinja when it looks like Jinja
     (see `batchrun.input.templates.looks_like_jinja`)."""
@@ -558,6 +636,7 @@ def template_text(value: Any, where: Where) -> str:
     return value
 
 
+@shown_as("TEMPLATE")
 def prompt(value: Any, where: Where) -> Any:
     """The user message template, or (Python) a function of the row."""
     if callable(value):

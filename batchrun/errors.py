@@ -45,8 +45,12 @@ class InputError(BatchrunError):
         self.path = path
         self.where = where
         self.reason = reason
-        # file-level problems (where "0") name no fake "line 0"
-        super().__init__(f"{path}: {reason}" if where == "0" else f"{path}:{where}: {reason}")
+        # file-level problems (where "0") name no fake "line 0"; rows the caller held
+        # in memory have no file (path ""): ``where`` names the caller's row
+        if not path:
+            super().__init__(f"{where}: {reason}")
+        else:
+            super().__init__(f"{path}: {reason}" if where == "0" else f"{path}:{where}: {reason}")
 
     def __reduce__(self) -> tuple[type[InputError], tuple[str, str, str]]:
         # rebuilt from its parts when pickled (a shard's check, raised in a Ray task)

@@ -12,12 +12,12 @@ and the fingerprint run.json records (`Settings.fingerprint`).
 Adding a setting is one declaration::
 
     poll_interval: float = setting(
-        60.0, section="batch", flags=("--poll-interval",), check=checks.positive_number,
+        60.0, section="batch", check=checks.positive_number,
         help="Seconds between two looks at a running batch.",
     )
 
-and it is at once ``--poll-interval``, ``[batch] poll_interval`` and
-``batchrun.run(..., poll_interval=30)``.
+and it is at once ``--poll-interval`` (a flag named after it, unless it names its own
+``flags``), ``[batch] poll_interval`` and ``batchrun.run(..., poll_interval=30)``.
 
     >>> s = Settings.build(input="req.jsonl", model="gpt-4o-mini", concurrency="8")
     >>> s.concurrency, s.model
@@ -51,11 +51,14 @@ class Spec:
     """Job-file table ("endpoint", "limits", ...); None: not in job files."""
     key: str | None = None
     """Key in that table (default: the field's name); "*": the whole table."""
-    flags: tuple[str, ...] = ()
-    """Command-line flags; () for none. ``("--stream/--no-stream",)`` for a toggle."""
+    flags: tuple[str, ...] | None = None
+    """Command-line flags. None: derived from the name (``id_column`` ->
+    ``--id-column``) for a setting that is one job-file key; () for none.
+    ``("--stream/--no-stream",)`` for a toggle."""
     kind: str = "value"
     """On the command line: "value", "flag" (present = True), "toggle", "multiple",
-    "optional" (a value that may be left out: ``--serve`` or ``--serve 8080``)."""
+    "optional" (a value that may be left out: ``--serve`` or ``--serve 8080``), "json"
+    (JSON text, or a file holding it)."""
     metavar: str | None = None
     flag_value: str = "0"
     """"optional" kind: the value a bare flag gives (to its check)."""
@@ -66,6 +69,49 @@ class Spec:
     aliases: tuple[str, ...] = ()
     """Other Python keyword names for it."""
     choices: tuple[str, ...] | None = None
+    parts: tuple[Part, ...] = ()
+    """A table setting's keys that have options of their own (``[eval] field`` ->
+    ``--eval-field``); given on the command line they are laid over the job file's
+    table key by key (`Partial`)."""
+    part_prefix: str | None = None
+    """Before a part's key in its derived flag (None: the section and a dash)."""
+    argument: str | None = None
+    """The command line's positional argument that gives it (``INPUT``), if any."""
+    merge: str = "replace"
+    """How a given value meets the job file's: "replace", or "keys" (a table whose
+    given keys are laid over the file's, the others kept: [request], [prompts])."""
+
+    def part_flags(self, part: Part) -> tuple[str, ...]:
+        """A part's flags: its own, or ``--<prefix><key>`` (a toggle: and ``--no-...``)."""
+        if part.flags is not None:
+            return part.flags
+        prefix = self.part_prefix if self.part_prefix is not None else f"{self.section}-"
+        flag = f"--{prefix}{part.key}".replace("_", "-")
+        return (f"{flag}/--no-{flag[2:]}",) if part.kind == "toggle" else (flag,)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One key of a table setting with an option of its own: ``[eval] field`` is
+    ``--eval-field``, ``[request] temperature`` is ``--temperature``. ``check`` turns
+    the option's text into the key's value (and refuses a bad one, naming the flag);
+    the whole table is checked again once laid over the job file's."""
+
+    key: str
+    """The key in the table; "*": any key, given as KEY=VALUE (``--body``)."""
+    help: str
+    flags: tuple[str, ...] | None = None
+    """None: derived (`Spec.part_flags`)."""
+    kind: str = "value"
+    """"value", "toggle", "multiple" or "pairs" (KEY=VALUE, repeatable)."""
+    metavar: str | None = None
+    check: Check | None = None
+    choices: tuple[str, ...] | None = None
+
+
+class Partial(dict[str, Any]):
+    """Some keys of a table setting (the command line's parts), to lay over the table
+    a job file gives (`batchrun.jobs.jobfile.merge`), not to replace it."""
 
 
 def setting(default: Any = None, *, factory: Callable[[], Any] | None = None, **spec: Any) -> Any:
@@ -172,12 +218,14 @@ class Settings:
         "JSONL, CSV and TSV; Python: also rows in memory).",
         section="input",
         key="path",
+        argument="INPUT",
         check=checks.input_file,
     )
     id_column: str | None = setting(
         help="Input column holding each row's id (custom_id); without it: row-<n>.",
         section="input",
         flags=("--id-column",),
+        metavar="COLUMN",
         check=checks.text,
         fingerprint=True,
     )
@@ -227,6 +275,7 @@ class Settings:
         help=f"API base URL, or 'sim' for the built-in simulator [default: {DEFAULT_BASE_URL}].",
         section="endpoint",
         flags=("--base-url",),
+        metavar="URL",
         envvar="OPENAI_BASE_URL",
         check=checks.base_url,
     )
@@ -256,6 +305,7 @@ class Settings:
         help="Header that carries the key, e.g. api-key (Azure).",
         section="endpoint",
         flags=("--auth-header",),
+        metavar="NAME",
         check=checks.text,
     )
     headers: tuple[tuple[str, str], ...] = setting(
@@ -264,6 +314,7 @@ class Settings:
         section="endpoint",
         flags=("-H", "--header"),
         kind="multiple",
+        metavar="'NAME: VALUE'",
         check=checks.headers,
     )
     max_response_bytes: int = setting(
@@ -300,10 +351,88 @@ class Settings:
         key="*",
         check=checks.body_defaults,
         fingerprint=True,
+        merge="keys",
+        part_prefix="",
+        parts=(
+            Part(
+                "temperature",
+                "Sampling temperature, 0 to 2 (0: the steadiest answers, "
+                "which the cache and in-run dedupe may reuse).",
+                metavar="FLOAT",
+                check=checks.body_field("temperature"),
+            ),
+            Part(
+                "top_p",
+                "Nucleus sampling: the share of probability mass sampled from.",
+                metavar="FLOAT",
+                check=checks.body_field("top_p"),
+            ),
+            Part(
+                "max_tokens",
+                "Most tokens per answer (also what a request can cost at most).",
+                metavar="N",
+                check=checks.body_field("max_tokens"),
+            ),
+            Part(
+                "max_completion_tokens",
+                "Most tokens per answer, reasoning included "
+                "(reasoning models; instead of --max-tokens).",
+                metavar="N",
+                check=checks.body_field("max_completion_tokens"),
+            ),
+            Part(
+                "seed",
+                "The body's seed: repeatable sampling where the provider supports "
+                "it (--seed is --sample's).",
+                flags=("--request-seed",),
+                metavar="N",
+                check=checks.body_field("seed"),
+            ),
+            Part(
+                "n",
+                "Answers per request (results.parquet keeps the first).",
+                metavar="N",
+                check=checks.body_field("n"),
+            ),
+            Part(
+                "stop",
+                "A sequence that ends the answer (repeatable).",
+                kind="multiple",
+                metavar="TEXT",
+                check=checks.body_field("stop"),
+            ),
+            Part(
+                "presence_penalty",
+                "-2 to 2: penalise tokens already present.",
+                metavar="FLOAT",
+                check=checks.body_field("presence_penalty"),
+            ),
+            Part(
+                "frequency_penalty",
+                "-2 to 2: penalise frequent tokens.",
+                metavar="FLOAT",
+                check=checks.body_field("frequency_penalty"),
+            ),
+            Part(
+                "reasoning_effort",
+                "Reasoning models: minimal, low, medium or high.",
+                metavar="LEVEL",
+                check=checks.body_field("reasoning_effort"),
+            ),
+            Part(
+                "*",
+                "Any other body field, FIELD=VALUE (repeatable; VALUE is read as "
+                "JSON when it is JSON, else as text): --body top_k=5.",
+                flags=("--body",),
+                kind="pairs",
+                metavar="FIELD=VALUE",
+                check=checks.body_pairs,
+            ),
+        ),
     )
     # -- prompt (dataset jobs) -------------------------------------------------------
     system: str | None = setting(
-        help="System message template.",
+        help="System message template (dataset rows; {column} placeholders).",
         section="prompt",
         check=checks.template_text,
         fingerprint=True,
@@ -318,8 +447,11 @@ class Settings:
         fingerprint=True,
     )
     messages: tuple[dict[str, str], ...] | None = setting(
-        help="Message templates [{role, content}, ...] (instead of system/prompt).",
+        help="Message templates [{role, content}, ...] (instead of system/prompt): JSON "
+        "text or a .json file holding it.",
         section="prompt",
+        kind="json",
+        metavar="JSON|FILE",
         check=checks.messages,
         fingerprint=True,
     )
@@ -329,6 +461,7 @@ class Settings:
         "variant (and per model), to compare them.",
         section="prompts",
         key="*",
+        merge="keys",
         flags=("--variant",),
         kind="multiple",
         metavar="NAME=TEMPLATE",
@@ -401,6 +534,18 @@ class Settings:
         flags=("--max-cost",),
         check=checks.non_negative_number,
     )
+    context_window: Quota = setting(
+        factory=Quota,
+        help="Context window in tokens of every model, or of one (repeatable: "
+        "--context-window 32768 --context-window my-model=8192) [default: genai-prices' "
+        "table; a model it does not know is not checked]. A row whose prompt and max "
+        "tokens do not fit is a bad row, found before anything is sent.",
+        section="limits",
+        flags=("--context-window",),
+        kind="multiple",
+        metavar="[MODEL=]N",
+        check=checks.quota,
+    )
     quality_breaker: float = setting(
         0.8,
         help="Stop when the run's answers are unusable over this share with 95% "
@@ -465,6 +610,7 @@ class Settings:
         section="output",
         key="dir",
         flags=("-o", "--out"),
+        metavar="DIR",
         check=checks.path_value,
     )
     write_parquet: bool = setting(
@@ -619,6 +765,45 @@ class Settings:
         section="eval",
         key="*",
         check=checks.evaluation,
+        parts=(
+            Part(
+                "reference_column",
+                "Score the answers against this input column.",
+                flags=("--eval-reference",),
+                metavar="COLUMN",
+                check=checks.text,
+            ),
+            Part(
+                "compare",
+                "How an answer is compared with the reference: the whole "
+                "content, one field of the JSON answer, or a number [default: exact].",
+                choices=checks.COMPARES,
+                check=checks.choice(*checks.COMPARES),
+            ),
+            Part(
+                "field",
+                "The answer's JSON field (or number) to compare.",
+                metavar="FIELD",
+                check=checks.text,
+            ),
+            Part(
+                "tolerance",
+                "compare number: correct within this much.",
+                check=checks.non_negative_number,
+            ),
+            Part(
+                "normalize",
+                "Compare labels case- and space-insensitively [default: on].",
+                kind="toggle",
+                check=checks.boolean,
+            ),
+            Part(
+                "interval",
+                "A bootstrap interval for accuracy [default: on].",
+                kind="toggle",
+                check=checks.boolean,
+            ),
+        ),
     )
     prices: str | Prices | None = setting(
         help="TOML price file adding/overriding model prices (`batchrun prices --example` "
@@ -631,6 +816,7 @@ class Settings:
     )
     name: str | None = setting(
         help="The job's name (job files: defaults to the file's stem).",
+        metavar="NAME",
         section="",
         check=checks.text,
     )
@@ -640,7 +826,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         # typed construction (tests, the library) may say None for "no quota"
-        for name in ("rpm", "tpm"):
+        for name in ("rpm", "tpm", "context_window"):
             value = getattr(self, name)
             if value is None:
                 object.__setattr__(self, name, Quota())
@@ -654,10 +840,16 @@ class Settings:
     # -- building ------------------------------------------------------------------------
     @classmethod
     def specs(cls) -> Iterator[tuple[str, Spec]]:
-        """(field name, spec) of every setting, in declaration order."""
-        for f in fields(cls):
-            if SPEC in f.metadata:
-                yield f.name, f.metadata[SPEC]
+        """(field name, spec) of every setting, in declaration order; flags left to be
+        derived are filled in (`Spec.flags`)."""
+        global _SPECS
+        if _SPECS is None:
+            _SPECS = [
+                (f.name, _derived(f.name, f.metadata[SPEC]))
+                for f in fields(cls)
+                if SPEC in f.metadata
+            ]
+        yield from _SPECS
 
     @classmethod
     def spec(cls, name: str) -> Spec:
@@ -821,7 +1013,7 @@ class Settings:
         """The settings a run recorded (`public_dict`), to look at the run again."""
         data = _current_names(data)
         values = {n: data[n] for n, _ in cls.specs() if data.get(n) is not None}
-        for key in ("rpm", "tpm"):
+        for key in ("rpm", "tpm", "context_window"):
             quota = values.get(key)
             if isinstance(quota, Mapping):
                 pairs = tuple((str(m), float(n)) for m, n in quota.get("by_model") or ())
@@ -843,6 +1035,18 @@ class Settings:
         if isinstance(values.get("prompt"), str) and values["prompt"].startswith("<function "):
             values.pop("prompt")  # a Python function cannot be recorded, only its hash
         return cls(**values)
+
+
+_SPECS: list[tuple[str, Spec]] | None = None
+
+
+def _derived(name: str, spec: Spec) -> Spec:
+    """``spec`` with its flags filled in: a setting that is one job-file key gets
+    ``--<name>`` unless it names its own flags or none (``flags=()``)."""
+    if spec.flags is not None:
+        return spec
+    one_key = spec.section is not None and spec.key != "*" and spec.argument is None
+    return replace(spec, flags=(f"--{name.replace('_', '-')}",) if one_key else ())
 
 
 _SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie")
@@ -923,6 +1127,8 @@ def _current_names(data: Mapping[str, Any]) -> dict[str, Any]:
 __all__ = [
     "DEFAULT_BASE_URL",
     "Evaluation",
+    "Part",
+    "Partial",
     "Prices",
     "Quota",
     "ResponseFormat",

@@ -473,6 +473,8 @@ HANDLED: list[Any] = [
             {
                 **GOOD,
                 "custom_id": "big",
+                # a model of no known context window: 10 MB are not checked against one
+                "model": "self-hosted-model",
                 "messages": [{"role": "user", "content": "y" * 10_000_000}],
             }
         )

@@ -187,6 +187,7 @@ class BatchDriver:
         self.live = _Live()
         self.stop_reason: str | None = None
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self._stopping = anyio.Event()
         self._work_scope: anyio.CancelScope | None = None
         self._elapsed_before = 0.0
@@ -290,6 +291,7 @@ class BatchDriver:
         )
         self._elapsed_before = journal.elapsed_s
         self.notes.extend(prepared.notes)
+        self.warnings = prepared.warnings
         return prepared
 
     async def _run_prepared(self, prepared: Prepared) -> RunResult:

@@ -60,6 +60,8 @@ class Prepared:
     """Which rows repeat an earlier row's request (None: dedupe off, or no repeats)."""
     not_judged: QualityCounts = field(default_factory=QualityCounts)
     """Paid answers the quality breaker does not judge (`not_judged_answers`)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the hooks warned of before anything was sent."""
 
 
 def check_settings(cfg: Settings) -> None:
@@ -110,7 +112,7 @@ def prepare(
     scan = _scan(cfg, source, should_stop, None if reuse is None else reuse.observe)
     if reuse is not None:
         reuse.after_scan()
-    hooks.before_send(state, scan)
+    warnings = list(hooks.before_send(state, scan) or ())
     try:
         journal = read_journal(run_dir, endpoint=cfg.endpoint)
     except ValueError as exc:
@@ -124,6 +126,7 @@ def prepare(
     prepared.not_judged = not_judged_answers(
         os.path.join(run_dir, RUN_INFO), cfg, scan.fingerprint, journal.tally.paid_quality
     )
+    prepared.warnings = warnings
     _write_run_info(cfg, scan, prepared)
     return prepared
 

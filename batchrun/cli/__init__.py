@@ -96,13 +96,16 @@ def cli() -> None:
 
 @cli.command("run", context_settings=CONTEXT)
 @click.argument("input_path", required=False, metavar="INPUT")
-@click.option("-j", "--job", "job_path", help="TOML job file (CLI options override it).")
+@click.option(
+    "-j", "--job", "job_path", metavar="FILE", help="TOML job file (options override it)."
+)
 @setting_options
 @click.option("--dry-run", is_flag=True, help="Estimate tokens and cost; send nothing.")
 def run_command(
     input_path: str | None, job_path: str | None, dry_run: bool, **options: Any
 ) -> None:
-    """Send every request in INPUT (JSONL, JSONL.gz or Parquet) and record the results.
+    """Send every request in INPUT (JSONL, Parquet, CSV or TSV), or with --prompt every
+    row of a dataset through the template, and record the results.
 
     Rerunning the same command resumes: finished rows are not sent again.
     """

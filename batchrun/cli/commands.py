@@ -69,20 +69,29 @@ ESTIMATE_SETTINGS = (
     "seed",
     "dedupe",
     "cache_policy",
+    "context_window",
+    "skip_invalid",
 )
 
 
 def _estimate_options(command: Any) -> Any:
-    """The run's options that shape what is sent (a dry run prices just that)."""
-    from batchrun.cli.options import setting_option
+    """The run's options that shape what is sent (every setting of the resume
+    fingerprint, and `ESTIMATE_SETTINGS`): a dry run prices just that."""
+    from batchrun.cli.options import part_options, setting_option
 
-    for name in reversed(ESTIMATE_SETTINGS):
-        spec = Settings.spec(name)
+    decorators = []
+    for name, spec in Settings.specs():
+        if not (spec.fingerprint or name in ESTIMATE_SETTINGS):
+            continue
         if name == "out_dir":
             spec = replace(
                 spec, help="Run directory of an earlier run to learn typical output lengths from."
             )
-        command = setting_option(name, spec)(command)
+        if spec.flags:
+            decorators.append(setting_option(name, spec))
+        decorators.extend(part_options(name, spec))
+    for decorate in reversed(decorators):
+        command = decorate(command)
     return command
 
 
@@ -94,7 +103,7 @@ def _price_option(command: Any) -> Any:
 
 @click.command("estimate", context_settings=CONTEXT)
 @click.argument("input_path", required=False, metavar="INPUT")
-@click.option("-j", "--job", "job_path", help="TOML job file.")
+@click.option("-j", "--job", "job_path", metavar="FILE", help="TOML job file.")
 @_estimate_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def estimate_command(

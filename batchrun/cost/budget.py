@@ -29,7 +29,7 @@ Through the Batch API the same cap is kept per shard (`BatchBudget`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,19 +46,27 @@ from batchrun.pacing.scheduler import Stopped
 from batchrun.settings import Settings
 
 if TYPE_CHECKING:
+    from batchrun.cost.modelnames import ModelAdvice
     from batchrun.cost.prices import PriceBook
 
 FALLBACK_CEILING = 16_384
 
 
 class CostHooks(RunHooks):
-    """What the run has cost so far (earlier processes included)."""
+    """What the run has cost so far (earlier processes included). Before sending, a
+    model without a price that looks like a typo of a known one is a warning
+    (`batchrun.cost.modelnames`; ``served``: asks the endpoint for its models)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, served: Callable[[], list[str] | None] | None = None
+    ) -> None:
         from batchrun.cost.bill import CostTotals
+        from batchrun.cost.modelnames import ModelAdvice
         from batchrun.cost.prices import PriceBook
 
         self.book = PriceBook.load(settings.prices)
+        self.advice = ModelAdvice(self.book, served)
+        self.capped = settings.max_cost is not None
         self.costs = CostTotals(self.book)
         self.saved = CostTotals(self.book)
         """What the reused answers (cache, in-run dedupe) would have cost."""
@@ -69,6 +77,10 @@ class CostHooks(RunHooks):
     @property
     def spent(self) -> float:
         return self.costs.spent
+
+    def before_send(self, state: RunState, scan: ScanResult) -> list[str] | None:
+        # under a cap an unpriced model is refused instead (BudgetAdmission)
+        return None if self.capped else self.advice.warnings(scan.models)
 
     def on_start(self, state: RunState) -> None:
         from batchrun.cost.bill import CostTotals
@@ -213,6 +225,24 @@ def unread_usage(model: str, unread: UnreadBilled, book: PriceBook) -> Usage:
     )
 
 
+def refuse_unpriced(models: Iterable[str], advice: ModelAdvice) -> None:
+    """Under a cap every model needs a price: the ConfigError naming those without one,
+    each with the known names it may have meant."""
+    unpriced = advice.unpriced(models)
+    if unpriced:
+        from batchrun.cost.modelnames import ADVISED
+
+        names = ", ".join(advice.described(m) for m in unpriced[:ADVISED])
+        if len(unpriced) > ADVISED:
+            names += f" and {len(unpriced) - ADVISED:,} more"
+        from batchrun.cost.pricefile import ADD_A_PRICE
+
+        raise ConfigError(
+            f"--max-cost cannot be enforced: no known price for {names}; "
+            f"{ADD_A_PRICE}, or run without --max-cost"
+        )
+
+
 def cap_reached(spent: float, cap: float, worst: float, *, how: str = "") -> str:
     """The message of a run the cap stops: what was spent, and what the next one needs."""
     from batchrun.report.tables import format_usd
@@ -245,15 +275,7 @@ class BudgetAdmission(RunHooks):
 
     def before_send(self, state: RunState, scan: ScanResult) -> None:
         """Under a cap every model needs a price, known before the first send."""
-        unpriced = sorted(m for m in scan.models if self.book.price_for(m) is None)
-        if unpriced:
-            from batchrun.cost.pricefile import ADD_A_PRICE
-
-            names = ", ".join(repr(m) for m in unpriced)
-            raise ConfigError(
-                f"--max-cost cannot be enforced: no known price for {names}; "
-                f"{ADD_A_PRICE}, or run without --max-cost"
-            )
+        refuse_unpriced(scan.models, self.cost.advice)
 
     def worst_case(self, body: dict[str, Any]) -> float:
         return worst_case(body, self.book)
@@ -358,12 +380,23 @@ class BatchBudget:
         return worst_case(body, self.book, via_batch=True)
 
 
-def cost_hooks(settings: Settings) -> list[RunHooks]:
-    """The cost hook, and the budget's admission when a cap is set."""
-    cost = CostHooks(settings)
+def cost_hooks(
+    settings: Settings, served: Callable[[], list[str] | None] | None = None
+) -> list[RunHooks]:
+    """The cost hook, and the budget's admission when a cap is set (``served``: the
+    endpoint's model list, asked only for a model without a price)."""
+    cost = CostHooks(settings, served)
     if settings.max_cost is None:
         return [cost]
     return [cost, BudgetAdmission(cost, settings.max_cost)]
 
 
-__all__ = ["BatchBudget", "BudgetAdmission", "CostHooks", "cap_reached", "cost_hooks", "worst_case"]
+__all__ = [
+    "BatchBudget",
+    "BudgetAdmission",
+    "CostHooks",
+    "cap_reached",
+    "cost_hooks",
+    "refuse_unpriced",
+    "worst_case",
+]

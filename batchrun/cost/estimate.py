@@ -147,6 +147,8 @@ class EstimateReport:
 
     models: dict[str, ModelEstimate] = field(default_factory=dict)
     learned_from: str | None = None
+    near_names: dict[str, list[str]] = field(default_factory=dict)
+    """Unpriced model -> the known names it may have meant (a typo?)."""
 
     @property
     def requests(self) -> int:
@@ -191,6 +193,7 @@ class EstimateReport:
                 "high": _round(high),
                 "complete": not self.unpriced_models,
                 "unpriced_models": self.unpriced_models,
+                "did_you_mean": {m: n for m, n in self.near_names.items() if n},
             },
             "batch_api_cost_usd": self._batch_totals(),
             "by_model": {name: self.models[name].to_dict() for name in sorted(self.models)},
@@ -350,9 +353,15 @@ def format_estimate(report: EstimateReport) -> str:
             "their output, and so the high cost, has no upper bound"
         )
     if report.unpriced_models:
+        from batchrun.cost.modelnames import did_you_mean
+
+        named = [
+            f"{m} ({did_you_mean(report.near_names[m])})" if report.near_names.get(m) else m
+            for m in report.unpriced_models
+        ]
         lines.append(
             "incomplete: no price known for "
-            + ", ".join(report.unpriced_models)
+            + ", ".join(named)
             + " (not in the totals; add them to a --prices file)"
         )
     if report.learned_from:
@@ -381,13 +390,18 @@ def estimate_settings(settings: Settings) -> EstimateReport:
     to_send = _what_a_run_sends(settings, source)
     out_dir = settings.out_dir
     learned = learn_from_run(out_dir) if out_dir else {}
-    return estimate(
+    report = estimate(
         to_send,
         book,
         settings.default_model,
         learned,
         learned_from=out_dir if learned else None,
     )
+    from batchrun.cost.modelnames import ADVISED, ModelAdvice
+
+    advice = ModelAdvice(book)  # the price table's names: an estimate asks no endpoint
+    report.near_names = {m: advice.nearest(m) for m in report.unpriced_models[:ADVISED]}
+    return report
 
 
 def _what_a_run_sends(settings: Settings, source: Any) -> Iterator[Request]:

@@ -9,6 +9,7 @@ date asked for.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
@@ -31,7 +32,9 @@ def snapshot() -> Any:
     return DataSnapshot(providers=data.providers, from_auto_update=False)
 
 
-def genai_price(model: str, at: datetime) -> ModelPrice | None:
+def _entries(model: str) -> Iterator[tuple[Any, Any]]:
+    """(provider, model info) of every genai-prices entry the name may mean: the name,
+    then without ``provider/`` prefixes (with that provider, then any)."""
     table = snapshot()
     attempts: list[tuple[str, str | None]] = [(model, None)]
     parts = model.split("/")
@@ -40,13 +43,40 @@ def genai_price(model: str, at: datetime) -> ModelPrice | None:
         attempts += [(rest, parts[i - 1]), (rest, None)]
     for ref, provider_id in attempts:
         try:
-            provider, info = table.find_provider_model(ref, None, provider_id, None)
+            yield table.find_provider_model(ref, None, provider_id, None)
         except (LookupError, ValueError):
             continue
+
+
+def genai_price(model: str, at: datetime) -> ModelPrice | None:
+    for provider, info in _entries(model):
         price = _from_genai(info, f"{provider.id}:{info.id}", at)
         if price is not None:
             return price
     return None
+
+
+def genai_context_window(model: str) -> int | None:
+    """The model's context window in tokens, as genai-prices' table gives it (None:
+    not in the table, or the entry says none).
+
+    >>> genai_context_window("gpt-4o-mini"), genai_context_window("no-such-model")
+    (128000, None)
+    """
+    for _provider, info in _entries(model):
+        window = getattr(info, "context_window", None)
+        if isinstance(window, int) and window > 0:
+            return window
+    return None
+
+
+def model_names() -> list[str]:
+    """Every model name the table knows (each provider's ids), for "did you mean"."""
+    names: dict[str, None] = {}
+    for provider in snapshot().providers:
+        for info in provider.models:
+            names.setdefault(info.id)
+    return list(names)
 
 
 def _peak_time(info: Any, at: datetime) -> datetime | None:
@@ -153,4 +183,4 @@ def _convert(prices: Any, matched: str, context_window: int | None) -> ModelPric
 # ------------------------------------------------------------------- user price file
 
 
-__all__ = ["genai_price", "snapshot"]
+__all__ = ["genai_context_window", "genai_price", "model_names", "snapshot"]

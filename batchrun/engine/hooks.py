@@ -93,6 +93,11 @@ class RunState:
         return self._runner.stop_reason
 
     @property
+    def warnings(self) -> tuple[str, ...]:
+        """What the hooks warned of before anything was sent (`RunHooks.before_send`)."""
+        return tuple(getattr(self._runner, "warnings", ()))
+
+    @property
     def max_tokens(self) -> int | None:
         """max_tokens of the first request sent (0: none set), for quality messages."""
         return self._runner.max_tokens
@@ -118,9 +123,11 @@ class RunState:
 class RunHooks:
     """Extension points; the default of each is to do nothing."""
 
-    def before_send(self, state: RunState, scan: ScanResult) -> None:
+    def before_send(self, state: RunState, scan: ScanResult) -> list[str] | None:
         """After the input was checked, before anything is sent: raise ConfigError
-        for a mistake that would otherwise be found only after paying."""
+        for a mistake that would otherwise be found only after paying; return
+        warnings for a likely one (`RunState.warnings`; the hooks' are concatenated)."""
+        return None
 
     def on_start(self, state: RunState) -> None: ...
 
@@ -171,9 +178,11 @@ class CompositeHooks(RunHooks):
     def __init__(self, *hooks: RunHooks) -> None:
         self.hooks = hooks
 
-    def before_send(self, state: RunState, scan: ScanResult) -> None:
+    def before_send(self, state: RunState, scan: ScanResult) -> list[str] | None:
+        warnings: list[str] = []
         for h in self.hooks:
-            h.before_send(state, scan)
+            warnings.extend(h.before_send(state, scan) or ())
+        return warnings
 
     def on_start(self, state: RunState) -> None:
         for h in self.hooks:

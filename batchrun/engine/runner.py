@@ -145,6 +145,8 @@ class Runner:
         self.live = Live()
         self.stop_reason: str | None = None
         self.notes: list[str] = []
+        self.warnings: list[str] = []
+        """What the hooks warned of before sending (the progress display says them)."""
         self.accounts = (
             accounts
             if accounts is not None
@@ -370,7 +372,7 @@ class Runner:
             await anyio.to_thread.run_sync(self._reuse.after_scan)
             if not self._reuse.active:
                 self._reuse = None
-        self.hooks.before_send(self.state, scan)
+        self.warnings = list(self.hooks.before_send(self.state, scan) or ())
         try:
             journal = await anyio.to_thread.run_sync(
                 lambda: read_journal(self.run_dir, endpoint=self.cfg.endpoint)

@@ -42,7 +42,6 @@ not an identifier: ``row["user id"]``, or an optional one: ``row.get("x")``), an
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import traceback
@@ -56,11 +55,10 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchrun.errors import ConfigError, InputError
-from batchrun.input.templates import as_text
+from batchrun.input.templates import as_text, columns_note
 
 __all__ = ["JinjaPromptTemplate", "jinja_template_problems", "load_examples"]
 
-_MAX_COLUMNS_SHOWN = 20
 _JINJA_SYNTAX = re.compile(r"\{[{%#]")
 _TEMPLATE_FILE = "<template>"  # the file name Jinja gives frames of a from_string template
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
@@ -383,7 +381,7 @@ class JinjaPromptTemplate:
             if name not in columns:
                 problems.append(
                     f"template variable {{{{ {name} }}}} has no column '{name}' "
-                    f"({_shown(names)}{_suggest(name, names)})"
+                    + columns_note(name, names)
                 )
         if self.examples is not None and "examples" in columns:
             problems.append(
@@ -467,7 +465,7 @@ class JinjaPromptTemplate:
                 path,
                 row_label,
                 f"template variable {{{{ {name} }}}} has no column '{name}' "
-                f"({_shown(names)}{_suggest(name, names)})",
+                + columns_note(name, names),
             )
         return InputError(path, row_label, f"{message.where}{_line_of(exc)}: {text}")
 
@@ -484,15 +482,3 @@ def _line_of(exc: BaseException) -> str:
         if frame.filename == _TEMPLATE_FILE
     ]
     return f": line {lines[-1]}" if lines else ""
-
-
-def _shown(names: list[str]) -> str:
-    shown = ", ".join(names[:_MAX_COLUMNS_SHOWN])
-    if len(names) > _MAX_COLUMNS_SHOWN:
-        shown += f", ... ({len(names)} in all)"
-    return f"columns: {shown}" if names else "no columns"
-
-
-def _suggest(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, 1, 0.75)
-    return f"; did you mean '{close[0]}'?" if close else ""

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from batchrun.errors import ConfigError, RunDirError
+from batchrun.errors import ConfigError, InputError, RunDirError
 
 ARROW_BATCH_ROWS = 8192
 
@@ -107,6 +107,22 @@ def spill(value: Any) -> Staged:
     return Staged(path, Source(path).fingerprint(), suffix)
 
 
+def caller_row_error(exc: InputError, kind: str) -> InputError:
+    """An error about a row of the file in-memory rows were written to, naming the
+    caller's row instead: ``input.jsonl:line 2`` is row 1 of the caller's list (one line
+    or Parquet row was written per row, in order).
+
+    >>> str(caller_row_error(InputError("o/input.jsonl", "line 2", "bad"), "DataFrame"))
+    'row 1 of the DataFrame (0-based): bad'
+    """
+    label, _, number = exc.where.partition(" ")
+    if label in ("line", "row") and number.isdigit():
+        where = f"row {int(number) - 1} of the {kind} (0-based)"
+    else:
+        where = f"the {kind}"
+    return InputError("", where, exc.reason)
+
+
 def _temp(suffix: str) -> str:
     fd, path = tempfile.mkstemp(prefix="batchrun-input-", suffix=suffix)
     os.close(fd)
@@ -156,4 +172,4 @@ def _write_jsonl(rows: Iterable[Any]) -> str:
     return path
 
 
-__all__ = ["Staged", "in_memory", "spill"]
+__all__ = ["Staged", "caller_row_error", "in_memory", "spill"]

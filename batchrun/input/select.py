@@ -19,10 +19,12 @@ from batchrun.settings import Settings
 
 def source_for(cfg: Settings, span: Span | None = None) -> Source:
     """The run's source; ``span``: only one shard's rows (`batchrun.scale`)."""
+    from batchrun.input.context import context_check
     from batchrun.input.rows import dataset_mapper, request_defaults_mapper
     from batchrun.input.variants import fan_out, plan_variants, with_model
 
     finish = partial(sent_request, stream=cfg.stream)
+    check = context_check(cfg)
     variants = plan_variants(cfg)
     if cfg.is_dataset:
         return Source(
@@ -31,6 +33,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
             dataset=True,
             skip_invalid=cfg.skip_invalid,
             finish=finish,
+            check=check,
             span=span,
             column_types=cfg.column_types,
         )
@@ -45,6 +48,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
             mapper=fan_out(per_model, variants),
             skip_invalid=cfg.skip_invalid,
             finish=finish,
+            check=check,
             span=span,
             column_types=cfg.column_types,
         )
@@ -54,6 +58,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
             mapper=request_defaults_mapper(cfg),
             skip_invalid=cfg.skip_invalid,
             finish=finish,
+            check=check,
             span=span,
             column_types=cfg.column_types,
         )
@@ -62,6 +67,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
         default_model=cfg.default_model,
         skip_invalid=cfg.skip_invalid,
         finish=finish,
+        check=check,
         span=span,
         column_types=cfg.column_types,
     )

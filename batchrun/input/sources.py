@@ -62,6 +62,8 @@ RowMapper = Callable[[Any, int, str], "Request | list[Request]"]
 ScanObserver = Callable[[Request, bytes], None]
 # The last step from row to request (e.g. set a streamed body up for usage).
 Finisher = Callable[[Request], Request]
+# A rule every request must pass (its context window): None, or why its row is bad.
+RequestCheck = Callable[[Request], "str | None"]
 
 
 def input_kind(path: str) -> str:
@@ -197,6 +199,7 @@ class Source:
         dataset: bool = False,
         skip_invalid: bool = False,
         finish: Finisher | None = None,
+        check: RequestCheck | None = None,
         span: Span | None = None,
         column_types: Mapping[str, str] | None = None,
     ) -> None:
@@ -222,7 +225,9 @@ class Source:
                 obj, row, where, default_model=default_model, path=path
             )
         )
-        self.mapper: RowMapper = base if finish is None else _finished(base, finish)
+        self.mapper: RowMapper = (
+            base if finish is None and check is None else _finished(base, finish, check, path)
+        )
         self._size: int | None = None
         """Bytes of a plain JSONL file when first read; no pass reads past them."""
         self._fingerprint: str | None = None
@@ -559,12 +564,23 @@ class Source:
         return list(pq.ParquetFile(self.path).schema_arrow.names)
 
 
-def _finished(mapper: RowMapper, finish: Finisher) -> RowMapper:
+def _finished(
+    mapper: RowMapper, finish: Finisher | None, check: RequestCheck | None, path: str
+) -> RowMapper:
+    """The mapper's requests passed through ``finish``; a row whose request (any of its
+    variants') fails ``check`` is a bad row."""
+
     def finished(obj: Any, row: int, where: str) -> Request | list[Request]:
         made = mapper(obj, row, where)
-        if type(made) is list:
-            return [finish(r) for r in made]
-        return finish(made)  # type: ignore[arg-type]
+        requests: list[Request] = made if type(made) is list else [made]  # type: ignore[list-item]
+        if finish is not None:
+            requests = [finish(r) for r in requests]
+        if check is not None:
+            for req in requests:
+                problem = check(req)
+                if problem is not None:
+                    raise InputError(path, where, problem)
+        return requests if type(made) is list else requests[0]
 
     return finished
 

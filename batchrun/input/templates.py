@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from batchrun.checks import BODY_ALIASES
 from batchrun.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
@@ -95,6 +96,22 @@ def _compile(text: str) -> tuple[_Part, ...]:
         if field is not None:
             parts.append(("", field))
     return tuple(parts)
+
+
+def columns_note(name: str, columns: Sequence[str]) -> str:
+    """The columns a template could have meant, for a name that is none of them.
+
+    >>> columns_note("txet", ["id", "text"])
+    "(columns: id, text; did you mean 'text'?)"
+    """
+    import difflib
+
+    shown = ", ".join(columns[:_MAX_COLUMNS_SHOWN])
+    if len(columns) > _MAX_COLUMNS_SHOWN:
+        shown += f", ... ({len(columns)} in all)"
+    close = difflib.get_close_matches(name, list(columns), 1, 0.75)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"(columns: {shown}{hint})" if columns else "(no columns)"
 
 
 def as_text(value: Any) -> str:
@@ -194,14 +211,11 @@ class PromptTemplate:
     def _missing(
         self, row: Mapping[str, Any], column: str, row_label: str, path: str
     ) -> InputError:
-        names = [str(k) for k in row]
-        shown = ", ".join(names[:_MAX_COLUMNS_SHOWN])
-        if len(names) > _MAX_COLUMNS_SHOWN:
-            shown += f", ... ({len(names)} in all)"
         return InputError(
             path,
             row_label,
-            f"template placeholder {{{column}}} has no column '{column}' (columns: {shown})",
+            f"template placeholder {{{column}}} has no column '{column}' "
+            + columns_note(column, [str(k) for k in row]),
         )
 
     def __repr__(self) -> str:
@@ -251,9 +265,7 @@ def build_body(
     return body
 
 
-# Fields that say the same thing: a body setting one must not get the other as well
-# (OpenAI rejects max_tokens next to max_completion_tokens).
-_ALIASES = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
+_ALIASES = BODY_ALIASES
 
 
 def apply_defaults(body: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,14 +2,16 @@
 
 ``batchrun run -j jobs/sentiment.toml`` runs what the file declares; any option given
 on the command line wins over the file, and the file wins over batchrun's defaults
-(CLI > job file > defaults, see `merge`). The whole file is checked before
-anything is sent, and every problem is reported at once with its key path::
+(CLI > job file > defaults, see `merge`: tables such as [request] and [eval] key by
+key). The whole file is checked before anything is sent, and every problem is
+reported at once with its key path::
 
     jobs/x.toml: limits.concurrency: must be a positive integer (got -4)
     jobs/x.toml: endpoint.base_url: must start with http:// or https:// (got 'api.openai.com/v1')
     jobs/x.toml: retry.max_attemps: unknown key (did you mean 'max_attempts'?)
 
-A full job file (every section but [input] is optional)::
+A full job file (every section is optional; the input may be named on the command
+line instead of in [input] path)::
 
     name = "sentiment"                      # optional; defaults to the file's stem
     description = "Label product reviews"   # optional, free text
@@ -51,6 +53,7 @@ A full job file (every section but [input] is optional)::
     rpm = 500            # per model; or { "gpt-4.1" = 30, "*" = 500 }
     tpm = 200000
     max_cost = 1.50      # USD
+    context_window = { "my-model" = 32768 }  # tokens; default: genai-prices' table
     quality_breaker = 0.8  # stop when answers are unusable over this share (95% sure); 0: off
 
     [retry]
@@ -99,10 +102,10 @@ from pathlib import Path
 from typing import Any
 
 from batchrun import checks
-from batchrun.checks import Invalid, Where, key_path, show, suggest
+from batchrun.checks import BODY_ALIASES, Invalid, Where, key_path, show, suggest
 from batchrun.errors import ConfigError
 from batchrun.redact import looks_like_key
-from batchrun.settings import Settings
+from batchrun.settings import Partial, Settings
 
 TOP_LEVEL = ("name", "description")
 
@@ -121,24 +124,102 @@ class Job:
         return Settings(**merge(self.values, overrides))
 
 
+JOB_PROMPT = "default"
+"""The variant name of a job file's one prompt when variants are given over it."""
+
+
 def merge(job_values: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
     """Given values (options, keywords) > job file > defaults. None means "not given".
-    Headers merge by name, the given ones winning.
+
+    A given value replaces the file's, except: headers merge by name, and the tables
+    declared ``merge="keys"`` ([request] body fields, [prompts] variants) key by key,
+    the given keys winning; a `batchrun.settings.Partial` (the command line's
+    ``--eval-field``, ``--temperature``) is laid over the file's table and the table
+    checked again. A given prompt (``prompt``/``messages``) replaces the file's
+    prompt or variants; given variants over a file's one prompt compare with it (it
+    becomes the variant named `JOB_PROMPT`).
 
     >>> merge({"concurrency": 32, "model": "a"}, {"concurrency": 8, "model": None})
     {'concurrency': 8, 'model': 'a'}
+    >>> merge({"request": {"temperature": 0, "max_tokens": 80}}, {"request": {"temperature": 1}})
+    {'request': {'temperature': 1, 'max_tokens': 80}}
     """
     merged = dict(job_values)
     for key, value in given.items():
         if value is None:
             continue
-        if key == "headers" and merged.get("headers"):
+        spec = Settings.spec(key)
+        if isinstance(value, Partial) and spec.merge == "keys":
+            # each part was checked; the file's keys were, as the file wrote them
+            merged[key] = _keys_over(key, merged.get(key) or {}, value)
+        elif isinstance(value, Partial):
+            merged[key] = _laid_over(key, spec, merged.get(key), value)
+        elif key == "headers" and merged.get("headers"):
             names = {name.lower() for name, _ in value}
             kept = tuple((n, v) for n, v in merged["headers"] if n.lower() not in names)
             merged["headers"] = kept + tuple(value)
+        elif spec.merge == "keys" and isinstance(merged.get(key), Mapping):
+            merged[key] = _keys_over(key, merged[key], value)
         else:
             merged[key] = value
+    _prompt_over_job(job_values, given, merged)
     return merged
+
+
+def _keys_over(name: str, base: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given``'s keys over ``base``'s; a body field given drops the file's field that
+    says the same (``max_tokens`` / ``max_completion_tokens``: OpenAI refuses both)."""
+    out = dict(base)
+    if name == "request":
+        for key in given:
+            out.pop(BODY_ALIASES.get(key, ""), None)
+    out.update(given)
+    return out
+
+
+def _laid_over(name: str, spec: Any, base: Any, partial: Mapping[str, Any]) -> Any:
+    """A table setting from the file's value (or none) with the given parts over it,
+    checked as a whole; a problem names the option of the key it concerns."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(base) and not isinstance(base, type):
+        table = dataclasses.asdict(base)
+    else:
+        table = dict(base or {})
+    table = _keys_over(name, table, partial)
+    if spec.check is None:
+        return table
+    try:
+        return spec.check(table, Where(spec.section or name))
+    except Invalid as exc:
+        flags = {f"{spec.section}.{p.key}": spec.part_flags(p)[0] for p in spec.parts}
+        problems = [
+            f"{w} ({flags[w].split('/')[0]}): {m}" if w in flags else (f"{w}: {m}" if w else m)
+            for w, m in exc.problems
+        ]
+        raise ConfigError("; ".join(problems)) from None
+
+
+def _prompt_over_job(
+    job: Mapping[str, Any], given: Mapping[str, Any], merged: dict[str, Any]
+) -> None:
+    """The rules between a file's prompt and a given one (see `merge`)."""
+    if given.get("prompt") is not None or given.get("messages") is not None:
+        for name in ("prompt", "messages", "prompts"):
+            if given.get(name) is None:
+                merged.pop(name, None)
+        if given.get("messages") is not None and given.get("system") is None:
+            merged.pop("system", None)  # messages hold the whole conversation
+        return
+    one_prompt = job.get("prompt") is not None or job.get("messages") is not None
+    if given.get("prompts") and one_prompt and not job.get("prompts"):
+        if job.get("messages") is not None:
+            entry: dict[str, Any] = {"messages": job["messages"]}
+        else:
+            entry = {"user": job["prompt"]}
+        merged["prompts"] = {JOB_PROMPT: entry, **given["prompts"]}
+        merged.pop("prompt", None)
+        merged.pop("messages", None)
 
 
 class JobFileError(ConfigError):
@@ -209,8 +290,6 @@ def read_settings(data: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], 
             hint = _placement_hint(key, layout, table=isinstance(value, dict))
             problems.append(f"{key}: unknown section or key" + hint)
     problems.extend(_secrets(data, ""))
-    if "input" not in data:
-        problems.append('input: required: a [input] section with path = "..."')
     for section in sections:
         if section not in data:
             continue
@@ -236,8 +315,6 @@ def read_settings(data: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], 
                 problems.append(f"{section}.{key}: unknown key" + suggest(key, list(keys)))
         if whole is not None and (rest or len(keys) == 1):
             check(whole, rest, section)
-    if "input" in data and "path" not in (data["input"] if isinstance(data["input"], dict) else {}):
-        problems.append("input.path: required")
     problems.extend(_consistency(data, values))
     return values, problems
 
@@ -252,13 +329,17 @@ def _consistency(data: Mapping[str, Any], values: Mapping[str, Any]) -> list[str
         elif "messages" not in prompt and "user" not in prompt and not data.get("prompts"):
             out.append("prompt.user: required (or named variants in [prompts.NAME])")
     has_prompt = "prompt" in data or bool(data.get("prompts"))
-    out.extend(consistency_problems(values, has_prompt=has_prompt))
+    out.extend(p for p in consistency_problems(values, has_prompt=has_prompt) if p not in out)
     return out
 
 
 def consistency_problems(values: Mapping[str, Any], *, has_prompt: bool) -> list[str]:
     """The rules between settings, for a job file and for keyword settings alike."""
     out = []
+    if values.get("messages") and (
+        values.get("system") is not None or values.get("prompt") is not None
+    ):
+        out.append("prompt: give either messages or system/user, not both")
     if not has_prompt:
         if values.get("response_format") is not None:
             out.append(

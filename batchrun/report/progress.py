@@ -348,6 +348,9 @@ class ProgressHooks(RunHooks):
         self._stop.clear()
         self._run = state
         self.progress.start(state)
+        if self.mode != "quiet":
+            for warning in getattr(state, "warnings", ()):
+                self._say(f"batchrun: warning: {warning}")
         if self.mode == "live":
             self._live = Live(
                 LiveView(self.progress, state),

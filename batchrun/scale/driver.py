@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -101,7 +102,10 @@ class RayDriver:
         *,
         handle_signals: bool = False,
         err: Any = None,
+        served: Callable[[], list[str] | None] | None = None,
     ) -> None:
+        """``served``: the endpoint's model list, asked only for a model without a
+        price (`batchrun.cost.modelnames`)."""
         if not cfg.out_dir:
             raise ConfigError("no run directory given (-o DIR)")
         if cfg.ray is None:
@@ -123,6 +127,7 @@ class RayDriver:
         self.handle_signals = handle_signals
         self.second_signal = "exit"
         self.err = err
+        self.served = served
         self.notes: list[str] = []
         self.stop_reason: str | None = None
         self.service: Any = None
@@ -291,18 +296,17 @@ class RayDriver:
                 spans = ", ".join(f"shard {i} ({plan.shards[i].span.describe()})" for i in shards)
                 raise InputError(path, "0", f"duplicate custom_id: the same id is in {spans}")
         models = set().union(*(s.models for s in scans))
-        if self.cfg.max_cost is not None:
-            from batchrun.cost.pricefile import ADD_A_PRICE
-            from batchrun.cost.prices import PriceBook
+        from batchrun.cost.modelnames import ModelAdvice
+        from batchrun.cost.prices import PriceBook
 
-            book = PriceBook.load(self.cfg.prices)
-            unpriced = sorted(m for m in models if book.price_for(m) is None)
-            if unpriced:
-                names = ", ".join(repr(m) for m in unpriced)
-                raise ConfigError(
-                    f"--max-cost cannot be enforced: no known price for {names}; "
-                    f"{ADD_A_PRICE}, or run without --max-cost"
-                )
+        advice = ModelAdvice(PriceBook.load(self.cfg.prices), self.served)
+        if self.cfg.max_cost is not None:
+            from batchrun.cost.budget import refuse_unpriced
+
+            refuse_unpriced(models, advice)
+        elif not self.cfg.quiet:
+            for warning in advice.warnings(models):
+                self._say(f"batchrun: warning: {warning}")
         spec = self.cfg.eval
         columns = [s.columns for s in scans if s.columns is not None]
         if spec is not None and columns:

@@ -58,6 +58,11 @@ API_OPERATIONS = frozenset(
 API_STEP_NAMES = frozenset({"ok", "hang", "reset", "lost"})
 SLOW_LOST = "slow_lost:"
 BATCH_FATES = frozenset({"ok", "fail", "expire", "token_limit"})
+SERVED_MODELS = (
+    "gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano",
+    "o3-mini", "o4-mini", "gpt-5", "gpt-5-mini", "gpt-5-nano",
+)  # fmt: skip
+"""What ``GET /v1/models`` lists by default (the simulator answers any model)."""
 
 ApiStep = int | str
 """One scripted Files/Batches API call: a status (4xx/5xx), or ``"ok"``, ``"hang"``
@@ -245,6 +250,8 @@ class SimConfig:
     """Length range of free-text replies, in words."""
     max_body_bytes: int = 64 * 1024 * 1024
     """Larger request bodies get a 413 envelope."""
+    models: tuple[str, ...] = SERVED_MODELS
+    """The models ``GET /v1/models`` lists, in OpenAI's shape."""
     record_bodies: int = 100
     """Keep this many recent request bodies in the stats (0 = none)."""
     record_arrivals: int = 10_000

@@ -1,7 +1,8 @@
 """The simulator's HTTP edge: aiohttp's low-level server, one handler, no router.
 
 Serves ``POST /v1/chat/completions`` (and ``/chat/completions``) on loopback, the
-Files and Batches API (`batchrun.sim.batch_api`), plus ``GET /_sim/stats`` and
+Files and Batches API (`batchrun.sim.batch_api`), ``GET /v1/models`` (a configured
+list: the simulator answers any model, as a relay might), plus ``GET /_sim/stats`` and
 ``POST /_sim/reset`` for tests. Per completion request, in order: auth (401), body
 checks (400), quota (429), scripted or random fault, latency, then the reply from
 `batchrun.sim.content`, streamed or not. The clock used by quotas, arrival times and
@@ -45,7 +46,7 @@ from batchrun.sim.envelope import (
     quota_exceeded,
 )
 from batchrun.sim.faults import FaultPlan
-from batchrun.sim.http import JSON, drop, error_response
+from batchrun.sim.http import JSON, drop, error_response, json_response
 from batchrun.sim.persist import StateLog
 from batchrun.sim.quota import Quota, retry_after_headers
 from batchrun.sim.stats import SimStats
@@ -55,6 +56,7 @@ from batchrun.sim.validation import parse_body
 _MODEL = web.RequestKey("model", str)
 """The model a request named (per-model stats), once its body is read."""
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+MODEL_PATHS = ("/v1/models", "/models")
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _DONE = b"data: [DONE]\n\n"
 
@@ -211,12 +213,40 @@ class SimServer:
             response = await self.batch_api.handle(request)
             # None: the connection was dropped on purpose; give aiohttp something inert
             return web.Response(status=499) if response is None else response
+        if path in MODEL_PATHS or path.startswith(tuple(p + "/" for p in MODEL_PATHS)):
+            return self._models(request, path)
         if path == "/_sim/stats" and request.method == "GET":
             return web.Response(body=orjson.dumps(self.stats.to_dict()), content_type=JSON)
         if path == "/_sim/reset" and request.method == "POST":
             self.reset()
             return web.Response(body=b"{}", content_type=JSON)
         return error_response(ApiError(404, f"Invalid URL ({request.method} {path})"))
+
+    def _models(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
+        """``GET /v1/models`` (the configured list) and ``GET /v1/models/{id}``, in
+        OpenAI's shape; the key is checked as for completions."""
+        if request.method != "GET":
+            return error_response(ApiError(405, "Method not allowed.", code="method_not_allowed"))
+        if not self._authorized(request):
+            return error_response(invalid_key())
+        created = int(self.unix_now())
+        listed = {
+            m: {"id": m, "object": "model", "created": created, "owned_by": "batchrun-sim"}
+            for m in self.config.models
+        }
+        if path in MODEL_PATHS:
+            return json_response({"object": "list", "data": list(listed.values())})
+        model = path.split("/models/", 1)[1]
+        if model not in listed:
+            return error_response(
+                ApiError(
+                    404,
+                    f"The model '{model}' does not exist or you do not have access to it.",
+                    code="model_not_found",
+                    type="invalid_request_error",
+                )
+            )
+        return json_response(listed[model])
 
     async def _completion(self, request: web.BaseRequest) -> web.StreamResponse:
         arrived_at = self.now()
