@@ -10,6 +10,10 @@
     └── RequestError         one HTTP attempt failed
         ├── RetryableError   worth another attempt
         │   ├── TransportError   connection refused/reset, read error
+        │   │   └── EndpointUnreachable  no connection at all: the name does not
+        │   │                            resolve, the port refuses, TLS fails
+        │   │                            (``kind``); before the endpoint has ever
+        │   │                            answered, the run stops on it
         │   ├── RequestTimeout   no answer (or no next stream chunk) in time
         │   ├── RateLimited      HTTP 429
         │   ├── ServerError      HTTP 408, 409, 5xx
@@ -20,14 +24,15 @@
             └── UnusableAnswer   a billed answer that came back unreadable twice
 
 Lower-level exceptions (httpx, aiohttp, OSError) are mapped onto this tree in one
-place, `batchrun.transport.client`, with ``raise ... from exc``. The CLI turns the non-request
-errors into one-line messages; request errors end up in errors.jsonl.
+place, `batchrun.transport.client` (`batchrun.transport.connect` for failures to
+connect at all), with ``raise ... from exc``. The CLI turns the non-request errors
+into one-line messages; request errors end up in errors.jsonl.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 
 class BatchrunError(Exception):
@@ -69,6 +74,7 @@ class BatchApiError(BatchrunError):
         code: str | None = None,
         body: Any = None,
         retry_after: float | None = None,
+        unreachable: EndpointUnreachable | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -77,6 +83,9 @@ class BatchApiError(BatchrunError):
         self.body = body
         self.retry_after = retry_after
         """Seconds the provider asked us to wait (Retry-After), if it said."""
+        self.unreachable = unreachable
+        """Set when the endpoint could not be connected to at all and has not answered
+        yet (`batchrun.pacing.retry.ends_the_run`): the run stops on it."""
 
     @property
     def retryable(self) -> bool:
@@ -134,6 +143,36 @@ class RetryableError(RequestError):
 
 class TransportError(RetryableError):
     pass
+
+
+UnreachableKind = Literal["dns", "refused", "network", "tls"]
+
+
+class EndpointUnreachable(TransportError):
+    """No connection could be made, so nothing was sent: ``kind`` says why ("dns": the
+    host name does not resolve, "refused": nothing listens on the port, "network": no
+    route to the host, "tls": the TLS handshake failed, e.g. a certificate that does
+    not verify); ``host`` and ``port`` name the endpoint. Retryable like any transport
+    error once the endpoint has answered in this run; before that, the run stops on it
+    (`batchrun.pacing.retry.ends_the_run`).
+
+        >>> EndpointUnreachable("cannot resolve api.example.invalid", kind="dns",
+        ...                     host="api.example.invalid", port=443).code
+        'dns_error'
+    """
+
+    CODES: Mapping[str, str] = {
+        "dns": "dns_error",
+        "refused": "connection_refused",
+        "network": "network_unreachable",
+        "tls": "tls_error",
+    }
+
+    def __init__(self, message: str, *, kind: UnreachableKind, host: str, port: int) -> None:
+        super().__init__(message, code=self.CODES[kind])
+        self.kind: UnreachableKind = kind
+        self.host = host
+        self.port = port
 
 
 class RequestTimeout(RetryableError):
