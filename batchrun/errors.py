@@ -23,6 +23,11 @@
             ├── ClientError      other 4xx (400, 401, 403, 404, 422, ...)
             └── UnusableAnswer   a billed answer that came back unreadable twice
 
+Beside the tree, not under it (so ``except Exception`` never swallows them): once a
+run that a signal stopped has drained and written everything, `batchrun.run` raises
+``KeyboardInterrupt`` (Ctrl-C, a notebook's interrupt) or ``SystemExit(143)`` (SIGTERM)
+with the `Run` as ``.run`` (`interrupted`).
+
 Lower-level exceptions (httpx, aiohttp, OSError) are mapped onto this tree in one
 place, `batchrun.transport.client` (`batchrun.transport.connect` for failures to
 connect at all), with ``raise ... from exc``. The CLI turns the non-request errors
@@ -32,7 +37,10 @@ into one-line messages; request errors end up in errors.jsonl.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from batchrun._api import Run
 
 
 class BatchrunError(Exception):
@@ -201,3 +209,37 @@ class ClientError(FinalError):
 
 class UnusableAnswer(FinalError):
     """A second billed attempt came back unreadable: stop paying for this row."""
+
+
+def interrupted(run: Run, *, terminated: bool = False) -> KeyboardInterrupt | SystemExit:
+    """What `batchrun.run` (and `run_job`) raise once a run that a signal stopped has
+    drained (what was in flight is written, the rest is pending), so the caller stops
+    too instead of going on with part of the rows: a ``KeyboardInterrupt`` for Ctrl-C
+    or a notebook's interrupt, ``SystemExit(143)`` for SIGTERM (the command line's exit
+    status). ``.run`` is the `Run`; calling again resumes it.
+
+    Plain ``KeyboardInterrupt``, not a subclass: Python ends a script that does not catch
+    exactly KeyboardInterrupt by SIGINT, which is how a shell loop running it learns to
+    stop too (a subclass would exit with status 1, and the loop would go on).
+
+        try:
+            run = batchrun.run(rows, "runs/a", model="gpt-4o-mini", prompt="{text}")
+        except KeyboardInterrupt as stopped:
+            print(stopped.run.summary["requests"])
+            raise
+    """
+    requests = run.summary.get("requests") or {}
+    done, total = requests.get("succeeded", 0), requests.get("total", 0)
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    message = (
+        f"{run.run_dir}: {how}; {done:,} of {total:,} rows answered and written, the same "
+        "call resumes it (this exception's .run is the Run)"
+    )
+    exc: KeyboardInterrupt | SystemExit
+    if terminated:
+        exc = SystemExit(143)
+        exc.add_note(message)
+    else:
+        exc = KeyboardInterrupt(message)
+    exc.run = run  # type: ignore[union-attr]
+    return exc
