@@ -353,14 +353,53 @@ async def arun(
 ) -> Run:
     """Run a batch and return its `Run` (the async twin of `run`).
 
+    Cancelling the task that awaits it (``asyncio.run``'s Ctrl-C, a timeout,
+    ``task.cancel()``) stops the run as a Ctrl-C does: nothing more is sent, what is in
+    flight is written (up to ``drain_timeout``), and then the cancellation goes on; the
+    run directory holds what was answered (`batchrun.open`).
+
     run = await batchrun.arun("requests.jsonl", "runs/a", model="gpt-4o-mini")
     """
     chosen = prepare(settings_for(input, out_dir, job=job, **settings))
     _no_hooks_on_ray(chosen, hooks)
     with _caller_rows(input, chosen), surroundings(chosen) as live:
         runner = make_runner(live, api_key(live), hooks=hooks_for(live, _listed(hooks)))
-        result = await runner.run()
+        result = await _drained_if_cancelled(runner)
     return Run(result.run_dir, result=result)
+
+
+async def _drained_if_cancelled(runner: Runner | BatchDriver | RayDriver) -> RunResult:
+    """``runner.run()``; when the caller is cancelled meanwhile, the run is interrupted
+    (a Ctrl-C: it drains and writes) and the cancellation is raised once it has ended.
+    A cancelled run would otherwise drop the answers in flight, which were paid for,
+    and a rerun would pay for them again."""
+    import anyio
+
+    outcome: list[RunResult] = []
+    failure: list[BaseException] = []
+    ended = anyio.Event()
+
+    async def go() -> None:
+        try:
+            with anyio.CancelScope(shield=True):
+                outcome.append(await runner.run())
+        except BaseException as exc:  # raised below, as itself
+            failure.append(exc)
+        finally:
+            ended.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(go)
+        try:
+            await ended.wait()
+        except anyio.get_cancelled_exc_class():
+            runner.interrupt()
+            with anyio.CancelScope(shield=True):
+                await ended.wait()
+            raise
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def run(
@@ -371,10 +410,15 @@ def run(
     hooks: RunHooks | Sequence[RunHooks] = (),
     **settings: Any,
 ) -> Run:
-    """Run a batch to the end and return its `Run`. Works from plain scripts (Ctrl-C
-    drains: nothing more is sent, what is in flight is written), inside an event loop
-    that is already running (Jupyter, IPython: the run gets a thread and a loop of its
-    own, and an interrupt of the cell drains it the same way), and from any thread.
+    """Run a batch to the end and return its `Run`. Works from plain scripts, inside an
+    event loop that is already running (Jupyter, IPython: the run gets a thread and a
+    loop of its own) and from any thread.
+
+    Ctrl-C (or a notebook's interrupt) drains the run: nothing more is sent, what is in
+    flight is written; then KeyboardInterrupt is raised with the `Run` as ``.run``, so
+    the script or the next cell does not go on with part of the rows. SIGTERM raises
+    ``SystemExit(143)`` the same way (`batchrun.errors.interrupted`). Calling it again
+    resumes.
 
         run = batchrun.run(df, "runs/reviews", model="gpt-4o-mini",
                            prompt="Review: {text}", response_format=Sentiment)
@@ -395,7 +439,18 @@ def run(
         else:
             runner = make_runner(live, key, hooks=around)
             result = _run_in_own_loop(runner)
-    return Run(result.run_dir, result=result)
+    return _unless_signalled(Run(result.run_dir, result=result))
+
+
+def _unless_signalled(run: Run) -> Run:
+    """``run``, or, when a signal stopped it (exit 130 or 143, as the command line),
+    the exception that stops the caller too, carrying it."""
+    from batchrun.engine.runner import EXIT_SIGINT, EXIT_SIGTERM
+    from batchrun.errors import interrupted
+
+    if run.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
+        raise interrupted(run, terminated=run.exit_code == EXIT_SIGTERM)
+    return run
 
 
 @contextlib.contextmanager
@@ -439,7 +494,8 @@ def _loop_running() -> bool:
 
 def _run_in_own_loop(runner: Runner | BatchDriver | RayDriver) -> RunResult:
     """Run in a thread with its own event loop; a KeyboardInterrupt while waiting
-    stops the run like a Ctrl-C (a second one leaves the requests in flight)."""
+    stops the run like a Ctrl-C (a second one leaves the requests in flight), and the
+    result says so (`_unless_signalled` raises it again once the run has ended)."""
     from anyio.from_thread import start_blocking_portal
 
     with start_blocking_portal() as portal:

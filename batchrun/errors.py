@@ -10,6 +10,10 @@
     └── RequestError         one HTTP attempt failed
         ├── RetryableError   worth another attempt
         │   ├── TransportError   connection refused/reset, read error
+        │   │   └── EndpointUnreachable  no connection at all: the name does not
+        │   │                            resolve, the port refuses, TLS fails
+        │   │                            (``kind``); before the endpoint has ever
+        │   │                            answered, the run stops on it
         │   ├── RequestTimeout   no answer (or no next stream chunk) in time
         │   ├── RateLimited      HTTP 429
         │   ├── ServerError      HTTP 408, 409, 5xx
@@ -19,15 +23,24 @@
             ├── ClientError      other 4xx (400, 401, 403, 404, 422, ...)
             └── UnusableAnswer   a billed answer that came back unreadable twice
 
+Beside the tree, not under it (so ``except Exception`` never swallows them): once a
+run that a signal stopped has drained and written everything, `batchrun.run` raises
+``KeyboardInterrupt`` (Ctrl-C, a notebook's interrupt) or ``SystemExit(143)`` (SIGTERM)
+with the `Run` as ``.run`` (`interrupted`).
+
 Lower-level exceptions (httpx, aiohttp, OSError) are mapped onto this tree in one
-place, `batchrun.transport.client`, with ``raise ... from exc``. The CLI turns the non-request
-errors into one-line messages; request errors end up in errors.jsonl.
+place, `batchrun.transport.client` (`batchrun.transport.connect` for failures to
+connect at all), with ``raise ... from exc``. The CLI turns the non-request errors
+into one-line messages; request errors end up in errors.jsonl.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from batchrun._api import Run
 
 
 class BatchrunError(Exception):
@@ -73,6 +86,7 @@ class BatchApiError(BatchrunError):
         code: str | None = None,
         body: Any = None,
         retry_after: float | None = None,
+        unreachable: EndpointUnreachable | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -81,6 +95,9 @@ class BatchApiError(BatchrunError):
         self.body = body
         self.retry_after = retry_after
         """Seconds the provider asked us to wait (Retry-After), if it said."""
+        self.unreachable = unreachable
+        """Set when the endpoint could not be connected to at all and has not answered
+        yet (`batchrun.pacing.retry.ends_the_run`): the run stops on it."""
 
     @property
     def retryable(self) -> bool:
@@ -141,6 +158,36 @@ class TransportError(RetryableError):
     pass
 
 
+UnreachableKind = Literal["dns", "refused", "network", "tls"]
+
+
+class EndpointUnreachable(TransportError):
+    """No connection could be made, so nothing was sent: ``kind`` says why ("dns": the
+    host name does not resolve, "refused": nothing listens on the port, "network": no
+    route to the host, "tls": the TLS handshake failed, e.g. a certificate that does
+    not verify); ``host`` and ``port`` name the endpoint. Retryable like any transport
+    error once the endpoint has answered in this run; before that, the run stops on it
+    (`batchrun.pacing.retry.ends_the_run`).
+
+        >>> EndpointUnreachable("cannot resolve api.example.invalid", kind="dns",
+        ...                     host="api.example.invalid", port=443).code
+        'dns_error'
+    """
+
+    CODES: Mapping[str, str] = {
+        "dns": "dns_error",
+        "refused": "connection_refused",
+        "network": "network_unreachable",
+        "tls": "tls_error",
+    }
+
+    def __init__(self, message: str, *, kind: UnreachableKind, host: str, port: int) -> None:
+        super().__init__(message, code=self.CODES[kind])
+        self.kind: UnreachableKind = kind
+        self.host = host
+        self.port = port
+
+
 class RequestTimeout(RetryableError):
     pass
 
@@ -167,3 +214,37 @@ class ClientError(FinalError):
 
 class UnusableAnswer(FinalError):
     """A second billed attempt came back unreadable: stop paying for this row."""
+
+
+def interrupted(run: Run, *, terminated: bool = False) -> KeyboardInterrupt | SystemExit:
+    """What `batchrun.run` (and `run_job`) raise once a run that a signal stopped has
+    drained (what was in flight is written, the rest is pending), so the caller stops
+    too instead of going on with part of the rows: a ``KeyboardInterrupt`` for Ctrl-C
+    or a notebook's interrupt, ``SystemExit(143)`` for SIGTERM (the command line's exit
+    status). ``.run`` is the `Run`; calling again resumes it.
+
+    Plain ``KeyboardInterrupt``, not a subclass: Python ends a script that does not catch
+    exactly KeyboardInterrupt by SIGINT, which is how a shell loop running it learns to
+    stop too (a subclass would exit with status 1, and the loop would go on).
+
+        try:
+            run = batchrun.run(rows, "runs/a", model="gpt-4o-mini", prompt="{text}")
+        except KeyboardInterrupt as stopped:
+            print(stopped.run.summary["requests"])
+            raise
+    """
+    requests = run.summary.get("requests") or {}
+    done, total = requests.get("succeeded", 0), requests.get("total", 0)
+    how = "terminated (SIGTERM)" if terminated else "interrupted"
+    message = (
+        f"{run.run_dir}: {how}; {done:,} of {total:,} rows answered and written, the same "
+        "call resumes it (this exception's .run is the Run)"
+    )
+    exc: KeyboardInterrupt | SystemExit
+    if terminated:
+        exc = SystemExit(143)
+        exc.add_note(message)
+    else:
+        exc = KeyboardInterrupt(message)
+    exc.run = run  # type: ignore[union-attr]
+    return exc

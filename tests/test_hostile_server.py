@@ -243,8 +243,10 @@ def test_max_response_bytes_leaves_normal_answers_alone(
     assert result.exit_code == EXIT_OK, result.notes
 
 
-def test_connection_refused_is_a_connection_error(tmp_path: Path) -> None:
-    """Nothing listens on the port: a clear error record, not a crash."""
+def test_connection_refused_stops_the_run_naming_the_port(tmp_path: Path) -> None:
+    """Nothing listens on the port and nothing ever answered: the run stops on its
+    endpoint (not `complete` with the row failed), the row stays pending, the note
+    names the port, and a refusal is not called a timeout (issue 24, item 3)."""
     with FaultServer() as srv:
         port_gone = srv.port
     inp = write_rows(tmp_path / "requests.jsonl", ["lonely"])
@@ -257,30 +259,12 @@ def test_connection_refused_is_a_connection_error(tmp_path: Path) -> None:
         summary_interval=60.0,
     )
     result = anyio.run(Runner(cfg, sleep=_no_wait).run)
-    assert result.exit_code == EXIT_SOME_FAILED
-    _, bad = outputs(tmp_path)
-    error = bad["lonely"]["error"]
-    assert len(error["attempts"]) == 2
-    assert f"127.0.0.1:{port_gone}" in error["message"]
-    assert bad["lonely"]["response"] is None
-
-
-def test_connection_refused_is_not_called_a_timeout(tmp_path: Path) -> None:
-    with FaultServer() as srv:
-        port_gone = srv.port
-    inp = write_rows(tmp_path / "requests.jsonl", ["lonely"])
-    cfg = Settings(
-        input=str(inp),
-        out_dir=str(tmp_path / "run"),
-        base_url=f"http://127.0.0.1:{port_gone}/v1",
-        auth="none",
-        max_attempts=1,
-        summary_interval=60.0,
-    )
-    anyio.run(Runner(cfg, sleep=_no_wait).run)
-    _, bad = outputs(tmp_path)
-    assert bad["lonely"]["error"]["code"] == "connection_error"
-    assert "Timeout" not in bad["lonely"]["error"]["message"]
+    assert result.status == "endpoint_down" and result.exit_code == 1
+    assert result.summary["requests"]["pending"] == 1
+    assert outputs(tmp_path) == ({}, {})
+    (note,) = [n for n in result.notes if "refused" in n]
+    assert f"connection refused by 127.0.0.1:{port_gone}" in note
+    assert "Timeout" not in note
 
 
 def test_final_client_errors_are_not_retried(fault_server: FaultServer, tmp_path: Path) -> None:

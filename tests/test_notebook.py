@@ -2,7 +2,8 @@
 loopback simulator in this process, which counts what the kernel sends.
 
 Running it labels and scores the example dataset; running it again resumes and sends
-nothing; interrupting the kernel while a run goes drains it like Ctrl-C.
+nothing; interrupting the kernel while a run goes drains it like Ctrl-C, and the cell
+then fails with KeyboardInterrupt, so its next line (or the next cell) does not go on.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def test_interrupting_the_kernel_drains_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A notebook's interrupt (SIGINT to the kernel) stops sending and writes what is in
-    flight, as Ctrl-C does on the command line; the cell returns the Run."""
+    flight, as Ctrl-C does on the command line; then the cell fails with
+    KeyboardInterrupt (its next line does not run), the Run reachable from it."""
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
@@ -84,13 +86,22 @@ def test_interrupting_the_kernel_drains_the_run(
             "run = batchrun.run(rows, 'runs/slow', model='gpt-4o-mini', prompt='{text}',\n"
             "                   id_column='id', concurrency=4, quiet=True,\n"
             "                   base_url=os.environ['BATCHRUN_BASE_URL'])\n"
-            "print('STATUS', run.status, run.summary['requests'])"
-        )
+            "print('NEXT LINE RAN', run.status)"
+        ),
+        # what a user does next: the Run is the interrupt's .run
+        nbformat.v4.new_code_cell(
+            "import sys\nprint('STATUS', sys.last_value.run.status, "
+            "sys.last_value.run.summary['requests']['succeeded'])"
+        ),
     ]
     with SimThread(SimConfig(latency_ms=50)) as slow:
         monkeypatch.setenv("BATCHRUN_BASE_URL", slow.base_url)
         client = NotebookClient(
-            nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+            nb,
+            timeout=120,
+            kernel_name="python3",
+            allow_errors=True,
+            resources={"metadata": {"path": str(tmp_path)}},
         )
 
         def interrupt_once_running() -> None:
@@ -113,8 +124,13 @@ def test_interrupting_the_kernel_drains_the_run(
             sent_at_end = slow.stats.requests
             time.sleep(0.5)
             assert slow.stats.requests == sent_at_end  # nothing more after the drain
+            client.execute_cell(nb.cells[1], 1)
+    errors = [o for o in nb.cells[0].outputs if o.output_type == "error"]
+    assert [e.ename for e in errors] == ["KeyboardInterrupt"], nb.cells[0].outputs
+    assert "rows answered and written" in errors[0].evalue
     output = text_of(nb)
-    assert "STATUS interrupted" in output, output
+    assert "NEXT LINE RAN" not in output, output
     assert sent_at_end < 400
     done = (tmp_path / "runs" / "slow" / "results.jsonl").read_text().count("\n")
     assert done == sent_at_end  # everything sent was answered and written
+    assert f"STATUS interrupted {done}" in output, output

@@ -13,6 +13,13 @@ would run (and bill) the shard twice. A lost or 5xx answer to a create raises
 `CreateUnknown`, and the run looks for the batch by its metadata
 (`batchrun.batch.submit`, `batchrun.batch.reconcile`) before it may create again.
 
+A call that cannot connect at all (the name does not resolve, TLS fails, the port
+refuses) is mapped as the chat client maps it (`batchrun.transport.connect`); before
+the endpoint has answered this client once, it is not retried (refused: a few quick
+times) and the error carries ``unreachable``, on which the run stops
+(`batchrun.pacing.retry.ends_the_run`). A create that never connected was never sent:
+it is an ordinary failure, not `CreateUnknown`.
+
 Messages never hold the key: every text taken from a response passes through
 `batchrun.redact.scrub_text`, and the key is registered as a secret here.
 
@@ -35,9 +42,10 @@ import orjson
 from batchrun import __version__
 from batchrun.batch.protocol import CHAT_ENDPOINT, COMPLETION_WINDOW
 from batchrun.errors import BatchApiError
-from batchrun.pacing.retry import retry_after_seconds
+from batchrun.pacing.retry import ends_the_run, retry_after_seconds
 from batchrun.redact import register_secret, scrub_text
 from batchrun.transport.client import auth_headers
+from batchrun.transport.connect import unreachable
 
 Sleep = Callable[[float], Awaitable[None]]
 MAX_ATTEMPTS = 8
@@ -76,7 +84,13 @@ class BatchClient:
             headers=headers,
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 30.0)),
+            event_hooks={"response": [self._answered]},
         )
+        url = self._http.base_url
+        self._host = url.host
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self.reached = False
+        """The endpoint has answered a call (any HTTP status)."""
         self.max_attempts = max(1, max_attempts)
         self.retry_base = retry_base
         self.sleep = sleep
@@ -86,6 +100,20 @@ class BatchClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def _answered(self, response: httpx.Response) -> None:
+        self.reached = True
+
+    def _failed(self, what: str, exc: httpx.HTTPError, attempts: int, limit: int) -> BatchApiError:
+        """A call that got no HTTP answer, as a BatchApiError (``unreachable`` set when
+        the run should stop on it: `ends_the_run`)."""
+        down = unreachable(exc, self._host, self._port)
+        if down is None:
+            return BatchApiError(f"{what}: {_describe(exc)}")
+        stops = ends_the_run(down, reached=self.reached, refusals=attempts, max_attempts=limit)
+        return BatchApiError(
+            f"{what}: {down.message}", code=down.code, unreachable=down if stops else None
+        )
 
     # -- the calls ----------------------------------------------------------------------
     async def upload(self, path: str, filename: str) -> dict[str, Any]:
@@ -111,6 +139,9 @@ class BatchClient:
         try:
             response = await self._http.post("batches", json=body)
         except httpx.HTTPError as exc:
+            failed = self._failed("create", exc, 1, 1)
+            if failed.code is not None:  # never connected: the create was not sent
+                raise failed from exc
             raise CreateUnknown(f"create: no answer ({_describe(exc)})") from exc
         if response.status_code >= 500 or response.status_code in (408, 409):
             raise CreateUnknown(f"create: HTTP {response.status_code}", status=response.status_code)
@@ -178,7 +209,9 @@ class BatchClient:
             try:
                 return await attempt()
             except httpx.HTTPError as exc:
-                error = BatchApiError(f"{what}: {_describe(exc)}")
+                error = self._failed(what, exc, number, self.max_attempts)
+                if error.unreachable is not None:
+                    raise error from exc
                 hint = None
             except BatchApiError as exc:
                 if not exc.retryable:

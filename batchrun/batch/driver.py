@@ -86,6 +86,7 @@ from batchrun.output.quality import QualityAlert, compile_schema
 from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import Counts
 from batchrun.output.tally import Tally
+from batchrun.pacing.retry import endpoint_down_note
 from batchrun.redact import register_secret
 from batchrun.settings import Settings
 
@@ -619,6 +620,14 @@ class BatchDriver:
         the provider is down: stop (the batches go on, a rerun resumes)."""
         self._api_failures += 1
         self._parts.books.say(f"Batch API trouble: {exc.message[:200]}")
+        if exc.unreachable is not None:
+            # no connection at all before it ever answered: waiting cannot help
+            self.notes.append(
+                endpoint_down_note(exc.unreachable)
+                + "; batches already submitted go on at the provider"
+            )
+            self.stop("endpoint_down")
+            return
         if self._api_failures >= API_FAILURES_TO_STOP * max(1, len(self.ledger.open_shards())):
             self.notes.append(
                 f"stopping: the Batch API kept failing ({exc.message[:160]}); the batches "

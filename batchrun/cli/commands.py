@@ -32,8 +32,11 @@ def execute_run(settings: Settings) -> int:
     with surroundings(settings) as live:
         runner = make_runner(live, api_key(live), handle_signals=True)
         result = anyio.run(runner.run)
+    # the report has printed why the run stopped already (unless --quiet)
+    shown = None if live.quiet else result.summary.get("stop_note")
     for note in result.notes:
-        click.echo(scrub_text(f"batchrun: {note}"), err=True)
+        if note != shown:
+            click.echo(scrub_text(f"batchrun: {note}"), err=True)
     return result.exit_code
 
 

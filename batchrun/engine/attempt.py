@@ -5,7 +5,9 @@ attempt) through the hooks' admission (the budget), the first attempt bare and t
 retries through tenacity (`batchrun.pacing.retry`'s policy), each retry paced again
 by the scheduler, and turns the result into an `Outcome` with its attempts, timings
 and answer quality. `Breaker` is the pure rule that stops a run whose requests all
-fail the same way.
+fail the same way; a run whose endpoint cannot be connected to at all (DNS, refused,
+TLS) before it ever answered stops sooner, by `batchrun.pacing.retry.ends_the_run`,
+its rows left pending.
 
     sender = Sender(client, scheduler, hooks, state, ...)
     outcome = await sender.process(ticket)   # None: never sent (a stop came first)
@@ -21,7 +23,13 @@ import anyio
 import orjson
 
 from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.errors import RateLimited, RequestError, StopRun, UnusableAnswer
+from batchrun.errors import (
+    EndpointUnreachable,
+    RateLimited,
+    RequestError,
+    StopRun,
+    UnusableAnswer,
+)
 from batchrun.ids import body_hash
 from batchrun.models import Attempt, Outcome, Request
 from batchrun.output.quality import OK, classify
@@ -29,7 +37,9 @@ from batchrun.output.tally import ASKED_MODEL, BILLED_UNREAD
 from batchrun.output.usage import model_of, usage_of
 from batchrun.pacing.headers import get_header, parse_ratelimit_headers
 from batchrun.pacing.retry import (
+    Reachability,
     describe_attempt,
+    endpoint_down_note,
     is_retryable,
     make_retrying,
     retry_after_seconds,
@@ -158,6 +168,8 @@ class Sender:
         self.sleep = sleep
         self.max_tokens: int | None = None
         """max_tokens of the first request sent (0: none set), for quality messages."""
+        self.reach = Reachability()
+        """Whether the endpoint has answered yet (`batchrun.pacing.retry.ends_the_run`)."""
 
     async def process(self, ticket: Ticket) -> Outcome | None:
         """The outcome of one request, or None when it was not sent after all."""
@@ -181,6 +193,7 @@ class Sender:
         sent_hash = body_hash(payload)
         attempts: list[Attempt] = []
         wire = [0.0]  # seconds on the wire, all attempts
+        refusals = [0]  # attempts that could not connect at all
         paced = [True]  # the first attempt was paced by the scheduler
         last_billed: list[RequestError | None] = [None]  # the last attempt, if paid for
 
@@ -209,14 +222,19 @@ class Sender:
                 if self.stopping.is_set():
                     scheduler.release(account, ok=False)
                     raise leave
-            ok = False
+            ok = answered = False
             self.live.in_flight += 1
             sent_at = self.clock()
+            number = self.reach.sending()
             try:
                 reply = await self.client.send(body, payload)
                 ok = True
             except RequestError as exc:
                 last_billed[0] = exc if exc.billed else None
+                answered = exc.status is not None
+                if isinstance(exc, EndpointUnreachable):
+                    refusals[0] += 1
+                    self._stop_if_unreachable(exc, number, refusals[0])
                 if exc.billed and any(a.billed for a in attempts):
                     # an unreadable answer was paid for once already: do not pay again
                     kept = ", the raw answer is kept" if exc.body is not None else ""
@@ -246,6 +264,7 @@ class Sender:
                     )
                 raise
             finally:
+                self.reach.landed(number, answered=ok or answered)
                 wire[0] += self.clock() - sent_at
                 self.live.in_flight -= 1
                 scheduler.release(account, ok=ok)
@@ -265,6 +284,10 @@ class Sender:
             failed = no_room.billed  # its attempt is in ``attempts`` already
             failed.message += f" (not retried: {no_room})"
         except RequestError as last:
+            if isinstance(last, EndpointUnreachable) and not self.reach.reached:
+                # never connected, nothing sent: the row stays pending for the rerun
+                self.hooks.after_request(self.state, req, tokens, None)
+                return None
             attempts.append(describe_attempt(last))
             failed = last
         billed = sum(1 for a in attempts if a.billed)
@@ -356,6 +379,13 @@ class Sender:
         asked = body.get("model")
         if isinstance(asked, str) and asked:
             outcome.extra[ASKED_MODEL] = asked
+
+    def _stop_if_unreachable(self, exc: EndpointUnreachable, number: int, refusals: int) -> None:
+        """No connection at all: when `ends_the_run` says so, stop the run (endpoint_down)
+        and leave this request pending (`Abandon`); else it is retried as usual."""
+        if self.reach.stops(exc, number, refusals=refusals, max_attempts=self.max_attempts):
+            self.stop("endpoint_down", endpoint_down_note(exc))
+            raise Abandon() from exc
 
     async def _attempts(
         self,

@@ -74,7 +74,7 @@ from batchrun.output.summary import Counts, build_summary, write_json_atomic
 from batchrun.output.tally import Tally
 from batchrun.output.usage import model_of
 from batchrun.pacing.scheduler import Accounts, Lane, Scheduler
-from batchrun.redact import register_secret
+from batchrun.redact import register_secret, scrub_text
 from batchrun.settings import Settings
 from batchrun.transport.client import ChatClient
 
@@ -144,6 +144,8 @@ class Runner:
         self.tally = Tally()
         self.live = Live()
         self.stop_reason: str | None = None
+        self.stop_note: str | None = None
+        """Why the sender stopped the run (the budget, the breaker, the endpoint), in words."""
         self.notes: list[str] = []
         self.warnings: list[str] = []
         """What the hooks warned of before sending (the progress display says them)."""
@@ -626,7 +628,9 @@ class Runner:
     def _stop_with(self, reason: str, note: str | None) -> None:
         """A stop asked for by the sender (the budget, the breaker), with its note."""
         if note and self.stop_reason is None:
+            note = scrub_text(note)  # it goes into summary.json too
             self.notes.append(note)
+            self.stop_note = note
         self.stop(reason)
 
     @property
@@ -735,8 +739,11 @@ class Runner:
         )
 
     def _own_summary(self) -> dict[str, Any]:
-        """The pilot's selection and the in-run dedupe, for summary.json."""
+        """Why the run stopped, the pilot's selection and the in-run dedupe, for
+        summary.json."""
         out: dict[str, Any] = {}
+        if self.stop_note is not None:
+            out["stop_note"] = self.stop_note
         if self._selection is not None and self._picker is not None:
             cfg = self.cfg
             out["pilot"] = {

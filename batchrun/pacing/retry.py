@@ -10,6 +10,8 @@ building states instead of sleeping:
   an exhausted limit.
 - `backoff_seconds` is the fallback: exponential with "equal jitter".
 - `wait_seconds` joins the two; `make_retrying` wires everything into tenacity.
+- `ends_the_run` decides when a failure to connect at all (DNS, refused, TLS) stops
+  the whole run instead of being retried; `Reachability` holds what it needs to know.
 
     retrying = make_retrying(6, sleep=anyio.sleep, on_retry=log_it)
     body = await retrying(send_once, request)   # reraises the last error
@@ -31,16 +33,20 @@ from typing import Any
 import tenacity
 from tenacity import RetryCallState
 
-from batchrun.errors import RateLimited, RequestError, RetryableError
+from batchrun.errors import EndpointUnreachable, RateLimited, RequestError, RetryableError
 from batchrun.models import Attempt
 from batchrun.pacing.headers import RateLimitSnapshot, get_header, parse_ratelimit_headers
 
 __all__ = [
     "DEFAULT_MAX_WAIT",
     "MAX_MESSAGE_CHARS",
+    "REFUSALS_TO_STOP",
     "RETRYABLE_STATUSES",
+    "Reachability",
     "backoff_seconds",
     "describe_attempt",
+    "ends_the_run",
+    "endpoint_down_note",
     "is_retryable",
     "is_retryable_status",
     "make_retrying",
@@ -60,6 +66,11 @@ HINT_JITTER = 0.1
 """Up to this fraction is *added* to a server hint so a burst of 429s fans out."""
 
 MAX_MESSAGE_CHARS = 300
+
+REFUSALS_TO_STOP = 3
+"""Attempts of one request refused in a row (about a second of back-off) before a run
+whose endpoint has not answered yet stops: long enough for a port that was just
+being bound, short enough that a dead endpoint costs seconds, not minutes."""
 
 
 def is_retryable_status(status: int) -> bool:
@@ -329,3 +340,113 @@ def describe_attempt(exc: BaseException) -> Attempt:
     if isinstance(exc, RequestError):
         return Attempt(exc.status, exc.code, _truncate(exc.message or str(exc)), exc.billed)
     return Attempt(None, type(exc).__name__, _truncate(str(exc)))
+
+
+def ends_the_run(
+    exc: EndpointUnreachable,
+    *,
+    reached: bool,
+    refusals: int,
+    max_attempts: int,
+    older_in_flight: bool = False,
+) -> bool:
+    """Whether a failure to connect at all stops the whole run now (rather than being
+    retried, or failing its row).
+
+    Once the endpoint has answered in this run (any HTTP status), never: a name that
+    fails to resolve for a moment or a server restarting is retried like any transport
+    error, and a lasting outage trips the breaker (`batchrun.engine.attempt.Breaker`).
+    Before that, a name that does not resolve or a TLS handshake that fails stops it at
+    the first occurrence: every request goes to the same host and would fail the same
+    way. A refused connection (or no route to the host) may be a server still binding
+    its port: that request is retried with the usual short back-off, and the run stops
+    once it has been refused `REFUSALS_TO_STOP` times (or on its last attempt, if it has
+    fewer) -- unless a request sent before it is still on the wire (``older_in_flight``:
+    a connection was made, its answer may come, e.g. from a second server behind the
+    name, and then the endpoint has answered).
+
+        >>> refused = EndpointUnreachable("connection refused by 127.0.0.1:9",
+        ...                               kind="refused", host="127.0.0.1", port=9)
+        >>> [ends_the_run(refused, reached=False, refusals=n, max_attempts=10)
+        ...  for n in (1, 2, 3)]
+        [False, False, True]
+        >>> ends_the_run(refused, reached=True, refusals=10, max_attempts=10)
+        False
+    """
+    if reached:
+        return False
+    if exc.kind in ("dns", "tls"):
+        return True
+    return refusals >= min(REFUSALS_TO_STOP, max(1, max_attempts)) and not older_in_flight
+
+
+def endpoint_down_note(exc: EndpointUnreachable) -> str:
+    """The note of a run stopped by `ends_the_run`: what failed, and what to do.
+
+    >>> note = endpoint_down_note(EndpointUnreachable("cannot resolve api.example.invalid",
+    ...     kind="dns", host="api.example.invalid", port=443))
+    >>> note.split("; ")[0]
+    'stopping: cannot resolve api.example.invalid'
+    """
+    if exc.kind == "dns":
+        fix = "check --base-url and the network"
+    elif exc.kind == "tls":
+        fix = "check --base-url (http:// or https://) and the server's certificate"
+    else:
+        fix = "start the server (or check --base-url and the network)"
+    return (
+        f"stopping: {exc.message}; nothing reached the endpoint, the rows not sent are "
+        f"left pending; {fix}, then rerun the same command"
+    )
+
+
+class Reachability:
+    """What a run knows of its endpoint for `ends_the_run`: whether it has answered yet,
+    and, until it has, which attempts are on the wire (numbered in the order sent).
+    No I/O and no clock; one per run, in its event loop.
+
+        >>> reach = Reachability()
+        >>> first = reach.sending(); second = reach.sending()
+        >>> refused = EndpointUnreachable("connection refused by h:1", kind="refused",
+        ...                               host="h", port=1)
+        >>> reach.stops(refused, second, refusals=3, max_attempts=10)  # first may answer
+        False
+        >>> reach.landed(first, answered=True); reach.reached
+        True
+    """
+
+    __slots__ = ("_next", "_on_wire", "reached")
+
+    def __init__(self) -> None:
+        self.reached = False
+        """The endpoint has answered an attempt of this run (any HTTP status)."""
+        self._next = 0
+        self._on_wire: set[int] = set()
+
+    def sending(self) -> int:
+        """An attempt goes out; its number (for `landed` and `stops`)."""
+        number = self._next
+        self._next += 1
+        if not self.reached:
+            self._on_wire.add(number)
+        return number
+
+    def landed(self, number: int, *, answered: bool) -> None:
+        """Attempt ``number`` is over; ``answered``: an HTTP response came back."""
+        self._on_wire.discard(number)
+        if answered and not self.reached:
+            self.reached = True
+            self._on_wire.clear()  # no longer needed: a reached endpoint never stops here
+
+    def stops(
+        self, exc: EndpointUnreachable, number: int, *, refusals: int, max_attempts: int
+    ) -> bool:
+        """`ends_the_run` for attempt ``number``, its request refused ``refusals`` times."""
+        older = not self.reached and any(other < number for other in self._on_wire)
+        return ends_the_run(
+            exc,
+            reached=self.reached,
+            refusals=refusals,
+            max_attempts=max_attempts,
+            older_in_flight=older,
+        )

@@ -442,8 +442,12 @@ class ProgressHooks(RunHooks):
             f"failed, {req['pending']} pending of {req['total']}; "
             f"{usage['total_tokens']} tokens; results in {state.run_dir}"
         )
+        note = summary.get("stop_note")
+        if note:
+            # why it stopped (the endpoint, the budget), for Python callers too
+            self._say(f"batchrun: {note}")
         hint = _next_step(summary["status"], req["pending"], state.settings)
-        if hint:
+        if hint and not (note and summary["status"] == "endpoint_down"):  # the note says it
             self._say(f"batchrun: {hint}")
         return None
 
@@ -456,7 +460,10 @@ def _next_step(status: str, pending: int, settings: Settings | None = None) -> s
     if status == "budget_exceeded":
         return "only a higher --max-cost continues this run (finished rows are kept)"
     if status == "endpoint_down":
-        return "fix the endpoint, key or model, then rerun with --retry-failed"
+        return (
+            "fix the endpoint, key or model, then rerun the same command "
+            "(with --retry-failed for the rows that failed)"
+        )
     if status == "disk_error":
         return "make the run directory writable again (space, permissions), then rerun"
     if status == "bad_answers":

@@ -29,6 +29,7 @@ from batchrun.errors import (
     TransportError,
 )
 from batchrun.redact import register_secret, scrub, scrub_json, scrub_text
+from batchrun.transport.connect import unreachable
 from batchrun.transport.responses import check_completion, parse_completion, request_id_of
 
 Clock = Callable[[], float]
@@ -107,6 +108,8 @@ class ChatClient:
     ) -> None:
         self.url = completions_url(base_url)
         self._url = httpx.URL(self.url)
+        self._host = self._url.host
+        self._port = self._url.port or (443 if self._url.scheme == "https" else 80)
         headers = {
             "host": self._url.netloc.decode("ascii"),
             "content-type": "application/json",
@@ -172,6 +175,7 @@ class ChatClient:
                 f"no complete answer within {self._total_timeout:g} s", code="timeout_total"
             ) from exc
         except httpx.TimeoutException as exc:
+            self._raise_if_unreachable(exc)
             cause = exc.__cause__
             if cause is not None and not isinstance(cause, TimeoutError):
                 # httpx-aiohttp maps every aiohttp.ClientConnectionError (refused, server
@@ -181,11 +185,13 @@ class ChatClient:
                 ) from exc
             raise RequestTimeout(_describe(exc, "timed out"), code="timeout") from exc
         except (httpx.TransportError, OSError) as exc:
+            self._raise_if_unreachable(exc)
             raise TransportError(
                 _describe(exc, "connection failed"), code="connection_error"
             ) from exc
         except Exception as exc:  # aiohttp errors the transport did not map
             if type(exc).__module__.startswith(("aiohttp", "httpx", "asyncio", "ssl")):
+                self._raise_if_unreachable(exc)
                 raise TransportError(
                     _describe(exc, "transport error"), code="connection_error"
                 ) from exc
@@ -201,6 +207,12 @@ class ChatClient:
             raise
         # the decoded answer too: a key \u-escaped in the JSON is whole only now
         return Reply(response.status_code, rheaders, scrub_json(parsed), request_id_of(rheaders))
+
+    def _raise_if_unreachable(self, exc: BaseException) -> None:
+        """No connection at all (DNS, refused, TLS): `batchrun.transport.connect`."""
+        down = unreachable(exc, self._host, self._port)
+        if down is not None:
+            raise down from exc
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length")
