@@ -127,7 +127,8 @@ def test_followers_wait_across_a_ctrl_c_and_an_online_resume(tmp_path: Path) -> 
     inp = write_repeats(tmp_path / "req.jsonl")
     out = tmp_path / "run"
     with SimThread(SimConfig()) as sim:
-        cfg = settings(inp, out, sim.base_url, batch_max_requests=40)
+        # every shard at once (no opening batch for the quality breaker)
+        cfg = settings(inp, out, sim.base_url, batch_max_requests=40, quality_breaker=0)
         driver = BatchDriver(cfg)
 
         async def ctrl_c(seconds: float) -> None:  # at the first wait: all shards created

@@ -70,7 +70,10 @@ def test_online_resume_takes_in_ended_batches_and_sends_only_the_rest(tmp_path: 
     # 4 shards of 50; the second expires with half its rows answered
     config = SimConfig(batch=BatchConfig(fates=("ok", "expire"), expire_fraction=0.5))
     with SimThread(config) as sim:
-        interrupted_after_submitting(settings(inp, out, sim.base_url, batch_max_requests=50))
+        interrupted_after_submitting(
+            # every shard at once (no opening batch for the quality breaker)
+            settings(inp, out, sim.base_url, batch_max_requests=50, quality_breaker=0)
+        )
         assert not (out / "results.jsonl").exists() or not lines(out / "results.jsonl")
         online = settings(inp, out, sim.base_url, mode="online")
         result = anyio.run(make_runner(online, None).run)
@@ -98,7 +101,10 @@ def test_online_resume_is_refused_while_batches_run(tmp_path: Path) -> None:
     # 2 shards of 50 answered 2 rows a second: they run for the whole test
     config = SimConfig(batch=BatchConfig(rows_per_second=2, cancel_delay=0.05))
     with SimThread(config) as sim:
-        interrupted_after_submitting(settings(inp, out, sim.base_url, batch_max_requests=50))
+        interrupted_after_submitting(
+            # every shard at once (no opening batch for the quality breaker)
+            settings(inp, out, sim.base_url, batch_max_requests=50, quality_breaker=0)
+        )
         batch_ids = [r.batch_id for r in read_ledger(steps_path(str(out))).open_shards()]
         online = settings(inp, out, sim.base_url, mode="online")
         with pytest.raises(RunDirError, match="2 open batches") as refused:
