@@ -175,3 +175,42 @@ def test_of_the_settings() -> None:
         Evaluator("x", "fuzzy")
     with pytest.raises(ValueError):
         Evaluator("x", "json_field")
+
+
+def test_shards_merged_report_what_one_process_scoring_every_row_reports() -> None:
+    """A run on a Ray cluster scores each shard apart: added up, its evaluation has the
+    interval, macro-F1, kappa and per-label figures of one process (issue 24 item 8)."""
+    import random
+
+    from batchrun.scale.aggregate import merged_eval
+
+    rng = random.Random(5)
+    labels = ["positive", "negative", "neutral"]
+    rows = []
+    for _ in range(600):
+        reference = rng.choice(labels)
+        answer = reference if rng.random() < 0.6 else rng.choice([*labels, None])
+        rows.append((reference, answer))
+    whole = Evaluator("label")
+    shards = [Evaluator("label") for _ in range(3)]
+    for i, (reference, answer) in enumerate(rows):
+        whole.add(reference, answer)
+        shards[i % 3].add(reference, answer)
+    expected = whole.report()
+    merged = merged_eval([s.report() for s in shards])
+    assert merged is not None
+    assert {k: v for k, v in merged.items() if k not in ("pending", "invalid")} == expected
+    assert merged["accuracy_interval"] is not None and merged["kappa"] is not None
+
+    numbers = [Evaluator("stars", "number", tolerance=0.5) for _ in range(2)]
+    one = Evaluator("stars", "number", tolerance=0.5)
+    for i, (reference, answer) in enumerate([(4, "4.2"), (2, "3"), (5, "x"), (1, None)]):
+        one.add(reference, answer)
+        numbers[i % 2].add(reference, answer)
+    merged = merged_eval([n.report() for n in numbers])
+    assert merged is not None
+    want = one.report()
+    assert merged["mae"] == pytest.approx(want["mae"])
+    del merged["mae"], want["mae"]
+    assert {k: merged[k] for k in want} == want
+

@@ -234,6 +234,55 @@ def test_a_dataset_job_runs_in_shards_and_merges(
     _assert_no_key_anywhere(str(run_dir), cluster["temp"])
 
 
+def _evaluation(stderr: str) -> list[str]:
+    """The evaluation a run printed: its heading and the lines up to the next message."""
+    lines = stderr.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("batchrun: evaluation"))
+    block = [lines[start]]
+    for line in lines[start + 1 :]:
+        if line.startswith(("batchrun:", "run ")):
+            break
+        block.append(line)
+    return block
+
+
+def test_a_ray_run_prints_the_evaluation_of_one_process_once_and_no_ray_chatter(
+    tmp_path: Path,
+) -> None:
+    """`batchrun run --ray` from the command line, on a cluster of its own (issue 24
+    item 8): the same evaluation as one process (interval, macro-F1, kappa), printed
+    once, and none of Ray's start-up warnings."""
+    job = Path(__file__).resolve().parent.parent / "jobs" / "sentiment.toml"
+    # RAY_ADDRESS=local: a cluster of its own, whatever other cluster runs here
+    env = {**os.environ, "OPENAI_API_KEY": KEY, "RAY_ADDRESS": "local"}
+    command = [sys.executable, "-m", "batchrun", "run", "-j", str(job), "--base-url", "sim"]
+    one = subprocess.run(
+        [*command, "-o", str(tmp_path / "one")],
+        env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr
+    sharded = subprocess.run(
+        [*command, "-o", str(tmp_path / "ray"), "--ray", "--shard-rows", "100"],
+        env=env, capture_output=True, text=True, timeout=200, cwd=tmp_path,
+    )  # fmt: skip
+    assert sharded.returncode == 0, sharded.stderr
+    said = sharded.stderr
+    assert said.count("evaluation") == 1, said
+    block = _evaluation(said)
+    assert block == _evaluation(one.stderr)
+    assert block[0] == "batchrun: evaluation (label vs sentiment):"
+    assert "bootstrap interval" in block[1] and block[2].startswith("macro-F1 ")
+    assert "kappa" in block[2]
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())
+    assert summary["shards"]["total"] == 3
+    assert summary["eval"] == json.loads((tmp_path / "one" / "summary.json").read_text())["eval"]
+    # nothing of Ray's own: its log lines start with a timestamp and a level
+    import re
+
+    assert not re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s", said, re.M), said
+    assert "WARNING" not in said and "Token authentication" not in said
+
+
 def _wait_for(condition: Any, what: str, seconds: float = 60.0) -> Any:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

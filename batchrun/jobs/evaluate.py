@@ -23,7 +23,7 @@ got an answer.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from batchrun.input.templates import as_text
@@ -96,6 +96,69 @@ class Evaluator:
             tolerance=spec.tolerance,
             interval=spec.interval,
         )
+
+    @classmethod
+    def merged(
+        cls, reports: Iterable[Mapping[str, Any] | None], *, interval: bool | None = None
+    ) -> Evaluator | None:
+        """One evaluator holding the counts of several reports (the shards of a run on a
+        Ray cluster), so its `report` is what one process scoring every row writes: the
+        confusion table, macro-F1, kappa, the interval, the MAE. None without any.
+
+        ``interval``: compute the accuracy interval (default: when a part has one).
+
+            >>> a, b = Evaluator("y"), Evaluator("y")
+            >>> a.add("x", "x"); b.add("z", "x")
+            >>> merged = Evaluator.merged([a.report(), b.report()])
+            >>> merged.report()["confusion"], merged.report()["accuracy_interval"]["high"]
+            ({'x': {'x': 1}, 'z': {'x': 1}}, 1.0)
+        """
+        parts = [r for r in reports if r]
+        if not parts:
+            return None
+        first = parts[0]
+        if interval is None:
+            interval = any(p.get("accuracy_interval") for p in parts)
+        merged = cls(
+            str(first.get("reference_column")),
+            str(first.get("compare") or "exact"),
+            first.get("field"),
+            bool(first.get("normalize", True)),
+            tolerance=float(first.get("tolerance") or 0.0),
+            interval=interval,
+        )
+
+        def total(key: str) -> int:
+            return sum(int(p.get(key) or 0) for p in parts)
+
+        merged.n, merged.correct = total("n"), total("correct")
+        merged.missing_predictions = total("missing_predictions")
+        merged.missing_references = total("missing_references")
+        if merged._confusion is not None:
+            confusion: dict[str, dict[str, int]] | None = {}
+            for part in parts:
+                table = part.get("confusion")
+                if table is None:
+                    if part.get("n"):  # a shard of free text: no table for the whole
+                        confusion = None
+                        break
+                    continue
+                assert confusion is not None
+                for ref, row in table.items():
+                    target = confusion.setdefault(ref, {})
+                    for pred, count in row.items():
+                        target[pred] = target.get(pred, 0) + int(count)
+            if confusion is not None and len(confusion) > MAX_CATEGORICAL_LABELS:
+                confusion = None
+            merged._confusion = confusion
+        if merged.compare == "number":
+            merged._scored = total("scored")
+            merged._abs_error = sum(
+                float(p.get("mae") or 0.0) * int(p.get("scored") or 0) for p in parts
+            )
+            merged._unparseable = total("unparseable")
+            merged._bad_references = total("bad_references")
+        return merged
 
     def predicted(self, content: str | None, parsed: Mapping[str, Any] | None) -> str | None:
         """The prediction in one response: its content, or one field of its JSON.

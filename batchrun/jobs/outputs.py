@@ -255,12 +255,23 @@ class DatasetOutputHooks(RunHooks):
             )
             err.flush()
         elif report is not None and not self.cfg.quiet:
-            what = report["reference_column"]
-            if report.get("field"):
-                what += f" vs {report['field']}"
-            err.write(f"batchrun: evaluation ({what}):\n{format_eval(report)}\n")
+            err.write(evaluation_message(report) + "\n")
             err.flush()
         return notes
+
+
+def evaluation_message(report: dict[str, Any]) -> str:
+    """The evaluation as a run prints it when it ends (one process or a Ray cluster).
+
+    >>> print(evaluation_message({"reference_column": "label", "field": "sentiment",
+    ...     "n": 0, "correct": 0, "accuracy": None, "missing_predictions": 0}))
+    batchrun: evaluation (label vs sentiment):
+    accuracy - (0/0 correct)
+    """
+    what = str(report["reference_column"])
+    if report.get("field"):
+        what += f" vs {report['field']}"
+    return f"batchrun: evaluation ({what}):\n{format_eval(report)}"
 
 
 def _listing(names: set[str], most: int = 20) -> str:

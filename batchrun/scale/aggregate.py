@@ -179,43 +179,22 @@ def merged_cost(summaries: Iterable[dict[str, Any] | None], prices: Any) -> dict
     return totals.report()
 
 
-def merged_eval(reports: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None:
-    """One evaluation from each shard's (counts add up; the confusion table too, while
-    every shard kept one and the labels stay few)."""
-    from batchrun.jobs.evaluate import MAX_CATEGORICAL_LABELS, _per_label
+def merged_eval(
+    reports: Iterable[Mapping[str, Any] | None], *, interval: bool | None = None
+) -> dict[str, Any] | None:
+    """One evaluation from each shard's: the counts add up (the confusion table too,
+    while every shard kept one and the labels stay few), and the figures made from
+    them (macro-F1, kappa, the accuracy interval, the MAE) are those one process
+    scoring every row writes (`batchrun.jobs.evaluate.Evaluator.merged`)."""
+    from batchrun.jobs.evaluate import Evaluator
 
     parts = [r for r in reports if r]
-    if not parts:
+    merged = Evaluator.merged(parts, interval=interval)
+    if merged is None:
         return None
-    out: dict[str, Any] = {
-        k: parts[0].get(k) for k in ("reference_column", "compare", "field", "normalize")
-    }
-    sums = ("n", "correct", "missing_predictions", "missing_references", "pending", "invalid")
-    for key in sums:
+    out = merged.report()
+    for key in ("pending", "invalid"):
         out[key] = sum(int(p.get(key) or 0) for p in parts)
-    confusion: dict[str, dict[str, int]] | None = {}
-    for p in parts:
-        table = p.get("confusion")
-        if confusion is None or (table is None and p.get("n")):
-            confusion = None
-            continue
-        for ref, row in (table or {}).items():
-            target = confusion.setdefault(ref, {})
-            for pred, count in row.items():
-                target[pred] = target.get(pred, 0) + int(count)
-    if confusion is not None and len(confusion) > MAX_CATEGORICAL_LABELS:
-        confusion = None
-    n, correct = out["n"], out["correct"]
-    answered = n - out["missing_predictions"]
-    out["accuracy"] = correct / n if n else None
-    out["accuracy_answered"] = correct / answered if answered else None
-    out["categorical"] = confusion is not None
-    out["confusion"] = None
-    out["per_label"] = None
-    if confusion and n:
-        ordered = {ref: dict(sorted(row.items())) for ref, row in sorted(confusion.items())}
-        out["confusion"] = ordered
-        out["per_label"] = _per_label(ordered)
     return out
 
 

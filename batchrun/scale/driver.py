@@ -75,7 +75,10 @@ def connect(ray: Any, address: str) -> bool:
     kwargs: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,
-        "logging_level": logging.WARNING,
+        # Ray's start-up warnings are about Ray, not the run (2.60 warns on every local
+        # start that it enabled token authentication by default): errors only while it
+        # starts, its warnings again once it runs (a task's trouble is the user's)
+        "logging_level": logging.ERROR,
         "configure_logging": True,
     }
     if address == "local":
@@ -85,6 +88,7 @@ def connect(ray: Any, address: str) -> bool:
             ray.init(address=address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(f"--ray {address}: cannot connect to the cluster ({exc})") from exc
+    logging.getLogger("ray").setLevel(logging.WARNING)
     return True
 
 
@@ -504,7 +508,11 @@ class RayDriver:
                         "statuses": statuses,
                         "files": len(reports),
                     }
-                evaluation = merged_eval(r.get("eval") for r in reports)
+                spec = self.cfg.eval
+                evaluation = merged_eval(
+                    (r.get("eval") for r in reports),
+                    interval=spec.interval if spec is not None else None,
+                )
         summary = merged_summary(
             self.run_dir,
             plan,
@@ -525,14 +533,15 @@ class RayDriver:
         summary["status"] = self._final_status(summary)
         write_json_atomic(os.path.join(self.run_dir, SUMMARY), summary)
         if not self.cfg.quiet:
+            from batchrun.jobs.outputs import evaluation_message
             from batchrun.report.text import format_status
             from batchrun.scale.aggregate import sharded_report
 
-            self._say(format_status(sharded_report(self.run_dir, final=True)))
+            # as one process says it: the evaluation, then the report without it
             if evaluation is not None:
-                from batchrun.jobs.evaluate import format_eval
-
-                self._say(f"batchrun: evaluation:\n{format_eval(evaluation)}")
+                self._say(evaluation_message(evaluation))
+            report = sharded_report(self.run_dir, final=True)
+            self._say(format_status({**report, "eval": None}))
         return summary
 
     def _final_status(self, summary: dict[str, Any]) -> str:
