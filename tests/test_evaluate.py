@@ -214,3 +214,16 @@ def test_shards_merged_report_what_one_process_scoring_every_row_reports() -> No
     del merged["mae"], want["mae"]
     assert {k: merged[k] for k in want} == want
 
+
+def test_rows_that_all_went_unanswered_are_not_scored_zero() -> None:
+    ev = Evaluator("label")
+    for reference in ("a", "b", "a"):
+        ev.add(reference, None)
+    report = {**ev.report(), "pending": 7}
+    assert report["accuracy"] == 0.0  # counted as wrong, as a stopped run's summary says
+    text = format_eval(report)
+    assert text == (
+        "not scored: none of the 3 rows with a reference got an answer (7 rows not sent yet)"
+    )
+    ev.add("a", "a")
+    assert format_eval(ev.report()).startswith("accuracy 0.250")

@@ -326,6 +326,17 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def not_scored(report: Mapping[str, Any]) -> bool:
+    """True when rows with a reference were counted but none got an answer (a run
+    stopped on its endpoint): its accuracy of 0 says nothing about the answers.
+
+    >>> not_scored({"n": 32, "missing_predictions": 32}), not_scored({"n": 0})
+    (True, False)
+    """
+    n = int(report.get("n") or 0)
+    return n > 0 and int(report.get("missing_predictions") or 0) >= n
+
+
 def format_eval(report: Mapping[str, Any]) -> str:
     """A small text rendering of `Evaluator.report` for the terminal::
 
@@ -336,6 +347,13 @@ def format_eval(report: Mapping[str, Any]) -> str:
     ...
     """
     n, correct = report["n"], report["correct"]
+    if not_scored(report):
+        # every row with a reference failed or went unanswered: a 0.000 would read as
+        # the model being always wrong, when it was never asked (or never answered)
+        head = f"not scored: none of the {n:,} rows with a reference got an answer"
+        if report.get("pending"):
+            head += f" ({report['pending']:,} rows not sent yet)"
+        return head
     head = f"accuracy {_fmt(report['accuracy'])}"
     ci = report.get("accuracy_interval")
     if ci and ci.get("low") is not None:
