@@ -16,6 +16,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +321,37 @@ def test_cancel_keeps_finished_rows_and_a_rerun_sends_the_rest(tmp_path: Path) -
     assert again.exit_code == 0
     assert_exactly_once(out, 120)
     shards_created_once(stats)
+
+
+def test_status_counts_the_rows_running_batches_have_answered(tmp_path: Path) -> None:
+    """Rows a running batch reports completed are not in results.jsonl until the batch
+    ends: `batchrun status`, the progress lines and the report count them, not 0."""
+    import io
+
+    from batchrun.batch.state import read_state
+    inp = write_rows(tmp_path / "req.jsonl", 120)
+    out = tmp_path / "run"
+    # shards of 50, 50 and 20 rows answered 30 a second: the small one ends first, and
+    # its lines stop the run while the two others are part done
+    config = SimConfig(batch=BatchConfig(rows_per_second=30))
+    with SimThread(config) as sim:
+        cfg = settings(inp, out, sim.base_url, batch_max_requests=50, quality_breaker=0)
+        stream = io.StringIO()
+        driver = BatchDriver(replace(cfg, quiet=False), hooks=StopAfterSubmit(), stream=stream)
+        first = anyio.run(driver.run)
+    assert first.exit_code == 130
+    written = len(ids(out / "results.jsonl"))
+    seen = [e for e in read_state(str(out))["shards"] if e["batch_id"]]  # type: ignore[index]
+    inside = sum(e["completed"] for e in seen)
+    assert written == 20 and 0 < inside < 100, (written, seen)
+    report = status_report(str(out))
+    assert report["at_provider"] == inside
+    assert report["requests"]["pending"] == 100
+    text = format_status(report)
+    assert f"100 pending of 120 ({inside} of the pending answered inside running batches" in text
+    assert f"; {inside} rows answered inside the open ones" in text
+    # while it ran, its progress lines counted them too
+    assert "answered inside running batches, not collected yet)" in stream.getvalue()
 
 
 def test_cli_batch_api_status_and_cancel(tmp_path: Path) -> None:

@@ -103,10 +103,18 @@ class Bookkeeper:
             return
         entry = shard_entry(record.shard, record.phase, view, record.rows, record.created_at)
         c = self.answers.counts
-        self.say(
+        inside = sum(
+            self.shards.views[r.shard].completed
+            for r in self.shards.running()
+            if r.shard in self.shards.views and not r.downloaded
+        )
+        line = (
             f"{shard_line(entry, self.wall_clock())}; rows done overall: "
             f"{c.succeeded + c.failed:,} of {c.total:,}"
         )
+        if inside:
+            line += f" (+{inside:,} answered inside running batches, not collected yet)"
+        self.say(line)
 
     # -- the run directory -------------------------------------------------------------
     def write_state(self) -> None:

@@ -150,7 +150,15 @@ class Finisher:
             self.write(finals)
             self.sink.sync()
         self.shards.write(
-            {"step": "done", "shard": record.shard, "status": view.status, "retry": retry}
+            {
+                "step": "done",
+                "shard": record.shard,
+                "status": view.status,
+                "retry": retry,
+                "at": at,
+                "completed": view.completed,
+                "failed": view.failed,
+            }
         )
         self.shards.release(record.shard)
         if view.status == "failed":

@@ -82,9 +82,10 @@ def batch_status(run_dir: str) -> dict[str, Any] | None:
         return None
     ledger: Ledger = read_ledger(steps_path(run_dir))
     state = read_state(run_dir) or {}
-    seen = {e.get("shard"): e for e in state.get("shards") or () if isinstance(e, Mapping)}
+    seen = _seen(state)
     open_shards = []
     done = 0
+    answered = failed = 0
     for number, record in sorted(ledger.shards.items()):
         if record.abandoned:
             continue
@@ -92,6 +93,11 @@ def batch_status(run_dir: str) -> dict[str, Any] | None:
             done += 1
             continue
         entry = dict(seen.get(shard_tag(number)) or {})
+        if record.batch_id is not None and not record.downloaded:
+            # rows the provider says it finished, not in results.jsonl until the batch
+            # ends and its files are taken in (then the shard is done, not counted here)
+            answered += _count(entry.get("completed"))
+            failed += _count(entry.get("failed"))
         entry.setdefault("shard", shard_tag(number))
         entry.setdefault("rows", record.rows)
         entry.setdefault("total", record.rows)
@@ -111,6 +117,81 @@ def batch_status(run_dir: str) -> dict[str, Any] | None:
         "shards_done": done,
         "open": open_shards,
         "attempts_used": sum(ledger.attempts.values()),
+        "at_provider": {"answered": answered, "failed": failed},
+    }
+
+
+def _seen(state: Mapping[str, Any]) -> dict[Any, Mapping[str, Any]]:
+    return {e.get("shard"): e for e in state.get("shards") or () if isinstance(e, Mapping)}
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+HISTORY_ROWS = 200
+"""Batches listed one by one in `batch_history` (the latest); the rest are counted."""
+
+
+def batch_history(run_dir: str) -> dict[str, Any] | None:
+    """Every batch a run made, for the HTML report (None: it never used the Batch API).
+
+    One entry per shard, from the step journal and the last state seen of the open
+    ones: its batch id, model, rows, attempt (above 1: a batch of rows an earlier
+    batch left unanswered), its state (the provider's last status; a batch that ended
+    has its final one: ``completed``, ``expired``, ``failed``, ``cancelled``, or
+    ``token_limit`` when the provider's queue refused it), rows answered and failed,
+    created and finished (Unix seconds). Counts cover every batch; ``shards`` holds the
+    latest `HISTORY_ROWS` of them.
+    """
+    if not os.path.exists(steps_path(run_dir)):
+        return None
+    ledger: Ledger = read_ledger(steps_path(run_dir))
+    state = read_state(run_dir) or {}
+    seen = _seen(state)
+    shards: list[dict[str, Any]] = []
+    for number, record in sorted(ledger.shards.items()):
+        entry = seen.get(shard_tag(number)) or {}
+        if record.done:
+            status, answered, failed = record.status, record.answered, record.errored
+        elif record.abandoned:
+            status, answered, failed = "abandoned", None, None
+        else:
+            status = str(entry.get("status") or record.phase)
+            if status in ("planned", "uploading", "uploaded", "creating"):
+                status = record.phase
+            answered, failed = _count(entry.get("completed")), _count(entry.get("failed"))
+        created = record.created_at
+        if created is None and isinstance(entry.get("created_at"), int | float):
+            created = float(entry["created_at"])
+        shards.append(
+            {
+                "shard": shard_tag(number),
+                "batch_id": record.batch_id or entry.get("batch_id"),
+                "model": record.model,
+                "rows": record.rows,
+                "attempt": record.attempt,
+                "status": status or "unknown",
+                "open": record.open,
+                "cancel_requested": record.cancel_requested,
+                "answered": answered,
+                "failed": failed,
+                "created_at": created,
+                "finished_at": record.finished_at,
+            }
+        )
+    by_status: dict[str, int] = {}
+    for shard in shards:
+        by_status[shard["status"]] = by_status.get(shard["status"], 0) + 1
+    return {
+        "run_id": ledger.run_id,
+        "updated_at": state.get("updated_at"),
+        "batches": len(shards),
+        "open": sum(1 for s in shards if s["open"]),
+        "by_status": by_status,
+        "resubmissions": sum(1 for s in shards if s["attempt"] > 1),
+        "rows_sent_again": len(ledger.attempts),
+        "shards": shards[-HISTORY_ROWS:],
     }
 
 
@@ -181,19 +262,19 @@ def shard_line(entry: Mapping[str, Any], now: float) -> str:
 
 def status_lines(status: Mapping[str, Any], now: float) -> list[str]:
     """The batch part of the text report."""
-    lines = [
-        f"batches     {len(status['open'])} open, {status['shards_done']} done"
-        + (
-            f"; last checked {_ago(now - status['updated_at'])} ago"
-            if isinstance(status.get("updated_at"), int | float)
-            else ""
-        )
-    ]
+    head = f"batches     {len(status['open'])} open, {status['shards_done']} done"
+    if isinstance(status.get("updated_at"), int | float):
+        head += f"; last checked {_ago(now - status['updated_at'])} ago"
+    inside = (status.get("at_provider") or {}).get("answered")
+    if inside:
+        head += f"; {inside:,} rows answered inside the open ones, collected when each ends"
+    lines = [head]
     lines.extend("  " + shard_line(entry, now) for entry in status["open"])
     return lines
 
 
 __all__ = [
+    "batch_history",
     "batch_status",
     "iter_open_batches",
     "open_batches_refusal",

@@ -60,6 +60,13 @@ class ShardRecord:
     deleted: set[str] = field(default_factory=set)
     status: str | None = None
     """The batch's last status the journal saw final (``done`` lines)."""
+    finished_at: float | None = None
+    """Wall time the batch ended (its ``ended_at``, else when it was taken in); None
+    in journals written before ``done`` lines said it."""
+    answered: int | None = None
+    """Rows the batch reported completed when it ended (None: not recorded)."""
+    errored: int | None = None
+    """Rows the batch reported failed when it ended (None: not recorded)."""
     done: bool = False
     abandoned: bool = False
     worst_usd: float | None = None
@@ -168,6 +175,11 @@ class Ledger:
         elif kind == "done":
             record.done = True
             record.status = str(step.get("status") or "")
+            at = step.get("at")
+            record.finished_at = float(at) if isinstance(at, int | float) else None
+            for name, key in (("answered", "completed"), ("errored", "failed")):
+                count = step.get(key)
+                setattr(record, name, count if isinstance(count, int) else None)
             for custom_id in step.get("retry") or ():
                 self.attempts[str(custom_id)] += 1
         elif kind == "abandoned":

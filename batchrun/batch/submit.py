@@ -398,7 +398,10 @@ class Submitter:
             if never_fits_the_queue(record.prompt_tokens, limit, refusals):
                 self._fail_too_big(record, reason, limit, refusals)
                 return
-        self.shards.write({"step": "done", "shard": record.shard, "status": "token_limit"})
+        at = self.wall_clock()
+        self.shards.write(
+            {"step": "done", "shard": record.shard, "status": "token_limit", "at": at}
+        )
         self.shards.release(record.shard)
         remove_shard_files(shard_paths(self.run_dir, record.shard))
         if running:
@@ -453,7 +456,9 @@ class Submitter:
             )
         if finals:
             self.write_final(finals)
-        self.shards.write({"step": "done", "shard": record.shard, "status": "token_limit"})
+        self.shards.write(
+            {"step": "done", "shard": record.shard, "status": "token_limit", "at": at}
+        )
         self.shards.release(record.shard)
         remove_shard_files(shard_paths(self.run_dir, record.shard))
         self.max_requests = self.cfg.batch_max_requests

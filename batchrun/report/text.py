@@ -150,6 +150,8 @@ def run_report(
         outputs = scan_outputs(run_dir)
     from batchrun.batch.state import batch_status
 
+    batch = batch_status(run_dir)
+
     tally_state = (summary.get("journal") or {}).get("tally") or {}
     by_mode = dict(tally_state.get("by_mode") or {})
     options = info.get("options") or {}
@@ -193,7 +195,9 @@ def run_report(
         "saved_usd": summary.get("saved_usd"),
         "variants": summary.get("variants"),
         "comparison": summary.get("comparison"),
-        "batch": batch_status(run_dir),
+        "batch": batch,
+        # pending rows a running batch has answered (taken in when the batch ends)
+        "at_provider": (batch or {}).get("at_provider", {}).get("answered", 0),
         "by_mode": by_mode,
         "files": _files(run_dir),
     }
@@ -406,6 +410,11 @@ def format_status(report: Mapping[str, Any]) -> str:
         f"requests    {_n(req['succeeded'])} succeeded, {_n(req['failed'])} failed, "
         f"{_n(req['pending'])} pending of {_n(req['total'])}"
     )
+    if report.get("at_provider"):
+        requests += (
+            f" ({_n(report['at_provider'])} of the pending answered inside running batches, "
+            "collected when each ends)"
+        )
     if req.get("invalid"):
         requests += f"; {_n(req['invalid'])} invalid rows skipped"
     lines.append(requests)
