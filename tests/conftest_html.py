@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from batchrun.report.html.browser import CHROMIUM, CHROMIUM_ARGS
-from batchrun.sim import SimConfig, SimThread
-from tests.html_helpers import SIM_FAULTS, run_job, sentiment_config
+from batchrun.sim import BatchConfig, SimConfig, SimThread
+from tests.html_helpers import JOBS, SIM_FAULTS, in_thread, run_job, sentiment_config
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +34,53 @@ def sentiment_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with SimThread(config) as sim:
         result = run_job(sentiment_config(out, sim.base_url, concurrency=16))
     assert result.status == "complete" and result.summary["requests"]["failed"] > 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def compare_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """jobs/compare.toml on 60 reviews: two prompts x two models, scored, no clear winner."""
+    import batchrun
+
+    out = tmp_path_factory.mktemp("html") / "compare"
+    with SimThread(SimConfig(rpm=10**6, tpm=10**10)) as sim:
+        run = in_thread(
+            lambda: batchrun.run_job(
+                JOBS / "compare.toml", out_dir=out, base_url=sim.base_url, limit=60, quiet=True
+            )
+        )
+    assert run.variants is not None and len(run.variants) == 4
+    return out
+
+
+@pytest.fixture(scope="session")
+def batch_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """jobs/sentiment.toml through the simulated Batch API in shards of 100 rows: the
+    second batch expires with 40 of its rows answered, its other 60 go in a fourth."""
+    out = tmp_path_factory.mktemp("html") / "batch"
+    batch = BatchConfig(rows_per_second=5_000, fates=("ok", "expire"), expire_fraction=0.4)
+    with SimThread(SimConfig(batch=batch)) as sim:
+        settings = sentiment_config(
+            out,
+            sim.base_url,
+            mode="batch",
+            poll_interval=0.02,
+            batch_max_requests=100,
+            quality_breaker=0,  # the three batches at once
+        )
+        result = run_job(settings)
+    assert result.status == "complete" and result.summary["requests"]["succeeded"] == 300
+    return out
+
+
+@pytest.fixture(scope="session")
+def failed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """jobs/sentiment.toml with a wrong key: every request refused (401), the run
+    stopped on its endpoint before any answer."""
+    out = tmp_path_factory.mktemp("html") / "failed"
+    with SimThread(SimConfig(require_key="sk-the-right-key-000000000000")) as sim:
+        result = run_job(sentiment_config(out, sim.base_url, auth="none"))
+    assert result.status == "endpoint_down" and result.summary["requests"]["succeeded"] == 0
     return out
 
 

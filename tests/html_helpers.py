@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,5 +27,26 @@ def sentiment_config(out_dir: Path, base_url: str, **changes: Any) -> Settings:
 
 
 def run_job(settings: Settings) -> Any:
-    """Run as the CLI does (cost, results.parquet, evaluation), without its argv."""
-    return anyio.run(make_runner(settings, None).run)
+    """Run as the CLI does (cost, results.parquet, evaluation), without its argv.
+
+    In a thread of its own: a session fixture may first be asked for by a test that
+    already drives the browser, whose playwright loop runs in the main thread."""
+    return in_thread(lambda: anyio.run(make_runner(settings, None).run))
+
+
+def in_thread(call: Callable[[], Any]) -> Any:
+    """``call()`` in a new thread (its own event loop), its result or its error."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # raised again in the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

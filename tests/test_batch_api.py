@@ -329,6 +329,8 @@ def test_status_counts_the_rows_running_batches_have_answered(tmp_path: Path) ->
     import io
 
     from batchrun.batch.state import read_state
+    from batchrun.report.html import build_page_data
+
     inp = write_rows(tmp_path / "req.jsonl", 120)
     out = tmp_path / "run"
     # shards of 50, 50 and 20 rows answered 30 a second: the small one ends first, and
@@ -350,6 +352,12 @@ def test_status_counts_the_rows_running_batches_have_answered(tmp_path: Path) ->
     text = format_status(report)
     assert f"100 pending of 120 ({inside} of the pending answered inside running batches" in text
     assert f"; {inside} rows answered inside the open ones" in text
+    page = build_page_data(str(out))
+    assert page["at_provider"] == inside
+    assert page["batches"]["open"] == 2
+    assert {s["answered"] for s in page["batches"]["shards"] if s["open"]} == {
+        e["completed"] for e in seen
+    }
     # while it ran, its progress lines counted them too
     assert "answered inside running batches, not collected yet)" in stream.getvalue()
 

@@ -6,6 +6,9 @@ page must follow a real run against the simulator. One browser per module.
 
 BATCHRUN_SCREENSHOT=docs/report.png saves the static page's screenshot there (the
 README's picture); otherwise it goes to the test's temporary directory.
+BATCHRUN_SCREENSHOTS=DIR saves the whole pages of the comparison, Batch API and failed
+runs there (compare.png, batch.png, failed.png), to look at; each is checked at 1,400
+px: no sideways scroll, no console error.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +27,10 @@ import pytest
 from batchrun.report.html import serve_run_dir, write_html_report
 from batchrun.report.tables import format_usd
 from batchrun.report.text import format_status, status_report
-from batchrun.sim import SimConfig, SimThread
+from batchrun.sim import BatchConfig, SimConfig, SimThread
 from tests.html_helpers import run_job, sentiment_config
 
-pytest_plugins = ["tests.conftest_html"]  # browser, sentiment_run
+pytest_plugins = ["tests.conftest_html"]  # browser and the runs it shows
 
 
 class Page:
@@ -139,7 +142,8 @@ def test_the_report_file_shows_the_runs_numbers(
         assert k[f"per_label.{label}.recall"] == f"{stats['recall']:.3f}"
         assert k[f"per_label.{label}.f1"] == f"{stats['f1']:.3f}"
         assert k[f"per_label.{label}.support"] == n(stats["support"])
-    assert tab.page.locator("#variants").is_hidden()  # one variant: no comparison
+    assert tab.page.locator("#comparison").is_hidden()  # one variant: no comparison
+    assert tab.text("headline") == data_headline(sentiment_run)["title"]
 
     # errors by code, with examples from errors.jsonl
     assert k["errors.http_400"] == "18"
@@ -191,63 +195,171 @@ def test_variants_are_compared_and_halves_round_as_the_text_report(
     tab.page.goto(page.as_uri())
     tab.wait_rendered()
     assert (tab.text("latency.wire.p95"), tab.text("latency.wire.p99")) == ("40 ms", "42 ms")
-    assert tab.page.locator("#variants").is_visible()
+    assert tab.page.locator("#comparison").is_visible()
     assert tab.text("variant.long prompt.accuracy") == "74.0%"
     assert tab.text("variant.short prompt.cost_usd") == format_usd(0.0071)
     assert tab.errors == []
 
 
-def test_a_real_comparison_of_variants_renders(tab: Page, tmp_path: Path) -> None:
-    import batchrun
+def data_headline(run_dir: Path) -> dict[str, Any]:
+    from batchrun.report.html import build_page_data
 
-    jobs = Path(__file__).resolve().parent.parent / "jobs"
-    out = tmp_path / "compare"
-    with SimThread(SimConfig()) as sim:
-        run = batchrun.run_job(
-            jobs / "compare.toml", out_dir=out, base_url=sim.base_url, limit=30, quiet=True
-        )
-    variants = run.variants
-    assert variants is not None and len(variants) == 4
-    path = write_html_report(str(out), str(tmp_path / "compare.html"))
+    line: dict[str, Any] = build_page_data(str(run_dir))["headline"]
+    return line
+
+
+@pytest.fixture
+def wide(browser: Any) -> Iterator[Page]:
+    """A tab 1,400 px wide: the width at which the page must not scroll sideways."""
+    page = Page(browser)
+    page.page.set_viewport_size({"width": 1400, "height": 900})
+    try:
+        yield page
+    finally:
+        page.page.close()
+
+
+def open_report(tab: Page, run_dir: Path, tmp_path: Path) -> None:
+    """Write ``run_dir``'s report, open it, and check it fits 1,400 px."""
+    path = write_html_report(str(run_dir), str(tmp_path / f"{run_dir.name}.html"))
     tab.page.goto(Path(path).as_uri())
     tab.wait_rendered()
-    assert tab.page.locator("#variants").is_visible()
-    assert tab.page.locator("#variants tbody tr").count() == 4
-    for v in variants:
-        assert tab.text(f"variant.{v['name']}.accuracy") == f"{v['accuracy'] * 100:.1f}%"
-        assert tab.text(f"variant.{v['name']}.cost_usd") == format_usd(v["cost_usd"])
-    # 30 rows of the simulator's noise: no variant is clearly more accurate, none is
-    # marked, and the page says so in the text report's words
-    assert not any(v["best"] for v in variants)
-    assert tab.page.locator("#variants td.yes").count() == 0
-    leader = run.summary["comparison"]["leader"]
-    verdict = tab.text("comparison.verdict")
-    assert verdict.startswith(f"no clear winner: {leader} is the most accurate")
-    assert verdict in format_status(status_report(str(out)))
+    no_sideways_scroll(tab)
+
+
+def no_sideways_scroll(tab: Page) -> None:
+    width = tab.page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 1400, f"the page is {width} px wide at 1,400 px"
+
+
+def looked_at(tab: Page, tmp_path: Path, name: str) -> None:
+    """The whole page's screenshot (in BATCHRUN_SCREENSHOTS, a folder, when set: to look
+    at), and no error in its console."""
+    folder = Path(os.environ.get("BATCHRUN_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    tab.page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
     assert tab.errors == []
+
+
+def test_a_comparison_report_leads_with_the_comparison(
+    wide: Page, compare_run: Path, tmp_path: Path
+) -> None:
+    summary = json.loads((compare_run / "summary.json").read_text())
+    variants, block = summary["variants"], summary["comparison"]
+    tab = wide
+    open_report(tab, compare_run, tmp_path)
+    # the comparison is the first section, under a headline that answers it
+    first = tab.page.evaluate("document.querySelector('main > section:not([hidden])').id")
+    assert first == "comparison"
+    assert tab.text("headline") == "Pilot: No clear winner among 4 variants"
+    assert tab.page.locator("#comparison tbody tr[data-variant]").count() == 4
+    for v in variants:
+        name = v["name"]
+        assert tab.text(f"variant.{name}.accuracy") == f"{v['accuracy'] * 100:.1f}%"
+        low, high = v["accuracy_low"] * 100, v["accuracy_high"] * 100
+        assert tab.text(f"variant.{name}.interval") == f"{low:.1f}% to {high:.1f}%"
+        assert tab.text(f"variant.{name}.macro_f1") == f"{v['macro_f1']:.3f}"
+        assert tab.text(f"variant.{name}.kappa") == (
+            "0.000" if abs(v["kappa"]) < 0.0005 else f"{v['kappa']:.3f}"
+        )
+        assert tab.text(f"variant.{name}.cost_usd") == format_usd(v["cost_usd"])
+        assert tab.text(f"variant.{name}.cost_per_correct_usd") == format_usd(
+            v["cost_per_correct_usd"]
+        )
+    # no variant is clearly more accurate: none is starred, the verdict says why
+    assert not any(v["best"] for v in variants)
+    assert tab.page.locator("#comparison tr.best").count() == 0
+    verdict = tab.text("comparison.verdict")
+    assert verdict.startswith(f"no clear winner: {block['leader']} is the most accurate")
+    assert verdict in format_status(status_report(str(compare_run)))
+    # each pair as the CLI prints it: agreement, kappa, the difference and its interval
+    for pair in block["pairs"]:
+        key = f"pair.{pair['a']}|{pair['b']}"
+        assert tab.text(f"{key}.agree") == f"{pair['agree'] * 100:.1f}%"
+        assert tab.text(f"{key}.rows") == str(pair["rows"])
+        low, high = pair["difference_low"], pair["difference_high"]
+        assert (low > 0 or high < 0) == ("clearly" in tab.text(f"{key}.says"))
+    # readable column names, not summary.json's keys
+    heads = tab.page.locator("#comparison table.compare").first.locator("th").all_inner_texts()
+    assert "cost per correct answer" in heads and "cost_per_correct_usd" not in heads
+    # the evaluation names its variant, and shows any other on demand
+    assert tab.text("eval.variant") == block["leader"]
+    other = next(v for v in variants if v["name"] != block["leader"])
+    tab.page.select_option('select[data-filter="eval-variant"]', other["name"])
+    assert tab.text("eval.variant") == other["name"]
+    assert tab.text("eval.accuracy") == f"{other['accuracy'] * 100:.1f}%"
+    assert tab.text("eval.macro_f1") == f"{other['macro_f1']:.3f}"
+    no_sideways_scroll(tab)
+    looked_at(tab, tmp_path, "compare")
+
+
+def test_a_batch_mode_report_shows_its_batches(wide: Page, batch_run: Path, tmp_path: Path) -> None:
+    tab = wide
+    open_report(tab, batch_run, tmp_path)
+    assert tab.page.locator("#batches").is_visible()
+    k = tab.texts()
+    assert (k["batches.count"], k["batches.completed"], k["batches.expired"]) == ("4", "3", "1")
+    assert k["batches.resubmissions"] == "1" and k["batches.rows"] == "300"
+    assert k["batch.s000002.status"] == "expired" and k["batch.s000002.answered"] == "40"
+    assert k["batch.s000004.answered"] == "60"
+    assert tab.page.locator("#batches tbody tr").count() == 4
+    # answers of a batch have no time of their own: the page says so
+    assert k["latency.note"].startswith("None of the 300 answers has a time on the wire")
+    assert "No answers yet" not in tab.page.locator("#latency").inner_text()
+    assert k["headline"].startswith("Accuracy ")
+    looked_at(tab, tmp_path, "batch")
+
+
+def test_a_failed_runs_report_says_why_not_zero_accuracy(
+    wide: Page, failed_run: Path, tmp_path: Path
+) -> None:
+    tab = wide
+    open_report(tab, failed_run, tmp_path)
+    k = tab.texts()
+    assert k["headline"] == "No answers. Stopped: the endpoint failed every recent request"
+    assert "Stopping: the last" in k["headline.detail"]
+    assert "not scored" in k["eval.not_scored"].lower()
+    assert "eval.accuracy" not in k  # no 0.0% card
+    assert "0.0%" not in tab.page.locator("header").inner_text()
+    assert "0.0%" not in tab.page.locator("#evaluation").inner_text()
+    assert k["latency.note"].startswith("No answers: no request was answered")
+    assert k["run.status"] == "endpoint_down"
+    looked_at(tab, tmp_path, "failed")
+
+
+class Background:
+    """A run in a thread of its own, to watch from the test: made once its run.json is
+    written; `done` waits for its result."""
+
+    def __init__(self, out: Path, make: Callable[[], Any]) -> None:
+        self.finished = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        threading.Thread(target=self._run, args=(make,), daemon=True).start()
+        deadline = time.monotonic() + 10
+        while not (out / "run.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def _run(self, make: Callable[[], Any]) -> None:
+        try:
+            self.result = run_job(make())
+        except BaseException as exc:  # reported by `done`
+            self.error = exc
+        finally:
+            self.finished.set()
+
+    def done(self) -> Any:
+        self.finished.wait(30)
+        assert self.error is None and self.result is not None
+        return self.result
 
 
 def test_the_live_page_follows_a_running_run(tab: Page, tmp_path: Path) -> None:
     out = tmp_path / "live"
     out.mkdir()
-    finished = threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = run_job(sentiment_config(out, sim.base_url, concurrency=4))
-        except BaseException as exc:  # reported below
-            outcome["error"] = exc
-        finally:
-            finished.set()
-
     # 300 rows, 4 at a time, ~20 ms each: over a second of run to watch
     with SimThread(SimConfig(latency_ms=20, jitter_ms=5, rpm=10**6, tpm=10**10)) as sim:
-        runner = threading.Thread(target=run, daemon=True)
-        runner.start()
-        deadline = time.monotonic() + 10
-        while not (out / "run.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        run = Background(out, lambda: sentiment_config(out, sim.base_url, concurrency=4))
         with serve_run_dir(str(out), poll_s=0.25) as url:
             tab.page.goto(url)
             tab.wait_rendered()
@@ -257,14 +369,49 @@ def test_the_live_page_follows_a_running_run(tab: Page, tmp_path: Path) -> None:
             done = [int(t["requests.succeeded"].replace(",", "")) for t in (first, second)]
             assert done[0] < done[1] and done[0] < 300, done
             assert first["run.status"] == "running"
-            finished.wait(30)
+            result = run.done()
             tab.wait_for(
                 "document.querySelector('[data-k=\"run.status\"]').textContent === 'complete'"
             )
             assert tab.text("requests.succeeded") == "300"
             assert "live: updated" in tab.page.locator("#live").inner_text()
-    assert "error" not in outcome and outcome["result"].status == "complete"
+    assert result.status == "complete"
     assert tab.errors == []
     page_url = url.split("?")[0]
     assert url.startswith(page_url + "?token=")
     assert set(tab.requests) == {url, f"{page_url}data.json?{url.split('?')[1]}"}
+
+
+def test_the_live_page_of_a_batch_run_counts_rows_inside_running_batches(
+    tab: Page, tmp_path: Path
+) -> None:
+    out = tmp_path / "live-batch"
+    out.mkdir()
+    # one batch of 300 rows answered 150 a second: two seconds with none collected
+    with SimThread(SimConfig(batch=BatchConfig(rows_per_second=150))) as sim:
+        run = Background(
+            out,
+            lambda: sentiment_config(
+                out, sim.base_url, mode="batch", poll_interval=0.05, quality_breaker=0
+            ),
+        )
+        with serve_run_dir(str(out), poll_s=0.2) as url:
+            tab.page.goto(url)
+            tab.wait_for(
+                "/more answered inside running batches/.test("
+                "(document.querySelector('[data-k=\"progress\"]') || {}).textContent || '')"
+            )
+            k = tab.texts()
+            assert k["requests.succeeded"] == "0"  # nothing collected yet, and yet:
+            inside = int(k["batches.at_provider"].replace(",", ""))
+            assert 0 < inside < 300
+            assert k["headline"].startswith("Running: 0 of 300 rows finished, ")
+            assert k["headline"].endswith(" more answered inside running batches")
+            result = run.done()
+            tab.wait_for(
+                "document.querySelector('[data-k=\"run.status\"]').textContent === 'complete'"
+            )
+            assert tab.text("requests.succeeded") == "300"
+            assert "inside running batches" not in tab.text("progress")
+    assert result.status == "complete"
+    assert tab.errors == []

@@ -352,3 +352,135 @@ def test_serve_command_prints_the_url_and_serves_until_interrupted(
     assert seen["data"]["requests"]["total"] == 300
     with pytest.raises(urllib.error.URLError):  # stopped with the command
         get(seen["url"])
+
+
+# ------------------------------------------------------------------ what the page leads with
+
+
+def test_a_comparison_leads_with_its_verdict_and_every_pair(compare_run: Path) -> None:
+    summary = json.loads((compare_run / "summary.json").read_text())
+    data = build_page_data(str(compare_run))
+    block = summary["comparison"]
+    assert block["best"] is None  # 60 reviews of the simulator's noise: no clear winner
+    line = data["headline"]
+    assert line["tone"] == "warn" and line["title"] == "Pilot: No clear winner among 4 variants"
+    leader = next(v for v in summary["variants"] if v["name"] == block["leader"])
+    assert (
+        f"most accurate: {leader['name']} at {leader['accuracy']:.1%} "
+        f"[{leader['accuracy_low']:.1%}, {leader['accuracy_high']:.1%}]" in line["detail"]
+    )
+    assert "0.0%" not in line["title"]
+    # every pair as the CLI prints it: agreement, kappa, the difference and its interval
+    pairs = data["comparison"]["pairs"]
+    assert [(p["a"], p["b"]) for p in pairs] == [(p["a"], p["b"]) for p in block["pairs"]]
+    for mine, theirs in zip(pairs, block["pairs"], strict=True):
+        for key in ("agree", "kappa", "accuracy_difference", "difference_low", "difference_high"):
+            assert mine[key] == theirs[key], key
+    assert data["comparison"]["verdict"] in format_status(status_report(str(compare_run)))
+    # the evaluation section is the leader's, named, with every variant's at hand
+    assert data["eval"]["variant"] == block["leader"]
+    assert set(data["eval"]["variants"]) == {v["name"] for v in summary["variants"]}
+
+
+def test_a_failed_runs_headline_says_why_and_scores_nothing(failed_run: Path) -> None:
+    summary = json.loads((failed_run / "summary.json").read_text())
+    assert summary["eval"]["accuracy"] == 0.0  # what the page must not lead with
+    data = build_page_data(str(failed_run))
+    line = data["headline"]
+    assert line["tone"] == "bad"
+    assert line["title"] == "No answers. Stopped: the endpoint failed every recent request"
+    failed, pending = summary["requests"]["failed"], summary["requests"]["pending"]
+    code = next(iter(summary["error_codes"]))
+    assert line["detail"].startswith(
+        f"{failed} rows failed ({code}), {pending} not sent; nothing to score. Stopping:"
+    )
+    assert "%" not in line["title"] + line["detail"]
+    assert data["latency"]["note"] == (
+        "No answers: no request was answered, so there is no time to show."
+    )
+    text = format_status(status_report(str(failed_run)))
+    assert f"not scored: none of the {failed} rows with a reference got an answer" in text
+    assert "accuracy 0.000" not in text
+
+
+def test_a_batch_runs_page_has_its_batches_and_says_why_no_latency(batch_run: Path) -> None:
+    data = build_page_data(str(batch_run))
+    batches = data["batches"]
+    assert batches["batches"] == 4 and batches["open"] == 0
+    assert batches["by_status"] == {"completed": 3, "expired": 1}
+    assert batches["resubmissions"] == 1 and batches["rows_sent_again"] == 60
+    shards = {s["shard"]: s for s in batches["shards"]}
+    expired = shards["s000002"]
+    assert expired["status"] == "expired" and expired["answered"] == 40 and expired["rows"] == 100
+    again = shards["s000004"]
+    assert again["attempt"] == 2 and again["rows"] == 60 and again["answered"] == 60
+    for shard in shards.values():
+        assert shard["batch_id"].startswith("batch_")
+        assert shard["created_at"] <= shard["finished_at"]
+    ids = {r["batchrun"]["batch_id"] for r in lines(batch_run / "results.jsonl")}
+    assert ids == {s["batch_id"] for s in shards.values()}
+    assert data["by_mode"] == {"batch": 300}
+    # no answer of a batch has a time of its own: the section says so, not "No answers yet"
+    assert data["latency"]["wire"]["count"] == 0
+    assert data["latency"]["note"].startswith(
+        "None of the 300 answers has a time on the wire: 300 came through the Batch API"
+    )
+    assert data["headline"]["title"].startswith("Accuracy ")
+
+
+def test_a_report_of_a_run_answered_from_the_cache_says_so(
+    sentiment_run: Path, tmp_path: Path
+) -> None:
+    from batchrun.report.html.headline import latency_note
+
+    report = {"requests": {"succeeded": 282}, "reused": {"cache": 282, "run": 0}}
+    assert latency_note(report, 0, running=False) == (
+        "None of the 282 answers has a time on the wire: 282 were reused (282 from the "
+        "cache, 0 from identical requests of this run) and never sent."
+    )
+    assert latency_note(report, 282, running=False) is None
+    assert latency_note({"requests": {"succeeded": 0}}, 0, running=True) == "No answers yet."
+    assert build_page_data(str(sentiment_run))["latency"]["note"] is None
+
+
+def test_headlines_of_a_stopped_a_running_and_a_finished_run() -> None:
+    from batchrun.report.html.headline import headline
+
+    stopped = {
+        "status": "budget_exceeded",
+        "running_pid": None,
+        "error_codes": {},
+        "requests": {"total": 300, "succeeded": 120, "failed": 0, "pending": 180},
+    }
+    evaluation = {
+        "n": 120,
+        "correct": 90,
+        "accuracy": 0.75,
+        "missing_predictions": 0,
+        "accuracy_interval": {"low": 0.675, "high": 0.825},
+        "macro_f1": 0.7,
+        "kappa": 0.6,
+    }
+    line = headline(stopped, evaluation, None)
+    assert line == {
+        "tone": "warn",
+        "title": "Stopped at the --max-cost cap: 120 of 300 rows answered",
+        "detail": "180 pending; so far accuracy 75.0% [67.5%, 82.5%] on 120 rows; "
+        "macro-F1 0.700, kappa 0.600 (unfinished rows not scored)",
+    }
+    running = {**stopped, "status": "running", "running_pid": 42, "at_provider": 90}
+    assert headline(running, None, None)["title"] == (
+        "Running: 120 of 300 rows finished, 90 more answered inside running batches"
+    )
+    done = {**stopped, "status": "complete", "requests": {"total": 2, "succeeded": 2}}
+    assert headline(done, evaluation, None)["title"] == (
+        "Accuracy 75.0% [67.5%, 82.5%] on 120 rows; macro-F1 0.700, kappa 0.600"
+    )
+    best = {"best": "b", "leader": "b", "verdict": "best: b, ..."}
+    rows = [{"name": "a", "accuracy": 0.5}, {"name": "b", "accuracy": 0.75}]
+    line = headline(done, evaluation, best, variants=rows)
+    assert (line["tone"], line["title"]) == ("ok", "Best of 2 variants: b")
+    unanswered = {**evaluation, "missing_predictions": 120}
+    assert headline(done, unanswered, best, variants=rows)["title"] == (
+        "Not scored: no row with a reference got an answer"
+    )

@@ -376,8 +376,9 @@ def comparison_of(
     summary: Mapping[str, Any], variants: list[dict[str, Any]] | None
 ) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
     """The variants with their ``best`` flags made by today's rule, and the verdict the
-    text report prints (``{"best", "leader", "verdict"}``), from summary.json's
-    ``comparison`` block (its pairs' accuracy differences).
+    text report prints (``{"best", "leader", "contenders", "cheapest_contender",
+    "verdict", "pairs"}``; ``pairs``: each pair's agreement and accuracy difference
+    with its interval), from summary.json's ``comparison`` block.
 
         >>> rows = [{"name": "a", "accuracy": 0.6}, {"name": "b", "accuracy": 0.5}]
         >>> pair = {"a": "a", "b": "b", "accuracy_difference": 0.1,
@@ -395,8 +396,14 @@ def comparison_of(
         rows, judged_block = judged(variants, block)
     except (KeyError, TypeError, ValueError):  # a block this version cannot read
         return variants, None
-    verdict = {k: judged_block.get(k) for k in ("best", "leader")}
-    return rows, {**verdict, "verdict": verdict_line(judged_block)}
+    keep = ("best", "leader", "contenders", "cheapest_contender", "best_by")
+    verdict = {k: judged_block.get(k) for k in keep}
+    pairs = [
+        {str(k): v for k, v in pair.items() if v is None or isinstance(v, str | int | float)}
+        for pair in judged_block.get("pairs") or ()
+        if isinstance(pair, Mapping) and {"a", "b"} <= set(pair)
+    ]
+    return rows, {**verdict, "verdict": verdict_line(judged_block), "pairs": pairs}
 
 
 def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str, Any]:
@@ -409,8 +416,13 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
     ``cost`` (per model, with the Batch API price), ``throughput``, ``retries``,
     ``rate_limited``, ``retry_causes``, ``pacing``, ``settings`` (name/value rows),
     ``series`` (`TimeSeries.binned`), ``latency`` (``wire``, ``wait``, ``ttft``: each
-    `distribution`, plus ``quantiles``), ``quality``, ``eval`` (summary.json's, or
-    None), ``variants`` (`variants_of`) and ``comparison`` (`comparison_of`),
+    `distribution`, plus ``quantiles`` and ``note``: why answers lack a time, see
+    `batchrun.report.html.headline.latency_note`), ``quality``, ``eval``
+    (summary.json's, or None), ``variants`` (`variants_of`) and ``comparison``
+    (`comparison_of`), ``headline`` (the page's first sentence,
+    `batchrun.report.html.headline.headline`), ``at_provider`` (pending rows a
+    running batch has answered), ``by_mode`` (rows by the way they were answered),
+    ``batches`` (`batchrun.batch.state.batch_history`, None without the Batch API),
     ``reused`` (answers not sent for: from the cache, from identical requests, the
     tokens and USD not paid again; None when none), ``errors`` (per code: rows
     failing now and the latest examples), ``sample`` (the table, see
@@ -446,6 +458,11 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
     ]
     variants, comparison = comparison_of(summary, variants_of(summary))
     reused = report.get("reused")
+    evaluation = report["eval"]
+    from batchrun.batch.state import batch_history
+    from batchrun.report.html.headline import headline, latency_note
+
+    wire = distribution(scan.outputs.latency_ms)
     return {
         "version": DATA_VERSION,
         "generated_at": time.time(),
@@ -460,7 +477,12 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
             "updated_at": summary.get("updated_at"),
             "batchrun_version": summary.get("batchrun_version") or info.get("batchrun_version"),
         },
+        "headline": headline(
+            report, evaluation, comparison, variants=variants, stop_note=summary.get("stop_note")
+        ),
         "requests": report["requests"],
+        "at_provider": report.get("at_provider") or 0,
+        "by_mode": report.get("by_mode") or {},
         "usage": report["usage"],
         "by_model": report["by_model"],
         "cost": _cost(report),
@@ -474,12 +496,13 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
         "series": scan.series.binned(),
         "latency": {
             "quantiles": list(QUANTILES),
-            "wire": distribution(scan.outputs.latency_ms),
+            "wire": wire,
             "wait": distribution(scan.wait_ms),
             "ttft": distribution(scan.outputs.ttft_ms),
+            "note": latency_note(report, int(wire["count"] or 0), running=running),
         },
         "quality": _quality(report["quality"] or {}),
-        "eval": report["eval"],
+        "eval": evaluation,
         "variants": variants,
         "comparison": comparison,
         "reused": (
@@ -487,6 +510,7 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
             if isinstance(reused, Mapping)
             else None
         ),
+        "batches": batch_history(run_dir),
         "errors": errors,
         "sample": sample,
     }

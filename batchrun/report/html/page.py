@@ -31,15 +31,19 @@ _SKELETON = """
 <header>
   <h1 id="title">batchrun report</h1>
   <div class="meta"><span id="meta"></span><span id="live" class="live" hidden></span></div>
+  <div id="headline" class="headline" hidden></div>
 </header>
 <noscript><p class="note">This report draws its tables and charts with JavaScript.</p></noscript>
 <main>
+  <section id="comparison" hidden><h2>Comparison of the variants</h2>
+    <div id="comparison-body"></div></section>
   <section id="glance"><h2>The run at a glance</h2>
     <div id="glance-cards" class="cards"></div><div id="glance-progress"></div>
     <div id="glance-models" class="grid2"></div>
     <details id="settings-section" open><summary>Settings that shaped the run</summary>
       <div id="settings"></div></details>
   </section>
+  <section id="batches" hidden><h2>Batches (Batch API)</h2><div id="batches-body"></div></section>
   <section id="timeline"><h2>Over time</h2>
     <p class="note" id="timeline-note"></p>
     <div class="grid2">
@@ -51,8 +55,7 @@ _SKELETON = """
     <div id="latency-table"></div><div class="chart" id="latency-chart"></div>
   </section>
   <section id="quality"><h2>Answer quality</h2><div id="quality-body"></div></section>
-  <section id="evaluation"><h2>Evaluation</h2><div id="eval-body"></div></section>
-  <section id="variants" hidden><h2>Variants compared</h2><div id="variants-body"></div></section>
+  <section id="evaluation"><h2 id="eval-title">Evaluation</h2><div id="eval-body"></div></section>
   <section id="errors"><h2>Errors by code</h2><div id="errors-body"></div></section>
   <section id="sample"><h2>Sample of results</h2><div id="sample-body"></div></section>
 </main>

@@ -7,7 +7,7 @@
   "use strict";
 
   const COLORS = ["#2563eb", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#0a7ea4"];
-  const state = { filters: { status: "", label: "", correct: "" }, charts: {}, renders: 0, data: null };
+  const state = { filters: { status: "", label: "", correct: "" }, charts: {}, renders: 0, data: null, evalVariant: null, allFigures: false };
 
   // ------------------------------------------------------------------ helpers
   function h(tag, attrs) {
@@ -64,7 +64,7 @@
       return Math.floor(w / 3600) + ":" + pad(Math.floor((w % 3600) / 60)) + ":" + pad(w % 60);
     },
     pct: (v) => (isNum(v) ? (v * 100).toFixed(1) + "%" : "-"),
-    f3: (v) => (isNum(v) ? v.toFixed(3) : "-"),
+    f3: (v) => (isNum(v) ? (Math.abs(v) < 0.0005 ? 0 : v).toFixed(3) : "-"),  // no "-0.000"
     width: (s) => (s % 3600 === 0 ? s / 3600 + " h" : s % 60 === 0 ? s / 60 + " min" : s + " s"),
     time: (unix) => (isNum(unix) ? new Date(unix * 1000).toLocaleString() : "-"),
   };
@@ -89,16 +89,25 @@
       "input " + (run.input || "-") + " · started " + (run.started_at || "-") +
       " · summary updated " + (run.updated_at || "-") + " · report built " + fmt.time(d.generated_at) +
       (run.batchrun_version ? " · batchrun " + run.batchrun_version : ""));
+    const line = d.headline;
+    const box = document.getElementById("headline");
+    box.hidden = !line;
+    if (line) {
+      box.className = "headline " + line.tone;
+      box.replaceChildren(h("div", { class: "t", "data-k": "headline", text: line.title }),
+        line.detail ? h("div", { class: "d", "data-k": "headline.detail", text: line.detail }) : null);
+    }
   }
 
   function renderGlance(d) {
     const r = d.requests, u = d.usage, c = d.cost || {}, tp = d.throughput || {};
     const done = r.succeeded + r.failed;
     const share = (n) => (r.total ? (100 * n) / r.total : 0).toFixed(2) + "%";
+    const inside = d.at_provider || 0;  // pending rows a running batch has answered
     const cards = [
       card(fmt.int(r.succeeded), "succeeded", "requests.succeeded"),
       card(fmt.int(r.failed), "failed", "requests.failed"),
-      card(fmt.int(r.pending), "pending", "requests.pending"),
+      card(fmt.int(r.pending), "pending", "requests.pending", inside ? fmt.int(inside) + " answered inside running batches" : null),
       card(fmt.int(r.total), "rows in the input", "requests.total", r.invalid ? fmt.int(r.invalid) + " invalid rows skipped" : null),
       card(fmt.int(u.total_tokens), "tokens", "usage.total_tokens",
         fmt.int(u.prompt_tokens) + " prompt (" + fmt.int(u.cached_tokens) + " cached), " + fmt.int(u.completion_tokens) + " completion"),
@@ -119,9 +128,11 @@
         fmt.int(saved.total_tokens) + " tokens" + (isNum(R.saved_usd) ? " (" + fmt.usd(R.saved_usd) + ")" : "") + " not paid again"));
     }
     const bar = h("div", { class: "bar", title: fmt.int(done) + " of " + fmt.int(r.total) + " finished" },
-      h("span", { class: "ok", style: "width:" + share(r.succeeded) }), h("span", { class: "bad", style: "width:" + share(r.failed) }));
+      h("span", { class: "ok", style: "width:" + share(r.succeeded) }), h("span", { class: "bad", style: "width:" + share(r.failed) }),
+      inside ? h("span", { class: "prov", style: "width:" + share(Math.min(inside, r.pending)) }) : null);
     const progress = h("div", { class: "note", "data-k": "progress" },
-      fmt.int(done) + " of " + fmt.int(r.total) + " rows finished (" + fmt.pct(r.total ? done / r.total : 0) + ")");
+      fmt.int(done) + " of " + fmt.int(r.total) + " rows finished (" + fmt.pct(r.total ? done / r.total : 0) + ")" +
+      (inside ? "; " + fmt.int(inside) + " more answered inside running batches, collected when each batch ends" : ""));
     fill("glance-cards", cards);
     fill("glance-progress", bar, progress);
 
@@ -214,10 +225,15 @@
     const wire = L.wire.mean, wait = L.wait.mean;
     const waitShare = isNum(wire) && isNum(wait) && wire + wait > 0 ? wait / (wire + wait) : null;
     fill("latency-table", table(["", "count", "mean", "p50", "p95", "p99", "max"], rows),
-      h("p", { class: "note", "data-k": "latency.wait_share" }, "Of the mean request's time, " + fmt.pct(waitShare) +
+      waitShare === null ? null : h("p", { class: "note", "data-k": "latency.wait_share" }, "Of the mean request's time, " + fmt.pct(waitShare) +
         " was spent waiting to send (rate limits, cooldowns, back-offs, budget) and the rest on the wire. Succeeded requests only."));
     const curves = kinds.filter(([k]) => L[k].curve && L[k].curve.length);
-    if (!curves.length) { fill("latency-chart", h("p", { class: "note", text: "No answers yet." })); return; }
+    const note = L.note ? h("p", { class: "note", "data-k": "latency.note", text: L.note }) : null;
+    if (!curves.length) {
+      fill("latency-chart", note || h("p", { class: "note", "data-k": "latency.note", text: "No answers yet." }));
+      return;
+    }
+    if (note) document.getElementById("latency-table").append(note);
     const q = L.quantiles.map((v) => v * 100);
     // a log axis cannot show 0 ms: the fastest values are drawn at 0.1 ms
     chart("latency-chart", "Milliseconds at each percentile (log scale): the cumulative distribution, turned", q,
@@ -228,7 +244,10 @@
 
   function renderQuality(d) {
     const Q = d.quality;
-    if (!Q || !Q.answers) { fill("quality-body", h("p", { class: "note", text: "No answers yet." })); return; }
+    if (!Q || !Q.answers) {
+      fill("quality-body", h("p", { class: "note", text: d.run.running ? "No answers yet." : "No answers to judge: no request was answered." }));
+      return;
+    }
     const used = Q.categories.filter((c) => Object.values(Q.by_model).some((m) => m[c]));
     const rows = Object.entries(Q.by_model).map(([model, counts]) => {
       const total = Object.values(counts).reduce((a, b) => a + b, 0);
@@ -250,15 +269,53 @@
     return { refs, preds: [...refs, ...others, ...(preds.has("(none)") ? ["(none)"] : [])] };
   }
 
+  // a report whose rows with a reference all went unanswered (batchrun.jobs.evaluate.not_scored)
+  const notScored = (E) => E.n > 0 && (E.missing_predictions || 0) >= E.n;
+
   function renderEval(d) {
-    const E = d.eval;
-    if (!E) { fill("eval-body", h("p", { class: "note", text: "No evaluation: the job has no [eval] section (or the run has not finished)." })); return; }
-    const head = h("div", { class: "cards" },
-      card(fmt.pct(E.accuracy), "accuracy", "eval.accuracy", fmt.int(E.correct) + " of " + fmt.int(E.n) + " correct"),
+    const top = d.eval;
+    const title = document.getElementById("eval-title");
+    if (!top) {
+      title.textContent = "Evaluation";
+      fill("eval-body", h("p", { class: "note", text: "No evaluation: the job has no [eval] section (or the run has not finished)." }));
+      return;
+    }
+    // a comparison scores every variant: the page shows one, named, and offers the others
+    const named = top.variants ? Object.keys(top.variants) : [];
+    if (!named.includes(state.evalVariant)) state.evalVariant = top.variant || null;
+    const E = (state.evalVariant && top.variants[state.evalVariant]) || top;
+    title.replaceChildren("Evaluation");
+    if (state.evalVariant) title.append(h("span", { class: "sub" }, " of ", h("span", { "data-k": "eval.variant", text: state.evalVariant })));
+    const parts = [];
+    if (named.length > 1) {
+      const C = d.comparison || {};
+      const why = state.evalVariant === C.best ? "the best variant"
+        : state.evalVariant === C.leader ? "the most accurate variant" + (C.best ? "" : " (no clear winner)") : "";
+      const sel = h("select", { "data-filter": "eval-variant" }, named.map((n) => option(n, n, state.evalVariant)));
+      sel.addEventListener("change", () => { state.evalVariant = sel.value; renderEval(state.data); });
+      parts.push(h("div", { class: "filters" }, h("label", null, "variant", sel),
+        h("span", { class: "note", text: (why ? "shown first: " + why + "; " : "") + "every variant was scored on the same rows" })));
+    }
+    if (notScored(E)) {
+      parts.push(h("p", { class: "note warn", "data-k": "eval.not_scored",
+        text: "Not scored: none of the " + fmt.int(E.n) + " rows with a reference got an answer" +
+          (E.pending ? " (" + fmt.int(E.pending) + " rows not sent yet)" : "") + ", so there is no accuracy to show." }));
+      fill("eval-body", parts);
+      return;
+    }
+    const ci = E.accuracy_interval || {};
+    const interval = isNum(ci.low) ? fmt.pct(ci.low) + " to " + fmt.pct(ci.high) + " (" + Math.round(100 * ci.confidence) + "% interval); " : "";
+    const cards = [
+      card(fmt.pct(E.accuracy), "accuracy", "eval.accuracy", interval + fmt.int(E.correct) + " of " + fmt.int(E.n) + " correct"),
       card(fmt.pct(E.accuracy_answered), "accuracy of answered rows", "eval.accuracy_answered", fmt.int(E.missing_predictions) + " without a prediction"),
-      card(E.reference_column + "", "reference column", "eval.reference_column", E.compare + (E.field ? " on " + E.field : "")));
-    const parts = [head];
+    ];
+    if (isNum(E.macro_f1)) cards.push(card(fmt.f3(E.macro_f1), "macro-F1", "eval.macro_f1"));
+    if (isNum(E.kappa)) cards.push(card(fmt.f3(E.kappa), "Cohen's kappa", "eval.kappa", "vs the reference, beyond chance"));
+    if (isNum(E.mae)) cards.push(card(fmt.num(E.mae, 4), "mean absolute error", "eval.mae", fmt.int(E.scored) + " answers read as numbers"));
+    cards.push(card(E.reference_column + "", "reference column", "eval.reference_column", E.compare + (E.field ? " on " + E.field : "")));
+    parts.push(h("div", { class: "cards" }, cards));
     if (E.missing_references) parts.push(h("p", { class: "note", text: fmt.int(E.missing_references) + " rows without a reference were skipped" }));
+    if (E.pending) parts.push(h("p", { class: "note", text: fmt.int(E.pending) + " rows have no final answer yet and are not scored" }));
     if (E.confusion) {
       const { refs, preds } = labelOrder(E.confusion);
       let max = 0;
@@ -276,49 +333,175 @@
           num(fmt.f3(s.f1), "per_label." + r + ".f1"), num(fmt.int(s.support), "per_label." + r + ".support"), num(fmt.int(s.predicted)));
       });
       parts.push(h("div", { class: "grid2" },
-        h("div", null, h("h3", { text: "Confusion (rows: reference, columns: prediction)" }), heat),
-        h("div", null, h("h3", { text: "Per label" }), table(["label", "precision", "recall", "F1", "support", "predicted"].map((c, i) => (i ? h("th", { class: "n", text: c }) : c)), labelRows))));
+        h("div", { class: "wide" }, h("h3", { text: "Confusion (rows: reference, columns: prediction)" }), heat),
+        h("div", { class: "wide" }, h("h3", { text: "Per label" }), table(["label", "precision", "recall", "F1", "support", "predicted"].map((c, i) => (i ? h("th", { class: "n", text: c }) : c)), labelRows))));
     } else if (E.categorical === false) {
       parts.push(h("p", { class: "note", text: "The references are free text (over 50 distinct values): no confusion table." }));
     }
     fill("eval-body", parts);
   }
 
+  // ------------------------------------------------------------------ the comparison
+  // summary.json's names for a variant's figures, as a reader says them
+  const FIGURE_NAMES = {
+    name: "variant", model: "model", prompt: "prompt", succeeded: "answered", failed: "failed", pending: "pending",
+    n: "rows scored", correct: "correct", accuracy: "accuracy", accuracy_low: "accuracy, interval low", accuracy_high: "accuracy, interval high",
+    macro_f1: "macro-F1", kappa: "Cohen's kappa (with the reference)", mae: "mean absolute error",
+    cost_usd: "cost", answer_cost_usd: "cost to answer (whoever paid)", reused_cost_usd: "cost of the reused answers, when first paid",
+    cost_per_correct_usd: "cost per correct answer", prompt_tokens: "prompt tokens", completion_tokens: "completion tokens",
+    reused: "answers reused (cache, identical requests)", reused_prompt_tokens: "prompt tokens of reused answers",
+    reused_completion_tokens: "completion tokens of reused answers", latency_p50_ms: "median latency", latency_p95_ms: "p95 latency",
+    best: "clearly the best",
+  };
+  const figureName = (k) => FIGURE_NAMES[k] || (k.startsWith("quality_") ? "answers " + k.slice(8).replace(/_/g, " ") : k.replace(/_/g, " "));
   const VARIANT_FORMATS = [
     [/^name$/, (v) => String(v)], [/accuracy|share|rate$/, fmt.pct], [/(^|_)cost|usd$/, fmt.usd],
-    [/_ms$/, fmt.ms], [/_s$/, fmt.dur],
+    [/_ms$/, fmt.ms], [/_s$/, fmt.dur], [/^(macro_f1|kappa)$/, fmt.f3],
   ];
-  const VARIANT_FIRST = ["name", "model", "accuracy", "n", "correct", "answer_cost_usd", "cost_usd", "reused", "reused_cost_usd",
-    "cost_per_correct_usd", "latency_p50_ms", "latency_p95_ms"];
-  function renderVariants(d) {
+  function showFigure(k, v) {
+    if (v === null || v === undefined) return "-";
+    if (v === true || v === false) return v ? "yes" : "no";
+    const f = VARIANT_FORMATS.find(([re]) => re.test(k));
+    if (f && (k === "name" || isNum(v))) return f[1](v);
+    return isNum(v) ? fmt.num(v, 4) : String(v);
+  }
+  // a variant's name on one line ("gpt-4o-" | "mini" reads badly), unless it is long
+  const nameClass = (name) => "name" + (String(name).length <= 40 ? " nw" : "");
+  // what answering a variant's rows costs, whoever paid (batchrun.jobs.compare.cost_to_answer)
+  const costToAnswer = (v) => ("answer_cost_usd" in v ? v.answer_cost_usd : v.cost_usd);
+
+  // the accuracy and its interval on one scale shared by every variant, so they compare by eye
+  function intervalPlot(v, lo, hi) {
+    const at = (x) => (100 * (x - lo) / (hi - lo || 1)).toFixed(2) + "%";
+    const track = h("div", { class: "track", title: fmt.pct(v.accuracy_low) + " to " + fmt.pct(v.accuracy_high) });
+    if (isNum(v.accuracy_low) && isNum(v.accuracy_high)) {
+      track.append(h("span", { class: "ci", style: "left:" + at(v.accuracy_low) + ";width:calc(" + at(v.accuracy_high) + " - " + at(v.accuracy_low) + ")" }));
+    }
+    if (isNum(v.accuracy)) track.append(h("span", { class: "dot", style: "left:" + at(v.accuracy) }));
+    return track;
+  }
+
+  function renderComparison(d) {
     const V = d.variants;
-    const section = document.getElementById("variants");
+    const section = document.getElementById("comparison");
     if (!V || V.length < 2) { section.hidden = true; return; }
     section.hidden = false;
-    const keys = [];
-    VARIANT_FIRST.forEach((k) => V.some((v) => k in v) && keys.push(k));
-    V.forEach((v) => Object.keys(v).forEach((k) => !keys.includes(k) && keys.push(k)));
-    const show = (k, v) => {
-      if (v === null || v === undefined) return "-";
-      if (v === true || v === false) return v ? "yes" : "";
-      const f = VARIANT_FORMATS.find(([re]) => re.test(k));
-      if (f && (k === "name" || isNum(v))) return f[1](v);
-      return isNum(v) ? fmt.num(v, 4) : String(v);
-    };
-    const best = Math.max(...V.map((v) => (isNum(v.accuracy) ? v.accuracy : -1)));
-    const rows = V.map((v) => h("tr", { "data-variant": v.name }, keys.map((k) => {
-      const cell = h("td", { class: k === "name" || typeof v[k] === "string" ? null : "n", "data-k": "variant." + v.name + "." + k, text: show(k, v[k]) });
-      if (k === "accuracy" && isNum(v[k])) {
-        cell.append(h("span", { class: "accbar", style: "width:" + Math.round(60 * v[k]) + "px" }));
-        if ("best" in v ? v.best : v[k] === best) cell.classList.add("yes");
+    const C = d.comparison || {};
+    const scored = V.some((v) => isNum(v.accuracy));
+    const reused = V.some((v) => "answer_cost_usd" in v);
+    const models = [...new Set(V.map((v) => v.model).filter(Boolean))];
+    const ends = V.flatMap((v) => [v.accuracy_low, v.accuracy_high, v.accuracy]).filter(isNum);
+    const lo = Math.max(0, Math.floor(10 * Math.min(...ends)) / 10), hi = Math.min(1, Math.ceil(10 * Math.max(...ends)) / 10);
+    const rowsOf = (v) => (v.succeeded || 0) + (v.failed || 0) + (v.pending || 0);
+    const head = [h("th", { text: "variant" })];
+    if (scored) {
+      head.push(h("th", { class: "n", text: "accuracy" }), h("th", { text: "interval (" + fmt.pct(lo).replace(".0", "") + " to " + fmt.pct(hi).replace(".0", "") + ")" }),
+        h("th", { class: "n", text: "macro\u2011F1" }), h("th", { class: "n", text: "kappa", title: "Cohen's kappa against the reference" }));
+    }
+    const pending = V.some((v) => v.pending);
+    head.push(h("th", { class: "n", text: "answered" }), h("th", { class: "n", text: "failed" }));
+    if (pending) head.push(h("th", { class: "n", text: "pending" }));
+    head.push(h("th", { class: "n", text: reused ? "cost to answer" : "cost" }));
+    if (reused) head.push(h("th", { class: "n", text: "paid by this run" }));
+    if (scored) head.push(h("th", { class: "n", text: "cost per correct answer" }));
+    head.push(h("th", { class: "n", text: "median latency" }));
+    const key = (v, k) => "variant." + v.name + "." + k;
+    const rows = V.map((v) => {
+      const none = !v.succeeded && rowsOf(v) > 0;  // asked, never answered: 0% says nothing of its answers
+      const cells = [h("td", { class: nameClass(v.name) + (v.best ? " yes" : ""), "data-k": key(v, "name"), title: v.best ? "clearly the most accurate" : null },
+        (v.best ? "\u2605 " : "") + v.name)];
+      if (scored) {
+        cells.push(num(none ? "no answers" : fmt.pct(v.accuracy), key(v, "accuracy")),
+          h("td", { class: "ci-cell" }, none ? null : intervalPlot(v, lo, hi),
+            h("span", { class: "ci-text", "data-k": key(v, "interval"), text: isNum(v.accuracy_low) && !none ? fmt.pct(v.accuracy_low) + " to " + fmt.pct(v.accuracy_high) : "-" })),
+          num(none ? "-" : fmt.f3(v.macro_f1), key(v, "macro_f1")), num(none ? "-" : fmt.f3(v.kappa), key(v, "kappa")));
       }
-      return cell;
-    })));
-    const verdict = d.comparison && d.comparison.verdict;
-    fill("variants-body", table(keys.map((k) => (k === "name" ? "variant" : k)), rows),
-      verdict ? h("p", { class: d.comparison.best ? "note" : "note warn", "data-k": "comparison.verdict", text: verdict }) : null,
-      "answer_cost_usd" in V[0] ? h("p", { class: "note", text: "answer_cost_usd: of answering the variant's rows, whoever paid; " +
-        "cost_usd: paid by this run (adds up to the run's cost); reused: rows answered by the cache or an identical request" }) : null);
+      cells.push(num(fmt.int(v.succeeded), key(v, "succeeded")), num(fmt.int(v.failed), key(v, "failed")));
+      if (pending) cells.push(num(fmt.int(v.pending), key(v, "pending")));
+      cells.push(num(fmt.usd(costToAnswer(v)), key(v, reused ? "answer_cost_usd" : "cost_usd")));
+      if (reused) cells.push(num(fmt.usd(v.cost_usd), key(v, "cost_usd")));
+      if (scored) cells.push(num(fmt.usd(v.cost_per_correct_usd), key(v, "cost_per_correct_usd")));
+      cells.push(num(fmt.ms(v.latency_p50_ms), key(v, "latency_p50_ms")));
+      return h("tr", { "data-variant": v.name, class: v.best ? "best" : null }, cells);
+    });
+    const parts = [];
+    if (C.verdict) parts.push(h("p", { class: "verdict " + (C.best ? "ok" : "warn"), "data-k": "comparison.verdict", text: C.verdict }));
+    parts.push(h("div", { class: "wide" }, h("table", { class: "compare" }, h("thead", null, h("tr", null, head)), h("tbody", null, rows))));
+    const n = Math.max(...V.map(rowsOf));
+    parts.push(h("p", { class: "note" },
+      "Every row ran once per variant (" + fmt.int(n) + " rows \u00d7 " + V.length + " variants" + (models.length === 1 ? ", all with " + models[0] : "") + "). " +
+      (scored ? "Accuracy counts a failed row as wrong; the interval is a 95% bootstrap interval; \u2605 marks a variant only when the paired " +
+        "difference with every other excludes 0. " : "") +
+      (reused ? "Cost to answer: what the variant's rows cost whoever paid (the cache, an identical request); paid by this run adds up to the run's cost." : "")));
+    const pairs = (C.pairs || []).filter((p) => isNum(p.agree) || isNum(p.accuracy_difference));
+    if (pairs.length) {
+      const pkey = (p, k) => "pair." + p.a + "|" + p.b + "." + k;
+      const prow = (p) => {
+        const diff = p.accuracy_difference, low = p.difference_low, high = p.difference_high;
+        let says = "-";
+        if (isNum(diff)) {
+          const ahead = isNum(low) ? (low > 0 ? p.a : high < 0 ? p.b : null) : (diff > 0 ? p.a : diff < 0 ? p.b : null);
+          says = ahead ? ahead + " is clearly more accurate" : isNum(low) ? "cannot tell apart: the interval includes 0" : "the same accuracy";
+        }
+        const signed = (x) => (isNum(x) ? (x > 0 ? "+" : x < 0 ? "\u2212" : "") + (Math.abs(x) * 100).toFixed(1) + " pts" : "-");
+        return h("tr", null, h("td", { class: nameClass(p.a), text: p.a }), h("td", { class: nameClass(p.b), text: p.b }),
+          num(fmt.int(p.rows), pkey(p, "rows")), num(fmt.pct(p.agree), pkey(p, "agree")), num(fmt.f3(p.kappa), pkey(p, "kappa")),
+          num(signed(diff), pkey(p, "difference")),
+          num(isNum(low) ? signed(low) + " to " + signed(high) : "-", pkey(p, "interval")),
+          h("td", { class: says.includes("clearly") ? "yes" : null, "data-k": pkey(p, "says"), text: says }));
+      };
+      parts.push(h("h3", { text: "Pairs of variants: how often they agree, and their accuracy difference" }),
+        h("div", { class: "wide" }, h("table", { class: "compare pairs" }, h("thead", null, h("tr", null,
+          ["variant A", "variant B"].map((t) => h("th", { text: t })),
+          ["rows", "same answer", "kappa", "accuracy A \u2212 B", "95% interval"].map((t) => h("th", { class: "n", text: t })),
+          h("th", { text: "verdict" }))), h("tbody", null, pairs.map(prow)))),
+        h("p", { class: "note", text: "Same answer and kappa: how often the two gave the same label, and that agreement beyond chance. " +
+          "The accuracy difference is paired (the rows both were scored on), in percentage points." }));
+    }
+    // every figure summary.json holds, one column per variant
+    const keys = [];
+    V.forEach((v) => Object.keys(v).forEach((k) => !keys.includes(k) && k !== "name" && keys.push(k)));
+    const all = keys.map((k) => h("tr", null, h("th", { class: "k", text: figureName(k) }),
+      V.map((v) => h("td", { class: typeof v[k] === "string" ? null : "n", "data-k": key(v, "all." + k), text: showFigure(k, v[k]) }))));
+    const more = h("details", { class: "all-figures", open: state.allFigures }, h("summary", { text: "Every figure per variant" }),
+      h("div", { class: "wide" }, h("table", { class: "compare" }, h("thead", null, h("tr", null, h("th", { text: "" }), V.map((v) => h("th", { class: "n name", text: v.name })))), h("tbody", null, all))));
+    more.addEventListener("toggle", () => { state.allFigures = more.open; });  // kept open across a live page's redraws
+    parts.push(more);
+    fill("comparison-body", parts);
+  }
+
+  // ------------------------------------------------------------------ batches
+  const sameDay = (a, b) => isNum(a) && isNum(b) && new Date(a * 1000).toDateString() === new Date(b * 1000).toDateString();
+  function renderBatches(d) {
+    const B = d.batches;
+    const section = document.getElementById("batches");
+    if (!B || !B.batches) { section.hidden = true; return; }
+    section.hidden = false;
+    const by = B.by_status || {}, modes = d.by_mode || {};
+    const cards = [
+      card(fmt.int(B.batches), "batches", "batches.count", fmt.int(B.open) + " open"),
+      card(fmt.int(by.completed || 0), "completed", "batches.completed"),
+      card(fmt.int(by.expired || 0), "expired", "batches.expired", "their unanswered rows go in a later batch"),
+      card(fmt.int(B.resubmissions), "resubmissions", "batches.resubmissions", fmt.int(B.rows_sent_again) + " rows sent again"),
+      card(fmt.int(modes.batch || 0), "rows answered via the Batch API", "batches.rows", fmt.int(modes.online || 0) + " online"),
+    ];
+    if (d.at_provider) cards.push(card(fmt.int(d.at_provider), "answered inside running batches", "batches.at_provider", "collected when each batch ends"));
+    const other = Object.entries(by).filter(([k]) => !["completed", "expired"].includes(k));
+    const now = d.generated_at;
+    const took = (s) => (isNum(s.created_at) ? (isNum(s.finished_at) ? fmt.dur(s.finished_at - s.created_at) : s.open ? "running " + fmt.dur(now - s.created_at) : "-") : "-");
+    const rows = (B.shards || []).slice().reverse().map((s) => h("tr", { "data-shard": s.shard },
+      h("td", { class: "mono", text: s.shard }), h("td", { class: "mono id", text: s.batch_id || "-" }), h("td", { text: s.model || "-" }),
+      num(fmt.int(s.rows)), num(s.attempt > 1 ? "#" + s.attempt : "1"),
+      h("td", null, h("span", { class: "badge " + s.status, "data-k": "batch." + s.shard + ".status", text: s.status + (s.cancel_requested && s.open ? " (cancel requested)" : "") })),
+      num(isNum(s.answered) ? fmt.int(s.answered) : "-", "batch." + s.shard + ".answered"), num(isNum(s.failed) ? fmt.int(s.failed) : "-"),
+      h("td", { text: fmt.time(s.created_at) }), h("td", { text: sameDay(s.created_at, s.finished_at) ? new Date(s.finished_at * 1000).toLocaleTimeString() : fmt.time(s.finished_at) }),
+      num(took(s))));
+    fill("batches-body", h("div", { class: "cards" }, cards),
+      other.length ? h("p", { class: "note", "data-k": "batches.other", text: "other states: " + other.map(([k, n]) => k + " " + fmt.int(n)).join(", ") }) : null,
+      h("div", { class: "wide" }, table(["batch", "batch id", "model", "# rows", "# attempt", "state", "# answered", "# failed", "created", "finished", "# took"], rows, "batches")),
+      h("p", { class: "note", text: (B.shards.length < B.batches ? "The latest " + fmt.int(B.shards.length) + " of " + fmt.int(B.batches) + " batches. " : "") +
+        "Attempt #2 and up: a batch of rows an earlier batch left unanswered (expired, cancelled, failed). " +
+        "Answered and failed: the provider's counts; an open batch's as last seen" + (isNum(B.updated_at) ? " (" + fmt.time(B.updated_at) + ")" : "") + "." }));
   }
 
   function renderErrors(d) {
@@ -390,12 +573,13 @@
     state.data = d;
     destroyCharts();
     renderHeader(d);
+    renderComparison(d);
     renderGlance(d);
+    renderBatches(d);
     renderSeries(d);
     renderLatency(d);
     renderQuality(d);
     renderEval(d);
-    renderVariants(d);
     renderErrors(d);
     renderSample(d);
     state.renders++;
