@@ -29,10 +29,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
+from batchrun.batch.state import batch_history
 from batchrun.errors import RunDirError
 from batchrun.output.journal import ERRORS, READ_CHUNK, RESULTS, RUN_INFO, SUMMARY
 from batchrun.output.quality import CATEGORIES, QualityCounts, quality_warnings
 from batchrun.output.usage import usage_of
+from batchrun.report.html.headline import headline, latency_note
 from batchrun.report.html.sample import LineSample, cut, parquet_sample
 from batchrun.report.html.timeseries import TimeSeries
 from batchrun.report.statistics import LatencyStats, OutputStats
@@ -459,9 +461,6 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
     variants, comparison = comparison_of(summary, variants_of(summary))
     reused = report.get("reused")
     evaluation = report["eval"]
-    from batchrun.batch.state import batch_history
-    from batchrun.report.html.headline import headline, latency_note
-
     wire = distribution(scan.outputs.latency_ms)
     return {
         "version": DATA_VERSION,

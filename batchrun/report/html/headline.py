@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from batchrun.jobs.evaluate import not_scored
+
 STATUS_WORDS = {
     "complete": "Complete",
     "running": "Running",
@@ -47,14 +49,6 @@ def _interval(low: Any, high: Any) -> str:
     if low is None or high is None:
         return ""
     return f" [{low:.1%}, {high:.1%}]"
-
-
-def not_answered(evaluation: Mapping[str, Any]) -> bool:
-    """Rows with a reference were counted, but none got an answer (`batchrun.jobs.
-    evaluate.not_scored`)."""
-    from batchrun.jobs.evaluate import not_scored
-
-    return not_scored(evaluation)
 
 
 def _eval_sentence(evaluation: Mapping[str, Any]) -> str:
@@ -123,7 +117,7 @@ def headline(
         failures += f" ({next(iter(codes))})"
     elif codes:
         failures += " (" + ", ".join(f"{c} {_n(n)}" for c, n in list(codes.items())[:3]) + ")"
-    scored = evaluation is not None and not not_answered(evaluation)
+    scored = evaluation is not None and not not_scored(evaluation)
     if status not in ("complete", "partial"):
         parts = [failures] if failed else []
         if pending:
@@ -230,4 +224,4 @@ def latency_note(report: Mapping[str, Any], timed: int, *, running: bool) -> str
     return f"{head}: {'; '.join(why)}."
 
 
-__all__ = ["STATUS_WORDS", "headline", "latency_note", "not_answered"]
+__all__ = ["STATUS_WORDS", "headline", "latency_note"]
