@@ -729,11 +729,14 @@ class Run:
 
             run.evaluate({"reference_column": "label", "compare": "exact"})
         """
-        from batchrun.checks import Where
+        from batchrun.checks import Invalid, Where
         from batchrun.checks import evaluation as checked_evaluation
         from batchrun.jobs.outputs import rescore
 
-        chosen = checked_evaluation(evaluation, Where("evaluation")) if evaluation else None
+        try:
+            chosen = checked_evaluation(evaluation, Where("evaluation")) if evaluation else None
+        except Invalid as exc:
+            raise ConfigError(str(exc)) from exc
         return rescore(self.run_dir, chosen, variants=variants)
 
     @property
@@ -744,6 +747,7 @@ class Run:
     def results(self) -> pa.Table:
         """One row per input row, in input order (the results.parquet columns); built
         from the run's files if the run wrote no results.parquet."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = os.path.join(self.run_dir, "results.parquet")
@@ -752,7 +756,10 @@ class Run:
 
             settings = self._settings()
             write_results_parquet(settings, path)
-        return pq.read_table(path)
+        try:
+            return pq.read_table(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise RunDirError(f"{path}: cannot read the results ({exc})") from exc
 
     def to_pandas(self) -> Any:
         return self.results().to_pandas()
@@ -765,10 +772,13 @@ class Run:
         rows = []
         for path in _error_files(self.run_dir):
             with builtins.open(path, "rb") as f:
-                for line in f:
+                for number, line in enumerate(f, 1):
                     if not line.endswith(b"\n"):
                         break
-                    record = orjson.loads(line)
+                    try:
+                        record = orjson.loads(line)
+                    except orjson.JSONDecodeError as exc:
+                        raise RunDirError(f"{path}:line {number}: not valid JSON ({exc})") from exc
                     error = record.get("error") or {}
                     rows.append(
                         {

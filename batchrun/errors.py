@@ -2,9 +2,12 @@
 
     BatchrunError
     ├── ConfigError          bad option, job file or price file (before anything is sent)
+    │   └── JobFileError     a job file's problems, one a line (batchrun.jobs.jobfile)
     ├── InputError           bad request/dataset file; names the file and line/row
-    ├── RunDirError          run directory unusable or started with other settings
+    ├── RunDirError          run directory (or a file a run writes) unusable, or the
+    │                        directory was started with other settings
     ├── BatchApiError        a Files/Batches API call failed (after its retries)
+    │   └── CreateUnknown    a create whose answer was lost: the batch may exist
     ├── StopRun              an admission strategy stops the run cleanly (it can resume)
     │   └── BudgetExceeded   --max-cost reached
     └── RequestError         one HTTP attempt failed
@@ -26,12 +29,18 @@
 Beside the tree, not under it (so ``except Exception`` never swallows them): once a
 run that a signal stopped has drained and written everything, `batchrun.run` raises
 ``KeyboardInterrupt`` (Ctrl-C, a notebook's interrupt) or ``SystemExit(143)`` (SIGTERM)
-with the `Run` as ``.run`` (`interrupted`).
+with the `Run` as ``.run`` (`interrupted`). Nothing else leaves the public API: a
+failure of a run that has started (the disk fills up, the endpoint goes down) ends it
+with a status rather than an exception, and `batchrun.run` returns that `Run`.
 
-Lower-level exceptions (httpx, aiohttp, OSError) are mapped onto this tree in one
-place, `batchrun.transport.client` (`batchrun.transport.connect` for failures to
-connect at all), with ``raise ... from exc``. The CLI turns the non-request errors
-into one-line messages; request errors end up in errors.jsonl.
+Lower-level exceptions are mapped onto this tree in one place each, with
+``raise ... from exc``: the HTTP stack's (httpx, aiohttp, OSError on a socket) in
+`batchrun.transport.connect.map_transport_error`, an HTTP status in
+`batchrun.transport.responses.error_for_status`; the chat client and the
+Files/Batches client both use them, and the same retry policy
+(`batchrun.pacing.retry`). A Files/Batches call that fails for good is a
+`BatchApiError` raised from its last `RequestError`. The CLI turns the non-request
+errors into one-line messages; request errors end up in errors.jsonl.
 """
 
 from __future__ import annotations
@@ -75,8 +84,10 @@ class RunDirError(BatchrunError):
 
 
 class BatchApiError(BatchrunError):
-    """A Files/Batches API call failed for good (``retryable``: it may work later, e.g.
-    the provider was down; else the call itself was refused: a key, a quota, a 4xx)."""
+    """A Files/Batches API call failed for good, after its retries. ``retryable``: it
+    may work later (the provider was down, busy, rate limiting); else the call itself
+    was refused (a key, a quota, a 4xx). ``__cause__`` is the last attempt's
+    `RequestError`."""
 
     def __init__(
         self,
@@ -87,6 +98,7 @@ class BatchApiError(BatchrunError):
         body: Any = None,
         retry_after: float | None = None,
         unreachable: EndpointUnreachable | None = None,
+        retryable: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -98,10 +110,14 @@ class BatchApiError(BatchrunError):
         self.unreachable = unreachable
         """Set when the endpoint could not be connected to at all and has not answered
         yet (`batchrun.pacing.retry.ends_the_run`): the run stops on it."""
+        self.retryable = retryable
+        """What `batchrun.pacing.retry.is_retryable` said of the last attempt."""
 
-    @property
-    def retryable(self) -> bool:
-        return self.status is None or self.status in (408, 409, 429) or self.status >= 500
+
+class CreateUnknown(BatchApiError):
+    """A create got no answer we can trust (lost connection, timeout, unreadable
+    answer, 408/409/5xx): the batch may exist. The run looks for it by its metadata
+    before it may create again (`batchrun.batch.submit`); it never leaves a run."""
 
 
 class StopRun(BatchrunError):

@@ -4,23 +4,32 @@ One method per call a batch run makes: `upload`, `create`, `retrieve`, `list_bat
 `cancel`, `download`, `delete_file`, `list_files`. The transport is injected
 (``httpx.MockTransport`` in unit tests, a loopback simulator in integration tests).
 
-Calls that cannot change what is paid for (retrieve, list, download, delete, cancel,
-and upload: an extra upload is an unused file, never a batch) are retried on
-connection errors, timeouts, 408/409/429 and 5xx, backing off exponentially from
-``retry_base`` seconds (``Retry-After`` obeyed) up to ``max_attempts``. `create` is
-not: a create whose answer was lost may have made the batch, and creating again
-would run (and bill) the shard twice. A lost or 5xx answer to a create raises
-`CreateUnknown`, and the run looks for the batch by its metadata
-(`batchrun.batch.submit`, `batchrun.batch.reconcile`) before it may create again.
+Every call goes through the chat client's retry engine and error mapping: an HTTP
+status is classified by `batchrun.transport.responses.error_for_status`, an exception
+of the HTTP stack by `batchrun.transport.connect.map_transport_error`, and tenacity
+retries with `batchrun.pacing.retry`'s policy (`is_retryable`: connection errors,
+timeouts, 408/409/429 and 5xx, ``x-should-retry`` obeyed; `wait_seconds`:
+``retry-after-ms``/``Retry-After``/``x-ratelimit-reset-*``, else exponential back-off
+from ``retry_base`` seconds, both capped at `RETRY_CAP`) up to ``max_attempts``. What
+differs is how many attempts each kind of call gets. Calls that cannot change what
+is paid for (retrieve, list, download, delete, cancel, and upload: an extra upload is
+an unused file, never a batch) get ``max_attempts``. `create` gets one: a create
+whose answer was lost may have made the batch, and creating again would run (and
+bill) the shard twice. A create that may have happened (no answer, a timeout, an
+unreadable answer, 408/409/5xx) raises `CreateUnknown`, and the run looks for the
+batch by its metadata (`batchrun.batch.submit`, `batchrun.batch.reconcile`) before it
+may create again; one the provider refused (another 4xx) or that never connected was
+not made: an ordinary `BatchApiError`.
 
 A call that cannot connect at all (the name does not resolve, TLS fails, the port
-refuses) is mapped as the chat client maps it (`batchrun.transport.connect`); before
-the endpoint has answered this client once, it is not retried (refused: a few quick
-times) and the error carries ``unreachable``, on which the run stops
-(`batchrun.pacing.retry.ends_the_run`). A create that never connected was never sent:
-it is an ordinary failure, not `CreateUnknown`.
+refuses) is an `EndpointUnreachable`, as for the chat client; before the endpoint has
+answered this client once, it is not retried (refused: a few quick times) and the
+error carries ``unreachable``, on which the run stops
+(`batchrun.pacing.retry.ends_the_run`).
 
-Messages never hold the key: every text taken from a response passes through
+A call that fails for good raises `BatchApiError` ``from`` the last attempt's
+`RequestError`; a download that cannot write its file raises `RunDirError`. Messages
+never hold the key: every text taken from a response passes through
 `batchrun.redact.scrub_text`, and the key is registered as a secret here.
 
     client = BatchClient(base_url="https://api.openai.com/v1", api_key=key)
@@ -29,10 +38,11 @@ Messages never hold the key: every text taken from a response passes through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -41,21 +51,34 @@ import orjson
 
 from batchrun import __version__
 from batchrun.batch.protocol import CHAT_ENDPOINT, COMPLETION_WINDOW
-from batchrun.errors import BatchApiError
-from batchrun.pacing.retry import ends_the_run, retry_after_seconds
-from batchrun.redact import register_secret, scrub_text
+from batchrun.errors import (
+    BadResponse,
+    BatchApiError,
+    BatchrunError,
+    CreateUnknown,
+    EndpointUnreachable,
+    RequestError,
+    RunDirError,
+)
+from batchrun.pacing.retry import (
+    ends_the_run,
+    is_retryable,
+    make_retrying,
+    retry_after_seconds,
+)
+from batchrun.redact import register_secret, scrub, scrub_json, scrub_text
 from batchrun.transport.client import auth_headers
-from batchrun.transport.connect import unreachable
+from batchrun.transport.connect import map_transport_error
+from batchrun.transport.responses import error_for_status
 
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 MAX_ATTEMPTS = 8
 RETRY_CAP = 60.0
+"""Longest wait between two attempts of a call, a server's hint included: the run polls
+on, and a provider that asks for more is asked again then."""
 DOWNLOAD_CHUNK = 1 << 20
-
-
-class CreateUnknown(BatchApiError):
-    """A create got no answer we can trust (lost connection, timeout, 5xx): the batch
-    may exist. Look for it by metadata before creating again."""
+MAX_MESSAGE = 300
 
 
 class BatchClient:
@@ -104,28 +127,19 @@ class BatchClient:
     async def _answered(self, response: httpx.Response) -> None:
         self.reached = True
 
-    def _failed(self, what: str, exc: httpx.HTTPError, attempts: int, limit: int) -> BatchApiError:
-        """A call that got no HTTP answer, as a BatchApiError (``unreachable`` set when
-        the run should stop on it: `ends_the_run`)."""
-        down = unreachable(exc, self._host, self._port)
-        if down is None:
-            return BatchApiError(f"{what}: {_describe(exc)}")
-        stops = ends_the_run(down, reached=self.reached, refusals=attempts, max_attempts=limit)
-        return BatchApiError(
-            f"{what}: {down.message}", code=down.code, unreachable=down if stops else None
-        )
-
     # -- the calls ----------------------------------------------------------------------
     async def upload(self, path: str, filename: str) -> dict[str, Any]:
         """Upload a batch input file (``purpose=batch``), streamed from disk."""
 
         async def send() -> httpx.Response:
             # httpx streams the multipart body from the open file, 64 KiB a read
-            with open(path, "rb") as f:  # noqa: ASYNC230
+            with _on_disk(path, "read the batch input file"):
+                f = open(path, "rb")  # noqa: ASYNC230
+            with f:
                 files = {"file": (filename, f, "application/jsonl")}
                 return await self._http.post("files", data={"purpose": "batch"}, files=files)
 
-        return await self._json("upload", send)
+        return await self._call("upload", send)
 
     async def create(self, input_file_id: str, metadata: Mapping[str, str]) -> dict[str, Any]:
         """Create a batch. Never retried blindly: see `CreateUnknown`."""
@@ -135,34 +149,39 @@ class BatchClient:
             "completion_window": COMPLETION_WINDOW,
             "metadata": dict(metadata),
         }
-        self.calls += 1
         try:
-            response = await self._http.post("batches", json=body)
-        except httpx.HTTPError as exc:
-            failed = self._failed("create", exc, 1, 1)
-            if failed.code is not None:  # never connected: the create was not sent
-                raise failed from exc
-            raise CreateUnknown(f"create: no answer ({_describe(exc)})") from exc
-        if response.status_code >= 500 or response.status_code in (408, 409):
-            raise CreateUnknown(f"create: HTTP {response.status_code}", status=response.status_code)
-        return _parsed("create", response)
+            made: dict[str, Any] = await self._call(
+                "create", lambda: self._http.post("batches", json=body), attempts=1
+            )
+        except BatchApiError as exc:
+            failure = exc.__cause__
+            if isinstance(failure, RequestError) and _may_have_created(failure):
+                raise CreateUnknown(
+                    exc.message,
+                    status=exc.status,
+                    code=exc.code,
+                    body=exc.body,
+                    retryable=exc.retryable,
+                ) from failure
+            raise
+        return made
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
-        return await self._json("retrieve", lambda: self._http.get(f"batches/{batch_id}"))
+        return await self._call("retrieve", lambda: self._http.get(f"batches/{batch_id}"))
 
     async def list_batches(self, after: str | None = None, limit: int = 100) -> dict[str, Any]:
         """One page of the batches, newest first (``has_more``/``last_id`` to page on)."""
         params: dict[str, Any] = {"limit": limit}
         if after:
             params["after"] = after
-        return await self._json("list", lambda: self._http.get("batches", params=params))
+        return await self._call("list", lambda: self._http.get("batches", params=params))
 
     async def cancel(self, batch_id: str) -> dict[str, Any]:
-        return await self._json("cancel", lambda: self._http.post(f"batches/{batch_id}/cancel"))
+        return await self._call("cancel", lambda: self._http.post(f"batches/{batch_id}/cancel"))
 
     async def delete_file(self, file_id: str) -> None:
         try:
-            await self._json("delete", lambda: self._http.delete(f"files/{file_id}"))
+            await self._call("delete", lambda: self._http.delete(f"files/{file_id}"))
         except BatchApiError as exc:
             if exc.status != 404:  # already gone: what we wanted
                 raise
@@ -171,7 +190,7 @@ class BatchClient:
         params: dict[str, Any] = {"purpose": purpose}
         if after:
             params["after"] = after
-        return await self._json("list_files", lambda: self._http.get("files", params=params))
+        return await self._call("list_files", lambda: self._http.get("files", params=params))
 
     async def download(self, file_id: str, path: str) -> int:
         """A file's content into ``path`` (replaced whole on each attempt); its size.
@@ -185,91 +204,144 @@ class BatchClient:
             async with self._http.stream("GET", f"files/{file_id}/content") as response:
                 if response.status_code != 200:
                     await response.aread()
-                    raise _error("download", response)
-                async with await anyio.open_file(path, "wb") as out:
+                    raise _refused(response)
+                with _on_disk(path, "write the downloaded file"):
+                    out = await anyio.open_file(path, "wb")
+                async with out:
                     async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK):
-                        await out.write(chunk)
+                        with _on_disk(path, "write the downloaded file"):
+                            await out.write(chunk)
                         size += len(chunk)
-                    await out.flush()
-                    await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
+                    with _on_disk(path, "write the downloaded file"):
+                        await out.flush()
+                        await anyio.to_thread.run_sync(os.fsync, out.wrapped.fileno())
             return size
 
         return await self._retrying("download", attempt)
 
     # -- retries ------------------------------------------------------------------------
-    async def _json(self, what: str, send: Callable[[], Awaitable[httpx.Response]]) -> Any:
+    async def _call(
+        self,
+        what: str,
+        send: Callable[[], Awaitable[httpx.Response]],
+        *,
+        attempts: int | None = None,
+    ) -> Any:
+        """The JSON answer of ``send``, retried (`_retrying`)."""
+
         async def attempt() -> Any:
-            return _parsed(what, await send())
+            return _parsed(await send())
 
-        return await self._retrying(what, attempt)
+        return await self._retrying(what, attempt, attempts=attempts)
 
-    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[Any]]) -> Any:
-        for number in range(1, self.max_attempts + 1):
+    async def _retrying(
+        self, what: str, attempt: Callable[[], Awaitable[T]], *, attempts: int | None = None
+    ) -> T:
+        """``attempt`` under the shared retry policy (`batchrun.pacing.retry`), at most
+        ``attempts`` times (default ``max_attempts``); a failure for good as a
+        `BatchApiError` raised from the last attempt's `RequestError`."""
+        limit = self.max_attempts if attempts is None else max(1, attempts)
+        tries = 0
+
+        async def once() -> T:
+            nonlocal tries
+            tries += 1
             self.calls += 1
             try:
                 return await attempt()
-            except httpx.HTTPError as exc:
-                error = self._failed(what, exc, number, self.max_attempts)
-                if error.unreachable is not None:
-                    raise error from exc
-                hint = None
-            except BatchApiError as exc:
-                if not exc.retryable:
+            except BatchrunError:
+                raise
+            except Exception as exc:
+                failure = map_transport_error(exc, self._host, self._port)
+                if failure is None:  # not the transport's: a bug, raised as it is
                     raise
-                error, hint = exc, exc.retry_after
-            if number == self.max_attempts:
-                raise error
-            self.retries += 1
-            await self.sleep(self.backoff(number, hint))
-        raise AssertionError("unreachable")  # pragma: no cover
+                if isinstance(failure, EndpointUnreachable) and ends_the_run(
+                    failure, reached=self.reached, refusals=tries, max_attempts=limit
+                ):
+                    # not a RequestError, so tenacity does not retry it
+                    failure.__cause__ = exc
+                    raise _api_error(what, failure, unreachable=failure) from failure
+                raise failure from exc
 
-    def backoff(self, failures: int, hint: float | None = None) -> float:
-        """Seconds before the next attempt: the server's hint, else exponential with
-        full jitter from ``retry_base`` up to `RETRY_CAP`.
+        retrying = make_retrying(
+            limit,
+            self.sleep,
+            self._retried,
+            rand=self.rng.random,
+            base=self.retry_base,
+            cap=RETRY_CAP,
+            max_wait=RETRY_CAP,
+        )
+        try:
+            result: T = await retrying(once)
+        except RequestError as exc:
+            raise _api_error(what, exc) from exc
+        return result
 
-        >>> BatchClient(base_url="http://x", retry_base=1.0).backoff(3, hint=7.5)
-        7.5
-        """
-        if hint is not None:
-            return min(hint, RETRY_CAP)
-        ceiling = min(RETRY_CAP, self.retry_base * 2 ** (failures - 1))
-        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+    def _retried(self, state: Any) -> None:
+        self.retries += 1
 
 
-def _describe(exc: BaseException) -> str:
-    kind = type(exc).__name__
-    text = scrub_text(str(exc))[:200]
-    return f"{kind}: {text}" if text else kind
+def _may_have_created(exc: RequestError) -> bool:
+    """Whether a create that failed so may have made its batch: unless it never
+    connected, or the provider refused it (a 4xx other than 408/409), it may."""
+    if isinstance(exc, EndpointUnreachable):
+        return False
+    status = exc.status
+    refused = status is not None and 300 <= status < 500 and status not in (408, 409)
+    return not refused
 
 
-def _parsed(what: str, response: httpx.Response) -> Any:
+@contextlib.contextmanager
+def _on_disk(path: str, doing: str) -> Iterator[None]:
+    """The files a call reads or writes: a disk that refuses them is the run
+    directory's trouble, not the provider's (never retried as a transport error)."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot {doing} ({exc.strerror or exc})") from exc
+
+
+def _api_error(
+    what: str, exc: RequestError, *, unreachable: EndpointUnreachable | None = None
+) -> BatchApiError:
+    """The `BatchApiError` of a call that failed with ``exc``: the provider's own
+    message and code, scrubbed and cut short; ``retryable`` as `is_retryable` says."""
+    message = scrub_text(exc.message)
+    status = exc.status
+    if status is not None and status >= 300 and not message.startswith(f"HTTP {status}"):
+        message = f"HTTP {status}: {message}"
+    return BatchApiError(
+        f"{what}: {message}"[:MAX_MESSAGE],
+        status=status,
+        code=exc.code,
+        body=scrub_json(exc.body),
+        retry_after=retry_after_seconds(exc.headers) if exc.headers else None,
+        unreachable=unreachable,
+        retryable=is_retryable(exc),
+    )
+
+
+def _refused(response: httpx.Response) -> RequestError:
+    """The classified error of a read answer that is not a 200 (`error_for_status`),
+    from its body with every registered secret masked first: a proxy quoting our
+    Authorization header must not put the key in a message, whole or cut short."""
+    return error_for_status(response.status_code, response.headers, scrub(response.content))
+
+
+def _parsed(response: httpx.Response) -> Any:
+    """The JSON body of a 200, or the classified error."""
     if response.status_code != 200:
-        raise _error(what, response)
+        raise _refused(response)
     try:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError as exc:
-        raise BatchApiError(f"{what}: the answer is not JSON", status=502) from exc
-
-
-def _error(what: str, response: httpx.Response) -> BatchApiError:
-    """The provider's own message and code, scrubbed and cut short."""
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        body = None
-    error = body.get("error") if isinstance(body, dict) else None
-    code = message = None
-    if isinstance(error, dict):
-        code = error.get("code") or error.get("type")
-        message = error.get("message")
-    text = scrub_text(str(message or response.text or response.reason_phrase))[:300]
-    return BatchApiError(
-        f"{what}: HTTP {response.status_code}: {text}",
-        status=response.status_code,
-        code=str(code) if code else None,
-        body=body,
-        retry_after=retry_after_seconds(response.headers),
-    )
+        raise BadResponse(
+            "the answer is not JSON",
+            code="invalid_json",
+            status=response.status_code,
+            headers=response.headers,
+        ) from exc
 
 
 __all__ = ["BatchClient", "CreateUnknown"]

@@ -43,6 +43,7 @@ import orjson
 from batchrun.cache.dedup import DedupPlan, RequestGroups
 from batchrun.cache.store import ResponseCache, cache_scope, cacheable, scoped_key
 from batchrun.endpoint import credential_identity
+from batchrun.errors import ConfigError
 from batchrun.ids import body_hash
 from batchrun.models import Outcome, Request
 from batchrun.output.tally import ASKED_MODEL
@@ -61,12 +62,17 @@ Stored = tuple[bytes, bytes, float | None]
 
 
 def cache_path(location: str) -> str:
-    """The cache file of ``--cache LOCATION``: a .sqlite file, or a directory's."""
-    if location.endswith((".sqlite", ".sqlite3", ".db")):
-        os.makedirs(os.path.dirname(os.path.abspath(location)), exist_ok=True)
-        return location
-    os.makedirs(location, exist_ok=True)
-    return os.path.join(location, CACHE_FILE)
+    """The cache file of ``--cache LOCATION``: a .sqlite file, or a directory's (made
+    if needed; one that cannot be is a `ConfigError` naming it)."""
+    is_file = location.endswith((".sqlite", ".sqlite3", ".db"))
+    directory = os.path.dirname(os.path.abspath(location)) if is_file else location
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"{directory}: cannot create the response cache's directory ({exc.strerror or exc})"
+        ) from exc
+    return location if is_file else os.path.join(location, CACHE_FILE)
 
 
 class Reuse:

@@ -15,6 +15,7 @@ fingerprint and resumes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -24,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from batchrun.errors import ConfigError, InputError, RunDirError
+from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
 
 ARROW_BATCH_ROWS = 8192
 
@@ -67,7 +68,21 @@ class Staged:
 
     def place(self, out_dir: str, *, force: bool) -> str:
         """Move the file to ``out_dir/input.<suffix>``. A run directory that already
-        holds other data is refused unless ``force`` (its answers are for that data)."""
+        holds other data is refused unless ``force`` (its answers are for that data);
+        one that cannot be made or written is a `RunDirError` (the file is removed)."""
+        try:
+            return self._place(out_dir, force=force)
+        except (OSError, BatchrunError) as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # the rows' temporary file: nothing else holds it now
+            if isinstance(exc, BatchrunError):
+                raise
+            failed = "write the rows into" if os.path.isdir(out_dir) else "create"
+            raise RunDirError(
+                f"{out_dir}: cannot {failed} the run directory ({exc.strerror or exc})"
+            ) from exc
+
+    def _place(self, out_dir: str, *, force: bool) -> str:
         from batchrun.input.sources import Source
 
         os.makedirs(out_dir, exist_ok=True)
@@ -90,20 +105,32 @@ class Staged:
 def spill(value: Any) -> Staged:
     """Write in-memory rows to a temporary file (Parquet for Arrow data, else JSONL).
     Request rows in Arrow form need a ``body`` column, as a Parquet request file does."""
+    import pyarrow as pa
+
     from batchrun.input.sources import Source
 
-    batches = _arrow_batches(value)
-    if batches is not None:
-        path = _write_parquet(batches)
-        suffix = ".parquet"
-    elif isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
-        path = _write_jsonl(value)
-        suffix = ".jsonl"
-    else:
-        raise ConfigError(
-            f"input: cannot read rows from a {type(value).__name__} (give a file path, dicts, "
-            "a pyarrow Table, a DataFrame or a datasets.Dataset)"
-        )
+    try:
+        batches = _arrow_batches(value)
+        if batches is not None:
+            path = _write_parquet(batches)
+            suffix = ".parquet"
+        elif isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping):
+            path = _write_jsonl(value)
+            suffix = ".jsonl"
+        else:
+            raise ConfigError(
+                f"input: cannot read rows from a {type(value).__name__} (give a file path, "
+                "dicts, a pyarrow Table, a DataFrame or a datasets.Dataset)"
+            )
+    except OSError as exc:  # the temporary directory is full or not writable (ArrowIOError too)
+        raise RunDirError(
+            f"{exc.filename or tempfile.gettempdir()}: cannot write the rows to a temporary "
+            f"file ({exc.strerror or exc})"
+        ) from exc
+    except pa.ArrowException as exc:  # a column Arrow cannot hold (mixed types, say)
+        raise InputError(
+            "", f"the {type(value).__name__}", f"cannot be read as Arrow ({exc})"
+        ) from exc
     return Staged(path, Source(path).fingerprint(), suffix)
 
 

@@ -1,4 +1,6 @@
-"""Send one chat-completions attempt over HTTP; map every failure onto batchrun.errors.
+"""Send one chat-completions attempt over HTTP; map every failure onto batchrun.errors
+(HTTP statuses: `batchrun.transport.responses`; the stack's exceptions:
+`batchrun.transport.connect.map_transport_error`).
 
 The transport is injected (the seam tests use for ``httpx.MockTransport``). The
 default is `default_transport`: httpx's API on top of aiohttp's connection pool,
@@ -21,15 +23,9 @@ import httpx
 import orjson
 
 from batchrun import __version__
-from batchrun.errors import (
-    BadResponse,
-    ConfigError,
-    RequestError,
-    RequestTimeout,
-    TransportError,
-)
+from batchrun.errors import BadResponse, ConfigError, RequestError, RequestTimeout
 from batchrun.redact import register_secret, scrub, scrub_json, scrub_text
-from batchrun.transport.connect import unreachable
+from batchrun.transport.connect import map_transport_error
 from batchrun.transport.responses import check_completion, parse_completion, request_id_of
 
 Clock = Callable[[], float]
@@ -159,7 +155,7 @@ class ChatClient:
         )
         sent_at = self._clock()  # time to first token counts from here, not from the headers
         try:
-            with anyio.fail_after(self._total_timeout):
+            with anyio.fail_after(self._total_timeout) as deadline:
                 response = await self._transport.handle_async_request(request)
                 try:
                     if streaming and response.status_code == 200 and _is_event_stream(response):
@@ -170,32 +166,15 @@ class ChatClient:
         except RequestError as exc:
             _scrub_error(exc)
             raise
-        except TimeoutError as exc:
-            raise RequestTimeout(
-                f"no complete answer within {self._total_timeout:g} s", code="timeout_total"
-            ) from exc
-        except httpx.TimeoutException as exc:
-            self._raise_if_unreachable(exc)
-            cause = exc.__cause__
-            if cause is not None and not isinstance(cause, TimeoutError):
-                # httpx-aiohttp maps every aiohttp.ClientConnectionError (refused, server
-                # disconnected) to ConnectTimeout; name what really happened
-                raise TransportError(
-                    _describe(cause, "connection failed"), code="connection_error"
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.cancel_called:  # the total deadline
+                raise RequestTimeout(
+                    f"no complete answer within {self._total_timeout:g} s", code="timeout_total"
                 ) from exc
-            raise RequestTimeout(_describe(exc, "timed out"), code="timeout") from exc
-        except (httpx.TransportError, OSError) as exc:
-            self._raise_if_unreachable(exc)
-            raise TransportError(
-                _describe(exc, "connection failed"), code="connection_error"
-            ) from exc
-        except Exception as exc:  # aiohttp errors the transport did not map
-            if type(exc).__module__.startswith(("aiohttp", "httpx", "asyncio", "ssl")):
-                self._raise_if_unreachable(exc)
-                raise TransportError(
-                    _describe(exc, "transport error"), code="connection_error"
-                ) from exc
-            raise
+            mapped = map_transport_error(exc, self._host, self._port)
+            if mapped is None:  # not the transport's: a bug, raised as it is
+                raise
+            raise mapped from exc
         # a proxy quoting our Authorization header must not put the key in errors.jsonl;
         # scrubbed here, before any message is cut short around it
         content = scrub(content)
@@ -207,12 +186,6 @@ class ChatClient:
             raise
         # the decoded answer too: a key \u-escaped in the JSON is whole only now
         return Reply(response.status_code, rheaders, scrub_json(parsed), request_id_of(rheaders))
-
-    def _raise_if_unreachable(self, exc: BaseException) -> None:
-        """No connection at all (DNS, refused, TLS): `batchrun.transport.connect`."""
-        down = unreachable(exc, self._host, self._port)
-        if down is not None:
-            raise down from exc
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length")
@@ -300,11 +273,6 @@ def _scrub_error(exc: RequestError) -> None:
     exc.body = scrub_json(exc.body)
     exc.message = scrub_text(exc.message)
     exc.args = (exc.message, *exc.args[1:])
-
-
-def _describe(exc: BaseException, fallback: str) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__}: {fallback}"
 
 
 __all__ = [

@@ -1,26 +1,40 @@
-"""Why no connection could be made: the one mapping from the HTTP stack's connect
-failures to `batchrun.errors.EndpointUnreachable`.
+"""Every failure of the HTTP stack, as batchrun's error tree: the one mapping from
+httpx, aiohttp (through httpx-aiohttp) and socket exceptions to `batchrun.errors`,
+used by the chat client (`batchrun.transport.client`) and the Files/Batches client
+(`batchrun.batch.client`), as httpx maps httpcore's exceptions in one table
+(``map_httpcore_exceptions``). Each caller raises the result ``from`` the original.
 
-httpx-aiohttp turns every aiohttp connection error into ``httpx.ConnectTimeout``
-(a refused port and a server that dropped the connection alike; docs/DESIGN.md "HTTP:
-httpx's types, aiohttp's pool"), so the type says nothing. What happened is in the
-exception chain (``__cause__``/``__context__``): aiohttp's ``ClientConnectorDNSError``,
-``ClientConnectorCertificateError``, ``ClientConnectorSSLError`` or
-``ClientConnectorError`` carrying the ``OSError``, and with httpx's own transport an
-``httpx.ConnectError`` over ``socket.gaierror``, ``ConnectionRefusedError`` or
-``ssl.SSLError``. Only failures while connecting count: the request was then never
-sent, so nothing can have been billed. A read error after the request went out
-(even a TLS one) is not mapped here.
+`map_transport_error` reads the exception (and its chain) in this order:
 
-The chat client (`batchrun.transport.client`) and the Files/Batches client
-(`batchrun.batch.client`) both ask `unreachable`.
+    could not connect at all (DNS, refused, no route, TLS)  -> EndpointUnreachable
+    httpx timeout caused by a connection error               -> TransportError
+    httpx timeout, TimeoutError                              -> RequestTimeout
+    any other httpx error, OSError, aiohttp/asyncio/ssl error -> TransportError
+    anything else (a bug, a cancellation)                    -> None: not mapped
+
+Why the chain and not the type: httpx-aiohttp turns every aiohttp connection error
+into ``httpx.ConnectTimeout`` (a refused port and a server that dropped the
+connection alike; docs/DESIGN.md "HTTP: httpx's types, aiohttp's pool"), so the type
+says nothing. What happened is in the exception chain (``__cause__``/``__context__``):
+aiohttp's ``ClientConnectorDNSError``, ``ClientConnectorCertificateError``,
+``ClientConnectorSSLError`` or ``ClientConnectorError`` carrying the ``OSError``, and
+with httpx's own transport an ``httpx.ConnectError`` over ``socket.gaierror``,
+``ConnectionRefusedError`` or ``ssl.SSLError``. Only failures while connecting make an
+`EndpointUnreachable` (`unreachable`): the request was then never sent, so nothing can
+have been billed. A read error after the request went out (even a TLS one) is an
+ordinary `TransportError`.
+
+Messages pass through `batchrun.redact.scrub_text`: an exception's text may quote a
+URL, and a URL may carry a key.
 
     >>> import socket, httpx
     >>> try:
     ...     raise httpx.ConnectError("x") from socket.gaierror(-2, "Name or service not known")
     ... except httpx.ConnectError as exc:
-    ...     unreachable(exc, "api.example.invalid", 443).message
+    ...     map_transport_error(exc, "api.example.invalid", 443).message
     'cannot resolve api.example.invalid (Name or service not known)'
+    >>> map_transport_error(httpx.ReadTimeout("read timed out"), "h", 443).code
+    'timeout'
 """
 
 from __future__ import annotations
@@ -29,7 +43,10 @@ import errno
 import socket
 import ssl
 
-from batchrun.errors import EndpointUnreachable
+import httpx
+
+from batchrun.errors import EndpointUnreachable, RequestError, RequestTimeout, TransportError
+from batchrun.redact import scrub_text
 
 NO_ROUTE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN})
 
@@ -55,6 +72,45 @@ def _while_connecting(chain: list[BaseException]) -> bool:
         ):
             return True
     return False
+
+
+FOREIGN_MODULES = ("aiohttp", "httpx", "httpcore", "asyncio", "ssl")
+"""Exceptions from these modules that no row of the table names are transport
+failures too (aiohttp errors httpx-aiohttp did not translate, say)."""
+
+
+def map_transport_error(exc: BaseException, host: str, port: int) -> RequestError | None:
+    """``exc``, raised while an HTTP exchange with ``host``:``port`` was under way, as
+    the `RequestError` it means (the table in the module docstring); None when it is
+    no transport failure at all (a bug in batchrun, a cancellation), which the caller
+    lets propagate as it is.
+
+        raise map_transport_error(exc, host, port) or exc   # inside ``except``
+    """
+    if not isinstance(exc, Exception):  # KeyboardInterrupt, a task's cancellation
+        return None
+    down = unreachable(exc, host, port)
+    if down is not None:
+        return down
+    if isinstance(exc, httpx.TimeoutException):
+        cause = exc.__cause__
+        if cause is not None and not isinstance(cause, TimeoutError):
+            # httpx-aiohttp maps every aiohttp.ClientConnectionError (a refusal, a server
+            # that disconnected) to ConnectTimeout: name what really happened
+            return TransportError(_describe(cause, "connection failed"), code="connection_error")
+        return RequestTimeout(_describe(exc, "timed out"), code="timeout")
+    if isinstance(exc, TimeoutError):  # an OSError too: this row comes first
+        return RequestTimeout(_describe(exc, "timed out"), code="timeout")
+    if isinstance(exc, httpx.HTTPError | OSError) or type(exc).__module__.startswith(
+        FOREIGN_MODULES
+    ):
+        return TransportError(_describe(exc, "connection failed"), code="connection_error")
+    return None
+
+
+def _describe(exc: BaseException, fallback: str) -> str:
+    text = scrub_text(str(exc).strip())
+    return f"{type(exc).__name__}: {text or fallback}"
 
 
 def unreachable(exc: BaseException, host: str, port: int) -> EndpointUnreachable | None:
@@ -116,4 +172,4 @@ def _gai_reason(exc: BaseException) -> str:
     return ""
 
 
-__all__ = ["unreachable"]
+__all__ = ["map_transport_error", "unreachable"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from batchrun.errors import RunDirError
 from batchrun.output.summary import atomic_file
 from batchrun.redact import scrub
 
@@ -120,11 +121,14 @@ def render_html(data: dict[str, Any], *, live: dict[str, Any] | None = None) -> 
 def write_html_report(run_dir: str, path: str | None = None) -> str:
     """Write the report for ``run_dir`` (default ``RUN_DIR/report.html``) atomically:
     a reader, or a browser reloading it, sees the old file or the new, never half.
-    Returns the path written."""
+    Returns the path written; a path that cannot be written is a `RunDirError`."""
     from batchrun.report.html.data import build_page_data
 
     path = path or os.path.join(run_dir, REPORT_FILE)
     page = render_html(build_page_data(run_dir)).encode("utf-8")
-    with atomic_file(path, ".html") as tmp, open(tmp, "wb") as f:
-        f.write(page)
+    try:
+        with atomic_file(path, ".html") as tmp, open(tmp, "wb") as f:
+            f.write(page)
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot write the report ({exc.strerror or exc})") from exc
     return path
