@@ -53,14 +53,20 @@ def settings_for(
     given: Mapping[str, Any] | None = None,
     **keywords: Any,
 ) -> Settings:
-    """The settings of a run: defaults < job file < ``given`` (checked values, e.g. from
-    options) < ``keywords`` (Python keywords, checked here). The rules between settings
-    are checked too; every problem is a ConfigError before anything is sent."""
-    from batchrun.jobs.jobfile import consistency_problems, load_job, merge
+    """The settings of a run: defaults < job file < ``given`` (checked values: the
+    command line's options) < ``keywords`` (Python keywords, checked here). The rules
+    between settings are checked too (`Settings.problems`), each setting named the way
+    whoever gave it spells it (``--deadline``, ``batch.deadline`` in the job file,
+    ``deadline=``); every problem is a ConfigError before anything is sent."""
+    from batchrun.jobs.jobfile import load_job, merge
+    from batchrun.settings import SpelledAsGiven
 
     loaded = load_job(job) if isinstance(job, str | os.PathLike) else job
     values: dict[str, Any] = dict(loaded.values) if loaded is not None else {}
+    origins = dict.fromkeys(values, "job")
+    caller = "cli" if given is not None else "python"
     values = merge(values, dict(given or {}))
+    origins.update((k, "cli") for k, v in (given or {}).items() if v is not None)
     if keywords:
         built = Settings.build(**keywords)
         picked = {
@@ -68,10 +74,13 @@ def settings_for(
             for name in {Settings.keyword_names().get(k, "request") for k in keywords}
         }
         values = merge(values, picked)
+        origins.update((k, "python") for k, v in picked.items() if v is not None)
     if input is not None:
         values["input"] = input if not isinstance(input, os.PathLike) else os.fspath(input)
+        origins["input"] = caller
     if out_dir is not None:
         values["out_dir"] = os.fspath(out_dir)
+        origins["out_dir"] = caller
     if values.get("response_format") is not None:  # a schema without a title: the job's name
         job_name = values.get("name") or (loaded.name if loaded is not None else None)
         values["response_format"] = values["response_format"].named(job_name)
@@ -82,9 +91,11 @@ def settings_for(
             f"no INPUT given: name the input file (batchrun run data.jsonl ...){where}"
             " (Python: a file or rows)"
         )
-    problems = consistency_problems(values, has_prompt=settings.is_dataset)
+    spelling = SpelledAsGiven(origins, caller)
+    problems = settings.problems(spelling)
     if problems:
-        raise ConfigError("; ".join(problems))
+        where = f"{loaded.path}: " if loaded is not None and spelling.from_file else ""
+        raise ConfigError(where + "; ".join(problems))
     return settings
 
 
@@ -265,11 +276,10 @@ def make_runner(
     open first takes in the ones that ended (a `BatchDriver` with ``settle_only``,
     handing the rows left to the online runner); while any still runs, it is refused
     (`batchrun.batch.state.open_batches_refusal`): their rows are never paid twice."""
+    settings.validate()
     if settings.ray is not None:
         from batchrun.scale.driver import RayDriver
 
-        if settings.mode == "batch" or settings.deadline is not None:
-            raise ConfigError("--ray runs online: it cannot be combined with --batch-api")
         if injected:
             raise ConfigError(f"ray=: cannot inject {', '.join(sorted(injected))}")
         return RayDriver(
@@ -279,8 +289,6 @@ def make_runner(
 
     around = hooks if hooks is not None else hooks_for(settings)
     if settings.mode != "batch":
-        if settings.deadline is not None:
-            raise ConfigError('--deadline needs --batch-api (mode = "batch")')
         if not _has_open_batches(settings):
             return Runner(
                 settings, api_key=key, hooks=around, handle_signals=handle_signals, **injected

@@ -19,6 +19,7 @@ all at once).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import math
 import os
@@ -37,6 +38,8 @@ INPUT_SUFFIXES = (
     ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".parquet", ".pq",
     ".csv", ".csv.gz", ".tsv", ".tsv.gz",
 )  # fmt: skip
+DELIMITED_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+"""The inputs read as CSV/TSV, whose columns may be typed (``column_types``)."""
 COLUMN_TYPES = ("string", "int", "float", "bool", "json")
 """CSV/TSV column types (`batchrun.input.delimited`)."""
 _PYTHON_COLUMN_TYPES = {
@@ -104,6 +107,14 @@ class Where:
     base: Path | None = None
     from_file: bool = False
     """The value comes from a job file (where secrets are refused)."""
+    entry: bool = True
+    """The value comes in here (a job file, an option, a keyword): besides what it is,
+    check what it names outside the process (that a file exists), what it may say by
+    mistake (a body field one letter off a known one) and a credential it must not
+    carry into the run's files (a key in the base URL). False when
+    `batchrun.settings.Settings` is built: what a value is gets checked every time, the
+    rest only where the value came in, never again on each ``dataclasses.replace`` (a
+    file is not looked for again; a body field that came as ``[request] extra`` stays)."""
 
     def fail(self, message: str) -> Invalid:
         return Invalid([(self.label, message)])
@@ -112,7 +123,7 @@ class Where:
         return Refused([(self.label, message)])
 
     def at(self, key: str) -> Where:
-        return Where(f"{self.label}.{key}", self.base, self.from_file)
+        return Where(f"{self.label}.{key}", self.base, self.from_file, self.entry)
 
 
 # -- plain values -------------------------------------------------------------------------
@@ -317,8 +328,9 @@ def path_value(value: Any, where: Where) -> str:
 
 @shown_as("FILE")
 def existing_file(value: Any, where: Where) -> str:
+    """A file that exists (looked for only where the value comes in: `Where.entry`)."""
     resolved = Path(path_value(value, where))
-    if not resolved.is_file():
+    if where.entry and not resolved.is_file():
         relative = where.base is not None and not Path(value).expanduser().is_absolute()
         suffix = f" (relative to {where.base})" if relative else ""
         raise where.fail(f"file not found: {value}{suffix}")
@@ -386,7 +398,8 @@ def base_url(value: Any, where: Where) -> str:
 
     from batchrun.endpoint import url_credentials
 
-    found = url_credentials(value) if "://" in value else None
+    # refused where the URL comes in; a run.json an older batchrun wrote may hold one
+    found = url_credentials(value) if "://" in value and where.entry else None
     if found is not None:
         # named, never echoed: the value is a secret
         raise where.refuse(
@@ -473,8 +486,10 @@ def body_defaults(value: Any, where: Where) -> dict[str, Any]:
                 body.update(item)
             else:
                 problems.append((at, f"must be a table (got {show(item)})"))
-        elif key not in KNOWN_BODY_FIELDS and (
-            close := difflib.get_close_matches(key, KNOWN_BODY_FIELDS, 1, _TYPO_CUTOFF)
+        elif (
+            where.entry
+            and key not in KNOWN_BODY_FIELDS
+            and (close := difflib.get_close_matches(key, KNOWN_BODY_FIELDS, 1, _TYPO_CUTOFF))
         ):
             problems.append(
                 (
@@ -582,6 +597,10 @@ def quota(value: Any, where: Where) -> Any:
     from batchrun.settings import Quota
 
     if isinstance(value, Quota):
+        if value.default is not None:
+            positive_number(value.default, where)
+        for model, amount in value.by_model:
+            positive_number(amount, where.at(_key(model)))
         return value
     if isinstance(value, Mapping):
         items = [(str(m), n) for m, n in value.items()]
@@ -604,7 +623,7 @@ def quota(value: Any, where: Where) -> Any:
         try:
             amount = positive_number(number, Where(label, where.base, where.from_file))
         except Invalid:
-            form = "" if where.from_file or isinstance(value, Mapping) else ", or MODEL=N"
+            form = ", or MODEL=N" if isinstance(value, list | tuple) else ""  # option texts
             raise Invalid(
                 [(label, f"must be a positive number{form} (got {show(number)})")]
             ) from None
@@ -619,21 +638,25 @@ def quota(value: Any, where: Where) -> Any:
 def template_text(value: Any, where: Where) -> str:
     """A message template: {column} placeholders, or Jinja when it looks like Jinja
     (see `batchrun.input.templates.looks_like_jinja`)."""
-    from batchrun.input.templates import looks_like_jinja, template_problems
-
     if not isinstance(value, str):
         raise where.fail(f"must be a string (got {show(value)})")
-    if looks_like_jinja(value):
+    problems = _template_problems(value, where.label)
+    if problems:
+        raise Invalid(list(problems))
+    return value
+
+
+@functools.lru_cache(maxsize=256)
+def _template_problems(text: str, label: str) -> tuple[tuple[str, str], ...]:
+    """A template's problems, remembered: compiling a Jinja template takes about a
+    millisecond, and the settings check theirs every time they are built."""
+    from batchrun.input.templates import looks_like_jinja, template_problems
+
+    if looks_like_jinja(text):
         from batchrun.input.jinja import jinja_template_problems
 
-        problems = jinja_template_problems(value, where.label)
-        if problems:
-            raise Invalid([("", p) for p in problems])
-        return value
-    problems = template_problems(value)
-    if problems:
-        raise Invalid([(where.label, p) for p in problems])
-    return value
+        return tuple(("", p) for p in jinja_template_problems(text, label))
+    return tuple((label, p) for p in template_problems(text))
 
 
 @shown_as("TEMPLATE")
@@ -710,7 +733,7 @@ def prompt_variants(value: Any, where: Where) -> dict[str, Any]:
                 raise where.fail(f"must be NAME=TEMPLATE (got {show(item)})")
             pairs[name.strip()] = template
         value = pairs
-    if not isinstance(value, Mapping) or not value:
+    if not isinstance(value, Mapping) or (not value and where.from_file):
         raise where.fail(f"must be a table of named prompts (got {show(value)})")
     out: dict[str, Any] = {}
     problems: list[tuple[str, str]] = []
@@ -780,7 +803,16 @@ def response_format(value: Any, where: Where) -> Any:
     ``{type, name, schema}`` form, "json_object" or "text" (`batchrun.response_formats`).
     """
     from batchrun.response_formats import response_format as parsed
+    from batchrun.settings import ResponseFormat
 
+    if isinstance(value, ResponseFormat):  # already parsed: only its shape is looked at
+        if value.type not in FORMAT_TYPES:
+            raise where.at("type").fail(
+                f"must be one of {', '.join(FORMAT_TYPES)} (got {show(value.type)})"
+            )
+        if value.type == "json_schema" and not isinstance(value.schema, Mapping):
+            raise where.at("schema").fail("a json_schema format needs a schema")
+        return value
     return parsed(value, where)
 
 
@@ -800,7 +832,13 @@ def prices(value: Any, where: Where) -> Any:
     from batchrun.cost.pricefile import model_prices
     from batchrun.settings import Prices
 
-    if value is None or isinstance(value, Prices):
+    if isinstance(value, Prices):  # built in Python: its entries held to the same rules
+        wrong: list[str] = []
+        model_prices(value.models, where.label, wrong)
+        if wrong:
+            raise Invalid([("", problem) for problem in wrong])
+        return value
+    if value is None:
         return value
     if isinstance(value, str | os.PathLike):
         return existing_file(os.fspath(value), where)
@@ -843,7 +881,10 @@ def evaluation(value: Any, where: Where) -> Any:
     """A `batchrun.settings.Evaluation` from an [eval] table or keyword dict."""
     from batchrun.settings import Evaluation
 
-    if value is None or isinstance(value, Evaluation):
+    if value is None:
+        return value
+    if isinstance(value, Evaluation):  # built in Python: held to the same rules
+        evaluation(dict(vars(value)), where)
         return value
     if not isinstance(value, Mapping):
         raise where.fail(f"must be a table (got {show(value)})")

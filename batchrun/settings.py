@@ -7,7 +7,9 @@ resume fingerprint), and the check its value must pass (`batchrun.checks`). Ever
 else is derived from these declarations: the click options of ``batchrun run``
 (`batchrun.cli.options`), the job-file keys and their "did you mean" checking
 (`batchrun.jobs.jobfile`), the Python keywords of `batchrun.run` (`Settings.build`),
-and the fingerprint run.json records (`Settings.fingerprint`).
+and the fingerprint run.json records (`Settings.fingerprint`). Every value passes its
+check whenever settings are built, whoever builds them (`Settings.__post_init__`), and
+every rule between settings is in one place, `Settings.problems`.
 
 Adding a setting is one declaration::
 
@@ -28,10 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from batchrun import checks
 from batchrun.checks import Check, Invalid, Where
@@ -825,15 +828,29 @@ class Settings:
     simulated: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
-        # typed construction (tests, the library) may say None for "no quota"
-        for name in ("rpm", "tpm", "context_window"):
-            value = getattr(self, name)
-            if value is None:
-                object.__setattr__(self, name, Quota())
-            elif isinstance(value, int | float):
-                object.__setattr__(self, name, Quota(float(value)))
-        if self.request is None:
-            object.__setattr__(self, "request", {})
+        """Every value passes its setting's check however the settings are built
+        (``Settings(...)``, `build`, ``dataclasses.replace``, a job file, the command
+        line, `from_public_dict`): ``Settings(rpm=-5)`` is a ConfigError naming
+        ``rpm=``. These are the checks of what a value is (a type, a range, a template
+        that parses), idempotent on a value already checked and cheap (about 100 µs for
+        every setting: templates are remembered, `checks.template_text`). What a value
+        names outside the process (a file) and what looks like a slip (a body field one
+        letter off a known one) is looked at once, where the value came in
+        (`checks.Where.entry`), never again on each ``replace``.
+        The rules between settings are `problems`, asked when a run starts: a settings
+        object may be incomplete while a job file and options are merged."""
+        for name in _NONE_IS_EMPTY:  # typed construction may say None for "none"
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, {} if name in ("request", "prompts") else Quota())
+        clean = _run_checks(
+            (name, check, where, value)
+            for name, check, where, optional, default in _typed_checks()
+            # the declared default passes (tests/test_settings_checks.py), so it is skipped
+            if (value := getattr(self, name)) is not default and (value is not None or not optional)
+        )
+        for name, value in clean.items():
+            if value is not getattr(self, name):
+                object.__setattr__(self, name, value)
         if self.response_format is not None and self.response_format.name is None:
             object.__setattr__(self, "response_format", self.response_format.named(self.name))
 
@@ -872,32 +889,27 @@ class Settings:
         """Run each value's check; raise ConfigError listing every problem.
 
         ``label(name)`` names a setting in messages (``--concurrency``, ``concurrency=``).
+        None is "not given" and passes. Files the values name are looked for.
         """
         specs = dict(cls.specs())
-        out: dict[str, Any] = {}
-        problems: list[str] = []
-        for name, value in values.items():
-            spec = specs[name]
-            if value is None or spec.check is None:
-                out[name] = value
-                continue
-            try:
-                out[name] = spec.check(value, Where(label(name)))
-            except Invalid as exc:
-                problems.extend(f"{w}: {m}" if w else m for w, m in exc.problems)
-        if problems:
-            raise ConfigError("; ".join(problems))
-        return out
+        return _run_checks(
+            (name, specs[name].check if value is not None else None, Where(label(name)), value)
+            for name, value in values.items()
+        )
 
     @classmethod
     def build(cls, base: Settings | None = None, **keywords: Any) -> Settings:
         """Settings from Python keywords (the names of the settings, or their job-file
         aliases), over ``base`` or the defaults. Unknown names are an error naming the
-        closest setting; every value passes its check."""
+        closest setting; every value passes its check. None leaves a setting that
+        cannot be None as it is (``concurrency=None``: not given)."""
         names = cls.keyword_names()
         values: dict[str, Any] = {}
+        optional = {name for name, _, _, none_ok, _ in _typed_checks() if none_ok}
         for keyword, value in keywords.items():
             name = names.get(keyword)
+            if value is None and name is not None and name not in optional | set(_NONE_IS_EMPTY):
+                continue
             if name is None:
                 if keyword in checks.KNOWN_BODY_FIELDS:  # temperature=0: a body default
                     values.setdefault("request", dict((base or cls()).request))
@@ -909,6 +921,125 @@ class Settings:
             values[name] = value
         clean = cls.checked(values, label=lambda n: f"{n}=")
         return replace(base, **clean) if base is not None else cls(**clean)
+
+    # -- rules between settings ----------------------------------------------------------
+    def problems(self, name: Spelling | None = None) -> list[str]:
+        """Why these settings cannot run, one line each: every rule between settings
+        (each value alone passed its check when the settings were built). This is the
+        one place those rules live: `batchrun._api.settings_for` (the command line, job
+        files, `batchrun.run`), `batchrun.jobs.jobfile.load_job` (a file on its own) and
+        the online, Batch API and Ray runners ask nothing else.
+
+        ``name`` spells a setting in the messages: a Python keyword by default
+        (`keyword_spelling`), an option (`flag_spelling`), a job file's key
+        (`key_spelling`), or each as whoever gave it spelled it (`SpelledAsGiven`).
+
+            >>> Settings(deadline=3600).problems()
+            ["deadline= needs mode='batch' (a deadline bounds a Batch API run)"]
+            >>> Settings(deadline=3600).problems(flag_spelling)
+            ['--deadline needs --batch-api (a deadline bounds a Batch API run)']
+        """
+        n = name or keyword_spelling
+        out: list[str] = []
+        given = [x for x in ("prompt", "messages") if getattr(self, x) is not None]
+        prompt = f"{n('prompt')}, {n('messages')} or {n('prompts')}"
+        pilot = "/".join(n(x) for x in ("limit", "sample") if getattr(self, x) is not None)
+        batch = n("mode", "batch")
+        # the prompt: one of system/prompt, messages or named variants
+        system_or_prompt = [n(x) for x in ("system", "prompt") if getattr(self, x) is not None]
+        if self.messages is not None and system_or_prompt:
+            out.append(
+                f"{n('messages')}: cannot be combined with {' or '.join(system_or_prompt)} "
+                "(messages hold the whole conversation)"
+            )
+        if self.prompts and given:
+            out.append(
+                f"{n('prompts')}: give the prompt ({' or '.join(n(x) for x in given)}) or "
+                f"named variants, not both ({n('system')} is shared by the variants)"
+            )
+        if not self.is_dataset:
+            if self.response_format is not None:
+                out.append(
+                    f"{n('response_format')}: needs a prompt ({prompt}): without one the "
+                    "input rows are complete request bodies (set response_format in them)"
+                )
+            if self.eval is not None:
+                out.append(
+                    f"{n('eval')}: needs a prompt ({prompt}): a plain request file has no "
+                    "reference column"
+                )
+            unused = [x for x in ("system", "examples") if getattr(self, x) is not None]
+            unused += ["template_engine"] if self.template_engine != "auto" else []
+            out.extend(f"{n(x)}: only applies to a prompt ({prompt})" for x in unused)
+        if self.examples is not None and self.template_engine == "format":
+            out.append(f"{n('examples')}: few-shot examples need {n('template_engine', 'jinja')}")
+        # the evaluation against the answer's format
+        ev, rf = self.eval, self.response_format
+        if ev is not None and ev.compare == "json_field":
+            if ev.field and self.schema is not None and ev.field not in self.schema["properties"]:
+                props = [str(p) for p in self.schema["properties"]]
+                out.append(
+                    f"{n('eval.field')}: {ev.field!r} is not a property of the response "
+                    f"schema (properties: {', '.join(props)})" + checks.suggest(ev.field, props)
+                )
+            if rf is not None and rf.type == "text":
+                out.append(
+                    f"{n('eval.compare')}: 'json_field' needs JSON responses, not "
+                    f"{n('response_format', 'text')}"
+                )
+        # the input
+        if self.column_types and self.input is not None:
+            if not isinstance(self.input, str | Path):
+                out.append(f"{n('column_types')}: only applies to a CSV or TSV file")
+            elif not str(self.input).lower().endswith(checks.DELIMITED_SUFFIXES):
+                out.append(
+                    f"{n('column_types')}: {self.input} is not a CSV or TSV file (column "
+                    "types are read from its values only there)"
+                )
+        # the Batch API: no streams, no pilot, no cache; a deadline only there
+        if self.mode == "batch":
+            if self.stream:
+                out.append(
+                    f"{n('stream', True)} cannot be used with {batch} (batches do not stream)"
+                )
+            if pilot:
+                out.append(
+                    f"a pilot ({pilot}) runs online: run it without {batch}, look, then run "
+                    f"the rest with {batch} into the same directory"
+                )
+            if self.cache is not None:
+                out.append(
+                    f"{n('cache')} works with online runs only; run without {batch} to "
+                    f"answer from the cache (or without {n('cache')})"
+                )
+        elif self.deadline is not None:
+            out.append(f"{n('deadline')} needs {batch} (a deadline bounds a Batch API run)")
+        # a Ray cluster: one online job over the whole input
+        if self.ray is not None:
+            if self.mode == "batch":
+                out.append(f"{n('ray')} runs online: it cannot be combined with {batch}")
+            if self.has_variants:
+                out.append(
+                    f"{n('ray')} runs one job over the whole input: compare variants "
+                    f"(several models in {n('model')}, {n('prompts')}) without it"
+                )
+            if pilot:
+                out.append(f"{n('ray')} runs the whole input: run a pilot ({pilot}) without it")
+            if self.cache is not None and self.ray != checks.LOCAL_RAY:
+                out.append(
+                    f"{n('cache')} with {n('ray', self.ray)}: the response cache is an "
+                    "SQLite file, which nodes cannot share safely over network storage; use "
+                    f"{n('cache')} with a local cluster ({n('ray', checks.LOCAL_RAY)}) or "
+                    f"without {n('ray')}"
+                )
+        return out
+
+    def validate(self, name: Spelling | None = None) -> Settings:
+        """These settings, or a ConfigError listing every one of their `problems`."""
+        problems = self.problems(name)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
 
     # -- derived views -------------------------------------------------------------------
     @property
@@ -1034,10 +1165,145 @@ class Settings:
             values["prices"] = Prices(prices.get("file"), prices.get("models") or {})
         if isinstance(values.get("prompt"), str) and values["prompt"].startswith("<function "):
             values.pop("prompt")  # a Python function cannot be recorded, only its hash
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError:
+            # a value an older batchrun recorded that today's checks refuse: the run can
+            # still be looked at, that setting at its default (a resume compares the
+            # fingerprint run.json recorded, not these)
+            checks_of = {name: (check, where) for name, check, where, _, _ in _typed_checks()}
+            return cls(**{n: v for n, v in values.items() if _passes(v, *checks_of[n])})
+
+
+# -- how a message names a setting ------------------------------------------------------
+_UNSET: Any = object()
+
+
+class Spelling(Protocol):
+    """How a message names a setting (``"deadline"``, or a table's key ``"eval.field"``),
+    with the value it is about when that matters (``("mode", "batch")``)."""
+
+    def __call__(self, name: str, value: Any = _UNSET, /) -> str: ...
+
+
+def keyword_spelling(name: str, value: Any = _UNSET) -> str:
+    """Python: ``deadline=``, ``mode='batch'``, ``eval['field']``."""
+    setting, _, key = name.partition(".")
+    if key:
+        return f"{setting}[{key!r}]"
+    return f"{name}=" if value is _UNSET else f"{name}={value!r}"
+
+
+def flag_spelling(name: str, value: Any = _UNSET) -> str:
+    """The command line: ``--deadline``, ``--batch-api`` (a flag says its value),
+    ``--template-engine jinja``, ``--eval-field``; a setting without an option of its
+    own: its job-file key."""
+    setting, _, key = name.partition(".")
+    spec = Settings.spec(setting)
+    if spec.argument is not None and not key:
+        return spec.argument
+    parts = [p for p in spec.parts if p.key == key] if key else list(spec.parts[:1])
+    flags = spec.part_flags(parts[0]) if parts and (key or not spec.flags) else spec.flags
+    kind = parts[0].kind if parts and (key or not spec.flags) else spec.kind
+    longs = [f for f in flags or () if f.startswith("--")]
+    if not longs:
+        return key_spelling(name, value)
+    on, _, off = longs[0].partition("/")
+    if value is _UNSET or kind == "flag":
+        return on
+    if kind == "toggle":
+        return on if value else off
+    return f"{on} {value}"
+
+
+def key_spelling(name: str, value: Any = _UNSET) -> str:
+    """A job file: ``batch.deadline``, ``mode = "batch"``, ``eval.field``."""
+    setting, _, key = name.partition(".")
+    spec = Settings.spec(setting)
+    if spec.section is None:
+        return keyword_spelling(name, value)
+    own = spec.key or setting
+    path = spec.section if own == "*" else ".".join(p for p in (spec.section, own) if p)
+    path = f"{path}.{key}" if key else path
+    return path if value is _UNSET else f"{path} = {json.dumps(value)}"
+
+
+SPELLINGS: dict[str, Spelling] = {
+    "python": keyword_spelling,
+    "cli": flag_spelling,
+    "job": key_spelling,
+}
+"""Who gave a setting -> how it is named to them."""
+
+
+class SpelledAsGiven:
+    """Each setting named the way whoever gave it spells it (`SPELLINGS`): an option
+    given on the command line as ``--deadline``, a job file's key as
+    ``batch.deadline``, a keyword as ``deadline=``; a setting nobody gave in the style
+    of ``default``. ``from_file``: a message named a setting the job file gave (the
+    caller puts the file's path before it)."""
+
+    def __init__(self, origins: Mapping[str, str], default: str) -> None:
+        self.origins = dict(origins)
+        self.default = default
+        self.from_file = False
+
+    def __call__(self, name: str, value: Any = _UNSET, /) -> str:
+        origin = self.origins.get(name.partition(".")[0], self.default)
+        self.from_file = self.from_file or origin == "job"
+        return SPELLINGS[origin](name, value)
 
 
 _SPECS: list[tuple[str, Spec]] | None = None
+_TYPED_CHECKS: list[tuple[str, Check | None, Where, bool, Any]] | None = None
+_NONE_IS_EMPTY = ("rpm", "tpm", "context_window", "request", "prompts")
+"""Settings whose None (in typed construction) means their empty value."""
+
+
+def _typed_checks() -> list[tuple[str, Check | None, Where, bool, Any]]:
+    """(name, check, where, None allowed, declared default) of every setting, for
+    `Settings.__post_init__`: named as a Python keyword (``rpm=``), files not looked
+    for again."""
+    global _TYPED_CHECKS
+    if _TYPED_CHECKS is None:
+        defaults = {f.name: f.default for f in fields(Settings)}
+        _TYPED_CHECKS = [
+            (
+                name,
+                spec.check,
+                Where(f"{name}=", entry=False),
+                defaults[name] is None,
+                defaults[name],
+            )
+            for name, spec in Settings.specs()
+        ]
+    return _TYPED_CHECKS
+
+
+def _passes(value: Any, check: Check | None, where: Where) -> bool:
+    try:
+        _ = check(value, where) if check is not None else value
+    except Invalid:
+        return False
+    return True
+
+
+def _run_checks(items: Iterable[tuple[str, Check | None, Where, Any]]) -> dict[str, Any]:
+    """name -> the checked value of each (name, check, where, value); a ConfigError
+    listing every problem (a check of None: the value passes as it is)."""
+    out: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, check, where, value in items:
+        if check is None:
+            out[name] = value
+            continue
+        try:
+            out[name] = check(value, where)
+        except Invalid as exc:
+            problems.extend(f"{w}: {m}" if w else m for w, m in exc.problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return out
 
 
 def _derived(name: str, spec: Spec) -> Spec:
@@ -1126,6 +1392,7 @@ def _current_names(data: Mapping[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "SPELLINGS",
     "Evaluation",
     "Part",
     "Partial",
@@ -1134,5 +1401,10 @@ __all__ = [
     "ResponseFormat",
     "Settings",
     "Spec",
+    "SpelledAsGiven",
+    "Spelling",
+    "flag_spelling",
+    "key_spelling",
+    "keyword_spelling",
     "setting",
 ]

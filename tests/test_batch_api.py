@@ -291,14 +291,15 @@ def test_bad_input_fails_before_any_upload(tmp_path: Path) -> None:
 
 def test_settings_that_cannot_go_through_a_batch_are_refused(tmp_path: Path) -> None:
     inp = write_rows(tmp_path / "req.jsonl", 1)
-    with pytest.raises(ConfigError, match="--stream"):
+    # settings built in Python: named as Python keywords (`Settings.problems`)
+    with pytest.raises(ConfigError, match=r"stream=True cannot be used with mode='batch'"):
         make_runner(settings(inp, tmp_path / "r", "http://x/v1", stream=True), None)
     online = settings(inp, tmp_path / "r", "http://x/v1", mode="online", deadline=60.0)
-    with pytest.raises(ConfigError, match="--deadline needs --batch-api"):
+    with pytest.raises(ConfigError, match=r"deadline= needs mode='batch'"):
         make_runner(online, None)
     with pytest.raises(ConfigError, match="a pilot"):
         make_runner(settings(inp, tmp_path / "r", "http://x/v1", limit=5), None)
-    with pytest.raises(ConfigError, match="--cache works with online runs"):
+    with pytest.raises(ConfigError, match="cache= works with online runs"):
         make_runner(settings(inp, tmp_path / "r", "http://x/v1", cache=str(tmp_path)), None)
 
 

@@ -370,8 +370,8 @@ def test_ray_refuses_what_it_does_not_run(tmp_path: Path) -> None:
     base = {"input": "in.jsonl", "out_dir": str(tmp_path / "run"), "ray": True}
     with pytest.raises(ConfigError, match="pilot"):
         make_runner(Settings.build(**base, limit=10), None)
-    with pytest.raises(ConfigError, match="--batch-api"):
+    with pytest.raises(ConfigError, match="cannot be combined with mode='batch'"):
         make_runner(Settings.build(**base, mode="batch"), None)
     remote = {**base, "ray": "ray://head:10001", "cache": str(tmp_path / "cache")}
-    with pytest.raises(ConfigError, match="--cache with --ray ray://head:10001"):
+    with pytest.raises(ConfigError, match="cache= with ray='ray://head:10001'"):
         make_runner(Settings.build(**remote), None)

@@ -1,8 +1,8 @@
 """Everything a batch run checks before it uploads a byte: the online run's own checks.
 
-The settings a batch run cannot honour (streaming, ``--max-cost``, a pilot, ``--cache``)
-are refused when the driver is made (`check_settings`). Then the same input, run
-directory and rules as an online run: the input is scanned once (bad rows and
+The settings a batch run cannot honour (streaming, a pilot, ``--cache``: rules of
+`Settings.problems`) are refused when the driver is made (`check_settings`). Then the
+same input, run directory and rules as an online run: the input is scanned once (bad rows and
 duplicate ids are reported naming the line, nothing uploaded), the hooks'
 ``before_send`` checks run (schema, evaluation column, prices), a directory started
 with another input or other request-shaping options is refused unless ``--force``,
@@ -65,21 +65,12 @@ class Prepared:
 
 
 def check_settings(cfg: Settings) -> None:
-    """Refuse, before anything is touched, what a batch run cannot do."""
+    """Refuse, before anything is touched, what a batch run cannot do: a run without a
+    directory, and every rule between settings (`Settings.problems`: no stream, no
+    pilot, no cache with ``mode="batch"``)."""
     if not cfg.out_dir:
         raise ConfigError("no run directory given (-o DIR)")
-    if cfg.stream:
-        raise ConfigError("--stream cannot be used with --batch-api (batches do not stream)")
-    if cfg.is_pilot:
-        raise ConfigError(
-            "a pilot (--limit/--sample) runs online: run it without --batch-api, look, "
-            "then run the rest with --batch-api into the same directory"
-        )
-    if cfg.cache:
-        raise ConfigError(
-            "--cache works with online runs only; run without --batch-api to answer "
-            "from the cache (or without --cache)"
-        )
+    cfg.validate()
 
 
 def prepare(

@@ -105,7 +105,7 @@ from batchrun import checks
 from batchrun.checks import BODY_ALIASES, Invalid, Where, key_path, show, suggest
 from batchrun.errors import ConfigError
 from batchrun.redact import looks_like_key
-from batchrun.settings import Partial, Settings
+from batchrun.settings import Partial, Settings, key_spelling
 
 TOP_LEVEL = ("name", "description")
 
@@ -315,63 +315,29 @@ def read_settings(data: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], 
                 problems.append(f"{section}.{key}: unknown key" + suggest(key, list(keys)))
         if whole is not None and (rest or len(keys) == 1):
             check(whole, rest, section)
-    problems.extend(_consistency(data, values))
+    prompt = data.get("prompt")
+    if (
+        isinstance(prompt, dict)
+        and not {"user", "messages"} & set(prompt)
+        and "prompts" not in data
+    ):
+        # the file's shape, not a rule between settings: a [prompt] table without a prompt
+        problems.append("prompt.user: required (or named variants in [prompts.NAME])")
+    if not problems:
+        problems.extend(_rules(values))
     return values, problems
 
 
-def _consistency(data: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
-    """Problems between settings: each may be fine alone and wrong together."""
-    out = []
-    prompt = data.get("prompt")
-    if isinstance(prompt, dict):
-        if "messages" in prompt and ("system" in prompt or "user" in prompt):
-            out.append("prompt: give either messages or system/user, not both")
-        elif "messages" not in prompt and "user" not in prompt and not data.get("prompts"):
-            out.append("prompt.user: required (or named variants in [prompts.NAME])")
-    has_prompt = "prompt" in data or bool(data.get("prompts"))
-    out.extend(p for p in consistency_problems(values, has_prompt=has_prompt) if p not in out)
-    return out
-
-
-def consistency_problems(values: Mapping[str, Any], *, has_prompt: bool) -> list[str]:
-    """The rules between settings, for a job file and for keyword settings alike."""
-    out = []
-    if values.get("messages") and (
-        values.get("system") is not None or values.get("prompt") is not None
-    ):
-        out.append("prompt: give either messages or system/user, not both")
-    if not has_prompt:
-        if values.get("response_format") is not None:
-            out.append(
-                "response_format: needs a prompt ([prompt] in a job file, prompt= in Python, "
-                "--variant on the command line): without one the input rows are complete "
-                "request bodies (set response_format in them)"
-            )
-        if values.get("eval") is not None:
-            out.append("eval: needs a [prompt]: a plain request file has no reference column")
-    if values.get("prompts") and (values.get("prompt") is not None or values.get("messages")):
-        out.append(
-            "prompts: give the prompt in [prompt] (user or messages) or named variants in "
-            "[prompts.NAME], not both ([prompt] system is shared by the variants)"
-        )
-    if values.get("examples") and values.get("template_engine") == "format":
-        out.append('prompt.examples_file: few-shot examples need engine = "jinja"')
-    evaluation = values.get("eval")
-    response_format = values.get("response_format")
-    if evaluation is not None and evaluation.compare == "json_field":
-        schema = response_format.schema if response_format is not None else None
-        if evaluation.field and schema is not None and evaluation.field not in schema["properties"]:
-            props = [str(p) for p in schema["properties"]]
-            out.append(
-                f"eval.field: {evaluation.field!r} is not a property of the response schema "
-                f"(properties: {', '.join(props)})" + suggest(evaluation.field, props)
-            )
-        if response_format is not None and response_format.type == "text":
-            out.append(
-                "eval.compare: 'json_field' needs JSON responses, "
-                "but response_format.type is 'text'"
-            )
-    return out
+def _rules(values: Mapping[str, Any]) -> list[str]:
+    """The rules between the file's settings (`batchrun.settings.Settings.problems`),
+    naming its keys: judged on the file alone, so a file is known good before any
+    command line meets it, and only once every key is readable (a rule over a key that
+    failed its own check would only repeat that problem). The command line's settings
+    over the file's are judged again, merged (`batchrun._api.settings_for`)."""
+    try:
+        return Settings(**values).problems(key_spelling)
+    except ConfigError as exc:  # a value its check took that the settings do not
+        return [str(exc)]
 
 
 def _secrets(value: Any, where: str) -> list[str]:
@@ -410,4 +376,4 @@ def _placement_hint(
     return suggest(key, sections)
 
 
-__all__ = ["Job", "JobFileError", "consistency_problems", "load_job", "merge"]
+__all__ = ["Job", "JobFileError", "load_job", "merge"]

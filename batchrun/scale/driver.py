@@ -36,7 +36,7 @@ import anyio.abc
 import anyio.to_thread
 import orjson
 
-from batchrun import __version__, checks
+from batchrun import __version__
 from batchrun.arrowbuf import from_array, scalar
 from batchrun.engine.rundir import removed_if_refused, taken
 from batchrun.engine.signals import run_watched
@@ -114,18 +114,7 @@ class RayDriver:
             raise ConfigError("no run directory given (-o DIR)")
         if cfg.ray is None:
             raise ConfigError("RayDriver needs settings.ray (an address, or 'local')")
-        if cfg.has_variants or cfg.is_pilot:
-            raise ConfigError(
-                "--ray runs one job over the whole input: compare variants (several "
-                "models, [prompts]) or run a pilot (--limit, --sample) without --ray"
-            )
-        if cfg.cache and cfg.ray != checks.LOCAL_RAY:
-            raise ConfigError(
-                f"--cache with --ray {cfg.ray}: the response cache is an SQLite file, "
-                "which nodes cannot share safely over network storage; use --cache with "
-                "a local cluster (bare --ray) or without --ray"
-            )
-        self.cfg = cfg
+        self.cfg = cfg.validate()  # variants, a pilot, a cache nodes cannot share: refused
         self.run_dir: str = cfg.out_dir
         self.api_key = api_key
         self.handle_signals = handle_signals
