@@ -350,8 +350,9 @@ def format_estimate(report: EstimateReport) -> str:
     lines = align_table([header, *rows])
     if report.unbounded_requests:
         lines.append(
-            f"{report.unbounded_requests:,} requests set no max_tokens/max_completion_tokens: "
-            "their output, and so the high cost, has no upper bound"
+            f"{report.unbounded_requests:,} requests set no max_tokens/max_completion_tokens "
+            "(Responses: max_output_tokens): their output, and so the high cost, has no "
+            "upper bound"
         )
     if report.unpriced_models:
         from batchrun.cost.modelnames import did_you_mean
