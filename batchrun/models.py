@@ -16,16 +16,18 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Request:
-    """One chat-completions request, its body passed through unchanged.
+    """One request, its body passed through unchanged.
 
     ``row`` is the 1-based line number (JSONL) or row number (Parquet) it came from.
     ``columns`` holds the dataset columns carried to the output (dataset jobs only).
+    ``api`` is the API it targets (`batchrun.apis`: "chat", "embeddings", "responses").
     """
 
     custom_id: str
     body: dict[str, Any]
     row: int
     columns: dict[str, Any] | None = None
+    api: str = "chat"
 
 
 @dataclass(frozen=True, slots=True)

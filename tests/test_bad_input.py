@@ -136,18 +136,25 @@ BAD_INPUTS: list[Any] = [
         "with a 'role'",
     ),
     (
-        "url_embeddings",
+        "url_legacy_completions",
         "r.jsonl",
-        batch_line(url="/v1/embeddings"),
+        batch_line(url="/v1/completions"),
         "line 1",
-        "url must be /v1/chat/completions",
+        "url must be /v1/chat/completions, /v1/embeddings or /v1/responses",
     ),
     (
-        "url_responses",
+        "url_responses_with_a_chat_body",
         "r.jsonl",
         good(1) + batch_line(url="/v1/responses"),
         "line 2",
-        "url must be /v1/chat/completions",
+        "'messages' is a chat-completions field; the Responses API takes 'input'",
+    ),
+    (
+        "url_embeddings_with_a_chat_body",
+        "r.jsonl",
+        batch_line(url="/v1/embeddings"),
+        "line 1",
+        "'messages' is not an embeddings field",
     ),
     ("method_get", "r.jsonl", batch_line(method="GET"), "line 1", "method must be POST"),
     ("method_not_string", "r.jsonl", batch_line(method=1), "line 1", "method must be POST"),
@@ -340,7 +347,7 @@ BAD_INPUTS: list[Any] = [
     (
         "parquet_url_wrong",
         "r.parquet",
-        parquet(pa.table({"body": [json.dumps(GOOD)], "url": ["/v1/embeddings"]})),
+        parquet(pa.table({"body": [json.dumps(GOOD)], "url": ["/v1/completions"]})),
         "row 1",
         "url must be /v1/chat/completions",
     ),
@@ -530,7 +537,7 @@ def test_skip_invalid_sets_bad_rows_aside_and_runs_the_rest(
         + good(2)
         + b"[1, 2]\n"
         + line({"model": "m"})
-        + batch_line(url="/v1/embeddings")
+        + batch_line(url="/v1/completions")
         + good(3)
         + line({**GOOD, "custom_id": 9})
         + b'{"torn": '

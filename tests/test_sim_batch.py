@@ -527,7 +527,7 @@ async def test_http_requests_are_checked_at_once() -> None:
                     "'file'",
                 ),
                 (await create(client, good, completion_window="48h"), 400, "'24h'"),
-                (await create(client, good, endpoint="/v1/embeddings"), 400, "supports only"),
+                (await create(client, good, endpoint="/v1/completions"), 400, "Supported values"),
                 (await client.post("/batches", json={"endpoint": "x"}), 400, "input_file_id"),
                 (await client.post("/batches", content=b"{"), 400, "JSON"),
                 (await create(client, good, metadata={f"k{i}": "v" for i in range(17)}), 400, "16"),

@@ -127,8 +127,12 @@ def test_parquet_without_body_column(tmp_path: Path) -> None:
             "method must be POST",
         ),
         (
+            '{"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": {}}',
+            "url must be /v1/chat/completions, /v1/embeddings or /v1/responses",
+        ),
+        (
             '{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}',
-            "url must be /v1/chat/completions",
+            "body has no 'input' (the text to embed)",
         ),
     ],
 )

@@ -141,11 +141,14 @@ class BatchClient:
 
         return await self._call("upload", send)
 
-    async def create(self, input_file_id: str, metadata: Mapping[str, str]) -> dict[str, Any]:
-        """Create a batch. Never retried blindly: see `CreateUnknown`."""
+    async def create(
+        self, input_file_id: str, metadata: Mapping[str, str], endpoint: str = CHAT_ENDPOINT
+    ) -> dict[str, Any]:
+        """Create a batch for ``endpoint`` (every line of its file names it). Never
+        retried blindly: see `CreateUnknown`."""
         body = {
             "input_file_id": input_file_id,
-            "endpoint": CHAT_ENDPOINT,
+            "endpoint": endpoint,
             "completion_window": COMPLETION_WINDOW,
             "metadata": dict(metadata),
         }

@@ -43,13 +43,14 @@ RETRYABLE_CODES = frozenset({"batch_expired", "batch_cancelled", "server_error",
 FINAL_CODES = frozenset({"insufficient_quota", "invalid_api_key", "model_not_found"})
 
 
-def input_line(custom_id: str, body: Mapping[str, Any]) -> bytes:
-    """One line of a batch input file (with its newline).
+def input_line(custom_id: str, body: Mapping[str, Any], url: str = CHAT_ENDPOINT) -> bytes:
+    """One line of a batch input file (with its newline); ``url``: the endpoint of
+    its batch (`batchrun.apis.batch_url`).
 
     >>> input_line("r1", {"model": "m"})
     b'{"custom_id":"r1","method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}\\n'
     """
-    line = {"custom_id": custom_id, "method": "POST", "url": CHAT_ENDPOINT, "body": body}
+    line = {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
 
 
@@ -232,7 +233,8 @@ def parse_result_line(line: bytes) -> RowResult | None:
     status = status if isinstance(status, int) else None
     body = response.get("body")
     error = record.get("error")
-    if error is None and status == 200 and isinstance(body, Mapping) and "error" not in body:
+    # a Responses object always has an "error" key: null unless the response failed
+    if error is None and status == 200 and isinstance(body, Mapping) and not body.get("error"):
         return RowResult(record["custom_id"], True, 200, response.get("request_id"), body)
     code, message = _error_of(error, body, status)
     return RowResult(

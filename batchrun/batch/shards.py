@@ -1,10 +1,12 @@
 """Split the pending rows into Batch API input files within the provider's limits (pure).
 
-A batch input file holds requests for one model (OpenAI refuses a file that mixes
-them) and at most ``max_requests`` lines and ``max_bytes`` bytes (OpenAI: 50,000 and
-200 MB). Rows arrive one at a time, in input order, with their model and the size of
-their input line; the planner keeps one open shard per model and closes it when the
-next row would not fit. Shard numbers come from a counter that never goes back, so a
+A batch input file holds requests for one model and one endpoint (OpenAI refuses a
+file that mixes them) and at most ``max_requests`` lines and ``max_bytes`` bytes
+(OpenAI: 50,000 and 200 MB); an embeddings file at most ``max_inputs`` inputs over
+all its requests (OpenAI: 50,000). Rows arrive one at a time, in input order, with
+their shard key (the model, and the API when it is not chat) and the size of their
+input line; the planner keeps one open shard per key and closes it when the next
+row would not fit. Shard numbers come from a counter that never goes back, so a
 number names one submission for the whole life of a run directory.
 
     >>> planner = ShardPlanner(max_requests=2, max_bytes=1000, first=7)
@@ -17,6 +19,8 @@ number names one submission for the whole life of a run directory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from batchrun.apis import EMBEDDING_BATCH_INPUTS
 
 
 class RowTooLarge(ValueError):
@@ -31,6 +35,8 @@ class OpenShard:
     model: str
     requests: int = 0
     bytes: int = 0
+    inputs: int = 0
+    """Embedding inputs (one request may ask for many vectors)."""
 
 
 @dataclass
@@ -48,6 +54,7 @@ class ShardPlanner:
     max_requests: int
     max_bytes: int
     first: int = 1
+    max_inputs: int = EMBEDDING_BATCH_INPUTS
     _open: dict[str, OpenShard] = field(default_factory=dict)
     _next: int = 0
 
@@ -61,8 +68,9 @@ class ShardPlanner:
         """The number the next shard will get."""
         return self._next
 
-    def place(self, model: str, size: int) -> Placement:
-        """Put one row of ``size`` bytes (its input line) in its model's open shard."""
+    def place(self, model: str, size: int, inputs: int = 0) -> Placement:
+        """Put one row of ``size`` bytes (its input line; ``inputs``: the embedding
+        inputs it asks for) in the open shard of its key (``model``)."""
         if size > self.max_bytes:
             raise RowTooLarge(
                 f"a request of {size:,} bytes is larger than a batch file may be "
@@ -71,7 +79,9 @@ class ShardPlanner:
         current = self._open.get(model)
         closed = None
         if current is not None and (
-            current.requests + 1 > self.max_requests or current.bytes + size > self.max_bytes
+            current.requests + 1 > self.max_requests
+            or current.bytes + size > self.max_bytes
+            or current.inputs + inputs > self.max_inputs
         ):
             closed = current
             current = None
@@ -80,6 +90,7 @@ class ShardPlanner:
             self._next += 1
         current.requests += 1
         current.bytes += size
+        current.inputs += inputs
         return Placement(current.shard, closed)
 
     def close_all(self) -> list[OpenShard]:

@@ -35,6 +35,7 @@ import anyio.from_thread
 import anyio.to_thread
 import orjson
 
+from batchrun.apis import CHAT, EMBEDDINGS, embedding_inputs
 from batchrun.batch.bookkeeping import Bookkeeper
 from batchrun.batch.client import BatchClient, CreateUnknown
 from batchrun.batch.followers import Followers
@@ -57,6 +58,7 @@ from batchrun.batch.workdir import (
     line_for,
     read_index,
     remove_shard_files,
+    shard_endpoint,
     shard_paths,
 )
 from batchrun.cost.budget import BatchBudget, cap_reached
@@ -66,7 +68,7 @@ from batchrun.input.sources import Source
 from batchrun.models import Outcome, Request
 from batchrun.output.breaker import OPENING_ANSWERS
 from batchrun.output.journal import answered
-from batchrun.pacing.tokens import prompt_tokens
+from batchrun.pacing.tokens import answer_ceiling, prompt_tokens
 from batchrun.settings import Settings
 
 TOO_BIG = "token_limit_exceeded"
@@ -227,14 +229,16 @@ class Submitter:
                         ready = []
                     continue
                 model = str(req.body.get("model") or "")
+                # one model and one endpoint a file: a chat shard is keyed by its model
+                key = model if req.api == CHAT else f"{model}\n{req.api}"
                 if opening is not None:
                     if per_model.get(model, 0) >= opening:
                         self.held_back = True  # after the opening batches are judged
                         continue
                     per_model[model] = per_model.get(model, 0) + 1
                 if self.max_tokens is None:  # for the answer-quality messages, as online
-                    limit = req.body.get("max_tokens") or req.body.get("max_completion_tokens")
-                    self.max_tokens = limit if isinstance(limit, int) else 0
+                    ceiling = answer_ceiling(req.body)
+                    self.max_tokens = ceiling[1] if ceiling is not None else 0
                 worst = 0.0
                 if budget is not None and room is not None:
                     worst = budget.worst_case(req.body)
@@ -245,9 +249,10 @@ class Submitter:
                         )
                         break
                     room -= worst
-                line, hashed = line_for(req.custom_id, req.body)
+                line, hashed = line_for(req.custom_id, req.body, req.api)
+                inputs = embedding_inputs(req.body) if req.api == EMBEDDINGS else 0
                 try:
-                    placed = planner.place(model, len(line))
+                    placed = planner.place(key, len(line), inputs)
                 except RowTooLarge as exc:
                     raise InputError(self.cfg.input_path, f"row {req.row}", str(exc)) from None
                 if placed.closed is not None:
@@ -350,7 +355,9 @@ class Submitter:
             {"step": "create", "shard": record.shard, "file_id": file_id, "at": self.wall_clock()}
         )
         try:
-            made = await client.create(file_id, metadata)
+            made = await client.create(
+                file_id, metadata, shard_endpoint(self.run_dir, record.shard)
+            )
         except CreateUnknown as exc:
             # the batch may exist, or appear later: it is looked for by its metadata, and
             # the wait before creating again counts from now, when the answer was lost

@@ -25,7 +25,8 @@ from typing import Any
 
 import orjson
 
-from batchrun.batch.protocol import input_line, shard_tag
+from batchrun.apis import CHAT, api_of_url, batch_url
+from batchrun.batch.protocol import CHAT_ENDPOINT, input_line, shard_tag
 from batchrun.errors import RunDirError
 from batchrun.ids import body_hash
 
@@ -105,10 +106,10 @@ class ShardWriter:
         remove_shard_files(self.paths)
 
 
-def line_for(custom_id: str, body: Mapping[str, Any]) -> tuple[bytes, str]:
-    """A request's input line and the hash of its body as it is sent (the hash an
-    answer line records, the same as an online send of this body records)."""
-    return input_line(custom_id, body), body_hash(orjson.dumps(body))
+def line_for(custom_id: str, body: Mapping[str, Any], api: str = CHAT) -> tuple[bytes, str]:
+    """A request's input line (to ``api``'s endpoint) and the hash of its body as it
+    is sent (the hash an answer line records, the same as an online send records)."""
+    return input_line(custom_id, body, batch_url(api)), body_hash(orjson.dumps(body))
 
 
 def first_body(run_dir: str, shard: int) -> dict[str, Any] | None:
@@ -120,6 +121,18 @@ def first_body(run_dir: str, shard: int) -> dict[str, Any] | None:
     except (OSError, ValueError, AttributeError):
         return None
     return body if isinstance(body, dict) else None
+
+
+def shard_endpoint(run_dir: str, shard: int) -> str:
+    """The endpoint a shard's batch is created for: the ``url`` of its first line (every
+    line of a shard has the same; a shard of chat requests when unreadable)."""
+    path = shard_paths(run_dir, shard).input
+    try:
+        with open(path, "rb") as f:
+            url = orjson.loads(f.readline()).get("url")
+    except (OSError, ValueError, AttributeError):
+        return CHAT_ENDPOINT
+    return url if isinstance(url, str) and api_of_url(url) is not None else CHAT_ENDPOINT
 
 
 def read_index(run_dir: str, shard: int) -> dict[str, IndexEntry]:

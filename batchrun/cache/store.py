@@ -46,6 +46,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES, batch_url
 from batchrun.endpoint import TENANT_BYTES
 from batchrun.errors import ConfigError
 from batchrun.redact import scrub
@@ -57,6 +58,7 @@ __all__ = [
     "CacheStats",
     "Hit",
     "ResponseCache",
+    "api_scope",
     "cache_key",
     "cache_scope",
     "cacheable",
@@ -124,12 +126,30 @@ def cache_scope(endpoint: str, tenant: bytes = ANONYMOUS) -> bytes:
     return endpoint.encode() + b"\n" + tenant
 
 
+def api_scope(endpoint: str, api: str, tenant: bytes = ANONYMOUS) -> bytes:
+    """The `cache_scope` of one API's requests (`batchrun.apis`): the same body sent
+    to the embeddings and to the Responses endpoint (``{"model", "input"}`` can be
+    either) are two requests. Chat keeps the plain endpoint's scope (the keys of
+    every cache written before the other APIs existed).
+
+    >>> api_scope("sim", "chat") == cache_scope("sim")
+    True
+    >>> api_scope("sim", "embeddings") == api_scope("sim", "responses")
+    False
+    """
+    if api == CHAT:
+        return cache_scope(endpoint, tenant)
+    return cache_scope(f"{endpoint} {batch_url(api)}", tenant)
+
+
 def scoped_key(scope: bytes, body: bytes) -> bytes:
     """`cache_key` of ``body`` in a `cache_scope` (the hot path: one hash a request)."""
     return blake2b(scope + body, digest_size=KEY_BYTES).digest()
 
 
-def cacheable(body: Mapping[str, Any], policy: CachePolicy = "deterministic") -> bool:
+def cacheable(
+    body: Mapping[str, Any], policy: CachePolicy = "deterministic", api: str = CHAT
+) -> bool:
     """May this request be answered from the cache (and its answer stored)?
 
     ``"off"``: never. ``"all"``: always (a sampled answer is frozen: rerunning an
@@ -142,8 +162,11 @@ def cacheable(body: Mapping[str, Any], policy: CachePolicy = "deterministic") ->
       either the server samples (its default temperature is 1; reasoning models take
       no temperature at all), and with ``n > 1`` at a temperature above 0 every
       choice is a different draw;
-    * no ``web_search_options``: an answer built from a live search goes stale
-      whatever the temperature.
+    * no ``web_search_options`` (nor, in a Responses request, a web search tool): an
+      answer built from a live search goes stale whatever the temperature.
+
+    An embeddings request is deterministic whatever it sets (there is nothing to
+    sample): the same text gets the same vector.
 
     >>> cacheable({"model": "m", "temperature": 0})
     True
@@ -158,7 +181,11 @@ def cacheable(body: Mapping[str, Any], policy: CachePolicy = "deterministic") ->
         return True
     if policy != "deterministic":
         raise ValueError(f"cache policy must be one of {', '.join(CACHE_POLICIES)}, not {policy!r}")
+    if api == EMBEDDINGS:
+        return True
     if body.get("web_search_options") is not None:
+        return False
+    if api == RESPONSES and _searches(body.get("tools")):
         return False
     seed = body.get("seed")
     if isinstance(seed, int) and not isinstance(seed, bool):
@@ -168,6 +195,13 @@ def cacheable(body: Mapping[str, Any], policy: CachePolicy = "deterministic") ->
         isinstance(temperature, int | float)
         and not isinstance(temperature, bool)
         and temperature == 0
+    )
+
+
+def _searches(tools: Any) -> bool:
+    """A Responses tool list with a web search (``web_search``, ``web_search_preview``)."""
+    return isinstance(tools, list) and any(
+        isinstance(t, dict) and str(t.get("type", "")).startswith("web_search") for t in tools
     )
 
 

@@ -180,6 +180,7 @@ def _minus(total: Usage, part: Usage | None) -> Usage:
 def worst_case(body: dict[str, Any], book: PriceBook, *, via_batch: bool = False) -> float:
     """Most one request can cost (``via_batch``: through the Batch API); a body that
     sets no max tokens may use the model's whole context window."""
+    from batchrun.apis import EMBEDDINGS, api_of_body
     from batchrun.cost.bill import worst_case_cost
     from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
 
@@ -190,9 +191,10 @@ def worst_case(body: dict[str, Any], book: PriceBook, *, via_batch: bool = False
             f"--max-cost cannot be enforced: model {model!r} has no known price "
             "(add it to a --prices file)"
         )
-    prompt = prompt_tokens(body)
-    ceiling = completion_ceiling(body)
-    if ceiling <= 0:
+    api = api_of_body(body)
+    prompt = prompt_tokens(body, api=api)
+    ceiling = completion_ceiling(body, api=api)
+    if ceiling <= 0 and api != EMBEDDINGS:  # an embeddings answer is vectors, not tokens
         window = getattr(price, "context_window", None)
         ceiling = max(1, window - prompt) if window else FALLBACK_CEILING
     return worst_case_cost(model, prompt, ceiling, book, via_batch=via_batch) or 0.0

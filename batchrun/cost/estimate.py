@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.apis import APIS, EMBEDDINGS
 from batchrun.cost.prices import ModelPrice, PriceBook
 from batchrun.models import Request
 from batchrun.output import lines
@@ -243,13 +244,13 @@ def estimate(
         if entry is None:
             entry = models[model] = ModelEstimate(model, book.price_for(model))
             entry.typical_completion_per_request = _learned_for(model, learned)
-        prompt = prompt_tokens(body, model)
-        ceiling = completion_ceiling(body)
+        prompt = prompt_tokens(body, model, request.api)
+        ceiling = completion_ceiling(body, api=request.api)
         entry.requests += 1
         entry.prompt_tokens += prompt
         if ceiling:
             entry.completion_ceiling += ceiling
-        else:
+        elif request.api != EMBEDDINGS:  # an embeddings answer has no tokens to bound
             entry.unbounded_requests += 1
         price = entry.price
         index = price.tier_index(prompt) if price is not None and price.tiers else 0
@@ -349,8 +350,9 @@ def format_estimate(report: EstimateReport) -> str:
     lines = align_table([header, *rows])
     if report.unbounded_requests:
         lines.append(
-            f"{report.unbounded_requests:,} requests set no max_tokens/max_completion_tokens: "
-            "their output, and so the high cost, has no upper bound"
+            f"{report.unbounded_requests:,} requests set no max_tokens/max_completion_tokens "
+            "(Responses: max_output_tokens): their output, and so the high cost, has no "
+            "upper bound"
         )
     if report.unpriced_models:
         from batchrun.cost.modelnames import did_you_mean
@@ -409,7 +411,7 @@ def _what_a_run_sends(settings: Settings, source: Any) -> Iterator[Request]:
     each group of identical requests (in-run dedupe, by the cache policy). Checks the
     input as a run would."""
     from batchrun.cache.dedup import RequestGroups
-    from batchrun.cache.store import cache_key, cacheable
+    from batchrun.cache.store import api_scope, cacheable, scoped_key
     from batchrun.input.pilot import PilotPicker
 
     picker = None
@@ -422,13 +424,14 @@ def _what_a_run_sends(settings: Settings, source: Any) -> Iterator[Request]:
     policy = settings.cache_policy
     groups = RequestGroups() if settings.dedupe and policy != "off" else None
     endpoint = settings.base_url.rstrip("/") + "/chat/completions"
+    scopes = {api: api_scope(endpoint, api) for api in APIS}
 
     def observe(req: Request, payload: bytes) -> None:
         if picker is not None:
             picker.observe(req, payload)
         if groups is not None:
-            if cacheable(req.body, policy):  # type: ignore[arg-type]
-                groups.add(cache_key(endpoint, payload))
+            if cacheable(req.body, policy, req.api):  # type: ignore[arg-type]
+                groups.add(scoped_key(scopes[req.api], payload))
             else:
                 groups.add_unique()
 

@@ -32,15 +32,24 @@ def snapshot() -> Any:
     return DataSnapshot(providers=data.providers, from_auto_update=False)
 
 
+FALLBACK_PROVIDER = "openai"
+"""The provider a bare name is looked up with when no provider claims it."""
+
+
 def _entries(model: str) -> Iterator[tuple[Any, Any]]:
     """(provider, model info) of every genai-prices entry the name may mean: the name,
-    then without ``provider/`` prefixes (with that provider, then any)."""
+    then without ``provider/`` prefixes (with that provider, then any), then the bare
+    name as an OpenAI model. genai-prices finds a bare name's provider by patterns
+    (``gpt-*``, ``o1``...) that miss some of OpenAI's own models (its embedding models,
+    ``chatgpt-4o-latest``); batchrun speaks OpenAI's API, so a name no provider claims
+    is looked up in OpenAI's table last."""
     table = snapshot()
     attempts: list[tuple[str, str | None]] = [(model, None)]
     parts = model.split("/")
     for i in range(1, len(parts)):
         rest = "/".join(parts[i:])
         attempts += [(rest, parts[i - 1]), (rest, None)]
+    attempts.append((parts[-1], FALLBACK_PROVIDER))
     for ref, provider_id in attempts:
         try:
             yield table.find_provider_model(ref, None, provider_id, None)

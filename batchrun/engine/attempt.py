@@ -46,6 +46,7 @@ from batchrun.pacing.retry import (
     wait_seconds,
 )
 from batchrun.pacing.scheduler import Scheduler, Stopped, Ticket, last_send
+from batchrun.pacing.tokens import answer_ceiling
 from batchrun.transport.client import ChatClient, Reply
 from batchrun.transport.responses import error_envelope
 
@@ -227,7 +228,7 @@ class Sender:
             sent_at = self.clock()
             number = self.reach.sending()
             try:
-                reply = await self.client.send(body, payload)
+                reply = await self.client.send(body, payload, req.api)
                 ok = True
             except RequestError as exc:
                 last_billed[0] = exc if exc.billed else None
@@ -333,8 +334,8 @@ class Sender:
             if verdict.detail:
                 outcome.extra["quality_detail"] = verdict.detail
         if self.max_tokens is None:
-            limit = body.get("max_tokens") or body.get("max_completion_tokens")
-            self.max_tokens = limit if isinstance(limit, int) else 0
+            ceiling = answer_ceiling(body)
+            self.max_tokens = ceiling[1] if ceiling is not None else 0
         return outcome
 
     def _failure(

@@ -40,8 +40,9 @@ from typing import Any
 
 import orjson
 
+from batchrun.apis import APIS
 from batchrun.cache.dedup import DedupPlan, RequestGroups
-from batchrun.cache.store import ResponseCache, cache_scope, cacheable, scoped_key
+from batchrun.cache.store import ResponseCache, api_scope, cacheable, scoped_key
 from batchrun.endpoint import credential_identity
 from batchrun.errors import ConfigError
 from batchrun.ids import body_hash
@@ -93,8 +94,9 @@ class Reuse:
         tenant = credential_identity(
             api_key, auth=settings.auth, auth_header=settings.auth_header, headers=settings.headers
         )
-        self._scope = cache_scope(self.endpoint, tenant)
-        """Where and who (one-way hashed): one tenant's answers never serve another."""
+        self._scopes = {api: api_scope(self.endpoint, api, tenant) for api in APIS}
+        """Where, which API and who (one-way hashed): one tenant's answers never serve
+        another, an embeddings answer never a Responses request of the same body."""
         self.cache: ResponseCache | None = None
         if settings.cache and policy != "off":
             self.cache = ResponseCache(cache_path(settings.cache))
@@ -136,8 +138,8 @@ class Reuse:
         groups = self._groups
         if groups is None:
             return
-        if cacheable(req.body, self.policy):  # type: ignore[arg-type]
-            groups.add(scoped_key(self._scope, payload))
+        if cacheable(req.body, self.policy, req.api):  # type: ignore[arg-type]
+            groups.add(scoped_key(self._scopes[req.api], payload))
         else:
             groups.add_unique()
 
@@ -259,8 +261,8 @@ class Reuse:
             return
         keys: dict[str, bytes] = {}
         for req in requests:
-            if cacheable(req.body, self.policy):  # type: ignore[arg-type]
-                keys[req.custom_id] = scoped_key(self._scope, orjson.dumps(req.body))
+            if cacheable(req.body, self.policy, req.api):  # type: ignore[arg-type]
+                keys[req.custom_id] = scoped_key(self._scopes[req.api], orjson.dumps(req.body))
         found = self.cache.get_many_timed(keys.values()) if keys else {}
         for req in requests:
             key = keys.get(req.custom_id)

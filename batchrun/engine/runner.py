@@ -622,8 +622,8 @@ class Runner:
     def _token_estimate(self, req: Request) -> int:
         from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
 
-        body = req.body
-        return prompt_tokens(body) + completion_ceiling(body, default_max=256)
+        body, api = req.body, req.api
+        return prompt_tokens(body, api=api) + completion_ceiling(body, default_max=256, api=api)
 
     def _stop_with(self, reason: str, note: str | None) -> None:
         """A stop asked for by the sender (the budget, the breaker), with its note."""

@@ -4,7 +4,8 @@ Sent, such a row is refused by the provider (or, under ``--max-cost``, its worst
 blocks the rows after it); found before sending, it is named by file and line like any
 bad row, and ``--skip-invalid`` sets it aside in invalid.jsonl. The window of a model
 is the ``context_window`` setting's (for that model, or for every model), else the
-one genai-prices' table gives; a model neither knows is not checked.
+one genai-prices' table gives; a model neither knows is not checked. An embeddings
+request's inputs are checked one by one: an embedding model's window is per input.
 
 Counting every row's tokens would make the scan several times slower, so a row is
 first measured by `batchrun.pacing.tokens.prompt_tokens_at_most` (its bytes, a bound
@@ -17,10 +18,18 @@ no tokenizer can exceed); only a row whose bound does not fit is tokenized.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from batchrun.apis import EMBEDDINGS
 from batchrun.input.sources import RequestCheck
 from batchrun.models import Request
-from batchrun.pacing.tokens import answer_ceiling, prompt_tokens, prompt_tokens_at_most
+from batchrun.pacing.tokens import (
+    answer_ceiling,
+    embedding_input_sizes,
+    embedding_input_tokens,
+    prompt_tokens,
+    prompt_tokens_at_most,
+)
 from batchrun.settings import Quota, Settings
 
 
@@ -68,11 +77,13 @@ def context_check(settings: Settings, windows: ContextWindows | None = None) -> 
         window = known[model] if model in known else window_of(model)
         if window is None:
             return None
+        if req.api == EMBEDDINGS:
+            return _inputs_over(body, model, window)
         ceiling = answer_ceiling(body)
         answer = ceiling[1] if ceiling is not None else 0
-        if prompt_tokens_at_most(body) + answer <= window:
+        if prompt_tokens_at_most(body, req.api) + answer <= window:
             return None  # the bound fits: no need to tokenize
-        prompt = prompt_tokens(body)
+        prompt = prompt_tokens(body, api=req.api)
         if prompt + answer <= window:
             return None
         asked = f" + {ceiling[0]} {ceiling[1]:,}" if ceiling is not None else ""
@@ -81,6 +92,21 @@ def context_check(settings: Settings, windows: ContextWindows | None = None) -> 
         )
 
     return check
+
+
+def _inputs_over(body: dict[str, Any], model: str, window: int) -> str | None:
+    """An embeddings body: each input is held to the model's limit on its own (an
+    embedding model's window is per input: 8,192 tokens for OpenAI's)."""
+    if all(size <= window for size in embedding_input_sizes(body)):
+        return None  # the bound fits: no need to tokenize
+    counts = embedding_input_tokens(body)
+    for index, count in enumerate(counts):
+        if count > window:
+            which = "the input" if len(counts) == 1 else f"input[{index}]"
+            return (
+                f"{which} has {count:,} tokens, over {model}'s limit of {window:,} tokens an input"
+            )
+    return None
 
 
 __all__ = ["ContextWindows", "context_check"]

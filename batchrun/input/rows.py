@@ -11,8 +11,10 @@ and joins on the id, so result lines stay small.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+from batchrun.apis import defaults_for
 from batchrun.errors import ConfigError, InputError
 from batchrun.input.sources import RowMapper
 from batchrun.models import Request
@@ -55,6 +57,6 @@ def request_defaults_mapper(cfg: Settings) -> RowMapper:
         req = request_from_row(obj, row, where, default_model=cfg.default_model, path=path)
         if not defaults:
             return req
-        return Request(req.custom_id, apply_defaults(req.body, defaults), req.row)
+        return replace(req, body=apply_defaults(req.body, defaults_for(req.api, defaults)))
 
     return mapper

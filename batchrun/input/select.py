@@ -9,9 +9,11 @@ line records is the hash of what went over the wire, in every pass.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
+from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES
 from batchrun.input.sources import RowMapper, Source, Span
 from batchrun.models import Request
 from batchrun.settings import Settings
@@ -73,8 +75,16 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
     )
 
 
-def as_sent(body: dict[str, Any], stream: bool) -> dict[str, Any]:
-    """The body as batchrun sends it: streamed bodies ask for a usage chunk."""
+def as_sent(body: dict[str, Any], stream: bool, api: str = CHAT) -> dict[str, Any]:
+    """The body as batchrun sends it: streamed chat bodies ask for a usage chunk.
+
+    ``--stream`` streams chat and Responses requests; a Responses stream always ends
+    with its usage (in ``response.completed``), and embeddings are never streamed.
+    """
+    if api == EMBEDDINGS:
+        return body
+    if api == RESPONSES:
+        return body if not stream or body.get("stream") is True else {**body, "stream": True}
     if stream or body.get("stream") is True:
         from batchrun.transport.streaming import ensure_include_usage
 
@@ -84,5 +94,5 @@ def as_sent(body: dict[str, Any], stream: bool) -> dict[str, Any]:
 
 def sent_request(req: Request, *, stream: bool) -> Request:
     """``req`` with its body as it will be sent."""
-    body = as_sent(req.body, stream)
-    return req if body is req.body else Request(req.custom_id, body, req.row, req.columns)
+    body = as_sent(req.body, stream, req.api)
+    return req if body is req.body else replace(req, body=body)

@@ -2,7 +2,9 @@
 
 Two kinds of row are accepted (see README "Input"):
 
-* a Batch API line ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``
+* a Batch API line ``{"custom_id", "method": "POST", "url": "/v1/chat/completions", "body"}``;
+  the ``url`` may also be ``/v1/embeddings`` or ``/v1/responses`` (one file may mix
+  them), each body checked for its API (`batchrun.input.bodies`)
 * a bare chat-completions body ``{"model", "messages", ...}`` with an optional
   top-level ``custom_id`` (taken out of the body before sending).
 
@@ -45,8 +47,10 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from batchrun.apis import CHAT, EMBEDDINGS, api_of_url
 from batchrun.errors import ConfigError, InputError
 from batchrun.ids import body_hash_int, id_hash
+from batchrun.input.bodies import embeddings_problem, responses_problem
 from batchrun.models import Request
 
 if TYPE_CHECKING:
@@ -89,13 +93,20 @@ def request_from_row(
         kind = type(obj).__name__ if obj is not None else "null"
         raise InputError(path, where, f"expected a JSON object, got {kind}")
     custom_id = obj.get("custom_id")
+    api = CHAT
     if "body" in obj and ("url" in obj or "method" in obj or custom_id is not None):
         method = obj.get("method", "POST")
         if not isinstance(method, str) or method.upper() != "POST":
             raise InputError(path, where, f"method must be POST, got {method!r}")
         url = obj.get("url", "/v1/chat/completions")
-        if url not in CHAT_URLS:
-            raise InputError(path, where, f"url must be /v1/chat/completions, got {url!r}")
+        found = api_of_url(url)
+        if found is None:
+            raise InputError(
+                path,
+                where,
+                f"url must be /v1/chat/completions, /v1/embeddings or /v1/responses, got {url!r}",
+            )
+        api = found
         body = obj["body"]
         if not isinstance(body, dict):
             raise InputError(path, where, "body must be a JSON object")
@@ -108,7 +119,12 @@ def request_from_row(
         custom_id = f"row-{row}"
     elif not isinstance(custom_id, str) or not custom_id:
         raise InputError(path, where, f"custom_id must be a non-empty string, got {custom_id!r}")
-    check_body(body, path, where)
+    if api == CHAT:
+        check_body(body, path, where)
+    else:
+        problem = embeddings_problem(body) if api == EMBEDDINGS else responses_problem(body)
+        if problem is not None:
+            raise InputError(path, where, problem)
     try:
         orjson.dumps(body)
     except orjson.JSONEncodeError as exc:  # orjson reads 1024 levels deep, writes 255
@@ -119,12 +135,20 @@ def request_from_row(
         body = {**body, "model": default_model}
     elif not isinstance(body["model"], str):
         raise InputError(path, where, "model must be a string")
-    return Request(custom_id, body, row)
+    return Request(custom_id, body, row, api=api)
 
 
 def check_body(body: dict[str, Any], path: str, where: str) -> None:
     messages = body.get("messages")
     if messages is None:
+        if "input" in body:  # an embeddings or Responses body, sent without its url
+            raise InputError(
+                path,
+                where,
+                "body has no 'messages' (an embeddings or Responses request is a line "
+                '{"custom_id", "method": "POST", "url": "/v1/embeddings" or '
+                '"/v1/responses", "body"})',
+            )
         raise InputError(path, where, "body has no 'messages'")
     if not isinstance(messages, list):
         raise InputError(path, where, "'messages' must be a list")

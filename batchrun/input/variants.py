@@ -99,7 +99,7 @@ def fan_out(mapper_for: Callable[[Settings], RowMapper], variants: Sequence[Vari
         for name, one in mappers:
             req = one(obj, row, where)
             assert isinstance(req, Request)
-            out.append(Request(variant_id(req.custom_id, name), req.body, row, req.columns))
+            out.append(replace(req, custom_id=variant_id(req.custom_id, name), row=row))
         return out
 
     return mapper
@@ -111,7 +111,7 @@ def with_model(mapper: RowMapper, model: str) -> RowMapper:
     def mapper_for_model(obj: Any, row: int, where: str) -> Request:
         req = mapper(obj, row, where)
         assert isinstance(req, Request)
-        return Request(req.custom_id, {**req.body, "model": model}, req.row, req.columns)
+        return replace(req, body={**req.body, "model": model})
 
     return mapper_for_model
 

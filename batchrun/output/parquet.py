@@ -63,6 +63,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from batchrun import __version__
+from batchrun.apis import RESPONSES
 from batchrun.errors import InputError
 from batchrun.ids import body_hash, id_hash
 from batchrun.input.sources import Source
@@ -70,6 +71,13 @@ from batchrun.jobs.evaluate import Evaluator
 from batchrun.output.answers import parse_content, parsed_columns
 from batchrun.output.journal import ERRORS, RESULTS, Provenance
 from batchrun.output.lines import custom_id_of
+from batchrun.output.shapes import (
+    answer_kind,
+    response_finish,
+    response_reasoning,
+    response_text,
+    response_tool_calls,
+)
 from batchrun.output.summary import atomic_file
 from batchrun.output.usage import usage_of
 from batchrun.settings import Settings
@@ -287,18 +295,25 @@ def result_values(status: str, record: Mapping[str, Any]) -> dict[str, Any]:
     response = record.get("response")
     response = response if isinstance(response, dict) else {}
     body = response.get("body")
-    choices = body.get("choices") if isinstance(body, dict) else None
-    choice = choices[0] if isinstance(choices, list) and choices else None
-    choice = choice if isinstance(choice, dict) else {}
-    message = choice.get("message")
-    message = message if isinstance(message, dict) else {}
-    content = message.get("content")
-    if content is not None and not isinstance(content, str):
-        content = _json_text(content)  # a list of content parts
-    reasoning = _str(message.get("reasoning_content")) or _str(message.get("reasoning"))
-    tool_calls = message.get("tool_calls") or None
-    if tool_calls is None and isinstance(message.get("function_call"), dict):
-        tool_calls = [{"type": "function", "function": message["function_call"]}]
+    if isinstance(body, dict) and answer_kind(body) == RESPONSES:  # output text and items
+        content = response_text(body)
+        reasoning = response_reasoning(body)
+        tool_calls: Any = response_tool_calls(body) or None
+        finish_reason = response_finish(body)
+    else:
+        choices = body.get("choices") if isinstance(body, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        choice = choice if isinstance(choice, dict) else {}
+        message = choice.get("message")
+        message = message if isinstance(message, dict) else {}
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            content = _json_text(content)  # a list of content parts
+        reasoning = _str(message.get("reasoning_content")) or _str(message.get("reasoning"))
+        tool_calls = message.get("tool_calls") or None
+        if tool_calls is None and isinstance(message.get("function_call"), dict):
+            tool_calls = [{"type": "function", "function": message["function_call"]}]
+        finish_reason = _str(choice.get("finish_reason"))
     usage = usage_of(body)
     meta = record.get("batchrun")
     meta = meta if isinstance(meta, dict) else {}
@@ -310,7 +325,7 @@ def result_values(status: str, record: Mapping[str, Any]) -> dict[str, Any]:
         "model": _str(body.get("model")) if isinstance(body, dict) else None,
         "content": content,
         "reasoning_content": reasoning,
-        "finish_reason": _str(choice.get("finish_reason")),
+        "finish_reason": finish_reason,
         "tool_calls": _json_text(tool_calls),
         "prompt_tokens": usage.prompt_tokens if usage else None,
         "completion_tokens": usage.completion_tokens if usage else None,

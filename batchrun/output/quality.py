@@ -23,6 +23,12 @@ several choices (``n > 1``) gets the most severe of its choices' categories:
     ok              anything else; tool calls without content are ok, and content next
                     to tool calls is not checked against the schema
 
+A Responses API answer gets the same categories (`classify_response`: status
+``incomplete`` for ``max_output_tokens`` is truncated, a ``refusal`` part a refusal,
+the output text checked against the schema its ``text.format`` asked for); an
+embeddings answer is ok unless it holds no usable vectors (`classify_embeddings`:
+no_choices, "no data").
+
 Schemas are checked with jsonschema-rs (``jsonschema_rs``), compiled once
 (`compile_schema`): ~0.2 us for a flat schema and ~1 us for a nested one, less than
 ``orjson.loads`` of the same answer (BENCHMARKS.md, "Answer quality"). Schemas are
@@ -47,6 +53,16 @@ from typing import Any
 import jsonschema_rs
 import orjson
 
+from batchrun.apis import EMBEDDINGS, RESPONSES
+from batchrun.output.shapes import (
+    answer_kind,
+    embedding_problem,
+    response_finish,
+    response_refusal,
+    response_schema,
+    response_text,
+    response_tool_calls,
+)
 from batchrun.output.usage import model_of
 
 OK = "ok"
@@ -281,7 +297,9 @@ def _classify_choice(choice: Any, schema: SchemaValidator | None) -> Verdict:
 
 
 def classify(body: Any, schema: SchemaValidator | None = None) -> Verdict:
-    """The quality of one chat.completion body (as the server returned it).
+    """The quality of one answer body (as the server returned it): a chat.completion,
+    or a Responses object or an embeddings list (`classify_response`,
+    `classify_embeddings`).
 
     ``schema``: the compiled response schema (`compile_schema`), or None to check
     only finish reasons and emptiness. See the module docstring for the categories.
@@ -289,6 +307,11 @@ def classify(body: Any, schema: SchemaValidator | None = None) -> Verdict:
         >>> classify({"choices": [{"message": {"content": "{"}, "finish_reason": "length"}]})
         Verdict(category='truncated', finish_reason='length', detail=None)
     """
+    kind = answer_kind(body)
+    if kind == RESPONSES:
+        return classify_response(body, schema)
+    if kind == EMBEDDINGS:
+        return classify_embeddings(body)
     choices = body.get("choices") if type(body) is dict else None
     if type(choices) is not list or not choices:
         return Verdict(NO_CHOICES, None, "no choices")
@@ -301,6 +324,66 @@ def classify(body: Any, schema: SchemaValidator | None = None) -> Verdict:
         if _RANK[other.category] < rank:
             verdict, rank = other, _RANK[other.category]
     return verdict
+
+
+def classify_response(body: dict[str, Any], schema: SchemaValidator | None = None) -> Verdict:
+    """The quality of one Responses API answer, by the chat categories: an
+    ``incomplete`` answer cut at ``max_output_tokens`` is truncated (at
+    ``content_filter``, blocked); a ``refusal`` part is a refusal; no text and no
+    tool call is empty; text not valid against the schema (``schema``, else the one
+    its ``text.format`` asked for, echoed in the answer) is a schema error.
+
+        >>> classify_response({"status": "incomplete", "output": [],
+        ...     "incomplete_details": {"reason": "max_output_tokens"}}).category
+        'truncated'
+    """
+    finish = response_finish(body)
+    if type(body.get("output")) is not list:
+        return Verdict(NO_CHOICES, finish, "no output")
+    if finish == "content_filter":
+        return Verdict(CONTENT_FILTER, finish)
+    refusal = response_refusal(body)
+    if refusal:
+        return Verdict(REFUSAL, finish, _one_line(refusal))
+    if body.get("status") == "incomplete":  # max_output_tokens, or another limit
+        return Verdict(TRUNCATED, finish)
+    if response_tool_calls(body):
+        return Verdict(OK, finish)  # a tool call is the answer
+    text = response_text(body)
+    if not text or text.isspace():
+        return Verdict(EMPTY, finish)
+    if schema is None:
+        asked = response_schema(body)
+        schema = _echoed_schema(asked) if asked is not None else None
+    if schema is not None:
+        error = schema.content_error(text)
+        if error is not None:
+            return Verdict(SCHEMA_ERROR, finish, error)
+    return Verdict(OK, finish)
+
+
+def classify_embeddings(body: dict[str, Any]) -> Verdict:
+    """An embeddings answer is ok, or unusable (`NO_CHOICES`) when it holds no vectors
+    to store (`batchrun.output.shapes.embedding_problem`)."""
+    problem = embedding_problem(body)
+    return _EMBEDDINGS_OK if problem is None else Verdict(NO_CHOICES, None, problem)
+
+
+_EMBEDDINGS_OK = Verdict(OK, None)
+_ECHOED: dict[bytes, SchemaValidator] = {}
+
+
+def _echoed_schema(schema: dict[str, Any]) -> SchemaValidator:
+    """The validator of a schema echoed in an answer: compiled once per distinct
+    schema (every answer carries its own copy, so `compile_schema`'s cache by object
+    would compile it again for each)."""
+    key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
+    found = _ECHOED.get(key)
+    if found is None:
+        if len(_ECHOED) >= _COMPILED_MAX:
+            _ECHOED.clear()
+        found = _ECHOED[key] = SchemaValidator(schema)
+    return found
 
 
 # -- counting --------------------------------------------------------------------------

@@ -19,8 +19,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.apis import CHAT, RESPONSES
 from batchrun.models import Outcome
 from batchrun.output.quality import OK, QualityCounts, Verdict
+from batchrun.output.shapes import answer_kind, response_finish
 from batchrun.output.usage import Usage, UsageTotals, model_of, usage_of
 
 ASKED_MODEL = "asked_model"
@@ -257,7 +259,11 @@ def _saved(state: dict[str, Any]) -> UsageTotals:
 
 
 def first_finish_reason(body: Any) -> str | None:
-    """The first choice's finish_reason (what the quality counts tally per answer)."""
+    """The first choice's finish_reason (what the quality counts tally per answer); a
+    Responses answer's `batchrun.output.shapes.response_finish`, none for embeddings."""
+    kind = answer_kind(body)
+    if kind != CHAT:
+        return response_finish(body) if kind == RESPONSES else None
     try:
         reason = body["choices"][0]["finish_reason"]
     except (KeyError, IndexError, TypeError):

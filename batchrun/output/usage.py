@@ -45,17 +45,34 @@ def _int(value: Any) -> int:
 
 
 def usage_of(body: Any) -> Usage | None:
-    """Usage of one chat.completion body, or None when the server sent none."""
+    """Usage of one answer body, or None when the server sent none.
+
+    Chat completions and embeddings name it ``prompt_tokens`` / ``completion_tokens``
+    (an embeddings answer has no completion); the Responses API ``input_tokens`` /
+    ``output_tokens`` with ``input_tokens_details.cached_tokens`` and
+    ``output_tokens_details.reasoning_tokens``: the same counts, read into the same
+    fields (output tokens include the reasoning tokens, as completion tokens do).
+
+    >>> usage_of({"usage": {"input_tokens": 9, "output_tokens": 4,
+    ...           "output_tokens_details": {"reasoning_tokens": 3}}}).reasoning_tokens
+    3
+    """
     if not isinstance(body, dict):
         return None
     raw = body.get("usage")
     if not isinstance(raw, dict):
         return None
-    prompt = _int(raw.get("prompt_tokens"))
-    completion = _int(raw.get("completion_tokens"))
+    if "input_tokens" in raw or "output_tokens" in raw:  # the Responses API's names
+        prompt = _int(raw.get("input_tokens"))
+        completion = _int(raw.get("output_tokens"))
+        pdetails = raw.get("input_tokens_details")
+        cdetails = raw.get("output_tokens_details")
+    else:
+        prompt = _int(raw.get("prompt_tokens"))
+        completion = _int(raw.get("completion_tokens"))
+        pdetails = raw.get("prompt_tokens_details")
+        cdetails = raw.get("completion_tokens_details")
     total = _int(raw.get("total_tokens")) or prompt + completion
-    pdetails = raw.get("prompt_tokens_details")
-    cdetails = raw.get("completion_tokens_details")
     cached = _int(pdetails.get("cached_tokens")) if isinstance(pdetails, dict) else 0
     reasoning = _int(cdetails.get("reasoning_tokens")) if isinstance(cdetails, dict) else 0
     return Usage(prompt, completion, total, cached, reasoning)

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import BodyPartReader, web
 
-from batchrun.sim.batch_input import CHAT_ENDPOINT
+from batchrun.sim.batch_input import ENDPOINTS
 from batchrun.sim.batches import LIVE, BatchStore
 from batchrun.sim.config import SLOW_LOST, SimConfig
 from batchrun.sim.envelope import ApiError, injected_error, invalid_key
@@ -580,10 +580,12 @@ def _check_create(body: dict[str, Any]) -> ApiError | None:
                 param=name,
                 code="invalid_type",
             )
-    if body["endpoint"] != CHAT_ENDPOINT:
+    if body["endpoint"] not in ENDPOINTS:
         return ApiError(
             400,
-            f"Invalid value: '{body['endpoint']}'. The simulator supports only '{CHAT_ENDPOINT}'.",
+            f"Invalid value: '{body['endpoint']}'. Supported values are: "
+            + ", ".join(f"'{e}'" for e in ENDPOINTS)
+            + ".",
             param="endpoint",
             code="invalid_value",
         )

@@ -6,8 +6,9 @@ line}`` (lines numbered from 1). Checked here, as documented or observed: empty
 file (``empty_file``), too many requests (``too_many_tasks``), file too large,
 unparseable or non-object lines (``invalid_json_line``), missing ``custom_id`` /
 ``method`` / ``url`` / ``body``, a method other than POST, a url other than the
-batch's endpoint (``url_mismatch``), duplicate custom ids (``duplicate_custom_id``)
-and more than one model in a file (``model_mismatch``). The request bodies
+batch's endpoint (``url_mismatch``), duplicate custom ids (``duplicate_custom_id``),
+more than one model in a file (``model_mismatch``) and, for ``/v1/embeddings``, more
+than 50,000 embedding inputs over all its requests. The request bodies
 themselves are not checked here: OpenAI answers a bad body with a 400 in the
 error file, row by row, and so does the simulator.
 
@@ -26,7 +27,11 @@ from typing import Any
 
 import orjson
 
+from batchrun.apis import EMBEDDING_BATCH_INPUTS, EMBEDDINGS, api_of_url, embedding_inputs
+
 CHAT_ENDPOINT = "/v1/chat/completions"
+ENDPOINTS = (CHAT_ENDPOINT, "/v1/embeddings", "/v1/responses")
+"""The endpoints a batch may be created for."""
 MAX_REPORTED_ERRORS = 100
 """A file with thousands of bad lines reports the first hundred."""
 
@@ -87,6 +92,17 @@ def read_batch_input(
             errors.append(error)
             if len(errors) >= MAX_REPORTED_ERRORS:
                 break
+    if not errors and api_of_url(endpoint) == EMBEDDINGS:
+        inputs = sum(embedding_inputs(body) for _, body in result.rows)
+        if inputs > EMBEDDING_BATCH_INPUTS:
+            errors.append(
+                batch_error(
+                    "too_many_tasks",
+                    f"The batch input file asks for {inputs:,} embedding inputs; an "
+                    f"embeddings batch accepts at most {EMBEDDING_BATCH_INPUTS:,} over all "
+                    "its requests.",
+                )
+            )
     return result
 
 

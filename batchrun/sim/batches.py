@@ -36,15 +36,19 @@ from typing import Any
 
 import orjson
 
+from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES, api_of_url
+from batchrun.output.usage import usage_of
 from batchrun.pacing import tokens
 from batchrun.sim.batch_input import CHAT_ENDPOINT, batch_error, read_batch_input
 from batchrun.sim.config import SimConfig, check_fate
 from batchrun.sim.content import completion_object, make_reply
+from batchrun.sim.embeddings import embeddings_object
 from batchrun.sim.envelope import injected_error, insufficient_quota
 from batchrun.sim.faults import FaultPlan
 from batchrun.sim.files import FileStore
+from batchrun.sim.responses import response_object, response_reply
 from batchrun.sim.stats import SimStats
-from batchrun.sim.validation import check_body
+from batchrun.sim.validation import check_api_body
 
 LIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 CANCELLABLE = frozenset({"validating", "in_progress"})
@@ -431,7 +435,10 @@ class BatchStore:
         model = parsed.model or ""
         limit = settings.enqueued_token_limit
         if limit is not None or batch.fate == "token_limit":
-            batch.enqueued_tokens = sum(tokens.prompt_tokens(body) for _, body in parsed.rows)
+            api = api_of_url(batch.endpoint)
+            batch.enqueued_tokens = sum(
+                tokens.prompt_tokens(body, api=api) for _, body in parsed.rows
+            )
         if batch.fate == "token_limit" or (
             limit is not None and self.enqueued_tokens(model) + batch.enqueued_tokens > limit
         ):
@@ -551,34 +558,28 @@ class BatchStore:
         custom_id, body = batch.rows[index]
         line_id = self._line_id()
         serial = line_id[-12:]
-        status, error_body = self._row_fault(batch, custom_id, body)
+        api = api_of_url(batch.endpoint) or CHAT
+        status, error_body = self._row_fault(batch, custom_id, body, api)
         response: dict[str, Any]
-        reply = None
+        answer = None
         if status is None:
             try:
-                reply = make_reply(body, self.config.seed, self.config.reply_words)
+                answer = self._answer_body(batch, index, serial, body, api)
             except Exception:  # an odd body must not wedge the batch: a 500 row, as online
                 status, error_body = 500, injected_error(500).body()
-        if reply is not None:
-            created = int(self._row_time(batch, index + 1))
-            completion = completion_object(
-                reply,
-                f"chatcmpl-{self._prefix}{serial}",
-                str(body["model"]),
-                created,
-                self.fingerprint,
-            )
+        if answer is not None:
             response = {"status_code": 200, "request_id": f"req_{self._prefix}{serial}"}
-            response["body"] = completion
+            response["body"] = answer
             line = {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
             batch.out_lines.append(orjson.dumps(line))
             batch.completed += 1
-            usage = reply.usage
-            totals = batch.usage
-            totals[0] += usage["prompt_tokens"]
-            totals[1] += usage["prompt_tokens_details"]["cached_tokens"]
-            totals[2] += usage["completion_tokens"]
-            totals[3] += usage["completion_tokens_details"]["reasoning_tokens"]
+            usage = usage_of(answer)
+            if usage is not None:
+                totals = batch.usage
+                totals[0] += usage.prompt_tokens
+                totals[1] += usage.cached_tokens
+                totals[2] += usage.completion_tokens
+                totals[3] += usage.reasoning_tokens
         else:
             response = {
                 "status_code": status,
@@ -590,8 +591,24 @@ class BatchStore:
             batch.failed += 1
         self.stats.rows_processed += 1
 
+    def _answer_body(
+        self, batch: Batch, index: int, serial: str, body: dict[str, Any], api: str
+    ) -> dict[str, Any]:
+        """The answer to one row, as the online endpoint of ``api`` would give it."""
+        created = int(self._row_time(batch, index + 1))
+        config = self.config
+        if api == EMBEDDINGS:
+            return embeddings_object(body)
+        if api == RESPONSES:
+            reply = response_reply(body, config.seed, config.reply_words)
+            return response_object(reply, body, f"resp_{self._prefix}{serial}", created)
+        reply = make_reply(body, config.seed, config.reply_words)
+        model = str(body["model"])
+        completion_id = f"chatcmpl-{self._prefix}{serial}"
+        return completion_object(reply, completion_id, model, created, self.fingerprint)
+
     def _row_fault(
-        self, batch: Batch, custom_id: str, body: dict[str, Any]
+        self, batch: Batch, custom_id: str, body: dict[str, Any], api: str = CHAT
     ) -> tuple[int | None, dict[str, Any] | None]:
         """(status, error body) when this row fails, else (None, None).
 
@@ -599,7 +616,7 @@ class BatchStore:
         found in the custom_id or the body plays like an online attempt of that body
         (so a resubmitted row plays the next step); otherwise `row_error_rate` draws.
         """
-        problem = check_body(body)
+        problem = check_api_body(body, api)
         if problem is not None:
             return problem.status, problem.body()
         faults = self.faults

@@ -1,6 +1,8 @@
 """The simulator's HTTP edge: aiohttp's low-level server, one handler, no router.
 
-Serves ``POST /v1/chat/completions`` (and ``/chat/completions``) on loopback, the
+Serves ``POST /v1/chat/completions`` (and ``/chat/completions``), ``POST
+/v1/embeddings`` (`batchrun.sim.embeddings`) and ``POST /v1/responses``
+(`batchrun.sim.responses`, streamed too) on loopback, the
 Files and Batches API (`batchrun.sim.batch_api`), ``GET /v1/models`` (a configured
 list: the simulator answers any model, as a relay might), plus ``GET /_sim/stats`` and
 ``POST /_sim/reset`` for tests. Per completion request, in order: auth (401), body
@@ -33,11 +35,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES
 from batchrun.pacing import tokens
 from batchrun.sim.batch_api import BatchApi
 from batchrun.sim.batches import BatchStore
 from batchrun.sim.config import ApiStep, ScriptStep, SimConfig
 from batchrun.sim.content import Reply, completion_object, make_reply
+from batchrun.sim.embeddings import embeddings_object
 from batchrun.sim.envelope import (
     ApiError,
     injected_error,
@@ -49,6 +53,7 @@ from batchrun.sim.faults import FaultPlan
 from batchrun.sim.http import JSON, drop, error_response, json_response
 from batchrun.sim.persist import StateLog
 from batchrun.sim.quota import Quota, retry_after_headers
+from batchrun.sim.responses import response_events, response_object, response_reply
 from batchrun.sim.stats import SimStats
 from batchrun.sim.stream import stream_chunks
 from batchrun.sim.validation import parse_body
@@ -56,6 +61,14 @@ from batchrun.sim.validation import parse_body
 _MODEL = web.RequestKey("model", str)
 """The model a request named (per-model stats), once its body is read."""
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+API_PATHS = {
+    **{path: CHAT for path in COMPLETION_PATHS},
+    "/v1/embeddings": EMBEDDINGS,
+    "/embeddings": EMBEDDINGS,
+    "/v1/responses": RESPONSES,
+    "/responses": RESPONSES,
+}
+"""The answering paths and the API each serves (`batchrun.apis`)."""
 MODEL_PATHS = ("/v1/models", "/models")
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _DONE = b"data: [DONE]\n\n"
@@ -203,12 +216,13 @@ class SimServer:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         path = request.path
-        if path in COMPLETION_PATHS:
+        api = API_PATHS.get(path)
+        if api is not None:
             if request.method != "POST":
                 return error_response(
                     ApiError(405, "Method not allowed.", code="method_not_allowed")
                 )
-            return await self._completion(request)
+            return await self._completion(request, api)
         if BatchApi.serves(path):
             response = await self.batch_api.handle(request)
             # None: the connection was dropped on purpose; give aiohttp something inert
@@ -248,12 +262,12 @@ class SimServer:
             )
         return json_response(listed[model])
 
-    async def _completion(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _completion(self, request: web.BaseRequest, api: str = CHAT) -> web.StreamResponse:
         arrived_at = self.now()
         self.stats.arrived(arrived_at)
         status: int | None = None
         try:
-            response = await self._answer(request)
+            response = await self._answer(request, api)
             status = response.status if response is not None else None
             if response is None:
                 # the connection was dropped on purpose; give aiohttp something inert
@@ -284,7 +298,7 @@ class SimServer:
             value = value[7:].strip()
         return hmac.compare_digest(value, self._key)
 
-    async def _answer(self, request: web.BaseRequest) -> web.StreamResponse | None:
+    async def _answer(self, request: web.BaseRequest, api: str) -> web.StreamResponse | None:
         presented = self._presented_key(request)
         self._served += 1
         serial = self._served
@@ -296,14 +310,14 @@ class SimServer:
         except web.HTTPRequestEntityTooLarge:
             too_big = f"Request body larger than {self.config.max_body_bytes} bytes."
             return error_response(ApiError(413, too_big, code="request_too_large"), headers)
-        body, error = parse_body(raw)
+        body, error = parse_body(raw, api)
         if error is not None or body is None:
             return error_response(error or ApiError(400, "Invalid body."), headers)
         if self.stats.bodies.maxlen:
             self.stats.bodies.append(body)
         request[_MODEL] = str(body.get("model") or "")
 
-        refusal = self._quota_refusal(body, presented or "anon", headers)
+        refusal = self._quota_refusal(body, presented or "anon", headers, api)
         if refusal is not None:
             return refusal
 
@@ -327,6 +341,8 @@ class SimServer:
         if step == "insufficient_quota":
             return error_response(insufficient_quota(), headers)
 
+        if api != CHAT:
+            return await self._other_answer(request, api, body, serial, headers, step, started)
         reply = make_reply(body, self.config.seed, self.config.reply_words)
         completion_id = f"chatcmpl-{self._id_prefix}{serial:012x}"
         model = body["model"]
@@ -349,18 +365,54 @@ class SimServer:
             return await _torn_body(request, payload, headers)
         return web.Response(body=payload, content_type=JSON, headers=headers)
 
+    async def _other_answer(
+        self,
+        request: web.BaseRequest,
+        api: str,
+        body: dict[str, Any],
+        serial: int,
+        headers: dict[str, str],
+        step: ScriptStep | None,
+        started: float,
+    ) -> web.StreamResponse | None:
+        """The answer to an embeddings or a Responses request (faults as for chat)."""
+        cfg = self.config
+        if api == RESPONSES:
+            reply = response_reply(body, cfg.seed, cfg.reply_words)
+            answer = response_object(
+                reply, body, f"resp_{self._id_prefix}{serial:012x}", int(time.time())
+            )
+        else:
+            answer = embeddings_object(body)
+        headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
+        if api == RESPONSES and body.get("stream") is True:
+            return await self._stream_events(request, answer, headers, step)
+        if step == "garbage":
+            self.stats.faults["garbage"] += 1
+            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+            return web.Response(body=page, content_type="text/html", headers=headers)
+        if step == "stream_error":
+            self.stats.faults["stream_error"] += 1
+            return error_response(injected_error(500), headers, status=200)
+        payload = orjson.dumps(answer)
+        if step == "truncate":
+            self.stats.faults["truncate"] += 1
+            return await _torn_body(request, payload, headers)
+        return web.Response(body=payload, content_type=JSON, headers=headers)
+
     def _quota_refusal(
-        self, body: dict[str, Any], key: str, headers: dict[str, str]
+        self, body: dict[str, Any], key: str, headers: dict[str, str], api: str = CHAT
     ) -> web.Response | None:
         """Take this request from `key`'s buckets (adding x-ratelimit headers), or a 429.
 
         Like OpenAI, the token cost is an estimate made up front: prompt tokens plus
-        the max completion tokens times n (a default when the body sets none).
+        the max completion tokens times n (a default when the body sets none; none for
+        embeddings).
         """
         if self.quota is None:
             return None
-        estimate = tokens.prompt_tokens(body) + tokens.completion_ceiling(
-            body, self.config.default_completion_tokens
+        estimate = tokens.prompt_tokens(body, api=api) + tokens.completion_ceiling(
+            body, self.config.default_completion_tokens, api=api
         )
         model = str(body.get("model") or "")
         admission = self.quota.admit(key, estimate, model)
@@ -403,6 +455,53 @@ class SimServer:
         cut = max(1, len(chunks) // 2) if fault else len(chunks)
         if fault:
             self.stats.faults[str(fault)] += 1
+        events = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks[:cut]]
+        error = b"data: " + orjson.dumps(injected_error(500).body()) + b"\n\n"
+        return await self._send_stream(request, headers, events, fault, error, _DONE)
+
+    async def _stream_events(
+        self,
+        request: web.BaseRequest,
+        answer: dict[str, Any],
+        headers: dict[str, str],
+        step: ScriptStep | None,
+    ) -> web.StreamResponse:
+        """A Responses answer as its event stream (`batchrun.sim.responses.response_events`):
+        ``event:`` lines, no ``[DONE]``; a fault cuts it before its final event."""
+        self.stats.streams += 1
+        events = response_events(answer, self.config.stream_pieces)
+        fault = step if step in ("truncate", "stream_error") else self.faults.stream_fault()
+        cut = max(1, len(events) // 2) if fault else len(events)
+        if fault:
+            self.stats.faults[str(fault)] += 1
+        error = {
+            "type": "error",
+            "sequence_number": cut,
+            "code": "server_error",
+            "message": injected_error(500).message,
+            "param": None,
+        }
+        return await self._send_stream(
+            request,
+            headers,
+            [_event(event) for event in events[:cut]],
+            fault,
+            _event(error),
+            None,
+        )
+
+    async def _send_stream(
+        self,
+        request: web.BaseRequest,
+        headers: dict[str, str],
+        events: list[bytes],
+        fault: str | ScriptStep | None,
+        error: bytes,
+        done: bytes | None,
+    ) -> web.StreamResponse:
+        """Write ``events`` (paced by the config), then ``error`` (a stream_error
+        fault), a dropped connection (a truncate fault that aborts), or ``done``."""
+        config = self.config
         response = web.StreamResponse(
             status=200,
             headers={
@@ -418,7 +517,6 @@ class SimServer:
             if config.first_token_ms > 0:
                 await asyncio.sleep(config.first_token_ms / 1000)
             gap = config.chunk_delay_ms / 1000
-            events = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks[:cut]]
             if gap > 0:
                 for index, event in enumerate(events):
                     if index:
@@ -429,17 +527,21 @@ class SimServer:
                 # split events themselves either way
                 await response.write(b"".join(events))
             if fault == "stream_error":
-                error = injected_error(500).body()
-                await response.write(b"data: " + orjson.dumps(error) + b"\n\n")
+                await response.write(error)
             elif fault == "truncate" and config.truncate_abort:
                 drop(request)
                 return response
-            elif not fault:
-                await response.write(_DONE)
+            elif not fault and done is not None:
+                await response.write(done)
             await response.write_eof()
         except ConnectionError:
             pass  # the client went away mid-stream; nothing left to do
         return response
+
+
+def _event(event: dict[str, Any]) -> bytes:
+    """One server-sent event of a Responses stream: its type, then its data."""
+    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
 
 
 async def _torn_body(

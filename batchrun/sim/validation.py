@@ -1,7 +1,8 @@
 """Reject what OpenAI rejects (and only that) with its 400 envelope.
 
 The checks are the ones every client trips over: a body that is not a JSON
-object, no model, no or empty messages, a message without a valid role. Unknown
+object, no model, no or empty messages, a message without a valid role (an
+embeddings or Responses body: `batchrun.sim.embeddings`, `batchrun.sim.responses`). Unknown
 fields and any content-part type are accepted, as relays differ in what they add.
 
     >>> parse_body(b'{"model": "m", "messages": []}')[1].code
@@ -14,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES
 from batchrun.sim.content import VALID_ROLES
 from batchrun.sim.envelope import ApiError
 
@@ -34,8 +36,8 @@ def _type_name(value: Any) -> str:
     return "an object"
 
 
-def parse_body(raw: bytes) -> tuple[dict[str, Any] | None, ApiError | None]:
-    """The parsed body, or the 400 error to answer with."""
+def parse_body(raw: bytes, api: str = CHAT) -> tuple[dict[str, Any] | None, ApiError | None]:
+    """The parsed body, or the 400 error to answer with (``api``: whose body rules)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -51,7 +53,20 @@ def parse_body(raw: bytes) -> tuple[dict[str, Any] | None, ApiError | None]:
             f"Invalid body: expected an object, but got {_type_name(body)} instead.",
             code="invalid_type",
         )
-    return body, check_body(body)
+    return body, check_api_body(body, api)
+
+
+def check_api_body(body: dict[str, Any], api: str = CHAT) -> ApiError | None:
+    """`check_body` for chat, the embeddings or Responses rules for those APIs."""
+    if api == EMBEDDINGS:
+        from batchrun.sim.embeddings import check_embeddings_body
+
+        return check_embeddings_body(body)
+    if api == RESPONSES:
+        from batchrun.sim.responses import check_responses_body
+
+        return check_responses_body(body)
+    return check_body(body)
 
 
 def check_body(body: dict[str, Any]) -> ApiError | None:

@@ -1,6 +1,10 @@
-"""Send one chat-completions attempt over HTTP; map every failure onto batchrun.errors
-(HTTP statuses: `batchrun.transport.responses`; the stack's exceptions:
+"""Send one attempt over HTTP; map every failure onto batchrun.errors (HTTP statuses:
+`batchrun.transport.responses`; the stack's exceptions:
 `batchrun.transport.connect.map_transport_error`).
+
+One client posts to each API's endpoint under the base URL (`batchrun.apis`: chat
+completions, embeddings, Responses), as the request says; the answer is checked for
+that API's shape (`batchrun.transport.responses.check_answer`).
 
 The transport is injected (the seam tests use for ``httpx.MockTransport``). The
 default is `default_transport`: httpx's API on top of aiohttp's connection pool,
@@ -23,10 +27,11 @@ import httpx
 import orjson
 
 from batchrun import __version__
+from batchrun.apis import APIS, CHAT, EMBEDDINGS, PATHS, RESPONSES
 from batchrun.errors import BadResponse, ConfigError, RequestError, RequestTimeout
 from batchrun.redact import register_secret, scrub, scrub_json, scrub_text
 from batchrun.transport.connect import map_transport_error
-from batchrun.transport.responses import check_completion, parse_completion, request_id_of
+from batchrun.transport.responses import check_answer, parse_completion, request_id_of
 
 Clock = Callable[[], float]
 LARGE_BODY = 1 << 20
@@ -65,23 +70,29 @@ def auth_headers(api_key: str | None, auth: str, header: str) -> dict[str, str]:
     return {header: f"Bearer {api_key}"}
 
 
-def completions_url(base_url: str) -> str:
-    """The chat-completions endpoint under ``base_url``, query string kept.
+def api_url(base_url: str, api: str = CHAT) -> str:
+    """The endpoint of ``api`` (`batchrun.apis`) under ``base_url``, query string kept.
+    A base URL given as the chat endpoint itself stands for its base.
 
-    >>> completions_url("https://api.openai.com/v1")
+    >>> api_url("https://api.openai.com/v1")
     'https://api.openai.com/v1/chat/completions'
-    >>> completions_url("https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21")
+    >>> api_url("https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21")
     'https://x.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-10-21'
+    >>> api_url("http://127.0.0.1:8000/v1/chat/completions", "embeddings")
+    'http://127.0.0.1:8000/v1/embeddings'
     """
     from urllib.parse import urlsplit, urlunsplit
 
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"base URL {base_url!r} must start with http:// or https://")
     parts = urlsplit(base_url)
-    path = parts.path.rstrip("/")
-    if not path.endswith("/chat/completions"):
-        path += "/chat/completions"
+    path = parts.path.rstrip("/").removesuffix(PATHS[CHAT]) + PATHS[api]
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def completions_url(base_url: str) -> str:
+    """The chat-completions endpoint under ``base_url`` (`api_url` for chat)."""
+    return api_url(base_url, CHAT)
 
 
 class ChatClient:
@@ -102,8 +113,9 @@ class ChatClient:
         max_connections: int = 64,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.url = completions_url(base_url)
+        self.url = api_url(base_url, CHAT)
         self._url = httpx.URL(self.url)
+        self._urls = {api: httpx.URL(api_url(base_url, api)) for api in APIS}
         self._host = self._url.host
         self._port = self._url.port or (443 if self._url.scheme == "https" else 80)
         headers = {
@@ -137,16 +149,18 @@ class ChatClient:
     async def aclose(self) -> None:
         await self._transport.aclose()
 
-    async def send(self, body: Mapping[str, Any], payload: bytes | None = None) -> Reply:
-        """Send ``body`` once (``payload``: its JSON, when the caller already has it).
-        Returns a Reply or raises a RequestError."""
+    async def send(
+        self, body: Mapping[str, Any], payload: bytes | None = None, api: str = CHAT
+    ) -> Reply:
+        """Send ``body`` once to ``api``'s endpoint (``payload``: its JSON, when the
+        caller already has it). Returns a Reply or raises a RequestError."""
         if payload is None:
             payload = orjson.dumps(body)
-        streaming = body.get("stream") is True
+        streaming = body.get("stream") is True and api != EMBEDDINGS
         headers = self._stream_headers if streaming else self._headers
         request = httpx.Request(
             "POST",
-            self._url,
+            self._urls[api],
             headers=[*headers, ("content-length", str(len(payload)))],
             # aiohttp warns (ResourceWarning) about raw-bytes bodies over 1 MiB; the same
             # bytes as a stream with the declared length go out identically, unchunked
@@ -159,7 +173,7 @@ class ChatClient:
                 response = await self._transport.handle_async_request(request)
                 try:
                     if streaming and response.status_code == 200 and _is_event_stream(response):
-                        return await self._read_stream(response, sent_at, _choices(body))
+                        return await self._read_stream(response, sent_at, _choices(body), api)
                     content = await self._read_capped(response)
                 finally:
                     await response.aclose()
@@ -180,7 +194,7 @@ class ChatClient:
         content = scrub(content)
         rheaders = response.headers
         try:
-            parsed = parse_completion(response.status_code, rheaders, content)
+            parsed = parse_completion(response.status_code, rheaders, content, api, body)
         except RequestError as exc:
             _scrub_error(exc)
             raise
@@ -201,13 +215,18 @@ class ChatClient:
         return b"".join(chunks)
 
     async def _read_stream(
-        self, response: httpx.Response, sent_at: float, choices: int | None
+        self, response: httpx.Response, sent_at: float, choices: int | None, api: str = CHAT
     ) -> Reply:
+        from batchrun.transport.response_stream import ResponseStreamAssembler
         from batchrun.transport.streaming import SSEDecoder, StreamAssembler
 
         decoder = SSEDecoder()
         # with n > 1, a stream that silently drops a whole choice is torn too
-        assembler = StreamAssembler(expected_choices=choices)
+        assembler: StreamAssembler | ResponseStreamAssembler = (
+            ResponseStreamAssembler()
+            if api == RESPONSES
+            else StreamAssembler(expected_choices=choices)
+        )
         ttft: float | None = None
         size = 0
         try:
@@ -228,7 +247,7 @@ class ChatClient:
             exc.request_id = request_id_of(response.headers)
             raise
         # scrubbed once assembled: a key sent in pieces is whole only now
-        body = scrub_json(check_completion(completion, response.status_code, response.headers))
+        body = scrub_json(check_answer(completion, response.status_code, response.headers, api))
         rheaders = response.headers
         return Reply(response.status_code, rheaders, body, request_id_of(rheaders), ttft)
 
@@ -278,6 +297,7 @@ def _scrub_error(exc: RequestError) -> None:
 __all__ = [
     "ChatClient",
     "Reply",
+    "api_url",
     "auth_headers",
     "completions_url",
     "default_transport",

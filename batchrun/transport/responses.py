@@ -1,6 +1,8 @@
 """Turn one HTTP answer into a completion body or a classified error. Pure.
 
-    status 200 + chat.completion JSON  -> the body (dict), unmodified
+    status 200 + the API's answer      -> the body (dict), unmodified: a chat.completion,
+                                          an embeddings list (one vector per input), a
+                                          Responses object (``failed``: BadResponse)
     status 200 + {"error": {...}}      -> BadResponse (some relays do this)
     status 200 + SSE labelled JSON     -> the assembled stream
     status 200 + non-JSON / no choices -> BadResponse (choices [], [{}], [null] too);
@@ -25,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES, embedding_inputs
 from batchrun.errors import BadResponse, ClientError, RateLimited, RequestError, ServerError
 from batchrun.redact import scrub_text
 
@@ -137,14 +140,120 @@ def check_completion(body: Any, status: int, headers: Mapping[str, str]) -> dict
     return body
 
 
-def parse_completion(status: int, headers: Mapping[str, str], content: bytes) -> dict[str, Any]:
-    """The completion body of a 2xx answer, or raise the classified error."""
+def check_embeddings(
+    body: Any, status: int, headers: Mapping[str, str], expected: int | None = None
+) -> dict[str, Any]:
+    """Accept a decoded 200 body only if it is a usable embeddings list: a ``data``
+    list of ``{index, embedding}`` entries, one for each of the ``expected`` inputs
+    (every index from 0 exactly once). A vector that cannot be told to its input
+    would pair a row with another row's vector: such an answer is no answer."""
+    _raise_envelope(body, status, headers, "data")
+    data = body.get("data") if isinstance(body, dict) else None
+    problem = None
+    if not isinstance(data, list):
+        problem = "response is not an embeddings list (no 'data')"
+    elif not data:
+        problem = "response holds no embedding ('data' is empty)"
+    else:
+        indexes: list[int] = []
+        for entry in data:
+            vector = entry.get("embedding") if isinstance(entry, dict) else None
+            if not isinstance(vector, list | str) or not vector:
+                problem = "an entry of 'data' holds no embedding"
+                break
+            index = entry.get("index", len(indexes))
+            indexes.append(index if isinstance(index, int) else -1)
+        if problem is None and expected is not None and sorted(indexes) != list(range(expected)):
+            problem = (
+                f"{len(data)} embeddings for {expected} inputs, or their indexes do not "
+                f"match the inputs (0 to {expected - 1})"
+            )
+    if problem is not None:
+        raise BadResponse(
+            problem,
+            code="invalid_embeddings",
+            status=status,
+            headers=headers,
+            body=body,
+            request_id=request_id_of(headers),
+        )
+    return body
+
+
+def check_response(body: Any, status: int, headers: Mapping[str, str]) -> dict[str, Any]:
+    """Accept a decoded 200 body only if it is a usable Responses ``response`` object:
+    an ``output`` list (an ``incomplete`` one too: its quality says so); a ``failed``
+    one is its error (retryable, as a server error is)."""
+    failed = isinstance(body, dict) and body.get("status") == "failed"
+    if failed:
+        error = error_envelope({"error": body.get("error")}) or {}
+        raise BadResponse(
+            (error.get("message") or "the response failed")[:MAX_MESSAGE],
+            code=str(error.get("code") or error.get("type") or "response_failed"),
+            status=status,
+            headers=headers,
+            body=body,
+            request_id=request_id_of(headers),
+        )
+    _raise_envelope(body, status, headers, "output")
+    if not isinstance(body, dict) or not isinstance(body.get("output"), list):
+        raise BadResponse(
+            "response is not a Responses object (no 'output')",
+            code="invalid_response",
+            status=status,
+            headers=headers,
+            body=body,
+            request_id=request_id_of(headers),
+        )
+    return body
+
+
+def _raise_envelope(body: Any, status: int, headers: Mapping[str, str], field: str) -> None:
+    """An error object in a 200 (some relays answer so) without the answer's field."""
+    envelope = error_envelope(body)
+    if envelope is not None and not (isinstance(body, dict) and body.get(field)):
+        raise BadResponse(
+            (envelope["message"] or "error object in a 200 response")[:MAX_MESSAGE],
+            code=str(envelope["code"] or envelope["type"] or "error_in_200"),
+            status=status,
+            headers=headers,
+            body=body,
+            request_id=request_id_of(headers),
+        )
+
+
+def check_answer(
+    body: Any,
+    status: int,
+    headers: Mapping[str, str],
+    api: str = CHAT,
+    sent: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`check_completion`, `check_embeddings` (as many vectors as ``sent`` has inputs)
+    or `check_response`, by the request's API."""
+    if api == EMBEDDINGS:
+        expected = embedding_inputs(sent) if sent is not None else None
+        return check_embeddings(body, status, headers, expected)
+    if api == RESPONSES:
+        return check_response(body, status, headers)
+    return check_completion(body, status, headers)
+
+
+def parse_completion(
+    status: int,
+    headers: Mapping[str, str],
+    content: bytes,
+    api: str = CHAT,
+    sent: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The answer body of a 2xx answer (``api``: which shape, `check_answer`), or
+    raise the classified error."""
     if not 200 <= status < 300:
         raise error_for_status(status, headers, content)
     body = _decode(content)
     if body is None and content.lstrip()[:6] in (b"data: ", b"data:{", b"event:"):
         # an event stream labelled JSON (some relays stream whatever was asked)
-        body = _assembled(content)
+        body = _assembled(content, api)
     if body is None:
         ctype = headers.get("content-type", "")
         error = BadResponse(
@@ -158,13 +267,17 @@ def parse_completion(status: int, headers: Mapping[str, str], content: bytes) ->
         )
         error.billed = bool(content.strip())  # an empty body carried no answer to pay for
         raise error
-    return check_completion(body, status, headers)
+    return check_answer(body, status, headers, api, sent)
 
 
-def _assembled(content: bytes) -> dict[str, Any] | None:
-    from batchrun.transport.streaming import assemble
-
+def _assembled(content: bytes, api: str = CHAT) -> dict[str, Any] | None:
     try:
+        if api == RESPONSES:
+            from batchrun.transport.response_stream import assemble_response
+
+            return assemble_response([content])
+        from batchrun.transport.streaming import assemble
+
         return assemble([content], require_done=False)
     except BadResponse:
         return None
