@@ -356,6 +356,10 @@ def consistency_problems(values: Mapping[str, Any], *, has_prompt: bool) -> list
         )
     if values.get("examples") and values.get("template_engine") == "format":
         out.append('prompt.examples_file: few-shot examples need engine = "jinja"')
+    if values.get("confidence") is not None:
+        from batchrun.output.confidence import confidence_problems
+
+        out.extend(confidence_problems(values))
     evaluation = values.get("eval")
     response_format = values.get("response_format")
     if evaluation is not None and evaluation.compare == "json_field":
