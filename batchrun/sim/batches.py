@@ -556,7 +556,9 @@ class BatchStore:
         reply = None
         if status is None:
             try:
-                reply = make_reply(body, self.config.seed, self.config.reply_words)
+                reply = make_reply(
+                    body, self.config.seed, self.config.reply_words, self.config.skills
+                )
             except Exception:  # an odd body must not wedge the batch: a 500 row, as online
                 status, error_body = 500, injected_error(500).body()
         if reply is not None:

@@ -327,7 +327,7 @@ class SimServer:
         if step == "insufficient_quota":
             return error_response(insufficient_quota(), headers)
 
-        reply = make_reply(body, self.config.seed, self.config.reply_words)
+        reply = make_reply(body, self.config.seed, self.config.reply_words, self.config.skills)
         completion_id = f"chatcmpl-{self._id_prefix}{serial:012x}"
         model = body["model"]
         headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
