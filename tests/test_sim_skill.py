@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -182,3 +183,56 @@ def test_streamed_answers_carry_the_same_logprobs(tmp_path: Any) -> None:
     assert [r["content"] for r in streamed] == [r["content"] for r in plain]
     line = json.loads((tmp_path / "streamed" / "results.jsonl").read_text().splitlines()[0])
     assert line["response"]["body"]["choices"][0]["logprobs"]["content"]
+
+
+def test_the_sim_command_takes_skills() -> None:
+    from click.testing import CliRunner
+
+    from batchrun.sim.cli import _parse_skills, sim_command
+
+    skills = _parse_skills(("cheap=0.6,0.95", "weak=0.5,0.9,0.5"))
+    assert skills["cheap"] == Skill(sure_share=0.6, right_when_sure=0.95)
+    assert (
+        skills["weak"].right_when_unsure == 0.5 and skills["strong"] == LABELLING_MODELS["strong"]
+    )
+    out = CliRunner().invoke(sim_command, ["--skill", "cheap=0.6"])
+    assert out.exit_code == 2 and "expected MODEL=SURE,RIGHT[,UNSURE]" in out.output
+    out = CliRunner().invoke(sim_command, ["--skill", "cheap=1.6,0.9"])
+    assert out.exit_code == 2 and "sure_share must be between 0 and 1" in out.output
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_labelled_reviews_are_the_script_s() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_reviews", ROOT / "jobs/data/make_reviews.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.make_reviews(module.LABELLED_COUNT, module.LABELLED_SEED)
+    written = (ROOT / "jobs/data/labelled_reviews.jsonl").read_text(encoding="utf-8")
+    assert written == "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    assert len(rows) == 1000 and len({r["text"] for r in rows}) == 1000
+    assert {r["label"] for r in rows} == set(LABELS)
+
+
+def test_the_confidence_job_runs_offline(tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from batchrun.cli import cli
+
+    out = tmp_path / "run"
+    job = str(ROOT / "jobs" / "confidence.toml")
+    result = CliRunner().invoke(cli, ["run", "-j", job, "-o", str(out), "--limit", "300", "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["confidence"]["scored"] == 300
+    calibration = summary["eval"]["calibration"]
+    assert calibration["rows"] == 300 and calibration["ece"] < 0.05
+    found = CliRunner().invoke(cli, ["eval", str(out), "--target-accuracy", "0.95", "--json"])
+    threshold = json.loads(found.output)["calibration"]["threshold"]
+    assert threshold["accuracy"] >= 0.95 and 0.6 < threshold["coverage"] < 0.8
