@@ -401,3 +401,23 @@ def test_confidence_column_against_the_logprobs_of_the_simulator(tmp_path: Path)
     assert run.summary["confidence"]["scored"] == 60
     calibration = run.summary["eval"]["calibration"]
     assert calibration["rows"] == 60 and len(calibration["bins"]) == 10
+
+
+def test_the_engine_check_script_agrees_on_the_simulator() -> None:
+    import subprocess
+    import sys
+
+    from batchrun.sim import SimConfig, SimThread
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "check_llama_logprobs.py"
+    with SimThread(SimConfig()) as sim:
+        for extra in ([], ["--plain"]):
+            done = subprocess.run(
+                [sys.executable, str(script), sim.base_url, "--model", "weak", *extra],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert done.stdout.count("equal") == 2 and "DIFFERENT" not in done.stdout
+            assert "exp(label token logprob) =" in done.stdout
