@@ -41,9 +41,11 @@ from batchrun.jobs.metrics import _binomial, _check_bootstrap, _percentiles, acc
 
 DEFAULT_BINS = 10
 DEFAULT_COVERAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-DIRECT_BOOTSTRAP_ROWS = 20_000
-"""Up to this many rows the bootstrap resamples rows; above, it resamples confidence
-cells (rounded to 0.001) by binomial draws, so its cost stops growing with the rows."""
+DIRECT_BOOTSTRAP_ROWS = 1_000
+"""Up to this many rows the bootstrap resamples rows; above, it resamples cells of
+confidence (rounded to `CELL`) and rightness by binomial draws, so its cost stops
+growing with the rows (1,000 resamples: well under a second at any size)."""
+CELL = 0.01
 _NONE = 2.0  # a resample no threshold satisfies, above any confidence
 
 __all__ = [
@@ -354,19 +356,22 @@ def _bootstrap(
         heads = [values[k] for k in range(n) if k == 0 or values[k] != values[k - 1]]
         random_ = rng.random
         for _ in range(resamples):
-            counts = Counter(int(random_() * n) for _ in range(n))
             rows = [0] * len(heads)
             ok = [0] * len(heads)
-            for k, times in counts.items():
-                rows[group_of[k]] += times
-                if right[k]:
-                    ok[group_of[k]] += times
+            for _ in range(n):
+                k = int(random_() * n)
+                g = group_of[k]
+                rows[g] += 1
+                ok[g] += right[k]
             groups = [(heads[i], rows[i], ok[i]) for i in range(len(heads))]
             found = _lowest(groups, target)
             out.append(heads[found] if found is not None else _NONE)
         return out
-    # many rows: resample cells of (confidence to 0.001, right or not) by binomial draws
-    cells = Counter((round(c, 3), bool(ok)) for c, ok in zip(confidences, correct, strict=True))
+    # many rows: resample cells of (confidence to CELL, right or not) by binomial draws
+    digits = round(-math.log10(CELL))
+    cells = Counter(
+        (round(c, digits), bool(ok)) for c, ok in zip(confidences, correct, strict=True)
+    )
     keys = sorted(cells, key=lambda key: (-key[0], key[1]))
     heads = sorted({c for c, _ in keys}, reverse=True)
     position = {c: i for i, c in enumerate(heads)}
