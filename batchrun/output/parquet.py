@@ -33,6 +33,9 @@ Every input row appears exactly once, with a ``status``: ``succeeded``, ``failed
   ``reasoning_tokens`` (int64, null when the server reported no usage);
 * ``latency_ms``, ``ttft_ms`` (double), ``attempts`` (int32), ``error_code``,
   ``error_message`` (string);
+* when the job has a ``confidence`` setting: ``confidence`` (double), how sure the
+  answer is (`batchrun.output.confidence`, read from the line's response body; with
+  "agreement" the row's answer columns are the majority's first choice);
 * when the job has a JSON schema: one typed column per top-level property
   (`batchrun.output.answers.parsed_columns`), then ``parse_error`` (string; null when the
   content fitted the schema). A property named like an earlier column is written
