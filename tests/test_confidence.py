@@ -21,7 +21,7 @@ import batchrun
 from batchrun.cli import cli
 from batchrun.engine.hooks import CompositeHooks
 from batchrun.engine.runner import EXIT_OK, Runner
-from batchrun.errors import ConfigError
+from batchrun.errors import ConfigError, RunDirError
 from batchrun.input.templates import body_builder
 from batchrun.jobs.jobfile import load_job
 from batchrun.jobs.outputs import DatasetOutputHooks
@@ -421,3 +421,25 @@ def test_the_engine_check_script_agrees_on_the_simulator() -> None:
             assert done.returncode == 0, done.stdout + done.stderr
             assert done.stdout.count("equal") == 2 and "DIFFERENT" not in done.stdout
             assert "exp(label token logprob) =" in done.stdout
+
+
+def test_a_request_file_gets_confidences_and_a_rerun_sends_nothing(tmp_path: Path) -> None:
+    lines = [
+        {"custom_id": f"q{i}", "body": {"model": "weak", "temperature": 0,
+                                        "messages": [{"role": "user", "content": f"label {i}"}]}}
+        for i in range(5)
+    ]  # fmt: skip
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    first = batchrun.run(path, tmp_path / "run", base_url="sim", confidence="logprobs", quiet=True)
+    assert first.exit_code == EXIT_OK
+    table = pq.read_table(tmp_path / "run" / "results.parquet").to_pylist()
+    assert all(0 < r["confidence"] <= 1 and r["content"] in LABELS for r in table)
+    sent = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert all(x["response"]["body"]["choices"][0]["logprobs"] for x in sent)
+    again = batchrun.run(path, tmp_path / "run", base_url="sim", confidence="logprobs", quiet=True)
+    assert again.summary["requests"]["succeeded"] == 5
+    assert len((tmp_path / "run" / "results.jsonl").read_text().splitlines()) == 5  # none sent
+    # asking for another confidence changes what is sent: refused without --force
+    with pytest.raises(RunDirError, match="option confidence.method: .logprobs. -> .agreement."):
+        batchrun.run(path, tmp_path / "run", base_url="sim", confidence="agreement", quiet=True)
