@@ -730,12 +730,22 @@ class Run:
         value = self.summary.get("variants")
         return value if isinstance(value, list) else None
 
-    def evaluate(self, evaluation: Any = None, *, variants: Sequence[str] = ()) -> dict[str, Any]:
+    def evaluate(
+        self,
+        evaluation: Any = None,
+        *,
+        variants: Sequence[str] = (),
+        target_accuracy: float | None = None,
+    ) -> dict[str, Any]:
         """Score the run again, sending nothing (as ``batchrun eval``): with the recorded
         [eval] or ``evaluation`` (an `Evaluation` or a dict like the [eval] table),
-        every variant or only ``variants``. Recorded in summary.json.
+        every variant or only ``variants``; labels imported with `import_labels` are
+        the reference of their rows. With ``target_accuracy``, the evaluation's
+        ``calibration`` gets the suggested confidence ``threshold``. Recorded in
+        summary.json.
 
             run.evaluate({"reference_column": "label", "compare": "exact"})
+            run.evaluate(target_accuracy=0.95)["eval"]["calibration"]["threshold"]
         """
         from batchrun.checks import Invalid, Where
         from batchrun.checks import evaluation as checked_evaluation
@@ -745,7 +755,37 @@ class Run:
             chosen = checked_evaluation(evaluation, Where("evaluation")) if evaluation else None
         except Invalid as exc:
             raise ConfigError(str(exc)) from exc
-        return rescore(self.run_dir, chosen, variants=variants)
+        return rescore(self.run_dir, chosen, variants=variants, target_accuracy=target_accuracy)
+
+    def review(
+        self,
+        out: str | None = None,
+        *,
+        below: float | None = None,
+        limit: int | None = None,
+        format: str = "jsonl",
+        text_column: str | None = None,
+    ) -> Any:
+        """Write the doubtful rows for people (as ``batchrun review``): least confident
+        first, in Label Studio's, Argilla's or plain JSONL format
+        (`batchrun.jobs.review.write_review`). Returns the report.
+
+            run.review("review.json", below=0.7, limit=500, format="label-studio")
+        """
+        from batchrun.jobs.review import write_review
+
+        report, _ = write_review(
+            self.run_dir, out, below=below, limit=limit, format=format, text_column=text_column
+        )
+        return report
+
+    def import_labels(self, path: str) -> Any:
+        """People's labels (a Label Studio or Argilla export, or JSONL of custom_id and
+        label) into the run's gold.jsonl, the reference of `evaluate` from then on
+        (`batchrun.jobs.review.import_labels`). Returns the report."""
+        from batchrun.jobs.review import import_labels
+
+        return import_labels(self.run_dir, path)
 
     @property
     def cost(self) -> dict[str, Any] | None:

@@ -48,6 +48,8 @@ _PYTHON_COLUMN_TYPES = {
 AUTH_STYLES = ("bearer", "raw", "none")
 FORMAT_TYPES = ("json_schema", "json_object", "text")
 COMPARES = ("exact", "json_field", "number")
+CONFIDENCE_METHODS = ("logprobs", "agreement", "self")
+MAX_TOP_LOGPROBS = 20
 SECRET_KEY_NAMES = frozenset(
     {
         "api_key", "apikey", "key", "secret", "token", "password", "access_token",
@@ -945,6 +947,74 @@ def evaluation(value: Any, where: Where) -> Any:
         bool(normalize),
         tolerance=float(tolerance) if not isinstance(tolerance, bool) else 0.0,
         interval=bool(interval),
+    )
+
+
+def confidence(value: Any, where: Where) -> Any:
+    """A `batchrun.settings.Confidence` from a method name ("logprobs"), a
+    [confidence] table or a keyword dict."""
+    from batchrun.settings import Confidence
+
+    if value is None or isinstance(value, Confidence):
+        return value
+    if isinstance(value, str):
+        value = {"method": value}
+    if not isinstance(value, Mapping):
+        raise where.fail(f"must be a method name or a table (got {show(value)})")
+    known = ("method", "label_field", "labels", "top_logprobs", "samples", "score_field")
+    problems: list[tuple[str, str]] = []
+    for key in value:
+        if key not in known:
+            problems.append((f"{where.label}.{key}", "unknown key" + suggest(str(key), known)))
+    method = value.get("method")
+    if method is None:
+        problems.append((f"{where.label}.method", "required"))
+    elif method not in CONFIDENCE_METHODS:
+        problems.append(
+            (
+                f"{where.label}.method",
+                f"must be one of {', '.join(CONFIDENCE_METHODS)} (got {show(method)})"
+                + suggest(str(method), CONFIDENCE_METHODS),
+            )
+        )
+    for key in ("label_field", "score_field"):
+        field = value.get(key)
+        if field is not None and (not isinstance(field, str) or not field.strip()):
+            problems.append(
+                (f"{where.label}.{key}", f"must be a non-empty string (got {show(field)})")
+            )
+    labels = value.get("labels") or ()
+    if isinstance(labels, str) or not isinstance(labels, list | tuple):
+        problems.append(
+            (f"{where.label}.labels", f"must be a list of strings (got {show(labels)})")
+        )
+        labels = ()
+    elif not all(isinstance(label, str) and label for label in labels):
+        problems.append((f"{where.label}.labels", "must be a list of non-empty strings"))
+    numbers: dict[str, int] = {}
+    for key, low, high, default in (
+        ("top_logprobs", 0, MAX_TOP_LOGPROBS, 5),
+        ("samples", 2, 128, 5),
+    ):
+        number = _number(value.get(key, default), where)
+        if number is None or not number.is_integer() or not low <= number <= high:
+            problems.append(
+                (
+                    f"{where.label}.{key}",
+                    f"must be a whole number from {low} to {high} (got {show(value.get(key))})",
+                )
+            )
+        else:
+            numbers[key] = int(number)
+    if problems:
+        raise Invalid(problems)
+    return Confidence(
+        str(method),
+        value.get("label_field"),
+        tuple(str(label) for label in labels),
+        top_logprobs=numbers["top_logprobs"],
+        samples=numbers["samples"],
+        score_field=value.get("score_field"),
     )
 
 

@@ -199,6 +199,36 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class Confidence:
+    """How sure each answer is, read from what the endpoint returns
+    (`batchrun.output.confidence`): a ``confidence`` column in results.parquet.
+
+    ``method``: "logprobs" (the request asks for ``logprobs`` and ``top_logprobs``;
+    the confidence is the chosen label's probability, normalised over the labels the
+    top alternatives show), "agreement" (``samples`` answers per request, ``n``; the
+    share agreeing with the majority label, whose answer is the row's) or "self" (a
+    number field of the answer, ``score_field``, the model's own estimate).
+
+        >>> Confidence("logprobs", label_field="sentiment").top_logprobs
+        5
+    """
+
+    method: str
+    label_field: str | None = None
+    """The answer's JSON field holding the label (None: the [eval] field, else the
+    schema's one enum field, else the whole answer)."""
+    labels: tuple[str, ...] = ()
+    """The label values (empty: the label field's enum in the schema)."""
+    top_logprobs: int = 5
+    """Alternatives asked for per token ("logprobs"), to normalise over the labels."""
+    samples: int = 5
+    """Answers per request ("agreement")."""
+    score_field: str | None = None
+    """The answer's number field holding the model's own confidence ("self"; None: a
+    number property named ``confidence``, else the schema's one number property)."""
+
+
+@dataclass(frozen=True)
 class Prices:
     """The user's own model prices: a price file, entries given inline (a job file's
     ``[prices.models."NAME"]`` tables, a dict in Python), or both, an inline entry
@@ -808,6 +838,58 @@ class Settings:
             ),
         ),
     )
+    confidence: Confidence | None = setting(
+        help="How sure each answer is, as a confidence column in results.parquet: "
+        "{method, label_field, labels, top_logprobs, samples, score_field}.",
+        section="confidence",
+        key="*",
+        check=checks.confidence,
+        fingerprint=True,
+        parts=(
+            Part(
+                "method",
+                "Give each answer a confidence: 'logprobs' (the label's probability; asks "
+                "for logprobs), 'agreement' (the share of --confidence-samples answers "
+                "agreeing) or 'self' (a number field the model fills).",
+                flags=("--confidence",),
+                choices=checks.CONFIDENCE_METHODS,
+                check=checks.choice(*checks.CONFIDENCE_METHODS),
+            ),
+            Part(
+                "label_field",
+                "The answer's JSON field holding the label [default: the [eval] field, "
+                "else the schema's one enum field, else the whole answer].",
+                metavar="FIELD",
+                check=checks.text,
+            ),
+            Part(
+                "labels",
+                "The label values, to normalise over (repeatable) [default: the label "
+                "field's enum].",
+                kind="multiple",
+                metavar="LABEL",
+            ),
+            Part(
+                "top_logprobs",
+                "logprobs: alternatives per token, 0 to 20 [default: 5].",
+                metavar="N",
+                check=checks.at_least(0),
+            ),
+            Part(
+                "samples",
+                "agreement: answers per request (n) [default: 5].",
+                metavar="N",
+                check=checks.at_least(2),
+            ),
+            Part(
+                "score_field",
+                "self: the answer's number field holding the model's confidence "
+                "[default: confidence, else the schema's one number field].",
+                metavar="FIELD",
+                check=checks.text,
+            ),
+        ),
+    )
     prices: str | Prices | None = setting(
         help="TOML price file adding/overriding model prices (`batchrun prices --example` "
         "prints one to start from).",
@@ -987,6 +1069,11 @@ class Settings:
                     f"{n('eval.compare')}: 'json_field' needs JSON responses, not "
                     f"{n('response_format', 'text')}"
                 )
+        if self.confidence is not None:
+            from batchrun.output.confidence import confidence_problems
+
+            named = ("confidence", "response_format", "eval", "request")
+            out.extend(confidence_problems({x: getattr(self, x) for x in named}))
         # the input
         if self.column_types and self.input is not None:
             if not isinstance(self.input, str | Path):
@@ -1160,6 +1247,11 @@ class Settings:
         ev = values.get("eval")
         if isinstance(ev, Mapping):
             values["eval"] = Evaluation(**ev)
+        confidence = values.get("confidence")
+        if isinstance(confidence, Mapping):
+            values["confidence"] = Confidence(
+                **{**confidence, "labels": tuple(confidence.get("labels") or ())}
+            )
         prices = values.get("prices")
         if isinstance(prices, Mapping):
             values["prices"] = Prices(prices.get("file"), prices.get("models") or {})
@@ -1335,7 +1427,7 @@ def _jsonable(value: Any) -> Any:
         return f"<function {getattr(value, '__qualname__', '?')} {source_hash(value)}>"
     if isinstance(value, type):  # a Pydantic model given as response_format
         return value.__name__
-    if isinstance(value, Quota | ResponseFormat | Evaluation | Prices):
+    if isinstance(value, Quota | ResponseFormat | Evaluation | Confidence | Prices):
         return _jsonable(asdict(value))
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -1392,6 +1484,7 @@ def _current_names(data: Mapping[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "Confidence",
     "SPELLINGS",
     "Evaluation",
     "Part",

@@ -39,6 +39,7 @@ class _Group(click.Group):
         "eval": "batchrun.cli.commands:eval_command",
         "prices": "batchrun.cli.commands:prices_command",
         "report": "batchrun.report.html.cli:report_command",
+        "review": "batchrun.cli.commands:review_command",
         "serve": "batchrun.report.html.cli:serve_command",
     }
     lazy_help = {
@@ -48,6 +49,7 @@ class _Group(click.Group):
         "eval": "Score a run again, sending nothing.",
         "prices": "What a model costs and where the price comes from (--example: a price file).",
         "report": "Report on a run: text, or one HTML file with charts (--html).",
+        "review": "Send a run's doubtful rows to people; read their labels back as gold.",
         "serve": "Serve a live report page for a run directory.",
     }
 

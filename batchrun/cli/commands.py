@@ -17,6 +17,7 @@ import orjson
 from batchrun.checks import COMPARES
 from batchrun.cli.options import given_settings, setting_options
 from batchrun.errors import ConfigError
+from batchrun.jobs.review import FORMATS as REVIEW_FORMATS
 from batchrun.redact import scrub_text
 from batchrun.settings import Evaluation, Settings
 
@@ -181,6 +182,17 @@ def cancel_command(run_dir: str) -> None:
 @click.option(
     "--variant", "variants", multiple=True, help="Compare only these variants (repeatable)."
 )
+@click.option(
+    "--suggest-threshold",
+    is_flag=True,
+    help="Suggest the lowest confidence threshold whose rows meet --target-accuracy on "
+    "the labelled rows, with its bootstrap interval (runs with a confidence).",
+)
+@click.option(
+    "--target-accuracy",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="The accuracy the accepted rows must reach [default: 0.95]; implies --suggest-threshold.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def eval_command(
     run_dir: str,
@@ -191,10 +203,13 @@ def eval_command(
     tolerance: float | None,
     normalize: bool | None,
     variants: tuple[str, ...],
+    suggest_threshold: bool,
+    target_accuracy: float | None,
     as_json: bool,
 ) -> None:
     """Score a run again, sending nothing (the recorded [eval], or another one; all
-    variants, or some)."""
+    variants, or some). Labels imported with `batchrun review --import` are the
+    reference of their rows."""
     from batchrun.jobs.evaluate import format_eval
     from batchrun.jobs.outputs import evaluation_from, recorded_evaluation, rescore
 
@@ -215,7 +230,11 @@ def eval_command(
             normalize=normalize,
             tolerance=tolerance,
         )
-    report = rescore(run_dir, evaluation, variants=variants)
+    if suggest_threshold and target_accuracy is None:
+        target_accuracy = DEFAULT_TARGET_ACCURACY
+    report = rescore(run_dir, evaluation, variants=variants, target_accuracy=target_accuracy)
+    if target_accuracy is not None:
+        _check_thresholds(run_dir, report)
     if as_json:
         # without variants, the evaluation itself (as summary.json's "eval")
         shown = report if report.get("variants") else report["eval"]
@@ -224,8 +243,107 @@ def eval_command(
         from batchrun.jobs.compare import format_comparison
 
         click.echo(format_comparison(report["variants"], report.get("comparison") or {}))
+        if target_accuracy is not None:
+            from batchrun.jobs.calibration import format_threshold
+
+            by_variant = (report.get("eval") or {}).get("variants") or {}
+            for name, one in by_variant.items():
+                found = (one.get("calibration") or {}).get("threshold")
+                if found:
+                    click.echo(f"{name}: {format_threshold(found)}")
     else:
         click.echo(format_eval(report["eval"]))
+
+
+DEFAULT_TARGET_ACCURACY = 0.95
+
+
+@click.command("review", context_settings=CONTEXT)
+@click.argument("run_dir")
+@click.option(
+    "--below",
+    type=click.FloatRange(0, 1),
+    help="Queue the answers whose confidence is below this (unusable answers always).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many rows.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(REVIEW_FORMATS),
+    default="jsonl",
+    show_default=True,
+    help="Label Studio tasks, Argilla records, or plain JSONL.",
+)
+@click.option("-o", "--out", "out", metavar="FILE", help="Write the queue here [default: stdout].")
+@click.option(
+    "--text-column",
+    metavar="COLUMN",
+    help="The input column people read [default: text, else the first text column].",
+)
+@click.option(
+    "--import",
+    "import_path",
+    metavar="FILE",
+    help="Read people's labels back instead (a Label Studio or Argilla export, or JSONL "
+    "of custom_id and label): they become the reference of `batchrun eval`.",
+)
+def review_command(
+    run_dir: str,
+    below: float | None,
+    limit: int | None,
+    fmt: str,
+    out: str | None,
+    text_column: str | None,
+    import_path: str | None,
+) -> None:
+    """Write the doubtful rows of RUN_DIR (least confident first, with their inputs, the
+    model's label and confidence) for people to label, or with --import read their
+    labels back into RUN_DIR/gold.jsonl."""
+    from batchrun.jobs import review
+
+    if import_path is not None:
+        found = review.import_labels(run_dir, import_path)
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(found.skipped.items()))
+        click.echo(
+            f"batchrun: {found.imported} labels imported from {import_path} ({found.format})"
+            + (f"; {found.changed} changed an earlier label" if found.changed else "")
+            + (f"; left out: {skipped}" if skipped else "")
+            + f". `batchrun eval {run_dir}` scores against them.",
+            err=True,
+        )
+        return
+    report, data = review.write_review(
+        run_dir, out, below=below, limit=limit, format=fmt, text_column=text_column
+    )
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    for note in report.notes:
+        click.echo(f"batchrun: {note}", err=True)
+    where = report.path or "stdout"
+    click.echo(
+        f"batchrun: {report.rows} of {report.doubtful} doubtful rows ({report.answered} "
+        f"answered) written to {where} as {fmt}",
+        err=True,
+    )
+    if report.config_path:
+        click.echo(
+            f"batchrun: Label Studio labelling config in {report.config_path} (control "
+            f"{report.question!r} on text {report.text_column!r})",
+            err=True,
+        )
+
+
+def _check_thresholds(run_dir: str, report: dict[str, Any]) -> None:
+    """A threshold needs confidences: say so rather than print nothing."""
+    flat = report.get("eval") or {}
+    evals = [flat, *(flat.get("variants") or {}).values()]
+    if not any(isinstance(e.get("calibration"), dict) for e in evals):
+        raise ConfigError(
+            f"{run_dir}: no labelled answer has a confidence to set a threshold on "
+            "(run with --confidence logprobs|agreement|self, and an [eval] reference or "
+            "imported labels)"
+        )
 
 
 __all__ = [
@@ -236,5 +354,6 @@ __all__ = [
     "print_estimate",
     "print_status",
     "prices_command",
+    "review_command",
     "setting_options",
 ]

@@ -49,8 +49,9 @@ def request_defaults_mapper(cfg: Settings) -> RowMapper:
     """Plain request-file jobs: the job's [request] values fill what a body lacks."""
     from batchrun.input.sources import request_from_row
     from batchrun.input.templates import apply_defaults
+    from batchrun.output.confidence import with_request_fields
 
-    defaults = cfg.request
+    defaults = with_request_fields(cfg.request, cfg.confidence)
     path = cfg.input_path
 
     def mapper(obj: Any, row: int, where: str) -> Request:

@@ -54,7 +54,7 @@ def source_for(cfg: Settings, span: Span | None = None) -> Source:
             span=span,
             column_types=cfg.column_types,
         )
-    if cfg.request:
+    if cfg.request or cfg.confidence:
         return Source(
             cfg.input_path,
             mapper=request_defaults_mapper(cfg),

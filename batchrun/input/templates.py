@@ -291,7 +291,9 @@ def body_builder(settings: Settings) -> Callable[[Mapping[str, Any], str], dict[
         build = body_builder(settings)
         body = build({"text": "ok"}, "line 1")
     """
-    defaults = dict(settings.request)
+    from batchrun.output.confidence import with_request_fields
+
+    defaults = with_request_fields(settings.request, settings.confidence)
     if settings.default_model is not None:
         defaults["model"] = settings.default_model
     response_format = settings.response_format.body() if settings.response_format else None

@@ -376,6 +376,12 @@ def format_eval(report: Mapping[str, Any]) -> str:
         if report.get("tolerance"):
             extra += f"; correct within {report['tolerance']:g}"
         lines.append(extra)
+    if report.get("gold_rows"):
+        lines.append(f"{report['gold_rows']} references are labels people gave (gold.jsonl)")
+    if isinstance(report.get("calibration"), dict):
+        from batchrun.jobs.calibration import format_calibration
+
+        lines.extend(format_calibration(report["calibration"]))
     confusion = report.get("confusion")
     if confusion:
         refs = list(confusion)

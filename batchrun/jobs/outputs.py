@@ -29,19 +29,25 @@ from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.input.sources import ScanResult
 from batchrun.jobs.evaluate import format_eval
+from batchrun.jobs.gold import read_gold
+from batchrun.models import Outcome
+from batchrun.output.confidence import has_logprobs
 from batchrun.output.journal import SUMMARY
-from batchrun.output.parquet import RowObserver, write_results_parquet
+from batchrun.output.parquet import ParquetReport, RowObserver, write_results_parquet
 from batchrun.output.summary import write_json_atomic
 from batchrun.settings import Evaluation, Settings
 
 PARQUET = "results.parquet"
 
 
-def finish_dataset_run(cfg: Settings) -> dict[str, Any]:
+def finish_dataset_run(cfg: Settings, *, target_accuracy: float | None = None) -> dict[str, Any]:
     """Write results.parquet (unless ``cfg.write_parquet`` is off) and evaluate.
 
     Returns the keys to merge into summary.json: ``{"parquet": {...} | None, "eval":
-    {...} | None}``. One pass over the input and the output files does both.
+    {...} | None}``, and ``"confidence"`` for a job with a confidence setting. One pass
+    over the input and the output files does all. With ``target_accuracy``, each
+    evaluation's ``calibration`` gets the suggested ``threshold``
+    (`batchrun.jobs.calibration.suggest_threshold`).
     """
     assert cfg.out_dir is not None
     path = os.path.join(cfg.out_dir, PARQUET) if cfg.write_parquet else None
@@ -64,6 +70,10 @@ def finish_dataset_run(cfg: Settings) -> dict[str, Any]:
         if report.renamed:
             parquet["renamed"] = report.renamed
     extra: dict[str, Any] = {"parquet": parquet, "eval": report.eval}
+    if report.confidence is not None:
+        extra["confidence"] = {**report.confidence, "warning": report.confidence_note}
+    if target_accuracy is not None:
+        _add_thresholds(report, target_accuracy)
     if comparison is not None:
         variants, block = comparison.report(report.eval_by_variant)
         extra["variants"] = variants
@@ -78,6 +88,14 @@ def finish_dataset_run(cfg: Settings) -> dict[str, Any]:
     if examples is not None:
         extra["examples"] = examples.rows
     return extra
+
+
+def _add_thresholds(report: ParquetReport, target_accuracy: float) -> None:
+    """Each evaluation with confidences gets the threshold its sample suggests."""
+    for name, sample in report.calibration.items():
+        one = report.eval if name is None else (report.eval_by_variant or {}).get(str(name))
+        if one is not None and isinstance(one.get("calibration"), dict):
+            one["calibration"]["threshold"] = sample.threshold(target_accuracy).as_dict()
 
 
 def _all(observers: list[RowObserver]) -> RowObserver | None:
@@ -101,7 +119,11 @@ def merge_summary(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, A
 
 
 def rescore(
-    run_dir: str, evaluation: Evaluation | None = None, *, variants: Sequence[str] = ()
+    run_dir: str,
+    evaluation: Evaluation | None = None,
+    *,
+    variants: Sequence[str] = (),
+    target_accuracy: float | None = None,
 ) -> dict[str, Any]:
     """Score a run again without sending anything: rebuild results.parquet and the
     evaluation from the run's files (the input must still be where it was), with the
@@ -109,7 +131,13 @@ def rescore(
     ``{"eval", "variants", "comparison"}`` (the last two for a job with variants;
     with ``variants`` named, only those are compared, and the best is theirs).
 
+    Labels people gave (gold.jsonl, `batchrun.jobs.review.import_labels`) are the
+    reference of their rows; a run without an [eval] is scored against them alone.
+    With ``target_accuracy``, each evaluation's ``calibration`` gets the suggested
+    confidence ``threshold`` (`batchrun.jobs.calibration.suggest_threshold`).
+
         report = rescore("runs/sentiment", Evaluation("label", "json_field", "sentiment"))
+        rescore("runs/labels", target_accuracy=0.95)["eval"]["calibration"]["threshold"]
     """
     from dataclasses import replace
 
@@ -126,6 +154,8 @@ def rescore(
     cfg = replace(cfg, out_dir=run_dir)
     if evaluation is not None:
         cfg = replace(cfg, eval=evaluation)
+    if cfg.eval is None and read_gold(run_dir):
+        cfg = replace(cfg, eval=gold_evaluation(cfg))
     if cfg.eval is None:
         raise ConfigError(f"{run_dir}: the run has no [eval]; say what to score against")
     if not cfg.is_dataset:
@@ -133,7 +163,7 @@ def rescore(
     if variants and not cfg.has_variants:
         raise ConfigError(f"{run_dir}: the run has no variants to choose from")
     with RunDirLock(run_dir):  # never next to a run still writing
-        extra = finish_dataset_run(cfg)
+        extra = finish_dataset_run(cfg, target_accuracy=target_accuracy)
         summary_path = os.path.join(run_dir, SUMMARY)
         try:
             with open(summary_path, "rb") as f:
@@ -151,6 +181,23 @@ def rescore(
             out["variants"], out["comparison"] or {}, names
         )
     return out
+
+
+GOLD_REFERENCE = "gold"
+"""The reference column of a run scored against imported labels alone (gold.jsonl
+gives the rows' references; an input column of that name, the others')."""
+
+
+def gold_evaluation(cfg: Settings) -> Evaluation:
+    """How a run without an [eval] is scored against the labels people gave it: the
+    answer's label field (the confidence's, else the schema's one enum field), else
+    the whole answer."""
+    from batchrun.output.confidence import label_field_of
+
+    field = label_field_of(cfg.confidence, cfg.schema)
+    if field is not None:
+        return Evaluation(GOLD_REFERENCE, "json_field", field)
+    return Evaluation(GOLD_REFERENCE, "exact")
 
 
 def evaluation_from(
@@ -206,6 +253,8 @@ class DatasetOutputHooks(RunHooks):
     def __init__(self, cfg: Settings, *, err: IO[str] | None = None) -> None:
         self.cfg = cfg
         self.err = err
+        spec = cfg.confidence
+        self._watch_logprobs = spec is not None and spec.method == "logprobs"
 
     def before_send(self, state: RunState, scan: ScanResult) -> None:
         """The evaluation's reference column must exist before anything is paid for."""
@@ -220,6 +269,25 @@ class DatasetOutputHooks(RunHooks):
                 f"(columns: {_listing(scan.columns)})"
             )
 
+    def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
+        """Confidence from logprobs: say at the first answer without them, not after
+        paying for every row (once a run; the run goes on)."""
+        if not self._watch_logprobs:
+            return None
+        for outcome in batch:
+            if outcome.ok and not has_logprobs(outcome.body):
+                self._watch_logprobs = False
+                if not self.cfg.quiet:
+                    err = self.err or sys.stderr
+                    err.write(
+                        f"batchrun: warning: {state.settings.endpoint} answered "
+                        f"{outcome.custom_id} without logprobs: its confidence is empty "
+                        "(confidence = 'logprobs' needs an endpoint that returns them)\n"
+                    )
+                    err.flush()
+                break
+        return None
+
     def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
         notes = []
         try:
@@ -227,6 +295,9 @@ class DatasetOutputHooks(RunHooks):
         except (BatchrunError, OSError, pa.ArrowException) as exc:
             notes.append(f"could not write {PARQUET}: {exc}")
             extra = {"parquet": {"error": str(exc)}, "eval": None}
+        warning = (extra.get("confidence") or {}).get("warning")
+        if warning:
+            notes.append(warning)
         examples = extra.pop("examples", None)
         if examples is not None and isinstance(summary.get("pilot"), dict):
             summary["pilot"]["examples"] = examples

@@ -33,6 +33,9 @@ Every input row appears exactly once, with a ``status``: ``succeeded``, ``failed
   ``reasoning_tokens`` (int64, null when the server reported no usage);
 * ``latency_ms``, ``ttft_ms`` (double), ``attempts`` (int32), ``error_code``,
   ``error_message`` (string);
+* when the job has a ``confidence`` setting: ``confidence`` (double), how sure the
+  answer is (`batchrun.output.confidence`, read from the line's response body; with
+  "agreement" the row's answer columns are the majority's first choice);
 * when the job has a JSON schema: one typed column per top-level property
   (`batchrun.output.answers.parsed_columns`), then ``parse_error`` (string; null when the
   content fitted the schema). A property named like an earlier column is written
@@ -67,8 +70,11 @@ from batchrun.apis import RESPONSES
 from batchrun.errors import InputError
 from batchrun.ids import body_hash, id_hash
 from batchrun.input.sources import Source
+from batchrun.jobs.calibration import CalibrationSample
 from batchrun.jobs.evaluate import Evaluator
+from batchrun.jobs.gold import read_gold
 from batchrun.output.answers import parse_content, parsed_columns
+from batchrun.output.confidence import ConfidenceCounts, ConfidenceReader
 from batchrun.output.journal import ERRORS, RESULTS, Provenance
 from batchrun.output.lines import custom_id_of
 from batchrun.output.shapes import (
@@ -111,6 +117,8 @@ _LEAD_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("custom_id", pa.string()),
     ("row", pa.int64()),
 )
+CONFIDENCE_COLUMN = ("confidence", pa.float64())
+"""Jobs with a ``confidence`` setting: how sure the answer is (`batchrun.output.confidence`)."""
 _VARIANT_COLUMN = ("variant", pa.string())
 """Jobs with variants (several models or prompts): one row per input row and variant."""
 _FILES = (ERRORS, RESULTS)  # scanned in this order: a later line wins
@@ -135,6 +143,12 @@ class ParquetReport:
     """Name clashes only: ``{"input": {column: new name}, "parsed": {property: new name}}``."""
     eval: dict[str, Any] | None = None
     eval_by_variant: dict[str, dict[str, Any]] | None = None
+    confidence: dict[str, Any] | None = None
+    """`batchrun.output.confidence.ConfidenceCounts.report` (jobs with a confidence)."""
+    confidence_note: str | None = None
+    """The warning naming endpoints that answered without logprobs."""
+    calibration: dict[str | None, CalibrationSample] = field(default_factory=dict)
+    """Per variant (None: the job has none): (confidence, right?) of the scored rows."""
     seconds: float = 0.0
 
 
@@ -284,8 +298,9 @@ def _json_text(value: Any) -> str | None:
     return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def result_values(status: str, record: Mapping[str, Any]) -> dict[str, Any]:
-    """The result columns of one output line (first choice only).
+def result_values(status: str, record: Mapping[str, Any], choice: int = 0) -> dict[str, Any]:
+    """The result columns of one output line: of its first choice, or of ``choice``
+    (confidence by agreement: the first choice giving the majority label).
 
     >>> line = {"response": {"status_code": 200, "body": {"choices": [
     ...     {"message": {"content": "hi"}, "finish_reason": "stop"}]}}}
@@ -302,9 +317,13 @@ def result_values(status: str, record: Mapping[str, Any]) -> dict[str, Any]:
         finish_reason = response_finish(body)
     else:
         choices = body.get("choices") if isinstance(body, dict) else None
-        choice = choices[0] if isinstance(choices, list) and choices else None
-        choice = choice if isinstance(choice, dict) else {}
-        message = choice.get("message")
+        picked = (
+            choices[choice if choice < len(choices) else 0]
+            if isinstance(choices, list) and choices
+            else None
+        )
+        picked = picked if isinstance(picked, dict) else {}
+        message = picked.get("message")
         message = message if isinstance(message, dict) else {}
         content = message.get("content")
         if content is not None and not isinstance(content, str):
@@ -313,7 +332,7 @@ def result_values(status: str, record: Mapping[str, Any]) -> dict[str, Any]:
         tool_calls = message.get("tool_calls") or None
         if tool_calls is None and isinstance(message.get("function_call"), dict):
             tool_calls = [{"type": "function", "function": message["function_call"]}]
-        finish_reason = _str(choice.get("finish_reason"))
+        finish_reason = _str(picked.get("finish_reason"))
     usage = usage_of(body)
     meta = record.get("batchrun")
     meta = meta if isinstance(meta, dict) else {}
@@ -446,7 +465,7 @@ def _layout(
     carried columns of a JSONL input, already inferred over the whole file."""
     has_schema = cfg.schema is not None
     lead = _lead_columns(cfg)
-    reserved = {name for name, _ in lead} | {name for name, _ in RESULT_COLUMNS}
+    reserved = {name for name, _ in lead} | {name for name, _ in _result_columns(cfg)}
     if has_schema:
         reserved.add("parse_error")
     renamed: dict[str, dict[str, str]] = {"input": {}, "parsed": {}}
@@ -479,7 +498,7 @@ def _layout(
             parsed.append((name, out, dtype))
     fields = [pa.field(n, t) for n, t in lead]
     fields += [pa.field(out, t) for _, out, t, _ in carried]
-    fields += [pa.field(n, t) for n, t in RESULT_COLUMNS]
+    fields += [pa.field(n, t) for n, t in _result_columns(cfg)]
     if has_schema:
         fields += [pa.field(out, t) for _, out, t in parsed]
         fields.append(pa.field("parse_error", pa.string()))
@@ -491,6 +510,10 @@ def _layout(
 
 def _lead_columns(cfg: Settings) -> tuple[tuple[str, pa.DataType], ...]:
     return _LEAD_COLUMNS + ((_VARIANT_COLUMN,) if cfg.has_variants else ())
+
+
+def _result_columns(cfg: Settings) -> tuple[tuple[str, pa.DataType], ...]:
+    return RESULT_COLUMNS + ((CONFIDENCE_COLUMN,) if cfg.confidence is not None else ())
 
 
 def _parquet_file(source: Source) -> pq.ParquetFile:
@@ -571,8 +594,13 @@ class _Pass:
         self.variants = tuple(v.name for v in plan_variants(cfg))
         self.lead = _lead_columns(cfg)
         self.converters = [(name, _convert(kind or "")) for name, _, _, kind in layout.carried]
-        self.empty_results = dict.fromkeys((n for n, _ in RESULT_COLUMNS), None)
+        self.results = _result_columns(cfg)
+        self.empty_results = dict.fromkeys((n for n, _ in self.results), None)
         self.empty_parsed = dict.fromkeys((name for name, _, _ in layout.parsed), None)
+        self.reader = ConfidenceReader.of(cfg)
+        self.confidence = ConfidenceCounts(self.reader.method) if self.reader else None
+        self.gold = read_gold(cfg.out_dir) if evaluators is not None and cfg.out_dir else {}
+        self.gold_used: dict[str | None, int] = {}
 
     def rows(self, items: list[tuple[int, str, Any]]) -> Iterator[tuple[int, Any, dict[str, Any]]]:
         """(index in ``items``, decoded input row, its lead + result + parsed values) of
@@ -616,17 +644,40 @@ class _Pass:
                 if self.evaluators is not None and status in (SUCCEEDED, FAILED):
                     evaluator = self.evaluators.get(values["variant"])
                     if evaluator is not None:
-                        reference = obj.get(self.reference) if isinstance(obj, dict) else None
+                        reference = self._reference(obj, values["custom_id"], values["variant"])
                         predicted = (
                             evaluator.predicted(values["content"], parsed)
                             if status == SUCCEEDED
                             else None
                         )
                         evaluator.add(reference, predicted)
+                        confidence = values.get("confidence")
+                        right = evaluator.is_correct(reference, predicted)
+                        if confidence is not None and right is not None:
+                            sample = self.report.calibration.get(values["variant"])
+                            if sample is None:
+                                sample = self.report.calibration[values["variant"]] = (
+                                    CalibrationSample()
+                                )
+                            sample.add(confidence, right)
                 if self.observe is not None:
                     self.observe(obj, values, parsed, record)
                 values[_PARSED] = parsed if parsed is not None else self.empty_parsed
                 yield k, obj, values
+
+    def _reference(self, obj: Any, custom_id: str, variant: str | None) -> Any:
+        """The row's reference: a person's label imported into the run (gold.jsonl),
+        else the input's reference column."""
+        if self.gold:
+            if variant is not None:
+                from batchrun.input.variants import split_variant
+
+                custom_id = split_variant(custom_id, self.variants)[0]
+            label = self.gold.get(custom_id)
+            if label is not None:
+                self.gold_used[variant] = self.gold_used.get(variant, 0) + 1
+                return label
+        return obj.get(self.reference) if isinstance(obj, dict) else None
 
     def _join(
         self, req: Any
@@ -640,7 +691,18 @@ class _Pass:
             values = {**self.empty_results, "status": PENDING}
         else:
             record = found[1]
-            values = result_values(*found)
+            scored = None
+            if self.reader is not None and found[0] == SUCCEEDED:
+                response = record.get("response")
+                body = response.get("body") if isinstance(response, dict) else None
+                scored = self.reader.read(body)
+                meta = record.get("batchrun")
+                endpoint = meta.get("endpoint") if isinstance(meta, dict) else None
+                assert self.confidence is not None
+                self.confidence.add(scored, endpoint if isinstance(endpoint, str) else None)
+            values = result_values(*found, choice=scored.choice if scored is not None else 0)
+            if self.reader is not None:
+                values["confidence"] = scored.confidence if scored is not None else None
             if found[0] == SUCCEEDED and self.schema_json is not None:
                 parsed, parse_error = parse_content(values["content"], self.schema_json)
         values["custom_id"] = req.custom_id
@@ -653,7 +715,7 @@ class _Pass:
         layout = self.layout
         joined = list(self.rows(items))
         columns: dict[str, pa.Array] = {}
-        for name, dtype in self.lead + RESULT_COLUMNS:
+        for name, dtype in self.lead + self.results:
             columns[name] = pa.array([v[name] for _, _, v in joined], type=dtype)
         taken = None
         if batch is not None and len(joined) != len(items):  # a row per variant
@@ -724,10 +786,19 @@ def write_results_parquet(
         else:
             _write(out_path, layout.schema, joiner, source, row_group_rows)
     report.rows = sum(report.statuses.values())
+    if joiner.confidence is not None:
+        report.confidence = joiner.confidence.report()
+        report.confidence_note = joiner.confidence.warning()
     if evaluators is not None:
         # rows without a final answer yet are not scored; say how many
         unscored = {"pending": report.statuses[PENDING], "invalid": report.statuses[INVALID]}
         reports = {name: {**ev.report(), **unscored} for name, ev in evaluators.items()}
+        for name, one in reports.items():
+            if joiner.gold:
+                one["gold_rows"] = joiner.gold_used.get(name, 0)
+            sample = report.calibration.get(name)
+            if sample is not None and len(sample):
+                one["calibration"] = sample.report()
         if None in reports:
             report.eval = reports[None]
         else:

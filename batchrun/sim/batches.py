@@ -602,7 +602,7 @@ class BatchStore:
         if api == RESPONSES:
             reply = response_reply(body, config.seed, config.reply_words)
             return response_object(reply, body, f"resp_{self._prefix}{serial}", created)
-        reply = make_reply(body, config.seed, config.reply_words)
+        reply = make_reply(body, config.seed, config.reply_words, config.skills)
         model = str(body["model"])
         completion_id = f"chatcmpl-{self._prefix}{serial}"
         return completion_object(reply, completion_id, model, created, self.fingerprint)

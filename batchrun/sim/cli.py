@@ -18,7 +18,14 @@ from typing import Any
 
 import click
 
-from batchrun.sim.config import BATCH_FATES, ApiStep, BatchConfig, SimConfig
+from batchrun.sim.config import (
+    BATCH_FATES,
+    LABELLING_MODELS,
+    ApiStep,
+    BatchConfig,
+    SimConfig,
+    Skill,
+)
 from batchrun.sim.server import SimServer
 
 
@@ -46,6 +53,29 @@ def _parse_model_limits(values: tuple[str, ...], what: str) -> dict[str, int]:
         except ValueError:
             raise click.BadParameter(f"{value!r}: expected MODEL=N, e.g. gpt-4o={what}") from None
     return limits
+
+
+def _parse_skills(values: tuple[str, ...]) -> dict[str, Skill]:
+    """``MODEL=SURE,RIGHT[,UNSURE]`` -> Skill (UNSURE left out: a guess)."""
+    skills = dict(LABELLING_MODELS)
+    for value in values:
+        model, sep, numbers = value.rpartition("=")
+        try:
+            parts = [float(x) for x in numbers.split(",")]
+            if not sep or not model or len(parts) not in (2, 3):
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: expected MODEL=SURE,RIGHT[,UNSURE], e.g. cheap=0.7,0.97"
+            ) from None
+        unsure = parts[2] if len(parts) == 3 else None
+        try:
+            skills[model] = Skill(
+                sure_share=parts[0], right_when_sure=parts[1], right_when_unsure=unsure
+            )
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}") from None
+    return skills
 
 
 def _parse_step(text: str) -> ApiStep:
@@ -234,6 +264,16 @@ def batch_config(options: dict[str, Any]) -> BatchConfig:
     default=None,
     help="Require the API key held in this environment variable.",
 )
+@click.option(
+    "--skill",
+    "skills",
+    multiple=True,
+    metavar="MODEL=SURE,RIGHT[,UNSURE]",
+    help="How a model labels: the share of texts it is sure on, how often it is right "
+    "there, and elsewhere (left out: a guess); its logprobs are calibrated. 'weak' "
+    "(0.7,0.97) and 'strong' (0.9,0.98,0.68) are known already. Gold labels come from a "
+    "'[gold: LABEL]' marker in the prompt.",
+)
 @click.option("--seed", default=0, type=int, show_default=True)
 @_batch_options
 def sim_command(
@@ -254,6 +294,7 @@ def sim_command(
     first_token_ms: float,
     chunk_delay_ms: float,
     require_key_env: str | None,
+    skills: tuple[str, ...],
     seed: int,
     **batch_options: Any,
 ) -> None:
@@ -283,6 +324,7 @@ def sim_command(
             first_token_ms=first_token_ms,
             chunk_delay_ms=chunk_delay_ms,
             batch=batch,
+            skills=_parse_skills(skills),
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

@@ -208,6 +208,68 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class Skill:
+    """How well a simulated model labels (`batchrun.sim.skill`): on a share of texts
+    it is sure, and right `right_when_sure` of the time there; on the rest it is
+    unsure, right `right_when_unsure` of the time (None: a guess, one in the number
+    of labels). The probability it gives its label is calibrated: an answer given
+    with probability p is right with probability p, so logprob confidences, agreement
+    between samples and the self-reported ``confidence`` field all mean what they say.
+
+        >>> Skill(sure_share=0.7, right_when_sure=0.97).accuracy(3)
+        0.779
+    """
+
+    sure_share: float = 1.0
+    right_when_sure: float = 0.9
+    right_when_unsure: float | None = None
+    labels: tuple[str, ...] = ("positive", "negative", "neutral")
+    """Labels of plain-text and json_object answers (a schema's enum wins)."""
+    spread: float = 0.02
+    """Half-width of the spread of the probabilities around `right_when_sure`."""
+    unsure_spread: float = 0.1
+    """Half-width around `right_when_unsure` (kept at or above a guess)."""
+
+    def __post_init__(self) -> None:
+        for name in ("sure_share", "right_when_sure"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        unsure = self.right_when_unsure
+        if unsure is not None and not 0.0 <= unsure <= 1.0:
+            raise ValueError("right_when_unsure must be between 0 and 1")
+        for name in ("spread", "unsure_spread"):
+            if not 0.0 <= getattr(self, name) <= 0.5:
+                raise ValueError(f"{name} must be between 0 and 0.5")
+        labels = tuple(str(label) for label in self.labels)
+        if not labels or len(set(labels)) != len(labels):
+            raise ValueError("labels must be distinct and at least one")
+        object.__setattr__(self, "labels", labels)
+
+    def unsure_accuracy(self, choices: int) -> float:
+        """How often an unsure answer is right among ``choices`` labels."""
+        if self.right_when_unsure is not None:
+            return self.right_when_unsure
+        return 1.0 / max(1, choices)
+
+    def accuracy(self, choices: int) -> float:
+        """The share of answers right overall, among ``choices`` labels (about: the
+        probabilities are spread and kept at or above a guess)."""
+        sure = self.sure_share * self.right_when_sure
+        return round(sure + (1 - self.sure_share) * self.unsure_accuracy(choices), 12)
+
+
+LABELLING_MODELS: Mapping[str, Skill] = MappingProxyType(
+    {
+        # a cheap model: sure on 70% of texts and right 97% there, guessing elsewhere
+        "weak": Skill(sure_share=0.7, right_when_sure=0.97),
+        # a strong one: right about 95% of the time (sure on 90%, right 98% there)
+        "strong": Skill(sure_share=0.9, right_when_sure=0.98, right_when_unsure=0.68),
+    }
+)
+"""Skills the simulator knows by model name unless told otherwise (`SimConfig.skills`)."""
+
+
+@dataclass(frozen=True)
 class SimConfig:
     seed: int = 0
     """Seeds content, latency jitter and fault draws."""
@@ -258,6 +320,8 @@ class SimConfig:
     """Keep this many recent arrival timestamps in the stats."""
     batch: BatchConfig = field(default_factory=BatchConfig)
     """The Files and Batches API: speed, limits, faults."""
+    skills: Mapping[str, Skill] = field(default_factory=lambda: dict(LABELLING_MODELS))
+    """Model name -> how it labels (`Skill`); other models answer as usual."""
 
     def __post_init__(self) -> None:
         rates = {int(status): float(p) for status, p in self.error_rates.items()}
@@ -287,6 +351,10 @@ class SimConfig:
             if any(n <= 0 for n in limits.values()):
                 raise ValueError(f"{name} values must be positive")
             object.__setattr__(self, name, MappingProxyType(limits))
+        skills = {str(model): skill for model, skill in self.skills.items()}
+        if any(not isinstance(skill, Skill) for skill in skills.values()):
+            raise ValueError("skills must map model names to Skill")
+        object.__setattr__(self, "skills", MappingProxyType(skills))
         object.__setattr__(self, "error_rates", MappingProxyType(rates))
         object.__setattr__(self, "fail_first", MappingProxyType(scripts))
         object.__setattr__(self, "stream_pieces", max(1, int(self.stream_pieces)))

@@ -16,13 +16,25 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from batchrun.pacing import tokens
+from batchrun.sim.config import Skill
+from batchrun.sim.logprobs import LabelSpan, token_logprobs
 from batchrun.sim.schema import WORDS, fake_value
+from batchrun.sim.skill import (
+    Belief,
+    LabelTask,
+    answer,
+    belief,
+    gold_from_messages,
+    label_task,
+    pick,
+)
 
 VALID_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_CHOICES = 128
@@ -57,6 +69,14 @@ class Choice:
     reasoning: str | None = None
     tool_calls: tuple[dict[str, Any], ...] = ()
     function_call: dict[str, Any] | None = None
+    logprobs: tuple[dict[str, Any], ...] | None = None
+    """The content's token logprobs, when the request asked for them."""
+
+    def logprobs_object(self) -> dict[str, Any] | None:
+        """``choices[].logprobs`` as OpenAI shapes it (None: not asked for)."""
+        if self.logprobs is None:
+            return None
+        return {"content": list(self.logprobs), "refusal": None}
 
     def message(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": self.content, "refusal": None}
@@ -85,19 +105,27 @@ def digest_of(body: dict[str, Any], seed: int = 0) -> bytes:
 
 
 def make_reply(
-    body: dict[str, Any], seed: int = 0, reply_words: tuple[int, int] = (8, 40)
+    body: dict[str, Any],
+    seed: int = 0,
+    reply_words: tuple[int, int] = (8, 40),
+    skills: Mapping[str, Skill] | None = None,
 ) -> Reply:
-    """The full answer to a (validated) chat-completions body."""
+    """The full answer to a (validated) chat-completions body. A model named in
+    ``skills`` answers labelling requests with that skill (`batchrun.sim.skill`);
+    ``logprobs: true`` gets the content's token logprobs (`batchrun.sim.logprobs`)."""
     model = str(body.get("model") or "")
     digest = digest_of(body, seed)
     budget = _max_tokens(body)
     prompt_text = _last_user_text(body.get("messages"))
     reasoning = is_reasoning_model(model)
+    skill = (skills or {}).get(model)
+    labelling = _labelling(body, skill, prompt_text, seed) if skill is not None else None
     choices: list[Choice] = []
     completion = reasoning_total = 0
     for index in range(_choice_count(body)):
         rng = random.Random(digest + index.to_bytes(2, "big"))
         choice = _one_choice(body, index, rng, prompt_text, model, budget, reasoning, reply_words)
+        choice = _with_answer(body, choice, rng, model, labelling)
         used, thought = _choice_tokens(choice, model)
         completion += used
         reasoning_total += thought
@@ -119,7 +147,7 @@ def completion_object(
             {
                 "index": choice.index,
                 "message": choice.message(),
-                "logprobs": None,
+                "logprobs": choice.logprobs_object(),
                 "finish_reason": choice.finish_reason,
             }
             for choice in reply.choices
@@ -150,6 +178,74 @@ def usage_dict(prompt: int, completion: int, reasoning: int, digest: bytes) -> d
             "rejected_prediction_tokens": 0,
         },
     }
+
+
+@dataclass(frozen=True, slots=True)
+class _Labelling:
+    """A labelling request to a model with a skill: its task and the model's belief."""
+
+    task: LabelTask
+    belief: Belief
+
+
+def _labelling(
+    body: dict[str, Any], skill: Skill, prompt_text: str, seed: int
+) -> _Labelling | None:
+    task = label_task(body, skill.labels)
+    if task is None:
+        return None
+    messages = body.get("messages")
+    # the belief is the model's about this text: the same whatever the sampling seed
+    key = orjson.dumps([messages, body.get("model"), seed], option=orjson.OPT_SORT_KEYS)
+    rng = random.Random(hashlib.blake2b(key, digest_size=16).digest())
+    gold = gold_from_messages(messages, task.labels)
+    if gold is None:  # no marker: a truth that stays the same for this text
+        found = _sentiment_of(prompt_text)
+        gold = found if found in task.labels else task.labels[rng.randrange(len(task.labels))]
+    return _Labelling(task, belief(skill, task.labels, gold, rng))
+
+
+def _with_answer(
+    body: dict[str, Any],
+    choice: Choice,
+    rng: random.Random,
+    model: str,
+    labelling: _Labelling | None,
+) -> Choice:
+    """The choice with a skilled model's label (when the request is a labelling one and
+    the answer was not cut short), and with logprobs when the request asks for them."""
+    want = body.get("logprobs") is True
+    top = body.get("top_logprobs")
+    top = top if isinstance(top, int) and not isinstance(top, bool) and top > 0 else 0
+    if choice.content is None:
+        return choice
+    span = None
+    content = choice.content
+    if labelling is not None and choice.finish_reason == "stop":
+        temperature = body.get("temperature")
+        greedy = isinstance(temperature, int | float) and temperature == 0
+        label = pick(labelling.belief, rng, greedy)
+        probability = labelling.belief.probabilities[label]
+        content, start, end = answer(labelling.task, label, probability, rng)
+        others = {k: v for k, v in labelling.belief.probabilities.items() if k != label}
+        span = LabelSpan(start, end, probability, others)
+        budget = _max_tokens(body)
+        finish = "stop"
+        if budget is not None:
+            content, cut = _truncate(content, budget, model)
+            if cut:
+                span, finish = None, "length"
+        choice = replace(choice, content=content, finish_reason=finish)
+    if not want:
+        return choice
+    entries = token_logprobs(content, model, rng, top, span)
+    return replace(choice, logprobs=tuple(entries))
+
+
+def _sentiment_of(text: str) -> str | None:
+    good = len(_POSITIVE.findall(text))
+    bad = len(_NEGATIVE.findall(text))
+    return "positive" if good > bad else "negative" if bad > good else None
 
 
 def _choice_count(body: dict[str, Any]) -> int:

@@ -343,7 +343,7 @@ class SimServer:
 
         if api != CHAT:
             return await self._other_answer(request, api, body, serial, headers, step, started)
-        reply = make_reply(body, self.config.seed, self.config.reply_words)
+        reply = make_reply(body, self.config.seed, self.config.reply_words, self.config.skills)
         completion_id = f"chatcmpl-{self._id_prefix}{serial:012x}"
         model = body["model"]
         headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))

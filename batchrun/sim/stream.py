@@ -38,15 +38,48 @@ def split_text(text: str, pieces: int) -> list[str]:
     return [part for part in parts if part]
 
 
-def _choice_deltas(choice: Choice, pieces: int) -> list[tuple[dict[str, Any], str | None]]:
+def split_tokens(entries: tuple[dict[str, Any], ...], pieces: int) -> list[list[dict[str, Any]]]:
+    """Token logprob entries cut into at most `pieces` runs whose bytes are whole
+    characters (a delta's text must decode), in order."""
+    if not entries:
+        return []
+    size = max(1, -(-len(entries) // max(1, pieces)))
+    runs: list[list[dict[str, Any]]] = []
+    run: list[dict[str, Any]] = []
+    data = b""
+    for entry in entries:
+        run.append(entry)
+        data += bytes(entry["bytes"])
+        if len(run) >= size:
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                continue  # a character split between tokens: keep going
+            runs.append(run)
+            run, data = [], b""
+    if run:
+        runs.append(run)
+    return runs
+
+
+_Delta = tuple[dict[str, Any], str | None, "list[dict[str, Any]] | None"]
+
+
+def _choice_deltas(choice: Choice, pieces: int) -> list[_Delta]:
     first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
     if choice.tool_calls or choice.function_call is not None:
         first["content"] = None
-    deltas: list[tuple[dict[str, Any], str | None]] = [(first, None)]
+    deltas: list[_Delta] = [(first, None, None)]
     for part in split_text(choice.reasoning or "", pieces):
-        deltas.append(({"reasoning_content": part}, None))
-    for part in split_text(choice.content or "", pieces):
-        deltas.append(({"content": part}, None))
+        deltas.append(({"reasoning_content": part}, None, None))
+    if choice.logprobs is not None:
+        # each content delta carries the logprobs of its own tokens
+        for run in split_tokens(choice.logprobs, pieces):
+            text = b"".join(bytes(entry["bytes"]) for entry in run).decode("utf-8")
+            deltas.append(({"content": text}, None, run))
+    else:
+        for part in split_text(choice.content or "", pieces):
+            deltas.append(({"content": part}, None, None))
     for position, call in enumerate(choice.tool_calls):
         function = call["function"]
         head = {
@@ -55,16 +88,16 @@ def _choice_deltas(choice: Choice, pieces: int) -> list[tuple[dict[str, Any], st
             "type": "function",
             "function": {"name": function["name"], "arguments": ""},
         }
-        deltas.append(({"tool_calls": [head]}, None))
+        deltas.append(({"tool_calls": [head]}, None, None))
         for part in split_text(function["arguments"], pieces):
             tail = {"index": position, "function": {"arguments": part}}
-            deltas.append(({"tool_calls": [tail]}, None))
+            deltas.append(({"tool_calls": [tail]}, None, None))
     if choice.function_call is not None:
         name = choice.function_call["name"]
-        deltas.append(({"function_call": {"name": name, "arguments": ""}}, None))
+        deltas.append(({"function_call": {"name": name, "arguments": ""}}, None, None))
         for part in split_text(choice.function_call["arguments"], pieces):
-            deltas.append(({"function_call": {"arguments": part}}, None))
-    deltas.append(({}, choice.finish_reason))
+            deltas.append(({"function_call": {"arguments": part}}, None, None))
+    deltas.append(({}, choice.finish_reason, None))
     return deltas
 
 
@@ -93,10 +126,16 @@ def stream_chunks(
         for choice, item in zip(reply.choices, row, strict=True):
             if item is None:
                 continue
-            delta, finish = item
+            delta, finish, run = item
             chunk = dict(head)
+            logprobs = {"content": run, "refusal": None} if run is not None else None
             chunk["choices"] = [
-                {"index": choice.index, "delta": delta, "logprobs": None, "finish_reason": finish}
+                {
+                    "index": choice.index,
+                    "delta": delta,
+                    "logprobs": logprobs,
+                    "finish_reason": finish,
+                }
             ]
             if include_usage:
                 chunk["usage"] = None

@@ -1,9 +1,12 @@
-"""Write jobs/data/reviews.jsonl: 300 short product reviews with a sentiment label.
+"""Write jobs/data/reviews.jsonl (300 short product reviews with a sentiment label) and
+jobs/data/labelled_reviews.jsonl (1,000 more, the labelled set that confidence,
+calibration and cascade jobs rehearse on: jobs/confidence.toml).
 
-Deterministic (fixed seed), so re-running it gives the committed file byte for byte.
+Deterministic (fixed seeds), so re-running it gives the committed files byte for byte.
 Reviews are stitched from hand-written sentences whose sentiment agrees, plus a set of
 hand-written awkward ones (mixed feelings, sarcasm, emoji, other languages, braces and
-quotes) that exercise the template and the labelling.
+quotes) that exercise the template and the labelling. The ``label`` column is the gold
+label a person would give.
 
     $ python jobs/data/make_reviews.py
 """
@@ -16,6 +19,9 @@ from pathlib import Path
 
 OUT = Path(__file__).with_name("reviews.jsonl")
 COUNT = 300
+LABELLED = Path(__file__).with_name("labelled_reviews.jsonl")
+LABELLED_COUNT = 1000
+LABELLED_SEED = 20250127
 
 PRODUCTS = {
     "wireless earbuds": ("sound", "battery life", "fit", "case"),
@@ -242,11 +248,16 @@ def make_reviews(count: int = COUNT, seed: int = 20240611) -> list[dict[str, str
     return rows
 
 
-def main() -> None:
-    with OUT.open("w", encoding="utf-8") as fh:
-        for row in make_reviews():
+def write(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    print(f"wrote {OUT}")
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    write(OUT, make_reviews())
+    write(LABELLED, make_reviews(LABELLED_COUNT, LABELLED_SEED))
 
 
 if __name__ == "__main__":
