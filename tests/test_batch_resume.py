@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,17 @@ def test_online_resume_is_refused_while_batches_run(tmp_path: Path) -> None:
     n = 100
     inp = write_rows(tmp_path / "req.jsonl", n)
     out = tmp_path / "run"
-    # 2 shards of 50 answered 2 rows a second: they run for the whole test
+    # 2 shards of 50 answered 2 rows a second: they run for the whole test. The
+    # simulator's clock is pushed 10 s on once they are created, so each has answered
+    # 20 rows by then whatever the machine's speed (and is still running)
     config = SimConfig(batch=BatchConfig(rows_per_second=2, cancel_delay=0.05))
-    with SimThread(config) as sim:
+    ahead = [0.0]
+    with SimThread(config, now=lambda: time.monotonic() + ahead[0]) as sim:
         interrupted_after_submitting(
             # every shard at once (no opening batch for the quality breaker)
             settings(inp, out, sim.base_url, batch_max_requests=50, quality_breaker=0)
         )
+        ahead[0] = 10.0
         batch_ids = [r.batch_id for r in read_ledger(steps_path(str(out))).open_shards()]
         online = settings(inp, out, sim.base_url, mode="online")
         with pytest.raises(RunDirError, match="2 open batches") as refused:
