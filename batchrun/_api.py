@@ -759,8 +759,9 @@ class Run:
 
     def errors(self) -> pa.Table:
         """One row per request that failed for good: id, row, HTTP status, code, message."""
-        import orjson
         import pyarrow as pa
+
+        from batchrun.output.lines import decode
 
         rows = []
         for path in _error_files(self.run_dir):
@@ -768,16 +769,16 @@ class Run:
                 for line in f:
                     if not line.endswith(b"\n"):
                         break
-                    record = orjson.loads(line)
-                    error = record.get("error") or {}
+                    failure = decode(line)
+                    error = failure.error or {}
                     rows.append(
                         {
-                            "custom_id": record.get("custom_id"),
-                            "row": (record.get("batchrun") or {}).get("row"),
-                            "status_code": (record.get("response") or {}).get("status_code"),
+                            "custom_id": failure.custom_id,
+                            "row": failure.row,
+                            "status_code": failure.status_code,
                             "code": error.get("code"),
                             "message": error.get("message"),
-                            "attempts": len(error.get("attempts") or []),
+                            "attempts": len(failure.attempts),
                         }
                     )
         schema = pa.schema(
