@@ -814,8 +814,9 @@ class Run:
 
     def errors(self) -> pa.Table:
         """One row per request that failed for good: id, row, HTTP status, code, message."""
-        import orjson
         import pyarrow as pa
+
+        from batchrun.output.lines import decode
 
         rows = []
         for path in _error_files(self.run_dir):
@@ -824,18 +825,18 @@ class Run:
                     if not line.endswith(b"\n"):
                         break
                     try:
-                        record = orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
+                        failure = decode(line)
+                    except ValueError as exc:
                         raise RunDirError(f"{path}:line {number}: not valid JSON ({exc})") from exc
-                    error = record.get("error") or {}
+                    error = failure.error or {}
                     rows.append(
                         {
-                            "custom_id": record.get("custom_id"),
-                            "row": (record.get("batchrun") or {}).get("row"),
-                            "status_code": (record.get("response") or {}).get("status_code"),
+                            "custom_id": failure.custom_id,
+                            "row": failure.row,
+                            "status_code": failure.status_code,
                             "code": error.get("code"),
                             "message": error.get("message"),
-                            "attempts": len(error.get("attempts") or []),
+                            "attempts": len(failure.attempts),
                         }
                     )
         schema = pa.schema(

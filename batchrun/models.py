@@ -6,11 +6,16 @@ one `Outcome` after one or more `Attempt`s; the sink writes the outcome as one l
     >>> req = Request("row-1", {"model": "m", "messages": []}, row=1)
     >>> Outcome.success(req, status=200, request_id=None, body={}, attempts=[]).ok
     True
+
+What an outcome says beyond the answer (how it was answered: reused, through the Batch
+API, judged unusable, paid for but unreadable...) is typed fields, written to and read
+from the line's ``batchrun`` object by one encoder/decoder pair
+(`batchrun.output.lines`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -47,6 +52,18 @@ class Attempt:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class BilledUnread:
+    """Attempts answered with a 200 that could not be read (not JSON, over
+    --max-response-bytes): probably paid for, so the cost counts them at their worst
+    case. ``prompt_tokens`` and ``completion_ceiling`` are one attempt's (the ceiling
+    is 0 when the body sets no max tokens: the model's context window is the limit)."""
+
+    attempts: int
+    prompt_tokens: int
+    completion_ceiling: int
+
+
 @dataclass(slots=True)
 class Outcome:
     """The final word on one request: succeeded (goes to results) or failed for good."""
@@ -58,18 +75,50 @@ class Outcome:
     body: Any
     error: dict[str, Any] | None
     attempts: list[Attempt]
-    latency_s: float = 0.0
-    """Seconds on the wire: from each attempt's send to its answer, summed."""
+    latency_s: float | None = 0.0
+    """Seconds on the wire: from each attempt's send to its answer, summed. None: not
+    timed (a reused answer or a Batch API row spent no time on this run's wire)."""
     ttft_s: float | None = None
     row: int = 0
     columns: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    wait_s: float = 0.0
-    """Seconds spent waiting to send: admission, pacing, cooldowns, retry back-off."""
+    wait_s: float | None = 0.0
+    """Seconds spent waiting to send: admission, pacing, cooldowns, retry back-off
+    (None: not timed, as `latency_s`)."""
     body_hash: str | None = None
     """`batchrun.ids.body_hash` of the body sent: ties the answer to its request."""
     finished_at: float | None = None
     """Wall-clock time (Unix seconds) it was finished: the run's time series."""
+    # -- how it was answered (the line's meta: batchrun.output.lines) ------------------
+    asked_model: str | None = None
+    """The model its request asked for, when the answer names another or none (a
+    fine-tune's, a deployment's name: what prices the answer), and on every line with
+    `billed_unread` (what prices those attempts)."""
+    billed_unread: BilledUnread | None = None
+    """Its attempts answered with a 200 that could not be read, probably paid for."""
+    quality: str | None = None
+    """The answer's category when it is not usable (`batchrun.output.quality`:
+    truncated, refused, not valid against the schema...); None: ok, or a failure."""
+    quality_detail: str | None = None
+    """What `quality` found, in a few words (when there is more to say)."""
+    reused: str | None = None
+    """Answered without being sent: "cache" (the response cache) or "run" (an
+    identical request of the run was sent once: `batchrun.engine.reuse`)."""
+    same_as: str | None = None
+    """For an answer reused within the run: the id of the row that was sent for it."""
+    original_latency_ms: float | None = None
+    """For a reused answer: how long the request that first got it took on the wire,
+    when known."""
+    via: str | None = None
+    """How it was sent: "batch" through the Batch API (`batch_id` says which batch);
+    None: online, or not sent (reused)."""
+    batch_id: str | None = None
+    """The Batch API batch that answered (None for a row no batch took)."""
+    endpoint: str | None = None
+    """Identity of the endpoint that answered (`batchrun.endpoint.endpoint_identity`),
+    as a line read back records it; the sink names its own when it writes."""
+    other: dict[str, Any] | None = None
+    """Meta keys this version does not know (written by a newer batchrun), kept so a
+    line read back says all it said."""
 
     @classmethod
     def success(
@@ -80,9 +129,9 @@ class Outcome:
         request_id: str | None,
         body: Any,
         attempts: list[Attempt],
-        latency_s: float = 0.0,
+        latency_s: float | None = 0.0,
         ttft_s: float | None = None,
-        wait_s: float = 0.0,
+        wait_s: float | None = 0.0,
         body_hash: str | None = None,
     ) -> Outcome:
         return cls(
@@ -112,8 +161,8 @@ class Outcome:
         status: int | None = None,
         request_id: str | None = None,
         body: Any = None,
-        latency_s: float = 0.0,
-        wait_s: float = 0.0,
+        latency_s: float | None = 0.0,
+        wait_s: float | None = 0.0,
         body_hash: str | None = None,
     ) -> Outcome:
         error = {

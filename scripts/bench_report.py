@@ -42,7 +42,7 @@ from batchrun.cost.bill import cost_report  # noqa: E402
 from batchrun.cost.prices import PriceBook  # noqa: E402
 from batchrun.jobs.evaluate import Evaluator  # noqa: E402
 from batchrun.models import Attempt, Outcome, Request  # noqa: E402
-from batchrun.output.lines import encode  # noqa: E402
+from batchrun.output.lines import decode, encode  # noqa: E402
 from batchrun.output.parquet import RESULT_COLUMNS, result_values  # noqa: E402
 from batchrun.output.summary import Counts, build_summary, write_json_atomic  # noqa: E402
 from batchrun.output.tally import Tally  # noqa: E402
@@ -137,22 +137,19 @@ def build_run(run_dir: Path, rows: int, minutes: float, seed: int = 1) -> None:
                     wait_s=rng.uniform(0.5, 2.0) if len(statuses) > 1 else rng.uniform(0, 0.002),
                 )
                 predicted = label
-                if len(statuses) > 1:
-                    outcome.extra["statuses"] = statuses
             outcome.finished_at = at
             outcome.body_hash = f"{i:016x}"
             line = encode(outcome)
             (ok if outcome.ok else bad).write(line)
-            record = orjson.loads(line)
-            tally.count_line(record)
+            record = decode(line)
+            tally.count_outcome(record)
             evaluator.add(reference, predicted)
-            status = "succeeded" if outcome.ok else "failed"
             if outcome.ok:
                 counts.succeeded += 1
             else:
                 counts.failed += 1
                 failed_codes.append("http_400")
-            values = result_values(status, record)
+            values = result_values(record)
             text = f"Review {i} of a {PRODUCTS[i % len(PRODUCTS)]}: " + "words " * rng.randint(
                 5, 40
             )

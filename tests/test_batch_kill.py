@@ -30,6 +30,7 @@ import pytest
 
 from batchrun.batch.steps import read_ledger
 from batchrun.output.journal import read_journal
+from batchrun.output.lines import decode
 from batchrun.output.tally import Tally
 from tests.test_kill import _read_first_line, _stop
 
@@ -207,7 +208,7 @@ def test_sigkill_anywhere_then_rerun_lands_every_row_once(tmp_path: Path, batch_
     for name in ("results.jsonl", "errors.jsonl"):
         with open(out / name, "rb") as f:
             for line in f:
-                recount.count_line(json.loads(line))
+                recount.count_outcome(decode(line))
     assert summary["usage"]["total_tokens"] == recount.usage.total.total_tokens
     assert summary["journal"]["tally"]["by_mode"] == dict(recount.by_mode)
     print(f"kills {kills}, between upload and create {caught_between_upload_and_create}, "

@@ -30,7 +30,7 @@ from batchrun.checks import Invalid, Where, duration, run_mode
 from batchrun.cost.bill import CostTotals
 from batchrun.cost.prices import ModelPrice, PriceBook
 from batchrun.errors import BatchApiError
-from batchrun.output.lines import encode
+from batchrun.output.lines import decode, encode
 from batchrun.output.tally import Tally
 from batchrun.output.usage import Usage
 from batchrun.settings import Settings
@@ -175,7 +175,7 @@ def test_a_batch_row_becomes_a_line_like_an_online_one() -> None:
     assert meta["via"] == "batch" and meta["batch_id"] == "batch_9" and meta["attempts"] == 3
     assert meta["latency_ms"] is None and meta["statuses"] == [None, None, 200]
     tally = Tally()
-    tally.count_line(record)
+    tally.count_outcome(decode(line))
     assert tally.by_mode == {"batch": 1} and tally.batch_usage.total.prompt_tokens == 3
     assert tally.retries == 2
     code, message = missing_reason(BatchView("b", "expired"))

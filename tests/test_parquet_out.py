@@ -16,7 +16,7 @@ import pytest
 from batchrun.jobs.jobfile import load_job
 from batchrun.models import Attempt, Outcome, Request
 from batchrun.output import parquet
-from batchrun.output.lines import encode
+from batchrun.output.lines import decode, encode
 from batchrun.output.parquet import (
     ResultIndex,
     infer_jsonl_columns,
@@ -137,16 +137,13 @@ def test_index_last_line_wins_and_results_beat_errors(tmp_path: Path) -> None:
     )
     with ResultIndex.build(str(tmp_path)) as index:
         assert len(index) == 6
-        status, record = index.lookup("a")  # type: ignore[misc]
-        assert (status, record["error"]["code"]) == ("failed", "second")
-        status, record = index.lookup("b")  # type: ignore[misc]
-        assert (status, record["response"]["body"]["choices"][0]["message"]["content"]) == (
-            "succeeded",
-            "ok-b",
-        )
-        assert index.lookup("d")[1]["response"]["body"]["choices"][0]["message"]["content"] == (  # type: ignore[index]
-            "second"
-        )
+        found = index.lookup("a")
+        assert found is not None and not found.ok and found.error is not None
+        assert found.error["code"] == "second"
+        found = index.lookup("b")
+        assert found is not None and found.ok
+        assert found.body["choices"][0]["message"]["content"] == "ok-b"
+        assert index.lookup("d").body["choices"][0]["message"]["content"] == "second"  # type: ignore[union-attr]
         assert index.lookup("c") is None
         assert index.lookup("never") is None
 
@@ -157,9 +154,9 @@ def test_index_confirms_ids_on_a_hash_collision(
     monkeypatch.setattr(parquet, "id_hash", lambda custom_id: 42)  # every id collides
     write_run(tmp_path, results=[success("x", "X"), success("y", "Y")], errors=[failure("z")])
     with ResultIndex.build(str(tmp_path)) as index:
-        assert index.lookup("x")[1]["custom_id"] == "x"  # type: ignore[index]
-        assert index.lookup("y")[1]["custom_id"] == "y"  # type: ignore[index]
-        assert index.lookup("z")[0] == "failed"  # type: ignore[index]
+        assert index.lookup("x").custom_id == "x"  # type: ignore[union-attr]
+        assert index.lookup("y").custom_id == "y"  # type: ignore[union-attr]
+        assert index.lookup("z").ok is False  # type: ignore[union-attr]
         assert index.lookup("w") is None
 
 
@@ -179,7 +176,7 @@ def test_result_values_take_the_first_choice_and_usage_details() -> None:
         prompt_tokens_details={"cached_tokens": 4},
         completion_tokens_details={"reasoning_tokens": 3},
     )
-    line = orjson.loads(
+    line = decode(
         encode(
             Outcome.success(
                 Request("a", {}, 1),
@@ -192,7 +189,7 @@ def test_result_values_take_the_first_choice_and_usage_details() -> None:
             )
         )
     )
-    values = result_values("succeeded", line)
+    values = result_values(line)
     assert values == {
         "status": "succeeded",
         "status_code": 200,
@@ -218,13 +215,13 @@ def test_result_values_tool_calls_as_json_text_and_failures() -> None:
     calls = [
         {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
     ]
-    line = orjson.loads(success("a", None))
-    line["response"]["body"]["choices"][0]["message"]["tool_calls"] = calls
-    values = result_values("succeeded", line)
+    line = decode(success("a", None))
+    line.body["choices"][0]["message"]["tool_calls"] = calls
+    values = result_values(line)
     assert values["content"] is None
     assert orjson.loads(values["tool_calls"]) == calls
 
-    values = result_values("failed", orjson.loads(failure("b", "bad_request", "too long")))
+    values = result_values(decode(failure("b", "bad_request", "too long")))
     assert (
         values["status"],
         values["status_code"],
@@ -242,9 +239,10 @@ def test_result_values_of_a_weird_line_are_nulls_not_crashes() -> None:
         "error": "bad",
         "batchrun": None,
     }
-    values = result_values("succeeded", line)
+    values = result_values(decode(orjson.dumps(line)))
     assert values["status_code"] is None and values["content"] is None
-    assert values["attempts"] is None and values["error_code"] is None
+    assert values["latency_ms"] is None and values["error_code"] is None
+    assert values["attempts"] == 1  # no meta: an answer had at least its one attempt
 
 
 # -- JSONL column types ----------------------------------------------------------------

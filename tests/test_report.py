@@ -19,9 +19,9 @@ from batchrun.cost.bill import cost_report
 from batchrun.cost.prices import PriceBook
 from batchrun.engine.runner import Runner
 from batchrun.models import Attempt, Outcome, Request
-from batchrun.output.lines import encode
+from batchrun.output.lines import decode, decode_meta, encode
 from batchrun.output.usage import Usage
-from batchrun.report.statistics import LatencyStats, meta_of, percentile, retry_cause
+from batchrun.report.statistics import LatencyStats, percentile, retry_cause
 from batchrun.report.tables import format_cost_table
 from batchrun.report.text import format_duration, format_status, run_report, status_report
 from batchrun.settings import Settings
@@ -69,7 +69,7 @@ def _request(cid: str, row: int = 1) -> Request:
     return Request(cid, body(), row=row)
 
 
-def test_meta_of_reads_the_tail_and_agrees_with_a_full_parse() -> None:
+def test_decode_meta_reads_the_tail_and_agrees_with_a_full_parse() -> None:
     tricky = completion(content='evil ,"batchrun":{"latency_ms":1} text}')
     outcome = Outcome.success(
         _request("a"),
@@ -80,14 +80,22 @@ def test_meta_of_reads_the_tail_and_agrees_with_a_full_parse() -> None:
         latency_s=1.2345,
         ttft_s=0.1,
     )
-    outcome.extra["statuses"] = [429, 200]
     line = encode(outcome)
-    assert meta_of(line) == orjson.loads(line)["batchrun"]
-    assert meta_of(line)["latency_ms"] == 1234.5
+    tail, full = decode_meta(line), decode(line)
+    assert tail.body is None and tail.status_code is None  # the body was not read
+    for name in ("custom_id", "ok", "row", "latency_s", "wait_s", "ttft_s", "body_hash"):
+        assert getattr(tail, name) == getattr(full, name), name
+    assert [a.status for a in tail.attempts] == [a.status for a in full.attempts] == [429, 200]
+    assert tail.latency_s == 1.2345 and orjson.loads(line)["batchrun"]["latency_ms"] == 1234.5
     # a line written by another tool (other key order) is parsed in full
     foreign = orjson.dumps({"batchrun": {"latency_ms": 7.0}, "custom_id": "x"}) + b"\n"
-    assert meta_of(foreign) == {"latency_ms": 7.0}
-    assert meta_of(b'{"custom_id": "x"}\n') == {}
+    assert decode_meta(foreign).latency_s == 0.007
+    assert decode_meta(b'{"custom_id": "x"}\n').latency_s is None
+    # a failure is read in full: its attempts are in its error
+    failed = encode(
+        Outcome.failure(_request("b"), code="c", message="m", attempts=[Attempt(500, "c")])
+    )
+    assert decode_meta(failed).error == decode(failed).error is not None
 
 
 def test_retry_cause_names() -> None:
@@ -134,8 +142,6 @@ def _craft_run(run_dir: Path, input_rows: int = 10) -> None:
             latency_s=ms / 1000,
             ttft_s=None if ttft is None else ttft / 1000,
         )
-        if len(attempts) > 1:
-            outcome.extra["statuses"] = [a.status for a in attempts]
         results += encode(outcome)
     errors = b""
     for i, attempts in enumerate(

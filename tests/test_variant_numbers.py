@@ -22,8 +22,9 @@ import pytest
 import batchrun
 from batchrun._api import make_runner
 from batchrun.jobs.jobfile import load_job
+from batchrun.output.lines import decode_meta
 from batchrun.report.html.data import OutputScan, build_page_data
-from batchrun.report.statistics import OutputStats, meta_of
+from batchrun.report.statistics import OutputStats
 from batchrun.report.tables import format_usd
 from batchrun.report.text import format_status, status_report
 from batchrun.sim import BatchConfig, SimConfig, SimThread
@@ -123,7 +124,7 @@ def test_latency_leaves_out_answers_that_were_not_sent(tmp_path: Path) -> None:
     ]  # fmt: skip
     stats = OutputStats()
     for meta in sent + unsent:
-        stats.add_result(meta_of(line(meta)))
+        stats.add(decode_meta(line(meta)))
     latency = stats.latency_ms.summary()
     assert latency["count"] == 3 and latency["p50"] == 200.0 and stats.lines == 5
     # the HTML report's wait distribution and time series, likewise
@@ -138,8 +139,9 @@ def test_latency_leaves_out_answers_that_were_not_sent(tmp_path: Path) -> None:
 
 
 def test_a_reused_answer_carries_the_time_of_the_request_that_got_it() -> None:
-    from batchrun.engine.reuse import _outcome_of, original_latency_ms, reused
+    from batchrun.engine.reuse import original_latency_ms, reused
     from batchrun.models import Outcome, Request
+    from batchrun.output.lines import decode
 
     req = Request("b", {"model": "m", "temperature": 0}, row=2)
     leader = Outcome.success(
@@ -151,17 +153,22 @@ def test_a_reused_answer_carries_the_time_of_the_request_that_got_it() -> None:
         latency_s=0.1234,
     )
     copy = reused(req, leader, "run", same_as="a")
-    assert copy.extra["original_latency_ms"] == 123.4
-    assert copy.extra["latency_ms"] is None and copy.extra["wait_ms"] is None
+    assert copy.original_latency_ms == 123.4
+    assert copy.latency_s is None and copy.wait_s is None
     # a copy of a copy, a row answered through the Batch API (no time of its own)
-    assert reused(req, copy, "run").extra["original_latency_ms"] == 123.4
-    leader.extra.update({"via": "batch", "latency_ms": None})
-    assert "original_latency_ms" not in reused(req, leader, "run").extra
+    assert reused(req, copy, "run").original_latency_ms == 123.4
+    leader.via, leader.latency_s = "batch", None
+    assert reused(req, leader, "run").original_latency_ms is None
     # a leader answered by an earlier process: its line says how long it took
-    line = {"response": {"status_code": 200, "body": {}}, "batchrun": {"latency_ms": 70.0}}
-    assert original_latency_ms(_outcome_of("a", "succeeded", line)) == 70.0
+    line: dict[str, Any] = {
+        "custom_id": "a",
+        "response": {"status_code": 200, "body": {}},
+        "error": None,
+        "batchrun": {"latency_ms": 70.0},
+    }
+    assert original_latency_ms(decode(orjson.dumps(line))) == 70.0
     line["batchrun"] = {"latency_ms": None, "reused": "cache", "original_latency_ms": 80.0}
-    assert original_latency_ms(_outcome_of("a", "succeeded", line)) == 80.0
+    assert original_latency_ms(decode(orjson.dumps(line))) == 80.0
 
 
 TWIN_PROMPTS = {

@@ -238,7 +238,7 @@ class Finisher:
                 for outcome in copies:
                     self.answers.count(outcome)
                 batch = [*batch, *copies]
-            follow.written += sum(1 for outcome in batch if "reused" in outcome.extra)
+            follow.written += sum(1 for outcome in batch if outcome.reused is not None)
         reason = self.hooks.on_written(self.state, batch)
         if reason:
             self.stop(reason)

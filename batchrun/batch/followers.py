@@ -37,7 +37,7 @@ from array import array
 from collections.abc import Callable, Iterable
 
 from batchrun.cache.dedup import DedupPlan
-from batchrun.engine.reuse import _outcome_of, reused
+from batchrun.engine.reuse import reused
 from batchrun.models import Outcome, Request
 from batchrun.output.parquet import ResultIndex
 
@@ -114,10 +114,10 @@ class Followers:
         if answer is None:
             if self._earlier is None:  # built once per pass: it sees every line written
                 self._earlier = ResultIndex.build(self.run_dir)
-            found = self._earlier.lookup(custom_id, hashed)
-            if found is None:
+            answer = self._earlier.lookup(custom_id, hashed)
+            if answer is None:
                 return None
-            answer = self._read_back[custom_id] = _outcome_of(custom_id, *found)
+            self._read_back[custom_id] = answer
         return answer
 
     def answered_member(self, leader: int, is_answered: Callable[[int], bool]) -> int | None:
@@ -163,7 +163,7 @@ class Followers:
 
     def _copy(self, answer: Outcome, custom_id: str, row: int, hashed: str) -> Outcome:
         # the follower's body is not kept while it waits, only its hash: the one it sets
-        source = answer.extra.get("same_as", answer.custom_id)  # the row that was paid for
+        source = answer.same_as or answer.custom_id  # the row that was paid for
         copy = reused(Request(custom_id, {}, row=row), answer, REUSED_FROM_RUN, same_as=source)
         copy.body_hash = hashed
         return copy

@@ -31,7 +31,7 @@ from batchrun.output.breaker import QualityBreaker
 from batchrun.output.journal import answered
 from batchrun.output.quality import OK, classify
 from batchrun.output.summary import Counts
-from batchrun.output.tally import ASKED_MODEL, Tally
+from batchrun.output.tally import Tally
 from batchrun.output.usage import model_of
 
 
@@ -107,12 +107,12 @@ class Answers:
                 if result.ok:
                     outcome = success(result, **common)
                     if model and model_of(result.body, None) != model:
-                        outcome.extra[ASKED_MODEL] = model
+                        outcome.asked_model = model
                     verdict = classify(result.body, self.validator)
                     if verdict.category != OK:
-                        outcome.extra["quality"] = verdict.category
+                        outcome.quality = verdict.category
                         if verdict.detail:
-                            outcome.extra["quality_detail"] = verdict.detail
+                            outcome.quality_detail = verdict.detail
                     yield outcome
                 elif self.failed_for_good(h, b):
                     continue
@@ -157,8 +157,8 @@ class Answers:
 
     def count(self, outcome: Outcome) -> None:
         """Count one written line (call after the write returned)."""
-        verdict = self.tally.count_outcome(outcome, via="batch")
-        if verdict is not None and "reused" not in outcome.extra:
+        verdict = self.tally.count_outcome(outcome)
+        if verdict is not None and outcome.reused is None:
             self.breaker.add(verdict, model_of(outcome.body))
         h = id_hash(outcome.custom_id)
         b = int(outcome.body_hash or "0", 16)

@@ -9,7 +9,7 @@ them out of its percentiles). Earlier batch attempts of a row count as attempts.
 
     >>> out = success(RowResult("r1", True, 200, "req_1", {"choices": []}),
     ...     row=3, body_hash="00000000000000ff", batch_id="batch_1", attempts_before=1, at=5.0)
-    >>> out.ok, out.extra["via"], len(out.attempts)
+    >>> out.ok, out.via, len(out.attempts)
     (True, 'batch', 2)
 """
 
@@ -27,8 +27,8 @@ MISSING_CODES = {
 }
 
 
-def _meta(batch_id: str | None) -> dict[str, Any]:
-    return {"via": "batch", "batch_id": batch_id, "latency_ms": None, "wait_ms": None}
+VIA = "batch"
+"""`batchrun.models.Outcome.via` of a row the Batch API answered."""
 
 
 def _earlier(attempts_before: int) -> list[Attempt]:
@@ -38,10 +38,6 @@ def _earlier(attempts_before: int) -> list[Attempt]:
 def success(
     result: RowResult, *, row: int, body_hash: str, batch_id: str, attempts_before: int, at: float
 ) -> Outcome:
-    attempts = [*_earlier(attempts_before), Attempt(200, "ok")]
-    extra = _meta(batch_id)
-    if attempts_before:
-        extra["statuses"] = [a.status for a in attempts]
     return Outcome(
         result.custom_id,
         True,
@@ -49,11 +45,14 @@ def success(
         result.request_id,
         result.body,
         None,
-        attempts,
+        [*_earlier(attempts_before), Attempt(200, "ok")],
+        latency_s=None,
         row=row,
-        extra=extra,
+        wait_s=None,
         body_hash=body_hash,
         finished_at=at,
+        via=VIA,
+        batch_id=batch_id,
     )
 
 
@@ -86,10 +85,13 @@ def failure(
         body,
         error,
         attempts,
+        latency_s=None,
         row=row,
-        extra=_meta(batch_id),
+        wait_s=None,
         body_hash=body_hash,
         finished_at=at,
+        via=VIA,
+        batch_id=batch_id,
     )
 
 

@@ -39,7 +39,7 @@ from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BudgetExceeded, ConfigError
 from batchrun.input.sources import ScanResult
 from batchrun.models import Outcome, Request
-from batchrun.output.tally import ASKED_MODEL, BILLED_UNREAD, UnreadBilled
+from batchrun.output.tally import UnreadBilled
 from batchrun.output.usage import FIELDS as USAGE_FIELDS
 from batchrun.output.usage import Usage, model_of, usage_of
 from batchrun.pacing.scheduler import Stopped
@@ -110,10 +110,9 @@ class CostHooks(RunHooks):
 
     def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
         for outcome in batch:
-            extra = outcome.extra
-            asked = extra.get(ASKED_MODEL)
-            unread = extra.get(BILLED_UNREAD)
-            if unread and asked:
+            asked = outcome.asked_model
+            unread = outcome.billed_unread
+            if unread is not None and asked:
                 one = UnreadBilled()
                 one.add(unread)
                 self._add_unread(asked, one)
@@ -121,10 +120,10 @@ class CostHooks(RunHooks):
                 usage = usage_of(outcome.body)
                 if usage is not None:
                     model = model_of(outcome.body, asked)
-                    if "reused" in extra:
+                    if outcome.reused is not None:
                         self.saved.add(model, usage, asked=asked)
                     else:
-                        via_batch = extra.get("via") == "batch"
+                        via_batch = outcome.via == "batch"
                         self.costs.add(model, usage, via_batch=via_batch, asked=asked)
         return None
 
@@ -318,7 +317,7 @@ class BudgetAdmission(RunHooks):
             if (
                 held is not None
                 and outcome.ok
-                and "reused" not in outcome.extra
+                and outcome.reused is None
                 and usage_of(outcome.body) is None
             ):
                 # no usage, no cost known: the cap counts what the answer could have cost

@@ -300,13 +300,12 @@ def learn_from_run(run_dir: str) -> dict[str, float]:
     with handle:
         for line in handle:
             try:
-                record = lines.decode(line)
+                answer = lines.decode(line)
             except ValueError:
                 continue
-            response = record.get("response")
-            if record.get("error") is not None or not isinstance(response, dict):
+            if not answer.ok:
                 continue
-            body = response.get("body")
+            body = answer.body
             usage = usage_of(body)
             if usage is None:
                 continue

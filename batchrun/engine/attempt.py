@@ -31,9 +31,8 @@ from batchrun.errors import (
     UnusableAnswer,
 )
 from batchrun.ids import body_hash
-from batchrun.models import Attempt, Outcome, Request
+from batchrun.models import Attempt, BilledUnread, Outcome, Request
 from batchrun.output.quality import OK, classify
-from batchrun.output.tally import ASKED_MODEL, BILLED_UNREAD
 from batchrun.output.usage import model_of, usage_of
 from batchrun.pacing.headers import get_header, parse_ratelimit_headers
 from batchrun.pacing.retry import (
@@ -120,17 +119,13 @@ class NoRoom(Exception):
         self.billed = billed
 
 
-def billed_unread(body: dict[str, Any], attempts: int) -> dict[str, int]:
-    """A line's ``billed_unread`` record (`batchrun.output.tally.BILLED_UNREAD`): the
-    attempts answered with a 200 that could not be read, and one attempt's worst case
-    (the prompt's tokens, counted offline, and the completion ceiling the body sets)."""
+def billed_unread(body: dict[str, Any], attempts: int) -> BilledUnread:
+    """The `BilledUnread` of ``attempts`` answered with a 200 that could not be read:
+    one attempt's worst case is the prompt's tokens (counted offline) and the
+    completion ceiling the body sets."""
     from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
 
-    return {
-        "attempts": attempts,
-        "prompt_tokens": prompt_tokens(body),
-        "completion_ceiling": completion_ceiling(body),
-    }
+    return BilledUnread(attempts, prompt_tokens(body), completion_ceiling(body))
 
 
 class Sender:
@@ -322,17 +317,15 @@ class Sender:
             body_hash=sent_hash,
         )
         outcome.finished_at = self.wall_clock()
-        if len(attempts) > 1:
-            outcome.extra["statuses"] = [a.status for a in attempts]
         asked = body.get("model")
         if isinstance(asked, str) and asked and model_of(reply.body, None) != asked:
-            outcome.extra[ASKED_MODEL] = asked  # what prices an answer naming another
+            outcome.asked_model = asked  # what prices an answer naming another
         if billed:
             self._mark_billed(outcome, body, billed)
         if verdict.category != OK:
-            outcome.extra["quality"] = verdict.category
+            outcome.quality = verdict.category
             if verdict.detail:
-                outcome.extra["quality_detail"] = verdict.detail
+                outcome.quality_detail = verdict.detail
         if self.max_tokens is None:
             ceiling = answer_ceiling(body)
             self.max_tokens = ceiling[1] if ceiling is not None else 0
@@ -376,10 +369,10 @@ class Sender:
     def _mark_billed(outcome: Outcome, body: dict[str, Any], billed: int) -> None:
         """Say on the line that ``billed`` attempts were paid for but unreadable: the
         cost counts them at their worst case, as the model asked for."""
-        outcome.extra[BILLED_UNREAD] = billed_unread(body, billed)
+        outcome.billed_unread = billed_unread(body, billed)
         asked = body.get("model")
         if isinstance(asked, str) and asked:
-            outcome.extra[ASKED_MODEL] = asked
+            outcome.asked_model = asked
 
     def _stop_if_unreachable(self, exc: EndpointUnreachable, number: int, refusals: int) -> None:
         """No connection at all: when `ends_the_run` says so, stop the run (endpoint_down)

@@ -47,7 +47,6 @@ from batchrun.endpoint import credential_identity
 from batchrun.errors import ConfigError
 from batchrun.ids import body_hash
 from batchrun.models import Outcome, Request
-from batchrun.output.tally import ASKED_MODEL
 from batchrun.output.usage import model_of
 from batchrun.settings import Settings
 
@@ -84,8 +83,8 @@ class Reuse:
         settings: Settings,
         *,
         api_key: str | None = None,
-        read_line: Callable[[str], tuple[str, dict[str, Any]] | None] | None = None,
-        read_hashed: Callable[[int, str], tuple[str, dict[str, Any]] | None] | None = None,
+        read_line: Callable[[str], Outcome | None] | None = None,
+        read_hashed: Callable[[int, str], Outcome | None] | None = None,
     ) -> None:
         policy = settings.cache_policy
         self.policy = policy
@@ -207,11 +206,9 @@ class Reuse:
         answered = self._answered_by.pop(leader, None)
         if answered is None or self._read_hashed is None:
             return None
-        found = self._read_hashed(answered[0], body_hash(orjson.dumps(req.body)))
-        if found is None:
+        answer = self._read_hashed(answered[0], body_hash(orjson.dumps(req.body)))
+        if answer is None:
             return None
-        status, record = found
-        answer = _outcome_of(str(record.get("custom_id")), status, record)
         if self._left.get(leader, 0) > 0:
             self._answers[leader] = answer
         return answer
@@ -225,9 +222,8 @@ class Reuse:
             return WAIT
         leader_id = self._leader_ids.get(leader)
         if leader_id is not None and self._read_line is not None:
-            found = self._read_line(leader_id)
-            if found is not None:  # answered by an earlier process
-                answer = _outcome_of(leader_id, *found)
+            answer = self._read_line(leader_id)
+            if answer is not None:  # answered by an earlier process
                 self._answers[leader] = answer
                 return self._copy(leader, answer, req)
         if leader in self._answered_by:
@@ -279,12 +275,15 @@ class Reuse:
                 request_id=None,
                 body=orjson.loads(hit.body),
                 attempts=[],
+                latency_s=None,
+                wait_s=None,
                 body_hash=body_hash(orjson.dumps(req.body)),
             )
-            answer.extra.update(_not_sent("cache", hit.latency_ms))
+            answer.reused = "cache"
+            answer.original_latency_ms = hit.latency_ms
             asked = req.body.get("model")
             if isinstance(asked, str) and model_of(answer.body, None) != asked:
-                answer.extra[ASKED_MODEL] = asked
+                answer.asked_model = asked
             yield req, answer
 
     # -- answers ---------------------------------------------------------------------
@@ -298,8 +297,8 @@ class Reuse:
             if (
                 key is not None
                 and outcome.ok
-                and "quality" not in outcome.extra
-                and "reused" not in outcome.extra
+                and outcome.quality is None
+                and outcome.reused is None
             ):
                 store.append((key, orjson.dumps(outcome.body), original_latency_ms(outcome)))
             leader = self._sent_leaders.pop(outcome.custom_id, None)
@@ -337,6 +336,8 @@ def reused(req: Request, answer: Outcome, how: str, *, same_as: str | None = Non
             request_id=answer.request_id,
             body=answer.body,
             attempts=[],
+            latency_s=None,
+            wait_s=None,
             body_hash=body_hash(orjson.dumps(req.body)),
         )
     else:
@@ -348,58 +349,27 @@ def reused(req: Request, answer: Outcome, how: str, *, same_as: str | None = Non
             attempts=[],  # its leader's attempts are counted once, on its own line
             status=answer.status_code,
             body=answer.body,
+            latency_s=None,
+            wait_s=None,
             body_hash=body_hash(orjson.dumps(req.body)),
         )
-    for key in ("quality", "quality_detail", ASKED_MODEL):
-        if key in answer.extra:
-            copy.extra[key] = answer.extra[key]
-    copy.extra.update(_not_sent(how, original_latency_ms(answer) if answer.ok else None))
-    if same_as is not None:
-        copy.extra["same_as"] = same_as
+    copy.quality = answer.quality
+    copy.quality_detail = answer.quality_detail
+    copy.asked_model = answer.asked_model
+    copy.reused = how
+    copy.original_latency_ms = original_latency_ms(answer) if answer.ok else None
+    copy.same_as = same_as
     return copy
-
-
-def _not_sent(how: str, original_ms: float | None) -> dict[str, Any]:
-    """The meta of an answer reused, not sent (see the module docstring)."""
-    meta: dict[str, Any] = {"reused": how, "latency_ms": None, "wait_ms": None}
-    if original_ms is not None:
-        meta["original_latency_ms"] = original_ms
-    return meta
 
 
 def original_latency_ms(answer: Outcome) -> float | None:
     """How long the request that got ``answer`` took on the wire, in milliseconds:
     its own time, or for an answer itself reused the original request's; None when
     unknown (a row answered through the Batch API records none)."""
-    extra = answer.extra
-    if "reused" in extra or "original_latency_ms" in extra:
-        value = extra.get("original_latency_ms")
-        return float(value) if isinstance(value, int | float) else None
-    if "latency_ms" in extra:  # the line's own figure, set by its mode (batch: None)
-        value = extra["latency_ms"]
-        return float(value) if isinstance(value, int | float) else None
-    return round(answer.latency_s * 1000, 1)
-
-
-def _outcome_of(custom_id: str, status: str, record: dict[str, Any]) -> Outcome:
-    """An earlier process's line as an Outcome (to copy to followers)."""
-    response = record.get("response") or {}
-    meta = record.get("batchrun") or {}
-    outcome = Outcome(
-        custom_id,
-        status == "succeeded",
-        response.get("status_code"),
-        response.get("request_id"),
-        response.get("body"),
-        record.get("error"),
-        [],
-    )
-    for key in ("quality", "quality_detail", ASKED_MODEL):
-        if key in meta:
-            outcome.extra[key] = meta[key]
-    took = meta.get("original_latency_ms") if meta.get("reused") else meta.get("latency_ms")
-    outcome.extra["original_latency_ms"] = took if isinstance(took, int | float) else None
-    return outcome
+    if answer.reused is not None:
+        return answer.original_latency_ms
+    latency = answer.latency_s
+    return None if latency is None else round(latency * 1000, 1)
 
 
 __all__ = ["SEND", "WAIT", "Reuse", "cache_path", "original_latency_ms", "reused"]

@@ -280,7 +280,7 @@ class Runner:
 
         return both
 
-    def _earlier_line(self, custom_id: str) -> tuple[str, dict[str, Any]] | None:
+    def _earlier_line(self, custom_id: str) -> Outcome | None:
         """The final line an earlier process wrote for ``custom_id`` (dedupe reads a
         leader's answer back for its followers). The index is built on first use."""
         if self._earlier is None:
@@ -289,7 +289,7 @@ class Runner:
             self._earlier = ResultIndex.build(self.run_dir, self.cfg.endpoint)
         return self._earlier.lookup(custom_id)
 
-    def _earlier_line_hashed(self, h: int, body: str) -> tuple[str, dict[str, Any]] | None:
+    def _earlier_line_hashed(self, h: int, body: str) -> Outcome | None:
         """`_earlier_line` by the id's hash, answering ``body`` (its body hash)."""
         if self._earlier is None:
             from batchrun.output.parquet import ResultIndex
@@ -713,7 +713,7 @@ class Runner:
 
     def _count(self, outcome: Outcome) -> None:
         verdict = self.tally.count_outcome(outcome)
-        if verdict is not None and "reused" not in outcome.extra:
+        if verdict is not None and outcome.reused is None:
             self.breaker.add(verdict, model_of(outcome.body))
         code = None if outcome.ok else (outcome.error or {}).get("code")
         self.counts.record(id_hash(outcome.custom_id), outcome.ok, code, self._failed_now)

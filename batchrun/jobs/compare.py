@@ -26,6 +26,7 @@ from batchrun.cost.prices import PriceBook
 from batchrun.input.variants import plan_variants
 from batchrun.jobs import metrics
 from batchrun.jobs.evaluate import NO_PREDICTION, Evaluator
+from batchrun.models import Outcome
 from batchrun.output.quality import CATEGORIES, OK
 from batchrun.output.usage import Usage
 from batchrun.report.statistics import LatencyStats
@@ -83,7 +84,7 @@ class Comparison:
         obj: Any,
         values: Mapping[str, Any],
         parsed: Mapping[str, Any] | None,
-        record: Mapping[str, Any] | None,
+        record: Outcome | None,
     ) -> None:
         name = values.get("variant")
         figures = self.figures.get(name) if isinstance(name, str) else None
@@ -104,20 +105,19 @@ class Comparison:
         status = values["status"]
         if status in figures.statuses:
             figures.statuses[status] += 1
-        if status == PENDING:
-            return
-        meta = (record or {}).get("batchrun") or {}
-        reused = bool(meta.get("reused"))
+        if status == PENDING or record is None:
+            return  # (only a pending row, or an invalid one, has no line)
+        reused = record.reused is not None
         if reused:
             figures.reused += 1
         if status == SUCCEEDED:
-            quality = str(meta.get("quality") or OK)
+            quality = record.quality or OK
             figures.quality[quality] = figures.quality.get(quality, 0) + 1
             prompt, completion = values.get("prompt_tokens"), values.get("completion_tokens")
             if reused:
                 figures.reused_prompt_tokens += prompt or 0
                 figures.reused_completion_tokens += completion or 0
-                latency = meta.get("original_latency_ms")
+                latency: float | None = record.original_latency_ms
             else:
                 figures.prompt_tokens += prompt or 0
                 figures.completion_tokens += completion or 0
@@ -127,7 +127,7 @@ class Comparison:
             model = values.get("model") or figures.model
             if model and (prompt is not None or completion is not None):
                 counted = figures.saved if reused else figures.paid
-                key = (model, meta.get("via") == "batch")
+                key = (model, record.via == "batch")
                 usage = counted.get(key)
                 if usage is None:
                     usage = counted[key] = Usage()

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from batchrun.models import Outcome
 from batchrun.settings import Settings
 
 SHOWN_ROWS = 3
@@ -38,7 +39,7 @@ class Examples:
         obj: Any,
         values: Mapping[str, Any],
         parsed: Mapping[str, Any] | None,
-        record: Mapping[str, Any] | None,
+        record: Outcome | None,
     ) -> None:
         if values.get("status") != "succeeded":
             return

@@ -218,9 +218,9 @@ def _scan(
                 pos += len(line)
                 continue
             if pos >= parse_from:
-                record = decode(line)
-                h = id_hash(record["custom_id"])
-                tally.count_line(record)
+                outcome = decode(line)
+                h = id_hash(outcome.custom_id)
+                tally.count_outcome(outcome)
             # the hot loop of a resume: a few slices and one hash per line, inlined
             elif (
                 line.startswith(ID_PREFIX)
@@ -263,13 +263,12 @@ def _scan_errors(
                 skipped[0] += 1
                 pos += len(line)
                 continue
-            record = decode(line)
-            h = id_hash(record["custom_id"])
+            outcome = decode(line)
+            h = id_hash(outcome.custom_id)
             ids[h] = body_hash_of(line) or 0
-            error = record.get("error") or {}
-            codes[h] = str(error.get("code")) if isinstance(error, dict) else "unknown"
+            codes[h] = str(outcome.error.get("code")) if outcome.error is not None else "unknown"
             if pos >= parse_from:
-                tally.count_line(record)
+                tally.count_outcome(outcome)
             pos += len(line)
     return pos
 

@@ -73,10 +73,11 @@ from batchrun.input.sources import Source
 from batchrun.jobs.calibration import CalibrationSample
 from batchrun.jobs.evaluate import Evaluator
 from batchrun.jobs.gold import read_gold
+from batchrun.models import Outcome
 from batchrun.output.answers import parse_content, parsed_columns
 from batchrun.output.confidence import ConfidenceCounts, ConfidenceReader
 from batchrun.output.journal import ERRORS, RESULTS, Provenance
-from batchrun.output.lines import custom_id_of
+from batchrun.output.lines import custom_id_of, decode, milliseconds
 from batchrun.output.shapes import (
     answer_kind,
     response_finish,
@@ -122,13 +123,10 @@ CONFIDENCE_COLUMN = ("confidence", pa.float64())
 _VARIANT_COLUMN = ("variant", pa.string())
 """Jobs with variants (several models or prompts): one row per input row and variant."""
 _FILES = (ERRORS, RESULTS)  # scanned in this order: a later line wins
-_FILE_STATUS = (FAILED, SUCCEEDED)
 _PARSED = "\0parsed"  # key of the parsed values in a joined row (not a column)
 
 # Told of every joined output row: (input row, its values, the parsed answer, the line)
-RowObserver = Callable[
-    [Any, Mapping[str, Any], "Mapping[str, Any] | None", "Mapping[str, Any] | None"], None
-]
+RowObserver = Callable[[Any, Mapping[str, Any], "Mapping[str, Any] | None", "Outcome | None"], None]
 
 
 @dataclass
@@ -160,7 +158,7 @@ class ResultIndex:
     of a million results is 16 MB whatever the size of the bodies.
 
         with ResultIndex.build("runs/a") as index:
-            status, record = index.lookup("row-7")
+            outcome = index.lookup("row-7")
     """
 
     def __init__(self, run_dir: str, hashes: Any, locations: Any) -> None:
@@ -201,41 +199,35 @@ class ResultIndex:
     def __len__(self) -> int:
         return len(self._hashes)
 
-    def lookup(
-        self, custom_id: str, body_hash: str | None = None
-    ) -> tuple[str, dict[str, Any]] | None:
-        """(``"succeeded"`` | ``"failed"``, the decoded line), or None: not finished.
+    def lookup(self, custom_id: str, body_hash: str | None = None) -> Outcome | None:
+        """The final line of ``custom_id``, decoded (`batchrun.output.lines.decode`; its
+        ``ok`` says whether it is an answer), or None: not finished.
 
         With ``body_hash``, only a line that answered that very body counts: an
         answer to the row's old prompt (before an edit and --force) is not its answer.
         """
         return self._find(id_hash(custom_id), custom_id, body_hash)
 
-    def lookup_hash(
-        self, h: int, body_hash: str | None = None
-    ) -> tuple[str, dict[str, Any]] | None:
+    def lookup_hash(self, h: int, body_hash: str | None = None) -> Outcome | None:
         """`lookup` by the id's `batchrun.ids.id_hash` (the scan and the journal know
         rows by it, not by their id)."""
         return self._find(h, None, body_hash)
 
-    def _find(
-        self, h: int, custom_id: str | None, body_hash: str | None
-    ) -> tuple[str, dict[str, Any]] | None:
+    def _find(self, h: int, custom_id: str | None, body_hash: str | None) -> Outcome | None:
         i = bisect_right(self._hashes, h) - 1
         while i >= 0 and self._hashes[i] == h:
             location = self._locations[i]
             f = self._files[location & 1]
             assert f is not None  # it had this line when the index was built
             f.seek(location >> 1)
-            line = f.readline()
-            record = orjson.loads(line)
+            outcome = decode(f.readline())
             i -= 1
-            if custom_id is not None and record.get("custom_id") != custom_id:
+            if custom_id is not None and outcome.custom_id != custom_id:
                 continue  # a hash collision: look on
-            recorded = (record.get("batchrun") or {}).get("body_hash")
+            recorded = outcome.body_hash
             if body_hash is not None and recorded is not None and recorded != body_hash:
                 continue  # answered another body
-            return _FILE_STATUS[location & 1], record
+            return outcome
         return None
 
     def close(self) -> None:
@@ -282,34 +274,24 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _json_text(value: Any) -> str | None:
     if value is None:
         return None
     return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def result_values(status: str, record: Mapping[str, Any], choice: int = 0) -> dict[str, Any]:
-    """The result columns of one output line: of its first choice, or of ``choice``
-    (confidence by agreement: the first choice giving the majority label).
+def result_values(outcome: Outcome, choice: int = 0) -> dict[str, Any]:
+    """The result columns of one output line, decoded: of its first choice, or of
+    ``choice`` (confidence by agreement: the first choice giving the majority label).
 
-    >>> line = {"response": {"status_code": 200, "body": {"choices": [
-    ...     {"message": {"content": "hi"}, "finish_reason": "stop"}]}}}
-    >>> result_values("succeeded", line)["content"]
+    >>> from batchrun.models import Request
+    >>> body = {"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]}
+    >>> out = Outcome.success(Request("a", {}, row=1), status=200, request_id=None,
+    ...     body=body, attempts=[])
+    >>> result_values(out)["content"]
     'hi'
     """
-    response = record.get("response")
-    response = response if isinstance(response, dict) else {}
-    body = response.get("body")
+    body = outcome.body
     if isinstance(body, dict) and answer_kind(body) == RESPONSES:  # output text and items
         content = response_text(body)
         reasoning = response_reasoning(body)
@@ -334,13 +316,10 @@ def result_values(status: str, record: Mapping[str, Any], choice: int = 0) -> di
             tool_calls = [{"type": "function", "function": message["function_call"]}]
         finish_reason = _str(picked.get("finish_reason"))
     usage = usage_of(body)
-    meta = record.get("batchrun")
-    meta = meta if isinstance(meta, dict) else {}
-    error = record.get("error")
-    error = error if isinstance(error, dict) else {}
+    error = outcome.error or {}
     return {
-        "status": status,
-        "status_code": _int(response.get("status_code")),
+        "status": SUCCEEDED if outcome.ok else FAILED,
+        "status_code": outcome.status_code,
         "model": _str(body.get("model")) if isinstance(body, dict) else None,
         "content": content,
         "reasoning_content": reasoning,
@@ -351,9 +330,9 @@ def result_values(status: str, record: Mapping[str, Any], choice: int = 0) -> di
         "total_tokens": usage.total_tokens if usage else None,
         "cached_tokens": usage.cached_tokens if usage else None,
         "reasoning_tokens": usage.reasoning_tokens if usage else None,
-        "latency_ms": _float(meta.get("latency_ms")),
-        "ttft_ms": _float(meta.get("ttft_ms")),
-        "attempts": _int(meta.get("attempts")),
+        "latency_ms": milliseconds(outcome.latency_s),
+        "ttft_ms": milliseconds(outcome.ttft_s),
+        "attempts": len(outcome.attempts),
         "error_code": _str(error.get("code")),
         "error_message": _str(error.get("message")),
     }
@@ -679,9 +658,7 @@ class _Pass:
                 return label
         return obj.get(self.reference) if isinstance(obj, dict) else None
 
-    def _join(
-        self, req: Any
-    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    def _join(self, req: Any) -> tuple[dict[str, Any], dict[str, Any] | None, Outcome | None]:
         """(values, parsed answer, the line) of one request."""
         parsed: dict[str, Any] | None = None
         parse_error = None
@@ -690,20 +667,16 @@ class _Pass:
         if found is None:
             values = {**self.empty_results, "status": PENDING}
         else:
-            record = found[1]
+            record = found
             scored = None
-            if self.reader is not None and found[0] == SUCCEEDED:
-                response = record.get("response")
-                body = response.get("body") if isinstance(response, dict) else None
-                scored = self.reader.read(body)
-                meta = record.get("batchrun")
-                endpoint = meta.get("endpoint") if isinstance(meta, dict) else None
+            if self.reader is not None and found.ok:
+                scored = self.reader.read(found.body)
                 assert self.confidence is not None
-                self.confidence.add(scored, endpoint if isinstance(endpoint, str) else None)
-            values = result_values(*found, choice=scored.choice if scored is not None else 0)
+                self.confidence.add(scored, found.endpoint)
+            values = result_values(found, choice=scored.choice if scored is not None else 0)
             if self.reader is not None:
                 values["confidence"] = scored.confidence if scored is not None else None
-            if found[0] == SUCCEEDED and self.schema_json is not None:
+            if found.ok and self.schema_json is not None:
                 parsed, parse_error = parse_content(values["content"], self.schema_json)
         values["custom_id"] = req.custom_id
         # parsed values stay apart: a property may share a result column's name

@@ -11,6 +11,9 @@ resumed summary equals a recount of the files.
     'ok'
     >>> (t.usage.total.prompt_tokens, t.retries, t.rate_limited)
     (2, 1, 1)
+
+A written outcome and the same line read back (`batchrun.output.lines.decode`) are
+the same `Outcome`, so `Tally.count_outcome` counts both.
 """
 
 from __future__ import annotations
@@ -20,19 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchrun.apis import CHAT, RESPONSES
-from batchrun.models import Outcome
+from batchrun.models import BilledUnread, Outcome
 from batchrun.output.quality import OK, QualityCounts, Verdict
 from batchrun.output.shapes import answer_kind, response_finish
 from batchrun.output.usage import Usage, UsageTotals, model_of, usage_of
-
-ASKED_MODEL = "asked_model"
-"""A line's meta key: the model its request asked for, written when the answer names
-another model or none."""
-BILLED_UNREAD = "billed_unread"
-"""A line's meta key: its attempts answered with a 200 that could not be read (not
-JSON, over --max-response-bytes), probably paid for: ``{"attempts": k,
-"prompt_tokens": P, "completion_ceiling": C}`` with P and C one attempt's worst case
-(C is 0 when the body sets no max tokens: the model's context window is the limit)."""
 
 
 @dataclass(slots=True)
@@ -49,13 +43,11 @@ class UnreadBilled:
     open_prompt_tokens: int = 0
     """...and their prompt tokens (the window holds prompt and completion)."""
 
-    def add(self, record: Any) -> None:
-        """Add a line's ``billed_unread`` record (a malformed one counts as nothing)."""
-        if not isinstance(record, dict):
-            return
-        attempts = _count(record.get("attempts"))
-        prompt = attempts * _count(record.get("prompt_tokens"))
-        ceiling = _count(record.get("completion_ceiling"))
+    def add(self, record: BilledUnread) -> None:
+        """Add an outcome's `BilledUnread` (negative figures count as nothing)."""
+        attempts = _count(record.attempts)
+        prompt = attempts * _count(record.prompt_tokens)
+        ceiling = _count(record.completion_ceiling)
         self.attempts += attempts
         self.prompt_tokens += prompt
         self.completion_tokens += attempts * ceiling
@@ -120,16 +112,16 @@ class Tally:
         quality: str | None = None,
         via: str | None = None,
         reused: str | None = None,
-        unread: Any = None,
+        unread: BilledUnread | None = None,
     ) -> Verdict | None:
         """Count one finished request. ``statuses``: every attempt's HTTP status;
         ``requested_model``: the model asked for, when the answer names another (or
         none); ``quality``: the answer's category (None: ok); ``via``: "batch" for a
         row answered through the Batch API; ``reused``: how it was answered without
         being sent (None: it was sent); ``unread``: its attempts paid for but
-        unreadable (a line's ``batchrun.billed_unread``). Returns what was counted as
-        the answer's verdict (None for a failure)."""
-        if unread and requested_model:
+        unreadable. Returns what was counted as the answer's verdict (None for a
+        failure)."""
+        if unread is not None and requested_model:
             self.unread.setdefault(requested_model, UnreadBilled()).add(unread)
         self.retries += max(0, len(statuses) - 1)
         self.rate_limited += sum(1 for s in statuses if s == 429)
@@ -157,49 +149,19 @@ class Tally:
             self.error_codes[error_code] += 1
         return None
 
-    def count_outcome(self, outcome: Outcome, *, via: str | None = None) -> Verdict | None:
-        """Count one outcome just written (as `count_line` counts it when re-read)."""
+    def count_outcome(self, outcome: Outcome) -> Verdict | None:
+        """Count one outcome: just written, or a line read back."""
         return self.count(
             outcome.ok,
             outcome.body,
             [a.status for a in outcome.attempts],
-            outcome.extra.get(ASKED_MODEL),
-            None if outcome.ok else (outcome.error or {}).get("code"),
-            outcome.extra.get("quality"),
-            via=via,
-            reused=outcome.extra.get("reused"),
-            unread=outcome.extra.get(BILLED_UNREAD),
+            outcome.asked_model,
+            None if outcome.ok else str((outcome.error or {}).get("code")),
+            outcome.quality,
+            via=outcome.via,
+            reused=outcome.reused,
+            unread=outcome.billed_unread,
         )
-
-    def count_line(self, record: dict[str, Any]) -> None:
-        """Count one decoded output line (see batchrun.output.lines)."""
-        meta = record.get("batchrun") or {}
-        response = record.get("response") or {}
-        error = record.get("error")
-        if error:
-            statuses = [a.get("status") for a in error.get("attempts") or []]
-            self.count(
-                False,
-                None,
-                statuses,
-                meta.get(ASKED_MODEL),
-                error_code=str(error.get("code")),
-                via=meta.get("via"),
-                reused=meta.get("reused"),
-                unread=meta.get(BILLED_UNREAD),
-            )
-        else:
-            statuses = list(meta.get("statuses") or [response.get("status_code")])
-            self.count(
-                True,
-                response.get("body"),
-                statuses,
-                meta.get(ASKED_MODEL),
-                quality=meta.get("quality"),
-                via=meta.get("via"),
-                reused=meta.get("reused"),
-                unread=meta.get(BILLED_UNREAD),
-            )
 
     def to_state(self) -> dict[str, Any]:
         return {

@@ -2,10 +2,9 @@
 
 The end-of-run report and `batchrun status` read every output line for its
 ``batchrun`` meta (latency, time to first token, attempt statuses). Lines can hold
-megabytes of response body, so `meta_of` takes the meta from the line's tail
-without parsing the body: we write ``batchrun`` as the last key (see
-batchrun.output.lines), and the bytes ``,"batchrun":`` cannot occur unescaped inside a
-JSON string. Anything that does not look like our own line is parsed in full.
+megabytes of response body, so answers are read with
+`batchrun.output.lines.decode_meta`, which takes the meta from the line's tail
+without parsing the body.
 
 Latencies are kept as 4-byte floats (``array('f')``): a million requests cost 4 MB,
 and percentiles of milliseconds need no more precision than that.
@@ -25,10 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
+from batchrun.models import Outcome
 
 PERCENTILES = (50, 95, 99)
-_META_KEY = b',"batchrun":'
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -86,27 +84,6 @@ class LatencyStats:
         return out
 
 
-def meta_of(line: bytes) -> dict[str, Any]:
-    """The ``batchrun`` meta of one output line, reading only its tail when possible.
-
-    >>> meta_of(b'{"custom_id":"a","error":null,"batchrun":{"latency_ms":5.0}}\\n')
-    {'latency_ms': 5.0}
-    """
-    at = line.rfind(_META_KEY)
-    if at >= 0:
-        tail = line[at + len(_META_KEY) :].rstrip()
-        if tail.endswith(b"}"):
-            try:
-                meta = orjson.loads(tail[:-1])
-            except orjson.JSONDecodeError:
-                meta = None
-            if isinstance(meta, dict):
-                return meta
-    record = orjson.loads(line)
-    meta = record.get("batchrun") if isinstance(record, dict) else None
-    return meta if isinstance(meta, dict) else {}
-
-
 def retry_cause(status: int | None, code: str | None = None) -> str:
     """A short name for why an attempt was retried: the HTTP error status, else a code.
 
@@ -136,30 +113,21 @@ class OutputStats:
     retry_causes: Counter[str] = field(default_factory=Counter)
     lines: int = 0
 
-    def add_result(self, meta: dict[str, Any]) -> None:
-        """One results.jsonl line's meta. ``statuses`` is only written after retries."""
-        # called once per output line: kept to a few dict lookups and appends
+    def add(self, outcome: Outcome) -> None:
+        """One output line, decoded (an answer's response may be left out:
+        `batchrun.output.lines.decode_meta`). Every attempt but the last was a retry;
+        an answer's earlier attempts are known by their status only (the line keeps
+        no more), a failure's by status and code."""
+        # called once per output line: kept to a few attribute reads and appends
         self.lines += 1
-        if meta.get("reused"):
-            return  # not sent: no time on the wire, no retries
-        latency, ttft = meta.get("latency_ms"), meta.get("ttft_ms")
-        try:
+        ok = outcome.ok
+        if ok:
+            if outcome.reused is not None:
+                return  # not sent: no time on the wire, no retries
+            latency, ttft = outcome.latency_s, outcome.ttft_s
             if latency is not None:
-                self.latency_ms.values.append(latency)
+                self.latency_ms.values.append(latency * 1000)
             if ttft is not None:
-                self.ttft_ms.values.append(ttft)
-        except TypeError:  # not a number: not a line we wrote; skip its timings
-            pass
-        statuses = meta.get("statuses")
-        if statuses:
-            for status in statuses[:-1]:
-                self.retry_causes[retry_cause(status if isinstance(status, int) else None)] += 1
-
-    def add_error(self, record: dict[str, Any]) -> None:
-        """One errors.jsonl line, parsed: every attempt but the last was a retry."""
-        self.lines += 1
-        attempts = (record.get("error") or {}).get("attempts") or []
-        for attempt in attempts[:-1]:
-            status = attempt.get("status")
-            cause = retry_cause(status if isinstance(status, int) else None, attempt.get("code"))
-            self.retry_causes[cause] += 1
+                self.ttft_ms.values.append(ttft * 1000)
+        for attempt in outcome.attempts[:-1]:
+            self.retry_causes[retry_cause(attempt.status, None if ok else attempt.code)] += 1

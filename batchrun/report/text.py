@@ -20,13 +20,12 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from batchrun.engine.rundir import holder
 from batchrun.errors import BatchrunError, RunDirError
 from batchrun.output.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, JournalState, read_journal
+from batchrun.output.lines import decode, decode_meta
 from batchrun.output.summary import read_json_object
-from batchrun.report.statistics import OutputStats, meta_of
+from batchrun.report.statistics import OutputStats
 from batchrun.report.tables import format_usd
 
 # files listed first in the report, in this order; anything else follows by name
@@ -47,14 +46,12 @@ def scan_outputs(run_dir: str) -> OutputStats:
             with open(results, "rb") as f:
                 for line in f:
                     if line.endswith(b"\n"):
-                        stats.add_result(meta_of(line))
+                        stats.add(decode_meta(line))
         if os.path.exists(errors):
             with open(errors, "rb") as f:
                 for line in f:
                     if line.endswith(b"\n"):
-                        record = orjson.loads(line)
-                        if isinstance(record, dict):
-                            stats.add_error(record)
+                        stats.add(decode(line))
     except (ValueError, OSError) as exc:
         raise RunDirError(f"{run_dir}: cannot read the output files ({exc})") from exc
     return stats

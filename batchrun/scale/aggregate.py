@@ -19,11 +19,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import orjson
-
 from batchrun import __version__
 from batchrun.errors import RunDirError
 from batchrun.output.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, read_journal
+from batchrun.output.lines import decode, decode_meta
 from batchrun.output.summary import read_json_object
 from batchrun.output.tally import Tally, UnreadBilled
 from batchrun.report.statistics import OutputStats
@@ -223,7 +222,7 @@ def recount(run_dir: str) -> dict[str, Any]:
                 with open(path, "rb") as f:
                     for line in f:
                         if line.endswith(b"\n"):
-                            fresh.count_line(orjson.loads(line))
+                            fresh.count_outcome(decode(line))
         merge_tally(tally, fresh)
         succeeded += len(journal.done)
         failed += len(journal.failed)
@@ -259,7 +258,6 @@ def sharded_report(
     end-of-run report, not "running"; ``outputs``: the lines' figures when the caller
     has read them already, as `batchrun.report.text.run_report` takes them)."""
     from batchrun.engine.rundir import holder
-    from batchrun.report.statistics import meta_of
     from batchrun.report.text import _cost_blocks
 
     info = read_json_object(os.path.join(run_dir, RUN_INFO))
@@ -282,10 +280,7 @@ def sharded_report(
                 for line in f:
                     if not line.endswith(b"\n"):
                         continue
-                    if add:
-                        outputs.add_result(meta_of(line))
-                    else:
-                        outputs.add_error(orjson.loads(line))
+                    outputs.add(decode_meta(line) if add else decode(line))
     status = summary.get("status", "unknown")
     if status == "running" and running_pid is None and not final:
         status = "stopped"

@@ -31,7 +31,9 @@ import orjson
 
 from batchrun.batch.state import batch_history
 from batchrun.errors import RunDirError
+from batchrun.models import Outcome
 from batchrun.output.journal import ERRORS, READ_CHUNK, RESULTS, RUN_INFO, SUMMARY
+from batchrun.output.lines import decode, milliseconds
 from batchrun.output.quality import CATEGORIES, QualityCounts, quality_warnings
 from batchrun.output.usage import usage_of
 from batchrun.report.html.headline import headline, latency_note
@@ -132,85 +134,71 @@ class OutputScan:
                 for line in lines:
                     pos += len(line) + 1
                     try:
-                        record = orjson.loads(line)
-                    except orjson.JSONDecodeError:
+                        outcome = decode(line)
+                    except ValueError:
                         continue  # not a line we wrote; the journal reports those
-                    if isinstance(record, dict):
-                        add(record)
+                    add(outcome)
         return pos
 
-    def _add_result(self, record: dict[str, Any]) -> None:
+    def _add_result(self, outcome: Outcome) -> None:
         # once per line of a possibly million-line run: the common shape first
-        meta = record.get("batchrun")
-        meta = meta if isinstance(meta, dict) else {}
-        response = record.get("response")
-        response = response if isinstance(response, dict) else {}
-        self.outputs.add_result(meta)
-        statuses = meta.get("statuses") or [response.get("status_code")]
-        body = response.get("body")
-        if meta.get("reused"):
+        self.outputs.add(outcome)
+        statuses = [a.status for a in outcome.attempts] or [outcome.status_code]
+        if outcome.reused is not None:
             # answered without being sent (cache, identical request): it waited for
             # nothing, spent no time on the wire and no tokens were paid for it
-            self._add_time(meta, statuses, None, failed=False, sent=False)
-            self.lines.add("succeeded", record)
+            self._add_time(outcome, statuses, None, failed=False, sent=False)
+            self.lines.add(outcome)
             return
-        self.wait_ms.add(_number(meta.get("wait_ms")))
+        self.wait_ms.add(milliseconds(outcome.wait_s))
+        body = outcome.body
         usage = body.get("usage") if type(body) is dict else None
         tokens = usage.get("total_tokens") if type(usage) is dict else None
         if type(tokens) is not int or not tokens:  # counted as `usage_of` counts it
             parsed = usage_of(body)
             tokens = parsed.total_tokens if parsed else None
-        self._add_time(meta, statuses, tokens, failed=False)
-        self.lines.add("succeeded", record)
+        self._add_time(outcome, statuses, tokens, failed=False)
+        self.lines.add(outcome)
 
-    def _add_error(self, record: dict[str, Any]) -> None:
-        meta = record.get("batchrun")
-        meta = meta if isinstance(meta, dict) else {}
-        error = record.get("error")
-        error = error if isinstance(error, dict) else {}
-        self.outputs.add_error(record)
-        attempts = [a for a in error.get("attempts") or () if isinstance(a, dict)]
-        statuses = [a.get("status") for a in attempts]
-        self._add_time(meta, statuses, None, failed=True)
+    def _add_error(self, outcome: Outcome) -> None:
+        self.outputs.add(outcome)
+        attempts = outcome.attempts
+        self._add_time(outcome, [a.status for a in attempts], None, failed=True)
+        error = outcome.error or {}
         code = str(error.get("code") or "unknown")
-        response = record.get("response")
         examples = self.examples.get(code)
         if examples is None:
             examples = self.examples[code] = deque(maxlen=ERROR_EXAMPLES)
         examples.append(
             {
-                "custom_id": record.get("custom_id"),
-                "row": meta.get("row"),
-                "status": response.get("status_code") if isinstance(response, dict) else None,
-                "attempts": len(attempts) or meta.get("attempts"),
+                "custom_id": outcome.custom_id,
+                "row": outcome.row,
+                "status": outcome.status_code,
+                "attempts": len(attempts),
                 "message": cut(error.get("message"), 300),
             }
         )
-        self.lines.add("failed", record)
+        self.lines.add(outcome)
 
     def _add_time(
         self,
-        meta: Mapping[str, Any],
-        statuses: list[Any],
+        outcome: Outcome,
+        statuses: list[int | None],
         tokens: int | None,
         failed: bool,
         *,
         sent: bool = True,
     ) -> None:
-        at = _number(meta.get("at"))
+        at = outcome.finished_at
         if at is None:
             return  # written before lines recorded their finish time: no place in time
         self.series.add(
             at=at,
-            latency_ms=_number(meta.get("latency_ms")) if sent else None,
+            latency_ms=milliseconds(outcome.latency_s) if sent else None,
             tokens=tokens,
-            statuses=statuses if isinstance(statuses, list) else [],
+            statuses=statuses,
             failed=failed,
         )
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def distribution(stats: LatencyStats) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from batchrun.jobs.evaluate import Evaluator
+from batchrun.models import Outcome
 from batchrun.output.answers import parse_content
 from batchrun.output.parquet import FAILED, PARSED_PREFIX, RESULT_COLUMNS, SUCCEEDED, result_values
 from batchrun.settings import Settings
@@ -189,25 +190,25 @@ class LineSample:
         self._seen = {SUCCEEDED: 0, "failed": 0}
         self._rows: dict[str, list[dict[str, Any]]] = {SUCCEEDED: [], "failed": []}
 
-    def add(self, status: str, record: Mapping[str, Any]) -> None:
-        """One decoded output line (``status``: succeeded or failed)."""
+    def add(self, outcome: Outcome) -> None:
+        """One decoded output line."""
+        status = SUCCEEDED if outcome.ok else FAILED
         self._seen[status] += 1
         seen, keep, rows = self._seen[status], self._keep[status], self._rows[status]
         if len(rows) < keep:
-            rows.append(self._row(status, record))
+            rows.append(self._row(outcome))
             return
         slot = int(self._rng.random() * seen)  # randrange's exactness is not needed here
         if slot < keep:
-            rows[slot] = self._row(status, record)
+            rows[slot] = self._row(outcome)
 
-    def _row(self, status: str, record: Mapping[str, Any]) -> dict[str, Any]:
-        values = result_values(status, record)
-        meta = record.get("batchrun")
-        values["custom_id"] = record.get("custom_id")
-        values["row"] = meta.get("row") if isinstance(meta, dict) else None
+    def _row(self, outcome: Outcome) -> dict[str, Any]:
+        values = result_values(outcome)
+        values["custom_id"] = outcome.custom_id
+        values["row"] = outcome.row
         if self.schema is not None:
             parsed, error = None, None
-            if status == SUCCEEDED:
+            if outcome.ok:
                 parsed, error = parse_content(values["content"], self.schema)
             for field, column in self.parsed_columns:
                 values[column] = (parsed or {}).get(field)
