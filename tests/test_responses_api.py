@@ -30,6 +30,7 @@ from batchrun.engine.runner import EXIT_OK
 from batchrun.errors import BadResponse, InputError
 from batchrun.input.select import source_for
 from batchrun.input.sources import Source
+from batchrun.models import Outcome, Request
 from batchrun.output.parquet import result_values
 from batchrun.output.quality import (
     CONTENT_FILTER,
@@ -343,20 +344,22 @@ def test_the_schema_its_text_format_asked_for_checks_the_output_text() -> None:
     assert classify(good, other).category == SCHEMA_ERROR
 
 
+def answered(body: dict[str, Any]) -> Outcome:
+    """``body`` as a line that answered a request (what results.parquet reads)."""
+    return Outcome.success(
+        Request("r", {}, row=1), status=200, request_id=None, body=body, attempts=[]
+    )
+
+
 def test_results_parquet_columns_of_a_responses_answer() -> None:
     body = answer(ask("Sentiment of: I love it"))
-    values = result_values("succeeded", {"response": {"status_code": 200, "body": body}})
+    values = result_values(answered(body))
     assert values["content"] == "positive"
     assert values["finish_reason"] == "completed"
     assert values["prompt_tokens"] == body["usage"]["input_tokens"]
     assert values["completion_tokens"] == body["usage"]["output_tokens"]
     call = answer(ask("x", tools=[{"type": "function", "name": "lookup", "parameters": {}}]))
-    assert (
-        json.loads(result_values("succeeded", {"response": {"body": call}})["tool_calls"])[0][
-            "name"
-        ]
-        == "lookup"
-    )
+    assert json.loads(result_values(answered(call))["tool_calls"])[0]["name"] == "lookup"
 
 
 # -- the stream -----------------------------------------------------------------------

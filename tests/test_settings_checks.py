@@ -20,6 +20,7 @@ from batchrun.cli import cli
 from batchrun.errors import ConfigError
 from batchrun.jobs.jobfile import JobFileError, load_job
 from batchrun.settings import (
+    Confidence,
     Evaluation,
     Prices,
     Quota,
@@ -217,6 +218,7 @@ TYPICAL: dict[str, Any] = {
     "shard_rows": 1000,
     "workers": 4,
     "eval": Evaluation("label", "json_field", "label"),
+    "confidence": Confidence("logprobs", label_field="label"),
     "prices": Prices(None, {"m": {"input": 1.0, "output": 2.0}}),
     "name": "sentiment",
 }
