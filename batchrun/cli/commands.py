@@ -165,12 +165,15 @@ def cancel_command(run_dir: str) -> None:
     key comes from the variable the run was started with.
     """
     from batchrun._api import cancel_run
+    from batchrun.batch.state import iter_open_batches
 
-    click.echo(
-        f"batchrun: cancelling the batches of {run_dir} at the provider and waiting "
-        "for them to end (a provider may take minutes)",
-        err=True,
-    )
+    running = sum(1 for _, batch_id in iter_open_batches(run_dir) if batch_id)
+    if running:
+        click.echo(
+            f"batchrun: cancelling {running} batch{'es' if running > 1 else ''} of {run_dir} "
+            "at the provider and waiting for them to end (a provider may take minutes)",
+            err=True,
+        )
     result = cancel_run(run_dir)
     for note in result.notes:
         click.echo(scrub_text(f"batchrun: {note}"), err=True)
