@@ -73,9 +73,15 @@ def test_a_missing_key_leaves_no_directory(home: Path) -> None:
     assert not home.exists()
 
 
-def test_an_option_refused_by_the_runner_leaves_no_directory(sim: SimThread, home: Path) -> None:
-    with pytest.raises(ConfigError, match="--deadline needs --batch-api"):
-        batchrun.run(ROWS, **settings(sim, deadline=60.0))
+def test_settings_refused_once_the_rows_are_placed_leave_no_directory(
+    sim: SimThread, home: Path
+) -> None:
+    # refused by the cost hooks (a cap needs a price), then by the library's own rule
+    with pytest.raises(ConfigError, match="--max-cost cannot be enforced"):
+        batchrun.run(ROWS, **settings(sim, model="no-such-model-xyz", max_cost=1.0))
+    assert not home.exists()
+    with pytest.raises(ConfigError, match="hooks= cannot be used with ray="):
+        batchrun.run(ROWS, hooks=[batchrun.RunHooks()], **settings(sim, ray="auto"))
     assert not home.exists()
 
 
