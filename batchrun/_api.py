@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchrun.errors import ConfigError, RunDirError
+from batchrun.errors import ConfigError, MissingInput, RunDirError
 from batchrun.settings import Settings
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def settings_for(
     settings = Settings(**values)
     if settings.input is None:
         where = f" or as [input] path in {loaded.path}" if loaded is not None else ""
-        raise ConfigError(
+        raise MissingInput(
             f"no INPUT given: name the input file (batchrun run data.jsonl ...){where}"
             " (Python: a file or rows)"
         )
@@ -343,16 +343,19 @@ def cancel_run(run_dir: str | os.PathLike[str], **injected: Any) -> RunResult:
 
     Waits until each is cancelled and keeps the rows they finished (written to the run
     directory like any answer); the rows left stay pending for a rerun. Refused while
-    a batchrun process holds the directory (stop it first: its batches go on).
+    a batchrun process holds the directory (stop it first: its batches go on). Prints
+    nothing: the result's ``notes`` say what was cancelled, kept and left pending (the
+    run's own report is ``batchrun status``).
 
-        batchrun.open("runs/a").cancel()
+        batchrun.open("runs/a").cancel().notes
     """
     import anyio
 
     from batchrun.batch.driver import BatchDriver
     from batchrun.engine.runinfo import settings_of
 
-    settings = _recorded_endpoint(replace(settings_of(os.fspath(run_dir)), mode="batch"))
+    recorded = settings_of(os.fspath(run_dir))
+    settings = _recorded_endpoint(replace(recorded, mode="batch", quiet=True))
     with endpoint(settings) as live:
         key = api_key(live)
         driver = BatchDriver(live, api_key=key, hooks=hooks_for(live), cancel_only=True, **injected)

@@ -2,6 +2,7 @@
 
     BatchrunError
     ├── ConfigError          bad option, job file or price file (before anything is sent)
+    │   └── MissingInput     no input named at all (the command line: a usage error, exit 2)
     ├── InputError           bad request/dataset file; names the file and line/row
     ├── RunDirError          run directory unusable or started with other settings
     ├── BatchApiError        a Files/Batches API call failed (after its retries)
@@ -49,6 +50,11 @@ class BatchrunError(Exception):
 
 class ConfigError(BatchrunError):
     """An option, job file or price file is invalid."""
+
+
+class MissingInput(ConfigError):
+    """No input was named: no INPUT argument, no ``[input] path`` in the job file, no
+    rows given in Python. The command line reports it as a usage error (exit 2)."""
 
 
 class InputError(BatchrunError):
