@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from batchrun.errors import ConfigError, RunDirError
+from batchrun.errors import ConfigError, MissingInput, RunDirError
 from batchrun.settings import Settings
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from batchrun.engine.hooks import RunHooks
     from batchrun.engine.rundir import RunDirLock
     from batchrun.engine.runner import Runner, RunResult
+    from batchrun.input.memory import Placed
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
     from batchrun.scale.driver import RayDriver
@@ -87,7 +88,7 @@ def settings_for(
     settings = Settings(**values)
     if settings.input is None:
         where = f" or as [input] path in {loaded.path}" if loaded is not None else ""
-        raise ConfigError(
+        raise MissingInput(
             f"no INPUT given: name the input file (batchrun run data.jsonl ...){where}"
             " (Python: a file or rows)"
         )
@@ -240,9 +241,11 @@ def default_run_dir(settings: Settings, input_fingerprint: str) -> str:
     return os.path.join(home, f"{name}-{digest.hexdigest()}")
 
 
-def prepare(settings: Settings) -> Settings:
+def prepare(settings: Settings) -> tuple[Settings, Placed | None]:
     """Settings a runner can take: rows held in memory are written to a file (streamed
-    batch by batch, never copied whole), and the run directory is chosen."""
+    batch by batch, never copied whole), and the run directory is chosen. With them,
+    what was made for rows in memory (None for a file): the run goes under `undone`,
+    so a run refused before it starts leaves neither a directory nor a copy."""
     from batchrun.input.memory import in_memory, spill
 
     if not in_memory(settings.input):
@@ -251,11 +254,25 @@ def prepare(settings: Settings) -> Settings:
 
             fingerprint = Source(settings.input_path).fingerprint()
             settings = replace(settings, out_dir=default_run_dir(settings, fingerprint))
-        return settings
+        return settings, None
     staged = spill(settings.input)
     out_dir = settings.out_dir or default_run_dir(settings, staged.fingerprint)
-    path = staged.place(out_dir, force=settings.force)
-    return replace(settings, input=path, out_dir=out_dir)
+    where = staged.place(out_dir, force=settings.force)
+    return replace(settings, input=where.path, out_dir=out_dir), where
+
+
+def undone(settings: Settings, where: Placed | None) -> contextlib.AbstractContextManager[None]:
+    """Around a run: what `prepare` made for it is removed again when the run fails
+    before it starts (`batchrun.engine.rundir.undone_unless_started`)."""
+    from batchrun.engine.rundir import undone_unless_started
+
+    if where is None:
+        return contextlib.nullcontext()
+    return undone_unless_started(
+        str(settings.out_dir),
+        made_dir=where.made_dir,
+        made_file=where.path if where.made_file else None,
+    )
 
 
 # -- running ----------------------------------------------------------------------------
@@ -334,16 +351,19 @@ def cancel_run(run_dir: str | os.PathLike[str], **injected: Any) -> RunResult:
 
     Waits until each is cancelled and keeps the rows they finished (written to the run
     directory like any answer); the rows left stay pending for a rerun. Refused while
-    a batchrun process holds the directory (stop it first: its batches go on).
+    a batchrun process holds the directory (stop it first: its batches go on). Prints
+    nothing: the result's ``notes`` say what was cancelled, kept and left pending (the
+    run's own report is ``batchrun status``).
 
-        batchrun.open("runs/a").cancel()
+        batchrun.open("runs/a").cancel().notes
     """
     import anyio
 
     from batchrun.batch.driver import BatchDriver
     from batchrun.engine.runinfo import settings_of
 
-    settings = _recorded_endpoint(replace(settings_of(os.fspath(run_dir)), mode="batch"))
+    recorded = settings_of(os.fspath(run_dir))
+    settings = _recorded_endpoint(replace(recorded, mode="batch", quiet=True))
     with endpoint(settings) as live:
         key = api_key(live)
         driver = BatchDriver(live, api_key=key, hooks=hooks_for(live), cancel_only=True, **injected)
@@ -368,11 +388,12 @@ async def arun(
 
     run = await batchrun.arun("requests.jsonl", "runs/a", model="gpt-4o-mini")
     """
-    chosen = prepare(settings_for(input, out_dir, job=job, **settings))
-    _no_hooks_on_ray(chosen, hooks)
-    with _caller_rows(input, chosen), surroundings(chosen) as live:
-        runner = make_runner(live, api_key(live), hooks=hooks_for(live, _listed(hooks)))
-        result = await _drained_if_cancelled(runner)
+    chosen, where = prepare(settings_for(input, out_dir, job=job, **settings))
+    with undone(chosen, where):
+        _no_hooks_on_ray(chosen, hooks)
+        with _caller_rows(input, chosen), surroundings(chosen) as live:
+            runner = make_runner(live, api_key(live), hooks=hooks_for(live, _listed(hooks)))
+            result = await _drained_if_cancelled(runner)
     return Run(result.run_dir, result=result)
 
 
@@ -432,22 +453,23 @@ def run(
                            prompt="Review: {text}", response_format=Sentiment)
         run.to_pandas()
     """
-    chosen = prepare(settings_for(input, out_dir, job=job, **settings))
-    _no_hooks_on_ray(chosen, hooks)
-    with _caller_rows(input, chosen), surroundings(chosen) as live:
-        key = api_key(live)
-        around = hooks_for(live, _listed(hooks))
-        main = threading.current_thread() is threading.main_thread()
-        if main and not _loop_running():
-            import anyio
+    chosen, where = prepare(settings_for(input, out_dir, job=job, **settings))
+    with undone(chosen, where):
+        _no_hooks_on_ray(chosen, hooks)
+        with _caller_rows(input, chosen), surroundings(chosen) as live:
+            key = api_key(live)
+            around = hooks_for(live, _listed(hooks))
+            main = threading.current_thread() is threading.main_thread()
+            if main and not _loop_running():
+                import anyio
 
-            runner = make_runner(live, key, hooks=around, handle_signals=True)
-            runner.second_signal = "cancel"  # a library never kills its process
-            result = anyio.run(runner.run)
-        else:
-            runner = make_runner(live, key, hooks=around)
-            result = _run_in_own_loop(runner)
-    return _unless_signalled(Run(result.run_dir, result=result))
+                runner = make_runner(live, key, hooks=around, handle_signals=True)
+                runner.second_signal = "cancel"  # a library never kills its process
+                result = anyio.run(runner.run)
+            else:
+                runner = make_runner(live, key, hooks=around)
+                result = _run_in_own_loop(runner)
+        return _unless_signalled(Run(result.run_dir, result=result))
 
 
 def _unless_signalled(run: Run) -> Run:
@@ -549,10 +571,11 @@ def stream(
     async for outcome in batchrun.stream(rows, "runs/a", model="gpt-4o-mini"):
         use(outcome.custom_id, outcome.body)
     """
-    chosen = prepare(settings_for(input, out_dir, job=job, **settings))
-    if chosen.ray is not None:
-        raise ConfigError("stream() cannot run with ray=: read the run's results instead")
-    return RunStream(chosen, _listed(hooks), given=input)
+    chosen, where = prepare(settings_for(input, out_dir, job=job, **settings))
+    with undone(chosen, where):
+        if chosen.ray is not None:
+            raise ConfigError("stream() cannot run with ray=: read the run's results instead")
+    return RunStream(chosen, _listed(hooks), given=input, placed=where)
 
 
 class RunStream:
@@ -564,12 +587,19 @@ class RunStream:
     """
 
     def __init__(
-        self, settings: Settings, hooks: Sequence[RunHooks] = (), *, given: Any = None
+        self,
+        settings: Settings,
+        hooks: Sequence[RunHooks] = (),
+        *,
+        given: Any = None,
+        placed: Placed | None = None,
     ) -> None:
         self.settings = settings
         self.hooks = tuple(hooks)
         self._given = given
         """What the caller passed as input (rows in memory: errors name their rows)."""
+        self._placed = placed
+        """What was made for rows in memory (removed again if the run never starts)."""
         self.run: Run | None = None
         self._queue: queue.SimpleQueue[list[Outcome] | BaseException | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -594,7 +624,7 @@ class RunStream:
             from anyio.from_thread import start_blocking_portal
 
             try:
-                with surroundings(self.settings) as live:
+                with undone(self.settings, self._placed), surroundings(self.settings) as live:
                     hooks = hooks_for(live, (*self.hooks, Forward()))
                     self._runner = make_runner(live, api_key(live), hooks=hooks)
                     with start_blocking_portal() as portal:
@@ -651,12 +681,17 @@ def estimate(
     from batchrun.cost.estimate import estimate_settings
 
     chosen = settings_for(input, job=job, **settings)
-    if chosen.input is not None and not isinstance(chosen.input, str):
-        from batchrun.input.memory import spill
-
-        chosen = replace(chosen, input=spill(chosen.input).path)
-    with _caller_rows(input, chosen):
+    if chosen.input is None or isinstance(chosen.input, str):
         return estimate_settings(chosen)
+    from batchrun.input.memory import spill
+
+    chosen = replace(chosen, input=spill(chosen.input).path)
+    try:
+        with _caller_rows(input, chosen):
+            return estimate_settings(chosen)
+    finally:  # a temporary copy of the caller's rows: never left behind
+        with contextlib.suppress(OSError):
+            os.unlink(chosen.input_path)
 
 
 def open(run_dir: str | os.PathLike[str]) -> Run:  # noqa: A001 - batchrun.open, like io.open

@@ -2,7 +2,8 @@
 
     BatchrunError
     ├── ConfigError          bad option, job file or price file (before anything is sent)
-    │   └── JobFileError     a job file's problems, one a line (batchrun.jobs.jobfile)
+    │   ├── JobFileError     a job file's problems, one a line (batchrun.jobs.jobfile)
+    │   └── MissingInput     no input named at all (the command line: a usage error, exit 2)
     ├── InputError           bad request/dataset file; names the file and line/row
     ├── RunDirError          run directory (or a file a run writes) unusable, or the
     │                        directory was started with other settings
@@ -58,6 +59,11 @@ class BatchrunError(Exception):
 
 class ConfigError(BatchrunError):
     """An option, job file or price file is invalid."""
+
+
+class MissingInput(ConfigError):
+    """No input was named: no INPUT argument, no ``[input] path`` in the job file, no
+    rows given in Python. The command line reports it as a usage error (exit 2)."""
 
 
 class InputError(BatchrunError):

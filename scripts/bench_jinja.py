@@ -8,7 +8,9 @@ measures, on ``--rows`` rows of product reviews (text ~200 characters), in one p
   Review: {text}``) as a `PromptTemplate` and as a `JinjaPromptTemplate`;
 * a Jinja prompt doing what ``{column}`` templates cannot: a conditional, a loop over
   a list column, a filter, and five few-shot examples from an examples list;
-* compiling each template once (start-up cost), and importing jinja2.
+* compiling each template once (start-up cost), and importing jinja2;
+* both Jinja prompts rendered as the scan renders them, under the row watch whose
+  ticks (every loop step and call) give a runaway template its time limit.
 
 Times are the best of ``--repeat`` runs.
 
@@ -132,6 +134,15 @@ def main() -> None:
     t_fmt = best(run(fmt), args.repeat)
     t_jin = best(run(jin), args.repeat)
     t_few = best(run(few), args.repeat)
+    t_few_watched = t_jin_watched = None
+    try:  # as the scan renders: loops and calls tick the row's watch (issue 24 item 7)
+        from batchrun.input.rowwatch import watched
+
+        with watched():
+            t_jin_watched = best(run(jin), args.repeat)
+            t_few_watched = best(run(few), args.repeat)
+    except ImportError:  # a tree from before the watch
+        pass
     code = "import jinja2.sandbox, jinja2.meta"
     t_import = min(_subprocess_seconds([sys.executable, "-c", code]) for _ in range(3)) - min(
         _subprocess_seconds([sys.executable, "-c", "pass"]) for _ in range(3)
@@ -149,6 +160,11 @@ def main() -> None:
         f"{'JinjaPromptTemplate, if + loop + filter + 5 examples':52} {t_few * us:8.2f} "
         f"{t_few / t_fmt:11.2f}"
     )
+    if t_few_watched is not None and t_jin_watched is not None:
+        print(
+            f"{'  both watched, as the scan renders (time limit)':52} "
+            f"{t_jin_watched * us:8.2f} / {t_few_watched * us:.2f}"
+        )
     print(f"sample few-shot prompt ({len(few.render(rows[1], 'x')[1]['content'])} characters):")
     print("  " + few.render(rows[1], "x")[1]["content"].replace("\n", "\n  "))
     print(

@@ -719,11 +719,14 @@ def test_base_url_without_host_is_refused_up_front(
 
 
 def test_missing_input_and_out_are_clear(tmp_path: Path) -> None:
+    # usage errors (issue 24 item 7): exit 2, click's usage line, then the one line
     result = run_cli(["run", "-o", str(tmp_path / "run")])
-    assert_one_line_error(result, "no INPUT given")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "no INPUT given" in result.stderr.strip().splitlines()[-1]
     path = make_input(tmp_path, "r.jsonl", good(1))
     result = run_cli(["run", str(path)])
-    assert_one_line_error(result, "no run directory given (-o DIR)")
+    assert result.exit_code == 2
+    assert "no run directory given: -o DIR" in result.stderr.strip().splitlines()[-1]
 
 
 def write_job(tmp_path: Path, text: str) -> Path:

@@ -103,10 +103,12 @@ def test_cli_options_override_the_job_file(tmp_path: Path) -> None:
 
 def test_missing_output_dir_and_input_are_one_line_errors(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["run", str(tmp_path / "x.jsonl")])
-    assert res.exit_code == 1
-    assert res.stderr.strip().splitlines() == ["Error: no run directory given (-o DIR)"]
+    assert res.exit_code == 2  # a usage error (issue 24 item 7)
+    assert res.stderr.strip().splitlines()[-1] == (
+        "Error: no run directory given: -o DIR (or [output] dir in the job file)"
+    )
     res = CliRunner().invoke(cli, ["run", "-o", str(tmp_path / "o")])
-    assert res.exit_code == 1 and "no INPUT given" in res.stderr
+    assert res.exit_code == 2 and "no INPUT given" in res.stderr
 
 
 def test_rpm_and_tpm_for_every_model_and_for_one(tmp_path: Path) -> None:

@@ -157,7 +157,7 @@ def test_a_job_file_without_input_runs_the_input_named_on_the_command_line(
     summary = json.loads((tmp_path / "out/summary.json").read_text())
     assert summary["requests"]["succeeded"] == 3
     none = CliRunner().invoke(cli, ["run", "-j", "job.toml", "-o", "out2"])
-    assert none.exit_code == 1
+    assert none.exit_code == 2  # a usage error
     assert "no INPUT given" in none.stderr and "[input] path in" in none.stderr
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from batchrun.batch.cancel import Cancelled
 from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
@@ -29,7 +30,7 @@ from batchrun.batch.steps import ShardRecord
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.output.journal import SUMMARY
 from batchrun.output.sink import JsonlSink
-from batchrun.output.summary import build_summary, write_json_atomic
+from batchrun.output.summary import Counts, build_summary, write_json_atomic
 from batchrun.redact import scrub_text
 from batchrun.settings import Settings
 
@@ -162,9 +163,19 @@ class Bookkeeper:
         return summary
 
     # -- the end -------------------------------------------------------------------------
-    def closing_notes(self, *, cancel_only: bool, handover: bool, settled: bool = False) -> None:
+    def closing_notes(
+        self,
+        *,
+        cancel_only: bool,
+        handover: bool,
+        settled: bool = False,
+        cancelled: Cancelled | None = None,
+        before: Counts | None = None,
+    ) -> None:
         """What is left to do: batches still running, rows pending, the online part
-        (``settled``: an online run collected what an earlier batch run left)."""
+        (``settled``: an online run collected what an earlier batch run left). For
+        `batchrun cancel` (``cancel_only``), what it cancelled (``cancelled``) and kept:
+        the rows finished since this process started (``before``: the counts then)."""
         counts, tally = self.answers.counts, self.answers.tally
         still = [r for r in self.shards.open() if r.batch_id is not None]
         if settled:
@@ -181,9 +192,8 @@ class Bookkeeper:
                 f"resume polling, or `batchrun cancel {self.run_dir}` to cancel them"
             )
         if cancel_only:
-            self.notes.append(
-                f"cancelled; rows the batches finished are kept, {counts.pending:,} rows "
-                "are pending (rerun to send them)"
+            self.notes.extend(
+                cancel_notes(cancelled or Cancelled(), counts, before or Counts(counts.total))
             )
         if handover:
             self.notes.append(
@@ -192,4 +202,46 @@ class Bookkeeper:
             )
 
 
-__all__ = ["Bookkeeper", "exit_code", "final_status"]
+def cancel_notes(cancelled: Cancelled, counts: Counts, before: Counts) -> list[str]:
+    """What `batchrun cancel` did, in a few lines: the batches, the rows they had
+    finished (kept: ``counts`` less ``before``, what was done when it started), the
+    rows left pending.
+
+    >>> for line in cancel_notes(Cancelled(["batch_1", "batch_2"]),
+    ...                          Counts(120, 40, 2), Counts(120, 20, 0)):
+    ...     print(line)
+    cancelled 2 batches at the provider: batch_1, batch_2
+    kept the 22 rows they had finished (20 answered, 2 failed); 42 of 120 rows are done
+    78 rows pending: rerun the run to send them
+    """
+    lines = []
+    if cancelled.batches:
+        shown = ", ".join(cancelled.batches[:5])
+        if len(cancelled.batches) > 5:
+            shown += f" and {len(cancelled.batches) - 5:,} more"
+        noun = "batch" if len(cancelled.batches) == 1 else "batches"
+        lines.append(f"cancelled {len(cancelled.batches):,} {noun} at the provider: {shown}")
+    else:
+        lines.append("no batch was running at the provider: nothing to cancel")
+    if cancelled.dropped_shards:
+        lines.append(
+            f"dropped {cancelled.dropped_shards:,} shards never submitted "
+            f"({cancelled.dropped_rows:,} rows)"
+        )
+    done = counts.succeeded + counts.failed
+    if cancelled.batches:
+        answered = max(0, counts.succeeded - before.succeeded)
+        failed = max(0, counts.failed - before.failed)
+        lines.append(
+            f"kept the {answered + failed:,} rows they had finished ({answered:,} answered"
+            + (f", {failed:,} failed" if failed else "")
+            + f"); {done:,} of {counts.total:,} rows are done"
+        )
+    if counts.pending:
+        lines.append(f"{counts.pending:,} rows pending: rerun the run to send them")
+    else:
+        lines.append(f"no row pending: all {counts.total:,} are done")
+    return lines
+
+
+__all__ = ["Bookkeeper", "cancel_notes", "exit_code", "final_status"]

@@ -12,21 +12,39 @@ batch is known not to exist); a batch already known to be final is left alone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from batchrun.batch.client import BatchClient
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.protocol import parse_batch
 from batchrun.errors import BatchApiError
 
 
-async def cancel_open(client: BatchClient, shards: OpenShards, why: str) -> None:
+@dataclass
+class Cancelled:
+    """What `cancel_open` did: the batches it asked to cancel (or found cancelling
+    already), and the shards it dropped before they were ever created."""
+
+    batches: list[str] = field(default_factory=list)
+    dropped_shards: int = 0
+    dropped_rows: int = 0
+
+
+async def cancel_open(client: BatchClient, shards: OpenShards, why: str) -> Cancelled:
     """Cancel every open batch (rows they finished are kept when they end); shards
     never created are dropped (their rows stay pending)."""
+    done = Cancelled()
     for record in shards.open():
         if record.phase in ("planned", "uploading", "uploaded"):
             shards.abandon(record)
-        elif record.batch_id is not None and not record.cancel_requested:
+            done.dropped_shards += 1
+            done.dropped_rows += record.rows
+        elif record.batch_id is not None:
             view = shards.views.get(record.shard)
             if view is not None and view.final:
+                continue
+            if record.cancel_requested:  # an earlier process asked: it ends on its own
+                done.batches.append(record.batch_id)
                 continue
             shards.write({"step": "cancel", "shard": record.shard, "why": why})
             try:
@@ -36,6 +54,8 @@ async def cancel_open(client: BatchClient, shards: OpenShards, why: str) -> None
                     raise
                 continue
             shards.views[record.shard] = parse_batch(made)
+            done.batches.append(record.batch_id)
+    return done
 
 
-__all__ = ["cancel_open"]
+__all__ = ["Cancelled", "cancel_open"]

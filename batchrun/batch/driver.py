@@ -52,7 +52,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import anyio
@@ -61,7 +61,7 @@ import anyio.to_thread
 import httpx
 
 from batchrun.batch.bookkeeping import EXIT_SIGINT, Bookkeeper, exit_code, final_status
-from batchrun.batch.cancel import cancel_open
+from batchrun.batch.cancel import Cancelled, cancel_open
 from batchrun.batch.client import BatchClient
 from batchrun.batch.finish import Finisher, LateFiles
 from batchrun.batch.followers import Followers
@@ -198,6 +198,11 @@ class BatchDriver:
         self._handover = False
         self._refusal: str | None = None
         """Why a ``settle_only`` run may not hand over: batches still running."""
+        self.cancelled = Cancelled()
+        """What this process cancelled (`batchrun cancel` reports it)."""
+        self._before = Counts()
+        """The rows' counts when this process started (what `batchrun cancel` kept is
+        what was finished since)."""
         self._bad_answers: QualityAlert | None = None
         """The quality breaker tripped: nothing more is submitted, open batches end."""
         self._built: _Parts | None = None
@@ -287,6 +292,7 @@ class BatchDriver:
         answers.failed = dict(journal.failed)
         answers.failed_now = dict(prepared.failed_now)
         answers.counts = prepared.counts
+        self._before = replace(prepared.counts)
         answers.breaker = QualityBreaker.resume(
             self.cfg.quality_breaker, journal.tally.paid_quality, prepared.not_judged
         )
@@ -383,6 +389,8 @@ class BatchDriver:
                 cancel_only=self.cancel_only,
                 handover=self._handover,
                 settled=self.settle_only,
+                cancelled=self.cancelled,
+                before=self._before,
             )
             try:
                 summary = books.checkpoint(status)
@@ -611,7 +619,10 @@ class BatchDriver:
 
     async def _cancel_open(self, why: str) -> None:
         parts = self._parts
-        await cancel_open(parts.client, parts.shards, why)
+        done = await cancel_open(parts.client, parts.shards, why)
+        self.cancelled.batches.extend(done.batches)
+        self.cancelled.dropped_shards += done.dropped_shards
+        self.cancelled.dropped_rows += done.dropped_rows
         parts.books.write_state()
 
     # -- stopping ---------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from batchrun.engine.rundir import NEW_FILE
 from batchrun.errors import RunDirError
 from batchrun.output.journal import repair_torn_tail
 from batchrun.redact import scrub
@@ -219,7 +220,7 @@ class StepJournal:
             if os.path.exists(self.path):
                 with open(self.path, "rb") as f:
                     self.ledger = replay_lines(f)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, NEW_FILE)
         except OSError as exc:
             raise RunDirError(
                 f"{self.path}: cannot open the step journal ({exc.strerror})"

@@ -20,8 +20,8 @@ from typing import Any
 import click
 
 from batchrun import __version__
-from batchrun.cli.options import given_settings, setting_options
-from batchrun.errors import BatchrunError, ConfigError
+from batchrun.cli.options import command_settings, setting_options
+from batchrun.errors import BatchrunError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -96,7 +96,11 @@ def cli() -> None:
     """Run large batches of OpenAI-compatible chat completions, resumably."""
 
 
-@cli.command("run", context_settings=CONTEXT)
+@cli.command(
+    "run",
+    context_settings=CONTEXT,
+    short_help="Send every request (or dataset row through --prompt) and record the answers.",
+)
 @click.argument("input_path", required=False, metavar="INPUT")
 @click.option(
     "-j", "--job", "job_path", metavar="FILE", help="TOML job file (options override it)."
@@ -111,22 +115,24 @@ def run_command(
 
     Rerunning the same command resumes: finished rows are not sent again.
     """
-    from batchrun._api import settings_for
-
-    settings = settings_for(input_path, job=job_path, given=given_settings(options))
+    settings = command_settings(input_path, job_path, options)
     if dry_run:
         from batchrun.cli.commands import print_estimate
 
         print_estimate(settings)
         return
     if not settings.out_dir:
-        raise ConfigError("no run directory given (-o DIR)")
+        raise click.UsageError("no run directory given: -o DIR (or [output] dir in the job file)")
     from batchrun.cli.commands import execute_run
 
     sys.exit(execute_run(settings))
 
 
-@cli.command("status", context_settings=CONTEXT)
+@cli.command(
+    "status",
+    context_settings=CONTEXT,
+    short_help="Show how far a run got: done, failed, pending, usage, cost.",
+)
 @click.argument("run_dir")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(run_dir: str, as_json: bool) -> None:

@@ -15,7 +15,7 @@ import click
 import orjson
 
 from batchrun.checks import COMPARES
-from batchrun.cli.options import given_settings, setting_options
+from batchrun.cli.options import command_settings, given_settings, setting_options
 from batchrun.errors import ConfigError
 from batchrun.jobs.review import FORMATS as REVIEW_FORMATS
 from batchrun.redact import scrub_text
@@ -114,9 +114,7 @@ def estimate_command(
     input_path: str | None, job_path: str | None, as_json: bool, **options: Any
 ) -> None:
     """Count prompt tokens and price a job before sending anything."""
-    from batchrun._api import settings_for
-
-    settings = settings_for(input_path, job=job_path, given=given_settings(options))
+    settings = command_settings(input_path, job_path, options)
     print_estimate(settings, as_json)
 
 
@@ -125,7 +123,9 @@ def estimate_command(
 @click.option(
     "--example", is_flag=True, help="Print a commented example price file, to start one from."
 )
-@click.option("-j", "--job", "job_path", help="Use the prices of this job file ([prices]).")
+@click.option(
+    "-j", "--job", "job_path", metavar="FILE", help="Use the prices of this job file ([prices])."
+)
 @_price_option
 def prices_command(
     models: tuple[str, ...], example: bool, job_path: str | None, **options: Any
@@ -160,11 +160,17 @@ def cancel_command(run_dir: str) -> None:
     """Cancel the batches a --batch-api run left at the provider.
 
     Waits until they are cancelled and keeps the rows they finished; the rest stay
-    pending (rerun the run's command to send them). The key comes from the variable
-    the run was started with.
+    pending (rerun the run's command to send them). Says what it cancelled, kept and
+    left pending in a few lines (`batchrun status RUN_DIR` shows the whole run). The
+    key comes from the variable the run was started with.
     """
     from batchrun._api import cancel_run
 
+    click.echo(
+        f"batchrun: cancelling the batches of {run_dir} at the provider and waiting "
+        "for them to end (a provider may take minutes)",
+        err=True,
+    )
     result = cancel_run(run_dir)
     for note in result.notes:
         click.echo(scrub_text(f"batchrun: {note}"), err=True)
@@ -173,14 +179,22 @@ def cancel_command(run_dir: str) -> None:
 
 @click.command("eval", context_settings=CONTEXT)
 @click.argument("run_dir")
-@click.option("-j", "--job", "job_path", help="Take the [eval] section from this job file.")
-@click.option("--reference-column", help="Input column holding the right answer.")
+@click.option(
+    "-j", "--job", "job_path", metavar="FILE", help="Take the [eval] section from this job file."
+)
+@click.option("--reference-column", metavar="COLUMN", help="Input column holding the right answer.")
 @click.option("--compare", type=click.Choice(COMPARES), help="What to compare with it.")
-@click.option("--field", help="The JSON field compared (json_field, number).")
-@click.option("--tolerance", type=float, help="compare number: correct within this much.")
+@click.option("--field", metavar="FIELD", help="The JSON field compared (json_field, number).")
+@click.option(
+    "--tolerance", type=float, metavar="FLOAT", help="compare number: correct within this much."
+)
 @click.option("--normalize/--no-normalize", default=None, help="Ignore case, spaces, end dots.")
 @click.option(
-    "--variant", "variants", multiple=True, help="Compare only these variants (repeatable)."
+    "--variant",
+    "variants",
+    multiple=True,
+    metavar="NAME",
+    help="Compare only these variants (repeatable).",
 )
 @click.option(
     "--suggest-threshold",

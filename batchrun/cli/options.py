@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from batchrun.checks import METAVARS, Invalid, Refused, Where
-from batchrun.errors import ConfigError
+from batchrun.errors import ConfigError, MissingInput
 from batchrun.settings import Part, Partial, Settings, Spec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -125,6 +125,19 @@ def given_settings(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def command_settings(
+    input_path: str | None, job_path: str | None, options: Mapping[str, Any]
+) -> Settings:
+    """The settings of a command line: the job file's, with what was typed over them.
+    No input named at all is a usage error (exit 2), as a missing argument is to click."""
+    from batchrun._api import settings_for
+
+    try:
+        return settings_for(input_path, job=job_path, given=given_settings(options))
+    except MissingInput as exc:
+        raise click.UsageError(str(exc), ctx=click.get_current_context(silent=True)) from None
+
+
 def _checked(spec: Spec | Part, value: Any, flags: tuple[str, ...], kind: str) -> Any:
     if spec.check is None:
         return value
@@ -161,4 +174,11 @@ def _json_value(text: str, flags: tuple[str, ...]) -> Any:
         ) from None
 
 
-__all__ = ["given_settings", "hint", "part_options", "setting_option", "setting_options"]
+__all__ = [
+    "command_settings",
+    "given_settings",
+    "hint",
+    "part_options",
+    "setting_option",
+    "setting_options",
+]

@@ -34,8 +34,14 @@ from batchrun.engine.runinfo import not_judged_answers, resume_problems, write_r
 from batchrun.errors import RunDirError
 from batchrun.input.sources import Interrupted, ScanObserver, ScanResult, Source
 from batchrun.output.breaker import QualityBreaker
-from batchrun.output.journal import RUN_INFO, ForInput, JournalState, for_input, read_journal
-from batchrun.output.journal import simulated_note
+from batchrun.output.journal import (
+    RUN_INFO,
+    ForInput,
+    JournalState,
+    for_input,
+    read_journal,
+    simulated_note,
+)
 from batchrun.output.summary import Counts
 from batchrun.settings import Settings
 

@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from types import TracebackType
 
@@ -29,6 +30,32 @@ from batchrun.errors import BatchrunError, RunDirError
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
 """Prefix of the temporary files `batchrun.output.summary.atomic_file` renames into place."""
+RUN_INFO = "run.json"
+"""Written once the checks before sending have passed: a directory without it never sent."""
+INVALID = "invalid.jsonl"
+"""The rows --skip-invalid set aside."""
+NEW_FILE = 0o666
+"""The mode every file of a run directory is created with, less the umask (as open()
+does): one rule for results.jsonl, summary.json, results.parquet, the lock, batch/..."""
+
+_umask_lock = threading.Lock()
+
+
+def file_mode() -> int:
+    """The mode a new file gets here: 0o666 less the process's umask (0o644 under 022,
+    0o600 under 077). For files made another way first (a private temporary file
+    renamed into place), which then get this one with chmod."""
+    try:
+        with open("/proc/self/status", "rb") as f:  # Linux: read without changing it
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return NEW_FILE & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:  # elsewhere the umask is only read by setting it (and back)
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return NEW_FILE & ~mask
 
 
 class RunDirLock:
@@ -41,7 +68,7 @@ class RunDirLock:
 
     def acquire(self) -> None:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, NEW_FILE)
         except OSError as exc:
             raise RunDirError(f"{self.path}: cannot create the lock file ({exc.strerror})") from exc
         try:
@@ -144,7 +171,7 @@ def remove_unused_run_dir(run_dir: str, *, keep_invalid: bool = False) -> None:
     """Undo `create_run_dir` when the run was refused before it sent anything
     (bad input, bad options): a mistake leaves no empty directory behind. With
     ``keep_invalid``, a directory holding the rows --skip-invalid set aside stays."""
-    if keep_invalid and _has_content(os.path.join(run_dir, "invalid.jsonl")):
+    if keep_invalid and _has_content(os.path.join(run_dir, INVALID)):
         return
     shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -160,6 +187,55 @@ def removed_if_refused(run_dir: str, created: bool) -> Iterator[None]:
         if created:
             remove_unused_run_dir(run_dir, keep_invalid=isinstance(exc, BatchrunError))
         raise
+
+
+@contextlib.contextmanager
+def undone_unless_started(
+    run_dir: str, *, made_dir: str | None = None, made_file: str | None = None
+) -> Iterator[None]:
+    """Around a whole run for which the caller made something before the run took its
+    directory (rows held in memory written there: ``made_file``, and ``made_dir``, the
+    run directory or the first of its parents that did not exist). When the block
+    fails (a refusal before sending, a missing key, a Ctrl-C while checking) and the
+    run never started (no run.json: nothing was sent), what was made is removed again,
+    as `removed_if_refused` does for a directory the run made itself; the rows
+    --skip-invalid set aside stay when the input was the problem. Done under the
+    directory's lock, so a run another process holds there now is never touched."""
+    try:
+        yield
+    except BaseException as exc:
+        if made_dir is not None or made_file is not None:
+            _undo(run_dir, made_dir, made_file, keep_invalid=isinstance(exc, BatchrunError))
+        raise
+
+
+def _undo(run_dir: str, made_dir: str | None, made_file: str | None, *, keep_invalid: bool) -> None:
+    lock = RunDirLock(run_dir)
+    try:
+        lock.acquire()
+    except RunDirError:
+        return  # gone already, or in use by another run: theirs now
+    try:
+        if os.path.exists(os.path.join(run_dir, RUN_INFO)):
+            return  # the run started: everything here belongs to it
+        keep = keep_invalid and _has_content(os.path.join(run_dir, INVALID))
+        if made_dir is None or keep:
+            if made_file is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(made_file)
+            return
+        shutil.rmtree(run_dir, ignore_errors=True)
+    finally:
+        lock.release()
+    # the parents made for it, while empty (another run may have made its own there)
+    top = os.path.abspath(made_dir)
+    parent = os.path.dirname(os.path.abspath(run_dir))
+    while parent == top or parent.startswith(top + os.sep):
+        try:
+            os.rmdir(parent)
+        except OSError:
+            break
+        parent = os.path.dirname(parent)
 
 
 @contextlib.contextmanager
@@ -194,10 +270,13 @@ def _has_content(path: str) -> bool:
 
 __all__ = [
     "LOCK",
+    "NEW_FILE",
     "RunDirLock",
     "create_run_dir",
+    "file_mode",
     "holder",
     "remove_stray_temp_files",
     "remove_unused_run_dir",
     "taken",
+    "undone_unless_started",
 ]

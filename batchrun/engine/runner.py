@@ -73,6 +73,7 @@ from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import Counts, build_summary, write_json_atomic
 from batchrun.output.tally import Tally
 from batchrun.output.usage import model_of
+from batchrun.pacing.lanes import Cursor, SharedRead
 from batchrun.pacing.scheduler import Accounts, Lane, Scheduler
 from batchrun.redact import register_secret, scrub_text
 from batchrun.settings import Settings
@@ -163,6 +164,8 @@ class Runner:
         """Each model's quotas, concurrency and 429s (`batchrun.pacing`); on a cluster,
         leases from the one account every worker shares (`batchrun.scale.lease`)."""
         self._scheduler: Scheduler | None = None
+        self._split: SharedRead | None = None
+        """The one pass over the input feeding each model's lane (several models)."""
         self._done: dict[int, int] = {}
         """id hash -> body hash of every answer in the run directory."""
         self._failed_before: dict[int, int] = {}
@@ -511,39 +514,63 @@ class Runner:
             )
 
     def _lanes(self, source: Source, models: set[str]) -> list[Lane]:
-        """One lane per model when the input names several (each its own pass over
-        the input: a model waiting for its quota never holds up another), else one."""
+        """One lane per model when the input names several, all fed by one pass over
+        the input (`batchrun.pacing.lanes.SharedRead`: a model waiting for its quota
+        never holds up another, and the input is read once whatever the number of
+        models), else one."""
         skipping = bool(self._done or self._failed_before)  # (an empty run skips nothing)
-        is_done = self._is_done
-
-        def pending(model: str | None) -> Iterator[Request]:
-            for req in source.requests():
-                if model is not None and req.body.get("model") != model:
-                    continue
-                if not (skipping and is_done(req)):
-                    yield req
-
-        if self._reuse is not None or self._selection is not None:
-            pending = self._pending_with_reuse(source, skipping)  # type: ignore[assignment]
+        pending = self._pending(source, skipping)
         if len(models) > 1:
-            return [Lane(pending(m), self.clock, model=m) for m in sorted(models)]
+            self._split = SharedRead(
+                lambda skip, cursor: pending(skip=skip, cursor=cursor),
+                lambda model, start: pending(model, start=start),
+                sorted(models),
+                self.accounts,
+                clock=self.clock,
+            )
+            return list(self._split.lanes)
         only = next(iter(models)) if models else None
-        return [Lane(pending(None), self.clock, model=only)]
+        if self._reuse is None and self._selection is None:
+            is_done = self._is_done
 
-    def _pending_with_reuse(
-        self, source: Source, skipping: bool
-    ) -> Callable[[str | None], Iterator[Request]]:
-        """`_lanes`' generator for a pilot (only the selected rows) and with reuse
-        (answers from the cache or from an identical request are written, not sent)."""
+            def plain() -> Iterator[Request]:  # the common case, kept lean
+                for req in source.requests():
+                    if not (skipping and is_done(req)):
+                        yield req
+
+            return [Lane(plain(), self.clock, model=only)]
+        return [Lane(pending(), self.clock, model=only)]
+
+    def _pending(self, source: Source, skipping: bool) -> Callable[..., Iterator[Request]]:
+        """``pending(model=None, *, start=0, skip=None, cursor=None)``: the requests to
+        send, in input order: not done before, in a pilot's selection, and with reuse
+        (answers from the cache or from an identical request are written, not sent).
+        ``model``: only its requests; ``start``: from that index on; ``skip(model)``:
+        leave out a model's requests before deciding anything about them; ``cursor``:
+        told each examined request's index (`batchrun.pacing.lanes`)."""
         is_done = self._is_done
         selection = self._selection
         reuse = self._reuse
 
-        def pending(model: str | None) -> Iterator[Request]:
+        def pending(
+            model: str | None = None,
+            *,
+            start: int = 0,
+            skip: Callable[[str], bool] | None = None,
+            cursor: Cursor | None = None,
+        ) -> Iterator[Request]:
             waiting: list[Request] = []
             for index, req in enumerate(source.requests()):
-                if model is not None and req.body.get("model") != model:
+                if index < start:
                     continue
+                if model is not None or skip is not None:
+                    name = req.body.get("model")
+                    if model is not None and name != model:
+                        continue
+                    if skip is not None and skip(name):  # type: ignore[arg-type]
+                        continue
+                if cursor is not None:
+                    cursor.index = index
                 wanted = (selection is None or selection.wants(req)) and not (
                     skipping and is_done(req)
                 )

@@ -32,7 +32,12 @@ The rules are `PromptTemplate`'s, so a prompt cannot go out wrong quietly:
   no Jinja syntax renders exactly as written;
 * a syntax error is one line naming the message and the line: ``prompt.messages[1]:
   line 3: unexpected '}'``; a runtime error in one row is an `InputError` naming the
-  file and row, and the template line.
+  file and row, and the template line;
+* while the input is checked, a row may render for `batchrun.input.rowwatch.
+  RENDER_LIMIT_S` seconds: every ``{% for %}`` step and every call ticks the scan's
+  watch, so a loop that runs away is a bad row (named) within that time, and a
+  Ctrl-C stops it at once (``{% for %}``'s iterable is wrapped in a ticking one when
+  the template is compiled; the sandbox's ``call`` ticks too).
 
 Variables: every column by name, ``row`` (the whole row, for a column whose name is
 not an identifier: ``row["user id"]``, or an optional one: ``row.get("x")``), and
@@ -55,6 +60,7 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchrun.errors import ConfigError, InputError
+from batchrun.input.rowwatch import Interrupted, TooSlow, current, ticking
 from batchrun.input.templates import as_text, columns_note
 
 __all__ = ["JinjaPromptTemplate", "jinja_template_problems", "load_examples"]
@@ -159,13 +165,37 @@ def _is_none(value: Any) -> bool:
     return value is None or isinstance(value, _Null)
 
 
-_ENV: ImmutableSandboxedEnvironment | None = None
+_LOOP = "__batchrun_loop__"
+"""The global every ``{% for %}`` iterates through (`_ticking_loops`)."""
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
+class _PromptEnvironment(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, whose calls (functions, methods, macros, ``range``) tick
+    the scan's watch (`batchrun.input.rowwatch`)."""
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        watch = current()
+        if watch is not None:
+            watch.tick()
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _ticking_loops(ast: nodes.Template) -> None:
+    """Make every ``{% for x in it %}`` iterate ``__batchrun_loop__(it)``: each step
+    ticks the watch, so nested loops over a row's lists (no call in them) can be
+    timed and stopped too. Outside a scan the wrapper returns ``it`` itself."""
+    for loop in ast.find_all(nodes.For):
+        wrapped = nodes.Call(nodes.Name(_LOOP, "load"), [loop.iter], [], None, None)
+        loop.iter = wrapped.set_lineno(loop.iter.lineno)
+
+
+_ENV: _PromptEnvironment | None = None
+
+
+def _environment() -> _PromptEnvironment:
     global _ENV
     if _ENV is None:
-        env = ImmutableSandboxedEnvironment(
+        env = _PromptEnvironment(
             undefined=jinja2.StrictUndefined,
             autoescape=False,  # prompts are not HTML
             keep_trailing_newline=True,
@@ -177,6 +207,7 @@ def _environment() -> ImmutableSandboxedEnvironment:
         env.filters["tojson"] = _tojson
         env.filters["default"] = env.filters["d"] = _default
         env.tests["none"] = _is_none
+        env.globals[_LOOP] = ticking
         _ENV = env
     return _ENV
 
@@ -186,6 +217,7 @@ def _compile(text: str, where: str) -> tuple[jinja2.Template, nodes.Template] | 
     env = _environment()
     try:
         ast = env.parse(text)
+        _ticking_loops(ast)
         template = env.from_string(ast)
     except jinja2.TemplateSyntaxError as exc:
         message = (exc.message or str(exc)).rstrip(".")
@@ -394,7 +426,11 @@ class JinjaPromptTemplate:
         self, row: Mapping[str, Any], row_label: str, *, path: str = "input"
     ) -> list[dict[str, str]]:
         """The messages for one row. A missing or null variable, or any error while
-        rendering, raises InputError naming ``path`` and ``row_label`` ("line 12")."""
+        rendering, raises InputError naming ``path`` and ``row_label`` ("line 12"); so
+        does a render that runs past the scan's limit (`batchrun.input.rowwatch`)."""
+        watch = current()
+        if watch is not None:
+            watch.start()
         values: Mapping[str, Any] = row
         if None in row.values():
             values = {k: (_Null(k) if v is None else v) for k, v in row.items()}
@@ -409,7 +445,7 @@ class JinjaPromptTemplate:
                 # one plain dict per row, shared by the messages: Template.render would
                 # copy the row and merge the globals (a ChainMap) once per message,
                 # half the time of a two-placeholder prompt (BENCHMARKS.md)
-                context = {**self._globals, **values, "row": values}
+                context = {**self._globals, **values, "row": values, _LOOP: ticking}
                 if self.examples is not None:
                     context["examples"] = self.examples
             try:
@@ -419,6 +455,15 @@ class JinjaPromptTemplate:
                     )
                 except Exception:
                     _environment().handle_exception()  # template line numbers, as render does
+            except Interrupted:
+                raise  # a Ctrl-C while the input is checked: the scan stops
+            except TooSlow as exc:
+                raise InputError(
+                    path,
+                    row_label,
+                    f"{message.where}: rendering {exc} (a loop that runs away?); a prompt "
+                    "renders in microseconds",
+                ) from None
             except _NullUsed as exc:
                 raise self._null(exc, message, row_label, path) from None
             except jinja2.UndefinedError as exc:

@@ -10,7 +10,7 @@ The same rows give the same bytes, so the same notebook cell re-run finds the sa
 fingerprint and resumes.
 
     staged = spill(df)                        # a temporary file and its fingerprint
-    path = staged.place("runs/reviews", force=False)  # RUN_DIR/input.parquet
+    placed = staged.place("runs/reviews", force=False)  # RUN_DIR/input.parquet
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,19 @@ def _arrow_batches(value: Any) -> Iterator[Any] | None:
     return None
 
 
+@dataclass(frozen=True)
+class Placed:
+    """Where `Staged.place` put the rows, and what it made for them: ``made_dir``, the
+    run directory or the first of its parents that did not exist (None: it existed),
+    and whether ``path`` is a file it wrote (False: the same rows were there already).
+    A run refused before it starts removes what was made (`batchrun.engine.rundir.
+    undone_unless_started`): a mistake leaves no copy of the caller's data behind."""
+
+    path: str
+    made_dir: str | None
+    made_file: bool
+
+
 @dataclass
 class Staged:
     """In-memory input written to a temporary file, before it has a run directory."""
@@ -66,10 +80,11 @@ class Staged:
     fingerprint: str
     suffix: str
 
-    def place(self, out_dir: str, *, force: bool) -> str:
-        """Move the file to ``out_dir/input.<suffix>``. A run directory that already
-        holds other data is refused unless ``force`` (its answers are for that data);
-        one that cannot be made or written is a `RunDirError` (the file is removed)."""
+    def place(self, out_dir: str, *, force: bool) -> Placed:
+        """Move the file to ``out_dir/input.<suffix>`` (its mode from the umask, as every
+        file of a run directory). A run directory that already holds other data is
+        refused unless ``force`` (its answers are for that data); one that cannot be
+        made or written is a `RunDirError` (the file is removed)."""
         try:
             return self._place(out_dir, force=force)
         except (OSError, BatchrunError) as exc:
@@ -82,16 +97,18 @@ class Staged:
                 f"{out_dir}: cannot {failed} the run directory ({exc.strerror or exc})"
             ) from exc
 
-    def _place(self, out_dir: str, *, force: bool) -> str:
+    def _place(self, out_dir: str, *, force: bool) -> Placed:
+        from batchrun.engine.rundir import file_mode
         from batchrun.input.sources import Source
 
+        made_dir = _first_missing(out_dir)
         os.makedirs(out_dir, exist_ok=True)
         final = os.path.join(out_dir, f"input{self.suffix}")
         if os.path.exists(final):
             same = Source(final).fingerprint() == self.fingerprint
             if same:
                 os.unlink(self.path)
-                return final
+                return Placed(final, made_dir, made_file=False)
             if os.path.exists(os.path.join(out_dir, "run.json")) and not force:
                 os.unlink(self.path)
                 raise RunDirError(
@@ -99,7 +116,23 @@ class Staged:
                     "force=True to run these (rows whose request changed are sent again)"
                 )
         shutil.move(self.path, final)
-        return final
+        # the temporary file was private (0600, in a shared /tmp); in the run directory
+        # it is one more of the run's files
+        os.chmod(final, file_mode())
+        return Placed(final, made_dir, made_file=True)
+
+
+def _first_missing(path: str) -> str | None:
+    """The outermost directory of ``path`` that does not exist yet (None: it exists)."""
+    missing = None
+    current = os.path.abspath(path)
+    while not os.path.exists(current):
+        missing = current
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    return missing
 
 
 def spill(value: Any) -> Staged:
@@ -150,35 +183,41 @@ def caller_row_error(exc: InputError, kind: str) -> InputError:
     return InputError("", where, exc.reason)
 
 
-def _temp(suffix: str) -> str:
+@contextmanager
+def _temp(suffix: str) -> Iterator[str]:
+    """A private temporary file for the rows, removed again unless the block ends well
+    (a row that cannot be written, a Ctrl-C while writing: no copy left in /tmp)."""
     fd, path = tempfile.mkstemp(prefix="batchrun-input-", suffix=suffix)
     os.close(fd)
-    return path
+    try:
+        yield path
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 def _write_parquet(batches: Iterator[Any]) -> str:
     import pyarrow.parquet as pq
 
-    path = _temp(".parquet")
-    writer = None
-    try:
-        for batch in batches:
-            if writer is None:
-                writer = pq.ParquetWriter(path, batch.schema)
-            writer.write_batch(batch)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is None:
-        os.unlink(path)
-        raise ConfigError("input: no rows")
+    with _temp(".parquet") as path:
+        writer = None
+        try:
+            for batch in batches:
+                if writer is None:
+                    writer = pq.ParquetWriter(path, batch.schema)
+                writer.write_batch(batch)
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise ConfigError("input: no rows")
     return path
 
 
 def _write_jsonl(rows: Iterable[Any]) -> str:
-    path = _temp(".jsonl")
-    wrote = False
-    with open(path, "wb") as f:
+    with _temp(".jsonl") as path, open(path, "wb") as f:
+        wrote = False
         chunk: list[bytes] = []
         for i, row in enumerate(rows, 1):
             try:
@@ -186,17 +225,15 @@ def _write_jsonl(rows: Iterable[Any]) -> str:
                     orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
                 )
             except TypeError as exc:
-                os.unlink(path)
                 raise ConfigError(f"input: row {i} cannot be written as JSON ({exc})") from exc
             if len(chunk) >= ARROW_BATCH_ROWS:
                 f.write(b"".join(chunk))
                 chunk.clear()
             wrote = True
         f.write(b"".join(chunk))
-    if not wrote:
-        os.unlink(path)
-        raise ConfigError("input: no rows")
+        if not wrote:
+            raise ConfigError("input: no rows")
     return path
 
 
-__all__ = ["Staged", "caller_row_error", "in_memory", "spill"]
+__all__ = ["Placed", "Staged", "caller_row_error", "in_memory", "spill"]

@@ -51,6 +51,7 @@ from batchrun.apis import CHAT, EMBEDDINGS, api_of_url
 from batchrun.errors import ConfigError, InputError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.bodies import embeddings_problem, responses_problem
+from batchrun.input.rowwatch import Interrupted, watched
 from batchrun.models import Request
 
 if TYPE_CHECKING:
@@ -157,10 +158,6 @@ def check_body(body: dict[str, Any], path: str, where: str) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message:
             raise InputError(path, where, f"messages[{i}] must be an object with a 'role'")
-
-
-class Interrupted(Exception):
-    """The scan was asked to stop (Ctrl-C while the input is being checked)."""
 
 
 class _StopCheck(Protocol):
@@ -429,8 +426,10 @@ class Source:
 
         Raises the first InputError unless the source skips invalid rows, in which
         case each bad row is written to ``invalid_sink`` as a JSON line.
-        ``should_stop`` is polled every few hundred rows; when it says so the scan
-        raises `Interrupted` (a Ctrl-C during a long scan must not wait for it).
+        ``should_stop`` is polled every few hundred rows, and inside a row whose
+        template loops (`batchrun.input.rowwatch`, which also ends a row rendering
+        past its time limit as a bad row); when it says so the scan raises
+        `Interrupted` (a Ctrl-C during a long scan must not wait for it).
         ``observe`` is told of every valid request with its body's bytes (the run's
         pilot selection and in-run dedupe collect what they need from it).
         """
@@ -441,38 +440,40 @@ class Source:
         collect = columns is not None and self.kind in ("jsonl", "jsonl.gz")
         mapper = self.mapper
         dumps = orjson.dumps
-        for row, where, obj in self.rows():
-            result.last_row = row
-            if should_stop is not None and row % SCAN_STOP_EVERY == 0 and should_stop():
-                raise Interrupted()
-            if collect and type(obj) is dict:
-                columns.update(obj)  # type: ignore[union-attr]
-            try:
-                if isinstance(obj, InputError):
-                    raise obj
-                made = mapper(obj, row, where)
-            except InputError as exc:
-                if not self.skip_invalid:
-                    raise
-                result.invalid += 1
-                if invalid_sink is not None:
-                    invalid_sink.write(
-                        orjson.dumps(
-                            {"row": row, "where": exc.where, "reason": exc.reason},
-                            option=orjson.OPT_APPEND_NEWLINE,
+        # a template's loops and calls look at the time and the stop flag
+        with watched(should_stop):
+            for row, where, obj in self.rows():
+                result.last_row = row
+                if should_stop is not None and row % SCAN_STOP_EVERY == 0 and should_stop():
+                    raise Interrupted()
+                if collect and type(obj) is dict:
+                    columns.update(obj)  # type: ignore[union-attr]
+                try:
+                    if isinstance(obj, InputError):
+                        raise obj
+                    made = mapper(obj, row, where)
+                except InputError as exc:
+                    if not self.skip_invalid:
+                        raise
+                    result.invalid += 1
+                    if invalid_sink is not None:
+                        invalid_sink.write(
+                            orjson.dumps(
+                                {"row": row, "where": exc.where, "reason": exc.reason},
+                                option=orjson.OPT_APPEND_NEWLINE,
+                            )
                         )
-                    )
-                continue
-            for req in made if type(made) is list else (made,):
-                hashes.append(id_hash(req.custom_id))  # type: ignore[union-attr]
-                payload = dumps(req.body)  # type: ignore[union-attr]
-                bodies.append(body_hash_int(payload))
-                model = req.body.get("model")  # type: ignore[union-attr]
-                if isinstance(model, str):
-                    models.add(model)
-                if observe is not None:
-                    observe(req, payload)  # type: ignore[arg-type]
-                result.total += 1
+                    continue
+                for req in made if type(made) is list else (made,):
+                    hashes.append(id_hash(req.custom_id))  # type: ignore[union-attr]
+                    payload = dumps(req.body)  # type: ignore[union-attr]
+                    bodies.append(body_hash_int(payload))
+                    model = req.body.get("model")  # type: ignore[union-attr]
+                    if isinstance(model, str):
+                        models.add(model)
+                    if observe is not None:
+                        observe(req, payload)  # type: ignore[arg-type]
+                    result.total += 1
         result.columns = columns
         if self.kind == "parquet" and columns is not None:
             result.columns = set(self._parquet_names())

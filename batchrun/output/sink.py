@@ -24,6 +24,7 @@ import os
 from collections.abc import Sequence
 from types import TracebackType
 
+from batchrun.engine.rundir import NEW_FILE
 from batchrun.errors import RunDirError
 from batchrun.models import Outcome
 from batchrun.output.journal import ERRORS, RESULTS
@@ -38,8 +39,8 @@ class JsonlSink:
         """The identity of the endpoint answering, recorded on every line."""
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         try:
-            self._results = os.open(os.path.join(run_dir, RESULTS), flags, 0o644)
-            self._errors = os.open(os.path.join(run_dir, ERRORS), flags, 0o644)
+            self._results = os.open(os.path.join(run_dir, RESULTS), flags, NEW_FILE)
+            self._errors = os.open(os.path.join(run_dir, ERRORS), flags, NEW_FILE)
         except OSError as exc:
             raise RunDirError(f"{run_dir}: cannot open output files ({exc.strerror})") from exc
         self.results_bytes = os.fstat(self._results).st_size

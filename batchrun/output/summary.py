@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from batchrun import __version__
-from batchrun.engine.rundir import TMP_PREFIX
+from batchrun.engine.rundir import TMP_PREFIX, file_mode
 from batchrun.output.tally import Tally
 from batchrun.redact import scrub
 
@@ -35,7 +35,12 @@ def atomic_file(path: str, suffix: str = "") -> Iterator[str]:
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=directory)
-    os.close(fd)
+    try:
+        # mkstemp makes it 0600: the file it becomes gets the umask's mode, as the
+        # run's other files do (results.jsonl beside a 0600 summary.json confuses)
+        os.fchmod(fd, file_mode())
+    finally:
+        os.close(fd)
     try:
         yield tmp
         with open(tmp, "rb") as f:

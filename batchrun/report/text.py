@@ -383,6 +383,27 @@ def _mode_lines(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def shown_path(path: str | None) -> str | None:
+    """A recorded (absolute) path as the report shows it: relative to the working
+    directory when it lies inside it, as the run directory is shown as given, so a
+    notebook's or a log's output names no machine's directories; else as recorded.
+
+    >>> shown_path(os.path.join(os.getcwd(), "runs", "a", "input.jsonl"))
+    'runs/a/input.jsonl'
+    >>> shown_path("/elsewhere/data.jsonl") if not os.getcwd().startswith("/elsewhere") else 0
+    '/elsewhere/data.jsonl'
+    """
+    if not path:
+        return path
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return path
+    return relative
+
+
 def format_status(report: Mapping[str, Any]) -> str:
     """The report as a compact text table (stderr at the end of a run, stdout for status)."""
     req = report["requests"]
@@ -401,7 +422,7 @@ def format_status(report: Mapping[str, Any]) -> str:
         )
     lines = [
         f"run         {report['run_dir']}  ({state}; status: {status})",
-        f"input       {report['input']}",
+        f"input       {shown_path(report['input'])}",
     ]
     requests = (
         f"requests    {_n(req['succeeded'])} succeeded, {_n(req['failed'])} failed, "
@@ -496,6 +517,7 @@ __all__ = [
     "format_duration",
     "format_status",
     "online_price_of_batch_run",
+    "shown_path",
     "run_report",
     "scan_outputs",
     "status_report",

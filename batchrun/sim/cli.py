@@ -212,7 +212,14 @@ def batch_config(options: dict[str, Any]) -> BatchConfig:
 
 
 @click.command("sim", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--host", default="127.0.0.1", show_default=True, envvar="BATCHRUN_SIM_HOST")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="BATCHRUN_SIM_HOST",
+    metavar="HOST",
+    help="Address to listen on.",
+)
 @click.option(
     "--port",
     default=8000,

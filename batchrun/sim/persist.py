@@ -96,7 +96,8 @@ class StateLog:
         owns the folder holds its directory's lock): a torn last line is cut first."""
         if self._fd is None:
             os.makedirs(self.folder, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            # 0666 less the umask, as every file of the run directory it lives in
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             size = os.fstat(fd).st_size
             # a few hundred bytes a call: the whole log is small enough to read
             kept = os.pread(fd, size, 0).rfind(b"\n") + 1 if size else 0
