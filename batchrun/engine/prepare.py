@@ -131,9 +131,7 @@ async def prepare_input(
         notes.append(simulated_note(journal.simulated, cfg.endpoint))
     notes.extend(journal.repaired)
     paid = journal.tally.paid_quality
-    not_judged = not_judged_answers(
-        os.path.join(run_dir, RUN_INFO), cfg, scan.fingerprint, paid
-    )
+    not_judged = not_judged_answers(os.path.join(run_dir, RUN_INFO), cfg, scan.fingerprint, paid)
     counts = Counts(
         total=scan.total,
         succeeded=held.succeeded,
