@@ -48,28 +48,18 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 import httpx
 
-from batchrun.batch.bookkeeping import Bookkeeper
 from batchrun.batch.cancel import Cancelled, cancel_open
-from batchrun.batch.client import BatchClient
-from batchrun.batch.collect import Collector
-from batchrun.batch.finish import Finisher
-from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
-from batchrun.batch.openshards import OpenShards
+from batchrun.batch.parts import BatchParts, build_parts
 from batchrun.batch.reconcile import CREATE_GRACE_S
-from batchrun.batch.steps import Ledger, StepJournal
-from batchrun.batch.submit import Submitter
-from batchrun.batch.workdir import steps_path
-from batchrun.cost.budget import BatchBudget
-from batchrun.engine.commit import Committer
-from batchrun.engine.prepare import Prepared, prepare_input, record
+from batchrun.batch.steps import Ledger
+from batchrun.engine.prepare import prepare_input, record
 from batchrun.engine.stops import StopReason
-from batchrun.errors import BatchApiError, RunDirError
+from batchrun.errors import RunDirError
 from batchrun.input.sources import Source
 from batchrun.output.breaker import first_max_tokens, stop_note
 from batchrun.output.quality import QualityAlert, compile_schema
 from batchrun.output.summary import Counts
-from batchrun.pacing.retry import endpoint_down_note
 from batchrun.redact import register_secret
 from batchrun.settings import Settings
 
@@ -83,9 +73,6 @@ MAX_INTERVAL_FACTOR = 10.0
 FALLBACK_AT = 0.75
 """Share of the deadline after which the open batches are cancelled and the rows left
 go online: the last quarter is kept for the cancellation and the online run."""
-API_FAILURES_TO_STOP = 5
-"""Rounds in a row in which every call failed (after its own retries): the provider
-is down; stop, the batches go on and a rerun resumes."""
 
 
 class BatchLane:
@@ -122,20 +109,13 @@ class BatchLane:
         """Why a ``settle_only`` run may not hand over: batches still running."""
         self._bad_answers: QualityAlert | None = None
         """The quality breaker tripped: nothing more is submitted, open batches end."""
-        self._api_failures = 0
         self.cancelled = Cancelled()
         """What this process cancelled (`batchrun cancel` reports it)."""
         self._before = Counts()
         self._work_scope: anyio.CancelScope | None = None
         self.answers: Answers | None = None
-        self.committer: Committer | None = None
-        self.books: Bookkeeper | None = None
-        self.client: BatchClient | None = None
-        self.journal: StepJournal | None = None
-        self.shards: OpenShards | None = None
-        self.submitter: Submitter | None = None
-        self.finisher: Finisher | None = None
-        self.collector: Collector | None = None
+        self.parts: BatchParts | None = None
+        """The collaborators, made once the input is checked (`batchrun.batch.parts`)."""
 
     @property
     def run(self) -> Engine:
@@ -144,8 +124,12 @@ class BatchLane:
 
     @property
     def ledger(self) -> Ledger:
-        assert self.shards is not None
-        return self.shards.ledger
+        return self._parts.shards.ledger
+
+    @property
+    def _parts(self) -> BatchParts:
+        assert self.parts is not None
+        return self.parts
 
     # -- before anything is uploaded ----------------------------------------------------
     async def prepare(self, run: Engine) -> None:
@@ -180,82 +164,18 @@ class BatchLane:
         answers.failed = dict(journal.failed)
         answers.failed_now = dict(prepared.held.failed_now)
         record(cfg, prepared)
-        self._build(run, prepared, reuse.plan if reuse is not None else None)
-
-    def _build(self, run: Engine, prepared: Prepared, dedupe: Any) -> None:
-        """The collaborators, once the input is checked."""
-        cfg, answers = self.cfg, self.answers
-        assert answers is not None
-        self.journal = journal = StepJournal(steps_path(run.run_dir))
-        journal.open(wall_time=run.wall_clock())
-        self.shards = shards = OpenShards(journal, run.run_dir)
-        self.client = client = BatchClient(
-            base_url=cfg.base_url,
+        self.parts = build_parts(
+            cfg,
+            run,
+            prepared,
+            answers,
+            dedupe=reuse.plan if reuse is not None else None,
             api_key=self.api_key,
-            auth=cfg.auth,
-            auth_header=cfg.auth_header,
-            extra_headers=cfg.headers,
             transport=self.transport,
-            timeout=cfg.timeout,
-            retry_base=min(2.0, cfg.poll_interval),
-            sleep=self.sleep,
-        )
-        followers = Followers(dedupe, run.run_dir, prepared.scan.hashes)
-        self.committer = committer = Committer(
-            run.facts,
-            run.hooks,
-            run.state,
-            failed_now=answers.failed_now,
-            summary_extra=lambda: books.summary_extra(),
-        )
-        books = self.books = Bookkeeper(
-            cfg=cfg,
-            answers=answers,
-            shards=shards,
-            committer=committer,
-            notes=run.notes,
             stream=self.stream,
-            wall_clock=run.wall_clock,
-            followers=followers,
-        )
-        self.finisher = finisher = Finisher(
-            client=client,
-            shards=shards,
-            answers=answers,
-            committer=committer,
-            books=books,
-            stop=run.stop,
-            trouble=self._api_trouble,
-            wall_clock=run.wall_clock,
-            keep_remote_files=cfg.keep_remote_files,
-            followers=followers,
-        )
-        self.submitter = Submitter(
-            cfg=cfg,
-            client=client,
-            shards=shards,
-            answers=answers,
-            source=prepared.source,
-            books=books,
-            stopping=run.stopping,
-            trouble=self._api_trouble,
-            wall_clock=run.wall_clock,
             create_grace=self.create_grace,
-            write_final=finisher.write_final,
-            budget=BatchBudget.of(cfg, self._spent),
-            followers=followers,
-            deliver=finisher.write,
-            models=len(prepared.scan.models),
-        )
-        self.collector = Collector(
-            client=client,
-            shards=shards,
-            books=books,
-            finisher=finisher,
-            submitter=self.submitter,
-            trouble=self._api_trouble,
-            answered=self.calls_answered,
-            clock=run.clock,
+            sleep=self.sleep,
+            spent=self._spent,
             judge=self._judge,
         )
         self._before = replace(prepared.counts)
@@ -274,8 +194,7 @@ class BatchLane:
 
     # -- the loop ---------------------------------------------------------------------
     async def answer(self, run: Engine) -> None:
-        assert self.books is not None
-        self.books.checkpoint("running")
+        self._parts.books.checkpoint("running")
         try:
             with anyio.CancelScope() as scope:
                 self._work_scope = scope
@@ -288,8 +207,8 @@ class BatchLane:
                 run.facts.stop_reason = StopReason.DISK_ERROR
 
     async def _work(self, run: Engine) -> None:
-        shards, submitter, collector = self.shards, self.submitter, self.collector
-        assert shards is not None and submitter is not None and collector is not None
+        parts = self._parts
+        shards, submitter, collector = parts.shards, parts.submitter, parts.collector
         shards.clean_leftovers()
         shards.forget_views()
         await self._settle_creating()
@@ -328,8 +247,7 @@ class BatchLane:
         await self._after_loop(run)
 
     async def _after_loop(self, run: Engine) -> None:
-        finisher, submitter = self.finisher, self.submitter
-        assert finisher is not None and submitter is not None
+        finisher, submitter = self._parts.finisher, self._parts.submitter
         ended = not self.ledger.open_shards() and not run.stopping.is_set()
         if self._bad_answers is not None:
             if ended:
@@ -363,19 +281,18 @@ class BatchLane:
     async def _settle_creating(self) -> None:
         """Shards whose create got no answer (`Submitter.settle_creating`); once
         cancelling, one whose batch is known not to exist is dropped."""
-        assert self.submitter is not None
         drop = (
             self._fallback or self.cancel_only or self.settle_only or self._bad_answers is not None
         )
-        await self.submitter.settle_creating(drop=drop)
+        await self._parts.submitter.settle_creating(drop=drop)
 
     # -- the quality breaker ------------------------------------------------------------
     async def _judge(self) -> None:
         """Ask the quality breaker (the online run's rule, over the whole run's paid
         answers); when it trips, submit nothing more and cancel the open batches: the
         loop then waits for them to end, takes in the rows they finished, and stops."""
-        run, submitter, committer = self.run, self.submitter, self.committer
-        assert submitter is not None and committer is not None and self.books is not None
+        run, parts = self.run, self._parts
+        submitter, committer, books = parts.submitter, parts.committer, parts.books
         if self._bad_answers is not None or self.cancel_only or run.stopping.is_set():
             return
 
@@ -389,56 +306,28 @@ class BatchLane:
             return
         self._bad_answers = alert
         run.notes.append(stop_note(alert))
-        self.books.say(alert.message)
+        books.say(alert.message)
         if self.ledger.open_shards():
-            self.books.say(
-                "cancelling the open batches; the rows they finished are kept once they end"
-            )
+            books.say("cancelling the open batches; the rows they finished are kept once they end")
             await self._cancel_open("bad answers")
 
     # -- the deadline, cancelling ---------------------------------------------------------
     async def _fall_back(self) -> None:
-        assert self.books is not None
         self._fallback = True
         pending = self.run.facts.counts.pending
-        self.books.say(
+        self._parts.books.say(
             f"deadline: {FALLBACK_AT:.0%} of {self.cfg.deadline:g} s passed with {pending:,} "
             "rows unfinished; cancelling the batches, the rows left go online"
         )
         await self._cancel_open("deadline")
 
     async def _cancel_open(self, why: str) -> None:
-        assert self.client is not None and self.shards is not None and self.books is not None
-        done = await cancel_open(self.client, self.shards, why)
+        parts = self._parts
+        done = await cancel_open(parts.client, parts.shards, why)
         self.cancelled.batches.extend(done.batches)
         self.cancelled.dropped_shards += done.dropped_shards
         self.cancelled.dropped_rows += done.dropped_rows
-        self.books.write_state()
-
-    def _api_trouble(self, exc: BatchApiError) -> None:
-        """A call failed after its retries; when every call fails round after round,
-        the provider is down: stop (the batches go on, a rerun resumes)."""
-        run, books = self.run, self.books
-        assert books is not None
-        self._api_failures += 1
-        books.say(f"Batch API trouble: {exc.message[:200]}")
-        if exc.unreachable is not None:
-            # no connection at all before it ever answered: waiting cannot help
-            run.notes.append(
-                endpoint_down_note(exc.unreachable)
-                + "; batches already submitted go on at the provider"
-            )
-            run.stop(StopReason.ENDPOINT_DOWN)
-        elif self._api_failures >= API_FAILURES_TO_STOP * max(1, len(self.ledger.open_shards())):
-            run.notes.append(
-                f"stopping: the Batch API kept failing ({exc.message[:160]}); the batches "
-                "go on at the provider, rerun to resume"
-            )
-            run.stop(StopReason.ENDPOINT_DOWN)
-
-    def calls_answered(self) -> None:
-        """A round of calls got answers: the provider is not down."""
-        self._api_failures = 0
+        parts.books.write_state()
 
     # -- stopping and the end ------------------------------------------------------------
     def stop(self) -> None:
@@ -453,12 +342,11 @@ class BatchLane:
         """Stopping was immediate already."""
 
     async def close_transport(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
+        if self.parts is not None:
+            await self.parts.client.aclose()
 
     def closing_notes(self) -> list[str]:
-        books = self.books
-        assert books is not None
+        books = self._parts.books
         books.write_state()
         before = len(books.notes)
         books.closing_notes(
@@ -474,18 +362,15 @@ class BatchLane:
         return added
 
     def summary(self, status: str) -> dict[str, Any]:
-        assert self.committer is not None
-        return self.committer.summary(status)
+        return self._parts.committer.summary(status)
 
     def save(self, summary: dict[str, Any]) -> None:
-        assert self.committer is not None
-        self.committer.save(summary)
+        self._parts.committer.save(summary)
 
     def close(self) -> None:
-        if self.committer is not None:
-            self.committer.close()
-        if self.journal is not None:
-            self.journal.close()
+        if self.parts is not None:
+            self.parts.committer.close()
+            self.parts.journal.close()
 
     def after_run(self) -> None:
         if self._refusal is not None:

@@ -190,8 +190,12 @@ class Engine:
                 with removed_if_refused(self.run_dir, created):
                     await self.lane.prepare(self)
             except Interrupted:
+                self.lane.close()
                 self.notes.append(INTERRUPTED_NOTE)
                 return RunResult(self.exit_code(), "interrupted", {}, self.run_dir, self.notes)
+            except BaseException:
+                self.lane.close()  # what the preparation opened (a cache, a cluster)
+                raise
             self.facts.started = self.clock()
             self.hooks.on_start(self.state)
             try:

@@ -11,10 +11,10 @@ One row's path through the lane, top to bottom of this module:
 3. `batchrun.engine.attempt.Sender` makes each request's attempts: each waits for its
    model's quota, goes out through `batchrun.transport.client.ChatClient`, and its
    response headers feed the pacing back.
-4. `_write` group-commits finished outcomes through the run's `Committer` (written,
-   then counted, then the hooks are told), and judges the answers (quality breaker);
-   identical requests' followers get their leader's answer and usable answers go into
-   the response cache.
+4. `batchrun.engine.writer.GroupCommit` group-commits finished outcomes through the
+   run's `Committer` (written, then counted, then the hooks are told); then
+   identical requests' followers get their leader's answer, usable answers go into
+   the response cache, and the quality breaker judges (`_written`).
 5. `_checkpoint_loop` rewrites summary.json every few seconds.
 
 A stop (a signal, the budget, the breaker, a failed write) stops the scheduler: nothing
@@ -40,7 +40,8 @@ from batchrun.engine.commit import Committer
 from batchrun.engine.gcpause import fewer_collections, threshold_for
 from batchrun.engine.pending import PendingRows
 from batchrun.engine.prepare import Prepared, prepare_input, record
-from batchrun.engine.reuse import Reuse
+from batchrun.engine.reuse import EarlierLines, Reuse
+from batchrun.engine.writer import GroupCommit
 from batchrun.errors import RunDirError
 from batchrun.input.pilot import PilotPicker, Selection
 from batchrun.input.sources import ScanObserver, Source
@@ -55,9 +56,6 @@ if TYPE_CHECKING:
     from batchrun.engine.lifecycle import Engine
 
 __all__ = ["OnlineLane"]
-
-GROUP_COMMIT_LINES = 256
-GROUP_COMMIT_TURNS = 4
 
 
 class OnlineLane:
@@ -105,14 +103,12 @@ class OnlineLane:
         self.picker: PilotPicker | None = None
         self.selection: Selection | None = None
         """A pilot's rows (``limit`` / ``sample``); None: every row."""
-        self._earlier: Any = None
+        self._earlier: EarlierLines | None = None
         self._client: ChatClient | None = None
         self._scheduler: Scheduler | None = None
         self._sender: Sender | None = None
         self._run: Engine | None = None
-        self._outbox: list[Outcome] = []
-        self._finished = anyio.Event()
-        self._workers_done = False
+        self._commit: GroupCommit | None = None
         self._drain_scope: anyio.CancelScope | None = None
 
     # -- before sending ---------------------------------------------------------------
@@ -173,6 +169,7 @@ class OnlineLane:
             failed_now=prepared.held.failed_now,
             summary_extra=self._summary_extra,
         )
+        self._commit = GroupCommit(self.committer, written=self._written, failed=self.abandon)
 
     def _scan_observer(self) -> ScanObserver | None:
         """What the scan tells the pilot's picker and the dedupe (None: nobody asks)."""
@@ -189,8 +186,9 @@ class OnlineLane:
             )
             watchers.append(self.picker.observe)
         if (cfg.cache or cfg.dedupe) and cfg.cache_policy != "off":
+            earlier = self._earlier = EarlierLines(str(cfg.out_dir), cfg.endpoint)
             self.reuse = Reuse(
-                cfg, api_key=self.api_key, read_line=self._earlier_line, read_hashed=self._hashed
+                cfg, api_key=self.api_key, read_line=earlier.line, read_hashed=earlier.hashed
             )
             watchers.append(self.reuse.observe)
         if len(watchers) <= 1:
@@ -201,23 +199,6 @@ class OnlineLane:
                 watch(req, payload)
 
         return both
-
-    def _index(self) -> Any:
-        """The run directory's result lines by id, built on first use (dedupe reads a
-        leader's answer back for its followers)."""
-        if self._earlier is None:
-            from batchrun.output.parquet import ResultIndex
-
-            self._earlier = ResultIndex.build(str(self.cfg.out_dir), self.cfg.endpoint)
-        return self._earlier
-
-    def _earlier_line(self, custom_id: str) -> Outcome | None:
-        result: Outcome | None = self._index().lookup(custom_id)
-        return result
-
-    def _hashed(self, h: int, body: str) -> Outcome | None:
-        result: Outcome | None = self._index().lookup_hash(h, body)
-        return result
 
     # -- sending ----------------------------------------------------------------------
     async def answer(self, run: Engine) -> None:
@@ -268,10 +249,12 @@ class OnlineLane:
             await self._pool(run, self._scheduler, self._sender)
 
     async def _pool(self, run: Engine, scheduler: Scheduler, sender: Sender) -> None:
+        commit = self._commit
+        assert commit is not None
         async with anyio.create_task_group() as background:
             background.start_soon(self._checkpoint_loop, run)
             async with anyio.create_task_group() as writers:
-                writers.start_soon(self._write, run)
+                writers.start_soon(commit.run, run)
                 try:
                     with anyio.CancelScope() as drain_scope:
                         self._drain_scope = drain_scope
@@ -279,75 +262,46 @@ class OnlineLane:
                             for _ in range(self.cfg.concurrency):
                                 workers.start_soon(self._work, sender, scheduler)
                 finally:
-                    self._workers_done = True
-                    self._finished.set()
+                    commit.close()
             background.cancel_scope.cancel()
 
     async def _work(self, sender: Sender, scheduler: Scheduler) -> None:
         # workers ask the scheduler, which pulls from the lanes' generators: next() is
         # synchronous, so on one event loop no two workers ever run it at once, and no
         # channel (with its per-item cost) is needed between reader and workers
+        deliver = self._deliver
         while (ticket := await scheduler.next()) is not None:
             outcome = await sender.process(ticket)
             if outcome is not None:
-                self._outbox.append(outcome)
-                self._finished.set()
+                deliver([outcome])
             # a transport that never suspends (an in-memory mock, a local cache)
             # must not starve the writer, the summary and the signal handler
             await anyio.lowlevel.checkpoint()
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
-        """Answers found without sending: to the writer, like any outcome."""
-        self._outbox.extend(outcomes)
-        self._finished.set()
+        """Finished outcomes, and answers found without sending: to the writer."""
+        assert self._commit is not None
+        self._commit.deliver(outcomes)
 
     # -- writing ----------------------------------------------------------------------
-    async def _write(self, run: Engine) -> None:
-        """Group commit: everything finished over a few event-loop turns goes in one
-        write; nothing is counted before that write returned."""
-        committer = self.committer
-        assert committer is not None
-        while True:
-            await self._finished.wait()
-            for _ in range(GROUP_COMMIT_TURNS):
-                # let the event loop deliver the responses that are already in, so
-                # one write (and one round of hooks) carries many lines
-                if len(self._outbox) >= GROUP_COMMIT_LINES or self._workers_done:
-                    break
-                await anyio.lowlevel.checkpoint()
-            self._finished = anyio.Event()
-            batch, self._outbox = self._outbox, []
-            if batch:
+    async def _written(self, batch: list[Outcome]) -> None:
+        """After a write: followers of the leaders just written get their answer
+        (written next), usable answers go into the response cache (off the event loop),
+        and the quality breaker judges."""
+        run, reuse = self._run, self.reuse
+        assert run is not None
+        if reuse is not None:
+            released, store = reuse.written(batch)
+            if released:
+                self._deliver(released)
+            if store and reuse.cache is not None:
                 try:
-                    reason = committer.write(batch)
-                except RunDirError as exc:
-                    # answers in flight could not be kept: stop sending at once
-                    if str(exc) not in run.notes:
-                        run.notes.append(str(exc))
-                    run.stop("disk_error")
-                    self.abandon()
-                    return
-                if self.reuse is not None:
-                    await self._after_written(run, self.reuse, batch)
-                if reason:
-                    run.stop(reason)
-                self._judge(run)
-            if self._workers_done and not self._outbox:
-                return
-
-    async def _after_written(self, run: Engine, reuse: Reuse, batch: list[Outcome]) -> None:
-        """Followers of the leaders just written get their answer (written next), and
-        usable answers go into the response cache (off the event loop)."""
-        released, store = reuse.written(batch)
-        if released:
-            self._deliver(released)
-        if store and reuse.cache is not None:
-            try:
-                await anyio.to_thread.run_sync(reuse.cache.put_many, store)
-            except Exception as exc:  # the cache is a saving, never a reason to stop
-                note = f"could not store answers in the response cache: {exc}"
-                if note not in run.notes:
-                    run.notes.append(note)
+                    await anyio.to_thread.run_sync(reuse.cache.put_many, store)
+                except Exception as exc:  # the cache is a saving, never a reason to stop
+                    note = f"could not store answers in the response cache: {exc}"
+                    if note not in run.notes:
+                        run.notes.append(note)
+        self._judge(run)
 
     def _judge(self, run: Engine) -> None:
         """Quality breaker: a run whose answers are, with confidence, mostly unusable
