@@ -158,7 +158,8 @@ def test_a_ray_run_is_refused_too(tmp_path: Path) -> None:
     journal.close()
     cfg = settings(inp, out, "http://127.0.0.1:9/v1", mode="online", ray="local")
     with pytest.raises(RunDirError, match="batch_left_open"):
-        RayDriver(cfg)._check_and_plan()  # before Ray is even started
+        driver = RayDriver(cfg)
+        driver.cluster._check_and_plan(driver)  # before Ray is even started
 
 
 # -- item 11: a rehearsal's batches outlive its process -----------------------------------

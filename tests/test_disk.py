@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+import batchrun.engine.commit
 import batchrun.engine.runinfo
 import batchrun.engine.runner
 import batchrun.output.sink
@@ -261,7 +262,7 @@ def test_disk_full_stops_cleanly_and_resumes(
 
 
 def _no_room_for(name: str) -> Any:
-    real = batchrun.engine.runner.write_json_atomic
+    real = batchrun.engine.commit.write_json_atomic
 
     def write(path: str, data: Any) -> None:
         if os.path.basename(path) == name:
@@ -287,7 +288,7 @@ def test_disk_full_while_writing_the_summary(
         "none",
         "-q",
     ]
-    monkeypatch.setattr(batchrun.engine.runner, "write_json_atomic", _no_room_for("summary.json"))
+    monkeypatch.setattr(batchrun.engine.commit, "write_json_atomic", _no_room_for("summary.json"))
     result = run_cli(args)
     monkeypatch.undo()
     assert isinstance(result.exception, SystemExit), repr(result.exception)

@@ -21,11 +21,11 @@ import anyio
 import httpx
 
 from batchrun._api import make_runner
-from batchrun.batch.bookkeeping import exit_code, final_status
 from batchrun.batch.driver import BatchDriver
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.runinfo import not_judged_answers, write_run_info
 from batchrun.engine.runner import EXIT_ERROR, EXIT_OK, EXIT_SIGINT, Runner, RunResult
+from batchrun.engine.stops import exit_code, final_status
 from batchrun.models import Outcome
 from batchrun.output.breaker import OPENING_ANSWERS, QualityBreaker, stop_note
 from batchrun.output.journal import read_journal
@@ -379,5 +379,5 @@ def test_a_batch_run_whose_answers_trip_the_breaker_cancels_its_open_batches(
 
 
 def test_batch_bookkeeping_names_the_breaker_stop_as_online() -> None:
-    assert final_status("bad_answers", handover=False, pending=3) == "bad_answers"
+    assert final_status("bad_answers", pending=3) == "bad_answers"
     assert exit_code("bad_answers", cancel_only=False, pending=3, failed=0) == EXIT_ERROR

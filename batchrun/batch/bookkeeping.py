@@ -5,17 +5,17 @@ go on at the provider, so it keeps the run directory describing itself as it goe
 summary.json in the online run's shape (a checkpoint after each batch taken in, so
 `batchrun status` and the report read a batch run like any other), batch/state.json
 with the last state seen of each open batch (`batchrun.batch.state`), and one line
-on stderr per change. At the end it names the run's status, its exit code (the
-online runner's codes) and the notes that tell the user what is left to do.
+on stderr per change. summary.json itself is the run's `batchrun.engine.commit.Committer`'s
+(the keys of a batch run added); the status and exit code are the engine's, the
+same for every mode (`batchrun.engine.stops`). At the end it writes the notes that
+tell the user what is left to do.
 
-    >>> final_status(None, handover=False, pending=0), exit_code("SIGINT", cancel_only=False,
-    ...     pending=3, failed=0)
-    ('complete', 130)
+    books = Bookkeeper(cfg=cfg, answers=answers, shards=shards, committer=committer, ...)
+    books.say_progress(record, view)
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -27,61 +27,21 @@ from batchrun.batch.openshards import OpenShards
 from batchrun.batch.protocol import BatchView
 from batchrun.batch.state import shard_entry, shard_line, write_state
 from batchrun.batch.steps import ShardRecord
-from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.output.journal import SUMMARY
-from batchrun.output.sink import JsonlSink
-from batchrun.output.summary import Counts, build_summary, write_json_atomic
+from batchrun.engine.commit import Committer
+from batchrun.output.summary import Counts
 from batchrun.redact import scrub_text
 from batchrun.settings import Settings
-
-EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_SOME_FAILED = 0, 1, 3, 4
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-
-
-def final_status(stop_reason: str | None, *, handover: bool, pending: int) -> str:
-    """summary.json's status once the batch part of a run is over."""
-    if stop_reason in ("disk_error", "endpoint_down", "bad_answers"):
-        return stop_reason
-    if stop_reason == "budget":
-        return "budget_exceeded"
-    if stop_reason is not None:
-        return "interrupted"
-    if handover:
-        return "deadline"
-    if pending:
-        return "incomplete"
-    return "complete"
-
-
-def exit_code(stop_reason: str | None, *, cancel_only: bool, pending: int, failed: int) -> int:
-    """The process's exit code, as an online run's (`batchrun cancel` succeeds with rows
-    pending: leaving them pending is what it was asked to do)."""
-    if stop_reason == "SIGINT":
-        return EXIT_SIGINT
-    if stop_reason == "SIGTERM":
-        return EXIT_SIGTERM
-    if stop_reason == "budget":
-        return EXIT_BUDGET
-    if stop_reason is not None:
-        return EXIT_ERROR
-    if cancel_only:
-        return EXIT_OK
-    if pending:
-        return EXIT_ERROR
-    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 @dataclass(eq=False, kw_only=True)
 class Bookkeeper:
     """Writes what the run says of itself; everything it reads is given (the counts
-    through ``answers``, the elapsed time and stop reason through ``state``)."""
+    through ``answers``, summary.json through ``committer``)."""
 
     cfg: Settings
-    hooks: RunHooks
-    state: RunState
     answers: Answers
     shards: OpenShards
-    sink: JsonlSink
+    committer: Committer
     notes: list[str]
     """The run's notes (the driver's own list): a failed state.json write adds one."""
     stream: TextIO
@@ -130,37 +90,23 @@ class Bookkeeper:
         except OSError as exc:
             self.notes.append(f"could not write batch/state.json: {exc}")
 
-    def summary(self, status: str) -> dict[str, Any]:
-        sink = self.sink
-        extra = self.hooks.summary_extra(self.state)
-        extra["batch"] = {
-            "run_id": self.shards.ledger.run_id,
-            "open_shards": len(self.shards.open()),
-            "rows_via_batch": self.answers.tally.by_mode.get("batch", 0),
-            "provider_anomalies": {"repeated_lines": self.shards.ledger.repeated_lines},
+    def summary_extra(self) -> dict[str, Any]:
+        """What a batch run adds to summary.json: its batches, and its dedupe."""
+        extra: dict[str, Any] = {
+            "batch": {
+                "run_id": self.shards.ledger.run_id,
+                "open_shards": len(self.shards.open()),
+                "rows_via_batch": self.answers.tally.by_mode.get("batch", 0),
+                "provider_anomalies": {"repeated_lines": self.shards.ledger.repeated_lines},
+            }
         }
         if self.followers is not None and self.followers.plan is not None:
             extra["dedupe"] = self.followers.summary()
-        return build_summary(
-            status=status,
-            input_path=self.cfg.input_path,
-            counts=self.answers.counts,
-            tally=self.answers.tally,
-            failed_codes=self.answers.failed_now.values(),
-            elapsed_s=self.state.elapsed(),
-            results_bytes=sink.results_bytes,
-            errors_bytes=sink.errors_bytes,
-            pacing={},
-            extra=extra,
-            stop_reason=self.state.stop_reason,
-        )
+        return extra
 
     def checkpoint(self, status: str) -> dict[str, Any]:
         """summary.json, after every line counted in it is on disk."""
-        summary = self.summary(status)
-        self.sink.sync()
-        write_json_atomic(os.path.join(self.run_dir, SUMMARY), summary)
-        return summary
+        return self.committer.checkpoint(status)
 
     # -- the end -------------------------------------------------------------------------
     def closing_notes(
@@ -244,4 +190,4 @@ def cancel_notes(cancelled: Cancelled, counts: Counts, before: Counts) -> list[s
     return lines
 
 
-__all__ = ["Bookkeeper", "cancel_notes", "exit_code", "final_status"]
+__all__ = ["Bookkeeper", "cancel_notes"]

@@ -1,7 +1,7 @@
 """Taking a finished batch in: its files into the run's output, its rows accounted for.
 
 `Finisher.finish` downloads a finished batch's output and error files and writes
-their lines into results.jsonl / errors.jsonl through the run's sink (which lines,
+their lines into results.jsonl / errors.jsonl through the run's writer (which lines,
 `batchrun.batch.intake.Answers` decides: an id already answered for its body is never
 written again, so a file fetched twice after a crash writes nothing twice). Lines
 are counted only once written. The rows in neither file are resubmitted or, after
@@ -17,7 +17,7 @@ open, and the driver reads the batch again (`LateFiles`: at each poll, with the
 poll's back-off) until the file appears; only after `FILES_WAIT_READS` reads and
 `FILES_WAIT_S` seconds are the rows without a line taken as lost, with a note.
 
-    finisher = Finisher(client=client, shards=shards, answers=answers, sink=sink, ...)
+    finisher = Finisher(client=client, shards=shards, answers=answers, committer=committer, ...)
     retry = await finisher.finish(record, view)   # the custom ids to resubmit
 """
 
@@ -40,10 +40,9 @@ from batchrun.batch.openshards import OpenShards
 from batchrun.batch.protocol import BatchView, shard_tag
 from batchrun.batch.steps import ShardRecord
 from batchrun.batch.workdir import batch_dir, read_index, remove_shard_files, shard_paths
-from batchrun.engine.hooks import RunHooks, RunState
+from batchrun.engine.commit import Committer
 from batchrun.errors import BatchApiError
 from batchrun.models import Outcome
-from batchrun.output.sink import JsonlSink
 
 WRITE_LINES = 512
 """Lines of a downloaded file written (and counted) together."""
@@ -106,9 +105,7 @@ class Finisher:
     client: BatchClient
     shards: OpenShards
     answers: Answers
-    sink: JsonlSink
-    hooks: RunHooks
-    state: RunState
+    committer: Committer
     books: Bookkeeper
     stop: Callable[[str], None]
     trouble: Callable[[BatchApiError], None]
@@ -147,8 +144,7 @@ class Finisher:
                 "may bill the resubmitted ones twice)"
             )
         if finals:
-            self.write(finals)
-            self.sink.sync()
+            self.write_final(finals)
         self.shards.write(
             {
                 "step": "done",
@@ -204,7 +200,7 @@ class Finisher:
                 os.unlink(path)
             except OSError:
                 pass
-        self.sink.sync()
+        self.committer.sink.sync()
         step: dict[str, Any] = {"step": "downloaded", "shard": record.shard, "file_id": file_id}
         if repeated:
             # counted with the step, so a file fetched again after a crash counts them once
@@ -222,24 +218,22 @@ class Finisher:
     def write_final(self, batch: list[Outcome]) -> None:
         """Write rows failed for good outside a batch's files, flushed to disk."""
         self.write(batch)
-        self.sink.sync()
+        self.committer.sink.sync()
 
     def write(self, batch: list[Outcome]) -> None:
-        """Write, then count (never before the write returned), then tell the hooks;
-        the rows waiting for these answers (`Followers`) are written right after."""
-        self.sink.write(batch)
-        for outcome in batch:
-            self.answers.count(outcome)
+        """Write, then count (never before the write returned), then tell the hooks
+        (`batchrun.engine.commit.Committer`); the rows waiting for these answers
+        (`Followers`) are written right after."""
+        reason = self.committer.write(batch)
+        self.answers.written(batch)
         follow = self.followers
         if follow is not None:
             copies = follow.released(batch)
             if copies:
-                self.sink.write(copies)
-                for outcome in copies:
-                    self.answers.count(outcome)
+                reason = self.committer.write(copies) or reason
+                self.answers.written(copies)
                 batch = [*batch, *copies]
             follow.written += sum(1 for outcome in batch if outcome.reused is not None)
-        reason = self.hooks.on_written(self.state, batch)
         if reason:
             self.stop(reason)
 

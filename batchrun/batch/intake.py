@@ -20,7 +20,7 @@ online runner does).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from batchrun.batch.outcomes import failure, missing_reason, row_failure, success
 from batchrun.batch.protocol import BatchView, parse_result_line
@@ -34,19 +34,38 @@ from batchrun.output.summary import Counts
 from batchrun.output.tally import Tally
 from batchrun.output.usage import model_of
 
+if TYPE_CHECKING:
+    from batchrun.engine.state import RunFacts
 
-class Answers:
-    """The rows answered or failed for good so far, and their counts."""
 
-    def __init__(
-        self, *, max_attempts: int, validator: Any = None, quality_breaker: float = 0.0
-    ) -> None:
-        self.max_attempts = max_attempts
-        self.validator = validator
+class Figures(Protocol):
+    """Where `Answers` reads the run's counts (`batchrun.engine.state.RunFacts`)."""
+
+    counts: Counts
+    tally: Tally
+    breaker: QualityBreaker
+
+
+class _Figures:
+    """The counts of an `Answers` made without a run (tests, tools)."""
+
+    def __init__(self) -> None:
         self.counts = Counts()
         self.tally = Tally()
-        self.breaker = QualityBreaker(quality_breaker)
-        """The answers the quality breaker judges (the driver rebuilds it on resume)."""
+        self.breaker = QualityBreaker(0.0)
+
+
+class Answers:
+    """The rows answered or failed for good so far. Their counts, tally and quality
+    breaker are the run's own (``facts``: `batchrun.engine.state.RunFacts`), filled in
+    by the run's writer (`batchrun.engine.commit.Committer`) as every mode's are."""
+
+    def __init__(
+        self, *, max_attempts: int, validator: Any = None, facts: RunFacts | None = None
+    ) -> None:
+        self.facts: Figures = facts if facts is not None else _Figures()
+        self.max_attempts = max_attempts
+        self.validator = validator
         self.done: dict[int, int] = {}
         """id hash -> body hash of every answer in the run directory."""
         self.failed: dict[int, int] = {}
@@ -55,6 +74,18 @@ class Answers:
         self.failed_here: set[int] = set()
         """Rows that failed for good in this process (``--retry-failed`` retries the
         rows that failed before it, once: not these, again and again)."""
+
+    @property
+    def counts(self) -> Counts:
+        return self.facts.counts
+
+    @property
+    def tally(self) -> Tally:
+        return self.facts.tally
+
+    @property
+    def breaker(self) -> QualityBreaker:
+        return self.facts.breaker
 
     def settled(self, h: int, b: int, *, retry_failed: bool = False) -> bool:
         """Answered for this body, or failed for good (unless retried on purpose)."""
@@ -155,18 +186,15 @@ class Answers:
             )
         return retry, finals
 
-    def count(self, outcome: Outcome) -> None:
-        """Count one written line (call after the write returned)."""
-        verdict = self.tally.count_outcome(outcome)
-        if verdict is not None and outcome.reused is None:
-            self.breaker.add(verdict, model_of(outcome.body))
-        h = id_hash(outcome.custom_id)
-        b = int(outcome.body_hash or "0", 16)
-        (self.done if outcome.ok else self.failed)[h] = b
-        if not outcome.ok:
-            self.failed_here.add(h)
-        code = None if outcome.ok else (outcome.error or {}).get("code")
-        self.counts.record(h, outcome.ok, code, self.failed_now)
+    def written(self, batch: list[Outcome]) -> None:
+        """Lines just written (and counted by the run's writer): answered, or failed
+        for good, for their bodies."""
+        for outcome in batch:
+            h = id_hash(outcome.custom_id)
+            b = int(outcome.body_hash or "0", 16)
+            (self.done if outcome.ok else self.failed)[h] = b
+            if not outcome.ok:
+                self.failed_here.add(h)
 
 
 __all__ = ["Answers"]

@@ -16,8 +16,7 @@ its rows left pending.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
@@ -55,12 +54,12 @@ BREAKER_MIN = 16
 Sleep = Callable[[float], Awaitable[None]]
 
 
-@dataclass
-class Live:
-    """Figures that change while the run goes (read by progress displays)."""
+class Live(Protocol):
+    """The figures a sender keeps up to date while the run goes (the engine's
+    `batchrun.engine.state.RunFacts`; progress displays and hooks read them)."""
 
-    in_flight: int = 0
-    started: float = 0.0
+    in_flight: int
+    max_tokens: int | None
 
 
 class Breaker:
@@ -328,7 +327,7 @@ class Sender:
                 outcome.quality_detail = verdict.detail
         if self.max_tokens is None:
             ceiling = answer_ceiling(body)
-            self.max_tokens = ceiling[1] if ceiling is not None else 0
+            self.max_tokens = self.live.max_tokens = ceiling[1] if ceiling is not None else 0
         return outcome
 
     def _failure(

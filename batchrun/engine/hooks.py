@@ -1,11 +1,20 @@
-"""Extension points of a run, and the read-only state they see.
+"""Extension points of a run, each with its return contract.
 
 A hook (the progress display, the cost and budget, results.parquet and the
-evaluation) is told what happens to a run and is given a `RunState`: the run's
-figures, read-only, never the runner itself (as tenacity hands each strategy one
-``RetryCallState``). What a hook has to say back, it returns: figures for the others
-(`RunHooks.figures`, e.g. the cost so far), keys for summary.json, notes for the
-user, a reason to stop. Nothing is written onto the runner from outside.
+evaluation, a user's own) is told what happens to a run and is given a `RunState`
+(`batchrun.engine.state`): the run's figures, read-only, never the engine itself (as
+tenacity hands each strategy one ``RetryCallState``). What a hook has to say back, it
+returns; nothing is written onto the engine from outside. How several hooks combine
+(`CompositeHooks`), per extension point:
+
+* ``before_send`` -> warnings: concatenated (a ConfigError raised stops the run);
+* ``admit``: each in turn (one may wait, or raise to stop);
+* ``readmit`` -> bool: all must agree;
+* ``on_written`` -> a reason to stop: the last non-None wins;
+* ``on_end`` -> `Ending`: notes concatenated, summary keys merged in order (each
+  hook sees the keys of the hooks before it); the engine writes summary.json once,
+  after every hook's ``on_end``;
+* ``summary_extra``, ``figures`` -> dicts: merged, a later key wins.
 
     class StopAfter(RunHooks):
         def on_written(self, state, batch):
@@ -14,110 +23,34 @@ user, a reason to stop. Nothing is written onto the runner from outside.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from batchrun.engine.state import CountsView, RunState
+from batchrun.output.summary import merge_summary
+
 if TYPE_CHECKING:
-    from batchrun.engine.runner import Runner
     from batchrun.input.sources import ScanResult
     from batchrun.models import Outcome, Request
-    from batchrun.output.quality import QualityCounts
-    from batchrun.output.tally import Tally
-    from batchrun.settings import Settings
 
 
-@dataclass(frozen=True, slots=True)
-class CountsView:
-    """Rows of the input by state, at one moment."""
+@dataclass
+class Ending:
+    """What a hook adds when a run ends (`RunHooks.on_end`)."""
 
-    total: int
-    succeeded: int
-    failed: int
-    invalid: int
+    notes: list[str] = field(default_factory=list)
+    """For the user (printed, and kept in the run's result)."""
+    summary: dict[str, Any] = field(default_factory=dict)
+    """Keys for summary.json (results.parquet's figures, the evaluation...)."""
 
-    @property
-    def pending(self) -> int:
-        return max(0, self.total - self.succeeded - self.failed)
-
-
-class RunState:
-    """What a hook may read of a running run. Every attribute is a property: a hook
-    cannot set one; the objects it returns (tally, quality counts) are the run's own
-    and are read, never changed."""
-
-    __slots__ = ("_runner",)
-
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
-
-    @property
-    def settings(self) -> Settings:
-        return self._runner.cfg
-
-    @property
-    def run_dir(self) -> str:
-        return str(self._runner.cfg.out_dir)
-
-    @property
-    def counts(self) -> CountsView:
-        c = self._runner.counts
-        return CountsView(c.total, c.succeeded, c.failed, c.invalid)
-
-    @property
-    def tally(self) -> Tally:
-        """Usage, retries, 429s and answer quality of every line written so far."""
-        return self._runner.tally
-
-    @property
-    def judged_quality(self) -> QualityCounts:
-        """The answers the quality breaker judges, by model and quality: every answer
-        paid for under the run's request settings, earlier processes' included
-        (`batchrun.output.breaker`)."""
-        return self._runner.breaker.judged
-
-    @property
-    def in_flight(self) -> int:
-        return self._runner.live.in_flight
-
-    @property
-    def started(self) -> float:
-        return self._runner.live.started
-
-    def elapsed(self) -> float:
-        """Seconds the run has taken, earlier processes included."""
-        return self._runner.elapsed()
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self._runner.stop_reason
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        """What the hooks warned of before anything was sent (`RunHooks.before_send`)."""
-        return tuple(getattr(self._runner, "warnings", ()))
-
-    @property
-    def max_tokens(self) -> int | None:
-        """max_tokens of the first request sent (0: none set), for quality messages."""
-        return self._runner.max_tokens
-
-    @property
-    def rate_limited(self) -> int:
-        """429s this process has seen."""
-        return self._runner.accounts.rate_limited
-
-    @property
-    def concurrency_limit(self) -> int:
-        return self._runner.accounts.concurrency_limit
-
-    def pacing(self) -> dict[str, Any]:
-        return self._runner.accounts.summary()
-
-    @property
-    def figures(self) -> Mapping[str, Any]:
-        """What the hooks report (`RunHooks.figures`), e.g. ``cost_usd``."""
-        return self._runner.hooks.figures(self)
+    @classmethod
+    def of(cls, returned: Ending | list[str] | None) -> Ending:
+        """A hook's return value as an Ending (a list: notes only)."""
+        if returned is None:
+            return cls()
+        if isinstance(returned, Ending):
+            return returned
+        return cls(notes=list(returned))
 
 
 class RunHooks:
@@ -158,9 +91,11 @@ class RunHooks:
 
     def on_abort(self, state: RunState) -> None: ...
 
-    def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
-        """The run is over and summary.json written; ``summary`` may be completed in
-        place (results.parquet, the evaluation). Return notes for the user."""
+    def on_end(self, state: RunState, summary: dict[str, Any]) -> Ending | list[str] | None:
+        """The run is over and every line is on disk; ``summary`` is what summary.json
+        will say (read it, do not change it). Return what to add: notes for the user
+        and keys for summary.json (`Ending`; a list is notes only). The engine writes
+        summary.json once, after every hook's ``on_end``."""
         return None
 
     def summary_extra(self, state: RunState) -> dict[str, Any]:
@@ -220,11 +155,16 @@ class CompositeHooks(RunHooks):
         for h in self.hooks:
             h.on_abort(state)
 
-    def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
-        notes: list[str] = []
+    def on_end(self, state: RunState, summary: dict[str, Any]) -> Ending:
+        """Each hook sees ``summary`` with the keys of the hooks before it merged in."""
+        ending = Ending()
         for h in self.hooks:
-            notes.extend(h.on_end(state, summary) or ())
-        return notes
+            said = Ending.of(h.on_end(state, summary))
+            ending.notes.extend(said.notes)
+            if said.summary:
+                merge_summary(summary, said.summary)
+                merge_summary(ending.summary, said.summary)
+        return ending
 
     def summary_extra(self, state: RunState) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -239,4 +179,4 @@ class CompositeHooks(RunHooks):
         return out
 
 
-__all__ = ["CompositeHooks", "CountsView", "RunHooks", "RunState"]
+__all__ = ["CompositeHooks", "CountsView", "Ending", "RunHooks", "RunState"]

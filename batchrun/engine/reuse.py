@@ -327,6 +327,38 @@ class Reuse:
         return out
 
 
+class EarlierLines:
+    """The run directory's result lines by id, read back for dedupe (a follower whose
+    leader an earlier process answered takes that line); the index is built on first
+    use (`batchrun.output.parquet.ResultIndex`)."""
+
+    def __init__(self, run_dir: str, endpoint: str) -> None:
+        self.run_dir = run_dir
+        self.endpoint = endpoint
+        self._index: Any = None
+
+    def _built(self) -> Any:
+        if self._index is None:
+            from batchrun.output.parquet import ResultIndex
+
+            self._index = ResultIndex.build(self.run_dir, self.endpoint)
+        return self._index
+
+    def line(self, custom_id: str) -> Outcome | None:
+        """The final line an earlier process wrote for ``custom_id``."""
+        found: Outcome | None = self._built().lookup(custom_id)
+        return found
+
+    def hashed(self, h: int, body: str) -> Outcome | None:
+        """`line` by the id's hash, answering ``body`` (its body hash)."""
+        found: Outcome | None = self._built().lookup_hash(h, body)
+        return found
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+
+
 def reused(req: Request, answer: Outcome, how: str, *, same_as: str | None = None) -> Outcome:
     """``answer`` as the answer to ``req`` (its id, row and body hash), marked reused."""
     if answer.ok:
@@ -372,4 +404,4 @@ def original_latency_ms(answer: Outcome) -> float | None:
     return None if latency is None else round(latency * 1000, 1)
 
 
-__all__ = ["SEND", "WAIT", "Reuse", "cache_path", "original_latency_ms", "reused"]
+__all__ = ["SEND", "WAIT", "EarlierLines", "Reuse", "cache_path", "original_latency_ms", "reused"]

@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 
 from batchrun.checks import suggest
-from batchrun.engine.hooks import RunHooks, RunState
+from batchrun.engine.hooks import Ending, RunHooks, RunState
 from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.input.sources import ScanResult
 from batchrun.jobs.evaluate import format_eval
@@ -34,7 +34,7 @@ from batchrun.models import Outcome
 from batchrun.output.confidence import has_logprobs
 from batchrun.output.journal import SUMMARY
 from batchrun.output.parquet import ParquetReport, RowObserver, write_results_parquet
-from batchrun.output.summary import write_json_atomic
+from batchrun.output.summary import merge_summary, write_json_atomic
 from batchrun.settings import Evaluation, Settings
 
 PARQUET = "results.parquet"
@@ -107,15 +107,6 @@ def _all(observers: list[RowObserver]) -> RowObserver | None:
             observe(*row)
 
     return each
-
-
-def merge_summary(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``summary`` with ``extra`` merged in place, ``journal`` kept last (for readers)."""
-    journal = summary.pop("journal", None)
-    summary.update(extra)
-    if journal is not None:
-        summary["journal"] = journal
-    return summary
 
 
 def rescore(
@@ -288,7 +279,9 @@ class DatasetOutputHooks(RunHooks):
                 break
         return None
 
-    def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
+    def on_end(self, state: RunState, summary: dict[str, Any]) -> Ending:
+        """Write results.parquet and score the run; its figures go into summary.json
+        (the engine writes it, once)."""
         notes = []
         try:
             extra = finish_dataset_run(self.cfg)
@@ -300,12 +293,7 @@ class DatasetOutputHooks(RunHooks):
             notes.append(warning)
         examples = extra.pop("examples", None)
         if examples is not None and isinstance(summary.get("pilot"), dict):
-            summary["pilot"]["examples"] = examples
-        merge_summary(summary, extra)
-        try:
-            write_json_atomic(os.path.join(state.run_dir, SUMMARY), summary)
-        except OSError as exc:
-            notes.append(f"could not write summary.json: {exc}")
+            extra["pilot"] = {**summary["pilot"], "examples": examples}
         report = extra.get("eval")
         err = self.err or sys.stderr
         if examples and not self.cfg.quiet:
@@ -328,7 +316,7 @@ class DatasetOutputHooks(RunHooks):
         elif report is not None and not self.cfg.quiet:
             err.write(evaluation_message(report) + "\n")
             err.flush()
-        return notes
+        return Ending(notes=notes, summary=extra)
 
 
 def evaluation_message(report: dict[str, Any]) -> str:

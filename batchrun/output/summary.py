@@ -72,6 +72,19 @@ def read_json_object(path: str) -> dict[str, Any] | None:
         return None
 
 
+def merge_summary(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with ``extra`` merged in place, ``journal`` kept last (for readers).
+
+    >>> merge_summary({"a": 1, "journal": {}}, {"b": 2})
+    {'a': 1, 'b': 2, 'journal': {}}
+    """
+    journal = summary.pop("journal", None)
+    summary.update(extra)
+    if journal is not None:
+        summary["journal"] = journal
+    return summary
+
+
 @dataclass
 class Counts:
     total: int = 0

@@ -1,0 +1,424 @@
+"""The online lane: each row answered by its own HTTP call, paced per model.
+
+One row's path through the lane, top to bottom of this module:
+
+1. `OnlineLane.prepare` checks the input and adopts the run directory
+   (`batchrun.engine.prepare`), with the pilot's picker and the in-run dedupe watching
+   the scan.
+2. `answer` starts ``concurrency`` workers that ask the scheduler
+   (`batchrun.pacing.scheduler`) for the next request of the lanes
+   (`batchrun.engine.pending`: rows not answered yet, in input order).
+3. `batchrun.engine.attempt.Sender` makes each request's attempts: each waits for its
+   model's quota, goes out through `batchrun.transport.client.ChatClient`, and its
+   response headers feed the pacing back.
+4. `batchrun.engine.writer.GroupCommit` group-commits finished outcomes through the
+   run's `Committer` (written, then counted, then the hooks are told); then
+   identical requests' followers get their leader's answer, usable answers go into
+   the response cache, and the quality breaker judges (`_written`).
+5. `_checkpoint_loop` rewrites summary.json every few seconds.
+
+A stop (a signal, the budget, the breaker, a failed write) stops the scheduler: nothing
+waiting is sent; what is on the wire may finish for ``drain_timeout`` seconds.
+
+    lane = OnlineLane(settings, api_key=key, transport=transport)
+    result = await Engine(settings, lane, hooks=hooks).run()
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import anyio.to_thread
+import httpx
+
+from batchrun.engine.attempt import BREAKER_MIN, Breaker, Sender
+from batchrun.engine.commit import Committer
+from batchrun.engine.gcpause import fewer_collections, threshold_for
+from batchrun.engine.pending import PendingRows
+from batchrun.engine.prepare import Prepared, prepare_input, record
+from batchrun.engine.reuse import EarlierLines, Reuse
+from batchrun.engine.writer import GroupCommit
+from batchrun.errors import RunDirError
+from batchrun.input.pilot import PilotPicker, Selection
+from batchrun.input.sources import ScanObserver, Source
+from batchrun.models import Outcome, Request
+from batchrun.output.breaker import first_max_tokens, stop_note
+from batchrun.pacing.scheduler import Accounts, Scheduler
+from batchrun.redact import register_secret
+from batchrun.settings import Settings
+from batchrun.transport.client import ChatClient
+
+if TYPE_CHECKING:
+    from batchrun.engine.lifecycle import Engine
+
+__all__ = ["OnlineLane"]
+
+
+class OnlineLane:
+    """Answers rows request by request (see the module docstring). Everything it
+    needs is injected: the key, the transport, the source, and the quota accounts (a
+    shard of a cluster run paces by leases from one shared account)."""
+
+    pilot = False
+    cancel_only = False
+    handing_over = False
+
+    def __init__(
+        self,
+        cfg: Settings,
+        *,
+        api_key: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        source: Source | None = None,
+        accounts: Accounts | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.api_key = api_key
+        register_secret(api_key)  # scrubbed from every byte written from now on
+        self.transport = transport
+        self.source = source
+        self.accounts = (
+            accounts
+            if accounts is not None
+            else Accounts(
+                concurrency=cfg.concurrency,
+                rpm=cfg.rpm.default,
+                tpm=cfg.tpm.default,
+                by_model=cfg.limits_by_model(),
+                clock=clock,
+            )
+        )
+        """Each model's quotas, concurrency and 429s (`batchrun.pacing`); on a cluster,
+        leases from the one account every worker shares (`batchrun.scale.lease`)."""
+        self.prepared: Prepared | None = None
+        self.pending: PendingRows | None = None
+        self.committer: Committer | None = None
+        self.reuse: Reuse | None = None
+        """The response cache and in-run dedupe (`batchrun.engine.reuse`), when on."""
+        self.picker: PilotPicker | None = None
+        self.selection: Selection | None = None
+        """A pilot's rows (``limit`` / ``sample``); None: every row."""
+        self._earlier: EarlierLines | None = None
+        self._client: ChatClient | None = None
+        self._scheduler: Scheduler | None = None
+        self._sender: Sender | None = None
+        self._run: Engine | None = None
+        self._commit: GroupCommit | None = None
+        self._drain_scope: anyio.CancelScope | None = None
+
+    # -- before sending ---------------------------------------------------------------
+    async def prepare(self, run: Engine) -> None:
+        from batchrun.batch.state import open_batches_refusal
+
+        self._run = run
+        # batches an earlier --batch-api process left open would answer (and bill)
+        # these rows too; make_runner collects them first when it can
+        refusal = open_batches_refusal(run.run_dir)
+        if refusal is not None:
+            raise RunDirError(refusal)
+        cfg, facts = self.cfg, run.facts
+        facts.pacing = self.accounts
+        prepared = self.prepared = await prepare_input(
+            cfg,
+            run.hooks,
+            run.state,
+            stopping=run.stopping,
+            source=self.source,
+            observe=self._scan_observer(),
+            retry_bad=cfg.retry_bad_answers,
+        )
+        journal = prepared.journal
+        facts.tally, facts.counts, facts.breaker = journal.tally, prepared.counts, prepared.breaker
+        facts.elapsed_before = journal.elapsed_s
+        facts.warnings = prepared.warnings
+        run.notes.extend(prepared.notes)
+        if self.picker is not None:
+            self.selection = self.picker.finish()
+        if self.reuse is not None:
+            await anyio.to_thread.run_sync(self.reuse.after_scan)
+            if not self.reuse.active:
+                self.reuse = None
+        self.pending = pending = PendingRows(
+            journal.done,
+            journal.failed,
+            bad=prepared.bad,
+            retry_failed=cfg.retry_failed,
+            selection=self.selection,
+            reuse=self.reuse,
+            deliver=self._deliver,
+        )
+        self.pilot = self.selection is not None
+        if self.reuse is not None and (journal.done or journal.failed):
+            hashes, bodies = prepared.scan.hashes, prepared.scan.bodies
+
+            def answered_before(index: int) -> int | None:
+                h = hashes[index]
+                return h if pending.done_for(h, bodies[index]) else None
+
+            await anyio.to_thread.run_sync(self.reuse.adopt, answered_before)
+        record(cfg, prepared)
+        self.committer = Committer(
+            facts,
+            run.hooks,
+            run.state,
+            failed_now=prepared.held.failed_now,
+            summary_extra=self._summary_extra,
+        )
+        self._commit = GroupCommit(self.committer, written=self._written, failed=self.abandon)
+
+    def _scan_observer(self) -> ScanObserver | None:
+        """What the scan tells the pilot's picker and the dedupe (None: nobody asks)."""
+        cfg = self.cfg
+        watchers: list[ScanObserver] = []
+        if cfg.is_pilot:
+            from batchrun.input.variants import plan_variants
+
+            self.picker = PilotPicker(
+                limit=cfg.limit,
+                sample=None if cfg.limit is not None else cfg.sample,
+                seed=cfg.seed,
+                variants=[v.name for v in plan_variants(cfg)],
+            )
+            watchers.append(self.picker.observe)
+        if (cfg.cache or cfg.dedupe) and cfg.cache_policy != "off":
+            earlier = self._earlier = EarlierLines(str(cfg.out_dir), cfg.endpoint)
+            self.reuse = Reuse(
+                cfg, api_key=self.api_key, read_line=earlier.line, read_hashed=earlier.hashed
+            )
+            watchers.append(self.reuse.observe)
+        if len(watchers) <= 1:
+            return watchers[0] if watchers else None
+
+        def both(req: Request, payload: bytes) -> None:
+            for watch in watchers:
+                watch(req, payload)
+
+        return both
+
+    # -- sending ----------------------------------------------------------------------
+    async def answer(self, run: Engine) -> None:
+        cfg, prepared, pending = self.cfg, self.prepared, self.pending
+        assert prepared is not None and pending is not None
+        self._client = client = ChatClient(
+            base_url=cfg.base_url,
+            api_key=self.api_key,
+            auth=cfg.auth,
+            auth_header=cfg.auth_header,
+            extra_headers=cfg.headers,
+            timeout=cfg.timeout,
+            total_timeout=cfg.total_timeout,
+            max_response_bytes=cfg.max_response_bytes,
+            transport=self.transport,
+            max_connections=cfg.concurrency,
+            clock=run.clock,
+        )
+        # a checkpoint at once: a resume that had to parse every line pays it once,
+        # and even a run killed in its first seconds leaves a summary
+        self._try_checkpoint(run)
+        # a run whose earlier answers already trip the breaker sends nothing more
+        self._judge(run)
+        self._scheduler = Scheduler(
+            self.accounts,
+            pending.lanes(prepared.source, prepared.scan.models, self.accounts, run.clock),
+            estimate=_token_estimate,
+            sleep=run.sleep,
+        )
+        if run.stopping.is_set():
+            self._scheduler.stop()
+        self._sender = Sender(
+            client,
+            self._scheduler,
+            run.hooks,
+            run.state,
+            live=run.facts,
+            stopping=run.stopping,
+            stop=run.stop,
+            max_attempts=cfg.max_attempts,
+            validator=_validator(cfg),
+            breaker=Breaker(max(BREAKER_MIN, cfg.concurrency)),
+            clock=run.clock,
+            wall_clock=run.wall_clock,
+            sleep=run.sleep,
+        )
+        with fewer_collections(threshold_for(cfg.concurrency)):
+            await self._pool(run, self._scheduler, self._sender)
+
+    async def _pool(self, run: Engine, scheduler: Scheduler, sender: Sender) -> None:
+        commit = self._commit
+        assert commit is not None
+        async with anyio.create_task_group() as background:
+            background.start_soon(self._checkpoint_loop, run)
+            async with anyio.create_task_group() as writers:
+                writers.start_soon(commit.run, run)
+                try:
+                    with anyio.CancelScope() as drain_scope:
+                        self._drain_scope = drain_scope
+                        async with anyio.create_task_group() as workers:
+                            for _ in range(self.cfg.concurrency):
+                                workers.start_soon(self._work, sender, scheduler)
+                finally:
+                    commit.close()
+            background.cancel_scope.cancel()
+
+    async def _work(self, sender: Sender, scheduler: Scheduler) -> None:
+        # workers ask the scheduler, which pulls from the lanes' generators: next() is
+        # synchronous, so on one event loop no two workers ever run it at once, and no
+        # channel (with its per-item cost) is needed between reader and workers
+        deliver = self._deliver
+        while (ticket := await scheduler.next()) is not None:
+            outcome = await sender.process(ticket)
+            if outcome is not None:
+                deliver([outcome])
+            # a transport that never suspends (an in-memory mock, a local cache)
+            # must not starve the writer, the summary and the signal handler
+            await anyio.lowlevel.checkpoint()
+
+    def _deliver(self, outcomes: list[Outcome]) -> None:
+        """Finished outcomes, and answers found without sending: to the writer."""
+        assert self._commit is not None
+        self._commit.deliver(outcomes)
+
+    # -- writing ----------------------------------------------------------------------
+    async def _written(self, batch: list[Outcome]) -> None:
+        """After a write: followers of the leaders just written get their answer
+        (written next), usable answers go into the response cache (off the event loop),
+        and the quality breaker judges."""
+        run, reuse = self._run, self.reuse
+        assert run is not None
+        if reuse is not None:
+            released, store = reuse.written(batch)
+            if released:
+                self._deliver(released)
+            if store and reuse.cache is not None:
+                try:
+                    await anyio.to_thread.run_sync(reuse.cache.put_many, store)
+                except Exception as exc:  # the cache is a saving, never a reason to stop
+                    note = f"could not store answers in the response cache: {exc}"
+                    if note not in run.notes:
+                        run.notes.append(note)
+        self._judge(run)
+
+    def _judge(self, run: Engine) -> None:
+        """Quality breaker: a run whose answers are, with confidence, mostly unusable
+        (all cut off by a tiny max_tokens, all off-schema) stops before paying for
+        the rest. It judges the whole run's paid answers."""
+        assert self.committer is not None
+        alert = self.committer.judge(self._message_max_tokens)
+        if alert is not None:
+            run.notes.append(stop_note(alert))
+            run.stop("bad_answers")
+
+    def _message_max_tokens(self) -> int | None:
+        """max_tokens for a quality message: the first request sent's, or the input's
+        first request's when this process has sent nothing yet."""
+        sent = self._sender.max_tokens if self._sender is not None else None
+        if sent is not None or self.prepared is None:
+            return sent
+        return first_max_tokens(self.prepared.source.requests())
+
+    def _try_checkpoint(self, run: Engine) -> None:
+        """A checkpoint during the run; a failed one stops sending (the disk is
+        full, or the run directory is gone: every answer from now on would be lost)."""
+        assert self.committer is not None
+        problem = self.committer.try_checkpoint()
+        if problem is not None:
+            run.notes.append(problem)
+            run.stop("disk_error")
+
+    async def _checkpoint_loop(self, run: Engine) -> None:
+        while True:
+            await anyio.sleep(self.cfg.summary_interval)
+            self._try_checkpoint(run)
+
+    # -- stopping and the end ------------------------------------------------------------
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.stop()
+
+    def drain(self, run: Engine) -> None:
+        if run.outer is not None:
+            run.outer.start_soon(self._drain_deadline)
+
+    async def _drain_deadline(self) -> None:
+        """In-flight requests get ``drain_timeout`` seconds, then are cancelled."""
+        await anyio.sleep(self.cfg.drain_timeout)
+        self.abandon()
+
+    def abandon(self) -> None:
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+
+    async def close_transport(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def closing_notes(self) -> list[str]:
+        notes = []
+        run, prepared = self._run, self.prepared
+        assert run is not None and prepared is not None
+        if prepared.source.grew():
+            notes.append(
+                f"{self.cfg.input_path} grew while the run was going; rows added after "
+                "it was checked were not sent (rerun with --force to send them)"
+            )
+        counts = run.facts.counts
+        if counts.failed and run.facts.stop_reason is None and not counts.pending:
+            notes.append(
+                f"{counts.failed:,} requests failed for good (see errors.jsonl); "
+                "rerun with --retry-failed to try them again"
+            )
+        return notes
+
+    def _summary_extra(self) -> dict[str, Any]:
+        """The pilot's selection and the in-run dedupe, for summary.json."""
+        out: dict[str, Any] = {}
+        if self.selection is not None and self.picker is not None:
+            cfg = self.cfg
+            out["pilot"] = {
+                "limit": cfg.limit,
+                "sample": cfg.sample if cfg.limit is None else None,
+                "seed": cfg.seed if cfg.limit is None else None,
+                "rows": self.selection.rows,
+                "input_rows": self.picker.rows_seen,
+            }
+        if self.reuse is not None:
+            out["dedupe"] = self.reuse.summary()
+        return out
+
+    def summary(self, status: str) -> dict[str, Any]:
+        assert self.committer is not None
+        return self.committer.summary(status)
+
+    def save(self, summary: dict[str, Any]) -> None:
+        assert self.committer is not None
+        self.committer.save(summary)
+
+    def close(self) -> None:
+        if self.committer is not None:
+            self.committer.close()
+        if self.reuse is not None:
+            self.reuse.close()
+        if self._earlier is not None:
+            self._earlier.close()
+
+    def after_run(self) -> None:
+        """Nothing follows an online run."""
+
+
+def _token_estimate(req: Request) -> int:
+    from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
+
+    body, api = req.body, req.api
+    return prompt_tokens(body, api=api) + completion_ceiling(body, default_max=256, api=api)
+
+
+def _validator(cfg: Settings) -> Any:
+    from batchrun.output.quality import compile_schema
+
+    schema = cfg.schema
+    return compile_schema(schema) if schema else None
