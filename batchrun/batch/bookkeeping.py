@@ -24,13 +24,14 @@ from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.protocol import BatchView
-from batchrun.batch.state import shard_entry, shard_line, write_state
+from batchrun.batch.state import shard_entry, write_state
 from batchrun.batch.steps import ShardRecord
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.output.journal import SUMMARY
 from batchrun.output.sink import JsonlSink
 from batchrun.output.summary import build_summary, write_json_atomic
 from batchrun.redact import scrub_text
+from batchrun.report.text import shard_line
 from batchrun.settings import Settings
 
 EXIT_OK, EXIT_ERROR, EXIT_BUDGET, EXIT_SOME_FAILED = 0, 1, 3, 4

@@ -42,7 +42,8 @@ from batchrun.engine.rundir import removed_if_refused, taken
 from batchrun.engine.signals import run_watched
 from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
 from batchrun.output.journal import RUN_INFO, SUMMARY
-from batchrun.output.summary import read_json_object, write_json_atomic
+from batchrun.output.rundir import RunDir, is_complete
+from batchrun.output.summary import write_json_atomic
 from batchrun.scale.aggregate import merged_eval, merged_summary
 from batchrun.scale.shards import PLAN, ShardPlan, load_or_plan, shard_dir
 from batchrun.scale.worker import PARTS, ShardDone, ShardJob, ShardScan
@@ -196,7 +197,7 @@ class RayDriver:
         if not os.path.isfile(path):
             raise InputError(path, "0", "no such file")
         fingerprint = Source(path).fingerprint()
-        info = read_json_object(os.path.join(self.run_dir, RUN_INFO))
+        info = RunDir(self.run_dir).info() or None
         problems, _, _ = resume_problems(
             os.path.join(self.run_dir, RUN_INFO), self.cfg, fingerprint
         )
@@ -223,7 +224,7 @@ class RayDriver:
                 f"with {plan.shard_rows} rows each"
             )
         self._fingerprint = fingerprint
-        summary = read_json_object(os.path.join(self.run_dir, SUMMARY)) or {}
+        summary = RunDir(self.run_dir).summary()
         self._elapsed_before = float(summary.get("elapsed_s") or 0.0)
         return plan
 
@@ -336,16 +337,15 @@ class RayDriver:
             return True
         if self.cfg.force or self.cfg.retry_bad_answers:
             return False
-        summary = read_json_object(os.path.join(job.shard_dir, SUMMARY)) or {}
-        requests = summary.get("requests") or {}
-        if summary.get("status") not in ("complete",) or requests.get("pending"):
+        summary = RunDir(job.shard_dir).summary()
+        if not is_complete(summary):
             return False
-        return not (self.cfg.retry_failed and requests.get("failed"))
+        return not (self.cfg.retry_failed and (summary.get("requests") or {}).get("failed"))
 
     def _spent_so_far(self, plan: ShardPlan) -> float:
         spent = 0.0
         for shard in plan.shards:
-            summary = read_json_object(os.path.join(shard_dir(self.run_dir, shard), SUMMARY)) or {}
+            summary = RunDir(shard_dir(self.run_dir, shard)).summary()
             total = (summary.get("cost_usd") or {}).get("total")
             spent += float(total or 0.0)
         return spent
@@ -523,13 +523,12 @@ class RayDriver:
         write_json_atomic(os.path.join(self.run_dir, SUMMARY), summary)
         if not self.cfg.quiet:
             from batchrun.jobs.outputs import evaluation_message
-            from batchrun.report.text import format_status
-            from batchrun.scale.aggregate import sharded_report
+            from batchrun.report.text import format_status, run_report
 
             # as one process says it: the evaluation, then the report without it
             if evaluation is not None:
                 self._say(evaluation_message(evaluation))
-            report = sharded_report(self.run_dir, final=True)
+            report = run_report(self.run_dir, summary=summary)
             self._say(format_status({**report, "eval": None}))
         return summary
 
