@@ -541,15 +541,6 @@ def _run_in_own_loop(runner: Runner | BatchDriver | RayDriver) -> RunResult:
                 portal.call(runner.interrupt, interrupts)
 
 
-def _error_files(run_dir: str) -> list[str]:
-    """errors.jsonl of the run, or of each of its shards (a run on a cluster)."""
-    import glob
-
-    own = os.path.join(run_dir, "errors.jsonl")
-    shards = sorted(glob.glob(os.path.join(run_dir, "shards", "*", "errors.jsonl")))
-    return ([own] if os.path.exists(own) else []) + shards
-
-
 def run_job(job: str | os.PathLike[str] | Job, **overrides: Any) -> Run:
     """Run a job file (or a loaded `Job`), with keyword settings overriding it.
 
@@ -699,10 +690,9 @@ def open(run_dir: str | os.PathLike[str]) -> Run:  # noqa: A001 - batchrun.open,
 
     run = batchrun.open("runs/reviews"); run.status, run.summary["cost_usd"]
     """
-    path = os.fspath(run_dir)
-    if not os.path.isfile(os.path.join(path, "run.json")):
-        raise RunDirError(f"{path}: no run.json (is this a batchrun run directory?)")
-    return Run(path)
+    from batchrun.output.rundir import RunDir
+
+    return Run(RunDir.open(run_dir).path)
 
 
 class Run:
@@ -714,7 +704,10 @@ class Run:
     """
 
     def __init__(self, run_dir: str, *, result: RunResult | None = None) -> None:
+        from batchrun.output.rundir import RunDir
+
         self.run_dir = run_dir
+        self._dir = RunDir(run_dir)
         self._result = result
 
     def __repr__(self) -> str:
@@ -735,24 +728,18 @@ class Run:
 
     @property
     def summary(self) -> dict[str, Any]:
-        import orjson
-
-        try:
-            with builtins.open(os.path.join(self.run_dir, "summary.json"), "rb") as f:
-                data: dict[str, Any] = orjson.loads(f.read())
-                return data
-        except (OSError, orjson.JSONDecodeError):
-            return dict(self._result.summary) if self._result is not None else {}
+        """summary.json (this process's own summary before the run wrote one)."""
+        found = self._dir.summary()
+        if not found and self._result is not None:
+            return dict(self._result.summary)
+        return found
 
     @property
     def status(self) -> str:
-        """complete, incomplete, interrupted, budget_exceeded, ... (as `batchrun status`)."""
-        from batchrun.report.text import status_report
-
-        report = status_report(self.run_dir)
-        if report.get("running_pid"):
-            return "running"
-        return str(report.get("status", "unknown"))
+        """complete, incomplete, interrupted, budget_exceeded, ... (as `batchrun status`);
+        ``running`` while a process writes the directory, ``stopped`` for a run killed
+        before it could say how it ended."""
+        return "running" if self._dir.holder() else self._dir.status()
 
     @property
     def eval(self) -> dict[str, Any] | None:
@@ -851,29 +838,19 @@ class Run:
         """One row per request that failed for good: id, row, HTTP status, code, message."""
         import pyarrow as pa
 
-        from batchrun.output.lines import decode
-
         rows = []
-        for path in _error_files(self.run_dir):
-            with builtins.open(path, "rb") as f:
-                for number, line in enumerate(f, 1):
-                    if not line.endswith(b"\n"):
-                        break
-                    try:
-                        failure = decode(line)
-                    except ValueError as exc:
-                        raise RunDirError(f"{path}:line {number}: not valid JSON ({exc})") from exc
-                    error = failure.error or {}
-                    rows.append(
-                        {
-                            "custom_id": failure.custom_id,
-                            "row": failure.row,
-                            "status_code": failure.status_code,
-                            "code": error.get("code"),
-                            "message": error.get("message"),
-                            "attempts": len(failure.attempts),
-                        }
-                    )
+        for failure in self._dir.outcomes(answers=False):  # each shard's, on a cluster
+            error = failure.error or {}
+            rows.append(
+                {
+                    "custom_id": failure.custom_id,
+                    "row": failure.row,
+                    "status_code": failure.status_code,
+                    "code": error.get("code"),
+                    "message": error.get("message"),
+                    "attempts": len(failure.attempts),
+                }
+            )
         schema = pa.schema(
             [
                 ("custom_id", pa.string()),
@@ -913,10 +890,9 @@ class Run:
             yield url
 
     def _settings(self) -> Settings:
-        import orjson
+        from batchrun.output.rundir import RunDir
 
-        with builtins.open(os.path.join(self.run_dir, "run.json"), "rb") as f:
-            info = orjson.loads(f.read())
+        info = RunDir.open(self.run_dir).info()  # RunDirError when run.json is unreadable
         return replace(Settings.from_public_dict(info.get("options") or {}), out_dir=self.run_dir)
 
 

@@ -26,7 +26,6 @@ from click.testing import CliRunner
 
 from batchrun._api import cancel_run, make_runner
 from batchrun.batch.driver import BatchDriver
-from batchrun.batch.state import batch_status
 from batchrun.batch.steps import read_ledger
 from batchrun.batch.workdir import steps_path
 from batchrun.cli import cli
@@ -35,6 +34,7 @@ from batchrun.engine.rundir import RunDirLock
 from batchrun.errors import ConfigError, InputError, RunDirError
 from batchrun.models import Outcome
 from batchrun.output.journal import read_journal
+from batchrun.output.ledger import batch_status
 from batchrun.report.text import format_status, status_report
 from batchrun.settings import Settings
 from batchrun.sim import BatchConfig, SimConfig, SimThread
@@ -331,7 +331,7 @@ def test_status_counts_the_rows_running_batches_have_answered(tmp_path: Path) ->
     ends: `batchrun status`, the progress lines and the report count them, not 0."""
     import io
 
-    from batchrun.batch.state import read_state
+    from batchrun.output.ledger import read_state
     from batchrun.report.html import build_page_data
 
     inp = write_rows(tmp_path / "req.jsonl", 120)

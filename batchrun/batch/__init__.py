@@ -9,7 +9,8 @@ shards, uploading them, creating their batches), `reconcile` (finding a batch wh
 create answer was lost), `protocol` (the wire format), `finish` (taking a finished
 batch in), `intake` (which of its lines are written), `outcomes` (a batch's lines as
 the run's outcomes), `cancel` (cancelling the open batches), `bookkeeping` (summary.json,
-batch/state.json, progress, exit code), `state` (what `batchrun status` shows),
+batch/state.json, progress, exit code), `state` (batch/state.json, and the rule that
+keeps open batches' rows from being sent online; `batchrun.output.ledger` reads it back),
 `driver` (the loop over the shards, the deadline fallback).
 
     run = batchrun.run("requests.jsonl", "runs/a", mode="batch", deadline="6h")

@@ -25,11 +25,12 @@ from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.protocol import BatchView
-from batchrun.batch.state import shard_entry, shard_line, write_state
+from batchrun.batch.state import shard_entry, write_state
 from batchrun.batch.steps import ShardRecord
 from batchrun.engine.commit import Committer
 from batchrun.output.summary import Counts
 from batchrun.redact import scrub_text
+from batchrun.report.text import shard_line
 from batchrun.settings import Settings
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from batchrun.output.ledger import shard_tag
+
 _LIMIT = re.compile(r"Limit: ([\d,]+) enqueued tokens", re.IGNORECASE)
 
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -52,11 +54,6 @@ def input_line(custom_id: str, body: Mapping[str, Any], url: str = CHAT_ENDPOINT
     """
     line = {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
     return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
-
-
-def shard_tag(shard: int) -> str:
-    """How a shard is named in metadata and file names: ``s000003``."""
-    return f"s{shard:06d}"
 
 
 def metadata_for(run_id: str, shard: int, attempt: int) -> dict[str, str]:

@@ -26,13 +26,11 @@ from typing import Any
 import orjson
 
 from batchrun.apis import CHAT, api_of_url, batch_url
-from batchrun.batch.protocol import CHAT_ENDPOINT, input_line, shard_tag
+from batchrun.batch.protocol import CHAT_ENDPOINT, input_line
 from batchrun.errors import RunDirError
 from batchrun.ids import body_hash
+from batchrun.output.ledger import BATCH_DIR, shard_tag, state_path, steps_path
 
-BATCH_DIR = "batch"
-STEPS = "steps.jsonl"
-STATE = "state.json"
 SIM = "sim"
 
 
@@ -44,14 +42,6 @@ class ShardPaths:
 
 def batch_dir(run_dir: str) -> str:
     return os.path.join(run_dir, BATCH_DIR)
-
-
-def steps_path(run_dir: str) -> str:
-    return os.path.join(run_dir, BATCH_DIR, STEPS)
-
-
-def state_path(run_dir: str) -> str:
-    return os.path.join(run_dir, BATCH_DIR, STATE)
 
 
 def sim_state_path(run_dir: str) -> str:

@@ -118,6 +118,36 @@ class Counts:
         }
 
 
+def summary_figures(tally: Tally, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The figures of summary.json that are sums over output lines, from a `Tally`
+    (``state``: its `Tally.to_state` when the caller has it): ``usage`` (with
+    ``missing``: answers without usage), ``by_model``, ``retries``, ``rate_limited``,
+    ``quality`` (every answer by category and model) and, when answers were reused
+    (the response cache, identical requests of the run), ``reused``: how many, and
+    the usage not paid again. The one mapping `build_summary`, the reader of a run
+    directory (`batchrun.output.rundir`) and the sum over a cluster's shards use.
+
+        >>> summary_figures(Tally())["usage"]["missing"]
+        0
+    """
+    if state is None:
+        state = tally.to_state()
+    figures: dict[str, Any] = {
+        "usage": {**state["usage"], "missing": state["missing_usage"]},
+        "by_model": state["by_model"],
+        "retries": tally.retries,
+        "rate_limited": tally.rate_limited,
+        "quality": state["quality"],
+    }
+    if state["reused"]:
+        figures["reused"] = {
+            "cache": state["reused"].get("cache", 0),
+            "run": state["reused"].get("run", 0),
+            "saved_usage": state["saved"]["usage"],
+        }
+    return figures
+
+
 def build_summary(
     *,
     status: str,
@@ -134,6 +164,7 @@ def build_summary(
 ) -> dict[str, Any]:
     """The summary document. ``journal`` lets a resume skip re-parsing old lines."""
     state = tally.to_state()
+    figures = summary_figures(tally, state)
     summary: dict[str, Any] = {
         "status": status,
         "batchrun_version": __version__,
@@ -142,25 +173,17 @@ def build_summary(
         "input": input_path,
         "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "requests": counts.to_dict(),
-        "usage": {**state["usage"], "missing": state["missing_usage"]},
-        "by_model": state["by_model"],
-        "retries": tally.retries,
-        "rate_limited": tally.rate_limited,
+        "usage": figures.pop("usage"),
+        "by_model": figures.pop("by_model"),
+        "retries": figures.pop("retries"),
+        "rate_limited": figures.pop("rate_limited"),
         # the rows failing now, by code (a failure retried into an answer leaves it)
         "error_codes": dict(Counter(failed_codes)),
-        # every answer by quality (truncated, refused, off-schema...) and model
-        "quality": state["quality"],
+        "quality": figures.pop("quality"),
         "elapsed_s": round(elapsed_s, 3),
         "pacing": pacing or {},
+        **figures,  # reused, when any answer was
     }
-    if state["reused"]:
-        # answers not sent for (the response cache, identical requests of the run):
-        # their tokens were not paid again
-        summary["reused"] = {
-            "cache": state["reused"].get("cache", 0),
-            "run": state["reused"].get("run", 0),
-            "saved_usage": state["saved"]["usage"],
-        }
     if extra:
         summary.update(extra)
     summary["journal"] = {

@@ -163,6 +163,36 @@ class Tally:
             unread=outcome.billed_unread,
         )
 
+    def merge(self, other: Tally) -> Tally:
+        """Add ``other`` (another directory's tally: a shard of a run on a cluster) to
+        this one, every figure it keeps; returns self.
+
+            >>> a, b = Tally(), Tally()
+            >>> _ = b.count(True, {"model": "m", "usage": {"prompt_tokens": 2}}, [429, 200])
+            >>> a.merge(b).merge(b).usage.total.prompt_tokens, a.retries
+            (4, 2)
+        """
+        for mine, theirs in (
+            (self.usage, other.usage),
+            (self.saved, other.saved),
+            (self.batch_usage, other.batch_usage),
+        ):
+            for model, usage in theirs.by_model.items():
+                mine.add(model, usage)  # the total is the sum over models
+            mine.missing += theirs.missing
+        self.retries += other.retries
+        self.rate_limited += other.rate_limited
+        self.error_codes.update(other.error_codes)
+        self.quality.merge(other.quality)
+        self.paid_quality.merge(other.paid_quality)
+        self.reused.update(other.reused)
+        self.by_mode.update(other.by_mode)
+        for answered, asked in other.asked.items():
+            self.asked.setdefault(answered, asked)
+        for model, unread in other.unread.items():
+            self.unread.setdefault(model, UnreadBilled()).add_totals(unread)
+        return self
+
     def to_state(self) -> dict[str, Any]:
         return {
             "usage": self.usage.total.to_dict(),

@@ -1,11 +1,14 @@
 """The report on a run: counts, usage, cost, throughput, latency, retries, files.
 
-Built from the run directory, so it says the same thing at the end of a run, in
-`batchrun status` while a run is still going (read-only: nothing is repaired or
-rewritten), and after any number of resumes. Counts and usage come from the
-journal (or, at the end of a run, from the summary the runner has just written
-from the same lines); latency, time to first token and retry causes come from the
-per-line ``batchrun`` meta, streamed once (see batchrun.report.statistics).
+Built from the run directory (`batchrun.output.rundir.RunDir`, which knows how an
+online run, a Batch API run and a run on a cluster lay out their files), so it says
+the same thing at the end of a run, in `batchrun status` while a run is still going
+(read-only: nothing is repaired or rewritten), and after any number of resumes.
+Counts and usage come from the journal (or, at the end of a run, from the summary
+the runner has just written from the same lines); latency, time to first token and
+retry causes come from the per-line ``batchrun`` meta, streamed once (see
+batchrun.report.statistics). `report_from` is the one place the report's keys are
+made.
 
     >>> report = status_report("runs/a")       # doctest: +SKIP
     >>> report["complete"], report["latency_ms"]["p95"]   # doctest: +SKIP
@@ -16,59 +19,26 @@ per-line ``batchrun`` meta, streamed once (see batchrun.report.statistics).
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from batchrun.engine.rundir import holder
-from batchrun.errors import BatchrunError, RunDirError
-from batchrun.output.journal import ERRORS, RESULTS, RUN_INFO, SUMMARY, JournalState, read_journal
-from batchrun.output.lines import decode, decode_meta
-from batchrun.output.summary import read_json_object
+from batchrun.errors import BatchrunError
+from batchrun.output.rundir import RunDir, Snapshot
 from batchrun.report.statistics import OutputStats
 from batchrun.report.tables import format_usd
 
-# files listed first in the report, in this order; anything else follows by name
-_FILE_ORDER = (RESULTS, ERRORS, "results.parquet", "invalid.jsonl", SUMMARY, RUN_INFO)
 
-
-def scan_outputs(run_dir: str) -> OutputStats:
-    """Latency, TTFT and retry causes from results.jsonl and errors.jsonl.
-
-    A last line without its newline (torn, or being written by a live run) is
-    skipped, as the journal does.
-    """
+def scan_outputs(run: str | RunDir) -> OutputStats:
+    """Latency, TTFT and retry causes over every complete line of the run (each
+    shard's, for a run on a cluster); answers are read without their bodies."""
     stats = OutputStats()
-    results = os.path.join(run_dir, RESULTS)
-    errors = os.path.join(run_dir, ERRORS)
-    try:
-        if os.path.exists(results):
-            with open(results, "rb") as f:
-                for line in f:
-                    if line.endswith(b"\n"):
-                        stats.add(decode_meta(line))
-        if os.path.exists(errors):
-            with open(errors, "rb") as f:
-                for line in f:
-                    if line.endswith(b"\n"):
-                        stats.add(decode(line))
-    except (ValueError, OSError) as exc:
-        raise RunDirError(f"{run_dir}: cannot read the output files ({exc})") from exc
+    for outcome in _as_run(run).outcomes(meta=True):
+        stats.add(outcome)
     return stats
 
 
-def _files(run_dir: str) -> list[dict[str, Any]]:
-    names = [
-        n
-        for n in os.listdir(run_dir)
-        if not n.startswith(".") and os.path.isfile(os.path.join(run_dir, n))
-    ]
-    rank = {name: i for i, name in enumerate(_FILE_ORDER)}
-    names.sort(key=lambda n: (rank.get(n, len(rank)), n))
-    return [
-        {"path": os.path.join(run_dir, n), "bytes": os.path.getsize(os.path.join(run_dir, n))}
-        for n in names
-    ]
+def _as_run(run: str | os.PathLike[str] | RunDir) -> RunDir:
+    return run if isinstance(run, RunDir) else RunDir.open(run)
 
 
 def _cost_blocks(
@@ -96,64 +66,33 @@ def _cost_blocks(
 
 
 def run_report(
-    run_dir: str,
+    run_dir: str | os.PathLike[str] | RunDir,
     *,
     summary: Mapping[str, Any] | None = None,
     outputs: OutputStats | None = None,
 ) -> dict[str, Any]:
-    """Everything the end-of-run report and `batchrun status` show, as plain data.
+    """Everything the end-of-run report and `batchrun status` show, as plain data, for
+    an online run, a Batch API run and a run on a cluster alike.
 
     ``summary``: the runner's final summary (its counts come from the lines it has
-    just written); without it the counts are rebuilt from the files. ``outputs``:
-    the lines' latency and retry figures when the caller has already read them
-    (the HTML report reads every line once for its charts); else `scan_outputs`.
+    just written); without it the counts are rebuilt from the files
+    (`batchrun.output.rundir.RunDir.snapshot`). ``outputs``: the lines' latency and
+    retry figures when the caller has already read them (the HTML report reads every
+    line once for its charts); else `scan_outputs`.
     """
-    if not os.path.isdir(run_dir):
-        raise RunDirError(f"{run_dir}: no such run directory")
-    info = read_json_object(os.path.join(run_dir, RUN_INFO))
-    if info is None:
-        raise RunDirError(f"{run_dir}: no run.json (is this a batchrun run directory?)")
-    # the end-of-run report is built by the running process itself (it holds the lock)
-    running_pid = holder(run_dir) if summary is None else None
-    if summary is None:
-        summary = read_json_object(os.path.join(run_dir, SUMMARY)) or {}
-        try:
-            journal = read_journal(run_dir, repair=False)
-        except ValueError as exc:
-            raise RunDirError(str(exc)) from exc
-        if _summary_counts_hold(summary, info, journal):
-            requests = {"invalid": 0, **summary["requests"]}
-            error_codes = dict(summary.get("error_codes") or {})
-        else:
-            requests, error_codes = _recount(summary, info, journal)
-        state = journal.tally.to_state()
-        usage = {**state["usage"], "missing": state["missing_usage"]}
-        by_model = state["by_model"]
-        retries, rate_limited = state["retries"], state["rate_limited"]
-        quality = state["quality"]
-        status = summary.get("status", "unknown")
-        if status == "running" and running_pid is None:
-            status = "stopped"  # killed (kill -9, power cut) before it could say so
-    else:
-        requests = {"invalid": 0, **summary["requests"]}
-        usage = dict(summary["usage"])
-        by_model = dict(summary.get("by_model") or {})
-        retries, rate_limited = int(summary["retries"]), int(summary["rate_limited"])
-        error_codes = dict(summary.get("error_codes") or {})
-        quality = summary.get("quality") or {}
-        status = summary.get("status", "unknown")
+    run = _as_run(run_dir)
+    snap = run.snapshot(summary)
+    return report_from(snap, scan_outputs(run) if outputs is None else outputs)
 
-    if outputs is None:
-        outputs = scan_outputs(run_dir)
-    from batchrun.batch.state import batch_status
 
-    batch = batch_status(run_dir)
-
-    tally_state = (summary.get("journal") or {}).get("tally") or {}
-    by_mode = dict(tally_state.get("by_mode") or {})
-    options = info.get("options") or {}
+def report_from(snap: Snapshot, outputs: OutputStats) -> dict[str, Any]:
+    """The report of a run directory's `Snapshot` and its lines' statistics: the one
+    place its keys are made."""
+    summary, figures, requests = snap.summary, snap.figures, snap.requests
+    usage = figures["usage"]
+    options = snap.info.get("options") or {}
     prices = options.get("prices") or options.get("prices_path")
-    cost, batch_cost, cost_source = _cost_blocks(summary, by_model, prices)
+    cost, batch_cost, cost_source = _cost_blocks(summary, figures["by_model"], prices)
     elapsed = summary.get("elapsed_s")
     finished = requests["succeeded"] + requests["failed"]
     throughput: dict[str, Any] = {
@@ -165,19 +104,19 @@ def run_report(
         throughput["requests_per_s"] = round(finished / elapsed, 3)
         throughput["tokens_per_s"] = round(usage.get("total_tokens", 0) / elapsed, 1)
     return {
-        "run_dir": run_dir,
-        "input": info.get("input_path"),
+        "run_dir": snap.path,
+        "input": snap.info.get("input_path"),
         "complete": requests["pending"] == 0,
-        "status": status,
-        "running_pid": running_pid,
+        "status": snap.status,
+        "running_pid": snap.running_pid,
         "requests": requests,
         "usage": usage,
-        "by_model": by_model,
-        "retries": retries,
-        "rate_limited": rate_limited,
-        "quality": quality,
+        "by_model": figures["by_model"],
+        "retries": figures["retries"],
+        "rate_limited": figures["rate_limited"],
+        "quality": figures["quality"],
         "retry_causes": dict(outputs.retry_causes.most_common()),
-        "error_codes": dict(sorted(error_codes.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "error_codes": snap.error_codes,
         "cost_usd": cost,
         "batch_api_cost_usd": batch_cost,
         "cost_source": cost_source,
@@ -188,62 +127,22 @@ def run_report(
         "ttft_ms": outputs.ttft_ms.summary(),
         "eval": summary.get("eval"),
         "pilot": summary.get("pilot"),
-        "reused": summary.get("reused"),
+        "reused": figures.get("reused"),
         "saved_usd": summary.get("saved_usd"),
         "variants": summary.get("variants"),
         "comparison": summary.get("comparison"),
-        "batch": batch,
+        "batch": snap.batches,
         # pending rows a running batch has answered (taken in when the batch ends)
-        "at_provider": (batch or {}).get("at_provider", {}).get("answered", 0),
-        "by_mode": by_mode,
-        "files": _files(run_dir),
+        "at_provider": (snap.batches or {}).get("at_provider", {}).get("answered", 0),
+        "by_mode": snap.by_mode,
+        "shards": snap.shards,
+        "files": snap.files,
     }
 
 
-def _summary_counts_hold(
-    summary: Mapping[str, Any], info: Mapping[str, Any], journal: JournalState
-) -> bool:
-    """Use the runner's own counts when nothing was written after them, or when
-    rows changed under --force (only the runner, with the input at hand, can tell
-    an answer to the old body from one to the new)."""
-    if not isinstance(summary.get("requests"), Mapping):
-        return False
-    marks = summary.get("journal") or {}
-    fresh = (
-        marks.get("results_bytes") == journal.results_bytes
-        and marks.get("errors_bytes") == journal.errors_bytes
-    )
-    foreign = info.get("outside_input") or {}
-    changed = bool(info.get("changed_rows")) or any(foreign.values())
-    return fresh or changed
-
-
-def _recount(
-    summary: Mapping[str, Any], info: Mapping[str, Any], journal: JournalState
-) -> tuple[dict[str, int], dict[str, int]]:
-    """Counts rebuilt from the lines (exact while no row's body changed)."""
-    total = int(info.get("input_rows", 0))
-    done = len(journal.done)
-    failed = len(journal.failed)
-    invalid = int((summary.get("requests") or {}).get("invalid", 0))
-    requests = {
-        "total": total,
-        "succeeded": done,
-        "failed": failed,
-        "pending": max(0, total - done - failed),
-        "invalid": invalid,
-    }
-    codes = Counter(journal.failed_codes.get(h, "unknown") for h in journal.failed)
-    return requests, dict(codes)
-
-
-def status_report(run_dir: str) -> dict[str, Any]:
-    """`batchrun status`: the run report rebuilt from the files (read-only); a run made
-    on a Ray cluster is its shards added up."""
-    if os.path.isfile(os.path.join(run_dir, "shards.json")):
-        from batchrun.scale.aggregate import sharded_report
-
-        return sharded_report(run_dir)
+def status_report(run_dir: str | os.PathLike[str] | RunDir) -> dict[str, Any]:
+    """`batchrun status`: the run report rebuilt from the files (read-only), for any
+    kind of run (a run on a cluster is its shards added up)."""
     return run_report(run_dir)
 
 
@@ -377,8 +276,6 @@ def _mode_lines(report: Mapping[str, Any]) -> list[str]:
     if batch:
         import time
 
-        from batchrun.batch.state import status_lines
-
         lines.extend(status_lines(batch, time.time()))
     return lines
 
@@ -402,6 +299,51 @@ def shown_path(path: str | None) -> str | None:
     if relative == os.pardir or relative.startswith(os.pardir + os.sep):
         return path
     return relative
+
+
+def _ago(seconds: float) -> str:
+    whole = int(max(0.0, seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60}:{whole % 60:02d}"
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def shard_line(entry: Mapping[str, Any], now: float) -> str:
+    """One open batch on one line (status, counts, time since submission).
+
+    >>> shard_line({"shard": "s000001", "status": "in_progress", "completed": 5,
+    ...     "failed": 1, "total": 10, "created_at": 100.0}, now=160.0)
+    's000001  in_progress  5 done, 1 failed of 10  (submitted 1:00 ago)'
+    """
+    status = str(entry.get("status"))
+    text = f"{entry.get('shard')}  {status}"
+    total = int(entry.get("total") or 0)
+    if status.startswith(("in_progress", "finalizing", "cancelling")) or entry.get("completed"):
+        text += (
+            f"  {int(entry.get('completed') or 0):,} done, {int(entry.get('failed') or 0):,} "
+            f"failed of {total:,}"
+        )
+    else:
+        text += f"  {total:,} rows"
+    created = entry.get("created_at")
+    if isinstance(created, int | float):
+        text += f"  (submitted {_ago(now - created)} ago)"
+    return text
+
+
+def status_lines(status: Mapping[str, Any], now: float) -> list[str]:
+    """The batch part of the text report."""
+    head = f"batches     {len(status['open'])} open, {status['shards_done']} done"
+    if isinstance(status.get("updated_at"), int | float):
+        head += f"; last checked {_ago(now - status['updated_at'])} ago"
+    inside = (status.get("at_provider") or {}).get("answered")
+    if inside:
+        head += f"; {inside:,} rows answered inside the open ones, collected when each ends"
+    lines = [head]
+    lines.extend("  " + shard_line(entry, now) for entry in status["open"])
+    return lines
 
 
 def format_status(report: Mapping[str, Any]) -> str:
@@ -436,6 +378,12 @@ def format_status(report: Mapping[str, Any]) -> str:
     if req.get("invalid"):
         requests += f"; {_n(req['invalid'])} invalid rows skipped"
     lines.append(requests)
+    shards = report.get("shards")
+    if shards:
+        line = f"shards      {_n(shards.get('complete', 0))} of {_n(shards['total'])} complete"
+        if shards.get("shard_rows"):
+            line += f" ({_n(shards['shard_rows'])} rows each)"
+        lines.append(line)
     tokens = (
         f"tokens      {_n(usage['total_tokens'])}: {_n(usage['prompt_tokens'])} prompt "
         f"({_n(usage['cached_tokens'])} cached), {_n(usage['completion_tokens'])} completion "
@@ -518,7 +466,10 @@ __all__ = [
     "format_status",
     "online_price_of_batch_run",
     "shown_path",
+    "report_from",
     "run_report",
     "scan_outputs",
+    "shard_line",
+    "status_lines",
     "status_report",
 ]

@@ -33,7 +33,8 @@ from batchrun.engine.prepare import check_resume
 from batchrun.engine.stops import StopReason
 from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
 from batchrun.output.journal import RUN_INFO, SUMMARY
-from batchrun.output.summary import Counts, read_json_object, write_json_atomic
+from batchrun.output.rundir import RunDir, is_complete
+from batchrun.output.summary import Counts, write_json_atomic
 from batchrun.scale.aggregate import merged_eval, merged_summary
 from batchrun.scale.checks import check_scans, sharded_run_info
 from batchrun.scale.shards import PLAN, ShardPlan, load_or_plan, shard_dir
@@ -172,7 +173,7 @@ class RayLane:
         if not os.path.isfile(path):
             raise InputError(path, "0", "no such file")
         fingerprint = Source(path).fingerprint()
-        info = read_json_object(os.path.join(run_dir, RUN_INFO))
+        info = RunDir(run_dir).info() or None
         check_resume(self.cfg, fingerprint, run.notes)
         if info is None and os.path.exists(os.path.join(run_dir, "results.jsonl")):
             raise RunDirError(f"{run_dir} holds a run made without --ray; use another -o directory")
@@ -185,7 +186,7 @@ class RayLane:
                 f"--shard-rows {self.cfg.shard_rows} ignored: this run's shards were planned "
                 f"with {plan.shard_rows} rows each"
             )
-        summary = read_json_object(os.path.join(run_dir, SUMMARY)) or {}
+        summary = RunDir(run_dir).summary()
         run.facts.elapsed_before = float(summary.get("elapsed_s") or 0.0)
         cfg = replace(self.cfg, input=os.path.abspath(path))
         self._jobs = [ShardJob(cfg, os.path.abspath(run_dir), s) for s in plan.shards]
@@ -215,11 +216,10 @@ class RayLane:
             if scan.total == 0:
                 continue
             if not (cfg.force or cfg.retry_bad_answers):
-                summary = read_json_object(os.path.join(job.shard_dir, SUMMARY)) or {}
-                requests = summary.get("requests") or {}
-                if summary.get("status") == "complete" and not requests.get("pending"):
-                    if not (cfg.retry_failed and requests.get("failed")):
-                        continue
+                summary = RunDir(job.shard_dir).summary()
+                failed = (summary.get("requests") or {}).get("failed")
+                if is_complete(summary) and not (cfg.retry_failed and failed):
+                    continue
             todo.append(job)
         return todo
 
@@ -227,8 +227,8 @@ class RayLane:
         assert self.plan is not None
         spent = 0.0
         for shard in self.plan.shards:
-            path = os.path.join(shard_dir(self.cfg.out_dir or "", shard), SUMMARY)
-            total = ((read_json_object(path) or {}).get("cost_usd") or {}).get("total")
+            summary = RunDir(shard_dir(self.cfg.out_dir or "", shard)).summary()
+            total = (summary.get("cost_usd") or {}).get("total")
             spent += float(total or 0.0)
         return spent
 
@@ -424,14 +424,13 @@ class RayLane:
         write_json_atomic(os.path.join(run.run_dir, SUMMARY), summary)
         if not self.cfg.quiet:
             from batchrun.jobs.outputs import evaluation_message
-            from batchrun.report.text import format_status
-            from batchrun.scale.aggregate import sharded_report
+            from batchrun.report.text import format_status, run_report
 
             # as one process says it: the evaluation, then the report without it
             evaluation = summary.get("eval")
             if evaluation is not None:
                 self._say(evaluation_message(evaluation))
-            report = sharded_report(run.run_dir, final=True)
+            report = run_report(run.run_dir, summary=summary)
             self._say(format_status({**report, "eval": None}))
 
     def close(self) -> None:

@@ -34,9 +34,8 @@ from typing import Any
 from batchrun.errors import InputError, RunDirError
 from batchrun.input.delimited import DELIMITED_KINDS, DelimitedFile
 from batchrun.input.sources import Span, input_kind
+from batchrun.output.rundir import PLAN, SHARDS_DIR, shard_name
 
-PLAN = "shards.json"
-SHARDS_DIR = "shards"
 SHARDS_PER_WORKER = 4
 MIN_AUTO_ROWS = 1_000
 MAX_AUTO_ROWS = 1_000_000
@@ -52,7 +51,7 @@ class Shard:
 
     @property
     def name(self) -> str:
-        return f"{self.index:05d}"
+        return shard_name(self.index)
 
     @property
     def rows(self) -> int:

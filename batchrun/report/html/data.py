@@ -1,7 +1,9 @@
 """Everything the HTML report shows, as one JSON-ready dict, aggregated to stay small.
 
-The counts, usage, cost, quality and evaluation are `batchrun.report.text.run_report`'s,
-so the page says what ``batchrun status`` says. What the text report has no room
+The counts, usage, cost, quality and evaluation are the text report's
+(`batchrun.report.text.report_from` of the directory's `batchrun.output.rundir.RunDir`
+snapshot, for an online, Batch API or sharded run alike), so the page says what
+``batchrun status`` says. What the text report has no room
 for comes from one pass over results.jsonl and errors.jsonl (`OutputScan`): the
 time series (`batchrun.report.html.timeseries`), latency, wait and time-to-first-token
 distributions, error examples per code, and a sample of rows when there is no
@@ -27,20 +29,17 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import orjson
-
-from batchrun.batch.state import batch_history
-from batchrun.errors import RunDirError
 from batchrun.models import Outcome
-from batchrun.output.journal import ERRORS, READ_CHUNK, RESULTS, RUN_INFO, SUMMARY
+from batchrun.output.journal import READ_CHUNK
 from batchrun.output.lines import decode, milliseconds
 from batchrun.output.quality import CATEGORIES, QualityCounts, quality_warnings
+from batchrun.output.rundir import PARQUET, RunDir
 from batchrun.output.usage import usage_of
 from batchrun.report.html.headline import headline, latency_note
 from batchrun.report.html.sample import LineSample, cut, parquet_sample
 from batchrun.report.html.timeseries import TimeSeries
 from batchrun.report.statistics import LatencyStats, OutputStats
-from batchrun.report.text import online_price_of_batch_run, run_report
+from batchrun.report.text import online_price_of_batch_run, report_from
 from batchrun.settings import ResponseFormat, Settings
 
 DATA_VERSION = 1
@@ -48,24 +47,12 @@ QUANTILES = tuple(sorted([q / 100 for q in range(101)] + [0.995, 0.999]))
 """Where each distribution is sampled (sorted, 0 and 1 included: min and max)."""
 ERROR_EXAMPLES = 3
 """Example rows kept per error code (the latest lines)."""
-PARQUET = "results.parquet"
-
-
-def load_json_object(path: str) -> dict[str, Any]:
-    """A JSON object file (run.json, summary.json); {} when missing or unreadable
-    (summary.json is replaced atomically, but a run may not have written it yet)."""
-    try:
-        with open(path, "rb") as f:
-            data = orjson.loads(f.read())
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def run_options(run_dir: str, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The options a run recorded in run.json (``info``, else read); {} before it has."""
     if info is None:
-        info = load_json_object(os.path.join(run_dir, RUN_INFO))
+        info = RunDir(run_dir).info()
     options = info.get("options")
     return options if isinstance(options, dict) else {}
 
@@ -93,32 +80,21 @@ class OutputScan:
         self.lines = LineSample(self.options)
         self._read: dict[str, tuple[int, int]] = {}  # name -> (inode, bytes read)
 
-    def _files(self) -> list[tuple[str, str]]:
-        """(key, path) of every output file: the run's own, or (a run on a Ray cluster)
-        each shard's."""
-        import glob
-
-        shards = sorted(glob.glob(os.path.join(self.run_dir, "shards", "*", "")))
-        folders = shards or [self.run_dir]
-        return [
-            (os.path.join(f, n), os.path.join(f, n)) for f in folders for n in (RESULTS, ERRORS)
-        ]
-
     def update(self) -> bool:
         """Read what was appended since the last call; True when anything was."""
         grew = False
-        for name, path in self._files():
+        # the run's own files, or (a run on a cluster) each shard's
+        for path, answers in RunDir(self.run_dir).line_files():
             try:
                 st = os.stat(path)
             except FileNotFoundError:
                 continue
-            inode, done = self._read.get(name, (st.st_ino, 0))
+            inode, done = self._read.get(path, (st.st_ino, 0))
             if inode != st.st_ino or st.st_size < done:
                 self._reset()  # replaced or cut: count everything again
                 return self.update() or True
             if st.st_size > done:
-                succeeded = os.path.basename(path) == RESULTS
-                self._read[name] = (inode, self._scan(path, succeeded, done))
+                self._read[path] = (inode, self._scan(path, answers, done))
                 grew = True
         return grew
 
@@ -412,26 +388,20 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
     (`comparison_of`), ``headline`` (the page's first sentence,
     `batchrun.report.html.headline.headline`), ``at_provider`` (pending rows a
     running batch has answered), ``by_mode`` (rows by the way they were answered),
-    ``batches`` (`batchrun.batch.state.batch_history`, None without the Batch API),
+    ``batches`` (`batchrun.output.ledger.batch_history`, None without the Batch API),
     ``reused`` (answers not sent for: from the cache, from identical requests, the
     tokens and USD not paid again; None when none), ``errors`` (per code: rows
     failing now and the latest examples), ``sample`` (the table, see
     batchrun.report.html.sample).
     """
-    if not os.path.isdir(run_dir):
-        raise RunDirError(f"{run_dir}: no such run directory")
-    info = load_json_object(os.path.join(run_dir, RUN_INFO))
+    run = RunDir.open(run_dir)
+    snap = run.snapshot()
+    info, summary = snap.info, snap.summary
     options = run_options(run_dir, info)
     if scan is None:
         scan = OutputScan(run_dir, options)
     scan.update()
-    if os.path.isfile(os.path.join(run_dir, "shards.json")):  # a run on a Ray cluster
-        from batchrun.scale.aggregate import sharded_report
-
-        report = sharded_report(run_dir, outputs=scan.outputs)
-    else:
-        report = run_report(run_dir, outputs=scan.outputs)
-    summary = load_json_object(os.path.join(run_dir, SUMMARY))
+    report = report_from(snap, scan.outputs)
     running = report["running_pid"] is not None
     parquet = os.path.join(run_dir, PARQUET)
     sample = None
@@ -497,7 +467,7 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
             if isinstance(reused, Mapping)
             else None
         ),
-        "batches": batch_history(run_dir),
+        "batches": run.batch_history(),
         "errors": errors,
         "sample": sample,
     }
