@@ -41,6 +41,7 @@ from batchrun.arrowbuf import from_array, scalar
 from batchrun.engine.rundir import removed_if_refused, taken
 from batchrun.engine.signals import run_watched
 from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
+from batchrun.input.locations import recorded_location
 from batchrun.output.journal import RUN_INFO, SUMMARY
 from batchrun.output.summary import read_json_object, write_json_atomic
 from batchrun.scale.aggregate import merged_eval, merged_summary
@@ -193,9 +194,7 @@ class RayDriver:
         if refusal is not None:  # the Runner's rule: never pay for a batch's rows twice
             raise RunDirError(refusal)
         path = self.cfg.input_path
-        if not os.path.isfile(path):
-            raise InputError(path, "0", "no such file")
-        fingerprint = Source(path).fingerprint()
+        fingerprint = Source(path).fingerprint()  # InputError: no such file
         info = read_json_object(os.path.join(self.run_dir, RUN_INFO))
         problems, _, _ = resume_problems(
             os.path.join(self.run_dir, RUN_INFO), self.cfg, fingerprint
@@ -234,7 +233,7 @@ class RayDriver:
         return await anyio.to_thread.run_sync(self._ray.get, refs)
 
     def _jobs(self, plan: ShardPlan) -> list[ShardJob]:
-        cfg = replace(self.cfg, input=os.path.abspath(self.cfg.input_path))
+        cfg = replace(self.cfg, input=recorded_location(self.cfg.input_path))
         return [ShardJob(cfg, os.path.abspath(self.run_dir), shard) for shard in plan.shards]
 
     async def _run_locked(self, plan: ShardPlan) -> Any:
@@ -313,7 +312,7 @@ class RayDriver:
     def _write_run_info(self, plan: ShardPlan, scans: list[ShardScan]) -> None:
         info = {
             "batchrun_version": __version__,
-            "input_path": os.path.abspath(self.cfg.input_path),
+            "input_path": recorded_location(self.cfg.input_path),
             "input_fingerprint": self._fingerprint,
             "input_rows": self.total,
             "request_options": orjson.loads(orjson.dumps(self.cfg.fingerprint(), default=str)),
