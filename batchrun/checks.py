@@ -328,6 +328,20 @@ def path_value(value: Any, where: Where) -> str:
     return str(path)
 
 
+@shown_as("DIR")
+def run_dir_path(value: Any, where: Where) -> str:
+    """The run directory: a local (or shared) path. A URI is refused rather than made
+    a local directory named ``s3:``: run directories on object storage are not written
+    yet (their storage layer is `batchrun.output.segments`)."""
+    text(value, where)
+    if "://" in str(value):
+        raise where.fail(
+            f"{value!r}: a run directory on object storage is not supported yet (inputs "
+            "there are); give a local or shared directory"
+        )
+    return path_value(value, where)
+
+
 @shown_as("FILE")
 def existing_file(value: Any, where: Where) -> str:
     """A file that exists (looked for only where the value comes in: `Where.entry`)."""

@@ -645,7 +645,7 @@ class Settings:
         key="dir",
         flags=("-o", "--out"),
         metavar="DIR",
-        check=checks.path_value,
+        check=checks.run_dir_path,
     )
     write_parquet: bool = setting(
         True,

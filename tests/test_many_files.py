@@ -288,3 +288,17 @@ def test_a_dataset_over_a_directory_of_csv_files(sim: SimThread, tmp_path: Path)
     assert [(r["custom_id"], r["text"]) for r in rows] == [
         ("2024.csv:row-1", "good"), ("2024.csv:row-2", "bad"), ("2025.csv:row-1", "fine"),
     ]  # fmt: skip
+
+
+def test_a_job_file_names_a_directory_or_a_uri(tmp_path: Path) -> None:
+    from batchrun.jobs.jobfile import load_job
+
+    data = tmp_path / "jobs" / "data"
+    jsonl(data / "a.jsonl", [body("a1")])
+    job = tmp_path / "jobs" / "job.toml"
+    job.write_text('[input]\npath = "data"\n')
+    assert load_job(str(job)).values["input"] == str(data)  # relative to the job file
+    job.write_text('[input]\npath = "data/*.jsonl"\n')
+    assert load_job(str(job)).values["input"] == str(data / "*.jsonl")
+    job.write_text('[input]\npath = "s3://bucket/prefix/"\n')
+    assert load_job(str(job)).values["input"] == "s3://bucket/prefix/"

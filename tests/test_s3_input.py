@@ -274,3 +274,8 @@ def test_hf_reads_through_fsspec(fake_hub: Any) -> None:
     assert Source("hf://datasets/u/r/data").fingerprint() != before
     with pytest.raises(InputError, match="the object changed"):
         list(source.requests())
+
+
+def test_a_run_directory_on_object_storage_is_refused_for_now() -> None:
+    with pytest.raises(batchrun.ConfigError, match="run directory on object storage is not"):
+        batchrun.Settings.build(input="s3://bucket/data.parquet", out_dir="s3://bucket/runs/x")

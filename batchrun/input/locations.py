@@ -526,7 +526,7 @@ def filesystem_for(uri: str) -> tuple[Any, str]:
     filesystem resolves its bucket's region once)."""
     scheme = scheme_of(uri)
     assert scheme is not None
-    _register_env_secrets()
+    register_env_secrets()
     parts = urlsplit(uri)
     path = _path_of(scheme, parts)
     if scheme == "hf":
@@ -594,7 +594,7 @@ def _hf_filesystem() -> Any:
     return PyFileSystem(FSSpecHandler(HfFileSystem()))
 
 
-def _register_env_secrets() -> None:
+def register_env_secrets() -> None:
     from batchrun.redact import register_secret
 
     for name in SECRET_ENV:
