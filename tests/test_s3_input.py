@@ -279,3 +279,17 @@ def test_hf_reads_through_fsspec(fake_hub: Any) -> None:
 def test_a_run_directory_on_object_storage_is_refused_for_now() -> None:
     with pytest.raises(batchrun.ConfigError, match="run directory on object storage is not"):
         batchrun.Settings.build(input="s3://bucket/data.parquet", out_dir="s3://bucket/runs/x")
+
+
+def test_a_uri_query_is_options_not_a_glob(s3: S3) -> None:
+    bucket = s3.bucket()
+    s3.put(bucket, "q/a.jsonl", jsonl_bytes([body("a")]))
+    s3.put(bucket, "q/b.jsonl", jsonl_bytes([body("b")]))
+    source = Source(f"s3://{bucket}/q/*.jsonl?region=us-east-1")
+    assert [r.custom_id for r in source.requests()] == ["a.jsonl:row-1", "b.jsonl:row-1"]
+    assert [f.name for f in source.files()] == [
+        f"s3://{bucket}/q/a.jsonl",
+        f"s3://{bucket}/q/b.jsonl",
+    ]
+    single = Source(f"s3://{bucket}/q/a.jsonl?region=us-east-1")
+    assert single.kind == "jsonl" and [r.custom_id for r in single.requests()] == ["row-1"]

@@ -151,7 +151,7 @@ def display_stem(location: str) -> str:
     >>> display_stem("s3://b/reviews/part-*.parquet"), display_stem("data/x.jsonl.gz")
     ('reviews', 'x')
     """
-    base, pattern = split_glob(location.rstrip("/"))
+    base, pattern = split_glob(shown(location).rstrip("/"))
     name = base.rstrip("/").rsplit("/", 1)[-1] if pattern else base.rsplit("/", 1)[-1]
     if "://" in name or not name:
         name = "input"
@@ -159,24 +159,43 @@ def display_stem(location: str) -> str:
 
 
 # -- globs (pure) --------------------------------------------------------------------------
+def _without_query(location: str) -> tuple[str, str]:
+    """A URI's location and its ``?query`` (pyarrow's options: ``?region=``); a ``?`` in
+    a URI starts its query, it is no glob character there."""
+    if "://" not in location:
+        return location, ""
+    base, sep, query = location.partition("?")
+    return base, sep + query
+
+
+def shown(location: str) -> str:
+    """A location as messages name it (a URI without its query)."""
+    return _without_query(location)[0]
+
+
 def is_glob(location: str) -> bool:
-    return any(c in location for c in GLOB_CHARS)
+    return any(c in _without_query(location)[0] for c in GLOB_CHARS)
 
 
 def split_glob(location: str) -> tuple[str, str]:
     """(the location before the first component holding a glob character, the pattern
-    after it); no glob: (location, "")."""
-    if not is_glob(location):
+    after it); no glob: (location, ""). A URI's query stays with the location.
+
+    >>> split_glob("s3://b/p/*.parquet?region=eu-west-1")
+    ('s3://b/p?region=eu-west-1', '*.parquet')
+    """
+    path, query = _without_query(location)
+    if not is_glob(path):
         return location, ""
-    head, sep, rest = location.partition("://")
+    head, sep, rest = path.partition("://")
     if not sep:
-        head, rest = "", location
+        head, rest = "", path
     parts = rest.split("/")
     for i, part in enumerate(parts):
         if any(c in part for c in GLOB_CHARS):
             base = "/".join(parts[:i])
             prefix = f"{head}://" if sep else ""
-            return prefix + base, "/".join(parts[i:])
+            return prefix + base + query, "/".join(parts[i:])
     return location, ""
 
 
@@ -420,7 +439,7 @@ def _remote_files(location: str, base: str, pattern: str) -> tuple[list[InputFil
     from pyarrow.fs import FileSelector, FileType
 
     filesystem, root = filesystem_for(base if pattern else location)
-    prefix = base.rstrip("/") if pattern else location.rstrip("/")
+    prefix = shown(base if pattern else location).rstrip("/")
     try:
         if pattern:
             recursive = "/" in pattern or "**" in pattern
@@ -439,8 +458,8 @@ def _remote_files(location: str, base: str, pattern: str) -> tuple[list[InputFil
             return _checked(location, files, glob=True), True
         info = filesystem.get_file_info(root)
         if info.type == FileType.File:
-            name = location.rsplit("/", 1)[-1]
-            return [InputFile(location, name, root, int(info.size), filesystem)], False
+            name = shown(location).rsplit("/", 1)[-1]
+            return [InputFile(shown(location), name, root, int(info.size), filesystem)], False
         if info.type == FileType.NotFound:
             raise InputError(location, "0", "no such file (no object, and no object under it)")
         infos = filesystem.get_file_info(FileSelector(root.rstrip("/"), recursive=True))
@@ -510,7 +529,7 @@ def child(location: str, relative: str) -> InputFile:
     filesystem, root = filesystem_for(top)
     root = root.rstrip("/")
     return InputFile(
-        f"{top.rstrip('/')}/{relative}", relative, f"{root}/{relative}", -1, filesystem
+        f"{shown(top).rstrip('/')}/{relative}", relative, f"{root}/{relative}", -1, filesystem
     )
 
 

@@ -38,6 +38,7 @@ whole file, so ``row-<n>`` ids are the same in every shard.
 from __future__ import annotations
 
 import os
+import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -292,8 +293,10 @@ class Source:
         self._fingerprint: str | None = None
         self._last_row: int | None = None
         self._starts: dict[int, InputFile] = {}
-        """A many-file input: each file by the input's row number before its first row."""
+        """A many-file input: each file by the input's row number before its first row
+        (two passes may run at once, in two threads: `_starts_lock`)."""
         self._offsets: list[int] = []
+        self._starts_lock = threading.Lock()
 
     # -- the files ------------------------------------------------------------------
     def files(self) -> list[InputFile]:
@@ -309,7 +312,7 @@ class Source:
                 local = files[0].path
                 if not os.path.exists(local):
                     raise InputError(self.path, "0", "no such file")
-            kind = input_kind(files[0].relative if many else self.path)
+            kind = input_kind(files[0].relative)
             if self.column_types and kind not in DELIMITED_KINDS:
                 raise ConfigError(
                     f"column_types: {self.path} is not CSV or TSV files (column types are "
@@ -354,13 +357,18 @@ class Source:
         """(the file input row ``row`` is in, its row number in that file); a many-file
         input, for rows a pass has reached."""
         if len(self._offsets) != len(self._starts):
-            self._offsets = sorted(self._starts)
+            with self._starts_lock:
+                self._offsets = sorted(self._starts)
         at = bisect_left(self._offsets, row) - 1
         if at < 0:
             files = self.files()
             return files[0], row
         offset = self._offsets[at]
         return self._starts[offset], row - offset
+
+    def _started(self, offset: int, file: InputFile) -> None:
+        with self._starts_lock:
+            self._starts[offset] = file
 
     def map_row(self, obj: Any, row: int, where: str) -> Request | list[Request]:
         """The row's request(s) through the mapper; a many-file input's rows get their
@@ -396,7 +404,7 @@ class Source:
         """Every file's rows, numbered on from the files before it."""
         offset = self.span.offset if self.span is not None else 0
         for file in files:
-            self._starts[offset] = file
+            self._started(offset, file)
             rows = self._file_rows(file, self.span)
             while True:
                 try:
@@ -529,7 +537,7 @@ class Source:
         offset = self.span.offset if self._many and self.span is not None else 0
         for file in files:
             if self._many:
-                self._starts[offset] = file
+                self._started(offset, file)
             pfile = file.parquet()
             if schema is None:
                 schema = pfile.schema_arrow
