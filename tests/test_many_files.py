@@ -302,3 +302,15 @@ def test_a_job_file_names_a_directory_or_a_uri(tmp_path: Path) -> None:
     assert load_job(str(job)).values["input"] == str(data / "*.jsonl")
     job.write_text('[input]\npath = "s3://bucket/prefix/"\n')
     assert load_job(str(job)).values["input"] == "s3://bucket/prefix/"
+
+
+def test_variants_over_many_files_keep_the_file_ids(tmp_path: Path) -> None:
+    from batchrun.input.select import source_for
+
+    data = tmp_path / "data"
+    jsonl(data / "a.jsonl", [{"text": "a"}])
+    jsonl(data / "b.jsonl", [{"text": "b"}])
+    settings = batchrun.Settings.build(input=str(data), prompt="Say {text}", model=["m1", "m2"])
+    assert [r.custom_id for r in source_for(settings).requests()] == [
+        "a.jsonl:row-1@m1", "a.jsonl:row-1@m2", "b.jsonl:row-1@m1", "b.jsonl:row-1@m2",
+    ]  # fmt: skip

@@ -9,7 +9,12 @@ Two kinds of row are accepted (see README "Input"):
   top-level ``custom_id`` (taken out of the body before sending).
 
 Rows without a custom_id are named ``row-<n>`` after their 1-based line (JSONL) or
-row (Parquet; CSV: after the header) number, so a rerun names them the same. Dataset
+row (Parquet; CSV: after the header) number, so a rerun names them the same.
+
+The input may also be a directory, prefix or glob of such files, local or on object
+storage (`batchrun.input.locations`): each file is read through an `InputFile` (a
+filesystem and a path), rows are numbered across the files in order, and a row
+without an id is ``<file>:row-<n>`` after its own file's line or row. Dataset
 jobs instead turn each row into a body through a prompt template (`RowMapper`
 injected by the job). A CSV or TSV file (`batchrun.input.delimited`) is a dataset;
 run without a template it must have a ``body`` column, as a Parquet request file.
