@@ -21,7 +21,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchrun.errors import ConfigError, MissingInput, RunDirError
@@ -234,9 +233,9 @@ def default_run_dir(settings: Settings, input_fingerprint: str) -> str:
         digest.update(b"\nendpoint " + endpoint.encode())
     name = settings.name
     if name is None:
-        name = (
-            Path(settings.input).stem.split(".")[0] if isinstance(settings.input, str) else "rows"
-        )
+        from batchrun.input.locations import display_stem
+
+        name = display_stem(settings.input) if isinstance(settings.input, str) else "rows"
     home = os.environ.get("BATCHRUN_RUNS") or RUNS_HOME
     return os.path.join(home, f"{name}-{digest.hexdigest()}")
 

@@ -328,6 +328,20 @@ def path_value(value: Any, where: Where) -> str:
     return str(path)
 
 
+@shown_as("DIR")
+def run_dir_path(value: Any, where: Where) -> str:
+    """The run directory: a local (or shared) path. A URI is refused rather than made
+    a local directory named ``s3:``: run directories on object storage are not written
+    yet (their storage layer is `batchrun.output.segments`)."""
+    text(value, where)
+    if "://" in str(value):
+        raise where.fail(
+            f"{value!r}: a run directory on object storage is not supported yet (inputs "
+            "there are); give a local or shared directory"
+        )
+    return path_value(value, where)
+
+
 @shown_as("FILE")
 def existing_file(value: Any, where: Where) -> str:
     """A file that exists (looked for only where the value comes in: `Where.entry`)."""
@@ -340,17 +354,56 @@ def existing_file(value: Any, where: Where) -> str:
 
 
 def input_file(value: Any, where: Where) -> Any:
-    """The input: a file of rows (JSONL, gzip, Parquet); objects pass (the Python API)."""
+    """The input: a file of rows (JSONL, gzip, Parquet, CSV, TSV), a directory or glob of
+    them, or the same on object storage (s3://, gs://, abfs://, hf://:
+    `batchrun.input.locations`); objects pass (the Python API).
+
+    A URI that carries a credential is refused where it comes in: the input is
+    recorded in run.json as given.
+    """
     if not isinstance(value, str | Path):
         return value
+    text = str(value)
+    if "://" in text:
+        from batchrun.errors import InputError
+        from batchrun.input.locations import location_credentials, scheme_of
+
+        found = location_credentials(text) if where.entry else None
+        if found is not None:  # named, never echoed: the value is a secret
+            raise where.refuse(
+                f"the input URI holds {found}, and a credential in it would be saved and "
+                "shown; give the store's credentials in the environment (AWS_ACCESS_KEY_ID "
+                "and AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, an instance role)"
+            )
+        try:
+            if scheme_of(text) is not None:
+                return text  # looked for when it is read
+        except InputError as exc:
+            raise where.fail(exc.reason) from None
     if not where.from_file:
-        return str(value)  # a path given directly is checked when it is read
-    path = existing_file(str(value), where)
+        return text  # a path given directly is checked when it is read
+    from batchrun.input.locations import is_glob
+
+    path = path_value(text, where)
+    if is_glob(text) or (where.entry and Path(path).is_dir()):
+        return path  # a glob or a directory: its files are listed when it is read
+    path = existing_file(text, where)
     if not path.lower().endswith(INPUT_SUFFIXES):
         raise where.fail(
             f"unsupported file type {Path(path).name!r} (use one of {', '.join(INPUT_SUFFIXES)})"
         )
     return path
+
+
+def may_hold_delimited(location: str) -> bool:
+    """False when ``location`` names one file that is not CSV or TSV (a directory or
+    glob is looked into when it is read).
+
+    >>> may_hold_delimited("a.jsonl"), may_hold_delimited("a.csv"), may_hold_delimited("s3://b/p/")
+    (False, True, True)
+    """
+    lowered = location.lower()
+    return lowered.endswith(DELIMITED_SUFFIXES) or not lowered.endswith(INPUT_SUFFIXES)
 
 
 def column_types(value: Any, where: Where) -> dict[str, str] | None:

@@ -6,7 +6,10 @@
     │   └── MissingInput     no input named at all (the command line: a usage error, exit 2)
     ├── InputError           bad request/dataset file; names the file and line/row
     ├── RunDirError          run directory (or a file a run writes) unusable, or the
-    │                        directory was started with other settings
+    │   │                    directory was started with other settings
+    │   ├── LeaseHeld        a run on object storage is held by another live owner
+    │   ├── LeaseLost        this process's lease was taken over: it stops writing
+    │   └── SegmentTaken     a segment number is already committed by another writer
     ├── BatchApiError        a Files/Batches API call failed (after its retries)
     │   └── CreateUnknown    a create whose answer was lost: the batch may exist
     ├── StopRun              an admission strategy stops the run cleanly (it can resume)
@@ -87,6 +90,38 @@ class InputError(BatchrunError):
 
 class RunDirError(BatchrunError):
     """The run directory cannot be used (not writable, or started differently)."""
+
+
+class LeaseHeld(RunDirError):
+    """Another owner holds the lease of a run on object storage, and it has not expired
+    (`batchrun.output.runlease`): ``owner`` names it, ``expires_in`` says when it may be
+    taken over."""
+
+    def __init__(self, what: str, owner: str, expires_in: float) -> None:
+        self.owner = owner
+        self.expires_in = expires_in
+        super().__init__(
+            f"{what} is held by {owner} (its lease expires in {max(0.0, expires_in):.0f} s "
+            "unless renewed; it is taken over only once expired)"
+        )
+
+
+class LeaseLost(RunDirError):
+    """This process's lease was taken over after it expired: it must stop writing."""
+
+    def __init__(self, what: str, owner: str) -> None:
+        self.owner = owner
+        super().__init__(f"{what}: the lease was taken over by {owner}; this process stops")
+
+
+class SegmentTaken(RunDirError):
+    """A segment number is already committed (`batchrun.output.segments`): another
+    writer works on the same shard, and this one must stop."""
+
+    def __init__(self, key: str, owner: str) -> None:
+        self.key = key
+        self.owner = owner
+        super().__init__(f"{key}: segment already committed by {owner}")
 
 
 class BatchApiError(BatchrunError):

@@ -248,7 +248,8 @@ class Settings:
     # -- input ---------------------------------------------------------------------
     input: Any = setting(
         help="The requests or dataset rows: a JSONL, Parquet, CSV or TSV file (.gz too for "
-        "JSONL, CSV and TSV; Python: also rows in memory).",
+        "JSONL, CSV and TSV), a directory or glob of them, or the same on object storage "
+        "(s3://, gs://, abfs://, hf://; Python: also rows in memory).",
         section="input",
         key="path",
         argument="INPUT",
@@ -644,7 +645,7 @@ class Settings:
         key="dir",
         flags=("-o", "--out"),
         metavar="DIR",
-        check=checks.path_value,
+        check=checks.run_dir_path,
     )
     write_parquet: bool = setting(
         True,
@@ -1078,7 +1079,7 @@ class Settings:
         if self.column_types and self.input is not None:
             if not isinstance(self.input, str | Path):
                 out.append(f"{n('column_types')}: only applies to a CSV or TSV file")
-            elif not str(self.input).lower().endswith(checks.DELIMITED_SUFFIXES):
+            elif not checks.may_hold_delimited(str(self.input)):
                 out.append(
                     f"{n('column_types')}: {self.input} is not a CSV or TSV file (column "
                     "types are read from its values only there)"

@@ -165,8 +165,11 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
         Source(str(empty)).scan()
     with pytest.raises(InputError, match="no such file"):
         Source(str(tmp_path / "nope.jsonl")).scan()
-    with pytest.raises(InputError, match="is a directory"):
-        Source(str(tmp_path)).scan()
+    with pytest.raises(InputError, match="the files hold no requests"):
+        Source(str(tmp_path)).scan()  # a directory is an input: its one file is empty
+    (tmp_path / "none").mkdir()
+    with pytest.raises(InputError, match="is a directory with no input files"):
+        Source(str(tmp_path / "none")).scan()
 
 
 def test_skip_invalid_reports_rows_aside(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import orjson
 
 from batchrun import __version__
 from batchrun.errors import RunDirError
+from batchrun.input.locations import recorded_location
 from batchrun.output.journal import RUN_INFO, recorded_endpoint
 from batchrun.output.quality import QualityCounts
 from batchrun.output.summary import write_json_atomic
@@ -107,7 +108,7 @@ def write_run_info(
 ) -> None:
     info = {
         "batchrun_version": __version__,
-        "input_path": os.path.abspath(settings.input_path),
+        "input_path": recorded_location(settings.input_path),
         "input_fingerprint": fingerprint,
         "input_rows": rows,
         "request_options": _jsonable(settings.fingerprint()),

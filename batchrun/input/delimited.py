@@ -27,16 +27,18 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import io
 import itertools
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
 from batchrun.errors import InputError
+
+if TYPE_CHECKING:
+    from batchrun.input.locations import InputFile
 
 DELIMITED_KINDS = ("csv", "csv.gz", "tsv", "tsv.gz")
 SUFFIXES = {".csv": "csv", ".csv.gz": "csv.gz", ".tsv": "tsv", ".tsv.gz": "tsv.gz"}
@@ -118,21 +120,28 @@ class _Capped(io.RawIOBase):
 class DelimitedFile:
     """One CSV or TSV file, read as numbered rows of ``{column: value}``.
 
-    ``limit``: read no byte past it (a plain file's length when the run first read
-    it). ``block_bytes``: pyarrow's block; tests make it small to cross many blocks.
+    ``path``: a local path, or an `InputFile` (a file of a many-file input, an object
+    on object storage). ``limit``: read no byte past it (a plain file's length when the
+    run first read it). ``block_bytes``: pyarrow's block; tests make it small to cross
+    many blocks.
     """
 
     def __init__(
         self,
-        path: str,
+        path: str | InputFile,
         kind: str | None = None,
         *,
         column_types: Mapping[str, str] | None = None,
         limit: int | None = None,
         block_bytes: int = BLOCK_BYTES,
     ) -> None:
-        self.path = path
-        self.kind = kind or delimited_kind(path) or "csv"
+        if isinstance(path, str):
+            from batchrun.input.locations import InputFile
+
+            path = InputFile(path, path, path)
+        self.file = path
+        self.path = path.name
+        self.kind = kind or delimited_kind(self.path) or "csv"
         self.delimiter = "\t" if self.kind.startswith("tsv") else ","
         self.column_types = dict(column_types or {})
         self.limit = limit if not self.kind.endswith(".gz") else None
@@ -143,9 +152,9 @@ class DelimitedFile:
 
     # -- the header -----------------------------------------------------------------
     def _open(self) -> IO[bytes]:
-        if self.kind.endswith(".gz"):
-            return gzip.open(self.path, "rb")  # type: ignore[return-value]
-        raw = open(self.path, "rb")  # closed with the reader wrapping it
+        if self.kind.endswith(".gz") or self.file.remote:
+            return self.file.open_text_stream(self.kind.endswith(".gz"))
+        raw = self.file.open()  # closed with the reader wrapping it
         if self.limit is None:
             return raw
         return io.BufferedReader(_Capped(raw, self.limit), 1 << 16)

@@ -1,6 +1,7 @@
 """Dataset rows -> requests, through the job's prompt template.
 
-The id comes from the job's id column (``[input] id_column``), else ``row-<n>``.
+The id comes from the job's id column (``[input] id_column``), else ``row-<n>``
+(``<file>:row-<n>`` in an input of many files: `batchrun.input.sources.Source`).
 Columns are not copied into the request: results.parquet re-reads the dataset
 and joins on the id, so result lines stay small.
 
@@ -30,7 +31,7 @@ def dataset_mapper(cfg: Settings) -> RowMapper:
     id_column = cfg.id_column
     path = cfg.input_path
 
-    def mapper(obj: Any, row: int, where: str) -> Request:
+    def mapper(obj: Any, row: int, where: str, *, name: str | None = None) -> Request:
         if not isinstance(obj, dict):
             raise InputError(path, where, f"expected a JSON object, got {type(obj).__name__}")
         if id_column:
@@ -39,7 +40,7 @@ def dataset_mapper(cfg: Settings) -> RowMapper:
                 raise InputError(path, where, f"id column {id_column!r} is missing or empty")
             custom_id = str(value)
         else:
-            custom_id = f"row-{row}"
+            custom_id = name or f"row-{row}"
         return Request(custom_id, build(obj, where), row)
 
     return mapper
@@ -54,8 +55,10 @@ def request_defaults_mapper(cfg: Settings) -> RowMapper:
     defaults = with_request_fields(cfg.request, cfg.confidence)
     path = cfg.input_path
 
-    def mapper(obj: Any, row: int, where: str) -> Request:
-        req = request_from_row(obj, row, where, default_model=cfg.default_model, path=path)
+    def mapper(obj: Any, row: int, where: str, *, name: str | None = None) -> Request:
+        req = request_from_row(
+            obj, row, where, default_model=cfg.default_model, path=path, name=name
+        )
         if not defaults:
             return req
         return replace(req, body=apply_defaults(req.body, defaults_for(req.api, defaults)))

@@ -9,7 +9,12 @@ Two kinds of row are accepted (see README "Input"):
   top-level ``custom_id`` (taken out of the body before sending).
 
 Rows without a custom_id are named ``row-<n>`` after their 1-based line (JSONL) or
-row (Parquet; CSV: after the header) number, so a rerun names them the same. Dataset
+row (Parquet; CSV: after the header) number, so a rerun names them the same.
+
+The input may also be a directory, prefix or glob of such files, local or on object
+storage (`batchrun.input.locations`): each file is read through an `InputFile` (a
+filesystem and a path), rows are numbered across the files in order, and a row
+without an id is ``<file>:row-<n>`` after its own file's line or row. Dataset
 jobs instead turn each row into a body through a prompt template (`RowMapper`
 injected by the job). A CSV or TSV file (`batchrun.input.delimited`) is a dataset;
 run without a template it must have a ``body`` column, as a Parquet request file.
@@ -37,10 +42,11 @@ whole file, so ``row-<n>`` ids are the same in every shard.
 
 from __future__ import annotations
 
-import gzip
 import os
+import threading
 from array import array
-from collections.abc import Callable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import IO, TYPE_CHECKING, Any, Protocol
@@ -51,6 +57,7 @@ from batchrun.apis import CHAT, EMBEDDINGS, api_of_url
 from batchrun.errors import ConfigError, InputError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.bodies import embeddings_problem, responses_problem
+from batchrun.input.locations import InputFile, child, input_files, tag_all
 from batchrun.input.rowwatch import Interrupted, watched
 from batchrun.models import Request
 
@@ -60,9 +67,17 @@ if TYPE_CHECKING:
 CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
 PARQUET_BATCH_ROWS = 2048
 
-# (decoded row, row number, where) -> its Request, or one per variant (a list);
-# raises InputError for a bad row.
-RowMapper = Callable[[Any, int, str], "Request | list[Request]"]
+
+class RowMapper(Protocol):
+    """(decoded row, row number, where) -> its Request, or one per variant (a list);
+    raises InputError for a bad row. ``name`` is the id of a row that names none
+    (None: ``row-<row>``; a many-file input passes ``<file>:row-<n>``)."""
+
+    def __call__(
+        self, obj: Any, row: int, where: str, *, name: str | None = None
+    ) -> Request | list[Request]: ...
+
+
 # Told of every valid request of a scan, with its body as sent (bytes).
 ScanObserver = Callable[[Request, bytes], None]
 # The last step from row to request (e.g. set a streamed body up for usage).
@@ -87,9 +102,16 @@ def input_kind(path: str) -> str:
 
 
 def request_from_row(
-    obj: Any, row: int, where: str, *, default_model: str | None, path: str
+    obj: Any,
+    row: int,
+    where: str,
+    *,
+    default_model: str | None,
+    path: str,
+    name: str | None = None,
 ) -> Request:
-    """Validate one request-file row and turn it into a Request."""
+    """Validate one request-file row and turn it into a Request (``name``: its id when
+    it has no custom_id; None: ``row-<row>``)."""
     if not isinstance(obj, dict):
         kind = type(obj).__name__ if obj is not None else "null"
         raise InputError(path, where, f"expected a JSON object, got {kind}")
@@ -117,7 +139,7 @@ def request_from_row(
             body = dict(obj)
             del body["custom_id"]
     if custom_id is None:
-        custom_id = f"row-{row}"
+        custom_id = name or f"row-{row}"
     elif not isinstance(custom_id, str) or not custom_id:
         raise InputError(path, where, f"custom_id must be a non-empty string, got {custom_id!r}")
     if api == CHAT:
@@ -190,11 +212,15 @@ class ScanResult:
 @dataclass(frozen=True)
 class Span:
     """One shard's rows of an input file: rows ``first_row`` to ``stop_row - 1`` (1-based
-    row or line numbers of the whole file).
+    row or line numbers of the file).
 
     JSONL: the lines in bytes ``[start_byte, stop_byte)``; ``first_row`` is the line
     number of the line at ``start_byte``. Parquet: row groups ``[first_group,
     stop_group)``. gzip, CSV and TSV: the rows are found by reading through.
+
+    An input of many files: ``file`` is the file the rows are in (its name inside the
+    input) and ``offset`` the input's row number before the file's first row, so the
+    shard's rows are numbered as in a pass over the whole input.
     """
 
     first_row: int
@@ -203,13 +229,24 @@ class Span:
     stop_byte: int | None = None
     first_group: int | None = None
     stop_group: int | None = None
+    file: str | None = None
+    offset: int = 0
 
     def describe(self) -> str:
-        return f"rows {self.first_row}-{self.stop_row - 1}"
+        rows = f"rows {self.first_row}-{self.stop_row - 1}"
+        return rows if self.file is None else f"{self.file} {rows}"
 
 
 class Source:
-    """A request or dataset file. `requests()` may be called more than once."""
+    """A request or dataset input: one file, or the files of a directory, prefix or glob
+    (`batchrun.input.locations`), local or on object storage. `requests()` may be
+    called more than once.
+
+    The rows of many files are numbered across them in order (file by file, each
+    file's lines or rows counted whole), and their ids without a custom_id are
+    ``<file>:row-<n>`` after the file's own line or row number: adding a file leaves
+    the ids of the others as they were. Messages name the file and its line or row.
+    """
 
     def __init__(
         self,
@@ -226,55 +263,136 @@ class Source:
     ) -> None:
         from batchrun.input.delimited import DELIMITED_KINDS
 
-        self.path = path
+        self.path = str(path)
         self.span = span
-        """Only these rows of the file (one shard of a run on a cluster); None: all."""
-        self.kind = input_kind(path)
-        self.delimited = self.kind in DELIMITED_KINDS
-        """A CSV or TSV file (`batchrun.input.delimited`)."""
-        if column_types and not self.delimited:
+        """Only these rows of the input (one shard of a run on a cluster); None: all."""
+        self.column_types = dict(column_types or {})
+        named = input_kind(self.path)
+        if self.column_types and named not in DELIMITED_KINDS and _names_a_file(self.path):
             raise ConfigError(
                 f"column_types: {path} is not a CSV or TSV file (column types are read "
                 "from its values only there)"
             )
-        self.column_types = dict(column_types or {})
         self.skip_invalid = skip_invalid
         # dataset rows go to a template mapper as they are; request rows carry a body
         self.dataset = dataset
-        base: RowMapper = mapper or (
-            lambda obj, row, where: request_from_row(
-                obj, row, where, default_model=default_model, path=path
+        source_path = self.path
+
+        def request_row(obj: Any, row: int, where: str, *, name: str | None = None) -> Request:
+            return request_from_row(
+                obj, row, where, default_model=default_model, path=source_path, name=name
             )
-        )
+
+        base: RowMapper = mapper or request_row
         self.mapper: RowMapper = (
             base if finish is None and check is None else _finished(base, finish, check, path)
         )
-        self._size: int | None = None
-        """Bytes of a plain JSONL file when first read; no pass reads past them."""
+        self._files: list[InputFile] | None = None
+        self._many = False
+        self._kind: str | None = None
+        self._sizes: dict[str, int] | None = None
+        """Bytes of each file when first read: no pass reads a plain file past them."""
         self._fingerprint: str | None = None
         self._last_row: int | None = None
+        self._starts: dict[int, InputFile] = {}
+        """A many-file input: each file by the input's row number before its first row
+        (two passes may run at once, in two threads: `_starts_lock`)."""
+        self._offsets: list[int] = []
+        self._starts_lock = threading.Lock()
+
+    # -- the files ------------------------------------------------------------------
+    def files(self) -> list[InputFile]:
+        """The input's files in order (a shard of a many-file input: its one file)."""
+        if self._files is None:
+            from batchrun.input.delimited import DELIMITED_KINDS
+
+            if self.span is not None and self.span.file is not None:
+                files, many = [child(self.path, self.span.file)], True
+            else:
+                files, many = input_files(self.path)
+            if not many and not files[0].remote:
+                local = files[0].path
+                if not os.path.exists(local):
+                    raise InputError(self.path, "0", "no such file")
+            kind = input_kind(files[0].relative)
+            if self.column_types and kind not in DELIMITED_KINDS:
+                raise ConfigError(
+                    f"column_types: {self.path} is not CSV or TSV files (column types are "
+                    "read from its values only there)"
+                )
+            self._files, self._many, self._kind = files, many, kind
+        return self._files
+
+    @property
+    def many(self) -> bool:
+        """The input is a directory, prefix or glob (ids start with each file's name)."""
+        self.files()
+        return self._many
+
+    @property
+    def kind(self) -> str:
+        """'jsonl', 'jsonl.gz', 'parquet', or one of the CSV/TSV kinds (of every file)."""
+        if self._kind is None:
+            self.files()
+        assert self._kind is not None
+        return self._kind
+
+    @property
+    def delimited(self) -> bool:
+        """CSV or TSV files (`batchrun.input.delimited`)."""
+        from batchrun.input.delimited import DELIMITED_KINDS
+
+        return self.kind in DELIMITED_KINDS
+
+    def _kind_of(self, file: InputFile) -> str:
+        return input_kind(file.relative) if self._many else self.kind
+
+    def row_name(self, row: int) -> str:
+        """The id of input row ``row`` when the row names none: ``row-<n>``, and
+        ``<file>:row-<n>`` (the file's own row number) in a many-file input."""
+        if not self._many:
+            return f"row-{row}"
+        file, local = self.file_at(row)
+        return f"{file.relative}:row-{local}"
+
+    def file_at(self, row: int) -> tuple[InputFile, int]:
+        """(the file input row ``row`` is in, its row number in that file); a many-file
+        input, for rows a pass has reached."""
+        if len(self._offsets) != len(self._starts):
+            with self._starts_lock:
+                self._offsets = sorted(self._starts)
+        at = bisect_left(self._offsets, row) - 1
+        if at < 0:
+            files = self.files()
+            return files[0], row
+        offset = self._offsets[at]
+        return self._starts[offset], row - offset
+
+    def _started(self, offset: int, file: InputFile) -> None:
+        with self._starts_lock:
+            self._starts[offset] = file
+
+    def map_row(self, obj: Any, row: int, where: str) -> Request | list[Request]:
+        """The row's request(s) through the mapper; a many-file input's rows get their
+        file's ids, and their errors name the file."""
+        if not self._many:
+            return self.mapper(obj, row, where)
+        file, local = self.file_at(row)
+        try:
+            return self.mapper(obj, row, where, name=f"{file.relative}:row-{local}")
+        except InputError as exc:
+            if exc.path == file.name:
+                raise
+            raise InputError(file.name, exc.where, exc.reason) from None
 
     # -- raw rows -------------------------------------------------------------------
-    def _check_file(self) -> None:
-        if not os.path.exists(self.path):
-            raise InputError(self.path, "0", "no such file")
-        if os.path.isdir(self.path):
-            raise InputError(self.path, "0", "is a directory, not a file")
-
-    def _open(self) -> IO[bytes]:
-        if self.kind == "jsonl.gz":
-            return gzip.open(self.path, "rb")  # type: ignore[return-value]
-        return open(self.path, "rb")
-
     def rows(self) -> Iterator[tuple[int, str, Any]]:
         """(row number, label, decoded row or the InputError that row raised)."""
-        self._check_file()
-        if self.delimited:
-            rows = self._delimited_rows()
-        elif self.kind == "parquet":
-            rows = self._parquet_rows()
+        files = self.files()
+        if self._many:
+            rows: Iterator[tuple[int, str, Any]] = self._many_rows(files)
         else:
-            rows = self._jsonl_rows()
+            rows = self._file_rows(files[0], self.span)
         last = self._last_row
         if last is None:
             yield from rows
@@ -284,22 +402,50 @@ class Source:
                 break  # appended after the scan: never validated, never sent
             yield item
 
-    def _jsonl_rows(self) -> Iterator[tuple[int, str, Any]]:
-        limit = self._size if self.kind == "jsonl" else None
-        span = self.span
+    def _many_rows(self, files: list[InputFile]) -> Iterator[tuple[int, str, Any]]:
+        """Every file's rows, numbered on from the files before it."""
+        offset = self.span.offset if self.span is not None else 0
+        for file in files:
+            self._started(offset, file)
+            rows = self._file_rows(file, self.span)
+            while True:
+                try:
+                    row, where, obj = next(rows)
+                except StopIteration as stop:
+                    offset += int(stop.value or 0)
+                    break
+                yield offset + row, where, obj
+
+    def _file_rows(self, file: InputFile, span: Span | None) -> Generator[Row, None, int]:
+        """One file's rows; returns its number of lines (JSONL) or rows."""
+        kind = self._kind_of(file)
+        if kind in ("jsonl", "jsonl.gz"):
+            return self._jsonl_rows(file, kind, span)
+        if kind == "parquet":
+            return self._parquet_rows(file, span)
+        return self._delimited_rows(file, span)
+
+    def _limit(self, file: InputFile) -> int | None:
+        sizes = self._sizes
+        return None if sizes is None else sizes.get(file.relative)
+
+    def _jsonl_rows(
+        self, file: InputFile, kind: str, span: Span | None
+    ) -> Generator[Row, None, int]:
+        limit = self._limit(file) if kind == "jsonl" else None
         first, pos = 1, 0
-        if span is not None and self.kind == "jsonl":
+        if span is not None and kind == "jsonl":
             first, pos = span.first_row, span.start_byte
             if span.stop_byte is not None:
                 limit = span.stop_byte if limit is None else min(limit, span.stop_byte)
+        lineno = first - 1
         try:
-            with self._open() as f:
-                if pos:
-                    f.seek(pos)
-                for lineno, line in enumerate(f, first):
+            with file.open_text_stream(kind == "jsonl.gz", pos) as f:
+                for lineno, line in enumerate(f, first):  # noqa: B007 - the count is returned
                     if limit is not None:
                         pos += len(line)
                         if pos > limit:
+                            lineno -= 1
                             break  # written after this run first looked at the file
                     if span is not None:
                         if lineno < span.first_row:
@@ -314,55 +460,57 @@ class Source:
                     try:
                         yield lineno, where, orjson.loads(line)
                     except orjson.JSONDecodeError as exc:
-                        yield lineno, where, InputError(self.path, where, f"not valid JSON ({exc})")
+                        yield lineno, where, InputError(file.name, where, f"not valid JSON ({exc})")
         except (OSError, EOFError) as exc:  # unreadable file, corrupt gzip
-            raise InputError(self.path, "0", f"cannot read file: {exc}") from exc
+            raise InputError(file.name, "0", f"cannot read file: {exc}") from exc
+        return lineno
 
-    def delimited_file(self) -> DelimitedFile:
-        """The CSV/TSV reader of this source (never reading past the scanned length)."""
+    def delimited_file(self, file: InputFile | None = None) -> DelimitedFile:
+        """The CSV/TSV reader of one file of this source (never reading past the scanned
+        length); the first file by default."""
         from batchrun.input.delimited import DelimitedFile
 
-        limit = self._size if self.kind in ("csv", "tsv") else None
-        return DelimitedFile(self.path, self.kind, column_types=self.column_types, limit=limit)
+        file = file or self.files()[0]
+        kind = self._kind_of(file)
+        limit = self._limit(file) if kind in ("csv", "tsv") else None
+        return DelimitedFile(file, kind, column_types=self.column_types, limit=limit)
 
-    def _delimited_rows(self) -> Iterator[tuple[int, str, Any]]:
-        reader = self.delimited_file()
+    def _delimited_rows(self, file: InputFile, span: Span | None) -> Generator[Row, None, int]:
+        reader = self.delimited_file(file)
         names = reader.header()
         if not self.dataset and "body" not in names:
             raise InputError(
-                self.path,
+                file.name,
                 "0",
                 "a CSV/TSV file holds dataset rows: give a prompt template (the prompt "
                 "setting: [prompt] user in a job file, prompt= in Python), or a 'body' "
                 f"column of JSON request bodies (columns: {', '.join(names)})",
             )
-        span = self.span
         first, stop = (span.first_row, span.stop_row) if span is not None else (1, None)
+        count = 0
         for row, where, record in reader.rows(first, stop):
+            count = row
             if self.dataset or isinstance(record, InputError):
                 yield row, where, record
             else:
-                yield row, where, self._parquet_request_row(record, where, False)
+                yield row, where, self._parquet_request_row(file, record, where, False)
+        return count
 
-    def _parquet_rows(self) -> Iterator[tuple[int, str, Any]]:
+    def _parquet_rows(self, file: InputFile, span: Span | None) -> Generator[Row, None, int]:
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        try:
-            pfile = pq.ParquetFile(self.path)
-        except (pa.ArrowException, OSError) as exc:
-            raise InputError(self.path, "0", f"not a readable Parquet file ({exc})") from exc
+        pfile = file.parquet()
         struct_body = False
         if not self.dataset:
             names = pfile.schema_arrow.names
             if "body" not in names:
                 raise InputError(
-                    self.path,
+                    file.name,
                     "0",
                     f"Parquet request file needs a 'body' column (columns: {', '.join(names)})",
                 )
             struct_body = pa.types.is_struct(pfile.schema_arrow.field("body").type)
-        groups, row = self.row_groups(pfile.num_row_groups)
+        groups, row = _row_groups(span, pfile.num_row_groups)
         try:
             for batch in pfile.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups):
                 for record in batch.to_pylist():
@@ -371,25 +519,64 @@ class Source:
                     if self.dataset:
                         yield row, where, record
                     else:
-                        yield row, where, self._parquet_request_row(record, where, struct_body)
+                        yield (
+                            row,
+                            where,
+                            self._parquet_request_row(file, record, where, struct_body),
+                        )
         except (pa.ArrowException, OSError) as exc:  # a corrupt page is a plain OSError
-            raise InputError(self.path, f"row {row + 1}", f"corrupt Parquet data ({exc})") from exc
+            raise InputError(file.name, f"row {row + 1}", f"corrupt Parquet data ({exc})") from exc
+        return int(pfile.metadata.num_rows)
+
+    def dataset_batches(self, batch_rows: int) -> Iterator[tuple[list[Row], Any]]:
+        """A Parquet dataset's rows a batch at a time with their Arrow batch (the input
+        columns results.parquet carries), numbered as `rows` numbers them; every file's
+        batches in the first file's schema."""
+        import pyarrow as pa
+
+        files = self.files()
+        schema = None
+        offset = self.span.offset if self._many and self.span is not None else 0
+        for file in files:
+            if self._many:
+                self._started(offset, file)
+            pfile = file.parquet()
+            if schema is None:
+                schema = pfile.schema_arrow
+            groups, row = _row_groups(self.span, pfile.num_row_groups)
+            try:
+                for batch in pfile.iter_batches(batch_size=batch_rows, row_groups=groups):
+                    if batch.schema != schema:
+                        batch = _conformed(batch, schema, file)
+                    items = []
+                    for record in batch.to_pylist():
+                        row += 1
+                        items.append((offset + row, f"row {row}", record))
+                    yield items, batch
+            except (pa.ArrowException, OSError) as exc:
+                raise InputError(
+                    file.name, f"row {row + 1}", f"corrupt Parquet data ({exc})"
+                ) from exc
+            offset += int(pfile.metadata.num_rows)
+
+    def parquet_schema(self) -> Any:
+        """The Arrow schema of a Parquet input (its first file's)."""
+        return self.files()[0].parquet().schema_arrow
 
     def row_groups(self, count: int) -> tuple[list[int] | None, int]:
         """The Parquet row groups to read (None: all of the ``count``) and the number of
         the row before the first of them."""
-        span = self.span
-        if span is None or span.first_group is None:
-            return None, 0
-        return list(range(span.first_group, span.stop_group or count)), span.first_row - 1
+        return _row_groups(self.span, count)
 
-    def _parquet_request_row(self, record: dict[str, Any], where: str, struct_body: bool) -> Any:
+    def _parquet_request_row(
+        self, file: InputFile, record: dict[str, Any], where: str, struct_body: bool
+    ) -> Any:
         body = record.get("body")
         if isinstance(body, str | bytes):
             try:
                 body = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
-                return InputError(self.path, where, f"body is not valid JSON ({exc})")
+                return InputError(file.name, where, f"body is not valid JSON ({exc})")
         elif struct_body:
             body = _drop_nulls(body)
         return {
@@ -402,12 +589,12 @@ class Source:
     # -- requests -------------------------------------------------------------------
     def requests(self) -> Iterator[Request]:
         """Valid requests in file order (invalid rows skipped: `scan` reported them)."""
-        mapper = self.mapper
+        map_row = self.map_row
         for row, where, obj in self.rows():
             if isinstance(obj, InputError):
                 continue
             try:
-                made = mapper(obj, row, where)
+                made = map_row(obj, row, where)
             except InputError:
                 continue
             if type(made) is list:
@@ -425,7 +612,8 @@ class Source:
         """Validate every row, count them, reject duplicate ids. Sends nothing.
 
         Raises the first InputError unless the source skips invalid rows, in which
-        case each bad row is written to ``invalid_sink`` as a JSON line.
+        case each bad row is written to ``invalid_sink`` as a JSON line (with its
+        ``file`` in a many-file input).
         ``should_stop`` is polled every few hundred rows, and inside a row whose
         template loops (`batchrun.input.rowwatch`, which also ends a row rendering
         past its time limit as a bad row); when it says so the scan raises
@@ -438,7 +626,10 @@ class Source:
         hashes, bodies, models = result.hashes, result.bodies, result.models
         columns: set[str] | None = set() if self.dataset else None
         collect = columns is not None and self.kind in ("jsonl", "jsonl.gz")
-        mapper = self.mapper
+        parquet_names = (
+            self._parquet_names() if self.kind == "parquet" and columns is not None else None
+        )  # files of other columns refused before any row is read
+        map_row = self.map_row
         dumps = orjson.dumps
         # a template's loops and calls look at the time and the stop flag
         with watched(should_stop):
@@ -451,18 +642,20 @@ class Source:
                 try:
                     if isinstance(obj, InputError):
                         raise obj
-                    made = mapper(obj, row, where)
+                    made = map_row(obj, row, where)
                 except InputError as exc:
                     if not self.skip_invalid:
                         raise
                     result.invalid += 1
                     if invalid_sink is not None:
-                        invalid_sink.write(
-                            orjson.dumps(
-                                {"row": row, "where": exc.where, "reason": exc.reason},
-                                option=orjson.OPT_APPEND_NEWLINE,
-                            )
-                        )
+                        line: dict[str, Any] = {
+                            "row": row,
+                            "where": exc.where,
+                            "reason": exc.reason,
+                        }
+                        if self._many:
+                            line["file"] = self.file_at(row)[0].relative
+                        invalid_sink.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
                     continue
                 for req in made if type(made) is list else (made,):
                     hashes.append(id_hash(req.custom_id))  # type: ignore[union-attr]
@@ -475,13 +668,14 @@ class Source:
                         observe(req, payload)  # type: ignore[arg-type]
                     result.total += 1
         result.columns = columns
-        if self.kind == "parquet" and columns is not None:
-            result.columns = set(self._parquet_names())
+        if parquet_names is not None:
+            result.columns = set(parquet_names)
         elif self.delimited and columns is not None:
-            result.columns = set(self.delimited_file().header())
+            result.columns = set().union(*(self.delimited_file(f).header() for f in self.files()))
         self._last_row = result.last_row
         if result.total == 0 and result.invalid == 0:
-            raise InputError(self.path, "0", "the file holds no requests")
+            what = "the files hold" if self._many else "the file holds"
+            raise InputError(self.path, "0", f"{what} no requests")
         if result.total == 0:
             raise InputError(
                 self.path,
@@ -496,72 +690,87 @@ class Source:
     def _raise_first_duplicate(self, suspects: set[int]) -> None:
         """Confirm on the real strings (a hash collision is not a duplicate)."""
         seen: dict[str, str] = {}
-        for req_where in self._ids_with_hash(suspects):
-            custom_id, where = req_where
+        for custom_id, path, where in self._ids_with_hash(suspects):
             if custom_id in seen:
+                first = seen[custom_id]
                 raise InputError(
-                    self.path,
-                    where,
-                    f"duplicate custom_id {custom_id!r} (first seen at {seen[custom_id]})",
+                    path, where, f"duplicate custom_id {custom_id!r} (first seen at {first})"
                 )
-            seen[custom_id] = where
+            seen[custom_id] = where if path == self.path else f"{path}:{where}"
 
-    def _ids_with_hash(self, suspects: set[int]) -> Iterator[tuple[str, str]]:
+    def _ids_with_hash(self, suspects: set[int]) -> Iterator[tuple[str, str, str]]:
+        """(id, the file it is in, where) of every request whose id hash is a suspect."""
         for row, where, obj in self.rows():
             if isinstance(obj, InputError):
                 continue
             try:
-                made = self.mapper(obj, row, where)
+                made = self.map_row(obj, row, where)
             except InputError:
                 continue
+            path = self.file_at(row)[0].name if self._many else self.path
             for req in made if isinstance(made, list) else (made,):
                 if id_hash(req.custom_id) in suspects:
-                    yield req.custom_id, where
+                    yield req.custom_id, path, where
 
     def fingerprint(self) -> str:
-        """blake2b of the file's bytes: a resumed run must read the same input.
+        """What a resumed run checks it reads the same input by.
 
-        Taken once per Source; it also fixes the file's length for every later pass.
-        With a `Span`, only the shard's bytes (its JSONL lines, its Parquet row groups)
-        and the span itself are hashed, so each shard checks its own part in parallel.
+        A local file: blake2b of its bytes. An object: its size and its store's tag
+        (ETag, generation: a new version of an object always has a new one), its bytes
+        only where the store gives no tag. Many files: each file's name, size and that,
+        in order, so an added, removed, renamed or changed file changes it.
+
+        Taken once per Source; it also fixes each plain file's length for every later
+        pass. With a `Span`, only the shard's bytes (its JSONL lines, its Parquet row
+        groups; of an object, its tag) and the span itself are hashed, so each shard
+        checks its own part in parallel.
         """
         if self._fingerprint is not None:
             return self._fingerprint
-        self._check_file()
+        files = tag_all(self.files())
         digest = blake2b(digest_size=16)
+        if self.span is not None:
+            digest.update(_span_key(self.span).encode())
+        if self._many:
+            digest.update(b"files\0")
+        for file in files:
+            if self._many:
+                digest.update(f"{file.relative}\0{file.size}\0".encode())
+            if file.tag is not None:
+                if not self._many:
+                    digest.update(f"object\0{file.size}\0".encode())
+                digest.update(f"tag\0{file.tag}\0".encode())
+            else:
+                self._hash_bytes(file, digest)
+        self._files = files
+        self._sizes = {f.relative: f.size for f in files}
+        self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def _hash_bytes(self, file: InputFile, digest: Any) -> None:
+        size = file.size
+        start, left = 0, size
+        if self.span is not None:
+            start, stop = self._span_bytes(file, size)
+            left = stop - start
         try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                start, left = 0, size
-                if self.span is not None:
-                    digest.update(repr(self.span).encode())
-                    start, stop = self._span_bytes(size)
-                    left = stop - start
-                    f.seek(start)
+            with file.open(start) as f:
                 while left > 0 and (chunk := f.read(min(1 << 20, left))):
                     digest.update(chunk)
                     left -= len(chunk)
         except OSError as exc:
-            raise InputError(self.path, "0", f"cannot read file: {exc}") from exc
-        self._size = size
-        self._fingerprint = digest.hexdigest()
-        return self._fingerprint
+            raise InputError(file.name, "0", f"cannot read file: {exc}") from exc
 
-    def _span_bytes(self, size: int) -> tuple[int, int]:
+    def _span_bytes(self, file: InputFile, size: int) -> tuple[int, int]:
         """The bytes of the file that hold the span's rows (all of a gzip file)."""
         span = self.span
         assert span is not None
-        if self.kind == "jsonl":
+        kind = self._kind_of(file)
+        if kind == "jsonl":
             stop = size if span.stop_byte is None else min(size, span.stop_byte)
             return span.start_byte, stop
-        if self.kind == "parquet" and span.first_group is not None:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            try:
-                meta = pq.ParquetFile(self.path).metadata
-            except (pa.ArrowException, OSError) as exc:
-                raise InputError(self.path, "0", f"not a readable Parquet file ({exc})") from exc
+        if kind == "parquet" and span.first_group is not None:
+            meta = file.parquet().metadata
             starts, stops = [], []
             for g in range(span.first_group, span.stop_group or meta.num_row_groups):
                 group = meta.row_group(g)
@@ -575,18 +784,76 @@ class Source:
         return 0, size
 
     def grew(self) -> bool:
-        """True when the file is longer now than when this run first read it."""
-        if self._size is None:
+        """True when a local file is longer now than when this run first read it (an
+        object cannot grow: a new version is refused when it is read, `CHANGED`)."""
+        if self._sizes is None or self._files is None:
             return False
-        try:
-            return os.path.getsize(self.path) > self._size
-        except OSError:
-            return False
+        return any(
+            not f.remote and f.current_size() > self._sizes.get(f.relative, f.size)
+            for f in self._files
+        )
 
     def _parquet_names(self) -> list[str]:
-        import pyarrow.parquet as pq
+        """Every column of a Parquet input; files whose columns differ are refused (a
+        dataset's rows must all have its columns)."""
+        names: list[str] | None = None
+        first: InputFile | None = None
+        for file in self.files():
+            these = list(file.parquet().schema_arrow.names)
+            if names is None:
+                names, first = these, file
+            elif these != names:
+                assert first is not None
+                raise InputError(
+                    file.name,
+                    "0",
+                    f"its columns ({', '.join(these)}) are not those of {first.name} "
+                    f"({', '.join(names)}): the files of one input have the same columns",
+                )
+        return names or []
 
-        return list(pq.ParquetFile(self.path).schema_arrow.names)
+
+Row = tuple[int, str, Any]
+
+
+def _names_a_file(path: str) -> bool:
+    """``path`` names one file by its suffix (no directory, prefix or glob)."""
+    from batchrun.input.locations import INPUT_SUFFIXES, is_glob
+
+    return path.lower().endswith(INPUT_SUFFIXES) and not is_glob(path)
+
+
+def _span_key(span: Span) -> str:
+    """The span as its fingerprint hashes it: the repr a span had before inputs of many
+    files (a shard of a run started then keeps its fingerprint), the file after it."""
+    key = (
+        f"Span(first_row={span.first_row!r}, stop_row={span.stop_row!r}, "
+        f"start_byte={span.start_byte!r}, stop_byte={span.stop_byte!r}, "
+        f"first_group={span.first_group!r}, stop_group={span.stop_group!r})"
+    )
+    if span.file is not None:
+        key += f" in {span.file!r} after row {span.offset}"
+    return key
+
+
+def _row_groups(span: Span | None, count: int) -> tuple[list[int] | None, int]:
+    if span is None or span.first_group is None:
+        return None, 0
+    return list(range(span.first_group, span.stop_group or count)), span.first_row - 1
+
+
+def _conformed(batch: Any, schema: Any, file: InputFile) -> Any:
+    """A batch of a later file in the first file's schema (an int32 column where the
+    first file has int64)."""
+    import pyarrow as pa
+
+    try:
+        table = pa.Table.from_batches([batch]).select(schema.names).cast(schema)
+    except (pa.ArrowException, KeyError) as exc:
+        raise InputError(
+            file.name, "0", f"its columns do not match the input's first file ({exc})"
+        ) from exc
+    return table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema)
 
 
 def _finished(
@@ -595,8 +862,10 @@ def _finished(
     """The mapper's requests passed through ``finish``; a row whose request (any of its
     variants') fails ``check`` is a bad row."""
 
-    def finished(obj: Any, row: int, where: str) -> Request | list[Request]:
-        made = mapper(obj, row, where)
+    def finished(
+        obj: Any, row: int, where: str, *, name: str | None = None
+    ) -> Request | list[Request]:
+        made = mapper(obj, row, where, name=name)
         requests: list[Request] = made if type(made) is list else [made]  # type: ignore[list-item]
         if finish is not None:
             requests = [finish(r) for r in requests]

@@ -94,12 +94,12 @@ def fan_out(mapper_for: Callable[[Settings], RowMapper], variants: Sequence[Vari
     on the same rows."""
     mappers = [(v.name, mapper_for(v.settings)) for v in variants]
 
-    def mapper(obj: Any, row: int, where: str) -> list[Request]:
+    def mapper(obj: Any, row: int, where: str, *, name: str | None = None) -> list[Request]:
         out = []
-        for name, one in mappers:
-            req = one(obj, row, where)
+        for variant, one in mappers:
+            req = one(obj, row, where, name=name)
             assert isinstance(req, Request)
-            out.append(replace(req, custom_id=variant_id(req.custom_id, name), row=row))
+            out.append(replace(req, custom_id=variant_id(req.custom_id, variant), row=row))
         return out
 
     return mapper
@@ -108,8 +108,8 @@ def fan_out(mapper_for: Callable[[Settings], RowMapper], variants: Sequence[Vari
 def with_model(mapper: RowMapper, model: str) -> RowMapper:
     """Request files: the variant's model replaces the one each body names."""
 
-    def mapper_for_model(obj: Any, row: int, where: str) -> Request:
-        req = mapper(obj, row, where)
+    def mapper_for_model(obj: Any, row: int, where: str, *, name: str | None = None) -> Request:
+        req = mapper(obj, row, where, name=name)
         assert isinstance(req, Request)
         return replace(req, body={**req.body, "model": model})
 

@@ -452,7 +452,7 @@ def _layout(
     if source.dataset and carry:
         inputs: list[tuple[str, pa.DataType, str | None]]
         if source.kind == "parquet":
-            schema = _parquet_file(source).schema_arrow
+            schema = source.parquet_schema()
             inputs = [(f.name, f.type, None) for f in schema]
         else:
             columns = jsonl_columns
@@ -495,32 +495,13 @@ def _result_columns(cfg: Settings) -> tuple[tuple[str, pa.DataType], ...]:
     return RESULT_COLUMNS + ((CONFIDENCE_COLUMN,) if cfg.confidence is not None else ())
 
 
-def _parquet_file(source: Source) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(source.path)
-    except (pa.ArrowException, OSError) as exc:
-        raise InputError(source.path, "0", f"not a readable Parquet file ({exc})") from exc
-
-
 Chunk = tuple[list[tuple[int, str, Any]], "pa.RecordBatch | None"]
 
 
 def _input_chunks(source: Source, rows: int) -> Iterator[Chunk]:
     """Input rows in order, a chunk at a time; Parquet datasets bring their columns."""
     if source.dataset and source.kind == "parquet":
-        pfile = _parquet_file(source)
-        groups, row = source.row_groups(pfile.num_row_groups)  # one shard's, or all
-        try:
-            for batch in pfile.iter_batches(batch_size=rows, row_groups=groups):
-                items = []
-                for record in batch.to_pylist():
-                    row += 1
-                    items.append((row, f"row {row}", record))
-                yield items, batch
-        except pa.ArrowException as exc:
-            raise InputError(
-                source.path, f"row {row + 1}", f"corrupt Parquet data ({exc})"
-            ) from exc
+        yield from source.dataset_batches(rows)  # one shard's row groups, or all
         return
     chunk: list[tuple[int, str, Any]] = []
     for item in source.rows():
@@ -535,14 +516,14 @@ def _input_chunks(source: Source, rows: int) -> Iterator[Chunk]:
 def _fallback_id(cfg: Settings, source: Source, row: int, obj: Any) -> str | None:
     """Best guess at an invalid row's id (the mapper refused the row)."""
     if not isinstance(obj, dict):
-        return None if cfg.id_column else f"row-{row}"
+        return None if cfg.id_column else source.row_name(row)
     if source.dataset:
         if cfg.id_column:
             value = obj.get(cfg.id_column)
             return None if value is None or value == "" else str(value)
-        return f"row-{row}"
+        return source.row_name(row)
     custom_id = obj.get("custom_id")
-    return custom_id if isinstance(custom_id, str) and custom_id else f"row-{row}"
+    return custom_id if isinstance(custom_id, str) and custom_id else source.row_name(row)
 
 
 class _Pass:
@@ -586,13 +567,13 @@ class _Pass:
         each output row: one per input row, or one per variant."""
         from batchrun.input.variants import split_variant
 
-        mapper = self.source.mapper
+        map_row = self.source.map_row
         statuses = self.report.statuses
         for k, (row, where, obj) in enumerate(items):
             try:
                 if isinstance(obj, InputError):
                     raise obj
-                made = mapper(obj, row, where)
+                made = map_row(obj, row, where)
             except InputError as exc:
                 values = {
                     **self.empty_results,

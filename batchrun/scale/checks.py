@@ -12,7 +12,6 @@ run.json of such a run: the online run's shape, plus the shard plan.
 
 from __future__ import annotations
 
-import os
 import time
 from array import array
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import orjson
 from batchrun import __version__
 from batchrun.arrowbuf import from_array, scalar
 from batchrun.errors import ConfigError, InputError
+from batchrun.input.locations import recorded_location
 from batchrun.scale.shards import ShardPlan
 from batchrun.scale.worker import ShardScan
 from batchrun.settings import Settings
@@ -96,7 +96,7 @@ def sharded_run_info(
     """run.json of a cluster run."""
     return {
         "batchrun_version": __version__,
-        "input_path": os.path.abspath(cfg.input_path),
+        "input_path": recorded_location(cfg.input_path),
         "input_fingerprint": fingerprint,
         "input_rows": total,
         "request_options": orjson.loads(orjson.dumps(cfg.fingerprint(), default=str)),

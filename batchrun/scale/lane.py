@@ -31,7 +31,8 @@ import anyio.to_thread
 
 from batchrun.engine.prepare import check_resume
 from batchrun.engine.stops import StopReason
-from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
+from batchrun.errors import BatchrunError, ConfigError, RunDirError
+from batchrun.input.locations import recorded_location
 from batchrun.output.journal import RUN_INFO, SUMMARY
 from batchrun.output.rundir import RunDir, is_complete
 from batchrun.output.summary import Counts, write_json_atomic
@@ -170,9 +171,7 @@ class RayLane:
         if refusal is not None:  # the online rule: never pay for a batch's rows twice
             raise RunDirError(refusal)
         path = self.cfg.input_path
-        if not os.path.isfile(path):
-            raise InputError(path, "0", "no such file")
-        fingerprint = Source(path).fingerprint()
+        fingerprint = Source(path).fingerprint()  # InputError: no such file
         info = RunDir(run_dir).info() or None
         check_resume(self.cfg, fingerprint, run.notes)
         if info is None and os.path.exists(os.path.join(run_dir, "results.jsonl")):
@@ -188,7 +187,7 @@ class RayLane:
             )
         summary = RunDir(run_dir).summary()
         run.facts.elapsed_before = float(summary.get("elapsed_s") or 0.0)
-        cfg = replace(self.cfg, input=os.path.abspath(path))
+        cfg = replace(self.cfg, input=recorded_location(path))
         self._jobs = [ShardJob(cfg, os.path.abspath(run_dir), s) for s in plan.shards]
         return fingerprint, plan
 

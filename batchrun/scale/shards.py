@@ -12,10 +12,16 @@ started with (shard 3 is ``RUN_DIR/shards/00003/`` forever).
 * gzip: row ranges (a gzip stream cannot seek; each worker reads through to its rows).
 * CSV/TSV: row ranges read through, as gzip (a quoted value may hold line breaks, so
   a line end is not a row end).
+* Many files (a directory, prefix or glob: `batchrun.input.locations`): each file is
+  split as above and no shard crosses a file; a shard's span names its file and the
+  input's row number before the file's first row, so its rows are numbered as in one
+  pass over the whole input.
 
-Planning reads the file once (JSONL: counting line ends, ~1 GB/s; Parquet: the
-footer only). Without ``shard_rows`` the plan aims at `SHARDS_PER_WORKER` shards per
-worker, so a slow shard near the end holds up little of the run.
+Planning reads a JSONL, gzip or CSV file through (counting line ends, ~1 GB/s) and of
+a Parquet file its footer only, so a prefix of Parquet files on object storage is
+planned without reading its rows. Without ``shard_rows`` the plan aims at
+`SHARDS_PER_WORKER` shards per worker, so a slow shard near the end holds up little
+of the run.
 
     >>> plan = split_lines([10, 10, 10, 10, 10], shard_rows=2)
     >>> [(s.first_row, s.stop_row, s.start_byte, s.stop_byte) for s in plan]
@@ -24,15 +30,15 @@ worker, so a slow shard near the end holds up little of the run.
 
 from __future__ import annotations
 
-import gzip
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from batchrun.errors import InputError, RunDirError
 from batchrun.input.delimited import DELIMITED_KINDS, DelimitedFile
+from batchrun.input.locations import InputFile, input_files, recorded_location, tag_all
 from batchrun.input.sources import Span, input_kind
 from batchrun.output.rundir import PLAN, SHARDS_DIR, shard_name
 
@@ -67,19 +73,24 @@ class ShardPlan:
     """The input's length in bytes when planned (a changed length is a changed input)."""
     shard_rows: int
     shards: tuple[Shard, ...]
+    files: tuple[tuple[str, int], ...] = ()
+    """An input of many files: each file's name inside it and its size when planned."""
 
     def shard_dir(self, run_dir: str, shard: Shard) -> str:
         return shard_dir(run_dir, shard)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "version": 1,
             "input_path": self.input_path,
             "kind": self.kind,
             "size": self.size,
             "shard_rows": self.shard_rows,
-            "shards": [{"index": s.index, **asdict(s.span)} for s in self.shards],
+            "shards": [{"index": s.index, **_span_fields(s.span)} for s in self.shards],
         }
+        if self.files:
+            out["files"] = [{"name": name, "size": size} for name, size in self.files]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ShardPlan:
@@ -88,13 +99,23 @@ class ShardPlan:
             item = dict(item)
             index = int(item.pop("index"))
             shards.append(Shard(index, Span(**item)))
+        files = tuple((str(f["name"]), int(f["size"])) for f in data.get("files") or ())
         return cls(
             str(data["input_path"]),
             str(data["kind"]),
             int(data["size"]),
             int(data["shard_rows"]),
             tuple(shards),
+            files,
         )
+
+
+def _span_fields(span: Span) -> dict[str, Any]:
+    """A span as shards.json records it (a one-file input's spans as they always were)."""
+    fields = asdict(span)
+    if span.file is None:
+        del fields["file"], fields["offset"]
+    return fields
 
 
 def shard_dir(run_dir: str, shard: Shard) -> str:
@@ -160,10 +181,10 @@ def auto_shard_rows(total_rows: int, workers: int) -> int:
 
 
 # -- reading the input ------------------------------------------------------------------
-def _line_lengths(path: str, size: int) -> Iterable[int]:
+def _line_lengths(file: InputFile, size: int) -> Iterable[int]:
     """The byte length of every line of the first ``size`` bytes (the last one may lack
     its newline), found with ``bytes.find`` a chunk at a time."""
-    with open(path, "rb") as f:
+    with file.open() as f:
         carry = 0
         left = size
         while left > 0:
@@ -181,9 +202,9 @@ def _line_lengths(path: str, size: int) -> Iterable[int]:
             yield carry
 
 
-def _count_lines(path: str, size: int) -> int:
+def _count_lines(file: InputFile, size: int) -> int:
     n, last = 0, b"\n"
-    with open(path, "rb") as f:
+    with file.open() as f:
         left = size
         while left > 0 and (chunk := f.read(min(CHUNK, left))):
             n += chunk.count(b"\n")
@@ -192,48 +213,77 @@ def _count_lines(path: str, size: int) -> int:
     return n + (last != b"\n")
 
 
-def _count_gzip_lines(path: str) -> int:
+def _count_gzip_lines(file: InputFile) -> int:
     n, last = 0, b"\n"
-    with gzip.open(path, "rb") as f:
+    with file.open_text_stream(True) as f:
         while chunk := f.read(CHUNK):
             n += chunk.count(b"\n")
             last = chunk[-1:]
     return n + (last != b"\n")
 
 
-def plan_shards(path: str, shard_rows: int | None, workers: int) -> ShardPlan:
-    """Split ``path`` into shards (``shard_rows=None``: `auto_shard_rows`)."""
-    kind = input_kind(path)
-    try:
-        size = os.path.getsize(path)
-        if kind == "parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+def _rows_of(file: InputFile, kind: str) -> tuple[int, list[int] | None]:
+    """(the file's rows as a pass numbers them: lines of JSONL, rows of Parquet and
+    CSV, the Parquet file's row groups' rows)."""
+    if kind == "parquet":
+        meta = file.parquet().metadata
+        groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        return sum(groups), groups
+    if kind in DELIMITED_KINDS:
+        return DelimitedFile(file, kind).count(), None
+    if kind == "jsonl.gz":
+        return _count_gzip_lines(file), None
+    return _count_lines(file, file.size), None
 
-            try:
-                meta = pq.ParquetFile(path).metadata
-            except (pa.ArrowException, OSError) as exc:
-                raise InputError(path, "0", f"not a readable Parquet file ({exc})") from exc
-            groups = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-            rows = shard_rows or auto_shard_rows(sum(groups), workers)
-            spans = split_groups(groups, rows)
-        elif kind in DELIMITED_KINDS:
-            total = DelimitedFile(path, kind).count()
-            rows = shard_rows or auto_shard_rows(total, workers)
-            spans = split_rows(total, rows)
-        elif kind == "jsonl.gz":
-            total = _count_gzip_lines(path)
-            rows = shard_rows or auto_shard_rows(total, workers)
-            spans = split_rows(total, rows)
-        else:
-            rows = shard_rows or auto_shard_rows(_count_lines(path, size), workers)
-            spans = split_lines(_line_lengths(path, size), rows)
+
+def _file_spans(
+    file: InputFile, kind: str, rows: int, total: int, groups: list[int] | None
+) -> list[Span]:
+    if kind == "parquet":
+        assert groups is not None
+        return split_groups(groups, rows)
+    if kind == "jsonl":
+        return split_lines(_line_lengths(file, file.size), rows)
+    return split_rows(total, rows)
+
+
+def plan_shards(path: str, shard_rows: int | None, workers: int) -> ShardPlan:
+    """Split the input at ``path`` into shards (``shard_rows=None``: `auto_shard_rows`)."""
+    files, many = input_files(path)
+    kind = input_kind(files[0].relative if many else path)
+    try:
+        files = tag_all(files)
+        counted = [(f, input_kind(f.relative) if many else kind) for f in files]
+        totals = [_rows_of(f, k) for f, k in counted]
+        rows = shard_rows or auto_shard_rows(sum(t for t, _ in totals), workers)
+        spans: list[Span] = []
+        offset = 0
+        for (file, file_kind), (total, groups) in zip(counted, totals, strict=True):
+            found = _file_spans(file, file_kind, rows, total, groups)
+            if many:
+                found = [replace(s, file=file.relative, offset=offset) for s in found]
+            spans.extend(found)
+            offset += total
     except (OSError, EOFError) as exc:
         raise InputError(path, "0", f"cannot read file: {exc}") from exc
     if not spans:
-        raise InputError(path, "0", "the file holds no requests")
+        what = "the files hold" if many else "the file holds"
+        raise InputError(path, "0", f"{what} no requests")
     shards = tuple(Shard(i, span) for i, span in enumerate(spans))
-    return ShardPlan(os.path.abspath(path), kind, size, rows, shards)
+    size = sum(f.size for f in files)
+    listed = tuple((f.relative, f.size) for f in files) if many else ()
+    return ShardPlan(recorded_location(path), kind, size, rows, shards, listed)
+
+
+def _input_shape(path: str) -> tuple[int, tuple[tuple[str, int], ...]]:
+    """(the input's bytes, each file's name and size when it is many files); -1: gone."""
+    try:
+        files, many = input_files(path)
+        files = tag_all(files)
+    except InputError:
+        return -1, ()
+    listed = tuple((f.relative, f.size) for f in files) if many else ()
+    return sum(f.size for f in files), listed
 
 
 def load_or_plan(
@@ -242,7 +292,8 @@ def load_or_plan(
     """The plan recorded in ``run_dir`` (and False), or a new one (and True).
 
     A recorded plan is kept whatever ``shard_rows`` says now: its shards hold
-    journals. An input whose length changed no longer fits it: refused.
+    journals. An input whose length changed (or whose files did) no longer fits it:
+    refused.
     """
     import orjson
 
@@ -253,11 +304,16 @@ def load_or_plan(
                 plan = ShardPlan.from_dict(orjson.loads(f.read()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RunDirError(f"{recorded}: unreadable shard plan ({exc})") from exc
-        size = os.path.getsize(path) if os.path.exists(path) else -1
+        size, listed = _input_shape(path)
         if size != plan.size:
             raise RunDirError(
                 f"{path} is {size:,} bytes but the run's shards were planned on "
                 f"{plan.size:,} bytes; use another -o directory for another input"
+            )
+        if listed != plan.files:
+            raise RunDirError(
+                f"{path} holds other files than the run's shards were planned on; use "
+                "another -o directory for another input"
             )
         return plan, False
     return plan_shards(path, shard_rows, workers), True
