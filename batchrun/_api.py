@@ -85,6 +85,17 @@ def settings_for(
     if values.get("response_format") is not None:  # a schema without a title: the job's name
         job_name = values.get("name") or (loaded.name if loaded is not None else None)
         values["response_format"] = values["response_format"].named(job_name)
+    unplaced = [
+        name
+        for name, table in (values.get("endpoints") or {}).items()
+        if isinstance(table, Mapping) and "base_url" not in table
+    ]
+    if unplaced:  # only the command line can give an endpoint a key but no URL
+        raise ConfigError(
+            f"--endpoint-key-env {unplaced[0]}=...: no endpoint {unplaced[0]} to give it to "
+            f"(declare it: --endpoint {unplaced[0]}=URL, or [endpoints.{unplaced[0]}] in the "
+            "job file)"
+        )
     settings = Settings(**values)
     if settings.input is None:
         where = f" or as [input] path in {loaded.path}" if loaded is not None else ""

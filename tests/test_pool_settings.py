@@ -195,6 +195,14 @@ def test_the_command_line_lays_endpoints_over_the_job_files_by_name(
         (("gpt-4o-mini", "mini-eu"),),
     )
     assert (spare.name, extra.name, extra.identity) == ("spare", "extra", "sim:extra")
+    result = CliRunner().invoke(
+        cli, ["estimate", str(rows), "--prompt", "{text}", "-m", "m", "--endpoint-key-env", "b=B"]
+    )
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: --endpoint-key-env b=...: no endpoint b to give it to (declare it: --endpoint "
+        "b=URL, or [endpoints.b] in the job file)\n"
+    )
 
 
 # -- the checks -------------------------------------------------------------------------------
