@@ -22,13 +22,22 @@ from batchrun._api import Run, RunStream, arun, estimate, open, run, run_job, st
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BatchrunError, BudgetExceeded, ConfigError, InputError, RunDirError
 from batchrun.models import Outcome
-from batchrun.settings import Confidence, Evaluation, Prices, Quota, ResponseFormat, Settings
+from batchrun.settings import (
+    Confidence,
+    Endpoint,
+    Evaluation,
+    Prices,
+    Quota,
+    ResponseFormat,
+    Settings,
+)
 
 __all__ = [
     "BatchrunError",
     "BudgetExceeded",
     "Confidence",
     "ConfigError",
+    "Endpoint",
     "Evaluation",
     "InputError",
     "Outcome",

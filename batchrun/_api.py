@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from batchrun.endpoint import SIM
 from batchrun.errors import ConfigError, MissingInput, RunDirError
 from batchrun.settings import Settings
 
@@ -84,6 +85,17 @@ def settings_for(
     if values.get("response_format") is not None:  # a schema without a title: the job's name
         job_name = values.get("name") or (loaded.name if loaded is not None else None)
         values["response_format"] = values["response_format"].named(job_name)
+    unplaced = [
+        name
+        for name, table in (values.get("endpoints") or {}).items()
+        if isinstance(table, Mapping) and "base_url" not in table
+    ]
+    if unplaced:  # only the command line can give an endpoint a key but no URL
+        raise ConfigError(
+            f"--endpoint-key-env {unplaced[0]}=...: no endpoint {unplaced[0]} to give it to "
+            f"(declare it: --endpoint {unplaced[0]}=URL, or [endpoints.{unplaced[0]}] in the "
+            "job file)"
+        )
     settings = Settings(**values)
     if settings.input is None:
         where = f" or as [input] path in {loaded.path}" if loaded is not None else ""
@@ -103,51 +115,136 @@ def api_key(settings: Settings) -> str | None:
     """The key: from ``api_key_file`` when set, else the environment variable named by
     ``api_key_env``. Required unless auth is none, the endpoint is the simulator or a
     loopback server. Never read from anywhere else, never written anywhere."""
-    key = os.environ.get(settings.api_key_env) or None
-    if settings.api_key_file:
+    return _read_key(
+        settings.api_key_env,
+        settings.api_key_file,
+        auth=settings.auth,
+        base_url=settings.base_url,
+        unset_hint="name another with --api-key-env, or use --auth none",
+    )
+
+
+def endpoint_keys(settings: Settings) -> dict[str, str | None]:
+    """Each endpoint's key, by its name in the pool (`Settings.pool`), read by the
+    rules of `api_key` from the endpoint's own ``api_key_env``/``api_key_file`` (or
+    the ``[endpoint]`` table's, which it takes unless it names either); each key is
+    registered to be scrubbed from everything written (`batchrun.redact`). A
+    problem names the endpoint and where its key was looked for, never a key.
+
+        keys = endpoint_keys(settings)      # {"default": "sk-..."} without a pool
+    """
+    from batchrun.redact import register_secret
+
+    keys: dict[str, str | None] = {}
+    for member in settings.pool():
+        if not settings.endpoints:  # a pool of one: the messages of a single endpoint
+            key = api_key(settings)
+        else:
+            key = _read_key(
+                member.api_key_env,
+                member.api_key_file,
+                auth=member.auth or "bearer",
+                base_url=SIM if member.is_sim else member.base_url,
+                who=f"endpoint {member.name}: ",
+                unset_hint=f"name another with endpoints.{member.name}.api_key_env or "
+                f'--endpoint-key-env {member.name}=VARIABLE, or give it auth = "none"',
+            )
+        register_secret(key)
+        keys[member.name] = key
+    return keys
+
+
+def _read_key(
+    env: str | None,
+    file: str | None,
+    *,
+    auth: str,
+    base_url: str,
+    unset_hint: str,
+    who: str = "",
+) -> str | None:
+    """One key, by the rules of `api_key`; ``who`` starts every message."""
+    key = (os.environ.get(env) or None) if env else None
+    if file:
         try:
-            with builtins.open(os.path.expanduser(settings.api_key_file), encoding="utf-8") as f:
+            with builtins.open(os.path.expanduser(file), encoding="utf-8") as f:
                 key = f.read().strip() or None
         except OSError as exc:
             raise ConfigError(
-                f"{settings.api_key_file}: cannot read the API key file ({exc.strerror})"
+                f"{who}{file}: cannot read the API key file ({exc.strerror})"
             ) from exc
     if key is not None and (not key.isascii() or not key.isprintable()):
         # a stray quote or CR/LF would fail every request with a traceback; name the
         # source of the key, never its value
-        source = settings.api_key_file or f"environment variable {settings.api_key_env}"
+        source = file or f"environment variable {env}"
         raise ConfigError(
-            f"{source}: the API key holds a non-ASCII or control character "
+            f"{who}{source}: the API key holds a non-ASCII or control character "
             "(a stray quote or line end?)"
         )
-    if key is None and settings.auth != "none" and settings.base_url != "sim":
-        host = settings.base_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+    if key is None and auth != "none" and base_url != SIM:
+        host = base_url.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[0]
+        if host not in LOOPBACK_HOSTS and file:
+            raise ConfigError(f"{who}{file}: the API key file is empty")
         if host not in LOOPBACK_HOSTS:
-            raise ConfigError(
-                f"environment variable {settings.api_key_env} is not set "
-                "(set it, name another with --api-key-env, or use --auth none)"
-            )
+            raise ConfigError(f"{who}environment variable {env} is not set (set it, {unset_hint})")
     return key
 
 
 @contextlib.contextmanager
 def endpoint(settings: Settings) -> Iterator[Settings]:
-    """Start the built-in simulator for ``base_url = "sim"``; otherwise pass through.
+    """Start the built-in simulator for ``base_url = "sim"``, and one for each
+    endpoint of the pool whose ``base_url`` is "sim" (its own quotas and faults:
+    ``sim_rpm``, ``sim_tpm``, ``sim_fault``); otherwise pass through.
 
-    The simulator keeps its files and batches in the run directory
-    (``DIR/batch/sim``, `batchrun.sim.persist`): like a provider's, a rehearsal's
-    batches go on when the process that made them dies, and a rerun or `cancel_run`
-    finds them."""
-    if settings.base_url != "sim":
+    A simulator keeps its files and batches in the run directory (``DIR/batch/sim``,
+    a pool's endpoint NAME's in ``DIR/batch/sim-NAME``, `batchrun.sim.persist`):
+    like a provider's, a rehearsal's batches go on when the process that made them
+    dies, and a rerun or `cancel_run` finds them."""
+    pooled = [e for e in settings.endpoints.values() if e.base_url == SIM and not e.simulated]
+    if settings.base_url != SIM and not pooled:
         yield settings
         return
     from batchrun.batch.workdir import sim_state_path
     from batchrun.sim import SimConfig, SimThread
 
     state = sim_state_path(os.fspath(settings.out_dir)) if settings.out_dir else None
-    with SimThread(SimConfig(latency_ms=20.0, jitter_ms=10.0), state_dir=state) as sim:
-        # requests go to its loopback port; the run and its answers name it "sim"
-        yield replace(settings, base_url=sim.base_url, simulated=True)
+    with contextlib.ExitStack() as started:
+        live = settings
+        if settings.base_url == SIM:
+            sim = started.enter_context(
+                SimThread(SimConfig(latency_ms=20.0, jitter_ms=10.0), state_dir=state)
+            )
+            # requests go to its loopback port; the run and its answers name it "sim"
+            live = replace(live, base_url=sim.base_url, simulated=True)
+        members = dict(live.endpoints)
+        for seed, member in enumerate(pooled, start=1):
+            config = SimConfig(
+                seed=seed,  # each its own draws of faults and latency
+                latency_ms=20.0,
+                jitter_ms=10.0,
+                rpm=member.sim_rpm,
+                tpm=member.sim_tpm,
+                error_rates=dict(member.sim_fault),
+            )
+            own_state = f"{state}-{member.name}" if state else None
+            sim = started.enter_context(SimThread(config, state_dir=own_state))
+            members[member.name] = replace(member, base_url=sim.base_url, simulated=True)
+        yield replace(live, endpoints=members) if pooled else live
+
+
+def refuse_unrouted_pool(settings: Settings) -> None:
+    """A pool is declared, checked, estimated and its simulators start, but the runners
+    send every request to ``base_url``: refuse to run one rather than send its rows
+    somewhere the job did not name.
+
+    TODO(issue 26, part 2): remove once the engine routes requests across the pool
+    (`batchrun.pacing.routing`, `batchrun.pacing.circuit`, `endpoint_keys`,
+    `batchrun.cache.scopes`)."""
+    if settings.endpoints:
+        raise ConfigError(
+            "endpoints: this batchrun checks and estimates a pool of endpoints but does "
+            "not route requests across one yet (issue 26); run with one [endpoint]"
+        )
 
 
 def _recorded_endpoint(settings: Settings) -> Settings:
@@ -168,6 +265,7 @@ def _recorded_endpoint(settings: Settings) -> Settings:
 def surroundings(settings: Settings) -> Iterator[Settings]:
     """What a run needs around it: the simulator (`endpoint`) and, with ``serve``, the
     live report page on 127.0.0.1 for as long as the run goes (its URL on stderr)."""
+    refuse_unrouted_pool(settings)
     with endpoint(settings) as live:
         if live.serve is None:
             yield live
@@ -293,6 +391,7 @@ def make_runner(
     handing the rows left to the online runner); while any still runs, it is refused
     (`batchrun.batch.state.open_batches_refusal`): their rows are never paid twice."""
     settings.validate()
+    refuse_unrouted_pool(settings)
     if settings.ray is not None:
         from batchrun.scale.driver import RayDriver
 
@@ -903,6 +1002,7 @@ __all__ = [
     "cancel_run",
     "default_run_dir",
     "endpoint",
+    "endpoint_keys",
     "estimate",
     "hooks_for",
     "open",

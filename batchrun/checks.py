@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from batchrun.endpoint import SIM
 from batchrun.redact import looks_like_key
 
 Check = Callable[[Any, "Where"], Any]
@@ -1069,6 +1070,257 @@ def confidence(value: Any, where: Where) -> Any:
         samples=numbers["samples"],
         score_field=value.get("score_field"),
     )
+
+
+# -- endpoint pools ------------------------------------------------------------------------
+ENDPOINT_KEYS = (
+    "base_url", "api_key_env", "api_key_file", "auth", "auth_header", "headers",
+    "rpm", "tpm", "concurrency", "weight", "models", "prices", "batch",
+    "sim_rpm", "sim_tpm", "sim_fault",
+)  # fmt: skip
+"""The keys of an ``[endpoints.NAME]`` table (`batchrun.settings.Endpoint`)."""
+SIM_KEYS = ("sim_rpm", "sim_tpm", "sim_fault")
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def endpoint_name(value: Any, where: Where) -> str:
+    """A pool endpoint's name: it names the endpoint in result lines, summaries and
+    file names, so it is short and plain.
+
+    >>> endpoint_name("azure-eu", Where("--endpoint"))
+    'azure-eu'
+    """
+    if not isinstance(value, str) or not _ENDPOINT_NAME.fullmatch(value):
+        raise where.fail(
+            "an endpoint's name is 1 to 64 letters, digits, '_' or '-', starting with a "
+            f"letter or digit (got {show(value)})"
+        )
+    return value
+
+
+def endpoints(value: Any, where: Where) -> dict[str, Any]:
+    """A run's endpoint pool: name -> `batchrun.settings.Endpoint`, from a job file's
+    ``[endpoints.NAME]`` tables, a dict of name -> table (Python), or a pool file's
+    path (``--endpoints FILE``; ``endpoints = "pool.toml"`` in a job file): a TOML
+    file of ``[endpoints.NAME]`` tables, read like a job file (keys refused, paths
+    relative to it). Names differ also when case is ignored (they name files).
+
+    >>> pool = endpoints({"b": {"base_url": "sim", "sim_rpm": 600}}, Where("endpoints="))
+    >>> pool["b"].identity, pool["b"].sim_rpm
+    ('sim:b', 600)
+    """
+    if value is None:
+        return {}
+    if isinstance(value, str | os.PathLike):
+        return _pool_file(os.fspath(value), where)
+    if not isinstance(value, Mapping):
+        raise where.fail(
+            f"must be a table of named endpoints ([endpoints.NAME]) or a pool file "
+            f"(got {show(value)})"
+        )
+    problems: list[tuple[str, str]] = []
+    refused = False
+    out: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    for name, table in value.items():
+        at = where.at(_key(name))
+        try:
+            endpoint_name(name, Where(where.label))
+            twin = seen.setdefault(name.lower(), name)
+            if twin != name:
+                raise at.fail(f"names the same endpoint as {twin!r} (names ignore case)")
+            out[name] = _endpoint(name, table, at)
+        except Invalid as exc:
+            refused = refused or isinstance(exc, Refused)
+            problems.extend(exc.problems)
+    if problems:
+        raise (Refused if refused else Invalid)(problems)
+    return out
+
+
+def _endpoint(name: str, table: Any, where: Where) -> Any:
+    """One ``[endpoints.NAME]`` table (or an `Endpoint` built in Python, held to the
+    same rules) as an `Endpoint`."""
+    from batchrun.settings import Endpoint
+
+    simulated = False
+    if isinstance(table, Endpoint):
+        if table.name != name:
+            raise where.fail(f"holds the endpoint named {table.name!r}")
+        simulated = table.simulated
+        table = table.declared()
+    if not isinstance(table, Mapping):
+        raise where.fail(f"must be a table of the endpoint's keys (got {show(table)})")
+    problems: list[tuple[str, str]] = []
+    refused = False
+    clean: dict[str, Any] = {}
+    for key, item in table.items():
+        at = where.at(_key(key))
+        if key not in ENDPOINT_KEYS:
+            if str(key).lower() in SECRET_KEY_NAMES:
+                if not where.from_file:  # a job or pool file: its secret scan says it
+                    problems.append((at.label, f"API keys are never read here; {USE_ENV}"))
+                continue
+            problems.append((at.label, "unknown key" + suggest(str(key), ENDPOINT_KEYS)))
+            continue
+        if item is None:  # Python: not given
+            continue
+        try:
+            clean[key] = _ENDPOINT_CHECKS[key](item, at)
+        except Invalid as exc:
+            refused = refused or isinstance(exc, Refused)
+            problems.extend(exc.problems)
+    if "base_url" not in clean and "base_url" not in table:
+        problems.append((where.at("base_url").label, "required"))
+    sim_keys = [k for k in SIM_KEYS if k in clean]
+    if sim_keys and clean.get("base_url", SIM) != SIM and not simulated:
+        problems.extend(
+            (where.at(k).label, 'only applies to base_url = "sim" (a simulated endpoint)')
+            for k in sim_keys
+        )
+    if problems:
+        raise (Refused if refused else Invalid)(problems)
+    return Endpoint(name, simulated=simulated, **clean)
+
+
+def endpoint_models(value: Any, where: Where) -> tuple[tuple[str, str], ...]:
+    """The job's models an endpoint serves: a list of names, or a table of job model
+    -> its name there (an Azure deployment, a relay's alias).
+
+    >>> endpoint_models({"gpt-4o": "gpt4o-eu"}, Where("models")), endpoint_models(["m"], Where("m"))
+    ((('gpt-4o', 'gpt4o-eu'),), (('m', 'm'),))
+    """
+    if isinstance(value, Mapping):
+        pairs = [(k, v) for k, v in value.items()]
+    elif isinstance(value, list | tuple) and not isinstance(value, str):
+        pairs = [tuple(v) if isinstance(v, list | tuple) else (v, v) for v in value]
+    else:
+        pairs = [(value, value)] if isinstance(value, str) else []
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise where.fail(
+            f"must be a list of the job's model names, or a table of job model = "
+            f"name there (got {show(value)})"
+        )
+    out: list[tuple[str, str]] = []
+    for job_model, remote in pairs:
+        text(job_model, where)
+        text(remote, where.at(_key(job_model)))
+        if any(m == job_model for m, _ in out):
+            raise where.fail(f"names {job_model!r} twice")
+        out.append((str(job_model), str(remote)))
+    return tuple(out)
+
+
+def sim_faults(value: Any, where: Where) -> tuple[tuple[int, float], ...]:
+    """A simulated endpoint's injected statuses in the simulator's own language
+    (``batchrun sim --error-rate STATUS=P``): a table ``{ 503 = 0.2 }``, the text
+    ``"503=0.2,429=0.05"`` or a list of such texts; checked by the simulator's rules
+    (a 4xx or 5xx status, probabilities from 0 to 1 adding up to 1 at most).
+
+    >>> sim_faults("503=0.2, 401=0.01", Where("sim_fault"))
+    ((503, 0.2), (401, 0.01))
+    """
+    from batchrun.sim.config import SimConfig
+
+    items: list[tuple[Any, Any]] = []
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, str | list | tuple):
+        texts = value.split(",") if isinstance(value, str) else value
+        for entry in texts:
+            if isinstance(entry, list | tuple) and len(entry) == 2:
+                items.append((entry[0], entry[1]))
+                continue
+            status, sep, rate = str(entry).partition("=")
+            if not sep:
+                raise where.fail(f"must be STATUS=P, e.g. 503=0.2 (got {show(entry)})")
+            items.append((status.strip(), rate.strip()))
+    else:
+        raise where.fail(f"must be a table of STATUS = probability (got {show(value)})")
+    try:
+        rates = tuple((int(status), float(rate)) for status, rate in items)
+        if any(isinstance(x, bool) for pair in items for x in pair):
+            raise ValueError("a status and a probability are numbers")
+        SimConfig(error_rates=dict(rates))
+    except (TypeError, ValueError) as exc:
+        raise where.fail(f"{exc} (STATUS = probability, e.g. 503 = 0.2)") from None
+    return rates
+
+
+_ENDPOINT_CHECKS: dict[str, Check] = {
+    "base_url": base_url,
+    "api_key_env": env_name,
+    "api_key_file": existing_file,
+    "auth": choice(*AUTH_STYLES),
+    "auth_header": text,
+    "headers": headers,
+    "rpm": quota,
+    "tpm": quota,
+    "concurrency": positive_int,
+    "weight": positive_number,
+    "models": endpoint_models,
+    "prices": prices,
+    "batch": boolean,
+    "sim_rpm": positive_int,
+    "sim_tpm": positive_int,
+    "sim_fault": sim_faults,
+}
+
+
+def _pool_file(path: str, where: Where) -> dict[str, Any]:
+    """The endpoints of a pool file (see `endpoints`); its problems are the file's, one
+    a line with their key paths, like a job file's (`batchrun.jobs.jobfile.JobFileError`)."""
+    import tomllib
+
+    from batchrun.jobs.jobfile import JobFileError, secret_problems
+
+    found = existing_file(path, where)
+    try:
+        with open(found, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise where.fail(f"cannot read the pool file {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise where.fail(f"the pool file {path} is not valid TOML: {exc}") from None
+    problems = secret_problems(data, "")
+    problems.extend(
+        f"{_key(key)}: unknown key (a pool file holds [endpoints.NAME] tables)"
+        for key in data
+        if key != "endpoints" and str(key).lower() not in SECRET_KEY_NAMES
+    )
+    table = data.get("endpoints")
+    pool: dict[str, Any] = {}
+    if not isinstance(table, Mapping) or not table:
+        problems.append("endpoints: no [endpoints.NAME] table")
+    else:
+        inner = Where("endpoints", Path(found).parent, from_file=True, entry=where.entry)
+        try:
+            pool = endpoints(table, inner)
+        except Invalid as exc:
+            problems.extend(f"{w}: {m}" if w else m for w, m in exc.problems)
+    if problems:
+        raise JobFileError(found, problems)
+    return pool
+
+
+def endpoint_pairs(check: Check, form: str) -> Check:
+    """An option giving one key of a pool's endpoints, ``NAME=VALUE`` (repeatable):
+    ``--endpoint NAME=URL``, ``--endpoint-key-env NAME=VARIABLE``; name -> value."""
+
+    def pairs(value: Any, where: Where) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for item in value if isinstance(value, list | tuple) else (value,):
+            name, sep, rest = str(item).partition("=")
+            if not sep or not name.strip():
+                shown = "a value holding a credential" if "@" in str(item) else show(item)
+                raise where.fail(f"must be {form} (got {shown})")
+            name = endpoint_name(name.strip(), where)
+            if name in out:
+                raise where.fail(f"names the endpoint {name!r} twice")
+            out[name] = check(rest.strip(), where)
+        return out
+
+    return pairs
 
 
 def _key(name: Any) -> str:

@@ -6,7 +6,8 @@ endpoint's (or one tenant's) answers out as another's. Two small identities say
 which is which, and neither holds a secret:
 
 * `endpoint_identity`: ``"sim"`` for the built-in simulator, whatever loopback port
-  it happens to listen on in this process; for a real URL its normalised
+  it happens to listen on in this process (``"sim:NAME"`` for each simulated
+  endpoint of a pool, `sim_identity`); for a real URL its normalised
   ``scheme://host[:port]/path`` (lower-case scheme and host, no default port, no
   trailing ``/``, no query, no credentials). Every result line records it, run.json
   and the resume fingerprint record it, and the response cache keys by it. Whether
@@ -67,8 +68,21 @@ def endpoint_identity(base_url: str) -> str:
     return urlunsplit((scheme, host, parts.path.rstrip("/"), "", ""))
 
 
+def sim_identity(name: str) -> str:
+    """The identity of a pool's simulated endpoint ``name`` (``base_url = "sim"`` in
+    ``[endpoints.NAME]``): each has a simulator of its own, so two of them are two
+    endpoints to account for, and both are simulated.
+
+    >>> sim_identity("fast"), is_simulated(sim_identity("fast"))
+    ('sim:fast', True)
+    """
+    return f"{SIM}:{name}"
+
+
 def is_simulated(identity: str | None) -> bool:
-    return identity == SIM
+    """Whether answers of this identity come from a simulator (a real URL's identity
+    always starts with its scheme)."""
+    return identity is not None and (identity == SIM or identity.startswith(SIM + ":"))
 
 
 def url_credentials(base_url: str) -> str | None:
@@ -134,5 +148,6 @@ __all__ = [
     "credential_identity",
     "endpoint_identity",
     "is_simulated",
+    "sim_identity",
     "url_credentials",
 ]

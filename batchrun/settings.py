@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from batchrun import checks
 from batchrun.checks import Check, Invalid, Where
-from batchrun.endpoint import SIM, endpoint_identity
+from batchrun.endpoint import SIM, credential_identity, endpoint_identity, sim_identity
 from batchrun.errors import ConfigError
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -81,8 +81,10 @@ class Spec:
     argument: str | None = None
     """The command line's positional argument that gives it (``INPUT``), if any."""
     merge: str = "replace"
-    """How a given value meets the job file's: "replace", or "keys" (a table whose
-    given keys are laid over the file's, the others kept: [request], [prompts])."""
+    """How a given value meets the job file's: "replace", "keys" (a table whose
+    given keys are laid over the file's, the others kept: [request], [prompts]) or
+    "tables" (a table of tables, each laid over the file's table of that name key by
+    key: [endpoints.NAME])."""
 
     def part_flags(self, part: Part) -> tuple[str, ...]:
         """A part's flags: its own, or ``--<prefix><key>`` (a toggle: and ``--no-...``)."""
@@ -101,7 +103,8 @@ class Part:
     the whole table is checked again once laid over the job file's."""
 
     key: str
-    """The key in the table; "*": any key, given as KEY=VALUE (``--body``)."""
+    """The key in the table; "*": any key, given as KEY=VALUE (``--body``); "*.FIELD":
+    FIELD of any key's table, given as KEY=VALUE (``--endpoint NAME=URL``)."""
     help: str
     flags: tuple[str, ...] | None = None
     """None: derived (`Spec.part_flags`)."""
@@ -140,6 +143,12 @@ class Quota:
 
     def __bool__(self) -> bool:
         return self.default is not None or bool(self.by_model)
+
+    def spelled(self) -> float | dict[str, float]:
+        """As a job file writes it: ``500``, or ``{"*" = 500, "gpt-4.1" = 30}``."""
+        if not self.by_model and self.default is not None:
+            return self.default
+        return {**({"*": self.default} if self.default is not None else {}), **dict(self.by_model)}
 
 
 @dataclass(frozen=True)
@@ -241,6 +250,134 @@ class Prices:
 
     file: str | None = None
     models: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+DEFAULT_ENDPOINT = "default"
+"""The pool name of the ``[endpoint]`` table's own endpoint (`Settings.pool`)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One endpoint of a run's pool: where requests may go, with whose key, how fast,
+    for which models and at what price.
+
+    A job file's ``[endpoints.NAME]`` table, ``endpoints={"NAME": {...}}`` in Python,
+    ``--endpoint NAME=URL`` (`batchrun.checks.endpoints` reads every spelling). As
+    declared, a field left out is None: `Settings.pool` fills it from the
+    ``[endpoint]`` and ``[limits]`` tables (the same key variable, auth and headers;
+    the same rpm, tpm and concurrency), so a pool of three keys on one provider is
+    three ``base_url``/``api_key_env`` pairs. A single ``[endpoint]`` is the pool of
+    one endpoint named `DEFAULT_ENDPOINT`.
+
+        >>> e = Endpoint("az", "https://x.azure.com/openai", models=(("gpt-4o", "gpt4o-eu"),))
+        >>> e.serves("gpt-4o"), e.serves("gpt-4.1"), e.model_name("gpt-4o")
+        (True, False, 'gpt4o-eu')
+    """
+
+    name: str
+    base_url: str
+    """Its API base URL, or "sim": a simulator of its own, started for the run."""
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    auth: str | None = None
+    auth_header: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    """Its own headers, laid over the ``[endpoint]`` table's by name."""
+    rpm: Quota | None = None
+    tpm: Quota | None = None
+    concurrency: int | None = None
+    """Its own cap on requests in flight."""
+    weight: float | None = None
+    """Between endpoints that can take a request equally soon, the heavier takes more
+    (`batchrun.pacing.routing`); 1 when not given."""
+    models: tuple[tuple[str, str], ...] | None = None
+    """The job's models it serves, each with its name there (an Azure deployment, a
+    relay's alias); None: every model, by the job's names."""
+    prices: str | Prices | None = None
+    """Its own prices (a relay's, a negotiated rate); None: the run's."""
+    batch: bool | None = None
+    """It may take Batch API shards (declared endpoints: only when true)."""
+    sim_rpm: int | None = None
+    sim_tpm: int | None = None
+    sim_fault: tuple[tuple[int, float], ...] = ()
+    """The simulator's injected statuses, ``STATUS = probability`` (``batchrun sim
+    --error-rate``); the ``sim_*`` keys apply to ``base_url = "sim"`` only."""
+    simulated: bool = field(default=False, repr=False)
+    """Not declared: `batchrun._api.endpoint` started its simulator (``base_url`` is
+    then its loopback address)."""
+
+    @property
+    def is_sim(self) -> bool:
+        return self.simulated or self.base_url == SIM
+
+    @property
+    def identity(self) -> str:
+        """Where its answers come from (`batchrun.endpoint.endpoint_identity`): a
+        simulator is ``"sim"`` (the ``[endpoint]`` table's) or ``"sim:NAME"``, two
+        simulated endpoints being two endpoints, both simulated."""
+        if self.is_sim:
+            return SIM if self.name == DEFAULT_ENDPOINT else sim_identity(self.name)
+        return endpoint_identity(self.base_url)
+
+    def serves(self, model: str) -> bool:
+        return self.models is None or any(m == model for m, _ in self.models)
+
+    def model_name(self, model: str) -> str:
+        """The job's ``model`` as this endpoint names it."""
+        for job_model, remote in self.models or ():
+            if job_model == model:
+                return remote
+        return model
+
+    def tenant(self, api_key: str | None) -> bytes:
+        """Who asks, at this endpoint (`batchrun.endpoint.credential_identity`)."""
+        return credential_identity(
+            api_key,
+            auth=self.auth or "bearer",
+            auth_header=self.auth_header or "Authorization",
+            headers=self.headers,
+        )
+
+    def shape(self) -> dict[str, Any]:
+        """What the resume fingerprint records of it: who answers, under which model
+        names (its quotas, weight and prices change no answer)."""
+        models = None if self.models is None else dict(self.models)
+        return {"endpoint": self.identity, "models": models}
+
+    def declared(self) -> dict[str, Any]:
+        """The keys it was declared with, as typed values (a key left out is not
+        there): what a table given over it replaces (`batchrun.jobs.jobfile.merge`)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("name", "simulated") and value is not None and value != ():
+                out[f.name] = value
+        return out
+
+    def public(self) -> dict[str, Any]:
+        """As run.json records it, in a job file's spelling (read back by
+        `batchrun.checks.endpoints`): no key (only the names of where keys are),
+        header values that look like keys masked, a simulator as "sim"."""
+        data: dict[str, Any] = {"base_url": SIM if self.is_sim else self.base_url}
+        for name in ("api_key_env", "api_key_file", "auth", "auth_header", "concurrency"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        if self.headers:
+            data["headers"] = [[n, _mask_header(n, v)] for n, v in self.headers]
+        for name in ("rpm", "tpm"):
+            quota = getattr(self, name)
+            if quota is not None:
+                data[name] = quota.spelled()
+        for name in ("weight", "batch", "sim_rpm", "sim_tpm"):
+            if getattr(self, name) is not None:
+                data[name] = getattr(self, name)
+        if self.models is not None:
+            data["models"] = dict(self.models)
+        if self.prices is not None:
+            data["prices"] = _jsonable(self.prices)
+        if self.sim_fault:
+            data["sim_fault"] = {str(status): p for status, p in self.sim_fault}
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -357,6 +494,37 @@ class Settings:
         section="endpoint",
         flags=("--max-response-bytes",),
         check=checks.at_least(1024),
+    )
+    endpoints: Mapping[str, Endpoint] = setting(
+        factory=dict,
+        help="A pool of endpoints serving the job: a TOML file of [endpoints.NAME] tables "
+        "(each takes the [endpoint] keys and rpm, tpm, concurrency, weight, models, prices, "
+        "batch); laid over the job file's, name by name.",
+        section="endpoints",
+        key="*",
+        flags=("--endpoints",),
+        metavar="FILE",
+        check=checks.endpoints,
+        merge="tables",
+        parts=(
+            Part(
+                "*.base_url",
+                "An endpoint of the pool, NAME=URL (repeatable; 'sim' for a simulator of its "
+                "own): it takes --api-key-env's key unless --endpoint-key-env says another.",
+                flags=("--endpoint",),
+                kind="pairs",
+                metavar="NAME=URL",
+                check=checks.endpoint_pairs(checks.base_url, "NAME=URL"),
+            ),
+            Part(
+                "*.api_key_env",
+                "The environment variable holding an endpoint's key, NAME=VARIABLE (repeatable).",
+                flags=("--endpoint-key-env",),
+                kind="pairs",
+                metavar="NAME=VARIABLE",
+                check=checks.endpoint_pairs(checks.env_name, "NAME=VARIABLE"),
+            ),
+        ),
     )
     # -- request -------------------------------------------------------------------
     model: str | tuple[str, ...] | None = setting(
@@ -924,7 +1092,8 @@ class Settings:
         object may be incomplete while a job file and options are merged."""
         for name in _NONE_IS_EMPTY:  # typed construction may say None for "none"
             if getattr(self, name) is None:
-                object.__setattr__(self, name, {} if name in ("request", "prompts") else Quota())
+                empty: Any = {} if name in ("request", "prompts", "endpoints") else Quota()
+                object.__setattr__(self, name, empty)
         clean = _run_checks(
             (name, check, where, value)
             for name, check, where, optional, default in _typed_checks()
@@ -1120,6 +1289,40 @@ class Settings:
                     f"{n('cache')} with a local cluster ({n('ray', checks.LOCAL_RAY)}) or "
                     f"without {n('ray')}"
                 )
+        if self.endpoints:
+            out.extend(self._pool_problems(n, batch))
+        return out
+
+    def _pool_problems(self, n: Spelling, batch: str) -> list[str]:
+        """The rules of a pool: its names, every model served, batches somewhere."""
+        out: list[str] = []
+        pool = self.pool()
+        clash = [name for name in self.endpoints if name.lower() == DEFAULT_ENDPOINT]
+        if clash and self.base_url != DEFAULT_BASE_URL:
+            out.append(
+                f"{n('endpoints')}: {clash[0]!r} is the name of {n('base_url')}'s own "
+                "endpoint in the pool; give yours another name"
+            )
+        named = sorted({m for e in pool for m, _ in e.models or ()})
+        for model in self.models:
+            if not any(e.serves(model) for e in pool):
+                out.append(
+                    f"{n('endpoints')}: no endpoint serves the model {model!r} (an "
+                    "endpoint's models name the job's models it serves)"
+                    + checks.suggest(model, named)
+                )
+        if self.mode == "batch":
+            takers = [e for e in pool if e.batch]
+            if not takers:
+                out.append(
+                    f"{batch} with {n('endpoints')}: no endpoint takes batches (set "
+                    "batch = true on the endpoints that have a Batch API)"
+                )
+            out.extend(
+                f"{batch}: no endpoint that takes batches (batch = true) serves the model {model!r}"
+                for model in self.models
+                if takers and not any(e.serves(model) for e in takers)
+            )
         return out
 
     def validate(self, name: Spelling | None = None) -> Settings:
@@ -1193,15 +1396,77 @@ class Settings:
         ``"sim"`` for the built-in simulator whatever its port, else the normalised URL."""
         return SIM if self.simulated else endpoint_identity(self.base_url)
 
+    def pool(self) -> list[Endpoint]:
+        """The endpoints that serve this run, each complete. Without ``[endpoints.NAME]``
+        tables: the ``[endpoint]`` table's own endpoint, named `DEFAULT_ENDPOINT` (a
+        pool of one, so every run has one path). With them: theirs, and first the
+        ``[endpoint]`` table's own when it names a ``base_url`` (not the built-in
+        default). What a declaration leaves out comes from the ``[endpoint]`` table
+        (the key: its variable or file, unless the endpoint names either; auth and
+        its header; headers, the endpoint's own winning by name) and from
+        ``[limits]`` (rpm, tpm, concurrency); weight 1; batches only when it says
+        ``batch = true``.
+
+            >>> pool = Settings(endpoints={"b": {"base_url": "sim", "rpm": 600}}).pool()
+            >>> [(e.name, e.api_key_env, e.rpm.default, e.concurrency) for e in pool]
+            [('b', 'OPENAI_API_KEY', 600.0, 64)]
+        """
+        own = Endpoint(
+            DEFAULT_ENDPOINT,
+            self.base_url,
+            api_key_env=self.api_key_env,
+            api_key_file=self.api_key_file,
+            auth=self.auth,
+            auth_header=self.auth_header,
+            headers=self.headers,
+            rpm=self.rpm or None,
+            tpm=self.tpm or None,
+            concurrency=self.concurrency,
+            weight=1.0,
+            batch=True,
+            simulated=self.simulated,
+        )
+        if not self.endpoints:
+            return [own]
+        members = [own] if self.base_url != DEFAULT_BASE_URL else []
+        return members + [self._completed(e) for e in self.endpoints.values()]
+
+    def _completed(self, declared: Endpoint) -> Endpoint:
+        """A declared endpoint with what it leaves out filled in (see `pool`)."""
+        keyed = declared.api_key_env is not None or declared.api_key_file is not None
+        own_headers = {name.lower() for name, _ in declared.headers}
+        return replace(
+            declared,
+            api_key_env=declared.api_key_env if keyed else self.api_key_env,
+            api_key_file=declared.api_key_file if keyed else self.api_key_file,
+            auth=declared.auth or self.auth,
+            auth_header=declared.auth_header or self.auth_header,
+            headers=tuple((n, v) for n, v in self.headers if n.lower() not in own_headers)
+            + declared.headers,
+            rpm=declared.rpm if declared.rpm is not None else self.rpm or None,
+            tpm=declared.tpm if declared.tpm is not None else self.tpm or None,
+            concurrency=declared.concurrency or self.concurrency,
+            weight=declared.weight or 1.0,
+            batch=bool(declared.batch),
+        )
+
+    def serving(self, model: str) -> list[Endpoint]:
+        """The endpoints of the pool that serve ``model``."""
+        return [e for e in self.pool() if e.serves(model)]
+
     def fingerprint(self) -> dict[str, Any]:
         """The settings that change what is sent or who answers; a resume with others
         is refused. The endpoint is there by its identity (``base_url``: ``"sim"``, or
-        the URL without credentials, query or trailing slash).
+        the URL without credentials, query or trailing slash); a pool by each
+        endpoint's identity and model names (``endpoints``: one joining a running
+        job is no change, `batchrun.engine.runinfo.pool_changes`).
 
         The evaluation is not one of them: scoring never needs a request sent again.
         """
         shaping = {n: _jsonable(getattr(self, n)) for n, spec in self.specs() if spec.fingerprint}
         shaping["base_url"] = self.endpoint
+        if self.endpoints:  # who answers, under which model names (`Endpoint.shape`)
+            shaping["endpoints"] = {e.name: e.shape() for e in self.pool()}
         # one prompt however it was spelled (system + prompt, or messages), and the
         # response format as it is sent
         messages = self.template_messages()
@@ -1349,7 +1614,7 @@ class SpelledAsGiven:
 
 _SPECS: list[tuple[str, Spec]] | None = None
 _TYPED_CHECKS: list[tuple[str, Check | None, Where, bool, Any]] | None = None
-_NONE_IS_EMPTY = ("rpm", "tpm", "context_window", "request", "prompts")
+_NONE_IS_EMPTY = ("rpm", "tpm", "context_window", "request", "prompts", "endpoints")
 """Settings whose None (in typed construction) means their empty value."""
 
 
@@ -1428,6 +1693,8 @@ def _jsonable(value: Any) -> Any:
         return f"<function {getattr(value, '__qualname__', '?')} {source_hash(value)}>"
     if isinstance(value, type):  # a Pydantic model given as response_format
         return value.__name__
+    if isinstance(value, Endpoint):
+        return value.public()
     if isinstance(value, Quota | ResponseFormat | Evaluation | Confidence | Prices):
         return _jsonable(asdict(value))
     if isinstance(value, Mapping):

@@ -21,6 +21,7 @@ from batchrun.errors import ConfigError
 from batchrun.jobs.jobfile import JobFileError, load_job
 from batchrun.settings import (
     Confidence,
+    Endpoint,
     Evaluation,
     Prices,
     Quota,
@@ -176,6 +177,22 @@ TYPICAL: dict[str, Any] = {
     "auth_header": "api-key",
     "headers": (("X-Title", "batchrun"),),
     "max_response_bytes": 4096,
+    "endpoints": {
+        "eu": Endpoint(
+            "eu",
+            "https://eu.example.com/openai",
+            api_key_env="EU_KEY",
+            auth="raw",
+            auth_header="api-key",
+            headers=(("X-Region", "eu"),),
+            rpm=Quota(300.0, (("gpt-4.1", 20.0),)),
+            concurrency=16,
+            weight=2.0,
+            models=(("gpt-4o-mini", "mini-eu"),),
+            batch=True,
+        ),
+        "spare": Endpoint("spare", "sim", sim_rpm=600, sim_tpm=90000, sim_fault=((503, 0.1),)),
+    },
     "model": ("gpt-4o-mini", "gpt-4.1"),
     "stream": True,
     "request": {"temperature": 0, "max_tokens": 60, "stop": ["END"], "top_k": 5},

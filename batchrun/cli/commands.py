@@ -66,6 +66,10 @@ def print_estimate(settings: Settings, as_json: bool = False) -> None:
 
 ESTIMATE_SETTINGS = (
     "prices",
+    "base_url",
+    "endpoints",
+    "rpm",
+    "tpm",
     "model",
     "out_dir",
     "limit",

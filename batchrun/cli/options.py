@@ -75,7 +75,8 @@ def part_options(name: str, spec: Spec) -> list[Callable[[F], F]]:
 
 
 def _param(key: str) -> str:
-    return "any" if key == "*" else key
+    """A part's key as a click parameter name: "*" -> any, "*.base_url" -> any_base_url."""
+    return key.replace("*", "any").replace(".", "_")
 
 
 def setting_options(command: F) -> F:
@@ -115,6 +116,9 @@ def given_settings(options: Mapping[str, Any]) -> dict[str, Any]:
             partial = out.setdefault(name, Partial())
             if part.key == "*":
                 partial.update(clean)
+            elif part.key.startswith("*."):  # one field of named tables: --endpoint a=URL
+                for table, item in clean.items():
+                    partial.setdefault(table, {})[part.key[2:]] = item
             else:
                 partial[part.key] = clean
             continue

@@ -15,6 +15,11 @@ Cost range per model, from `batchrun.cost.bill` at `batchrun.cost.prices`:
 Both assume no cached-input discount, so a run with heavy prompt caching can cost
 less than ``low``. Tiered prices are applied per request (by its prompt size).
 
+`estimate_settings` adds the time the quota needs (``time``): with a pool of
+endpoints, the time the pooled quota needs, and each endpoint's rows and cost at its
+own prices (`batchrun.cost.pool`: rows split by each endpoint's share of the pooled
+rate, as the routing sends them).
+
     >>> from batchrun.models import Request
     >>> book = PriceBook({"m": ModelPrice(input=1.0, output=2.0)}, use_genai_prices=False)
     >>> body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
@@ -31,13 +36,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchrun.apis import APIS, EMBEDDINGS
+from batchrun.cost.pool import PoolEstimate, pool_estimate
 from batchrun.cost.prices import ModelPrice, PriceBook
 from batchrun.models import Request
 from batchrun.output import lines
 from batchrun.output.usage import model_of, usage_of
 from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
 from batchrun.report.tables import align_table, format_usd
-from batchrun.settings import Settings
+from batchrun.settings import Endpoint, Settings
 
 UNKNOWN_MODEL = "unknown"
 
@@ -150,6 +156,11 @@ class EstimateReport:
     learned_from: str | None = None
     near_names: dict[str, list[str]] = field(default_factory=dict)
     """Unpriced model -> the known names it may have meant (a typo?)."""
+    pool: PoolEstimate | None = None
+    """The time the quota needs and each endpoint's rows and cost (`batchrun.cost.pool`);
+    None: not asked (`estimate` alone)."""
+    pooled: bool = False
+    """The job declares a pool of endpoints (a table of them is shown)."""
 
     @property
     def requests(self) -> int:
@@ -198,6 +209,7 @@ class EstimateReport:
             },
             "batch_api_cost_usd": self._batch_totals(),
             "by_model": {name: self.models[name].to_dict() for name in sorted(self.models)},
+            "time": None if self.pool is None else self.pool.to_dict(),
         }
 
     def _batch_totals(self) -> dict[str, Any]:
@@ -377,7 +389,63 @@ def format_estimate(report: EstimateReport) -> str:
             line += " (without " + ", ".join(batch["models_without_batch_price"]) + ")"
         lines.append(line)
     lines.append("costs assume no cached-input discount")
+    if report.pool is not None:
+        lines.extend(_pool_lines(report.pool, pooled=report.pooled))
     return "\n".join(lines)
+
+
+def _pool_lines(pool: PoolEstimate, *, pooled: bool) -> list[str]:
+    """The time at the quota, and with a pool one row per endpoint."""
+    out: list[str] = []
+    minutes = pool.minutes
+    if minutes is not None:
+        rates = ", ".join(
+            f"{name} {pace.requests_per_minute:,.0f}/min ({pace.limited_by})"
+            for name, pace in sorted(pool.models.items())
+            if pace.requests_per_minute is not None
+        )
+        where = "the pooled quota" if pooled else "the quota"
+        out.append(f"time at {where}: {format_minutes(minutes)} ({rates})")
+    elif pooled:
+        out.append(
+            "time at the pooled quota: unknown: no quota known for "
+            + ", ".join(pool.no_quota)
+            + " (give it rpm or tpm)"
+        )
+    if not pooled:
+        return out
+    header = ("endpoint", "rows", "share", "low", "high")
+    total = sum(e.rows for e in pool.endpoints.values()) or 1.0
+    rows = [
+        (
+            name,
+            f"{share.rows:,.0f}",
+            f"{share.rows / total:.0%}",
+            format_usd(share.cost_low),
+            format_usd(share.cost_high) if share.cost_high is not None else "unbounded",
+        )
+        for name, share in pool.endpoints.items()
+    ]
+    out.extend(align_table([header, *rows]))
+    out.extend(
+        f"{name}: no price known for {', '.join(sorted(set(share.unpriced)))} at this endpoint"
+        for name, share in pool.endpoints.items()
+        if share.unpriced
+    )
+    return out
+
+
+def format_minutes(minutes: float) -> str:
+    """A duration for people: ``45 s``, ``12.5 min``, ``3.2 h``.
+
+    >>> format_minutes(0.75), format_minutes(12.5), format_minutes(192)
+    ('45 s', '12.5 min', '3.2 h')
+    """
+    if minutes < 1:
+        return f"{minutes * 60:.0f} s"
+    if minutes < 120:
+        return f"{minutes:.1f} min"
+    return f"{minutes / 60:.1f} h"
 
 
 def estimate_settings(settings: Settings) -> EstimateReport:
@@ -402,6 +470,18 @@ def estimate_settings(settings: Settings) -> EstimateReport:
 
     advice = ModelAdvice(book)  # the price table's names: an estimate asks no endpoint
     report.near_names = {m: advice.nearest(m) for m in report.unpriced_models[:ADVISED]}
+    books: dict[str, PriceBook] = {}
+
+    def book_of(endpoint: Endpoint) -> PriceBook:
+        if endpoint.prices is None:
+            return book
+        known = books.get(endpoint.name)
+        if known is None:
+            known = books[endpoint.name] = PriceBook.load(endpoint.prices)
+        return known
+
+    report.pool = pool_estimate(report.models, settings.pool(), book_of)
+    report.pooled = bool(settings.endpoints)
     return report
 
 

@@ -26,7 +26,7 @@ from batchrun.input.locations import recorded_location
 from batchrun.output.journal import RUN_INFO, recorded_endpoint
 from batchrun.output.quality import QualityCounts
 from batchrun.output.summary import write_json_atomic
-from batchrun.settings import Settings
+from batchrun.settings import DEFAULT_ENDPOINT, Settings
 
 VARIANT_SETTINGS = ("model", "prompts", "system")
 """In a job comparing variants, these may change between runs: a changed variant is
@@ -35,11 +35,12 @@ answers), which is how a comparison is refined."""
 
 
 def resume_problems(
-    path: str, settings: Settings, fingerprint: str
+    path: str, settings: Settings, fingerprint: str, notes: list[str] | None = None
 ) -> tuple[list[str], bool, list[str]]:
     """(what differs from run.json at ``path`` and refuses the resume, whether it is
     the input itself, the variants that changed). No run.json: nothing differs. An
-    unreadable one is a RunDirError unless ``force``."""
+    unreadable one is a RunDirError unless ``force``. What changed and is allowed
+    (an endpoint joined or left the pool, `pool_changes`) is added to ``notes``."""
     if not os.path.exists(path):
         return [], False, []
     try:
@@ -60,10 +61,72 @@ def resume_problems(
     old_opts.setdefault("base_url", recorded_endpoint(before))
     compared = settings.has_variants and _had_variants(old_opts)
     variants: list[str] = []
-    for key, value in settings.fingerprint().items():
-        found = changes(f"option {key}", old_opts.get(key), value)
+    for key, found in _option_changes(old_opts, settings.fingerprint(), notes):
         (variants if compared and key in VARIANT_SETTINGS else problems).extend(found)
     return problems, input_changed, variants
+
+
+def _option_changes(
+    old: dict[str, Any], new: dict[str, Any], notes: list[str] | None = None
+) -> list[tuple[str, list[str]]]:
+    """(setting, its changes) between two fingerprints; a pool's endpoints are compared
+    by `pool_changes` (its notes go to ``notes``)."""
+    pooled = "endpoints" in old or "endpoints" in new
+    out = [
+        (key, changes(f"option {key}", old.get(key), value))
+        for key, value in new.items()
+        if not (pooled and key in ("base_url", "endpoints"))
+    ]
+    if pooled:
+        problems, joined = pool_changes(_pool_shape(old), _pool_shape(new))
+        out.append(("endpoints", problems))
+        if notes is not None:
+            notes.extend(joined)
+    return out
+
+
+def _pool_shape(options: dict[str, Any]) -> dict[str, Any]:
+    """The pool a fingerprint records: its ``endpoints``, or the one endpoint of a run
+    without a pool (named as `batchrun.settings.Settings.pool` names it)."""
+    pool = options.get("endpoints")
+    if isinstance(pool, dict):
+        return pool
+    return {DEFAULT_ENDPOINT: {"endpoint": options.get("base_url"), "models": None}}
+
+
+def pool_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(changes that refuse a resume, notes) between two pools' shapes
+    (`batchrun.settings.Endpoint.shape`, by name). An endpoint that joins is a note:
+    more quota for the rows left, nothing answered changes. One that left is a note
+    too: the rows it answered keep their answers (each line names who answered), the
+    rest go to the others. An endpoint whose name now means another endpoint, or
+    other model names there, is a change: the same name would stand for two sources
+    of answers.
+
+    >>> pool_changes({"a": {"endpoint": "sim:a", "models": None}},
+    ...              {"a": {"endpoint": "sim:a", "models": None},
+    ...               "b": {"endpoint": "https://h/v1", "models": None}})
+    ([], ['endpoint b (https://h/v1) joins the pool'])
+    """
+    problems: list[str] = []
+    notes: list[str] = []
+    for name, shape in new.items():
+        before = old.get(name)
+        if before is None:
+            notes.append(f"endpoint {name} ({_endpoint_of(shape)}) joins the pool")
+        else:
+            problems.extend(changes(f"option endpoints.{name}", before, shape))
+    notes.extend(
+        f"endpoint {name} ({_endpoint_of(shape)}) left the pool: the rows it answered keep "
+        "their answers"
+        for name, shape in old.items()
+        if name not in new
+    )
+    return problems, notes
+
+
+def _endpoint_of(shape: Any) -> str:
+    return str(shape.get("endpoint")) if isinstance(shape, dict) else "?"
 
 
 def _had_variants(options: dict[str, Any]) -> bool:
@@ -85,8 +148,9 @@ def not_judged_answers(
         with open(path, "rb") as f:
             before = orjson.loads(f.read())
         options = _current_shape(before.get("request_options"))
-        same = before.get("input_fingerprint") == fingerprint and not changes(
-            "", options, settings.fingerprint()
+        options.setdefault("base_url", recorded_endpoint(before))
+        same = before.get("input_fingerprint") == fingerprint and not any(
+            found for _, found in _option_changes(options, settings.fingerprint())
         )
         recorded = (before.get("quality_breaker") or {}).get("not_judged") or {}
         if same:
@@ -187,6 +251,7 @@ def _jsonable(value: Any) -> Any:
 __all__ = [
     "changes",
     "not_judged_answers",
+    "pool_changes",
     "resume_problems",
     "settings_of",
     "write_run_info",

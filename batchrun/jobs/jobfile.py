@@ -77,6 +77,13 @@ line instead of in [input] path)::
     input = 0.15             # USD per million prompt tokens
     output = 0.60
 
+    [endpoints.azure-eu]     # a pool: any number of named endpoints (with or instead of
+    base_url = "https://my-eu.openai.azure.com/openai"    # [endpoint]), each taking its
+    api_key_env = "AZURE_EU_KEY"                          # keys and rpm, tpm, concurrency,
+    models = { "gpt-4o-mini" = "mini-eu" }                # weight, models, prices, batch;
+    rpm = 600                                             # base_url = "sim": sim_rpm,
+                                                          # sim_tpm, sim_fault
+
 Every path is relative to the job file, so a job runs the same from any directory.
 Without [prompt] the job is a *plain request file*: each input line is a request body
 or an OpenAI Batch API line (``{"custom_id", "method", "url", "body"}``), [request]
@@ -105,7 +112,7 @@ from batchrun import checks
 from batchrun.checks import BODY_ALIASES, Invalid, Where, key_path, show, suggest
 from batchrun.errors import ConfigError
 from batchrun.redact import looks_like_key
-from batchrun.settings import Partial, Settings, key_spelling
+from batchrun.settings import Endpoint, Partial, Settings, key_spelling
 
 TOP_LEVEL = ("name", "description")
 
@@ -149,7 +156,9 @@ def merge(job_values: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, 
         if value is None:
             continue
         spec = Settings.spec(key)
-        if isinstance(value, Partial) and spec.merge == "keys":
+        if spec.merge == "tables":
+            merged[key] = _tables_over(merged.get(key) or {}, value)
+        elif isinstance(value, Partial) and spec.merge == "keys":
             # each part was checked; the file's keys were, as the file wrote them
             merged[key] = _keys_over(key, merged.get(key) or {}, value)
         elif isinstance(value, Partial):
@@ -175,6 +184,26 @@ def _keys_over(name: str, base: Mapping[str, Any], given: Mapping[str, Any]) -> 
             out.pop(BODY_ALIASES.get(key, ""), None)
     out.update(given)
     return out
+
+
+def _tables_over(base: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Named tables (the pool's ``[endpoints.NAME]``) given over the file's: a table of
+    a new name joins them, one of a name the file has lays its keys over that table's
+    (``--endpoint a=URL`` moves the file's endpoint ``a``, its other keys kept). The
+    result is checked again as a whole when the settings are built.
+
+    >>> _tables_over({"a": {"base_url": "sim", "weight": 2}}, {"a": {"base_url": "http://h"}})
+    {'a': {'base_url': 'http://h', 'weight': 2}}
+    """
+    out = {name: _table(value) for name, value in base.items()}
+    for name, value in given.items():
+        out[name] = {**out.get(name, {}), **_table(value)}
+    return out
+
+
+def _table(value: Any) -> dict[str, Any]:
+    """A named table's keys: as given, or those an `Endpoint` was declared with."""
+    return value.declared() if isinstance(value, Endpoint) else dict(value)
 
 
 def _laid_over(name: str, spec: Any, base: Any, partial: Mapping[str, Any]) -> Any:
@@ -289,7 +318,7 @@ def read_settings(data: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], 
         elif key.lower() not in checks.SECRET_KEY_NAMES:  # those: the secret scan
             hint = _placement_hint(key, layout, table=isinstance(value, dict))
             problems.append(f"{key}: unknown section or key" + hint)
-    problems.extend(_secrets(data, ""))
+    problems.extend(secret_problems(data, ""))
     for section in sections:
         if section not in data:
             continue
@@ -340,8 +369,9 @@ def _rules(values: Mapping[str, Any]) -> list[str]:
         return [str(exc)]
 
 
-def _secrets(value: Any, where: str) -> list[str]:
-    """Refuse anything that looks like a literal key, wherever it is."""
+def secret_problems(value: Any, where: str) -> list[str]:
+    """Refuse anything that looks like a literal key, wherever it is (a job file, a
+    pool file: `batchrun.checks.endpoints`)."""
     out: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():
@@ -351,10 +381,10 @@ def _secrets(value: Any, where: str) -> list[str]:
             if not in_schema and isinstance(key, str) and key.lower() in checks.SECRET_KEY_NAMES:
                 out.append(f"{path}: API keys are never read from a job file; {checks.USE_ENV}")
                 continue
-            out.extend(_secrets(item, path))
+            out.extend(secret_problems(item, path))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            out.extend(_secrets(item, f"{where}[{i}]"))
+            out.extend(secret_problems(item, f"{where}[{i}]"))
     elif isinstance(value, str) and looks_like_key(value):
         out.append(f"{where}: looks like a literal API key; {checks.USE_ENV}")
     return out

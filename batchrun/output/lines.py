@@ -52,6 +52,7 @@ _BODY_HASH_KEY_AT = BODY_HASH_FROM_END + len(BODY_HASH_KEY)
 # A line the simulator answered has `"endpoint":"sim",` just before its body hash.
 _SIM_MARK = b'"endpoint":"' + SIM.encode() + b'",'
 _SIM_MARK_AT = _BODY_HASH_KEY_AT + len(_SIM_MARK)
+_POOL_SIM_MARK = b'"endpoint":"' + SIM.encode() + b":"
 _ENDPOINT_KEY = b'"endpoint":"'
 _META_KEY = b'"batchrun":{'
 _QUALITY_KEY = b'"quality":"'
@@ -412,6 +413,8 @@ def simulated_line(line: bytes) -> bool | None:
     True
     >>> simulated_line(b'{"batchrun":{"endpoint":"https://x/v1","body_hash":"00"}}\\n')
     False
+    >>> simulated_line(b'{"batchrun":{"endpoint":"sim:fast","body_hash":"00"}}\\n')
+    True
     """
     if line[-_SIM_MARK_AT:-_BODY_HASH_KEY_AT] == _SIM_MARK:
         return True
@@ -421,7 +424,8 @@ def simulated_line(line: bytes) -> bool | None:
     found = line.find(_ENDPOINT_KEY, at)
     if found < 0:
         return None
-    return line.startswith(_SIM_MARK[:-1], found)
+    # "sim", or "sim:NAME" for a simulated endpoint of a pool
+    return line.startswith(_SIM_MARK[:-1], found) or line.startswith(_POOL_SIM_MARK, found)
 
 
 def bad_answer_of(line: bytes) -> bool:

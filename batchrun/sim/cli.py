@@ -4,6 +4,10 @@ $ batchrun sim --port 0 --latency-ms 200 --jitter-ms 100 --error-rate 429=0.05
 batchrun sim listening on http://127.0.0.1:41237/v1
 $ batchrun sim --batch-rows-per-second 50 --batch-fate ok --batch-fate expire \
       --batch-fault retrieve:503=0.1 --batch-script upload:hang,ok
+$ batchrun sim --pool 3 --pool-rpm 600,1200,300 --port 0 --start-drained
+batchrun sim: a pool of 3 simulators (600 rpm, 1200 rpm, 300 rpm)
+batchrun sim listening on http://127.0.0.1:41237/v1
+...
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -282,6 +287,26 @@ def batch_config(options: dict[str, Any]) -> BatchConfig:
     "'[gold: LABEL]' marker in the prompt.",
 )
 @click.option("--seed", default=0, type=int, show_default=True)
+@click.option(
+    "--pool",
+    type=click.IntRange(min=1, max=64),
+    default=None,
+    metavar="N",
+    help="Serve N simulators, each on its own port (from --port up, or free ports with "
+    "--port 0), seeded apart: a pool of endpoints to rehearse against.",
+)
+@click.option(
+    "--pool-rpm",
+    metavar="N,N,...",
+    default=None,
+    help="With --pool: each simulator's requests per minute, in order (one value: all).",
+)
+@click.option(
+    "--pool-tpm",
+    metavar="N,N,...",
+    default=None,
+    help="With --pool: each simulator's tokens per minute, in order (one value: all).",
+)
 @_batch_options
 def sim_command(
     host: str,
@@ -303,9 +328,13 @@ def sim_command(
     require_key_env: str | None,
     skills: tuple[str, ...],
     seed: int,
+    pool: int | None,
+    pool_rpm: str | None,
+    pool_tpm: str | None,
     **batch_options: Any,
 ) -> None:
-    """Serve a simulated OpenAI-compatible API (for offline rehearsals)."""
+    """Serve a simulated OpenAI-compatible API (for offline rehearsals); with --pool,
+    several, each with its own quotas (--pool 3 --pool-rpm 600,1200,300)."""
     require_key = None
     if require_key_env:
         require_key = os.environ.get(require_key_env)
@@ -333,19 +362,65 @@ def sim_command(
             batch=batch,
             skills=_parse_skills(skills),
         )
+        configs = pool_configs(config, pool, pool_rpm, pool_tpm)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        asyncio.run(_serve(config, host, port))
+        asyncio.run(_serve(configs, host, port))
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from None
 
 
-async def _serve(config: SimConfig, host: str, port: int) -> None:
-    server = SimServer(config)
-    await server.start(host, port)
+def pool_configs(
+    config: SimConfig, size: int | None, rpms: str | None, tpms: str | None
+) -> list[SimConfig]:
+    """The configs of ``--pool N``: ``config`` N times, each seeded apart and with its
+    own quotas from ``--pool-rpm``/``--pool-tpm`` (N values, or one for all).
+
+    >>> [c.rpm for c in pool_configs(SimConfig(), 3, "600,1200,300", None)]
+    [600, 1200, 300]
+    """
+    if size is None:
+        if rpms is not None or tpms is not None:
+            raise ValueError("--pool-rpm and --pool-tpm need --pool N")
+        return [config]
+
+    def per_instance(values: str | None, flag: str, default: int | None) -> list[int | None]:
+        if values is None:
+            return [default] * size
+        try:
+            numbers: list[int | None] = [int(v) for v in values.split(",")]
+        except ValueError:
+            raise ValueError(f"{flag}: expected whole numbers N,N,... (got {values!r})") from None
+        if len(numbers) == 1:
+            return numbers * size
+        if len(numbers) != size:
+            raise ValueError(f"{flag}: {len(numbers)} values for --pool {size}")
+        return list(numbers)
+
+    rpm = per_instance(rpms, "--pool-rpm", config.rpm)
+    tpm = per_instance(tpms, "--pool-tpm", config.tpm)
+    return [replace(config, seed=config.seed + i, rpm=rpm[i], tpm=tpm[i]) for i in range(size)]
+
+
+async def _serve(configs: list[SimConfig], host: str, port: int) -> None:
+    """Serve every config (a pool: on ``port``, ``port + 1``, ...; 0: free ports) until
+    SIGINT/SIGTERM; one "listening on URL" line each, in order."""
+    servers: list[SimServer] = []
+    try:
+        for i, config in enumerate(configs):
+            server = SimServer(config)
+            await server.start(host, port + i if port else 0)
+            servers.append(server)
+        await _until_stopped(servers, pooled=len(configs) > 1)
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+async def _until_stopped(servers: list[SimServer], *, pooled: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -353,9 +428,13 @@ async def _serve(config: SimConfig, host: str, port: int) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread / Windows
             pass
-    click.echo(f"batchrun sim listening on {server.base_url}")
+    if pooled:
+        quotas = ", ".join(
+            f"{s.config.rpm or 'unlimited'} rpm" + (f"/{s.config.tpm} tpm" if s.config.tpm else "")
+            for s in servers
+        )
+        click.echo(f"batchrun sim: a pool of {len(servers)} simulators ({quotas})")
+    for server in servers:
+        click.echo(f"batchrun sim listening on {server.base_url}")
     sys.stdout.flush()
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
+    await stop.wait()
