@@ -37,7 +37,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from batchrun.checks import (
     FORMAT_TYPES,
@@ -50,10 +50,7 @@ from batchrun.checks import (
     show,
     suggest,
 )
-from batchrun.values import format_name
-
-if TYPE_CHECKING:
-    from batchrun.values import ResponseFormat
+from batchrun.values import ResponseFormat, format_name
 
 ACCEPTED = (
     "a response format is one of: a JSON Schema (type object with properties; or a .json "
@@ -72,8 +69,6 @@ _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def response_format(value: Any, where: Where) -> ResponseFormat | None:
     """The `batchrun.settings.ResponseFormat` a value spells (see the module doc), or
     `Invalid` with the path of the problem."""
-    from batchrun.values import ResponseFormat
-
     if value is None or isinstance(value, ResponseFormat):
         return value
     if isinstance(value, type):
@@ -116,8 +111,6 @@ def _unknown(where: Where, problem: str) -> Invalid:
 
 def _from_text(text: str, where: Where) -> ResponseFormat | None:
     """``json_object``, ``text``, a .json file's path, or (command line) inline JSON."""
-    from batchrun.values import ResponseFormat
-
     stripped = text.strip()
     if stripped in ("json_object", "text"):
         return ResponseFormat(stripped)
@@ -149,8 +142,6 @@ def _read_json(path: Path, where: Where) -> Any:
 
 def _plain_schema(value: Mapping[str, Any], where: Where) -> ResponseFormat:
     """A JSON Schema as it is: strict, named after its title (else, later, the job)."""
-    from batchrun.values import ResponseFormat
-
     schema = json_schema(value, where)
     return ResponseFormat("json_schema", format_name(schema.get("title")), schema, True)
 
@@ -183,8 +174,6 @@ def _envelope(value: Mapping[str, Any], where: Where) -> ResponseFormat:
 def _short_form(value: Mapping[str, Any], where: Where) -> ResponseFormat:
     """A job file's table: ``type`` (json_schema when a schema is given), ``name``,
     ``schema`` or ``schema_file``, ``strict`` (default true)."""
-    from batchrun.values import ResponseFormat
-
     kind = value.get("type")
     mixed = [key for key in value if key in SCHEMA_MARKERS]
     if mixed:  # a schema's own keys beside a format's: which one was meant is unclear
@@ -247,8 +236,6 @@ def _json_schema_format(
     """name / schema / strict / description of a json_schema format, checked. Without a
     name: "response" (``named``: the short form, as it always was), else the schema's
     title or, later, the job's name."""
-    from batchrun.values import ResponseFormat
-
     strict = fields.get("strict", default_strict)
     if not isinstance(strict, bool):
         problems.append((where.at("strict").label, f"must be true or false (got {show(strict)})"))

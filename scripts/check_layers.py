@@ -15,6 +15,7 @@ is a module, else on ``batchrun/pkg/__init__.py``. Then:
 
     $ .venv/bin/python scripts/check_layers.py          # exit 1 and a list on a finding
     $ .venv/bin/python scripts/check_layers.py --graph  # also print each module's layer
+    $ .venv/bin/python scripts/check_layers.py --package DIR  # check another copy
 
 ``scripts/check`` (run by ``scripts/test`` before the tests, and so by ``.ci/run``) runs it.
 """
@@ -86,8 +87,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -97,7 +98,8 @@ def layer_of(module: str) -> int | None:
     best: tuple[int, int] | None = None  # (prefix length, layer index)
     for i, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
+            # the root package ("batchrun", its __init__) is itself only, not a prefix
+            if module == prefix or (prefix != "batchrun" and module.startswith(prefix + ".")):
                 if best is None or len(prefix) > best[0]:
                     best = (len(prefix), i)
     return None if best is None else best[1]
@@ -193,7 +195,10 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def main(argv: list[str]) -> int:
-    paths = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    package = PACKAGE
+    if "--package" in argv:  # another tree (the tests give one with a deliberate finding)
+        package = Path(argv[argv.index("--package") + 1]).resolve()
+    paths = {module_name(p, package.parent): p for p in package.rglob("*.py")}
     modules = set(paths)
     graph = {name: imports_of(path, name, modules) for name, path in paths.items()}
     problems: list[str] = []
