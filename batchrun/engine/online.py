@@ -4,7 +4,7 @@ One row's path through the lane, top to bottom of this module:
 
 1. `OnlineLane.prepare` checks the input and adopts the run directory
    (`batchrun.engine.prepare`), with the pilot's picker and the in-run dedupe watching
-   the scan.
+   the scan (`batchrun.engine.scanwatch`).
 2. `answer` starts ``concurrency`` workers that ask the scheduler
    (`batchrun.pacing.scheduler`) for the next request of the lanes
    (`batchrun.engine.pending`: rows not answered yet, in input order).
@@ -40,11 +40,10 @@ from batchrun.engine.commit import Committer
 from batchrun.engine.gcpause import fewer_collections, threshold_for
 from batchrun.engine.pending import PendingRows
 from batchrun.engine.prepare import Prepared, prepare_input, record
-from batchrun.engine.reuse import EarlierLines, Reuse
+from batchrun.engine.scanwatch import ScanWatch
 from batchrun.engine.writer import GroupCommit
 from batchrun.errors import RunDirError
-from batchrun.input.pilot import PilotPicker, Selection
-from batchrun.input.sources import ScanObserver, Source
+from batchrun.input.sources import Source
 from batchrun.models import Outcome, Request
 from batchrun.output.breaker import first_max_tokens, stop_note
 from batchrun.pacing.scheduler import Accounts, Scheduler
@@ -98,12 +97,8 @@ class OnlineLane:
         self.prepared: Prepared | None = None
         self.pending: PendingRows | None = None
         self.committer: Committer | None = None
-        self.reuse: Reuse | None = None
-        """The response cache and in-run dedupe (`batchrun.engine.reuse`), when on."""
-        self.picker: PilotPicker | None = None
-        self.selection: Selection | None = None
-        """A pilot's rows (``limit`` / ``sample``); None: every row."""
-        self._earlier: EarlierLines | None = None
+        self.watch = ScanWatch(cfg, api_key=api_key)
+        """The pilot's picker and the response cache / dedupe (`ScanWatch`)."""
         self._client: ChatClient | None = None
         self._scheduler: Scheduler | None = None
         self._sender: Sender | None = None
@@ -129,7 +124,7 @@ class OnlineLane:
             run.state,
             stopping=run.stopping,
             source=self.source,
-            observe=self._scan_observer(),
+            observe=self.watch.observer(),
             retry_bad=cfg.retry_bad_answers,
         )
         journal = prepared.journal
@@ -137,68 +132,29 @@ class OnlineLane:
         facts.elapsed_before = journal.elapsed_s
         facts.warnings = prepared.warnings
         run.notes.extend(prepared.notes)
-        if self.picker is not None:
-            self.selection = self.picker.finish()
-        if self.reuse is not None:
-            await anyio.to_thread.run_sync(self.reuse.after_scan)
-            if not self.reuse.active:
-                self.reuse = None
+        watch = self.watch
+        await watch.after_scan()
         self.pending = pending = PendingRows(
             journal.done,
             journal.failed,
             bad=prepared.bad,
             retry_failed=cfg.retry_failed,
-            selection=self.selection,
-            reuse=self.reuse,
+            selection=watch.selection,
+            reuse=watch.reuse,
             deliver=self._deliver,
         )
-        self.pilot = self.selection is not None
-        if self.reuse is not None and (journal.done or journal.failed):
-            hashes, bodies = prepared.scan.hashes, prepared.scan.bodies
-
-            def answered_before(index: int) -> int | None:
-                h = hashes[index]
-                return h if pending.done_for(h, bodies[index]) else None
-
-            await anyio.to_thread.run_sync(self.reuse.adopt, answered_before)
+        self.pilot = watch.selection is not None
+        answered = bool(journal.done or journal.failed)
+        await watch.adopt(prepared.scan, answered, pending.done_for)
         record(cfg, prepared)
         self.committer = Committer(
             facts,
             run.hooks,
             run.state,
             failed_now=prepared.held.failed_now,
-            summary_extra=self._summary_extra,
+            summary_extra=watch.summary_extra,
         )
         self._commit = GroupCommit(self.committer, written=self._written, failed=self.abandon)
-
-    def _scan_observer(self) -> ScanObserver | None:
-        """What the scan tells the pilot's picker and the dedupe (None: nobody asks)."""
-        cfg = self.cfg
-        watchers: list[ScanObserver] = []
-        if cfg.is_pilot:
-            from batchrun.input.variants import plan_variants
-
-            self.picker = PilotPicker(
-                limit=cfg.limit,
-                sample=None if cfg.limit is not None else cfg.sample,
-                seed=cfg.seed,
-                variants=[v.name for v in plan_variants(cfg)],
-            )
-            watchers.append(self.picker.observe)
-        if (cfg.cache or cfg.dedupe) and cfg.cache_policy != "off":
-            earlier = self._earlier = EarlierLines(str(cfg.out_dir), cfg.endpoint)
-            self.reuse = Reuse(
-                cfg, api_key=self.api_key, read_line=earlier.line, read_hashed=earlier.hashed
-            )
-            watchers.append(self.reuse.observe)
-        if len(watchers) <= 1:
-            return watchers[0] if watchers else None
-
-        def both(req: Request, payload: bytes) -> None:
-            for watch in watchers:
-                watch(req, payload)
-
-        return both
 
     # -- sending ----------------------------------------------------------------------
     async def answer(self, run: Engine) -> None:
@@ -288,7 +244,7 @@ class OnlineLane:
         """After a write: followers of the leaders just written get their answer
         (written next), usable answers go into the response cache (off the event loop),
         and the quality breaker judges."""
-        run, reuse = self._run, self.reuse
+        run, reuse = self._run, self.watch.reuse
         assert run is not None
         if reuse is not None:
             released, store = reuse.written(batch)
@@ -374,22 +330,6 @@ class OnlineLane:
             )
         return notes
 
-    def _summary_extra(self) -> dict[str, Any]:
-        """The pilot's selection and the in-run dedupe, for summary.json."""
-        out: dict[str, Any] = {}
-        if self.selection is not None and self.picker is not None:
-            cfg = self.cfg
-            out["pilot"] = {
-                "limit": cfg.limit,
-                "sample": cfg.sample if cfg.limit is None else None,
-                "seed": cfg.seed if cfg.limit is None else None,
-                "rows": self.selection.rows,
-                "input_rows": self.picker.rows_seen,
-            }
-        if self.reuse is not None:
-            out["dedupe"] = self.reuse.summary()
-        return out
-
     def summary(self, status: str) -> dict[str, Any]:
         assert self.committer is not None
         return self.committer.summary(status)
@@ -401,10 +341,7 @@ class OnlineLane:
     def close(self) -> None:
         if self.committer is not None:
             self.committer.close()
-        if self.reuse is not None:
-            self.reuse.close()
-        if self._earlier is not None:
-            self._earlier.close()
+        self.watch.close()
 
     def after_run(self) -> None:
         """Nothing follows an online run."""

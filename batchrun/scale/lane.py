@@ -207,35 +207,11 @@ class RayLane:
             with anyio.CancelScope(shield=True):
                 self._summary = await self._finish(run)
 
-    def _todo(self) -> list[ShardJob]:
-        """The shards that need a task: not every row answered (or failed for good,
-        unless --retry-failed), and a valid row at all."""
-        cfg, todo = self.cfg, []
-        for job, scan in zip(self._jobs, self._scans, strict=True):
-            if scan.total == 0:
-                continue
-            if not (cfg.force or cfg.retry_bad_answers):
-                summary = RunDir(job.shard_dir).summary()
-                failed = (summary.get("requests") or {}).get("failed")
-                if is_complete(summary) and not (cfg.retry_failed and failed):
-                    continue
-            todo.append(job)
-        return todo
-
-    def _spent_so_far(self) -> float:
-        assert self.plan is not None
-        spent = 0.0
-        for shard in self.plan.shards:
-            summary = RunDir(shard_dir(self.cfg.out_dir or "", shard)).summary()
-            total = (summary.get("cost_usd") or {}).get("total")
-            spent += float(total or 0.0)
-        return spent
-
     async def _send(self, run: Engine) -> None:
         from batchrun.scale.quota import QuotaService
         from batchrun.scale.worker import run_shard
 
-        todo = self._todo()
+        todo = shards_to_run(self.cfg, self._jobs, self._scans)
         skipped = len(self._jobs) - len(todo)
         if skipped and todo:
             run.notes.append(f"{skipped} of {len(self._jobs)} shards were finished already")
@@ -249,7 +225,7 @@ class RayLane:
             tpm=cfg.tpm.default,
             by_model=cfg.limits_by_model(),
             max_cost=cfg.max_cost,
-            spent=self._spent_so_far(),
+            spent=spent_so_far(self.cfg, self.plan),
         )
         await self._get(self.service.set_key.remote(self.api_key))
         if run.facts.stop_reason is not None:
@@ -349,14 +325,8 @@ class RayLane:
         from batchrun.output.parquet import columns_of_kinds
         from batchrun.scale.worker import write_part
 
-        columns = None
         kinds = [s.kinds for s in self._scans if s.kinds is not None]
-        if kinds:
-            united: dict[str, set[str]] = {}
-            for part in kinds:
-                for name, seen in part.items():
-                    united.setdefault(name, set()).update(seen)
-            columns = columns_of_kinds(united)
+        columns = columns_of_kinds(united_kinds(kinds)) if kinds else None
         parquet: dict[str, Any] | None = None
         evaluation = None
         cfg = self.cfg
@@ -439,3 +409,39 @@ class RayLane:
 
     def after_run(self) -> None:
         """Nothing follows a cluster run."""
+
+
+def shards_to_run(cfg: Settings, jobs: list[ShardJob], scans: list[ShardScan]) -> list[ShardJob]:
+    """The shards that need a task: not every row answered (or failed for good,
+    unless --retry-failed), and a valid row at all."""
+    todo = []
+    for job, scan in zip(jobs, scans, strict=True):
+        if scan.total == 0:
+            continue
+        if not (cfg.force or cfg.retry_bad_answers):
+            summary = RunDir(job.shard_dir).summary()
+            failed = (summary.get("requests") or {}).get("failed")
+            if is_complete(summary) and not (cfg.retry_failed and failed):
+                continue
+        todo.append(job)
+    return todo
+
+
+def spent_so_far(cfg: Settings, plan: ShardPlan | None) -> float:
+    """What the shards' summaries say they spent (a resumed run's cap counts it)."""
+    assert plan is not None
+    spent = 0.0
+    for shard in plan.shards:
+        summary = RunDir(shard_dir(cfg.out_dir or "", shard)).summary()
+        total = (summary.get("cost_usd") or {}).get("total")
+        spent += float(total or 0.0)
+    return spent
+
+
+def united_kinds(kinds: list[dict[str, set[str]]]) -> dict[str, set[str]]:
+    """Each column's kinds of value over every shard's scan."""
+    united: dict[str, set[str]] = {}
+    for part in kinds:
+        for name, seen in part.items():
+            united.setdefault(name, set()).update(seen)
+    return united
