@@ -136,7 +136,7 @@ def test_batch_answers_naming_an_unpriced_model_are_capped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through the Batch API: the shards' answers name a model with no price."""
-    import batchrun.sim.batches as sim_batches
+    import batchrun.sim.batch_rows as sim_batches
     from batchrun.cost.budget import worst_case
     from batchrun.cost.prices import PriceBook
     from batchrun.sim import BatchConfig, SimConfig, SimThread
