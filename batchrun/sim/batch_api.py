@@ -100,10 +100,10 @@ class BatchApi:
         self.kept = KeptCalls(state, self.files, self.batches)
         """The calls that change files and batches, kept in the state folder (if any)."""
         self._file_routes = FileRoutes(
-            self.files, stats, self.settings, clock=clock, kept=self.kept
+            files=self.files, stats=stats, settings=self.settings, clock=clock, kept=self.kept
         )
         self._batch_routes = BatchRoutes(
-            self.batches, clock=clock, kept=self.kept, woken=self._woken
+            batches=self.batches, clock=clock, kept=self.kept, woken=self._woken
         )
 
     # -- lifecycle -------------------------------------------------------------------

@@ -6,13 +6,14 @@ themselves are `batchrun.sim.batches.BatchStore`'s, already brought up to the cl
 `batchrun.sim.batch_api.BatchApi`. A create or a cancel is kept in the state folder
 before it is answered (`batchrun.sim.replay`).
 
-    routes = BatchRoutes(batches, clock=time.time, kept=kept, woken=pump.set)
+    routes = BatchRoutes(batches=batches, clock=time.time, kept=kept, woken=pump.set)
     response = await routes.retrieve(request, headers, "batch_abc")
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
@@ -24,22 +25,15 @@ from batchrun.sim.http import error_response, json_response
 from batchrun.sim.replay import KeptCalls
 
 
+@dataclass(eq=False, kw_only=True)
 class BatchRoutes:
     """The Batches endpoints over one simulator's batch store."""
 
-    def __init__(
-        self,
-        batches: BatchStore,
-        *,
-        clock: Callable[[], float],
-        kept: KeptCalls,
-        woken: Callable[[], None],
-    ) -> None:
-        self.batches = batches
-        self.clock = clock
-        self.kept = kept
-        self.woken = woken
-        """Called when a batch was created (the background row answerer wakes up)."""
+    batches: BatchStore
+    clock: Callable[[], float]
+    kept: KeptCalls
+    woken: Callable[[], None]
+    """Called when a batch was created (the background row answerer wakes up)."""
 
     async def create(self, request: web.BaseRequest, headers: dict[str, str]) -> web.Response:
         try:

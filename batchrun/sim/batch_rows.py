@@ -10,7 +10,7 @@ and request ids carry the simulator's prefix and a serial, as OpenAI's do.
 The clock and the states are `batchrun.sim.batches.BatchStore`'s; this module only
 makes lines and files.
 
-    >>> rows = BatchRows(SimConfig(), FileStore(), SimStats(), prefix="0" * 20)
+    >>> rows = BatchRows(config=SimConfig(), files=FileStore(), stats=SimStats(), prefix="0" * 20)
     >>> rows.line_id()
     'batch_req_00000000000000000000000000000001'
 """
@@ -18,6 +18,8 @@ makes lines and files.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,7 +27,7 @@ import orjson
 from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES, api_of_url
 from batchrun.output.usage import usage_of
 from batchrun.sim.batch_state import Batch
-from batchrun.sim.config import SimConfig
+from batchrun.sim.config import BatchConfig, SimConfig
 from batchrun.sim.content import completion_object, make_reply
 from batchrun.sim.embeddings import embeddings_object
 from batchrun.sim.envelope import injected_error, insufficient_quota
@@ -41,27 +43,22 @@ _EXPIRED = {
 }
 
 
+@dataclass(eq=False, kw_only=True)
 class BatchRows:
     """Answers the rows of batches and writes their files (one per simulator)."""
 
-    def __init__(
-        self,
-        config: SimConfig,
-        files: FileStore,
-        stats: SimStats,
-        *,
-        prefix: str,
-        fingerprint: str = "fp_sim",
-        faults: FaultPlan | None = None,
-    ) -> None:
-        self.config = config
-        self.settings = config.batch
-        self.files = files
-        self.stats = stats
-        self.prefix = prefix
-        self.fingerprint = fingerprint
-        self.faults = faults
-        self._rows_served = itertools.count(1)
+    config: SimConfig
+    files: FileStore
+    stats: SimStats
+    prefix: str
+    """Of every line and request id (the simulator's own, random)."""
+    fingerprint: str = "fp_sim"
+    faults: FaultPlan | None = None
+    _rows_served: Iterator[int] = field(default_factory=lambda: itertools.count(1), init=False)
+
+    @property
+    def settings(self) -> BatchConfig:
+        return self.config.batch
 
     def line_id(self) -> str:
         return f"batch_req_{self.prefix}{next(self._rows_served):012x}"

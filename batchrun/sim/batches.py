@@ -74,7 +74,12 @@ class BatchStore:
         self._serial = itertools.count(1)
         self._prefix = "".join(random.SystemRandom().choices(_HEX, k=20))
         self._rows = BatchRows(
-            config, files, stats, prefix=self._prefix, fingerprint=fingerprint, faults=faults
+            config=config,
+            files=files,
+            stats=stats,
+            prefix=self._prefix,
+            fingerprint=fingerprint,
+            faults=faults,
         )
         self._budget = math.inf
 

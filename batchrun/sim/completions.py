@@ -8,7 +8,7 @@ answers: a reset connection, a half-sent body (``truncate``), an error inside a 
 stream (``stream_error``), an HTML page (``garbage``). Routing, the Files/Batches API
 and the server itself are `batchrun.sim.server.SimServer`'s.
 
-    completions = Completions(config, stats, faults, quota, keys=KeyCheck(None), ...)
+    completions = Completions(config=config, stats=stats, faults=faults, quota=None, ...)
     response = await completions.answer(request, CHAT)
 """
 
@@ -18,6 +18,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -48,30 +49,19 @@ _MODEL = web.RequestKey("model", str)
 _DONE = b"data: [DONE]\n\n"
 
 
+@dataclass(eq=False, kw_only=True)
 class Completions:
     """Answers completion, embeddings and Responses requests for one simulator."""
 
-    def __init__(
-        self,
-        config: SimConfig,
-        stats: SimStats,
-        faults: FaultPlan,
-        quota: Quota | None,
-        *,
-        keys: KeyCheck,
-        now: Callable[[], float],
-        fingerprint: str,
-        id_prefix: str,
-    ) -> None:
-        self.config = config
-        self.stats = stats
-        self.faults = faults
-        self.quota = quota
-        self.keys = keys
-        self.now = now
-        self.fingerprint = fingerprint
-        self._id_prefix = id_prefix
-        self._served = 0
+    config: SimConfig
+    stats: SimStats
+    faults: FaultPlan
+    quota: Quota | None
+    keys: KeyCheck
+    now: Callable[[], float]
+    fingerprint: str
+    id_prefix: str
+    _served: int = field(default=0, init=False)
 
     async def answer(self, request: web.BaseRequest, api: str = CHAT) -> web.StreamResponse:
         arrived_at = self.now()
@@ -136,7 +126,7 @@ class Completions:
         if api != CHAT:
             return await self._other_answer(request, api, body, serial, headers, step, started)
         reply = make_reply(body, self.config.seed, self.config.reply_words, self.config.skills)
-        completion_id = f"chatcmpl-{self._id_prefix}{serial:012x}"
+        completion_id = f"chatcmpl-{self.id_prefix}{serial:012x}"
         model = body["model"]
         headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
         if body.get("stream") is True:
@@ -172,7 +162,7 @@ class Completions:
         if api == RESPONSES:
             reply = response_reply(body, cfg.seed, cfg.reply_words)
             answer = response_object(
-                reply, body, f"resp_{self._id_prefix}{serial:012x}", int(time.time())
+                reply, body, f"resp_{self.id_prefix}{serial:012x}", int(time.time())
             )
         else:
             answer = embeddings_object(body)

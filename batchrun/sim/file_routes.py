@@ -5,13 +5,14 @@ from the path, and answers as OpenAI does (`batchrun.sim.api_checks`); auth, inj
 faults and routing are `batchrun.sim.batch_api.BatchApi`'s. An upload or a delete is
 kept in the state folder before it is answered (`batchrun.sim.replay`).
 
-    routes = FileRoutes(files, stats, settings, clock=time.time, kept=kept)
+    routes = FileRoutes(files=files, stats=stats, settings=settings, clock=time.time, kept=kept)
     response = await routes.get_file(request, headers, "file-abc")
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import BodyPartReader, web
 
@@ -24,23 +25,15 @@ from batchrun.sim.replay import KeptCalls
 from batchrun.sim.stats import SimStats
 
 
+@dataclass(eq=False, kw_only=True)
 class FileRoutes:
     """The Files endpoints over one simulator's file store."""
 
-    def __init__(
-        self,
-        files: FileStore,
-        stats: SimStats,
-        settings: BatchConfig,
-        *,
-        clock: Callable[[], float],
-        kept: KeptCalls,
-    ) -> None:
-        self.files = files
-        self.stats = stats
-        self.settings = settings
-        self.clock = clock
-        self.kept = kept
+    files: FileStore
+    stats: SimStats
+    settings: BatchConfig
+    clock: Callable[[], float]
+    kept: KeptCalls
 
     async def upload(self, request: web.BaseRequest, headers: dict[str, str]) -> web.Response:
         if request.content_type != "multipart/form-data":

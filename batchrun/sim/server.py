@@ -106,10 +106,10 @@ class SimServer:
             state=None if state_dir is None else StateLog(state_dir),
         )
         self._completions = Completions(
-            self.config,
-            self.stats,
-            self.faults,
-            self.quota,
+            config=self.config,
+            stats=self.stats,
+            faults=self.faults,
+            quota=self.quota,
             keys=self._keys,
             now=now,
             fingerprint=self.fingerprint,
