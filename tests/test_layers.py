@@ -62,7 +62,9 @@ def test_type_checking_imports_are_no_finding_and_new_packages_need_a_layer(
 ) -> None:
     package = copy_of_batchrun(tmp_path)
     with (package / "errors.py").open("a") as f:
-        f.write("\n\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import batchrun.cli\n")
+        f.write(
+            "\n\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import batchrun.cli\n"
+        )
     (package / "newstage").mkdir()
     (package / "newstage" / "__init__.py").write_text("")
     done = check("--package", str(package))

@@ -30,10 +30,11 @@ embeddings answer is ok unless it holds no usable vectors (`classify_embeddings`
 no_choices, "no data").
 
 Schemas are checked with jsonschema-rs (``jsonschema_rs``), compiled once
-(`compile_schema`): ~0.2 us for a flat schema and ~1 us for a nested one, less than
+(`batchrun.schemas.compile_schema`): ~0.2 us for a flat schema and ~1 us for a nested one, less than
 ``orjson.loads`` of the same answer (BENCHMARKS.md, "Answer quality"). Schemas are
 compiled offline: a ``$ref`` to a URL is an error, never a download.
 
+    >>> from batchrun.schemas import compile_schema
     >>> schema = compile_schema({"type": "object", "properties": {"n": {"enum": [1, 2]}}})
     >>> classify({"choices": [{"message": {"content": '{"n": 3}'}, "finish_reason": "stop"}]},
     ...          schema)
