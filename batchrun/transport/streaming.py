@@ -40,6 +40,7 @@ __all__ = [
     "StreamAssembler",
     "assemble",
     "ensure_include_usage",
+    "stream_payload",
 ]
 
 # Any of the three line ends the SSE spec allows. "\r\n" must come first so it is
@@ -486,16 +487,7 @@ class StreamAssembler:
         if text == _DONE:
             self.done = True
             return False
-        try:
-            chunk = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise BadResponse(
-                f"stream chunk is not JSON: {_clip(text)}", code="bad_stream_chunk"
-            ) from exc
-        if not isinstance(chunk, dict):
-            raise BadResponse(
-                f"stream chunk is not a JSON object: {_clip(text)}", code="bad_stream_chunk"
-            )
+        chunk = stream_payload(text, "chunk")
         error = _error_of(chunk)
         if error is not None:
             raise error
@@ -592,6 +584,22 @@ def assemble(
     for payload in decoder.close():
         assembler.add(payload)
     return assembler.result()
+
+
+def stream_payload(text: str, what: str) -> dict[str, Any]:
+    """One payload of a stream as the JSON object it must be (``what``: "chunk" for
+    chat, "event" for Responses); else `BadResponse` ``bad_stream_chunk``."""
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise BadResponse(
+            f"stream {what} is not JSON: {_clip(text)}", code="bad_stream_chunk"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise BadResponse(
+            f"stream {what} is not a JSON object: {_clip(text)}", code="bad_stream_chunk"
+        )
+    return payload
 
 
 def _clip(text: str, limit: int = 200) -> str:
