@@ -150,10 +150,10 @@ def _inputs(body: dict[str, Any]) -> list[Any]:
 
 def check_embeddings_body(body: dict[str, Any]) -> ApiError | None:
     """The 400 OpenAI answers to a bad embeddings body, else None."""
-    model = body.get("model")
-    problem = model_problem(model)
+    problem = model_problem(body.get("model"))
     if problem is not None:
         return problem
+    model: str = body["model"]
     if "input" not in body:
         return missing_parameter("input")
     value = body["input"]

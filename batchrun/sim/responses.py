@@ -38,8 +38,7 @@ _UNSUPPORTED = {
 
 def check_responses_body(body: dict[str, Any]) -> ApiError | None:
     """The 400 OpenAI answers to a bad Responses body, else None."""
-    model = body.get("model")
-    problem = model_problem(model)
+    problem = model_problem(body.get("model"))
     if problem is not None:
         return problem
     for field, message in _UNSUPPORTED.items():
