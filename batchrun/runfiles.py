@@ -23,7 +23,6 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
-from types import TracebackType
 
 from batchrun.errors import BatchrunError, RunDirError
 
@@ -99,12 +98,7 @@ class RunDirLock:
         self.acquire()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
