@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 
 from batchrun.errors import BadResponse
-from batchrun.transport.streaming import SSEDecoder, stream_payload
+from batchrun.transport.streaming import assembled, stream_payload
 
 FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
 _HEAD_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
@@ -227,14 +227,7 @@ def assemble_response(chunks: Iterable[bytes]) -> dict[str, Any]:
     ...     b'"response":{"id":"r","status":"completed","output":[]}}\\n\\n'])["status"]
     'completed'
     """
-    decoder = SSEDecoder()
-    assembler = ResponseStreamAssembler()
-    for piece in chunks:
-        for payload in decoder.feed(piece):
-            assembler.add(payload)
-    for payload in decoder.close():
-        assembler.add(payload)
-    return assembler.result()
+    return assembled(ResponseStreamAssembler(), chunks)
 
 
 __all__ = ["FINAL_EVENTS", "ResponseStreamAssembler", "assemble_response"]

@@ -105,16 +105,14 @@ def error_for_status(status: int, headers: Mapping[str, str], content: bytes) ->
 
 def check_completion(body: Any, status: int, headers: Mapping[str, str]) -> dict[str, Any]:
     """Accept a decoded 200 body only if it is a usable chat.completion."""
-    _raise_envelope(body, status, headers, "choices")
-    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-        raise _bad_answer(
-            "response is not a chat.completion (no 'choices')",
-            "invalid_completion",
-            body,
-            status,
-            headers,
-        )
-    choices = body["choices"]
+    choices = _answer_list(
+        body,
+        status,
+        headers,
+        "choices",
+        "response is not a chat.completion (no 'choices')",
+        "invalid_completion",
+    )
     if not choices or not all(
         isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices
     ):
@@ -172,16 +170,26 @@ def check_response(body: Any, status: int, headers: Mapping[str, str]) -> dict[s
         raise _envelope_error(
             error, "the response failed", "response_failed", body, status, headers
         )
-    _raise_envelope(body, status, headers, "output")
-    if not isinstance(body, dict) or not isinstance(body.get("output"), list):
-        raise _bad_answer(
-            "response is not a Responses object (no 'output')",
-            "invalid_response",
-            body,
-            status,
-            headers,
-        )
+    _answer_list(
+        body,
+        status,
+        headers,
+        "output",
+        "response is not a Responses object (no 'output')",
+        "invalid_response",
+    )
     return body
+
+
+def _answer_list(
+    body: Any, status: int, headers: Mapping[str, str], field: str, message: str, code: str
+) -> list[Any]:
+    """The answer's ``field`` list (``choices``, ``output``); an error object in its
+    place, or no such list, is `BadResponse`."""
+    _raise_envelope(body, status, headers, field)
+    if not isinstance(body, dict) or not isinstance(body.get(field), list):
+        raise _bad_answer(message, code, body, status, headers)
+    return body[field]
 
 
 def _raise_envelope(body: Any, status: int, headers: Mapping[str, str], field: str) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -38,7 +38,9 @@ from batchrun.errors import BadResponse
 __all__ = [
     "SSEDecoder",
     "StreamAssembler",
+    "Assembler",
     "assemble",
+    "assembled",
     "ensure_include_usage",
     "stream_payload",
 ]
@@ -576,8 +578,22 @@ def assemble(
     ...           b"\\n\\ndata: [DONE]\\n\\n"])["choices"][0]["message"]["content"]
     'x'
     """
-    decoder = SSEDecoder()
     assembler = StreamAssembler(require_done=require_done, expected_choices=expected_choices)
+    return assembled(assembler, chunks)
+
+
+class Assembler(Protocol):
+    """What `assembled` feeds: `StreamAssembler`, or the Responses API's
+    `batchrun.transport.response_stream.ResponseStreamAssembler`."""
+
+    def add(self, payload: str) -> bool: ...
+
+    def result(self) -> dict[str, Any]: ...
+
+
+def assembled(assembler: Assembler, chunks: Iterable[bytes]) -> dict[str, Any]:
+    """Every SSE payload of the byte pieces ``chunks`` fed to ``assembler``: its result."""
+    decoder = SSEDecoder()
     for piece in chunks:
         for payload in decoder.feed(piece):
             assembler.add(payload)
