@@ -29,8 +29,8 @@ from typing import Any
 import anyio
 
 from batchrun.cost.bill import round_usd
-from batchrun.cost.budget import BudgetAdmission, CostHooks
-from batchrun.engine.hooks import RunHooks, RunState
+from batchrun.cost.budget import BudgetAdmission, CostHooks, Reserving
+from batchrun.engine.hooks import RunState
 from batchrun.errors import BudgetExceeded
 from batchrun.input.sources import ScanResult
 from batchrun.models import Outcome, Request
@@ -74,7 +74,7 @@ Reserve = Callable[[float, float], Awaitable[tuple[float, bool]]]
 Settle = Callable[[float, float], None]
 
 
-class SharedBudget(RunHooks):
+class SharedBudget(Reserving):
     """A worker's admission against its share of the cluster's budget.
 
     ``reserve(amount, worst)`` asks the book for more (awaited: it happens once per
@@ -82,6 +82,7 @@ class SharedBudget(RunHooks):
     """
 
     def __init__(self, cost: CostHooks, cap: float, reserve: Reserve, settle: Settle) -> None:
+        super().__init__()
         self.local = BudgetAdmission(cost, cap)  # its worst case and its price checks
         self.cost = cost
         self.cap = cap
@@ -89,10 +90,7 @@ class SharedBudget(RunHooks):
         self._settle = settle
         self.share = 0.0
         """What this worker holds of the cap (reservations in flight included)."""
-        self.reserved: dict[str, float] = {}
         self._reported = 0.0
-        self._settled = anyio.Event()
-        self._stopped = False
 
     def before_send(self, state: RunState, scan: ScanResult) -> None:
         self.local.before_send(state, scan)
@@ -101,11 +99,17 @@ class SharedBudget(RunHooks):
         # earlier processes' spending is in the book already (the driver counted it)
         self._reported = self.cost.spent
 
+    def worst_case(self, body: dict[str, Any]) -> float:
+        return self.local.worst_case(body)
+
+    def has_room(self, worst: float) -> bool:
+        """Room in this worker's share (asking the book for more is `admit`'s)."""
+        return self.share - sum(self.reserved.values()) >= worst
+
     async def admit(self, state: RunState, req: Request) -> None:
-        worst = self.local.worst_case(req.body)
+        worst = self.worst_case(req.body)
         while True:
-            free = self.share - sum(self.reserved.values())
-            if free >= worst:
+            if self.has_room(worst):
                 self.reserved[req.custom_id] = worst
                 return
             if self._stopped:
@@ -128,15 +132,6 @@ class SharedBudget(RunHooks):
             else:
                 with anyio.move_on_after(WAIT_SECONDS):
                     await self._settled.wait()
-
-    def readmit(self, state: RunState, req: Request) -> bool:
-        """The retry of an answer paid for, if this worker's share has room for another
-        worst case now (never waiting while holding one: see `BudgetAdmission.readmit`)."""
-        worst = self.local.worst_case(req.body)
-        if self.share - sum(self.reserved.values()) < worst:
-            return False
-        self.reserved[req.custom_id] = self.reserved.get(req.custom_id, 0.0) + worst
-        return True
 
     def after_request(
         self, state: RunState, req: Request, tokens: int, body: dict[str, Any] | None
@@ -170,18 +165,10 @@ class SharedBudget(RunHooks):
         self._settle(spent, released)
         self._wake()
 
-    def on_stop(self, state: RunState, reason: str) -> None:
-        self._stopped = True
-        self._wake()
-
     def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
         self.reserved.clear()
         self._hand_back(0.0)
         return None
-
-    def _wake(self) -> None:
-        self._settled.set()
-        self._settled = anyio.Event()
 
     def summary_extra(self, state: RunState) -> dict[str, Any]:
         return {"budget": {"max_cost_usd": self.cap, "spent_usd": round_usd(self.cost.spent)}}
