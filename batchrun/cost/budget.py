@@ -274,6 +274,22 @@ class Reserving(RunHooks):
         """Room for one more request that could cost ``worst``, beside those in flight."""
         raise NotImplementedError
 
+    async def wait_for_room(self, worst: float) -> None:
+        """Wait until there may be room for ``worst`` (requests in flight released some);
+        `BudgetExceeded` when there never will be."""
+        raise NotImplementedError
+
+    async def admit(self, state: RunState, req: Request) -> None:
+        """Send ``req`` once there is room for its worst case, which it then holds."""
+        worst = self.worst_case(req.body)
+        while True:
+            if self.has_room(worst):
+                self.reserved[req.custom_id] = worst
+                return
+            if self._stopped:
+                raise Stopped()  # the run stopped while this request waited for room
+            await self.wait_for_room(worst)
+
     def readmit(self, state: RunState, req: Request) -> bool:
         """The retry of an answer paid for holds another worst case, if there is room
         now: waiting for room while holding one could wait for ever (every request in
@@ -319,17 +335,10 @@ class BudgetAdmission(Reserving):
     def has_room(self, worst: float) -> bool:
         return self.spent + sum(self.reserved.values()) + worst <= self.cap
 
-    async def admit(self, state: RunState, req: Request) -> None:
-        worst = self.worst_case(req.body)
-        while True:
-            if self.has_room(worst):
-                self.reserved[req.custom_id] = worst
-                return
-            if self._stopped:
-                raise Stopped()  # the run stopped while this request waited for room
-            if not self.reserved or self.spent + worst > self.cap:
-                raise BudgetExceeded(cap_reached(self.spent, self.cap, worst))
-            await self._settled.wait()
+    async def wait_for_room(self, worst: float) -> None:
+        if not self.reserved or self.spent + worst > self.cap:
+            raise BudgetExceeded(cap_reached(self.spent, self.cap, worst))
+        await self._settled.wait()
 
     def after_request(
         self, state: RunState, req: Request, tokens: int, body: dict[str, Any] | None

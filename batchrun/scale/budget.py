@@ -34,7 +34,6 @@ from batchrun.engine.hooks import RunState
 from batchrun.errors import BudgetExceeded
 from batchrun.input.sources import ScanResult
 from batchrun.models import Outcome, Request
-from batchrun.pacing.scheduler import Stopped
 
 CHUNK_REQUESTS = 8
 """A worker asks for this many worst cases at a time (fewer near the cap)."""
@@ -106,32 +105,27 @@ class SharedBudget(Reserving):
         """Room in this worker's share (asking the book for more is `admit`'s)."""
         return self.share - sum(self.reserved.values()) >= worst
 
-    async def admit(self, state: RunState, req: Request) -> None:
-        worst = self.worst_case(req.body)
-        while True:
-            if self.has_room(worst):
-                self.reserved[req.custom_id] = worst
-                return
-            if self._stopped:
-                raise Stopped()
-            granted, hopeless = await self._reserve(worst * CHUNK_REQUESTS, worst)
-            if granted > 0:
-                self.share += granted
-                continue
-            if hopeless:
-                from batchrun.report.tables import format_usd
+    async def wait_for_room(self, worst: float) -> None:
+        """Ask the book for more of the cap; when none is free now, wait for this
+        worker's requests in flight (or, with none, a while: others may free some)."""
+        granted, hopeless = await self._reserve(worst * CHUNK_REQUESTS, worst)
+        if granted > 0:
+            self.share += granted
+            return
+        if hopeless:
+            from batchrun.report.tables import format_usd
 
-                raise BudgetExceeded(
-                    f"budget cap reached: the cluster spent {format_usd(self.cost.spent)} "
-                    f"here and more on other workers, of --max-cost {format_usd(self.cap)}; "
-                    f"the next request could cost up to {format_usd(worst)}. Only a higher "
-                    "--max-cost continues the run (finished rows are kept and not paid again)."
-                )
-            if self.reserved:
-                await self._settled.wait()  # our own requests in flight will free some
-            else:
-                with anyio.move_on_after(WAIT_SECONDS):
-                    await self._settled.wait()
+            raise BudgetExceeded(
+                f"budget cap reached: the cluster spent {format_usd(self.cost.spent)} "
+                f"here and more on other workers, of --max-cost {format_usd(self.cap)}; "
+                f"the next request could cost up to {format_usd(worst)}. Only a higher "
+                "--max-cost continues the run (finished rows are kept and not paid again)."
+            )
+        if self.reserved:
+            await self._settled.wait()  # our own requests in flight will free some
+        else:
+            with anyio.move_on_after(WAIT_SECONDS):
+                await self._settled.wait()
 
     def after_request(
         self, state: RunState, req: Request, tokens: int, body: dict[str, Any] | None
