@@ -222,14 +222,18 @@ def _undo(run_dir: str, made_dir: str | None, made_file: str | None, *, keep_inv
     finally:
         lock.release()
     # the parents made for it, while empty (another run may have made its own there)
-    top = os.path.abspath(made_dir)
-    parent = os.path.dirname(os.path.abspath(run_dir))
-    while parent == top or parent.startswith(top + os.sep):
+    remove_empty_dirs(os.path.dirname(os.path.abspath(run_dir)), os.path.abspath(made_dir))
+
+
+def remove_empty_dirs(path: str, top: str) -> None:
+    """Remove ``path`` and its parents up to ``top`` (absolute) while they are empty."""
+    current = os.path.abspath(path)
+    while current == top or current.startswith(top + os.sep):
         try:
-            os.rmdir(parent)
+            os.rmdir(current)
         except OSError:
-            break
-        parent = os.path.dirname(parent)
+            return
+        current = os.path.dirname(current)
 
 
 @contextlib.contextmanager
