@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from batchrun.batch.driver import BatchDriver
     from batchrun.cost.estimate import EstimateReport
     from batchrun.engine.hooks import RunHooks
-    from batchrun.engine.runner import Runner, RunResult
+    from batchrun.engine.runner import Runner
+    from batchrun.engine.stops import RunResult
     from batchrun.input.memory import Placed
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
@@ -573,7 +574,7 @@ def run(
 def _unless_signalled(run: Run) -> Run:
     """``run``, or, when a signal stopped it (exit 130 or 143, as the command line),
     the exception that stops the caller too, carrying it."""
-    from batchrun.engine.runner import EXIT_SIGINT, EXIT_SIGTERM
+    from batchrun.engine.stops import EXIT_SIGINT, EXIT_SIGTERM
     from batchrun.errors import interrupted
 
     if run.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):

@@ -887,11 +887,7 @@ def prices(value: Any, where: Where) -> Any:
     file: str | None = None
     models: Any = value
     if table_form:
-        for key in value:
-            if key not in PRICE_KEYS:
-                problems.append(
-                    (where.at(str(key)).label, "unknown key" + suggest(key, PRICE_KEYS))
-                )
+        problems.extend(unknown_keys(value, PRICE_KEYS, where))
         if value.get("file") is not None:
             try:
                 file = existing_file(value["file"], where.at("file"))
@@ -913,6 +909,18 @@ def prices(value: Any, where: Where) -> Any:
     return Prices(file, entries)
 
 
+def unknown_keys(
+    table: Mapping[Any, Any], known: Sequence[str], where: Where
+) -> list[tuple[str, str]]:
+    """An "unknown key" problem, with the known key it is nearest to, for each key of
+    ``table`` not in ``known``."""
+    return [
+        (where.at(str(key)).label, "unknown key" + suggest(str(key), known))
+        for key in table
+        if key not in known
+    ]
+
+
 def evaluation(value: Any, where: Where) -> Any:
     """A `batchrun.settings.Evaluation` from an [eval] table or keyword dict."""
     from batchrun.values import Evaluation
@@ -924,11 +932,9 @@ def evaluation(value: Any, where: Where) -> Any:
         return value
     if not isinstance(value, Mapping):
         raise where.fail(f"must be a table (got {show(value)})")
-    known = ("reference_column", "compare", "field", "normalize", "tolerance", "interval")
-    problems: list[tuple[str, str]] = []
-    for key in value:
-        if key not in known:
-            problems.append((f"{where.label}.{key}", "unknown key" + suggest(str(key), known)))
+    problems = unknown_keys(
+        value, ("reference_column", "compare", "field", "normalize", "tolerance", "interval"), where
+    )
     reference = value.get("reference_column")
     if reference is None:
         problems.append((f"{where.label}.reference_column", "required"))
@@ -995,11 +1001,9 @@ def confidence(value: Any, where: Where) -> Any:
         value = {"method": value}
     if not isinstance(value, Mapping):
         raise where.fail(f"must be a method name or a table (got {show(value)})")
-    known = ("method", "label_field", "labels", "top_logprobs", "samples", "score_field")
-    problems: list[tuple[str, str]] = []
-    for key in value:
-        if key not in known:
-            problems.append((f"{where.label}.{key}", "unknown key" + suggest(str(key), known)))
+    problems = unknown_keys(
+        value, ("method", "label_field", "labels", "top_logprobs", "samples", "score_field"), where
+    )
     method = value.get("method")
     if method is None:
         problems.append((f"{where.label}.method", "required"))

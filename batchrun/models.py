@@ -64,6 +64,12 @@ class BilledUnread:
     completion_ceiling: int
 
 
+def error_object(code: str, message: str, attempts: list[Attempt]) -> dict[str, Any]:
+    """A failed row's ``error``, as errors.jsonl holds it: its code and message, and
+    every attempt."""
+    return {"code": code, "message": message, "attempts": [a.to_dict() for a in attempts]}
+
+
 @dataclass(slots=True)
 class Outcome:
     """The final word on one request: succeeded (goes to results) or failed for good."""
@@ -165,18 +171,13 @@ class Outcome:
         wait_s: float | None = 0.0,
         body_hash: str | None = None,
     ) -> Outcome:
-        error = {
-            "code": code,
-            "message": message,
-            "attempts": [a.to_dict() for a in attempts],
-        }
         return cls(
             req.custom_id,
             False,
             status,
             request_id,
             body,
-            error,
+            error_object(code, message, attempts),
             attempts,
             latency_s,
             None,

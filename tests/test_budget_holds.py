@@ -20,7 +20,8 @@ import pytest
 
 from batchrun.cost.budget import cost_hooks
 from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import EXIT_BUDGET, EXIT_SOME_FAILED, Runner, RunResult
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_BUDGET, EXIT_SOME_FAILED, RunResult
 from batchrun.output.journal import read_journal
 from batchrun.report.tables import format_usd
 from batchrun.settings import Settings

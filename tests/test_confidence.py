@@ -35,7 +35,8 @@ from batchrun.confidence import (
     with_request_fields,
 )
 from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import EXIT_OK, Runner
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_OK
 from batchrun.errors import ConfigError, RunDirError
 from batchrun.jobs.jobfile import load_job
 from batchrun.jobs.outputs import DatasetOutputHooks

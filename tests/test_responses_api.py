@@ -27,7 +27,7 @@ from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES, defaults_for
 from batchrun.cost.bill import cost_of
 from batchrun.cost.price import ModelPrice
 from batchrun.cost.prices import PriceBook
-from batchrun.engine.runner import EXIT_OK
+from batchrun.engine.stops import EXIT_OK
 from batchrun.errors import BadResponse, InputError
 from batchrun.input.select import source_for
 from batchrun.input.sources import Source

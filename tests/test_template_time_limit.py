@@ -23,7 +23,8 @@ import httpx
 import pytest
 from anyio.from_thread import start_blocking_portal
 
-from batchrun.engine.runner import INTERRUPTED_NOTE, Runner
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import INTERRUPTED_NOTE
 from batchrun.errors import InputError
 from batchrun.input.sources import Source
 from batchrun.settings import Settings

@@ -53,7 +53,7 @@ from batchrun.batch.intake import Answers
 from batchrun.batch.parts import BatchParts, build_parts
 from batchrun.batch.reconcile import CREATE_GRACE_S
 from batchrun.batch.steps import Ledger
-from batchrun.engine.prepare import prepare_input, record
+from batchrun.engine.prepare import prepare_run, record
 from batchrun.engine.stops import StopReason
 from batchrun.errors import RunDirError
 from batchrun.input.sources import Source
@@ -141,21 +141,12 @@ class BatchLane:
             from batchrun.engine.reuse import Reuse
 
             reuse = Reuse(replace(cfg, cache=None))  # the grouping only: no cache in batches
-        prepared = await prepare_input(
-            cfg,
-            run.hooks,
-            run.state,
-            stopping=run.stopping,
-            source=self.source,
-            observe=reuse.observe if reuse is not None else None,
+        prepared = await prepare_run(
+            run, cfg, source=self.source, observe=reuse.observe if reuse is not None else None
         )
         if reuse is not None:
             reuse.after_scan()
         journal = prepared.journal
-        facts.tally, facts.counts, facts.breaker = journal.tally, prepared.counts, prepared.breaker
-        facts.elapsed_before = journal.elapsed_s
-        facts.warnings = prepared.warnings
-        run.notes.extend(prepared.notes)
         answers = self.answers = Answers(
             max_attempts=cfg.max_attempts,
             validator=compile_schema(cfg.schema) if cfg.schema else None,

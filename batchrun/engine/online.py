@@ -39,7 +39,7 @@ from batchrun.engine.attempt import BREAKER_MIN, Breaker, Sender
 from batchrun.engine.commit import Committer
 from batchrun.engine.gcpause import fewer_collections, threshold_for
 from batchrun.engine.pending import PendingRows
-from batchrun.engine.prepare import Prepared, prepare_input, record
+from batchrun.engine.prepare import Prepared, prepare_run, record
 from batchrun.engine.scanwatch import ScanWatch
 from batchrun.engine.writer import GroupCommit
 from batchrun.errors import RunDirError
@@ -118,20 +118,14 @@ class OnlineLane:
             raise RunDirError(refusal)
         cfg, facts = self.cfg, run.facts
         facts.pacing = self.accounts
-        prepared = self.prepared = await prepare_input(
+        prepared = self.prepared = await prepare_run(
+            run,
             cfg,
-            run.hooks,
-            run.state,
-            stopping=run.stopping,
             source=self.source,
             observe=self.watch.observer(),
             retry_bad=cfg.retry_bad_answers,
         )
         journal = prepared.journal
-        facts.tally, facts.counts, facts.breaker = journal.tally, prepared.counts, prepared.breaker
-        facts.elapsed_before = journal.elapsed_s
-        facts.warnings = prepared.warnings
-        run.notes.extend(prepared.notes)
         watch = self.watch
         await watch.after_scan()
         self.pending = pending = PendingRows(

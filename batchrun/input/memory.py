@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
+from batchrun.runfiles import file_mode, remove_empty_dirs
 
 ARROW_BATCH_ROWS = 8192
 
@@ -92,7 +93,7 @@ class Staged:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)  # the rows' temporary file: nothing else holds it now
             if made_dir is not None:
-                _remove_empty(out_dir, made_dir)
+                remove_empty_dirs(out_dir, made_dir)
             if isinstance(exc, BatchrunError):
                 raise
             failed = "write the rows into" if os.path.isdir(out_dir) else "create"
@@ -102,7 +103,6 @@ class Staged:
 
     def _place(self, out_dir: str, made_dir: str | None, *, force: bool) -> Placed:
         from batchrun.input.sources import Source
-        from batchrun.runfiles import file_mode
 
         os.makedirs(out_dir, exist_ok=True)
         final = os.path.join(out_dir, f"input{self.suffix}")
@@ -135,17 +135,6 @@ def _first_missing(path: str) -> str | None:
             break
         current = parent
     return missing
-
-
-def _remove_empty(path: str, top: str) -> None:
-    """Remove ``path`` and its parents up to ``top`` while they are empty."""
-    current = os.path.abspath(path)
-    while current == top or current.startswith(top + os.sep):
-        try:
-            os.rmdir(current)
-        except OSError:
-            return
-        current = os.path.dirname(current)
 
 
 def spill(value: Any) -> Staged:

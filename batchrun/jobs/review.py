@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -433,13 +433,20 @@ def _vote(values: list[str], report: ImportReport) -> str | None:
     return counts[0][0]
 
 
+def _objects(items: list[Any], path: str, noun: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each item of an export with where it stands ("task 3"); one that is not a JSON
+    object is an `InputError`."""
+    for number, item in enumerate(items, 1):
+        where = f"{noun} {number}"
+        if not isinstance(item, dict):
+            raise InputError(path, where, "not a JSON object")
+        yield where, item
+
+
 def _label_studio(
     items: list[Any], path: str, question: str, report: ImportReport
 ) -> Iterable[tuple[str, str, str]]:
-    for number, task in enumerate(items, 1):
-        where = f"task {number}"
-        if not isinstance(task, dict):
-            raise InputError(path, where, "not a JSON object")
+    for where, task in _objects(items, path, "task"):
         data = task.get("data")
         custom_id = (data if isinstance(data, dict) else task).get(ID_KEY)
         if not isinstance(custom_id, str):
@@ -482,10 +489,7 @@ def _ls_choice(results: Iterable[Any], question: str) -> str | None:
 def _argilla(
     items: list[Any], path: str, question: str, report: ImportReport
 ) -> Iterable[tuple[str, str, str]]:
-    for number, record in enumerate(items, 1):
-        where = f"record {number}"
-        if not isinstance(record, dict):
-            raise InputError(path, where, "not a JSON object")
+    for where, record in _objects(items, path, "record"):
         custom_id = record.get("id")
         if not isinstance(custom_id, str):
             raise InputError(path, where, "no id")

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,16 +198,23 @@ def replay_lines(lines: Iterable[bytes]) -> Ledger:
     """The ledger from journal lines (blank and unreadable lines are skipped: a torn
     last line never reached its fsync, so the step it began was never relied on)."""
     ledger = Ledger()
+    for step in json_objects(lines):
+        ledger.apply(step)
+    return ledger
+
+
+def json_objects(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an append-only log's lines, in order: blank lines, lines
+    that are not JSON (a torn last line) and values that are not objects are skipped."""
     for line in lines:
         if not line.strip():
             continue
         try:
-            step = orjson.loads(line)
+            value = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(step, dict):
-            ledger.apply(step)
-    return ledger
+        if isinstance(value, dict):
+            yield value
 
 
 def read_ledger(path: str) -> Ledger:
@@ -352,6 +359,7 @@ def batch_history(run_dir: str) -> dict[str, Any] | None:
 
 
 __all__ = [
+    "json_objects",
     "BATCH_DIR",
     "NAMED_AT_MOST",
     "open_batches_refusal",

@@ -208,7 +208,7 @@ class RayLane:
                 self._summary = await self._finish(run)
 
     async def _send(self, run: Engine) -> None:
-        from batchrun.scale.quota import QuotaService
+        from batchrun.scale.quota import start_quota_service
         from batchrun.scale.worker import run_shard
 
         todo = shards_to_run(self.cfg, self._jobs, self._scans)
@@ -218,15 +218,7 @@ class RayLane:
         if not todo:
             return
         cfg = self.cfg
-        actor = self._ray.remote(QuotaService).options(num_cpus=0, max_concurrency=1)
-        self.service = actor.remote(
-            concurrency=cfg.concurrency,
-            rpm=cfg.rpm.default,
-            tpm=cfg.tpm.default,
-            by_model=cfg.limits_by_model(),
-            max_cost=cfg.max_cost,
-            spent=spent_so_far(self.cfg, self.plan),
-        )
+        self.service = start_quota_service(self._ray, cfg, spent=spent_so_far(self.cfg, self.plan))
         await self._get(self.service.set_key.remote(self.api_key))
         if run.facts.stop_reason is not None:
             self.service.stop.remote(run.facts.stop_reason)
