@@ -238,6 +238,32 @@ class Confidence:
 
 
 @dataclass(frozen=True)
+class Cascade:
+    """A model cascade (`batchrun.jobs.cascade`): every row goes to the first model; a
+    row moves on to the next only when its answer's confidence is below that stage's
+    ``escalate_below`` or the answer is unusable (failed, not valid against the schema,
+    cut short, no confidence). The last model's answer stands whatever its confidence.
+
+        >>> Cascade(("weak", "strong"), (0.8,)).threshold(0)
+        0.8
+    """
+
+    models: tuple[str, ...]
+    escalate_below: tuple[float, ...] = (0.8,)
+    """One threshold for every stage but the last, or one per such stage."""
+    escalate_when: str | None = None
+    """"disagree": a stage also escalates the rows where its answer's label differs
+    from the label an earlier stage gave (None: only the threshold)."""
+    confidence: str | None = None
+    """The confidence method (None: the [confidence] setting's, else "logprobs")."""
+
+    def threshold(self, stage: int) -> float:
+        """``escalate_below`` of stage ``stage`` (0-based, not the last)."""
+        below = self.escalate_below
+        return below[0] if len(below) == 1 else below[stage]
+
+
+@dataclass(frozen=True)
 class Prices:
     """The user's own model prices: a price file, entries given inline (a job file's
     ``[prices.models."NAME"]`` tables, a dict in Python), or both, an inline entry
@@ -1059,6 +1085,45 @@ class Settings:
             ),
         ),
     )
+    cascade: Cascade | None = setting(
+        help="A model cascade: every row goes to the first model, and on to the next only "
+        "when its confidence is below escalate_below or its answer is unusable: "
+        "{models, escalate_below, escalate_when, confidence}.",
+        section="cascade",
+        key="*",
+        check=checks.cascade,
+        fingerprint=True,
+        parts=(
+            Part(
+                "models",
+                "A cascade: the models in order, cheapest first (repeat it: --cascade weak "
+                "--cascade strong); each row is decided by the first one sure enough.",
+                flags=("--cascade",),
+                kind="multiple",
+                metavar="MODEL",
+            ),
+            Part(
+                "escalate_below",
+                "cascade: a row moves on when its confidence is below this (one, or one "
+                "per stage but the last; repeatable) [default: 0.8].",
+                kind="multiple",
+                metavar="P",
+            ),
+            Part(
+                "escalate_when",
+                "cascade: 'disagree' also moves on a row whose label differs from the "
+                "label an earlier stage gave.",
+                choices=checks.CASCADE_WHEN,
+                check=checks.choice(*checks.CASCADE_WHEN),
+            ),
+            Part(
+                "confidence",
+                "cascade: the confidence method [default: --confidence, else logprobs].",
+                choices=checks.CONFIDENCE_METHODS,
+                check=checks.choice(*checks.CONFIDENCE_METHODS),
+            ),
+        ),
+    )
     prices: str | Prices | None = setting(
         help="TOML price file adding/overriding model prices (`batchrun prices --example` "
         "prints one to start from).",
@@ -1239,11 +1304,14 @@ class Settings:
                     f"{n('eval.compare')}: 'json_field' needs JSON responses, not "
                     f"{n('response_format', 'text')}"
                 )
-        if self.confidence is not None:
+        if self.confidence is not None or self.cascade is not None:
             from batchrun.output.confidence import confidence_problems
 
-            named = ("confidence", "response_format", "eval", "request")
-            out.extend(confidence_problems({x: getattr(self, x) for x in named}))
+            named = ("response_format", "eval", "request")
+            values = {x: getattr(self, x) for x in named}
+            out.extend(confidence_problems({**values, "confidence": self.judged_by()}))
+        if self.cascade is not None:
+            out.extend(self._cascade_problems(n, prompt, batch))
         # the input
         if self.column_types and self.input is not None:
             if not isinstance(self.input, str | Path):
@@ -1292,6 +1360,51 @@ class Settings:
         if self.endpoints:
             out.extend(self._pool_problems(n, batch))
         return out
+
+    def _cascade_problems(self, n: Spelling, prompt: str, batch: str) -> list[str]:
+        """The rules of a cascade: a dataset, one model per stage, online on one machine."""
+        cascade = self.cascade
+        assert cascade is not None
+        out: list[str] = []
+        if not self.is_dataset:
+            out.append(
+                f"{n('cascade')}: needs a prompt ({prompt}): the cascade sends each row to "
+                "its models in turn"
+            )
+        if self.has_variants:
+            out.append(
+                f"{n('cascade')}: names the models itself; compare models or prompt variants "
+                f"({n('model')}, {n('prompts')}) without it"
+            )
+        elif self.model is not None and self.model != cascade.models[0]:
+            out.append(
+                f"{n('model')}: {self.model!r} is not the cascade's first model "
+                f"({cascade.models[0]!r}); leave {n('model')} out, the cascade names the models"
+            )
+        if (
+            self.confidence is not None
+            and cascade.confidence is not None
+            and cascade.confidence != self.confidence.method
+        ):
+            out.append(
+                f"{n('cascade')}: confidence {cascade.confidence!r} differs from "
+                f"{n('confidence')} {self.confidence.method!r}; give one"
+            )
+        if self.ray is not None:
+            out.append(f"{n('cascade')} cannot run on {n('ray')}: run it on one machine")
+        if self.mode == "batch":
+            out.append(
+                f"{n('cascade')} runs online: this batchrun does not yet send a cascade's "
+                f"stages through the Batch API ({batch})"
+            )
+        return out
+
+    def judged_by(self) -> Confidence | None:
+        """The confidence every answer gets: the ``confidence`` setting, else a
+        cascade's method (default "logprobs"); None: none asked for."""
+        if self.confidence is not None or self.cascade is None:
+            return self.confidence
+        return Confidence(self.cascade.confidence or "logprobs")
 
     def _pool_problems(self, n: Spelling, batch: str) -> list[str]:
         """The rules of a pool: its names, every model served, batches somewhere."""
@@ -1518,6 +1631,14 @@ class Settings:
             values["confidence"] = Confidence(
                 **{**confidence, "labels": tuple(confidence.get("labels") or ())}
             )
+        cascade = values.get("cascade")
+        if isinstance(cascade, Mapping):
+            values["cascade"] = Cascade(
+                tuple(cascade.get("models") or ()),
+                tuple(cascade.get("escalate_below") or (0.8,)),
+                cascade.get("escalate_when"),
+                cascade.get("confidence"),
+            )
         prices = values.get("prices")
         if isinstance(prices, Mapping):
             values["prices"] = Prices(prices.get("file"), prices.get("models") or {})
@@ -1695,7 +1816,7 @@ def _jsonable(value: Any) -> Any:
         return value.__name__
     if isinstance(value, Endpoint):
         return value.public()
-    if isinstance(value, Quota | ResponseFormat | Evaluation | Confidence | Prices):
+    if isinstance(value, Quota | ResponseFormat | Evaluation | Confidence | Prices | Cascade):
         return _jsonable(asdict(value))
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -1752,6 +1873,7 @@ def _current_names(data: Mapping[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "Cascade",
     "Confidence",
     "SPELLINGS",
     "Evaluation",
