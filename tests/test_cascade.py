@@ -1,0 +1,317 @@
+"""The model cascade (`batchrun.jobs.cascade`): the setting from Python, a job file and
+the command line with its checks; the escalation rule; the issue's must-show run (a
+labelling server whose cheap model is sure on 70% of texts, a strong model at ten
+times the price: the strong model sees only the escalated rows, the cascade is as
+accurate at well under half the cost); resumes that send nothing twice (a rerun, a
+changed threshold, a pilot grown into the full run, the cache)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import batchrun
+from batchrun.cli import cli
+from batchrun.errors import ConfigError
+from batchrun.jobs.cascade import escalates
+from batchrun.jobs.jobfile import load_job
+from batchrun.settings import Cascade, Settings
+from batchrun.sim import SimConfig, SimThread
+
+REVIEWS = Path(__file__).resolve().parent.parent / "jobs" / "data" / "labelled_reviews.jsonl"
+LABELS = ["positive", "negative", "neutral"]
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sentiment": {"type": "string", "enum": LABELS},
+        "reason": {"type": "string"},
+    },
+    "required": ["sentiment", "reason"],
+    "additionalProperties": False,
+}
+PRICES = {
+    "models": {
+        "weak": {"input": 0.15, "output": 0.60},
+        "strong": {"input": 1.50, "output": 6.00},  # ten times the price
+    }
+}
+JOB: dict[str, Any] = {
+    "id_column": "id",
+    "prompt": "Review: {text}\n[gold: {label}]",
+    "response_format": SCHEMA,
+    "temperature": 0,
+    "eval": {"reference_column": "label", "compare": "json_field", "field": "sentiment"},
+    "prices": PRICES,
+    "auth": "none",
+    "quiet": True,
+}
+
+
+def reviews(n: int = 1000) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in REVIEWS.read_text().splitlines()]
+    return rows[:n]
+
+
+@pytest.fixture
+def sim() -> Iterator[SimThread]:
+    with SimThread(SimConfig()) as server:
+        yield server
+
+
+def answered(sim: SimThread) -> dict[str, int]:
+    """Requests each model answered with a 200, counted on the server."""
+    by_model = sim.stats.to_dict()["by_model"]
+    return {m: s["by_status"].get("200", 0) for m, s in by_model.items()}
+
+
+def stage_rows(run_dir: Path) -> list[dict[str, Any]]:
+    return pq.read_table(run_dir / "stages.parquet").to_pylist()
+
+
+# -- the setting ---------------------------------------------------------------------------
+def test_the_setting_from_python_a_job_file_and_the_command_line(tmp_path: Path) -> None:
+    assert Settings.build(cascade=["weak", "strong"]).cascade == Cascade(("weak", "strong"))
+    spec = Settings.build(
+        cascade={"models": ["a", "b", "c"], "escalate_below": [0.7, 0.9], "confidence": "self"}
+    ).cascade
+    assert spec == Cascade(("a", "b", "c"), (0.7, 0.9), None, "self")
+    assert spec.threshold(0) == 0.7 and spec.threshold(1) == 0.9
+    bad = [
+        (["weak"], r"cascade=.models: a cascade needs two models at least"),
+        (["weak", "weak"], r"names a model twice"),
+        ({"models": ["a", "b"], "escalate_below": 1.5}, r"escalate_below: must be above 0"),
+        ({"models": ["a", "b"], "escalate_below": [0.5, 0.6]}, r"one per stage but the last \(1\)"),
+        ({"models": ["a", "b"], "escalate_when": "disagrees"}, r"escalate_when: must be disagree"),
+        ({"models": ["a", "b"], "confidence": "logprob"}, r"did you mean 'logprobs'"),
+        ({"models": ["a", "b"], "threshold": 0.5}, r"cascade=.threshold: unknown key"),
+    ]
+    for value, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            Settings.build(cascade=value)
+    (tmp_path / "rows.jsonl").write_text('{"text": "hi"}\n')
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[input]\npath = "rows.jsonl"\n[prompt]\nuser = "{text}"\n'
+        '[cascade]\nmodels = ["weak", "strong"]\nescalate_below = 0.75\n'
+    )
+    assert load_job(job).values["cascade"] == Cascade(("weak", "strong"), (0.75,))
+    # on the command line, over the job file's table: a real run against the simulator
+    out = CliRunner().invoke(
+        cli,
+        ["run", "-j", str(job), "--cascade-escalate-below", "0.9", "-o", str(tmp_path / "r"),
+         "--base-url", "sim", "-q"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["cascade"]["escalate_below"] == [0.9]
+    assert summary["cascade"]["models"] == ["weak", "strong"]
+    out = CliRunner().invoke(
+        cli,
+        ["run", str(tmp_path / "rows.jsonl"), "--prompt", "{text}", "--cascade", "weak",
+         "--cascade", "strong", "-o", str(tmp_path / "r2"), "--base-url", "sim", "-q"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert json.loads((tmp_path / "r2" / "summary.json").read_text())["cascade"]["rows"] == 1
+
+
+def test_a_cascade_that_cannot_work_is_refused_before_sending(tmp_path: Path) -> None:
+    rows = [{"text": "hi"}]
+    base = {"base_url": "sim", "quiet": True}
+    refused = [
+        ({"cascade": ["weak", "strong"]}, r"cascade=: needs a prompt"),
+        (
+            {"cascade": ["weak", "strong"], "prompt": "{text}", "model": ["weak", "strong"]},
+            r"cascade=: names the models itself",
+        ),
+        (
+            {"cascade": ["weak", "strong"], "prompt": "{text}", "model": "strong"},
+            r"model=: 'strong' is not the cascade's first model",
+        ),
+        (
+            {"cascade": ["weak", "strong"], "prompt": "{text}", "mode": "batch"},
+            r"cascade= runs online",
+        ),
+        (
+            {"cascade": {"models": ["weak", "strong"], "confidence": "self"}, "prompt": "{text}",
+             "confidence": "logprobs"},
+            r"confidence 'self' differs from confidence= 'logprobs'",
+        ),
+        (
+            {"cascade": ["weak", "strong"], "prompt": "{text}", "response_format": "json_object"},
+            r"confidence.label_field: the answer is JSON",
+        ),
+    ]  # fmt: skip
+    for extra, message in refused:
+        with pytest.raises(ConfigError, match=message):
+            batchrun.run(rows, tmp_path / "out", **base, **extra)
+        assert not (tmp_path / "out").exists()
+
+
+def test_the_escalation_rule() -> None:
+    assert escalates("succeeded", 0.8, True, 0.8) is None  # at the threshold: sure enough
+    assert escalates("succeeded", 0.79, True, 0.8) == "below"
+    assert escalates("succeeded", 0.99, False, 0.8) == "unusable"  # a bad answer
+    assert escalates("succeeded", None, True, 0.8) == "unusable"  # no confidence: not 1.0
+    assert escalates("failed", None, False, 0.8) == "unusable"
+    assert escalates("succeeded", 0.99, True, 0.8, disagrees=True) == "disagree"
+    assert escalates("succeeded", 0.1, False, None) is None  # the last stage decides
+
+
+# -- the must-show run -----------------------------------------------------------------------
+def test_weak_then_strong_on_1000_labelled_reviews(tmp_path: Path, sim: SimThread) -> None:
+    rows = reviews()
+    cascade = batchrun.run(
+        rows,
+        tmp_path / "cascade",
+        base_url=sim.base_url,
+        cascade={"models": ["weak", "strong"], "confidence": "logprobs", "escalate_below": 0.8},
+        **JOB,
+    )
+    assert cascade.exit_code == 0
+    seen = answered(sim)
+    block = cascade.summary["cascade"]
+    weak, strong = block["stages"]
+    # the strong model received only the escalated rows, about 30% of them
+    assert seen == {"weak": 1000, "strong": weak["escalated"]}
+    assert weak["rows"] == 1000 and strong["rows"] == weak["escalated"]
+    assert 0.25 <= block["share_escalated"] <= 0.40
+    assert weak["decided"] + strong["decided"] == 1000
+
+    alone = batchrun.run(rows, tmp_path / "strong", base_url=sim.base_url, model="strong", **JOB)
+    assert alone.exit_code == 0
+    strong_accuracy = alone.summary["eval"]["accuracy"]
+    strong_cost = alone.summary["cost_usd"]["total"]
+    # as accurate as the strong model alone, within one point, at no more than half its cost
+    assert cascade.summary["eval"]["accuracy"] >= strong_accuracy - 0.01
+    assert block["eval"]["accuracy"] == cascade.summary["eval"]["accuracy"]
+    assert block["cost_usd"] <= 0.5 * strong_cost
+    assert block["cost_usd"] == pytest.approx(weak["cost_usd"] + strong["cost_usd"])
+    # the last model alone, priced from the escalated rows' measured tokens
+    assert block["last_stage_alone_usd"] == pytest.approx(strong_cost, rel=0.10)
+
+    # results.parquet: one row per input row, the deciding answer, decided_by
+    table = pq.read_table(tmp_path / "cascade" / "results.parquet").to_pylist()
+    assert [r["id"] for r in table] == [r["id"] for r in rows]
+    long = stage_rows(tmp_path / "cascade")
+    first = {r["custom_id"]: r for r in long if r["stage"] == 1}
+    second = {r["custom_id"]: r for r in long if r["stage"] == 2}
+    assert len(first) == 1000 and len(long) == 1000 + len(second)
+    by = Counter(r["decided_by"] for r in table)
+    assert by == {"weak": weak["decided"], "strong": strong["decided"]}
+    for row in table:
+        one = first[row["custom_id"]]
+        if one["confidence"] is not None and one["confidence"] >= 0.8:
+            assert row["decided_by"] == "weak" and row["model"] == "weak"
+            assert row["confidence"] == one["confidence"]
+            assert row["custom_id"] not in second
+        else:
+            assert row["decided_by"] == "strong" and row["model"] == "strong"
+            assert row["confidence"] == second[row["custom_id"]]["confidence"]
+            assert json.loads(row["content"])["sentiment"] == row["sentiment"]
+    # accuracy per stage: of the rows each decided
+    correct = Counter(r["decided_by"] for r in table if r["sentiment"] == r["label"])
+    assert weak["eval_decided"]["correct"] == correct["weak"]
+    assert strong["eval_decided"]["correct"] == correct["strong"]
+    assert weak["eval_decided"]["accuracy"] >= 0.93  # it decided where it was sure
+    interval = cascade.summary["eval"]["accuracy_interval"]
+    assert interval["low"] <= cascade.summary["eval"]["accuracy"] <= interval["high"]
+
+    # a rerun sends nothing and changes nothing
+    again = batchrun.run(
+        rows,
+        tmp_path / "cascade",
+        base_url=sim.base_url,
+        cascade={"models": ["weak", "strong"], "confidence": "logprobs", "escalate_below": 0.8},
+        **JOB,
+    )
+    assert answered(sim) == {"weak": 1000, "strong": weak["escalated"] + 1000}
+    assert pq.read_table(tmp_path / "cascade" / "results.parquet").to_pylist() == table
+    assert again.summary["cascade"]["stages"][1]["decided"] == strong["decided"]
+
+
+def test_a_higher_threshold_sends_only_the_newly_escalated_rows(
+    tmp_path: Path, sim: SimThread
+) -> None:
+    rows = reviews(300)
+    escalated = []
+    for below in (0.8, 0.97, 0.8):  # a sure answer's confidence is about 0.95 to 0.99
+        run = batchrun.run(
+            rows,
+            tmp_path / "run",
+            base_url=sim.base_url,
+            cascade={"models": ["weak", "strong"], "escalate_below": below},
+            **JOB,
+        )
+        escalated.append(run.summary["cascade"]["stages"][0]["escalated"])
+    low, high, back = escalated
+    assert high > low + 30 and back == low
+    # strong answered every row escalated at 0.97 once (those at 0.8 are among them),
+    # and going back to 0.8 sent nothing
+    assert answered(sim) == {"weak": 300, "strong": high}
+    table = pq.read_table(tmp_path / "run" / "results.parquet").to_pylist()
+    assert Counter(r["decided_by"] for r in table)["strong"] == low
+
+
+def test_a_pilot_then_the_full_run_pays_each_model_once_per_row(
+    tmp_path: Path, sim: SimThread
+) -> None:
+    rows = reviews(300)
+    spec = {"models": ["weak", "strong"], "escalate_below": 0.8}
+    pilot = batchrun.run(
+        rows, tmp_path / "run", base_url=sim.base_url, cascade=spec, limit=60, **JOB
+    )
+    assert pilot.status == "partial"
+    assert pilot.summary["cascade"]["rows"] == 60
+    table = pq.read_table(tmp_path / "run" / "results.parquet").to_pylist()
+    assert Counter(r["status"] for r in table) == {"succeeded": 60, "pending": 240}
+    full = batchrun.run(rows, tmp_path / "run", base_url=sim.base_url, cascade=spec, **JOB)
+    assert full.status == "complete"
+    escalated = full.summary["cascade"]["stages"][0]["escalated"]
+    assert answered(sim) == {"weak": 300, "strong": escalated}
+
+
+def test_the_cache_answers_a_second_cascade(tmp_path: Path, sim: SimThread) -> None:
+    rows = reviews(100)
+    spec = {"models": ["weak", "strong"], "escalate_below": 0.8}
+    cache = str(tmp_path / "cache")
+    first = batchrun.run(
+        rows, tmp_path / "a", base_url=sim.base_url, cascade=spec, cache=cache, **JOB
+    )
+    sent = answered(sim)
+    second = batchrun.run(
+        rows, tmp_path / "b", base_url=sim.base_url, cascade=spec, cache=cache, **JOB
+    )
+    assert answered(sim) == sent
+    a = pq.read_table(tmp_path / "a" / "results.parquet").column("decided_by").to_pylist()
+    b = pq.read_table(tmp_path / "b" / "results.parquet").column("decided_by").to_pylist()
+    assert a == b
+    assert second.summary["cascade"]["cost_usd"] == 0
+    assert first.summary["cascade"]["cost_usd"] > 0
+
+
+def test_without_an_id_column_later_stages_keep_the_row_ids(tmp_path: Path, sim: SimThread) -> None:
+    rows = [{k: v for k, v in r.items() if k != "id"} for r in reviews(80)]
+    job = {k: v for k, v in JOB.items() if k != "id_column"}
+    run = batchrun.run(
+        rows,
+        tmp_path / "run",
+        base_url=sim.base_url,
+        cascade={"models": ["weak", "strong"], "escalate_below": 0.8},
+        **job,
+    )
+    table = pq.read_table(tmp_path / "run" / "results.parquet")
+    assert "_cascade_id" not in table.column_names
+    got = table.to_pylist()
+    assert [r["custom_id"] for r in got] == [f"row-{i}" for i in range(1, 81)]
+    assert {r["decided_by"] for r in got} == {"weak", "strong"}
+    assert all(r["status"] == "succeeded" for r in got)
+    assert run.summary["requests"]["succeeded"] == 80
