@@ -315,3 +315,112 @@ def test_without_an_id_column_later_stages_keep_the_row_ids(tmp_path: Path, sim:
     assert {r["decided_by"] for r in got} == {"weak", "strong"}
     assert all(r["status"] == "succeeded" for r in got)
     assert run.summary["requests"]["succeeded"] == 80
+
+
+# -- kill -9 during a cascade ----------------------------------------------------------------
+KILL_ROWS = 400
+KILL_CONCURRENCY = 4
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _complete_ids(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    return [json.loads(line)["custom_id"] for line in data[: data.rfind(b"\n") + 1].splitlines()]
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_cascade_decides_every_row_once_and_pays_once(tmp_path: Path) -> None:
+    """SIGKILL `batchrun run` at random moments of both stages, rerun, repeat. The
+    simulator runs in this process, so it counts every request across the kills."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = random.Random(27)
+    rows = reviews(KILL_ROWS)
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "schema.json").write_text(json.dumps(SCHEMA))
+    out = tmp_path / "run"
+    config = SimConfig(latency_ms=40.0, jitter_ms=20.0, record_bodies=10 * KILL_ROWS)
+    with SimThread(config) as sim:
+        job = tmp_path / "job.toml"
+        job.write_text(
+            f'[input]\npath = "{data}"\nid_column = "id"\n'
+            f'[endpoint]\nbase_url = "{sim.base_url}"\nauth = "none"\n'
+            "[request]\ntemperature = 0\n"
+            '[prompt]\nuser = """Review: {text}\n[gold: {label}]"""\n'
+            '[response_format]\ntype = "json_schema"\nschema_file = "schema.json"\n'
+            '[cascade]\nmodels = ["weak", "strong"]\nescalate_below = 0.8\n'
+        )
+        cmd = [sys.executable, "-m", "batchrun", "run", "-j", str(job), "-o", str(out),
+               "-c", str(KILL_CONCURRENCY), "-q"]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        log = open(tmp_path / "stderr.log", "wb")  # noqa: SIM115 - closed below
+        first = out / "stages" / "1-weak" / "results.jsonl"
+        second = out / "stages" / "2-strong" / "results.jsonl"
+        kills: list[str] = []
+        try:
+            # kills in stage 1, then in stage 2 (a rerun first settles stage 1, sending
+            # nothing, writes the escalated rows again, then resumes stage 2)
+            for watched in [first] * 4 + [second] * 4:
+                before = _size(watched)
+                proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+                deadline = time.monotonic() + 30
+                while _size(watched) <= before and proc.poll() is None:
+                    assert time.monotonic() < deadline, "the run wrote nothing in 30 s"
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.05, 0.6))
+                if proc.poll() is not None:
+                    break  # it finished: the kills are done
+                proc.send_signal(signal.SIGKILL)
+                assert proc.wait(timeout=10) == -signal.SIGKILL
+                kills.append(watched.parent.name)
+                for path in (first, second):  # exactly once after every crash
+                    ids = _complete_ids(path)
+                    assert len(ids) == len(set(ids)), f"{path}: a row written twice"
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+            assert proc.wait(timeout=60) == 0, (tmp_path / "stderr.log").read_text()[-2000:]
+        finally:
+            log.close()
+        bodies = list(sim.stats.bodies)
+        statuses = answered(sim)
+
+    assert "1-weak" in kills and "2-strong" in kills, kills
+    summary = json.loads((out / "summary.json").read_text())
+    block = summary["cascade"]
+    escalated = block["stages"][0]["escalated"]
+    assert summary["status"] == "complete"
+    # every row decided once
+    table = pq.read_table(out / "results.parquet").to_pylist()
+    assert sorted(r["id"] for r in table) == sorted(r["id"] for r in rows)
+    assert all(r["status"] == "succeeded" and r["decided_by"] for r in table)
+    assert Counter(r["decided_by"] for r in table) == {
+        "weak": KILL_ROWS - escalated,
+        "strong": escalated,
+    }
+    # each stage's record holds each row it saw once
+    assert sorted(_complete_ids(first)) == sorted(r["id"] for r in rows)
+    strong_ids = _complete_ids(second)
+    assert len(strong_ids) == len(set(strong_ids)) == escalated
+    # on the server: each model got each row it saw, and sent again only the few rows
+    # in flight when a kill landed (answered by the server, never by the dead process)
+    sent: dict[str, Counter[str]] = {"weak": Counter(), "strong": Counter()}
+    for body in bodies:
+        sent[str(body["model"])][body["messages"][-1]["content"]] += 1
+    assert len(sent["weak"]) == KILL_ROWS and len(sent["strong"]) == escalated
+    for model, counts in sent.items():
+        again = sum(n - 1 for n in counts.values())
+        assert again <= len(kills) * KILL_CONCURRENCY, (model, again, kills)
+        assert statuses[model] == sum(counts.values())
