@@ -424,3 +424,20 @@ def test_kill_9_during_a_cascade_decides_every_row_once_and_pays_once(tmp_path: 
         again = sum(n - 1 for n in counts.values())
         assert again <= len(kills) * KILL_CONCURRENCY, (model, again, kills)
         assert statuses[model] == sum(counts.values())
+
+
+def test_the_example_job_runs_offline_and_saves(tmp_path: Path) -> None:
+    job = Path(__file__).resolve().parent.parent / "jobs" / "cascade.toml"
+    run = batchrun.run_job(job, out_dir=tmp_path / "run", quiet=True)
+    assert run.exit_code == 0 and run.status == "complete"
+    block = run.summary["cascade"]
+    assert block["rows"] == 1000 and 0.2 <= block["share_escalated"] <= 0.4
+    assert block["cost_usd"] <= 0.5 * block["last_stage_alone_usd"]
+    assert block["eval"]["accuracy"] >= 0.93
+    # the run directory reads like any other: status, the report, the results
+    report = batchrun.open(tmp_path / "run").report()
+    assert "cascade weak -> strong (escalate below 0.8)" in report
+    assert "stage 2 strong: " in report
+    assert batchrun.open(tmp_path / "run").results().num_rows == 1000
+    out = CliRunner().invoke(cli, ["status", str(tmp_path / "run")], catch_exceptions=False)
+    assert out.exit_code == 0 and "escalated past stage 1" in out.output

@@ -300,7 +300,7 @@ class CascadeRunner:
             )
         notes = [note for _, result in results for note in result.notes]
         if not self.settings.quiet:
-            from batchrun.jobs.cascade_outputs import format_cascade
+            from batchrun.report.cascade import format_cascade
 
             print(format_cascade(summary), file=sys.stderr, flush=True)
         exit_code = ended.exit_code if ended is not None else EXIT_OK

@@ -49,7 +49,7 @@ PARQUET = "results.parquet"
 STAGES_PARQUET = "stages.parquet"
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
 
-__all__ = ["cascade_block", "finish_cascade", "format_cascade"]
+__all__ = ["cascade_block", "finish_cascade"]
 
 
 def finish_cascade(
@@ -266,7 +266,7 @@ def _summary(
             usage[key] += int((one.get("usage") or {}).get(key) or 0)
         by_model.update(one.get("by_model") or {})
     block = cascade_block(settings, stages, summaries, verdicts, evaluators, report.eval)
-    cost = block["cost_usd"]
+    stage_summaries = [summaries.get(s.number) or _stage_summary(s) for s in stages]
     summary: dict[str, Any] = {
         "status": status,
         "stop_reason": stopped.summary.get("stop_reason") if stopped is not None else None,
@@ -280,7 +280,10 @@ def _summary(
         },
         "usage": usage,
         "by_model": by_model,
-        "cost_usd": {"total": cost, "complete": block["cost_complete"]},
+        "cost_usd": merged_cost([_cost_of(one, "cost_usd") for one in stage_summaries]),
+        "batch_api_cost_usd": merged_cost(
+            [_cost_of(one, "batch_api_cost_usd") for one in stage_summaries]
+        ),
         "parquet": {
             "path": os.path.join(str(top.out_dir), PARQUET),
             "rows": report.rows,
@@ -293,6 +296,41 @@ def _summary(
     if report.confidence is not None:
         summary["confidence"] = {**report.confidence, "warning": report.confidence_note}
     return summary
+
+
+def _cost_of(summary: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    found = summary.get(key)
+    return found if isinstance(found, Mapping) else None
+
+
+def merged_cost(blocks: Sequence[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """One cost block (``cost_usd`` or ``batch_api_cost_usd`` of a summary) of the
+    stages' blocks: the money added up (None when a stage's is unknown), the models of
+    every stage, complete when every stage's is.
+
+        >>> merged_cost([{"total": 1.0, "complete": True, "by_model": {"a": 1.0}},
+        ...              {"total": 2.5, "complete": True, "by_model": {"b": 2.5}}])
+        {'total': 3.5, 'complete': True, 'by_model': {'a': 1.0, 'b': 2.5}}
+    """
+    found = [b for b in blocks if b is not None]
+    if not found:
+        return None
+    out: dict[str, Any] = {}
+    for block in found:
+        for key, value in block.items():
+            if key == "by_model":
+                out.setdefault(key, {}).update(value or {})
+            elif key == "complete":
+                out[key] = out.get(key, True) and bool(value)
+            elif isinstance(value, list):
+                out[key] = sorted({*out.get(key, []), *value})
+            elif key in out and out[key] is None:
+                continue
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                out[key] = (out.get(key) or 0.0) + value
+            else:
+                out[key] = None if key in out or value is None else value
+    return out
 
 
 def _stage_summary(stage: Stage) -> dict[str, Any]:
@@ -409,44 +447,3 @@ def _write_run_info(top: Settings, settings: Settings, rows: int) -> None:
         outside_input={},
         changed_rows=0,
     )
-
-
-# -- the text report ---------------------------------------------------------------------
-def format_cascade(summary: Mapping[str, Any]) -> str:
-    """A few lines for the terminal: each stage, then the cascade against the last
-    model alone."""
-    block = summary.get("cascade") or {}
-    lines = [
-        "cascade "
-        + " -> ".join(block.get("models") or ())
-        + f" (escalate below {', '.join(str(t) for t in block.get('escalate_below') or ())})"
-    ]
-    for one in block.get("stages") or ():
-        cost = one.get("cost_usd")
-        shown = f"${cost:,.4f}" if isinstance(cost, int | float) else "cost unknown"
-        acc = (one.get("eval_decided") or {}).get("accuracy")
-        right = f", accuracy {acc:.3f} on the rows it decided" if acc is not None else ""
-        lines.append(
-            f"  stage {one['stage']} {one['model']}: {one['rows']:,} rows, decided "
-            f"{one['decided']:,}, escalated {one['escalated']:,}; {shown}{right}"
-        )
-    total = block.get("cost_usd")
-    alone = block.get("last_stage_alone_usd")
-    tail = f"  cascade: {summary.get('status')}"
-    acc = (block.get("eval") or {}).get("accuracy")
-    if acc is not None:
-        interval = (block.get("eval") or {}).get("accuracy_interval") or {}
-        low, high = interval.get("low"), interval.get("high")
-        tail += f", accuracy {acc:.3f}" + (
-            f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
-        )
-    if isinstance(total, int | float):
-        tail += f", cost ${total:,.4f}"
-    if isinstance(alone, int | float) and alone > 0 and isinstance(total, int | float):
-        last = (block.get("models") or ["the last model"])[-1]
-        tail += f"; {last} alone about ${alone:,.4f} ({1 - total / alone:.0%} saved)"
-    lines.append(tail)
-    share = block.get("share_escalated")
-    if isinstance(share, int | float):
-        lines.append(f"  escalated past stage 1: {share:.1%} of {block.get('rows'):,} rows")
-    return "\n".join(lines)

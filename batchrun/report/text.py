@@ -131,6 +131,7 @@ def report_from(snap: Snapshot, outputs: OutputStats) -> dict[str, Any]:
         "saved_usd": summary.get("saved_usd"),
         "variants": summary.get("variants"),
         "comparison": summary.get("comparison"),
+        "cascade": summary.get("cascade"),
         "batch": snap.batches,
         # pending rows a running batch has answered (taken in when the batch ends)
         "at_provider": (snap.batches or {}).get("at_provider", {}).get("answered", 0),
@@ -440,6 +441,10 @@ def format_status(report: Mapping[str, Any]) -> str:
         )
     lines.extend(_mode_lines(report))
     lines.extend(_cost_lines(report))
+    if report.get("cascade"):
+        from batchrun.report.cascade import format_cascade
+
+        lines.extend(format_cascade({**report, "status": report["status"]}).splitlines())
     if report.get("variants"):
         from batchrun.jobs.compare import format_comparison
 
