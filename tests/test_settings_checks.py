@@ -20,6 +20,7 @@ from batchrun.cli import cli
 from batchrun.errors import ConfigError
 from batchrun.jobs.jobfile import JobFileError, load_job
 from batchrun.settings import (
+    Cascade,
     Confidence,
     Endpoint,
     Evaluation,
@@ -236,6 +237,7 @@ TYPICAL: dict[str, Any] = {
     "workers": 4,
     "eval": Evaluation("label", "json_field", "label"),
     "confidence": Confidence("logprobs", label_field="label"),
+    "cascade": Cascade(("weak", "strong"), (0.7,)),
     "prices": Prices(None, {"m": {"input": 1.0, "output": 2.0}}),
     "name": "sentiment",
 }
