@@ -252,8 +252,9 @@ class Cascade:
     escalate_below: tuple[float, ...] = (0.8,)
     """One threshold for every stage but the last, or one per such stage."""
     escalate_when: str | None = None
-    """"disagree": a stage also escalates the rows where its answer's label differs
-    from the label an earlier stage gave (None: only the threshold)."""
+    """"disagree": the first two models are two cheap variants that both answer every
+    row; a row is decided by them only when both are sure enough and give the same
+    label, else it moves on to the third (None: the threshold alone)."""
     confidence: str | None = None
     """The confidence method (None: the [confidence] setting's, else "logprobs")."""
 
@@ -1111,8 +1112,8 @@ class Settings:
             ),
             Part(
                 "escalate_when",
-                "cascade: 'disagree' also moves on a row whose label differs from the "
-                "label an earlier stage gave.",
+                "cascade: 'disagree': the first two models both answer every row, and a "
+                "row moves on unless both are sure and agree (three models at least).",
                 choices=checks.CASCADE_WHEN,
                 check=checks.choice(*checks.CASCADE_WHEN),
             ),
@@ -1389,6 +1390,12 @@ class Settings:
             out.append(
                 f"{n('cascade')}: confidence {cascade.confidence!r} differs from "
                 f"{n('confidence')} {self.confidence.method!r}; give one"
+            )
+        if cascade.escalate_when == "disagree" and len(cascade.models) < 3:
+            out.append(
+                f"{n('cascade')}: escalate_when = 'disagree' needs three models at least "
+                "(two cheap variants that both answer every row, then the one for the rows "
+                "they disagree on)"
             )
         if self.ray is not None:
             out.append(f"{n('cascade')} cannot run on {n('ray')}: run it on one machine")

@@ -441,3 +441,46 @@ def test_the_example_job_runs_offline_and_saves(tmp_path: Path) -> None:
     assert batchrun.open(tmp_path / "run").results().num_rows == 1000
     out = CliRunner().invoke(cli, ["status", str(tmp_path / "run")], catch_exceptions=False)
     assert out.exit_code == 0 and "escalated past stage 1" in out.output
+
+
+def test_two_cheap_variants_decide_only_where_both_are_sure_and_agree(tmp_path: Path) -> None:
+    from batchrun.sim.config import LABELLING_MODELS, Skill
+
+    skills = {**LABELLING_MODELS, "weak2": Skill(sure_share=0.7, right_when_sure=0.97)}
+    rows = reviews(300)
+    spec = {"models": ["weak", "weak2", "strong"], "escalate_when": "disagree"}
+    with SimThread(SimConfig(skills=skills)) as sim:
+        run = batchrun.run(rows, tmp_path / "run", base_url=sim.base_url, cascade=spec, **JOB)
+        seen = answered(sim)
+    assert run.exit_code == 0
+    long = stage_rows(tmp_path / "run")
+    first = {r["custom_id"]: r for r in long if r["stage"] == 1}
+    second = {r["custom_id"]: r for r in long if r["stage"] == 2}
+    third = {r["custom_id"]: r for r in long if r["stage"] == 3}
+    # both cheap variants answered every row; the strong model only the doubtful ones
+    assert len(first) == len(second) == 300
+    assert seen == {"weak": 300, "weak2": 300, "strong": len(third)}
+
+    def label(row: dict[str, Any]) -> str:
+        return str(json.loads(row["content"])["sentiment"])
+
+    doubtful = {
+        cid
+        for cid, one in first.items()
+        if one["confidence"] < 0.8
+        or second[cid]["confidence"] < 0.8
+        or label(one) != label(second[cid])
+    }
+    assert set(third) == doubtful
+    assert any(label(first[c]) != label(second[c]) for c in doubtful)  # a real disagreement
+    table = pq.read_table(tmp_path / "run" / "results.parquet").to_pylist()
+    for row in table:
+        assert row["decided_by"] == ("strong" if row["custom_id"] in doubtful else "weak2")
+    reasons = run.summary["cascade"]["stages"][1]["reasons"]
+    assert set(reasons) <= {"disagree", "below", "below at stage 1", "unusable"}
+    assert run.summary["cascade"]["stages"][0]["reasons"]["second opinion"] > 0
+    with pytest.raises(ConfigError, match="'disagree' needs three models at least"):
+        batchrun.run(
+            rows, tmp_path / "two", base_url=sim.base_url,
+            cascade={"models": ["weak", "strong"], "escalate_when": "disagree"}, **JOB,
+        )  # fmt: skip

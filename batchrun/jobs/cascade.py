@@ -54,6 +54,8 @@ STAGES = "stages"
 ROWS = "rows.jsonl"
 ID_COLUMN = "_cascade_id"
 """The id column of a later stage's rows when the run has none (their ``row-<n>`` ids)."""
+SECOND_OPINION = "second opinion"
+"""Why stage 1 passes on a row it is sure of with ``escalate_when = "disagree"``."""
 DONE = (EXIT_OK, EXIT_SOME_FAILED)
 """Exit codes of a stage that answered every row it was given (some may have failed)."""
 
@@ -155,7 +157,9 @@ class Verdict:
     decided: bool
     reason: str | None = None
     """Why it moved on: "below" (confidence under the threshold), "unusable" (failed,
-    bad answer, no confidence), "disagree"; None: decided here."""
+    bad answer, no confidence), "disagree" (another label than stage 1's), "second
+    opinion" (``escalate_when = "disagree"``: stage 1's sure rows), "<reason> at stage
+    1"; None: decided here."""
 
 
 def escalates(
@@ -279,7 +283,9 @@ class CascadeRunner:
         """Each stage's verdict on every row it finished, by stage number."""
         self._label_column = _label_column(settings)
         self._labels: dict[str, str | None] = {}
-        """The label an earlier stage gave each row (``escalate_when = "disagree"``)."""
+        """The label stage 1 gave each row (``escalate_when = "disagree"``)."""
+        self._doubts: dict[str, str] = {}
+        """Why stage 1 was not sure of a row (``escalate_when = "disagree"``)."""
 
     def interrupt(self, times: int = 1, signum: int = signal.SIGINT) -> None:
         """Stop the stage running now (as a Ctrl-C does) and start no other."""
@@ -344,20 +350,34 @@ class CascadeRunner:
     def _after(self, stages: list[Stage], stage: Stage, cfg: Settings, done: bool) -> bool:
         """Judge a stage's answers (`verdicts`); when it is done and not the last, write
         the next stage's rows. Returns whether any row moves on. A stage that stopped
-        short keeps only what it decided: the rows it would escalate wait for it."""
+        short keeps only what it decided: the rows it would escalate wait for it.
+
+        With ``escalate_when = "disagree"`` the first two models are two cheap variants
+        that both answer every row: stage 1 decides nothing (its sure rows move on for
+        a second opinion, reason "second opinion"), and stage 2 decides a row only when
+        both answers are usable and sure enough and give the same label."""
         if not os.path.exists(os.path.join(stage.path, "results.parquet")):
             return False
-        disagree = self.cascade.escalate_when == "disagree"
-        column = None if stage.last else self._label_column
-        found = list(verdicts(stage, column, self._labels, disagree))
+        pair = self.cascade.escalate_when == "disagree"
+        column = self._label_column
+        found = list(verdicts(stage, column, self._labels, pair and stage.number == 2))
+        if pair and stage.number == 1:
+            self._labels = _labels(stage, column) if column is not None else {}
+            self._doubts = {v.custom_id: v.reason for v in found if v.reason is not None}
+            found = [replace(v, decided=False, reason=v.reason or SECOND_OPINION) for v in found]
+        elif pair and stage.number == 2:
+            found = [
+                replace(v, decided=False, reason=f"{doubt} at stage 1")
+                if v.decided and (doubt := self._doubts.get(v.custom_id)) is not None
+                else v
+                for v in found
+            ]
         if not done:
             self.verdicts[stage.number] = [v for v in found if v.decided]
             return False
         self.verdicts[stage.number] = found
         if stage.last:
             return False
-        if column is not None:
-            self._labels.update(_labels(stage, column))
         wanted = {v.row: v.custom_id for v in found if not v.decided}
         # a later stage's rows come from this stage's input, by its row numbers
         write_escalated(cfg, os.path.join(stages[stage.number].path, ROWS), wanted)
