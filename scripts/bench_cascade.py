@@ -89,7 +89,9 @@ def main() -> None:
         f"strong alone: accuracy {s['accuracy']:.3f} [{s['interval']['low']:.3f}, "
         f"{s['interval']['high']:.3f}], cost ${s['cost_usd']:.4f}"
     )
-    print("below  escalated  accuracy  interval         cost     vs strong  est. strong  weak  strong")
+    print(
+        "below  escalated  accuracy  interval         cost     vs strong  est. strong  weak  strong"
+    )
     for c in out["cascades"]:
         print(
             f"{c['escalate_below']:<5}  {c['share_escalated']:>8.1%}  {c['accuracy']:>8.3f}  "
