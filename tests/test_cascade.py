@@ -484,3 +484,32 @@ def test_two_cheap_variants_decide_only_where_both_are_sure_and_agree(tmp_path: 
             rows, tmp_path / "two", base_url=sim.base_url,
             cascade={"models": ["weak", "strong"], "escalate_when": "disagree"}, **JOB,
         )  # fmt: skip
+
+
+def test_an_estimate_counts_every_row_at_every_stage(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in reviews(50)))
+    report = batchrun.estimate(
+        str(path), cascade=["weak", "strong"], **{k: v for k, v in JOB.items() if k != "quiet"}
+    )
+    assert {m: e.requests for m, e in report.models.items()} == {"weak": 50, "strong": 50}
+    assert report.to_dict()["cost_usd"]["low"] > 0
+
+
+def test_the_budget_covers_every_stage(tmp_path: Path, sim: SimThread) -> None:
+    rows = reviews(200)
+    spec = {"models": ["weak", "strong"], "escalate_below": 0.8}
+    job = {**JOB, "max_tokens": 80, "concurrency": 4}
+    free = batchrun.run(rows, tmp_path / "free", base_url=sim.base_url, cascade=spec, **job)
+    weak, strong = (s["cost_usd"] for s in free.summary["cascade"]["stages"])
+    # enough for stage 1 and half of stage 2: stage 2 stops at what is left
+    cap = weak + strong / 2
+    capped = batchrun.run(
+        rows, tmp_path / "capped", base_url=sim.base_url, cascade=spec, max_cost=cap, **job
+    )
+    assert capped.exit_code == 3
+    block = capped.summary["cascade"]
+    assert block["stages"][0]["cost_usd"] == pytest.approx(weak)
+    assert 0 < block["stages"][1]["cost_usd"] < strong
+    assert block["cost_usd"] <= cap
+    assert capped.summary["requests"]["pending"] > 0
