@@ -513,3 +513,33 @@ def test_the_budget_covers_every_stage(tmp_path: Path, sim: SimThread) -> None:
     assert 0 < block["stages"][1]["cost_usd"] < strong
     assert block["cost_usd"] <= cap
     assert capped.summary["requests"]["pending"] > 0
+
+
+def test_the_review_queue_shows_every_stage_disagreeing_rows_first(
+    tmp_path: Path, sim: SimThread
+) -> None:
+    from batchrun.jobs.review import write_review
+
+    rows = reviews(300)
+    spec = {"models": ["weak", "strong"], "escalate_below": 0.8}
+    batchrun.run(rows, tmp_path / "run", base_url=sim.base_url, cascade=spec, **JOB)
+    report, data = write_review(str(tmp_path / "run"), None, below=1.0)
+    queue = [json.loads(line) for line in data.splitlines()]
+    assert report.rows == len(queue) == 300
+    long = stage_rows(tmp_path / "run")
+    stages = Counter(r["custom_id"] for r in long)
+    split = [len({s["prediction"] for s in q.get("stages", ())}) > 1 for q in queue]
+    assert any(split) and not all(split)
+    first_agreeing = split.index(False)
+    assert all(split[:first_agreeing]) and not any(split[first_agreeing:])
+    for q in queue:
+        assert len(q["stages"]) == stages[q["custom_id"]]
+        assert q["stages"][-1]["model"] == q["model"]  # the deciding answer last
+        assert q["stages"][-1]["prediction"] == q["prediction"]
+    rest = [q["confidence"] for q in queue[first_agreeing:]]
+    assert rest == sorted(rest)
+    # Label Studio: one scored prediction per stage
+    _, data = write_review(str(tmp_path / "run"), None, below=1.0, format="label-studio")
+    tasks = json.loads(data)
+    assert len(tasks[0]["predictions"]) == 2
+    assert tasks[0]["predictions"][1]["model_version"] == "stage 1: weak"
