@@ -1399,11 +1399,6 @@ class Settings:
             )
         if self.ray is not None:
             out.append(f"{n('cascade')} cannot run on {n('ray')}: run it on one machine")
-        if self.mode == "batch":
-            out.append(
-                f"{n('cascade')} runs online: this batchrun does not yet send a cascade's "
-                f"stages through the Batch API ({batch})"
-            )
         return out
 
     def judged_by(self) -> Confidence | None:

@@ -137,8 +137,8 @@ def test_a_cascade_that_cannot_work_is_refused_before_sending(tmp_path: Path) ->
             r"model=: 'strong' is not the cascade's first model",
         ),
         (
-            {"cascade": ["weak", "strong"], "prompt": "{text}", "mode": "batch"},
-            r"cascade= runs online",
+            {"cascade": ["weak", "strong"], "prompt": "{text}", "ray": "local"},
+            r"cascade= cannot run on ray=",
         ),
         (
             {"cascade": {"models": ["weak", "strong"], "confidence": "self"}, "prompt": "{text}",
@@ -543,3 +543,36 @@ def test_the_review_queue_shows_every_stage_disagreeing_rows_first(
     tasks = json.loads(data)
     assert len(tasks[0]["predictions"]) == 2
     assert tasks[0]["predictions"][1]["model_version"] == "stage 1: weak"
+
+
+def test_through_the_batch_api_stage_by_stage(tmp_path: Path, sim: SimThread) -> None:
+    rows = reviews(120)
+    spec = {"models": ["weak", "strong"], "escalate_below": 0.8}
+    prices = {
+        "models": {
+            "weak": {"input": 0.15, "output": 0.60, "batch_input": 0.075, "batch_output": 0.30},
+            "strong": {"input": 1.50, "output": 6.00, "batch_input": 0.75, "batch_output": 3.0},
+        }
+    }
+    job = {**JOB, "prices": prices, "poll_interval": 0.1}
+    run = batchrun.run(
+        rows, tmp_path / "run", base_url=sim.base_url, cascade=spec, mode="batch", **job
+    )
+    assert run.exit_code == 0 and run.status == "complete"
+    block = run.summary["cascade"]
+    weak, strong = block["stages"]
+    stats = sim.stats.to_dict()
+    # one batch (at least) per stage; the strong one holds the escalated rows only
+    assert stats["requests"] == 0  # nothing online
+    assert stats["rows_processed"] == 120 + weak["escalated"] == 120 + strong["rows"]
+    for stage in ("1-weak", "2-strong"):
+        lines = (tmp_path / "run" / "stages" / stage / "results.jsonl").read_text().splitlines()
+        assert {json.loads(line)["batchrun"]["via"] for line in lines} == {"batch"}
+    table = pq.read_table(tmp_path / "run" / "results.parquet").to_pylist()
+    assert Counter(r["decided_by"] for r in table) == {
+        "weak": weak["decided"],
+        "strong": strong["decided"],
+    }
+    created = stats["batches_created"]
+    batchrun.run(rows, tmp_path / "run", base_url=sim.base_url, cascade=spec, mode="batch", **job)
+    assert sim.stats.to_dict()["batches_created"] == created  # a rerun sends nothing
