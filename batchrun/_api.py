@@ -683,6 +683,11 @@ def stream(
     with undone(chosen, where):
         if chosen.ray is not None:
             raise ConfigError("stream() cannot run with ray=: read the run's results instead")
+        if chosen.cascade is not None:
+            raise ConfigError(
+                "stream() cannot run a cascade=: a row's answer is decided only when its "
+                "stages have run; use run() and read its results"
+            )
     return RunStream(chosen, _listed(hooks), given=input, placed=where)
 
 

@@ -576,3 +576,9 @@ def test_through_the_batch_api_stage_by_stage(tmp_path: Path, sim: SimThread) ->
     created = stats["batches_created"]
     batchrun.run(rows, tmp_path / "run", base_url=sim.base_url, cascade=spec, mode="batch", **job)
     assert sim.stats.to_dict()["batches_created"] == created  # a rerun sends nothing
+
+
+def test_a_cascade_is_not_streamed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"stream\(\) cannot run a cascade="):
+        batchrun.stream(reviews(3), tmp_path / "run", cascade=["weak", "strong"], **JOB)
+    assert not (tmp_path / "run").exists()
