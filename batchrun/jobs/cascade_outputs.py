@@ -49,7 +49,7 @@ PARQUET = "results.parquet"
 STAGES_PARQUET = "stages.parquet"
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
 
-__all__ = ["cascade_block", "finish_cascade"]
+__all__ = ["cascade_block", "finish_cascade", "merged_cost", "threshold_curve"]
 
 
 def finish_cascade(
@@ -80,6 +80,8 @@ def finish_cascade(
     evaluators = {s.number: Evaluator.of(settings.eval) for s in stages}
     reference = settings.eval.reference_column if settings.eval is not None else None
     decided_by: dict[str, str] = {}
+    right: dict[str, bool | None] = {}
+    references: dict[str, Any] = {}
 
     def observe(obj: Any, values: Mapping[str, Any], parsed: Any, record: Any) -> None:
         stage = decided.get(str(values.get("custom_id")))
@@ -91,6 +93,8 @@ def finish_cascade(
             ok = values["status"] == "succeeded"
             predicted = evaluator.predicted(values.get("content"), parsed) if ok else None
             evaluator.add(obj.get(reference), predicted)
+            right[str(values["custom_id"])] = evaluator.is_correct(obj.get(reference), predicted)
+            references[str(values["custom_id"])] = obj.get(reference)
 
     path = os.path.join(run_dir, PARQUET)
     report = write_results_parquet(
@@ -99,6 +103,10 @@ def finish_cascade(
     _add_decided_by(path, decided_by)
     rows = _write_stages_parquet(run_dir, stages, verdicts, decided)
     summary = _summary(settings, top, stages, results, verdicts, report, rows, evaluators)
+    block = summary["cascade"]
+    if settings.eval is not None and settings.cascade is not None and len(stages) > 1:
+        first = _first_answers(settings, stages[0], verdicts.get(1, ()), references)
+        block["curve"] = threshold_curve(first, right, block)
     write_json_atomic(os.path.join(run_dir, SUMMARY), summary)
     _write_run_info(top, settings, report.rows)
     return summary
@@ -423,6 +431,90 @@ def cascade_block(
     if overall is not None:
         block["eval"] = _accuracy(overall)
     return block
+
+
+def _first_answers(
+    settings: Settings,
+    stage: Stage,
+    verdicts: Sequence[Verdict],
+    references: Mapping[str, Any],
+) -> dict[str, tuple[float | None, bool | None]]:
+    """Stage 1's answer to each row it finished, for the curve: (its confidence, or None
+    when the answer was unusable; whether it was right)."""
+    from batchrun.output.answers import parse_content
+
+    evaluator = Evaluator.of(settings.eval)
+    path = os.path.join(stage.path, PARQUET)
+    if evaluator is None or not os.path.exists(path):
+        return {}
+    unusable = {v.custom_id for v in verdicts if v.reason == "unusable"}
+    columns = ["custom_id", "status", "content", "confidence"]
+    out: dict[str, tuple[float | None, bool | None]] = {}
+    for row in pq.read_table(path, columns=columns).to_pylist():
+        cid = str(row["custom_id"])
+        if row["status"] != "succeeded" or cid in unusable:
+            out[cid] = (None, None)
+            continue
+        parsed, _ = parse_content(row["content"], settings.schema)
+        predicted = evaluator.predicted(row["content"], parsed)
+        out[cid] = (row["confidence"], evaluator.is_correct(references.get(cid), predicted))
+    return out
+
+
+def threshold_curve(
+    first: Mapping[str, tuple[float | None, bool | None]],
+    final: Mapping[str, bool | None],
+    block: Mapping[str, Any],
+    points: int = 20,
+) -> list[dict[str, Any]]:
+    """The cost and accuracy the cascade would have had with a lower first threshold,
+    for each threshold from 0 up to the one it ran with (exactly: a row escalated at a
+    lower threshold was escalated at this one too, so its deciding answer is known). A
+    row decided by stage 1 counts its stage-1 answer, an escalated one the answer that
+    decided it; the later stages' cost is shared out evenly over the rows they saw.
+    Pure.
+
+        >>> first = {"a": (0.9, True), "b": (0.5, False), "c": (None, None)}
+        >>> final = {"a": True, "b": True, "c": True}
+        >>> block = {"escalate_below": [0.8], "stages": [
+        ...     {"cost_usd": 1.0, "rows": 3}, {"cost_usd": 2.0, "rows": 2}]}
+        >>> [(p["escalate_below"], round(p["accuracy"], 3), p["cost_usd"])
+        ...  for p in threshold_curve(first, final, block, points=2)]
+        [(0.0, 0.667, 2.0), (0.4, 0.667, 2.0), (0.8, 1.0, 3.0)]
+    """
+    stages = block.get("stages") or []
+    below = (block.get("escalate_below") or [None])[0]
+    if len(stages) < 2 or below is None or block.get("escalate_when"):
+        return []
+    first_cost = stages[0].get("cost_usd")
+    later_cost = [s.get("cost_usd") for s in stages[1:]]
+    if not isinstance(first_cost, int | float) or not all(
+        isinstance(c, int | float) for c in later_cost
+    ):
+        return []
+    seen_later = stages[1].get("rows") or 0
+    per_row = sum(later_cost) / seen_later if seen_later else 0.0
+    grid = sorted({round(below * k / points, 6) for k in range(points + 1)} | {below})
+    out = []
+    for threshold in grid:
+        escalated = right = scored = 0
+        for cid, (confidence, was_right) in first.items():
+            moves = confidence is None or confidence < threshold
+            escalated += moves
+            verdict = final.get(cid) if moves else was_right
+            if verdict is not None:
+                scored += 1
+                right += verdict
+        out.append(
+            {
+                "escalate_below": threshold,
+                "escalated": escalated,
+                "share_escalated": escalated / len(first) if first else None,
+                "accuracy": right / scored if scored else None,
+                "cost_usd": first_cost + per_row * escalated,
+            }
+        )
+    return out
 
 
 def _accuracy(report: Mapping[str, Any]) -> dict[str, Any]:
