@@ -222,6 +222,13 @@ def test_weak_then_strong_on_1000_labelled_reviews(tmp_path: Path, sim: SimThrea
     assert weak["eval_decided"]["correct"] == correct["weak"]
     assert strong["eval_decided"]["correct"] == correct["strong"]
     assert weak["eval_decided"]["accuracy"] >= 0.93  # it decided where it was sure
+    # the curve ends at the run itself, and starts at weak alone
+    curve = block["curve"]
+    assert curve[-1]["escalate_below"] == 0.8
+    assert curve[-1]["accuracy"] == pytest.approx(cascade.summary["eval"]["accuracy"])
+    assert curve[-1]["cost_usd"] == pytest.approx(block["cost_usd"])
+    assert curve[0]["escalated"] == 0 and curve[0]["cost_usd"] == pytest.approx(weak["cost_usd"])
+    assert curve[0]["accuracy"] == pytest.approx(weak["eval_seen"]["accuracy"])
     interval = cascade.summary["eval"]["accuracy_interval"]
     assert interval["low"] <= cascade.summary["eval"]["accuracy"] <= interval["high"]
 
