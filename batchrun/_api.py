@@ -947,7 +947,12 @@ class Run:
             from batchrun.output.parquet import write_results_parquet
 
             settings = self._settings()
-            write_results_parquet(settings, path)
+            if settings.cascade is not None:
+                from batchrun.jobs.cascade_outputs import rebuild_cascade
+
+                rebuild_cascade(settings)
+            else:
+                write_results_parquet(settings, path)
         try:
             return pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:

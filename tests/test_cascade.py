@@ -589,3 +589,22 @@ def test_a_cascade_is_not_streamed(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"stream\(\) cannot run a cascade="):
         batchrun.stream(reviews(3), tmp_path / "run", cascade=["weak", "strong"], **JOB)
     assert not (tmp_path / "run").exists()
+
+
+def test_eval_and_a_lost_results_parquet_rebuild_from_the_stages(
+    tmp_path: Path, sim: SimThread
+) -> None:
+    rows = reviews(150)
+    spec = {"models": ["weak", "strong"], "escalate_below": 0.8}
+    run = batchrun.run(rows, tmp_path / "run", base_url=sim.base_url, cascade=spec, **JOB)
+    path = tmp_path / "run" / "results.parquet"
+    before = pq.read_table(path).to_pylist()
+    sent = answered(sim)
+    scored = run.evaluate(target_accuracy=0.95)
+    assert scored["eval"]["accuracy"] == run.summary["cascade"]["eval"]["accuracy"]
+    assert "threshold" in scored["eval"]["calibration"]
+    assert pq.read_table(path).to_pylist() == before
+    path.unlink()
+    assert batchrun.open(tmp_path / "run").results().to_pylist() == before
+    assert answered(sim) == sent  # nothing sent
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["cascade"]["rows"] == 150

@@ -347,7 +347,9 @@ class CascadeRunner:
             rows = os.path.join(stages[stage.number].path, ROWS)
         return None
 
-    def _after(self, stages: list[Stage], stage: Stage, cfg: Settings, done: bool) -> bool:
+    def _after(
+        self, stages: list[Stage], stage: Stage, cfg: Settings, done: bool, write: bool = True
+    ) -> bool:
         """Judge a stage's answers (`verdicts`); when it is done and not the last, write
         the next stage's rows. Returns whether any row moves on. A stage that stopped
         short keeps only what it decided: the rows it would escalate wait for it.
@@ -379,9 +381,33 @@ class CascadeRunner:
         if stage.last:
             return False
         wanted = {v.row: v.custom_id for v in found if not v.decided}
-        # a later stage's rows come from this stage's input, by its row numbers
-        write_escalated(cfg, os.path.join(stages[stage.number].path, ROWS), wanted)
+        if write:  # a later stage's rows come from this stage's input, by its row numbers
+            write_escalated(cfg, os.path.join(stages[stage.number].path, ROWS), wanted)
         return bool(wanted)
+
+    def judge(self) -> dict[int, list[Verdict]]:
+        """Each stage's verdicts from its directory as it stands, sending and writing
+        nothing (`batchrun eval` of a cascade): a stage counts as done when its
+        summary.json has no pending row."""
+        stages = stages_of(self.run_dir, self.cascade)
+        rows: str | None = None
+        for stage in stages:
+            cfg = stage_settings(self.settings, stage, rows=rows)
+            done = _stage_done(stage)
+            if not self._after(stages, stage, cfg, done, write=False) or not done:
+                break
+            rows = os.path.join(stages[stage.number].path, ROWS)
+        return self.verdicts
+
+
+def _stage_done(stage: Stage) -> bool:
+    try:
+        with open(os.path.join(stage.path, "summary.json"), "rb") as f:
+            summary = orjson.loads(f.read())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    requests = summary.get("requests") if isinstance(summary, dict) else None
+    return isinstance(requests, dict) and requests.get("pending") == 0
 
 
 def _changed_since_answered(stage: Stage, rows: str) -> bool:

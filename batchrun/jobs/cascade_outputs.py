@@ -49,7 +49,13 @@ PARQUET = "results.parquet"
 STAGES_PARQUET = "stages.parquet"
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
 
-__all__ = ["cascade_block", "finish_cascade", "merged_cost", "threshold_curve"]
+__all__ = [
+    "cascade_block",
+    "finish_cascade",
+    "merged_cost",
+    "rebuild_cascade",
+    "threshold_curve",
+]
 
 
 def finish_cascade(
@@ -57,6 +63,8 @@ def finish_cascade(
     stages: Sequence[Stage],
     results: Sequence[tuple[Stage, RunResult]],
     verdicts: Mapping[int, Sequence[Verdict]],
+    *,
+    target_accuracy: float | None = None,
 ) -> dict[str, Any]:
     """Write the cascade's files (module docstring); returns its summary."""
     assert settings.out_dir is not None
@@ -102,6 +110,10 @@ def finish_cascade(
     )
     _add_decided_by(path, decided_by)
     rows = _write_stages_parquet(run_dir, stages, verdicts, decided)
+    if target_accuracy is not None:
+        from batchrun.jobs.outputs import _add_thresholds
+
+        _add_thresholds(report, target_accuracy)
     summary = _summary(settings, top, stages, results, verdicts, report, rows, evaluators)
     block = summary["cascade"]
     if settings.eval is not None and settings.cascade is not None and len(stages) > 1:
@@ -110,6 +122,23 @@ def finish_cascade(
     write_json_atomic(os.path.join(run_dir, SUMMARY), summary)
     _write_run_info(top, settings, report.rows)
     return summary
+
+
+def rebuild_cascade(settings: Settings, target_accuracy: float | None = None) -> dict[str, Any]:
+    """A cascade's files made again from its stages' directories, sending nothing
+    (`batchrun eval`, a results.parquet gone missing); returns the new summary. With
+    ``target_accuracy``, the evaluation's ``calibration`` gets the suggested
+    ``threshold`` (of the deciding answers' confidences)."""
+    from batchrun.jobs.cascade import CascadeRunner, stages_of
+
+    assert settings.cascade is not None and settings.out_dir is not None
+
+    def never(cfg: Settings) -> Any:
+        raise AssertionError("a rebuild sends nothing")
+
+    verdicts = CascadeRunner(settings, make_stage=never).judge()
+    stages = stages_of(str(settings.out_dir), settings.cascade)
+    return finish_cascade(settings, stages, [], verdicts, target_accuracy=target_accuracy)
 
 
 # -- the deciding answers ----------------------------------------------------------------

@@ -161,7 +161,12 @@ def _results(run_dir: str, cfg: Any) -> Any:
     path = os.path.join(run_dir, "results.parquet")
     if not os.path.exists(path):
         with RunDirLock(run_dir):
-            write_results_parquet(cfg, path)
+            if cfg.cascade is not None:
+                from batchrun.jobs.cascade_outputs import rebuild_cascade
+
+                rebuild_cascade(cfg)
+            else:
+                write_results_parquet(cfg, path)
     return pq.read_table(path)
 
 
