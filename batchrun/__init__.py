@@ -23,6 +23,7 @@ from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BatchrunError, BudgetExceeded, ConfigError, InputError, RunDirError
 from batchrun.models import Outcome
 from batchrun.settings import (
+    Cascade,
     Confidence,
     Endpoint,
     Evaluation,
@@ -35,6 +36,7 @@ from batchrun.settings import (
 __all__ = [
     "BatchrunError",
     "BudgetExceeded",
+    "Cascade",
     "Confidence",
     "ConfigError",
     "Endpoint",
