@@ -344,6 +344,7 @@ def _complete_ids(path: Path) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)
 def test_kill_9_during_a_cascade_decides_every_row_once_and_pays_once(tmp_path: Path) -> None:
     """SIGKILL `batchrun run` at random moments of both stages, rerun, repeat. The
     simulator runs in this process, so it counts every request across the kills."""
