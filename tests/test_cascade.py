@@ -487,6 +487,9 @@ def test_two_cheap_variants_decide_only_where_both_are_sure_and_agree(tmp_path: 
     reasons = run.summary["cascade"]["stages"][1]["reasons"]
     assert set(reasons) <= {"disagree", "below", "below at stage 1", "unusable"}
     assert run.summary["cascade"]["stages"][0]["reasons"]["second opinion"] > 0
+    # the share escalated is past the cheap pair
+    assert run.summary["cascade"]["escalated_past_stage"] == 2
+    assert run.summary["cascade"]["share_escalated"] == len(third) / 300
     with pytest.raises(ConfigError, match="'disagree' needs three models at least"):
         batchrun.run(
             rows, tmp_path / "two", base_url=sim.base_url,

@@ -433,7 +433,9 @@ def cascade_block(
                 entry["eval_seen"] = _accuracy(seen_eval)
         out_stages.append(entry)
     first = out_stages[0]["rows"] if out_stages else 0
-    escalated = out_stages[0]["escalated"] if out_stages else 0
+    # the rows the cheap stage let through: with "disagree" the cheap stage is a pair
+    cheap = 1 if cascade.escalate_when == "disagree" and len(out_stages) > 2 else 0
+    escalated = out_stages[cheap]["escalated"] if out_stages else 0
     last = out_stages[-1] if out_stages else None
     alone = None
     if last is not None and last["rows"] and isinstance(last["cost_usd"], int | float) and first:
@@ -445,6 +447,7 @@ def cascade_block(
         "confidence": judged.method if judged is not None else None,
         "rows": first,
         "share_escalated": escalated / first if first else None,
+        "escalated_past_stage": cheap + 1,
         "stages": out_stages,
         "cost_usd": total if complete else None,
         "cost_complete": complete,

@@ -45,5 +45,6 @@ def format_cascade(summary: Mapping[str, Any]) -> str:
     lines.append(tail)
     share = block.get("share_escalated")
     if isinstance(share, int | float):
-        lines.append(f"  escalated past stage 1: {share:.1%} of {block.get('rows'):,} rows")
+        past = block.get("escalated_past_stage") or 1
+        lines.append(f"  escalated past stage {past}: {share:.1%} of {block.get('rows'):,} rows")
     return "\n".join(lines)

@@ -300,7 +300,7 @@
     const acc = (c.eval || {}).accuracy;
     const text = "cascade: " + (isNum(acc) ? "accuracy " + fmt.pct(acc) + ", " : "") + "cost " + fmt.usd(c.cost_usd) +
       (isNum(alone) && alone > 0 && isNum(c.cost_usd) ? "; " + last + " alone about " + fmt.usd(alone) + " (" + fmt.pct(1 - c.cost_usd / alone) + " saved)" : "") +
-      (isNum(c.share_escalated) ? "; " + fmt.pct(c.share_escalated) + " escalated past stage 1" : "");
+      (isNum(c.share_escalated) ? "; " + fmt.pct(c.share_escalated) + " escalated past stage " + (c.escalated_past_stage || 1) : "");
     fill("cascade-body", table(head, rows), h("p", { class: "note", "data-k": "cascade.summary", text }));
     const curve = c.curve || [];
     if (!curve.length || !isNum(alone) || alone <= 0) { fill("cascade-curve"); return; }
