@@ -612,3 +612,11 @@ def test_eval_and_a_lost_results_parquet_rebuild_from_the_stages(
     assert batchrun.open(tmp_path / "run").results().to_pylist() == before
     assert answered(sim) == sent  # nothing sent
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["cascade"]["rows"] == 150
+
+
+def test_a_cascade_in_its_first_pass_points_at_its_stages(tmp_path: Path) -> None:
+    from batchrun.errors import RunDirError
+
+    (tmp_path / "run" / "stages" / "1-weak").mkdir(parents=True)
+    with pytest.raises(RunDirError, match=r"a cascade still in its first pass.*stages/1-weak"):
+        batchrun.open(tmp_path / "run")
