@@ -23,7 +23,7 @@ When the stages are done (or stopped), `batchrun.jobs.cascade_outputs` writes th
 run's own files: results.jsonl / errors.jsonl holding each row's deciding line,
 results.parquet (one row per input row, the columns of a plain run plus
 ``decided_by``), stages.parquet (one row per row and stage) and summary.json with a
-``cascade`` block (`cascade_report`).
+``cascade`` block (`batchrun.jobs.cascade_outputs.cascade_block`).
 
     runner = CascadeRunner(settings, make_stage=lambda cfg: make_runner(cfg, key))
     result = anyio.run(runner.run)
