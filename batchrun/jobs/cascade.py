@@ -1,7 +1,7 @@
 """A model cascade: the cheap model first, the next one only where it is not sure.
 
 Every row of the input goes to the first model; a row moves on to the next stage only
-when its answer's confidence (`batchrun.output.confidence`) is below that stage's
+when its answer's confidence (`batchrun.confidence`) is below that stage's
 ``escalate_below`` or the answer is unusable (failed for good, not valid against the
 schema, cut short or refused, no confidence at all). The last model's answer stands.
 
@@ -429,7 +429,7 @@ def _changed_since_answered(stage: Stage, rows: str) -> bool:
 def _label_column(settings: Settings) -> str | None:
     """The results.parquet column holding the label (for "disagree"): the confidence's
     label field, else the whole content."""
-    from batchrun.output.confidence import label_field_of
+    from batchrun.confidence import label_field_of
 
     field = label_field_of(settings.judged_by(), settings.schema, settings.eval)
     return field if field is not None else "content"
