@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from batchrun.engine.hooks import RunHooks
     from batchrun.engine.runner import Runner, RunResult
     from batchrun.input.memory import Placed
-    from batchrun.jobs.cascade import CascadeRunner
+    from batchrun.jobs.cascade_run import CascadeRunner
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
     from batchrun.runfiles import RunDirLock
@@ -395,13 +395,19 @@ def make_runner(
     settings.validate()
     refuse_unrouted_pool(settings)
     if settings.cascade is not None:
-        from batchrun.jobs.cascade import CascadeRunner
+        from batchrun.jobs.cascade_run import CascadeRunner
 
         def stage(cfg: Settings) -> Runner | BatchDriver | RayDriver | CascadeRunner:
             around = hooks_for(cfg, extra_hooks)
             return make_runner(cfg, key, hooks=around, handle_signals=handle_signals, **injected)
 
-        return CascadeRunner(settings, make_stage=stage)
+        def report(summary: Mapping[str, Any]) -> None:
+            if not settings.quiet:
+                from batchrun.report.cascade import format_cascade
+
+                print(format_cascade(summary), file=sys.stderr, flush=True)
+
+        return CascadeRunner(settings, make_stage=stage, on_end=report)
     if settings.ray is not None:
         from batchrun.scale.driver import RayDriver
 
@@ -948,7 +954,7 @@ class Run:
 
             settings = self._settings()
             if settings.cascade is not None:
-                from batchrun.jobs.cascade_outputs import rebuild_cascade
+                from batchrun.jobs.cascade_run import rebuild_cascade
 
                 rebuild_cascade(settings)
             else:

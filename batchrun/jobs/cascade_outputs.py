@@ -53,7 +53,6 @@ __all__ = [
     "cascade_block",
     "finish_cascade",
     "merged_cost",
-    "rebuild_cascade",
     "threshold_curve",
 ]
 
@@ -110,10 +109,10 @@ def finish_cascade(
     )
     _add_decided_by(path, decided_by)
     rows = _write_stages_parquet(run_dir, stages, verdicts, decided)
-    if target_accuracy is not None:
-        from batchrun.jobs.outputs import _add_thresholds
-
-        _add_thresholds(report, target_accuracy)
+    if target_accuracy is not None and report.eval is not None:
+        sample = report.calibration.get(None)  # a cascade has no variants
+        if sample is not None and isinstance(report.eval.get("calibration"), dict):
+            report.eval["calibration"]["threshold"] = sample.threshold(target_accuracy).as_dict()
     summary = _summary(settings, top, stages, results, verdicts, report, rows, evaluators)
     block = summary["cascade"]
     if settings.eval is not None and settings.cascade is not None and len(stages) > 1:
@@ -122,23 +121,6 @@ def finish_cascade(
     write_json_atomic(os.path.join(run_dir, SUMMARY), summary)
     _write_run_info(top, settings, report.rows)
     return summary
-
-
-def rebuild_cascade(settings: Settings, target_accuracy: float | None = None) -> dict[str, Any]:
-    """A cascade's files made again from its stages' directories, sending nothing
-    (`batchrun eval`, a results.parquet gone missing); returns the new summary. With
-    ``target_accuracy``, the evaluation's ``calibration`` gets the suggested
-    ``threshold`` (of the deciding answers' confidences)."""
-    from batchrun.jobs.cascade import CascadeRunner, stages_of
-
-    assert settings.cascade is not None and settings.out_dir is not None
-
-    def never(cfg: Settings) -> Any:
-        raise AssertionError("a rebuild sends nothing")
-
-    verdicts = CascadeRunner(settings, make_stage=never).judge()
-    stages = stages_of(str(settings.out_dir), settings.cascade)
-    return finish_cascade(settings, stages, [], verdicts, target_accuracy=target_accuracy)
 
 
 # -- the deciding answers ----------------------------------------------------------------

@@ -52,7 +52,7 @@ def finish_dataset_run(cfg: Settings, *, target_accuracy: float | None = None) -
     """
     assert cfg.out_dir is not None
     if cfg.cascade is not None:  # its files are made from its stages'
-        from batchrun.jobs.cascade_outputs import rebuild_cascade
+        from batchrun.jobs.cascade_run import rebuild_cascade
 
         return rebuild_cascade(cfg, target_accuracy)
     path = os.path.join(cfg.out_dir, PARQUET) if cfg.write_parquet else None

@@ -162,7 +162,7 @@ def _results(run_dir: str, cfg: Any) -> Any:
     if not os.path.exists(path):
         with RunDirLock(run_dir):
             if cfg.cascade is not None:
-                from batchrun.jobs.cascade_outputs import rebuild_cascade
+                from batchrun.jobs.cascade_run import rebuild_cascade
 
                 rebuild_cascade(cfg)
             else:
