@@ -1097,7 +1097,7 @@ class Settings:
         return out
 
     def _cascade_problems(self, n: Spelling, prompt: str, batch: str) -> list[str]:
-        """The rules of a cascade: a dataset, one model per stage, online on one machine."""
+        """The rules of a cascade: a dataset, one model per stage, on one machine."""
         cascade = self.cascade
         assert cascade is not None
         out: list[str] = []
