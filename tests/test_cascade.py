@@ -449,6 +449,9 @@ def test_the_example_job_runs_offline_and_saves(tmp_path: Path) -> None:
     assert batchrun.open(tmp_path / "run").results().num_rows == 1000
     out = CliRunner().invoke(cli, ["status", str(tmp_path / "run")], catch_exceptions=False)
     assert out.exit_code == 0 and "escalated past stage 1" in out.output
+    # its tokens are every stage's, not only the deciding answers'
+    tokens = sum(s["usage"]["total_tokens"] for s in block["stages"])
+    assert f"tokens      {tokens:,}:" in out.output
 
 
 def test_two_cheap_variants_decide_only_where_both_are_sure_and_agree(tmp_path: Path) -> None:

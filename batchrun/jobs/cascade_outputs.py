@@ -47,7 +47,13 @@ from batchrun.settings import Settings
 
 PARQUET = "results.parquet"
 STAGES_PARQUET = "stages.parquet"
-USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
+USAGE_KEYS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+)
 
 __all__ = [
     "cascade_block",
