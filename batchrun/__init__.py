@@ -22,11 +22,20 @@ from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BatchrunError, BudgetExceeded, ConfigError, InputError, RunDirError
 from batchrun.models import Outcome
 from batchrun.settings import Settings
-from batchrun.values import Confidence, Endpoint, Evaluation, Prices, Quota, ResponseFormat
+from batchrun.values import (
+    Cascade,
+    Confidence,
+    Endpoint,
+    Evaluation,
+    Prices,
+    Quota,
+    ResponseFormat,
+)
 
 __all__ = [
     "BatchrunError",
     "BudgetExceeded",
+    "Cascade",
     "Confidence",
     "ConfigError",
     "Endpoint",

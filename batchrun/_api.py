@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from batchrun.engine.runner import Runner
     from batchrun.engine.stops import RunResult
     from batchrun.input.memory import Placed
+    from batchrun.jobs.cascade_run import CascadeRunner
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
     from batchrun.runfiles import RunDirLock
@@ -380,8 +381,9 @@ def make_runner(
     *,
     hooks: RunHooks | None = None,
     handle_signals: bool = False,
+    extra_hooks: Sequence[RunHooks] = (),
     **injected: Any,
-) -> Runner | BatchDriver | RayDriver:
+) -> Runner | BatchDriver | RayDriver | CascadeRunner:
     """The runner of a run: online (`batchrun.engine.runner.Runner`), through the Batch
     API (``mode="batch"``: `batchrun.batch.BatchDriver`, which hands the rows left at a
     ``deadline`` to an online runner made here with the same hooks), or on a Ray cluster
@@ -393,6 +395,20 @@ def make_runner(
     (`batchrun.batch.state.open_batches_refusal`): their rows are never paid twice."""
     settings.validate()
     refuse_unrouted_pool(settings)
+    if settings.cascade is not None:
+        from batchrun.jobs.cascade_run import CascadeRunner
+
+        def stage(cfg: Settings) -> Runner | BatchDriver | RayDriver | CascadeRunner:
+            around = hooks_for(cfg, extra_hooks)
+            return make_runner(cfg, key, hooks=around, handle_signals=handle_signals, **injected)
+
+        def report(summary: Mapping[str, Any]) -> None:
+            if not settings.quiet:
+                from batchrun.report.cascade import format_cascade
+
+                print(format_cascade(summary), file=sys.stderr, flush=True)
+
+        return CascadeRunner(settings, make_stage=stage, on_end=report)
     if settings.ray is not None:
         from batchrun.scale.driver import RayDriver
 
@@ -491,12 +507,19 @@ async def arun(
     with undone(chosen, where):
         _no_hooks_on_ray(chosen, hooks)
         with _caller_rows(input, chosen), surroundings(chosen) as live:
-            runner = make_runner(live, api_key(live), hooks=hooks_for(live, _listed(hooks)))
+            runner = make_runner(
+                live,
+                api_key(live),
+                hooks=hooks_for(live, _listed(hooks)),
+                extra_hooks=_listed(hooks),
+            )
             result = await _drained_if_cancelled(runner)
     return Run(result.run_dir, result=result)
 
 
-async def _drained_if_cancelled(runner: Runner | BatchDriver | RayDriver) -> RunResult:
+async def _drained_if_cancelled(
+    runner: Runner | BatchDriver | RayDriver | CascadeRunner,
+) -> RunResult:
     """``runner.run()``; when the caller is cancelled meanwhile, the run is interrupted
     (a Ctrl-C: it drains and writes) and the cancellation is raised once it has ended.
     A cancelled run would otherwise drop the answers in flight, which were paid for,
@@ -562,11 +585,13 @@ def run(
             if main and not _loop_running():
                 import anyio
 
-                runner = make_runner(live, key, hooks=around, handle_signals=True)
+                runner = make_runner(
+                    live, key, hooks=around, handle_signals=True, extra_hooks=_listed(hooks)
+                )
                 runner.second_signal = "cancel"  # a library never kills its process
                 result = anyio.run(runner.run)
             else:
-                runner = make_runner(live, key, hooks=around)
+                runner = make_runner(live, key, hooks=around, extra_hooks=_listed(hooks))
                 result = _run_in_own_loop(runner)
         return _unless_signalled(Run(result.run_dir, result=result))
 
@@ -621,7 +646,7 @@ def _loop_running() -> bool:
     return True
 
 
-def _run_in_own_loop(runner: Runner | BatchDriver | RayDriver) -> RunResult:
+def _run_in_own_loop(runner: Runner | BatchDriver | RayDriver | CascadeRunner) -> RunResult:
     """Run in a thread with its own event loop; a KeyboardInterrupt while waiting
     stops the run like a Ctrl-C (a second one leaves the requests in flight), and the
     result says so (`_unless_signalled` raises it again once the run has ended)."""
@@ -665,6 +690,11 @@ def stream(
     with undone(chosen, where):
         if chosen.ray is not None:
             raise ConfigError("stream() cannot run with ray=: read the run's results instead")
+        if chosen.cascade is not None:
+            raise ConfigError(
+                "stream() cannot run a cascade=: a row's answer is decided only when its "
+                "stages have run; use run() and read its results"
+            )
     return RunStream(chosen, _listed(hooks), given=input, placed=where)
 
 
@@ -924,7 +954,12 @@ class Run:
             from batchrun.output.parquet import write_results_parquet
 
             settings = self._settings()
-            write_results_parquet(settings, path)
+            if settings.cascade is not None:
+                from batchrun.jobs.cascade_run import rebuild_cascade
+
+                rebuild_cascade(settings)
+            else:
+                write_results_parquet(settings, path)
         try:
             return pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:

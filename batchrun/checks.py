@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from batchrun.endpoint import SIM
 from batchrun.redact import looks_like_key
-from batchrun.values import CONFIDENCE_METHODS
+from batchrun.values import CASCADE_WHEN, CONFIDENCE_METHODS
 
 Check = Callable[[Any, "Where"], Any]
 _C = TypeVar("_C", bound=Check)
@@ -1053,6 +1053,82 @@ def confidence(value: Any, where: Where) -> Any:
         top_logprobs=numbers["top_logprobs"],
         samples=numbers["samples"],
         score_field=value.get("score_field"),
+    )
+
+
+def cascade(value: Any, where: Where) -> Any:
+    """A `batchrun.settings.Cascade` from a list of models (``["weak", "strong"]``), a
+    [cascade] table or a keyword dict (``{"models": [...], "escalate_below": 0.8}``)."""
+    from batchrun.values import Cascade
+
+    if value is None or isinstance(value, Cascade):
+        return value
+    if isinstance(value, list | tuple):
+        value = {"models": value}
+    if not isinstance(value, Mapping):
+        raise where.fail(f"must be a list of models or a table (got {show(value)})")
+    known = ("models", "escalate_below", "escalate_when", "confidence")
+    problems: list[tuple[str, str]] = [
+        (f"{where.label}.{key}", "unknown key" + suggest(str(key), known))
+        for key in value
+        if key not in known
+    ]
+    models = value.get("models")
+    if isinstance(models, str) or not isinstance(models, list | tuple):
+        problems.append((f"{where.label}.models", f"must be a list of models (got {show(models)})"))
+        models = ()
+    elif not all(isinstance(m, str) and m.strip() for m in models):
+        problems.append((f"{where.label}.models", "must be a list of model names"))
+    elif len(models) < 2:
+        problems.append((f"{where.label}.models", "a cascade needs two models at least"))
+    elif len(set(models)) != len(models):
+        problems.append((f"{where.label}.models", "names a model twice"))
+    below = value.get("escalate_below", (0.8,))
+    below = list(below) if isinstance(below, list | tuple) else [below]
+    thresholds: list[float] = []
+    for item in below:
+        number = _number(item, where)
+        if number is None or not 0.0 < number <= 1.0:
+            problems.append(
+                (
+                    f"{where.label}.escalate_below",
+                    f"must be above 0 and at most 1 (got {show(item)})",
+                )
+            )
+        else:
+            thresholds.append(number)
+    stages = len(models) - 1
+    if models and len(below) not in (1, stages):
+        problems.append(
+            (
+                f"{where.label}.escalate_below",
+                f"give one threshold, or one per stage but the last ({stages}), not {len(below)}",
+            )
+        )
+    when = value.get("escalate_when")
+    if when is not None and when not in CASCADE_WHEN:
+        problems.append(
+            (
+                f"{where.label}.escalate_when",
+                f"must be {' or '.join(CASCADE_WHEN)} (got {show(when)})",
+            )
+        )
+    method = value.get("confidence")
+    if method is not None and method not in CONFIDENCE_METHODS:
+        problems.append(
+            (
+                f"{where.label}.confidence",
+                f"must be one of {', '.join(CONFIDENCE_METHODS)} (got {show(method)})"
+                + suggest(str(method), CONFIDENCE_METHODS),
+            )
+        )
+    if problems:
+        raise Invalid(problems)
+    return Cascade(
+        tuple(str(m) for m in models),
+        tuple(thresholds),
+        None if when is None else str(when),
+        None if method is None else str(method),
     )
 
 

@@ -40,8 +40,10 @@ from batchrun.endpoint import SIM, endpoint_identity
 from batchrun.errors import ConfigError
 from batchrun.response_formats import response_format_setting
 from batchrun.values import (
+    CASCADE_WHEN,
     CONFIDENCE_METHODS,
     DEFAULT_ENDPOINT,
+    Cascade,
     Confidence,
     Endpoint,
     Evaluation,
@@ -818,6 +820,45 @@ class Settings:
             ),
         ),
     )
+    cascade: Cascade | None = setting(
+        help="A model cascade: every row goes to the first model, and on to the next only "
+        "when its confidence is below escalate_below or its answer is unusable: "
+        "{models, escalate_below, escalate_when, confidence}.",
+        section="cascade",
+        key="*",
+        check=checks.cascade,
+        fingerprint=True,
+        parts=(
+            Part(
+                "models",
+                "A cascade: the models in order, cheapest first (repeat it: --cascade weak "
+                "--cascade strong); each row is decided by the first one sure enough.",
+                flags=("--cascade",),
+                kind="multiple",
+                metavar="MODEL",
+            ),
+            Part(
+                "escalate_below",
+                "cascade: a row moves on when its confidence is below this (one, or one "
+                "per stage but the last; repeatable) [default: 0.8].",
+                kind="multiple",
+                metavar="P",
+            ),
+            Part(
+                "escalate_when",
+                "cascade: 'disagree': the first two models both answer every row, and a "
+                "row moves on unless both are sure and agree (three models at least).",
+                choices=CASCADE_WHEN,
+                check=checks.choice(*CASCADE_WHEN),
+            ),
+            Part(
+                "confidence",
+                "cascade: the confidence method [default: --confidence, else logprobs].",
+                choices=CONFIDENCE_METHODS,
+                check=checks.choice(*CONFIDENCE_METHODS),
+            ),
+        ),
+    )
     prices: str | Prices | None = setting(
         help="TOML price file adding/overriding model prices (`batchrun prices --example` "
         "prints one to start from).",
@@ -998,11 +1039,14 @@ class Settings:
                     f"{n('eval.compare')}: 'json_field' needs JSON responses, not "
                     f"{n('response_format', 'text')}"
                 )
-        if self.confidence is not None:
+        if self.confidence is not None or self.cascade is not None:
             from batchrun.confidence import confidence_problems
 
-            named = ("confidence", "response_format", "eval", "request")
-            out.extend(confidence_problems({x: getattr(self, x) for x in named}))
+            named = ("response_format", "eval", "request")
+            values = {x: getattr(self, x) for x in named}
+            out.extend(confidence_problems({**values, "confidence": self.judged_by()}))
+        if self.cascade is not None:
+            out.extend(self._cascade_problems(n, prompt, batch))
         # the input
         if self.column_types and self.input is not None:
             if not isinstance(self.input, str | Path):
@@ -1051,6 +1095,52 @@ class Settings:
         if self.endpoints:
             out.extend(self._pool_problems(n, batch))
         return out
+
+    def _cascade_problems(self, n: Spelling, prompt: str, batch: str) -> list[str]:
+        """The rules of a cascade: a dataset, one model per stage, on one machine."""
+        cascade = self.cascade
+        assert cascade is not None
+        out: list[str] = []
+        if not self.is_dataset:
+            out.append(
+                f"{n('cascade')}: needs a prompt ({prompt}): the cascade sends each row to "
+                "its models in turn"
+            )
+        if self.has_variants:
+            out.append(
+                f"{n('cascade')}: names the models itself; compare models or prompt variants "
+                f"({n('model')}, {n('prompts')}) without it"
+            )
+        elif self.model is not None and self.model != cascade.models[0]:
+            out.append(
+                f"{n('model')}: {self.model!r} is not the cascade's first model "
+                f"({cascade.models[0]!r}); leave {n('model')} out, the cascade names the models"
+            )
+        if (
+            self.confidence is not None
+            and cascade.confidence is not None
+            and cascade.confidence != self.confidence.method
+        ):
+            out.append(
+                f"{n('cascade')}: confidence {cascade.confidence!r} differs from "
+                f"{n('confidence')} {self.confidence.method!r}; give one"
+            )
+        if cascade.escalate_when == "disagree" and len(cascade.models) < 3:
+            out.append(
+                f"{n('cascade')}: escalate_when = 'disagree' needs three models at least "
+                "(two cheap variants that both answer every row, then the one for the rows "
+                "they disagree on)"
+            )
+        if self.ray is not None:
+            out.append(f"{n('cascade')} cannot run on {n('ray')}: run it on one machine")
+        return out
+
+    def judged_by(self) -> Confidence | None:
+        """The confidence every answer gets: the ``confidence`` setting, else a
+        cascade's method (default "logprobs"); None: none asked for."""
+        if self.confidence is not None or self.cascade is None:
+            return self.confidence
+        return Confidence(self.cascade.confidence or "logprobs")
 
     def _pool_problems(self, n: Spelling, batch: str) -> list[str]:
         """The rules of a pool: its names, every model served, batches somewhere."""
@@ -1277,6 +1367,14 @@ class Settings:
             values["confidence"] = Confidence(
                 **{**confidence, "labels": tuple(confidence.get("labels") or ())}
             )
+        cascade = values.get("cascade")
+        if isinstance(cascade, Mapping):
+            values["cascade"] = Cascade(
+                tuple(cascade.get("models") or ()),
+                tuple(cascade.get("escalate_below") or (0.8,)),
+                cascade.get("escalate_when"),
+                cascade.get("confidence"),
+            )
         prices = values.get("prices")
         if isinstance(prices, Mapping):
             values["prices"] = Prices(prices.get("file"), prices.get("models") or {})
@@ -1464,6 +1562,7 @@ def _current_names(data: Mapping[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "Cascade",
     "Confidence",
     "SPELLINGS",
     "Evaluation",

@@ -18,6 +18,7 @@ from typing import Any
 from batchrun.endpoint import SIM, credential_identity, endpoint_identity, sim_identity
 
 CONFIDENCE_METHODS = ("logprobs", "agreement", "self")
+CASCADE_WHEN = ("disagree",)
 BODY_ALIASES = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
 
 
@@ -139,6 +140,33 @@ class Confidence:
     score_field: str | None = None
     """The answer's number field holding the model's own confidence ("self"; None: a
     number property named ``confidence``, else the schema's one number property)."""
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """A model cascade (`batchrun.jobs.cascade`): every row goes to the first model; a
+    row moves on to the next only when its answer's confidence is below that stage's
+    ``escalate_below`` or the answer is unusable (failed, not valid against the schema,
+    cut short, no confidence). The last model's answer stands whatever its confidence.
+
+        >>> Cascade(("weak", "strong"), (0.8,)).threshold(0)
+        0.8
+    """
+
+    models: tuple[str, ...]
+    escalate_below: tuple[float, ...] = (0.8,)
+    """One threshold for every stage but the last, or one per such stage."""
+    escalate_when: str | None = None
+    """"disagree": the first two models are two cheap variants that both answer every
+    row; a row is decided by them only when both are sure enough and give the same
+    label, else it moves on to the third (None: the threshold alone)."""
+    confidence: str | None = None
+    """The confidence method (None: the [confidence] setting's, else "logprobs")."""
+
+    def threshold(self, stage: int) -> float:
+        """``escalate_below`` of stage ``stage`` (0-based, not the last)."""
+        below = self.escalate_below
+        return below[0] if len(below) == 1 else below[stage]
 
 
 @dataclass(frozen=True)
@@ -306,7 +334,7 @@ def jsonable(value: Any) -> Any:
         return value.__name__
     if isinstance(value, Endpoint):
         return value.public()
-    if isinstance(value, Quota | ResponseFormat | Evaluation | Confidence | Prices):
+    if isinstance(value, Quota | ResponseFormat | Evaluation | Confidence | Prices | Cascade):
         return jsonable(asdict(value))
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}

@@ -26,7 +26,15 @@ from batchrun.settings import (
     key_spelling,
     keyword_spelling,
 )
-from batchrun.values import Confidence, Endpoint, Evaluation, Prices, Quota, ResponseFormat
+from batchrun.values import (
+    Cascade,
+    Confidence,
+    Endpoint,
+    Evaluation,
+    Prices,
+    Quota,
+    ResponseFormat,
+)
 
 SCHEMA = {
     "type": "object",
@@ -231,6 +239,7 @@ TYPICAL: dict[str, Any] = {
     "workers": 4,
     "eval": Evaluation("label", "json_field", "label"),
     "confidence": Confidence("logprobs", label_field="label"),
+    "cascade": Cascade(("weak", "strong"), (0.7,)),
     "prices": Prices(None, {"m": {"input": 1.0, "output": 2.0}}),
     "name": "sentiment",
 }

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batchrun.apis import APIS, EMBEDDINGS
@@ -453,9 +453,19 @@ def format_minutes(minutes: float) -> str:
 def estimate_settings(settings: Settings) -> EstimateReport:
     """The estimate of a run's settings: its input checked exactly as a run would (bad
     rows and duplicate ids are reported), every request counted and priced; typical
-    answer lengths learned from ``out_dir`` when it holds an earlier run."""
+    answer lengths learned from ``out_dir`` when it holds an earlier run. A cascade is
+    estimated at its most: every row sent to every one of its models."""
     from batchrun.input.select import source_for
 
+    if settings.cascade is not None:
+        # a cascade at its most: every row escalated to every model (each row once per
+        # model, as a comparison of the models is counted)
+        settings = replace(
+            settings,
+            cascade=None,
+            model=settings.cascade.models,
+            confidence=settings.judged_by(),
+        )
     book = PriceBook.load(settings.prices)
     source = source_for(settings)
     to_send = _what_a_run_sends(settings, source)

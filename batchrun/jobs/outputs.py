@@ -51,6 +51,10 @@ def finish_dataset_run(cfg: Settings, *, target_accuracy: float | None = None) -
     (`batchrun.jobs.calibration.suggest_threshold`).
     """
     assert cfg.out_dir is not None
+    if cfg.cascade is not None:  # its files are made from its stages'
+        from batchrun.jobs.cascade_run import rebuild_cascade
+
+        return rebuild_cascade(cfg, target_accuracy)
     path = os.path.join(cfg.out_dir, PARQUET) if cfg.write_parquet else None
     comparison = examples = None
     observers: list[RowObserver] = []

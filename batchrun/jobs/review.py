@@ -2,6 +2,7 @@
 
 `write_review` takes the answered rows of a run with a confidence (`batchrun.settings.
 Confidence`) whose confidence is below ``below``: answers without a usable label first,
+then (a cascade, `batchrun.jobs.cascade`) the rows whose stages gave different labels,
 then the lowest confidence first, at most ``limit`` of them, each with its input
 columns (but the [eval] reference column: people are not shown the answer they are to
 give), the model's label, its confidence and the raw answer, in one of three formats:
@@ -19,6 +20,11 @@ give), the model's label, its confidence and the raw answer, in one of three for
   ``suggestions: {QUESTION: {value, score, agent}}``;
 * ``jsonl``: one line per row, ``{"custom_id", "row", "input": {...}, "prediction",
   "confidence", "model", "answer", "label": null}``: a person fills in ``label``.
+
+A cascade's row carries every stage's answer (``stages.parquet``): in Label Studio one
+more scored prediction per earlier stage, in Argilla ``stage<n>_label`` and
+``stage<n>_confidence`` metadata, in JSONL a ``stages`` list of ``{"stage", "model",
+"prediction", "confidence"}``.
 
 `import_labels` reads people's labels back: a Label Studio JSON export (each task's
 ``annotations[].result[].value.choices``, cancelled annotations left out; several
@@ -62,6 +68,7 @@ __all__ = [
     "ImportReport",
     "ReviewReport",
     "ReviewRow",
+    "StageAnswer",
     "argilla_records",
     "import_labels",
     "jsonl_lines",
@@ -86,6 +93,23 @@ class ReviewRow:
     model: str | None
     answer: str | None
     """The raw answer."""
+    stages: tuple[StageAnswer, ...] = ()
+    """A cascade's row: every stage's answer to it, in stage order."""
+
+    @property
+    def disagreeing(self) -> bool:
+        """Its stages gave different labels."""
+        return len({s.label for s in self.stages if s.label is not None}) > 1
+
+
+@dataclass(frozen=True)
+class StageAnswer:
+    """One cascade stage's answer to a row in the review queue."""
+
+    stage: int
+    model: str
+    label: str | None
+    confidence: float | None
 
 
 @dataclass
@@ -113,6 +137,10 @@ def _run_settings(run_dir: str) -> Any:
     from batchrun.engine.runinfo import settings_of
 
     cfg = settings_of(run_dir)
+    if cfg.cascade is not None:  # a cascade's answers have the confidence it decided by
+        from dataclasses import replace
+
+        cfg = replace(cfg, confidence=cfg.judged_by())
     if cfg.confidence is None:
         raise ConfigError(
             f"{run_dir}: the run has no confidence to queue doubtful rows by "
@@ -133,7 +161,12 @@ def _results(run_dir: str, cfg: Any) -> Any:
     path = os.path.join(run_dir, "results.parquet")
     if not os.path.exists(path):
         with RunDirLock(run_dir):
-            write_results_parquet(cfg, path)
+            if cfg.cascade is not None:
+                from batchrun.jobs.cascade_run import rebuild_cascade
+
+                rebuild_cascade(cfg)
+            else:
+                write_results_parquet(cfg, path)
     return pq.read_table(path)
 
 
@@ -170,6 +203,7 @@ def review_rows(
     data = table.select(
         ["custom_id", "row", "status", "model", "content", "confidence", *columns]
     ).to_pylist()
+    stages = _stage_answers(run_dir, reader)
     queued: list[ReviewRow] = []
     answered = without = 0
     for item in data:
@@ -193,10 +227,12 @@ def review_rows(
                 confidence,
                 item["model"],
                 item["content"],
+                stages.get(item["custom_id"], ()),
             )
         )
-    # unusable answers first (no label), then the least confident; ties in input order
-    queued.sort(key=lambda r: (r.label is not None, r.confidence or 0.0, r.row))
+    # unusable answers first (no label), then rows whose cascade stages disagree, then
+    # the least confident; ties in input order
+    queued.sort(key=lambda r: (r.label is not None, not r.disagreeing, r.confidence or 0.0, r.row))
     doubtful = len(queued)
     if limit is not None:
         queued = queued[:limit]
@@ -217,6 +253,28 @@ def review_rows(
             f"{without} answered rows have no confidence (answers without logprobs?): not queued"
         )
     return queued, report
+
+
+def _stage_answers(run_dir: str, reader: Any) -> dict[str, tuple[StageAnswer, ...]]:
+    """A cascade's stages.parquet as each row's answers (empty: not a cascade)."""
+    import pyarrow.parquet as pq
+
+    path = os.path.join(run_dir, "stages.parquet")
+    if not os.path.exists(path):
+        return {}
+    out: dict[str, list[StageAnswer]] = {}
+    columns = ["custom_id", "stage", "model", "status", "content", "confidence"]
+    for item in pq.read_table(path, columns=columns).to_pylist():
+        ok = item["status"] == "succeeded"
+        out.setdefault(str(item["custom_id"]), []).append(
+            StageAnswer(
+                int(item["stage"]),
+                str(item["model"]),
+                reader.label_of(item["content"]) if ok else None,
+                item["confidence"],
+            )
+        )
+    return {cid: tuple(sorted(found, key=lambda a: a.stage)) for cid, found in out.items()}
 
 
 def _text_column(rows: Sequence[ReviewRow], wanted: str | None) -> str | None:
@@ -259,6 +317,23 @@ def label_studio_tasks(
         task["predictions"] = [
             {"model_version": r.model or "batchrun", "score": r.confidence or 0.0, "result": result}
         ]
+        for earlier in r.stages[:-1]:  # a cascade: the stages before the deciding one
+            task["predictions"].append(
+                {
+                    "model_version": f"stage {earlier.stage}: {earlier.model}",
+                    "score": earlier.confidence or 0.0,
+                    "result": [
+                        {
+                            "from_name": question,
+                            "to_name": to_name,
+                            "type": "choices",
+                            "value": {"choices": [earlier.label]},
+                        }
+                    ]
+                    if earlier.label is not None
+                    else [],
+                }
+            )
         tasks.append(task)
     return tasks
 
@@ -297,6 +372,9 @@ def argilla_records(
             if name != text_column and value is not None
         }
         metadata.update(confidence=r.confidence, model=r.model, row=r.row)
+        for one in r.stages:  # a cascade: every stage's label and confidence
+            metadata[f"stage{one.stage}_label"] = one.label
+            metadata[f"stage{one.stage}_confidence"] = one.confidence
         suggestions = {}
         if r.label is not None:
             suggestions[question] = {"value": r.label, "score": r.confidence, "agent": r.model}
@@ -324,6 +402,21 @@ def jsonl_lines(rows: Iterable[ReviewRow]) -> list[dict[str, Any]]:
             "confidence": r.confidence,
             "model": r.model,
             "answer": r.answer,
+            **(
+                {
+                    "stages": [
+                        {
+                            "stage": a.stage,
+                            "model": a.model,
+                            "prediction": a.label,
+                            "confidence": a.confidence,
+                        }
+                        for a in r.stages
+                    ]
+                }
+                if r.stages
+                else {}
+            ),
             "label": None,
         }
         for r in rows

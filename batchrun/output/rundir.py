@@ -138,6 +138,14 @@ class RunDir:
             raise RunDirError(f"{run.path}: no such run directory")
         info = run.file(RUN_INFO)
         if not os.path.isfile(info):
+            stages = os.path.join(run.path, "stages")
+            if os.path.isdir(stages):  # a cascade whose first pass has not ended yet
+                names = sorted(os.listdir(stages))
+                raise RunDirError(
+                    f"{run.path}: a cascade still in its first pass (its files are written "
+                    "when its stages end); look at a stage: "
+                    + ", ".join(os.path.join(run.path, "stages", n) for n in names[:3])
+                )
             raise RunDirError(f"{run.path}: no run.json (is this a batchrun run directory?)")
         if read_json_object(info) is None:
             raise RunDirError(f"{info}: unreadable (not a JSON object)")

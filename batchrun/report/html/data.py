@@ -461,6 +461,7 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
         },
         "quality": _quality(report["quality"] or {}),
         "eval": evaluation,
+        "cascade": report.get("cascade"),
         "variants": variants,
         "comparison": comparison,
         "reused": (

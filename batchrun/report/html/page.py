@@ -56,7 +56,10 @@ _SKELETON = """
     <div id="latency-table"></div><div class="chart" id="latency-chart"></div>
   </section>
   <section id="quality"><h2>Answer quality</h2><div id="quality-body"></div></section>
-  <section id="evaluation"><h2 id="eval-title">Evaluation</h2><div id="eval-body"></div></section>
+  <section id="cascade" hidden><h2>Cascade</h2><div id="cascade-body"></div>
+    <div class="grid2"><div class="chart" id="cascade-curve"></div></div></section>
+  <section id="evaluation"><h2 id="eval-title">Evaluation</h2><div id="eval-body"></div>
+    <div class="grid2"><div class="chart" id="eval-reliability"></div></div></section>
   <section id="errors"><h2>Errors by code</h2><div id="errors-body"></div></section>
   <section id="sample"><h2>Sample of results</h2><div id="sample-body"></div></section>
 </main>
