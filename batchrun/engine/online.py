@@ -35,9 +35,11 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
+from batchrun.apis import EMBEDDING_REQUEST_INPUTS, EMBEDDINGS
 from batchrun.engine.attempt import BREAKER_MIN, Breaker, Sender
 from batchrun.engine.commit import Committer
 from batchrun.engine.gcpause import fewer_collections, threshold_for
+from batchrun.engine.packing import PackingLane, halves, unpack
 from batchrun.engine.pending import PendingRows
 from batchrun.engine.prepare import Prepared, prepare_input, record
 from batchrun.engine.reuse import EarlierLines, Reuse
@@ -47,7 +49,7 @@ from batchrun.input.pilot import PilotPicker, Selection
 from batchrun.input.sources import ScanObserver, Source
 from batchrun.models import Outcome, Request
 from batchrun.output.breaker import first_max_tokens, stop_note
-from batchrun.pacing.scheduler import Accounts, Scheduler
+from batchrun.pacing.scheduler import Accounts, Lane, Scheduler, Stopped, Ticket
 from batchrun.redact import register_secret
 from batchrun.settings import Settings
 from batchrun.transport.client import ChatClient
@@ -222,9 +224,15 @@ class OnlineLane:
         self._try_checkpoint(run)
         # a run whose earlier answers already trip the breaker sends nothing more
         self._judge(run)
+        lanes = pending.lanes(prepared.source, prepared.scan.models, self.accounts, run.clock)
+        if cfg.api == EMBEDDINGS and cfg.is_dataset:
+            # rows to embed go many to a request; a lane of a shared read (several
+            # models) may have nothing *yet*, which would end its packs: left unpacked
+            packing = {"max_inputs": cfg.embed_batch or EMBEDDING_REQUEST_INPUTS}
+            lanes = [PackingLane(lane, **packing) if type(lane) is Lane else lane for lane in lanes]
         self._scheduler = Scheduler(
             self.accounts,
-            pending.lanes(prepared.source, prepared.scan.models, self.accounts, run.clock),
+            lanes,
             estimate=_token_estimate,
             sleep=run.sleep,
         )
@@ -271,12 +279,41 @@ class OnlineLane:
         # channel (with its per-item cost) is needed between reader and workers
         deliver = self._deliver
         while (ticket := await scheduler.next()) is not None:
-            outcome = await sender.process(ticket)
-            if outcome is not None:
-                deliver([outcome])
+            if ticket.request.members is not None:
+                await self._send_pack(sender, scheduler, ticket)
+            else:
+                outcome = await sender.process(ticket)
+                if outcome is not None:
+                    deliver([outcome])
             # a transport that never suspends (an in-memory mock, a local cache)
             # must not starve the writer, the summary and the signal handler
             await anyio.lowlevel.checkpoint()
+
+    async def _send_pack(self, sender: Sender, scheduler: Scheduler, ticket: Ticket) -> None:
+        """A pack of rows to embed (`batchrun.engine.packing`): each row's outcome out of
+        the pack's. A pack refused as a bad request is sent again in halves, each paced
+        as a request of its own, until the bad row is alone: the others get their
+        vectors. Halves not sent (a stop) leave their rows pending."""
+        pack = ticket.request
+        outcome = await sender.process(ticket)
+        if outcome is None:
+            return
+        members = pack.members
+        if members is None:
+            self._deliver([outcome])
+            return
+        if not outcome.ok and outcome.status_code == 400 and len(members) > 1:
+            for half in halves(pack):
+                tokens = _token_estimate(half) if ticket.tokens else 0
+                try:
+                    await scheduler.wait_for(ticket.account, tokens)
+                except Stopped:
+                    return
+                await self._send_pack(
+                    sender, scheduler, Ticket(half, ticket.account, tokens, ticket.since)
+                )
+            return
+        self._deliver(unpack(outcome, pack))
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
         """Finished outcomes, and answers found without sending: to the writer."""

@@ -1,0 +1,366 @@
+"""Dataset jobs for the embeddings and Responses APIs (issue 28, part 2).
+
+``api = "embeddings"``: each row's text (``[prompt] input``) is embedded; rows are
+packed many to a request on the wire and split back into one line per row, so resume,
+dedupe and results.parquet work per row; a pack refused as a bad request is split to
+find the bad row. ``api = "responses"``: system/user become instructions/input.
+results.parquet's ``embedding`` column is ``fixed_size_list<float32>[dim]``, and
+`Run.embeddings` reads it as one numpy matrix.
+
+Unit tests use plain functions and ``httpx.MockTransport`` (the simulator's own answer
+functions behind it) with an injected clock; the Python API test runs the simulator.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import batchrun
+from batchrun.engine.packing import halves, pack_requests, unpack
+from batchrun.engine.runner import EXIT_OK
+from batchrun.errors import ConfigError
+from batchrun.jobs.jobfile import load_job
+from batchrun.models import Attempt, Outcome, Request
+from batchrun.pacing.tokens import count_text
+from batchrun.settings import Settings
+from batchrun.sim.embeddings import embedding_vector, embeddings_object
+from batchrun.sim.responses import response_object, response_reply
+from tests.test_embeddings_api import StopAfter, floats, results, run_online
+
+MODEL = "text-embedding-3-small"
+
+
+def rows_file(path: Path, n: int, text: Any = None) -> Path:
+    text = text or (lambda i: f"body of {i}")
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"r{i}", "title": f"T{i}", "text": text(i)}) + "\n" for i in range(n)
+        )
+    )
+    return path
+
+
+def embed_settings(tmp_path: Path, n: int = 40, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "input": str(rows_file(tmp_path / "in.jsonl", n)),
+        "out_dir": str(tmp_path / "run"),
+        "base_url": "http://test/v1",
+        "model": MODEL,
+        "api": "embeddings",
+        "embed_input": "{title}\n{text}",
+        "id_column": "id",
+        "request": {"dimensions": 8},
+        "quiet": True,
+        "concurrency": 4,
+    }
+    values.update(extra)
+    return Settings.build(**values)
+
+
+class Embedder:
+    """An embeddings endpoint (the simulator's answers) recording each request; a text
+    holding ``bad`` makes the whole request a 400, as a real server refuses it."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.sent.append(body)
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        if any("bad" in t for t in texts):
+            error = {"message": "input is bad", "type": "invalid_request_error", "code": None}
+            return httpx.Response(400, json={"error": error})
+        return httpx.Response(200, json=embeddings_object(body))
+
+    @property
+    def inputs(self) -> list[str]:
+        return [
+            t
+            for b in self.sent
+            for t in (b["input"] if isinstance(b["input"], list) else [b["input"]])
+        ]
+
+
+def row_vector(line: dict[str, Any]) -> list[float]:
+    data = line["response"]["body"]["data"]
+    assert len(data) == 1
+    return floats(data[0]["embedding"])
+
+
+# -- settings ------------------------------------------------------------------------
+
+
+def test_api_is_one_setting_with_its_rules() -> None:
+    assert Settings.build(input="x.jsonl", api="responses", prompt="{q}").api == "responses"
+    with pytest.raises(ConfigError, match="must be one of chat, embeddings, responses"):
+        Settings.build(input="x.jsonl", api="embedding", prompt="{q}")
+    problems = Settings(input="x.jsonl", embed_input="{t}").problems()
+    assert problems == ["embed_input=: the text to embed, only with api='embeddings'"]
+    problems = Settings(input="x.jsonl", api="embeddings").problems()
+    assert problems and "needs a prompt (embed_input= or prompt=)" in problems[0]
+    problems = Settings(input="x.jsonl", api="embeddings", prompt="{t}", system="s").problems()
+    assert problems == [
+        "system=: an embeddings request has no messages and no answer text; "
+        "not with api='embeddings'"
+    ]
+    problems = Settings(
+        input="x.jsonl", api="embeddings", prompt="{t}", embed_batch=5000
+    ).problems()
+    assert problems == [
+        "embed_batch=: at most 2,048 inputs go in one embeddings request (got 5,000)"
+    ]
+    assert Settings(input="x.jsonl", prompt="{t}", embed_batch=5).problems() == [
+        "embed_batch=: packs rows to embed, only with api='embeddings'"
+    ]
+    # a chat job's fingerprint is what it was before there were other APIs
+    assert "api" not in Settings(input="x.jsonl", prompt="{t}").fingerprint()
+    assert Settings(input="x.jsonl", api="embeddings", prompt="{t}").fingerprint()["api"] == (
+        "embeddings"
+    )
+
+
+def test_a_job_file_declares_the_api_and_the_text_to_embed(tmp_path: Path) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[input]\npath = "in.jsonl"\n'
+        '[request]\napi = "embeddings"\nmodel = "text-embedding-3-small"\n'
+        "dimensions = 256\nembed_batch = 100\n"
+        '[prompt]\ninput = "{title}\\n{text}"\n'
+    )
+    rows_file(tmp_path / "in.jsonl", 2)
+    settings = load_job(job).settings()
+    assert (settings.api, settings.embed_input, settings.embed_batch) == (
+        "embeddings",
+        "{title}\n{text}",
+        100,
+    )
+    assert settings.request == {"dimensions": 256}
+
+
+def test_dataset_rows_become_bodies_of_their_api(tmp_path: Path) -> None:
+    from batchrun.input.select import source_for
+
+    path = rows_file(tmp_path / "in.jsonl", 1)
+    cfg = Settings.build(
+        input=str(path), model=MODEL, api="embeddings", embed_input="{title}\n{text}",
+        request={"dimensions": 8, "temperature": 0},
+    )  # fmt: skip
+    (req,) = source_for(cfg).requests()
+    assert req.api == "embeddings"
+    assert req.body == {
+        "model": MODEL, "dimensions": 8, "encoding_format": "base64", "input": "T0\nbody of 0"
+    }  # fmt: skip
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
+    cfg = Settings.build(
+        input=str(path), model="gpt-4.1-mini", api="responses", system="Be brief about {title}.",
+        prompt="{text}", response_format=schema,
+        request={"max_tokens": 50, "reasoning_effort": "low"},
+    )  # fmt: skip
+    (req,) = source_for(cfg).requests()
+    assert req.api == "responses"
+    assert req.body == {
+        "model": "gpt-4.1-mini",
+        "max_output_tokens": 50,
+        "reasoning": {"effort": "low"},
+        "instructions": "Be brief about T0.",
+        "input": "body of 0",
+        "text": {
+            "format": {"type": "json_schema", "name": "response", "schema": schema, "strict": True}
+        },
+    }
+
+
+# -- packing -------------------------------------------------------------------------
+
+
+def row(i: int, text: str = "", **body: Any) -> Request:
+    return Request(f"r{i}", {"model": MODEL, "input": text or f"t{i}", **body}, i, api="embeddings")
+
+
+def test_rows_are_packed_up_to_the_inputs_and_tokens_of_a_request() -> None:
+    packs = list(pack_requests(iter([row(i) for i in range(10)]), max_inputs=4))
+    assert [len(p.members or ()) for p in packs] == [4, 4, 2]
+    assert packs[0].body["input"] == ["t0", "t1", "t2", "t3"]
+    assert packs[0].custom_id == "r0" and packs[0].body["encoding_format"] == "base64"
+    # the token cap: 3 tokens each, at most 7 a request
+    packs = list(pack_requests(iter([row(i) for i in range(5)]), max_tokens=7, tokens=lambda r: 3))
+    assert [len(p.members or ()) for p in packs] == [2, 2, 0]
+    assert packs[-1].custom_id == "r4" and packs[-1].members is None  # one row goes alone
+    # rows asking other fields are never in one pack; another API's request goes alone
+    chat = Request("c", {"model": "m", "messages": []}, 9)
+    mixed = [row(0), row(1, dimensions=4), row(2, dimensions=4), chat, row(3)]
+    shapes = [
+        p.body.get("dimensions") if p.members is None else len(p.members)
+        for p in pack_requests(iter(mixed))
+    ]
+    assert shapes == [None, 2, None, None]
+    assert [p.custom_id for p in pack_requests(iter(mixed))] == ["r0", "r1", "c", "r3"]
+
+
+def test_a_packs_answer_is_one_outcome_per_row_with_its_vector_and_usage_share() -> None:
+    (pack,) = pack_requests(
+        iter([row(0, "a"), row(1, "a b c"), row(2, "a b c d e f g")]), max_inputs=8
+    )
+    body = embeddings_object(pack.body)
+    body["usage"] = {"prompt_tokens": 100, "total_tokens": 100}  # not what we counted
+    answer = Outcome.success(
+        pack, status=200, request_id="q", body=body, attempts=[Attempt(200, "ok")]
+    )
+    rows = unpack(answer, pack)
+    assert [r.custom_id for r in rows] == ["r0", "r1", "r2"]
+    assert [floats(r.body["data"][0]["embedding"]) for r in rows] == [
+        embedding_vector(t, MODEL) for t in ("a", "a b c", "a b c d e f g")
+    ]
+    shares = [r.body["usage"]["prompt_tokens"] for r in rows]
+    assert sum(shares) == 100 and shares[0] < shares[1] < shares[2]
+    from batchrun.ids import body_hash
+
+    assert [r.body_hash for r in rows] == [
+        body_hash(json.dumps(m.body, separators=(",", ":")).encode()) for m in pack.members or ()
+    ]
+    # a failure is every row's; an answer short of a vector pairs none
+    failed = Outcome.failure(pack, code="server_error", message="x", attempts=[], status=500)
+    assert [(r.custom_id, r.ok) for r in unpack(failed, pack)] == [
+        ("r0", False), ("r1", False), ("r2", False)
+    ]  # fmt: skip
+    body["data"] = body["data"][:2]
+    short = Outcome.success(pack, status=200, request_id="q", body=body, attempts=[])
+    assert {r.error["code"] for r in unpack(short, pack) if r.error} == {"invalid_embeddings"}
+    first, second = halves(pack)
+    assert first.members is None and first.custom_id == "r0"
+    assert [m.custom_id for m in second.members or ()] == ["r1", "r2"]
+
+
+# -- runs ----------------------------------------------------------------------------
+
+
+def test_an_embeddings_job_packs_rows_and_writes_a_vector_per_row(tmp_path: Path) -> None:
+    cfg = embed_settings(tmp_path, 40, embed_batch=16)
+    server = Embedder()
+    assert run_online(cfg, server).exit_code == EXIT_OK
+    assert [len(b["input"]) for b in server.sent] == [16, 16, 8]
+    lines = results(tmp_path / "run")
+    assert sorted(lines) == sorted(f"r{i}" for i in range(40))  # a line per row
+    for i in range(40):
+        assert row_vector(lines[f"r{i}"]) == embedding_vector(f"T{i}\nbody of {i}", MODEL, 8)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    tokens = sum(count_text(f"T{i}\nbody of {i}", MODEL) for i in range(40))
+    assert summary["usage"]["prompt_tokens"] == tokens
+    assert summary["requests"]["succeeded"] == 40
+    table = pq.read_table(tmp_path / "run" / "results.parquet")
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 8)
+    assert table.column("custom_id").to_pylist() == [f"r{i}" for i in range(40)]
+    matrix = batchrun.open(str(tmp_path / "run")).embeddings()
+    assert matrix.shape == (40, 8) and matrix.dtype == np.float32
+    assert matrix[7].tolist() == embedding_vector("T7\nbody of 7", MODEL, 8)
+
+
+def test_the_default_pack_is_as_many_rows_as_a_request_takes(tmp_path: Path) -> None:
+    cfg = embed_settings(tmp_path, 2100, concurrency=1)
+    server = Embedder()
+    assert run_online(cfg, server).exit_code == EXIT_OK
+    assert [len(b["input"]) for b in server.sent] == [2048, 52]
+
+
+def test_a_bad_row_in_a_pack_is_found_by_halving_and_the_others_get_their_vectors(
+    tmp_path: Path,
+) -> None:
+    cfg = embed_settings(tmp_path, 16, embed_batch=16, concurrency=1)
+    rows_file(tmp_path / "in.jsonl", 16, text=lambda i: "bad one" if i == 11 else f"good {i}")
+    server = Embedder()
+    run_online(cfg, server)
+    # depth first: 16 -> 8 ok, 8 bad -> (4 bad -> (2 ok, 2 bad -> (1 ok, 1 bad)), 4 ok)
+    assert [len(b["input"]) if isinstance(b["input"], list) else 1 for b in server.sent] == [
+        16, 8, 8, 4, 2, 2, 1, 1, 4
+    ]  # fmt: skip
+    lines = results(tmp_path / "run")
+    assert len(lines) == 15 and "r11" not in lines
+    errors = [json.loads(x) for x in (tmp_path / "run" / "errors.jsonl").read_text().splitlines()]
+    assert [e["custom_id"] for e in errors] == ["r11"]
+    assert errors[0]["error"]["attempts"][-1]["status"] == 400
+    assert row_vector(lines["r12"]) == embedding_vector("T12\ngood 12", MODEL, 8)
+
+
+def _given(cfg: Settings) -> dict[str, Any]:
+    return {
+        "input": cfg.input, "out_dir": cfg.out_dir, "base_url": cfg.base_url, "model": cfg.model,
+        "api": cfg.api, "embed_input": cfg.embed_input, "id_column": cfg.id_column,
+        "request": dict(cfg.request), "quiet": True, "concurrency": cfg.concurrency,
+        "embed_batch": cfg.embed_batch,
+    }  # fmt: skip
+
+
+def test_a_stopped_packed_run_resumes_row_by_row(tmp_path: Path) -> None:
+    cfg = embed_settings(tmp_path, 60, embed_batch=8, concurrency=1)
+    first = Embedder()
+    run_online(cfg, first, StopAfter(20))
+    done = set(results(tmp_path / "run"))
+    assert 20 <= len(done) < 60
+    second = Embedder()
+    assert run_online(cfg, second).exit_code == EXIT_OK
+    assert set(second.inputs).isdisjoint(f"T{c[1:]}\nbody of {c[1:]}" for c in done)
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 60  # every row once
+    for one in map(json.loads, lines):
+        i = one["custom_id"][1:]
+        assert row_vector(one) == embedding_vector(f"T{i}\nbody of {i}", MODEL, 8)
+
+
+def test_identical_texts_are_embedded_once(tmp_path: Path) -> None:
+    cfg = embed_settings(tmp_path, 30)
+    cfg = Settings.build(**{**_given(cfg), "embed_input": "{text}"})
+    rows_file(tmp_path / "in.jsonl", 30, text=lambda i: f"same {i % 3}")
+    server = Embedder()
+    assert run_online(cfg, server).exit_code == EXIT_OK
+    assert sorted(server.inputs) == ["same 0", "same 1", "same 2"]
+    lines = results(tmp_path / "run")
+    assert len(lines) == 30
+    assert (
+        row_vector(lines["r4"]) == row_vector(lines["r1"]) == embedding_vector("same 1", MODEL, 8)
+    )
+
+
+def test_a_responses_job_runs_its_rows_through_the_responses_api(tmp_path: Path) -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        sent.append((request.url.path, body))
+        answer = response_object(response_reply(body), body, f"resp_{len(sent)}", 0)
+        return httpx.Response(200, json=answer)
+
+    cfg = Settings.build(
+        input=str(rows_file(tmp_path / "in.jsonl", 5)), out_dir=str(tmp_path / "run"),
+        base_url="http://test/v1", model="gpt-4.1-mini", api="responses", system="Sum up.",
+        prompt="{title}: {text}", id_column="id", quiet=True, request={"reasoning_effort": "low"},
+    )  # fmt: skip
+    assert run_online(cfg, server).exit_code == EXIT_OK
+    assert {path for path, _ in sent} == {"/v1/responses"}
+    assert sent[0][1]["instructions"] == "Sum up." and sent[0][1]["reasoning"] == {"effort": "low"}
+    table = pq.read_table(tmp_path / "run" / "results.parquet")
+    assert table.column("status").to_pylist() == ["succeeded"] * 5
+    assert all(table.column("content").to_pylist())
+
+
+def test_python_run_returns_the_table_and_the_matrix(tmp_path: Path) -> None:
+    texts = [f"text {i % 5}" for i in range(25)]
+    run = batchrun.run(
+        [{"text": t} for t in texts], str(tmp_path / "run"), api="embeddings", model=MODEL,
+        prompt="{text}", base_url="sim", quiet=True,
+    )  # fmt: skip
+    table = run.results()
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 1536)
+    matrix = run.embeddings()
+    assert matrix.shape == (25, 1536) and matrix.dtype == np.float32
+    assert np.array_equal(matrix[3], np.array(embedding_vector(texts[3], MODEL), np.float32))
+    frame = run.to_pandas()
+    assert isinstance(frame["embedding"][0], np.ndarray) and len(frame["embedding"][0]) == 1536
