@@ -364,3 +364,84 @@ def test_python_run_returns_the_table_and_the_matrix(tmp_path: Path) -> None:
     assert np.array_equal(matrix[3], np.array(embedding_vector(texts[3], MODEL), np.float32))
     frame = run.to_pandas()
     assert isinstance(frame["embedding"][0], np.ndarray) and len(frame["embedding"][0]) == 1536
+
+
+# -- kill -9 during a packed run -------------------------------------------------------
+
+KILL_ROWS = 3000
+KILLS = 5
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_packed_embeddings_run_every_row_once_with_its_own_vector(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL a packed embeddings run (packs of 16, requests in flight, lines being
+    written) again and again, then let it finish: every row has one line, and the
+    vector on it is the one the simulator computes for that row's own text (a vector
+    paired with another row would differ), in results.jsonl and results.parquet."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_kill import _complete_ids, _sim, _size, _stop
+
+    rng = random.Random(28)
+    # unique texts, and some repeated ones (the in-run dedupe is on)
+    text = lambda i: f"row {i} says {rng.random():.6f}" if i % 10 else f"repeat {i % 7}"
+    texts = {f"r{i}": text(i) for i in range(KILL_ROWS)}
+    (tmp_path / "in.jsonl").write_text(
+        "".join(json.dumps({"id": k, "text": t}) + "\n" for k, t in texts.items())
+    )
+    out = tmp_path / "run"
+    results_path = out / "results.jsonl"
+    sims = _sim(150, 50)
+    base_url = next(sims)
+    cmd = [
+        sys.executable, "-m", "batchrun", "run", str(tmp_path / "in.jsonl"), "-o", str(out),
+        "--base-url", base_url, "--auth", "none", "-q", "-c", "4", "-m", MODEL,
+        "--api", "embeddings", "--embed-input", "{text}", "--embed-batch", "16",
+        "--id-column", "id", "--body", "dimensions=16",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("OPENAI_API_KEY", None)
+    log = open(tmp_path / "stderr.log", "wb")  # noqa: SIM115 - closed in finally
+    proc: subprocess.Popen[bytes] | None = None
+    progress: list[int] = []
+    try:
+        for _ in range(KILLS):
+            before = _size(results_path)
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+            deadline = time.monotonic() + 30
+            while _size(results_path) <= before and proc.poll() is None:
+                assert time.monotonic() < deadline, "the run wrote nothing in 30 s"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.05, 0.4))
+            assert proc.poll() is None, "the run finished before its kill; make it longer"
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=10) == -signal.SIGKILL
+            ids = _complete_ids(results_path)
+            assert len(ids) == len(set(ids)), "a row was written twice"
+            progress.append(len(ids))
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
+        assert proc.wait(timeout=120) == 0, (tmp_path / "stderr.log").read_text()[-2000:]
+    finally:
+        if proc is not None:
+            _stop(proc)
+        log.close()
+        sims.close()
+    assert 0 < progress[0] and progress[-1] < KILL_ROWS, progress
+    lines = [json.loads(x) for x in results_path.read_text().splitlines()]
+    assert sorted(x["custom_id"] for x in lines) == sorted(texts)  # every row once
+    for one in lines:
+        assert row_vector(one) == embedding_vector(texts[one["custom_id"]], MODEL, 16)
+    table = pq.read_table(out / "results.parquet", columns=["custom_id", "embedding"])
+    matrix = batchrun.open(str(out)).embeddings()
+    for k, custom_id in enumerate(table.column("custom_id").to_pylist()):
+        assert matrix[k].tolist() == embedding_vector(texts[custom_id], MODEL, 16)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"]["succeeded"] == KILL_ROWS
+    print(f"lines after each kill: {progress}")
