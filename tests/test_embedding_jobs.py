@@ -391,8 +391,10 @@ def test_sigkill_during_a_packed_embeddings_run_every_row_once_with_its_own_vect
 
     rng = random.Random(28)
     # unique texts, and some repeated ones (the in-run dedupe is on)
-    text = lambda i: f"row {i} says {rng.random():.6f}" if i % 10 else f"repeat {i % 7}"
-    texts = {f"r{i}": text(i) for i in range(KILL_ROWS)}
+    texts = {
+        f"r{i}": f"row {i} says {rng.random():.6f}" if i % 10 else f"repeat {i % 7}"
+        for i in range(KILL_ROWS)
+    }
     (tmp_path / "in.jsonl").write_text(
         "".join(json.dumps({"id": k, "text": t}) + "\n" for k, t in texts.items())
     )
