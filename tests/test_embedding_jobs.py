@@ -447,3 +447,43 @@ def test_sigkill_during_a_packed_embeddings_run_every_row_once_with_its_own_vect
     summary = json.loads((out / "summary.json").read_text())
     assert summary["requests"]["succeeded"] == KILL_ROWS
     print(f"lines after each kill: {progress}")
+
+
+# -- the Batch API -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["embeddings", "responses"])
+def test_a_dataset_job_of_either_api_runs_through_the_batch_api(tmp_path: Path, api: str) -> None:
+    """Rows go one a line (an embeddings batch holds 50,000 inputs at most, packed or
+    not: packing would save no batch), sharded by --batch-max-requests here; the
+    official SDK, as a client of the same simulator, sees the batches of the API."""
+    import anyio
+    import openai
+
+    from batchrun._api import make_runner
+    from batchrun.sim import SimConfig, SimThread
+
+    model = MODEL if api == "embeddings" else "gpt-4.1-mini"
+    with SimThread(SimConfig(require_key="sk-sim")) as sim:
+        cfg = Settings.build(
+            input=str(rows_file(tmp_path / "in.jsonl", 30)), out_dir=str(tmp_path / "run"),
+            base_url=sim.base_url, model=model, api=api, prompt="{title}\n{text}",
+            id_column="id", mode="batch", poll_interval=0.02, batch_max_requests=10,
+            keep_remote_files=True, quiet=True,
+        )  # fmt: skip
+        result = anyio.run(make_runner(cfg, "sk-sim").run)
+        client = openai.OpenAI(base_url=sim.base_url, api_key="sk-sim", max_retries=0)
+        batches = list(client.batches.list())
+        first = client.files.content(batches[0].output_file_id).text.splitlines()
+    assert result.exit_code == EXIT_OK, result
+    assert [b.endpoint for b in batches] == [f"/v1/{api}"] * 3
+    assert all(b.request_counts.completed == 10 for b in batches)
+    assert len(first) == 10
+    table = pq.read_table(tmp_path / "run" / "results.parquet")
+    assert table.column("status").to_pylist() == ["succeeded"] * 30
+    if api == "responses":
+        assert all(table.column("content").to_pylist())
+        return
+    matrix = batchrun.open(str(tmp_path / "run")).embeddings()
+    for i in range(30):
+        assert matrix[i].tolist() == embedding_vector(f"T{i}\nbody of {i}", MODEL)
