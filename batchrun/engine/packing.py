@@ -176,22 +176,39 @@ def unpack(outcome: Outcome, pack: Request) -> list[Outcome]:
     body = outcome.body if type(outcome.body) is dict else {}
     usage = usage_of(body) if vectors is not None else None
     prompt = _shares(usage.prompt_tokens if usage is not None else None, weights)
+    # (built field by field: dataclasses.replace costs ~45 us a row, this ~5 us)
+    shared = {f: getattr(outcome, f) for f in _SHARED}
     for index, member in enumerate(members):
-        row = dataclasses.replace(
-            outcome,
-            custom_id=member.custom_id,
+        row = Outcome(
+            member.custom_id,
+            outcome.ok,
+            outcome.status_code,
+            outcome.request_id,
+            _row_answer(body, vectors[index], prompt[index]) if vectors is not None else body,
+            dict(outcome.error) if outcome.error is not None else None,
+            list(outcome.attempts),
             row=member.row,
             columns=member.columns,
             body_hash=body_hash(orjson.dumps(member.body)),
-            attempts=list(outcome.attempts),
-            error=dict(outcome.error) if outcome.error is not None else None,
             # an unreadable answer paid for is counted once, on the first row
             billed_unread=outcome.billed_unread if index == 0 else None,
+            **shared,
         )
-        if vectors is not None:
-            row.body = _row_answer(body, vectors[index], prompt[index])
         out.append(row)
     return out
+
+
+_SHARED = tuple(
+    f.name
+    for f in dataclasses.fields(Outcome)
+    if f.name
+    not in (
+        "custom_id", "ok", "status_code", "request_id", "body", "error", "attempts", "row",
+        "columns", "body_hash", "billed_unread",
+    )
+)  # fmt: skip
+"""The fields every row of a pack has as the pack's outcome has them (times, quality,
+how it was sent...)."""
 
 
 def _row_answer(body: dict[str, Any], vector: Any, tokens: int | None) -> dict[str, Any]:
