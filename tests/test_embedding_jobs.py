@@ -487,3 +487,16 @@ def test_a_dataset_job_of_either_api_runs_through_the_batch_api(tmp_path: Path, 
     matrix = batchrun.open(str(tmp_path / "run")).embeddings()
     for i in range(30):
         assert matrix[i].tolist() == embedding_vector(f"T{i}\nbody of {i}", MODEL)
+
+
+def test_the_shipped_embed_job_runs_against_the_simulator(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+    job = load_job(root / "jobs" / "embed.toml")
+    settings = job.settings()
+    assert (settings.api, settings.embed_input) == ("embeddings", "{product}\n{text}")
+    run = batchrun.run_job(job, out_dir=str(tmp_path / "run"), quiet=True)
+    matrix = run.embeddings()
+    assert matrix.shape == (300, 256)
+    first = json.loads((root / "jobs" / "data" / "reviews.jsonl").read_text().splitlines()[0])
+    expected = embedding_vector(f"{first['product']}\n{first['text']}", MODEL, 256)
+    assert matrix[0].tolist() == expected
