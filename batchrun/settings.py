@@ -1352,6 +1352,11 @@ class Settings:
             out.append(f"{n('confidence')}: reads chat answers' logprobs; not with {n('api', api)}")
         if api == RESPONSES:
             return out
+        if self.embed_input is not None and self.prompts:
+            out.append(
+                f"{n('embed_input')} and {n('prompts')}: give the text to embed or named "
+                "variants of it, not both"
+            )
         if self.embed_input is not None and self.prompt is not None:
             out.append(
                 f"{n('embed_input')} and {n('prompt')}: give the text to embed once "

@@ -118,6 +118,12 @@ def test_api_is_one_setting_with_its_rules() -> None:
     assert problems == [
         "embed_batch=: at most 2,048 inputs go in one embeddings request (got 5,000)"
     ]
+    problems = Settings(
+        input="x.jsonl", api="embeddings", embed_input="{t}", prompts={"a": {"user": "{t}"}}
+    ).problems()
+    assert problems == [
+        "embed_input= and prompts=: give the text to embed or named variants of it, not both"
+    ]
     assert Settings(input="x.jsonl", prompt="{t}", embed_batch=5).problems() == [
         "embed_batch=: packs rows to embed, only with api='embeddings'"
     ]
