@@ -506,3 +506,27 @@ def test_the_shipped_embed_job_runs_against_the_simulator(tmp_path: Path) -> Non
     first = json.loads((root / "jobs" / "data" / "reviews.jsonl").read_text().splitlines()[0])
     expected = embedding_vector(f"{first['product']}\n{first['text']}", MODEL, 256)
     assert matrix[0].tolist() == expected
+
+
+def test_the_embedding_column_reads_as_a_fixed_size_array_elsewhere(tmp_path: Path) -> None:
+    """polars and Hugging Face ``datasets`` read the column as fixed-size float32
+    arrays, DuckDB as float lists; the vectors are the simulator's."""
+    duckdb = pytest.importorskip("duckdb")
+    polars = pytest.importorskip("polars")
+    datasets = pytest.importorskip("datasets")
+    cfg = embed_settings(tmp_path, 12)
+    assert run_online(cfg, Embedder()).exit_code == EXIT_OK
+    path = str(tmp_path / "run" / "results.parquet")
+    want = embedding_vector("T5\nbody of 5", MODEL, 8)
+    # DuckDB reads a Parquet list as FLOAT[] (Parquet has no fixed-size list; the Arrow
+    # type rides in the file's metadata, which it does not read); a cast fixes the size
+    found = duckdb.sql(
+        f"SELECT typeof(embedding::FLOAT[8]), embedding FROM '{path}' WHERE custom_id = 'r5'"
+    ).fetchall()
+    assert found[0][0] == "FLOAT[8]" and list(found[0][1]) == pytest.approx(want, rel=1e-7)
+    frame = polars.read_parquet(path)
+    assert frame.schema["embedding"] == polars.Array(polars.Float32, 8)
+    assert frame["embedding"][5].to_list() == pytest.approx(want, rel=1e-7)
+    table = datasets.Dataset.from_parquet(path, cache_dir=str(tmp_path / "hf"))
+    assert table.features["embedding"].length == 8
+    assert table[5]["embedding"] == pytest.approx(want, rel=1e-7)
