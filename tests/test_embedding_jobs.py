@@ -530,3 +530,45 @@ def test_the_embedding_column_reads_as_a_fixed_size_array_elsewhere(tmp_path: Pa
     table = datasets.Dataset.from_parquet(path, cache_dir=str(tmp_path / "hf"))
     assert table.features["embedding"].length == 8
     assert table[5]["embedding"] == pytest.approx(want, rel=1e-7)
+
+
+def test_the_response_cache_answers_a_second_embeddings_job_without_sending(
+    tmp_path: Path,
+) -> None:
+    cache = str(tmp_path / "cache.sqlite")
+    first = Embedder()
+    cfg = embed_settings(tmp_path, 20, cache=cache)
+    assert run_online(cfg, first).exit_code == EXIT_OK
+    assert len(first.inputs) == 20
+    again = Settings.build(**{**_given(cfg), "out_dir": str(tmp_path / "again"), "cache": cache})
+    second = Embedder()
+    assert run_online(again, second).exit_code == EXIT_OK
+    assert second.sent == []  # every row from the cache, free
+    lines = results(tmp_path / "again")
+    assert row_vector(lines["r3"]) == embedding_vector("T3\nbody of 3", MODEL, 8)
+
+
+def test_named_variants_embed_each_row_once_per_template(tmp_path: Path) -> None:
+    cfg = embed_settings(tmp_path, 4)
+    variants = Settings.build(
+        **{**_given(cfg), "embed_input": None, "prompts": {"short": "{title}", "long": "{text}"}}
+    )
+    server = Embedder()
+    assert run_online(variants, server).exit_code == EXIT_OK
+    lines = results(tmp_path / "run")
+    assert row_vector(lines["r2@short"]) == embedding_vector("T2", MODEL, 8)
+    assert row_vector(lines["r2@long"]) == embedding_vector("body of 2", MODEL, 8)
+    assert batchrun.open(str(tmp_path / "run")).embeddings().shape == (8, 8)
+
+
+def test_reasoning_settings_pass_through_to_a_responses_body(tmp_path: Path) -> None:
+    from batchrun.input.select import source_for
+
+    cfg = Settings.build(
+        input=str(rows_file(tmp_path / "in.jsonl", 1)), model="o4-mini", api="responses",
+        prompt="{text}", request={"reasoning": {"effort": "high", "summary": "auto"}},
+    )  # fmt: skip
+    (req,) = source_for(cfg).requests()
+    assert req.body == {
+        "model": "o4-mini", "reasoning": {"effort": "high", "summary": "auto"}, "input": "body of 0"
+    }  # fmt: skip
