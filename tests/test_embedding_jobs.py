@@ -262,6 +262,7 @@ def test_an_embeddings_job_packs_rows_and_writes_a_vector_per_row(tmp_path: Path
     tokens = sum(count_text(f"T{i}\nbody of {i}", MODEL) for i in range(40))
     assert summary["usage"]["prompt_tokens"] == tokens
     assert summary["requests"]["succeeded"] == 40
+    assert summary["packing"] == {"requests": 3, "rows": 40, "split": 0}
     table = pq.read_table(tmp_path / "run" / "results.parquet")
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 8)
     assert table.column("custom_id").to_pylist() == [f"r{i}" for i in range(40)]
@@ -294,6 +295,8 @@ def test_a_bad_row_in_a_pack_is_found_by_halving_and_the_others_get_their_vector
     assert [e["custom_id"] for e in errors] == ["r11"]
     assert errors[0]["error"]["attempts"][-1]["status"] == 400
     assert row_vector(lines["r12"]) == embedding_vector("T12\ngood 12", MODEL, 8)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["packing"] == {"requests": 9, "rows": 16, "split": 4}
 
 
 def _given(cfg: Settings) -> dict[str, Any]:

@@ -112,6 +112,9 @@ class OnlineLane:
         self._run: Engine | None = None
         self._commit: GroupCommit | None = None
         self._drain_scope: anyio.CancelScope | None = None
+        self.packing: dict[str, int] | None = None
+        """An embeddings job's packs this process sent (summary.json's ``packing``):
+        requests, the rows they carried, packs split to find a refused row."""
 
     # -- before sending ---------------------------------------------------------------
     async def prepare(self, run: Engine) -> None:
@@ -230,6 +233,7 @@ class OnlineLane:
             # models) may have nothing *yet*, which would end its packs: left unpacked
             packing = {"max_inputs": cfg.embed_batch or EMBEDDING_REQUEST_INPUTS}
             lanes = [PackingLane(lane, **packing) if type(lane) is Lane else lane for lane in lanes]
+            self.packing = {"requests": 0, "rows": 0, "split": 0}
         self._scheduler = Scheduler(
             self.accounts,
             lanes,
@@ -279,7 +283,7 @@ class OnlineLane:
         # channel (with its per-item cost) is needed between reader and workers
         deliver = self._deliver
         while (ticket := await scheduler.next()) is not None:
-            if ticket.request.members is not None:
+            if self.packing is not None:
                 await self._send_pack(sender, scheduler, ticket)
             else:
                 outcome = await sender.process(ticket)
@@ -299,10 +303,17 @@ class OnlineLane:
         if outcome is None:
             return
         members = pack.members
+        counts = self.packing
+        if counts is not None:
+            counts["requests"] += 1
+            counts["rows"] += len(members) if members is not None else 1
         if members is None:
             self._deliver([outcome])
             return
         if not outcome.ok and outcome.status_code == 400 and len(members) > 1:
+            if counts is not None:
+                counts["split"] += 1
+                counts["rows"] -= len(members)  # its rows are counted in its halves
             for half in halves(pack):
                 tokens = _token_estimate(half) if ticket.tokens else 0
                 try:
@@ -425,6 +436,8 @@ class OnlineLane:
             }
         if self.reuse is not None:
             out["dedupe"] = self.reuse.summary()
+        if self.packing is not None:
+            out["packing"] = dict(self.packing)
         return out
 
     def summary(self, status: str) -> dict[str, Any]:
