@@ -950,8 +950,8 @@ class Run:
         from batchrun.output.parquet import EMBEDDING_COLUMN
 
         self.results()  # written from the run's files when missing
-        path = os.path.join(self.run_dir, "results.parquet")
-        if EMBEDDING_COLUMN not in pq.read_schema(path).names:
+        path = os.path.join(self.run_dir, "results.parquet")  # a directory on a cluster
+        if EMBEDDING_COLUMN not in pq.ParquetDataset(path).schema.names:
             raise RunDirError(f"{self.run_dir}: not an embeddings run (no embedding column)")
         column = pq.read_table(path, columns=[EMBEDDING_COLUMN]).column(EMBEDDING_COLUMN)
         dim = column.type.list_size
