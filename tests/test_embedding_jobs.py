@@ -347,17 +347,30 @@ def test_a_responses_job_runs_its_rows_through_the_responses_api(tmp_path: Path)
         answer = response_object(response_reply(body), body, f"resp_{len(sent)}", 0)
         return httpx.Response(200, json=answer)
 
+    schema = {
+        "type": "object",
+        "properties": {"topic": {"type": "string"}, "score": {"type": "integer"}},
+        "required": ["topic", "score"],
+        "additionalProperties": False,
+    }
     cfg = Settings.build(
         input=str(rows_file(tmp_path / "in.jsonl", 5)), out_dir=str(tmp_path / "run"),
         base_url="http://test/v1", model="gpt-4.1-mini", api="responses", system="Sum up.",
         prompt="{title}: {text}", id_column="id", quiet=True, request={"reasoning_effort": "low"},
+        response_format=schema,
     )  # fmt: skip
     assert run_online(cfg, server).exit_code == EXIT_OK
     assert {path for path, _ in sent} == {"/v1/responses"}
     assert sent[0][1]["instructions"] == "Sum up." and sent[0][1]["reasoning"] == {"effort": "low"}
+    assert sent[0][1]["text"]["format"]["schema"] == schema
     table = pq.read_table(tmp_path / "run" / "results.parquet")
     assert table.column("status").to_pylist() == ["succeeded"] * 5
-    assert all(table.column("content").to_pylist())
+    # the same content and typed columns as a chat job's
+    assert all(
+        json.loads(c).keys() == {"topic", "score"} for c in table.column("content").to_pylist()
+    )
+    assert table.schema.field("score").type == pa.int64()
+    assert table.column("parse_error").to_pylist() == [None] * 5
 
 
 def test_python_run_returns_the_table_and_the_matrix(tmp_path: Path) -> None:
