@@ -276,6 +276,19 @@ def test_the_default_pack_is_as_many_rows_as_a_request_takes(tmp_path: Path) -> 
     server = Embedder()
     assert run_online(cfg, server).exit_code == EXIT_OK
     assert [len(b["input"]) for b in server.sent] == [2048, 52]
+    assert {b["encoding_format"] for b in server.sent} == {"base64"}
+    # vectors asked as JSON floats (4x the bytes): packs of 512, to stay well within
+    # --max-response-bytes
+    floats = Settings.build(
+        **{**_given(cfg), "out_dir": str(tmp_path / "floats"),
+           "request": {"dimensions": 8, "encoding_format": "float"}}
+    )  # fmt: skip
+    server = Embedder()
+    assert run_online(floats, server).exit_code == EXIT_OK
+    assert [len(b["input"]) for b in server.sent] == [512, 512, 512, 512, 52]
+    assert row_vector(results(tmp_path / "floats")["r7"]) == embedding_vector(
+        "T7\nbody of 7", MODEL, 8
+    )
 
 
 def test_a_bad_row_in_a_pack_is_found_by_halving_and_the_others_get_their_vectors(

@@ -39,7 +39,7 @@ from batchrun.apis import EMBEDDING_REQUEST_INPUTS, EMBEDDINGS
 from batchrun.engine.attempt import BREAKER_MIN, Breaker, Sender
 from batchrun.engine.commit import Committer
 from batchrun.engine.gcpause import fewer_collections, threshold_for
-from batchrun.engine.packing import PackingLane, halves, unpack
+from batchrun.engine.packing import FLOAT_PACK_INPUTS, PackingLane, halves, unpack
 from batchrun.engine.pending import PendingRows
 from batchrun.engine.prepare import Prepared, prepare_input, record
 from batchrun.engine.reuse import EarlierLines, Reuse
@@ -231,7 +231,9 @@ class OnlineLane:
         if cfg.api == EMBEDDINGS and cfg.is_dataset:
             # rows to embed go many to a request; a lane of a shared read (several
             # models) may have nothing *yet*, which would end its packs: left unpacked
-            packing = {"max_inputs": cfg.embed_batch or EMBEDDING_REQUEST_INPUTS}
+            floats = cfg.request.get("encoding_format", "base64") != "base64"
+            default = FLOAT_PACK_INPUTS if floats else EMBEDDING_REQUEST_INPUTS
+            packing = {"max_inputs": cfg.embed_batch or default}
             lanes = [PackingLane(lane, **packing) if type(lane) is Lane else lane for lane in lanes]
             self.packing = {"requests": 0, "rows": 0, "split": 0}
         self._scheduler = Scheduler(

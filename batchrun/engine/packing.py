@@ -48,6 +48,11 @@ from batchrun.pacing.tokens import embedding_input_tokens
 REQUEST_TOKENS = 300_000
 """Most tokens one embeddings request may hold over all its inputs (OpenAI's limit)."""
 
+FLOAT_PACK_INPUTS = 512
+"""Default rows a pack when the job asks for vectors as JSON floats: ~20 bytes a value,
+so 512 vectors of 3,072 values are ~31 MB, within the default --max-response-bytes
+(64 MiB), where 2,048 would not be (an answer too large is paid for and unreadable)."""
+
 Tokens = Callable[[Request], int]
 
 
@@ -240,6 +245,7 @@ def _drained(lane: Lane) -> Iterator[Request]:
 
 
 __all__ = [
+    "FLOAT_PACK_INPUTS",
     "REQUEST_TOKENS",
     "PackingLane",
     "halves",
