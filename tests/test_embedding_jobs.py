@@ -69,8 +69,9 @@ class Embedder:
     """An embeddings endpoint (the simulator's answers) recording each request; a text
     holding ``bad`` makes the whole request a 400, as a real server refuses it."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 400) -> None:
         self.sent: list[dict[str, Any]] = []
+        self.status = status
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
@@ -78,7 +79,7 @@ class Embedder:
         texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
         if any("bad" in t for t in texts):
             error = {"message": "input is bad", "type": "invalid_request_error", "code": None}
-            return httpx.Response(400, json={"error": error})
+            return httpx.Response(self.status, json={"error": error})
         return httpx.Response(200, json=embeddings_object(body))
 
     @property
@@ -291,12 +292,13 @@ def test_the_default_pack_is_as_many_rows_as_a_request_takes(tmp_path: Path) -> 
     )
 
 
+@pytest.mark.parametrize("status", [400, 413])
 def test_a_bad_row_in_a_pack_is_found_by_halving_and_the_others_get_their_vectors(
-    tmp_path: Path,
+    tmp_path: Path, status: int
 ) -> None:
     cfg = embed_settings(tmp_path, 16, embed_batch=16, concurrency=1)
     rows_file(tmp_path / "in.jsonl", 16, text=lambda i: "bad one" if i == 11 else f"good {i}")
-    server = Embedder()
+    server = Embedder(status)
     run_online(cfg, server)
     # depth first: 16 -> 8 ok, 8 bad -> (4 bad -> (2 ok, 2 bad -> (1 ok, 1 bad)), 4 ok)
     assert [len(b["input"]) if isinstance(b["input"], list) else 1 for b in server.sent] == [
@@ -306,7 +308,7 @@ def test_a_bad_row_in_a_pack_is_found_by_halving_and_the_others_get_their_vector
     assert len(lines) == 15 and "r11" not in lines
     errors = [json.loads(x) for x in (tmp_path / "run" / "errors.jsonl").read_text().splitlines()]
     assert [e["custom_id"] for e in errors] == ["r11"]
-    assert errors[0]["error"]["attempts"][-1]["status"] == 400
+    assert errors[0]["error"]["attempts"][-1]["status"] == status
     assert row_vector(lines["r12"]) == embedding_vector("T12\ngood 12", MODEL, 8)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["packing"] == {"requests": 9, "rows": 16, "split": 4}

@@ -39,7 +39,13 @@ from batchrun.apis import EMBEDDING_REQUEST_INPUTS, EMBEDDINGS
 from batchrun.engine.attempt import BREAKER_MIN, Breaker, Sender
 from batchrun.engine.commit import Committer
 from batchrun.engine.gcpause import fewer_collections, threshold_for
-from batchrun.engine.packing import FLOAT_PACK_INPUTS, PackingLane, halves, unpack
+from batchrun.engine.packing import (
+    FLOAT_PACK_INPUTS,
+    SPLIT_STATUSES,
+    PackingLane,
+    halves,
+    unpack,
+)
 from batchrun.engine.pending import PendingRows
 from batchrun.engine.prepare import Prepared, prepare_input, record
 from batchrun.engine.reuse import EarlierLines, Reuse
@@ -297,9 +303,9 @@ class OnlineLane:
 
     async def _send_pack(self, sender: Sender, scheduler: Scheduler, ticket: Ticket) -> None:
         """A pack of rows to embed (`batchrun.engine.packing`): each row's outcome out of
-        the pack's. A pack refused as a bad request is sent again in halves, each paced
-        as a request of its own, until the bad row is alone: the others get their
-        vectors. Halves not sent (a stop) leave their rows pending."""
+        the pack's. A pack refused as a bad request (400, 413, 422) is sent again in
+        halves, each paced as a request of its own, until the bad row is alone: the
+        others get their vectors. Halves not sent (a stop) leave their rows pending."""
         pack = ticket.request
         outcome = await sender.process(ticket)
         if outcome is None:
@@ -312,7 +318,7 @@ class OnlineLane:
         if members is None:
             self._deliver([outcome])
             return
-        if not outcome.ok and outcome.status_code == 400 and len(members) > 1:
+        if not outcome.ok and outcome.status_code in SPLIT_STATUSES and len(members) > 1:
             if counts is not None:
                 counts["split"] += 1
                 counts["rows"] -= len(members)  # its rows are counted in its halves

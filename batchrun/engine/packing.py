@@ -17,8 +17,9 @@ results.jsonl, its own place in results.parquet. So packing happens only on the 
    is split back by `unpack` into one outcome per row: the row's vector as a one-entry
    embeddings list, the usage shared out by each text's tokens (the shares sum to what
    the server reported, so the cost is the same), the row's own body hash. A failure
-   is every row's failure; a pack refused as a bad request (400) is split in halves
-   and each half sent again, down to the row that is bad (`halves`).
+   is every row's failure; a pack refused as a bad request (`SPLIT_STATUSES`: 400, 413,
+   422) is split in halves and each half sent again, down to the row that is bad
+   (`halves`).
 
 `PackingLane` applies (1) to a scheduler lane: a pack is paced as one request (one of
 the rate limit's requests, its texts' tokens).
@@ -52,6 +53,11 @@ FLOAT_PACK_INPUTS = 512
 """Default rows a pack when the job asks for vectors as JSON floats: ~20 bytes a value,
 so 512 vectors of 3,072 values are ~31 MB, within the default --max-response-bytes
 (64 MiB), where 2,048 would not be (an answer too large is paid for and unreadable)."""
+
+SPLIT_STATUSES = frozenset({400, 413, 422})
+"""A pack refused with one of these is split in halves (`halves`): a bad request (one
+bad text), a body too large for a proxy or a server's own limits, an input it cannot
+process. Any other failure (retried as the pack first) is every row's."""
 
 Tokens = Callable[[Request], int]
 
@@ -247,6 +253,7 @@ def _drained(lane: Lane) -> Iterator[Request]:
 __all__ = [
     "FLOAT_PACK_INPUTS",
     "REQUEST_TOKENS",
+    "SPLIT_STATUSES",
     "PackingLane",
     "halves",
     "pack_requests",
