@@ -10,9 +10,11 @@ results.jsonl, its own place in results.parquet. So packing happens only on the 
    model, dimensions, user) into one request whose ``input`` is their texts in order,
    up to ``max_inputs`` texts and ``max_tokens`` tokens; the packed `Request` carries
    its rows as ``members`` (its custom_id is its first row's: what a budget's
-   reservation is held under). The vectors travel as base64 float32 unless the job
-   asks otherwise: the exact same values in a quarter of the bytes (a pack of 2,048
-   vectors of 1,536 floats is 16 MB of base64, 60 MB of JSON numbers).
+   reservation is held under). The pack asks for what its rows' bodies ask for: a
+   dataset job's ask for base64 float32 unless told otherwise
+   (`batchrun.templating.text.body_builder`), the exact same values in a quarter of
+   the bytes (a pack of 2,048 vectors of 1,536 floats is 16 MB of base64, 60 MB of
+   JSON numbers), so each row's answer is what its own body would have got.
 2. Its answer (the client has checked that it holds one vector per input, by index)
    is split back by `unpack` into one outcome per row: the row's vector as a one-entry
    embeddings list, the usage shared out by each text's tokens (the shares sum to what
@@ -94,7 +96,6 @@ def packed(members: list[Request], tokens: list[int] | None = None) -> Request:
     first = members[0]
     body = {k: v for k, v in first.body.items() if k != "input"}
     body["input"] = [m.body["input"] for m in members]
-    body.setdefault("encoding_format", "base64")
     return dataclasses.replace(
         first, body=body, members=tuple(members), member_tokens=tuple(tokens or ())
     )
