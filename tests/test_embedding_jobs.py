@@ -398,6 +398,7 @@ def test_python_run_returns_the_table_and_the_matrix(tmp_path: Path) -> None:
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 1536)
     matrix = run.embeddings()
     assert matrix.shape == (25, 1536) and matrix.dtype == np.float32
+    assert not matrix.flags.owndata  # a view of the column's Arrow buffer, not a copy
     assert np.array_equal(matrix[3], np.array(embedding_vector(texts[3], MODEL), np.float32))
     frame = run.to_pandas()
     assert isinstance(frame["embedding"][0], np.ndarray) and len(frame["embedding"][0]) == 1536
