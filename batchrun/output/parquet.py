@@ -776,6 +776,7 @@ def write_results_parquet(
     row_group_rows: int = ROW_GROUP_ROWS,
     observe: RowObserver | None = None,
     jsonl_columns: list[tuple[str, str]] | None = None,
+    dim: int | None = None,
 ) -> ParquetReport:
     """Write results.parquet for a run (atomically), evaluating in the same pass.
 
@@ -785,7 +786,8 @@ def write_results_parquet(
     ``observe`` sees every output row (the comparison of variants). Raises InputError
     when the input cannot be read again. ``source`` may be one shard's rows;
     ``jsonl_columns`` then types the carried JSONL columns as the whole input does, so
-    every shard's file has the same schema.
+    every shard's file has the same schema; ``dim`` does the same for an embeddings
+    job's vectors (None: `embedding_dim` of the run directory).
     """
     from batchrun.input.select import source_for
     from batchrun.input.variants import plan_variants
@@ -803,7 +805,10 @@ def write_results_parquet(
     report = ParquetReport(path=out_path)
     if out_path is None and evaluators is None and observe is None:
         return report
-    dim = embedding_dim(cfg) if cfg.api == EMBEDDINGS else None
+    if cfg.api != EMBEDDINGS:
+        dim = None
+    elif dim is None:
+        dim = embedding_dim(cfg)
     layout = _layout(cfg, source, carry=out_path is not None, jsonl_columns=jsonl_columns, dim=dim)
     report.columns = list(layout.schema.names)
     report.renamed = layout.renamed
