@@ -966,7 +966,40 @@ class Run:
             raise RunDirError(f"{path}: cannot read the results ({exc})") from exc
 
     def to_pandas(self) -> Any:
+        """`results` as a pandas DataFrame (an embeddings job's ``embedding`` column:
+        a numpy float32 array per row, None for a row without a vector)."""
         return self.results().to_pandas()
+
+    def embeddings(self) -> Any:
+        """An embeddings job's vectors as one numpy float32 array, a row per input row
+        in input order (``rows x dim``); a row without a vector (failed, pending,
+        invalid) is NaN. Read from results.parquet's ``embedding`` column without
+        copying when the file is one row group and every row has its vector.
+
+            vectors = batchrun.run(df, api="embeddings", model="text-embedding-3-small",
+                                   prompt="{text}").embeddings()
+        """
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from batchrun.output.parquet import EMBEDDING_COLUMN
+
+        self.results()  # written from the run's files when missing
+        path = os.path.join(self.run_dir, "results.parquet")  # a directory on a cluster
+        if EMBEDDING_COLUMN not in pq.ParquetDataset(path).schema.names:
+            raise RunDirError(f"{self.run_dir}: not an embeddings run (no embedding column)")
+        column = pq.read_table(path, columns=[EMBEDDING_COLUMN]).column(EMBEDDING_COLUMN)
+        dim = column.type.list_size
+        chunks = column.chunks
+        array = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+        rows = len(array)
+        flat = array.values.slice(array.offset * dim, rows * dim)
+        matrix = flat.to_numpy(zero_copy_only=False).reshape(rows, dim)
+        if array.null_count:
+            matrix = matrix.copy()
+            matrix[array.is_null().to_numpy(zero_copy_only=False)] = np.nan
+        return matrix
 
     def errors(self) -> pa.Table:
         """One row per request that failed for good: id, row, HTTP status, code, message."""

@@ -33,6 +33,11 @@ class Request:
     row: int
     columns: dict[str, Any] | None = None
     api: str = "chat"
+    members: tuple[Request, ...] | None = None
+    """A pack of embeddings rows sent as one request (`batchrun.engine.packing`): the
+    rows, in the order of the body's ``input`` texts. None: one row's request."""
+    member_tokens: tuple[int, ...] = ()
+    """A pack's texts' tokens, in order (what its usage is shared out by)."""
 
 
 @dataclass(frozen=True, slots=True)

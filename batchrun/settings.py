@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from batchrun import checks
+from batchrun.apis import APIS, CHAT, EMBEDDING_REQUEST_INPUTS, EMBEDDINGS, RESPONSES
 from batchrun.checks import Check, Invalid, Where
 from batchrun.endpoint import SIM, endpoint_identity
 from batchrun.errors import ConfigError
@@ -298,6 +299,25 @@ class Settings:
         check=checks.model_names,
         fingerprint=True,
     )
+    api: str = setting(
+        CHAT,
+        help="The API a dataset job's rows go to: 'chat' (chat completions), 'embeddings' "
+        "(a vector per row; rows are packed many to a request) or 'responses' (OpenAI's "
+        "Responses API) [default: chat]. A request file's lines name theirs (url).",
+        section="request",
+        flags=("--api",),
+        choices=APIS,
+        check=checks.choice(*APIS),
+        fingerprint=True,
+    )
+    embed_batch: int | None = setting(
+        help="--api embeddings: most rows packed into one request [default: as many as fit "
+        f"{EMBEDDING_REQUEST_INPUTS:,} inputs and the provider's tokens per request].",
+        section="request",
+        flags=("--embed-batch",),
+        metavar="N",
+        check=checks.positive_int,
+    )
     stream: bool = setting(
         False,
         help="Stream every row (answers are assembled into the same object).",
@@ -407,6 +427,16 @@ class Settings:
         key="user",
         aliases=("user",),
         check=checks.prompt,
+        fingerprint=True,
+    )
+    embed_input: str | None = setting(
+        help="--api embeddings: the text to embed, a template ({column} placeholders: "
+        "'{title}\\n{text}'); --prompt is the same.",
+        section="prompt",
+        key="input",
+        flags=("--embed-input",),
+        metavar="TEMPLATE",
+        check=checks.template_text,
         fingerprint=True,
     )
     messages: tuple[dict[str, str], ...] | None = setting(
@@ -1023,6 +1053,7 @@ class Settings:
             unused = [x for x in ("system", "examples") if getattr(self, x) is not None]
             unused += ["template_engine"] if self.template_engine != "auto" else []
             out.extend(f"{n(x)}: only applies to a prompt ({prompt})" for x in unused)
+        out.extend(self._api_problems(n, prompt))
         if self.examples is not None and self.template_engine == "format":
             out.append(f"{n('examples')}: few-shot examples need {n('template_engine', 'jinja')}")
         # the evaluation against the answer's format
@@ -1142,6 +1173,53 @@ class Settings:
             return self.confidence
         return Confidence(self.cascade.confidence or "logprobs")
 
+    def _api_problems(self, n: Spelling, prompt: str) -> list[str]:
+        """The rules of ``api``: a dataset job's rows go to chat, embeddings or Responses;
+        an embeddings job has one text to embed per row and nothing a chat answer needs."""
+        out: list[str] = []
+        api = self.api
+        embeddings = n("api", EMBEDDINGS)
+        if self.embed_input is not None and api != EMBEDDINGS:
+            out.append(f"{n('embed_input')}: the text to embed, only with {embeddings}")
+        if self.embed_batch is not None:
+            if api != EMBEDDINGS:
+                out.append(f"{n('embed_batch')}: packs rows to embed, only with {embeddings}")
+            elif self.embed_batch > EMBEDDING_REQUEST_INPUTS:
+                out.append(
+                    f"{n('embed_batch')}: at most {EMBEDDING_REQUEST_INPUTS:,} inputs go in "
+                    f"one embeddings request (got {self.embed_batch:,})"
+                )
+        if api == CHAT:
+            return out
+        if not self.is_dataset:
+            what = f"{n('embed_input')} or {n('prompt')}" if api == EMBEDDINGS else prompt
+            out.append(
+                f"{n('api', api)}: needs a prompt ({what}); a request file's lines name "
+                'their API by their url ("/v1/embeddings", "/v1/responses")'
+            )
+        if self.confidence is not None:
+            out.append(f"{n('confidence')}: reads chat answers' logprobs; not with {n('api', api)}")
+        if api == RESPONSES:
+            return out
+        if self.embed_input is not None and self.prompts:
+            out.append(
+                f"{n('embed_input')} and {n('prompts')}: give the text to embed or named "
+                "variants of it, not both"
+            )
+        if self.embed_input is not None and self.prompt is not None:
+            out.append(
+                f"{n('embed_input')} and {n('prompt')}: give the text to embed once "
+                "(both are the template of one text)"
+            )
+        unused = [x for x in ("system", "messages", "response_format", "eval", "examples")]
+        out.extend(
+            f"{n(x)}: an embeddings request has no messages and no answer text; not with "
+            f"{embeddings}"
+            for x in unused
+            if getattr(self, x) is not None
+        )
+        return out
+
     def _pool_problems(self, n: Spelling, batch: str) -> list[str]:
         """The rules of a pool: its names, every model served, batches somewhere."""
         out: list[str] = []
@@ -1190,7 +1268,12 @@ class Settings:
     @property
     def is_dataset(self) -> bool:
         """A dataset job: rows go through a prompt template (else rows are requests)."""
-        return self.prompt is not None or self.messages is not None or bool(self.prompts)
+        return (
+            self.prompt is not None
+            or self.messages is not None
+            or bool(self.prompts)
+            or self.embed_input is not None
+        )
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -1222,6 +1305,8 @@ class Settings:
         """The prompt as message templates (None: a plain request file, or a callable)."""
         if self.messages is not None:
             return tuple(self.messages)
+        if self.embed_input is not None:
+            return ({"role": "user", "content": self.embed_input},)
         if self.prompt is None or callable(self.prompt):
             return None
         out = []
@@ -1321,6 +1406,9 @@ class Settings:
         messages = self.template_messages()
         shaping.pop("system", None)
         shaping.pop("messages", None)
+        shaping.pop("embed_input", None)
+        if shaping.get("api") == CHAT:
+            shaping.pop("api")  # as a run recorded before there were other APIs
         if messages is not None:
             shaping["prompt"] = [dict(m) for m in messages]
         rf = self.response_format

@@ -35,9 +35,17 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
+from batchrun.apis import EMBEDDING_REQUEST_INPUTS, EMBEDDINGS
 from batchrun.engine.attempt import BREAKER_MIN, Breaker, Sender
 from batchrun.engine.commit import Committer
 from batchrun.engine.gcpause import fewer_collections, threshold_for
+from batchrun.engine.packing import (
+    FLOAT_PACK_INPUTS,
+    SPLIT_STATUSES,
+    PackingLane,
+    halves,
+    unpack,
+)
 from batchrun.engine.pending import PendingRows
 from batchrun.engine.prepare import Prepared, prepare_run, record
 from batchrun.engine.scanwatch import ScanWatch
@@ -46,7 +54,7 @@ from batchrun.errors import RunDirError
 from batchrun.input.sources import Source
 from batchrun.models import Outcome, Request
 from batchrun.output.breaker import first_max_tokens, stop_note
-from batchrun.pacing.scheduler import Accounts, Scheduler
+from batchrun.pacing.scheduler import Accounts, Lane, Scheduler, Stopped, Ticket
 from batchrun.redact import register_secret
 from batchrun.settings import Settings
 from batchrun.transport.client import ChatClient
@@ -105,6 +113,9 @@ class OnlineLane:
         self._run: Engine | None = None
         self._commit: GroupCommit | None = None
         self._drain_scope: anyio.CancelScope | None = None
+        self.packing: dict[str, int] | None = None
+        """An embeddings job's packs this process sent (summary.json's ``packing``):
+        requests, the rows they carried, packs split to find a refused row."""
 
     # -- before sending ---------------------------------------------------------------
     async def prepare(self, run: Engine) -> None:
@@ -146,7 +157,7 @@ class OnlineLane:
             run.hooks,
             run.state,
             failed_now=prepared.held.failed_now,
-            summary_extra=watch.summary_extra,
+            summary_extra=self._summary_extra,
         )
         self._commit = GroupCommit(self.committer, written=self._written, failed=self.abandon)
 
@@ -172,9 +183,18 @@ class OnlineLane:
         self._try_checkpoint(run)
         # a run whose earlier answers already trip the breaker sends nothing more
         self._judge(run)
+        lanes = pending.lanes(prepared.source, prepared.scan.models, self.accounts, run.clock)
+        if cfg.api == EMBEDDINGS and cfg.is_dataset:
+            # rows to embed go many to a request; a lane of a shared read (several
+            # models) may have nothing *yet*, which would end its packs: left unpacked
+            floats = cfg.request.get("encoding_format", "base64") != "base64"
+            default = FLOAT_PACK_INPUTS if floats else EMBEDDING_REQUEST_INPUTS
+            packing = {"max_inputs": cfg.embed_batch or default}
+            lanes = [PackingLane(lane, **packing) if type(lane) is Lane else lane for lane in lanes]
+            self.packing = {"requests": 0, "rows": 0, "split": 0}
         self._scheduler = Scheduler(
             self.accounts,
-            pending.lanes(prepared.source, prepared.scan.models, self.accounts, run.clock),
+            lanes,
             estimate=_token_estimate,
             sleep=run.sleep,
         )
@@ -221,12 +241,48 @@ class OnlineLane:
         # channel (with its per-item cost) is needed between reader and workers
         deliver = self._deliver
         while (ticket := await scheduler.next()) is not None:
-            outcome = await sender.process(ticket)
-            if outcome is not None:
-                deliver([outcome])
+            if self.packing is not None:
+                await self._send_pack(sender, scheduler, ticket)
+            else:
+                outcome = await sender.process(ticket)
+                if outcome is not None:
+                    deliver([outcome])
             # a transport that never suspends (an in-memory mock, a local cache)
             # must not starve the writer, the summary and the signal handler
             await anyio.lowlevel.checkpoint()
+
+    async def _send_pack(self, sender: Sender, scheduler: Scheduler, ticket: Ticket) -> None:
+        """A pack of rows to embed (`batchrun.engine.packing`): each row's outcome out of
+        the pack's. A pack refused as a bad request (400, 413, 422) is sent again in
+        halves, each paced as a request of its own, until the bad row is alone: the
+        others get their vectors. Halves not sent (a stop) leave their rows pending."""
+        pack = ticket.request
+        outcome = await sender.process(ticket)
+        if outcome is None:
+            return
+        members = pack.members
+        counts = self.packing
+        if counts is not None:
+            counts["requests"] += 1
+            counts["rows"] += len(members) if members is not None else 1
+        if members is None:
+            self._deliver([outcome])
+            return
+        if not outcome.ok and outcome.status_code in SPLIT_STATUSES and len(members) > 1:
+            if counts is not None:
+                counts["split"] += 1
+                counts["rows"] -= len(members)  # its rows are counted in its halves
+            for half in halves(pack):
+                tokens = _token_estimate(half) if ticket.tokens else 0
+                try:
+                    await scheduler.wait_for(ticket.account, tokens)
+                except Stopped:
+                    return
+                await self._send_pack(
+                    sender, scheduler, Ticket(half, ticket.account, tokens, ticket.since)
+                )
+            return
+        self._deliver(unpack(outcome, pack))
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
         """Finished outcomes, and answers found without sending: to the writer."""
@@ -323,6 +379,14 @@ class OnlineLane:
                 "rerun with --retry-failed to try them again"
             )
         return notes
+
+    def _summary_extra(self) -> dict[str, Any]:
+        """The pilot's selection and the in-run dedupe (`ScanWatch`), and an embeddings
+        job's packs, for summary.json."""
+        out = self.watch.summary_extra()
+        if self.packing is not None:
+            out["packing"] = dict(self.packing)
+        return out
 
     def summary(self, status: str) -> dict[str, Any]:
         assert self.committer is not None

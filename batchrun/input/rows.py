@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from batchrun.apis import defaults_for
+from batchrun.apis import CHAT, EMBEDDINGS, defaults_for
 from batchrun.errors import ConfigError, InputError
+from batchrun.input.bodies import embeddings_problem, responses_problem
 from batchrun.input.sources import RowMapper
 from batchrun.models import Request
 from batchrun.settings import Settings
@@ -30,6 +31,8 @@ def dataset_mapper(cfg: Settings) -> RowMapper:
         raise ConfigError("dataset job without a [prompt] template")
     id_column = cfg.id_column
     path = cfg.input_path
+    api = cfg.api
+    check = None if api == CHAT else embeddings_problem if api == EMBEDDINGS else responses_problem
 
     def mapper(obj: Any, row: int, where: str, *, name: str | None = None) -> Request:
         if not isinstance(obj, dict):
@@ -41,7 +44,12 @@ def dataset_mapper(cfg: Settings) -> RowMapper:
             custom_id = str(value)
         else:
             custom_id = name or f"row-{row}"
-        return Request(custom_id, build(obj, where), row)
+        body = build(obj, where)
+        if check is not None:
+            problem = check(body)
+            if problem is not None:
+                raise InputError(path, where, problem)
+        return Request(custom_id, body, row, api=api)
 
     return mapper
 

@@ -338,7 +338,7 @@ def read_settings(data: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], 
     prompt = data.get("prompt")
     if (
         isinstance(prompt, dict)
-        and not {"user", "messages"} & set(prompt)
+        and not {"user", "messages", "input"} & set(prompt)
         and "prompts" not in data
     ):
         # the file's shape, not a rule between settings: a [prompt] table without a prompt

@@ -311,6 +311,21 @@ class RayLane:
         err.flush()
 
     # -- the end ----------------------------------------------------------------------
+    def _embedding_dim(self) -> int | None:
+        """An embeddings job's vector size, the same for every shard's file: the first
+        shard's that holds a vector (None: not an embeddings job, or no shard does
+        yet, or their files are not readable from here: each shard then finds its own)."""
+        from batchrun.apis import EMBEDDINGS
+        from batchrun.output.parquet import embedding_dim
+
+        if self.cfg.api != EMBEDDINGS:
+            return None
+        for job in self._jobs:
+            dim = embedding_dim(self.cfg, job.shard_dir)
+            if dim:
+                return dim
+        return None
+
     async def _finish(self, run: Engine) -> dict[str, Any]:
         """Each shard's part of results.parquet and its evaluation counts; the shards'
         summaries added up (the counts the status and exit code are judged by)."""
@@ -323,9 +338,10 @@ class RayLane:
         evaluation = None
         cfg = self.cfg
         if cfg.write_parquet or (cfg.eval is not None and cfg.is_dataset):
+            dim = self._embedding_dim()
             task = self._remote(write_part, num_cpus=1, max_retries=TASK_RETRIES)
             try:
-                reports = await self._get([task.remote(job, columns) for job in self._jobs])
+                reports = await self._get([task.remote(job, columns, dim) for job in self._jobs])
             except Exception as exc:
                 cause = unwrap(exc)
                 run.notes.append(f"could not write {PARTS}: {cause}")

@@ -226,9 +226,13 @@ def _size(path: str) -> int:
         return 0
 
 
-def write_part(job: ShardJob, jsonl_columns: list[tuple[str, str]] | None) -> dict[str, Any]:
+def write_part(
+    job: ShardJob, jsonl_columns: list[tuple[str, str]] | None, dim: int | None = None
+) -> dict[str, Any]:
     """The shard's file of results.parquet and its evaluation counts, rebuilt only when
-    the shard's output changed since the last time (a finished shard costs nothing)."""
+    the shard's output changed since the last time (a finished shard costs nothing).
+    ``dim``: an embeddings job's vector size over every shard (`embedding_dim`), so a
+    shard that got no vector has the others' schema."""
     from batchrun.output.parquet import write_results_parquet
     from batchrun.output.summary import write_json_atomic
 
@@ -238,6 +242,7 @@ def write_part(job: ShardJob, jsonl_columns: list[tuple[str, str]] | None) -> di
         "results_bytes": _size(os.path.join(job.shard_dir, RESULTS)),
         "errors_bytes": _size(os.path.join(job.shard_dir, ERRORS)),
         "columns": jsonl_columns,
+        "dim": dim,
         "eval": orjson.loads(orjson.dumps(cfg.eval, default=lambda o: o.__dict__)),
         "path": path,
     }
@@ -253,7 +258,9 @@ def write_part(job: ShardJob, jsonl_columns: list[tuple[str, str]] | None) -> di
     os.makedirs(job.shard_dir, exist_ok=True)
     if path is not None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-    written = write_results_parquet(cfg, path, source=job.source(), jsonl_columns=jsonl_columns)
+    written = write_results_parquet(
+        cfg, path, source=job.source(), jsonl_columns=jsonl_columns, dim=dim
+    )
     report = {
         "rows": written.rows,
         "statuses": written.statuses,
