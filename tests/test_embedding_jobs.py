@@ -25,7 +25,7 @@ import pytest
 
 import batchrun
 from batchrun.engine.packing import halves, pack_requests, unpack
-from batchrun.engine.runner import EXIT_OK
+from batchrun.engine.stops import EXIT_OK
 from batchrun.errors import ConfigError
 from batchrun.jobs.jobfile import load_job
 from batchrun.models import Attempt, Outcome, Request

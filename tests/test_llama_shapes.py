@@ -29,7 +29,7 @@ import pytest
 
 import batchrun
 from batchrun.confidence import ConfidenceReader
-from batchrun.engine.runner import EXIT_OK
+from batchrun.engine.stops import EXIT_OK
 from batchrun.values import Confidence
 
 LABELS = ("positive", "negative", "neutral")
