@@ -848,6 +848,23 @@ class Settings:
         metavar="[PORT]",
         check=checks.port,
     )
+    commit_interval: float = setting(
+        5.0,
+        help="A run directory on object storage (-o s3://...): seconds at most between "
+        "two commits of the answered rows; a crash loses at most these seconds' (or "
+        "--commit-rows') answers [default: 5].",
+        section="output",
+        flags=("--commit-interval",),
+        check=checks.positive_number,
+    )
+    commit_rows: int = setting(
+        1000,
+        help="A run directory on object storage: commit once this many rows were "
+        "answered since the last commit [default: 1000].",
+        section="output",
+        flags=("--commit-rows",),
+        check=checks.positive_int,
+    )
     summary_interval: float = setting(
         2.0,
         help="Seconds between two summary.json checkpoints.",

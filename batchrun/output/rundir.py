@@ -132,7 +132,15 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> RunDir:
-        """``path``, checked to be a run directory (RunDirError saying why not)."""
+        """``path``, checked to be a run directory (RunDirError saying why not). A run
+        on object storage (``s3://bucket/prefix``) is read through a local snapshot of
+        what it committed (`batchrun.output.mirror.snapshot`), taken now."""
+        from batchrun.output.store import is_object_storage
+
+        if is_object_storage(os.fspath(path)):
+            from batchrun.output.mirror import snapshot
+
+            path = snapshot(os.fspath(path))
         run = cls(path)
         if not os.path.isdir(run.path):
             raise RunDirError(f"{run.path}: no such run directory")
@@ -159,8 +167,16 @@ class RunDir:
         return read_json_object(self.file(SUMMARY)) or {}
 
     def holder(self) -> int | None:
-        """The pid of the process writing the directory now (None: none is)."""
-        return holder(self.path)
+        """The pid of the process writing the directory now (None: none is; -1: one
+        whose pid is unknown, such as the live lease holder of a run on object storage
+        when its snapshot was taken)."""
+        found = holder(self.path)
+        if found is None:
+            from batchrun.output.mirror import lease_holder
+
+            if lease_holder(self.path) is not None:
+                return -1
+        return found
 
     def status(self) -> str:
         """summary.json's status, ``stopped`` when it says ``running`` but no process

@@ -1,0 +1,469 @@
+"""A run directory on object storage, worked on through a local copy.
+
+The engine, the journal reader, the reports and every lane work on a local directory.
+A run whose directory is ``s3://bucket/prefix`` keeps that: `RunMirror` makes a
+fresh local directory (a temporary one, on this node's disk), fills it from what the
+prefix holds, hands it to the run, and meanwhile writes back:
+
+* **the journals as segments.** A thread reads what was appended to results.jsonl and
+  errors.jsonl since the last commit (whole lines only) and commits it as the next
+  immutable numbered segment (`batchrun.output.segments`) once the `CommitInterval`
+  is due, and once more when the run ends. A segment is created with
+  ``If-None-Match: *``: two writers never both commit segment N (the loser gets
+  `batchrun.errors.SegmentTaken` naming the winner, and the run stops).
+* **the other files as plain objects** (run.json, summary.json, shards.json,
+  results.parquet, invalid.jsonl...): each one the run changed is put again, at each
+  commit and at the end. Only the lease holder (or the shard's one task) writes them.
+* **the lease.** The run's lock is ``lease.json`` (`batchrun.output.runlease`),
+  acquired before anything is read and renewed by the same thread every ttl/3; a
+  second run is refused naming the holder (`batchrun.errors.LeaseHeld`).
+
+On a start, the local journals are rebuilt from the committed segments alone
+(`batchrun.output.segments.SegmentLog.rebuild`), so a run started again on any node
+finds every committed row done and never sends it again. Rows answered after the
+last commit are lost with the process: at most one segment per journal (min(rows,
+seconds) of the commit interval), paid and sent again (docs/DESIGN.md, "Run
+directories on object storage").
+
+A shard on a cluster is the same with ``owned`` limited to the shard's keys and no
+lease (the driver holds the run's; the segments' conditional creates keep a zombie
+attempt out). `snapshot` is the read-only side: a local copy of the prefix that
+`batchrun.output.rundir.RunDir` reads.
+
+    with RunMirror("s3://bucket/runs/a") as local:     # doctest: +SKIP
+        ...                                             # run with out_dir=local
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchrun.errors import LeaseLost, RunDirError, SegmentTaken
+from batchrun.output.journal import ERRORS, RESULTS
+from batchrun.output.runlease import LEASE, RunLease
+from batchrun.output.segments import (
+    SEGMENTS,
+    CommitInterval,
+    SegmentLog,
+    SegmentWriter,
+    ShardState,
+)
+from batchrun.output.store import ObjectStore, open_store
+
+TICK_S = 0.2
+"""How often the committing thread looks at the journals."""
+JOURNALS = (RESULTS, ERRORS)
+LEASE_COPY = ".lease.json"
+"""The lease as a snapshot found it (`RunDir.holder` of a run on object storage)."""
+LOCATION_NOTE = ".location"
+"""A snapshot's or mirror's location, for the reports."""
+
+
+def _is_segment(key: str) -> bool:
+    return f"/{SEGMENTS}/" in f"/{key}"
+
+
+def _journal_dir(key: str) -> str:
+    """``shards/00003`` for ``shards/00003/segments/00000001.jsonl`` ("" at the top)."""
+    head = f"/{key}".split(f"/{SEGMENTS}/", 1)[0]
+    return head.strip("/")
+
+
+def _local(root: str, key: str) -> str:
+    return os.path.join(root, *key.split("/")) if key else root
+
+
+def _write(path: str, data: bytes) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.part"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def pull(
+    store: ObjectStore,
+    root: str,
+    *,
+    prefix: str = "",
+    parquet: bool = True,
+    names: Iterable[str] | None = None,
+    journals: bool = True,
+) -> dict[str, ShardState]:
+    """Copy the run's objects under ``prefix`` into ``root``: plain objects as files
+    (``names``: only objects of these base names; ``parquet``: results.parquet too),
+    each journal rebuilt from its committed segments (``journals``). The committed
+    state of each journal directory ("" for the run's own)."""
+    wanted = set(names) if names is not None else None
+    segment_dirs: set[str] = set()
+    for key in store.keys(prefix):
+        if _is_segment(key):
+            segment_dirs.add(_journal_dir(key))
+            continue
+        base = key.rsplit("/", 1)[-1]
+        if wanted is not None and base not in wanted:
+            continue
+        if not parquet and (key == "results.parquet" or key.startswith("results.parquet/")):
+            continue
+        if key == LEASE:
+            target = _local(root, LEASE_COPY)
+        elif base in JOURNALS or base.startswith("."):
+            continue  # journals come from segments only
+        else:
+            target = _local(root, key)
+        stored = store.get(key)
+        if stored is not None:
+            _write(target, stored.data)
+    states: dict[str, ShardState] = {}
+    if journals:
+        for where in sorted(segment_dirs):
+            state = SegmentLog(store, where).rebuild()
+            state.write_journal(_local(root, where))
+            states[where] = state
+    return states
+
+
+@dataclass
+class _Tail:
+    """One journal directory's new complete lines, committed a segment at a time."""
+
+    directory: str
+    writer: SegmentWriter
+    offsets: dict[str, int] = field(default_factory=dict)
+
+    def poll(self) -> int:
+        """Take the new complete lines, committing a segment each time one is due (so a
+        segment never holds more than the interval's rows); how many were committed."""
+        committed = 0
+        for name in JOURNALS:
+            path = os.path.join(self.directory, name)
+            start = self.offsets.get(name, 0)
+            try:
+                with open(path, "rb") as f:
+                    f.seek(start)
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            end = data.rfind(b"\n") + 1
+            if end <= 0:
+                continue
+            for line in data[:end].splitlines(keepends=True):
+                if name == RESULTS:
+                    self.writer.add(result=line)
+                else:
+                    self.writer.add(error=line)
+                if self.writer.pending_rows >= self.writer.interval.rows:
+                    committed += self.writer.flush() is not None
+            self.offsets[name] = start + end
+        return committed
+
+
+class RunMirror:
+    """``location`` (an object-storage run directory) worked on through a local one
+    (see the module docstring). ``with`` it: the local directory's path.
+
+    ``owned``: the keys this process writes back (prefixes; "" for every key but
+    ``excluded``); ``journals``: the journal directories it commits ("" the run's own,
+    ``shards/00003`` a shard's); ``lease``: hold the run's lease meanwhile.
+    ``on_failure``: called from the committing thread when the run must stop (its
+    lease was lost, or another writer committed its segment)."""
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        interval: CommitInterval | None = None,
+        journals: tuple[str, ...] = ("",),
+        owned: tuple[str, ...] = ("",),
+        excluded: tuple[str, ...] = (),
+        pull_prefix: str = "",
+        lease: bool = True,
+        store: ObjectStore | None = None,
+        owner: str | None = None,
+        local_dir: str | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.location = location.rstrip("/")
+        self.store = store if store is not None else open_store(self.location)
+        self.interval = interval or CommitInterval()
+        self.journals = journals
+        self.owned = owned
+        self.excluded = excluded
+        self.pull_prefix = pull_prefix
+        self.lease = RunLease(self.store, LEASE, owner) if lease else None
+        self.owner = self.lease.owner if self.lease else owner
+        self.on_failure = on_failure
+        self._clock = clock
+        self._given_dir = local_dir
+        self.local = ""
+        self.failure: BaseException | None = None
+        self.tails: list[_Tail] = []
+        self._pushed: dict[str, tuple[int, int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._next_renew = 0.0
+        self.segments = 0
+        """Segments this process committed."""
+
+    # -- start ----------------------------------------------------------------------
+    def open(self) -> str:
+        if self.lease is not None:
+            self.lease.acquire()  # LeaseHeld names the live owner
+            self._next_renew = self._clock() + self.lease.ttl_s / 3
+        try:
+            self.local = self._given_dir or tempfile.mkdtemp(prefix="batchrun-run-")
+            states = pull(self.store, self.local, prefix=self.pull_prefix, parquet=False)
+            for where in self.journals:
+                state = states.get(where, ShardState())
+                log = SegmentLog(self.store, where, self.owner)
+                directory = _local(self.local, where)
+                os.makedirs(directory, exist_ok=True)
+                tail = _Tail(
+                    directory,
+                    SegmentWriter(log, state, self.interval, clock=self._clock),
+                    {RESULTS: len(state.results), ERRORS: len(state.errors)},
+                )
+                self.tails.append(tail)
+            self._remember_files()
+            with open(os.path.join(self.local, LOCATION_NOTE), "w") as f:
+                f.write(self.location + "\n")
+        except BaseException:
+            self._discard()
+            raise
+        with _ACTIVE_LOCK:
+            _ACTIVE[os.path.abspath(self.local)] = self
+        self._thread = threading.Thread(target=self._loop, name="batchrun-commit", daemon=True)
+        self._thread.start()
+        return self.local
+
+    def __enter__(self) -> str:
+        return self.open()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close()
+
+    # -- meanwhile ------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.commit(final=False)
+                self._heartbeat()
+            except (SegmentTaken, LeaseLost) as exc:
+                self._failed(exc)
+                return
+            except RunDirError:
+                continue  # the store is unreachable for now: the next tick tries again
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failure = exc
+        if self.on_failure is not None:
+            self.on_failure(exc)
+
+    def _heartbeat(self) -> None:
+        if self.lease is None or self._clock() < self._next_renew:
+            return
+        self.lease.renew()
+        self._next_renew = self._clock() + self.lease.ttl_s / 3
+
+    def commit(self, *, final: bool) -> int:
+        """Commit each journal's new lines when due (``final``: whatever waits), and
+        put the files that changed when a segment was committed (or ``final``). How
+        many segments were committed."""
+        with self._lock:
+            if self.failure is not None:
+                return 0
+            committed = 0
+            for tail in self.tails:
+                committed += tail.poll()
+                header = tail.writer.flush() if final else tail.writer.commit_if_due()
+                committed += header is not None
+            self.segments += committed
+            if committed or final:
+                self.push()
+            return committed
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows answered and not yet committed: what a crash now would lose."""
+        return sum(t.writer.pending_rows for t in self.tails)
+
+    # -- plain files ----------------------------------------------------------------
+    def _files(self) -> Iterator[tuple[str, str]]:
+        for root, dirs, names in os.walk(self.local):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            rel = os.path.relpath(root, self.local)
+            base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            for name in names:
+                if name.startswith(".") or name.endswith(".part") or name in JOURNALS:
+                    continue
+                key = base + name
+                if self._owns(key):
+                    yield key, os.path.join(root, name)
+
+    def _owns(self, key: str) -> bool:
+        if any(key.startswith(x) for x in self.excluded):
+            return False
+        return any(key.startswith(p) for p in self.owned)
+
+    def _remember_files(self) -> None:
+        for key, path in self._files():
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                self._pushed[key] = (st.st_size, st.st_mtime_ns)
+
+    def push(self) -> int:
+        """Put every owned file that changed since it was last put (or pulled)."""
+        count = 0
+        for key, path in list(self._files()):
+            try:
+                st = os.stat(path)
+                mark = (st.st_size, st.st_mtime_ns)
+                if self._pushed.get(key) == mark:
+                    continue
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue  # replaced while listed: the next push has it
+            self.store.put(key, data)
+            self._pushed[key] = mark
+            count += 1
+        return count
+
+    def refresh(self, prefix: str, names: Iterable[str] | None = None) -> None:
+        """Copy what others wrote under ``prefix`` (the shards', for a driver) into the
+        local directory again: ``names`` only (plain objects), or everything, each
+        journal rebuilt from its segments."""
+        pull(
+            self.store,
+            self.local,
+            prefix=prefix,
+            parquet=False,
+            names=names,
+            journals=names is None,
+        )
+
+    # -- the end --------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the thread, commit what waits, put the files, give the lease up and
+        remove the local directory. Raises what stopped the run (`SegmentTaken`,
+        `LeaseLost`)."""
+        self._stop.set()
+        with _ACTIVE_LOCK:
+            _ACTIVE.pop(os.path.abspath(self.local), None)
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        try:
+            if self.failure is None and self.local:
+                try:
+                    self.commit(final=True)
+                except (SegmentTaken, LeaseLost) as exc:
+                    self.failure = exc
+            if self.failure is not None:
+                raise self.failure
+        finally:
+            if self.lease is not None and not isinstance(self.failure, LeaseLost):
+                with contextlib.suppress(RunDirError):
+                    self.lease.release()
+            self._discard()
+
+    def _discard(self) -> None:
+        if self.local and self._given_dir is None:
+            shutil.rmtree(self.local, ignore_errors=True)
+
+
+_ACTIVE: dict[str, RunMirror] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+def mirror_of(local: str) -> RunMirror | None:
+    """The `RunMirror` working through the local directory ``local`` in this process
+    (the engine asks, to be told when the run must stop), or None."""
+    with _ACTIVE_LOCK:
+        return _ACTIVE.get(os.path.abspath(local))
+
+
+# -- reading --------------------------------------------------------------------------
+def snapshot_home() -> str:
+    """Where snapshots of runs on object storage are kept: $BATCHRUN_SNAPSHOTS, else
+    ~/.cache/batchrun/snapshots."""
+    found = os.environ.get("BATCHRUN_SNAPSHOTS")
+    if found:
+        return found
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "batchrun", "snapshots")
+
+
+def snapshot(location: str, store: ObjectStore | None = None) -> str:
+    """A local, read-only copy of the run at ``location`` as it is now (its journals
+    are its committed segments): the path of a directory that replaces the last
+    snapshot of the same location whole. RunDirError when nothing is there."""
+    location = location.rstrip("/")
+    store = store if store is not None else open_store(location)
+    home = snapshot_home()
+    os.makedirs(home, exist_ok=True)
+    name = hashlib.blake2b(location.encode(), digest_size=10).hexdigest()
+    target = os.path.join(home, name)
+    fresh = tempfile.mkdtemp(prefix=f".{name}-", dir=home)
+    try:
+        pull(store, fresh)
+        if not os.listdir(fresh):
+            raise RunDirError(f"{location}: no such run directory (nothing under the prefix)")
+        with open(os.path.join(fresh, LOCATION_NOTE), "w") as f:
+            f.write(location + "\n")
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    old = f"{target}.old-{os.getpid()}-{time.monotonic_ns()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.rename(target, old)
+    os.rename(fresh, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def location_of(local: str) -> str | None:
+    """The object-storage location a snapshot or mirror stands for (None: a plain
+    local directory)."""
+    try:
+        with open(os.path.join(local, LOCATION_NOTE)) as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def lease_holder(local: str, now: float | None = None) -> str | None:
+    """Who held the lease of the run when the snapshot ``local`` was taken, if it was
+    live then (None: nobody)."""
+    import orjson
+
+    try:
+        with open(os.path.join(local, LEASE_COPY), "rb") as f:
+            raw = orjson.loads(f.read())
+        expires = float(raw["expires_at"])
+        owner = str(raw["owner"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return owner if expires > (time.time() if now is None else now) else None
+
+
+__all__ = [
+    "RunMirror",
+    "lease_holder",
+    "location_of",
+    "mirror_of",
+    "pull",
+    "snapshot",
+    "snapshot_home",
+]

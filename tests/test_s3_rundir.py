@@ -1,0 +1,279 @@
+"""Run directories on object storage (issue 29 part 2), against a local S3 (moto's
+server on loopback, reached through ``AWS_ENDPOINT_URL`` as a user reaches MinIO):
+an online run committed as segments, resumed from them alone, a crash costing at
+most the rows of the uncommitted segment, a second writer refused naming the first,
+and status, open, results and the HTML report reading the prefix."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import batchrun
+from batchrun.cli import cli
+from batchrun.errors import LeaseHeld, SegmentTaken
+from batchrun.output.mirror import RunMirror, snapshot
+from batchrun.output.runlease import RunLease
+from batchrun.output.segments import CommitInterval, SegmentLog, decode_segment
+from batchrun.output.store import S3Store
+from batchrun.sim import SimConfig, SimThread
+from tests.s3server import ACCESS_KEY_ID, S3, SECRET_ACCESS_KEY
+
+pytest_plugins = ["tests.conftest_s3"]  # s3
+
+KW: dict[str, Any] = {"auth": "none", "quiet": True}
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimThread]:
+    with SimThread(SimConfig(record_bodies=20000)) as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_sim(sim: SimThread) -> SimThread:
+    sim.stats.reset()
+    return sim
+
+
+@pytest.fixture(autouse=True)
+def snapshots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "snapshots"
+    monkeypatch.setenv("BATCHRUN_SNAPSHOTS", str(home))
+    return home
+
+
+def body(text: str) -> dict[str, Any]:
+    return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
+
+
+def write_input(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(json.dumps(body(t)) + "\n" for t in texts))
+    return path
+
+
+def sent(sim: SimThread) -> Counter[str]:
+    return Counter(b["messages"][0]["content"] for b in sim.stats.bodies)
+
+
+def keys(s3: S3, bucket: str, prefix: str) -> list[str]:
+    pages = s3.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for page in pages for o in page.get("Contents", ()))
+
+
+def segment_lines(s3: S3, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """Every result line of every committed segment under ``prefix``."""
+    out = []
+    for key in keys(s3, bucket, prefix):
+        if "/segments/" not in key:
+            continue
+        data = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        _, results, _ = decode_segment(data, key)
+        out.extend(json.loads(line) for line in results.splitlines())
+    return out
+
+
+def assert_no_credentials(s3: S3, bucket: str) -> None:
+    for key in keys(s3, bucket, ""):
+        data = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        assert ACCESS_KEY_ID.encode() not in data and SECRET_ACCESS_KEY.encode() not in data, key
+
+
+# -- settings -----------------------------------------------------------------------------------
+def test_run_directory_locations_are_checked() -> None:
+    ok = batchrun.Settings.build(input="x.jsonl", out_dir="s3://bucket/runs/a/")
+    assert ok.out_dir == "s3://bucket/runs/a" and ok.commit_interval == 5.0
+    with pytest.raises(batchrun.ConfigError, match="local path or s3://bucket/prefix"):
+        batchrun.Settings.build(input="x.jsonl", out_dir="gs://bucket/runs/a")
+    with pytest.raises(batchrun.ConfigError, match="carries a credential") as caught:
+        batchrun.Settings.build(input="x.jsonl", out_dir="s3://AKIA:sekrit@bucket/runs/a")
+    assert "sekrit" not in str(caught.value)
+    with pytest.raises(batchrun.ConfigError, match="commit_interval"):
+        batchrun.Settings.build(input="x.jsonl", commit_interval=0)
+
+
+# -- online, on object storage ------------------------------------------------------------------
+def test_an_online_run_commits_segments_and_reads_back(
+    s3: S3, fresh_sim: SimThread, tmp_path: Path
+) -> None:
+    bucket = s3.bucket()
+    texts = [f"t{i}" for i in range(300)]
+    src = write_input(tmp_path / "in.jsonl", texts)
+    location = f"s3://{bucket}/runs/a"
+    run = batchrun.run(str(src), location, base_url=fresh_sim.base_url, commit_rows=100, **KW)
+    assert run.status == "complete" and run.location == location
+    assert run.summary["requests"]["succeeded"] == 300
+    assert sent(fresh_sim) == Counter(texts)
+    found = keys(s3, bucket, "runs/a/")
+    segments = [k for k in found if k.startswith("runs/a/segments/")]
+    assert len(segments) >= 3  # 100 rows a segment at most
+    for name in ("run.json", "summary.json", "results.parquet", "lease.json"):
+        assert f"runs/a/{name}" in found
+    assert not [k for k in found if k.endswith(("results.jsonl", "errors.jsonl"))]
+    ids = [line["custom_id"] for line in segment_lines(s3, bucket, "runs/a/")]
+    assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 301))  # each row once
+    table = run.results()
+    assert table.num_rows == 300 and len(set(table.column("custom_id").to_pylist())) == 300
+    # the lease was given up: a second run takes it at once and sends nothing
+    again = batchrun.run(str(src), location, base_url=fresh_sim.base_url, **KW)
+    assert again.status == "complete" and fresh_sim.stats.requests == 300
+    opened = batchrun.open(location)
+    assert opened.status == "complete" and opened.summary["requests"]["succeeded"] == 300
+    assert_no_credentials(s3, bucket)
+
+
+def test_a_restart_resumes_from_the_committed_segments_alone(
+    s3: S3, fresh_sim: SimThread, tmp_path: Path
+) -> None:
+    """A pilot of 120 rows commits them; the full run on another 'node' (a new local
+    directory, nothing kept) sends only the 180 others."""
+    bucket = s3.bucket()
+    texts = [f"r{i}" for i in range(300)]
+    src = write_input(tmp_path / "in.jsonl", texts)
+    location = f"s3://{bucket}/runs/b"
+    first = batchrun.run(str(src), location, base_url=fresh_sim.base_url, limit=120, **KW)
+    assert first.summary["requests"]["succeeded"] == 120
+    assert fresh_sim.stats.requests == 120
+    full = batchrun.run(str(src), location, base_url=fresh_sim.base_url, **KW)
+    assert full.status == "complete" and full.summary["requests"]["succeeded"] == 300
+    assert sent(fresh_sim) == Counter(texts)  # nothing sent twice
+    assert len(segment_lines(s3, bucket, "runs/b/")) == 300
+
+
+def test_the_cli_status_and_html_report_read_the_prefix(
+    s3: S3, fresh_sim: SimThread, tmp_path: Path
+) -> None:
+    bucket = s3.bucket()
+    src = write_input(tmp_path / "in.jsonl", [f"c{i}" for i in range(50)])
+    location = f"s3://{bucket}/runs/c"
+    runner = CliRunner()
+    ran = runner.invoke(
+        cli,
+        ["run", str(src), "-o", location, "--base-url", fresh_sim.base_url, "--auth", "none",
+         "-q", "--commit-interval", "0.5"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    status = runner.invoke(cli, ["status", location, "--json"], catch_exceptions=False)
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.output)
+    assert report["requests"]["succeeded"] == 50 and report["status"] == "complete"
+    html = tmp_path / "report.html"
+    made = runner.invoke(cli, ["report", location, f"--html={html}"])
+    assert made.exit_code == 0, made.output
+    assert html.stat().st_size > 1000
+    beside = runner.invoke(cli, ["report", location, "--html"])
+    assert beside.exit_code == 0 and beside.output.strip() == f"{location}/report.html"
+    assert "runs/c/report.html" in keys(s3, bucket, "runs/c/")
+
+
+# -- what a crash costs ---------------------------------------------------------------------------
+def test_a_killed_run_loses_at_most_the_uncommitted_segment(s3: S3, tmp_path: Path) -> None:
+    """The CLI is SIGKILLed mid-run (commits every 40 rows, no time bound); the rerun
+    rebuilds from the segments. The rows the server answered twice are at most one
+    segment's worth (40) plus what was in flight (the concurrency, 4)."""
+    bucket = s3.bucket()
+    texts = [f"k{i}" for i in range(600)]
+    src = write_input(tmp_path / "in.jsonl", texts)
+    location = f"s3://{bucket}/runs/k"
+    slow = SimThread(SimConfig(latency_ms=10, record_bodies=2000)).__enter__()
+    fresh_sim = slow
+    args = [sys.executable, "-m", "batchrun", "run", str(src), "-o", location,
+            "--base-url", fresh_sim.base_url, "--auth", "none", "-q", "-c", "4",
+            "--commit-rows", "40", "--commit-interval", "3600"]  # fmt: skip
+    env = {**os.environ, "PYTHONSAFEPATH": "1"}
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(segment_lines(s3, bucket, "runs/k/")) < 120:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    except BaseException:
+        slow.__exit__(None, None, None)
+        raise
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    committed = len(segment_lines(s3, bucket, "runs/k/"))
+    assert 120 <= committed < 600
+    answered_before = fresh_sim.stats.requests
+    # the lease of the killed run is live until it expires: the rerun waits for it
+    record = json.loads(s3.client.get_object(Bucket=bucket, Key="runs/k/lease.json")["Body"].read())
+    s3.client.put_object(
+        Bucket=bucket,
+        Key="runs/k/lease.json",
+        Body=json.dumps({**record, "expires_at": time.time() - 60}).encode(),
+    )  # as if its 30 s had passed (and the 5 s of grace)
+    rerun = subprocess.run(args, env=env, cwd=tmp_path, timeout=120)
+    assert rerun.returncode == 0
+    assert fresh_sim.stats.requests == 600 + (answered_before - committed)
+    ids = [line["custom_id"] for line in segment_lines(s3, bucket, "runs/k/")]
+    assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 601))  # once each
+    twice = sum(n - 1 for n in sent(fresh_sim).values() if n > 1)
+    assert twice == answered_before - committed <= 40 + 4
+    table = pq.read_table(snapshot(location) + "/results.parquet")
+    assert table.num_rows == 600
+    slow.__exit__(None, None, None)
+
+
+# -- two writers ------------------------------------------------------------------------------
+def test_a_second_run_on_a_held_prefix_exits_1_naming_the_holder(
+    s3: S3, fresh_sim: SimThread, tmp_path: Path
+) -> None:
+    bucket = s3.bucket()
+    src = write_input(tmp_path / "in.jsonl", ["a", "b"])
+    location = f"s3://{bucket}/runs/h"
+    holder = RunLease(S3Store(location), owner="node-a:4121:9f2c01ab")
+    holder.acquire()
+    ran = CliRunner().invoke(
+        cli, ["run", str(src), "-o", location, "--base-url", fresh_sim.base_url, "--auth", "none"]
+    )
+    assert ran.exit_code == 1
+    assert "node-a:4121:9f2c01ab" in ran.output
+    assert fresh_sim.stats.requests == 0
+    assert keys(s3, bucket, "runs/h/") == ["runs/h/lease.json"]
+    with pytest.raises(LeaseHeld, match="node-a:4121:9f2c01ab"):
+        RunMirror(location).open()
+    holder.release()  # given up: the next run takes the prefix at once
+    ran = CliRunner().invoke(
+        cli, ["run", str(src), "-o", location, "--base-url", fresh_sim.base_url, "--auth", "none"]
+    )
+    assert ran.exit_code == 0 and fresh_sim.stats.requests == 2
+
+
+def test_a_writer_whose_segment_is_taken_stops_naming_the_winner(s3: S3, tmp_path: Path) -> None:
+    """Two mirrors of one journal (a zombie and its successor): one commits segment 0,
+    the other's commit is refused, and it raises SegmentTaken naming the winner."""
+    bucket = s3.bucket()
+    location = f"s3://{bucket}/runs/z"
+    a = RunMirror(location, lease=False, owner="node-a:1:aaaa", interval=CommitInterval(rows=1))
+    b = RunMirror(location, lease=False, owner="node-b:2:bbbb", interval=CommitInterval(rows=1))
+    local_a, local_b = a.open(), b.open()
+    try:
+        (Path(local_a) / "results.jsonl").write_text('{"custom_id": "x"}\n')
+        (Path(local_b) / "results.jsonl").write_text('{"custom_id": "y"}\n')
+        assert a.commit(final=True) == 1
+        with pytest.raises(SegmentTaken, match="node-a:1:aaaa"):
+            b.commit(final=True)
+    finally:
+        a.close()
+        with pytest.raises(SegmentTaken):
+            b.close()
+    assert [k for k in keys(s3, bucket, "runs/z/") if "segments" in k] == [
+        "runs/z/segments/00000000.jsonl"
+    ]
+    log = SegmentLog(S3Store(location), "")
+    assert log.committer(0) == "node-a:1:aaaa"
