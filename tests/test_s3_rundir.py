@@ -182,8 +182,9 @@ def test_the_cli_status_and_html_report_read_the_prefix(
 # -- what a crash costs ---------------------------------------------------------------------------
 def test_a_killed_run_loses_at_most_the_uncommitted_segment(s3: S3, tmp_path: Path) -> None:
     """The CLI is SIGKILLed mid-run (commits every 40 rows, no time bound); the rerun
-    rebuilds from the segments. The rows the server answered twice are at most one
-    segment's worth (40) plus what was in flight (the concurrency, 4)."""
+    rebuilds from the segments. The rows the server answered twice are the rows not
+    committed when it died: at most one segment's worth, the lines of one tick of the
+    committing thread, and what was in flight (the concurrency, 4)."""
     bucket = s3.bucket()
     texts = [f"k{i}" for i in range(600)]
     src = write_input(tmp_path / "in.jsonl", texts)
@@ -210,20 +211,19 @@ def test_a_killed_run_loses_at_most_the_uncommitted_segment(s3: S3, tmp_path: Pa
     committed = len(segment_lines(s3, bucket, "runs/k/"))
     assert 120 <= committed < 600
     answered_before = fresh_sim.stats.requests
-    # the lease of the killed run is live until it expires: the rerun waits for it
+    # the killed run's lease has not expired, but its owner is a process of this
+    # machine that is gone: the rerun takes it over at once
     record = json.loads(s3.client.get_object(Bucket=bucket, Key="runs/k/lease.json")["Body"].read())
-    s3.client.put_object(
-        Bucket=bucket,
-        Key="runs/k/lease.json",
-        Body=json.dumps({**record, "expires_at": time.time() - 60}).encode(),
-    )  # as if its 30 s had passed (and the 5 s of grace)
+    assert record["owner"].split(":")[1] == str(proc.pid) and record["expires_at"] > time.time()
     rerun = subprocess.run(args, env=env, cwd=tmp_path, timeout=120)
     assert rerun.returncode == 0
     assert fresh_sim.stats.requests == 600 + (answered_before - committed)
     ids = [line["custom_id"] for line in segment_lines(s3, bucket, "runs/k/")]
     assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 601))  # once each
     twice = sum(n - 1 for n in sent(fresh_sim).values() if n > 1)
-    assert twice == answered_before - committed <= 40 + 4
+    # fewer than 40 lines waiting for their segment, the lines written since the
+    # committing thread last looked (20 ms ago), and the 4 requests on the wire
+    assert twice == answered_before - committed <= 2 * 40 + 4
     table = pq.read_table(snapshot(location) + "/results.parquet")
     assert table.num_rows == 600
     slow.__exit__(None, None, None)
@@ -277,3 +277,39 @@ def test_a_writer_whose_segment_is_taken_stops_naming_the_winner(s3: S3, tmp_pat
     ]
     log = SegmentLog(S3Store(location), "")
     assert log.committer(0) == "node-a:1:aaaa"
+
+
+def test_two_runs_racing_for_one_prefix_one_wins_and_the_other_names_it(
+    s3: S3, tmp_path: Path
+) -> None:
+    """Two `batchrun run` processes started together on one S3 prefix: one takes the
+    lease and answers every row once; the other exits 1 naming the winner (its host and
+    pid), having sent nothing; every segment has one writer."""
+    bucket = s3.bucket()
+    texts = [f"w{i}" for i in range(400)]
+    src = write_input(tmp_path / "in.jsonl", texts)
+    location = f"s3://{bucket}/runs/w"
+    with SimThread(SimConfig(latency_ms=5, record_bodies=2000)) as sim:
+        args = [sys.executable, "-m", "batchrun", "run", str(src), "-o", location,
+                "--base-url", sim.base_url, "--auth", "none", "-q", "-c", "8",
+                "--commit-rows", "50"]  # fmt: skip
+        env = {**os.environ, "PYTHONSAFEPATH": "1"}
+        procs = [
+            subprocess.Popen(args, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        outs = [p.communicate(timeout=120)[1] for p in procs]
+        codes = sorted(p.returncode for p in procs)
+        assert codes == [0, 1], outs
+        winner = next(p for p in procs if p.returncode == 0)
+        loser_err = outs[[p.returncode for p in procs].index(1)]
+        assert f":{winner.pid}:" in loser_err and "is held by" in loser_err
+        assert sim.stats.requests == 400 and sent(sim) == Counter(texts)
+    found = [k for k in keys(s3, bucket, "runs/w/") if "/segments/" in k]
+    owners = set()
+    for key in found:
+        data = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        owners.add(decode_segment(data, key)[0].owner)
+    assert len(owners) == 1 and f":{winner.pid}:" in owners.pop()
+    ids = [line["custom_id"] for line in segment_lines(s3, bucket, "runs/w/")]
+    assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 401))

@@ -34,6 +34,7 @@ from batchrun.engine.stops import StopReason
 from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.input.locations import recorded_location
 from batchrun.output.journal import RUN_INFO, SUMMARY
+from batchrun.output.mirror import location_of, refresh
 from batchrun.output.rundir import RunDir, is_complete
 from batchrun.output.summary import Counts, write_json_atomic
 from batchrun.scale.aggregate import merged_eval, merged_summary
@@ -188,7 +189,8 @@ class RayLane:
         summary = RunDir(run_dir).summary()
         run.facts.elapsed_before = float(summary.get("elapsed_s") or 0.0)
         cfg = replace(self.cfg, input=recorded_location(path))
-        self._jobs = [ShardJob(cfg, os.path.abspath(run_dir), s) for s in plan.shards]
+        remote = location_of(run_dir)  # on object storage: the tasks work on their own copy
+        self._jobs = [ShardJob(cfg, os.path.abspath(run_dir), s, remote) for s in plan.shards]
         return fingerprint, plan
 
     def _remote(self, fn: Any, **options: Any) -> Any:
@@ -313,6 +315,7 @@ class RayLane:
         return summary
 
     def _checkpoint(self, run: Engine) -> None:
+        refresh(run.run_dir, "shards/", names=(SUMMARY,))  # on object storage
         summary = self._merged(run, "running")
         write_json_atomic(os.path.join(run.run_dir, SUMMARY), summary)
         if not self.cfg.quiet:
@@ -375,8 +378,9 @@ class RayLane:
                     for k, v in r["statuses"].items():
                         statuses[k] = statuses.get(k, 0) + v
                 if cfg.write_parquet:
+                    where = location_of(run.run_dir)
                     parquet = {
-                        "path": os.path.join(run.run_dir, PARTS),
+                        "path": f"{where}/{PARTS}" if where else os.path.join(run.run_dir, PARTS),
                         "rows": sum(r["rows"] for r in reports),
                         "statuses": statuses,
                         "files": len(reports),
@@ -385,6 +389,7 @@ class RayLane:
                     (r.get("eval") for r in reports),
                     interval=cfg.eval.interval if cfg.eval is not None else None,
                 )
+        refresh(run.run_dir, "shards/")  # on object storage: every shard as committed
         summary: dict[str, Any] = self._merged(
             run, "running", {"parquet": parquet, "eval": evaluation}
         )
