@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from batchrun.input.memory import Placed
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
+    from batchrun.output.rundir import RunDir
     from batchrun.scale.driver import RayDriver
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -840,7 +841,9 @@ def open(run_dir: str | os.PathLike[str]) -> Run:  # noqa: A001 - batchrun.open,
     from batchrun.output.store import is_object_storage
 
     if is_object_storage(os.fspath(run_dir)):
-        return Run(os.fspath(run_dir))
+        run = Run(os.fspath(run_dir))
+        _ = run.run_dir  # the snapshot, now: RunDirError when nothing is there
+        return run
     return Run(RunDir.open(run_dir).path)
 
 
@@ -853,21 +856,34 @@ class Run:
     """
 
     def __init__(self, run_dir: str, *, result: RunResult | None = None) -> None:
-        from batchrun.output.rundir import RunDir
-        from batchrun.output.store import is_object_storage
-
         self.location = run_dir
         """Where the run is: its directory, or its prefix on object storage."""
-        if is_object_storage(run_dir):
-            run_dir = RunDir.open(run_dir).path  # a snapshot (`batchrun.output.mirror`)
-        self.run_dir = run_dir
-        self._dir = RunDir(run_dir)
+        self._local: str | None = None
         self._result = result
+
+    @property
+    def run_dir(self) -> str:
+        """The run's directory; for a run on object storage, a local snapshot of the
+        prefix, taken when first asked for (`batchrun.output.mirror.snapshot`; call
+        `batchrun.open` again for a newer one)."""
+        if self._local is None:
+            from batchrun.output.rundir import RunDir
+            from batchrun.output.store import is_object_storage
+
+            remote = is_object_storage(self.location)
+            self._local = RunDir.open(self.location).path if remote else self.location
+        return self._local
+
+    @property
+    def _dir(self) -> RunDir:
+        from batchrun.output.rundir import RunDir
+
+        return RunDir(self.run_dir)
 
     def __repr__(self) -> str:
         req = self.summary.get("requests") or {}
         return (
-            f"<Run {self.run_dir!r} {self.status}: {req.get('succeeded', 0)} succeeded, "
+            f"<Run {self.location!r} {self.status}: {req.get('succeeded', 0)} succeeded, "
             f"{req.get('failed', 0)} failed, {req.get('pending', 0)} pending>"
         )
 

@@ -215,6 +215,9 @@ def test_a_killed_run_loses_at_most_the_uncommitted_segment(s3: S3, tmp_path: Pa
     # machine that is gone: the rerun takes it over at once
     record = json.loads(s3.client.get_object(Bucket=bucket, Key="runs/k/lease.json")["Body"].read())
     assert record["owner"].split(":")[1] == str(proc.pid) and record["expires_at"] > time.time()
+    # its status: stopped (it said "running" at its last commit, and its holder is gone)
+    killed = batchrun.open(location)
+    assert killed.status == "stopped" and killed.summary["status"] == "running"
     rerun = subprocess.run(args, env=env, cwd=tmp_path, timeout=120)
     assert rerun.returncode == 0
     assert fresh_sim.stats.requests == 600 + (answered_before - committed)
@@ -313,3 +316,30 @@ def test_two_runs_racing_for_one_prefix_one_wins_and_the_other_names_it(
     assert len(owners) == 1 and f":{winner.pid}:" in owners.pop()
     ids = [line["custom_id"] for line in segment_lines(s3, bucket, "runs/w/")]
     assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 401))
+
+
+def test_a_run_refused_before_sending_leaves_the_prefix_as_it_was(
+    s3: S3, fresh_sim: SimThread, tmp_path: Path
+) -> None:
+    bucket = s3.bucket()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"model": "gpt-4o-mini"}\n')  # no messages
+    ran = CliRunner().invoke(
+        cli,
+        ["run", str(bad), "-o", f"s3://{bucket}/runs/r", "--base-url", fresh_sim.base_url,
+         "--auth", "none", "-q"],
+    )  # fmt: skip
+    assert ran.exit_code == 1 and "messages" in ran.output
+    assert keys(s3, bucket, "runs/r/") == [] and fresh_sim.stats.requests == 0
+
+
+def test_a_live_lease_of_another_host_reads_as_running(s3: S3, tmp_path: Path) -> None:
+    bucket = s3.bucket()
+    location = f"s3://{bucket}/runs/l"
+    s3.put(bucket, "runs/l/run.json", b'{"options": {}}')
+    s3.put(bucket, "runs/l/summary.json", b'{"status": "running", "requests": {}}')
+    holder = RunLease(S3Store(location), owner="node-z:77:abcd0123")
+    holder.acquire()
+    assert batchrun.open(location).status == "running"
+    holder.release()
+    assert batchrun.open(location).status == "stopped"

@@ -215,6 +215,8 @@ class RunMirror:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._next_renew = 0.0
+        self._fresh = False
+        self._wrote = False
         self.segments = 0
         """Segments this process committed."""
 
@@ -225,6 +227,9 @@ class RunMirror:
             self._next_renew = self._clock() + self.lease.ttl_s / 3
         try:
             self.local = self._given_dir or tempfile.mkdtemp(prefix="batchrun-run-")
+            self._fresh = self.lease is not None and not [
+                k for k in self.store.keys(self.pull_prefix) if k != LEASE
+            ]
             states = pull(self.store, self.local, prefix=self.pull_prefix, parquet=False)
             for where in self.journals:
                 state = states.get(where, ShardState())
@@ -339,6 +344,7 @@ class RunMirror:
                 continue  # replaced while listed: the next push has it
             self.store.put(key, data)
             self._pushed[key] = mark
+            self._wrote = True
             count += 1
         return count
 
@@ -377,7 +383,11 @@ class RunMirror:
         finally:
             if self.lease is not None and not isinstance(self.failure, LeaseLost):
                 with contextlib.suppress(RunDirError):
-                    self.lease.release()
+                    if self._fresh and not self._wrote and not self.segments:
+                        # refused before it wrote anything: leave the prefix as found
+                        self.store.delete(LEASE)
+                    else:
+                        self.lease.release()
             self._discard()
 
     def _discard(self) -> None:
@@ -475,7 +485,10 @@ def lease_holder(local: str, now: float | None = None) -> str | None:
         owner = str(raw["owner"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return owner if expires > (time.time() if now is None else now) else None
+    from batchrun.output.runlease import owner_is_gone
+
+    live = expires > (time.time() if now is None else now) and not owner_is_gone(owner)
+    return owner if live else None
 
 
 __all__ = [

@@ -87,6 +87,10 @@ class ObjectStore(Protocol):
         """The object, or None."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (gone already: nothing happens)."""
+        ...
+
     def keys(self, prefix: str) -> list[str]:
         """Every key starting with ``prefix``, sorted."""
         ...
@@ -160,6 +164,12 @@ class S3Store:
                     continue
                 raise self._failed("write", key, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._failed("delete", key, exc) from exc
 
     def get(self, key: str) -> Stored | None:
         try:
@@ -255,6 +265,14 @@ class LocalStore:
         path = self._path(key)
         os.replace(self._staged(path, data), path)
         return _etag(data)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise RunDirError(f"{self._path(key)}: cannot delete it: {exc}") from exc
 
     def get(self, key: str) -> Stored | None:
         try:
