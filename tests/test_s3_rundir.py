@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,6 +178,13 @@ def test_the_cli_status_and_html_report_read_the_prefix(
     beside = runner.invoke(cli, ["report", location, "--html"])
     assert beside.exit_code == 0 and beside.output.strip() == f"{location}/report.html"
     assert "runs/c/report.html" in keys(s3, bucket, "runs/c/")
+    # the live page of the prefix (serve), from its snapshot
+    from batchrun.report.html import serve_run_dir
+
+    with serve_run_dir(location, poll_s=2) as url:
+        base, _, token = url.partition("?")
+        with urllib.request.urlopen(f"{base}data.json?{token}", timeout=10) as answer:
+            assert json.loads(answer.read())["requests"]["succeeded"] == 50
 
 
 # -- what a crash costs ---------------------------------------------------------------------------
