@@ -351,3 +351,23 @@ def test_a_live_lease_of_another_host_reads_as_running(s3: S3, tmp_path: Path) -
     assert batchrun.open(location).status == "running"
     holder.release()
     assert batchrun.open(location).status == "stopped"
+
+
+def test_files_are_put_every_interval_even_without_a_segment(tmp_path: Path) -> None:
+    """A Ray driver's copy commits no segment (its shards do): its summary.json still
+    reaches the prefix every commit interval, for `batchrun status` of a live run."""
+    from batchrun.output.store import LocalStore
+
+    store = LocalStore(str(tmp_path / "bucket"))
+    mirror = RunMirror("/bucket", store=store, interval=CommitInterval(rows=10, seconds=0.05))
+    local = mirror.open()
+    try:
+        (Path(local) / "summary.json").write_text('{"status": "running"}\n')
+        deadline = time.monotonic() + 10
+        while store.get("summary.json") is None:
+            assert time.monotonic() < deadline, "summary.json never put"
+            time.sleep(0.01)
+        assert mirror.segments == 0
+    finally:
+        mirror.close()
+    assert not os.path.exists(local)  # the local copy is removed

@@ -217,6 +217,7 @@ class RunMirror:
         self._next_renew = 0.0
         self._fresh = False
         self._wrote = False
+        self._next_push = 0.0
         self.segments = 0
         """Segments this process committed."""
 
@@ -296,7 +297,11 @@ class RunMirror:
                 header = tail.writer.flush() if final else tail.writer.commit_if_due()
                 committed += header is not None
             self.segments += committed
-            if committed or final:
+            now = self._clock()
+            if committed or final or now >= self._next_push:
+                # the other files go with each segment, and at least once a commit
+                # interval without one (a driver's summary.json: its shards commit)
+                self._next_push = now + self.interval.seconds
                 self.push()
             return committed
 
