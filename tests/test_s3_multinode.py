@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,15 +115,31 @@ def test_a_node_killed_mid_run_every_row_once(
                    "-q", "--quality-breaker", "0"]  # fmt: skip
         driver = subprocess.Popen(command, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 150
-        while len(committed(s3, bucket, "runs/m/")) < 300:
+        while True:  # both running shards (one on each node) have committed segments
+            found = Counter(shard for shard, _ in committed(s3, bucket, "runs/m/"))
+            partial = [shard for shard, rows in found.items() if rows < 250]
+            if len(partial) >= 2 and sum(found.values()) >= 300:
+                break
             assert driver.poll() is None, driver.stderr.read() if driver.stderr else ""
             assert time.monotonic() < deadline, "the run committed too little"
-            time.sleep(0.1)
+            time.sleep(0.05)
         before = len(committed(s3, bucket, "runs/m/"))
         cluster.remove_node(workers[0], allow_graceful=False)  # SIGKILL: raylet, workers
         _, err = driver.communicate(timeout=240)
         assert driver.returncode == 0, err
         requests = sim.stats.requests
+    # the lost node's shard went on elsewhere from its segments: segments of two
+    # writers (the killed attempt's and the retry's), numbered without a gap
+    owners: dict[str, set[str]] = {}
+    numbers: dict[str, list[int]] = {}
+    for key in keys(s3, bucket, "runs/m/shards/"):
+        if "/segments/" in key:
+            data = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            header = decode_segment(data, key)[0]
+            owners.setdefault(header.shard, set()).add(header.owner)
+            numbers.setdefault(header.shard, []).append(header.number)
+    assert [s for s in partial if len(owners[s]) == 2], (partial, owners)
+    assert all(sorted(n) == list(range(len(n))) for n in numbers.values())
     lines = committed(s3, bucket, "runs/m/")
     ids = [custom_id for _, custom_id in lines]
     assert len(ids) == n and len(set(ids)) == n  # every row committed once
