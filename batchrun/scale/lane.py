@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -137,6 +138,8 @@ class RayLane:
         self._scans: list[ShardScan] = []
         self._summary: dict[str, Any] = {}
         self._cancel: anyio.CancelScope | None = None
+        self._sending = False
+        """Shards were sent to (the quota actor's figures are the run's)."""
 
     # -- before sending ---------------------------------------------------------------
     async def prepare(self, run: Engine) -> None:
@@ -147,6 +150,7 @@ class RayLane:
         fingerprint, plan = await anyio.to_thread.run_sync(self._check_and_plan, run)
         self.plan = plan
         self._started_ray = connect(ray, str(self.cfg.ray))
+        self._start_service()  # a new worker process: its start overlaps the checks
         jobs = self._jobs
         scan = self._remote(scan_shard, num_cpus=1, max_retries=TASK_RETRIES)
         try:
@@ -233,16 +237,11 @@ class RayLane:
             spent += float(total or 0.0)
         return spent
 
-    async def _send(self, run: Engine) -> None:
+    def _start_service(self) -> None:
+        """Create the run's quota actor (its process starts while the caller goes on:
+        started before the shard checks, its start-up overlaps theirs)."""
         from batchrun.scale.quota import QuotaService
-        from batchrun.scale.worker import run_shard
 
-        todo = self._todo()
-        skipped = len(self._jobs) - len(todo)
-        if skipped and todo:
-            run.notes.append(f"{skipped} of {len(self._jobs)} shards were finished already")
-        if not todo:
-            return
         cfg = self.cfg
         actor = self._ray.remote(QuotaService).options(num_cpus=0, max_concurrency=1)
         self.service = actor.remote(
@@ -253,6 +252,20 @@ class RayLane:
             max_cost=cfg.max_cost,
             spent=self._spent_so_far(),
         )
+
+    async def _send(self, run: Engine) -> None:
+        from batchrun.scale.worker import run_shard
+
+        todo = self._todo()
+        skipped = len(self._jobs) - len(todo)
+        if skipped and todo:
+            run.notes.append(f"{skipped} of {len(self._jobs)} shards were finished already")
+        if not todo:
+            return
+        cfg = self.cfg
+        if self.service is None:
+            self._start_service()
+        self._sending = True
         await self._get(self.service.set_key.remote(self.api_key))
         if run.facts.stop_reason is not None:
             self.service.stop.remote(run.facts.stop_reason)
@@ -330,7 +343,7 @@ class RayLane:
             )
 
     def _pacing(self) -> dict[str, Any]:
-        if self.service is None:
+        if self.service is None or not self._sending:
             return {}
         try:
             pacing: dict[str, Any] = self._ray.get(self.service.summary.remote(), timeout=10)
@@ -438,6 +451,11 @@ class RayLane:
             self._say(format_status({**report, "eval": None}))
 
     def close(self) -> None:
+        if self.service is not None and self._ray is not None:
+            # on a cluster this process did not start, the actor would outlive the run
+            with contextlib.suppress(Exception):
+                self._ray.kill(self.service)
+            self.service = None
         if self._started_ray:
             self._ray.shutdown()
             self._started_ray = False
