@@ -874,6 +874,16 @@ class Run:
             self._local = RunDir.open(self.location).path if remote else self.location
         return self._local
 
+    def _writable(self, what: str) -> None:
+        """Refuse what would write into a snapshot, where it would be lost."""
+        from batchrun.output.store import is_object_storage
+
+        if is_object_storage(self.location):
+            raise ConfigError(
+                f"{self.location}: {what}() writes into the run directory, and a run on "
+                "object storage is read through a snapshot; not supported there yet"
+            )
+
     @property
     def _dir(self) -> RunDir:
         from batchrun.output.rundir import RunDir
@@ -947,6 +957,7 @@ class Run:
             chosen = checked_evaluation(evaluation, Where("evaluation")) if evaluation else None
         except Invalid as exc:
             raise ConfigError(str(exc)) from exc
+        self._writable("evaluate")
         return rescore(self.run_dir, chosen, variants=variants, target_accuracy=target_accuracy)
 
     def review(
@@ -977,6 +988,7 @@ class Run:
         (`batchrun.jobs.review.import_labels`). Returns the report."""
         from batchrun.jobs.review import import_labels
 
+        self._writable("import_labels")
         return import_labels(self.run_dir, path)
 
     @property

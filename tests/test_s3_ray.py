@@ -27,7 +27,7 @@ import pytest
 
 from batchrun.output.segments import decode_segment
 from batchrun.sim import SimConfig, SimThread
-from tests.s3server import S3
+from tests.s3server import ACCESS_KEY_ID, S3, SECRET_ACCESS_KEY
 
 if os.environ.get("BATCHRUN_RAY_REQUIRED") == "1":
     import ray
@@ -162,7 +162,8 @@ def test_a_killed_driver_on_s3_and_a_rerun_answer_every_row_once(
     assert report["requests"]["succeeded"] == 4000 and report["status"] == "complete"
     found = keys(s3, bucket, "runs/x/")
     assert not [k for k in found if k.endswith(("results.jsonl", "errors.jsonl"))]
-    for key in found:
+    for key in found:  # neither the API key nor the store's keys in any object
         data = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        assert KEY.encode() not in data, key
+        for secret in (KEY, ACCESS_KEY_ID, SECRET_ACCESS_KEY):
+            assert secret.encode() not in data, key
     print(f"committed before the kill {committed}, paid twice {twice}")

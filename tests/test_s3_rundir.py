@@ -132,6 +132,8 @@ def test_an_online_run_commits_segments_and_reads_back(
     assert again.status == "complete" and fresh_sim.stats.requests == 300
     opened = batchrun.open(location)
     assert opened.status == "complete" and opened.summary["requests"]["succeeded"] == 300
+    with pytest.raises(batchrun.ConfigError, match="writes into the run directory"):
+        opened.import_labels(str(src))
     assert_no_credentials(s3, bucket)
 
 
