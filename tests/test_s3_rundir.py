@@ -373,3 +373,41 @@ def test_files_are_put_every_interval_even_without_a_segment(tmp_path: Path) -> 
     finally:
         mirror.close()
     assert not os.path.exists(local)  # the local copy is removed
+
+
+def test_a_segment_is_due_after_commit_interval_seconds(tmp_path: Path) -> None:
+    """Few rows (under --commit-rows) are committed once the oldest has waited
+    --commit-interval seconds: the clock is the test's, the committing thread the real
+    one (it commits only when the test's clock says so)."""
+    from batchrun.output.store import LocalStore
+
+    class Clock:
+        now = 100.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    store = LocalStore(str(tmp_path / "bucket"))
+    mirror = RunMirror(
+        "/bucket", store=store, lease=False, interval=CommitInterval(rows=1000, seconds=5.0),
+        clock=clock,
+    )  # fmt: skip
+    local = Path(mirror.open())
+    try:
+        (local / "results.jsonl").write_text('{"custom_id": "a"}\n{"custom_id": "b"}\n')
+        deadline = time.monotonic() + 10
+        while mirror.pending_rows < 2:  # the thread has read them
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        clock.now += 4.9
+        assert mirror.commit(final=False) == 0 and mirror.segments == 0
+        clock.now += 0.2  # the oldest has waited 5.1 s
+        while mirror.segments == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert mirror.pending_rows == 0
+    finally:
+        mirror.close()
+    stored = store.get("segments/00000000.jsonl")
+    assert stored is not None and decode_segment(stored.data, "s")[0].results == 2
