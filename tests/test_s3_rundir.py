@@ -277,13 +277,22 @@ def test_a_writer_whose_segment_is_taken_stops_naming_the_winner(s3: S3, tmp_pat
     local_a, local_b = a.open(), b.open()
     try:
         (Path(local_a) / "results.jsonl").write_text('{"custom_id": "x"}\n')
+        a.commit(final=True)  # (or its thread did)
+        assert a.segments == 1
         (Path(local_b) / "results.jsonl").write_text('{"custom_id": "y"}\n')
-        assert a.commit(final=True) == 1
-        with pytest.raises(SegmentTaken, match="node-a:1:aaaa"):
-            b.commit(final=True)
+        caught: BaseException | None = None
+        deadline = time.monotonic() + 10
+        while caught is None:  # b's own commit, or its thread's, is refused
+            try:
+                b.commit(final=True)
+            except SegmentTaken as exc:
+                caught = exc
+            caught = caught or b.failure
+            assert time.monotonic() < deadline
+        assert isinstance(caught, SegmentTaken) and "node-a:1:aaaa" in str(caught)
     finally:
         a.close()
-        with pytest.raises(SegmentTaken):
+        with pytest.raises(SegmentTaken, match="node-a:1:aaaa"):
             b.close()
     assert [k for k in keys(s3, bucket, "runs/z/") if "segments" in k] == [
         "runs/z/segments/00000000.jsonl"

@@ -116,8 +116,8 @@ def pull(
             continue
         if not parquet and (key == "results.parquet" or key.startswith("results.parquet/")):
             continue
-        if key == LEASE:
-            target = _local(root, LEASE_COPY)
+        if base == LEASE:  # the run's (a shard's: its own) lock, never a plain file
+            target = _local(root, key[: -len(LEASE)] + LEASE_COPY)
         elif base in JOURNALS or base.startswith("."):
             continue  # journals come from segments only
         else:
@@ -175,7 +175,8 @@ class RunMirror:
 
     ``owned``: the keys this process writes back (prefixes; "" for every key but
     ``excluded``); ``journals``: the journal directories it commits ("" the run's own,
-    ``shards/00003`` a shard's); ``lease``: hold the run's lease meanwhile.
+    ``shards/00003`` a shard's); ``lease``: hold a lease meanwhile, the run's
+    (``lease_key`` lease.json) or a shard's (``shards/00003/lease.json``).
     ``on_failure``: called from the committing thread when the run must stop (its
     lease was lost, or another writer committed its segment)."""
 
@@ -189,6 +190,7 @@ class RunMirror:
         excluded: tuple[str, ...] = (),
         pull_prefix: str = "",
         lease: bool = True,
+        lease_key: str = LEASE,
         store: ObjectStore | None = None,
         owner: str | None = None,
         local_dir: str | None = None,
@@ -202,7 +204,8 @@ class RunMirror:
         self.owned = owned
         self.excluded = excluded
         self.pull_prefix = pull_prefix
-        self.lease = RunLease(self.store, LEASE, owner) if lease else None
+        self.lease_key = lease_key
+        self.lease = RunLease(self.store, lease_key, owner) if lease else None
         self.owner = self.lease.owner if self.lease else owner
         self.on_failure = on_failure
         self._clock = clock
@@ -229,7 +232,7 @@ class RunMirror:
         try:
             self.local = self._given_dir or tempfile.mkdtemp(prefix="batchrun-run-")
             self._fresh = self.lease is not None and not [
-                k for k in self.store.keys(self.pull_prefix) if k != LEASE
+                k for k in self.store.keys(self.pull_prefix) if k != self.lease_key
             ]
             states = pull(self.store, self.local, prefix=self.pull_prefix, parquet=False)
             for where in self.journals:
@@ -317,7 +320,7 @@ class RunMirror:
             rel = os.path.relpath(root, self.local)
             base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
             for name in names:
-                if name.startswith(".") or name.endswith(".part") or name in JOURNALS:
+                if name.startswith(".") or name.endswith(".part") or name in (*JOURNALS, LEASE):
                     continue
                 key = base + name
                 if self._owns(key):
@@ -390,7 +393,7 @@ class RunMirror:
                 with contextlib.suppress(RunDirError):
                     if self._fresh and not self._wrote and not self.segments:
                         # refused before it wrote anything: leave the prefix as found
-                        self.store.delete(LEASE)
+                        self.store.delete(self.lease_key)
                     else:
                         self.lease.release()
             self._discard()

@@ -238,12 +238,23 @@ class RayLane:
         return spent
 
     def _start_service(self) -> None:
-        """Create the run's quota actor (its process starts while the caller goes on:
-        started before the shard checks, its start-up overlaps theirs)."""
+        """Create the run's quota actor on the driver's node (its process starts while
+        the caller goes on: started before the shard checks, its start-up overlaps
+        theirs)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         from batchrun.scale.quota import QuotaService
 
         cfg = self.cfg
-        actor = self._ray.remote(QuotaService).options(num_cpus=0, max_concurrency=1)
+        # on the driver's node: a worker node lost mid-run (preempted, scaled down)
+        # must not take the run's one quota account with it (soft: anywhere else if
+        # that node cannot hold it)
+        here = self._ray.get_runtime_context().get_node_id()
+        actor = self._ray.remote(QuotaService).options(
+            num_cpus=0,
+            max_concurrency=1,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+        )
         self.service = actor.remote(
             concurrency=cfg.concurrency,
             rpm=cfg.rpm.default,

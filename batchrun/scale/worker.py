@@ -131,27 +131,44 @@ def on_this_node(job: ShardJob, *, sends: bool) -> Iterator[ShardJob]:
     for a run on object storage, a fresh local copy of the shard's keys on this node's
     disk (`batchrun.output.mirror.RunMirror`): its journal rebuilt from the committed
     segments, its new lines (``sends``) committed as segments at the run's commit
-    interval, its summary, part.json and results.parquet part put back. No lease: the
-    driver holds the run's, and a zombie attempt of this shard is kept out by the
-    segments' conditional creates."""
+    interval, its summary, part.json and results.parquet part put back.
+
+    The shard's own lease (``shards/00003/lease.json``) plays its flock's part: an
+    earlier attempt still alive (a zombie on a node Ray gave up on) holds it, and this
+    one waits for it as `wait_for_lock` waits for a flock: until it is released,
+    expires (30 s after its holder stopped renewing it), or its holder is a gone
+    process of this machine. The segments' conditional creates stay the last guard."""
     if job.remote is None:
         yield job
         return
+    from batchrun.errors import LeaseHeld
     from batchrun.output.mirror import RunMirror
     from batchrun.output.segments import CommitInterval
 
     name, cfg = job.shard.name, job.settings
     where = f"shards/{name}"
-    mirror = RunMirror(
-        job.remote,
-        interval=CommitInterval(rows=cfg.commit_rows, seconds=cfg.commit_interval),
-        journals=(where,) if sends else (),
-        owned=(f"{where}/", f"{PARTS}/part-{name}.parquet"),
-        pull_prefix=f"{where}/",
-        lease=False,
-    )
-    with mirror as local:
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        mirror = RunMirror(
+            job.remote,
+            interval=CommitInterval(rows=cfg.commit_rows, seconds=cfg.commit_interval),
+            journals=(where,) if sends else (),
+            owned=(f"{where}/", f"{PARTS}/part-{name}.parquet"),
+            pull_prefix=f"{where}/",
+            lease_key=f"{where}/lease.json",
+        )
+        try:
+            local = mirror.open()
+        except LeaseHeld:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)
+            continue
+        break
+    try:
         yield replace(job, run_dir=local, remote=None)
+    finally:
+        mirror.close()
 
 
 # -- sending ----------------------------------------------------------------------------
