@@ -33,12 +33,12 @@ if TYPE_CHECKING:
     from batchrun.batch.driver import BatchDriver
     from batchrun.cost.estimate import EstimateReport
     from batchrun.engine.hooks import RunHooks
-    from batchrun.engine.rundir import RunDirLock
     from batchrun.engine.runner import Runner, RunResult
     from batchrun.input.memory import Placed
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
     from batchrun.output.rundir import RunDir
+    from batchrun.runfiles import RunDirLock
     from batchrun.scale.driver import RayDriver
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -409,8 +409,8 @@ def prepare(settings: Settings) -> tuple[Settings, Placed | None]:
 
 def undone(settings: Settings, where: Placed | None) -> contextlib.AbstractContextManager[None]:
     """Around a run: what `prepare` made for it is removed again when the run fails
-    before it starts (`batchrun.engine.rundir.undone_unless_started`)."""
-    from batchrun.engine.rundir import undone_unless_started
+    before it starts (`batchrun.runfiles.undone_unless_started`)."""
+    from batchrun.runfiles import undone_unless_started
 
     if where is None:
         return contextlib.nullcontext()

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from batchrun.endpoint import SIM
 from batchrun.redact import looks_like_key
+from batchrun.values import CONFIDENCE_METHODS
 
 Check = Callable[[Any, "Where"], Any]
 _C = TypeVar("_C", bound=Check)
@@ -50,7 +51,6 @@ _PYTHON_COLUMN_TYPES = {
 AUTH_STYLES = ("bearer", "raw", "none")
 FORMAT_TYPES = ("json_schema", "json_object", "text")
 COMPARES = ("exact", "json_field", "number")
-CONFIDENCE_METHODS = ("logprobs", "agreement", "self")
 MAX_TOP_LOGPROBS = 20
 SECRET_KEY_NAMES = frozenset(
     {
@@ -71,7 +71,6 @@ KNOWN_BODY_FIELDS = (
     "modalities", "prediction", "audio", "web_search_options", "verbosity", "extra",
 )  # fmt: skip
 _TYPO_CUTOFF = 0.85
-BODY_ALIASES = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
 """Body fields that say the same thing: a body setting one must not get the other as
 well (OpenAI rejects max_tokens next to max_completion_tokens)."""
 
@@ -666,7 +665,7 @@ def body_pairs(value: Any, where: Where) -> dict[str, Any]:
 def quota(value: Any, where: Where) -> Any:
     """``--rpm 500``, ``--rpm gpt-4.1=30`` (repeatable), ``rpm = 500`` or
     ``rpm = { "*" = 500, "gpt-4.1" = 30 }``: a `batchrun.settings.Quota`."""
-    from batchrun.settings import Quota
+    from batchrun.values import Quota
 
     if isinstance(value, Quota):
         if value.default is not None:
@@ -709,7 +708,7 @@ def quota(value: Any, where: Where) -> Any:
 @shown_as("TEMPLATE")
 def template_text(value: Any, where: Where) -> str:
     """A message template: {column} placeholders, or Jinja when it looks like Jinja
-    (see `batchrun.input.templates.looks_like_jinja`)."""
+    (see `batchrun.templating.text.looks_like_jinja`)."""
     if not isinstance(value, str):
         raise where.fail(f"must be a string (got {show(value)})")
     problems = _template_problems(value, where.label)
@@ -722,10 +721,10 @@ def template_text(value: Any, where: Where) -> str:
 def _template_problems(text: str, label: str) -> tuple[tuple[str, str], ...]:
     """A template's problems, remembered: compiling a Jinja template takes about a
     millisecond, and the settings check theirs every time they are built."""
-    from batchrun.input.templates import looks_like_jinja, template_problems
+    from batchrun.templating.text import looks_like_jinja, template_problems
 
     if looks_like_jinja(text):
-        from batchrun.input.jinja import jinja_template_problems
+        from batchrun.templating.jinja import jinja_template_problems
 
         return tuple(("", p) for p in jinja_template_problems(text, label))
     return tuple((label, p) for p in template_problems(text))
@@ -856,7 +855,7 @@ DEFAULT_CACHE_FLAG = "\0default"
 
 def json_schema(value: Any, where: Where) -> dict[str, Any]:
     """An object schema, valid against its meta-schema (checked before any request)."""
-    from batchrun.output.quality import schema_problem
+    from batchrun.schemas import schema_problem
 
     if not isinstance(value, Mapping):
         raise where.fail(f"must be a JSON object schema (got {kind_of(value)})")
@@ -867,25 +866,6 @@ def json_schema(value: Any, where: Where) -> dict[str, Any]:
     if problem is not None:
         raise where.fail(f"not a valid JSON Schema: {problem}")
     return schema
-
-
-def response_format(value: Any, where: Where) -> Any:
-    """A `batchrun.settings.ResponseFormat` from any accepted spelling: a Pydantic model
-    class, a plain JSON Schema (or a .json file of one), OpenAI's envelope, the short
-    ``{type, name, schema}`` form, "json_object" or "text" (`batchrun.response_formats`).
-    """
-    from batchrun.response_formats import response_format as parsed
-    from batchrun.settings import ResponseFormat
-
-    if isinstance(value, ResponseFormat):  # already parsed: only its shape is looked at
-        if value.type not in FORMAT_TYPES:
-            raise where.at("type").fail(
-                f"must be one of {', '.join(FORMAT_TYPES)} (got {show(value.type)})"
-            )
-        if value.type == "json_schema" and not isinstance(value.schema, Mapping):
-            raise where.at("schema").fail("a json_schema format needs a schema")
-        return value
-    return parsed(value, where)
 
 
 PRICE_KEYS = ("file", "models")
@@ -902,7 +882,7 @@ def prices(value: Any, where: Where) -> Any:
     1
     """
     from batchrun.cost.pricefile import model_prices
-    from batchrun.settings import Prices
+    from batchrun.values import Prices
 
     if isinstance(value, Prices):  # built in Python: its entries held to the same rules
         wrong: list[str] = []
@@ -951,7 +931,7 @@ def prices(value: Any, where: Where) -> Any:
 
 def evaluation(value: Any, where: Where) -> Any:
     """A `batchrun.settings.Evaluation` from an [eval] table or keyword dict."""
-    from batchrun.settings import Evaluation
+    from batchrun.values import Evaluation
 
     if value is None:
         return value
@@ -1023,7 +1003,7 @@ def evaluation(value: Any, where: Where) -> Any:
 def confidence(value: Any, where: Where) -> Any:
     """A `batchrun.settings.Confidence` from a method name ("logprobs"), a
     [confidence] table or a keyword dict."""
-    from batchrun.settings import Confidence
+    from batchrun.values import Confidence
 
     if value is None or isinstance(value, Confidence):
         return value
@@ -1157,7 +1137,7 @@ def endpoints(value: Any, where: Where) -> dict[str, Any]:
 def _endpoint(name: str, table: Any, where: Where) -> Any:
     """One ``[endpoints.NAME]`` table (or an `Endpoint` built in Python, held to the
     same rules) as an `Endpoint`."""
-    from batchrun.settings import Endpoint
+    from batchrun.values import Endpoint
 
     simulated = False
     if isinstance(table, Endpoint):
@@ -1285,10 +1265,11 @@ _ENDPOINT_CHECKS: dict[str, Check] = {
 
 def _pool_file(path: str, where: Where) -> dict[str, Any]:
     """The endpoints of a pool file (see `endpoints`); its problems are the file's, one
-    a line with their key paths, like a job file's (`batchrun.jobs.jobfile.JobFileError`)."""
+    a line with their key paths, like a job file's (`batchrun.errors.JobFileError`)."""
     import tomllib
 
-    from batchrun.jobs.jobfile import JobFileError, secret_problems
+    from batchrun.checks import secret_problems
+    from batchrun.errors import JobFileError
 
     found = existing_file(path, where)
     try:
@@ -1345,3 +1326,24 @@ def _key(name: Any) -> str:
 
 
 key_path = _key
+
+
+def secret_problems(value: Any, where: str) -> list[str]:
+    """Refuse anything that looks like a literal key, wherever it is (a job file, a
+    pool file: `batchrun.checks.endpoints`)."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key_path(key)}" if where else key_path(key)
+            # below [response_format]'s own keys is a schema: a property may be named "token"
+            in_schema = where.startswith("response_format.")
+            if not in_schema and isinstance(key, str) and key.lower() in SECRET_KEY_NAMES:
+                out.append(f"{path}: API keys are never read from a job file; {USE_ENV}")
+                continue
+            out.extend(secret_problems(item, path))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out.extend(secret_problems(item, f"{where}[{i}]"))
+    elif isinstance(value, str) and looks_like_key(value):
+        out.append(f"{where}: looks like a literal API key; {USE_ENV}")
+    return out

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from batchrun.output.confidence import ConfidenceReader, label_span
+from batchrun.confidence import ConfidenceReader, label_span
 
 LABELS = ("positive", "negative", "neutral")
 TEXT = "The battery died after two days and support never answered. Avoid."

@@ -25,7 +25,8 @@ from batchrun.cli import cli
 from batchrun.engine.hooks import CompositeHooks
 from batchrun.engine.runner import EXIT_ERROR, EXIT_OK, Runner
 from batchrun.report.progress import ProgressHooks
-from batchrun.settings import Evaluation, ResponseFormat, Settings
+from batchrun.settings import Settings
+from batchrun.values import Evaluation, ResponseFormat
 from tests.conftest import FakeTime, completion
 
 ROOT = Path(__file__).resolve().parent.parent

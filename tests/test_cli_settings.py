@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli, run_command
-from batchrun.settings import Confidence, Evaluation, Settings
+from batchrun.settings import Settings
+from batchrun.values import Confidence, Evaluation
 
 ROWS = [
     {"id": "r1", "text": "great value", "label": "positive"},

@@ -1,4 +1,4 @@
-"""Confidence per answer (`batchrun.output.confidence`): from logprobs, agreement and the
+"""Confidence per answer (`batchrun.confidence`): from logprobs, agreement and the
 model's own estimate, checked against hand-computed values; the setting in job files,
 on the command line and in Python; the request fields; the confidence column of
 results.parquet and the warning for an endpoint that returns no logprobs."""
@@ -19,13 +19,7 @@ from click.testing import CliRunner
 
 import batchrun
 from batchrun.cli import cli
-from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import EXIT_OK, Runner
-from batchrun.errors import ConfigError, RunDirError
-from batchrun.input.templates import body_builder
-from batchrun.jobs.jobfile import load_job
-from batchrun.jobs.outputs import DatasetOutputHooks
-from batchrun.output.confidence import (
+from batchrun.confidence import (
     NO_ANSWER,
     NO_LABEL,
     NO_LOGPROBS,
@@ -40,7 +34,14 @@ from batchrun.output.confidence import (
     span_probability,
     with_request_fields,
 )
-from batchrun.settings import Confidence, Evaluation, ResponseFormat, Settings
+from batchrun.engine.hooks import CompositeHooks
+from batchrun.engine.runner import EXIT_OK, Runner
+from batchrun.errors import ConfigError, RunDirError
+from batchrun.jobs.jobfile import load_job
+from batchrun.jobs.outputs import DatasetOutputHooks
+from batchrun.settings import Settings
+from batchrun.templating.text import body_builder
+from batchrun.values import Confidence, Evaluation, ResponseFormat
 from tests.conftest import FakeTime, completion
 
 LABELS = ("positive", "negative", "neutral")

@@ -22,9 +22,9 @@ import pytest
 
 from batchrun.engine.hooks import CompositeHooks, RunHooks, RunState
 from batchrun.engine.runner import Runner, RunResult
-from batchrun.jobs.evaluate import normalize_answer
 from batchrun.jobs.jobfile import load_job
 from batchrun.jobs.outputs import DatasetOutputHooks, finish_dataset_run
+from batchrun.labels import normalize_answer
 from batchrun.models import Outcome
 from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
-from batchrun.engine.rundir import holder
 from batchrun.errors import InputError, RunDirError
+from batchrun.runfiles import holder
 from batchrun.scale.aggregate import recount
 from batchrun.sim import SimConfig, SimThread
 

@@ -17,21 +17,16 @@ from click.testing import CliRunner
 import batchrun
 from batchrun.checks import Where
 from batchrun.cli import cli
-from batchrun.errors import ConfigError
-from batchrun.jobs.jobfile import JobFileError, load_job
+from batchrun.errors import ConfigError, JobFileError
+from batchrun.jobs.jobfile import load_job
 from batchrun.settings import (
-    Confidence,
-    Endpoint,
-    Evaluation,
-    Prices,
-    Quota,
-    ResponseFormat,
     Settings,
     SpelledAsGiven,
     flag_spelling,
     key_spelling,
     keyword_spelling,
 )
+from batchrun.values import Confidence, Endpoint, Evaluation, Prices, Quota, ResponseFormat
 
 SCHEMA = {
     "type": "object",
@@ -143,7 +138,7 @@ def test_a_template_is_compiled_once_not_on_every_replace(
     """Compiling a Jinja template takes about a millisecond: the settings' check
     remembers a template's problems, so building settings stays cheap."""
     import batchrun.checks
-    import batchrun.input.jinja as jinja
+    import batchrun.templating.jinja as jinja
 
     compiled: list[str] = []
     real = jinja.jinja_template_problems

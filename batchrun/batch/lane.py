@@ -58,9 +58,10 @@ from batchrun.engine.stops import StopReason
 from batchrun.errors import RunDirError
 from batchrun.input.sources import Source
 from batchrun.output.breaker import first_max_tokens, stop_note
-from batchrun.output.quality import QualityAlert, compile_schema
+from batchrun.output.quality import QualityAlert
 from batchrun.output.summary import Counts
 from batchrun.redact import register_secret
+from batchrun.schemas import compile_schema
 from batchrun.settings import Settings
 
 if TYPE_CHECKING:
@@ -272,7 +273,7 @@ class BatchLane:
         """The end of ``settle_only``: hand over, or refuse while batches run."""
         if run.stopping.is_set():
             return
-        from batchrun.batch.state import open_batches_refusal
+        from batchrun.output.ledger import open_batches_refusal
 
         self._refusal = open_batches_refusal(run.run_dir)
         if self._refusal is None and run.then is not None:

@@ -19,7 +19,8 @@ from batchrun.cli.options import command_settings, given_settings, setting_optio
 from batchrun.errors import ConfigError
 from batchrun.jobs.review import FORMATS as REVIEW_FORMATS
 from batchrun.redact import scrub_text
-from batchrun.settings import Evaluation, Settings
+from batchrun.settings import Settings
+from batchrun.values import Evaluation
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 

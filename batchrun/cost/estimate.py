@@ -37,13 +37,15 @@ from typing import Any
 
 from batchrun.apis import APIS, EMBEDDINGS
 from batchrun.cost.pool import PoolEstimate, pool_estimate
-from batchrun.cost.prices import ModelPrice, PriceBook
+from batchrun.cost.price import ModelPrice
+from batchrun.cost.prices import PriceBook
 from batchrun.models import Request
 from batchrun.output import lines
 from batchrun.output.usage import model_of, usage_of
 from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
 from batchrun.report.tables import align_table, format_usd
-from batchrun.settings import Endpoint, Settings
+from batchrun.settings import Settings
+from batchrun.values import Endpoint
 
 UNKNOWN_MODEL = "unknown"
 

@@ -1,6 +1,6 @@
 """One run's life, the same for every way its rows get answered.
 
-`Engine.run` takes the run directory (one writer: `batchrun.engine.rundir.taken`),
+`Engine.run` takes the run directory (one writer: `batchrun.runfiles.taken`),
 lets its *lane* check the input and adopt what the directory holds (a run refused
 there leaves no directory it made), has the lane answer the rows until none is left
 or something stops it, then ends: the status and exit code from the stop reason and
@@ -39,7 +39,6 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from batchrun.engine.hooks import Ending, RunHooks
-from batchrun.engine.rundir import RunDirLock, removed_if_refused, taken
 from batchrun.engine.signals import run_watched
 from batchrun.engine.state import RunFacts, RunState
 from batchrun.engine.stops import (
@@ -51,9 +50,10 @@ from batchrun.engine.stops import (
     final_status,
 )
 from batchrun.errors import ConfigError, RunDirError
-from batchrun.input.rowwatch import Interrupted
 from batchrun.redact import scrub_text
+from batchrun.runfiles import RunDirLock, removed_if_refused, taken
 from batchrun.settings import Settings
+from batchrun.templating.rowwatch import Interrupted
 
 __all__ = ["Engine", "Lane"]
 

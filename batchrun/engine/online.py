@@ -113,7 +113,7 @@ class OnlineLane:
 
     # -- before sending ---------------------------------------------------------------
     async def prepare(self, run: Engine) -> None:
-        from batchrun.batch.state import open_batches_refusal
+        from batchrun.output.ledger import open_batches_refusal
 
         self._run = run
         # batches an earlier --batch-api process left open would answer (and bill)
@@ -418,7 +418,7 @@ def _token_estimate(req: Request) -> int:
 
 
 def _validator(cfg: Settings) -> Any:
-    from batchrun.output.quality import compile_schema
+    from batchrun.schemas import compile_schema
 
     schema = cfg.schema
     return compile_schema(schema) if schema else None

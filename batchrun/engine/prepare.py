@@ -29,7 +29,6 @@ import anyio
 import anyio.to_thread
 
 from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.rundir import remove_stray_temp_files
 from batchrun.engine.runinfo import not_judged_answers, resume_problems, write_run_info
 from batchrun.errors import RunDirError
 from batchrun.input.sources import Interrupted, ScanObserver, ScanResult, Source
@@ -43,6 +42,7 @@ from batchrun.output.journal import (
     simulated_note,
 )
 from batchrun.output.summary import Counts
+from batchrun.runfiles import remove_stray_temp_files
 from batchrun.settings import Settings
 
 __all__ = ["Prepared", "check_resume", "prepare_input", "record"]

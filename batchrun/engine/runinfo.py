@@ -20,13 +20,14 @@ from typing import Any
 
 import orjson
 
-from batchrun import __version__
+from batchrun._version import __version__
 from batchrun.errors import RunDirError
 from batchrun.input.locations import recorded_location
 from batchrun.output.journal import RUN_INFO, recorded_endpoint
 from batchrun.output.quality import QualityCounts
 from batchrun.output.summary import write_json_atomic
-from batchrun.settings import DEFAULT_ENDPOINT, Settings
+from batchrun.settings import Settings
+from batchrun.values import DEFAULT_ENDPOINT
 
 VARIANT_SETTINGS = ("model", "prompts", "system")
 """In a job comparing variants, these may change between runs: a changed variant is

@@ -18,7 +18,6 @@ import httpx
 from batchrun.engine.hooks import RunHooks
 from batchrun.engine.lifecycle import Engine
 from batchrun.engine.online import OnlineLane
-from batchrun.engine.rundir import RunDirLock
 from batchrun.engine.stops import (
     EXIT_BUDGET,
     EXIT_ERROR,
@@ -32,6 +31,7 @@ from batchrun.engine.stops import (
 from batchrun.errors import ConfigError
 from batchrun.input.sources import Source
 from batchrun.pacing.scheduler import Accounts
+from batchrun.runfiles import RunDirLock
 from batchrun.settings import Settings
 
 __all__ = [

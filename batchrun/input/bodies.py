@@ -251,7 +251,7 @@ def _text_problem(text: Any) -> str | None:
 @lru_cache(maxsize=64)
 def _schema_problem(schema: bytes) -> str | None:
     """Checked once per schema, not once per row (every row of a file often has it)."""
-    from batchrun.output.quality import schema_problem
+    from batchrun.schemas import schema_problem
 
     return schema_problem(orjson.loads(schema))
 

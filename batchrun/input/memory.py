@@ -63,7 +63,7 @@ class Placed:
     """Where `Staged.place` put the rows, and what it made for them: ``made_dir``, the
     run directory or the first of its parents that did not exist (None: it existed),
     and whether ``path`` is a file it wrote (False: the same rows were there already).
-    A run refused before it starts removes what was made (`batchrun.engine.rundir.
+    A run refused before it starts removes what was made (`batchrun.runfiles.
     undone_unless_started`): a mistake leaves no copy of the caller's data behind."""
 
     path: str
@@ -101,8 +101,8 @@ class Staged:
             ) from exc
 
     def _place(self, out_dir: str, made_dir: str | None, *, force: bool) -> Placed:
-        from batchrun.engine.rundir import file_mode
         from batchrun.input.sources import Source
+        from batchrun.runfiles import file_mode
 
         os.makedirs(out_dir, exist_ok=True)
         final = os.path.join(out_dir, f"input{self.suffix}")

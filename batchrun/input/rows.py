@@ -23,7 +23,7 @@ from batchrun.settings import Settings
 
 
 def dataset_mapper(cfg: Settings) -> RowMapper:
-    from batchrun.input.templates import body_builder
+    from batchrun.templating.text import body_builder
 
     build = body_builder(cfg)
     if build is None:
@@ -48,9 +48,9 @@ def dataset_mapper(cfg: Settings) -> RowMapper:
 
 def request_defaults_mapper(cfg: Settings) -> RowMapper:
     """Plain request-file jobs: the job's [request] values fill what a body lacks."""
+    from batchrun.confidence import with_request_fields
     from batchrun.input.sources import request_from_row
-    from batchrun.input.templates import apply_defaults
-    from batchrun.output.confidence import with_request_fields
+    from batchrun.templating.text import apply_defaults
 
     defaults = with_request_fields(cfg.request, cfg.confidence)
     path = cfg.input_path

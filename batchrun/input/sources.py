@@ -57,9 +57,10 @@ from batchrun.apis import CHAT, EMBEDDINGS, api_of_url
 from batchrun.errors import ConfigError, InputError
 from batchrun.ids import body_hash_int, id_hash
 from batchrun.input.bodies import embeddings_problem, responses_problem
+from batchrun.input.kinds import input_kind
 from batchrun.input.locations import InputFile, child, input_files, tag_all
-from batchrun.input.rowwatch import Interrupted, watched
 from batchrun.models import Request
+from batchrun.templating.rowwatch import Interrupted, watched
 
 if TYPE_CHECKING:
     from batchrun.input.delimited import DelimitedFile
@@ -84,21 +85,6 @@ ScanObserver = Callable[[Request, bytes], None]
 Finisher = Callable[[Request], Request]
 # A rule every request must pass (its context window): None, or why its row is bad.
 RequestCheck = Callable[[Request], "str | None"]
-
-
-def input_kind(path: str) -> str:
-    """'jsonl', 'jsonl.gz', 'parquet', or one of `DELIMITED_KINDS` ('csv', 'tsv.gz', ...)."""
-    from batchrun.input.delimited import delimited_kind
-
-    lowered = path.lower()
-    delimited = delimited_kind(lowered)
-    if delimited is not None:
-        return delimited
-    if lowered.endswith((".parquet", ".pq")):
-        return "parquet"
-    if lowered.endswith(".gz"):
-        return "jsonl.gz"
-    return "jsonl"
 
 
 def request_from_row(
@@ -261,7 +247,7 @@ class Source:
         span: Span | None = None,
         column_types: Mapping[str, str] | None = None,
     ) -> None:
-        from batchrun.input.delimited import DELIMITED_KINDS
+        from batchrun.input.kinds import DELIMITED_KINDS
 
         self.path = str(path)
         self.span = span
@@ -304,7 +290,7 @@ class Source:
     def files(self) -> list[InputFile]:
         """The input's files in order (a shard of a many-file input: its one file)."""
         if self._files is None:
-            from batchrun.input.delimited import DELIMITED_KINDS
+            from batchrun.input.kinds import DELIMITED_KINDS
 
             if self.span is not None and self.span.file is not None:
                 files, many = [child(self.path, self.span.file)], True
@@ -340,7 +326,7 @@ class Source:
     @property
     def delimited(self) -> bool:
         """CSV or TSV files (`batchrun.input.delimited`)."""
-        from batchrun.input.delimited import DELIMITED_KINDS
+        from batchrun.input.kinds import DELIMITED_KINDS
 
         return self.kind in DELIMITED_KINDS
 
@@ -615,7 +601,7 @@ class Source:
         case each bad row is written to ``invalid_sink`` as a JSON line (with its
         ``file`` in a many-file input).
         ``should_stop`` is polled every few hundred rows, and inside a row whose
-        template loops (`batchrun.input.rowwatch`, which also ends a row rendering
+        template loops (`batchrun.templating.rowwatch`, which also ends a row rendering
         past its time limit as a bad row); when it says so the scan raises
         `Interrupted` (a Ctrl-C during a long scan must not wait for it).
         ``observe`` is told of every valid request with its body's bytes (the run's

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from batchrun.input.templates import as_text
-from batchrun.jobs.evaluate import NO_PREDICTION, normalize_answer
+from batchrun.labels import NO_PREDICTION, normalize_answer
+from batchrun.templating.cells import as_text
 
 __all__ = [
     "NO_PREDICTION",

@@ -25,17 +25,18 @@ import orjson
 import pyarrow as pa
 
 from batchrun.checks import suggest
+from batchrun.confidence import has_logprobs
 from batchrun.engine.hooks import Ending, RunHooks, RunState
 from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.input.sources import ScanResult
 from batchrun.jobs.evaluate import format_eval
 from batchrun.jobs.gold import read_gold
 from batchrun.models import Outcome
-from batchrun.output.confidence import has_logprobs
 from batchrun.output.journal import SUMMARY
 from batchrun.output.parquet import ParquetReport, RowObserver, write_results_parquet
 from batchrun.output.summary import merge_summary, write_json_atomic
-from batchrun.settings import Evaluation, Settings
+from batchrun.settings import Settings
+from batchrun.values import Evaluation
 
 PARQUET = "results.parquet"
 
@@ -132,8 +133,8 @@ def rescore(
     """
     from dataclasses import replace
 
-    from batchrun.engine.rundir import RunDirLock
     from batchrun.output.journal import RUN_INFO
+    from batchrun.runfiles import RunDirLock
 
     info_path = os.path.join(run_dir, RUN_INFO)
     try:
@@ -183,7 +184,7 @@ def gold_evaluation(cfg: Settings) -> Evaluation:
     """How a run without an [eval] is scored against the labels people gave it: the
     answer's label field (the confidence's, else the schema's one enum field), else
     the whole answer."""
-    from batchrun.output.confidence import label_field_of
+    from batchrun.confidence import label_field_of
 
     field = label_field_of(cfg.confidence, cfg.schema)
     if field is not None:

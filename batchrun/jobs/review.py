@@ -127,8 +127,8 @@ def _results(run_dir: str, cfg: Any) -> Any:
     """results.parquet of the run (built from its files when it has none)."""
     import pyarrow.parquet as pq
 
-    from batchrun.engine.rundir import RunDirLock
     from batchrun.output.parquet import write_results_parquet
+    from batchrun.runfiles import RunDirLock
 
     path = os.path.join(run_dir, "results.parquet")
     if not os.path.exists(path):
@@ -158,7 +158,7 @@ def review_rows(
 ) -> tuple[list[ReviewRow], ReviewReport]:
     """The doubtful rows of a run, most doubtful first, and what was left out (the
     report's ``path`` is None: nothing written)."""
-    from batchrun.output.confidence import ConfidenceReader
+    from batchrun.confidence import ConfidenceReader
 
     cfg = _run_settings(run_dir)
     reader = ConfidenceReader.of(cfg)
@@ -565,9 +565,9 @@ def import_labels(run_dir: str, path: str) -> ImportReport:
         report = import_labels("runs/labels", "export.json")
         report.imported, report.skipped
     """
+    from batchrun.confidence import ConfidenceReader
     from batchrun.engine.runinfo import settings_of
     from batchrun.jobs.gold import read_gold
-    from batchrun.output.confidence import ConfidenceReader
 
     cfg = settings_of(run_dir)
     reader = ConfidenceReader.of(cfg)

@@ -34,7 +34,7 @@ Every input row appears exactly once, with a ``status``: ``succeeded``, ``failed
 * ``latency_ms``, ``ttft_ms`` (double), ``attempts`` (int32), ``error_code``,
   ``error_message`` (string);
 * when the job has a ``confidence`` setting: ``confidence`` (double), how sure the
-  answer is (`batchrun.output.confidence`, read from the line's response body; with
+  answer is (`batchrun.confidence`, read from the line's response body; with
   "agreement" the row's answer columns are the majority's first choice);
 * when the job has a JSON schema: one typed column per top-level property
   (`batchrun.output.answers.parsed_columns`), then ``parse_error`` (string; null when the
@@ -65,8 +65,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batchrun import __version__
+from batchrun._version import __version__
 from batchrun.apis import RESPONSES
+from batchrun.confidence import ConfidenceCounts, ConfidenceReader
 from batchrun.errors import InputError
 from batchrun.ids import body_hash, id_hash
 from batchrun.input.sources import Source
@@ -75,7 +76,6 @@ from batchrun.jobs.evaluate import Evaluator
 from batchrun.jobs.gold import read_gold
 from batchrun.models import Outcome
 from batchrun.output.answers import parse_content, parsed_columns
-from batchrun.output.confidence import ConfidenceCounts, ConfidenceReader
 from batchrun.output.journal import ERRORS, RESULTS, Provenance
 from batchrun.output.lines import custom_id_of, decode, milliseconds
 from batchrun.output.shapes import (
@@ -119,7 +119,7 @@ _LEAD_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("row", pa.int64()),
 )
 CONFIDENCE_COLUMN = ("confidence", pa.float64())
-"""Jobs with a ``confidence`` setting: how sure the answer is (`batchrun.output.confidence`)."""
+"""Jobs with a ``confidence`` setting: how sure the answer is (`batchrun.confidence`)."""
 _VARIANT_COLUMN = ("variant", pa.string())
 """Jobs with variants (several models or prompts): one row per input row and variant."""
 _FILES = (ERRORS, RESULTS)  # scanned in this order: a later line wins
@@ -142,7 +142,7 @@ class ParquetReport:
     eval: dict[str, Any] | None = None
     eval_by_variant: dict[str, dict[str, Any]] | None = None
     confidence: dict[str, Any] | None = None
-    """`batchrun.output.confidence.ConfidenceCounts.report` (jobs with a confidence)."""
+    """`batchrun.confidence.ConfidenceCounts.report` (jobs with a confidence)."""
     confidence_note: str | None = None
     """The warning naming endpoints that answered without logprobs."""
     calibration: dict[str | None, CalibrationSample] = field(default_factory=dict)

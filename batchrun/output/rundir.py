@@ -34,7 +34,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchrun.engine.rundir import holder
 from batchrun.errors import RunDirError
 from batchrun.models import Outcome
 from batchrun.output.journal import (
@@ -49,6 +48,7 @@ from batchrun.output.ledger import batch_history, batch_status
 from batchrun.output.lines import decode, decode_meta
 from batchrun.output.summary import read_json_object, summary_figures
 from batchrun.output.tally import Tally
+from batchrun.runfiles import holder
 
 INVALID = "invalid.jsonl"
 PARQUET = "results.parquet"

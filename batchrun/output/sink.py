@@ -24,12 +24,12 @@ import os
 from collections.abc import Sequence
 from types import TracebackType
 
-from batchrun.engine.rundir import NEW_FILE
 from batchrun.errors import RunDirError
 from batchrun.models import Outcome
 from batchrun.output.journal import ERRORS, RESULTS
 from batchrun.output.lines import encode
 from batchrun.redact import scrub
+from batchrun.runfiles import NEW_FILE
 
 
 class JsonlSink:

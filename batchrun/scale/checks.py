@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from batchrun import __version__
+from batchrun._version import __version__
 from batchrun.arrowbuf import from_array, scalar
 from batchrun.errors import ConfigError, InputError
 from batchrun.input.locations import recorded_location

@@ -168,8 +168,8 @@ class RayLane:
 
     def _check_and_plan(self, run: Engine) -> tuple[str, ShardPlan]:
         """The input's identity and the run directory's plan (new or recorded)."""
-        from batchrun.batch.state import open_batches_refusal
         from batchrun.input.sources import Source
+        from batchrun.output.ledger import open_batches_refusal
 
         run_dir = run.run_dir
         refusal = open_batches_refusal(run_dir)

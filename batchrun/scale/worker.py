@@ -32,10 +32,10 @@ from typing import Any
 import orjson
 
 from batchrun.engine.hooks import CompositeHooks, RunHooks
-from batchrun.engine.rundir import holder
 from batchrun.errors import InputError
 from batchrun.input.sources import Source
 from batchrun.output.journal import ERRORS, RESULTS
+from batchrun.runfiles import holder
 from batchrun.scale.shards import Shard, shard_dir
 from batchrun.settings import Settings
 

@@ -40,12 +40,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchrun.checks import CONFIDENCE_METHODS
-from batchrun.settings import Confidence, Evaluation, ResponseFormat, Settings
+from batchrun.labels import normalize_answer
+from batchrun.values import CONFIDENCE_METHODS, Confidence, Evaluation, ResponseFormat
+
+if TYPE_CHECKING:
+    from batchrun.settings import Settings
 
 LOGPROBS, AGREEMENT, SELF = CONFIDENCE_METHODS
 NO_ANSWER = "no_answer"
@@ -419,7 +422,6 @@ def _content(choice: Any) -> str | None:
 
 
 def _normal(label: str) -> str:
-    from batchrun.jobs.evaluate import normalize_answer
 
     return normalize_answer(label)
 

@@ -20,22 +20,19 @@ are decoded as UTF-8.
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
-
-from batchrun.checks import BODY_ALIASES
 from batchrun.errors import ConfigError, InputError
+from batchrun.templating.cells import as_text, columns_note
+from batchrun.values import BODY_ALIASES
 
 if TYPE_CHECKING:
     from batchrun.settings import Settings
 
 _FORMATTER = string.Formatter()
-_MAX_COLUMNS_SHOWN = 20
 
 # One compiled message content: literal text and column names, in order.
 # A part is either ("", column) for a placeholder or (text, None) for literal text.
@@ -96,47 +93,6 @@ def _compile(text: str) -> tuple[_Part, ...]:
         if field is not None:
             parts.append(("", field))
     return tuple(parts)
-
-
-def columns_note(name: str, columns: Sequence[str]) -> str:
-    """The columns a template could have meant, for a name that is none of them.
-
-    >>> columns_note("txet", ["id", "text"])
-    "(columns: id, text; did you mean 'text'?)"
-    """
-    import difflib
-
-    shown = ", ".join(columns[:_MAX_COLUMNS_SHOWN])
-    if len(columns) > _MAX_COLUMNS_SHOWN:
-        shown += f", ... ({len(columns)} in all)"
-    close = difflib.get_close_matches(name, list(columns), 1, 0.75)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"(columns: {shown}{hint})" if columns else "(no columns)"
-
-
-def as_text(value: Any) -> str:
-    """A row value as prompt text.
-
-    >>> as_text(None), as_text(True), as_text(0.1), as_text([1, "a"])
-    ('', 'true', '0.1', '[1,"a"]')
-    """
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, _dt.date | _dt.time):
-        return value.isoformat()
-    if isinstance(value, list | tuple | dict):
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    return str(value)
 
 
 class PromptTemplate:
@@ -291,7 +247,7 @@ def body_builder(settings: Settings) -> Callable[[Mapping[str, Any], str], dict[
         build = body_builder(settings)
         body = build({"text": "ok"}, "line 1")
     """
-    from batchrun.output.confidence import with_request_fields
+    from batchrun.confidence import with_request_fields
 
     defaults = with_request_fields(settings.request, settings.confidence)
     if settings.default_model is not None:
@@ -315,7 +271,7 @@ def body_builder(settings: Settings) -> Callable[[Mapping[str, Any], str], dict[
 
 class Template(Protocol):
     """A compiled prompt: `PromptTemplate` ({column}) or
-    `batchrun.input.jinja.JinjaPromptTemplate`."""
+    `batchrun.templating.jinja.JinjaPromptTemplate`."""
 
     messages: tuple[dict[str, str], ...]
     placeholders: tuple[str, ...]
@@ -339,7 +295,7 @@ def template_for(messages: Sequence[Mapping[str, str]], settings: Settings) -> T
     """The compiled template of a job's messages, by `template_engine`."""
     if template_engine(messages, settings) == "format":
         return PromptTemplate(messages)
-    from batchrun.input.jinja import JinjaPromptTemplate, load_examples
+    from batchrun.templating.jinja import JinjaPromptTemplate, load_examples
 
     examples = load_examples(settings.examples) if settings.examples else None
     return JinjaPromptTemplate(messages, examples=examples)
