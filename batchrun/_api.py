@@ -292,11 +292,6 @@ def object_storage_run(settings: Settings) -> Iterator[Settings]:
         yield settings
         return
     assert location is not None
-    if settings.mode == "batch":
-        raise ConfigError(
-            f"{location}: a Batch API run keeps its step journal on a local or shared "
-            "directory; run online or with --ray on object storage"
-        )
     from batchrun.output.mirror import RunMirror
     from batchrun.output.segments import CommitInterval
 

@@ -1065,6 +1065,13 @@ class Settings:
                     f"{n('cache')} with a local cluster ({n('ray', checks.LOCAL_RAY)}) or "
                     f"without {n('ray')}"
                 )
+        # a run directory on object storage: segments and a lease, online or on Ray
+        if self.out_dir is not None and "://" in self.out_dir and self.mode == "batch":
+            out.append(
+                f"{n('mode', 'batch')} keeps its step journal in a local or shared "
+                f"{n('out_dir')}; a run directory on object storage runs online or with "
+                f"{n('ray')}"
+            )
         if self.endpoints:
             out.extend(self._pool_problems(n, batch))
         return out

@@ -101,6 +101,8 @@ def test_run_directory_locations_are_checked() -> None:
     with pytest.raises(batchrun.ConfigError, match="carries a credential") as caught:
         batchrun.Settings.build(input="x.jsonl", out_dir="s3://AKIA:sekrit@bucket/runs/a")
     assert "sekrit" not in str(caught.value)
+    batch = batchrun.Settings.build(input="x.jsonl", out_dir="s3://b/runs/a", mode="batch")
+    assert any("object storage runs online" in p for p in batch.problems())
     with pytest.raises(batchrun.ConfigError, match="commit_interval"):
         batchrun.Settings.build(input="x.jsonl", commit_interval=0)
 
