@@ -125,6 +125,8 @@ def test_an_online_run_commits_segments_and_reads_back(
     for name in ("run.json", "summary.json", "results.parquet", "lease.json"):
         assert f"runs/a/{name}" in found
     assert not [k for k in found if k.endswith(("results.jsonl", "errors.jsonl"))]
+    info = json.loads(s3.client.get_object(Bucket=bucket, Key="runs/a/run.json")["Body"].read())
+    assert info["options"]["out_dir"] == location  # the prefix, not the local copy
     ids = [line["custom_id"] for line in segment_lines(s3, bucket, "runs/a/")]
     assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 301))  # each row once
     table = run.results()

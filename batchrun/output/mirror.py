@@ -481,6 +481,14 @@ def location_of(local: str) -> str | None:
         return None
 
 
+def recorded_out_dir(out_dir: str | None) -> str | None:
+    """The run directory as run.json records it: for the local copy of a run on object
+    storage, the prefix the user gave, not the copy."""
+    if not out_dir:
+        return out_dir
+    return location_of(out_dir) or out_dir
+
+
 def lease_holder(local: str, now: float | None = None) -> str | None:
     """Who held the lease of the run when the snapshot ``local`` was taken, if it was
     live then (None: nobody)."""
@@ -505,6 +513,7 @@ __all__ = [
     "location_of",
     "mirror_of",
     "pull",
+    "recorded_out_dir",
     "refresh",
     "snapshot",
     "snapshot_home",
