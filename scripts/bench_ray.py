@@ -327,21 +327,30 @@ def leases(clients: int, seconds: float) -> None:
                 concurrency=100_000, rpm=rpm, tpm=None, by_model={}, max_cost=None
             )
             ray.get(service.summary.remote())  # started
+            pid = ray.get(service.__ray_call__.remote(lambda _self: os.getpid()))
             task = ray.remote(num_cpus=0)(lease_calls)
             ray.get([task.remote(service, "warm", 0.5)])
+            cpu0 = process_seconds(pid)
             started = time.monotonic()
             got = ray.get([task.remote(service, f"w{i}", seconds) for i in range(clients)])
             span = time.monotonic() - started
+            actor_cpu = process_seconds(pid) - cpu0
             calls = sum(c for c, _ in got)
             latency = sum(w for _, w in got) / calls
             rate = calls / span
+            per_lease = actor_cpu / calls
             kind = "counted quota" if rpm else "no known quota"
             print(
                 f"\nquota actor, {kind}: {clients} clients x {seconds:.0f} s: {calls:,} leases, "
-                f"{rate:,.0f} leases/s, {latency * 1e3:.2f} ms a call (round trip)"
+                f"{rate:,.0f} leases/s, {latency * 1e3:.2f} ms a call (round trip); the "
+                f"actor's CPU {per_lease * 1e6:,.0f} us a lease (a core of its own: "
+                f"{1 / per_lease:,.0f} leases/s)"
             )
             if rpm:
-                print(f"  at 64 requests a lease: {rate * 64:,.0f} requests/s before it limits")
+                print(
+                    f"  at 64 requests a lease: {rate * 64:,.0f} requests/s as measured, "
+                    f"{64 / per_lease:,.0f} with a core of its own"
+                )
             else:
                 print("  time slices of 1 s: one call per worker a second, at any rate")
             ray.kill(service)
