@@ -301,6 +301,7 @@ def object_storage_run(settings: Settings) -> Iterator[Settings]:
         interval=CommitInterval(rows=settings.commit_rows, seconds=settings.commit_interval),
         # on a cluster the shards' tasks write their own keys
         excluded=("shards/", "results.parquet/") if sharded else (),
+        rebuild=("",) if sharded else None,
     )
     with mirror as local:
         yield replace(settings, out_dir=local)

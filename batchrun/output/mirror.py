@@ -100,11 +100,13 @@ def pull(
     parquet: bool = True,
     names: Iterable[str] | None = None,
     journals: bool = True,
+    only: Iterable[str] | None = None,
 ) -> dict[str, ShardState]:
     """Copy the run's objects under ``prefix`` into ``root``: plain objects as files
     (``names``: only objects of these base names; ``parquet``: results.parquet too),
-    each journal rebuilt from its committed segments (``journals``). The committed
-    state of each journal directory ("" for the run's own)."""
+    each journal rebuilt from its committed segments (``journals``; ``only``: those of
+    these directories). The committed state of each journal directory ("" for the
+    run's own)."""
     wanted = set(names) if names is not None else None
     segment_dirs: set[str] = set()
     for key in store.keys(prefix):
@@ -127,7 +129,8 @@ def pull(
             _write(target, stored.data)
     states: dict[str, ShardState] = {}
     if journals:
-        for where in sorted(segment_dirs):
+        chosen = segment_dirs if only is None else segment_dirs & set(only)
+        for where in sorted(chosen):
             state = SegmentLog(store, where).rebuild()
             state.write_journal(_local(root, where))
             states[where] = state
@@ -176,7 +179,10 @@ class RunMirror:
     ``owned``: the keys this process writes back (prefixes; "" for every key but
     ``excluded``); ``journals``: the journal directories it commits ("" the run's own,
     ``shards/00003`` a shard's); ``lease``: hold a lease meanwhile, the run's
-    (``lease_key`` lease.json) or a shard's (``shards/00003/lease.json``).
+    (``lease_key`` lease.json) or a shard's (``shards/00003/lease.json``);
+    ``rebuild``: the journal directories rebuilt from their segments when it opens
+    (None: every one under ``pull_prefix``; a Ray driver needs only its own, it reads
+    the shards' when they end).
     ``on_failure``: called from the committing thread when the run must stop (its
     lease was lost, or another writer committed its segment)."""
 
@@ -191,6 +197,7 @@ class RunMirror:
         pull_prefix: str = "",
         lease: bool = True,
         lease_key: str = LEASE,
+        rebuild: tuple[str, ...] | None = None,
         store: ObjectStore | None = None,
         owner: str | None = None,
         local_dir: str | None = None,
@@ -204,6 +211,7 @@ class RunMirror:
         self.owned = owned
         self.excluded = excluded
         self.pull_prefix = pull_prefix
+        self.rebuild = rebuild
         self.lease_key = lease_key
         self.lease = RunLease(self.store, lease_key, owner) if lease else None
         self.owner = self.lease.owner if self.lease else owner
@@ -234,7 +242,9 @@ class RunMirror:
             self._fresh = self.lease is not None and not [
                 k for k in self.store.keys(self.pull_prefix) if k != self.lease_key
             ]
-            states = pull(self.store, self.local, prefix=self.pull_prefix, parquet=False)
+            states = pull(
+                self.store, self.local, prefix=self.pull_prefix, parquet=False, only=self.rebuild
+            )
             for where in self.journals:
                 state = states.get(where, ShardState())
                 log = SegmentLog(self.store, where, self.owner)
