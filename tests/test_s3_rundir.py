@@ -424,3 +424,33 @@ def test_a_segment_is_due_after_commit_interval_seconds(tmp_path: Path) -> None:
         mirror.close()
     stored = store.get("segments/00000000.jsonl")
     assert stored is not None and decode_segment(stored.data, "s")[0].results == 2
+
+
+def test_a_run_whose_lease_was_taken_over_stops_committing(s3: S3, tmp_path: Path) -> None:
+    """Another owner took the lease over (this process was cut off past its expiry):
+    the next heartbeat finds it, the run is told to stop, nothing more is committed,
+    and closing raises LeaseLost naming the new owner."""
+    from batchrun.errors import LeaseLost
+
+    bucket = s3.bucket()
+    location = f"s3://{bucket}/runs/t"
+    told: list[BaseException] = []
+    mirror = RunMirror(location, interval=CommitInterval(rows=1), on_failure=told.append)
+    local = Path(mirror.open())
+    record = json.loads(s3.client.get_object(Bucket=bucket, Key="runs/t/lease.json")["Body"].read())
+    s3.client.put_object(
+        Bucket=bucket,
+        Key="runs/t/lease.json",
+        Body=json.dumps({**record, "owner": "node-q:9:qqqq", "generation": 2}).encode(),
+    )
+    mirror._next_renew = 0.0  # the heartbeat is due now
+    deadline = time.monotonic() + 10
+    while not told:
+        assert time.monotonic() < deadline, "the heartbeat never noticed"
+        time.sleep(0.01)
+    assert isinstance(told[0], LeaseLost) and "node-q:9:qqqq" in str(told[0])
+    (local / "results.jsonl").write_text('{"custom_id": "late"}\n')
+    assert mirror.commit(final=True) == 0
+    with pytest.raises(LeaseLost, match="node-q:9:qqqq"):
+        mirror.close()
+    assert not [k for k in keys(s3, bucket, "runs/t/") if "/segments/" in k]
