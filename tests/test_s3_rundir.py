@@ -454,3 +454,46 @@ def test_a_run_whose_lease_was_taken_over_stops_committing(s3: S3, tmp_path: Pat
     with pytest.raises(LeaseLost, match="node-q:9:qqqq"):
         mirror.close()
     assert not [k for k in keys(s3, bucket, "runs/t/") if "/segments/" in k]
+
+
+def test_a_lost_lease_stops_the_run_sending(s3: S3, tmp_path: Path) -> None:
+    """The engine is told when its lease is lost: it stops sending (well before the
+    rows run out) and the run raises LeaseLost naming the new owner."""
+    import threading
+
+    from batchrun.errors import LeaseLost
+    from batchrun.output import mirror as mirrors
+
+    bucket = s3.bucket()
+    location = f"s3://{bucket}/runs/s"
+    src = write_input(tmp_path / "in.jsonl", [f"s{i}" for i in range(2000)])
+    outcome: list[BaseException | None] = []
+    with SimThread(SimConfig(latency_ms=20)) as sim:
+
+        def go() -> None:
+            try:
+                batchrun.run(str(src), location, base_url=sim.base_url, concurrency=2,
+                             commit_rows=20, **KW)  # fmt: skip
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=go)
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not (mirrors._ACTIVE and next(iter(mirrors._ACTIVE.values())).segments):
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.01)
+        mirror = next(iter(mirrors._ACTIVE.values()))
+        lease = s3.client.get_object(Bucket=bucket, Key="runs/s/lease.json")["Body"].read()
+        s3.client.put_object(
+            Bucket=bucket,
+            Key="runs/s/lease.json",
+            Body=json.dumps({**json.loads(lease), "owner": "node-q:9:qqqq"}).encode(),
+        )
+        mirror._next_renew = 0.0
+        thread.join(timeout=60)
+        sent = sim.stats.requests
+    assert outcome and isinstance(outcome[0], LeaseLost), outcome
+    assert "node-q:9:qqqq" in str(outcome[0])
+    assert sent < 2000  # it stopped sending
