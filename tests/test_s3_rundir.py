@@ -497,3 +497,22 @@ def test_a_lost_lease_stops_the_run_sending(s3: S3, tmp_path: Path) -> None:
     assert outcome and isinstance(outcome[0], LeaseLost), outcome
     assert "node-q:9:qqqq" in str(outcome[0])
     assert sent < 2000  # it stopped sending
+
+
+def test_a_snapshot_fetches_each_segment_once(tmp_path: Path) -> None:
+    from batchrun.output.mirror import SegmentCache, pull
+    from batchrun.output.store import LocalStore
+
+    store = LocalStore(str(tmp_path / "bucket"))
+    log = SegmentLog(store, "shards/00000", owner="w")
+    log.commit(0, b'{"custom_id": "a"}\n', b"")
+    log.commit(1, b'{"custom_id": "b"}\n', b"")
+    store.put("summary.json", b"{}")
+    cached = SegmentCache(store, str(tmp_path / "cache"))
+    pull(cached, str(tmp_path / "one"))
+    assert cached.fetched == 2
+    log.commit(2, b'{"custom_id": "c"}\n', b"")
+    pull(cached, str(tmp_path / "two"))
+    assert cached.fetched == 3  # only the new one
+    journal = (tmp_path / "two" / "shards" / "00000" / "results.jsonl").read_text()
+    assert [json.loads(x)["custom_id"] for x in journal.splitlines()] == ["a", "b", "c"]

@@ -57,7 +57,7 @@ from batchrun.output.segments import (
     SegmentWriter,
     ShardState,
 )
-from batchrun.output.store import ObjectStore, open_store
+from batchrun.output.store import ObjectStore, Stored, open_store
 
 TICK_S = 0.02
 """How often the committing thread looks at the journals: what a crash can cost
@@ -453,10 +453,56 @@ def snapshot_home() -> str:
     return os.path.join(cache, "batchrun", "snapshots")
 
 
+class SegmentCache:
+    """An `ObjectStore` that keeps the segments it reads in a local directory and reads
+    them from there the next time: a segment is immutable once committed, so a copy is
+    never stale. Everything else goes to ``store`` (the live page of a run takes a
+    snapshot every few seconds: only the new segments are fetched)."""
+
+    def __init__(self, store: ObjectStore, directory: str) -> None:
+        self.store = store
+        self.directory = directory
+        self.location = store.location
+        self.fetched = 0
+        """Segments read from the store (not from the cache)."""
+
+    def create(self, key: str, data: bytes) -> str:
+        return self.store.create(key, data)
+
+    def replace(self, key: str, data: bytes, etag: str) -> str:
+        return self.store.replace(key, data, etag)
+
+    def put(self, key: str, data: bytes) -> str:
+        return self.store.put(key, data)
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+
+    def keys(self, prefix: str) -> list[str]:
+        return self.store.keys(prefix)
+
+    def get(self, key: str) -> Stored | None:
+        if not _is_segment(key):
+            return self.store.get(key)
+        path = _local(self.directory, key)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            return Stored(data, "")
+        except FileNotFoundError:
+            pass
+        stored = self.store.get(key)
+        if stored is not None:
+            _write(path, stored.data)
+            self.fetched += 1
+        return stored
+
+
 def snapshot(location: str, store: ObjectStore | None = None) -> str:
     """A local, read-only copy of the run at ``location`` as it is now (its journals
     are its committed segments): the path of a directory that replaces the last
-    snapshot of the same location whole. RunDirError when nothing is there."""
+    snapshot of the same location whole. RunDirError when nothing is there. Segments
+    read once are kept beside it (`SegmentCache`) and not fetched again."""
     location = location.rstrip("/")
     store = store if store is not None else open_store(location)
     home = snapshot_home()
@@ -464,8 +510,9 @@ def snapshot(location: str, store: ObjectStore | None = None) -> str:
     name = hashlib.blake2b(location.encode(), digest_size=10).hexdigest()
     target = os.path.join(home, name)
     fresh = tempfile.mkdtemp(prefix=f".{name}-", dir=home)
+    cached = SegmentCache(store, os.path.join(home, f".{name}.segments"))
     try:
-        pull(store, fresh)
+        pull(cached, fresh)
         if not os.listdir(fresh):
             raise RunDirError(f"{location}: no such run directory (nothing under the prefix)")
         with open(os.path.join(fresh, LOCATION_NOTE), "w") as f:
@@ -519,6 +566,7 @@ def lease_holder(local: str, now: float | None = None) -> str | None:
 
 __all__ = [
     "RunMirror",
+    "SegmentCache",
     "lease_holder",
     "location_of",
     "mirror_of",

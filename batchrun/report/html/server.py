@@ -247,8 +247,8 @@ def serve_run_dir(
     the port: only when asked to.
 
     A run on object storage (``s3://bucket/prefix``) is served from a local snapshot
-    taken again every `SNAPSHOT_SECONDS` (`batchrun.output.mirror.snapshot`: each one
-    reads the whole prefix, so the page of a large run costs that much every time).
+    taken again every `SNAPSHOT_SECONDS` (`batchrun.output.mirror.snapshot`: the
+    segments it has read once are kept, so each time fetches only the new ones).
     """
     from batchrun.output.store import is_object_storage
 
