@@ -510,7 +510,11 @@ def snapshot(location: str, store: ObjectStore | None = None) -> str:
     name = hashlib.blake2b(location.encode(), digest_size=10).hexdigest()
     target = os.path.join(home, name)
     fresh = tempfile.mkdtemp(prefix=f".{name}-", dir=home)
-    cached = SegmentCache(store, os.path.join(home, f".{name}.segments"))
+    # the cache belongs to this run: a prefix emptied and used again for another run
+    # (another run.json) gets a cache of its own
+    info = store.get("run.json")
+    run_id = hashlib.blake2b(info.data if info else b"", digest_size=6).hexdigest()
+    cached = SegmentCache(store, os.path.join(home, f".{name}.{run_id}.segments"))
     try:
         pull(cached, fresh)
         if not os.listdir(fresh):
