@@ -200,7 +200,7 @@ def test_a_killed_run_loses_at_most_the_uncommitted_segment(s3: S3, tmp_path: Pa
     committed when it died: at most one segment's worth, the lines of one tick of the
     committing thread, and what was in flight (the concurrency, 4)."""
     bucket = s3.bucket()
-    texts = [f"k{i}" for i in range(600)]
+    texts = [f"k{i}" for i in range(1200)]
     src = write_input(tmp_path / "in.jsonl", texts)
     location = f"s3://{bucket}/runs/k"
     slow = SimThread(SimConfig(latency_ms=10, record_bodies=2000)).__enter__()
@@ -223,7 +223,7 @@ def test_a_killed_run_loses_at_most_the_uncommitted_segment(s3: S3, tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
     committed = len(segment_lines(s3, bucket, "runs/k/"))
-    assert 120 <= committed < 600
+    assert 120 <= committed < 1200
     answered_before = fresh_sim.stats.requests
     # the killed run's lease has not expired, but its owner is a process of this
     # machine that is gone: the rerun takes it over at once
@@ -234,15 +234,15 @@ def test_a_killed_run_loses_at_most_the_uncommitted_segment(s3: S3, tmp_path: Pa
     assert killed.status == "stopped" and killed.summary["status"] == "running"
     rerun = subprocess.run(args, env=env, cwd=tmp_path, timeout=120)
     assert rerun.returncode == 0
-    assert fresh_sim.stats.requests == 600 + (answered_before - committed)
+    assert fresh_sim.stats.requests == 1200 + (answered_before - committed)
     ids = [line["custom_id"] for line in segment_lines(s3, bucket, "runs/k/")]
-    assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 601))  # once each
+    assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 1201))  # once each
     twice = sum(n - 1 for n in sent(fresh_sim).values() if n > 1)
     # fewer than 40 lines waiting for their segment, the lines written since the
     # committing thread last looked (20 ms ago), and the 4 requests on the wire
     assert twice == answered_before - committed <= 2 * 40 + 4
     table = pq.read_table(snapshot(location) + "/results.parquet")
-    assert table.num_rows == 600
+    assert table.num_rows == 1200
     slow.__exit__(None, None, None)
 
 
