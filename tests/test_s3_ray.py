@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import batchrun
 from batchrun.output.segments import decode_segment
 from batchrun.sim import SimConfig, SimThread
 from tests.s3server import ACCESS_KEY_ID, S3, SECRET_ACCESS_KEY
@@ -153,6 +154,8 @@ def test_a_killed_driver_on_s3_and_a_rerun_answer_every_row_once(
     # results.parquet under the prefix: one table of 4,000 unique ids
     table = pq.read_table(f"{bucket}/runs/x/results.parquet", filesystem=s3_filesystem(s3))
     assert table.num_rows == 4000 and len(set(table.column("custom_id").to_pylist())) == 4000
+    opened = batchrun.open(location)  # the library reads the prefix too
+    assert opened.status == "complete" and opened.results().num_rows == 4000
     status = subprocess.run(
         [sys.executable, "-m", "batchrun", "status", location, "--json"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
