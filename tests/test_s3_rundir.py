@@ -232,8 +232,16 @@ def test_a_killed_run_loses_at_most_the_uncommitted_segment(s3: S3, tmp_path: Pa
     # its status: stopped (it said "running" at its last commit, and its holder is gone)
     killed = batchrun.open(location)
     assert killed.status == "stopped" and killed.summary["status"] == "running"
+    import tempfile
+
+    left = [
+        n for n in os.listdir(tempfile.gettempdir()) if n.startswith(f"batchrun-run-{proc.pid}-")
+    ]
+    assert left  # the killed run's local copy, left behind
     rerun = subprocess.run(args, env=env, cwd=tmp_path, timeout=120)
     assert rerun.returncode == 0
+    for name in left:  # removed by the next run on this machine
+        assert not os.path.exists(os.path.join(tempfile.gettempdir(), name))
     assert fresh_sim.stats.requests == 1200 + (answered_before - committed)
     ids = [line["custom_id"] for line in segment_lines(s3, bucket, "runs/k/")]
     assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 1201))  # once each

@@ -71,6 +71,32 @@ LOCATION_NOTE = ".location"
 """A snapshot's or mirror's location, for the reports."""
 
 
+COPY_PREFIX = "batchrun-run-"
+"""A local copy's directory in the temporary directory: ``batchrun-run-<pid>-<random>``."""
+
+
+def _remove_left_behind() -> None:
+    """Remove the local copies that killed processes of this machine left (a copy is
+    never reused: what it held that mattered is in committed segments)."""
+    home = tempfile.gettempdir()
+    try:
+        names = os.listdir(home)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(COPY_PREFIX):
+            continue
+        pid = name[len(COPY_PREFIX) :].partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(os.path.join(home, name), ignore_errors=True)
+        except OSError:
+            continue  # alive, another user's
+
+
 def _is_segment(key: str) -> bool:
     return f"/{SEGMENTS}/" in f"/{key}"
 
@@ -239,7 +265,9 @@ class RunMirror:
             self.lease.acquire()  # LeaseHeld names the live owner
             self._next_renew = self._clock() + self.lease.ttl_s / 3
         try:
-            self.local = self._given_dir or tempfile.mkdtemp(prefix="batchrun-run-")
+            if self._given_dir is None:
+                _remove_left_behind()
+            self.local = self._given_dir or tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-")
             self._fresh = self.lease is not None and not [
                 k for k in self.store.keys(self.pull_prefix) if k != self.lease_key
             ]
