@@ -177,6 +177,8 @@ def test_the_cli_status_and_html_report_read_the_prefix(
     assert status.exit_code == 0, status.output
     report = json.loads(status.output)
     assert report["requests"]["succeeded"] == 50 and report["status"] == "complete"
+    assert report["run_dir"] == location  # named as the prefix, not the local snapshot
+    assert f"{location}/results.parquet" in [f["path"] for f in report["files"]]
     html = tmp_path / "report.html"
     made = runner.invoke(cli, ["report", location, f"--html={html}"])
     assert made.exit_code == 0, made.output

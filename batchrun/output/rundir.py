@@ -340,7 +340,7 @@ class RunDir:
             by_mode = dict(tally_state.get("by_mode") or {})
             status = str(summary.get("status", "unknown"))
         return Snapshot(
-            path=self.path,
+            path=self.shown(self.path),
             info=info,
             summary=dict(summary),
             status=status,
@@ -351,8 +351,18 @@ class RunDir:
             by_mode=by_mode,
             batches=self.batches(),
             shards=self._shard_progress(),
-            files=self.files(),
+            files=[{**f, "path": self.shown(f["path"])} for f in self.files()],
         )
+
+    def shown(self, path: str) -> str:
+        """``path`` as a report shows it: for the local copy of a run on object storage
+        (a snapshot, or a running copy), under the prefix it stands for."""
+        from batchrun.output.mirror import location_of
+
+        where = location_of(self.path)
+        if where is None or not path.startswith(self.path):
+            return path
+        return where + path[len(self.path) :].replace(os.sep, "/")
 
     def _shard_progress(self) -> dict[str, Any] | None:
         if not self.sharded:
