@@ -247,13 +247,14 @@ class RayLane:
 
         cfg = self.cfg
         # on the driver's node: a worker node lost mid-run (preempted, scaled down)
-        # must not take the run's one quota account with it (soft: anywhere else if
-        # that node cannot hold it)
+        # must not take the run's one quota account with it. Not soft: Ray 2.60 put a
+        # soft-pinned actor of no CPU on a worker node beside a head with no CPUs
+        # (checked on a 3-node cluster), and it needs no resource any node lacks
         here = self._ray.get_runtime_context().get_node_id()
         actor = self._ray.remote(QuotaService).options(
             num_cpus=0,
             max_concurrency=1,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=True),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
         )
         self.service = actor.remote(
             concurrency=cfg.concurrency,
