@@ -526,3 +526,19 @@ def test_a_snapshot_fetches_each_segment_once(tmp_path: Path) -> None:
     assert cached.fetched == 3  # only the new one
     journal = (tmp_path / "two" / "shards" / "00000" / "results.jsonl").read_text()
     assert [json.loads(x)["custom_id"] for x in journal.splitlines()] == ["a", "b", "c"]
+
+
+def test_stream_writes_to_the_prefix(s3: S3, fresh_sim: SimThread, tmp_path: Path) -> None:
+    import anyio
+
+    bucket = s3.bucket()
+    location = f"s3://{bucket}/runs/st"
+    src = write_input(tmp_path / "in.jsonl", [f"st{i}" for i in range(30)])
+
+    async def collect() -> list[str]:
+        stream = batchrun.stream(str(src), location, base_url=fresh_sim.base_url, **KW)
+        return [outcome.custom_id async for outcome in stream]
+
+    ids = anyio.run(collect)
+    assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 31))
+    assert len(segment_lines(s3, bucket, "runs/st/")) == 30
