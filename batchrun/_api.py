@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from batchrun.jobs.cascade_run import CascadeRunner
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
+    from batchrun.output.rundir import RunDir
     from batchrun.runfiles import RunDirLock
     from batchrun.scale.driver import RayDriver
 
@@ -268,15 +269,52 @@ def surroundings(settings: Settings) -> Iterator[Settings]:
     """What a run needs around it: the simulator (`endpoint`) and, with ``serve``, the
     live report page on 127.0.0.1 for as long as the run goes (its URL on stderr)."""
     refuse_unrouted_pool(settings)
-    with endpoint(settings) as live:
-        if live.serve is None:
-            yield live
+    with endpoint(settings) as live, object_storage_run(live) as local:
+        if local.serve is None:
+            yield local
             return
         from batchrun.report.html.server import serve_run_dir
 
-        with serve_run_dir(str(live.out_dir), "127.0.0.1", live.serve) as url:
+        with serve_run_dir(str(local.out_dir), "127.0.0.1", local.serve) as url:
             print(f"batchrun: live report at {url}", file=sys.stderr, flush=True)
-            yield live
+            yield local
+
+
+@contextlib.contextmanager
+def object_storage_run(settings: Settings) -> Iterator[Settings]:
+    """A run directory on object storage (``-o s3://bucket/prefix``): the run goes on a
+    local copy (`batchrun.output.mirror.RunMirror`: the lease held, the journals
+    rebuilt from the committed segments and committed again as segments every
+    ``commit_interval`` seconds or ``commit_rows`` rows); the settings given back name
+    that copy. Any other run directory: the settings as they are."""
+    from batchrun.output.store import is_object_storage
+
+    location = settings.out_dir
+    if not is_object_storage(location):
+        yield settings
+        return
+    assert location is not None
+    from batchrun.output.mirror import RunMirror
+    from batchrun.output.segments import CommitInterval
+
+    sharded = settings.ray is not None
+    mirror = RunMirror(
+        location,
+        interval=CommitInterval(rows=settings.commit_rows, seconds=settings.commit_interval),
+        # on a cluster the shards' tasks write their own keys
+        excluded=("shards/", "results.parquet/") if sharded else (),
+        rebuild=("",) if sharded else None,
+    )
+    with mirror as local:
+        yield replace(settings, out_dir=local)
+
+
+def shown_run_dir(settings: Settings, result: RunResult) -> str:
+    """Where a finished run's directory is for the caller: the object-storage location
+    it was given, or the local directory the run wrote."""
+    from batchrun.output.store import is_object_storage
+
+    return str(settings.out_dir) if is_object_storage(settings.out_dir) else result.run_dir
 
 
 def hooks_for(settings: Settings, extra: Sequence[RunHooks] = ()) -> RunHooks:
@@ -354,6 +392,13 @@ def prepare(settings: Settings) -> tuple[Settings, Placed | None]:
             fingerprint = Source(settings.input_path).fingerprint()
             settings = replace(settings, out_dir=default_run_dir(settings, fingerprint))
         return settings, None
+    from batchrun.output.store import is_object_storage
+
+    if is_object_storage(settings.out_dir):
+        raise ConfigError(
+            f"{settings.out_dir}: rows held in memory need a local run directory; write "
+            "them to a file (or to object storage) first and give its path"
+        )
     staged = spill(settings.input)
     out_dir = settings.out_dir or default_run_dir(settings, staged.fingerprint)
     where = staged.place(out_dir, force=settings.force)
@@ -514,7 +559,7 @@ async def arun(
                 extra_hooks=_listed(hooks),
             )
             result = await _drained_if_cancelled(runner)
-    return Run(result.run_dir, result=result)
+    return Run(shown_run_dir(chosen, result), result=result)
 
 
 async def _drained_if_cancelled(
@@ -593,7 +638,7 @@ def run(
             else:
                 runner = make_runner(live, key, hooks=around, extra_hooks=_listed(hooks))
                 result = _run_in_own_loop(runner)
-        return _unless_signalled(Run(result.run_dir, result=result))
+        return _unless_signalled(Run(shown_run_dir(chosen, result), result=result))
 
 
 def _unless_signalled(run: Run) -> Run:
@@ -751,7 +796,7 @@ class RunStream:
                         self._portal = portal
                         self._started.set()
                         result = portal.call(self._runner.run)
-                self.run = Run(result.run_dir, result=result)
+                self.run = Run(shown_run_dir(self.settings, result), result=result)
                 outbox.put(None)
             except BaseException as exc:  # handed to the consumer
                 self._started.set()
@@ -820,7 +865,12 @@ def open(run_dir: str | os.PathLike[str]) -> Run:  # noqa: A001 - batchrun.open,
     run = batchrun.open("runs/reviews"); run.status, run.summary["cost_usd"]
     """
     from batchrun.output.rundir import RunDir
+    from batchrun.output.store import is_object_storage
 
+    if is_object_storage(os.fspath(run_dir)):
+        run = Run(os.fspath(run_dir))
+        _ = run.run_dir  # the snapshot, now: RunDirError when nothing is there
+        return run
     return Run(RunDir.open(run_dir).path)
 
 
@@ -833,16 +883,44 @@ class Run:
     """
 
     def __init__(self, run_dir: str, *, result: RunResult | None = None) -> None:
+        self.location = run_dir
+        """Where the run is: its directory, or its prefix on object storage."""
+        self._local: str | None = None
+        self._result = result
+
+    @property
+    def run_dir(self) -> str:
+        """The run's directory; for a run on object storage, a local snapshot of the
+        prefix, taken when first asked for (`batchrun.output.mirror.snapshot`; call
+        `batchrun.open` again for a newer one)."""
+        if self._local is None:
+            from batchrun.output.rundir import RunDir
+            from batchrun.output.store import is_object_storage
+
+            remote = is_object_storage(self.location)
+            self._local = RunDir.open(self.location).path if remote else self.location
+        return self._local
+
+    def _writable(self, what: str) -> None:
+        """Refuse what would write into a snapshot, where it would be lost."""
+        from batchrun.output.store import is_object_storage
+
+        if is_object_storage(self.location):
+            raise ConfigError(
+                f"{self.location}: {what}() writes into the run directory, and a run on "
+                "object storage is read through a snapshot; not supported there yet"
+            )
+
+    @property
+    def _dir(self) -> RunDir:
         from batchrun.output.rundir import RunDir
 
-        self.run_dir = run_dir
-        self._dir = RunDir(run_dir)
-        self._result = result
+        return RunDir(self.run_dir)
 
     def __repr__(self) -> str:
         req = self.summary.get("requests") or {}
         return (
-            f"<Run {self.run_dir!r} {self.status}: {req.get('succeeded', 0)} succeeded, "
+            f"<Run {self.location!r} {self.status}: {req.get('succeeded', 0)} succeeded, "
             f"{req.get('failed', 0)} failed, {req.get('pending', 0)} pending>"
         )
 
@@ -906,6 +984,7 @@ class Run:
             chosen = checked_evaluation(evaluation, Where("evaluation")) if evaluation else None
         except Invalid as exc:
             raise ConfigError(str(exc)) from exc
+        self._writable("evaluate")
         return rescore(self.run_dir, chosen, variants=variants, target_accuracy=target_accuracy)
 
     def review(
@@ -936,6 +1015,7 @@ class Run:
         (`batchrun.jobs.review.import_labels`). Returns the report."""
         from batchrun.jobs.review import import_labels
 
+        self._writable("import_labels")
         return import_labels(self.run_dir, path)
 
     @property

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from batchrun.endpoint import SIM
 from batchrun.redact import looks_like_key
@@ -330,15 +331,30 @@ def path_value(value: Any, where: Where) -> str:
 
 @shown_as("DIR")
 def run_dir_path(value: Any, where: Where) -> str:
-    """The run directory: a local (or shared) path. A URI is refused rather than made
-    a local directory named ``s3:``: run directories on object storage are not written
-    yet (their storage layer is `batchrun.output.segments`)."""
+    """The run directory: a local (or shared) path, or a prefix on S3
+    (``s3://bucket/prefix``, written as segments and a lease: `batchrun.output.mirror`).
+    Another scheme is refused rather than made a local directory named ``gs:``, and a
+    URI carrying a credential is refused without echoing it."""
     text(value, where)
     if "://" in str(value):
-        raise where.fail(
-            f"{value!r}: a run directory on object storage is not supported yet (inputs "
-            "there are); give a local or shared directory"
-        )
+        from batchrun.input.locations import location_credentials
+
+        scheme = str(value).partition("://")[0].lower()
+        if scheme == "file":
+            return path_value(str(value)[len("file://") :], where)
+        secret = location_credentials(str(value))
+        if secret is not None:
+            raise where.fail(
+                f"{scheme}://...: the run directory carries a credential ({secret}); "
+                "keys come from the environment (AWS_* variables), never from a location"
+            )
+        if scheme != "s3" or not urlsplit(str(value)).netloc:
+            raise where.fail(
+                f"{value!r}: a run directory is a local path or s3://bucket/prefix "
+                "(gs:// and abfs:// need conditional writes not built yet; inputs "
+                "there are read)"
+            )
+        return str(value).rstrip("/")
     return path_value(value, where)
 
 

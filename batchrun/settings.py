@@ -639,6 +639,23 @@ class Settings:
         metavar="[PORT]",
         check=checks.port,
     )
+    commit_interval: float = setting(
+        5.0,
+        help="A run directory on object storage (-o s3://...): seconds at most between "
+        "two commits of the answered rows; a crash loses at most these seconds' (or "
+        "--commit-rows') answers [default: 5].",
+        section="output",
+        flags=("--commit-interval",),
+        check=checks.positive_number,
+    )
+    commit_rows: int = setting(
+        1000,
+        help="A run directory on object storage: commit once this many rows were "
+        "answered since the last commit [default: 1000].",
+        section="output",
+        flags=("--commit-rows",),
+        check=checks.positive_int,
+    )
     summary_interval: float = setting(
         2.0,
         help="Seconds between two summary.json checkpoints.",
@@ -1123,6 +1140,13 @@ class Settings:
                     f"{n('cache')} with a local cluster ({n('ray', checks.LOCAL_RAY)}) or "
                     f"without {n('ray')}"
                 )
+        # a run directory on object storage: segments and a lease, online or on Ray
+        if self.out_dir is not None and "://" in self.out_dir and self.mode == "batch":
+            out.append(
+                f"{n('mode', 'batch')} keeps its step journal in a local or shared "
+                f"{n('out_dir')}; a run directory on object storage runs online or with "
+                f"{n('ray')}"
+            )
         if self.endpoints:
             out.extend(self._pool_problems(n, batch))
         return out

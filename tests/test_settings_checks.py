@@ -228,6 +228,8 @@ TYPICAL: dict[str, Any] = {
     "quiet": True,
     "serve": 0,
     "summary_interval": 1.0,
+    "commit_interval": 2.5,
+    "commit_rows": 500,
     "cache": "/cache/responses.sqlite",
     "cache_policy": "all",
     "dedupe": False,

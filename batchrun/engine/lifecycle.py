@@ -35,6 +35,8 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 
 from batchrun.engine.hooks import Ending, RunHooks
 from batchrun.engine.signals import run_watched
@@ -183,7 +185,31 @@ class Engine:
             online.notes[:0] = result.notes
             return online
 
+    def _watch_mirror(self) -> None:
+        """A run directory on object storage (`batchrun.output.mirror`): when its lease
+        is lost or another writer commits its segment, the run stops sending at once
+        (the mirror raises the cause when it closes: exit 1, naming the other writer)."""
+        from batchrun.output.mirror import mirror_of
+
+        mirror = mirror_of(self.run_dir)
+        if mirror is None:
+            return
+        token = anyio.lowlevel.current_token()
+
+        def failed(exc: BaseException) -> None:
+            def stop() -> None:
+                self.stop(StopReason.DISK_ERROR, f"{exc}")
+
+            try:
+                anyio.from_thread.run_sync(stop, token=token)
+            except RuntimeError:
+                pass  # the run has ended: the mirror's close says why
+
+        mirror.on_failure = failed
+
     async def _watched(self, *, created: bool) -> RunResult:
+        self._watch_mirror()
+
         async def body(outer: anyio.abc.TaskGroup) -> RunResult:
             self.outer = outer
             try:

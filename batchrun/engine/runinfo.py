@@ -161,6 +161,14 @@ def not_judged_answers(
     return QualityCounts.from_state(paid.to_state())  # a copy
 
 
+def _as_given(settings: Settings) -> Settings:
+    """The settings as the user gave them: a run on object storage works on a local
+    copy (`batchrun.output.mirror`), and run.json names the prefix, not the copy."""
+    from batchrun.output.mirror import recorded_out_dir
+
+    return replace(settings, out_dir=recorded_out_dir(settings.out_dir))
+
+
 def write_run_info(
     path: str,
     settings: Settings,
@@ -181,7 +189,7 @@ def write_run_info(
         # answers to bodies that have changed since (after --force)
         "outside_input": outside_input,
         "changed_rows": changed_rows,
-        "options": _jsonable(settings.public_dict()),
+        "options": _jsonable(_as_given(settings).public_dict()),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         # answers paid for under earlier request settings: the breaker does not judge them
         "quality_breaker": {"not_judged": (not_judged or QualityCounts()).to_state()},

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -34,6 +35,7 @@ from batchrun.engine.stops import StopReason
 from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.input.locations import recorded_location
 from batchrun.output.journal import RUN_INFO, SUMMARY
+from batchrun.output.mirror import location_of, refresh
 from batchrun.output.rundir import RunDir, is_complete
 from batchrun.output.summary import Counts, write_json_atomic
 from batchrun.scale.aggregate import merged_eval, merged_summary
@@ -136,6 +138,8 @@ class RayLane:
         self._scans: list[ShardScan] = []
         self._summary: dict[str, Any] = {}
         self._cancel: anyio.CancelScope | None = None
+        self._sending = False
+        """Shards were sent to (the quota actor's figures are the run's)."""
 
     # -- before sending ---------------------------------------------------------------
     async def prepare(self, run: Engine) -> None:
@@ -146,6 +150,7 @@ class RayLane:
         fingerprint, plan = await anyio.to_thread.run_sync(self._check_and_plan, run)
         self.plan = plan
         self._started_ray = connect(ray, str(self.cfg.ray))
+        self._start_service()  # a new worker process: its start overlaps the checks
         jobs = self._jobs
         scan = self._remote(scan_shard, num_cpus=1, max_retries=TASK_RETRIES)
         try:
@@ -188,7 +193,8 @@ class RayLane:
         summary = RunDir(run_dir).summary()
         run.facts.elapsed_before = float(summary.get("elapsed_s") or 0.0)
         cfg = replace(self.cfg, input=recorded_location(path))
-        self._jobs = [ShardJob(cfg, os.path.abspath(run_dir), s) for s in plan.shards]
+        remote = location_of(run_dir)  # on object storage: the tasks work on their own copy
+        self._jobs = [ShardJob(cfg, os.path.abspath(run_dir), s, remote) for s in plan.shards]
         return fingerprint, plan
 
     def _remote(self, fn: Any, **options: Any) -> Any:
@@ -207,8 +213,17 @@ class RayLane:
             with anyio.CancelScope(shield=True):
                 self._summary = await self._finish(run)
 
-    async def _send(self, run: Engine) -> None:
+    def _start_service(self) -> None:
+        """Create the run's quota actor (`start_quota_service`: on the driver's node);
+        its process starts while the caller goes on: started before the shard checks,
+        its start-up overlaps theirs."""
         from batchrun.scale.quota import start_quota_service
+
+        self.service = start_quota_service(
+            self._ray, self.cfg, spent=spent_so_far(self.cfg, self.plan)
+        )
+
+    async def _send(self, run: Engine) -> None:
         from batchrun.scale.worker import run_shard
 
         todo = shards_to_run(self.cfg, self._jobs, self._scans)
@@ -218,7 +233,9 @@ class RayLane:
         if not todo:
             return
         cfg = self.cfg
-        self.service = start_quota_service(self._ray, cfg, spent=spent_so_far(self.cfg, self.plan))
+        if self.service is None:
+            self._start_service()
+        self._sending = True
         await self._get(self.service.set_key.remote(self.api_key))
         if run.facts.stop_reason is not None:
             self.service.stop.remote(run.facts.stop_reason)
@@ -281,6 +298,7 @@ class RayLane:
         return summary
 
     def _checkpoint(self, run: Engine) -> None:
+        refresh(run.run_dir, "shards/", names=(SUMMARY,))  # on object storage
         summary = self._merged(run, "running")
         write_json_atomic(os.path.join(run.run_dir, SUMMARY), summary)
         if not self.cfg.quiet:
@@ -295,7 +313,7 @@ class RayLane:
             )
 
     def _pacing(self) -> dict[str, Any]:
-        if self.service is None:
+        if self.service is None or not self._sending:
             return {}
         try:
             pacing: dict[str, Any] = self._ray.get(self.service.summary.remote(), timeout=10)
@@ -353,8 +371,9 @@ class RayLane:
                     for k, v in r["statuses"].items():
                         statuses[k] = statuses.get(k, 0) + v
                 if cfg.write_parquet:
+                    where = location_of(run.run_dir)
                     parquet = {
-                        "path": os.path.join(run.run_dir, PARTS),
+                        "path": f"{where}/{PARTS}" if where else os.path.join(run.run_dir, PARTS),
                         "rows": sum(r["rows"] for r in reports),
                         "statuses": statuses,
                         "files": len(reports),
@@ -363,6 +382,7 @@ class RayLane:
                     (r.get("eval") for r in reports),
                     interval=cfg.eval.interval if cfg.eval is not None else None,
                 )
+        refresh(run.run_dir, "shards/")  # on object storage: every shard as committed
         summary: dict[str, Any] = self._merged(
             run, "running", {"parquet": parquet, "eval": evaluation}
         )
@@ -411,6 +431,11 @@ class RayLane:
             self._say(format_status({**report, "eval": None}))
 
     def close(self) -> None:
+        if self.service is not None and self._ray is not None:
+            # on a cluster this process did not start, the actor would outlive the run
+            with contextlib.suppress(Exception):
+                self._ray.kill(self.service)
+            self.service = None
         if self._started_ray:
             self._ray.shutdown()
             self._started_ray = False

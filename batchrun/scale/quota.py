@@ -191,8 +191,18 @@ class LeaseClient:
 
 def start_quota_service(ray: Any, cfg: Settings, *, spent: float = 0.0) -> Any:
     """The `QuotaService` actor for a run on the cluster (its quotas, concurrency and
-    cost cap; ``spent``: what earlier processes spent of the cap)."""
-    actor = ray.remote(QuotaService).options(num_cpus=0, max_concurrency=1)
+    cost cap; ``spent``: what earlier processes spent of the cap), on the driver's node:
+    a worker node lost mid-run (preempted, scaled down) must not take the run's one
+    quota account with it. Not soft: Ray 2.60 put a soft-pinned actor of no CPU on a
+    worker node beside a head with no CPUs (checked on a 3-node cluster)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    actor = ray.remote(QuotaService).options(
+        num_cpus=0,
+        max_concurrency=1,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+    )
     return actor.remote(
         concurrency=cfg.concurrency,
         rpm=cfg.rpm.default,

@@ -125,8 +125,19 @@ def write_html_report(run_dir: str, path: str | None = None) -> str:
     """Write the report for ``run_dir`` (default ``RUN_DIR/report.html``) atomically:
     a reader, or a browser reloading it, sees the old file or the new, never half.
     Returns the path written; a path that cannot be written is a `RunDirError`."""
+    from batchrun.output.store import is_object_storage
     from batchrun.report.html.data import build_page_data
 
+    if is_object_storage(run_dir):  # read through a snapshot; by default put beside the run
+        from batchrun.output.rundir import RunDir
+        from batchrun.output.store import open_store
+
+        location = run_dir.rstrip("/")
+        if path is None:
+            page = render_html(build_page_data(RunDir.open(location).path)).encode("utf-8")
+            open_store(location).put(REPORT_FILE, page)
+            return f"{location}/{REPORT_FILE}"
+        run_dir = RunDir.open(location).path
     path = path or os.path.join(run_dir, REPORT_FILE)
     page = render_html(build_page_data(run_dir)).encode("utf-8")
     try:
