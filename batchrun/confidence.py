@@ -11,7 +11,9 @@ A job's ``confidence`` setting (`batchrun.settings.Confidence`) picks the method
   for a plain answer the answer's own tokens. When the label values are known (the
   schema's enum, or ``labels``), the probability is normalised over the labels the
   first label token's ``top_logprobs`` show: p(chosen) / (p(chosen) + the other
-  labels seen), so mass a model put on tokens that are no label (``Positive``,
+  labels seen + for each label not shown, the least probability shown: the most it
+  can hold, the alternatives being the top k), so mass a model put on tokens that are
+  no label (``Positive``,
   whitespace) does not make it look unsure. An alternative token counts for a label
   when, after the bytes the chosen token has before the label (an opening quote),
   it starts the label (or the label starts it) and no other label. An answer that
@@ -337,18 +339,29 @@ def span_probability(
         return p  # nothing shown to normalise over (top_logprobs 0): the raw probability
     prefix = data[max(lo, 0) : b_start]
     others = 0.0
+    seen: set[str] = set()
+    shown: list[float] = []
     for alternative in alternatives:
         alt_bytes = _token_bytes(alternative)
         logprob = _logprob(alternative)
+        if logprob is not None:
+            shown.append(math.exp(logprob))
         if alt_bytes is None or logprob is None or not alt_bytes.startswith(prefix):
             continue
         rest = alt_bytes[len(prefix) :].decode("utf-8", "ignore")
         if not rest:
             continue
         matches = {label for label in labels if label.startswith(rest) or rest.startswith(label)}
+        seen |= matches
         if len(matches) != 1 or chosen in matches:
             continue
         others += math.exp(logprob)
+    # a label the alternatives do not show may still hold as much as the least likely
+    # one shown (they are the top k): counted at that bound, never as 0, so a label
+    # the engine gave 0.1 is not read as sure because its rivals fell below the top k
+    unseen = sum(1 for label in labels if label != chosen and label not in seen)
+    if unseen and shown:
+        others += unseen * min(shown)
     return p / (p + others) if p + others > 0 else None
 
 

@@ -133,8 +133,19 @@ def test_a_token_holding_the_opening_quote_compares_alternatives_after_it() -> N
     ]
     start, end, label = label_span(CONTENT, "sentiment")  # type: ignore[misc]
     p = span_probability(tokens, CONTENT, start, end, labels=LABELS, chosen=label)
-    # '":"negative' counts; '":"' starts no label, "neg" lacks the quote the token has
-    assert p == pytest.approx(0.72 / (0.72 + 0.15))
+    # '":"negative' counts; '":"' starts no label, "neg" lacks the quote the token has;
+    # "neutral" is not shown: it may hold up to the least shown (0.02), counted so
+    assert p == pytest.approx(0.72 / (0.72 + 0.15 + 0.02))
+
+
+def test_labels_the_alternatives_do_not_show_count_at_the_least_shown() -> None:
+    """The engine's top k hid the rivals: the label is not read as sure (p / (p + 0))."""
+    content = "negative"
+    alternatives = [("negative", 0.1), ("The", 0.3), ("A", 0.2)]
+    tokens = [tok("negative", 0.1, alternatives)]
+    p = span_probability(tokens, content, 0, 8, labels=LABELS, chosen="negative")
+    # positive and neutral unseen: each at most 0.1 (the least shown)
+    assert p == pytest.approx(0.1 / (0.1 + 0.1 + 0.1))
 
 
 def test_tokens_are_placed_by_their_bytes() -> None:
