@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "batchrun._endpoint",
             "batchrun._labels",
             "batchrun._runfiles",
+            "batchrun._serverthread",
             "batchrun._input.locations",
             "batchrun._input.kinds",
             "batchrun.sim.config",

@@ -25,7 +25,6 @@ import asyncio
 import hashlib
 import random
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,6 +35,7 @@ from aiohttp import web
 
 from batchrun._apis import CHAT, EMBEDDINGS, RESPONSES
 from batchrun._pacing import tokens
+from batchrun._serverthread import ServerThread
 from batchrun.sim.batch_api import BatchApi
 from batchrun.sim.batches import BatchStore
 from batchrun.sim.completions import Completions
@@ -285,13 +285,16 @@ async def running_sim(
         await server.stop()
 
 
-class SimThread:
+class SimThread(ServerThread):
     """A simulator on its own event loop in a background thread (fixtures, the CLI).
 
     with SimThread(SimConfig(error_rates={429: 0.2})) as sim:
         run_batch(base_url=sim.base_url)
         assert sim.stats.rate_limited > 0
     """
+
+    thread_name = "batchrun-sim"
+    what = "simulator"
 
     def __init__(
         self,
@@ -302,14 +305,10 @@ class SimThread:
         now: Callable[[], float] = time.monotonic,
         state_dir: str | None = None,
     ) -> None:
+        super().__init__()
         self.server = SimServer(config, now=now, state_dir=state_dir)
         self.host = host
         self.requested_port = port
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
@@ -327,28 +326,6 @@ class SimThread:
     def stats(self) -> SimStats:
         """Live counters; read them, or use `snapshot()` for a consistent copy."""
         return self.server.stats
-
-    def start(self) -> SimThread:
-        self._thread = threading.Thread(target=self._run, name="batchrun-sim", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("simulator did not start within 30 s")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(30)
-        self._loop = None
-
-    def __enter__(self) -> SimThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def snapshot(self) -> dict[str, Any]:
         """The stats as a dict, copied on the server's own loop."""
@@ -379,34 +356,8 @@ class SimThread:
     def reset(self) -> None:
         self._call(self.server.reset)
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
-        if self._loop is None:
-            return fn()
+    async def _open(self) -> None:
+        await self.server.start(self.host, self.requested_port)
 
-        async def call() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(30)
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main(loop))
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            loop.close()
-
-    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._stop = asyncio.Event()
-        try:
-            await self.server.start(self.host, self.requested_port)
-        except BaseException as exc:  # reported to the starting thread
-            self._error = exc
-            self._ready.set()
-            return
-        self._loop = loop
-        self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await self.server.stop()
+    async def _close(self) -> None:
+        await self.server.stop()

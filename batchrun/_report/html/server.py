@@ -42,6 +42,7 @@ from aiohttp import web
 
 from batchrun._report.html.data import OutputScan, build_page_data
 from batchrun._report.html.page import csp, page_json, render_html
+from batchrun._serverthread import ServerThread
 from batchrun.errors import RunDirError
 
 DATA_PATH = "data.json"
@@ -100,12 +101,15 @@ class LiveReport:
             return self._data
 
 
-class LiveServer:
+class LiveServer(ServerThread):
     """The live page's HTTP server, on its own event loop in a background thread.
 
     Like `batchrun.sim.SimThread`: ``start()`` returns once the socket listens
     (``url`` then holds the real port), ``stop()`` closes it; also a context manager.
     """
+
+    thread_name = "batchrun-live"
+    what = "the live report server"
 
     def __init__(
         self,
@@ -115,17 +119,14 @@ class LiveServer:
         *,
         poll_s: float = POLL_SECONDS,
     ) -> None:
+        super().__init__()
         self.report = LiveReport(run_dir, min_interval=min(1.0, poll_s))
         self.token = secrets.token_urlsafe(32)
         """Every request carries it (``?token=``); printed in `url`, never written."""
         self.host = host
         self.port = port
         self.poll_s = poll_s
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
@@ -133,38 +134,7 @@ class LiveServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/?{TOKEN_PARAM}={self.token}"
 
-    def start(self) -> LiveServer:
-        self._thread = threading.Thread(target=self._run, name="batchrun-live", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("the live report server did not start within 30 s")
-        if self._error is not None:
-            self._thread.join()
-            raise self._error
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(30)
-        self._loop = None
-
-    def __enter__(self) -> LiveServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._main(loop))
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            loop.close()
-
-    async def _main(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._stop = asyncio.Event()
+    async def _open(self) -> None:
         app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._page)
         app.router.add_get("/" + DATA_PATH, self._data)
@@ -175,17 +145,15 @@ class LiveServer:
             sock = socket.create_server((self.host, self.port), family=family)
             self.port = sock.getsockname()[1]
             await web.SockSite(runner, sock).start()
-        except BaseException as exc:  # reported to the starting thread
+        except BaseException:
             await runner.cleanup()
-            self._error = exc
-            self._ready.set()
-            return
-        self._loop = loop
-        self._ready.set()
-        try:
-            await self._stop.wait()
-        finally:
-            await runner.cleanup()
+            raise
+        self._runner = runner
+
+    async def _close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
