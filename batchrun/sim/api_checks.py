@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from batchrun.sim.batch_input import ENDPOINTS
-from batchrun.sim.envelope import ApiError
+from batchrun.sim.envelope import ApiError, invalid_value, missing_parameter
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 WINDOWS = ("24h",)
@@ -32,22 +32,13 @@ def no_batch(batch_id: str) -> ApiError:
     return ApiError(404, f"No such Batch object: {batch_id}", param="batch_id")
 
 
-def missing(name: str) -> ApiError:
-    return ApiError(
-        400,
-        f"Missing required parameter: '{name}'.",
-        param=name,
-        code="missing_required_parameter",
-    )
-
-
 def check_upload(
     content: bytes | None, filename: str, purpose: str | None, fields: dict[str, str]
 ) -> ApiError | None:
     if content is None:
-        return missing("file")
+        return missing_parameter("file")
     if purpose is None:
-        return missing("purpose")
+        return missing_parameter("purpose")
     if purpose not in PURPOSES:
         return ApiError(400, f"'{purpose}' is not one of {list(PURPOSES)} - 'purpose'")
     if purpose == "batch" and not filename.endswith(".jsonl"):
@@ -56,12 +47,7 @@ def check_upload(
     seconds = fields.get("expires_after[seconds]")
     if anchor is not None or seconds is not None:
         if anchor != "created_at":
-            return ApiError(
-                400,
-                f"Invalid value: '{anchor}'. Supported values are: 'created_at'.",
-                param="expires_after.anchor",
-                code="invalid_value",
-            )
+            return invalid_value("expires_after.anchor", anchor, "'created_at'")
         return check_seconds(seconds, "expires_after.seconds")
     return None
 
@@ -86,7 +72,7 @@ def check_seconds(value: Any, param: str) -> ApiError | None:
 def check_create(body: dict[str, Any]) -> ApiError | None:
     for name in ("input_file_id", "endpoint", "completion_window"):
         if body.get(name) is None:
-            return missing(name)
+            return missing_parameter(name)
         if not isinstance(body[name], str):
             return ApiError(
                 400,
@@ -95,21 +81,10 @@ def check_create(body: dict[str, Any]) -> ApiError | None:
                 code="invalid_type",
             )
     if body["endpoint"] not in ENDPOINTS:
-        return ApiError(
-            400,
-            f"Invalid value: '{body['endpoint']}'. Supported values are: "
-            + ", ".join(f"'{e}'" for e in ENDPOINTS)
-            + ".",
-            param="endpoint",
-            code="invalid_value",
-        )
+        supported = ", ".join(f"'{e}'" for e in ENDPOINTS)
+        return invalid_value("endpoint", body["endpoint"], supported)
     if body["completion_window"] not in WINDOWS:
-        return ApiError(
-            400,
-            f"Invalid value: '{body['completion_window']}'. Supported values are: '24h'.",
-            param="completion_window",
-            code="invalid_value",
-        )
+        return invalid_value("completion_window", body["completion_window"], "'24h'")
     expires = body.get("output_expires_after")
     if expires is not None:
         if not isinstance(expires, dict) or expires.get("anchor") != "created_at":

@@ -33,7 +33,7 @@ import orjson
 
 from batchrun._apis import EMBEDDING_REQUEST_INPUTS
 from batchrun._pacing import tokens
-from batchrun.sim.envelope import ApiError, missing_parameter, model_problem
+from batchrun.sim.envelope import ApiError, invalid_value, missing_parameter, model_problem
 
 NATIVE_DIMENSIONS = (
     ("text-embedding-3-large", 3072),
@@ -183,12 +183,7 @@ def check_embeddings_body(body: dict[str, Any]) -> ApiError | None:
                 return invalid
     encoding = body.get("encoding_format")
     if encoding is not None and encoding not in ("float", "base64"):
-        return ApiError(
-            400,
-            f"Invalid value: '{encoding}'. Supported values are: 'float' and 'base64'.",
-            param="encoding_format",
-            code="invalid_value",
-        )
+        return invalid_value("encoding_format", encoding, "'float' and 'base64'")
     dimensions = body.get("dimensions")
     if dimensions is not None:
         if any(name in model for name in _FIXED_SIZE):

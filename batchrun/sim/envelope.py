@@ -106,6 +106,17 @@ def missing_parameter(name: str) -> ApiError:
     )
 
 
+def invalid_value(param: str, value: Any, supported: str) -> ApiError:
+    """OpenAI's 400 for a field whose value is not one it supports; `supported` is the
+    quoted list as OpenAI words it for that field (``"'asc' and 'desc'"``)."""
+    return ApiError(
+        400,
+        f"Invalid value: '{value}'. Supported values are: {supported}.",
+        param=param,
+        code="invalid_value",
+    )
+
+
 def model_problem(model: Any, *, name_type: bool = False) -> ApiError | None:
     """OpenAI's 400 for a body's ``model`` that is missing, empty or not a string, else
     None. ``name_type``: the message says what was sent instead (the chat API's does,

@@ -18,7 +18,7 @@ from aiohttp import BodyPartReader, web
 
 from batchrun.sim.api_checks import check_upload, no_file, page, page_limit
 from batchrun.sim.config import BatchConfig
-from batchrun.sim.envelope import ApiError
+from batchrun.sim.envelope import ApiError, invalid_value
 from batchrun.sim.files import FileStore
 from batchrun.sim.http import error_response, json_response
 from batchrun.sim.replay import KeptCalls
@@ -106,10 +106,7 @@ class FileRoutes:
             return error_response(limit, headers)
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
-            message = f"Invalid value: '{order}'. Supported values are: 'asc' and 'desc'."
-            return error_response(
-                ApiError(400, message, param="order", code="invalid_value"), headers
-            )
+            return error_response(invalid_value("order", order, "'asc' and 'desc'"), headers)
         files = self.files.listed(query.get("purpose"), newest_first=order == "desc")
         return json_response(page(files, query.get("after"), limit), headers)
 

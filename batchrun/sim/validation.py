@@ -17,7 +17,13 @@ import orjson
 
 from batchrun._apis import CHAT, EMBEDDINGS, RESPONSES
 from batchrun.sim.content import VALID_ROLES
-from batchrun.sim.envelope import ApiError, missing_parameter, model_problem, type_name
+from batchrun.sim.envelope import (
+    ApiError,
+    invalid_value,
+    missing_parameter,
+    model_problem,
+    type_name,
+)
 
 _ROLE_LIST = "'system', 'assistant', 'user', 'function', 'tool', and 'developer'"
 
@@ -93,10 +99,5 @@ def check_body(body: dict[str, Any]) -> ApiError | None:
             return missing_parameter(f"{where}.role")
         if not isinstance(role, str) or role not in VALID_ROLES:
             shown = role if isinstance(role, str) else orjson.dumps(role).decode()
-            return ApiError(
-                400,
-                f"Invalid value: '{shown}'. Supported values are: {_ROLE_LIST}.",
-                param=f"{where}.role",
-                code="invalid_value",
-            )
+            return invalid_value(f"{where}.role", shown, _ROLE_LIST)
     return None
