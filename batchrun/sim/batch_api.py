@@ -46,13 +46,12 @@ from aiohttp import web
 from batchrun.sim.batch_routes import BatchRoutes
 from batchrun.sim.batches import BatchStore
 from batchrun.sim.config import SLOW_LOST, SimConfig
-from batchrun.sim.envelope import ApiError, injected_error, invalid_key
+from batchrun.sim.envelope import ApiError, invalid_key
 from batchrun.sim.faults import ApiFaults, FaultPlan
 from batchrun.sim.file_routes import FileRoutes
 from batchrun.sim.files import FileStore
-from batchrun.sim.http import drop, error_response
+from batchrun.sim.http import drop, error_response, injected_status
 from batchrun.sim.persist import StateLog
-from batchrun.sim.quota import retry_after_headers
 from batchrun.sim.replay import KeptCalls
 from batchrun.sim.stats import SimStats
 
@@ -179,9 +178,7 @@ class BatchApi:
                 drop(request)
                 return None
             if isinstance(step, int):
-                if step == 429:
-                    headers.update(retry_after_headers(self.config.retry_after))
-                return error_response(injected_error(step), headers)
+                return injected_status(step, headers, self.config.retry_after)
             if step.startswith(SLOW_LOST):
                 await self._slow_lost(request, headers, handler, args, step)
                 return None

@@ -37,7 +37,7 @@ from batchrun.sim.envelope import (
     quota_exceeded,
 )
 from batchrun.sim.faults import FaultPlan
-from batchrun.sim.http import JSON, KeyCheck, drop, error_response
+from batchrun.sim.http import JSON, KeyCheck, drop, error_response, injected_status
 from batchrun.sim.quota import Quota, retry_after_headers
 from batchrun.sim.responses import response_events, response_object, response_reply
 from batchrun.sim.stats import SimStats
@@ -117,9 +117,7 @@ class Completions:
             drop(request)
             return None
         if isinstance(step, int):
-            if step == 429:
-                headers.update(retry_after_headers(self.config.retry_after))
-            return error_response(injected_error(step), headers)
+            return injected_status(step, headers, self.config.retry_after)
         if step == "insufficient_quota":
             return error_response(insufficient_quota(), headers)
 
@@ -131,21 +129,14 @@ class Completions:
         headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
         if body.get("stream") is True:
             return await self._stream(request, body, reply, completion_id, model, headers, step)
-        if step == "garbage":
-            self.stats.faults["garbage"] += 1
-            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-            return web.Response(body=page, content_type="text/html", headers=headers)
-        if step == "stream_error":
-            self.stats.faults["stream_error"] += 1
-            return error_response(injected_error(500), headers, status=200)
-        created = int(time.time())
-        payload = orjson.dumps(
-            completion_object(reply, completion_id, model, created, self.fingerprint)
+        return await self._body(
+            request,
+            lambda: completion_object(
+                reply, completion_id, model, int(time.time()), self.fingerprint
+            ),
+            headers,
+            step,
         )
-        if step == "truncate":
-            self.stats.faults["truncate"] += 1
-            return await _torn_body(request, payload, headers)
-        return web.Response(body=payload, content_type=JSON, headers=headers)
 
     async def _other_answer(
         self,
@@ -169,6 +160,17 @@ class Completions:
         headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
         if api == RESPONSES and body.get("stream") is True:
             return await self._stream_events(request, answer, headers, step)
+        return await self._body(request, lambda: answer, headers, step)
+
+    async def _body(
+        self,
+        request: web.BaseRequest,
+        answer: Callable[[], dict[str, Any]],
+        headers: dict[str, str],
+        step: ScriptStep | None,
+    ) -> web.StreamResponse:
+        """A non-streamed answer, or the fault `step` plays in its place: an HTML page
+        (``garbage``), an error in a 200 (``stream_error``) or a torn body (``truncate``)."""
         if step == "garbage":
             self.stats.faults["garbage"] += 1
             page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
@@ -176,7 +178,7 @@ class Completions:
         if step == "stream_error":
             self.stats.faults["stream_error"] += 1
             return error_response(injected_error(500), headers, status=200)
-        payload = orjson.dumps(answer)
+        payload = orjson.dumps(answer())
         if step == "truncate":
             self.stats.faults["truncate"] += 1
             return await _torn_body(request, payload, headers)

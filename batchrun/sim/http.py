@@ -1,7 +1,8 @@
 """aiohttp answers shared by the chat-completions and the Files/Batches edges.
 
 JSON bodies (objects or OpenAI's error envelope), the deliberate faults that are
-not answers at all (a dropped connection), and the API key check (`KeyCheck`).
+not answers at all (a dropped connection) or are an injected error status, and the API
+key check (`KeyCheck`).
 
     return json_response({"id": "file-abc", "object": "file"}, headers)
     return error_response(ApiError(404, "No such File object: file-abc"))
@@ -15,7 +16,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from batchrun.sim.envelope import ApiError
+from batchrun.sim.envelope import ApiError, injected_error
+from batchrun.sim.quota import retry_after_headers
 
 JSON = "application/json"
 
@@ -33,6 +35,14 @@ def error_response(
 ) -> web.Response:
     """OpenAI's error envelope with the error's status (or `status`, e.g. 200)."""
     return json_response(error.body(), headers, status or error.status)
+
+
+def injected_status(status: int, headers: dict[str, str], retry_after: float) -> web.Response:
+    """A scripted or drawn HTTP error fault: OpenAI's envelope for `status`, with the
+    ``Retry-After`` headers on a 429 (added to `headers`)."""
+    if status == 429:
+        headers.update(retry_after_headers(retry_after))
+    return error_response(injected_error(status), headers)
 
 
 def drop(request: web.BaseRequest) -> None:
