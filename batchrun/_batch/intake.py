@@ -160,16 +160,33 @@ class Answers:
         attempts: Mapping[str, int],
     ) -> tuple[list[str], list[Outcome]]:
         """The shard's rows without a line: (ids to resubmit, final failures)."""
+        code, message = missing_reason(view)
+        return self.unsettled(index, attempts, code=code, message=message, batch_id=view.id, at=at)
+
+    def unsettled(
+        self,
+        index: Mapping[str, IndexEntry],
+        attempts: Mapping[str, int],
+        *,
+        code: str,
+        message: str,
+        batch_id: str | None,
+        at: float,
+        resubmit: bool = True,
+        retry_failed: bool = False,
+    ) -> tuple[list[str], list[Outcome]]:
+        """The rows of `index` neither answered nor failed for good (as `settled` says):
+        (ids to resubmit, while `resubmit` and attempts are left; the others as final
+        failures with `code` and `message`)."""
         retry: list[str] = []
         finals: list[Outcome] = []
-        code, message = missing_reason(view)
         for custom_id, entry in index.items():
-            h = id_hash(custom_id)
-            b = int(entry.body_hash, 16)
-            if answered(self.done, h, b) or self.failed_for_good(h, b):
+            if self.settled(
+                id_hash(custom_id), int(entry.body_hash, 16), retry_failed=retry_failed
+            ):
                 continue
             used = attempts.get(custom_id, 0)
-            if used + 1 < self.max_attempts:
+            if resubmit and used + 1 < self.max_attempts:
                 retry.append(custom_id)
                 continue
             finals.append(
@@ -179,7 +196,7 @@ class Answers:
                     message=message,
                     row=entry.row,
                     body_hash=entry.body_hash,
-                    batch_id=view.id,
+                    batch_id=batch_id,
                     attempts_before=used,
                     at=at,
                 )

@@ -44,14 +44,12 @@ from batchrun._batch.creating import Creator
 from batchrun._batch.followers import Followers
 from batchrun._batch.intake import Answers
 from batchrun._batch.openshards import OpenShards
-from batchrun._batch.outcomes import failure
 from batchrun._batch.planning import PlanPass
 from batchrun._batch.protocol import queue_limit, shard_tag
 from batchrun._batch.shards import never_fits_the_queue, shrink
 from batchrun._batch.steps import ShardRecord
 from batchrun._batch.workdir import first_body, read_index, remove_shard_files, shard_paths
 from batchrun._cost.budget import BatchBudget
-from batchrun._ids import id_hash
 from batchrun._input.sources import Source
 from batchrun._models import Outcome
 from batchrun._output.breaker import OPENING_ANSWERS
@@ -263,24 +261,16 @@ class Submitter:
             f"(without --batch-api) or shorten it. The provider said: {reason[:300]}"
         )
         at = self.wall_clock()
-        finals = []
-        for custom_id, entry in index.items():
-            h, b = id_hash(custom_id), int(entry.body_hash, 16)
-            if self.answers.settled(h, b, retry_failed=self.cfg.retry_failed):
-                continue
-            used = self.shards.ledger.attempts.get(custom_id, 0)
-            finals.append(
-                failure(
-                    custom_id,
-                    code=TOO_BIG,
-                    message=message,
-                    row=entry.row,
-                    body_hash=entry.body_hash,
-                    batch_id=record.batch_id,
-                    attempts_before=used,
-                    at=at,
-                )
-            )
+        _, finals = self.answers.unsettled(
+            index,
+            self.shards.ledger.attempts,
+            code=TOO_BIG,
+            message=message,
+            batch_id=record.batch_id,
+            at=at,
+            resubmit=False,
+            retry_failed=self.cfg.retry_failed,
+        )
         if finals:
             self.write_final(finals)
         self.shards.write(
