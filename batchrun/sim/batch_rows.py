@@ -163,34 +163,29 @@ class BatchRows:
 
     def write_files(self, batch: Batch, at: float) -> None:
         """The output and error files of a batch that ended (if any lines)."""
-        files = self.files
-        keep = batch.output_expires_after
         if batch.out_lines:
             repeated = [
                 self._repeat(line) for line in batch.out_lines[: self.settings.repeat_output_lines]
             ]
             self.stats.repeated_output_lines += len(repeated)
-            content = b"\n".join(batch.out_lines + repeated) + b"\n"
-            name = f"{batch.id}_output.jsonl"
-            batch.output_file_id = files.add(
-                content,
-                name,
-                "batch_output",
-                now=at,
-                expires_after=keep,
-                file_id=files.derived_id(f"{batch.id}/output"),
-            ).id
+            batch.output_file_id = self._result_file(
+                batch, "output", batch.out_lines + repeated, at
+            )
         if batch.err_lines:
-            content = b"\n".join(batch.err_lines) + b"\n"
-            name = f"{batch.id}_error.jsonl"
-            batch.error_file_id = files.add(
-                content,
-                name,
-                "batch_output",
-                now=at,
-                expires_after=keep,
-                file_id=files.derived_id(f"{batch.id}/error"),
-            ).id
+            batch.error_file_id = self._result_file(batch, "error", batch.err_lines, at)
+
+    def _result_file(self, batch: Batch, kind: str, lines: list[bytes], at: float) -> str:
+        """Store a batch's ``output`` or ``error`` file (its id derived from the batch's,
+        so a replayed simulator makes the same one); its id."""
+        files = self.files
+        return files.add(
+            b"\n".join(lines) + b"\n",
+            f"{batch.id}_{kind}.jsonl",
+            "batch_output",
+            now=at,
+            expires_after=batch.output_expires_after,
+            file_id=files.derived_id(f"{batch.id}/{kind}"),
+        ).id
 
     def _repeat(self, line: bytes) -> bytes:
         """An output line again, under a new line id and with another answer."""
