@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from batchrun.sim.batch_input import ENDPOINTS
-from batchrun.sim.envelope import ApiError, invalid_value, missing_parameter
+from batchrun.sim.envelope import ApiError, invalid_type, invalid_value, missing_parameter
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 WINDOWS = ("24h",)
@@ -56,7 +56,7 @@ def check_seconds(value: Any, param: str) -> ApiError | None:
     try:
         seconds = int(value)
     except (TypeError, ValueError):
-        return ApiError(400, f"Invalid type for '{param}': expected an integer.", param=param)
+        return invalid_type(param, "an integer", code=None)
     low, high = EXPIRY_SECONDS
     if not low <= seconds <= high:
         return ApiError(
@@ -74,12 +74,7 @@ def check_create(body: dict[str, Any]) -> ApiError | None:
         if body.get(name) is None:
             return missing_parameter(name)
         if not isinstance(body[name], str):
-            return ApiError(
-                400,
-                f"Invalid type for '{name}': expected a string.",
-                param=name,
-                code="invalid_type",
-            )
+            return invalid_type(name, "a string")
     if body["endpoint"] not in ENDPOINTS:
         supported = ", ".join(f"'{e}'" for e in ENDPOINTS)
         return invalid_value("endpoint", body["endpoint"], supported)
@@ -105,12 +100,7 @@ def check_metadata(metadata: Any) -> ApiError | None:
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
-        return ApiError(
-            400,
-            "Invalid type for 'metadata': expected an object.",
-            param="metadata",
-            code="invalid_type",
-        )
+        return invalid_type("metadata", "an object")
     if len(metadata) > MAX_METADATA_PAIRS:
         return ApiError(
             400,
@@ -130,12 +120,7 @@ def check_metadata(metadata: Any) -> ApiError | None:
                 code="string_above_max_length",
             )
         if not isinstance(value, str):
-            return ApiError(
-                400,
-                f"Invalid type for 'metadata.{key}': expected a string.",
-                param=f"metadata.{key}",
-                code="invalid_type",
-            )
+            return invalid_type(f"metadata.{key}", "a string")
         if len(value) > MAX_METADATA_VALUE:
             return ApiError(
                 400,
@@ -154,12 +139,7 @@ def page_limit(raw: str | None, default: int, highest: int) -> int | ApiError:
     try:
         limit = int(raw)
     except ValueError:
-        return ApiError(
-            400,
-            f"Invalid type for 'limit': expected an integer, but got '{raw}' instead.",
-            param="limit",
-            code="invalid_type",
-        )
+        return invalid_type("limit", f"an integer, but got '{raw}' instead")
     if limit < 1:
         return ApiError(
             400,

@@ -106,6 +106,14 @@ def missing_parameter(name: str) -> ApiError:
     )
 
 
+def invalid_type(param: str, expected: str, *, code: str | None = "invalid_type") -> ApiError:
+    """OpenAI's 400 for a field of the wrong type; `expected` as OpenAI words it ("a
+    string", "an object, but got an array instead")."""
+    return ApiError(
+        400, f"Invalid type for '{param}': expected {expected}.", param=param, code=code
+    )
+
+
 def invalid_value(param: str, value: Any, supported: str) -> ApiError:
     """OpenAI's 400 for a field whose value is not one it supports; `supported` is the
     quoted list as OpenAI words it for that field (``"'asc' and 'desc'"``)."""
@@ -131,10 +139,5 @@ def model_problem(model: Any, *, name_type: bool = False) -> ApiError | None:
     if isinstance(model, str):
         return None
     if not name_type:
-        return ApiError(400, "Invalid type for 'model': expected a string.", param="model")
-    return ApiError(
-        400,
-        f"Invalid type for 'model': expected a string, but got {type_name(model)} instead.",
-        param="model",
-        code="invalid_type",
-    )
+        return invalid_type("model", "a string", code=None)
+    return invalid_type("model", f"a string, but got {type_name(model)} instead")

@@ -25,7 +25,7 @@ from typing import Any
 from batchrun._apis import RESPONSES
 from batchrun._pacing import tokens
 from batchrun.sim.content import Reply, make_reply
-from batchrun.sim.envelope import ApiError, missing_parameter, model_problem
+from batchrun.sim.envelope import ApiError, invalid_type, missing_parameter, model_problem
 from batchrun.sim.stream import split_text
 
 _UNSUPPORTED = {
@@ -50,19 +50,9 @@ def check_responses_body(body: dict[str, Any]) -> ApiError | None:
     if isinstance(items, list):
         for index, item in enumerate(items):
             if not isinstance(item, dict):
-                return ApiError(
-                    400,
-                    f"Invalid type for 'input[{index}]': expected an object.",
-                    param=f"input[{index}]",
-                    code="invalid_type",
-                )
+                return invalid_type(f"input[{index}]", "an object")
     elif not isinstance(items, str):
-        return ApiError(
-            400,
-            "Invalid type for 'input': expected a string or an array of input items.",
-            param="input",
-            code="invalid_type",
-        )
+        return invalid_type("input", "a string or an array of input items")
     limit = body.get("max_output_tokens")
     if limit is not None and (type(limit) is not int or limit < 1):
         return ApiError(

@@ -19,6 +19,7 @@ from batchrun._apis import CHAT, EMBEDDINGS, RESPONSES
 from batchrun.sim.content import VALID_ROLES
 from batchrun.sim.envelope import (
     ApiError,
+    invalid_type,
     invalid_value,
     missing_parameter,
     model_problem,
@@ -69,12 +70,8 @@ def check_body(body: dict[str, Any]) -> ApiError | None:
     if messages is None:
         return missing_parameter("messages")
     if not isinstance(messages, list):
-        return ApiError(
-            400,
-            "Invalid type for 'messages': expected an array of objects, but "
-            f"got {type_name(messages)} instead.",
-            param="messages",
-            code="invalid_type",
+        return invalid_type(
+            "messages", f"an array of objects, but got {type_name(messages)} instead"
         )
     if not messages:
         return ApiError(
@@ -87,13 +84,7 @@ def check_body(body: dict[str, Any]) -> ApiError | None:
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         if not isinstance(message, dict):
-            return ApiError(
-                400,
-                f"Invalid type for '{where}': expected an object, but got "
-                f"{type_name(message)} instead.",
-                param=where,
-                code="invalid_type",
-            )
+            return invalid_type(where, f"an object, but got {type_name(message)} instead")
         role = message.get("role")
         if role is None:
             return missing_parameter(f"{where}.role")
