@@ -223,12 +223,7 @@ class Submitter:
             if never_fits_the_queue(record.prompt_tokens, limit, refusals):
                 self._fail_too_big(record, reason, limit, refusals)
                 return
-        at = self.wall_clock()
-        self.shards.write(
-            {"step": "done", "shard": record.shard, "status": "token_limit", "at": at}
-        )
-        self.shards.release(record.shard)
-        remove_shard_files(shard_paths(self.run_dir, record.shard))
+        self._drop_refused(record, self.wall_clock())
         if running:
             self.queue_full = True
         else:
@@ -273,11 +268,7 @@ class Submitter:
         )
         if finals:
             self.write_final(finals)
-        self.shards.write(
-            {"step": "done", "shard": record.shard, "status": "token_limit", "at": at}
-        )
-        self.shards.release(record.shard)
-        remove_shard_files(shard_paths(self.run_dir, record.shard))
+        self._drop_refused(record, at)
         self.max_requests = self.cfg.batch_max_requests
         self.needs_plan = True
         for outcome in finals:
@@ -285,6 +276,15 @@ class Submitter:
                 f"row {outcome.row} ({outcome.custom_id}) failed for good ({TOO_BIG}): {message}"
             )
         self.books.say(f"shard {tag}: its one row is too large for the provider's queue; failed")
+
+    def _drop_refused(self, record: ShardRecord, at: float) -> None:
+        """A refused shard is done (``token_limit``) and its files go: its rows that
+        are not settled are planned again into a later shard."""
+        self.shards.write(
+            {"step": "done", "shard": record.shard, "status": "token_limit", "at": at}
+        )
+        self.shards.release(record.shard)
+        remove_shard_files(shard_paths(self.run_dir, record.shard))
 
     async def settle_creating(self, *, drop: bool) -> None:
         """Shards whose create got no answer (`Creator.settle_creating`)."""
