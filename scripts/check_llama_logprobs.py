@@ -97,14 +97,21 @@ def by_hand(answer: dict[str, Any], field: str | None) -> tuple[float, float, li
     first, first_at = picked[0]
     prefix = content.encode()[max(first_at, 0) : lo]
     others = 0.0
+    seen: set[str] = set()
+    shown = [math.exp(alt["logprob"]) for alt in first.get("top_logprobs") or ()]
     for alt in first.get("top_logprobs") or ():
         text = bytes(alt["bytes"]) if alt.get("bytes") else alt["token"].encode()
         if not text.startswith(prefix):
             continue
         rest = text[len(prefix) :].decode("utf-8", "ignore")
         matches = {x for x in LABELS if rest and (x.startswith(rest) or rest.startswith(x))}
+        seen |= matches
         if len(matches) == 1 and label not in matches:
             others += math.exp(alt["logprob"])
+    # a label the top-k alternatives do not show holds at most the least shown
+    unseen = sum(1 for x in LABELS if x != label and x not in seen)
+    if unseen and shown:
+        others += unseen * min(shown)
     normalised = raw / (raw + others) if first.get("top_logprobs") and label in LABELS else raw
     return raw, normalised, [t["token"] for t, _ in picked]
 
