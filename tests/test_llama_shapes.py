@@ -127,13 +127,47 @@ def llama_answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return 200, answer
 
 
+def llama_response(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """What llama-server answers /v1/responses: "completed" even when it stopped at
+    ``max_output_tokens``, and the limit not echoed (seen on 0c1e570)."""
+    words = ["The", " cat", " sat", " on", " the", " mat", " and", " purred", ".", ""]
+    used = min(int(body.get("max_output_tokens") or 10_000), len(words))
+    text = "".join(words[:used])
+    answer = {
+        "id": "resp_llama",
+        "object": "response",
+        "created_at": 1796604938,
+        "status": "completed",
+        "model": body.get("model"),
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ],
+        "usage": {
+            "input_tokens": 38,
+            "output_tokens": used,
+            "total_tokens": 38 + used,
+            "input_tokens_details": {"cached_tokens": 0},
+        },
+    }
+    return 200, answer
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _LlamaServer
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.server.seen.append(body)
-        status, answer = llama_answer(body)
+        if self.path.endswith("/responses"):
+            status, answer = llama_response(body)
+        else:
+            status, answer = llama_answer(body)
         data = json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -250,3 +284,30 @@ def test_the_reader_alone_without_the_requests_count_keeps_normalising() -> None
     assert reader.read(answer).confidence == pytest.approx(p / (p + others), rel=1e-9)
     told = ConfidenceReader("logprobs", label_field="sentiment", labels=LABELS, top_logprobs=0)
     assert told.read(answer).confidence == pytest.approx(p, rel=1e-9)
+
+
+def test_a_responses_answer_cut_at_max_output_tokens_is_truncated_though_completed(
+    tmp_path: Path, llama: _LlamaServer
+) -> None:
+    """llama-server says "completed" at the limit and echoes no limit: an answer that
+    used every token its request allowed counts as truncated, one that stopped short
+    as ok (OpenAI would have said "incomplete")."""
+    lines = [
+        {"custom_id": "cut", "method": "POST", "url": "/v1/responses",
+         "body": {"model": "smollm2", "input": "A story", "max_output_tokens": 4}},
+        {"custom_id": "whole", "method": "POST", "url": "/v1/responses",
+         "body": {"model": "smollm2", "input": "A story", "max_output_tokens": 64}},
+    ]  # fmt: skip
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run = batchrun.run(
+        path,
+        tmp_path / "run",
+        base_url=f"http://127.0.0.1:{llama.server_address[1]}/v1",
+        quality_breaker=0,
+        quiet=True,
+    )
+    assert run.exit_code == EXIT_OK
+    written = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    quality = {line["custom_id"]: line["batchrun"].get("quality") for line in written}
+    assert quality == {"cut": "truncated", "whole": None}

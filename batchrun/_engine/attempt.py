@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
+from batchrun._apis import RESPONSES
 from batchrun._engine.hooks import RunHooks, RunState
 from batchrun._ids import body_hash
 from batchrun._models import Attempt, BilledUnread, Outcome, Request
@@ -303,7 +304,8 @@ class Sender:
             )
         self.hooks.after_request(self.state, req, tokens, reply.body)
         total = self.clock() - ticket.since
-        verdict = classify(reply.body, self.validator)
+        limit = req.body.get("max_output_tokens") if req.api == RESPONSES else None
+        verdict = classify(reply.body, self.validator, max_output_tokens=limit)
         outcome = Outcome.success(
             req,
             status=reply.status,

@@ -144,20 +144,24 @@ def _classify_choice(choice: Any, schema: SchemaValidator | None) -> Verdict:
     return _OK_VERDICTS.get(finish) or Verdict(OK, finish)
 
 
-def classify(body: Any, schema: SchemaValidator | None = None) -> Verdict:
+def classify(
+    body: Any, schema: SchemaValidator | None = None, *, max_output_tokens: Any = None
+) -> Verdict:
     """The quality of one answer body (as the server returned it): a chat.completion,
     or a Responses object or an embeddings list (`classify_response`,
     `classify_embeddings`).
 
     ``schema``: the compiled response schema (`compile_schema`), or None to check
-    only finish reasons and emptiness. See the module docstring for the categories.
+    only finish reasons and emptiness. ``max_output_tokens``: a Responses request's
+    limit, for servers that do not echo it (`classify_response`). See the module
+    docstring for the categories.
 
         >>> classify({"choices": [{"message": {"content": "{"}, "finish_reason": "length"}]})
         Verdict(category='truncated', finish_reason='length', detail=None)
     """
     kind = answer_kind(body)
     if kind == RESPONSES:
-        return classify_response(body, schema)
+        return classify_response(body, schema, max_output_tokens=max_output_tokens)
     if kind == EMBEDDINGS:
         return classify_embeddings(body)
     choices = body.get("choices") if type(body) is dict else None
@@ -174,7 +178,29 @@ def classify(body: Any, schema: SchemaValidator | None = None) -> Verdict:
     return verdict
 
 
-def classify_response(body: dict[str, Any], schema: SchemaValidator | None = None) -> Verdict:
+def _used_every_output_token(body: dict[str, Any], asked: Any = None) -> bool:
+    """A "completed" answer whose output used every token ``max_output_tokens`` allowed
+    (the answer echoes it; else ``asked``, the request's): cut there. llama.cpp's
+    server says "completed" when it stops at the limit and echoes no limit (OpenAI
+    says "incomplete"); an answer that ends by itself on exactly its last allowed
+    token is read as cut too, the safe side of the two.
+
+        >>> _used_every_output_token({"max_output_tokens": 16, "usage": {"output_tokens": 16}})
+        True
+        >>> _used_every_output_token({"max_output_tokens": 16, "usage": {"output_tokens": 9}})
+        False
+    """
+    limit = body.get("max_output_tokens", asked)
+    if limit is None:
+        limit = asked
+    usage = body.get("usage")
+    used = usage.get("output_tokens") if type(usage) is dict else None
+    return type(limit) is int and type(used) is int and limit > 0 and used >= limit
+
+
+def classify_response(
+    body: dict[str, Any], schema: SchemaValidator | None = None, *, max_output_tokens: Any = None
+) -> Verdict:
     """The quality of one Responses API answer, by the chat categories: an
     ``incomplete`` answer cut at ``max_output_tokens`` is truncated (at
     ``content_filter``, blocked); a ``refusal`` part is a refusal; no text and no
@@ -193,8 +219,8 @@ def classify_response(body: dict[str, Any], schema: SchemaValidator | None = Non
     refusal = response_refusal(body)
     if refusal:
         return Verdict(REFUSAL, finish, one_line(refusal))
-    if body.get("status") == "incomplete":  # max_output_tokens, or another limit
-        return Verdict(TRUNCATED, finish)
+    if body.get("status") == "incomplete" or _used_every_output_token(body, max_output_tokens):
+        return Verdict(TRUNCATED, finish)  # max_output_tokens, or another limit
     if response_tool_calls(body):
         return Verdict(OK, finish)  # a tool call is the answer
     text = response_text(body)
