@@ -158,6 +158,18 @@ def llama_response(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return 200, answer
 
 
+def llama_embeddings(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """What llama-server answers /v1/embeddings: its model's size (384 for MiniLM),
+    whatever ``dimensions`` asked (seen on 0c1e570)."""
+    texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    data = [
+        {"object": "embedding", "index": i, "embedding": [0.01 * (i + 1)] * 384}
+        for i in range(len(texts))
+    ]
+    usage = {"prompt_tokens": 5 * len(texts), "total_tokens": 5 * len(texts)}
+    return 200, {"object": "list", "model": body.get("model"), "data": data, "usage": usage}
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _LlamaServer
 
@@ -166,6 +178,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.seen.append(body)
         if self.path.endswith("/responses"):
             status, answer = llama_response(body)
+        elif self.path.endswith("/embeddings"):
+            status, answer = llama_embeddings(body)
         else:
             status, answer = llama_answer(body)
         data = json.dumps(answer).encode()
@@ -311,3 +325,30 @@ def test_a_responses_answer_cut_at_max_output_tokens_is_truncated_though_complet
     written = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     quality = {line["custom_id"]: line["batchrun"].get("quality") for line in written}
     assert quality == {"cut": "truncated", "whole": None}
+
+
+def test_vectors_of_another_size_than_dimensions_asked_are_a_schema_error(
+    tmp_path: Path, llama: _LlamaServer
+) -> None:
+    """llama-server ignores ``dimensions``: 384 floats where 128 were asked is not a
+    good answer (it would land in the user's index at the wrong size)."""
+    lines = [
+        {"custom_id": "asked", "method": "POST", "url": "/v1/embeddings",
+         "body": {"model": "minilm", "input": "The battery was great.", "dimensions": 128}},
+        {"custom_id": "plain", "method": "POST", "url": "/v1/embeddings",
+         "body": {"model": "minilm", "input": "The battery was great."}},
+    ]  # fmt: skip
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run = batchrun.run(
+        path,
+        tmp_path / "run",
+        base_url=f"http://127.0.0.1:{llama.server_address[1]}/v1",
+        quality_breaker=0,
+        dedupe=False,
+        quiet=True,
+    )
+    assert run.exit_code == EXIT_OK
+    written = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    quality = {line["custom_id"]: line["batchrun"].get("quality") for line in written}
+    assert quality == {"asked": "schema_error", "plain": None}

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from batchrun._apis import RESPONSES
+from batchrun._apis import CHAT
 from batchrun._engine.hooks import RunHooks, RunState
 from batchrun._ids import body_hash
 from batchrun._models import Attempt, BilledUnread, Outcome, Request
@@ -304,8 +304,15 @@ class Sender:
             )
         self.hooks.after_request(self.state, req, tokens, reply.body)
         total = self.clock() - ticket.since
-        limit = req.body.get("max_output_tokens") if req.api == RESPONSES else None
-        verdict = classify(reply.body, self.validator, max_output_tokens=limit)
+        if req.api == CHAT:
+            verdict = classify(reply.body, self.validator)
+        else:  # limits a server may not honour or echo: checked against the request
+            verdict = classify(
+                reply.body,
+                self.validator,
+                max_output_tokens=req.body.get("max_output_tokens"),
+                dimensions=req.body.get("dimensions"),
+            )
         outcome = Outcome.success(
             req,
             status=reply.status,

@@ -56,6 +56,7 @@ import orjson
 from batchrun._apis import EMBEDDINGS, RESPONSES
 from batchrun._output.shapes import (
     answer_kind,
+    dimensions_problem,
     embedding_problem,
     response_finish,
     response_refusal,
@@ -145,7 +146,11 @@ def _classify_choice(choice: Any, schema: SchemaValidator | None) -> Verdict:
 
 
 def classify(
-    body: Any, schema: SchemaValidator | None = None, *, max_output_tokens: Any = None
+    body: Any,
+    schema: SchemaValidator | None = None,
+    *,
+    max_output_tokens: Any = None,
+    dimensions: Any = None,
 ) -> Verdict:
     """The quality of one answer body (as the server returned it): a chat.completion,
     or a Responses object or an embeddings list (`classify_response`,
@@ -153,7 +158,8 @@ def classify(
 
     ``schema``: the compiled response schema (`compile_schema`), or None to check
     only finish reasons and emptiness. ``max_output_tokens``: a Responses request's
-    limit, for servers that do not echo it (`classify_response`). See the module
+    limit, for servers that do not echo it (`classify_response`); ``dimensions``: an
+    embeddings request's vector size, which every vector must have. See the module
     docstring for the categories.
 
         >>> classify({"choices": [{"message": {"content": "{"}, "finish_reason": "length"}]})
@@ -163,7 +169,7 @@ def classify(
     if kind == RESPONSES:
         return classify_response(body, schema, max_output_tokens=max_output_tokens)
     if kind == EMBEDDINGS:
-        return classify_embeddings(body)
+        return classify_embeddings(body, dimensions)
     choices = body.get("choices") if type(body) is dict else None
     if type(choices) is not list or not choices:
         return Verdict(NO_CHOICES, None, "no choices")
@@ -236,11 +242,15 @@ def classify_response(
     return Verdict(OK, finish)
 
 
-def classify_embeddings(body: dict[str, Any]) -> Verdict:
+def classify_embeddings(body: dict[str, Any], dimensions: Any = None) -> Verdict:
     """An embeddings answer is ok, or unusable (`NO_CHOICES`) when it holds no vectors
-    to store (`batchrun._output.shapes.embedding_problem`)."""
+    to store (`batchrun._output.shapes.embedding_problem`), or a schema error when its
+    vectors are not the ``dimensions`` asked for (`dimensions_problem`)."""
     problem = embedding_problem(body)
-    return _EMBEDDINGS_OK if problem is None else Verdict(NO_CHOICES, None, problem)
+    if problem is not None:
+        return Verdict(NO_CHOICES, None, problem)
+    wrong = dimensions_problem(body, dimensions)
+    return _EMBEDDINGS_OK if wrong is None else Verdict(SCHEMA_ERROR, None, wrong)
 
 
 _EMBEDDINGS_OK = Verdict(OK, None)

@@ -107,6 +107,39 @@ def response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     return schema if type(schema) is dict else None
 
 
+def embedding_size(vector: Any) -> int | None:
+    """How many numbers a vector holds: a list's length, or a base64 string's float32
+    count (4 bytes each, from the encoded length alone); None when it is neither.
+
+        >>> embedding_size([0.1, 0.2]), embedding_size("AAAAAAAAAAA="), embedding_size(3)
+        (2, 2, None)
+    """
+    if type(vector) is list:
+        return len(vector)
+    if type(vector) is str:
+        padding = len(vector) - len(vector.rstrip("="))
+        return (len(vector) * 3 // 4 - padding) // 4
+    return None
+
+
+def dimensions_problem(body: dict[str, Any], asked: Any) -> str | None:
+    """Why the vectors are not the ``dimensions`` the request asked for (None: they
+    are, or none was asked). An engine that ignores ``dimensions`` (llama.cpp's server
+    returns its model's size) would put vectors of another size in the user's index.
+
+        >>> dimensions_problem({"data": [{"embedding": [0.0] * 384}]}, 128)
+        'data[0] has 384 dimensions where the request asked for 128'
+    """
+    if type(asked) is not int:
+        return None
+    data = body.get("data")
+    for position, entry in enumerate(data if type(data) is list else ()):
+        size = embedding_size(entry.get("embedding")) if type(entry) is dict else None
+        if size is not None and size != asked:
+            return f"data[{position}] has {size} dimensions where the request asked for {asked}"
+    return None
+
+
 def embedding_problem(body: dict[str, Any]) -> str | None:
     """Why an embeddings answer holds no usable vectors (one line), else None: no
     ``data`` list, an empty one, an entry without a vector, vectors of different
