@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun.endpoint import SIM
 from batchrun.errors import ConfigError, MissingInput, RunDirError
-from batchrun.settings import Settings
+from batchrun.settings import DEFAULT_ENDPOINT, Settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -115,6 +115,8 @@ def api_key(settings: Settings) -> str | None:
     """The key: from ``api_key_file`` when set, else the environment variable named by
     ``api_key_env``. Required unless auth is none, the endpoint is the simulator or a
     loopback server. Never read from anywhere else, never written anywhere."""
+    if settings.endpoints:  # a pool: each endpoint's own (`endpoint_keys`)
+        return endpoint_keys(settings).get(DEFAULT_ENDPOINT)
     return _read_key(
         settings.api_key_env,
         settings.api_key_file,
@@ -233,17 +235,23 @@ def endpoint(settings: Settings) -> Iterator[Settings]:
 
 
 def refuse_unrouted_pool(settings: Settings) -> None:
-    """A pool is declared, checked, estimated and its simulators start, but the runners
-    send every request to ``base_url``: refuse to run one rather than send its rows
-    somewhere the job did not name.
+    """A pool runs online (`batchrun.engine.pool`); on a Ray cluster and through the
+    Batch API it does not yet: refuse those before anything is sent rather than send
+    its rows somewhere the job did not name.
 
-    TODO(issue 26, part 2): remove once the engine routes requests across the pool
-    (`batchrun.pacing.routing`, `batchrun.pacing.circuit`, `endpoint_keys`,
-    `batchrun.cache.scopes`)."""
-    if settings.endpoints:
+    TODO(issue 26): Ray pools (the quota actor keyed by endpoint and model) and Batch
+    API pools (rows split over the ``batch = true`` endpoints)."""
+    if not settings.endpoints:
+        return
+    if settings.ray is not None:
         raise ConfigError(
-            "endpoints: this batchrun checks and estimates a pool of endpoints but does "
-            "not route requests across one yet (issue 26); run with one [endpoint]"
+            "endpoints with --ray: a pool of endpoints runs online only in this batchrun "
+            "(not yet on a Ray cluster); run it without --ray, or with one [endpoint]"
+        )
+    if settings.mode == "batch":
+        raise ConfigError(
+            "endpoints with --batch-api: a pool of endpoints runs online only in this "
+            "batchrun (not yet through the Batch API); run it online, or with one [endpoint]"
         )
 
 
@@ -403,6 +411,8 @@ def make_runner(
     from batchrun.engine.runner import Runner
 
     around = hooks if hooks is not None else hooks_for(settings)
+    if settings.endpoints and "api_keys" not in injected:
+        injected["api_keys"] = endpoint_keys(settings)
     if settings.mode != "batch":
         if not _has_open_batches(settings):
             return Runner(

@@ -16,11 +16,12 @@ its rows left pending.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import orjson
 
+from batchrun.engine.failover import Where, routed_attempts
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import (
     EndpointUnreachable,
@@ -43,10 +44,13 @@ from batchrun.pacing.retry import (
     retry_after_seconds,
     wait_seconds,
 )
-from batchrun.pacing.scheduler import Scheduler, Stopped, Ticket, last_send
+from batchrun.pacing.scheduler import Scheduler, Stopped, Ticket, last_send, model_of_request
 from batchrun.pacing.tokens import answer_ceiling
 from batchrun.transport.client import ChatClient, Reply
 from batchrun.transport.responses import error_envelope
+
+if TYPE_CHECKING:
+    from batchrun.pacing.pool import Pool
 
 BREAKER_MIN = 16
 """Requests in a row that must exhaust their attempts before the run stops."""
@@ -165,22 +169,35 @@ class Sender:
         """max_tokens of the first request sent (0: none set), for quality messages."""
         self.reach = Reachability()
         """Whether the endpoint has answered yet (`batchrun.pacing.retry.ends_the_run`)."""
+        self.pool: Pool | None = None
+        """A pool of endpoints (`pooled`): each request goes where its ticket says,
+        a retry where `batchrun.engine.failover` says."""
+        self.clients: dict[str, ChatClient] = {}
+        self.warn: Callable[[str], None] = lambda _: None
+
+    def pooled(
+        self, pool: Pool, clients: dict[str, ChatClient], *, warn: Callable[[str], None]
+    ) -> None:
+        """Send over ``pool`` (each endpoint its own client); ``warn`` says, once, that
+        an endpoint was taken out of it."""
+        self.pool, self.clients, self.warn = pool, clients, warn
 
     async def process(self, ticket: Ticket) -> Outcome | None:
         """The outcome of one request, or None when it was not sent after all."""
-        req, account, tokens = ticket.request, ticket.account, ticket.tokens
+        req, tokens = ticket.request, ticket.tokens
+        account = ticket.account
         scheduler = self.scheduler
         try:
             await self.hooks.admit(self.state, req)
         except (Stopped, StopRun) as exc:
-            scheduler.release(account, ok=False)  # charged, never sent
+            self._unsent(ticket)  # charged, never sent
             if isinstance(exc, StopRun):
                 self.stop(exc.reason, str(exc))
             else:
                 self.hooks.after_request(self.state, req, tokens, None)
             return None
         if self.stopping.is_set():
-            scheduler.release(account, ok=False)
+            self._unsent(ticket)
             self.hooks.after_request(self.state, req, tokens, None)
             return None
         body = req.body
@@ -191,6 +208,8 @@ class Sender:
         refusals = [0]  # attempts that could not connect at all
         paced = [True]  # the first attempt was paced by the scheduler
         last_billed: list[RequestError | None] = [None]  # the last attempt, if paid for
+        where = Where(ticket.member, account)  # in a pool: where the next attempt goes
+        model = model_of_request(req)
 
         def record_failure(exc: BaseException | None) -> None:
             if exc is not None:
@@ -211,23 +230,38 @@ class Sender:
                     # under --max-cost the retry needs room for another worst case
                     raise NoRoom(paid, "--max-cost leaves no room for another attempt")
                 try:
-                    await scheduler.wait_for(account, tokens)
+                    if where.member is None:
+                        await scheduler.wait_for(where.account, tokens)
+                    else:
+                        where.account = await scheduler.wait_for_member(where.member, model, tokens)
                 except Stopped:
                     raise leave from None
                 if self.stopping.is_set():
-                    scheduler.release(account, ok=False)
+                    scheduler.release(where.account, ok=False)
+                    if where.member is not None:
+                        where.member.breaker.abandoned()
                     raise leave
+            account = where.account
+            member = where.member
+            client, sent_body, sent_payload = self.client, body, payload
+            if member is not None:
+                client = self.clients[member.name]
+                where.route.append(member.name)
+                remote = member.model_name(model)
+                if remote != model:  # its name for the model (a deployment, an alias)
+                    sent_body = {**body, "model": remote}
+                    sent_payload = orjson.dumps(sent_body)
             ok = answered = False
             self.live.in_flight += 1
             sent_at = self.clock()
             number = self.reach.sending()
             try:
-                reply = await self.client.send(body, payload, req.api)
+                reply = await client.send(sent_body, sent_payload, req.api)
                 ok = True
             except RequestError as exc:
                 last_billed[0] = exc if exc.billed else None
                 answered = exc.status is not None
-                if isinstance(exc, EndpointUnreachable):
+                if isinstance(exc, EndpointUnreachable) and member is None:
                     refusals[0] += 1
                     self._stop_if_unreachable(exc, number, refusals[0])
                 if exc.billed and any(a.billed for a in attempts):
@@ -267,11 +301,18 @@ class Sender:
             snapshot = parse_ratelimit_headers(reply.headers)
             account.observe(snapshot, last_send.get(), now)
             account.answered(had_headers=snapshot is not None, now=now)
+            if member is not None:
+                member.breaker.succeeded()
             return reply
 
         failed: RequestError | None = None
         try:
-            reply = await self._attempts(attempt_once, record_failure)
+            if where.member is None:
+                reply = await self._attempts(attempt_once, record_failure)
+            else:
+                reply = await routed_attempts(
+                    self, where, model, tokens, attempt_once, record_failure
+                )
         except Abandon:
             self.hooks.after_request(self.state, req, tokens, None)  # gives back its reservation
             return None
@@ -293,9 +334,11 @@ class Sender:
             outcome = self._failure(req, failed, attempts, wire[0], ticket.since, sent_hash)
             if billed:
                 self._mark_billed(outcome, body, billed)
+            where.mark(outcome)
             return outcome
         self.breaker.answered()
         attempts.append(Attempt(reply.status, "ok"))
+        account = where.account
         if tokens:
             usage = usage_of(reply.body)
             account.settle_tokens(
@@ -325,10 +368,17 @@ class Sender:
             outcome.quality = verdict.category
             if verdict.detail:
                 outcome.quality_detail = verdict.detail
+        where.mark(outcome)
         if self.max_tokens is None:
             ceiling = answer_ceiling(body)
             self.max_tokens = self.live.max_tokens = ceiling[1] if ceiling is not None else 0
         return outcome
+
+    def _unsent(self, ticket: Ticket) -> None:
+        """A ticket charged to its account but never sent after all."""
+        self.scheduler.release(ticket.account, ok=False)
+        if ticket.member is not None:
+            ticket.member.breaker.abandoned()
 
     def _failure(
         self,

@@ -26,7 +26,9 @@ waiting is sent; what is on the wire may finish for ``drain_timeout`` seconds.
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -39,6 +41,7 @@ from batchrun.engine.attempt import BREAKER_MIN, Breaker, Sender
 from batchrun.engine.commit import Committer
 from batchrun.engine.gcpause import fewer_collections, threshold_for
 from batchrun.engine.pending import PendingRows
+from batchrun.engine.pool import build_pool, pool_clients
 from batchrun.engine.prepare import Prepared, prepare_input, record
 from batchrun.engine.reuse import EarlierLines, Reuse
 from batchrun.engine.writer import GroupCommit
@@ -47,6 +50,7 @@ from batchrun.input.pilot import PilotPicker, Selection
 from batchrun.input.sources import ScanObserver, Source
 from batchrun.models import Outcome, Request
 from batchrun.output.breaker import first_max_tokens, stop_note
+from batchrun.pacing.pool import Pool
 from batchrun.pacing.scheduler import Accounts, Scheduler
 from batchrun.redact import register_secret
 from batchrun.settings import Settings
@@ -76,15 +80,24 @@ class OnlineLane:
         source: Source | None = None,
         accounts: Accounts | None = None,
         clock: Any = time.monotonic,
+        api_keys: Mapping[str, str | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.api_key = api_key
         register_secret(api_key)  # scrubbed from every byte written from now on
+        self.api_keys = dict(api_keys or {})
+        """Each endpoint's key, by its name in the pool (`batchrun._api.endpoint_keys`)."""
+        for key in self.api_keys.values():
+            register_secret(key)
+        self.pool = build_pool(cfg, clock) if cfg.endpoints and accounts is None else None
+        """The run's pool of endpoints (`batchrun.engine.pool`); None: one endpoint."""
         self.transport = transport
         self.source = source
-        self.accounts = (
+        self.accounts: Accounts | Pool = (
             accounts
             if accounts is not None
+            else self.pool
+            if self.pool is not None
             else Accounts(
                 concurrency=cfg.concurrency,
                 rpm=cfg.rpm.default,
@@ -105,6 +118,7 @@ class OnlineLane:
         """A pilot's rows (``limit`` / ``sample``); None: every row."""
         self._earlier: EarlierLines | None = None
         self._client: ChatClient | None = None
+        self._clients: dict[str, ChatClient] = {}
         self._scheduler: Scheduler | None = None
         self._sender: Sender | None = None
         self._run: Engine | None = None
@@ -186,7 +200,7 @@ class OnlineLane:
             )
             watchers.append(self.picker.observe)
         if (cfg.cache or cfg.dedupe) and cfg.cache_policy != "off":
-            earlier = self._earlier = EarlierLines(str(cfg.out_dir), cfg.endpoint)
+            earlier = self._earlier = EarlierLines(str(cfg.out_dir), cfg.lines_endpoint)
             self.reuse = Reuse(
                 cfg, api_key=self.api_key, read_line=earlier.line, read_hashed=earlier.hashed
             )
@@ -217,6 +231,10 @@ class OnlineLane:
             max_connections=cfg.concurrency,
             clock=run.clock,
         )
+        if self.pool is not None:
+            self._clients = pool_clients(
+                cfg, self.api_keys, transport=self.transport, clock=run.clock
+            )
         # a checkpoint at once: a resume that had to parse every line pays it once,
         # and even a run killed in its first seconds leaves a summary
         self._try_checkpoint(run)
@@ -227,6 +245,7 @@ class OnlineLane:
             pending.lanes(prepared.source, prepared.scan.models, self.accounts, run.clock),
             estimate=_token_estimate,
             sleep=run.sleep,
+            pool=self.pool,
         )
         if run.stopping.is_set():
             self._scheduler.stop()
@@ -245,6 +264,8 @@ class OnlineLane:
             wall_clock=run.wall_clock,
             sleep=run.sleep,
         )
+        if self.pool is not None:
+            self._sender.pooled(self.pool, self._clients, warn=self._warn_once)
         with fewer_collections(threshold_for(cfg.concurrency)):
             await self._pool(run, self._scheduler, self._sender)
 
@@ -259,11 +280,19 @@ class OnlineLane:
                     with anyio.CancelScope() as drain_scope:
                         self._drain_scope = drain_scope
                         async with anyio.create_task_group() as workers:
-                            for _ in range(self.cfg.concurrency):
+                            for _ in range(self._workers()):
                                 workers.start_soon(self._work, sender, scheduler)
                 finally:
                     commit.close()
             background.cancel_scope.cancel()
+
+    def _workers(self) -> int:
+        """Requests that may be in flight at once: ``concurrency``, or in a pool the
+        sum of its endpoints' own caps (each endpoint's requests do not wait for
+        another's)."""
+        if self.pool is None:
+            return self.cfg.concurrency
+        return sum(e.concurrency or self.cfg.concurrency for e in self.cfg.pool())
 
     async def _work(self, sender: Sender, scheduler: Scheduler) -> None:
         # workers ask the scheduler, which pulls from the lanes' generators: next() is
@@ -356,6 +385,18 @@ class OnlineLane:
     async def close_transport(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
+
+    def _warn_once(self, warning: str) -> None:
+        """An endpoint taken out of the pool: said once, now and in the run's notes."""
+        run = self._run
+        assert run is not None
+        if warning in run.notes:
+            return
+        run.notes.append(warning)
+        if not self.cfg.quiet:
+            print(f"batchrun: warning: {warning}", file=sys.stderr, flush=True)
 
     def closing_notes(self) -> list[str]:
         notes = []

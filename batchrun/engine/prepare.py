@@ -128,7 +128,7 @@ async def prepare_input(
     if held.changed:
         notes.append(f"{held.changed:,} rows changed since they were answered; they are sent again")
     if journal.simulated:
-        notes.append(simulated_note(journal.simulated, cfg.endpoint))
+        notes.append(simulated_note(journal.simulated, cfg.lines_endpoint))
     notes.extend(journal.repaired)
     paid = journal.tally.paid_quality
     not_judged = not_judged_answers(os.path.join(run_dir, RUN_INFO), cfg, scan.fingerprint, paid)
@@ -176,7 +176,7 @@ def _scan(
 def _read_journal(cfg: Settings) -> JournalState:
     run_dir = str(cfg.out_dir)
     try:
-        return read_journal(run_dir, endpoint=cfg.endpoint)
+        return read_journal(run_dir, endpoint=cfg.lines_endpoint)
     except ValueError as exc:
         raise RunDirError(str(exc)) from exc
     except OSError as exc:  # e.g. results.jsonl is a directory

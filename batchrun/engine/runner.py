@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 import httpx
@@ -31,6 +31,7 @@ from batchrun.engine.stops import (
 )
 from batchrun.errors import ConfigError
 from batchrun.input.sources import Source
+from batchrun.pacing.pool import Pool
 from batchrun.pacing.scheduler import Accounts
 from batchrun.settings import Settings
 
@@ -68,6 +69,7 @@ class Runner(Engine):
         wall_clock: Callable[[], float] = time.time,
         held_lock: RunDirLock | None = None,
         accounts: Accounts | None = None,
+        api_keys: Mapping[str, str | None] | None = None,
     ) -> None:
         if not cfg.out_dir:
             raise ConfigError("no run directory given (-o DIR)")
@@ -78,6 +80,7 @@ class Runner(Engine):
             source=source,
             accounts=accounts,
             clock=clock,
+            api_keys=api_keys,
         )
         super().__init__(
             cfg,
@@ -91,6 +94,6 @@ class Runner(Engine):
         )
 
     @property
-    def accounts(self) -> Accounts:
+    def accounts(self) -> Accounts | Pool:
         """Each model's quotas, concurrency and 429s (`batchrun.pacing`)."""
         return self.online.accounts

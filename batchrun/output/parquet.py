@@ -731,7 +731,7 @@ def write_results_parquet(
     report.columns = list(layout.schema.names)
     report.renamed = layout.renamed
     assert cfg.out_dir is not None, "a run directory to read"
-    with ResultIndex.build(cfg.out_dir, cfg.endpoint) as index:
+    with ResultIndex.build(cfg.out_dir, cfg.lines_endpoint) as index:
         joiner = _Pass(cfg, source, layout, index, evaluators, report, observe)
         if out_path is None:
             for items, _ in _input_chunks(source, row_group_rows):

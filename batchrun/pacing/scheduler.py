@@ -26,12 +26,15 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from batchrun.models import Request
 from batchrun.pacing.account import ModelAccount, SendMark
+
+if TYPE_CHECKING:
+    from batchrun.pacing.pool import Member, Pool
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -164,18 +167,24 @@ class Ticket:
     tokens: int
     since: float
     """When it started waiting to be sent."""
+    member: Member | None = None
+    """The endpoint of a pool it goes to (None: the run's one endpoint)."""
 
 
 class Scheduler:
     def __init__(
         self,
-        accounts: Accounts,
+        accounts: Accounts | Pool,
         lanes: list[Lane],
         *,
         estimate: Callable[[Request], int],
         sleep: Sleep = anyio.sleep,
+        pool: Pool | None = None,
     ) -> None:
         self.accounts = accounts
+        self.pool = pool
+        """A pool of endpoints (`batchrun.pacing.pool`): each request goes to the one
+        that can take it soonest; None: every request goes to ``accounts``."""
         self.lanes = lanes
         self.estimate = estimate
         self.clock = accounts.clock
@@ -209,6 +218,19 @@ class Scheduler:
                 if req is None:
                     continue
                 live = True
+                if self.pool is not None:
+                    routed = self._routed(lane, req, now)
+                    if isinstance(routed, Ticket):
+                        self._next_lane = (index + 1) % n
+                        return routed
+                    wait, account_or_none = routed
+                    if wait == float("inf"):
+                        crowded = True
+                    if account_or_none is not None and wait < soonest:
+                        soonest, blocker = wait, account_or_none
+                    elif wait < soonest:
+                        soonest, blocker = wait, None
+                    continue
                 account = self.accounts[
                     lane.model if lane.model is not None else model_of_request(req)
                 ]
@@ -233,6 +255,51 @@ class Scheduler:
             if not live:
                 return None
             await self._idle(soonest, blocker, crowded)
+
+    def _routed(
+        self, lane: Lane, req: Request, now: float
+    ) -> Ticket | tuple[float, ModelAccount | None]:
+        """The head of ``lane`` routed over the pool: its ticket when an endpoint can
+        take it now, else how long until one may (inf: until a request comes back, or
+        a slow start ends) and whose quota that wait is."""
+        pool = self.pool
+        assert pool is not None
+        model = lane.model if lane.model is not None else model_of_request(req)
+        if lane.tokens is None:
+            lane.tokens = self.estimate(req) if pool.needs_token_estimates(model) else 0
+        tokens = lane.tokens
+        chosen = pool.route(model, tokens, now)
+        if chosen is None:  # no endpoint left for it: the sender stops the run
+            return float("inf"), None
+        member, wait = chosen
+        account = member.accounts[model]
+        if wait <= EPSILON:
+            lane.head = None
+            last_send.set(account.take(tokens, now))
+            member.breaker.sent(now)
+            return Ticket(req, account, tokens, lane.since, member)
+        if wait == float("inf"):
+            probe = pool.probe_ends(model, now)
+            return (probe, None) if probe < wait else (wait, None)
+        return wait, account
+
+    async def wait_for_member(self, member: Member, model: str, tokens: int) -> ModelAccount:
+        """Pace one more attempt (a retry) on ``member`` of the pool, its breaker told
+        of the send. Raises `Stopped`."""
+        account = member.accounts[model]
+        while True:
+            if self.stopped:
+                raise Stopped()
+            now = self.clock()
+            c = member.candidate(model, tokens, now)
+            wait = float("inf") if c is None else c.wait
+            if wait <= EPSILON:
+                last_send.set(account.take(tokens, now))
+                member.breaker.sent(now)
+                return account
+            if wait == float("inf") and account.probing:
+                wait = max(0.0, account.probe_until - now)
+            await self._idle(wait, None, wait == float("inf"))
 
     async def wait_for(self, account: ModelAccount, tokens: int) -> None:
         """Pace one more attempt of a request already out (a retry). Raises `Stopped`."""

@@ -1,0 +1,106 @@
+"""One request's attempts over a pool of endpoints: failover and the breakers.
+
+In a pool (`batchrun.pacing.pool`), a request's first attempt goes where the
+scheduler routed it (the endpoint that could take it soonest). When an attempt
+fails, the endpoint's breaker hears of it (`EndpointBreaker.failed`: a 401, 402,
+403 or ``insufficient_quota`` takes the endpoint out for the run, said once through
+``warn``; five retryable failures in a row open it for a cool-down), and
+`batchrun.pacing.routing.retry_route` says where the next attempt goes: to another
+endpoint serving the model when it can take it no later (after a 429: sooner), else
+the same one after its back-off. Every attempt, wherever it went, counts against the
+same ``--max-attempts``. When no endpoint is left for the request's model
+(`batchrun.pacing.circuit.stranded`) the run stops (``endpoint_down``) and the
+request stays pending for a rerun.
+
+    reply = await routed_attempts(sender, where, model, tokens, attempt_once, record)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from batchrun.errors import RequestError
+from batchrun.models import Outcome
+from batchrun.pacing.circuit import stop_note
+from batchrun.pacing.retry import is_retryable, wait_seconds
+from batchrun.pacing.routing import retry_route
+
+if TYPE_CHECKING:
+    from batchrun.engine.attempt import Sender
+    from batchrun.pacing.account import ModelAccount
+    from batchrun.pacing.pool import Member
+    from batchrun.transport.client import Reply
+
+
+@dataclass(slots=True)
+class Where:
+    """Where a request's next attempt goes (``member`` None: the run's one
+    endpoint), the account it is paced by, and the endpoints its attempts went to."""
+
+    member: Member | None
+    account: ModelAccount
+    route: list[str] = field(default_factory=list)
+    identities: dict[str, str] = field(default_factory=dict)
+
+    def mark(self, outcome: Outcome) -> None:
+        """Name on ``outcome`` the endpoints its attempts went to and the one that
+        answered last (a pool's; a run with one endpoint: nothing to add)."""
+        if self.member is None or not self.route:
+            return
+        outcome.route = list(self.route)
+        outcome.endpoint = self.identities.get(self.route[-1], self.route[-1])
+
+
+async def routed_attempts(
+    sender: Sender,
+    where: Where,
+    model: str,
+    tokens: int,
+    attempt_once: Callable[[], Awaitable[Reply]],
+    record_failure: Callable[[BaseException | None], None],
+) -> Reply:
+    """The attempts of one request over the pool (see the module docstring);
+    ``attempt_once`` sends to ``where.member`` (pacing a retry there first)."""
+    from batchrun.engine.attempt import Abandon
+
+    pool = sender.pool
+    assert pool is not None
+    made = 0
+    while True:
+        member = where.member
+        assert member is not None
+        where.identities[member.name] = member.identity
+        try:
+            return await attempt_once()
+        except RequestError as exc:
+            made += 1
+            now = sender.clock()
+            warning = member.breaker.failed(exc, now, model)
+            if warning is not None:
+                sender.warn(warning)
+            stuck = pool.stranded([model])
+            if stuck:
+                sender.stop("endpoint_down", stop_note(stuck, pool.breakers))
+                if not exc.billed:
+                    raise Abandon() from exc  # left pending for the rerun
+                raise
+            wait_here = wait_seconds(exc, made, use_reset=False) if is_retryable(exc) else 0.0
+            retry = retry_route(
+                member.name,
+                exc,
+                pool.candidates(model, tokens, now),
+                wait_here=wait_here,
+                attempts=made,
+                max_attempts=sender.max_attempts,
+            )
+            if retry is None:
+                raise
+            record_failure(exc)
+            where.member = pool.by_name[retry.endpoint]
+            if not retry.moved:
+                await sender.retry_sleep(wait_here)
+
+
+__all__ = ["Where", "routed_attempts"]

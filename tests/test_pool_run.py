@@ -1,0 +1,309 @@
+"""Pools running online (issue 26, part 2): routing, failover, breakers, lines.
+
+Unit tests drive the runner through one `httpx.MockTransport` that tells the
+endpoints apart by host (fake clock and sleep); the must-show test runs four real
+loopback servers (the simulator, two of them wrapped: one dies after 30 answers,
+one refuses every key).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+
+import batchrun
+from batchrun._api import make_runner, settings_for
+from batchrun.sim import SimConfig, SimThread
+from batchrun.sim.envelope import ApiError
+from batchrun.sim.http import error_response
+from tests.conftest import FakeTime
+from tests.test_resume import write_rows
+
+Handler = Callable[[httpx.Request], Any]
+
+
+def completion(body: dict[str, Any], host: str) -> httpx.Response:
+    return httpx.Response(
+        200,
+        json={
+            "id": "c",
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"from {host}"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+        },
+    )
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def run_pool(tmp_path: Path, handler: Handler, rows: int = 40, **given: Any) -> Any:
+    inp = write_rows(tmp_path / "req.jsonl", rows)
+    settings = settings_for(str(inp), str(tmp_path / "run"), quiet=True, **given)
+    fake = FakeTime()
+    runner = make_runner(
+        settings,
+        None,
+        transport=httpx.MockTransport(handler),
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
+    return anyio.run(runner.run)
+
+
+def test_rows_go_to_every_endpoint_with_its_key_headers_and_model_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEY_A", "sk-aaaa-secret-0001")
+    monkeypatch.setenv("KEY_B", "sk-bbbb-secret-0002")
+    seen: Counter[str] = Counter()
+    asked: dict[str, set[str]] = {}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.lowlevel.checkpoint()  # on the wire a while: others are routed meanwhile
+        host = request.url.host
+        body = json.loads(request.content)
+        seen[host] += 1
+        asked.setdefault(host, set()).add(body["model"])
+        if host == "a.test":
+            assert request.headers["authorization"] == "Bearer sk-aaaa-secret-0001"
+        else:
+            assert request.headers["api-key"] == "sk-bbbb-secret-0002"
+            assert request.headers["x-region"] == "eu"
+        return completion(body, host)
+
+    result = run_pool(
+        tmp_path,
+        handler,
+        endpoints={
+            "a": {"base_url": "http://a.test/v1", "api_key_env": "KEY_A", "concurrency": 2},
+            "b": {
+                "base_url": "http://b.test/v1",
+                "api_key_env": "KEY_B",
+                "auth_header": "api-key",
+                "auth": "raw",
+                "headers": {"x-region": "eu"},
+                "models": {"gpt-4o-mini": "mini-eu"},
+                "concurrency": 2,
+            },
+        },
+    )
+    assert result.exit_code == 0
+    assert seen["a.test"] > 0 and seen["b.test"] > 0 and sum(seen.values()) == 40
+    assert asked == {"a.test": {"gpt-4o-mini"}, "b.test": {"mini-eu"}}
+    written = lines(tmp_path / "run" / "results.jsonl")
+    assert sorted(r["custom_id"] for r in written) == sorted(f"id-{i}" for i in range(40))
+    for r in written:
+        meta = r["batchrun"]
+        name = meta["route"][-1]
+        assert meta["endpoint"] == f"http://{name}.test/v1"
+        assert r["response"]["body"]["choices"][0]["message"]["content"] == f"from {name}.test"
+    for path in (tmp_path / "run").iterdir():
+        if path.is_file():
+            text = path.read_bytes()
+            assert b"sk-aaaa" not in text and b"sk-bbbb" not in text, path.name
+
+
+def test_a_dead_key_is_taken_out_once_and_its_rows_answered_elsewhere(tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        seen[host] += 1
+        if host == "d.test":
+            return httpx.Response(
+                401, json={"error": {"message": "bad key", "code": "invalid_api_key"}}
+            )
+        return completion(json.loads(request.content), host)
+
+    result = run_pool(
+        tmp_path,
+        handler,
+        endpoints={
+            "d": {"base_url": "http://d.test/v1", "auth": "none", "weight": 5},
+            "a": {"base_url": "http://a.test/v1", "auth": "none"},
+        },
+    )
+    assert result.exit_code == 0
+    assert seen["a.test"] == 40 and 1 <= seen["d.test"] <= 3
+    warnings = [n for n in result.notes if n.startswith("endpoint d:")]
+    assert warnings == ["endpoint d: 401 Unauthorized: taken out for the rest of the run"]
+    written = lines(tmp_path / "run" / "results.jsonl")
+    assert len(written) == 40
+    moved = [r for r in written if r["batchrun"]["route"] != ["a"]]
+    assert all(r["batchrun"]["route"] == ["d", "a"] for r in moved)
+
+
+def test_the_run_stops_exit_1_when_no_endpoint_is_left_for_a_model(tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(403, json={"error": {"message": "no", "code": "forbidden"}})
+
+    result = run_pool(
+        tmp_path,
+        handler,
+        endpoints={
+            "x": {"base_url": "http://x.test/v1", "auth": "none"},
+            "y": {"base_url": "http://y.test/v1", "auth": "none"},
+        },
+    )
+    assert result.exit_code == 1
+    assert result.summary["stop_reason"] == "endpoint_down"
+    assert any(
+        "no endpoint is left for gpt-4o-mini" in n and "x: 403 Forbidden" in n for n in result.notes
+    )
+    # nothing was answered: every row stays pending for a rerun, none written failed
+    assert lines(tmp_path / "run" / "errors.jsonl") == []
+    assert result.summary["requests"]["pending"] == 40
+
+
+def test_5xx_fails_over_within_max_attempts(tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        seen[host] += 1
+        if host == "c.test":
+            return httpx.Response(503, json={"error": {"message": "down", "code": "overloaded"}})
+        return completion(json.loads(request.content), host)
+
+    result = run_pool(
+        tmp_path,
+        handler,
+        rows=60,
+        endpoints={
+            "c": {"base_url": "http://c.test/v1", "auth": "none", "weight": 3},
+            "a": {"base_url": "http://a.test/v1", "auth": "none"},
+        },
+        max_attempts=3,
+    )
+    assert result.exit_code == 0
+    written = lines(tmp_path / "run" / "results.jsonl")
+    assert sorted(r["custom_id"] for r in written) == sorted(f"id-{i}" for i in range(60))
+    assert {r["batchrun"]["route"][-1] for r in written} == {"a"}
+    # the breaker opened after 5 failures in a row: c got a handful, not one per row
+    assert seen["c.test"] < 20, seen
+    assert seen["a.test"] == 60
+
+
+# -- the must-show run: four real loopback servers ----------------------------------------
+RPM_A, RPM_B = 6_000, 12_000
+"""The issue's 600 and 1,200 RPM scaled by 10 (same ratio), so the run takes ~3 s."""
+ROWS = 900
+C_CAP = 8
+
+
+class DiesAfter:
+    """Wraps a simulator so that after ``answers`` requests it answers 503 for good."""
+
+    def __init__(self, sim: SimThread, answers: int) -> None:
+        self.left = answers
+        self.refused = 0
+        server = sim.server
+        real = server._completion
+
+        async def dying(request: Any, api: str = "chat") -> Any:
+            if self.left <= 0:
+                self.refused += 1
+                return error_response(ApiError(503, "gone", code="server_error"))
+            self.left -= 1
+            return await real(request, api)
+
+        server._completion = dying  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def four_servers() -> Iterator[dict[str, Any]]:
+    fast = {"latency_ms": 20.0, "jitter_ms": 10.0}
+    with (
+        SimThread(SimConfig(seed=1, rpm=RPM_A, start_drained=True, **fast)) as a,
+        SimThread(SimConfig(seed=2, rpm=RPM_B, start_drained=True, **fast)) as b,
+        SimThread(SimConfig(seed=3, **fast)) as c,
+        SimThread(SimConfig(seed=4, require_key="the-right-key", **fast)) as d,
+    ):
+        yield {"a": a, "b": b, "c": c, "c_dies": DiesAfter(c, 30), "d": d}
+
+
+def test_four_servers_900_rows_exactly_once_at_the_pooled_quota(
+    tmp_path: Path, four_servers: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POOL_D_KEY", "a-wrong-key")
+    servers = four_servers
+    inp = write_rows(tmp_path / "req.jsonl", ROWS)
+    started = time.monotonic()
+    run = batchrun.run(
+        str(inp),
+        str(tmp_path / "run"),
+        quiet=True,
+        auth="none",
+        endpoints={
+            name: {"base_url": servers[name].base_url, "concurrency": cap}
+            for name, cap in (("a", 32), ("b", 32), ("c", C_CAP))
+        }
+        | {
+            "d": {
+                "base_url": servers["d"].base_url,
+                "api_key_env": "POOL_D_KEY",
+                "auth": "bearer",
+            }
+        },
+    )
+    elapsed = time.monotonic() - started
+    print(f"elapsed {elapsed:.2f} s")
+    assert run.exit_code == 0, run.notes
+    written = lines(tmp_path / "run" / "results.jsonl")
+    ids = [r["custom_id"] for r in written]
+    assert len(ids) == len(set(ids)) == ROWS
+    assert lines(tmp_path / "run" / "errors.jsonl") == []
+    # exactly once as the servers count it: one 200 a row over the pool
+    answered = {n: servers[n].stats.by_status[200] for n in ("a", "b", "c", "d")}
+    assert sum(answered.values()) == ROWS, answered
+    # each line names the endpoint that answered, and that server answered it
+    by_line = Counter(r["batchrun"]["route"][-1] for r in written)
+    assert dict(by_line) == {n: k for n, k in answered.items() if k}
+    identity = {n: servers[n].base_url.rstrip("/") for n in ("a", "b", "c")}
+    for r in written:
+        assert r["batchrun"]["endpoint"] == identity[r["batchrun"]["route"][-1]]
+    # c answered 30, then got few requests once dead; d (401) only a handful
+    assert answered["c"] == 30
+    # (those in flight when it died, at most its cap, then the breaker's few probes)
+    assert servers["c_dies"].refused <= C_CAP + 10, servers["c_dies"].refused
+    assert servers["d"].stats.requests <= 3
+    assert any(n.startswith("endpoint d: 401 Unauthorized") for n in run.notes)
+    # the quota is pooled: a and b take rows in the ratio of their quotas (1:2) ...
+    share_b = answered["b"] / (answered["a"] + answered["b"])
+    assert 0.55 <= share_b <= 0.78, answered
+    # ... both at their quota at once: from the first answer of a or b to the last,
+    # each answered through (nearly) the whole span, so the rows took the pooled
+    # quota's time (~2.9 s here, 29 s at the issue's quotas), not one endpoint's
+    at = {n: sorted(r["batchrun"]["at"] for r in written if r["batchrun"]["route"][-1] == n)
+          for n in ("a", "b")}  # fmt: skip
+    start = min(at["a"][0], at["b"][0])
+    span = max(at["a"][-1], at["b"][-1]) - start
+    for name in ("a", "b"):
+        assert at[name][-1] - at[name][0] >= 0.8 * span, (name, at[name][0] - start, span)
+    pooled = (ROWS - 30) / ((RPM_A + RPM_B) / 60)
+    print(f"a+b span {span:.2f} s (pooled quota: {pooled:.2f} s)")
+    assert span < 3 * pooled
+    # 429s stay rare: the pacing reads each endpoint's headers
+    limited = servers["a"].stats.rate_limited + servers["b"].stats.rate_limited
+    print(f"answered {answered}, c refused {servers['c_dies'].refused}, 429s {limited}")
+    assert limited <= 0.02 * ROWS
