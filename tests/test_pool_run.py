@@ -304,6 +304,113 @@ def test_four_servers_900_rows_exactly_once_at_the_pooled_quota(
     print(f"a+b span {span:.2f} s (pooled quota: {pooled:.2f} s)")
     assert span < 3 * pooled
     # 429s stay rare: the pacing reads each endpoint's headers
+    # the summary's rows agree with the servers' own counts
+    rows = run.summary["endpoints"]
+    for name in ("a", "b"):
+        server = servers[name].stats
+        assert rows[name]["requests"] == server.requests
+        assert rows[name]["rate_limited"] == server.rate_limited
+        assert rows[name]["answered"] == answered[name]
+    assert rows["c"]["answered"] == 30
+    assert rows["c"]["failures"] == {"503": servers["c_dies"].refused}
+    assert rows["c"]["breaker_trips"] >= 1
+    assert rows["d"]["requests"] == servers["d"].stats.requests
+    assert rows["d"]["failures"] == {"401": servers["d"].stats.requests}
+    assert rows["d"]["breaker"] == "removed"
     limited = servers["a"].stats.rate_limited + servers["b"].stats.rate_limited
     print(f"answered {answered}, c refused {servers['c_dies'].refused}, 429s {limited}")
     assert limited <= 0.02 * ROWS
+
+
+def test_each_endpoint_is_priced_at_its_own_prices_and_max_cost_holds_across_the_pool(
+    tmp_path: Path,
+) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.lowlevel.checkpoint()
+        return completion(json.loads(request.content), request.url.host)
+
+    endpoints = {
+        "a": {"base_url": "http://a.test/v1", "auth": "none", "concurrency": 2},
+        "b": {
+            "base_url": "http://b.test/v1",
+            "auth": "none",
+            "concurrency": 2,
+            "models": {"gpt-4o-mini": "mini-eu"},
+            "prices": {"mini-eu": {"input": 10.0, "output": 20.0}},
+        },
+    }
+    prices = {"gpt-4o-mini": {"input": 1.0, "output": 2.0}}
+    result = run_pool(tmp_path, handler, endpoints=endpoints, prices=prices)
+    assert result.exit_code == 0
+    summary = result.summary
+    rows = summary["endpoints"]
+    assert rows["a"]["answered"] > 0 and rows["b"]["answered"] > 0
+    assert rows["a"]["answered"] + rows["b"]["answered"] == 40
+    # 3 prompt and 2 completion tokens an answer: $7 a million at a, $70 at b
+    assert rows["a"]["cost_usd"] == pytest.approx(rows["a"]["answered"] * 7e-6)
+    assert rows["b"]["cost_usd"] == pytest.approx(rows["b"]["answered"] * 70e-6)
+    assert summary["cost_usd"]["total"] == pytest.approx(
+        rows["a"]["cost_usd"] + rows["b"]["cost_usd"]
+    )
+    assert rows["a"]["usage"]["total_tokens"] == 5 * rows["a"]["answered"]
+
+    # a cap: each request is reserved at its dearest endpoint's worst case, so the
+    # pool never spends past it (max_tokens 10: b's worst case is under $0.0005)
+    capped = tmp_path / "capped"
+    capped.mkdir()
+    cap = 0.0012
+    result = run_pool(
+        capped, handler, endpoints=endpoints, prices=prices, max_cost=cap, max_tokens=10
+    )
+    assert result.summary["stop_reason"] == "budget"
+    assert 0 < result.summary["cost_usd"]["total"] <= cap
+    assert result.summary["requests"]["pending"] > 0
+
+
+def test_the_summary_per_endpoint_equals_a_recount_and_status_shows_one_row_each(
+    tmp_path: Path,
+) -> None:
+    from batchrun.output.journal import read_journal
+    from batchrun.report.text import format_status, status_report
+
+    calls: Counter[str] = Counter()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.lowlevel.checkpoint()
+        host = request.url.host
+        calls[host] += 1
+        if host == "c.test" and calls[host] % 3 == 0:
+            return httpx.Response(503, json={"error": {"message": "busy", "code": "overloaded"}})
+        if host == "a.test" and calls[host] % 5 == 0:
+            return httpx.Response(
+                429,
+                headers={"retry-after-ms": "10"},
+                json={"error": {"message": "slow down", "code": "rate_limit_exceeded"}},
+            )
+        return completion(json.loads(request.content), host)
+
+    result = run_pool(
+        tmp_path,
+        handler,
+        rows=90,
+        endpoints={
+            n: {"base_url": f"http://{n}.test/v1", "auth": "none", "concurrency": 3}
+            for n in ("a", "b", "c")
+        },
+    )
+    assert result.exit_code == 0
+    rows = result.summary["endpoints"]
+    assert {n: rows[n]["requests"] for n in rows} == {f"{n}": calls[f"{n}.test"] for n in "abc"}
+    assert rows["c"]["failures"] == {"503": calls["c.test"] // 3}
+    assert rows["a"]["rate_limited"] == calls["a.test"] // 5
+    assert sum(r["answered"] for r in rows.values()) == 90
+    # a recount of the files (no checkpoint) gives the same figures
+    recounted = read_journal(str(tmp_path / "run"), from_checkpoint=False).tally.by_endpoint
+    assert {n: e.to_dict() for n, e in recounted.items()} == {
+        n: {k: v for k, v in r.items() if k not in ("breaker", "breaker_trips", "cost_usd")}
+        for n, r in rows.items()
+    }
+    text = format_status(status_report(tmp_path / "run"))
+    table = text.split("\nendpoints\n", 1)[1].splitlines()
+    assert table[0].split()[:4] == ["endpoint", "requests", "answered", "failed"]
+    assert [line.split()[0] for line in table[1:4]] == ["a", "b", "c"]

@@ -233,7 +233,9 @@ class Sender:
                     if where.member is None:
                         await scheduler.wait_for(where.account, tokens)
                     else:
-                        where.account = await scheduler.wait_for_member(where.member, model, tokens)
+                        where.member, where.account = await scheduler.wait_for_route(
+                            model, tokens, avoid=where.avoid
+                        )
                 except Stopped:
                     raise leave from None
                 if self.stopping.is_set():
@@ -246,7 +248,7 @@ class Sender:
             client, sent_body, sent_payload = self.client, body, payload
             if member is not None:
                 client = self.clients[member.name]
-                where.route.append(member.name)
+                where.went(member)
                 remote = member.model_name(model)
                 if remote != model:  # its name for the model (a deployment, an alias)
                     sent_body = {**body, "model": remote}

@@ -5,9 +5,12 @@ scheduler routed it (the endpoint that could take it soonest). When an attempt
 fails, the endpoint's breaker hears of it (`EndpointBreaker.failed`: a 401, 402,
 403 or ``insufficient_quota`` takes the endpoint out for the run, said once through
 ``warn``; five retryable failures in a row open it for a cool-down), and
-`batchrun.pacing.routing.retry_route` says where the next attempt goes: to another
-endpoint serving the model when it can take it no later (after a 429: sooner), else
-the same one after its back-off. Every attempt, wherever it went, counts against the
+`batchrun.pacing.routing.retry_route` says whether the next attempt moves: to
+another endpoint serving the model when one can take it no later (after a 429:
+sooner), else it may go back after its back-off. Either way the retry is routed
+when it may go (`Scheduler.wait_for_route`: the soonest endpoint then, the one it
+failed on left out when it moved), so it never waits on a cooling endpoint while
+another has room. Every attempt, wherever it went, counts against the
 same ``--max-attempts``. When no endpoint is left for the request's model
 (`batchrun.pacing.circuit.stranded`) the run stops (``endpoint_down``) and the
 request stays pending for a rerun.
@@ -41,8 +44,16 @@ class Where:
 
     member: Member | None
     account: ModelAccount
+    avoid: str | None = None
+    """The endpoint the retry should not go back to (it just failed there and
+    another can take it no later)."""
     route: list[str] = field(default_factory=list)
     identities: dict[str, str] = field(default_factory=dict)
+
+    def went(self, member: Member) -> None:
+        """An attempt goes to ``member``."""
+        self.route.append(member.name)
+        self.identities[member.name] = member.identity
 
     def mark(self, outcome: Outcome) -> None:
         """Name on ``outcome`` the endpoints its attempts went to and the one that
@@ -71,7 +82,6 @@ async def routed_attempts(
     while True:
         member = where.member
         assert member is not None
-        where.identities[member.name] = member.identity
         try:
             return await attempt_once()
         except RequestError as exc:
@@ -98,7 +108,9 @@ async def routed_attempts(
             if retry is None:
                 raise
             record_failure(exc)
-            where.member = pool.by_name[retry.endpoint]
+            # the retry is routed again when it may go (the soonest endpoint then,
+            # never bound to one cooling down); after the back-off when it stays
+            where.avoid = member.name if retry.moved else None
             if not retry.moved:
                 await sender.retry_sleep(wait_here)
 

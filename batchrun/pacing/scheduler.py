@@ -32,6 +32,7 @@ import anyio
 
 from batchrun.models import Request
 from batchrun.pacing.account import ModelAccount, SendMark
+from batchrun.pacing.routing import route
 
 if TYPE_CHECKING:
     from batchrun.pacing.pool import Member, Pool
@@ -196,6 +197,8 @@ class Scheduler:
         """Waiters that found a model with no room (a request coming back wakes them)."""
         self._tick_at = float("inf")
         """When the earliest timed waiter wakes everybody (inf: nobody keeps time)."""
+        self._retrying: dict[str, int] = {}
+        """In a pool: retries waiting for an endpoint, by model (they go first)."""
 
     # -- taking requests -----------------------------------------------------------
     async def next(self) -> Ticket | None:
@@ -265,6 +268,8 @@ class Scheduler:
         pool = self.pool
         assert pool is not None
         model = lane.model if lane.model is not None else model_of_request(req)
+        if model in self._retrying:  # a retry of its model waits: it goes first
+            return float("inf"), None
         if lane.tokens is None:
             lane.tokens = self.estimate(req) if pool.needs_token_estimates(model) else 0
         tokens = lane.tokens
@@ -283,23 +288,44 @@ class Scheduler:
             return (probe, None) if probe < wait else (wait, None)
         return wait, account
 
-    async def wait_for_member(self, member: Member, model: str, tokens: int) -> ModelAccount:
-        """Pace one more attempt (a retry) on ``member`` of the pool, its breaker told
-        of the send. Raises `Stopped`."""
-        account = member.accounts[model]
-        while True:
-            if self.stopped:
-                raise Stopped()
-            now = self.clock()
-            c = member.candidate(model, tokens, now)
-            wait = float("inf") if c is None else c.wait
-            if wait <= EPSILON:
-                last_send.set(account.take(tokens, now))
-                member.breaker.sent(now)
-                return account
-            if wait == float("inf") and account.probing:
-                wait = max(0.0, account.probe_until - now)
-            await self._idle(wait, None, wait == float("inf"))
+    async def wait_for_route(
+        self, model: str, tokens: int, avoid: str | None = None
+    ) -> tuple[Member, ModelAccount]:
+        """Pace one more attempt (a retry) over the pool: the endpoint serving
+        ``model`` that can take it soonest, re-asked at every change (never bound to
+        one that is cooling down); ``avoid``: the endpoint it just failed on, left
+        out while another serves the model. Raises `Stopped` (also when no endpoint
+        is left for the model).
+
+        A retry goes before the rows not sent yet: while one waits, `next` sends no
+        new request of its model, so a retry is never starved by fresh rows taking
+        every refill of the quota."""
+        pool = self.pool
+        assert pool is not None
+        self._retrying[model] = self._retrying.get(model, 0) + 1
+        try:
+            while True:
+                if self.stopped:
+                    raise Stopped()
+                now = self.clock()
+                candidates = pool.candidates(model, tokens, now)
+                chosen = route([c for c in candidates if c.name != avoid] or candidates)
+                if chosen is None:
+                    raise Stopped()  # no endpoint left: the run is stopping
+                member, wait = pool.by_name[chosen.endpoint], chosen.wait
+                if wait <= EPSILON:
+                    account = member.accounts[model]
+                    last_send.set(account.take(tokens, now))
+                    member.breaker.sent(now)
+                    return member, account
+                if wait == float("inf"):
+                    wait = pool.probe_ends(model, now)
+                await self._idle(wait, None, wait == float("inf"))
+        finally:
+            self._retrying[model] -= 1
+            if not self._retrying[model]:
+                del self._retrying[model]
+                self.notify()  # fresh rows of the model may go again
 
     async def wait_for(self, account: ModelAccount, tokens: int) -> None:
         """Pace one more attempt of a request already out (a retry). Raises `Stopped`."""
