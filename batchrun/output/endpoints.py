@@ -141,8 +141,10 @@ class EndpointTally:
 
 
 def bucket_of(seconds: float) -> int:
-    """The latency bucket of ``seconds`` (milliseconds on a 5 % log scale)."""
-    ms = max(seconds * 1000.0, 0.1)
+    """The latency bucket of ``seconds`` (milliseconds on a 5 % log scale), taken
+    from the milliseconds a line records (to 0.1 ms), so a time counted live and the
+    same time read back from its line fall in the same bucket."""
+    ms = max(round(seconds * 1000.0, 1), 0.1)
     return math.floor(math.log(ms) / _LOG_RATIO)
 
 
@@ -177,7 +179,10 @@ def count_route(by_endpoint: dict[str, EndpointTally], outcome: Outcome) -> None
         if answered:
             tally.attempt(status)
         else:
-            tally.attempt(status, failure_kind(status, attempt.code if attempt else None))
+            # an answer's line keeps only its earlier attempts' statuses; a failure's
+            # keeps their codes too: count what the line will say
+            code = attempt.code if attempt is not None and not outcome.ok else None
+            tally.attempt(status, failure_kind(status, code))
     body = outcome.body
     final = by_endpoint[route[-1]]
     model = model_of(body, outcome.asked_model) if outcome.ok else ""
