@@ -287,12 +287,15 @@ class OnlineLane:
             background.cancel_scope.cancel()
 
     def _workers(self) -> int:
-        """Requests that may be in flight at once: ``concurrency``, or in a pool the
-        sum of its endpoints' own caps (each endpoint's requests do not wait for
-        another's)."""
+        """Requests that may be in flight at once: ``concurrency``; in a pool, more
+        when the endpoints declare their own caps (``[endpoints.NAME] concurrency``)
+        and these add up to more. Not every endpoint's default cap summed: each
+        waiting worker wakes at every change, so four endpoints' 64 each cost 2.5x
+        the CPU a request of one endpoint with the same quota (BENCHMARKS.md)."""
         if self.pool is None:
             return self.cfg.concurrency
-        return sum(e.concurrency or self.cfg.concurrency for e in self.cfg.pool())
+        declared = sum(e.concurrency or 0 for e in self.cfg.endpoints.values())
+        return max(self.cfg.concurrency, declared)
 
     async def _work(self, sender: Sender, scheduler: Scheduler) -> None:
         # workers ask the scheduler, which pulls from the lanes' generators: next() is

@@ -148,6 +148,9 @@ class Lane:
         self.since = 0.0
         """When the head became the head: its wait to be sent starts there."""
         self.exhausted = False
+        self.routed: tuple[int, float, ModelAccount | None] | None = None
+        """In a pool: the head's last route (the scheduler's version then, when it may
+        go, whose quota it waits for), reused until something changes."""
 
     def peek(self) -> Request | None:
         if self.head is None and not self.exhausted:
@@ -197,6 +200,9 @@ class Scheduler:
         """Waiters that found a model with no room (a request coming back wakes them)."""
         self._tick_at = float("inf")
         """When the earliest timed waiter wakes everybody (inf: nobody keeps time)."""
+        self._version = 0
+        """Bumped by every change a route depends on (a send, a request back, a
+        notify): a lane's head routed at this version keeps its answer till then."""
         self._retrying: dict[str, int] = {}
         """In a pool: retries waiting for an endpoint, by model (they go first)."""
 
@@ -270,6 +276,11 @@ class Scheduler:
         model = lane.model if lane.model is not None else model_of_request(req)
         if model in self._retrying:  # a retry of its model waits: it goes first
             return float("inf"), None
+        known = lane.routed
+        if known is not None and known[0] == self._version and now < known[1] - EPSILON:
+            # nothing changed since this head was routed and its time has not come:
+            # the same answer (a wake-up of every waiter re-routes once, not per waiter)
+            return known[1] - now, known[2]
         if lane.tokens is None:
             lane.tokens = self.estimate(req) if pool.needs_token_estimates(model) else 0
         tokens = lane.tokens
@@ -280,13 +291,16 @@ class Scheduler:
         account = member.accounts[model]
         if wait <= EPSILON:
             lane.head = None
+            lane.routed = None
+            self._version += 1
             last_send.set(account.take(tokens, now))
             member.breaker.sent(now)
             return Ticket(req, account, tokens, lane.since, member)
+        blocker: ModelAccount | None = account
         if wait == float("inf"):
-            probe = pool.probe_ends(model, now)
-            return (probe, None) if probe < wait else (wait, None)
-        return wait, account
+            wait, blocker = min(wait, pool.probe_ends(model, now)), None
+        lane.routed = (self._version, now + wait, blocker)
+        return wait, blocker
 
     async def wait_for_route(
         self, model: str, tokens: int, avoid: str | None = None
@@ -315,6 +329,7 @@ class Scheduler:
                 member, wait = pool.by_name[chosen.endpoint], chosen.wait
                 if wait <= EPSILON:
                     account = member.accounts[model]
+                    self._version += 1
                     last_send.set(account.take(tokens, now))
                     member.breaker.sent(now)
                     return member, account
@@ -351,12 +366,14 @@ class Scheduler:
         """A request is back: room for the next one (waking only those who wait for
         room: a sender waiting for a refill would look, find none, and sleep again)."""
         account.release(ok=ok)
+        self._version += 1
         if self._crowded:
             self.notify()
 
     # -- waiting -------------------------------------------------------------------
     def notify(self) -> None:
         """Something changed (a request back, new headers, a stop): look again."""
+        self._version += 1
         self._changed.set()
         self._changed = anyio.Event()
 
