@@ -72,7 +72,7 @@ class Member:
     @property
     def in_flight(self) -> int:
         """Requests on the wire there now, all its models'."""
-        return sum(a.in_flight for a in self.accounts)
+        return self.accounts.in_flight
 
     def candidate(self, model: str, tokens: int, now: float) -> Candidate | None:
         """Its answer to "how soon could you take a request of ``tokens`` for

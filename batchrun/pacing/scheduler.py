@@ -91,6 +91,11 @@ class Accounts:
         return iter(list(self._accounts.values()))
 
     @property
+    def in_flight(self) -> int:
+        """Requests in flight, all models' (no copy: a pool asks at every route)."""
+        return sum(a.in_flight for a in self._accounts.values())
+
+    @property
     def rate_limited(self) -> int:
         return sum(a.stats.rate_limited for a in self)
 
