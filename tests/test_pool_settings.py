@@ -612,6 +612,12 @@ def test_a_pool_runs_online_from_the_command_line_and_is_refused_on_ray_and_batc
     assert len(written) == 60
     assert {r["batchrun"]["endpoint"] for r in written} <= {"sim:a", "sim:b"}
     assert all(r["batchrun"]["route"][-1] in ("a", "b") for r in written)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "results.parquet")
+    by_id = dict(zip(table["custom_id"].to_pylist(), table["endpoint"].to_pylist(), strict=True))
+    assert {by_id[r["custom_id"]] for r in written} <= {"a", "b"}
+    assert all(by_id[r["custom_id"]] == r["batchrun"]["route"][-1] for r in written)
 
     pooled = {"a": {"base_url": "sim", "batch": True}}
     common = {"prompt": "{text}", "model": "gpt-4o-mini", "endpoints": pooled}
