@@ -416,6 +416,10 @@ def test_the_summary_per_endpoint_equals_a_recount_and_status_shows_one_row_each
         n: {k: v for k, v in r.items() if k not in ("breaker", "breaker_trips", "cost_usd")}
         for n, r in rows.items()
     }
+    from batchrun.report.html.data import build_page_data
+
+    page = build_page_data(str(tmp_path / "run"))["endpoints"]
+    assert list(page) == ["a", "b", "c"] and page["c"]["failures"] == rows["c"]["failures"]
     text = format_status(status_report(tmp_path / "run"))
     table = text.split("\nendpoints\n", 1)[1].splitlines()
     assert table[0].split()[:4] == ["endpoint", "requests", "answered", "failed"]
