@@ -424,3 +424,31 @@ def test_the_summary_per_endpoint_equals_a_recount_and_status_shows_one_row_each
     table = text.split("\nendpoints\n", 1)[1].splitlines()
     assert table[0].split()[:4] == ["endpoint", "requests", "answered", "failed"]
     assert [line.split()[0] for line in table[1:4]] == ["a", "b", "c"]
+
+
+def test_an_endpoint_joining_a_running_job_resumes_it_and_no_row_is_sent_twice(
+    tmp_path: Path,
+) -> None:
+    sent: Counter[str] = Counter()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.lowlevel.checkpoint()
+        body = json.loads(request.content)
+        sent[body["messages"][0]["content"]] += 1
+        return completion(body, request.url.host)
+
+    prices = {"gpt-4o-mini": {"input": 1.0, "output": 2.0}}
+    a = {"a": {"base_url": "http://a.test/v1", "auth": "none", "concurrency": 2}}
+    first = run_pool(tmp_path, handler, endpoints=a, prices=prices, max_cost=0.0001, max_tokens=10)
+    assert first.summary["stop_reason"] == "budget"
+    done = first.summary["requests"]["succeeded"]
+    assert 0 < done < 40
+    both = {**a, "b": {"base_url": "http://b.test/v1", "auth": "none", "concurrency": 2}}
+    second = run_pool(tmp_path, handler, endpoints=both, prices=prices, max_tokens=10)
+    assert second.exit_code == 0
+    assert any("b" in note and "join" in note for note in second.notes), second.notes
+    written = lines(tmp_path / "run" / "results.jsonl")
+    assert sorted(r["custom_id"] for r in written) == sorted(f"id-{i}" for i in range(40))
+    assert set(sent.values()) == {1}  # no row was sent twice, on either endpoint
+    rows = second.summary["endpoints"]
+    assert rows["a"]["answered"] + rows["b"]["answered"] == 40 and rows["b"]["answered"] > 0

@@ -72,7 +72,7 @@ def check_resume(cfg: Settings, fingerprint: str, notes: list[str]) -> None:
     (what was answered for other bodies counts for nothing; those rows are sent again).
     A job comparing variants may change them: a note says which."""
     path = os.path.join(str(cfg.out_dir), RUN_INFO)
-    problems, _, variants = resume_problems(path, cfg, fingerprint)
+    problems, _, variants = resume_problems(path, cfg, fingerprint, notes)
     if variants:
         notes.append(
             "variants changed since the last run (" + "; ".join(variants) + "): rows whose "
