@@ -57,17 +57,16 @@ def lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def run_pool(tmp_path: Path, handler: Handler, rows: int = 40, **given: Any) -> Any:
+def run_pool(
+    tmp_path: Path, handler: Handler, rows: int = 40, *, real_time: bool = False, **given: Any
+) -> Any:
+    """A pooled run over ``handler`` (fake clock and sleep unless ``real_time``: a
+    fake sleep ends at once, so a wait of 30 s costs nothing and proves nothing)."""
     inp = write_rows(tmp_path / "req.jsonl", rows)
     settings = settings_for(str(inp), str(tmp_path / "run"), quiet=True, **given)
     fake = FakeTime()
-    runner = make_runner(
-        settings,
-        None,
-        transport=httpx.MockTransport(handler),
-        clock=fake.clock,
-        sleep=fake.sleep,
-    )
+    timing = {} if real_time else {"clock": fake.clock, "sleep": fake.sleep}
+    runner = make_runner(settings, None, transport=httpx.MockTransport(handler), **timing)
     return anyio.run(runner.run)
 
 
@@ -452,3 +451,37 @@ def test_an_endpoint_joining_a_running_job_resumes_it_and_no_row_is_sent_twice(
     assert set(sent.values()) == {1}  # no row was sent twice, on either endpoint
     rows = second.summary["endpoints"]
     assert rows["a"]["answered"] + rows["b"]["answered"] == 40 and rows["b"]["answered"] > 0
+
+
+def test_a_429_with_a_long_wait_fails_over_and_the_endpoint_cools_down(tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.lowlevel.checkpoint()
+        host = request.url.host
+        seen[host] += 1
+        if host == "a.test":
+            return httpx.Response(
+                429,
+                headers={"retry-after": "30"},
+                json={"error": {"message": "slow down", "code": "rate_limit_exceeded"}},
+            )
+        return completion(json.loads(request.content), host)
+
+    result = run_pool(
+        tmp_path,
+        handler,
+        real_time=True,
+        endpoints={
+            "a": {"base_url": "http://a.test/v1", "auth": "none", "weight": 5},
+            "b": {"base_url": "http://b.test/v1", "auth": "none", "concurrency": 2},
+        },
+    )
+    assert result.exit_code == 0
+    written = lines(tmp_path / "run" / "results.jsonl")
+    assert len(written) == 40 and {r["batchrun"]["route"][-1] for r in written} == {"b"}
+    # each row went to a at most once (the first wave, before its 429s clustered
+    # and paused it for the Retry-After) and moved on at once: nobody waited for a
+    assert {tuple(r["batchrun"]["route"]) for r in written} <= {("b",), ("a", "b")}
+    assert result.summary["endpoints"]["a"]["rate_limited"] == seen["a.test"]
+    assert result.summary["elapsed_s"] < 30

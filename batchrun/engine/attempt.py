@@ -234,7 +234,7 @@ class Sender:
                         await scheduler.wait_for(where.account, tokens)
                     else:
                         where.member, where.account = await scheduler.wait_for_route(
-                            model, tokens, avoid=where.avoid
+                            model, tokens, avoid=where.avoid, avoid_until=where.avoid_until
                         )
                 except Stopped:
                     raise leave from None

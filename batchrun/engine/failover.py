@@ -45,8 +45,9 @@ class Where:
     member: Member | None
     account: ModelAccount
     avoid: str | None = None
-    """The endpoint the retry should not go back to (it just failed there and
-    another can take it no later)."""
+    """The endpoint the retry just failed on..."""
+    avoid_until: float = float("inf")
+    """...and when it may go back there (inf: only when no other serves the model)."""
     route: list[str] = field(default_factory=list)
     identities: dict[str, str] = field(default_factory=dict)
 
@@ -109,10 +110,10 @@ async def routed_attempts(
                 raise
             record_failure(exc)
             # the retry is routed again when it may go (the soonest endpoint then,
-            # never bound to one cooling down); after the back-off when it stays
-            where.avoid = member.name if retry.moved else None
-            if not retry.moved:
-                await sender.retry_sleep(wait_here)
+            # never bound to one cooling down): back to this one only after its
+            # back-off (its Retry-After), elsewhere as soon as there is room
+            where.avoid = member.name
+            where.avoid_until = float("inf") if retry.moved else now + wait_here
 
 
 __all__ = ["Where", "routed_attempts"]

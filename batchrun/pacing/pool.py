@@ -14,7 +14,7 @@ built: a run without ``[endpoints.NAME]`` keeps the single `Accounts` path.
 
     pool = Pool([Member("a", Accounts(concurrency=8), order=0),
                  Member("b", Accounts(concurrency=8), order=1)])
-    choice = pool.route("gpt-4o-mini", tokens=0, now=clock())   # (member, wait)
+    choice = pool.route("gpt-4o-mini", tokens=0, now=clock())   # (member, wait, full)
 """
 
 from __future__ import annotations
@@ -114,14 +114,17 @@ class Pool:
                 out.append(c)
         return out
 
-    def route(self, model: str, tokens: int, now: float) -> tuple[Member, float] | None:
+    def route(self, model: str, tokens: int, now: float) -> tuple[Member, float, bool] | None:
         """The endpoint that can take a request of ``tokens`` for ``model`` soonest,
-        and its wait (inf: until a request of the pool comes back); None when no
-        endpoint serving it is left."""
-        chosen = route(self.candidates(model, tokens, now))
+        its wait (inf: until a request of the pool comes back), and whether some
+        endpoint serving it is full (a request coming back there may make it sooner:
+        the waiter must be woken by it); None when no endpoint serving it is left."""
+        candidates = self.candidates(model, tokens, now)
+        chosen = route(candidates)
         if chosen is None:
             return None
-        return self.by_name[chosen.endpoint], chosen.wait
+        full = any(c.wait == math.inf for c in candidates)
+        return self.by_name[chosen.endpoint], chosen.wait, full
 
     def needs_token_estimates(self, model: str) -> bool:
         return any(m.accounts[model].needs_token_estimates for m in self.serving(model))

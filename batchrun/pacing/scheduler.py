@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -153,7 +153,7 @@ class Lane:
         self.since = 0.0
         """When the head became the head: its wait to be sent starts there."""
         self.exhausted = False
-        self.routed: tuple[int, float, ModelAccount | None] | None = None
+        self.routed: tuple[int, float, ModelAccount | None, bool] | None = None
         """In a pool: the head's last route (the scheduler's version then, when it may
         go, whose quota it waits for), reused until something changes."""
 
@@ -237,9 +237,9 @@ class Scheduler:
                     if isinstance(routed, Ticket):
                         self._next_lane = (index + 1) % n
                         return routed
-                    wait, account_or_none = routed
-                    if wait == float("inf"):
-                        crowded = True
+                    wait, account_or_none, full = routed
+                    if full or wait == float("inf"):
+                        crowded = True  # a request coming back may let it go sooner
                     if account_or_none is not None and wait < soonest:
                         soonest, blocker = wait, account_or_none
                     elif wait < soonest:
@@ -272,27 +272,28 @@ class Scheduler:
 
     def _routed(
         self, lane: Lane, req: Request, now: float
-    ) -> Ticket | tuple[float, ModelAccount | None]:
+    ) -> Ticket | tuple[float, ModelAccount | None, bool]:
         """The head of ``lane`` routed over the pool: its ticket when an endpoint can
         take it now, else how long until one may (inf: until a request comes back, or
-        a slow start ends) and whose quota that wait is."""
+        a slow start ends), whose quota that wait is, and whether an endpoint serving
+        it is full (a request back there may let it go sooner)."""
         pool = self.pool
         assert pool is not None
         model = lane.model if lane.model is not None else model_of_request(req)
         if model in self._retrying:  # a retry of its model waits: it goes first
-            return float("inf"), None
+            return float("inf"), None, True
         known = lane.routed
         if known is not None and known[0] == self._version and now < known[1] - EPSILON:
             # nothing changed since this head was routed and its time has not come:
             # the same answer (a wake-up of every waiter re-routes once, not per waiter)
-            return known[1] - now, known[2]
+            return known[1] - now, known[2], known[3]
         if lane.tokens is None:
             lane.tokens = self.estimate(req) if pool.needs_token_estimates(model) else 0
         tokens = lane.tokens
         chosen = pool.route(model, tokens, now)
         if chosen is None:  # no endpoint left for it: the sender stops the run
-            return float("inf"), None
-        member, wait = chosen
+            return float("inf"), None, True
+        member, wait, full = chosen
         account = member.accounts[model]
         if wait <= EPSILON:
             lane.head = None
@@ -304,17 +305,22 @@ class Scheduler:
         blocker: ModelAccount | None = account
         if wait == float("inf"):
             wait, blocker = min(wait, pool.probe_ends(model, now)), None
-        lane.routed = (self._version, now + wait, blocker)
-        return wait, blocker
+        lane.routed = (self._version, now + wait, blocker, full)
+        return wait, blocker, full
 
     async def wait_for_route(
-        self, model: str, tokens: int, avoid: str | None = None
+        self,
+        model: str,
+        tokens: int,
+        avoid: str | None = None,
+        avoid_until: float = float("inf"),
     ) -> tuple[Member, ModelAccount]:
         """Pace one more attempt (a retry) over the pool: the endpoint serving
         ``model`` that can take it soonest, re-asked at every change (never bound to
-        one that is cooling down); ``avoid``: the endpoint it just failed on, left
-        out while another serves the model. Raises `Stopped` (also when no endpoint
-        is left for the model).
+        one that is cooling down); ``avoid``: the endpoint it just failed on, which
+        it may not go back to before ``avoid_until`` (its back-off, its Retry-After;
+        inf: while another serves the model). Any other endpoint takes it as soon as
+        it has room. Raises `Stopped` (also when no endpoint is left for the model).
 
         A retry goes before the rows not sent yet: while one waits, `next` sends no
         new request of its model, so a retry is never starved by fresh rows taking
@@ -328,9 +334,20 @@ class Scheduler:
                     raise Stopped()
                 now = self.clock()
                 candidates = pool.candidates(model, tokens, now)
-                chosen = route([c for c in candidates if c.name != avoid] or candidates)
+                if avoid is not None:
+                    if avoid_until == float("inf"):
+                        candidates = [c for c in candidates if c.name != avoid] or candidates
+                    elif avoid_until > now:
+                        candidates = [
+                            replace(c, wait=max(c.wait, avoid_until - now))
+                            if c.name == avoid
+                            else c
+                            for c in candidates
+                        ]
+                chosen = route(candidates)
                 if chosen is None:
                     raise Stopped()  # no endpoint left: the run is stopping
+                full = any(c.wait == float("inf") for c in candidates)
                 member, wait = pool.by_name[chosen.endpoint], chosen.wait
                 if wait <= EPSILON:
                     account = member.accounts[model]
@@ -340,7 +357,7 @@ class Scheduler:
                     return member, account
                 if wait == float("inf"):
                     wait = pool.probe_ends(model, now)
-                await self._idle(wait, None, wait == float("inf"))
+                await self._idle(wait, None, full or wait == float("inf"))
         finally:
             self._retrying[model] -= 1
             if not self._retrying[model]:
