@@ -485,3 +485,29 @@ def test_a_429_with_a_long_wait_fails_over_and_the_endpoint_cools_down(tmp_path:
     assert {tuple(r["batchrun"]["route"]) for r in written} <= {("b",), ("a", "b")}
     assert result.summary["endpoints"]["a"]["rate_limited"] == seen["a.test"]
     assert result.summary["elapsed_s"] < 30
+
+
+def test_an_endpoint_that_cannot_be_reached_does_not_stop_the_pool(tmp_path: Path) -> None:
+    seen: Counter[str] = Counter()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await anyio.lowlevel.checkpoint()
+        host = request.url.host
+        seen[host] += 1
+        if host == "down.test":
+            raise httpx.ConnectError("connection refused", request=request)
+        return completion(json.loads(request.content), host)
+
+    result = run_pool(
+        tmp_path,
+        handler,
+        endpoints={
+            "down": {"base_url": "http://down.test/v1", "auth": "none", "weight": 5},
+            "a": {"base_url": "http://a.test/v1", "auth": "none", "concurrency": 4},
+        },
+    )
+    assert result.exit_code == 0, result.notes
+    written = lines(tmp_path / "run" / "results.jsonl")
+    assert len(written) == 40 and {r["batchrun"]["route"][-1] for r in written} == {"a"}
+    assert result.summary["endpoints"]["down"]["breaker_trips"] >= 1
+    assert seen["a.test"] == 40

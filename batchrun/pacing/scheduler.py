@@ -409,8 +409,12 @@ class Scheduler:
         Only a waiter whose deadline is earlier than the current timekeeper's (by more
         than `TOLERANCE`: the same ready time computed a little later must not make a
         second keeper) sleeps itself; everybody else waits for a change. A keeper whose
-        timer rings wakes everybody; one woken by a change wakes nobody (whoever made
-        the change already did), so wake-ups never chase each other.
+        timer rings wakes everybody. In a pool, one woken by a change gives up keeping
+        time and wakes those waiting once more: a waiter that arrived after the change saw it
+        still keeping time and trusted it (with one endpoint the old keeper, looking
+        again, always kept time again; in a pool its lane may now wait behind a retry,
+        and nobody would). With one endpoint a keeper woken by a change wakes nobody
+        (whoever made the change already did). Wake-ups do not chase each other.
         """
         changed = self._changed
         self._crowded += crowded
@@ -437,6 +441,12 @@ class Scheduler:
                 tg.cancel_scope.cancel()
             if self._tick_at == deadline:
                 self._tick_at = float("inf")
+                if not rang and self.pool is not None:
+                    # woken by a change before its time: a waiter that came after the
+                    # change (and trusted this keeper) would otherwise wait for ever
+                    # when this one, looking again, no longer keeps time (its lane
+                    # now waits behind a retry of the pool)
+                    self.notify()
             if rang:
                 self.notify()  # time is up: everybody looks again
         finally:
