@@ -375,25 +375,25 @@ def comparison_of(
 def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str, Any]:
     """Everything the page shows, as plain JSON-ready data (see the module docstring).
 
-        ``scan``: a live page's `OutputScan`, kept between calls so each reads only the
-        new lines; without it the lines are read once here.
+    ``scan``: a live page's `OutputScan`, kept between calls so each reads only the
+    new lines; without it the lines are read once here.
 
-        Keys: ``run`` (dir, input, status, times), ``requests``, ``usage``, ``by_model``,
-        ``cost`` (per model, with the Batch API price), ``throughput``, ``retries``,
-        ``rate_limited``, ``retry_causes``, ``pacing``, ``endpoints`` (a pool's rows, one
+    Keys: ``run`` (dir, input, status, times), ``requests``, ``usage``, ``by_model``,
+    ``cost`` (per model, with the Batch API price), ``throughput``, ``retries``,
+    ``rate_limited``, ``retry_causes``, ``pacing``, ``endpoints`` (a pool's rows, one
     per endpoint; None without a pool), ``settings`` (name/value rows),
-        ``series`` (`TimeSeries.binned`), ``latency`` (``wire``, ``wait``, ``ttft``: each
-        `distribution`, plus ``quantiles`` and ``note``: why answers lack a time, see
-        `batchrun.report.html.headline.latency_note`), ``quality``, ``eval``
-        (summary.json's, or None), ``variants`` (`variants_of`) and ``comparison``
-        (`comparison_of`), ``headline`` (the page's first sentence,
-        `batchrun.report.html.headline.headline`), ``at_provider`` (pending rows a
-        running batch has answered), ``by_mode`` (rows by the way they were answered),
-        ``batches`` (`batchrun.output.ledger.batch_history`, None without the Batch API),
-        ``reused`` (answers not sent for: from the cache, from identical requests, the
-        tokens and USD not paid again; None when none), ``errors`` (per code: rows
-        failing now and the latest examples), ``sample`` (the table, see
-        batchrun.report.html.sample).
+    ``series`` (`TimeSeries.binned`), ``latency`` (``wire``, ``wait``, ``ttft``: each
+    `distribution`, plus ``quantiles`` and ``note``: why answers lack a time, see
+    `batchrun.report.html.headline.latency_note`), ``quality``, ``eval``
+    (summary.json's, or None), ``variants`` (`variants_of`) and ``comparison``
+    (`comparison_of`), ``headline`` (the page's first sentence,
+    `batchrun.report.html.headline.headline`), ``at_provider`` (pending rows a
+    running batch has answered), ``by_mode`` (rows by the way they were answered),
+    ``batches`` (`batchrun.output.ledger.batch_history`, None without the Batch API),
+    ``reused`` (answers not sent for: from the cache, from identical requests, the
+    tokens and USD not paid again; None when none), ``errors`` (per code: rows
+    failing now and the latest examples), ``sample`` (the table, see
+    batchrun.report.html.sample).
     """
     run = RunDir.open(run_dir)
     snap = run.snapshot()
