@@ -15,26 +15,27 @@ below them is private and may change.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from batchrun import errors
 from batchrun._api import Run, RunStream, arun, estimate, open, run, run_job, stream
+from batchrun._version import __version__
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import BatchrunError, BudgetExceeded, ConfigError, InputError, RunDirError
 from batchrun.models import Outcome
-from batchrun.settings import (
+from batchrun.settings import Settings
+from batchrun.values import (
+    Cascade,
     Confidence,
     Endpoint,
     Evaluation,
     Prices,
     Quota,
     ResponseFormat,
-    Settings,
 )
 
 __all__ = [
     "BatchrunError",
     "BudgetExceeded",
+    "Cascade",
     "Confidence",
     "ConfigError",
     "Endpoint",

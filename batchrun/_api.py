@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun.endpoint import SIM
 from batchrun.errors import ConfigError, MissingInput, RunDirError
-from batchrun.settings import DEFAULT_ENDPOINT, Settings
+from batchrun.settings import Settings
+from batchrun.values import DEFAULT_ENDPOINT
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -33,11 +34,14 @@ if TYPE_CHECKING:
     from batchrun.batch.driver import BatchDriver
     from batchrun.cost.estimate import EstimateReport
     from batchrun.engine.hooks import RunHooks
-    from batchrun.engine.rundir import RunDirLock
-    from batchrun.engine.runner import Runner, RunResult
+    from batchrun.engine.runner import Runner
+    from batchrun.engine.stops import RunResult
     from batchrun.input.memory import Placed
+    from batchrun.jobs.cascade_run import CascadeRunner
     from batchrun.jobs.jobfile import Job
     from batchrun.models import Outcome
+    from batchrun.output.rundir import RunDir
+    from batchrun.runfiles import RunDirLock
     from batchrun.scale.driver import RayDriver
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -283,15 +287,52 @@ def surroundings(settings: Settings) -> Iterator[Settings]:
     """What a run needs around it: the simulator (`endpoint`) and, with ``serve``, the
     live report page on 127.0.0.1 for as long as the run goes (its URL on stderr)."""
     refuse_unrouted_pool(settings)
-    with endpoint(settings) as live:
-        if live.serve is None:
-            yield live
+    with endpoint(settings) as live, object_storage_run(live) as local:
+        if local.serve is None:
+            yield local
             return
         from batchrun.report.html.server import serve_run_dir
 
-        with serve_run_dir(str(live.out_dir), "127.0.0.1", live.serve) as url:
+        with serve_run_dir(str(local.out_dir), "127.0.0.1", local.serve) as url:
             print(f"batchrun: live report at {url}", file=sys.stderr, flush=True)
-            yield live
+            yield local
+
+
+@contextlib.contextmanager
+def object_storage_run(settings: Settings) -> Iterator[Settings]:
+    """A run directory on object storage (``-o s3://bucket/prefix``): the run goes on a
+    local copy (`batchrun.output.mirror.RunMirror`: the lease held, the journals
+    rebuilt from the committed segments and committed again as segments every
+    ``commit_interval`` seconds or ``commit_rows`` rows); the settings given back name
+    that copy. Any other run directory: the settings as they are."""
+    from batchrun.output.store import is_object_storage
+
+    location = settings.out_dir
+    if not is_object_storage(location):
+        yield settings
+        return
+    assert location is not None
+    from batchrun.output.mirror import RunMirror
+    from batchrun.output.segments import CommitInterval
+
+    sharded = settings.ray is not None
+    mirror = RunMirror(
+        location,
+        interval=CommitInterval(rows=settings.commit_rows, seconds=settings.commit_interval),
+        # on a cluster the shards' tasks write their own keys
+        excluded=("shards/", "results.parquet/") if sharded else (),
+        rebuild=("",) if sharded else None,
+    )
+    with mirror as local:
+        yield replace(settings, out_dir=local)
+
+
+def shown_run_dir(settings: Settings, result: RunResult) -> str:
+    """Where a finished run's directory is for the caller: the object-storage location
+    it was given, or the local directory the run wrote."""
+    from batchrun.output.store import is_object_storage
+
+    return str(settings.out_dir) if is_object_storage(settings.out_dir) else result.run_dir
 
 
 def hooks_for(settings: Settings, extra: Sequence[RunHooks] = ()) -> RunHooks:
@@ -369,6 +410,13 @@ def prepare(settings: Settings) -> tuple[Settings, Placed | None]:
             fingerprint = Source(settings.input_path).fingerprint()
             settings = replace(settings, out_dir=default_run_dir(settings, fingerprint))
         return settings, None
+    from batchrun.output.store import is_object_storage
+
+    if is_object_storage(settings.out_dir):
+        raise ConfigError(
+            f"{settings.out_dir}: rows held in memory need a local run directory; write "
+            "them to a file (or to object storage) first and give its path"
+        )
     staged = spill(settings.input)
     out_dir = settings.out_dir or default_run_dir(settings, staged.fingerprint)
     where = staged.place(out_dir, force=settings.force)
@@ -377,8 +425,8 @@ def prepare(settings: Settings) -> tuple[Settings, Placed | None]:
 
 def undone(settings: Settings, where: Placed | None) -> contextlib.AbstractContextManager[None]:
     """Around a run: what `prepare` made for it is removed again when the run fails
-    before it starts (`batchrun.engine.rundir.undone_unless_started`)."""
-    from batchrun.engine.rundir import undone_unless_started
+    before it starts (`batchrun.runfiles.undone_unless_started`)."""
+    from batchrun.runfiles import undone_unless_started
 
     if where is None:
         return contextlib.nullcontext()
@@ -396,8 +444,9 @@ def make_runner(
     *,
     hooks: RunHooks | None = None,
     handle_signals: bool = False,
+    extra_hooks: Sequence[RunHooks] = (),
     **injected: Any,
-) -> Runner | BatchDriver | RayDriver:
+) -> Runner | BatchDriver | RayDriver | CascadeRunner:
     """The runner of a run: online (`batchrun.engine.runner.Runner`), through the Batch
     API (``mode="batch"``: `batchrun.batch.BatchDriver`, which hands the rows left at a
     ``deadline`` to an online runner made here with the same hooks), or on a Ray cluster
@@ -409,6 +458,20 @@ def make_runner(
     (`batchrun.batch.state.open_batches_refusal`): their rows are never paid twice."""
     settings.validate()
     refuse_unrouted_pool(settings)
+    if settings.cascade is not None:
+        from batchrun.jobs.cascade_run import CascadeRunner
+
+        def stage(cfg: Settings) -> Runner | BatchDriver | RayDriver | CascadeRunner:
+            around = hooks_for(cfg, extra_hooks)
+            return make_runner(cfg, key, hooks=around, handle_signals=handle_signals, **injected)
+
+        def report(summary: Mapping[str, Any]) -> None:
+            if not settings.quiet:
+                from batchrun.report.cascade import format_cascade
+
+                print(format_cascade(summary), file=sys.stderr, flush=True)
+
+        return CascadeRunner(settings, make_stage=stage, on_end=report)
     if settings.ray is not None:
         from batchrun.scale.driver import RayDriver
 
@@ -509,12 +572,19 @@ async def arun(
     with undone(chosen, where):
         _no_hooks_on_ray(chosen, hooks)
         with _caller_rows(input, chosen), surroundings(chosen) as live:
-            runner = make_runner(live, api_key(live), hooks=hooks_for(live, _listed(hooks)))
+            runner = make_runner(
+                live,
+                api_key(live),
+                hooks=hooks_for(live, _listed(hooks)),
+                extra_hooks=_listed(hooks),
+            )
             result = await _drained_if_cancelled(runner)
-    return Run(result.run_dir, result=result)
+    return Run(shown_run_dir(chosen, result), result=result)
 
 
-async def _drained_if_cancelled(runner: Runner | BatchDriver | RayDriver) -> RunResult:
+async def _drained_if_cancelled(
+    runner: Runner | BatchDriver | RayDriver | CascadeRunner,
+) -> RunResult:
     """``runner.run()``; when the caller is cancelled meanwhile, the run is interrupted
     (a Ctrl-C: it drains and writes) and the cancellation is raised once it has ended.
     A cancelled run would otherwise drop the answers in flight, which were paid for,
@@ -580,19 +650,21 @@ def run(
             if main and not _loop_running():
                 import anyio
 
-                runner = make_runner(live, key, hooks=around, handle_signals=True)
+                runner = make_runner(
+                    live, key, hooks=around, handle_signals=True, extra_hooks=_listed(hooks)
+                )
                 runner.second_signal = "cancel"  # a library never kills its process
                 result = anyio.run(runner.run)
             else:
-                runner = make_runner(live, key, hooks=around)
+                runner = make_runner(live, key, hooks=around, extra_hooks=_listed(hooks))
                 result = _run_in_own_loop(runner)
-        return _unless_signalled(Run(result.run_dir, result=result))
+        return _unless_signalled(Run(shown_run_dir(chosen, result), result=result))
 
 
 def _unless_signalled(run: Run) -> Run:
     """``run``, or, when a signal stopped it (exit 130 or 143, as the command line),
     the exception that stops the caller too, carrying it."""
-    from batchrun.engine.runner import EXIT_SIGINT, EXIT_SIGTERM
+    from batchrun.engine.stops import EXIT_SIGINT, EXIT_SIGTERM
     from batchrun.errors import interrupted
 
     if run.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
@@ -639,7 +711,7 @@ def _loop_running() -> bool:
     return True
 
 
-def _run_in_own_loop(runner: Runner | BatchDriver | RayDriver) -> RunResult:
+def _run_in_own_loop(runner: Runner | BatchDriver | RayDriver | CascadeRunner) -> RunResult:
     """Run in a thread with its own event loop; a KeyboardInterrupt while waiting
     stops the run like a Ctrl-C (a second one leaves the requests in flight), and the
     result says so (`_unless_signalled` raises it again once the run has ended)."""
@@ -683,6 +755,11 @@ def stream(
     with undone(chosen, where):
         if chosen.ray is not None:
             raise ConfigError("stream() cannot run with ray=: read the run's results instead")
+        if chosen.cascade is not None:
+            raise ConfigError(
+                "stream() cannot run a cascade=: a row's answer is decided only when its "
+                "stages have run; use run() and read its results"
+            )
     return RunStream(chosen, _listed(hooks), given=input, placed=where)
 
 
@@ -739,7 +816,7 @@ class RunStream:
                         self._portal = portal
                         self._started.set()
                         result = portal.call(self._runner.run)
-                self.run = Run(result.run_dir, result=result)
+                self.run = Run(shown_run_dir(self.settings, result), result=result)
                 outbox.put(None)
             except BaseException as exc:  # handed to the consumer
                 self._started.set()
@@ -808,7 +885,12 @@ def open(run_dir: str | os.PathLike[str]) -> Run:  # noqa: A001 - batchrun.open,
     run = batchrun.open("runs/reviews"); run.status, run.summary["cost_usd"]
     """
     from batchrun.output.rundir import RunDir
+    from batchrun.output.store import is_object_storage
 
+    if is_object_storage(os.fspath(run_dir)):
+        run = Run(os.fspath(run_dir))
+        _ = run.run_dir  # the snapshot, now: RunDirError when nothing is there
+        return run
     return Run(RunDir.open(run_dir).path)
 
 
@@ -821,16 +903,44 @@ class Run:
     """
 
     def __init__(self, run_dir: str, *, result: RunResult | None = None) -> None:
+        self.location = run_dir
+        """Where the run is: its directory, or its prefix on object storage."""
+        self._local: str | None = None
+        self._result = result
+
+    @property
+    def run_dir(self) -> str:
+        """The run's directory; for a run on object storage, a local snapshot of the
+        prefix, taken when first asked for (`batchrun.output.mirror.snapshot`; call
+        `batchrun.open` again for a newer one)."""
+        if self._local is None:
+            from batchrun.output.rundir import RunDir
+            from batchrun.output.store import is_object_storage
+
+            remote = is_object_storage(self.location)
+            self._local = RunDir.open(self.location).path if remote else self.location
+        return self._local
+
+    def _writable(self, what: str) -> None:
+        """Refuse what would write into a snapshot, where it would be lost."""
+        from batchrun.output.store import is_object_storage
+
+        if is_object_storage(self.location):
+            raise ConfigError(
+                f"{self.location}: {what}() writes into the run directory, and a run on "
+                "object storage is read through a snapshot; not supported there yet"
+            )
+
+    @property
+    def _dir(self) -> RunDir:
         from batchrun.output.rundir import RunDir
 
-        self.run_dir = run_dir
-        self._dir = RunDir(run_dir)
-        self._result = result
+        return RunDir(self.run_dir)
 
     def __repr__(self) -> str:
         req = self.summary.get("requests") or {}
         return (
-            f"<Run {self.run_dir!r} {self.status}: {req.get('succeeded', 0)} succeeded, "
+            f"<Run {self.location!r} {self.status}: {req.get('succeeded', 0)} succeeded, "
             f"{req.get('failed', 0)} failed, {req.get('pending', 0)} pending>"
         )
 
@@ -894,6 +1004,7 @@ class Run:
             chosen = checked_evaluation(evaluation, Where("evaluation")) if evaluation else None
         except Invalid as exc:
             raise ConfigError(str(exc)) from exc
+        self._writable("evaluate")
         return rescore(self.run_dir, chosen, variants=variants, target_accuracy=target_accuracy)
 
     def review(
@@ -924,6 +1035,7 @@ class Run:
         (`batchrun.jobs.review.import_labels`). Returns the report."""
         from batchrun.jobs.review import import_labels
 
+        self._writable("import_labels")
         return import_labels(self.run_dir, path)
 
     @property
@@ -942,14 +1054,52 @@ class Run:
             from batchrun.output.parquet import write_results_parquet
 
             settings = self._settings()
-            write_results_parquet(settings, path)
+            if settings.cascade is not None:
+                from batchrun.jobs.cascade_run import rebuild_cascade
+
+                rebuild_cascade(settings)
+            else:
+                write_results_parquet(settings, path)
         try:
             return pq.read_table(path)
         except (OSError, pa.ArrowException) as exc:
             raise RunDirError(f"{path}: cannot read the results ({exc})") from exc
 
     def to_pandas(self) -> Any:
+        """`results` as a pandas DataFrame (an embeddings job's ``embedding`` column:
+        a numpy float32 array per row, None for a row without a vector)."""
         return self.results().to_pandas()
+
+    def embeddings(self) -> Any:
+        """An embeddings job's vectors as one numpy float32 array, a row per input row
+        in input order (``rows x dim``); a row without a vector (failed, pending,
+        invalid) is NaN. Read from results.parquet's ``embedding`` column without
+        copying when the file is one row group and every row has its vector.
+
+            vectors = batchrun.run(df, api="embeddings", model="text-embedding-3-small",
+                                   prompt="{text}").embeddings()
+        """
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from batchrun.output.parquet import EMBEDDING_COLUMN
+
+        self.results()  # written from the run's files when missing
+        path = os.path.join(self.run_dir, "results.parquet")  # a directory on a cluster
+        if EMBEDDING_COLUMN not in pq.ParquetDataset(path).schema.names:
+            raise RunDirError(f"{self.run_dir}: not an embeddings run (no embedding column)")
+        column = pq.read_table(path, columns=[EMBEDDING_COLUMN]).column(EMBEDDING_COLUMN)
+        dim = column.type.list_size
+        chunks = column.chunks
+        array = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+        rows = len(array)
+        flat = array.values.slice(array.offset * dim, rows * dim)
+        matrix = flat.to_numpy(zero_copy_only=False).reshape(rows, dim)
+        if array.null_count:
+            matrix = matrix.copy()
+            matrix[array.is_null().to_numpy(zero_copy_only=False)] = np.nan
+        return matrix
 
     def errors(self) -> pa.Table:
         """One row per request that failed for good: id, row, HTTP status, code, message."""

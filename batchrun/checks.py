@@ -28,9 +28,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from batchrun.endpoint import SIM
 from batchrun.redact import looks_like_key
+from batchrun.values import CASCADE_WHEN, CONFIDENCE_METHODS
 
 Check = Callable[[Any, "Where"], Any]
 _C = TypeVar("_C", bound=Check)
@@ -49,7 +51,6 @@ _PYTHON_COLUMN_TYPES = {
 AUTH_STYLES = ("bearer", "raw", "none")
 FORMAT_TYPES = ("json_schema", "json_object", "text")
 COMPARES = ("exact", "json_field", "number")
-CONFIDENCE_METHODS = ("logprobs", "agreement", "self")
 MAX_TOP_LOGPROBS = 20
 SECRET_KEY_NAMES = frozenset(
     {
@@ -70,7 +71,6 @@ KNOWN_BODY_FIELDS = (
     "modalities", "prediction", "audio", "web_search_options", "verbosity", "extra",
 )  # fmt: skip
 _TYPO_CUTOFF = 0.85
-BODY_ALIASES = {"max_tokens": "max_completion_tokens", "max_completion_tokens": "max_tokens"}
 """Body fields that say the same thing: a body setting one must not get the other as
 well (OpenAI rejects max_tokens next to max_completion_tokens)."""
 
@@ -331,15 +331,30 @@ def path_value(value: Any, where: Where) -> str:
 
 @shown_as("DIR")
 def run_dir_path(value: Any, where: Where) -> str:
-    """The run directory: a local (or shared) path. A URI is refused rather than made
-    a local directory named ``s3:``: run directories on object storage are not written
-    yet (their storage layer is `batchrun.output.segments`)."""
+    """The run directory: a local (or shared) path, or a prefix on S3
+    (``s3://bucket/prefix``, written as segments and a lease: `batchrun.output.mirror`).
+    Another scheme is refused rather than made a local directory named ``gs:``, and a
+    URI carrying a credential is refused without echoing it."""
     text(value, where)
     if "://" in str(value):
-        raise where.fail(
-            f"{value!r}: a run directory on object storage is not supported yet (inputs "
-            "there are); give a local or shared directory"
-        )
+        from batchrun.input.locations import location_credentials
+
+        scheme = str(value).partition("://")[0].lower()
+        if scheme == "file":
+            return path_value(str(value)[len("file://") :], where)
+        secret = location_credentials(str(value))
+        if secret is not None:
+            raise where.fail(
+                f"{scheme}://...: the run directory carries a credential ({secret}); "
+                "keys come from the environment (AWS_* variables), never from a location"
+            )
+        if scheme != "s3" or not urlsplit(str(value)).netloc:
+            raise where.fail(
+                f"{value!r}: a run directory is a local path or s3://bucket/prefix "
+                "(gs:// and abfs:// need conditional writes not built yet; inputs "
+                "there are read)"
+            )
+        return str(value).rstrip("/")
     return path_value(value, where)
 
 
@@ -650,7 +665,7 @@ def body_pairs(value: Any, where: Where) -> dict[str, Any]:
 def quota(value: Any, where: Where) -> Any:
     """``--rpm 500``, ``--rpm gpt-4.1=30`` (repeatable), ``rpm = 500`` or
     ``rpm = { "*" = 500, "gpt-4.1" = 30 }``: a `batchrun.settings.Quota`."""
-    from batchrun.settings import Quota
+    from batchrun.values import Quota
 
     if isinstance(value, Quota):
         if value.default is not None:
@@ -693,7 +708,7 @@ def quota(value: Any, where: Where) -> Any:
 @shown_as("TEMPLATE")
 def template_text(value: Any, where: Where) -> str:
     """A message template: {column} placeholders, or Jinja when it looks like Jinja
-    (see `batchrun.input.templates.looks_like_jinja`)."""
+    (see `batchrun.templating.text.looks_like_jinja`)."""
     if not isinstance(value, str):
         raise where.fail(f"must be a string (got {show(value)})")
     problems = _template_problems(value, where.label)
@@ -706,10 +721,10 @@ def template_text(value: Any, where: Where) -> str:
 def _template_problems(text: str, label: str) -> tuple[tuple[str, str], ...]:
     """A template's problems, remembered: compiling a Jinja template takes about a
     millisecond, and the settings check theirs every time they are built."""
-    from batchrun.input.templates import looks_like_jinja, template_problems
+    from batchrun.templating.text import looks_like_jinja, template_problems
 
     if looks_like_jinja(text):
-        from batchrun.input.jinja import jinja_template_problems
+        from batchrun.templating.jinja import jinja_template_problems
 
         return tuple(("", p) for p in jinja_template_problems(text, label))
     return tuple((label, p) for p in template_problems(text))
@@ -840,7 +855,7 @@ DEFAULT_CACHE_FLAG = "\0default"
 
 def json_schema(value: Any, where: Where) -> dict[str, Any]:
     """An object schema, valid against its meta-schema (checked before any request)."""
-    from batchrun.output.quality import schema_problem
+    from batchrun.schemas import schema_problem
 
     if not isinstance(value, Mapping):
         raise where.fail(f"must be a JSON object schema (got {kind_of(value)})")
@@ -851,25 +866,6 @@ def json_schema(value: Any, where: Where) -> dict[str, Any]:
     if problem is not None:
         raise where.fail(f"not a valid JSON Schema: {problem}")
     return schema
-
-
-def response_format(value: Any, where: Where) -> Any:
-    """A `batchrun.settings.ResponseFormat` from any accepted spelling: a Pydantic model
-    class, a plain JSON Schema (or a .json file of one), OpenAI's envelope, the short
-    ``{type, name, schema}`` form, "json_object" or "text" (`batchrun.response_formats`).
-    """
-    from batchrun.response_formats import response_format as parsed
-    from batchrun.settings import ResponseFormat
-
-    if isinstance(value, ResponseFormat):  # already parsed: only its shape is looked at
-        if value.type not in FORMAT_TYPES:
-            raise where.at("type").fail(
-                f"must be one of {', '.join(FORMAT_TYPES)} (got {show(value.type)})"
-            )
-        if value.type == "json_schema" and not isinstance(value.schema, Mapping):
-            raise where.at("schema").fail("a json_schema format needs a schema")
-        return value
-    return parsed(value, where)
 
 
 PRICE_KEYS = ("file", "models")
@@ -886,7 +882,7 @@ def prices(value: Any, where: Where) -> Any:
     1
     """
     from batchrun.cost.pricefile import model_prices
-    from batchrun.settings import Prices
+    from batchrun.values import Prices
 
     if isinstance(value, Prices):  # built in Python: its entries held to the same rules
         wrong: list[str] = []
@@ -907,11 +903,7 @@ def prices(value: Any, where: Where) -> Any:
     file: str | None = None
     models: Any = value
     if table_form:
-        for key in value:
-            if key not in PRICE_KEYS:
-                problems.append(
-                    (where.at(str(key)).label, "unknown key" + suggest(key, PRICE_KEYS))
-                )
+        problems.extend(unknown_keys(value, PRICE_KEYS, where))
         if value.get("file") is not None:
             try:
                 file = existing_file(value["file"], where.at("file"))
@@ -933,9 +925,21 @@ def prices(value: Any, where: Where) -> Any:
     return Prices(file, entries)
 
 
+def unknown_keys(
+    table: Mapping[Any, Any], known: Sequence[str], where: Where
+) -> list[tuple[str, str]]:
+    """An "unknown key" problem, with the known key it is nearest to, for each key of
+    ``table`` not in ``known``."""
+    return [
+        (where.at(str(key)).label, "unknown key" + suggest(str(key), known))
+        for key in table
+        if key not in known
+    ]
+
+
 def evaluation(value: Any, where: Where) -> Any:
     """A `batchrun.settings.Evaluation` from an [eval] table or keyword dict."""
-    from batchrun.settings import Evaluation
+    from batchrun.values import Evaluation
 
     if value is None:
         return value
@@ -944,11 +948,9 @@ def evaluation(value: Any, where: Where) -> Any:
         return value
     if not isinstance(value, Mapping):
         raise where.fail(f"must be a table (got {show(value)})")
-    known = ("reference_column", "compare", "field", "normalize", "tolerance", "interval")
-    problems: list[tuple[str, str]] = []
-    for key in value:
-        if key not in known:
-            problems.append((f"{where.label}.{key}", "unknown key" + suggest(str(key), known)))
+    problems = unknown_keys(
+        value, ("reference_column", "compare", "field", "normalize", "tolerance", "interval"), where
+    )
     reference = value.get("reference_column")
     if reference is None:
         problems.append((f"{where.label}.reference_column", "required"))
@@ -1007,7 +1009,7 @@ def evaluation(value: Any, where: Where) -> Any:
 def confidence(value: Any, where: Where) -> Any:
     """A `batchrun.settings.Confidence` from a method name ("logprobs"), a
     [confidence] table or a keyword dict."""
-    from batchrun.settings import Confidence
+    from batchrun.values import Confidence
 
     if value is None or isinstance(value, Confidence):
         return value
@@ -1015,11 +1017,9 @@ def confidence(value: Any, where: Where) -> Any:
         value = {"method": value}
     if not isinstance(value, Mapping):
         raise where.fail(f"must be a method name or a table (got {show(value)})")
-    known = ("method", "label_field", "labels", "top_logprobs", "samples", "score_field")
-    problems: list[tuple[str, str]] = []
-    for key in value:
-        if key not in known:
-            problems.append((f"{where.label}.{key}", "unknown key" + suggest(str(key), known)))
+    problems = unknown_keys(
+        value, ("method", "label_field", "labels", "top_logprobs", "samples", "score_field"), where
+    )
     method = value.get("method")
     if method is None:
         problems.append((f"{where.label}.method", "required"))
@@ -1069,6 +1069,82 @@ def confidence(value: Any, where: Where) -> Any:
         top_logprobs=numbers["top_logprobs"],
         samples=numbers["samples"],
         score_field=value.get("score_field"),
+    )
+
+
+def cascade(value: Any, where: Where) -> Any:
+    """A `batchrun.settings.Cascade` from a list of models (``["weak", "strong"]``), a
+    [cascade] table or a keyword dict (``{"models": [...], "escalate_below": 0.8}``)."""
+    from batchrun.values import Cascade
+
+    if value is None or isinstance(value, Cascade):
+        return value
+    if isinstance(value, list | tuple):
+        value = {"models": value}
+    if not isinstance(value, Mapping):
+        raise where.fail(f"must be a list of models or a table (got {show(value)})")
+    known = ("models", "escalate_below", "escalate_when", "confidence")
+    problems: list[tuple[str, str]] = [
+        (f"{where.label}.{key}", "unknown key" + suggest(str(key), known))
+        for key in value
+        if key not in known
+    ]
+    models = value.get("models")
+    if isinstance(models, str) or not isinstance(models, list | tuple):
+        problems.append((f"{where.label}.models", f"must be a list of models (got {show(models)})"))
+        models = ()
+    elif not all(isinstance(m, str) and m.strip() for m in models):
+        problems.append((f"{where.label}.models", "must be a list of model names"))
+    elif len(models) < 2:
+        problems.append((f"{where.label}.models", "a cascade needs two models at least"))
+    elif len(set(models)) != len(models):
+        problems.append((f"{where.label}.models", "names a model twice"))
+    below = value.get("escalate_below", (0.8,))
+    below = list(below) if isinstance(below, list | tuple) else [below]
+    thresholds: list[float] = []
+    for item in below:
+        number = _number(item, where)
+        if number is None or not 0.0 < number <= 1.0:
+            problems.append(
+                (
+                    f"{where.label}.escalate_below",
+                    f"must be above 0 and at most 1 (got {show(item)})",
+                )
+            )
+        else:
+            thresholds.append(number)
+    stages = len(models) - 1
+    if models and len(below) not in (1, stages):
+        problems.append(
+            (
+                f"{where.label}.escalate_below",
+                f"give one threshold, or one per stage but the last ({stages}), not {len(below)}",
+            )
+        )
+    when = value.get("escalate_when")
+    if when is not None and when not in CASCADE_WHEN:
+        problems.append(
+            (
+                f"{where.label}.escalate_when",
+                f"must be {' or '.join(CASCADE_WHEN)} (got {show(when)})",
+            )
+        )
+    method = value.get("confidence")
+    if method is not None and method not in CONFIDENCE_METHODS:
+        problems.append(
+            (
+                f"{where.label}.confidence",
+                f"must be one of {', '.join(CONFIDENCE_METHODS)} (got {show(method)})"
+                + suggest(str(method), CONFIDENCE_METHODS),
+            )
+        )
+    if problems:
+        raise Invalid(problems)
+    return Cascade(
+        tuple(str(m) for m in models),
+        tuple(thresholds),
+        None if when is None else str(when),
+        None if method is None else str(method),
     )
 
 
@@ -1141,7 +1217,7 @@ def endpoints(value: Any, where: Where) -> dict[str, Any]:
 def _endpoint(name: str, table: Any, where: Where) -> Any:
     """One ``[endpoints.NAME]`` table (or an `Endpoint` built in Python, held to the
     same rules) as an `Endpoint`."""
-    from batchrun.settings import Endpoint
+    from batchrun.values import Endpoint
 
     simulated = False
     if isinstance(table, Endpoint):
@@ -1269,10 +1345,11 @@ _ENDPOINT_CHECKS: dict[str, Check] = {
 
 def _pool_file(path: str, where: Where) -> dict[str, Any]:
     """The endpoints of a pool file (see `endpoints`); its problems are the file's, one
-    a line with their key paths, like a job file's (`batchrun.jobs.jobfile.JobFileError`)."""
+    a line with their key paths, like a job file's (`batchrun.errors.JobFileError`)."""
     import tomllib
 
-    from batchrun.jobs.jobfile import JobFileError, secret_problems
+    from batchrun.checks import secret_problems
+    from batchrun.errors import JobFileError
 
     found = existing_file(path, where)
     try:
@@ -1329,3 +1406,24 @@ def _key(name: Any) -> str:
 
 
 key_path = _key
+
+
+def secret_problems(value: Any, where: str) -> list[str]:
+    """Refuse anything that looks like a literal key, wherever it is (a job file, a
+    pool file: `batchrun.checks.endpoints`)."""
+    out: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key_path(key)}" if where else key_path(key)
+            # below [response_format]'s own keys is a schema: a property may be named "token"
+            in_schema = where.startswith("response_format.")
+            if not in_schema and isinstance(key, str) and key.lower() in SECRET_KEY_NAMES:
+                out.append(f"{path}: API keys are never read from a job file; {USE_ENV}")
+                continue
+            out.extend(secret_problems(item, path))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            out.extend(secret_problems(item, f"{where}[{i}]"))
+    elif isinstance(value, str) and looks_like_key(value):
+        out.append(f"{where}: looks like a literal API key; {USE_ENV}")
+    return out

@@ -305,3 +305,12 @@ def interrupted(run: Run, *, terminated: bool = False) -> KeyboardInterrupt | Sy
         exc = KeyboardInterrupt(message)
     exc.run = run  # type: ignore[union-attr]
     return exc
+
+
+class JobFileError(ConfigError):
+    """A job file has problems; ``problems`` lists them, ``str()`` shows one a line."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {p}" for p in problems))

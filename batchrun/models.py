@@ -33,6 +33,11 @@ class Request:
     row: int
     columns: dict[str, Any] | None = None
     api: str = "chat"
+    members: tuple[Request, ...] | None = None
+    """A pack of embeddings rows sent as one request (`batchrun.engine.packing`): the
+    rows, in the order of the body's ``input`` texts. None: one row's request."""
+    member_tokens: tuple[int, ...] = ()
+    """A pack's texts' tokens, in order (what its usage is shared out by)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +67,12 @@ class BilledUnread:
     attempts: int
     prompt_tokens: int
     completion_ceiling: int
+
+
+def error_object(code: str, message: str, attempts: list[Attempt]) -> dict[str, Any]:
+    """A failed row's ``error``, as errors.jsonl holds it: its code and message, and
+    every attempt."""
+    return {"code": code, "message": message, "attempts": [a.to_dict() for a in attempts]}
 
 
 @dataclass(slots=True)
@@ -168,18 +179,13 @@ class Outcome:
         wait_s: float | None = 0.0,
         body_hash: str | None = None,
     ) -> Outcome:
-        error = {
-            "code": code,
-            "message": message,
-            "attempts": [a.to_dict() for a in attempts],
-        }
         return cls(
             req.custom_id,
             False,
             status,
             request_id,
             body,
-            error,
+            error_object(code, message, attempts),
             attempts,
             latency_s,
             None,

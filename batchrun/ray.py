@@ -57,19 +57,11 @@ class Processor:
         if self._service is None:
             from batchrun._api import api_key
             from batchrun.scale.driver import import_ray
-            from batchrun.scale.quota import QuotaService
+            from batchrun.scale.quota import start_quota_service
 
             ray = import_ray()
-            cfg = self.settings
-            actor = ray.remote(QuotaService).options(num_cpus=0, max_concurrency=1)
-            self._service = actor.remote(
-                concurrency=cfg.concurrency,
-                rpm=cfg.rpm.default,
-                tpm=cfg.tpm.default,
-                by_model=cfg.limits_by_model(),
-                max_cost=cfg.max_cost,
-            )
-            ray.get(self._service.set_key.remote(api_key(cfg)))
+            self._service = start_quota_service(ray, self.settings)
+            ray.get(self._service.set_key.remote(api_key(self.settings)))
         return self._service
 
     def __call__(self, dataset: Any) -> Any:

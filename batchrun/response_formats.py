@@ -37,7 +37,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from batchrun.checks import (
     FORMAT_TYPES,
@@ -50,9 +50,7 @@ from batchrun.checks import (
     show,
     suggest,
 )
-
-if TYPE_CHECKING:
-    from batchrun.settings import ResponseFormat
+from batchrun.values import ResponseFormat, format_name
 
 ACCEPTED = (
     "a response format is one of: a JSON Schema (type object with properties; or a .json "
@@ -68,24 +66,9 @@ ENVELOPE_KEYS = ("name", "schema", "strict", "description")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def format_name(text: Any) -> str | None:
-    """A title or job name as the API's format name (1-64 letters, digits, _ or -):
-    other characters become ``_``; None when nothing is left.
-
-    >>> format_name("Review sentiment (v2)"), format_name("  "), format_name(None)
-    ('Review_sentiment_v2', None, None)
-    """
-    if not isinstance(text, str):
-        return None
-    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")[:64]
-    return cleaned or None
-
-
 def response_format(value: Any, where: Where) -> ResponseFormat | None:
     """The `batchrun.settings.ResponseFormat` a value spells (see the module doc), or
     `Invalid` with the path of the problem."""
-    from batchrun.settings import ResponseFormat
-
     if value is None or isinstance(value, ResponseFormat):
         return value
     if isinstance(value, type):
@@ -128,8 +111,6 @@ def _unknown(where: Where, problem: str) -> Invalid:
 
 def _from_text(text: str, where: Where) -> ResponseFormat | None:
     """``json_object``, ``text``, a .json file's path, or (command line) inline JSON."""
-    from batchrun.settings import ResponseFormat
-
     stripped = text.strip()
     if stripped in ("json_object", "text"):
         return ResponseFormat(stripped)
@@ -161,8 +142,6 @@ def _read_json(path: Path, where: Where) -> Any:
 
 def _plain_schema(value: Mapping[str, Any], where: Where) -> ResponseFormat:
     """A JSON Schema as it is: strict, named after its title (else, later, the job)."""
-    from batchrun.settings import ResponseFormat
-
     schema = json_schema(value, where)
     return ResponseFormat("json_schema", format_name(schema.get("title")), schema, True)
 
@@ -195,8 +174,6 @@ def _envelope(value: Mapping[str, Any], where: Where) -> ResponseFormat:
 def _short_form(value: Mapping[str, Any], where: Where) -> ResponseFormat:
     """A job file's table: ``type`` (json_schema when a schema is given), ``name``,
     ``schema`` or ``schema_file``, ``strict`` (default true)."""
-    from batchrun.settings import ResponseFormat
-
     kind = value.get("type")
     mixed = [key for key in value if key in SCHEMA_MARKERS]
     if mixed:  # a schema's own keys beside a format's: which one was meant is unclear
@@ -259,8 +236,6 @@ def _json_schema_format(
     """name / schema / strict / description of a json_schema format, checked. Without a
     name: "response" (``named``: the short form, as it always was), else the schema's
     title or, later, the job's name."""
-    from batchrun.settings import ResponseFormat
-
     strict = fields.get("strict", default_strict)
     if not isinstance(strict, bool):
         problems.append((where.at("strict").label, f"must be true or false (got {show(strict)})"))
@@ -294,4 +269,20 @@ def _strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-__all__ = ["ACCEPTED", "format_name", "response_format"]
+def response_format_setting(value: Any, where: Where) -> Any:
+    """A `batchrun.settings.ResponseFormat` from any accepted spelling: a Pydantic model
+    class, a plain JSON Schema (or a .json file of one), OpenAI's envelope, the short
+    ``{type, name, schema}`` form, "json_object" or "text" (the ``check`` of the setting).
+    """
+    if isinstance(value, ResponseFormat):  # already parsed: only its shape is looked at
+        if value.type not in FORMAT_TYPES:
+            raise where.at("type").fail(
+                f"must be one of {', '.join(FORMAT_TYPES)} (got {show(value.type)})"
+            )
+        if value.type == "json_schema" and not isinstance(value.schema, Mapping):
+            raise where.at("schema").fail("a json_schema format needs a schema")
+        return value
+    return response_format(value, where)
+
+
+__all__ = ["ACCEPTED", "response_format", "response_format_setting"]

@@ -28,18 +28,32 @@ and it is at once ``--poll-interval`` (a flag named after it, unless it names it
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from batchrun import checks
+from batchrun.apis import APIS, CHAT, EMBEDDING_REQUEST_INPUTS, EMBEDDINGS, RESPONSES
 from batchrun.checks import Check, Invalid, Where
-from batchrun.endpoint import SIM, credential_identity, endpoint_identity, sim_identity
+from batchrun.endpoint import SIM, endpoint_identity
 from batchrun.errors import ConfigError
+from batchrun.response_formats import response_format_setting
+from batchrun.values import (
+    CASCADE_WHEN,
+    CONFIDENCE_METHODS,
+    DEFAULT_ENDPOINT,
+    Cascade,
+    Confidence,
+    Endpoint,
+    Evaluation,
+    Prices,
+    Quota,
+    ResponseFormat,
+    jsonable,
+    mask_header,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 SPEC = "batchrun"
@@ -126,258 +140,6 @@ def setting(default: Any = None, *, factory: Callable[[], Any] | None = None, **
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
-
-
-@dataclass(frozen=True)
-class Quota:
-    """A rate limit for every model (``default``) and for some (``by_model``)."""
-
-    default: float | None = None
-    by_model: tuple[tuple[str, float], ...] = ()
-
-    def for_model(self, model: str) -> float | None:
-        for name, amount in self.by_model:
-            if name == model:
-                return amount
-        return self.default
-
-    def __bool__(self) -> bool:
-        return self.default is not None or bool(self.by_model)
-
-    def spelled(self) -> float | dict[str, float]:
-        """As a job file writes it: ``500``, or ``{"*" = 500, "gpt-4.1" = 30}``."""
-        if not self.by_model and self.default is not None:
-            return self.default
-        return {**({"*": self.default} if self.default is not None else {}), **dict(self.by_model)}
-
-
-@dataclass(frozen=True)
-class ResponseFormat:
-    """The answer's format: free text, any JSON object, or JSON fitting a schema.
-
-    Every spelling a user may give (a Pydantic class, a plain JSON Schema, OpenAI's
-    envelope, ...) becomes one of these: `batchrun.response_formats`.
-    """
-
-    type: str
-    name: str | None = "response"
-    """The json_schema format's name; None until named: a plain schema without a title
-    takes the job's name (`named`), else "response"."""
-    schema: Mapping[str, Any] | None = None
-    strict: bool = True
-    description: str | None = None
-
-    def body(self) -> dict[str, Any]:
-        """The ``response_format`` body field in OpenAI's shape."""
-        if self.type == "json_schema":
-            inner: dict[str, Any] = {"name": self.name or "response"}
-            if self.description is not None:
-                inner["description"] = self.description
-            inner["schema"] = dict(self.schema or {})
-            inner["strict"] = self.strict
-            return {"type": "json_schema", "json_schema": inner}
-        return {"type": self.type}
-
-    def named(self, job_name: str | None) -> ResponseFormat:
-        """Named after the job when it has no name of its own (else unchanged).
-
-        >>> ResponseFormat("json_schema", None, {}).named("my job").name
-        'my_job'
-        """
-        if self.type != "json_schema" or self.name is not None:
-            return self
-        from batchrun.response_formats import format_name
-
-        return replace(self, name=format_name(job_name) or "response")
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Score the answers against a reference column of the input."""
-
-    reference_column: str
-    compare: str = "exact"
-    """"exact" (the whole content), "json_field" (one field of the JSON answer) or
-    "number" (a numeric answer, the content or ``field``: mean absolute error, and
-    correct within ``tolerance``)."""
-    field: str | None = None
-    normalize: bool = True
-    tolerance: float = 0.0
-    interval: bool = True
-    """A seeded bootstrap interval for accuracy (and for differences between variants)."""
-
-
-@dataclass(frozen=True)
-class Confidence:
-    """How sure each answer is, read from what the endpoint returns
-    (`batchrun.output.confidence`): a ``confidence`` column in results.parquet.
-
-    ``method``: "logprobs" (the request asks for ``logprobs`` and ``top_logprobs``;
-    the confidence is the chosen label's probability, normalised over the labels the
-    top alternatives show), "agreement" (``samples`` answers per request, ``n``; the
-    share agreeing with the majority label, whose answer is the row's) or "self" (a
-    number field of the answer, ``score_field``, the model's own estimate).
-
-        >>> Confidence("logprobs", label_field="sentiment").top_logprobs
-        5
-    """
-
-    method: str
-    label_field: str | None = None
-    """The answer's JSON field holding the label (None: the [eval] field, else the
-    schema's one enum field, else the whole answer)."""
-    labels: tuple[str, ...] = ()
-    """The label values (empty: the label field's enum in the schema)."""
-    top_logprobs: int = 5
-    """Alternatives asked for per token ("logprobs"), to normalise over the labels."""
-    samples: int = 5
-    """Answers per request ("agreement")."""
-    score_field: str | None = None
-    """The answer's number field holding the model's own confidence ("self"; None: a
-    number property named ``confidence``, else the schema's one number property)."""
-
-
-@dataclass(frozen=True)
-class Prices:
-    """The user's own model prices: a price file, entries given inline (a job file's
-    ``[prices.models."NAME"]`` tables, a dict in Python), or both, an inline entry
-    winning over the file's. Entries are kept as given (USD per million tokens, the
-    keys of a price file), so run.json records them and a report prices the same.
-
-        >>> Prices(models={"m": {"input": 1.0, "output": 2.0}}).models["m"]["output"]
-        2.0
-    """
-
-    file: str | None = None
-    models: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-
-
-DEFAULT_ENDPOINT = "default"
-"""The pool name of the ``[endpoint]`` table's own endpoint (`Settings.pool`)."""
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One endpoint of a run's pool: where requests may go, with whose key, how fast,
-    for which models and at what price.
-
-    A job file's ``[endpoints.NAME]`` table, ``endpoints={"NAME": {...}}`` in Python,
-    ``--endpoint NAME=URL`` (`batchrun.checks.endpoints` reads every spelling). As
-    declared, a field left out is None: `Settings.pool` fills it from the
-    ``[endpoint]`` and ``[limits]`` tables (the same key variable, auth and headers;
-    the same rpm, tpm and concurrency), so a pool of three keys on one provider is
-    three ``base_url``/``api_key_env`` pairs. A single ``[endpoint]`` is the pool of
-    one endpoint named `DEFAULT_ENDPOINT`.
-
-        >>> e = Endpoint("az", "https://x.azure.com/openai", models=(("gpt-4o", "gpt4o-eu"),))
-        >>> e.serves("gpt-4o"), e.serves("gpt-4.1"), e.model_name("gpt-4o")
-        (True, False, 'gpt4o-eu')
-    """
-
-    name: str
-    base_url: str
-    """Its API base URL, or "sim": a simulator of its own, started for the run."""
-    api_key_env: str | None = None
-    api_key_file: str | None = None
-    auth: str | None = None
-    auth_header: str | None = None
-    headers: tuple[tuple[str, str], ...] = ()
-    """Its own headers, laid over the ``[endpoint]`` table's by name."""
-    rpm: Quota | None = None
-    tpm: Quota | None = None
-    concurrency: int | None = None
-    """Its own cap on requests in flight."""
-    weight: float | None = None
-    """Between endpoints that can take a request equally soon, the heavier takes more
-    (`batchrun.pacing.routing`); 1 when not given."""
-    models: tuple[tuple[str, str], ...] | None = None
-    """The job's models it serves, each with its name there (an Azure deployment, a
-    relay's alias); None: every model, by the job's names."""
-    prices: str | Prices | None = None
-    """Its own prices (a relay's, a negotiated rate); None: the run's."""
-    batch: bool | None = None
-    """It may take Batch API shards (declared endpoints: only when true)."""
-    sim_rpm: int | None = None
-    sim_tpm: int | None = None
-    sim_fault: tuple[tuple[int, float], ...] = ()
-    """The simulator's injected statuses, ``STATUS = probability`` (``batchrun sim
-    --error-rate``); the ``sim_*`` keys apply to ``base_url = "sim"`` only."""
-    simulated: bool = field(default=False, repr=False)
-    """Not declared: `batchrun._api.endpoint` started its simulator (``base_url`` is
-    then its loopback address)."""
-
-    @property
-    def is_sim(self) -> bool:
-        return self.simulated or self.base_url == SIM
-
-    @property
-    def identity(self) -> str:
-        """Where its answers come from (`batchrun.endpoint.endpoint_identity`): a
-        simulator is ``"sim"`` (the ``[endpoint]`` table's) or ``"sim:NAME"``, two
-        simulated endpoints being two endpoints, both simulated."""
-        if self.is_sim:
-            return SIM if self.name == DEFAULT_ENDPOINT else sim_identity(self.name)
-        return endpoint_identity(self.base_url)
-
-    def serves(self, model: str) -> bool:
-        return self.models is None or any(m == model for m, _ in self.models)
-
-    def model_name(self, model: str) -> str:
-        """The job's ``model`` as this endpoint names it."""
-        for job_model, remote in self.models or ():
-            if job_model == model:
-                return remote
-        return model
-
-    def tenant(self, api_key: str | None) -> bytes:
-        """Who asks, at this endpoint (`batchrun.endpoint.credential_identity`)."""
-        return credential_identity(
-            api_key,
-            auth=self.auth or "bearer",
-            auth_header=self.auth_header or "Authorization",
-            headers=self.headers,
-        )
-
-    def shape(self) -> dict[str, Any]:
-        """What the resume fingerprint records of it: who answers, under which model
-        names (its quotas, weight and prices change no answer)."""
-        models = None if self.models is None else dict(self.models)
-        return {"endpoint": self.identity, "models": models}
-
-    def declared(self) -> dict[str, Any]:
-        """The keys it was declared with, as typed values (a key left out is not
-        there): what a table given over it replaces (`batchrun.jobs.jobfile.merge`)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name not in ("name", "simulated") and value is not None and value != ():
-                out[f.name] = value
-        return out
-
-    def public(self) -> dict[str, Any]:
-        """As run.json records it, in a job file's spelling (read back by
-        `batchrun.checks.endpoints`): no key (only the names of where keys are),
-        header values that look like keys masked, a simulator as "sim"."""
-        data: dict[str, Any] = {"base_url": SIM if self.is_sim else self.base_url}
-        for name in ("api_key_env", "api_key_file", "auth", "auth_header", "concurrency"):
-            if getattr(self, name) is not None:
-                data[name] = getattr(self, name)
-        if self.headers:
-            data["headers"] = [[n, _mask_header(n, v)] for n, v in self.headers]
-        for name in ("rpm", "tpm"):
-            quota = getattr(self, name)
-            if quota is not None:
-                data[name] = quota.spelled()
-        for name in ("weight", "batch", "sim_rpm", "sim_tpm"):
-            if getattr(self, name) is not None:
-                data[name] = getattr(self, name)
-        if self.models is not None:
-            data["models"] = dict(self.models)
-        if self.prices is not None:
-            data["prices"] = _jsonable(self.prices)
-        if self.sim_fault:
-            data["sim_fault"] = {str(status): p for status, p in self.sim_fault}
-        return data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -537,6 +299,25 @@ class Settings:
         check=checks.model_names,
         fingerprint=True,
     )
+    api: str = setting(
+        CHAT,
+        help="The API a dataset job's rows go to: 'chat' (chat completions), 'embeddings' "
+        "(a vector per row; rows are packed many to a request) or 'responses' (OpenAI's "
+        "Responses API) [default: chat]. A request file's lines name theirs (url).",
+        section="request",
+        flags=("--api",),
+        choices=APIS,
+        check=checks.choice(*APIS),
+        fingerprint=True,
+    )
+    embed_batch: int | None = setting(
+        help="--api embeddings: most rows packed into one request [default: as many as fit "
+        f"{EMBEDDING_REQUEST_INPUTS:,} inputs and the provider's tokens per request].",
+        section="request",
+        flags=("--embed-batch",),
+        metavar="N",
+        check=checks.positive_int,
+    )
     stream: bool = setting(
         False,
         help="Stream every row (answers are assembled into the same object).",
@@ -648,6 +429,16 @@ class Settings:
         check=checks.prompt,
         fingerprint=True,
     )
+    embed_input: str | None = setting(
+        help="--api embeddings: the text to embed, a template ({column} placeholders: "
+        "'{title}\\n{text}'); --prompt is the same.",
+        section="prompt",
+        key="input",
+        flags=("--embed-input",),
+        metavar="TEMPLATE",
+        check=checks.template_text,
+        fingerprint=True,
+    )
     messages: tuple[dict[str, str], ...] | None = setting(
         help="Message templates [{role, content}, ...] (instead of system/prompt): JSON "
         "text or a .json file holding it.",
@@ -700,7 +491,7 @@ class Settings:
         key="*",
         flags=("--response-format", "--schema"),
         metavar="FORMAT|FILE",
-        check=checks.response_format,
+        check=response_format_setting,
         fingerprint=True,
     )
     # -- limits --------------------------------------------------------------------
@@ -847,6 +638,23 @@ class Settings:
         kind="optional",
         metavar="[PORT]",
         check=checks.port,
+    )
+    commit_interval: float = setting(
+        5.0,
+        help="A run directory on object storage (-o s3://...): seconds at most between "
+        "two commits of the answered rows; a crash loses at most these seconds' (or "
+        "--commit-rows') answers [default: 5].",
+        section="output",
+        flags=("--commit-interval",),
+        check=checks.positive_number,
+    )
+    commit_rows: int = setting(
+        1000,
+        help="A run directory on object storage: commit once this many rows were "
+        "answered since the last commit [default: 1000].",
+        section="output",
+        flags=("--commit-rows",),
+        check=checks.positive_int,
     )
     summary_interval: float = setting(
         2.0,
@@ -1021,8 +829,8 @@ class Settings:
                 "for logprobs), 'agreement' (the share of --confidence-samples answers "
                 "agreeing) or 'self' (a number field the model fills).",
                 flags=("--confidence",),
-                choices=checks.CONFIDENCE_METHODS,
-                check=checks.choice(*checks.CONFIDENCE_METHODS),
+                choices=CONFIDENCE_METHODS,
+                check=checks.choice(*CONFIDENCE_METHODS),
             ),
             Part(
                 "label_field",
@@ -1056,6 +864,45 @@ class Settings:
                 "[default: confidence, else the schema's one number field].",
                 metavar="FIELD",
                 check=checks.text,
+            ),
+        ),
+    )
+    cascade: Cascade | None = setting(
+        help="A model cascade: every row goes to the first model, and on to the next only "
+        "when its confidence is below escalate_below or its answer is unusable: "
+        "{models, escalate_below, escalate_when, confidence}.",
+        section="cascade",
+        key="*",
+        check=checks.cascade,
+        fingerprint=True,
+        parts=(
+            Part(
+                "models",
+                "A cascade: the models in order, cheapest first (repeat it: --cascade weak "
+                "--cascade strong); each row is decided by the first one sure enough.",
+                flags=("--cascade",),
+                kind="multiple",
+                metavar="MODEL",
+            ),
+            Part(
+                "escalate_below",
+                "cascade: a row moves on when its confidence is below this (one, or one "
+                "per stage but the last; repeatable) [default: 0.8].",
+                kind="multiple",
+                metavar="P",
+            ),
+            Part(
+                "escalate_when",
+                "cascade: 'disagree': the first two models both answer every row, and a "
+                "row moves on unless both are sure and agree (three models at least).",
+                choices=CASCADE_WHEN,
+                check=checks.choice(*CASCADE_WHEN),
+            ),
+            Part(
+                "confidence",
+                "cascade: the confidence method [default: --confidence, else logprobs].",
+                choices=CONFIDENCE_METHODS,
+                check=checks.choice(*CONFIDENCE_METHODS),
             ),
         ),
     )
@@ -1223,6 +1070,7 @@ class Settings:
             unused = [x for x in ("system", "examples") if getattr(self, x) is not None]
             unused += ["template_engine"] if self.template_engine != "auto" else []
             out.extend(f"{n(x)}: only applies to a prompt ({prompt})" for x in unused)
+        out.extend(self._api_problems(n, prompt))
         if self.examples is not None and self.template_engine == "format":
             out.append(f"{n('examples')}: few-shot examples need {n('template_engine', 'jinja')}")
         # the evaluation against the answer's format
@@ -1239,11 +1087,14 @@ class Settings:
                     f"{n('eval.compare')}: 'json_field' needs JSON responses, not "
                     f"{n('response_format', 'text')}"
                 )
-        if self.confidence is not None:
-            from batchrun.output.confidence import confidence_problems
+        if self.confidence is not None or self.cascade is not None:
+            from batchrun.confidence import confidence_problems
 
-            named = ("confidence", "response_format", "eval", "request")
-            out.extend(confidence_problems({x: getattr(self, x) for x in named}))
+            named = ("response_format", "eval", "request")
+            values = {x: getattr(self, x) for x in named}
+            out.extend(confidence_problems({**values, "confidence": self.judged_by()}))
+        if self.cascade is not None:
+            out.extend(self._cascade_problems(n, prompt, batch))
         # the input
         if self.column_types and self.input is not None:
             if not isinstance(self.input, str | Path):
@@ -1289,8 +1140,108 @@ class Settings:
                     f"{n('cache')} with a local cluster ({n('ray', checks.LOCAL_RAY)}) or "
                     f"without {n('ray')}"
                 )
+        # a run directory on object storage: segments and a lease, online or on Ray
+        if self.out_dir is not None and "://" in self.out_dir and self.mode == "batch":
+            out.append(
+                f"{n('mode', 'batch')} keeps its step journal in a local or shared "
+                f"{n('out_dir')}; a run directory on object storage runs online or with "
+                f"{n('ray')}"
+            )
         if self.endpoints:
             out.extend(self._pool_problems(n, batch))
+        return out
+
+    def _cascade_problems(self, n: Spelling, prompt: str, batch: str) -> list[str]:
+        """The rules of a cascade: a dataset, one model per stage, on one machine."""
+        cascade = self.cascade
+        assert cascade is not None
+        out: list[str] = []
+        if not self.is_dataset:
+            out.append(
+                f"{n('cascade')}: needs a prompt ({prompt}): the cascade sends each row to "
+                "its models in turn"
+            )
+        if self.has_variants:
+            out.append(
+                f"{n('cascade')}: names the models itself; compare models or prompt variants "
+                f"({n('model')}, {n('prompts')}) without it"
+            )
+        elif self.model is not None and self.model != cascade.models[0]:
+            out.append(
+                f"{n('model')}: {self.model!r} is not the cascade's first model "
+                f"({cascade.models[0]!r}); leave {n('model')} out, the cascade names the models"
+            )
+        if (
+            self.confidence is not None
+            and cascade.confidence is not None
+            and cascade.confidence != self.confidence.method
+        ):
+            out.append(
+                f"{n('cascade')}: confidence {cascade.confidence!r} differs from "
+                f"{n('confidence')} {self.confidence.method!r}; give one"
+            )
+        if cascade.escalate_when == "disagree" and len(cascade.models) < 3:
+            out.append(
+                f"{n('cascade')}: escalate_when = 'disagree' needs three models at least "
+                "(two cheap variants that both answer every row, then the one for the rows "
+                "they disagree on)"
+            )
+        if self.ray is not None:
+            out.append(f"{n('cascade')} cannot run on {n('ray')}: run it on one machine")
+        return out
+
+    def judged_by(self) -> Confidence | None:
+        """The confidence every answer gets: the ``confidence`` setting, else a
+        cascade's method (default "logprobs"); None: none asked for."""
+        if self.confidence is not None or self.cascade is None:
+            return self.confidence
+        return Confidence(self.cascade.confidence or "logprobs")
+
+    def _api_problems(self, n: Spelling, prompt: str) -> list[str]:
+        """The rules of ``api``: a dataset job's rows go to chat, embeddings or Responses;
+        an embeddings job has one text to embed per row and nothing a chat answer needs."""
+        out: list[str] = []
+        api = self.api
+        embeddings = n("api", EMBEDDINGS)
+        if self.embed_input is not None and api != EMBEDDINGS:
+            out.append(f"{n('embed_input')}: the text to embed, only with {embeddings}")
+        if self.embed_batch is not None:
+            if api != EMBEDDINGS:
+                out.append(f"{n('embed_batch')}: packs rows to embed, only with {embeddings}")
+            elif self.embed_batch > EMBEDDING_REQUEST_INPUTS:
+                out.append(
+                    f"{n('embed_batch')}: at most {EMBEDDING_REQUEST_INPUTS:,} inputs go in "
+                    f"one embeddings request (got {self.embed_batch:,})"
+                )
+        if api == CHAT:
+            return out
+        if not self.is_dataset:
+            what = f"{n('embed_input')} or {n('prompt')}" if api == EMBEDDINGS else prompt
+            out.append(
+                f"{n('api', api)}: needs a prompt ({what}); a request file's lines name "
+                'their API by their url ("/v1/embeddings", "/v1/responses")'
+            )
+        if self.confidence is not None:
+            out.append(f"{n('confidence')}: reads chat answers' logprobs; not with {n('api', api)}")
+        if api == RESPONSES:
+            return out
+        if self.embed_input is not None and self.prompts:
+            out.append(
+                f"{n('embed_input')} and {n('prompts')}: give the text to embed or named "
+                "variants of it, not both"
+            )
+        if self.embed_input is not None and self.prompt is not None:
+            out.append(
+                f"{n('embed_input')} and {n('prompt')}: give the text to embed once "
+                "(both are the template of one text)"
+            )
+        unused = [x for x in ("system", "messages", "response_format", "eval", "examples")]
+        out.extend(
+            f"{n(x)}: an embeddings request has no messages and no answer text; not with "
+            f"{embeddings}"
+            for x in unused
+            if getattr(self, x) is not None
+        )
         return out
 
     def _pool_problems(self, n: Spelling, batch: str) -> list[str]:
@@ -1341,7 +1292,12 @@ class Settings:
     @property
     def is_dataset(self) -> bool:
         """A dataset job: rows go through a prompt template (else rows are requests)."""
-        return self.prompt is not None or self.messages is not None or bool(self.prompts)
+        return (
+            self.prompt is not None
+            or self.messages is not None
+            or bool(self.prompts)
+            or self.embed_input is not None
+        )
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -1373,6 +1329,8 @@ class Settings:
         """The prompt as message templates (None: a plain request file, or a callable)."""
         if self.messages is not None:
             return tuple(self.messages)
+        if self.embed_input is not None:
+            return ({"role": "user", "content": self.embed_input},)
         if self.prompt is None or callable(self.prompt):
             return None
         out = []
@@ -1477,7 +1435,7 @@ class Settings:
 
         The evaluation is not one of them: scoring never needs a request sent again.
         """
-        shaping = {n: _jsonable(getattr(self, n)) for n, spec in self.specs() if spec.fingerprint}
+        shaping = {n: jsonable(getattr(self, n)) for n, spec in self.specs() if spec.fingerprint}
         shaping["base_url"] = self.endpoint
         if self.endpoints:  # who answers, under which model names (`Endpoint.shape`)
             shaping["endpoints"] = {e.name: e.shape() for e in self.pool()}
@@ -1486,6 +1444,9 @@ class Settings:
         messages = self.template_messages()
         shaping.pop("system", None)
         shaping.pop("messages", None)
+        shaping.pop("embed_input", None)
+        if shaping.get("api") == CHAT:
+            shaping.pop("api")  # as a run recorded before there were other APIs
         if messages is not None:
             shaping["prompt"] = [dict(m) for m in messages]
         rf = self.response_format
@@ -1498,10 +1459,10 @@ class Settings:
     def public_dict(self) -> dict[str, Any]:
         """Every setting, for run.json. Holds no secret: keys live only in the env,
         and header values that look like keys are masked."""
-        data = {name: _jsonable(getattr(self, name)) for name, _ in self.specs()}
+        data = {name: jsonable(getattr(self, name)) for name, _ in self.specs()}
         if self.simulated:
             data["base_url"] = SIM  # not the port it happened to listen on
-        data["headers"] = [[n, _mask_header(n, v)] for n, v in self.headers]
+        data["headers"] = [[n, mask_header(n, v)] for n, v in self.headers]
         if not isinstance(self.input, str | Path) and self.input is not None:
             data["input"] = f"<{type(self.input).__name__}>"
         return data
@@ -1531,6 +1492,14 @@ class Settings:
         if isinstance(confidence, Mapping):
             values["confidence"] = Confidence(
                 **{**confidence, "labels": tuple(confidence.get("labels") or ())}
+            )
+        cascade = values.get("cascade")
+        if isinstance(cascade, Mapping):
+            values["cascade"] = Cascade(
+                tuple(cascade.get("models") or ()),
+                tuple(cascade.get("escalate_below") or (0.8,)),
+                cascade.get("escalate_when"),
+                cascade.get("confidence"),
             )
         prices = values.get("prices")
         if isinstance(prices, Mapping):
@@ -1687,53 +1656,6 @@ def _derived(name: str, spec: Spec) -> Spec:
     return replace(spec, flags=(f"--{name.replace('_', '-')}",) if one_key else ())
 
 
-_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie")
-
-
-def _mask_header(name: str, value: str) -> str:
-    """By name (Authorization, X-Api-Key, ...) and by value (anything shaped like a key)."""
-    from batchrun.redact import looks_like_key
-
-    lowered = name.lower()
-    if any(word in lowered for word in _SECRET_HEADER_WORDS) or looks_like_key(value):
-        return "***"
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    """A setting's value as plain JSON; a function is recorded by its source's hash (a
-    changed function is a changed prompt)."""
-    if callable(value) and not isinstance(value, type):
-        return f"<function {getattr(value, '__qualname__', '?')} {source_hash(value)}>"
-    if isinstance(value, type):  # a Pydantic model given as response_format
-        return value.__name__
-    if isinstance(value, Endpoint):
-        return value.public()
-    if isinstance(value, Quota | ResponseFormat | Evaluation | Confidence | Prices):
-        return _jsonable(asdict(value))
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return repr(value)
-
-
-def source_hash(fn: Callable[..., Any]) -> str:
-    """A function's identity across processes: its source (or bytecode) hashed."""
-    try:
-        data = inspect.getsource(fn).encode()
-    except (OSError, TypeError):
-        code = getattr(fn, "__code__", None)
-        data = (
-            code.co_code + repr(code.co_consts).encode() if code is not None else repr(fn).encode()
-        )
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
-
-
 def _current_names(data: Mapping[str, Any]) -> dict[str, Any]:
     """Settings recorded by an older batchrun (``input_path``, ``prices_path``, a ``job``
     dict) under today's names."""
@@ -1766,6 +1688,7 @@ def _current_names(data: Mapping[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "Cascade",
     "Confidence",
     "SPELLINGS",
     "Evaluation",

@@ -31,7 +31,8 @@ from batchrun.jobs.compare import Comparison  # noqa: E402
 from batchrun.models import Attempt, Outcome  # noqa: E402
 from batchrun.output.lines import encode  # noqa: E402
 from batchrun.output.parquet import write_results_parquet  # noqa: E402
-from batchrun.settings import Evaluation, ResponseFormat, Settings  # noqa: E402
+from batchrun.settings import Settings  # noqa: E402
+from batchrun.values import Evaluation, ResponseFormat  # noqa: E402
 
 LABELS = ("positive", "negative", "neutral")
 SCHEMA = {

@@ -45,12 +45,8 @@ sys.path.insert(0, ROOT)
 
 import orjson  # noqa: E402
 
-from batchrun.output.quality import (  # noqa: E402
-    breaker_trips,
-    classify,
-    compile_schema,
-    json_path,
-)
+from batchrun.output.quality import breaker_trips, classify  # noqa: E402
+from batchrun.schemas import compile_schema, json_path  # noqa: E402
 
 LABELS = ["positive", "negative", "neutral"]
 with open(os.path.join(ROOT, "jobs", "schemas", "sentiment.json"), encoding="utf-8") as f:

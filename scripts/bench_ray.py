@@ -22,8 +22,21 @@
   Quota use = admitted / (R/60 x span of the arrivals), from the simulator's record;
   with the share of 429s.
 
-    $ .venv/bin/python scripts/bench_ray.py                    # both, ~4 minutes
+* ``leases`` (issue 29): the quota actor's capacity. A local 2-CPU cluster, one
+  `QuotaService` actor as a run makes it (one call at a time), and ``--clients``
+  Ray tasks asking it for leases as fast as they can for ``--seconds``: leases per
+  second, the latency of one call, and the request rate that supports at the largest
+  counted lease (64 requests; a model without a known quota gets 1-second time
+  slices instead, one call per worker a second whatever the rate).
+* ``startup`` (issue 29): seconds from the command to the first request the server
+  sees (the simulator's arrival times, CLOCK_MONOTONIC like this script's): one
+  process, ``--ray local`` (the command starts its own cluster) and ``--ray ADDRESS``
+  (a cluster already running).
+
+    $ .venv/bin/python scripts/bench_ray.py                    # throughput and quota, ~4 minutes
     $ .venv/bin/python scripts/bench_ray.py --case throughput --requests 40000
+    $ .venv/bin/python scripts/bench_ray.py --case leases --clients 4 --seconds 5
+    $ .venv/bin/python scripts/bench_ray.py --case startup
 """
 
 from __future__ import annotations
@@ -282,9 +295,126 @@ def quota(n: int, rpm: int, workers: int) -> None:
         print(f"{name:24} {use:10.1%} {share:8.2%} {sent:7,} {wall:8.1f}  ({limited} 429s)")
 
 
+def lease_calls(service: Any, worker: str, seconds: float) -> tuple[int, float]:
+    """A Ray task: ask ``service`` for leases one after another for ``seconds``; (calls,
+    seconds spent waiting for answers)."""
+    import ray
+
+    from batchrun.scale.lease import Report
+
+    calls, waited = 0, 0.0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.monotonic()
+        ray.get(service.lease.remote(worker, "gpt-4o-mini", 64, 100, Report(ok=1, answered=1)))
+        waited += time.monotonic() - started
+        calls += 1
+    return calls, waited
+
+
+def leases(clients: int, seconds: float) -> None:
+    import logging
+
+    import ray
+
+    from batchrun.scale.quota import QuotaService
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        for rpm in (1e9, None):  # a counted quota (leases of up to 64), and none known
+            actor = ray.remote(QuotaService).options(num_cpus=0, max_concurrency=1)
+            service = actor.remote(
+                concurrency=100_000, rpm=rpm, tpm=None, by_model={}, max_cost=None
+            )
+            ray.get(service.summary.remote())  # started
+            pid = ray.get(service.__ray_call__.remote(lambda _self: os.getpid()))
+            task = ray.remote(num_cpus=0)(lease_calls)
+            ray.get([task.remote(service, "warm", 0.5)])
+            cpu0 = process_seconds(pid)
+            started = time.monotonic()
+            got = ray.get([task.remote(service, f"w{i}", seconds) for i in range(clients)])
+            span = time.monotonic() - started
+            actor_cpu = process_seconds(pid) - cpu0
+            calls = sum(c for c, _ in got)
+            latency = sum(w for _, w in got) / calls
+            rate = calls / span
+            per_lease = actor_cpu / calls
+            kind = "counted quota" if rpm else "no known quota"
+            print(
+                f"\nquota actor, {kind}: {clients} clients x {seconds:.0f} s: {calls:,} leases, "
+                f"{rate:,.0f} leases/s, {latency * 1e3:.2f} ms a call (round trip); the "
+                f"actor's CPU {per_lease * 1e6:,.0f} us a lease (a core of its own: "
+                f"{1 / per_lease:,.0f} leases/s)"
+            )
+            if rpm:
+                print(
+                    f"  at 64 requests a lease: {rate * 64:,.0f} requests/s as measured, "
+                    f"{64 / per_lease:,.0f} with a core of its own"
+                )
+            else:
+                print("  time slices of 1 s: one call per worker a second, at any rate")
+            ray.kill(service)
+    finally:
+        ray.shutdown()
+
+
+def first_request(command: list[str], base_url: str) -> tuple[float, float]:
+    """(seconds from the command's start to the server's first arrival, wall seconds)."""
+    root = base_url.removesuffix("/v1")
+    urllib.request.urlopen(urllib.request.Request(root + "/_sim/reset", method="POST")).read()
+    url = root + "/_sim/stats"
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if done.returncode not in (0, 4):
+        print(done.stderr, file=sys.stderr)
+        raise SystemExit(f"batchrun run exited {done.returncode}")
+    with urllib.request.urlopen(url) as r:
+        stats = json.loads(r.read())
+    return min(stats["arrivals"]) - started, wall
+
+
+def startup(n: int) -> None:
+    import logging
+
+    import ray
+
+    proc, base_url = start_server("sim", [])
+    results = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "in.jsonl")
+            with open(path, "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows(n))
+            common = ["--base-url", base_url, "--auth", "none", "-q", "--no-parquet"]
+            runs = [("one process", []), ("--ray local (starts a cluster)", ["--ray", "local"])]
+            for i, (name, extra) in enumerate(runs):
+                out = os.path.join(tmp, f"r{i}")
+                results[name] = first_request([BIN, "run", path, "-o", out, *common, *extra],
+                                              base_url)  # fmt: skip
+            context = ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+            try:
+                address = context.address_info["address"]
+                out = os.path.join(tmp, "running")
+                command = [BIN, "run", path, "-o", out, *common, "--ray", address]
+                results["--ray ADDRESS (running cluster)"] = first_request(command, base_url)
+            finally:
+                ray.shutdown()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    print(f"\ntime from the command to the first request ({n:,} requests, simulator)")
+    for name, (first, wall) in results.items():
+        print(f"{name:34} first request {first:6.2f} s, whole command {wall:6.2f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=["throughput", "quota", "all"], default="all")
+    parser.add_argument(
+        "--case", choices=["throughput", "quota", "leases", "startup", "all"], default="all"
+    )
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--server", choices=["fast", "sim", "both"], default="both")
@@ -309,6 +439,10 @@ def main() -> None:
             ray.shutdown()
     if args.case in ("quota", "all"):
         quota(args.quota_requests, args.rpm, args.workers)
+    if args.case == "leases":
+        leases(args.clients, args.seconds)
+    if args.case == "startup":
+        startup(200)
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 or any OpenAI-compatible server that returns logprobs).
 
 Sends one labelling request twice, with ``logprobs: true``, at temperature 0: once with
-``top_logprobs: 0``, where batchrun's confidence must equal exp of the label tokens'
-logprobs (their sum: one token for most labels), and once with ``top_logprobs: K``,
-where it must equal that probability normalised over the other labels the first
-label token's alternatives show, computed here by hand. Prints both side by side and
-exits 1 when they differ.
+``top_logprobs: 0`` (left out of the request, as batchrun sends it: llama.cpp's server
+answers an explicit 0 with no logprobs at all, and a missing one with 20 alternatives),
+where batchrun's confidence must equal exp of the label tokens' logprobs (their sum:
+one token for most labels), and once with ``top_logprobs: K``, where it must equal
+that probability normalised over the other labels the first label token's
+alternatives show, computed here by hand (an answer that is no label stays raw).
+Prints both side by side and exits 1 when they differ.
 
     $ llama-server -m model.gguf --port 8080 &
     $ .venv/bin/python scripts/check_llama_logprobs.py http://127.0.0.1:8080/v1
@@ -25,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from batchrun.output.confidence import ConfidenceReader, label_span
+from batchrun.confidence import ConfidenceReader, label_span
 
 LABELS = ("positive", "negative", "neutral")
 TEXT = "The battery died after two days and support never answered. Avoid."
@@ -103,7 +105,7 @@ def by_hand(answer: dict[str, Any], field: str | None) -> tuple[float, float, li
         matches = {x for x in LABELS if rest and (x.startswith(rest) or rest.startswith(x))}
         if len(matches) == 1 and label not in matches:
             others += math.exp(alt["logprob"])
-    normalised = raw / (raw + others) if first.get("top_logprobs") else raw
+    normalised = raw / (raw + others) if first.get("top_logprobs") and label in LABELS else raw
     return raw, normalised, [t["token"] for t, _ in picked]
 
 
@@ -119,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
     field = None if args.plain else "sentiment"
-    reader = ConfidenceReader("logprobs", label_field=field, labels=LABELS)
     ok = True
     for top in (0, args.top):
+        reader = ConfidenceReader("logprobs", label_field=field, labels=LABELS, top_logprobs=top)
         answer = ask(args.base_url, args.model, args.text, top, args.plain, args.timeout)
         content = answer["choices"][0]["message"]["content"]
         scored = reader.read(answer)

@@ -23,9 +23,11 @@ from click.testing import CliRunner
 from batchrun._api import hooks_for as run_hooks
 from batchrun.cli import cli
 from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import EXIT_ERROR, EXIT_OK, Runner
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_ERROR, EXIT_OK
 from batchrun.report.progress import ProgressHooks
-from batchrun.settings import Evaluation, ResponseFormat, Settings
+from batchrun.settings import Settings
+from batchrun.values import Evaluation, ResponseFormat
 from tests.conftest import FakeTime, completion
 
 ROOT = Path(__file__).resolve().parent.parent

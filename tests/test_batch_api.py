@@ -30,12 +30,12 @@ from batchrun.batch.steps import read_ledger
 from batchrun.batch.workdir import steps_path
 from batchrun.cli import cli
 from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.rundir import RunDirLock
 from batchrun.errors import ConfigError, InputError, RunDirError
 from batchrun.models import Outcome
 from batchrun.output.journal import read_journal
 from batchrun.output.ledger import batch_status
 from batchrun.report.text import format_status, status_report
+from batchrun.runfiles import RunDirLock
 from batchrun.settings import Settings
 from batchrun.sim import BatchConfig, SimConfig, SimThread
 

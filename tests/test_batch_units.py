@@ -28,7 +28,8 @@ from batchrun.batch.shards import RowTooLarge, ShardPlanner, shrink
 from batchrun.batch.steps import StepJournal, replay_lines
 from batchrun.checks import Invalid, Where, duration, run_mode
 from batchrun.cost.bill import CostTotals
-from batchrun.cost.prices import ModelPrice, PriceBook
+from batchrun.cost.price import ModelPrice
+from batchrun.cost.prices import PriceBook
 from batchrun.errors import BatchApiError
 from batchrun.output.lines import decode, encode
 from batchrun.output.tally import Tally

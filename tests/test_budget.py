@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from batchrun.cli import cli
 from batchrun.cost.budget import BudgetAdmission, CostHooks, cost_hooks
 from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import EXIT_BUDGET, EXIT_OK, Runner
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_BUDGET, EXIT_OK
 from batchrun.errors import ConfigError
 from batchrun.pacing.tokens import prompt_tokens
 from batchrun.settings import Settings

@@ -20,7 +20,8 @@ import pytest
 
 from batchrun.cost.budget import cost_hooks
 from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import EXIT_BUDGET, EXIT_SOME_FAILED, Runner, RunResult
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_BUDGET, EXIT_SOME_FAILED, RunResult
 from batchrun.output.journal import read_journal
 from batchrun.report.tables import format_usd
 from batchrun.settings import Settings
@@ -136,7 +137,7 @@ def test_batch_answers_naming_an_unpriced_model_are_capped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through the Batch API: the shards' answers name a model with no price."""
-    import batchrun.sim.batches as sim_batches
+    import batchrun.sim.batch_rows as sim_batches
     from batchrun.cost.budget import worst_case
     from batchrun.cost.prices import PriceBook
     from batchrun.sim import BatchConfig, SimConfig, SimThread

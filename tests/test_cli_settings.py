@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli, run_command
-from batchrun.settings import Confidence, Evaluation, Settings
+from batchrun.settings import Settings
+from batchrun.values import Cascade, Confidence, Evaluation
 
 ROWS = [
     {"id": "r1", "text": "great value", "label": "positive"},
@@ -41,6 +42,7 @@ def test_every_job_file_key_has_a_command_line_spelling() -> None:
     table_keys = {
         "eval": {f.name for f in fields(Evaluation)},
         "confidence": {f.name for f in fields(Confidence)},
+        "cascade": {f.name for f in fields(Cascade)},
     }
     missing = []
     for name, spec in Settings.specs():

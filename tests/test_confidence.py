@@ -1,4 +1,4 @@
-"""Confidence per answer (`batchrun.output.confidence`): from logprobs, agreement and the
+"""Confidence per answer (`batchrun.confidence`): from logprobs, agreement and the
 model's own estimate, checked against hand-computed values; the setting in job files,
 on the command line and in Python; the request fields; the confidence column of
 results.parquet and the warning for an endpoint that returns no logprobs."""
@@ -19,13 +19,7 @@ from click.testing import CliRunner
 
 import batchrun
 from batchrun.cli import cli
-from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import EXIT_OK, Runner
-from batchrun.errors import ConfigError, RunDirError
-from batchrun.input.templates import body_builder
-from batchrun.jobs.jobfile import load_job
-from batchrun.jobs.outputs import DatasetOutputHooks
-from batchrun.output.confidence import (
+from batchrun.confidence import (
     NO_ANSWER,
     NO_LABEL,
     NO_LOGPROBS,
@@ -40,7 +34,15 @@ from batchrun.output.confidence import (
     span_probability,
     with_request_fields,
 )
-from batchrun.settings import Confidence, Evaluation, ResponseFormat, Settings
+from batchrun.engine.hooks import CompositeHooks
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_OK
+from batchrun.errors import ConfigError, RunDirError
+from batchrun.jobs.jobfile import load_job
+from batchrun.jobs.outputs import DatasetOutputHooks
+from batchrun.settings import Settings
+from batchrun.templating.text import body_builder
+from batchrun.values import Confidence, Evaluation, ResponseFormat
 from tests.conftest import FakeTime, completion
 
 LABELS = ("positive", "negative", "neutral")
@@ -131,8 +133,19 @@ def test_a_token_holding_the_opening_quote_compares_alternatives_after_it() -> N
     ]
     start, end, label = label_span(CONTENT, "sentiment")  # type: ignore[misc]
     p = span_probability(tokens, CONTENT, start, end, labels=LABELS, chosen=label)
-    # '":"negative' counts; '":"' starts no label, "neg" lacks the quote the token has
-    assert p == pytest.approx(0.72 / (0.72 + 0.15))
+    # '":"negative' counts; '":"' starts no label, "neg" lacks the quote the token has;
+    # "neutral" is not shown: it may hold up to the least shown (0.02), counted so
+    assert p == pytest.approx(0.72 / (0.72 + 0.15 + 0.02))
+
+
+def test_labels_the_alternatives_do_not_show_count_at_the_least_shown() -> None:
+    """The engine's top k hid the rivals: the label is not read as sure (p / (p + 0))."""
+    content = "negative"
+    alternatives = [("negative", 0.1), ("The", 0.3), ("A", 0.2)]
+    tokens = [tok("negative", 0.1, alternatives)]
+    p = span_probability(tokens, content, 0, 8, labels=LABELS, chosen="negative")
+    # positive and neutral unseen: each at most 0.1 (the least shown)
+    assert p == pytest.approx(0.1 / (0.1 + 0.1 + 0.1))
 
 
 def test_tokens_are_placed_by_their_bytes() -> None:

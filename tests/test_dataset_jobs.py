@@ -21,10 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun.engine.hooks import CompositeHooks, RunHooks, RunState
-from batchrun.engine.runner import Runner, RunResult
-from batchrun.jobs.evaluate import normalize_answer
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import RunResult
 from batchrun.jobs.jobfile import load_job
 from batchrun.jobs.outputs import DatasetOutputHooks, finish_dataset_run
+from batchrun.labels import normalize_answer
 from batchrun.models import Outcome
 from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread

@@ -455,7 +455,8 @@ def test_removing_the_run_directory_mid_run_stops_sending_at_once(tmp_path: Path
     import anyio
     import httpx
 
-    from batchrun.engine.runner import EXIT_ERROR, Runner
+    from batchrun.engine.runner import Runner
+    from batchrun.engine.stops import EXIT_ERROR
     from batchrun.settings import Settings
     from tests.conftest import FakeTime, completion
 

@@ -32,7 +32,7 @@ from batchrun.cache.store import api_scope, cacheable
 from batchrun.cost.bill import cost_of
 from batchrun.cost.prices import PriceBook
 from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.runner import EXIT_OK
+from batchrun.engine.stops import EXIT_OK
 from batchrun.errors import BadResponse, InputError
 from batchrun.input.select import source_for
 from batchrun.input.sources import Source, request_from_row

@@ -39,7 +39,8 @@ from batchrun.batch.client import BatchClient, CreateUnknown
 from batchrun.batch.driver import BatchDriver
 from batchrun.batch.protocol import metadata_for
 from batchrun.cli import cli
-from batchrun.engine.runner import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED, Runner
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED
 from batchrun.errors import BatchApiError, EndpointUnreachable
 from batchrun.pacing.retry import REFUSALS_TO_STOP, Reachability, ends_the_run
 from batchrun.settings import Settings

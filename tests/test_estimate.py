@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from batchrun.cost.estimate import estimate, format_estimate, learn_from_run
-from batchrun.cost.prices import ModelPrice, PriceBook, PriceTier
+from batchrun.cost.price import ModelPrice, PriceTier
+from batchrun.cost.prices import PriceBook
 from batchrun.models import Outcome, Request
 from batchrun.output import lines as output_lines
 from batchrun.pacing.tokens import completion_ceiling, prompt_tokens

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from batchrun.jobs.evaluate import MAX_CATEGORICAL_LABELS, Evaluator, format_eval, normalize_answer
+from batchrun.jobs.evaluate import MAX_CATEGORICAL_LABELS, Evaluator, format_eval
 from batchrun.jobs.metrics import accuracy_interval
+from batchrun.labels import normalize_answer
 
 # (reference, model content) for a sentiment job with JSON answers.
 FIXTURE = [
@@ -166,7 +167,7 @@ def test_numbers_are_scored_by_absolute_error() -> None:
 
 
 def test_of_the_settings() -> None:
-    from batchrun.settings import Evaluation
+    from batchrun.values import Evaluation
 
     assert Evaluator.of(None) is None
     ev = Evaluator.of(Evaluation("label", "json_field", "s", normalize=False))

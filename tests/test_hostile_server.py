@@ -18,7 +18,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batchrun.engine.runner import EXIT_OK, EXIT_SOME_FAILED, Runner, RunResult
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_OK, EXIT_SOME_FAILED, RunResult
 from batchrun.settings import Settings
 from tests.faultserver import MB, FaultServer
 

@@ -443,3 +443,27 @@ def test_a_pool_runs_report_shows_one_row_per_endpoint(wide: Page, tmp_path: Pat
     assert "Endpoints of the pool" in tab.page.locator("#glance-endpoints").inner_text()
     assert k["usage.total_tokens"] == n(summary["usage"]["total_tokens"])
     looked_at(tab, tmp_path, "pool")
+
+
+def test_a_cascade_report_shows_its_stages_curve_and_reliability(
+    wide: Page, tmp_path: Path
+) -> None:
+    import batchrun
+
+    job = Path(__file__).resolve().parent.parent / "jobs" / "cascade.toml"
+    run = batchrun.run_job(job, out_dir=tmp_path / "cascade", quiet=True)
+    block = run.summary["cascade"]
+    open_report(wide, tmp_path / "cascade", tmp_path)
+    k = wide.texts()
+    assert wide.page.locator("#cascade").is_visible()
+    for i, stage in enumerate(block["stages"]):
+        assert k[f"cascade.stages.{i}.decided"] == n(stage["decided"])
+        assert k[f"cascade.stages.{i}.escalated"] == n(stage["escalated"])
+        assert k[f"cascade.stages.{i}.cost_usd"] == format_usd(stage["cost_usd"])
+    assert "strong alone about " + format_usd(block["last_stage_alone_usd"]) in k["cascade.summary"]
+    charts = wide.page.evaluate("Object.keys(window.batchrunReport.charts)")
+    assert "cascade-curve" in charts and "eval-reliability" in charts
+    assert wide.page.locator("#cascade-curve canvas").count() == 1
+    assert wide.page.locator("#eval-reliability canvas").count() == 1
+    assert "Reliability" in wide.page.locator("#eval-reliability h3").inner_text()
+    looked_at(wide, tmp_path, "cascade")

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchrun.jobs.evaluate import normalize_answer
+from batchrun.labels import normalize_answer
 from batchrun.report.html import (
     build_page_data,
     render_html,

@@ -1,4 +1,4 @@
-"""batchrun.input.jinja: PromptTemplate's interface and rules, with Jinja's power."""
+"""batchrun.templating.jinja: PromptTemplate's interface and rules, with Jinja's power."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from batchrun.errors import ConfigError, InputError
-from batchrun.input.jinja import JinjaPromptTemplate, jinja_template_problems, load_examples
-from batchrun.input.templates import PromptTemplate
+from batchrun.templating.jinja import JinjaPromptTemplate, jinja_template_problems, load_examples
+from batchrun.templating.text import PromptTemplate
 
 
 def user(content: str, **kwargs: Any) -> JinjaPromptTemplate:

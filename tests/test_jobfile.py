@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.errors import ConfigError
-from batchrun.jobs.jobfile import JobFileError, load_job, merge
-from batchrun.settings import Evaluation, Quota, ResponseFormat, Settings
+from batchrun.errors import ConfigError, JobFileError
+from batchrun.jobs.jobfile import load_job, merge
+from batchrun.settings import Settings
+from batchrun.values import Evaluation, Quota, ResponseFormat
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 SCHEMA = {
@@ -164,7 +165,7 @@ strict = false
 """,
     )
     settings = load_job(path).settings()
-    from batchrun.input.templates import PromptTemplate
+    from batchrun.templating.text import PromptTemplate
 
     messages = settings.template_messages()
     assert messages is not None and PromptTemplate(messages).placeholders == ("text",)
@@ -476,8 +477,8 @@ def test_shipped_examples_render_their_data() -> None:
     import orjson
     import pyarrow.parquet as pq
 
-    from batchrun.input.templates import body_builder
     from batchrun.jobs.evaluate import Evaluator
+    from batchrun.templating.text import body_builder
 
     sentiment = load_job(JOBS / "sentiment.toml").settings()
     rows = [orjson.loads(line) for line in Path(sentiment.input_path).read_bytes().splitlines()]

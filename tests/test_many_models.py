@@ -30,7 +30,8 @@ from batchrun.engine.runner import Runner
 from batchrun.input.sources import Source
 from batchrun.models import Outcome, Request
 from batchrun.pacing import lanes as lanes_module
-from batchrun.settings import Quota, Settings
+from batchrun.settings import Settings
+from batchrun.values import Quota
 
 ROWS = 20_000
 MODELS = 1_000

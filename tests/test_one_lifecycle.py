@@ -155,9 +155,6 @@ def test_a_pilot_and_a_cancel_leave_rows_pending_on_purpose() -> None:
     assert exit_code("SIGINT", pending=5, pilot=True) == EXIT_SIGINT
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 25, in progress: the simulator, Source and Submitter are split next"
-)
 def test_the_engine_files_stay_small() -> None:
     """No class but the settings declaration over 350 lines or 25 methods (the
     lifecycle is one engine with lanes, not three drivers)."""

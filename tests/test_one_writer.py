@@ -22,8 +22,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.engine.rundir import RunDirLock, holder, remove_stray_temp_files
 from batchrun.errors import RunDirError
+from batchrun.runfiles import RunDirLock, holder, remove_stray_temp_files
 from batchrun.sim import SimConfig, SimThread
 from tests.test_resume import Server as ScriptedServer
 from tests.test_resume import ids_of, make_cfg, run, summary_of, write_rows

@@ -30,11 +30,13 @@ from batchrun.cli import cli
 from batchrun.cli.options import given_settings, setting_options
 from batchrun.endpoint import credential_identity, is_simulated
 from batchrun.engine.runinfo import not_judged_answers, resume_problems, write_run_info
-from batchrun.jobs.jobfile import JobFileError, load_job
+from batchrun.errors import JobFileError
+from batchrun.jobs.jobfile import load_job
 from batchrun.output.lines import simulated_line
 from batchrun.output.quality import QualityCounts
 from batchrun.redact import scrub_text
-from batchrun.settings import DEFAULT_BASE_URL, Endpoint, Quota, Settings
+from batchrun.settings import DEFAULT_BASE_URL, Settings
+from batchrun.values import Endpoint, Quota
 
 URL_A = "https://a.example.com/v1"
 URL_B = "https://b.example.com/v1"

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from batchrun.cost.bill import CostTotals, cost_of, cost_report, worst_case_cost
+from batchrun.cost.price import GENAI_PRICES, USER_FILE, ModelPrice, PriceTier
 from batchrun.cost.pricefile import read_price_file
-from batchrun.cost.prices import GENAI_PRICES, USER_FILE, ModelPrice, PriceBook, PriceTier
+from batchrun.cost.prices import PriceBook
 from batchrun.errors import ConfigError
 from batchrun.output.usage import Usage
 from batchrun.report.tables import format_cost_table
@@ -515,7 +516,7 @@ def test_inline_prices_in_a_job_file_price_the_estimate_the_budget_and_the_run(
 
 
 def test_inline_prices_win_over_the_job_files_price_file(tmp_path: Path) -> None:
-    from batchrun.cost.prices import INLINE
+    from batchrun.cost.price import INLINE
     from batchrun.jobs.jobfile import load_job
 
     (tmp_path / "prices.toml").write_text(
@@ -540,7 +541,8 @@ def test_inline_prices_win_over_the_job_files_price_file(tmp_path: Path) -> None
 
 def test_bad_inline_prices_are_reported_with_their_key_path(tmp_path: Path) -> None:
     import batchrun
-    from batchrun.jobs.jobfile import JobFileError, load_job
+    from batchrun.errors import JobFileError
+    from batchrun.jobs.jobfile import load_job
 
     _rows(tmp_path)
     job = tmp_path / "job.toml"

@@ -20,18 +20,15 @@ from batchrun.output.quality import (
     SCHEMA_ERROR,
     TRUNCATED,
     QualityCounts,
-    SchemaValidator,
     Verdict,
     breaker_trips,
     classify,
-    compile_schema,
     fix_for,
-    json_path,
     quality_stop,
     quality_warnings,
-    schema_problem,
     wilson_lower_bound,
 )
+from batchrun.schemas import SchemaValidator, compile_schema, json_path, schema_problem
 
 LABELS = ["positive", "negative", "neutral"]
 SENTIMENT = {

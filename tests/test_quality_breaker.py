@@ -24,8 +24,15 @@ from batchrun._api import make_runner
 from batchrun.batch.driver import BatchDriver
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.engine.runinfo import not_judged_answers, write_run_info
-from batchrun.engine.runner import EXIT_ERROR, EXIT_OK, EXIT_SIGINT, Runner, RunResult
-from batchrun.engine.stops import exit_code, final_status
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_SIGINT,
+    RunResult,
+    exit_code,
+    final_status,
+)
 from batchrun.models import Outcome
 from batchrun.output.breaker import OPENING_ANSWERS, QualityBreaker, stop_note
 from batchrun.output.journal import read_journal

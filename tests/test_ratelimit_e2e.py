@@ -21,7 +21,8 @@ import anyio
 import orjson
 from aiohttp import web
 
-from batchrun.engine.runner import EXIT_OK, Runner
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_OK
 from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import body, completion, read_lines

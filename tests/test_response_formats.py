@@ -20,10 +20,11 @@ from pydantic import BaseModel
 import batchrun
 from batchrun.checks import Invalid, Where
 from batchrun.cli import cli
-from batchrun.errors import ConfigError
-from batchrun.jobs.jobfile import JobFileError, load_job
-from batchrun.settings import ResponseFormat, Settings
+from batchrun.errors import ConfigError, JobFileError
+from batchrun.jobs.jobfile import load_job
+from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread
+from batchrun.values import ResponseFormat
 
 SCHEMA: dict[str, Any] = {
     "title": "Review",

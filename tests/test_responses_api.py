@@ -25,8 +25,9 @@ import pytest
 from batchrun._api import hooks_for, make_runner
 from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES, defaults_for
 from batchrun.cost.bill import cost_of
-from batchrun.cost.prices import ModelPrice, PriceBook
-from batchrun.engine.runner import EXIT_OK
+from batchrun.cost.price import ModelPrice
+from batchrun.cost.prices import PriceBook
+from batchrun.engine.stops import EXIT_OK
 from batchrun.errors import BadResponse, InputError
 from batchrun.input.select import source_for
 from batchrun.input.sources import Source
@@ -41,7 +42,6 @@ from batchrun.output.quality import (
     SCHEMA_ERROR,
     TRUNCATED,
     classify,
-    compile_schema,
 )
 from batchrun.output.tally import first_finish_reason
 from batchrun.output.usage import Usage, usage_of
@@ -53,6 +53,7 @@ from batchrun.pacing.tokens import (
     prompt_tokens_at_most,
 )
 from batchrun.redact import register_secret
+from batchrun.schemas import compile_schema
 from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread
 from batchrun.sim.responses import response_events, response_object, response_reply

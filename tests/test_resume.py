@@ -25,7 +25,8 @@ from click.testing import CliRunner
 
 from batchrun.cli import cli
 from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.runner import EXIT_OK, EXIT_SIGINT, EXIT_SOME_FAILED, Runner, RunResult
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_OK, EXIT_SIGINT, EXIT_SOME_FAILED, RunResult
 from batchrun.errors import RunDirError
 from batchrun.models import Attempt, Outcome, Request
 from batchrun.output.journal import read_journal

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 
 import batchrun
 from batchrun.cli import cli
-from batchrun.engine.rundir import RunDirLock
 from batchrun.errors import RunDirError
 from batchrun.models import Attempt, Outcome, Request
 from batchrun.output.lines import encode
@@ -28,6 +27,7 @@ from batchrun.output.rundir import RunDir
 from batchrun.output.summary import Counts, build_summary
 from batchrun.output.tally import Tally
 from batchrun.report.text import format_status, run_report, status_report
+from batchrun.runfiles import RunDirLock
 from tests.conftest import body, completion
 
 
@@ -454,6 +454,6 @@ def test_the_reports_know_no_driver_and_the_cluster_sum_no_report() -> None:
         }
         assert not upward, f"{reader} imports {sorted(upward)}"
         assert not {d for d in graph[reader] if within(d, "batchrun.engine")} - {
-            "batchrun.engine.rundir",
-            "batchrun.engine.rundir.holder",
+            "batchrun.runfiles",
+            "batchrun.runfiles.holder",
         }

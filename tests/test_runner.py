@@ -11,7 +11,8 @@ import anyio
 import httpx
 import pytest
 
-from batchrun.engine.runner import EXIT_OK, EXIT_SOME_FAILED, Runner
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_OK, EXIT_SOME_FAILED
 from batchrun.settings import Settings
 from tests.conftest import FakeTime, body, completion, read_lines
 

@@ -276,9 +276,9 @@ def test_hf_reads_through_fsspec(fake_hub: Any) -> None:
         list(source.requests())
 
 
-def test_a_run_directory_on_object_storage_is_refused_for_now() -> None:
-    with pytest.raises(batchrun.ConfigError, match="run directory on object storage is not"):
-        batchrun.Settings.build(input="s3://bucket/data.parquet", out_dir="s3://bucket/runs/x")
+def test_a_run_directory_on_gcs_is_refused_naming_what_works() -> None:
+    with pytest.raises(batchrun.ConfigError, match="a local path or s3://bucket/prefix"):
+        batchrun.Settings.build(input="s3://bucket/data.parquet", out_dir="gs://bucket/runs/x")
 
 
 def test_a_uri_query_is_options_not_a_glob(s3: S3) -> None:

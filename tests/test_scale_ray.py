@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
-from batchrun.engine.rundir import holder
 from batchrun.errors import InputError, RunDirError
+from batchrun.runfiles import holder
 from batchrun.scale.aggregate import recount
 from batchrun.sim import SimConfig, SimThread
 
@@ -244,6 +244,33 @@ def _evaluation(stderr: str) -> list[str]:
             break
         block.append(line)
     return block
+
+
+def test_an_embeddings_job_packs_each_shards_rows_and_merges_the_vectors(
+    cluster: dict[str, str], key: str, tmp_path: Path
+) -> None:
+    """Each shard packs its rows (30 rows: one request), and the merged results.parquet
+    (a directory) gives `Run.embeddings` the simulator's vector of every row's text."""
+    from batchrun.sim.embeddings import embedding_vector
+
+    n = 90
+    path = _write_jsonl(
+        tmp_path / "texts.jsonl", [{"id": f"t{i}", "text": f"text {i}"} for i in range(n)]
+    )
+    with SimThread(SimConfig(require_key=KEY, latency_ms=5)) as sim:
+        run = batchrun.run(
+            str(path), tmp_path / "run", ray=True, base_url=sim.base_url,
+            model="text-embedding-3-small", api="embeddings", prompt="{text}", id_column="id",
+            shard_rows=30, workers=2, quiet=True,
+        )  # fmt: skip
+        sent = sim.stats.requests
+    assert run.exit_code == 0 and run.status == "complete"
+    assert sent == 3  # a pack per shard
+    matrix = run.embeddings()
+    assert matrix.shape == (n, 1536)  # the size the answers have, the same in every part
+    for i in (0, 44, 89):
+        assert matrix[i].tolist() == embedding_vector(f"text {i}", "text-embedding-3-small")
+    _assert_summary_is_a_recount(tmp_path / "run")
 
 
 def test_a_ray_run_prints_the_evaluation_of_one_process_once_and_no_ray_chatter(

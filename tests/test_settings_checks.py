@@ -17,20 +17,23 @@ from click.testing import CliRunner
 import batchrun
 from batchrun.checks import Where
 from batchrun.cli import cli
-from batchrun.errors import ConfigError
-from batchrun.jobs.jobfile import JobFileError, load_job
+from batchrun.errors import ConfigError, JobFileError
+from batchrun.jobs.jobfile import load_job
 from batchrun.settings import (
+    Settings,
+    SpelledAsGiven,
+    flag_spelling,
+    key_spelling,
+    keyword_spelling,
+)
+from batchrun.values import (
+    Cascade,
     Confidence,
     Endpoint,
     Evaluation,
     Prices,
     Quota,
     ResponseFormat,
-    Settings,
-    SpelledAsGiven,
-    flag_spelling,
-    key_spelling,
-    keyword_spelling,
 )
 
 SCHEMA = {
@@ -143,7 +146,7 @@ def test_a_template_is_compiled_once_not_on_every_replace(
     """Compiling a Jinja template takes about a millisecond: the settings' check
     remembers a template's problems, so building settings stays cheap."""
     import batchrun.checks
-    import batchrun.input.jinja as jinja
+    import batchrun.templating.jinja as jinja
 
     compiled: list[str] = []
     real = jinja.jinja_template_problems
@@ -196,6 +199,9 @@ TYPICAL: dict[str, Any] = {
     "model": ("gpt-4o-mini", "gpt-4.1"),
     "stream": True,
     "request": {"temperature": 0, "max_tokens": 60, "stop": ["END"], "top_k": 5},
+    "api": "embeddings",
+    "embed_batch": 100,
+    "embed_input": "{title}\n{text}",
     "system": "You label {product}.",
     "prompt": "Review: {text}",
     "messages": ({"role": "user", "content": "{text}"},),
@@ -222,6 +228,8 @@ TYPICAL: dict[str, Any] = {
     "quiet": True,
     "serve": 0,
     "summary_interval": 1.0,
+    "commit_interval": 2.5,
+    "commit_rows": 500,
     "cache": "/cache/responses.sqlite",
     "cache_policy": "all",
     "dedupe": False,
@@ -236,6 +244,7 @@ TYPICAL: dict[str, Any] = {
     "workers": 4,
     "eval": Evaluation("label", "json_field", "label"),
     "confidence": Confidence("logprobs", label_field="label"),
+    "cascade": Cascade(("weak", "strong"), (0.7,)),
     "prices": Prices(None, {"m": {"input": 1.0, "output": 2.0}}),
     "name": "sentiment",
 }

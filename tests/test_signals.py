@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.engine.runner import EXIT_SIGINT, EXIT_SIGTERM
+from batchrun.engine.stops import EXIT_SIGINT, EXIT_SIGTERM
 from batchrun.sim import SimConfig, SimThread
 from tests.test_resume import ids_of, summary_of, write_rows
 

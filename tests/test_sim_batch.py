@@ -178,14 +178,14 @@ def test_bad_bodies_are_answered_400_row_by_row() -> None:
 
 
 def test_a_row_that_breaks_the_generator_is_a_500_line(monkeypatch: pytest.MonkeyPatch) -> None:
-    import batchrun.sim.batches as batches_module
+    import batchrun.sim.batch_rows as rows_module
 
     def fragile(body: dict[str, Any], *args: Any) -> Any:
         if "row 1." in body["messages"][0]["content"]:
             raise RuntimeError("boom")
         return make_reply(body, *args)
 
-    monkeypatch.setattr(batches_module, "make_reply", fragile)
+    monkeypatch.setattr(rows_module, "make_reply", fragile)
     sim = Store()
     batch = sim.submit(jsonl(3))
     sim.at(T0)

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
+from batchrun.confidence import ConfidenceReader, span_probability
 from batchrun.jobs.calibration import expected_calibration_error
-from batchrun.output.confidence import ConfidenceReader, span_probability
 from batchrun.sim.config import LABELLING_MODELS, SimConfig, Skill
 from batchrun.sim.content import completion_object, make_reply
 from batchrun.sim.skill import gold_from_messages

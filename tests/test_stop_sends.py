@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from batchrun.engine.hooks import RunState
-from batchrun.engine.runner import EXIT_SIGINT
+from batchrun.engine.stops import EXIT_SIGINT
 from batchrun.models import Outcome
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import completion

@@ -24,7 +24,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.engine.runner import EXIT_OK, EXIT_SOME_FAILED
+from batchrun.engine.stops import EXIT_OK, EXIT_SOME_FAILED
 from batchrun.sim import SimConfig, SimThread
 from tests.test_surface import (
     SEED_DIR,

@@ -28,7 +28,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.engine.runner import EXIT_OK, EXIT_SOME_FAILED, Runner
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import EXIT_OK, EXIT_SOME_FAILED
 from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import FakeTime

@@ -5,10 +5,10 @@ import datetime as dt
 import pytest
 
 from batchrun.errors import ConfigError, InputError
-from batchrun.input.templates import (
+from batchrun.templating.cells import as_text
+from batchrun.templating.text import (
     PromptTemplate,
     apply_defaults,
-    as_text,
     body_builder,
     build_body,
     openai_response_format,
@@ -137,7 +137,8 @@ def test_build_body_adds_messages_and_response_format() -> None:
 
 
 def test_body_builder_from_settings_uses_the_merged_model() -> None:
-    from batchrun.settings import ResponseFormat, Settings
+    from batchrun.settings import Settings
+    from batchrun.values import ResponseFormat
 
     settings = Settings(
         input="qa.parquet",

@@ -23,13 +23,14 @@ import httpx
 import pytest
 from anyio.from_thread import start_blocking_portal
 
-from batchrun.engine.runner import INTERRUPTED_NOTE, Runner
+from batchrun.engine.runner import Runner
+from batchrun.engine.stops import INTERRUPTED_NOTE
 from batchrun.errors import InputError
-from batchrun.input import rowwatch
-from batchrun.input.jinja import JinjaPromptTemplate
-from batchrun.input.rowwatch import CHECK_EVERY, Interrupted, RowWatch, ticking, watched
 from batchrun.input.sources import Source
 from batchrun.settings import Settings
+from batchrun.templating import rowwatch
+from batchrun.templating.jinja import JinjaPromptTemplate
+from batchrun.templating.rowwatch import CHECK_EVERY, Interrupted, RowWatch, ticking, watched
 
 RUNAWAY = "{% for i in range(100000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}{{ t }}"
 """10^9 loop steps (the sandbox caps one range at 100,000)."""

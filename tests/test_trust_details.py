@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.engine.runner import EXIT_ERROR, EXIT_SOME_FAILED
+from batchrun.engine.stops import EXIT_ERROR, EXIT_SOME_FAILED
 from batchrun.errors import RunDirError
 from batchrun.jobs.jobfile import load_job
 from tests.conftest import completion

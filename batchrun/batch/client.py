@@ -49,7 +49,7 @@ import anyio.to_thread
 import httpx
 import orjson
 
-from batchrun import __version__
+from batchrun._version import __version__
 from batchrun.batch.protocol import CHAT_ENDPOINT, COMPLETION_WINDOW
 from batchrun.errors import (
     BadResponse,

@@ -24,10 +24,10 @@ from batchrun.batch.state import iter_open_batches
 from batchrun.batch.steps import Ledger
 from batchrun.engine.hooks import RunHooks
 from batchrun.engine.lifecycle import Engine
-from batchrun.engine.rundir import RunDirLock
 from batchrun.engine.runinfo import settings_of
 from batchrun.errors import ConfigError
 from batchrun.input.sources import Source
+from batchrun.runfiles import RunDirLock
 from batchrun.settings import Settings
 
 Sleep = Callable[[float], Awaitable[None]]

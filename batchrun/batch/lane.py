@@ -53,14 +53,15 @@ from batchrun.batch.intake import Answers
 from batchrun.batch.parts import BatchParts, build_parts
 from batchrun.batch.reconcile import CREATE_GRACE_S
 from batchrun.batch.steps import Ledger
-from batchrun.engine.prepare import prepare_input, record
+from batchrun.engine.prepare import prepare_run, record
 from batchrun.engine.stops import StopReason
 from batchrun.errors import RunDirError
 from batchrun.input.sources import Source
 from batchrun.output.breaker import first_max_tokens, stop_note
-from batchrun.output.quality import QualityAlert, compile_schema
+from batchrun.output.quality import QualityAlert
 from batchrun.output.summary import Counts
 from batchrun.redact import register_secret
+from batchrun.schemas import compile_schema
 from batchrun.settings import Settings
 
 if TYPE_CHECKING:
@@ -140,21 +141,12 @@ class BatchLane:
             from batchrun.engine.reuse import Reuse
 
             reuse = Reuse(replace(cfg, cache=None))  # the grouping only: no cache in batches
-        prepared = await prepare_input(
-            cfg,
-            run.hooks,
-            run.state,
-            stopping=run.stopping,
-            source=self.source,
-            observe=reuse.observe if reuse is not None else None,
+        prepared = await prepare_run(
+            run, cfg, source=self.source, observe=reuse.observe if reuse is not None else None
         )
         if reuse is not None:
             reuse.after_scan()
         journal = prepared.journal
-        facts.tally, facts.counts, facts.breaker = journal.tally, prepared.counts, prepared.breaker
-        facts.elapsed_before = journal.elapsed_s
-        facts.warnings = prepared.warnings
-        run.notes.extend(prepared.notes)
         answers = self.answers = Answers(
             max_attempts=cfg.max_attempts,
             validator=compile_schema(cfg.schema) if cfg.schema else None,
@@ -272,7 +264,7 @@ class BatchLane:
         """The end of ``settle_only``: hand over, or refuse while batches run."""
         if run.stopping.is_set():
             return
-        from batchrun.batch.state import open_batches_refusal
+        from batchrun.output.ledger import open_batches_refusal
 
         self._refusal = open_batches_refusal(run.run_dir)
         if self._refusal is None and run.then is not None:

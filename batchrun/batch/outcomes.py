@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from batchrun.batch.protocol import BatchView, RowResult
-from batchrun.models import Attempt, Outcome
+from batchrun.models import Attempt, Outcome, error_object
 
 MISSING_CODES = {
     "expired": "batch_expired",
@@ -38,22 +38,9 @@ def _earlier(attempts_before: int) -> list[Attempt]:
 def success(
     result: RowResult, *, row: int, body_hash: str, batch_id: str, attempts_before: int, at: float
 ) -> Outcome:
-    return Outcome(
-        result.custom_id,
-        True,
-        200,
-        result.request_id,
-        result.body,
-        None,
-        [*_earlier(attempts_before), Attempt(200, "ok")],
-        latency_s=None,
-        row=row,
-        wait_s=None,
-        body_hash=body_hash,
-        finished_at=at,
-        via=VIA,
-        batch_id=batch_id,
-    )
+    attempts = [*_earlier(attempts_before), Attempt(200, "ok")]
+    outcome = Outcome(result.custom_id, True, 200, result.request_id, result.body, None, attempts)
+    return _answered_in_batch(outcome, row=row, body_hash=body_hash, batch_id=batch_id, at=at)
 
 
 def failure(
@@ -71,28 +58,20 @@ def failure(
     body: Any = None,
 ) -> Outcome:
     attempts = [*_earlier(attempts_before), Attempt(status, code, message[:300])]
-    error = {
-        "code": code,
-        "message": message,
-        "attempts": [a.to_dict() for a in attempts],
-        "batch_id": batch_id,
-    }
-    return Outcome(
-        custom_id,
-        False,
-        status,
-        request_id,
-        body,
-        error,
-        attempts,
-        latency_s=None,
-        row=row,
-        wait_s=None,
-        body_hash=body_hash,
-        finished_at=at,
-        via=VIA,
-        batch_id=batch_id,
-    )
+    error = {**error_object(code, message, attempts), "batch_id": batch_id}
+    outcome = Outcome(custom_id, False, status, request_id, body, error, attempts)
+    return _answered_in_batch(outcome, row=row, body_hash=body_hash, batch_id=batch_id, at=at)
+
+
+def _answered_in_batch(
+    outcome: Outcome, *, row: int, body_hash: str, batch_id: str | None, at: float
+) -> Outcome:
+    """``outcome`` as a batch answered it: its row, body and batch, and no time on the
+    wire (a batch row's latency and wait mean nothing: null)."""
+    outcome.latency_s = outcome.wait_s = None
+    outcome.row, outcome.body_hash, outcome.finished_at = row, body_hash, at
+    outcome.via, outcome.batch_id = VIA, batch_id
+    return outcome
 
 
 def row_failure(

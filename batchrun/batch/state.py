@@ -66,41 +66,8 @@ def iter_open_batches(run_dir: str) -> Iterator[tuple[str, str | None]]:
         yield shard_tag(record.shard), record.batch_id
 
 
-NAMED_AT_MOST = 3
-"""Open batches named one by one in `open_batches_refusal`; the rest are counted."""
-
-
-def open_batches_refusal(run_dir: str) -> str | None:
-    """Why a run that does not go through the Batch API may not send anything in
-    ``run_dir`` now (None: it may): a shard an earlier ``--batch-api`` process left
-    open is, or may become, a batch the provider runs and bills, so its rows sent
-    online would be paid twice, and its answers would be in no total.
-
-    The one rule every online way in shares (the runner, a Ray run); the library's
-    `make_runner` first collects what has finished (`BatchDriver` ``settle_only``)."""
-    if not os.path.exists(steps_path(run_dir)):
-        return None
-    open_shards = read_ledger(steps_path(run_dir)).open_shards()
-    if not open_shards:
-        return None
-    rows = sum(record.rows for record in open_shards)
-    names = [
-        f"{record.batch_id or 'not created yet'} ({shard_tag(record.shard)})"
-        for record in open_shards[:NAMED_AT_MOST]
-    ]
-    if len(open_shards) > NAMED_AT_MOST:
-        names.append(f"{len(open_shards) - NAMED_AT_MOST} more")
-    return (
-        f"{run_dir} has {len(open_shards)} open batches ({', '.join(names)}; {rows:,} rows) "
-        "left by a --batch-api run: sending their rows online now would pay for them "
-        "twice. Rerun with --batch-api to collect them (add --deadline to send what is "
-        f"left online), or `batchrun cancel {run_dir}` first (rows they finished are kept)"
-    )
-
-
 __all__ = [
     "iter_open_batches",
-    "open_batches_refusal",
     "shard_entry",
     "write_state",
 ]

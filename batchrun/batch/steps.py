@@ -32,11 +32,11 @@ from typing import Any
 
 import orjson
 
-from batchrun.engine.rundir import NEW_FILE
 from batchrun.errors import RunDirError
 from batchrun.output.journal import repair_torn_tail
 from batchrun.output.ledger import Ledger, ShardRecord, read_ledger, replay_lines
 from batchrun.redact import scrub
+from batchrun.runfiles import NEW_FILE
 
 
 class StepJournal:

@@ -18,6 +18,11 @@ end, or go again in smaller shards, down to one row; a row the queue refuses alo
 while none of this run's batches is in it can never go through the Batch API and
 fails for good (``token_limit_exceeded``, naming the limit), so the run ends.
 
+The work is shared out: `batchrun.batch.planning` makes the shard files of one pass,
+`batchrun.batch.creating` uploads them and creates (and finds) their batches; the
+Submitter holds what the passes leave behind (the shard size, whether to plan again,
+a full queue, the cap) and decides what a refusal means.
+
     submitter = Submitter(cfg, client=client, shards=shards, ...)
     await submitter.plan()
     await submitter.submit_ready()
@@ -31,50 +36,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import anyio.from_thread
 import anyio.to_thread
-import orjson
 
-from batchrun.apis import CHAT, EMBEDDINGS, embedding_inputs
 from batchrun.batch.bookkeeping import Bookkeeper
-from batchrun.batch.client import BatchClient, CreateUnknown
+from batchrun.batch.client import BatchClient
+from batchrun.batch.creating import Creator
 from batchrun.batch.followers import Followers
 from batchrun.batch.intake import Answers
 from batchrun.batch.openshards import OpenShards
 from batchrun.batch.outcomes import failure
-from batchrun.batch.protocol import (
-    metadata_for,
-    parse_batch,
-    queue_limit,
-    refused_for_token_limit,
-    shard_tag,
-)
-from batchrun.batch.reconcile import creating_decision, find_batches
-from batchrun.batch.shards import RowTooLarge, ShardPlanner, never_fits_the_queue, shrink
+from batchrun.batch.planning import PlanPass
+from batchrun.batch.protocol import queue_limit, shard_tag
+from batchrun.batch.shards import never_fits_the_queue, shrink
 from batchrun.batch.steps import ShardRecord
-from batchrun.batch.workdir import (
-    ShardWriter,
-    first_body,
-    line_for,
-    read_index,
-    remove_shard_files,
-    shard_endpoint,
-    shard_paths,
-)
-from batchrun.cost.budget import BatchBudget, cap_reached
-from batchrun.errors import BatchApiError, InputError
-from batchrun.ids import body_hash_int, id_hash
+from batchrun.batch.workdir import first_body, read_index, remove_shard_files, shard_paths
+from batchrun.cost.budget import BatchBudget
+from batchrun.errors import BatchApiError
+from batchrun.ids import id_hash
 from batchrun.input.sources import Source
-from batchrun.models import Outcome, Request
+from batchrun.models import Outcome
 from batchrun.output.breaker import OPENING_ANSWERS
-from batchrun.output.journal import answered
-from batchrun.pacing.tokens import answer_ceiling, prompt_tokens
+from batchrun.pacing.tokens import prompt_tokens
 from batchrun.settings import Settings
 
 TOO_BIG = "token_limit_exceeded"
 """The error code of a row the provider's queue of enqueued tokens can never hold."""
-FOLLOWERS_WRITTEN_TOGETHER = 512
-"""Follower lines found while planning that are written (and counted) together."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -118,8 +104,19 @@ class Submitter:
     """The last plan left rows out for the breaker's opening judgement: plan again
     once a batch ends."""
 
+    _creator: Creator = field(init=False)
+
     def __post_init__(self) -> None:
         self.max_requests = self.cfg.batch_max_requests
+        self._creator = Creator(
+            client=self.client,
+            shards=self.shards,
+            books=self.books,
+            trouble=self.trouble,
+            wall_clock=self.wall_clock,
+            create_grace=self.create_grace,
+            refused=self.refused,
+        )
 
     @property
     def run_dir(self) -> str:
@@ -145,7 +142,19 @@ class Submitter:
             opening = OPENING_ANSWERS
         spent = self.budget.spent() if self.budget is not None else 0.0
         room = self._budget_room(spent)
-        planned = await anyio.to_thread.run_sync(self._plan_blocking, room, spent, opening)
+        planning = PlanPass(
+            target=self,
+            cfg=self.cfg,
+            source=self.source,
+            shards=self.shards,
+            answers=self.answers,
+            stopping=self.stopping,
+            max_requests=self.max_requests,
+            budget=self.budget,
+            followers=self.followers,
+            deliver=self.deliver,
+        )
+        planned = await anyio.to_thread.run_sync(planning.run, room, spent, opening)
         if self.over_budget is not None and self.shards.running():
             self.books.say(
                 "--max-cost: no room for more rows until the open batches end (each "
@@ -182,141 +191,6 @@ class Submitter:
             reserved += record.worst_usd
         return self.budget.cap - spent - reserved
 
-    def _plan_blocking(
-        self, room: float | None, spent: float, opening: int | None = None
-    ) -> list[tuple[int, str, int, int, float | None]]:
-        """Shard files for the pending rows (``opening``: at most that many per model,
-        the breaker's opening judgement)."""
-        ledger = self.shards.ledger
-        planner = ShardPlanner(self.max_requests, self.cfg.batch_max_bytes, ledger.next_shard)
-        writers: dict[int, ShardWriter] = {}
-        attempts_of: dict[int, int] = {}
-        models: dict[int, str] = {}
-        worst_of: dict[int, float] = {}
-        planned: list[tuple[int, str, int, int, float | None]] = []
-        attempts = ledger.attempts
-        retry_failed = self.cfg.retry_failed
-        budget = self.budget
-        per_model: dict[str, int] = {}
-
-        def close(shard: int) -> None:
-            writer = writers.pop(shard)
-            writer.finish()
-            worst = worst_of[shard] if budget is not None else None
-            planned.append((shard, models[shard], writer.requests, attempts_of[shard], worst))
-
-        follow = self.followers
-        ready: list[Outcome] = []
-        if follow is not None:
-            follow.start_pass()
-        try:
-            for index, req in enumerate(self.source.requests()):
-                if self.stopping.is_set():
-                    break
-                leader = follow.leader_of(index, req) if follow is not None else None
-                h = id_hash(req.custom_id)
-                if h in self.shards.taken:
-                    continue
-                payload = orjson.dumps(req.body)
-                b = body_hash_int(payload)
-                if self.answers.settled(h, b, retry_failed=retry_failed):
-                    if follow is not None:  # a leader may wait for this row's answer
-                        ready.extend(follow.member_answered(index, req, f"{b:016x}"))
-                    continue
-                if follow is not None and self._follows(follow, index, leader, req, b, ready):
-                    if len(ready) >= FOLLOWERS_WRITTEN_TOGETHER:
-                        self._deliver(ready)
-                        ready = []
-                    continue
-                model = str(req.body.get("model") or "")
-                # one model and one endpoint a file: a chat shard is keyed by its model
-                key = model if req.api == CHAT else f"{model}\n{req.api}"
-                if opening is not None:
-                    if per_model.get(model, 0) >= opening:
-                        self.held_back = True  # after the opening batches are judged
-                        continue
-                    per_model[model] = per_model.get(model, 0) + 1
-                if self.max_tokens is None:  # for the answer-quality messages, as online
-                    ceiling = answer_ceiling(req.body)
-                    self.max_tokens = ceiling[1] if ceiling is not None else 0
-                worst = 0.0
-                if budget is not None and room is not None:
-                    worst = budget.worst_case(req.body)
-                    if worst > room:
-                        # rows stay in input order: this one and the rest wait for room
-                        self.over_budget = cap_reached(
-                            spent, budget.cap, worst, how=" through the Batch API"
-                        )
-                        break
-                    room -= worst
-                line, hashed = line_for(req.custom_id, req.body, req.api)
-                inputs = embedding_inputs(req.body) if req.api == EMBEDDINGS else 0
-                try:
-                    placed = planner.place(key, len(line), inputs)
-                except RowTooLarge as exc:
-                    raise InputError(self.cfg.input_path, f"row {req.row}", str(exc)) from None
-                if placed.closed is not None:
-                    close(placed.closed.shard)
-                writer = writers.get(placed.shard)
-                if writer is None:
-                    writer = writers[placed.shard] = ShardWriter(self.run_dir, placed.shard)
-                    models[placed.shard] = model
-                    attempts_of[placed.shard] = 1
-                writer.add(line, req.custom_id, req.row, hashed)
-                worst_of[placed.shard] = worst_of.get(placed.shard, 0.0) + worst
-                used = attempts.get(req.custom_id, 0)
-                attempts_of[placed.shard] = max(attempts_of[placed.shard], used + 1)
-                self.shards.taken[h] = placed.shard
-            for shard in sorted(writers):
-                close(shard)
-            self._deliver(ready)
-        except BaseException:
-            for writer in writers.values():
-                writer.discard()
-            raise
-        finally:
-            if follow is not None:
-                follow.end_pass()
-                if follow.replan:
-                    follow.replan = False
-                    self.needs_plan = True
-        return planned
-
-    def _follows(
-        self,
-        follow: Followers,
-        index: int,
-        leader: int | None,
-        req: Request,
-        b: int,
-        ready: list[Outcome],
-    ) -> bool:
-        """A pending row that is answered without being planned: a follower waits for
-        its leader's answer or takes the one already in the run directory (into
-        ``ready``); a leader whose group an earlier process answered through one of its
-        followers takes that answer. False: plan it (paid, never lost)."""
-        hashed = f"{b:016x}"
-        if leader is None:
-            member = follow.answered_member(index, lambda h: answered(self.answers.done, h, b))
-            if member is None:
-                return False
-            follow.wait_for_member(member, req, hashed)
-            return True
-        leader_h = id_hash(follow.leader_id(leader))
-        if not self.answers.settled(leader_h, b, retry_failed=self.cfg.retry_failed):
-            follow.wait(leader, req, hashed)
-            return True
-        copy = follow.answer_now(leader, req, hashed)
-        if copy is None:
-            return False
-        ready.append(copy)
-        return True
-
-    def _deliver(self, ready: list[Outcome]) -> None:
-        """Write follower lines from the planning thread, on the event loop."""
-        if ready and self.deliver is not None:
-            anyio.from_thread.run_sync(self.deliver, list(ready))
-
     # -- submitting -------------------------------------------------------------------
     async def submit_ready(self) -> None:
         if self.queue_full and not self.shards.running():
@@ -328,66 +202,12 @@ class Submitter:
                 return
             if record.phase in ("planned", "uploading", "uploaded"):
                 try:
-                    await self._submit(record)
+                    await self._creator.submit(record)
                 except BatchApiError as exc:
                     if not exc.retryable:
                         raise
                     self.trouble(exc)
                     return
-
-    async def _submit(self, record: ShardRecord) -> None:
-        client = self.client
-        shards = self.shards
-        tag = shard_tag(record.shard)
-        if record.file_id is None:
-            paths = shard_paths(self.run_dir, record.shard)
-            shards.write({"step": "upload", "shard": record.shard})
-            uploaded = await client.upload(
-                paths.input, f"batchrun-{shards.ledger.run_id}-{tag}.jsonl"
-            )
-            shards.write(
-                {"step": "uploaded", "shard": record.shard, "file_id": str(uploaded["id"])}
-            )
-        file_id = record.file_id
-        assert file_id is not None
-        metadata = metadata_for(str(shards.ledger.run_id), record.shard, record.attempt)
-        shards.write(
-            {"step": "create", "shard": record.shard, "file_id": file_id, "at": self.wall_clock()}
-        )
-        try:
-            made = await client.create(
-                file_id, metadata, shard_endpoint(self.run_dir, record.shard)
-            )
-        except CreateUnknown as exc:
-            # the batch may exist, or appear later: it is looked for by its metadata, and
-            # the wait before creating again counts from now, when the answer was lost
-            shards.write({"step": "create_lost", "shard": record.shard, "at": self.wall_clock()})
-            self.books.say(f"shard {tag}: no answer to its create ({exc.message}); looking for it")
-            return
-        except BatchApiError as exc:
-            shards.write({"step": "not_created", "shard": record.shard})
-            if refused_for_token_limit(exc.status or 0, exc.body):
-                self.refused(record, exc.message)
-                return
-            raise
-        self._adopt(record, made, found=False)
-
-    def _adopt(self, record: ShardRecord, obj: Any, *, found: bool) -> None:
-        view = parse_batch(obj)
-        self.shards.write(
-            {
-                "step": "created",
-                "shard": record.shard,
-                "batch_id": view.id,
-                "at": view.created_at or self.wall_clock(),
-                "found": found,
-            }
-        )
-        self.shards.views[record.shard] = view
-        remove_shard_files(shard_paths(self.run_dir, record.shard), keep_index=True)
-        how = "found after a lost answer" if found else "submitted"
-        self.books.say(f"shard {shard_tag(record.shard)}: {record.rows:,} rows {how} as {view.id}")
-        self.books.write_state()
 
     def refused(self, record: ShardRecord, reason: str) -> None:
         """The provider's queue for the model is full: the shard's rows wait for a
@@ -477,45 +297,8 @@ class Submitter:
         self.books.say(f"shard {tag}: its one row is too large for the provider's queue; failed")
 
     async def settle_creating(self, *, drop: bool) -> None:
-        """Shards whose create got no answer: adopt the batch found by metadata, or
-        create again once a list begun `create_grace` after the answer was lost shows
-        none (``drop``: cancelling, so abandon the shard instead; its rows stay
-        pending). A create found unanswered by this process was sent by one that ended:
-        its answer is lost as of now."""
-        ledger = self.shards.ledger
-        creating = {
-            r.shard: r.create_started_at
-            for r in ledger.open_shards()
-            if r.phase == "creating" and r.create_started_at is not None
-        }
-        if not creating:
-            return
-        for shard in creating:
-            if ledger.shards[shard].create_lost_at is None:
-                at = self.wall_clock()
-                self.shards.write({"step": "create_lost", "shard": shard, "at": at})
-        listed_at = self.wall_clock()
-        try:
-            found = await find_batches(self.client, str(ledger.run_id), creating)
-        except BatchApiError as exc:
-            if not exc.retryable:
-                raise
-            self.trouble(exc)
-            return
-        for shard in creating:
-            record = ledger.shards[shard]
-            decision = creating_decision(
-                found=shard in found,
-                lost_at=record.create_lost_at,
-                listed_at=listed_at,
-                grace=self.create_grace,
-            )
-            if decision == "adopt":
-                self._adopt(record, found[shard], found=True)
-            elif decision == "create_again":
-                self.shards.write({"step": "not_created", "shard": shard})
-                if drop:
-                    self.shards.abandon(record)
+        """Shards whose create got no answer (`Creator.settle_creating`)."""
+        await self._creator.settle_creating(drop=drop)
 
 
 __all__ = ["Submitter"]

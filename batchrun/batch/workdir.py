@@ -102,26 +102,26 @@ def line_for(custom_id: str, body: Mapping[str, Any], api: str = CHAT) -> tuple[
     return input_line(custom_id, body, batch_url(api)), body_hash(orjson.dumps(body))
 
 
+def _first_line(run_dir: str, shard: int) -> dict[str, Any]:
+    """The first line of a shard's input file ({}: no such file, or not a JSON object)."""
+    try:
+        with open(shard_paths(run_dir, shard).input, "rb") as f:
+            line = orjson.loads(f.readline())
+    except (OSError, ValueError):
+        return {}
+    return line if isinstance(line, dict) else {}
+
+
 def first_body(run_dir: str, shard: int) -> dict[str, Any] | None:
     """The body of the first request in a shard's input file (None: no such file)."""
-    path = shard_paths(run_dir, shard).input
-    try:
-        with open(path, "rb") as f:
-            body = orjson.loads(f.readline()).get("body")
-    except (OSError, ValueError, AttributeError):
-        return None
+    body = _first_line(run_dir, shard).get("body")
     return body if isinstance(body, dict) else None
 
 
 def shard_endpoint(run_dir: str, shard: int) -> str:
     """The endpoint a shard's batch is created for: the ``url`` of its first line (every
     line of a shard has the same; a shard of chat requests when unreadable)."""
-    path = shard_paths(run_dir, shard).input
-    try:
-        with open(path, "rb") as f:
-            url = orjson.loads(f.readline()).get("url")
-    except (OSError, ValueError, AttributeError):
-        return CHAT_ENDPOINT
+    url = _first_line(run_dir, shard).get("url")
     return url if isinstance(url, str) and api_of_url(url) is not None else CHAT_ENDPOINT
 
 

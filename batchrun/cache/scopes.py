@@ -31,7 +31,7 @@ import orjson
 
 from batchrun.apis import APIS
 from batchrun.cache.store import api_scope, scoped_key
-from batchrun.settings import Endpoint
+from batchrun.values import Endpoint
 
 
 class PoolScopes:

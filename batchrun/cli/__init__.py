@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from batchrun import __version__
+from batchrun._version import __version__
 from batchrun.cli.options import command_settings, setting_options
 from batchrun.errors import BatchrunError
 

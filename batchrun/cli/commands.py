@@ -19,7 +19,8 @@ from batchrun.cli.options import command_settings, given_settings, setting_optio
 from batchrun.errors import ConfigError
 from batchrun.jobs.review import FORMATS as REVIEW_FORMATS
 from batchrun.redact import scrub_text
-from batchrun.settings import Evaluation, Settings
+from batchrun.settings import Settings
+from batchrun.values import Evaluation
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -85,9 +86,9 @@ ESTIMATE_SETTINGS = (
 def _estimate_options(command: Any) -> Any:
     """The run's options that shape what is sent (every setting of the resume
     fingerprint, and `ESTIMATE_SETTINGS`): a dry run prices just that."""
-    from batchrun.cli.options import part_options, setting_option
+    from batchrun.cli.options import setting_options
 
-    decorators = []
+    specs = []
     for name, spec in Settings.specs():
         if not (spec.fingerprint or name in ESTIMATE_SETTINGS):
             continue
@@ -95,12 +96,8 @@ def _estimate_options(command: Any) -> Any:
             spec = replace(
                 spec, help="Run directory of an earlier run to learn typical output lengths from."
             )
-        if spec.flags:
-            decorators.append(setting_option(name, spec))
-        decorators.extend(part_options(name, spec))
-    for decorate in reversed(decorators):
-        command = decorate(command)
-    return command
+        specs.append((name, spec))
+    return setting_options(command, specs)
 
 
 def _price_option(command: Any) -> Any:

@@ -16,7 +16,7 @@ parts come back as a `batchrun.settings.Partial`, laid over the job file's table
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import click
@@ -79,10 +79,11 @@ def _param(key: str) -> str:
     return key.replace("*", "any").replace(".", "_")
 
 
-def setting_options(command: F) -> F:
-    """Add the options of every setting (and of its parts), in declaration order."""
+def setting_options(command: F, specs: Iterable[tuple[str, Spec]] | None = None) -> F:
+    """Add the options of every setting (and of its parts), in declaration order;
+    ``specs``: only these settings, in their order."""
     decorators: list[Callable[[F], F]] = []
-    for name, spec in Settings.specs():
+    for name, spec in Settings.specs() if specs is None else specs:
         if spec.flags:
             decorators.append(setting_option(name, spec))
         decorators.extend(part_options(name, spec))

@@ -34,7 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from batchrun.cost.prices import PER_MILLION, ModelPrice, PriceBook
+from batchrun.cost.price import PER_MILLION, ModelPrice
+from batchrun.cost.prices import PriceBook
 from batchrun.output.usage import Usage
 
 _DIGITS = 10  # rounding of reported USD: hides float noise, keeps sub-cent costs

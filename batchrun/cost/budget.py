@@ -311,20 +311,71 @@ def cap_reached(spent: float, cap: float, worst: float, *, how: str = "") -> str
     )
 
 
-class BudgetAdmission(RunHooks):
+class Reserving(RunHooks):
+    """What every budget admission does the same way: requests in flight hold their
+    worst case (`reserved`), a stop or a release wakes the requests waiting for room,
+    and the retry of a paid answer takes another worst case only if there is room
+    now. What room there is, is each admission's own (`has_room`)."""
+
+    def __init__(self) -> None:
+        self.reserved: dict[str, float] = {}
+        """Worst cases held by requests in flight (a billed attempt's retry adds one)."""
+        self._settled = anyio.Event()
+        self._stopped = False
+
+    def worst_case(self, body: dict[str, Any]) -> float:
+        raise NotImplementedError
+
+    def has_room(self, worst: float) -> bool:
+        """Room for one more request that could cost ``worst``, beside those in flight."""
+        raise NotImplementedError
+
+    async def wait_for_room(self, worst: float) -> None:
+        """Wait until there may be room for ``worst`` (requests in flight released some);
+        `BudgetExceeded` when there never will be."""
+        raise NotImplementedError
+
+    async def admit(self, state: RunState, req: Request) -> None:
+        """Send ``req`` once there is room for its worst case, which it then holds."""
+        worst = self.worst_case(req.body)
+        while True:
+            if self.has_room(worst):
+                self.reserved[req.custom_id] = worst
+                return
+            if self._stopped:
+                raise Stopped()  # the run stopped while this request waited for room
+            await self.wait_for_room(worst)
+
+    def readmit(self, state: RunState, req: Request) -> bool:
+        """The retry of an answer paid for holds another worst case, if there is room
+        now: waiting for room while holding one could wait for ever (every request in
+        flight may be such a retry)."""
+        worst = self.worst_case(req.body)
+        if not self.has_room(worst):
+            return False
+        self.reserved[req.custom_id] = self.reserved.get(req.custom_id, 0.0) + worst
+        return True
+
+    def on_stop(self, state: RunState, reason: str) -> None:
+        self._stopped = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._settled.set()
+        self._settled = anyio.Event()
+
+
+class BudgetAdmission(Reserving):
     """Admit a request only while the cap leaves room for its worst case."""
 
     def __init__(self, cost: CostHooks, cap: float) -> None:
+        super().__init__()
         self.cost = cost
         self.book = cost.book
         self.cap = cap
-        self.reserved: dict[str, float] = {}
-        """Worst cases held by requests in flight (a billed attempt's retry adds one)."""
         self.unmetered = 0.0
         self.unmetered_answers = 0
         """Answers that came without usage: counted, for the cap, at their reservation."""
-        self._settled = anyio.Event()
-        self._stopped = False
 
     @property
     def spent(self) -> float:
@@ -337,28 +388,13 @@ class BudgetAdmission(RunHooks):
     def worst_case(self, body: dict[str, Any]) -> float:
         return self.cost.worst_case(body)
 
-    async def admit(self, state: RunState, req: Request) -> None:
-        worst = self.worst_case(req.body)
-        while True:
-            in_flight = sum(self.reserved.values())
-            if self.spent + in_flight + worst <= self.cap:
-                self.reserved[req.custom_id] = worst
-                return
-            if self._stopped:
-                raise Stopped()  # the run stopped while this request waited for room
-            if not self.reserved or self.spent + worst > self.cap:
-                raise BudgetExceeded(cap_reached(self.spent, self.cap, worst))
-            await self._settled.wait()
+    def has_room(self, worst: float) -> bool:
+        return self.spent + sum(self.reserved.values()) + worst <= self.cap
 
-    def readmit(self, state: RunState, req: Request) -> bool:
-        """The retry of an answer paid for holds another worst case, if there is room
-        now: waiting for room while holding one could wait for ever (every request in
-        flight may be such a retry)."""
-        worst = self.worst_case(req.body)
-        if self.spent + sum(self.reserved.values()) + worst > self.cap:
-            return False
-        self.reserved[req.custom_id] = self.reserved.get(req.custom_id, 0.0) + worst
-        return True
+    async def wait_for_room(self, worst: float) -> None:
+        if not self.reserved or self.spent + worst > self.cap:
+            raise BudgetExceeded(cap_reached(self.spent, self.cap, worst))
+        await self._settled.wait()
 
     def after_request(
         self, state: RunState, req: Request, tokens: int, body: dict[str, Any] | None
@@ -381,14 +417,6 @@ class BudgetAdmission(RunHooks):
                 self.unmetered_answers += 1
         self._wake()
         return None
-
-    def on_stop(self, state: RunState, reason: str) -> None:
-        self._stopped = True
-        self._wake()
-
-    def _wake(self) -> None:
-        self._settled.set()
-        self._settled = anyio.Event()
 
     def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
         if not self.unmetered_answers:
@@ -452,6 +480,7 @@ __all__ = [
     "BatchBudget",
     "BudgetAdmission",
     "CostHooks",
+    "Reserving",
     "cap_reached",
     "cost_hooks",
     "refuse_unpriced",

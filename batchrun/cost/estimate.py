@@ -32,18 +32,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from batchrun.apis import APIS, EMBEDDINGS
 from batchrun.cost.pool import PoolEstimate, pool_estimate
-from batchrun.cost.prices import ModelPrice, PriceBook
+from batchrun.cost.price import ModelPrice
+from batchrun.cost.prices import PriceBook
 from batchrun.models import Request
 from batchrun.output import lines
 from batchrun.output.usage import model_of, usage_of
 from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
 from batchrun.report.tables import align_table, format_usd
-from batchrun.settings import Endpoint, Settings
+from batchrun.settings import Settings
+from batchrun.values import Endpoint
 
 UNKNOWN_MODEL = "unknown"
 
@@ -451,9 +453,19 @@ def format_minutes(minutes: float) -> str:
 def estimate_settings(settings: Settings) -> EstimateReport:
     """The estimate of a run's settings: its input checked exactly as a run would (bad
     rows and duplicate ids are reported), every request counted and priced; typical
-    answer lengths learned from ``out_dir`` when it holds an earlier run."""
+    answer lengths learned from ``out_dir`` when it holds an earlier run. A cascade is
+    estimated at its most: every row sent to every one of its models."""
     from batchrun.input.select import source_for
 
+    if settings.cascade is not None:
+        # a cascade at its most: every row escalated to every model (each row once per
+        # model, as a comparison of the models is counted)
+        settings = replace(
+            settings,
+            cascade=None,
+            model=settings.cascade.models,
+            confidence=settings.judged_by(),
+        )
     book = PriceBook.load(settings.prices)
     source = source_for(settings)
     to_send = _what_a_run_sends(settings, source)

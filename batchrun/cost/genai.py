@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from batchrun.cost.prices import GENAI_PRICES, ModelPrice, PriceTier
+from batchrun.cost.price import GENAI_PRICES, ModelPrice, PriceTier
 
 
 @cache

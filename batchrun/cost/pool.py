@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from batchrun.settings import Endpoint
+from batchrun.values import Endpoint
 
 if TYPE_CHECKING:
     from batchrun.cost.estimate import ModelEstimate

@@ -21,7 +21,7 @@ from dataclasses import replace
 from importlib import resources
 from typing import Any
 
-from batchrun.cost.prices import INLINE, ModelPrice
+from batchrun.cost.price import INLINE, ModelPrice
 from batchrun.errors import ConfigError
 
 _PRICE_KEYS = ("input", "cached_input", "output")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import orjson
 
-from batchrun.engine.failover import Where, routed_attempts
+from batchrun.engine.failover import Abandon, Where, routed_attempts
 from batchrun.engine.hooks import RunHooks, RunState
 from batchrun.errors import (
     EndpointUnreachable,
@@ -107,10 +107,6 @@ def about_the_endpoint(exc: RequestError) -> bool:
     """A failure no other row can escape: the key, the permissions, the account's
     credit or quota, a model the endpoint does not serve."""
     return exc.status in (401, 402, 403, 404) or exc.code == "insufficient_quota"
-
-
-class Abandon(Exception):
-    """A retry that would start after a stop was requested: leave it for the resume."""
 
 
 class NoRoom(Exception):

@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from batchrun.transport.client import Reply
 
 
+class Abandon(Exception):
+    """A retry that would start after a stop was requested: leave it for the resume."""
+
+
 @dataclass(slots=True)
 class Where:
     """Where a request's next attempt goes (``member`` None: the run's one
@@ -75,8 +79,6 @@ async def routed_attempts(
 ) -> Reply:
     """The attempts of one request over the pool (see the module docstring);
     ``attempt_once`` sends to ``where.member`` (pacing a retry there first)."""
-    from batchrun.engine.attempt import Abandon
-
     pool = sender.pool
     assert pool is not None
     made = 0
@@ -116,4 +118,4 @@ async def routed_attempts(
             where.avoid_until = float("inf") if retry.moved else now + wait_here
 
 
-__all__ = ["Where", "routed_attempts"]
+__all__ = ["Abandon", "Where", "routed_attempts"]

@@ -1,6 +1,6 @@
 """One run's life, the same for every way its rows get answered.
 
-`Engine.run` takes the run directory (one writer: `batchrun.engine.rundir.taken`),
+`Engine.run` takes the run directory (one writer: `batchrun.runfiles.taken`),
 lets its *lane* check the input and adopt what the directory holds (a run refused
 there leaves no directory it made), has the lane answer the rows until none is left
 or something stops it, then ends: the status and exit code from the stop reason and
@@ -35,9 +35,10 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 
 from batchrun.engine.hooks import Ending, RunHooks
-from batchrun.engine.rundir import RunDirLock, removed_if_refused, taken
 from batchrun.engine.signals import run_watched
 from batchrun.engine.state import RunFacts, RunState
 from batchrun.engine.stops import (
@@ -49,9 +50,10 @@ from batchrun.engine.stops import (
     final_status,
 )
 from batchrun.errors import ConfigError, RunDirError
-from batchrun.input.rowwatch import Interrupted
 from batchrun.redact import scrub_text
+from batchrun.runfiles import RunDirLock, removed_if_refused, taken
 from batchrun.settings import Settings
+from batchrun.templating.rowwatch import Interrupted
 
 __all__ = ["Engine", "Lane"]
 
@@ -183,7 +185,31 @@ class Engine:
             online.notes[:0] = result.notes
             return online
 
+    def _watch_mirror(self) -> None:
+        """A run directory on object storage (`batchrun.output.mirror`): when its lease
+        is lost or another writer commits its segment, the run stops sending at once
+        (the mirror raises the cause when it closes: exit 1, naming the other writer)."""
+        from batchrun.output.mirror import mirror_of
+
+        mirror = mirror_of(self.run_dir)
+        if mirror is None:
+            return
+        token = anyio.lowlevel.current_token()
+
+        def failed(exc: BaseException) -> None:
+            def stop() -> None:
+                self.stop(StopReason.DISK_ERROR, f"{exc}")
+
+            try:
+                anyio.from_thread.run_sync(stop, token=token)
+            except RuntimeError:
+                pass  # the run has ended: the mirror's close says why
+
+        mirror.on_failure = failed
+
     async def _watched(self, *, created: bool) -> RunResult:
+        self._watch_mirror()
+
         async def body(outer: anyio.abc.TaskGroup) -> RunResult:
             self.outer = outer
             try:

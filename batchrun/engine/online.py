@@ -4,7 +4,7 @@ One row's path through the lane, top to bottom of this module:
 
 1. `OnlineLane.prepare` checks the input and adopts the run directory
    (`batchrun.engine.prepare`), with the pilot's picker and the in-run dedupe watching
-   the scan.
+   the scan (`batchrun.engine.scanwatch`).
 2. `answer` starts ``concurrency`` workers that ask the scheduler
    (`batchrun.pacing.scheduler`) for the next request of the lanes
    (`batchrun.engine.pending`: rows not answered yet, in input order).
@@ -26,9 +26,9 @@ waiting is sent; what is on the wire may finish for ``drain_timeout`` seconds.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -37,21 +37,26 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
+from batchrun.apis import EMBEDDING_REQUEST_INPUTS, EMBEDDINGS
 from batchrun.engine.attempt import BREAKER_MIN, Breaker, Sender
 from batchrun.engine.commit import Committer
 from batchrun.engine.gcpause import fewer_collections, threshold_for
+from batchrun.engine.packing import (
+    FLOAT_PACK_INPUTS,
+    PackingLane,
+    send_pack,
+)
 from batchrun.engine.pending import PendingRows
-from batchrun.engine.pool import build_pool, pool_clients
-from batchrun.engine.prepare import Prepared, prepare_input, record
-from batchrun.engine.reuse import EarlierLines, Reuse
+from batchrun.engine.pool import build_pool, pool_clients, warn_once
+from batchrun.engine.prepare import Prepared, prepare_run, record
+from batchrun.engine.scanwatch import ScanWatch
 from batchrun.engine.writer import GroupCommit
 from batchrun.errors import RunDirError
-from batchrun.input.pilot import PilotPicker, Selection
-from batchrun.input.sources import ScanObserver, Source
+from batchrun.input.sources import Source
 from batchrun.models import Outcome, Request
 from batchrun.output.breaker import first_max_tokens, stop_note
 from batchrun.pacing.pool import Pool
-from batchrun.pacing.scheduler import Accounts, Scheduler
+from batchrun.pacing.scheduler import Accounts, Lane, Scheduler
 from batchrun.redact import register_secret
 from batchrun.settings import Settings
 from batchrun.transport.client import ChatClient
@@ -111,12 +116,8 @@ class OnlineLane:
         self.prepared: Prepared | None = None
         self.pending: PendingRows | None = None
         self.committer: Committer | None = None
-        self.reuse: Reuse | None = None
-        """The response cache and in-run dedupe (`batchrun.engine.reuse`), when on."""
-        self.picker: PilotPicker | None = None
-        self.selection: Selection | None = None
-        """A pilot's rows (``limit`` / ``sample``); None: every row."""
-        self._earlier: EarlierLines | None = None
+        self.watch = ScanWatch(cfg, api_key=api_key)
+        """The pilot's picker and the response cache / dedupe (`ScanWatch`)."""
         self._client: ChatClient | None = None
         self._clients: dict[str, ChatClient] = {}
         self._scheduler: Scheduler | None = None
@@ -124,10 +125,13 @@ class OnlineLane:
         self._run: Engine | None = None
         self._commit: GroupCommit | None = None
         self._drain_scope: anyio.CancelScope | None = None
+        self.packing: dict[str, int] | None = None
+        """An embeddings job's packs this process sent (summary.json's ``packing``):
+        requests, the rows they carried, packs split to find a refused row."""
 
     # -- before sending ---------------------------------------------------------------
     async def prepare(self, run: Engine) -> None:
-        from batchrun.batch.state import open_batches_refusal
+        from batchrun.output.ledger import open_batches_refusal
 
         self._run = run
         # batches an earlier --batch-api process left open would answer (and bill)
@@ -137,44 +141,28 @@ class OnlineLane:
             raise RunDirError(refusal)
         cfg, facts = self.cfg, run.facts
         facts.pacing = self.accounts
-        prepared = self.prepared = await prepare_input(
+        prepared = self.prepared = await prepare_run(
+            run,
             cfg,
-            run.hooks,
-            run.state,
-            stopping=run.stopping,
             source=self.source,
-            observe=self._scan_observer(),
+            observe=self.watch.observer(),
             retry_bad=cfg.retry_bad_answers,
         )
         journal = prepared.journal
-        facts.tally, facts.counts, facts.breaker = journal.tally, prepared.counts, prepared.breaker
-        facts.elapsed_before = journal.elapsed_s
-        facts.warnings = prepared.warnings
-        run.notes.extend(prepared.notes)
-        if self.picker is not None:
-            self.selection = self.picker.finish()
-        if self.reuse is not None:
-            await anyio.to_thread.run_sync(self.reuse.after_scan)
-            if not self.reuse.active:
-                self.reuse = None
+        watch = self.watch
+        await watch.after_scan()
         self.pending = pending = PendingRows(
             journal.done,
             journal.failed,
             bad=prepared.bad,
             retry_failed=cfg.retry_failed,
-            selection=self.selection,
-            reuse=self.reuse,
+            selection=watch.selection,
+            reuse=watch.reuse,
             deliver=self._deliver,
         )
-        self.pilot = self.selection is not None
-        if self.reuse is not None and (journal.done or journal.failed):
-            hashes, bodies = prepared.scan.hashes, prepared.scan.bodies
-
-            def answered_before(index: int) -> int | None:
-                h = hashes[index]
-                return h if pending.done_for(h, bodies[index]) else None
-
-            await anyio.to_thread.run_sync(self.reuse.adopt, answered_before)
+        self.pilot = watch.selection is not None
+        answered = bool(journal.done or journal.failed)
+        await watch.adopt(prepared.scan, answered, pending.done_for)
         record(cfg, prepared)
         self.committer = Committer(
             facts,
@@ -184,35 +172,6 @@ class OnlineLane:
             summary_extra=self._summary_extra,
         )
         self._commit = GroupCommit(self.committer, written=self._written, failed=self.abandon)
-
-    def _scan_observer(self) -> ScanObserver | None:
-        """What the scan tells the pilot's picker and the dedupe (None: nobody asks)."""
-        cfg = self.cfg
-        watchers: list[ScanObserver] = []
-        if cfg.is_pilot:
-            from batchrun.input.variants import plan_variants
-
-            self.picker = PilotPicker(
-                limit=cfg.limit,
-                sample=None if cfg.limit is not None else cfg.sample,
-                seed=cfg.seed,
-                variants=[v.name for v in plan_variants(cfg)],
-            )
-            watchers.append(self.picker.observe)
-        if (cfg.cache or cfg.dedupe) and cfg.cache_policy != "off":
-            earlier = self._earlier = EarlierLines(str(cfg.out_dir), cfg.lines_endpoint)
-            self.reuse = Reuse(
-                cfg, api_key=self.api_key, read_line=earlier.line, read_hashed=earlier.hashed
-            )
-            watchers.append(self.reuse.observe)
-        if len(watchers) <= 1:
-            return watchers[0] if watchers else None
-
-        def both(req: Request, payload: bytes) -> None:
-            for watch in watchers:
-                watch(req, payload)
-
-        return both
 
     # -- sending ----------------------------------------------------------------------
     async def answer(self, run: Engine) -> None:
@@ -240,9 +199,18 @@ class OnlineLane:
         self._try_checkpoint(run)
         # a run whose earlier answers already trip the breaker sends nothing more
         self._judge(run)
+        lanes = pending.lanes(prepared.source, prepared.scan.models, self.accounts, run.clock)
+        if cfg.api == EMBEDDINGS and cfg.is_dataset:
+            # rows to embed go many to a request; a lane of a shared read (several
+            # models) may have nothing *yet*, which would end its packs: left unpacked
+            floats = cfg.request.get("encoding_format", "base64") != "base64"
+            default = FLOAT_PACK_INPUTS if floats else EMBEDDING_REQUEST_INPUTS
+            packing = {"max_inputs": cfg.embed_batch or default}
+            lanes = [PackingLane(lane, **packing) if type(lane) is Lane else lane for lane in lanes]
+            self.packing = {"requests": 0, "rows": 0, "split": 0}
         self._scheduler = Scheduler(
             self.accounts,
-            pending.lanes(prepared.source, prepared.scan.models, self.accounts, run.clock),
+            lanes,
             estimate=_token_estimate,
             sleep=run.sleep,
             pool=self.pool,
@@ -265,7 +233,9 @@ class OnlineLane:
             sleep=run.sleep,
         )
         if self.pool is not None:
-            self._sender.pooled(self.pool, self._clients, warn=self._warn_once)
+            self._sender.pooled(
+                self.pool, self._clients, warn=partial(warn_once, run.notes, quiet=cfg.quiet)
+            )
         with fewer_collections(threshold_for(cfg.concurrency)):
             await self._pool(run, self._scheduler, self._sender)
 
@@ -303,9 +273,19 @@ class OnlineLane:
         # channel (with its per-item cost) is needed between reader and workers
         deliver = self._deliver
         while (ticket := await scheduler.next()) is not None:
-            outcome = await sender.process(ticket)
-            if outcome is not None:
-                deliver([outcome])
+            if self.packing is not None:
+                await send_pack(
+                    sender,
+                    scheduler,
+                    ticket,
+                    counts=self.packing,
+                    deliver=self._deliver,
+                    estimate=_token_estimate,
+                )
+            else:
+                outcome = await sender.process(ticket)
+                if outcome is not None:
+                    deliver([outcome])
             # a transport that never suspends (an in-memory mock, a local cache)
             # must not starve the writer, the summary and the signal handler
             await anyio.lowlevel.checkpoint()
@@ -320,7 +300,7 @@ class OnlineLane:
         """After a write: followers of the leaders just written get their answer
         (written next), usable answers go into the response cache (off the event loop),
         and the quality breaker judges."""
-        run, reuse = self._run, self.reuse
+        run, reuse = self._run, self.watch.reuse
         assert run is not None
         if reuse is not None:
             released, store = reuse.written(batch)
@@ -391,16 +371,6 @@ class OnlineLane:
         for client in self._clients.values():
             await client.aclose()
 
-    def _warn_once(self, warning: str) -> None:
-        """An endpoint taken out of the pool: said once, now and in the run's notes."""
-        run = self._run
-        assert run is not None
-        if warning in run.notes:
-            return
-        run.notes.append(warning)
-        if not self.cfg.quiet:
-            print(f"batchrun: warning: {warning}", file=sys.stderr, flush=True)
-
     def closing_notes(self) -> list[str]:
         notes = []
         run, prepared = self._run, self.prepared
@@ -419,19 +389,11 @@ class OnlineLane:
         return notes
 
     def _summary_extra(self) -> dict[str, Any]:
-        """The pilot's selection and the in-run dedupe, for summary.json."""
-        out: dict[str, Any] = {}
-        if self.selection is not None and self.picker is not None:
-            cfg = self.cfg
-            out["pilot"] = {
-                "limit": cfg.limit,
-                "sample": cfg.sample if cfg.limit is None else None,
-                "seed": cfg.seed if cfg.limit is None else None,
-                "rows": self.selection.rows,
-                "input_rows": self.picker.rows_seen,
-            }
-        if self.reuse is not None:
-            out["dedupe"] = self.reuse.summary()
+        """The pilot's selection and the in-run dedupe (`ScanWatch`), and an embeddings
+        job's packs, for summary.json."""
+        out = self.watch.summary_extra()
+        if self.packing is not None:
+            out["packing"] = dict(self.packing)
         return out
 
     def summary(self, status: str) -> dict[str, Any]:
@@ -445,10 +407,7 @@ class OnlineLane:
     def close(self) -> None:
         if self.committer is not None:
             self.committer.close()
-        if self.reuse is not None:
-            self.reuse.close()
-        if self._earlier is not None:
-            self._earlier.close()
+        self.watch.close()
 
     def after_run(self) -> None:
         """Nothing follows an online run."""
@@ -462,7 +421,7 @@ def _token_estimate(req: Request) -> int:
 
 
 def _validator(cfg: Settings) -> Any:
-    from batchrun.output.quality import compile_schema
+    from batchrun.schemas import compile_schema
 
     schema = cfg.schema
     return compile_schema(schema) if schema else None

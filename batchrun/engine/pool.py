@@ -13,14 +13,16 @@ style and headers; the key is registered to be scrubbed and never written).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 
 import httpx
 
 from batchrun.pacing.pool import Member, Pool
 from batchrun.pacing.scheduler import Accounts
-from batchrun.settings import Endpoint, Settings
+from batchrun.settings import Settings
 from batchrun.transport.client import ChatClient
+from batchrun.values import Endpoint
 
 
 def member_accounts(endpoint: Endpoint, clock: Callable[[], float]) -> Accounts:
@@ -85,4 +87,14 @@ def pool_clients(
     }
 
 
-__all__ = ["build_pool", "member_accounts", "pool_clients"]
+def warn_once(notes: list[str], warning: str, *, quiet: bool = False) -> None:
+    """An endpoint taken out of the pool: said once, now (stderr) and in the run's
+    ``notes``."""
+    if warning in notes:
+        return
+    notes.append(warning)
+    if not quiet:
+        print(f"batchrun: warning: {warning}", file=sys.stderr, flush=True)
+
+
+__all__ = ["build_pool", "member_accounts", "pool_clients", "warn_once"]

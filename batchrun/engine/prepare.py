@@ -17,6 +17,9 @@ or inside the scan, ends the preparation with `Interrupted`: nothing was sent.
 
     prepared = await prepare_input(settings, hooks, state, stopping=stopping)
     record(settings, prepared)
+
+A lane calls `prepare_run`: the same, for its engine, whose figures then start from
+what the directory holds.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 
 from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.rundir import remove_stray_temp_files
 from batchrun.engine.runinfo import not_judged_answers, resume_problems, write_run_info
 from batchrun.errors import RunDirError
 from batchrun.input.sources import Interrupted, ScanObserver, ScanResult, Source
@@ -43,9 +46,13 @@ from batchrun.output.journal import (
     simulated_note,
 )
 from batchrun.output.summary import Counts
+from batchrun.runfiles import remove_stray_temp_files
 from batchrun.settings import Settings
 
-__all__ = ["Prepared", "check_resume", "prepare_input", "record"]
+if TYPE_CHECKING:
+    from batchrun.engine.lifecycle import Engine
+
+__all__ = ["Prepared", "check_resume", "prepare_input", "prepare_run", "record"]
 
 
 @dataclass
@@ -140,6 +147,34 @@ async def prepare_input(
     )
     breaker = QualityBreaker.resume(cfg.quality_breaker, paid, not_judged)
     return Prepared(source, scan, journal, held, counts, breaker, bad, notes, warnings)
+
+
+async def prepare_run(
+    run: Engine,
+    cfg: Settings,
+    *,
+    source: Source | None = None,
+    observe: ScanObserver | None = None,
+    retry_bad: bool = False,
+) -> Prepared:
+    """`prepare_input` for ``run`` (its hooks, state and stop), then the run's figures
+    taken from what the directory holds: counts, tally, quality breaker, time spent
+    before, the hooks' warnings, and the notes."""
+    prepared = await prepare_input(
+        cfg,
+        run.hooks,
+        run.state,
+        stopping=run.stopping,
+        source=source,
+        observe=observe,
+        retry_bad=retry_bad,
+    )
+    facts, journal = run.facts, prepared.journal
+    facts.tally, facts.counts, facts.breaker = journal.tally, prepared.counts, prepared.breaker
+    facts.elapsed_before = journal.elapsed_s
+    facts.warnings = prepared.warnings
+    run.notes.extend(prepared.notes)
+    return prepared
 
 
 def record(cfg: Settings, prepared: Prepared) -> None:

@@ -20,13 +20,14 @@ from typing import Any
 
 import orjson
 
-from batchrun import __version__
+from batchrun._version import __version__
 from batchrun.errors import RunDirError
 from batchrun.input.locations import recorded_location
 from batchrun.output.journal import RUN_INFO, recorded_endpoint
 from batchrun.output.quality import QualityCounts
 from batchrun.output.summary import write_json_atomic
-from batchrun.settings import DEFAULT_ENDPOINT, Settings
+from batchrun.settings import Settings
+from batchrun.values import DEFAULT_ENDPOINT
 
 VARIANT_SETTINGS = ("model", "prompts", "system")
 """In a job comparing variants, these may change between runs: a changed variant is
@@ -160,6 +161,14 @@ def not_judged_answers(
     return QualityCounts.from_state(paid.to_state())  # a copy
 
 
+def _as_given(settings: Settings) -> Settings:
+    """The settings as the user gave them: a run on object storage works on a local
+    copy (`batchrun.output.mirror`), and run.json names the prefix, not the copy."""
+    from batchrun.output.mirror import recorded_out_dir
+
+    return replace(settings, out_dir=recorded_out_dir(settings.out_dir))
+
+
 def write_run_info(
     path: str,
     settings: Settings,
@@ -180,7 +189,7 @@ def write_run_info(
         # answers to bodies that have changed since (after --force)
         "outside_input": outside_input,
         "changed_rows": changed_rows,
-        "options": _jsonable(settings.public_dict()),
+        "options": _jsonable(_as_given(settings).public_dict()),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         # answers paid for under earlier request settings: the breaker does not judge them
         "quality_breaker": {"not_judged": (not_judged or QualityCounts()).to_state()},

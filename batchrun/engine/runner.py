@@ -18,34 +18,14 @@ import httpx
 from batchrun.engine.hooks import RunHooks
 from batchrun.engine.lifecycle import Engine
 from batchrun.engine.online import OnlineLane
-from batchrun.engine.rundir import RunDirLock
-from batchrun.engine.stops import (
-    EXIT_BUDGET,
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_SIGINT,
-    EXIT_SIGTERM,
-    EXIT_SOME_FAILED,
-    INTERRUPTED_NOTE,
-    RunResult,
-)
 from batchrun.errors import ConfigError
 from batchrun.input.sources import Source
 from batchrun.pacing.pool import Pool
 from batchrun.pacing.scheduler import Accounts
+from batchrun.runfiles import RunDirLock
 from batchrun.settings import Settings
 
-__all__ = [
-    "EXIT_BUDGET",
-    "EXIT_ERROR",
-    "EXIT_OK",
-    "EXIT_SIGINT",
-    "EXIT_SIGTERM",
-    "EXIT_SOME_FAILED",
-    "INTERRUPTED_NOTE",
-    "RunResult",
-    "Runner",
-]
+__all__ = ["Runner"]
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -49,7 +49,13 @@ _CHAT_IN_EMBEDDINGS = {
 }
 
 
-def _kind(value: Any) -> str:
+def json_kind(value: Any, *, array: str = "a list") -> str:
+    """A JSON value's type, as an error message names it (``array``: what a list is
+    called; OpenAI's own messages say "an array").
+
+    >>> json_kind(None), json_kind(True), json_kind([1]), json_kind([1], array="an array")
+    ('null', 'a boolean', 'a list', 'an array')
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -59,7 +65,7 @@ def _kind(value: Any) -> str:
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):
-        return "a list"
+        return array
     return "an object"
 
 
@@ -90,13 +96,13 @@ def embeddings_problem(body: Mapping[str, Any]) -> str | None:
         return problem
     dimensions = body.get("dimensions")
     if dimensions is not None and (not _whole(dimensions) or dimensions < 1):
-        return f"'dimensions' must be a positive integer (got {_kind(dimensions)})"
+        return f"'dimensions' must be a positive integer (got {json_kind(dimensions)})"
     encoding = body.get("encoding_format")
     if encoding is not None and encoding not in ENCODING_FORMATS:
         return f"'encoding_format' must be float or base64 (got {encoding!r})"
     user = body.get("user")
     if user is not None and not isinstance(user, str):
-        return f"'user' must be a string (got {_kind(user)})"
+        return f"'user' must be a string (got {json_kind(user)})"
     if "stream" in body:
         return "embeddings are not streamed: remove 'stream'"
     return _typo(body, EMBEDDING_FIELDS)
@@ -110,7 +116,7 @@ def _input_problem(value: Any) -> str | None:
     if not isinstance(value, list):
         return (
             "'input' must be a string, a list of strings or a list of token ids "
-            f"(got {_kind(value)})"
+            f"(got {json_kind(value)})"
         )
     if not value:
         return "'input' is an empty list"
@@ -128,7 +134,7 @@ def _input_problem(value: Any) -> str | None:
     if isinstance(first, str):
         for i, text in enumerate(value):
             if not isinstance(text, str):
-                return f"input[{i}] must be a string like the others (got {_kind(text)})"
+                return f"input[{i}] must be a string like the others (got {json_kind(text)})"
             if not text:
                 return f"input[{i}] is an empty string (an embeddings input needs text)"
         return None
@@ -141,7 +147,7 @@ def _input_problem(value: Any) -> str | None:
         return None
     return (
         "'input' must be a string, a list of strings or a list of token ids "
-        f"(input[0] is {_kind(first)})"
+        f"(input[0] is {json_kind(first)})"
     )
 
 
@@ -160,24 +166,26 @@ def responses_problem(body: Mapping[str, Any]) -> str | None:
         return problem
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
-        return f"'instructions' must be a string (got {_kind(instructions)})"
+        return f"'instructions' must be a string (got {json_kind(instructions)})"
     limit = body.get("max_output_tokens")
     if limit is not None and (not _whole(limit) or limit < 1):
-        return f"'max_output_tokens' must be a positive integer (got {_kind(limit)})"
+        return f"'max_output_tokens' must be a positive integer (got {json_kind(limit)})"
     stream = body.get("stream")
     if stream is not None and not isinstance(stream, bool):
-        return f"'stream' must be true or false (got {_kind(stream)})"
+        return f"'stream' must be true or false (got {json_kind(stream)})"
     reasoning = body.get("reasoning")
     if reasoning is not None:
         if not isinstance(reasoning, dict):
-            return f"'reasoning' must be an object like {{effort: low}} (got {_kind(reasoning)})"
+            return (
+                f"'reasoning' must be an object like {{effort: low}} (got {json_kind(reasoning)})"
+            )
         effort = reasoning.get("effort")
         if effort is not None and not isinstance(effort, str):
-            return f"'reasoning.effort' must be a string (got {_kind(effort)})"
+            return f"'reasoning.effort' must be a string (got {json_kind(effort)})"
     tools = body.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
-            return f"'tools' must be a list (got {_kind(tools)})"
+            return f"'tools' must be a list (got {json_kind(tools)})"
         for i, tool in enumerate(tools):
             if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
                 return f"tools[{i}] must be an object with a 'type'"
@@ -192,10 +200,10 @@ def _items_problem(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return None
     if not isinstance(value, list):
-        return f"'input' must be a string or a list of input items (got {_kind(value)})"
+        return f"'input' must be a string or a list of input items (got {json_kind(value)})"
     for i, item in enumerate(value):
         if not isinstance(item, dict):
-            return f"input[{i}] must be an object (an input item), got {_kind(item)}"
+            return f"input[{i}] must be an object (an input item), got {json_kind(item)}"
         kind = item.get("type")
         if kind is not None and kind != "message":
             if not isinstance(kind, str):
@@ -220,12 +228,12 @@ def _text_problem(text: Any) -> str | None:
     if text is None:
         return None
     if not isinstance(text, dict):
-        return f"'text' must be an object like {{format: {{type: text}}}} (got {_kind(text)})"
+        return f"'text' must be an object like {{format: {{type: text}}}} (got {json_kind(text)})"
     fmt = text.get("format")
     if fmt is None:
         return None
     if not isinstance(fmt, dict):
-        return f"'text.format' must be an object (got {_kind(fmt)})"
+        return f"'text.format' must be an object (got {json_kind(fmt)})"
     kind = fmt.get("type")
     if kind not in FORMAT_TYPES:
         return f"'text.format.type' must be one of {', '.join(FORMAT_TYPES)} (got {kind!r})"
@@ -251,9 +259,9 @@ def _text_problem(text: Any) -> str | None:
 @lru_cache(maxsize=64)
 def _schema_problem(schema: bytes) -> str | None:
     """Checked once per schema, not once per row (every row of a file often has it)."""
-    from batchrun.output.quality import schema_problem
+    from batchrun.schemas import schema_problem
 
     return schema_problem(orjson.loads(schema))
 
 
-__all__ = ["embeddings_problem", "responses_problem"]
+__all__ = ["embeddings_problem", "json_kind", "responses_problem"]

@@ -30,7 +30,8 @@ from batchrun.pacing.tokens import (
     prompt_tokens,
     prompt_tokens_at_most,
 )
-from batchrun.settings import Quota, Settings
+from batchrun.settings import Settings
+from batchrun.values import Quota
 
 
 class ContextWindows:

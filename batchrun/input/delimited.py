@@ -36,31 +36,17 @@ from typing import IO, TYPE_CHECKING, Any
 import orjson
 
 from batchrun.errors import InputError
+from batchrun.input.kinds import delimited_kind
 
 if TYPE_CHECKING:
     from batchrun.input.locations import InputFile
 
-DELIMITED_KINDS = ("csv", "csv.gz", "tsv", "tsv.gz")
-SUFFIXES = {".csv": "csv", ".csv.gz": "csv.gz", ".tsv": "tsv", ".tsv.gz": "tsv.gz"}
 BLOCK_BYTES = 1 << 20
 """Bytes pyarrow parses at once: one batch of rows (and one read ahead) in memory."""
 MAX_BLOCK_BYTES = 256 << 20
 """A single row longer than this is refused rather than read whole into memory."""
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
-
-
-def delimited_kind(path: str) -> str | None:
-    """'csv', 'csv.gz', 'tsv' or 'tsv.gz' by the file's name; None for other files.
-
-    >>> delimited_kind("a.TSV.gz"), delimited_kind("a.jsonl")
-    ('tsv.gz', None)
-    """
-    lowered = path.lower()
-    for suffix, kind in SUFFIXES.items():
-        if lowered.endswith(suffix):
-            return kind
-    return None
 
 
 def _to_int(text: str) -> int:
@@ -440,4 +426,4 @@ def _cells_in(text: str, delimiter: str) -> int:
         return text.count(delimiter) + 1
 
 
-__all__ = ["BLOCK_BYTES", "DELIMITED_KINDS", "DelimitedFile", "delimited_kind"]
+__all__ = ["BLOCK_BYTES", "DelimitedFile"]

@@ -488,7 +488,7 @@ def _remote(filesystem: Any, prefix: str, relative: str, info: Any) -> InputFile
 
 def _checked(location: str, files: list[InputFile], *, glob: bool) -> list[InputFile]:
     """Every file an input file, all of one format."""
-    from batchrun.input.sources import input_kind
+    from batchrun.input.kinds import input_kind
 
     if not files:
         what = "is a directory with no input files" if not glob else "matches no file"

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from batchrun.errors import BatchrunError, ConfigError, InputError, RunDirError
+from batchrun.runfiles import file_mode, remove_empty_dirs
 
 ARROW_BATCH_ROWS = 8192
 
@@ -63,7 +64,7 @@ class Placed:
     """Where `Staged.place` put the rows, and what it made for them: ``made_dir``, the
     run directory or the first of its parents that did not exist (None: it existed),
     and whether ``path`` is a file it wrote (False: the same rows were there already).
-    A run refused before it starts removes what was made (`batchrun.engine.rundir.
+    A run refused before it starts removes what was made (`batchrun.runfiles.
     undone_unless_started`): a mistake leaves no copy of the caller's data behind."""
 
     path: str
@@ -92,7 +93,7 @@ class Staged:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)  # the rows' temporary file: nothing else holds it now
             if made_dir is not None:
-                _remove_empty(out_dir, made_dir)
+                remove_empty_dirs(out_dir, made_dir)
             if isinstance(exc, BatchrunError):
                 raise
             failed = "write the rows into" if os.path.isdir(out_dir) else "create"
@@ -101,7 +102,6 @@ class Staged:
             ) from exc
 
     def _place(self, out_dir: str, made_dir: str | None, *, force: bool) -> Placed:
-        from batchrun.engine.rundir import file_mode
         from batchrun.input.sources import Source
 
         os.makedirs(out_dir, exist_ok=True)
@@ -135,17 +135,6 @@ def _first_missing(path: str) -> str | None:
             break
         current = parent
     return missing
-
-
-def _remove_empty(path: str, top: str) -> None:
-    """Remove ``path`` and its parents up to ``top`` while they are empty."""
-    current = os.path.abspath(path)
-    while current == top or current.startswith(top + os.sep):
-        try:
-            os.rmdir(current)
-        except OSError:
-            return
-        current = os.path.dirname(current)
 
 
 def spill(value: Any) -> Staged:

@@ -15,21 +15,24 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from batchrun.apis import defaults_for
+from batchrun.apis import CHAT, EMBEDDINGS, defaults_for
 from batchrun.errors import ConfigError, InputError
+from batchrun.input.bodies import embeddings_problem, responses_problem
 from batchrun.input.sources import RowMapper
 from batchrun.models import Request
 from batchrun.settings import Settings
 
 
 def dataset_mapper(cfg: Settings) -> RowMapper:
-    from batchrun.input.templates import body_builder
+    from batchrun.templating.text import body_builder
 
     build = body_builder(cfg)
     if build is None:
         raise ConfigError("dataset job without a [prompt] template")
     id_column = cfg.id_column
     path = cfg.input_path
+    api = cfg.api
+    check = None if api == CHAT else embeddings_problem if api == EMBEDDINGS else responses_problem
 
     def mapper(obj: Any, row: int, where: str, *, name: str | None = None) -> Request:
         if not isinstance(obj, dict):
@@ -41,16 +44,21 @@ def dataset_mapper(cfg: Settings) -> RowMapper:
             custom_id = str(value)
         else:
             custom_id = name or f"row-{row}"
-        return Request(custom_id, build(obj, where), row)
+        body = build(obj, where)
+        if check is not None:
+            problem = check(body)
+            if problem is not None:
+                raise InputError(path, where, problem)
+        return Request(custom_id, body, row, api=api)
 
     return mapper
 
 
 def request_defaults_mapper(cfg: Settings) -> RowMapper:
     """Plain request-file jobs: the job's [request] values fill what a body lacks."""
+    from batchrun.confidence import with_request_fields
     from batchrun.input.sources import request_from_row
-    from batchrun.input.templates import apply_defaults
-    from batchrun.output.confidence import with_request_fields
+    from batchrun.templating.text import apply_defaults
 
     defaults = with_request_fields(cfg.request, cfg.confidence)
     path = cfg.input_path

@@ -42,30 +42,27 @@ whole file, so ``row-<n>`` ids are the same in every shard.
 
 from __future__ import annotations
 
-import os
-import threading
-from array import array
-from bisect import bisect_left
-from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
-from hashlib import blake2b
+from collections.abc import Callable, Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from batchrun.apis import CHAT, EMBEDDINGS, api_of_url
-from batchrun.errors import ConfigError, InputError
-from batchrun.ids import body_hash_int, id_hash
+from batchrun.errors import InputError
 from batchrun.input.bodies import embeddings_problem, responses_problem
-from batchrun.input.locations import InputFile, child, input_files, tag_all
-from batchrun.input.rowwatch import Interrupted, watched
+from batchrun.input.fileset import FileSet
+from batchrun.input.fileset import Span as Span
+from batchrun.input.kinds import DELIMITED_KINDS
+from batchrun.input.locations import InputFile
+from batchrun.input.reading import Row, RowReader
+from batchrun.input.scan import ScanObserver as ScanObserver
+from batchrun.input.scan import ScanResult as ScanResult
+from batchrun.input.scan import StopCheck, scan
 from batchrun.models import Request
+from batchrun.templating.rowwatch import Interrupted as Interrupted
 
 if TYPE_CHECKING:
     from batchrun.input.delimited import DelimitedFile
-
-CHAT_URLS = ("/v1/chat/completions", "/chat/completions")
-PARQUET_BATCH_ROWS = 2048
 
 
 class RowMapper(Protocol):
@@ -78,27 +75,10 @@ class RowMapper(Protocol):
     ) -> Request | list[Request]: ...
 
 
-# Told of every valid request of a scan, with its body as sent (bytes).
-ScanObserver = Callable[[Request, bytes], None]
 # The last step from row to request (e.g. set a streamed body up for usage).
 Finisher = Callable[[Request], Request]
 # A rule every request must pass (its context window): None, or why its row is bad.
 RequestCheck = Callable[[Request], "str | None"]
-
-
-def input_kind(path: str) -> str:
-    """'jsonl', 'jsonl.gz', 'parquet', or one of `DELIMITED_KINDS` ('csv', 'tsv.gz', ...)."""
-    from batchrun.input.delimited import delimited_kind
-
-    lowered = path.lower()
-    delimited = delimited_kind(lowered)
-    if delimited is not None:
-        return delimited
-    if lowered.endswith((".parquet", ".pq")):
-        return "parquet"
-    if lowered.endswith(".gz"):
-        return "jsonl.gz"
-    return "jsonl"
 
 
 def request_from_row(
@@ -182,61 +162,6 @@ def check_body(body: dict[str, Any], path: str, where: str) -> None:
             raise InputError(path, where, f"messages[{i}] must be an object with a 'role'")
 
 
-class _StopCheck(Protocol):
-    def __call__(self) -> bool: ...
-
-
-SCAN_STOP_EVERY = 512
-"""Rows between two looks at the scan's stop flag."""
-
-
-@dataclass
-class ScanResult:
-    """What one validating pass over the input found."""
-
-    total: int = 0
-    invalid: int = 0
-    fingerprint: str = ""
-    hashes: array[int] = field(default_factory=lambda: array("Q"))
-    """The id hash of every valid row (8 bytes each), in file order."""
-    bodies: array[int] = field(default_factory=lambda: array("Q"))
-    """The body hash (`batchrun.ids.body_hash_int`) of every valid row, same order."""
-    last_row: int = 0
-    """The last row number read: later passes stop there."""
-    columns: set[str] | None = None
-    """Dataset inputs: every column name seen in any row (for checks before sending)."""
-    models: set[str] = field(default_factory=set)
-    """Every model the requests name (for price checks before sending)."""
-
-
-@dataclass(frozen=True)
-class Span:
-    """One shard's rows of an input file: rows ``first_row`` to ``stop_row - 1`` (1-based
-    row or line numbers of the file).
-
-    JSONL: the lines in bytes ``[start_byte, stop_byte)``; ``first_row`` is the line
-    number of the line at ``start_byte``. Parquet: row groups ``[first_group,
-    stop_group)``. gzip, CSV and TSV: the rows are found by reading through.
-
-    An input of many files: ``file`` is the file the rows are in (its name inside the
-    input) and ``offset`` the input's row number before the file's first row, so the
-    shard's rows are numbered as in a pass over the whole input.
-    """
-
-    first_row: int
-    stop_row: int
-    start_byte: int = 0
-    stop_byte: int | None = None
-    first_group: int | None = None
-    stop_group: int | None = None
-    file: str | None = None
-    offset: int = 0
-
-    def describe(self) -> str:
-        rows = f"rows {self.first_row}-{self.stop_row - 1}"
-        return rows if self.file is None else f"{self.file} {rows}"
-
-
 class Source:
     """A request or dataset input: one file, or the files of a directory, prefix or glob
     (`batchrun.input.locations`), local or on object storage. `requests()` may be
@@ -246,6 +171,10 @@ class Source:
     file's lines or rows counted whole), and their ids without a custom_id are
     ``<file>:row-<n>`` after the file's own line or row number: adding a file leaves
     the ids of the others as they were. Messages name the file and its line or row.
+
+    Three collaborators do the work: ``input`` (`FileSet`: which files, their kind,
+    lengths and fingerprint), ``reader`` (`RowReader`: their decoded rows) and the scan
+    (`batchrun.input.scan`); the Source turns rows into requests.
     """
 
     def __init__(
@@ -261,21 +190,12 @@ class Source:
         span: Span | None = None,
         column_types: Mapping[str, str] | None = None,
     ) -> None:
-        from batchrun.input.delimited import DELIMITED_KINDS
-
-        self.path = str(path)
-        self.span = span
-        """Only these rows of the input (one shard of a run on a cluster); None: all."""
-        self.column_types = dict(column_types or {})
-        named = input_kind(self.path)
-        if self.column_types and named not in DELIMITED_KINDS and _names_a_file(self.path):
-            raise ConfigError(
-                f"column_types: {path} is not a CSV or TSV file (column types are read "
-                "from its values only there)"
-            )
+        self.input = FileSet(path, span=span, column_types=column_types)
+        self.path = self.input.path
         self.skip_invalid = skip_invalid
         # dataset rows go to a template mapper as they are; request rows carry a body
         self.dataset = dataset
+        self.reader = RowReader(self.input, dataset=dataset)
         source_path = self.path
 
         def request_row(obj: Any, row: int, where: str, *, name: str | None = None) -> Request:
@@ -287,95 +207,87 @@ class Source:
         self.mapper: RowMapper = (
             base if finish is None and check is None else _finished(base, finish, check, path)
         )
-        self._files: list[InputFile] | None = None
-        self._many = False
-        self._kind: str | None = None
-        self._sizes: dict[str, int] | None = None
-        """Bytes of each file when first read: no pass reads a plain file past them."""
-        self._fingerprint: str | None = None
-        self._last_row: int | None = None
-        self._starts: dict[int, InputFile] = {}
-        """A many-file input: each file by the input's row number before its first row
-        (two passes may run at once, in two threads: `_starts_lock`)."""
-        self._offsets: list[int] = []
-        self._starts_lock = threading.Lock()
 
-    # -- the files ------------------------------------------------------------------
+    # -- the files (`FileSet`) ----------------------------------------------------------
+    @property
+    def span(self) -> Span | None:
+        """Only these rows of the input (one shard of a run on a cluster); None: all."""
+        return self.input.span
+
+    @span.setter
+    def span(self, span: Span | None) -> None:
+        self.input.span = span
+
+    @property
+    def column_types(self) -> dict[str, str]:
+        return self.input.column_types
+
     def files(self) -> list[InputFile]:
         """The input's files in order (a shard of a many-file input: its one file)."""
-        if self._files is None:
-            from batchrun.input.delimited import DELIMITED_KINDS
-
-            if self.span is not None and self.span.file is not None:
-                files, many = [child(self.path, self.span.file)], True
-            else:
-                files, many = input_files(self.path)
-            if not many and not files[0].remote:
-                local = files[0].path
-                if not os.path.exists(local):
-                    raise InputError(self.path, "0", "no such file")
-            kind = input_kind(files[0].relative)
-            if self.column_types and kind not in DELIMITED_KINDS:
-                raise ConfigError(
-                    f"column_types: {self.path} is not CSV or TSV files (column types are "
-                    "read from its values only there)"
-                )
-            self._files, self._many, self._kind = files, many, kind
-        return self._files
+        return self.input.files()
 
     @property
     def many(self) -> bool:
         """The input is a directory, prefix or glob (ids start with each file's name)."""
-        self.files()
-        return self._many
+        return self.input.many
 
     @property
     def kind(self) -> str:
         """'jsonl', 'jsonl.gz', 'parquet', or one of the CSV/TSV kinds (of every file)."""
-        if self._kind is None:
-            self.files()
-        assert self._kind is not None
-        return self._kind
+        return self.input.kind
 
     @property
     def delimited(self) -> bool:
         """CSV or TSV files (`batchrun.input.delimited`)."""
-        from batchrun.input.delimited import DELIMITED_KINDS
-
         return self.kind in DELIMITED_KINDS
 
-    def _kind_of(self, file: InputFile) -> str:
-        return input_kind(file.relative) if self._many else self.kind
+    def fingerprint(self) -> str:
+        """What a resumed run checks it reads the same input by (`FileSet.fingerprint`)."""
+        return self.input.fingerprint()
 
-    def row_name(self, row: int) -> str:
-        """The id of input row ``row`` when the row names none: ``row-<n>``, and
-        ``<file>:row-<n>`` (the file's own row number) in a many-file input."""
-        if not self._many:
-            return f"row-{row}"
-        file, local = self.file_at(row)
-        return f"{file.relative}:row-{local}"
+    def grew(self) -> bool:
+        """True when a local file is longer now than when this run first read it (an
+        object cannot grow: a new version is refused when it is read, `CHANGED`)."""
+        return self.input.grew()
 
     def file_at(self, row: int) -> tuple[InputFile, int]:
         """(the file input row ``row`` is in, its row number in that file); a many-file
         input, for rows a pass has reached."""
-        if len(self._offsets) != len(self._starts):
-            with self._starts_lock:
-                self._offsets = sorted(self._starts)
-        at = bisect_left(self._offsets, row) - 1
-        if at < 0:
-            files = self.files()
-            return files[0], row
-        offset = self._offsets[at]
-        return self._starts[offset], row - offset
+        return self.input.file_at(row)
 
-    def _started(self, offset: int, file: InputFile) -> None:
-        with self._starts_lock:
-            self._starts[offset] = file
+    # -- rows (`RowReader`) -------------------------------------------------------------
+    def rows(self) -> Iterator[Row]:
+        """(row number, label, decoded row or the InputError that row raised)."""
+        return self.reader.rows()
+
+    def delimited_file(self, file: InputFile | None = None) -> DelimitedFile:
+        """The CSV/TSV reader of one file of this source (never reading past the scanned
+        length); the first file by default."""
+        return self.reader.delimited_file(file)
+
+    def dataset_batches(self, batch_rows: int) -> Iterator[tuple[list[Row], Any]]:
+        """A Parquet dataset's rows a batch at a time with their Arrow batch (the input
+        columns results.parquet carries), numbered as `rows` numbers them; every file's
+        batches in the first file's schema."""
+        return self.reader.dataset_batches(batch_rows)
+
+    def parquet_schema(self) -> Any:
+        """The Arrow schema of a Parquet input (its first file's)."""
+        return self.files()[0].parquet().schema_arrow
+
+    # -- requests -----------------------------------------------------------------------
+    def row_name(self, row: int) -> str:
+        """The id of input row ``row`` when the row names none: ``row-<n>``, and
+        ``<file>:row-<n>`` (the file's own row number) in a many-file input."""
+        if not self.input.many:
+            return f"row-{row}"
+        file, local = self.file_at(row)
+        return f"{file.relative}:row-{local}"
 
     def map_row(self, obj: Any, row: int, where: str) -> Request | list[Request]:
         """The row's request(s) through the mapper; a many-file input's rows get their
         file's ids, and their errors name the file."""
-        if not self._many:
+        if not self.input.many:
             return self.mapper(obj, row, where)
         file, local = self.file_at(row)
         try:
@@ -385,208 +297,6 @@ class Source:
                 raise
             raise InputError(file.name, exc.where, exc.reason) from None
 
-    # -- raw rows -------------------------------------------------------------------
-    def rows(self) -> Iterator[tuple[int, str, Any]]:
-        """(row number, label, decoded row or the InputError that row raised)."""
-        files = self.files()
-        if self._many:
-            rows: Iterator[tuple[int, str, Any]] = self._many_rows(files)
-        else:
-            rows = self._file_rows(files[0], self.span)
-        last = self._last_row
-        if last is None:
-            yield from rows
-            return
-        for item in rows:
-            if item[0] > last:
-                break  # appended after the scan: never validated, never sent
-            yield item
-
-    def _many_rows(self, files: list[InputFile]) -> Iterator[tuple[int, str, Any]]:
-        """Every file's rows, numbered on from the files before it."""
-        offset = self.span.offset if self.span is not None else 0
-        for file in files:
-            self._started(offset, file)
-            rows = self._file_rows(file, self.span)
-            while True:
-                try:
-                    row, where, obj = next(rows)
-                except StopIteration as stop:
-                    offset += int(stop.value or 0)
-                    break
-                yield offset + row, where, obj
-
-    def _file_rows(self, file: InputFile, span: Span | None) -> Generator[Row, None, int]:
-        """One file's rows; returns its number of lines (JSONL) or rows."""
-        kind = self._kind_of(file)
-        if kind in ("jsonl", "jsonl.gz"):
-            return self._jsonl_rows(file, kind, span)
-        if kind == "parquet":
-            return self._parquet_rows(file, span)
-        return self._delimited_rows(file, span)
-
-    def _limit(self, file: InputFile) -> int | None:
-        sizes = self._sizes
-        return None if sizes is None else sizes.get(file.relative)
-
-    def _jsonl_rows(
-        self, file: InputFile, kind: str, span: Span | None
-    ) -> Generator[Row, None, int]:
-        limit = self._limit(file) if kind == "jsonl" else None
-        first, pos = 1, 0
-        if span is not None and kind == "jsonl":
-            first, pos = span.first_row, span.start_byte
-            if span.stop_byte is not None:
-                limit = span.stop_byte if limit is None else min(limit, span.stop_byte)
-        lineno = first - 1
-        try:
-            with file.open_text_stream(kind == "jsonl.gz", pos) as f:
-                for lineno, line in enumerate(f, first):  # noqa: B007 - the count is returned
-                    if limit is not None:
-                        pos += len(line)
-                        if pos > limit:
-                            lineno -= 1
-                            break  # written after this run first looked at the file
-                    if span is not None:
-                        if lineno < span.first_row:
-                            continue  # gzip: read through to the shard
-                        if lineno >= span.stop_row:
-                            break
-                    if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
-                        line = line[3:]
-                    if not line.strip():
-                        continue
-                    where = f"line {lineno}"
-                    try:
-                        yield lineno, where, orjson.loads(line)
-                    except orjson.JSONDecodeError as exc:
-                        yield lineno, where, InputError(file.name, where, f"not valid JSON ({exc})")
-        except (OSError, EOFError) as exc:  # unreadable file, corrupt gzip
-            raise InputError(file.name, "0", f"cannot read file: {exc}") from exc
-        return lineno
-
-    def delimited_file(self, file: InputFile | None = None) -> DelimitedFile:
-        """The CSV/TSV reader of one file of this source (never reading past the scanned
-        length); the first file by default."""
-        from batchrun.input.delimited import DelimitedFile
-
-        file = file or self.files()[0]
-        kind = self._kind_of(file)
-        limit = self._limit(file) if kind in ("csv", "tsv") else None
-        return DelimitedFile(file, kind, column_types=self.column_types, limit=limit)
-
-    def _delimited_rows(self, file: InputFile, span: Span | None) -> Generator[Row, None, int]:
-        reader = self.delimited_file(file)
-        names = reader.header()
-        if not self.dataset and "body" not in names:
-            raise InputError(
-                file.name,
-                "0",
-                "a CSV/TSV file holds dataset rows: give a prompt template (the prompt "
-                "setting: [prompt] user in a job file, prompt= in Python), or a 'body' "
-                f"column of JSON request bodies (columns: {', '.join(names)})",
-            )
-        first, stop = (span.first_row, span.stop_row) if span is not None else (1, None)
-        count = 0
-        for row, where, record in reader.rows(first, stop):
-            count = row
-            if self.dataset or isinstance(record, InputError):
-                yield row, where, record
-            else:
-                yield row, where, self._parquet_request_row(file, record, where, False)
-        return count
-
-    def _parquet_rows(self, file: InputFile, span: Span | None) -> Generator[Row, None, int]:
-        import pyarrow as pa
-
-        pfile = file.parquet()
-        struct_body = False
-        if not self.dataset:
-            names = pfile.schema_arrow.names
-            if "body" not in names:
-                raise InputError(
-                    file.name,
-                    "0",
-                    f"Parquet request file needs a 'body' column (columns: {', '.join(names)})",
-                )
-            struct_body = pa.types.is_struct(pfile.schema_arrow.field("body").type)
-        groups, row = _row_groups(span, pfile.num_row_groups)
-        try:
-            for batch in pfile.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=groups):
-                for record in batch.to_pylist():
-                    row += 1
-                    where = f"row {row}"
-                    if self.dataset:
-                        yield row, where, record
-                    else:
-                        yield (
-                            row,
-                            where,
-                            self._parquet_request_row(file, record, where, struct_body),
-                        )
-        except (pa.ArrowException, OSError) as exc:  # a corrupt page is a plain OSError
-            raise InputError(file.name, f"row {row + 1}", f"corrupt Parquet data ({exc})") from exc
-        return int(pfile.metadata.num_rows)
-
-    def dataset_batches(self, batch_rows: int) -> Iterator[tuple[list[Row], Any]]:
-        """A Parquet dataset's rows a batch at a time with their Arrow batch (the input
-        columns results.parquet carries), numbered as `rows` numbers them; every file's
-        batches in the first file's schema."""
-        import pyarrow as pa
-
-        files = self.files()
-        schema = None
-        offset = self.span.offset if self._many and self.span is not None else 0
-        for file in files:
-            if self._many:
-                self._started(offset, file)
-            pfile = file.parquet()
-            if schema is None:
-                schema = pfile.schema_arrow
-            groups, row = _row_groups(self.span, pfile.num_row_groups)
-            try:
-                for batch in pfile.iter_batches(batch_size=batch_rows, row_groups=groups):
-                    if batch.schema != schema:
-                        batch = _conformed(batch, schema, file)
-                    items = []
-                    for record in batch.to_pylist():
-                        row += 1
-                        items.append((offset + row, f"row {row}", record))
-                    yield items, batch
-            except (pa.ArrowException, OSError) as exc:
-                raise InputError(
-                    file.name, f"row {row + 1}", f"corrupt Parquet data ({exc})"
-                ) from exc
-            offset += int(pfile.metadata.num_rows)
-
-    def parquet_schema(self) -> Any:
-        """The Arrow schema of a Parquet input (its first file's)."""
-        return self.files()[0].parquet().schema_arrow
-
-    def row_groups(self, count: int) -> tuple[list[int] | None, int]:
-        """The Parquet row groups to read (None: all of the ``count``) and the number of
-        the row before the first of them."""
-        return _row_groups(self.span, count)
-
-    def _parquet_request_row(
-        self, file: InputFile, record: dict[str, Any], where: str, struct_body: bool
-    ) -> Any:
-        body = record.get("body")
-        if isinstance(body, str | bytes):
-            try:
-                body = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                return InputError(file.name, where, f"body is not valid JSON ({exc})")
-        elif struct_body:
-            body = _drop_nulls(body)
-        return {
-            "custom_id": record.get("custom_id"),
-            "method": record.get("method") or "POST",
-            "url": record.get("url") or CHAT_URLS[0],
-            "body": body,
-        }
-
-    # -- requests -------------------------------------------------------------------
     def requests(self) -> Iterator[Request]:
         """Valid requests in file order (invalid rows skipped: `scan` reported them)."""
         map_row = self.map_row
@@ -606,7 +316,7 @@ class Source:
         self,
         invalid_sink: IO[bytes] | None = None,
         *,
-        should_stop: _StopCheck | None = None,
+        should_stop: StopCheck | None = None,
         observe: ScanObserver | None = None,
     ) -> ScanResult:
         """Validate every row, count them, reject duplicate ids. Sends nothing.
@@ -615,245 +325,13 @@ class Source:
         case each bad row is written to ``invalid_sink`` as a JSON line (with its
         ``file`` in a many-file input).
         ``should_stop`` is polled every few hundred rows, and inside a row whose
-        template loops (`batchrun.input.rowwatch`, which also ends a row rendering
+        template loops (`batchrun.templating.rowwatch`, which also ends a row rendering
         past its time limit as a bad row); when it says so the scan raises
         `Interrupted` (a Ctrl-C during a long scan must not wait for it).
         ``observe`` is told of every valid request with its body's bytes (the run's
         pilot selection and in-run dedupe collect what they need from it).
         """
-        result = ScanResult(fingerprint=self.fingerprint())
-        self._last_row = None
-        hashes, bodies, models = result.hashes, result.bodies, result.models
-        columns: set[str] | None = set() if self.dataset else None
-        collect = columns is not None and self.kind in ("jsonl", "jsonl.gz")
-        parquet_names = (
-            self._parquet_names() if self.kind == "parquet" and columns is not None else None
-        )  # files of other columns refused before any row is read
-        map_row = self.map_row
-        dumps = orjson.dumps
-        # a template's loops and calls look at the time and the stop flag
-        with watched(should_stop):
-            for row, where, obj in self.rows():
-                result.last_row = row
-                if should_stop is not None and row % SCAN_STOP_EVERY == 0 and should_stop():
-                    raise Interrupted()
-                if collect and type(obj) is dict:
-                    columns.update(obj)  # type: ignore[union-attr]
-                try:
-                    if isinstance(obj, InputError):
-                        raise obj
-                    made = map_row(obj, row, where)
-                except InputError as exc:
-                    if not self.skip_invalid:
-                        raise
-                    result.invalid += 1
-                    if invalid_sink is not None:
-                        line: dict[str, Any] = {
-                            "row": row,
-                            "where": exc.where,
-                            "reason": exc.reason,
-                        }
-                        if self._many:
-                            line["file"] = self.file_at(row)[0].relative
-                        invalid_sink.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
-                    continue
-                for req in made if type(made) is list else (made,):
-                    hashes.append(id_hash(req.custom_id))  # type: ignore[union-attr]
-                    payload = dumps(req.body)  # type: ignore[union-attr]
-                    bodies.append(body_hash_int(payload))
-                    model = req.body.get("model")  # type: ignore[union-attr]
-                    if isinstance(model, str):
-                        models.add(model)
-                    if observe is not None:
-                        observe(req, payload)  # type: ignore[arg-type]
-                    result.total += 1
-        result.columns = columns
-        if parquet_names is not None:
-            result.columns = set(parquet_names)
-        elif self.delimited and columns is not None:
-            result.columns = set().union(*(self.delimited_file(f).header() for f in self.files()))
-        self._last_row = result.last_row
-        if result.total == 0 and result.invalid == 0:
-            what = "the files hold" if self._many else "the file holds"
-            raise InputError(self.path, "0", f"{what} no requests")
-        if result.total == 0:
-            raise InputError(
-                self.path,
-                "0",
-                f"no valid request: all {result.invalid} rows are invalid (see invalid.jsonl)",
-            )
-        duplicates = _duplicate_hashes(hashes)
-        if duplicates:
-            self._raise_first_duplicate(duplicates)
-        return result
-
-    def _raise_first_duplicate(self, suspects: set[int]) -> None:
-        """Confirm on the real strings (a hash collision is not a duplicate)."""
-        seen: dict[str, str] = {}
-        for custom_id, path, where in self._ids_with_hash(suspects):
-            if custom_id in seen:
-                first = seen[custom_id]
-                raise InputError(
-                    path, where, f"duplicate custom_id {custom_id!r} (first seen at {first})"
-                )
-            seen[custom_id] = where if path == self.path else f"{path}:{where}"
-
-    def _ids_with_hash(self, suspects: set[int]) -> Iterator[tuple[str, str, str]]:
-        """(id, the file it is in, where) of every request whose id hash is a suspect."""
-        for row, where, obj in self.rows():
-            if isinstance(obj, InputError):
-                continue
-            try:
-                made = self.map_row(obj, row, where)
-            except InputError:
-                continue
-            path = self.file_at(row)[0].name if self._many else self.path
-            for req in made if isinstance(made, list) else (made,):
-                if id_hash(req.custom_id) in suspects:
-                    yield req.custom_id, path, where
-
-    def fingerprint(self) -> str:
-        """What a resumed run checks it reads the same input by.
-
-        A local file: blake2b of its bytes. An object: its size and its store's tag
-        (ETag, generation: a new version of an object always has a new one), its bytes
-        only where the store gives no tag. Many files: each file's name, size and that,
-        in order, so an added, removed, renamed or changed file changes it.
-
-        Taken once per Source; it also fixes each plain file's length for every later
-        pass. With a `Span`, only the shard's bytes (its JSONL lines, its Parquet row
-        groups; of an object, its tag) and the span itself are hashed, so each shard
-        checks its own part in parallel.
-        """
-        if self._fingerprint is not None:
-            return self._fingerprint
-        files = tag_all(self.files())
-        digest = blake2b(digest_size=16)
-        if self.span is not None:
-            digest.update(_span_key(self.span).encode())
-        if self._many:
-            digest.update(b"files\0")
-        for file in files:
-            if self._many:
-                digest.update(f"{file.relative}\0{file.size}\0".encode())
-            if file.tag is not None:
-                if not self._many:
-                    digest.update(f"object\0{file.size}\0".encode())
-                digest.update(f"tag\0{file.tag}\0".encode())
-            else:
-                self._hash_bytes(file, digest)
-        self._files = files
-        self._sizes = {f.relative: f.size for f in files}
-        self._fingerprint = digest.hexdigest()
-        return self._fingerprint
-
-    def _hash_bytes(self, file: InputFile, digest: Any) -> None:
-        size = file.size
-        start, left = 0, size
-        if self.span is not None:
-            start, stop = self._span_bytes(file, size)
-            left = stop - start
-        try:
-            with file.open(start) as f:
-                while left > 0 and (chunk := f.read(min(1 << 20, left))):
-                    digest.update(chunk)
-                    left -= len(chunk)
-        except OSError as exc:
-            raise InputError(file.name, "0", f"cannot read file: {exc}") from exc
-
-    def _span_bytes(self, file: InputFile, size: int) -> tuple[int, int]:
-        """The bytes of the file that hold the span's rows (all of a gzip file)."""
-        span = self.span
-        assert span is not None
-        kind = self._kind_of(file)
-        if kind == "jsonl":
-            stop = size if span.stop_byte is None else min(size, span.stop_byte)
-            return span.start_byte, stop
-        if kind == "parquet" and span.first_group is not None:
-            meta = file.parquet().metadata
-            starts, stops = [], []
-            for g in range(span.first_group, span.stop_group or meta.num_row_groups):
-                group = meta.row_group(g)
-                for c in range(group.num_columns):
-                    column = group.column(c)
-                    first = column.dictionary_page_offset or column.data_page_offset
-                    starts.append(first)
-                    stops.append(first + column.total_compressed_size)
-            if starts:
-                return min(starts), min(size, max(stops))
-        return 0, size
-
-    def grew(self) -> bool:
-        """True when a local file is longer now than when this run first read it (an
-        object cannot grow: a new version is refused when it is read, `CHANGED`)."""
-        if self._sizes is None or self._files is None:
-            return False
-        return any(
-            not f.remote and f.current_size() > self._sizes.get(f.relative, f.size)
-            for f in self._files
-        )
-
-    def _parquet_names(self) -> list[str]:
-        """Every column of a Parquet input; files whose columns differ are refused (a
-        dataset's rows must all have its columns)."""
-        names: list[str] | None = None
-        first: InputFile | None = None
-        for file in self.files():
-            these = list(file.parquet().schema_arrow.names)
-            if names is None:
-                names, first = these, file
-            elif these != names:
-                assert first is not None
-                raise InputError(
-                    file.name,
-                    "0",
-                    f"its columns ({', '.join(these)}) are not those of {first.name} "
-                    f"({', '.join(names)}): the files of one input have the same columns",
-                )
-        return names or []
-
-
-Row = tuple[int, str, Any]
-
-
-def _names_a_file(path: str) -> bool:
-    """``path`` names one file by its suffix (no directory, prefix or glob)."""
-    from batchrun.input.locations import INPUT_SUFFIXES, is_glob
-
-    return path.lower().endswith(INPUT_SUFFIXES) and not is_glob(path)
-
-
-def _span_key(span: Span) -> str:
-    """The span as its fingerprint hashes it: the repr a span had before inputs of many
-    files (a shard of a run started then keeps its fingerprint), the file after it."""
-    key = (
-        f"Span(first_row={span.first_row!r}, stop_row={span.stop_row!r}, "
-        f"start_byte={span.start_byte!r}, stop_byte={span.stop_byte!r}, "
-        f"first_group={span.first_group!r}, stop_group={span.stop_group!r})"
-    )
-    if span.file is not None:
-        key += f" in {span.file!r} after row {span.offset}"
-    return key
-
-
-def _row_groups(span: Span | None, count: int) -> tuple[list[int] | None, int]:
-    if span is None or span.first_group is None:
-        return None, 0
-    return list(range(span.first_group, span.stop_group or count)), span.first_row - 1
-
-
-def _conformed(batch: Any, schema: Any, file: InputFile) -> Any:
-    """A batch of a later file in the first file's schema (an int32 column where the
-    first file has int64)."""
-    import pyarrow as pa
-
-    try:
-        table = pa.Table.from_batches([batch]).select(schema.names).cast(schema)
-    except (pa.ArrowException, KeyError) as exc:
-        raise InputError(
-            file.name, "0", f"its columns do not match the input's first file ({exc})"
-        ) from exc
-    return table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema)
+        return scan(self, invalid_sink, should_stop=should_stop, observe=observe)
 
 
 def _finished(
@@ -877,34 +355,3 @@ def _finished(
         return requests if type(made) is list else requests[0]
 
     return finished
-
-
-def _duplicate_hashes(hashes: array[int]) -> set[int]:
-    """Hashes that occur more than once. Sorts and compares neighbours: ~20 MiB
-    transient for a million ids, where a hash table (count_distinct) took ~125 MiB."""
-    if len(hashes) < 2:
-        return set()
-    import pyarrow.compute as pc
-
-    values = _uint64_array(hashes)
-    ordered = pc.take(values, pc.sort_indices(values))
-    same = pc.equal(ordered[1:], ordered[:-1])
-    if not pc.any(same).as_py():
-        return set()
-    return {int(v) for v in pc.filter(ordered[1:], same).to_pylist()}
-
-
-def _uint64_array(hashes: array[int]) -> Any:
-    """Zero-copy view of an array('Q') as a pyarrow uint64 array."""
-    import pyarrow as pa
-
-    return pa.Array.from_buffers(pa.uint64(), len(hashes), [None, pa.py_buffer(hashes)])
-
-
-def _drop_nulls(value: Any) -> Any:
-    """Struct columns give every row every field; a null field was absent."""
-    if isinstance(value, dict):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_nulls(v) for v in value]
-    return value

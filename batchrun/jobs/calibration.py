@@ -1,6 +1,6 @@
 """Calibration: how far each answer's confidence can be trusted, against gold labels. Pure.
 
-Given, for every labelled row, the answer's confidence (`batchrun.output.confidence`)
+Given, for every labelled row, the answer's confidence (`batchrun.confidence`)
 and whether the answer was right:
 
 * `reliability_bins`: equal-width confidence bins (10 by default), each with its rows,

@@ -25,7 +25,8 @@ from batchrun.cost.bill import cost_of_totals
 from batchrun.cost.prices import PriceBook
 from batchrun.input.variants import plan_variants
 from batchrun.jobs import metrics
-from batchrun.jobs.evaluate import NO_PREDICTION, Evaluator
+from batchrun.jobs.evaluate import Evaluator
+from batchrun.labels import NO_PREDICTION
 from batchrun.models import Outcome
 from batchrun.output.quality import CATEGORIES, OK
 from batchrun.output.usage import Usage

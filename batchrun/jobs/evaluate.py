@@ -22,27 +22,15 @@ got an answer.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from batchrun.input.templates import as_text
+from batchrun.labels import NO_PREDICTION, normalize_answer
 from batchrun.output.answers import load_json
-from batchrun.settings import Evaluation
+from batchrun.templating.cells import as_text
+from batchrun.values import Evaluation
 
 MAX_CATEGORICAL_LABELS = 50
-NO_PREDICTION = "(none)"
-_SPACES = re.compile(r"\s+")
-_TRAILING_PUNCT = ".!?,;:。！？、"
-
-
-def normalize_answer(text: str) -> str:
-    """The comparable form of an answer.
-
-    >>> normalize_answer("  The  Eiffel\\nTower!! ")
-    'the eiffel tower'
-    """
-    return _SPACES.sub(" ", text.strip().casefold()).rstrip(_TRAILING_PUNCT).rstrip()
 
 
 class Evaluator:

@@ -73,8 +73,8 @@ class Examples:
 
 def _prompt_columns(settings: Settings) -> list[str]:
     """The columns the prompt(s) read, in order (empty when unknown)."""
-    from batchrun.input.templates import template_for
     from batchrun.input.variants import plan_variants
+    from batchrun.templating.text import template_for
 
     seen: dict[str, None] = {}
     for chosen in [v.settings for v in plan_variants(settings)] or [settings]:

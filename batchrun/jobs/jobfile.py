@@ -109,10 +109,10 @@ from pathlib import Path
 from typing import Any
 
 from batchrun import checks
-from batchrun.checks import BODY_ALIASES, Invalid, Where, key_path, show, suggest
-from batchrun.errors import ConfigError
-from batchrun.redact import looks_like_key
-from batchrun.settings import Endpoint, Partial, Settings, key_spelling
+from batchrun.checks import Invalid, Where, secret_problems, show, suggest
+from batchrun.errors import ConfigError, JobFileError
+from batchrun.settings import Partial, Settings, key_spelling
+from batchrun.values import BODY_ALIASES, Endpoint
 
 TOP_LEVEL = ("name", "description")
 
@@ -251,15 +251,6 @@ def _prompt_over_job(
         merged.pop("messages", None)
 
 
-class JobFileError(ConfigError):
-    """A job file has problems; ``problems`` lists them, ``str()`` shows one a line."""
-
-    def __init__(self, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        super().__init__("\n".join(f"{path}: {p}" for p in problems))
-
-
 def load_job(path: str | os.PathLike[str]) -> Job:
     """Read and validate a job file. Raises `JobFileError` (a ConfigError) listing
     every problem found, or ConfigError when the file is missing or not TOML."""
@@ -347,7 +338,7 @@ def read_settings(data: Mapping[str, Any], base: Path) -> tuple[dict[str, Any], 
     prompt = data.get("prompt")
     if (
         isinstance(prompt, dict)
-        and not {"user", "messages"} & set(prompt)
+        and not {"user", "messages", "input"} & set(prompt)
         and "prompts" not in data
     ):
         # the file's shape, not a rule between settings: a [prompt] table without a prompt
@@ -369,27 +360,6 @@ def _rules(values: Mapping[str, Any]) -> list[str]:
         return [str(exc)]
 
 
-def secret_problems(value: Any, where: str) -> list[str]:
-    """Refuse anything that looks like a literal key, wherever it is (a job file, a
-    pool file: `batchrun.checks.endpoints`)."""
-    out: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{where}.{key_path(key)}" if where else key_path(key)
-            # below [response_format]'s own keys is a schema: a property may be named "token"
-            in_schema = where.startswith("response_format.")
-            if not in_schema and isinstance(key, str) and key.lower() in checks.SECRET_KEY_NAMES:
-                out.append(f"{path}: API keys are never read from a job file; {checks.USE_ENV}")
-                continue
-            out.extend(secret_problems(item, path))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            out.extend(secret_problems(item, f"{where}[{i}]"))
-    elif isinstance(value, str) and looks_like_key(value):
-        out.append(f"{where}: looks like a literal API key; {checks.USE_ENV}")
-    return out
-
-
 def _placement_hint(
     key: str, layout: Mapping[str, Mapping[str, str]], *, table: bool = False
 ) -> str:
@@ -406,4 +376,4 @@ def _placement_hint(
     return suggest(key, sections)
 
 
-__all__ = ["Job", "JobFileError", "load_job", "merge"]
+__all__ = ["Job", "load_job", "merge"]

@@ -32,10 +32,10 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
-from batchrun.input.templates import as_text
-from batchrun.jobs.evaluate import NO_PREDICTION, normalize_answer
+from batchrun.labels import NO_PREDICTION, normalize_answer
+from batchrun.templating.cells import as_text
 
 __all__ = [
     "NO_PREDICTION",
@@ -142,6 +142,13 @@ def accuracy(table: Confusion) -> float | None:
     return diagonal / n if n else None
 
 
+class _AsDict:
+    """A dataclass of figures that gives itself as a plain dict (for JSON)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(cast(Any, self))
+
+
 @dataclass(frozen=True)
 class LabelScores:
     """One reference label's figures. ``precision`` is None for a label never predicted
@@ -224,7 +231,7 @@ def cohen_kappa(table: Confusion) -> float | None:
 
 
 @dataclass(frozen=True)
-class ClassificationReport:
+class ClassificationReport(_AsDict):
     """Every classification figure for one variant; `as_dict` is JSON-ready."""
 
     n: int
@@ -235,9 +242,6 @@ class ClassificationReport:
     missing_predictions: int
     missing_references: int
     per_label: dict[str, LabelScores]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def classification_report(
@@ -299,7 +303,7 @@ def parse_number(value: Any) -> float | None:
 
 
 @dataclass(frozen=True)
-class NumericReport:
+class NumericReport(_AsDict):
     """Mean absolute error over the rows where both sides are numbers.
 
     ``scored`` rows entered the mean; ``missing`` had no prediction, ``unparseable``
@@ -313,9 +317,6 @@ class NumericReport:
     missing: int
     unparseable: int
     bad_references: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def mean_absolute_error(reference: Iterable[Any], predicted: Iterable[Any]) -> NumericReport:
@@ -351,7 +352,7 @@ def mean_absolute_error(reference: Iterable[Any], predicted: Iterable[Any]) -> N
 
 
 @dataclass(frozen=True)
-class Interval:
+class Interval(_AsDict):
     """A percentile bootstrap interval around ``estimate`` (None when nothing was scored)."""
 
     estimate: float | None
@@ -360,9 +361,6 @@ class Interval:
     confidence: float
     resamples: int
     seed: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def accuracy_interval(
@@ -558,7 +556,7 @@ def _binomial(rng: random.Random, n: int, p: float) -> int:
 
 
 @dataclass(frozen=True)
-class Agreement:
+class Agreement(_AsDict):
     """How often two variants give the same label, and kappa between them.
 
     ``both_missing`` rows had no prediction from either; they count as agreeing
@@ -571,9 +569,6 @@ class Agreement:
     share: float | None
     kappa: float | None
     both_missing: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def agreement(a: Iterable[Any], b: Iterable[Any], *, normalize: bool = True) -> Agreement:

@@ -25,17 +25,18 @@ import orjson
 import pyarrow as pa
 
 from batchrun.checks import suggest
+from batchrun.confidence import has_logprobs
 from batchrun.engine.hooks import Ending, RunHooks, RunState
 from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.input.sources import ScanResult
 from batchrun.jobs.evaluate import format_eval
 from batchrun.jobs.gold import read_gold
 from batchrun.models import Outcome
-from batchrun.output.confidence import has_logprobs
 from batchrun.output.journal import SUMMARY
 from batchrun.output.parquet import ParquetReport, RowObserver, write_results_parquet
 from batchrun.output.summary import merge_summary, write_json_atomic
-from batchrun.settings import Evaluation, Settings
+from batchrun.settings import Settings
+from batchrun.values import Evaluation
 
 PARQUET = "results.parquet"
 
@@ -50,6 +51,10 @@ def finish_dataset_run(cfg: Settings, *, target_accuracy: float | None = None) -
     (`batchrun.jobs.calibration.suggest_threshold`).
     """
     assert cfg.out_dir is not None
+    if cfg.cascade is not None:  # its files are made from its stages'
+        from batchrun.jobs.cascade_run import rebuild_cascade
+
+        return rebuild_cascade(cfg, target_accuracy)
     path = os.path.join(cfg.out_dir, PARQUET) if cfg.write_parquet else None
     comparison = examples = None
     observers: list[RowObserver] = []
@@ -132,8 +137,8 @@ def rescore(
     """
     from dataclasses import replace
 
-    from batchrun.engine.rundir import RunDirLock
     from batchrun.output.journal import RUN_INFO
+    from batchrun.runfiles import RunDirLock
 
     info_path = os.path.join(run_dir, RUN_INFO)
     try:
@@ -183,7 +188,7 @@ def gold_evaluation(cfg: Settings) -> Evaluation:
     """How a run without an [eval] is scored against the labels people gave it: the
     answer's label field (the confidence's, else the schema's one enum field), else
     the whole answer."""
-    from batchrun.output.confidence import label_field_of
+    from batchrun.confidence import label_field_of
 
     field = label_field_of(cfg.confidence, cfg.schema)
     if field is not None:

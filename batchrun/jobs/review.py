@@ -2,6 +2,7 @@
 
 `write_review` takes the answered rows of a run with a confidence (`batchrun.settings.
 Confidence`) whose confidence is below ``below``: answers without a usable label first,
+then (a cascade, `batchrun.jobs.cascade`) the rows whose stages gave different labels,
 then the lowest confidence first, at most ``limit`` of them, each with its input
 columns (but the [eval] reference column: people are not shown the answer they are to
 give), the model's label, its confidence and the raw answer, in one of three formats:
@@ -19,6 +20,11 @@ give), the model's label, its confidence and the raw answer, in one of three for
   ``suggestions: {QUESTION: {value, score, agent}}``;
 * ``jsonl``: one line per row, ``{"custom_id", "row", "input": {...}, "prediction",
   "confidence", "model", "answer", "label": null}``: a person fills in ``label``.
+
+A cascade's row carries every stage's answer (``stages.parquet``): in Label Studio one
+more scored prediction per earlier stage, in Argilla ``stage<n>_label`` and
+``stage<n>_confidence`` metadata, in JSONL a ``stages`` list of ``{"stage", "model",
+"prediction", "confidence"}``.
 
 `import_labels` reads people's labels back: a Label Studio JSON export (each task's
 ``annotations[].result[].value.choices``, cancelled annotations left out; several
@@ -40,7 +46,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -62,6 +68,7 @@ __all__ = [
     "ImportReport",
     "ReviewReport",
     "ReviewRow",
+    "StageAnswer",
     "argilla_records",
     "import_labels",
     "jsonl_lines",
@@ -86,6 +93,23 @@ class ReviewRow:
     model: str | None
     answer: str | None
     """The raw answer."""
+    stages: tuple[StageAnswer, ...] = ()
+    """A cascade's row: every stage's answer to it, in stage order."""
+
+    @property
+    def disagreeing(self) -> bool:
+        """Its stages gave different labels."""
+        return len({s.label for s in self.stages if s.label is not None}) > 1
+
+
+@dataclass(frozen=True)
+class StageAnswer:
+    """One cascade stage's answer to a row in the review queue."""
+
+    stage: int
+    model: str
+    label: str | None
+    confidence: float | None
 
 
 @dataclass
@@ -113,6 +137,10 @@ def _run_settings(run_dir: str) -> Any:
     from batchrun.engine.runinfo import settings_of
 
     cfg = settings_of(run_dir)
+    if cfg.cascade is not None:  # a cascade's answers have the confidence it decided by
+        from dataclasses import replace
+
+        cfg = replace(cfg, confidence=cfg.judged_by())
     if cfg.confidence is None:
         raise ConfigError(
             f"{run_dir}: the run has no confidence to queue doubtful rows by "
@@ -127,13 +155,18 @@ def _results(run_dir: str, cfg: Any) -> Any:
     """results.parquet of the run (built from its files when it has none)."""
     import pyarrow.parquet as pq
 
-    from batchrun.engine.rundir import RunDirLock
     from batchrun.output.parquet import write_results_parquet
+    from batchrun.runfiles import RunDirLock
 
     path = os.path.join(run_dir, "results.parquet")
     if not os.path.exists(path):
         with RunDirLock(run_dir):
-            write_results_parquet(cfg, path)
+            if cfg.cascade is not None:
+                from batchrun.jobs.cascade_run import rebuild_cascade
+
+                rebuild_cascade(cfg)
+            else:
+                write_results_parquet(cfg, path)
     return pq.read_table(path)
 
 
@@ -158,7 +191,7 @@ def review_rows(
 ) -> tuple[list[ReviewRow], ReviewReport]:
     """The doubtful rows of a run, most doubtful first, and what was left out (the
     report's ``path`` is None: nothing written)."""
-    from batchrun.output.confidence import ConfidenceReader
+    from batchrun.confidence import ConfidenceReader
 
     cfg = _run_settings(run_dir)
     reader = ConfidenceReader.of(cfg)
@@ -170,6 +203,7 @@ def review_rows(
     data = table.select(
         ["custom_id", "row", "status", "model", "content", "confidence", *columns]
     ).to_pylist()
+    stages = _stage_answers(run_dir, reader)
     queued: list[ReviewRow] = []
     answered = without = 0
     for item in data:
@@ -193,10 +227,12 @@ def review_rows(
                 confidence,
                 item["model"],
                 item["content"],
+                stages.get(item["custom_id"], ()),
             )
         )
-    # unusable answers first (no label), then the least confident; ties in input order
-    queued.sort(key=lambda r: (r.label is not None, r.confidence or 0.0, r.row))
+    # unusable answers first (no label), then rows whose cascade stages disagree, then
+    # the least confident; ties in input order
+    queued.sort(key=lambda r: (r.label is not None, not r.disagreeing, r.confidence or 0.0, r.row))
     doubtful = len(queued)
     if limit is not None:
         queued = queued[:limit]
@@ -217,6 +253,28 @@ def review_rows(
             f"{without} answered rows have no confidence (answers without logprobs?): not queued"
         )
     return queued, report
+
+
+def _stage_answers(run_dir: str, reader: Any) -> dict[str, tuple[StageAnswer, ...]]:
+    """A cascade's stages.parquet as each row's answers (empty: not a cascade)."""
+    import pyarrow.parquet as pq
+
+    path = os.path.join(run_dir, "stages.parquet")
+    if not os.path.exists(path):
+        return {}
+    out: dict[str, list[StageAnswer]] = {}
+    columns = ["custom_id", "stage", "model", "status", "content", "confidence"]
+    for item in pq.read_table(path, columns=columns).to_pylist():
+        ok = item["status"] == "succeeded"
+        out.setdefault(str(item["custom_id"]), []).append(
+            StageAnswer(
+                int(item["stage"]),
+                str(item["model"]),
+                reader.label_of(item["content"]) if ok else None,
+                item["confidence"],
+            )
+        )
+    return {cid: tuple(sorted(found, key=lambda a: a.stage)) for cid, found in out.items()}
 
 
 def _text_column(rows: Sequence[ReviewRow], wanted: str | None) -> str | None:
@@ -259,6 +317,23 @@ def label_studio_tasks(
         task["predictions"] = [
             {"model_version": r.model or "batchrun", "score": r.confidence or 0.0, "result": result}
         ]
+        for earlier in r.stages[:-1]:  # a cascade: the stages before the deciding one
+            task["predictions"].append(
+                {
+                    "model_version": f"stage {earlier.stage}: {earlier.model}",
+                    "score": earlier.confidence or 0.0,
+                    "result": [
+                        {
+                            "from_name": question,
+                            "to_name": to_name,
+                            "type": "choices",
+                            "value": {"choices": [earlier.label]},
+                        }
+                    ]
+                    if earlier.label is not None
+                    else [],
+                }
+            )
         tasks.append(task)
     return tasks
 
@@ -297,6 +372,9 @@ def argilla_records(
             if name != text_column and value is not None
         }
         metadata.update(confidence=r.confidence, model=r.model, row=r.row)
+        for one in r.stages:  # a cascade: every stage's label and confidence
+            metadata[f"stage{one.stage}_label"] = one.label
+            metadata[f"stage{one.stage}_confidence"] = one.confidence
         suggestions = {}
         if r.label is not None:
             suggestions[question] = {"value": r.label, "score": r.confidence, "agent": r.model}
@@ -324,6 +402,21 @@ def jsonl_lines(rows: Iterable[ReviewRow]) -> list[dict[str, Any]]:
             "confidence": r.confidence,
             "model": r.model,
             "answer": r.answer,
+            **(
+                {
+                    "stages": [
+                        {
+                            "stage": a.stage,
+                            "model": a.model,
+                            "prediction": a.label,
+                            "confidence": a.confidence,
+                        }
+                        for a in r.stages
+                    ]
+                }
+                if r.stages
+                else {}
+            ),
             "label": None,
         }
         for r in rows
@@ -433,13 +526,20 @@ def _vote(values: list[str], report: ImportReport) -> str | None:
     return counts[0][0]
 
 
+def _objects(items: list[Any], path: str, noun: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each item of an export with where it stands ("task 3"); one that is not a JSON
+    object is an `InputError`."""
+    for number, item in enumerate(items, 1):
+        where = f"{noun} {number}"
+        if not isinstance(item, dict):
+            raise InputError(path, where, "not a JSON object")
+        yield where, item
+
+
 def _label_studio(
     items: list[Any], path: str, question: str, report: ImportReport
 ) -> Iterable[tuple[str, str, str]]:
-    for number, task in enumerate(items, 1):
-        where = f"task {number}"
-        if not isinstance(task, dict):
-            raise InputError(path, where, "not a JSON object")
+    for where, task in _objects(items, path, "task"):
         data = task.get("data")
         custom_id = (data if isinstance(data, dict) else task).get(ID_KEY)
         if not isinstance(custom_id, str):
@@ -482,10 +582,7 @@ def _ls_choice(results: Iterable[Any], question: str) -> str | None:
 def _argilla(
     items: list[Any], path: str, question: str, report: ImportReport
 ) -> Iterable[tuple[str, str, str]]:
-    for number, record in enumerate(items, 1):
-        where = f"record {number}"
-        if not isinstance(record, dict):
-            raise InputError(path, where, "not a JSON object")
+    for where, record in _objects(items, path, "record"):
         custom_id = record.get("id")
         if not isinstance(custom_id, str):
             raise InputError(path, where, "no id")
@@ -565,9 +662,9 @@ def import_labels(run_dir: str, path: str) -> ImportReport:
         report = import_labels("runs/labels", "export.json")
         report.imported, report.skipped
     """
+    from batchrun.confidence import ConfidenceReader
     from batchrun.engine.runinfo import settings_of
     from batchrun.jobs.gold import read_gold
-    from batchrun.output.confidence import ConfidenceReader
 
     cfg = settings_of(run_dir)
     reader = ConfidenceReader.of(cfg)

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from batchrun.output.quality import SchemaValidator, compile_schema, load_json, strip_fences
+from batchrun.schemas import SchemaValidator, compile_schema, load_json, strip_fences
 
 __all__ = ["load_json", "parse_content", "parsed_columns", "strip_fences"]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,16 +198,23 @@ def replay_lines(lines: Iterable[bytes]) -> Ledger:
     """The ledger from journal lines (blank and unreadable lines are skipped: a torn
     last line never reached its fsync, so the step it began was never relied on)."""
     ledger = Ledger()
+    for step in json_objects(lines):
+        ledger.apply(step)
+    return ledger
+
+
+def json_objects(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of an append-only log's lines, in order: blank lines, lines
+    that are not JSON (a torn last line) and values that are not objects are skipped."""
     for line in lines:
         if not line.strip():
             continue
         try:
-            step = orjson.loads(line)
+            value = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(step, dict):
-            ledger.apply(step)
-    return ledger
+        if isinstance(value, dict):
+            yield value
 
 
 def read_ledger(path: str) -> Ledger:
@@ -352,7 +359,10 @@ def batch_history(run_dir: str) -> dict[str, Any] | None:
 
 
 __all__ = [
+    "json_objects",
     "BATCH_DIR",
+    "NAMED_AT_MOST",
+    "open_batches_refusal",
     "HISTORY_ROWS",
     "STATE",
     "STEPS",
@@ -367,3 +377,35 @@ __all__ = [
     "state_path",
     "steps_path",
 ]
+
+
+NAMED_AT_MOST = 3
+"""Open batches named one by one in `open_batches_refusal`; the rest are counted."""
+
+
+def open_batches_refusal(run_dir: str) -> str | None:
+    """Why a run that does not go through the Batch API may not send anything in
+    ``run_dir`` now (None: it may): a shard an earlier ``--batch-api`` process left
+    open is, or may become, a batch the provider runs and bills, so its rows sent
+    online would be paid twice, and its answers would be in no total.
+
+    The one rule every online way in shares (the runner, a Ray run); the library's
+    `make_runner` first collects what has finished (`BatchDriver` ``settle_only``)."""
+    if not os.path.exists(steps_path(run_dir)):
+        return None
+    open_shards = read_ledger(steps_path(run_dir)).open_shards()
+    if not open_shards:
+        return None
+    rows = sum(record.rows for record in open_shards)
+    names = [
+        f"{record.batch_id or 'not created yet'} ({shard_tag(record.shard)})"
+        for record in open_shards[:NAMED_AT_MOST]
+    ]
+    if len(open_shards) > NAMED_AT_MOST:
+        names.append(f"{len(open_shards) - NAMED_AT_MOST} more")
+    return (
+        f"{run_dir} has {len(open_shards)} open batches ({', '.join(names)}; {rows:,} rows) "
+        "left by a --batch-api run: sending their rows online now would pay for them "
+        "twice. Rerun with --batch-api to collect them (add --deadline to send what is "
+        f"left online), or `batchrun cancel {run_dir}` first (rows they finished are kept)"
+    )

@@ -36,8 +36,13 @@ Every input row appears exactly once, with a ``status``: ``succeeded``, ``failed
 * with a pool of endpoints: ``endpoint`` (string), the name of the endpoint that
   answered (or failed) the row last;
 * when the job has a ``confidence`` setting: ``confidence`` (double), how sure the
-  answer is (`batchrun.output.confidence`, read from the line's response body; with
+  answer is (`batchrun.confidence`, read from the line's response body; with
   "agreement" the row's answer columns are the majority's first choice);
+* an embeddings job (``api = "embeddings"``): ``embedding``, each row's vector as
+  Arrow ``fixed_size_list<float32>[dim]`` (`batchrun.output.vectors`; null for a row
+  without one). ``dim`` is the job's ``dimensions``, else the size of the first vector
+  results.jsonl holds (0 while it holds none), so the schema is known before the first
+  row group is written and memory stays one row group's;
 * when the job has a JSON schema: one typed column per top-level property
   (`batchrun.output.answers.parsed_columns`), then ``parse_error`` (string; null when the
   content fitted the schema). A property named like an earlier column is written
@@ -67,8 +72,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batchrun import __version__
-from batchrun.apis import RESPONSES
+from batchrun._version import __version__
+from batchrun.apis import EMBEDDINGS, RESPONSES
+from batchrun.confidence import ConfidenceCounts, ConfidenceReader
 from batchrun.errors import InputError
 from batchrun.ids import body_hash, id_hash
 from batchrun.input.sources import Source
@@ -77,7 +83,6 @@ from batchrun.jobs.evaluate import Evaluator
 from batchrun.jobs.gold import read_gold
 from batchrun.models import Outcome
 from batchrun.output.answers import parse_content, parsed_columns
-from batchrun.output.confidence import ConfidenceCounts, ConfidenceReader
 from batchrun.output.journal import ERRORS, RESULTS, Provenance
 from batchrun.output.lines import custom_id_of, decode, milliseconds
 from batchrun.output.shapes import (
@@ -89,6 +94,7 @@ from batchrun.output.shapes import (
 )
 from batchrun.output.summary import atomic_file
 from batchrun.output.usage import usage_of
+from batchrun.output.vectors import FLOAT32_BYTES, decode_vector, vectors_array
 from batchrun.settings import Settings
 
 ROW_GROUP_ROWS = 10_000
@@ -123,7 +129,7 @@ _LEAD_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 ENDPOINT_COLUMN = ("endpoint", pa.string())
 """Jobs with a pool of endpoints: the name of the endpoint that answered the row."""
 CONFIDENCE_COLUMN = ("confidence", pa.float64())
-"""Jobs with a ``confidence`` setting: how sure the answer is (`batchrun.output.confidence`)."""
+"""Jobs with a ``confidence`` setting: how sure the answer is (`batchrun.confidence`)."""
 _VARIANT_COLUMN = ("variant", pa.string())
 """Jobs with variants (several models or prompts): one row per input row and variant."""
 _FILES = (ERRORS, RESULTS)  # scanned in this order: a later line wins
@@ -146,7 +152,7 @@ class ParquetReport:
     eval: dict[str, Any] | None = None
     eval_by_variant: dict[str, dict[str, Any]] | None = None
     confidence: dict[str, Any] | None = None
-    """`batchrun.output.confidence.ConfidenceCounts.report` (jobs with a confidence)."""
+    """`batchrun.confidence.ConfidenceCounts.report` (jobs with a confidence)."""
     confidence_note: str | None = None
     """The warning naming endpoints that answered without logprobs."""
     calibration: dict[str | None, CalibrationSample] = field(default_factory=dict)
@@ -428,6 +434,8 @@ class _Layout:
     parsed: list[tuple[str, str, pa.DataType]]
     """(schema property, output name, type)."""
     renamed: dict[str, dict[str, str]]
+    dim: int | None
+    """An embeddings job's vector size (None: no embedding column)."""
 
 
 def _unique(name: str, prefix: str, taken: set[str]) -> str:
@@ -442,13 +450,17 @@ def _layout(
     *,
     carry: bool = True,
     jsonl_columns: list[tuple[str, str]] | None = None,
+    dim: int | None = None,
 ) -> _Layout:
-    """The output schema. ``carry=False`` leaves the input columns out (evaluation only:
+    """The output schema. ``dim``: an embeddings job's vector size (`embedding_dim`;
+    None: no embedding column). ``carry=False`` leaves the input columns out (evaluation only:
     no need to read a JSONL file once more to type them); ``jsonl_columns``: the
     carried columns of a JSONL input, already inferred over the whole file."""
     has_schema = cfg.schema is not None
     lead = _lead_columns(cfg)
     reserved = {name for name, _ in lead} | {name for name, _ in _result_columns(cfg)}
+    if dim is not None:
+        reserved.add(EMBEDDING_COLUMN)
     if has_schema:
         reserved.add("parse_error")
     renamed: dict[str, dict[str, str]] = {"input": {}, "parsed": {}}
@@ -482,13 +494,52 @@ def _layout(
     fields = [pa.field(n, t) for n, t in lead]
     fields += [pa.field(out, t) for _, out, t, _ in carried]
     fields += [pa.field(n, t) for n, t in _result_columns(cfg)]
+    if dim is not None:
+        fields.append(pa.field(EMBEDDING_COLUMN, pa.list_(pa.float32(), dim)))
     if has_schema:
         fields += [pa.field(out, t) for _, out, t in parsed]
         fields.append(pa.field("parse_error", pa.string()))
     renamed = {kind: names for kind, names in renamed.items() if names}
     meta = {"batchrun_version": __version__, "renamed": renamed, "first_choice_only": True}
     schema = pa.schema(fields, metadata={"batchrun": orjson.dumps(meta)})
-    return _Layout(schema, carried, parsed, renamed)
+    return _Layout(schema, carried, parsed, renamed, dim)
+
+
+EMBEDDING_COLUMN = "embedding"
+
+
+def embedding_dim(cfg: Settings, out_dir: str | None = None) -> int:
+    """The size of an embeddings job's vectors: the ``dimensions`` it asks for, else
+    the first answer's in results.jsonl (0 when it holds none yet)."""
+    asked = cfg.request.get("dimensions")
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+        return asked
+    path = os.path.join(out_dir or cfg.out_dir or ".", RESULTS)
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return 0
+    with handle:
+        for line in handle:
+            try:
+                outcome = decode(line)
+            except ValueError:
+                continue
+            vector = first_vector(outcome.body)
+            if vector is not None:
+                try:
+                    return len(decode_vector(vector)) // FLOAT32_BYTES
+                except ValueError:
+                    continue
+    return 0
+
+
+def first_vector(body: Any) -> Any:
+    """The first vector of an embeddings answer (a float list or base64 text), else None."""
+    data = body.get("data") if type(body) is dict else None
+    if type(data) is list and data and type(data[0]) is dict:
+        return data[0].get("embedding")
+    return None
 
 
 def _lead_columns(cfg: Settings) -> tuple[tuple[str, pa.DataType], ...]:
@@ -670,6 +721,10 @@ class _Pass:
                 values["endpoint"] = found.route[-1] if found.route else None
             if found.ok and self.schema_json is not None:
                 parsed, parse_error = parse_content(values["content"], self.schema_json)
+        if self.layout.dim is not None:
+            values[EMBEDDING_COLUMN] = (
+                first_vector(found.body) if found is not None and found.ok else None
+            )
         values["custom_id"] = req.custom_id
         # parsed values stay apart: a property may share a result column's name
         values["parse_error"] = parse_error
@@ -696,11 +751,32 @@ class _Pass:
                     [convert(o.get(name)) if isinstance(o, dict) else None for _, o, _ in joined],
                     type=dtype,
                 )
+        if layout.dim is not None:
+            columns[EMBEDDING_COLUMN] = _vectors(
+                [v.get(EMBEDDING_COLUMN) for _, _, v in joined], layout.dim
+            )
         for name, out, dtype in layout.parsed:
             columns[out] = pa.array([v[_PARSED][name] for _, _, v in joined], type=dtype)
         if self.schema_json is not None:
             columns["parse_error"] = pa.array([v["parse_error"] for _, _, v in joined], pa.string())
         return pa.Table.from_arrays([columns[f.name] for f in layout.schema], schema=layout.schema)
+
+
+def _vectors(vectors: list[Any], dim: int) -> pa.FixedSizeListArray:
+    """The embedding column of one chunk: a vector of another size than the column's
+    (a server that ignored ``dimensions``) or one that is no vector is null, never a
+    misread row."""
+    try:
+        return vectors_array(vectors, dim)
+    except ValueError:
+        kept = []
+        for vector in vectors:
+            try:
+                ok = vector is not None and len(decode_vector(vector)) == dim * FLOAT32_BYTES
+            except ValueError:
+                ok = False
+            kept.append(vector if ok else None)
+        return vectors_array(kept, dim)
 
 
 def write_results_parquet(
@@ -711,6 +787,7 @@ def write_results_parquet(
     row_group_rows: int = ROW_GROUP_ROWS,
     observe: RowObserver | None = None,
     jsonl_columns: list[tuple[str, str]] | None = None,
+    dim: int | None = None,
 ) -> ParquetReport:
     """Write results.parquet for a run (atomically), evaluating in the same pass.
 
@@ -720,7 +797,8 @@ def write_results_parquet(
     ``observe`` sees every output row (the comparison of variants). Raises InputError
     when the input cannot be read again. ``source`` may be one shard's rows;
     ``jsonl_columns`` then types the carried JSONL columns as the whole input does, so
-    every shard's file has the same schema.
+    every shard's file has the same schema; ``dim`` does the same for an embeddings
+    job's vectors (None: `embedding_dim` of the run directory).
     """
     from batchrun.input.select import source_for
     from batchrun.input.variants import plan_variants
@@ -738,7 +816,11 @@ def write_results_parquet(
     report = ParquetReport(path=out_path)
     if out_path is None and evaluators is None and observe is None:
         return report
-    layout = _layout(cfg, source, carry=out_path is not None, jsonl_columns=jsonl_columns)
+    if cfg.api != EMBEDDINGS:
+        dim = None
+    elif dim is None:
+        dim = embedding_dim(cfg)
+    layout = _layout(cfg, source, carry=out_path is not None, jsonl_columns=jsonl_columns, dim=dim)
     report.columns = list(layout.schema.names)
     report.renamed = layout.renamed
     assert cfg.out_dir is not None, "a run directory to read"

@@ -30,10 +30,11 @@ embeddings answer is ok unless it holds no usable vectors (`classify_embeddings`
 no_choices, "no data").
 
 Schemas are checked with jsonschema-rs (``jsonschema_rs``), compiled once
-(`compile_schema`): ~0.2 us for a flat schema and ~1 us for a nested one, less than
+(`batchrun.schemas.compile_schema`): ~0.2 us for a flat schema and ~1 us for a nested one, less than
 ``orjson.loads`` of the same answer (BENCHMARKS.md, "Answer quality"). Schemas are
 compiled offline: a ``$ref`` to a URL is an error, never a download.
 
+    >>> from batchrun.schemas import compile_schema
     >>> schema = compile_schema({"type": "object", "properties": {"n": {"enum": [1, 2]}}})
     >>> classify({"choices": [{"message": {"content": '{"n": 3}'}, "finish_reason": "stop"}]},
     ...          schema)
@@ -43,14 +44,12 @@ compiled offline: a ``$ref`` to a URL is an error, never a download.
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
-import jsonschema_rs
 import orjson
 
 from batchrun.apis import EMBEDDINGS, RESPONSES
@@ -64,6 +63,11 @@ from batchrun.output.shapes import (
     response_tool_calls,
 )
 from batchrun.output.usage import model_of
+from batchrun.schemas import (
+    COMPILED_MAX,
+    SchemaValidator,
+    one_line,
+)
 
 OK = "ok"
 TRUNCATED = "truncated"
@@ -81,8 +85,6 @@ _RANK = {category: rank for rank, category in enumerate(CATEGORIES)}
 NO_FINISH_REASON = "(none)"
 """The finish-reason key `QualityCounts` uses for a choice that gave none."""
 
-MAX_DETAIL = 200
-
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -98,161 +100,6 @@ class Verdict:
 
 
 _OK_VERDICTS = {reason: Verdict(OK, reason) for reason in ("stop", "tool_calls", None)}
-
-
-# -- JSON answers ----------------------------------------------------------------------
-_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*[ \t]*\r?\n(.*?)\r?\n?```\s*$", re.DOTALL)
-
-
-def strip_fences(content: str) -> str:
-    """Remove a Markdown code fence (```json ... ```) that models sometimes add.
-
-    >>> strip_fences('```json\\n{"a": 1}\\n```')
-    '{"a": 1}'
-    """
-    if "```" not in content:
-        return content
-    match = _FENCE.match(content)
-    return match.group(1) if match else content
-
-
-def load_json(content: str | None) -> tuple[Any, str | None]:
-    """Parse response content as JSON (fences stripped): (value, None) or (None, error)."""
-    if content is None:
-        return None, "no content"
-    text = strip_fences(content).strip()
-    if not text:
-        return None, "empty content"
-    try:
-        return orjson.loads(text), None
-    except orjson.JSONDecodeError as exc:
-        return None, f"invalid JSON: {exc}"
-
-
-# -- schemas ---------------------------------------------------------------------------
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def json_path(parts: Iterable[str | int]) -> str:
-    """``$.items[2].label`` for ['items', 2, 'label'] (odd keys quoted: ``$['a b']``)."""
-    path = "$"
-    for part in parts:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        elif _NAME.match(part):
-            path += "." + part
-        else:
-            path += "[" + orjson.dumps(part).decode() + "]"
-    return path
-
-
-def _one_line(text: str, limit: int = MAX_DETAIL) -> str:
-    """Whitespace collapsed; a long text keeps its head and tail (the verb is at the end)."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    keep = (limit - 5) // 2
-    return text[:keep] + " ... " + text[-keep:]
-
-
-def _error_line(error: jsonschema_rs.ValidationError) -> str:
-    return _one_line(f"{json_path(error.instance_path)}: {error.message}")
-
-
-_TYPES = "string, number, integer, boolean, object, array, null"
-
-
-def _schema_error_line(error: jsonschema_rs.ValidationError) -> str:
-    """Like `_error_line`, for an error in a schema itself (a meta-schema failure)."""
-    message = error.message
-    if list(error.schema_path[-2:]) == ["type", "anyOf"]:  # the usual typo, made readable
-        message = f"{orjson.dumps(error.instance).decode()} is not a type ({_TYPES})"
-    if not error.instance_path:
-        return _one_line(message)
-    return _one_line(f"{json_path(error.instance_path)}: {message}")
-
-
-class SchemaValidator:
-    """A JSON schema compiled once; `error` says what is wrong with an instance.
-
-    A schema that cannot be compiled does not raise: every instance then gets the
-    error ``invalid schema: ...`` (check schemas before a run with `schema_problem`).
-
-        >>> v = SchemaValidator({"type": "array", "items": {"type": "integer"}})
-        >>> v.error([1, "2"])
-        '$[1]: "2" is not of type "integer"'
-    """
-
-    __slots__ = ("schema", "problem", "_validator")
-
-    def __init__(self, schema: Any) -> None:
-        self.schema = schema
-        self.problem: str | None = None
-        self._validator: jsonschema_rs.Validator | None = None
-        if not isinstance(schema, dict | bool):
-            self.problem = f"must be a JSON object, got {type(schema).__name__}"
-            return
-        try:
-            self._validator = jsonschema_rs.validator_for(schema, offline=True)
-        except jsonschema_rs.ValidationError as exc:
-            self.problem = _schema_error_line(exc)
-        except ValueError as exc:  # defensive: the library's other complaints
-            self.problem = _one_line(str(exc))
-
-    def error(self, instance: Any) -> str | None:
-        """None when ``instance`` is valid, else one line: ``$.where: what``."""
-        validator = self._validator
-        if validator is None:
-            return f"invalid schema: {self.problem}"
-        if validator.is_valid(instance):
-            return None
-        for error in validator.iter_errors(instance):
-            return _error_line(error)
-        return "not valid against the schema"  # is_valid said no; be safe anyway
-
-    def content_error(self, content: str | None) -> str | None:
-        """None when the content is JSON (fences allowed) valid against the schema."""
-        data, error = load_json(content)
-        return error if error is not None else self.error(data)
-
-
-_COMPILED: dict[int, SchemaValidator] = {}
-_COMPILED_MAX = 64
-
-
-def compile_schema(schema: Any) -> SchemaValidator:
-    """The `SchemaValidator` for a schema object, compiled once per object (cached by id)."""
-    cached = _COMPILED.get(id(schema))
-    if cached is not None and cached.schema is schema:
-        return cached
-    compiled = SchemaValidator(schema)
-    if len(_COMPILED) >= _COMPILED_MAX:
-        _COMPILED.clear()
-    _COMPILED[id(schema)] = compiled  # holds the schema, so its id cannot be reused
-    return compiled
-
-
-def schema_problem(schema: Any) -> str | None:
-    """Why ``schema`` is not a usable JSON Schema (one line), or None when it is.
-
-    Checks it against its draft's meta-schema (2020-12 unless ``$schema`` names
-    another) and that it compiles: ``$ref`` targets exist, patterns are regexes.
-
-        >>> schema_problem({"type": "object", "properties": {"n": {"enum": 3}}})
-        '$.properties.n.enum: 3 is not of type "array"'
-        >>> schema_problem({"type": "object", "properties": {"n": {"$ref": "#/$defs/n"}}})
-        "Pointer '/$defs/n' does not exist"
-    """
-    # compile first: it fails offline on an unknown $schema, where the meta-schema
-    # check would try to download it
-    compiled = SchemaValidator(schema)
-    if compiled.problem is not None:
-        return compiled.problem
-    try:
-        jsonschema_rs.meta.validate(schema)
-    except jsonschema_rs.ValidationError as exc:
-        return _schema_error_line(exc)
-    return None
 
 
 # -- classifying one response ----------------------------------------------------------
@@ -279,7 +126,7 @@ def _classify_choice(choice: Any, schema: SchemaValidator | None) -> Verdict:
         return Verdict(CONTENT_FILTER, finish)
     refusal = message.get("refusal")
     if refusal:
-        return Verdict(REFUSAL, finish, _one_line(str(refusal)))
+        return Verdict(REFUSAL, finish, one_line(str(refusal)))
     if finish == "length":
         return Verdict(TRUNCATED, finish)
     content = message.get("content")
@@ -344,7 +191,7 @@ def classify_response(body: dict[str, Any], schema: SchemaValidator | None = Non
         return Verdict(CONTENT_FILTER, finish)
     refusal = response_refusal(body)
     if refusal:
-        return Verdict(REFUSAL, finish, _one_line(refusal))
+        return Verdict(REFUSAL, finish, one_line(refusal))
     if body.get("status") == "incomplete":  # max_output_tokens, or another limit
         return Verdict(TRUNCATED, finish)
     if response_tool_calls(body):
@@ -380,7 +227,7 @@ def _echoed_schema(schema: dict[str, Any]) -> SchemaValidator:
     key = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)
     found = _ECHOED.get(key)
     if found is None:
-        if len(_ECHOED) >= _COMPILED_MAX:
+        if len(_ECHOED) >= COMPILED_MAX:
             _ECHOED.clear()
         found = _ECHOED[key] = SchemaValidator(schema)
     return found

@@ -34,7 +34,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchrun.engine.rundir import holder
 from batchrun.errors import RunDirError
 from batchrun.models import Outcome
 from batchrun.output.journal import (
@@ -49,6 +48,7 @@ from batchrun.output.ledger import batch_history, batch_status
 from batchrun.output.lines import decode, decode_meta
 from batchrun.output.summary import read_json_object, summary_figures
 from batchrun.output.tally import Tally
+from batchrun.runfiles import holder
 
 INVALID = "invalid.jsonl"
 PARQUET = "results.parquet"
@@ -132,12 +132,28 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> RunDir:
-        """``path``, checked to be a run directory (RunDirError saying why not)."""
+        """``path``, checked to be a run directory (RunDirError saying why not). A run
+        on object storage (``s3://bucket/prefix``) is read through a local snapshot of
+        what it committed (`batchrun.output.mirror.snapshot`), taken now."""
+        from batchrun.output.store import is_object_storage
+
+        if is_object_storage(os.fspath(path)):
+            from batchrun.output.mirror import snapshot
+
+            path = snapshot(os.fspath(path))
         run = cls(path)
         if not os.path.isdir(run.path):
             raise RunDirError(f"{run.path}: no such run directory")
         info = run.file(RUN_INFO)
         if not os.path.isfile(info):
+            stages = os.path.join(run.path, "stages")
+            if os.path.isdir(stages):  # a cascade whose first pass has not ended yet
+                names = sorted(os.listdir(stages))
+                raise RunDirError(
+                    f"{run.path}: a cascade still in its first pass (its files are written "
+                    "when its stages end); look at a stage: "
+                    + ", ".join(os.path.join(run.path, "stages", n) for n in names[:3])
+                )
             raise RunDirError(f"{run.path}: no run.json (is this a batchrun run directory?)")
         if read_json_object(info) is None:
             raise RunDirError(f"{info}: unreadable (not a JSON object)")
@@ -159,8 +175,16 @@ class RunDir:
         return read_json_object(self.file(SUMMARY)) or {}
 
     def holder(self) -> int | None:
-        """The pid of the process writing the directory now (None: none is)."""
-        return holder(self.path)
+        """The pid of the process writing the directory now (None: none is; -1: one
+        whose pid is unknown, such as the live lease holder of a run on object storage
+        when its snapshot was taken)."""
+        found = holder(self.path)
+        if found is None:
+            from batchrun.output.mirror import lease_holder
+
+            if lease_holder(self.path) is not None:
+                return -1
+        return found
 
     def status(self) -> str:
         """summary.json's status, ``stopped`` when it says ``running`` but no process
@@ -324,7 +348,7 @@ class RunDir:
             by_mode = dict(tally_state.get("by_mode") or {})
             status = str(summary.get("status", "unknown"))
         return Snapshot(
-            path=self.path,
+            path=self.shown(self.path),
             info=info,
             summary=dict(summary),
             status=status,
@@ -335,8 +359,18 @@ class RunDir:
             by_mode=by_mode,
             batches=self.batches(),
             shards=self._shard_progress(),
-            files=self.files(),
+            files=[{**f, "path": self.shown(f["path"])} for f in self.files()],
         )
+
+    def shown(self, path: str) -> str:
+        """``path`` as a report shows it: for the local copy of a run on object storage
+        (a snapshot, or a running copy), under the prefix it stands for."""
+        from batchrun.output.mirror import location_of
+
+        where = location_of(self.path)
+        if where is None or not path.startswith(self.path):
+            return path
+        return where + path[len(self.path) :].replace(os.sep, "/")
 
     def _shard_progress(self) -> dict[str, Any] | None:
         if not self.sharded:

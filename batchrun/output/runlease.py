@@ -9,8 +9,9 @@ whoever owns ``RUN/lease.json``::
 
 * `RunLease.acquire` creates it (``If-None-Match: *``), or takes over one whose
   ``expires_at`` has passed by more than ``grace_s`` (the takers' clocks may differ
-  by that much) by replacing exactly the version it read (``If-Match: <etag>``): of
-  two takers only one can win. A live owner's lease is refused, naming the owner
+  by that much), or whose owner was a process of this machine that is gone
+  (`owner_is_gone`), by replacing exactly the version it read (``If-Match: <etag>``):
+  of two takers only one can win. A live owner's lease is refused, naming the owner
   (`LeaseHeld`).
 * `RunLease.renew` (the heartbeat, every ``ttl_s / 3``) replaces the version this
   owner last wrote; when that fails someone took the lease over after it expired
@@ -80,6 +81,31 @@ class LeaseRecord:
             raise RunDirError(f"{where}: not a lease ({exc})") from exc
 
 
+def owner_is_gone(owner: str) -> bool:
+    """Whether ``owner`` (``host:pid:random``, `default_owner`) is a process of this
+    machine that no longer runs: its lease is taken over at once, as a local run's
+    flock is released by the kernel when its process dies (a rerun after a kill -9 on
+    the same machine need not wait for the expiry). An owner on another host, or a
+    live pid, is never judged gone."""
+    import os
+    import socket
+
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
 class RunLease:
     """``owner``'s lease on the run whose store is ``store`` (the object ``key``).
 
@@ -134,7 +160,8 @@ class RunLease:
             return record
         current, stored = found
         now = self._clock()
-        if current.owner != self.owner and now < current.expires_at + self.grace_s:
+        live = now < current.expires_at + self.grace_s
+        if current.owner != self.owner and live and not owner_is_gone(current.owner):
             raise LeaseHeld(self.where, current.owner, current.expires_at - now)
         record = self._record(generation=current.generation + 1)
         try:
@@ -179,4 +206,4 @@ class RunLease:
         self._etag, self.record = None, None
 
 
-__all__ = ["LEASE", "LeaseRecord", "RunLease"]
+__all__ = ["LEASE", "LeaseRecord", "RunLease", "owner_is_gone"]

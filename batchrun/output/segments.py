@@ -185,12 +185,17 @@ class SegmentLog:
         self.owner = owner or default_owner()
         self._clock = clock
 
+    @property
+    def _folder(self) -> str:
+        """``shards/00003/segments/``, or ``segments/`` for the run's own journal."""
+        return f"{self.where}/{SEGMENTS}/" if self.where else f"{SEGMENTS}/"
+
     def key(self, number: int) -> str:
-        return f"{self.where}/{SEGMENTS}/{number:08d}.jsonl"
+        return f"{self._folder}{number:08d}.jsonl"
 
     def numbers(self) -> list[int]:
         """The committed segment numbers, in order."""
-        prefix = f"{self.where}/{SEGMENTS}/"
+        prefix = self._folder
         found = []
         for key in self.store.keys(prefix):
             matched = _NUMBERED.match(key[len(prefix) :])

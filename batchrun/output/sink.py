@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from types import TracebackType
 
-from batchrun.engine.rundir import NEW_FILE
 from batchrun.errors import RunDirError
 from batchrun.models import Outcome
 from batchrun.output.journal import ERRORS, RESULTS
 from batchrun.output.lines import encode
 from batchrun.redact import scrub
+from batchrun.runfiles import NEW_FILE
 
 
 class JsonlSink:
@@ -83,12 +82,7 @@ class JsonlSink:
     def __enter__(self) -> JsonlSink:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -78,8 +78,17 @@ class ObjectStore(Protocol):
         ETag."""
         ...
 
+    def put(self, key: str, data: bytes) -> str:
+        """Write ``key`` whatever is there (files only the lease holder writes, such as
+        summary.json); its ETag."""
+        ...
+
     def get(self, key: str) -> Stored | None:
         """The object, or None."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (gone already: nothing happens)."""
         ...
 
     def keys(self, prefix: str) -> list[str]:
@@ -128,6 +137,13 @@ class S3Store:
             raise Stale(key)
         return answer
 
+    def put(self, key: str, data: bytes) -> str:
+        try:
+            put = self._client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as exc:
+            raise self._failed("write", key, exc) from exc
+        return str(put["ETag"])
+
     def _conditional(self, key: str, data: bytes, **condition: str) -> str | None:
         """The new ETag, or None when the store refused the condition (412; a 404 for
         If-Match on a key that is gone)."""
@@ -148,6 +164,12 @@ class S3Store:
                     continue
                 raise self._failed("write", key, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._failed("delete", key, exc) from exc
 
     def get(self, key: str) -> Stored | None:
         try:
@@ -239,6 +261,19 @@ class LocalStore:
             os.replace(tmp, path)
         return _etag(data)
 
+    def put(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        os.replace(self._staged(path, data), path)
+        return _etag(data)
+
+    def delete(self, key: str) -> None:
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise RunDirError(f"{self._path(key)}: cannot delete it: {exc}") from exc
+
     def get(self, key: str) -> Stored | None:
         try:
             with open(self._path(key), "rb") as f:
@@ -281,6 +316,18 @@ def _etag(data: bytes) -> str:
     return '"' + hashlib.blake2b(data, digest_size=16).hexdigest() + '"'
 
 
+def is_object_storage(location: object) -> bool:
+    """Whether a run directory's location is on object storage (a URI other than
+    file://), not a local or shared path.
+
+    >>> is_object_storage("s3://b/runs/a"), is_object_storage("runs/a")
+    (True, False)
+    """
+    if not isinstance(location, str) or "://" not in location:
+        return False
+    return location.partition("://")[0].lower() != "file"
+
+
 def open_store(location: str) -> ObjectStore:
     """The store of a run directory: S3 for s3://, a `LocalStore` for a local path."""
     scheme = location.partition("://")[0].lower() if "://" in location else ""
@@ -297,4 +344,13 @@ def open_store(location: str) -> ObjectStore:
     return LocalStore(location.removeprefix("file://"))
 
 
-__all__ = ["Exists", "LocalStore", "ObjectStore", "S3Store", "Stale", "Stored", "open_store"]
+__all__ = [
+    "Exists",
+    "LocalStore",
+    "ObjectStore",
+    "S3Store",
+    "Stale",
+    "Stored",
+    "is_object_storage",
+    "open_store",
+]

@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 
-from batchrun import __version__
-from batchrun.engine.rundir import TMP_PREFIX, file_mode
+from batchrun._version import __version__
 from batchrun.output.endpoints import EndpointTally
 from batchrun.output.tally import Tally
 from batchrun.redact import scrub
+from batchrun.runfiles import TMP_PREFIX, file_mode
 
 
 @contextmanager

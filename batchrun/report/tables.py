@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from batchrun.cost.prices import ModelPrice
+    from batchrun.cost.price import ModelPrice
 
 
 def align_table(rows: Sequence[Sequence[str]]) -> list[str]:

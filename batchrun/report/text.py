@@ -90,9 +90,15 @@ def report_from(snap: Snapshot, outputs: OutputStats) -> dict[str, Any]:
     place its keys are made."""
     summary, figures, requests = snap.summary, snap.figures, snap.requests
     usage = figures["usage"]
+    by_model = figures["by_model"]
+    if isinstance(summary.get("cascade"), Mapping):
+        # a cascade's lines are its deciding answers; what every stage used is summed
+        # in its summary (`batchrun.jobs.cascade_outputs`)
+        usage = {**usage, **(summary.get("usage") or {})}
+        by_model = summary.get("by_model") or by_model
     options = snap.info.get("options") or {}
     prices = options.get("prices") or options.get("prices_path")
-    cost, batch_cost, cost_source = _cost_blocks(summary, figures["by_model"], prices)
+    cost, batch_cost, cost_source = _cost_blocks(summary, by_model, prices)
     elapsed = summary.get("elapsed_s")
     finished = requests["succeeded"] + requests["failed"]
     throughput: dict[str, Any] = {
@@ -111,7 +117,7 @@ def report_from(snap: Snapshot, outputs: OutputStats) -> dict[str, Any]:
         "running_pid": snap.running_pid,
         "requests": requests,
         "usage": usage,
-        "by_model": figures["by_model"],
+        "by_model": by_model,
         "retries": figures["retries"],
         "rate_limited": figures["rate_limited"],
         "quality": figures["quality"],
@@ -132,6 +138,7 @@ def report_from(snap: Snapshot, outputs: OutputStats) -> dict[str, Any]:
         "saved_usd": summary.get("saved_usd"),
         "variants": summary.get("variants"),
         "comparison": summary.get("comparison"),
+        "cascade": summary.get("cascade"),
         "batch": snap.batches,
         # pending rows a running batch has answered (taken in when the batch ends)
         "at_provider": (snap.batches or {}).get("at_provider", {}).get("answered", 0),
@@ -489,6 +496,10 @@ def format_status(report: Mapping[str, Any]) -> str:
     lines.extend(_endpoint_lines(report.get("endpoints")))
     lines.extend(_mode_lines(report))
     lines.extend(_cost_lines(report))
+    if report.get("cascade"):
+        from batchrun.report.cascade import format_cascade
+
+        lines.extend(format_cascade({**report, "status": report["status"]}).splitlines())
     if report.get("variants"):
         from batchrun.jobs.compare import format_comparison
 

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from batchrun import __version__
+from batchrun._version import __version__
 from batchrun.output.rundir import RunDir, is_complete
 from batchrun.output.summary import summary_figures
 from batchrun.output.tally import Tally

@@ -29,12 +29,11 @@ from typing import Any
 import anyio
 
 from batchrun.cost.bill import round_usd
-from batchrun.cost.budget import BudgetAdmission, CostHooks
-from batchrun.engine.hooks import RunHooks, RunState
+from batchrun.cost.budget import BudgetAdmission, CostHooks, Reserving
+from batchrun.engine.hooks import RunState
 from batchrun.errors import BudgetExceeded
 from batchrun.input.sources import ScanResult
 from batchrun.models import Outcome, Request
-from batchrun.pacing.scheduler import Stopped
 
 CHUNK_REQUESTS = 8
 """A worker asks for this many worst cases at a time (fewer near the cap)."""
@@ -74,7 +73,7 @@ Reserve = Callable[[float, float], Awaitable[tuple[float, bool]]]
 Settle = Callable[[float, float], None]
 
 
-class SharedBudget(RunHooks):
+class SharedBudget(Reserving):
     """A worker's admission against its share of the cluster's budget.
 
     ``reserve(amount, worst)`` asks the book for more (awaited: it happens once per
@@ -82,6 +81,7 @@ class SharedBudget(RunHooks):
     """
 
     def __init__(self, cost: CostHooks, cap: float, reserve: Reserve, settle: Settle) -> None:
+        super().__init__()
         self.local = BudgetAdmission(cost, cap)  # its worst case and its price checks
         self.cost = cost
         self.cap = cap
@@ -89,10 +89,7 @@ class SharedBudget(RunHooks):
         self._settle = settle
         self.share = 0.0
         """What this worker holds of the cap (reservations in flight included)."""
-        self.reserved: dict[str, float] = {}
         self._reported = 0.0
-        self._settled = anyio.Event()
-        self._stopped = False
 
     def before_send(self, state: RunState, scan: ScanResult) -> None:
         self.local.before_send(state, scan)
@@ -101,42 +98,34 @@ class SharedBudget(RunHooks):
         # earlier processes' spending is in the book already (the driver counted it)
         self._reported = self.cost.spent
 
-    async def admit(self, state: RunState, req: Request) -> None:
-        worst = self.local.worst_case(req.body)
-        while True:
-            free = self.share - sum(self.reserved.values())
-            if free >= worst:
-                self.reserved[req.custom_id] = worst
-                return
-            if self._stopped:
-                raise Stopped()
-            granted, hopeless = await self._reserve(worst * CHUNK_REQUESTS, worst)
-            if granted > 0:
-                self.share += granted
-                continue
-            if hopeless:
-                from batchrun.report.tables import format_usd
+    def worst_case(self, body: dict[str, Any]) -> float:
+        return self.local.worst_case(body)
 
-                raise BudgetExceeded(
-                    f"budget cap reached: the cluster spent {format_usd(self.cost.spent)} "
-                    f"here and more on other workers, of --max-cost {format_usd(self.cap)}; "
-                    f"the next request could cost up to {format_usd(worst)}. Only a higher "
-                    "--max-cost continues the run (finished rows are kept and not paid again)."
-                )
-            if self.reserved:
-                await self._settled.wait()  # our own requests in flight will free some
-            else:
-                with anyio.move_on_after(WAIT_SECONDS):
-                    await self._settled.wait()
+    def has_room(self, worst: float) -> bool:
+        """Room in this worker's share (asking the book for more is `admit`'s)."""
+        return self.share - sum(self.reserved.values()) >= worst
 
-    def readmit(self, state: RunState, req: Request) -> bool:
-        """The retry of an answer paid for, if this worker's share has room for another
-        worst case now (never waiting while holding one: see `BudgetAdmission.readmit`)."""
-        worst = self.local.worst_case(req.body)
-        if self.share - sum(self.reserved.values()) < worst:
-            return False
-        self.reserved[req.custom_id] = self.reserved.get(req.custom_id, 0.0) + worst
-        return True
+    async def wait_for_room(self, worst: float) -> None:
+        """Ask the book for more of the cap; when none is free now, wait for this
+        worker's requests in flight (or, with none, a while: others may free some)."""
+        granted, hopeless = await self._reserve(worst * CHUNK_REQUESTS, worst)
+        if granted > 0:
+            self.share += granted
+            return
+        if hopeless:
+            from batchrun.report.tables import format_usd
+
+            raise BudgetExceeded(
+                f"budget cap reached: the cluster spent {format_usd(self.cost.spent)} "
+                f"here and more on other workers, of --max-cost {format_usd(self.cap)}; "
+                f"the next request could cost up to {format_usd(worst)}. Only a higher "
+                "--max-cost continues the run (finished rows are kept and not paid again)."
+            )
+        if self.reserved:
+            await self._settled.wait()  # our own requests in flight will free some
+        else:
+            with anyio.move_on_after(WAIT_SECONDS):
+                await self._settled.wait()
 
     def after_request(
         self, state: RunState, req: Request, tokens: int, body: dict[str, Any] | None
@@ -170,18 +159,10 @@ class SharedBudget(RunHooks):
         self._settle(spent, released)
         self._wake()
 
-    def on_stop(self, state: RunState, reason: str) -> None:
-        self._stopped = True
-        self._wake()
-
     def on_end(self, state: RunState, summary: dict[str, Any]) -> list[str] | None:
         self.reserved.clear()
         self._hand_back(0.0)
         return None
-
-    def _wake(self) -> None:
-        self._settled.set()
-        self._settled = anyio.Event()
 
     def summary_extra(self, state: RunState) -> dict[str, Any]:
         return {"budget": {"max_cost_usd": self.cap, "spent_usd": round_usd(self.cost.spent)}}

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from batchrun import __version__
+from batchrun._version import __version__
 from batchrun.arrowbuf import from_array, scalar
 from batchrun.errors import ConfigError, InputError
 from batchrun.input.locations import recorded_location
@@ -93,14 +93,20 @@ def check_scans(
 def sharded_run_info(
     cfg: Settings, plan: ShardPlan, scans: list[ShardScan], *, fingerprint: str, total: int
 ) -> dict[str, Any]:
-    """run.json of a cluster run."""
+    """run.json of a cluster run (naming the prefix of a run on object storage, not
+    its local copy)."""
+    from dataclasses import replace
+
+    from batchrun.output.mirror import recorded_out_dir
+
+    given = replace(cfg, out_dir=recorded_out_dir(cfg.out_dir))
     return {
         "batchrun_version": __version__,
         "input_path": recorded_location(cfg.input_path),
         "input_fingerprint": fingerprint,
         "input_rows": total,
         "request_options": orjson.loads(orjson.dumps(cfg.fingerprint(), default=str)),
-        "options": orjson.loads(orjson.dumps(cfg.public_dict(), default=str)),
+        "options": orjson.loads(orjson.dumps(given.public_dict(), default=str)),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "sharded": {
             "shards": len(plan.shards),

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -34,6 +35,7 @@ from batchrun.engine.stops import StopReason
 from batchrun.errors import BatchrunError, ConfigError, RunDirError
 from batchrun.input.locations import recorded_location
 from batchrun.output.journal import RUN_INFO, SUMMARY
+from batchrun.output.mirror import location_of, refresh
 from batchrun.output.rundir import RunDir, is_complete
 from batchrun.output.summary import Counts, write_json_atomic
 from batchrun.scale.aggregate import merged_eval, merged_summary
@@ -136,6 +138,8 @@ class RayLane:
         self._scans: list[ShardScan] = []
         self._summary: dict[str, Any] = {}
         self._cancel: anyio.CancelScope | None = None
+        self._sending = False
+        """Shards were sent to (the quota actor's figures are the run's)."""
 
     # -- before sending ---------------------------------------------------------------
     async def prepare(self, run: Engine) -> None:
@@ -146,6 +150,7 @@ class RayLane:
         fingerprint, plan = await anyio.to_thread.run_sync(self._check_and_plan, run)
         self.plan = plan
         self._started_ray = connect(ray, str(self.cfg.ray))
+        self._start_service()  # a new worker process: its start overlaps the checks
         jobs = self._jobs
         scan = self._remote(scan_shard, num_cpus=1, max_retries=TASK_RETRIES)
         try:
@@ -163,8 +168,8 @@ class RayLane:
 
     def _check_and_plan(self, run: Engine) -> tuple[str, ShardPlan]:
         """The input's identity and the run directory's plan (new or recorded)."""
-        from batchrun.batch.state import open_batches_refusal
         from batchrun.input.sources import Source
+        from batchrun.output.ledger import open_batches_refusal
 
         run_dir = run.run_dir
         refusal = open_batches_refusal(run_dir)
@@ -188,7 +193,8 @@ class RayLane:
         summary = RunDir(run_dir).summary()
         run.facts.elapsed_before = float(summary.get("elapsed_s") or 0.0)
         cfg = replace(self.cfg, input=recorded_location(path))
-        self._jobs = [ShardJob(cfg, os.path.abspath(run_dir), s) for s in plan.shards]
+        remote = location_of(run_dir)  # on object storage: the tasks work on their own copy
+        self._jobs = [ShardJob(cfg, os.path.abspath(run_dir), s, remote) for s in plan.shards]
         return fingerprint, plan
 
     def _remote(self, fn: Any, **options: Any) -> Any:
@@ -207,50 +213,29 @@ class RayLane:
             with anyio.CancelScope(shield=True):
                 self._summary = await self._finish(run)
 
-    def _todo(self) -> list[ShardJob]:
-        """The shards that need a task: not every row answered (or failed for good,
-        unless --retry-failed), and a valid row at all."""
-        cfg, todo = self.cfg, []
-        for job, scan in zip(self._jobs, self._scans, strict=True):
-            if scan.total == 0:
-                continue
-            if not (cfg.force or cfg.retry_bad_answers):
-                summary = RunDir(job.shard_dir).summary()
-                failed = (summary.get("requests") or {}).get("failed")
-                if is_complete(summary) and not (cfg.retry_failed and failed):
-                    continue
-            todo.append(job)
-        return todo
+    def _start_service(self) -> None:
+        """Create the run's quota actor (`start_quota_service`: on the driver's node);
+        its process starts while the caller goes on: started before the shard checks,
+        its start-up overlaps theirs."""
+        from batchrun.scale.quota import start_quota_service
 
-    def _spent_so_far(self) -> float:
-        assert self.plan is not None
-        spent = 0.0
-        for shard in self.plan.shards:
-            summary = RunDir(shard_dir(self.cfg.out_dir or "", shard)).summary()
-            total = (summary.get("cost_usd") or {}).get("total")
-            spent += float(total or 0.0)
-        return spent
+        self.service = start_quota_service(
+            self._ray, self.cfg, spent=spent_so_far(self.cfg, self.plan)
+        )
 
     async def _send(self, run: Engine) -> None:
-        from batchrun.scale.quota import QuotaService
         from batchrun.scale.worker import run_shard
 
-        todo = self._todo()
+        todo = shards_to_run(self.cfg, self._jobs, self._scans)
         skipped = len(self._jobs) - len(todo)
         if skipped and todo:
             run.notes.append(f"{skipped} of {len(self._jobs)} shards were finished already")
         if not todo:
             return
         cfg = self.cfg
-        actor = self._ray.remote(QuotaService).options(num_cpus=0, max_concurrency=1)
-        self.service = actor.remote(
-            concurrency=cfg.concurrency,
-            rpm=cfg.rpm.default,
-            tpm=cfg.tpm.default,
-            by_model=cfg.limits_by_model(),
-            max_cost=cfg.max_cost,
-            spent=self._spent_so_far(),
-        )
+        if self.service is None:
+            self._start_service()
+        self._sending = True
         await self._get(self.service.set_key.remote(self.api_key))
         if run.facts.stop_reason is not None:
             self.service.stop.remote(run.facts.stop_reason)
@@ -313,6 +298,7 @@ class RayLane:
         return summary
 
     def _checkpoint(self, run: Engine) -> None:
+        refresh(run.run_dir, "shards/", names=(SUMMARY,))  # on object storage
         summary = self._merged(run, "running")
         write_json_atomic(os.path.join(run.run_dir, SUMMARY), summary)
         if not self.cfg.quiet:
@@ -327,7 +313,7 @@ class RayLane:
             )
 
     def _pacing(self) -> dict[str, Any]:
-        if self.service is None:
+        if self.service is None or not self._sending:
             return {}
         try:
             pacing: dict[str, Any] = self._ray.get(self.service.summary.remote(), timeout=10)
@@ -343,27 +329,37 @@ class RayLane:
         err.flush()
 
     # -- the end ----------------------------------------------------------------------
+    def _embedding_dim(self) -> int | None:
+        """An embeddings job's vector size, the same for every shard's file: the first
+        shard's that holds a vector (None: not an embeddings job, or no shard does
+        yet, or their files are not readable from here: each shard then finds its own)."""
+        from batchrun.apis import EMBEDDINGS
+        from batchrun.output.parquet import embedding_dim
+
+        if self.cfg.api != EMBEDDINGS:
+            return None
+        for job in self._jobs:
+            dim = embedding_dim(self.cfg, job.shard_dir)
+            if dim:
+                return dim
+        return None
+
     async def _finish(self, run: Engine) -> dict[str, Any]:
         """Each shard's part of results.parquet and its evaluation counts; the shards'
         summaries added up (the counts the status and exit code are judged by)."""
         from batchrun.output.parquet import columns_of_kinds
         from batchrun.scale.worker import write_part
 
-        columns = None
         kinds = [s.kinds for s in self._scans if s.kinds is not None]
-        if kinds:
-            united: dict[str, set[str]] = {}
-            for part in kinds:
-                for name, seen in part.items():
-                    united.setdefault(name, set()).update(seen)
-            columns = columns_of_kinds(united)
+        columns = columns_of_kinds(united_kinds(kinds)) if kinds else None
         parquet: dict[str, Any] | None = None
         evaluation = None
         cfg = self.cfg
         if cfg.write_parquet or (cfg.eval is not None and cfg.is_dataset):
+            dim = self._embedding_dim()
             task = self._remote(write_part, num_cpus=1, max_retries=TASK_RETRIES)
             try:
-                reports = await self._get([task.remote(job, columns) for job in self._jobs])
+                reports = await self._get([task.remote(job, columns, dim) for job in self._jobs])
             except Exception as exc:
                 cause = unwrap(exc)
                 run.notes.append(f"could not write {PARTS}: {cause}")
@@ -375,8 +371,9 @@ class RayLane:
                     for k, v in r["statuses"].items():
                         statuses[k] = statuses.get(k, 0) + v
                 if cfg.write_parquet:
+                    where = location_of(run.run_dir)
                     parquet = {
-                        "path": os.path.join(run.run_dir, PARTS),
+                        "path": f"{where}/{PARTS}" if where else os.path.join(run.run_dir, PARTS),
                         "rows": sum(r["rows"] for r in reports),
                         "statuses": statuses,
                         "files": len(reports),
@@ -385,6 +382,7 @@ class RayLane:
                     (r.get("eval") for r in reports),
                     interval=cfg.eval.interval if cfg.eval is not None else None,
                 )
+        refresh(run.run_dir, "shards/")  # on object storage: every shard as committed
         summary: dict[str, Any] = self._merged(
             run, "running", {"parquet": parquet, "eval": evaluation}
         )
@@ -433,9 +431,50 @@ class RayLane:
             self._say(format_status({**report, "eval": None}))
 
     def close(self) -> None:
+        if self.service is not None and self._ray is not None:
+            # on a cluster this process did not start, the actor would outlive the run
+            with contextlib.suppress(Exception):
+                self._ray.kill(self.service)
+            self.service = None
         if self._started_ray:
             self._ray.shutdown()
             self._started_ray = False
 
     def after_run(self) -> None:
         """Nothing follows a cluster run."""
+
+
+def shards_to_run(cfg: Settings, jobs: list[ShardJob], scans: list[ShardScan]) -> list[ShardJob]:
+    """The shards that need a task: not every row answered (or failed for good,
+    unless --retry-failed), and a valid row at all."""
+    todo = []
+    for job, scan in zip(jobs, scans, strict=True):
+        if scan.total == 0:
+            continue
+        if not (cfg.force or cfg.retry_bad_answers):
+            summary = RunDir(job.shard_dir).summary()
+            failed = (summary.get("requests") or {}).get("failed")
+            if is_complete(summary) and not (cfg.retry_failed and failed):
+                continue
+        todo.append(job)
+    return todo
+
+
+def spent_so_far(cfg: Settings, plan: ShardPlan | None) -> float:
+    """What the shards' summaries say they spent (a resumed run's cap counts it)."""
+    assert plan is not None
+    spent = 0.0
+    for shard in plan.shards:
+        summary = RunDir(shard_dir(cfg.out_dir or "", shard)).summary()
+        total = (summary.get("cost_usd") or {}).get("total")
+        spent += float(total or 0.0)
+    return spent
+
+
+def united_kinds(kinds: list[dict[str, set[str]]]) -> dict[str, set[str]]:
+    """Each column's kinds of value over every shard's scan."""
+    united: dict[str, set[str]] = {}
+    for part in kinds:
+        for name, seen in part.items():
+            united.setdefault(name, set()).update(seen)
+    return united

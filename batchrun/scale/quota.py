@@ -26,6 +26,7 @@ from typing import Any
 
 from batchrun.scale.budget import BudgetBook
 from batchrun.scale.lease import Grant, LeasedAccounts, QuotaBook, Report
+from batchrun.settings import Settings
 
 IDLE_SECONDS = 0.05
 """The lease thread looks at its accounts at least this often."""
@@ -188,4 +189,28 @@ class LeaseClient:
                     self.service.report.remote(self.worker, account.model, account.take_report())
 
 
-__all__ = ["LeaseClient", "QuotaService"]
+def start_quota_service(ray: Any, cfg: Settings, *, spent: float = 0.0) -> Any:
+    """The `QuotaService` actor for a run on the cluster (its quotas, concurrency and
+    cost cap; ``spent``: what earlier processes spent of the cap), on the driver's node:
+    a worker node lost mid-run (preempted, scaled down) must not take the run's one
+    quota account with it. Not soft: Ray 2.60 put a soft-pinned actor of no CPU on a
+    worker node beside a head with no CPUs (checked on a 3-node cluster)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    actor = ray.remote(QuotaService).options(
+        num_cpus=0,
+        max_concurrency=1,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+    )
+    return actor.remote(
+        concurrency=cfg.concurrency,
+        rpm=cfg.rpm.default,
+        tpm=cfg.tpm.default,
+        by_model=cfg.limits_by_model(),
+        max_cost=cfg.max_cost,
+        spent=spent,
+    )
+
+
+__all__ = ["LeaseClient", "QuotaService", "start_quota_service"]

@@ -37,9 +37,10 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from batchrun.errors import InputError, RunDirError
-from batchrun.input.delimited import DELIMITED_KINDS, DelimitedFile
+from batchrun.input.delimited import DelimitedFile
+from batchrun.input.kinds import DELIMITED_KINDS, input_kind
 from batchrun.input.locations import InputFile, input_files, recorded_location, tag_all
-from batchrun.input.sources import Span, input_kind
+from batchrun.input.sources import Span
 from batchrun.output.rundir import PLAN, SHARDS_DIR, shard_name
 
 SHARDS_PER_WORKER = 4

@@ -19,10 +19,12 @@ Three tasks, each a plain function the driver wraps with ``ray.remote``:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
 from typing import Any
@@ -30,10 +32,10 @@ from typing import Any
 import orjson
 
 from batchrun.engine.hooks import CompositeHooks, RunHooks
-from batchrun.engine.rundir import holder
 from batchrun.errors import InputError
 from batchrun.input.sources import Source
 from batchrun.output.journal import ERRORS, RESULTS
+from batchrun.runfiles import holder
 from batchrun.scale.shards import Shard, shard_dir
 from batchrun.settings import Settings
 
@@ -51,6 +53,10 @@ class ShardJob:
     settings: Settings
     run_dir: str
     shard: Shard
+    remote: str | None = None
+    """The run's location on object storage (``s3://bucket/prefix``), or None: then
+    ``run_dir`` is a directory every node sees. With it, a task works on a local copy
+    of the shard's keys on its own node (`on_this_node`)."""
 
     @property
     def shard_dir(self) -> str:
@@ -119,6 +125,52 @@ def scan_shard(job: ShardJob) -> ShardScan:
     return result
 
 
+@contextlib.contextmanager
+def on_this_node(job: ShardJob, *, sends: bool) -> Iterator[ShardJob]:
+    """The job as a task works on it: the same job when the run directory is shared;
+    for a run on object storage, a fresh local copy of the shard's keys on this node's
+    disk (`batchrun.output.mirror.RunMirror`): its journal rebuilt from the committed
+    segments, its new lines (``sends``) committed as segments at the run's commit
+    interval, its summary, part.json and results.parquet part put back.
+
+    The shard's own lease (``shards/00003/lease.json``) plays its flock's part: an
+    earlier attempt still alive (a zombie on a node Ray gave up on) holds it, and this
+    one waits for it as `wait_for_lock` waits for a flock: until it is released,
+    expires (30 s after its holder stopped renewing it), or its holder is a gone
+    process of this machine. The segments' conditional creates stay the last guard."""
+    if job.remote is None:
+        yield job
+        return
+    from batchrun.errors import LeaseHeld
+    from batchrun.output.mirror import RunMirror
+    from batchrun.output.segments import CommitInterval
+
+    name, cfg = job.shard.name, job.settings
+    where = f"shards/{name}"
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        mirror = RunMirror(
+            job.remote,
+            interval=CommitInterval(rows=cfg.commit_rows, seconds=cfg.commit_interval),
+            journals=(where,) if sends else (),
+            owned=(f"{where}/", f"{PARTS}/part-{name}.parquet"),
+            pull_prefix=f"{where}/",
+            lease_key=f"{where}/lease.json",
+        )
+        try:
+            local = mirror.open()
+        except LeaseHeld:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(1.0)
+            continue
+        break
+    try:
+        yield replace(job, run_dir=local, remote=None)
+    finally:
+        mirror.close()
+
+
 # -- sending ----------------------------------------------------------------------------
 @dataclass
 class ShardDone:
@@ -143,6 +195,11 @@ def wait_for_lock(shard_dir: str, seconds: float = LOCK_WAIT_SECONDS) -> None:
 
 def run_shard(job: ShardJob, service: Any) -> ShardDone:
     """Send the shard's unfinished rows (a Ray task; see the module docstring)."""
+    with on_this_node(job, sends=True) as here:
+        return _run_shard(here, service)
+
+
+def _run_shard(job: ShardJob, service: Any) -> ShardDone:
     import anyio
     import ray
 
@@ -226,9 +283,21 @@ def _size(path: str) -> int:
         return 0
 
 
-def write_part(job: ShardJob, jsonl_columns: list[tuple[str, str]] | None) -> dict[str, Any]:
+def write_part(
+    job: ShardJob, jsonl_columns: list[tuple[str, str]] | None, dim: int | None = None
+) -> dict[str, Any]:
     """The shard's file of results.parquet and its evaluation counts, rebuilt only when
-    the shard's output changed since the last time (a finished shard costs nothing)."""
+    the shard's output changed since the last time (a finished shard costs nothing;
+    on object storage it is written each time). ``dim``: an embeddings job's vector
+    size over every shard (`embedding_dim`), so a shard that got no vector has the
+    others' schema."""
+    with on_this_node(job, sends=False) as here:
+        return _write_part(here, jsonl_columns, dim)
+
+
+def _write_part(
+    job: ShardJob, jsonl_columns: list[tuple[str, str]] | None, dim: int | None = None
+) -> dict[str, Any]:
     from batchrun.output.parquet import write_results_parquet
     from batchrun.output.summary import write_json_atomic
 
@@ -238,6 +307,7 @@ def write_part(job: ShardJob, jsonl_columns: list[tuple[str, str]] | None) -> di
         "results_bytes": _size(os.path.join(job.shard_dir, RESULTS)),
         "errors_bytes": _size(os.path.join(job.shard_dir, ERRORS)),
         "columns": jsonl_columns,
+        "dim": dim,
         "eval": orjson.loads(orjson.dumps(cfg.eval, default=lambda o: o.__dict__)),
         "path": path,
     }
@@ -253,7 +323,9 @@ def write_part(job: ShardJob, jsonl_columns: list[tuple[str, str]] | None) -> di
     os.makedirs(job.shard_dir, exist_ok=True)
     if path is not None:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-    written = write_results_parquet(cfg, path, source=job.source(), jsonl_columns=jsonl_columns)
+    written = write_results_parquet(
+        cfg, path, source=job.source(), jsonl_columns=jsonl_columns, dim=dim
+    )
     report = {
         "rows": written.rows,
         "statuses": written.statuses,
@@ -269,6 +341,7 @@ __all__ = [
     "ShardDone",
     "ShardJob",
     "ShardScan",
+    "on_this_node",
     "part_path",
     "run_shard",
     "scan_shard",

@@ -13,7 +13,9 @@ Nothing runs by itself: `BatchStore.advance(now)` replays every transition due b
 `now` in time order (so one batch finishing frees enqueued tokens before a later one
 validates) and answers the rows due. The API edge calls it before every read, and a
 background task calls it with a row budget so a large batch is answered in slices
-between requests. With an injected clock a test moves time and sees the exact state.
+between requests. A batch's own state and schedule are `batchrun.sim.batch_state`;
+the lines it writes and its files, `batchrun.sim.batch_rows`. With an injected clock a
+test moves time and sees the exact state.
 
     >>> store = BatchStore(SimConfig(), FileStore(), SimStats())
     >>> line = (b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", '
@@ -31,128 +33,23 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES, api_of_url
-from batchrun.output.usage import usage_of
+from batchrun.apis import api_of_url
 from batchrun.pacing import tokens
 from batchrun.sim.batch_input import CHAT_ENDPOINT, batch_error, read_batch_input
+from batchrun.sim.batch_rows import BatchRows
+from batchrun.sim.batch_state import CANCELLABLE, Batch, event_time, row_time, rows_due
+from batchrun.sim.batch_state import LIVE as LIVE
 from batchrun.sim.config import SimConfig, check_fate
-from batchrun.sim.content import completion_object, make_reply
-from batchrun.sim.embeddings import embeddings_object
-from batchrun.sim.envelope import injected_error, insufficient_quota
 from batchrun.sim.faults import FaultPlan
 from batchrun.sim.files import FileStore
-from batchrun.sim.responses import response_object, response_reply
 from batchrun.sim.stats import SimStats
-from batchrun.sim.validation import check_api_body
 
-LIVE = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
-CANCELLABLE = frozenset({"validating", "in_progress"})
-TIMESTAMPS = (
-    "in_progress_at",
-    "finalizing_at",
-    "completed_at",
-    "failed_at",
-    "expired_at",
-    "cancelling_at",
-    "cancelled_at",
-)
 ORGANIZATION = "org-simulator"
 DEFAULT_TOKEN_LIMIT = 2_000_000
 """Shown in forced token_limit_exceeded messages when no limit is configured."""
-_EXPIRED = {
-    "code": "batch_expired",
-    "message": "This request could not be executed before the completion window expired.",
-}
 _HEX = "0123456789abcdef"
-
-
-@dataclass(slots=True)
-class Batch:
-    """One batch: its request, where it is in its life, and what it has answered."""
-
-    id: str
-    serial: int
-    input_file_id: str
-    endpoint: str
-    completion_window: str
-    metadata: dict[str, str] | None
-    created_at: float
-    expires_at: float
-    fate: str
-    content: bytes | None
-    """The input file as it was at creation (None: no such file)."""
-    input_purpose: str | None
-    output_expires_after: float | None
-    status: str = "validating"
-    times: dict[str, float] = field(default_factory=dict)
-    model: str | None = None
-    rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    total: int = 0
-    stop_row: int = 0
-    """Rows it will answer before it stops (fewer than `total` for an ``expire`` fate)."""
-    next_row: int = 0
-    completed: int = 0
-    failed: int = 0
-    out_lines: list[bytes] = field(default_factory=list)
-    err_lines: list[bytes] = field(default_factory=list)
-    errors: list[dict[str, Any]] | None = None
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    enqueued_tokens: int = 0
-    usage: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
-    """input, cached input, output, reasoning tokens of the rows answered."""
-    rng: random.Random | None = None
-    """Draws this batch's row errors: its own, so how the work is sliced never matters."""
-    reads_without_output: int = 0
-    """Retrieves that showed it finished with ``output_file_id`` still null."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The Batch object, field for field as OpenAI returns it."""
-        stamps = {name: _stamp(self.times.get(name)) for name in TIMESTAMPS}
-        prompt, cached, output, reasoning = self.usage
-        return {
-            "id": self.id,
-            "object": "batch",
-            "endpoint": self.endpoint,
-            "model": self.model,
-            "errors": None if self.errors is None else {"object": "list", "data": self.errors},
-            "input_file_id": self.input_file_id,
-            "completion_window": self.completion_window,
-            "status": self.status,
-            "output_file_id": self.output_file_id,
-            "error_file_id": self.error_file_id,
-            "created_at": int(self.created_at),
-            "in_progress_at": stamps["in_progress_at"],
-            "expires_at": int(self.expires_at),
-            "finalizing_at": stamps["finalizing_at"],
-            "completed_at": stamps["completed_at"],
-            "failed_at": stamps["failed_at"],
-            "expired_at": stamps["expired_at"],
-            "cancelling_at": stamps["cancelling_at"],
-            "cancelled_at": stamps["cancelled_at"],
-            "request_counts": {
-                "total": self.total,
-                "completed": self.completed,
-                "failed": self.failed,
-            },
-            "metadata": self.metadata,
-            "usage": {
-                "input_tokens": prompt,
-                "input_tokens_details": {"cached_tokens": cached},
-                "output_tokens": output,
-                "output_tokens_details": {"reasoning_tokens": reasoning},
-                "total_tokens": prompt + output,
-            },
-        }
-
-
-def _stamp(value: float | None) -> int | None:
-    return None if value is None else int(value)
 
 
 class BatchStore:
@@ -170,17 +67,30 @@ class BatchStore:
         self.config = config
         self.settings = config.batch
         self.files = files
-        self.stats = stats
-        self.fingerprint = fingerprint
-        self.faults = faults
         self._batches: dict[str, Batch] = {}
         self._live: dict[str, Batch] = {}
         self._fates: list[str] = list(self.settings.fates)
         self._enqueued: dict[str, int] = {}
         self._serial = itertools.count(1)
-        self._rows_served = itertools.count(1)
         self._prefix = "".join(random.SystemRandom().choices(_HEX, k=20))
+        self._rows = BatchRows(
+            config=config,
+            files=files,
+            stats=stats,
+            prefix=self._prefix,
+            fingerprint=fingerprint,
+            faults=faults,
+        )
         self._budget = math.inf
+
+    @property
+    def stats(self) -> SimStats:
+        """Where the rows answered are counted (a replay counts into a throwaway one)."""
+        return self._rows.stats
+
+    @stats.setter
+    def stats(self, stats: SimStats) -> None:
+        self._rows.stats = stats
 
     # -- the API's verbs -------------------------------------------------------------
 
@@ -247,38 +157,7 @@ class BatchStore:
     def restore_ended(self, shown: dict[str, Any], serial: int) -> Batch:
         """A batch that ended, as a simulator before this one last showed it
         (`Batch.to_dict`): for list and retrieve only, its files long deleted."""
-        counts = shown.get("request_counts") or {}
-        usage = shown.get("usage") or {}
-        errors = shown.get("errors")
-        batch = Batch(
-            id=str(shown["id"]),
-            serial=serial,
-            input_file_id=str(shown["input_file_id"]),
-            endpoint=str(shown["endpoint"]),
-            completion_window=str(shown["completion_window"]),
-            metadata=shown.get("metadata"),
-            created_at=float(shown["created_at"]),
-            expires_at=float(shown["expires_at"]),
-            fate="ok",
-            content=None,
-            input_purpose=None,
-            output_expires_after=None,
-            status=str(shown["status"]),
-            times={n: float(shown[n]) for n in TIMESTAMPS if shown.get(n) is not None},
-            model=shown.get("model"),
-            total=int(counts.get("total") or 0),
-            completed=int(counts.get("completed") or 0),
-            failed=int(counts.get("failed") or 0),
-            errors=errors.get("data") if isinstance(errors, dict) else None,
-            output_file_id=shown.get("output_file_id"),
-            error_file_id=shown.get("error_file_id"),
-            usage=[
-                int(usage.get("input_tokens") or 0),
-                int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
-                int(usage.get("output_tokens") or 0),
-                int((usage.get("output_tokens_details") or {}).get("reasoning_tokens") or 0),
-            ],
-        )
+        batch = Batch.restored(shown, serial)
         self._batches[batch.id] = batch
         self._serial = itertools.count(max(serial + 1, next(self._serial)))
         return batch
@@ -343,48 +222,10 @@ class BatchStore:
         first: Batch | None = None
         first_at = math.inf
         for batch in self._live.values():
-            at = self._event_time(batch)
+            at = event_time(batch, self.settings)
             if at <= now and at < first_at:
                 first, first_at = batch, at
         return first, first_at
-
-    def _event_time(self, batch: Batch) -> float:
-        settings = self.settings
-        status = batch.status
-        if status == "validating":
-            return min(batch.created_at + settings.validation_delay, batch.expires_at)
-        if status == "in_progress":
-            return min(self._row_time(batch, batch.stop_row), batch.expires_at)
-        if status == "finalizing":
-            return batch.times["finalizing_at"] + settings.finalizing_delay
-        if status == "cancelling":
-            return batch.times["cancelling_at"] + settings.cancel_delay
-        return math.inf
-
-    def _row_time(self, batch: Batch, rows: int) -> float:
-        """When the first `rows` rows of an in-progress batch are answered."""
-        started = batch.times["in_progress_at"]
-        rate = self.settings.rows_per_second
-        return started if math.isinf(rate) else started + rows / rate
-
-    def _rows_due(self, batch: Batch, at: float) -> int:
-        """How many rows are answered by `at`: the n with ``_row_time(n) <= at``.
-
-        Judged with `_row_time` itself, the function that schedules the events: at
-        Unix times a float holds ~2.4e-7 s, so dividing the elapsed time back into
-        rows can come out one short at the very event that needs them all.
-        """
-        rate = self.settings.rows_per_second
-        stop = batch.stop_row
-        if math.isinf(rate):
-            return stop
-        guess = (at - batch.times["in_progress_at"]) * rate
-        rows = max(0, min(stop, math.floor(guess)))
-        while rows < stop and self._row_time(batch, rows + 1) <= at:
-            rows += 1
-        while rows > 0 and self._row_time(batch, rows) > at:
-            rows -= 1
-        return rows
 
     def _transition(self, batch: Batch, at: float) -> None:
         status = batch.status
@@ -476,51 +317,14 @@ class BatchStore:
 
     def _expire(self, batch: Batch, at: float) -> None:
         self._release(batch)
-        if self.settings.expired_rows_to_error_file:
-            for index in range(batch.next_row, batch.total):
-                custom_id = batch.rows[index][0]
-                line = {
-                    "id": self._line_id(),
-                    "custom_id": custom_id,
-                    "response": None,
-                    "error": _EXPIRED,
-                }
-                batch.err_lines.append(orjson.dumps(line))
-                batch.failed += 1
+        self._rows.expire_rest(batch)
         self._finish(batch, "expired", at)
 
     def _finish(self, batch: Batch, status: str, at: float) -> None:
         """Enter a final status and write the output and error files (if any lines)."""
         batch.status = status
         batch.times[f"{status}_at"] = at
-        files = self.files
-        keep = batch.output_expires_after
-        if batch.out_lines:
-            repeated = [
-                self._repeat(line) for line in batch.out_lines[: self.settings.repeat_output_lines]
-            ]
-            self.stats.repeated_output_lines += len(repeated)
-            content = b"\n".join(batch.out_lines + repeated) + b"\n"
-            name = f"{batch.id}_output.jsonl"
-            batch.output_file_id = files.add(
-                content,
-                name,
-                "batch_output",
-                now=at,
-                expires_after=keep,
-                file_id=files.derived_id(f"{batch.id}/output"),
-            ).id
-        if batch.err_lines:
-            content = b"\n".join(batch.err_lines) + b"\n"
-            name = f"{batch.id}_error.jsonl"
-            batch.error_file_id = files.add(
-                content,
-                name,
-                "batch_output",
-                now=at,
-                expires_after=keep,
-                file_id=files.derived_id(f"{batch.id}/error"),
-            ).id
+        self._rows.write_files(batch, at)
         batch.out_lines = []
         batch.err_lines = []
         batch.rows = []
@@ -533,107 +337,12 @@ class BatchStore:
         """Answer the rows of `batch` due by `until`, within the budget."""
         if batch.status != "in_progress":
             return True
-        target = self._rows_due(batch, until)
+        target = rows_due(batch, until, self.settings.rows_per_second)
         while batch.next_row < target:
             if self._budget <= 0:
                 return False
             self._budget -= 1
-            self._answer_row(batch, batch.next_row)
+            created = int(row_time(batch, self.settings.rows_per_second, batch.next_row + 1))
+            self._rows.answer_row(batch, batch.next_row, created)
             batch.next_row += 1
         return True
-
-    def _repeat(self, line: bytes) -> bytes:
-        """An output line again, under a new line id and with another answer."""
-        record = orjson.loads(line)
-        record["id"] = self._line_id()
-        for choice in record["response"]["body"].get("choices") or ():
-            message = choice.get("message") or {}
-            message["content"] = f"(repeated) {message.get('content') or ''}"
-        return orjson.dumps(record)
-
-    def _line_id(self) -> str:
-        return f"batch_req_{self._prefix}{next(self._rows_served):012x}"
-
-    def _answer_row(self, batch: Batch, index: int) -> None:
-        custom_id, body = batch.rows[index]
-        line_id = self._line_id()
-        serial = line_id[-12:]
-        api = api_of_url(batch.endpoint) or CHAT
-        status, error_body = self._row_fault(batch, custom_id, body, api)
-        response: dict[str, Any]
-        answer = None
-        if status is None:
-            try:
-                answer = self._answer_body(batch, index, serial, body, api)
-            except Exception:  # an odd body must not wedge the batch: a 500 row, as online
-                status, error_body = 500, injected_error(500).body()
-        if answer is not None:
-            response = {"status_code": 200, "request_id": f"req_{self._prefix}{serial}"}
-            response["body"] = answer
-            line = {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
-            batch.out_lines.append(orjson.dumps(line))
-            batch.completed += 1
-            usage = usage_of(answer)
-            if usage is not None:
-                totals = batch.usage
-                totals[0] += usage.prompt_tokens
-                totals[1] += usage.cached_tokens
-                totals[2] += usage.completion_tokens
-                totals[3] += usage.reasoning_tokens
-        else:
-            response = {
-                "status_code": status,
-                "request_id": f"req_{self._prefix}{serial}",
-                "body": error_body,
-            }
-            line = {"id": line_id, "custom_id": custom_id, "response": response, "error": None}
-            batch.err_lines.append(orjson.dumps(line))
-            batch.failed += 1
-        self.stats.rows_processed += 1
-
-    def _answer_body(
-        self, batch: Batch, index: int, serial: str, body: dict[str, Any], api: str
-    ) -> dict[str, Any]:
-        """The answer to one row, as the online endpoint of ``api`` would give it."""
-        created = int(self._row_time(batch, index + 1))
-        config = self.config
-        if api == EMBEDDINGS:
-            return embeddings_object(body)
-        if api == RESPONSES:
-            reply = response_reply(body, config.seed, config.reply_words)
-            return response_object(reply, body, f"resp_{self._prefix}{serial}", created)
-        reply = make_reply(body, config.seed, config.reply_words, config.skills)
-        model = str(body["model"])
-        completion_id = f"chatcmpl-{self._prefix}{serial}"
-        return completion_object(reply, completion_id, model, created, self.fingerprint)
-
-    def _row_fault(
-        self, batch: Batch, custom_id: str, body: dict[str, Any], api: str = CHAT
-    ) -> tuple[int | None, dict[str, Any] | None]:
-        """(status, error body) when this row fails, else (None, None).
-
-        A body OpenAI would refuse gets its 400; a scripted marker (``fail_first``)
-        found in the custom_id or the body plays like an online attempt of that body
-        (so a resubmitted row plays the next step); otherwise `row_error_rate` draws.
-        """
-        problem = check_api_body(body, api)
-        if problem is not None:
-            return problem.status, problem.body()
-        faults = self.faults
-        if faults is not None and faults.has_scripts:
-            marked = custom_id.encode() + b"\n" + orjson.dumps(body)
-            scripted = faults.scripted_step(marked, body)
-            if scripted is not None and scripted[0] is not None:
-                step = scripted[0]
-                if step == "insufficient_quota":
-                    return 429, insufficient_quota().body()
-                if isinstance(step, int):
-                    return step, injected_error(step).body()
-                if not step.startswith("delay:"):
-                    return 500, injected_error(500).body()
-        settings = self.settings
-        rng = batch.rng
-        if settings.row_error_rate and rng is not None and rng.random() < settings.row_error_rate:
-            status = settings.row_error_status
-            return status, injected_error(status).body()
-        return None, None

@@ -33,7 +33,7 @@ import orjson
 
 from batchrun.apis import EMBEDDING_REQUEST_INPUTS
 from batchrun.pacing import tokens
-from batchrun.sim.envelope import ApiError
+from batchrun.sim.envelope import ApiError, missing_parameter, model_problem
 
 NATIVE_DIMENSIONS = (
     ("text-embedding-3-large", 3072),
@@ -150,23 +150,12 @@ def _inputs(body: dict[str, Any]) -> list[Any]:
 
 def check_embeddings_body(body: dict[str, Any]) -> ApiError | None:
     """The 400 OpenAI answers to a bad embeddings body, else None."""
-    model = body.get("model")
-    if model is None or model == "":
-        return ApiError(
-            400,
-            "you must provide a model parameter",
-            param="model",
-            code="missing_required_parameter",
-        )
-    if not isinstance(model, str):
-        return ApiError(400, "Invalid type for 'model': expected a string.", param="model")
+    problem = model_problem(body.get("model"))
+    if problem is not None:
+        return problem
+    model: str = body["model"]
     if "input" not in body:
-        return ApiError(
-            400,
-            "Missing required parameter: 'input'.",
-            param="input",
-            code="missing_required_parameter",
-        )
+        return missing_parameter("input")
     value = body["input"]
     invalid = ApiError(400, "'$.input' is invalid. Please check the API reference.", param="input")
     if isinstance(value, str):

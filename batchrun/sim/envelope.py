@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from batchrun.input.bodies import json_kind
+
 
 @dataclass(frozen=True, slots=True)
 class ApiError:
@@ -87,3 +89,41 @@ def quota_exceeded(limited_by: str, limit: int | None, requested: int, wait: flo
             f"Please try again in {wait:.3f}s."
         )
     return ApiError(429, message, type=limited_by, code="rate_limit_exceeded")
+
+
+def type_name(value: Any) -> str:
+    """A JSON value's type as OpenAI's messages name it ("an array" for a list)."""
+    return json_kind(value, array="an array")
+
+
+def missing_parameter(name: str) -> ApiError:
+    """OpenAI's 400 for a required field the body lacks."""
+    return ApiError(
+        400,
+        f"Missing required parameter: '{name}'.",
+        param=name,
+        code="missing_required_parameter",
+    )
+
+
+def model_problem(model: Any, *, name_type: bool = False) -> ApiError | None:
+    """OpenAI's 400 for a body's ``model`` that is missing, empty or not a string, else
+    None. ``name_type``: the message says what was sent instead (the chat API's does,
+    with code ``invalid_type``; the embeddings and Responses APIs' do not)."""
+    if model is None or model == "":
+        return ApiError(
+            400,
+            "you must provide a model parameter",
+            param="model",
+            code="missing_required_parameter",
+        )
+    if isinstance(model, str):
+        return None
+    if not name_type:
+        return ApiError(400, "Invalid type for 'model': expected a string.", param="model")
+    return ApiError(
+        400,
+        f"Invalid type for 'model': expected a string, but got {type_name(model)} instead.",
+        param="model",
+        code="invalid_type",
+    )

@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from batchrun.output.ledger import json_objects
+
 LOG = "log.jsonl"
 BLOBS = "files"
 
@@ -48,15 +50,7 @@ class StateLog:
                 data = f.read()
         except FileNotFoundError:
             return []
-        ops = []
-        for line in data[: data.rfind(b"\n") + 1].splitlines():
-            try:
-                op = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(op, dict):
-                ops.append(op)
-        return ops
+        return list(json_objects(data[: data.rfind(b"\n") + 1].splitlines()))
 
     def content(self, file_id: str) -> bytes | None:
         try:

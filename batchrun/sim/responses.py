@@ -25,7 +25,7 @@ from typing import Any
 from batchrun.apis import RESPONSES
 from batchrun.pacing import tokens
 from batchrun.sim.content import Reply, make_reply
-from batchrun.sim.envelope import ApiError
+from batchrun.sim.envelope import ApiError, missing_parameter, model_problem
 from batchrun.sim.stream import split_text
 
 _UNSUPPORTED = {
@@ -38,27 +38,15 @@ _UNSUPPORTED = {
 
 def check_responses_body(body: dict[str, Any]) -> ApiError | None:
     """The 400 OpenAI answers to a bad Responses body, else None."""
-    model = body.get("model")
-    if model is None or model == "":
-        return ApiError(
-            400,
-            "you must provide a model parameter",
-            param="model",
-            code="missing_required_parameter",
-        )
-    if not isinstance(model, str):
-        return ApiError(400, "Invalid type for 'model': expected a string.", param="model")
+    problem = model_problem(body.get("model"))
+    if problem is not None:
+        return problem
     for field, message in _UNSUPPORTED.items():
         if field in body:
             return ApiError(400, message, param=field, code="unsupported_parameter")
     items = body.get("input")
     if items is None:
-        return ApiError(
-            400,
-            "Missing required parameter: 'input'.",
-            param="input",
-            code="missing_required_parameter",
-        )
+        return missing_parameter("input")
     if isinstance(items, list):
         for index, item in enumerate(items):
             if not isinstance(item, dict):

@@ -7,9 +7,10 @@ Files and Batches API (`batchrun.sim.batch_api`), ``GET /v1/models`` (a configur
 list: the simulator answers any model, as a relay might), plus ``GET /_sim/stats`` and
 ``POST /_sim/reset`` for tests. Per completion request, in order: auth (401), body
 checks (400), quota (429), scripted or random fault, latency, then the reply from
-`batchrun.sim.content`, streamed or not. The clock used by quotas, arrival times and
-batches is injected (``now``), so quota and batch tests move time by hand; batch
-timestamps are that clock shifted to Unix time at construction.
+`batchrun.sim.content`, streamed or not (`batchrun.sim.completions`). The clock used
+by quotas, arrival times and batches is injected (``now``), so quota and batch tests
+move time by hand; batch timestamps are that clock shifted to Unix time at
+construction.
 
     async with running_sim(SimConfig(error_rates={503: 0.1})) as sim:
         client = httpx.AsyncClient(base_url=sim.base_url)
@@ -22,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
-import math
 import random
 import socket
 import threading
@@ -39,27 +38,15 @@ from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES
 from batchrun.pacing import tokens
 from batchrun.sim.batch_api import BatchApi
 from batchrun.sim.batches import BatchStore
+from batchrun.sim.completions import Completions
 from batchrun.sim.config import ApiStep, ScriptStep, SimConfig
-from batchrun.sim.content import Reply, completion_object, make_reply
-from batchrun.sim.embeddings import embeddings_object
-from batchrun.sim.envelope import (
-    ApiError,
-    injected_error,
-    insufficient_quota,
-    invalid_key,
-    quota_exceeded,
-)
+from batchrun.sim.envelope import ApiError, invalid_key
 from batchrun.sim.faults import FaultPlan
-from batchrun.sim.http import JSON, drop, error_response, json_response
+from batchrun.sim.http import JSON, KeyCheck, error_response, json_response
 from batchrun.sim.persist import StateLog
-from batchrun.sim.quota import Quota, retry_after_headers
-from batchrun.sim.responses import response_events, response_object, response_reply
+from batchrun.sim.quota import Quota
 from batchrun.sim.stats import SimStats
-from batchrun.sim.stream import stream_chunks
-from batchrun.sim.validation import parse_body
 
-_MODEL = web.RequestKey("model", str)
-"""The model a request named (per-model stats), once its body is read."""
 COMPLETION_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 API_PATHS = {
     **{path: CHAT for path in COMPLETION_PATHS},
@@ -71,11 +58,13 @@ API_PATHS = {
 """The answering paths and the API each serves (`batchrun.apis`)."""
 MODEL_PATHS = ("/v1/models", "/models")
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-_DONE = b"data: [DONE]\n\n"
 
 
 class SimServer:
-    """One simulated OpenAI-compatible endpoint; `stats` counts what it saw."""
+    """One simulated OpenAI-compatible endpoint; `stats` counts what it saw.
+
+    It routes: the answering paths to `Completions`, the Files/Batches API to
+    `BatchApi`, and serves the model list and the test endpoints itself."""
 
     def __init__(
         self,
@@ -103,9 +92,8 @@ class SimServer:
         self._id_prefix = "".join(random.SystemRandom().choices(_ALNUM, k=17))
         seed_bytes = str(self.config.seed).encode()
         self.fingerprint = "fp_" + hashlib.blake2b(seed_bytes, digest_size=5).hexdigest()
-        self._key = self.config.require_key.encode() if self.config.require_key else None
+        self._keys = KeyCheck(self.config.require_key)
         self._runner: web.ServerRunner | None = None
-        self._served = 0
         # batch timestamps are Unix seconds, but must move with the injected clock
         self._epoch = time.time() - now()
         self.batch_api = BatchApi(
@@ -116,6 +104,16 @@ class SimServer:
             fingerprint=self.fingerprint,
             faults=self.faults,
             state=None if state_dir is None else StateLog(state_dir),
+        )
+        self._completions = Completions(
+            config=self.config,
+            stats=self.stats,
+            faults=self.faults,
+            quota=self.quota,
+            keys=self._keys,
+            now=now,
+            fingerprint=self.fingerprint,
+            id_prefix=self._id_prefix,
         )
 
     def unix_now(self) -> float:
@@ -222,7 +220,7 @@ class SimServer:
                 return error_response(
                     ApiError(405, "Method not allowed.", code="method_not_allowed")
                 )
-            return await self._completion(request, api)
+            return await self._completions.answer(request, api)
         if BatchApi.serves(path):
             response = await self.batch_api.handle(request)
             # None: the connection was dropped on purpose; give aiohttp something inert
@@ -235,6 +233,9 @@ class SimServer:
             self.reset()
             return web.Response(body=b"{}", content_type=JSON)
         return error_response(ApiError(404, f"Invalid URL ({request.method} {path})"))
+
+    def _authorized(self, request: web.BaseRequest) -> bool:
+        return self._keys.authorized(request)
 
     def _models(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         """``GET /v1/models`` (the configured list) and ``GET /v1/models/{id}``, in
@@ -261,302 +262,6 @@ class SimServer:
                 )
             )
         return json_response(listed[model])
-
-    async def _completion(self, request: web.BaseRequest, api: str = CHAT) -> web.StreamResponse:
-        arrived_at = self.now()
-        self.stats.arrived(arrived_at)
-        status: int | None = None
-        try:
-            response = await self._answer(request, api)
-            status = response.status if response is not None else None
-            if response is None:
-                # the connection was dropped on purpose; give aiohttp something inert
-                response = web.Response(status=499)
-            return response
-        finally:
-            self.stats.finished(status)
-            model = request.get(_MODEL)
-            if model is not None:
-                self.stats.model_answered(model, arrived_at, status)
-
-    def _presented_key(self, request: web.BaseRequest) -> str | None:
-        auth = request.headers.get("Authorization")
-        if auth is not None:
-            return auth
-        return request.headers.get("api-key")
-
-    def _authorized(self, request: web.BaseRequest) -> bool:
-        return self._key_ok(self._presented_key(request))
-
-    def _key_ok(self, presented: str | None) -> bool:
-        if self._key is None:
-            return True
-        if presented is None:
-            return False
-        value = presented.encode("utf-8", errors="replace")
-        if value[:7].lower() == b"bearer ":
-            value = value[7:].strip()
-        return hmac.compare_digest(value, self._key)
-
-    async def _answer(self, request: web.BaseRequest, api: str) -> web.StreamResponse | None:
-        presented = self._presented_key(request)
-        self._served += 1
-        serial = self._served
-        headers = {"x-request-id": f"req_sim{serial:012x}"}
-        if not self._key_ok(presented):
-            return error_response(invalid_key(), headers)
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            too_big = f"Request body larger than {self.config.max_body_bytes} bytes."
-            return error_response(ApiError(413, too_big, code="request_too_large"), headers)
-        body, error = parse_body(raw, api)
-        if error is not None or body is None:
-            return error_response(error or ApiError(400, "Invalid body."), headers)
-        if self.stats.bodies.maxlen:
-            self.stats.bodies.append(body)
-        request[_MODEL] = str(body.get("model") or "")
-
-        refusal = self._quota_refusal(body, presented or "anon", headers, api)
-        if refusal is not None:
-            return refusal
-
-        step = self.faults.next_step(raw, body)
-        delay = self.faults.latency()
-        if isinstance(step, str) and step.startswith("delay:"):
-            delay += float(step.removeprefix("delay:")) / 1000
-            step = None
-        started = time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-        if step == "reset":
-            self.stats.faults["reset"] += 1
-            drop(request)
-            return None
-        if isinstance(step, int):
-            if step == 429:
-                headers.update(retry_after_headers(self.config.retry_after))
-            return error_response(injected_error(step), headers)
-        if step == "insufficient_quota":
-            return error_response(insufficient_quota(), headers)
-
-        if api != CHAT:
-            return await self._other_answer(request, api, body, serial, headers, step, started)
-        reply = make_reply(body, self.config.seed, self.config.reply_words, self.config.skills)
-        completion_id = f"chatcmpl-{self._id_prefix}{serial:012x}"
-        model = body["model"]
-        headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
-        if body.get("stream") is True:
-            return await self._stream(request, body, reply, completion_id, model, headers, step)
-        if step == "garbage":
-            self.stats.faults["garbage"] += 1
-            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-            return web.Response(body=page, content_type="text/html", headers=headers)
-        if step == "stream_error":
-            self.stats.faults["stream_error"] += 1
-            return error_response(injected_error(500), headers, status=200)
-        created = int(time.time())
-        payload = orjson.dumps(
-            completion_object(reply, completion_id, model, created, self.fingerprint)
-        )
-        if step == "truncate":
-            self.stats.faults["truncate"] += 1
-            return await _torn_body(request, payload, headers)
-        return web.Response(body=payload, content_type=JSON, headers=headers)
-
-    async def _other_answer(
-        self,
-        request: web.BaseRequest,
-        api: str,
-        body: dict[str, Any],
-        serial: int,
-        headers: dict[str, str],
-        step: ScriptStep | None,
-        started: float,
-    ) -> web.StreamResponse | None:
-        """The answer to an embeddings or a Responses request (faults as for chat)."""
-        cfg = self.config
-        if api == RESPONSES:
-            reply = response_reply(body, cfg.seed, cfg.reply_words)
-            answer = response_object(
-                reply, body, f"resp_{self._id_prefix}{serial:012x}", int(time.time())
-            )
-        else:
-            answer = embeddings_object(body)
-        headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
-        if api == RESPONSES and body.get("stream") is True:
-            return await self._stream_events(request, answer, headers, step)
-        if step == "garbage":
-            self.stats.faults["garbage"] += 1
-            page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-            return web.Response(body=page, content_type="text/html", headers=headers)
-        if step == "stream_error":
-            self.stats.faults["stream_error"] += 1
-            return error_response(injected_error(500), headers, status=200)
-        payload = orjson.dumps(answer)
-        if step == "truncate":
-            self.stats.faults["truncate"] += 1
-            return await _torn_body(request, payload, headers)
-        return web.Response(body=payload, content_type=JSON, headers=headers)
-
-    def _quota_refusal(
-        self, body: dict[str, Any], key: str, headers: dict[str, str], api: str = CHAT
-    ) -> web.Response | None:
-        """Take this request from `key`'s buckets (adding x-ratelimit headers), or a 429.
-
-        Like OpenAI, the token cost is an estimate made up front: prompt tokens plus
-        the max completion tokens times n (a default when the body sets none; none for
-        embeddings).
-        """
-        if self.quota is None:
-            return None
-        estimate = tokens.prompt_tokens(body, api=api) + tokens.completion_ceiling(
-            body, self.config.default_completion_tokens, api=api
-        )
-        model = str(body.get("model") or "")
-        admission = self.quota.admit(key, estimate, model)
-        headers.update(admission.headers)
-        if admission.allowed:
-            return None
-        wait = admission.retry_after
-        by_tokens = admission.limited_by == "tokens"
-        rpm, tpm = self.quota.limits(model)
-        limit = tpm if by_tokens else rpm
-        if math.isfinite(wait):
-            headers.update(retry_after_headers(wait))
-        error = quota_exceeded(admission.limited_by, limit, estimate if by_tokens else 1, wait)
-        return error_response(error, headers)
-
-    async def _stream(
-        self,
-        request: web.BaseRequest,
-        body: dict[str, Any],
-        reply: Reply,
-        completion_id: str,
-        model: str,
-        headers: dict[str, str],
-        step: ScriptStep | None,
-    ) -> web.StreamResponse:
-        config = self.config
-        self.stats.streams += 1
-        options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        chunks = stream_chunks(
-            reply,
-            completion_id=completion_id,
-            created=int(time.time()),
-            model=model,
-            fingerprint=self.fingerprint,
-            include_usage=include_usage,
-            pieces=config.stream_pieces,
-        )
-        fault = step if step in ("truncate", "stream_error") else self.faults.stream_fault()
-        cut = max(1, len(chunks) // 2) if fault else len(chunks)
-        if fault:
-            self.stats.faults[str(fault)] += 1
-        events = [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks[:cut]]
-        error = b"data: " + orjson.dumps(injected_error(500).body()) + b"\n\n"
-        return await self._send_stream(request, headers, events, fault, error, _DONE)
-
-    async def _stream_events(
-        self,
-        request: web.BaseRequest,
-        answer: dict[str, Any],
-        headers: dict[str, str],
-        step: ScriptStep | None,
-    ) -> web.StreamResponse:
-        """A Responses answer as its event stream (`batchrun.sim.responses.response_events`):
-        ``event:`` lines, no ``[DONE]``; a fault cuts it before its final event."""
-        self.stats.streams += 1
-        events = response_events(answer, self.config.stream_pieces)
-        fault = step if step in ("truncate", "stream_error") else self.faults.stream_fault()
-        cut = max(1, len(events) // 2) if fault else len(events)
-        if fault:
-            self.stats.faults[str(fault)] += 1
-        error = {
-            "type": "error",
-            "sequence_number": cut,
-            "code": "server_error",
-            "message": injected_error(500).message,
-            "param": None,
-        }
-        return await self._send_stream(
-            request,
-            headers,
-            [_event(event) for event in events[:cut]],
-            fault,
-            _event(error),
-            None,
-        )
-
-    async def _send_stream(
-        self,
-        request: web.BaseRequest,
-        headers: dict[str, str],
-        events: list[bytes],
-        fault: str | ScriptStep | None,
-        error: bytes,
-        done: bytes | None,
-    ) -> web.StreamResponse:
-        """Write ``events`` (paced by the config), then ``error`` (a stream_error
-        fault), a dropped connection (a truncate fault that aborts), or ``done``."""
-        config = self.config
-        response = web.StreamResponse(
-            status=200,
-            headers={
-                **headers,
-                "Content-Type": "text/event-stream; charset=utf-8",
-                "Cache-Control": "no-cache",
-            },
-        )
-        try:
-            await response.prepare(request)
-            if config.stream_comments:
-                await response.write(b": keep-alive\n\n")
-            if config.first_token_ms > 0:
-                await asyncio.sleep(config.first_token_ms / 1000)
-            gap = config.chunk_delay_ms / 1000
-            if gap > 0:
-                for index, event in enumerate(events):
-                    if index:
-                        await asyncio.sleep(gap)
-                    await response.write(event)
-            else:
-                # unpaced: one write (same bytes, far fewer syscalls); clients must
-                # split events themselves either way
-                await response.write(b"".join(events))
-            if fault == "stream_error":
-                await response.write(error)
-            elif fault == "truncate" and config.truncate_abort:
-                drop(request)
-                return response
-            elif not fault and done is not None:
-                await response.write(done)
-            await response.write_eof()
-        except ConnectionError:
-            pass  # the client went away mid-stream; nothing left to do
-        return response
-
-
-def _event(event: dict[str, Any]) -> bytes:
-    """One server-sent event of a Responses stream: its type, then its data."""
-    return b"event: " + str(event["type"]).encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-
-
-async def _torn_body(
-    request: web.BaseRequest, payload: bytes, headers: dict[str, str]
-) -> web.StreamResponse:
-    """Announce the full length, send half, then drop the connection."""
-    response = web.StreamResponse(status=200, headers={**headers, "Content-Type": JSON})
-    response.content_length = len(payload)
-    try:
-        await response.prepare(request)
-        await response.write(payload[: len(payload) // 2])
-    except ConnectionError:
-        pass
-    drop(request)
-    return response
 
 
 @asynccontextmanager

@@ -17,23 +17,9 @@ import orjson
 
 from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES
 from batchrun.sim.content import VALID_ROLES
-from batchrun.sim.envelope import ApiError
+from batchrun.sim.envelope import ApiError, missing_parameter, model_problem, type_name
 
 _ROLE_LIST = "'system', 'assistant', 'user', 'function', 'tool', and 'developer'"
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def parse_body(raw: bytes, api: str = CHAT) -> tuple[dict[str, Any] | None, ApiError | None]:
@@ -50,7 +36,7 @@ def parse_body(raw: bytes, api: str = CHAT) -> tuple[dict[str, Any] | None, ApiE
     if not isinstance(body, dict):
         return None, ApiError(
             400,
-            f"Invalid body: expected an object, but got {_type_name(body)} instead.",
+            f"Invalid body: expected an object, but got {type_name(body)} instead.",
             code="invalid_type",
         )
     return body, check_api_body(body, api)
@@ -70,34 +56,17 @@ def check_api_body(body: dict[str, Any], api: str = CHAT) -> ApiError | None:
 
 
 def check_body(body: dict[str, Any]) -> ApiError | None:
-    model = body.get("model")
-    if model is None or model == "":
-        return ApiError(
-            400,
-            "you must provide a model parameter",
-            param="model",
-            code="missing_required_parameter",
-        )
-    if not isinstance(model, str):
-        return ApiError(
-            400,
-            f"Invalid type for 'model': expected a string, but got {_type_name(model)} instead.",
-            param="model",
-            code="invalid_type",
-        )
+    problem = model_problem(body.get("model"), name_type=True)
+    if problem is not None:
+        return problem
     messages = body.get("messages")
     if messages is None:
-        return ApiError(
-            400,
-            "Missing required parameter: 'messages'.",
-            param="messages",
-            code="missing_required_parameter",
-        )
+        return missing_parameter("messages")
     if not isinstance(messages, list):
         return ApiError(
             400,
             "Invalid type for 'messages': expected an array of objects, but "
-            f"got {_type_name(messages)} instead.",
+            f"got {type_name(messages)} instead.",
             param="messages",
             code="invalid_type",
         )
@@ -115,18 +84,13 @@ def check_body(body: dict[str, Any]) -> ApiError | None:
             return ApiError(
                 400,
                 f"Invalid type for '{where}': expected an object, but got "
-                f"{_type_name(message)} instead.",
+                f"{type_name(message)} instead.",
                 param=where,
                 code="invalid_type",
             )
         role = message.get("role")
         if role is None:
-            return ApiError(
-                400,
-                f"Missing required parameter: '{where}.role'.",
-                param=f"{where}.role",
-                code="missing_required_parameter",
-            )
+            return missing_parameter(f"{where}.role")
         if not isinstance(role, str) or role not in VALID_ROLES:
             shown = role if isinstance(role, str) else orjson.dumps(role).decode()
             return ApiError(

@@ -26,7 +26,7 @@ import anyio
 import httpx
 import orjson
 
-from batchrun import __version__
+from batchrun._version import __version__
 from batchrun.apis import APIS, CHAT, EMBEDDINGS, PATHS, RESPONSES
 from batchrun.errors import BadResponse, ConfigError, RequestError, RequestTimeout
 from batchrun.redact import register_secret, scrub, scrub_json, scrub_text

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import httpx
 import orjson
 
-from batchrun import __version__
+from batchrun._version import __version__
 
 LIST_TIMEOUT_S = 3.0
 MAX_LIST_BYTES = 16 * 1024 * 1024

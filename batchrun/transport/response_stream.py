@@ -32,6 +32,7 @@ from typing import Any
 import orjson
 
 from batchrun.errors import BadResponse
+from batchrun.transport.streaming import assembled, stream_payload
 
 FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
 _HEAD_EVENTS = frozenset({"response.created", "response.in_progress", "response.queued"})
@@ -103,16 +104,7 @@ class ResponseStreamAssembler:
         text = payload.strip()
         if not text or text == "[DONE]" or self._final is not None:
             return False
-        try:
-            event = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise BadResponse(
-                f"stream event is not JSON: {_clip(text)}", code="bad_stream_chunk"
-            ) from exc
-        if not isinstance(event, dict):
-            raise BadResponse(
-                f"stream event is not a JSON object: {_clip(text)}", code="bad_stream_chunk"
-            )
+        event = stream_payload(text, "event")
         self.events += 1
         kind = event.get("type")
         if kind in FINAL_EVENTS:
@@ -235,20 +227,7 @@ def assemble_response(chunks: Iterable[bytes]) -> dict[str, Any]:
     ...     b'"response":{"id":"r","status":"completed","output":[]}}\\n\\n'])["status"]
     'completed'
     """
-    from batchrun.transport.streaming import SSEDecoder
-
-    decoder = SSEDecoder()
-    assembler = ResponseStreamAssembler()
-    for piece in chunks:
-        for payload in decoder.feed(piece):
-            assembler.add(payload)
-    for payload in decoder.close():
-        assembler.add(payload)
-    return assembler.result()
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
+    return assembled(ResponseStreamAssembler(), chunks)
 
 
 __all__ = ["FINAL_EVENTS", "ResponseStreamAssembler", "assemble_response"]

@@ -105,37 +105,24 @@ def error_for_status(status: int, headers: Mapping[str, str], content: bytes) ->
 
 def check_completion(body: Any, status: int, headers: Mapping[str, str]) -> dict[str, Any]:
     """Accept a decoded 200 body only if it is a usable chat.completion."""
-    envelope = error_envelope(body)
-    if envelope is not None and not (isinstance(body, dict) and body.get("choices")):
-        raise BadResponse(
-            (envelope["message"] or "error object in a 200 response")[:MAX_MESSAGE],
-            code=str(envelope["code"] or envelope["type"] or "error_in_200"),
-            status=status,
-            headers=headers,
-            body=body,
-            request_id=request_id_of(headers),
-        )
-    if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-        raise BadResponse(
-            "response is not a chat.completion (no 'choices')",
-            code="invalid_completion",
-            status=status,
-            headers=headers,
-            body=body,
-            request_id=request_id_of(headers),
-        )
-    choices = body["choices"]
+    choices = _answer_list(
+        body,
+        status,
+        headers,
+        "choices",
+        "response is not a chat.completion (no 'choices')",
+        "invalid_completion",
+    )
     if not choices or not all(
         isinstance(c, dict) and isinstance(c.get("message"), dict) for c in choices
     ):
         # `choices: []`, `[{}]`, `[null]`: an answer with nothing in it is no answer
-        raise BadResponse(
+        raise _bad_answer(
             "response has no usable choice (choices empty or without a message)",
-            code="no_choices",
-            status=status,
-            headers=headers,
-            body=body,
-            request_id=request_id_of(headers),
+            "no_choices",
+            body,
+            status,
+            headers,
         )
     return body
 
@@ -169,14 +156,7 @@ def check_embeddings(
                 f"match the inputs (0 to {expected - 1})"
             )
     if problem is not None:
-        raise BadResponse(
-            problem,
-            code="invalid_embeddings",
-            status=status,
-            headers=headers,
-            body=body,
-            request_id=request_id_of(headers),
-        )
+        raise _bad_answer(problem, "invalid_embeddings", body, status, headers)
     return body
 
 
@@ -186,40 +166,72 @@ def check_response(body: Any, status: int, headers: Mapping[str, str]) -> dict[s
     one is its error (retryable, as a server error is)."""
     failed = isinstance(body, dict) and body.get("status") == "failed"
     if failed:
-        error = error_envelope({"error": body.get("error")}) or {}
-        raise BadResponse(
-            (error.get("message") or "the response failed")[:MAX_MESSAGE],
-            code=str(error.get("code") or error.get("type") or "response_failed"),
-            status=status,
-            headers=headers,
-            body=body,
-            request_id=request_id_of(headers),
+        error = error_envelope({"error": body.get("error")})
+        raise _envelope_error(
+            error, "the response failed", "response_failed", body, status, headers
         )
-    _raise_envelope(body, status, headers, "output")
-    if not isinstance(body, dict) or not isinstance(body.get("output"), list):
-        raise BadResponse(
-            "response is not a Responses object (no 'output')",
-            code="invalid_response",
-            status=status,
-            headers=headers,
-            body=body,
-            request_id=request_id_of(headers),
-        )
+    _answer_list(
+        body,
+        status,
+        headers,
+        "output",
+        "response is not a Responses object (no 'output')",
+        "invalid_response",
+    )
     return body
+
+
+def _answer_list(
+    body: Any, status: int, headers: Mapping[str, str], field: str, message: str, code: str
+) -> list[Any]:
+    """The answer's ``field`` list (``choices``, ``output``); an error object in its
+    place, or no such list, is `BadResponse`."""
+    _raise_envelope(body, status, headers, field)
+    if not isinstance(body, dict) or not isinstance(body.get(field), list):
+        raise _bad_answer(message, code, body, status, headers)
+    return body[field]
 
 
 def _raise_envelope(body: Any, status: int, headers: Mapping[str, str], field: str) -> None:
     """An error object in a 200 (some relays answer so) without the answer's field."""
     envelope = error_envelope(body)
     if envelope is not None and not (isinstance(body, dict) and body.get(field)):
-        raise BadResponse(
-            (envelope["message"] or "error object in a 200 response")[:MAX_MESSAGE],
-            code=str(envelope["code"] or envelope["type"] or "error_in_200"),
-            status=status,
-            headers=headers,
-            body=body,
-            request_id=request_id_of(headers),
+        raise _envelope_error(
+            envelope, "error object in a 200 response", "error_in_200", body, status, headers
         )
+
+
+def _envelope_error(
+    envelope: Mapping[str, Any] | None,
+    message: str,
+    code: str,
+    body: Any,
+    status: int,
+    headers: Mapping[str, str],
+) -> BadResponse:
+    """A 200 that carries an error object: its message and code, else these."""
+    envelope = envelope or {}
+    return _bad_answer(
+        (envelope.get("message") or message)[:MAX_MESSAGE],
+        str(envelope.get("code") or envelope.get("type") or code),
+        body,
+        status,
+        headers,
+    )
+
+
+def _bad_answer(
+    message: str, code: str, body: Any, status: int, headers: Mapping[str, str]
+) -> BadResponse:
+    """A 200 whose body is no usable answer (retried: `BadResponse`)."""
+    return BadResponse(
+        message,
+        code=code,
+        status=status,
+        headers=headers,
+        body=body,
+        request_id=request_id_of(headers),
+    )
 
 
 def check_answer(
@@ -256,14 +268,13 @@ def parse_completion(
         body = _assembled(content, api)
     if body is None:
         ctype = headers.get("content-type", "")
-        error = BadResponse(
+        error = _bad_answer(
             f"HTTP {status} body is not JSON (content-type {ctype!r}): {_snippet(content)!r}",
-            code="invalid_json",
-            status=status,
-            headers=headers,
+            "invalid_json",
             # the whole answer, as text: it was probably paid for, and is all there is
-            body=content.decode("utf-8", "replace"),
-            request_id=request_id_of(headers),
+            content.decode("utf-8", "replace"),
+            status,
+            headers,
         )
         error.billed = bool(content.strip())  # an empty body carried no answer to pay for
         raise error

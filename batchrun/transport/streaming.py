@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -38,8 +38,11 @@ from batchrun.errors import BadResponse
 __all__ = [
     "SSEDecoder",
     "StreamAssembler",
+    "Assembler",
     "assemble",
+    "assembled",
     "ensure_include_usage",
+    "stream_payload",
 ]
 
 # Any of the three line ends the SSE spec allows. "\r\n" must come first so it is
@@ -486,16 +489,7 @@ class StreamAssembler:
         if text == _DONE:
             self.done = True
             return False
-        try:
-            chunk = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise BadResponse(
-                f"stream chunk is not JSON: {_clip(text)}", code="bad_stream_chunk"
-            ) from exc
-        if not isinstance(chunk, dict):
-            raise BadResponse(
-                f"stream chunk is not a JSON object: {_clip(text)}", code="bad_stream_chunk"
-            )
+        chunk = stream_payload(text, "chunk")
         error = _error_of(chunk)
         if error is not None:
             raise error
@@ -584,14 +578,44 @@ def assemble(
     ...           b"\\n\\ndata: [DONE]\\n\\n"])["choices"][0]["message"]["content"]
     'x'
     """
-    decoder = SSEDecoder()
     assembler = StreamAssembler(require_done=require_done, expected_choices=expected_choices)
+    return assembled(assembler, chunks)
+
+
+class Assembler(Protocol):
+    """What `assembled` feeds: `StreamAssembler`, or the Responses API's
+    `batchrun.transport.response_stream.ResponseStreamAssembler`."""
+
+    def add(self, payload: str) -> bool: ...
+
+    def result(self) -> dict[str, Any]: ...
+
+
+def assembled(assembler: Assembler, chunks: Iterable[bytes]) -> dict[str, Any]:
+    """Every SSE payload of the byte pieces ``chunks`` fed to ``assembler``: its result."""
+    decoder = SSEDecoder()
     for piece in chunks:
         for payload in decoder.feed(piece):
             assembler.add(payload)
     for payload in decoder.close():
         assembler.add(payload)
     return assembler.result()
+
+
+def stream_payload(text: str, what: str) -> dict[str, Any]:
+    """One payload of a stream as the JSON object it must be (``what``: "chunk" for
+    chat, "event" for Responses); else `BadResponse` ``bad_stream_chunk``."""
+    try:
+        payload = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise BadResponse(
+            f"stream {what} is not JSON: {_clip(text)}", code="bad_stream_chunk"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise BadResponse(
+            f"stream {what} is not a JSON object: {_clip(text)}", code="bad_stream_chunk"
+        )
+    return payload
 
 
 def _clip(text: str, limit: int = 200) -> str:

@@ -79,9 +79,10 @@ def wait_until_interrupted(url: str) -> None:
 def serve_command(run_dir: str, port: int, host: str) -> None:
     """Serve a live report page for a run directory, refreshed while the run goes.
     Its URL carries a token every request needs (the page is private to who has it)."""
+    from batchrun.output.store import is_object_storage
     from batchrun.report.html.server import is_loopback, serve_run_dir
 
-    if not os.path.isdir(run_dir):
+    if not is_object_storage(run_dir) and not os.path.isdir(run_dir):
         raise click.ClickException(f"{run_dir}: no such run directory")
     if not is_loopback(host):
         click.echo(

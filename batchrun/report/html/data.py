@@ -40,7 +40,8 @@ from batchrun.report.html.sample import LineSample, cut, parquet_sample
 from batchrun.report.html.timeseries import TimeSeries
 from batchrun.report.statistics import LatencyStats, OutputStats
 from batchrun.report.text import online_price_of_batch_run, report_from
-from batchrun.settings import ResponseFormat, Settings
+from batchrun.settings import Settings
+from batchrun.values import ResponseFormat
 
 DATA_VERSION = 1
 QUANTILES = tuple(sorted([q / 100 for q in range(101)] + [0.995, 0.999]))
@@ -462,6 +463,7 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
         },
         "quality": _quality(report["quality"] or {}),
         "eval": evaluation,
+        "cascade": report.get("cascade"),
         "variants": variants,
         "comparison": comparison,
         "reused": (

@@ -57,7 +57,10 @@ _SKELETON = """
     <div id="latency-table"></div><div class="chart" id="latency-chart"></div>
   </section>
   <section id="quality"><h2>Answer quality</h2><div id="quality-body"></div></section>
-  <section id="evaluation"><h2 id="eval-title">Evaluation</h2><div id="eval-body"></div></section>
+  <section id="cascade" hidden><h2>Cascade</h2><div id="cascade-body"></div>
+    <div class="grid2"><div class="chart" id="cascade-curve"></div></div></section>
+  <section id="evaluation"><h2 id="eval-title">Evaluation</h2><div id="eval-body"></div>
+    <div class="grid2"><div class="chart" id="eval-reliability"></div></div></section>
   <section id="errors"><h2>Errors by code</h2><div id="errors-body"></div></section>
   <section id="sample"><h2>Sample of results</h2><div id="sample-body"></div></section>
 </main>
@@ -123,8 +126,19 @@ def write_html_report(run_dir: str, path: str | None = None) -> str:
     """Write the report for ``run_dir`` (default ``RUN_DIR/report.html``) atomically:
     a reader, or a browser reloading it, sees the old file or the new, never half.
     Returns the path written; a path that cannot be written is a `RunDirError`."""
+    from batchrun.output.store import is_object_storage
     from batchrun.report.html.data import build_page_data
 
+    if is_object_storage(run_dir):  # read through a snapshot; by default put beside the run
+        from batchrun.output.rundir import RunDir
+        from batchrun.output.store import open_store
+
+        location = run_dir.rstrip("/")
+        if path is None:
+            page = render_html(build_page_data(RunDir.open(location).path)).encode("utf-8")
+            open_store(location).put(REPORT_FILE, page)
+            return f"{location}/{REPORT_FILE}"
+        run_dir = RunDir.open(location).path
     path = path or os.path.join(run_dir, REPORT_FILE)
     page = render_html(build_page_data(run_dir)).encode("utf-8")
     try:

@@ -230,6 +230,10 @@ class LiveServer:
         return web.Response(text=page_json(data), content_type="application/json")
 
 
+SNAPSHOT_SECONDS = 10.0
+"""How often the page of a run on object storage reads the prefix again."""
+
+
 @contextmanager
 def serve_run_dir(
     run_dir: str, host: str = "127.0.0.1", port: int = 0, *, poll_s: float = POLL_SECONDS
@@ -241,6 +245,34 @@ def serve_run_dir(
     and reloads, and ``data.json`` answers 503. ``port=0`` takes a free port. Binding
     anywhere but loopback shows the run's prompts and answers to whoever can reach
     the port: only when asked to.
+
+    A run on object storage (``s3://bucket/prefix``) is served from a local snapshot
+    taken again every `SNAPSHOT_SECONDS` (`batchrun.output.mirror.snapshot`: the
+    segments it has read once are kept, so each time fetches only the new ones).
     """
-    with LiveServer(run_dir, host, port, poll_s=poll_s) as server:
-        yield server.url
+    from batchrun.output.store import is_object_storage
+
+    if not is_object_storage(run_dir):
+        with LiveServer(run_dir, host, port, poll_s=poll_s) as server:
+            yield server.url
+        return
+    from batchrun.output.mirror import snapshot
+
+    local = snapshot(run_dir)
+    stop = threading.Event()
+
+    def again() -> None:
+        while not stop.wait(SNAPSHOT_SECONDS):
+            try:
+                snapshot(run_dir)
+            except Exception:  # unreachable for now: the page shows the last one
+                continue
+
+    thread = threading.Thread(target=again, name="batchrun-snapshot", daemon=True)
+    thread.start()
+    try:
+        with LiveServer(local, host, port, poll_s=poll_s) as server:
+            yield server.url
+    finally:
+        stop.set()
+        thread.join()

@@ -282,9 +282,48 @@
   // a report whose rows with a reference all went unanswered (batchrun.jobs.evaluate.not_scored)
   const notScored = (E) => E.n > 0 && (E.missing_predictions || 0) >= E.n;
 
+  // a percentage axis and legend for charts of shares (accuracy, cost over a baseline)
+  const pctAxis = { time: false, yValues: (u, vals) => vals.map((v) => fmt.pct(v)), value: (u, v) => fmt.pct(v) };
+
+  // the reliability diagram: each confidence bin's accuracy against its mean confidence
+  function renderReliability(E) {
+    const cal = E && E.calibration;
+    const bins = cal && cal.bins ? cal.bins.filter((b) => b.n > 0 && isNum(b.confidence)) : [];
+    if (!bins.length) { fill("eval-reliability"); return; }
+    chart("eval-reliability", "Reliability: accuracy by confidence (ECE " + fmt.f3(cal.ece) + ")", bins.map((b) => b.confidence), [
+      { label: "accuracy", values: bins.map((b) => b.accuracy), line: true },
+      { label: "calibrated", values: bins.map((b) => b.confidence), color: "#9a6700", line: true }],
+    { ...pctAxis, xLabel: "mean confidence", xValues: (u, vals) => vals.map((v) => fmt.pct(v)) });
+  }
+
+  // a cascade (summary.json "cascade"): each stage, and cost/accuracy over thresholds
+  function renderCascade(d) {
+    const c = d.cascade, section = document.getElementById("cascade");
+    if (!c) { section.hidden = true; return; }
+    section.hidden = false;
+    const rows = (c.stages || []).map((s, i) => h("tr", null, h("td", { text: s.stage + ". " + s.model }),
+      num(isNum(s.escalate_below) ? fmt.num(s.escalate_below, 3) : "-"), num(fmt.int(s.rows), "cascade.stages." + i + ".rows"),
+      num(fmt.int(s.decided), "cascade.stages." + i + ".decided"), num(fmt.int(s.escalated), "cascade.stages." + i + ".escalated"),
+      num(fmt.usd(s.cost_usd), "cascade.stages." + i + ".cost_usd"), num(fmt.pct((s.eval_decided || {}).accuracy), "cascade.stages." + i + ".accuracy")));
+    const head = ["stage", "escalate below", "rows", "decided", "escalated", "cost", "accuracy (decided)"].map((t, i) => (i ? h("th", { class: "n", text: t }) : t));
+    const alone = c.last_stage_alone_usd, last = (c.models || []).slice(-1)[0];
+    const acc = (c.eval || {}).accuracy;
+    const text = "cascade: " + (isNum(acc) ? "accuracy " + fmt.pct(acc) + ", " : "") + "cost " + fmt.usd(c.cost_usd) +
+      (isNum(alone) && alone > 0 && isNum(c.cost_usd) ? "; " + last + " alone about " + fmt.usd(alone) + " (" + fmt.pct(1 - c.cost_usd / alone) + " saved)" : "") +
+      (isNum(c.share_escalated) ? "; " + fmt.pct(c.share_escalated) + " escalated past stage " + (c.escalated_past_stage || 1) : "");
+    fill("cascade-body", table(head, rows), h("p", { class: "note", "data-k": "cascade.summary", text }));
+    const curve = c.curve || [];
+    if (!curve.length || !isNum(alone) || alone <= 0) { fill("cascade-curve"); return; }
+    chart("cascade-curve", "Accuracy and cost (over " + last + " alone) by stage 1's threshold", curve.map((p) => p.escalate_below), [
+      { label: "accuracy", values: curve.map((p) => p.accuracy), line: true },
+      { label: "cost", values: curve.map((p) => p.cost_usd / alone), color: "#1a7f37", line: true }],
+    { ...pctAxis, xLabel: "escalate below", xValues: (u, vals) => vals.map((v) => fmt.num(v, 2)) });
+  }
+
   function renderEval(d) {
     const top = d.eval;
     const title = document.getElementById("eval-title");
+    fill("eval-reliability");
     if (!top) {
       title.textContent = "Evaluation";
       fill("eval-body", h("p", { class: "note", text: "No evaluation: the job has no [eval] section (or the run has not finished)." }));
@@ -349,6 +388,7 @@
       parts.push(h("p", { class: "note", text: "The references are free text (over 50 distinct values): no confusion table." }));
     }
     fill("eval-body", parts);
+    renderReliability(E);
   }
 
   // ------------------------------------------------------------------ the comparison
@@ -589,6 +629,7 @@
     renderSeries(d);
     renderLatency(d);
     renderQuality(d);
+    renderCascade(d);
     renderEval(d);
     renderErrors(d);
     renderSample(d);

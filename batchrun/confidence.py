@@ -11,10 +11,14 @@ A job's ``confidence`` setting (`batchrun.settings.Confidence`) picks the method
   for a plain answer the answer's own tokens. When the label values are known (the
   schema's enum, or ``labels``), the probability is normalised over the labels the
   first label token's ``top_logprobs`` show: p(chosen) / (p(chosen) + the other
-  labels seen), so mass a model put on tokens that are no label (``Positive``,
+  labels seen + for each label not shown, the least probability shown: the most it
+  can hold, the alternatives being the top k), so mass a model put on tokens that are
+  no label (``Positive``,
   whitespace) does not make it look unsure. An alternative token counts for a label
   when, after the bytes the chosen token has before the label (an opening quote),
-  it starts the label (or the label starts it) and no other label;
+  it starts the label (or the label starts it) and no other label. An answer that
+  is no label, or a job asking ``top_logprobs`` 0 (llama.cpp's server then sends 20
+  alternatives all the same), keeps the raw probability;
 * ``"agreement"``: the request asks for ``samples`` answers (``n``); the confidence
   is the share of them giving the majority label (a tie: the label given first), and
   the row's answer is the first choice giving it (`majority`);
@@ -40,12 +44,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchrun.checks import CONFIDENCE_METHODS
-from batchrun.settings import Confidence, Evaluation, ResponseFormat, Settings
+from batchrun.labels import normalize_answer
+from batchrun.values import CONFIDENCE_METHODS, Confidence, Evaluation, ResponseFormat
+
+if TYPE_CHECKING:
+    from batchrun.settings import Settings
 
 LOGPROBS, AGREEMENT, SELF = CONFIDENCE_METHODS
 NO_ANSWER = "no_answer"
@@ -274,7 +281,10 @@ def span_probability(
     """The probability of ``content[start:end]`` from its tokens' logprobs (the
     tokens overlapping it: exp of the sum of their logprobs), normalised over the
     other ``labels`` the first of them shows in its ``top_logprobs`` (see the module
-    docstring). None when the tokens do not spell ``content`` or lack a logprob.
+    docstring) when ``chosen`` is one of the ``labels``: an answer that is none of them
+    (a sentence where one word was asked for) keeps its raw probability, never 1.0 for
+    lack of another label to divide by. None when the tokens do not spell ``content``
+    or lack a logprob.
 
     Tokens are placed by their ``bytes`` (a token may hold part of a character) or,
     without them, by their text; tokens around the answer that it does not contain
@@ -321,26 +331,37 @@ def span_probability(
     if first is None:
         return None
     p = math.exp(total)
-    if not labels:
-        return p
+    if not labels or (chosen is not None and chosen not in labels):
+        return p  # an answer that is no label has no labels to be normalised against
     index, lo = first
     alternatives = tokens[index].get("top_logprobs") if isinstance(tokens[index], Mapping) else None
     if not isinstance(alternatives, list) or not alternatives:
         return p  # nothing shown to normalise over (top_logprobs 0): the raw probability
     prefix = data[max(lo, 0) : b_start]
     others = 0.0
+    seen: set[str] = set()
+    shown: list[float] = []
     for alternative in alternatives:
         alt_bytes = _token_bytes(alternative)
         logprob = _logprob(alternative)
+        if logprob is not None:
+            shown.append(math.exp(logprob))
         if alt_bytes is None or logprob is None or not alt_bytes.startswith(prefix):
             continue
         rest = alt_bytes[len(prefix) :].decode("utf-8", "ignore")
         if not rest:
             continue
         matches = {label for label in labels if label.startswith(rest) or rest.startswith(label)}
+        seen |= matches
         if len(matches) != 1 or chosen in matches:
             continue
         others += math.exp(logprob)
+    # a label the alternatives do not show may still hold as much as the least likely
+    # one shown (they are the top k): counted at that bound, never as 0, so a label
+    # the engine gave 0.1 is not read as sure because its rivals fell below the top k
+    unseen = sum(1 for label in labels if label != chosen and label not in seen)
+    if unseen and shown:
+        others += unseen * min(shown)
     return p / (p + others) if p + others > 0 else None
 
 
@@ -419,7 +440,6 @@ def _content(choice: Any) -> str | None:
 
 
 def _normal(label: str) -> str:
-    from batchrun.jobs.evaluate import normalize_answer
 
     return normalize_answer(label)
 
@@ -429,10 +449,12 @@ class ConfidenceReader:
 
     ``label_field`` None reads the whole answer as the label; ``labels`` are the label
     values to normalise over (logprobs); ``score_field`` is the number field of
-    "self". `of` resolves them from a run's settings.
+    "self"; ``top_logprobs`` the alternatives the requests asked for (0: the raw
+    probability, whatever alternatives the server sent anyway; None: not known).
+    `of` resolves them from a run's settings.
     """
 
-    __slots__ = ("labels", "label_field", "method", "score_field")
+    __slots__ = ("labels", "label_field", "method", "score_field", "top_logprobs")
 
     def __init__(
         self,
@@ -441,6 +463,7 @@ class ConfidenceReader:
         label_field: str | None = None,
         labels: Sequence[str] = (),
         score_field: str | None = None,
+        top_logprobs: int | None = None,
     ) -> None:
         if method not in CONFIDENCE_METHODS:
             raise ValueError(f"confidence method must be one of {CONFIDENCE_METHODS}")
@@ -448,6 +471,7 @@ class ConfidenceReader:
         self.label_field = label_field
         self.labels = tuple(labels)
         self.score_field = score_field or DEFAULT_SCORE_FIELD
+        self.top_logprobs = top_logprobs
 
     @classmethod
     def of(cls, settings: Settings) -> ConfidenceReader | None:
@@ -462,6 +486,7 @@ class ConfidenceReader:
             label_field=field,
             labels=spec.labels or _enum_of(schema, field),
             score_field=score_field_of(spec, schema),
+            top_logprobs=spec.top_logprobs,
         )
 
     def label_of(self, content: str | None) -> str | None:
@@ -493,7 +518,10 @@ class ConfidenceReader:
         if found is None:
             return Scored(None, None, 0, NO_LABEL)
         start, end, label = found
-        p = span_probability(tokens, content, start, end, labels=self.labels, chosen=label)
+        # asked for no alternatives (top_logprobs 0), the raw probability, whatever the
+        # server shows: llama.cpp's server sends 20 when the request names no top_logprobs
+        labels = self.labels if self.top_logprobs != 0 else ()
+        p = span_probability(tokens, content, start, end, labels=labels, chosen=label)
         return Scored(p, label, 0, None if p is not None else UNALIGNED)
 
     def _agreement(self, choices: list[Any]) -> Scored:

@@ -1,6 +1,6 @@
 """Prompt templates in Jinja2, sandboxed: conditionals, loops, filters, few-shot examples.
 
-`batchrun.input.templates.PromptTemplate` fills ``{column}`` placeholders, which covers a
+`batchrun.templating.text.PromptTemplate` fills ``{column}`` placeholders, which covers a
 fixed prompt. Evaluating prompt variants needs more: a sentence only when a column is
 set, a list column written out as bullets, few-shot examples taken from a column or
 from a small examples file. `JinjaPromptTemplate` offers the same interface
@@ -24,7 +24,7 @@ The rules are `PromptTemplate`'s, so a prompt cannot go out wrong quietly:
 * a null value written as text is an error for that row (``template variable
   {{ x }}: column 'x' is null``); a null column is still usable in a test
   (``{% if x %}``, ``x is none``) or with ``default`` (which replaces nulls too);
-* values print as `batchrun.input.templates.as_text` writes them: ``true``/``false``,
+* values print as `batchrun.templating.text.as_text` writes them: ``true``/``false``,
   ``0.1``, lists and dicts as compact JSON; ``tojson`` writes JSON without HTML
   escaping (Jinja's own escapes ``<`` and ``&``: wrong for a prompt);
 * whitespace: ``trim_blocks`` and ``lstrip_blocks`` are on, so a ``{% for %}`` line
@@ -33,7 +33,7 @@ The rules are `PromptTemplate`'s, so a prompt cannot go out wrong quietly:
 * a syntax error is one line naming the message and the line: ``prompt.messages[1]:
   line 3: unexpected '}'``; a runtime error in one row is an `InputError` naming the
   file and row, and the template line;
-* while the input is checked, a row may render for `batchrun.input.rowwatch.
+* while the input is checked, a row may render for `batchrun.templating.rowwatch.
   RENDER_LIMIT_S` seconds: every ``{% for %}`` step and every call ticks the scan's
   watch, so a loop that runs away is a bad row (named) within that time, and a
   Ctrl-C stops it at once (``{% for %}``'s iterable is wrapped in a ticking one when
@@ -60,8 +60,8 @@ from jinja2 import meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from batchrun.errors import ConfigError, InputError
-from batchrun.input.rowwatch import Interrupted, TooSlow, current, ticking
-from batchrun.input.templates import as_text, columns_note
+from batchrun.templating.cells import as_text, columns_note
+from batchrun.templating.rowwatch import Interrupted, TooSlow, current, ticking
 
 __all__ = ["JinjaPromptTemplate", "jinja_template_problems", "load_examples"]
 
@@ -171,7 +171,7 @@ _LOOP = "__batchrun_loop__"
 
 class _PromptEnvironment(ImmutableSandboxedEnvironment):
     """The immutable sandbox, whose calls (functions, methods, macros, ``range``) tick
-    the scan's watch (`batchrun.input.rowwatch`)."""
+    the scan's watch (`batchrun.templating.rowwatch`)."""
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         watch = current()
@@ -427,7 +427,7 @@ class JinjaPromptTemplate:
     ) -> list[dict[str, str]]:
         """The messages for one row. A missing or null variable, or any error while
         rendering, raises InputError naming ``path`` and ``row_label`` ("line 12"); so
-        does a render that runs past the scan's limit (`batchrun.input.rowwatch`)."""
+        does a render that runs past the scan's limit (`batchrun.templating.rowwatch`)."""
         watch = current()
         if watch is not None:
             watch.start()

@@ -20,22 +20,20 @@ are decoded as UTF-8.
 
 from __future__ import annotations
 
-import datetime as _dt
 import re
 import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
-
-from batchrun.checks import BODY_ALIASES
+from batchrun.apis import CHAT, EMBEDDINGS, defaults_for
 from batchrun.errors import ConfigError, InputError
+from batchrun.templating.cells import as_text, columns_note
+from batchrun.values import BODY_ALIASES
 
 if TYPE_CHECKING:
     from batchrun.settings import Settings
 
 _FORMATTER = string.Formatter()
-_MAX_COLUMNS_SHOWN = 20
 
 # One compiled message content: literal text and column names, in order.
 # A part is either ("", column) for a placeholder or (text, None) for literal text.
@@ -96,47 +94,6 @@ def _compile(text: str) -> tuple[_Part, ...]:
         if field is not None:
             parts.append(("", field))
     return tuple(parts)
-
-
-def columns_note(name: str, columns: Sequence[str]) -> str:
-    """The columns a template could have meant, for a name that is none of them.
-
-    >>> columns_note("txet", ["id", "text"])
-    "(columns: id, text; did you mean 'text'?)"
-    """
-    import difflib
-
-    shown = ", ".join(columns[:_MAX_COLUMNS_SHOWN])
-    if len(columns) > _MAX_COLUMNS_SHOWN:
-        shown += f", ... ({len(columns)} in all)"
-    close = difflib.get_close_matches(name, list(columns), 1, 0.75)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return f"(columns: {shown}{hint})" if columns else "(no columns)"
-
-
-def as_text(value: Any) -> str:
-    """A row value as prompt text.
-
-    >>> as_text(None), as_text(True), as_text(0.1), as_text([1, "a"])
-    ('', 'true', '0.1', '[1,"a"]')
-    """
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, _dt.date | _dt.time):
-        return value.isoformat()
-    if isinstance(value, list | tuple | dict):
-        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    return str(value)
 
 
 class PromptTemplate:
@@ -291,14 +248,22 @@ def body_builder(settings: Settings) -> Callable[[Mapping[str, Any], str], dict[
         build = body_builder(settings)
         body = build({"text": "ok"}, "line 1")
     """
-    from batchrun.output.confidence import with_request_fields
+    from batchrun.confidence import with_request_fields
 
     defaults = with_request_fields(settings.request, settings.confidence)
     if settings.default_model is not None:
         defaults["model"] = settings.default_model
     response_format = settings.response_format.body() if settings.response_format else None
     path = settings.input_path or "input"
+    api = settings.api
+    if api != CHAT:
+        defaults = dict(defaults_for(api, defaults))
+    if api == EMBEDDINGS:
+        # vectors as base64 float32: the same values as JSON numbers in a quarter of the
+        # bytes, on the wire, in results.jsonl and in the cache (the official SDK asks so)
+        defaults.setdefault("encoding_format", "base64")
     messages = settings.template_messages()
+    built: Callable[[Mapping[str, Any], str], dict[str, Any]]
     if messages is not None:
         template = template_for(messages, settings)
 
@@ -307,15 +272,65 @@ def body_builder(settings: Settings) -> Callable[[Mapping[str, Any], str], dict[
                 row, defaults, template, response_format, row_label=row_label, path=path
             )
 
-        return build
-    if callable(settings.prompt):
-        return _calling(settings.prompt, defaults, response_format, path)
-    return None
+        built = build
+    elif callable(settings.prompt):
+        built = _calling(settings.prompt, defaults, response_format, path, api=api)
+    else:
+        return None
+    if api == CHAT:
+        return built
+    shape = embeddings_body if api == EMBEDDINGS else responses_body
+    return lambda row, row_label: shape(built(row, row_label))
+
+
+def embeddings_body(chat: dict[str, Any]) -> dict[str, Any]:
+    """A body built as chat (its one user message the text to embed) as an embeddings
+    body: ``input`` is that text. A body that already has its ``input`` (a prompt
+    function's) is left as it is.
+
+    >>> embeddings_body({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    {'model': 'm', 'input': 'hi'}
+    """
+    messages = chat.pop("messages", None)
+    if "input" not in chat and messages:
+        chat["input"] = messages[-1]["content"]
+    return chat
+
+
+def responses_body(chat: dict[str, Any]) -> dict[str, Any]:
+    """A body built as chat as a Responses body: a leading system message is the
+    ``instructions``, one user message the ``input`` text (several messages: the
+    ``input`` list of them), ``response_format`` the ``text.format`` (whose json_schema
+    is flat: name, schema and strict beside the type).
+
+    >>> body = responses_body({"model": "m", "response_format": {"type": "json_object"},
+    ...     "messages": [{"role": "system", "content": "Be brief."},
+    ...                  {"role": "user", "content": "Hi"}]})
+    >>> body["instructions"], body["input"], body["text"]
+    ('Be brief.', 'Hi', {'format': {'type': 'json_object'}})
+    """
+    messages = chat.pop("messages", None)
+    if messages:
+        messages = list(messages)
+        if messages[0].get("role") in ("system", "developer") and len(messages) > 1:
+            chat["instructions"] = messages.pop(0)["content"]
+        if len(messages) == 1 and messages[0].get("role") == "user":
+            chat["input"] = messages[0]["content"]
+        else:
+            chat["input"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+    response_format = chat.pop("response_format", None)
+    if isinstance(response_format, Mapping) and "text" not in chat:
+        fmt = dict(response_format)
+        inner = fmt.pop("json_schema", None)
+        if isinstance(inner, Mapping):
+            fmt.update(inner)
+        chat["text"] = {"format": fmt}
+    return chat
 
 
 class Template(Protocol):
     """A compiled prompt: `PromptTemplate` ({column}) or
-    `batchrun.input.jinja.JinjaPromptTemplate`."""
+    `batchrun.templating.jinja.JinjaPromptTemplate`."""
 
     messages: tuple[dict[str, str], ...]
     placeholders: tuple[str, ...]
@@ -339,7 +354,7 @@ def template_for(messages: Sequence[Mapping[str, str]], settings: Settings) -> T
     """The compiled template of a job's messages, by `template_engine`."""
     if template_engine(messages, settings) == "format":
         return PromptTemplate(messages)
-    from batchrun.input.jinja import JinjaPromptTemplate, load_examples
+    from batchrun.templating.jinja import JinjaPromptTemplate, load_examples
 
     examples = load_examples(settings.examples) if settings.examples else None
     return JinjaPromptTemplate(messages, examples=examples)
@@ -350,6 +365,8 @@ def _calling(
     defaults: Mapping[str, Any],
     response_format: Mapping[str, Any] | None,
     path: str,
+    *,
+    api: str = CHAT,
 ) -> Callable[[Mapping[str, Any], str], dict[str, Any]]:
     def build(row: Mapping[str, Any], row_label: str) -> dict[str, Any]:
         try:
@@ -369,6 +386,8 @@ def _calling(
             )
         if response_format is not None and "response_format" not in body:
             body["response_format"] = response_format
+        if api == EMBEDDINGS and isinstance(made, Mapping) and "input" not in made:
+            raise InputError(path, row_label, "prompt function returned a body without 'input'")
         return body
 
     return build

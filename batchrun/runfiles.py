@@ -23,7 +23,6 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
-from types import TracebackType
 
 from batchrun.errors import BatchrunError, RunDirError
 
@@ -99,12 +98,7 @@ class RunDirLock:
         self.acquire()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
@@ -228,14 +222,18 @@ def _undo(run_dir: str, made_dir: str | None, made_file: str | None, *, keep_inv
     finally:
         lock.release()
     # the parents made for it, while empty (another run may have made its own there)
-    top = os.path.abspath(made_dir)
-    parent = os.path.dirname(os.path.abspath(run_dir))
-    while parent == top or parent.startswith(top + os.sep):
+    remove_empty_dirs(os.path.dirname(os.path.abspath(run_dir)), os.path.abspath(made_dir))
+
+
+def remove_empty_dirs(path: str, top: str) -> None:
+    """Remove ``path`` and its parents up to ``top`` (absolute) while they are empty."""
+    current = os.path.abspath(path)
+    while current == top or current.startswith(top + os.sep):
         try:
-            os.rmdir(parent)
+            os.rmdir(current)
         except OSError:
-            break
-        parent = os.path.dirname(parent)
+            return
+        current = os.path.dirname(current)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ template can loop (``{% for %}`` over ``range(100000)`` inside another: 10^10 st
 and a row whose rendering never ends held the run for minutes, deaf to Ctrl-C: the
 scan looks at its stop flag between rows only. So while a scan runs, a `RowWatch`
 is set for its thread (`watched`): each render starts its clock, and the template's
-loops and calls tick it (`batchrun.input.jinja`); every `CHECK_EVERY` ticks it looks
+loops and calls tick it (`batchrun.templating.jinja`); every `CHECK_EVERY` ticks it looks
 at the time, which ends the row with `TooSlow` past `RENDER_LIMIT_S` (the row is a bad
 row, named), and at the stop flag, which ends the scan with `Interrupted`.
 
