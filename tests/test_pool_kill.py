@@ -151,7 +151,7 @@ class Flapping:
         self.refused = 0
         self.started = time.monotonic()
         server = sim.server
-        real = server._completion
+        real = server._completions.answer
 
         async def flapping(request: Any, api: str = "chat") -> Any:
             phase = int((time.monotonic() - self.started) / FLAP_SECONDS)
@@ -160,7 +160,7 @@ class Flapping:
                 return error_response(ApiError(503, "flapping", code="server_error"))
             return await real(request, api)
 
-        server._completion = flapping  # type: ignore[method-assign]
+        server._completions.answer = flapping  # type: ignore[method-assign]
 
 
 def test_a_failover_storm_leaves_every_row_once_and_the_summary_a_recount(

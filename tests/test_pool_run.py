@@ -220,7 +220,7 @@ class DiesAfter:
         self.left = answers
         self.refused = 0
         server = sim.server
-        real = server._completion
+        real = server._completions.answer
 
         async def dying(request: Any, api: str = "chat") -> Any:
             if self.left <= 0:
@@ -229,7 +229,7 @@ class DiesAfter:
             self.left -= 1
             return await real(request, api)
 
-        server._completion = dying  # type: ignore[method-assign]
+        server._completions.answer = dying  # type: ignore[method-assign]
 
 
 @pytest.fixture
