@@ -23,26 +23,26 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from batchrun.endpoint import SIM
+from batchrun._endpoint import SIM
+from batchrun._settings import Settings
+from batchrun._values import DEFAULT_ENDPOINT
 from batchrun.errors import ConfigError, MissingInput, RunDirError
-from batchrun.settings import Settings
-from batchrun.values import DEFAULT_ENDPOINT
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from batchrun.batch.driver import BatchDriver
-    from batchrun.cost.estimate import EstimateReport
-    from batchrun.engine.hooks import RunHooks
-    from batchrun.engine.runner import Runner
-    from batchrun.engine.stops import RunResult
-    from batchrun.input.memory import Placed
-    from batchrun.jobs.cascade_run import CascadeRunner
-    from batchrun.jobs.jobfile import Job
-    from batchrun.models import Outcome
-    from batchrun.output.rundir import RunDir
-    from batchrun.runfiles import RunDirLock
-    from batchrun.scale.driver import RayDriver
+    from batchrun._batch.driver import BatchDriver
+    from batchrun._cost.estimate import EstimateReport
+    from batchrun._engine.hooks import RunHooks
+    from batchrun._engine.runner import Runner
+    from batchrun._engine.stops import RunResult
+    from batchrun._input.memory import Placed
+    from batchrun._jobs.cascade_run import CascadeRunner
+    from batchrun._jobs.jobfile import Job
+    from batchrun._models import Outcome
+    from batchrun._output.rundir import RunDir
+    from batchrun._runfiles import RunDirLock
+    from batchrun._scale.driver import RayDriver
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 RUNS_HOME = "batchrun-runs"
@@ -63,8 +63,8 @@ def settings_for(
     between settings are checked too (`Settings.problems`), each setting named the way
     whoever gave it spells it (``--deadline``, ``batch.deadline`` in the job file,
     ``deadline=``); every problem is a ConfigError before anything is sent."""
-    from batchrun.jobs.jobfile import load_job, merge
-    from batchrun.settings import SpelledAsGiven
+    from batchrun._jobs.jobfile import load_job, merge
+    from batchrun._settings import SpelledAsGiven
 
     loaded = load_job(job) if isinstance(job, str | os.PathLike) else job
     values: dict[str, Any] = dict(loaded.values) if loaded is not None else {}
@@ -134,12 +134,12 @@ def endpoint_keys(settings: Settings) -> dict[str, str | None]:
     """Each endpoint's key, by its name in the pool (`Settings.pool`), read by the
     rules of `api_key` from the endpoint's own ``api_key_env``/``api_key_file`` (or
     the ``[endpoint]`` table's, which it takes unless it names either); each key is
-    registered to be scrubbed from everything written (`batchrun.redact`). A
+    registered to be scrubbed from everything written (`batchrun._redact`). A
     problem names the endpoint and where its key was looked for, never a key.
 
         keys = endpoint_keys(settings)      # {"default": "sk-..."} without a pool
     """
-    from batchrun.redact import register_secret
+    from batchrun._redact import register_secret
 
     keys: dict[str, str | None] = {}
     for member in settings.pool():
@@ -210,7 +210,7 @@ def endpoint(settings: Settings) -> Iterator[Settings]:
     if settings.base_url != SIM and not pooled:
         yield settings
         return
-    from batchrun.batch.workdir import sim_state_path
+    from batchrun._batch.workdir import sim_state_path
     from batchrun.sim import SimConfig, SimThread
 
     state = sim_state_path(os.fspath(settings.out_dir)) if settings.out_dir else None
@@ -239,13 +239,13 @@ def endpoint(settings: Settings) -> Iterator[Settings]:
 
 
 def refuse_unrouted_pool(settings: Settings) -> None:
-    """A pool runs online (`batchrun.engine.pool`); on a Ray cluster and through the
+    """A pool runs online (`batchrun._engine.pool`); on a Ray cluster and through the
     Batch API it does not yet: refuse those before anything is sent rather than send
     its rows somewhere the job did not name.
 
     TODO(issue 26): Ray pools (the quota actor keyed by endpoint and model), Batch
     API pools (rows split over the ``batch = true`` endpoints) and the response cache
-    in a pool (`batchrun.cache.scopes.PoolScopes` in `batchrun.engine.reuse`)."""
+    in a pool (`batchrun._cache.scopes.PoolScopes` in `batchrun._engine.reuse`)."""
     if not settings.endpoints:
         return
     if settings.ray is not None:
@@ -260,7 +260,7 @@ def refuse_unrouted_pool(settings: Settings) -> None:
         )
     if settings.cache and settings.cache_policy != "off":
         # the cache keys answers by the endpoint and key that gave them
-        # (`batchrun.cache.scopes.PoolScopes`); the online lane does not use those yet
+        # (`batchrun._cache.scopes.PoolScopes`); the online lane does not use those yet
         raise ConfigError(
             "endpoints with --cache: the response cache is not used by a pool of "
             "endpoints yet (each endpoint's answers need their own scope); run the "
@@ -272,7 +272,7 @@ def _recorded_endpoint(settings: Settings) -> Settings:
     """The settings a run directory recorded, with ``base_url = "sim"`` again when the
     run rehearsed against the built-in simulator (run.json names the loopback address
     it had then; its batches are in ``DIR/batch/sim``)."""
-    from batchrun.batch.workdir import sim_state_path
+    from batchrun._batch.workdir import sim_state_path
 
     if settings.base_url == "sim" or not settings.out_dir:
         return settings
@@ -291,7 +291,7 @@ def surroundings(settings: Settings) -> Iterator[Settings]:
         if local.serve is None:
             yield local
             return
-        from batchrun.report.html.server import serve_run_dir
+        from batchrun._report.html.server import serve_run_dir
 
         with serve_run_dir(str(local.out_dir), "127.0.0.1", local.serve) as url:
             print(f"batchrun: live report at {url}", file=sys.stderr, flush=True)
@@ -301,19 +301,19 @@ def surroundings(settings: Settings) -> Iterator[Settings]:
 @contextlib.contextmanager
 def object_storage_run(settings: Settings) -> Iterator[Settings]:
     """A run directory on object storage (``-o s3://bucket/prefix``): the run goes on a
-    local copy (`batchrun.output.mirror.RunMirror`: the lease held, the journals
+    local copy (`batchrun._output.mirror.RunMirror`: the lease held, the journals
     rebuilt from the committed segments and committed again as segments every
     ``commit_interval`` seconds or ``commit_rows`` rows); the settings given back name
     that copy. Any other run directory: the settings as they are."""
-    from batchrun.output.store import is_object_storage
+    from batchrun._output.store import is_object_storage
 
     location = settings.out_dir
     if not is_object_storage(location):
         yield settings
         return
     assert location is not None
-    from batchrun.output.mirror import RunMirror
-    from batchrun.output.segments import CommitInterval
+    from batchrun._output.mirror import RunMirror
+    from batchrun._output.segments import CommitInterval
 
     sharded = settings.ray is not None
     mirror = RunMirror(
@@ -330,7 +330,7 @@ def object_storage_run(settings: Settings) -> Iterator[Settings]:
 def shown_run_dir(settings: Settings, result: RunResult) -> str:
     """Where a finished run's directory is for the caller: the object-storage location
     it was given, or the local directory the run wrote."""
-    from batchrun.output.store import is_object_storage
+    from batchrun._output.store import is_object_storage
 
     return str(settings.out_dir) if is_object_storage(settings.out_dir) else result.run_dir
 
@@ -339,10 +339,10 @@ def hooks_for(settings: Settings, extra: Sequence[RunHooks] = ()) -> RunHooks:
     """What every run gets around it: cost and budget, results.parquet and the
     evaluation (before the report, which lists the files), the caller's own hooks
     (``extra``), progress and the report (``quiet`` prints nothing but errors)."""
-    from batchrun.cost.budget import cost_hooks
-    from batchrun.engine.hooks import CompositeHooks
-    from batchrun.jobs.outputs import DatasetOutputHooks
-    from batchrun.report.progress import make_hooks
+    from batchrun._cost.budget import cost_hooks
+    from batchrun._engine.hooks import CompositeHooks
+    from batchrun._jobs.outputs import DatasetOutputHooks
+    from batchrun._report.progress import make_hooks
 
     return CompositeHooks(
         *cost_hooks(settings, model_lister(settings)),
@@ -355,11 +355,11 @@ def hooks_for(settings: Settings, extra: Sequence[RunHooks] = ()) -> RunHooks:
 def model_lister(settings: Settings) -> Callable[[], list[str] | None]:
     """Asks the run's endpoint which models it serves, the way the run's requests are
     sent (its key and headers); called only for a model without a price
-    (`batchrun.cost.modelnames`)."""
+    (`batchrun._cost.modelnames`)."""
 
     def listed() -> list[str] | None:
-        from batchrun.transport.client import auth_headers
-        from batchrun.transport.models import served_models
+        from batchrun._transport.client import auth_headers
+        from batchrun._transport.models import served_models
 
         headers = dict(settings.headers)
         headers.update(auth_headers(api_key(settings), settings.auth, settings.auth_header))
@@ -377,8 +377,8 @@ def default_run_dir(settings: Settings, input_fingerprint: str) -> str:
     endpoint was part of it keep theirs."""
     import orjson
 
-    from batchrun.endpoint import endpoint_identity
-    from batchrun.settings import DEFAULT_BASE_URL
+    from batchrun._endpoint import endpoint_identity
+    from batchrun._settings import DEFAULT_BASE_URL
 
     shaping = settings.fingerprint()
     endpoint = shaping.pop("base_url")
@@ -389,7 +389,7 @@ def default_run_dir(settings: Settings, input_fingerprint: str) -> str:
         digest.update(b"\nendpoint " + endpoint.encode())
     name = settings.name
     if name is None:
-        from batchrun.input.locations import display_stem
+        from batchrun._input.locations import display_stem
 
         name = display_stem(settings.input) if isinstance(settings.input, str) else "rows"
     home = os.environ.get("BATCHRUN_RUNS") or RUNS_HOME
@@ -401,16 +401,16 @@ def prepare(settings: Settings) -> tuple[Settings, Placed | None]:
     batch by batch, never copied whole), and the run directory is chosen. With them,
     what was made for rows in memory (None for a file): the run goes under `undone`,
     so a run refused before it starts leaves neither a directory nor a copy."""
-    from batchrun.input.memory import in_memory, spill
+    from batchrun._input.memory import in_memory, spill
 
     if not in_memory(settings.input):
         if not settings.out_dir:
-            from batchrun.input.sources import Source
+            from batchrun._input.sources import Source
 
             fingerprint = Source(settings.input_path).fingerprint()
             settings = replace(settings, out_dir=default_run_dir(settings, fingerprint))
         return settings, None
-    from batchrun.output.store import is_object_storage
+    from batchrun._output.store import is_object_storage
 
     if is_object_storage(settings.out_dir):
         raise ConfigError(
@@ -425,8 +425,8 @@ def prepare(settings: Settings) -> tuple[Settings, Placed | None]:
 
 def undone(settings: Settings, where: Placed | None) -> contextlib.AbstractContextManager[None]:
     """Around a run: what `prepare` made for it is removed again when the run fails
-    before it starts (`batchrun.runfiles.undone_unless_started`)."""
-    from batchrun.runfiles import undone_unless_started
+    before it starts (`batchrun._runfiles.undone_unless_started`)."""
+    from batchrun._runfiles import undone_unless_started
 
     if where is None:
         return contextlib.nullcontext()
@@ -447,19 +447,19 @@ def make_runner(
     extra_hooks: Sequence[RunHooks] = (),
     **injected: Any,
 ) -> Runner | BatchDriver | RayDriver | CascadeRunner:
-    """The runner of a run: online (`batchrun.engine.runner.Runner`), through the Batch
-    API (``mode="batch"``: `batchrun.batch.BatchDriver`, which hands the rows left at a
+    """The runner of a run: online (`batchrun._engine.runner.Runner`), through the Batch
+    API (``mode="batch"``: `batchrun._batch.BatchDriver`, which hands the rows left at a
     ``deadline`` to an online runner made here with the same hooks), or on a Ray cluster
-    (``ray``: `batchrun.scale.driver.RayDriver`, each shard an online runner).
+    (``ray``: `batchrun._scale.driver.RayDriver`, each shard an online runner).
 
     An online run in a directory where an earlier ``--batch-api`` process left batches
     open first takes in the ones that ended (a `BatchDriver` with ``settle_only``,
     handing the rows left to the online runner); while any still runs, it is refused
-    (`batchrun.batch.state.open_batches_refusal`): their rows are never paid twice."""
+    (`batchrun._batch.state.open_batches_refusal`): their rows are never paid twice."""
     settings.validate()
     refuse_unrouted_pool(settings)
     if settings.cascade is not None:
-        from batchrun.jobs.cascade_run import CascadeRunner
+        from batchrun._jobs.cascade_run import CascadeRunner
 
         def stage(cfg: Settings) -> Runner | BatchDriver | RayDriver | CascadeRunner:
             around = hooks_for(cfg, extra_hooks)
@@ -467,20 +467,20 @@ def make_runner(
 
         def report(summary: Mapping[str, Any]) -> None:
             if not settings.quiet:
-                from batchrun.report.cascade import format_cascade
+                from batchrun._report.cascade import format_cascade
 
                 print(format_cascade(summary), file=sys.stderr, flush=True)
 
         return CascadeRunner(settings, make_stage=stage, on_end=report)
     if settings.ray is not None:
-        from batchrun.scale.driver import RayDriver
+        from batchrun._scale.driver import RayDriver
 
         if injected:
             raise ConfigError(f"ray=: cannot inject {', '.join(sorted(injected))}")
         return RayDriver(
             settings, key, handle_signals=handle_signals, served=model_lister(settings)
         )
-    from batchrun.engine.runner import Runner
+    from batchrun._engine.runner import Runner
 
     around = hooks if hooks is not None else hooks_for(settings)
     if settings.endpoints and "api_keys" not in injected:
@@ -490,7 +490,7 @@ def make_runner(
             return Runner(
                 settings, api_key=key, hooks=around, handle_signals=handle_signals, **injected
             )
-    from batchrun.batch.driver import BatchDriver
+    from batchrun._batch.driver import BatchDriver
 
     shared = {k: v for k, v in injected.items() if k in _SHARED_INJECTIONS}
 
@@ -517,7 +517,7 @@ def make_runner(
 
 def _has_open_batches(settings: Settings) -> bool:
     """Whether the run directory's step journal has a shard open (read, nothing sent)."""
-    from batchrun.batch.state import iter_open_batches
+    from batchrun._batch.state import iter_open_batches
 
     return settings.out_dir is not None and any(iter_open_batches(str(settings.out_dir)))
 
@@ -539,8 +539,8 @@ def cancel_run(run_dir: str | os.PathLike[str], **injected: Any) -> RunResult:
     """
     import anyio
 
-    from batchrun.batch.driver import BatchDriver
-    from batchrun.engine.runinfo import settings_of
+    from batchrun._batch.driver import BatchDriver
+    from batchrun._engine.runinfo import settings_of
 
     recorded = settings_of(os.fspath(run_dir))
     settings = _recorded_endpoint(replace(recorded, mode="batch", quiet=True))
@@ -664,7 +664,7 @@ def run(
 def _unless_signalled(run: Run) -> Run:
     """``run``, or, when a signal stopped it (exit 130 or 143, as the command line),
     the exception that stops the caller too, carrying it."""
-    from batchrun.engine.stops import EXIT_SIGINT, EXIT_SIGTERM
+    from batchrun._engine.stops import EXIT_SIGINT, EXIT_SIGTERM
     from batchrun.errors import interrupted
 
     if run.exit_code in (EXIT_SIGINT, EXIT_SIGTERM):
@@ -675,10 +675,10 @@ def _unless_signalled(run: Run) -> Run:
 @contextlib.contextmanager
 def _caller_rows(given: Any, chosen: Settings) -> Iterator[None]:
     """A bad row of input the caller held in memory is named as the caller's row
-    (`batchrun.input.memory.caller_row_error`), not as a line of the file it was
+    (`batchrun._input.memory.caller_row_error`), not as a line of the file it was
     written to."""
+    from batchrun._input.memory import caller_row_error, in_memory
     from batchrun.errors import InputError
-    from batchrun.input.memory import caller_row_error, in_memory
 
     try:
         yield
@@ -696,7 +696,7 @@ def _no_hooks_on_ray(settings: Settings, hooks: RunHooks | Sequence[RunHooks]) -
 
 
 def _listed(hooks: RunHooks | Sequence[RunHooks]) -> tuple[RunHooks, ...]:
-    from batchrun.engine.hooks import RunHooks
+    from batchrun._engine.hooks import RunHooks
 
     return (hooks,) if isinstance(hooks, RunHooks) else tuple(hooks)
 
@@ -764,7 +764,7 @@ def stream(
 
 
 class RunStream:
-    """An async iterator of `batchrun.models.Outcome`s from a run in its own thread.
+    """An async iterator of `batchrun._models.Outcome`s from a run in its own thread.
 
     The run has its own loop, so a slow consumer never stalls it for long (outcomes
     wait in a queue) and an early stop (``aclose``, or leaving ``async for``) stops it
@@ -797,7 +797,7 @@ class RunStream:
         return self
 
     def _start(self) -> None:
-        from batchrun.engine.hooks import RunHooks
+        from batchrun._engine.hooks import RunHooks
 
         outbox = self._queue
 
@@ -863,12 +863,12 @@ def estimate(
         report = batchrun.estimate("requests.jsonl", model="gpt-4o-mini")
         report.low_usd, report.high_usd
     """
-    from batchrun.cost.estimate import estimate_settings
+    from batchrun._cost.estimate import estimate_settings
 
     chosen = settings_for(input, job=job, **settings)
     if chosen.input is None or isinstance(chosen.input, str):
         return estimate_settings(chosen)
-    from batchrun.input.memory import spill
+    from batchrun._input.memory import spill
 
     chosen = replace(chosen, input=spill(chosen.input).path)
     try:
@@ -884,8 +884,8 @@ def open(run_dir: str | os.PathLike[str]) -> Run:  # noqa: A001 - batchrun.open,
 
     run = batchrun.open("runs/reviews"); run.status, run.summary["cost_usd"]
     """
-    from batchrun.output.rundir import RunDir
-    from batchrun.output.store import is_object_storage
+    from batchrun._output.rundir import RunDir
+    from batchrun._output.store import is_object_storage
 
     if is_object_storage(os.fspath(run_dir)):
         run = Run(os.fspath(run_dir))
@@ -911,11 +911,11 @@ class Run:
     @property
     def run_dir(self) -> str:
         """The run's directory; for a run on object storage, a local snapshot of the
-        prefix, taken when first asked for (`batchrun.output.mirror.snapshot`; call
+        prefix, taken when first asked for (`batchrun._output.mirror.snapshot`; call
         `batchrun.open` again for a newer one)."""
         if self._local is None:
-            from batchrun.output.rundir import RunDir
-            from batchrun.output.store import is_object_storage
+            from batchrun._output.rundir import RunDir
+            from batchrun._output.store import is_object_storage
 
             remote = is_object_storage(self.location)
             self._local = RunDir.open(self.location).path if remote else self.location
@@ -923,7 +923,7 @@ class Run:
 
     def _writable(self, what: str) -> None:
         """Refuse what would write into a snapshot, where it would be lost."""
-        from batchrun.output.store import is_object_storage
+        from batchrun._output.store import is_object_storage
 
         if is_object_storage(self.location):
             raise ConfigError(
@@ -933,7 +933,7 @@ class Run:
 
     @property
     def _dir(self) -> RunDir:
-        from batchrun.output.rundir import RunDir
+        from batchrun._output.rundir import RunDir
 
         return RunDir(self.run_dir)
 
@@ -996,9 +996,9 @@ class Run:
             run.evaluate({"reference_column": "label", "compare": "exact"})
             run.evaluate(target_accuracy=0.95)["eval"]["calibration"]["threshold"]
         """
-        from batchrun.checks import Invalid, Where
-        from batchrun.checks import evaluation as checked_evaluation
-        from batchrun.jobs.outputs import rescore
+        from batchrun._checks import Invalid, Where
+        from batchrun._checks import evaluation as checked_evaluation
+        from batchrun._jobs.outputs import rescore
 
         try:
             chosen = checked_evaluation(evaluation, Where("evaluation")) if evaluation else None
@@ -1018,11 +1018,11 @@ class Run:
     ) -> Any:
         """Write the doubtful rows for people (as ``batchrun review``): least confident
         first, in Label Studio's, Argilla's or plain JSONL format
-        (`batchrun.jobs.review.write_review`). Returns the report.
+        (`batchrun._jobs.review.write_review`). Returns the report.
 
             run.review("review.json", below=0.7, limit=500, format="label-studio")
         """
-        from batchrun.jobs.review import write_review
+        from batchrun._jobs.review import write_review
 
         report, _ = write_review(
             self.run_dir, out, below=below, limit=limit, format=format, text_column=text_column
@@ -1032,8 +1032,8 @@ class Run:
     def import_labels(self, path: str) -> Any:
         """People's labels (a Label Studio or Argilla export, or JSONL of custom_id and
         label) into the run's gold.jsonl, the reference of `evaluate` from then on
-        (`batchrun.jobs.review.import_labels`). Returns the report."""
-        from batchrun.jobs.review import import_labels
+        (`batchrun._jobs.review.import_labels`). Returns the report."""
+        from batchrun._jobs.review import import_labels
 
         self._writable("import_labels")
         return import_labels(self.run_dir, path)
@@ -1051,11 +1051,11 @@ class Run:
 
         path = os.path.join(self.run_dir, "results.parquet")
         if not os.path.exists(path):
-            from batchrun.output.parquet import write_results_parquet
+            from batchrun._output.parquet import write_results_parquet
 
             settings = self._settings()
             if settings.cascade is not None:
-                from batchrun.jobs.cascade_run import rebuild_cascade
+                from batchrun._jobs.cascade_run import rebuild_cascade
 
                 rebuild_cascade(settings)
             else:
@@ -1083,7 +1083,7 @@ class Run:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from batchrun.output.parquet import EMBEDDING_COLUMN
+        from batchrun._output.parquet import EMBEDDING_COLUMN
 
         self.results()  # written from the run's files when missing
         path = os.path.join(self.run_dir, "results.parquet")  # a directory on a cluster
@@ -1132,7 +1132,7 @@ class Run:
 
     def report(self) -> str:
         """The text report `batchrun status` prints."""
-        from batchrun.report.text import format_status, status_report
+        from batchrun._report.text import format_status, status_report
 
         return format_status(status_report(self.run_dir))
 
@@ -1144,20 +1144,20 @@ class Run:
 
     def html_report(self, path: str | os.PathLike[str] | None = None) -> str:
         """Write the self-contained HTML report (default RUN_DIR/report.html); its path."""
-        from batchrun.report.html.page import write_html_report
+        from batchrun._report.html.page import write_html_report
 
         return str(write_html_report(self.run_dir, None if path is None else os.fspath(path)))
 
     @contextlib.contextmanager
     def serve(self, port: int = 0, host: str = "127.0.0.1") -> Iterator[str]:
         """Serve the live report page for the block's duration; yields its URL."""
-        from batchrun.report.html.server import serve_run_dir
+        from batchrun._report.html.server import serve_run_dir
 
         with serve_run_dir(self.run_dir, host, port) as url:
             yield url
 
     def _settings(self) -> Settings:
-        from batchrun.output.rundir import RunDir
+        from batchrun._output.rundir import RunDir
 
         info = RunDir.open(self.run_dir).info()  # RunDirError when run.json is unreadable
         return replace(Settings.from_public_dict(info.get("options") or {}), out_dir=self.run_dir)

@@ -2,7 +2,7 @@
 
     BatchrunError
     ├── ConfigError          bad option, job file or price file (before anything is sent)
-    │   ├── JobFileError     a job file's problems, one a line (batchrun.jobs.jobfile)
+    │   ├── JobFileError     a job file's problems, one a line (batchrun._jobs.jobfile)
     │   └── MissingInput     no input named at all (the command line: a usage error, exit 2)
     ├── InputError           bad request/dataset file; names the file and line/row
     ├── RunDirError          run directory (or a file a run writes) unusable, or the
@@ -39,10 +39,10 @@ with a status rather than an exception, and `batchrun.run` returns that `Run`.
 
 Lower-level exceptions are mapped onto this tree in one place each, with
 ``raise ... from exc``: the HTTP stack's (httpx, aiohttp, OSError on a socket) in
-`batchrun.transport.connect.map_transport_error`, an HTTP status in
-`batchrun.transport.responses.error_for_status`; the chat client and the
+`batchrun._transport.connect.map_transport_error`, an HTTP status in
+`batchrun._transport.responses.error_for_status`; the chat client and the
 Files/Batches client both use them, and the same retry policy
-(`batchrun.pacing.retry`). A Files/Batches call that fails for good is a
+(`batchrun._pacing.retry`). A Files/Batches call that fails for good is a
 `BatchApiError` raised from its last `RequestError`. The CLI turns the non-request
 errors into one-line messages; request errors end up in errors.jsonl.
 """
@@ -94,7 +94,7 @@ class RunDirError(BatchrunError):
 
 class LeaseHeld(RunDirError):
     """Another owner holds the lease of a run on object storage, and it has not expired
-    (`batchrun.output.runlease`): ``owner`` names it, ``expires_in`` says when it may be
+    (`batchrun._output.runlease`): ``owner`` names it, ``expires_in`` says when it may be
     taken over."""
 
     def __init__(self, what: str, owner: str, expires_in: float) -> None:
@@ -115,7 +115,7 @@ class LeaseLost(RunDirError):
 
 
 class SegmentTaken(RunDirError):
-    """A segment number is already committed (`batchrun.output.segments`): another
+    """A segment number is already committed (`batchrun._output.segments`): another
     writer works on the same shard, and this one must stop."""
 
     def __init__(self, key: str, owner: str) -> None:
@@ -150,15 +150,15 @@ class BatchApiError(BatchrunError):
         """Seconds the provider asked us to wait (Retry-After), if it said."""
         self.unreachable = unreachable
         """Set when the endpoint could not be connected to at all and has not answered
-        yet (`batchrun.pacing.retry.ends_the_run`): the run stops on it."""
+        yet (`batchrun._pacing.retry.ends_the_run`): the run stops on it."""
         self.retryable = retryable
-        """What `batchrun.pacing.retry.is_retryable` said of the last attempt."""
+        """What `batchrun._pacing.retry.is_retryable` said of the last attempt."""
 
 
 class CreateUnknown(BatchApiError):
     """A create got no answer we can trust (lost connection, timeout, unreadable
     answer, 408/409/5xx): the batch may exist. The run looks for it by its metadata
-    before it may create again (`batchrun.batch.submit`); it never leaves a run."""
+    before it may create again (`batchrun._batch.submit`); it never leaves a run."""
 
 
 class StopRun(BatchrunError):
@@ -224,7 +224,7 @@ class EndpointUnreachable(TransportError):
     route to the host, "tls": the TLS handshake failed, e.g. a certificate that does
     not verify); ``host`` and ``port`` name the endpoint. Retryable like any transport
     error once the endpoint has answered in this run; before that, the run stops on it
-    (`batchrun.pacing.retry.ends_the_run`).
+    (`batchrun._pacing.retry.ends_the_run`).
 
         >>> EndpointUnreachable("cannot resolve api.example.invalid", kind="dns",
         ...                     host="api.example.invalid", port=443).code

@@ -30,7 +30,7 @@ import tempfile
 from dataclasses import replace
 from typing import Any
 
-from batchrun.settings import Settings
+from batchrun._settings import Settings
 
 DEFAULT_BATCH_ROWS = 256
 
@@ -56,8 +56,8 @@ class Processor:
         """The quota actor every worker draws from (made on first use, in this process)."""
         if self._service is None:
             from batchrun._api import api_key
-            from batchrun.scale.driver import import_ray
-            from batchrun.scale.quota import start_quota_service
+            from batchrun._scale.driver import import_ray
+            from batchrun._scale.quota import start_quota_service
 
             ray = import_ray()
             self._service = start_quota_service(ray, self.settings)
@@ -109,7 +109,7 @@ class _Batches:
     def __init__(self, settings: Settings, service: Any, run_dir: str | None) -> None:
         import ray
 
-        from batchrun.scale.quota import LeaseClient
+        from batchrun._scale.quota import LeaseClient
 
         self.settings = settings
         self.service = service
@@ -124,10 +124,10 @@ class _Batches:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from batchrun.cost.budget import CostHooks
-        from batchrun.engine.hooks import CompositeHooks
-        from batchrun.engine.runner import Runner
-        from batchrun.jobs.outputs import DatasetOutputHooks
+        from batchrun._cost.budget import CostHooks
+        from batchrun._engine.hooks import CompositeHooks
+        from batchrun._engine.runner import Runner
+        from batchrun._jobs.outputs import DatasetOutputHooks
 
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, batch.schema) as writer:

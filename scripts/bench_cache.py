@@ -1,4 +1,4 @@
-"""What a response cache costs: batchrun.cache.store (SQLite, WAL) against a plain file,
+"""What a response cache costs: batchrun._cache.store (SQLite, WAL) against a plain file,
 SQLite variants, diskcache and LMDB.
 
 Why: issue 17 answers repeated requests from a cache on disk shared by parallel runs.
@@ -41,7 +41,7 @@ sys.path.insert(0, ROOT)
 
 import orjson  # noqa: E402
 
-from batchrun.cache.store import ResponseCache, cache_key  # noqa: E402
+from batchrun._cache.store import ResponseCache, cache_key  # noqa: E402
 
 URL = "https://api.openai.com/v1/chat/completions"
 WORDS = (
@@ -362,7 +362,7 @@ def main() -> None:
     )
     candidates: list[tuple[str, Callable[[str], Any]]] = [
         ("plain file (baseline)", PlainFile),
-        ("batchrun.cache.store (SQLite WAL)", Batchrun),
+        ("batchrun._cache.store (SQLite WAL)", Batchrun),
         ("sqlite3 key+body, 4 KiB pages", SqliteVariant),
         ("sqlite3 key+body, 8 KiB pages", lambda d: SqliteVariant(d, page_size=8192)),
         ("sqlite3 key+body, 16 KiB pages", lambda d: SqliteVariant(d, page_size=16384)),

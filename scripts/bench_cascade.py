@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import batchrun
-from batchrun.jobs.jobfile import load_job
+from batchrun._jobs.jobfile import load_job
 from batchrun.sim import SimConfig, SimThread
 
 JOB = Path(__file__).resolve().parent.parent / "jobs" / "cascade.toml"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """What comparing variants adds to the end of a run: the results.parquet pass with and
-without `batchrun.jobs.compare.Comparison` observing it, on a synthetic run directory
+without `batchrun._jobs.compare.Comparison` observing it, on a synthetic run directory
 (ROWS input rows x 2 models x 2 prompts, every answer a JSON-schema label), measured in
 the same process, best of ROUNDS.
 
@@ -25,14 +25,14 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from batchrun.ids import body_hash  # noqa: E402
-from batchrun.input.select import source_for  # noqa: E402
-from batchrun.jobs.compare import Comparison  # noqa: E402
-from batchrun.models import Attempt, Outcome  # noqa: E402
-from batchrun.output.lines import encode  # noqa: E402
-from batchrun.output.parquet import write_results_parquet  # noqa: E402
-from batchrun.settings import Settings  # noqa: E402
-from batchrun.values import Evaluation, ResponseFormat  # noqa: E402
+from batchrun._ids import body_hash  # noqa: E402
+from batchrun._input.select import source_for  # noqa: E402
+from batchrun._jobs.compare import Comparison  # noqa: E402
+from batchrun._models import Attempt, Outcome  # noqa: E402
+from batchrun._output.lines import encode  # noqa: E402
+from batchrun._output.parquet import write_results_parquet  # noqa: E402
+from batchrun._settings import Settings  # noqa: E402
+from batchrun._values import Evaluation, ResponseFormat  # noqa: E402
 
 LABELS = ("positive", "negative", "neutral")
 SCHEMA = {

@@ -1,7 +1,7 @@
-"""Memory and time of in-run deduplication (batchrun.cache.dedup) for millions of rows.
+"""Memory and time of in-run deduplication (batchrun._cache.dedup) for millions of rows.
 
 Why: a run must find identical requests among ten million rows without holding
-them; batchrun.cache.dedup promises 16 bytes a row while scanning, a short sort after,
+them; batchrun._cache.dedup promises 16 bytes a row while scanning, a short sort after,
 and 32 bytes per duplicate row (nothing per unique row) while sending. This measures
 it from the process's own RSS (``/proc/self/status``; the peak is reset through
 ``/proc/self/clear_refs`` before ``finish``), against a plain ``dict`` of every key
@@ -22,7 +22,7 @@ import time
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from batchrun.cache.dedup import RequestGroups  # noqa: E402
+from batchrun._cache.dedup import RequestGroups  # noqa: E402
 
 
 def status_kib(field: str) -> int:

@@ -1,6 +1,6 @@
 """Memory and speed of an embeddings dataset job, against a chat job of the same rows.
 
-Why: an embeddings job packs rows many to a request (`batchrun.engine.packing`) and
+Why: an embeddings job packs rows many to a request (`batchrun._engine.packing`) and
 writes a vector per row into results.parquet's ``embedding`` column in row groups;
 memory must stay flat however many rows there are (issue 28: a 1M-row job's peak no
 more than 1.5x a 10k-row job's), and packing should make it far faster per row than

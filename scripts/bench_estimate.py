@@ -17,10 +17,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from batchrun.cost.estimate import estimate, format_estimate  # noqa: E402
-from batchrun.cost.prices import PriceBook
-from batchrun.models import Request  # noqa: E402
-from batchrun.pacing.tokens import prompt_tokens  # noqa: E402
+from batchrun._cost.estimate import estimate, format_estimate  # noqa: E402
+from batchrun._cost.prices import PriceBook
+from batchrun._models import Request  # noqa: E402
+from batchrun._pacing.tokens import prompt_tokens  # noqa: E402
 
 SYSTEM = "You are a careful assistant. Answer in one short sentence."
 MODELS = ("gpt-4o-mini", "gpt-4o", "deepseek-chat")

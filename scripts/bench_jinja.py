@@ -31,8 +31,8 @@ from typing import Any
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from batchrun.templating.jinja import JinjaPromptTemplate  # noqa: E402
-from batchrun.templating.text import PromptTemplate  # noqa: E402
+from batchrun._templating.jinja import JinjaPromptTemplate  # noqa: E402
+from batchrun._templating.text import PromptTemplate  # noqa: E402
 
 WORDS = "good bad fast slow cheap broken great awful okay refund price works".split()
 SYSTEM = "You label the sentiment of product reviews: positive, negative or neutral."
@@ -136,7 +136,7 @@ def main() -> None:
     t_few = best(run(few), args.repeat)
     t_few_watched = t_jin_watched = None
     try:  # as the scan renders: loops and calls tick the row's watch (issue 24 item 7)
-        from batchrun.templating.rowwatch import watched
+        from batchrun._templating.rowwatch import watched
 
         with watched():
             t_jin_watched = best(run(jin), args.repeat)

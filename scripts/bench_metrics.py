@@ -1,10 +1,10 @@
-"""What evaluation metrics cost: batchrun.jobs.metrics (pure Python) vs scikit-learn / numpy.
+"""What evaluation metrics cost: batchrun._jobs.metrics (pure Python) vs scikit-learn / numpy.
 
 Why: issue 17 scores every variant of a job on the same rows (accuracy, macro-F1,
 kappa, bootstrap intervals, agreement between variants). This measures, on 100,000
 rows of labels (5 labels, 3 % missing predictions), in one process:
 
-* batchrun.jobs.metrics: the classification report, a 3-variant agreement table, the
+* batchrun._jobs.metrics: the classification report, a 3-variant agreement table, the
   accuracy interval and the paired difference interval (binomial draws on counts);
 * the obvious alternative for the bootstrap, resampling rows: in pure Python, and
   vectorised with numpy when it is installed;
@@ -34,7 +34,7 @@ from typing import Any
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from batchrun.jobs import metrics  # noqa: E402
+from batchrun._jobs import metrics  # noqa: E402
 
 LABELS = ["positive", "negative", "neutral", "mixed", "off-topic"]
 
@@ -119,7 +119,7 @@ def main() -> None:
     t_diff, diff = best(
         lambda: metrics.accuracy_difference_interval(counts, resamples=resamples), repeat
     )
-    print("batchrun.jobs.metrics (pure Python)                      ms")
+    print("batchrun._jobs.metrics (pure Python)                      ms")
     print(f"  classification_report (normalised labels) {t_report * ms:10.1f}")
     print(f"  classification_report (normalize=False)   {t_report_raw * ms:10.1f}")
     print(f"  agreement_table, 3 variants               {t_table * ms:10.1f}")
@@ -228,17 +228,17 @@ def main() -> None:
     print(f"  accuracy + macro F1 + kappa              {t_sk * ms:10.1f}")
     print(f"  precision_recall_fscore_support          {t_prf * ms:10.1f}")
     print(f"  3 pairwise kappas                        {t_sk_agree * ms:10.1f}")
-    print(f"  same figures as batchrun.jobs.metrics: {'yes' if same else 'NO'}")
+    print(f"  same figures as batchrun._jobs.metrics: {'yes' if same else 'NO'}")
     t_sklearn = import_seconds("sklearn.metrics", 3)
     print(
         f"  import sklearn.metrics, fresh interpreter {t_sklearn * ms:9.0f}"
         f"  (in this process: {t_import_here * ms:.0f})"
     )
-    t_ours = import_seconds("batchrun.jobs.metrics", 3)
-    t_evaluate = import_seconds("batchrun.jobs.evaluate", 3)
+    t_ours = import_seconds("batchrun._jobs.metrics", 3)
+    t_evaluate = import_seconds("batchrun._jobs.evaluate", 3)
     print(
-        f"  import batchrun.jobs.metrics, fresh interpreter {t_ours * ms:8.0f}"
-        f"  (of which batchrun.jobs.evaluate, already imported by a run: {t_evaluate * ms:.0f})"
+        f"  import batchrun._jobs.metrics, fresh interpreter {t_ours * ms:8.0f}"
+        f"  (of which batchrun._jobs.evaluate, already imported by a run: {t_evaluate * ms:.0f})"
     )
     sizes = installed_mib(["scikit-learn", "numpy", "scipy", "joblib", "threadpoolctl"])
     print(
@@ -246,7 +246,7 @@ def main() -> None:
         + ", ".join(f"{k} {v:.1f} MiB" for k, v in sizes.items())
         + f"; total {sum(sizes.values()):.1f} MiB"
     )
-    print(f"  batchrun/jobs/metrics.py: {os.path.getsize(metrics.__file__) / 1024:.1f} KiB")
+    print(f"  batchrun/_jobs/metrics.py: {os.path.getsize(metrics.__file__) / 1024:.1f} KiB")
 
 
 if __name__ == "__main__":

@@ -35,10 +35,10 @@ FD_LIMIT = 1024
 RUN = r"""
 import json, os, sys, time
 import anyio
-from batchrun.engine.hooks import RunHooks
-from batchrun.engine.runner import Runner
-from batchrun.input.sources import Source
-from batchrun.settings import Settings
+from batchrun._engine.hooks import RunHooks
+from batchrun._engine.runner import Runner
+from batchrun._input.sources import Source
+from batchrun._settings import Settings
 
 path, url, out = sys.argv[1], sys.argv[2], sys.argv[3]
 
@@ -56,7 +56,7 @@ class Fds(RunHooks):
     def on_written(self, state, batch):
         Fds.most = max(Fds.most, open_files())
 
-import batchrun.transport.client, batchrun.pacing.tokens, httpx_aiohttp, tenacity  # untimed
+import batchrun._transport.client, batchrun._pacing.tokens, httpx_aiohttp, tenacity  # untimed
 cfg = Settings(input=path, out_dir=out, base_url=url, concurrency=256, auth="none",
                quiet=True, write_parquet=False)
 before = open_files()

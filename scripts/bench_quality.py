@@ -1,6 +1,6 @@
 """What checking answer quality costs per response: JSON Schema validators compared.
 
-Why: `batchrun.output.quality.classify` runs once per response on the hot path, and with a
+Why: `batchrun._output.quality.classify` runs once per response on the hot path, and with a
 schema it validates every answer. This measures, on the sentiment job's flat schema and
 on a nested one (objects in arrays, enums, additionalProperties), in one process:
 
@@ -45,8 +45,8 @@ sys.path.insert(0, ROOT)
 
 import orjson  # noqa: E402
 
-from batchrun.output.quality import breaker_trips, classify  # noqa: E402
-from batchrun.schemas import compile_schema, json_path  # noqa: E402
+from batchrun._output.quality import breaker_trips, classify  # noqa: E402
+from batchrun._schemas import compile_schema, json_path  # noqa: E402
 
 LABELS = ["positive", "negative", "neutral"]
 with open(os.path.join(ROOT, "jobs", "schemas", "sentiment.json"), encoding="utf-8") as f:

@@ -36,7 +36,7 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from batchrun.pacing.tokens import completion_ceiling, prompt_tokens  # noqa: E402
+from batchrun._pacing.tokens import completion_ceiling, prompt_tokens  # noqa: E402
 
 BIN = os.path.join(os.path.dirname(sys.executable), "batchrun")
 WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()

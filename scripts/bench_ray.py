@@ -300,7 +300,7 @@ def lease_calls(service: Any, worker: str, seconds: float) -> tuple[int, float]:
     seconds spent waiting for answers)."""
     import ray
 
-    from batchrun.scale.lease import Report
+    from batchrun._scale.lease import Report
 
     calls, waited = 0, 0.0
     end = time.monotonic() + seconds
@@ -317,7 +317,7 @@ def leases(clients: int, seconds: float) -> None:
 
     import ray
 
-    from batchrun.scale.quota import QuotaService
+    from batchrun._scale.quota import QuotaService
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:

@@ -3,7 +3,7 @@
 Why: the report must stay one small file that opens fast whatever the run's size
 (targets: under 2 MB and under 2 s in Chromium for 100,000 rows). This builds a run
 directory of ``--rows`` rows in the real format (lines written by
-`batchrun.output.lines.encode`, a summary built by `batchrun.output.summary.build_summary` from a
+`batchrun._output.lines.encode`, a summary built by `batchrun._output.summary.build_summary` from a
 `Tally` of those lines, a results.parquet in the dataset layout, an evaluation), over
 ``--minutes`` of finish times with a burst of 429s, then measures:
 
@@ -38,17 +38,17 @@ import orjson  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from batchrun.cost.bill import cost_report  # noqa: E402
-from batchrun.cost.prices import PriceBook  # noqa: E402
-from batchrun.jobs.evaluate import Evaluator  # noqa: E402
-from batchrun.models import Attempt, Outcome, Request  # noqa: E402
-from batchrun.output.lines import decode, encode  # noqa: E402
-from batchrun.output.parquet import RESULT_COLUMNS, result_values  # noqa: E402
-from batchrun.output.summary import Counts, build_summary, write_json_atomic  # noqa: E402
-from batchrun.output.tally import Tally  # noqa: E402
-from batchrun.output.usage import Usage  # noqa: E402
-from batchrun.report.html import build_page_data, render_html  # noqa: E402
-from batchrun.report.html.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from batchrun._cost.bill import cost_report  # noqa: E402
+from batchrun._cost.prices import PriceBook  # noqa: E402
+from batchrun._jobs.evaluate import Evaluator  # noqa: E402
+from batchrun._models import Attempt, Outcome, Request  # noqa: E402
+from batchrun._output.lines import decode, encode  # noqa: E402
+from batchrun._output.parquet import RESULT_COLUMNS, result_values  # noqa: E402
+from batchrun._output.summary import Counts, build_summary, write_json_atomic  # noqa: E402
+from batchrun._output.tally import Tally  # noqa: E402
+from batchrun._output.usage import Usage  # noqa: E402
+from batchrun._report.html import build_page_data, render_html  # noqa: E402
+from batchrun._report.html.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 LABELS = ("positive", "negative", "neutral")
 PRODUCTS = ("kitchen knife", "4K monitor", "blender", "phone case", "desk lamp")

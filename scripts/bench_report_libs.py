@@ -33,7 +33,7 @@ import time
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from batchrun.report.html.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from batchrun._report.html.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 HERE = sys.argv[1] if len(sys.argv) > 1 else "/tmp/libs"
 

@@ -41,7 +41,7 @@ import time
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from batchrun.models import Attempt, Outcome, Request  # noqa: E402
+from batchrun._models import Attempt, Outcome, Request  # noqa: E402
 
 MODES = ("journal+ckpt", "journal-full", "readlines", "orjson.loads", "json.loads")
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-nano")
@@ -65,10 +65,10 @@ def _peak_mib() -> float:
 
 # -- building the run directory ---------------------------------------------------------
 def build(run_dir: str, lines: int, tail: int, target_bytes: int) -> dict[str, float]:
-    from batchrun.output.journal import RESULTS, SUMMARY
-    from batchrun.output.lines import encode
-    from batchrun.output.summary import Counts, build_summary, write_json_atomic
-    from batchrun.output.tally import Tally
+    from batchrun._output.journal import RESULTS, SUMMARY
+    from batchrun._output.lines import encode
+    from batchrun._output.summary import Counts, build_summary, write_json_atomic
+    from batchrun._output.tally import Tally
 
     os.makedirs(run_dir, exist_ok=True)
     started = time.perf_counter()
@@ -141,7 +141,7 @@ def _outcome(ok: list[Attempt], i: int, content: str) -> Outcome:
 
 # -- one measurement (runs in a fresh subprocess) ------------------------------------------
 def measure(mode: str, run_dir: str) -> dict[str, float]:
-    from batchrun.output.journal import read_journal
+    from batchrun._output.journal import read_journal
 
     results = os.path.join(run_dir, "results.jsonl")
     base = _rss_mib()

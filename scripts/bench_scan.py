@@ -28,8 +28,8 @@ import time
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from batchrun.input.select import source_for  # noqa: E402
-from batchrun.settings import Settings  # noqa: E402
+from batchrun._input.select import source_for  # noqa: E402
+from batchrun._settings import Settings  # noqa: E402
 
 TEXT = "the product arrived late and the box was damaged but it works "
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from batchrun.confidence import ConfidenceReader, label_span
+from batchrun._confidence import ConfidenceReader, label_span
 
 LABELS = ("positive", "negative", "neutral")
 TEXT = "The battery died after two days and support never answered. Avoid."

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.report.html.browser import CHROMIUM, CHROMIUM_ARGS
+from batchrun._report.html.browser import CHROMIUM, CHROMIUM_ARGS
 from batchrun.sim import BatchConfig, SimConfig, SimThread
 from tests.html_helpers import JOBS, SIM_FAULTS, in_thread, run_job, sentiment_config
 

@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 
 from batchrun._api import make_runner, settings_for
-from batchrun.settings import Settings
-from batchrun.values import Quota
+from batchrun._settings import Settings
+from batchrun._values import Quota
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 # a few rows fail for good (400), some are refused once (429) then answered

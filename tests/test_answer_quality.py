@@ -1,7 +1,7 @@
 """Useless answers are not counted as success in silence (issue 13, item 6).
 
 A 200 can carry an answer cut off at max_tokens, refused, filtered, empty or off
-the schema. Each result line says so (``batchrun.output.quality``), summary.json counts
+the schema. Each result line says so (``batchrun._output.quality``), summary.json counts
 answers by quality per model, progress and the report warn as soon as a share is
 unusable, a quality breaker stops a run whose first answers are mostly unusable,
 and ``--retry-bad-answers`` sends just those rows again.
@@ -21,13 +21,13 @@ import pyarrow.parquet as pq
 from click.testing import CliRunner
 
 from batchrun._api import hooks_for as run_hooks
-from batchrun.cli import cli
-from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import EXIT_ERROR, EXIT_OK
-from batchrun.report.progress import ProgressHooks
-from batchrun.settings import Settings
-from batchrun.values import Evaluation, ResponseFormat
+from batchrun._cli import cli
+from batchrun._engine.hooks import CompositeHooks
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import EXIT_ERROR, EXIT_OK
+from batchrun._report.progress import ProgressHooks
+from batchrun._settings import Settings
+from batchrun._values import Evaluation, ResponseFormat
 from tests.conftest import FakeTime, completion
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -58,6 +58,18 @@ def test_the_public_surface_is_curated() -> None:
         assert hasattr(batchrun, name), name
 
 
+def test_implementation_modules_are_private() -> None:
+    """httpx's way: every module but the documented public ones starts with ``_``."""
+    import pkgutil
+
+    public = {"errors", "ray", "sim", "__main__"}
+    root = Path(batchrun.__file__).parent
+    top = {m.name for m in pkgutil.iter_modules([str(root)])}
+    assert public <= top | {"__main__"}
+    assert {name for name in top if not name.startswith("_")} == public - {"__main__"}
+    assert {"ray", "sim", "errors"} <= set(batchrun.__all__)
+
+
 def test_rows_as_dicts_run_and_a_rerun_sends_nothing(
     sim: SimThread, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
-from batchrun.cli import cli
+from batchrun._cli import cli
 from tests.faultserver import FaultServer
 
 pytest_plugins = ["tests.conftest_fault"]  # fault_server, shared_fault_server

@@ -25,18 +25,18 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun._api import cancel_run, make_runner
-from batchrun.batch.driver import BatchDriver
-from batchrun.batch.steps import read_ledger
-from batchrun.batch.workdir import steps_path
-from batchrun.cli import cli
-from batchrun.engine.hooks import RunHooks, RunState
+from batchrun._batch.driver import BatchDriver
+from batchrun._batch.steps import read_ledger
+from batchrun._batch.workdir import steps_path
+from batchrun._cli import cli
+from batchrun._engine.hooks import RunHooks, RunState
+from batchrun._models import Outcome
+from batchrun._output.journal import read_journal
+from batchrun._output.ledger import batch_status
+from batchrun._report.text import format_status, status_report
+from batchrun._runfiles import RunDirLock
+from batchrun._settings import Settings
 from batchrun.errors import ConfigError, InputError, RunDirError
-from batchrun.models import Outcome
-from batchrun.output.journal import read_journal
-from batchrun.output.ledger import batch_status
-from batchrun.report.text import format_status, status_report
-from batchrun.runfiles import RunDirLock
-from batchrun.settings import Settings
 from batchrun.sim import BatchConfig, SimConfig, SimThread
 
 
@@ -106,8 +106,8 @@ def assert_summary_is_a_recount(out: Path) -> None:
 
 
 def read_journal_from_scratch(out: Path) -> Any:
-    from batchrun.output.lines import decode
-    from batchrun.output.tally import Tally
+    from batchrun._output.lines import decode
+    from batchrun._output.tally import Tally
 
     tally = Tally()
     for name in ("results.jsonl", "errors.jsonl"):
@@ -331,8 +331,8 @@ def test_status_counts_the_rows_running_batches_have_answered(tmp_path: Path) ->
     ends: `batchrun status`, the progress lines and the report count them, not 0."""
     import io
 
-    from batchrun.output.ledger import read_state
-    from batchrun.report.html import build_page_data
+    from batchrun._output.ledger import read_state
+    from batchrun._report.html import build_page_data
 
     inp = write_rows(tmp_path / "req.jsonl", 120)
     out = tmp_path / "run"
@@ -466,8 +466,8 @@ def test_a_pilot_online_then_the_rest_through_batches(tmp_path: Path) -> None:
 
 
 def test_max_cost_through_batches_stops_within_the_cap(tmp_path: Path) -> None:
-    from batchrun.cost.budget import worst_case
-    from batchrun.cost.prices import PriceBook
+    from batchrun._cost.budget import worst_case
+    from batchrun._cost.prices import PriceBook
 
     n = 100
     inp = write_rows(tmp_path / "req.jsonl", n)
@@ -512,10 +512,10 @@ def test_max_cost_through_batches_stops_within_the_cap(tmp_path: Path) -> None:
 
 
 def test_an_open_shard_planned_without_a_cap_leaves_no_room(tmp_path: Path) -> None:
-    from batchrun.batch.steps import Ledger, ShardRecord
-    from batchrun.batch.submit import Submitter
-    from batchrun.cost.budget import BatchBudget
-    from batchrun.cost.prices import PriceBook
+    from batchrun._batch.steps import Ledger, ShardRecord
+    from batchrun._batch.submit import Submitter
+    from batchrun._cost.budget import BatchBudget
+    from batchrun._cost.prices import PriceBook
 
     ledger = Ledger(run_id="r")
     ledger.shards[1] = ShardRecord(1, rows=10, worst_usd=0.25)

@@ -19,7 +19,7 @@ import anyio
 
 import batchrun
 from batchrun._api import make_runner
-from batchrun.batch.driver import BatchDriver
+from batchrun._batch.driver import BatchDriver
 from batchrun.sim import SimConfig, SimThread
 from tests.test_batch_api import assert_exactly_once, assert_summary_is_a_recount, settings
 
@@ -180,10 +180,10 @@ def test_a_pilot_then_batches_pay_each_distinct_request_once(tmp_path: Path) -> 
 
 
 def test_a_leader_whose_stand_in_line_is_missing_is_planned_after_all(tmp_path: Path) -> None:
-    from batchrun.batch.followers import Followers
-    from batchrun.cache.dedup import RequestGroups
-    from batchrun.ids import id_hash
-    from batchrun.models import Request
+    from batchrun._batch.followers import Followers
+    from batchrun._cache.dedup import RequestGroups
+    from batchrun._ids import id_hash
+    from batchrun._models import Request
 
     groups = RequestGroups()
     groups.add_many([b"k" * 16, b"k" * 16])

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.batch.steps import read_ledger
-from batchrun.output.journal import read_journal
-from batchrun.output.lines import decode
-from batchrun.output.tally import Tally
+from batchrun._batch.steps import read_ledger
+from batchrun._output.journal import read_journal
+from batchrun._output.lines import decode
+from batchrun._output.tally import Tally
 from tests.test_kill import _read_first_line, _stop
 
 ROWS = 120_000

@@ -101,7 +101,7 @@ def test_a_completed_batch_without_its_output_file_yet_is_read_again_not_resubmi
 def test_an_output_file_that_never_appears_is_waited_for_then_taken_as_lost(
     tmp_path: Path,
 ) -> None:
-    from batchrun.batch.finish import FILES_WAIT_READS, FILES_WAIT_S
+    from batchrun._batch.finish import FILES_WAIT_READS, FILES_WAIT_S
 
     n = 10
     inp = write_rows(tmp_path / "req.jsonl", n)
@@ -250,13 +250,13 @@ class Books:
 def test_a_create_left_unanswered_by_a_killed_process_waits_from_the_restart(
     tmp_path: Path,
 ) -> None:
-    from batchrun.batch.client import BatchClient
-    from batchrun.batch.intake import Answers
-    from batchrun.batch.openshards import OpenShards
-    from batchrun.batch.protocol import metadata_for
-    from batchrun.batch.steps import StepJournal
-    from batchrun.batch.submit import Submitter
-    from batchrun.settings import Settings
+    from batchrun._batch.client import BatchClient
+    from batchrun._batch.intake import Answers
+    from batchrun._batch.openshards import OpenShards
+    from batchrun._batch.protocol import metadata_for
+    from batchrun._batch.steps import StepJournal
+    from batchrun._batch.submit import Submitter
+    from batchrun._settings import Settings
 
     # a process sent shard 1's create at t=100 and was killed; the next starts at t=5000
     path = tmp_path / "batch" / "steps.jsonl"
@@ -356,11 +356,11 @@ def test_repeated_output_lines_are_written_and_counted_once(tmp_path: Path) -> N
 
 
 def test_a_repeated_line_is_skipped_and_reported_once_across_a_refetch(tmp_path: Path) -> None:
-    from batchrun.batch.intake import Answers
-    from batchrun.batch.protocol import BatchView
-    from batchrun.batch.steps import replay_lines
-    from batchrun.batch.workdir import IndexEntry
-    from batchrun.ids import id_hash
+    from batchrun._batch.intake import Answers
+    from batchrun._batch.protocol import BatchView
+    from batchrun._batch.steps import replay_lines
+    from batchrun._batch.workdir import IndexEntry
+    from batchrun._ids import id_hash
 
     def answer(custom_id: str, text: str) -> bytes:
         body = {"choices": [{"message": {"content": text}}], "usage": {"prompt_tokens": 1}}
@@ -461,8 +461,8 @@ def test_a_row_larger_than_the_queue_fails_for_good_and_the_rest_are_answered(
 def test_a_lone_row_well_under_the_limit_waits_for_a_queue_held_elsewhere(
     tmp_path: Path,
 ) -> None:
-    from batchrun.batch.steps import read_ledger
-    from batchrun.pacing import tokens
+    from batchrun._batch.steps import read_ledger
+    from batchrun._pacing import tokens
 
     # another job of the organization holds the queue for 3 s: every shard of this run
     # is refused, down to rows alone; those are far under the limit, so they wait (they
@@ -495,13 +495,13 @@ def test_a_lone_row_well_under_the_limit_waits_for_a_queue_held_elsewhere(
 
 
 def test_a_lone_row_refused_twice_without_a_named_limit_fails_for_good(tmp_path: Path) -> None:
-    from batchrun.batch.intake import Answers
-    from batchrun.batch.openshards import OpenShards
-    from batchrun.batch.steps import StepJournal
-    from batchrun.batch.submit import Submitter
-    from batchrun.batch.workdir import ShardWriter, line_for
-    from batchrun.models import Outcome
-    from batchrun.settings import Settings
+    from batchrun._batch.intake import Answers
+    from batchrun._batch.openshards import OpenShards
+    from batchrun._batch.steps import StepJournal
+    from batchrun._batch.submit import Submitter
+    from batchrun._batch.workdir import ShardWriter, line_for
+    from batchrun._models import Outcome
+    from batchrun._settings import Settings
 
     journal = StepJournal(str(tmp_path / "batch" / "steps.jsonl"))
     journal.open(wall_time=1.0)

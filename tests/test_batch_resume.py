@@ -30,13 +30,13 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun._api import cancel_run, make_runner
-from batchrun.batch.driver import BatchDriver
-from batchrun.batch.steps import read_ledger
-from batchrun.batch.workdir import steps_path
-from batchrun.cli import cli
-from batchrun.engine.runner import Runner
+from batchrun._batch.driver import BatchDriver
+from batchrun._batch.steps import read_ledger
+from batchrun._batch.workdir import steps_path
+from batchrun._cli import cli
+from batchrun._engine.runner import Runner
+from batchrun._report.text import format_status, status_report
 from batchrun.errors import RunDirError
-from batchrun.report.text import format_status, status_report
 from batchrun.sim import BatchConfig, SimConfig, SimThread
 from tests.test_batch_api import assert_exactly_once, lines, settings, write_rows
 
@@ -146,8 +146,8 @@ def test_online_resume_is_refused_while_batches_run(tmp_path: Path) -> None:
 
 
 def test_a_ray_run_is_refused_too(tmp_path: Path) -> None:
-    from batchrun.batch.steps import StepJournal
-    from batchrun.scale.driver import RayDriver
+    from batchrun._batch.steps import StepJournal
+    from batchrun._scale.driver import RayDriver
 
     inp = write_rows(tmp_path / "req.jsonl", 10)
     out = tmp_path / "run"

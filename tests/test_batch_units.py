@@ -12,9 +12,9 @@ import anyio
 import httpx
 import pytest
 
-from batchrun.batch.client import BatchClient, CreateUnknown
-from batchrun.batch.outcomes import missing_reason, success
-from batchrun.batch.protocol import (
+from batchrun._batch.client import BatchClient, CreateUnknown
+from batchrun._batch.outcomes import missing_reason, success
+from batchrun._batch.protocol import (
     BatchView,
     input_line,
     is_shard_of,
@@ -23,18 +23,18 @@ from batchrun.batch.protocol import (
     parse_result_line,
     refused_for_token_limit,
 )
-from batchrun.batch.reconcile import creating_decision, find_batches, match_shards
-from batchrun.batch.shards import RowTooLarge, ShardPlanner, shrink
-from batchrun.batch.steps import StepJournal, replay_lines
-from batchrun.checks import Invalid, Where, duration, run_mode
-from batchrun.cost.bill import CostTotals
-from batchrun.cost.price import ModelPrice
-from batchrun.cost.prices import PriceBook
+from batchrun._batch.reconcile import creating_decision, find_batches, match_shards
+from batchrun._batch.shards import RowTooLarge, ShardPlanner, shrink
+from batchrun._batch.steps import StepJournal, replay_lines
+from batchrun._checks import Invalid, Where, duration, run_mode
+from batchrun._cost.bill import CostTotals
+from batchrun._cost.price import ModelPrice
+from batchrun._cost.prices import PriceBook
+from batchrun._output.lines import decode, encode
+from batchrun._output.tally import Tally
+from batchrun._output.usage import Usage
+from batchrun._settings import Settings
 from batchrun.errors import BatchApiError
-from batchrun.output.lines import decode, encode
-from batchrun.output.tally import Tally
-from batchrun.output.usage import Usage
-from batchrun.settings import Settings
 
 # -- settings -----------------------------------------------------------------------------
 
@@ -235,7 +235,7 @@ def test_replay_follows_each_shard_through_its_steps() -> None:
 
 
 def test_journal_survives_a_torn_line_and_holds_no_key(tmp_path: Path) -> None:
-    from batchrun.redact import register_secret
+    from batchrun._redact import register_secret
 
     key = "sk-journal-canary-0123456789abcdef"
     register_secret(key)
@@ -369,7 +369,7 @@ def test_find_batches_pages_through_the_list() -> None:
 
 
 def test_the_estimate_shows_both_modes(tmp_path: Path) -> None:
-    from batchrun.cost.estimate import estimate_settings, format_estimate
+    from batchrun._cost.estimate import estimate_settings, format_estimate
 
     inp = tmp_path / "req.jsonl"
     body = {

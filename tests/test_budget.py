@@ -12,14 +12,14 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
-from batchrun.cost.budget import BudgetAdmission, CostHooks, cost_hooks
-from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import EXIT_BUDGET, EXIT_OK
+from batchrun._cli import cli
+from batchrun._cost.budget import BudgetAdmission, CostHooks, cost_hooks
+from batchrun._engine.hooks import CompositeHooks
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import EXIT_BUDGET, EXIT_OK
+from batchrun._pacing.tokens import prompt_tokens
+from batchrun._settings import Settings
 from batchrun.errors import ConfigError
-from batchrun.pacing.tokens import prompt_tokens
-from batchrun.settings import Settings
 from tests.conftest import body, completion, read_lines
 
 # $1 per million prompt tokens and $2 per million completion tokens: easy arithmetic

@@ -18,13 +18,13 @@ import anyio
 import httpx
 import pytest
 
-from batchrun.cost.budget import cost_hooks
-from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import EXIT_BUDGET, EXIT_SOME_FAILED, RunResult
-from batchrun.output.journal import read_journal
-from batchrun.report.tables import format_usd
-from batchrun.settings import Settings
+from batchrun._cost.budget import cost_hooks
+from batchrun._engine.hooks import CompositeHooks
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import EXIT_BUDGET, EXIT_SOME_FAILED, RunResult
+from batchrun._output.journal import read_journal
+from batchrun._report.tables import format_usd
+from batchrun._settings import Settings
 from tests.conftest import completion
 from tests.test_budget import run as budget_run
 from tests.test_budget import setup as budget_setup
@@ -69,7 +69,7 @@ def run(tmp_path: Path, handler: Any, **options: Any) -> RunResult:
 
 def recounted_cost(tmp_path: Path) -> float:
     """What a later process counts as spent, from the lines alone (a resume)."""
-    from batchrun.cost.budget import CostHooks
+    from batchrun._cost.budget import CostHooks
 
     class State:
         tally = read_journal(str(tmp_path / "run"), repair=False).tally
@@ -138,8 +138,8 @@ def test_batch_answers_naming_an_unpriced_model_are_capped(
 ) -> None:
     """Through the Batch API: the shards' answers name a model with no price."""
     import batchrun.sim.batch_rows as sim_batches
-    from batchrun.cost.budget import worst_case
-    from batchrun.cost.prices import PriceBook
+    from batchrun._cost.budget import worst_case
+    from batchrun._cost.prices import PriceBook
     from batchrun.sim import BatchConfig, SimConfig, SimThread
     from tests.test_batch_api import run_batch, settings
     from tests.test_batch_api import write_rows as batch_rows
@@ -169,8 +169,8 @@ def test_batch_answers_naming_an_unpriced_model_are_capped(
 
 # -- item 14: unreadable 200s ----------------------------------------------------------------
 def test_unreadable_200s_count_at_their_worst_case_and_the_cap_engages(tmp_path: Path) -> None:
-    from batchrun.cost.budget import worst_case
-    from batchrun.cost.prices import PriceBook
+    from batchrun._cost.budget import worst_case
+    from batchrun._cost.prices import PriceBook
 
     sent: list[int] = []
 

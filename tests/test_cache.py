@@ -1,4 +1,4 @@
-"""batchrun.cache.store: keys, the cacheable policy, and one file shared by real processes."""
+"""batchrun._cache.store: keys, the cacheable policy, and one file shared by real processes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun.cache.store import (
+from batchrun._cache.store import (
     KEY_BYTES,
     CacheStats,
     ResponseCache,

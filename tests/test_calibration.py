@@ -1,4 +1,4 @@
-"""Calibration against gold labels (`batchrun.jobs.calibration`): reliability bins,
+"""Calibration against gold labels (`batchrun._jobs.calibration`): reliability bins,
 expected calibration error, accuracy at coverage and the suggested threshold, against
 hand-computed values; then `batchrun eval --suggest-threshold` on a run."""
 
@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
-from batchrun.jobs.calibration import (
+from batchrun._cli import cli
+from batchrun._jobs.calibration import (
     DIRECT_BOOTSTRAP_ROWS,
     CalibrationSample,
     accuracy_at_coverage,

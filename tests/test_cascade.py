@@ -1,4 +1,4 @@
-"""The model cascade (`batchrun.jobs.cascade`): the setting from Python, a job file and
+"""The model cascade (`batchrun._jobs.cascade`): the setting from Python, a job file and
 the command line with its checks; the escalation rule; the issue's must-show run (a
 labelling server whose cheap model is sure on 70% of texts, a strong model at ten
 times the price: the strong model sees only the escalated rows, the cascade is as
@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
+from batchrun._cli import cli
+from batchrun._jobs.cascade import escalates
+from batchrun._jobs.jobfile import load_job
+from batchrun._settings import Cascade, Settings
 from batchrun.errors import ConfigError
-from batchrun.jobs.cascade import escalates
-from batchrun.jobs.jobfile import load_job
-from batchrun.settings import Cascade, Settings
 from batchrun.sim import SimConfig, SimThread
 
 REVIEWS = Path(__file__).resolve().parent.parent / "jobs" / "data" / "labelled_reviews.jsonl"
@@ -532,7 +532,7 @@ def test_the_budget_covers_every_stage(tmp_path: Path, sim: SimThread) -> None:
 def test_the_review_queue_shows_every_stage_disagreeing_rows_first(
     tmp_path: Path, sim: SimThread
 ) -> None:
-    from batchrun.jobs.review import write_review
+    from batchrun._jobs.review import write_review
 
     rows = reviews(300)
     spec = {"models": ["weak", "strong"], "escalate_below": 0.8}

@@ -17,9 +17,9 @@ import httpx
 import pyarrow.parquet as pq
 
 from batchrun._api import hooks_for as run_hooks
-from batchrun.engine.runner import Runner
-from batchrun.ids import body_hash
-from batchrun.settings import Settings
+from batchrun._engine.runner import Runner
+from batchrun._ids import body_hash
+from batchrun._settings import Settings
 from tests.conftest import FakeTime, completion
 from tests.test_resume import Server, lines_of, run, summary_of
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
+from batchrun._cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_help_imports_nothing_heavy() -> None:
     # `batchrun --help` must start fast: no HTTP stack, no pyarrow, no tokenizer
     code = (
-        "import sys; from batchrun.cli import cli\n"
+        "import sys; from batchrun._cli import cli\n"
         "try:\n    cli(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = [m for m in ('httpx', 'aiohttp', 'pyarrow', 'tiktoken', 'genai_prices', 'anyio')"
         " if m in sys.modules]\n"
@@ -34,7 +34,7 @@ def test_sending_never_imports_pandas(tmp_path: Path) -> None:
     # pyarrow imports pandas (~35 MiB) when it converts a Python value (pa.array,
     # pa.scalar, a bare number given to a compute function): what runs before and
     # while requests are sent (a sampled pilot, in-run dedupe) builds Arrow data from
-    # buffers (batchrun.arrowbuf). results.parquet, written after, may import it.
+    # buffers (batchrun._arrowbuf). results.parquet, written after, may import it.
     rows = [
         {
             "custom_id": f"r{i}",
@@ -112,8 +112,8 @@ def test_missing_output_dir_and_input_are_one_line_errors(tmp_path: Path) -> Non
 
 
 def test_rpm_and_tpm_for_every_model_and_for_one(tmp_path: Path) -> None:
-    from batchrun.cli.options import given_settings
-    from batchrun.settings import Settings
+    from batchrun._cli.options import given_settings
+    from batchrun._settings import Settings
 
     given = given_settings({"rpm": ("500", "gpt-4.1=30"), "tpm": ("gpt-4.1=9000",)})
     cfg = Settings(input=str(tmp_path / "in.jsonl"), **given)
@@ -125,7 +125,7 @@ def test_rpm_and_tpm_for_every_model_and_for_one(tmp_path: Path) -> None:
 
 
 def test_a_job_file_gives_per_model_quotas_as_a_table(tmp_path: Path) -> None:
-    from batchrun.jobs.jobfile import load_job
+    from batchrun._jobs.jobfile import load_job
 
     (tmp_path / "in.jsonl").write_text("{}\n")
     job = tmp_path / "job.toml"
@@ -140,8 +140,8 @@ def test_a_job_file_gives_per_model_quotas_as_a_table(tmp_path: Path) -> None:
 def test_serve_takes_an_optional_port_on_the_command_line_and_in_job_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchrun.cli import commands
-    from batchrun.jobs.jobfile import load_job
+    from batchrun._cli import commands
+    from batchrun._jobs.jobfile import load_job
 
     (tmp_path / "in.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
     monkeypatch.chdir(tmp_path)
@@ -161,7 +161,7 @@ def test_serve_takes_an_optional_port_on_the_command_line_and_in_job_files(
 def test_models_and_prompt_variants_from_the_command_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from batchrun.cli import commands
+    from batchrun._cli import commands
 
     (tmp_path / "rows.jsonl").write_text('{"text": "hi"}\n')
     monkeypatch.chdir(tmp_path)
@@ -177,7 +177,7 @@ def test_models_and_prompt_variants_from_the_command_line(
         "short": {"user": "Label: {text}"},
         "long": {"user": "Read this: {text}"},
     }
-    from batchrun.input.variants import plan_variants
+    from batchrun._input.variants import plan_variants
 
     assert [v.name for v in plan_variants(settings)] == ["short/a", "short/b", "long/a", "long/b"]
     for bad, word in (

@@ -23,11 +23,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from batchrun.batch.driver import BatchDriver
-from batchrun.cli import cli
-from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.models import Outcome
-from batchrun.settings import Settings
+from batchrun._batch.driver import BatchDriver
+from batchrun._cli import cli
+from batchrun._engine.hooks import RunHooks, RunState
+from batchrun._models import Outcome
+from batchrun._settings import Settings
 from batchrun.sim import BatchConfig, SimConfig, SimThread
 
 
@@ -89,7 +89,7 @@ def test_what_the_command_line_names_but_cannot_use_exits_1(tmp_path: Path) -> N
 
 # -- help ------------------------------------------------------------------------------
 def test_the_command_list_shows_every_summary_whole() -> None:
-    from batchrun.cli import _Group
+    from batchrun._cli import _Group
 
     result = invoke("--help", terminal_width=80)
     assert result.exit_code == 0
@@ -127,7 +127,7 @@ def test_no_option_shows_a_text_placeholder_for_a_number(command: str) -> None:
 
 
 def test_numeric_settings_show_a_numeric_placeholder() -> None:
-    from batchrun.cli.options import _metavar
+    from batchrun._cli.options import _metavar
 
     for name, spec in Settings.specs():
         if spec.flags and spec.check is not None and spec.kind not in ("flag", "toggle"):

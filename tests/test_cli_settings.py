@@ -12,9 +12,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli, run_command
-from batchrun.settings import Settings
-from batchrun.values import Cascade, Confidence, Evaluation
+from batchrun._cli import cli, run_command
+from batchrun._settings import Settings
+from batchrun._values import Cascade, Confidence, Evaluation
 
 ROWS = [
     {"id": "r1", "text": "great value", "label": "positive"},
@@ -186,7 +186,7 @@ reference_column = "label"
 @pytest.fixture
 def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
     """The settings `batchrun run` would run (execute_run recorded, not called)."""
-    from batchrun.cli import commands
+    from batchrun._cli import commands
 
     monkeypatch.chdir(tmp_path)
     write_rows(tmp_path)
@@ -239,7 +239,7 @@ def test_prompt_options_override_the_job_file(job: list[Settings]) -> None:
 
 
 def test_a_variant_adds_to_the_job_files_prompts(job: list[Settings]) -> None:
-    from batchrun.input.variants import plan_variants
+    from batchrun._input.variants import plan_variants
 
     run_args("-j", "compare.toml", "--variant", "short=Say: {text}")
     settings = job.pop()

@@ -18,10 +18,10 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
+from batchrun._cli import cli
+from batchrun._input.pilot import PilotPicker
+from batchrun._models import Request
 from batchrun.errors import ConfigError, InputError
-from batchrun.input.pilot import PilotPicker
-from batchrun.models import Request
 from batchrun.sim import SimConfig, SimThread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -287,7 +287,7 @@ def test_two_processes_share_one_cache(sim: SimThread, tmp_path: Path) -> None:
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert N_REVIEWS <= sim.stats.requests <= 2 * N_REVIEWS
-    from batchrun.cache.store import ResponseCache
+    from batchrun._cache.store import ResponseCache
 
     with ResponseCache(cache / "responses.sqlite") as store:
         assert store.integrity_check() == "ok" and len(store) == N_REVIEWS

@@ -1,4 +1,4 @@
-"""Confidence per answer (`batchrun.confidence`): from logprobs, agreement and the
+"""Confidence per answer (`batchrun._confidence`): from logprobs, agreement and the
 model's own estimate, checked against hand-computed values; the setting in job files,
 on the command line and in Python; the request fields; the confidence column of
 results.parquet and the warning for an endpoint that returns no logprobs."""
@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
-from batchrun.confidence import (
+from batchrun._cli import cli
+from batchrun._confidence import (
     NO_ANSWER,
     NO_LABEL,
     NO_LOGPROBS,
@@ -34,15 +34,15 @@ from batchrun.confidence import (
     span_probability,
     with_request_fields,
 )
-from batchrun.engine.hooks import CompositeHooks
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import EXIT_OK
+from batchrun._engine.hooks import CompositeHooks
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import EXIT_OK
+from batchrun._jobs.jobfile import load_job
+from batchrun._jobs.outputs import DatasetOutputHooks
+from batchrun._settings import Settings
+from batchrun._templating.text import body_builder
+from batchrun._values import Confidence, Evaluation, ResponseFormat
 from batchrun.errors import ConfigError, RunDirError
-from batchrun.jobs.jobfile import load_job
-from batchrun.jobs.outputs import DatasetOutputHooks
-from batchrun.settings import Settings
-from batchrun.templating.text import body_builder
-from batchrun.values import Confidence, Evaluation, ResponseFormat
 from tests.conftest import FakeTime, completion
 
 LABELS = ("positive", "negative", "neutral")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
+from batchrun._cli import cli
 from batchrun.errors import InputError
 from batchrun.sim import SimConfig, SimThread
 
@@ -75,9 +75,9 @@ def test_skip_invalid_sets_the_row_aside_and_a_cap_no_longer_blocks_the_rest(
 
 
 def test_the_window_counts_the_answer_and_the_exact_prompt(tmp_path: Path) -> None:
-    from batchrun.input.select import source_for
-    from batchrun.pacing.tokens import prompt_tokens
-    from batchrun.settings import Settings
+    from batchrun._input.select import source_for
+    from batchrun._pacing.tokens import prompt_tokens
+    from batchrun._settings import Settings
 
     fits = chat("word " * 95, model="m")
     size = prompt_tokens(fits)
@@ -139,7 +139,7 @@ def test_a_dataset_row_is_bad_when_any_variant_does_not_fit(tmp_path: Path) -> N
 
 
 def test_the_cheap_bound_is_never_under_the_count() -> None:
-    from batchrun.pacing.tokens import prompt_tokens, prompt_tokens_at_most
+    from batchrun._pacing.tokens import prompt_tokens, prompt_tokens_at_most
 
     bodies = [
         chat("hello world"),

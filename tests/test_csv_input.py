@@ -20,14 +20,14 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
+from batchrun._cli import cli
+from batchrun._input import delimited
+from batchrun._input.delimited import BLOCK_BYTES, DelimitedFile
+from batchrun._input.select import source_for
+from batchrun._input.sources import Source
+from batchrun._scale.shards import plan_shards
+from batchrun._settings import Settings
 from batchrun.errors import ConfigError, InputError
-from batchrun.input import delimited
-from batchrun.input.delimited import BLOCK_BYTES, DelimitedFile
-from batchrun.input.select import source_for
-from batchrun.input.sources import Source
-from batchrun.scale.shards import plan_shards
-from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread
 
 

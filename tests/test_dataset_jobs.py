@@ -20,14 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.engine.hooks import CompositeHooks, RunHooks, RunState
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import RunResult
-from batchrun.jobs.jobfile import load_job
-from batchrun.jobs.outputs import DatasetOutputHooks, finish_dataset_run
-from batchrun.labels import normalize_answer
-from batchrun.models import Outcome
-from batchrun.settings import Settings
+from batchrun._engine.hooks import CompositeHooks, RunHooks, RunState
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import RunResult
+from batchrun._jobs.jobfile import load_job
+from batchrun._jobs.outputs import DatasetOutputHooks, finish_dataset_run
+from batchrun._labels import normalize_answer
+from batchrun._models import Outcome
+from batchrun._settings import Settings
 from batchrun.sim import SimConfig, SimThread
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
@@ -354,7 +354,7 @@ def test_no_parquet_still_evaluates_and_quiet_prints_nothing(tmp_path: Path) -> 
 def test_a_parquet_failure_is_a_note_not_a_failed_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import batchrun.jobs.outputs as dataset_output
+    import batchrun._jobs.outputs as dataset_output
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise OSError(28, "No space left on device")

@@ -1,4 +1,4 @@
-"""batchrun.cache.dedup: leaders and followers, against a plain dict doing the same job."""
+"""batchrun._cache.dedup: leaders and followers, against a plain dict doing the same job."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from batchrun.cache.dedup import DedupPlan, RequestGroups
-from batchrun.cache.store import cache_key
+from batchrun._cache.dedup import DedupPlan, RequestGroups
+from batchrun._cache.store import cache_key
 
 
 def reference_plan(keys: list[bytes]) -> dict[int, int]:

@@ -25,11 +25,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-import batchrun.engine.commit
-import batchrun.engine.runinfo
-import batchrun.engine.runner
-import batchrun.output.sink
-from batchrun.cli import cli
+import batchrun._engine.commit
+import batchrun._engine.runinfo
+import batchrun._engine.runner
+import batchrun._output.sink
+from batchrun._cli import cli
 from tests.faultserver import FaultServer
 
 pytest_plugins = ["tests.conftest_fault"]  # fault_server, shared_fault_server
@@ -68,7 +68,7 @@ def lines_of(path: Path) -> tuple[list[dict[str, Any]], bytes]:
 
 
 class FullDisk:
-    """Stands in for the ``os`` module inside batchrun.output.sink: ``write`` stores only
+    """Stands in for the ``os`` module inside batchrun._output.sink: ``write`` stores only
     ``budget`` more bytes (a short write first, as a real full disk does), then
     raises ENOSPC. Everything else is the real ``os``."""
 
@@ -219,7 +219,7 @@ def test_disk_full_stops_cleanly_and_resumes(
         "-q",
     ]
     disk = FullDisk(budget)
-    monkeypatch.setattr(batchrun.output.sink, "os", disk)
+    monkeypatch.setattr(batchrun._output.sink, "os", disk)
     result = run_cli(args)
     monkeypatch.undo()
 
@@ -262,7 +262,7 @@ def test_disk_full_stops_cleanly_and_resumes(
 
 
 def _no_room_for(name: str) -> Any:
-    real = batchrun.engine.commit.write_json_atomic
+    real = batchrun._engine.commit.write_json_atomic
 
     def write(path: str, data: Any) -> None:
         if os.path.basename(path) == name:
@@ -288,7 +288,7 @@ def test_disk_full_while_writing_the_summary(
         "none",
         "-q",
     ]
-    monkeypatch.setattr(batchrun.engine.commit, "write_json_atomic", _no_room_for("summary.json"))
+    monkeypatch.setattr(batchrun._engine.commit, "write_json_atomic", _no_room_for("summary.json"))
     result = run_cli(args)
     monkeypatch.undo()
     assert isinstance(result.exception, SystemExit), repr(result.exception)
@@ -306,7 +306,7 @@ def test_disk_full_before_the_run_starts(
 ) -> None:
     write_requests(tmp_path / "r.jsonl", 4)
     out = tmp_path / "run"
-    monkeypatch.setattr(batchrun.engine.runinfo, "write_json_atomic", _no_room_for("run.json"))
+    monkeypatch.setattr(batchrun._engine.runinfo, "write_json_atomic", _no_room_for("run.json"))
     result = run_cli(
         [
             "run",
@@ -455,9 +455,9 @@ def test_removing_the_run_directory_mid_run_stops_sending_at_once(tmp_path: Path
     import anyio
     import httpx
 
-    from batchrun.engine.runner import Runner
-    from batchrun.engine.stops import EXIT_ERROR
-    from batchrun.settings import Settings
+    from batchrun._engine.runner import Runner
+    from batchrun._engine.stops import EXIT_ERROR
+    from batchrun._settings import Settings
     from tests.conftest import FakeTime, completion
 
     inp = tmp_path / "requests.jsonl"

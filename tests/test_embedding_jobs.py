@@ -24,13 +24,13 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
-from batchrun.engine.packing import halves, pack_requests, unpack
-from batchrun.engine.stops import EXIT_OK
+from batchrun._engine.packing import halves, pack_requests, unpack
+from batchrun._engine.stops import EXIT_OK
+from batchrun._jobs.jobfile import load_job
+from batchrun._models import Attempt, Outcome, Request
+from batchrun._pacing.tokens import count_text
+from batchrun._settings import Settings
 from batchrun.errors import ConfigError
-from batchrun.jobs.jobfile import load_job
-from batchrun.models import Attempt, Outcome, Request
-from batchrun.pacing.tokens import count_text
-from batchrun.settings import Settings
 from batchrun.sim.embeddings import embedding_vector, embeddings_object
 from batchrun.sim.responses import response_object, response_reply
 from tests.test_embeddings_api import StopAfter, floats, results, run_online
@@ -154,7 +154,7 @@ def test_a_job_file_declares_the_api_and_the_text_to_embed(tmp_path: Path) -> No
 
 
 def test_dataset_rows_become_bodies_of_their_api(tmp_path: Path) -> None:
-    from batchrun.input.select import source_for
+    from batchrun._input.select import source_for
 
     path = rows_file(tmp_path / "in.jsonl", 1)
     cfg = Settings.build(
@@ -229,7 +229,7 @@ def test_a_packs_answer_is_one_outcome_per_row_with_its_vector_and_usage_share()
     ]
     shares = [r.body["usage"]["prompt_tokens"] for r in rows]
     assert sum(shares) == 100 and shares[0] < shares[1] < shares[2]
-    from batchrun.ids import body_hash
+    from batchrun._ids import body_hash
 
     assert [r.body_hash for r in rows] == [
         body_hash(json.dumps(m.body, separators=(",", ":")).encode()) for m in pack.members or ()
@@ -594,7 +594,7 @@ def test_named_variants_embed_each_row_once_per_template(tmp_path: Path) -> None
 
 
 def test_reasoning_settings_pass_through_to_a_responses_body(tmp_path: Path) -> None:
-    from batchrun.input.select import source_for
+    from batchrun._input.select import source_for
 
     cfg = Settings.build(
         input=str(rows_file(tmp_path / "in.jsonl", 1)), model="o4-mini", api="responses",

@@ -26,30 +26,30 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun._api import hooks_for, make_runner
-from batchrun.apis import EMBEDDINGS, RESPONSES, api_of_body, embedding_inputs
-from batchrun.batch.shards import ShardPlanner
-from batchrun.cache.store import api_scope, cacheable
-from batchrun.cost.bill import cost_of
-from batchrun.cost.prices import PriceBook
-from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.stops import EXIT_OK
-from batchrun.errors import BadResponse, InputError
-from batchrun.input.select import source_for
-from batchrun.input.sources import Source, request_from_row
-from batchrun.models import Outcome
-from batchrun.output.quality import NO_CHOICES, OK, classify
-from batchrun.output.usage import usage_of
-from batchrun.output.vectors import answer_vectors, decode_vector, vectors_array
-from batchrun.pacing.tokens import (
+from batchrun._apis import EMBEDDINGS, RESPONSES, api_of_body, embedding_inputs
+from batchrun._batch.shards import ShardPlanner
+from batchrun._cache.store import api_scope, cacheable
+from batchrun._cost.bill import cost_of
+from batchrun._cost.prices import PriceBook
+from batchrun._engine.hooks import RunHooks, RunState
+from batchrun._engine.stops import EXIT_OK
+from batchrun._input.select import source_for
+from batchrun._input.sources import Source, request_from_row
+from batchrun._models import Outcome
+from batchrun._output.quality import NO_CHOICES, OK, classify
+from batchrun._output.usage import usage_of
+from batchrun._output.vectors import answer_vectors, decode_vector, vectors_array
+from batchrun._pacing.tokens import (
     completion_ceiling,
     count_text,
     prompt_tokens,
     prompt_tokens_at_most,
 )
-from batchrun.settings import Settings
+from batchrun._settings import Settings
+from batchrun._transport.client import ChatClient
+from batchrun.errors import BadResponse, InputError
 from batchrun.sim import SimConfig, SimThread
 from batchrun.sim.embeddings import embedding_vector, embeddings_object, native_dimensions
-from batchrun.transport.client import ChatClient
 from tests.conftest import FakeTime
 
 MODEL = "text-embedding-3-small"

@@ -35,16 +35,16 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from click.testing import CliRunner
 
-from batchrun.batch.client import BatchClient, CreateUnknown
-from batchrun.batch.driver import BatchDriver
-from batchrun.batch.protocol import metadata_for
-from batchrun.cli import cli
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED
+from batchrun._batch.client import BatchClient, CreateUnknown
+from batchrun._batch.driver import BatchDriver
+from batchrun._batch.protocol import metadata_for
+from batchrun._cli import cli
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import EXIT_ERROR, EXIT_OK, EXIT_SOME_FAILED
+from batchrun._pacing.retry import REFUSALS_TO_STOP, Reachability, ends_the_run
+from batchrun._settings import Settings
+from batchrun._transport.connect import unreachable
 from batchrun.errors import BatchApiError, EndpointUnreachable
-from batchrun.pacing.retry import REFUSALS_TO_STOP, Reachability, ends_the_run
-from batchrun.settings import Settings
-from batchrun.transport.connect import unreachable
 from tests.conftest import FakeTime, body, completion, read_lines
 
 HOST = "api.example.invalid"

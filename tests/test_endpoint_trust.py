@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import batchrun
-from batchrun.cli import cli
+from batchrun._cli import cli
 from batchrun.errors import ConfigError
 from batchrun.sim import SimThread
 from tests.faultserver import FaultServer
@@ -204,8 +204,8 @@ def test_forced_move_between_real_endpoints_keeps_answers(tmp_path: Path) -> Non
 
 
 def test_endpoint_identity_ignores_spelling_and_port_of_the_simulator() -> None:
-    from batchrun.endpoint import endpoint_identity
-    from batchrun.settings import Settings
+    from batchrun._endpoint import endpoint_identity
+    from batchrun._settings import Settings
 
     assert endpoint_identity("HTTPS://API.OpenAI.com:443/v1/") == "https://api.openai.com/v1"
     assert endpoint_identity("http://127.0.0.1:80/v1?api-version=1") == "http://127.0.0.1/v1"
@@ -218,9 +218,9 @@ def test_endpoint_identity_ignores_spelling_and_port_of_the_simulator() -> None:
 def test_simulated_lines_do_not_count_for_a_real_endpoint(tmp_path: Path) -> None:
     """The journal, for a real endpoint: the simulator's lines are neither done nor
     failed nor counted; for the simulator, every line counts."""
-    from batchrun.models import Outcome, Request
-    from batchrun.output.journal import read_journal
-    from batchrun.output.sink import JsonlSink
+    from batchrun._models import Outcome, Request
+    from batchrun._output.journal import read_journal
+    from batchrun._output.sink import JsonlSink
 
     req = Request("a", 0, {"model": "m"})
     ok = Outcome.success(req, status=200, request_id=None, body={"choices": []}, attempts=[])
@@ -296,7 +296,7 @@ def test_one_cache_shared_by_two_keys_never_serves_one_to_the_other(
 
 
 def test_credential_identity_is_one_way_and_covers_auth_and_headers() -> None:
-    from batchrun.endpoint import credential_identity
+    from batchrun._endpoint import credential_identity
 
     a = credential_identity(KEY_A)
     assert len(a) == 16 and KEY_A.encode() not in a
@@ -372,8 +372,8 @@ def test_the_client_scrubs_the_assembled_answer() -> None:
     import anyio
     import httpx
 
-    from batchrun.redact import register_secret
-    from batchrun.transport.client import ChatClient
+    from batchrun._redact import register_secret
+    from batchrun._transport.client import ChatClient
 
     register_secret(KEY_A)
     text = f"key {KEY_A}!"
@@ -454,7 +454,7 @@ def test_credentials_in_base_url_are_refused_from_python_and_job_files(
 
 
 def test_an_azure_api_version_query_is_not_a_credential() -> None:
-    from batchrun.settings import Settings
+    from batchrun._settings import Settings
 
     url = "https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21"
     assert Settings.build(base_url=url).base_url == url
@@ -489,8 +489,8 @@ def test_sim_runs_hit_the_cache(
 def test_old_run_json_without_endpoint_compares_its_base_url(tmp_path: Path) -> None:
     """A run.json written before the endpoint identity was recorded: its base_url
     option stands for it, so resuming against the same URL is no change."""
-    from batchrun.engine.runinfo import resume_problems
-    from batchrun.settings import Settings
+    from batchrun._engine.runinfo import resume_problems
+    from batchrun._settings import Settings
 
     path = tmp_path / "run.json"
     settings = Settings(input="x.jsonl", base_url="https://api.openai.com/v1")

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from batchrun.cost.estimate import estimate, format_estimate, learn_from_run
-from batchrun.cost.price import ModelPrice, PriceTier
-from batchrun.cost.prices import PriceBook
-from batchrun.models import Outcome, Request
-from batchrun.output import lines as output_lines
-from batchrun.pacing.tokens import completion_ceiling, prompt_tokens
+from batchrun._cost.estimate import estimate, format_estimate, learn_from_run
+from batchrun._cost.price import ModelPrice, PriceTier
+from batchrun._cost.prices import PriceBook
+from batchrun._models import Outcome, Request
+from batchrun._output import lines as output_lines
+from batchrun._pacing.tokens import completion_ceiling, prompt_tokens
 
 BOOK = PriceBook(
     {

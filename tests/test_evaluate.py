@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from batchrun.jobs.evaluate import MAX_CATEGORICAL_LABELS, Evaluator, format_eval
-from batchrun.jobs.metrics import accuracy_interval
-from batchrun.labels import normalize_answer
+from batchrun._jobs.evaluate import MAX_CATEGORICAL_LABELS, Evaluator, format_eval
+from batchrun._jobs.metrics import accuracy_interval
+from batchrun._labels import normalize_answer
 
 # (reference, model content) for a sentiment job with JSON answers.
 FIXTURE = [
@@ -167,7 +167,7 @@ def test_numbers_are_scored_by_absolute_error() -> None:
 
 
 def test_of_the_settings() -> None:
-    from batchrun.values import Evaluation
+    from batchrun._values import Evaluation
 
     assert Evaluator.of(None) is None
     ev = Evaluator.of(Evaluation("label", "json_field", "s", normalize=False))
@@ -183,7 +183,7 @@ def test_shards_merged_report_what_one_process_scoring_every_row_reports() -> No
     interval, macro-F1, kappa and per-label figures of one process (issue 24 item 8)."""
     import random
 
-    from batchrun.scale.aggregate import merged_eval
+    from batchrun._scale.aggregate import merged_eval
 
     rng = random.Random(5)
     labels = ["positive", "negative", "neutral"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import batchrun
-from batchrun.runfiles import file_mode
+from batchrun._runfiles import file_mode
 from batchrun.sim import SimConfig, SimThread
 
 ROWS = [{"id": f"r{i}", "text": f"review {i}"} for i in range(8)] + [{"id": "bad", "text": None}]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from batchrun.engine.gcpause import LEAST, MOST, fewer_collections, threshold_for
+from batchrun._engine.gcpause import LEAST, MOST, fewer_collections, threshold_for
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import EXIT_OK, EXIT_SOME_FAILED, RunResult
-from batchrun.settings import Settings
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import EXIT_OK, EXIT_SOME_FAILED, RunResult
+from batchrun._settings import Settings
 from tests.faultserver import MB, FaultServer
 
 pytest_plugins = ["tests.conftest_fault"]  # fault_server, shared_fault_server
@@ -214,7 +214,7 @@ def test_100_mb_body_is_cut_off_and_memory_stays_bounded(
     fault_server.script("deluge", step, step, step)
     # a 200 that large was paid for: its line records the prompt's tokens, counted with
     # the tokenizer (its tables, ~85 MB, load once per process); measure the body alone
-    from batchrun.pacing.tokens import prompt_tokens
+    from batchrun._pacing.tokens import prompt_tokens
 
     prompt_tokens({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]})
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

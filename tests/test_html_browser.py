@@ -24,9 +24,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.report.html import serve_run_dir, write_html_report
-from batchrun.report.tables import format_usd
-from batchrun.report.text import format_status, status_report
+from batchrun._report.html import serve_run_dir, write_html_report
+from batchrun._report.tables import format_usd
+from batchrun._report.text import format_status, status_report
 from batchrun.sim import BatchConfig, SimConfig, SimThread
 from tests.html_helpers import run_job, sentiment_config
 
@@ -122,7 +122,7 @@ def test_the_report_file_shows_the_runs_numbers(
     assert tab.page.locator("#timeline canvas").count() >= 4
 
     # latency: the text report's percentiles
-    from batchrun.report.text import status_report
+    from batchrun._report.text import status_report
 
     latency = status_report(str(sentiment_run))["latency_ms"]
     assert k["latency.wire.count"] == "282"
@@ -181,7 +181,7 @@ def test_the_report_file_shows_the_runs_numbers(
 def test_variants_are_compared_and_halves_round_as_the_text_report(
     tab: Page, sentiment_run: Path, tmp_path: Path
 ) -> None:
-    from batchrun.report.html import build_page_data, render_html
+    from batchrun._report.html import build_page_data, render_html
 
     data = build_page_data(str(sentiment_run))
     data["variants"] = [
@@ -202,7 +202,7 @@ def test_variants_are_compared_and_halves_round_as_the_text_report(
 
 
 def data_headline(run_dir: Path) -> dict[str, Any]:
-    from batchrun.report.html import build_page_data
+    from batchrun._report.html import build_page_data
 
     line: dict[str, Any] = build_page_data(str(run_dir))["headline"]
     return line

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from batchrun.labels import normalize_answer
-from batchrun.report.html import (
+from batchrun._labels import normalize_answer
+from batchrun._report.html import (
     build_page_data,
     render_html,
     report_command,
@@ -28,11 +28,11 @@ from batchrun.report.html import (
     serve_run_dir,
     write_html_report,
 )
-from batchrun.report.html import cli as html_cli
-from batchrun.report.html import sample as sample_module
-from batchrun.report.html.data import public_base_url, run_settings, variants_of
-from batchrun.report.html.timeseries import MAX_BINS, TimeSeries
-from batchrun.report.text import format_status, status_report
+from batchrun._report.html import cli as html_cli
+from batchrun._report.html import sample as sample_module
+from batchrun._report.html.data import public_base_url, run_settings, variants_of
+from batchrun._report.html.timeseries import MAX_BINS, TimeSeries
+from batchrun._report.text import format_status, status_report
 
 pytest_plugins = ["tests.conftest_html"]  # sentiment_run
 
@@ -186,7 +186,7 @@ def test_without_parquet_the_sample_comes_from_the_lines(
 
 
 def test_a_live_scan_reads_only_what_was_appended(sentiment_run: Path, tmp_path: Path) -> None:
-    from batchrun.report.html.data import OutputScan
+    from batchrun._report.html.data import OutputScan
 
     run = tmp_path / "growing"
     run.mkdir()
@@ -251,7 +251,7 @@ def test_the_page_is_one_file_that_fetches_nothing(sentiment_run: Path) -> None:
 
 
 def test_a_registered_key_never_reaches_the_page(sentiment_run: Path) -> None:
-    from batchrun.redact import register_secret
+    from batchrun._redact import register_secret
 
     key = "sk-html-report-canary-000000000000000000"
     register_secret(key)
@@ -431,7 +431,7 @@ def test_a_batch_runs_page_has_its_batches_and_says_why_no_latency(batch_run: Pa
 def test_a_report_of_a_run_answered_from_the_cache_says_so(
     sentiment_run: Path, tmp_path: Path
 ) -> None:
-    from batchrun.report.html.headline import latency_note
+    from batchrun._report.html.headline import latency_note
 
     report = {"requests": {"succeeded": 282}, "reused": {"cache": 282, "run": 0}}
     assert latency_note(report, 0, running=False) == (
@@ -444,7 +444,7 @@ def test_a_report_of_a_run_answered_from_the_cache_says_so(
 
 
 def test_headlines_of_a_stopped_a_running_and_a_finished_run() -> None:
-    from batchrun.report.html.headline import headline
+    from batchrun._report.html.headline import headline
 
     stopped = {
         "status": "budget_exceeded",

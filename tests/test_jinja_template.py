@@ -1,4 +1,4 @@
-"""batchrun.templating.jinja: PromptTemplate's interface and rules, with Jinja's power."""
+"""batchrun._templating.jinja: PromptTemplate's interface and rules, with Jinja's power."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from batchrun._templating.jinja import JinjaPromptTemplate, jinja_template_problems, load_examples
+from batchrun._templating.text import PromptTemplate
 from batchrun.errors import ConfigError, InputError
-from batchrun.templating.jinja import JinjaPromptTemplate, jinja_template_problems, load_examples
-from batchrun.templating.text import PromptTemplate
 
 
 def user(content: str, **kwargs: Any) -> JinjaPromptTemplate:

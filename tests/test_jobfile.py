@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from batchrun._jobs.jobfile import load_job, merge
+from batchrun._settings import Settings
+from batchrun._values import Evaluation, Quota, ResponseFormat
 from batchrun.errors import ConfigError, JobFileError
-from batchrun.jobs.jobfile import load_job, merge
-from batchrun.settings import Settings
-from batchrun.values import Evaluation, Quota, ResponseFormat
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
 SCHEMA = {
@@ -165,7 +165,7 @@ strict = false
 """,
     )
     settings = load_job(path).settings()
-    from batchrun.templating.text import PromptTemplate
+    from batchrun._templating.text import PromptTemplate
 
     messages = settings.template_messages()
     assert messages is not None and PromptTemplate(messages).placeholders == ("text",)
@@ -477,8 +477,8 @@ def test_shipped_examples_render_their_data() -> None:
     import orjson
     import pyarrow.parquet as pq
 
-    from batchrun.jobs.evaluate import Evaluator
-    from batchrun.templating.text import body_builder
+    from batchrun._jobs.evaluate import Evaluator
+    from batchrun._templating.text import body_builder
 
     sentiment = load_job(JOBS / "sentiment.toml").settings()
     rows = [orjson.loads(line) for line in Path(sentiment.input_path).read_bytes().splitlines()]

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
+from batchrun._cli import cli
 from tests.test_resume import ids_of, recount, summary_of, write_rows
 
 ROWS = 500

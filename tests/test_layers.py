@@ -33,12 +33,12 @@ def copy_of_batchrun(tmp_path: Path) -> Path:
 
 def test_an_upward_import_inside_a_function_is_found(tmp_path: Path) -> None:
     package = copy_of_batchrun(tmp_path)
-    with (package / "pacing" / "buckets.py").open("a") as f:
-        f.write("\n\ndef _late():\n    from batchrun.report import text\n    return text\n")
+    with (package / "_pacing" / "buckets.py").open("a") as f:
+        f.write("\n\ndef _late():\n    from batchrun._report import text\n    return text\n")
     done = check("--package", str(package))
     assert done.returncode == 1
     assert (
-        "upward import: batchrun.pacing.buckets (stages) imports batchrun.report.text (modes)"
+        "upward import: batchrun._pacing.buckets (stages) imports batchrun._report.text (modes)"
         in done.stdout
     )
 
@@ -46,13 +46,13 @@ def test_an_upward_import_inside_a_function_is_found(tmp_path: Path) -> None:
 def test_a_circle_through_a_deferred_import_is_found(tmp_path: Path) -> None:
     package = copy_of_batchrun(tmp_path)
     with (package / "errors.py").open("a") as f:
-        f.write("\n\ndef _late():\n    from batchrun import ids\n    return ids\n")
-    with (package / "ids.py").open("a") as f:
+        f.write("\n\ndef _late():\n    from batchrun import _ids\n    return _ids\n")
+    with (package / "_ids.py").open("a") as f:
         f.write("\n\ndef _later():\n    from batchrun import errors\n    return errors\n")
     done = check("--package", str(package))
     assert done.returncode == 1
     assert any(
-        line.startswith("cycle:") and "batchrun.errors" in line and "batchrun.ids" in line
+        line.startswith("cycle:") and "batchrun.errors" in line and "batchrun._ids" in line
         for line in done.stdout.splitlines()
     ), done.stdout
 
@@ -63,7 +63,7 @@ def test_type_checking_imports_are_no_finding_and_new_packages_need_a_layer(
     package = copy_of_batchrun(tmp_path)
     with (package / "errors.py").open("a") as f:
         f.write(
-            "\n\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import batchrun.cli\n"
+            "\n\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import batchrun._cli\n"
         )
     (package / "newstage").mkdir()
     (package / "newstage" / "__init__.py").write_text("")

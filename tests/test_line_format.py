@@ -1,4 +1,4 @@
-"""One encoder/decoder pair owns the result-line format (`batchrun.output.lines`), and
+"""One encoder/decoder pair owns the result-line format (`batchrun._output.lines`), and
 the format did not change when an outcome's facts became typed fields (issue 25).
 
 tests/lines_da51636.jsonl holds one line for each way a row gets its line (online,
@@ -18,14 +18,14 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun.batch.outcomes import failure, success
-from batchrun.batch.protocol import RowResult
-from batchrun.engine.attempt import Sender
-from batchrun.engine.reuse import reused
-from batchrun.models import Attempt, BilledUnread, Outcome, Request
-from batchrun.output import lines
-from batchrun.output.lines import ID_PREFIX, decode, decode_meta, encode, milliseconds
-from batchrun.output.tally import Tally
+from batchrun._batch.outcomes import failure, success
+from batchrun._batch.protocol import RowResult
+from batchrun._engine.attempt import Sender
+from batchrun._engine.reuse import reused
+from batchrun._models import Attempt, BilledUnread, Outcome, Request
+from batchrun._output import lines
+from batchrun._output.lines import ID_PREFIX, decode, decode_meta, encode, milliseconds
+from batchrun._output.tally import Tally
 
 PREVIOUS = Path(__file__).parent / "lines_da51636.jsonl"
 ENDPOINT = "https://api.openai.com/v1"

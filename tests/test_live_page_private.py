@@ -22,8 +22,8 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.report.html import cli as html_cli
-from batchrun.report.html import serve_command, serve_run_dir
+from batchrun._report.html import cli as html_cli
+from batchrun._report.html import serve_command, serve_run_dir
 from batchrun.sim import SimConfig, SimThread
 
 pytest_plugins = ["tests.conftest_html"]  # sentiment_run

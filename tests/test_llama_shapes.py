@@ -28,9 +28,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
-from batchrun.confidence import ConfidenceReader
-from batchrun.engine.stops import EXIT_OK
-from batchrun.values import Confidence
+from batchrun._confidence import ConfidenceReader
+from batchrun._engine.stops import EXIT_OK
+from batchrun._values import Confidence
 
 LABELS = ("positive", "negative", "neutral")
 SCHEMA = {

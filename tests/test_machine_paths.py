@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.report.text import shown_path
+from batchrun._report.text import shown_path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "label_reviews.ipynb"

@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
+from batchrun._input.locations import glob_matches, split_glob
+from batchrun._input.sources import Source
+from batchrun._scale.shards import ShardPlan, load_or_plan, plan_shards
 from batchrun.errors import InputError
-from batchrun.input.locations import glob_matches, split_glob
-from batchrun.input.sources import Source
-from batchrun.scale.shards import ShardPlan, load_or_plan, plan_shards
 from batchrun.sim import SimConfig, SimThread
 
 
@@ -181,7 +181,7 @@ def test_files_with_other_columns_are_refused_for_a_dataset(tmp_path: Path) -> N
     pq.write_table(pa.table({"id": ["1"], "text": ["a"]}), data / "a.parquet")
     pq.write_table(pa.table({"id": ["2"], "txt": ["b"]}), data / "b.parquet")
     settings = batchrun.Settings.build(input=str(data), prompt="Say {text}", model="m")
-    from batchrun.input.select import source_for
+    from batchrun._input.select import source_for
 
     with pytest.raises(InputError, match=r"b\.parquet: its columns \(id, txt\) are not those"):
         source_for(settings).scan()
@@ -291,7 +291,7 @@ def test_a_dataset_over_a_directory_of_csv_files(sim: SimThread, tmp_path: Path)
 
 
 def test_a_job_file_names_a_directory_or_a_uri(tmp_path: Path) -> None:
-    from batchrun.jobs.jobfile import load_job
+    from batchrun._jobs.jobfile import load_job
 
     data = tmp_path / "jobs" / "data"
     jsonl(data / "a.jsonl", [body("a1")])
@@ -305,7 +305,7 @@ def test_a_job_file_names_a_directory_or_a_uri(tmp_path: Path) -> None:
 
 
 def test_variants_over_many_files_keep_the_file_ids(tmp_path: Path) -> None:
-    from batchrun.input.select import source_for
+    from batchrun._input.select import source_for
 
     data = tmp_path / "data"
     jsonl(data / "a.jsonl", [{"text": "a"}])

@@ -3,7 +3,7 @@
 Each model's lane used to be its own pass over the input: 1,000 models x 20,000 rows
 read the file 1,000 times (49 s) and held 1,000 files open, so under ``ulimit -n
 1024`` the run died of ``Too many open files``. One pass now feeds every lane
-(`batchrun.pacing.lanes.SharedRead`), and a lane waiting for its quota still never
+(`batchrun._pacing.lanes.SharedRead`), and a lane waiting for its quota still never
 holds up another: past its queue's bound it reads on by itself.
 
 The runs here go through the real runner against an in-process transport (answers at
@@ -25,13 +25,13 @@ import anyio
 import httpx
 import pytest
 
-from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.runner import Runner
-from batchrun.input.sources import Source
-from batchrun.models import Outcome, Request
-from batchrun.pacing import lanes as lanes_module
-from batchrun.settings import Settings
-from batchrun.values import Quota
+from batchrun._engine.hooks import RunHooks, RunState
+from batchrun._engine.runner import Runner
+from batchrun._input.sources import Source
+from batchrun._models import Outcome, Request
+from batchrun._pacing import lanes as lanes_module
+from batchrun._settings import Settings
+from batchrun._values import Quota
 
 ROWS = 20_000
 MODELS = 1_000
@@ -248,7 +248,7 @@ class Input:
 
 
 def split_of(data: Input, models: list[str], clock: Any = lambda: 0.0, **kw: Any) -> Any:
-    from batchrun.pacing.scheduler import Accounts
+    from batchrun._pacing.scheduler import Accounts
 
     return lanes_module.SharedRead(
         data.shared, data.own, models, Accounts(concurrency=4, clock=clock), clock=clock, **kw

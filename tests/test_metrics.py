@@ -1,4 +1,4 @@
-"""batchrun.jobs.metrics against values worked out by hand (the arithmetic is in the comments)."""
+"""batchrun._jobs.metrics against values worked out by hand (the arithmetic is in the comments)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from batchrun.jobs.metrics import (
+from batchrun._jobs.metrics import (
     NO_PREDICTION,
     Agreement,
     LabelScores,
@@ -87,7 +87,7 @@ def test_normalize_off_keeps_labels_apart() -> None:
 
 
 def test_agrees_with_evaluator_confusion() -> None:
-    from batchrun.jobs.evaluate import Evaluator
+    from batchrun._jobs.evaluate import Evaluator
 
     ev = Evaluator("label", "exact")
     for ref, pred in zip(REFERENCE, PREDICTED, strict=True):

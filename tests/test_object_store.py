@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 
 import batchrun
-from batchrun.errors import LeaseHeld, LeaseLost, RunDirError, SegmentTaken
-from batchrun.output.journal import read_journal
-from batchrun.output.runlease import RunLease
-from batchrun.output.segments import (
+from batchrun._output.journal import read_journal
+from batchrun._output.runlease import RunLease
+from batchrun._output.segments import (
     CommitInterval,
     SegmentLog,
     SegmentWriter,
     ShardState,
     decode_segment,
 )
-from batchrun.output.store import Exists, LocalStore, ObjectStore, S3Store, Stale, open_store
+from batchrun._output.store import Exists, LocalStore, ObjectStore, S3Store, Stale, open_store
+from batchrun.errors import LeaseHeld, LeaseLost, RunDirError, SegmentTaken
 from batchrun.sim import SimConfig, SimThread
 from tests.s3server import S3
 

@@ -20,9 +20,9 @@ import anyio
 import pytest
 
 from batchrun._api import make_runner
-from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.lifecycle import Engine
-from batchrun.engine.stops import (
+from batchrun._engine.hooks import RunHooks, RunState
+from batchrun._engine.lifecycle import Engine
+from batchrun._engine.stops import (
     EXIT_BUDGET,
     EXIT_ERROR,
     EXIT_OK,
@@ -33,8 +33,8 @@ from batchrun.engine.stops import (
     exit_code,
     final_status,
 )
-from batchrun.models import Outcome
-from batchrun.settings import Settings
+from batchrun._models import Outcome
+from batchrun._settings import Settings
 from batchrun.sim import SimConfig, SimThread
 
 MODES = ("online", "batch")

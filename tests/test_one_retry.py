@@ -25,8 +25,18 @@ import httpx
 import pytest
 import tenacity
 
-from batchrun.batch.client import RETRY_CAP, BatchClient
-from batchrun.batch.protocol import metadata_for
+from batchrun._batch.client import RETRY_CAP, BatchClient
+from batchrun._batch.protocol import metadata_for
+from batchrun._pacing.retry import (
+    is_retryable,
+    is_retryable_status,
+    make_retrying,
+    wait_seconds,
+)
+from batchrun._redact import register_secret
+from batchrun._transport.client import ChatClient
+from batchrun._transport.connect import map_transport_error
+from batchrun._transport.responses import error_for_status
 from batchrun.errors import (
     BatchApiError,
     ClientError,
@@ -39,16 +49,6 @@ from batchrun.errors import (
     ServerError,
     TransportError,
 )
-from batchrun.pacing.retry import (
-    is_retryable,
-    is_retryable_status,
-    make_retrying,
-    wait_seconds,
-)
-from batchrun.redact import register_secret
-from batchrun.transport.client import ChatClient
-from batchrun.transport.connect import map_transport_error
-from batchrun.transport.responses import error_for_status
 
 HOST = "api.example.test"
 KEY = "sk-one-retry-canary-0123456789abcdef"

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
+from batchrun._cli import cli
+from batchrun._runfiles import RunDirLock, holder, remove_stray_temp_files
 from batchrun.errors import RunDirError
-from batchrun.runfiles import RunDirLock, holder, remove_stray_temp_files
 from batchrun.sim import SimConfig, SimThread
 from tests.test_resume import Server as ScriptedServer
 from tests.test_resume import ids_of, make_cfg, run, summary_of, write_rows
@@ -193,7 +193,7 @@ def test_a_runner_may_run_under_a_lock_its_caller_holds(tmp_path: Path) -> None:
     import anyio
     import httpx
 
-    from batchrun.engine.runner import Runner
+    from batchrun._engine.runner import Runner
     from tests.test_resume import FakeTime
 
     inp = tmp_path / "in.jsonl"

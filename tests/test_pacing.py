@@ -15,12 +15,12 @@ from email.utils import format_datetime
 import anyio
 import pytest
 
-from batchrun.models import Request
-from batchrun.pacing.account import CLUSTER_MIN, PROBE_SECONDS, ModelAccount
-from batchrun.pacing.buckets import Bucket, QuotaMirror
-from batchrun.pacing.headers import RateLimitSnapshot, parse_ratelimit_headers
-from batchrun.pacing.retry import retry_after_seconds
-from batchrun.pacing.scheduler import Accounts, Lane, Scheduler, Stopped, last_send
+from batchrun._models import Request
+from batchrun._pacing.account import CLUSTER_MIN, PROBE_SECONDS, ModelAccount
+from batchrun._pacing.buckets import Bucket, QuotaMirror
+from batchrun._pacing.headers import RateLimitSnapshot, parse_ratelimit_headers
+from batchrun._pacing.retry import retry_after_seconds
+from batchrun._pacing.scheduler import Accounts, Lane, Scheduler, Stopped, last_send
 
 NOW_UNIX = 1_700_000_000.0
 
@@ -540,7 +540,7 @@ def test_a_retry_in_the_slow_start_waits_for_its_end_not_for_ever() -> None:
     """Under --max-cost a request may hold the slow start's one slot while it waits for
     the budget's room, and that room may be what a retry holds: the retry must get its
     turn when the slow start ends (a run with unreadable 200s under a cap hung here)."""
-    from batchrun.pacing.account import PROBE_SECONDS
+    from batchrun._pacing.account import PROBE_SECONDS
 
     vt = VirtualTime()
     h = Harness(vt, {"m": requests_for("m", 1)}, probing=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
-from batchrun.cost.pricefile import example_price_file, parse_price_table
+from batchrun._cli import cli
+from batchrun._cost.pricefile import example_price_file, parse_price_table
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "batchrun"
@@ -104,7 +104,7 @@ def test_the_html_report_works_from_the_installed_package(tmp_path: Path) -> Non
     assert run.status == "complete"
     page = Path(run.html_report()).read_text(encoding="utf-8")
     for asset in ("assets/report.js", "assets/report.css", "vendor/uPlot.iife.min.js"):
-        text = (SOURCE / "report" / "html" / asset).read_text(encoding="utf-8")
+        text = (SOURCE / "_report" / "html" / asset).read_text(encoding="utf-8")
         assert text.strip()[:200] in page, asset
 
 

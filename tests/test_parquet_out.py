@@ -13,17 +13,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.jobs.jobfile import load_job
-from batchrun.models import Attempt, Outcome, Request
-from batchrun.output import parquet
-from batchrun.output.lines import decode, encode
-from batchrun.output.parquet import (
+from batchrun._jobs.jobfile import load_job
+from batchrun._models import Attempt, Outcome, Request
+from batchrun._output import parquet
+from batchrun._output.lines import decode, encode
+from batchrun._output.parquet import (
     ResultIndex,
     infer_jsonl_columns,
     result_values,
     write_results_parquet,
 )
-from batchrun.settings import Settings
+from batchrun._settings import Settings
 
 SCHEMA = {
     "type": "object",

@@ -1,6 +1,6 @@
 """Each endpoint's breaker, and when a pool has no endpoint left (issue 26, item 4).
 
-`batchrun.pacing.circuit` is a pure state machine on an injected clock: closed ->
+`batchrun._pacing.circuit` is a pure state machine on an injected clock: closed ->
 open after consecutive retryable failures -> half-open after a cool-down (one probe)
 -> closed on success, open again (longer) on failure; 401/402/403/insufficient_quota
 remove the endpoint for good with one warning naming it, a 404 for its model. The
@@ -20,8 +20,7 @@ from collections.abc import Callable
 
 import pytest
 
-from batchrun.errors import ClientError, RateLimited, RequestError, ServerError
-from batchrun.pacing.circuit import (
+from batchrun._pacing.circuit import (
     CLOSED,
     DOWN_AFTER_PROBES,
     HALF_OPEN,
@@ -33,6 +32,7 @@ from batchrun.pacing.circuit import (
     stop_note,
     stranded,
 )
+from batchrun.errors import ClientError, RateLimited, RequestError, ServerError
 
 DOWN = ServerError("Service Unavailable", code="server_error", status=503)
 UNAUTHORIZED = ClientError("Incorrect API key", code="invalid_api_key", status=401)

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 import batchrun
-from batchrun.output.journal import read_journal
+from batchrun._output.journal import read_journal
 from batchrun.sim import SimConfig, SimThread
 from batchrun.sim.envelope import ApiError
 from batchrun.sim.http import error_response

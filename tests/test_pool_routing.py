@@ -1,6 +1,6 @@
 """Routing a request across a pool, and where its retry goes (issue 26, item 3).
 
-`batchrun.pacing.routing` is pure: each endpoint serving the request's model says how
+`batchrun._pacing.routing` is pure: each endpoint serving the request's model says how
 soon it could take it (its `ModelAccount`'s quota and cool-down, its in-flight cap, its
 breaker), the soonest takes it, weight breaks ties, and a wait is never a binding.
 Tested with real accounts and breakers on a clock the test moves by hand.
@@ -10,17 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from batchrun.errors import (
-    ClientError,
-    RateLimited,
-    RequestError,
-    RequestTimeout,
-    ServerError,
-    TransportError,
-)
-from batchrun.pacing.account import ModelAccount
-from batchrun.pacing.circuit import EndpointBreaker
-from batchrun.pacing.routing import (
+from batchrun._pacing.account import ModelAccount
+from batchrun._pacing.circuit import EndpointBreaker
+from batchrun._pacing.routing import (
     TIE_SECONDS,
     Candidate,
     Retry,
@@ -28,6 +20,14 @@ from batchrun.pacing.routing import (
     candidate,
     retry_route,
     route,
+)
+from batchrun.errors import (
+    ClientError,
+    RateLimited,
+    RequestError,
+    RequestTimeout,
+    ServerError,
+    TransportError,
 )
 
 MODEL = "gpt-4o-mini"

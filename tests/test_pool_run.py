@@ -375,8 +375,8 @@ def test_each_endpoint_is_priced_at_its_own_prices_and_max_cost_holds_across_the
 def test_the_summary_per_endpoint_equals_a_recount_and_status_shows_one_row_each(
     tmp_path: Path,
 ) -> None:
-    from batchrun.output.journal import read_journal
-    from batchrun.report.text import format_status, status_report
+    from batchrun._output.journal import read_journal
+    from batchrun._report.text import format_status, status_report
 
     calls: Counter[str] = Counter()
 
@@ -415,7 +415,7 @@ def test_the_summary_per_endpoint_equals_a_recount_and_status_shows_one_row_each
         n: {k: v for k, v in r.items() if k not in ("breaker", "breaker_trips", "cost_usd")}
         for n, r in rows.items()
     }
-    from batchrun.report.html.data import build_page_data
+    from batchrun._report.html.data import build_page_data
 
     page = build_page_data(str(tmp_path / "run"))["endpoints"]
     assert list(page) == ["a", "b", "c"] and page["c"]["failures"] == rows["c"]["failures"]

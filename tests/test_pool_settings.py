@@ -24,19 +24,19 @@ from click.testing import CliRunner
 
 from batchrun import ConfigError
 from batchrun._api import endpoint_keys, settings_for
-from batchrun.cache.scopes import PoolScopes
-from batchrun.cache.store import ResponseCache, api_scope, scoped_key
-from batchrun.cli import cli
-from batchrun.cli.options import given_settings, setting_options
-from batchrun.endpoint import credential_identity, is_simulated
-from batchrun.engine.runinfo import not_judged_answers, resume_problems, write_run_info
+from batchrun._cache.scopes import PoolScopes
+from batchrun._cache.store import ResponseCache, api_scope, scoped_key
+from batchrun._cli import cli
+from batchrun._cli.options import given_settings, setting_options
+from batchrun._endpoint import credential_identity, is_simulated
+from batchrun._engine.runinfo import not_judged_answers, resume_problems, write_run_info
+from batchrun._jobs.jobfile import load_job
+from batchrun._output.lines import simulated_line
+from batchrun._output.quality import QualityCounts
+from batchrun._redact import scrub_text
+from batchrun._settings import DEFAULT_BASE_URL, Settings
+from batchrun._values import Endpoint, Quota
 from batchrun.errors import JobFileError
-from batchrun.jobs.jobfile import load_job
-from batchrun.output.lines import simulated_line
-from batchrun.output.quality import QualityCounts
-from batchrun.redact import scrub_text
-from batchrun.settings import DEFAULT_BASE_URL, Settings
-from batchrun.values import Endpoint, Quota
 
 URL_A = "https://a.example.com/v1"
 URL_B = "https://b.example.com/v1"
@@ -501,7 +501,7 @@ def test_answers_cached_under_one_endpoints_key_never_serve_another_tenant(tmp_p
 
 def test_a_pool_of_one_keeps_the_scope_caches_were_written_with() -> None:
     """Caches written before pools keep answering: the default endpoint's scope is the
-    one `batchrun.engine.reuse.Reuse` has always used."""
+    one `batchrun._engine.reuse.Reuse` has always used."""
     for settings in (
         Settings(base_url=URL_A, auth="raw", auth_header="api-key", headers=(("X-P", "p"),)),
         Settings(base_url="sim"),

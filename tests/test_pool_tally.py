@@ -1,11 +1,11 @@
 """A pool's per-endpoint figures count the same live and from the lines read back
-(`batchrun.output.endpoints`): what a resume's checkpoint holds equals a recount."""
+(`batchrun._output.endpoints`): what a resume's checkpoint holds equals a recount."""
 
 from __future__ import annotations
 
-from batchrun.models import Attempt, Outcome, Request
-from batchrun.output.endpoints import EndpointTally, bucket_of, count_route
-from batchrun.output.lines import decode, encode
+from batchrun._models import Attempt, Outcome, Request
+from batchrun._output.endpoints import EndpointTally, bucket_of, count_route
+from batchrun._output.lines import decode, encode
 
 BODY = {
     "model": "m",

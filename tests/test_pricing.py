@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.cost.bill import CostTotals, cost_of, cost_report, worst_case_cost
-from batchrun.cost.price import GENAI_PRICES, USER_FILE, ModelPrice, PriceTier
-from batchrun.cost.pricefile import read_price_file
-from batchrun.cost.prices import PriceBook
+from batchrun._cost.bill import CostTotals, cost_of, cost_report, worst_case_cost
+from batchrun._cost.price import GENAI_PRICES, USER_FILE, ModelPrice, PriceTier
+from batchrun._cost.pricefile import read_price_file
+from batchrun._cost.prices import PriceBook
+from batchrun._output.usage import Usage
+from batchrun._report.tables import format_cost_table
 from batchrun.errors import ConfigError
-from batchrun.output.usage import Usage
-from batchrun.report.tables import format_cost_table
 from tests.conftest import read_lines
 
 AT = datetime(2026, 11, 20, tzinfo=UTC)
@@ -276,7 +276,7 @@ batch_input = 0.5
 
 
 def test_a_price_table_names_its_origin_and_key_path() -> None:
-    from batchrun.cost.pricefile import parse_price_table
+    from batchrun._cost.pricefile import parse_price_table
 
     with pytest.raises(ConfigError, match=r"job.toml: prices.models.x: missing input"):
         parse_price_table({"models": {"x": {"output": 1}}}, "job.toml", key_prefix="prices.")
@@ -295,7 +295,7 @@ def test_example_price_file_is_valid() -> None:
     """The example shipped in the package (``batchrun prices --example``)."""
     from importlib import resources
 
-    shipped = resources.files("batchrun.cost").joinpath("prices.example.toml")
+    shipped = resources.files("batchrun._cost").joinpath("prices.example.toml")
     prices = read_price_file(str(shipped))
     deepseek = prices["deepseek-chat"]
     assert (deepseek.input, deepseek.cached_input, deepseek.output) == (0.27, 0.07, 1.10)
@@ -392,7 +392,7 @@ def test_batch_rows_cost_twice_as_much_at_online_prices() -> None:
     batch = totals.report()["batch_api_cost_usd"]
     assert batch["total"] == 6.0 and batch["standard_cost_of_same_models"] == 12.0
     # and the usage totals of each way, priced as a comparison of variants prices them
-    from batchrun.cost.bill import cost_of_totals
+    from batchrun._cost.bill import cost_of_totals
 
     assert cost_of_totals({"m": usage}, totals.book, via_batch=True) == (2.0, [])
     assert cost_of_totals({"m": usage}, totals.book) == (4.0, [])
@@ -485,7 +485,7 @@ def test_inline_prices_in_a_job_file_price_the_estimate_the_budget_and_the_run(
     import orjson
 
     import batchrun
-    from batchrun.report.text import status_report
+    from batchrun._report.text import status_report
 
     _rows(tmp_path)
     job = tmp_path / "job.toml"
@@ -516,8 +516,8 @@ def test_inline_prices_in_a_job_file_price_the_estimate_the_budget_and_the_run(
 
 
 def test_inline_prices_win_over_the_job_files_price_file(tmp_path: Path) -> None:
-    from batchrun.cost.price import INLINE
-    from batchrun.jobs.jobfile import load_job
+    from batchrun._cost.price import INLINE
+    from batchrun._jobs.jobfile import load_job
 
     (tmp_path / "prices.toml").write_text(
         '[models."my-local"]\ninput = 9\noutput = 9\n[models."other"]\ninput = 1\noutput = 1\n'
@@ -541,8 +541,8 @@ def test_inline_prices_win_over_the_job_files_price_file(tmp_path: Path) -> None
 
 def test_bad_inline_prices_are_reported_with_their_key_path(tmp_path: Path) -> None:
     import batchrun
+    from batchrun._jobs.jobfile import load_job
     from batchrun.errors import JobFileError
-    from batchrun.jobs.jobfile import load_job
 
     _rows(tmp_path)
     job = tmp_path / "job.toml"

@@ -1,4 +1,4 @@
-"""Progress while a run goes (batchrun.report.progress): live display, plain log lines, --quiet."""
+"""Progress while a run goes (batchrun._report.progress): live display, plain log lines, --quiet."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from batchrun.cli import cli
-from batchrun.engine.hooks import CompositeHooks, RunHooks, RunState
-from batchrun.engine.runner import Runner
-from batchrun.output.summary import Counts
-from batchrun.output.tally import Tally
-from batchrun.report.progress import (
+from batchrun._cli import cli
+from batchrun._engine.hooks import CompositeHooks, RunHooks, RunState
+from batchrun._engine.runner import Runner
+from batchrun._output.summary import Counts
+from batchrun._output.tally import Tally
+from batchrun._report.progress import (
     ProgressHooks,
     RateMeter,
     Snapshot,
@@ -30,7 +30,7 @@ from batchrun.report.progress import (
     pick_mode,
     render_snapshot,
 )
-from batchrun.settings import Settings
+from batchrun._settings import Settings
 from tests.conftest import FakeTime, body, completion
 
 LINE = re.compile(
@@ -51,7 +51,7 @@ class StepClock:
 
 
 def fake_runner(total: int = 1000, cost: float | None = None) -> Any:
-    """The run-state figures progress reads (`batchrun.engine.hooks.RunState`), and
+    """The run-state figures progress reads (`batchrun._engine.hooks.RunState`), and
     nothing else."""
     return SimpleNamespace(
         counts=Counts(total=total),

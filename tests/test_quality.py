@@ -1,4 +1,4 @@
-"""Answer quality (batchrun.output.quality): categories, schema checks, counts, decisions. Pure."""
+"""Answer quality (batchrun._output.quality): categories, schema checks, counts, decisions. Pure."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun.output.quality import (
+from batchrun._output.quality import (
     BREAKER_Z,
     CATEGORIES,
     CONTENT_FILTER,
@@ -28,7 +28,7 @@ from batchrun.output.quality import (
     quality_warnings,
     wilson_lower_bound,
 )
-from batchrun.schemas import SchemaValidator, compile_schema, json_path, schema_problem
+from batchrun._schemas import SchemaValidator, compile_schema, json_path, schema_problem
 
 LABELS = ["positive", "negative", "neutral"]
 SENTIMENT = {

@@ -1,8 +1,8 @@
 """The quality breaker judges the whole run, soundly, in every mode (issue 31).
 
 It judges every answer paid for under the run's request settings, earlier processes'
-included (`batchrun.output.breaker.QualityBreaker`), by one rule (a lower Wilson bound
-over ``--quality-breaker``, `batchrun.output.quality.breaker_trips`, tested as a plain
+included (`batchrun._output.breaker.QualityBreaker`), by one rule (a lower Wilson bound
+over ``--quality-breaker``, `batchrun._output.quality.breaker_trips`, tested as a plain
 function in tests/test_quality.py). Here: its state, what run.json and the tally keep
 of it, and runs online (a scripted `httpx.MockTransport`, injected time) and through
 the Batch API (the simulator on loopback). The kill -9 loop is in tests/test_kill.py.
@@ -21,11 +21,11 @@ import anyio
 import httpx
 
 from batchrun._api import make_runner
-from batchrun.batch.driver import BatchDriver
-from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.runinfo import not_judged_answers, write_run_info
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import (
+from batchrun._batch.driver import BatchDriver
+from batchrun._engine.hooks import RunHooks, RunState
+from batchrun._engine.runinfo import not_judged_answers, write_run_info
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_SIGINT,
@@ -33,12 +33,12 @@ from batchrun.engine.stops import (
     exit_code,
     final_status,
 )
-from batchrun.models import Outcome
-from batchrun.output.breaker import OPENING_ANSWERS, QualityBreaker, stop_note
-from batchrun.output.journal import read_journal
-from batchrun.output.quality import OK, TRUNCATED, QualityCounts, Verdict
-from batchrun.output.tally import Tally
-from batchrun.settings import Settings
+from batchrun._models import Outcome
+from batchrun._output.breaker import OPENING_ANSWERS, QualityBreaker, stop_note
+from batchrun._output.journal import read_journal
+from batchrun._output.quality import OK, TRUNCATED, QualityCounts, Verdict
+from batchrun._output.tally import Tally
+from batchrun._settings import Settings
 from batchrun.sim import BatchConfig, SimConfig, SimThread
 from tests.conftest import FakeTime, completion
 from tests.test_batch_api import ids as batch_ids

@@ -21,9 +21,9 @@ import anyio
 import orjson
 from aiohttp import web
 
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import EXIT_OK
-from batchrun.settings import Settings
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import EXIT_OK
+from batchrun._settings import Settings
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import body, completion, read_lines
 

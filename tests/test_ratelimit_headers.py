@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from batchrun.pacing.headers import (
+from batchrun._pacing.headers import (
     RateLimitSnapshot,
     get_header,
     parse_duration,

@@ -1,4 +1,4 @@
-"""The run report (batchrun.report.text and .statistics): figures checked against the files."""
+"""The run report (batchrun._report.text and .statistics): figures checked against the files."""
 
 from __future__ import annotations
 
@@ -14,17 +14,17 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
-from batchrun.cost.bill import cost_report
-from batchrun.cost.prices import PriceBook
-from batchrun.engine.runner import Runner
-from batchrun.models import Attempt, Outcome, Request
-from batchrun.output.lines import decode, decode_meta, encode
-from batchrun.output.usage import Usage
-from batchrun.report.statistics import LatencyStats, percentile, retry_cause
-from batchrun.report.tables import format_cost_table
-from batchrun.report.text import format_duration, format_status, run_report, status_report
-from batchrun.settings import Settings
+from batchrun._cli import cli
+from batchrun._cost.bill import cost_report
+from batchrun._cost.prices import PriceBook
+from batchrun._engine.runner import Runner
+from batchrun._models import Attempt, Outcome, Request
+from batchrun._output.lines import decode, decode_meta, encode
+from batchrun._output.usage import Usage
+from batchrun._report.statistics import LatencyStats, percentile, retry_cause
+from batchrun._report.tables import format_cost_table
+from batchrun._report.text import format_duration, format_status, run_report, status_report
+from batchrun._settings import Settings
 from tests.conftest import FakeTime, body, completion, read_lines
 
 # ------------------------------------------------------------------ pure parts

@@ -18,13 +18,13 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 import batchrun
-from batchrun.checks import Invalid, Where
-from batchrun.cli import cli
+from batchrun._checks import Invalid, Where
+from batchrun._cli import cli
+from batchrun._jobs.jobfile import load_job
+from batchrun._settings import Settings
+from batchrun._values import ResponseFormat
 from batchrun.errors import ConfigError, JobFileError
-from batchrun.jobs.jobfile import load_job
-from batchrun.settings import Settings
 from batchrun.sim import SimConfig, SimThread
-from batchrun.values import ResponseFormat
 
 SCHEMA: dict[str, Any] = {
     "title": "Review",
@@ -276,7 +276,7 @@ def test_the_envelope_means_what_it_means_to_the_api() -> None:
         "type": "json_schema",
         "json_schema": {"name": "Review", "description": "One review's rating.", "schema": SCHEMA},
     }
-    from batchrun.response_formats import response_format
+    from batchrun._response_formats import response_format
 
     rf = response_format(envelope, Where("response_format="))
     assert rf is not None and rf.body() == {
@@ -312,7 +312,7 @@ def test_the_envelope_means_what_it_means_to_the_api() -> None:
 def test_an_ambiguous_or_invalid_value_gets_one_message_naming_the_forms(
     value: Any, path: str, problem: str
 ) -> None:
-    from batchrun.response_formats import ACCEPTED
+    from batchrun._response_formats import ACCEPTED
 
     with pytest.raises(Invalid) as caught:
         Settings.spec("response_format").check(value, Where("response_format="))  # type: ignore[misc]

@@ -23,17 +23,16 @@ import orjson
 import pytest
 
 from batchrun._api import hooks_for, make_runner
-from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES, defaults_for
-from batchrun.cost.bill import cost_of
-from batchrun.cost.price import ModelPrice
-from batchrun.cost.prices import PriceBook
-from batchrun.engine.stops import EXIT_OK
-from batchrun.errors import BadResponse, InputError
-from batchrun.input.select import source_for
-from batchrun.input.sources import Source
-from batchrun.models import Outcome, Request
-from batchrun.output.parquet import result_values
-from batchrun.output.quality import (
+from batchrun._apis import CHAT, EMBEDDINGS, RESPONSES, defaults_for
+from batchrun._cost.bill import cost_of
+from batchrun._cost.price import ModelPrice
+from batchrun._cost.prices import PriceBook
+from batchrun._engine.stops import EXIT_OK
+from batchrun._input.select import source_for
+from batchrun._input.sources import Source
+from batchrun._models import Outcome, Request
+from batchrun._output.parquet import result_values
+from batchrun._output.quality import (
     CONTENT_FILTER,
     EMPTY,
     NO_CHOICES,
@@ -43,22 +42,23 @@ from batchrun.output.quality import (
     TRUNCATED,
     classify,
 )
-from batchrun.output.tally import first_finish_reason
-from batchrun.output.usage import Usage, usage_of
-from batchrun.pacing.tokens import (
+from batchrun._output.tally import first_finish_reason
+from batchrun._output.usage import Usage, usage_of
+from batchrun._pacing.tokens import (
     answer_ceiling,
     completion_ceiling,
     count_text,
     prompt_tokens,
     prompt_tokens_at_most,
 )
-from batchrun.redact import register_secret
-from batchrun.schemas import compile_schema
-from batchrun.settings import Settings
+from batchrun._redact import register_secret
+from batchrun._schemas import compile_schema
+from batchrun._settings import Settings
+from batchrun._transport.client import ChatClient
+from batchrun._transport.response_stream import ResponseStreamAssembler, assemble_response
+from batchrun.errors import BadResponse, InputError
 from batchrun.sim import SimConfig, SimThread
 from batchrun.sim.responses import response_events, response_object, response_reply
-from batchrun.transport.client import ChatClient
-from batchrun.transport.response_stream import ResponseStreamAssembler, assemble_response
 from tests.conftest import FakeTime
 
 MODEL = "gpt-4.1-mini"

@@ -23,15 +23,15 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
-from batchrun.engine.hooks import RunHooks, RunState
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import EXIT_OK, EXIT_SIGINT, EXIT_SOME_FAILED, RunResult
+from batchrun._cli import cli
+from batchrun._engine.hooks import RunHooks, RunState
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import EXIT_OK, EXIT_SIGINT, EXIT_SOME_FAILED, RunResult
+from batchrun._models import Attempt, Outcome, Request
+from batchrun._output.journal import read_journal
+from batchrun._output.lines import custom_id_of, encode
+from batchrun._settings import Settings
 from batchrun.errors import RunDirError
-from batchrun.models import Attempt, Outcome, Request
-from batchrun.output.journal import read_journal
-from batchrun.output.lines import custom_id_of, encode
-from batchrun.settings import Settings
 from tests.conftest import FakeTime, body, completion
 
 Handler = Callable[[httpx.Request], httpx.Response]

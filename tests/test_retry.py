@@ -12,19 +12,8 @@ import httpx
 import pytest
 import tenacity
 
-from batchrun.errors import (
-    BadResponse,
-    BudgetExceeded,
-    ClientError,
-    FinalError,
-    RateLimited,
-    RequestError,
-    RequestTimeout,
-    ServerError,
-    TransportError,
-)
-from batchrun.models import Attempt
-from batchrun.pacing.retry import (
+from batchrun._models import Attempt
+from batchrun._pacing.retry import (
     DEFAULT_MAX_WAIT,
     RETRYABLE_STATUSES,
     backoff_seconds,
@@ -36,6 +25,17 @@ from batchrun.pacing.retry import (
     tenacity_retry,
     tenacity_wait,
     wait_seconds,
+)
+from batchrun.errors import (
+    BadResponse,
+    BudgetExceeded,
+    ClientError,
+    FinalError,
+    RateLimited,
+    RequestError,
+    RequestTimeout,
+    ServerError,
+    TransportError,
 )
 
 NOW = 1_700_000_000.0  # a fixed unix time for HTTP-date Retry-After

@@ -1,4 +1,4 @@
-"""The review queue (`batchrun.jobs.review`): doubtful rows out in Label Studio's,
+"""The review queue (`batchrun._jobs.review`): doubtful rows out in Label Studio's,
 Argilla's and plain JSONL formats, people's labels back from crafted exports into
 gold.jsonl, and `batchrun eval` taking them as the reference."""
 
@@ -14,10 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
+from batchrun._cli import cli
+from batchrun._jobs.gold import GOLD, append_gold, read_gold
+from batchrun._jobs.review import ID_KEY, import_labels, label_studio_config, write_review
 from batchrun.errors import ConfigError, InputError
-from batchrun.jobs.gold import GOLD, append_gold, read_gold
-from batchrun.jobs.review import ID_KEY, import_labels, label_studio_config, write_review
 
 LABELS = ("positive", "negative", "neutral")
 SCHEMA = {

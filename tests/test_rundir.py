@@ -1,4 +1,4 @@
-"""The run-directory reader (batchrun.output.rundir): crafted directories of every kind.
+"""The run-directory reader (batchrun._output.rundir): crafted directories of every kind.
 
 An online run, a Batch API run (batch/steps.jsonl and batch/state.json), a run on a
 cluster (shards.json and shards/NNNNN/), a killed run with its lock file, a torn last
@@ -19,15 +19,15 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
+from batchrun._cli import cli
+from batchrun._models import Attempt, Outcome, Request
+from batchrun._output.lines import encode
+from batchrun._output.rundir import RunDir
+from batchrun._output.summary import Counts, build_summary
+from batchrun._output.tally import Tally
+from batchrun._report.text import format_status, run_report, status_report
+from batchrun._runfiles import RunDirLock
 from batchrun.errors import RunDirError
-from batchrun.models import Attempt, Outcome, Request
-from batchrun.output.lines import encode
-from batchrun.output.rundir import RunDir
-from batchrun.output.summary import Counts, build_summary
-from batchrun.output.tally import Tally
-from batchrun.report.text import format_status, run_report, status_report
-from batchrun.runfiles import RunDirLock
 from tests.conftest import body, completion
 
 
@@ -276,7 +276,7 @@ def test_a_sharded_run_is_its_shards_added_up(tmp_path: Path) -> None:
     opened = batchrun.open(out)
     assert opened.status == "stopped"
     assert opened.errors().column("custom_id").to_pylist() == ["r3"]
-    from batchrun.report.html.data import build_page_data
+    from batchrun._report.html.data import build_page_data
 
     page = build_page_data(str(out))
     assert page["requests"] == counted.requests
@@ -284,7 +284,7 @@ def test_a_sharded_run_is_its_shards_added_up(tmp_path: Path) -> None:
 
 
 def test_the_cluster_recount_trusts_no_checkpoint(tmp_path: Path) -> None:
-    from batchrun.scale.aggregate import recount
+    from batchrun._scale.aggregate import recount
 
     out = tmp_path / "run"
     _write_sharded(out)
@@ -432,20 +432,24 @@ def test_the_reports_know_no_driver_and_the_cluster_sum_no_report() -> None:
     def within(name: str, package: str) -> bool:
         return name == package or name.startswith(package + ".")
 
-    report = {m: deps for m, deps in graph.items() if within(m, "batchrun.report")}
+    report = {m: deps for m, deps in graph.items() if within(m, "batchrun._report")}
     assert report, "the report package was not found"
     for module, deps in report.items():
-        wrong = {d for d in deps if within(d, "batchrun.batch") or within(d, "batchrun.scale")}
+        wrong = {d for d in deps if within(d, "batchrun._batch") or within(d, "batchrun._scale")}
         assert not wrong, f"{module} imports {sorted(wrong)}"
-    aggregate = graph["batchrun.scale.aggregate"]
-    assert not {d for d in aggregate if within(d, "batchrun.report")}, sorted(aggregate)
+    aggregate = graph["batchrun._scale.aggregate"]
+    assert not {d for d in aggregate if within(d, "batchrun._report")}, sorted(aggregate)
     # no module of scale/ imports a private name of report/
     for module, deps in graph.items():
-        if within(module, "batchrun.scale"):
-            private = {d for d in deps if within(d, "batchrun.report") and "._" in d}
+        if within(module, "batchrun._scale"):
+            private = {
+                d
+                for d in deps
+                if within(d, "batchrun._report") and "._" in d.removeprefix("batchrun._report")
+            }
             assert not private, f"{module} imports {sorted(private)}"
     # the reader sits below every one of its users
-    for reader in ("batchrun.output.rundir", "batchrun.output.ledger"):
+    for reader in ("batchrun._output.rundir", "batchrun._output.ledger"):
         upward = {
             d
             for d in graph[reader]
@@ -453,7 +457,7 @@ def test_the_reports_know_no_driver_and_the_cluster_sum_no_report() -> None:
             if within(d, f"batchrun.{above}")
         }
         assert not upward, f"{reader} imports {sorted(upward)}"
-        assert not {d for d in graph[reader] if within(d, "batchrun.engine")} - {
-            "batchrun.runfiles",
-            "batchrun.runfiles.holder",
+        assert not {d for d in graph[reader] if within(d, "batchrun._engine")} - {
+            "batchrun._runfiles",
+            "batchrun._runfiles.holder",
         }

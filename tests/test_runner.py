@@ -11,9 +11,9 @@ import anyio
 import httpx
 import pytest
 
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import EXIT_OK, EXIT_SOME_FAILED
-from batchrun.settings import Settings
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import EXIT_OK, EXIT_SOME_FAILED
+from batchrun._settings import Settings
 from tests.conftest import FakeTime, body, completion, read_lines
 
 

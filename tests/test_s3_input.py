@@ -22,11 +22,11 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
+from batchrun._cli import cli
+from batchrun._input.locations import location_credentials, recorded_location
+from batchrun._input.sources import Source
+from batchrun._scale.shards import plan_shards
 from batchrun.errors import InputError
-from batchrun.input.locations import location_credentials, recorded_location
-from batchrun.input.sources import Source
-from batchrun.scale.shards import plan_shards
 from batchrun.sim import SimConfig, SimThread
 from tests.s3server import ACCESS_KEY_ID, S3, SECRET_ACCESS_KEY
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.output.segments import decode_segment
+from batchrun._output.segments import decode_segment
 from batchrun.sim import SimConfig, SimThread
 from tests.s3server import S3
 

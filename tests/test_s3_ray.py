@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
-from batchrun.output.segments import decode_segment
+from batchrun._output.segments import decode_segment
 from batchrun.sim import SimConfig, SimThread
 from tests.s3server import ACCESS_KEY_ID, S3, SECRET_ACCESS_KEY
 

@@ -23,12 +23,12 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
+from batchrun._cli import cli
+from batchrun._output.mirror import RunMirror, snapshot
+from batchrun._output.runlease import RunLease
+from batchrun._output.segments import CommitInterval, SegmentLog, decode_segment
+from batchrun._output.store import S3Store
 from batchrun.errors import LeaseHeld, SegmentTaken
-from batchrun.output.mirror import RunMirror, snapshot
-from batchrun.output.runlease import RunLease
-from batchrun.output.segments import CommitInterval, SegmentLog, decode_segment
-from batchrun.output.store import S3Store
 from batchrun.sim import SimConfig, SimThread
 from tests.s3server import ACCESS_KEY_ID, S3, SECRET_ACCESS_KEY
 
@@ -187,7 +187,7 @@ def test_the_cli_status_and_html_report_read_the_prefix(
     assert beside.exit_code == 0 and beside.output.strip() == f"{location}/report.html"
     assert "runs/c/report.html" in keys(s3, bucket, "runs/c/")
     # the live page of the prefix (serve), from its snapshot
-    from batchrun.report.html import serve_run_dir
+    from batchrun._report.html import serve_run_dir
 
     with serve_run_dir(location, poll_s=2) as url:
         base, _, token = url.partition("?")
@@ -381,7 +381,7 @@ def test_a_live_lease_of_another_host_reads_as_running(s3: S3, tmp_path: Path) -
 def test_files_are_put_every_interval_even_without_a_segment(tmp_path: Path) -> None:
     """A Ray driver's copy commits no segment (its shards do): its summary.json still
     reaches the prefix every commit interval, for `batchrun status` of a live run."""
-    from batchrun.output.store import LocalStore
+    from batchrun._output.store import LocalStore
 
     store = LocalStore(str(tmp_path / "bucket"))
     mirror = RunMirror("/bucket", store=store, interval=CommitInterval(rows=10, seconds=0.05))
@@ -402,7 +402,7 @@ def test_a_segment_is_due_after_commit_interval_seconds(tmp_path: Path) -> None:
     """Few rows (under --commit-rows) are committed once the oldest has waited
     --commit-interval seconds: the clock is the test's, the committing thread the real
     one (it commits only when the test's clock says so)."""
-    from batchrun.output.store import LocalStore
+    from batchrun._output.store import LocalStore
 
     class Clock:
         now = 100.0
@@ -471,8 +471,8 @@ def test_a_lost_lease_stops_the_run_sending(s3: S3, tmp_path: Path) -> None:
     rows run out) and the run raises LeaseLost naming the new owner."""
     import threading
 
+    from batchrun._output import mirror as mirrors
     from batchrun.errors import LeaseLost
-    from batchrun.output import mirror as mirrors
 
     bucket = s3.bucket()
     location = f"s3://{bucket}/runs/s"
@@ -510,8 +510,8 @@ def test_a_lost_lease_stops_the_run_sending(s3: S3, tmp_path: Path) -> None:
 
 
 def test_a_snapshot_fetches_each_segment_once(tmp_path: Path) -> None:
-    from batchrun.output.mirror import SegmentCache, pull
-    from batchrun.output.store import LocalStore
+    from batchrun._output.mirror import SegmentCache, pull
+    from batchrun._output.store import LocalStore
 
     store = LocalStore(str(tmp_path / "bucket"))
     log = SegmentLog(store, "shards/00000", owner="w")

@@ -25,9 +25,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
+from batchrun._runfiles import holder
+from batchrun._scale.aggregate import recount
 from batchrun.errors import InputError, RunDirError
-from batchrun.runfiles import holder
-from batchrun.scale.aggregate import recount
 from batchrun.sim import SimConfig, SimThread
 
 if os.environ.get("BATCHRUN_RAY_REQUIRED") == "1":
@@ -220,13 +220,13 @@ def test_a_dataset_job_runs_in_shards_and_merges(
 
     from click.testing import CliRunner
 
-    from batchrun.cli import cli
+    from batchrun._cli import cli
 
     status = CliRunner().invoke(cli, ["status", str(run_dir), "--json"], catch_exceptions=False)
     assert status.exit_code == 0
     report = json.loads(status.output)
     assert report["requests"]["succeeded"] == n and report["latency_ms"]["count"] == n
-    from batchrun.report.html.data import build_page_data
+    from batchrun._report.html.data import build_page_data
 
     page = build_page_data(str(run_dir))  # the HTML report reads every shard's lines
     assert page["requests"]["succeeded"] == n and page["latency"]["wire"]["count"] == n
@@ -485,8 +485,8 @@ def test_the_budget_holds_for_the_whole_cluster(
 ) -> None:
     """--max-cost across two workers: never above the cap, and stopped within one
     worst-case request per worker of it."""
-    from batchrun.cost.budget import BudgetAdmission, CostHooks
-    from batchrun.settings import Settings
+    from batchrun._cost.budget import BudgetAdmission, CostHooks
+    from batchrun._settings import Settings
 
     rows = [{**r, "max_tokens": 40} for r in _requests(300)]
     path = _write_jsonl(tmp_path / "in.jsonl", rows)

@@ -19,11 +19,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.input.sources import Source
-from batchrun.pacing.headers import RateLimitSnapshot
-from batchrun.scale.budget import BudgetBook
-from batchrun.scale.lease import LeasedAccounts, QuotaBook, RateLimitEvent, Report
-from batchrun.scale.shards import load_or_plan, plan_shards, split_lines
+from batchrun._input.sources import Source
+from batchrun._pacing.headers import RateLimitSnapshot
+from batchrun._scale.budget import BudgetBook
+from batchrun._scale.lease import LeasedAccounts, QuotaBook, RateLimitEvent, Report
+from batchrun._scale.shards import load_or_plan, plan_shards, split_lines
 
 
 def _rows(n: int) -> list[dict[str, object]]:
@@ -91,8 +91,8 @@ def test_gzip_shards_read_through(tmp_path: Path) -> None:
 
 
 def test_a_recorded_plan_is_kept_and_a_changed_input_refused(tmp_path: Path) -> None:
+    from batchrun._output.summary import write_json_atomic
     from batchrun.errors import RunDirError
-    from batchrun.output.summary import write_json_atomic
 
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _rows(10)))
@@ -215,9 +215,9 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_import_and_help_never_import_ray() -> None:
     done = _python(
-        "import sys, batchrun, batchrun.ray, batchrun.scale\n"
+        "import sys, batchrun, batchrun.ray, batchrun._scale\n"
         "from click.testing import CliRunner\n"
-        "from batchrun.cli import cli\n"
+        "from batchrun._cli import cli\n"
         "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
         "assert CliRunner().invoke(cli, ['run', '--help']).exit_code == 0\n"
         "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
@@ -233,7 +233,7 @@ def test_without_ray_the_flag_says_how_to_install_it(tmp_path: Path) -> None:
         "import sys; sys.modules['ray'] = None  # as if Ray were not installed\n"
         "sys.argv = ['batchrun', 'run', sys.argv[1], '-o', sys.argv[2], '--ray',\n"
         "            '--base-url', 'http://127.0.0.1:9/v1']\n"
-        "from batchrun.cli import main; main()\n".replace("sys.argv[1]", repr(str(path))).replace(
+        "from batchrun._cli import main; main()\n".replace("sys.argv[1]", repr(str(path))).replace(
             "sys.argv[2]", repr(str(tmp_path / "run"))
         )
     )
@@ -250,9 +250,9 @@ def test_the_ray_settings_are_declared_once(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
     from batchrun._api import settings_for
-    from batchrun.cli.options import given_settings, setting_options
+    from batchrun._cli.options import given_settings, setting_options
+    from batchrun._settings import Settings
     from batchrun.errors import ConfigError
-    from batchrun.settings import Settings
 
     (tmp_path / "in.jsonl").write_text(json.dumps(_rows(1)[0]) + "\n")
     job = tmp_path / "job.toml"
@@ -309,7 +309,7 @@ class _Service:
 def test_the_lease_thread_keeps_a_worker_supplied_and_stops_it_when_told() -> None:
     import threading
 
-    from batchrun.scale.quota import LeaseClient
+    from batchrun._scale.quota import LeaseClient
 
     book = QuotaBook(concurrency=4)
     stopped: list[str] = []
@@ -341,7 +341,7 @@ def test_the_lease_thread_keeps_a_worker_supplied_and_stops_it_when_told() -> No
 def test_a_worker_whose_quota_actor_is_gone_stops() -> None:
     import threading
 
-    from batchrun.scale.quota import LeaseClient
+    from batchrun._scale.quota import LeaseClient
 
     told = threading.Event()
     client = LeaseClient(
@@ -364,8 +364,8 @@ def test_a_worker_whose_quota_actor_is_gone_stops() -> None:
 
 def test_ray_refuses_what_it_does_not_run(tmp_path: Path) -> None:
     from batchrun._api import make_runner
+    from batchrun._settings import Settings
     from batchrun.errors import ConfigError
-    from batchrun.settings import Settings
 
     base = {"input": "in.jsonl", "out_dir": str(tmp_path / "run"), "ray": True}
     with pytest.raises(ConfigError, match="pilot"):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from batchrun.cli import cli
+from batchrun._cli import cli
 from batchrun.sim import SimConfig, SimThread
 from tests.faultserver import FaultServer
 

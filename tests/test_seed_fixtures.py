@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun.output.usage import usage_of
-from batchrun.transport.streaming import ensure_include_usage
+from batchrun._output.usage import usage_of
+from batchrun._transport.streaming import ensure_include_usage
 
 SEEDS = Path(__file__).parent / "seeds"
 REQUESTS = sorted(SEEDS.glob("seed*_request*.json"))

@@ -15,18 +15,17 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.checks import Where
-from batchrun.cli import cli
-from batchrun.errors import ConfigError, JobFileError
-from batchrun.jobs.jobfile import load_job
-from batchrun.settings import (
+from batchrun._checks import Where
+from batchrun._cli import cli
+from batchrun._jobs.jobfile import load_job
+from batchrun._settings import (
     Settings,
     SpelledAsGiven,
     flag_spelling,
     key_spelling,
     keyword_spelling,
 )
-from batchrun.values import (
+from batchrun._values import (
     Cascade,
     Confidence,
     Endpoint,
@@ -35,6 +34,7 @@ from batchrun.values import (
     Quota,
     ResponseFormat,
 )
+from batchrun.errors import ConfigError, JobFileError
 
 SCHEMA = {
     "type": "object",
@@ -145,8 +145,8 @@ def test_a_template_is_compiled_once_not_on_every_replace(
 ) -> None:
     """Compiling a Jinja template takes about a millisecond: the settings' check
     remembers a template's problems, so building settings stays cheap."""
-    import batchrun.checks
-    import batchrun.templating.jinja as jinja
+    import batchrun._checks
+    import batchrun._templating.jinja as jinja
 
     compiled: list[str] = []
     real = jinja.jinja_template_problems
@@ -156,7 +156,7 @@ def test_a_template_is_compiled_once_not_on_every_replace(
         return real(text, where)
 
     monkeypatch.setattr(jinja, "jinja_template_problems", counting)
-    batchrun.checks._template_problems.cache_clear()
+    batchrun._checks._template_problems.cache_clear()
     template = "{% for x in xs %}{{ x }}{% endfor %} {{ text }} " + "t" * 10
     settings = Settings(prompt=template, model="m")
     for n in range(50):
@@ -409,8 +409,8 @@ def test_every_way_in_and_every_driver_asks_problems(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from batchrun._api import make_runner, settings_for
-    from batchrun.batch.driver import BatchDriver
-    from batchrun.scale.driver import RayDriver
+    from batchrun._batch.driver import BatchDriver
+    from batchrun._scale.driver import RayDriver
 
     def sentinel(self: Settings, name: Any = None) -> list[str]:
         return ["the one rule book"]

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
-from batchrun.engine.stops import EXIT_SIGINT, EXIT_SIGTERM
+from batchrun._cli import cli
+from batchrun._engine.stops import EXIT_SIGINT, EXIT_SIGTERM
 from batchrun.sim import SimConfig, SimThread
 from tests.test_resume import ids_of, summary_of, write_rows
 

@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from batchrun.pacing import tokens
+from batchrun._pacing import tokens
 from batchrun.sim import SimConfig, SimServer, SimThread, running_sim
 from batchrun.sim.content import make_reply
 from batchrun.sim.schema import fake_value

@@ -18,7 +18,7 @@ import openai
 import orjson
 import pytest
 
-from batchrun.pacing import tokens
+from batchrun._pacing import tokens
 from batchrun.sim import BatchConfig, SimConfig, SimServer, SimStats, SimThread, running_sim
 from batchrun.sim.batch_input import read_batch_input
 from batchrun.sim.batches import Batch, BatchStore

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun._api import endpoint
-from batchrun.jobs.jobfile import load_job
+from batchrun._jobs.jobfile import load_job
 from batchrun.sim.cli import sim_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def test_the_pool_example_loads_and_is_estimated_at_the_pooled_quota() -> None:
         ("flaky", "sim:flaky", 300),
     ]
     assert pool[2].sim_fault == ((503, 0.2),) and pool[1].weight == 2.0
-    from batchrun.cost.estimate import estimate_settings
+    from batchrun._cost.estimate import estimate_settings
 
     report = estimate_settings(settings)
     assert report.pool is not None and report.pool.minutes == pytest.approx(300 / 2100)

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import batchrun
-from batchrun.confidence import ConfidenceReader, span_probability
-from batchrun.jobs.calibration import expected_calibration_error
+from batchrun._confidence import ConfidenceReader, span_probability
+from batchrun._jobs.calibration import expected_calibration_error
 from batchrun.sim.config import LABELLING_MODELS, SimConfig, Skill
 from batchrun.sim.content import completion_object, make_reply
 from batchrun.sim.skill import gold_from_messages
@@ -223,7 +223,7 @@ def test_the_labelled_reviews_are_the_script_s() -> None:
 def test_the_confidence_job_runs_offline(tmp_path: Any) -> None:
     from click.testing import CliRunner
 
-    from batchrun.cli import cli
+    from batchrun._cli import cli
 
     out = tmp_path / "run"
     job = str(ROOT / "jobs" / "confidence.toml")

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batchrun._input.sources import Source
 from batchrun.errors import InputError
-from batchrun.input.sources import Source
 from tests.conftest import body
 
 

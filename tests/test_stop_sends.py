@@ -22,9 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from batchrun.engine.hooks import RunState
-from batchrun.engine.stops import EXIT_SIGINT
-from batchrun.models import Outcome
+from batchrun._engine.hooks import RunState
+from batchrun._engine.stops import EXIT_SIGINT
+from batchrun._models import Outcome
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import completion
 from tests.test_resume import StopAfter, ids_of, make_cfg, run, write_rows

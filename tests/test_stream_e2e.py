@@ -23,8 +23,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
-from batchrun.engine.stops import EXIT_OK, EXIT_SOME_FAILED
+from batchrun._cli import cli
+from batchrun._engine.stops import EXIT_OK, EXIT_SOME_FAILED
 from batchrun.sim import SimConfig, SimThread
 from tests.test_surface import (
     SEED_DIR,

@@ -1,4 +1,4 @@
-"""SSE decoding and chunk assembly (batchrun.transport.streaming): pure, no sockets."""
+"""SSE decoding and chunk assembly (batchrun._transport.streaming): pure, no sockets."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ from typing import Any
 import orjson
 import pytest
 
+from batchrun._transport.streaming import (
+    SSEDecoder,
+    StreamAssembler,
+    assemble,
+    ensure_include_usage,
+)
 from batchrun.errors import BadResponse, RetryableError
-from batchrun.transport.streaming import SSEDecoder, StreamAssembler, assemble, ensure_include_usage
 
 
 def sse(*chunks: dict[str, Any] | str, eol: str = "\n") -> bytes:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from batchrun.output.answers import load_json, parse_content, parsed_columns, strip_fences
+from batchrun._output.answers import load_json, parse_content, parsed_columns, strip_fences
 
 SCHEMA = {
     "type": "object",

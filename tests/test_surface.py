@@ -27,10 +27,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import EXIT_OK, EXIT_SOME_FAILED
-from batchrun.settings import Settings
+from batchrun._cli import cli
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import EXIT_OK, EXIT_SOME_FAILED
+from batchrun._settings import Settings
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import FakeTime
 

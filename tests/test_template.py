@@ -4,9 +4,8 @@ import datetime as dt
 
 import pytest
 
-from batchrun.errors import ConfigError, InputError
-from batchrun.templating.cells import as_text
-from batchrun.templating.text import (
+from batchrun._templating.cells import as_text
+from batchrun._templating.text import (
     PromptTemplate,
     apply_defaults,
     body_builder,
@@ -14,6 +13,7 @@ from batchrun.templating.text import (
     openai_response_format,
     template_problems,
 )
+from batchrun.errors import ConfigError, InputError
 
 
 def test_render_system_and_user_from_section() -> None:
@@ -137,8 +137,8 @@ def test_build_body_adds_messages_and_response_format() -> None:
 
 
 def test_body_builder_from_settings_uses_the_merged_model() -> None:
-    from batchrun.settings import Settings
-    from batchrun.values import ResponseFormat
+    from batchrun._settings import Settings
+    from batchrun._values import ResponseFormat
 
     settings = Settings(
         input="qa.parquet",
@@ -161,7 +161,7 @@ def test_body_builder_from_settings_uses_the_merged_model() -> None:
 
 
 def test_a_prompt_function_builds_messages_or_a_whole_body() -> None:
-    from batchrun.settings import Settings
+    from batchrun._settings import Settings
 
     messages = body_builder(
         Settings(input="d.jsonl", model="m", prompt=lambda row: f"Say {row['w']}")

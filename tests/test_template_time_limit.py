@@ -23,14 +23,14 @@ import httpx
 import pytest
 from anyio.from_thread import start_blocking_portal
 
-from batchrun.engine.runner import Runner
-from batchrun.engine.stops import INTERRUPTED_NOTE
+from batchrun._engine.runner import Runner
+from batchrun._engine.stops import INTERRUPTED_NOTE
+from batchrun._input.sources import Source
+from batchrun._settings import Settings
+from batchrun._templating import rowwatch
+from batchrun._templating.jinja import JinjaPromptTemplate
+from batchrun._templating.rowwatch import CHECK_EVERY, Interrupted, RowWatch, ticking, watched
 from batchrun.errors import InputError
-from batchrun.input.sources import Source
-from batchrun.settings import Settings
-from batchrun.templating import rowwatch
-from batchrun.templating.jinja import JinjaPromptTemplate
-from batchrun.templating.rowwatch import CHECK_EVERY, Interrupted, RowWatch, ticking, watched
 
 RUNAWAY = "{% for i in range(100000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}{{ t }}"
 """10^9 loop steps (the sandbox caps one range at 100,000)."""
@@ -127,7 +127,7 @@ def write_dataset(path: Path, texts: list[str]) -> Path:
 
 
 def template_source(path: Path, template: str, **kw: Any) -> Source:
-    from batchrun.input.select import source_for
+    from batchrun._input.select import source_for
 
     cfg = Settings(input=str(path), prompt=template, id_column="id", model="m", **kw)
     return source_for(cfg)

@@ -18,10 +18,10 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from batchrun.cli import cli
-from batchrun.engine.stops import EXIT_ERROR, EXIT_SOME_FAILED
+from batchrun._cli import cli
+from batchrun._engine.stops import EXIT_ERROR, EXIT_SOME_FAILED
+from batchrun._jobs.jobfile import load_job
 from batchrun.errors import RunDirError
-from batchrun.jobs.jobfile import load_job
 from tests.conftest import completion
 from tests.test_budget import run as budget_run
 from tests.test_budget import setup as budget_setup

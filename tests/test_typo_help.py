@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import batchrun
-from batchrun.cli import cli
+from batchrun._cli import cli
 from batchrun.errors import InputError
 from batchrun.sim import SimConfig, SimThread
 
@@ -84,8 +84,8 @@ def test_the_endpoints_own_names_come_first(data: Path) -> None:
 
 
 def test_without_the_endpoints_list_the_price_table_answers(data: Path) -> None:
-    from batchrun.cost.modelnames import ModelAdvice
-    from batchrun.cost.prices import PriceBook
+    from batchrun._cost.modelnames import ModelAdvice
+    from batchrun._cost.prices import PriceBook
 
     advice = ModelAdvice(PriceBook.load(None), served=lambda: None)
     [warning] = advice.warnings(["gpt-4o-mni", "gpt-4o-mini", "my-own-model"])
@@ -110,7 +110,7 @@ def test_without_the_endpoints_list_the_price_table_answers(data: Path) -> None:
 
 
 def test_the_model_list_is_asked_like_the_requests_and_read_defensively() -> None:
-    from batchrun.transport.models import served_models
+    from batchrun._transport.models import served_models
 
     seen: list[httpx.Request] = []
 

@@ -21,12 +21,12 @@ import pytest
 
 import batchrun
 from batchrun._api import make_runner
-from batchrun.jobs.jobfile import load_job
-from batchrun.output.lines import decode_meta
-from batchrun.report.html.data import OutputScan, build_page_data
-from batchrun.report.statistics import OutputStats
-from batchrun.report.tables import format_usd
-from batchrun.report.text import format_status, status_report
+from batchrun._jobs.jobfile import load_job
+from batchrun._output.lines import decode_meta
+from batchrun._report.html.data import OutputScan, build_page_data
+from batchrun._report.statistics import OutputStats
+from batchrun._report.tables import format_usd
+from batchrun._report.text import format_status, status_report
 from batchrun.sim import BatchConfig, SimConfig, SimThread
 
 LABELS = ("positive", "negative", "neutral")
@@ -139,9 +139,9 @@ def test_latency_leaves_out_answers_that_were_not_sent(tmp_path: Path) -> None:
 
 
 def test_a_reused_answer_carries_the_time_of_the_request_that_got_it() -> None:
-    from batchrun.engine.reuse import original_latency_ms, reused
-    from batchrun.models import Outcome, Request
-    from batchrun.output.lines import decode
+    from batchrun._engine.reuse import original_latency_ms, reused
+    from batchrun._models import Outcome, Request
+    from batchrun._output.lines import decode
 
     req = Request("b", {"model": "m", "temperature": 0}, row=2)
     leader = Outcome.success(

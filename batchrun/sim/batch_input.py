@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from batchrun.apis import EMBEDDING_BATCH_INPUTS, EMBEDDINGS, api_of_url, embedding_inputs
+from batchrun._apis import EMBEDDING_BATCH_INPUTS, EMBEDDINGS, api_of_url, embedding_inputs
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 ENDPOINTS = (CHAT_ENDPOINT, "/v1/embeddings", "/v1/responses")

@@ -24,8 +24,8 @@ from typing import Any
 
 import orjson
 
-from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES, api_of_url
-from batchrun.output.usage import usage_of
+from batchrun._apis import CHAT, EMBEDDINGS, RESPONSES, api_of_url
+from batchrun._output.usage import usage_of
 from batchrun.sim.batch_state import Batch
 from batchrun.sim.config import BatchConfig, SimConfig
 from batchrun.sim.content import completion_object, make_reply

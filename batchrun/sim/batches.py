@@ -35,8 +35,8 @@ import math
 import random
 from typing import Any
 
-from batchrun.apis import api_of_url
-from batchrun.pacing import tokens
+from batchrun._apis import api_of_url
+from batchrun._pacing import tokens
 from batchrun.sim.batch_input import CHAT_ENDPOINT, batch_error, read_batch_input
 from batchrun.sim.batch_rows import BatchRows
 from batchrun.sim.batch_state import CANCELLABLE, Batch, event_time, row_time, rows_due

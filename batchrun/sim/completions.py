@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from batchrun.apis import CHAT, RESPONSES
-from batchrun.pacing import tokens
+from batchrun._apis import CHAT, RESPONSES
+from batchrun._pacing import tokens
 from batchrun.sim.config import ScriptStep, SimConfig
 from batchrun.sim.content import Reply, completion_object, make_reply
 from batchrun.sim.embeddings import embeddings_object

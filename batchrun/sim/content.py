@@ -4,7 +4,7 @@ Pure: no I/O, no clock. The same body and seed always give the same reply, so a
 test can compute the expected answer, and a rehearsal run is reproducible. The
 reply honours the request's shape (``n``, ``response_format``, ``tools`` /
 ``functions``, ``max_tokens``/``max_completion_tokens``) and reasoning-model names,
-and carries OpenAI-shaped usage counted with `batchrun.pacing.tokens`.
+and carries OpenAI-shaped usage counted with `batchrun._pacing.tokens`.
 
     >>> ask = {"role": "user", "content": "Sentiment of: I love it"}
     >>> make_reply({"model": "gpt-4o-mini", "messages": [ask]}).choices[0].content
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from batchrun.pacing import tokens
+from batchrun._pacing import tokens
 from batchrun.sim.config import Skill
 from batchrun.sim.logprobs import LabelSpan, token_logprobs
 from batchrun.sim.schema import WORDS, fake_value

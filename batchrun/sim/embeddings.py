@@ -11,7 +11,7 @@ that by default); the floats sent either way are the same float32 values. numpy,
 when installed, makes a vector ~10x faster (the values are the same without it).
 
 A model's full dimension comes from `NATIVE_DIMENSIONS` by name (1,536 when no
-entry matches). Usage counts the inputs' tokens with `batchrun.pacing.tokens`.
+entry matches). Usage counts the inputs' tokens with `batchrun._pacing.tokens`.
 
     >>> len(embedding_vector("hello", "text-embedding-3-small"))
     1536
@@ -31,8 +31,8 @@ from typing import Any
 
 import orjson
 
-from batchrun.apis import EMBEDDING_REQUEST_INPUTS
-from batchrun.pacing import tokens
+from batchrun._apis import EMBEDDING_REQUEST_INPUTS
+from batchrun._pacing import tokens
 from batchrun.sim.envelope import ApiError, missing_parameter, model_problem
 
 NATIVE_DIMENSIONS = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from batchrun.input.bodies import json_kind
+from batchrun._input.bodies import json_kind
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Token logprobs for a simulated answer, in OpenAI's ``choices[].logprobs.content`` shape.
 
-Pure. The answer is cut into the model's real tokens (`batchrun.pacing.tokens`); each
+Pure. The answer is cut into the model's real tokens (`batchrun._pacing.tokens`); each
 token gets ``token``, ``logprob``, ``bytes`` and up to ``top`` ``top_logprobs``
 (itself among them when it is that likely). A labelling answer's label tokens carry
 its probability: the first label token has logprob log(p * `LABEL_MASS`) and lists
@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from batchrun.pacing import tokens
+from batchrun._pacing import tokens
 from batchrun.sim.schema import WORDS
 
 LABEL_MASS = 0.99

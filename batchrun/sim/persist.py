@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from batchrun.output.ledger import json_objects
+from batchrun._output.ledger import json_objects
 
 LOG = "log.jsonl"
 BLOBS = "files"

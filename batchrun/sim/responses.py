@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from batchrun.apis import RESPONSES
-from batchrun.pacing import tokens
+from batchrun._apis import RESPONSES
+from batchrun._pacing import tokens
 from batchrun.sim.content import Reply, make_reply
 from batchrun.sim.envelope import ApiError, missing_parameter, model_problem
 from batchrun.sim.stream import split_text

@@ -34,8 +34,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES
-from batchrun.pacing import tokens
+from batchrun._apis import CHAT, EMBEDDINGS, RESPONSES
+from batchrun._pacing import tokens
 from batchrun.sim.batch_api import BatchApi
 from batchrun.sim.batches import BatchStore
 from batchrun.sim.completions import Completions
@@ -55,7 +55,7 @@ API_PATHS = {
     "/v1/responses": RESPONSES,
     "/responses": RESPONSES,
 }
-"""The answering paths and the API each serves (`batchrun.apis`)."""
+"""The answering paths and the API each serves (`batchrun._apis`)."""
 MODEL_PATHS = ("/v1/models", "/models")
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from batchrun.apis import CHAT, EMBEDDINGS, RESPONSES
+from batchrun._apis import CHAT, EMBEDDINGS, RESPONSES
 from batchrun.sim.content import VALID_ROLES
 from batchrun.sim.envelope import ApiError, missing_parameter, model_problem, type_name
 
