@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchrun._endpoint import SIM
 from batchrun._settings import Settings
+from batchrun._values import DEFAULT_ENDPOINT
 from batchrun.errors import ConfigError, MissingInput, RunDirError
 
 if TYPE_CHECKING:
@@ -118,6 +119,8 @@ def api_key(settings: Settings) -> str | None:
     """The key: from ``api_key_file`` when set, else the environment variable named by
     ``api_key_env``. Required unless auth is none, the endpoint is the simulator or a
     loopback server. Never read from anywhere else, never written anywhere."""
+    if settings.endpoints:  # a pool: each endpoint's own (`endpoint_keys`)
+        return endpoint_keys(settings).get(DEFAULT_ENDPOINT)
     return _read_key(
         settings.api_key_env,
         settings.api_key_file,
@@ -236,17 +239,32 @@ def endpoint(settings: Settings) -> Iterator[Settings]:
 
 
 def refuse_unrouted_pool(settings: Settings) -> None:
-    """A pool is declared, checked, estimated and its simulators start, but the runners
-    send every request to ``base_url``: refuse to run one rather than send its rows
-    somewhere the job did not name.
+    """A pool runs online (`batchrun._engine.pool`); on a Ray cluster and through the
+    Batch API it does not yet: refuse those before anything is sent rather than send
+    its rows somewhere the job did not name.
 
-    TODO(issue 26, part 2): remove once the engine routes requests across the pool
-    (`batchrun._pacing.routing`, `batchrun._pacing.circuit`, `endpoint_keys`,
-    `batchrun._cache.scopes`)."""
-    if settings.endpoints:
+    TODO(issue 26): Ray pools (the quota actor keyed by endpoint and model), Batch
+    API pools (rows split over the ``batch = true`` endpoints) and the response cache
+    in a pool (`batchrun._cache.scopes.PoolScopes` in `batchrun._engine.reuse`)."""
+    if not settings.endpoints:
+        return
+    if settings.ray is not None:
         raise ConfigError(
-            "endpoints: this batchrun checks and estimates a pool of endpoints but does "
-            "not route requests across one yet (issue 26); run with one [endpoint]"
+            "endpoints with --ray: a pool of endpoints runs online only in this batchrun "
+            "(not yet on a Ray cluster); run it without --ray, or with one [endpoint]"
+        )
+    if settings.mode == "batch":
+        raise ConfigError(
+            "endpoints with --batch-api: a pool of endpoints runs online only in this "
+            "batchrun (not yet through the Batch API); run it online, or with one [endpoint]"
+        )
+    if settings.cache and settings.cache_policy != "off":
+        # the cache keys answers by the endpoint and key that gave them
+        # (`batchrun._cache.scopes.PoolScopes`); the online lane does not use those yet
+        raise ConfigError(
+            "endpoints with --cache: the response cache is not used by a pool of "
+            "endpoints yet (each endpoint's answers need their own scope); run the "
+            "pool without --cache (identical requests of the run are still sent once)"
         )
 
 
@@ -465,6 +483,8 @@ def make_runner(
     from batchrun._engine.runner import Runner
 
     around = hooks if hooks is not None else hooks_for(settings)
+    if settings.endpoints and "api_keys" not in injected:
+        injected["api_keys"] = endpoint_keys(settings)
     if settings.mode != "batch":
         if not _has_open_batches(settings):
             return Runner(

@@ -127,6 +127,9 @@ class Outcome:
     endpoint: str | None = None
     """Identity of the endpoint that answered (`batchrun._endpoint.endpoint_identity`),
     as a line read back records it; the sink names its own when it writes."""
+    route: list[str] | None = None
+    """In a pool of endpoints: the name of the endpoint each attempt went to, in
+    order (the last answered); None: a run with one endpoint."""
     other: dict[str, Any] | None = None
     """Meta keys this version does not know (written by a newer batchrun), kept so a
     line read back says all it said."""

@@ -1354,6 +1354,20 @@ class Settings:
         ``"sim"`` for the built-in simulator whatever its port, else the normalised URL."""
         return SIM if self.simulated else endpoint_identity(self.base_url)
 
+    @property
+    def lines_endpoint(self) -> str:
+        """The endpoint identity by which a run tells its own lines from the
+        simulator's (`batchrun._output.journal.Provenance`): `endpoint`, or for a pool
+        "sim" when any of its endpoints is simulated (every line counts: each names
+        the endpoint that answered it), else its first endpoint's identity (lines of
+        the others are real too, and count)."""
+        if not self.endpoints:
+            return self.endpoint
+        pool = self.pool()
+        if any(e.is_sim for e in pool):
+            return SIM
+        return pool[0].identity
+
     def pool(self) -> list[Endpoint]:
         """The endpoints that serve this run, each complete. Without ``[endpoints.NAME]``
         tables: the ``[endpoint]`` table's own endpoint, named `DEFAULT_ENDPOINT` (a

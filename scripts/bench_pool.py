@@ -15,16 +15,15 @@ them and reads each simulator's own record (``GET /_sim/stats``):
   (goal: a pool's no worse than one endpoint's);
 * every row answered exactly once (results.jsonl holds each id once).
 
-TODO(issue 26, part 2): the pooled case (``--pooled``: one run over the whole pool,
-``--endpoint eI=URL`` for each simulator) needs the engine to route requests across
-endpoints; until then batchrun refuses to run a pool, and this script measures one
-endpoint per server count (the first simulator of each pool, against its own quota),
-which tests the harness and is the single-endpoint baseline the pooled CPU per request
-is compared with. The pooled results go in BENCHMARKS.md once the routing engine runs.
+For each server count it measures the pooled run (``--endpoint eI=URL`` for every
+simulator, one run over the whole pool) and the single-endpoint baseline: one
+simulator whose quota is the pool's sum, so the same rows go at the same rate to
+one endpoint; the CPU per request of the pool is compared with that baseline's, on
+the same machine in the same invocation. ``--single`` / ``--pooled`` measure only one of the two.
 
-    $ .venv/bin/python scripts/bench_pool.py                      # 2, 4, 8: one endpoint
+    $ .venv/bin/python scripts/bench_pool.py                      # 2, 4, 8: pool + baseline
     $ .venv/bin/python scripts/bench_pool.py --sizes 2 --seconds 5 --json
-    $ .venv/bin/python scripts/bench_pool.py --pooled              # needs the routing engine
+    $ .venv/bin/python scripts/bench_pool.py --pooled              # the pool only
 """
 
 from __future__ import annotations
@@ -70,8 +69,8 @@ def quotas(size: int, base: int) -> list[int]:
     return [round(base * QUOTA_STEPS[i % len(QUOTA_STEPS)]) for i in range(size)]
 
 
-def start_pool(size: int, base: int, latency_ms: float, jitter_ms: float) -> Pool:
-    rpm = quotas(size, base)
+def start_pool(rpm: list[int], latency_ms: float, jitter_ms: float) -> Pool:
+    size = len(rpm)
     command = [
         *(BIN, "sim", "--port", "0", "--pool", str(size)),
         *("--pool-rpm", ",".join(map(str, rpm)), "--start-drained"),
@@ -107,9 +106,12 @@ def cpu_of_children() -> float:
 def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
     """One server count: start the pool, run batchrun against it (``args.pooled``: the
     whole pool; else its first endpoint), read the simulators' records."""
-    pool = start_pool(size, args.rpm_base, args.latency_ms, args.jitter_ms)
+    rpm = quotas(size, args.rpm_base)
+    if not args.pooled:  # the baseline: one endpoint with the pool's summed quota
+        rpm = [sum(rpm)]
+    pool = start_pool(rpm, args.latency_ms, args.jitter_ms)
     try:
-        used = range(size) if args.pooled else range(1)
+        used = range(len(rpm))
         quota = sum(pool.rpm[i] for i in used)
         rows = max(1, round(quota / 60 * args.seconds))
         with tempfile.TemporaryDirectory() as tmp:
@@ -178,7 +180,7 @@ def summarize(
 
 
 def show(result: dict[str, Any]) -> None:
-    what = "the pool" if result["pooled"] else "its first endpoint"
+    what = "the pool" if result["pooled"] else "one endpoint, the summed quota"
     throughput = result["throughput"]
     shown = "-" if throughput is None else f"{throughput:.1%}"
     print(
@@ -198,16 +200,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rpm-base", type=int, default=600)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--jitter-ms", type=float, default=50.0)
-    parser.add_argument(
-        "--pooled", action="store_true", help="one run over the whole pool (needs routing)"
-    )
+    parser.add_argument("--pooled", action="store_true", help="only the run over the pool")
+    parser.add_argument("--single", action="store_true", help="only the one-endpoint baseline")
     parser.add_argument("--json", action="store_true", help="also print each result as JSON")
     args = parser.parse_args(argv)
+    modes = [True] if args.pooled else [False] if args.single else [True, False]
     for size in (int(s) for s in args.sizes.split(",")):
-        result = measure(size, args)
-        show(result)
-        if args.json:
-            print(json.dumps(result), flush=True)
+        cpu: dict[bool, float] = {}
+        for pooled in modes:
+            result = measure(size, argparse.Namespace(**{**vars(args), "pooled": pooled}))
+            cpu[pooled] = result["cpu_ms_per_request"]
+            show(result)
+            if args.json:
+                print(json.dumps(result), flush=True)
+        if len(cpu) == 2:
+            print(f"  CPU per request, pool / one endpoint: {cpu[True] / cpu[False]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -417,6 +417,34 @@ def test_the_live_page_of_a_batch_run_counts_rows_inside_running_batches(
     assert tab.errors == []
 
 
+def test_a_pool_runs_report_shows_one_row_per_endpoint(wide: Page, tmp_path: Path) -> None:
+    import batchrun
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"id": i, "text": f"t{i}"}) + "\n" for i in range(40)))
+    out = tmp_path / "pool"
+    run = batchrun.run(
+        str(rows),
+        str(out),
+        prompt="{text}",
+        model="gpt-4o-mini",
+        quiet=True,
+        endpoints={"a": {"base_url": "sim"}, "b": {"base_url": "sim"}},
+    )
+    assert run.exit_code == 0
+    tab = wide
+    open_report(tab, out, tmp_path)
+    k = tab.texts()
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("a", "b"):
+        row = summary["endpoints"][name]
+        assert k[f"endpoint.{name}.answered"] == n(row["answered"])
+        assert k[f"endpoint.{name}.requests"] == n(row["requests"])
+    assert "Endpoints of the pool" in tab.page.locator("#glance-endpoints").inner_text()
+    assert k["usage.total_tokens"] == n(summary["usage"]["total_tokens"])
+    looked_at(tab, tmp_path, "pool")
+
+
 def test_a_cascade_report_shows_its_stages_curve_and_reliability(
     wide: Page, tmp_path: Path
 ) -> None:

@@ -594,16 +594,41 @@ def test_tokens_per_minute_can_bind_and_an_endpoint_without_a_quota_leaves_time_
     assert single["time"]["minutes"] == pytest.approx(2.0)
 
 
-def test_every_run_gets_one_path_even_the_ones_that_cannot_route_yet(
+def test_a_pool_runs_online_from_the_command_line_and_is_refused_on_ray_and_batch(
     tmp_path: Path, rows: Path
 ) -> None:
-    """Until the engine routes (issue 26, part 2) a declared pool is refused before
-    anything is sent, rather than sent to ``base_url``."""
+    """Online, a declared pool runs (each line names the endpoint that answered);
+    on a Ray cluster and through the Batch API it is refused before anything is
+    sent, naming what is not supported yet (issue 26, part 2)."""
+    from batchrun._api import make_runner, settings_for
+    from batchrun.errors import ConfigError
+
+    out = tmp_path / "out"
     result = CliRunner().invoke(
         cli,
-        ["run", str(rows), "-o", str(tmp_path / "out"), "--prompt", "{text}", "-m", "m"]
-        + ["--endpoint", "a=sim"],
+        ["run", str(rows), "-o", str(out), "--prompt", "{text}", "-m", "gpt-4o-mini", "-q"]
+        + ["--endpoint", "a=sim", "--endpoint", "b=sim", "--limit", "60"],
     )
-    assert result.exit_code == 1
-    assert "does not route requests across one yet" in result.output
-    assert not (tmp_path / "out" / "results.jsonl").exists()
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(written) == 60
+    assert {r["batchrun"]["endpoint"] for r in written} <= {"sim:a", "sim:b"}
+    assert all(r["batchrun"]["route"][-1] in ("a", "b") for r in written)
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "results.parquet")
+    by_id = dict(zip(table["custom_id"].to_pylist(), table["endpoint"].to_pylist(), strict=True))
+    assert {by_id[r["custom_id"]] for r in written} <= {"a", "b"}
+    assert all(by_id[r["custom_id"]] == r["batchrun"]["route"][-1] for r in written)
+
+    pooled = {"a": {"base_url": "sim", "batch": True}}
+    common = {"prompt": "{text}", "model": "gpt-4o-mini", "endpoints": pooled}
+    for extra, said in (
+        ({"ray": "auto"}, "endpoints with --ray: .*runs online only"),
+        ({"mode": "batch"}, "endpoints with --batch-api: .*runs online only"),
+        ({"cache": str(tmp_path / "cache")}, "endpoints with --cache: .*not used by a pool"),
+    ):
+        settings = settings_for(str(rows), str(tmp_path / "r"), **common, **extra)
+        with pytest.raises(ConfigError, match=said):
+            make_runner(settings, None)
+        assert not (tmp_path / "r").exists()

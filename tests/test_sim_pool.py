@@ -3,9 +3,9 @@
 ``base_url = "sim"`` on a pool's endpoint gives it a simulator of its own, started by
 `batchrun._api.endpoint` with its ``sim_rpm``/``sim_tpm``/``sim_fault``;
 ``batchrun sim --pool N`` serves N simulators with their own quotas. jobs/pool.toml is
-the offline example (it runs once the engine routes; here: it loads, estimates, and
-its simulators answer with their quotas, checked over HTTP). scripts/bench_pool.py's
-harness runs against one endpoint per server count.
+the offline example (it loads, estimates, its simulators answer with their quotas,
+checked over HTTP, and it runs). scripts/bench_pool.py runs each pool and its
+one-endpoint baseline.
 """
 
 from __future__ import annotations
@@ -46,6 +46,19 @@ def test_the_pool_example_loads_and_is_estimated_at_the_pooled_quota() -> None:
 
     report = estimate_settings(settings)
     assert report.pool is not None and report.pool.minutes == pytest.approx(300 / 2100)
+
+
+def test_the_pool_example_runs_offline_over_its_three_simulators(tmp_path: Path) -> None:
+    import batchrun
+
+    run = batchrun.run_job(POOL_JOB, out_dir=str(tmp_path / "run"), limit=90, quiet=True)
+    assert run.exit_code == 0, run.notes
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    answered = Counter(json.loads(line)["batchrun"]["route"][-1] for line in lines)
+    assert sum(answered.values()) == 90 and set(answered) <= {"steady", "fast", "flaky"}
+    rows = run.summary["endpoints"]
+    assert list(rows) == ["steady", "fast", "flaky"]
+    assert sum(r["answered"] for r in rows.values()) == 90
 
 
 def test_each_simulated_endpoint_gets_a_simulator_with_its_own_quota_and_faults(
@@ -122,23 +135,27 @@ def test_pool_options_are_checked(args: list[str], message: str) -> None:
 
 
 @pytest.mark.slow
-def test_the_pool_benchmarks_harness_runs_against_one_endpoint_per_server_count() -> None:
-    """scripts/bench_pool.py end to end on the smallest pool (a few seconds): the pooled
-    case waits for the routing engine (its docstring's TODO)."""
+def test_the_pool_benchmark_runs_the_pool_and_its_one_endpoint_baseline() -> None:
+    """scripts/bench_pool.py end to end on the smallest pool (a few seconds): one run
+    over the pool of two, then one endpoint with their summed quota."""
     script = REPO / "scripts" / "bench_pool.py"
     done = subprocess.run(
         [sys.executable, str(script), "--sizes", "2", "--seconds", "2", "--latency-ms", "5"]
         + ["--jitter-ms", "0", "--json"],
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=55,
         env={**os.environ, "PYTHONSAFEPATH": "1"},
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout.splitlines()[-1])
-    assert result["endpoints"] == 2 and result["pooled"] is False
-    assert result["quotas_rpm"] == [600] and result["rows"] == 20
-    assert result["answered"] == 20 and result["exactly_once"] is True
-    assert result["sent"] == result["answered"] + result["429"]
-    assert 0 < result["throughput"] <= 1.05 and result["cpu_ms_per_request"] > 0
-    assert "TODO(issue 26, part 2)" in script.read_text()
+    found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    pooled, single = found
+    assert pooled["pooled"] is True and pooled["quotas_rpm"] == [600, 1200]
+    assert single["pooled"] is False and single["quotas_rpm"] == [1800]
+    for result in found:
+        assert result["rows"] == 60 and result["answered"] == 60
+        assert result["exactly_once"] is True
+        assert result["sent"] == result["answered"] + result["429"]
+        assert 0 < result["throughput"] <= 1.05 and result["cpu_ms_per_request"] > 0
+    assert all(n > 0 for n in pooled["by_endpoint"].values())
+    assert "CPU per request, pool / one endpoint" in done.stdout

@@ -155,14 +155,21 @@ class CostTotals:
     they were charged at."""
 
     def add(
-        self, model: str, usage: Usage, *, via_batch: bool = False, asked: str | None = None
+        self,
+        model: str,
+        usage: Usage,
+        *,
+        via_batch: bool = False,
+        asked: str | None = None,
+        book: PriceBook | None = None,
     ) -> CostBreakdown | None:
         """Price one request's usage; None (and the model remembered) when unpriced.
         A row answered through the Batch API (``via_batch``) pays the model's batch
         prices (its standard ones when it has none). An answer naming a model with no
         price (``gpt-4o-mini-2024-07-18-ft``, a deployment's name) is priced as the
-        model its request ``asked`` for, and the report says so."""
-        price = self.price_for(model, asked)
+        model its request ``asked`` for, and the report says so. ``book``: the prices
+        of the endpoint that answered (a pool's endpoint with its own), else the run's."""
+        price = self.price_for(model, asked, book)
         if price is None:
             self.unpriced[model] = self.unpriced.get(model, 0) + 1
             return None
@@ -176,11 +183,15 @@ class CostTotals:
         self.by_model[model] = cost if previous is None else previous + cost
         return cost
 
-    def price_for(self, model: str, asked: str | None = None) -> ModelPrice | None:
-        """``model``'s price, else (remembered) the price of the model ``asked`` for."""
-        price = self.book.price_for(model)
+    def price_for(
+        self, model: str, asked: str | None = None, book: PriceBook | None = None
+    ) -> ModelPrice | None:
+        """``model``'s price, else (remembered) the price of the model ``asked`` for
+        (in ``book``, else the run's)."""
+        book = book if book is not None else self.book
+        price = book.price_for(model)
         if price is None and asked and asked != model:
-            price = self.book.price_for(asked)
+            price = book.price_for(asked)
             if price is not None:
                 self.priced_as.setdefault(model, asked)
         return price

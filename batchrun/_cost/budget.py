@@ -46,6 +46,7 @@ from batchrun._settings import Settings
 from batchrun.errors import BudgetExceeded, ConfigError
 
 if TYPE_CHECKING:
+    from batchrun._cost.bill import CostTotals
     from batchrun._cost.modelnames import ModelAdvice
     from batchrun._cost.prices import PriceBook
 
@@ -73,6 +74,16 @@ class CostHooks(RunHooks):
         self.unread = UnreadBilled()
         self.unread_usd = 0.0
         """Unreadable answers paid for, and what they were counted at (in `costs`)."""
+        self.members = settings.pool() if settings.endpoints else []
+        self.pool = [e.name for e in self.members]
+        """A pool's endpoint names: each answer is priced at the prices of the
+        endpoint that gave it (its own price file, else the run's)."""
+        self.books = {
+            e.name: PriceBook.load(e.prices)
+            for e in settings.pool()
+            if settings.endpoints and e.prices is not None
+        }
+        self.by_endpoint: dict[str, CostTotals] = {}
 
     @property
     def spent(self) -> float:
@@ -97,8 +108,15 @@ class CostHooks(RunHooks):
         tally = state.tally
         asked = tally.asked
         batched = tally.batch_usage.by_model
+        self.by_endpoint = {}
+        routed: dict[str, Usage] = {}
+        for name, counted in tally.by_endpoint.items():
+            for model, usage in counted.usage.by_model.items():
+                self._add_routed(name, model, usage, asked.get(model))
+                routed.setdefault(model, Usage()).add(usage)
         for model, usage in tally.usage.by_model.items():
-            online = _minus(usage, batched.get(model))
+            # what no endpoint of a pool answered (one endpoint; a pool joined later)
+            online = _minus(_minus(usage, batched.get(model)), routed.get(model))
             if online.total_tokens or online.prompt_tokens or online.completion_tokens:
                 self.costs.add(model, online, asked=asked.get(model))
         for model, usage in batched.items():
@@ -122,10 +140,43 @@ class CostHooks(RunHooks):
                     model = model_of(outcome.body, asked)
                     if outcome.reused is not None:
                         self.saved.add(model, usage, asked=asked)
+                    elif outcome.route:
+                        self._add_routed(outcome.route[-1], model, usage, asked)
                     else:
                         via_batch = outcome.via == "batch"
                         self.costs.add(model, usage, via_batch=via_batch, asked=asked)
         return None
+
+    def worst_case(self, body: dict[str, Any]) -> float:
+        """Most one request can cost: in a pool, on the dearest endpoint serving its
+        model (each at its own prices, by its own name for the model when it has a
+        price there), so ``--max-cost`` holds wherever the request goes."""
+        if not self.members:
+            return worst_case(body, self.book)
+        model = str(body.get("model") or "")
+        most = 0.0
+        for member in self.members:
+            if not member.serves(model):
+                continue
+            book = self.books.get(member.name, self.book)
+            remote = member.model_name(model)
+            if remote != model and book.price_for(remote) is not None:
+                most = max(most, worst_case({**body, "model": remote}, book))
+            else:
+                most = max(most, worst_case(body, book))
+        return most
+
+    def _add_routed(self, name: str, model: str, usage: Usage, asked: str | None) -> None:
+        """An answer endpoint ``name`` of the pool gave: priced at its prices, in the
+        run's cost and in its own."""
+        from batchrun._cost.bill import CostTotals
+
+        book = self.books.get(name)
+        self.costs.add(model, usage, asked=asked, book=book)
+        own = self.by_endpoint.get(name)
+        if own is None:
+            own = self.by_endpoint[name] = CostTotals(book if book is not None else self.book)
+        own.add(model, usage, asked=asked)
 
     def _add_unread(self, model: str, unread: UnreadBilled) -> None:
         """Count unreadable answers paid for at their worst case, as ``model``."""
@@ -142,6 +193,11 @@ class CostHooks(RunHooks):
         from batchrun._cost.bill import round_usd
 
         report = self.costs.report()
+        if self.pool:
+            report["cost_usd"]["by_endpoint"] = {
+                name: round_usd(self.by_endpoint[name].spent) if name in self.by_endpoint else 0.0
+                for name in self.pool
+            }
         if self.saved.by_model:
             report["saved_usd"] = round_usd(self.saved.spent)
         if self.unread.attempts:
@@ -330,7 +386,7 @@ class BudgetAdmission(Reserving):
         refuse_unpriced(scan.models, self.cost.advice)
 
     def worst_case(self, body: dict[str, Any]) -> float:
-        return worst_case(body, self.book)
+        return self.cost.worst_case(body)
 
     def has_room(self, worst: float) -> bool:
         return self.spent + sum(self.reserved.values()) + worst <= self.cap

@@ -16,16 +16,16 @@ its rows left pending.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import orjson
 
-from batchrun._apis import CHAT
+from batchrun._engine.failover import Abandon, Where, routed_attempts
 from batchrun._engine.hooks import RunHooks, RunState
 from batchrun._ids import body_hash
 from batchrun._models import Attempt, BilledUnread, Outcome, Request
-from batchrun._output.quality import OK, classify
+from batchrun._output.quality import OK, classify_answer
 from batchrun._output.usage import model_of, usage_of
 from batchrun._pacing.headers import get_header, parse_ratelimit_headers
 from batchrun._pacing.retry import (
@@ -37,7 +37,7 @@ from batchrun._pacing.retry import (
     retry_after_seconds,
     wait_seconds,
 )
-from batchrun._pacing.scheduler import Scheduler, Stopped, Ticket, last_send
+from batchrun._pacing.scheduler import Scheduler, Stopped, Ticket, last_send, model_of_request
 from batchrun._pacing.tokens import answer_ceiling
 from batchrun._transport.client import ChatClient, Reply
 from batchrun._transport.responses import error_envelope
@@ -48,6 +48,9 @@ from batchrun.errors import (
     StopRun,
     UnusableAnswer,
 )
+
+if TYPE_CHECKING:
+    from batchrun._pacing.pool import Pool
 
 BREAKER_MIN = 16
 """Requests in a row that must exhaust their attempts before the run stops."""
@@ -106,10 +109,6 @@ def about_the_endpoint(exc: RequestError) -> bool:
     return exc.status in (401, 402, 403, 404) or exc.code == "insufficient_quota"
 
 
-class Abandon(Exception):
-    """A retry that would start after a stop was requested: leave it for the resume."""
-
-
 class NoRoom(Exception):
     """The retry of an answer paid for but unreadable was not admitted (the budget has
     no room for it now, or the run is stopping): the row fails with that answer."""
@@ -166,22 +165,35 @@ class Sender:
         """max_tokens of the first request sent (0: none set), for quality messages."""
         self.reach = Reachability()
         """Whether the endpoint has answered yet (`batchrun._pacing.retry.ends_the_run`)."""
+        self.pool: Pool | None = None
+        """A pool of endpoints (`pooled`): each request goes where its ticket says,
+        a retry where `batchrun._engine.failover` says."""
+        self.clients: dict[str, ChatClient] = {}
+        self.warn: Callable[[str], None] = lambda _: None
+
+    def pooled(
+        self, pool: Pool, clients: dict[str, ChatClient], *, warn: Callable[[str], None]
+    ) -> None:
+        """Send over ``pool`` (each endpoint its own client); ``warn`` says, once, that
+        an endpoint was taken out of it."""
+        self.pool, self.clients, self.warn = pool, clients, warn
 
     async def process(self, ticket: Ticket) -> Outcome | None:
         """The outcome of one request, or None when it was not sent after all."""
-        req, account, tokens = ticket.request, ticket.account, ticket.tokens
+        req, tokens = ticket.request, ticket.tokens
+        account = ticket.account
         scheduler = self.scheduler
         try:
             await self.hooks.admit(self.state, req)
         except (Stopped, StopRun) as exc:
-            scheduler.release(account, ok=False)  # charged, never sent
+            self._unsent(ticket)  # charged, never sent
             if isinstance(exc, StopRun):
                 self.stop(exc.reason, str(exc))
             else:
                 self.hooks.after_request(self.state, req, tokens, None)
             return None
         if self.stopping.is_set():
-            scheduler.release(account, ok=False)
+            self._unsent(ticket)
             self.hooks.after_request(self.state, req, tokens, None)
             return None
         body = req.body
@@ -192,6 +204,8 @@ class Sender:
         refusals = [0]  # attempts that could not connect at all
         paced = [True]  # the first attempt was paced by the scheduler
         last_billed: list[RequestError | None] = [None]  # the last attempt, if paid for
+        where = Where(ticket.member, account)  # in a pool: where the next attempt goes
+        model = model_of_request(req)
 
         def record_failure(exc: BaseException | None) -> None:
             if exc is not None:
@@ -212,23 +226,40 @@ class Sender:
                     # under --max-cost the retry needs room for another worst case
                     raise NoRoom(paid, "--max-cost leaves no room for another attempt")
                 try:
-                    await scheduler.wait_for(account, tokens)
+                    if where.member is None:
+                        await scheduler.wait_for(where.account, tokens)
+                    else:
+                        where.member, where.account = await scheduler.wait_for_route(
+                            model, tokens, avoid=where.avoid, avoid_until=where.avoid_until
+                        )
                 except Stopped:
                     raise leave from None
                 if self.stopping.is_set():
-                    scheduler.release(account, ok=False)
+                    scheduler.release(where.account, ok=False)
+                    if where.member is not None:
+                        where.member.breaker.abandoned()
                     raise leave
+            account = where.account
+            member = where.member
+            client, sent_body, sent_payload = self.client, body, payload
+            if member is not None:
+                client = self.clients[member.name]
+                where.went(member)
+                remote = member.model_name(model)
+                if remote != model:  # its name for the model (a deployment, an alias)
+                    sent_body = {**body, "model": remote}
+                    sent_payload = orjson.dumps(sent_body)
             ok = answered = False
             self.live.in_flight += 1
             sent_at = self.clock()
             number = self.reach.sending()
             try:
-                reply = await self.client.send(body, payload, req.api)
+                reply = await client.send(sent_body, sent_payload, req.api)
                 ok = True
             except RequestError as exc:
                 last_billed[0] = exc if exc.billed else None
                 answered = exc.status is not None
-                if isinstance(exc, EndpointUnreachable):
+                if isinstance(exc, EndpointUnreachable) and member is None:
                     refusals[0] += 1
                     self._stop_if_unreachable(exc, number, refusals[0])
                 if exc.billed and any(a.billed for a in attempts):
@@ -268,11 +299,18 @@ class Sender:
             snapshot = parse_ratelimit_headers(reply.headers)
             account.observe(snapshot, last_send.get(), now)
             account.answered(had_headers=snapshot is not None, now=now)
+            if member is not None:
+                member.breaker.succeeded()
             return reply
 
         failed: RequestError | None = None
         try:
-            reply = await self._attempts(attempt_once, record_failure)
+            if where.member is None:
+                reply = await self._attempts(attempt_once, record_failure)
+            else:
+                reply = await routed_attempts(
+                    self, where, model, tokens, attempt_once, record_failure
+                )
         except Abandon:
             self.hooks.after_request(self.state, req, tokens, None)  # gives back its reservation
             return None
@@ -294,9 +332,11 @@ class Sender:
             outcome = self._failure(req, failed, attempts, wire[0], ticket.since, sent_hash)
             if billed:
                 self._mark_billed(outcome, body, billed)
+            where.mark(outcome)
             return outcome
         self.breaker.answered()
         attempts.append(Attempt(reply.status, "ok"))
+        account = where.account
         if tokens:
             usage = usage_of(reply.body)
             account.settle_tokens(
@@ -304,15 +344,7 @@ class Sender:
             )
         self.hooks.after_request(self.state, req, tokens, reply.body)
         total = self.clock() - ticket.since
-        if req.api == CHAT:
-            verdict = classify(reply.body, self.validator)
-        else:  # limits a server may not honour or echo: checked against the request
-            verdict = classify(
-                reply.body,
-                self.validator,
-                max_output_tokens=req.body.get("max_output_tokens"),
-                dimensions=req.body.get("dimensions"),
-            )
+        verdict = classify_answer(reply.body, self.validator, req.api, req.body)
         outcome = Outcome.success(
             req,
             status=reply.status,
@@ -334,10 +366,17 @@ class Sender:
             outcome.quality = verdict.category
             if verdict.detail:
                 outcome.quality_detail = verdict.detail
+        where.mark(outcome)
         if self.max_tokens is None:
             ceiling = answer_ceiling(body)
             self.max_tokens = self.live.max_tokens = ceiling[1] if ceiling is not None else 0
         return outcome
+
+    def _unsent(self, ticket: Ticket) -> None:
+        """A ticket charged to its account but never sent after all."""
+        self.scheduler.release(ticket.account, ok=False)
+        if ticket.member is not None:
+            ticket.member.breaker.abandoned()
 
     def _failure(
         self,

@@ -58,7 +58,8 @@ class Committer:
         self.run_dir = str(settings.out_dir)
         self.failed_now = failed_now
         self.summary_extra = summary_extra
-        self.sink = JsonlSink(self.run_dir, settings.endpoint)
+        # a pool's lines each name the endpoint that answered (the outcome's)
+        self.sink = JsonlSink(self.run_dir, None if settings.endpoints else settings.endpoint)
 
     # -- lines -----------------------------------------------------------------------
     def write(self, batch: list[Outcome]) -> str | None:

@@ -27,6 +27,8 @@ waiting is sent; what is on the wire may finish for ``drain_timeout`` seconds.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,19 +43,19 @@ from batchrun._engine.commit import Committer
 from batchrun._engine.gcpause import fewer_collections, threshold_for
 from batchrun._engine.packing import (
     FLOAT_PACK_INPUTS,
-    SPLIT_STATUSES,
     PackingLane,
-    halves,
-    unpack,
+    send_pack,
 )
 from batchrun._engine.pending import PendingRows
+from batchrun._engine.pool import build_pool, pool_clients, warn_once
 from batchrun._engine.prepare import Prepared, prepare_run, record
 from batchrun._engine.scanwatch import ScanWatch
 from batchrun._engine.writer import GroupCommit
 from batchrun._input.sources import Source
 from batchrun._models import Outcome, Request
 from batchrun._output.breaker import first_max_tokens, stop_note
-from batchrun._pacing.scheduler import Accounts, Lane, Scheduler, Stopped, Ticket
+from batchrun._pacing.pool import Pool
+from batchrun._pacing.scheduler import Accounts, Lane, Scheduler
 from batchrun._redact import register_secret
 from batchrun._settings import Settings
 from batchrun._transport.client import ChatClient
@@ -83,15 +85,24 @@ class OnlineLane:
         source: Source | None = None,
         accounts: Accounts | None = None,
         clock: Any = time.monotonic,
+        api_keys: Mapping[str, str | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.api_key = api_key
         register_secret(api_key)  # scrubbed from every byte written from now on
+        self.api_keys = dict(api_keys or {})
+        """Each endpoint's key, by its name in the pool (`batchrun._api.endpoint_keys`)."""
+        for key in self.api_keys.values():
+            register_secret(key)
+        self.pool = build_pool(cfg, clock) if cfg.endpoints and accounts is None else None
+        """The run's pool of endpoints (`batchrun._engine.pool`); None: one endpoint."""
         self.transport = transport
         self.source = source
-        self.accounts = (
+        self.accounts: Accounts | Pool = (
             accounts
             if accounts is not None
+            else self.pool
+            if self.pool is not None
             else Accounts(
                 concurrency=cfg.concurrency,
                 rpm=cfg.rpm.default,
@@ -108,6 +119,7 @@ class OnlineLane:
         self.watch = ScanWatch(cfg, api_key=api_key)
         """The pilot's picker and the response cache / dedupe (`ScanWatch`)."""
         self._client: ChatClient | None = None
+        self._clients: dict[str, ChatClient] = {}
         self._scheduler: Scheduler | None = None
         self._sender: Sender | None = None
         self._run: Engine | None = None
@@ -178,6 +190,10 @@ class OnlineLane:
             max_connections=cfg.concurrency,
             clock=run.clock,
         )
+        if self.pool is not None:
+            self._clients = pool_clients(
+                cfg, self.api_keys, transport=self.transport, clock=run.clock
+            )
         # a checkpoint at once: a resume that had to parse every line pays it once,
         # and even a run killed in its first seconds leaves a summary
         self._try_checkpoint(run)
@@ -197,6 +213,7 @@ class OnlineLane:
             lanes,
             estimate=_token_estimate,
             sleep=run.sleep,
+            pool=self.pool,
         )
         if run.stopping.is_set():
             self._scheduler.stop()
@@ -215,6 +232,10 @@ class OnlineLane:
             wall_clock=run.wall_clock,
             sleep=run.sleep,
         )
+        if self.pool is not None:
+            self._sender.pooled(
+                self.pool, self._clients, warn=partial(warn_once, run.notes, quiet=cfg.quiet)
+            )
         with fewer_collections(threshold_for(cfg.concurrency)):
             await self._pool(run, self._scheduler, self._sender)
 
@@ -229,11 +250,22 @@ class OnlineLane:
                     with anyio.CancelScope() as drain_scope:
                         self._drain_scope = drain_scope
                         async with anyio.create_task_group() as workers:
-                            for _ in range(self.cfg.concurrency):
+                            for _ in range(self._workers()):
                                 workers.start_soon(self._work, sender, scheduler)
                 finally:
                     commit.close()
             background.cancel_scope.cancel()
+
+    def _workers(self) -> int:
+        """Requests that may be in flight at once: ``concurrency``; in a pool, more
+        when the endpoints declare their own caps (``[endpoints.NAME] concurrency``)
+        and these add up to more. Not every endpoint's default cap summed: each
+        waiting worker wakes at every change, so four endpoints' 64 each cost 2.5x
+        the CPU a request of one endpoint with the same quota (BENCHMARKS.md)."""
+        if self.pool is None:
+            return self.cfg.concurrency
+        declared = sum(e.concurrency or 0 for e in self.cfg.endpoints.values())
+        return max(self.cfg.concurrency, declared)
 
     async def _work(self, sender: Sender, scheduler: Scheduler) -> None:
         # workers ask the scheduler, which pulls from the lanes' generators: next() is
@@ -242,7 +274,14 @@ class OnlineLane:
         deliver = self._deliver
         while (ticket := await scheduler.next()) is not None:
             if self.packing is not None:
-                await self._send_pack(sender, scheduler, ticket)
+                await send_pack(
+                    sender,
+                    scheduler,
+                    ticket,
+                    counts=self.packing,
+                    deliver=self._deliver,
+                    estimate=_token_estimate,
+                )
             else:
                 outcome = await sender.process(ticket)
                 if outcome is not None:
@@ -250,39 +289,6 @@ class OnlineLane:
             # a transport that never suspends (an in-memory mock, a local cache)
             # must not starve the writer, the summary and the signal handler
             await anyio.lowlevel.checkpoint()
-
-    async def _send_pack(self, sender: Sender, scheduler: Scheduler, ticket: Ticket) -> None:
-        """A pack of rows to embed (`batchrun._engine.packing`): each row's outcome out of
-        the pack's. A pack refused as a bad request (400, 413, 422) is sent again in
-        halves, each paced as a request of its own, until the bad row is alone: the
-        others get their vectors. Halves not sent (a stop) leave their rows pending."""
-        pack = ticket.request
-        outcome = await sender.process(ticket)
-        if outcome is None:
-            return
-        members = pack.members
-        counts = self.packing
-        if counts is not None:
-            counts["requests"] += 1
-            counts["rows"] += len(members) if members is not None else 1
-        if members is None:
-            self._deliver([outcome])
-            return
-        if not outcome.ok and outcome.status_code in SPLIT_STATUSES and len(members) > 1:
-            if counts is not None:
-                counts["split"] += 1
-                counts["rows"] -= len(members)  # its rows are counted in its halves
-            for half in halves(pack):
-                tokens = _token_estimate(half) if ticket.tokens else 0
-                try:
-                    await scheduler.wait_for(ticket.account, tokens)
-                except Stopped:
-                    return
-                await self._send_pack(
-                    sender, scheduler, Ticket(half, ticket.account, tokens, ticket.since)
-                )
-            return
-        self._deliver(unpack(outcome, pack))
 
     def _deliver(self, outcomes: list[Outcome]) -> None:
         """Finished outcomes, and answers found without sending: to the writer."""
@@ -362,6 +368,8 @@ class OnlineLane:
     async def close_transport(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
 
     def closing_notes(self) -> list[str]:
         notes = []

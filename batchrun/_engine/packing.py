@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -45,8 +45,11 @@ from batchrun._ids import body_hash
 from batchrun._models import Outcome, Request
 from batchrun._output.usage import usage_of
 from batchrun._output.vectors import answer_vectors
-from batchrun._pacing.scheduler import Lane
+from batchrun._pacing.scheduler import Lane, Scheduler, Stopped, Ticket
 from batchrun._pacing.tokens import embedding_input_tokens
+
+if TYPE_CHECKING:
+    from batchrun._engine.attempt import Sender
 
 REQUEST_TOKENS = 300_000
 """Most tokens one embeddings request may hold over all its inputs (OpenAI's limit)."""
@@ -251,7 +254,55 @@ def _drained(lane: Lane) -> Iterator[Request]:
         yield req
 
 
+async def send_pack(
+    sender: Sender,
+    scheduler: Scheduler,
+    ticket: Ticket,
+    *,
+    counts: dict[str, int] | None,
+    deliver: Callable[[list[Outcome]], None],
+    estimate: Callable[[Request], int],
+) -> None:
+    """Send a pack of rows to embed and ``deliver`` each row's outcome out of the
+    pack's. A pack refused as a bad request (`SPLIT_STATUSES`: 400, 413, 422) is sent
+    again in halves, each paced as a request of its own, until the bad row is alone:
+    the others get their vectors. Halves not sent (a stop) leave their rows pending.
+    ``counts``: summary.json's ``packing`` (requests, rows, split), updated."""
+    pack = ticket.request
+    outcome = await sender.process(ticket)
+    if outcome is None:
+        return
+    members = pack.members
+    if counts is not None:
+        counts["requests"] += 1
+        counts["rows"] += len(members) if members is not None else 1
+    if members is None:
+        deliver([outcome])
+        return
+    if not outcome.ok and outcome.status_code in SPLIT_STATUSES and len(members) > 1:
+        if counts is not None:
+            counts["split"] += 1
+            counts["rows"] -= len(members)  # its rows are counted in its halves
+        for half in halves(pack):
+            tokens = estimate(half) if ticket.tokens else 0
+            try:
+                await scheduler.wait_for(ticket.account, tokens)
+            except Stopped:
+                return
+            await send_pack(
+                sender,
+                scheduler,
+                Ticket(half, ticket.account, tokens, ticket.since),
+                counts=counts,
+                deliver=deliver,
+                estimate=estimate,
+            )
+        return
+    deliver(unpack(outcome, pack))
+
+
 __all__ = [
+    "send_pack",
     "FLOAT_PACK_INPUTS",
     "REQUEST_TOKENS",
     "SPLIT_STATUSES",

@@ -17,6 +17,7 @@ model when the input names several, all fed by one read of the input
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -28,6 +29,9 @@ from batchrun._models import Outcome, Request
 from batchrun._output.journal import answered
 from batchrun._pacing.lanes import Cursor, SharedRead
 from batchrun._pacing.scheduler import Accounts, Clock, Lane
+
+if TYPE_CHECKING:
+    from batchrun._pacing.pool import Pool
 
 __all__ = ["PendingRows"]
 
@@ -78,7 +82,7 @@ class PendingRows:
 
     # -- the lanes --------------------------------------------------------------------
     def lanes(
-        self, source: Source, models: set[str], accounts: Accounts, clock: Clock
+        self, source: Source, models: set[str], accounts: Accounts | Pool, clock: Clock
     ) -> list[Lane]:
         """One lane per model when the input names several, all fed by one pass over
         the input (a model waiting for its quota never holds up another, and the input

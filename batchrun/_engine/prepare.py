@@ -79,7 +79,7 @@ def check_resume(cfg: Settings, fingerprint: str, notes: list[str]) -> None:
     (what was answered for other bodies counts for nothing; those rows are sent again).
     A job comparing variants may change them: a note says which."""
     path = os.path.join(str(cfg.out_dir), RUN_INFO)
-    problems, _, variants = resume_problems(path, cfg, fingerprint)
+    problems, _, variants = resume_problems(path, cfg, fingerprint, notes)
     if variants:
         notes.append(
             "variants changed since the last run (" + "; ".join(variants) + "): rows whose "
@@ -135,7 +135,7 @@ async def prepare_input(
     if held.changed:
         notes.append(f"{held.changed:,} rows changed since they were answered; they are sent again")
     if journal.simulated:
-        notes.append(simulated_note(journal.simulated, cfg.endpoint))
+        notes.append(simulated_note(journal.simulated, cfg.lines_endpoint))
     notes.extend(journal.repaired)
     paid = journal.tally.paid_quality
     not_judged = not_judged_answers(os.path.join(run_dir, RUN_INFO), cfg, scan.fingerprint, paid)
@@ -211,7 +211,7 @@ def _scan(
 def _read_journal(cfg: Settings) -> JournalState:
     run_dir = str(cfg.out_dir)
     try:
-        return read_journal(run_dir, endpoint=cfg.endpoint)
+        return read_journal(run_dir, endpoint=cfg.lines_endpoint)
     except ValueError as exc:
         raise RunDirError(str(exc)) from exc
     except OSError as exc:  # e.g. results.jsonl is a directory

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 import httpx
@@ -19,6 +19,7 @@ from batchrun._engine.hooks import RunHooks
 from batchrun._engine.lifecycle import Engine
 from batchrun._engine.online import OnlineLane
 from batchrun._input.sources import Source
+from batchrun._pacing.pool import Pool
 from batchrun._pacing.scheduler import Accounts
 from batchrun._runfiles import RunDirLock
 from batchrun._settings import Settings
@@ -48,6 +49,7 @@ class Runner(Engine):
         wall_clock: Callable[[], float] = time.time,
         held_lock: RunDirLock | None = None,
         accounts: Accounts | None = None,
+        api_keys: Mapping[str, str | None] | None = None,
     ) -> None:
         if not cfg.out_dir:
             raise ConfigError("no run directory given (-o DIR)")
@@ -58,6 +60,7 @@ class Runner(Engine):
             source=source,
             accounts=accounts,
             clock=clock,
+            api_keys=api_keys,
         )
         super().__init__(
             cfg,
@@ -71,6 +74,6 @@ class Runner(Engine):
         )
 
     @property
-    def accounts(self) -> Accounts:
+    def accounts(self) -> Accounts | Pool:
         """Each model's quotas, concurrency and 429s (`batchrun._pacing`)."""
         return self.online.accounts

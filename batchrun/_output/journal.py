@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from batchrun._endpoint import endpoint_identity, is_simulated
+from batchrun._endpoint import SIM, endpoint_identity, is_simulated
 from batchrun._ids import id_hash, id_hash_bytes
 from batchrun._output.lines import (
     ID_AT,
@@ -79,6 +79,16 @@ def recorded_endpoint(info: Any) -> str | None:
     written before the identity was recorded names it by its base_url option."""
     if not isinstance(info, dict):
         return None
+    pool = (info.get("request_options") or {}).get("endpoints")
+    if isinstance(pool, dict) and pool:
+        # a pool (`Settings.lines_endpoint`): "sim" when any endpoint is simulated
+        # (every line counts), else a real identity (only the simulator's lines skip)
+        names = [e.get("endpoint") for e in pool.values() if isinstance(e, dict)]
+        identities = [n for n in names if isinstance(n, str)]
+        if any(is_simulated(n) for n in identities):
+            return SIM
+        if identities:
+            return identities[0]
     recorded = (info.get("request_options") or {}).get("base_url")
     if isinstance(recorded, str):
         return recorded

@@ -15,7 +15,10 @@ wire and time spent waiting to send, which endpoint answered, the hash of the bo
 sent) that the Batch API format has no place for; Batch API readers ignore it.
 ``endpoint`` is `batchrun._endpoint.endpoint_identity` of the run that wrote the line
 (``"sim"``: the built-in simulator): a simulated answer never counts as done for a
-real endpoint (`simulated_line`).
+real endpoint (`simulated_line`). In a pool of endpoints it is the identity of the
+endpoint that answered, and ``route`` names (by their names in the pool) the
+endpoint each attempt went to, the last the one that answered:
+``"route": ["d", "a"]``.
 
 Pure functions: `encode` and `decode` (the one pair that owns the format: an `Outcome`
 in, the same `Outcome` back), and the fast reads of one field used on resume.
@@ -68,7 +71,7 @@ _SENT_KEYS = frozenset(
 """The meta of a row sent online with a usable answer: all that most lines hold."""
 _META_KEYS = _SENT_KEYS | {
     "via", "batch_id", "asked_model", "billed_unread", "quality", "quality_detail", "reused",
-    "original_latency_ms", "same_as",
+    "original_latency_ms", "same_as", "route",
 }  # fmt: skip
 _ANSWERED: dict[int | None, Attempt] = {200: Attempt(200, "ok"), None: Attempt(None, "ok")}
 """The attempt of an answer that came at once (shared: an `Attempt` is immutable);
@@ -85,7 +88,7 @@ def encode(outcome: Outcome, endpoint: str | None = None) -> bytes:
     not timed), ``at``; then how the row was answered (a sent row: ``via``,
     ``batch_id``, ``statuses``, ``asked_model`` / ``billed_unread``, ``quality``,
     ``quality_detail``; a reused one: see `_reused_meta`); keys of a newer version
-    (``other``); ``endpoint`` and ``body_hash`` last.
+    (``other``) after ``route`` (a pool's); ``endpoint`` and ``body_hash`` last.
 
     >>> from batchrun._models import Request
     >>> out = Outcome.success(Request("r", {}, row=2), status=200, request_id=None,
@@ -126,6 +129,8 @@ def encode(outcome: Outcome, endpoint: str | None = None) -> bytes:
             or outcome.quality is not None
         ):
             _answer_meta(meta, outcome)
+    if outcome.route is not None:
+        meta["route"] = outcome.route
     if outcome.other:
         meta.update(outcome.other)
     if endpoint is None:
@@ -284,6 +289,9 @@ def _read_meta(outcome: Outcome, meta: dict[str, Any]) -> None:
     outcome.original_latency_ms = _number(get("original_latency_ms"))
     outcome.via = _str(get("via"))
     outcome.batch_id = _str(get("batch_id"))
+    route = get("route")
+    if type(route) is list and all(type(name) is str for name in route):
+        outcome.route = route
     if not keys <= _META_KEYS:
         outcome.other = {key: value for key, value in meta.items() if key not in _META_KEYS}
 

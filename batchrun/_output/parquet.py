@@ -33,6 +33,8 @@ Every input row appears exactly once, with a ``status``: ``succeeded``, ``failed
   ``reasoning_tokens`` (int64, null when the server reported no usage);
 * ``latency_ms``, ``ttft_ms`` (double), ``attempts`` (int32), ``error_code``,
   ``error_message`` (string);
+* with a pool of endpoints: ``endpoint`` (string), the name of the endpoint that
+  answered (or failed) the row last;
 * when the job has a ``confidence`` setting: ``confidence`` (double), how sure the
   answer is (`batchrun._confidence`, read from the line's response body; with
   "agreement" the row's answer columns are the majority's first choice);
@@ -124,6 +126,8 @@ _LEAD_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("custom_id", pa.string()),
     ("row", pa.int64()),
 )
+ENDPOINT_COLUMN = ("endpoint", pa.string())
+"""Jobs with a pool of endpoints: the name of the endpoint that answered the row."""
 CONFIDENCE_COLUMN = ("confidence", pa.float64())
 """Jobs with a ``confidence`` setting: how sure the answer is (`batchrun._confidence`)."""
 _VARIANT_COLUMN = ("variant", pa.string())
@@ -543,7 +547,11 @@ def _lead_columns(cfg: Settings) -> tuple[tuple[str, pa.DataType], ...]:
 
 
 def _result_columns(cfg: Settings) -> tuple[tuple[str, pa.DataType], ...]:
-    return RESULT_COLUMNS + ((CONFIDENCE_COLUMN,) if cfg.confidence is not None else ())
+    return (
+        RESULT_COLUMNS
+        + ((ENDPOINT_COLUMN,) if cfg.endpoints else ())
+        + ((CONFIDENCE_COLUMN,) if cfg.confidence is not None else ())
+    )
 
 
 Chunk = tuple[list[tuple[int, str, Any]], "pa.RecordBatch | None"]
@@ -593,6 +601,7 @@ class _Pass:
         from batchrun._input.variants import plan_variants
 
         self.cfg = cfg
+        self.pooled = bool(cfg.endpoints)
         self.source = source
         self.layout = layout
         self.index = index
@@ -708,6 +717,8 @@ class _Pass:
             values = result_values(found, choice=scored.choice if scored is not None else 0)
             if self.reader is not None:
                 values["confidence"] = scored.confidence if scored is not None else None
+            if self.pooled:
+                values["endpoint"] = found.route[-1] if found.route else None
             if found.ok and self.schema_json is not None:
                 parsed, parse_error = parse_content(values["content"], self.schema_json)
         if self.layout.dim is not None:
@@ -813,7 +824,7 @@ def write_results_parquet(
     report.columns = list(layout.schema.names)
     report.renamed = layout.renamed
     assert cfg.out_dir is not None, "a run directory to read"
-    with ResultIndex.build(cfg.out_dir, cfg.endpoint) as index:
+    with ResultIndex.build(cfg.out_dir, cfg.lines_endpoint) as index:
         joiner = _Pass(cfg, source, layout, index, evaluators, report, observe)
         if out_path is None:
             for items, _ in _input_chunks(source, row_group_rows):

@@ -204,6 +204,23 @@ def _used_every_output_token(body: dict[str, Any], asked: Any = None) -> bool:
     return type(limit) is int and type(used) is int and limit > 0 and used >= limit
 
 
+def classify_answer(
+    body: Any, schema: SchemaValidator | None, api: str, request: dict[str, Any]
+) -> Verdict:
+    """`classify` for an answer to ``request`` (a body of ``api``): a chat answer says
+    how it ended itself; a Responses or embeddings answer is also held to the limits
+    its request set, which a server may not honour or echo (``max_output_tokens``,
+    ``dimensions``: llama.cpp's server does neither)."""
+    if api == "chat":
+        return classify(body, schema)
+    return classify(
+        body,
+        schema,
+        max_output_tokens=request.get("max_output_tokens"),
+        dimensions=request.get("dimensions"),
+    )
+
+
 def classify_response(
     body: dict[str, Any], schema: SchemaValidator | None = None, *, max_output_tokens: Any = None
 ) -> Verdict:

@@ -402,6 +402,8 @@ def _figures_of(summary: Mapping[str, Any]) -> dict[str, Any]:
     }
     if summary.get("reused"):
         figures["reused"] = summary["reused"]
+    if summary.get("endpoints"):
+        figures["endpoints"] = summary["endpoints"]
     return figures
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from batchrun._output.endpoints import EndpointTally
 from batchrun._output.tally import Tally
 from batchrun._redact import scrub
 from batchrun._runfiles import TMP_PREFIX, file_mode
@@ -139,6 +140,8 @@ def summary_figures(tally: Tally, state: dict[str, Any] | None = None) -> dict[s
         "rate_limited": tally.rate_limited,
         "quality": state["quality"],
     }
+    if tally.by_endpoint:  # a pool: what each endpoint did (`batchrun._output.endpoints`)
+        figures["endpoints"] = {n: e.to_dict() for n, e in sorted(tally.by_endpoint.items())}
     if state["reused"]:
         figures["reused"] = {
             "cache": state["reused"].get("cache", 0),
@@ -146,6 +149,28 @@ def summary_figures(tally: Tally, state: dict[str, Any] | None = None) -> dict[s
             "saved_usage": state["saved"]["usage"],
         }
     return figures
+
+
+def pool_rows(summary: dict[str, Any]) -> None:
+    """A pool's ``endpoints.NAME``: what its lines say (`summary_figures`), with what
+    this process knows of it (its breaker's state and trips: ``pacing.by_endpoint``)
+    and its cost at its own prices (``cost_usd.by_endpoint``). Every endpoint of the
+    pool has a row, one that took no request too."""
+    pacing = (summary.get("pacing") or {}).get("by_endpoint") or {}
+    cost = summary.get("cost_usd")
+    costs = (cost.get("by_endpoint") if isinstance(cost, dict) else None) or {}
+    if not pacing and not costs and "endpoints" not in summary:
+        return
+    rows = summary.setdefault("endpoints", {})
+    for name in [*pacing, *costs, *rows]:
+        row = rows.setdefault(name, EndpointTally().to_dict())
+        if name in pacing:
+            row["breaker"] = pacing[name].get("breaker")
+            row["breaker_trips"] = pacing[name].get("breaker_trips", 0)
+        if name in costs:
+            row["cost_usd"] = costs[name]
+    order = list(pacing) or list(costs)
+    summary["endpoints"] = {n: rows[n] for n in [*order, *(n for n in rows if n not in order)]}
 
 
 def build_summary(
@@ -186,6 +211,7 @@ def build_summary(
     }
     if extra:
         summary.update(extra)
+    pool_rows(summary)
     summary["journal"] = {
         "results_bytes": results_bytes,
         "errors_bytes": errors_bytes,

@@ -24,6 +24,7 @@ from typing import Any
 
 from batchrun._apis import CHAT, RESPONSES
 from batchrun._models import BilledUnread, Outcome
+from batchrun._output.endpoints import EndpointTally, count_route
 from batchrun._output.quality import OK, QualityCounts, Verdict
 from batchrun._output.shapes import answer_kind, response_finish
 from batchrun._output.usage import Usage, UsageTotals, model_of, usage_of
@@ -101,6 +102,9 @@ class Tally:
     fine-tune's or a deployment's name): what prices an answer whose model has none."""
     unread: dict[str, UnreadBilled] = field(default_factory=dict)
     """Answers paid for but unreadable (`UnreadBilled`), by the model asked for."""
+    by_endpoint: dict[str, EndpointTally] = field(default_factory=dict)
+    """In a pool: each endpoint's attempts, answers, failures, tokens and latency, by
+    its name (`batchrun._output.endpoints`, from the lines' ``route``)."""
 
     def count(
         self,
@@ -151,6 +155,8 @@ class Tally:
 
     def count_outcome(self, outcome: Outcome) -> Verdict | None:
         """Count one outcome: just written, or a line read back."""
+        if outcome.route is not None:
+            count_route(self.by_endpoint, outcome)
         return self.count(
             outcome.ok,
             outcome.body,
@@ -191,6 +197,8 @@ class Tally:
             self.asked.setdefault(answered, asked)
         for model, unread in other.unread.items():
             self.unread.setdefault(model, UnreadBilled()).add_totals(unread)
+        for name, counted in other.by_endpoint.items():
+            self.by_endpoint.setdefault(name, EndpointTally()).merge(counted)
         return self
 
     def to_state(self) -> dict[str, Any]:
@@ -211,6 +219,11 @@ class Tally:
             "skips_simulated": self.skips_simulated,
             "asked": dict(sorted(self.asked.items())),
             "unread": {m: u.to_dict() for m, u in sorted(self.unread.items())},
+            **(
+                {"by_endpoint": {n: e.to_state() for n, e in sorted(self.by_endpoint.items())}}
+                if self.by_endpoint
+                else {}
+            ),
         }
 
     @classmethod
@@ -239,6 +252,10 @@ class Tally:
             asked={str(k): str(v) for k, v in (state.get("asked") or {}).items()},
             unread={
                 str(m): UnreadBilled.from_dict(u) for m, u in (state.get("unread") or {}).items()
+            },
+            by_endpoint={
+                str(n): EndpointTally.from_state(e)
+                for n, e in (state.get("by_endpoint") or {}).items()
             },
         )
 

@@ -29,9 +29,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from batchrun._models import Request
 from batchrun._pacing.scheduler import Accounts, Clock, Lane
+
+if TYPE_CHECKING:
+    from batchrun._pacing.pool import Pool
 
 TOTAL_BUFFER = 65_536
 """Requests all lanes' queues hold at most together (when there are few models)."""
@@ -92,7 +96,7 @@ class SharedRead:
         shared: SharedPass,
         own: OwnPass,
         models: Sequence[str],
-        accounts: Accounts,
+        accounts: Accounts | Pool,
         *,
         clock: Clock,
         buffer: int | None = None,

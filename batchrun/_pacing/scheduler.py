@@ -25,13 +25,17 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from batchrun._models import Request
 from batchrun._pacing.account import ModelAccount, SendMark
+from batchrun._pacing.routing import route
+
+if TYPE_CHECKING:
+    from batchrun._pacing.pool import Member, Pool
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -85,6 +89,11 @@ class Accounts:
 
     def __iter__(self) -> Iterator[ModelAccount]:
         return iter(list(self._accounts.values()))
+
+    @property
+    def in_flight(self) -> int:
+        """Requests in flight, all models' (no copy: a pool asks at every route)."""
+        return sum(a.in_flight for a in self._accounts.values())
 
     @property
     def rate_limited(self) -> int:
@@ -144,6 +153,9 @@ class Lane:
         self.since = 0.0
         """When the head became the head: its wait to be sent starts there."""
         self.exhausted = False
+        self.routed: tuple[int, float, ModelAccount | None, bool] | None = None
+        """In a pool: the head's last route (the scheduler's version then, when it may
+        go, whose quota it waits for), reused until something changes."""
 
     def peek(self) -> Request | None:
         if self.head is None and not self.exhausted:
@@ -164,18 +176,24 @@ class Ticket:
     tokens: int
     since: float
     """When it started waiting to be sent."""
+    member: Member | None = None
+    """The endpoint of a pool it goes to (None: the run's one endpoint)."""
 
 
 class Scheduler:
     def __init__(
         self,
-        accounts: Accounts,
+        accounts: Accounts | Pool,
         lanes: list[Lane],
         *,
         estimate: Callable[[Request], int],
         sleep: Sleep = anyio.sleep,
+        pool: Pool | None = None,
     ) -> None:
         self.accounts = accounts
+        self.pool = pool
+        """A pool of endpoints (`batchrun._pacing.pool`): each request goes to the one
+        that can take it soonest; None: every request goes to ``accounts``."""
         self.lanes = lanes
         self.estimate = estimate
         self.clock = accounts.clock
@@ -187,6 +205,11 @@ class Scheduler:
         """Waiters that found a model with no room (a request coming back wakes them)."""
         self._tick_at = float("inf")
         """When the earliest timed waiter wakes everybody (inf: nobody keeps time)."""
+        self._version = 0
+        """Bumped by every change a route depends on (a send, a request back, a
+        notify): a lane's head routed at this version keeps its answer till then."""
+        self._retrying: dict[str, int] = {}
+        """In a pool: retries waiting for an endpoint, by model (they go first)."""
 
     # -- taking requests -----------------------------------------------------------
     async def next(self) -> Ticket | None:
@@ -209,6 +232,19 @@ class Scheduler:
                 if req is None:
                     continue
                 live = True
+                if self.pool is not None:
+                    routed = self._routed(lane, req, now)
+                    if isinstance(routed, Ticket):
+                        self._next_lane = (index + 1) % n
+                        return routed
+                    wait, account_or_none, full = routed
+                    if full or wait == float("inf"):
+                        crowded = True  # a request coming back may let it go sooner
+                    if account_or_none is not None and wait < soonest:
+                        soonest, blocker = wait, account_or_none
+                    elif wait < soonest:
+                        soonest, blocker = wait, None
+                    continue
                 account = self.accounts[
                     lane.model if lane.model is not None else model_of_request(req)
                 ]
@@ -234,6 +270,100 @@ class Scheduler:
                 return None
             await self._idle(soonest, blocker, crowded)
 
+    def _routed(
+        self, lane: Lane, req: Request, now: float
+    ) -> Ticket | tuple[float, ModelAccount | None, bool]:
+        """The head of ``lane`` routed over the pool: its ticket when an endpoint can
+        take it now, else how long until one may (inf: until a request comes back, or
+        a slow start ends), whose quota that wait is, and whether an endpoint serving
+        it is full (a request back there may let it go sooner)."""
+        pool = self.pool
+        assert pool is not None
+        model = lane.model if lane.model is not None else model_of_request(req)
+        if model in self._retrying:  # a retry of its model waits: it goes first
+            return float("inf"), None, True
+        known = lane.routed
+        if known is not None and known[0] == self._version and now < known[1] - EPSILON:
+            # nothing changed since this head was routed and its time has not come:
+            # the same answer (a wake-up of every waiter re-routes once, not per waiter)
+            return known[1] - now, known[2], known[3]
+        if lane.tokens is None:
+            lane.tokens = self.estimate(req) if pool.needs_token_estimates(model) else 0
+        tokens = lane.tokens
+        chosen = pool.route(model, tokens, now)
+        if chosen is None:  # no endpoint left for it: the sender stops the run
+            return float("inf"), None, True
+        member, wait, full = chosen
+        account = member.accounts[model]
+        if wait <= EPSILON:
+            lane.head = None
+            lane.routed = None
+            self._version += 1
+            last_send.set(account.take(tokens, now))
+            member.breaker.sent(now)
+            return Ticket(req, account, tokens, lane.since, member)
+        blocker: ModelAccount | None = account
+        if wait == float("inf"):
+            wait, blocker = min(wait, pool.probe_ends(model, now)), None
+        lane.routed = (self._version, now + wait, blocker, full)
+        return wait, blocker, full
+
+    async def wait_for_route(
+        self,
+        model: str,
+        tokens: int,
+        avoid: str | None = None,
+        avoid_until: float = float("inf"),
+    ) -> tuple[Member, ModelAccount]:
+        """Pace one more attempt (a retry) over the pool: the endpoint serving
+        ``model`` that can take it soonest, re-asked at every change (never bound to
+        one that is cooling down); ``avoid``: the endpoint it just failed on, which
+        it may not go back to before ``avoid_until`` (its back-off, its Retry-After;
+        inf: while another serves the model). Any other endpoint takes it as soon as
+        it has room. Raises `Stopped` (also when no endpoint is left for the model).
+
+        A retry goes before the rows not sent yet: while one waits, `next` sends no
+        new request of its model, so a retry is never starved by fresh rows taking
+        every refill of the quota."""
+        pool = self.pool
+        assert pool is not None
+        self._retrying[model] = self._retrying.get(model, 0) + 1
+        try:
+            while True:
+                if self.stopped:
+                    raise Stopped()
+                now = self.clock()
+                candidates = pool.candidates(model, tokens, now)
+                if avoid is not None:
+                    if avoid_until == float("inf"):
+                        candidates = [c for c in candidates if c.name != avoid] or candidates
+                    elif avoid_until > now:
+                        candidates = [
+                            replace(c, wait=max(c.wait, avoid_until - now))
+                            if c.name == avoid
+                            else c
+                            for c in candidates
+                        ]
+                chosen = route(candidates)
+                if chosen is None:
+                    raise Stopped()  # no endpoint left: the run is stopping
+                full = any(c.wait == float("inf") for c in candidates)
+                member, wait = pool.by_name[chosen.endpoint], chosen.wait
+                if wait <= EPSILON:
+                    account = member.accounts[model]
+                    self._version += 1
+                    last_send.set(account.take(tokens, now))
+                    member.breaker.sent(now)
+                    return member, account
+                if wait == float("inf"):
+                    wait = pool.probe_ends(model, now)
+                await self._idle(wait, None, full or wait == float("inf"))
+        finally:
+            self._retrying[model] -= 1
+            if not self._retrying[model]:
+                del self._retrying[model]
+                self.notify()  # fresh rows of the model may go again
+
     async def wait_for(self, account: ModelAccount, tokens: int) -> None:
         """Pace one more attempt of a request already out (a retry). Raises `Stopped`."""
         while True:
@@ -258,12 +388,14 @@ class Scheduler:
         """A request is back: room for the next one (waking only those who wait for
         room: a sender waiting for a refill would look, find none, and sleep again)."""
         account.release(ok=ok)
+        self._version += 1
         if self._crowded:
             self.notify()
 
     # -- waiting -------------------------------------------------------------------
     def notify(self) -> None:
         """Something changed (a request back, new headers, a stop): look again."""
+        self._version += 1
         self._changed.set()
         self._changed = anyio.Event()
 
@@ -277,8 +409,12 @@ class Scheduler:
         Only a waiter whose deadline is earlier than the current timekeeper's (by more
         than `TOLERANCE`: the same ready time computed a little later must not make a
         second keeper) sleeps itself; everybody else waits for a change. A keeper whose
-        timer rings wakes everybody; one woken by a change wakes nobody (whoever made
-        the change already did), so wake-ups never chase each other.
+        timer rings wakes everybody. In a pool, one woken by a change gives up keeping
+        time and wakes those waiting once more: a waiter that arrived after the change saw it
+        still keeping time and trusted it (with one endpoint the old keeper, looking
+        again, always kept time again; in a pool its lane may now wait behind a retry,
+        and nobody would). With one endpoint a keeper woken by a change wakes nobody
+        (whoever made the change already did). Wake-ups do not chase each other.
         """
         changed = self._changed
         self._crowded += crowded
@@ -305,6 +441,12 @@ class Scheduler:
                 tg.cancel_scope.cancel()
             if self._tick_at == deadline:
                 self._tick_at = float("inf")
+                if not rang and self.pool is not None:
+                    # woken by a change before its time: a waiter that came after the
+                    # change (and trusted this keeper) would otherwise wait for ever
+                    # when this one, looking again, no longer keeps time (its lane
+                    # now waits behind a retry of the pool)
+                    self.notify()
             if rang:
                 self.notify()  # time is up: everybody looks again
         finally:

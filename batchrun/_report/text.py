@@ -24,7 +24,7 @@ from typing import Any
 
 from batchrun._output.rundir import RunDir, Snapshot
 from batchrun._report.statistics import OutputStats
-from batchrun._report.tables import format_usd
+from batchrun._report.tables import align_table, format_usd
 from batchrun.errors import BatchrunError
 
 
@@ -129,6 +129,7 @@ def report_from(snap: Snapshot, outputs: OutputStats) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "throughput": throughput,
         "pacing": summary.get("pacing"),
+        "endpoints": _endpoints(figures, summary),
         "latency_ms": outputs.latency_ms.summary(),
         "ttft_ms": outputs.ttft_ms.summary(),
         "eval": summary.get("eval"),
@@ -145,6 +146,21 @@ def report_from(snap: Snapshot, outputs: OutputStats) -> dict[str, Any]:
         "shards": snap.shards,
         "files": snap.files,
     }
+
+
+def _endpoints(figures: Mapping[str, Any], summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A pool's rows, one per endpoint: what its lines say (counted now), with the
+    breaker and cost the run's summary.json recorded for it."""
+    counted = figures.get("endpoints")
+    recorded = summary.get("endpoints") or {}
+    if not counted and not recorded:
+        return None
+    rows: dict[str, Any] = {}
+    for name in [*recorded, *(counted or {})]:
+        row = dict(recorded.get(name) or {})
+        row.update((counted or {}).get(name) or {})
+        rows[name] = row
+    return rows
 
 
 def status_report(run_dir: str | os.PathLike[str] | RunDir) -> dict[str, Any]:
@@ -214,6 +230,38 @@ def _quality_lines(state: Mapping[str, Any]) -> list[str]:
         reasons = ", ".join(f"{r} {_n(n)}" for r, n in counts.finish_reasons.most_common())
         line += f" (finish reasons: {reasons})"
     return [line, *(f"warning     {a.message}" for a in quality_warnings(counts))]
+
+
+def _endpoint_lines(endpoints: Mapping[str, Any] | None) -> list[str]:
+    """A pool's table: one row per endpoint (requests sent there, rows it answered or
+    failed, its 429s, failed attempts, latency, tokens, cost, breaker)."""
+    if not endpoints:
+        return []
+    rows = [
+        ("  endpoint", "requests", "answered", "failed", "429s", "failures", "p50", "p95")
+        + ("tokens", "cost", "breaker")
+    ]
+    for name, e in endpoints.items():
+        failures = e.get("failures") or {}
+        breaker = e.get("breaker") or "-"
+        if e.get("breaker_trips"):
+            breaker += f" ({e['breaker_trips']} trips)"
+        rows.append(
+            (
+                f"  {name}",
+                _n(e.get("requests", 0)),
+                _n(e.get("answered", 0)),
+                _n(e.get("failed", 0)),
+                _n(e.get("rate_limited", 0)),
+                _breakdown(failures) if failures else "0",
+                _ms(e.get("latency_p50_ms")),
+                _ms(e.get("latency_p95_ms")),
+                _n((e.get("usage") or {}).get("total_tokens", 0)),
+                format_usd(e["cost_usd"]) if e.get("cost_usd") is not None else "-",
+                breaker,
+            )
+        )
+    return ["endpoints", *align_table(rows)]
 
 
 def _cost_lines(report: Mapping[str, Any]) -> list[str]:
@@ -445,6 +493,7 @@ def format_status(report: Mapping[str, Any]) -> str:
             f"{pacing.get('cooldown_s', 0):,.1f} s cooling down after 429s; "
             f"{pacing.get('paced_s', 0):,.1f} s paced by rate-limit headers"
         )
+    lines.extend(_endpoint_lines(report.get("endpoints")))
     lines.extend(_mode_lines(report))
     lines.extend(_cost_lines(report))
     if report.get("cascade"):

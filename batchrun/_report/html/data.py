@@ -381,7 +381,8 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
 
     Keys: ``run`` (dir, input, status, times), ``requests``, ``usage``, ``by_model``,
     ``cost`` (per model, with the Batch API price), ``throughput``, ``retries``,
-    ``rate_limited``, ``retry_causes``, ``pacing``, ``settings`` (name/value rows),
+    ``rate_limited``, ``retry_causes``, ``pacing``, ``endpoints`` (a pool's rows, one
+    per endpoint; None without a pool), ``settings`` (name/value rows),
     ``series`` (`TimeSeries.binned`), ``latency`` (``wire``, ``wait``, ``ttft``: each
     `distribution`, plus ``quantiles`` and ``note``: why answers lack a time, see
     `batchrun._report.html.headline.latency_note`), ``quality``, ``eval``
@@ -450,6 +451,7 @@ def build_page_data(run_dir: str, *, scan: OutputScan | None = None) -> dict[str
         "rate_limited": report["rate_limited"],
         "retry_causes": report["retry_causes"],
         "pacing": report["pacing"] or None,
+        "endpoints": report.get("endpoints"),
         "settings": run_settings(options),
         "series": scan.series.binned(),
         "latency": {

@@ -40,6 +40,7 @@ _SKELETON = """
     <div id="comparison-body"></div></section>
   <section id="glance"><h2>The run at a glance</h2>
     <div id="glance-cards" class="cards"></div><div id="glance-progress"></div>
+    <div id="glance-endpoints"></div>
     <div id="glance-models" class="grid2"></div>
     <details id="settings-section" open><summary>Settings that shaped the run</summary>
       <div id="settings"></div></details>

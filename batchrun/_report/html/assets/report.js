@@ -149,6 +149,16 @@
     if (c.unpriced_models && c.unpriced_models.length) notes.push(h("p", { class: "note warn", text: "no price for: " + c.unpriced_models.join(", ") }));
     if (c.source === "usage totals") notes.push(h("p", { class: "note", text: "priced now from the usage totals (the run recorded no cost)" }));
     if (u.missing) notes.push(h("p", { class: "note warn", text: fmt.int(u.missing) + " responses carried no usage" }));
+    const endpointRows = Object.entries(d.endpoints || {}).map(([name, e]) => h("tr", null, h("td", { text: name }),
+      num(fmt.int(e.requests || 0), "endpoint." + name + ".requests"), num(fmt.int(e.answered || 0), "endpoint." + name + ".answered"),
+      num(fmt.int(e.failed || 0)), num(fmt.int(e.rate_limited || 0)),
+      h("td", { text: Object.entries(e.failures || {}).map(([k, n]) => k + ": " + fmt.int(n)).join(", ") || "0" }),
+      num(e.latency_p50_ms == null ? "-" : fmt.int(e.latency_p50_ms)), num(e.latency_p95_ms == null ? "-" : fmt.int(e.latency_p95_ms)),
+      num(fmt.int((e.usage || {}).total_tokens || 0)), num(e.cost_usd == null ? "-" : fmt.usd(e.cost_usd)),
+      h("td", { text: (e.breaker || "-") + (e.breaker_trips ? " (" + e.breaker_trips + " trips)" : "") })));
+    fill("glance-endpoints",
+      endpointRows.length ? h("div", null, h("h3", { text: "Endpoints of the pool" }),
+        table(["endpoint", "# requests", "# answered", "# failed", "# 429s", "failures", "# p50 ms", "# p95 ms", "# tokens", "$ cost", "breaker"], endpointRows)) : null);
     fill("glance-models",
       h("div", null, h("h3", { text: "Cost per model" }),
         costRows.length ? table(["model", "$ input", "$ cached", "$ output", "$ total", "$ batch API"], costRows) : h("p", { class: "note", text: "no priced usage" }),
