@@ -623,3 +623,34 @@ def test_a_cascade_in_its_first_pass_points_at_its_stages(tmp_path: Path) -> Non
     (tmp_path / "run" / "stages" / "1-weak").mkdir(parents=True)
     with pytest.raises(RunDirError, match=r"a cascade still in its first pass.*stages/1-weak"):
         batchrun.open(tmp_path / "run")
+
+
+def test_a_cascade_over_a_pool_of_endpoints(tmp_path: Path) -> None:
+    """Each stage is routed over the pool like any run: the two servers together answer
+    every row once per model it reaches, each line names its endpoint, and summary.json
+    adds up each endpoint over the stages."""
+    rows = reviews(120)
+    spec = {"models": ["weak", "strong"], "escalate_below": 0.8}
+    with SimThread(SimConfig(seed=3)) as a, SimThread(SimConfig(seed=4)) as b:
+        job = {k: v for k, v in JOB.items() if k != "auth"}
+        run = batchrun.run(
+            rows,
+            tmp_path / "run",
+            cascade=spec,
+            endpoints={
+                "a": {"base_url": a.base_url, "auth": "none", "concurrency": 2},
+                "b": {"base_url": b.base_url, "auth": "none", "concurrency": 2},
+            },
+            **job,
+        )
+        assert run.status == "complete", run.summary
+        escalated = run.summary["cascade"]["stages"][0]["escalated"]
+        served = Counter(answered(a)) + Counter(answered(b))
+        assert served == {"weak": 120, "strong": escalated}
+        assert sum(answered(a).values()) > 0 and sum(answered(b).values()) > 0
+    endpoints = run.summary["endpoints"]
+    assert set(endpoints) == {"a", "b"}
+    assert sum(e["answered"] for e in endpoints.values()) == 120 + escalated
+    for number in ("1-weak", "2-strong"):
+        lines = (tmp_path / "run" / "stages" / number / "results.jsonl").read_text()
+        assert all(json.loads(line)["batchrun"]["endpoint"] for line in lines.splitlines())

@@ -318,9 +318,54 @@ def _summary(
         "eval": report.eval,
         "cascade": block,
     }
+    endpoints = merged_endpoints([one.get("endpoints") for one in stage_summaries])
+    if endpoints:
+        summary["endpoints"] = endpoints
     if report.confidence is not None:
         summary["confidence"] = {**report.confidence, "warning": report.confidence_note}
     return summary
+
+
+def merged_endpoints(blocks: Sequence[Any]) -> dict[str, Any]:
+    """A pool's ``endpoints`` over the stages: each endpoint's counts, tokens and cost
+    added up; its latency percentiles are the stages' own (kept per stage, in
+    ``stages``: percentiles do not add); its breaker as the last stage left it.
+
+        >>> merged_endpoints([{"a": {"requests": 2, "cost_usd": 0.5, "latency_p50_ms": 9,
+        ...     "usage": {"total_tokens": 10}, "failures": {"503": 1}, "breaker": "open"}},
+        ...     {"a": {"requests": 1, "cost_usd": 0.25, "latency_p50_ms": 5,
+        ...     "usage": {"total_tokens": 4}, "failures": {}, "breaker": "closed"}}])["a"]
+        ... # doctest: +NORMALIZE_WHITESPACE
+        {'requests': 3, 'cost_usd': 0.75, 'usage': {'total_tokens': 14},
+         'failures': {'503': 1}, 'breaker': 'closed',
+         'stages': [{'latency_p50_ms': 9}, {'latency_p50_ms': 5}]}
+    """
+
+    def add(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+        for key, value in other.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | Mapping):
+                into[key] = value
+            elif isinstance(value, Mapping):
+                add(into.setdefault(key, {}), value)
+            elif isinstance(into.get(key), int | float):
+                into[key] = into[key] + value
+            else:
+                into[key] = value
+
+    out: dict[str, Any] = {}
+    for block in blocks:
+        if not isinstance(block, Mapping):
+            continue
+        for name, one in block.items():
+            if not isinstance(one, Mapping):
+                continue
+            latency = {k: v for k, v in one.items() if k.startswith("latency_")}
+            merged = out.setdefault(name, {})
+            add(merged, {k: v for k, v in one.items() if not k.startswith("latency_")})
+            merged.setdefault("stages", []).append(latency)
+    for merged in out.values():  # "stages" last, after the sums
+        merged["stages"] = merged.pop("stages")
+    return out
 
 
 def _cost_of(summary: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
