@@ -73,6 +73,7 @@ META_FIELDS: dict[str, Callable[[Outcome], Any]] = {
     "reused": lambda o: o.reused,
     "original_latency_ms": lambda o: o.original_latency_ms,
     "same_as": lambda o: o.same_as,
+    "route": lambda o: o.route,
     "endpoint": lambda o: o.endpoint,
     "body_hash": lambda o: o.body_hash,
 }
@@ -96,8 +97,19 @@ def test_every_meta_key_is_a_typed_field() -> None:
             assert META_FIELDS[key](outcome) == value, key
         seen.update(meta)
         assert outcome.other is None  # nothing this version does not know
-    # the fixture covers the whole format, and the decoder knows exactly these keys
-    assert seen == set(META_FIELDS) == lines._META_KEYS
+    # the fixture covers the whole format of its version (a pool's ``route`` came
+    # after it: `test_a_pools_route_round_trips`), and the decoder knows exactly these
+    assert seen | {"route"} == set(META_FIELDS) == lines._META_KEYS
+
+
+def test_a_pools_route_round_trips() -> None:
+    """The endpoints a pooled row's attempts went to, by their names in the pool."""
+    line = next(iter(previous_lines().values()))
+    outcome = decode(line)
+    outcome.route = ["d", "a"]
+    again = decode(encode(outcome))
+    assert again.route == ["d", "a"] and again.other is None
+    assert orjson.loads(encode(outcome))["batchrun"]["route"] == ["d", "a"]
 
 
 def test_the_decoded_lines_say_how_each_row_was_answered() -> None:
