@@ -418,14 +418,11 @@ def test_sigkill_during_a_packed_embeddings_run_every_row_once_with_its_own_vect
     written) again and again, then let it finish: every row has one line, and the
     vector on it is the one the simulator computes for that row's own text (a vector
     paired with another row would differ), in results.jsonl and results.parquet."""
-    import os
     import random
-    import signal
-    import subprocess
     import sys
-    import time
 
-    from tests.test_kill import _complete_ids, _sim, _size, _stop
+    from tests.kill_loop import kill_loop
+    from tests.test_kill import _sim
 
     rng = random.Random(28)
     # unique texts, and some repeated ones (the in-run dedupe is on)
@@ -446,32 +443,17 @@ def test_sigkill_during_a_packed_embeddings_run_every_row_once_with_its_own_vect
         "--api", "embeddings", "--embed-input", "{text}", "--embed-batch", "16",
         "--id-column", "id", "--body", "dimensions=16",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("OPENAI_API_KEY", None)
-    log = open(tmp_path / "stderr.log", "wb")  # noqa: SIM115 - closed in finally
-    proc: subprocess.Popen[bytes] | None = None
-    progress: list[int] = []
     try:
-        for _ in range(KILLS):
-            before = _size(results_path)
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
-            deadline = time.monotonic() + 30
-            while _size(results_path) <= before and proc.poll() is None:
-                assert time.monotonic() < deadline, "the run wrote nothing in 30 s"
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.05, 0.4))
-            assert proc.poll() is None, "the run finished before its kill; make it longer"
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=10) == -signal.SIGKILL
-            ids = _complete_ids(results_path)
-            assert len(ids) == len(set(ids)), "a row was written twice"
-            progress.append(len(ids))
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        assert proc.wait(timeout=120) == 0, (tmp_path / "stderr.log").read_text()[-2000:]
+        progress = kill_loop(
+            cmd,
+            results_path,
+            tmp_path / "stderr.log",
+            kills=KILLS,
+            rng=rng,
+            first_line_s=30,
+            finish_s=120,
+        )
     finally:
-        if proc is not None:
-            _stop(proc)
-        log.close()
         sims.close()
     assert 0 < progress[0] and progress[-1] < KILL_ROWS, progress
     lines = [json.loads(x) for x in results_path.read_text().splitlines()]

@@ -12,9 +12,7 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +27,8 @@ from batchrun._output.journal import read_journal
 from batchrun.sim import SimConfig, SimThread
 from batchrun.sim.envelope import ApiError
 from batchrun.sim.http import error_response
-from tests.test_kill import _complete_ids, _read_first_line, _size, _stop
+from tests.kill_loop import kill_loop
+from tests.test_kill import _read_first_line, _stop
 from tests.test_resume import ids_of, recount, summary_of, write_rows
 
 PROCESS_ONLY = ("breaker", "breaker_trips", "cost_usd")
@@ -103,32 +102,7 @@ def test_kill_9_loop_over_a_pooled_run_leaves_every_row_once(
     cmd = [sys.executable, "-m", "batchrun", "run", str(inp), "-o", str(out), "-q"]
     cmd += ["--auth", "none", "-c", "4", "--endpoint", f"a={sim_pool[0]}"]
     cmd += ["--endpoint", f"b={sim_pool[1]}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("OPENAI_API_KEY", None)
-    log = open(tmp_path / "stderr.log", "wb")  # noqa: SIM115 - closed in finally
-    proc: subprocess.Popen[bytes] | None = None
-    progress: list[int] = []
-    try:
-        for _ in range(KILLS):
-            before = _size(results)
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
-            deadline = time.monotonic() + 20
-            while _size(results) <= before and proc.poll() is None:
-                assert time.monotonic() < deadline, "the run wrote nothing in 20 s"
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.05, 0.4))
-            assert proc.poll() is None, "the run finished before its kill; make it longer"
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=10) == -signal.SIGKILL
-            ids = _complete_ids(results)
-            assert len(ids) == len(set(ids)), "a row was written twice"
-            progress.append(len(ids))
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
-        assert proc.wait(timeout=60) == 0, (tmp_path / "stderr.log").read_text()[-2000:]
-    finally:
-        if proc is not None:
-            _stop(proc)
-        log.close()
+    progress = kill_loop(cmd, results, tmp_path / "stderr.log", kills=KILLS, rng=rng)
     assert 0 < progress[0] < progress[-1] < ROWS, progress
     ids = ids_of(results)
     assert sorted(ids) == sorted(f"id-{i}" for i in range(ROWS))
