@@ -24,6 +24,7 @@ from batchrun._jobs.jobfile import load_job
 from batchrun._settings import Cascade, Settings
 from batchrun.errors import ConfigError
 from batchrun.sim import SimConfig, SimThread
+from tests.test_kill import _complete_ids, _size
 
 REVIEWS = Path(__file__).resolve().parent.parent / "jobs" / "data" / "labelled_reviews.jsonl"
 LABELS = ["positive", "negative", "neutral"]
@@ -327,20 +328,6 @@ def test_without_an_id_column_later_stages_keep_the_row_ids(tmp_path: Path, sim:
 # -- kill -9 during a cascade ----------------------------------------------------------------
 KILL_ROWS = 400
 KILL_CONCURRENCY = 4
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _complete_ids(path: Path) -> list[str]:
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    return [json.loads(line)["custom_id"] for line in data[: data.rfind(b"\n") + 1].splitlines()]
 
 
 @pytest.mark.slow

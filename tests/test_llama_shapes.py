@@ -300,6 +300,25 @@ def test_the_reader_alone_without_the_requests_count_keeps_normalising() -> None
     assert told.read(answer).confidence == pytest.approx(p, rel=1e-9)
 
 
+def quality_of(
+    tmp_path: Path, server: _LlamaServer, lines: list[dict[str, Any]], **kw: Any
+) -> dict[str, str | None]:
+    """Run request ``lines`` against the fake engine: each line's quality verdict."""
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run = batchrun.run(
+        path,
+        tmp_path / "run",
+        base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
+        quality_breaker=0,
+        quiet=True,
+        **kw,
+    )
+    assert run.exit_code == EXIT_OK
+    written = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    return {line["custom_id"]: line["batchrun"].get("quality") for line in map(json.loads, written)}
+
+
 def test_a_responses_answer_cut_at_max_output_tokens_is_truncated_though_completed(
     tmp_path: Path, llama: _LlamaServer
 ) -> None:
@@ -312,19 +331,7 @@ def test_a_responses_answer_cut_at_max_output_tokens_is_truncated_though_complet
         {"custom_id": "whole", "method": "POST", "url": "/v1/responses",
          "body": {"model": "smollm2", "input": "A story", "max_output_tokens": 64}},
     ]  # fmt: skip
-    path = tmp_path / "requests.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    run = batchrun.run(
-        path,
-        tmp_path / "run",
-        base_url=f"http://127.0.0.1:{llama.server_address[1]}/v1",
-        quality_breaker=0,
-        quiet=True,
-    )
-    assert run.exit_code == EXIT_OK
-    written = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
-    quality = {line["custom_id"]: line["batchrun"].get("quality") for line in written}
-    assert quality == {"cut": "truncated", "whole": None}
+    assert quality_of(tmp_path, llama, lines) == {"cut": "truncated", "whole": None}
 
 
 def test_vectors_of_another_size_than_dimensions_asked_are_a_schema_error(
@@ -338,17 +345,5 @@ def test_vectors_of_another_size_than_dimensions_asked_are_a_schema_error(
         {"custom_id": "plain", "method": "POST", "url": "/v1/embeddings",
          "body": {"model": "minilm", "input": "The battery was great."}},
     ]  # fmt: skip
-    path = tmp_path / "requests.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    run = batchrun.run(
-        path,
-        tmp_path / "run",
-        base_url=f"http://127.0.0.1:{llama.server_address[1]}/v1",
-        quality_breaker=0,
-        dedupe=False,
-        quiet=True,
-    )
-    assert run.exit_code == EXIT_OK
-    written = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
-    quality = {line["custom_id"]: line["batchrun"].get("quality") for line in written}
+    quality = quality_of(tmp_path, llama, lines, dedupe=False)
     assert quality == {"asked": "schema_error", "plain": None}
