@@ -243,9 +243,9 @@ def refuse_unrouted_pool(settings: Settings) -> None:
     Batch API it does not yet: refuse those before anything is sent rather than send
     its rows somewhere the job did not name.
 
-    TODO(issue 26): Ray pools (the quota actor keyed by endpoint and model), Batch
-    API pools (rows split over the ``batch = true`` endpoints) and the response cache
-    in a pool (`batchrun._cache.scopes.PoolScopes` in `batchrun._engine.reuse`)."""
+    TODO(issue 26): Ray pools (the quota actor keyed by endpoint and model) and Batch
+    API pools (rows split over the ``batch = true`` endpoints). The response cache
+    works in a pool (`batchrun._cache.scopes.PoolScopes` in `batchrun._engine.reuse`)."""
     if not settings.endpoints:
         return
     if settings.ray is not None:
@@ -257,14 +257,6 @@ def refuse_unrouted_pool(settings: Settings) -> None:
         raise ConfigError(
             "endpoints with --batch-api: a pool of endpoints runs online only in this "
             "batchrun (not yet through the Batch API); run it online, or with one [endpoint]"
-        )
-    if settings.cache and settings.cache_policy != "off":
-        # the cache keys answers by the endpoint and key that gave them
-        # (`batchrun._cache.scopes.PoolScopes`); the online lane does not use those yet
-        raise ConfigError(
-            "endpoints with --cache: the response cache is not used by a pool of "
-            "endpoints yet (each endpoint's answers need their own scope); run the "
-            "pool without --cache (identical requests of the run are still sent once)"
         )
 
 

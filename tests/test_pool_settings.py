@@ -626,7 +626,6 @@ def test_a_pool_runs_online_from_the_command_line_and_is_refused_on_ray_and_batc
     for extra, said in (
         ({"ray": "auto"}, "endpoints with --ray: .*runs online only"),
         ({"mode": "batch"}, "endpoints with --batch-api: .*runs online only"),
-        ({"cache": str(tmp_path / "cache")}, "endpoints with --cache: .*not used by a pool"),
     ):
         settings = settings_for(str(rows), str(tmp_path / "r"), **common, **extra)
         with pytest.raises(ConfigError, match=said):

@@ -50,6 +50,10 @@ class PoolScopes:
         """The `batchrun._cache.store.cache_scope` of endpoint ``name``'s answers."""
         return self._scopes[name][api]
 
+    def identity(self, name: str) -> str:
+        """Endpoint ``name``'s identity (a line's ``batchrun.endpoint``)."""
+        return self._members[name].identity
+
     def store_key(self, name: str, api: str, body: Mapping[str, Any]) -> bytes:
         """The key an answer endpoint ``name`` gave is kept under: its scope and the
         body as it was sent there (``body`` as the job wrote it)."""

@@ -116,7 +116,7 @@ class OnlineLane:
         self.prepared: Prepared | None = None
         self.pending: PendingRows | None = None
         self.committer: Committer | None = None
-        self.watch = ScanWatch(cfg, api_key=api_key)
+        self.watch = ScanWatch(cfg, api_key=api_key, api_keys=self.api_keys)
         """The pilot's picker and the response cache / dedupe (`ScanWatch`)."""
         self._client: ChatClient | None = None
         self._clients: dict[str, ChatClient] = {}

@@ -35,14 +35,15 @@ variants shows for a variant answered this way.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
 
 from batchrun._apis import APIS
 from batchrun._cache.dedup import DedupPlan, RequestGroups
-from batchrun._cache.store import ResponseCache, api_scope, cacheable, scoped_key
+from batchrun._cache.scopes import PoolScopes
+from batchrun._cache.store import Hit, ResponseCache, api_scope, cacheable, scoped_key
 from batchrun._endpoint import credential_identity
 from batchrun._ids import body_hash
 from batchrun._models import Outcome, Request
@@ -83,6 +84,7 @@ class Reuse:
         settings: Settings,
         *,
         api_key: str | None = None,
+        api_keys: Mapping[str, str | None] | None = None,
         read_line: Callable[[str], Outcome | None] | None = None,
         read_hashed: Callable[[int, str], Outcome | None] | None = None,
     ) -> None:
@@ -99,6 +101,13 @@ class Reuse:
         self.cache: ResponseCache | None = None
         if settings.cache and policy != "off":
             self.cache = ResponseCache(cache_path(settings.cache))
+        self._pool = (
+            PoolScopes(settings.pool(), api_keys or {})
+            if settings.endpoints and self.cache is not None
+            else None
+        )
+        """A pool's scopes (`batchrun._cache.scopes`): each answer is kept under the
+        endpoint (and key) that gave it, and found under any endpoint serving its model."""
         self._groups: RequestGroups | None = (
             RequestGroups() if settings.dedupe and policy != "off" else None
         )
@@ -125,6 +134,8 @@ class Reuse:
         """Leaders this run does not send, for which one of their followers is sent."""
         self._keys: dict[str, bytes] = {}
         """custom_id -> cache key of requests sent (to store their answers)."""
+        self._pooled: dict[str, Request] = {}
+        """custom_id -> request sent in a pool (its key is known when an endpoint answers)."""
         self.hits = {"cache": 0, "run": 0}
 
     @property
@@ -255,36 +266,72 @@ class Reuse:
             for req in requests:
                 yield req, None
             return
-        keys: dict[str, bytes] = {}
+        wanted: dict[str, list[tuple[str | None, bytes]]] = {}
         for req in requests:
             if cacheable(req.body, self.policy, req.api):  # type: ignore[arg-type]
-                keys[req.custom_id] = scoped_key(self._scopes[req.api], orjson.dumps(req.body))
-        found = self.cache.get_many_timed(keys.values()) if keys else {}
+                wanted[req.custom_id] = self._lookup_keys(req)
+        found = (
+            self.cache.get_many_timed(k for keys in wanted.values() for _, k in keys)
+            if wanted
+            else {}
+        )
         for req in requests:
-            key = keys.get(req.custom_id)
-            hit = found.get(key) if key is not None else None
+            keys = wanted.get(req.custom_id)
+            if not keys:
+                yield req, None
+                continue
+            hit = next(((name, found[k]) for name, k in keys if k in found), None)
             if hit is None:
-                if key is not None:
-                    self._keys[req.custom_id] = key
+                if self._pool is None:
+                    self._keys[req.custom_id] = keys[0][1]
+                else:
+                    self._pooled[req.custom_id] = req
                 yield req, None
                 continue
             self.hits["cache"] += 1
-            answer = Outcome.success(
-                req,
-                status=200,
-                request_id=None,
-                body=orjson.loads(hit.body),
-                attempts=[],
-                latency_s=None,
-                wait_s=None,
-                body_hash=body_hash(orjson.dumps(req.body)),
-            )
-            answer.reused = "cache"
-            answer.original_latency_ms = hit.latency_ms
-            asked = req.body.get("model")
-            if isinstance(asked, str) and model_of(answer.body, None) != asked:
-                answer.asked_model = asked
-            yield req, answer
+            yield req, self._from_cache(req, hit[1], hit[0])
+
+    def _lookup_keys(self, req: Request) -> list[tuple[str | None, bytes]]:
+        """(endpoint name, key) under which an answer may serve ``req``: the run's one
+        scope (name None), or in a pool each scope of an endpoint serving its model."""
+        if self._pool is None:
+            return [(None, scoped_key(self._scopes[req.api], orjson.dumps(req.body)))]
+        model = req.body.get("model")
+        if not isinstance(model, str):
+            return []
+        return list(self._pool.lookup_keys(model, req.api, req.body))
+
+    def _from_cache(self, req: Request, hit: Hit, name: str | None) -> Outcome:
+        """The line of a cache hit: reused, not sent; in a pool it names the endpoint
+        whose answer it is (``route`` ``[name]`` with no attempt, and its identity)."""
+        answer = Outcome.success(
+            req,
+            status=200,
+            request_id=None,
+            body=orjson.loads(hit.body),
+            attempts=[],
+            latency_s=None,
+            wait_s=None,
+            body_hash=body_hash(orjson.dumps(req.body)),
+        )
+        answer.reused = "cache"
+        answer.original_latency_ms = hit.latency_ms
+        asked = req.body.get("model")
+        if isinstance(asked, str) and model_of(answer.body, None) != asked:
+            answer.asked_model = asked
+        if name is not None and self._pool is not None:
+            answer.route = [name]
+            answer.endpoint = self._pool.identity(name)
+        return answer
+
+    def _store_key(self, outcome: Outcome) -> bytes | None:
+        """The key ``outcome``'s answer is kept under (None: not to be kept): in a pool,
+        the scope of the endpoint that answered it."""
+        key = self._keys.pop(outcome.custom_id, None)
+        req = self._pooled.pop(outcome.custom_id, None)
+        if req is None or self._pool is None or not outcome.route:
+            return key
+        return self._pool.store_key(outcome.route[-1], req.api, req.body)
 
     # -- answers ---------------------------------------------------------------------
     def written(self, batch: Iterable[Outcome]) -> tuple[list[Outcome], list[Stored]]:
@@ -293,7 +340,7 @@ class Reuse:
         released: list[Outcome] = []
         store: list[Stored] = []
         for outcome in batch:
-            key = self._keys.pop(outcome.custom_id, None)
+            key = self._store_key(outcome)
             if (
                 key is not None
                 and outcome.ok
@@ -313,6 +360,7 @@ class Reuse:
     def abandoned(self, custom_id: str) -> None:
         """A request was not sent after all (the run stopped): nothing to store."""
         self._keys.pop(custom_id, None)
+        self._pooled.pop(custom_id, None)
 
     def close(self) -> None:
         if self.cache is not None:
@@ -391,6 +439,9 @@ def reused(req: Request, answer: Outcome, how: str, *, same_as: str | None = Non
     copy.reused = how
     copy.original_latency_ms = original_latency_ms(answer) if answer.ok else None
     copy.same_as = same_as
+    if answer.route:  # a pool's: the endpoint whose answer it is (nothing was sent)
+        copy.route = answer.route[-1:]
+        copy.endpoint = answer.endpoint
     return copy
 
 

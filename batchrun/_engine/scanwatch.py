@@ -12,7 +12,7 @@ the one validating pass (`batchrun._input.scan`), so neither reads the input aga
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio.to_thread
@@ -27,9 +27,17 @@ from batchrun._settings import Settings
 class ScanWatch:
     """The pilot's picker and the response cache / dedupe of one online run."""
 
-    def __init__(self, cfg: Settings, *, api_key: str | None) -> None:
+    def __init__(
+        self,
+        cfg: Settings,
+        *,
+        api_key: str | None,
+        api_keys: Mapping[str, str | None] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.api_key = api_key
+        self.api_keys = api_keys
+        """A pool's keys by endpoint name (the cache's scope of each endpoint)."""
         self.picker: PilotPicker | None = None
         self.selection: Selection | None = None
         """A pilot's rows (``limit`` / ``sample``); None: every row."""
@@ -54,7 +62,11 @@ class ScanWatch:
         if (cfg.cache or cfg.dedupe) and cfg.cache_policy != "off":
             earlier = self._earlier = EarlierLines(str(cfg.out_dir), cfg.endpoint)
             self.reuse = Reuse(
-                cfg, api_key=self.api_key, read_line=earlier.line, read_hashed=earlier.hashed
+                cfg,
+                api_key=self.api_key,
+                api_keys=self.api_keys,
+                read_line=earlier.line,
+                read_hashed=earlier.hashed,
             )
             watchers.append(self.reuse.observe)
         if len(watchers) <= 1:

@@ -11,6 +11,9 @@ recount of the files gives the same numbers):
 * ``failures``: attempts there that failed, by kind (the HTTP status, else the
   error code: ``timeout``, ``connection_error``);
 * ``answered`` / ``failed``: rows whose last attempt was there, answered or failed;
+* ``reused``: rows answered, without sending, by an answer it gave earlier (the
+  response cache, or an identical request of the run): not in ``requests``,
+  ``answered`` or ``usage`` (nothing was sent there, nothing is paid);
 * ``usage``: the tokens of the answers it gave, per model (what its prices price);
 * latency: the wire time of the rows it answered, in a histogram of 5 % wide
   buckets, so p50/p95 are within 5 % and the state stays small whatever the size.
@@ -47,6 +50,7 @@ class EndpointTally:
     rate_limited: int = 0
     answered: int = 0
     failed: int = 0
+    reused: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     usage: UsageTotals = field(default_factory=UsageTotals)
     latency: Counter[int] = field(default_factory=Counter)
@@ -89,6 +93,7 @@ class EndpointTally:
         self.rate_limited += other.rate_limited
         self.answered += other.answered
         self.failed += other.failed
+        self.reused += other.reused
         self.failures.update(other.failures)
         for model, usage in other.usage.by_model.items():
             self.usage.add(model, usage)
@@ -103,6 +108,7 @@ class EndpointTally:
             "requests": self.requests,
             "answered": self.answered,
             "failed": self.failed,
+            "reused": self.reused,
             "rate_limited": self.rate_limited,
             "failures": dict(sorted(self.failures.items())),
             "latency_p50_ms": None if p50 is None else round(p50 * 1000, 1),
@@ -117,6 +123,7 @@ class EndpointTally:
             "rate_limited": self.rate_limited,
             "answered": self.answered,
             "failed": self.failed,
+            "reused": self.reused,
             "failures": dict(self.failures),
             "by_model": self.usage.by_model_dict(),
             "missing_usage": self.usage.missing,
@@ -134,6 +141,7 @@ class EndpointTally:
             rate_limited=int(state.get("rate_limited") or 0),
             answered=int(state.get("answered") or 0),
             failed=int(state.get("failed") or 0),
+            reused=int(state.get("reused") or 0),
             failures=Counter({str(k): int(v) for k, v in (state.get("failures") or {}).items()}),
             usage=usage,
             latency=Counter({int(k): int(v) for k, v in (state.get("latency") or {}).items()}),
@@ -162,10 +170,14 @@ def failure_kind(status: int | None, code: str | None) -> str:
 
 def count_route(by_endpoint: dict[str, EndpointTally], outcome: Outcome) -> None:
     """Count one line of a pool (its ``route``) into ``by_endpoint``: each attempt at
-    the endpoint it went to, the row at the last one. A line without a route (one
-    endpoint, or reused) counts nowhere."""
+    the endpoint it went to, the row at the last one; a reused line (its route the
+    endpoint whose answer it is, no attempt) as ``reused`` there. A line without a
+    route (one endpoint) counts nowhere."""
     route = outcome.route
-    if not route or outcome.reused is not None:
+    if not route:
+        return
+    if outcome.reused is not None:
+        by_endpoint.setdefault(route[-1], EndpointTally()).reused += 1
         return
     attempts = outcome.attempts
     last = len(route) - 1
