@@ -21,6 +21,7 @@ from typing import Any
 _CODES = {
     "bool": "?",
     "uint8": "B",
+    "uint16": "H",
     "uint32": "I",
     "int32": "i",
     "int64": "q",

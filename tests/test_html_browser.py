@@ -14,6 +14,7 @@ px: no sideways scroll, no console error.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -442,6 +443,26 @@ def test_a_pool_runs_report_shows_one_row_per_endpoint(wide: Page, tmp_path: Pat
         assert k[f"endpoint.{name}.requests"] == n(row["requests"])
     assert "Endpoints of the pool" in tab.page.locator("#glance-endpoints").inner_text()
     assert k["usage.total_tokens"] == n(summary["usage"]["total_tokens"])
+    # each endpoint's share of the work over time: its answers per bin, as drawn,
+    # are a recount of the lines' finish times and endpoints
+    drawn = tab.page.evaluate(
+        "(() => { const u = window.batchrunReport.charts['ts-endpoints'];"
+        " const s = window.batchrunReport.data.series;"
+        " const drawn = u.series.slice(1).map((x, i) => [x.label, u.data[i + 1]]);"
+        " return { t0: s.t0, bin_s: s.bin_s, bins: u.data[0].length,"
+        " series: Object.fromEntries(drawn) }; })()"
+    )
+    assert tab.page.locator("#ts-endpoints canvas").count() == 1
+    recount = {name: [0] * drawn["bins"] for name in ("a", "b")}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        meta = json.loads(line)["batchrun"]
+        index = math.floor((meta["at"] - drawn["t0"]) / drawn["bin_s"])
+        recount[meta["route"][-1]][min(max(index, 0), drawn["bins"] - 1)] += 1
+    assert drawn["series"] == recount
+    assert {name: sum(v) for name, v in recount.items()} == {
+        name: summary["endpoints"][name]["answered"] for name in ("a", "b")
+    }
+    assert all(sum(v) > 0 for v in recount.values())
     looked_at(tab, tmp_path, "pool")
 
 

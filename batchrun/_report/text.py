@@ -234,11 +234,13 @@ def _quality_lines(state: Mapping[str, Any]) -> list[str]:
 
 def _endpoint_lines(endpoints: Mapping[str, Any] | None) -> list[str]:
     """A pool's table: one row per endpoint (requests sent there, rows it answered or
-    failed, its 429s, failed attempts, latency, tokens, cost, breaker)."""
+    failed, rows answered by its earlier answers without sending, its 429s, failed
+    attempts, latency, tokens, cost, breaker)."""
     if not endpoints:
         return []
     rows = [
-        ("  endpoint", "requests", "answered", "failed", "429s", "failures", "p50", "p95")
+        ("  endpoint", "requests", "answered", "failed", "reused", "429s", "failures", "p50")
+        + ("p95",)
         + ("tokens", "cost", "breaker")
     ]
     for name, e in endpoints.items():
@@ -252,6 +254,7 @@ def _endpoint_lines(endpoints: Mapping[str, Any] | None) -> list[str]:
                 _n(e.get("requests", 0)),
                 _n(e.get("answered", 0)),
                 _n(e.get("failed", 0)),
+                _n(e.get("reused", 0)),
                 _n(e.get("rate_limited", 0)),
                 _breakdown(failures) if failures else "0",
                 _ms(e.get("latency_p50_ms")),

@@ -169,12 +169,16 @@ class OutputScan:
         at = outcome.finished_at
         if at is None:
             return  # written before lines recorded their finish time: no place in time
+        route = outcome.route
         self.series.add(
             at=at,
             latency_ms=milliseconds(outcome.latency_s) if sent else None,
             tokens=tokens,
             statuses=statuses,
             failed=failed,
+            # a pool's answer: the endpoint that gave it, by its name as the table has it
+            # (``batchrun.endpoint`` is its URL, which two names with two keys share)
+            endpoint=route[-1] if sent and route else None,
         )
 
 

@@ -52,6 +52,7 @@ _SKELETON = """
       <div class="chart" id="ts-requests"></div><div class="chart" id="ts-tokens"></div>
       <div class="chart" id="ts-retries"></div><div class="chart" id="ts-inflight"></div>
     </div>
+    <div class="chart" id="ts-endpoints" hidden></div>
   </section>
   <section id="latency"><h2>Latency, waiting and time to first token</h2>
     <div id="latency-table"></div><div class="chart" id="latency-chart"></div>

@@ -1,7 +1,7 @@
 """A run's activity over time, binned: requests finished, tokens, 429s, retries, in flight.
 
 Pure: fed one finished request at a time (from its output line's ``batchrun`` meta),
-it keeps 19 bytes per request in typed arrays (a million rows: 19 MB, no Python
+it keeps 21 bytes per request in typed arrays (a million rows: 21 MB, no Python
 object per row), and `TimeSeries.binned` bins them with pyarrow at the end into at
 most `MAX_BINS` bins of a round width (0.1 s ... 1 day), so a 2-second run gets
 tenth-of-a-second bars and a day-long one 5-minute bars, and the page stays the same
@@ -20,6 +20,18 @@ summed, ending when it finished; back-offs between attempts are not counted).
     (99.0, 1.0, [0, 1], [0, 1], [0.5, 1.0])
 
 (The last bin's mean is over the part of it the run lasted.)
+
+In a pool, each answer sent also names the endpoint that gave it (the last of the
+line's ``batchrun.route``: its name; ``batchrun.endpoint``, its URL, may be two
+names' with two keys), and
+``by_endpoint`` gives each endpoint's answers per bin: its share of the work over
+time. A failed row or a reused answer (nothing sent) is no endpoint's work.
+
+    >>> ts = TimeSeries()
+    >>> for at, name in ((0.05, "a"), (0.06, "b"), (0.15, "a")):
+    ...     ts.add(at=at, latency_ms=None, tokens=0, statuses=[200], failed=False, endpoint=name)
+    >>> ts.binned()["by_endpoint"]
+    {'a': [1, 1], 'b': [1, 0]}
 """
 
 from __future__ import annotations
@@ -39,6 +51,8 @@ BIN_WIDTHS += (900, 1800, 3600, 7200, 21600, 43200, 86400)
 """Bin widths in seconds, smallest first; the first that fits `MAX_BINS` is used."""
 COUNTERS = ("finished", "failed", "tokens", "rate_limited", "retries")
 _SMALL = 255  # retries and 429s of one request are kept in a byte (saturating)
+_NO_ENDPOINT = 0xFFFF
+"""The endpoint code of a row that is no endpoint's answer (failed, reused, one endpoint)."""
 
 
 def bin_width(span_s: float, max_bins: int = MAX_BINS) -> float:
@@ -65,6 +79,10 @@ class TimeSeries:
     retries: array[int] = field(default_factory=lambda: array("B"))
     rate_limited: array[int] = field(default_factory=lambda: array("B"))
     failed: array[int] = field(default_factory=lambda: array("B"))
+    endpoint: array[int] = field(default_factory=lambda: array("H"))
+    """The code of the endpoint that gave the answer (`endpoints`), or `_NO_ENDPOINT`."""
+    endpoints: dict[str, int] = field(default_factory=dict)
+    """Endpoint name -> its code, in the order first seen."""
 
     def __len__(self) -> int:
         return len(self.at)
@@ -77,22 +95,30 @@ class TimeSeries:
         tokens: int | None,
         statuses: Sequence[Any],
         failed: bool,
+        endpoint: str | None = None,
     ) -> None:
         """One finished request. ``statuses``: every attempt's HTTP status, in order
-        (retries and 429s are counted from it as `batchrun._output.tally.Tally` counts them)."""
+        (retries and 429s are counted from it as `batchrun._output.tally.Tally` counts
+        them); ``endpoint``: a pool's endpoint that answered it (None: none did)."""
         self.at.append(at)
         self.wire_s.append(max(0.0, latency_ms or 0.0) / 1000.0)
         self.tokens.append(min(max(0, tokens or 0), 0xFFFFFFFF))
         self.retries.append(min(max(0, len(statuses) - 1), _SMALL))
         self.rate_limited.append(min(list(statuses).count(429), _SMALL))
         self.failed.append(1 if failed else 0)
+        code = _NO_ENDPOINT
+        if endpoint is not None and not failed:
+            code = self.endpoints.setdefault(endpoint, len(self.endpoints))
+            code = code if code < _NO_ENDPOINT else _NO_ENDPOINT
+        self.endpoint.append(code)
 
     def binned(self, max_bins: int = MAX_BINS) -> dict[str, Any]:
         """The series for the page: ``t0`` (Unix seconds), ``bin_s``, ``t`` (each bin's
         start in seconds from ``t0``), one list per counter (totals per bin) and
-        ``in_flight`` (mean requests on the wire per bin, two decimals)."""
+        ``in_flight`` (mean requests on the wire per bin, two decimals), and
+        ``by_endpoint`` (each endpoint's answers per bin; empty without a pool)."""
         if not self.at:
-            return {"t0": None, "bin_s": 1.0, "t": [], "in_flight": []} | {
+            return {"t0": None, "bin_s": 1.0, "t": [], "in_flight": [], "by_endpoint": {}} | {
                 name: [] for name in COUNTERS
             }
         import pyarrow as pa
@@ -120,6 +146,23 @@ class TimeSeries:
             values = from_array(getattr(self, name), dtype).cast(pa.int64())
             out[name] = [int(v) for v in _per_bin(end_bin, values, bins)]
         out["in_flight"] = _in_flight(start_off, end_off, width, bins, last - t0)
+        out["by_endpoint"] = self._by_endpoint(end_bin, bins)
+        return out
+
+    def _by_endpoint(self, end_bin: Any, bins: int) -> dict[str, list[int]]:
+        """Each endpoint's answers per bin (its name -> counts, every bin present)."""
+        if not self.endpoints:
+            return {}
+        import pyarrow as pa
+
+        codes = from_array(self.endpoint, "uint16")
+        table = pa.table({"b": end_bin, "e": codes})
+        table = table.group_by(["b", "e"]).aggregate([("b", "count")])
+        out = {name: [0] * bins for name in self.endpoints}
+        names = {code: name for name, code in self.endpoints.items()}
+        for b, e, n in zip(*(table[c].to_pylist() for c in ("b", "e", "b_count")), strict=True):
+            if e in names:
+                out[names[e]][b] = int(n)
         return out
 
 

@@ -151,14 +151,14 @@
     if (u.missing) notes.push(h("p", { class: "note warn", text: fmt.int(u.missing) + " responses carried no usage" }));
     const endpointRows = Object.entries(d.endpoints || {}).map(([name, e]) => h("tr", null, h("td", { text: name }),
       num(fmt.int(e.requests || 0), "endpoint." + name + ".requests"), num(fmt.int(e.answered || 0), "endpoint." + name + ".answered"),
-      num(fmt.int(e.failed || 0)), num(fmt.int(e.rate_limited || 0)),
+      num(fmt.int(e.failed || 0)), num(fmt.int(e.reused || 0), "endpoint." + name + ".reused"), num(fmt.int(e.rate_limited || 0)),
       h("td", { text: Object.entries(e.failures || {}).map(([k, n]) => k + ": " + fmt.int(n)).join(", ") || "0" }),
       num(e.latency_p50_ms == null ? "-" : fmt.int(e.latency_p50_ms)), num(e.latency_p95_ms == null ? "-" : fmt.int(e.latency_p95_ms)),
       num(fmt.int((e.usage || {}).total_tokens || 0)), num(e.cost_usd == null ? "-" : fmt.usd(e.cost_usd)),
       h("td", { text: (e.breaker || "-") + (e.breaker_trips ? " (" + e.breaker_trips + " trips)" : "") })));
     fill("glance-endpoints",
       endpointRows.length ? h("div", null, h("h3", { text: "Endpoints of the pool" }),
-        table(["endpoint", "# requests", "# answered", "# failed", "# 429s", "failures", "# p50 ms", "# p95 ms", "# tokens", "$ cost", "breaker"], endpointRows)) : null);
+        table(["endpoint", "# requests", "# answered", "# failed", "# reused", "# 429s", "failures", "# p50 ms", "# p95 ms", "# tokens", "$ cost", "breaker"], endpointRows)) : null);
     fill("glance-models",
       h("div", null, h("h3", { text: "Cost per model" }),
         costRows.length ? table(["model", "$ input", "$ cached", "$ output", "$ total", "$ batch API"], costRows) : h("p", { class: "note", text: "no priced usage" }),
@@ -206,7 +206,8 @@
     const s = d.series;
     if (!s || !s.t.length) {
       fill("timeline-note", "No finished requests with a finish time yet.");
-      ["ts-requests", "ts-tokens", "ts-retries", "ts-inflight"].forEach((id) => fill(id));
+      ["ts-requests", "ts-tokens", "ts-retries", "ts-inflight", "ts-endpoints"].forEach((id) => fill(id));
+      document.getElementById("ts-endpoints").hidden = true;
       return;
     }
     const x = s.t.map((t) => s.t0 + t + s.bin_s / 2);  // each bar at its bin's middle
@@ -221,6 +222,16 @@
     chart("ts-retries", "429 answers and retried attempts per " + per, x, [
       { label: "429s", values: s.rate_limited, color: "#cf222e" }, { label: "retried attempts", values: s.retries, color: "#9a6700", line: true }], { ...common, bars: true });
     chart("ts-inflight", "In flight (mean per " + per + ")", x, [{ label: "in flight", values: s.in_flight, color: "#8250df" }], common);
+    // a pool: each endpoint's answers per bin, its share of the work over time
+    const shares = Object.entries(s.by_endpoint || {});
+    const pooled = document.getElementById("ts-endpoints");
+    pooled.hidden = !shares.length;
+    if (shares.length) {
+      chart("ts-endpoints", "Answers per endpoint per " + per + " (each endpoint's share of the work)", x,
+        shares.map(([name, values]) => ({ label: name, values })), common);
+    } else {
+      fill("ts-endpoints");
+    }
   }
 
   function renderLatency(d) {
