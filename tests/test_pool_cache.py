@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import batchrun
+from batchrun._output.journal import read_journal
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import read_lines
 
@@ -106,6 +107,8 @@ def test_a_pool_rerun_is_answered_from_the_cache_and_one_key_sees_only_its_answe
         assert (row["requests"], row["answered"], row["reused"]) == (0, 0, paid[name])
         assert row["usage"]["total_tokens"] == 0 and row["cost_usd"] == 0
         assert first.summary["endpoints"][name]["answered"] == paid[name]
+    recounted = read_journal(str(tmp_path / "again"), from_checkpoint=False).tally.by_endpoint
+    assert {n: e.reused for n, e in recounted.items()} == paid  # a resume counts the same
     assert summary["cost_usd"]["total"] == 0 and first.summary["cost_usd"]["total"] > 0
 
     # one endpoint at a's URL with another key: no hit, every row sent
