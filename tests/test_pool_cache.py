@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 
 import batchrun
+from batchrun._apis import APIS
+from batchrun._cache.scopes import PoolScopes
 from batchrun._output.journal import read_journal
 from batchrun.sim import SimConfig, SimThread
 from tests.conftest import read_lines
@@ -35,15 +37,18 @@ def servers() -> Iterator[dict[str, SimThread]]:
         yield {"a": a, "b": b}
 
 
-def rows(path: Path) -> Path:
+def rows(path: Path, n: int = ROWS, *, copies: int = 1) -> Path:
+    """``n`` rows (``id-I``), each body ``copies`` times (the copies: ``id-I-cN``)."""
     with open(path, "w") as f:
-        for i in range(ROWS):
-            body = {
-                "model": "gpt-4o-mini",
-                "temperature": 0,
-                "messages": [{"role": "user", "content": f"q-{i}"}],
-            }
-            f.write(json.dumps({"custom_id": f"id-{i}", "body": body}) + "\n")
+        for c in range(copies):
+            for i in range(n):
+                body = {
+                    "model": "gpt-4o-mini",
+                    "temperature": 0,
+                    "messages": [{"role": "user", "content": f"q-{i}"}],
+                }
+                cid = f"id-{i}" if c == 0 else f"id-{i}-c{c}"
+                f.write(json.dumps({"custom_id": cid, "body": body}) + "\n")
     return path
 
 
@@ -63,7 +68,7 @@ def test_a_pool_rerun_is_answered_from_the_cache_and_one_key_sees_only_its_answe
     monkeypatch.setenv("POOL_KEY_B", KEY_B)
     monkeypatch.setenv("OTHER_KEY", "sk-another-tenant-0000")
     inp, cache = rows(tmp_path / "req.jsonl"), tmp_path / "cache"
-    pool = {
+    pool: dict[str, dict[str, Any]] = {
         name: {
             "base_url": servers[name].base_url,
             "api_key_env": f"POOL_KEY_{name.upper()}",
@@ -71,6 +76,7 @@ def test_a_pool_rerun_is_answered_from_the_cache_and_one_key_sees_only_its_answe
         }
         for name in ("a", "b")
     }
+    pool["b"]["models"] = {"gpt-4o-mini": "mini-at-b"}  # b's answers: under the body b is sent
     identity = {name: servers[name].base_url.rstrip("/") for name in ("a", "b")}
 
     def run(out: str, **given: Any) -> Any:
@@ -128,8 +134,43 @@ def test_a_pool_rerun_is_answered_from_the_cache_and_one_key_sees_only_its_answe
     }
     assert reused == {cid for cid, name in gave.items() if name == "a"}
 
-    # no key anywhere: not in the cache file, not in a run directory
+    # no key anywhere: not in a scope, not in the cache file, not in a run directory
+    settings = batchrun.Settings.build(endpoints=pool)
+    scopes = PoolScopes(settings.pool(), {"a": KEY_A, "b": KEY_B})
+    for name in ("a", "b"):
+        for api in APIS:
+            scope = scopes.scope(name, api)
+            assert KEY_A.encode() not in scope and KEY_B.encode() not in scope
     for path in [*cache.rglob("*"), *tmp_path.glob("*/*")]:
         if path.is_file():
             data = path.read_bytes()
             assert KEY_A.encode() not in data and KEY_B.encode() not in data, path
+
+
+def test_identical_rows_of_a_pooled_run_name_the_endpoint_that_answered_their_leader(
+    tmp_path: Path, servers: dict[str, SimThread]
+) -> None:
+    inp = rows(tmp_path / "req.jsonl", 8, copies=2)
+    before = sent(servers)
+    result = batchrun.run(
+        str(inp),
+        str(tmp_path / "run"),
+        quiet=True,
+        auth="none",
+        endpoints={n: {"base_url": servers[n].base_url, "concurrency": 2} for n in ("a", "b")},
+    )
+    assert result.exit_code == 0, result.notes
+    assert sum(sent(servers).values()) - sum(before.values()) == 8  # each body once
+    lines = {r["custom_id"]: r["batchrun"] for r in read_lines(tmp_path / "run" / "results.jsonl")}
+    followers = {cid: meta for cid, meta in lines.items() if meta.get("reused") == "run"}
+    assert len(followers) == 8
+    for meta in followers.values():
+        leader = lines[meta["same_as"]]
+        assert meta["route"] == leader["route"][-1:] and meta["endpoint"] == leader["endpoint"]
+    counted = Counter(meta["route"][0] for meta in followers.values())
+    for name in ("a", "b"):
+        row = result.summary["endpoints"][name]
+        assert row["reused"] == counted[name]
+        assert row["answered"] == sum(
+            1 for m in lines.values() if m.get("reused") is None and m["route"][-1] == name
+        )
