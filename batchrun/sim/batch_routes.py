@@ -19,10 +19,15 @@ import orjson
 from aiohttp import web
 
 from batchrun.sim.api_checks import check_create, no_batch, page, page_limit
+from batchrun.sim.batch_state import Batch
 from batchrun.sim.batches import BatchStore
 from batchrun.sim.envelope import ApiError
-from batchrun.sim.http import error_response, json_response
+from batchrun.sim.http import error_response, found_by_id, json_response
 from batchrun.sim.replay import KeptCalls
+
+
+def _batch(routes: BatchRoutes, batch_id: str) -> Batch | None:
+    return routes.batches.get(batch_id)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -80,23 +85,19 @@ class BatchRoutes:
         listed = page(self.batches.listed(), request.query.get("after"), limit)
         return json_response(listed, headers)
 
+    @found_by_id(_batch, no_batch)
     async def retrieve(
-        self, request: web.BaseRequest, headers: dict[str, str], batch_id: str
+        self, request: web.BaseRequest, headers: dict[str, str], batch: Batch
     ) -> web.Response:
-        batch = self.batches.get(batch_id)
-        if batch is None:
-            return error_response(no_batch(batch_id), headers)
         return json_response(self.batches.retrieved(batch), headers)
 
+    @found_by_id(_batch, no_batch)
     async def cancel(
-        self, request: web.BaseRequest, headers: dict[str, str], batch_id: str
+        self, request: web.BaseRequest, headers: dict[str, str], batch: Batch
     ) -> web.Response:
-        batch = self.batches.get(batch_id)
-        if batch is None:
-            return error_response(no_batch(batch_id), headers)
         now = self.clock()
         if not self.batches.cancel(batch, now):
             message = f"Cannot cancel a batch with status '{batch.status}'."
             return error_response(ApiError(400, message, code=None), headers)
-        self.kept.keep({"op": "cancel", "id": batch_id, "at": now})
+        self.kept.keep({"op": "cancel", "id": batch.id, "at": now})
         return json_response(batch.to_dict(), headers)

@@ -19,10 +19,14 @@ from aiohttp import BodyPartReader, web
 from batchrun.sim.api_checks import check_upload, no_file, page, page_limit
 from batchrun.sim.config import BatchConfig
 from batchrun.sim.envelope import ApiError, invalid_value
-from batchrun.sim.files import FileStore
-from batchrun.sim.http import error_response, json_response
+from batchrun.sim.files import FileStore, StoredFile
+from batchrun.sim.http import error_response, found_by_id, json_response
 from batchrun.sim.replay import KeptCalls
 from batchrun.sim.stats import SimStats
+
+
+def _file(routes: FileRoutes, file_id: str) -> StoredFile | None:
+    return routes.files.get(file_id)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -110,12 +114,10 @@ class FileRoutes:
         files = self.files.listed(query.get("purpose"), newest_first=order == "desc")
         return json_response(page(files, query.get("after"), limit), headers)
 
+    @found_by_id(_file, no_file)
     async def get_file(
-        self, request: web.BaseRequest, headers: dict[str, str], file_id: str
+        self, request: web.BaseRequest, headers: dict[str, str], stored: StoredFile
     ) -> web.Response:
-        stored = self.files.get(file_id)
-        if stored is None:
-            return error_response(no_file(file_id), headers)
         return json_response(stored.to_dict(), headers)
 
     async def delete_file(
@@ -128,13 +130,11 @@ class FileRoutes:
         self.kept.forget(file_id, now)
         return json_response({"id": file_id, "object": "file", "deleted": True}, headers)
 
+    @found_by_id(_file, no_file)
     async def content(
-        self, request: web.BaseRequest, headers: dict[str, str], file_id: str
+        self, request: web.BaseRequest, headers: dict[str, str], stored: StoredFile
     ) -> web.Response:
-        stored = self.files.get(file_id)
-        if stored is None:
-            return error_response(no_file(file_id), headers)
-        self.stats.downloads[file_id] += 1
+        self.stats.downloads[stored.id] += 1
         return web.Response(
             body=stored.content, content_type="application/octet-stream", headers=headers
         )

@@ -10,8 +10,10 @@ key check (`KeyCheck`).
 
 from __future__ import annotations
 
+import functools
 import hmac
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -20,6 +22,11 @@ from batchrun.sim.envelope import ApiError, injected_error
 from batchrun.sim.quota import retry_after_headers
 
 JSON = "application/json"
+
+R = TypeVar("R")
+T = TypeVar("T")
+Route = Callable[[R, web.BaseRequest, dict[str, str], T], Awaitable[web.StreamResponse]]
+ByKey = Callable[[R, web.BaseRequest, dict[str, str], str], Awaitable[web.StreamResponse]]
 
 
 def json_response(
@@ -78,3 +85,25 @@ class KeyCheck:
         if value[:7].lower() == b"bearer ":
             value = value[7:].strip()
         return hmac.compare_digest(value, self._key)
+
+
+def found_by_id(
+    find: Callable[[R, str], T | None], missing: Callable[[str], ApiError]
+) -> Callable[[Route[R, T]], ByKey[R]]:
+    """A route over one stored object, given its id from the path: the object that
+    ``find(routes, id)`` returns is handed to the route, and when there is none the
+    answer is `missing`'s 404 (``No such File object``)."""
+
+    def over(route: Route[R, T]) -> ByKey[R]:
+        @functools.wraps(route)
+        async def by_id(
+            routes: R, request: web.BaseRequest, headers: dict[str, str], key: str
+        ) -> web.StreamResponse:
+            found = find(routes, key)
+            if found is None:
+                return error_response(missing(key), headers)
+            return await route(routes, request, headers, found)
+
+        return by_id
+
+    return over
