@@ -1,13 +1,13 @@
 """The simulator's Batches API operations: create, list, retrieve, cancel.
 
-Each takes the aiohttp request, the response headers (its request id) and the batch id
-from the path, and answers as OpenAI does (`batchrun.sim.api_checks`); the batches
+Each takes the aiohttp request, the response headers (its request id) and the batch
+the path names (its 404 is `batchrun.sim.batch_api.BatchApi`'s routing), and answers as OpenAI does (`batchrun.sim.api_checks`); the batches
 themselves are `batchrun.sim.batches.BatchStore`'s, already brought up to the clock by
 `batchrun.sim.batch_api.BatchApi`. A create or a cancel is kept in the state folder
 before it is answered (`batchrun.sim.replay`).
 
     routes = BatchRoutes(batches=batches, clock=time.time, kept=kept, woken=pump.set)
-    response = await routes.retrieve(request, headers, "batch_abc")
+    response = await routes.retrieve(request, headers, batch)  # BatchApi found it (or 404)
 """
 
 from __future__ import annotations
@@ -18,16 +18,12 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from batchrun.sim.api_checks import check_create, no_batch, page, page_limit
+from batchrun.sim.api_checks import check_create, page, page_limit
 from batchrun.sim.batch_state import Batch
 from batchrun.sim.batches import BatchStore
 from batchrun.sim.envelope import ApiError
-from batchrun.sim.http import error_response, found_by_id, json_response
+from batchrun.sim.http import error_response, json_response
 from batchrun.sim.replay import KeptCalls
-
-
-def _batch(routes: BatchRoutes, batch_id: str) -> Batch | None:
-    return routes.batches.get(batch_id)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -85,13 +81,11 @@ class BatchRoutes:
         listed = page(self.batches.listed(), request.query.get("after"), limit)
         return json_response(listed, headers)
 
-    @found_by_id(_batch, no_batch)
     async def retrieve(
         self, request: web.BaseRequest, headers: dict[str, str], batch: Batch
     ) -> web.Response:
         return json_response(self.batches.retrieved(batch), headers)
 
-    @found_by_id(_batch, no_batch)
     async def cancel(
         self, request: web.BaseRequest, headers: dict[str, str], batch: Batch
     ) -> web.Response:

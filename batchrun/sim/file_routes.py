@@ -1,12 +1,13 @@
 """The simulator's Files API operations: upload, list, retrieve, delete, content.
 
-Each takes the aiohttp request, the response headers (its request id) and the file id
-from the path, and answers as OpenAI does (`batchrun.sim.api_checks`); auth, injected
+Each takes the aiohttp request, the response headers (its request id) and the file the
+path names (delete: its id; the 404 of the others is `batchrun.sim.batch_api.BatchApi`'s
+routing), and answers as OpenAI does (`batchrun.sim.api_checks`); auth, injected
 faults and routing are `batchrun.sim.batch_api.BatchApi`'s. An upload or a delete is
 kept in the state folder before it is answered (`batchrun.sim.replay`).
 
     routes = FileRoutes(files=files, stats=stats, settings=settings, clock=time.time, kept=kept)
-    response = await routes.get_file(request, headers, "file-abc")
+    response = await routes.get_file(request, headers, stored)  # BatchApi found it (or 404)
 """
 
 from __future__ import annotations
@@ -20,13 +21,9 @@ from batchrun.sim.api_checks import check_upload, no_file, page, page_limit
 from batchrun.sim.config import BatchConfig
 from batchrun.sim.envelope import ApiError, invalid_value
 from batchrun.sim.files import FileStore, StoredFile
-from batchrun.sim.http import error_response, found_by_id, json_response
+from batchrun.sim.http import error_response, json_response
 from batchrun.sim.replay import KeptCalls
 from batchrun.sim.stats import SimStats
-
-
-def _file(routes: FileRoutes, file_id: str) -> StoredFile | None:
-    return routes.files.get(file_id)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -114,7 +111,6 @@ class FileRoutes:
         files = self.files.listed(query.get("purpose"), newest_first=order == "desc")
         return json_response(page(files, query.get("after"), limit), headers)
 
-    @found_by_id(_file, no_file)
     async def get_file(
         self, request: web.BaseRequest, headers: dict[str, str], stored: StoredFile
     ) -> web.Response:
@@ -130,7 +126,6 @@ class FileRoutes:
         self.kept.forget(file_id, now)
         return json_response({"id": file_id, "object": "file", "deleted": True}, headers)
 
-    @found_by_id(_file, no_file)
     async def content(
         self, request: web.BaseRequest, headers: dict[str, str], stored: StoredFile
     ) -> web.Response:

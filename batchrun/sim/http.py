@@ -10,7 +10,6 @@ key check (`KeyCheck`).
 
 from __future__ import annotations
 
-import functools
 import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -23,10 +22,8 @@ from batchrun.sim.quota import retry_after_headers
 
 JSON = "application/json"
 
-R = TypeVar("R")
 T = TypeVar("T")
-Route = Callable[[R, web.BaseRequest, dict[str, str], T], Awaitable[web.StreamResponse]]
-ByKey = Callable[[R, web.BaseRequest, dict[str, str], str], Awaitable[web.StreamResponse]]
+Answer = Awaitable[web.StreamResponse]
 
 
 def json_response(
@@ -88,22 +85,20 @@ class KeyCheck:
 
 
 def found_by_id(
-    find: Callable[[R, str], T | None], missing: Callable[[str], ApiError]
-) -> Callable[[Route[R, T]], ByKey[R]]:
-    """A route over one stored object, given its id from the path: the object that
-    ``find(routes, id)`` returns is handed to the route, and when there is none the
-    answer is `missing`'s 404 (``No such File object``)."""
+    find: Callable[[str], T | None],
+    missing: Callable[[str], ApiError],
+    route: Callable[[web.BaseRequest, dict[str, str], T], Answer],
+) -> Callable[[web.BaseRequest, dict[str, str], str], Answer]:
+    """A route over one stored object, given its id from the path: the object
+    ``find(id)`` returns is handed to `route`, and when there is none the answer is
+    `missing`'s 404 (``No such File object``)."""
 
-    def over(route: Route[R, T]) -> ByKey[R]:
-        @functools.wraps(route)
-        async def by_id(
-            routes: R, request: web.BaseRequest, headers: dict[str, str], key: str
-        ) -> web.StreamResponse:
-            found = find(routes, key)
-            if found is None:
-                return error_response(missing(key), headers)
-            return await route(routes, request, headers, found)
+    async def by_id(
+        request: web.BaseRequest, headers: dict[str, str], key: str
+    ) -> web.StreamResponse:
+        found = find(key)
+        if found is None:
+            return error_response(missing(key), headers)
+        return await route(request, headers, found)
 
-        return by_id
-
-    return over
+    return by_id
