@@ -938,17 +938,30 @@ def unknown_keys(
 
 
 def table_problems(
-    value: Any, known: Sequence[str], required: str, where: Where, *, what: str = "a table"
+    value: Any, known: Sequence[str], required: str | None, where: Where, *, what: str = "a table"
 ) -> list[tuple[str, str]]:
     """The first problems of a table of settings: it fails at once when ``value`` is no
     table (``must be {what}``); else an "unknown key" for each key not in ``known``, then
-    "required" when the ``required`` key is missing (None)."""
+    "required" when the ``required`` key (if any) is missing (None)."""
     if not isinstance(value, Mapping):
         raise where.fail(f"must be {what} (got {show(value)})")
     problems = unknown_keys(value, known, where)
-    if value.get(required) is None:
+    if required is not None and value.get(required) is None:
         problems.append((f"{where.label}.{required}", "required"))
     return problems
+
+
+def _method_problems(method: Any, where: Where) -> list[tuple[str, str]]:
+    """The problem with a confidence method's name, if it is given and not one."""
+    if method is None or method in CONFIDENCE_METHODS:
+        return []
+    return [
+        (
+            where.label,
+            f"must be one of {', '.join(CONFIDENCE_METHODS)} (got {show(method)})"
+            + suggest(str(method), CONFIDENCE_METHODS),
+        )
+    ]
 
 
 def evaluation(value: Any, where: Where) -> Any:
@@ -1030,14 +1043,7 @@ def confidence(value: Any, where: Where) -> Any:
         what="a method name or a table",
     )
     method = value.get("method")
-    if method is not None and method not in CONFIDENCE_METHODS:
-        problems.append(
-            (
-                f"{where.label}.method",
-                f"must be one of {', '.join(CONFIDENCE_METHODS)} (got {show(method)})"
-                + suggest(str(method), CONFIDENCE_METHODS),
-            )
-        )
+    problems.extend(_method_problems(method, where.at("method")))
     for key in ("label_field", "score_field"):
         field = value.get(key)
         if field is not None and (not isinstance(field, str) or not field.strip()):
@@ -1088,14 +1094,13 @@ def cascade(value: Any, where: Where) -> Any:
         return value
     if isinstance(value, list | tuple):
         value = {"models": value}
-    if not isinstance(value, Mapping):
-        raise where.fail(f"must be a list of models or a table (got {show(value)})")
-    known = ("models", "escalate_below", "escalate_when", "confidence")
-    problems: list[tuple[str, str]] = [
-        (f"{where.label}.{key}", "unknown key" + suggest(str(key), known))
-        for key in value
-        if key not in known
-    ]
+    problems = table_problems(
+        value,
+        ("models", "escalate_below", "escalate_when", "confidence"),
+        None,
+        where,
+        what="a list of models or a table",
+    )
     models = value.get("models")
     if isinstance(models, str) or not isinstance(models, list | tuple):
         problems.append((f"{where.label}.models", f"must be a list of models (got {show(models)})"))
@@ -1137,14 +1142,7 @@ def cascade(value: Any, where: Where) -> Any:
             )
         )
     method = value.get("confidence")
-    if method is not None and method not in CONFIDENCE_METHODS:
-        problems.append(
-            (
-                f"{where.label}.confidence",
-                f"must be one of {', '.join(CONFIDENCE_METHODS)} (got {show(method)})"
-                + suggest(str(method), CONFIDENCE_METHODS),
-            )
-        )
+    problems.extend(_method_problems(method, where.at("confidence")))
     if problems:
         raise Invalid(problems)
     return Cascade(
