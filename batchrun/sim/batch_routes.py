@@ -1,8 +1,9 @@
 """The simulator's Batches API operations: create, list, retrieve, cancel.
 
 Each takes the aiohttp request, the response headers (its request id) and the batch
-the path names (its 404 is `batchrun.sim.batch_api.BatchApi`'s routing), and answers as OpenAI does (`batchrun.sim.api_checks`); the batches
-themselves are `batchrun.sim.batches.BatchStore`'s, already brought up to the clock by
+the path names (its 404 is `batchrun.sim.batch_api.BatchApi`'s routing), and answers
+as OpenAI does (`batchrun.sim.api_checks`); the batches themselves are
+`batchrun.sim.batches.BatchStore`'s, already brought up to the clock by
 `batchrun.sim.batch_api.BatchApi`. A create or a cancel is kept in the state folder
 before it is answered (`batchrun.sim.replay`).
 
