@@ -937,6 +937,33 @@ def unknown_keys(
     ]
 
 
+def table_problems(
+    value: Any, known: Sequence[str], required: str | None, where: Where, *, what: str = "a table"
+) -> list[tuple[str, str]]:
+    """The first problems of a table of settings: it fails at once when ``value`` is no
+    table (``must be {what}``); else an "unknown key" for each key not in ``known``, then
+    "required" when the ``required`` key (if any) is missing (None)."""
+    if not isinstance(value, Mapping):
+        raise where.fail(f"must be {what} (got {show(value)})")
+    problems = unknown_keys(value, known, where)
+    if required is not None and value.get(required) is None:
+        problems.append((f"{where.label}.{required}", "required"))
+    return problems
+
+
+def _method_problems(method: Any, where: Where) -> list[tuple[str, str]]:
+    """The problem with a confidence method's name, if it is given and not one."""
+    if method is None or method in CONFIDENCE_METHODS:
+        return []
+    return [
+        (
+            where.label,
+            f"must be one of {', '.join(CONFIDENCE_METHODS)} (got {show(method)})"
+            + suggest(str(method), CONFIDENCE_METHODS),
+        )
+    ]
+
+
 def evaluation(value: Any, where: Where) -> Any:
     """A `batchrun._settings.Evaluation` from an [eval] table or keyword dict."""
     from batchrun._values import Evaluation
@@ -946,15 +973,14 @@ def evaluation(value: Any, where: Where) -> Any:
     if isinstance(value, Evaluation):  # built in Python: held to the same rules
         evaluation(dict(vars(value)), where)
         return value
-    if not isinstance(value, Mapping):
-        raise where.fail(f"must be a table (got {show(value)})")
-    problems = unknown_keys(
-        value, ("reference_column", "compare", "field", "normalize", "tolerance", "interval"), where
+    problems = table_problems(
+        value,
+        ("reference_column", "compare", "field", "normalize", "tolerance", "interval"),
+        "reference_column",
+        where,
     )
     reference = value.get("reference_column")
-    if reference is None:
-        problems.append((f"{where.label}.reference_column", "required"))
-    elif not isinstance(reference, str) or not reference.strip():
+    if reference is not None and (not isinstance(reference, str) or not reference.strip()):
         problems.append(
             (
                 f"{where.label}.reference_column",
@@ -984,25 +1010,19 @@ def evaluation(value: Any, where: Where) -> Any:
         )
     elif tolerance and compare != "number":
         problems.append((f"{where.label}.tolerance", 'only applies to compare = "number"'))
-    interval = value.get("interval", True)
-    if not isinstance(interval, bool):
-        problems.append(
-            (f"{where.label}.interval", f"must be true or false (got {show(interval)})")
-        )
-    normalize = value.get("normalize", True)
-    if not isinstance(normalize, bool):
-        problems.append(
-            (f"{where.label}.normalize", f"must be true or false (got {show(normalize)})")
-        )
+    for key in ("interval", "normalize"):
+        flag = value.get(key, True)
+        if not isinstance(flag, bool):
+            problems.append((f"{where.label}.{key}", f"must be true or false (got {show(flag)})"))
     if problems:
         raise Invalid(problems)
     return Evaluation(
         str(reference),
         str(compare),
         field,
-        bool(normalize),
+        bool(value.get("normalize", True)),
         tolerance=float(tolerance) if not isinstance(tolerance, bool) else 0.0,
-        interval=bool(interval),
+        interval=bool(value.get("interval", True)),
     )
 
 
@@ -1015,22 +1035,15 @@ def confidence(value: Any, where: Where) -> Any:
         return value
     if isinstance(value, str):
         value = {"method": value}
-    if not isinstance(value, Mapping):
-        raise where.fail(f"must be a method name or a table (got {show(value)})")
-    problems = unknown_keys(
-        value, ("method", "label_field", "labels", "top_logprobs", "samples", "score_field"), where
+    problems = table_problems(
+        value,
+        ("method", "label_field", "labels", "top_logprobs", "samples", "score_field"),
+        "method",
+        where,
+        what="a method name or a table",
     )
     method = value.get("method")
-    if method is None:
-        problems.append((f"{where.label}.method", "required"))
-    elif method not in CONFIDENCE_METHODS:
-        problems.append(
-            (
-                f"{where.label}.method",
-                f"must be one of {', '.join(CONFIDENCE_METHODS)} (got {show(method)})"
-                + suggest(str(method), CONFIDENCE_METHODS),
-            )
-        )
+    problems.extend(_method_problems(method, where.at("method")))
     for key in ("label_field", "score_field"):
         field = value.get(key)
         if field is not None and (not isinstance(field, str) or not field.strip()):
@@ -1081,14 +1094,13 @@ def cascade(value: Any, where: Where) -> Any:
         return value
     if isinstance(value, list | tuple):
         value = {"models": value}
-    if not isinstance(value, Mapping):
-        raise where.fail(f"must be a list of models or a table (got {show(value)})")
-    known = ("models", "escalate_below", "escalate_when", "confidence")
-    problems: list[tuple[str, str]] = [
-        (f"{where.label}.{key}", "unknown key" + suggest(str(key), known))
-        for key in value
-        if key not in known
-    ]
+    problems = table_problems(
+        value,
+        ("models", "escalate_below", "escalate_when", "confidence"),
+        None,
+        where,
+        what="a list of models or a table",
+    )
     models = value.get("models")
     if isinstance(models, str) or not isinstance(models, list | tuple):
         problems.append((f"{where.label}.models", f"must be a list of models (got {show(models)})"))
@@ -1130,14 +1142,7 @@ def cascade(value: Any, where: Where) -> Any:
             )
         )
     method = value.get("confidence")
-    if method is not None and method not in CONFIDENCE_METHODS:
-        problems.append(
-            (
-                f"{where.label}.confidence",
-                f"must be one of {', '.join(CONFIDENCE_METHODS)} (got {show(method)})"
-                + suggest(str(method), CONFIDENCE_METHODS),
-            )
-        )
+    problems.extend(_method_problems(method, where.at("confidence")))
     if problems:
         raise Invalid(problems)
     return Cascade(

@@ -134,6 +134,12 @@ class Outcome:
     """Meta keys this version does not know (written by a newer batchrun), kept so a
     line read back says all it said."""
 
+    @property
+    def answered_fresh(self) -> bool:
+        """A success this run's endpoint answered: not reused (from the response cache
+        or an identical row), so what it cost and what a cache keeps are its own."""
+        return self.ok and self.reused is None
+
     @classmethod
     def success(
         cls,

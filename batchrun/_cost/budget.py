@@ -406,12 +406,7 @@ class BudgetAdmission(Reserving):
     def on_written(self, state: RunState, batch: list[Outcome]) -> str | None:
         for outcome in batch:
             held = self.reserved.pop(outcome.custom_id, None)
-            if (
-                held is not None
-                and outcome.ok
-                and outcome.reused is None
-                and usage_of(outcome.body) is None
-            ):
+            if held is not None and outcome.answered_fresh and usage_of(outcome.body) is None:
                 # no usage, no cost known: the cap counts what the answer could have cost
                 self.unmetered += held
                 self.unmetered_answers += 1

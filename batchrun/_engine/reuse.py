@@ -341,12 +341,7 @@ class Reuse:
         store: list[Stored] = []
         for outcome in batch:
             key = self._store_key(outcome)
-            if (
-                key is not None
-                and outcome.ok
-                and outcome.quality is None
-                and outcome.reused is None
-            ):
+            if key is not None and outcome.answered_fresh and outcome.quality is None:
                 store.append((key, orjson.dumps(outcome.body), original_latency_ms(outcome)))
             leader = self._sent_leaders.pop(outcome.custom_id, None)
             if leader is None:

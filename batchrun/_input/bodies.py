@@ -23,7 +23,7 @@ The model's context window is checked separately (`batchrun._input.context`).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -81,6 +81,32 @@ def _typo(body: Mapping[str, Any], known: tuple[str, ...]) -> str | None:
 
 def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+FieldCheck = tuple[str, Callable[[Any], bool], str]
+"""An optional field's name, whether a given value is fine, and what it must be."""
+
+_RESPONSES_FIELD_CHECKS: tuple[FieldCheck, ...] = (
+    ("instructions", lambda value: isinstance(value, str), "a string"),
+    ("max_output_tokens", lambda value: _whole(value) and value >= 1, "a positive integer"),
+    ("stream", lambda value: isinstance(value, bool), "true or false"),
+    ("reasoning", lambda value: isinstance(value, dict), "an object like {effort: low}"),
+    ("reasoning.effort", lambda value: isinstance(value, str), "a string"),
+    ("tools", lambda value: isinstance(value, list), "a list"),
+)
+
+
+def _fields_problem(body: Mapping[str, Any], checks: Sequence[FieldCheck]) -> str | None:
+    """The first field of ``checks`` that is given (not None) and refused: "'name' must
+    be WHAT (got KIND)". A dotted name is a field of an object field (``reasoning.effort``);
+    it is not looked for when the object is no object (a check before says so)."""
+    for name, fine, what in checks:
+        value: Any = body
+        for key in name.split("."):
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if value is not None and not fine(value):
+            return f"'{name}' must be {what} (got {json_kind(value)})"
+    return None
 
 
 # -- embeddings -------------------------------------------------------------------------
@@ -164,31 +190,12 @@ def responses_problem(body: Mapping[str, Any]) -> str | None:
     problem = _items_problem(body.get("input"))
     if problem is not None:
         return problem
-    instructions = body.get("instructions")
-    if instructions is not None and not isinstance(instructions, str):
-        return f"'instructions' must be a string (got {json_kind(instructions)})"
-    limit = body.get("max_output_tokens")
-    if limit is not None and (not _whole(limit) or limit < 1):
-        return f"'max_output_tokens' must be a positive integer (got {json_kind(limit)})"
-    stream = body.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        return f"'stream' must be true or false (got {json_kind(stream)})"
-    reasoning = body.get("reasoning")
-    if reasoning is not None:
-        if not isinstance(reasoning, dict):
-            return (
-                f"'reasoning' must be an object like {{effort: low}} (got {json_kind(reasoning)})"
-            )
-        effort = reasoning.get("effort")
-        if effort is not None and not isinstance(effort, str):
-            return f"'reasoning.effort' must be a string (got {json_kind(effort)})"
-    tools = body.get("tools")
-    if tools is not None:
-        if not isinstance(tools, list):
-            return f"'tools' must be a list (got {json_kind(tools)})"
-        for i, tool in enumerate(tools):
-            if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
-                return f"tools[{i}] must be an object with a 'type'"
+    problem = _fields_problem(body, _RESPONSES_FIELD_CHECKS)
+    if problem is not None:
+        return problem
+    for i, tool in enumerate(body.get("tools") or ()):
+        if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+            return f"tools[{i}] must be an object with a 'type'"
     problem = _text_problem(body.get("text"))
     if problem is not None:
         return problem

@@ -260,7 +260,7 @@ def classification_report(
     return ClassificationReport(
         n=n,
         correct=diagonal,
-        accuracy=diagonal / n if n else None,
+        accuracy=accuracy(table),
         macro_f1=macro_f1(table),
         kappa=cohen_kappa(table),
         missing_predictions=columns.get(NO_PREDICTION, 0),
@@ -587,7 +587,7 @@ def agreement(a: Iterable[Any], b: Iterable[Any], *, normalize: bool = True) -> 
     return Agreement(
         n=n,
         same=diagonal,
-        share=diagonal / n if n else None,
+        share=accuracy(table),
         kappa=cohen_kappa(table),
         both_missing=table.get(NO_PREDICTION, {}).get(NO_PREDICTION, 0),
     )

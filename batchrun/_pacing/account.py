@@ -187,31 +187,32 @@ class ModelAccount:
     def observe(
         self, snapshot: RateLimitSnapshot | None, mark: SendMark | None, now: float
     ) -> None:
-        """Feed one response's x-ratelimit-* headers (``mark``: the send it answers)."""
+        """Feed one response's x-ratelimit-* headers (``mark``: the send it answers):
+        the requests and the tokens bucket alike, each when its limit and remaining
+        count came."""
         if snapshot is None:
             return
         mine = mark if mark is not None and mark.account is self else None
         age = None if mine is None else now - mine.at
-        if snapshot.limit_requests is not None and snapshot.remaining_requests is not None:
-            self.requests.observe(
+        for bucket, limit, remaining, reset_s, spent_since in (
+            (
+                self.requests,
                 snapshot.limit_requests,
                 snapshot.remaining_requests,
                 snapshot.reset_requests_s,
-                now,
-                spent_since=None if mine is None else self._sent_requests - mine.requests,
-                age=age,
-            )
-            self.probing = False
-        if snapshot.limit_tokens is not None and snapshot.remaining_tokens is not None:
-            self.tokens.observe(
+                None if mine is None else self._sent_requests - mine.requests,
+            ),
+            (
+                self.tokens,
                 snapshot.limit_tokens,
                 snapshot.remaining_tokens,
                 snapshot.reset_tokens_s,
-                now,
-                spent_since=None if mine is None else self._sent_tokens - mine.tokens,
-                age=age,
-            )
-            self.probing = False
+                None if mine is None else self._sent_tokens - mine.tokens,
+            ),
+        ):
+            if limit is not None and remaining is not None:
+                bucket.observe(limit, remaining, reset_s, now, spent_since=spent_since, age=age)
+                self.probing = False
 
     def rate_limited(
         self,

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from batchrun.sim.batch_input import ENDPOINTS
-from batchrun.sim.envelope import ApiError, invalid_type, invalid_value, missing_parameter
+from batchrun.sim.envelope import (
+    ApiError,
+    bad_param,
+    invalid_type,
+    invalid_value,
+    missing_parameter,
+)
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 WINDOWS = ("24h",)
@@ -59,12 +65,11 @@ def check_seconds(value: Any, param: str) -> ApiError | None:
         return invalid_type(param, "an integer", code=None)
     low, high = EXPIRY_SECONDS
     if not low <= seconds <= high:
-        return ApiError(
-            400,
+        return bad_param(
+            param,
+            "invalid_value",
             f"Invalid '{param}': expected a value between {low} and {high}, but got "
             f"{seconds} instead.",
-            param=param,
-            code="invalid_value",
         )
     return None
 
@@ -83,11 +88,10 @@ def check_create(body: dict[str, Any]) -> ApiError | None:
     expires = body.get("output_expires_after")
     if expires is not None:
         if not isinstance(expires, dict) or expires.get("anchor") != "created_at":
-            return ApiError(
-                400,
+            return bad_param(
+                "output_expires_after",
+                "invalid_value",
                 "Invalid 'output_expires_after': expected {'anchor': 'created_at', 'seconds': N}.",
-                param="output_expires_after",
-                code="invalid_value",
             )
         error = check_seconds(expires.get("seconds"), "output_expires_after.seconds")
         if error is not None:
@@ -102,33 +106,30 @@ def check_metadata(metadata: Any) -> ApiError | None:
     if not isinstance(metadata, dict):
         return invalid_type("metadata", "an object")
     if len(metadata) > MAX_METADATA_PAIRS:
-        return ApiError(
-            400,
+        return bad_param(
+            "metadata",
+            "object_above_max_properties",
             f"Invalid 'metadata': too many properties. Expected an object with at most "
             f"{MAX_METADATA_PAIRS} properties, but got an object with {len(metadata)} "
             "properties instead.",
-            param="metadata",
-            code="object_above_max_properties",
         )
     for key, value in metadata.items():
         if len(key) > MAX_METADATA_KEY:
-            return ApiError(
-                400,
+            return bad_param(
+                "metadata",
+                "string_above_max_length",
                 f"Invalid 'metadata': key '{key[:20]}...' is longer than {MAX_METADATA_KEY} "
                 "characters.",
-                param="metadata",
-                code="string_above_max_length",
             )
         if not isinstance(value, str):
             return invalid_type(f"metadata.{key}", "a string")
         if len(value) > MAX_METADATA_VALUE:
-            return ApiError(
-                400,
+            return bad_param(
+                f"metadata.{key}",
+                "string_above_max_length",
                 f"Invalid 'metadata.{key}': string too long. Expected a string with maximum "
                 f"length {MAX_METADATA_VALUE}, but got a string with length {len(value)} "
                 "instead.",
-                param=f"metadata.{key}",
-                code="string_above_max_length",
             )
     return None
 
@@ -141,20 +142,18 @@ def page_limit(raw: str | None, default: int, highest: int) -> int | ApiError:
     except ValueError:
         return invalid_type("limit", f"an integer, but got '{raw}' instead")
     if limit < 1:
-        return ApiError(
-            400,
+        return bad_param(
+            "limit",
+            "integer_below_min_value",
             f"Invalid 'limit': integer below minimum value. Expected a value >= 1, but got "
             f"{limit} instead.",
-            param="limit",
-            code="integer_below_min_value",
         )
     if limit > highest:
-        return ApiError(
-            400,
+        return bad_param(
+            "limit",
+            "integer_above_max_value",
             f"Invalid 'limit': integer above maximum value. Expected a value <= {highest}, "
             f"but got {limit} instead.",
-            param="limit",
-            code="integer_above_max_value",
         )
     return limit
 

@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+from batchrun.sim.api_checks import no_batch, no_file
 from batchrun.sim.batch_routes import BatchRoutes
 from batchrun.sim.batches import BatchStore
 from batchrun.sim.config import SLOW_LOST, SimConfig
@@ -50,7 +51,7 @@ from batchrun.sim.envelope import ApiError, invalid_key
 from batchrun.sim.faults import ApiFaults, FaultPlan
 from batchrun.sim.file_routes import FileRoutes
 from batchrun.sim.files import FileStore
-from batchrun.sim.http import drop, error_response, injected_status
+from batchrun.sim.http import drop, error_response, found_by_id, injected_status
 from batchrun.sim.persist import StateLog
 from batchrun.sim.replay import KeptCalls
 from batchrun.sim.stats import SimStats
@@ -104,6 +105,21 @@ class BatchApi:
         self._batch_routes = BatchRoutes(
             batches=self.batches, clock=clock, kept=self.kept, woken=self._woken
         )
+        files, batches = self._file_routes, self._batch_routes
+        file_, batch = self.files.get, self.batches.get
+        self._table: dict[tuple[str, str, int], tuple[str, Handler]] = {
+            ("POST", "files", 1): ("upload", files.upload),
+            ("GET", "files", 1): ("list_files", files.list_files),
+            ("GET", "files", 2): ("file", found_by_id(file_, no_file, files.get_file)),
+            ("DELETE", "files", 2): ("delete", files.delete_file),
+            ("GET", "files", 3): ("content", found_by_id(file_, no_file, files.content)),
+            ("POST", "batches", 1): ("create", batches.create),
+            ("GET", "batches", 1): ("list", batches.list_batches),
+            ("GET", "batches", 2): ("retrieve", found_by_id(batch, no_batch, batches.retrieve)),
+            ("POST", "batches", 3): ("cancel", found_by_id(batch, no_batch, batches.cancel)),
+        }
+        """Method, first path part and path depth: the operation (as faults name it) and
+        its handler; one that takes a stored file or batch answers 404 for an unknown id."""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -192,18 +208,7 @@ class BatchApi:
     def _route(
         self, method: str, parts: Sequence[str]
     ) -> tuple[str, Handler, tuple[str, ...]] | ApiError:
-        files, batches = self._file_routes, self._batch_routes
-        table: dict[tuple[str, str, int], tuple[str, Handler]] = {
-            ("POST", "files", 1): ("upload", files.upload),
-            ("GET", "files", 1): ("list_files", files.list_files),
-            ("GET", "files", 2): ("file", files.get_file),
-            ("DELETE", "files", 2): ("delete", files.delete_file),
-            ("GET", "files", 3): ("content", files.content),
-            ("POST", "batches", 1): ("create", batches.create),
-            ("GET", "batches", 1): ("list", batches.list_batches),
-            ("GET", "batches", 2): ("retrieve", batches.retrieve),
-            ("POST", "batches", 3): ("cancel", batches.cancel),
-        }
+        table = self._table
         depth = len(parts)
         shape_ok = depth in (1, 2) or (
             depth == 3 and parts[2] == ("content" if parts[0] == "files" else "cancel")

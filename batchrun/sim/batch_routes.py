@@ -1,13 +1,14 @@
 """The simulator's Batches API operations: create, list, retrieve, cancel.
 
-Each takes the aiohttp request, the response headers (its request id) and the batch id
-from the path, and answers as OpenAI does (`batchrun.sim.api_checks`); the batches
-themselves are `batchrun.sim.batches.BatchStore`'s, already brought up to the clock by
+Each takes the aiohttp request, the response headers (its request id) and the batch
+the path names (its 404 is `batchrun.sim.batch_api.BatchApi`'s routing), and answers
+as OpenAI does (`batchrun.sim.api_checks`); the batches themselves are
+`batchrun.sim.batches.BatchStore`'s, already brought up to the clock by
 `batchrun.sim.batch_api.BatchApi`. A create or a cancel is kept in the state folder
 before it is answered (`batchrun.sim.replay`).
 
     routes = BatchRoutes(batches=batches, clock=time.time, kept=kept, woken=pump.set)
-    response = await routes.retrieve(request, headers, "batch_abc")
+    response = await routes.retrieve(request, headers, batch)  # BatchApi found it (or 404)
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
-from batchrun.sim.api_checks import check_create, no_batch, page, page_limit
+from batchrun.sim.api_checks import check_create, page, page_limit
+from batchrun.sim.batch_state import Batch
 from batchrun.sim.batches import BatchStore
 from batchrun.sim.envelope import ApiError
 from batchrun.sim.http import error_response, json_response
@@ -81,22 +83,16 @@ class BatchRoutes:
         return json_response(listed, headers)
 
     async def retrieve(
-        self, request: web.BaseRequest, headers: dict[str, str], batch_id: str
+        self, request: web.BaseRequest, headers: dict[str, str], batch: Batch
     ) -> web.Response:
-        batch = self.batches.get(batch_id)
-        if batch is None:
-            return error_response(no_batch(batch_id), headers)
         return json_response(self.batches.retrieved(batch), headers)
 
     async def cancel(
-        self, request: web.BaseRequest, headers: dict[str, str], batch_id: str
+        self, request: web.BaseRequest, headers: dict[str, str], batch: Batch
     ) -> web.Response:
-        batch = self.batches.get(batch_id)
-        if batch is None:
-            return error_response(no_batch(batch_id), headers)
         now = self.clock()
         if not self.batches.cancel(batch, now):
             message = f"Cannot cancel a batch with status '{batch.status}'."
             return error_response(ApiError(400, message, code=None), headers)
-        self.kept.keep({"op": "cancel", "id": batch_id, "at": now})
+        self.kept.keep({"op": "cancel", "id": batch.id, "at": now})
         return json_response(batch.to_dict(), headers)

@@ -33,7 +33,13 @@ import orjson
 
 from batchrun._apis import EMBEDDING_REQUEST_INPUTS
 from batchrun._pacing import tokens
-from batchrun.sim.envelope import ApiError, invalid_value, missing_parameter, model_problem
+from batchrun.sim.envelope import (
+    ApiError,
+    bad_param,
+    invalid_value,
+    missing_parameter,
+    model_problem,
+)
 
 NATIVE_DIMENSIONS = (
     ("text-embedding-3-large", 3072),
@@ -192,28 +198,25 @@ def check_embeddings_body(body: dict[str, Any]) -> ApiError | None:
             )
         full = native_dimensions(model)
         if type(dimensions) is not int or not 1 <= dimensions <= full:
-            return ApiError(
-                400,
+            return bad_param(
+                "dimensions",
+                "invalid_value",
                 f"Invalid value for 'dimensions' = {dimensions}. Must be between 1 and {full}.",
-                param="dimensions",
-                code="invalid_value",
             )
     counts = tokens.embedding_input_tokens(body)
     longest = max(counts, default=0)
     if longest > MAX_INPUT_TOKENS:
-        return ApiError(
-            400,
+        return bad_param(
+            "input",
+            "context_length_exceeded",
             f"This model's maximum context length is {MAX_INPUT_TOKENS} tokens, however you "
             f"requested {longest} tokens in an input. Please reduce your input.",
-            param="input",
-            code="context_length_exceeded",
         )
     if sum(counts) > MAX_REQUEST_TOKENS:
-        return ApiError(
-            400,
+        return bad_param(
+            "input",
+            "max_tokens_per_request",
             f"Requested {sum(counts)} tokens, max {MAX_REQUEST_TOKENS} tokens per request.",
-            param="input",
-            code="max_tokens_per_request",
         )
     return None
 

@@ -96,32 +96,28 @@ def type_name(value: Any) -> str:
     return json_kind(value, array="an array")
 
 
+def bad_param(param: str, code: str | None, message: str) -> ApiError:
+    """OpenAI's 400 about one field of the body: its name (`param`), OpenAI's `code`
+    for what is wrong with it, and OpenAI's wording."""
+    return ApiError(400, message, param=param, code=code)
+
+
 def missing_parameter(name: str) -> ApiError:
     """OpenAI's 400 for a required field the body lacks."""
-    return ApiError(
-        400,
-        f"Missing required parameter: '{name}'.",
-        param=name,
-        code="missing_required_parameter",
-    )
+    return bad_param(name, "missing_required_parameter", f"Missing required parameter: '{name}'.")
 
 
 def invalid_type(param: str, expected: str, *, code: str | None = "invalid_type") -> ApiError:
     """OpenAI's 400 for a field of the wrong type; `expected` as OpenAI words it ("a
     string", "an object, but got an array instead")."""
-    return ApiError(
-        400, f"Invalid type for '{param}': expected {expected}.", param=param, code=code
-    )
+    return bad_param(param, code, f"Invalid type for '{param}': expected {expected}.")
 
 
 def invalid_value(param: str, value: Any, supported: str) -> ApiError:
     """OpenAI's 400 for a field whose value is not one it supports; `supported` is the
     quoted list as OpenAI words it for that field (``"'asc' and 'desc'"``)."""
-    return ApiError(
-        400,
-        f"Invalid value: '{value}'. Supported values are: {supported}.",
-        param=param,
-        code="invalid_value",
+    return bad_param(
+        param, "invalid_value", f"Invalid value: '{value}'. Supported values are: {supported}."
     )
 
 

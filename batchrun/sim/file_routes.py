@@ -1,12 +1,13 @@
 """The simulator's Files API operations: upload, list, retrieve, delete, content.
 
-Each takes the aiohttp request, the response headers (its request id) and the file id
-from the path, and answers as OpenAI does (`batchrun.sim.api_checks`); auth, injected
+Each takes the aiohttp request, the response headers (its request id) and the file the
+path names (delete: its id; the 404 of the others is `batchrun.sim.batch_api.BatchApi`'s
+routing), and answers as OpenAI does (`batchrun.sim.api_checks`); auth, injected
 faults and routing are `batchrun.sim.batch_api.BatchApi`'s. An upload or a delete is
 kept in the state folder before it is answered (`batchrun.sim.replay`).
 
     routes = FileRoutes(files=files, stats=stats, settings=settings, clock=time.time, kept=kept)
-    response = await routes.get_file(request, headers, "file-abc")
+    response = await routes.get_file(request, headers, stored)  # BatchApi found it (or 404)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from aiohttp import BodyPartReader, web
 from batchrun.sim.api_checks import check_upload, no_file, page, page_limit
 from batchrun.sim.config import BatchConfig
 from batchrun.sim.envelope import ApiError, invalid_value
-from batchrun.sim.files import FileStore
+from batchrun.sim.files import FileStore, StoredFile
 from batchrun.sim.http import error_response, json_response
 from batchrun.sim.replay import KeptCalls
 from batchrun.sim.stats import SimStats
@@ -111,11 +112,8 @@ class FileRoutes:
         return json_response(page(files, query.get("after"), limit), headers)
 
     async def get_file(
-        self, request: web.BaseRequest, headers: dict[str, str], file_id: str
+        self, request: web.BaseRequest, headers: dict[str, str], stored: StoredFile
     ) -> web.Response:
-        stored = self.files.get(file_id)
-        if stored is None:
-            return error_response(no_file(file_id), headers)
         return json_response(stored.to_dict(), headers)
 
     async def delete_file(
@@ -129,12 +127,9 @@ class FileRoutes:
         return json_response({"id": file_id, "object": "file", "deleted": True}, headers)
 
     async def content(
-        self, request: web.BaseRequest, headers: dict[str, str], file_id: str
+        self, request: web.BaseRequest, headers: dict[str, str], stored: StoredFile
     ) -> web.Response:
-        stored = self.files.get(file_id)
-        if stored is None:
-            return error_response(no_file(file_id), headers)
-        self.stats.downloads[file_id] += 1
+        self.stats.downloads[stored.id] += 1
         return web.Response(
             body=stored.content, content_type="application/octet-stream", headers=headers
         )

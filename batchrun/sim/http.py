@@ -11,7 +11,8 @@ key check (`KeyCheck`).
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -20,6 +21,9 @@ from batchrun.sim.envelope import ApiError, injected_error
 from batchrun.sim.quota import retry_after_headers
 
 JSON = "application/json"
+
+T = TypeVar("T")
+Answer = Awaitable[web.StreamResponse]
 
 
 def json_response(
@@ -78,3 +82,23 @@ class KeyCheck:
         if value[:7].lower() == b"bearer ":
             value = value[7:].strip()
         return hmac.compare_digest(value, self._key)
+
+
+def found_by_id(
+    find: Callable[[str], T | None],
+    missing: Callable[[str], ApiError],
+    route: Callable[[web.BaseRequest, dict[str, str], T], Answer],
+) -> Callable[[web.BaseRequest, dict[str, str], str], Answer]:
+    """A route over one stored object, given its id from the path: the object
+    ``find(id)`` returns is handed to `route`, and when there is none the answer is
+    `missing`'s 404 (``No such File object``)."""
+
+    async def by_id(
+        request: web.BaseRequest, headers: dict[str, str], key: str
+    ) -> web.StreamResponse:
+        found = find(key)
+        if found is None:
+            return error_response(missing(key), headers)
+        return await route(request, headers, found)
+
+    return by_id

@@ -25,7 +25,13 @@ from typing import Any
 from batchrun._apis import RESPONSES
 from batchrun._pacing import tokens
 from batchrun.sim.content import Reply, make_reply
-from batchrun.sim.envelope import ApiError, invalid_type, missing_parameter, model_problem
+from batchrun.sim.envelope import (
+    ApiError,
+    bad_param,
+    invalid_type,
+    missing_parameter,
+    model_problem,
+)
 from batchrun.sim.stream import split_text
 
 _UNSUPPORTED = {
@@ -55,11 +61,10 @@ def check_responses_body(body: dict[str, Any]) -> ApiError | None:
         return invalid_type("input", "a string or an array of input items")
     limit = body.get("max_output_tokens")
     if limit is not None and (type(limit) is not int or limit < 1):
-        return ApiError(
-            400,
+        return bad_param(
+            "max_output_tokens",
+            "invalid_value",
             f"Invalid 'max_output_tokens': expected a positive integer, got {limit!r}.",
-            param="max_output_tokens",
-            code="invalid_value",
         )
     return None
 

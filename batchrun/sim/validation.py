@@ -19,6 +19,7 @@ from batchrun._apis import CHAT, EMBEDDINGS, RESPONSES
 from batchrun.sim.content import VALID_ROLES
 from batchrun.sim.envelope import (
     ApiError,
+    bad_param,
     invalid_type,
     invalid_value,
     missing_parameter,
@@ -74,12 +75,11 @@ def check_body(body: dict[str, Any]) -> ApiError | None:
             "messages", f"an array of objects, but got {type_name(messages)} instead"
         )
     if not messages:
-        return ApiError(
-            400,
+        return bad_param(
+            "messages",
+            "empty_array",
             "Invalid 'messages': empty array. Expected an array with minimum "
             "length 1, but got an empty array instead.",
-            param="messages",
-            code="empty_array",
         )
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
