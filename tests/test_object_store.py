@@ -27,17 +27,19 @@ from batchrun._output.segments import (
 from batchrun._output.store import Exists, LocalStore, ObjectStore, S3Store, Stale, open_store
 from batchrun.errors import LeaseHeld, LeaseLost, RunDirError, SegmentTaken
 from batchrun.sim import SimConfig, SimThread
+from tests.objectstores import BACKENDS, Backend, backend_of
 from tests.s3server import S3
 
-pytest_plugins = ["tests.conftest_s3"]  # s3
+pytest_plugins = ["tests.conftest_s3", "tests.conftest_stores"]  # s3, gcs, azure
 
 
-@pytest.fixture(params=["s3", "local"])
+@pytest.fixture(params=["local", *BACKENDS])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    """A local directory, S3 (moto), GCS (fake-gcs-server), Azure Blob (Azurite)."""
     if request.param == "local":
         return LocalStore(str(tmp_path / "run"))
-    s3: S3 = request.getfixturevalue("s3")
-    return S3Store(f"s3://{s3.bucket()}/runs/a", s3.client)
+    backend = backend_of(request, request.param)
+    return backend.store(backend.location("runs/a"))
 
 
 class Clock:
@@ -95,9 +97,38 @@ def test_s3_store_errors_are_run_dir_errors(s3: S3) -> None:
     missing = S3Store("s3://no-such-bucket-here/runs/a", s3.client)
     with pytest.raises(RunDirError, match=r"s3://no-such-bucket-here/runs/a/k: cannot write it"):
         missing.create("k", b"x")
-    with pytest.raises(batchrun.ConfigError, match="not supported yet"):
-        open_store("gs://bucket/runs/a")
     assert isinstance(open_store("s3://b/runs/a"), S3Store)
+    with pytest.raises(batchrun.ConfigError, match="a run directory is a local path, s3://"):
+        open_store("ftp://host/runs/a")
+
+
+def test_gcs_and_azure_errors_are_run_dir_errors(gcs: Backend, azure: Backend) -> None:
+    """A missing bucket (container) is named with the store's status, nothing more."""
+    from batchrun._output.azurestore import AzureStore
+    from batchrun._output.gcsstore import GcsStore
+
+    assert isinstance(open_store(gcs.location("runs/a")), GcsStore)  # from the environment
+    assert isinstance(open_store(azure.location("runs/a")), AzureStore)
+    azure_gone = "abfs://nosuch@devstoreaccount1.dfs.core.windows.net/r"
+    for backend, gone in ((gcs, "gs://no-such-bucket/runs/a"), (azure, azure_gone)):
+        store = backend.store(gone)
+        with pytest.raises(RunDirError, match=rf"^{gone}/k: cannot write it: \w+ \(HTTP 404\)$"):
+            store.create("k", b"x")
+        with pytest.raises(RunDirError, match="cannot list it"):
+            store.keys("")
+
+
+def test_an_azure_location_names_its_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchrun._output.azurestore import AzureStore
+
+    for name in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(batchrun.ConfigError, match="names no account"):
+        AzureStore("abfs://data/runs/a")
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "AccountName=one;AccountKey=a2V5")
+    with pytest.raises(batchrun.ConfigError, match="for another account") as caught:
+        AzureStore("abfs://data@two.dfs.core.windows.net/runs/a")
+    assert "a2V5" not in str(caught.value)
 
 
 # -- segments ---------------------------------------------------------------------------------

@@ -96,8 +96,10 @@ def assert_no_credentials(s3: S3, bucket: str) -> None:
 def test_run_directory_locations_are_checked() -> None:
     ok = batchrun.Settings.build(input="x.jsonl", out_dir="s3://bucket/runs/a/")
     assert ok.out_dir == "s3://bucket/runs/a" and ok.commit_interval == 5.0
-    with pytest.raises(batchrun.ConfigError, match="local path or s3://bucket/prefix"):
-        batchrun.Settings.build(input="x.jsonl", out_dir="gs://bucket/runs/a")
+    for other in ("gs://bucket/runs/a", "abfs://data@acct.dfs.core.windows.net/runs/a"):
+        assert batchrun.Settings.build(input="x.jsonl", out_dir=other + "/").out_dir == other
+    with pytest.raises(batchrun.ConfigError, match="local path, s3://bucket/prefix, gs://"):
+        batchrun.Settings.build(input="x.jsonl", out_dir="ftp://bucket/runs/a")
     with pytest.raises(batchrun.ConfigError, match="carries a credential") as caught:
         batchrun.Settings.build(input="x.jsonl", out_dir="s3://AKIA:sekrit@bucket/runs/a")
     assert "sekrit" not in str(caught.value)
