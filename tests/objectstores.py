@@ -20,6 +20,7 @@ is started once per session; its variables are set for one test module at a time
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import socket
@@ -57,6 +58,8 @@ class Backend:
     scheme: str
     location: Callable[[str], str]
     store: Callable[[str], ObjectStore]
+    secrets: tuple[str, ...] = ()
+    """The credentials the test set: no object a run writes may hold one."""
 
 
 def _free_port() -> int:
@@ -84,12 +87,8 @@ def _process(args: list[str], port: int, what: str) -> Iterator[None]:
         _wait_listening(port, proc, what)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.kill()  # in memory: nothing to flush
+        proc.wait()
 
 
 # -- Google Cloud Storage ----------------------------------------------------------------------
@@ -181,7 +180,7 @@ def azure_backend(connection: str | None) -> Iterator[Backend]:
             service.create_container(container)
             return f"abfs://{container}@{AZURITE_ACCOUNT}.dfs.core.windows.net/{path}"
 
-        yield Backend("abfs", location, lambda loc: AzureStore(loc, service))
+        yield Backend("abfs", location, lambda loc: AzureStore(loc, service), (AZURITE_KEY,))
 
 
 BACKENDS = ["s3", "gs", "abfs"]
@@ -196,10 +195,35 @@ def backend_of(request: pytest.FixtureRequest, scheme: str) -> Backend:
     return found
 
 
+def committed_lines(store: ObjectStore) -> list[dict[str, Any]]:
+    """Every result line of every segment committed under the store's prefix (its
+    shards' too), read from the server."""
+    from batchrun._output.segments import decode_segment
+
+    out = []
+    for key in store.keys(""):
+        if key.startswith("segments/") or "/segments/" in key:
+            stored = store.get(key)
+            assert stored is not None, key
+            _, results, _ = decode_segment(stored.data, key)
+            out.extend(json.loads(line) for line in results.splitlines())
+    return out
+
+
+def assert_no_credentials(backend: Backend, store: ObjectStore) -> None:
+    for key in store.keys(""):
+        stored = store.get(key)
+        assert stored is not None, key
+        for secret in backend.secrets:
+            assert secret.encode() not in stored.data, key
+
+
 def s3_backend(s3: Any) -> Backend:
     from batchrun._output.store import S3Store
+    from tests.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
     def location(path: str) -> str:
         return f"s3://{s3.bucket()}/{path}"
 
-    return Backend("s3", location, lambda loc: S3Store(loc, s3.client))
+    secrets = (ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    return Backend("s3", location, lambda loc: S3Store(loc, s3.client), secrets)
