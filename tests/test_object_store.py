@@ -157,6 +157,24 @@ def test_two_writers_racing_for_a_segment_one_wins(store: ObjectStore) -> None:
     assert first.numbers() == list(range(8))
 
 
+def test_a_retried_create_that_had_landed_is_this_writers_segment(tmp_path: Path) -> None:
+    """An SDK retries a create whose answer was lost (GCS and Azure retry transient
+    errors by themselves): the retry is refused, but the segment holds this attempt's
+    bytes, so the commit stands; another writer's segment is still SegmentTaken."""
+
+    class LostAnswer(LocalStore):
+        def create(self, key: str, data: bytes) -> str:
+            super().create(key, data)  # the first try landed...
+            raise Exists(key)  # ...and its retry was refused
+
+    store = LostAnswer(str(tmp_path / "run"))
+    log = SegmentLog(store, "", owner="node-a:1:aaaa")
+    assert log.commit(0, b'{"custom_id": "a"}\n', b"").owner == "node-a:1:aaaa"
+    LocalStore(store.directory).create("segments/00000001.jsonl", b"not mine")
+    with pytest.raises(SegmentTaken):
+        SegmentLog(LocalStore(store.directory), "", owner="w").commit(1, b"", b"")
+
+
 def test_a_rebuilt_state_equals_what_was_committed(store: ObjectStore, tmp_path: Path) -> None:
     log = SegmentLog(store, "shards/00001", owner="w1")
     clock = Clock(0.0)
