@@ -6,6 +6,7 @@ state rebuilt from what was committed."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -116,6 +117,15 @@ def test_gcs_and_azure_errors_are_run_dir_errors(gcs: Backend, azure: Backend) -
             store.create("k", b"x")
         with pytest.raises(RunDirError, match="cannot list it"):
             store.keys("")
+
+
+def test_without_the_sdk_the_extra_to_install_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "google.cloud.storage", None)
+    monkeypatch.setitem(sys.modules, "azure.storage.blob", None)
+    with pytest.raises(batchrun.ConfigError, match=r"pip install 'batchrun\[gcs\]'"):
+        open_store("gs://bucket/runs/a")
+    with pytest.raises(batchrun.ConfigError, match=r"pip install 'batchrun\[azure\]'"):
+        open_store("abfs://data@acct.dfs.core.windows.net/runs/a")
 
 
 def test_an_azure_location_names_its_account(monkeypatch: pytest.MonkeyPatch) -> None:
