@@ -21,7 +21,7 @@ class Stale(Exception):
 
 @dataclass(frozen=True)
 class Stored:
-    """An object's bytes and its version (ETag)."""
+    """An object's bytes and its version (its ETag; on GCS its generation)."""
 
     data: bytes
     etag: str
