@@ -128,6 +128,37 @@ def test_without_the_sdk_the_extra_to_install_is_named(monkeypatch: pytest.Monke
         open_store("abfs://data@acct.dfs.core.windows.net/runs/a")
 
 
+def test_gcs_credentials_come_from_google_application_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No emulator: the client's credentials are the service account the standard
+    variable names (nothing is sent: the token is fetched at the first request)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from batchrun._output.gcsstore import GcsStore
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    account = {
+        "type": "service_account", "project_id": "p", "private_key_id": "k1",
+        "private_key": pem, "client_email": "runner@p.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token",
+    }  # fmt: skip
+    (tmp_path / "sa.json").write_text(json.dumps(account))
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "sa.json"))
+    store = GcsStore("gs://bucket/runs/a")
+    assert store._client._credentials.service_account_email == account["client_email"]
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    with pytest.raises(batchrun.ConfigError, match="no Google Cloud credentials"):
+        GcsStore("gs://bucket/runs/a")
+
+
 def test_an_azure_location_names_its_account(monkeypatch: pytest.MonkeyPatch) -> None:
     from batchrun._output.azurestore import AzureStore
 
@@ -135,6 +166,10 @@ def test_an_azure_location_names_its_account(monkeypatch: pytest.MonkeyPatch) ->
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(batchrun.ConfigError, match="names no account"):
         AzureStore("abfs://data/runs/a")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "c2VjcmV0LWtleS1vZi10d28=")
+    store = AzureStore("abfss://data@two.dfs.core.windows.net/runs/a")
+    assert store._container.url == "https://two.blob.core.windows.net/data"  # the blob endpoint
+    assert store._container.credential.account_name == "two"
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "AccountName=one;AccountKey=a2V5")
     with pytest.raises(batchrun.ConfigError, match="for another account") as caught:
         AzureStore("abfs://data@two.dfs.core.windows.net/runs/a")

@@ -117,15 +117,17 @@ def _gcs_client() -> Any:
             "a run directory on gs:// needs google-cloud-storage for its conditional "
             "writes: pip install 'batchrun[gcs]'"
         ) from exc
+    # object requests need no project: none unless the environment names one (else the
+    # library would insist on finding one)
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or None
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         from google.auth.credentials import AnonymousCredentials
 
         # an emulator: no credentials to look for (and none sent)
-        project = os.environ.get("GOOGLE_CLOUD_PROJECT") or "local"
-        return storage.Client(project=project, credentials=AnonymousCredentials())
+        return storage.Client(project=project or "local", credentials=AnonymousCredentials())
     try:
-        return storage.Client()
-    except Exception as exc:  # google.auth's DefaultCredentialsError, a missing project
+        return storage.Client(project=project)
+    except Exception as exc:  # google.auth's DefaultCredentialsError
         raise ConfigError(
             f"gs://: no Google Cloud credentials ({type(exc).__name__}): set "
             "GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`"
