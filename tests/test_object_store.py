@@ -120,7 +120,10 @@ def test_gcs_and_azure_errors_are_run_dir_errors(gcs: Backend, azure: Backend) -
 
 
 def test_without_the_sdk_the_extra_to_install_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import google.cloud
+
     monkeypatch.setitem(sys.modules, "google.cloud.storage", None)
+    monkeypatch.delattr(google.cloud, "storage", raising=False)  # imported by an earlier test
     monkeypatch.setitem(sys.modules, "azure.storage.blob", None)
     with pytest.raises(batchrun.ConfigError, match=r"pip install 'batchrun\[gcs\]'"):
         open_store("gs://bucket/runs/a")
