@@ -329,11 +329,17 @@ def path_value(value: Any, where: Where) -> str:
     return str(path)
 
 
+RUN_DIR_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss")
+"""Object stores a run directory may be on (`batchrun._output.store.open_store`)."""
+
+
 @shown_as("DIR")
 def run_dir_path(value: Any, where: Where) -> str:
-    """The run directory: a local (or shared) path, or a prefix on S3
-    (``s3://bucket/prefix``, written as segments and a lease: `batchrun._output.mirror`).
-    Another scheme is refused rather than made a local directory named ``gs:``, and a
+    """The run directory: a local (or shared) path, or a prefix on object storage
+    (``s3://bucket/prefix``, ``gs://bucket/prefix``,
+    ``abfs://container@account.dfs.core.windows.net/prefix``; written as segments and a
+    lease: `batchrun._output.mirror`).
+    Another scheme is refused rather than made a local directory named ``ftp:``, and a
     URI carrying a credential is refused without echoing it."""
     text(value, where)
     if "://" in str(value):
@@ -346,13 +352,13 @@ def run_dir_path(value: Any, where: Where) -> str:
         if secret is not None:
             raise where.fail(
                 f"{scheme}://...: the run directory carries a credential ({secret}); "
-                "keys come from the environment (AWS_* variables), never from a location"
+                "keys come from the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, "
+                "AZURE_STORAGE_*), never from a location"
             )
-        if scheme != "s3" or not urlsplit(str(value)).netloc:
+        if scheme not in RUN_DIR_SCHEMES or not urlsplit(str(value)).netloc:
             raise where.fail(
-                f"{value!r}: a run directory is a local path or s3://bucket/prefix "
-                "(gs:// and abfs:// need conditional writes not built yet; inputs "
-                "there are read)"
+                f"{value!r}: a run directory is a local path, s3://bucket/prefix, "
+                "gs://bucket/prefix or abfs://container@account.dfs.core.windows.net/prefix"
             )
         return str(value).rstrip("/")
     return path_value(value, where)

@@ -641,7 +641,8 @@ class Settings:
     )
     commit_interval: float = setting(
         5.0,
-        help="A run directory on object storage (-o s3://...): seconds at most between "
+        help="A run directory on object storage (-o s3://, gs://, abfs://): seconds at most "
+        "between "
         "two commits of the answered rows; a crash loses at most these seconds' (or "
         "--commit-rows') answers [default: 5].",
         section="output",

@@ -6,6 +6,7 @@ state rebuilt from what was committed."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -27,17 +28,19 @@ from batchrun._output.segments import (
 from batchrun._output.store import Exists, LocalStore, ObjectStore, S3Store, Stale, open_store
 from batchrun.errors import LeaseHeld, LeaseLost, RunDirError, SegmentTaken
 from batchrun.sim import SimConfig, SimThread
+from tests.objectstores import BACKENDS, Backend, backend_of
 from tests.s3server import S3
 
-pytest_plugins = ["tests.conftest_s3"]  # s3
+pytest_plugins = ["tests.conftest_s3", "tests.conftest_stores"]  # s3, gcs, azure
 
 
-@pytest.fixture(params=["s3", "local"])
+@pytest.fixture(params=["local", *BACKENDS])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    """A local directory, S3 (moto), GCS (fake-gcs-server), Azure Blob (Azurite)."""
     if request.param == "local":
         return LocalStore(str(tmp_path / "run"))
-    s3: S3 = request.getfixturevalue("s3")
-    return S3Store(f"s3://{s3.bucket()}/runs/a", s3.client)
+    backend = backend_of(request, request.param)
+    return backend.store(backend.location("runs/a"))
 
 
 class Clock:
@@ -95,9 +98,85 @@ def test_s3_store_errors_are_run_dir_errors(s3: S3) -> None:
     missing = S3Store("s3://no-such-bucket-here/runs/a", s3.client)
     with pytest.raises(RunDirError, match=r"s3://no-such-bucket-here/runs/a/k: cannot write it"):
         missing.create("k", b"x")
-    with pytest.raises(batchrun.ConfigError, match="not supported yet"):
-        open_store("gs://bucket/runs/a")
     assert isinstance(open_store("s3://b/runs/a"), S3Store)
+    with pytest.raises(batchrun.ConfigError, match="a run directory is a local path, s3://"):
+        open_store("ftp://host/runs/a")
+
+
+def test_gcs_and_azure_errors_are_run_dir_errors(gcs: Backend, azure: Backend) -> None:
+    """A missing bucket (container) is named with the store's status, nothing more."""
+    from batchrun._output.azurestore import AzureStore
+    from batchrun._output.gcsstore import GcsStore
+
+    assert isinstance(open_store(gcs.location("runs/a")), GcsStore)  # from the environment
+    assert isinstance(open_store(azure.location("runs/a")), AzureStore)
+    azure_gone = "abfs://nosuch@devstoreaccount1.dfs.core.windows.net/r"
+    for backend, gone in ((gcs, "gs://no-such-bucket/runs/a"), (azure, azure_gone)):
+        store = backend.store(gone)
+        with pytest.raises(RunDirError, match=rf"^{gone}/k: cannot write it: \w+ \(HTTP 404\)$"):
+            store.create("k", b"x")
+        with pytest.raises(RunDirError, match="cannot list it"):
+            store.keys("")
+
+
+def test_without_the_sdk_the_extra_to_install_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import google.cloud
+
+    monkeypatch.setitem(sys.modules, "google.cloud.storage", None)
+    monkeypatch.delattr(google.cloud, "storage", raising=False)  # imported by an earlier test
+    monkeypatch.setitem(sys.modules, "azure.storage.blob", None)
+    with pytest.raises(batchrun.ConfigError, match=r"pip install 'batchrun\[gcs\]'"):
+        open_store("gs://bucket/runs/a")
+    with pytest.raises(batchrun.ConfigError, match=r"pip install 'batchrun\[azure\]'"):
+        open_store("abfs://data@acct.dfs.core.windows.net/runs/a")
+
+
+def test_gcs_credentials_come_from_google_application_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No emulator: the client's credentials are the service account the standard
+    variable names (nothing is sent: the token is fetched at the first request)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from batchrun._output.gcsstore import GcsStore
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    account = {
+        "type": "service_account", "project_id": "p", "private_key_id": "k1",
+        "private_key": pem, "client_email": "runner@p.iam.gserviceaccount.com",
+        "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token",
+    }  # fmt: skip
+    (tmp_path / "sa.json").write_text(json.dumps(account))
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "sa.json"))
+    store = GcsStore("gs://bucket/runs/a")
+    assert store._client._credentials.service_account_email == account["client_email"]
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    with pytest.raises(batchrun.ConfigError, match="no Google Cloud credentials"):
+        GcsStore("gs://bucket/runs/a")
+
+
+def test_an_azure_location_names_its_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchrun._output.azurestore import AzureStore
+
+    for name in ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(batchrun.ConfigError, match="names no account"):
+        AzureStore("abfs://data/runs/a")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_KEY", "c2VjcmV0LWtleS1vZi10d28=")
+    store = AzureStore("abfss://data@two.dfs.core.windows.net/runs/a")
+    assert store._container.url == "https://two.blob.core.windows.net/data"  # the blob endpoint
+    assert store._container.credential.account_name == "two"
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "AccountName=one;AccountKey=a2V5")
+    with pytest.raises(batchrun.ConfigError, match="for another account") as caught:
+        AzureStore("abfs://data@two.dfs.core.windows.net/runs/a")
+    assert "a2V5" not in str(caught.value)
 
 
 # -- segments ---------------------------------------------------------------------------------
@@ -124,6 +203,24 @@ def test_two_writers_racing_for_a_segment_one_wins(store: ObjectStore) -> None:
         assert header.owner == won[0].owner  # written once, by the winner
         assert results == (mine if won[0].owner == first.owner else theirs)
     assert first.numbers() == list(range(8))
+
+
+def test_a_retried_create_that_had_landed_is_this_writers_segment(tmp_path: Path) -> None:
+    """An SDK retries a create whose answer was lost (GCS and Azure retry transient
+    errors by themselves): the retry is refused, but the segment holds this attempt's
+    bytes, so the commit stands; another writer's segment is still SegmentTaken."""
+
+    class LostAnswer(LocalStore):
+        def create(self, key: str, data: bytes) -> str:
+            super().create(key, data)  # the first try landed...
+            raise Exists(key)  # ...and its retry was refused
+
+    store = LostAnswer(str(tmp_path / "run"))
+    log = SegmentLog(store, "", owner="node-a:1:aaaa")
+    assert log.commit(0, b'{"custom_id": "a"}\n', b"").owner == "node-a:1:aaaa"
+    LocalStore(store.directory).create("segments/00000001.jsonl", b"not mine")
+    with pytest.raises(SegmentTaken):
+        SegmentLog(LocalStore(store.directory), "", owner="w").commit(1, b"", b"")
 
 
 def test_a_rebuilt_state_equals_what_was_committed(store: ObjectStore, tmp_path: Path) -> None:

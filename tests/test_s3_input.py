@@ -28,9 +28,10 @@ from batchrun._input.sources import Source
 from batchrun._scale.shards import plan_shards
 from batchrun.errors import InputError
 from batchrun.sim import SimConfig, SimThread
+from tests.objectstores import Backend
 from tests.s3server import ACCESS_KEY_ID, S3, SECRET_ACCESS_KEY
 
-pytest_plugins = ["tests.conftest_s3"]  # s3
+pytest_plugins = ["tests.conftest_s3", "tests.conftest_stores"]  # s3, backend
 
 
 @pytest.fixture(scope="module")
@@ -276,9 +277,36 @@ def test_hf_reads_through_fsspec(fake_hub: Any) -> None:
         list(source.requests())
 
 
-def test_a_run_directory_on_gcs_is_refused_naming_what_works() -> None:
-    with pytest.raises(batchrun.ConfigError, match="a local path or s3://bucket/prefix"):
-        batchrun.Settings.build(input="s3://bucket/data.parquet", out_dir="gs://bucket/runs/x")
+def test_a_prefix_on_every_store_is_read_once_per_row_and_versioned(
+    backend: Backend, fresh_sim: SimThread, tmp_path: Path
+) -> None:
+    """Inputs on S3, GCS and Azure Blob, through pyarrow.fs and the same variables a
+    user sets (AWS_ENDPOINT_URL, STORAGE_EMULATOR_HOST, AZURE_STORAGE_CONNECTION_STRING):
+    a prefix of two Parquet files answered once per row, and an object rewritten with
+    other bytes (a new ETag or generation) refused as a changed input."""
+    location = backend.location("in")
+    store = backend.store(location)
+    texts = {part: [f"{backend.scheme}{part}-{i}" for i in range(20)] for part in range(2)}
+    for part, rows in texts.items():
+        store.put(f"part-{part}.parquet", parquet_bytes(rows))
+    store.put("_SUCCESS", b"")  # a writer's marker: not input
+    out = tmp_path / "run"
+    run = batchrun.run(location + "/", out, base_url=fresh_sim.base_url, **KW)
+    assert run.status == "complete" and fresh_sim.stats.requests == 40
+    assert sent(fresh_sim) == Counter(t for rows in texts.values() for t in rows)
+    ids = [r["custom_id"] for r in run.results().to_pylist()]
+    assert ids[0] == "part-0.parquet:row-1" and ids[-1] == "part-1.parquet:row-20"
+    for secret in backend.secrets:
+        assert all(secret.encode() not in f.read_bytes() for f in files_under(out))
+    # the same bytes again on S3 keep their ETag; GCS gives every write a new
+    # generation: either way, other bytes are a changed input, refused before sending
+    before = parquet_bytes(texts[1])
+    other = parquet_bytes([t.replace("-", "_") for t in texts[1]])
+    assert len(other) == len(before) and other != before  # only the version tells them apart
+    store.put("part-1.parquet", other)
+    with pytest.raises(batchrun.RunDirError, match="input file differs"):
+        batchrun.run(location + "/", out, base_url=fresh_sim.base_url, **KW)
+    assert fresh_sim.stats.requests == 40
 
 
 def test_a_uri_query_is_options_not_a_glob(s3: S3) -> None:

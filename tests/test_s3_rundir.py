@@ -2,7 +2,11 @@
 server on loopback, reached through ``AWS_ENDPOINT_URL`` as a user reaches MinIO):
 an online run committed as segments, resumed from them alone, a crash costing at
 most the rows of the uncommitted segment, a second writer refused naming the first,
-and status, open, results and the HTML report reading the prefix."""
+and status, open, results and the HTML report reading the prefix.
+
+The tests taking ``backend`` run on GCS (fake-gcs-server) and Azure Blob (Azurite)
+too (tests/objectstores.py): a CLI run read back by status, open and results; a
+killed run resumed; two processes racing for one prefix."""
 
 from __future__ import annotations
 
@@ -30,9 +34,10 @@ from batchrun._output.segments import CommitInterval, SegmentLog, decode_segment
 from batchrun._output.store import S3Store
 from batchrun.errors import LeaseHeld, SegmentTaken
 from batchrun.sim import SimConfig, SimThread
-from tests.s3server import ACCESS_KEY_ID, S3, SECRET_ACCESS_KEY
+from tests.objectstores import Backend, assert_no_credentials, committed_lines, s3_backend
+from tests.s3server import S3
 
-pytest_plugins = ["tests.conftest_s3"]  # s3
+pytest_plugins = ["tests.conftest_s3", "tests.conftest_stores"]  # s3, backend
 
 KW: dict[str, Any] = {"auth": "none", "quiet": True}
 
@@ -74,30 +79,23 @@ def keys(s3: S3, bucket: str, prefix: str) -> list[str]:
     return sorted(o["Key"] for page in pages for o in page.get("Contents", ()))
 
 
+def s3_store(s3: S3, bucket: str, prefix: str) -> S3Store:
+    return S3Store(f"s3://{bucket}/{prefix.rstrip('/')}", s3.client)
+
+
 def segment_lines(s3: S3, bucket: str, prefix: str) -> list[dict[str, Any]]:
     """Every result line of every committed segment under ``prefix``."""
-    out = []
-    for key in keys(s3, bucket, prefix):
-        if "/segments/" not in key:
-            continue
-        data = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        _, results, _ = decode_segment(data, key)
-        out.extend(json.loads(line) for line in results.splitlines())
-    return out
-
-
-def assert_no_credentials(s3: S3, bucket: str) -> None:
-    for key in keys(s3, bucket, ""):
-        data = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        assert ACCESS_KEY_ID.encode() not in data and SECRET_ACCESS_KEY.encode() not in data, key
+    return committed_lines(s3_store(s3, bucket, prefix))
 
 
 # -- settings -----------------------------------------------------------------------------------
 def test_run_directory_locations_are_checked() -> None:
     ok = batchrun.Settings.build(input="x.jsonl", out_dir="s3://bucket/runs/a/")
     assert ok.out_dir == "s3://bucket/runs/a" and ok.commit_interval == 5.0
-    with pytest.raises(batchrun.ConfigError, match="local path or s3://bucket/prefix"):
-        batchrun.Settings.build(input="x.jsonl", out_dir="gs://bucket/runs/a")
+    for other in ("gs://bucket/runs/a", "abfs://data@acct.dfs.core.windows.net/runs/a"):
+        assert batchrun.Settings.build(input="x.jsonl", out_dir=other + "/").out_dir == other
+    with pytest.raises(batchrun.ConfigError, match="local path, s3://bucket/prefix, gs://"):
+        batchrun.Settings.build(input="x.jsonl", out_dir="ftp://bucket/runs/a")
     with pytest.raises(batchrun.ConfigError, match="carries a credential") as caught:
         batchrun.Settings.build(input="x.jsonl", out_dir="s3://AKIA:sekrit@bucket/runs/a")
     assert "sekrit" not in str(caught.value)
@@ -138,7 +136,7 @@ def test_an_online_run_commits_segments_and_reads_back(
     assert opened.status == "complete" and opened.summary["requests"]["succeeded"] == 300
     with pytest.raises(batchrun.ConfigError, match="writes into the run directory"):
         opened.import_labels(str(src))
-    assert_no_credentials(s3, bucket)
+    assert_no_credentials(s3_backend(s3), s3_store(s3, bucket, ""))
 
 
 def test_a_restart_resumes_from_the_committed_segments_alone(
@@ -160,11 +158,11 @@ def test_a_restart_resumes_from_the_committed_segments_alone(
 
 
 def test_the_cli_status_and_html_report_read_the_prefix(
-    s3: S3, fresh_sim: SimThread, tmp_path: Path
+    backend: Backend, fresh_sim: SimThread, tmp_path: Path
 ) -> None:
-    bucket = s3.bucket()
     src = write_input(tmp_path / "in.jsonl", [f"c{i}" for i in range(50)])
-    location = f"s3://{bucket}/runs/c"
+    location = backend.location("runs/c")
+    store = backend.store(location)
     runner = CliRunner()
     ran = runner.invoke(
         cli,
@@ -179,13 +177,19 @@ def test_the_cli_status_and_html_report_read_the_prefix(
     assert report["requests"]["succeeded"] == 50 and report["status"] == "complete"
     assert report["run_dir"] == location  # named as the prefix, not the local snapshot
     assert f"{location}/results.parquet" in [f["path"] for f in report["files"]]
+    assert sorted(line["custom_id"] for line in committed_lines(store)) == sorted(
+        f"row-{i}" for i in range(1, 51)
+    )  # each row once, as the server holds them
+    table = batchrun.open(location).results()
+    assert sorted(table.column("custom_id").to_pylist()) == sorted(f"row-{i}" for i in range(1, 51))
     html = tmp_path / "report.html"
     made = runner.invoke(cli, ["report", location, f"--html={html}"])
     assert made.exit_code == 0, made.output
     assert html.stat().st_size > 1000
     beside = runner.invoke(cli, ["report", location, "--html"])
     assert beside.exit_code == 0 and beside.output.strip() == f"{location}/report.html"
-    assert "runs/c/report.html" in keys(s3, bucket, "runs/c/")
+    assert "report.html" in store.keys("")
+    assert_no_credentials(backend, store)
     # the live page of the prefix (serve), from its snapshot
     from batchrun._report.html import serve_run_dir
 
@@ -196,64 +200,69 @@ def test_the_cli_status_and_html_report_read_the_prefix(
 
 
 # -- what a crash costs ---------------------------------------------------------------------------
-def test_a_killed_run_loses_at_most_the_uncommitted_segment(s3: S3, tmp_path: Path) -> None:
+def test_a_killed_run_loses_at_most_the_uncommitted_segment(
+    backend: Backend, tmp_path: Path
+) -> None:
     """The CLI is SIGKILLed mid-run (commits every 40 rows, no time bound); the rerun
     rebuilds from the segments. The rows the server answered twice are the rows not
     committed when it died: at most one segment's worth, the lines of one tick of the
     committing thread, and what was in flight (the concurrency, 4)."""
-    bucket = s3.bucket()
-    texts = [f"k{i}" for i in range(1200)]
+    rows = 600
+    texts = [f"k{i}" for i in range(rows)]
     src = write_input(tmp_path / "in.jsonl", texts)
-    location = f"s3://{bucket}/runs/k"
-    slow = SimThread(SimConfig(latency_ms=10, record_bodies=2000)).__enter__()
-    fresh_sim = slow
+    location = backend.location("runs/k")
+    store = backend.store(location)
     args = [sys.executable, "-m", "batchrun", "run", str(src), "-o", location,
-            "--base-url", fresh_sim.base_url, "--auth", "none", "-q", "-c", "4",
+            "--auth", "none", "-q", "-c", "4",
             "--commit-rows", "40", "--commit-interval", "3600"]  # fmt: skip
     env = {**os.environ, "PYTHONSAFEPATH": "1"}
-    proc = subprocess.Popen(args, env=env, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(segment_lines(s3, bucket, "runs/k/")) < 120:
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    except BaseException:
-        slow.__exit__(None, None, None)
-        raise
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    committed = len(segment_lines(s3, bucket, "runs/k/"))
-    assert 120 <= committed < 1200
-    answered_before = fresh_sim.stats.requests
-    # the killed run's lease has not expired, but its owner is a process of this
-    # machine that is gone: the rerun takes it over at once
-    record = json.loads(s3.client.get_object(Bucket=bucket, Key="runs/k/lease.json")["Body"].read())
-    assert record["owner"].split(":")[1] == str(proc.pid) and record["expires_at"] > time.time()
-    # its status: stopped (it said "running" at its last commit, and its holder is gone)
-    killed = batchrun.open(location)
-    assert killed.status == "stopped" and killed.summary["status"] == "running"
-    import tempfile
+    with SimThread(SimConfig(latency_ms=10, record_bodies=2000)) as sim:
+        args += ["--base-url", sim.base_url]
+        proc = subprocess.Popen(args, env=env, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(store.keys("segments/")) < 3:
+                time.sleep(0.05)  # three segments committed (a listing, no reads)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        committed = len(committed_lines(store))
+        assert 120 <= committed < rows
+        answered_before = sim.stats.requests
+        # the killed run's lease has not expired, but its owner is a process of this
+        # machine that is gone: the rerun takes it over at once
+        lease = store.get("lease.json")
+        assert lease is not None
+        record = json.loads(lease.data)
+        assert record["owner"].split(":")[1] == str(proc.pid) and record["expires_at"] > time.time()
+        # its status: stopped (it said "running" at its last commit, and its holder is gone)
+        killed = batchrun.open(location)
+        assert killed.status == "stopped" and killed.summary["status"] == "running"
+        import tempfile
 
-    left = [
-        n for n in os.listdir(tempfile.gettempdir()) if n.startswith(f"batchrun-run-{proc.pid}-")
-    ]
-    assert left  # the killed run's local copy, left behind
-    rerun = subprocess.run(args, env=env, cwd=tmp_path, timeout=120)
-    assert rerun.returncode == 0
-    for name in left:  # removed by the next run on this machine
-        assert not os.path.exists(os.path.join(tempfile.gettempdir(), name))
-    assert fresh_sim.stats.requests == 1200 + (answered_before - committed)
-    ids = [line["custom_id"] for line in segment_lines(s3, bucket, "runs/k/")]
-    assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 1201))  # once each
-    twice = sum(n - 1 for n in sent(fresh_sim).values() if n > 1)
+        left = [
+            n
+            for n in os.listdir(tempfile.gettempdir())
+            if n.startswith(f"batchrun-run-{proc.pid}-")
+        ]
+        assert left  # the killed run's local copy, left behind
+        # the rerun in this process (one interpreter start less per store)
+        rerun = batchrun.run(str(src), location, base_url=sim.base_url, concurrency=4,
+                             commit_rows=40, **KW)  # fmt: skip
+        assert rerun.status == "complete"
+        for name in left:  # removed by the next run on this machine
+            assert not os.path.exists(os.path.join(tempfile.gettempdir(), name))
+        assert sim.stats.requests == rows + (answered_before - committed)
+        ids = [line["custom_id"] for line in committed_lines(store)]
+        assert sorted(ids) == sorted(f"row-{i}" for i in range(1, rows + 1))  # once each
+        twice = sum(n - 1 for n in sent(sim).values() if n > 1)
     # fewer than 40 lines waiting for their segment, the lines written since the
     # committing thread last looked (20 ms ago), and the 4 requests on the wire
     assert twice == answered_before - committed <= 2 * 40 + 4
     table = pq.read_table(snapshot(location) + "/results.parquet")
-    assert table.num_rows == 1200
-    slow.__exit__(None, None, None)
+    assert table.num_rows == rows
 
 
 # -- two writers ------------------------------------------------------------------------------
@@ -316,19 +325,20 @@ def test_a_writer_whose_segment_is_taken_stops_naming_the_winner(s3: S3, tmp_pat
 
 
 def test_two_runs_racing_for_one_prefix_one_wins_and_the_other_names_it(
-    s3: S3, tmp_path: Path
+    backend: Backend, tmp_path: Path
 ) -> None:
-    """Two `batchrun run` processes started together on one S3 prefix: one takes the
+    """Two `batchrun run` processes started together on one prefix: one takes the
     lease and answers every row once; the other exits 1 naming the winner (its host and
     pid), having sent nothing; every segment has one writer."""
-    bucket = s3.bucket()
-    texts = [f"w{i}" for i in range(400)]
+    rows = 120
+    texts = [f"w{i}" for i in range(rows)]
     src = write_input(tmp_path / "in.jsonl", texts)
-    location = f"s3://{bucket}/runs/w"
+    location = backend.location("runs/w")
+    store = backend.store(location)
     with SimThread(SimConfig(latency_ms=5, record_bodies=2000)) as sim:
         args = [sys.executable, "-m", "batchrun", "run", str(src), "-o", location,
                 "--base-url", sim.base_url, "--auth", "none", "-q", "-c", "8",
-                "--commit-rows", "50"]  # fmt: skip
+                "--commit-rows", "30"]  # fmt: skip
         env = {**os.environ, "PYTHONSAFEPATH": "1"}
         procs = [
             subprocess.Popen(args, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
@@ -340,15 +350,15 @@ def test_two_runs_racing_for_one_prefix_one_wins_and_the_other_names_it(
         winner = next(p for p in procs if p.returncode == 0)
         loser_err = outs[[p.returncode for p in procs].index(1)]
         assert f":{winner.pid}:" in loser_err and "is held by" in loser_err
-        assert sim.stats.requests == 400 and sent(sim) == Counter(texts)
-    found = [k for k in keys(s3, bucket, "runs/w/") if "/segments/" in k]
+        assert sim.stats.requests == rows and sent(sim) == Counter(texts)
     owners = set()
-    for key in found:
-        data = s3.client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        owners.add(decode_segment(data, key)[0].owner)
+    for key in store.keys("segments/"):
+        stored = store.get(key)
+        assert stored is not None
+        owners.add(decode_segment(stored.data, key)[0].owner)
     assert len(owners) == 1 and f":{winner.pid}:" in owners.pop()
-    ids = [line["custom_id"] for line in segment_lines(s3, bucket, "runs/w/")]
-    assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 401))
+    ids = [line["custom_id"] for line in committed_lines(store)]
+    assert sorted(ids) == sorted(f"row-{i}" for i in range(1, rows + 1))  # no segment twice
 
 
 def test_a_run_refused_before_sending_leaves_the_prefix_as_it_was(

@@ -13,8 +13,9 @@ filesystem). Credentials and endpoints come from where each SDK looks for them a
 nowhere else: the ``AWS_*`` variables (``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL_S3``
 for MinIO, R2 or a local S3, passed to pyarrow as ``endpoint_override``), the shared
 config files and instance roles; ``GOOGLE_APPLICATION_CREDENTIALS`` and the metadata
-server (``STORAGE_EMULATOR_HOST`` for a local GCS); Azure's default credential or
-``AZURE_STORAGE_ACCOUNT_KEY``; ``HF_TOKEN``. A location that carries a credential
+server (``STORAGE_EMULATOR_HOST`` for a local GCS); ``AZURE_STORAGE_CONNECTION_STRING``
+(with its endpoint: Azurite), ``AZURE_STORAGE_ACCOUNT_KEY`` or Azure's default
+credential; ``HF_TOKEN``. A location that carries a credential
 itself (``s3://KEY:SECRET@bucket``, ``?secret_key=``) is refused where it comes in
 (`location_credentials`): run.json records the location as given.
 
@@ -69,7 +70,8 @@ TAG_KEYS = ("ETag", "etag", "generation", "blob_id", "sha256", "md5Hash", "crc32
 """Where each store's metadata names an object's version, strongest first."""
 SECRET_ENV = (
     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_ACCOUNT_KEY",
-    "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "HF_TOKEN",
+    "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CONNECTION_STRING",
+    "HF_TOKEN",
 )  # fmt: skip
 """Credentials the stores read from the environment: scrubbed from everything batchrun
 writes (`batchrun._redact`), should an SDK's error message ever quote one."""
@@ -571,7 +573,8 @@ def _path_of(scheme: str, parts: Any) -> str:
 _ENDPOINT_ENV = (
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
     "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "STORAGE_EMULATOR_HOST",
-    "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_KEY", "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_CONNECTION_STRING",
 )  # fmt: skip
 
 
@@ -591,13 +594,53 @@ def _make_filesystem(scheme: str, uri: str, parts: Any) -> Any:
                 anonymous=True, endpoint_override=emulated.netloc, scheme=emulated.scheme
             )
         if scheme in ("abfs", "abfss"):
-            key = os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") or os.environ.get("AZURE_STORAGE_KEY")
-            account = (parts.hostname or "").split(".", 1)[0]
-            if key and account:
-                return pafs.AzureFileSystem(account_name=account, account_key=key)
+            made = _azure_filesystem(parts)
+            if made is not None:
+                return made
         return pafs.FileSystem.from_uri(uri)[0]
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         raise InputError(uri, "0", f"cannot reach it: {exc}") from exc
+
+
+def _azure_filesystem(parts: Any) -> Any:
+    """A pyarrow AzureFileSystem from ``AZURE_STORAGE_CONNECTION_STRING`` (its account,
+    key and blob endpoint: Azurite's too) or from an account key for the account the
+    location names; None: pyarrow's own defaults (its default credential)."""
+    import pyarrow.fs as pafs
+
+    account = (parts.hostname or "").split(".", 1)[0] if parts.username else ""
+    fields = connection_string()
+    if fields:
+        options: dict[str, Any] = {"account_name": fields.get("AccountName", account)}
+        if fields.get("AccountKey"):
+            options["account_key"] = fields["AccountKey"]
+        if fields.get("SharedAccessSignature"):
+            options["sas_token"] = fields["SharedAccessSignature"]
+        endpoint = fields.get("BlobEndpoint")
+        if endpoint:  # Azurite: http://127.0.0.1:10000/devstoreaccount1
+            where = urlsplit(endpoint)
+            for kind in ("blob", "dfs"):
+                options[f"{kind}_storage_authority"] = where.netloc
+                options[f"{kind}_storage_scheme"] = where.scheme
+        return pafs.AzureFileSystem(**options)
+    key = os.environ.get("AZURE_STORAGE_ACCOUNT_KEY") or os.environ.get("AZURE_STORAGE_KEY")
+    account = account or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME", "")
+    if key and account:
+        return pafs.AzureFileSystem(account_name=account, account_key=key)
+    return None
+
+
+def connection_string() -> dict[str, str]:
+    """The fields of ``AZURE_STORAGE_CONNECTION_STRING`` (empty when unset).
+
+    >>> import os; os.environ["AZURE_STORAGE_CONNECTION_STRING"] = "AccountName=a;AccountKey=k=="
+    >>> connection_string()
+    {'AccountName': 'a', 'AccountKey': 'k=='}
+    >>> del os.environ["AZURE_STORAGE_CONNECTION_STRING"]
+    """
+    text = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+    pairs = (item.partition("=") for item in text.split(";") if "=" in item)
+    return {name.strip(): value.strip() for name, _, value in pairs}
 
 
 def _hf_filesystem() -> Any:
@@ -618,6 +661,9 @@ def register_env_secrets() -> None:
 
     for name in SECRET_ENV:
         register_secret(os.environ.get(name))
+    fields = connection_string()  # its key, should a message quote it alone
+    for name in ("AccountKey", "SharedAccessSignature"):
+        register_secret(fields.get(name))
 
 
 def many_sizes(files: Iterable[InputFile]) -> dict[str, int]:

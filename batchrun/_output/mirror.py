@@ -1,7 +1,8 @@
 """A run directory on object storage, worked on through a local copy.
 
 The engine, the journal reader, the reports and every lane work on a local directory.
-A run whose directory is ``s3://bucket/prefix`` keeps that: `RunMirror` makes a
+A run whose directory is on object storage (``s3://``, ``gs://``, ``abfs://``: one
+`batchrun._output.store.ObjectStore` each) keeps that: `RunMirror` makes a
 fresh local directory (a temporary one, on this node's disk), fills it from what the
 prefix holds, hands it to the run, and meanwhile writes back:
 

@@ -1,5 +1,5 @@
-"""Objects a run keeps on storage that has no append and no ``flock``: S3 (and a local
-directory with the same rules).
+"""Objects a run keeps on storage that has no append and no ``flock``: S3, GCS, Azure Blob
+(and a local directory with the same rules).
 
 A run directory on object storage is written as immutable objects
 (`batchrun._output.segments`) and one object replaced in place, the run's lease
@@ -15,11 +15,11 @@ through boto3 (the ``s3`` extra):
   flight) is tried again after a short wait, as S3 asks, and then resolves to one
   winner and one 412.
 
-Google Cloud Storage and Azure Blob have the same two writes, not built here: GCS
-``ifGenerationMatch=0`` to create and ``ifGenerationMatch=<generation>`` to replace
-(the generation plays the ETag's part), through google-cloud-storage or the JSON
-API; Azure ``If-None-Match: *`` and ``If-Match: <etag>`` on Put Blob, through
-azure-storage-blob. `open_store` says so for a gs:// or abfs:// run directory.
+Google Cloud Storage and Azure Blob have the same two writes, in their own modules
+(each SDK imported only when its scheme is used): `batchrun._output.gcsstore`
+(``ifGenerationMatch=0`` to create, ``ifGenerationMatch=<generation>`` to replace: the
+generation plays the ETag's part) and `batchrun._output.azurestore` (``If-None-Match: *``
+and ``If-Match: <etag>`` on Put Blob). `open_store` picks one by the location's scheme.
 
 `LocalStore` keeps the same contract in a local directory (create by ``link``, which
 fails when the name exists; replace under an exclusive ``flock``), so the segment
@@ -38,62 +38,14 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
+from batchrun._output.objectstore import Exists, ObjectStore, Stale, Stored, failure
 from batchrun.errors import ConfigError, RunDirError
 
 CONFLICT_RETRIES = 5
 CONFLICT_WAIT_S = 0.05
-
-
-class Exists(Exception):
-    """`ObjectStore.create`: the key exists already."""
-
-
-class Stale(Exception):
-    """`ObjectStore.replace`: the object is not the version named (or is gone)."""
-
-
-@dataclass(frozen=True)
-class Stored:
-    """An object's bytes and its version (ETag)."""
-
-    data: bytes
-    etag: str
-
-
-class ObjectStore(Protocol):
-    """Keys under one run's prefix; every write is all or nothing."""
-
-    location: str
-
-    def create(self, key: str, data: bytes) -> str:
-        """Write ``key`` if no object has it (raises `Exists`); its ETag."""
-        ...
-
-    def replace(self, key: str, data: bytes, etag: str) -> str:
-        """Overwrite ``key`` if it is still version ``etag`` (raises `Stale`); the new
-        ETag."""
-        ...
-
-    def put(self, key: str, data: bytes) -> str:
-        """Write ``key`` whatever is there (files only the lease holder writes, such as
-        summary.json); its ETag."""
-        ...
-
-    def get(self, key: str) -> Stored | None:
-        """The object, or None."""
-        ...
-
-    def delete(self, key: str) -> None:
-        """Remove ``key`` (gone already: nothing happens)."""
-        ...
-
-    def keys(self, prefix: str) -> list[str]:
-        """Every key starting with ``prefix``, sorted."""
-        ...
 
 
 # -- S3 -------------------------------------------------------------------------------------
@@ -196,8 +148,7 @@ class S3Store:
 
     def _failed(self, action: str, key: str, exc: Exception) -> RunDirError:
         code, status = _error_code(exc)
-        what = f"{code} (HTTP {status})" if code else type(exc).__name__
-        return RunDirError(f"{self.location}/{key}: cannot {action} it: {what}")
+        return failure(self.location, action, key, code or type(exc).__name__, status)
 
 
 def _s3_client() -> Any:
@@ -329,18 +280,24 @@ def is_object_storage(location: object) -> bool:
 
 
 def open_store(location: str) -> ObjectStore:
-    """The store of a run directory: S3 for s3://, a `LocalStore` for a local path."""
+    """The store of a run directory: S3 for s3://, GCS for gs://, Azure Blob for
+    abfs://, a `LocalStore` for a local path."""
     scheme = location.partition("://")[0].lower() if "://" in location else ""
     if scheme == "s3":
         return S3Store(location)
-    if scheme in ("gs", "gcs", "abfs", "abfss"):
-        raise ConfigError(
-            f"{location}: run directories on {scheme}:// are not supported yet (they need "
-            "conditional writes: ifGenerationMatch on GCS, If-None-Match/If-Match on Azure); "
-            "inputs there are"
-        )
+    if scheme in ("gs", "gcs"):
+        from batchrun._output.gcsstore import GcsStore
+
+        return GcsStore(location)
+    if scheme in ("abfs", "abfss"):
+        from batchrun._output.azurestore import AzureStore
+
+        return AzureStore(location)
     if scheme and scheme != "file":
-        raise ConfigError(f"{location}: a run directory is a local path or s3://bucket/prefix")
+        raise ConfigError(
+            f"{location}: a run directory is a local path, s3://bucket/prefix, "
+            "gs://bucket/prefix or abfs://container@account.dfs.core.windows.net/prefix"
+        )
     return LocalStore(location.removeprefix("file://"))
 
 
@@ -351,6 +308,7 @@ __all__ = [
     "S3Store",
     "Stale",
     "Stored",
+    "failure",
     "is_object_storage",
     "open_store",
 ]
