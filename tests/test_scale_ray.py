@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -578,3 +579,77 @@ def test_a_sharded_run_of_truncated_answers_stops_on_the_quality_breaker(
     # a shard whose own answers trip it sends nothing (here both, usually); one stopped
     # by the other before it was judged goes on until it trips in turn
     assert sent_again <= 50 + 2
+
+
+def test_a_pool_runs_on_the_cluster_each_row_once_over_its_endpoints(
+    cluster: dict[str, str], key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers route over two loopback servers, each with its own key and quota
+    (``a``: 6,000 RPM already used up; ``b``: 3,000 RPM, then 503 for good after 12
+    answers): every row answered once over the pool (as the servers count), each line
+    names its endpoint, summary.json's ``endpoints`` is a recount of the lines, the
+    dead server gets few requests, and ``a``'s headers, read by both workers, pace
+    one shared account (429s stay rare). A rerun sends nothing."""
+    from tests.test_pool_run import DiesAfter
+
+    monkeypatch.setenv("POOL_B_KEY", KEY + "-b")
+    n = 160
+    path = _write_jsonl(tmp_path / "in.jsonl", _requests(n))
+    fast = {"latency_ms": 20.0, "jitter_ms": 10.0}
+    with (
+        SimThread(SimConfig(seed=1, require_key=KEY, rpm=6_000, start_drained=True, **fast)) as a,
+        SimThread(SimConfig(seed=2, require_key=KEY + "-b", rpm=3_000, **fast)) as b,
+    ):
+        dies = DiesAfter(b, 12)
+        pool = {
+            "a": {"base_url": a.base_url, "concurrency": 8},
+            "b": {"base_url": b.base_url, "concurrency": 4, "api_key_env": "POOL_B_KEY"},
+        }
+        common = {"ray": True, "endpoints": pool, "quality_breaker": 0, "quiet": True}
+        run = batchrun.run(
+            str(path), tmp_path / "run", shard_rows=80, workers=2, **common
+        )  # fmt: skip
+        paced = run.summary["pacing"]["by_endpoint"]  # (the rerun writes summary.json)
+        answered = {"a": a.stats.by_status[200], "b": b.stats.by_status[200]}
+        sent = a.stats.requests + b.stats.requests
+        again = batchrun.run(str(path), tmp_path / "run", **common)
+        assert a.stats.requests + b.stats.requests == sent  # the rerun sent nothing
+        rate_limited, a_requests = a.stats.rate_limited, a.stats.requests
+    assert run.exit_code == 0, run.notes
+    assert again.exit_code == 0, again.notes
+    run_dir = tmp_path / "run"
+    written = [
+        json.loads(line)
+        for shard in sorted(run_dir.glob("shards/*/results.jsonl"))
+        for line in shard.read_text().splitlines()
+    ]
+    ids = [r["custom_id"] for r in written]
+    assert len(ids) == len(set(ids)) == n
+    assert not any(p.read_text() for p in run_dir.glob("shards/*/errors.jsonl"))
+    # exactly once as the servers count it, each line naming the server that answered
+    assert answered["b"] == 12 and sum(answered.values()) == n, answered
+    by_line = Counter(r["batchrun"]["route"][-1] for r in written)
+    assert dict(by_line) == answered
+    identity = {"a": a.base_url.rstrip("/"), "b": b.base_url.rstrip("/")}
+    assert all(r["batchrun"]["endpoint"] == identity[r["batchrun"]["route"][-1]] for r in written)
+    # the dead one: what was in flight when it died, then each shard's breaker (its
+    # own: 5 in a row) and a probe or two, per shard
+    assert dies.refused <= 2 * (4 + 5 + 3), dies.refused
+    # both workers read a's headers into its one account: 429s stay rare
+    assert rate_limited <= 0.02 * a_requests + 2, (rate_limited, a_requests)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rows = summary["endpoints"]
+    assert list(rows) == ["a", "b"]
+    recounted = recount(str(run_dir))
+    assert summary["requests"] == recounted["requests"]
+    assert {
+        name: {k: v for k, v in row.items() if k not in ("breaker", "breaker_trips", "cost_usd")}
+        for name, row in rows.items()
+    } == recounted["endpoints"]
+    assert rows["b"]["answered"] == 12 and rows["b"]["failures"] == {"503": dies.refused}
+    assert rows["a"]["requests"] == a_requests and rows["b"]["breaker_trips"] >= 1
+    assert paced["a"]["server_rpm"] == 6_000 and paced["b"]["server_rpm"] == 3_000  # headers
+    assert sum(summary["cost_usd"]["by_endpoint"].values()) == pytest.approx(
+        summary["cost_usd"]["total"], abs=1e-6
+    )
+    _assert_no_key_anywhere(str(tmp_path), cluster["temp"])
