@@ -481,30 +481,51 @@ def test_ray_data_processor_maps_a_dataset(cluster: dict[str, str], key: str) ->
     assert all(r["content"] for r in rows)
 
 
+@pytest.mark.parametrize("pooled", [False, True], ids=["one-endpoint", "pool"])
 def test_the_budget_holds_for_the_whole_cluster(
-    cluster: dict[str, str], key: str, tmp_path: Path
+    cluster: dict[str, str], key: str, tmp_path: Path, pooled: bool
 ) -> None:
     """--max-cost across two workers: never above the cap, and stopped within one
-    worst-case request per worker of it."""
+    worst-case request per worker of it; over a pool too (each answer priced at its
+    endpoint's prices, each request reserved at its dearest endpoint's worst case)."""
     from batchrun._cost.budget import BudgetAdmission, CostHooks
     from batchrun._settings import Settings
 
     rows = [{**r, "max_tokens": 40} for r in _requests(300)]
     path = _write_jsonl(tmp_path / "in.jsonl", rows)
     cap = 0.0015
-    with SimThread(SimConfig(require_key=KEY, latency_ms=10)) as sim:
+    with (
+        SimThread(SimConfig(require_key=KEY, latency_ms=10)) as sim,
+        SimThread(SimConfig(require_key=KEY, latency_ms=10, seed=2)) as dear,
+    ):
+        where: dict[str, Any] = {"base_url": sim.base_url}
+        if pooled:  # b: ten times a's prices, under its own name for the model
+            b = {
+                "models": {"gpt-4o-mini": "mini-eu"},
+                "prices": {"mini-eu": {"input": 1.5, "output": 6.0}},
+            }
+            where = {"endpoints": {"a": {"base_url": sim.base_url},
+                                   "b": {"base_url": dear.base_url, **b}}}  # fmt: skip
         run = batchrun.run(
-            str(path), tmp_path / "run", ray=True, base_url=sim.base_url, shard_rows=75,
-            workers=2, concurrency=4, max_cost=cap, quiet=True, quality_breaker=0,
+            str(path), tmp_path / "run", ray=True, shard_rows=75, workers=2, concurrency=4,
+            max_cost=cap, quiet=True, quality_breaker=0, **where,
         )  # fmt: skip
-    worst = BudgetAdmission(CostHooks(Settings()), cap).worst_case(
+    worst = BudgetAdmission(CostHooks(Settings(**where)), cap).worst_case(
         {k: v for k, v in rows[0].items() if k != "custom_id"}
     )
     spent = run.summary["cost_usd"]["total"]
     assert run.exit_code == 3 and run.status == "budget_exceeded"
     assert cap - 2 * worst <= spent <= cap
     assert run.summary["requests"]["pending"] > 0
-    _assert_summary_is_a_recount(tmp_path / "run")
+    if not pooled:
+        _assert_summary_is_a_recount(tmp_path / "run")
+        return
+    ends = run.summary["endpoints"]
+    assert ends["a"]["answered"] > 0 and ends["b"]["answered"] > 0
+    assert ends["a"]["cost_usd"] + ends["b"]["cost_usd"] == pytest.approx(spent, abs=2e-6)
+    used = ends["b"]["usage"]
+    at_b = (used["prompt_tokens"] * 1.5 + used["completion_tokens"] * 6.0) / 1e6
+    assert ends["b"]["cost_usd"] == pytest.approx(at_b, abs=2e-6)
 
 
 def test_a_ray_data_batch_run_again_resumes_from_its_journal(
@@ -589,7 +610,8 @@ def test_a_pool_runs_on_the_cluster_each_row_once_over_its_endpoints(
     answers): every row answered once over the pool (as the servers count), each line
     names its endpoint, summary.json's ``endpoints`` is a recount of the lines, the
     dead server gets few requests, and ``a``'s headers, read by both workers, pace
-    one shared account (429s stay rare). A rerun sends nothing."""
+    one shared account (429s stay rare). A rerun sends nothing; one with b's model
+    under another name is refused."""
     from tests.test_pool_run import DiesAfter
 
     monkeypatch.setenv("POOL_B_KEY", KEY + "-b")
@@ -614,6 +636,11 @@ def test_a_pool_runs_on_the_cluster_each_row_once_over_its_endpoints(
         sent = a.stats.requests + b.stats.requests
         again = batchrun.run(str(path), tmp_path / "run", **common)
         assert a.stats.requests + b.stats.requests == sent  # the rerun sent nothing
+        # the fingerprint covers the pool's shape: b's answers under another name refused
+        renamed = {**pool, "b": {**pool["b"], "models": {"gpt-4o-mini": "mini-eu"}}}
+        with pytest.raises(RunDirError, match=r"endpoints\.b"):
+            batchrun.run(str(path), tmp_path / "run", **{**common, "endpoints": renamed})
+        assert a.stats.requests + b.stats.requests == sent
         rate_limited, a_requests = a.stats.rate_limited, a.stats.requests
     assert run.exit_code == 0, run.notes
     assert again.exit_code == 0, again.notes
