@@ -661,6 +661,7 @@ def test_a_pool_runs_on_the_cluster_each_row_once_over_its_endpoints(
     assert all(r["batchrun"]["endpoint"] == identity[r["batchrun"]["route"][-1]] for r in written)
     # the dead one: what was in flight when it died, then each shard's breaker (its
     # own: 5 in a row) and a probe or two, per shard
+    print(f"answered {answered}, b refused {dies.refused}, a: {rate_limited} 429s of {a_requests}")
     assert dies.refused <= 2 * (4 + 5 + 3), dies.refused
     # both workers read a's headers into its one account: 429s stay rare
     assert rate_limited <= 0.02 * a_requests + 2, (rate_limited, a_requests)
