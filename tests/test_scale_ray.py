@@ -680,4 +680,9 @@ def test_a_pool_runs_on_the_cluster_each_row_once_over_its_endpoints(
     assert sum(summary["cost_usd"]["by_endpoint"].values()) == pytest.approx(
         summary["cost_usd"]["total"], abs=1e-6
     )
+    from batchrun._report.text import format_status, status_report
+
+    table = format_status(status_report(run_dir)).split("\nendpoints\n", 1)[1].splitlines()
+    shown = [line.split()[:3] for line in table[1:3]]
+    assert shown == [["a", str(a_requests), "148"], ["b", str(12 + dies.refused), "12"]]
     _assert_no_key_anywhere(str(tmp_path), cluster["temp"])
