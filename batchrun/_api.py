@@ -239,20 +239,16 @@ def endpoint(settings: Settings) -> Iterator[Settings]:
 
 
 def refuse_unrouted_pool(settings: Settings) -> None:
-    """A pool runs online (`batchrun._engine.pool`); on a Ray cluster and through the
-    Batch API it does not yet: refuse those before anything is sent rather than send
-    its rows somewhere the job did not name.
+    """A pool runs online (`batchrun._engine.pool`), on a Ray cluster too (each
+    worker routes over it, leasing each endpoint's quota from the quota actor,
+    `batchrun._scale.lease`); through the Batch API it does not yet: refuse that
+    before anything is sent rather than send its rows somewhere the job did not name.
 
-    TODO(issue 26): Ray pools (the quota actor keyed by endpoint and model) and Batch
-    API pools (rows split over the ``batch = true`` endpoints). The response cache
-    works in a pool (`batchrun._cache.scopes.PoolScopes` in `batchrun._engine.reuse`)."""
+    TODO(issue 26): Batch API pools (rows split over the ``batch = true`` endpoints).
+    The response cache works in a pool (`batchrun._cache.scopes.PoolScopes` in
+    `batchrun._engine.reuse`)."""
     if not settings.endpoints:
         return
-    if settings.ray is not None:
-        raise ConfigError(
-            "endpoints with --ray: a pool of endpoints runs online only in this batchrun "
-            "(not yet on a Ray cluster); run it without --ray, or with one [endpoint]"
-        )
     if settings.mode == "batch":
         raise ConfigError(
             "endpoints with --batch-api: a pool of endpoints runs online only in this "
@@ -470,7 +466,11 @@ def make_runner(
         if injected:
             raise ConfigError(f"ray=: cannot inject {', '.join(sorted(injected))}")
         return RayDriver(
-            settings, key, handle_signals=handle_signals, served=model_lister(settings)
+            settings,
+            key,
+            handle_signals=handle_signals,
+            served=model_lister(settings),
+            api_keys=endpoint_keys(settings) if settings.endpoints else None,
         )
     from batchrun._engine.runner import Runner
 

@@ -55,13 +55,14 @@ class Processor:
     def quota(self) -> Any:
         """The quota actor every worker draws from (made on first use, in this process)."""
         if self._service is None:
-            from batchrun._api import api_key
+            from batchrun._api import api_key, endpoint_keys
             from batchrun._scale.driver import import_ray
             from batchrun._scale.quota import start_quota_service
 
             ray = import_ray()
             self._service = start_quota_service(ray, self.settings)
-            ray.get(self._service.set_key.remote(api_key(self.settings)))
+            keys = endpoint_keys(self.settings) if self.settings.endpoints else None
+            ray.get(self._service.set_key.remote(api_key(self.settings), keys))
         return self._service
 
     def __call__(self, dataset: Any) -> Any:
@@ -114,7 +115,7 @@ class _Batches:
         self.settings = settings
         self.service = service
         self.run_dir = run_dir
-        self.key = ray.get(service.key.remote())
+        self.key, self.keys = ray.get([service.key.remote(), service.keys.remote()])
         self.client = LeaseClient(
             service, f"data-{os.getpid()}", concurrency=settings.concurrency
         ).start()
@@ -128,6 +129,7 @@ class _Batches:
         from batchrun._engine.hooks import CompositeHooks
         from batchrun._engine.runner import Runner
         from batchrun._jobs.outputs import DatasetOutputHooks
+        from batchrun._scale.worker import leased_accounts
 
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, batch.schema) as writer:
@@ -149,7 +151,8 @@ class _Batches:
             cfg,
             api_key=self.key,
             hooks=CompositeHooks(CostHooks(cfg), DatasetOutputHooks(cfg)),
-            accounts=self.client.accounts,
+            accounts=leased_accounts(cfg, self.client.accounts),
+            api_keys=self.keys,
         )
         try:
             anyio.run(runner.run)

@@ -20,7 +20,8 @@
 * ``quota``: ``batchrun sim --rpm R --start-drained`` (the bucket empty at the start,
   as after another client); one process, then 4 workers with ``--ray --workers 4``.
   Quota use = admitted / (R/60 x span of the arrivals), from the simulator's record;
-  with the share of 429s.
+  with the share of 429s. ``--rpm 1200,2400``: a pool of two simulators (one quota
+  each, ``--endpoint e0=... --endpoint e1=...``), each endpoint's quota use.
 
 * ``leases`` (issue 29): the quota actor's capacity. A local 2-CPU cluster, one
   `QuotaService` actor as a run makes it (one call at a time), and ``--clients``
@@ -37,6 +38,7 @@
     $ .venv/bin/python scripts/bench_ray.py --case throughput --requests 40000
     $ .venv/bin/python scripts/bench_ray.py --case leases --clients 4 --seconds 5
     $ .venv/bin/python scripts/bench_ray.py --case startup
+    $ .venv/bin/python scripts/bench_ray.py --case quota --rpm 1200,2400 --quota-requests 1800
 """
 
 from __future__ import annotations
@@ -257,8 +259,11 @@ def quota_use(stats: dict[str, Any], rpm: float) -> tuple[float, float, int, int
     return use, by_status.get(429, 0) / sent, sent, by_status.get(429, 0)
 
 
-def quota(n: int, rpm: int, workers: int) -> None:
-    results = {}
+def quota(n: int, rpms: list[int], workers: int) -> None:
+    """One simulator quota per ``rpms`` entry (one: the run's endpoint; more: a pool
+    of them, ``--endpoint eI=URL``), one process then ``workers`` on a cluster."""
+    results: dict[str, list[tuple[float, float, int, int]]] = {}
+    walls: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "in.jsonl")
         with open(path, "w") as f:
@@ -267,32 +272,43 @@ def quota(n: int, rpm: int, workers: int) -> None:
             ("one process", []),
             (f"--ray, {workers} workers", ["--ray", "--workers", str(workers)]),
         ):
-            sim_args = ["--rpm", str(rpm), "--start-drained", "--latency-ms", "20",
-                        "--jitter-ms", "10"]  # fmt: skip
-            proc, base_url = start_server("sim", sim_args)
+            servers = []
             try:
+                for rpm in rpms:
+                    sim_args = ["--rpm", str(rpm), "--start-drained", "--latency-ms", "20",
+                                "--jitter-ms", "10"]  # fmt: skip
+                    servers.append(start_server("sim", sim_args))
+                if len(servers) == 1:
+                    where = ["--base-url", servers[0][1]]
+                else:
+                    where = [a for i, (_, url) in enumerate(servers)
+                             for a in ("--endpoint", f"e{i}={url}")]  # fmt: skip
                 shard = ["--shard-rows", str(max(1, n // workers))] if extra else []
                 out = os.path.join(tmp, name.split(",")[0].strip("-"))
                 started = time.monotonic()
-                command = [BIN, "run", path, "-o", out, "--base-url", base_url, "--auth",
-                           "none", "-q", "--no-parquet", "--quality-breaker", "0", *extra,
-                           *shard]  # fmt: skip
+                command = [BIN, "run", path, "-o", out, *where, "--auth", "none", "-q",
+                           "--no-parquet", "--quality-breaker", "0", *extra, *shard]  # fmt: skip
                 done = subprocess.run(command, capture_output=True, text=True)
-                wall = time.monotonic() - started
+                walls[name] = time.monotonic() - started
                 if done.returncode not in (0, 4):
                     print(done.stderr, file=sys.stderr)
                     raise SystemExit(f"batchrun run exited {done.returncode}")
-                url = base_url.removesuffix("/v1") + "/_sim/stats"
-                with urllib.request.urlopen(url) as r:
-                    stats = json.loads(r.read())
+                results[name] = []
+                for (_, url), rpm in zip(servers, rpms, strict=True):
+                    with urllib.request.urlopen(url.removesuffix("/v1") + "/_sim/stats") as r:
+                        results[name].append(quota_use(json.loads(r.read()), rpm))
             finally:
-                proc.terminate()
-                proc.wait(10)
-            results[name] = (*quota_use(stats, rpm), wall)
-    print(f"\nshared quota: {n:,} requests, one simulator quota of {rpm} RPM, drained at start")
-    print(f"{'':24} {'quota use':>10} {'429s':>8} {'sent':>7} {'wall s':>8}")
-    for name, (use, share, sent, limited, wall) in results.items():
-        print(f"{name:24} {use:10.1%} {share:8.2%} {sent:7,} {wall:8.1f}  ({limited} 429s)")
+                for proc, _ in servers:
+                    proc.terminate()
+                    proc.wait(10)
+    quotas = " + ".join(str(r) for r in rpms)
+    print(f"\nshared quota: {n:,} requests, simulator quotas of {quotas} RPM, drained at start")
+    print(f"{'':24} {'quota use':>16} {'429s':>8} {'sent':>7} {'wall s':>8}")
+    for name, each in results.items():
+        use = "/".join(f"{u:.1%}" for u, *_ in each)
+        sent, limited = sum(e[2] for e in each), sum(e[3] for e in each)
+        share = limited / sent if sent else 0.0
+        print(f"{name:24} {use:>16} {share:8.2%} {sent:7,} {walls[name]:8.1f}  ({limited} 429s)")
 
 
 def lease_calls(service: Any, worker: str, seconds: float) -> tuple[int, float]:
@@ -419,7 +435,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--server", choices=["fast", "sim", "both"], default="both")
     parser.add_argument("--quota-requests", type=int, default=1_200)
-    parser.add_argument("--rpm", type=int, default=1_200)
+    parser.add_argument(
+        "--rpm", default="1200", help="the quota's RPM; several, comma-separated: a pool"
+    )
     parser.add_argument("--workers", type=int, default=4)
     args = parser.parse_args()
     if args.case in ("throughput", "all"):
@@ -438,7 +456,7 @@ def main() -> None:
         finally:
             ray.shutdown()
     if args.case in ("quota", "all"):
-        quota(args.quota_requests, args.rpm, args.workers)
+        quota(args.quota_requests, [int(r) for r in args.rpm.split(",")], args.workers)
     if args.case == "leases":
         leases(args.clients, args.seconds)
     if args.case == "startup":

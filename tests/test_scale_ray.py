@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,11 +102,21 @@ def _result_ids(run_dir: Path) -> list[str]:
     return ids
 
 
+ENDPOINT_STATE = ("breaker", "breaker_trips", "cost_usd")
+"""What a pool's ``endpoints.NAME`` holds beside the figures counted from lines."""
+
+
 def _assert_summary_is_a_recount(run_dir: Path) -> dict[str, Any]:
     summary = json.loads((run_dir / "summary.json").read_text())
     counted = recount(str(run_dir))
     for key, value in counted.items():
-        assert summary[key] == value, key
+        recorded = summary[key]
+        if key == "endpoints":
+            recorded = {
+                name: {k: v for k, v in row.items() if k not in ENDPOINT_STATE}
+                for name, row in recorded.items()
+            }
+        assert recorded == value, key
     return summary
 
 
@@ -332,28 +343,37 @@ def _busy_shard(run_dir: Path, lines: int, most: int = 40) -> tuple[Path, int] |
     return None
 
 
+@pytest.mark.parametrize("pooled", [False, True], ids=["one-endpoint", "pool"])
 def test_a_worker_killed_mid_shard_loses_and_repeats_nothing(
-    cluster: dict[str, str], key: str, tmp_path: Path
+    cluster: dict[str, str], key: str, tmp_path: Path, pooled: bool
 ) -> None:
     """SIGKILL the process running a shard: Ray runs the task again, the kernel has
-    released the shard's flock, the new attempt resumes from the journal."""
+    released the shard's flock, the new attempt resumes from the journal; over a pool
+    of two servers too (each worker routing over both)."""
     n = 240
     path = _write_jsonl(tmp_path / "in.jsonl", _requests(n))
     run_dir = tmp_path / "run"
     outcome: dict[str, Any] = {}
-    with SimThread(SimConfig(require_key=KEY, latency_ms=40)) as sim:
+    with (
+        SimThread(SimConfig(require_key=KEY, latency_ms=40)) as sim,
+        SimThread(SimConfig(require_key=KEY, latency_ms=40, seed=2)) as other,
+    ):
+        where: dict[str, Any] = {"base_url": sim.base_url}
+        if pooled:  # one request in flight at each: --concurrency 2 in all, as above
+            urls = {"a": sim.base_url, "b": other.base_url}
+            where = {"endpoints": {n: {"base_url": u, "concurrency": 1} for n, u in urls.items()}}
 
         def drive() -> None:
             outcome["run"] = batchrun.run(
                 str(path),
                 run_dir,
                 ray=True,
-                base_url=sim.base_url,
                 shard_rows=60,
                 workers=2,
                 concurrency=2,
                 quiet=True,
                 quality_breaker=0,
+                **where,
             )
 
         thread = threading.Thread(target=drive)
@@ -362,7 +382,7 @@ def test_a_worker_killed_mid_shard_loses_and_repeats_nothing(
         os.kill(pid, signal.SIGKILL)
         thread.join(timeout=180)
         assert not thread.is_alive()
-        sent = sim.stats.requests
+        sent = sim.stats.requests + other.stats.requests
 
     run = outcome["run"]
     assert run.exit_code == 0, run.notes
@@ -371,7 +391,12 @@ def test_a_worker_killed_mid_shard_loses_and_repeats_nothing(
     assert int((shard / ".lock").read_text()) != pid  # the shard was finished by another
     # requests on the wire when the worker died were sent again, nothing else
     assert n <= sent <= n + 2
-    _assert_summary_is_a_recount(run_dir)
+    summary = _assert_summary_is_a_recount(run_dir)
+    if pooled:  # both servers answered, and the lines say which answered what (but
+        # for the one request the killed worker had on the wire at each)
+        for name, server in (("a", sim), ("b", other)):
+            counted = summary["endpoints"][name]["requests"]
+            assert 0 < counted <= server.stats.requests <= counted + 1, name
     _assert_no_key_anywhere(str(run_dir), cluster["temp"])
 
 
@@ -480,30 +505,51 @@ def test_ray_data_processor_maps_a_dataset(cluster: dict[str, str], key: str) ->
     assert all(r["content"] for r in rows)
 
 
+@pytest.mark.parametrize("pooled", [False, True], ids=["one-endpoint", "pool"])
 def test_the_budget_holds_for_the_whole_cluster(
-    cluster: dict[str, str], key: str, tmp_path: Path
+    cluster: dict[str, str], key: str, tmp_path: Path, pooled: bool
 ) -> None:
     """--max-cost across two workers: never above the cap, and stopped within one
-    worst-case request per worker of it."""
+    worst-case request per worker of it; over a pool too (each answer priced at its
+    endpoint's prices, each request reserved at its dearest endpoint's worst case)."""
     from batchrun._cost.budget import BudgetAdmission, CostHooks
     from batchrun._settings import Settings
 
     rows = [{**r, "max_tokens": 40} for r in _requests(300)]
     path = _write_jsonl(tmp_path / "in.jsonl", rows)
     cap = 0.0015
-    with SimThread(SimConfig(require_key=KEY, latency_ms=10)) as sim:
+    with (
+        SimThread(SimConfig(require_key=KEY, latency_ms=10)) as sim,
+        SimThread(SimConfig(require_key=KEY, latency_ms=10, seed=2)) as dear,
+    ):
+        where: dict[str, Any] = {"base_url": sim.base_url}
+        if pooled:  # b: ten times a's prices, under its own name for the model
+            b = {
+                "models": {"gpt-4o-mini": "mini-eu"},
+                "prices": {"mini-eu": {"input": 1.5, "output": 6.0}},
+            }
+            where = {"endpoints": {"a": {"base_url": sim.base_url},
+                                   "b": {"base_url": dear.base_url, **b}}}  # fmt: skip
         run = batchrun.run(
-            str(path), tmp_path / "run", ray=True, base_url=sim.base_url, shard_rows=75,
-            workers=2, concurrency=4, max_cost=cap, quiet=True, quality_breaker=0,
+            str(path), tmp_path / "run", ray=True, shard_rows=75, workers=2, concurrency=4,
+            max_cost=cap, quiet=True, quality_breaker=0, **where,
         )  # fmt: skip
-    worst = BudgetAdmission(CostHooks(Settings()), cap).worst_case(
+    worst = BudgetAdmission(CostHooks(Settings(**where)), cap).worst_case(
         {k: v for k, v in rows[0].items() if k != "custom_id"}
     )
     spent = run.summary["cost_usd"]["total"]
     assert run.exit_code == 3 and run.status == "budget_exceeded"
     assert cap - 2 * worst <= spent <= cap
     assert run.summary["requests"]["pending"] > 0
-    _assert_summary_is_a_recount(tmp_path / "run")
+    if not pooled:
+        _assert_summary_is_a_recount(tmp_path / "run")
+        return
+    ends = run.summary["endpoints"]
+    assert ends["a"]["answered"] > 0 and ends["b"]["answered"] > 0
+    assert ends["a"]["cost_usd"] + ends["b"]["cost_usd"] == pytest.approx(spent, abs=2e-6)
+    used = ends["b"]["usage"]
+    at_b = (used["prompt_tokens"] * 1.5 + used["completion_tokens"] * 6.0) / 1e6
+    assert ends["b"]["cost_usd"] == pytest.approx(at_b, abs=2e-6)
 
 
 def test_a_ray_data_batch_run_again_resumes_from_its_journal(
@@ -578,3 +624,83 @@ def test_a_sharded_run_of_truncated_answers_stops_on_the_quality_breaker(
     # a shard whose own answers trip it sends nothing (here both, usually); one stopped
     # by the other before it was judged goes on until it trips in turn
     assert sent_again <= 50 + 2
+
+
+def test_a_pool_runs_on_the_cluster_each_row_once_over_its_endpoints(
+    cluster: dict[str, str], key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers route over two loopback servers, each with its own key and quota
+    (``a``: 6,000 RPM already used up; ``b``: 3,000 RPM, then 503 for good after 12
+    answers): every row answered once over the pool (as the servers count), each line
+    names its endpoint, summary.json's ``endpoints`` is a recount of the lines, the
+    dead server gets few requests, and ``a``'s headers, read by both workers, pace
+    one shared account (429s stay rare). A rerun sends nothing; one with b's model
+    under another name is refused."""
+    from tests.test_pool_run import DiesAfter
+
+    monkeypatch.setenv("POOL_B_KEY", KEY + "-b")
+    n = 160
+    path = _write_jsonl(tmp_path / "in.jsonl", _requests(n))
+    fast = {"latency_ms": 20.0, "jitter_ms": 10.0}
+    with (
+        SimThread(SimConfig(seed=1, require_key=KEY, rpm=6_000, start_drained=True, **fast)) as a,
+        SimThread(SimConfig(seed=2, require_key=KEY + "-b", rpm=3_000, **fast)) as b,
+    ):
+        dies = DiesAfter(b, 12)
+        pool = {
+            "a": {"base_url": a.base_url, "concurrency": 8},
+            "b": {"base_url": b.base_url, "concurrency": 4, "api_key_env": "POOL_B_KEY"},
+        }
+        common = {"ray": True, "endpoints": pool, "quality_breaker": 0, "quiet": True}
+        run = batchrun.run(
+            str(path), tmp_path / "run", shard_rows=80, workers=2, **common
+        )  # fmt: skip
+        paced = run.summary["pacing"]["by_endpoint"]  # (the rerun writes summary.json)
+        answered = {"a": a.stats.by_status[200], "b": b.stats.by_status[200]}
+        sent = a.stats.requests + b.stats.requests
+        again = batchrun.run(str(path), tmp_path / "run", **common)
+        assert a.stats.requests + b.stats.requests == sent  # the rerun sent nothing
+        # the fingerprint covers the pool's shape: b's answers under another name refused
+        renamed = {**pool, "b": {**pool["b"], "models": {"gpt-4o-mini": "mini-eu"}}}
+        with pytest.raises(RunDirError, match=r"endpoints\.b"):
+            batchrun.run(str(path), tmp_path / "run", **{**common, "endpoints": renamed})
+        assert a.stats.requests + b.stats.requests == sent
+        rate_limited, a_requests = a.stats.rate_limited, a.stats.requests
+    assert run.exit_code == 0, run.notes
+    assert again.exit_code == 0, again.notes
+    run_dir = tmp_path / "run"
+    written = [
+        json.loads(line)
+        for shard in sorted(run_dir.glob("shards/*/results.jsonl"))
+        for line in shard.read_text().splitlines()
+    ]
+    ids = [r["custom_id"] for r in written]
+    assert len(ids) == len(set(ids)) == n
+    assert not any(p.read_text() for p in run_dir.glob("shards/*/errors.jsonl"))
+    # exactly once as the servers count it, each line naming the server that answered
+    assert answered["b"] == 12 and sum(answered.values()) == n, answered
+    by_line = Counter(r["batchrun"]["route"][-1] for r in written)
+    assert dict(by_line) == answered
+    identity = {"a": a.base_url.rstrip("/"), "b": b.base_url.rstrip("/")}
+    assert all(r["batchrun"]["endpoint"] == identity[r["batchrun"]["route"][-1]] for r in written)
+    # the dead one: what was in flight when it died, then each shard's breaker (its
+    # own: 5 in a row) and a probe or two, per shard
+    print(f"answered {answered}, b refused {dies.refused}, a: {rate_limited} 429s of {a_requests}")
+    assert dies.refused <= 2 * (4 + 5 + 3), dies.refused
+    # both workers read a's headers into its one account: 429s stay rare
+    assert rate_limited <= 0.02 * a_requests + 2, (rate_limited, a_requests)
+    summary = _assert_summary_is_a_recount(run_dir)  # endpoints.NAME too
+    rows = summary["endpoints"]
+    assert list(rows) == ["a", "b"]
+    assert rows["b"]["answered"] == 12 and rows["b"]["failures"] == {"503": dies.refused}
+    assert rows["a"]["requests"] == a_requests and rows["b"]["breaker_trips"] >= 1
+    assert paced["a"]["server_rpm"] == 6_000 and paced["b"]["server_rpm"] == 3_000  # headers
+    assert sum(summary["cost_usd"]["by_endpoint"].values()) == pytest.approx(
+        summary["cost_usd"]["total"], abs=1e-6
+    )
+    from batchrun._report.text import format_status, status_report
+
+    table = format_status(status_report(run_dir)).split("\nendpoints\n", 1)[1].splitlines()
+    shown = [line.split()[:3] for line in table[1:3]]
+    assert shown == [["a", str(a_requests), "148"], ["b", str(12 + dies.refused), "12"]]
+    _assert_no_key_anywhere(str(tmp_path), cluster["temp"])

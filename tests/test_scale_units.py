@@ -197,6 +197,40 @@ def test_a_leased_account_spends_its_lease_and_asks_ahead() -> None:
     assert account.delay(0, now=10.0) > 0
 
 
+def test_a_pool_has_one_account_per_endpoint_and_model_in_the_book() -> None:
+    """Each endpoint's account has its own limits and its own headers; a worker's
+    view of an endpoint leases under that account's name, through one lease client."""
+    clock = Clock()
+    book = QuotaBook(
+        concurrency=64,
+        endpoints={"a": {"concurrency": 4, "rpm": 600}, "b": {"concurrency": 2, "rpm": 60}},
+        clock=clock,
+    )
+    wakes: list[int] = []
+    leased = LeasedAccounts(concurrency=64, wake=lambda: wakes.append(1))
+    on_a = leased.endpoint("a", concurrency=4)["m"]
+    on_b = leased.endpoint("b", concurrency=2)["m"]
+    assert (on_a.model, on_a.key, on_b.key) == ("m", "a:m", "b:m")
+    assert leased.leased() == [on_a, on_b]  # one lease client supplies both
+    # slow start per account: each endpoint's one probe, granted apart
+    probe_a = book.lease("w1", on_a.key, want=8, tokens_each=0, report=Report())
+    probe_b = book.lease("w2", on_b.key, want=8, tokens_each=0, report=Report())
+    assert probe_a.requests == 1 and probe_b.requests == 1
+    assert (probe_a.limit, probe_b.limit) == (4.0, 2.0)  # each its own concurrency
+    # b's headers (60 RPM, 2 left) bound b's account only
+    seen_b = Report(snapshot=_headers(60, 2, 50.0), snapshot_lease=probe_b.lease_id, answered=1)
+    granted_b = sum(
+        book.lease(w, "b:m", want=8, tokens_each=0, report=seen_b if i == 0 else Report()).requests
+        for i, w in enumerate("wxyz")
+    )
+    granted_a = book.lease("w1", "a:m", want=8, tokens_each=0, report=Report(answered=1)).requests
+    assert granted_b <= 1 and granted_a == 8  # a's quota (600 RPM) is untouched by b's
+    paced = book.summary()["by_endpoint"]
+    assert list(paced) == ["a", "b"] and paced["b"]["server_rpm"] == 60
+    assert paced["a"]["server_rpm"] is None  # no header from a yet
+    assert "breaker" not in paced["a"]  # each worker's own, summed from the shards
+
+
 def test_budget_book_never_lets_the_cluster_past_the_cap() -> None:
     book = BudgetBook(cap=1.0)
     shares = [book.reserve(w, amount=0.3, worst=0.1)[0] for w in "abcd"]

@@ -83,7 +83,7 @@ class OnlineLane:
         api_key: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         source: Source | None = None,
-        accounts: Accounts | None = None,
+        accounts: Accounts | Pool | None = None,
         clock: Any = time.monotonic,
         api_keys: Mapping[str, str | None] | None = None,
     ) -> None:
@@ -94,8 +94,16 @@ class OnlineLane:
         """Each endpoint's key, by its name in the pool (`batchrun._api.endpoint_keys`)."""
         for key in self.api_keys.values():
             register_secret(key)
-        self.pool = build_pool(cfg, clock) if cfg.endpoints and accounts is None else None
-        """The run's pool of endpoints (`batchrun._engine.pool`); None: one endpoint."""
+        self.pool = (
+            accounts
+            if isinstance(accounts, Pool)
+            else build_pool(cfg, clock)
+            if cfg.endpoints and accounts is None
+            else None
+        )
+        """The run's pool of endpoints (`batchrun._engine.pool`); None: one endpoint.
+        A shard of a cluster run hands its own in (``accounts``: each endpoint's
+        leases from the run's quota actor)."""
         self.transport = transport
         self.source = source
         self.accounts: Accounts | Pool = (

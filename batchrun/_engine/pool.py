@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import httpx
 
@@ -25,30 +26,41 @@ from batchrun._transport.client import ChatClient
 from batchrun._values import Endpoint
 
 
-def member_accounts(endpoint: Endpoint, clock: Callable[[], float]) -> Accounts:
-    """The per-model accounts of one endpoint: its own rpm/tpm (for every model, and
-    per model by the job's names) and its cap on requests in flight."""
+def endpoint_limits(endpoint: Endpoint) -> dict[str, Any]:
+    """One endpoint's `Accounts` arguments: its own rpm/tpm (for every model, and per
+    model by the job's names) and its cap on requests in flight (plain values: what
+    the quota actor of a cluster run is made with, `batchrun._scale.quota`)."""
     rpm, tpm = endpoint.rpm, endpoint.tpm
     by_model: dict[str, tuple[float | None, float | None]] = {}
     for model, amount in rpm.by_model if rpm is not None else ():
         by_model[model] = (amount, by_model.get(model, (None, None))[1])
     for model, amount in tpm.by_model if tpm is not None else ():
         by_model[model] = (by_model.get(model, (None, None))[0], amount)
-    return Accounts(
-        concurrency=endpoint.concurrency or 64,
-        rpm=rpm.default if rpm is not None else None,
-        tpm=tpm.default if tpm is not None else None,
-        by_model=by_model,
-        clock=clock,
-    )
+    return {
+        "concurrency": endpoint.concurrency or 64,
+        "rpm": rpm.default if rpm is not None else None,
+        "tpm": tpm.default if tpm is not None else None,
+        "by_model": by_model,
+    }
 
 
-def build_pool(settings: Settings, clock: Callable[[], float]) -> Pool:
-    """The running pool of ``settings`` (`Settings.pool`, in declaration order)."""
+def member_accounts(endpoint: Endpoint, clock: Callable[[], float]) -> Accounts:
+    """The per-model accounts of one endpoint (`endpoint_limits`)."""
+    return Accounts(**endpoint_limits(endpoint), clock=clock)
+
+
+def build_pool(
+    settings: Settings,
+    clock: Callable[[], float],
+    accounts: Callable[[Endpoint], Accounts] | None = None,
+) -> Pool:
+    """The running pool of ``settings`` (`Settings.pool`, in declaration order);
+    ``accounts``: each endpoint's (default `member_accounts`; a shard of a cluster
+    run's lease from the run's quota actor, `batchrun._scale.lease.LeasedAccounts`)."""
     members = [
         Member(
             e.name,
-            member_accounts(e, clock),
+            accounts(e) if accounts is not None else member_accounts(e, clock),
             order=order,
             weight=e.weight or 1.0,
             cap=e.concurrency,
@@ -97,4 +109,4 @@ def warn_once(notes: list[str], warning: str, *, quiet: bool = False) -> None:
         print(f"batchrun: warning: {warning}", file=sys.stderr, flush=True)
 
 
-__all__ = ["build_pool", "member_accounts", "pool_clients", "warn_once"]
+__all__ = ["build_pool", "endpoint_limits", "member_accounts", "pool_clients", "warn_once"]

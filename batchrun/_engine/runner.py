@@ -48,7 +48,7 @@ class Runner(Engine):
         hooks: RunHooks | None = None,
         wall_clock: Callable[[], float] = time.time,
         held_lock: RunDirLock | None = None,
-        accounts: Accounts | None = None,
+        accounts: Accounts | Pool | None = None,
         api_keys: Mapping[str, str | None] | None = None,
     ) -> None:
         if not cfg.out_dir:

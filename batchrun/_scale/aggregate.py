@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from batchrun._output.rundir import RunDir, is_complete
-from batchrun._output.summary import summary_figures
+from batchrun._output.summary import pool_rows, summary_figures
 from batchrun._output.tally import Tally
 from batchrun._scale.shards import ShardPlan, shard_dir
 from batchrun._version import __version__
@@ -86,22 +86,53 @@ def merged_summary(
     }
     if extra:
         out.update(extra)
+    breakers = merged_breakers(summaries)
+    if breakers or "endpoints" in out:
+        # a pool: each endpoint's row, its breaker as the workers saw it, its cost
+        by_endpoint = out["pacing"].setdefault("by_endpoint", {})
+        for name, breaker in breakers.items():
+            by_endpoint.setdefault(name, {}).update(breaker)
+        pool_rows(out)
+    return out
+
+
+BREAKER_RANK = {"closed": 0, "half_open": 1, "open": 2, "removed": 3}
+"""An endpoint's breaker over a cluster: the worst any worker's was in at its end."""
+
+
+def merged_breakers(summaries: Iterable[dict[str, Any] | None]) -> dict[str, dict[str, Any]]:
+    """A pool's breakers over the shards: each endpoint's worst state (`BREAKER_RANK`)
+    and its trips added up (each worker has its own breaker per endpoint)."""
+    out: dict[str, dict[str, Any]] = {}
+    for summary in summaries:
+        rows = ((summary or {}).get("pacing") or {}).get("by_endpoint") or {}
+        for name, row in rows.items():
+            seen = out.setdefault(name, {"breaker": "closed", "breaker_trips": 0})
+            state = row.get("breaker") or "closed"
+            if BREAKER_RANK.get(state, 0) > BREAKER_RANK.get(seen["breaker"], 0):
+                seen["breaker"] = state
+            seen["breaker_trips"] += int(row.get("breaker_trips") or 0)
     return out
 
 
 def merged_cost(summaries: Iterable[dict[str, Any] | None], prices: Any) -> dict[str, Any]:
     """``cost_usd`` and ``batch_api_cost_usd``: each shard's own (priced request by
     request) added up per model."""
-    from batchrun._cost.bill import CostBreakdown, CostTotals
+    from batchrun._cost.bill import CostBreakdown, CostTotals, round_usd
     from batchrun._cost.prices import PriceBook
 
     totals = CostTotals(PriceBook.load(prices))
     any_cost = False
+    by_endpoint: dict[str, float] | None = None
     for summary in summaries:
         cost = (summary or {}).get("cost_usd")
         if not isinstance(cost, Mapping):
             continue
         any_cost = True
+        if isinstance(cost.get("by_endpoint"), Mapping):  # a pool: each at its own prices
+            by_endpoint = by_endpoint or {}
+            for name, usd in cost["by_endpoint"].items():
+                by_endpoint[name] = by_endpoint.get(name, 0.0) + float(usd or 0.0)
         batch = ((summary or {}).get("batch_api_cost_usd") or {}).get("by_model") or {}
         for model, entry in (cost.get("by_model") or {}).items():
             if not isinstance(entry, Mapping) or entry.get("total") is None:
@@ -117,7 +148,10 @@ def merged_cost(summaries: Iterable[dict[str, Any] | None], prices: Any) -> dict
             totals.by_model[model] = part if before is None else before + part
     if not any_cost:
         return {}
-    return totals.report()
+    report = totals.report()
+    if by_endpoint is not None:
+        report["cost_usd"]["by_endpoint"] = {n: round_usd(v) for n, v in by_endpoint.items()}
+    return report
 
 
 def merged_eval(
@@ -153,6 +187,7 @@ def recount(run_dir: str) -> dict[str, Any]:
 
 
 __all__ = [
+    "merged_breakers",
     "merged_cost",
     "merged_eval",
     "merged_summary",

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from batchrun._engine.lifecycle import Engine
@@ -24,7 +24,8 @@ __all__ = ["INSTALL_HINT", "RayDriver", "connect", "import_ray", "unwrap"]
 
 class RayDriver(Engine):
     """``served``: the endpoint's model list, asked only for a model without a price
-    (`batchrun._cost.modelnames`); ``err``: where progress lines go."""
+    (`batchrun._cost.modelnames`); ``err``: where progress lines go; ``api_keys``: a
+    pool's keys, each endpoint's (`batchrun._api.endpoint_keys`)."""
 
     def __init__(
         self,
@@ -34,11 +35,12 @@ class RayDriver(Engine):
         handle_signals: bool = False,
         err: Any = None,
         served: Callable[[], list[str] | None] | None = None,
+        api_keys: Mapping[str, str | None] | None = None,
     ) -> None:
         if not cfg.out_dir:
             raise ConfigError("no run directory given (-o DIR)")
         if cfg.ray is None:
             raise ConfigError("RayDriver needs settings.ray (an address, or 'local')")
         cfg.validate()  # variants, a pilot, a cache nodes cannot share: refused
-        self.cluster = RayLane(cfg, api_key, err=err, served=served)
+        self.cluster = RayLane(cfg, api_key, err=err, served=served, api_keys=api_keys)
         super().__init__(cfg, self.cluster, handle_signals=handle_signals)

@@ -23,7 +23,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -121,9 +121,12 @@ class RayLane:
         *,
         err: Any = None,
         served: Callable[[], list[str] | None] | None = None,
+        api_keys: Mapping[str, str | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.api_key = api_key
+        self.api_keys = dict(api_keys or {})
+        """A pool's keys, each endpoint's by its name (`batchrun._api.endpoint_keys`)."""
         self.err = err
         self.served = served
         self.service: Any = None
@@ -236,7 +239,7 @@ class RayLane:
         if self.service is None:
             self._start_service()
         self._sending = True
-        await self._get(self.service.set_key.remote(self.api_key))
+        await self._get(self.service.set_key.remote(self.api_key, self.api_keys))
         if run.facts.stop_reason is not None:
             self.service.stop.remote(run.facts.stop_reason)
         cpus = float(self._ray.cluster_resources().get("CPU", 1))

@@ -32,6 +32,19 @@ headers are unknown, one request in the whole cluster.
     (1.0, 8.0)
     >>> book.lease("w2", "m", want=5, tokens_each=0, report=Report()).wait > 0
     True
+
+A pool of endpoints (`batchrun._pacing.pool`) has one account per endpoint and
+model, each bounded by that endpoint's own rpm/tpm and concurrency: the book is
+given each endpoint's limits (``endpoints``) and an account is named by
+`account_key` (``"NAME:MODEL"``); a worker's `LeasedAccounts.endpoint` is one
+endpoint's view, whose accounts lease under those names. So every worker routes over
+the pool as one process does while the cluster holds each endpoint's quota once,
+and the headers a worker reads from an endpoint feed that endpoint's account.
+
+    >>> pooled = QuotaBook(concurrency=8, endpoints={"a": {"concurrency": 4, "rpm": 60},
+    ...                                              "b": {"concurrency": 2}})
+    >>> pooled.account(account_key("a", "m")).maximum, pooled.account("b:m").maximum
+    (4, 2)
 """
 
 from __future__ import annotations
@@ -40,13 +53,14 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchrun._pacing.account import AccountStats, SendMark
 from batchrun._pacing.buckets import QuotaMirror
 from batchrun._pacing.headers import RateLimitSnapshot
+from batchrun._pacing.pool import Member, Pool
 from batchrun._pacing.scheduler import Accounts
 
 COUNTED_SECONDS = 0.5
@@ -115,8 +129,17 @@ class Grant:
     """The run is stopping (Ctrl-C at the driver): send nothing more."""
 
 
+def account_key(endpoint: str | None, model: str) -> str:
+    """The book's name for the account of ``model`` on pool endpoint ``endpoint``
+    (None: the run's one endpoint, the model's name). An endpoint's name has no
+    ``:`` (`batchrun._checks`), so the first one splits it off again."""
+    return model if endpoint is None else f"{endpoint}:{model}"
+
+
 class QuotaBook:
-    """Every model's `ModelAccount` for the whole cluster, granting leases."""
+    """Every model's `ModelAccount` for the whole cluster, granting leases;
+    ``endpoints``: a pool's, each endpoint's `Accounts` arguments by its name (the
+    accounts are then named by `account_key`)."""
 
     def __init__(
         self,
@@ -125,11 +148,16 @@ class QuotaBook:
         rpm: float | None = None,
         tpm: float | None = None,
         by_model: dict[str, tuple[float | None, float | None]] | None = None,
+        endpoints: Mapping[str, Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.accounts = Accounts(
             concurrency=concurrency, rpm=rpm, tpm=tpm, by_model=by_model, clock=clock
         )
+        self.pool = {
+            name: Accounts(**limits, clock=clock) for name, limits in (endpoints or {}).items()
+        }
+        """A pool's accounts, by endpoint (empty: the run has one endpoint)."""
         self.clock = clock
         self.stop_reason: str | None = None
         self.leases = 0
@@ -145,6 +173,13 @@ class QuotaBook:
         if self.stop_reason is None:
             self.stop_reason = reason
 
+    def account(self, key: str) -> Any:
+        """The `ModelAccount` named ``key`` (`account_key`)."""
+        if not self.pool:
+            return self.accounts[key]
+        endpoint, _, model = key.partition(":")
+        return self.pool[endpoint][model]
+
     def active_workers(self, now: float) -> int:
         return max(1, sum(1 for seen in self._workers.values() if now - seen < 5.0))
 
@@ -152,7 +187,7 @@ class QuotaBook:
     def apply(self, worker: str, model: str, report: Report) -> None:
         now = self.clock()
         self._workers[worker] = now
-        account = self.accounts[model]
+        account = self.account(model)
         if report.returned_requests > 0 or report.returned_tokens > 0:
             account.requests.refund(report.returned_requests, now)
             account.tokens.refund(report.returned_tokens, now)
@@ -194,7 +229,7 @@ class QuotaBook:
         self.asked += 1
         self.apply(worker, model, report)
         now = self.clock()
-        account = self.accounts[model]
+        account = self.account(model)
         info: dict[str, Any] = {
             "limit": account.limit,
             "needs_tokens": account.needs_token_estimates,
@@ -249,7 +284,16 @@ class QuotaBook:
         return self._next_id
 
     def summary(self) -> dict[str, Any]:
-        return {**self.accounts.summary(), "leases": self.leases, "lease_requests": self.asked}
+        """Pacing for summary.json (a pool's: `Pool.summary`'s shape, each endpoint's
+        accounts as the cluster shares them)."""
+        if self.pool:
+            members = [Member(name, accounts) for name, accounts in self.pool.items()]
+            paced = Pool(members).summary()
+            for row in paced["by_endpoint"].values():
+                del row["breaker"], row["breaker_trips"]  # each worker's own
+        else:
+            paced = self.accounts.summary()
+        return {**paced, "leases": self.leases, "lease_requests": self.asked}
 
 
 # -- the worker's side ------------------------------------------------------------------
@@ -269,8 +313,12 @@ class LeasedAccount:
     every change happens under one lock.
     """
 
-    def __init__(self, model: str, *, concurrency: int, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, model: str, *, concurrency: int, wake: Callable[[], None], key: str | None = None
+    ) -> None:
         self.model = model
+        self.key = model if key is None else key
+        """Its account's name at the book (`account_key`)."""
         self.maximum = max(1, concurrency)
         self.limit = float(self.maximum)
         self.in_flight = 0
@@ -491,22 +539,45 @@ class LeasedAccount:
 
 
 class LeasedAccounts(Accounts):
-    """A worker's accounts: one `LeasedAccount` per model, filled by a lease client."""
+    """A worker's accounts: one `LeasedAccount` per model, filled by a lease client.
 
-    def __init__(self, *, concurrency: int, wake: Callable[[], None]) -> None:
+    In a pool, `endpoint` gives each endpoint's own view (its models' accounts, with
+    its concurrency), and `leased` lists every view's accounts too: one lease client
+    keeps them all supplied."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        wake: Callable[[], None],
+        endpoint: str | None = None,
+        every: list[LeasedAccount] | None = None,
+    ) -> None:
         super().__init__(concurrency=concurrency)
         self._wake = wake
+        self._endpoint = endpoint
+        self._every: list[LeasedAccount] = [] if every is None else every
+        """Every account of this worker, each endpoint's view's too (shared)."""
 
     def __getitem__(self, model: str) -> Any:
         account: Any = self._accounts.get(model)
         if account is None:
-            account = LeasedAccount(model, concurrency=self.concurrency, wake=self._wake)
+            key = account_key(self._endpoint, model)
+            account = LeasedAccount(model, concurrency=self.concurrency, wake=self._wake, key=key)
             self._accounts[model] = account
+            self._every.append(account)
             self._wake()
         return account
 
+    def endpoint(self, name: str, *, concurrency: int) -> LeasedAccounts:
+        """Pool endpoint ``name``'s accounts (its concurrency: what each model's may
+        have in flight in this worker, as `batchrun._engine.pool.member_accounts`)."""
+        return LeasedAccounts(
+            concurrency=concurrency, wake=self._wake, endpoint=name, every=self._every
+        )
+
     def leased(self) -> list[LeasedAccount]:
-        return list(self._accounts.values())  # type: ignore[arg-type]
+        return list(self._every)
 
 
 __all__ = [
@@ -517,4 +588,5 @@ __all__ = [
     "QuotaBook",
     "RateLimitEvent",
     "Report",
+    "account_key",
 ]

@@ -49,22 +49,31 @@ class QuotaService:
         by_model: dict[str, tuple[float | None, float | None]],
         max_cost: float | None,
         spent: float = 0.0,
+        endpoints: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        self.book = QuotaBook(concurrency=concurrency, rpm=rpm, tpm=tpm, by_model=by_model)
+        self.book = QuotaBook(
+            concurrency=concurrency, rpm=rpm, tpm=tpm, by_model=by_model, endpoints=endpoints
+        )
         self.budget = BudgetBook(max_cost, spent) if max_cost is not None else None
         self._key: str | None = None
+        self._keys: dict[str, str | None] = {}
 
     # -- the key ---------------------------------------------------------------------
-    def set_key(self, key: str | None) -> None:
-        """The API key, sent by the driver in an actor call and kept in this process's
-        memory only. Actor calls are not recorded by Ray (unlike the arguments of the
-        actor's creation, or a runtime environment, which Ray keeps and shows), so the
-        key never reaches Ray's logs, its dashboard or its object spill files; workers
-        fetch it with `key`, and it is gone when the run's actor is."""
+    def set_key(self, key: str | None, keys: dict[str, str | None] | None = None) -> None:
+        """The API key (``keys``: a pool's, each endpoint's by its name), sent by the
+        driver in an actor call and kept in this process's memory only. Actor calls
+        are not recorded by Ray (unlike the arguments of the actor's creation, or a
+        runtime environment, which Ray keeps and shows), so the key never reaches
+        Ray's logs, its dashboard or its object spill files; workers fetch it with
+        `key` (`keys`), and it is gone when the run's actor is."""
         self._key = key
+        self._keys = dict(keys or {})
 
     def key(self) -> str | None:
         return self._key
+
+    def keys(self) -> dict[str, str | None]:
+        return self._keys
 
     # -- quota -----------------------------------------------------------------------
     def lease(self, worker: str, model: str, want: int, tokens_each: int, report: Report) -> Grant:
@@ -138,7 +147,7 @@ class LeaseClient:
             report = account.close(now)
             if not report.empty():
                 try:
-                    self._get(self.service.report.remote(self.worker, account.model, report))
+                    self._get(self.service.report.remote(self.worker, account.key, report))
                 except Exception as exc:  # the actor is gone: nothing to give back to
                     self.errors.append(str(exc))
 
@@ -160,7 +169,7 @@ class LeaseClient:
                     try:
                         grant = self._get(
                             self.service.lease.remote(
-                                self.worker, account.model, want, account.want_tokens, report
+                                self.worker, account.key, want, account.want_tokens, report
                             )
                         )
                     except Exception as exc:
@@ -175,7 +184,7 @@ class LeaseClient:
                         continue
                     failures = 0
                     self.calls += 1
-                    last_report[account.model] = now
+                    last_report[account.key] = now
                     account.refill(grant, time.monotonic())
                     if grant.stop is not None and not self._stopped:
                         self._stopped = True
@@ -183,10 +192,10 @@ class LeaseClient:
                             self.on_stop(grant.stop)
                 elif (
                     account.pending_report()
-                    and now - last_report.get(account.model, 0.0) >= REPORT_SECONDS
+                    and now - last_report.get(account.key, 0.0) >= REPORT_SECONDS
                 ):
-                    last_report[account.model] = now
-                    self.service.report.remote(self.worker, account.model, account.take_report())
+                    last_report[account.key] = now
+                    self.service.report.remote(self.worker, account.key, account.take_report())
 
 
 def start_quota_service(ray: Any, cfg: Settings, *, spent: float = 0.0) -> Any:
@@ -194,8 +203,12 @@ def start_quota_service(ray: Any, cfg: Settings, *, spent: float = 0.0) -> Any:
     cost cap; ``spent``: what earlier processes spent of the cap), on the driver's node:
     a worker node lost mid-run (preempted, scaled down) must not take the run's one
     quota account with it. Not soft: Ray 2.60 put a soft-pinned actor of no CPU on a
-    worker node beside a head with no CPUs (checked on a 3-node cluster)."""
+    worker node beside a head with no CPUs (checked on a 3-node cluster). A pool's
+    endpoints each have their accounts there, with their own limits
+    (`batchrun._engine.pool.endpoint_limits`)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from batchrun._engine.pool import endpoint_limits
 
     here = ray.get_runtime_context().get_node_id()
     actor = ray.remote(QuotaService).options(
@@ -210,6 +223,7 @@ def start_quota_service(ray: Any, cfg: Settings, *, spent: float = 0.0) -> Any:
         by_model=cfg.limits_by_model(),
         max_cost=cfg.max_cost,
         spent=spent,
+        endpoints={e.name: endpoint_limits(e) for e in cfg.pool()} if cfg.endpoints else None,
     )
 
 

@@ -12,7 +12,8 @@ Three tasks, each a plain function the driver wraps with ``ray.remote``:
 
 * `scan_shard`: check the shard's rows before anything is sent anywhere (bad rows,
   duplicate ids within the shard; ids hashed stably for the check across shards);
-* `run_shard`: send what the shard has not finished;
+* `run_shard`: send what the shard has not finished (a pool of endpoints routed as
+  one process routes it, `leased_accounts`);
 * `write_part`: its file of ``RUN_DIR/results.parquet/`` and its evaluation counts.
 """
 
@@ -27,7 +28,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from hashlib import blake2b
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -38,6 +39,11 @@ from batchrun._runfiles import holder
 from batchrun._scale.shards import Shard, shard_dir
 from batchrun._settings import Settings
 from batchrun.errors import InputError
+
+if TYPE_CHECKING:
+    from batchrun._pacing.pool import Pool
+    from batchrun._scale.lease import LeasedAccounts
+    from batchrun._values import Endpoint
 
 PARTS = "results.parquet"
 """The merged results: a directory of Parquet files, one per shard."""
@@ -209,7 +215,7 @@ def _run_shard(job: ShardJob, service: Any) -> ShardDone:
 
     cfg = job.shard_settings()
     worker = f"shard-{job.shard.name}-{os.getpid()}"
-    key = ray.get(service.key.remote())
+    key, keys = ray.get([service.key.remote(), service.keys.remote()])
     wait_for_lock(job.shard_dir)
     client = LeaseClient(service, worker, concurrency=cfg.concurrency)
     cost = CostHooks(cfg)
@@ -231,7 +237,8 @@ def _run_shard(job: ShardJob, service: Any) -> ShardDone:
         api_key=key,
         source=job.source(),
         hooks=CompositeHooks(*hooks),
-        accounts=client.accounts,
+        accounts=leased_accounts(cfg, client.accounts),
+        api_keys=keys,
     )
 
     async def main() -> Any:
@@ -257,6 +264,21 @@ def _run_shard(job: ShardJob, service: Any) -> ShardDone:
         os.getpid(),
         client.calls,
     )
+
+
+def leased_accounts(cfg: Settings, leased: LeasedAccounts) -> LeasedAccounts | Pool:
+    """What a worker's runner paces by: its lease client's accounts; for a pool of
+    endpoints, the pool (`batchrun._engine.pool.build_pool`: routed as one process
+    routes it), each endpoint's accounts leased from the run's one account per
+    endpoint and model (`LeasedAccounts.endpoint`)."""
+    if not cfg.endpoints:
+        return leased
+    from batchrun._engine.pool import build_pool, endpoint_limits
+
+    def accounts(e: Endpoint) -> LeasedAccounts:
+        return leased.endpoint(e.name, concurrency=endpoint_limits(e)["concurrency"])
+
+    return build_pool(cfg, time.monotonic, accounts)
 
 
 class _EvalColumnCheck(RunHooks):
@@ -343,6 +365,7 @@ __all__ = [
     "ShardScan",
     "on_this_node",
     "part_path",
+    "leased_accounts",
     "run_shard",
     "scan_shard",
     "stable_id_hash",
