@@ -239,24 +239,20 @@ def endpoint(settings: Settings) -> Iterator[Settings]:
 
 
 def refuse_unrouted_pool(settings: Settings) -> None:
-    """A pool runs online (`batchrun._engine.pool`); on a Ray cluster and through the
-    Batch API it does not yet: refuse those before anything is sent rather than send
-    its rows somewhere the job did not name.
+    """A pool runs online (`batchrun._engine.pool`) and through the Batch API over its
+    ``batch = true`` endpoints (`batchrun._batch.pool`); on a Ray cluster it does not
+    yet: refuse that before anything is sent rather than send its rows somewhere the
+    job did not name.
 
-    TODO(issue 26): Ray pools (the quota actor keyed by endpoint and model), Batch
-    API pools (rows split over the ``batch = true`` endpoints) and the response cache
-    in a pool (`batchrun._cache.scopes.PoolScopes` in `batchrun._engine.reuse`)."""
+    TODO(issue 26): Ray pools (the quota actor keyed by endpoint and model) and the
+    response cache in a pool (`batchrun._cache.scopes.PoolScopes` in
+    `batchrun._engine.reuse`)."""
     if not settings.endpoints:
         return
     if settings.ray is not None:
         raise ConfigError(
             "endpoints with --ray: a pool of endpoints runs online only in this batchrun "
             "(not yet on a Ray cluster); run it without --ray, or with one [endpoint]"
-        )
-    if settings.mode == "batch":
-        raise ConfigError(
-            "endpoints with --batch-api: a pool of endpoints runs online only in this "
-            "batchrun (not yet through the Batch API); run it online, or with one [endpoint]"
         )
     if settings.cache and settings.cache_policy != "off":
         # the cache keys answers by the endpoint and key that gave them
@@ -494,6 +490,9 @@ def make_runner(
 
     shared = {k: v for k, v in injected.items() if k in _SHARED_INJECTIONS}
 
+    if "api_keys" in injected:  # a pool's fallback goes online over the whole pool
+        shared["api_keys"] = injected["api_keys"]
+
     def online(lock: RunDirLock) -> Runner:
         return Runner(
             settings,
@@ -546,6 +545,8 @@ def cancel_run(run_dir: str | os.PathLike[str], **injected: Any) -> RunResult:
     settings = _recorded_endpoint(replace(recorded, mode="batch", quiet=True))
     with endpoint(settings) as live:
         key = api_key(live)
+        if live.endpoints and "api_keys" not in injected:
+            injected["api_keys"] = endpoint_keys(live)
         driver = BatchDriver(live, api_key=key, hooks=hooks_for(live), cancel_only=True, **injected)
         result: RunResult = anyio.run(driver.run)
     return result

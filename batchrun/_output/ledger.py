@@ -53,6 +53,9 @@ class ShardRecord:
 
     shard: int
     model: str = ""
+    endpoint: str | None = None
+    """The pool's endpoint whose Files/Batches API takes the shard (None: the run's one
+    endpoint, and every shard a journal wrote before pools went through batches)."""
     rows: int = 0
     attempt: int = 1
     file_id: str | None = None
@@ -147,6 +150,8 @@ class Ledger:
         record = self.shard(number)
         if kind == "planned":
             record.model = str(step.get("model") or "")
+            endpoint = step.get("endpoint")
+            record.endpoint = endpoint if isinstance(endpoint, str) else None
             record.rows = int(step.get("rows") or 0)
             record.attempt = int(step.get("attempt") or 1)
             worst = step.get("worst_usd")
