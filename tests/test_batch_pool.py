@@ -93,16 +93,21 @@ def run(cfg: Settings, **injected: Any) -> Any:
     return anyio.run(make_runner(cfg, None, **injected).run)
 
 
-def assert_endpoints_are_a_recount(out: Path, summary: dict[str, Any]) -> None:
+def assert_endpoints_are_a_recount(
+    out: Path, summary: dict[str, Any], prices: dict[str, tuple[float, float]] | None = None
+) -> None:
     """summary.json's ``endpoints`` is what a recount of the files gives, and each
-    endpoint's cost is its lines' tokens at its own batch prices."""
+    endpoint's cost is its lines' tokens at its own batch prices (``prices``: per
+    million input and output tokens, online; None: the tests' `PRICES` and `B_PRICES`)."""
     recounted = read_journal(str(out), from_checkpoint=False).tally.by_endpoint
     rows = summary["endpoints"]
     assert {n: e.to_dict() for n, e in recounted.items()} == {
         n: {k: v for k, v in r.items() if k not in ("breaker", "breaker_trips", "cost_usd")}
         for n, r in rows.items()
+        if n in recounted
     }
-    per_million = {"a": (1.0, 2.0), "b": (10.0, 20.0)}  # standard prices; batch: half
+    assert all(rows[n]["requests"] == 0 for n in rows if n not in recounted)
+    per_million = prices or {"a": (1.0, 2.0), "b": (10.0, 20.0)}  # online; batch: half
     cost: Counter[str] = Counter()
     for line in lines(out / "results.jsonl"):
         meta = line["batchrun"]
@@ -337,3 +342,54 @@ def test_max_cost_holds_across_a_batch_pool(
     assert 0 < summary["cost_usd"]["total"] <= cap
     assert summary["requests"]["pending"] == 0 or result.summary["stop_reason"] == "budget"
     assert_endpoints_are_a_recount(out, summary)
+
+
+# -- offline, from the command line: the simulator pool, killed and resumed -----------------
+
+
+@pytest.mark.slow
+def test_the_sim_batch_pool_example_killed_after_a_create_resumes_exactly_once(
+    tmp_path: Path,
+) -> None:
+    from tests.test_batch_resume import batchrun_cli
+
+    jobs = Path(__file__).resolve().parent.parent / "jobs"
+    out = tmp_path / "run"
+    n = 60  # the example's first 60 reviews (a pilot, --limit, would run online)
+    reviews = (jobs / "data" / "reviews.jsonl").read_text().splitlines()[:n]
+    inp = tmp_path / "reviews.jsonl"
+    inp.write_text("\n".join(reviews) + "\n")
+    expected = {json.loads(line)["id"] for line in reviews}
+    command = [
+        "run", str(inp), "-j", str(jobs / "batch-pool.toml"), "-o", str(out),
+        "--batch-max-requests", "10",
+        "--poll-interval", "0.05", "--quality-breaker", "0", "-q", "--no-parquet",
+    ]  # fmt: skip
+    killed = batchrun_cli(tmp_path, *command, die_after="created")
+    assert killed.returncode == -9, killed.stderr
+    opened = read_ledger(steps_path(str(out))).open_shards()
+    assert opened and opened[0].batch_id is not None and opened[0].endpoint in ("us", "eu")
+    rerun = batchrun_cli(tmp_path, *command)
+    assert rerun.returncode == 0, rerun.stderr
+    written = [line["custom_id"] for line in lines(out / "results.jsonl")]
+    assert len(written) == len(set(written)) and set(written) == expected
+    assert not lines(out / "errors.jsonl")
+    answered: Counter[str] = Counter()
+    for name in ("us", "eu"):  # each simulator kept its batches in the run directory
+        log = [
+            json.loads(x)
+            for x in (out / "batch" / f"sim-{name}" / "log.jsonl").read_text().splitlines()
+        ]
+        creates = Counter(op["metadata"]["batchrun_shard"] for op in log if op["op"] == "create")
+        assert creates and max(creates.values()) == 1, creates  # no shard created twice
+        ended = [op["batch"] for op in log if op["op"] == "ended"]
+        assert len(ended) == len(creates)
+        answered[name] = sum(b["request_counts"]["completed"] for b in ended)
+    assert sum(answered.values()) == n  # every row run once, by one of them
+    assert not (out / "batch" / "sim-relay").exists()  # online only: no batch there
+    summary = json.loads((out / "summary.json").read_text())
+    assert {k: summary["endpoints"][k]["answered"] for k in ("us", "eu")} == dict(answered)
+    assert summary["endpoints"]["relay"]["requests"] == 0
+    # gpt-4o-mini's own batch prices at both (eu's name for it has none)
+    mini = (0.15, 0.6)
+    assert_endpoints_are_a_recount(out, summary, prices={"us": mini, "eu": mini})

@@ -498,6 +498,7 @@ def test_a_lone_row_well_under_the_limit_waits_for_a_queue_held_elsewhere(
 def test_a_lone_row_refused_twice_without_a_named_limit_fails_for_good(tmp_path: Path) -> None:
     from batchrun._batch.intake import Answers
     from batchrun._batch.openshards import OpenShards
+    from batchrun._batch.pool import BatchClients
     from batchrun._batch.steps import StepJournal
     from batchrun._batch.submit import Submitter
     from batchrun._batch.workdir import ShardWriter, line_for
@@ -510,7 +511,7 @@ def test_a_lone_row_refused_twice_without_a_named_limit_fails_for_good(tmp_path:
     written: list[Outcome] = []
     submitter = Submitter(
         cfg=Settings(input="x.jsonl", batch_max_requests=8),
-        clients=None,  # type: ignore[arg-type]
+        clients=BatchClients({}),  # no call is made
         shards=shards,
         answers=Answers(max_attempts=3),
         source=None,  # type: ignore[arg-type]

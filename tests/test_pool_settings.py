@@ -594,12 +594,12 @@ def test_tokens_per_minute_can_bind_and_an_endpoint_without_a_quota_leaves_time_
     assert single["time"]["minutes"] == pytest.approx(2.0)
 
 
-def test_a_pool_runs_online_from_the_command_line_and_is_refused_on_ray_and_batch(
+def test_a_pool_runs_online_from_the_command_line_and_is_refused_on_ray_and_with_cache(
     tmp_path: Path, rows: Path
 ) -> None:
     """Online, a declared pool runs (each line names the endpoint that answered);
-    on a Ray cluster and through the Batch API it is refused before anything is
-    sent, naming what is not supported yet (issue 26, part 2)."""
+    on a Ray cluster it is refused before anything is sent, naming what is not
+    supported yet (issue 26, part 2; through the Batch API: tests/test_batch_pool.py)."""
     from batchrun._api import make_runner, settings_for
     from batchrun.errors import ConfigError
 
@@ -625,7 +625,6 @@ def test_a_pool_runs_online_from_the_command_line_and_is_refused_on_ray_and_batc
     common = {"prompt": "{text}", "model": "gpt-4o-mini", "endpoints": pooled}
     for extra, said in (
         ({"ray": "auto"}, "endpoints with --ray: .*runs online only"),
-        ({"mode": "batch"}, "endpoints with --batch-api: .*runs online only"),
         ({"cache": str(tmp_path / "cache")}, "endpoints with --cache: .*not used by a pool"),
     ):
         settings = settings_for(str(rows), str(tmp_path / "r"), **common, **extra)
