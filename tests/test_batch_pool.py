@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from batchrun._api import make_runner
-from batchrun._batch.pool import BatchTakers, endpoint_for
+from batchrun._batch.client import BatchClient
+from batchrun._batch.pool import BatchClients, BatchTakers, endpoint_for
 from batchrun._batch.steps import read_ledger
 from batchrun._batch.workdir import steps_path
 from batchrun._output.journal import read_journal
+from batchrun._output.ledger import ShardRecord
 from batchrun._settings import DEFAULT_BASE_URL, Settings
 from batchrun._values import Endpoint
 from batchrun.errors import ConfigError
@@ -111,12 +114,11 @@ def assert_endpoints_are_a_recount(
     cost: Counter[str] = Counter()
     for line in lines(out / "results.jsonl"):
         meta = line["batchrun"]
-        if meta.get("via") != "batch":
-            continue
         usage = line["response"]["body"]["usage"]
         price_in, price_out = per_million[meta["route"][-1]]
         paid = usage["prompt_tokens"] * price_in + usage["completion_tokens"] * price_out
-        cost[meta["route"][-1]] += paid / 1e6 * 0.5
+        cost[meta["route"][-1]] += paid / 1e6 * (0.5 if meta.get("via") == "batch" else 1.0)
+    assert cost
     for name, usd in cost.items():
         assert rows[name]["cost_usd"] == pytest.approx(usd, rel=1e-6, abs=1e-9)
 
@@ -135,25 +137,41 @@ def test_rows_split_by_weight_and_a_row_always_goes_to_the_same_endpoint() -> No
     assert [e.name for e in takers.of("m")] == ["c"] and takers.of("n") == []
     with pytest.raises(ConfigError, match="no endpoint that takes batches .* 'n'"):
         takers.refuse_unserved({"m", "n"})
+    # a journal's open shard at an endpoint the pool no longer declares: refused
+    clients = BatchClients({"a": BatchClient(base_url="http://a.test/v1")})
+    clients.refuse_unknown([ShardRecord(1, endpoint="a")])
+    with pytest.raises(ConfigError, match="open batches at endpoint 'gone'"):
+        clients.refuse_unknown([ShardRecord(1, endpoint="a"), ShardRecord(2, endpoint="gone")])
 
 
 def test_a_model_no_batch_endpoint_serves_is_refused_before_anything_is_sent(
     tmp_path: Path, keys: dict[str, str]
 ) -> None:
     inp = write_rows(tmp_path / "req.jsonl", 6, models=("gpt-4o-mini", "gpt-4.1"))
-    a, b = two_sims()
-    with a, b:
-        endpoints = pool_of(a, b)
-        # the settings name one model; the input asks for another one too
-        cfg = settings(inp, tmp_path / "run", DEFAULT_BASE_URL, endpoints=endpoints)
-        with pytest.raises(ConfigError, match="serves the model 'gpt-4.1'"):
-            run(cfg)
-        cfg = settings(
-            inp, tmp_path / "run2", DEFAULT_BASE_URL, endpoints=endpoints, model="gpt-4.1"
-        )
-        problems = cfg.problems()
-        assert any("no endpoint that takes batches (batch = true) serves" in p for p in problems)
-        assert a.snapshot()["files_uploaded"] == 0 and b.snapshot()["files_uploaded"] == 0
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500)
+
+    # both serve gpt-4o-mini only (each by its own name); the input asks for gpt-4.1 too
+    endpoints = {
+        name: {
+            "base_url": f"http://{name}.test/v1",
+            "auth": "none",
+            "batch": True,
+            "models": {"gpt-4o-mini": f"mini-{name}"},
+        }
+        for name in ("a", "b")
+    }
+    cfg = settings(inp, tmp_path / "run", DEFAULT_BASE_URL, endpoints=endpoints)
+    with pytest.raises(ConfigError, match="serves the model 'gpt-4.1'"):
+        run(cfg, transport=httpx.MockTransport(handler))
+    assert sent == []
+    # named in the settings: refused with the other problems, before any run
+    cfg = settings(inp, tmp_path / "run2", DEFAULT_BASE_URL, endpoints=endpoints, model="gpt-4.1")
+    problems = cfg.problems()
+    assert any("no endpoint that takes batches (batch = true) serves" in p for p in problems)
 
 
 # -- the whole path over two providers ---------------------------------------------------------
@@ -393,3 +411,37 @@ def test_the_sim_batch_pool_example_killed_after_a_create_resumes_exactly_once(
     # gpt-4o-mini's own batch prices at both (eu's name for it has none)
     mini = (0.15, 0.6)
     assert_endpoints_are_a_recount(out, summary, prices={"us": mini, "eu": mini})
+
+
+def test_an_online_rerun_takes_in_the_pools_ended_batches_and_sends_only_the_rest(
+    tmp_path: Path, keys: dict[str, str]
+) -> None:
+    n = 80
+    inp = write_rows(tmp_path / "req.jsonl", n)
+    out = tmp_path / "run"
+    # at each provider the first batch answers every row, the second expires half done
+    a, b = two_sims(BatchConfig(fates=("ok", "expire"), expire_fraction=0.5))
+    with a, b:
+        common = {"endpoints": pool_of(a, b), "prices": PRICES, "keep_remote_files": True}
+        cfg = settings(
+            inp, out, DEFAULT_BASE_URL, batch_max_requests=10, quality_breaker=0, **common
+        )
+        driver = make_runner(cfg, None)
+
+        async def ctrl_c(seconds: float) -> None:
+            driver.interrupt()
+
+        driver.sleep = ctrl_c  # type: ignore[method-assign]
+        assert anyio.run(driver.run).exit_code == 130
+        result = run(settings(inp, out, DEFAULT_BASE_URL, mode="online", **common))
+        paid = billed(a) + billed(b)
+        online = a.snapshot()["requests"] + b.snapshot()["requests"]
+    assert result.exit_code == 0, result.notes
+    assert_exactly_once(out, n)
+    assert paid == n  # every row paid once, by one provider, across both processes
+    via = Counter(line["batchrun"].get("via", "online") for line in lines(out / "results.jsonl"))
+    assert via["batch"] > 0 and via["online"] == online > 0
+    summary = json.loads((out / "summary.json").read_text())
+    # each endpoint's cost: its batch rows at batch prices, its online rows at online ones
+    assert_endpoints_are_a_recount(out, summary)
+    assert not read_ledger(steps_path(str(out))).open_shards()

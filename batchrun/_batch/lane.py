@@ -183,6 +183,7 @@ class BatchLane:
             spent=self._spent,
             judge=self._judge,
         )
+        self.parts.clients.refuse_unknown(self.ledger.open_shards())
         self._before = replace(prepared.counts)
 
     def _spent(self) -> float:

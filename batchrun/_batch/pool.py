@@ -37,6 +37,7 @@ from batchrun._models import Outcome
 from batchrun._output.ledger import ShardRecord
 from batchrun._settings import Settings
 from batchrun._values import DEFAULT_ENDPOINT, Endpoint
+from batchrun.errors import ConfigError
 
 _SPAN = float(1 << 64)
 
@@ -74,13 +75,18 @@ class BatchClients:
             return next(iter(self._clients.values()))
         client = self._clients.get(name or DEFAULT_ENDPOINT)
         if client is None:  # a journal naming an endpoint the pool no longer has
-            from batchrun.errors import ConfigError
-
             raise ConfigError(
                 f"the run directory has open batches at endpoint {name!r}, which the pool "
                 f"no longer declares; declare it again (with batch = true) to take them in"
             )
         return client
+
+    def refuse_unknown(self, records: Iterable[ShardRecord]) -> None:
+        """A ConfigError, before anything is sent, when an open shard of the run
+        directory is at an endpoint the pool no longer has (its batches would be
+        neither polled nor cancelled)."""
+        for record in records:
+            self.of(record)
 
     def __iter__(self) -> Iterator[BatchClient]:
         return iter(self._clients.values())
@@ -141,8 +147,6 @@ class BatchTakers:
         endpoint serves: refused before anything is uploaded, never sent elsewhere."""
         for model in sorted(models):
             if not self.of(model):
-                from batchrun.errors import ConfigError
-
                 takers = ", ".join(e.name for e in self.members) or "none"
                 raise ConfigError(
                     f"--batch-api with endpoints: no endpoint that takes batches (batch = "

@@ -217,7 +217,12 @@ class Submitter:
         running batch to finish and go in a later shard; no attempt is counted. A
         row refused alone, with none of this run's batches in the queue, that can
         never fit (`batchrun._batch.shards.never_fits_the_queue`) fails for good."""
-        running = [r for r in self.shards.running() if r.shard != record.shard]
+        # the queue is the provider's: in a pool, only that endpoint's batches hold it
+        running = [
+            r
+            for r in self.shards.running()
+            if r.shard != record.shard and r.endpoint == record.endpoint
+        ]
         limit = queue_limit(reason)
         alone = record.rows == 1 and not running
         if alone:
