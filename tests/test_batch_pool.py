@@ -21,7 +21,7 @@ import anyio
 import httpx
 import pytest
 
-from batchrun._api import make_runner
+from batchrun._api import cancel_run, make_runner
 from batchrun._batch.client import BatchClient
 from batchrun._batch.pool import BatchClients, BatchTakers, endpoint_for
 from batchrun._batch.steps import read_ledger
@@ -94,6 +94,23 @@ def billed(sim: SimThread) -> int:
 
 def run(cfg: Settings, **injected: Any) -> Any:
     return anyio.run(make_runner(cfg, None, **injected).run)
+
+
+def interrupted_after_submitting(cfg: Settings) -> list[ShardRecord]:
+    """A pool's batch run Ctrl-C'd at its first wait: every shard is created at its
+    endpoint, none polled (the batches go on at the providers). Its open shards."""
+    driver = make_runner(cfg, None)
+
+    async def ctrl_c(seconds: float) -> None:
+        driver.interrupt()
+
+    driver.sleep = ctrl_c  # type: ignore[method-assign]
+    result = anyio.run(driver.run)
+    assert result.exit_code == 130, result.notes
+    opened = read_ledger(steps_path(str(cfg.out_dir))).open_shards()
+    assert opened and all(r.batch_id for r in opened)
+    assert {r.endpoint for r in opened} == {"a", "b"}
+    return opened
 
 
 def assert_endpoints_are_a_recount(
@@ -257,18 +274,7 @@ def test_an_interrupted_pool_resumes_and_no_provider_runs_a_row_twice(
             quality_breaker=0,
             prices=PRICES,
         )
-        driver = make_runner(cfg, None)
-
-        async def ctrl_c(seconds: float) -> None:  # at the first wait: all submitted
-            driver.interrupt()
-
-        driver.sleep = ctrl_c  # type: ignore[method-assign]
-        first = anyio.run(driver.run)
-        assert first.exit_code == 130, first.notes
-        ledger = read_ledger(steps_path(str(out)))
-        opened = ledger.open_shards()
-        assert opened and all(r.batch_id for r in opened)
-        assert {r.endpoint for r in opened} == {"a", "b"}
+        interrupted_after_submitting(cfg)
         created = a.snapshot()["batches_created"] + b.snapshot()["batches_created"]
         second = run(cfg)
         sent = {"a": uploaded(a), "b": uploaded(b)}
@@ -426,13 +432,7 @@ def test_an_online_rerun_takes_in_the_pools_ended_batches_and_sends_only_the_res
         cfg = settings(
             inp, out, DEFAULT_BASE_URL, batch_max_requests=10, quality_breaker=0, **common
         )
-        driver = make_runner(cfg, None)
-
-        async def ctrl_c(seconds: float) -> None:
-            driver.interrupt()
-
-        driver.sleep = ctrl_c  # type: ignore[method-assign]
-        assert anyio.run(driver.run).exit_code == 130
+        interrupted_after_submitting(cfg)
         result = run(settings(inp, out, DEFAULT_BASE_URL, mode="online", **common))
         paid = billed(a) + billed(b)
         online = a.snapshot()["requests"] + b.snapshot()["requests"]
@@ -445,3 +445,40 @@ def test_an_online_rerun_takes_in_the_pools_ended_batches_and_sends_only_the_res
     # each endpoint's cost: its batch rows at batch prices, its online rows at online ones
     assert_endpoints_are_a_recount(out, summary)
     assert not read_ledger(steps_path(str(out))).open_shards()
+
+
+def test_cancel_cancels_each_endpoints_batches_with_its_key_and_a_rerun_sends_the_rest(
+    tmp_path: Path, keys: dict[str, str]
+) -> None:
+    n = 60
+    inp = write_rows(tmp_path / "req.jsonl", n)
+    out = tmp_path / "run"
+    # the batches run 10 rows a second: cancelled part way
+    a, b = two_sims(BatchConfig(rows_per_second=10, cancel_delay=0.05))
+    with a, b:
+        common = {"endpoints": pool_of(a, b), "prices": PRICES, "keep_remote_files": True}
+        cfg = settings(
+            inp, out, DEFAULT_BASE_URL, batch_max_requests=20, quality_breaker=0, **common
+        )
+        opened = interrupted_after_submitting(cfg)
+        cancelled = cancel_run(str(out))
+        assert cancelled.exit_code == 0, cancelled.notes
+        listed = {"a": a.server.batches.listed(), "b": b.server.batches.listed()}
+        cancels = {
+            "a": a.snapshot()["api_calls"]["cancel"],
+            "b": b.snapshot()["api_calls"]["cancel"],
+        }
+        assert not read_ledger(steps_path(str(out))).open_shards()
+        again = run(cfg)
+        paid = billed(a) + billed(b)
+    assert again.exit_code == 0, again.notes
+    assert_exactly_once(out, n)
+    assert paid == n  # the rows a cancelled batch never ran went again, once
+    # each endpoint's batches were cancelled there, by its own client (a wrong key is a
+    # 401, which would have failed the cancel), and every one of them ended
+    for name in ("a", "b"):
+        mine = {r.batch_id for r in opened if r.endpoint == name}
+        statuses = {x.id: x.status for x in listed[name]}
+        assert mine and cancels[name] > 0, (name, cancels)
+        assert all(statuses[batch] in ("cancelled", "completed") for batch in mine), statuses
+    assert_endpoints_are_a_recount(out, json.loads((out / "summary.json").read_text()))
