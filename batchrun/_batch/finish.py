@@ -186,13 +186,14 @@ class Finisher:
             group: list[Outcome] = []
             lines = self.answers.lines_of(path, view, index, at, attempts, repeated, record.model)
             for outcome in lines:
-                self.clients.mark(record, (outcome,))
                 group.append(outcome)
                 if len(group) >= WRITE_LINES:
                     # written and counted on the event loop, where the hooks live
+                    self.clients.mark(record, group)
                     anyio.from_thread.run_sync(self.write, group)
                     group = []
             if group:
+                self.clients.mark(record, group)
                 anyio.from_thread.run_sync(self.write, group)
 
         try:
