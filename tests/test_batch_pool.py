@@ -32,6 +32,7 @@ from batchrun._settings import DEFAULT_BASE_URL, Settings
 from batchrun._values import Endpoint
 from batchrun.errors import ConfigError
 from batchrun.sim import BatchConfig, SimConfig, SimThread
+from tests import test_batch_resume as resume
 from tests.conftest import FakeTime
 from tests.test_batch_api import assert_exactly_once, lines, settings, write_rows
 
@@ -97,18 +98,10 @@ def run(cfg: Settings, **injected: Any) -> Any:
 
 
 def interrupted_after_submitting(cfg: Settings) -> list[ShardRecord]:
-    """A pool's batch run Ctrl-C'd at its first wait: every shard is created at its
-    endpoint, none polled (the batches go on at the providers). Its open shards."""
-    driver = make_runner(cfg, None)
-
-    async def ctrl_c(seconds: float) -> None:
-        driver.interrupt()
-
-    driver.sleep = ctrl_c  # type: ignore[method-assign]
-    result = anyio.run(driver.run)
-    assert result.exit_code == 130, result.notes
+    """A pool's batch run Ctrl-C'd at its first wait (`tests.test_batch_resume`): every
+    shard is created at its endpoint, none polled. Its open shards."""
+    resume.interrupted_after_submitting(cfg)
     opened = read_ledger(steps_path(str(cfg.out_dir))).open_shards()
-    assert opened and all(r.batch_id for r in opened)
     assert {r.endpoint for r in opened} == {"a", "b"}
     return opened
 
@@ -375,8 +368,6 @@ def test_max_cost_holds_across_a_batch_pool(
 def test_the_sim_batch_pool_example_killed_after_a_create_resumes_exactly_once(
     tmp_path: Path,
 ) -> None:
-    from tests.test_batch_resume import batchrun_cli
-
     jobs = Path(__file__).resolve().parent.parent / "jobs"
     out = tmp_path / "run"
     n = 60  # the example's first 60 reviews (a pilot, --limit, would run online)
@@ -389,11 +380,11 @@ def test_the_sim_batch_pool_example_killed_after_a_create_resumes_exactly_once(
         "--batch-max-requests", "10",
         "--poll-interval", "0.05", "--quality-breaker", "0", "-q", "--no-parquet",
     ]  # fmt: skip
-    killed = batchrun_cli(tmp_path, *command, die_after="created")
+    killed = resume.batchrun_cli(tmp_path, *command, die_after="created")
     assert killed.returncode == -9, killed.stderr
     opened = read_ledger(steps_path(str(out))).open_shards()
     assert opened and opened[0].batch_id is not None and opened[0].endpoint in ("us", "eu")
-    rerun = batchrun_cli(tmp_path, *command)
+    rerun = resume.batchrun_cli(tmp_path, *command)
     assert rerun.returncode == 0, rerun.stderr
     written = [line["custom_id"] for line in lines(out / "results.jsonl")]
     assert len(written) == len(set(written)) and set(written) == expected
