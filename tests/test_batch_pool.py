@@ -473,3 +473,18 @@ def test_cancel_cancels_each_endpoints_batches_with_its_key_and_a_rerun_sends_th
         assert mine and cancels[name] > 0, (name, cancels)
         assert all(statuses[batch] in ("cancelled", "completed") for batch in mine), statuses
     assert_endpoints_are_a_recount(out, json.loads((out / "summary.json").read_text()))
+
+
+def test_the_estimate_of_a_batch_pool_splits_by_weight_over_its_batch_endpoints() -> None:
+    from batchrun._cost.estimate import estimate_settings
+    from batchrun._jobs.jobfile import load_job
+
+    settings = load_job(Path(__file__).resolve().parent.parent / "jobs" / "batch-pool.toml")
+    report = estimate_settings(settings.settings())
+    assert report.pool is not None and report.pool.via_batch
+    shares = report.pool.endpoints
+    assert list(shares) == ["us", "eu"]  # relay takes no batches
+    assert (shares["us"].rows, shares["eu"].rows) == (200, 100)
+    model = report.models["gpt-4o-mini"]
+    assert shares["us"].cost_low + shares["eu"].cost_low == pytest.approx(model.batch_low)
+    assert report.pool.minutes is None  # a batch has no per-minute pace
