@@ -28,6 +28,7 @@ from batchrun._batch.steps import read_ledger
 from batchrun._batch.workdir import steps_path
 from batchrun._output.journal import read_journal
 from batchrun._output.ledger import ShardRecord
+from batchrun._report.text import format_status, status_report
 from batchrun._settings import DEFAULT_BASE_URL, Settings
 from batchrun._values import Endpoint
 from batchrun.errors import ConfigError
@@ -268,6 +269,8 @@ def test_an_interrupted_pool_resumes_and_no_provider_runs_a_row_twice(
             prices=PRICES,
         )
         interrupted_after_submitting(cfg)
+        shown = format_status(status_report(str(out)))  # each open batch at its endpoint
+        assert " at a  " in shown and " at b  " in shown, shown
         created = a.snapshot()["batches_created"] + b.snapshot()["batches_created"]
         second = run(cfg)
         sent = {"a": uploaded(a), "b": uploaded(b)}

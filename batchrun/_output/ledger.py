@@ -267,6 +267,8 @@ def batch_status(run_dir: str) -> dict[str, Any] | None:
             answered += _count(entry.get("completed"))
             failed += _count(entry.get("failed"))
         entry.setdefault("shard", shard_tag(number))
+        if record.endpoint is not None:  # a pool's: whose Batch API has it
+            entry.setdefault("endpoint", record.endpoint)
         entry.setdefault("rows", record.rows)
         entry.setdefault("total", record.rows)
         entry.setdefault("completed", 0)
