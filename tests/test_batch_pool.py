@@ -195,17 +195,28 @@ def test_rows_split_over_two_providers_each_paid_once_with_its_key_and_model_nam
     inp = write_rows(tmp_path / "req.jsonl", n)
     out = tmp_path / "run"
     a, b = two_sims()
+    seen: dict[int | None, set[tuple[str, str | None]]] = {}
+
+    class Recording(httpx.AsyncHTTPTransport):
+        """The real wire, noting who each call presents itself as, by port."""
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            who = (request.headers.get("authorization", ""), request.headers.get("x-region"))
+            seen.setdefault(request.url.port, set()).add(who)
+            return await super().handle_async_request(request)
+
     with a, b:
         cfg = settings(
             inp,
             out,
             DEFAULT_BASE_URL,
             keep_remote_files=True,  # what each was sent stays to read
-            endpoints=pool_of(a, b),
+            endpoints=pool_of(a, b, b={"headers": {"x-region": "eu"}}),
             prices=PRICES,
             batch_max_requests=25,
         )
-        result = run(cfg)
+        result = run(cfg, transport=Recording())
+        ports = {"a": httpx.URL(a.base_url).port, "b": httpx.URL(b.base_url).port}
         sent = {"a": uploaded(a), "b": uploaded(b)}
         paid = {"a": billed(a), "b": billed(b)}
         stats = {"a": a.snapshot(), "b": b.snapshot()}
@@ -219,6 +230,12 @@ def test_rows_split_over_two_providers_each_paid_once_with_its_key_and_model_nam
     assert {r["body"]["model"] for r in sent["b"]} == {"mini-b"}
     assert paid == {"a": len(ids["a"]), "b": len(ids["b"])}  # server-side: billed once
     assert stats["a"]["requests"] == stats["b"]["requests"] == 0  # nothing online
+    # every call (upload, create, retrieve, download, delete) with its endpoint's key
+    # and headers, and only those
+    assert seen == {
+        ports["a"]: {(f"Bearer {keys['a']}", None)},
+        ports["b"]: {(f"Bearer {keys['b']}", "eu")},
+    }
     # each line names the endpoint that answered it
     written = lines(out / "results.jsonl")
     for line in written:
