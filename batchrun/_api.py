@@ -238,24 +238,6 @@ def endpoint(settings: Settings) -> Iterator[Settings]:
         yield replace(live, endpoints=members) if pooled else live
 
 
-def refuse_unrouted_pool(settings: Settings) -> None:
-    """A pool runs online (`batchrun._engine.pool`), on a Ray cluster too (each
-    worker routes over it, leasing each endpoint's quota from the quota actor,
-    `batchrun._scale.lease`); through the Batch API it does not yet: refuse that
-    before anything is sent rather than send its rows somewhere the job did not name.
-
-    TODO(issue 26): Batch API pools (rows split over the ``batch = true`` endpoints).
-    The response cache works in a pool (`batchrun._cache.scopes.PoolScopes` in
-    `batchrun._engine.reuse`)."""
-    if not settings.endpoints:
-        return
-    if settings.mode == "batch":
-        raise ConfigError(
-            "endpoints with --batch-api: a pool of endpoints runs online only in this "
-            "batchrun (not yet through the Batch API); run it online, or with one [endpoint]"
-        )
-
-
 def _recorded_endpoint(settings: Settings) -> Settings:
     """The settings a run directory recorded, with ``base_url = "sim"`` again when the
     run rehearsed against the built-in simulator (run.json names the loopback address
@@ -274,7 +256,6 @@ def _recorded_endpoint(settings: Settings) -> Settings:
 def surroundings(settings: Settings) -> Iterator[Settings]:
     """What a run needs around it: the simulator (`endpoint`) and, with ``serve``, the
     live report page on 127.0.0.1 for as long as the run goes (its URL on stderr)."""
-    refuse_unrouted_pool(settings)
     with endpoint(settings) as live, object_storage_run(live) as local:
         if local.serve is None:
             yield local
@@ -445,7 +426,6 @@ def make_runner(
     handing the rows left to the online runner); while any still runs, it is refused
     (`batchrun._batch.state.open_batches_refusal`): their rows are never paid twice."""
     settings.validate()
-    refuse_unrouted_pool(settings)
     if settings.cascade is not None:
         from batchrun._jobs.cascade_run import CascadeRunner
 
@@ -485,6 +465,9 @@ def make_runner(
     from batchrun._batch.driver import BatchDriver
 
     shared = {k: v for k, v in injected.items() if k in _SHARED_INJECTIONS}
+
+    if "api_keys" in injected:  # a pool's fallback goes online over the whole pool
+        shared["api_keys"] = injected["api_keys"]
 
     def online(lock: RunDirLock) -> Runner:
         return Runner(
@@ -538,6 +521,8 @@ def cancel_run(run_dir: str | os.PathLike[str], **injected: Any) -> RunResult:
     settings = _recorded_endpoint(replace(recorded, mode="batch", quiet=True))
     with endpoint(settings) as live:
         key = api_key(live)
+        if live.endpoints and "api_keys" not in injected:
+            injected["api_keys"] = endpoint_keys(live)
         driver = BatchDriver(live, api_key=key, hooks=hooks_for(live), cancel_only=True, **injected)
         result: RunResult = anyio.run(driver.run)
     return result

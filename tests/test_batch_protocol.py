@@ -253,6 +253,7 @@ def test_a_create_left_unanswered_by_a_killed_process_waits_from_the_restart(
     from batchrun._batch.client import BatchClient
     from batchrun._batch.intake import Answers
     from batchrun._batch.openshards import OpenShards
+    from batchrun._batch.pool import BatchClients
     from batchrun._batch.protocol import metadata_for
     from batchrun._batch.steps import StepJournal
     from batchrun._batch.submit import Submitter
@@ -280,7 +281,7 @@ def test_a_create_left_unanswered_by_a_killed_process_waits_from_the_restart(
     client = BatchClient(base_url="http://api.test/v1", transport=httpx.MockTransport(api))
     submitter = Submitter(
         cfg=Settings(input="x.jsonl"),
-        client=client,
+        clients=BatchClients({"default": client}),
         shards=OpenShards(journal, str(tmp_path)),
         answers=Answers(max_attempts=3),
         source=None,  # type: ignore[arg-type]
@@ -497,6 +498,7 @@ def test_a_lone_row_well_under_the_limit_waits_for_a_queue_held_elsewhere(
 def test_a_lone_row_refused_twice_without_a_named_limit_fails_for_good(tmp_path: Path) -> None:
     from batchrun._batch.intake import Answers
     from batchrun._batch.openshards import OpenShards
+    from batchrun._batch.pool import BatchClients
     from batchrun._batch.steps import StepJournal
     from batchrun._batch.submit import Submitter
     from batchrun._batch.workdir import ShardWriter, line_for
@@ -509,7 +511,7 @@ def test_a_lone_row_refused_twice_without_a_named_limit_fails_for_good(tmp_path:
     written: list[Outcome] = []
     submitter = Submitter(
         cfg=Settings(input="x.jsonl", batch_max_requests=8),
-        client=None,  # type: ignore[arg-type]
+        clients=BatchClients({}),  # no call is made
         shards=shards,
         answers=Answers(max_attempts=3),
         source=None,  # type: ignore[arg-type]

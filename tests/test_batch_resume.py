@@ -30,7 +30,6 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun._api import cancel_run, make_runner
-from batchrun._batch.driver import BatchDriver
 from batchrun._batch.steps import read_ledger
 from batchrun._batch.workdir import steps_path
 from batchrun._cli import cli
@@ -43,8 +42,8 @@ from tests.test_batch_api import assert_exactly_once, lines, settings, write_row
 
 def interrupted_after_submitting(cfg: Any) -> Any:
     """A batch run Ctrl-C'd at its first wait: every shard is created, none polled
-    (the batches go on at the provider)."""
-    driver = BatchDriver(cfg)
+    (the batches go on at the provider). A pool's too: each endpoint with its key."""
+    driver = make_runner(cfg, None)
 
     async def ctrl_c(seconds: float) -> None:
         driver.interrupt()

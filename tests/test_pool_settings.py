@@ -594,16 +594,11 @@ def test_tokens_per_minute_can_bind_and_an_endpoint_without_a_quota_leaves_time_
     assert single["time"]["minutes"] == pytest.approx(2.0)
 
 
-def test_a_pool_runs_online_from_the_command_line_and_is_refused_through_batch(
-    tmp_path: Path, rows: Path
-) -> None:
-    """Online, a declared pool runs (each line names the endpoint that answered);
-    through the Batch API it is refused before anything is sent, naming what is not
-    supported yet (issue 26, part 2; on a Ray cluster it runs:
-    tests/test_scale_ray.py)."""
-    from batchrun._api import make_runner, settings_for
-    from batchrun.errors import ConfigError
-
+def test_a_pool_runs_online_from_the_command_line(tmp_path: Path, rows: Path) -> None:
+    """Online, a declared pool runs from the command line alone: each line names the
+    endpoint that answered, and the Parquet file's ``endpoint`` column agrees (on a Ray
+    cluster: tests/test_scale_ray.py; through the Batch API: tests/test_batch_pool.py;
+    with --cache: tests/test_pool_cache.py)."""
     out = tmp_path / "out"
     result = CliRunner().invoke(
         cli,
@@ -621,13 +616,3 @@ def test_a_pool_runs_online_from_the_command_line_and_is_refused_through_batch(
     by_id = dict(zip(table["custom_id"].to_pylist(), table["endpoint"].to_pylist(), strict=True))
     assert {by_id[r["custom_id"]] for r in written} <= {"a", "b"}
     assert all(by_id[r["custom_id"]] == r["batchrun"]["route"][-1] for r in written)
-
-    pooled = {"a": {"base_url": "sim", "batch": True}}
-    common = {"prompt": "{text}", "model": "gpt-4o-mini", "endpoints": pooled}
-    for extra, said in (
-        ({"mode": "batch"}, "endpoints with --batch-api: .*runs online only"),
-    ):
-        settings = settings_for(str(rows), str(tmp_path / "r"), **common, **extra)
-        with pytest.raises(ConfigError, match=said):
-            make_runner(settings, None)
-        assert not (tmp_path / "r").exists()

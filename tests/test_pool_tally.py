@@ -68,3 +68,29 @@ def test_latency_percentiles_are_within_five_percent() -> None:
     assert abs(p50 - 0.5) <= 0.05 * 0.5 + 0.01
     assert abs(p95 - 0.95) <= 0.05 * 0.95 + 0.01
     assert bucket_of(0.045749999) == bucket_of(0.0457)
+
+
+def test_a_batch_answer_counts_in_its_endpoints_batch_tokens_live_and_from_a_checkpoint() -> None:
+    batch = Outcome.success(
+        Request("r3", {"model": "m"}, row=2),
+        status=200,
+        request_id=None,
+        body=BODY,
+        attempts=[Attempt(200, "ok")],
+        body_hash="00000000000000fd",
+    )
+    batch.via, batch.latency_s, batch.route = "batch", None, ["b"]
+    live: dict[str, EndpointTally] = {}
+    for outcome in [*outcomes(), batch]:
+        count_route(live, outcome)
+    back: dict[str, EndpointTally] = {}
+    count_route(back, decode(encode(batch, "http://b/v1")))
+    assert back["b"].to_state() == live["b"].to_state()
+    state = live["b"].to_state()
+    assert state["batch_by_model"]["m"]["total_tokens"] == 5
+    restored = EndpointTally.from_state(state)
+    assert restored.to_state() == state and restored.batch_usage.total.total_tokens == 5
+    assert "batch_by_model" not in live["a"].to_state()  # online answers only
+    merged = EndpointTally()
+    merged.merge(restored)
+    assert merged.to_state() == state

@@ -64,6 +64,8 @@ class Bookkeeper:
         if self.cfg.quiet:
             return
         entry = shard_entry(record.shard, record.phase, view, record.rows, record.created_at)
+        if record.endpoint is not None:
+            entry["endpoint"] = record.endpoint
         c = self.answers.counts
         inside = sum(
             self.shards.views[r.shard].completed

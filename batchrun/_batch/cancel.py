@@ -7,15 +7,15 @@ sees it end and takes its rows in like any batch's. Shards not uploaded or creat
 yet are dropped (their rows stay pending; one whose create got no answer, once its
 batch is known not to exist); a batch already known to be final is left alone.
 
-    await cancel_open(client, shards, "deadline")
+    await cancel_open(clients, shards, "deadline")
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from batchrun._batch.client import BatchClient
 from batchrun._batch.openshards import OpenShards
+from batchrun._batch.pool import BatchClients
 from batchrun._batch.protocol import parse_batch
 from batchrun.errors import BatchApiError
 
@@ -30,7 +30,7 @@ class Cancelled:
     dropped_rows: int = 0
 
 
-async def cancel_open(client: BatchClient, shards: OpenShards, why: str) -> Cancelled:
+async def cancel_open(clients: BatchClients, shards: OpenShards, why: str) -> Cancelled:
     """Cancel every open batch (rows they finished are kept when they end); shards
     never created are dropped (their rows stay pending)."""
     done = Cancelled()
@@ -48,7 +48,7 @@ async def cancel_open(client: BatchClient, shards: OpenShards, why: str) -> Canc
                 continue
             shards.write({"step": "cancel", "shard": record.shard, "why": why})
             try:
-                made = await client.cancel(record.batch_id)
+                made = await clients.of(record).cancel(record.batch_id)
             except BatchApiError as exc:
                 if exc.status != 400:  # 400: already finished; the poll will see it
                     raise

@@ -8,7 +8,7 @@ pending and the quality breaker judges again. A batch that ended without naming 
 its counts promise is read again at each poll (`batchrun._batch.finish.LateFiles`)
 before any of its rows is resubmitted.
 
-    collector = Collector(client=client, shards=shards, books=books, ...)
+    collector = Collector(clients=clients, shards=shards, books=books, ...)
     changed = await collector.poll()
     await collector.finish_final(stopping)
 """
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import anyio
 
 from batchrun._batch.bookkeeping import Bookkeeper
-from batchrun._batch.client import BatchClient
 from batchrun._batch.finish import Finisher, LateFiles
 from batchrun._batch.openshards import OpenShards
+from batchrun._batch.pool import BatchClients
 from batchrun._batch.protocol import BatchView, parse_batch, shard_tag
 from batchrun._batch.steps import ShardRecord
 from batchrun._batch.submit import Submitter
@@ -40,7 +40,7 @@ class Collector:
     got answers (the provider is up); ``judge``: the quality breaker, after a batch was
     taken in."""
 
-    client: BatchClient
+    clients: BatchClients
     shards: OpenShards
     books: Bookkeeper
     finisher: Finisher
@@ -63,7 +63,7 @@ class Collector:
                 continue
             calls += 1
             try:
-                view = parse_batch(await self.client.retrieve(record.batch_id))
+                view = parse_batch(await self.clients.of(record).retrieve(record.batch_id))
             except BatchApiError as exc:
                 if not exc.retryable:
                     raise

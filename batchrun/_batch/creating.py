@@ -10,7 +10,7 @@ after the loss shows it cannot still appear. A create the provider refuses for i
 full queue of enqueued tokens goes to ``refused``
 (`batchrun._batch.submit.Submitter.refused`).
 
-    creator = Creator(client=client, shards=shards, books=books, ...)
+    creator = Creator(clients=clients, shards=shards, books=books, ...)
     await creator.submit(record)
 """
 
@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from batchrun._batch.bookkeeping import Bookkeeper
-from batchrun._batch.client import BatchClient, CreateUnknown
+from batchrun._batch.client import CreateUnknown
 from batchrun._batch.openshards import OpenShards
+from batchrun._batch.pool import BatchClients
 from batchrun._batch.protocol import metadata_for, parse_batch, refused_for_token_limit, shard_tag
 from batchrun._batch.reconcile import creating_decision, find_batches
 from batchrun._batch.steps import ShardRecord
@@ -34,7 +35,7 @@ from batchrun.errors import BatchApiError
 class Creator:
     """Uploads shards and creates their batches; settles creates left unanswered."""
 
-    client: BatchClient
+    clients: BatchClients
     shards: OpenShards
     books: Bookkeeper
     trouble: Callable[[BatchApiError], None]
@@ -44,7 +45,7 @@ class Creator:
     """A create refused for the provider's full queue (the shard's rows wait)."""
 
     async def submit(self, record: ShardRecord) -> None:
-        client = self.client
+        client = self.clients.of(record)
         shards = self.shards
         run_dir = shards.run_dir
         tag = shard_tag(record.shard)
@@ -115,8 +116,15 @@ class Creator:
                 at = self.wall_clock()
                 self.shards.write({"step": "create_lost", "shard": shard, "at": at})
         listed_at = self.wall_clock()
+        found: dict[int, Any] = {}
         try:
-            found = await find_batches(self.client, str(ledger.run_id), creating)
+            # each endpoint's list holds the batches created there (a pool's: by shard)
+            by_endpoint: dict[str | None, dict[int, float]] = {}
+            for shard, sent_at in creating.items():
+                by_endpoint.setdefault(ledger.shards[shard].endpoint, {})[shard] = sent_at
+            for endpoint, mine in by_endpoint.items():
+                client = self.clients.named(endpoint)
+                found.update(await find_batches(client, str(ledger.run_id), mine))
         except BatchApiError as exc:
             if not exc.retryable:
                 raise

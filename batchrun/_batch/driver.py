@@ -12,7 +12,7 @@ online engine on the same directory, under the same lock (``online``).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TextIO
 
 import anyio
@@ -43,6 +43,7 @@ class BatchDriver(Engine):
         cfg: Settings,
         *,
         api_key: str | None = None,
+        api_keys: Mapping[str, str | None] | None = None,
         hooks: RunHooks | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         source: Source | None = None,
@@ -63,6 +64,7 @@ class BatchDriver(Engine):
         self.batches = BatchLane(
             cfg,
             api_key=api_key,
+            api_keys=api_keys,
             transport=transport,
             source=source,
             cancel_only=cancel_only,

@@ -17,7 +17,7 @@ open, and the driver reads the batch again (`LateFiles`: at each poll, with the
 poll's back-off) until the file appears; only after `FILES_WAIT_READS` reads and
 `FILES_WAIT_S` seconds are the rows without a line taken as lost, with a note.
 
-    finisher = Finisher(client=client, shards=shards, answers=answers, committer=committer, ...)
+    finisher = Finisher(clients=clients, shards=shards, answers=answers, committer=committer, ...)
     retry = await finisher.finish(record, view)   # the custom ids to resubmit
 """
 
@@ -33,10 +33,10 @@ import anyio.from_thread
 import anyio.to_thread
 
 from batchrun._batch.bookkeeping import Bookkeeper
-from batchrun._batch.client import BatchClient
 from batchrun._batch.followers import Followers
 from batchrun._batch.intake import Answers
 from batchrun._batch.openshards import OpenShards
+from batchrun._batch.pool import BatchClients
 from batchrun._batch.protocol import BatchView, shard_tag
 from batchrun._batch.steps import ShardRecord
 from batchrun._batch.workdir import batch_dir, read_index, remove_shard_files, shard_paths
@@ -102,7 +102,7 @@ class Finisher:
     """Takes in the finished batches of one run. Everything it needs is given; a hook
     that asks for a stop goes to ``stop``, a failed delete to ``trouble``."""
 
-    client: BatchClient
+    clients: BatchClients
     shards: OpenShards
     answers: Answers
     committer: Committer
@@ -144,6 +144,7 @@ class Finisher:
                 "may bill the resubmitted ones twice)"
             )
         if finals:
+            self.clients.mark(record, finals)
             self.write_final(finals)
         self.shards.write(
             {
@@ -177,7 +178,7 @@ class Finisher:
         """Download one output or error file and write its lines (`Answers.lines_of`:
         a row already answered for its body is skipped), then journal it."""
         path = os.path.join(batch_dir(self.run_dir), f".tmp-{file_id}")
-        await self.client.download(file_id, path)
+        await self.clients.of(record).download(file_id, path)
         attempts = self.shards.ledger.attempts
         repeated: list[str] = []
 
@@ -188,9 +189,11 @@ class Finisher:
                 group.append(outcome)
                 if len(group) >= WRITE_LINES:
                     # written and counted on the event loop, where the hooks live
+                    self.clients.mark(record, group)
                     anyio.from_thread.run_sync(self.write, group)
                     group = []
             if group:
+                self.clients.mark(record, group)
                 anyio.from_thread.run_sync(self.write, group)
 
         try:
@@ -244,7 +247,7 @@ class Finisher:
         for file_id in (record.file_id, view.output_file_id, view.error_file_id):
             if file_id and file_id not in record.deleted:
                 try:
-                    await self.client.delete_file(file_id)
+                    await self.clients.of(record).delete_file(file_id)
                 except BatchApiError as exc:
                     if not exc.retryable:
                         raise
@@ -257,19 +260,20 @@ class Finisher:
         if self.keep_remote_files:
             return
         prefix = f"batchrun-{self.shards.ledger.run_id}-"
-        try:
-            after = None
-            for _ in range(100):
-                page = await self.client.list_files(after=after)
-                data = page.get("data") or []
-                for f in data:
-                    if str(f.get("filename", "")).startswith(prefix):
-                        await self.client.delete_file(str(f["id"]))
-                if not page.get("has_more") or not data:
-                    break
-                after = str(data[-1]["id"])
-        except BatchApiError:
-            pass  # best effort: an unused file is never billed
+        for client in self.clients:  # a pool's: each endpoint's files
+            try:
+                after = None
+                for _ in range(100):
+                    page = await client.list_files(after=after)
+                    data = page.get("data") or []
+                    for f in data:
+                        if str(f.get("filename", "")).startswith(prefix):
+                            await client.delete_file(str(f["id"]))
+                    if not page.get("has_more") or not data:
+                        break
+                    after = str(data[-1]["id"])
+            except BatchApiError:
+                pass  # best effort: an unused file is never billed
 
 
 __all__ = ["Finisher", "WRITE_LINES"]

@@ -42,6 +42,7 @@ batches go on at the provider; rerunning the command resumes polling.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -51,6 +52,7 @@ import httpx
 from batchrun._batch.cancel import Cancelled, cancel_open
 from batchrun._batch.intake import Answers
 from batchrun._batch.parts import BatchParts, build_parts
+from batchrun._batch.pool import batch_takers
 from batchrun._batch.reconcile import CREATE_GRACE_S
 from batchrun._batch.steps import Ledger
 from batchrun._engine.prepare import prepare_run, record
@@ -62,6 +64,7 @@ from batchrun._output.summary import Counts
 from batchrun._redact import register_secret
 from batchrun._schemas import compile_schema
 from batchrun._settings import Settings
+from batchrun._values import DEFAULT_ENDPOINT
 from batchrun.errors import RunDirError
 
 if TYPE_CHECKING:
@@ -87,6 +90,7 @@ class BatchLane:
         cfg: Settings,
         *,
         api_key: str | None = None,
+        api_keys: Mapping[str, str | None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         source: Source | None = None,
         cancel_only: bool = False,
@@ -97,6 +101,10 @@ class BatchLane:
         self.cfg = cfg
         self.api_key = api_key
         register_secret(api_key)
+        self.api_keys = dict(api_keys) if api_keys is not None else {DEFAULT_ENDPOINT: api_key}
+        """Each endpoint's key by name (a pool's: `batchrun._api.endpoint_keys`)."""
+        for key in self.api_keys.values():
+            register_secret(key)
         self.transport = transport
         self.source = source
         self.cancel_only = cancel_only
@@ -146,6 +154,10 @@ class BatchLane:
         )
         if reuse is not None:
             reuse.after_scan()
+        takers = batch_takers(cfg)
+        if takers is not None and not (self.settle_only or self.cancel_only):
+            # a model no batch endpoint serves: refused before anything is uploaded
+            takers.refuse_unserved(prepared.scan.models)
         journal = prepared.journal
         answers = self.answers = Answers(
             max_attempts=cfg.max_attempts,
@@ -162,7 +174,8 @@ class BatchLane:
             prepared,
             answers,
             dedupe=reuse.plan if reuse is not None else None,
-            api_key=self.api_key,
+            api_keys=self.api_keys,
+            takers=takers,
             transport=self.transport,
             stream=self.stream,
             create_grace=self.create_grace,
@@ -170,6 +183,7 @@ class BatchLane:
             spent=self._spent,
             judge=self._judge,
         )
+        self.parts.clients.refuse_unknown(self.ledger.open_shards())
         self._before = replace(prepared.counts)
 
     def _spent(self) -> float:
@@ -315,7 +329,7 @@ class BatchLane:
 
     async def _cancel_open(self, why: str) -> None:
         parts = self._parts
-        done = await cancel_open(parts.client, parts.shards, why)
+        done = await cancel_open(parts.clients, parts.shards, why)
         self.cancelled.batches.extend(done.batches)
         self.cancelled.dropped_shards += done.dropped_shards
         self.cancelled.dropped_rows += done.dropped_rows
@@ -335,7 +349,7 @@ class BatchLane:
 
     async def close_transport(self) -> None:
         if self.parts is not None:
-            await self.parts.client.aclose()
+            await self.parts.clients.aclose()
 
     def closing_notes(self) -> list[str]:
         books = self._parts.books

@@ -102,16 +102,19 @@ class OpenShards:
 
     def entries(self) -> list[dict[str, Any]]:
         """Each open shard as batch/state.json keeps it."""
-        return [
-            shard_entry(
+        out = []
+        for record in self.open():
+            entry = shard_entry(
                 record.shard,
                 record.phase,
                 self.views.get(record.shard),
                 record.rows,
                 record.created_at,
             )
-            for record in self.open()
-        ]
+            if record.endpoint is not None:  # a pool's shard: whose Batch API has it
+                entry["endpoint"] = record.endpoint
+            out.append(entry)
+        return out
 
 
 __all__ = ["OpenShards"]

@@ -1,7 +1,8 @@
 """The collaborators of a Batch API run, made once its input is checked.
 
 `build_parts` wires them: the step journal and what it says of the open shards
-(`batchrun._batch.openshards`), the Files/Batches client, the run's writer
+(`batchrun._batch.openshards`), the Files/Batches client of each endpoint
+(`batchrun._batch.pool`), the run's writer
 (`batchrun._engine.commit.Committer`, with the batch keys summary.json gets), the
 bookkeeper (progress lines, batch/state.json), the finisher (a finished batch's files
 in), the submitter (shards planned, uploaded, created) and the collector (polling).
@@ -15,19 +16,19 @@ when a provider that keeps failing stops the run.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
 from batchrun._batch.bookkeeping import Bookkeeper
-from batchrun._batch.client import BatchClient
 from batchrun._batch.collect import Collector
 from batchrun._batch.finish import Finisher
 from batchrun._batch.followers import Followers
 from batchrun._batch.intake import Answers
 from batchrun._batch.openshards import OpenShards
+from batchrun._batch.pool import BatchClients, BatchTakers, batch_clients
 from batchrun._batch.steps import StepJournal
 from batchrun._batch.submit import Submitter
 from batchrun._batch.workdir import steps_path
@@ -55,7 +56,7 @@ class BatchParts:
 
     journal: StepJournal
     shards: OpenShards
-    client: BatchClient
+    clients: BatchClients
     committer: Committer
     books: Bookkeeper
     finisher: Finisher
@@ -70,7 +71,8 @@ def build_parts(
     answers: Answers,
     *,
     dedupe: Any,
-    api_key: str | None,
+    api_keys: Mapping[str, str | None],
+    takers: BatchTakers | None,
     transport: httpx.AsyncBaseTransport | None,
     stream: TextIO,
     create_grace: float,
@@ -84,17 +86,7 @@ def build_parts(
     journal = StepJournal(steps_path(run.run_dir))
     journal.open(wall_time=run.wall_clock())
     shards = OpenShards(journal, run.run_dir)
-    client = BatchClient(
-        base_url=cfg.base_url,
-        api_key=api_key,
-        auth=cfg.auth,
-        auth_header=cfg.auth_header,
-        extra_headers=cfg.headers,
-        transport=transport,
-        timeout=cfg.timeout,
-        retry_base=min(2.0, cfg.poll_interval),
-        sleep=sleep,
-    )
+    clients = batch_clients(cfg, api_keys, transport=transport, sleep=sleep)
     followers = Followers(dedupe, run.run_dir, prepared.scan.hashes)
     committer = Committer(
         run.facts,
@@ -114,7 +106,7 @@ def build_parts(
         followers=followers,
     )
     finisher = Finisher(
-        client=client,
+        clients=clients,
         shards=shards,
         answers=answers,
         committer=committer,
@@ -127,7 +119,7 @@ def build_parts(
     )
     submitter = Submitter(
         cfg=cfg,
-        client=client,
+        clients=clients,
         shards=shards,
         answers=answers,
         source=prepared.source,
@@ -141,10 +133,11 @@ def build_parts(
         followers=followers,
         deliver=finisher.write,
         models=len(prepared.scan.models),
+        takers=takers,
     )
     health = ApiHealth(run, books, shards)
     collector = Collector(
-        client=client,
+        clients=clients,
         shards=shards,
         books=books,
         finisher=finisher,
@@ -154,7 +147,7 @@ def build_parts(
         clock=run.clock,
         judge=judge,
     )
-    return BatchParts(journal, shards, client, committer, books, finisher, submitter, collector)
+    return BatchParts(journal, shards, clients, committer, books, finisher, submitter, collector)
 
 
 class ApiHealth:

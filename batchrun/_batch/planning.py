@@ -4,9 +4,11 @@ A row is planned when it is neither answered, failed for good, nor in an open sh
 (`batchrun._batch.openshards.OpenShards.taken`). The copies of an identical request take
 its answer instead (`batchrun._batch.followers`). Shards are cut by
 `batchrun._batch.shards.ShardPlanner` (one model and endpoint a file, the provider's row
-and byte limits) and written by `batchrun._batch.workdir.ShardWriter`; under a cost cap
-each row's worst case must fit the room left, and the rows stay in input order (the
-first that does not fit and every one after it wait). During the quality breaker's
+and byte limits; in a pool, one batch endpoint a file too, the row's by
+`batchrun._batch.pool.endpoint_for`, its line naming the model as that endpoint does)
+and written by `batchrun._batch.workdir.ShardWriter`; under a cost cap each row's
+worst case must fit the room left, and the rows stay in input order (the first that
+does not fit and every one after it wait). During the quality breaker's
 opening judgement a pass takes each model's first ``opening`` rows only.
 
 The pass runs in a worker thread (`batchrun._batch.submit.Submitter.plan`), which then
@@ -30,6 +32,7 @@ from batchrun._apis import CHAT, EMBEDDINGS, embedding_inputs
 from batchrun._batch.followers import Followers
 from batchrun._batch.intake import Answers
 from batchrun._batch.openshards import OpenShards
+from batchrun._batch.pool import BatchTakers, endpoint_for
 from batchrun._batch.shards import RowTooLarge, ShardPlanner
 from batchrun._batch.workdir import ShardWriter, line_for
 from batchrun._cost.budget import BatchBudget, cap_reached
@@ -44,8 +47,9 @@ from batchrun.errors import InputError
 FOLLOWERS_WRITTEN_TOGETHER = 512
 """Follower lines found while planning that are written (and counted) together."""
 
-Planned = tuple[int, str, int, int, "float | None"]
-"""(shard, model, rows, attempt, worst case in USD or None without a cap)."""
+Planned = tuple[int, str, int, int, "float | None", "str | None"]
+"""(shard, model, rows, attempt, worst case in USD or None without a cap, the pool's
+endpoint that takes it or None without a pool)."""
 
 
 class PlanTarget(Protocol):
@@ -71,6 +75,9 @@ class PlanPass:
     budget: BatchBudget | None = None
     followers: Followers | None = None
     deliver: Callable[[list[Outcome]], None] | None = None
+    takers: BatchTakers | None = None
+    """A pool's batch endpoints (`batchrun._batch.pool.batch_takers`; None: the run's
+    one endpoint)."""
 
     def run(self, room: float | None, spent: float, opening: int | None = None) -> list[Planned]:
         """Shard files for the pending rows (``opening``: at most that many per model,
@@ -82,6 +89,7 @@ class PlanPass:
         writers: dict[int, ShardWriter] = {}
         attempts_of: dict[int, int] = {}
         models: dict[int, str] = {}
+        endpoints: dict[int, str | None] = {}
         worst_of: dict[int, float] = {}
         planned: list[Planned] = []
         attempts = ledger.attempts
@@ -93,7 +101,9 @@ class PlanPass:
             writer = writers.pop(shard)
             writer.finish()
             worst = worst_of[shard] if budget is not None else None
-            planned.append((shard, models[shard], writer.requests, attempts_of[shard], worst))
+            planned.append(
+                (shard, models[shard], writer.requests, attempts_of[shard], worst, endpoints[shard])
+            )
 
         follow = self.followers
         ready: list[Outcome] = []
@@ -121,6 +131,10 @@ class PlanPass:
                 model = str(req.body.get("model") or "")
                 # one model and one endpoint a file: a chat shard is keyed by its model
                 key = model if req.api == CHAT else f"{model}\n{req.api}"
+                member = None
+                if self.takers is not None:  # a pool: the row's batch endpoint
+                    member = endpoint_for(req.custom_id, self.takers.of(model))
+                    key = f"{member.name}\n{key}"
                 if opening is not None:
                     if per_model.get(model, 0) >= opening:
                         target.held_back = True  # after the opening batches are judged
@@ -139,7 +153,8 @@ class PlanPass:
                         )
                         break
                     room -= worst
-                line, hashed = line_for(req.custom_id, req.body, req.api)
+                remote = member.model_name(model) if member is not None else None
+                line, hashed = line_for(req.custom_id, req.body, req.api, model=remote)
                 inputs = embedding_inputs(req.body) if req.api == EMBEDDINGS else 0
                 try:
                     placed = planner.place(key, len(line), inputs)
@@ -151,6 +166,7 @@ class PlanPass:
                 if writer is None:
                     writer = writers[placed.shard] = ShardWriter(run_dir, placed.shard)
                     models[placed.shard] = model
+                    endpoints[placed.shard] = member.name if member is not None else None
                     attempts_of[placed.shard] = 1
                 writer.add(line, req.custom_id, req.row, hashed)
                 worst_of[placed.shard] = worst_of.get(placed.shard, 0.0) + worst

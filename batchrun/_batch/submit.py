@@ -23,7 +23,7 @@ The work is shared out: `batchrun._batch.planning` makes the shard files of one 
 Submitter holds what the passes leave behind (the shard size, whether to plan again,
 a full queue, the cap) and decides what a refusal means.
 
-    submitter = Submitter(cfg, client=client, shards=shards, ...)
+    submitter = Submitter(cfg, clients=clients, shards=shards, ...)
     await submitter.plan()
     await submitter.submit_ready()
 """
@@ -39,12 +39,12 @@ import anyio
 import anyio.to_thread
 
 from batchrun._batch.bookkeeping import Bookkeeper
-from batchrun._batch.client import BatchClient
 from batchrun._batch.creating import Creator
 from batchrun._batch.followers import Followers
 from batchrun._batch.intake import Answers
 from batchrun._batch.openshards import OpenShards
 from batchrun._batch.planning import PlanPass
+from batchrun._batch.pool import BatchClients, BatchTakers
 from batchrun._batch.protocol import queue_limit, shard_tag
 from batchrun._batch.shards import never_fits_the_queue, shrink
 from batchrun._batch.steps import ShardRecord
@@ -67,7 +67,7 @@ class Submitter:
     that failed after its retries goes to ``trouble`` (which may stop the run)."""
 
     cfg: Settings
-    client: BatchClient
+    clients: BatchClients
     shards: OpenShards
     answers: Answers
     source: Source
@@ -85,6 +85,8 @@ class Submitter:
     """Writes lines found while planning (followers of answered leaders), on the loop."""
     models: int = 1
     """Models the input names (the breaker's opening judgement takes rows of each)."""
+    takers: BatchTakers | None = None
+    """A pool's batch endpoints: each row goes to one of its model's (None: no pool)."""
     over_budget: str | None = field(init=False, default=None)
     """Why the last plan left rows out: the cap has no room for the next one's worst
     case (they go once an open batch ends and frees its reservation, or never)."""
@@ -107,7 +109,7 @@ class Submitter:
     def __post_init__(self) -> None:
         self.max_requests = self.cfg.batch_max_requests
         self._creator = Creator(
-            client=self.client,
+            clients=self.clients,
             shards=self.shards,
             books=self.books,
             trouble=self.trouble,
@@ -151,6 +153,7 @@ class Submitter:
             budget=self.budget,
             followers=self.followers,
             deliver=self.deliver,
+            takers=self.takers,
         )
         planned = await anyio.to_thread.run_sync(planning.run, room, spent, opening)
         if self.over_budget is not None and self.shards.running():
@@ -158,7 +161,7 @@ class Submitter:
                 "--max-cost: no room for more rows until the open batches end (each "
                 "holds the worst case of its rows until its real cost is known)"
             )
-        for shard, model, rows, attempt, worst in planned:
+        for shard, model, rows, attempt, worst, endpoint in planned:
             step: dict[str, Any] = {
                 "step": "planned",
                 "shard": shard,
@@ -166,6 +169,8 @@ class Submitter:
                 "rows": rows,
                 "attempt": attempt,
             }
+            if endpoint is not None:  # a pool's: every call for the shard goes there
+                step["endpoint"] = endpoint
             if worst is not None:
                 step["worst_usd"] = worst
             if rows == 1:  # for a refusal of the row alone (`refused`)
@@ -212,7 +217,12 @@ class Submitter:
         running batch to finish and go in a later shard; no attempt is counted. A
         row refused alone, with none of this run's batches in the queue, that can
         never fit (`batchrun._batch.shards.never_fits_the_queue`) fails for good."""
-        running = [r for r in self.shards.running() if r.shard != record.shard]
+        # the queue is the provider's: in a pool, only that endpoint's batches hold it
+        running = [
+            r
+            for r in self.shards.running()
+            if r.shard != record.shard and r.endpoint == record.endpoint
+        ]
         limit = queue_limit(reason)
         alone = record.rows == 1 and not running
         if alone:
@@ -267,6 +277,7 @@ class Submitter:
             retry_failed=self.cfg.retry_failed,
         )
         if finals:
+            self.clients.mark(record, finals)
             self.write_final(finals)
         self._drop_refused(record, at)
         self.max_requests = self.cfg.batch_max_requests

@@ -96,10 +96,15 @@ class ShardWriter:
         remove_shard_files(self.paths)
 
 
-def line_for(custom_id: str, body: Mapping[str, Any], api: str = CHAT) -> tuple[bytes, str]:
+def line_for(
+    custom_id: str, body: Mapping[str, Any], api: str = CHAT, *, model: str | None = None
+) -> tuple[bytes, str]:
     """A request's input line (to ``api``'s endpoint) and the hash of its body as it
-    is sent (the hash an answer line records, the same as an online send records)."""
-    return input_line(custom_id, body, batch_url(api)), body_hash(orjson.dumps(body))
+    is sent (the hash an answer line records, the same as an online send records).
+    ``model``: the endpoint's name for the body's model (a pool's deployment, alias),
+    written into the line; the hash stays the job's body's, as online."""
+    sent = body if model is None or model == body.get("model") else {**body, "model": model}
+    return input_line(custom_id, sent, batch_url(api)), body_hash(orjson.dumps(body))
 
 
 def _first_line(run_dir: str, shard: int) -> dict[str, Any]:

@@ -29,8 +29,8 @@ Through the Batch API the same cap is kept per shard (`BatchBudget`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -43,6 +43,7 @@ from batchrun._output.usage import FIELDS as USAGE_FIELDS
 from batchrun._output.usage import Usage, model_of, usage_of
 from batchrun._pacing.scheduler import Stopped
 from batchrun._settings import Settings
+from batchrun._values import Endpoint
 from batchrun.errors import BudgetExceeded, ConfigError
 
 if TYPE_CHECKING:
@@ -110,17 +111,27 @@ class CostHooks(RunHooks):
         batched = tally.batch_usage.by_model
         self.by_endpoint = {}
         routed: dict[str, Usage] = {}
+        routed_batch: dict[str, Usage] = {}
         for name, counted in tally.by_endpoint.items():
             for model, usage in counted.usage.by_model.items():
-                self._add_routed(name, model, usage, asked.get(model))
-                routed.setdefault(model, Usage()).add(usage)
+                # a pool's endpoint: what its Batch API answered at its batch prices
+                in_batches = counted.batch_usage.by_model.get(model)
+                online = _minus(usage, in_batches)
+                if _some(online):
+                    self._add_routed(name, model, online, asked.get(model))
+                if in_batches is not None and _some(in_batches):
+                    self._add_routed(name, model, in_batches, asked.get(model), via_batch=True)
+                    routed_batch.setdefault(model, Usage()).add(in_batches)
+                routed.setdefault(model, Usage()).add(online)
         for model, usage in tally.usage.by_model.items():
             # what no endpoint of a pool answered (one endpoint; a pool joined later)
             online = _minus(_minus(usage, batched.get(model)), routed.get(model))
-            if online.total_tokens or online.prompt_tokens or online.completion_tokens:
+            if _some(online):
                 self.costs.add(model, online, asked=asked.get(model))
         for model, usage in batched.items():
-            self.costs.add(model, usage, via_batch=True, asked=asked.get(model))
+            rest = _minus(usage, routed_batch.get(model))
+            if _some(rest):
+                self.costs.add(model, rest, via_batch=True, asked=asked.get(model))
         for model, usage in tally.saved.by_model.items():
             self.saved.add(model, usage, asked=asked.get(model))
         for model, unread in tally.unread.items():
@@ -141,7 +152,10 @@ class CostHooks(RunHooks):
                     if outcome.reused is not None:
                         self.saved.add(model, usage, asked=asked)
                     elif outcome.route:
-                        self._add_routed(outcome.route[-1], model, usage, asked)
+                        via_batch = outcome.via == "batch"
+                        self._add_routed(
+                            outcome.route[-1], model, usage, asked, via_batch=via_batch
+                        )
                     else:
                         via_batch = outcome.via == "batch"
                         self.costs.add(model, usage, via_batch=via_batch, asked=asked)
@@ -153,30 +167,21 @@ class CostHooks(RunHooks):
         price there), so ``--max-cost`` holds wherever the request goes."""
         if not self.members:
             return worst_case(body, self.book)
-        model = str(body.get("model") or "")
-        most = 0.0
-        for member in self.members:
-            if not member.serves(model):
-                continue
-            book = self.books.get(member.name, self.book)
-            remote = member.model_name(model)
-            if remote != model and book.price_for(remote) is not None:
-                most = max(most, worst_case({**body, "model": remote}, book))
-            else:
-                most = max(most, worst_case(body, book))
-        return most
+        return pool_worst_case(body, self.members, self.books, self.book)
 
-    def _add_routed(self, name: str, model: str, usage: Usage, asked: str | None) -> None:
-        """An answer endpoint ``name`` of the pool gave: priced at its prices, in the
-        run's cost and in its own."""
+    def _add_routed(
+        self, name: str, model: str, usage: Usage, asked: str | None, *, via_batch: bool = False
+    ) -> None:
+        """An answer endpoint ``name`` of the pool gave (``via_batch``: in one of its
+        batches): priced at its prices (batch ones), in the run's cost and its own."""
         from batchrun._cost.bill import CostTotals
 
         book = self.books.get(name)
-        self.costs.add(model, usage, asked=asked, book=book)
+        self.costs.add(model, usage, via_batch=via_batch, asked=asked, book=book)
         own = self.by_endpoint.get(name)
         if own is None:
             own = self.by_endpoint[name] = CostTotals(book if book is not None else self.book)
-        own.add(model, usage, asked=asked)
+        own.add(model, usage, via_batch=via_batch, asked=asked)
 
     def _add_unread(self, model: str, unread: UnreadBilled) -> None:
         """Count unreadable answers paid for at their worst case, as ``model``."""
@@ -225,11 +230,41 @@ class CostHooks(RunHooks):
         return notes
 
 
+def _some(usage: Usage) -> bool:
+    """Whether ``usage`` holds any tokens (a part left after subtracting may not)."""
+    return bool(usage.total_tokens or usage.prompt_tokens or usage.completion_tokens)
+
+
 def _minus(total: Usage, part: Usage | None) -> Usage:
     """``total`` less ``part`` (the usage of a model's rows that went online)."""
     if part is None:
         return total
     return Usage(*(getattr(total, name) - getattr(part, name) for name in USAGE_FIELDS))
+
+
+def pool_worst_case(
+    body: dict[str, Any],
+    members: Iterable[Endpoint],
+    books: Mapping[str, PriceBook],
+    book: PriceBook,
+    *,
+    via_batch: bool = False,
+) -> float:
+    """`worst_case` on the dearest of ``members`` serving the body's model, each at its
+    own prices (``books`` by name, else ``book``) and by its own name for the model
+    when it has a price there."""
+    model = str(body.get("model") or "")
+    most = 0.0
+    for member in members:
+        if not member.serves(model):
+            continue
+        own = books.get(member.name, book)
+        remote = member.model_name(model)
+        if remote != model and own.price_for(remote) is not None:
+            most = max(most, worst_case({**body, "model": remote}, own, via_batch=via_batch))
+        else:
+            most = max(most, worst_case(body, own, via_batch=via_batch))
+    return most
 
 
 def worst_case(body: dict[str, Any], book: PriceBook, *, via_batch: bool = False) -> float:
@@ -442,11 +477,15 @@ class BatchBudget:
 
     (`batchrun._batch.submit` plans shards within the room, records each shard's worst
     case in the step journal, and stops planning when a row does not fit). The worst
-    case is `worst_case` at Batch API prices."""
+    case is `worst_case` at Batch API prices; in a pool, on the dearest batch endpoint
+    serving the model, at its own (`pool_worst_case`)."""
 
     cap: float
     book: PriceBook
     spent: Callable[[], float]
+    members: tuple[Endpoint, ...] = ()
+    """A pool's batch endpoints (empty: the run's one endpoint)."""
+    books: Mapping[str, PriceBook] = field(default_factory=dict)
 
     @classmethod
     def of(cls, settings: Settings, spent: Callable[[], float]) -> BatchBudget | None:
@@ -454,10 +493,14 @@ class BatchBudget:
             return None
         from batchrun._cost.prices import PriceBook
 
-        return cls(settings.max_cost, PriceBook.load(settings.prices), spent)
+        members = tuple(e for e in settings.pool() if e.batch) if settings.endpoints else ()
+        books = {e.name: PriceBook.load(e.prices) for e in members if e.prices is not None}
+        return cls(settings.max_cost, PriceBook.load(settings.prices), spent, members, books)
 
     def worst_case(self, body: dict[str, Any]) -> float:
-        return worst_case(body, self.book, via_batch=True)
+        if not self.members:
+            return worst_case(body, self.book, via_batch=True)
+        return pool_worst_case(body, self.members, self.books, self.book, via_batch=True)
 
 
 def cost_hooks(

@@ -400,7 +400,12 @@ def _pool_lines(pool: PoolEstimate, *, pooled: bool) -> list[str]:
     """The time at the quota, and with a pool one row per endpoint."""
     out: list[str] = []
     minutes = pool.minutes
-    if minutes is not None:
+    if pool.via_batch:
+        out.append(
+            "through the Batch APIs of the batch = true endpoints: rows split by weight, "
+            "at their batch prices (each batch within 24 h)"
+        )
+    elif minutes is not None:
         rates = ", ".join(
             f"{name} {pace.requests_per_minute:,.0f}/min ({pace.limited_by})"
             for name, pace in sorted(pool.models.items())
@@ -492,7 +497,8 @@ def estimate_settings(settings: Settings) -> EstimateReport:
             known = books[endpoint.name] = PriceBook.load(endpoint.prices)
         return known
 
-    report.pool = pool_estimate(report.models, settings.pool(), book_of)
+    via_batch = settings.mode == "batch" and bool(settings.endpoints)
+    report.pool = pool_estimate(report.models, settings.pool(), book_of, via_batch=via_batch)
     report.pooled = bool(settings.endpoints)
     return report
 

@@ -19,6 +19,10 @@ Each endpoint's cost is its share of the model's tokens at its own prices (a rel
 a negotiated rate), the model looked up by its name there first (an Azure
 deployment priced in the endpoint's price file), then by the job's.
 
+Through the Batch API (``via_batch``) the rows go to the ``batch = true`` endpoints
+only, split by weight as the run splits them (`batchrun._batch.pool.endpoint_for`), at
+their batch prices; a batch has no per-minute pace, so there is no time.
+
     >>> from batchrun._settings import Endpoint, Quota
     >>> a = Endpoint("a", "https://a/v1", rpm=Quota(600.0))
     >>> b = Endpoint("b", "https://b/v1", rpm=Quota(1200.0))
@@ -85,6 +89,8 @@ class PoolEstimate:
     endpoints: dict[str, EndpointShare] = field(default_factory=dict)
     no_quota: list[str] = field(default_factory=list)
     """Endpoints without a known quota (the time is unknown)."""
+    via_batch: bool = False
+    """Through the Batch API: split by weight over the batch endpoints, no time."""
 
     @property
     def minutes(self) -> float | None:
@@ -108,6 +114,7 @@ class PoolEstimate:
             },
             "endpoints": {name: e.to_dict() for name, e in self.endpoints.items()},
             "no_quota": list(self.no_quota),
+            "via_batch": self.via_batch,
         }
 
 
@@ -138,10 +145,15 @@ def pool_estimate(
     models: Mapping[str, ModelEstimate],
     pool: Sequence[Endpoint],
     book_of: Callable[[Endpoint], PriceBook],
+    *,
+    via_batch: bool = False,
 ) -> PoolEstimate:
     """Split each model's requests (`batchrun._cost.estimate.ModelEstimate`) over the
-    endpoints of ``pool`` serving it, and price each part with ``book_of(endpoint)``."""
-    out = PoolEstimate(endpoints={e.name: EndpointShare(e.name) for e in pool})
+    endpoints of ``pool`` serving it, and price each part with ``book_of(endpoint)``
+    (``via_batch``: over its batch endpoints by weight, at batch prices)."""
+    if via_batch:
+        pool = [e for e in pool if e.batch]
+    out = PoolEstimate(endpoints={e.name: EndpointShare(e.name) for e in pool}, via_batch=via_batch)
     no_quota: set[str] = set()
     for name, entry in models.items():
         serving = [e for e in pool if e.serves(name)] or list(pool)
@@ -152,7 +164,7 @@ def pool_estimate(
         unknown = [n for n, r in rates.items() if math.isinf(r)]
         no_quota.update(unknown)
         pooled = sum(rates.values())
-        if unknown or pooled <= 0:
+        if via_batch or unknown or pooled <= 0:
             weights = {e.name: e.weight or 1.0 for e in serving}
             total = sum(weights.values())
             shares = {n: w / total for n, w in weights.items()}
@@ -168,21 +180,30 @@ def pool_estimate(
             share.rows += part * entry.requests
             known = rates[endpoint.name]
             share.requests_per_minute[name] = None if math.isinf(known) else known
-            _add_cost(share, entry, endpoint, book_of(endpoint), part)
-    out.no_quota = [e.name for e in pool if e.name in no_quota]
+            _add_cost(share, entry, endpoint, book_of(endpoint), part, via_batch=via_batch)
+    out.no_quota = [] if via_batch else [e.name for e in pool if e.name in no_quota]
     return out
 
 
 def _add_cost(
-    share: EndpointShare, entry: ModelEstimate, endpoint: Endpoint, book: PriceBook, part: float
+    share: EndpointShare,
+    entry: ModelEstimate,
+    endpoint: Endpoint,
+    book: PriceBook,
+    part: float,
+    *,
+    via_batch: bool = False,
 ) -> None:
-    """Add ``part`` of ``entry``'s cost at the endpoint's prices to its share."""
+    """Add ``part`` of ``entry``'s cost at the endpoint's prices to its share (its batch
+    prices when it has them, as a run pays)."""
     price = book.price_for(endpoint.model_name(entry.model)) or book.price_for(entry.model)
     if price is None:
         share.unpriced.append(entry.model)
         return
     priced = replace(entry, price=price)
     low, high = priced.cost_low, priced.cost_high
+    if via_batch and price.batch is not None:
+        low, high = priced.batch_low, priced.batch_high
     share.cost_low = None if share.cost_low is None or low is None else share.cost_low + part * low
     share.cost_high = (
         None if share.cost_high is None or high is None else share.cost_high + part * high

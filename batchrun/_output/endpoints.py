@@ -14,7 +14,8 @@ recount of the files gives the same numbers):
 * ``reused``: rows answered, without sending, by an answer it gave earlier (the
   response cache, or an identical request of the run): not in ``requests``,
   ``answered`` or ``usage`` (nothing was sent there, nothing is paid);
-* ``usage``: the tokens of the answers it gave, per model (what its prices price);
+* ``usage``: the tokens of the answers it gave, per model (what its prices price),
+  and of those its Batch API gave (``batch_usage``, priced at its batch prices);
 * latency: the wire time of the rows it answered, in a histogram of 5 % wide
   buckets, so p50/p95 are within 5 % and the state stays small whatever the size.
 
@@ -53,6 +54,8 @@ class EndpointTally:
     reused: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     usage: UsageTotals = field(default_factory=UsageTotals)
+    batch_usage: UsageTotals = field(default_factory=UsageTotals)
+    """The part of ``usage`` answered through its Batch API."""
     latency: Counter[int] = field(default_factory=Counter)
     """Bucket -> answers whose wire time fell in it (`bucket_of`)."""
 
@@ -65,13 +68,24 @@ class EndpointTally:
         if failure is not None:
             self.failures[failure] += 1
 
-    def finished(self, ok: bool, latency_s: float | None, model: str, usage: Usage | None) -> None:
-        """The row's last attempt was here: answered (``ok``) or failed."""
+    def finished(
+        self,
+        ok: bool,
+        latency_s: float | None,
+        model: str,
+        usage: Usage | None,
+        *,
+        via_batch: bool = False,
+    ) -> None:
+        """The row's last attempt was here: answered (``ok``; ``via_batch``: in one of
+        its batches) or failed."""
         if not ok:
             self.failed += 1
             return
         self.answered += 1
         self.usage.add(model, usage)
+        if via_batch:
+            self.batch_usage.add(model, usage)
         if latency_s is not None:
             self.latency[bucket_of(latency_s)] += 1
 
@@ -98,6 +112,8 @@ class EndpointTally:
         for model, usage in other.usage.by_model.items():
             self.usage.add(model, usage)
         self.usage.missing += other.usage.missing
+        for model, usage in other.batch_usage.by_model.items():
+            self.batch_usage.add(model, usage)
         self.latency.update(other.latency)
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,6 +144,11 @@ class EndpointTally:
             "by_model": self.usage.by_model_dict(),
             "missing_usage": self.usage.missing,
             "latency": {str(k): v for k, v in sorted(self.latency.items())},
+            **(
+                {"batch_by_model": self.batch_usage.by_model_dict()}
+                if self.batch_usage.by_model
+                else {}
+            ),
         }
 
     @classmethod
@@ -136,6 +157,9 @@ class EndpointTally:
         usage = UsageTotals(missing=int(state.get("missing_usage") or 0))
         for model, counted in (state.get("by_model") or {}).items():
             usage.add(str(model), Usage.from_dict(counted))
+        batch_usage = UsageTotals()
+        for model, counted in (state.get("batch_by_model") or {}).items():
+            batch_usage.add(str(model), Usage.from_dict(counted))
         return cls(
             requests=int(state.get("requests") or 0),
             rate_limited=int(state.get("rate_limited") or 0),
@@ -144,6 +168,7 @@ class EndpointTally:
             reused=int(state.get("reused") or 0),
             failures=Counter({str(k): int(v) for k, v in (state.get("failures") or {}).items()}),
             usage=usage,
+            batch_usage=batch_usage,
             latency=Counter({int(k): int(v) for k, v in (state.get("latency") or {}).items()}),
         )
 
@@ -198,7 +223,13 @@ def count_route(by_endpoint: dict[str, EndpointTally], outcome: Outcome) -> None
     body = outcome.body
     final = by_endpoint[route[-1]]
     model = model_of(body, outcome.asked_model) if outcome.ok else ""
-    final.finished(outcome.ok, outcome.latency_s, model, usage_of(body) if outcome.ok else None)
+    final.finished(
+        outcome.ok,
+        outcome.latency_s,
+        model,
+        usage_of(body) if outcome.ok else None,
+        via_batch=outcome.via == "batch",
+    )
 
 
 __all__ = [

@@ -53,6 +53,9 @@ class ShardRecord:
 
     shard: int
     model: str = ""
+    endpoint: str | None = None
+    """The pool's endpoint whose Files/Batches API takes the shard (None: the run's one
+    endpoint, and every shard a journal wrote before pools went through batches)."""
     rows: int = 0
     attempt: int = 1
     file_id: str | None = None
@@ -147,6 +150,8 @@ class Ledger:
         record = self.shard(number)
         if kind == "planned":
             record.model = str(step.get("model") or "")
+            endpoint = step.get("endpoint")
+            record.endpoint = endpoint if isinstance(endpoint, str) else None
             record.rows = int(step.get("rows") or 0)
             record.attempt = int(step.get("attempt") or 1)
             worst = step.get("worst_usd")
@@ -262,6 +267,8 @@ def batch_status(run_dir: str) -> dict[str, Any] | None:
             answered += _count(entry.get("completed"))
             failed += _count(entry.get("failed"))
         entry.setdefault("shard", shard_tag(number))
+        if record.endpoint is not None:  # a pool's: whose Batch API has it
+            entry.setdefault("endpoint", record.endpoint)
         entry.setdefault("rows", record.rows)
         entry.setdefault("total", record.rows)
         entry.setdefault("completed", 0)

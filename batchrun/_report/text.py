@@ -374,9 +374,13 @@ def shard_line(entry: Mapping[str, Any], now: float) -> str:
     >>> shard_line({"shard": "s000001", "status": "in_progress", "completed": 5,
     ...     "failed": 1, "total": 10, "created_at": 100.0}, now=160.0)
     's000001  in_progress  5 done, 1 failed of 10  (submitted 1:00 ago)'
+    >>> shard_line({"shard": "s000002", "endpoint": "eu", "status": "validating",
+    ...     "total": 10}, now=0.0)
+    's000002 at eu  validating  10 rows'
     """
     status = str(entry.get("status"))
-    text = f"{entry.get('shard')}  {status}"
+    at = f" at {entry['endpoint']}" if entry.get("endpoint") else ""  # a pool's shard
+    text = f"{entry.get('shard')}{at}  {status}"
     total = int(entry.get("total") or 0)
     if status.startswith(("in_progress", "finalizing", "cancelling")) or entry.get("completed"):
         text += (
