@@ -299,7 +299,8 @@ class Source:
 
     def requests(self) -> Iterator[Request]:
         """Valid requests in file order (invalid rows skipped: `scan` reported them)."""
-        map_row = self.map_row
+        # one file: the mapper itself (`map_row` asks `many` again for every row)
+        map_row = self.map_row if self.input.many else self.mapper
         for row, where, obj in self.rows():
             if isinstance(obj, InputError):
                 continue
