@@ -138,7 +138,8 @@ def test_a_dataset_row_is_bad_when_any_variant_does_not_fit(tmp_path: Path) -> N
     assert {(r["row"], r["status"]) for r in statuses} == {(1, "succeeded"), (2, "invalid")}
 
 
-def test_the_cheap_bound_is_never_under_the_count() -> None:
+def test_the_cheap_bounds_are_never_under_the_count() -> None:
+    from batchrun._input.context import _json_bound
     from batchrun._pacing.tokens import prompt_tokens, prompt_tokens_at_most
 
     bodies = [
@@ -165,3 +166,19 @@ def test_the_cheap_bound_is_never_under_the_count() -> None:
     ]
     for body in bodies:
         assert prompt_tokens(body) <= prompt_tokens_at_most(body), body
+        # the first bound, its JSON's length, on every row (none for a body with images)
+        assert prompt_tokens(body) <= _json_bound(body), body
+
+
+def test_a_short_row_with_an_image_is_measured_by_its_image(tmp_path: Path) -> None:
+    """A few bytes of JSON can name an image worth hundreds of tokens: the JSON-length
+    bound gives way to the count that knows images."""
+    from batchrun._input.select import source_for
+    from batchrun._settings import Settings
+
+    image = {"type": "image_url", "image_url": {"url": "https://x/y.png"}}
+    row = {"model": "m", "messages": [{"role": "user", "content": [image]}]}
+    path = write(tmp_path, [row])
+    with pytest.raises(InputError, match="exceed m's context window of 300"):
+        source_for(Settings.build(input=str(path), context_window={"m": 300})).scan()
+    assert source_for(Settings.build(input=str(path), context_window={"m": 900})).scan().total

@@ -205,7 +205,7 @@ class Sender:
         paced = [True]  # the first attempt was paced by the scheduler
         last_billed: list[RequestError | None] = [None]  # the last attempt, if paid for
         where = Where(ticket.member, account)  # in a pool: where the next attempt goes
-        model = model_of_request(req)
+        model = "" if ticket.member is None else model_of_request(req)
 
         def record_failure(exc: BaseException | None) -> None:
             if exc is not None:
@@ -324,7 +324,7 @@ class Sender:
                 return None
             attempts.append(describe_attempt(last))
             failed = last
-        billed = sum(1 for a in attempts if a.billed)
+        billed = sum(1 for a in attempts if a.billed) if attempts else 0
         if failed is not None:
             if not billed:
                 # (an answer paid for keeps its reservation until its line is counted)

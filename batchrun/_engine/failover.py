@@ -21,7 +21,7 @@ request stays pending for a rerun.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from batchrun._models import Outcome
@@ -52,18 +52,22 @@ class Where:
     """The endpoint the retry just failed on..."""
     avoid_until: float = float("inf")
     """...and when it may go back there (inf: only when no other serves the model)."""
-    route: list[str] = field(default_factory=list)
-    identities: dict[str, str] = field(default_factory=dict)
+    route: list[str] | None = None
+    """The endpoints its attempts went to (None until the first: one endpoint's
+    requests, nearly all, never allocate it)."""
+    identities: dict[str, str] | None = None
 
     def went(self, member: Member) -> None:
         """An attempt goes to ``member``."""
+        if self.route is None or self.identities is None:
+            self.route, self.identities = [], {}
         self.route.append(member.name)
         self.identities[member.name] = member.identity
 
     def mark(self, outcome: Outcome) -> None:
         """Name on ``outcome`` the endpoints its attempts went to and the one that
         answered last (a pool's; a run with one endpoint: nothing to add)."""
-        if self.member is None or not self.route:
+        if self.member is None or not self.route or self.identities is None:
             return
         outcome.route = list(self.route)
         outcome.endpoint = self.identities.get(self.route[-1], self.route[-1])

@@ -279,7 +279,8 @@ class OnlineLane:
         # workers ask the scheduler, which pulls from the lanes' generators: next() is
         # synchronous, so on one event loop no two workers ever run it at once, and no
         # channel (with its per-item cost) is needed between reader and workers
-        deliver = self._deliver
+        assert self._commit is not None
+        deliver = self._commit.deliver  # (straight to the writer: once per request)
         while (ticket := await scheduler.next()) is not None:
             if self.packing is not None:
                 await send_pack(

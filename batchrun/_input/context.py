@@ -8,8 +8,9 @@ one genai-prices' table gives; a model neither knows is not checked. An embeddin
 request's inputs are checked one by one: an embedding model's window is per input.
 
 Counting every row's tokens would make the scan several times slower, so a row is
-first measured by `batchrun._pacing.tokens.prompt_tokens_at_most` (its bytes, a bound
-no tokenizer can exceed); only a row whose bound does not fit is tokenized.
+first measured by its JSON's length (one C call: `_json_bound`), then by
+`batchrun._pacing.tokens.prompt_tokens_at_most` (its texts' bytes, a bound no
+tokenizer can exceed); only a row whose bounds do not fit is tokenized.
 
     check = context_check(settings)
     check(Request("r1", {"model": "gpt-4o-mini", "messages": [...]}, 1))   # None: fits
@@ -17,13 +18,17 @@ no tokenizer can exceed); only a row whose bound does not fit is tokenized.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from batchrun._apis import EMBEDDINGS
 from batchrun._input.sources import RequestCheck
 from batchrun._models import Request
 from batchrun._pacing.tokens import (
+    REPLY_PRIMING,
     answer_ceiling,
     embedding_input_sizes,
     embedding_input_tokens,
@@ -82,6 +87,8 @@ def context_check(settings: Settings, windows: ContextWindows | None = None) -> 
             return _inputs_over(body, model, window)
         ceiling = answer_ceiling(body)
         answer = ceiling[1] if ceiling is not None else 0
+        if _json_bound(body) + answer <= window:
+            return None  # (nearly every row: one C call and a few lines)
         if prompt_tokens_at_most(body, req.api) + answer <= window:
             return None  # the bound fits: no need to tokenize
         prompt = prompt_tokens(body, api=req.api)
@@ -93,6 +100,28 @@ def context_check(settings: Settings, windows: ContextWindows | None = None) -> 
         )
 
     return check
+
+
+def _json_bound(body: dict[str, Any]) -> int:
+    """A bound on a chat or Responses body's prompt tokens from its JSON's length alone:
+    a token is at least one byte, the JSON holds every text's UTF-8 bytes and more
+    than the few tokens each message adds, and a value counted as its ``str()`` is at
+    most twice its JSON. Images are not counted by their bytes: a body whose JSON
+    says ``image`` anywhere (or is not JSON) gets no bound here.
+
+    >>> _json_bound({"messages": [{"role": "user", "content": "hi"}]})
+    93
+    >>> image = {"type": "image_url", "image_url": {"url": "https://x/a.png"}}
+    >>> _json_bound({"messages": [{"role": "user", "content": [image]}]}) == sys.maxsize
+    True
+    """
+    try:
+        payload = orjson.dumps(body)
+    except TypeError:
+        return sys.maxsize
+    if b"image" in payload:
+        return sys.maxsize
+    return 2 * len(payload) + REPLY_PRIMING
 
 
 def _inputs_over(body: dict[str, Any], model: str, window: int) -> str | None:

@@ -299,7 +299,8 @@ class Source:
 
     def requests(self) -> Iterator[Request]:
         """Valid requests in file order (invalid rows skipped: `scan` reported them)."""
-        map_row = self.map_row
+        # one file: the mapper itself (`map_row` asks `many` again for every row)
+        map_row = self.map_row if self.input.many else self.mapper
         for row, where, obj in self.rows():
             if isinstance(obj, InputError):
                 continue
@@ -344,6 +345,12 @@ def _finished(
         obj: Any, row: int, where: str, *, name: str | None = None
     ) -> Request | list[Request]:
         made = mapper(obj, row, where, name=name)
+        if type(made) is not list and finish is None and check is not None:
+            # one request, checked (every row of a plain run): no lists on the way
+            problem = check(made)  # type: ignore[arg-type]
+            if problem is not None:
+                raise InputError(path, where, problem)
+            return made
         requests: list[Request] = made if type(made) is list else [made]  # type: ignore[list-item]
         if finish is not None:
             requests = [finish(r) for r in requests]
