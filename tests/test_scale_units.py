@@ -20,9 +20,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun._input.sources import Source
+from batchrun._pacing.account import ModelAccount
 from batchrun._pacing.headers import RateLimitSnapshot
 from batchrun._scale.budget import BudgetBook
-from batchrun._scale.lease import LeasedAccounts, QuotaBook, RateLimitEvent, Report
+from batchrun._scale.lease import (
+    HIGH_RATE_LEASE,
+    MAX_LEASE,
+    LeasedAccounts,
+    QuotaBook,
+    RateLimitEvent,
+    Report,
+)
 from batchrun._scale.shards import load_or_plan, plan_shards, split_lines
 
 
@@ -155,6 +163,68 @@ def test_the_book_never_grants_more_than_the_servers_bucket_holds() -> None:
     # what a worker gives back can be granted again
     book.lease("b", "m", want=8, tokens_each=0, report=Report(returned_requests=8))
     assert book.lease("c", "m", want=8, tokens_each=0, report=Report()).requests >= 1
+
+
+def test_a_lease_is_granted_in_one_step_as_one_at_a_time_would() -> None:
+    """`ModelAccount.room` + `take_many` (a lease of thousands costs the book one step)
+    grant what taking requests one by one while `delay` says 0 grants, and leave the
+    buckets where it leaves them: user buckets and the header mirror, requests and
+    tokens, at their edges."""
+    import random
+
+    def account(seed: int) -> ModelAccount:
+        rng = random.Random(seed)
+        acct = ModelAccount(
+            "m",
+            concurrency=8,
+            rpm=rng.choice([None, 30, 600, 7_000]),
+            tpm=rng.choice([None, 5_000, 90_000]),
+        )
+        acct.probing = False
+        if rng.random() < 0.7:
+            limit = rng.choice([60, 1_000, 50_000])
+            acct.observe(_headers(limit, rng.randrange(limit + 1), rng.uniform(0.5, 60)), None, 0.0)
+        if rng.random() < 0.5:
+            acct.tokens.observe(200_000, rng.randrange(200_000), 30.0, 0.0)
+        for _ in range(rng.randrange(50)):
+            acct.take(rng.choice([0, 100]), 0.0)
+        return acct
+
+    for seed in range(300):
+        tokens, now = (0, 100, 2_500)[seed % 3], 0.5
+        one, many = account(seed), account(seed)
+        one_by_one = 0
+        while one_by_one < 500 and one.delay(tokens, now) <= 1e-6:
+            one.take(tokens, now)
+            one_by_one += 1
+        granted = many.room(tokens, now, 500, 1e-6)
+        assert granted == one_by_one, seed
+        if granted:
+            many.take_many(granted, tokens, now)
+        for a, b in ((one.requests, many.requests), (one.tokens, many.tokens)):
+            assert a.available(now) == pytest.approx(b.available(now)), seed
+        for c, d in ((one.user_requests, many.user_requests), (one.user_tokens, many.user_tokens)):
+            assert (c is None) == (d is None)
+            if c is not None and d is not None:
+                assert c.available(now) == pytest.approx(d.available(now)), seed
+
+
+def test_a_high_quota_gets_larger_leases_and_the_worker_asks_for_them() -> None:
+    book = QuotaBook(concurrency=4096, rpm=3_000_000, clock=lambda: 0.0)  # 50,000/s
+    small = QuotaBook(concurrency=4096, rpm=60_000, clock=lambda: 0.0)  # 1,000/s
+    for b in (book, small):
+        b.lease("x", "m", want=1, tokens_each=0, report=Report(answered=1))  # slow start
+    assert small.lease("w", "m", want=10_000, tokens_each=0, report=Report()).requests == MAX_LEASE
+    accounts = LeasedAccounts(concurrency=4096, wake=lambda: None)
+    account = accounts["m"]
+    asked = []
+    for _ in range(16):  # each lease spent before the next: the worker doubles its ask
+        want, report = account.start_request(0.0)
+        asked.append(want)
+        account.refill(book.lease("w", "m", want=want, tokens_each=0, report=report), 0.0)
+        while account.delay(0, 0.0) == 0.0:
+            account.take(0, 0.0)
+    assert asked[:4] == [1, 1, 2, 4] and max(asked) == 2_500 <= HIGH_RATE_LEASE  # 0.05 s of it
 
 
 def test_a_model_without_quota_gets_time_slices() -> None:
