@@ -148,16 +148,23 @@ class TreeCPU:
         self._stop.set()
         self._thread.join()
         self._look()
-        return sum(self.by_role().values())
+        return sum(
+            used - self.before.get(pid, 0.0)
+            for pid, used in self.seen.items()
+            if pid not in self.skip
+        )
 
     def by_role(self) -> dict[str, float]:
         """CPU seconds spent while sampled, by `role` (a worker by what it last ran)."""
         out: dict[str, float] = {}
+        count: dict[str, int] = {}
         for pid, used in self.seen.items():
-            if pid not in self.skip:
+            spent = used - self.before.get(pid, 0.0)
+            if pid not in self.skip and spent > 0:
                 name = self.roles.get(pid, "?")
-                out[name] = out.get(name, 0.0) + used - self.before.get(pid, 0.0)
-        return out
+                out[name] = out.get(name, 0.0) + spent
+                count[name] = count.get(name, 0) + 1
+        return {f"{name} x{count[name]}": used for name, used in out.items()}
 
 
 def rows(n: int) -> list[dict[str, Any]]:
