@@ -59,6 +59,28 @@ def test_jsonl_shards_cover_every_row_once_with_the_whole_files_numbers(tmp_path
     assert plan_shards(str(path), shard_rows=5, workers=2) == plan  # deterministic
 
 
+def test_a_shard_scan_hashes_the_ids_of_exactly_its_valid_requests(tmp_path: Path) -> None:
+    """`scan_shard` hashes each valid request's id as the scan meets it (one pass):
+    the same ids, in the same order, as a pass over the shard's requests."""
+    from array import array
+
+    from batchrun._scale.worker import ShardJob, scan_shard, stable_id_hash
+    from batchrun._settings import Settings
+
+    path = tmp_path / "in.jsonl"
+    lines = [json.dumps(r) for r in _rows(12)]
+    lines[7] = '{"custom_id": "bad", "body": 3}'  # an invalid row, skipped
+    path.write_text("\n".join(lines) + "\n")
+    plan = plan_shards(str(path), shard_rows=5, workers=1)
+    cfg = Settings(input=str(path), out_dir=str(tmp_path / "run"), skip_invalid=True)
+    for shard in plan.shards:
+        job = ShardJob(cfg, str(tmp_path / "run"), shard)
+        scanned = scan_shard(job)
+        wanted = array("Q", (stable_id_hash(i) for i, _ in _ids(job.source())))
+        assert scanned.ids == wanted.tobytes() and scanned.total == len(wanted)
+        assert scanned.invalid == (1 if shard.index == 1 else 0)
+
+
 def test_shard_fingerprints_cover_only_their_own_bytes(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _rows(10)))
