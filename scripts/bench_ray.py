@@ -358,16 +358,33 @@ def lease_calls(service: Any, worker: str, seconds: float, want: int) -> tuple[i
     return calls, waited, granted
 
 
+def drain(service: Any) -> int:
+    """Spend the counted bucket (a minute's worth at the start) until the book says
+    wait: from then on it grants what the quota refills. Returns the calls made."""
+    import ray
+
+    from batchrun._scale.lease import Report
+
+    calls = 0
+    while True:
+        grant = ray.get(service.lease.remote("drain", "gpt-4o-mini", 1 << 20, 100, Report()))
+        calls += 1
+        if grant.requests <= 0:
+            return calls
+
+
 def pin(pids: list[int], cpus: set[int]) -> None:
     for pid in pids:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(pid, cpus)
 
 
-def leases(clients: int, seconds: float, want: int, pinned: bool) -> None:
+def leases(clients: int, seconds: float, want: int, pinned: bool, drained: bool) -> None:
     """The quota actor's capacity (see the module docstring); ``pinned``: the actor on
     CPU 1, everything else this script started (the clients, Ray's daemons) on CPU 0,
-    so the load does not share the actor's core (other users of the machine may)."""
+    so the load does not share the actor's core (other users of the machine may);
+    ``drained``: the counted bucket spent first, so what is granted is the quota's
+    refill (can the actor pass on all of it?)."""
     import logging
 
     import ray
@@ -385,6 +402,8 @@ def leases(clients: int, seconds: float, want: int, pinned: bool) -> None:
             pid = ray.get(service.__ray_call__.remote(lambda _self: os.getpid()))
             task = ray.remote(num_cpus=0)(lease_calls)
             ray.get([task.remote(service, f"warm{i}", 0.5, want) for i in range(clients)])
+            if drained and rpm:
+                ray.get(ray.remote(num_cpus=0)(drain).remote(service))
             if pinned:
                 pin([p for p in descendants(os.getpid()) if p != pid] + [os.getpid()], {0})
                 pin([pid], {1})
@@ -398,6 +417,8 @@ def leases(clients: int, seconds: float, want: int, pinned: bool) -> None:
             rate = calls / span
             per_lease = actor_cpu / calls
             kind = "counted quota, 50,000/s" if rpm else "no known quota"
+            if drained and rpm:
+                kind += ", its bucket drained first"
             where = "actor pinned to CPU 1, the rest to CPU 0" if pinned else "not pinned"
             print(
                 f"\nquota actor, {kind}, {where}: {clients} clients x {seconds:.0f} s asking "
@@ -481,6 +502,9 @@ def main() -> None:
     parser.add_argument(
         "--pin", action="store_true", help="leases: the actor on CPU 1, the rest on CPU 0"
     )
+    parser.add_argument(
+        "--drained", action="store_true", help="leases: the counted bucket spent first"
+    )
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--server", choices=["fast", "sim", "both"], default="both")
@@ -506,7 +530,7 @@ def main() -> None:
     if args.case in ("quota", "all"):
         quota(args.quota_requests, args.rpm, args.workers)
     if args.case == "leases":
-        leases(args.clients, args.seconds, args.lease, args.pin)
+        leases(args.clients, args.seconds, args.lease, args.pin, args.drained)
     if args.case == "startup":
         startup(200)
 
