@@ -359,18 +359,21 @@ def lease_calls(service: Any, worker: str, seconds: float, want: int) -> tuple[i
 
 
 def drain(service: Any) -> int:
-    """Spend the counted bucket (a minute's worth at the start) until the book says
-    wait: from then on it grants what the quota refills. Returns the calls made."""
+    """Spend the counted bucket (a minute's worth at the start) until a lease comes
+    back smaller than the largest: from then on the book grants what the quota
+    refills. Returns the calls made; gives up after 30 s (leases of 64 at a few
+    hundred calls a second never drain a bucket that refills 50,000 a second)."""
     import ray
 
     from batchrun._scale.lease import Report
 
-    calls = 0
-    while True:
+    calls, end = 0, time.monotonic() + 30.0
+    while time.monotonic() < end:
         grant = ray.get(service.lease.remote("drain", "gpt-4o-mini", 1 << 20, 100, Report()))
         calls += 1
-        if grant.requests <= 0:
+        if grant.requests < getattr(grant, "largest", 64):  # what refilled since the last
             return calls
+    raise SystemExit("the bucket did not drain in 30 s: leases smaller than its refill")
 
 
 def pin(pids: list[int], cpus: set[int]) -> None:
