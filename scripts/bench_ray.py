@@ -24,10 +24,12 @@
 
 * ``leases`` (issue 29): the quota actor's capacity. A local 2-CPU cluster, one
   `QuotaService` actor as a run makes it (one call at a time), and ``--clients``
-  Ray tasks asking it for leases as fast as they can for ``--seconds``: leases per
-  second, the latency of one call, and the request rate that supports at the largest
-  counted lease (64 requests; a model without a known quota gets 1-second time
-  slices instead, one call per worker a second whatever the rate).
+  Ray tasks asking it for leases of ``--lease`` requests as fast as they can for
+  ``--seconds``, on a counted quota of 50,000 requests/s and on a model with no known
+  quota: leases per second, the latency of one call, the requests granted per second,
+  and the actor's CPU per call. ``--pin``: the actor on CPU 1, everything else this
+  script started on CPU 0; ``--drained``: the counted bucket spent first, so the
+  grants are the quota's refill.
 * ``startup`` (issue 29): seconds from the command to the first request the server
   sees (the simulator's arrival times, CLOCK_MONOTONIC like this script's): one
   process, ``--ray local`` (the command starts its own cluster) and ``--ray ADDRESS``
@@ -35,7 +37,7 @@
 
     $ .venv/bin/python scripts/bench_ray.py                    # throughput and quota, ~4 minutes
     $ .venv/bin/python scripts/bench_ray.py --case throughput --requests 40000
-    $ .venv/bin/python scripts/bench_ray.py --case leases --clients 4 --seconds 5
+    $ .venv/bin/python scripts/bench_ray.py --case leases --lease 4096 --pin --drained
     $ .venv/bin/python scripts/bench_ray.py --case startup
 """
 
