@@ -25,10 +25,12 @@
 
 * ``leases`` (issue 29): the quota actor's capacity. A local 2-CPU cluster, one
   `QuotaService` actor as a run makes it (one call at a time), and ``--clients``
-  Ray tasks asking it for leases as fast as they can for ``--seconds``: leases per
-  second, the latency of one call, and the request rate that supports at the largest
-  counted lease (64 requests; a model without a known quota gets 1-second time
-  slices instead, one call per worker a second whatever the rate).
+  Ray tasks asking it for leases of ``--lease`` requests as fast as they can for
+  ``--seconds``, on a counted quota of 50,000 requests/s and on a model with no known
+  quota: leases per second, the latency of one call, the requests granted per second,
+  and the actor's CPU per call. ``--pin``: the actor on CPU 1, everything else this
+  script started on CPU 0; ``--drained``: the counted bucket spent first, so the
+  grants are the quota's refill.
 * ``startup`` (issue 29): seconds from the command to the first request the server
   sees (the simulator's arrival times, CLOCK_MONOTONIC like this script's): one
   process, ``--ray local`` (the command starts its own cluster) and ``--ray ADDRESS``
@@ -36,7 +38,7 @@
 
     $ .venv/bin/python scripts/bench_ray.py                    # throughput and quota, ~4 minutes
     $ .venv/bin/python scripts/bench_ray.py --case throughput --requests 40000
-    $ .venv/bin/python scripts/bench_ray.py --case leases --clients 4 --seconds 5
+    $ .venv/bin/python scripts/bench_ray.py --case leases --lease 4096 --pin --drained
     $ .venv/bin/python scripts/bench_ray.py --case startup
     $ .venv/bin/python scripts/bench_ray.py --case quota --rpm 1200,2400 --quota-requests 1800
 """
@@ -44,6 +46,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -78,6 +81,25 @@ def process_seconds(pid: int, *, reaped: bool = False) -> float:
     return used / TICKS
 
 
+def role(pid: int) -> str:
+    """What a process is, for the CPU breakdown: a Ray worker by the task or actor it
+    last ran (Ray sets its title: ``ray::run_shard``), else its program's name."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return "?"
+    first = argv[0].decode(errors="replace").split()[0] if argv and argv[0] else "?"
+    if first.startswith("ray::"):
+        return first.split(".")[0]
+    name = os.path.basename(first)
+    if name.startswith("python"):  # a script's name, or -m's module
+        args = [a.decode(errors="replace") for a in argv[1:] if a and a != b"-m"]
+        script = next((a for a in args if not a.startswith("-")), "")
+        return os.path.basename(script) or name
+    return name
+
+
 def descendants(root: int) -> dict[int, float]:
     """pid -> CPU seconds of every live process below ``root``."""
     parent: dict[int, int] = {}
@@ -110,25 +132,43 @@ class TreeCPU:
         self.skip = skip
         self.before = descendants(os.getpid())
         self.seen: dict[int, float] = dict(self.before)
+        self.roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
     def _sample(self) -> None:
         while not self._stop.wait(0.1):
-            for pid, used in descendants(os.getpid()).items():
-                self.seen[pid] = max(used, self.seen.get(pid, 0.0))
+            self._look()
+
+    def _look(self) -> None:
+        for pid, used in descendants(os.getpid()).items():
+            self.seen[pid] = max(used, self.seen.get(pid, 0.0))
+            name = role(pid)
+            if name not in ("ray::IDLE", "?") or pid not in self.roles:
+                self.roles[pid] = name
 
     def stop(self) -> float:
         self._stop.set()
         self._thread.join()
-        for pid, used in descendants(os.getpid()).items():
-            self.seen[pid] = max(used, self.seen.get(pid, 0.0))
+        self._look()
         return sum(
             used - self.before.get(pid, 0.0)
             for pid, used in self.seen.items()
             if pid not in self.skip
         )
+
+    def by_role(self) -> dict[str, float]:
+        """CPU seconds spent while sampled, by `role` (a worker by what it last ran)."""
+        out: dict[str, float] = {}
+        count: dict[str, int] = {}
+        for pid, used in self.seen.items():
+            spent = used - self.before.get(pid, 0.0)
+            if pid not in self.skip and spent > 0:
+                name = self.roles.get(pid, "?")
+                out[name] = out.get(name, 0.0) + spent
+                count[name] = count.get(name, 0) + 1
+        return {f"{name} x{count[name]}": used for name, used in out.items()}
 
 
 def rows(n: int) -> list[dict[str, Any]]:
@@ -178,6 +218,7 @@ def run_once(
     wall = time.monotonic() - started
     cpu = busy_seconds() - cpu0
     tree = sampler.stop()
+    roles = sampler.by_role()
     server = process_seconds(server_pid) - server0
     for code, err in codes:
         if code not in (0, 4):
@@ -200,6 +241,7 @@ def run_once(
         "client_cpu_us": (cpu - server) / ids * 1e6,
         "tree_cpu_us": tree / ids * 1e6,
         "server_cpu_share": server / wall,
+        "roles": {k: v for k, v in sorted(roles.items(), key=lambda kv: -kv[1]) if v >= 0.05},
     }
 
 
@@ -235,6 +277,9 @@ def throughput(n: int, concurrency: int, server: str, address: str) -> None:
             f"{name:24} {r['send_rps']:11,.0f} {r['wall_s']:8.1f} {r['tree_cpu_us']:18,.0f}"
             f" {r['client_cpu_us']:10,.0f} {r['server_cpu_share']:10.0%}"
         )
+    for name, r in runs:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in r["roles"].items())
+        print(f"  CPU s by process, {name}: {parts}")
     print(
         f"ratio (2 plain processes / one): send req/s {pair['send_rps'] / one['send_rps']:.2f}x"
         " (what this machine allows two senders now)"
@@ -311,24 +356,56 @@ def quota(n: int, rpms: list[int], workers: int) -> None:
         print(f"{name:24} {use:>16} {share:8.2%} {sent:7,} {walls[name]:8.1f}  ({limited} 429s)")
 
 
-def lease_calls(service: Any, worker: str, seconds: float) -> tuple[int, float]:
-    """A Ray task: ask ``service`` for leases one after another for ``seconds``; (calls,
-    seconds spent waiting for answers)."""
+def lease_calls(service: Any, worker: str, seconds: float, want: int) -> tuple[int, float, float]:
+    """A Ray task: ask ``service`` for leases of ``want`` one after another for
+    ``seconds``; (calls, seconds spent waiting for answers, requests granted)."""
     import ray
 
     from batchrun._scale.lease import Report
 
-    calls, waited = 0, 0.0
+    calls, waited, granted = 0, 0.0, 0.0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         started = time.monotonic()
-        ray.get(service.lease.remote(worker, "gpt-4o-mini", 64, 100, Report(ok=1, answered=1)))
+        grant = ray.get(
+            service.lease.remote(worker, "gpt-4o-mini", want, 100, Report(ok=1, answered=1))
+        )
         waited += time.monotonic() - started
+        granted += grant.requests
         calls += 1
-    return calls, waited
+    return calls, waited, granted
 
 
-def leases(clients: int, seconds: float) -> None:
+def drain(service: Any) -> int:
+    """Spend the counted bucket (a minute's worth at the start) until a lease comes
+    back smaller than the largest: from then on the book grants what the quota
+    refills. Returns the calls made; gives up after 30 s (leases of 64 at a few
+    hundred calls a second never drain a bucket that refills 50,000 a second)."""
+    import ray
+
+    from batchrun._scale.lease import Report
+
+    calls, end = 0, time.monotonic() + 30.0
+    while time.monotonic() < end:
+        grant = ray.get(service.lease.remote("drain", "gpt-4o-mini", 1 << 20, 100, Report()))
+        calls += 1
+        if grant.requests < getattr(grant, "largest", 64):  # what refilled since the last
+            return calls
+    raise SystemExit("the bucket did not drain in 30 s: leases smaller than its refill")
+
+
+def pin(pids: list[int], cpus: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, cpus)
+
+
+def leases(clients: int, seconds: float, want: int, pinned: bool, drained: bool) -> None:
+    """The quota actor's capacity (see the module docstring); ``pinned``: the actor on
+    CPU 1, everything else this script started (the clients, Ray's daemons) on CPU 0,
+    so the load does not share the actor's core (other users of the machine may);
+    ``drained``: the counted bucket spent first, so what is granted is the quota's
+    refill (can the actor pass on all of it?)."""
     import logging
 
     import ray
@@ -337,7 +414,7 @@ def leases(clients: int, seconds: float) -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     try:
-        for rpm in (1e9, None):  # a counted quota (leases of up to 64), and none known
+        for rpm in (3_000_000, None):  # a counted quota of 50,000 requests/s, and none known
             actor = ray.remote(QuotaService).options(num_cpus=0, max_concurrency=1)
             service = actor.remote(
                 concurrency=100_000, rpm=rpm, tpm=None, by_model={}, max_cost=None
@@ -345,31 +422,42 @@ def leases(clients: int, seconds: float) -> None:
             ray.get(service.summary.remote())  # started
             pid = ray.get(service.__ray_call__.remote(lambda _self: os.getpid()))
             task = ray.remote(num_cpus=0)(lease_calls)
-            ray.get([task.remote(service, "warm", 0.5)])
+            ray.get([task.remote(service, f"warm{i}", 0.5, want) for i in range(clients)])
+            if drained and rpm:
+                ray.get(ray.remote(num_cpus=0)(drain).remote(service))
+            if pinned:
+                pin([p for p in descendants(os.getpid()) if p != pid] + [os.getpid()], {0})
+                pin([pid], {1})
             cpu0 = process_seconds(pid)
             started = time.monotonic()
-            got = ray.get([task.remote(service, f"w{i}", seconds) for i in range(clients)])
+            got = ray.get([task.remote(service, f"w{i}", seconds, want) for i in range(clients)])
             span = time.monotonic() - started
             actor_cpu = process_seconds(pid) - cpu0
-            calls = sum(c for c, _ in got)
-            latency = sum(w for _, w in got) / calls
+            calls = sum(c for c, _, _ in got)
+            latency = sum(w for _, w, _ in got) / calls
             rate = calls / span
             per_lease = actor_cpu / calls
-            kind = "counted quota" if rpm else "no known quota"
+            kind = "counted quota, 50,000/s" if rpm else "no known quota"
+            if drained and rpm:
+                kind += ", its bucket drained first"
+            where = "actor pinned to CPU 1, the rest to CPU 0" if pinned else "not pinned"
             print(
-                f"\nquota actor, {kind}: {clients} clients x {seconds:.0f} s: {calls:,} leases, "
-                f"{rate:,.0f} leases/s, {latency * 1e3:.2f} ms a call (round trip); the "
-                f"actor's CPU {per_lease * 1e6:,.0f} us a lease (a core of its own: "
+                f"\nquota actor, {kind}, {where}: {clients} clients x {seconds:.0f} s asking "
+                f"{want} a lease: {calls:,} leases, {rate:,.0f} leases/s, "
+                f"{latency * 1e3:.2f} ms a call (round trip); the actor's CPU "
+                f"{per_lease * 1e6:,.0f} us a lease (a core of its own: "
                 f"{1 / per_lease:,.0f} leases/s)"
             )
             if rpm:
+                each = sum(g for _, _, g in got) / calls
                 print(
-                    f"  at 64 requests a lease: {rate * 64:,.0f} requests/s as measured, "
-                    f"{64 / per_lease:,.0f} with a core of its own"
+                    f"  {each:,.0f} requests a lease: {rate * each:,.0f} requests/s granted "
+                    f"as measured, {each / per_lease:,.0f} with a core of its own"
                 )
             else:
                 print("  time slices of 1 s: one call per worker a second, at any rate")
             ray.kill(service)
+            pin([os.getpid()], set(range(os.cpu_count() or 1)))
     finally:
         ray.shutdown()
 
@@ -431,6 +519,13 @@ def main() -> None:
     )
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--lease", type=int, default=64, help="leases: requests asked a lease")
+    parser.add_argument(
+        "--pin", action="store_true", help="leases: the actor on CPU 1, the rest on CPU 0"
+    )
+    parser.add_argument(
+        "--drained", action="store_true", help="leases: the counted bucket spent first"
+    )
     parser.add_argument("--requests", type=int, default=30_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--server", choices=["fast", "sim", "both"], default="both")
@@ -458,7 +553,7 @@ def main() -> None:
     if args.case in ("quota", "all"):
         quota(args.quota_requests, [int(r) for r in args.rpm.split(",")], args.workers)
     if args.case == "leases":
-        leases(args.clients, args.seconds)
+        leases(args.clients, args.seconds, args.lease, args.pin, args.drained)
     if args.case == "startup":
         startup(200)
 

@@ -20,9 +20,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from batchrun._input.sources import Source
+from batchrun._pacing.account import ModelAccount
 from batchrun._pacing.headers import RateLimitSnapshot
 from batchrun._scale.budget import BudgetBook
-from batchrun._scale.lease import LeasedAccounts, QuotaBook, RateLimitEvent, Report
+from batchrun._scale.lease import (
+    HIGH_RATE_LEASE,
+    MAX_LEASE,
+    LeasedAccounts,
+    QuotaBook,
+    RateLimitEvent,
+    Report,
+)
 from batchrun._scale.shards import load_or_plan, plan_shards, split_lines
 
 
@@ -49,6 +57,28 @@ def test_jsonl_shards_cover_every_row_once_with_the_whole_files_numbers(tmp_path
         seen += _ids(Source(str(path), span=shard.span))
     assert seen == _ids(Source(str(path)))
     assert plan_shards(str(path), shard_rows=5, workers=2) == plan  # deterministic
+
+
+def test_a_shard_scan_hashes_the_ids_of_exactly_its_valid_requests(tmp_path: Path) -> None:
+    """`scan_shard` hashes each valid request's id as the scan meets it (one pass):
+    the same ids, in the same order, as a pass over the shard's requests."""
+    from array import array
+
+    from batchrun._scale.worker import ShardJob, scan_shard, stable_id_hash
+    from batchrun._settings import Settings
+
+    path = tmp_path / "in.jsonl"
+    lines = [json.dumps(r) for r in _rows(12)]
+    lines[7] = '{"custom_id": "bad", "body": 3}'  # an invalid row, skipped
+    path.write_text("\n".join(lines) + "\n")
+    plan = plan_shards(str(path), shard_rows=5, workers=1)
+    cfg = Settings(input=str(path), out_dir=str(tmp_path / "run"), skip_invalid=True)
+    for shard in plan.shards:
+        job = ShardJob(cfg, str(tmp_path / "run"), shard)
+        scanned = scan_shard(job)
+        wanted = array("Q", (stable_id_hash(i) for i, _ in _ids(job.source())))
+        assert scanned.ids == wanted.tobytes() and scanned.total == len(wanted)
+        assert scanned.invalid == (1 if shard.index == 1 else 0)
 
 
 def test_shard_fingerprints_cover_only_their_own_bytes(tmp_path: Path) -> None:
@@ -155,6 +185,68 @@ def test_the_book_never_grants_more_than_the_servers_bucket_holds() -> None:
     # what a worker gives back can be granted again
     book.lease("b", "m", want=8, tokens_each=0, report=Report(returned_requests=8))
     assert book.lease("c", "m", want=8, tokens_each=0, report=Report()).requests >= 1
+
+
+def test_a_lease_is_granted_in_one_step_as_one_at_a_time_would() -> None:
+    """`ModelAccount.room` + `take_many` (a lease of thousands costs the book one step)
+    grant what taking requests one by one while `delay` says 0 grants, and leave the
+    buckets where it leaves them: user buckets and the header mirror, requests and
+    tokens, at their edges."""
+    import random
+
+    def account(seed: int) -> ModelAccount:
+        rng = random.Random(seed)
+        acct = ModelAccount(
+            "m",
+            concurrency=8,
+            rpm=rng.choice([None, 30, 600, 7_000]),
+            tpm=rng.choice([None, 5_000, 90_000]),
+        )
+        acct.probing = False
+        if rng.random() < 0.7:
+            limit = rng.choice([60, 1_000, 50_000])
+            acct.observe(_headers(limit, rng.randrange(limit + 1), rng.uniform(0.5, 60)), None, 0.0)
+        if rng.random() < 0.5:
+            acct.tokens.observe(200_000, rng.randrange(200_000), 30.0, 0.0)
+        for _ in range(rng.randrange(50)):
+            acct.take(rng.choice([0, 100]), 0.0)
+        return acct
+
+    for seed in range(300):
+        tokens, now = (0, 100, 2_500)[seed % 3], 0.5
+        one, many = account(seed), account(seed)
+        one_by_one = 0
+        while one_by_one < 500 and one.delay(tokens, now) <= 1e-6:
+            one.take(tokens, now)
+            one_by_one += 1
+        granted = many.room(tokens, now, 500, 1e-6)
+        assert granted == one_by_one, seed
+        if granted:
+            many.take_many(granted, tokens, now)
+        for a, b in ((one.requests, many.requests), (one.tokens, many.tokens)):
+            assert a.available(now) == pytest.approx(b.available(now)), seed
+        for c, d in ((one.user_requests, many.user_requests), (one.user_tokens, many.user_tokens)):
+            assert (c is None) == (d is None)
+            if c is not None and d is not None:
+                assert c.available(now) == pytest.approx(d.available(now)), seed
+
+
+def test_a_high_quota_gets_larger_leases_and_the_worker_asks_for_them() -> None:
+    book = QuotaBook(concurrency=4096, rpm=3_000_000, clock=lambda: 0.0)  # 50,000/s
+    small = QuotaBook(concurrency=4096, rpm=60_000, clock=lambda: 0.0)  # 1,000/s
+    for b in (book, small):
+        b.lease("x", "m", want=1, tokens_each=0, report=Report(answered=1))  # slow start
+    assert small.lease("w", "m", want=10_000, tokens_each=0, report=Report()).requests == MAX_LEASE
+    accounts = LeasedAccounts(concurrency=4096, wake=lambda: None)
+    account = accounts["m"]
+    asked = []
+    for _ in range(16):  # each lease spent before the next: the worker doubles its ask
+        want, report = account.start_request(0.0)
+        asked.append(want)
+        account.refill(book.lease("w", "m", want=want, tokens_each=0, report=report), 0.0)
+        while account.delay(0, 0.0) == 0.0:
+            account.take(0, 0.0)
+    assert asked[:4] == [1, 1, 2, 4] and max(asked) == 2_500 <= HIGH_RATE_LEASE  # 0.05 s of it
 
 
 def test_a_model_without_quota_gets_time_slices() -> None:

@@ -162,6 +162,43 @@ class ModelAccount:
         self._sent_tokens += tokens
         return SendMark(self, now, self._sent_requests, self._sent_tokens)
 
+    def room(self, tokens: int, now: float, most: int, slack: float = 0.0) -> int:
+        """How many requests of ``tokens`` may go now, one after another (each with a
+        `delay` of at most ``slack``), up to ``most``: what taking them one at a time
+        would allow, in one step (a cluster's lease of hundreds)."""
+        if self.cooldown_until - now > slack:
+            return 0
+        if not self.bounded:
+            return most
+        bounds = [self.requests.room(1, now, slack)]
+        if tokens:
+            bounds.append(self.tokens.room(tokens, now, slack))
+        if self.user_requests is not None:
+            bounds.append(self.user_requests.room(1, now, slack))
+        if self.user_tokens is not None and tokens:
+            bounds.append(self.user_tokens.room(tokens, now, slack))
+        return int(min(most, *bounds))
+
+    def take_many(self, count: int, tokens: int, now: float) -> SendMark:
+        """``count`` requests leave now (`take` ``count`` times, in one step; in flight
+        is not counted: a cluster's workers count their own). The mark is the first's."""
+        mark = self.take(tokens, now)
+        self.in_flight -= 1
+        more = count - 1
+        if more <= 0:
+            return mark
+        if self.bounded:
+            self.requests.spend(more, now)
+            if tokens:
+                self.tokens.spend(more * tokens, now)
+            if self.user_requests is not None:
+                self.user_requests.spend(more, now)
+            if self.user_tokens is not None and tokens:
+                self.user_tokens.spend(more * tokens, now)
+        self._sent_requests += more
+        self._sent_tokens += more * tokens
+        return mark
+
     def release(self, *, ok: bool) -> None:
         """A request is back (answered, failed, or never sent after all)."""
         self.in_flight -= 1

@@ -23,6 +23,8 @@ is at least ``remaining - what we sent since this request left`` and at most
 
 from __future__ import annotations
 
+import math
+
 MARGIN_SHARE = 0.02
 """Share of a server limit kept in reserve, for estimate errors and other clients."""
 MARGIN_UNITS = 0.1
@@ -55,6 +57,12 @@ class Bucket:
     def spend(self, cost: float, now: float) -> None:
         self.level = self.available(now) - min(cost, self.capacity)
         self.at = now
+
+    def room(self, cost: float, now: float, slack: float = 0.0) -> float:
+        """How many spends of ``cost`` may follow one another now, each with a `delay`
+        of at most ``slack`` seconds before it (inf: no bound)."""
+        return _room(self.available(now), min(cost, self.capacity), min(cost, self.capacity),
+                     slack * self.rate)  # fmt: skip
 
     def refund(self, amount: float, now: float) -> None:
         """Give back what an estimate over-charged (real usage came in lower)."""
@@ -143,6 +151,15 @@ class QuotaMirror:
         short = cost + margin - self.available(now)
         return 0.0 if short <= 0 else short / self.rate
 
+    def room(self, cost: float, now: float, slack: float = 0.0) -> float:
+        """How many spends of ``cost`` may follow one another now, each with a `delay`
+        of at most ``slack`` seconds before it (inf: no bound)."""
+        if self.limit is None or self.rate <= 0:
+            return float("inf")
+        margin = self.margin()
+        asked = min(cost, max(0.0, self.limit - margin)) + margin
+        return _room(self.available(now), asked, cost, slack * self.rate)
+
     def spend(self, cost: float, now: float) -> None:
         if self.limit is not None:
             self.level = self.available(now) - cost
@@ -153,3 +170,13 @@ class QuotaMirror:
         if self.limit is not None and amount > 0:
             self.level = min(self.limit, self.available(now) + amount)
             self.at = now
+
+
+def _room(available: float, asked: float, cost: float, slack: float) -> float:
+    """Spends of ``cost`` that leave, before each, ``asked - slack`` units or more of
+    ``available`` (`delay` says 0 for each): the closed form of taking one at a time."""
+    if available < asked - slack:
+        return 0.0
+    if cost <= 0:
+        return float("inf")
+    return float(math.floor((available - asked + slack) / cost) + 1)
