@@ -237,8 +237,11 @@ def test_a_slow_model_does_not_hold_up_a_fast_one(tmp_path: Path) -> None:
     assert stats["by_model"]["fast"]["by_status"]["200"] == 300
     assert stats["by_model"]["slow"]["by_status"]["200"] == 6
     start = min(fast[0], slow[0])
-    assert fast[-1] - start < 3.0  # done while the slow model still waits for its refills
     assert slow[-1] - start > 5.0  # one a second (after its reserve)
+    # done while the slow model still waits for its refills: held up behind the slow
+    # rows (one every 50 fast ones), the fast model would finish after the last of them
+    # (a bound on the order, not on seconds: a loaded machine stretches only the fast)
+    assert fast[-1] < slow[-2], (fast[-1] - start, [t - start for t in slow])
     assert stats["rate_limited"] <= 2  # at most each model's first, probing request
     by_model = runner.accounts.summary()["by_model"]
     assert by_model["slow"]["server_rpm"] == 60 and by_model["fast"]["server_rpm"] == 60_000

@@ -67,6 +67,28 @@ if TYPE_CHECKING:
 __all__ = ["OnlineLane"]
 
 
+def _lane_accounts(
+    cfg: Settings, accounts: Accounts | Pool | None, clock: Any
+) -> tuple[Pool | None, Accounts | Pool]:
+    """(the pool, the accounts) of an online lane: those handed in, else the job's
+    pool of endpoints (`build_pool`), else one endpoint's accounts from the settings."""
+    if isinstance(accounts, Pool):
+        return accounts, accounts
+    if accounts is not None:
+        return None, accounts
+    if cfg.endpoints:
+        pool = build_pool(cfg, clock)
+        return pool, pool
+    limits = Accounts(
+        concurrency=cfg.concurrency,
+        rpm=cfg.rpm.default,
+        tpm=cfg.tpm.default,
+        by_model=cfg.limits_by_model(),
+        clock=clock,
+    )
+    return None, limits
+
+
 class OnlineLane:
     """Answers rows request by request (see the module docstring). Everything it
     needs is injected: the key, the transport, the source, and the quota accounts (a
@@ -94,33 +116,13 @@ class OnlineLane:
         """Each endpoint's key, by its name in the pool (`batchrun._api.endpoint_keys`)."""
         for key in self.api_keys.values():
             register_secret(key)
-        self.pool = (
-            accounts
-            if isinstance(accounts, Pool)
-            else build_pool(cfg, clock)
-            if cfg.endpoints and accounts is None
-            else None
-        )
-        """The run's pool of endpoints (`batchrun._engine.pool`); None: one endpoint.
-        A shard of a cluster run hands its own in (``accounts``: each endpoint's
-        leases from the run's quota actor)."""
+        self.pool, self.accounts = _lane_accounts(cfg, accounts, clock)
+        """The run's pool of endpoints (`batchrun._engine.pool`; None: one endpoint) and
+        each model's quotas, concurrency and 429s (`batchrun._pacing`). A shard of a
+        cluster run hands in its leases from the one account every worker shares
+        (`batchrun._scale.lease`; a pool's: each endpoint's)."""
         self.transport = transport
         self.source = source
-        self.accounts: Accounts | Pool = (
-            accounts
-            if accounts is not None
-            else self.pool
-            if self.pool is not None
-            else Accounts(
-                concurrency=cfg.concurrency,
-                rpm=cfg.rpm.default,
-                tpm=cfg.tpm.default,
-                by_model=cfg.limits_by_model(),
-                clock=clock,
-            )
-        )
-        """Each model's quotas, concurrency and 429s (`batchrun._pacing`); on a cluster,
-        leases from the one account every worker shares (`batchrun._scale.lease`)."""
         self.prepared: Prepared | None = None
         self.pending: PendingRows | None = None
         self.committer: Committer | None = None
