@@ -251,6 +251,18 @@ class Endpoint:
             return SIM if self.name == DEFAULT_ENDPOINT else sim_identity(self.name)
         return endpoint_identity(self.base_url)
 
+    def connection(self, keys: Mapping[str, str | None]) -> dict[str, Any]:
+        """How a client reaches it: its URL, its key (``keys``, by endpoint name), the
+        auth scheme and header (bearer on ``Authorization`` unless it says otherwise)
+        and its headers: the chat and the Batch API clients take the same."""
+        return {
+            "base_url": self.base_url,
+            "api_key": keys.get(self.name),
+            "auth": self.auth or "bearer",
+            "auth_header": self.auth_header or "Authorization",
+            "extra_headers": self.headers,
+        }
+
     def serves(self, model: str) -> bool:
         return self.models is None or any(m == model for m, _ in self.models)
 

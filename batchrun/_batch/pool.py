@@ -110,11 +110,7 @@ def batch_clients(
     return BatchClients(
         {
             e.name: BatchClient(
-                base_url=e.base_url,
-                api_key=keys.get(e.name),
-                auth=e.auth or "bearer",
-                auth_header=e.auth_header or "Authorization",
-                extra_headers=e.headers,
+                **e.connection(keys),
                 transport=transport,
                 timeout=cfg.timeout,
                 retry_base=min(2.0, cfg.poll_interval),

@@ -83,11 +83,7 @@ def pool_clients(
     injected ``transport`` serves them all: a test tells them apart by URL)."""
     return {
         e.name: ChatClient(
-            base_url=e.base_url,
-            api_key=keys.get(e.name),
-            auth=e.auth or "bearer",
-            auth_header=e.auth_header or "Authorization",
-            extra_headers=e.headers,
+            **e.connection(keys),
             timeout=settings.timeout,
             total_timeout=settings.total_timeout,
             max_response_bytes=settings.max_response_bytes,

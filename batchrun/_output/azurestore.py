@@ -25,7 +25,7 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
-from batchrun._output.objectstore import Exists, Stale, Stored, failure
+from batchrun._output.objectstore import Exists, SdkStore, Stale, Stored, failure
 from batchrun.errors import ConfigError, RunDirError
 
 
@@ -46,7 +46,7 @@ def account_and_container(location: str) -> tuple[str, str, str]:
     return "", parts.netloc, parts.path.strip("/")
 
 
-class AzureStore:
+class AzureStore(SdkStore):
     """Blobs under one container's prefix; ``service`` injects an
     ``azure.storage.blob.BlobServiceClient`` (else one is made from the environment)."""
 
@@ -90,21 +90,14 @@ class AzureStore:
                 return None
             raise self._failed("read", key, exc) from exc
 
-    def delete(self, key: str) -> None:
-        try:
-            self._blob(key).delete_blob()
-        except Exception as exc:
-            if _status(exc) != 404:
-                raise self._failed("delete", key, exc) from exc
+    def _remove(self, key: str) -> None:
+        self._blob(key).delete_blob()
 
-    def keys(self, prefix: str) -> list[str]:
-        start = len(self.prefix) + 1 if self.prefix else 0
-        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        try:
-            found = [b.name[start:] for b in self._container.list_blobs(name_starts_with=full)]
-        except Exception as exc:
-            raise self._failed("list", prefix, exc) from exc
-        return sorted(found)
+    def _names(self, full: str) -> list[str]:
+        return [b.name for b in self._container.list_blobs(name_starts_with=full)]
+
+    def _status(self, exc: Exception) -> int | None:
+        return _status(exc)
 
     def _failed(self, action: str, key: str, exc: Exception) -> RunDirError:
         code = getattr(exc, "error_code", None)

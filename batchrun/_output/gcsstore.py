@@ -26,11 +26,11 @@ import os
 from typing import Any
 from urllib.parse import urlsplit
 
-from batchrun._output.objectstore import Exists, Stale, Stored, failure
+from batchrun._output.objectstore import Exists, SdkStore, Stale, Stored, failure
 from batchrun.errors import ConfigError, RunDirError
 
 
-class GcsStore:
+class GcsStore(SdkStore):
     """Objects under ``gs://bucket/prefix/``; ``client`` injects a
     ``google.cloud.storage.Client`` (else one is made from the environment)."""
 
@@ -83,21 +83,14 @@ class GcsStore:
             raise self._failed("read", key, exc) from exc
         return Stored(data, str(blob.generation))
 
-    def delete(self, key: str) -> None:
-        try:
-            self._blob(key).delete()
-        except Exception as exc:
-            if _status(exc) != 404:
-                raise self._failed("delete", key, exc) from exc
+    def _remove(self, key: str) -> None:
+        self._blob(key).delete()
 
-    def keys(self, prefix: str) -> list[str]:
-        start = len(self.prefix) + 1 if self.prefix else 0
-        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
-        try:
-            found = [b.name[start:] for b in self._bucket.list_blobs(prefix=full)]
-        except Exception as exc:
-            raise self._failed("list", prefix, exc) from exc
-        return sorted(found)
+    def _names(self, full: str) -> list[str]:
+        return [b.name for b in self._bucket.list_blobs(prefix=full)]
+
+    def _status(self, exc: Exception) -> int | None:
+        return _status(exc)
 
     def _failed(self, action: str, key: str, exc: Exception) -> RunDirError:
         return failure(self.location, action, key, type(exc).__name__, _status(exc))

@@ -5,6 +5,7 @@ replace only over the version read, and the two refusals they raise."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,4 +71,42 @@ def failure(location: str, action: str, key: str, what: str, status: int | None)
     return RunDirError(f"{location}/{key}: cannot {action} it: {shown}")
 
 
-__all__ = ["Exists", "ObjectStore", "Stale", "Stored", "failure"]
+class SdkStore:
+    """What the stores over a cloud SDK (GCS, Azure Blob) share: keys under the run's
+    ``prefix``, listed and deleted through the SDK (a delete of a key already gone is
+    done). Each says how to list, delete, read an error's HTTP status and name it."""
+
+    location: str
+    prefix: str
+
+    def _names(self, full: str) -> Iterable[str]:
+        """The full names of the objects starting with ``full``."""
+        raise NotImplementedError
+
+    def _remove(self, key: str) -> None:
+        raise NotImplementedError
+
+    def _status(self, exc: Exception) -> int | None:
+        raise NotImplementedError
+
+    def _failed(self, action: str, key: str, exc: Exception) -> RunDirError:
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        try:
+            self._remove(key)
+        except Exception as exc:
+            if self._status(exc) != 404:
+                raise self._failed("delete", key, exc) from exc
+
+    def keys(self, prefix: str) -> list[str]:
+        start = len(self.prefix) + 1 if self.prefix else 0
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        try:
+            found = [name[start:] for name in self._names(full)]
+        except Exception as exc:
+            raise self._failed("list", prefix, exc) from exc
+        return sorted(found)
+
+
+__all__ = ["Exists", "ObjectStore", "SdkStore", "Stale", "Stored", "failure"]
