@@ -57,6 +57,13 @@ def two_sims(batch: BatchConfig | None = None) -> tuple[SimThread, SimThread]:
     )
 
 
+def rows_and_sims(
+    tmp_path: Path, n: int, batch: BatchConfig | None = None
+) -> tuple[Path, Path, SimThread, SimThread]:
+    """A test's ``n`` rows, its run directory, and its two providers."""
+    return write_rows(tmp_path / "req.jsonl", n), tmp_path / "run", *two_sims(batch)
+
+
 def pool_of(sim_a: SimThread, sim_b: SimThread, *, a: Any = None, b: Any = None) -> dict[str, Any]:
     """Two batch endpoints, each its own key and name for the model (``a``, ``b``:
     more keys of each)."""
@@ -192,9 +199,7 @@ def test_rows_split_over_two_providers_each_paid_once_with_its_key_and_model_nam
     tmp_path: Path, keys: dict[str, str]
 ) -> None:
     n = 80
-    inp = write_rows(tmp_path / "req.jsonl", n)
-    out = tmp_path / "run"
-    a, b = two_sims()
+    inp, out, a, b = rows_and_sims(tmp_path, n)
     seen: dict[int | None, set[tuple[str, str | None]]] = {}
 
     class Recording(httpx.AsyncHTTPTransport):
@@ -270,9 +275,7 @@ def test_an_interrupted_pool_resumes_and_no_provider_runs_a_row_twice(
     tmp_path: Path, keys: dict[str, str]
 ) -> None:
     n = 60
-    inp = write_rows(tmp_path / "req.jsonl", n)
-    out = tmp_path / "run"
-    a, b = two_sims(BatchConfig(rows_per_second=400))
+    inp, out, a, b = rows_and_sims(tmp_path, n, BatchConfig(rows_per_second=400))
     with a, b:
         # every shard at once (no opening batch for the quality breaker)
         cfg = settings(
@@ -308,10 +311,10 @@ def test_the_deadline_sends_the_open_rows_online_across_the_whole_pool(
     tmp_path: Path, keys: dict[str, str]
 ) -> None:
     n = 40
-    inp = write_rows(tmp_path / "req.jsonl", n)
-    out = tmp_path / "run"
     # the batches never run a row on their own: the deadline must move them
-    a, b = two_sims(BatchConfig(rows_per_second=0.001, cancel_delay=0.0))
+    inp, out, a, b = rows_and_sims(
+        tmp_path, n, BatchConfig(rows_per_second=0.001, cancel_delay=0.0)
+    )
     fake = FakeTime()
     with a, b:
         # two requests in flight each: the online part spreads over both
@@ -434,10 +437,10 @@ def test_an_online_rerun_takes_in_the_pools_ended_batches_and_sends_only_the_res
     tmp_path: Path, keys: dict[str, str]
 ) -> None:
     n = 80
-    inp = write_rows(tmp_path / "req.jsonl", n)
-    out = tmp_path / "run"
     # at each provider the first batch answers every row, the second expires half done
-    a, b = two_sims(BatchConfig(fates=("ok", "expire"), expire_fraction=0.5))
+    inp, out, a, b = rows_and_sims(
+        tmp_path, n, BatchConfig(fates=("ok", "expire"), expire_fraction=0.5)
+    )
     with a, b:
         common = {"endpoints": pool_of(a, b), "prices": PRICES, "keep_remote_files": True}
         cfg = settings(
@@ -462,10 +465,8 @@ def test_cancel_cancels_each_endpoints_batches_with_its_key_and_a_rerun_sends_th
     tmp_path: Path, keys: dict[str, str]
 ) -> None:
     n = 60
-    inp = write_rows(tmp_path / "req.jsonl", n)
-    out = tmp_path / "run"
     # the batches run 10 rows a second: cancelled part way
-    a, b = two_sims(BatchConfig(rows_per_second=10, cancel_delay=0.05))
+    inp, out, a, b = rows_and_sims(tmp_path, n, BatchConfig(rows_per_second=10, cancel_delay=0.05))
     with a, b:
         common = {"endpoints": pool_of(a, b), "prices": PRICES, "keep_remote_files": True}
         cfg = settings(
