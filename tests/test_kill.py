@@ -319,7 +319,18 @@ def test_kill_loop_over_half_truncated_answers_never_trips_the_breaker(
             while _size(results) <= before and proc.poll() is None:
                 assert time.monotonic() < deadline, "the run wrote nothing in 20 s"
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.25, 0.6))  # answers written, more in flight
+            if kills < EARLY_KILLS + BREAKER_KILLS:
+                time.sleep(rng.uniform(0.25, 0.6))  # answers written, more in flight
+            else:
+                # the last kills land where the loop wants to end: the moment the rows
+                # left begin with a bad block (at random moments, a fast machine could
+                # finish the job first)
+                while (
+                    bad_rows_ahead(results) <= BREAKER_CONCURRENCY + 8
+                    and proc.poll() is None
+                    and time.monotonic() < deadline
+                ):
+                    time.sleep(0.05)
             still_running(f"kill {kills + 1}")
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=10) == -signal.SIGKILL
