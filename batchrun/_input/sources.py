@@ -345,20 +345,18 @@ def _finished(
         obj: Any, row: int, where: str, *, name: str | None = None
     ) -> Request | list[Request]:
         made = mapper(obj, row, where, name=name)
-        if type(made) is not list and finish is None and check is not None:
-            # one request, checked (every row of a plain run): no lists on the way
-            problem = check(made)  # type: ignore[arg-type]
-            if problem is not None:
-                raise InputError(path, where, problem)
-            return made
-        requests: list[Request] = made if type(made) is list else [made]  # type: ignore[list-item]
-        if finish is not None:
-            requests = [finish(r) for r in requests]
-        if check is not None:
-            for req in requests:
-                problem = check(req)
-                if problem is not None:
-                    raise InputError(path, where, problem)
-        return requests if type(made) is list else requests[0]
+        if not isinstance(made, list):  # one request (nearly every row): no lists
+            one = made if finish is None else finish(made)
+            checked(one, where)
+            return one
+        requests: list[Request] = made if finish is None else [finish(r) for r in made]
+        for req in requests:  # every variant finished, then every one checked
+            checked(req, where)
+        return requests
+
+    def checked(req: Request, where: str) -> None:
+        problem = None if check is None else check(req)
+        if problem is not None:
+            raise InputError(path, where, problem)
 
     return finished
