@@ -27,28 +27,16 @@ from batchrun.sim import SimConfig, SimThread
 from batchrun.sim.envelope import ApiError
 from batchrun.sim.http import error_response
 from tests.conftest import FakeTime
+from tests.conftest import completion as conftest_completion
 from tests.test_resume import write_rows
 
 Handler = Callable[[httpx.Request], Any]
 
 
 def completion(body: dict[str, Any], host: str) -> httpx.Response:
-    return httpx.Response(
-        200,
-        json={
-            "id": "c",
-            "object": "chat.completion",
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": f"from {host}"},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-        },
-    )
+    """The answer of the endpoint at ``host`` (its name in the content)."""
+    answer = conftest_completion(f"from {host}", body["model"], prompt=3, completion_tokens=2)
+    return httpx.Response(200, json=answer)
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
