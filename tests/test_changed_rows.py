@@ -17,6 +17,7 @@ import httpx
 import pyarrow.parquet as pq
 
 from batchrun._api import hooks_for as run_hooks
+from batchrun._engine.hooks import RunHooks
 from batchrun._engine.runner import Runner
 from batchrun._ids import body_hash
 from batchrun._settings import Settings
@@ -192,3 +193,58 @@ def test_rows_appended_during_a_run_are_not_sent(tmp_path: Path) -> None:
 
 def _body(i: int) -> dict[str, Any]:
     return {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"q-{i}"}]}
+
+
+class _ScanSeen(RunHooks):
+    """Records how many body hashes the scan handed to the checks before sending."""
+
+    def __init__(self) -> None:
+        self.bodies: list[int] = []
+
+    def before_send(self, state: Any, scan: Any) -> list[str] | None:
+        self.bodies.append(len(scan.bodies))
+        return None
+
+
+def test_body_hashes_are_kept_only_when_there_are_answers_to_compare_them_with(
+    tmp_path: Path,
+) -> None:
+    """A fresh run keeps 8 bytes a row fewer (issue 25's memory bar); a resumed run
+    keeps them and still finds the edited row."""
+    import anyio
+
+    texts = [f"prompt {i}" for i in range(6)]
+    inp = write_texts(tmp_path / "in.jsonl", texts, ids=True)
+
+    def go(handler: Any, **kw: Any) -> tuple[Any, _ScanSeen]:
+        cfg = Settings(
+            input=str(inp),
+            out_dir=str(tmp_path / "run"),
+            base_url="http://test/v1",
+            quiet=True,
+            prompt="{text}",
+            model="gpt-4o-mini",
+            id_column="custom_id",
+            **kw,
+        )
+        seen = _ScanSeen()
+        fake = FakeTime()
+        runner = Runner(
+            cfg,
+            transport=httpx.MockTransport(handler),
+            clock=fake.clock,
+            sleep=fake.sleep,
+            hooks=run_hooks(cfg, [seen]),
+        )
+        return anyio.run(runner.run), seen
+
+    result, seen = go(echo_server())
+    assert result.exit_code == 0 and seen.bodies == [0]
+
+    texts[4] = "prompt 4, edited"
+    write_texts(inp, texts, ids=True)
+    again = echo_server()
+    result, seen = go(again, force=True)
+    assert seen.bodies == [6]
+    assert again.sent == ["prompt 4, edited"]
+    assert any("1 rows changed" in n for n in result.notes)

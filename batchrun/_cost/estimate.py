@@ -532,7 +532,7 @@ def _what_a_run_sends(settings: Settings, source: Any) -> Iterator[Request]:
             else:
                 groups.add_unique()
 
-    source.scan(observe=observe)
+    source.scan(observe=observe, keep_bodies=False)
     selection = picker.finish() if picker is not None else None
     plan = groups.finish() if groups is not None else None
     paid: set[int] = set()  # groups already paid for (by their leader's index)

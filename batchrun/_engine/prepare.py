@@ -7,10 +7,12 @@ killed process left are removed; the input's fingerprint is compared with run.js
 `check_resume`); the input is scanned once (a bad row or a duplicate id stops the run
 naming its line, before anything is sent; the lane's observers see every valid row:
 the pilot's picker, in-run dedupe); the hooks' ``before_send`` checks run (schema,
-evaluation column, prices) and their warnings are kept; the run directory's journal
-is read and what it holds is counted *for this input* (a row is done only for the body
-it was answered with: `batchrun._output.journal.for_input`), with the quality breaker
-resumed from every earlier process's paid answers. `record` then writes run.json.
+evaluation column, prices) and their warnings are kept; what the run directory's
+journal (read just before the scan) holds is counted *for this input* (a row is done
+only for the body it was answered with: `batchrun._output.journal.for_input`), with
+the quality breaker resumed from every earlier process's paid answers. The scan keeps
+each row's body hash only when the journal holds answers to compare it with. `record`
+then writes run.json.
 
 Every blocking step runs in a worker thread, and a stop (Ctrl-C) between two steps,
 or inside the scan, ends the preparation with `Interrupted`: nothing was sent.
@@ -125,11 +127,13 @@ async def prepare_input(
     fingerprint = await anyio.to_thread.run_sync(source.fingerprint)
     interrupted()
     check_resume(cfg, fingerprint, notes)
-    scan = await anyio.to_thread.run_sync(_scan, cfg, source, stopping.is_set, observe)
-    interrupted()
-    warnings = list(hooks.before_send(state, scan) or ())
     journal = await anyio.to_thread.run_sync(_read_journal, cfg)
     interrupted()
+    # the body hashes only matter against answers the directory holds (8 bytes a row)
+    keep_bodies = bool(journal.done or journal.failed)
+    scan = await anyio.to_thread.run_sync(_scan, cfg, source, stopping.is_set, observe, keep_bodies)
+    interrupted()
+    warnings = list(hooks.before_send(state, scan) or ())
     bad = journal.bad if retry_bad else set()
     held = for_input(journal, scan.hashes, scan.bodies, bad=bad)
     if held.changed:
@@ -197,13 +201,16 @@ def _scan(
     source: Source,
     should_stop: Callable[[], bool],
     observe: ScanObserver | None,
+    keep_bodies: bool,
 ) -> ScanResult:
     if not cfg.skip_invalid:
-        return source.scan(should_stop=should_stop, observe=observe)
+        return source.scan(should_stop=should_stop, observe=observe, keep_bodies=keep_bodies)
     path = os.path.join(str(cfg.out_dir), "invalid.jsonl")
     try:
         with open(path, "wb") as invalid_sink:
-            return source.scan(invalid_sink, should_stop=should_stop, observe=observe)
+            return source.scan(
+                invalid_sink, should_stop=should_stop, observe=observe, keep_bodies=keep_bodies
+            )
     except OSError as exc:  # input read errors arrive as InputError; this is the output
         raise RunDirError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 

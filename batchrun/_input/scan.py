@@ -2,8 +2,9 @@
 each one (writing invalid rows aside with --skip-invalid), reject duplicate ids, and
 collect what the checks before sending need (the models named, a dataset's columns).
 
-Memory holds one batch of rows plus 16 bytes per row (the hashes of its id and of its
-body); duplicates are found by sorting the id hashes, then confirmed on the strings.
+Memory holds one batch of rows plus 8 bytes per row (the hash of its id), and 8 more
+when the body hashes are kept (a resumed run compares them with the answers' bodies);
+duplicates are found by sorting the id hashes, then confirmed on the strings.
 
     >>> scan = Source("requests.jsonl").scan()       # doctest: +SKIP
     >>> scan.total, scan.invalid                     # doctest: +SKIP
@@ -48,7 +49,8 @@ class ScanResult:
     hashes: array[int] = field(default_factory=lambda: array("Q"))
     """The id hash of every valid row (8 bytes each), in file order."""
     bodies: array[int] = field(default_factory=lambda: array("Q"))
-    """The body hash (`batchrun._ids.body_hash_int`) of every valid row, same order."""
+    """The body hash (`batchrun._ids.body_hash_int`) of every valid row, same order;
+    empty when the scan was told not to keep them (nothing answered to compare with)."""
     last_row: int = 0
     """The last row number read: later passes stop there."""
     columns: set[str] | None = None
@@ -63,6 +65,7 @@ def scan(
     *,
     should_stop: StopCheck | None = None,
     observe: ScanObserver | None = None,
+    keep_bodies: bool = True,
 ) -> ScanResult:
     """`Source.scan`: validate every row of ``source``, count them, reject duplicate
     ids; afterwards no pass over the source reads past the last row this one read."""
@@ -103,7 +106,8 @@ def scan(
             for req in made if type(made) is list else (made,):
                 hashes.append(id_hash(req.custom_id))  # type: ignore[union-attr]
                 payload = dumps(req.body)  # type: ignore[union-attr]
-                bodies.append(body_hash_int(payload))
+                if keep_bodies:
+                    bodies.append(body_hash_int(payload))
                 model = req.body.get("model")  # type: ignore[union-attr]
                 if isinstance(model, str):
                     models.add(model)

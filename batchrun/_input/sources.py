@@ -319,6 +319,7 @@ class Source:
         *,
         should_stop: StopCheck | None = None,
         observe: ScanObserver | None = None,
+        keep_bodies: bool = True,
     ) -> ScanResult:
         """Validate every row, count them, reject duplicate ids. Sends nothing.
 
@@ -331,8 +332,12 @@ class Source:
         `Interrupted` (a Ctrl-C during a long scan must not wait for it).
         ``observe`` is told of every valid request with its body's bytes (the run's
         pilot selection and in-run dedupe collect what they need from it).
+        ``keep_bodies=False``: the result's ``bodies`` stays empty (8 bytes a row saved
+        when there are no earlier answers to compare bodies with).
         """
-        return scan(self, invalid_sink, should_stop=should_stop, observe=observe)
+        return scan(
+            self, invalid_sink, should_stop=should_stop, observe=observe, keep_bodies=keep_bodies
+        )
 
 
 def _finished(
