@@ -168,14 +168,23 @@ def _duplicate_hashes(hashes: array[int]) -> set[int]:
     transient for a million ids, where a hash table (count_distinct) took ~125 MiB."""
     if len(hashes) < 2:
         return set()
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     values = _uint64_array(hashes)
     ordered = pc.take(values, pc.sort_indices(values))
     same = pc.equal(ordered[1:], ordered[:-1])
-    if not pc.any(same).as_py():
-        return set()
-    return {int(v) for v in pc.filter(ordered[1:], same).to_pylist()}
+    found = (
+        {int(v) for v in pc.filter(ordered[1:], same).to_pylist()}
+        if pc.any(same).as_py()
+        else set()
+    )
+    del values, ordered, same
+    # pyarrow's allocator keeps the sort's freed pages for reuse, and the run that
+    # follows never asks it for them again: 15 MiB of resident memory for a million
+    # rows (BENCHMARKS.md, "Peak memory for a million rows")
+    pa.default_memory_pool().release_unused()
+    return found
 
 
 def _uint64_array(hashes: array[int]) -> Any:
