@@ -7,12 +7,15 @@ model gpt-4o-mini, max_tokens 50): a request file (bodies), and a dataset throug
 template (system + "Label: {text}"). Each is scanned five times in one process (the
 genai-prices table, loaded by the first, is already there for the others); the min and
 median CPU seconds of the process are printed (on a shared machine wall time mostly
-measures the neighbours).
+measures the neighbours). Each input is scanned as a resumed run does (keeping every
+row's body hash, to compare with the answers held) and as a fresh run does (none: no
+body is serialised when no observer wants its bytes), and the ratio is printed.
 
 Example::
 
     .venv/bin/python scripts/bench_scan.py               # 100,000 rows
     .venv/bin/python scripts/bench_scan.py --rows 20000
+    valgrind --tool=callgrind .venv/bin/python scripts/bench_scan.py --rows 20000 --once fresh
 """
 
 from __future__ import annotations
@@ -53,7 +56,21 @@ def write_inputs(folder: str, rows: int) -> tuple[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument(
+        "--once",
+        choices=("resumed", "fresh", "none"),
+        help="for an instruction counter (callgrind): write the request file, scan it once "
+        "to warm up, then once more as a resumed or a fresh run (none: stop after the "
+        "warm-up, the baseline to subtract)",
+    )
     args = parser.parse_args()
+    if args.once:
+        with tempfile.TemporaryDirectory() as folder:
+            settings = Settings(input=write_inputs(folder, args.rows)[0])
+            source_for(settings).scan()
+            if args.once != "none":
+                source_for(settings).scan(keep_bodies=args.once == "resumed")
+        return
     with tempfile.TemporaryDirectory() as folder:
         requests, dataset = write_inputs(folder, args.rows)
         cases = {
@@ -68,16 +85,21 @@ def main() -> None:
             ),
         }
         for name, settings in cases.items():
-            times = []
-            for _ in range(5):
-                source = source_for(settings)
-                start = time.process_time()
-                scan = source.scan()
-                times.append(time.process_time() - start)
-            print(
-                f"{name:13s} {scan.total:,} rows: scan min {min(times):.3f} s, "
-                f"median {statistics.median(times):.3f} s (CPU)"
-            )
+            best = {}
+            for resumed in (True, False):
+                times = []
+                for _ in range(5):
+                    source = source_for(settings)
+                    start = time.process_time()
+                    scan = source.scan(keep_bodies=resumed)
+                    times.append(time.process_time() - start)
+                best[resumed] = min(times)
+                what = "resumed (body hashes)" if resumed else "fresh (none)"
+                print(
+                    f"{name:13s} {what:21s} {scan.total:,} rows: scan min {min(times):.3f} s, "
+                    f"median {statistics.median(times):.3f} s (CPU)"
+                )
+            print(f"{name:13s} fresh / resumed: {best[False] / best[True]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,9 @@ def echo_server() -> Any:
     return handler
 
 
-def run_dataset(tmp_path: Path, inp: Path, handler: Any, **kw: Any) -> Any:
+def run_dataset(
+    tmp_path: Path, inp: Path, handler: Any, extra: tuple[RunHooks, ...] = (), **kw: Any
+) -> Any:
     import anyio
 
     cfg = Settings(
@@ -58,7 +60,7 @@ def run_dataset(tmp_path: Path, inp: Path, handler: Any, **kw: Any) -> Any:
         transport=httpx.MockTransport(handler),
         clock=fake.clock,
         sleep=fake.sleep,
-        hooks=run_hooks(cfg),
+        hooks=run_hooks(cfg, extra),
     )
     return anyio.run(runner.run)
 
@@ -211,32 +213,12 @@ def test_body_hashes_are_kept_only_when_there_are_answers_to_compare_them_with(
 ) -> None:
     """A fresh run keeps 8 bytes a row fewer (issue 25's memory bar); a resumed run
     keeps them and still finds the edited row."""
-    import anyio
-
     texts = [f"prompt {i}" for i in range(6)]
     inp = write_texts(tmp_path / "in.jsonl", texts, ids=True)
 
     def go(handler: Any, **kw: Any) -> tuple[Any, _ScanSeen]:
-        cfg = Settings(
-            input=str(inp),
-            out_dir=str(tmp_path / "run"),
-            base_url="http://test/v1",
-            quiet=True,
-            prompt="{text}",
-            model="gpt-4o-mini",
-            id_column="custom_id",
-            **kw,
-        )
         seen = _ScanSeen()
-        fake = FakeTime()
-        runner = Runner(
-            cfg,
-            transport=httpx.MockTransport(handler),
-            clock=fake.clock,
-            sleep=fake.sleep,
-            hooks=run_hooks(cfg, [seen]),
-        )
-        return anyio.run(runner.run), seen
+        return run_dataset(tmp_path, inp, handler, (seen,), id_column="custom_id", **kw), seen
 
     result, seen = go(echo_server())
     assert result.exit_code == 0 and seen.bodies == [0]

@@ -81,6 +81,7 @@ def scan(
     map_row = source.map_row
     many = source.many
     dumps = orjson.dumps
+    serialise = keep_bodies or observe is not None  # a fresh plain run needs no bytes
     # a template's loops and calls look at the time and the stop flag
     with watched(should_stop):
         for row, where, obj in reader.rows():
@@ -105,14 +106,15 @@ def scan(
                 continue
             for req in made if type(made) is list else (made,):
                 hashes.append(id_hash(req.custom_id))  # type: ignore[union-attr]
-                payload = dumps(req.body)  # type: ignore[union-attr]
-                if keep_bodies:
-                    bodies.append(body_hash_int(payload))
+                if serialise:
+                    payload = dumps(req.body)  # type: ignore[union-attr]
+                    if keep_bodies:
+                        bodies.append(body_hash_int(payload))
+                    if observe is not None:
+                        observe(req, payload)  # type: ignore[arg-type]
                 model = req.body.get("model")  # type: ignore[union-attr]
                 if isinstance(model, str):
                     models.add(model)
-                if observe is not None:
-                    observe(req, payload)  # type: ignore[arg-type]
                 result.total += 1
     result.columns = columns
     if parquet_names is not None:
