@@ -182,3 +182,34 @@ def test_a_short_row_with_an_image_is_measured_by_its_image(tmp_path: Path) -> N
     with pytest.raises(InputError, match="exceed m's context window of 300"):
         source_for(Settings.build(input=str(path), context_window={"m": 300})).scan()
     assert source_for(Settings.build(input=str(path), context_window={"m": 900})).scan().total
+
+
+def test_a_pass_after_a_clean_scan_does_not_check_again(tmp_path: Path) -> None:
+    """The check is a pure function of the body, and no pass reads past the scan: when
+    the scan refused no row, the sending pass does not ask it again; when it refused one,
+    every later pass asks, so the refused row is never sent."""
+    from batchrun._input.sources import Source
+    from batchrun._models import Request
+
+    asked: list[str] = []
+
+    def check(req: Request) -> str | None:
+        asked.append(req.custom_id)
+        return "too long" if "long" in req.body["messages"][0]["content"] else None
+
+    clean = write(tmp_path, [{"custom_id": f"r{i}", "body": chat(f"row {i}")} for i in range(3)])
+    source = Source(str(clean), check=check)
+    assert [req.custom_id for req in source.requests()] == ["r0", "r1", "r2"]
+    assert asked == ["r0", "r1", "r2"]  # no scan yet: every row is checked
+    asked.clear()
+    assert source.scan().total == 3 and asked == ["r0", "r1", "r2"]
+    asked.clear()
+    assert [req.custom_id for req in source.requests()] == ["r0", "r1", "r2"]
+    assert asked == []  # the scan passed them all
+
+    rows = [{"custom_id": f"r{i}", "body": chat("a long one" if i == 1 else "x")} for i in range(3)]
+    source = Source(str(write(tmp_path, rows, "mixed.jsonl")), check=check, skip_invalid=True)
+    assert (source.scan().total, source.scan().invalid) == (2, 1)
+    asked.clear()
+    assert [req.custom_id for req in source.requests()] == ["r0", "r2"]  # r1 never sent
+    assert asked == ["r0", "r1", "r2"]

@@ -52,14 +52,14 @@ class ModelPrice:
     context_window: int | None = None
     note: str | None = None
 
-    def rates_for(self, prompt_tokens: int) -> PriceTier:
-        """The rates a request with this many prompt tokens pays."""
+    def rates_for(self, prompt_tokens: int) -> PriceTier | ModelPrice:
+        """The rates (``input``, ``output``, ``cached_input``) a request with this many
+        prompt tokens pays: a tier's, else these prices' own (nothing built: this runs
+        once or twice for every answer)."""
         for tier in reversed(self.tiers):
             if prompt_tokens > tier.above:
                 return tier
-        return PriceTier(
-            above=0, input=self.input, output=self.output, cached_input=self.cached_input
-        )
+        return self
 
     def tier_index(self, prompt_tokens: int) -> int:
         """0 for the base rates, i for ``tiers[i - 1]``."""

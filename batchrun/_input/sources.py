@@ -43,6 +43,7 @@ whole file, so ``row-<n>`` ids are the same in every shard.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -204,9 +205,19 @@ class Source:
             )
 
         base: RowMapper = mapper or request_row
+        self._refused = [0]  # rows ``check`` refused in the last scan
         self.mapper: RowMapper = (
-            base if finish is None and check is None else _finished(base, finish, check, path)
+            base
+            if finish is None and check is None
+            else _finished(base, finish, check, path, self._refused)
         )
+        self._unchecked: RowMapper = (
+            self.mapper if check is None else _finished(base, finish, None, path, self._refused)
+        )
+        self._all_passed = False
+        """The last scan ran to the end and ``check`` refused none of its rows: a later
+        pass, which reads no row past it, need not ask again (it is a pure function
+        of the body: the context window)."""
 
     # -- the files (`FileSet`) ----------------------------------------------------------
     @property
@@ -217,6 +228,7 @@ class Source:
     @span.setter
     def span(self, span: Span | None) -> None:
         self.input.span = span
+        self._all_passed = False  # other rows: scan them first
 
     @property
     def column_types(self) -> dict[str, str]:
@@ -284,23 +296,29 @@ class Source:
         file, local = self.file_at(row)
         return f"{file.relative}:row-{local}"
 
-    def map_row(self, obj: Any, row: int, where: str) -> Request | list[Request]:
+    def map_row(
+        self, obj: Any, row: int, where: str, mapper: RowMapper | None = None
+    ) -> Request | list[Request]:
         """The row's request(s) through the mapper; a many-file input's rows get their
         file's ids, and their errors name the file."""
+        mapper = mapper or self.mapper
         if not self.input.many:
-            return self.mapper(obj, row, where)
+            return mapper(obj, row, where)
         file, local = self.file_at(row)
         try:
-            return self.mapper(obj, row, where, name=f"{file.relative}:row-{local}")
+            return mapper(obj, row, where, name=f"{file.relative}:row-{local}")
         except InputError as exc:
             if exc.path == file.name:
                 raise
             raise InputError(file.name, exc.where, exc.reason) from None
 
     def requests(self) -> Iterator[Request]:
-        """Valid requests in file order (invalid rows skipped: `scan` reported them)."""
+        """Valid requests in file order (invalid rows skipped: `scan` reported them).
+        After a scan whose every row passed the source's ``check``, rows are not checked
+        again (`check` costs a serialisation of the body; 3 % of a plain run's lines)."""
+        mapper = self._unchecked if self._all_passed else self.mapper
         # one file: the mapper itself (`map_row` asks `many` again for every row)
-        map_row = self.map_row if self.input.many else self.mapper
+        map_row = partial(self.map_row, mapper=mapper) if self.input.many else mapper
         for row, where, obj in self.rows():
             if isinstance(obj, InputError):
                 continue
@@ -335,16 +353,24 @@ class Source:
         ``keep_bodies=False``: the result's ``bodies`` stays empty (8 bytes a row saved
         when there are no earlier answers to compare bodies with).
         """
-        return scan(
+        self._all_passed = False
+        self._refused[0] = 0
+        result = scan(
             self, invalid_sink, should_stop=should_stop, observe=observe, keep_bodies=keep_bodies
         )
+        self._all_passed = self._refused[0] == 0
+        return result
 
 
 def _finished(
-    mapper: RowMapper, finish: Finisher | None, check: RequestCheck | None, path: str
+    mapper: RowMapper,
+    finish: Finisher | None,
+    check: RequestCheck | None,
+    path: str,
+    refused: list[int],
 ) -> RowMapper:
     """The mapper's requests passed through ``finish``; a row whose request (any of its
-    variants') fails ``check`` is a bad row."""
+    variants') fails ``check`` is a bad row, counted in ``refused[0]``."""
 
     def finished(
         obj: Any, row: int, where: str, *, name: str | None = None
@@ -362,6 +388,7 @@ def _finished(
     def checked(req: Request, where: str) -> None:
         problem = None if check is None else check(req)
         if problem is not None:
+            refused[0] += 1
             raise InputError(path, where, problem)
 
     return finished
