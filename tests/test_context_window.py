@@ -209,7 +209,8 @@ def test_a_pass_after_a_clean_scan_does_not_check_again(tmp_path: Path) -> None:
 
     rows = [{"custom_id": f"r{i}", "body": chat("a long one" if i == 1 else "x")} for i in range(3)]
     source = Source(str(write(tmp_path, rows, "mixed.jsonl")), check=check, skip_invalid=True)
-    assert (source.scan().total, source.scan().invalid) == (2, 1)
+    scan = source.scan()
+    assert (scan.total, scan.invalid) == (2, 1)
     asked.clear()
     assert [req.custom_id for req in source.requests()] == ["r0", "r2"]  # r1 never sent
     assert asked == ["r0", "r1", "r2"]

@@ -205,19 +205,16 @@ class Source:
             )
 
         base: RowMapper = mapper or request_row
-        self._refused = [0]  # rows ``check`` refused in the last scan
         self.mapper: RowMapper = (
-            base
-            if finish is None and check is None
-            else _finished(base, finish, check, path, self._refused)
+            base if finish is None and check is None else _finished(base, finish, check, path)
         )
         self._unchecked: RowMapper = (
-            self.mapper if check is None else _finished(base, finish, None, path, self._refused)
+            self.mapper if check is None else _finished(base, finish, None, path)
         )
         self._all_passed = False
-        """The last scan ran to the end and ``check`` refused none of its rows: a later
-        pass, which reads no row past it, need not ask again (it is a pure function
-        of the body: the context window)."""
+        """The last scan ran to the end and found no bad row, so ``check`` passed every
+        one: a later pass, which reads no row past it, need not ask again (it is a pure
+        function of the body: the context window)."""
 
     # -- the files (`FileSet`) ----------------------------------------------------------
     @property
@@ -314,7 +311,7 @@ class Source:
 
     def requests(self) -> Iterator[Request]:
         """Valid requests in file order (invalid rows skipped: `scan` reported them).
-        After a scan whose every row passed the source's ``check``, rows are not checked
+        After a scan that found no bad row, rows are not put to the source's ``check``
         again (`check` costs a serialisation of the body; 3 % of a plain run's lines)."""
         mapper = self._unchecked if self._all_passed else self.mapper
         # one file: the mapper itself (`map_row` asks `many` again for every row)
@@ -354,23 +351,18 @@ class Source:
         when there are no earlier answers to compare bodies with).
         """
         self._all_passed = False
-        self._refused[0] = 0
         result = scan(
             self, invalid_sink, should_stop=should_stop, observe=observe, keep_bodies=keep_bodies
         )
-        self._all_passed = self._refused[0] == 0
+        self._all_passed = result.invalid == 0
         return result
 
 
 def _finished(
-    mapper: RowMapper,
-    finish: Finisher | None,
-    check: RequestCheck | None,
-    path: str,
-    refused: list[int],
+    mapper: RowMapper, finish: Finisher | None, check: RequestCheck | None, path: str
 ) -> RowMapper:
     """The mapper's requests passed through ``finish``; a row whose request (any of its
-    variants') fails ``check`` is a bad row, counted in ``refused[0]``."""
+    variants') fails ``check`` is a bad row."""
 
     def finished(
         obj: Any, row: int, where: str, *, name: str | None = None
@@ -388,7 +380,6 @@ def _finished(
     def checked(req: Request, where: str) -> None:
         problem = None if check is None else check(req)
         if problem is not None:
-            refused[0] += 1
             raise InputError(path, where, problem)
 
     return finished
